@@ -1,0 +1,43 @@
+/*
+ * config.h - the daemon's settings, loaded from YAML.
+ *
+ * A config is accepted whole or rejected whole: conf_load_*() either
+ * returns a complete, validated config (with a frozen service table) or
+ * NULL with the first error in <e> as FILE:LINE:COL. Every key is decoded
+ * through one key table in config.c; unknown keys are errors.
+ */
+#ifndef CONF_CONFIG_H
+#define CONF_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "err.h"
+#include "log.h"
+#include "table.h"
+
+struct conf {
+    enum log_level log_level; /* log.level, default info */
+    enum log_format log_format; /* log.format, default text */
+    uint64_t drain_timeout_ms;  /* drain_timeout, default 30s */
+    struct table *table;        /* owned reference, frozen, generation 0 */
+};
+
+/* Load <path>. Returns a new config (free with conf_free()) or NULL with
+ * <e> filled; <e>->file is <path>. Reads the file with blocking I/O: call
+ * it only at start-up or on reload. */
+struct conf *conf_load_file(const char *path, struct err *e);
+
+/* Same, from a buffer; <name> is used as the file name in errors. */
+struct conf *conf_load_buf(const char *name, const char *buf, size_t len,
+                           struct err *e);
+
+/* Free <c>; conf_free(NULL) does nothing. */
+void conf_free(struct conf *c);
+
+/* The built-in default configuration (conf/examples/demo.yaml, embedded
+ * at build time) and its length. */
+extern const char conf_default_yaml[];
+extern const size_t conf_default_yaml_len;
+
+#endif

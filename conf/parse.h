@@ -1,0 +1,58 @@
+/*
+ * parse.h - parsers for the scalar types the config and the API share:
+ * socket addresses, durations, bounded integers.
+ *
+ * All functions take a NUL-terminated string, never allocate, and return
+ * 0 on success or -1 with a reason in <why> (a static string).
+ */
+#ifndef CONF_PARSE_H
+#define CONF_PARSE_H
+
+#include <netinet/in.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+/* A socket address, IPv4 or IPv6, with its length. */
+struct saddr {
+    union {
+        struct sockaddr sa;
+        struct sockaddr_in in;
+        struct sockaddr_in6 in6;
+    } u;
+    socklen_t len;
+};
+
+#define SADDR_STR_MAX 64 /* "[ffff:...:ffff%iface]:65535" fits */
+
+/* Parse "1.2.3.4:80" or "[::1]:80". With <allow_port0> a port of 0 is
+ * accepted. Hostnames are refused: ferry never resolves names. */
+int parse_hostport(const char *s, struct saddr *out, int allow_port0,
+                   const char **why);
+
+/* Parse a bare IP literal "1.2.3.4" or "::1" (no brackets) and set
+ * <port>. */
+int parse_ip(const char *s, uint16_t port, struct saddr *out,
+             const char **why);
+
+/* Parse a duration: a non-negative number followed by a unit of ms, s, m
+ * or h ("250ms", "2s", "1h", "1.5s"); a bare "0" is 0. Result in
+ * milliseconds, at most 30 days. */
+int parse_duration_ms(const char *s, uint64_t *ms, const char **why);
+
+/* Parse a decimal unsigned integer within [min, max]. */
+int parse_uint(const char *s, uint64_t min, uint64_t max, uint64_t *out,
+               const char **why);
+
+/* Format <a> as "1.2.3.4:80" or "[::1]:80" into <out> (SADDR_STR_MAX). */
+const char *saddr_str(const struct saddr *a, char *out, size_t outlen);
+
+/* Format only the IP of <a>. */
+const char *saddr_ip_str(const struct saddr *a, char *out, size_t outlen);
+
+/* Compare two addresses (family, IP, port). Returns 0 when equal. */
+int saddr_cmp(const struct saddr *a, const struct saddr *b);
+
+/* Port of <a> in host order. */
+uint16_t saddr_port(const struct saddr *a);
+
+#endif

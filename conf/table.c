@@ -1,0 +1,183 @@
+#include <stdlib.h>
+#include <string.h>
+
+#include "table.h"
+
+static const char *const balance_names[TBL_BAL__COUNT] = {
+    [TBL_BAL_ROUNDROBIN] = "roundrobin",
+    [TBL_BAL_LEASTCONN] = "leastconn",
+    [TBL_BAL_RANDOM] = "random",
+};
+
+const char *
+tbl_balance_name(enum tbl_balance b)
+{
+    return (unsigned)b < TBL_BAL__COUNT ? balance_names[b] : "?";
+}
+
+int
+tbl_balance_parse(const char *s, enum tbl_balance *out)
+{
+    int i;
+
+    for (i = 0; i < TBL_BAL__COUNT; i++) {
+        if (strcmp(s, balance_names[i]) == 0) {
+            *out = (enum tbl_balance)i;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+struct table *
+table_new(void)
+{
+    struct table *t = calloc(1, sizeof(*t));
+
+    if (t == NULL)
+        return NULL;
+    atomic_init(&t->refs, 1);
+    return t;
+}
+
+static void
+service_free(struct tbl_service *s)
+{
+    free(s->frontends);
+    free(s->backends);
+}
+
+struct table *
+table_ref(struct table *t)
+{
+    if (t != NULL)
+        atomic_fetch_add_explicit(&t->refs, 1, memory_order_relaxed);
+    return t;
+}
+
+void
+table_unref(struct table *t)
+{
+    size_t i;
+
+    if (t == NULL)
+        return;
+    if (atomic_fetch_sub_explicit(&t->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    for (i = 0; i < t->nservices; i++)
+        service_free(&t->services[i]);
+    free(t->services);
+    free(t);
+}
+
+void
+table_freeze(struct table *t, uint64_t generation)
+{
+    t->generation = generation;
+    t->frozen = 1;
+}
+
+const struct tbl_service *
+table_find(const struct table *t, const char *name)
+{
+    size_t i;
+
+    for (i = 0; i < t->nservices; i++)
+        if (strcmp(t->services[i].name, name) == 0)
+            return &t->services[i];
+    return NULL;
+}
+
+const struct tbl_service *
+table_find_frontend(const struct table *t, const struct saddr *a)
+{
+    size_t i, j;
+
+    for (i = 0; i < t->nservices; i++)
+        for (j = 0; j < t->services[i].nfrontends; j++)
+            if (saddr_cmp(&t->services[i].frontends[j], a) == 0)
+                return &t->services[i];
+    return NULL;
+}
+
+static void *
+dup_array(const void *src, size_t n, size_t size)
+{
+    void *p;
+
+    if (n == 0)
+        return NULL;
+    p = malloc(n * size);
+    if (p != NULL)
+        memcpy(p, src, n * size);
+    return p;
+}
+
+int
+table_add_service(struct table *t, const struct tbl_service *svc,
+                  struct err *e)
+{
+    struct tbl_service copy;
+    char a[SADDR_STR_MAX];
+    size_t i;
+
+    if (t->frozen)
+        return err_set(e, "table is frozen");
+    if (svc->name[0] == '\0')
+        return err_set(e, "service has no name");
+    if (table_find(t, svc->name) != NULL)
+        return err_set(e, "duplicate service name \"%s\"", svc->name);
+    for (i = 0; i < svc->nfrontends; i++) {
+        const struct tbl_service *o =
+            table_find_frontend(t, &svc->frontends[i]);
+        if (o != NULL)
+            return err_set(e, "listen address %s already used by service "
+                              "\"%s\"",
+                           saddr_str(&svc->frontends[i], a, sizeof(a)),
+                           o->name);
+    }
+    if (t->nservices == t->cap) {
+        size_t ncap = t->cap ? t->cap * 2 : 8;
+        struct tbl_service *n = realloc(t->services, ncap * sizeof(*n));
+        if (n == NULL)
+            return err_set(e, "out of memory");
+        t->services = n;
+        t->cap = ncap;
+    }
+    copy = *svc;
+    copy.frontends =
+        dup_array(svc->frontends, svc->nfrontends, sizeof(*svc->frontends));
+    copy.backends =
+        dup_array(svc->backends, svc->nbackends, sizeof(*svc->backends));
+    if ((svc->nfrontends && copy.frontends == NULL)
+        || (svc->nbackends && copy.backends == NULL)) {
+        service_free(&copy);
+        return err_set(e, "out of memory");
+    }
+    t->services[t->nservices++] = copy;
+    return 0;
+}
+
+int
+tbl_service_equal(const struct tbl_service *a, const struct tbl_service *b)
+{
+    size_t i;
+
+    if (strcmp(a->name, b->name) != 0 || a->nfrontends != b->nfrontends
+        || a->nbackends != b->nbackends || a->balance != b->balance
+        || a->connect_timeout_ms != b->connect_timeout_ms
+        || a->idle_timeout_ms != b->idle_timeout_ms
+        || a->retries != b->retries || a->max_conns != b->max_conns
+        || a->affinity_timeout_ms != b->affinity_timeout_ms)
+        return 0;
+    for (i = 0; i < a->nfrontends; i++)
+        if (saddr_cmp(&a->frontends[i], &b->frontends[i]) != 0)
+            return 0;
+    for (i = 0; i < a->nbackends; i++) {
+        const struct tbl_backend *x = &a->backends[i], *y = &b->backends[i];
+        if (saddr_cmp(&x->addr, &y->addr) != 0 || x->weight != y->weight
+            || x->flags != y->flags || strcmp(x->name, y->name) != 0)
+            return 0;
+    }
+    return 1;
+}

@@ -1,0 +1,105 @@
+/*
+ * table.h - the service table: what the data plane must serve.
+ *
+ * A table is built by one producer (the YAML loader in static mode, the
+ * watcher's translator in Kubernetes mode), then frozen and published to
+ * the proxy as an immutable, refcounted snapshot. Readers never lock and
+ * never see a table change under them; a change is a new table.
+ *
+ * A service here is one balancing decision: a set of frontends (address
+ * and port pairs that accept connections) sharing one backend set and one
+ * policy. The Kubernetes translator emits one service per Service port and
+ * traffic class (internal, external) because kube-proxy may pick a
+ * different endpoint set for each.
+ */
+#ifndef CONF_TABLE_H
+#define CONF_TABLE_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "err.h"
+#include "parse.h"
+
+#define TBL_NAME_MAX   128
+#define TBL_WEIGHT_MAX 256
+
+enum tbl_balance {
+    TBL_BAL_ROUNDROBIN = 0, /* smooth weighted round-robin */
+    TBL_BAL_LEASTCONN,      /* fewest active connections, weighted */
+    TBL_BAL_RANDOM,         /* weighted random */
+    TBL_BAL__COUNT
+};
+
+/* Endpoint conditions, as EndpointSlices carry them. Static backends are
+ * READY|SERVING. */
+#define TBL_BE_READY       0x01u
+#define TBL_BE_SERVING     0x02u
+#define TBL_BE_TERMINATING 0x04u
+#define TBL_BE_LOCAL       0x08u /* on this node */
+
+struct tbl_backend {
+    struct saddr addr;
+    char name[TBL_NAME_MAX]; /* for logs and status: config name or pod */
+    uint32_t weight;         /* 0..TBL_WEIGHT_MAX, 0 = no new connections */
+    uint32_t flags;          /* TBL_BE_* */
+};
+
+struct tbl_service {
+    char name[TBL_NAME_MAX]; /* unique within a table */
+    struct saddr *frontends;
+    size_t nfrontends;
+    struct tbl_backend *backends;
+    size_t nbackends;
+    enum tbl_balance balance;
+    uint32_t connect_timeout_ms;
+    uint32_t idle_timeout_ms;
+    uint32_t retries;             /* extra attempts on other backends */
+    uint32_t max_conns;           /* 0 = no limit */
+    uint32_t affinity_timeout_ms; /* ClientIP affinity, 0 = off */
+};
+
+struct table {
+    atomic_uint refs;
+    uint64_t generation;
+    int frozen;
+    struct tbl_service *services;
+    size_t nservices;
+    size_t cap;
+};
+
+/* Returns a new empty, unfrozen table with one reference, or NULL. */
+struct table *table_new(void);
+
+/* Add a deep copy of <svc> (its arrays are copied; the caller keeps
+ * ownership of <svc>). Fails, filling <e>, if the table is frozen, the
+ * name is empty or taken, or a frontend is already used by any service.
+ * Returns 0 or -1. */
+int table_add_service(struct table *t, const struct tbl_service *svc,
+                      struct err *e);
+
+/* Freeze <t> and stamp its generation. After this it must not change. */
+void table_freeze(struct table *t, uint64_t generation);
+
+/* Take and drop references. table_unref(NULL) does nothing. Both are
+ * thread-safe. */
+struct table *table_ref(struct table *t);
+void table_unref(struct table *t);
+
+/* Find a service by name; NULL if absent. */
+const struct tbl_service *table_find(const struct table *t, const char *name);
+
+/* Find the service (and frontend index) owning frontend <a>. */
+const struct tbl_service *table_find_frontend(const struct table *t,
+                                              const struct saddr *a);
+
+/* Nonzero if two services would be served identically (same frontends,
+ * backends, policy). */
+int tbl_service_equal(const struct tbl_service *a,
+                      const struct tbl_service *b);
+
+const char *tbl_balance_name(enum tbl_balance b);
+int tbl_balance_parse(const char *s, enum tbl_balance *out);
+
+#endif
