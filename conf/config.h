@@ -16,6 +16,9 @@
 #include "log.h"
 #include "table.h"
 
+/* Largest config accepted, file or buffer. */
+#define CONF_FILE_MAX (4u << 20)
+
 struct conf {
     enum log_level log_level; /* log.level, default info */
     enum log_format log_format; /* log.format, default text */
