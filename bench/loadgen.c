@@ -1,12 +1,939 @@
+#include <errno.h>
+#include <ev.h>
+#include <getopt.h>
+#include <math.h>
+#include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
+#include "bnet.h"
 #include "hist.h"
 #include "loadgen.h"
+#include "parse.h"
+
+#define LG_IO_ROUNDS    16
+#define LG_RBUF         (256 * 1024)
+#define LG_MAX_SLOTS    60000u
+#define LG_MAX_SIZE     (64u * 1024)
+
+enum lg_mode {
+    LG_CONNRATE = 0,
+    LG_RR,
+    LG_STREAM,
+    LG_IDLE,
+};
+
+static const char *const lg_mode_names[] = {
+    [LG_CONNRATE] = "connrate",
+    [LG_RR] = "rr",
+    [LG_STREAM] = "stream",
+    [LG_IDLE] = "idle",
+};
+
+/* What one unit of --count is, per mode. */
+static const char *const lg_unit_names[] = {
+    [LG_CONNRATE] = "conn",
+    [LG_RR] = "req",
+    [LG_STREAM] = "byte",
+    [LG_IDLE] = "conn",
+};
+
+enum lg_dir {
+    LG_DIR_DOWN = 0,
+    LG_DIR_UP,
+    LG_DIR_BOTH,
+};
+
+static const char *const lg_dir_names[] = {
+    [LG_DIR_DOWN] = "down",
+    [LG_DIR_UP] = "up",
+    [LG_DIR_BOTH] = "both",
+};
+
+enum lc_state {
+    LC_FREE = 0,  /* no fd, not queued */
+    LC_PENDING,   /* no fd, queued for a new connection */
+    LC_CONNECTING,
+    LC_SENDING,
+    LC_RECEIVING,
+    LC_STREAM,
+    LC_HELD,      /* idle: checked and held */
+};
+
+struct lconn {
+    ev_io io;
+    int fd;
+    enum lc_state state;
+    uint64_t t0;        /* start of the timed operation, ns */
+    size_t sent, recvd; /* within the current request */
+    ev_tstamp deadline; /* loop time after which the sweep times it out */
+};
+
+struct lg_opts {
+    enum lg_mode mode;
+    struct saddr target;
+    char target_str[SADDR_STR_MAX];
+    const char *label;
+    double duration, timeout;
+    uint64_t count, max_errors;
+    unsigned concurrency, connections;
+    size_t size, reply_size;
+    enum lg_dir dir;
+    int quiet;
+};
+
+struct lg {
+    struct ev_loop *loop;
+    struct lg_opts o;
+    struct lconn *c;
+    unsigned nslots, busy;
+    unsigned *queue; /* slot indexes waiting for lg_on_prepare */
+    unsigned *batch; /* the queue as lg_drain_queue took it */
+    unsigned nqueue;
+    unsigned next_launch; /* idle: next slot to open */
+    unsigned inflight;    /* idle: handshakes under way */
+    uint64_t launched, done, held;
+    uint64_t errors[BNET_ERR__COUNT], errors_total;
+    uint64_t bytes_sent, bytes_recv;
+    uint64_t t_start, t_end, t_established;
+    int stopping, finished, holding_said;
+    ev_timer dur_timer, sweep;
+    ev_prepare prepare;
+    ev_idle kick;
+    ev_signal sigint, sigterm;
+    struct hist hist;
+    char rbuf[LG_RBUF];
+};
+
+static void lg_on_io(struct ev_loop *loop, ev_io *w, int revents);
+
+static void
+lg_finish(struct lg *lg)
+{
+    if (lg->finished)
+        return;
+    lg->finished = 1;
+    lg->stopping = 1;
+    lg->t_end = bnet_now_ns();
+    ev_break(lg->loop, EVBREAK_ALL);
+}
+
+static void
+lg_watch(struct lg *lg, struct lconn *c, int events)
+{
+    ev_io_stop(lg->loop, &c->io);
+    ev_io_set(&c->io, c->fd, events);
+    ev_io_start(lg->loop, &c->io);
+}
+
+static void
+lg_close_fd(struct lg *lg, struct lconn *c)
+{
+    ev_io_stop(lg->loop, &c->io);
+    if (c->fd >= 0)
+        close(c->fd);
+    c->fd = -1;
+}
+
+/* Queue slot <c> for lg_on_prepare, which starts its next connection (or
+ * for idle, the next slot's). Never starts one here: a refused connect
+ * would otherwise recurse. */
+static void
+lg_requeue(struct lg *lg, struct lconn *c)
+{
+    lg_close_fd(lg, c);
+    if (c->state != LC_HELD)
+        c->state = LC_PENDING;
+    lg->queue[lg->nqueue++] = (unsigned)(c - lg->c);
+    if (!ev_is_active(&lg->kick))
+        ev_idle_start(lg->loop, &lg->kick);
+}
+
+static void
+lg_fail(struct lg *lg, struct lconn *c, enum bnet_err kind)
+{
+    lg->errors[kind]++;
+    lg->errors_total++;
+    if (lg->errors_total >= lg->o.max_errors)
+        lg->stopping = 1;
+    if (lg->o.mode == LG_IDLE) {
+        if (c->state == LC_HELD)
+            lg->held--;
+        else
+            lg->inflight--;
+    }
+    c->state = LC_PENDING;
+    lg_requeue(lg, c);
+}
+
+/* Claim one unit of work, or say the run has enough. */
+static int
+lg_take_unit(struct lg *lg)
+{
+    if (lg->stopping || lg->launched >= lg->o.count)
+        return 0;
+    lg->launched++;
+    return 1;
+}
+
+static size_t
+lg_req_len(const struct lg *lg)
+{
+    return lg->o.mode == LG_IDLE ? 1 : lg->o.size;
+}
+
+static size_t
+lg_rep_len(const struct lg *lg)
+{
+    return lg->o.mode == LG_IDLE ? 1 : lg->o.reply_size;
+}
+
+static void
+lg_send(struct lg *lg, struct lconn *c)
+{
+    size_t plen, want = lg_req_len(lg);
+    const char *pat = bnet_pattern(&plen);
+
+    while (c->sent < want) {
+        size_t n = want - c->sent < plen ? want - c->sent : plen;
+        ssize_t w = send(c->fd, pat, n, MSG_NOSIGNAL);
+
+        if (w < 0) {
+            if (errno == EAGAIN || errno == EINTR) {
+                if (c->state != LC_SENDING) {
+                    c->state = LC_SENDING;
+                    lg_watch(lg, c, EV_WRITE);
+                }
+                return;
+            }
+            lg_fail(lg, c, bnet_err_from_errno(-errno));
+            return;
+        }
+        c->sent += (size_t)w;
+        lg->bytes_sent += (uint64_t)w;
+    }
+    c->state = LC_RECEIVING;
+    lg_watch(lg, c, EV_READ);
+}
+
+static void
+lg_begin_request(struct lg *lg, struct lconn *c)
+{
+    c->t0 = bnet_now_ns();
+    c->sent = c->recvd = 0;
+    c->deadline = ev_now(lg->loop) + lg->o.timeout;
+    lg_send(lg, c);
+}
+
+static void
+lg_reply_done(struct lg *lg, struct lconn *c)
+{
+    hist_add(&lg->hist, bnet_now_ns() - c->t0);
+    lg->done++;
+    switch (lg->o.mode) {
+    case LG_CONNRATE:
+        lg_requeue(lg, c);
+        break;
+    case LG_RR:
+        if (lg_take_unit(lg)) {
+            lg_begin_request(lg, c);
+        } else {
+            c->state = LC_PENDING;
+            lg_requeue(lg, c); /* lg_on_prepare frees it */
+        }
+        break;
+    case LG_IDLE:
+        c->state = LC_HELD;
+        c->deadline = INFINITY;
+        lg->held++;
+        lg_watch(lg, c, EV_READ); /* to notice the proxy closing it */
+        lg->inflight--;
+        lg->queue[lg->nqueue++] = (unsigned)(c - lg->c);
+        if (!ev_is_active(&lg->kick))
+            ev_idle_start(lg->loop, &lg->kick);
+        break;
+    default:
+        break;
+    }
+}
+
+static void
+lg_recv(struct lg *lg, struct lconn *c)
+{
+    size_t want = lg_rep_len(lg);
+    int round;
+
+    for (round = 0; round < LG_IO_ROUNDS; round++) {
+        ssize_t r = recv(c->fd, lg->rbuf, sizeof(lg->rbuf), 0);
+
+        if (r < 0) {
+            if (errno == EAGAIN || errno == EINTR)
+                return;
+            lg_fail(lg, c, bnet_err_from_errno(-errno));
+            return;
+        }
+        if (r == 0) {
+            lg_fail(lg, c, BNET_ERR_SHORT_READ);
+            return;
+        }
+        lg->bytes_recv += (uint64_t)r;
+        c->recvd += (size_t)r;
+        if (c->recvd >= want) {
+            lg_reply_done(lg, c);
+            return;
+        }
+    }
+}
+
+static void
+lg_stream_io(struct lg *lg, struct lconn *c, int revents)
+{
+    size_t plen;
+    const char *pat = bnet_pattern(&plen);
+    size_t chunk = lg->o.size < plen ? lg->o.size : plen;
+    int round;
+
+    c->deadline = ev_now(lg->loop) + lg->o.timeout;
+    for (round = 0; (revents & EV_READ) && round < LG_IO_ROUNDS; round++) {
+        ssize_t r = recv(c->fd, lg->rbuf, sizeof(lg->rbuf), 0);
+
+        if (r < 0) {
+            if (errno == EAGAIN || errno == EINTR)
+                break;
+            lg_fail(lg, c, bnet_err_from_errno(-errno));
+            return;
+        }
+        if (r == 0) {
+            lg_fail(lg, c, BNET_ERR_SHORT_READ);
+            return;
+        }
+        lg->bytes_recv += (uint64_t)r;
+        lg->done += (uint64_t)r;
+    }
+    for (round = 0; (revents & EV_WRITE) && round < LG_IO_ROUNDS; round++) {
+        ssize_t w = send(c->fd, pat, chunk, MSG_NOSIGNAL);
+
+        if (w < 0) {
+            if (errno == EAGAIN || errno == EINTR)
+                break;
+            lg_fail(lg, c, bnet_err_from_errno(-errno));
+            return;
+        }
+        lg->bytes_sent += (uint64_t)w;
+        lg->done += (uint64_t)w;
+    }
+    if (lg->done >= lg->o.count)
+        lg_finish(lg);
+}
+
+static void
+lg_connected(struct lg *lg, struct lconn *c)
+{
+    switch (lg->o.mode) {
+    case LG_CONNRATE:
+    case LG_IDLE:
+        c->sent = c->recvd = 0;
+        lg_send(lg, c); /* timed from the connect */
+        break;
+    case LG_RR:
+        if (lg_take_unit(lg)) {
+            lg_begin_request(lg, c);
+        } else {
+            c->state = LC_PENDING;
+            lg_requeue(lg, c);
+        }
+        break;
+    case LG_STREAM:
+        c->state = LC_STREAM;
+        c->deadline = ev_now(lg->loop) + lg->o.timeout;
+        lg_watch(lg, c,
+                 lg->o.dir == LG_DIR_DOWN ? EV_READ : EV_READ | EV_WRITE);
+        break;
+    }
+}
+
+static void
+lg_start_connect(struct lg *lg, struct lconn *c)
+{
+    int done = 0, fd;
+
+    c->t0 = bnet_now_ns();
+    c->deadline = ev_now(lg->loop) + lg->o.timeout;
+    fd = bnet_connect(&lg->o.target, &done);
+    if (fd < 0) {
+        c->fd = -1;
+        lg_fail(lg, c, bnet_err_from_errno(fd));
+        return;
+    }
+    c->fd = fd;
+    ev_io_set(&c->io, fd, EV_WRITE);
+    if (done) {
+        c->state = LC_SENDING;
+        lg_connected(lg, c);
+        return;
+    }
+    c->state = LC_CONNECTING;
+    ev_io_start(lg->loop, &c->io);
+}
+
+static void
+lg_on_io(struct ev_loop *loop, ev_io *w, int revents)
+{
+    struct lg *lg = ev_userdata(loop);
+    struct lconn *c = (struct lconn *)w;
+    int r;
+
+    if (lg->finished)
+        return;
+    switch (c->state) {
+    case LC_CONNECTING:
+        r = bnet_connect_result(c->fd);
+        if (r < 0) {
+            lg_fail(lg, c, bnet_err_from_errno(r));
+            return;
+        }
+        c->state = LC_SENDING;
+        lg_connected(lg, c);
+        break;
+    case LC_SENDING:
+        lg_send(lg, c);
+        break;
+    case LC_RECEIVING:
+        lg_recv(lg, c);
+        break;
+    case LC_STREAM:
+        lg_stream_io(lg, c, revents);
+        break;
+    case LC_HELD:
+        r = (int)recv(c->fd, lg->rbuf, sizeof(lg->rbuf), 0);
+        if (r == 0 || (r < 0 && errno != EAGAIN && errno != EINTR))
+            lg_fail(lg, c, r == 0 ? BNET_ERR_RESET
+                                  : bnet_err_from_errno(-errno));
+        break;
+    default:
+        ev_io_stop(loop, w);
+        break;
+    }
+}
+
+static void
+lg_idle_say_holding(struct lg *lg)
+{
+    double secs;
+
+    if (lg->holding_said || lg->next_launch < lg->nslots || lg->inflight > 0)
+        return;
+    lg->holding_said = 1;
+    lg->t_established = bnet_now_ns();
+    secs = (double)(lg->t_established - lg->t_start) / 1e9;
+    printf("{\"event\":\"holding\",\"mode\":\"idle\",\"target\":\"%s\","
+           "\"held\":%llu,\"errors_total\":%llu,\"open_s\":%.3f}\n",
+           lg->o.target_str, (unsigned long long)lg->held,
+           (unsigned long long)lg->errors_total, secs);
+    fflush(stdout);
+    if (lg->held == 0)
+        lg_finish(lg);
+}
+
+/* idle: open the next slots while fewer than --concurrency handshakes run. */
+static void
+lg_idle_launch(struct lg *lg)
+{
+    while (!lg->stopping && lg->next_launch < lg->nslots
+           && lg->inflight < lg->o.concurrency) {
+        struct lconn *c = &lg->c[lg->next_launch++];
+
+        lg->launched++;
+        lg->inflight++;
+        lg->busy++;
+        lg_start_connect(lg, c);
+    }
+}
+
+static void
+lg_restart_one(struct lg *lg, struct lconn *c)
+{
+    if (lg->o.mode == LG_IDLE) {
+        if (c->state == LC_PENDING) { /* failed handshake or dropped hold */
+            c->state = LC_FREE;
+            lg->busy--;
+        }
+        return;
+    }
+    if (c->state != LC_PENDING)
+        return;
+    if (lg->o.mode == LG_CONNRATE ? lg_take_unit(lg)
+                                  : !lg->stopping
+                                        && lg->launched < lg->o.count) {
+        lg_start_connect(lg, c);
+        return;
+    }
+    c->state = LC_FREE;
+    lg->busy--;
+}
+
+/* Before the loop sleeps: start the connections that were queued. Only
+ * the entries present on entry are handled; a connect that fails at once
+ * queues again and waits for the next iteration. */
+static void
+lg_drain_queue(struct lg *lg)
+{
+    unsigned n = lg->nqueue, i;
+
+    if (n == 0)
+        return;
+    memcpy(lg->batch, lg->queue, n * sizeof(*lg->batch));
+    lg->nqueue = 0;
+    for (i = 0; i < n && !lg->finished; i++)
+        lg_restart_one(lg, &lg->c[lg->batch[i]]);
+    if (lg->o.mode == LG_IDLE) {
+        lg_idle_launch(lg);
+        lg_idle_say_holding(lg);
+    }
+    if (lg->busy == 0 && lg->nqueue == 0)
+        lg_finish(lg);
+}
+
+static void
+lg_on_prepare(struct ev_loop *loop, ev_prepare *w, int revents)
+{
+    (void)w;
+    (void)revents;
+    lg_drain_queue(ev_userdata(loop));
+}
+
+static void
+lg_on_kick(struct ev_loop *loop, ev_idle *w, int revents)
+{
+    struct lg *lg = ev_userdata(loop);
+
+    (void)revents;
+    lg_drain_queue(lg);
+    if (lg->nqueue == 0)
+        ev_idle_stop(loop, w);
+}
+
+static void
+lg_on_sweep(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    struct lg *lg = ev_userdata(loop);
+    ev_tstamp now = ev_now(loop);
+
+    (void)w;
+    (void)revents;
+    for (unsigned i = 0; i < lg->nslots && !lg->finished; i++) {
+        struct lconn *c = &lg->c[i];
+
+        if (c->state >= LC_CONNECTING && c->state <= LC_STREAM
+            && c->deadline < now)
+            lg_fail(lg, c, BNET_ERR_TIMEOUT);
+    }
+}
+
+static void
+lg_on_deadline(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)w;
+    (void)revents;
+    lg_finish(ev_userdata(loop));
+}
+
+static void
+lg_on_signal(struct ev_loop *loop, ev_signal *w, int revents)
+{
+    (void)w;
+    (void)revents;
+    lg_finish(ev_userdata(loop));
+}
+
+static double
+lg_us(uint64_t ns)
+{
+    return (double)ns / 1000.0;
+}
+
+/* One JSON object on stdout: the machine-readable result. */
+static void
+lg_print_json(const struct lg *lg, double secs)
+{
+    const struct lg_opts *o = &lg->o;
+    double rate = secs > 0 ? (double)lg->done / secs : 0;
+    double moved = (double)(lg->bytes_sent + lg->bytes_recv);
+
+    if (o->mode == LG_IDLE && lg->t_established > lg->t_start)
+        rate = (double)lg->done
+               / ((double)(lg->t_established - lg->t_start) / 1e9);
+    printf("{\"mode\":\"%s\",\"target\":\"%s\",\"label\":\"%s\","
+           "\"duration_s\":%.3f,\"concurrency\":%u,\"connections\":%u,"
+           "\"size\":%zu,\"reply_size\":%zu,",
+           lg_mode_names[o->mode], o->target_str, o->label, secs,
+           o->concurrency, o->connections, o->size, o->reply_size);
+    if (o->mode == LG_STREAM)
+        printf("\"direction\":\"%s\",", lg_dir_names[o->dir]);
+    printf("\"unit\":\"%s\",\"count\":%llu,\"rate\":%.1f,\"errors\":{",
+           lg_unit_names[o->mode], (unsigned long long)lg->done, rate);
+    for (int e = 0; e < BNET_ERR__COUNT; e++)
+        printf("%s\"%s\":%llu", e ? "," : "", bnet_err_name(e),
+               (unsigned long long)lg->errors[e]);
+    printf("},\"errors_total\":%llu,\"bytes_sent\":%llu,\"bytes_recv\":%llu,"
+           "\"throughput_mbit_s\":%.1f,",
+           (unsigned long long)lg->errors_total,
+           (unsigned long long)lg->bytes_sent,
+           (unsigned long long)lg->bytes_recv,
+           secs > 0 ? moved * 8 / secs / 1e6 : 0);
+    if (o->mode == LG_IDLE)
+        printf("\"held\":%llu,", (unsigned long long)lg->held);
+    printf("\"samples\":%llu,\"min_us\":%.1f,\"mean_us\":%.1f,"
+           "\"p50_us\":%.1f,\"p90_us\":%.1f,\"p99_us\":%.1f,"
+           "\"p999_us\":%.1f,\"max_us\":%.1f}\n",
+           (unsigned long long)lg->hist.count,
+           lg_us(lg->hist.count ? lg->hist.min : 0),
+           hist_mean(&lg->hist) / 1000.0,
+           lg_us(hist_quantile(&lg->hist, 0.50)),
+           lg_us(hist_quantile(&lg->hist, 0.90)),
+           lg_us(hist_quantile(&lg->hist, 0.99)),
+           lg_us(hist_quantile(&lg->hist, 0.999)), lg_us(lg->hist.max));
+    fflush(stdout);
+}
+
+/* The same, for people, on stderr. */
+static void
+lg_print_summary(const struct lg *lg, double secs)
+{
+    const struct lg_opts *o = &lg->o;
+    double rate = secs > 0 ? (double)lg->done / secs : 0;
+    double moved = (double)(lg->bytes_sent + lg->bytes_recv);
+
+    fprintf(stderr, "%s %s (%s): %.2f s, ", lg_mode_names[o->mode],
+            o->target_str, o->label, secs);
+    if (o->mode == LG_STREAM)
+        fprintf(stderr, "%s, %.1f MB moved, %.1f Mbit/s", lg_dir_names[o->dir],
+                moved / 1e6, secs > 0 ? moved * 8 / secs / 1e6 : 0);
+    else if (o->mode == LG_IDLE)
+        fprintf(stderr, "%llu held", (unsigned long long)lg->held);
+    else
+        fprintf(stderr, "%llu %s, %.1f %s/s", (unsigned long long)lg->done,
+                lg_unit_names[o->mode], rate, lg_unit_names[o->mode]);
+    fprintf(stderr, ", %llu errors", (unsigned long long)lg->errors_total);
+    for (int e = 0; e < BNET_ERR__COUNT; e++) {
+        if (lg->errors[e] > 0)
+            fprintf(stderr, " %s=%llu", bnet_err_name(e),
+                    (unsigned long long)lg->errors[e]);
+    }
+    fprintf(stderr, "\n");
+    if (lg->hist.count > 0)
+        fprintf(stderr,
+                "  latency us: p50 %.1f  p90 %.1f  p99 %.1f  p99.9 %.1f  "
+                "max %.1f  (%llu samples)\n",
+                lg_us(hist_quantile(&lg->hist, 0.50)),
+                lg_us(hist_quantile(&lg->hist, 0.90)),
+                lg_us(hist_quantile(&lg->hist, 0.99)),
+                lg_us(hist_quantile(&lg->hist, 0.999)), lg_us(lg->hist.max),
+                (unsigned long long)lg->hist.count);
+}
+
+static void
+lg_usage(FILE *f)
+{
+    fprintf(f,
+        "usage: ferry-bench connrate|rr|stream|idle --target ADDR:PORT\n"
+        "  [--label NAME]       tag copied into the JSON result\n"
+        "  [--duration S]       stop after S seconds (default 5)\n"
+        "  [--count N]          stop after N units: connections (connrate,\n"
+        "                       idle), requests (rr) or bytes (stream)\n"
+        "  [--concurrency N]    connrate: connections in flight (16);\n"
+        "                       idle: handshakes in flight (256)\n"
+        "  [--connections N]    rr (16), stream (4), idle (1000)\n"
+        "  [--size N]           request bytes (64); stream: write size\n"
+        "                       (65536)\n"
+        "  [--reply-size N]     reply bytes to wait for (= --size)\n"
+        "  [--direction D]      stream: down, up or both (down)\n"
+        "  [--timeout S]        per connection / request (5)\n"
+        "  [--max-errors N]     stop the run after N errors (100000)\n"
+        "  [--quiet]            no summary on stderr\n"
+        "Backends: connrate needs echo (or fixed with --size = reply size),\n"
+        "rr echo, stream down source, up sink, both echo; idle echo.\n");
+}
+
+static int
+lg_parse_secs(const char *v, double *out)
+{
+    char *end;
+    double d;
+
+    errno = 0;
+    d = strtod(v, &end);
+    if (errno != 0 || *end != '\0' || !(d > 0) || d > 1e6)
+        return -1;
+    *out = d;
+    return 0;
+}
+
+static int
+lg_parse_mode(const char *v, enum lg_mode *out)
+{
+    for (size_t i = 0; i < sizeof(lg_mode_names) / sizeof(*lg_mode_names);
+         i++) {
+        if (strcmp(v, lg_mode_names[i]) == 0) {
+            *out = (enum lg_mode)i;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+static int
+lg_parse_dir(const char *v, enum lg_dir *out)
+{
+    for (size_t i = 0; i < sizeof(lg_dir_names) / sizeof(*lg_dir_names);
+         i++) {
+        if (strcmp(v, lg_dir_names[i]) == 0) {
+            *out = (enum lg_dir)i;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+static int
+lg_parse_opt(struct lg_opts *o, int opt, const char *v, int *have_target)
+{
+    const char *why = "bad value";
+    uint64_t u;
+
+    switch (opt) {
+    case 't':
+        if (parse_hostport(v, &o->target, 0, &why) < 0)
+            break;
+        saddr_str(&o->target, o->target_str, sizeof(o->target_str));
+        *have_target = 1;
+        return 0;
+    case 'L':
+        if (strlen(v) > 64 || strpbrk(v, "\"\\") != NULL)
+            break;
+        o->label = v;
+        return 0;
+    case 'd':
+    case 'T':
+        if (lg_parse_secs(v, opt == 'd' ? &o->duration : &o->timeout) < 0)
+            break;
+        return 0;
+    case 'n':
+    case 'e':
+        if (parse_uint(v, 1, UINT64_MAX,
+                       opt == 'n' ? &o->count : &o->max_errors, &why)
+            < 0)
+            break;
+        return 0;
+    case 'c':
+    case 'C':
+        if (parse_uint(v, 1, LG_MAX_SLOTS, &u, &why) < 0)
+            break;
+        *(opt == 'c' ? &o->concurrency : &o->connections) = (unsigned)u;
+        return 0;
+    case 's':
+    case 'r':
+        if (parse_uint(v, 1, opt == 's' ? LG_MAX_SIZE : 1u << 30, &u, &why)
+            < 0)
+            break;
+        *(opt == 's' ? &o->size : &o->reply_size) = (size_t)u;
+        return 0;
+    case 'D':
+        return lg_parse_dir(v, &o->dir);
+    default:
+        break;
+    }
+    fprintf(stderr, "ferry-bench: '%s': %s\n", v, why);
+    return -1;
+}
+
+static int
+lg_parse(struct lg_opts *o, int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"target", required_argument, NULL, 't'},
+        {"label", required_argument, NULL, 'L'},
+        {"duration", required_argument, NULL, 'd'},
+        {"count", required_argument, NULL, 'n'},
+        {"concurrency", required_argument, NULL, 'c'},
+        {"connections", required_argument, NULL, 'C'},
+        {"size", required_argument, NULL, 's'},
+        {"reply-size", required_argument, NULL, 'r'},
+        {"direction", required_argument, NULL, 'D'},
+        {"timeout", required_argument, NULL, 'T'},
+        {"max-errors", required_argument, NULL, 'e'},
+        {"quiet", no_argument, NULL, 'q'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    int opt, have_target = 0;
+
+    if (lg_parse_mode(argv[0], &o->mode) < 0) {
+        fprintf(stderr, "ferry-bench: unknown mode '%s'\n", argv[0]);
+        lg_usage(stderr);
+        return -1;
+    }
+    while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        if (opt == 'h') {
+            lg_usage(stdout);
+            exit(0);
+        }
+        if (opt == 'q') {
+            o->quiet = 1;
+            continue;
+        }
+        if (opt == '?' || lg_parse_opt(o, opt, optarg, &have_target) < 0) {
+            lg_usage(stderr);
+            return -1;
+        }
+    }
+    if (optind != argc || !have_target) {
+        fprintf(stderr, "ferry-bench: --target ADDR:PORT is required\n");
+        return -1;
+    }
+    return 0;
+}
+
+static void
+lg_defaults(struct lg_opts *o)
+{
+    static const unsigned conns[] = {
+        [LG_CONNRATE] = 0, [LG_RR] = 16, [LG_STREAM] = 4, [LG_IDLE] = 1000};
+
+    if (o->concurrency == 0)
+        o->concurrency = o->mode == LG_IDLE ? 256 : 16;
+    if (o->connections == 0)
+        o->connections = conns[o->mode];
+    if (o->size == 0)
+        o->size = o->mode == LG_STREAM ? LG_MAX_SIZE : 64;
+    if (o->reply_size == 0)
+        o->reply_size = o->size;
+    if (o->count == 0)
+        o->count = o->mode == LG_IDLE ? o->connections : UINT64_MAX;
+    if (o->mode == LG_IDLE && o->count < o->connections)
+        o->connections = (unsigned)o->count;
+    if (o->mode != LG_CONNRATE)
+        o->concurrency = o->mode == LG_IDLE ? o->concurrency : 0;
+    if (o->mode == LG_CONNRATE)
+        o->connections = 0;
+}
+
+/* Each slot needs one fd; raise the soft limit toward the hard one. */
+static int
+lg_check_fds(unsigned slots)
+{
+    struct rlimit rl;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+        return -errno;
+    if (rl.rlim_cur >= (rlim_t)slots + 32)
+        return 0;
+    if (rl.rlim_max < (rlim_t)slots + 32)
+        return -EMFILE;
+    rl.rlim_cur = (rlim_t)slots + 32;
+    return setrlimit(RLIMIT_NOFILE, &rl) < 0 ? -errno : 0;
+}
+
+static int
+lg_setup(struct lg *lg)
+{
+    const struct lg_opts *o = &lg->o;
+    double every = o->timeout / 4 < 0.25 ? o->timeout / 4 : 0.25;
+
+    lg->nslots = o->mode == LG_CONNRATE ? o->concurrency : o->connections;
+    if (lg_check_fds(lg->nslots) < 0) {
+        fprintf(stderr, "ferry-bench: %u connections need more open files "
+                        "than the limit allows\n", lg->nslots);
+        return -1;
+    }
+    lg->c = calloc(lg->nslots, sizeof(*lg->c));
+    lg->queue = calloc(lg->nslots, sizeof(*lg->queue));
+    lg->batch = calloc(lg->nslots, sizeof(*lg->batch));
+    lg->loop = ev_default_loop(EVFLAG_AUTO);
+    if (lg->c == NULL || lg->queue == NULL || lg->batch == NULL
+        || lg->loop == NULL) {
+        fprintf(stderr, "ferry-bench: out of memory\n");
+        return -1;
+    }
+    ev_set_userdata(lg->loop, lg);
+    hist_init(&lg->hist);
+    for (unsigned i = 0; i < lg->nslots; i++) {
+        struct lconn *c = &lg->c[i];
+
+        c->fd = -1;
+        ev_io_init(&c->io, lg_on_io, -1, EV_READ);
+        if (o->mode != LG_IDLE) {
+            c->state = LC_PENDING;
+            lg->queue[lg->nqueue++] = i;
+            lg->busy++;
+        }
+    }
+    ev_timer_init(&lg->dur_timer, lg_on_deadline, o->duration, 0.);
+    ev_timer_start(lg->loop, &lg->dur_timer);
+    ev_timer_init(&lg->sweep, lg_on_sweep, every, every);
+    ev_timer_start(lg->loop, &lg->sweep);
+    ev_prepare_init(&lg->prepare, lg_on_prepare);
+    ev_prepare_start(lg->loop, &lg->prepare);
+    ev_idle_init(&lg->kick, lg_on_kick);
+    ev_signal_init(&lg->sigint, lg_on_signal, SIGINT);
+    ev_signal_start(lg->loop, &lg->sigint);
+    ev_signal_init(&lg->sigterm, lg_on_signal, SIGTERM);
+    ev_signal_start(lg->loop, &lg->sigterm);
+    return 0;
+}
+
+static void
+lg_free(struct lg *lg)
+{
+    for (unsigned i = 0; lg->c != NULL && i < lg->nslots; i++) {
+        if (lg->c[i].fd >= 0)
+            close(lg->c[i].fd);
+    }
+    if (lg->loop != NULL)
+        ev_loop_destroy(lg->loop);
+    free(lg->c);
+    free(lg->queue);
+    free(lg->batch);
+    free(lg);
+}
 
 int
 loadgen_main(int argc, char **argv)
 {
-    (void)argc;
-    fprintf(stderr, "ferry-bench: mode '%s' not built yet\n", argv[0]);
-    return 2;
+    struct lg *lg = calloc(1, sizeof(*lg));
+    double secs;
+
+    if (lg == NULL)
+        return 1;
+    lg->o.duration = 5;
+    lg->o.timeout = 5;
+    lg->o.max_errors = 100000;
+    lg->o.label = "";
+    if (lg_parse(&lg->o, argc, argv) < 0) {
+        free(lg);
+        return 2;
+    }
+    lg_defaults(&lg->o);
+    signal(SIGPIPE, SIG_IGN);
+    if (lg_setup(lg) < 0) {
+        lg_free(lg);
+        return 1;
+    }
+    lg->t_start = bnet_now_ns();
+    if (lg->o.mode == LG_IDLE)
+        lg_idle_launch(lg);
+    ev_run(lg->loop, 0);
+    if (!lg->finished)
+        lg_finish(lg);
+    secs = (double)(lg->t_end - lg->t_start) / 1e9;
+    lg_print_json(lg, secs);
+    if (!lg->o.quiet)
+        lg_print_summary(lg, secs);
+    lg_free(lg);
+    return 0;
 }
