@@ -1,12 +1,286 @@
+#include <ev.h>
+#include <getopt.h>
+#include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
 
+#include "config.h"
+#include "log.h"
 #include "main.h"
+#include "proxy.h"
+
+#define FERRY_VERSION "0.1.0"
+
+struct opts {
+    const char *config;     /* NULL: the built-in default */
+    const char *log_level;  /* overrides the file */
+    const char *log_format;
+};
+
+struct daemon {
+    struct ev_loop *loop;
+    struct opts o;
+    struct proxy proxy;
+    uint64_t generation;
+    double drain_timeout_s;
+    int exit_code;
+    struct ev_signal sig_hup, sig_term, sig_int;
+};
+
+static void
+usage(FILE *f)
+{
+    fprintf(f,
+            "usage: ferry [-c FILE] [--log-level LEVEL] [--log-format FMT]\n"
+            "       ferry check-config FILE\n"
+            "       ferry --print-default-config | --version | --help\n"
+            "\n"
+            "  -c, --config FILE      configuration file (YAML); without it\n"
+            "                         ferry runs its built-in demo config\n"
+            "      --log-level LEVEL  debug, info, warn or error (overrides "
+            "the file)\n"
+            "      --log-format FMT   text or json (overrides the file)\n"
+            "\n"
+            "signals: SIGHUP re-reads the file; SIGTERM or SIGINT stop "
+            "accepting,\n"
+            "let open connections finish (drain_timeout), then exit 0.\n");
+}
+
+/* Load the config named by the options (or the built-in one). */
+static struct conf *
+load_conf(const struct opts *o, struct err *e)
+{
+    if (o->config != NULL)
+        return conf_load_file(o->config, e);
+    return conf_load_buf("<built-in>", conf_default_yaml,
+                         conf_default_yaml_len, e);
+}
+
+/* Logging from the file, unless the command line says otherwise. */
+static int
+apply_logging(const struct opts *o, const struct conf *c)
+{
+    enum log_level level = c->log_level;
+    enum log_format format = c->log_format;
+
+    if (o->log_level != NULL && log_level_parse(o->log_level, &level) < 0) {
+        fprintf(stderr, "ferry: unknown log level \"%s\"\n", o->log_level);
+        return -1;
+    }
+    if (o->log_format != NULL) {
+        if (strcmp(o->log_format, "json") == 0)
+            format = LOG_JSON;
+        else if (strcmp(o->log_format, "text") == 0)
+            format = LOG_TEXT;
+        else {
+            fprintf(stderr, "ferry: unknown log format \"%s\"\n",
+                    o->log_format);
+            return -1;
+        }
+    }
+    log_setup(level, format);
+    return 0;
+}
+
+static void
+daemon_reload(struct daemon *d)
+{
+    const char *name = d->o.config ? d->o.config : "<built-in>";
+    char msg[1024];
+    struct conf *c;
+    struct err e;
+
+    err_clear(&e);
+    c = load_conf(&d->o, &e);
+    if (c == NULL) {
+        log_error("reload: rejected %s; keeping generation %llu",
+                  err_str(&e, msg, sizeof(msg)),
+                  (unsigned long long)d->generation);
+        return;
+    }
+    d->generation++;
+    table_freeze(c->table, d->generation);
+    err_clear(&e);
+    if (proxy_apply(&d->proxy, c->table, 1, &e) < 0) {
+        d->generation--;
+        log_error("reload: rejected %s: %s; keeping generation %llu", name,
+                  err_str(&e, msg, sizeof(msg)),
+                  (unsigned long long)d->generation);
+        conf_free(c);
+        return;
+    }
+    apply_logging(&d->o, c);
+    d->drain_timeout_s = c->drain_timeout_ms / 1e3;
+    log_info("reload: applied %s (generation %llu, %zu services)", name,
+             (unsigned long long)d->generation, c->table->nservices);
+    conf_free(c);
+}
+
+static void
+daemon_on_drained(struct proxy *p)
+{
+    struct daemon *d =
+        (struct daemon *)((char *)p - offsetof(struct daemon, proxy));
+
+    log_info("drained, exiting");
+    ev_break(d->loop, EVBREAK_ALL);
+}
+
+static void
+daemon_on_signal(struct ev_loop *loop, struct ev_signal *s, int rev)
+{
+    struct daemon *d = s->data;
+
+    (void)rev;
+    if (s->signum == SIGHUP) {
+        log_info("SIGHUP: reloading");
+        daemon_reload(d);
+        return;
+    }
+    if (d->proxy.draining) {
+        log_warn("second stop signal: exiting now");
+        ev_break(loop, EVBREAK_ALL);
+        return;
+    }
+    log_info("%s: stopping", strsignal(s->signum));
+    proxy_drain(&d->proxy, d->drain_timeout_s);
+}
+
+static void
+daemon_signals(struct daemon *d)
+{
+    signal(SIGPIPE, SIG_IGN);
+    ev_signal_init(&d->sig_hup, daemon_on_signal, SIGHUP);
+    ev_signal_init(&d->sig_term, daemon_on_signal, SIGTERM);
+    ev_signal_init(&d->sig_int, daemon_on_signal, SIGINT);
+    d->sig_hup.data = d->sig_term.data = d->sig_int.data = d;
+    ev_signal_start(d->loop, &d->sig_hup);
+    ev_signal_start(d->loop, &d->sig_term);
+    ev_signal_start(d->loop, &d->sig_int);
+}
+
+static int
+daemon_run(const struct opts *o)
+{
+    struct daemon d;
+    char msg[1024];
+    struct conf *c;
+    struct err e;
+
+    memset(&d, 0, sizeof(d));
+    d.o = *o;
+    err_clear(&e);
+    c = load_conf(o, &e);
+    if (c == NULL) {
+        fprintf(stderr, "ferry: %s\n", err_str(&e, msg, sizeof(msg)));
+        return 1;
+    }
+    if (apply_logging(o, c) < 0) {
+        conf_free(c);
+        return 2;
+    }
+    d.loop = ev_default_loop(EVFLAG_AUTO);
+    if (d.loop == NULL || proxy_init(&d.proxy, d.loop) < 0) {
+        log_error("cannot initialise the event loop");
+        conf_free(c);
+        return 1;
+    }
+    d.proxy.on_drained = daemon_on_drained;
+    d.drain_timeout_s = c->drain_timeout_ms / 1e3;
+    d.generation = 1;
+    table_freeze(c->table, d.generation);
+    if (proxy_apply(&d.proxy, c->table, 1, &e) < 0) {
+        log_error("%s", err_str(&e, msg, sizeof(msg)));
+        conf_free(c);
+        proxy_deinit(&d.proxy);
+        return 1;
+    }
+    log_info("ferry %s serving %zu service(s) from %s (generation %llu)",
+             FERRY_VERSION, c->table->nservices,
+             o->config ? o->config : "the built-in demo config",
+             (unsigned long long)d.generation);
+    conf_free(c);
+    daemon_signals(&d);
+    ev_run(d.loop, 0);
+    proxy_deinit(&d.proxy);
+    ev_signal_stop(d.loop, &d.sig_hup);
+    ev_signal_stop(d.loop, &d.sig_term);
+    ev_signal_stop(d.loop, &d.sig_int);
+    ev_loop_destroy(d.loop);
+    return d.exit_code;
+}
+
+static int
+check_config(const char *path)
+{
+    char msg[1024];
+    struct conf *c;
+    struct err e;
+
+    err_clear(&e);
+    c = conf_load_file(path, &e);
+    if (c == NULL) {
+        fprintf(stderr, "%s\n", err_str(&e, msg, sizeof(msg)));
+        return 1;
+    }
+    printf("%s: OK (%zu service(s))\n", path, c->table->nservices);
+    conf_free(c);
+    return 0;
+}
 
 int
 main_run(int argc, char **argv)
 {
-    (void)argc;
-    (void)argv;
-    fprintf(stderr, "ferry: not built yet\n");
-    return 1;
+    static const struct option longopts[] = {
+        {"config", required_argument, NULL, 'c'},
+        {"log-level", required_argument, NULL, 'L'},
+        {"log-format", required_argument, NULL, 'F'},
+        {"print-default-config", no_argument, NULL, 'P'},
+        {"version", no_argument, NULL, 'V'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    struct opts o = {0};
+    int ch;
+
+    if (argc >= 2 && strcmp(argv[1], "check-config") == 0) {
+        if (argc != 3) {
+            fprintf(stderr, "usage: ferry check-config FILE\n");
+            return 2;
+        }
+        return check_config(argv[2]);
+    }
+    while ((ch = getopt_long(argc, argv, "c:hV", longopts, NULL)) != -1) {
+        switch (ch) {
+        case 'c':
+            o.config = optarg;
+            break;
+        case 'L':
+            o.log_level = optarg;
+            break;
+        case 'F':
+            o.log_format = optarg;
+            break;
+        case 'P':
+            fwrite(conf_default_yaml, 1, conf_default_yaml_len, stdout);
+            return 0;
+        case 'V':
+            printf("ferry %s\n", FERRY_VERSION);
+            return 0;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "ferry: unexpected argument \"%s\"\n", argv[optind]);
+        usage(stderr);
+        return 2;
+    }
+    return daemon_run(&o);
 }

@@ -1,0 +1,54 @@
+/*
+ * backend.h - live state of a backend, shared across table generations.
+ *
+ * A table snapshot says which backends exist; this registry says how they
+ * are doing: active connections, consecutive connect failures and the
+ * passive-health back-off. Objects are keyed by address, so a backend that
+ * appears in the next table keeps its state, and they are refcounted: one
+ * reference per runtime service that lists it and one per connection
+ * using it. A backend removed from the table lives on until its last
+ * connection ends. Counters are atomics so that several workers may share
+ * one backend.
+ */
+#ifndef PROXY_BACKEND_H
+#define PROXY_BACKEND_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "parse.h"
+
+struct backend {
+    struct saddr addr;
+    char addr_str[SADDR_STR_MAX];
+    atomic_uint refs;
+    atomic_uint active;         /* open proxied connections */
+    atomic_uint fails;          /* consecutive connect failures */
+    _Atomic double eject_until; /* ev_now() time before which it is skipped */
+    atomic_uint_fast64_t n_connects, n_failures;
+};
+
+/* Find or create the state of <addr>. Returns a new reference, or NULL
+ * when out of memory. Control loop only. */
+struct backend *backend_get(const struct saddr *addr);
+
+struct backend *backend_ref(struct backend *b);
+
+/* Drop a reference; the last one frees it. backend_unref(NULL) is fine. */
+void backend_unref(struct backend *b);
+
+/* Record a failed connect at loop time <now>: the backend is skipped for
+ * new connections for a back-off that doubles with each consecutive
+ * failure (250 ms up to 30 s). */
+void backend_on_fail(struct backend *b, double now);
+
+/* Record a successful connect: the back-off is cleared. */
+void backend_on_success(struct backend *b);
+
+/* Nonzero when <b> is in back-off at <now>. */
+int backend_ejected(const struct backend *b, double now);
+
+/* Number of live backend objects (for tests and status). */
+unsigned backend_count(void);
+
+#endif

@@ -1,0 +1,33 @@
+/*
+ * balance.h - balancing algorithms as ops structs.
+ *
+ * Every algorithm fills one struct bal_ops in the static table in
+ * balance.c. pick() gets a candidate mask (which backends may be chosen
+ * now) and returns one index; it allocates nothing and never fails when a
+ * candidate exists.
+ */
+#ifndef PROXY_BALANCE_H
+#define PROXY_BALANCE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "table.h"
+
+struct svc;
+
+/* Returns nonzero when backend <i> of <s> may take a new connection. */
+typedef int (*bal_eligible_fn)(const struct svc *s, size_t i, void *arg);
+
+struct bal_ops {
+    const char *name;
+    /* Reset the state of <s> (new service or new backend set). */
+    void (*init)(struct svc *s);
+    /* Index of the chosen backend among those <ok> accepts, or -1. */
+    int (*pick)(struct svc *s, bal_eligible_fn ok, void *arg);
+};
+
+/* The ops of <algo>; never NULL for a valid enum value. */
+const struct bal_ops *bal_get(enum tbl_balance algo);
+
+#endif

@@ -1,0 +1,467 @@
+#include <errno.h>
+#include <netinet/tcp.h>
+#include <stdatomic.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "conn.h"
+#include "listener.h"
+#include "log.h"
+#include "svc.h"
+#include "worker.h"
+
+enum conn_state {
+    CONN_CONNECTING,
+    CONN_RELAY,
+};
+
+/* Outcome of a step; anything but CONN_OK ends the connection. */
+enum conn_rc {
+    CONN_OK = 0,
+    CONN_DONE,  /* both directions finished: close cleanly */
+    CONN_ABORT, /* error: reset both sides */
+};
+
+/* One direction of the relay. Bytes the destination could not take yet
+ * wait in <buf>, which exists only while they do. */
+struct half {
+    char *buf;
+    uint32_t off, len;
+    uint8_t eof;  /* the source sent FIN */
+    uint8_t shut; /* FIN passed on: shutdown(dst, SHUT_WR) done */
+};
+
+struct conn {
+    struct ev_io cio, bio; /* client and backend sockets */
+    struct ev_timer timer; /* connect timeout, then idle timeout */
+    struct worker *w;
+    struct svc *svc;
+    struct backend *be;
+    struct conn *prev, *next;
+    struct half c2b, b2c;
+    struct svc_tried tried;
+    double last_active;
+    uint64_t id;
+    uint64_t bytes_c2b, bytes_b2c;
+    struct saddr client;
+    uint8_t state;
+    uint8_t attempts;
+};
+
+static void conn_on_client(struct ev_loop *loop, struct ev_io *io, int rev);
+static void conn_on_backend(struct ev_loop *loop, struct ev_io *io, int rev);
+static void conn_on_timer(struct ev_loop *loop, struct ev_timer *t, int rev);
+static void conn_try_connect(struct conn *c);
+
+#define conn_log(level, c, fmt, ...)                                           \
+    do {                                                                       \
+        if (log_enabled(level)) {                                              \
+            char cl_[SADDR_STR_MAX];                                           \
+            log_write(level, "conn %llu %s -> %s/%s: " fmt,                    \
+                      (unsigned long long)(c)->id,                             \
+                      saddr_str(&(c)->client, cl_, sizeof(cl_)),               \
+                      (c)->svc->name,                                          \
+                      (c)->be ? (c)->be->addr_str : "-", ##__VA_ARGS__);       \
+        }                                                                      \
+    } while (0)
+
+/* Close <fd> so that the peer sees a reset rather than a clean end. */
+static void
+close_reset(int fd)
+{
+    struct linger lg = {1, 0};
+
+    setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+    close(fd);
+}
+
+static void
+io_want(struct ev_loop *loop, struct ev_io *io, int events)
+{
+    if ((io->events & (EV_READ | EV_WRITE)) == events && ev_is_active(io))
+        return;
+    ev_io_stop(loop, io);
+    ev_io_modify(io, events);
+    if (events != 0)
+        ev_io_start(loop, io);
+}
+
+/* Recompute which events each socket waits for: read a side only while
+ * the other side has room (back-pressure), write a side only while bytes
+ * wait for it. */
+static void
+conn_update_io(struct conn *c)
+{
+    struct ev_loop *loop = c->w->loop;
+    int ce = 0, be = 0;
+
+    if (c->state == CONN_CONNECTING) {
+        io_want(loop, &c->cio, 0);
+        io_want(loop, &c->bio, EV_WRITE);
+        return;
+    }
+    if (!c->c2b.eof && c->c2b.len == 0)
+        ce |= EV_READ;
+    if (c->b2c.len > 0)
+        ce |= EV_WRITE;
+    if (!c->b2c.eof && c->b2c.len == 0)
+        be |= EV_READ;
+    if (c->c2b.len > 0)
+        be |= EV_WRITE;
+    io_want(loop, &c->cio, ce);
+    io_want(loop, &c->bio, be);
+}
+
+static void
+conn_release_backend(struct conn *c)
+{
+    if (c->be == NULL)
+        return;
+    atomic_fetch_sub_explicit(&c->be->active, 1, memory_order_relaxed);
+    backend_unref(c->be);
+    c->be = NULL;
+}
+
+static void
+conn_close(struct conn *c, int reset)
+{
+    struct worker *w = c->w;
+
+    ev_io_stop(w->loop, &c->cio);
+    ev_io_stop(w->loop, &c->bio);
+    ev_timer_stop(w->loop, &c->timer);
+    if (reset) {
+        close_reset(c->cio.fd);
+        if (c->bio.fd >= 0)
+            close_reset(c->bio.fd);
+    } else {
+        close(c->cio.fd);
+        if (c->bio.fd >= 0)
+            close(c->bio.fd);
+    }
+    if (c->c2b.buf != NULL)
+        worker_buf_put(w, c->c2b.buf);
+    if (c->b2c.buf != NULL)
+        worker_buf_put(w, c->b2c.buf);
+    conn_log(LOG_DEBUG, c, "closed%s, %llu bytes up, %llu down",
+             reset ? " (reset)" : "", (unsigned long long)c->bytes_c2b,
+             (unsigned long long)c->bytes_b2c);
+    conn_release_backend(c);
+    c->svc->active--;
+    svc_unref(c->svc);
+    if (c->prev != NULL)
+        c->prev->next = c->next;
+    else
+        w->conns = c->next;
+    if (c->next != NULL)
+        c->next->prev = c->prev;
+    w->nconns--;
+    worker_conn_release(w, c);
+    /* A descriptor was freed: if accepting was paused for lack of them,
+     * try again now rather than at the end of the pause. */
+    if (w->accept_paused)
+        worker_resume_accept(w);
+    if (w->nconns == 0 && w->on_idle != NULL)
+        w->on_idle(w);
+}
+
+static void
+conn_finish(struct conn *c, enum conn_rc rc)
+{
+    if (rc != CONN_OK)
+        conn_close(c, rc == CONN_ABORT);
+}
+
+void
+conn_accept(struct worker *w, struct svc *s, int fd,
+            const struct saddr *client)
+{
+    struct conn *c;
+    double now = ev_now(w->loop);
+
+    if (s->spec.max_conns != 0 && s->active >= s->spec.max_conns) {
+        char a[SADDR_STR_MAX];
+        s->n_refused_limit++;
+        log_rl(LOG_WARN, now,
+               "service %s: connection limit %u reached, refusing %s",
+               s->name, s->spec.max_conns,
+               saddr_str(client, a, sizeof(a)));
+        close_reset(fd);
+        return;
+    }
+    c = worker_conn_alloc(w, sizeof(*c));
+    if (c == NULL) {
+        log_rl(LOG_ERROR, now, "out of memory: refusing a connection");
+        close_reset(fd);
+        return;
+    }
+    memset(c, 0, sizeof(*c));
+    c->w = w;
+    c->svc = svc_ref(s);
+    c->client = *client;
+    c->id = ++w->next_conn_id;
+    c->last_active = now;
+    ev_io_init(&c->cio, conn_on_client, fd, 0);
+    ev_io_init(&c->bio, conn_on_backend, -1, 0);
+    ev_init(&c->timer, conn_on_timer);
+    c->cio.data = c->bio.data = c->timer.data = c;
+    c->next = w->conns;
+    if (w->conns != NULL)
+        w->conns->prev = c;
+    w->conns = c;
+    w->nconns++;
+    s->active++;
+    s->n_accepted++;
+    conn_try_connect(c);
+}
+
+/* The current attempt failed: blame the backend and try another one. */
+static void
+conn_attempt_failed(struct conn *c, const char *why)
+{
+    struct ev_loop *loop = c->w->loop;
+
+    conn_log(LOG_DEBUG, c, "connect failed: %s", why);
+    backend_on_fail(c->be, ev_now(loop));
+    ev_timer_stop(loop, &c->timer);
+    ev_io_stop(loop, &c->bio);
+    close(c->bio.fd);
+    ev_io_set(&c->bio, -1, 0);
+    log_rl(LOG_WARN, ev_now(loop), "service %s: backend %s failed: %s",
+           c->svc->name, c->be->addr_str, why);
+    conn_release_backend(c);
+    c->attempts++;
+    conn_try_connect(c);
+}
+
+static void
+conn_connected(struct conn *c)
+{
+    struct ev_loop *loop = c->w->loop;
+
+    backend_on_success(c->be);
+    c->state = CONN_RELAY;
+    c->last_active = ev_now(loop);
+    ev_timer_stop(loop, &c->timer);
+    ev_timer_set(&c->timer, c->svc->spec.idle_timeout_ms / 1e3, 0.);
+    ev_timer_start(loop, &c->timer);
+    conn_update_io(c);
+}
+
+/* Give up: no backend could take the connection. */
+static void
+conn_no_backend(struct conn *c)
+{
+    c->svc->n_no_backend++;
+    log_rl(LOG_WARN, ev_now(c->w->loop),
+           "service %s: no backend available after %u attempt(s), "
+           "resetting client",
+           c->svc->name, c->attempts);
+    conn_close(c, 1);
+}
+
+static void
+conn_try_connect(struct conn *c)
+{
+    struct ev_loop *loop = c->w->loop;
+    struct svc *s = c->svc;
+    int i, fd, one = 1;
+
+    for (;;) {
+        if (c->attempts > s->spec.retries
+            || (i = svc_pick(s, &c->tried, ev_now(loop))) < 0) {
+            conn_no_backend(c);
+            return;
+        }
+        svc_tried_set(&c->tried, (size_t)i);
+        c->be = backend_ref(s->be[i].b);
+        atomic_fetch_add_explicit(&c->be->active, 1, memory_order_relaxed);
+        fd = socket(c->be->addr.u.sa.sa_family,
+                    SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (fd < 0) {
+            if (errno == EMFILE || errno == ENFILE)
+                worker_pause_accept(c->w);
+            log_rl(LOG_WARN, ev_now(loop), "service %s: socket: %s",
+                   s->name, strerror(errno));
+            conn_release_backend(c);
+            conn_close(c, 1);
+            return;
+        }
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        ev_io_set(&c->bio, fd, 0);
+        if (connect(fd, &c->be->addr.u.sa, c->be->addr.len) == 0) {
+            conn_connected(c);
+            return;
+        }
+        if (errno == EINPROGRESS) {
+            c->state = CONN_CONNECTING;
+            ev_timer_set(&c->timer, s->spec.connect_timeout_ms / 1e3, 0.);
+            ev_timer_start(loop, &c->timer);
+            conn_update_io(c);
+            return;
+        }
+        /* Refused at once (common on loopback): next backend. */
+        backend_on_fail(c->be, ev_now(loop));
+        log_rl(LOG_WARN, ev_now(loop), "service %s: backend %s failed: %s",
+               s->name, c->be->addr_str, strerror(errno));
+        close(fd);
+        ev_io_set(&c->bio, -1, 0);
+        conn_release_backend(c);
+        c->attempts++;
+    }
+}
+
+/* Pass the FIN on once everything before it has been written. */
+static enum conn_rc
+half_maybe_shut(struct conn *c, struct half *h, int dst)
+{
+    if (h->eof && h->len == 0 && !h->shut) {
+        shutdown(dst, SHUT_WR);
+        h->shut = 1;
+    }
+    if (c->c2b.shut && c->b2c.shut)
+        return CONN_DONE;
+    return CONN_OK;
+}
+
+/* Write what waits in <h> to <dst>. */
+static enum conn_rc
+half_flush(struct conn *c, struct half *h, int dst)
+{
+    ssize_t n = send(dst, h->buf + h->off, h->len, MSG_NOSIGNAL);
+
+    if (n < 0)
+        return errno == EAGAIN || errno == EINTR ? CONN_OK : CONN_ABORT;
+    h->off += (uint32_t)n;
+    h->len -= (uint32_t)n;
+    if (h->len == 0) {
+        worker_buf_put(c->w, h->buf);
+        h->buf = NULL;
+        h->off = 0;
+    }
+    c->last_active = ev_now(c->w->loop);
+    return half_maybe_shut(c, h, dst);
+}
+
+/* Read from <src> and write straight to <dst> through the worker's
+ * scratch buffer; only what <dst> cannot take now is copied into a
+ * per-connection buffer, and reading <src> stops until it drains. */
+static enum conn_rc
+half_relay(struct conn *c, struct half *h, int src, int dst, uint64_t *count)
+{
+    char *scratch = c->w->scratch;
+    ssize_t n, m;
+
+    n = recv(src, scratch, WORKER_BUF_SIZE, 0);
+    if (n < 0)
+        return errno == EAGAIN || errno == EINTR ? CONN_OK : CONN_ABORT;
+    if (n == 0) {
+        h->eof = 1;
+        return half_maybe_shut(c, h, dst);
+    }
+    *count += (uint64_t)n;
+    c->last_active = ev_now(c->w->loop);
+    m = send(dst, scratch, (size_t)n, MSG_NOSIGNAL);
+    if (m < 0) {
+        if (errno != EAGAIN && errno != EINTR)
+            return CONN_ABORT;
+        m = 0;
+    }
+    if (m < n) {
+        h->buf = worker_buf_get(c->w);
+        if (h->buf == NULL)
+            return CONN_ABORT;
+        h->off = 0;
+        h->len = (uint32_t)(n - m);
+        memcpy(h->buf, scratch + m, h->len);
+    }
+    return CONN_OK;
+}
+
+static void
+conn_on_client(struct ev_loop *loop, struct ev_io *io, int rev)
+{
+    struct conn *c = io->data;
+    enum conn_rc rc = CONN_OK;
+
+    (void)loop;
+    if (rev & EV_WRITE)
+        rc = half_flush(c, &c->b2c, c->cio.fd);
+    if (rc == CONN_OK && (rev & EV_READ) && c->c2b.len == 0 && !c->c2b.eof)
+        rc = half_relay(c, &c->c2b, c->cio.fd, c->bio.fd, &c->bytes_c2b);
+    if (rc != CONN_OK) {
+        conn_finish(c, rc);
+        return;
+    }
+    conn_update_io(c);
+}
+
+static void
+conn_on_connect(struct conn *c)
+{
+    int err = 0;
+    socklen_t len = sizeof(err);
+
+    if (getsockopt(c->bio.fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+        err = errno;
+    if (err != 0) {
+        conn_attempt_failed(c, strerror(err));
+        return;
+    }
+    conn_connected(c);
+}
+
+static void
+conn_on_backend(struct ev_loop *loop, struct ev_io *io, int rev)
+{
+    struct conn *c = io->data;
+    enum conn_rc rc = CONN_OK;
+
+    (void)loop;
+    if (c->state == CONN_CONNECTING) {
+        conn_on_connect(c);
+        return;
+    }
+    if (rev & EV_WRITE)
+        rc = half_flush(c, &c->c2b, c->bio.fd);
+    if (rc == CONN_OK && (rev & EV_READ) && c->b2c.len == 0 && !c->b2c.eof)
+        rc = half_relay(c, &c->b2c, c->bio.fd, c->cio.fd, &c->bytes_b2c);
+    if (rc != CONN_OK) {
+        conn_finish(c, rc);
+        return;
+    }
+    conn_update_io(c);
+}
+
+static void
+conn_on_timer(struct ev_loop *loop, struct ev_timer *t, int rev)
+{
+    struct conn *c = t->data;
+    double idle, left;
+
+    (void)rev;
+    if (c->state == CONN_CONNECTING) {
+        conn_attempt_failed(c, "connect timeout");
+        return;
+    }
+    /* The timer is not pushed on every read; it fires at the earliest
+     * possible expiry and re-arms for what is left (libev's "be smart
+     * about timeouts"). */
+    idle = c->svc->spec.idle_timeout_ms / 1e3;
+    left = c->last_active + idle - ev_now(loop);
+    if (left > 0.001) {
+        ev_timer_set(t, left, 0.);
+        ev_timer_start(loop, t);
+        return;
+    }
+    conn_log(LOG_DEBUG, c, "idle for %.3f s, closing", idle);
+    conn_close(c, 0);
+}
+
+void
+conn_close_all(struct worker *w)
+{
+    while (w->conns != NULL)
+        conn_close(w->conns, 1);
+}

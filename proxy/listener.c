@@ -1,0 +1,120 @@
+#include <errno.h>
+#include <netinet/tcp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "conn.h"
+#include "listener.h"
+#include "log.h"
+#include "svc.h"
+#include "worker.h"
+
+#define LISTEN_BACKLOG 4096
+
+static void listener_on_accept(struct ev_loop *loop, struct ev_io *io,
+                               int revents);
+
+struct listener *
+listener_new(struct worker *w, const struct saddr *addr, struct err *e)
+{
+    struct listener *l;
+    int fd, one = 1;
+
+    fd = socket(addr->u.sa.sa_family, SOCK_STREAM | SOCK_NONBLOCK
+                                          | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        goto fail;
+    /* Accepted sockets inherit TCP_NODELAY from the listener: one system
+     * call here instead of one per connection. */
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0
+        || setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) < 0)
+        goto fail;
+    if (addr->u.sa.sa_family == AF_INET6
+        && setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) < 0)
+        goto fail;
+    if (bind(fd, &addr->u.sa, addr->len) < 0 || listen(fd, LISTEN_BACKLOG) < 0)
+        goto fail;
+    l = calloc(1, sizeof(*l));
+    if (l == NULL) {
+        errno = ENOMEM;
+        goto fail;
+    }
+    l->addr = *addr;
+    l->w = w;
+    saddr_str(addr, l->addr_str, sizeof(l->addr_str));
+    ev_io_init(&l->io, listener_on_accept, fd, EV_READ);
+    l->io.data = l;
+    return l;
+fail: {
+    char a[SADDR_STR_MAX];
+    int saved = errno;
+    if (fd >= 0)
+        close(fd);
+    err_set(e, "cannot listen on %s: %s", saddr_str(addr, a, sizeof(a)),
+            strerror(saved));
+    return NULL;
+}
+}
+
+void
+listener_set_svc(struct listener *l, struct svc *s)
+{
+    struct svc *old = l->svc;
+
+    l->svc = svc_ref(s);
+    svc_unref(old);
+}
+
+void
+listener_start(struct listener *l)
+{
+    if (!l->w->accept_paused)
+        ev_io_start(l->w->loop, &l->io);
+}
+
+void
+listener_stop(struct listener *l)
+{
+    ev_io_stop(l->w->loop, &l->io);
+}
+
+void
+listener_free(struct listener *l)
+{
+    if (l == NULL)
+        return;
+    listener_stop(l);
+    close(l->io.fd);
+    svc_unref(l->svc);
+    free(l);
+}
+
+static void
+listener_on_accept(struct ev_loop *loop, struct ev_io *io, int revents)
+{
+    struct listener *l = io->data;
+    struct worker *w = l->w;
+    struct saddr client;
+    int i, fd;
+
+    (void)revents;
+    for (i = 0; i < WORKER_ACCEPT_BATCH; i++) {
+        client.len = sizeof(client.u);
+        fd = accept4(io->fd, &client.u.sa, &client.len,
+                     SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS
+                || errno == ENOMEM)
+                worker_pause_accept(w);
+            else if (errno != EAGAIN && errno != EINTR
+                     && errno != ECONNABORTED)
+                log_rl(LOG_WARN, ev_now(loop), "accept on %s: %s",
+                       l->addr_str, strerror(errno));
+            return;
+        }
+        w->n_accepted++;
+        conn_accept(w, l->svc, fd, &client);
+    }
+}

@@ -1,0 +1,117 @@
+#include <stdlib.h>
+#include <string.h>
+
+#include "balance.h"
+#include "svc.h"
+
+struct svc *
+svc_new(const struct tbl_service *ts)
+{
+    struct svc *s = calloc(1, sizeof(*s));
+    size_t i;
+
+    if (s == NULL)
+        return NULL;
+    s->refs = 1;
+    memcpy(s->name, ts->name, sizeof(s->name));
+    s->spec = *ts;
+    s->spec.frontends = NULL;
+    s->spec.backends = NULL;
+    s->spec.nfrontends = 0;
+    s->bal = bal_get(ts->balance);
+    if (ts->nbackends > 0) {
+        s->be = calloc(ts->nbackends, sizeof(*s->be));
+        if (s->be == NULL)
+            goto fail;
+    }
+    for (i = 0; i < ts->nbackends; i++) {
+        const struct tbl_backend *tb = &ts->backends[i];
+        s->be[i].b = backend_get(&tb->addr);
+        if (s->be[i].b == NULL)
+            goto fail;
+        s->be[i].weight = tb->weight;
+        s->be[i].flags = tb->flags;
+        memcpy(s->be[i].name, tb->name, sizeof(s->be[i].name));
+        s->nbe++;
+    }
+    s->bal->init(s);
+    return s;
+fail:
+    svc_unref(s);
+    return NULL;
+}
+
+struct svc *
+svc_ref(struct svc *s)
+{
+    s->refs++;
+    return s;
+}
+
+void
+svc_unref(struct svc *s)
+{
+    size_t i;
+
+    if (s == NULL || --s->refs > 0)
+        return;
+    for (i = 0; i < s->nbe; i++)
+        backend_unref(s->be[i].b);
+    free(s->be);
+    free(s);
+}
+
+int
+svc_matches(const struct svc *s, const struct tbl_service *ts)
+{
+    size_t i;
+
+    if (strcmp(s->name, ts->name) != 0 || s->nbe != ts->nbackends
+        || s->spec.balance != ts->balance
+        || s->spec.connect_timeout_ms != ts->connect_timeout_ms
+        || s->spec.idle_timeout_ms != ts->idle_timeout_ms
+        || s->spec.retries != ts->retries
+        || s->spec.max_conns != ts->max_conns
+        || s->spec.affinity_timeout_ms != ts->affinity_timeout_ms)
+        return 0;
+    for (i = 0; i < s->nbe; i++) {
+        const struct tbl_backend *tb = &ts->backends[i];
+        if (saddr_cmp(&s->be[i].b->addr, &tb->addr) != 0
+            || s->be[i].weight != tb->weight || s->be[i].flags != tb->flags
+            || strcmp(s->be[i].name, tb->name) != 0)
+            return 0;
+    }
+    return 1;
+}
+
+struct pick_ctx {
+    const struct svc_tried *tried;
+    double now;
+    int ignore_backoff;
+};
+
+static int
+pick_ok(const struct svc *s, size_t i, void *arg)
+{
+    const struct pick_ctx *c = arg;
+
+    if (svc_tried_has(c->tried, i))
+        return 0;
+    return c->ignore_backoff || !backend_ejected(s->be[i].b, c->now);
+}
+
+int
+svc_pick(struct svc *s, const struct svc_tried *tried, double now)
+{
+    struct pick_ctx c = {tried, now, 0};
+    int i;
+
+    if (s->nbe == 0)
+        return -1;
+    i = s->bal->pick(s, pick_ok, &c);
+    if (i < 0) {
+        c.ignore_backoff = 1;
+        i = s->bal->pick(s, pick_ok, &c);
+    }
+    return i;
+}

@@ -1,0 +1,77 @@
+/*
+ * svc.h - a runtime service: one table service plus its live balancing
+ * state.
+ *
+ * Built on the control loop from a frozen tbl_service when a table is
+ * applied. A service whose definition did not change keeps its svc (and so
+ * its round-robin position); a changed one gets a new svc, and the old one
+ * is "retired": it takes no new connections and is freed when its last
+ * connection ends. Refcounted: one reference for the proxy's current set,
+ * one per listener pointing at it, one per connection.
+ */
+#ifndef PROXY_SVC_H
+#define PROXY_SVC_H
+
+#include <stdint.h>
+
+#include "backend.h"
+#include "table.h"
+
+/* Retry state of one connection: which backends were tried. Indices at 64
+ * and beyond share bits (mod 64), which can only make a retry skip an
+ * untried backend, never try one twice. */
+struct svc_tried {
+    uint64_t bits;
+};
+
+struct svc_be {
+    struct backend *b; /* reference */
+    uint32_t weight;
+    int32_t cur;       /* smooth round-robin running weight */
+    char name[TBL_NAME_MAX];
+    uint32_t flags;
+};
+
+struct svc {
+    unsigned refs;
+    int retired;
+    char name[TBL_NAME_MAX];
+    struct tbl_service spec; /* copy; spec.frontends/backends not owned */
+    struct svc_be *be;
+    size_t nbe;
+    uint32_t active;   /* open connections, for max_conns */
+    unsigned lc_next;  /* leastconn tie-break rotation */
+    uint64_t rng;      /* random balancer state */
+    uint64_t n_accepted, n_refused_limit, n_no_backend;
+    const struct bal_ops *bal;
+};
+
+/* Returns a new svc with one reference built from <ts>, or NULL (out of
+ * memory). */
+struct svc *svc_new(const struct tbl_service *ts);
+struct svc *svc_ref(struct svc *s);
+void svc_unref(struct svc *s);
+
+/* Nonzero if <s> was built from a service equal to <ts>. */
+int svc_matches(const struct svc *s, const struct tbl_service *ts);
+
+/* Choose a backend for a new connection at loop time <now>, skipping those
+ * in <tried>. Backends in passive-health back-off are skipped unless every
+ * candidate is in back-off (then they are tried anyway: better a likely
+ * failure than a certain one). Returns an index into s->be, or -1. Never
+ * allocates. */
+int svc_pick(struct svc *s, const struct svc_tried *tried, double now);
+
+static inline void
+svc_tried_set(struct svc_tried *t, size_t i)
+{
+    t->bits |= 1ull << (i & 63);
+}
+
+static inline int
+svc_tried_has(const struct svc_tried *t, size_t i)
+{
+    return (t->bits >> (i & 63)) & 1;
+}
+
+#endif

@@ -1,0 +1,146 @@
+#include <stdlib.h>
+
+#include "listener.h"
+#include "log.h"
+#include "worker.h"
+
+#define ACCEPT_PAUSE_S 0.1
+
+/* A pooled object while it sits in a free list. */
+struct free_node {
+    struct free_node *next;
+};
+
+static void
+worker_on_resume(struct ev_loop *loop, struct ev_timer *t, int revents)
+{
+    (void)loop;
+    (void)revents;
+    worker_resume_accept(t->data);
+}
+
+int
+worker_init(struct worker *w, struct ev_loop *loop)
+{
+    w->loop = loop;
+    w->scratch = malloc(WORKER_BUF_SIZE);
+    if (w->scratch == NULL)
+        return -1;
+    ev_timer_init(&w->accept_resume, worker_on_resume, ACCEPT_PAUSE_S, 0.);
+    w->accept_resume.data = w;
+    return 0;
+}
+
+static void
+free_list(void **head, size_t *n)
+{
+    struct free_node *f = *head, *next;
+
+    for (; f != NULL; f = next) {
+        next = f->next;
+        free(f);
+    }
+    *head = NULL;
+    *n = 0;
+}
+
+void
+worker_deinit(struct worker *w)
+{
+    ev_timer_stop(w->loop, &w->accept_resume);
+    free_list(&w->free_bufs, &w->nfree_bufs);
+    free_list(&w->free_conns, &w->nfree_conns);
+    free(w->scratch);
+    w->scratch = NULL;
+}
+
+static void *
+pool_get(void **head, size_t *n)
+{
+    struct free_node *f = *head;
+
+    if (f == NULL)
+        return NULL;
+    *head = f->next;
+    (*n)--;
+    return f;
+}
+
+static void
+pool_put(void **head, size_t *n, size_t cap, void *p)
+{
+    struct free_node *f = p;
+
+    if (*n >= cap) {
+        free(p);
+        return;
+    }
+    f->next = *head;
+    *head = f;
+    (*n)++;
+}
+
+char *
+worker_buf_get(struct worker *w)
+{
+    char *b = pool_get(&w->free_bufs, &w->nfree_bufs);
+
+    if (b == NULL)
+        b = malloc(WORKER_BUF_SIZE);
+    if (b != NULL)
+        w->nbufs_in_use++;
+    return b;
+}
+
+void
+worker_buf_put(struct worker *w, char *buf)
+{
+    w->nbufs_in_use--;
+    pool_put(&w->free_bufs, &w->nfree_bufs, WORKER_BUF_CACHE, buf);
+}
+
+void *
+worker_conn_alloc(struct worker *w, size_t size)
+{
+    void *p = pool_get(&w->free_conns, &w->nfree_conns);
+
+    return p != NULL ? p : malloc(size);
+}
+
+void
+worker_conn_release(struct worker *w, void *p)
+{
+    pool_put(&w->free_conns, &w->nfree_conns, WORKER_CONN_CACHE, p);
+}
+
+void
+worker_pause_accept(struct worker *w)
+{
+    struct listener *l;
+
+    if (w->accept_paused)
+        return;
+    w->accept_paused = 1;
+    w->n_accept_paused++;
+    for (l = w->listeners; l != NULL; l = l->next)
+        listener_stop(l);
+    ev_timer_set(&w->accept_resume, ACCEPT_PAUSE_S, 0.);
+    ev_timer_start(w->loop, &w->accept_resume);
+    log_rl(LOG_WARN, ev_now(w->loop),
+           "out of file descriptors: accepting paused for %.0f ms "
+           "(%zu connections open)",
+           ACCEPT_PAUSE_S * 1e3, w->nconns);
+}
+
+void
+worker_resume_accept(struct worker *w)
+{
+    struct listener *l;
+
+    if (!w->accept_paused)
+        return;
+    w->accept_paused = 0;
+    ev_timer_stop(w->loop, &w->accept_resume);
+    for (l = w->listeners; l != NULL; l = l->next)
+        listener_start(l);
+}

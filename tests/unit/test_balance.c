@@ -1,0 +1,240 @@
+/* Unit tests for the balancers and passive health (proxy/balance.c,
+ * proxy/svc.c, proxy/backend.c). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "backend.h"
+#include "svc.h"
+
+static struct tbl_backend bes[8];
+
+static struct svc *
+make_svc(enum tbl_balance algo, const uint32_t *weights, size_t n)
+{
+    struct tbl_service ts;
+    const char *why;
+    size_t i;
+
+    memset(&ts, 0, sizeof(ts));
+    snprintf(ts.name, sizeof(ts.name), "t");
+    ts.balance = algo;
+    ts.retries = 3;
+    for (i = 0; i < n; i++) {
+        char a[32];
+        snprintf(a, sizeof(a), "127.0.0.1:%zu", 9001 + i);
+        assert_int_equal(parse_hostport(a, &bes[i].addr, 0, &why), 0);
+        snprintf(bes[i].name, sizeof(bes[i].name), "b%zu", i);
+        bes[i].weight = weights[i];
+        bes[i].flags = TBL_BE_READY | TBL_BE_SERVING;
+    }
+    ts.backends = bes;
+    ts.nbackends = n;
+    return svc_new(&ts);
+}
+
+static void
+test_rr_equal_weights_exact_order(void **state)
+{
+    static const uint32_t w[] = {1, 1, 1};
+    struct svc *s = make_svc(TBL_BAL_ROUNDROBIN, w, 3);
+    struct svc_tried none = {0};
+    int i;
+
+    (void)state;
+    for (i = 0; i < 12; i++)
+        assert_int_equal(svc_pick(s, &none, 0), i % 3);
+    svc_unref(s);
+    assert_int_equal(backend_count(), 0);
+}
+
+static void
+test_rr_smooth_sequence(void **state)
+{
+    static const uint32_t w[] = {5, 1, 1};
+    static const int want[] = {0, 0, 1, 0, 2, 0, 0};
+    struct svc *s = make_svc(TBL_BAL_ROUNDROBIN, w, 3);
+    struct svc_tried none = {0};
+    int round, i;
+
+    (void)state;
+    for (round = 0; round < 3; round++)
+        for (i = 0; i < 7; i++)
+            assert_int_equal(svc_pick(s, &none, 0), want[i]);
+    svc_unref(s);
+}
+
+static void
+test_rr_weights_proportional_and_zero(void **state)
+{
+    static const uint32_t w[] = {1, 2, 3, 0};
+    struct svc *s = make_svc(TBL_BAL_ROUNDROBIN, w, 4);
+    struct svc_tried none = {0};
+    int counts[4] = {0}, i;
+
+    (void)state;
+    for (i = 0; i < 600; i++)
+        counts[svc_pick(s, &none, 0)]++;
+    assert_int_equal(counts[0], 100);
+    assert_int_equal(counts[1], 200);
+    assert_int_equal(counts[2], 300);
+    assert_int_equal(counts[3], 0);
+    svc_unref(s);
+}
+
+static void
+test_tried_backends_are_skipped(void **state)
+{
+    static const uint32_t w[] = {1, 1, 1};
+    struct svc *s = make_svc(TBL_BAL_ROUNDROBIN, w, 3);
+    struct svc_tried t = {0};
+
+    (void)state;
+    svc_tried_set(&t, 0);
+    svc_tried_set(&t, 2);
+    assert_int_equal(svc_pick(s, &t, 0), 1);
+    assert_int_equal(svc_pick(s, &t, 0), 1);
+    svc_tried_set(&t, 1);
+    assert_int_equal(svc_pick(s, &t, 0), -1);
+    svc_unref(s);
+}
+
+static void
+test_passive_health_backoff(void **state)
+{
+    static const uint32_t w[] = {1, 1};
+    struct svc *s = make_svc(TBL_BAL_ROUNDROBIN, w, 2);
+    struct svc_tried none = {0};
+    double until1, until2;
+    int i;
+
+    (void)state;
+    backend_on_fail(s->be[0].b, 100.0);
+    assert_true(backend_ejected(s->be[0].b, 100.1));
+    for (i = 0; i < 5; i++)
+        assert_int_equal(svc_pick(s, &none, 100.1), 1);
+    until1 = atomic_load(&s->be[0].b->eject_until);
+    /* A second failure doubles the back-off. */
+    backend_on_fail(s->be[0].b, 100.0);
+    until2 = atomic_load(&s->be[0].b->eject_until);
+    assert_true(until2 - 100.0 > 1.9 * (until1 - 100.0));
+    /* Back-off is capped. */
+    for (i = 0; i < 40; i++)
+        backend_on_fail(s->be[0].b, 100.0);
+    assert_true(atomic_load(&s->be[0].b->eject_until) <= 130.0 + 1e-9);
+    /* Everyone ejected: pick anyway rather than refuse. */
+    backend_on_fail(s->be[1].b, 100.0);
+    assert_true(svc_pick(s, &none, 100.1) >= 0);
+    /* Success clears it. */
+    backend_on_success(s->be[0].b);
+    assert_false(backend_ejected(s->be[0].b, 100.1));
+    svc_unref(s);
+}
+
+static void
+test_leastconn_fewest_then_rotation(void **state)
+{
+    static const uint32_t w[] = {1, 1, 1};
+    struct svc *s = make_svc(TBL_BAL_LEASTCONN, w, 3);
+    struct svc_tried none = {0};
+    int a, b, c;
+
+    (void)state;
+    a = svc_pick(s, &none, 0);
+    atomic_fetch_add(&s->be[a].b->active, 1);
+    b = svc_pick(s, &none, 0);
+    atomic_fetch_add(&s->be[b].b->active, 1);
+    c = svc_pick(s, &none, 0);
+    atomic_fetch_add(&s->be[c].b->active, 1);
+    assert_int_not_equal(a, b);
+    assert_int_not_equal(b, c);
+    assert_int_not_equal(a, c);
+    /* Backend 1 loses its connection: it has the fewest now. */
+    atomic_fetch_sub(&s->be[1].b->active, 1);
+    assert_int_equal(svc_pick(s, &none, 0), 1);
+    assert_int_equal(svc_pick(s, &none, 0), 1);
+    svc_unref(s);
+}
+
+static void
+test_leastconn_weighted(void **state)
+{
+    static const uint32_t w[] = {1, 3};
+    struct svc *s = make_svc(TBL_BAL_LEASTCONN, w, 2);
+    struct svc_tried none = {0};
+    int counts[2] = {0}, i, k;
+
+    (void)state;
+    for (i = 0; i < 40; i++) {
+        k = svc_pick(s, &none, 0);
+        counts[k]++;
+        atomic_fetch_add(&s->be[k].b->active, 1);
+    }
+    assert_int_equal(counts[0], 10);
+    assert_int_equal(counts[1], 30);
+    atomic_store(&s->be[0].b->active, 0);
+    atomic_store(&s->be[1].b->active, 0);
+    svc_unref(s);
+}
+
+static void
+test_random_weighted(void **state)
+{
+    static const uint32_t w[] = {1, 0, 3};
+    struct svc *s = make_svc(TBL_BAL_RANDOM, w, 3);
+    struct svc_tried none = {0};
+    int counts[3] = {0}, i;
+
+    (void)state;
+    for (i = 0; i < 4000; i++)
+        counts[svc_pick(s, &none, 0)]++;
+    assert_int_equal(counts[1], 0);
+    /* Expected 1000 and 3000; far outside chance if the weights are
+     * ignored (2000 each). */
+    assert_in_range(counts[0], 800, 1200);
+    assert_in_range(counts[2], 2800, 3200);
+    svc_unref(s);
+}
+
+static void
+test_backend_state_shared_by_address(void **state)
+{
+    static const uint32_t w[] = {1, 1};
+    struct svc *s1 = make_svc(TBL_BAL_ROUNDROBIN, w, 2);
+    struct svc *s2 = make_svc(TBL_BAL_LEASTCONN, w, 2);
+
+    (void)state;
+    assert_ptr_equal(s1->be[0].b, s2->be[0].b);
+    assert_int_equal(backend_count(), 2);
+    assert_true(svc_matches(s1, &(struct tbl_service){
+                                    .name = "t",
+                                    .backends = bes,
+                                    .nbackends = 2,
+                                    .retries = 3,
+                                }));
+    svc_unref(s1);
+    assert_int_equal(backend_count(), 2);
+    svc_unref(s2);
+    assert_int_equal(backend_count(), 0);
+}
+
+int
+main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_rr_equal_weights_exact_order),
+        cmocka_unit_test(test_rr_smooth_sequence),
+        cmocka_unit_test(test_rr_weights_proportional_and_zero),
+        cmocka_unit_test(test_tried_backends_are_skipped),
+        cmocka_unit_test(test_passive_health_backoff),
+        cmocka_unit_test(test_leastconn_fewest_then_rotation),
+        cmocka_unit_test(test_leastconn_weighted),
+        cmocka_unit_test(test_random_weighted),
+        cmocka_unit_test(test_backend_state_shared_by_address),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
