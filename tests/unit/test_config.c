@@ -1,0 +1,713 @@
+/*
+ * test_config.c - the YAML loader: values, defaults, inheritance, and the
+ * exact position and text of every kind of error.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "config.h"
+
+/* A well-formed service and backend list to build error cases around. */
+#define BACKENDS "    backends:\n      - address: 127.0.0.1:9001\n"
+
+static struct conf *
+load(const char *yaml, struct err *e)
+{
+    return conf_load_buf("test.yaml", yaml, strlen(yaml), e);
+}
+
+/* Load <yaml>, which must fail at <line>:<col> with <want> in the
+ * message. */
+static void
+expect_error(const char *yaml, int line, int col, const char *want)
+{
+    struct err e;
+    struct conf *c = load(yaml, &e);
+
+    if (c != NULL) {
+        conf_free(c);
+        fail_msg("loaded, expected error \"%s\"", want);
+    }
+    if (strstr(e.msg, want) == NULL || e.line != line || e.col != col)
+        fail_msg("got %d:%d \"%s\", want %d:%d \"%s\"", e.line, e.col, e.msg,
+                 line, col, want);
+    assert_string_equal(e.file, "test.yaml");
+}
+
+static const struct tbl_service *
+find(const struct conf *c, const char *name)
+{
+    const struct tbl_service *s = table_find(c->table, name);
+
+    assert_non_null(s);
+    return s;
+}
+
+static void
+assert_addr(const struct saddr *a, const char *want)
+{
+    char buf[SADDR_STR_MAX];
+
+    assert_string_equal(saddr_str(a, buf, sizeof(buf)), want);
+}
+
+/* ---- valid files ------------------------------------------------------- */
+
+static const char full_yaml[] =
+    "log:\n"
+    "  level: debug\n"
+    "  format: json\n"
+    "drain_timeout: 1.5s\n"
+    "defaults:\n"
+    "  balance: leastconn\n"
+    "  connect_timeout: 250ms\n"
+    "  idle_timeout: 5m\n"
+    "  retries: 5\n"
+    "  max_connections: 100\n"
+    "services:\n"
+    "  - name: web\n"
+    "    listen:\n"
+    "      - 127.0.0.1:8080\n"
+    "      - \"[::1]:8080\"\n"
+    "    balance: random\n"
+    "    retries: 0\n"
+    "    idle_timeout: 0.5s\n"
+    "    backends:\n"
+    "      - address: 127.0.0.1:9001\n"
+    "        weight: 2\n"
+    "        name: web-1\n"
+    "      - address: \"[::1]:9002\"\n"
+    "        weight: 0\n"
+    "  - name: db\n"
+    "    listen: 127.0.0.1:5432\n"
+    "    connect_timeout: 1h\n"
+    "    max_connections: 10000000\n"
+    "    backends:\n"
+    "      - {address: 127.0.0.1:9003, weight: 256}\n";
+
+static void
+test_full(void **state)
+{
+    const struct tbl_service *web, *db;
+    struct err e;
+    struct conf *c = load(full_yaml, &e);
+
+    (void)state;
+    if (c == NULL)
+        fail_msg("%d:%d %s", e.line, e.col, e.msg);
+    assert_int_equal(c->log_level, LOG_DEBUG);
+    assert_int_equal(c->log_format, LOG_JSON);
+    assert_int_equal(c->drain_timeout_ms, 1500);
+    assert_true(c->table->frozen);
+    assert_int_equal(c->table->generation, 0);
+    assert_int_equal(c->table->nservices, 2);
+
+    web = find(c, "web");
+    assert_int_equal(web->nfrontends, 2);
+    assert_addr(&web->frontends[0], "127.0.0.1:8080");
+    assert_addr(&web->frontends[1], "[::1]:8080");
+    assert_int_equal(web->balance, TBL_BAL_RANDOM);  /* own */
+    assert_int_equal(web->retries, 0);               /* own, 0 is a value */
+    assert_int_equal(web->idle_timeout_ms, 500);     /* own */
+    assert_int_equal(web->connect_timeout_ms, 250);  /* inherited */
+    assert_int_equal(web->max_conns, 100);           /* inherited */
+    assert_int_equal(web->affinity_timeout_ms, 0);
+    assert_int_equal(web->nbackends, 2);
+    assert_addr(&web->backends[0].addr, "127.0.0.1:9001");
+    assert_string_equal(web->backends[0].name, "web-1");
+    assert_int_equal(web->backends[0].weight, 2);
+    assert_int_equal(web->backends[0].flags, TBL_BE_READY | TBL_BE_SERVING);
+    assert_addr(&web->backends[1].addr, "[::1]:9002");
+    assert_string_equal(web->backends[1].name, "[::1]:9002");
+    assert_int_equal(web->backends[1].weight, 0);
+
+    db = find(c, "db");
+    assert_int_equal(db->nfrontends, 1);
+    assert_addr(&db->frontends[0], "127.0.0.1:5432");
+    assert_int_equal(db->balance, TBL_BAL_LEASTCONN);
+    assert_int_equal(db->connect_timeout_ms, 3600000);
+    assert_int_equal(db->idle_timeout_ms, 300000);
+    assert_int_equal(db->retries, 5);
+    assert_int_equal(db->max_conns, 10000000);
+    assert_int_equal(db->nbackends, 1);
+    assert_string_equal(db->backends[0].name, "127.0.0.1:9003");
+    assert_int_equal(db->backends[0].weight, 256);
+    conf_free(c);
+}
+
+static void
+test_builtin_defaults(void **state)
+{
+    const char *yaml = "services:\n"
+                       "  - name: a\n"
+                       "    listen: [127.0.0.1:1]\n" BACKENDS;
+    const struct tbl_service *s;
+    struct err e;
+    struct conf *c = load(yaml, &e);
+
+    (void)state;
+    assert_non_null(c);
+    assert_int_equal(c->log_level, LOG_INFO);
+    assert_int_equal(c->log_format, LOG_TEXT);
+    assert_int_equal(c->drain_timeout_ms, 30000);
+    s = find(c, "a");
+    assert_int_equal(s->balance, TBL_BAL_ROUNDROBIN);
+    assert_int_equal(s->connect_timeout_ms, 2000);
+    assert_int_equal(s->idle_timeout_ms, 3600000);
+    assert_int_equal(s->retries, 3);
+    assert_int_equal(s->max_conns, 0);
+    assert_int_equal(s->backends[0].weight, 1);
+    conf_free(c);
+}
+
+static void
+test_defaults_after_services(void **state)
+{
+    const char *yaml = "services:\n"
+                       "  - name: a\n"
+                       "    listen: 127.0.0.1:1\n"
+                       "    retries: 1\n" BACKENDS
+                       "defaults:\n"
+                       "  retries: 7\n"
+                       "  balance: leastconn\n"
+                       "log: {level: error}\n"
+                       "drain_timeout: 0\n";
+    const struct tbl_service *s;
+    struct conf *c = load(yaml, NULL);
+
+    (void)state;
+    assert_non_null(c);
+    s = find(c, "a");
+    assert_int_equal(s->retries, 1);
+    assert_int_equal(s->balance, TBL_BAL_LEASTCONN);
+    assert_int_equal(s->connect_timeout_ms, 2000);
+    assert_int_equal(c->log_level, LOG_ERROR);
+    assert_int_equal(c->drain_timeout_ms, 0);
+    conf_free(c);
+}
+
+static void
+test_null_sections(void **state)
+{
+    /* A section whose keys are all commented out is empty, not an error. */
+    const char *yaml = "log:\n"
+                       "defaults: ~\n"
+                       "services:\n"
+                       "  - name: a\n"
+                       "    listen: 127.0.0.1:1\n" BACKENDS;
+    struct conf *c = load(yaml, NULL);
+
+    (void)state;
+    assert_non_null(c);
+    assert_int_equal(find(c, "a")->retries, 3);
+    conf_free(c);
+}
+
+static void
+test_builtin_yaml(void **state)
+{
+    struct err e;
+    struct conf *c = conf_load_buf("builtin", conf_default_yaml,
+                                   conf_default_yaml_len, &e);
+
+    (void)state;
+    if (c == NULL)
+        fail_msg("%d:%d %s", e.line, e.col, e.msg);
+    assert_true(c->table->nservices >= 1);
+    conf_free(c);
+}
+
+static void
+test_aliases_allowed(void **state)
+{
+    /* Two services sharing one backend pool is a fair use of an alias. */
+    const char *yaml = "services:\n"
+                       "  - name: a\n"
+                       "    listen: 127.0.0.1:1\n"
+                       "    backends: &pool\n"
+                       "      - address: 127.0.0.1:9001\n"
+                       "  - name: b\n"
+                       "    listen: 127.0.0.1:2\n"
+                       "    backends: *pool\n";
+    struct conf *c = load(yaml, NULL);
+
+    (void)state;
+    assert_non_null(c);
+    assert_int_equal(find(c, "b")->nbackends, 1);
+    conf_free(c);
+}
+
+/* ---- errors ------------------------------------------------------------ */
+
+static void
+test_err_syntax(void **state)
+{
+    (void)state;
+    expect_error("services:\n  - name: a: b\n", 2, 12, "YAML syntax error");
+    expect_error("services: [a\n", 2, 1, "YAML syntax error");
+    /* Reader errors carry an offset only; it is turned into a position. */
+    expect_error("log:\n  level: \x01\n", 2, 10, "control characters");
+}
+
+static void
+test_err_empty(void **state)
+{
+    (void)state;
+    expect_error("", 1, 1, "config is empty");
+    expect_error("# nothing but a comment\n", 1, 1, "config is empty");
+    expect_error("---\n", 1, 1, "config is empty");
+    expect_error("- a\n", 1, 1, "expected a mapping, got a list");
+}
+
+static void
+test_err_unknown_key(void **state)
+{
+    (void)state;
+    expect_error("servces: []\n", 1, 1,
+                 "unknown key \"servces\" at top level (known: log, "
+                 "drain_timeout, defaults, services)");
+    expect_error("services:\n"
+                 "  - name: web\n"
+                 "    listen: 127.0.0.1:1\n"
+                 "    balanse: leastconn\n" BACKENDS,
+                 4, 5,
+                 "unknown key \"balanse\" in service \"web\" (known: name, "
+                 "listen, balance,");
+    expect_error("services:\n"
+                 "  - name: web\n"
+                 "    listen: 127.0.0.1:1\n"
+                 "    backends:\n"
+                 "      - address: 127.0.0.1:9001\n"
+                 "        wieght: 2\n",
+                 6, 9,
+                 "unknown key \"wieght\" in backend #1 of service \"web\"");
+    expect_error("log: {level: info, colour: no}\n", 1, 20,
+                 "unknown key \"colour\" in section \"log\"");
+}
+
+static void
+test_err_wrong_type(void **state)
+{
+    (void)state;
+    /* A list where a scalar is expected. */
+    expect_error("services:\n"
+                 "  - name: [a, b]\n"
+                 "    listen: 127.0.0.1:1\n" BACKENDS,
+                 2, 11, "\"name\": expected a scalar, got a list");
+    expect_error("drain_timeout:\n  a: 1\n", 2, 3,
+                 "\"drain_timeout\": expected a scalar, got a mapping");
+    /* A scalar where a list is expected. */
+    expect_error("services: web\n", 1, 11,
+                 "\"services\": expected a list, got a scalar");
+    expect_error("services:\n"
+                 "  - name: a\n"
+                 "    listen: 127.0.0.1:1\n"
+                 "    backends: 127.0.0.1:9001\n",
+                 4, 15, "\"backends\": expected a list, got a scalar");
+    expect_error("log: debug\n", 1, 6, "\"log\": expected a mapping");
+    expect_error("services:\n  - 127.0.0.1:1\n", 2, 5,
+                 "\"services\": expected a mapping, got a scalar");
+    expect_error("? [a]\n: b\n", 1, 3, "expected a key, got a list");
+}
+
+static void
+test_err_integers(void **state)
+{
+    (void)state;
+    expect_error("defaults:\n  retries: abc\n", 2, 12,
+                 "\"retries\": expected a non-negative integer, got \"abc\"");
+    expect_error("defaults:\n  retries: 33\n", 2, 12,
+                 "\"retries\": 33 is out of range 0..32");
+    expect_error("defaults:\n  retries: 99999999999999999999999\n", 2, 12,
+                 "is out of range 0..32");
+    expect_error("defaults:\n  max_connections: 10000001\n", 2, 20,
+                 "out of range 0..10000000");
+    expect_error("services:\n"
+                 "  - name: a\n"
+                 "    listen: 127.0.0.1:1\n"
+                 "    backends:\n"
+                 "      - address: 127.0.0.1:9001\n"
+                 "        weight: 257\n",
+                 6, 17, "\"weight\": 257 is out of range 0..256");
+    expect_error("services:\n"
+                 "  - name: a\n"
+                 "    listen: 127.0.0.1:1\n"
+                 "    backends:\n"
+                 "      - address: 127.0.0.1:9001\n"
+                 "        weight: -1\n",
+                 6, 17,
+                 "\"weight\": expected a non-negative integer, got \"-1\"");
+}
+
+static void
+test_err_enums(void **state)
+{
+    (void)state;
+    expect_error("log: {level: loud}\n", 1, 14,
+                 "\"level\": expected one of debug, info, warn, error, got "
+                 "\"loud\"");
+    expect_error("defaults: {balance: fastest}\n", 1, 21,
+                 "expected one of roundrobin, leastconn, random");
+}
+
+static void
+test_err_addresses(void **state)
+{
+    (void)state;
+    expect_error("services:\n"
+                 "  - name: a\n"
+                 "    listen: localhost:80\n" BACKENDS,
+                 3, 13, "\"listen\": not an IP address");
+    expect_error("services:\n"
+                 "  - name: a\n"
+                 "    listen: 127.0.0.1:1\n"
+                 "    backends:\n"
+                 "      - address: 127.0.0.1:0\n",
+                 5, 18, "\"address\": port must be 1-65535, got");
+    expect_error("services:\n"
+                 "  - name: a\n"
+                 "    listen: 127.0.0.1:1\n"
+                 "    backends:\n"
+                 "      - address: 127.0.0.1:70000\n",
+                 5, 18, "\"address\": port must be 1-65535");
+    expect_error("services:\n"
+                 "  - name: a\n"
+                 "    listen:\n"
+                 "      - 127.0.0.1:1\n"
+                 "      - ::1:80\n" BACKENDS,
+                 5, 9, "need brackets");
+    expect_error("services:\n"
+                 "  - name: a\n"
+                 "    listen: 127.0.0.1:1\n"
+                 "    backends:\n"
+                 "      - weight: 1\n",
+                 5, 9,
+                 "backend #1 of service \"a\": missing required key "
+                 "\"address\"");
+}
+
+static void
+test_err_durations(void **state)
+{
+    (void)state;
+    expect_error("drain_timeout: 5 parsecs\n", 1, 16,
+                 "\"drain_timeout\": unknown duration unit");
+    expect_error("drain_timeout: -1s\n", 1, 16,
+                 "\"drain_timeout\": expected a duration");
+    expect_error("defaults:\n  idle_timeout: 10\n", 2, 17,
+                 "\"idle_timeout\": duration needs a unit");
+    expect_error("defaults:\n  connect_timeout: 0\n", 2, 20,
+                 "\"connect_timeout\": must be at least 1ms, got \"0\"");
+    expect_error("drain_timeout: 31d\n", 1, 16, "unknown duration unit");
+    expect_error("drain_timeout: 800h\n", 1, 16, "too long");
+}
+
+static void
+test_err_duplicate_listen(void **state)
+{
+    (void)state;
+    expect_error("services:\n"
+                 "  - name: a\n"
+                 "    listen:\n"
+                 "      - 127.0.0.1:8080\n"
+                 "      - 127.0.0.1:8080\n" BACKENDS,
+                 5, 9,
+                 "listen address 127.0.0.1:8080 already used by service "
+                 "\"a\"");
+    expect_error("services:\n"
+                 "  - name: a\n"
+                 "    listen: 127.0.0.1:8080\n" BACKENDS
+                 "  - name: b\n"
+                 "    listen: [127.0.0.1:8081, \"127.0.0.1:8080\"]\n" BACKENDS,
+                 7, 30,
+                 "listen address 127.0.0.1:8080 already used by service "
+                 "\"a\"");
+    /* The same address written two ways is still the same address. */
+    expect_error("services:\n"
+                 "  - name: a\n"
+                 "    listen: \"[::1]:80\"\n" BACKENDS
+                 "  - name: b\n"
+                 "    listen: \"[0:0::1]:80\"\n" BACKENDS,
+                 7, 13, "listen address [::1]:80 already used by service");
+}
+
+static void
+test_err_no_backends(void **state)
+{
+    (void)state;
+    expect_error("services:\n"
+                 "  - name: web\n"
+                 "    listen: 127.0.0.1:1\n",
+                 2, 5, "service \"web\" has no backends");
+    expect_error("services:\n"
+                 "  - name: web\n"
+                 "    listen: 127.0.0.1:1\n"
+                 "    backends: []\n",
+                 4, 15, "service \"web\" has no backends");
+    expect_error("services:\n"
+                 "  - name: web\n"
+                 "    listen: 127.0.0.1:1\n"
+                 "    backends:\n",
+                 4, 5, "service \"web\" has no backends");
+    expect_error("services:\n"
+                 "  - name: web\n"
+                 "    listen: []\n" BACKENDS,
+                 3, 13, "service \"web\" has no listen addresses");
+    expect_error("services: []\n", 1, 11, "config has no services");
+    expect_error("log: {level: info}\n", 1, 1, "config has no services");
+}
+
+static void
+test_err_duplicates(void **state)
+{
+    (void)state;
+    expect_error("services:\n"
+                 "  - name: web\n"
+                 "    listen: 127.0.0.1:1\n" BACKENDS
+                 "  - name: web\n"
+                 "    listen: 127.0.0.1:2\n" BACKENDS,
+                 6, 5, "duplicate service name \"web\"");
+    expect_error("defaults:\n"
+                 "  retries: 1\n"
+                 "  retries: 2\n",
+                 3, 3, "duplicate key \"retries\" in section \"defaults\"");
+    expect_error("services:\n"
+                 "  - name: a\n"
+                 "    listen: 127.0.0.1:1\n"
+                 "    backends:\n"
+                 "      - {address: 127.0.0.1:9001, name: x}\n"
+                 "      - {address: 127.0.0.1:9002, name: x}\n",
+                 6, 9, "duplicate backend name \"x\" in service \"a\"");
+    expect_error("services:\n"
+                 "  - name: a\n"
+                 "    listen: 127.0.0.1:1\n"
+                 "    backends:\n"
+                 "      - address: 127.0.0.1:9001\n"
+                 "      - address: 127.0.0.1:9001\n",
+                 6, 9, "backend address 127.0.0.1:9001 is listed twice");
+}
+
+static void
+test_err_names(void **state)
+{
+    struct conf *c;
+    char yaml[512];
+
+    (void)state;
+    snprintf(yaml, sizeof(yaml),
+             "services:\n"
+             "  - name: %064d\n"
+             "    listen: 127.0.0.1:1\n" BACKENDS,
+             0);
+    expect_error(yaml, 2, 11, "\"name\": must be 1 to 63 characters long");
+    snprintf(yaml, sizeof(yaml),
+             "services:\n"
+             "  - name: %063d\n"
+             "    listen: 127.0.0.1:1\n" BACKENDS,
+             0);
+    c = load(yaml, NULL);
+    assert_non_null(c);
+    conf_free(c);
+    expect_error("services:\n"
+                 "  - name: \"\"\n"
+                 "    listen: 127.0.0.1:1\n" BACKENDS,
+                 2, 11, "must be 1 to 63 characters");
+    expect_error("services:\n"
+                 "  - name: a b\n"
+                 "    listen: 127.0.0.1:1\n" BACKENDS,
+                 2, 11, "\"name\": may only contain A-Z a-z 0-9 . _ -");
+    expect_error("services:\n"
+                 "  - listen: 127.0.0.1:1\n" BACKENDS,
+                 2, 5, "service #1: missing required key \"name\"");
+    expect_error("services:\n"
+                 "  - name: \"a\\0b\"\n"
+                 "    listen: 127.0.0.1:1\n" BACKENDS,
+                 2, 11, "NUL");
+}
+
+static void
+test_err_multi_document(void **state)
+{
+    (void)state;
+    expect_error("services: []\n---\nservices: []\n", 1, 11,
+                 "has no services");
+    expect_error("services:\n"
+                 "  - name: a\n"
+                 "    listen: 127.0.0.1:1\n" BACKENDS "---\n"
+                 "log: {}\n",
+                 7, 1, "single YAML document");
+    expect_error("services:\n"
+                 "  - name: a\n"
+                 "    listen: 127.0.0.1:1\n" BACKENDS "---\n"
+                 "log: [\n",
+                 8, 1, "YAML syntax error");
+}
+
+/* Aliases let a short file name a big subtree many times over; that must
+ * be refused, not expanded. */
+static void
+test_err_alias_bomb(void **state)
+{
+    size_t cap = 1 << 20, n = 0;
+    char *yaml = malloc(cap);
+    struct err e;
+    int i;
+
+    (void)state;
+    assert_non_null(yaml);
+    n += (size_t)snprintf(yaml + n, cap - n,
+                          "services:\n  - name: s0\n    listen: 10.0.0.1:1\n"
+                          "    backends: &b\n");
+    for (i = 0; i < 3000; i++)
+        n += (size_t)snprintf(yaml + n, cap - n,
+                              "      - address: 10.1.%d.%d:80\n", i / 250,
+                              i % 250);
+    for (i = 1; i < 3000; i++)
+        n += (size_t)snprintf(yaml + n, cap - n,
+                              "  - {name: s%d, listen: 10.2.%d.%d:1, "
+                              "backends: *b}\n",
+                              i, i / 250, i % 250);
+    assert_null(conf_load_buf("bomb.yaml", yaml, n, &e));
+    assert_non_null(strstr(e.msg, "too many nodes"));
+    free(yaml);
+}
+
+static void
+test_err_too_many(void **state)
+{
+    size_t cap = 1 << 20, n = 0;
+    char *yaml = malloc(cap);
+    struct err e;
+    int i;
+
+    (void)state;
+    assert_non_null(yaml);
+    n += (size_t)snprintf(yaml + n, cap - n,
+                          "services:\n  - name: s\n    listen:\n");
+    for (i = 0; i < 257; i++)
+        n += (size_t)snprintf(yaml + n, cap - n, "      - 10.0.0.1:%d\n",
+                              i + 1);
+    n += (size_t)snprintf(yaml + n, cap - n, BACKENDS);
+    assert_null(conf_load_buf("many.yaml", yaml, n, &e));
+    assert_int_equal(e.line, 4);
+    assert_int_equal(e.col, 7);
+    assert_non_null(strstr(e.msg, "too many listen addresses"));
+    free(yaml);
+}
+
+/* ---- files ------------------------------------------------------------- */
+
+static char *
+temp_file(const void *data, size_t len)
+{
+    const char *dir = getenv("TMPDIR");
+    char *path;
+    int fd;
+
+    if (dir == NULL || dir[0] == '\0')
+        dir = P_tmpdir;
+    assert_true(asprintf(&path, "%s/ferry-test-config-XXXXXX", dir) > 0);
+    fd = mkstemp(path);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, data, len), (ssize_t)len);
+    close(fd);
+    return path;
+}
+
+static void
+test_file(void **state)
+{
+    char *path = temp_file(full_yaml, strlen(full_yaml));
+    struct err e;
+    struct conf *c;
+
+    (void)state;
+    c = conf_load_file(path, &e);
+    assert_non_null(c);
+    assert_int_equal(c->table->nservices, 2);
+    conf_free(c);
+    unlink(path);
+
+    assert_null(conf_load_file(path, &e));
+    assert_string_equal(e.file, path);
+    assert_int_equal(e.line, 0);
+    assert_non_null(strstr(e.msg, "cannot open"));
+    free(path);
+}
+
+static void
+test_file_errors_name_the_file(void **state)
+{
+    static const char bad[] = "log:\n  level: loud\n";
+    char *path = temp_file(bad, strlen(bad));
+    struct err e;
+
+    (void)state;
+    assert_null(conf_load_file(path, &e));
+    assert_string_equal(e.file, path);
+    assert_int_equal(e.line, 2);
+    assert_int_equal(e.col, 10);
+    unlink(path);
+    free(path);
+}
+
+static void
+test_file_too_large(void **state)
+{
+    size_t len = CONF_FILE_MAX + 1;
+    char *big = malloc(len), *path;
+    struct err e;
+
+    (void)state;
+    assert_non_null(big);
+    memset(big, '#', len);
+    path = temp_file(big, len);
+    assert_null(conf_load_file(path, &e));
+    assert_non_null(strstr(e.msg, "too large"));
+    assert_null(conf_load_buf("big", big, len, &e));
+    assert_non_null(strstr(e.msg, "too large"));
+    unlink(path);
+    free(path);
+    free(big);
+}
+
+int
+main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_full),
+        cmocka_unit_test(test_builtin_defaults),
+        cmocka_unit_test(test_defaults_after_services),
+        cmocka_unit_test(test_null_sections),
+        cmocka_unit_test(test_builtin_yaml),
+        cmocka_unit_test(test_aliases_allowed),
+        cmocka_unit_test(test_err_syntax),
+        cmocka_unit_test(test_err_empty),
+        cmocka_unit_test(test_err_unknown_key),
+        cmocka_unit_test(test_err_wrong_type),
+        cmocka_unit_test(test_err_integers),
+        cmocka_unit_test(test_err_enums),
+        cmocka_unit_test(test_err_addresses),
+        cmocka_unit_test(test_err_durations),
+        cmocka_unit_test(test_err_duplicate_listen),
+        cmocka_unit_test(test_err_no_backends),
+        cmocka_unit_test(test_err_duplicates),
+        cmocka_unit_test(test_err_names),
+        cmocka_unit_test(test_err_multi_document),
+        cmocka_unit_test(test_err_alias_bomb),
+        cmocka_unit_test(test_err_too_many),
+        cmocka_unit_test(test_file),
+        cmocka_unit_test(test_file_errors_name_the_file),
+        cmocka_unit_test(test_file_too_large),
+    };
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
