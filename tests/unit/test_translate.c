@@ -1,0 +1,528 @@
+/* Services + EndpointSlices -> service table, kube-proxy's rules
+ * (k8s-api.md sections 5-7). JSON fixtures use ' for " to stay legible. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "translate.h"
+
+struct fx {
+    struct kcache *svcs, *slices;
+    struct translate_opts o;
+    struct translate_stats st;
+    struct saddr node[2];
+    struct table *t;
+};
+
+static void
+put(struct kcache *c, const char *sq)
+{
+    char *s = strdup(sq), *p;
+    json_error_t je;
+    json_t *o;
+    struct err e;
+
+    for (p = s; *p; p++)
+        if (*p == '\'')
+            *p = '"';
+    o = json_loads(s, 0, &je);
+    if (o == NULL)
+        fail_msg("fixture: %s: %s", je.text, sq);
+    err_clear(&e);
+    assert_int_equal(kcache_put(c, o, &e), 0);
+    free(s);
+}
+
+static int
+setup(void **state)
+{
+    struct fx *f = calloc(1, sizeof(*f));
+    const char *why;
+
+    f->svcs = kcache_new("Service", 1);
+    f->slices = kcache_new("EndpointSlice", 1);
+    parse_ip("198.18.1.1", 0, &f->node[0], &why);
+    parse_ip("198.18.1.2", 0, &f->node[1], &why);
+    f->o.node_name = "node-a";
+    f->o.node_zone = "z1";
+    f->o.node_addrs = f->node;
+    f->o.n_node_addrs = 2;
+    f->o.stats = &f->st;
+    *state = f;
+    return 0;
+}
+
+static int
+teardown(void **state)
+{
+    struct fx *f = *state;
+
+    kcache_free(f->svcs);
+    kcache_free(f->slices);
+    table_unref(f->t);
+    free(f);
+    return 0;
+}
+
+static void
+build(struct fx *f)
+{
+    struct err e;
+
+    table_unref(f->t);
+    f->t = table_new();
+    err_clear(&e);
+    assert_int_equal(translate_build(f->svcs, f->slices, &f->o, f->t, &e), 0);
+}
+
+/* "name=flags" for each backend, comma separated; flags as letters
+ * R(eady) S(erving) T(erminating) L(ocal). */
+static const char *
+bes(const struct tbl_service *s)
+{
+    static char out[1024];
+    size_t i, n = 0;
+
+    out[0] = '\0';
+    for (i = 0; i < s->nbackends; i++) {
+        const struct tbl_backend *b = &s->backends[i];
+        char a[SADDR_STR_MAX];
+        n += (size_t)snprintf(
+            out + n, sizeof(out) - n, "%s%s@%s=%s%s%s%s", i ? "," : "",
+            b->name, saddr_str(&b->addr, a, sizeof(a)),
+            b->flags & TBL_BE_READY ? "R" : "", b->flags & TBL_BE_SERVING ? "S" : "",
+            b->flags & TBL_BE_TERMINATING ? "T" : "",
+            b->flags & TBL_BE_LOCAL ? "L" : "");
+        assert_int_equal(b->weight, 1);
+    }
+    return out;
+}
+
+static const char *
+fes(const struct tbl_service *s)
+{
+    static char out[1024];
+    size_t i, n = 0;
+
+    out[0] = '\0';
+    for (i = 0; i < s->nfrontends; i++) {
+        char a[SADDR_STR_MAX];
+        n += (size_t)snprintf(out + n, sizeof(out) - n, "%s%s", i ? "," : "",
+                              saddr_str(&s->frontends[i], a, sizeof(a)));
+    }
+    return out;
+}
+
+static const struct tbl_service *
+get(struct fx *f, const char *name)
+{
+    const struct tbl_service *s = table_find(f->t, name);
+
+    if (s == NULL)
+        fail_msg("no service %s (have %zu)", name, f->t->nservices);
+    return s;
+}
+
+#define WEB_SVC(spec_extra)                                                    \
+    "{'metadata':{'namespace':'shop','name':'web'},'spec':{'type':"            \
+    "'ClusterIP','clusterIP':'198.18.0.10','clusterIPs':['198.18.0.10'],"      \
+    "'ports':[{'name':'http','protocol':'TCP','port':80}]" spec_extra "}}"
+
+#define EP(ip, node, zone, cond)                                               \
+    "{'addresses':['" ip "'],'nodeName':'" node "','zone':'" zone "',"         \
+    "'targetRef':{'kind':'Pod','name':'pod-" ip "'}" cond "}"
+
+#define READY ",'conditions':{'ready':true,'serving':true,'terminating':false}"
+#define TERMINATING                                                            \
+    ",'conditions':{'ready':false,'serving':true,'terminating':true}"
+#define NOTREADY                                                               \
+    ",'conditions':{'ready':false,'serving':false,'terminating':false}"
+
+#define SLICE(name, svc, ports, eps)                                           \
+    "{'metadata':{'namespace':'shop','name':'" name "','labels':{"             \
+    "'kubernetes.io/service-name':'" svc "'}},'addressType':'IPv4',"           \
+    "'ports':" ports ",'endpoints':" eps "}"
+
+#define HTTP_8080 "[{'name':'http','protocol':'TCP','port':8080}]"
+
+static void
+test_basic(void **state)
+{
+    struct fx *f = *state;
+    const struct tbl_service *s;
+    struct tbl_service pol;
+
+    memset(&pol, 0, sizeof(pol));
+    pol.balance = TBL_BAL_LEASTCONN;
+    pol.connect_timeout_ms = 1234;
+    pol.retries = 2;
+    f->o.policy = &pol;
+    put(f->svcs, WEB_SVC(""));
+    put(f->slices, SLICE("web-1", "web", HTTP_8080,
+                         "[" EP("198.18.2.2", "node-b", "z2", READY) ","
+                         EP("198.18.2.1", "node-a", "z1", "") "]"));
+    build(f);
+    assert_int_equal(f->t->nservices, 1);
+    s = get(f, "shop/web:http");
+    assert_string_equal(fes(s), "198.18.0.10:80");
+    assert_string_equal(bes(s), "pod-198.18.2.1@198.18.2.1:8080=RSL,"
+                                "pod-198.18.2.2@198.18.2.2:8080=RS");
+    assert_int_equal(s->balance, TBL_BAL_LEASTCONN);
+    assert_int_equal(s->connect_timeout_ms, 1234);
+    assert_int_equal(s->retries, 2);
+    assert_int_equal(s->affinity_timeout_ms, 0);
+    assert_int_equal(f->st.services, 1);
+    assert_int_equal(f->st.emitted, 1);
+}
+
+static void
+test_skipped_kinds(void **state)
+{
+    struct fx *f = *state;
+
+    put(f->svcs, "{'metadata':{'namespace':'a','name':'headless'},'spec':{"
+                 "'clusterIP':'None','ports':[{'port':80}]}}");
+    put(f->svcs, "{'metadata':{'namespace':'a','name':'noip'},'spec':{"
+                 "'ports':[{'port':80}]}}");
+    put(f->svcs, "{'metadata':{'namespace':'a','name':'ext'},'spec':{"
+                 "'type':'ExternalName','externalName':'example.org',"
+                 "'ports':[{'port':80}]}}");
+    put(f->svcs, "{'metadata':{'namespace':'a','name':'other','labels':{"
+                 "'service.kubernetes.io/service-proxy-name':'other'}},"
+                 "'spec':{'clusterIP':'198.18.0.1','ports':[{'port':80}]}}");
+    put(f->svcs, "{'metadata':{'namespace':'a','name':'mine','labels':{"
+                 "'service.kubernetes.io/service-proxy-name':'ferry'}},"
+                 "'spec':{'clusterIP':'198.18.0.2','ports':[{'port':80}]}}");
+    put(f->svcs, "{'metadata':{'namespace':'a','name':'plain'},"
+                 "'spec':{'clusterIP':'198.18.0.3','ports':[{'port':80}]}}");
+    build(f);
+    assert_int_equal(f->t->nservices, 1);
+    get(f, "a/plain:"); /* unnamed port: empty port name */
+    assert_int_equal(f->st.skipped, 5);
+
+    f->o.service_proxy_name = "ferry";
+    build(f);
+    assert_int_equal(f->t->nservices, 1);
+    get(f, "a/mine:");
+}
+
+static void
+test_udp_skipped(void **state)
+{
+    struct fx *f = *state;
+
+    put(f->svcs, "{'metadata':{'namespace':'kube-system','name':'dns'},"
+                 "'spec':{'clusterIP':'198.18.0.53','ports':["
+                 "{'name':'dns','protocol':'UDP','port':53},"
+                 "{'name':'dns-tcp','protocol':'TCP','port':53},"
+                 "{'name':'x','protocol':'SCTP','port':99}]}}");
+    build(f);
+    assert_int_equal(f->t->nservices, 1);
+    get(f, "kube-system/dns:dns-tcp");
+    assert_int_equal(f->st.ports_skipped, 2);
+}
+
+static void
+test_merge_dedup(void **state)
+{
+    struct fx *f = *state;
+
+    put(f->svcs, WEB_SVC(""));
+    put(f->slices, SLICE("web-a", "web", HTTP_8080,
+                         "[" EP("198.18.2.1", "node-b", "z2", READY) ","
+                         EP("198.18.2.3", "node-b", "z2", NOTREADY) "]"));
+    put(f->slices, SLICE("web-b", "web", HTTP_8080,
+                         "[" EP("198.18.2.2", "node-b", "z2", READY) ","
+                         EP("198.18.2.3", "node-b", "z2", READY) ","
+                         EP("198.18.2.1", "node-b", "z2", READY) "]"));
+    /* Same IP, other port: a different backend. */
+    put(f->slices, SLICE("web-c", "web",
+                         "[{'name':'http','protocol':'TCP','port':8081}]",
+                         "[" EP("198.18.2.1", "node-b", "z2", READY) "]"));
+    /* Other service, no label, FQDN: all ignored. */
+    put(f->slices, SLICE("db-a", "db", HTTP_8080,
+                         "[" EP("198.18.2.9", "node-b", "z2", READY) "]"));
+    put(f->slices, "{'metadata':{'namespace':'shop','name':'nolabel'},"
+                   "'addressType':'IPv4','ports':" HTTP_8080 ","
+                   "'endpoints':[" EP("198.18.2.8", "node-b", "z2", "") "]}");
+    put(f->slices, "{'metadata':{'namespace':'shop','name':'fq','labels':{"
+                   "'kubernetes.io/service-name':'web'}},'addressType':"
+                   "'FQDN','ports':" HTTP_8080 ",'endpoints':[{'addresses':"
+                   "['web.example.org']}]}");
+    put(f->slices, "{'metadata':{'namespace':'shop','name':'empty','labels':{"
+                   "'kubernetes.io/service-name':'web'}},'addressType':"
+                   "'IPv4','ports':null,'endpoints':null}");
+    build(f);
+    assert_string_equal(bes(get(f, "shop/web:http")),
+                        "pod-198.18.2.1@198.18.2.1:8080=RS,"
+                        "pod-198.18.2.1@198.18.2.1:8081=RS,"
+                        "pod-198.18.2.2@198.18.2.2:8080=RS,"
+                        "pod-198.18.2.3@198.18.2.3:8080=RS");
+}
+
+static void
+test_port_matching(void **state)
+{
+    struct fx *f = *state;
+
+    put(f->svcs, "{'metadata':{'namespace':'shop','name':'web'},'spec':{"
+                 "'clusterIP':'198.18.0.10','ports':["
+                 "{'name':'http','port':80},{'name':'metrics','port':9100},"
+                 "{'name':'grpc','protocol':'TCP','port':81}]}}");
+    put(f->slices, SLICE("web-1", "web",
+                         "[{'name':'http','port':8080},"
+                         "{'name':'metrics','protocol':'TCP','port':9090},"
+                         "{'name':'grpc','protocol':'UDP','port':81},"
+                         "{'name':'zero','port':0}]",
+                         "[" EP("198.18.2.1", "n", "z", "") "]"));
+    build(f);
+    assert_int_equal(f->t->nservices, 3);
+    assert_string_equal(bes(get(f, "shop/web:http")),
+                        "pod-198.18.2.1@198.18.2.1:8080=RS");
+    assert_string_equal(bes(get(f, "shop/web:metrics")),
+                        "pod-198.18.2.1@198.18.2.1:9090=RS");
+    assert_string_equal(fes(get(f, "shop/web:metrics")), "198.18.0.10:9100");
+    assert_int_equal(get(f, "shop/web:grpc")->nbackends, 0);
+}
+
+static void
+test_conditions(void **state)
+{
+    struct fx *f = *state;
+
+    put(f->svcs, WEB_SVC(""));
+    put(f->slices,
+        SLICE("web-1", "web", HTTP_8080,
+              "[{'addresses':['198.18.2.1']},"
+              "{'addresses':['198.18.2.2'],'conditions':{'ready':null}},"
+              "{'addresses':['198.18.2.3'],'conditions':{'ready':false}},"
+              "{'addresses':[]},{'addresses':['not-an-ip']}]"));
+    build(f);
+    /* Nil conditions: ready, serving, not terminating; no targetRef: the
+     * IP names the backend. */
+    assert_string_equal(bes(get(f, "shop/web:http")),
+                        "198.18.2.1@198.18.2.1:8080=RS,"
+                        "198.18.2.2@198.18.2.2:8080=RS");
+}
+
+static void
+test_terminating_fallback(void **state)
+{
+    struct fx *f = *state;
+
+    put(f->svcs, WEB_SVC(""));
+    put(f->slices, SLICE("web-1", "web", HTTP_8080,
+                         "[" EP("198.18.2.1", "node-b", "z2", TERMINATING) ","
+                         EP("198.18.2.2", "node-b", "z2", NOTREADY) ","
+                         EP("198.18.2.3", "node-b", "z2",
+                            ",'conditions':{'ready':false,'serving':false,"
+                            "'terminating':true}") "]"));
+    build(f);
+    assert_string_equal(bes(get(f, "shop/web:http")),
+                        "pod-198.18.2.1@198.18.2.1:8080=ST");
+    /* One ready endpoint: the terminating one is no longer used. */
+    put(f->slices, SLICE("web-2", "web", HTTP_8080,
+                         "[" EP("198.18.2.9", "node-b", "z2", READY) "]"));
+    build(f);
+    assert_string_equal(bes(get(f, "shop/web:http")),
+                        "pod-198.18.2.9@198.18.2.9:8080=RS");
+}
+
+static void
+test_itp_local(void **state)
+{
+    struct fx *f = *state;
+
+    put(f->svcs, WEB_SVC(",'internalTrafficPolicy':'Local'"));
+    put(f->slices, SLICE("web-1", "web", HTTP_8080,
+                         "[" EP("198.18.2.1", "node-a", "z1", TERMINATING) ","
+                         EP("198.18.2.2", "node-b", "z1", READY) "]"));
+    build(f);
+    assert_int_equal(f->t->nservices, 1);
+    /* No local ready endpoint: local serving+terminating one. */
+    assert_string_equal(bes(get(f, "shop/web:http")),
+                        "pod-198.18.2.1@198.18.2.1:8080=STL");
+    put(f->slices, SLICE("web-1", "web", HTTP_8080,
+                         "[" EP("198.18.2.2", "node-b", "z1", READY) "]"));
+    build(f);
+    assert_int_equal(get(f, "shop/web:http")->nbackends, 0); /* drop */
+}
+
+static void
+test_etp_local(void **state)
+{
+    struct fx *f = *state;
+    const struct tbl_service *in, *ex;
+
+    put(f->svcs,
+        "{'metadata':{'namespace':'shop','name':'web'},'spec':{'type':"
+        "'LoadBalancer','clusterIP':'198.18.0.10','ports':[{'name':'http',"
+        "'port':80,'nodePort':31080}],'externalIPs':['198.18.5.5'],"
+        "'externalTrafficPolicy':'Local'},'status':{'loadBalancer':{"
+        "'ingress':[{'ip':'198.18.9.1','ipMode':'VIP'},{'ip':'198.18.9.2',"
+        "'ipMode':'Proxy'},{'hostname':'lb.example.org'}]}}}");
+    put(f->slices, SLICE("web-1", "web", HTTP_8080,
+                         "[" EP("198.18.2.1", "node-a", "z1", READY) ","
+                         EP("198.18.2.2", "node-b", "z1", READY) "]"));
+    build(f);
+    assert_int_equal(f->t->nservices, 2);
+    in = get(f, "shop/web:http");
+    ex = get(f, "shop/web:http/external");
+    assert_string_equal(fes(in), "198.18.0.10:80");
+    assert_string_equal(bes(in), "pod-198.18.2.1@198.18.2.1:8080=RSL,"
+                                 "pod-198.18.2.2@198.18.2.2:8080=RS");
+    assert_string_equal(fes(ex), "198.18.5.5:80,198.18.9.1:80,"
+                                 "198.18.1.1:31080,198.18.1.2:31080");
+    assert_string_equal(bes(ex), "pod-198.18.2.1@198.18.2.1:8080=RSL");
+
+    /* Edge mode: no node, Local means nothing: one service. */
+    f->o.node_name = NULL;
+    f->o.n_node_addrs = 0;
+    build(f);
+    assert_int_equal(f->t->nservices, 1);
+    assert_string_equal(fes(get(f, "shop/web:http")),
+                        "198.18.0.10:80,198.18.5.5:80,198.18.9.1:80");
+}
+
+static void
+test_both_local(void **state)
+{
+    struct fx *f = *state;
+
+    put(f->svcs, "{'metadata':{'namespace':'shop','name':'web'},'spec':{"
+                 "'type':'NodePort','clusterIP':'198.18.0.10','ports':[{"
+                 "'name':'http','port':80,'nodePort':31080}],"
+                 "'externalTrafficPolicy':'Local',"
+                 "'internalTrafficPolicy':'Local'}}");
+    put(f->slices, SLICE("web-1", "web", HTTP_8080,
+                         "[" EP("198.18.2.1", "node-a", "z1", READY) ","
+                         EP("198.18.2.2", "node-b", "z1", READY) "]"));
+    build(f);
+    assert_int_equal(f->t->nservices, 1);
+    assert_string_equal(fes(get(f, "shop/web:http")),
+                        "198.18.0.10:80,198.18.1.1:31080,198.18.1.2:31080");
+    assert_string_equal(bes(get(f, "shop/web:http")),
+                        "pod-198.18.2.1@198.18.2.1:8080=RSL");
+}
+
+#define ZH(z) ",'hints':{'forZones':[{'name':'" z "'}]}" READY
+#define NH(n) ",'hints':{'forNodes':[{'name':'" n "'}],'forZones':[{'name':" \
+              "'z9'}]}" READY
+
+static void
+test_hints(void **state)
+{
+    struct fx *f = *state;
+
+    put(f->svcs, WEB_SVC(""));
+    put(f->slices, SLICE("web-1", "web", HTTP_8080,
+                         "[" EP("198.18.2.1", "node-b", "z1", ZH("z1")) ","
+                         EP("198.18.2.2", "node-c", "z2", ZH("z2")) ","
+                         EP("198.18.2.3", "node-d", "z2", TERMINATING) "]"));
+    build(f);
+    assert_string_equal(bes(get(f, "shop/web:http")),
+                        "pod-198.18.2.1@198.18.2.1:8080=RS");
+    /* No endpoint for our zone: hints ignored. */
+    f->o.node_zone = "z3";
+    build(f);
+    assert_int_equal(get(f, "shop/web:http")->nbackends, 2);
+    /* Zone unknown: hints ignored. */
+    f->o.node_zone = NULL;
+    build(f);
+    assert_int_equal(get(f, "shop/web:http")->nbackends, 2);
+    /* One ready endpoint without hints: hints ignored. */
+    f->o.node_zone = "z1";
+    put(f->slices, SLICE("web-2", "web", HTTP_8080,
+                         "[" EP("198.18.2.4", "node-b", "z1", READY) "]"));
+    build(f);
+    assert_int_equal(get(f, "shop/web:http")->nbackends, 3);
+}
+
+static void
+test_node_hints(void **state)
+{
+    struct fx *f = *state;
+
+    put(f->svcs, WEB_SVC(""));
+    put(f->slices, SLICE("web-1", "web", HTTP_8080,
+                         "[" EP("198.18.2.1", "node-a", "z1", NH("node-a")) ","
+                         EP("198.18.2.2", "node-b", "z1", NH("node-b")) "]"));
+    build(f);
+    assert_string_equal(bes(get(f, "shop/web:http")),
+                        "pod-198.18.2.1@198.18.2.1:8080=RSL");
+    /* No node hint for us: fall to zone hints (z9: not ours): all. */
+    f->o.node_name = "node-x";
+    build(f);
+    assert_int_equal(get(f, "shop/web:http")->nbackends, 2);
+}
+
+static void
+test_ipv6_and_affinity(void **state)
+{
+    struct fx *f = *state;
+    const struct tbl_service *s;
+
+    put(f->svcs, "{'metadata':{'namespace':'v6','name':'web'},'spec':{"
+                 "'clusterIP':'2001:db8::10','clusterIPs':['2001:db8::10'],"
+                 "'ipFamilies':['IPv6'],'sessionAffinity':'ClientIP',"
+                 "'ports':[{'name':'http','port':80}]}}");
+    put(f->svcs, "{'metadata':{'namespace':'v6','name':'short'},'spec':{"
+                 "'clusterIP':'198.18.0.11','sessionAffinity':'ClientIP',"
+                 "'sessionAffinityConfig':{'clientIP':{'timeoutSeconds':60}},"
+                 "'ports':[{'name':'http','port':80}]}}");
+    put(f->slices, "{'metadata':{'namespace':'v6','name':'web-1','labels':{"
+                   "'kubernetes.io/service-name':'web'}},'addressType':"
+                   "'IPv6','ports':" HTTP_8080 ",'endpoints':[{'addresses':"
+                   "['2001:db8:1::1']}]}");
+    /* A v4 slice of the same service is another family: not used. */
+    put(f->slices, "{'metadata':{'namespace':'v6','name':'web-2','labels':{"
+                   "'kubernetes.io/service-name':'web'}},'addressType':"
+                   "'IPv4','ports':" HTTP_8080 ",'endpoints':[{'addresses':"
+                   "['198.18.2.1']}]}");
+    build(f);
+    s = get(f, "v6/web:http");
+    assert_string_equal(fes(s), "[2001:db8::10]:80");
+    assert_string_equal(bes(s), "2001:db8:1::1@[2001:db8:1::1]:8080=RS");
+    assert_int_equal(s->affinity_timeout_ms, 10800u * 1000u);
+    assert_int_equal(get(f, "v6/short:http")->affinity_timeout_ms, 60000);
+}
+
+static void
+test_conflict(void **state)
+{
+    struct fx *f = *state;
+
+    put(f->svcs, "{'metadata':{'namespace':'a','name':'one'},'spec':{"
+                 "'clusterIP':'198.18.0.1','externalIPs':['198.18.5.5'],"
+                 "'ports':[{'name':'http','port':80}]}}");
+    put(f->svcs, "{'metadata':{'namespace':'a','name':'two'},'spec':{"
+                 "'clusterIP':'198.18.0.2','externalIPs':['198.18.5.5'],"
+                 "'ports':[{'name':'http','port':80}]}}");
+    build(f);
+    assert_int_equal(f->t->nservices, 1);
+    get(f, "a/one:http");
+    assert_int_equal(f->st.conflicts, 1);
+    assert_non_null(strstr(f->st.first_conflict, "a/two:http"));
+}
+
+int
+main(void)
+{
+#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
+    const struct CMUnitTest tests[] = {
+        T(test_basic),          T(test_skipped_kinds),
+        T(test_udp_skipped),    T(test_merge_dedup),
+        T(test_port_matching),  T(test_conditions),
+        T(test_terminating_fallback), T(test_itp_local),
+        T(test_etp_local),      T(test_both_local),
+        T(test_hints),          T(test_node_hints),
+        T(test_ipv6_and_affinity), T(test_conflict),
+    };
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

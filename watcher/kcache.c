@@ -1,0 +1,351 @@
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kcache.h"
+
+struct kcache {
+    json_t *map; /* key -> object */
+    char kind[32];
+    int namespaced;
+    char rv[KCACHE_RV_MAX];
+    uint64_t changes;
+};
+
+static const char *const ev_names[] = {
+    [KCACHE_EV_ADDED] = "ADDED",       [KCACHE_EV_MODIFIED] = "MODIFIED",
+    [KCACHE_EV_DELETED] = "DELETED",   [KCACHE_EV_BOOKMARK] = "BOOKMARK",
+    [KCACHE_EV_ERROR] = "ERROR",
+};
+
+const char *
+kcache_ev_name(enum kcache_ev t)
+{
+    return (unsigned)t <= KCACHE_EV_ERROR ? ev_names[t] : "?";
+}
+
+struct kcache *
+kcache_new(const char *kind, int namespaced)
+{
+    struct kcache *c = calloc(1, sizeof(*c));
+
+    if (c == NULL)
+        return NULL;
+    c->map = json_object();
+    if (c->map == NULL) {
+        free(c);
+        return NULL;
+    }
+    snprintf(c->kind, sizeof(c->kind), "%s", kind ? kind : "");
+    c->namespaced = namespaced;
+    return c;
+}
+
+void
+kcache_free(struct kcache *c)
+{
+    if (c == NULL)
+        return;
+    json_decref(c->map);
+    free(c);
+}
+
+size_t
+kcache_size(const struct kcache *c)
+{
+    return json_object_size(c->map);
+}
+
+const json_t *
+kcache_map(const struct kcache *c)
+{
+    return c->map;
+}
+
+const json_t *
+kcache_get(const struct kcache *c, const char *key)
+{
+    return json_object_get(c->map, key);
+}
+
+uint64_t
+kcache_changes(const struct kcache *c)
+{
+    return c->changes;
+}
+
+const char *
+kcache_rv(const struct kcache *c)
+{
+    return c->rv;
+}
+
+void
+kcache_set_rv(struct kcache *c, const char *rv)
+{
+    snprintf(c->rv, sizeof(c->rv), "%s", rv ? rv : "");
+}
+
+static const char *
+meta_str(const json_t *obj, const char *field)
+{
+    const json_t *v = json_object_get(json_object_get(obj, "metadata"), field);
+
+    return json_is_string(v) ? json_string_value(v) : NULL;
+}
+
+/* Record the object's "ns/name" in <e> for error messages. */
+static void
+note_obj(struct err *e, const json_t *obj)
+{
+    const char *ns = meta_str(obj, "namespace");
+    const char *name = meta_str(obj, "name");
+
+    if (e != NULL)
+        snprintf(e->obj, sizeof(e->obj), "%s%s%s", ns ? ns : "",
+                 ns ? "/" : "", name ? name : "");
+}
+
+int
+kcache_key(const struct kcache *c, const json_t *obj, char *out,
+           size_t outlen, struct err *e)
+{
+    const char *ns = meta_str(obj, "namespace");
+    const char *name = meta_str(obj, "name");
+    const json_t *kind = json_object_get(obj, "kind");
+    int n;
+
+    note_obj(e, obj);
+    if (!json_is_object(obj))
+        return err_set(e, "object is not a JSON object");
+    if (c->kind[0] != '\0' && json_is_string(kind)
+        && strcmp(json_string_value(kind), c->kind) != 0)
+        return err_set(e, "unexpected kind \"%s\" (want %s)",
+                       json_string_value(kind), c->kind);
+    if (name == NULL || name[0] == '\0')
+        return err_set(e, "%s without metadata.name", c->kind);
+    if (c->namespaced && (ns == NULL || ns[0] == '\0'))
+        return err_set(e, "%s without metadata.namespace", c->kind);
+    if (c->namespaced)
+        n = snprintf(out, outlen, "%s/%s", ns, name);
+    else
+        n = snprintf(out, outlen, "%s", name);
+    if (n < 0 || (size_t)n >= outlen)
+        return err_set(e, "object name too long");
+    return 0;
+}
+
+int
+kcache_put(struct kcache *c, json_t *obj, struct err *e)
+{
+    char key[512];
+
+    if (kcache_key(c, obj, key, sizeof(key), e) < 0) {
+        json_decref(obj);
+        return -1;
+    }
+    if (json_object_get(c->map, key) == NULL
+        && json_object_size(c->map) >= KCACHE_MAX_OBJECTS) {
+        json_decref(obj);
+        return err_set(e, "cache full (%d objects)", KCACHE_MAX_OBJECTS);
+    }
+    if (json_object_set_new(c->map, key, obj) < 0)
+        return err_set(e, "out of memory");
+    c->changes++;
+    return 0;
+}
+
+int
+kcache_del(struct kcache *c, const json_t *obj, struct err *e)
+{
+    char key[512];
+
+    if (kcache_key(c, obj, key, sizeof(key), e) < 0)
+        return -1;
+    if (json_object_del(c->map, key) < 0)
+        return 0;
+    c->changes++;
+    return 1;
+}
+
+size_t
+kcache_replace(struct kcache *dst, struct kcache *src)
+{
+    const char *key;
+    json_t *v, *old;
+    size_t gone = 0;
+    int differs = json_object_size(dst->map) != json_object_size(src->map);
+
+    json_object_foreach(dst->map, key, v)
+    {
+        json_t *n = json_object_get(src->map, key);
+        if (n == NULL)
+            gone++;
+        if (!differs && (n == NULL || !json_equal(n, v)))
+            differs = 1;
+    }
+    old = dst->map;
+    dst->map = src->map;
+    src->map = old;
+    json_object_clear(src->map);
+    memcpy(dst->rv, src->rv, sizeof(dst->rv));
+    src->rv[0] = '\0';
+    if (differs)
+        dst->changes++;
+    return gone;
+}
+
+static int
+rv_valid(const char *s)
+{
+    size_t i;
+
+    if (s == NULL || s[0] == '\0' || (s[0] == '0' && s[1] != '\0'))
+        return 0;
+    for (i = 0; s[i] != '\0'; i++)
+        if (s[i] < '0' || s[i] > '9')
+            return 0;
+    return 1;
+}
+
+int
+kcache_rv_cmp(const char *a, const char *b, int *cmp)
+{
+    size_t la, lb;
+    int r;
+
+    if (!rv_valid(a) || !rv_valid(b))
+        return -1;
+    la = strlen(a);
+    lb = strlen(b);
+    if (la != lb) {
+        *cmp = la < lb ? -1 : 1;
+        return 0;
+    }
+    r = strcmp(a, b);
+    *cmp = r < 0 ? -1 : (r > 0 ? 1 : 0);
+    return 0;
+}
+
+static int
+parse_type(const json_t *t, enum kcache_ev *out)
+{
+    const char *s = json_string_value(t);
+    int i;
+
+    if (s == NULL)
+        return -1;
+    for (i = 0; i <= KCACHE_EV_ERROR; i++) {
+        if (strcmp(s, ev_names[i]) == 0) {
+            *out = (enum kcache_ev)i;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+static void
+decode_status(const json_t *st, struct kcache_event *ev)
+{
+    const json_t *code = json_object_get(st, "code");
+    const char *reason = json_string_value(json_object_get(st, "reason"));
+    const char *msg = json_string_value(json_object_get(st, "message"));
+
+    ev->code = json_is_integer(code) ? (int)json_integer_value(code) : 0;
+    snprintf(ev->reason, sizeof(ev->reason), "%s", reason ? reason : "");
+    snprintf(ev->message, sizeof(ev->message), "%s", msg ? msg : "");
+    /* Servers up to 1.17 sent reason Gone without always a code. */
+    if (ev->code == 0
+        && (strcmp(ev->reason, "Expired") == 0
+            || strcmp(ev->reason, "Gone") == 0))
+        ev->code = 410;
+}
+
+/* RV ordering check: objects must move strictly forward, bookmarks may
+ * repeat the current RV. Incomparable RVs are let through. */
+static int
+rv_regresses(const struct kcache *c, const char *rv, int strict)
+{
+    int cmp;
+
+    if (c->rv[0] == '\0' || rv[0] == '\0'
+        || kcache_rv_cmp(rv, c->rv, &cmp) < 0)
+        return 0;
+    return strict ? cmp <= 0 : cmp < 0;
+}
+
+static int
+apply_object(struct kcache *c, enum kcache_ev type, json_t *obj,
+             struct kcache_event *ev, struct err *e)
+{
+    char key[512];
+    const char *rv = meta_str(obj, "resourceVersion");
+
+    snprintf(ev->rv, sizeof(ev->rv), "%s", rv ? rv : "");
+    if (rv != NULL && strlen(rv) >= sizeof(ev->rv))
+        return err_set(e, "resourceVersion too long");
+    if (kcache_key(c, obj, key, sizeof(key), e) < 0)
+        return -1;
+    if (rv_regresses(c, ev->rv, type != KCACHE_EV_BOOKMARK))
+        return KCACHE_REGRESS;
+    if (type == KCACHE_EV_BOOKMARK)
+        ; /* never stored: a bookmark is an empty object */
+    else if (type == KCACHE_EV_DELETED) {
+        if (kcache_del(c, obj, e) < 0)
+            return -1;
+    } else if (kcache_put(c, json_incref(obj), e) < 0)
+        return -1;
+    if (ev->rv[0] != '\0')
+        kcache_set_rv(c, ev->rv);
+    return KCACHE_APPLIED;
+}
+
+static int
+apply_bookmark(struct kcache *c, const json_t *obj, struct kcache_event *ev,
+               struct err *e)
+{
+    const char *rv = meta_str(obj, "resourceVersion");
+
+    if (rv == NULL || rv[0] == '\0')
+        return err_set(e, "BOOKMARK without resourceVersion");
+    if (strlen(rv) >= sizeof(ev->rv))
+        return err_set(e, "resourceVersion too long");
+    snprintf(ev->rv, sizeof(ev->rv), "%s", rv);
+    if (rv_regresses(c, rv, 0))
+        return KCACHE_REGRESS;
+    kcache_set_rv(c, rv);
+    return KCACHE_APPLIED;
+}
+
+int
+kcache_apply_line(struct kcache *c, const char *line, size_t len,
+                  struct kcache_event *ev, struct err *e)
+{
+    json_error_t jerr;
+    json_t *root, *obj;
+    int rc;
+
+    memset(ev, 0, sizeof(*ev));
+    root = json_loadb(line, len, 0, &jerr);
+    if (root == NULL)
+        return err_set_at(e, jerr.line, jerr.column, "bad JSON: %s",
+                          jerr.text);
+    obj = json_object_get(root, "object");
+    if (parse_type(json_object_get(root, "type"), &ev->type) < 0) {
+        note_obj(e, obj);
+        rc = err_set(e, "watch event without a known type");
+    } else if (!json_is_object(obj)) {
+        note_obj(e, obj);
+        rc = err_set(e, "%s event without an object",
+                     kcache_ev_name(ev->type));
+    } else if (ev->type == KCACHE_EV_ERROR) {
+        decode_status(obj, ev);
+        rc = KCACHE_ERROR;
+    } else if (ev->type == KCACHE_EV_BOOKMARK) {
+        rc = apply_bookmark(c, obj, ev, e);
+    } else {
+        rc = apply_object(c, ev->type, obj, ev, e);
+    }
+    json_decref(root);
+    return rc;
+}

@@ -1,0 +1,110 @@
+/*
+ * kcache.h - a local cache of one kind of Kubernetes object, and the
+ * decoding of watch events into it.
+ *
+ * A cache maps "namespace/name" (or "name" for cluster-scoped kinds) to
+ * the object as decoded JSON, plus the last resourceVersion (RV) seen.
+ * Nothing here does I/O: a watch line goes in, the cache changes, and the
+ * caller learns what happened. This is the fuzz entry point for watch
+ * lines (kcache_apply_line()).
+ */
+#ifndef WATCHER_KCACHE_H
+#define WATCHER_KCACHE_H
+
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "err.h"
+
+#define KCACHE_RV_MAX      32      /* RVs are decimal revisions */
+#define KCACHE_MAX_OBJECTS 1000000 /* hard cap on cached objects */
+
+enum kcache_ev {
+    KCACHE_EV_ADDED = 0,
+    KCACHE_EV_MODIFIED,
+    KCACHE_EV_DELETED,
+    KCACHE_EV_BOOKMARK,
+    KCACHE_EV_ERROR,
+};
+
+/* What one watch line turned out to be. */
+struct kcache_event {
+    enum kcache_ev type;
+    char rv[KCACHE_RV_MAX]; /* object or bookmark RV, "" if none */
+    int code;               /* ERROR: Status code (410 = expired) */
+    char reason[64];        /* ERROR: Status reason */
+    char message[192];      /* ERROR: Status message */
+};
+
+/* kcache_apply_line() results besides -1 (malformed, <e> filled). */
+#define KCACHE_APPLIED 0 /* object event applied, or bookmark taken */
+#define KCACHE_ERROR   1 /* an ERROR event: see ev->code */
+#define KCACHE_REGRESS 2 /* RV went backwards: not applied, relist */
+
+struct kcache;
+
+/* Returns a new empty cache for objects of <kind> ("Service", ...; an
+ * object whose "kind" is present and differs is refused), or NULL. When
+ * <namespaced> is 0 keys are bare names. */
+struct kcache *kcache_new(const char *kind, int namespaced);
+void kcache_free(struct kcache *c);
+
+size_t kcache_size(const struct kcache *c);
+
+/* The objects: a JSON object from key to object. Borrowed; valid until
+ * the cache next changes. Iterate it with json_object_foreach(). */
+const json_t *kcache_map(const struct kcache *c);
+
+/* Borrowed object with <key>, or NULL. */
+const json_t *kcache_get(const struct kcache *c, const char *key);
+
+/* Counter bumped by every change to the objects (not by RV updates). */
+uint64_t kcache_changes(const struct kcache *c);
+
+/* Last RV seen ("" before the first list). */
+const char *kcache_rv(const struct kcache *c);
+void kcache_set_rv(struct kcache *c, const char *rv);
+
+/* Insert or replace <obj> (the cache takes the reference, also on
+ * failure). Fails with <e> filled if metadata.name (or namespace) is
+ * missing, the kind is wrong or the cache is full. Returns 0 or -1. */
+int kcache_put(struct kcache *c, json_t *obj, struct err *e);
+
+/* Remove the object with the key of <obj>. Returns 1 if it was there,
+ * 0 if not, -1 with <e> filled if <obj> has no usable metadata. */
+int kcache_del(struct kcache *c, const json_t *obj, struct err *e);
+
+/* Replace the content and RV of <dst> by those of <src>, leaving <src>
+ * empty. Returns how many keys of <dst> vanished. Counts as a change
+ * when anything differs. */
+size_t kcache_replace(struct kcache *dst, struct kcache *src);
+
+/* Key of <obj> into <out> ("ns/name" or "name"). Returns 0, or -1 with
+ * <e> filled (its obj set to what is known). */
+int kcache_key(const struct kcache *c, const json_t *obj, char *out,
+               size_t outlen, struct err *e);
+
+/*
+ * Compare two RVs as Kubernetes defines comparable RVs: decimal digits,
+ * no leading zero, a longer one is larger, else lexical order. Returns 0
+ * and sets *cmp (<0, 0, >0), or -1 if either is not of that form.
+ */
+int kcache_rv_cmp(const char *a, const char *b, int *cmp);
+
+/*
+ * Decode one watch line (<len> bytes, no newline needed, need not be NUL
+ * terminated) and apply it to <c>. ADDED/MODIFIED insert, DELETED
+ * removes, BOOKMARK only advances the RV (its object is never stored),
+ * ERROR fills <ev> and changes nothing. An object or bookmark whose RV is
+ * not newer than the cache's (equal is fine for a bookmark) is refused
+ * with KCACHE_REGRESS. Returns KCACHE_APPLIED, KCACHE_ERROR,
+ * KCACHE_REGRESS, or -1 with <e> filled (obj = "ns/name" when known).
+ */
+int kcache_apply_line(struct kcache *c, const char *line, size_t len,
+                      struct kcache_event *ev, struct err *e);
+
+/* Name of an event type for logs. */
+const char *kcache_ev_name(enum kcache_ev t);
+
+#endif

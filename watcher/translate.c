@@ -1,0 +1,686 @@
+#include <arpa/inet.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "translate.h"
+
+/* One candidate endpoint for one Service port. */
+struct ep {
+    struct saddr addr; /* endpoint IP + slice port */
+    uint32_t flags;    /* TBL_BE_* */
+    const char *name;  /* targetRef name, or NULL */
+    const char *slice; /* slice name, for the de-duplication tie-break */
+    const json_t *hints;
+};
+
+struct eps {
+    struct ep *v;
+    size_t n, cap;
+};
+
+struct fes {
+    struct saddr *v;
+    size_t n, cap;
+};
+
+/* What one Service contributes, decoded once for all its ports. */
+struct svcctx {
+    const json_t *svc, *spec;
+    const char *ns, *name;
+    int family;        /* family of the primary ClusterIP */
+    int itp_local;     /* internalTrafficPolicy Local */
+    int etp_local;     /* externalTrafficPolicy Local */
+    uint32_t affinity_ms;
+    const json_t *slices; /* array of this Service's slices, or NULL */
+};
+
+enum topo_mode { TOPO_NONE = 0, TOPO_NODE, TOPO_ZONE };
+
+static const char *
+jstr(const json_t *o, const char *k)
+{
+    return json_string_value(json_object_get(o, k));
+}
+
+static const char *
+label(const json_t *obj, const char *k)
+{
+    const json_t *l = json_object_get(json_object_get(obj, "metadata"),
+                                      "labels");
+    return jstr(l, k);
+}
+
+static int
+str_eq(const char *a, const char *b)
+{
+    return a != NULL && b != NULL && strcmp(a, b) == 0;
+}
+
+const char *
+translate_node_zone(const json_t *node)
+{
+    return label(node, TRANSLATE_LABEL_ZONE);
+}
+
+static int
+grow(void **v, size_t *cap, size_t n, size_t size)
+{
+    size_t ncap;
+    void *p;
+
+    if (n < *cap)
+        return 0;
+    ncap = *cap ? *cap * 2 : 8;
+    p = realloc(*v, ncap * size);
+    if (p == NULL)
+        return -1;
+    *v = p;
+    *cap = ncap;
+    return 0;
+}
+
+/* Index slices by "ns/service-name": a JSON object of arrays. Slices
+ * without the service-name label or of address type FQDN are left out,
+ * as kube-proxy does. */
+static json_t *
+index_slices(const struct kcache *slices)
+{
+    json_t *idx = json_object();
+    const char *key;
+    json_t *s;
+
+    if (idx == NULL)
+        return NULL;
+    json_object_foreach((json_t *)kcache_map(slices), key, s)
+    {
+        const char *svc = label(s, TRANSLATE_LABEL_SERVICE_NAME);
+        const char *ns = jstr(json_object_get(s, "metadata"), "namespace");
+        const char *at = jstr(s, "addressType");
+        char k[512];
+        json_t *arr;
+
+        if (svc == NULL || svc[0] == '\0' || ns == NULL
+            || (!str_eq(at, "IPv4") && !str_eq(at, "IPv6")))
+            continue;
+        snprintf(k, sizeof(k), "%s/%s", ns, svc);
+        arr = json_object_get(idx, k);
+        if (arr == NULL) {
+            arr = json_array();
+            if (arr == NULL || json_object_set_new(idx, k, arr) < 0)
+                goto oom;
+        }
+        if (json_array_append(arr, s) < 0)
+            goto oom;
+    }
+    return idx;
+oom:
+    json_decref(idx);
+    return NULL;
+}
+
+static const char *
+port_proto(const json_t *p)
+{
+    const char *proto = jstr(p, "protocol");
+
+    return proto ? proto : "TCP";
+}
+
+static const char *
+port_name(const json_t *p)
+{
+    const char *n = jstr(p, "name");
+
+    return n ? n : "";
+}
+
+/* The slice port matching Service port (name, protocol), or 0. */
+static uint16_t
+slice_port(const json_t *slice, const char *pname, const char *proto)
+{
+    size_t i;
+    const json_t *p;
+
+    json_array_foreach(json_object_get(slice, "ports"), i, p)
+    {
+        json_int_t port = json_integer_value(json_object_get(p, "port"));
+        if (strcmp(port_name(p), pname) == 0
+            && strcmp(port_proto(p), proto) == 0 && port > 0
+            && port <= 65535)
+            return (uint16_t)port;
+    }
+    return 0;
+}
+
+/* A nil condition means ready=true, serving=true, terminating=false. */
+static int
+cond(const json_t *conds, const char *k, int dflt)
+{
+    const json_t *v = json_object_get(conds, k);
+
+    return json_is_boolean(v) ? json_is_true(v) : dflt;
+}
+
+static int
+add_slice_eps(const json_t *slice, uint16_t port,
+              const struct translate_opts *o, struct eps *out)
+{
+    const char *sname = jstr(json_object_get(slice, "metadata"), "name");
+    size_t i;
+    const json_t *ep;
+
+    json_array_foreach(json_object_get(slice, "endpoints"), i, ep)
+    {
+        const char *ip = json_string_value(
+            json_array_get(json_object_get(ep, "addresses"), 0));
+        const json_t *c = json_object_get(ep, "conditions");
+        const char *why;
+        struct ep *n;
+
+        if (ip == NULL || grow((void **)&out->v, &out->cap, out->n,
+                               sizeof(*out->v)) < 0) {
+            if (ip == NULL)
+                continue;
+            return -1;
+        }
+        n = &out->v[out->n];
+        if (parse_ip(ip, port, &n->addr, &why) < 0)
+            continue;
+        n->flags = (cond(c, "ready", 1) ? TBL_BE_READY : 0)
+                   | (cond(c, "serving", 1) ? TBL_BE_SERVING : 0)
+                   | (cond(c, "terminating", 0) ? TBL_BE_TERMINATING : 0);
+        if (o->node_name != NULL
+            && str_eq(jstr(ep, "nodeName"), o->node_name))
+            n->flags |= TBL_BE_LOCAL;
+        n->name = jstr(json_object_get(ep, "targetRef"), "name");
+        n->slice = sname ? sname : "";
+        n->hints = json_object_get(ep, "hints");
+        out->n++;
+    }
+    return 0;
+}
+
+/* Same address: the better one first (local, then ready, then slice
+ * name), so de-duplication keeps it. */
+static int
+ep_cmp(const void *pa, const void *pb)
+{
+    const struct ep *a = pa, *b = pb;
+    int c = saddr_cmp(&a->addr, &b->addr);
+
+    if (c != 0)
+        return c;
+    if ((a->flags ^ b->flags) & TBL_BE_LOCAL)
+        return (a->flags & TBL_BE_LOCAL) ? -1 : 1;
+    if ((a->flags ^ b->flags) & TBL_BE_READY)
+        return (a->flags & TBL_BE_READY) ? -1 : 1;
+    return strcmp(a->slice, b->slice);
+}
+
+/* All endpoints of one Service port, merged over slices, de-duplicated
+ * by IP:port, sorted by address. */
+static int
+collect_eps(const struct svcctx *sc, const char *pname, const char *proto,
+            const struct translate_opts *o, struct eps *out)
+{
+    size_t i, j;
+    const json_t *s;
+
+    out->n = 0;
+    json_array_foreach(sc->slices, i, s)
+    {
+        int fam = str_eq(jstr(s, "addressType"), "IPv6") ? AF_INET6 : AF_INET;
+        uint16_t port = slice_port(s, pname, proto);
+        if (fam != sc->family || port == 0)
+            continue;
+        if (add_slice_eps(s, port, o, out) < 0)
+            return -1;
+    }
+    if (out->n == 0)
+        return 0;
+    qsort(out->v, out->n, sizeof(*out->v), ep_cmp);
+    for (i = 1, j = 0; i < out->n; i++)
+        if (saddr_cmp(&out->v[i].addr, &out->v[j].addr) != 0)
+            out->v[++j] = out->v[i];
+    out->n = j + 1;
+    return 0;
+}
+
+static int
+hint_names(const json_t *hints, const char *field, const char *want,
+           int *has)
+{
+    const json_t *arr = json_object_get(hints, field), *h;
+    size_t i;
+
+    *has = 0;
+    if (json_array_size(arr) == 0)
+        return 0;
+    json_array_foreach(arr, i, h)
+    {
+        if (want != NULL && str_eq(jstr(h, "name"), want))
+            *has = 1;
+    }
+    return 1;
+}
+
+/* kube-proxy's hint rule: among ready endpoints, if all carry node hints
+ * and one names this node, keep those; else the same with zones; else
+ * ignore hints. */
+static enum topo_mode
+topo_mode(const struct eps *all, const struct translate_opts *o)
+{
+    int all_node = 1, any_node = 0, all_zone = 1, any_zone = 0, has;
+    size_t i;
+
+    for (i = 0; i < all->n; i++) {
+        if (!(all->v[i].flags & TBL_BE_READY))
+            continue;
+        if (!hint_names(all->v[i].hints, "forNodes", o->node_name, &has))
+            all_node = 0;
+        any_node |= has;
+        if (!hint_names(all->v[i].hints, "forZones", o->node_zone, &has))
+            all_zone = 0;
+        any_zone |= has;
+    }
+    if (all_node && any_node)
+        return TOPO_NODE;
+    if (all_zone && any_zone)
+        return TOPO_ZONE;
+    return TOPO_NONE;
+}
+
+static int
+topo_ok(const struct ep *p, enum topo_mode m, const struct translate_opts *o)
+{
+    int has = 1;
+
+    if (m == TOPO_NODE)
+        hint_names(p->hints, "forNodes", o->node_name, &has);
+    else if (m == TOPO_ZONE)
+        hint_names(p->hints, "forZones", o->node_zone, &has);
+    return has;
+}
+
+#define SERVING_TERMINATING (TBL_BE_SERVING | TBL_BE_TERMINATING)
+
+/* Does <p> belong to the set: pass 0 = ready (topology filtered for the
+ * cluster set), pass 1 = the serving+terminating fallback. */
+static int
+in_set(const struct ep *p, int local, int pass, enum topo_mode m,
+       const struct translate_opts *o)
+{
+    if (local && !(p->flags & TBL_BE_LOCAL))
+        return 0;
+    if (pass == 1)
+        return (p->flags & SERVING_TERMINATING) == SERVING_TERMINATING;
+    if (!(p->flags & TBL_BE_READY))
+        return 0;
+    return local || topo_ok(p, m, o);
+}
+
+/* Build the cluster (local = 0) or local (local = 1) endpoint set into
+ * <out> (room for all->n). Returns its size. */
+static size_t
+select_set(const struct eps *all, int local, const struct translate_opts *o,
+           struct tbl_backend *out)
+{
+    enum topo_mode m = local ? TOPO_NONE : topo_mode(all, o);
+    size_t i, n = 0;
+    int pass;
+
+    for (pass = 0; pass < 2 && n == 0; pass++) {
+        for (i = 0; i < all->n; i++) {
+            const struct ep *p = &all->v[i];
+            char ip[SADDR_STR_MAX];
+            if (!in_set(p, local, pass, m, o))
+                continue;
+            memset(&out[n], 0, sizeof(out[n]));
+            out[n].addr = p->addr;
+            snprintf(out[n].name, sizeof(out[n].name), "%s",
+                     p->name ? p->name
+                             : saddr_ip_str(&p->addr, ip, sizeof(ip)));
+            out[n].weight = 1;
+            out[n].flags = p->flags;
+            n++;
+        }
+    }
+    return n;
+}
+
+static int
+add_fe_addr(struct fes *f, const struct saddr *a)
+{
+    size_t i;
+
+    for (i = 0; i < f->n; i++)
+        if (saddr_cmp(&f->v[i], a) == 0)
+            return 0;
+    if (grow((void **)&f->v, &f->cap, f->n, sizeof(*f->v)) < 0)
+        return -1;
+    f->v[f->n++] = *a;
+    return 0;
+}
+
+static int
+add_fe(struct fes *f, const char *ip, uint16_t port)
+{
+    struct saddr a;
+    const char *why;
+
+    if (ip == NULL || parse_ip(ip, port, &a, &why) < 0)
+        return 0;
+    return add_fe_addr(f, &a);
+}
+
+static int
+internal_fes(const struct svcctx *sc, uint16_t port, struct fes *f)
+{
+    const json_t *ips = json_object_get(sc->spec, "clusterIPs"), *v;
+    size_t i;
+
+    if (json_array_size(ips) == 0)
+        return add_fe(f, jstr(sc->spec, "clusterIP"), port);
+    json_array_foreach(ips, i, v)
+    {
+        if (add_fe(f, json_string_value(v), port) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+static int
+external_fes(const struct svcctx *sc, const json_t *sp,
+             const struct translate_opts *o, struct fes *f)
+{
+    json_int_t np = json_integer_value(json_object_get(sp, "nodePort"));
+    uint16_t port = (uint16_t)json_integer_value(json_object_get(sp, "port"));
+    const json_t *v, *ing;
+    char ip[SADDR_STR_MAX];
+    size_t i;
+
+    json_array_foreach(json_object_get(sc->spec, "externalIPs"), i, v)
+    {
+        if (add_fe(f, json_string_value(v), port) < 0)
+            return -1;
+    }
+    ing = json_object_get(json_object_get(json_object_get(sc->svc, "status"),
+                                          "loadBalancer"),
+                          "ingress");
+    if (str_eq(jstr(sc->spec, "type"), "LoadBalancer")) {
+        json_array_foreach(ing, i, v)
+        {
+            if (str_eq(jstr(v, "ipMode"), "Proxy"))
+                continue; /* the LB proxies: traffic arrives to nodes */
+            if (add_fe(f, jstr(v, "ip"), port) < 0)
+                return -1;
+        }
+    }
+    for (i = 0; np > 0 && np <= 65535 && i < o->n_node_addrs; i++) {
+        saddr_ip_str(&o->node_addrs[i], ip, sizeof(ip));
+        if (add_fe(f, ip, (uint16_t)np) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+static void
+note_conflict(const struct translate_opts *o, const char *name,
+              const struct err *e)
+{
+    struct translate_stats *st = o->stats;
+
+    log_debug("translate: %s not served: %s", name, e->msg);
+    if (st == NULL)
+        return;
+    if (st->conflicts++ == 0)
+        snprintf(st->first_conflict, sizeof(st->first_conflict), "%s: %s",
+                 name, e->msg);
+}
+
+/* Add one table service. Table refusals (a frontend owned by another
+ * service) are counted and skipped; only memory failures are errors. */
+static int
+emit(struct table *t, const struct svcctx *sc, const char *pname,
+     const char *suffix, const struct fes *f, struct tbl_backend *be,
+     size_t nbe, const struct translate_opts *o)
+{
+    struct tbl_service s;
+    struct err e;
+    int n;
+
+    if (f->n == 0)
+        return 0;
+    memset(&s, 0, sizeof(s));
+    if (o->policy != NULL)
+        s = *o->policy;
+    n = snprintf(s.name, sizeof(s.name), "%s/%s:%s%s", sc->ns, sc->name,
+                 pname, suffix);
+    if (n < 0 || (size_t)n >= sizeof(s.name)) {
+        log_debug("translate: %s/%s: name too long", sc->ns, sc->name);
+        return 0;
+    }
+    s.frontends = f->v;
+    s.nfrontends = f->n;
+    s.backends = be;
+    s.nbackends = nbe;
+    s.affinity_timeout_ms = sc->affinity_ms;
+    err_clear(&e);
+    if (table_add_service(t, &s, &e) < 0) {
+        if (strstr(e.msg, "out of memory") != NULL)
+            return -1;
+        note_conflict(o, s.name, &e);
+        return 0;
+    }
+    if (o->stats != NULL)
+        o->stats->emitted++;
+    return 0;
+}
+
+/* Scratch space reused across ports and services. */
+struct scratch {
+    struct eps eps;
+    struct fes in, ex;
+    struct tbl_backend *be;
+    size_t be_cap;
+};
+
+static int
+do_port(struct table *t, const struct svcctx *sc, const json_t *sp,
+        const struct translate_opts *o, struct scratch *w)
+{
+    const char *pname = port_name(sp);
+    json_int_t port = json_integer_value(json_object_get(sp, "port"));
+    int ext_local, int_local = sc->itp_local;
+    size_t n1, n2;
+
+    if (strcmp(port_proto(sp), "TCP") != 0) {
+        log_debug("translate: %s/%s port \"%s\": %s not supported yet",
+                  sc->ns, sc->name, pname, port_proto(sp));
+        if (o->stats != NULL)
+            o->stats->ports_skipped++;
+        return 0;
+    }
+    if (port <= 0 || port > 65535)
+        return 0;
+    w->in.n = w->ex.n = 0;
+    if (internal_fes(sc, (uint16_t)port, &w->in) < 0
+        || external_fes(sc, sp, o, &w->ex) < 0
+        || collect_eps(sc, pname, port_proto(sp), o, &w->eps) < 0)
+        return -1;
+    ext_local = sc->etp_local && w->ex.n > 0;
+    if (w->be_cap < 2 * w->eps.n + 1) {
+        free(w->be);
+        w->be = malloc((2 * w->eps.n + 1) * sizeof(*w->be));
+        w->be_cap = w->be != NULL ? 2 * w->eps.n + 1 : 0;
+        if (w->be == NULL)
+            return -1;
+    }
+    n1 = select_set(&w->eps, int_local, o, w->be);
+    if (w->ex.n == 0 || ext_local == int_local) {
+        /* One endpoint set serves all: one service, all frontends. */
+        size_t k;
+        for (k = 0; k < w->ex.n; k++)
+            if (add_fe_addr(&w->in, &w->ex.v[k]) < 0)
+                return -1;
+        return emit(t, sc, pname, "", &w->in, w->be, n1, o);
+    }
+    n2 = select_set(&w->eps, ext_local, o, w->be + n1);
+    if (emit(t, sc, pname, "", &w->in, w->be, n1, o) < 0)
+        return -1;
+    return emit(t, sc, pname, "/external", &w->ex, w->be + n1, n2, o);
+}
+
+/* Why kube-proxy would not serve <svc>, or NULL to serve it. */
+static const char *
+skip_reason(const json_t *svc, const struct translate_opts *o)
+{
+    const json_t *spec = json_object_get(svc, "spec");
+    const char *cip = jstr(spec, "clusterIP");
+    const char *pn = label(svc, TRANSLATE_LABEL_PROXY_NAME);
+
+    if (!json_is_object(spec))
+        return "no spec";
+    if (str_eq(jstr(spec, "type"), "ExternalName"))
+        return "ExternalName";
+    if (cip == NULL || cip[0] == '\0' || strcmp(cip, "None") == 0)
+        return "headless";
+    if (label(svc, TRANSLATE_LABEL_HEADLESS) != NULL)
+        return "headless label";
+    if (o->service_proxy_name == NULL && pn != NULL)
+        return "served by another proxy";
+    if (o->service_proxy_name != NULL && !str_eq(pn, o->service_proxy_name))
+        return "not labelled for this proxy";
+    return NULL;
+}
+
+static int
+svcctx_init(struct svcctx *sc, const json_t *svc, const json_t *idx,
+            const struct translate_opts *o)
+{
+    const json_t *md = json_object_get(svc, "metadata");
+    const json_t *to;
+    struct saddr a;
+    const char *why, *cip;
+    char key[512];
+
+    memset(sc, 0, sizeof(*sc));
+    sc->svc = svc;
+    sc->spec = json_object_get(svc, "spec");
+    sc->ns = jstr(md, "namespace");
+    sc->name = jstr(md, "name");
+    cip = json_string_value(json_array_get(json_object_get(sc->spec,
+                                                           "clusterIPs"),
+                                           0));
+    if (cip == NULL)
+        cip = jstr(sc->spec, "clusterIP");
+    if (sc->ns == NULL || sc->name == NULL || cip == NULL
+        || parse_ip(cip, 0, &a, &why) < 0)
+        return -1;
+    sc->family = a.u.sa.sa_family;
+    /* Without a node (edge mode) Local has no meaning: act as Cluster. */
+    sc->itp_local = o->node_name != NULL
+                    && str_eq(jstr(sc->spec, "internalTrafficPolicy"),
+                              "Local");
+    sc->etp_local = o->node_name != NULL
+                    && str_eq(jstr(sc->spec, "externalTrafficPolicy"),
+                              "Local");
+    if (str_eq(jstr(sc->spec, "sessionAffinity"), "ClientIP")) {
+        to = json_object_get(
+            json_object_get(json_object_get(sc->spec, "sessionAffinityConfig"),
+                            "clientIP"),
+            "timeoutSeconds");
+        sc->affinity_ms =
+            1000u * (json_integer_value(to) > 0
+                             && json_integer_value(to) <= 86400
+                         ? (uint32_t)json_integer_value(to)
+                         : TRANSLATE_AFFINITY_DEFAULT_S);
+    }
+    snprintf(key, sizeof(key), "%s/%s", sc->ns, sc->name);
+    sc->slices = json_object_get(idx, key);
+    return 0;
+}
+
+static int
+key_cmp(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* Keys of <map>, sorted, so tables come out in a stable order. */
+static const char **
+sorted_keys(const json_t *map, size_t *n)
+{
+    const char **keys = malloc((json_object_size(map) + 1) * sizeof(*keys));
+    const char *k;
+    json_t *v;
+
+    *n = 0;
+    if (keys == NULL)
+        return NULL;
+    json_object_foreach((json_t *)map, k, v)
+    {
+        keys[(*n)++] = k;
+    }
+    qsort(keys, *n, sizeof(*keys), key_cmp);
+    return keys;
+}
+
+static int
+do_service(struct table *t, const json_t *svc, const json_t *idx,
+           const struct translate_opts *o, struct scratch *w)
+{
+    const char *why = skip_reason(svc, o);
+    struct svcctx sc;
+    const json_t *sp;
+    size_t i;
+
+    if (why == NULL && svcctx_init(&sc, svc, idx, o) < 0)
+        why = "no usable clusterIP or name";
+    if (why != NULL) {
+        if (o->stats != NULL)
+            o->stats->skipped++;
+        return 0;
+    }
+    if (o->stats != NULL)
+        o->stats->services++;
+    json_array_foreach(json_object_get(sc.spec, "ports"), i, sp)
+    {
+        if (do_port(t, &sc, sp, o, w) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+int
+translate_build(const struct kcache *services, const struct kcache *slices,
+                const struct translate_opts *o, struct table *out,
+                struct err *e)
+{
+    struct scratch w;
+    json_t *idx = index_slices(slices);
+    const char **keys;
+    size_t i, n;
+    int rc = 0;
+
+    memset(&w, 0, sizeof(w));
+    if (o->stats != NULL)
+        memset(o->stats, 0, sizeof(*o->stats));
+    keys = sorted_keys(kcache_map(services), &n);
+    if (idx == NULL || keys == NULL) {
+        json_decref(idx);
+        free(keys);
+        return err_set(e, "out of memory");
+    }
+    for (i = 0; i < n && rc == 0; i++)
+        rc = do_service(out, kcache_get(services, keys[i]), idx, o, &w);
+    free(keys);
+    free(w.eps.v);
+    free(w.in.v);
+    free(w.ex.v);
+    free(w.be);
+    json_decref(idx);
+    return rc < 0 ? err_set(e, "out of memory") : 0;
+}

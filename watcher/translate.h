@@ -1,0 +1,70 @@
+/*
+ * translate.h - turn cached Services and EndpointSlices into a service
+ * table, selecting endpoints exactly as kube-proxy does.
+ *
+ * A pure function over the caches: no I/O, no clock, no loop, so it is
+ * unit-tested and fuzzed directly. One table service is emitted per TCP
+ * Service port, named "namespace/name:portname"; when the external
+ * frontends (NodePort, LoadBalancer ingress, externalIPs) need another
+ * endpoint set than the ClusterIPs (a Local traffic policy on one side
+ * only) they go to a second service "namespace/name:portname/external".
+ */
+#ifndef WATCHER_TRANSLATE_H
+#define WATCHER_TRANSLATE_H
+
+#include <stddef.h>
+
+#include "err.h"
+#include "kcache.h"
+#include "parse.h"
+#include "table.h"
+
+#define TRANSLATE_AFFINITY_DEFAULT_S 10800 /* ClientIP timeout default */
+
+#define TRANSLATE_LABEL_SERVICE_NAME "kubernetes.io/service-name"
+#define TRANSLATE_LABEL_PROXY_NAME   "service.kubernetes.io/service-proxy-name"
+#define TRANSLATE_LABEL_HEADLESS     "service.kubernetes.io/headless"
+#define TRANSLATE_LABEL_ZONE         "topology.kubernetes.io/zone"
+
+/* Counters of one build, for logs and metrics. */
+struct translate_stats {
+    size_t services;       /* Service objects that produced something */
+    size_t skipped;        /* Service objects skipped (headless, ...) */
+    size_t ports_skipped;  /* non-TCP ports */
+    size_t conflicts;      /* table services refused (frontend taken) */
+    size_t emitted;        /* table services emitted */
+    char first_conflict[ERR_MSG_MAX + 256];
+};
+
+struct translate_opts {
+    /* This node: Local policies, LOCAL flags and topology. NULL in edge
+     * mode, where Local policies act as Cluster (there is no node). */
+    const char *node_name;
+    const char *node_zone; /* from the Node's zone label, or NULL */
+    /* NodePort frontends listen on these IPs (their ports ignored). */
+    const struct saddr *node_addrs;
+    size_t n_node_addrs;
+    /* NULL: skip every Service carrying the service-proxy-name label;
+     * else serve only those whose label has this value. */
+    const char *service_proxy_name;
+    /* balance, timeouts, retries, max_conns copied into each service;
+     * NULL = zeros. */
+    const struct tbl_service *policy;
+    struct translate_stats *stats; /* filled if not NULL */
+};
+
+/*
+ * Add the services for all Services in <services> with endpoints from
+ * <slices> to <out> (unfrozen, normally empty). Objects that cannot be
+ * served are skipped (counted in stats, logged at debug level). Returns 0,
+ * or -1 with <e> filled when memory runs out (<out> is then partial).
+ * Borrows everything.
+ */
+int translate_build(const struct kcache *services, const struct kcache *slices,
+                    const struct translate_opts *o, struct table *out,
+                    struct err *e);
+
+/* Zone of a Node object (its topology label), or NULL. Borrowed. */
+const char *translate_node_zone(const json_t *node);
+
+#endif
