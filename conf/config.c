@@ -1077,52 +1077,74 @@ yaml_fail(const yaml_parser_t *p, const char *buf, size_t len, struct err *e)
     return fail_pos(e, pos, "YAML syntax error: %s", problem);
 }
 
-/* Load the one document of <buf> into <doc>. Returns 0, or -1 with <e>
- * set (and nothing to free). */
+/* Load the first document of <p>'s input into <doc>. Returns 0, or -1
+ * with <e> set (and nothing to free). */
 static int
-load_doc(const char *buf, size_t len, yaml_document_t *doc, struct err *e)
+load_doc(yaml_parser_t *p, const char *buf, size_t len, yaml_document_t *doc,
+         struct err *e)
 {
-    yaml_parser_t p;
+    yaml_node_t *root;
+    struct pos one = {1, 1};
+
+    if (!yaml_parser_load(p, doc))
+        return yaml_fail(p, buf, len, e);
+    root = yaml_document_get_root_node(doc);
+    if (root == NULL || is_null(root)) {
+        yaml_document_delete(doc);
+        return fail_pos(e, one, "config is empty (expected a mapping with "
+                                "a \"services\" list)");
+    }
+    return 0;
+}
+
+/* A second document would be ignored silently; refuse it instead. Called
+ * once the first one is fully checked, so that its errors come first. */
+static int
+check_no_more_docs(yaml_parser_t *p, const char *buf, size_t len,
+                   struct err *e)
+{
     yaml_document_t extra;
     yaml_node_t *root;
     int rc = 0;
 
-    if (!yaml_parser_initialize(&p))
-        return err_set(e, "out of memory");
-    yaml_parser_set_input_string(&p, (const unsigned char *)buf, len);
-    if (!yaml_parser_load(&p, doc)) {
-        rc = yaml_fail(&p, buf, len, e);
-        yaml_parser_delete(&p);
-        return rc;
-    }
-    root = yaml_document_get_root_node(doc);
-    if (root == NULL || is_null(root)) {
-        struct pos one = {1, 1};
-        rc = fail_pos(e, root ? node_pos(root) : one,
-                      "config is empty (expected a mapping with a "
-                      "\"services\" list)");
-    } else if (!yaml_parser_load(&p, &extra)) {
-        rc = yaml_fail(&p, buf, len, e);
-    } else {
-        if (yaml_document_get_root_node(&extra) != NULL)
-            rc = fail_pos(e, node_pos(yaml_document_get_root_node(&extra)),
-                          "config must be a single YAML document");
-        yaml_document_delete(&extra);
-    }
-    if (rc < 0)
-        yaml_document_delete(doc);
-    yaml_parser_delete(&p);
+    if (!yaml_parser_load(p, &extra))
+        return yaml_fail(p, buf, len, e);
+    root = yaml_document_get_root_node(&extra);
+    if (root != NULL)
+        rc = fail_pos(e, node_pos(root),
+                      "config must be a single YAML document");
+    yaml_document_delete(&extra);
     return rc;
+}
+
+static struct conf *
+decode_doc(yaml_document_t *doc, struct err *e)
+{
+    struct conf *c = NULL;
+    struct root_in r;
+    struct dec d;
+
+    memset(&d, 0, sizeof(d));
+    d.doc = doc;
+    d.e = e;
+    d.max_visits = (size_t)(doc->nodes.top - doc->nodes.start)
+                   + CONF_ALIAS_SLACK;
+    memset(&r, 0, sizeof(r));
+    init_unset(&root_key, &r);
+    if (decode_value(&d, yaml_document_get_root_node(doc), &root_key, &r, 0)
+        == 0)
+        c = finish(&r, e);
+    free_value(&root_key, &r);
+    return c;
 }
 
 struct conf *
 conf_load_buf(const char *name, const char *buf, size_t len, struct err *e)
 {
-    struct err local;
-    yaml_document_t doc;
-    struct root_in r;
-    struct dec d;
     struct conf *c = NULL;
+    yaml_document_t doc;
+    yaml_parser_t p;
+    struct err local;
 
     if (e == NULL)
         e = &local;
@@ -1132,19 +1154,22 @@ conf_load_buf(const char *name, const char *buf, size_t len, struct err *e)
         err_set(e, "config is too large (%zu bytes, at most 4 MiB)", len);
         return NULL;
     }
-    if (load_doc(buf ? buf : "", buf ? len : 0, &doc, e) < 0)
+    if (buf == NULL)
+        buf = "", len = 0;
+    if (!yaml_parser_initialize(&p)) {
+        err_set(e, "out of memory");
         return NULL;
-    memset(&d, 0, sizeof(d));
-    d.doc = &doc;
-    d.e = e;
-    d.max_visits = (size_t)(doc.nodes.top - doc.nodes.start) + CONF_ALIAS_SLACK;
-    memset(&r, 0, sizeof(r));
-    init_unset(&root_key, &r);
-    if (decode_value(&d, yaml_document_get_root_node(&doc), &root_key, &r, 0)
-        == 0)
-        c = finish(&r, e);
-    free_value(&root_key, &r);
-    yaml_document_delete(&doc);
+    }
+    yaml_parser_set_input_string(&p, (const unsigned char *)buf, len);
+    if (load_doc(&p, buf, len, &doc, e) == 0) {
+        c = decode_doc(&doc, e);
+        yaml_document_delete(&doc);
+        if (c != NULL && check_no_more_docs(&p, buf, len, e) < 0) {
+            conf_free(c);
+            c = NULL;
+        }
+    }
+    yaml_parser_delete(&p);
     return c;
 }
 
