@@ -1,0 +1,250 @@
+/*
+ * test_table.c - the service table: building, lookups, the checks that
+ * keep names and frontends unique, references, and service equality.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "table.h"
+
+/* A service named <name> listening on <fe> with backends on 127.0.0.1
+ * ports <be_port> and <be_port>+1; arrays live in the caller's storage. */
+static void
+make_service(struct tbl_service *s, const char *name, const char *fe,
+             struct saddr *fes, struct tbl_backend *bes, uint16_t be_port)
+{
+    const char *why;
+    int i;
+
+    memset(s, 0, sizeof(*s));
+    snprintf(s->name, sizeof(s->name), "%s", name);
+    assert_int_equal(parse_hostport(fe, &fes[0], 0, &why), 0);
+    s->frontends = fes;
+    s->nfrontends = 1;
+    for (i = 0; i < 2; i++) {
+        memset(&bes[i], 0, sizeof(bes[i]));
+        assert_int_equal(parse_ip("127.0.0.1", (uint16_t)(be_port + i),
+                                  &bes[i].addr, &why),
+                         0);
+        snprintf(bes[i].name, sizeof(bes[i].name), "%s-%d", name, i);
+        bes[i].weight = 1;
+        bes[i].flags = TBL_BE_READY | TBL_BE_SERVING;
+    }
+    s->backends = bes;
+    s->nbackends = 2;
+    s->balance = TBL_BAL_LEASTCONN;
+    s->connect_timeout_ms = 2000;
+    s->idle_timeout_ms = 60000;
+    s->retries = 3;
+}
+
+static void
+test_add_find(void **state)
+{
+    struct tbl_backend bes[2];
+    struct tbl_service s;
+    const struct tbl_service *got;
+    struct saddr fes[1], probe;
+    struct table *t = table_new();
+    const char *why;
+    struct err e;
+    char name[16];
+    int i;
+
+    (void)state;
+    assert_non_null(t);
+    assert_int_equal(t->nservices, 0);
+    assert_null(table_find(t, "a"));
+    /* More than the initial capacity, to exercise growth. */
+    for (i = 0; i < 20; i++) {
+        char fe[32];
+        snprintf(name, sizeof(name), "svc%d", i);
+        snprintf(fe, sizeof(fe), "127.0.0.1:%d", 1000 + i);
+        make_service(&s, name, fe, fes, bes, 9000);
+        assert_int_equal(table_add_service(t, &s, &e), 0);
+    }
+    assert_int_equal(t->nservices, 20);
+    got = table_find(t, "svc7");
+    assert_non_null(got);
+    assert_string_equal(got->name, "svc7");
+    /* The table holds its own copies of the arrays. */
+    assert_ptr_not_equal(got->frontends, fes);
+    assert_ptr_not_equal(got->backends, bes);
+    assert_int_equal(got->nbackends, 2);
+    /* ...so reusing the caller's arrays for svc19 did not change svc7. */
+    assert_string_equal(got->backends[1].name, "svc7-1");
+    assert_int_equal(saddr_port(&got->frontends[0]), 1007);
+    assert_null(table_find(t, "svc20"));
+
+    assert_int_equal(parse_hostport("127.0.0.1:1013", &probe, 0, &why), 0);
+    got = table_find_frontend(t, &probe);
+    assert_non_null(got);
+    assert_string_equal(got->name, "svc13");
+    assert_int_equal(parse_hostport("127.0.0.2:1013", &probe, 0, &why), 0);
+    assert_null(table_find_frontend(t, &probe));
+
+    table_freeze(t, 42);
+    assert_true(t->frozen);
+    assert_int_equal(t->generation, 42);
+    make_service(&s, "late", "127.0.0.1:2000", fes, bes, 9000);
+    assert_int_equal(table_add_service(t, &s, &e), -1);
+    assert_non_null(strstr(e.msg, "frozen"));
+    table_unref(t);
+}
+
+static void
+test_add_rejects(void **state)
+{
+    struct tbl_backend bes[2];
+    struct tbl_service s;
+    struct saddr fes[1];
+    struct table *t = table_new();
+    struct err e;
+
+    (void)state;
+    make_service(&s, "web", "127.0.0.1:80", fes, bes, 9000);
+    assert_int_equal(table_add_service(t, &s, &e), 0);
+
+    err_clear(&e);
+    make_service(&s, "web", "127.0.0.1:81", fes, bes, 9000);
+    assert_int_equal(table_add_service(t, &s, &e), -1);
+    assert_string_equal(e.msg, "duplicate service name \"web\"");
+
+    err_clear(&e);
+    make_service(&s, "api", "127.0.0.1:80", fes, bes, 9000);
+    assert_int_equal(table_add_service(t, &s, &e), -1);
+    assert_string_equal(e.msg,
+                        "listen address 127.0.0.1:80 already used by service "
+                        "\"web\"");
+
+    err_clear(&e);
+    make_service(&s, "", "127.0.0.1:82", fes, bes, 9000);
+    assert_int_equal(table_add_service(t, &s, &e), -1);
+    assert_non_null(strstr(e.msg, "no name"));
+
+    /* A failed add leaves the table as it was. */
+    assert_int_equal(t->nservices, 1);
+    make_service(&s, "api", "127.0.0.1:81", fes, bes, 9000);
+    assert_int_equal(table_add_service(t, &s, NULL), 0);
+    assert_int_equal(t->nservices, 2);
+    table_unref(t);
+}
+
+static void
+test_refs(void **state)
+{
+    struct tbl_backend bes[2];
+    struct tbl_service s;
+    struct saddr fes[1];
+    struct table *t = table_new();
+
+    (void)state;
+    make_service(&s, "web", "127.0.0.1:80", fes, bes, 9000);
+    assert_int_equal(table_add_service(t, &s, NULL), 0);
+    table_freeze(t, 1);
+    assert_ptr_equal(table_ref(t), t);
+    assert_int_equal(atomic_load(&t->refs), 2);
+    table_unref(t);
+    assert_int_equal(atomic_load(&t->refs), 1);
+    /* Still usable by the last holder. */
+    assert_non_null(table_find(t, "web"));
+    table_unref(t); /* frees; ASan reports a leak if anything is left */
+    table_unref(NULL);
+    assert_null(table_ref(NULL));
+}
+
+static void
+test_service_equal(void **state)
+{
+    struct tbl_backend ba[2], bb[2];
+    struct tbl_service a, b;
+    struct saddr fa[1], fb[1];
+    const char *why;
+
+    (void)state;
+    make_service(&a, "web", "127.0.0.1:80", fa, ba, 9000);
+    make_service(&b, "web", "127.0.0.1:80", fb, bb, 9000);
+    assert_true(tbl_service_equal(&a, &b));
+    assert_true(tbl_service_equal(&a, &a));
+
+    bb[1].weight = 2;
+    assert_false(tbl_service_equal(&a, &b));
+    bb[1].weight = 1;
+    bb[0].flags |= TBL_BE_TERMINATING;
+    assert_false(tbl_service_equal(&a, &b));
+    bb[0].flags = ba[0].flags;
+    snprintf(bb[0].name, sizeof(bb[0].name), "other");
+    assert_false(tbl_service_equal(&a, &b));
+    snprintf(bb[0].name, sizeof(bb[0].name), "%s", ba[0].name);
+    assert_int_equal(parse_ip("127.0.0.2", 9000, &bb[0].addr, &why), 0);
+    assert_false(tbl_service_equal(&a, &b));
+    bb[0].addr = ba[0].addr;
+    assert_true(tbl_service_equal(&a, &b));
+
+    b.nbackends = 1;
+    assert_false(tbl_service_equal(&a, &b));
+    b.nbackends = 2;
+    assert_int_equal(parse_hostport("127.0.0.1:81", &fb[0], 0, &why), 0);
+    assert_false(tbl_service_equal(&a, &b));
+    fb[0] = fa[0];
+
+    b.balance = TBL_BAL_RANDOM;
+    assert_false(tbl_service_equal(&a, &b));
+    b.balance = a.balance;
+    b.connect_timeout_ms++;
+    assert_false(tbl_service_equal(&a, &b));
+    b.connect_timeout_ms--;
+    b.idle_timeout_ms++;
+    assert_false(tbl_service_equal(&a, &b));
+    b.idle_timeout_ms--;
+    b.retries = 0;
+    assert_false(tbl_service_equal(&a, &b));
+    b.retries = a.retries;
+    b.max_conns = 10;
+    assert_false(tbl_service_equal(&a, &b));
+    b.max_conns = 0;
+    b.affinity_timeout_ms = 10800000;
+    assert_false(tbl_service_equal(&a, &b));
+    b.affinity_timeout_ms = 0;
+    snprintf(b.name, sizeof(b.name), "api");
+    assert_false(tbl_service_equal(&a, &b));
+    snprintf(b.name, sizeof(b.name), "web");
+    assert_true(tbl_service_equal(&a, &b));
+}
+
+static void
+test_balance_names(void **state)
+{
+    enum tbl_balance b;
+    int i;
+
+    (void)state;
+    for (i = 0; i < TBL_BAL__COUNT; i++) {
+        assert_int_equal(tbl_balance_parse(tbl_balance_name(i), &b), 0);
+        assert_int_equal(b, i);
+    }
+    assert_string_equal(tbl_balance_name(TBL_BAL_LEASTCONN), "leastconn");
+    assert_string_equal(tbl_balance_name(TBL_BAL__COUNT), "?");
+    assert_int_equal(tbl_balance_parse("RoundRobin", &b), -1);
+    assert_int_equal(tbl_balance_parse("", &b), -1);
+}
+
+int
+main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_add_find),
+        cmocka_unit_test(test_add_rejects),
+        cmocka_unit_test(test_refs),
+        cmocka_unit_test(test_service_equal),
+        cmocka_unit_test(test_balance_names),
+    };
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
