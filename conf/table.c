@@ -67,7 +67,35 @@ table_unref(struct table *t)
     for (i = 0; i < t->nservices; i++)
         service_free(&t->services[i]);
     free(t->services);
+    free(t->vips);
     free(t);
+}
+
+int
+table_add_vip(struct table *t, const struct saddr *a, struct err *e)
+{
+    struct saddr ip = *a;
+    size_t i;
+
+    if (t->frozen)
+        return err_set(e, "table is frozen");
+    if (ip.u.sa.sa_family == AF_INET)
+        ip.u.in.sin_port = 0;
+    else
+        ip.u.in6.sin6_port = 0;
+    for (i = 0; i < t->nvips; i++)
+        if (saddr_cmp(&t->vips[i], &ip) == 0)
+            return 0;
+    if (t->nvips == t->vipcap) {
+        size_t ncap = t->vipcap ? t->vipcap * 2 : 16;
+        struct saddr *n = realloc(t->vips, ncap * sizeof(*n));
+        if (n == NULL)
+            return err_set(e, "out of memory");
+        t->vips = n;
+        t->vipcap = ncap;
+    }
+    t->vips[t->nvips++] = ip;
+    return 0;
 }
 
 void

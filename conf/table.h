@@ -67,6 +67,12 @@ struct table {
     struct tbl_service *services;
     size_t nservices;
     size_t cap;
+    /* Service IPs (ClusterIPs, externalIPs, LoadBalancer IPs) that must be
+     * local addresses of this node for the frontends to receive traffic;
+     * port unused. Empty in static mode. */
+    struct saddr *vips;
+    size_t nvips;
+    size_t vipcap;
 };
 
 /* Returns a new empty, unfrozen table with one reference, or NULL. */
@@ -78,6 +84,10 @@ struct table *table_new(void);
  * Returns 0 or -1. */
 int table_add_service(struct table *t, const struct tbl_service *svc,
                       struct err *e);
+
+/* Ask for the IP of <a> to be a local address (de-duplicated). Returns 0,
+ * or -1 when frozen or out of memory. */
+int table_add_vip(struct table *t, const struct saddr *a, struct err *e);
 
 /* Freeze <t> and stamp its generation. After this it must not change. */
 void table_freeze(struct table *t, uint64_t generation);
