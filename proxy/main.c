@@ -10,6 +10,7 @@
 #include "log.h"
 #include "main.h"
 #include "proxy.h"
+#include "vip.h"
 
 #define FERRY_VERSION "0.1.0"
 
@@ -35,6 +36,7 @@ usage(FILE *f)
     fprintf(f,
             "usage: ferry [-c FILE] [--log-level LEVEL] [--log-format FMT]\n"
             "       ferry check-config FILE\n"
+            "       ferry cleanup\n"
             "       ferry --print-default-config | --version | --help\n"
             "\n"
             "  -c, --config FILE      configuration file (YAML); without it\n"
@@ -230,6 +232,24 @@ check_config(const char *path)
     return 0;
 }
 
+/* Remove every service address ferry added, on any interface. */
+static int
+cleanup(void)
+{
+    char msg[512];
+    struct err e;
+    int n;
+
+    err_clear(&e);
+    n = vip_cleanup(&e);
+    if (n < 0) {
+        fprintf(stderr, "ferry cleanup: %s\n", err_str(&e, msg, sizeof(msg)));
+        return 1;
+    }
+    printf("ferry cleanup: removed %d address(es)\n", n);
+    return 0;
+}
+
 int
 main_run(int argc, char **argv)
 {
@@ -252,6 +272,8 @@ main_run(int argc, char **argv)
         }
         return check_config(argv[2]);
     }
+    if (argc == 2 && strcmp(argv[1], "cleanup") == 0)
+        return cleanup();
     while ((ch = getopt_long(argc, argv, "c:hV", longopts, NULL)) != -1) {
         switch (ch) {
         case 'c':
