@@ -34,7 +34,7 @@
 #define CONF_SERVICES_MAX  4096
 #define CONF_LISTEN_MAX    256   /* per service */
 #define CONF_BACKENDS_MAX  4096  /* per service */
-#define CONF_FRONTENDS_MAX 16384 /* all services: table_add_service is O(n) */
+#define CONF_FRONTENDS_MAX 8192 /* all services; table_add_service is O(n) */
 #define CONF_ALIAS_SLACK   65536 /* node visits allowed beyond the node count */
 #define SERVICE_NAME_MAX   63
 #define SHOW_MAX           48 /* bytes of user text quoted in a message */
@@ -55,6 +55,18 @@ struct arr {
     size_t n;
 };
 
+/* "health_check:", in "defaults:" and in each service. */
+struct check_in {
+    uint64_t type;   /* enum tbl_check_type */
+    uint64_t expect; /* status range, min << 16 | max */
+    uint64_t interval_ms;
+    uint64_t timeout_ms;
+    uint64_t rise;
+    uint64_t fall;
+    uint64_t port;
+    char path[TBL_CHECK_PATH_MAX]; /* "" = inherit, then "/" */
+};
+
 /* The keys shared by "defaults:" and every service. */
 struct policy_in {
     uint64_t balance; /* enum tbl_balance */
@@ -62,6 +74,7 @@ struct policy_in {
     uint64_t idle_timeout_ms;
     uint64_t retries;
     uint64_t max_conns;
+    struct check_in check;
 };
 
 struct backend_in {
@@ -82,8 +95,16 @@ struct log_in {
     uint64_t format; /* enum log_format */
 };
 
+struct admin_in {
+    uint64_t enabled; /* 0 false, 1 true */
+    struct saddr listen; /* family 0: not given */
+    uint64_t request_timeout_ms;
+    uint64_t api_grace_ms;
+};
+
 struct root_in {
     struct log_in log;
+    struct admin_in admin;
     uint64_t drain_timeout_ms;
     struct policy_in defaults;
     struct arr services; /* struct service_in */
@@ -97,6 +118,8 @@ enum key_type {
     KEY_ENUM,     /* uint64_t index into sub, a NULL-terminated name list */
     KEY_NAME,     /* char[max + 1]; 1..max chars of the row's charset */
     KEY_ADDR,     /* struct saddr, "IPv4:port" or "[IPv6]:port" */
+    KEY_RANGE,    /* uint64_t lo << 16 | hi from "lo-hi" or "n", in [min, max] */
+    KEY_PATH,     /* char[max + 1]: "/..." of printable ASCII, no spaces */
     KEY_MAP,      /* nested mapping; sub is its struct section */
     KEY_LIST,     /* struct arr of min..max elements; sub is a list_spec */
 };
@@ -146,6 +169,48 @@ static const char *const format_names[] = {
     [LOG_TEXT] = "text", [LOG_JSON] = "json", NULL,
 };
 
+static const char *const check_names[] = {
+    [TBL_CHECK_NONE] = "none", [TBL_CHECK_TCP] = "tcp",
+    [TBL_CHECK_HTTP] = "http", NULL,
+};
+
+static const char *const bool_names[] = {"false", "true", NULL};
+
+/* "health_check:" rows. Numbers inherit from "defaults:" one by one (see
+ * inherit_policy), so a service may change only its path. */
+static const struct key check_keys[] = {
+    {"type", KEY_ENUM, offsetof(struct check_in, type), 0, 0, "none",
+     check_names, 0},
+    {"path", KEY_PATH, offsetof(struct check_in, path), 1,
+     TBL_CHECK_PATH_MAX - 1, NULL, NULL, 0},
+    {"expect_status", KEY_RANGE, offsetof(struct check_in, expect), 100, 599,
+     "200-399", NULL, 0},
+    {"interval", KEY_DURATION, offsetof(struct check_in, interval_ms), 10,
+     3600000, "5s", NULL, 0},
+    {"timeout", KEY_DURATION, offsetof(struct check_in, timeout_ms), 1,
+     3600000, "2s", NULL, 0},
+    {"rise", KEY_UINT, offsetof(struct check_in, rise), 1, 100, "2", NULL, 0},
+    {"fall", KEY_UINT, offsetof(struct check_in, fall), 1, 100, "3", NULL, 0},
+    {"port", KEY_UINT, offsetof(struct check_in, port), 0, 65535, "0", NULL,
+     0},
+};
+static const struct section check_section = {
+    "section \"health_check\"", NULL, check_keys, NKEYS(check_keys)};
+
+static const struct key admin_keys[] = {
+    {"enabled", KEY_ENUM, offsetof(struct admin_in, enabled), 0, 0, "true",
+     bool_names, 0},
+    {"listen", KEY_ADDR, offsetof(struct admin_in, listen), 0, 0, NULL, NULL,
+     0},
+    {"request_timeout", KEY_DURATION,
+     offsetof(struct admin_in, request_timeout_ms), 10, 3600000, "5s", NULL,
+     0},
+    {"api_failure_grace", KEY_DURATION,
+     offsetof(struct admin_in, api_grace_ms), 0, UINT32_MAX, "60s", NULL, 0},
+};
+static const struct section admin_section = {
+    "section \"admin\"", NULL, admin_keys, NKEYS(admin_keys)};
+
 /* The policy rows, placed at <base> inside the struct being decoded, so
  * that "defaults:" and each service share one definition. Timeouts are
  * stored in uint32_t milliseconds later; parse_duration_ms caps at 30
@@ -162,7 +227,9 @@ static const char *const format_names[] = {
     {"retries", KEY_UINT, (base) + offsetof(struct policy_in, retries), 0, 32, \
      "3", NULL, 0},                                                            \
     {"max_connections", KEY_UINT,                                              \
-     (base) + offsetof(struct policy_in, max_conns), 0, 10000000, "0", NULL, 0}
+     (base) + offsetof(struct policy_in, max_conns), 0, 10000000, "0", NULL, 0}, \
+    {"health_check", KEY_MAP, (base) + offsetof(struct policy_in, check), 0,   \
+     0, NULL, &check_section, 0}
 
 static const struct key policy_keys[] = {POLICY_KEYS(0)};
 static const struct section defaults_section = {
@@ -221,6 +288,8 @@ static const struct key root_keys[] = {
      &defaults_section, 0},
     {"services", KEY_LIST, offsetof(struct root_in, services), 1,
      CONF_SERVICES_MAX, NULL, &service_list, KEY_REQUIRED},
+    {"admin", KEY_MAP, offsetof(struct root_in, admin), 0, 0, NULL,
+     &admin_section, 0},
 };
 static const struct section root_section = {"", NULL, root_keys,
                                             NKEYS(root_keys)};
@@ -434,6 +503,59 @@ parse_number(const struct key *k, const char *s, uint64_t *dst, char *msg,
     return 0;
 }
 
+/* "200-399" or "200", both ends within the row's [min, max]. */
+static int
+parse_range(const struct key *k, const char *s, uint64_t *dst, char *msg,
+            size_t msglen)
+{
+    char lo_s[8], *dash = strchr(s, '-');
+    const char *why = NULL, *hi_s = s;
+    uint64_t lo, hi;
+    size_t n = dash ? (size_t)(dash - s) : strlen(s);
+
+    if (n == 0 || n >= sizeof(lo_s))
+        goto bad;
+    memcpy(lo_s, s, n);
+    lo_s[n] = '\0';
+    if (dash != NULL)
+        hi_s = dash + 1;
+    if (parse_uint(lo_s, k->min, k->max, &lo, &why) < 0
+        || parse_uint(hi_s, k->min, k->max, &hi, &why) < 0 || hi < lo)
+        goto bad;
+    *dst = lo << 16 | hi;
+    return 0;
+bad:
+    snprintf(msg, msglen, "expected a status or a range like \"%llu-%llu\"",
+             (unsigned long long)k->min, (unsigned long long)k->max);
+    return -1;
+}
+
+/* An HTTP path for a request line: "/" first, then printable ASCII
+ * without spaces, quotes or '#'. */
+static int
+parse_path(const struct key *k, const char *s, char *dst, char *msg,
+           size_t msglen)
+{
+    size_t i, n = strlen(s);
+
+    if (n < k->min || n > k->max || s[0] != '/') {
+        snprintf(msg, msglen, "must start with \"/\" and be at most %llu "
+                              "characters long",
+                 (unsigned long long)k->max);
+        return -1;
+    }
+    for (i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c <= 0x20 || c >= 0x7f || c == '"' || c == '#' || c == '\\') {
+            snprintf(msg, msglen, "may only contain printable ASCII without "
+                                  "spaces, quotes, '#' or '\\'");
+            return -1;
+        }
+    }
+    memcpy(dst, s, n + 1);
+    return 0;
+}
+
 /* Parse text <s> for scalar row <k> into <dst> (the field itself). On
  * failure, a reason without the key name goes to <msg>. */
 static int
@@ -455,6 +577,10 @@ parse_value(const struct key *k, const char *s, void *dst, char *msg,
             return 0;
         snprintf(msg, msglen, "%s", why);
         return -1;
+    case KEY_RANGE:
+        return parse_range(k, s, dst, msg, msglen);
+    case KEY_PATH:
+        return parse_path(k, s, dst, msg, msglen);
     default:
         snprintf(msg, msglen, "not a scalar key");
         return -1;
@@ -503,6 +629,7 @@ init_unset(const struct key *k, void *base)
     case KEY_UINT:
     case KEY_DURATION:
     case KEY_ENUM:
+    case KEY_RANGE:
         *(uint64_t *)p = UNSET;
         break;
     case KEY_MAP:
@@ -746,20 +873,34 @@ fill_defaults(const struct key *k, void *base, struct err *e)
     return 0;
 }
 
+/* Copy every number of section <sec> that <dst> leaves unset from
+ * <src>, and every empty path. */
+static void
+inherit_section(const struct section *sec, void *dst, const void *src)
+{
+    size_t i;
+
+    for (i = 0; i < sec->nkeys; i++) {
+        const struct key *k = &sec->keys[i];
+        char *d = (char *)dst + k->offset;
+        const char *s = (const char *)src + k->offset;
+
+        if (k->type == KEY_MAP)
+            inherit_section(k->sub, d, s);
+        else if (k->type == KEY_PATH && d[0] == '\0')
+            memcpy(d, s, k->max + 1);
+        else if ((k->type == KEY_UINT || k->type == KEY_DURATION
+                  || k->type == KEY_ENUM || k->type == KEY_RANGE)
+                 && *(uint64_t *)(void *)d == UNSET)
+            *(uint64_t *)(void *)d = *(const uint64_t *)(const void *)s;
+    }
+}
+
 /* A service inherits each policy key it does not set from "defaults:". */
 static void
 inherit_policy(struct policy_in *svc, const struct policy_in *defaults)
 {
-    size_t i;
-
-    for (i = 0; i < NKEYS(policy_keys); i++) {
-        size_t off = policy_keys[i].offset;
-        uint64_t *dst = (void *)((char *)svc + off);
-
-        if (*dst == UNSET)
-            *dst = *(const uint64_t *)(const void *)((const char *)defaults
-                                                     + off);
-    }
+    inherit_section(&defaults_section, svc, defaults);
 }
 
 static void
@@ -957,6 +1098,20 @@ check_services(struct root_in *r, struct err *e)
 
 /* ---- building the table ------------------------------------------------ */
 
+static void
+build_check(struct tbl_check *c, const struct check_in *in)
+{
+    c->type = (enum tbl_check_type)in->type;
+    c->interval_ms = (uint32_t)in->interval_ms;
+    c->timeout_ms = (uint32_t)in->timeout_ms;
+    c->rise = (uint32_t)in->rise;
+    c->fall = (uint32_t)in->fall;
+    c->port = (uint16_t)in->port;
+    c->status_min = (uint16_t)(in->expect >> 16);
+    c->status_max = (uint16_t)(in->expect & 0xffff);
+    snprintf(c->path, sizeof(c->path), "%s", in->path[0] ? in->path : "/");
+}
+
 static int
 add_service(struct table *t, const struct service_in *in, struct pos pos,
             struct err *e)
@@ -985,6 +1140,7 @@ add_service(struct table *t, const struct service_in *in, struct pos pos,
     s.idle_timeout_ms = (uint32_t)in->pol.idle_timeout_ms;
     s.retries = (uint32_t)in->pol.retries;
     s.max_conns = (uint32_t)in->pol.max_conns;
+    build_check(&s.check, &in->pol.check);
     rc = table_add_service(t, &s, e);
     free(s.backends);
     if (rc < 0) {
@@ -1010,6 +1166,14 @@ build(struct root_in *r, struct err *e)
     c->log_level = (enum log_level)r->log.level;
     c->log_format = (enum log_format)r->log.format;
     c->drain_timeout_ms = r->drain_timeout_ms;
+    c->admin.enabled = r->admin.enabled == 1;
+    c->admin.listen = r->admin.listen;
+    if (c->admin.listen.u.sa.sa_family == 0) {
+        const char *why;
+        parse_hostport(CONF_ADMIN_LISTEN_DEFAULT, &c->admin.listen, 0, &why);
+    }
+    c->admin.request_timeout_ms = (uint32_t)r->admin.request_timeout_ms;
+    c->admin.api_grace_ms = (uint32_t)r->admin.api_grace_ms;
     for (i = 0; i < r->services.n; i++) {
         if (add_service(c->table, &svc[i], r->services.pos[i], e) < 0) {
             conf_free(c);

@@ -19,10 +19,21 @@
 /* Largest config accepted, file or buffer. */
 #define CONF_FILE_MAX (4u << 20)
 
+#define CONF_ADMIN_LISTEN_DEFAULT "127.0.0.1:9990"
+
+/* "admin:", the admin HTTP server. */
+struct conf_admin {
+    int enabled;                 /* default on */
+    struct saddr listen;         /* default CONF_ADMIN_LISTEN_DEFAULT */
+    uint32_t request_timeout_ms; /* whole request and reply, default 5s */
+    uint32_t api_grace_ms;       /* /readyz: API failing longer = not ready */
+};
+
 struct conf {
     enum log_level log_level; /* log.level, default info */
     enum log_format log_format; /* log.format, default text */
     uint64_t drain_timeout_ms;  /* drain_timeout, default 30s */
+    struct conf_admin admin;
     struct table *table;        /* owned reference, frozen, generation 0 */
 };
 

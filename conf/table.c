@@ -196,7 +196,8 @@ tbl_service_equal(const struct tbl_service *a, const struct tbl_service *b)
         || a->connect_timeout_ms != b->connect_timeout_ms
         || a->idle_timeout_ms != b->idle_timeout_ms
         || a->retries != b->retries || a->max_conns != b->max_conns
-        || a->affinity_timeout_ms != b->affinity_timeout_ms)
+        || a->affinity_timeout_ms != b->affinity_timeout_ms
+        || !tbl_check_equal(&a->check, &b->check))
         return 0;
     for (i = 0; i < a->nfrontends; i++)
         if (saddr_cmp(&a->frontends[i], &b->frontends[i]) != 0)
@@ -208,4 +209,17 @@ tbl_service_equal(const struct tbl_service *a, const struct tbl_service *b)
             return 0;
     }
     return 1;
+}
+
+int
+tbl_check_equal(const struct tbl_check *a, const struct tbl_check *b)
+{
+    if (a->type != b->type)
+        return 0;
+    if (a->type == TBL_CHECK_NONE)
+        return 1;
+    return a->interval_ms == b->interval_ms && a->timeout_ms == b->timeout_ms
+           && a->rise == b->rise && a->fall == b->fall && a->port == b->port
+           && a->status_min == b->status_min && a->status_max == b->status_max
+           && strcmp(a->path, b->path) == 0;
 }

@@ -46,6 +46,30 @@ struct tbl_backend {
     uint32_t flags;          /* TBL_BE_* */
 };
 
+/* Active health check of a service's backends. */
+enum tbl_check_type {
+    TBL_CHECK_NONE = 0, /* no active checks: every listed backend is up */
+    TBL_CHECK_TCP,      /* a TCP connect must succeed */
+    TBL_CHECK_HTTP,     /* GET <path> must answer a status in the range */
+};
+
+#define TBL_CHECK_PATH_MAX 128
+
+struct tbl_check {
+    enum tbl_check_type type;
+    uint32_t interval_ms;
+    uint32_t timeout_ms;
+    uint32_t rise;        /* consecutive successes to come back up */
+    uint32_t fall;        /* consecutive failures to go down */
+    uint16_t port;        /* 0 = the backend's own port */
+    uint16_t status_min;  /* HTTP: accepted status range, inclusive */
+    uint16_t status_max;
+    char path[TBL_CHECK_PATH_MAX]; /* HTTP: "/healthz" */
+};
+
+/* Nonzero if two check specs are the same. */
+int tbl_check_equal(const struct tbl_check *a, const struct tbl_check *b);
+
 struct tbl_service {
     char name[TBL_NAME_MAX]; /* unique within a table */
     struct saddr *frontends;
@@ -58,6 +82,7 @@ struct tbl_service {
     uint32_t retries;             /* extra attempts on other backends */
     uint32_t max_conns;           /* 0 = no limit */
     uint32_t affinity_timeout_ms; /* ClientIP affinity, 0 = off */
+    struct tbl_check check;       /* active health check (type NONE: off) */
 };
 
 struct table {

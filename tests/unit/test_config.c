@@ -273,7 +273,7 @@ test_err_unknown_key(void **state)
     (void)state;
     expect_error("servces: []\n", 1, 1,
                  "unknown key \"servces\" at top level (known: log, "
-                 "drain_timeout, defaults, services)");
+                 "drain_timeout, defaults, services, admin)");
     expect_error("services:\n"
                  "  - name: web\n"
                  "    listen: 127.0.0.1:1\n"
@@ -291,6 +291,91 @@ test_err_unknown_key(void **state)
                  "unknown key \"wieght\" in backend #1 of service \"web\"");
     expect_error("log: {level: info, colour: no}\n", 1, 20,
                  "unknown key \"colour\" in section \"log\"");
+}
+
+static void
+test_health_check_and_admin(void **state)
+{
+    const struct tbl_service *web, *db;
+    struct conf *c;
+    struct err e;
+    char a[SADDR_STR_MAX];
+
+    (void)state;
+    c = load("defaults:\n"
+             "  health_check:\n"
+             "    type: http\n"
+             "    path: /healthz?full=1\n"
+             "    expect_status: \"200-299\"\n"
+             "    interval: 2s\n"
+             "    rise: 1\n"
+             "services:\n"
+             "  - name: web\n"
+             "    listen: 127.0.0.1:1\n"
+             "    health_check: {fall: 5, port: 8081}\n" BACKENDS
+             "  - name: db\n"
+             "    listen: 127.0.0.1:2\n"
+             "    health_check: {type: tcp, expect_status: 204}\n" BACKENDS,
+             &e);
+    assert_non_null(c);
+    web = find(c, "web");
+    assert_int_equal(web->check.type, TBL_CHECK_HTTP);
+    assert_string_equal(web->check.path, "/healthz?full=1");
+    assert_int_equal(web->check.status_min, 200);
+    assert_int_equal(web->check.status_max, 299);
+    assert_int_equal(web->check.interval_ms, 2000);
+    assert_int_equal(web->check.timeout_ms, 2000);
+    assert_int_equal(web->check.rise, 1);
+    assert_int_equal(web->check.fall, 5);
+    assert_int_equal(web->check.port, 8081);
+    db = find(c, "db");
+    assert_int_equal(db->check.type, TBL_CHECK_TCP);
+    assert_int_equal(db->check.status_min, 204);
+    assert_int_equal(db->check.status_max, 204);
+    assert_int_equal(db->check.fall, 3);
+    assert_false(tbl_check_equal(&web->check, &db->check));
+    /* Admin defaults. */
+    assert_true(c->admin.enabled);
+    assert_string_equal(saddr_str(&c->admin.listen, a, sizeof(a)),
+                        CONF_ADMIN_LISTEN_DEFAULT);
+    assert_int_equal(c->admin.request_timeout_ms, 5000);
+    conf_free(c);
+
+    c = load("admin: {enabled: false, listen: \"[::1]:9999\", "
+             "request_timeout: 250ms}\n"
+             "services:\n"
+             "  - name: web\n"
+             "    listen: 127.0.0.1:1\n" BACKENDS,
+             &e);
+    assert_non_null(c);
+    assert_false(c->admin.enabled);
+    assert_string_equal(saddr_str(&c->admin.listen, a, sizeof(a)),
+                        "[::1]:9999");
+    assert_int_equal(c->admin.request_timeout_ms, 250);
+    /* No health_check anywhere: checks are off. */
+    assert_int_equal(find(c, "web")->check.type, TBL_CHECK_NONE);
+    conf_free(c);
+}
+
+static void
+test_err_health_check(void **state)
+{
+    (void)state;
+    expect_error("defaults: {health_check: {expect_status: 399-200}}\n", 1,
+                 42, "\"expect_status\": expected a status or a range");
+    expect_error("defaults: {health_check: {expect_status: 700}}\n", 1, 42,
+                 "expected a status or a range");
+    expect_error("defaults: {health_check: {path: health}}\n", 1, 33,
+                 "\"path\": must start with \"/\"");
+    expect_error("defaults: {health_check: {type: udp}}\n", 1, 33,
+                 "expected one of none, tcp, http");
+    expect_error("defaults: {health_check: {rise: 0}}\n", 1, 33,
+                 "out of range 1..100");
+    expect_error("defaults: {health_check: {intervall: 1s}}\n", 1, 27,
+                 "unknown key \"intervall\" in section \"health_check\"");
+    expect_error("admin: {enabled: maybe}\n", 1, 18,
+                 "expected one of false, true");
+    expect_error("admin: {listen: localhost:9990}\n", 1, 17, "\"listen\"");
 }
 
 static void
@@ -692,6 +777,8 @@ main(void)
         cmocka_unit_test(test_err_syntax),
         cmocka_unit_test(test_err_empty),
         cmocka_unit_test(test_err_unknown_key),
+        cmocka_unit_test(test_health_check_and_admin),
+        cmocka_unit_test(test_err_health_check),
         cmocka_unit_test(test_err_wrong_type),
         cmocka_unit_test(test_err_integers),
         cmocka_unit_test(test_err_enums),
