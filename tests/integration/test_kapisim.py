@@ -883,3 +883,52 @@ def test_discovery(sim):
     names = [i["metadata"]["name"] for i in sim.list("namespaces")["items"]]
     assert names == ["default", "kube-node-lease", "kube-public",
                      "kube-system"]
+
+
+def test_faults_cut_drop_regress(sim):
+    # a namespaced page ignores other namespaces in remainingItemCount
+    sim.create("namespaces", {"metadata": {"name": "aaa"}})
+    for ns in ("aaa", "default"):
+        for i in range(3):
+            sim.create("services", svc_obj("r-%d" % i), ns=ns)
+    lst = sim.list("services", "default", limit=2)
+    assert lst["metadata"]["remainingItemCount"] == 2
+    # abort: the watch connection is cut without the terminating chunk
+    w = WatchStream(sim, SVC + "?watch=true&resourceVersion=%d" %
+                    sim.state()["revision"])
+    try:
+        wait_for(lambda: sim.state()["watches"] == 1, 5, "watch open")
+        sim.fault(action="end_watches", mode="abort")
+        with pytest.raises((http.client.IncompleteRead, ConnectionError)):
+            w.next(5)
+    finally:
+        w.close()
+    # drop: no answer at all
+    sim.fault(action="drop", path=SVC)
+    with pytest.raises((ConnectionError, http.client.HTTPException,
+                        OSError)):
+        sim.request("GET", SVC)
+    assert sim.request("GET", SVC)[0] == 200
+    # regress: back to an older revision, open watches end cleanly
+    rev = sim.state()["revision"]
+    sim.create("services", svc_obj("later"))
+    w = WatchStream(sim, SVC + "?watch=true&resourceVersion=%d" % (rev + 1))
+    try:
+        wait_for(lambda: sim.state()["watches"] == 1, 5, "watch open")
+        sim.fault(action="regress", revision=rev)
+        assert w.next(5) is None
+    finally:
+        w.close()
+    st = sim.state()
+    assert st["revision"] == rev
+    assert sim.request("GET", SVC + "/later")[0] == 404
+    assert rv_of(sim.create("services", svc_obj("again"))) == rev + 1
+    # delayed flushes still deliver every event
+    sim.fault(action="delay_flush", seconds=0.2, path=SVC)
+    w = WatchStream(sim, SVC + "?watch=true")
+    try:
+        t0 = time.monotonic()
+        names = [w.next(5)["object"]["metadata"]["name"] for _ in range(5)]
+        assert "again" in names and time.monotonic() - t0 >= 0.8
+    finally:
+        w.close()

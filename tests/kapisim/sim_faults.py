@@ -42,6 +42,7 @@ class Faults:
         with self.lock:
             self.rules = []
             self.flags = {}
+            self.end_mode = "clean"
 
     def add(self, rule):
         """Store one rule or flag; returns its id (flags: None)."""

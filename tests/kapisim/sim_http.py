@@ -607,7 +607,9 @@ class Handler(BaseHTTPRequestHandler):
         def skey(key):
             return key[0] + "/" + key[1] if cluster_wide else key[1]
 
-        keys = sorted((skey(k), k) for k in objs)
+        keys = sorted((skey(k), k) for k in objs
+                      if (not route.ns or k[0] == route.ns) and
+                      (not route.name or k[1] == route.name))
         keys = [(s, k) for s, k in keys if s >= start]
         items, last, more, remaining = [], None, False, 0
         for i, (s, k) in enumerate(keys):
@@ -616,7 +618,7 @@ class Handler(BaseHTTPRequestHandler):
                 continue
             if limit and len(items) >= limit:
                 more = True
-                remaining = sum(1 for _ in keys[i:]) if match.empty else 0
+                remaining = len(keys) - i if match.empty else 0
                 break
             items.append(drop_type(obj))
             last = s
@@ -746,6 +748,7 @@ class Handler(BaseHTTPRequestHandler):
             store.compact(r.get("revision"))
             return None
         if act == "regress":
+            faults.end_mode = "clean"
             store.regress(int(r["revision"]), r.get("closeWatches", True))
             return None
         if act == "end_watches":
