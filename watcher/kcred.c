@@ -286,9 +286,6 @@ kcred_in_cluster(const char *server, const char *sa_dir, struct err *e)
         c->ca_file = ca;
     else
         free(ca);
-    if (access(c->token_file, R_OK) != 0)
-        log_warn("kube-api: no service-account token at %s; requests go "
-                 "without one", c->token_file);
     return c;
 fail:
     kcred_free(c);

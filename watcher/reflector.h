@@ -1,0 +1,86 @@
+/*
+ * reflector.h - keep a local cache of one resource in step with the API
+ * server: LIST (paginated), then WATCH from the list's resourceVersion.
+ *
+ *   LIST --ok--> WATCH --clean end--> WATCH (same RV)
+ *     ^            |--410, ERROR event, RV regression, 401/403/4xx--> BACKOFF --> LIST
+ *     |            '--refused, 429, 5xx--> BACKOFF --> WATCH (same RV)
+ *     '--- any list failure --> BACKOFF ---'
+ *
+ * Backoff is 800 ms doubling to 30 s with jitter, reset after 2 minutes
+ * healthy; Retry-After is honoured. A list replaces the cache and drops
+ * what vanished. Runs on the loop; all callbacks are loop callbacks.
+ */
+#ifndef WATCHER_REFLECTOR_H
+#define WATCHER_REFLECTOR_H
+
+#include <ev.h>
+#include <stdint.h>
+
+#include "kapi.h"
+#include "kcache.h"
+
+#define REFLECTOR_PAGE        500
+#define REFLECTOR_LIST_MAX    (256u << 20) /* bytes of one list page */
+#define REFLECTOR_LINE_MAX    (16u << 20)  /* bytes of one watch event */
+#define REFLECTOR_LIST_TIME   120.0        /* list request deadline, s */
+#define REFLECTOR_WATCH_IDLE  150.0        /* no byte for this long: rewatch */
+
+/* A resource to follow. */
+struct reflector_kind {
+    const char *kind;     /* "Service" */
+    const char *path;     /* "/api/v1/services" */
+    const char *resource; /* "services", for RBAC messages */
+    const char *group;    /* "" (core) or "discovery.k8s.io" */
+    int namespaced;
+};
+
+extern const struct reflector_kind reflector_services;
+extern const struct reflector_kind reflector_slices;
+extern const struct reflector_kind reflector_nodes;
+
+struct reflector_stats {
+    uint64_t lists;          /* completed lists */
+    uint64_t relists;        /* lists after the first */
+    uint64_t watches;        /* watch requests started */
+    uint64_t watch_restarts; /* watches started after the first */
+    uint64_t events;         /* watch events applied */
+    uint64_t bad_lines;      /* malformed lines or objects skipped */
+    uint64_t errors;         /* failed requests */
+    double last_sync;        /* loop time of the last completed list */
+    double failing_since;    /* loop time of the first failure of the
+                              * current streak, 0 when healthy */
+    char last_error[256];
+};
+
+struct reflector;
+
+struct reflector_ops {
+    /* The cache changed (objects, not just the RV). */
+    void (*on_change)(void *arg, struct reflector *r);
+    /* Health changed: ok = 0 on the first failure of a streak, 1 when
+     * a list or watch works again. */
+    void (*on_health)(void *arg, struct reflector *r, int ok);
+};
+
+/* New reflector (not started). Selectors are raw (unescaped) or NULL.
+ * Borrows <loop>, <api>, <kind>, <ops>. Returns NULL on no memory. */
+struct reflector *reflector_new(struct ev_loop *loop, struct kapi *api,
+                                const struct reflector_kind *kind,
+                                const char *label_selector,
+                                const char *field_selector,
+                                const struct reflector_ops *ops, void *arg);
+void reflector_free(struct reflector *r);
+
+/* Start with a LIST. */
+void reflector_start(struct reflector *r);
+
+const struct kcache *reflector_cache(const struct reflector *r);
+const struct reflector_kind *reflector_kind_of(const struct reflector *r);
+
+/* Listed completely at least once. */
+int reflector_synced(const struct reflector *r);
+
+const struct reflector_stats *reflector_stats(const struct reflector *r);
+
+#endif

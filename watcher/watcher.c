@@ -1,0 +1,442 @@
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kapi.h"
+#include "kcred.h"
+#include "log.h"
+#include "reflector.h"
+#include "translate.h"
+#include "watcher.h"
+
+#define SEL_HEADLESS "!service.kubernetes.io/headless"
+#define SEL_PROXY    "service.kubernetes.io/service-proxy-name"
+
+const double watcher_latency_bounds[WATCHER_LAT_BUCKETS] = {
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10};
+
+struct watcher {
+    struct ev_loop *loop;
+    watcher_publish_fn publish;
+    void *arg;
+    struct kcred *cred;
+    struct kapi *api;
+    struct reflector *svc, *eps, *node;
+
+    /* copies of the configuration */
+    char *node_name, *proxy_name;
+    struct saddr *node_addrs;
+    size_t n_node_addrs;
+    struct tbl_service policy;
+    int has_policy;
+    char zone[64];
+
+    ev_timer publish_timer; /* zero-delay: after the current batch */
+    int dirty;
+    double oldest; /* arrival of the oldest unpublished change */
+    struct table *last;
+    uint64_t generation;
+    uint64_t tables;
+    double last_publish;
+    size_t conflicts;
+    int api_healthy;
+
+    double lat[WATCHER_LAT_RING];
+    size_t lat_n, lat_pos;
+    struct watcher_latency_hist hist;
+};
+
+static void
+record_latency(struct watcher *w, double d)
+{
+    size_t i;
+
+    w->lat[w->lat_pos] = d;
+    w->lat_pos = (w->lat_pos + 1) % WATCHER_LAT_RING;
+    if (w->lat_n < WATCHER_LAT_RING)
+        w->lat_n++;
+    w->hist.count++;
+    w->hist.sum += d;
+    for (i = 0; i < WATCHER_LAT_BUCKETS; i++)
+        if (d <= watcher_latency_bounds[i])
+            w->hist.buckets[i]++;
+    w->hist.buckets[WATCHER_LAT_BUCKETS]++;
+}
+
+static int
+tables_equal(const struct table *a, const struct table *b)
+{
+    size_t i;
+
+    if (a == NULL || b == NULL || a->nservices != b->nservices)
+        return 0;
+    for (i = 0; i < a->nservices; i++)
+        if (!tbl_service_equal(&a->services[i], &b->services[i]))
+            return 0;
+    return 1;
+}
+
+static struct table *
+build_table(struct watcher *w)
+{
+    struct translate_opts o;
+    struct translate_stats st;
+    struct table *t = table_new();
+    struct err e;
+
+    memset(&o, 0, sizeof(o));
+    o.node_name = w->node_name;
+    o.node_zone = w->zone[0] ? w->zone : NULL;
+    o.node_addrs = w->node_addrs;
+    o.n_node_addrs = w->n_node_addrs;
+    o.service_proxy_name = w->proxy_name;
+    o.policy = w->has_policy ? &w->policy : NULL;
+    o.stats = &st;
+    err_clear(&e);
+    if (t == NULL
+        || translate_build(reflector_cache(w->svc), reflector_cache(w->eps),
+                           &o, t, &e)
+               < 0) {
+        log_error("watcher: cannot build the service table: %s",
+                  t ? e.msg : "out of memory");
+        table_unref(t);
+        return NULL;
+    }
+    if (st.conflicts != w->conflicts && st.conflicts > 0)
+        log_warn("watcher: %zu service ports not served, e.g. %s",
+                 st.conflicts, st.first_conflict);
+    w->conflicts = st.conflicts;
+    return t;
+}
+
+static void
+watcher_on_publish(struct ev_loop *loop, ev_timer *tm, int revents)
+{
+    struct watcher *w = tm->data;
+    struct table *t;
+    double lat;
+
+    (void)revents;
+    if (!w->dirty || !watcher_synced(w))
+        return;
+    t = build_table(w);
+    if (t == NULL)
+        return; /* keep dirty: the next change retries */
+    w->dirty = 0;
+    if (tables_equal(t, w->last)) {
+        table_unref(t);
+        return;
+    }
+    table_freeze(t, ++w->generation);
+    ev_now_update(loop);
+    lat = ev_now(loop) - w->oldest;
+    record_latency(w, lat < 0 ? 0 : lat);
+    w->last_publish = ev_now(loop);
+    w->tables++;
+    log_info("watcher: publishing table %llu: %zu services (change latency "
+             "%.1f ms)",
+             (unsigned long long)t->generation, t->nservices, lat * 1e3);
+    table_unref(w->last);
+    w->last = table_ref(t);
+    w->publish(t, w->arg);
+}
+
+static void
+mark_dirty(struct watcher *w)
+{
+    if (!w->dirty) {
+        w->dirty = 1;
+        w->oldest = ev_now(w->loop);
+    }
+    if (watcher_synced(w) && !ev_is_active(&w->publish_timer)) {
+        ev_timer_set(&w->publish_timer, 0., 0.);
+        ev_timer_start(w->loop, &w->publish_timer);
+    }
+}
+
+static void
+on_change(void *arg, struct reflector *r)
+{
+    struct watcher *w = arg;
+
+    if (r == w->node) {
+        const json_t *n = kcache_get(reflector_cache(r), w->node_name);
+        const char *z = n ? translate_node_zone(n) : NULL;
+        if (strcmp(z ? z : "", w->zone) == 0)
+            return;
+        snprintf(w->zone, sizeof(w->zone), "%s", z ? z : "");
+        log_info("watcher: node %s is in zone \"%s\"", w->node_name,
+                 w->zone);
+    }
+    mark_dirty(w);
+}
+
+static int
+all_healthy(const struct watcher *w)
+{
+    /* The Node is optional (zone hints only): it does not count. */
+    const struct reflector *rs[] = {w->svc, w->eps};
+    size_t i;
+
+    for (i = 0; i < 2; i++)
+        if (rs[i] != NULL && reflector_stats(rs[i])->failing_since != 0)
+            return 0;
+    return 1;
+}
+
+static void
+on_health(void *arg, struct reflector *r, int ok)
+{
+    struct watcher *w = arg;
+    int now_ok = all_healthy(w);
+
+    (void)r;
+    (void)ok;
+    if (now_ok == w->api_healthy)
+        return;
+    w->api_healthy = now_ok;
+    if (!now_ok && w->last != NULL)
+        log_warn("watcher: lost the API server; keeping the last table "
+                 "(generation %llu, %zu services) until it is back",
+                 (unsigned long long)w->last->generation,
+                 w->last->nservices);
+    else if (!now_ok)
+        log_warn("watcher: cannot reach the API server yet; no table "
+                 "published");
+    else
+        log_info("watcher: API server reachable again");
+}
+
+static const struct reflector_ops refl_ops = {on_change, on_health};
+
+static struct kcred *
+load_cred(const struct watcher_conf *wc, struct err *e)
+{
+    struct kcred *c;
+
+    if (wc->kubeconfig != NULL)
+        c = kcred_from_kubeconfig(wc->kubeconfig, e);
+    else
+        c = kcred_in_cluster(wc->api_server, wc->sa_dir, e);
+    if (c == NULL)
+        return NULL;
+    if (wc->kubeconfig != NULL && wc->api_server != NULL) {
+        free(c->server);
+        c->server = strdup(wc->api_server);
+    }
+    if (c->server == NULL || (strncmp(c->server, "https://", 8) != 0
+                              && strncmp(c->server, "http://", 7) != 0)) {
+        err_set(e, "API server must be an http:// or https:// URL");
+        kcred_free(c);
+        return NULL;
+    }
+    if (wc->insecure_skip_tls_verify)
+        c->insecure = 1;
+    if (strncmp(c->server, "http://", 7) == 0)
+        log_warn("watcher: talking to the API server %s without TLS",
+                 c->server);
+    return c;
+}
+
+/* kube-proxy's selector: no headless, and the proxy-name rule. */
+static char *
+make_selector(const struct watcher_conf *wc, int with_extra)
+{
+    const char *extra = with_extra ? wc->label_selector : NULL;
+    char *s;
+    int n;
+
+    if (wc->service_proxy_name != NULL)
+        n = asprintf(&s, "%s,%s=%s%s%s", SEL_HEADLESS, SEL_PROXY,
+                     wc->service_proxy_name, extra ? "," : "",
+                     extra ? extra : "");
+    else
+        n = asprintf(&s, "%s,!%s%s%s", SEL_HEADLESS, SEL_PROXY,
+                     extra ? "," : "", extra ? extra : "");
+    return n < 0 ? NULL : s;
+}
+
+static int
+copy_conf(struct watcher *w, const struct watcher_conf *wc)
+{
+    if (wc->node_name != NULL
+        && (w->node_name = strdup(wc->node_name)) == NULL)
+        return -1;
+    if (wc->service_proxy_name != NULL
+        && (w->proxy_name = strdup(wc->service_proxy_name)) == NULL)
+        return -1;
+    if (wc->n_node_addrs > 0) {
+        w->node_addrs = calloc(wc->n_node_addrs, sizeof(*w->node_addrs));
+        if (w->node_addrs == NULL)
+            return -1;
+        memcpy(w->node_addrs, wc->node_addrs,
+               wc->n_node_addrs * sizeof(*w->node_addrs));
+        w->n_node_addrs = wc->n_node_addrs;
+    }
+    if (wc->policy != NULL) {
+        w->policy = *wc->policy;
+        w->policy.frontends = NULL;
+        w->policy.nfrontends = 0;
+        w->policy.backends = NULL;
+        w->policy.nbackends = 0;
+        w->has_policy = 1;
+    }
+    return 0;
+}
+
+static int
+start_reflectors(struct watcher *w, const struct watcher_conf *wc)
+{
+    char *ssel = make_selector(wc, 1), *esel = make_selector(wc, 0);
+    char *nsel = NULL;
+    int rc = -1;
+
+    if (ssel == NULL || esel == NULL)
+        goto out;
+    w->svc = reflector_new(w->loop, w->api, &reflector_services, ssel, NULL,
+                           &refl_ops, w);
+    w->eps = reflector_new(w->loop, w->api, &reflector_slices, esel, NULL,
+                           &refl_ops, w);
+    if (w->svc == NULL || w->eps == NULL)
+        goto out;
+    if (w->node_name != NULL) {
+        /* Only for the zone (topology hints): not needed to be synced. */
+        if (asprintf(&nsel, "metadata.name=%s", w->node_name) < 0)
+            goto out;
+        w->node = reflector_new(w->loop, w->api, &reflector_nodes, NULL,
+                                nsel, &refl_ops, w);
+        if (w->node == NULL)
+            goto out;
+        reflector_start(w->node);
+    }
+    reflector_start(w->svc);
+    reflector_start(w->eps);
+    rc = 0;
+out:
+    free(ssel);
+    free(esel);
+    free(nsel);
+    return rc;
+}
+
+struct watcher *
+watcher_new(struct ev_loop *loop, const struct watcher_conf *wc,
+            watcher_publish_fn publish, void *arg, struct err *e)
+{
+    struct watcher *w = calloc(1, sizeof(*w));
+
+    if (w == NULL) {
+        err_set(e, "out of memory");
+        return NULL;
+    }
+    w->loop = loop;
+    w->publish = publish;
+    w->arg = arg;
+    w->api_healthy = 1;
+    ev_timer_init(&w->publish_timer, watcher_on_publish, 0., 0.);
+    w->publish_timer.data = w;
+    if (copy_conf(w, wc) < 0) {
+        err_set(e, "out of memory");
+        goto fail;
+    }
+    w->cred = load_cred(wc, e);
+    if (w->cred == NULL)
+        goto fail;
+    w->api = kapi_new(loop, w->cred, e);
+    if (w->api == NULL)
+        goto fail;
+    log_info("watcher: following %s (%s credentials)%s%s", w->cred->server,
+             w->cred->source, w->node_name ? " as node " : " in edge mode",
+             w->node_name ? w->node_name : "");
+    if (start_reflectors(w, wc) < 0) {
+        err_set(e, "out of memory");
+        goto fail;
+    }
+    return w;
+fail:
+    watcher_free(w);
+    return NULL;
+}
+
+void
+watcher_free(struct watcher *w)
+{
+    if (w == NULL)
+        return;
+    ev_timer_stop(w->loop, &w->publish_timer);
+    reflector_free(w->svc);
+    reflector_free(w->eps);
+    reflector_free(w->node);
+    kapi_free(w->api);
+    kcred_free(w->cred);
+    table_unref(w->last);
+    free(w->node_name);
+    free(w->proxy_name);
+    free(w->node_addrs);
+    free(w);
+}
+
+int
+watcher_synced(const struct watcher *w)
+{
+    return w->svc != NULL && w->eps != NULL && reflector_synced(w->svc)
+           && reflector_synced(w->eps);
+}
+
+static void
+add_stats(struct watcher_status *s, const struct reflector *r)
+{
+    const struct reflector_stats *st;
+
+    if (r == NULL)
+        return;
+    st = reflector_stats(r);
+    s->relists += st->relists;
+    s->watch_restarts += st->watch_restarts;
+    s->events += st->events;
+    s->bad_objects += st->bad_lines;
+    s->errors += st->errors;
+    if (st->last_sync > s->last_sync)
+        s->last_sync = st->last_sync;
+    if (st->failing_since != 0
+        && (s->failing_since == 0 || st->failing_since < s->failing_since)) {
+        s->failing_since = st->failing_since;
+        snprintf(s->last_error, sizeof(s->last_error), "%s", st->last_error);
+    }
+}
+
+void
+watcher_status(const struct watcher *w, struct watcher_status *s)
+{
+    memset(s, 0, sizeof(*s));
+    s->synced = watcher_synced(w);
+    s->api_healthy = all_healthy(w);
+    s->last_publish = w->last_publish;
+    s->generation = w->generation;
+    s->tables = w->tables;
+    s->conflicts = w->conflicts;
+    add_stats(s, w->svc);
+    add_stats(s, w->eps);
+    add_stats(s, w->node);
+    s->services = w->svc ? kcache_size(reflector_cache(w->svc)) : 0;
+    s->slices = w->eps ? kcache_size(reflector_cache(w->eps)) : 0;
+    s->table_services = w->last ? w->last->nservices : 0;
+    snprintf(s->node_zone, sizeof(s->node_zone), "%s", w->zone);
+}
+
+size_t
+watcher_latencies(const struct watcher *w, double *out, size_t max)
+{
+    size_t i, n = w->lat_n < max ? w->lat_n : max;
+
+    for (i = 0; i < n; i++)
+        out[i] = w->lat[(w->lat_pos + WATCHER_LAT_RING - 1 - i)
+                        % WATCHER_LAT_RING];
+    return n;
+}
+
+void
+watcher_latency_hist(const struct watcher *w, struct watcher_latency_hist *h)
+{
+    *h = w->hist;
+}

@@ -1,0 +1,120 @@
+/*
+ * watcher.h - follow Services and EndpointSlices (and this Node's zone)
+ * on the Kubernetes API and publish ferry's service table.
+ *
+ * Everything runs on the caller's libev loop; nothing blocks after
+ * watcher_new() (which reads the kubeconfig or service-account files).
+ * The first table is published only once both Services and
+ * EndpointSlices have been listed completely; after that a table is
+ * published as soon as the events that arrived together have been
+ * applied (no fixed delay), and only when it differs from the last one.
+ * If the API server goes away the last table stays in force (nothing is
+ * published) and the logs say so.
+ */
+#ifndef WATCHER_WATCHER_H
+#define WATCHER_WATCHER_H
+
+#include <ev.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "err.h"
+#include "parse.h"
+#include "table.h"
+
+struct watcher_conf {
+    const char *kubeconfig; /* path or NULL */
+    const char *api_server; /* "https://198.18.0.1:6443" or NULL: explicit
+                             * URL wins (over the kubeconfig's too) */
+    const char *sa_dir;     /* service-account dir, default
+                             * /var/run/secrets/kubernetes.io/serviceaccount */
+    const char *node_name;  /* this node, for Local policies and NodePorts;
+                             * NULL in edge mode */
+    const struct saddr *node_addrs; /* NodePort frontends listen on these
+                                     * IPs (port from nodePort) */
+    size_t n_node_addrs;
+    const char *service_proxy_name; /* NULL: skip every service carrying
+                                     * the label; else serve only those
+                                     * with this value */
+    const char *label_selector; /* extra selector for Services (edge
+                                 * mode), or NULL */
+    int insecure_skip_tls_verify;
+    const struct tbl_service *policy; /* template: balance, timeouts,
+                                       * retries, max_conns copied into
+                                       * each generated service; NULL =
+                                       * zeros */
+};
+
+/* Receives a frozen table and one reference to it (drop it with
+ * table_unref()). Called on the loop, from a timer callback. */
+typedef void (*watcher_publish_fn)(struct table *t, void *arg);
+
+struct watcher;
+
+/*
+ * Load credentials, start listing and watching. <wc> and everything it
+ * points to is copied. Reads files with blocking I/O (start-up only).
+ * Returns a new watcher or NULL with <e> filled (a kubeconfig error is
+ * FILE:LINE:COL). Not from inside a callback of another watcher.
+ */
+struct watcher *watcher_new(struct ev_loop *loop,
+                            const struct watcher_conf *wc,
+                            watcher_publish_fn publish, void *arg,
+                            struct err *e);
+
+/* Stop everything and free. NULL does nothing. Not from inside the
+ * publish callback. */
+void watcher_free(struct watcher *w);
+
+/* Both kinds listed at least once (a table has been or is about to be
+ * published). */
+int watcher_synced(const struct watcher *w);
+
+/* Status for /readyz, /status and /metrics. Times are loop times
+ * (ev_now()), 0 = never. */
+struct watcher_status {
+    int synced;
+    int api_healthy;          /* every reflector's last request worked */
+    double failing_since;     /* start of the current failure, or 0 */
+    double last_sync;         /* latest completed LIST of any kind */
+    double last_publish;      /* latest table published */
+    uint64_t generation;      /* of the latest table published */
+    uint64_t tables;          /* tables published */
+    uint64_t relists;         /* LISTs after the first, all kinds */
+    uint64_t watch_restarts;  /* WATCHes after the first, all kinds */
+    uint64_t events;          /* watch events applied */
+    uint64_t bad_objects;     /* malformed lines/objects skipped */
+    uint64_t errors;          /* failed API requests */
+    size_t services, slices;  /* objects cached */
+    size_t table_services;    /* services in the latest table */
+    size_t conflicts;         /* table services refused last build */
+    char node_zone[64];       /* this node's zone, "" if unknown */
+    char last_error[256];
+};
+
+void watcher_status(const struct watcher *w, struct watcher_status *out);
+
+/* Change latency: for each published table, the time from the arrival of
+ * the oldest event it contains to its publication. */
+#define WATCHER_LAT_RING    128
+#define WATCHER_LAT_BUCKETS 12
+
+/* Upper bounds in seconds of the histogram buckets; a last bucket
+ * (+Inf) follows them. */
+extern const double watcher_latency_bounds[WATCHER_LAT_BUCKETS];
+
+struct watcher_latency_hist {
+    uint64_t count;
+    double sum;                                /* seconds */
+    uint64_t buckets[WATCHER_LAT_BUCKETS + 1]; /* cumulative, as in
+                                                * Prometheus; last = +Inf */
+};
+
+/* Copy up to <max> latest latencies (seconds), newest first. Returns how
+ * many were copied. */
+size_t watcher_latencies(const struct watcher *w, double *out, size_t max);
+
+void watcher_latency_hist(const struct watcher *w,
+                          struct watcher_latency_hist *h);
+
+#endif
