@@ -102,6 +102,8 @@ backend_on_fail(struct backend *b, double now)
         d *= 2;
     if (d > BACKOFF_MAX_S)
         d = BACKOFF_MAX_S;
+    if (atomic_load_explicit(&b->eject_until, memory_order_relaxed) <= now)
+        atomic_fetch_add_explicit(&b->n_ejections, 1, memory_order_relaxed);
     atomic_store(&b->eject_until, now + d);
     atomic_fetch_add(&b->n_failures, 1);
 }
@@ -114,6 +116,15 @@ backend_on_success(struct backend *b)
         atomic_store(&b->eject_until, 0.0);
     }
     atomic_fetch_add_explicit(&b->n_connects, 1, memory_order_relaxed);
+}
+
+void
+backend_on_probe_ok(struct backend *b)
+{
+    if (atomic_load_explicit(&b->fails, memory_order_relaxed) != 0) {
+        atomic_store(&b->fails, 0);
+        atomic_store(&b->eject_until, 0.0);
+    }
 }
 
 int

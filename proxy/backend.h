@@ -17,6 +17,15 @@
 #include <stdint.h>
 
 #include "parse.h"
+#include "stats.h"
+
+/* Result of active health checks. UNCHECKED (no check configured) counts
+ * as up. */
+enum backend_health {
+    BACKEND_HEALTH_UNCHECKED = 0,
+    BACKEND_HEALTH_UP,
+    BACKEND_HEALTH_DOWN,
+};
 
 struct backend {
     struct saddr addr;
@@ -26,6 +35,15 @@ struct backend {
     atomic_uint fails;          /* consecutive connect failures */
     _Atomic double eject_until; /* ev_now() time before which it is skipped */
     atomic_uint_fast64_t n_connects, n_failures;
+    /* Connect failures by reason (STATS_FAIL_REFUSED..ERROR), times a
+     * back-off began, bytes each way, connect latency. */
+    atomic_uint_fast64_t n_fail[STATS_FAIL_CONNECT_COUNT];
+    atomic_uint_fast64_t n_ejections;
+    atomic_uint_fast64_t bytes_in, bytes_out;
+    struct hist connect_hist;
+    /* Active health: written on the control loop by health.c only. */
+    atomic_uchar health;                  /* enum backend_health */
+    atomic_uint_fast64_t n_went_down, n_went_up;
 };
 
 /* Find or create the state of <addr>. Returns a new reference, or NULL
@@ -44,6 +62,18 @@ void backend_on_fail(struct backend *b, double now);
 
 /* Record a successful connect: the back-off is cleared. */
 void backend_on_success(struct backend *b);
+
+/* A successful active probe: ends a passive ejection (without counting a
+ * connection). Control loop. */
+void backend_on_probe_ok(struct backend *b);
+
+/* Nonzero unless active checks say the backend is down. */
+static inline int
+backend_healthy(const struct backend *b)
+{
+    return atomic_load_explicit(&b->health, memory_order_relaxed)
+           != BACKEND_HEALTH_DOWN;
+}
 
 /* Nonzero when <b> is in back-off at <now>. */
 int backend_ejected(const struct backend *b, double now);

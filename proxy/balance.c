@@ -27,10 +27,11 @@ rr_pick(struct svc *s, bal_eligible_fn ok, void *arg)
 
     for (i = 0; i < s->nbe; i++) {
         struct svc_be *e = &s->be[i];
-        if (e->weight == 0 || !ok(s, i, arg))
+        uint32_t w = svc_be_weight(e);
+        if (w == 0 || !ok(s, i, arg))
             continue;
-        e->cur += (int32_t)e->weight;
-        total += (int32_t)e->weight;
+        e->cur += (int32_t)w;
+        total += (int32_t)w;
         if (best < 0 || e->cur > s->be[best].cur)
             best = (int)i;
     }
@@ -60,15 +61,15 @@ lc_pick(struct svc *s, bal_eligible_fn ok, void *arg)
     for (k = 0; k < s->nbe; k++) {
         size_t i = (s->lc_next + k) % s->nbe;
         struct svc_be *e = &s->be[i];
-        uint64_t act;
+        uint64_t act, w = svc_be_weight(e);
 
-        if (e->weight == 0 || !ok(s, i, arg))
+        if (w == 0 || !ok(s, i, arg))
             continue;
         act = atomic_load_explicit(&e->b->active, memory_order_relaxed);
-        if (best < 0 || act * best_w < best_act * e->weight) {
+        if (best < 0 || act * best_w < best_act * w) {
             best = (int)i;
             best_act = act;
-            best_w = e->weight;
+            best_w = w;
         }
     }
     if (best >= 0)
@@ -103,17 +104,18 @@ rand_pick(struct svc *s, bal_eligible_fn ok, void *arg)
     size_t i;
 
     for (i = 0; i < s->nbe; i++)
-        if (s->be[i].weight > 0 && ok(s, i, arg))
-            total += s->be[i].weight;
+        if (svc_be_weight(&s->be[i]) > 0 && ok(s, i, arg))
+            total += svc_be_weight(&s->be[i]);
     if (total == 0)
         return -1;
     r = rand_next(s) % total;
     for (i = 0; i < s->nbe; i++) {
-        if (s->be[i].weight == 0 || !ok(s, i, arg))
+        uint32_t w = svc_be_weight(&s->be[i]);
+        if (w == 0 || !ok(s, i, arg))
             continue;
-        if (r < s->be[i].weight)
+        if (r < w)
             return (int)i;
-        r -= s->be[i].weight;
+        r -= w;
     }
     return -1;
 }

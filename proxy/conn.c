@@ -8,6 +8,7 @@
 #include "conn.h"
 #include "listener.h"
 #include "log.h"
+#include "stats.h"
 #include "svc.h"
 #include "worker.h"
 
@@ -42,6 +43,7 @@ struct conn {
     struct half c2b, b2c;
     struct svc_tried tried;
     double last_active;
+    double attempt_start; /* loop time the current connect began */
     uint64_t id;
     uint64_t bytes_c2b, bytes_b2c;
     struct saddr client;
@@ -148,6 +150,7 @@ conn_close(struct conn *c, int reset)
              reset ? " (reset)" : "", (unsigned long long)c->bytes_c2b,
              (unsigned long long)c->bytes_b2c);
     conn_release_backend(c);
+    atomic_fetch_sub_explicit(&c->svc->st->active, 1, memory_order_relaxed);
     c->svc->active--;
     svc_unref(c->svc);
     if (c->prev != NULL)
@@ -183,6 +186,7 @@ conn_accept(struct worker *w, struct svc *s, int fd,
     if (s->spec.max_conns != 0 && s->active >= s->spec.max_conns) {
         char a[SADDR_STR_MAX];
         s->n_refused_limit++;
+        stats_inc(&s->st->fail[STATS_FAIL_LIMIT]);
         log_rl(LOG_WARN, now,
                "service %s: connection limit %u reached, refusing %s",
                s->name, s->spec.max_conns,
@@ -192,6 +196,7 @@ conn_accept(struct worker *w, struct svc *s, int fd,
     }
     c = worker_conn_alloc(w, sizeof(*c));
     if (c == NULL) {
+        stats_inc(&s->st->fail[STATS_FAIL_RESOURCE]);
         log_rl(LOG_ERROR, now, "out of memory: refusing a connection");
         close_reset(fd);
         return;
@@ -213,17 +218,31 @@ conn_accept(struct worker *w, struct svc *s, int fd,
     w->nconns++;
     s->active++;
     s->n_accepted++;
+    stats_inc(&s->st->accepted);
+    atomic_fetch_add_explicit(&s->st->active, 1, memory_order_relaxed);
     conn_try_connect(c);
+}
+
+/* Count a failed connect attempt (errno <err>) against the backend. */
+static void
+conn_blame(struct conn *c, int err)
+{
+    enum stats_fail r = stats_fail_from_errno(err);
+
+    backend_on_fail(c->be, ev_now(c->w->loop));
+    stats_inc(&c->be->n_fail[r]);
+    stats_inc(&c->svc->st->fail[r]);
 }
 
 /* The current attempt failed: blame the backend and try another one. */
 static void
-conn_attempt_failed(struct conn *c, const char *why)
+conn_attempt_failed(struct conn *c, int err)
 {
     struct ev_loop *loop = c->w->loop;
+    const char *why = err == ETIMEDOUT ? "connect timeout" : strerror(err);
 
     conn_log(LOG_DEBUG, c, "connect failed: %s", why);
-    backend_on_fail(c->be, ev_now(loop));
+    conn_blame(c, err);
     ev_timer_stop(loop, &c->timer);
     ev_io_stop(loop, &c->bio);
     close(c->bio.fd);
@@ -240,7 +259,11 @@ conn_connected(struct conn *c)
 {
     struct ev_loop *loop = c->w->loop;
 
+    double took = ev_now(loop) - c->attempt_start;
+
     backend_on_success(c->be);
+    hist_observe(&c->be->connect_hist, &hist_connect, took);
+    hist_observe(&c->svc->st->connect, &hist_connect, took);
     c->state = CONN_RELAY;
     c->last_active = ev_now(loop);
     ev_timer_stop(loop, &c->timer);
@@ -254,6 +277,7 @@ static void
 conn_no_backend(struct conn *c)
 {
     c->svc->n_no_backend++;
+    stats_inc(&c->svc->st->fail[STATS_FAIL_NO_BACKEND]);
     log_rl(LOG_WARN, ev_now(c->w->loop),
            "service %s: no backend available after %u attempt(s), "
            "resetting client",
@@ -275,6 +299,9 @@ conn_try_connect(struct conn *c)
             return;
         }
         svc_tried_set(&c->tried, (size_t)i);
+        if (c->attempts > 0)
+            stats_inc(&s->st->retries);
+        c->attempt_start = ev_now(loop);
         c->be = backend_ref(s->be[i].b);
         atomic_fetch_add_explicit(&c->be->active, 1, memory_order_relaxed);
         fd = socket(c->be->addr.u.sa.sa_family,
@@ -282,6 +309,7 @@ conn_try_connect(struct conn *c)
         if (fd < 0) {
             if (errno == EMFILE || errno == ENFILE)
                 worker_pause_accept(c->w);
+            stats_inc(&s->st->fail[STATS_FAIL_RESOURCE]);
             log_rl(LOG_WARN, ev_now(loop), "service %s: socket: %s",
                    s->name, strerror(errno));
             conn_release_backend(c);
@@ -302,7 +330,7 @@ conn_try_connect(struct conn *c)
             return;
         }
         /* Refused at once (common on loopback): next backend. */
-        backend_on_fail(c->be, ev_now(loop));
+        conn_blame(c, errno);
         log_rl(LOG_WARN, ev_now(loop), "service %s: backend %s failed: %s",
                s->name, c->be->addr_str, strerror(errno));
         close(fd);
@@ -348,8 +376,9 @@ half_flush(struct conn *c, struct half *h, int dst)
  * scratch buffer; only what <dst> cannot take now is copied into a
  * per-connection buffer, and reading <src> stops until it drains. */
 static enum conn_rc
-half_relay(struct conn *c, struct half *h, int src, int dst, uint64_t *count)
+half_relay(struct conn *c, struct half *h, int src, int dst, int up)
 {
+    uint64_t *count = up ? &c->bytes_c2b : &c->bytes_b2c;
     char *scratch = c->w->scratch;
     ssize_t n, m;
 
@@ -361,6 +390,9 @@ half_relay(struct conn *c, struct half *h, int src, int dst, uint64_t *count)
         return half_maybe_shut(c, h, dst);
     }
     *count += (uint64_t)n;
+    stats_add(up ? &c->svc->st->bytes_in : &c->svc->st->bytes_out,
+              (uint64_t)n);
+    stats_add(up ? &c->be->bytes_in : &c->be->bytes_out, (uint64_t)n);
     c->last_active = ev_now(c->w->loop);
     m = send(dst, scratch, (size_t)n, MSG_NOSIGNAL);
     if (m < 0) {
@@ -389,7 +421,7 @@ conn_on_client(struct ev_loop *loop, struct ev_io *io, int rev)
     if (rev & EV_WRITE)
         rc = half_flush(c, &c->b2c, c->cio.fd);
     if (rc == CONN_OK && (rev & EV_READ) && c->c2b.len == 0 && !c->c2b.eof)
-        rc = half_relay(c, &c->c2b, c->cio.fd, c->bio.fd, &c->bytes_c2b);
+        rc = half_relay(c, &c->c2b, c->cio.fd, c->bio.fd, 1);
     if (rc != CONN_OK) {
         conn_finish(c, rc);
         return;
@@ -406,7 +438,7 @@ conn_on_connect(struct conn *c)
     if (getsockopt(c->bio.fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
         err = errno;
     if (err != 0) {
-        conn_attempt_failed(c, strerror(err));
+        conn_attempt_failed(c, err);
         return;
     }
     conn_connected(c);
@@ -426,7 +458,7 @@ conn_on_backend(struct ev_loop *loop, struct ev_io *io, int rev)
     if (rev & EV_WRITE)
         rc = half_flush(c, &c->c2b, c->bio.fd);
     if (rc == CONN_OK && (rev & EV_READ) && c->b2c.len == 0 && !c->b2c.eof)
-        rc = half_relay(c, &c->b2c, c->bio.fd, c->cio.fd, &c->bytes_b2c);
+        rc = half_relay(c, &c->b2c, c->bio.fd, c->cio.fd, 0);
     if (rc != CONN_OK) {
         conn_finish(c, rc);
         return;
@@ -442,7 +474,7 @@ conn_on_timer(struct ev_loop *loop, struct ev_timer *t, int rev)
 
     (void)rev;
     if (c->state == CONN_CONNECTING) {
-        conn_attempt_failed(c, "connect timeout");
+        conn_attempt_failed(c, ETIMEDOUT);
         return;
     }
     /* The timer is not pushed on every read; it fires at the earliest

@@ -212,6 +212,8 @@ proxy_apply(struct proxy *p, struct table *t, int strict, struct err *e)
     p->nsvcs = t->nservices;
     table_unref(p->table);
     p->table = table_ref(t);
+    if (p->on_applied != NULL)
+        p->on_applied(p, p->on_applied_arg);
     return 0;
 }
 

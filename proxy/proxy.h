@@ -21,6 +21,10 @@ struct proxy {
     int draining;
     struct ev_timer drain_timer;
     void (*on_drained)(struct proxy *p);
+    /* Called after every successful proxy_apply(), once p->svcs is the
+     * new set: health checks and admin overrides follow the table. */
+    void (*on_applied)(struct proxy *p, void *arg);
+    void *on_applied_arg;
 };
 
 int proxy_init(struct proxy *p, struct ev_loop *loop);

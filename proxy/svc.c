@@ -2,6 +2,7 @@
 #include <string.h>
 
 #include "balance.h"
+#include "stats.h"
 #include "svc.h"
 
 struct svc *
@@ -19,6 +20,8 @@ svc_new(const struct tbl_service *ts)
     s->spec.backends = NULL;
     s->spec.nfrontends = 0;
     s->bal = bal_get(ts->balance);
+    if ((s->st = svc_stats_get(ts->name)) == NULL)
+        goto fail;
     if (ts->nbackends > 0) {
         s->be = calloc(ts->nbackends, sizeof(*s->be));
         if (s->be == NULL)
@@ -30,6 +33,7 @@ svc_new(const struct tbl_service *ts)
         if (s->be[i].b == NULL)
             goto fail;
         s->be[i].weight = tb->weight;
+        atomic_init(&s->be[i].ovr_weight, -1);
         s->be[i].flags = tb->flags;
         memcpy(s->be[i].name, tb->name, sizeof(s->be[i].name));
         s->nbe++;
@@ -57,6 +61,7 @@ svc_unref(struct svc *s)
         return;
     for (i = 0; i < s->nbe; i++)
         backend_unref(s->be[i].b);
+    svc_stats_unref(s->st);
     free(s->be);
     free(s);
 }
@@ -72,7 +77,8 @@ svc_matches(const struct svc *s, const struct tbl_service *ts)
         || s->spec.idle_timeout_ms != ts->idle_timeout_ms
         || s->spec.retries != ts->retries
         || s->spec.max_conns != ts->max_conns
-        || s->spec.affinity_timeout_ms != ts->affinity_timeout_ms)
+        || s->spec.affinity_timeout_ms != ts->affinity_timeout_ms
+        || !tbl_check_equal(&s->spec.check, &ts->check))
         return 0;
     for (i = 0; i < s->nbe; i++) {
         const struct tbl_backend *tb = &ts->backends[i];
@@ -95,7 +101,9 @@ pick_ok(const struct svc *s, size_t i, void *arg)
 {
     const struct pick_ctx *c = arg;
 
-    if (svc_tried_has(c->tried, i))
+    if (svc_tried_has(c->tried, i)
+        || atomic_load_explicit(&s->be[i].drained, memory_order_relaxed)
+        || !backend_healthy(s->be[i].b))
         return 0;
     return c->ignore_backoff || !backend_ejected(s->be[i].b, c->now);
 }

@@ -26,7 +26,11 @@ struct svc_tried {
 
 struct svc_be {
     struct backend *b; /* reference */
-    uint32_t weight;
+    uint32_t weight;   /* from the table; see svc_be_weight() */
+    /* Admin overrides (control loop writes, pick reads): a weight, or -1
+     * for none, and "drained": no new connections. */
+    _Atomic int32_t ovr_weight;
+    atomic_uint drained;
     int32_t cur;       /* smooth round-robin running weight */
     char name[TBL_NAME_MAX];
     uint32_t flags;
@@ -44,6 +48,7 @@ struct svc {
     uint64_t rng;      /* random balancer state */
     uint64_t n_accepted, n_refused_limit, n_no_backend;
     const struct bal_ops *bal;
+    struct svc_stats *st; /* reference; counters surviving reloads */
 };
 
 /* Returns a new svc with one reference built from <ts>, or NULL (out of
@@ -56,11 +61,21 @@ void svc_unref(struct svc *s);
 int svc_matches(const struct svc *s, const struct tbl_service *ts);
 
 /* Choose a backend for a new connection at loop time <now>, skipping those
- * in <tried>. Backends in passive-health back-off are skipped unless every
+ * in <tried>, drained ones and those active checks hold down. Backends
+ * in passive-health back-off are skipped unless every
  * candidate is in back-off (then they are tried anyway: better a likely
  * failure than a certain one). Returns an index into s->be, or -1. Never
  * allocates. */
 int svc_pick(struct svc *s, const struct svc_tried *tried, double now);
+
+/* The weight the balancers use: the admin override, else the table's. */
+static inline uint32_t
+svc_be_weight(const struct svc_be *e)
+{
+    int32_t w = atomic_load_explicit(&e->ovr_weight, memory_order_relaxed);
+
+    return w >= 0 ? (uint32_t)w : e->weight;
+}
 
 static inline void
 svc_tried_set(struct svc_tried *t, size_t i)

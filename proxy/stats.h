@@ -1,0 +1,104 @@
+/*
+ * stats.h - counters that outlive table generations: connection failure
+ * reasons, latency histograms, and the per-service statistics registry.
+ *
+ * Per-service counters are kept in a registry keyed by service name, so a
+ * reload that rebuilds a service's runtime object (struct svc) keeps its
+ * counts. Every counter is an atomic updated with relaxed increments: the
+ * workers bump them on the hot path, the admin server reads them on the
+ * control loop, and nobody needs them to be mutually consistent.
+ */
+#ifndef PROXY_STATS_H
+#define PROXY_STATS_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Why a connection (or one connect attempt) failed. The first three are
+ * connect attempts and are also counted per backend. */
+enum stats_fail {
+    STATS_FAIL_REFUSED = 0, /* the backend refused the connect */
+    STATS_FAIL_TIMEOUT,     /* connect_timeout passed */
+    STATS_FAIL_ERROR,       /* any other connect error */
+    STATS_FAIL_NO_BACKEND,  /* no backend left to try: client reset */
+    STATS_FAIL_LIMIT,       /* max_connections reached: client reset */
+    STATS_FAIL_RESOURCE,    /* out of descriptors or memory */
+    STATS_FAIL__COUNT
+};
+
+#define STATS_FAIL_CONNECT_COUNT 3 /* reasons counted per backend */
+
+/* "refused", "timeout", ... (metric label values). */
+extern const char *const stats_fail_text[STATS_FAIL__COUNT];
+
+/* Map a connect errno to a reason. */
+enum stats_fail stats_fail_from_errno(int err);
+
+/* ---- histograms ---- */
+
+#define HIST_BUCKETS_MAX 16
+
+/* Upper bounds (seconds), increasing. */
+struct hist_spec {
+    size_t n;
+    double le[HIST_BUCKETS_MAX];
+};
+
+/* Per-bucket (not cumulative) counts; the last slot is +Inf. The sum is
+ * kept in microseconds so that it can be an integer atomic. */
+struct hist {
+    atomic_uint_fast64_t bucket[HIST_BUCKETS_MAX + 1];
+    atomic_uint_fast64_t sum_us;
+};
+
+extern const struct hist_spec hist_connect;    /* 0.5 ms .. 10 s */
+extern const struct hist_spec hist_sync;       /* 1 ms .. 16 s */
+extern const struct hist_spec hist_programming; /* 10 ms .. 5 min */
+
+/* Record <v> seconds. Never allocates; any thread. */
+void hist_observe(struct hist *h, const struct hist_spec *sp, double v);
+
+/* ---- per-service registry ---- */
+
+struct svc_stats {
+    char name[128];
+    atomic_uint refs;
+    atomic_uint active;
+    atomic_uint_fast64_t accepted;
+    atomic_uint_fast64_t retries;   /* extra connect attempts */
+    atomic_uint_fast64_t bytes_in;  /* client to backend */
+    atomic_uint_fast64_t bytes_out; /* backend to client */
+    atomic_uint_fast64_t fail[STATS_FAIL__COUNT];
+    struct hist connect; /* connect latency of successful attempts */
+};
+
+/* Find or create the stats of service <name>. Returns a new reference or
+ * NULL (out of memory). Control loop only. */
+struct svc_stats *svc_stats_get(const char *name);
+
+/* Drop a reference; the last one frees. NULL is fine. */
+void svc_stats_unref(struct svc_stats *st);
+
+/* Number of live entries (tests). */
+unsigned svc_stats_count(void);
+
+static inline void
+stats_inc(atomic_uint_fast64_t *c)
+{
+    atomic_fetch_add_explicit(c, 1, memory_order_relaxed);
+}
+
+static inline void
+stats_add(atomic_uint_fast64_t *c, uint64_t n)
+{
+    atomic_fetch_add_explicit(c, n, memory_order_relaxed);
+}
+
+static inline uint64_t
+stats_get(const atomic_uint_fast64_t *c)
+{
+    return atomic_load_explicit(c, memory_order_relaxed);
+}
+
+#endif
