@@ -173,7 +173,11 @@ serve_read_data(struct serve *s, struct sconn *c)
 {
     int round;
 
-    for (round = 0; round < SERVE_IO_ROUNDS && !serve_has_output(c); round++) {
+    /* A source always has output; it still reads, to drop what comes and
+     * to see the peer close. The others wait for their output to drain. */
+    for (round = 0; round < SERVE_IO_ROUNDS
+                    && (c->l->mode == SERVE_SOURCE || !serve_has_output(c));
+         round++) {
         ssize_t r = recv(c->fd, s->scratch, sizeof(s->scratch), 0);
 
         if (r < 0)
