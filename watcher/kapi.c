@@ -52,12 +52,13 @@ static void
 kapi_on_io(struct ev_loop *loop, ev_io *w, int revents)
 {
     struct kapi_sock *ks = w->data;
+    struct kapi *k = ks->k; /* ks may be freed inside socket_action */
     int running, flags = (revents & EV_READ ? CURL_CSELECT_IN : 0)
                          | (revents & EV_WRITE ? CURL_CSELECT_OUT : 0);
 
     (void)loop;
-    curl_multi_socket_action(ks->k->multi, w->fd, flags, &running);
-    check_done(ks->k);
+    curl_multi_socket_action(k->multi, w->fd, flags, &running);
+    check_done(k);
 }
 
 static void

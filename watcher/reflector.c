@@ -225,6 +225,8 @@ list_complete(struct reflector *r)
                  r->cache), r->kind->resource, kcache_rv(r->cache),
              gone ? " (some vanished)" : "");
     set_health(r, 1);
+    if (r->ops->on_list != NULL)
+        r->ops->on_list(r->arg, r, kcache_rv(r->cache));
     /* The first list always counts: an empty cluster is a table too. */
     if ((kcache_changes(r->cache) != before || r->st.lists == 1)
         && r->ops->on_change != NULL)
@@ -390,9 +392,11 @@ watch_ended(struct reflector *r, const struct kapi_result *res)
                  res->error);
         retry_later(r, NEXT_WATCH, -1);
     } else if (lived < 1.0 && r->watch_events == 0 && !res->timed_out) {
-        log_warn("kube-api: %s watch ended at once with no event",
-                 r->kind->resource);
-        retry_later(r, NEXT_WATCH, -1);
+        /* client-go counts this as an error, and errors relist: it is
+         * also what lets a restored (older) store be noticed. */
+        log_warn("kube-api: %s watch ended at once with no event: "
+                 "relisting", r->kind->resource);
+        retry_later(r, NEXT_LIST, -1);
     } else {
         log_debug("kube-api: %s watch ended after %.0fs, resuming at %s",
                   r->kind->resource, lived, kcache_rv(r->cache));
@@ -519,6 +523,24 @@ void
 reflector_start(struct reflector *r)
 {
     r->cont[0] = '\0';
+    start_list(r);
+}
+
+void
+reflector_check_rv(struct reflector *r, const char *server_rv)
+{
+    int cmp;
+
+    if (kcache_rv_cmp(kcache_rv(r->cache), server_rv, &cmp) < 0 || cmp <= 0)
+        return;
+    log_warn("kube-api: %s: our resourceVersion %s is ahead of the "
+             "server's %s (store restored?): relisting",
+             r->kind->resource, kcache_rv(r->cache), server_rv);
+    kapi_cancel(r->req);
+    r->req = NULL;
+    ev_timer_stop(r->loop, &r->retry);
+    r->cont[0] = '\0';
+    r->unpaginated = 0;
     start_list(r);
 }
 

@@ -61,6 +61,9 @@ struct reflector_ops {
     /* Health changed: ok = 0 on the first failure of a streak, 1 when
      * a list or watch works again. */
     void (*on_health)(void *arg, struct reflector *r, int ok);
+    /* A LIST completed at resourceVersion <rv> (the server's revision
+     * then: one counter for all kinds). */
+    void (*on_list)(void *arg, struct reflector *r, const char *rv);
 };
 
 /* New reflector (not started). Selectors are raw (unescaped) or NULL.
@@ -74,6 +77,11 @@ void reflector_free(struct reflector *r);
 
 /* Start with a LIST. */
 void reflector_start(struct reflector *r);
+
+/* The server's revision is <server_rv> (from a LIST of any kind): if
+ * this reflector's RV is ahead of it, the store went back (etcd restore):
+ * relist now. May be called from another reflector's callbacks. */
+void reflector_check_rv(struct reflector *r, const char *server_rv);
 
 const struct kcache *reflector_cache(const struct reflector *r);
 const struct reflector_kind *reflector_kind_of(const struct reflector *r);

@@ -207,7 +207,21 @@ on_health(void *arg, struct reflector *r, int ok)
         log_info("watcher: API server reachable again");
 }
 
-static const struct reflector_ops refl_ops = {on_change, on_health};
+/* The RV is one counter for all kinds: a fresh list of one kind tells
+ * the others whether the store went back. */
+static void
+on_list(void *arg, struct reflector *r, const char *rv)
+{
+    struct watcher *w = arg;
+    struct reflector *rs[] = {w->svc, w->eps, w->node};
+    size_t i;
+
+    for (i = 0; i < 3; i++)
+        if (rs[i] != NULL && rs[i] != r)
+            reflector_check_rv(rs[i], rv);
+}
+
+static const struct reflector_ops refl_ops = {on_change, on_health, on_list};
 
 static struct kcred *
 load_cred(const struct watcher_conf *wc, struct err *e)
