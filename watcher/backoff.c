@@ -1,10 +1,10 @@
+#include "backoff.h"
+
 #include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
-
-#include "backoff.h"
 
 void
 backoff_init(struct backoff *b)

@@ -1,3 +1,5 @@
+#include "kapi.h"
+
 #include <curl/curl.h>
 #include <jansson.h>
 #include <stdio.h>
@@ -7,7 +9,6 @@
 #include <time.h>
 
 #include "backoff.h"
-#include "kapi.h"
 #include "log.h"
 
 #define KAPI_URL_MAX 8192
@@ -17,8 +18,8 @@ struct kapi {
     CURLM *multi;
     ev_timer timer; /* curl's single timeout */
     struct kcred *cred;
-    char *base;       /* scheme://host:port to put in URLs */
-    char *connect_to; /* CURLOPT_CONNECT_TO entry for tls-server-name */
+    char *base;            /* scheme://host:port to put in URLs */
+    char *connect_to;      /* CURLOPT_CONNECT_TO entry for tls-server-name */
     struct kapi_req *reqs; /* live requests, for kapi_free() */
     unsigned long long started, failed;
 };
@@ -153,14 +154,13 @@ decode_error_body(struct kapi_req *r, struct kapi_result *res)
     json_t *st = json_loadb(r->body, r->body_len, 0, NULL);
     const char *msg = json_string_value(json_object_get(st, "message"));
     const char *reason = json_string_value(json_object_get(st, "reason"));
-    json_t *ra = json_object_get(json_object_get(st, "details"),
-                                 "retryAfterSeconds");
+    json_t *ra =
+        json_object_get(json_object_get(st, "details"), "retryAfterSeconds");
     size_t n;
 
     if (msg != NULL) {
         snprintf(res->error, sizeof(res->error), "%s", msg);
-        snprintf(res->reason, sizeof(res->reason), "%s",
-                 reason ? reason : "");
+        snprintf(res->reason, sizeof(res->reason), "%s", reason ? reason : "");
         if (res->retry_after < 0 && json_integer_value(ra) > 0)
             res->retry_after = (double)json_integer_value(ra);
     } else {
@@ -187,8 +187,7 @@ req_finish(struct kapi_req *r, int code)
         decode_error_body(r, &res);
     } else if (code != CURLE_OK) {
         snprintf(res.error, sizeof(res.error), "%s",
-                 r->errbuf[0] ? r->errbuf
-                              : curl_easy_strerror((CURLcode)code));
+                 r->errbuf[0] ? r->errbuf : curl_easy_strerror((CURLcode)code));
     }
     if (res.status < 200 || res.status >= 300)
         r->k->failed++;
@@ -292,9 +291,11 @@ setup_base(struct kapi *k, struct err *e)
     else
         port = "443";
     if (asprintf(&k->base, "https://%s:%.*s", c->tls_server_name,
-                 (int)strcspn(port, "/"), port) < 0
+                 (int)strcspn(port, "/"), port)
+            < 0
         || asprintf(&k->connect_to, "%s:%.*s:%.*s", c->tls_server_name,
-                    (int)strcspn(port, "/"), port, (int)hl, hp) < 0)
+                    (int)strcspn(port, "/"), port, (int)hl, hp)
+               < 0)
         return err_set(e, "out of memory");
     return 0;
 }
@@ -454,8 +455,8 @@ setup_easy(struct kapi_req *r, const char *url)
 }
 
 struct kapi_req *
-kapi_get(struct kapi *k, const char *path_query, double deadline,
-         double idle, const struct kapi_req_ops *ops, void *arg)
+kapi_get(struct kapi *k, const char *path_query, double deadline, double idle,
+         const struct kapi_req_ops *ops, void *arg)
 {
     struct kapi_req *r = calloc(1, sizeof(*r));
     char url[KAPI_URL_MAX];

@@ -50,8 +50,7 @@ struct kapi_req;
 
 /* Returns a new client for the server in <cred> (borrowed; must outlive
  * the client), or NULL with <e> filled. */
-struct kapi *kapi_new(struct ev_loop *loop, struct kcred *cred,
-                      struct err *e);
+struct kapi *kapi_new(struct ev_loop *loop, struct kcred *cred, struct err *e);
 
 /* Cancel every request (no callbacks) and free. NULL does nothing. */
 void kapi_free(struct kapi *k);

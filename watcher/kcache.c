@@ -1,8 +1,8 @@
+#include "kcache.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#include "kcache.h"
 
 struct kcache {
     json_t *map; /* key -> object */
@@ -13,8 +13,8 @@ struct kcache {
 };
 
 static const char *const ev_names[] = {
-    [KCACHE_EV_ADDED] = "ADDED",       [KCACHE_EV_MODIFIED] = "MODIFIED",
-    [KCACHE_EV_DELETED] = "DELETED",   [KCACHE_EV_BOOKMARK] = "BOOKMARK",
+    [KCACHE_EV_ADDED] = "ADDED",     [KCACHE_EV_MODIFIED] = "MODIFIED",
+    [KCACHE_EV_DELETED] = "DELETED", [KCACHE_EV_BOOKMARK] = "BOOKMARK",
     [KCACHE_EV_ERROR] = "ERROR",
 };
 
@@ -102,13 +102,13 @@ note_obj(struct err *e, const json_t *obj)
     const char *name = meta_str(obj, "name");
 
     if (e != NULL)
-        snprintf(e->obj, sizeof(e->obj), "%s%s%s", ns ? ns : "",
-                 ns ? "/" : "", name ? name : "");
+        snprintf(e->obj, sizeof(e->obj), "%s%s%s", ns ? ns : "", ns ? "/" : "",
+                 name ? name : "");
 }
 
 int
-kcache_key(const struct kcache *c, const json_t *obj, char *out,
-           size_t outlen, struct err *e)
+kcache_key(const struct kcache *c, const json_t *obj, char *out, size_t outlen,
+           struct err *e)
 {
     const char *ns = meta_str(obj, "namespace");
     const char *name = meta_str(obj, "name");
@@ -268,8 +268,7 @@ rv_regresses(const struct kcache *c, const char *rv, int strict)
 {
     int cmp;
 
-    if (c->rv[0] == '\0' || rv[0] == '\0'
-        || kcache_rv_cmp(rv, c->rv, &cmp) < 0)
+    if (c->rv[0] == '\0' || rv[0] == '\0' || kcache_rv_cmp(rv, c->rv, &cmp) < 0)
         return 0;
     return strict ? cmp <= 0 : cmp < 0;
 }
@@ -328,16 +327,14 @@ kcache_apply_line(struct kcache *c, const char *line, size_t len,
     memset(ev, 0, sizeof(*ev));
     root = json_loadb(line, len, 0, &jerr);
     if (root == NULL)
-        return err_set_at(e, jerr.line, jerr.column, "bad JSON: %s",
-                          jerr.text);
+        return err_set_at(e, jerr.line, jerr.column, "bad JSON: %s", jerr.text);
     obj = json_object_get(root, "object");
     if (parse_type(json_object_get(root, "type"), &ev->type) < 0) {
         note_obj(e, obj);
         rc = err_set(e, "watch event without a known type");
     } else if (!json_is_object(obj)) {
         note_obj(e, obj);
-        rc = err_set(e, "%s event without an object",
-                     kcache_ev_name(ev->type));
+        rc = err_set(e, "%s event without an object", kcache_ev_name(ev->type));
     } else if (ev->type == KCACHE_EV_ERROR) {
         decode_status(obj, ev);
         rc = KCACHE_ERROR;

@@ -1,14 +1,15 @@
+#include "kcred.h"
+
 #include <ctype.h>
-#include <stdarg.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 #include <yaml.h>
 
-#include "kcred.h"
 #include "log.h"
 
 /* Read a whole small file (non-blocking open, capped). Returns 0 or
@@ -190,8 +191,8 @@ reread_token(struct kcred *c, double now)
     c->token_stale = 0;
     if (rc < 0) {
         if (!c->token_warned++)
-            log_warn("kube-api: cannot read token file %s: %s%s",
-                     c->token_file, strerror(-rc),
+            log_warn("kube-api: cannot read token file %s: %s%s", c->token_file,
+                     strerror(-rc),
                      c->cur_token ? " (keeping the last token)"
                      : c->token   ? " (using the kubeconfig token)"
                                   : "");
@@ -307,8 +308,8 @@ str_eq_safe(const char *a, const char *b)
     return a != NULL && b != NULL && strcmp(a, b) == 0;
 }
 
-static int node_err(struct kcfg *k, const yaml_node_t *n, const char *fmt,
-                    ...) __attribute__((format(printf, 3, 4)));
+static int node_err(struct kcfg *k, const yaml_node_t *n, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 /* Fill the error with the node's position in the file. Returns -1. */
 static int
@@ -355,8 +356,8 @@ map_get(struct kcfg *k, const yaml_node_t *map, const char *key)
 /* In list <key> of the root, the entry named <name>; returns its <sub>
  * mapping ("cluster", "user", "context"). */
 static yaml_node_t *
-named_entry(struct kcfg *k, const char *key, const char *name,
-            const char *sub, const yaml_node_t *ref)
+named_entry(struct kcfg *k, const char *key, const char *name, const char *sub,
+            const yaml_node_t *ref)
 {
     yaml_node_t *root = yaml_document_get_root_node(&k->doc);
     yaml_node_t *list = map_get(k, root, key), *m;
@@ -455,8 +456,10 @@ load_cluster(struct kcfg *k, const yaml_node_t *cl, struct kcred *c)
         return node_err(k, cl, "%s", "cluster has no server");
     if (strncmp(c->server, "https://", 8) != 0
         && strncmp(c->server, "http://", 7) != 0)
-        return node_err(k, srv, "server must be an http:// or https:// URL, "
-                                "not \"%s\"", c->server);
+        return node_err(k, srv,
+                        "server must be an http:// or https:// URL, "
+                        "not \"%s\"",
+                        c->server);
     if (c->insecure && (c->ca_file != NULL || c->ca.data != NULL))
         return node_err(k, map_get(k, cl, "insecure-skip-tls-verify"), "%s",
                         "insecure-skip-tls-verify cannot be combined with "
@@ -474,8 +477,9 @@ load_user(struct kcfg *k, const yaml_node_t *u, struct kcred *c)
     for (i = 0; i < sizeof(unsupported) / sizeof(unsupported[0]); i++) {
         yaml_node_t *n = map_get(k, u, unsupported[i]);
         if (n != NULL)
-            return node_err(k, n, "user key \"%s\" is not supported: use a "
-                                  "token, tokenFile or client certificate",
+            return node_err(k, n,
+                            "user key \"%s\" is not supported: use a "
+                            "token, tokenFile or client certificate",
                             unsupported[i]);
     }
     if (get_str(k, u, "client-certificate", 1, &c->cert_file) < 0
@@ -486,8 +490,9 @@ load_user(struct kcfg *k, const yaml_node_t *u, struct kcred *c)
         || get_str(k, u, "tokenFile", 1, &c->token_file) < 0)
         return -1;
     if ((c->cert_file || c->cert.data) != (c->key_file || c->key.data))
-        return node_err(k, u, "%s", "a client certificate needs its key "
-                                    "and a key its certificate");
+        return node_err(k, u, "%s",
+                        "a client certificate needs its key "
+                        "and a key its certificate");
     return 0;
 }
 
@@ -502,8 +507,7 @@ load_doc(struct kcfg *k, struct kcred *c)
     if (root == NULL || root->type != YAML_MAPPING_NODE)
         return node_err(k, root, "%s", "not a kubeconfig (want a mapping)");
     if (scalar(cur) == NULL || scalar(cur)[0] == '\0')
-        return node_err(k, cur ? cur : root, "%s",
-                        "no current-context set");
+        return node_err(k, cur ? cur : root, "%s", "no current-context set");
     ctx = named_entry(k, "contexts", scalar(cur), "context", cur);
     if (ctx == NULL)
         return -1;

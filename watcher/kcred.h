@@ -32,9 +32,9 @@ struct kcred_blob {
 };
 
 struct kcred {
-    char *server;          /* "https://198.18.0.1:6443", no trailing '/' */
-    char *ca_file;         /* PEM file, or NULL */
-    struct kcred_blob ca;  /* PEM data (wins over ca_file) */
+    char *server;         /* "https://198.18.0.1:6443", no trailing '/' */
+    char *ca_file;        /* PEM file, or NULL */
+    struct kcred_blob ca; /* PEM data (wins over ca_file) */
     char *cert_file, *key_file;
     struct kcred_blob cert, key;
     char *token;           /* static token, or NULL */

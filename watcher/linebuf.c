@@ -1,8 +1,9 @@
+#include "linebuf.h"
+
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "linebuf.h"
 #include "log.h"
 
 #define LINEBUF_INITIAL 4096
@@ -76,8 +77,7 @@ append(struct linebuf *lb, const char *p, size_t n)
 }
 
 static int
-deliver(struct linebuf *lb, const char *p, size_t n, linebuf_fn fn,
-        void *arg)
+deliver(struct linebuf *lb, const char *p, size_t n, linebuf_fn fn, void *arg)
 {
     if (n > 0 && p[n - 1] == '\r')
         n--;

@@ -13,12 +13,12 @@
 #include <stdint.h>
 
 struct linebuf {
-    char *buf;      /* partial line carried between chunks */
-    size_t len;     /* bytes in buf */
-    size_t cap;     /* allocated size of buf */
-    size_t max;     /* longest line accepted */
-    int skipping;   /* dropping the rest of an oversized line */
-    uint64_t lines; /* lines delivered */
+    char *buf;        /* partial line carried between chunks */
+    size_t len;       /* bytes in buf */
+    size_t cap;       /* allocated size of buf */
+    size_t max;       /* longest line accepted */
+    int skipping;     /* dropping the rest of an oversized line */
+    uint64_t lines;   /* lines delivered */
     uint64_t dropped; /* lines dropped for length */
 };
 
@@ -36,8 +36,8 @@ void linebuf_reset(struct linebuf *lb);
 
 /* Feed <n> bytes. Returns 0, the callback's nonzero value, or -ENOMEM
  * (the partial line is then dropped). */
-int linebuf_feed(struct linebuf *lb, const char *data, size_t n,
-                 linebuf_fn fn, void *arg);
+int linebuf_feed(struct linebuf *lb, const char *data, size_t n, linebuf_fn fn,
+                 void *arg);
 
 /* Bytes of an unfinished line held. */
 size_t linebuf_pending(const struct linebuf *lb);

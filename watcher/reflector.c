@@ -1,3 +1,5 @@
+#include "reflector.h"
+
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -6,15 +8,14 @@
 #include "backoff.h"
 #include "linebuf.h"
 #include "log.h"
-#include "reflector.h"
 
-const struct reflector_kind reflector_services = {
-    "Service", "/api/v1/services", "services", "", 1};
+const struct reflector_kind reflector_services = {"Service", "/api/v1/services",
+                                                  "services", "", 1};
 const struct reflector_kind reflector_slices = {
     "EndpointSlice", "/apis/discovery.k8s.io/v1/endpointslices",
     "endpointslices", "discovery.k8s.io", 1};
-const struct reflector_kind reflector_nodes = {"Node", "/api/v1/nodes",
-                                              "nodes", "", 0};
+const struct reflector_kind reflector_nodes = {"Node", "/api/v1/nodes", "nodes",
+                                               "", 0};
 
 enum refl_next { NEXT_LIST = 0, NEXT_WATCH };
 
@@ -113,7 +114,8 @@ retry_later(struct reflector *r, enum refl_next next, double retry_after)
 
 /* Log a failed request once, clearly; 403 names the missing grant. */
 static void
-log_failure(struct reflector *r, const char *what, const struct kapi_result *res)
+log_failure(struct reflector *r, const char *what,
+            const struct kapi_result *res)
 {
     const struct reflector_kind *k = r->kind;
 
@@ -221,8 +223,8 @@ list_complete(struct reflector *r)
     r->st.last_sync = ev_now(r->loop);
     r->synced = 1;
     r->unpaginated = 0;
-    log_info("kube-api: listed %zu %s at resourceVersion %s%s", kcache_size(
-                 r->cache), r->kind->resource, kcache_rv(r->cache),
+    log_info("kube-api: listed %zu %s at resourceVersion %s%s",
+             kcache_size(r->cache), r->kind->resource, kcache_rv(r->cache),
              gone ? " (some vanished)" : "");
     set_health(r, 1);
     if (r->ops->on_list != NULL)
@@ -253,21 +255,23 @@ list_on_done(void *arg, const struct kapi_result *res)
             return;
         }
         json_decref(page);
-        log_warn("kube-api: %s list: undecodable response",
-                 r->kind->resource);
+        log_warn("kube-api: %s list: undecodable response", r->kind->resource);
     } else if (res->status == 410 && r->cont[0] != '\0') {
         /* The continue token expired: one unpaginated list, as
          * client-go's pager does. */
         log_info("kube-api: %s list: continue token expired, listing "
-                 "without pages", r->kind->resource);
+                 "without pages",
+                 r->kind->resource);
         r->unpaginated = 1;
         r->cont[0] = '\0';
         start_list(r);
         return;
     } else if (res->aborted) {
         struct kapi_result big = *res;
-        snprintf(big.error, sizeof(big.error), "response larger than %u "
-                 "bytes or out of memory", REFLECTOR_LIST_MAX);
+        snprintf(big.error, sizeof(big.error),
+                 "response larger than %u "
+                 "bytes or out of memory",
+                 REFLECTOR_LIST_MAX);
         log_failure(r, "list", &big);
     } else {
         log_failure(r, "list", res);
@@ -286,8 +290,7 @@ add_param(char *q, size_t qlen, const char *k, const char *v)
     size_t n = strlen(q);
 
     if (v != NULL && v[0] != '\0')
-        snprintf(q + n, qlen - n, "%c%s=%s", strchr(q, '?') ? '&' : '?', k,
-                 v);
+        snprintf(q + n, qlen - n, "%c%s=%s", strchr(q, '?') ? '&' : '?', k, v);
 }
 
 static const struct kapi_req_ops list_ops = {list_on_data, list_on_done};
@@ -352,9 +355,8 @@ watch_on_line(void *arg, const char *line, size_t len)
         return 1;
     default:
         r->st.bad_lines++;
-        log_rl(LOG_WARN, ev_now(r->loop),
-               "kube-api: %s watch: skipping %s: %s", r->kind->resource,
-               e.obj[0] ? e.obj : "a line", e.msg);
+        log_rl(LOG_WARN, ev_now(r->loop), "kube-api: %s watch: skipping %s: %s",
+               r->kind->resource, e.obj[0] ? e.obj : "a line", e.msg);
         return 0;
     }
 }
@@ -377,7 +379,8 @@ watch_ended(struct reflector *r, const struct kapi_result *res)
 
     if (r->watch_error == -1) {
         log_warn("kube-api: %s watch: resourceVersion went backwards (%s): "
-                 "relisting", r->kind->resource, r->watch_msg);
+                 "relisting",
+                 r->kind->resource, r->watch_msg);
         retry_later(r, NEXT_LIST, -1);
     } else if (r->watch_error == 410) {
         log_info("kube-api: %s watch expired (%s): relisting",
@@ -388,14 +391,14 @@ watch_ended(struct reflector *r, const struct kapi_result *res)
                  r->kind->resource, r->watch_error, r->watch_msg);
         retry_later(r, NEXT_LIST, -1);
     } else if (res->curl_code != 0 && !res->timed_out && !res->aborted) {
-        log_warn("kube-api: %s watch broke: %s", r->kind->resource,
-                 res->error);
+        log_warn("kube-api: %s watch broke: %s", r->kind->resource, res->error);
         retry_later(r, NEXT_WATCH, -1);
     } else if (lived < 1.0 && r->watch_events == 0 && !res->timed_out) {
         /* client-go counts this as an error, and errors relist: it is
          * also what lets a restored (older) store be noticed. */
         log_warn("kube-api: %s watch ended at once with no event: "
-                 "relisting", r->kind->resource);
+                 "relisting",
+                 r->kind->resource);
         retry_later(r, NEXT_LIST, -1);
     } else {
         log_debug("kube-api: %s watch ended after %.0fs, resuming at %s",
@@ -443,8 +446,8 @@ start_watch(struct reflector *r)
     r->watch_started = ev_now(r->loop);
     r->watch_events = 0;
     r->watch_error = 0;
-    r->req = kapi_get(r->api, q, secs + 30, REFLECTOR_WATCH_IDLE,
-                      &watch_ops, r);
+    r->req =
+        kapi_get(r->api, q, secs + 30, REFLECTOR_WATCH_IDLE, &watch_ops, r);
     if (r->req == NULL) {
         retry_later(r, NEXT_WATCH, -1);
         return;
@@ -495,7 +498,8 @@ reflector_new(struct ev_loop *loop, struct kapi *api,
     linebuf_init(&r->lines, REFLECTOR_LINE_MAX);
     ev_timer_init(&r->retry, reflector_on_retry, 0., 0.);
     r->retry.data = r;
-    if (r->cache == NULL || (label_selector && label_selector[0] && !r->label_sel)
+    if (r->cache == NULL
+        || (label_selector && label_selector[0] && !r->label_sel)
         || (field_selector && field_selector[0] && !r->field_sel)) {
         reflector_free(r);
         return NULL;

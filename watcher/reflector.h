@@ -3,8 +3,8 @@
  * server: LIST (paginated), then WATCH from the list's resourceVersion.
  *
  *   LIST --ok--> WATCH --clean end--> WATCH (same RV)
- *     ^            |--410, ERROR event, RV regression, 401/403/4xx--> BACKOFF --> LIST
- *     |            '--refused, 429, 5xx--> BACKOFF --> WATCH (same RV)
+ *     ^            |--410, ERROR event, RV regression, 401/403/4xx--> BACKOFF
+ * --> LIST |            '--refused, 429, 5xx--> BACKOFF --> WATCH (same RV)
  *     '--- any list failure --> BACKOFF ---'
  *
  * Backoff is 800 ms doubling to 30 s with jitter, reset after 2 minutes
@@ -20,11 +20,11 @@
 #include "kapi.h"
 #include "kcache.h"
 
-#define REFLECTOR_PAGE        500
-#define REFLECTOR_LIST_MAX    (256u << 20) /* bytes of one list page */
-#define REFLECTOR_LINE_MAX    (16u << 20)  /* bytes of one watch event */
-#define REFLECTOR_LIST_TIME   120.0        /* list request deadline, s */
-#define REFLECTOR_WATCH_IDLE  150.0        /* no byte for this long: rewatch */
+#define REFLECTOR_PAGE       500
+#define REFLECTOR_LIST_MAX   (256u << 20) /* bytes of one list page */
+#define REFLECTOR_LINE_MAX   (16u << 20)  /* bytes of one watch event */
+#define REFLECTOR_LIST_TIME  120.0        /* list request deadline, s */
+#define REFLECTOR_WATCH_IDLE 150.0        /* no byte for this long: rewatch */
 
 /* A resource to follow. */
 struct reflector_kind {

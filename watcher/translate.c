@@ -1,10 +1,11 @@
+#include "translate.h"
+
 #include <arpa/inet.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "log.h"
-#include "translate.h"
 
 /* One candidate endpoint for one Service port. */
 struct ep {
@@ -29,9 +30,9 @@ struct fes {
 struct svcctx {
     const json_t *svc, *spec;
     const char *ns, *name;
-    int family;        /* family of the primary ClusterIP */
-    int itp_local;     /* internalTrafficPolicy Local */
-    int etp_local;     /* externalTrafficPolicy Local */
+    int family;    /* family of the primary ClusterIP */
+    int itp_local; /* internalTrafficPolicy Local */
+    int etp_local; /* externalTrafficPolicy Local */
     uint32_t affinity_ms;
     const json_t *slices; /* array of this Service's slices, or NULL */
 };
@@ -47,8 +48,8 @@ jstr(const json_t *o, const char *k)
 static const char *
 label(const json_t *obj, const char *k)
 {
-    const json_t *l = json_object_get(json_object_get(obj, "metadata"),
-                                      "labels");
+    const json_t *l =
+        json_object_get(json_object_get(obj, "metadata"), "labels");
     return jstr(l, k);
 }
 
@@ -147,8 +148,7 @@ slice_port(const json_t *slice, const char *pname, const char *proto)
     {
         json_int_t port = json_integer_value(json_object_get(p, "port"));
         if (strcmp(port_name(p), pname) == 0
-            && strcmp(port_proto(p), proto) == 0 && port > 0
-            && port <= 65535)
+            && strcmp(port_proto(p), proto) == 0 && port > 0 && port <= 65535)
             return (uint16_t)port;
     }
     return 0;
@@ -179,8 +179,8 @@ add_slice_eps(const json_t *slice, uint16_t port,
         const char *why;
         struct ep *n;
 
-        if (ip == NULL || grow((void **)&out->v, &out->cap, out->n,
-                               sizeof(*out->v)) < 0) {
+        if (ip == NULL
+            || grow((void **)&out->v, &out->cap, out->n, sizeof(*out->v)) < 0) {
             if (ip == NULL)
                 continue;
             return -1;
@@ -191,8 +191,7 @@ add_slice_eps(const json_t *slice, uint16_t port,
         n->flags = (cond(c, "ready", 1) ? TBL_BE_READY : 0)
                    | (cond(c, "serving", 1) ? TBL_BE_SERVING : 0)
                    | (cond(c, "terminating", 0) ? TBL_BE_TERMINATING : 0);
-        if (o->node_name != NULL
-            && str_eq(jstr(ep, "nodeName"), o->node_name))
+        if (o->node_name != NULL && str_eq(jstr(ep, "nodeName"), o->node_name))
             n->flags |= TBL_BE_LOCAL;
         n->name = jstr(json_object_get(ep, "targetRef"), "name");
         n->slice = sname ? sname : "";
@@ -249,8 +248,7 @@ collect_eps(const struct svcctx *sc, const char *pname, const char *proto,
 }
 
 static int
-hint_names(const json_t *hints, const char *field, const char *want,
-           int *has)
+hint_names(const json_t *hints, const char *field, const char *want, int *has)
 {
     const json_t *arr = json_object_get(hints, field), *h;
     size_t i;
@@ -406,9 +404,9 @@ external_fes(const struct svcctx *sc, const json_t *sp,
         if (add_fe(f, json_string_value(v), port) < 0)
             return -1;
     }
-    ing = json_object_get(json_object_get(json_object_get(sc->svc, "status"),
-                                          "loadBalancer"),
-                          "ingress");
+    ing = json_object_get(
+        json_object_get(json_object_get(sc->svc, "status"), "loadBalancer"),
+        "ingress");
     if (str_eq(jstr(sc->spec, "type"), "LoadBalancer")) {
         json_array_foreach(ing, i, v)
         {
@@ -436,8 +434,8 @@ note_conflict(const struct translate_opts *o, const char *name,
     if (st == NULL)
         return;
     if (st->conflicts++ == 0)
-        snprintf(st->first_conflict, sizeof(st->first_conflict), "%s: %s",
-                 name, e->msg);
+        snprintf(st->first_conflict, sizeof(st->first_conflict), "%s: %s", name,
+                 e->msg);
 }
 
 /* Add one table service. Table refusals (a frontend owned by another
@@ -456,8 +454,8 @@ emit(struct table *t, const struct svcctx *sc, const char *pname,
     memset(&s, 0, sizeof(s));
     if (o->policy != NULL)
         s = *o->policy;
-    n = snprintf(s.name, sizeof(s.name), "%s/%s:%s%s", sc->ns, sc->name,
-                 pname, suffix);
+    n = snprintf(s.name, sizeof(s.name), "%s/%s:%s%s", sc->ns, sc->name, pname,
+                 suffix);
     if (n < 0 || (size_t)n >= sizeof(s.name)) {
         log_debug("translate: %s/%s: name too long", sc->ns, sc->name);
         return 0;
@@ -497,8 +495,8 @@ do_port(struct table *t, const struct svcctx *sc, const json_t *sp,
     size_t n1, n2;
 
     if (strcmp(port_proto(sp), "TCP") != 0) {
-        log_debug("translate: %s/%s port \"%s\": %s not supported yet",
-                  sc->ns, sc->name, pname, port_proto(sp));
+        log_debug("translate: %s/%s port \"%s\": %s not supported yet", sc->ns,
+                  sc->name, pname, port_proto(sp));
         if (o->stats != NULL)
             o->stats->ports_skipped++;
         return 0;
@@ -571,9 +569,8 @@ svcctx_init(struct svcctx *sc, const json_t *svc, const json_t *idx,
     sc->spec = json_object_get(svc, "spec");
     sc->ns = jstr(md, "namespace");
     sc->name = jstr(md, "name");
-    cip = json_string_value(json_array_get(json_object_get(sc->spec,
-                                                           "clusterIPs"),
-                                           0));
+    cip = json_string_value(
+        json_array_get(json_object_get(sc->spec, "clusterIPs"), 0));
     if (cip == NULL)
         cip = jstr(sc->spec, "clusterIP");
     if (sc->ns == NULL || sc->name == NULL || cip == NULL
@@ -582,21 +579,19 @@ svcctx_init(struct svcctx *sc, const json_t *svc, const json_t *idx,
     sc->family = a.u.sa.sa_family;
     /* Without a node (edge mode) Local has no meaning: act as Cluster. */
     sc->itp_local = o->node_name != NULL
-                    && str_eq(jstr(sc->spec, "internalTrafficPolicy"),
-                              "Local");
+                    && str_eq(jstr(sc->spec, "internalTrafficPolicy"), "Local");
     sc->etp_local = o->node_name != NULL
-                    && str_eq(jstr(sc->spec, "externalTrafficPolicy"),
-                              "Local");
+                    && str_eq(jstr(sc->spec, "externalTrafficPolicy"), "Local");
     if (str_eq(jstr(sc->spec, "sessionAffinity"), "ClientIP")) {
         to = json_object_get(
             json_object_get(json_object_get(sc->spec, "sessionAffinityConfig"),
                             "clientIP"),
             "timeoutSeconds");
         sc->affinity_ms =
-            1000u * (json_integer_value(to) > 0
-                             && json_integer_value(to) <= 86400
-                         ? (uint32_t)json_integer_value(to)
-                         : TRANSLATE_AFFINITY_DEFAULT_S);
+            1000u
+            * (json_integer_value(to) > 0 && json_integer_value(to) <= 86400
+                   ? (uint32_t)json_integer_value(to)
+                   : TRANSLATE_AFFINITY_DEFAULT_S);
     }
     snprintf(key, sizeof(key), "%s/%s", sc->ns, sc->name);
     sc->slices = json_object_get(idx, key);

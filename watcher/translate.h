@@ -28,11 +28,11 @@
 
 /* Counters of one build, for logs and metrics. */
 struct translate_stats {
-    size_t services;       /* Service objects that produced something */
-    size_t skipped;        /* Service objects skipped (headless, ...) */
-    size_t ports_skipped;  /* non-TCP ports */
-    size_t conflicts;      /* table services refused (frontend taken) */
-    size_t emitted;        /* table services emitted */
+    size_t services;      /* Service objects that produced something */
+    size_t skipped;       /* Service objects skipped (headless, ...) */
+    size_t ports_skipped; /* non-TCP ports */
+    size_t conflicts;     /* table services refused (frontend taken) */
+    size_t emitted;       /* table services emitted */
     char first_conflict[ERR_MSG_MAX + 256];
 };
 

@@ -54,8 +54,8 @@ service_json(const struct tbl_service *s)
             fe, json_string(saddr_str(&s->frontends[i], a, sizeof(a))));
     for (i = 0; i < s->nbackends; i++)
         json_array_append_new(be, backend_json(&s->backends[i]));
-    return json_pack("{s:s, s:o, s:o, s:I, s:s}", "name", s->name,
-                     "frontends", fe, "backends", be, "affinity_timeout_ms",
+    return json_pack("{s:s, s:o, s:o, s:I, s:s}", "name", s->name, "frontends",
+                     fe, "backends", be, "affinity_timeout_ms",
                      (json_int_t)s->affinity_timeout_ms, "balance",
                      tbl_balance_name(s->balance));
 }
@@ -114,30 +114,50 @@ usage(void)
 }
 
 static int
-parse_args(int argc, char **argv, struct watcher_conf *wc,
-           struct saddr *addrs, long *max_tables)
+parse_args(int argc, char **argv, struct watcher_conf *wc, struct saddr *addrs,
+           long *max_tables)
 {
-    static const struct option opts[] = {
-        {"api-server", 1, 0, 'a'}, {"kubeconfig", 1, 0, 'k'},
-        {"sa-dir", 1, 0, 's'},     {"node-name", 1, 0, 'n'},
-        {"node-addr", 1, 0, 'A'},  {"proxy-name", 1, 0, 'p'},
-        {"selector", 1, 0, 'l'},   {"insecure", 0, 0, 'i'},
-        {"log-level", 1, 0, 'L'},  {"tables", 1, 0, 't'},
-        {0, 0, 0, 0}};
+    static const struct option opts[] = {{"api-server", 1, 0, 'a'},
+                                         {"kubeconfig", 1, 0, 'k'},
+                                         {"sa-dir", 1, 0, 's'},
+                                         {"node-name", 1, 0, 'n'},
+                                         {"node-addr", 1, 0, 'A'},
+                                         {"proxy-name", 1, 0, 'p'},
+                                         {"selector", 1, 0, 'l'},
+                                         {"insecure", 0, 0, 'i'},
+                                         {"log-level", 1, 0, 'L'},
+                                         {"tables", 1, 0, 't'},
+                                         {0, 0, 0, 0}};
     enum log_level lvl;
     const char *why;
     int c;
 
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
-        case 'a': wc->api_server = optarg; break;
-        case 'k': wc->kubeconfig = optarg; break;
-        case 's': wc->sa_dir = optarg; break;
-        case 'n': wc->node_name = optarg; break;
-        case 'p': wc->service_proxy_name = optarg; break;
-        case 'l': wc->label_selector = optarg; break;
-        case 'i': wc->insecure_skip_tls_verify = 1; break;
-        case 't': *max_tables = strtol(optarg, NULL, 10); break;
+        case 'a':
+            wc->api_server = optarg;
+            break;
+        case 'k':
+            wc->kubeconfig = optarg;
+            break;
+        case 's':
+            wc->sa_dir = optarg;
+            break;
+        case 'n':
+            wc->node_name = optarg;
+            break;
+        case 'p':
+            wc->service_proxy_name = optarg;
+            break;
+        case 'l':
+            wc->label_selector = optarg;
+            break;
+        case 'i':
+            wc->insecure_skip_tls_verify = 1;
+            break;
+        case 't':
+            *max_tables = strtol(optarg, NULL, 10);
+            break;
         case 'A':
             if (wc->n_node_addrs == MAX_NODE_ADDRS
                 || parse_ip(optarg, 0, &addrs[wc->n_node_addrs], &why) < 0)
@@ -149,7 +169,8 @@ parse_args(int argc, char **argv, struct watcher_conf *wc,
                 usage();
             log_setup(lvl, LOG_TEXT);
             break;
-        default: usage();
+        default:
+            usage();
         }
     }
     return optind == argc ? 0 : -1;
@@ -174,7 +195,8 @@ main(int argc, char **argv)
     err_clear(&e);
     d.w = watcher_new(d.loop, &wc, on_publish, &d, &e);
     if (d.w == NULL) {
-        fprintf(stderr, "ferry-watch-dump: %s\n", err_str(&e, buf, sizeof(buf)));
+        fprintf(stderr, "ferry-watch-dump: %s\n",
+                err_str(&e, buf, sizeof(buf)));
         return 1;
     }
     ev_signal_init(&sint, on_signal, SIGINT);

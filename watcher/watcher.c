@@ -1,3 +1,5 @@
+#include "watcher.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -7,7 +9,6 @@
 #include "log.h"
 #include "reflector.h"
 #include "translate.h"
-#include "watcher.h"
 
 #define SEL_HEADLESS "!service.kubernetes.io/headless"
 #define SEL_PROXY    "service.kubernetes.io/service-proxy-name"
@@ -94,8 +95,8 @@ build_table(struct watcher *w)
     o.stats = &st;
     err_clear(&e);
     if (t == NULL
-        || translate_build(reflector_cache(w->svc), reflector_cache(w->eps),
-                           &o, t, &e)
+        || translate_build(reflector_cache(w->svc), reflector_cache(w->eps), &o,
+                           t, &e)
                < 0) {
         log_error("watcher: cannot build the service table: %s",
                   t ? e.msg : "out of memory");
@@ -103,8 +104,8 @@ build_table(struct watcher *w)
         return NULL;
     }
     if (st.conflicts != w->conflicts && st.conflicts > 0)
-        log_warn("watcher: %zu service ports not served, e.g. %s",
-                 st.conflicts, st.first_conflict);
+        log_warn("watcher: %zu service ports not served, e.g. %s", st.conflicts,
+                 st.first_conflict);
     w->conflicts = st.conflicts;
     return t;
 }
@@ -165,8 +166,7 @@ on_change(void *arg, struct reflector *r)
         if (strcmp(z ? z : "", w->zone) == 0)
             return;
         snprintf(w->zone, sizeof(w->zone), "%s", z ? z : "");
-        log_info("watcher: node %s is in zone \"%s\"", w->node_name,
-                 w->zone);
+        log_info("watcher: node %s is in zone \"%s\"", w->node_name, w->zone);
     }
     mark_dirty(w);
 }
@@ -198,8 +198,7 @@ on_health(void *arg, struct reflector *r, int ok)
     if (!now_ok && w->last != NULL)
         log_warn("watcher: lost the API server; keeping the last table "
                  "(generation %llu, %zu services) until it is back",
-                 (unsigned long long)w->last->generation,
-                 w->last->nservices);
+                 (unsigned long long)w->last->generation, w->last->nservices);
     else if (!now_ok)
         log_warn("watcher: cannot reach the API server yet; no table "
                  "published");
@@ -238,8 +237,9 @@ load_cred(const struct watcher_conf *wc, struct err *e)
         free(c->server);
         c->server = strdup(wc->api_server);
     }
-    if (c->server == NULL || (strncmp(c->server, "https://", 8) != 0
-                              && strncmp(c->server, "http://", 7) != 0)) {
+    if (c->server == NULL
+        || (strncmp(c->server, "https://", 8) != 0
+            && strncmp(c->server, "http://", 7) != 0)) {
         err_set(e, "API server must be an http:// or https:// URL");
         kcred_free(c);
         return NULL;
@@ -273,8 +273,7 @@ make_selector(const struct watcher_conf *wc, int with_extra)
 static int
 copy_conf(struct watcher *w, const struct watcher_conf *wc)
 {
-    if (wc->node_name != NULL
-        && (w->node_name = strdup(wc->node_name)) == NULL)
+    if (wc->node_name != NULL && (w->node_name = strdup(wc->node_name)) == NULL)
         return -1;
     if (wc->service_proxy_name != NULL
         && (w->proxy_name = strdup(wc->service_proxy_name)) == NULL)
@@ -317,8 +316,8 @@ start_reflectors(struct watcher *w, const struct watcher_conf *wc)
         /* Only for the zone (topology hints): not needed to be synced. */
         if (asprintf(&nsel, "metadata.name=%s", w->node_name) < 0)
             goto out;
-        w->node = reflector_new(w->loop, w->api, &reflector_nodes, NULL,
-                                nsel, &refl_ops, w);
+        w->node = reflector_new(w->loop, w->api, &reflector_nodes, NULL, nsel,
+                                &refl_ops, w);
         if (w->node == NULL)
             goto out;
         reflector_start(w->node);
@@ -444,8 +443,8 @@ watcher_latencies(const struct watcher *w, double *out, size_t max)
     size_t i, n = w->lat_n < max ? w->lat_n : max;
 
     for (i = 0; i < n; i++)
-        out[i] = w->lat[(w->lat_pos + WATCHER_LAT_RING - 1 - i)
-                        % WATCHER_LAT_RING];
+        out[i] =
+            w->lat[(w->lat_pos + WATCHER_LAT_RING - 1 - i) % WATCHER_LAT_RING];
     return n;
 }
 

@@ -36,8 +36,8 @@ struct watcher_conf {
     const char *service_proxy_name; /* NULL: skip every service carrying
                                      * the label; else serve only those
                                      * with this value */
-    const char *label_selector; /* extra selector for Services (edge
-                                 * mode), or NULL */
+    const char *label_selector;     /* extra selector for Services (edge
+                                     * mode), or NULL */
     int insecure_skip_tls_verify;
     const struct tbl_service *policy; /* template: balance, timeouts,
                                        * retries, max_conns copied into
@@ -57,8 +57,7 @@ struct watcher;
  * Returns a new watcher or NULL with <e> filled (a kubeconfig error is
  * FILE:LINE:COL). Not from inside a callback of another watcher.
  */
-struct watcher *watcher_new(struct ev_loop *loop,
-                            const struct watcher_conf *wc,
+struct watcher *watcher_new(struct ev_loop *loop, const struct watcher_conf *wc,
                             watcher_publish_fn publish, void *arg,
                             struct err *e);
 
@@ -74,21 +73,21 @@ int watcher_synced(const struct watcher *w);
  * (ev_now()), 0 = never. */
 struct watcher_status {
     int synced;
-    int api_healthy;          /* every reflector's last request worked */
-    double failing_since;     /* start of the current failure, or 0 */
-    double last_sync;         /* latest completed LIST of any kind */
-    double last_publish;      /* latest table published */
-    uint64_t generation;      /* of the latest table published */
-    uint64_t tables;          /* tables published */
-    uint64_t relists;         /* LISTs after the first, all kinds */
-    uint64_t watch_restarts;  /* WATCHes after the first, all kinds */
-    uint64_t events;          /* watch events applied */
-    uint64_t bad_objects;     /* malformed lines/objects skipped */
-    uint64_t errors;          /* failed API requests */
-    size_t services, slices;  /* objects cached */
-    size_t table_services;    /* services in the latest table */
-    size_t conflicts;         /* table services refused last build */
-    char node_zone[64];       /* this node's zone, "" if unknown */
+    int api_healthy;         /* every reflector's last request worked */
+    double failing_since;    /* start of the current failure, or 0 */
+    double last_sync;        /* latest completed LIST of any kind */
+    double last_publish;     /* latest table published */
+    uint64_t generation;     /* of the latest table published */
+    uint64_t tables;         /* tables published */
+    uint64_t relists;        /* LISTs after the first, all kinds */
+    uint64_t watch_restarts; /* WATCHes after the first, all kinds */
+    uint64_t events;         /* watch events applied */
+    uint64_t bad_objects;    /* malformed lines/objects skipped */
+    uint64_t errors;         /* failed API requests */
+    size_t services, slices; /* objects cached */
+    size_t table_services;   /* services in the latest table */
+    size_t conflicts;        /* table services refused last build */
+    char node_zone[64];      /* this node's zone, "" if unknown */
     char last_error[256];
 };
 

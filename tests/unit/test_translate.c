@@ -92,12 +92,13 @@ bes(const struct tbl_service *s)
     for (i = 0; i < s->nbackends; i++) {
         const struct tbl_backend *b = &s->backends[i];
         char a[SADDR_STR_MAX];
-        n += (size_t)snprintf(
-            out + n, sizeof(out) - n, "%s%s@%s=%s%s%s%s", i ? "," : "",
-            b->name, saddr_str(&b->addr, a, sizeof(a)),
-            b->flags & TBL_BE_READY ? "R" : "", b->flags & TBL_BE_SERVING ? "S" : "",
-            b->flags & TBL_BE_TERMINATING ? "T" : "",
-            b->flags & TBL_BE_LOCAL ? "L" : "");
+        n += (size_t)snprintf(out + n, sizeof(out) - n, "%s%s@%s=%s%s%s%s",
+                              i ? "," : "", b->name,
+                              saddr_str(&b->addr, a, sizeof(a)),
+                              b->flags & TBL_BE_READY ? "R" : "",
+                              b->flags & TBL_BE_SERVING ? "S" : "",
+                              b->flags & TBL_BE_TERMINATING ? "T" : "",
+                              b->flags & TBL_BE_LOCAL ? "L" : "");
         assert_int_equal(b->weight, 1);
     }
     return out;
@@ -164,8 +165,8 @@ test_basic(void **state)
     f->o.policy = &pol;
     put(f->svcs, WEB_SVC(""));
     put(f->slices, SLICE("web-1", "web", HTTP_8080,
-                         "[" EP("198.18.2.2", "node-b", "z2", READY) ","
-                         EP("198.18.2.1", "node-a", "z1", "") "]"));
+                         "[" EP("198.18.2.2", "node-b", "z2", READY) "," EP(
+                             "198.18.2.1", "node-a", "z1", "") "]"));
     build(f);
     assert_int_equal(f->t->nservices, 1);
     s = get(f, "shop/web:http");
@@ -234,16 +235,17 @@ test_merge_dedup(void **state)
 
     put(f->svcs, WEB_SVC(""));
     put(f->slices, SLICE("web-a", "web", HTTP_8080,
-                         "[" EP("198.18.2.1", "node-b", "z2", READY) ","
-                         EP("198.18.2.3", "node-b", "z2", NOTREADY) "]"));
-    put(f->slices, SLICE("web-b", "web", HTTP_8080,
-                         "[" EP("198.18.2.2", "node-b", "z2", READY) ","
-                         EP("198.18.2.3", "node-b", "z2", READY) ","
-                         EP("198.18.2.1", "node-b", "z2", READY) "]"));
+                         "[" EP("198.18.2.1", "node-b", "z2", READY) "," EP(
+                             "198.18.2.3", "node-b", "z2", NOTREADY) "]"));
+    put(f->slices,
+        SLICE("web-b", "web", HTTP_8080,
+              "[" EP("198.18.2.2", "node-b", "z2", READY) "," EP(
+                  "198.18.2.3", "node-b", "z2",
+                  READY) "," EP("198.18.2.1", "node-b", "z2", READY) "]"));
     /* Same IP, other port: a different backend. */
-    put(f->slices, SLICE("web-c", "web",
-                         "[{'name':'http','protocol':'TCP','port':8081}]",
-                         "[" EP("198.18.2.1", "node-b", "z2", READY) "]"));
+    put(f->slices,
+        SLICE("web-c", "web", "[{'name':'http','protocol':'TCP','port':8081}]",
+              "[" EP("198.18.2.1", "node-b", "z2", READY) "]"));
     /* Other service, no label, FQDN: all ignored. */
     put(f->slices, SLICE("db-a", "db", HTTP_8080,
                          "[" EP("198.18.2.9", "node-b", "z2", READY) "]"));
@@ -316,12 +318,14 @@ test_terminating_fallback(void **state)
     struct fx *f = *state;
 
     put(f->svcs, WEB_SVC(""));
-    put(f->slices, SLICE("web-1", "web", HTTP_8080,
-                         "[" EP("198.18.2.1", "node-b", "z2", TERMINATING) ","
-                         EP("198.18.2.2", "node-b", "z2", NOTREADY) ","
-                         EP("198.18.2.3", "node-b", "z2",
-                            ",'conditions':{'ready':false,'serving':false,"
-                            "'terminating':true}") "]"));
+    put(f->slices,
+        SLICE(
+            "web-1", "web", HTTP_8080,
+            "[" EP("198.18.2.1", "node-b", "z2", TERMINATING) "," EP(
+                "198.18.2.2", "node-b", "z2",
+                NOTREADY) "," EP("198.18.2.3", "node-b", "z2",
+                                 ",'conditions':{'ready':false,'serving':false,"
+                                 "'terminating':true}") "]"));
     build(f);
     assert_string_equal(bes(get(f, "shop/web:http")),
                         "pod-198.18.2.1@198.18.2.1:8080=ST");
@@ -339,9 +343,10 @@ test_itp_local(void **state)
     struct fx *f = *state;
 
     put(f->svcs, WEB_SVC(",'internalTrafficPolicy':'Local'"));
-    put(f->slices, SLICE("web-1", "web", HTTP_8080,
-                         "[" EP("198.18.2.1", "node-a", "z1", TERMINATING) ","
-                         EP("198.18.2.2", "node-b", "z1", READY) "]"));
+    put(f->slices,
+        SLICE("web-1", "web", HTTP_8080,
+              "[" EP("198.18.2.1", "node-a", "z1", TERMINATING) "," EP(
+                  "198.18.2.2", "node-b", "z1", READY) "]"));
     build(f);
     assert_int_equal(f->t->nservices, 1);
     /* No local ready endpoint: local serving+terminating one. */
@@ -367,8 +372,8 @@ test_etp_local(void **state)
         "'ingress':[{'ip':'198.18.9.1','ipMode':'VIP'},{'ip':'198.18.9.2',"
         "'ipMode':'Proxy'},{'hostname':'lb.example.org'}]}}}");
     put(f->slices, SLICE("web-1", "web", HTTP_8080,
-                         "[" EP("198.18.2.1", "node-a", "z1", READY) ","
-                         EP("198.18.2.2", "node-b", "z1", READY) "]"));
+                         "[" EP("198.18.2.1", "node-a", "z1", READY) "," EP(
+                             "198.18.2.2", "node-b", "z1", READY) "]"));
     build(f);
     assert_int_equal(f->t->nservices, 2);
     in = get(f, "shop/web:http");
@@ -400,8 +405,8 @@ test_both_local(void **state)
                  "'externalTrafficPolicy':'Local',"
                  "'internalTrafficPolicy':'Local'}}");
     put(f->slices, SLICE("web-1", "web", HTTP_8080,
-                         "[" EP("198.18.2.1", "node-a", "z1", READY) ","
-                         EP("198.18.2.2", "node-b", "z1", READY) "]"));
+                         "[" EP("198.18.2.1", "node-a", "z1", READY) "," EP(
+                             "198.18.2.2", "node-b", "z1", READY) "]"));
     build(f);
     assert_int_equal(f->t->nservices, 1);
     assert_string_equal(fes(get(f, "shop/web:http")),
@@ -411,8 +416,9 @@ test_both_local(void **state)
 }
 
 #define ZH(z) ",'hints':{'forZones':[{'name':'" z "'}]}" READY
-#define NH(n) ",'hints':{'forNodes':[{'name':'" n "'}],'forZones':[{'name':" \
-              "'z9'}]}" READY
+#define NH(n)                                                                  \
+    ",'hints':{'forNodes':[{'name':'" n "'}],'forZones':[{'name':"             \
+    "'z9'}]}" READY
 
 static void
 test_hints(void **state)
@@ -421,9 +427,10 @@ test_hints(void **state)
 
     put(f->svcs, WEB_SVC(""));
     put(f->slices, SLICE("web-1", "web", HTTP_8080,
-                         "[" EP("198.18.2.1", "node-b", "z1", ZH("z1")) ","
-                         EP("198.18.2.2", "node-c", "z2", ZH("z2")) ","
-                         EP("198.18.2.3", "node-d", "z2", TERMINATING) "]"));
+                         "[" EP("198.18.2.1", "node-b", "z1", ZH("z1")) "," EP(
+                             "198.18.2.2", "node-c", "z2",
+                             ZH("z2")) "," EP("198.18.2.3", "node-d", "z2",
+                                              TERMINATING) "]"));
     build(f);
     assert_string_equal(bes(get(f, "shop/web:http")),
                         "pod-198.18.2.1@198.18.2.1:8080=RS");
@@ -449,9 +456,10 @@ test_node_hints(void **state)
     struct fx *f = *state;
 
     put(f->svcs, WEB_SVC(""));
-    put(f->slices, SLICE("web-1", "web", HTTP_8080,
-                         "[" EP("198.18.2.1", "node-a", "z1", NH("node-a")) ","
-                         EP("198.18.2.2", "node-b", "z1", NH("node-b")) "]"));
+    put(f->slices,
+        SLICE("web-1", "web", HTTP_8080,
+              "[" EP("198.18.2.1", "node-a", "z1", NH("node-a")) "," EP(
+                  "198.18.2.2", "node-b", "z1", NH("node-b")) "]"));
     build(f);
     assert_string_equal(bes(get(f, "shop/web:http")),
                         "pod-198.18.2.1@198.18.2.1:8080=RSL");
@@ -515,13 +523,20 @@ main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
     const struct CMUnitTest tests[] = {
-        T(test_basic),          T(test_skipped_kinds),
-        T(test_udp_skipped),    T(test_merge_dedup),
-        T(test_port_matching),  T(test_conditions),
-        T(test_terminating_fallback), T(test_itp_local),
-        T(test_etp_local),      T(test_both_local),
-        T(test_hints),          T(test_node_hints),
-        T(test_ipv6_and_affinity), T(test_conflict),
+        T(test_basic),
+        T(test_skipped_kinds),
+        T(test_udp_skipped),
+        T(test_merge_dedup),
+        T(test_port_matching),
+        T(test_conditions),
+        T(test_terminating_fallback),
+        T(test_itp_local),
+        T(test_etp_local),
+        T(test_both_local),
+        T(test_hints),
+        T(test_node_hints),
+        T(test_ipv6_and_affinity),
+        T(test_conflict),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -172,12 +172,14 @@ test_event_bookmark(void **state)
     assert_int_equal(kcache_changes(c), ch);
     assert_string_equal(kcache_rv(c), "901");
     /* A bookmark at the same RV is fine, an older one is a regression. */
-    assert_int_equal(apply(c, "{\"type\":\"BOOKMARK\",\"object\":{"
-                              "\"metadata\":{\"resourceVersion\":\"901\"}}}",
+    assert_int_equal(apply(c,
+                           "{\"type\":\"BOOKMARK\",\"object\":{"
+                           "\"metadata\":{\"resourceVersion\":\"901\"}}}",
                            &ev, &e),
                      KCACHE_APPLIED);
-    assert_int_equal(apply(c, "{\"type\":\"BOOKMARK\",\"object\":{"
-                              "\"metadata\":{\"resourceVersion\":\"899\"}}}",
+    assert_int_equal(apply(c,
+                           "{\"type\":\"BOOKMARK\",\"object\":{"
+                           "\"metadata\":{\"resourceVersion\":\"899\"}}}",
                            &ev, &e),
                      KCACHE_REGRESS);
     /* Even a bookmark that names an object is never stored. */
@@ -188,8 +190,7 @@ test_event_bookmark(void **state)
               &ev, &e),
         KCACHE_APPLIED);
     assert_int_equal(kcache_size(c), 0);
-    assert_int_equal(apply(c, "{\"type\":\"BOOKMARK\",\"object\":{}}", &ev,
-                           &e),
+    assert_int_equal(apply(c, "{\"type\":\"BOOKMARK\",\"object\":{}}", &ev, &e),
                      -1);
     kcache_free(c);
 }
@@ -213,13 +214,15 @@ test_event_error(void **state)
     assert_int_equal(ev.code, 410);
     assert_string_equal(ev.reason, "Expired");
     assert_string_equal(ev.message, "too old resource version: 700 (812)");
-    assert_int_equal(apply(c, "{\"type\":\"ERROR\",\"object\":{\"reason\":"
-                              "\"Gone\"}}",
+    assert_int_equal(apply(c,
+                           "{\"type\":\"ERROR\",\"object\":{\"reason\":"
+                           "\"Gone\"}}",
                            &ev, &e),
                      KCACHE_ERROR);
     assert_int_equal(ev.code, 410);
-    assert_int_equal(apply(c, "{\"type\":\"ERROR\",\"object\":{\"code\":500,"
-                              "\"reason\":\"InternalError\"}}",
+    assert_int_equal(apply(c,
+                           "{\"type\":\"ERROR\",\"object\":{\"code\":500,"
+                           "\"reason\":\"InternalError\"}}",
                            &ev, &e),
                      KCACHE_ERROR);
     assert_int_equal(ev.code, 500);
@@ -238,21 +241,24 @@ test_event_malformed(void **state)
     assert_int_equal(apply(c, "{\"type\":\"ADDED\",", &ev, &e), -1);
     assert_non_null(strstr(e.msg, "bad JSON"));
     assert_int_equal(apply(c, "[1,2]", &ev, &e), -1);
-    assert_int_equal(apply(c, "{\"type\":\"RENAMED\",\"object\":{"
-                              "\"metadata\":{\"namespace\":\"a\",\"name\":"
-                              "\"b\"}}}",
+    assert_int_equal(apply(c,
+                           "{\"type\":\"RENAMED\",\"object\":{"
+                           "\"metadata\":{\"namespace\":\"a\",\"name\":"
+                           "\"b\"}}}",
                            &ev, &e),
                      -1);
     assert_string_equal(e.obj, "a/b");
     assert_int_equal(apply(c, "{\"type\":\"ADDED\",\"object\":5}", &ev, &e),
                      -1);
-    assert_int_equal(apply(c, "{\"type\":\"ADDED\",\"object\":{\"metadata\":"
-                              "{\"namespace\":\"a\"}}}",
+    assert_int_equal(apply(c,
+                           "{\"type\":\"ADDED\",\"object\":{\"metadata\":"
+                           "{\"namespace\":\"a\"}}}",
                            &ev, &e),
                      -1);
     assert_non_null(strstr(e.msg, "metadata.name"));
-    assert_int_equal(apply(c, "{\"type\":\"ADDED\",\"object\":{\"metadata\":"
-                              "{\"name\":\"n\"}}}",
+    assert_int_equal(apply(c,
+                           "{\"type\":\"ADDED\",\"object\":{\"metadata\":"
+                           "{\"name\":\"n\"}}}",
                            &ev, &e),
                      -1);
     assert_non_null(strstr(e.msg, "metadata.namespace"));

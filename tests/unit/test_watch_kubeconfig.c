@@ -112,7 +112,8 @@ test_data(void **state)
         "current-context: c\n"
         "clusters: [{name: k, cluster: {server: 'http://127.0.0.1:8080',\n"
         "  certificate-authority: ignored.crt,\n"
-        "  certificate-authority-data: 'LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCg=='}}]\n"
+        "  certificate-authority-data: "
+        "'LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCg=='}}]\n"
         "contexts: [{name: c, context: {cluster: k, user: u}}]\n"
         "users: [{name: u, user: {client-certificate-data: "
         "'Y2VydA==', client-key-data: 'a2V5\n  eQ=='}}]\n";
