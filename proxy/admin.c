@@ -1,0 +1,818 @@
+#include <errno.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "admin.h"
+#include "backend.h"
+#include "balance.h"
+#include "health.h"
+#include "httpreq.h"
+#include "log.h"
+#include "metrics.h"
+#include "proxy.h"
+#include "sbuf.h"
+#include "svc.h"
+
+#define ADMIN_CONNS_MAX   64
+#define ADMIN_REPLY_MAX   (64u << 20) /* metrics of a very large table */
+#define ADMIN_LINGER_S    1.0         /* read and drop after the reply */
+
+enum aconn_phase {
+    AC_READING,
+    AC_WRITING,
+    AC_LINGER, /* reply sent and FIN out: drain what the client still sends */
+};
+
+struct aconn {
+    struct admin *a;
+    struct aconn *prev, *next;
+    struct ev_io io;
+    struct ev_timer timer;
+    enum aconn_phase phase;
+    size_t inlen, sent;
+    struct sbuf out;
+    char in[HTTPREQ_MAX];
+};
+
+/* An operator's override of one backend of one service. */
+struct ovr {
+    char svc[TBL_NAME_MAX];
+    struct saddr addr;
+    int drained;
+    int32_t weight; /* -1: none */
+};
+
+struct admin {
+    struct ev_loop *loop;
+    struct proxy *p;
+    struct health *h;
+    struct conf_admin conf;
+    int listening;
+    struct ev_io lio;
+    char addr_str[SADDR_STR_MAX];
+    struct aconn *conns;
+    size_t nconns;
+    int table_ready;
+    double started;
+    struct admin_hooks hooks;
+    struct ovr *ovr;
+    size_t novr;
+};
+
+static void aconn_close(struct aconn *c);
+
+/* ---- overrides ---------------------------------------------------------- */
+
+static struct ovr *
+ovr_find(struct admin *a, const char *svc, const struct saddr *addr)
+{
+    size_t i;
+
+    for (i = 0; i < a->novr; i++)
+        if (strcmp(a->ovr[i].svc, svc) == 0
+            && saddr_cmp(&a->ovr[i].addr, addr) == 0)
+            return &a->ovr[i];
+    return NULL;
+}
+
+/* Record an override; drained < 0 or weight < -1 leave that part as is.
+ * An entry that overrides nothing is removed. Returns 0 or -1 (memory). */
+static int
+ovr_set(struct admin *a, const char *svc, const struct saddr *addr,
+        int drained, int32_t weight)
+{
+    struct ovr *o = ovr_find(a, svc, addr);
+
+    if (o == NULL) {
+        struct ovr *n = realloc(a->ovr, (a->novr + 1) * sizeof(*n));
+        if (n == NULL)
+            return -1;
+        a->ovr = n;
+        o = &a->ovr[a->novr++];
+        memset(o, 0, sizeof(*o));
+        snprintf(o->svc, sizeof(o->svc), "%s", svc);
+        o->addr = *addr;
+        o->weight = -1;
+    }
+    if (drained >= 0)
+        o->drained = drained;
+    if (weight >= -1)
+        o->weight = weight;
+    if (!o->drained && o->weight < 0)
+        *o = a->ovr[--a->novr];
+    return 0;
+}
+
+/* Push the overrides into the runtime services in force. */
+static void
+ovr_apply(struct admin *a)
+{
+    size_t i, j;
+
+    for (i = 0; i < a->p->nsvcs; i++) {
+        struct svc *s = a->p->svcs[i];
+        for (j = 0; j < s->nbe; j++) {
+            const struct ovr *o =
+                a->novr ? ovr_find(a, s->name, &s->be[j].b->addr) : NULL;
+            atomic_store(&s->be[j].drained, o ? (unsigned)o->drained : 0u);
+            atomic_store(&s->be[j].ovr_weight, o ? o->weight : -1);
+        }
+    }
+}
+
+/* ---- state shown -------------------------------------------------------- */
+
+static const char *
+be_state(const struct svc_be *e, double now)
+{
+    if (atomic_load_explicit(&e->drained, memory_order_relaxed))
+        return "draining";
+    if (!backend_healthy(e->b))
+        return "down";
+    if (backend_ejected(e->b, now))
+        return "ejected";
+    return "up";
+}
+
+/* Nonzero when ready; otherwise <why> says what is missing. */
+static int
+admin_ready(struct admin *a, double now, char *why, size_t whylen)
+{
+    double failing;
+
+    if (a->p->draining) {
+        snprintf(why, whylen, "shutting down");
+        return 0;
+    }
+    if (!a->table_ready) {
+        snprintf(why, whylen, "no service table in force yet");
+        return 0;
+    }
+    if (a->hooks.synced != NULL && !a->hooks.synced(a->hooks.arg)) {
+        snprintf(why, whylen, "waiting for the first full sync from the "
+                              "API server");
+        return 0;
+    }
+    if (a->hooks.api_failing_for != NULL) {
+        failing = a->hooks.api_failing_for(a->hooks.arg, now);
+        if (failing > a->conf.api_grace_ms / 1e3) {
+            snprintf(why, whylen, "API watch failing for %.0f s (serving the "
+                                  "last table known)",
+                     failing);
+            return 0;
+        }
+    }
+    why[0] = '\0';
+    return 1;
+}
+
+static json_t *
+fail_obj(const atomic_uint_fast64_t *v, size_t n)
+{
+    json_t *o = json_object();
+    size_t r;
+
+    for (r = 0; r < n; r++)
+        json_object_set_new(o, stats_fail_text[r],
+                            json_integer((json_int_t)stats_get(&v[r])));
+    return o;
+}
+
+static json_t *
+status_backend(struct admin *a, const struct svc_be *e, double now)
+{
+    const struct backend *b = e->b;
+    struct health_info hi;
+    json_t *o, *h;
+
+    health_info(a->h, b, &hi);
+    h = json_object();
+    json_object_set_new(h, "checked", json_boolean(hi.checked));
+    json_object_set_new(h, "up", json_boolean(backend_healthy(b)));
+    json_object_set_new(h, "last_failure", json_string(hi.cause));
+    json_object_set_new(h, "last_check_age_seconds",
+                        hi.last_check > 0 ? json_real(now - hi.last_check)
+                                          : json_null());
+    json_object_set_new(h, "went_down",
+                        json_integer((json_int_t)stats_get(&b->n_went_down)));
+    json_object_set_new(h, "went_up",
+                        json_integer((json_int_t)stats_get(&b->n_went_up)));
+    o = json_object();
+    json_object_set_new(o, "name", json_string(e->name));
+    json_object_set_new(o, "address", json_string(b->addr_str));
+    json_object_set_new(o, "state", json_string(be_state(e, now)));
+    json_object_set_new(o, "weight", json_integer(svc_be_weight(e)));
+    json_object_set_new(o, "config_weight", json_integer(e->weight));
+    json_object_set_new(o, "drained",
+                        json_boolean(atomic_load(&e->drained) != 0));
+    json_object_set_new(o, "active", json_integer(atomic_load(&b->active)));
+    json_object_set_new(o, "connections",
+                        json_integer((json_int_t)stats_get(&b->n_connects)));
+    json_object_set_new(o, "connect_failures",
+                        fail_obj(b->n_fail, STATS_FAIL_CONNECT_COUNT));
+    json_object_set_new(o, "consecutive_failures",
+                        json_integer(atomic_load(&b->fails)));
+    json_object_set_new(o, "ejected", json_boolean(backend_ejected(b, now)));
+    json_object_set_new(o, "ejections",
+                        json_integer((json_int_t)stats_get(&b->n_ejections)));
+    json_object_set_new(o, "bytes_in",
+                        json_integer((json_int_t)stats_get(&b->bytes_in)));
+    json_object_set_new(o, "bytes_out",
+                        json_integer((json_int_t)stats_get(&b->bytes_out)));
+    json_object_set_new(o, "health", h);
+    return o;
+}
+
+static json_t *
+status_service(struct admin *a, size_t i, double now)
+{
+    const struct svc *s = a->p->svcs[i];
+    const struct tbl_service *ts = &a->p->table->services[i];
+    json_t *o = json_object(), *fe = json_array(), *be = json_array();
+    json_t *cnt = json_object(), *hc;
+    char buf[SADDR_STR_MAX];
+    size_t j;
+
+    for (j = 0; j < ts->nfrontends; j++)
+        json_array_append_new(
+            fe, json_string(saddr_str(&ts->frontends[j], buf, sizeof(buf))));
+    for (j = 0; j < s->nbe; j++)
+        json_array_append_new(be, status_backend(a, &s->be[j], now));
+    json_object_set_new(cnt, "accepted",
+                        json_integer((json_int_t)stats_get(&s->st->accepted)));
+    json_object_set_new(cnt, "active", json_integer(atomic_load(&s->st->active)));
+    json_object_set_new(cnt, "retries",
+                        json_integer((json_int_t)stats_get(&s->st->retries)));
+    json_object_set_new(cnt, "bytes_in",
+                        json_integer((json_int_t)stats_get(&s->st->bytes_in)));
+    json_object_set_new(cnt, "bytes_out",
+                        json_integer((json_int_t)stats_get(&s->st->bytes_out)));
+    json_object_set_new(cnt, "failed", fail_obj(s->st->fail, STATS_FAIL__COUNT));
+    hc = json_object();
+    json_object_set_new(hc, "type",
+                        json_string(s->spec.check.type == TBL_CHECK_HTTP ? "http"
+                                    : s->spec.check.type == TBL_CHECK_TCP
+                                        ? "tcp"
+                                        : "none"));
+    if (s->spec.check.type != TBL_CHECK_NONE) {
+        json_object_set_new(hc, "interval_ms",
+                            json_integer(s->spec.check.interval_ms));
+        json_object_set_new(hc, "rise", json_integer(s->spec.check.rise));
+        json_object_set_new(hc, "fall", json_integer(s->spec.check.fall));
+        if (s->spec.check.type == TBL_CHECK_HTTP)
+            json_object_set_new(hc, "path", json_string(s->spec.check.path));
+    }
+    json_object_set_new(o, "name", json_string(s->name));
+    json_object_set_new(o, "balance", json_string(s->bal->name));
+    json_object_set_new(o, "frontends", fe);
+    json_object_set_new(o, "health_check", hc);
+    json_object_set_new(o, "counters", cnt);
+    json_object_set_new(o, "backends", be);
+    return o;
+}
+
+static char *
+status_json(struct admin *a, double now)
+{
+    json_t *root = json_object(), *svcs = json_array();
+    char why[160];
+    char *txt;
+    size_t i;
+    int ready = admin_ready(a, now, why, sizeof(why));
+
+    for (i = 0; i < a->p->nsvcs && a->p->table != NULL; i++)
+        json_array_append_new(svcs, status_service(a, i, now));
+    json_object_set_new(root, "ready", json_boolean(ready));
+    json_object_set_new(root, "not_ready_reason", json_string(why));
+    json_object_set_new(root, "generation",
+                        json_integer(a->p->table ? (json_int_t)a->p->table->generation
+                                                 : 0));
+    json_object_set_new(root, "uptime_seconds", json_real(now - a->started));
+    json_object_set_new(root, "connections_open",
+                        json_integer((json_int_t)a->p->w.nconns));
+    json_object_set_new(root, "backend_objects", json_integer(backend_count()));
+    json_object_set_new(root, "services", svcs);
+    txt = json_dumps(root, JSON_INDENT(1) | JSON_ENSURE_ASCII);
+    json_decref(root);
+    return txt;
+}
+
+/* ---- replies ------------------------------------------------------------ */
+
+static const char *
+status_text(int code)
+{
+    switch (code) {
+    case 200:
+        return "OK";
+    case 400:
+        return "Bad Request";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 409:
+        return "Conflict";
+    case 500:
+        return "Internal Server Error";
+    case 503:
+        return "Service Unavailable";
+    default:
+        return "Unknown";
+    }
+}
+
+/* A complete reply; <extra> is more header lines ("" or "X: y\r\n"). */
+static void
+reply(struct sbuf *out, int code, const char *ctype, const char *extra,
+      const char *body, size_t blen, int head)
+{
+    sbuf_printf(out,
+                "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
+                "Cache-Control: no-store\r\nConnection: close\r\n%s\r\n",
+                code, status_text(code), ctype, blen, extra);
+    if (!head)
+        sbuf_add(out, body, blen);
+}
+
+static void
+reply_text(struct sbuf *out, int code, const char *text, int head)
+{
+    reply(out, code, "text/plain; charset=utf-8", "", text, strlen(text), head);
+}
+
+/* Find backend <which> (name or address) of service <svc>. */
+static struct svc_be *
+find_be(struct admin *a, const char *svc, const char *which)
+{
+    size_t i, j;
+
+    for (i = 0; i < a->p->nsvcs; i++) {
+        struct svc *s = a->p->svcs[i];
+        if (strcmp(s->name, svc) != 0)
+            continue;
+        for (j = 0; j < s->nbe; j++)
+            if (strcmp(s->be[j].name, which) == 0
+                || strcmp(s->be[j].b->addr_str, which) == 0)
+                return &s->be[j];
+    }
+    return NULL;
+}
+
+static void
+control_reply(struct sbuf *out, const char *svc, const struct svc_be *e,
+              double now)
+{
+    json_t *o = json_object();
+    char *txt;
+
+    json_object_set_new(o, "service", json_string(svc));
+    json_object_set_new(o, "backend", json_string(e->name));
+    json_object_set_new(o, "address", json_string(e->b->addr_str));
+    json_object_set_new(o, "state", json_string(be_state(e, now)));
+    json_object_set_new(o, "drained", json_boolean(atomic_load(&e->drained)));
+    json_object_set_new(o, "weight", json_integer(svc_be_weight(e)));
+    json_object_set_new(o, "config_weight", json_integer(e->weight));
+    txt = json_dumps(o, JSON_ENSURE_ASCII);
+    json_decref(o);
+    if (txt == NULL) {
+        reply_text(out, 500, "out of memory\n", 0);
+        return;
+    }
+    reply(out, 200, "application/json", "", txt, strlen(txt), 0);
+    free(txt);
+}
+
+/* POST /backends/SERVICE/BACKEND/ACTION. <rest> follows "/backends/". */
+static void
+control(struct admin *a, const struct httpreq *r, const char *rest,
+        double now, struct sbuf *out)
+{
+    char svc[TBL_NAME_MAX], which[TBL_NAME_MAX], val[16];
+    const char *s1 = strchr(rest, '/'), *s2;
+    struct svc_be *e;
+    int drained = -1, rc;
+    int32_t weight = -2;
+    uint64_t w;
+    const char *why;
+
+    s2 = s1 ? strrchr(rest, '/') : NULL;
+    if (s1 == NULL || s2 == s1 || (size_t)(s1 - rest) >= sizeof(svc)
+        || (size_t)(s2 - s1 - 1) >= sizeof(which) || s1 == rest
+        || s2 == s1 + 1) {
+        reply_text(out, 404, "not found\n", 0);
+        return;
+    }
+    memcpy(svc, rest, (size_t)(s1 - rest));
+    svc[s1 - rest] = '\0';
+    memcpy(which, s1 + 1, (size_t)(s2 - s1 - 1));
+    which[s2 - s1 - 1] = '\0';
+    if (strcmp(s2 + 1, "drain") == 0)
+        drained = 1;
+    else if (strcmp(s2 + 1, "enable") == 0)
+        drained = 0;
+    else if (strcmp(s2 + 1, "reset") == 0)
+        drained = 0, weight = -1;
+    else if (strcmp(s2 + 1, "weight") == 0) {
+        if (httpreq_query(r, "value", val, sizeof(val)) < 0
+            || parse_uint(val, 0, TBL_WEIGHT_MAX, &w, &why) < 0) {
+            reply_text(out, 400, "weight needs ?value=N with N in 0..256\n",
+                       0);
+            return;
+        }
+        weight = (int32_t)w;
+    } else {
+        reply_text(out, 404, "not found\n", 0);
+        return;
+    }
+    if (r->method != HTTPREQ_POST) {
+        reply(out, 405, "text/plain; charset=utf-8", "Allow: POST\r\n",
+              "use POST\n", 9, r->method == HTTPREQ_HEAD);
+        return;
+    }
+    e = find_be(a, svc, which);
+    if (e == NULL) {
+        reply_text(out, 404, "no such service or backend\n", 0);
+        return;
+    }
+    rc = ovr_set(a, svc, &e->b->addr, drained, weight);
+    if (rc < 0) {
+        reply_text(out, 500, "out of memory\n", 0);
+        return;
+    }
+    ovr_apply(a);
+    if (drained == 1)
+        log_info("admin: backend %s (%s) of service %s drained: no new "
+                 "connections, %u open continue",
+                 e->name, e->b->addr_str, svc, atomic_load(&e->b->active));
+    else if (weight == -1)
+        log_info("admin: backend %s (%s) of service %s reset to its "
+                 "configuration (weight %u)",
+                 e->name, e->b->addr_str, svc, e->weight);
+    else if (drained == 0)
+        log_info("admin: backend %s (%s) of service %s enabled", e->name,
+                 e->b->addr_str, svc);
+    else
+        log_info("admin: backend %s (%s) of service %s weight set to %d",
+                 e->name, e->b->addr_str, svc, weight);
+    control_reply(out, svc, e, now);
+}
+
+/* GET-only pages; returns 0 when <path> is not one. */
+static int
+get_page(struct admin *a, const struct httpreq *r, double now,
+         struct sbuf *out)
+{
+    int head = r->method == HTTPREQ_HEAD;
+    const char *p = r->path;
+    char why[160];
+
+    if (strcmp(p, "/healthz") != 0 && strcmp(p, "/readyz") != 0
+        && strcmp(p, "/metrics") != 0 && strcmp(p, "/status") != 0
+        && strcmp(p, "/") != 0)
+        return 0;
+    if (r->method != HTTPREQ_GET && !head) {
+        reply(out, 405, "text/plain; charset=utf-8", "Allow: GET, HEAD\r\n",
+              "use GET\n", 8, 0);
+        return 1;
+    }
+    if (strcmp(p, "/healthz") == 0) {
+        reply_text(out, 200, "ok\n", head);
+    } else if (strcmp(p, "/readyz") == 0) {
+        char msg[200];
+        int ok = admin_ready(a, now, why, sizeof(why));
+        snprintf(msg, sizeof(msg), ok ? "ready\n" : "not ready: %s\n", why);
+        reply_text(out, ok ? 200 : 503, msg, head);
+    } else if (strcmp(p, "/metrics") == 0) {
+        struct sbuf m;
+        sbuf_init(&m, ADMIN_REPLY_MAX - 4096);
+        metrics_write(&m, a->p->svcs, a->p->nsvcs, a->h,
+                      admin_ready(a, now, why, sizeof(why)), now);
+        if (m.overflow)
+            reply_text(out, 500, "metrics too large\n", head);
+        else
+            reply(out, 200, "text/plain; version=0.0.4; charset=utf-8", "",
+                  m.p ? m.p : "", m.len, head);
+        sbuf_deinit(&m);
+    } else if (strcmp(p, "/status") == 0) {
+        char *txt = status_json(a, now);
+        if (txt == NULL)
+            reply_text(out, 500, "out of memory\n", head);
+        else
+            reply(out, 200, "application/json", "", txt, strlen(txt), head);
+        free(txt);
+    } else {
+        reply(out, 200, "text/html; charset=utf-8", "", admin_page_html,
+              admin_page_html_len, head);
+    }
+    return 1;
+}
+
+void
+admin_respond(struct admin *a, const struct httpreq *r, double now,
+              struct sbuf *out)
+{
+    if (get_page(a, r, now, out))
+        return;
+    if (strncmp(r->path, "/backends/", 10) == 0) {
+        control(a, r, r->path + 10, now, out);
+        return;
+    }
+    /* Never echo the path: it is the client's text. */
+    reply_text(out, 404, "not found\n", r->method == HTTPREQ_HEAD);
+}
+
+/* ---- connections -------------------------------------------------------- */
+
+static void
+aconn_want(struct aconn *c, int events)
+{
+    ev_io_stop(c->a->loop, &c->io);
+    ev_io_set(&c->io, c->io.fd, events);
+    ev_io_start(c->a->loop, &c->io);
+}
+
+static void
+aconn_close(struct aconn *c)
+{
+    struct admin *a = c->a;
+
+    ev_io_stop(a->loop, &c->io);
+    ev_timer_stop(a->loop, &c->timer);
+    close(c->io.fd);
+    sbuf_deinit(&c->out);
+    if (c->prev != NULL)
+        c->prev->next = c->next;
+    else
+        a->conns = c->next;
+    if (c->next != NULL)
+        c->next->prev = c->prev;
+    a->nconns--;
+    free(c);
+}
+
+/* The reply is in c->out: start writing it. */
+static void
+aconn_start_reply(struct aconn *c)
+{
+    if (c->out.overflow) {
+        c->out.len = 0;
+        c->out.overflow = 0;
+        reply_text(&c->out, 500, "reply too large\n", 0);
+    }
+    c->phase = AC_WRITING;
+    aconn_want(c, EV_WRITE);
+}
+
+static void
+aconn_bad(struct aconn *c, const char *why)
+{
+    char body[128];
+
+    snprintf(body, sizeof(body), "bad request: %s\n", why);
+    reply_text(&c->out, 400, body, 0);
+    aconn_start_reply(c);
+}
+
+static void
+aconn_read(struct aconn *c)
+{
+    struct httpreq r;
+    const char *why = "malformed request";
+    enum httpreq_rc rc;
+    ssize_t n;
+
+    if (c->inlen == sizeof(c->in)) {
+        aconn_bad(c, "request too large");
+        return;
+    }
+    n = recv(c->io.fd, c->in + c->inlen, sizeof(c->in) - c->inlen, 0);
+    if (n < 0) {
+        if (errno != EAGAIN && errno != EINTR)
+            aconn_close(c);
+        return;
+    }
+    if (n == 0) { /* the client gave up before a whole request */
+        aconn_close(c);
+        return;
+    }
+    c->inlen += (size_t)n;
+    rc = httpreq_parse(c->in, c->inlen, &r, &why);
+    if (rc == HTTPREQ_AGAIN && c->inlen < sizeof(c->in))
+        return;
+    if (rc == HTTPREQ_AGAIN || rc == HTTPREQ_TOO_LARGE) {
+        aconn_bad(c, "request too large");
+        return;
+    }
+    if (rc == HTTPREQ_BAD) {
+        aconn_bad(c, why);
+        return;
+    }
+    admin_respond(c->a, &r, ev_now(c->a->loop), &c->out);
+    aconn_start_reply(c);
+}
+
+static void
+aconn_write(struct aconn *c)
+{
+    struct ev_loop *loop = c->a->loop;
+    ssize_t n = send(c->io.fd, c->out.p + c->sent, c->out.len - c->sent,
+                     MSG_NOSIGNAL);
+
+    if (n < 0) {
+        if (errno != EAGAIN && errno != EINTR)
+            aconn_close(c);
+        return;
+    }
+    c->sent += (size_t)n;
+    if (c->sent < c->out.len)
+        return;
+    /* Send our FIN, then read until the client's, so that unread request
+     * bytes do not turn our close into a reset that loses the reply. */
+    shutdown(c->io.fd, SHUT_WR);
+    c->phase = AC_LINGER;
+    aconn_want(c, EV_READ);
+    ev_timer_stop(loop, &c->timer);
+    ev_timer_set(&c->timer, ADMIN_LINGER_S, 0.);
+    ev_timer_start(loop, &c->timer);
+}
+
+static void
+aconn_on_io(struct ev_loop *loop, struct ev_io *io, int rev)
+{
+    struct aconn *c = io->data;
+    char sink[4096];
+    ssize_t n;
+
+    (void)loop;
+    (void)rev;
+    switch (c->phase) {
+    case AC_READING:
+        aconn_read(c);
+        break;
+    case AC_WRITING:
+        aconn_write(c);
+        break;
+    case AC_LINGER:
+        n = recv(c->io.fd, sink, sizeof(sink), 0);
+        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR))
+            aconn_close(c);
+        break;
+    }
+}
+
+static void
+aconn_on_timer(struct ev_loop *loop, struct ev_timer *t, int rev)
+{
+    struct aconn *c = t->data;
+
+    (void)loop;
+    (void)rev;
+    if (c->phase == AC_READING)
+        log_rl(LOG_INFO, ev_now(loop),
+               "admin: closing a connection that sent no complete request "
+               "within %u ms",
+               c->a->conf.request_timeout_ms);
+    aconn_close(c);
+}
+
+static void
+admin_on_accept(struct ev_loop *loop, struct ev_io *io, int rev)
+{
+    struct admin *a = io->data;
+    struct aconn *c;
+    int fd, i;
+
+    (void)rev;
+    for (i = 0; i < 16; i++) {
+        fd = accept4(io->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
+                log_rl(LOG_WARN, ev_now(loop), "admin: accept: %s",
+                       strerror(errno));
+            return;
+        }
+        if (a->nconns >= ADMIN_CONNS_MAX
+            || (c = calloc(1, sizeof(*c))) == NULL) {
+            log_rl(LOG_WARN, ev_now(loop),
+                   "admin: too many connections, closing a new one");
+            close(fd);
+            continue;
+        }
+        c->a = a;
+        sbuf_init(&c->out, ADMIN_REPLY_MAX);
+        ev_io_init(&c->io, aconn_on_io, fd, EV_READ);
+        ev_timer_init(&c->timer, aconn_on_timer,
+                      a->conf.request_timeout_ms / 1e3, 0.);
+        c->io.data = c->timer.data = c;
+        c->next = a->conns;
+        if (a->conns != NULL)
+            a->conns->prev = c;
+        a->conns = c;
+        a->nconns++;
+        ev_io_start(loop, &c->io);
+        ev_timer_start(loop, &c->timer);
+    }
+}
+
+/* ---- the server --------------------------------------------------------- */
+
+struct admin *
+admin_new(struct ev_loop *loop, struct proxy *p, struct health *h)
+{
+    struct admin *a = calloc(1, sizeof(*a));
+
+    if (a == NULL)
+        return NULL;
+    a->loop = loop;
+    a->p = p;
+    a->h = h;
+    a->started = ev_now(loop);
+    a->conf.request_timeout_ms = 5000;
+    ev_io_init(&a->lio, admin_on_accept, -1, EV_READ);
+    a->lio.data = a;
+    return a;
+}
+
+static void
+admin_close_listener(struct admin *a)
+{
+    if (!a->listening)
+        return;
+    ev_io_stop(a->loop, &a->lio);
+    close(a->lio.fd);
+    ev_io_set(&a->lio, -1, EV_READ);
+    a->listening = 0;
+    log_info("admin: stopped listening on %s", a->addr_str);
+}
+
+void
+admin_free(struct admin *a)
+{
+    if (a == NULL)
+        return;
+    admin_close_listener(a);
+    while (a->conns != NULL)
+        aconn_close(a->conns);
+    free(a->ovr);
+    free(a);
+}
+
+static int
+admin_listen(struct admin *a, const struct saddr *addr, struct err *e)
+{
+    char s[SADDR_STR_MAX];
+    int fd, one = 1;
+
+    saddr_str(addr, s, sizeof(s));
+    fd = socket(addr->u.sa.sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
+                0);
+    if (fd < 0)
+        return err_set(e, "admin: socket: %s", strerror(errno));
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (addr->u.sa.sa_family == AF_INET6)
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+    if (bind(fd, &addr->u.sa, addr->len) < 0 || listen(fd, 64) < 0) {
+        int err = errno;
+        close(fd);
+        return err_set(e, "admin: cannot listen on %s: %s", s, strerror(err));
+    }
+    ev_io_set(&a->lio, fd, EV_READ);
+    ev_io_start(a->loop, &a->lio);
+    a->listening = 1;
+    memcpy(a->addr_str, s, sizeof(s));
+    log_info("admin: listening on http://%s/", s);
+    return 0;
+}
+
+int
+admin_configure(struct admin *a, const struct conf_admin *c, struct err *e)
+{
+    int same = a->listening && c->enabled
+               && saddr_cmp(&a->conf.listen, &c->listen) == 0;
+
+    a->conf = *c;
+    if (same)
+        return 0;
+    admin_close_listener(a);
+    if (!c->enabled)
+        return 0;
+    return admin_listen(a, &c->listen, e);
+}
+
+void
+admin_set_hooks(struct admin *a, const struct admin_hooks *hooks)
+{
+    a->hooks = *hooks;
+}
+
+void
+admin_on_applied(struct admin *a)
+{
+    a->table_ready = 1;
+    ovr_apply(a);
+}

@@ -1,0 +1,78 @@
+/*
+ * admin.h - the admin HTTP server: health and readiness probes, metrics,
+ * status (JSON and a page for people) and runtime control of backends.
+ *
+ * It runs on the control loop, on its own listener (loopback by default).
+ * Every connection carries one request, has one timer for the whole
+ * exchange, and may not send more than HTTPREQ_MAX bytes. Endpoints:
+ *
+ *   GET  /healthz                           200 while the process runs
+ *   GET  /readyz                            200 ready, 503 with a reason
+ *   GET  /metrics                           Prometheus text format
+ *   GET  /status                            JSON
+ *   GET  /                                  the status page (HTML)
+ *   POST /backends/SERVICE/BACKEND/drain    no new connections
+ *   POST /backends/SERVICE/BACKEND/enable   undo drain
+ *   POST /backends/SERVICE/BACKEND/weight?value=N
+ *   POST /backends/SERVICE/BACKEND/reset    undo drain and weight
+ *
+ * BACKEND is the backend's name or its address. Overrides are kept by
+ * service name and backend address, and apply to every table (reloads,
+ * API updates) until undone.
+ */
+#ifndef PROXY_ADMIN_H
+#define PROXY_ADMIN_H
+
+#include <ev.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "err.h"
+
+struct health;
+struct proxy;
+struct sbuf;
+
+/* Filled by main.c in Kubernetes mode; every member may be NULL. */
+struct admin_hooks {
+    void *arg;
+    /* Nonzero once the first full sync from the API is in force. */
+    int (*synced)(void *arg);
+    /* Seconds the API watch has been failing at loop time <now>, or 0
+     * while it is healthy. */
+    double (*api_failing_for)(void *arg, double now);
+};
+
+struct admin;
+
+/* Returns a new admin server (not listening yet) serving the state of
+ * <p> and <h> (borrowed; they must outlive it), or NULL. */
+struct admin *admin_new(struct ev_loop *loop, struct proxy *p,
+                        struct health *h);
+
+/* Close the listener and every connection; admin_free(NULL) is fine. */
+void admin_free(struct admin *a);
+
+/* Apply the "admin:" settings: open, move or close the listener. A bind
+ * failure returns -1 with <e> filled and leaves the server closed (the
+ * caller logs it; the data plane does not depend on it). */
+int admin_configure(struct admin *a, const struct conf_admin *c,
+                    struct err *e);
+
+void admin_set_hooks(struct admin *a, const struct admin_hooks *hooks);
+
+/* A table is in force (first one: /readyz may answer ready). Also
+ * re-applies the overrides to the proxy's current services: call it
+ * after every proxy_apply(). */
+void admin_on_applied(struct admin *a);
+
+/* Build the reply to one parsed request into <out> (status line, headers
+ * and body), at loop time <now>. Exposed for tests. */
+struct httpreq;
+void admin_respond(struct admin *a, const struct httpreq *r, double now,
+                   struct sbuf *out);
+
+extern const char admin_page_html[];
+extern const size_t admin_page_html_len;
+
+#endif

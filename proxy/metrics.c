@@ -1,0 +1,408 @@
+#include <dirent.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/resource.h>
+
+#include "backend.h"
+#include "health.h"
+#include "log.h"
+#include "metrics.h"
+#include "sbuf.h"
+#include "svc.h"
+
+/* Process-wide values fed by the control plane. */
+static struct {
+    atomic_uint_fast64_t generation;
+    _Atomic double last_sync;
+    atomic_uint_fast64_t watch_restarts, relists;
+    struct hist sync, programming;
+} g;
+
+void
+metrics_set_generation(uint64_t generation)
+{
+    atomic_store_explicit(&g.generation, generation, memory_order_relaxed);
+}
+
+void
+metrics_sync_done(double duration_s, double wall_s)
+{
+    hist_observe(&g.sync, &hist_sync, duration_s);
+    atomic_store_explicit(&g.last_sync, wall_s, memory_order_relaxed);
+}
+
+void
+metrics_network_programming(double latency_s)
+{
+    hist_observe(&g.programming, &hist_programming, latency_s);
+}
+
+void
+metrics_watch_restart(void)
+{
+    stats_inc(&g.watch_restarts);
+}
+
+void
+metrics_watch_relist(void)
+{
+    stats_inc(&g.relists);
+}
+
+/* ---- formatting --------------------------------------------------------- */
+
+void
+metrics_label_value(struct sbuf *b, const char *s)
+{
+    for (; *s != '\0'; s++) {
+        if (*s == '\\')
+            sbuf_add(b, "\\\\", 2);
+        else if (*s == '"')
+            sbuf_add(b, "\\\"", 2);
+        else if (*s == '\n')
+            sbuf_add(b, "\\n", 2);
+        else
+            sbuf_add(b, s, 1);
+    }
+}
+
+static void
+family(struct sbuf *b, const char *name, const char *type, const char *help)
+{
+    sbuf_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+/* A bound as Prometheus prints it ("0.005", "1", "2.5"). */
+static void
+le_str(double v, char *out, size_t outlen)
+{
+    snprintf(out, outlen, "%.6g", v);
+}
+
+void
+metrics_write_hist(struct sbuf *b, const char *name, const char *labels,
+                   const struct hist *h, const struct hist_spec *sp)
+{
+    const char *sep = labels[0] ? "," : "";
+    uint64_t cum = 0;
+    char le[32];
+    size_t i;
+
+    for (i = 0; i < sp->n; i++) {
+        cum += stats_get(&h->bucket[i]);
+        le_str(sp->le[i], le, sizeof(le));
+        sbuf_printf(b, "%s_bucket{%s%sle=\"%s\"} %llu\n", name, labels, sep,
+                    le, (unsigned long long)cum);
+    }
+    cum += stats_get(&h->bucket[sp->n]);
+    sbuf_printf(b, "%s_bucket{%s%sle=\"+Inf\"} %llu\n", name, labels, sep,
+                (unsigned long long)cum);
+    sbuf_printf(b, "%s_sum{%s} %.6f\n", name, labels,
+                (double)stats_get(&h->sum_us) / 1e6);
+    sbuf_printf(b, "%s_count{%s} %llu\n", name, labels,
+                (unsigned long long)cum);
+}
+
+/* 'service="web"' into <out> (a small sbuf). */
+static void
+svc_labels(struct sbuf *out, const struct svc *s)
+{
+    out->len = 0;
+    sbuf_puts(out, "service=\"");
+    metrics_label_value(out, s->name);
+    sbuf_puts(out, "\"");
+}
+
+static void
+be_labels(struct sbuf *out, const struct svc *s, const struct svc_be *e)
+{
+    svc_labels(out, s);
+    sbuf_puts(out, ",backend=\"");
+    metrics_label_value(out, e->name);
+    sbuf_puts(out, "\",address=\"");
+    metrics_label_value(out, e->b->addr_str);
+    sbuf_puts(out, "\"");
+}
+
+/* ---- process-wide ------------------------------------------------------- */
+
+static long
+count_fds(void)
+{
+    struct dirent *d;
+    long n = 0;
+    DIR *dir = opendir("/proc/self/fd");
+
+    if (dir == NULL)
+        return -1;
+    while ((d = readdir(dir)) != NULL)
+        if (d->d_name[0] != '.')
+            n++;
+    closedir(dir);
+    return n - 1; /* the directory's own descriptor */
+}
+
+static void
+write_process(struct sbuf *b, int ready)
+{
+    struct rlimit rl;
+    long fds = count_fds();
+
+    family(b, "ferry_ready", "gauge",
+           "1 when /readyz answers ready, else 0.");
+    sbuf_printf(b, "ferry_ready %d\n", ready ? 1 : 0);
+    family(b, "ferry_table_generation", "gauge",
+           "Generation of the service table in force.");
+    sbuf_printf(b, "ferry_table_generation %llu\n",
+                (unsigned long long)stats_get(&g.generation));
+    family(b, "ferry_sync_proxy_rules_last_timestamp_seconds", "gauge",
+           "Unix time of the last successful sync of the table from the "
+           "API (kube-proxy's kubeproxy_sync_proxy_rules_last_timestamp_"
+           "seconds); 0 before the first.");
+    sbuf_printf(b, "ferry_sync_proxy_rules_last_timestamp_seconds %.3f\n",
+                atomic_load_explicit(&g.last_sync, memory_order_relaxed));
+    family(b, "ferry_sync_proxy_rules_duration_seconds", "histogram",
+           "Time to turn API changes into a table in force (kube-proxy's "
+           "kubeproxy_sync_proxy_rules_duration_seconds).");
+    metrics_write_hist(b, "ferry_sync_proxy_rules_duration_seconds", "",
+                       &g.sync, &hist_sync);
+    family(b, "ferry_network_programming_duration_seconds", "histogram",
+           "From an API object's change to ferry serving it (kube-proxy's "
+           "kubeproxy_network_programming_duration_seconds).");
+    metrics_write_hist(b, "ferry_network_programming_duration_seconds", "",
+                       &g.programming, &hist_programming);
+    family(b, "ferry_api_watch_restarts_total", "counter",
+           "API watch streams started again after they ended or failed.");
+    sbuf_printf(b, "ferry_api_watch_restarts_total %llu\n",
+                (unsigned long long)stats_get(&g.watch_restarts));
+    family(b, "ferry_api_relists_total", "counter",
+           "Full relists of API resources (after 410 Gone or a failure).");
+    sbuf_printf(b, "ferry_api_relists_total %llu\n",
+                (unsigned long long)stats_get(&g.relists));
+    family(b, "ferry_log_lines_dropped_total", "counter",
+           "Log lines dropped because stderr would have blocked.");
+    sbuf_printf(b, "ferry_log_lines_dropped_total %llu\n",
+                (unsigned long long)log_dropped());
+    if (fds >= 0) {
+        family(b, "process_open_fds", "gauge",
+               "Number of open file descriptors.");
+        sbuf_printf(b, "process_open_fds %ld\n", fds);
+    }
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
+        family(b, "process_max_fds", "gauge",
+               "Maximum number of open file descriptors.");
+        sbuf_printf(b, "process_max_fds %llu\n",
+                    (unsigned long long)rl.rlim_cur);
+    }
+}
+
+/* ---- per service -------------------------------------------------------- */
+
+static void
+write_services(struct sbuf *b, struct svc *const *svcs, size_t n,
+               struct sbuf *lb)
+{
+    size_t i, r;
+
+    family(b, "ferry_service_connections_accepted_total", "counter",
+           "Client connections accepted.");
+    for (i = 0; i < n; i++) {
+        svc_labels(lb, svcs[i]);
+        sbuf_printf(b, "ferry_service_connections_accepted_total{%s} %llu\n",
+                    lb->p, (unsigned long long)stats_get(&svcs[i]->st->accepted));
+    }
+    family(b, "ferry_service_connections_active", "gauge",
+           "Client connections open now.");
+    for (i = 0; i < n; i++) {
+        svc_labels(lb, svcs[i]);
+        sbuf_printf(b, "ferry_service_connections_active{%s} %u\n", lb->p,
+                    atomic_load_explicit(&svcs[i]->st->active,
+                                         memory_order_relaxed));
+    }
+    family(b, "ferry_service_connections_failed_total", "counter",
+           "Failures by reason: connect attempts refused, timed out or in "
+           "error; clients reset for lack of a backend, for the connection "
+           "limit, or for lack of resources.");
+    for (i = 0; i < n; i++) {
+        svc_labels(lb, svcs[i]);
+        for (r = 0; r < STATS_FAIL__COUNT; r++)
+            sbuf_printf(b,
+                        "ferry_service_connections_failed_total{%s,reason=\"%s\"}"
+                        " %llu\n",
+                        lb->p, stats_fail_text[r],
+                        (unsigned long long)stats_get(&svcs[i]->st->fail[r]));
+    }
+    family(b, "ferry_service_connect_retries_total", "counter",
+           "Connect attempts beyond the first, on another backend.");
+    for (i = 0; i < n; i++) {
+        svc_labels(lb, svcs[i]);
+        sbuf_printf(b, "ferry_service_connect_retries_total{%s} %llu\n", lb->p,
+                    (unsigned long long)stats_get(&svcs[i]->st->retries));
+    }
+    family(b, "ferry_service_bytes_total", "counter",
+           "Bytes relayed: direction=\"in\" from clients to backends, "
+           "\"out\" from backends to clients.");
+    for (i = 0; i < n; i++) {
+        svc_labels(lb, svcs[i]);
+        sbuf_printf(b, "ferry_service_bytes_total{%s,direction=\"in\"} %llu\n",
+                    lb->p, (unsigned long long)stats_get(&svcs[i]->st->bytes_in));
+        sbuf_printf(b, "ferry_service_bytes_total{%s,direction=\"out\"} %llu\n",
+                    lb->p,
+                    (unsigned long long)stats_get(&svcs[i]->st->bytes_out));
+    }
+    family(b, "ferry_service_connect_duration_seconds", "histogram",
+           "Time from the start of a connect attempt to its success.");
+    for (i = 0; i < n; i++) {
+        svc_labels(lb, svcs[i]);
+        metrics_write_hist(b, "ferry_service_connect_duration_seconds", lb->p,
+                           &svcs[i]->st->connect, &hist_connect);
+    }
+}
+
+/* ---- per backend -------------------------------------------------------- */
+
+enum be_metric {
+    BM_CONNECTS,
+    BM_ACTIVE,
+    BM_EJECTIONS,
+    BM_CONSEC,
+    BM_WEIGHT,
+    BM_DRAINED,
+    BM_HEALTH_UP,
+    BM_HEALTH_CHECKED,
+    BM_EJECTED,
+    BM__COUNT
+};
+
+static const struct {
+    const char *name, *type, *help;
+} be_metrics[BM__COUNT] = {
+    [BM_CONNECTS] = {"ferry_backend_connections_total", "counter",
+                     "Successful connects to the backend."},
+    [BM_ACTIVE] = {"ferry_backend_connections_active", "gauge",
+                   "Connections open to (or connecting to) the backend."},
+    [BM_EJECTIONS] = {"ferry_backend_ejections_total", "counter",
+                      "Times passive health put the backend in back-off."},
+    [BM_CONSEC] = {"ferry_backend_consecutive_failures", "gauge",
+                   "Connect failures since the last success."},
+    [BM_WEIGHT] = {"ferry_backend_weight", "gauge",
+                   "Weight in force (the admin override, else the table's)."},
+    [BM_DRAINED] = {"ferry_backend_drained", "gauge",
+                    "1 when drained through the admin API."},
+    [BM_HEALTH_UP] = {"ferry_backend_health_up", "gauge",
+                      "0 when active checks hold the backend down, else 1."},
+    [BM_HEALTH_CHECKED] = {"ferry_backend_health_checked", "gauge",
+                           "1 when active checks run for the backend."},
+    [BM_EJECTED] = {"ferry_backend_ejected", "gauge",
+                    "1 while in passive-health back-off."},
+};
+
+static double
+be_value(enum be_metric m, const struct svc_be *e, double now)
+{
+    const struct backend *bk = e->b;
+
+    switch (m) {
+    case BM_CONNECTS:
+        return (double)stats_get(&bk->n_connects);
+    case BM_ACTIVE:
+        return atomic_load_explicit(&bk->active, memory_order_relaxed);
+    case BM_EJECTIONS:
+        return (double)stats_get(&bk->n_ejections);
+    case BM_CONSEC:
+        return atomic_load_explicit(&bk->fails, memory_order_relaxed);
+    case BM_WEIGHT:
+        return svc_be_weight(e);
+    case BM_DRAINED:
+        return atomic_load_explicit(&e->drained, memory_order_relaxed) != 0;
+    case BM_HEALTH_UP:
+        return backend_healthy(bk);
+    case BM_HEALTH_CHECKED:
+        return atomic_load_explicit(&bk->health, memory_order_relaxed)
+               != BACKEND_HEALTH_UNCHECKED;
+    case BM_EJECTED:
+        return backend_ejected(bk, now);
+    default:
+        return 0;
+    }
+}
+
+static void
+write_backends(struct sbuf *b, struct svc *const *svcs, size_t n,
+               struct sbuf *lb, double now)
+{
+    size_t i, j, r;
+    int m;
+
+    for (m = 0; m < BM__COUNT; m++) {
+        family(b, be_metrics[m].name, be_metrics[m].type, be_metrics[m].help);
+        for (i = 0; i < n; i++)
+            for (j = 0; j < svcs[i]->nbe; j++) {
+                be_labels(lb, svcs[i], &svcs[i]->be[j]);
+                sbuf_printf(b, "%s{%s} %.17g\n", be_metrics[m].name, lb->p,
+                            be_value((enum be_metric)m, &svcs[i]->be[j], now));
+            }
+    }
+    family(b, "ferry_backend_connect_failures_total", "counter",
+           "Failed connects to the backend, by reason.");
+    for (i = 0; i < n; i++)
+        for (j = 0; j < svcs[i]->nbe; j++) {
+            be_labels(lb, svcs[i], &svcs[i]->be[j]);
+            for (r = 0; r < STATS_FAIL_CONNECT_COUNT; r++)
+                sbuf_printf(b, "ferry_backend_connect_failures_total{%s,"
+                               "reason=\"%s\"} %llu\n",
+                            lb->p, stats_fail_text[r],
+                            (unsigned long long)stats_get(
+                                &svcs[i]->be[j].b->n_fail[r]));
+        }
+    family(b, "ferry_backend_health_transitions_total", "counter",
+           "Active-check state changes, by the state entered.");
+    for (i = 0; i < n; i++)
+        for (j = 0; j < svcs[i]->nbe; j++) {
+            const struct backend *bk = svcs[i]->be[j].b;
+            be_labels(lb, svcs[i], &svcs[i]->be[j]);
+            sbuf_printf(b, "ferry_backend_health_transitions_total{%s,"
+                           "to=\"down\"} %llu\n",
+                        lb->p, (unsigned long long)stats_get(&bk->n_went_down));
+            sbuf_printf(b, "ferry_backend_health_transitions_total{%s,"
+                           "to=\"up\"} %llu\n",
+                        lb->p, (unsigned long long)stats_get(&bk->n_went_up));
+        }
+    family(b, "ferry_backend_bytes_total", "counter",
+           "Bytes relayed: direction=\"in\" to the backend, \"out\" from it.");
+    for (i = 0; i < n; i++)
+        for (j = 0; j < svcs[i]->nbe; j++) {
+            const struct backend *bk = svcs[i]->be[j].b;
+            be_labels(lb, svcs[i], &svcs[i]->be[j]);
+            sbuf_printf(b, "ferry_backend_bytes_total{%s,direction=\"in\"} "
+                           "%llu\n",
+                        lb->p, (unsigned long long)stats_get(&bk->bytes_in));
+            sbuf_printf(b, "ferry_backend_bytes_total{%s,direction=\"out\"} "
+                           "%llu\n",
+                        lb->p, (unsigned long long)stats_get(&bk->bytes_out));
+        }
+    family(b, "ferry_backend_connect_duration_seconds", "histogram",
+           "Time from the start of a connect attempt to its success.");
+    for (i = 0; i < n; i++)
+        for (j = 0; j < svcs[i]->nbe; j++) {
+            be_labels(lb, svcs[i], &svcs[i]->be[j]);
+            metrics_write_hist(b, "ferry_backend_connect_duration_seconds",
+                               lb->p, &svcs[i]->be[j].b->connect_hist,
+                               &hist_connect);
+        }
+}
+
+void
+metrics_write(struct sbuf *b, struct svc *const *svcs, size_t n,
+              const struct health *h, int ready, double now)
+{
+    struct sbuf lb;
+
+    (void)h;
+    sbuf_init(&lb, 4096);
+    write_process(b, ready);
+    write_services(b, svcs, n, &lb);
+    write_backends(b, svcs, n, &lb, now);
+    sbuf_deinit(&lb);
+}

@@ -1,0 +1,182 @@
+/* Unit tests for the admin request parser (proxy/httpreq.c). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "httpreq.h"
+
+static enum httpreq_rc
+parse(const char *s, struct httpreq *r)
+{
+    const char *why = NULL;
+
+    return httpreq_parse(s, strlen(s), r, &why);
+}
+
+static void
+test_simple_get(void **state)
+{
+    const char *s = "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n";
+    struct httpreq r;
+
+    (void)state;
+    assert_int_equal(parse(s, &r), HTTPREQ_OK);
+    assert_int_equal(r.method, HTTPREQ_GET);
+    assert_int_equal(r.minor, 1);
+    assert_string_equal(r.path, "/metrics");
+    assert_string_equal(r.query, "");
+    assert_int_equal(r.length, strlen(s));
+}
+
+static void
+test_methods_and_bare_lf(void **state)
+{
+    struct httpreq r;
+
+    (void)state;
+    assert_int_equal(parse("HEAD / HTTP/1.0\n\n", &r), HTTPREQ_OK);
+    assert_int_equal(r.method, HTTPREQ_HEAD);
+    assert_int_equal(r.minor, 0);
+    assert_int_equal(parse("DELETE /x HTTP/1.1\r\n\r\n", &r), HTTPREQ_OK);
+    assert_int_equal(r.method, HTTPREQ_OTHER);
+    assert_int_equal(parse("POST /a HTTP/1.1\r\n\r\n", &r), HTTPREQ_OK);
+    assert_int_equal(r.method, HTTPREQ_POST);
+}
+
+static void
+test_incremental(void **state)
+{
+    const char *s = "POST /backends/web/web-1/weight?value=3 HTTP/1.1\r\n"
+                    "Host: 127.0.0.1\r\nContent-Length: 4\r\n\r\nabcd";
+    struct httpreq r;
+    size_t i, n = strlen(s);
+    const char *why;
+
+    (void)state;
+    /* Every prefix is "more, please"; the whole is one request. */
+    for (i = 0; i < n; i++)
+        assert_int_equal(httpreq_parse(s, i, &r, &why), HTTPREQ_AGAIN);
+    assert_int_equal(httpreq_parse(s, n, &r, &why), HTTPREQ_OK);
+    assert_int_equal(r.length, n);
+    assert_string_equal(r.path, "/backends/web/web-1/weight");
+    assert_string_equal(r.query, "value=3");
+}
+
+static void
+test_percent_decoding_and_query(void **state)
+{
+    struct httpreq r;
+    char v[32];
+
+    (void)state;
+    assert_int_equal(
+        parse("POST /backends/web/%5B%3A%3A1%5D%3A80/drain?a=1&value=x%20y+z"
+              "&flag HTTP/1.1\r\n\r\n",
+              &r),
+        HTTPREQ_OK);
+    assert_string_equal(r.path, "/backends/web/[::1]:80/drain");
+    assert_int_equal(httpreq_query(&r, "value", v, sizeof(v)), 0);
+    assert_string_equal(v, "x y z");
+    assert_int_equal(httpreq_query(&r, "a", v, sizeof(v)), 0);
+    assert_string_equal(v, "1");
+    assert_int_equal(httpreq_query(&r, "flag", v, sizeof(v)), 0);
+    assert_string_equal(v, "");
+    assert_int_equal(httpreq_query(&r, "missing", v, sizeof(v)), -1);
+    assert_int_equal(httpreq_query(&r, "value", v, 3), -1); /* too long */
+}
+
+static void
+test_malformed(void **state)
+{
+    static const char *const bad[] = {
+        "GET\r\n\r\n",
+        "GET  / HTTP/1.1\r\n\r\n",
+        "GET / HTTP/2.0\r\n\r\n",
+        "GET / HTTP/1.1 extra\r\n\r\n",
+        "GET http://x/ HTTP/1.1\r\n\r\n",
+        "GET /%zz HTTP/1.1\r\n\r\n",
+        "GET /%00 HTTP/1.1\r\n\r\n",
+        "GET /%0a HTTP/1.1\r\n\r\n",
+        "GET /a%2 HTTP/1.1\r\n\r\n",
+        "G(T / HTTP/1.1\r\n\r\n",
+        "GET /\x01 HTTP/1.1\r\n\r\n",
+        "GET / HTTP/1.1\r\nNoColon\r\n\r\n",
+        "GET / HTTP/1.1\r\n: empty name\r\n\r\n",
+        "GET / HTTP/1.1\r\nA: b\r\n folded\r\n\r\n",
+        "GET / HTTP/1.1\r\nBad Name: b\r\n\r\n",
+        "GET / HTTP/1.1\r\nX: a\x01b\r\n\r\n",
+        "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+        "POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
+        "POST / HTTP/1.1\r\nContent-Length: 1x\r\n\r\n",
+        "POST / HTTP/1.1\r\nContent-Length:\r\n\r\n",
+        "POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+    };
+    struct httpreq r;
+    size_t i;
+
+    (void)state;
+    for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        if (parse(bad[i], &r) != HTTPREQ_BAD)
+            fail_msg("accepted bad request #%zu: %s", i, bad[i]);
+    }
+}
+
+static void
+test_limits(void **state)
+{
+    static char big[HTTPREQ_MAX + 64];
+    struct httpreq r;
+    const char *why;
+    size_t n;
+
+    (void)state;
+    /* Headers that never end. */
+    n = (size_t)snprintf(big, sizeof(big), "GET / HTTP/1.1\r\n");
+    memset(big + n, 'a', sizeof(big) - n);
+    big[HTTPREQ_MAX / 2] = ':';
+    assert_int_equal(httpreq_parse(big, HTTPREQ_MAX, &r, &why),
+                     HTTPREQ_TOO_LARGE);
+    assert_int_equal(httpreq_parse(big, sizeof(big), &r, &why),
+                     HTTPREQ_TOO_LARGE);
+    /* A request line that never ends. */
+    memset(big, 'a', sizeof(big));
+    memcpy(big, "GET /", 5);
+    assert_int_equal(httpreq_parse(big, HTTPREQ_MAX, &r, &why),
+                     HTTPREQ_TOO_LARGE);
+    /* A body announced beyond the cap. */
+    assert_int_equal(parse("POST / HTTP/1.1\r\nContent-Length: 99999999999"
+                           "\r\n\r\n",
+                           &r),
+                     HTTPREQ_TOO_LARGE);
+    /* A path longer than the path buffer. */
+    n = (size_t)snprintf(big, sizeof(big), "GET /");
+    memset(big + n, 'p', HTTPREQ_PATH_MAX + 10);
+    n += HTTPREQ_PATH_MAX + 10;
+    n += (size_t)snprintf(big + n, sizeof(big) - n, " HTTP/1.1\r\n\r\n");
+    assert_int_equal(httpreq_parse(big, n, &r, &why), HTTPREQ_BAD);
+    /* Too many header lines. */
+    n = (size_t)snprintf(big, sizeof(big), "GET / HTTP/1.1\r\n");
+    while (n + 8 < 2000)
+        n += (size_t)snprintf(big + n, sizeof(big) - n, "A: b\r\n");
+    n += (size_t)snprintf(big + n, sizeof(big) - n, "\r\n");
+    assert_int_equal(httpreq_parse(big, n, &r, &why), HTTPREQ_BAD);
+}
+
+int
+main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_simple_get),
+        cmocka_unit_test(test_methods_and_bare_lf),
+        cmocka_unit_test(test_incremental),
+        cmocka_unit_test(test_percent_decoding_and_query),
+        cmocka_unit_test(test_malformed),
+        cmocka_unit_test(test_limits),
+    };
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

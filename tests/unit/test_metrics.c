@@ -1,0 +1,218 @@
+/* Unit tests for the Prometheus text output (proxy/metrics.c) and the
+ * per-service stats registry (proxy/stats.c). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "backend.h"
+#include "metrics.h"
+#include "sbuf.h"
+#include "stats.h"
+#include "svc.h"
+
+static struct svc *
+make_svc(const char *name)
+{
+    struct tbl_backend bes[2];
+    struct tbl_service ts;
+    const char *why;
+    int i;
+
+    memset(&ts, 0, sizeof(ts));
+    memset(bes, 0, sizeof(bes));
+    snprintf(ts.name, sizeof(ts.name), "%s", name);
+    for (i = 0; i < 2; i++) {
+        char a[32];
+        snprintf(a, sizeof(a), "127.0.0.1:%d", 9101 + i);
+        assert_int_equal(parse_hostport(a, &bes[i].addr, 0, &why), 0);
+        snprintf(bes[i].name, sizeof(bes[i].name), "b%d", i);
+        bes[i].weight = 2;
+    }
+    ts.backends = bes;
+    ts.nbackends = 2;
+    return svc_new(&ts);
+}
+
+static void
+assert_has(const char *text, const char *want)
+{
+    if (strstr(text, want) == NULL)
+        fail_msg("missing \"%s\" in:\n%s", want, text);
+}
+
+static void
+test_label_escaping(void **state)
+{
+    struct sbuf b;
+
+    (void)state;
+    sbuf_init(&b, 1024);
+    metrics_label_value(&b, "a\"b\\c\nd");
+    assert_string_equal(b.p, "a\\\"b\\\\c\\nd");
+    sbuf_deinit(&b);
+}
+
+static void
+test_histogram_cumulative(void **state)
+{
+    static struct hist h;
+    struct sbuf b;
+
+    (void)state;
+    hist_observe(&h, &hist_connect, 0.0001); /* first bucket */
+    hist_observe(&h, &hist_connect, 0.003);  /* le 0.005 */
+    hist_observe(&h, &hist_connect, 0.003);
+    hist_observe(&h, &hist_connect, 60);     /* +Inf only */
+    hist_observe(&h, &hist_connect, -1);     /* clamped to 0 */
+    sbuf_init(&b, 1 << 16);
+    metrics_write_hist(&b, "x_seconds", "k=\"v\"", &h, &hist_connect);
+    assert_has(b.p, "x_seconds_bucket{k=\"v\",le=\"0.0005\"} 2\n");
+    assert_has(b.p, "x_seconds_bucket{k=\"v\",le=\"0.0025\"} 2\n");
+    assert_has(b.p, "x_seconds_bucket{k=\"v\",le=\"0.005\"} 4\n");
+    assert_has(b.p, "x_seconds_bucket{k=\"v\",le=\"10\"} 4\n");
+    assert_has(b.p, "x_seconds_bucket{k=\"v\",le=\"+Inf\"} 5\n");
+    assert_has(b.p, "x_seconds_count{k=\"v\"} 5\n");
+    assert_has(b.p, "x_seconds_sum{k=\"v\"} 60.006100\n");
+    sbuf_deinit(&b);
+    /* Without labels. */
+    sbuf_init(&b, 1 << 16);
+    metrics_write_hist(&b, "y", "", &h, &hist_connect);
+    assert_has(b.p, "y_bucket{le=\"+Inf\"} 5\n");
+    assert_has(b.p, "y_count{} 5\n");
+    sbuf_deinit(&b);
+}
+
+/* Every family appears once, as HELP then TYPE, before its samples. */
+static void
+check_families(const char *text)
+{
+    char *copy = strdup(text), *line, *save = NULL;
+    char seen[64][96];
+    size_t nseen = 0, i;
+
+    assert_non_null(copy);
+    for (line = strtok_r(copy, "\n", &save); line != NULL;
+         line = strtok_r(NULL, "\n", &save)) {
+        char name[96];
+        if (strncmp(line, "# TYPE ", 7) != 0)
+            continue;
+        assert_int_equal(sscanf(line + 7, "%95s", name), 1);
+        for (i = 0; i < nseen; i++)
+            if (strcmp(seen[i], name) == 0)
+                fail_msg("family %s declared twice", name);
+        assert_true(nseen < 64);
+        snprintf(seen[nseen++], sizeof(seen[0]), "%s", name);
+    }
+    assert_true(nseen > 20);
+    free(copy);
+}
+
+static void
+test_write_services(void **state)
+{
+    struct svc *s = make_svc("we\"b"), *v[1];
+    struct sbuf b;
+
+    (void)state;
+    assert_non_null(s);
+    v[0] = s;
+    stats_inc(&s->st->accepted);
+    stats_inc(&s->st->accepted);
+    stats_inc(&s->st->fail[STATS_FAIL_TIMEOUT]);
+    stats_add(&s->be[1].b->bytes_in, 1234);
+    stats_inc(&s->be[0].b->n_fail[STATS_FAIL_REFUSED]);
+    atomic_store(&s->be[1].ovr_weight, 7);
+    atomic_store(&s->be[0].drained, 1u);
+    atomic_store(&s->be[1].b->health, BACKEND_HEALTH_DOWN);
+    metrics_set_generation(42);
+    metrics_sync_done(0.003, 1700000000.5);
+    metrics_watch_relist();
+    sbuf_init(&b, 1 << 20);
+    metrics_write(&b, v, 1, NULL, 1, 100.0);
+    assert_false(b.overflow);
+    check_families(b.p);
+    assert_has(b.p, "ferry_table_generation 42\n");
+    assert_has(b.p, "ferry_ready 1\n");
+    assert_has(b.p, "ferry_sync_proxy_rules_last_timestamp_seconds "
+                    "1700000000.500\n");
+    assert_has(b.p, "ferry_sync_proxy_rules_duration_seconds_count{} 1\n");
+    assert_has(b.p, "ferry_api_relists_total 1\n");
+    assert_has(b.p, "ferry_service_connections_accepted_total"
+                    "{service=\"we\\\"b\"} 2\n");
+    assert_has(b.p, "ferry_service_connections_failed_total"
+                    "{service=\"we\\\"b\",reason=\"timeout\"} 1\n");
+    assert_has(b.p, "ferry_backend_bytes_total{service=\"we\\\"b\","
+                    "backend=\"b1\",address=\"127.0.0.1:9102\","
+                    "direction=\"in\"} 1234\n");
+    assert_has(b.p, "ferry_backend_connect_failures_total{service=\"we\\\"b\","
+                    "backend=\"b0\",address=\"127.0.0.1:9101\","
+                    "reason=\"refused\"} 1\n");
+    assert_has(b.p, "ferry_backend_weight{service=\"we\\\"b\",backend=\"b1\","
+                    "address=\"127.0.0.1:9102\"} 7\n");
+    assert_has(b.p, "ferry_backend_weight{service=\"we\\\"b\",backend=\"b0\","
+                    "address=\"127.0.0.1:9101\"} 2\n");
+    assert_has(b.p, "ferry_backend_drained{service=\"we\\\"b\",backend=\"b0\","
+                    "address=\"127.0.0.1:9101\"} 1\n");
+    assert_has(b.p, "ferry_backend_health_up{service=\"we\\\"b\","
+                    "backend=\"b1\",address=\"127.0.0.1:9102\"} 0\n");
+    /* Drained and down backends are not picked; b0 and b1 both out. */
+    {
+        struct svc_tried t = {0};
+        assert_int_equal(svc_pick(s, &t, 100.0), -1);
+        atomic_store(&s->be[0].drained, 0u);
+        assert_int_equal(svc_pick(s, &t, 100.0), 0);
+    }
+    sbuf_deinit(&b);
+    svc_unref(s);
+    assert_int_equal(backend_count(), 0);
+    assert_int_equal(svc_stats_count(), 0);
+}
+
+static void
+test_stats_survive_rebuild(void **state)
+{
+    struct svc *a = make_svc("keep"), *b;
+
+    (void)state;
+    stats_inc(&a->st->accepted);
+    b = make_svc("keep"); /* a reload builds the new one first */
+    assert_ptr_equal(a->st, b->st);
+    svc_unref(a);
+    assert_int_equal(stats_get(&b->st->accepted), 1);
+    svc_unref(b);
+    assert_int_equal(svc_stats_count(), 0);
+}
+
+static void
+test_sbuf_cap(void **state)
+{
+    struct sbuf b;
+    int i;
+
+    (void)state;
+    sbuf_init(&b, 100);
+    for (i = 0; i < 60; i++)
+        sbuf_printf(&b, "%d,", i);
+    assert_true(b.overflow);
+    assert_true(b.len <= 100);
+    sbuf_deinit(&b);
+}
+
+int
+main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_label_escaping),
+        cmocka_unit_test(test_histogram_cumulative),
+        cmocka_unit_test(test_write_services),
+        cmocka_unit_test(test_stats_survive_rebuild),
+        cmocka_unit_test(test_sbuf_cap),
+    };
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
