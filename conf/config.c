@@ -34,7 +34,7 @@
 #define CONF_SERVICES_MAX  4096
 #define CONF_LISTEN_MAX    256   /* per service */
 #define CONF_BACKENDS_MAX  4096  /* per service */
-#define CONF_FRONTENDS_MAX 8192 /* all services; table_add_service is O(n) */
+#define CONF_FRONTENDS_MAX 8192  /* all services; table_add_service is O(n) */
 #define CONF_ALIAS_SLACK   65536 /* node visits allowed beyond the node count */
 #define SERVICE_NAME_MAX   63
 #define SHOW_MAX           48 /* bytes of user text quoted in a message */
@@ -616,6 +616,37 @@ decode_scalar(struct dec *d, const yaml_node_t *n, const struct key *k,
 static int decode_value(struct dec *d, const yaml_node_t *n,
                         const struct key *k, void *base, size_t index);
 
+/* Rows stored as a uint64_t, where UNSET means "not in the file". */
+static int
+key_is_number(const struct key *k)
+{
+    return k->type == KEY_UINT || k->type == KEY_DURATION
+           || k->type == KEY_ENUM || k->type == KEY_RANGE;
+}
+
+/* Bytes a scalar row occupies, for copying a value as it is. */
+static size_t
+key_size(const struct key *k)
+{
+    if (k->type == KEY_NAME || k->type == KEY_PATH)
+        return k->max + 1;
+    if (k->type == KEY_ADDR)
+        return sizeof(struct saddr);
+    return sizeof(uint64_t);
+}
+
+/* Nonzero if scalar row <k> was not given: UNSET for a number, "" for a
+ * string, no address family for an address. */
+static int
+key_is_unset(const struct key *k, const void *p)
+{
+    if (key_is_number(k))
+        return *(const uint64_t *)p == UNSET;
+    if (k->type == KEY_ADDR)
+        return ((const struct saddr *)p)->u.sa.sa_family == 0;
+    return *(const char *)p == '\0';
+}
+
 /* Mark every number under row <k> of <base> as not given, so that
  * defaults and inheritance can tell "absent" from "0". */
 static void
@@ -625,20 +656,11 @@ init_unset(const struct key *k, void *base)
     void *p = (char *)base + k->offset;
     size_t i;
 
-    switch (k->type) {
-    case KEY_UINT:
-    case KEY_DURATION:
-    case KEY_ENUM:
-    case KEY_RANGE:
+    if (key_is_number(k))
         *(uint64_t *)p = UNSET;
-        break;
-    case KEY_MAP:
+    else if (k->type == KEY_MAP)
         for (i = 0; i < sec->nkeys; i++)
             init_unset(&sec->keys[i], p);
-        break;
-    default:
-        break;
-    }
 }
 
 static yaml_node_t *
@@ -865,7 +887,7 @@ fill_defaults(const struct key *k, void *base, struct err *e)
             if (fill_defaults(&ls->elem, (char *)a->v + i * ls->elem_size, e)
                 < 0)
                 return -1;
-    } else if (k->def != NULL && *(uint64_t *)p == UNSET) {
+    } else if (k->def != NULL && key_is_unset(k, p)) {
         if (parse_value(k, k->def, p, msg, sizeof(msg)) < 0)
             return err_set(e, "bad built-in default for \"%s\": %s", k->name,
                            msg);
@@ -873,8 +895,8 @@ fill_defaults(const struct key *k, void *base, struct err *e)
     return 0;
 }
 
-/* Copy every number of section <sec> that <dst> leaves unset from
- * <src>, and every empty path. */
+/* Copy every value of section <sec> that <dst> leaves unset from
+ * <src>. */
 static void
 inherit_section(const struct section *sec, void *dst, const void *src)
 {
@@ -887,12 +909,8 @@ inherit_section(const struct section *sec, void *dst, const void *src)
 
         if (k->type == KEY_MAP)
             inherit_section(k->sub, d, s);
-        else if (k->type == KEY_PATH && d[0] == '\0')
-            memcpy(d, s, k->max + 1);
-        else if ((k->type == KEY_UINT || k->type == KEY_DURATION
-                  || k->type == KEY_ENUM || k->type == KEY_RANGE)
-                 && *(uint64_t *)(void *)d == UNSET)
-            *(uint64_t *)(void *)d = *(const uint64_t *)(const void *)s;
+        else if (k->type != KEY_LIST && key_is_unset(k, d))
+            memcpy(d, s, key_size(k));
     }
 }
 
