@@ -187,6 +187,7 @@ class Handler(BaseHTTPRequestHandler):
         self.dispatch("PATCH")
 
     def read_body(self):
+        self.body_read = True
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
             out = b""
             while True:
@@ -198,6 +199,15 @@ class Handler(BaseHTTPRequestHandler):
                 self.rfile.readline()
         n = int(self.headers.get("Content-Length") or 0)
         return self.rfile.read(n) if n else b""
+
+    def drain_body(self):
+        """Consume an unread request body so keep-alive stays in sync; a
+        large or chunked one closes the connection instead."""
+        n = int(self.headers.get("Content-Length") or 0)
+        if self.headers.get("Transfer-Encoding") or n > (1 << 20):
+            self.close_connection = True
+        elif n:
+            self.rfile.read(n)
 
     def json_body(self, required=True):
         raw = self.read_body()
@@ -253,6 +263,7 @@ class Handler(BaseHTTPRequestHandler):
         for k, v in urllib.parse.parse_qsl(url.query, keep_blank_values=True):
             q.setdefault(k, v)
         self.is_watch = False
+        self.body_read = False
         try:
             if path.startswith("/_sim/"):
                 self.control(method, path)
@@ -273,6 +284,8 @@ class Handler(BaseHTTPRequestHandler):
                 self.resource(method, route, q)
         except ApiError as e:
             try:
+                if not self.body_read:
+                    self.drain_body()
                 self.send_error_obj(e)
             except OSError:
                 self.close_connection = True
