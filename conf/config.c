@@ -702,6 +702,7 @@ enter(struct dec *d, const yaml_node_t *n, const struct section *sec,
       size_t index)
 {
     char old[sizeof(d->ctx)], txt[SHOW_MAX + 8];
+    int trunc = 0;
     const char *label = NULL;
     yaml_node_pair_t *p;
 
@@ -718,11 +719,13 @@ enter(struct dec *d, const yaml_node_t *n, const struct section *sec,
     if (sec->label_key == NULL)
         snprintf(d->ctx, sizeof(d->ctx), "%s", sec->what);
     else if (label != NULL)
-        snprintf(d->ctx, sizeof(d->ctx), "%s \"%s\"%s%s", sec->what, label,
-                 old[0] ? " of " : "", old);
+        /* A long nesting path is cut short; the position says the rest. */
+        trunc = snprintf(d->ctx, sizeof(d->ctx), "%s \"%s\"%s%s", sec->what,
+                         label, old[0] ? " of " : "", old);
     else
-        snprintf(d->ctx, sizeof(d->ctx), "%s #%zu%s%s", sec->what, index + 1,
-                 old[0] ? " of " : "", old);
+        trunc = snprintf(d->ctx, sizeof(d->ctx), "%s #%zu%s%s", sec->what,
+                         index + 1, old[0] ? " of " : "", old);
+    (void)trunc;
 }
 
 static int

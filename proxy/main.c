@@ -176,7 +176,8 @@ daemon_run(const struct opts *o)
     err_clear(&e);
     c = load_conf(o, &e);
     if (c == NULL) {
-        fprintf(stderr, "ferry: %s\n", err_str(&e, msg, sizeof(msg)));
+        /* Same form as check-config: editors and CI parse FILE:LINE:COL. */
+        fprintf(stderr, "%s\n", err_str(&e, msg, sizeof(msg)));
         return 1;
     }
     if (apply_logging(o, c) < 0) {
