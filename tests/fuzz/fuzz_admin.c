@@ -1,0 +1,43 @@
+/*
+ * fuzz_admin.c - libFuzzer target for the admin server's request parser
+ * (proxy/httpreq.c): any bytes in, no crash, no read outside the buffer,
+ * and results that keep their promises.
+ */
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "httpreq.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+int
+LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    struct httpreq r;
+    const char *why = NULL;
+    enum httpreq_rc rc;
+    char *copy, v[64];
+
+    /* An exact-size heap copy, so that ASan sees any overread. */
+    copy = malloc(size ? size : 1);
+    if (copy == NULL)
+        return 0;
+    memcpy(copy, data, size);
+    rc = httpreq_parse(copy, size, &r, &why);
+    if (rc == HTTPREQ_OK) {
+        if (r.length == 0 || r.length > size || r.length > HTTPREQ_MAX)
+            abort();
+        if (r.path[0] != '/' || strlen(r.path) >= sizeof(r.path))
+            abort();
+        httpreq_query(&r, "value", v, sizeof(v));
+        /* A prefix of a complete request is never "bad". */
+        if (httpreq_parse(copy, r.length - 1, &r, &why) == HTTPREQ_BAD)
+            abort();
+    } else if (rc == HTTPREQ_BAD && why == NULL) {
+        abort();
+    }
+    free(copy);
+    return 0;
+}
