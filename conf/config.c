@@ -102,9 +102,30 @@ struct admin_in {
     uint64_t api_grace_ms;
 };
 
+/* "kubernetes:", the API connection (README: Kubernetes mode). */
+struct kube_in {
+    uint64_t enabled;
+    char kubeconfig[CONF_STR_MAX + 1];
+    char api_server[CONF_STR_MAX + 1];
+    char sa_dir[CONF_STR_MAX + 1];
+    uint64_t insecure;
+    char node_name[CONF_STR_MAX + 1];
+    char proxy_name[CONF_STR_MAX + 1];
+    char selector[CONF_STR_MAX + 1];
+};
+
+/* "node:", what a node proxy does to its host. */
+struct node_in {
+    char vip_interface[CONF_STR_MAX + 1];
+    struct arr nodeport_addrs; /* struct saddr, port unused */
+    struct saddr healthz;      /* family 0: not given */
+};
+
 struct root_in {
     struct log_in log;
     struct admin_in admin;
+    struct kube_in kube;
+    struct node_in node;
     uint64_t drain_timeout_ms;
     struct policy_in defaults;
     struct arr services; /* struct service_in */
@@ -120,6 +141,8 @@ enum key_type {
     KEY_ADDR,     /* struct saddr, "IPv4:port" or "[IPv6]:port" */
     KEY_RANGE,    /* uint64_t lo << 16 | hi from "lo-hi" or "n", in [min, max] */
     KEY_PATH,     /* char[max + 1]: "/..." of printable ASCII, no spaces */
+    KEY_STRING,   /* char[max + 1]: min..max printable characters */
+    KEY_IP,       /* struct saddr, an IP literal without a port */
     KEY_MAP,      /* nested mapping; sub is its struct section */
     KEY_LIST,     /* struct arr of min..max elements; sub is a list_spec */
 };
@@ -198,7 +221,7 @@ static const struct section check_section = {
     "section \"health_check\"", NULL, check_keys, NKEYS(check_keys)};
 
 static const struct key admin_keys[] = {
-    {"enabled", KEY_ENUM, offsetof(struct admin_in, enabled), 0, 0, "true",
+    {"enabled", KEY_ENUM, offsetof(struct admin_in, enabled), 0, 0, "false",
      bool_names, 0},
     {"listen", KEY_ADDR, offsetof(struct admin_in, listen), 0, 0, NULL, NULL,
      0},
@@ -210,6 +233,39 @@ static const struct key admin_keys[] = {
 };
 static const struct section admin_section = {
     "section \"admin\"", NULL, admin_keys, NKEYS(admin_keys)};
+
+#define STR_KEY(name, st, field, def)                                          \
+    {name, KEY_STRING, offsetof(st, field), 1, CONF_STR_MAX, def, NULL, 0}
+
+static const struct key kube_keys[] = {
+    {"enabled", KEY_ENUM, offsetof(struct kube_in, enabled), 0, 0, "false",
+     bool_names, 0},
+    STR_KEY("kubeconfig", struct kube_in, kubeconfig, NULL),
+    STR_KEY("api_server", struct kube_in, api_server, NULL),
+    STR_KEY("serviceaccount_dir", struct kube_in, sa_dir,
+            "/var/run/secrets/kubernetes.io/serviceaccount"),
+    {"insecure_skip_tls_verify", KEY_ENUM, offsetof(struct kube_in, insecure),
+     0, 0, "false", bool_names, 0},
+    STR_KEY("node_name", struct kube_in, node_name, NULL),
+    STR_KEY("service_proxy_name", struct kube_in, proxy_name, NULL),
+    STR_KEY("service_selector", struct kube_in, selector, NULL),
+};
+static const struct section kube_section = {
+    "section \"kubernetes\"", NULL, kube_keys, NKEYS(kube_keys)};
+
+static const struct list_spec ip_list = {
+    "addresses", sizeof(struct saddr),
+    {"node_port_addresses", KEY_IP, 0, 0, 0, NULL, NULL, 0}, 1};
+
+static const struct key node_keys[] = {
+    STR_KEY("vip_interface", struct node_in, vip_interface, "auto"),
+    {"node_port_addresses", KEY_LIST, offsetof(struct node_in, nodeport_addrs),
+     1, 256, NULL, &ip_list, 0},
+    {"healthz_listen", KEY_ADDR, offsetof(struct node_in, healthz), 0, 0, NULL,
+     NULL, 0},
+};
+static const struct section node_section = {
+    "section \"node\"", NULL, node_keys, NKEYS(node_keys)};
 
 /* The policy rows, placed at <base> inside the struct being decoded, so
  * that "defaults:" and each service share one definition. Timeouts are
@@ -287,9 +343,13 @@ static const struct key root_keys[] = {
     {"defaults", KEY_MAP, offsetof(struct root_in, defaults), 0, 0, NULL,
      &defaults_section, 0},
     {"services", KEY_LIST, offsetof(struct root_in, services), 1,
-     CONF_SERVICES_MAX, NULL, &service_list, KEY_REQUIRED},
+     CONF_SERVICES_MAX, NULL, &service_list, 0},
     {"admin", KEY_MAP, offsetof(struct root_in, admin), 0, 0, NULL,
      &admin_section, 0},
+    {"kubernetes", KEY_MAP, offsetof(struct root_in, kube), 0, 0, NULL,
+     &kube_section, 0},
+    {"node", KEY_MAP, offsetof(struct root_in, node), 0, 0, NULL,
+     &node_section, 0},
 };
 static const struct section root_section = {"", NULL, root_keys,
                                             NKEYS(root_keys)};
@@ -556,6 +616,29 @@ parse_path(const struct key *k, const char *s, char *dst, char *msg,
     return 0;
 }
 
+/* Free text for paths, URLs and selectors: printable, bounded. */
+static int
+parse_string(const struct key *k, const char *s, char *dst, char *msg,
+             size_t msglen)
+{
+    size_t i, n = strlen(s);
+
+    if (n < k->min || n > k->max) {
+        snprintf(msg, msglen, "must be %llu to %llu characters long",
+                 (unsigned long long)k->min, (unsigned long long)k->max);
+        return -1;
+    }
+    for (i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c < 0x20 || c == 0x7f) {
+            snprintf(msg, msglen, "contains a control character");
+            return -1;
+        }
+    }
+    memcpy(dst, s, n + 1);
+    return 0;
+}
+
 /* Parse text <s> for scalar row <k> into <dst> (the field itself). On
  * failure, a reason without the key name goes to <msg>. */
 static int
@@ -581,6 +664,13 @@ parse_value(const struct key *k, const char *s, void *dst, char *msg,
         return parse_range(k, s, dst, msg, msglen);
     case KEY_PATH:
         return parse_path(k, s, dst, msg, msglen);
+    case KEY_STRING:
+        return parse_string(k, s, dst, msg, msglen);
+    case KEY_IP:
+        if (parse_ip(s, 0, dst, &why) == 0)
+            return 0;
+        snprintf(msg, msglen, "%s", why);
+        return -1;
     default:
         snprintf(msg, msglen, "not a scalar key");
         return -1;
@@ -628,9 +718,9 @@ key_is_number(const struct key *k)
 static size_t
 key_size(const struct key *k)
 {
-    if (k->type == KEY_NAME || k->type == KEY_PATH)
+    if (k->type == KEY_NAME || k->type == KEY_PATH || k->type == KEY_STRING)
         return k->max + 1;
-    if (k->type == KEY_ADDR)
+    if (k->type == KEY_ADDR || k->type == KEY_IP)
         return sizeof(struct saddr);
     return sizeof(uint64_t);
 }
@@ -642,7 +732,7 @@ key_is_unset(const struct key *k, const void *p)
 {
     if (key_is_number(k))
         return *(const uint64_t *)p == UNSET;
-    if (k->type == KEY_ADDR)
+    if (k->type == KEY_ADDR || k->type == KEY_IP)
         return ((const struct saddr *)p)->u.sa.sa_family == 0;
     return *(const char *)p == '\0';
 }
@@ -1171,6 +1261,41 @@ add_service(struct table *t, const struct service_in *in, struct pos pos,
     return rc;
 }
 
+static int
+build_kube(struct conf *c, const struct root_in *r, struct err *e)
+{
+    const struct saddr *ips = r->node.nodeport_addrs.v;
+    const char *why;
+    size_t i;
+
+    c->kube.enabled = r->kube.enabled == 1;
+    memcpy(c->kube.kubeconfig, r->kube.kubeconfig, sizeof(c->kube.kubeconfig));
+    memcpy(c->kube.api_server, r->kube.api_server, sizeof(c->kube.api_server));
+    memcpy(c->kube.sa_dir, r->kube.sa_dir, sizeof(c->kube.sa_dir));
+    memcpy(c->kube.node_name, r->kube.node_name, sizeof(c->kube.node_name));
+    memcpy(c->kube.service_proxy_name, r->kube.proxy_name,
+           sizeof(c->kube.service_proxy_name));
+    memcpy(c->kube.service_selector, r->kube.selector,
+           sizeof(c->kube.service_selector));
+    c->kube.insecure_skip_tls_verify = r->kube.insecure == 1;
+    memcpy(c->node.vip_interface, r->node.vip_interface,
+           sizeof(c->node.vip_interface));
+    c->node.healthz_listen = r->node.healthz;
+    if (c->node.healthz_listen.u.sa.sa_family == 0)
+        parse_hostport(CONF_HEALTHZ_LISTEN_DEFAULT, &c->node.healthz_listen, 0,
+                       &why);
+    c->node.n_nodeport_addrs = r->node.nodeport_addrs.n;
+    if (c->node.n_nodeport_addrs > 0) {
+        c->node.nodeport_addrs =
+            calloc(c->node.n_nodeport_addrs, sizeof(struct saddr));
+        if (c->node.nodeport_addrs == NULL)
+            return err_set(e, "out of memory");
+        for (i = 0; i < c->node.n_nodeport_addrs; i++)
+            c->node.nodeport_addrs[i] = ips[i];
+    }
+    return 0;
+}
+
 static struct conf *
 build(struct root_in *r, struct err *e)
 {
@@ -1195,6 +1320,10 @@ build(struct root_in *r, struct err *e)
     }
     c->admin.request_timeout_ms = (uint32_t)r->admin.request_timeout_ms;
     c->admin.api_grace_ms = (uint32_t)r->admin.api_grace_ms;
+    if (build_kube(c, r, e) < 0) {
+        conf_free(c);
+        return NULL;
+    }
     for (i = 0; i < r->services.n; i++) {
         if (add_service(c->table, &svc[i], r->services.pos[i], e) < 0) {
             conf_free(c);
@@ -1221,6 +1350,13 @@ finish(struct root_in *r, struct err *e)
         inherit_policy(&svc[i].pol, &r->defaults);
     if (fill_defaults(&root_key, r, e) < 0 || check_services(r, e) < 0)
         return NULL;
+    /* Services come from the file, the API, or both; never from neither. */
+    if (r->services.n == 0 && r->kube.enabled != 1) {
+        struct pos top = {1, 1};
+        return fail_pos(e, top, "config has no services (add a \"services:\" "
+                                "list, or enable \"kubernetes:\")"),
+               NULL;
+    }
     return build(r, e);
 }
 
@@ -1434,5 +1570,6 @@ conf_free(struct conf *c)
     if (c == NULL)
         return;
     table_unref(c->table);
+    free(c->node.nodeport_addrs);
     free(c);
 }

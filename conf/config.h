@@ -23,10 +23,33 @@
 
 /* "admin:", the admin HTTP server. */
 struct conf_admin {
-    int enabled;                 /* default on */
+    int enabled;                 /* default off: one port per host */
     struct saddr listen;         /* default CONF_ADMIN_LISTEN_DEFAULT */
     uint32_t request_timeout_ms; /* whole request and reply, default 5s */
     uint32_t api_grace_ms;       /* /readyz: API failing longer = not ready */
+};
+
+#define CONF_STR_MAX               1023
+#define CONF_HEALTHZ_LISTEN_DEFAULT "0.0.0.0:10256"
+
+/* "kubernetes:", where the services come from in Kubernetes mode. */
+struct conf_kube {
+    int enabled;
+    char kubeconfig[CONF_STR_MAX + 1];     /* "" = in-cluster */
+    char api_server[CONF_STR_MAX + 1];     /* "" = from kubeconfig/env */
+    char sa_dir[CONF_STR_MAX + 1];         /* service-account files */
+    int insecure_skip_tls_verify;
+    char node_name[CONF_STR_MAX + 1];      /* "" = $NODE_NAME, hostname */
+    char service_proxy_name[CONF_STR_MAX + 1];
+    char service_selector[CONF_STR_MAX + 1]; /* edge mode: which Services */
+};
+
+/* "node:", what ferry does to the node it runs on. */
+struct conf_node {
+    char vip_interface[CONF_STR_MAX + 1]; /* "auto", "none" or a name */
+    struct saddr *nodeport_addrs;         /* owned; none = all addresses */
+    size_t n_nodeport_addrs;
+    struct saddr healthz_listen;          /* kube-proxy's /healthz, /livez */
 };
 
 struct conf {
@@ -34,6 +57,8 @@ struct conf {
     enum log_format log_format; /* log.format, default text */
     uint64_t drain_timeout_ms;  /* drain_timeout, default 30s */
     struct conf_admin admin;
+    struct conf_kube kube;
+    struct conf_node node;
     struct table *table;        /* owned reference, frozen, generation 0 */
 };
 

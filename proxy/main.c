@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "ctl.h"
 #include "log.h"
 #include "main.h"
 #include "proxy.h"
@@ -24,6 +25,7 @@ struct daemon {
     struct ev_loop *loop;
     struct opts o;
     struct proxy proxy;
+    struct ctl ctl; /* health checks, admin server, metrics */
     uint64_t generation;
     double drain_timeout_s;
     int exit_code;
@@ -114,6 +116,7 @@ daemon_reload(struct daemon *d)
         return;
     }
     apply_logging(&d->o, c);
+    ctl_configure(&d->ctl, c);
     d->drain_timeout_s = c->drain_timeout_ms / 1e3;
     log_info("reload: applied %s (generation %llu, %zu services)", name,
              (unsigned long long)d->generation, c->table->nservices);
@@ -191,15 +194,23 @@ daemon_run(const struct opts *o)
         return 1;
     }
     d.proxy.on_drained = daemon_on_drained;
+    if (ctl_init(&d.ctl, d.loop, &d.proxy) < 0) {
+        log_error("out of memory");
+        conf_free(c);
+        proxy_deinit(&d.proxy);
+        return 1;
+    }
     d.drain_timeout_s = c->drain_timeout_ms / 1e3;
     d.generation = 1;
     table_freeze(c->table, d.generation);
     if (proxy_apply(&d.proxy, c->table, 1, &e) < 0) {
         log_error("%s", err_str(&e, msg, sizeof(msg)));
         conf_free(c);
+        ctl_deinit(&d.ctl);
         proxy_deinit(&d.proxy);
         return 1;
     }
+    ctl_configure(&d.ctl, c);
     log_info("ferry %s serving %zu service(s) from %s (generation %llu)",
              FERRY_VERSION, c->table->nservices,
              o->config ? o->config : "the built-in demo config",
@@ -207,6 +218,7 @@ daemon_run(const struct opts *o)
     conf_free(c);
     daemon_signals(&d);
     ev_run(d.loop, 0);
+    ctl_deinit(&d.ctl);
     proxy_deinit(&d.proxy);
     ev_signal_stop(d.loop, &d.sig_hup);
     ev_signal_stop(d.loop, &d.sig_term);

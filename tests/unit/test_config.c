@@ -335,20 +335,20 @@ test_health_check_and_admin(void **state)
     assert_int_equal(db->check.fall, 3);
     assert_false(tbl_check_equal(&web->check, &db->check));
     /* Admin defaults. */
-    assert_true(c->admin.enabled);
+    assert_false(c->admin.enabled);
     assert_string_equal(saddr_str(&c->admin.listen, a, sizeof(a)),
                         CONF_ADMIN_LISTEN_DEFAULT);
     assert_int_equal(c->admin.request_timeout_ms, 5000);
     conf_free(c);
 
-    c = load("admin: {enabled: false, listen: \"[::1]:9999\", "
+    c = load("admin: {enabled: true, listen: \"[::1]:9999\", "
              "request_timeout: 250ms}\n"
              "services:\n"
              "  - name: web\n"
              "    listen: 127.0.0.1:1\n" BACKENDS,
              &e);
     assert_non_null(c);
-    assert_false(c->admin.enabled);
+    assert_true(c->admin.enabled);
     assert_string_equal(saddr_str(&c->admin.listen, a, sizeof(a)),
                         "[::1]:9999");
     assert_int_equal(c->admin.request_timeout_ms, 250);
