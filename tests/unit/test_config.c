@@ -273,7 +273,7 @@ test_err_unknown_key(void **state)
     (void)state;
     expect_error("servces: []\n", 1, 1,
                  "unknown key \"servces\" at top level (known: log, "
-                 "drain_timeout, defaults, services, admin)");
+                 "drain_timeout, defaults, services, admin, kubernetes, node)");
     expect_error("services:\n"
                  "  - name: web\n"
                  "    listen: 127.0.0.1:1\n"
@@ -764,6 +764,67 @@ test_file_too_large(void **state)
     free(big);
 }
 
+static void
+test_kubernetes_and_node(void **state)
+{
+    struct conf *c;
+    struct err e;
+    char ip[64];
+
+    (void)state;
+    /* Kubernetes mode needs no static services. */
+    c = load("kubernetes:\n"
+             "  enabled: true\n"
+             "  kubeconfig: /etc/ferry/kubeconfig\n"
+             "  api_server: https://198.18.0.1:6443\n"
+             "  node_name: node1\n"
+             "  service_selector: edge=true,tier in (web)\n"
+             "node:\n"
+             "  vip_interface: lo\n"
+             "  node_port_addresses: [198.18.0.11, \"2001:2::11\"]\n"
+             "  healthz_listen: 127.0.0.1:10256\n",
+             &e);
+    assert_non_null(c);
+    assert_true(c->kube.enabled);
+    assert_string_equal(c->kube.kubeconfig, "/etc/ferry/kubeconfig");
+    assert_string_equal(c->kube.api_server, "https://198.18.0.1:6443");
+    assert_string_equal(c->kube.node_name, "node1");
+    assert_string_equal(c->kube.service_selector, "edge=true,tier in (web)");
+    assert_string_equal(c->kube.sa_dir,
+                        "/var/run/secrets/kubernetes.io/serviceaccount");
+    assert_false(c->kube.insecure_skip_tls_verify);
+    assert_string_equal(c->node.vip_interface, "lo");
+    assert_int_equal(c->node.n_nodeport_addrs, 2);
+    assert_string_equal(saddr_ip_str(&c->node.nodeport_addrs[1], ip,
+                                     sizeof(ip)),
+                        "2001:2::11");
+    assert_int_equal(saddr_port(&c->node.healthz_listen), 10256);
+    assert_int_equal(c->table->nservices, 0);
+    conf_free(c);
+
+    /* Defaults when the sections are absent. */
+    c = load("services: [{name: a, listen: 127.0.0.1:1, backends: "
+             "[{address: 127.0.0.1:2}]}]\n",
+             &e);
+    assert_non_null(c);
+    assert_false(c->kube.enabled);
+    assert_string_equal(c->node.vip_interface, "auto");
+    assert_int_equal(c->node.n_nodeport_addrs, 0);
+    assert_int_equal(saddr_port(&c->node.healthz_listen), 10256);
+    conf_free(c);
+
+    expect_error("kubernetes: {enabled: false}\n", 1, 1,
+                 "config has no services");
+    expect_error("kubernetes: {enabled: true}\nnode:\n"
+                 "  node_port_addresses: [198.18.0.11:80]\n",
+                 3, 25, "\"node_port_addresses\": not an IP address");
+    expect_error("kubernetes: {enabled: maybe}\n", 1, 23, "\"enabled\"");
+    expect_error("kubernetes: {api_server: \"\"}\n", 1, 26,
+                 "must be 1 to 1023 characters long");
+    expect_error("kubernetes: {enabled: true, nodename: x}\n", 1, 29,
+                 "unknown key \"nodename\" in section \"kubernetes\"");
+}
+
 int
 main(void)
 {
@@ -778,6 +839,7 @@ main(void)
         cmocka_unit_test(test_err_empty),
         cmocka_unit_test(test_err_unknown_key),
         cmocka_unit_test(test_health_check_and_admin),
+        cmocka_unit_test(test_kubernetes_and_node),
         cmocka_unit_test(test_err_health_check),
         cmocka_unit_test(test_err_wrong_type),
         cmocka_unit_test(test_err_integers),
