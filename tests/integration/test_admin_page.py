@@ -1,0 +1,88 @@
+"""The status page in a real browser: headless Chromium (Debian's
+chromium) loads it from the admin server, runs its script, and shows the
+real backend names; a counter changes between two loads. A screenshot is
+kept in the test's directory."""
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
+
+import admintest as at  # noqa: E402
+import ferrytest as ft  # noqa: E402
+
+
+def chromium():
+    for name in ("chromium", "chromium-browser"):
+        path = shutil.which(name)
+        if path:
+            return path
+    pytest.skip("chromium is not installed (apt-get install chromium; "
+                "deploy/install-deps test installs it)")
+
+
+def browse(tmp_path, url, tag, extra=()):
+    """Run headless Chromium on <url>; returns its stdout (the DOM)."""
+    profile = tmp_path / f"profile-{tag}"
+    profile.mkdir()
+    cmd = [chromium(), "--headless", "--no-sandbox", "--disable-gpu",
+           "--disable-quic", "--no-first-run",
+           "--disable-background-networking", "--disable-component-update",
+           "--disable-sync", "--disable-dev-shm-usage",
+           f"--user-data-dir={profile}", "--virtual-time-budget=4000",
+           *extra, url]
+    env = dict(os.environ, HOME=str(tmp_path))
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, env=env,
+                           timeout=ft.scaled(90), cwd=str(tmp_path))
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"chromium did not finish in {ft.scaled(90)} s")
+    if r.returncode != 0 and "--screenshot" not in " ".join(extra):
+        pytest.fail(f"chromium exited {r.returncode}: {r.stderr[-2000:]}")
+    return r.stdout
+
+
+def accepted(dom):
+    m = re.search(r"accepted (\d+)", dom)
+    assert m, dom[-3000:]
+    return int(m.group(1))
+
+
+def test_status_page_in_chromium(start_ferry, backends, tmp_path):
+    chromium()
+    a, b = backends("page-alpha"), backends("page-beta")
+    listen, admin = ft.free_addr(), ft.free_addr()
+    start_ferry(at.with_admin(ft.config(
+        [ft.service("shop", listen, [a, b])]), admin))
+    url = f"http://{admin}/"
+    # Self-contained: no outside assets.
+    status, headers, body = at.http(admin, "GET", "/")
+    assert status == 200 and headers["content-type"].startswith("text/html")
+    assert not re.search(rb"(src|href)=\"?(https?:)?//", body)
+
+    for _ in range(3):
+        ft.hello(listen)
+    dom1 = browse(tmp_path, url, "1", ["--dump-dom"])
+    assert "page-alpha" in dom1 and "page-beta" in dom1, dom1[-3000:]
+    assert "service shop" in dom1
+    assert a.addr in dom1
+    n1 = accepted(dom1)
+    assert n1 >= 3
+
+    for _ in range(4):
+        ft.hello(listen)
+    dom2 = browse(tmp_path, url, "2", ["--dump-dom"])
+    n2 = accepted(dom2)
+    assert n2 == n1 + 4, (n1, n2)
+
+    shot = tmp_path / "status.png"
+    browse(tmp_path, url, "3", [f"--screenshot={shot}",
+                                "--window-size=1280,800"])
+    assert shot.exists() and shot.stat().st_size > 2000
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
