@@ -105,6 +105,7 @@ struct admin_in {
 /* "kubernetes:", the API connection (README: Kubernetes mode). */
 struct kube_in {
     uint64_t enabled;
+    uint64_t mode; /* enum conf_kube_mode */
     char kubeconfig[CONF_STR_MAX + 1];
     char api_server[CONF_STR_MAX + 1];
     char sa_dir[CONF_STR_MAX + 1];
@@ -237,9 +238,15 @@ static const struct section admin_section = {
 #define STR_KEY(name, st, field, def)                                          \
     {name, KEY_STRING, offsetof(st, field), 1, CONF_STR_MAX, def, NULL, 0}
 
+static const char *const kube_mode_names[] = {
+    [CONF_KUBE_NODE] = "node", [CONF_KUBE_EDGE] = "edge", NULL,
+};
+
 static const struct key kube_keys[] = {
     {"enabled", KEY_ENUM, offsetof(struct kube_in, enabled), 0, 0, "false",
      bool_names, 0},
+    {"mode", KEY_ENUM, offsetof(struct kube_in, mode), 0, 0, "node",
+     kube_mode_names, 0},
     STR_KEY("kubeconfig", struct kube_in, kubeconfig, NULL),
     STR_KEY("api_server", struct kube_in, api_server, NULL),
     STR_KEY("serviceaccount_dir", struct kube_in, sa_dir,
@@ -1223,6 +1230,19 @@ build_check(struct tbl_check *c, const struct check_in *in)
     snprintf(c->path, sizeof(c->path), "%s", in->path[0] ? in->path : "/");
 }
 
+/* The policy fields of a table service from a "defaults:" or service
+ * policy. */
+static void
+policy_to_tbl(const struct policy_in *pol, struct tbl_service *s)
+{
+    s->balance = (enum tbl_balance)pol->balance;
+    s->connect_timeout_ms = (uint32_t)pol->connect_timeout_ms;
+    s->idle_timeout_ms = (uint32_t)pol->idle_timeout_ms;
+    s->retries = (uint32_t)pol->retries;
+    s->max_conns = (uint32_t)pol->max_conns;
+    build_check(&s->check, &pol->check);
+}
+
 static int
 add_service(struct table *t, const struct service_in *in, struct pos pos,
             struct err *e)
@@ -1246,12 +1266,7 @@ add_service(struct table *t, const struct service_in *in, struct pos pos,
         s.backends[i].weight = (uint32_t)be[i].weight;
         s.backends[i].flags = TBL_BE_READY | TBL_BE_SERVING;
     }
-    s.balance = (enum tbl_balance)in->pol.balance;
-    s.connect_timeout_ms = (uint32_t)in->pol.connect_timeout_ms;
-    s.idle_timeout_ms = (uint32_t)in->pol.idle_timeout_ms;
-    s.retries = (uint32_t)in->pol.retries;
-    s.max_conns = (uint32_t)in->pol.max_conns;
-    build_check(&s.check, &in->pol.check);
+    policy_to_tbl(&in->pol, &s);
     rc = table_add_service(t, &s, e);
     free(s.backends);
     if (rc < 0) {
@@ -1269,6 +1284,7 @@ build_kube(struct conf *c, const struct root_in *r, struct err *e)
     size_t i;
 
     c->kube.enabled = r->kube.enabled == 1;
+    c->kube.mode = (enum conf_kube_mode)r->kube.mode;
     memcpy(c->kube.kubeconfig, r->kube.kubeconfig, sizeof(c->kube.kubeconfig));
     memcpy(c->kube.api_server, r->kube.api_server, sizeof(c->kube.api_server));
     memcpy(c->kube.sa_dir, r->kube.sa_dir, sizeof(c->kube.sa_dir));
@@ -1320,6 +1336,7 @@ build(struct root_in *r, struct err *e)
     }
     c->admin.request_timeout_ms = (uint32_t)r->admin.request_timeout_ms;
     c->admin.api_grace_ms = (uint32_t)r->admin.api_grace_ms;
+    policy_to_tbl(&r->defaults, &c->defaults);
     if (build_kube(c, r, e) < 0) {
         conf_free(c);
         return NULL;

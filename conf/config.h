@@ -32,9 +32,15 @@ struct conf_admin {
 #define CONF_STR_MAX               1023
 #define CONF_HEALTHZ_LISTEN_DEFAULT "0.0.0.0:10256"
 
+enum conf_kube_mode {
+    CONF_KUBE_NODE = 0, /* in place of kube-proxy on a node */
+    CONF_KUBE_EDGE,     /* outside the cluster: LoadBalancer IPs to pods */
+};
+
 /* "kubernetes:", where the services come from in Kubernetes mode. */
 struct conf_kube {
     int enabled;
+    enum conf_kube_mode mode;
     char kubeconfig[CONF_STR_MAX + 1];     /* "" = in-cluster */
     char api_server[CONF_STR_MAX + 1];     /* "" = from kubeconfig/env */
     char sa_dir[CONF_STR_MAX + 1];         /* service-account files */
@@ -59,6 +65,9 @@ struct conf {
     struct conf_admin admin;
     struct conf_kube kube;
     struct conf_node node;
+    /* The "defaults:" policy (no name, frontends or backends), for the
+     * services the Kubernetes watcher generates. */
+    struct tbl_service defaults;
     struct table *table;        /* owned reference, frozen, generation 0 */
 };
 

@@ -17,7 +17,8 @@ static void listener_on_accept(struct ev_loop *loop, struct ev_io *io,
                                int revents);
 
 struct listener *
-listener_new(struct worker *w, const struct saddr *addr, struct err *e)
+listener_new(struct worker *w, const struct saddr *addr, int freebind,
+             struct err *e)
 {
     struct listener *l;
     int fd, one = 1;
@@ -33,6 +34,15 @@ listener_new(struct worker *w, const struct saddr *addr, struct err *e)
         goto fail;
     if (addr->u.sa.sa_family == AF_INET6
         && setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) < 0)
+        goto fail;
+    /* Tables from the API name service IPs that the netlink side adds a
+     * moment later: bind before the address exists. */
+    if (freebind
+        && (addr->u.sa.sa_family == AF_INET
+                ? setsockopt(fd, IPPROTO_IP, IP_FREEBIND, &one, sizeof(one))
+                : setsockopt(fd, IPPROTO_IPV6, IPV6_FREEBIND, &one,
+                             sizeof(one)))
+               < 0)
         goto fail;
     if (bind(fd, &addr->u.sa, addr->len) < 0 || listen(fd, LISTEN_BACKLOG) < 0)
         goto fail;

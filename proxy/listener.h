@@ -25,7 +25,7 @@ struct listener {
 /* Open, bind and listen on <addr> (not yet accepting). Returns a new
  * listener or NULL with <e> filled. */
 struct listener *listener_new(struct worker *w, const struct saddr *addr,
-                              struct err *e);
+                              int freebind, struct err *e);
 
 /* Point <l> at <s> (takes a new reference, drops the old one). */
 void listener_set_svc(struct listener *l, struct svc *s);

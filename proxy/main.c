@@ -7,7 +7,9 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "admin.h"
 #include "ctl.h"
+#include "kube.h"
 #include "log.h"
 #include "main.h"
 #include "proxy.h"
@@ -19,6 +21,7 @@ struct opts {
     const char *config;     /* NULL: the built-in default */
     const char *log_level;  /* overrides the file */
     const char *log_format;
+    struct kube_flags kf;   /* --kubeconfig, --api-server, --node-name */
 };
 
 struct daemon {
@@ -26,6 +29,7 @@ struct daemon {
     struct opts o;
     struct proxy proxy;
     struct ctl ctl; /* health checks, admin server, metrics */
+    struct kube *kube; /* Kubernetes mode, or NULL */
     uint64_t generation;
     double drain_timeout_s;
     int exit_code;
@@ -47,6 +51,16 @@ usage(FILE *f)
             "the file)\n"
             "      --log-format FMT   text or json (overrides the file)\n"
             "\n"
+            "Kubernetes mode (also \"kubernetes:\" in the file):\n"
+            "      --kubeconfig FILE  API credentials from a kubeconfig\n"
+            "      --api-server URL   the API server's address (wins over "
+            "the kubeconfig\n"
+            "                         and the in-cluster environment)\n"
+            "      --node-name NAME   this node (default: NODE_NAME, then "
+            "the host name)\n"
+            "  ferry cleanup          remove the service addresses ferry "
+            "added, and exit\n"
+            "\n"
             "signals: SIGHUP re-reads the file; SIGTERM or SIGINT stop "
             "accepting,\n"
             "let open connections finish (drain_timeout), then exit 0.\n");
@@ -56,8 +70,13 @@ usage(FILE *f)
 static struct conf *
 load_conf(const struct opts *o, struct err *e)
 {
+    static const char kube_only[] = "kubernetes: {enabled: true}\n";
+
     if (o->config != NULL)
         return conf_load_file(o->config, e);
+    /* Flags alone mean Kubernetes mode with every default, not the demo. */
+    if (o->kf.kubeconfig != NULL || o->kf.api_server != NULL)
+        return conf_load_buf("<flags>", kube_only, sizeof(kube_only) - 1, e);
     return conf_load_buf("<built-in>", conf_default_yaml,
                          conf_default_yaml_len, e);
 }
@@ -104,6 +123,12 @@ daemon_reload(struct daemon *d)
                   (unsigned long long)d->generation);
         return;
     }
+    if (d->kube != NULL) {
+        /* The file's services merge with the API's; the merged table gets
+         * the next generation. */
+        kube_reconfigure(d->kube, c);
+        goto applied;
+    }
     d->generation++;
     table_freeze(c->table, d->generation);
     err_clear(&e);
@@ -115,6 +140,7 @@ daemon_reload(struct daemon *d)
         conf_free(c);
         return;
     }
+applied:
     apply_logging(&d->o, c);
     ctl_configure(&d->ctl, c);
     d->drain_timeout_s = c->drain_timeout_ms / 1e3;
@@ -166,6 +192,30 @@ daemon_signals(struct daemon *d)
     ev_signal_start(d->loop, &d->sig_int);
 }
 
+/* Kubernetes mode: follow the API; /readyz waits for the first sync. */
+static int
+daemon_start_kube(struct daemon *d, const struct conf *c)
+{
+    struct admin_hooks hooks;
+    char msg[1024];
+    struct err e;
+
+    err_clear(&e);
+    d->kube = kube_new(d->loop, &d->proxy, c, &d->o.kf, &d->generation, &e);
+    if (d->kube == NULL) {
+        log_error("%s", err_str(&e, msg, sizeof(msg)));
+        return -1;
+    }
+    if (d->ctl.admin != NULL) {
+        memset(&hooks, 0, sizeof(hooks));
+        hooks.arg = d->kube;
+        hooks.synced = kube_synced;
+        hooks.api_failing_for = kube_api_failing_for;
+        admin_set_hooks(d->ctl.admin, &hooks);
+    }
+    return 0;
+}
+
 static int
 daemon_run(const struct opts *o)
 {
@@ -211,6 +261,12 @@ daemon_run(const struct opts *o)
         return 1;
     }
     ctl_configure(&d.ctl, c);
+    if (kube_wanted(c, &o->kf) && daemon_start_kube(&d, c) < 0) {
+        conf_free(c);
+        ctl_deinit(&d.ctl);
+        proxy_deinit(&d.proxy);
+        return 1;
+    }
     log_info("ferry %s serving %zu service(s) from %s (generation %llu)",
              FERRY_VERSION, c->table->nservices,
              o->config ? o->config : "the built-in demo config",
@@ -218,6 +274,7 @@ daemon_run(const struct opts *o)
     conf_free(c);
     daemon_signals(&d);
     ev_run(d.loop, 0);
+    kube_free(d.kube);
     ctl_deinit(&d.ctl);
     proxy_deinit(&d.proxy);
     ev_signal_stop(d.loop, &d.sig_hup);
@@ -270,6 +327,9 @@ main_run(int argc, char **argv)
         {"config", required_argument, NULL, 'c'},
         {"log-level", required_argument, NULL, 'L'},
         {"log-format", required_argument, NULL, 'F'},
+        {"kubeconfig", required_argument, NULL, 'K'},
+        {"api-server", required_argument, NULL, 'A'},
+        {"node-name", required_argument, NULL, 'N'},
         {"print-default-config", no_argument, NULL, 'P'},
         {"version", no_argument, NULL, 'V'},
         {"help", no_argument, NULL, 'h'},
@@ -297,6 +357,15 @@ main_run(int argc, char **argv)
             break;
         case 'F':
             o.log_format = optarg;
+            break;
+        case 'K':
+            o.kf.kubeconfig = optarg;
+            break;
+        case 'A':
+            o.kf.api_server = optarg;
+            break;
+        case 'N':
+            o.kf.node_name = optarg;
             break;
         case 'P':
             fwrite(conf_default_yaml, 1, conf_default_yaml_len, stdout);

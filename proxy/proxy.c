@@ -126,7 +126,7 @@ open_new_listeners(struct proxy *p, const struct table *t, int strict,
             struct listener *l;
             if (find_listener(p->w.listeners, a) || find_listener(*fresh, a))
                 continue;
-            l = listener_new(&p->w, a, e);
+            l = listener_new(&p->w, a, !strict, e);
             if (l == NULL) {
                 if (strict)
                     return -1;

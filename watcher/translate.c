@@ -504,7 +504,7 @@ do_port(struct table *t, const struct svcctx *sc, const json_t *sp,
     if (port <= 0 || port > 65535)
         return 0;
     w->in.n = w->ex.n = 0;
-    if (internal_fes(sc, (uint16_t)port, &w->in) < 0
+    if ((!o->edge && internal_fes(sc, (uint16_t)port, &w->in) < 0)
         || external_fes(sc, sp, o, &w->ex) < 0
         || collect_eps(sc, pname, port_proto(sp), o, &w->eps) < 0)
         return -1;

@@ -51,6 +51,10 @@ struct translate_opts {
      * NULL = zeros. */
     const struct tbl_service *policy;
     struct translate_stats *stats; /* filled if not NULL */
+    /* Edge balancer outside the cluster: serve only externalIPs and
+     * LoadBalancer IPs (ClusterIPs mean nothing out there; NodePorts are
+     * the nodes' business). */
+    int edge;
 };
 
 /*

@@ -30,6 +30,7 @@ struct watcher {
     size_t n_node_addrs;
     struct tbl_service policy;
     int has_policy;
+    int edge;
     char zone[64];
 
     ev_timer publish_timer; /* zero-delay: after the current batch */
@@ -93,6 +94,7 @@ build_table(struct watcher *w)
     o.service_proxy_name = w->proxy_name;
     o.policy = w->has_policy ? &w->policy : NULL;
     o.stats = &st;
+    o.edge = w->edge;
     err_clear(&e);
     if (t == NULL
         || translate_build(reflector_cache(w->svc), reflector_cache(w->eps), &o,
@@ -273,6 +275,7 @@ make_selector(const struct watcher_conf *wc, int with_extra)
 static int
 copy_conf(struct watcher *w, const struct watcher_conf *wc)
 {
+    w->edge = wc->edge;
     if (wc->node_name != NULL && (w->node_name = strdup(wc->node_name)) == NULL)
         return -1;
     if (wc->service_proxy_name != NULL

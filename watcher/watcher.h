@@ -39,6 +39,7 @@ struct watcher_conf {
     const char *label_selector;     /* extra selector for Services (edge
                                      * mode), or NULL */
     int insecure_skip_tls_verify;
+    int edge; /* serve only externalIPs and LoadBalancer IPs */
     const struct tbl_service *policy; /* template: balance, timeouts,
                                        * retries, max_conns copied into
                                        * each generated service; NULL =

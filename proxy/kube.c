@@ -1,0 +1,293 @@
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "kube.h"
+#include "log.h"
+#include "metrics.h"
+#include "proxy.h"
+#include "vip.h"
+#include "watcher.h"
+
+struct kube {
+    struct ev_loop *loop;
+    struct proxy *p;
+    struct watcher *w;
+    struct vip *vip;        /* NULL in edge mode or with "none" */
+    struct table *statics;  /* services of the file (reference) */
+    struct table *api;      /* last table from the watcher (reference) */
+    uint64_t *generation;
+    struct saddr *nodeport; /* NodePort addresses, copied */
+    size_t n_nodeport;
+    uint64_t relists, restarts;
+};
+
+int
+kube_wanted(const struct conf *c, const struct kube_flags *f)
+{
+    return c->kube.enabled || f->kubeconfig != NULL || f->api_server != NULL;
+}
+
+static const char *
+opt(const char *flag, const char *conf)
+{
+    if (flag != NULL && flag[0] != '\0')
+        return flag;
+    return conf[0] != '\0' ? conf : NULL;
+}
+
+/* This node's name: flag, config, $NODE_NAME (the downward API), then the
+ * host name, as kube-proxy does. */
+static int
+node_name(const struct conf *c, const struct kube_flags *f, char *out,
+          size_t outlen)
+{
+    const char *n = opt(f->node_name, c->kube.node_name);
+
+    if (n == NULL)
+        n = getenv("NODE_NAME");
+    if (n != NULL && n[0] != '\0') {
+        /* Node names are DNS subdomains: at most 253 characters. */
+        if (strlen(n) >= outlen)
+            return -1;
+        memcpy(out, n, strlen(n) + 1);
+        return 0;
+    }
+    if (gethostname(out, outlen) < 0 || out[0] == '\0')
+        return -1;
+    out[outlen - 1] = '\0';
+    return 0;
+}
+
+static int
+is_nodeport_addr(const struct kube *k, const struct saddr *a)
+{
+    size_t i;
+
+    for (i = 0; i < k->n_nodeport; i++) {
+        struct saddr x = k->nodeport[i];
+        if (x.u.sa.sa_family == AF_INET)
+            x.u.in.sin_port = a->u.in.sin_port;
+        else
+            x.u.in6.sin6_port = a->u.in6.sin6_port;
+        if (saddr_cmp(&x, a) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+/* One table from the file's services and the API's. A file service wins
+ * a frontend both claim; the API one is skipped with a log line. The VIPs
+ * are the API frontends' IPs other than NodePort addresses. */
+static struct table *
+merge(struct kube *k)
+{
+    struct table *t = table_new();
+    struct err e;
+    size_t i, j;
+
+    if (t == NULL)
+        return NULL;
+    for (i = 0; k->statics != NULL && i < k->statics->nservices; i++)
+        if (table_add_service(t, &k->statics->services[i], &e) < 0)
+            log_warn("kubernetes: static service %s: %s",
+                     k->statics->services[i].name, e.msg);
+    for (i = 0; k->api != NULL && i < k->api->nservices; i++) {
+        const struct tbl_service *s = &k->api->services[i];
+        err_clear(&e);
+        if (table_add_service(t, s, &e) < 0) {
+            log_warn("kubernetes: %s not served: %s", s->name, e.msg);
+            continue;
+        }
+        for (j = 0; k->vip != NULL && j < s->nfrontends; j++)
+            if (!is_nodeport_addr(k, &s->frontends[j]))
+                table_add_vip(t, &s->frontends[j], &e);
+    }
+    table_freeze(t, ++*k->generation);
+    return t;
+}
+
+static void
+kube_apply(struct kube *k)
+{
+    struct table *t;
+    struct err e;
+
+    if (k->api == NULL)
+        return; /* static stability: nothing from the API before a sync */
+    t = merge(k);
+    if (t == NULL) {
+        log_error("kubernetes: out of memory merging tables");
+        return;
+    }
+    err_clear(&e);
+    if (proxy_apply(k->p, t, 0, &e) < 0)
+        log_error("kubernetes: table not applied: %s", e.msg);
+    else if (k->vip != NULL)
+        vip_set(k->vip, t->vips, t->nvips);
+    table_unref(t);
+}
+
+static void
+feed_metrics(struct kube *k)
+{
+    struct watcher_status st;
+    double lat[1];
+
+    watcher_status(k->w, &st);
+    if (watcher_latencies(k->w, lat, 1) == 1) {
+        metrics_network_programming(lat[0]);
+        metrics_sync_done(lat[0], ev_time());
+    }
+    for (; k->relists < st.relists; k->relists++)
+        metrics_watch_relist();
+    for (; k->restarts < st.watch_restarts; k->restarts++)
+        metrics_watch_restart();
+}
+
+static void
+kube_on_publish(struct table *t, void *arg)
+{
+    struct kube *k = arg;
+    int first = k->api == NULL;
+
+    table_unref(k->api);
+    k->api = t;
+    if (first)
+        log_info("kubernetes: first full sync: %zu service(s) from the API",
+                 t->nservices);
+    kube_apply(k);
+    feed_metrics(k);
+}
+
+int
+kube_synced(void *arg)
+{
+    const struct kube *k = arg;
+
+    return k->api != NULL;
+}
+
+double
+kube_api_failing_for(void *arg, double now)
+{
+    const struct kube *k = arg;
+    struct watcher_status st;
+
+    watcher_status(k->w, &st);
+    if (st.api_healthy || st.failing_since <= 0)
+        return 0;
+    return now - st.failing_since;
+}
+
+static int
+kube_start_vip(struct kube *k, const struct conf *c, struct err *e)
+{
+    const char *ifname = c->node.vip_interface;
+
+    if (c->kube.mode == CONF_KUBE_EDGE || strcmp(ifname, "none") == 0) {
+        log_info("kubernetes: service addresses are not managed "
+                 "(vip_interface: none or edge mode)");
+        return 0;
+    }
+    k->vip = vip_new(k->loop, ifname, e);
+    return k->vip != NULL ? 0 : -1;
+}
+
+static int
+kube_copy_nodeports(struct kube *k, const struct conf *c)
+{
+    static const char *const any[] = {"0.0.0.0"};
+    const char *why;
+    size_t n = c->node.n_nodeport_addrs;
+
+    if (c->kube.mode == CONF_KUBE_EDGE)
+        return 0;
+    k->nodeport = calloc(n > 0 ? n : 1, sizeof(*k->nodeport));
+    if (k->nodeport == NULL)
+        return -1;
+    if (n > 0) {
+        memcpy(k->nodeport, c->node.nodeport_addrs, n * sizeof(*k->nodeport));
+        k->n_nodeport = n;
+    } else {
+        /* kube-proxy's default: NodePorts on every address of the node. */
+        parse_ip(any[0], 0, &k->nodeport[0], &why);
+        k->n_nodeport = 1;
+    }
+    return 0;
+}
+
+struct kube *
+kube_new(struct ev_loop *loop, struct proxy *p, const struct conf *c,
+         const struct kube_flags *f, uint64_t *generation, struct err *e)
+{
+    struct watcher_conf wc;
+    char node[256];
+    struct kube *k = calloc(1, sizeof(*k));
+
+    if (k == NULL) {
+        err_set(e, "out of memory");
+        return NULL;
+    }
+    k->loop = loop;
+    k->p = p;
+    k->generation = generation;
+    k->statics = table_ref(c->table);
+    memset(&wc, 0, sizeof(wc));
+    wc.kubeconfig = opt(f->kubeconfig, c->kube.kubeconfig);
+    wc.api_server = opt(f->api_server, c->kube.api_server);
+    wc.sa_dir = c->kube.sa_dir;
+    wc.service_proxy_name = opt(NULL, c->kube.service_proxy_name);
+    wc.label_selector = opt(NULL, c->kube.service_selector);
+    wc.insecure_skip_tls_verify = c->kube.insecure_skip_tls_verify;
+    wc.edge = c->kube.mode == CONF_KUBE_EDGE;
+    wc.policy = &c->defaults;
+    if (kube_copy_nodeports(k, c) < 0) {
+        err_set(e, "out of memory");
+        goto fail;
+    }
+    wc.node_addrs = k->nodeport;
+    wc.n_node_addrs = k->n_nodeport;
+    if (!wc.edge) {
+        if (node_name(c, f, node, sizeof(node)) < 0) {
+            err_set(e, "kubernetes: no node name (set kubernetes.node_name, "
+                       "--node-name or NODE_NAME)");
+            goto fail;
+        }
+        wc.node_name = node;
+    }
+    if (kube_start_vip(k, c, e) < 0)
+        goto fail;
+    k->w = watcher_new(loop, &wc, kube_on_publish, k, e);
+    if (k->w == NULL)
+        goto fail;
+    log_info("kubernetes: %s mode%s%s, waiting for the first full sync",
+             wc.edge ? "edge" : "node", wc.edge ? "" : " on node ",
+             wc.edge ? "" : node);
+    return k;
+fail:
+    kube_free(k);
+    return NULL;
+}
+
+void
+kube_reconfigure(struct kube *k, const struct conf *c)
+{
+    table_unref(k->statics);
+    k->statics = table_ref(c->table);
+    kube_apply(k);
+}
+
+void
+kube_free(struct kube *k)
+{
+    if (k == NULL)
+        return;
+    watcher_free(k->w);
+    vip_free(k->vip);
+    table_unref(k->statics);
+    table_unref(k->api);
+    free(k->nodeport);
+    free(k);
+}

@@ -1,0 +1,56 @@
+/*
+ * kube.h - Kubernetes mode: the watcher's tables, merged with the static
+ * services of the file, applied to the proxy, with the service IPs put on
+ * the node (vip) in node mode.
+ *
+ * Two roles, from "kubernetes.mode":
+ *   node  - in place of kube-proxy: ClusterIPs, NodePorts, externalIPs and
+ *           LoadBalancer IPs of every Service, with this node's name for
+ *           Local traffic policies; service IPs go on "node.vip_interface".
+ *   edge  - outside the cluster, in front of it: only externalIPs and
+ *           LoadBalancer IPs of the Services "service_selector" picks,
+ *           spread straight to their ready pods.
+ */
+#ifndef PROXY_KUBE_H
+#define PROXY_KUBE_H
+
+#include <ev.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "err.h"
+
+struct proxy;
+struct kube;
+
+/* Command-line overrides of the "kubernetes:" section; NULL = unset. */
+struct kube_flags {
+    const char *kubeconfig;
+    const char *api_server;
+    const char *node_name;
+};
+
+/* Start following the API for <p> (borrowed, outlives the kube) as <c>
+ * (borrowed, copied) says; <generation> is the daemon's counter, bumped
+ * for every table applied. Nothing is served from the API before its
+ * first full sync. Returns NULL with <e> filled on bad credentials or
+ * netlink trouble. Start-up only (reads credential files). */
+struct kube *kube_new(struct ev_loop *loop, struct proxy *p,
+                      const struct conf *c, const struct kube_flags *f,
+                      uint64_t *generation, struct err *e);
+void kube_free(struct kube *k);
+
+/* A reload changed the file: <c>'s static services and policy are merged
+ * with the last API table from now on (the API connection settings are
+ * kept; changing them needs a restart). */
+void kube_reconfigure(struct kube *k, const struct conf *c);
+
+/* For /readyz: the first full sync is in force; how long the API has been
+ * failing (0 = healthy). <arg> is the struct kube. */
+int kube_synced(void *arg);
+double kube_api_failing_for(void *arg, double now);
+
+/* Nonzero when the "kubernetes:" section or a flag asks for it. */
+int kube_wanted(const struct conf *c, const struct kube_flags *f);
+
+#endif
