@@ -59,3 +59,34 @@ def test_log_level_override(start_ferry, backends):
     f.wait_ready([l2])
     assert ft.hello(l2) == "b"
     assert "reload: applied" not in f.log_text()
+
+
+def test_builtin_demo_config(start_ferry, backends):
+    """ferry with no -c runs the built-in demo: 127.0.0.1:8080 over
+    backends on 127.0.0.1:9001-9003. Fixed ports, so skipped when any of
+    them is taken."""
+    import socket
+    import pytest
+    socks = []
+    try:
+        for port in (9001, 9002, 9003):
+            s = socket.socket()
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                s.close()
+                pytest.skip(f"port {port} is in use")
+            socks.append(s)
+        if not ft.is_refused("127.0.0.1:8080", timeout=1):
+            pytest.skip("port 8080 is in use")
+    except BaseException:
+        for s in socks:
+            s.close()
+        raise
+    bs = [backends(f"web-{i}", sock=s) for i, s in enumerate(socks, 1)]
+    f = start_ferry("", config_flag=None, wait=False)
+    f.wait_ready(["127.0.0.1:8080"])
+    assert [ft.hello("127.0.0.1:8080") for _ in range(3)] == \
+        [b.name for b in bs]
+    assert f.stop() == 0

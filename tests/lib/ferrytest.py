@@ -651,8 +651,9 @@ class Ferry:
             resource.setrlimit(resource.RLIMIT_NOFILE, (n, n))
 
     def start(self, wait=True, timeout=None):
-        cmd = self.prefix + [self.binary, self.config_flag,
-                             str(self.config_path)]
+        cmd = self.prefix + [self.binary]
+        if self.config_flag:  # None: no config option (the built-in demo)
+            cmd += [self.config_flag, str(self.config_path)]
         cmd += self.args
         logf = open(self.log_path, "ab")
         try:
