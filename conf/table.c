@@ -1,7 +1,66 @@
 #include <stdlib.h>
 #include <string.h>
+#include <uthash.h>
 
 #include "table.h"
+
+/* An index entry: a key (a service name, or a frontend's canonical
+ * family/port/IP bytes) and the service's position in the table. */
+struct tbl_index {
+    UT_hash_handle hh;
+    size_t svc;
+    size_t keylen;
+    char key[];
+};
+
+static size_t
+frontend_key(const struct saddr *a, unsigned char key[20])
+{
+    memset(key, 0, 20);
+    key[0] = (unsigned char)a->u.sa.sa_family;
+    key[1] = (unsigned char)(saddr_port(a) >> 8);
+    key[2] = (unsigned char)saddr_port(a);
+    if (a->u.sa.sa_family == AF_INET)
+        memcpy(key + 4, &a->u.in.sin_addr, 4);
+    else if (a->u.sa.sa_family == AF_INET6)
+        memcpy(key + 4, &a->u.in6.sin6_addr, 16);
+    return 20;
+}
+
+static const struct tbl_index *
+index_find(struct tbl_index *head, const void *key, size_t len)
+{
+    struct tbl_index *e;
+
+    HASH_FIND(hh, head, key, len, e);
+    return e;
+}
+
+static int
+index_add(struct tbl_index **head, const void *key, size_t len, size_t svc)
+{
+    struct tbl_index *e = malloc(sizeof(*e) + len);
+
+    if (e == NULL)
+        return -1;
+    e->svc = svc;
+    e->keylen = len;
+    memcpy(e->key, key, len);
+    HASH_ADD_KEYPTR(hh, *head, e->key, len, e);
+    return 0;
+}
+
+static void
+index_free(struct tbl_index **head)
+{
+    struct tbl_index *e, *tmp;
+
+    HASH_ITER(hh, *head, e, tmp)
+    {
+        HASH_DEL(*head, e);
+        free(e);
+    }
+}
 
 static const char *const balance_names[TBL_BAL__COUNT] = {
     [TBL_BAL_ROUNDROBIN] = "roundrobin",
@@ -66,6 +125,8 @@ table_unref(struct table *t)
         return;
     for (i = 0; i < t->nservices; i++)
         service_free(&t->services[i]);
+    index_free(&t->by_name);
+    index_free(&t->by_frontend);
     free(t->services);
     free(t->vips);
     free(t);
@@ -108,24 +169,39 @@ table_freeze(struct table *t, uint64_t generation)
 const struct tbl_service *
 table_find(const struct table *t, const char *name)
 {
-    size_t i;
+    const struct tbl_index *e = index_find(t->by_name, name, strlen(name));
 
-    for (i = 0; i < t->nservices; i++)
-        if (strcmp(t->services[i].name, name) == 0)
-            return &t->services[i];
-    return NULL;
+    return e != NULL ? &t->services[e->svc] : NULL;
 }
 
 const struct tbl_service *
 table_find_frontend(const struct table *t, const struct saddr *a)
 {
-    size_t i, j;
+    unsigned char key[20];
+    const struct tbl_index *e =
+        index_find(t->by_frontend, key, frontend_key(a, key));
 
-    for (i = 0; i < t->nservices; i++)
-        for (j = 0; j < t->services[i].nfrontends; j++)
-            if (saddr_cmp(&t->services[i].frontends[j], a) == 0)
-                return &t->services[i];
-    return NULL;
+    return e != NULL ? &t->services[e->svc] : NULL;
+}
+
+/* Index the service at position <i> by name and frontends. */
+static int
+index_service(struct table *t, size_t i)
+{
+    const struct tbl_service *s = &t->services[i];
+    unsigned char key[20];
+    size_t j;
+
+    if (index_add(&t->by_name, s->name, strlen(s->name), i) < 0)
+        return -1;
+    for (j = 0; j < s->nfrontends; j++) {
+        size_t len = frontend_key(&s->frontends[j], key);
+        /* A service may list one frontend twice; index it once. */
+        if (index_find(t->by_frontend, key, len) == NULL
+            && index_add(&t->by_frontend, key, len, i) < 0)
+            return -1;
+    }
+    return 0;
 }
 
 static void *
@@ -183,6 +259,8 @@ table_add_service(struct table *t, const struct tbl_service *svc,
         return err_set(e, "out of memory");
     }
     t->services[t->nservices++] = copy;
+    if (index_service(t, t->nservices - 1) < 0)
+        return err_set(e, "out of memory");
     return 0;
 }
 

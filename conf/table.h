@@ -98,6 +98,11 @@ struct table {
     struct saddr *vips;
     size_t nvips;
     size_t vipcap;
+    /* Indexes by service name and by frontend (private to table.c), so
+     * that building a table of N services costs O(N), not O(N^2): the
+     * watcher rebuilds the whole table on every change. */
+    struct tbl_index *by_name;
+    struct tbl_index *by_frontend;
 };
 
 /* Returns a new empty, unfrozen table with one reference, or NULL. */
