@@ -17,7 +17,8 @@ struct proxy;
 struct ctl {
     struct proxy *p;
     struct health *health;
-    struct admin *admin;
+    struct admin *admin; /* Kubernetes mode: admin_set_hooks(c->admin, ...)
+                            gives /readyz the watcher's sync and API state */
 };
 
 /* Set up on <loop> for <p> (borrowed) and hook into p->on_applied, so
