@@ -294,7 +294,8 @@ conn_try_connect(struct conn *c)
 
     for (;;) {
         if (c->attempts > s->spec.retries
-            || (i = svc_pick(s, &c->tried, ev_now(loop))) < 0) {
+            || (i = svc_pick_client(s, &c->client, &c->tried, ev_now(loop)))
+                   < 0) {
             conn_no_backend(c);
             return;
         }

@@ -94,10 +94,15 @@ build_svcs(struct proxy *p, const struct table *t)
         for (j = 0; j < p->nsvcs && v[i] == NULL; j++)
             if (svc_matches(p->svcs[j], ts))
                 v[i] = svc_ref(p->svcs[j]);
-        if (v[i] == NULL && (v[i] = svc_new(ts)) == NULL) {
+        if (v[i] != NULL)
+            continue;
+        if ((v[i] = svc_new(ts)) == NULL) {
             free_svcs(v, i);
             return NULL;
         }
+        for (j = 0; j < p->nsvcs; j++)
+            if (strcmp(p->svcs[j]->name, ts->name) == 0)
+                svc_inherit(v[i], p->svcs[j], ev_now(p->w.loop));
     }
     return v;
 }

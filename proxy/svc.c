@@ -1,6 +1,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "affinity.h"
 #include "balance.h"
 #include "stats.h"
 #include "svc.h"
@@ -38,6 +39,9 @@ svc_new(const struct tbl_service *ts)
         memcpy(s->be[i].name, tb->name, sizeof(s->be[i].name));
         s->nbe++;
     }
+    if (ts->affinity_timeout_ms > 0
+        && (s->aff = affinity_new(ts->affinity_timeout_ms / 1e3)) == NULL)
+        goto fail;
     s->bal->init(s);
     return s;
 fail:
@@ -62,6 +66,7 @@ svc_unref(struct svc *s)
     for (i = 0; i < s->nbe; i++)
         backend_unref(s->be[i].b);
     svc_stats_unref(s->st);
+    affinity_free(s->aff);
     free(s->be);
     free(s);
 }
@@ -122,4 +127,42 @@ svc_pick(struct svc *s, const struct svc_tried *tried, double now)
         i = s->bal->pick(s, pick_ok, &c);
     }
     return i;
+}
+
+int
+svc_pick_client(struct svc *s, const struct saddr *client,
+                const struct svc_tried *tried, double now)
+{
+    struct pick_ctx c = {tried, now, 0};
+    int i;
+
+    if (s->aff == NULL)
+        return svc_pick(s, tried, now);
+    i = affinity_get(s->aff, client, now);
+    if (i < 0 || (size_t)i >= s->nbe || !pick_ok(s, (size_t)i, &c))
+        i = svc_pick(s, tried, now);
+    if (i >= 0)
+        affinity_set(s->aff, client, (uint32_t)i, now);
+    return i;
+}
+
+void
+svc_inherit(struct svc *to, const struct svc *from, double now)
+{
+    int32_t *map;
+    size_t i, j;
+
+    if (to->aff == NULL || from->aff == NULL || from->nbe == 0)
+        return;
+    map = malloc(from->nbe * sizeof(*map));
+    if (map == NULL)
+        return; /* the pins are lost, not the service */
+    for (i = 0; i < from->nbe; i++) {
+        map[i] = -1;
+        for (j = 0; j < to->nbe && map[i] < 0; j++)
+            if (to->be[j].b == from->be[i].b)
+                map[i] = (int32_t)j;
+    }
+    affinity_inherit(to->aff, from->aff, map, from->nbe, now);
+    free(map);
 }

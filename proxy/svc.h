@@ -15,7 +15,10 @@
 #include <stdint.h>
 
 #include "backend.h"
+#include "parse.h"
 #include "table.h"
+
+struct affinity;
 
 /* Retry state of one connection: which backends were tried. Indices at 64
  * and beyond share bits (mod 64), which can only make a retry skip an
@@ -49,6 +52,7 @@ struct svc {
     uint64_t n_accepted, n_refused_limit, n_no_backend;
     const struct bal_ops *bal;
     struct svc_stats *st; /* reference; counters surviving reloads */
+    struct affinity *aff; /* ClientIP pins; NULL when affinity is off */
 };
 
 /* Returns a new svc with one reference built from <ts>, or NULL (out of
@@ -67,6 +71,18 @@ int svc_matches(const struct svc *s, const struct tbl_service *ts);
  * failure than a certain one). Returns an index into s->be, or -1. Never
  * allocates. */
 int svc_pick(struct svc *s, const struct svc_tried *tried, double now);
+
+/* svc_pick() for a connection from <client> (borrowed): with ClientIP
+ * affinity on, the backend the client's IP is pinned to is chosen if it
+ * is still eligible (not tried, drained, down or in back-off), else the
+ * balancer picks and the client is pinned to its choice. Allocates only
+ * when the affinity table must grow (bounded; see affinity.h). */
+int svc_pick_client(struct svc *s, const struct saddr *client,
+                    const struct svc_tried *tried, double now);
+
+/* <to> replaces <from> (same service, changed definition): carry the
+ * ClientIP pins over to the backends both list. Control loop. */
+void svc_inherit(struct svc *to, const struct svc *from, double now);
 
 /* The weight the balancers use: the admin override, else the table's. */
 static inline uint32_t

@@ -1,0 +1,231 @@
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "affinity.h"
+
+struct aff_entry {
+    unsigned char key[16]; /* IPv6, or IPv4-mapped IPv6 */
+    uint32_t idx;
+    uint32_t used; /* nonzero once the slot was ever filled */
+    double last;   /* loop time of the last confirmation */
+};
+
+struct affinity {
+    struct aff_entry *slots;
+    size_t nslots; /* a power of two */
+    double timeout;
+    uint64_t seed; /* per table, so clients cannot aim at one window */
+};
+
+static void
+client_key(const struct saddr *c, unsigned char key[16])
+{
+    if (c->u.sa.sa_family == AF_INET6) {
+        memcpy(key, &c->u.in6.sin6_addr, 16);
+        return;
+    }
+    memset(key, 0, 10);
+    key[10] = key[11] = 0xff;
+    memcpy(key + 12, &c->u.in.sin_addr, 4);
+}
+
+static uint64_t
+mix(uint64_t x)
+{
+    x ^= x >> 30;
+    x *= 0xbf58476d1ce4e5b9ull;
+    x ^= x >> 27;
+    x *= 0x94d049bb133111ebull;
+    return x ^ (x >> 31);
+}
+
+static size_t
+key_hash(const struct affinity *a, const unsigned char key[16])
+{
+    uint64_t hi, lo;
+
+    memcpy(&hi, key, 8);
+    memcpy(&lo, key + 8, 8);
+    return (size_t)mix(mix(hi ^ a->seed) ^ lo);
+}
+
+static int
+live(const struct affinity *a, const struct aff_entry *e, double now)
+{
+    return e->used && now - e->last <= a->timeout;
+}
+
+struct affinity *
+affinity_new(double timeout_s)
+{
+    struct affinity *a = calloc(1, sizeof(*a));
+    struct timespec ts;
+
+    if (a == NULL)
+        return NULL;
+    a->slots = calloc(AFFINITY_MIN_SLOTS, sizeof(*a->slots));
+    if (a->slots == NULL) {
+        free(a);
+        return NULL;
+    }
+    a->nslots = AFFINITY_MIN_SLOTS;
+    a->timeout = timeout_s;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    a->seed = mix((uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 32)
+                  ^ (uint64_t)(uintptr_t)a);
+    return a;
+}
+
+void
+affinity_free(struct affinity *a)
+{
+    if (a == NULL)
+        return;
+    free(a->slots);
+    free(a);
+}
+
+/* The slot holding <key>, whether live or not, or NULL. */
+static struct aff_entry *
+find(const struct affinity *a, const unsigned char key[16])
+{
+    size_t h = key_hash(a, key), i;
+
+    for (i = 0; i < AFFINITY_WINDOW; i++) {
+        struct aff_entry *e = &a->slots[(h + i) & (a->nslots - 1)];
+        if (e->used && memcmp(e->key, key, 16) == 0)
+            return e;
+    }
+    return NULL;
+}
+
+int
+affinity_get(const struct affinity *a, const struct saddr *client, double now)
+{
+    unsigned char key[16];
+    const struct aff_entry *e;
+
+    client_key(client, key);
+    e = find(a, key);
+    return e != NULL && live(a, e, now) ? (int)e->idx : -1;
+}
+
+/* A slot for a new key in its window: a free or expired one, else NULL
+ * with <*lru> set to the least recently used live one. */
+static struct aff_entry *
+free_slot(struct affinity *a, const unsigned char key[16], double now,
+          struct aff_entry **lru)
+{
+    size_t h = key_hash(a, key), i;
+
+    *lru = NULL;
+    for (i = 0; i < AFFINITY_WINDOW; i++) {
+        struct aff_entry *e = &a->slots[(h + i) & (a->nslots - 1)];
+        if (!live(a, e, now))
+            return e;
+        if (*lru == NULL || e->last < (*lru)->last)
+            *lru = e;
+    }
+    return NULL;
+}
+
+static void
+put(struct aff_entry *e, const unsigned char key[16], uint32_t idx, double now)
+{
+    memcpy(e->key, key, 16);
+    e->idx = idx;
+    e->used = 1;
+    e->last = now;
+}
+
+/* Double the table, keeping the live pins. A pin that finds no room in
+ * the bigger table (a window still full) is dropped. */
+static int
+grow(struct affinity *a, double now)
+{
+    struct affinity old = *a;
+    struct aff_entry *lru;
+    size_t i;
+
+    a->slots = calloc(old.nslots * 2, sizeof(*a->slots));
+    if (a->slots == NULL) {
+        a->slots = old.slots;
+        return -1;
+    }
+    a->nslots = old.nslots * 2;
+    for (i = 0; i < old.nslots; i++) {
+        const struct aff_entry *o = &old.slots[i];
+        struct aff_entry *e;
+        if (!live(&old, o, now))
+            continue;
+        e = free_slot(a, o->key, now, &lru);
+        if (e != NULL)
+            *e = *o;
+    }
+    free(old.slots);
+    return 0;
+}
+
+int
+affinity_set(struct affinity *a, const struct saddr *client, uint32_t idx,
+             double now)
+{
+    unsigned char key[16];
+    struct aff_entry *e, *lru;
+
+    client_key(client, key);
+    if ((e = find(a, key)) != NULL) {
+        put(e, key, idx, now);
+        return 0;
+    }
+    while ((e = free_slot(a, key, now, &lru)) == NULL) {
+        if (a->nslots >= AFFINITY_MAX_SLOTS || grow(a, now) < 0) {
+            if (a->nslots < AFFINITY_MAX_SLOTS)
+                return -1; /* out of memory: leave the others pinned */
+            e = lru;       /* at the cap: the oldest pin of the window goes */
+            break;
+        }
+    }
+    put(e, key, idx, now);
+    return 0;
+}
+
+void
+affinity_inherit(struct affinity *to, const struct affinity *from,
+                 const int32_t *map, size_t nmap, double now)
+{
+    size_t i;
+
+    for (i = 0; i < from->nslots; i++) {
+        const struct aff_entry *o = &from->slots[i];
+        struct aff_entry *e, *lru;
+        if (!live(from, o, now) || o->idx >= nmap || map[o->idx] < 0)
+            continue;
+        /* Inheriting happens on the control path, where growing is fine;
+         * the LRU rule at the cap is the same as for a new pin. */
+        while ((e = free_slot(to, o->key, now, &lru)) == NULL) {
+            if (to->nslots >= AFFINITY_MAX_SLOTS || grow(to, now) < 0) {
+                e = lru;
+                break;
+            }
+        }
+        put(e, o->key, (uint32_t)map[o->idx], o->last);
+    }
+}
+
+size_t
+affinity_count(const struct affinity *a, double now)
+{
+    size_t i, n = 0;
+
+    for (i = 0; i < a->nslots; i++)
+        n += live(a, &a->slots[i], now) != 0;
+    return n;
+}
+
+size_t
+affinity_slots(const struct affinity *a)
+{
+    return a->nslots;
+}
