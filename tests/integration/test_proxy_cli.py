@@ -2,7 +2,9 @@
 
 import json
 import re
-import signal
+import socket
+
+import pytest
 
 import ferrytest as ft
 
@@ -65,8 +67,6 @@ def test_builtin_demo_config(start_ferry, backends):
     """ferry with no -c runs the built-in demo: 127.0.0.1:8080 over
     backends on 127.0.0.1:9001-9003. Fixed ports, so skipped when any of
     them is taken."""
-    import socket
-    import pytest
     socks = []
     try:
         for port in (9001, 9002, 9003):

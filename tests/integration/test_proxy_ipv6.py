@@ -1,6 +1,8 @@
 """IPv6: listening on [::1] and connecting to [::1] backends, alone and
 mixed with IPv4."""
 
+import os
+
 import pytest
 
 import ferrytest as ft
@@ -31,7 +33,6 @@ def test_mixed_families(start_ferry, backends):
 
 
 def test_ipv6_bulk_echo(start_ferry, backends):
-    import os
     b = backends("echo6", handler="echo", host="::1")
     listen = ft.free_addr("::1")
     start_ferry(ft.config([ft.service("six", listen, [b])]))

@@ -2,8 +2,6 @@
 
 import time
 
-import pytest
-
 import ferrytest as ft
 
 

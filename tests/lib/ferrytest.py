@@ -521,7 +521,8 @@ def to_yaml(obj, indent=0):
                 out.append(f"{pad}{k}:")
                 out.append(to_yaml(v, indent + 2))
             elif isinstance(v, (dict, list)):
-                out.append(f"{pad}{k}: {'{}' if isinstance(v, dict) else '[]'}")
+                empty = "{}" if isinstance(v, dict) else "[]"
+                out.append(f"{pad}{k}: {empty}")
             else:
                 out.append(f"{pad}{k}: {_yaml_scalar(v)}")
     elif isinstance(obj, list):
