@@ -275,7 +275,10 @@ tbl_service_equal(const struct tbl_service *a, const struct tbl_service *b)
         || a->idle_timeout_ms != b->idle_timeout_ms
         || a->retries != b->retries || a->max_conns != b->max_conns
         || a->affinity_timeout_ms != b->affinity_timeout_ms
-        || !tbl_check_equal(&a->check, &b->check))
+        || !tbl_check_equal(&a->check, &b->check)
+        || a->hc_node_port != b->hc_node_port
+        || strcmp(a->hc_ns, b->hc_ns) != 0
+        || strcmp(a->hc_name, b->hc_name) != 0)
         return 0;
     for (i = 0; i < a->nfrontends; i++)
         if (saddr_cmp(&a->frontends[i], &b->frontends[i]) != 0)

@@ -24,6 +24,7 @@
 
 #define TBL_NAME_MAX   128
 #define TBL_WEIGHT_MAX 256
+#define TBL_K8S_NAME_MAX 64 /* a namespace or Service name (DNS label) + NUL */
 
 enum tbl_balance {
     TBL_BAL_ROUNDROBIN = 0, /* smooth weighted round-robin */
@@ -83,6 +84,14 @@ struct tbl_service {
     uint32_t max_conns;           /* 0 = no limit */
     uint32_t affinity_timeout_ms; /* ClientIP affinity, 0 = off */
     struct tbl_check check;       /* active health check (type NONE: off) */
+    /* Kubernetes LoadBalancer Service with externalTrafficPolicy Local:
+     * the node answers load balancers' health checks on this port for
+     * the Service hc_ns/hc_name, counting this service's local ready
+     * backends (0 = none; set only on the service whose backends are
+     * the node's local set). */
+    uint16_t hc_node_port;
+    char hc_ns[TBL_K8S_NAME_MAX];
+    char hc_name[TBL_K8S_NAME_MAX];
 };
 
 struct table {

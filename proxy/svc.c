@@ -83,6 +83,7 @@ svc_matches(const struct svc *s, const struct tbl_service *ts)
         || s->spec.retries != ts->retries
         || s->spec.max_conns != ts->max_conns
         || s->spec.affinity_timeout_ms != ts->affinity_timeout_ms
+        || s->spec.hc_node_port != ts->hc_node_port
         || !tbl_check_equal(&s->spec.check, &ts->check))
         return 0;
     for (i = 0; i < s->nbe; i++) {

@@ -34,6 +34,7 @@ struct svcctx {
     int itp_local; /* internalTrafficPolicy Local */
     int etp_local; /* externalTrafficPolicy Local */
     uint32_t affinity_ms;
+    uint16_t hc_port;     /* healthCheckNodePort (LoadBalancer, ETP Local) */
     const json_t *slices; /* array of this Service's slices, or NULL */
 };
 
@@ -443,7 +444,7 @@ note_conflict(const struct translate_opts *o, const char *name,
 static int
 emit(struct table *t, const struct svcctx *sc, const char *pname,
      const char *suffix, const struct fes *f, struct tbl_backend *be,
-     size_t nbe, const struct translate_opts *o)
+     size_t nbe, int hc, const struct translate_opts *o)
 {
     struct tbl_service s;
     struct err e;
@@ -465,6 +466,11 @@ emit(struct table *t, const struct svcctx *sc, const char *pname,
     s.backends = be;
     s.nbackends = nbe;
     s.affinity_timeout_ms = sc->affinity_ms;
+    if (hc && sc->hc_port != 0) {
+        s.hc_node_port = sc->hc_port;
+        snprintf(s.hc_ns, sizeof(s.hc_ns), "%s", sc->ns);
+        snprintf(s.hc_name, sizeof(s.hc_name), "%s", sc->name);
+    }
     err_clear(&e);
     if (table_add_service(t, &s, &e) < 0) {
         if (strstr(e.msg, "out of memory") != NULL)
@@ -523,12 +529,12 @@ do_port(struct table *t, const struct svcctx *sc, const json_t *sp,
         for (k = 0; k < w->ex.n; k++)
             if (add_fe_addr(&w->in, &w->ex.v[k]) < 0)
                 return -1;
-        return emit(t, sc, pname, "", &w->in, w->be, n1, o);
+        return emit(t, sc, pname, "", &w->in, w->be, n1, ext_local, o);
     }
     n2 = select_set(&w->eps, ext_local, o, w->be + n1);
-    if (emit(t, sc, pname, "", &w->in, w->be, n1, o) < 0)
+    if (emit(t, sc, pname, "", &w->in, w->be, n1, 0, o) < 0)
         return -1;
-    return emit(t, sc, pname, "/external", &w->ex, w->be + n1, n2, o);
+    return emit(t, sc, pname, "/external", &w->ex, w->be + n1, n2, 1, o);
 }
 
 /* Why kube-proxy would not serve <svc>, or NULL to serve it. */
@@ -592,6 +598,13 @@ svcctx_init(struct svcctx *sc, const json_t *svc, const json_t *idx,
             * (json_integer_value(to) > 0 && json_integer_value(to) <= 86400
                    ? (uint32_t)json_integer_value(to)
                    : TRANSLATE_AFFINITY_DEFAULT_S);
+    }
+    if (sc->etp_local && str_eq(jstr(sc->spec, "type"), "LoadBalancer")) {
+        json_int_t hp =
+            json_integer_value(json_object_get(sc->spec, "healthCheckNodePort"));
+        if (hp > 0 && hp <= 65535 && strlen(sc->ns) < TBL_K8S_NAME_MAX
+            && strlen(sc->name) < TBL_K8S_NAME_MAX)
+            sc->hc_port = (uint16_t)hp;
     }
     snprintf(key, sizeof(key), "%s/%s", sc->ns, sc->name);
     sc->slices = json_object_get(idx, key);

@@ -203,6 +203,13 @@ test_service_equal(void **state)
     b.idle_timeout_ms++;
     assert_false(tbl_service_equal(&a, &b));
     b.idle_timeout_ms--;
+    b.hc_node_port = 32100;
+    assert_false(tbl_service_equal(&a, &b));
+    a.hc_node_port = 32100;
+    snprintf(b.hc_name, sizeof(b.hc_name), "web");
+    assert_false(tbl_service_equal(&a, &b));
+    snprintf(a.hc_name, sizeof(a.hc_name), "web");
+    assert_true(tbl_service_equal(&a, &b));
     b.retries = 0;
     assert_false(tbl_service_equal(&a, &b));
     b.retries = a.retries;

@@ -368,7 +368,8 @@ test_etp_local(void **state)
         "{'metadata':{'namespace':'shop','name':'web'},'spec':{'type':"
         "'LoadBalancer','clusterIP':'198.18.0.10','ports':[{'name':'http',"
         "'port':80,'nodePort':31080}],'externalIPs':['198.18.5.5'],"
-        "'externalTrafficPolicy':'Local'},'status':{'loadBalancer':{"
+        "'externalTrafficPolicy':'Local','healthCheckNodePort':32100},"
+        "'status':{'loadBalancer':{"
         "'ingress':[{'ip':'198.18.9.1','ipMode':'VIP'},{'ip':'198.18.9.2',"
         "'ipMode':'Proxy'},{'hostname':'lb.example.org'}]}}}");
     put(f->slices, SLICE("web-1", "web", HTTP_8080,
@@ -384,6 +385,11 @@ test_etp_local(void **state)
     assert_string_equal(fes(ex), "198.18.5.5:80,198.18.9.1:80,"
                                  "198.18.1.1:31080,198.18.1.2:31080");
     assert_string_equal(bes(ex), "pod-198.18.2.1@198.18.2.1:8080=RSL");
+    /* The health check port goes with the local set only. */
+    assert_int_equal(in->hc_node_port, 0);
+    assert_int_equal(ex->hc_node_port, 32100);
+    assert_string_equal(ex->hc_ns, "shop");
+    assert_string_equal(ex->hc_name, "web");
 
     /* Edge mode: no node, Local means nothing: one service. */
     f->o.node_name = NULL;
@@ -392,6 +398,7 @@ test_etp_local(void **state)
     assert_int_equal(f->t->nservices, 1);
     assert_string_equal(fes(get(f, "shop/web:http")),
                         "198.18.0.10:80,198.18.5.5:80,198.18.9.1:80");
+    assert_int_equal(get(f, "shop/web:http")->hc_node_port, 0);
 }
 
 static void
@@ -413,6 +420,8 @@ test_both_local(void **state)
                         "198.18.0.10:80,198.18.1.1:31080,198.18.1.2:31080");
     assert_string_equal(bes(get(f, "shop/web:http")),
                         "pod-198.18.2.1@198.18.2.1:8080=RSL");
+    /* NodePort, not LoadBalancer: no health check port. */
+    assert_int_equal(get(f, "shop/web:http")->hc_node_port, 0);
 }
 
 #define ZH(z) ",'hints':{'forZones':[{'name':'" z "'}]}" READY
