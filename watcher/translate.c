@@ -66,6 +66,24 @@ translate_node_zone(const json_t *node)
     return label(node, TRANSLATE_LABEL_ZONE);
 }
 
+int
+translate_node_deleting(const json_t *node)
+{
+    const json_t *md = json_object_get(node, "metadata");
+    const json_t *taint;
+    size_t i;
+
+    if (json_is_string(json_object_get(md, "deletionTimestamp")))
+        return 1;
+    json_array_foreach(
+        json_object_get(json_object_get(node, "spec"), "taints"), i, taint)
+    {
+        if (str_eq(jstr(taint, "key"), TRANSLATE_TAINT_TO_BE_DELETED))
+            return 1;
+    }
+    return 0;
+}
+
 static int
 grow(void **v, size_t *cap, size_t n, size_t size)
 {

@@ -71,4 +71,12 @@ int translate_build(const struct kcache *services, const struct kcache *slices,
 /* Zone of a Node object (its topology label), or NULL. Borrowed. */
 const char *translate_node_zone(const json_t *node);
 
+/* Taint the cluster autoscaler puts on a Node it is about to remove. */
+#define TRANSLATE_TAINT_TO_BE_DELETED "ToBeDeletedByClusterAutoscaler"
+
+/* Nonzero when a Node object is being deleted (deletionTimestamp set) or
+ * tainted for deletion: kube-proxy's /healthz then fails, so that load
+ * balancers move traffic away before the node goes. */
+int translate_node_deleting(const json_t *node);
+
 #endif

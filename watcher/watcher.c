@@ -32,6 +32,7 @@ struct watcher {
     int has_policy;
     int edge;
     char zone[64];
+    int node_seen, node_deleting;
 
     ev_timer publish_timer; /* zero-delay: after the current batch */
     int dirty;
@@ -165,6 +166,13 @@ on_change(void *arg, struct reflector *r)
     if (r == w->node) {
         const json_t *n = kcache_get(reflector_cache(r), w->node_name);
         const char *z = n ? translate_node_zone(n) : NULL;
+        int del = n != NULL ? translate_node_deleting(n) : w->node_seen;
+        w->node_seen |= n != NULL;
+        if (del != w->node_deleting)
+            log_info("watcher: node %s %s", w->node_name,
+                     del ? "is being deleted (or tainted for deletion)"
+                         : "is no longer being deleted");
+        w->node_deleting = del;
         if (strcmp(z ? z : "", w->zone) == 0)
             return;
         snprintf(w->zone, sizeof(w->zone), "%s", z ? z : "");
@@ -438,6 +446,8 @@ watcher_status(const struct watcher *w, struct watcher_status *s)
     s->slices = w->eps ? kcache_size(reflector_cache(w->eps)) : 0;
     s->table_services = w->last ? w->last->nservices : 0;
     snprintf(s->node_zone, sizeof(s->node_zone), "%s", w->zone);
+    s->node_deleting = w->node_deleting;
+    s->pending_since = w->dirty ? w->oldest : 0;
 }
 
 size_t

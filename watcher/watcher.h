@@ -89,6 +89,12 @@ struct watcher_status {
     size_t table_services;   /* services in the latest table */
     size_t conflicts;        /* table services refused last build */
     char node_zone[64];      /* this node's zone, "" if unknown */
+    /* This node's Node object is being deleted, tainted for deletion, or
+     * gone after it was seen (kube-proxy's "node not eligible"). */
+    int node_deleting;
+    /* Arrival of the oldest API change not yet in a published table
+     * (loop time), or 0 when every change seen is published. */
+    double pending_since;
     char last_error[256];
 };
 

@@ -527,6 +527,43 @@ test_conflict(void **state)
     assert_non_null(strstr(f->st.first_conflict, "a/two:http"));
 }
 
+static void
+test_node_deleting(void **state)
+{
+    static const char *const cases[][2] = {
+        {"{'metadata':{'name':'n1'},'spec':{}}", "0"},
+        {"{'metadata':{'name':'n1','deletionTimestamp':"
+         "'2026-01-01T00:00:00Z'}}",
+         "1"},
+        {"{'metadata':{'name':'n1'},'spec':{'taints':[{'key':'other',"
+         "'effect':'NoSchedule'},{'key':'ToBeDeletedByClusterAutoscaler',"
+         "'value':'1700000000','effect':'NoSchedule'}]}}",
+         "1"},
+        {"{'metadata':{'name':'n1'},'spec':{'taints':[{'key':"
+         "'node.kubernetes.io/unschedulable','effect':'NoSchedule'}]}}",
+         "0"},
+        {"{'metadata':{'name':'n1','deletionTimestamp':null},'spec':{"
+         "'taints':'bad'}}",
+         "0"},
+    };
+    size_t i;
+
+    (void)state;
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char *s = strdup(cases[i][0]), *p;
+        json_error_t je;
+        json_t *o;
+        for (p = s; *p; p++)
+            if (*p == '\'')
+                *p = '"';
+        o = json_loads(s, 0, &je);
+        assert_non_null(o);
+        assert_int_equal(translate_node_deleting(o), cases[i][1][0] - '0');
+        json_decref(o);
+        free(s);
+    }
+}
+
 int
 main(void)
 {
@@ -541,6 +578,7 @@ main(void)
         T(test_terminating_fallback),
         T(test_itp_local),
         T(test_etp_local),
+        T(test_node_deleting),
         T(test_both_local),
         T(test_hints),
         T(test_node_hints),
