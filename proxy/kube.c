@@ -6,6 +6,7 @@
 #include "kube.h"
 #include "log.h"
 #include "metrics.h"
+#include "nodehealth.h"
 #include "proxy.h"
 #include "vip.h"
 #include "watcher.h"
@@ -21,7 +22,16 @@ struct kube {
     struct saddr *nodeport; /* NodePort addresses, copied */
     size_t n_nodeport;
     uint64_t relists, restarts;
+    struct nodehealth *nh;  /* kube-proxy's health endpoints */
+    int applied;            /* an API table is in force */
+    double last_applied;    /* wall clock */
+    double apply_failing;   /* first failed apply since the last success */
+    double vip_pending;     /* VIPs asked for, not yet confirmed in sync */
 };
+
+/* kube-proxy fails /healthz when a change waits longer than twice its
+ * sync period (2 x 30 s). */
+#define KUBE_STALE_AFTER_S 60.0
 
 int
 kube_wanted(const struct conf *c, const struct kube_flags *f)
@@ -122,11 +132,56 @@ kube_apply(struct kube *k)
         return;
     }
     err_clear(&e);
-    if (proxy_apply(k->p, t, 0, &e) < 0)
+    if (proxy_apply(k->p, t, 0, &e) < 0) {
         log_error("kubernetes: table not applied: %s", e.msg);
-    else if (k->vip != NULL)
-        vip_set(k->vip, t->vips, t->nvips);
+        if (k->apply_failing <= 0)
+            k->apply_failing = ev_time();
+    } else {
+        k->applied = 1;
+        k->apply_failing = 0;
+        k->last_applied = ev_time();
+        if (k->vip != NULL) {
+            vip_set(k->vip, t->vips, t->nvips);
+            if (k->vip_pending <= 0)
+                k->vip_pending = k->last_applied;
+        }
+    }
+    if (k->nh != NULL)
+        nodehealth_set_table(k->nh, k->api, k->nodeport, k->n_nodeport);
     table_unref(t);
+}
+
+static double
+earliest(double a, double b)
+{
+    if (a <= 0)
+        return b;
+    return b <= 0 || a < b ? a : b;
+}
+
+/* What kube-proxy's health endpoints report. A change is pending from
+ * the watcher's receiving it until the table is in force and its service
+ * IPs are on the interface. */
+static void
+kube_health_state(void *arg, struct nodehealth_state *out)
+{
+    struct kube *k = arg;
+    struct watcher_status st;
+    double pending;
+
+    watcher_status(k->w, &st);
+    if (k->vip != NULL && vip_in_sync(k->vip))
+        k->vip_pending = 0;
+    /* The watcher reports loop times; the health view is wall clock. */
+    pending = st.pending_since > 0
+                  ? ev_time() - (ev_now(k->loop) - st.pending_since)
+                  : 0;
+    out->synced = k->applied;
+    out->shutting_down = k->p->draining;
+    out->node_deleting = st.node_deleting;
+    out->pending_since =
+        earliest(earliest(pending, k->apply_failing), k->vip_pending);
+    out->last_applied = k->last_applied;
 }
 
 static void
@@ -195,6 +250,24 @@ kube_start_vip(struct kube *k, const struct conf *c, struct err *e)
     return k->vip != NULL ? 0 : -1;
 }
 
+/* The health endpoints are optional: a port taken is logged, not fatal
+ * (as for the admin server). */
+static void
+kube_start_health(struct kube *k, const struct conf *c)
+{
+    struct err e;
+
+    k->nh = nodehealth_new(k->loop, kube_health_state, k, KUBE_STALE_AFTER_S);
+    if (k->nh == NULL) {
+        log_error("kubernetes: out of memory for the health endpoints");
+        return;
+    }
+    err_clear(&e);
+    if (c->node.healthz_listen.u.sa.sa_family != 0
+        && nodehealth_listen(k->nh, &c->node.healthz_listen, &e) < 0)
+        log_warn("kubernetes: no /healthz, /livez, /readyz: %s", e.msg);
+}
+
 static int
 kube_copy_nodeports(struct kube *k, const struct conf *c)
 {
@@ -259,6 +332,7 @@ kube_new(struct ev_loop *loop, struct proxy *p, const struct conf *c,
     }
     if (kube_start_vip(k, c, e) < 0)
         goto fail;
+    kube_start_health(k, c);
     k->w = watcher_new(loop, &wc, kube_on_publish, k, e);
     if (k->w == NULL)
         goto fail;
@@ -284,6 +358,7 @@ kube_free(struct kube *k)
 {
     if (k == NULL)
         return;
+    nodehealth_free(k->nh);
     watcher_free(k->w);
     vip_free(k->vip);
     table_unref(k->statics);
