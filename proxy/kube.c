@@ -15,7 +15,7 @@ struct kube {
     struct ev_loop *loop;
     struct proxy *p;
     struct watcher *w;
-    struct vip *vip;        /* NULL in edge mode or with "none" */
+    struct vip *vip;        /* NULL with vip_interface "none" */
     struct table *statics;  /* services of the file (reference) */
     struct table *api;      /* last table from the watcher (reference) */
     uint64_t *generation;
@@ -241,9 +241,12 @@ kube_start_vip(struct kube *k, const struct conf *c, struct err *e)
 {
     const char *ifname = c->node.vip_interface;
 
-    if (c->kube.mode == CONF_KUBE_EDGE || strcmp(ifname, "none") == 0) {
+    /* An edge balancer receives its LoadBalancer IPs either because the
+     * network routes them to it (vip_interface: none) or because it holds
+     * them on an interface, like a node. */
+    if (strcmp(ifname, "none") == 0) {
         log_info("kubernetes: service addresses are not managed "
-                 "(vip_interface: none or edge mode)");
+                 "(vip_interface: none)");
         return 0;
     }
     k->vip = vip_new(k->loop, ifname, e);

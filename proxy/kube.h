@@ -1,7 +1,7 @@
 /*
  * kube.h - Kubernetes mode: the watcher's tables, merged with the static
  * services of the file, applied to the proxy, with the service IPs put on
- * the node (vip) in node mode.
+ * the host (vip) unless node.vip_interface is "none".
  *
  * Two roles, from "kubernetes.mode":
  *   node  - in place of kube-proxy: ClusterIPs, NodePorts, externalIPs and
