@@ -9,7 +9,7 @@ err_clear(struct err *e)
     memset(e, 0, sizeof(*e));
 }
 
-static void
+static void __attribute__((format(printf, 2, 0)))
 err_vset(struct err *e, const char *fmt, va_list ap)
 {
     vsnprintf(e->msg, sizeof(e->msg), fmt, ap);

@@ -153,7 +153,7 @@ static void
 daemon_on_drained(struct proxy *p)
 {
     struct daemon *d =
-        (struct daemon *)((char *)p - offsetof(struct daemon, proxy));
+        (struct daemon *)(void *)((char *)p - offsetof(struct daemon, proxy));
 
     log_info("drained, exiting");
     ev_break(d->loop, EVBREAK_ALL);

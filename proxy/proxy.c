@@ -24,7 +24,7 @@ proxy_on_drain_timeout(struct ev_loop *loop, struct ev_timer *t, int rev)
 static void
 proxy_on_idle(struct worker *w)
 {
-    struct proxy *p = (struct proxy *)((char *)w - offsetof(struct proxy, w));
+    struct proxy *p = (struct proxy *)(void *)((char *)w - offsetof(struct proxy, w));
 
     if (p->draining) {
         ev_timer_stop(w->loop, &p->drain_timer);

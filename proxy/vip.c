@@ -350,7 +350,7 @@ vip_on_mon(struct ev_loop *loop, struct ev_io *io, int rev)
             break;
         }
         left = (int)n;
-        for (nlh = (struct nlmsghdr *)v->buf; mnl_nlmsg_ok(nlh, left);
+        for (nlh = (struct nlmsghdr *)(void *)v->buf; mnl_nlmsg_ok(nlh, left);
              nlh = mnl_nlmsg_next(nlh, &left))
             if (vip_parse_addr(nlh, nlh->nlmsg_len, &ifindex, &ip, &plen,
                                &proto) == 0
