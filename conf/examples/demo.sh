@@ -56,7 +56,7 @@ ferry is balancing 127.0.0.1:8080 over web-1, web-2 and web-3.
 
   connect:         curl http://127.0.0.1:8080/
   see the spread:  for i in 1 2 3 4 5 6; do curl -s http://127.0.0.1:8080/; done
-                   (round-robin: web-1 web-2 web-3 web-1 web-2 web-3)
+                   (round-robin: web-1, web-2 and web-3 in turn)
   reload config:   kill -HUP $ferry_pid     (after editing $conf)
   stop:            Ctrl-C here, or: kill $$
 
