@@ -5,6 +5,7 @@
 #include <linux/if_link.h>
 #include <linux/rtnetlink.h>
 #include <net/if.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -88,6 +89,7 @@ vip_parse_addr(const void *msg, size_t len, unsigned *ifindex,
     const struct ifaddrmsg *ifa;
     const struct nlattr *attr;
     const void *addr = NULL, *local = NULL;
+    const char *p, *end;
     size_t alen;
 
     if (len < sizeof(*nlh) || nlh->nlmsg_len > len
@@ -100,15 +102,30 @@ vip_parse_addr(const void *msg, size_t len, unsigned *ifindex,
         return -1;
     alen = ifa->ifa_family == AF_INET ? 4 : 16;
     *proto = 0;
-    mnl_attr_for_each(attr, nlh, sizeof(*ifa))
-    {
-        uint16_t t = mnl_attr_get_type(attr);
-        if (t == IFA_ADDRESS && mnl_attr_get_payload_len(attr) == alen)
+    /* Walk the attributes by hand, bounded by nlmsg_len itself: libmnl's
+     * mnl_attr_for_each() bounds them by the aligned length, so with an
+     * unaligned nlmsg_len the last one could reach past the message. */
+    end = (const char *)nlh + nlh->nlmsg_len;
+    p = (const char *)ifa + MNL_ALIGN(sizeof(*ifa));
+    while (end - p >= (ptrdiff_t)sizeof(*attr)) {
+        uint16_t t;
+        size_t plen;
+
+        attr = (const void *)p;
+        if (attr->nla_len < sizeof(*attr)
+            || attr->nla_len > (size_t)(end - p))
+            break;
+        t = mnl_attr_get_type(attr);
+        plen = mnl_attr_get_payload_len(attr);
+        if (t == IFA_ADDRESS && plen == alen)
             addr = mnl_attr_get_payload(attr);
-        else if (t == IFA_LOCAL && mnl_attr_get_payload_len(attr) == alen)
+        else if (t == IFA_LOCAL && plen == alen)
             local = mnl_attr_get_payload(attr);
-        else if (t == IFA_PROTO && mnl_attr_get_payload_len(attr) >= 1)
+        else if (t == IFA_PROTO && plen >= 1)
             *proto = mnl_attr_get_u8(attr);
+        if ((size_t)MNL_ALIGN(attr->nla_len) >= (size_t)(end - p))
+            break;
+        p += MNL_ALIGN(attr->nla_len);
     }
     if (local != NULL)
         addr = local;
@@ -127,6 +144,24 @@ vip_parse_addr(const void *msg, size_t len, unsigned *ifindex,
     *ifindex = ifa->ifa_index;
     *prefixlen = ifa->ifa_prefixlen;
     return 0;
+}
+
+size_t
+vip_nl_whole(const void *buf, size_t len)
+{
+    const char *p = buf;
+    size_t off = 0;
+
+    while (len - off >= sizeof(struct nlmsghdr)) {
+        const struct nlmsghdr *nlh = (const void *)(p + off);
+        size_t l = nlh->nlmsg_len;
+
+        if (l < sizeof(*nlh) || l > len - off)
+            break;
+        l = MNL_ALIGN(l);
+        off += l < len - off ? l : len - off;
+    }
+    return off;
 }
 
 /* Build an RTM_NEWADDR / RTM_DELADDR for <ip> on <ifindex> in <buf>. */
@@ -267,6 +302,9 @@ vip_on_done(const struct nlmsghdr *nlh, void *data)
     if (nlh->nlmsg_seq == v->dump_seq && v->dump_seq != 0) {
         v->dump_seq = 0;
         vip_reconcile(v);
+        /* Nothing left to wait for: the dump's timer must not fire. */
+        if (v->pending == 0)
+            ev_timer_stop(v->loop, &v->timeout);
     }
     return MNL_CB_OK;
 }
@@ -324,8 +362,8 @@ vip_on_req(struct ev_loop *loop, struct ev_io *io, int rev)
             }
             return;
         }
-        mnl_cb_run2(v->buf, (size_t)n, 0, v->portid, vip_on_data, v, ctl,
-                    NLMSG_MIN_TYPE);
+        mnl_cb_run2(v->buf, vip_nl_whole(v->buf, (size_t)n), 0, v->portid,
+                    vip_on_data, v, ctl, NLMSG_MIN_TYPE);
     }
 }
 
@@ -349,7 +387,7 @@ vip_on_mon(struct ev_loop *loop, struct ev_io *io, int rev)
                 touched = 1;
             break;
         }
-        left = (int)n;
+        left = (int)vip_nl_whole(v->buf, (size_t)n);
         for (nlh = (struct nlmsghdr *)(void *)v->buf; mnl_nlmsg_ok(nlh, left);
              nlh = mnl_nlmsg_next(nlh, &left))
             if (vip_parse_addr(nlh, nlh->nlmsg_len, &ifindex, &ip, &plen,
@@ -424,7 +462,8 @@ nl_sync(struct mnl_socket *nl, char *buf, struct nlmsghdr *nlh,
         n = mnl_socket_recvfrom(nl, buf, MNL_SOCKET_BUFFER_SIZE);
         if (n < 0)
             return -1;
-        rc = mnl_cb_run(buf, (size_t)n, seq, portid, cb, data);
+        rc = mnl_cb_run(buf, vip_nl_whole(buf, (size_t)n), seq, portid, cb,
+                        data);
     } while (rc > MNL_CB_STOP);
     return rc < 0 ? -1 : 0;
 }
