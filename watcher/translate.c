@@ -491,7 +491,9 @@ emit(struct table *t, const struct svcctx *sc, const char *pname,
     }
     err_clear(&e);
     if (table_add_service(t, &s, &e) < 0) {
-        if (strstr(e.msg, "out of memory") != NULL)
+        /* The whole message, not a substring: refusals quote names that
+         * come from the API objects. */
+        if (strcmp(e.msg, "out of memory") == 0)
             return -1;
         note_conflict(o, s.name, &e);
         return 0;
