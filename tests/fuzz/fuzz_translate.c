@@ -1,0 +1,129 @@
+/*
+ * fuzz_translate.c - libFuzzer target for the translation of whole
+ * Service and EndpointSlice objects into a service table
+ * (watcher/translate.c, translate_build()).
+ *
+ * The input is a JSON array of objects. Each goes into the Service cache
+ * or the EndpointSlice cache by its "kind" (without one: a slice if it has
+ * "addressType" or "endpoints"), through kcache_put() as a list does.
+ * The caches are then translated four ways: node mode with and without a
+ * service-proxy-name and a policy, and edge mode.
+ */
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kcache.h"
+#include "log.h"
+#include "translate.h"
+
+#define MAX_OBJECTS 64
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+int LLVMFuzzerInitialize(int *argc, char ***argv);
+
+static struct saddr node_addrs[2];
+static struct tbl_service policy;
+
+int
+LLVMFuzzerInitialize(int *argc, char ***argv)
+{
+    const char *why;
+
+    (void)argc;
+    (void)argv;
+    log_setup(LOG_ERROR, LOG_TEXT);
+    if (parse_ip("198.18.1.1", 0, &node_addrs[0], &why) < 0
+        || parse_ip("2001:db8::1", 0, &node_addrs[1], &why) < 0)
+        abort();
+    policy.balance = TBL_BAL_LEASTCONN;
+    policy.connect_timeout_ms = 1000;
+    policy.idle_timeout_ms = 60000;
+    policy.retries = 2;
+    policy.max_conns = 100;
+    return 0;
+}
+
+static int
+is_slice(const json_t *o)
+{
+    const char *kind = json_string_value(json_object_get(o, "kind"));
+
+    if (kind != NULL)
+        return strcmp(kind, "EndpointSlice") == 0;
+    return json_object_get(o, "addressType") != NULL
+           || json_object_get(o, "endpoints") != NULL;
+}
+
+static void
+build(const struct kcache *svcs, const struct kcache *eps, int variant)
+{
+    struct translate_opts o;
+    struct translate_stats st;
+    struct table *t = table_new();
+    struct err e;
+    size_t i;
+
+    if (t == NULL)
+        return;
+    memset(&o, 0, sizeof(o));
+    o.node_name = variant == 3 ? NULL : "node-a";
+    o.node_zone = variant == 1 ? "z1" : NULL;
+    o.node_addrs = node_addrs;
+    o.n_node_addrs = variant == 2 ? 0 : 2;
+    o.service_proxy_name = variant == 2 ? "ferry" : NULL;
+    o.policy = variant == 1 ? &policy : NULL;
+    o.stats = &st;
+    o.edge = variant == 3;
+    err_clear(&e);
+    if (translate_build(svcs, eps, &o, t, &e) < 0)
+        abort(); /* only running out of memory fails a build */
+    if (st.emitted != t->nservices)
+        abort();
+    for (i = 0; i < t->nservices; i++) {
+        const struct tbl_service *s = &t->services[i];
+        if (s->name[0] == '\0' || s->nfrontends == 0)
+            abort();
+    }
+    table_freeze(t, 1);
+    table_unref(t);
+}
+
+int
+LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    struct kcache *svcs, *eps;
+    json_error_t je;
+    json_t *root, *o;
+    struct err e;
+    size_t i;
+    int v;
+
+    root = json_loadb((const char *)data, size, 0, &je);
+    if (root == NULL)
+        return 0;
+    if (!json_is_array(root) || json_array_size(root) > MAX_OBJECTS) {
+        json_decref(root);
+        return 0;
+    }
+    svcs = kcache_new("Service", 1);
+    eps = kcache_new("EndpointSlice", 1);
+    if (svcs == NULL || eps == NULL)
+        abort();
+    json_array_foreach(root, i, o)
+    {
+        err_clear(&e);
+        json_incref(o); /* kcache_put() takes a reference */
+        if (kcache_put(is_slice(o) ? eps : svcs, o, &e) < 0
+            && e.msg[0] == '\0')
+            abort();
+    }
+    json_decref(root);
+    for (v = 0; v < 4; v++)
+        build(svcs, eps, v);
+    kcache_free(svcs);
+    kcache_free(eps);
+    return 0;
+}
