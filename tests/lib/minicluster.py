@@ -114,7 +114,12 @@ class Cluster:
 
     def _build(self):
         lan = self._add_ns("lan")
-        self.ip(lan, "link", "add", "br0", "type", "bridge")
+        # Bridges get fixed MAC addresses: by default a bridge takes the
+        # lowest MAC of its ports, so adding a pod would change the
+        # gateway's MAC under the other pods' ARP caches and blackhole
+        # their traffic until the caches expire.
+        self.ip(lan, "link", "add", "br0", "address", "02:00:c6:12:00:01",
+                "type", "bridge")
         self.ip(lan, "addr", "add", self.api_ip + "/24", "dev", "br0")
         self.ip(lan, "link", "set", "br0", "up")
         for node, (addr, pods) in self.nodes.items():
@@ -122,7 +127,9 @@ class Cluster:
             sh("ip", "netns", "exec", n, "sysctl", "-qw",
                "net.ipv4.ip_forward=1")
             self._on_bridge(lan, "br0", n, "eth0", addr + "/24")
-            self.ip(n, "link", "add", "cbr0", "type", "bridge")
+            self.ip(n, "link", "add", "cbr0", "address",
+                    "02:00:c6:12:%02x:01" % int(pods.split(".")[2]),
+                    "type", "bridge")
             self.ip(n, "addr", "add", pods + ".1/24", "dev", "cbr0")
             self.ip(n, "link", "set", "cbr0", "up")
         self.ip(self.ns("node1"), "route", "add", "198.18.2.0/24", "via",

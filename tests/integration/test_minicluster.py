@@ -1,0 +1,670 @@
+"""End to end: ferry as the node proxy of a two-node cluster, and as an
+edge balancer in front of it, against the simulated API server.
+
+The cluster (tests/lib/minicluster.py) is network namespaces and veth
+pairs in 198.18.0.0/15: the API server in "lan" at 198.18.0.1, node1 and
+node2 each running their own `ferry` (node mode, service IPs on lo,
+NodePorts on the node's address), pods on both nodes running
+`ferry-bench serve --mode http` (which answers with its own name), a
+client pod on each node, an outside client and an edge host running a
+third `ferry` in edge mode with a kubeconfig.
+
+EndpointSlices are written by the test, as the EndpointSlice controller
+would (the simulated API server has no controller): a pod failing its
+readiness probe is an endpoint whose "ready" turns false.
+
+The scenarios run in order on one cluster (building it costs seconds);
+each is its own test function so a failure names the story it breaks.
+"""
+
+import concurrent.futures
+import ctypes
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "lib"))
+
+import ferrytest as ft  # noqa: E402
+import kapisim_client  # noqa: E402
+import minicluster  # noqa: E402
+
+SANITIZED = os.environ.get("FERRY_SANITIZED", "0") == "1"
+NODE_IP = {"node1": "198.18.0.11", "node2": "198.18.0.12"}
+API = "198.18.0.1:6443"
+HTTP_REQ = b"GET / HTTP/1.1\r\nHost: mc\r\n\r\n"
+CLONE_NEWNET = 0x40000000
+
+
+def dl(seconds):
+    return ft.scaled(seconds) * (3 if SANITIZED else 1)
+
+
+def bench_bin():
+    p = os.environ.get("FERRY_BENCH_BIN") or str(
+        ft.REPO_ROOT / "build" / "bench" / "ferry-bench")
+    return p if os.access(p, os.X_OK) else None
+
+
+def _why_skip():
+    why = minicluster.missing()
+    if why:
+        return why
+    if bench_bin() is None:
+        return "ferry-bench not built (set FERRY_BENCH_BIN)"
+    return None
+
+
+SKIP = _why_skip()
+pytestmark = pytest.mark.skipif(SKIP is not None, reason=SKIP or "")
+
+
+# ---- running code inside a namespace ---------------------------------------
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _enter(netns):
+    fd = os.open("/var/run/netns/" + netns, os.O_RDONLY)
+    try:
+        if _libc.setns(fd, CLONE_NEWNET) != 0:
+            e = ctypes.get_errno()
+            raise OSError(e, "setns %s: %s" % (netns, os.strerror(e)))
+    finally:
+        os.close(fd)
+
+
+class InNs:
+    """One thread that lives in network namespace <netns>: sockets made by
+    the functions it runs belong there (setns is per thread)."""
+
+    def __init__(self, netns):
+        self.ex = concurrent.futures.ThreadPoolExecutor(
+            1, initializer=_enter, initargs=(netns,))
+
+    def __call__(self, fn, *args, **kw):
+        return self.ex.submit(fn, *args, **kw).result()
+
+    def close(self):
+        self.ex.shutdown(wait=True)
+
+
+def ask(ip, port, timeout=2.0):
+    """One HTTP request; the answering pod's name."""
+    with socket.create_connection((ip, port), timeout=timeout) as s:
+        s.settimeout(timeout)
+        s.sendall(HTTP_REQ)
+        data = b""
+        while True:
+            b = s.recv(4096)
+            if not b:
+                break
+            data += b
+    head, _, body = data.partition(b"\r\n\r\n")
+    if not head.startswith(b"HTTP/1.1 200"):
+        raise OSError("bad answer: %r" % data[:80])
+    return body.decode().strip()
+
+
+def ask_many(ip, port, n):
+    return [ask(ip, port) for _ in range(n)]
+
+
+def http_get(ip, port, path="/", timeout=2.0):
+    """(status, headers dict, body) of a GET."""
+    with socket.create_connection((ip, port), timeout=timeout) as s:
+        s.settimeout(timeout)
+        s.sendall(("GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % path).encode())
+        data = b""
+        while True:
+            b = s.recv(4096)
+            if not b:
+                break
+            data += b
+    head, _, body = data.decode().partition("\r\n\r\n")
+    lines = head.split("\r\n")
+    hdrs = dict(line.split(": ", 1) for line in lines[1:] if ": " in line)
+    return int(lines[0].split()[1]), hdrs, body
+
+
+def try_ask(ip, port):
+    try:
+        return ask(ip, port, timeout=1.0)
+    except OSError:
+        return None
+
+
+class Load:
+    """Connections one after another from a namespace thread, bounded in
+    time, counting answers per pod and failures."""
+
+    def __init__(self, netns, ip, port, max_s=60.0):
+        self.ip, self.port, self.max_s = ip, port, max_s
+        self.stop_ev = threading.Event()
+        self.seen = []  # (time, name or None)
+        self.th = threading.Thread(target=self._run, args=(netns,),
+                                   daemon=True)
+        self.th.start()
+
+    def _run(self, netns):
+        _enter(netns)
+        end = time.monotonic() + self.max_s
+        while not self.stop_ev.is_set() and time.monotonic() < end:
+            self.seen.append((time.monotonic(), try_ask(self.ip, self.port)))
+            time.sleep(0.005)
+
+    def since(self, t):
+        return [n for (at, n) in self.seen if at >= t]
+
+    def stop(self):
+        self.stop_ev.set()
+        self.th.join(10)
+        return [n for _, n in self.seen]
+
+
+# ---- objects ----------------------------------------------------------------
+
+def svc_obj(name, ns, cip, ports, typ="ClusterIP", labels=None, **spec):
+    s = {"type": typ, "clusterIP": cip, "clusterIPs": [cip],
+         "ports": ports, "selector": {"app": name}}
+    s.update(spec)
+    return {"metadata": {"name": name, "namespace": ns,
+                         "labels": labels or {}}, "spec": s}
+
+
+def port(name, p, target, node_port=None):
+    d = {"name": name, "port": p, "targetPort": target, "protocol": "TCP"}
+    if node_port:
+        d["nodePort"] = node_port
+    return d
+
+
+class World:
+    def __init__(self, tmp):
+        self.tmp = tmp
+        self.procs = []
+        self.threads = {}
+        self.c = minicluster.Cluster()
+        try:
+            self._start(tmp)
+        except Exception:
+            self.close()
+            raise
+
+    # -- plumbing -------------------------------------------------------------
+    def ns(self, name):
+        if name not in self.threads:
+            self.threads[name] = InNs(self.c.ns(name))
+        return self.threads[name]
+
+    def spawn(self, where, argv, log):
+        f = open(os.path.join(self.tmp, log), "ab")
+        p = subprocess.Popen(self.c.exec_args(where) + argv, stdout=f,
+                             stderr=subprocess.STDOUT,
+                             stdin=subprocess.DEVNULL)
+        f.close()
+        self.procs.append(p)
+        return p
+
+    def stop(self, p, sig=signal.SIGTERM):
+        if p.poll() is None:
+            p.send_signal(sig)
+            try:
+                p.wait(dl(10))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(5)
+        if p in self.procs:
+            self.procs.remove(p)
+        return p.returncode
+
+    def log(self, name):
+        try:
+            with open(os.path.join(self.tmp, name), errors="replace") as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    def _start(self, tmp):
+        c = self.c
+        self.before = {n: self.state(n) for n in NODE_IP}
+        # The API server, inside the lan namespace.
+        sim = kapisim_client.Sim(
+            tmp, False, {"node-token": "system:node", "edge-token": "edge"},
+            {"listen": API, "bookmark_interval": 1.0})
+        base_argv = sim._argv
+        sim._argv = lambda listen: c.exec_args("lan") + base_argv(listen)
+        self.sim = sim.start()
+        self.api = self.ns("lan")
+        self.api(self.sim.request, "POST", "/api/v1/namespaces",
+                 {"metadata": {"name": "shop"}})
+        self.api(self.sim.request, "POST", "/api/v1/namespaces",
+                 {"metadata": {"name": "blog"}})
+        sa = os.path.join(tmp, "sa")
+        os.makedirs(sa, exist_ok=True)
+        with open(os.path.join(sa, "token"), "w") as f:
+            f.write("node-token\n")
+        # One ferry per node: node1 names lo, node2 says "auto" (a dummy
+        # interface where the kernel has one, else lo).
+        self.ferry = {}
+        for node, vif in (("node1", "lo"), ("node2", "auto")):
+            cfg = os.path.join(tmp, node + ".yaml")
+            with open(cfg, "w") as f:
+                f.write(
+                    "log: {level: info}\ndrain_timeout: 1s\n"
+                    "defaults: {connect_timeout: 1s, retries: 2}\n"
+                    "kubernetes:\n  enabled: true\n  mode: node\n"
+                    "  api_server: http://%s\n  serviceaccount_dir: %s\n"
+                    "  node_name: %s\n"
+                    "node:\n  vip_interface: %s\n"
+                    "  node_port_addresses: [%s]\n"
+                    "  healthz_listen: 0.0.0.0:10256\n"
+                    % (API, sa, node, vif, NODE_IP[node]))
+            self.ferry[node] = self.spawn(
+                node, [ft.ferry_bin(), "-c", cfg], node + ".log")
+        for node in NODE_IP:
+            self.wait(lambda n=node: self.api(
+                self.readyz, NODE_IP[n]) == 200, "ferry on %s ready" % node)
+        self.pods = {}
+        self.index = {"node1": 10, "node2": 10}
+        self.client = {}
+        for node, cname in (("node1", "client1"), ("node2", "client2")):
+            c.add_pod(cname, node, 200)
+            self.client[node] = self.ns("pod-" + cname)
+        self.out = self.ns("out")
+
+    def readyz(self, ip):
+        try:
+            return http_get(ip, 10256, "/readyz")[0]
+        except OSError:
+            return None
+
+    def state(self, node):
+        """A node's addresses and links, for before/after comparisons.
+        IPv6 link-local addresses are left out: the kernel adds them when
+        a bridge first gets a port (a pod), which is not ferry's doing."""
+        return ([a for a in self.c.addrs(node) if "scope link" not in a],
+                self.c.links(node))
+
+    def wait(self, pred, what, timeout=15.0):
+        ft.wait_for(pred, timeout=dl(timeout), what=what, interval=0.05)
+
+    # -- pods and slices ------------------------------------------------------
+    def add_pod(self, name, node):
+        self.index[node] += 1
+        ip = self.c.add_pod(name, node, self.index[node])
+        p = self.spawn("pod-" + name,
+                       [bench_bin(), "serve", "--mode", "http", "--name",
+                        name, "--listen", "0.0.0.0:8080", "--listen",
+                        "0.0.0.0:11211", "--max-seconds", "600"],
+                       "pod-%s.log" % name)
+        self.pods[name] = (ip, node, p)
+        self.wait(lambda: "ready" in self.log("pod-%s.log" % name),
+                  "pod %s serving" % name)
+        return ip
+
+    def del_pod(self, name):
+        ip, node, p = self.pods.pop(name)
+        self.stop(p)
+        self.c.del_pod(name)
+
+    def endpoints(self, svc, ns, pods, ports=(("http", 8080),),
+                  not_ready=(), terminating=()):
+        """Write the Service's one EndpointSlice: <pods> by name."""
+        eps = []
+        for name in pods:
+            ip, node, _ = self.pods[name]
+            term = name in terminating
+            ready = name not in not_ready and not term
+            eps.append({"addresses": [ip], "nodeName": node,
+                        "conditions": {"ready": ready,
+                                       "serving": ready or term,
+                                       "terminating": term},
+                        "targetRef": {"kind": "Pod", "namespace": ns,
+                                      "name": name}})
+        sl = {"metadata": {"name": svc + "-abc12", "namespace": ns,
+                           "labels": {"kubernetes.io/service-name": svc}},
+              "addressType": "IPv4", "endpoints": eps,
+              "ports": [{"name": n, "port": p, "protocol": "TCP"}
+                        for n, p in ports]}
+        path = "/apis/discovery.k8s.io/v1/namespaces/%s/endpointslices" % ns
+        st, _, body = self.api(self.sim.request, "PUT",
+                               path + "/" + sl["metadata"]["name"], sl)
+        if st == 404:
+            st, _, body = self.api(self.sim.request, "POST", path, sl)
+        assert st in (200, 201), body
+
+    def service(self, obj, lb_ip=None):
+        ns = obj["metadata"]["namespace"]
+        path = "/api/v1/namespaces/%s/services" % ns
+        st, _, body = self.api(self.sim.request, "POST", path, obj)
+        assert st == 201, body
+        if lb_ip:
+            body["status"] = {"loadBalancer": {"ingress": [{"ip": lb_ip}]}}
+            st, _, b2 = self.api(
+                self.sim.request, "PUT",
+                "%s/%s/status" % (path, obj["metadata"]["name"]), body)
+            assert st == 200, b2
+
+    def until_only(self, where, ip, port, names, what, n=6):
+        """Poll until <n> answers in a row come only from <names>."""
+        want = set(names)
+
+        def ok():
+            got = where(lambda: [try_ask(ip, port) for _ in range(n)])
+            return set(got) <= want
+        self.wait(ok, what)
+
+    def close(self):
+        for p in list(self.procs):
+            self.stop(p, signal.SIGKILL)
+        for t in self.threads.values():
+            t.close()
+        self.c.destroy()
+
+
+@pytest.fixture(scope="module")
+def w(tmp_path_factory):
+    tmp = str(tmp_path_factory.mktemp("minicluster"))
+    world = World(tmp)
+    try:
+        yield world
+    finally:
+        world.close()
+        for name in ("node1.log", "node2.log", "edge.log"):
+            text = world.log(name)
+            if text:
+                sys.stderr.write("---- %s (last lines)\n%s\n" % (
+                    name, "\n".join(text.splitlines()[-40:])))
+
+
+# ---- the stories -------------------------------------------------------------
+
+def test_cluster_ip_spreads_over_both_nodes(w):
+    for name, node in (("web-a", "node1"), ("web-b", "node1"),
+                       ("web-c", "node2"), ("web-d", "node2")):
+        w.add_pod(name, node)
+    w.service(svc_obj("web", "shop", "198.18.128.10",
+                      [port("http", 80, 8080)]))
+    w.endpoints("web", "shop", ["web-a", "web-b", "web-c", "web-d"])
+    c1 = w.client["node1"]
+    w.wait(lambda: c1(try_ask, "198.18.128.10", 80) is not None,
+           "ClusterIP served on node1")
+    got = c1(ask_many, "198.18.128.10", 80, 24)
+    counts = {n: got.count(n) for n in set(got)}
+    assert set(counts) == {"web-a", "web-b", "web-c", "web-d"}, counts
+    assert min(counts.values()) >= 4, counts  # round-robin: 6 each
+    # The ClusterIP is a local address of both nodes (VIP on lo).
+    for node in NODE_IP:
+        assert "198.18.128.10/32" in w.c.ip(w.c.ns(node), "-o", "addr",
+                                            "show", "dev", "lo")
+
+
+def test_steel_memcache_nodeport_and_http_loadbalancer(w):
+    w.add_pod("steel-1", "node1")
+    w.add_pod("steel-2", "node2")
+    w.service(svc_obj("memcache", "blog", "198.18.128.20",
+                      [port("memcache", 11211, 11211, 31211)],
+                      typ="NodePort", selector={"app": "steel"}))
+    w.service(svc_obj("http", "blog", "198.18.128.21",
+                      [port("http", 80, 8080, 30080)], typ="LoadBalancer",
+                      selector={"app": "steel"}), lb_ip="198.18.200.10")
+    w.endpoints("memcache", "blog", ["steel-1", "steel-2"],
+                ports=(("memcache", 11211),))
+    w.endpoints("http", "blog", ["steel-1", "steel-2"])
+    both = {"steel-1", "steel-2"}
+    targets = [(NODE_IP["node1"], 31211), (NODE_IP["node2"], 31211),
+               (NODE_IP["node1"], 30080), (NODE_IP["node2"], 30080),
+               ("198.18.200.10", 80)]
+    w.wait(lambda: w.out(try_ask, "198.18.200.10", 80) is not None,
+           "LoadBalancer IP served")
+    for ip, p in targets:
+        w.wait(lambda ip=ip, p=p: w.out(try_ask, ip, p) is not None,
+               "%s:%d from outside" % (ip, p))
+        got = w.out(ask_many, ip, p, 6)
+        assert set(got) == both, (ip, p, got)
+    # The Service's pods from inside too, through the ClusterIP.
+    assert set(w.client["node2"](ask_many, "198.18.128.21", 80, 4)) == both
+
+
+def test_traffic_policies_local_and_health_check_node_port(w):
+    w.add_pod("loc-1", "node1")
+    w.add_pod("loc-2", "node2")
+    w.service(svc_obj("itp", "shop", "198.18.128.30",
+                      [port("http", 80, 8080)],
+                      internalTrafficPolicy="Local"))
+    w.service(svc_obj("etp", "shop", "198.18.128.31",
+                      [port("http", 80, 8080, 30090)], typ="LoadBalancer",
+                      externalTrafficPolicy="Local",
+                      healthCheckNodePort=32100), lb_ip="198.18.200.20")
+    for s in ("itp", "etp"):
+        w.endpoints(s, "shop", ["loc-1", "loc-2"])
+    mine = {"node1": "loc-1", "node2": "loc-2"}
+    for node in NODE_IP:
+        cl = w.client[node]
+        w.wait(lambda cl=cl: cl(try_ask, "198.18.128.30", 80) is not None,
+               "itp on " + node)
+        assert set(cl(ask_many, "198.18.128.30", 80, 8)) == {mine[node]}
+        w.wait(lambda n=node: w.out(try_ask, NODE_IP[n], 30090) is not None,
+               "etp NodePort on " + node)
+        assert set(w.out(ask_many, NODE_IP[node], 30090, 8)) == {mine[node]}
+    assert set(w.out(ask_many, "198.18.200.20", 80, 6)) == {"loc-1"}
+    # ETP Local is for external traffic only: the ClusterIP spreads.
+    assert set(w.client["node1"](ask_many, "198.18.128.31", 80, 8)) == {
+        "loc-1", "loc-2"}
+
+    def hc(node):
+        try:
+            return w.out(http_get, NODE_IP[node], 32100, "/")
+        except OSError:
+            return (None, {}, "")
+    for node in NODE_IP:
+        w.wait(lambda n=node: hc(n)[0] == 200, "health check 200 on " + node)
+    st, hdrs, body = hc("node1")
+    assert json.loads(body) == {
+        "service": {"namespace": "shop", "name": "etp"},
+        "localEndpoints": 1, "serviceProxyHealthy": True}
+    assert hdrs.get("X-Load-Balancing-Endpoint-Weight") == "1"
+    # node2's pod goes: its health check fails, node1's still passes.
+    w.endpoints("etp", "shop", ["loc-1"])
+    w.wait(lambda: hc("node2")[0] == 503, "health check 503 on node2")
+    st, hdrs, body = hc("node2")
+    assert json.loads(body)["localEndpoints"] == 0
+    assert hdrs.get("X-Load-Balancing-Endpoint-Weight") == "0"
+    assert hc("node1")[0] == 200
+    # kube-proxy's own endpoints, on every node.
+    for node in NODE_IP:
+        for path in ("/healthz", "/livez", "/readyz"):
+            st, _, body = w.out(http_get, NODE_IP[node], 10256, path)
+            assert st == 200, (node, path, body)
+        assert json.loads(w.out(http_get, NODE_IP[node], 10256,
+                                "/healthz")[2])["nodeEligible"] is True
+
+
+def test_session_affinity_client_ip(w):
+    w.service(svc_obj("sticky", "shop", "198.18.128.40",
+                      [port("http", 80, 8080)], sessionAffinity="ClientIP",
+                      sessionAffinityConfig={"clientIP":
+                                             {"timeoutSeconds": 2}}))
+    w.endpoints("sticky", "shop", ["web-a", "web-b", "web-c"])
+    c1 = w.client["node1"]
+    w.wait(lambda: c1(try_ask, "198.18.128.40", 80) is not None,
+           "sticky served")
+    time.sleep(2.2)  # let the probe's pin expire: start from a clean slate
+    got = c1(ask_many, "198.18.128.40", 80, 10)
+    assert len(set(got)) == 1, got
+    first = got[0]
+    # A table change in the service (a pod added) keeps the pin.
+    w.endpoints("sticky", "shop", ["web-a", "web-b", "web-c", "web-d"])
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 1.0:
+        assert c1(ask, "198.18.128.40", 80) == first
+        time.sleep(0.1)
+    # Inactive for longer than the timeout: the balancer decides again
+    # (round-robin moves on to another pod).
+    time.sleep(2.3)
+    again = c1(ask_many, "198.18.128.40", 80, 5)
+    assert len(set(again)) == 1 and again[0] != first, (first, again)
+
+
+def test_rolling_update_scale_down_and_pod_replaced(w):
+    for name, node in (("orange-1", "node1"), ("orange-2", "node2"),
+                       ("orange-3", "node1")):
+        w.add_pod(name, node)
+    w.service(svc_obj("django", "shop", "198.18.128.50",
+                      [port("http", 80, 8080)]))
+    w.endpoints("django", "shop", ["orange-1", "orange-2", "orange-3"])
+    c1 = w.client["node1"]
+    vip = ("198.18.128.50", 80)
+    w.wait(lambda: c1(try_ask, *vip) is not None, "django served")
+    assert set(c1(ask_many, *vip, 9)) == {"orange-1", "orange-2", "orange-3"}
+    load = Load(w.c.ns("pod-client1"), *vip, max_s=dl(60))
+    try:
+        # Replicas 3 -> 1: endpoints go before the pods do.
+        w.endpoints("django", "shop", ["orange-1"])
+        w.until_only(c1, *vip, ["orange-1"], "scaled to one")
+        w.del_pod("orange-2")
+        w.del_pod("orange-3")
+        # Rolling update to maroon: both versions serve one selector.
+        w.add_pod("maroon-1", "node2")
+        w.endpoints("django", "shop", ["orange-1", "maroon-1"])
+        w.wait(lambda: set(c1(ask_many, *vip, 4)) == {"orange-1",
+                                                      "maroon-1"},
+               "orange and maroon both serving")
+        w.add_pod("maroon-2", "node1")
+        w.endpoints("django", "shop", ["orange-1", "maroon-1", "maroon-2"],
+                    terminating=["orange-1"])
+        w.until_only(c1, *vip, ["maroon-1", "maroon-2"], "orange retired")
+        w.del_pod("orange-1")
+        # A pod deleted and replaced: the new one first, the old one
+        # terminating, then gone.
+        w.add_pod("maroon-3", "node2")
+        w.endpoints("django", "shop", ["maroon-1", "maroon-2", "maroon-3"],
+                    terminating=["maroon-1"])
+        w.until_only(c1, *vip, ["maroon-2", "maroon-3"], "maroon-1 out")
+        w.del_pod("maroon-1")
+        w.endpoints("django", "shop", ["maroon-2", "maroon-3"])
+        t = time.monotonic()
+        w.wait(lambda: len(load.since(t)) >= 10, "load after the rollout")
+    finally:
+        seen = load.stop()
+    assert None not in seen, "%d of %d connections failed" % (
+        seen.count(None), len(seen))
+    assert {"orange-1", "maroon-1", "maroon-2", "maroon-3"} <= set(seen)
+
+
+def test_readiness_probe_failing_under_load(w):
+    for name, node in (("api-1", "node1"), ("api-2", "node2"),
+                       ("api-3", "node1")):
+        w.add_pod(name, node)
+    w.service(svc_obj("api", "shop", "198.18.128.60",
+                      [port("http", 80, 8080)]))
+    all3 = ["api-1", "api-2", "api-3"]
+    w.endpoints("api", "shop", all3)
+    c1 = w.client["node1"]
+    vip = ("198.18.128.60", 80)
+    w.wait(lambda: set(c1(ask_many, *vip, 6)) == set(all3), "api served")
+    load = Load(w.c.ns("pod-client1"), *vip, max_s=dl(40))
+    try:
+        w.wait(lambda: len(load.seen) > 20, "load running")
+        w.endpoints("api", "shop", all3, not_ready=["api-2"])
+        w.until_only(c1, *vip, ["api-1", "api-3"], "api-2 out of rotation")
+        t_out = time.monotonic()
+        w.wait(lambda: len(load.since(t_out)) >= 30, "load while api-2 out")
+        out_window = load.since(t_out)
+        w.endpoints("api", "shop", all3)
+        w.wait(lambda: "api-2" in c1(ask_many, *vip, 6), "api-2 back")
+        t_back = time.monotonic()
+        w.wait(lambda: "api-2" in load.since(t_back), "api-2 serving load")
+    finally:
+        seen = load.stop()
+    assert "api-2" not in out_window
+    assert None not in seen, "%d of %d connections failed" % (
+        seen.count(None), len(seen))
+
+
+def test_edge_pool_follows_the_api(w):
+    """The F5 story without the F5: a ferry outside the cluster, with a
+    kubeconfig and no node, serves the LoadBalancer IP of the Services its
+    selector picks, straight to the ready pods."""
+    tmp = w.tmp
+    kc = os.path.join(tmp, "edge.kubeconfig")
+    with open(kc, "w") as f:
+        f.write("apiVersion: v1\nkind: Config\ncurrent-context: sim\n"
+                "clusters:\n- name: sim\n  cluster: {server: "
+                "\"http://%s\"}\ncontexts:\n- name: sim\n  context: "
+                "{cluster: sim, user: edge}\nusers:\n- name: edge\n  user: "
+                "{token: edge-token}\n" % API)
+    cfg = os.path.join(tmp, "edge.yaml")
+    with open(cfg, "w") as f:
+        f.write("log: {level: info}\ndrain_timeout: 1s\n"
+                "defaults: {connect_timeout: 1s, retries: 2}\n"
+                "kubernetes:\n  enabled: true\n  mode: edge\n"
+                "  kubeconfig: %s\n  service_selector: \"edge=f5\"\n"
+                "node:\n  vip_interface: lo\n"
+                "  healthz_listen: 198.18.0.50:10256\n" % kc)
+    # The outside world sends this LoadBalancer IP to the edge host.
+    w.c.ip(w.c.ns("out"), "route", "add", "198.18.200.99/32", "via",
+           "198.18.0.50")
+    w.add_pod("sf-1", "node1")
+    w.add_pod("sf-2", "node2")
+    w.service(svc_obj("shopfront", "shop", "198.18.128.70",
+                      [port("http", 80, 8080, 30070)], typ="LoadBalancer",
+                      labels={"edge": "f5"}), lb_ip="198.18.200.99")
+    # Not selected: the edge must not serve it.
+    w.service(svc_obj("internal", "shop", "198.18.128.71",
+                      [port("http", 80, 8080, 30071)], typ="LoadBalancer"),
+              lb_ip="198.18.200.98")
+    w.endpoints("shopfront", "shop", ["sf-1", "sf-2"])
+    w.endpoints("internal", "shop", ["sf-1"])
+    edge = w.spawn("edge", [ft.ferry_bin(), "-c", cfg], "edge.log")
+    w.ferry["edge"] = edge
+    w.wait(lambda: w.out(try_ask, "198.18.200.99", 80) is not None,
+           "edge serving the LoadBalancer IP")
+    vip = ("198.18.200.99", 80)
+    assert set(w.out(ask_many, *vip, 6)) == {"sf-1", "sf-2"}
+    edge_lo = w.c.ip(w.c.ns("edge"), "-o", "addr", "show", "dev", "lo")
+    assert "198.18.200.99/32" in edge_lo
+    assert "198.18.200.98" not in edge_lo and "198.18.128.70" not in edge_lo
+    # Scale up, scale down, roll out: the pool follows each change.
+    w.add_pod("sf-3", "node2")
+    w.endpoints("shopfront", "shop", ["sf-1", "sf-2", "sf-3"])
+    w.wait(lambda: set(w.out(ask_many, *vip, 6)) == {"sf-1", "sf-2", "sf-3"},
+           "edge after scale-up")
+    w.endpoints("shopfront", "shop", ["sf-3"])
+    w.until_only(w.out, *vip, ["sf-3"], "edge after scale-down")
+    w.add_pod("sf-4", "node1")
+    w.endpoints("shopfront", "shop", ["sf-3", "sf-4"], terminating=["sf-3"])
+    w.until_only(w.out, *vip, ["sf-4"], "edge after the rollout")
+    assert w.ns("edge")(http_get, "198.18.0.50", 10256, "/readyz")[0] == 200
+
+
+def test_cleanup_restores_the_nodes(w):
+    # Pods' veth ends live in the nodes: remove them first.
+    for name in list(w.pods):
+        w.del_pod(name)
+    for cname in ("client1", "client2"):
+        # A thread inside the namespace keeps it (and its veth) alive.
+        w.threads.pop("pod-" + cname).close()
+        w.c.del_pod(cname)
+    for node in NODE_IP:
+        assert w.stop(w.ferry[node]) == 0
+        assert any("/32" in a and "lo" in a and "198.18.128." in a
+                   for a in w.c.addrs(node)), "VIPs kept over a restart"
+        r = subprocess.run(w.c.exec_args(node) + [ft.ferry_bin(), "cleanup"],
+                           capture_output=True, text=True, timeout=dl(20))
+        assert r.returncode == 0, r.stderr
+        # Namespaces (and the pods' veths) go away asynchronously.
+        try:
+            w.wait(lambda n=node: w.state(n) == w.before[n],
+                   "%s as before ferry" % node, timeout=5)
+        except ft.Timeout:
+            assert w.state(node) == w.before[node]
