@@ -15,7 +15,7 @@
 static struct {
     atomic_uint_fast64_t generation;
     _Atomic double last_sync;
-    atomic_uint_fast64_t watch_restarts, relists;
+    atomic_uint_fast64_t watch_restarts, relists, accept_paused;
     struct hist sync, programming;
 } g;
 
@@ -36,6 +36,12 @@ void
 metrics_network_programming(double latency_s)
 {
     hist_observe(&g.programming, &hist_programming, latency_s);
+}
+
+void
+metrics_accept_paused(void)
+{
+    stats_inc(&g.accept_paused);
 }
 
 void
@@ -180,6 +186,11 @@ write_process(struct sbuf *b, int ready)
            "Full relists of API resources (after 410 Gone or a failure).");
     sbuf_printf(b, "ferry_api_relists_total %llu\n",
                 (unsigned long long)stats_get(&g.relists));
+    family(b, "ferry_accept_paused_total", "counter",
+           "Times accepting was paused because descriptors ran out "
+           "(EMFILE/ENFILE).");
+    sbuf_printf(b, "ferry_accept_paused_total %llu\n",
+                (unsigned long long)stats_get(&g.accept_paused));
     family(b, "ferry_log_lines_dropped_total", "counter",
            "Log lines dropped because stderr would have blocked.");
     sbuf_printf(b, "ferry_log_lines_dropped_total %llu\n",

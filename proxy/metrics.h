@@ -35,6 +35,10 @@ void metrics_network_programming(double latency_s);
 void metrics_watch_restart(void);
 void metrics_watch_relist(void);
 
+/* A worker stopped accepting for a moment: out of descriptors (EMFILE,
+ * ENFILE). May be called from any worker thread. */
+void metrics_accept_paused(void);
+
 /* ---- exposition ---- */
 
 /* Append every metric family to <b>: process-wide ones, then per service

@@ -2,6 +2,7 @@
 
 #include "listener.h"
 #include "log.h"
+#include "metrics.h"
 #include "worker.h"
 
 #define ACCEPT_PAUSE_S 0.1
@@ -122,6 +123,7 @@ worker_pause_accept(struct worker *w)
         return;
     w->accept_paused = 1;
     w->n_accept_paused++;
+    metrics_accept_paused();
     for (l = w->listeners; l != NULL; l = l->next)
         listener_stop(l);
     ev_timer_set(&w->accept_resume, ACCEPT_PAUSE_S, 0.);
