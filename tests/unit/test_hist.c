@@ -1,0 +1,98 @@
+/* Unit tests for the load generator's latency histogram (bench/hist.c):
+ * percentiles must be within the bucket resolution of the exact ones. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+#include <cmocka.h>
+
+#include "hist.h"
+
+/* Relative width of a bucket: 1 / HIST_SUB, with slack for the middle. */
+#define REL_ERR (1.0 / HIST_SUB + 1e-9)
+
+static void
+test_buckets_cover_values(void **state)
+{
+    uint64_t v, lo, hi;
+    unsigned i, prev = 0;
+
+    (void)state;
+    for (v = 0; v < (1ull << 40); v = v * 3 / 2 + 1) {
+        i = hist_index(v);
+        assert_true(i < HIST_BUCKETS);
+        assert_true(i >= prev); /* monotonic */
+        prev = i;
+        hist_bucket_range(i, &lo, &hi);
+        assert_true(lo <= v && v <= hi);
+    }
+}
+
+static int
+cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+    return x < y ? -1 : x > y;
+}
+
+static void
+test_quantiles_close_to_exact(void **state)
+{
+    static uint64_t v[100000];
+    static const double qs[] = {0.5, 0.9, 0.99, 0.999};
+    struct hist *h = malloc(sizeof(*h));
+    size_t i, n = sizeof(v) / sizeof(v[0]);
+    uint64_t x = 88172645463325252ull;
+
+    (void)state;
+    assert_non_null(h);
+    hist_init(h);
+    for (i = 0; i < n; i++) {
+        /* A long-tailed spread from 1 us to ~10 ms. */
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v[i] = 1000 + (x % 1000) * (x % 1000) * (x % 10 + 1);
+        hist_add(h, v[i]);
+    }
+    qsort(v, n, sizeof(v[0]), cmp_u64);
+    assert_int_equal(h->count, n);
+    assert_int_equal(h->min, v[0]);
+    assert_int_equal(h->max, v[n - 1]);
+    for (i = 0; i < sizeof(qs) / sizeof(qs[0]); i++) {
+        double exact = (double)v[(size_t)(qs[i] * (double)(n - 1))];
+        double got = (double)hist_quantile(h, qs[i]);
+        assert_true(got >= exact * (1 - REL_ERR) - 1);
+        assert_true(got <= exact * (1 + REL_ERR) + 1);
+    }
+    free(h);
+}
+
+static void
+test_empty_and_single(void **state)
+{
+    struct hist h;
+
+    (void)state;
+    hist_init(&h);
+    assert_int_equal(h.count, 0);
+    hist_add(&h, 12345);
+    assert_int_equal(h.count, 1);
+    assert_in_range(hist_quantile(&h, 0.5), 12345 * (1 - REL_ERR),
+                    12345 * (1 + REL_ERR));
+    assert_in_range(hist_mean(&h), 12344, 12346);
+}
+
+int
+main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_buckets_cover_values),
+        cmocka_unit_test(test_quantiles_close_to_exact),
+        cmocka_unit_test(test_empty_and_single),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
