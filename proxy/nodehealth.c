@@ -11,11 +11,11 @@
 #include "nodehealth.h"
 #include "sbuf.h"
 
-#define NH_CONNS_MAX  128
-#define NH_TIMEOUT_S  5.0  /* whole exchange */
-#define NH_LINGER_S   1.0  /* read and drop after the reply */
-#define NH_REPLY_MAX  4096
-#define NH_ADDRS_MAX  16   /* addresses a responder listens on */
+#define NH_CONNS_MAX 128
+#define NH_TIMEOUT_S 5.0 /* whole exchange */
+#define NH_LINGER_S  1.0 /* read and drop after the reply */
+#define NH_REPLY_MAX 4096
+#define NH_ADDRS_MAX 16 /* addresses a responder listens on */
 
 struct nh_listener {
     struct nodehealth *nh;
@@ -99,8 +99,7 @@ rfc3339(double t, char *buf, size_t len)
 
 /* kube-proxy's health: no change waiting too long to be in force. */
 static int
-proxy_healthy(const struct nodehealth_state *st, double stale_after,
-              double now)
+proxy_healthy(const struct nodehealth_state *st, double stale_after, double now)
 {
     return st->pending_since <= 0 || now - st->pending_since <= stale_after;
 }
@@ -125,7 +124,7 @@ nodehealth_reply_node(const struct nodehealth_state *st, double stale_after_s,
     if (strcmp(r->path, "/readyz") == 0) {
         ok = st->synced && !st->shutting_down;
         reply(out, ok ? 200 : 503, "text/plain; charset=utf-8", "",
-              ok                   ? "ready\n"
+              ok                  ? "ready\n"
               : st->shutting_down ? "not ready: shutting down\n"
                                   : "not ready: waiting for the first full "
                                     "sync from the API server\n",
@@ -153,10 +152,9 @@ nodehealth_reply_node(const struct nodehealth_state *st, double stale_after_s,
 
 void
 nodehealth_reply_service(const struct nodehealth_state *st,
-                         double stale_after_s, const char *ns,
-                         const char *name, unsigned local_endpoints,
-                         const struct httpreq *r, double now,
-                         struct sbuf *out)
+                         double stale_after_s, const char *ns, const char *name,
+                         unsigned local_endpoints, const struct httpreq *r,
+                         double now, struct sbuf *out)
 {
     int healthy = proxy_healthy(st, stale_after_s, now) && !st->node_deleting;
     char body[512], extra[80];
@@ -268,8 +266,8 @@ conn_read(struct nh_conn *c)
 static void
 conn_write(struct nh_conn *c)
 {
-    ssize_t n = send(c->io.fd, c->out.p + c->sent, c->out.len - c->sent,
-                     MSG_NOSIGNAL);
+    ssize_t n =
+        send(c->io.fd, c->out.p + c->sent, c->out.len - c->sent, MSG_NOSIGNAL);
 
     if (n < 0) {
         if (errno != EAGAIN && errno != EINTR)
@@ -334,8 +332,7 @@ listener_on_accept(struct ev_loop *loop, struct ev_io *io, int rev)
                        strerror(errno));
             return;
         }
-        if (nh->nconns >= NH_CONNS_MAX
-            || (c = calloc(1, sizeof(*c))) == NULL) {
+        if (nh->nconns >= NH_CONNS_MAX || (c = calloc(1, sizeof(*c))) == NULL) {
             log_rl(LOG_WARN, ev_now(loop),
                    "healthz: too many connections, closing a new one");
             close(fd);
@@ -368,8 +365,8 @@ listener_new(struct nodehealth *nh, const struct saddr *addr, uint16_t port,
     int fd, one = 1, err;
 
     saddr_str(addr, s, sizeof(s));
-    fd = socket(addr->u.sa.sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
-                0);
+    fd = socket(addr->u.sa.sa_family,
+                SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
         err_set(e, "socket: %s", strerror(errno));
         return NULL;
@@ -502,8 +499,8 @@ count_local(const struct table *t, uint16_t port)
 
 /* Open what is missing of <p>'s listeners, one per address. */
 static void
-port_listen(struct nodehealth *nh, struct nh_port *p,
-            const struct saddr *addrs, size_t naddrs)
+port_listen(struct nodehealth *nh, struct nh_port *p, const struct saddr *addrs,
+            size_t naddrs)
 {
     struct nh_listener *l;
     struct saddr a;
@@ -516,8 +513,7 @@ port_listen(struct nodehealth *nh, struct nh_port *p,
             a.u.in.sin_port = htons(p->port);
         else
             a.u.in6.sin6_port = htons(p->port);
-        for (l = p->ls; l != NULL && saddr_cmp(&l->addr, &a) != 0;
-             l = l->next)
+        for (l = p->ls; l != NULL && saddr_cmp(&l->addr, &a) != 0; l = l->next)
             ;
         if (l != NULL)
             continue;
