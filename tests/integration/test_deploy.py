@@ -1139,3 +1139,49 @@ def test_systemd_syscall_filter_allows_what_ferry_calls(tmp_path, ferry_bin):
     calls.discard("execve")  # strace's own exec of ferry: allowed anyway
     blocked = sorted(c for c in calls if c not in allowed)
     assert not blocked, f"SystemCallFilter= would kill ferry on {blocked}"
+
+
+# ------------------------------------------------------------ README
+
+
+def readme_section(title):
+    text = (REPO / "README.md").read_text()
+    m = re.search(r"^## %s\n(.*?)(?=^## )" % re.escape(title), text,
+                  re.M | re.S)
+    assert m, f"README has no section {title!r}"
+    return m.group(1)
+
+
+def test_readme_deploy_sections_match_the_files(ferry_bin, tmp_path, cm,
+                                                container, help_text):
+    ds_text = readme_section("Run as a DaemonSet")
+    vm_text = readme_section("Run in front of a VM fleet")
+    ha_text = readme_section("Run two edge balancers for high availability")
+    # Every file the sections name exists.
+    for text in (ds_text, vm_text, ha_text):
+        for path in re.findall(r"deploy/[\w./-]+\w", text):
+            assert (REPO / path).exists(), path
+    # The sed lines replace what the manifests hold.
+    ref = [e for e in container["env"] if e["name"] == "FERRY_API_SERVER"]
+    placeholder = cm["data"][ref[0]["valueFrom"]["configMapKeyRef"]["key"]]
+    assert f's#{placeholder}#$API#' in ds_text
+    assert f's#image: {container["image"]}#image: $IMAGE#' in ds_text
+    # Going back removes the very node selector step 4 adds.
+    sel = re.search(r'"nodeSelector":\{"([^"]+)":', ds_text).group(1)
+    assert f"/spec/template/spec/nodeSelector/{sel}" in ds_text
+    for path in ("/livez", "/readyz", "10256"):
+        assert path in ds_text
+    assert "cleanup" in help_text and "ferry cleanup" in ds_text
+    # The fleet example is a valid config, and its admin /readyz is what
+    # keepalived checks.
+    block = re.search(r"```yaml\n(.*?)```", vm_text, re.S).group(1)
+    f = tmp_path / "fleet.yaml"
+    f.write_text(block)
+    p = run([ferry_bin, "check-config", str(f)])
+    assert p.returncode == 0, p.stdout + p.stderr
+    admin = yaml.safe_load(block)["admin"]["listen"]
+    assert f"http://{admin}/readyz" in ha_text
+    listen = yaml.safe_load(block)["services"][0]["listen"]
+    assert listen.rsplit(":", 1)[0] + "/" in ha_text, \
+        "keepalived moves the address the fleet example listens on"
+    assert "ip_nonlocal_bind = 1" in ha_text
