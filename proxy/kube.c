@@ -22,6 +22,7 @@ struct kube {
     struct saddr *nodeport; /* NodePort addresses, copied */
     size_t n_nodeport;
     uint64_t relists, restarts;
+    struct ev_timer counters; /* copies watch counters into the metrics */
     struct nodehealth *nh;  /* kube-proxy's health endpoints */
     int applied;            /* an API table is in force */
     double last_applied;    /* wall clock */
@@ -184,21 +185,34 @@ kube_health_state(void *arg, struct nodehealth_state *out)
     out->last_applied = k->last_applied;
 }
 
+/* Watch restarts and relists happen without a new table (a resumed
+ * watch, a relist that changed nothing), so they are copied on a timer
+ * rather than at publication. */
 static void
-feed_metrics(struct kube *k)
+kube_on_counters(struct ev_loop *loop, struct ev_timer *t, int rev)
 {
+    struct kube *k = t->data;
     struct watcher_status st;
-    double lat[1];
 
+    (void)loop;
+    (void)rev;
     watcher_status(k->w, &st);
-    if (watcher_latencies(k->w, lat, 1) == 1) {
-        metrics_network_programming(lat[0]);
-        metrics_sync_done(lat[0], ev_time());
-    }
     for (; k->relists < st.relists; k->relists++)
         metrics_watch_relist();
     for (; k->restarts < st.watch_restarts; k->restarts++)
         metrics_watch_restart();
+}
+
+/* A table went live <apply_s> after the watcher published it. */
+static void
+feed_metrics(struct kube *k, double apply_s)
+{
+    double lat[1];
+
+    metrics_sync_done(apply_s, ev_time());
+    if (watcher_latencies(k->w, lat, 1) == 1)
+        metrics_network_programming(lat[0] + apply_s);
+    kube_on_counters(k->loop, &k->counters, 0);
 }
 
 static void
@@ -206,14 +220,16 @@ kube_on_publish(struct table *t, void *arg)
 {
     struct kube *k = arg;
     int first = k->api == NULL;
+    double t0;
 
     table_unref(k->api);
     k->api = t;
     if (first)
         log_info("kubernetes: first full sync: %zu service(s) from the API",
                  t->nservices);
+    t0 = ev_time();
     kube_apply(k);
-    feed_metrics(k);
+    feed_metrics(k, ev_time() - t0);
 }
 
 int
@@ -339,6 +355,9 @@ kube_new(struct ev_loop *loop, struct proxy *p, const struct conf *c,
     k->w = watcher_new(loop, &wc, kube_on_publish, k, e);
     if (k->w == NULL)
         goto fail;
+    ev_timer_init(&k->counters, kube_on_counters, 1.0, 1.0);
+    k->counters.data = k;
+    ev_timer_start(loop, &k->counters);
     log_info("kubernetes: %s mode%s%s, waiting for the first full sync",
              wc.edge ? "edge" : "node", wc.edge ? "" : " on node ",
              wc.edge ? "" : node);
@@ -361,6 +380,8 @@ kube_free(struct kube *k)
 {
     if (k == NULL)
         return;
+    if (k->loop != NULL)
+        ev_timer_stop(k->loop, &k->counters);
     nodehealth_free(k->nh);
     watcher_free(k->w);
     vip_free(k->vip);
