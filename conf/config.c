@@ -106,6 +106,8 @@ struct admin_in {
 struct kube_in {
     uint64_t enabled;
     uint64_t mode; /* enum conf_kube_mode */
+    uint64_t edge_backends; /* enum conf_edge_backends */
+    struct arr edge_nodes;  /* struct saddr */
     char kubeconfig[CONF_STR_MAX + 1];
     char api_server[CONF_STR_MAX + 1];
     char sa_dir[CONF_STR_MAX + 1];
@@ -242,11 +244,23 @@ static const char *const kube_mode_names[] = {
     [CONF_KUBE_NODE] = "node", [CONF_KUBE_EDGE] = "edge", NULL,
 };
 
+static const char *const edge_backend_names[] = {
+    [CONF_EDGE_PODS] = "pods", [CONF_EDGE_NODEPORTS] = "nodeports", NULL,
+};
+
+static const struct list_spec edge_node_list = {
+    "edge nodes", sizeof(struct saddr),
+    {"edge_nodes", KEY_IP, 0, 0, 0, NULL, NULL, 0}, 1};
+
 static const struct key kube_keys[] = {
     {"enabled", KEY_ENUM, offsetof(struct kube_in, enabled), 0, 0, "false",
      bool_names, 0},
     {"mode", KEY_ENUM, offsetof(struct kube_in, mode), 0, 0, "node",
      kube_mode_names, 0},
+    {"edge_backends", KEY_ENUM, offsetof(struct kube_in, edge_backends), 0, 0,
+     "pods", edge_backend_names, 0},
+    {"edge_nodes", KEY_LIST, offsetof(struct kube_in, edge_nodes), 1, 1024,
+     NULL, &edge_node_list, 0},
     STR_KEY("kubeconfig", struct kube_in, kubeconfig, NULL),
     STR_KEY("api_server", struct kube_in, api_server, NULL),
     STR_KEY("serviceaccount_dir", struct kube_in, sa_dir,
@@ -1285,6 +1299,15 @@ build_kube(struct conf *c, const struct root_in *r, struct err *e)
 
     c->kube.enabled = r->kube.enabled == 1;
     c->kube.mode = (enum conf_kube_mode)r->kube.mode;
+    c->kube.edge_backends = (enum conf_edge_backends)r->kube.edge_backends;
+    if (r->kube.edge_nodes.n > 0) {
+        c->kube.edge_nodes = calloc(r->kube.edge_nodes.n, sizeof(struct saddr));
+        if (c->kube.edge_nodes == NULL)
+            return err_set(e, "out of memory");
+        memcpy(c->kube.edge_nodes, r->kube.edge_nodes.v,
+               r->kube.edge_nodes.n * sizeof(struct saddr));
+        c->kube.n_edge_nodes = r->kube.edge_nodes.n;
+    }
     memcpy(c->kube.kubeconfig, r->kube.kubeconfig, sizeof(c->kube.kubeconfig));
     memcpy(c->kube.api_server, r->kube.api_server, sizeof(c->kube.api_server));
     memcpy(c->kube.sa_dir, r->kube.sa_dir, sizeof(c->kube.sa_dir));
@@ -1372,6 +1395,14 @@ finish(struct root_in *r, struct err *e)
         struct pos top = {1, 1};
         return fail_pos(e, top, "config has no services (add a \"services:\" "
                                 "list, or enable \"kubernetes:\")"),
+               NULL;
+    }
+    if (r->kube.edge_backends == CONF_EDGE_NODEPORTS
+        && r->kube.edge_nodes.n == 0) {
+        struct pos top = {1, 1};
+        return fail_pos(e, top, "kubernetes: \"edge_backends: nodeports\" "
+                                "needs the nodes' addresses in "
+                                "\"edge_nodes\""),
                NULL;
     }
     return build(r, e);
@@ -1588,5 +1619,6 @@ conf_free(struct conf *c)
         return;
     table_unref(c->table);
     free(c->node.nodeport_addrs);
+    free(c->kube.edge_nodes);
     free(c);
 }

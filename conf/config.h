@@ -37,10 +37,19 @@ enum conf_kube_mode {
     CONF_KUBE_EDGE,     /* outside the cluster: LoadBalancer IPs to pods */
 };
 
+/* Edge mode: where connections go. */
+enum conf_edge_backends {
+    CONF_EDGE_PODS = 0,  /* straight to the ready pods */
+    CONF_EDGE_NODEPORTS, /* to kubernetes.edge_nodes at the NodePort */
+};
+
 /* "kubernetes:", where the services come from in Kubernetes mode. */
 struct conf_kube {
     int enabled;
     enum conf_kube_mode mode;
+    enum conf_edge_backends edge_backends;
+    struct saddr *edge_nodes; /* owned; node IPs for edge_backends nodeports */
+    size_t n_edge_nodes;
     char kubeconfig[CONF_STR_MAX + 1];     /* "" = in-cluster */
     char api_server[CONF_STR_MAX + 1];     /* "" = from kubeconfig/env */
     char sa_dir[CONF_STR_MAX + 1];         /* service-account files */

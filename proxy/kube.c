@@ -334,6 +334,10 @@ kube_new(struct ev_loop *loop, struct proxy *p, const struct conf *c,
     wc.label_selector = opt(NULL, c->kube.service_selector);
     wc.insecure_skip_tls_verify = c->kube.insecure_skip_tls_verify;
     wc.edge = c->kube.mode == CONF_KUBE_EDGE;
+    if (wc.edge && c->kube.edge_backends == CONF_EDGE_NODEPORTS) {
+        wc.edge_nodes = c->kube.edge_nodes;
+        wc.n_edge_nodes = c->kube.n_edge_nodes;
+    }
     wc.policy = &c->defaults;
     if (kube_copy_nodeports(k, c) < 0) {
         err_set(e, "out of memory");

@@ -511,6 +511,44 @@ struct scratch {
     size_t be_cap;
 };
 
+/* Edge mode with NodePort backends: the LoadBalancer/external frontends
+ * of this port go to every configured node's NodePort. */
+static int
+edge_to_nodeports(struct table *t, const struct svcctx *sc, const json_t *sp,
+                  const struct translate_opts *o, struct scratch *w)
+{
+    json_int_t np = json_integer_value(json_object_get(sp, "nodePort"));
+    size_t i;
+
+    if (np <= 0 || np > 65535) {
+        log_debug("translate: %s/%s port \"%s\": no nodePort for the edge "
+                  "to use",
+                  sc->ns, sc->name, port_name(sp));
+        return 0;
+    }
+    if (w->be_cap < o->n_edge_nodes) {
+        free(w->be);
+        w->be = malloc(o->n_edge_nodes * sizeof(*w->be));
+        w->be_cap = w->be != NULL ? o->n_edge_nodes : 0;
+        if (w->be == NULL)
+            return -1;
+    }
+    for (i = 0; i < o->n_edge_nodes; i++) {
+        struct tbl_backend *b = &w->be[i];
+        memset(b, 0, sizeof(*b));
+        b->addr = o->edge_nodes[i];
+        if (b->addr.u.sa.sa_family == AF_INET)
+            b->addr.u.in.sin_port = htons((uint16_t)np);
+        else
+            b->addr.u.in6.sin6_port = htons((uint16_t)np);
+        saddr_str(&b->addr, b->name, sizeof(b->name));
+        b->weight = 1;
+        b->flags = TBL_BE_READY | TBL_BE_SERVING;
+    }
+    return emit(t, sc, port_name(sp), "", &w->ex, w->be, o->n_edge_nodes, 0,
+                o);
+}
+
 static int
 do_port(struct table *t, const struct svcctx *sc, const json_t *sp,
         const struct translate_opts *o, struct scratch *w)
@@ -534,6 +572,8 @@ do_port(struct table *t, const struct svcctx *sc, const json_t *sp,
         || external_fes(sc, sp, o, &w->ex) < 0
         || collect_eps(sc, pname, port_proto(sp), o, &w->eps) < 0)
         return -1;
+    if (o->edge && o->n_edge_nodes > 0)
+        return edge_to_nodeports(t, sc, sp, o, w);
     ext_local = sc->etp_local && w->ex.n > 0;
     if (w->be_cap < 2 * w->eps.n + 1) {
         free(w->be);

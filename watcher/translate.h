@@ -55,6 +55,11 @@ struct translate_opts {
      * LoadBalancer IPs (ClusterIPs mean nothing out there; NodePorts are
      * the nodes' business). */
     int edge;
+    /* Edge mode, NodePort backends: spread to these nodes' NodePorts
+     * instead of to the pods (kube-proxy on the nodes takes it from
+     * there). Ports ignored; none = straight to the pods. */
+    const struct saddr *edge_nodes;
+    size_t n_edge_nodes;
 };
 
 /*

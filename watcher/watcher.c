@@ -31,6 +31,8 @@ struct watcher {
     struct tbl_service policy;
     int has_policy;
     int edge;
+    struct saddr *edge_nodes;
+    size_t n_edge_nodes;
     char zone[64];
     int node_seen, node_deleting;
 
@@ -96,6 +98,8 @@ build_table(struct watcher *w)
     o.policy = w->has_policy ? &w->policy : NULL;
     o.stats = &st;
     o.edge = w->edge;
+    o.edge_nodes = w->edge_nodes;
+    o.n_edge_nodes = w->n_edge_nodes;
     err_clear(&e);
     if (t == NULL
         || translate_build(reflector_cache(w->svc), reflector_cache(w->eps), &o,
@@ -284,6 +288,14 @@ static int
 copy_conf(struct watcher *w, const struct watcher_conf *wc)
 {
     w->edge = wc->edge;
+    if (wc->n_edge_nodes > 0) {
+        w->edge_nodes = calloc(wc->n_edge_nodes, sizeof(*w->edge_nodes));
+        if (w->edge_nodes == NULL)
+            return -1;
+        memcpy(w->edge_nodes, wc->edge_nodes,
+               wc->n_edge_nodes * sizeof(*w->edge_nodes));
+        w->n_edge_nodes = wc->n_edge_nodes;
+    }
     if (wc->node_name != NULL && (w->node_name = strdup(wc->node_name)) == NULL)
         return -1;
     if (wc->service_proxy_name != NULL
@@ -397,6 +409,7 @@ watcher_free(struct watcher *w)
     free(w->node_name);
     free(w->proxy_name);
     free(w->node_addrs);
+    free(w->edge_nodes);
     free(w);
 }
 

@@ -40,6 +40,8 @@ struct watcher_conf {
                                      * mode), or NULL */
     int insecure_skip_tls_verify;
     int edge; /* serve only externalIPs and LoadBalancer IPs */
+    const struct saddr *edge_nodes; /* edge: to these nodes' NodePorts */
+    size_t n_edge_nodes;
     const struct tbl_service *policy; /* template: balance, timeouts,
                                        * retries, max_conns copied into
                                        * each generated service; NULL =

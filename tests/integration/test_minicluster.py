@@ -647,6 +647,56 @@ def test_edge_pool_follows_the_api(w):
     assert w.ns("edge")(http_get, "198.18.0.50", 10256, "/readyz")[0] == 200
     assert w.stop(edge) == 0  # clean exit (and no leak under LeakSanitizer)
 
+def test_edge_pool_to_node_ports(w):
+    """The edge variant that sends connections to the nodes' NodePorts
+    (kube-proxy, here the nodes' ferries, takes them on from there)."""
+    tmp = w.tmp
+    kc = os.path.join(tmp, "edge-np.kubeconfig")
+    with open(kc, "w") as f:
+        f.write("apiVersion: v1\nkind: Config\ncurrent-context: sim\n"
+                "clusters:\n- name: sim\n  cluster: {server: "
+                "\"http://%s\"}\ncontexts:\n- name: sim\n  context: "
+                "{cluster: sim, user: edge}\nusers:\n- name: edge\n  user: "
+                "{token: edge-token}\n" % API)
+    cfg = os.path.join(tmp, "edge-np.yaml")
+    with open(cfg, "w") as f:
+        f.write("log: {level: info}\ndrain_timeout: 1s\n"
+                "defaults: {connect_timeout: 1s, retries: 2}\n"
+                "kubernetes:\n  enabled: true\n  mode: edge\n"
+                "  kubeconfig: %s\n  service_selector: \"edge=np\"\n"
+                "  edge_backends: nodeports\n"
+                "  edge_nodes: [198.18.0.11, 198.18.0.12]\n"
+                "node:\n  vip_interface: lo\n"
+                "  healthz_listen: 198.18.0.50:10257\n"
+                "admin: {enabled: true, listen: 127.0.0.1:9991}\n" % kc)
+    w.c.ip(w.c.ns("out"), "route", "add", "198.18.200.97/32", "via",
+           "198.18.0.50")
+    w.add_pod("np-1", "node1")
+    w.add_pod("np-2", "node2")
+    w.service(svc_obj("viaports", "shop", "198.18.128.72",
+                      [port("http", 80, 8080, 30072)], typ="LoadBalancer",
+                      labels={"edge": "np"}), lb_ip="198.18.200.97")
+    w.endpoints("viaports", "shop", ["np-1", "np-2"])
+    edge = w.spawn("edge", [ft.ferry_bin(), "-c", cfg], "edge-np.log")
+    w.ferry["edge-np"] = edge
+    vip = ("198.18.200.97", 80)
+    w.wait(lambda: w.out(try_ask, *vip) is not None,
+           "edge serving the LoadBalancer IP through the NodePorts")
+    assert set(w.out(ask_many, *vip, 8)) == {"np-1", "np-2"}
+    # The edge's backends are the nodes' NodePorts, not the pods.
+    assert w.ns("edge")(http_get, "198.18.0.50", 10257, "/readyz")[0] == 200
+    status = json.loads(w.ns("edge")(http_get, "127.0.0.1", 9991,
+                                     "/status")[2])
+    svc = [x for x in status["services"] if x["name"] == "shop/viaports:http"]
+    assert len(svc) == 1, status
+    assert sorted(b["address"] for b in svc[0]["backends"]) == \
+        ["198.18.0.11:30072", "198.18.0.12:30072"]
+    # A scale-down reaches the pods through the nodes' own tables.
+    w.endpoints("viaports", "shop", ["np-2"])
+    w.until_only(w.out, *vip, ["np-2"], "edge via NodePorts after scale-down")
+    assert w.stop(edge) == 0
+
+
 
 def _kernel_has_ifa_proto():
     try:

@@ -815,6 +815,17 @@ test_kubernetes_and_node(void **state)
 
     expect_error("kubernetes: {enabled: false}\n", 1, 1,
                  "config has no services");
+    c = load("kubernetes: {enabled: true, mode: edge, edge_backends: nodeports,"
+             " edge_nodes: [198.18.0.11, 198.18.0.12]}\n",
+             &e);
+    assert_non_null(c);
+    assert_int_equal(c->kube.mode, CONF_KUBE_EDGE);
+    assert_int_equal(c->kube.edge_backends, CONF_EDGE_NODEPORTS);
+    assert_int_equal(c->kube.n_edge_nodes, 2);
+    conf_free(c);
+    expect_error("kubernetes: {enabled: true, mode: edge, "
+                 "edge_backends: nodeports}\n",
+                 1, 1, "needs the nodes' addresses");
     expect_error("kubernetes: {enabled: true}\nnode:\n"
                  "  node_port_addresses: [198.18.0.11:80]\n",
                  3, 25, "\"node_port_addresses\": not an IP address");

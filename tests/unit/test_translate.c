@@ -528,6 +528,44 @@ test_conflict(void **state)
 }
 
 static void
+test_edge(void **state)
+{
+    struct fx *f = *state;
+    struct saddr nodes[2];
+    const char *why;
+
+    put(f->svcs,
+        "{'metadata':{'namespace':'shop','name':'web'},'spec':{'type':"
+        "'LoadBalancer','clusterIP':'198.18.0.10','ports':[{'name':'http',"
+        "'port':80,'nodePort':31080},{'name':'admin','port':81}],"
+        "'externalIPs':['198.18.5.5']},"
+        "'status':{'loadBalancer':{'ingress':[{'ip':'198.18.9.1'}]}}}");
+    put(f->slices, SLICE("web-1", "web", HTTP_8080,
+                         "[" EP("198.18.2.1", "node-a", "z1", READY) "]"));
+    f->o.node_name = NULL;
+    f->o.n_node_addrs = 0;
+    f->o.edge = 1;
+    build(f);
+    /* Edge: no ClusterIP frontend; straight to the pods. */
+    assert_string_equal(fes(get(f, "shop/web:http")),
+                        "198.18.5.5:80,198.18.9.1:80");
+    assert_string_equal(bes(get(f, "shop/web:http")),
+                        "pod-198.18.2.1@198.18.2.1:8080=RS");
+    /* Edge to the nodes' NodePorts: a port without one is not served. */
+    parse_ip("198.18.0.11", 0, &nodes[0], &why);
+    parse_ip("198.18.0.12", 0, &nodes[1], &why);
+    f->o.edge_nodes = nodes;
+    f->o.n_edge_nodes = 2;
+    build(f);
+    assert_int_equal(f->t->nservices, 1);
+    assert_string_equal(fes(get(f, "shop/web:http")),
+                        "198.18.5.5:80,198.18.9.1:80");
+    assert_string_equal(bes(get(f, "shop/web:http")),
+                        "198.18.0.11:31080@198.18.0.11:31080=RS,"
+                        "198.18.0.12:31080@198.18.0.12:31080=RS");
+}
+
+static void
 test_node_deleting(void **state)
 {
     static const char *const cases[][2] = {
@@ -578,6 +616,7 @@ main(void)
         T(test_terminating_fallback),
         T(test_itp_local),
         T(test_etp_local),
+        T(test_edge),
         T(test_node_deleting),
         T(test_both_local),
         T(test_hints),
