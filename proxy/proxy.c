@@ -80,61 +80,119 @@ proxy_deinit(struct proxy *p)
 }
 
 /* Runtime services for <t>: kept from the current set when unchanged
- * (so round-robin positions survive a reload), new otherwise. */
+ * (so round-robin positions survive a reload), new otherwise. Names are
+ * unique in a table, so the current service of the same name is found
+ * through the current table's name index (p->svcs[i] serves
+ * p->table->services[i]): O(N) for a table of N services, which the
+ * Kubernetes side rebuilds on every change. */
 static struct svc **
 build_svcs(struct proxy *p, const struct table *t)
 {
     struct svc **v = calloc(t->nservices ? t->nservices : 1, sizeof(*v));
-    size_t i, j;
+    size_t i;
 
     if (v == NULL)
         return NULL;
     for (i = 0; i < t->nservices; i++) {
         const struct tbl_service *ts = &t->services[i];
-        for (j = 0; j < p->nsvcs && v[i] == NULL; j++)
-            if (svc_matches(p->svcs[j], ts))
-                v[i] = svc_ref(p->svcs[j]);
-        if (v[i] != NULL)
+        const struct tbl_service *cur =
+            p->table != NULL ? table_find(p->table, ts->name) : NULL;
+        struct svc *old = NULL;
+        if (cur != NULL && (size_t)(cur - p->table->services) < p->nsvcs)
+            old = p->svcs[cur - p->table->services];
+        if (old != NULL && svc_matches(old, ts)) {
+            v[i] = svc_ref(old);
             continue;
+        }
         if ((v[i] = svc_new(ts)) == NULL) {
             free_svcs(v, i);
             return NULL;
         }
-        for (j = 0; j < p->nsvcs; j++)
-            if (strcmp(p->svcs[j]->name, ts->name) == 0)
-                svc_inherit(v[i], p->svcs[j], ev_now(p->w.loop));
+        if (old != NULL)
+            svc_inherit(v[i], old, ev_now(p->w.loop));
     }
     return v;
 }
 
-static struct listener *
-find_listener(struct listener *l, const struct saddr *a)
+static int
+listener_cmp(const void *a, const void *b)
 {
-    for (; l != NULL; l = l->next)
-        if (saddr_cmp(&l->addr, a) == 0)
-            return l;
+    return saddr_cmp(&(*(struct listener *const *)a)->addr,
+                     &(*(struct listener *const *)b)->addr);
+}
+
+/* The listeners of <p> and then those of <more> (a list), sorted by
+ * address for find_listener(); NULL with *n = 0 when there are none.
+ * Returns -1 when out of memory. */
+static int
+sorted_listeners(const struct proxy *p, struct listener *more,
+                 struct listener ***out, size_t *n)
+{
+    struct listener *lists[2] = {p->w.listeners, more}, *l, **v;
+    size_t k = 0, i;
+
+    *out = NULL;
+    *n = 0;
+    for (i = 0; i < 2; i++)
+        for (l = lists[i]; l != NULL; l = l->next)
+            k++;
+    if (k == 0)
+        return 0;
+    if ((v = malloc(k * sizeof(*v))) == NULL)
+        return -1;
+    k = 0;
+    for (i = 0; i < 2; i++)
+        for (l = lists[i]; l != NULL; l = l->next)
+            v[k++] = l;
+    qsort(v, k, sizeof(*v), listener_cmp);
+    *out = v;
+    *n = k;
+    return 0;
+}
+
+static struct listener *
+find_listener(struct listener **v, size_t n, const struct saddr *a)
+{
+    size_t lo = 0, hi = n;
+
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        int c = saddr_cmp(&v[mid]->addr, a);
+        if (c == 0)
+            return v[mid];
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
     return NULL;
 }
 
 /* Open listeners for frontends that have none yet; they are collected in
- * <fresh> (not yet started). */
+ * <fresh> (not yet started). A table's frontends are unique, so one
+ * frontend never needs two fresh listeners. */
 static int
 open_new_listeners(struct proxy *p, const struct table *t, int strict,
                    struct listener **fresh, struct err *e)
 {
-    size_t i, j;
+    struct listener **cur;
+    size_t i, j, ncur;
 
+    if (sorted_listeners(p, NULL, &cur, &ncur) < 0)
+        return err_set(e, "out of memory opening listeners");
     for (i = 0; i < t->nservices; i++) {
         const struct tbl_service *ts = &t->services[i];
         for (j = 0; j < ts->nfrontends; j++) {
             const struct saddr *a = &ts->frontends[j];
             struct listener *l;
-            if (find_listener(p->w.listeners, a) || find_listener(*fresh, a))
+            if (find_listener(cur, ncur, a))
                 continue;
             l = listener_new(&p->w, a, !strict, e);
             if (l == NULL) {
-                if (strict)
+                if (strict) {
+                    free(cur);
                     return -1;
+                }
                 char m[512];
                 log_error("service %s: %s", ts->name, err_str(e, m, sizeof(m)));
                 continue;
@@ -143,17 +201,21 @@ open_new_listeners(struct proxy *p, const struct table *t, int strict,
             *fresh = l;
         }
     }
+    free(cur);
     return 0;
 }
 
-/* Point every listener of <t> at its service and close the others. */
-static void
+/* Point every listener of <t> at its service and close the others.
+ * Returns -1, having changed nothing, when out of memory. */
+static int
 reconcile_listeners(struct proxy *p, const struct table *t, struct svc **v,
                     struct listener *fresh)
 {
-    struct listener *l, **pl;
-    size_t i, j;
+    struct listener *l, **pl, **all;
+    size_t i, j, nall;
 
+    if (sorted_listeners(p, fresh, &all, &nall) < 0)
+        return -1;
     for (l = p->w.listeners; l != NULL; l = l->next)
         l->mark = 0;
     while ((l = fresh) != NULL) {
@@ -164,7 +226,7 @@ reconcile_listeners(struct proxy *p, const struct table *t, struct svc **v,
     }
     for (i = 0; i < t->nservices; i++) {
         for (j = 0; j < t->services[i].nfrontends; j++) {
-            l = find_listener(p->w.listeners, &t->services[i].frontends[j]);
+            l = find_listener(all, nall, &t->services[i].frontends[j]);
             if (l == NULL)
                 continue;
             listener_set_svc(l, v[i]);
@@ -175,6 +237,7 @@ reconcile_listeners(struct proxy *p, const struct table *t, struct svc **v,
             listener_start(l);
         }
     }
+    free(all);
     for (pl = &p->w.listeners; (l = *pl) != NULL;) {
         if (l->mark == 0) {
             log_info("closing listener %s (service %s removed or moved)",
@@ -185,6 +248,7 @@ reconcile_listeners(struct proxy *p, const struct table *t, struct svc **v,
             pl = &l->next;
         }
     }
+    return 0;
 }
 
 int
@@ -207,7 +271,14 @@ proxy_apply(struct proxy *p, struct table *t, int strict, struct err *e)
         free_svcs(v, t->nservices);
         return -1;
     }
-    reconcile_listeners(p, t, v, fresh);
+    if (reconcile_listeners(p, t, v, fresh) < 0) {
+        while ((l = fresh) != NULL) {
+            fresh = l->next;
+            listener_free(l);
+        }
+        free_svcs(v, t->nservices);
+        return err_set(e, "out of memory reconciling listeners");
+    }
     for (i = 0; i < p->nsvcs; i++)
         p->svcs[i]->retired = 1;
     for (i = 0; i < t->nservices; i++)
