@@ -15,7 +15,10 @@
 enum conn_state {
     CONN_CONNECTING,
     CONN_RELAY,
+    CONN_WAIT_FD, /* out of descriptors: retry the backend socket soon */
 };
+
+#define CONN_FD_RETRY_S 0.05
 
 /* Outcome of a step; anything but CONN_OK ends the connection. */
 enum conn_rc {
@@ -285,6 +288,29 @@ conn_no_backend(struct conn *c)
     conn_close(c, 1);
 }
 
+/*
+ * The client was accepted with the last free descriptor and its backend
+ * socket cannot be made. Rather than reset it, stop accepting and try
+ * again shortly: descriptors come back as other connections end. Gives up
+ * (returns 0) once the connect timeout since the accept has passed.
+ */
+static int
+conn_wait_fd(struct conn *c, size_t i)
+{
+    struct ev_loop *loop = c->w->loop;
+
+    worker_pause_accept(c->w);
+    if (ev_now(loop) - c->last_active >= c->svc->spec.connect_timeout_ms / 1e3)
+        return 0;
+    c->tried.bits &= ~(1ull << (i & 63));
+    conn_release_backend(c);
+    c->state = CONN_WAIT_FD;
+    ev_timer_stop(loop, &c->timer);
+    ev_timer_set(&c->timer, CONN_FD_RETRY_S, 0.);
+    ev_timer_start(loop, &c->timer);
+    return 1;
+}
+
 static void
 conn_try_connect(struct conn *c)
 {
@@ -308,8 +334,9 @@ conn_try_connect(struct conn *c)
         fd = socket(c->be->addr.u.sa.sa_family,
                     SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
         if (fd < 0) {
-            if (errno == EMFILE || errno == ENFILE)
-                worker_pause_accept(c->w);
+            if ((errno == EMFILE || errno == ENFILE)
+                && conn_wait_fd(c, (size_t)i))
+                return;
             stats_inc(&s->st->fail[STATS_FAIL_RESOURCE]);
             log_rl(LOG_WARN, ev_now(loop), "service %s: socket: %s",
                    s->name, strerror(errno));
@@ -481,6 +508,10 @@ conn_on_timer(struct ev_loop *loop, struct ev_timer *t, int rev)
     (void)rev;
     if (c->state == CONN_CONNECTING) {
         conn_attempt_failed(c, ETIMEDOUT);
+        return;
+    }
+    if (c->state == CONN_WAIT_FD) {
+        conn_try_connect(c);
         return;
     }
     /* The timer is not pushed on every read; it fires at the earliest
