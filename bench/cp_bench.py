@@ -1,0 +1,1016 @@
+"""bench/cp_bench.py - `bench/run control-plane`: ferry's Kubernetes side at
+scale, through the simulated API server (bench/cp_sim.py over
+tests/kapisim).
+
+Steps, each bounded in time:
+
+1. Start the simulator with N Services x M endpoints (cp_sim.py) and time
+   the full LIST of both kinds as ferry does it (pages of 500): the
+   simulator's own share of the start-up.
+2. Start ferry in Kubernetes mode (node n1, vip_interface none, admin and
+   healthz on loopback ports, log level info so that its own timeline
+   can be read) and poll /readyz every 20 ms: start -> first full table
+   in force. VmHWM (peak RSS) from /proc/PID/status then and at the end.
+3. Churn: C endpoint readiness changes at R per second, each a PUT of one
+   EndpointSlice, flipping one endpoint of one of the K probe Services
+   between ready and not ready. A probe Service is LoadBalancer +
+   externalTrafficPolicy Local with its endpoints on node n1, so ferry
+   answers on its healthCheckNodePort (127.0.0.1) with
+   {"localEndpoints": n}: ferry updates that answer in the same callback
+   that puts the new table in force (proxy_apply, then the health
+   responders), so the first probe answer showing the new count is the
+   moment the change is live. Latency = that moment minus the PUT's
+   response (and minus its sending). A probe Service gets its next change
+   only once the last one was seen, so every change is measured alone.
+4. ferry's own view: ferry_network_programming_duration_seconds from
+   /metrics (if /metrics fits its 64 MiB cap) and the per-table "change
+   latency" of its log lines (event arrival -> table published).
+
+Results: <out>/control-plane.json, a control-plane section in
+<out>/summary.md, raw files (config, logs, per-change JSON lines) in
+<out>/raw/control-plane/.
+"""
+
+import datetime
+import gzip
+import http.client
+import json
+import os
+import re
+import selectors
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+HOST = "127.0.0.1"
+PY = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
+# healthCheckNodePorts come from this range (the simulator allocates them in
+# order from its start): below the ephemeral range, away from the
+# 30000-32767 other tests use.
+NODE_PORTS = (29000, 29999)
+ADMIN_PORT, HEALTHZ_PORT = 18090, 18091
+PROBE_GAP = 0.005  # s between two probes of one change: the resolution...
+PROBE_RATE = 1000  # ...unless that makes more probes per second than this
+PROBE_INFLIGHT = 48  # open probe connections at most: ferry's health
+# responders take 128 connections in all and close any more at once
+MARK_BEGIN = "<!-- control-plane: begin -->"
+MARK_END = "<!-- control-plane: end -->"
+
+sys.path.insert(0, HERE)
+import cp_sim  # noqa: E402
+
+
+def log(msg):
+    print("[bench/run %s] %s" % (time.strftime("%H:%M:%S"), msg),
+          file=sys.stderr, flush=True)
+
+
+def port_free(port):
+    with socket.socket() as s:
+        # SO_REUSEADDR: TIME_WAIT left by an earlier run does not count
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((HOST, port))
+            return True
+        except OSError:
+            return False
+
+
+def http_get(port, path, timeout=5.0, limit=None):
+    """(status, body bytes) with a fresh connection; None on error."""
+    try:
+        with socket.create_connection((HOST, port), timeout=timeout) as s:
+            s.sendall(("GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                       "\r\n" % path).encode())
+            chunks = []
+            n = 0
+            while True:
+                b = s.recv(1 << 20)
+                if not b:
+                    break
+                chunks.append(b)
+                n += len(b)
+                if limit and n > limit:
+                    break
+        data = b"".join(chunks)
+        head, _, body = data.partition(b"\r\n\r\n")
+        return int(head.split(b" ", 2)[1]), body
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def status_kb(pid, key):
+    try:
+        with open("/proc/%d/status" % pid) as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def cpu_s(pid):
+    try:
+        with open("/proc/%d/schedstat" % pid) as f:
+            return int(f.read().split()[0]) / 1e9
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def nfds(pid):
+    try:
+        return len(os.listdir("/proc/%d/fd" % pid))
+    except OSError:
+        return None
+
+
+def cpu_set(spec):
+    """'0-3,6' -> {0, 1, 2, 3, 6}"""
+    out = set()
+    for part in spec.split(","):
+        lo, _, hi = part.partition("-")
+        out.update(range(int(lo), int(hi or lo) + 1))
+    return out
+
+
+def pct(vals, p):
+    """Nearest-rank percentile."""
+    if not vals:
+        return None
+    s = sorted(vals)
+    k = max(0, min(len(s) - 1, int(-(-p * len(s) // 100)) - 1))
+    return s[k]
+
+
+def loadavg():
+    try:
+        return open("/proc/loadavg").read().split()[:3]
+    except OSError:
+        return None
+
+
+# ------------------------------------------------------------------ parts
+
+class Stopper:
+    """Processes started here, stopped by PID."""
+
+    def __init__(self):
+        self.procs = []
+
+    def add(self, p):
+        self.procs.append(p)
+        return p
+
+    def stop(self, p, timeout=20):
+        if p in self.procs:
+            self.procs.remove(p)
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+            try:
+                p.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(timeout=10)
+        return p.returncode
+
+    def stop_all(self):
+        for p in list(self.procs):
+            self.stop(p)
+
+
+def start_sim(cfg, raw, stopper):
+    argv = [PY, os.path.join(HERE, "cp_sim.py"),
+            "--services", str(cfg["services"]),
+            "--endpoints", str(cfg["endpoints"]),
+            "--probe-services", str(cfg["probes"]),
+            "--listen", "%s:0" % HOST,
+            "--node-port-range", "%d-%d" % NODE_PORTS,
+            "--history-size", str(max(10000, 4 * cfg["changes"]))]
+    if os.cpu_count() >= 2:
+        argv = ["taskset", "-c", cfg["sim_cpu"]] + argv
+    err = open(os.path.join(raw, "sim.stderr"), "w")
+    p = stopper.add(subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=err,
+                                     stdin=subprocess.DEVNULL))
+    err.close()
+    end = time.monotonic() + 900
+    line = b""
+    while time.monotonic() < end and p.poll() is None:
+        import select
+        r, _, _ = select.select([p.stdout], [], [], 1.0)
+        if r:
+            line = p.stdout.readline()
+            if line.startswith(b"{"):
+                break
+    if not line.startswith(b"{"):
+        raise RuntimeError("simulator did not start (see raw/sim.stderr)")
+    return p, json.loads(line)
+
+
+# ferry's label selector for both kinds (watcher.c, no service-proxy-name)
+SELECTOR = urllib.parse.quote(
+    "!service.kubernetes.io/headless,!service.kubernetes.io/service-proxy-name")
+
+
+LIST_PATHS = {"services": "/api/v1/services",
+              "endpointslices": "/apis/discovery.k8s.io/v1/endpointslices"}
+
+
+def _list_kind(port, kind):
+    """List one kind as ferry does (pages of 500, its label selector, gzip
+    accepted): seconds, bytes on the wire, items, pages."""
+    conn = http.client.HTTPConnection(HOST, port, timeout=300)
+    path = LIST_PATHS[kind]
+    t0 = time.monotonic()
+    cont, nbytes, items, pages = "", 0, 0, 0
+    while pages < 10000:
+        q = "?limit=500&labelSelector=" + SELECTOR + (
+            "&continue=" + cont if cont else "")
+        conn.request("GET", path + q, headers={
+            "Accept-Encoding": "gzip", "Accept": "application/json"})
+        r = conn.getresponse()
+        body = r.read()
+        if r.status != 200:
+            raise RuntimeError("list %s: HTTP %d" % (kind, r.status))
+        nbytes += len(body)
+        if r.getheader("Content-Encoding") == "gzip":
+            body = gzip.decompress(body)
+        d = json.loads(body)
+        items += len(d["items"])
+        pages += 1
+        cont = urllib.parse.quote(d["metadata"].get("continue") or "")
+        if not cont:
+            break
+    conn.close()
+    return {"seconds": round(time.monotonic() - t0, 3), "bytes": nbytes,
+            "items": items, "pages": pages}
+
+
+def time_lists(port):
+    """Each kind listed alone, one after the other."""
+    return {k: _list_kind(port, k) for k in LIST_PATHS}
+
+
+def time_lists_together(port):
+    """Both kinds listed at the same time, as ferry does: wall seconds."""
+    res = {}
+    t0 = time.monotonic()
+    ths = []
+    for kind in ("services", "endpointslices"):
+        th = threading.Thread(target=_list_one, args=(port, kind, res))
+        th.start()
+        ths.append(th)
+    for th in ths:
+        th.join(600)
+    return round(time.monotonic() - t0, 3)
+
+
+def _list_one(port, kind, res):
+    res[kind] = _list_kind(port, kind)
+
+
+def ferry_config(sim_port):
+    return ("log: {level: info, format: text}\n"
+            "kubernetes: {enabled: true, api_server: 'http://%s:%d', "
+            "node_name: n1}\n"
+            "node: {vip_interface: none, node_port_addresses: [%s], "
+            "healthz_listen: '%s:%d'}\n"
+            "admin: {enabled: true, listen: '%s:%d'}\n"
+            % (HOST, sim_port, HOST, HOST, HEALTHZ_PORT, HOST, ADMIN_PORT))
+
+
+LOG_RE = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+)Z (\w+)\s+(.*)$")
+
+
+def parse_log(path):
+    """[(unix time, level, message)] of ferry's text log."""
+    out = []
+    try:
+        with open(path, errors="replace") as f:
+            for line in f:
+                m = LOG_RE.match(line.rstrip("\n"))
+                if not m:
+                    continue
+                ts = datetime.datetime.strptime(
+                    m.group(1)[:26], "%Y-%m-%dT%H:%M:%S.%f").replace(
+                        tzinfo=datetime.timezone.utc).timestamp()
+                out.append((ts, m.group(2), m.group(3)))
+    except OSError:
+        pass
+    return out
+
+
+def timeline(lines, t0_wall):
+    """Start-up milestones from ferry's log, seconds after t0_wall."""
+    marks = {}
+
+    def first(key, pred):
+        for ts, _, msg in lines:
+            if pred(msg):
+                marks[key] = round(ts - t0_wall, 3)
+                return
+
+    def last(key, pred):
+        for ts, _, msg in reversed(lines):
+            if pred(msg):
+                marks[key] = round(ts - t0_wall, 3)
+                return
+
+    first("first_log_line", lambda m: True)
+    first("listed_services", lambda m: m.startswith("kube-api: listed")
+          and " services " in m)
+    first("listed_endpointslices", lambda m: m.startswith("kube-api: listed")
+          and " endpointslices " in m)
+    first("table_1_published", lambda m: m.startswith("watcher: publishing "
+                                                      "table"))
+    first("first_full_sync_logged",
+          lambda m: m.startswith("kubernetes: first full sync:"))
+    first("first_listener", lambda m: m.startswith("listening on "))
+    # the last listener of the first table (before any churn)
+    ls = [ts for ts, _, m in lines if m.startswith("listening on ")]
+    if ls:
+        marks["last_listener"] = round(ls[-1] - t0_wall, 3)
+    return marks
+
+
+PUB_RE = re.compile(r"watcher: publishing table (\d+): (\d+) services "
+                    r"\(change latency ([\d.]+) ms\)")
+
+
+def metric_hist(text, name):
+    """A Prometheus histogram from the text: {count, sum, buckets}."""
+    h = {"count": None, "sum": None, "buckets": []}
+    for line in text.splitlines():
+        if not line.startswith(name):
+            continue
+        key, _, val = line.rpartition(" ")
+        try:
+            v = float(val)
+        except ValueError:
+            continue
+        if key.startswith(name + "_bucket"):
+            le = re.search(r'le="([^"]+)"', key)
+            if le:
+                h["buckets"].append([le.group(1), v])
+        elif key == name + "_count":
+            h["count"] = v
+        elif key == name + "_sum":
+            h["sum"] = v
+    return h
+
+
+def hist_quantile(h, q):
+    """Upper bound of the bucket holding quantile q (as Prometheus
+    histogram_quantile would bound it)."""
+    if not h.get("count"):
+        return None
+    want = q * h["count"]
+    for le, c in h["buckets"]:
+        if c >= want:
+            return le
+    return None
+
+
+# ------------------------------------------------------------------ churn
+
+class Churn:
+    """C readiness flips at R/s on K probe Services, each measured from
+    the PUT to the healthCheckNodePort answer showing its effect.
+
+    Each probe Service walks its ready count down from M to 1 and back up,
+    one endpoint per change, so that within one direction the count says
+    which changes are in force: answer c confirms every outstanding change
+    expecting c or more (going down) or c or less (going up). A Service
+    may have many changes outstanding, all in one direction; it turns
+    only when none is. So one probe per Service covers all its changes and
+    the probes stay few however slow ferry is."""
+
+    def __init__(self, cfg, sim_port, probes, ferry):
+        self.cfg = cfg
+        self.sim_port = sim_port
+        self.m = cfg["endpoints"]
+        self.probes = probes                 # name -> hc port
+        self.names = sorted(probes)
+        self.ferry = ferry
+        self.lock = threading.Lock()
+        self.wake = threading.Condition(self.lock)
+        self.outstanding = {}                # name -> [change records]
+        self.state = {n: set(range(self.m)) for n in self.names}  # ready
+        self.down = {n: True for n in self.names}
+        self.records = []
+        self.writer_done = False
+        self.waited_for_free = 0
+        self.elapsed = 0.0
+
+    def body(self, name):
+        i = int(name.split("-")[1])
+        return json.dumps(cp_sim.slice_obj(i, self.m, "n1",
+                                           self.state[name])).encode()
+
+    def _flip(self, name):
+        """Next change of <name> or None if it must turn with changes
+        outstanding. Returns (endpoint, expected count)."""
+        ready = self.state[name]
+        down = self.down[name]
+        if (down and len(ready) <= 1) or (not down and len(ready) >= self.m):
+            if self.outstanding.get(name):
+                return None
+            down = self.down[name] = not down
+        if self.m == 1:
+            return None
+        if down:
+            j = min(ready)
+            ready.discard(j)
+        else:
+            j = min(set(range(self.m)) - ready)
+            ready.add(j)
+        return j, len(ready)
+
+    def writer(self):
+        c = self.cfg
+        conn = http.client.HTTPConnection(HOST, self.sim_port, timeout=30)
+        start = time.monotonic()
+        nxt = 0
+        hard_end = start + c["changes"] / c["rate"] * 3 + 120
+        k = 0
+        while k < c["changes"] and time.monotonic() < hard_end:
+            due = start + k / c["rate"]
+            d = due - time.monotonic()
+            if d > 0:
+                time.sleep(d)
+            with self.lock:
+                pick = None
+                for x in range(len(self.names)):
+                    cand = self.names[(nxt + x) % len(self.names)]
+                    f = self._flip(cand)
+                    if f is not None:
+                        pick = (cand, f)
+                        nxt = (nxt + x + 1) % len(self.names)
+                        break
+                if pick is None:
+                    self.waited_for_free += 1
+                    self.wake.wait(0.05)
+                    continue
+                name, (j, expect) = pick
+                body = self.body(name)
+                down = self.down[name]
+            path = ("/apis/discovery.k8s.io/v1/namespaces/default/"
+                    "endpointslices/%s-x" % name)
+            t_sent = time.monotonic()
+            try:
+                conn.request("PUT", path, body,
+                             {"Content-Type": "application/json"})
+                r = conn.getresponse()
+                r.read()
+                status = r.status
+            except (OSError, http.client.HTTPException):
+                status = None
+                conn.close()
+                conn = http.client.HTTPConnection(HOST, self.sim_port,
+                                                  timeout=30)
+            t_resp = time.monotonic()
+            rec = {"k": k, "service": name, "endpoint": j,
+                   "expect": expect, "down": down, "t_sent": t_sent,
+                   "t_resp": t_resp, "status": status, "probes": 0}
+            with self.lock:
+                self.records.append(rec)
+                if status == 200:
+                    self.outstanding.setdefault(name, []).append(rec)
+                    self.wake.notify_all()
+            k += 1
+        self.elapsed = time.monotonic() - start
+        conn.close()
+        with self.lock:
+            self.writer_done = True
+            self.wake.notify_all()
+
+    def _confirm(self, name, seen, t_ans):
+        """Mark the outstanding changes of <name> that answer <seen>
+        shows in force. Under self.lock."""
+        recs = self.outstanding.get(name) or []
+        keep = []
+        for rec in recs:
+            ok = seen is not None and (seen <= rec["expect"] if rec["down"]
+                                       else seen >= rec["expect"])
+            if ok:
+                rec["t_live"] = t_ans
+            else:
+                keep.append(rec)
+        if keep:
+            self.outstanding[name] = keep
+        else:
+            self.outstanding.pop(name, None)
+        if len(keep) != len(recs):
+            self.wake.notify_all()
+
+    def prober(self):
+        """One probe in flight per Service with changes outstanding, all at
+        once (a probe answered after a table build must not delay the
+        others): a fresh connection to its healthCheckNodePort, at most one
+        every PROBE_GAP seconds per Service, PROBE_RATE per second and
+        PROBE_INFLIGHT open in all (the probes cost ferry's control loop
+        too). The answer's arrival is the time the changes it confirms
+        were live (at the latest)."""
+        give_up = self.cfg["change_timeout"]
+        sel = selectors.DefaultSelector()
+        inflight = {}      # name -> [sock, sent_at, buf, sent]
+        next_at = {}       # name -> earliest next probe
+        req = b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+
+        def close(name):
+            sk = inflight.pop(name, None)
+            if sk is not None:
+                try:
+                    sel.unregister(sk[0])
+                except (KeyError, ValueError):
+                    pass
+                sk[0].close()
+
+        while True:
+            with self.lock:
+                if self.writer_done and not self.outstanding:
+                    break
+                todo = {n: list(v) for n, v in self.outstanding.items()}
+            if self.ferry.poll() is not None:
+                break
+            now = time.monotonic()
+            for name, recs in todo.items():
+                if len(inflight) >= PROBE_INFLIGHT:
+                    break
+                if name in inflight or next_at.get(name, 0) > now:
+                    continue
+                sk = socket.socket()
+                sk.setblocking(False)
+                sk.connect_ex((HOST, self.probes[name]))
+                inflight[name] = [sk, now, b"", False]
+                next_at[name] = now + max(PROBE_GAP, len(todo) / PROBE_RATE)
+                sel.register(sk, selectors.EVENT_WRITE, name)
+                for rec in recs:
+                    rec["probes"] += 1
+            waits = [t for n, t in next_at.items()
+                     if n in todo and n not in inflight]
+            timeout = min([0.002] + [max(0.0, t - now) for t in waits])
+            for key, ev in sel.select(timeout):
+                name = key.data
+                st = inflight.get(name)
+                if st is None:
+                    continue
+                sk = st[0]
+                if ev & selectors.EVENT_WRITE and not st[3]:
+                    try:
+                        sk.send(req)
+                        st[3] = True
+                        sel.modify(sk, selectors.EVENT_READ, name)
+                    except OSError:
+                        close(name)
+                    continue
+                try:
+                    b = sk.recv(65536)
+                except BlockingIOError:
+                    continue
+                except OSError:
+                    b = b""
+                    st[2] = b""
+                if b:
+                    st[2] += b
+                    continue
+                t_ans = time.monotonic()
+                body = st[2].partition(b"\r\n\r\n")[2]
+                close(name)
+                try:
+                    seen = json.loads(body)["localEndpoints"]
+                except (ValueError, KeyError, TypeError):
+                    seen = None
+                with self.lock:
+                    self._confirm(name, seen, t_ans)
+            now = time.monotonic()
+            with self.lock:
+                for name in list(self.outstanding):
+                    recs = self.outstanding[name]
+                    old = [r for r in recs if now - r["t_resp"] > give_up]
+                    for r in old:
+                        r["lost"] = True
+                    if old:
+                        self.outstanding[name] = [r for r in recs
+                                                  if not r.get("lost")]
+                        if not self.outstanding[name]:
+                            del self.outstanding[name]
+                            close(name)
+                        self.wake.notify_all()
+        for name in list(inflight):
+            close(name)
+        with self.lock:
+            for recs in self.outstanding.values():
+                for rec in recs:
+                    rec["lost"] = True
+            self.outstanding.clear()
+        sel.close()
+
+    def run(self):
+        tw = threading.Thread(target=self.writer, daemon=True)
+        tp = threading.Thread(target=self.prober, daemon=True)
+        tw.start()
+        tp.start()
+        limit = self.cfg["changes"] / self.cfg["rate"] * 3 + 120 + \
+            self.cfg["change_timeout"] + 30
+        tw.join(limit)
+        tp.join(limit)
+        return self.records
+
+
+def check_probes(probes, m, deadline_s):
+    """Every probe Service answers with m local endpoints."""
+    end = time.monotonic() + deadline_s
+    bad = dict(probes)
+    while bad and time.monotonic() < end:
+        for name, port in list(bad.items()):
+            res = http_get(port, "/", timeout=2.0)
+            try:
+                if res and json.loads(res[1])["localEndpoints"] == m:
+                    del bad[name]
+            except (ValueError, KeyError, TypeError):
+                pass
+        if bad:
+            time.sleep(0.1)
+    return sorted(bad)
+
+
+# ------------------------------------------------------------------- main
+
+def summarize_changes(records):
+    ok = [r for r in records if "t_live" in r]
+    from_resp = [(r["t_live"] - r["t_resp"]) * 1e3 for r in ok]
+    from_sent = [(r["t_live"] - r["t_sent"]) * 1e3 for r in ok]
+    put_rtt = [(r["t_resp"] - r["t_sent"]) * 1e3 for r in records]
+
+    def dist(v):
+        if not v:
+            return None
+        return {"n": len(v), "min": round(min(v), 2),
+                "p50": round(pct(v, 50), 2), "p90": round(pct(v, 90), 2),
+                "p99": round(pct(v, 99), 2), "max": round(max(v), 2),
+                "mean": round(statistics.mean(v), 2)}
+    return {"changes_sent": len(records),
+            "changes_measured": len(ok),
+            "changes_lost": sum(1 for r in records if r.get("lost")),
+            "put_errors": sum(1 for r in records if r["status"] != 200),
+            "latency_ms_from_put_response": dist(from_resp),
+            "latency_ms_from_put_sent": dist(from_sent),
+            "put_round_trip_ms": dist(put_rtt),
+            "probes_per_change_mean": round(statistics.mean(
+                [r.get("probes", 0) for r in ok]), 1) if ok else None,
+            "outstanding_per_measured_change_note":
+                "a probe answer may confirm several changes of one Service"}
+
+
+def run(args):
+    quick = args.quick
+    cfg = {"services": args.services or (1000 if quick else 10000),
+           "endpoints": args.endpoints or 25,
+           "changes": args.changes or (200 if quick else 1000),
+           "rate": args.rate or 50.0,
+           "probes": args.probe_services or (20 if quick else 40),
+           "change_timeout": 60.0,
+           "start_deadline": args.start_deadline or 900.0,
+           "ferry_cpu": args.proxy_cpus, "sim_cpu": args.load_cpus}
+    cfg["probes"] = min(cfg["probes"], cfg["services"],
+                        NODE_PORTS[1] - NODE_PORTS[0] + 1)
+    if not (1 <= cfg["services"] <= 30000 and 1 <= cfg["endpoints"] <= 1000
+            and 1 <= cfg["changes"] <= 100000 and 0.1 <= cfg["rate"] <= 1000):
+        log("services 1-30000, endpoints 1-1000, changes 1-100000, rate "
+            "0.1-1000")
+        return 2
+    if not os.access(args.ferry, os.X_OK):
+        log("%s is missing: build it first" % args.ferry)
+        return 1
+    started = datetime.datetime.now().astimezone()
+    out = args.out or os.path.join(ROOT, "bench", "results",
+                                   started.strftime("%Y-%m-%d"))
+    raw = os.path.join(out, "raw", "control-plane")
+    os.makedirs(raw, exist_ok=True)
+    for port in [ADMIN_PORT, HEALTHZ_PORT] + list(
+            range(NODE_PORTS[0], NODE_PORTS[0] + cfg["probes"])):
+        if not port_free(port):
+            log("port %d is in use; control-plane needs %d, %d and %d-%d" % (
+                port, ADMIN_PORT, HEALTHZ_PORT, NODE_PORTS[0],
+                NODE_PORTS[0] + cfg["probes"] - 1))
+            return 1
+    stopper = Stopper()
+    res = {"scenario": "control-plane", "config": dict(cfg),
+           "started": started.isoformat(timespec="seconds"),
+           "loadavg_before": loadavg(),
+           "ferry": os.path.relpath(args.ferry, ROOT)
+           if args.ferry.startswith(ROOT) else os.path.basename(args.ferry),
+           "open_files_limit": os.sysconf("SC_OPEN_MAX")}
+    try:
+        rev = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short",
+                              "HEAD"], capture_output=True, text=True,
+                             timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "-C", ROOT, "status", "--porcelain",
+                                "--untracked-files=no"], capture_output=True,
+                               text=True, timeout=10).stdout.strip()
+        res["commit"] = rev + (" + local changes" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        pass
+    log("control-plane: %d services x %d endpoints, %d changes at %.0f/s "
+        "on %d probe services -> %s" % (cfg["services"], cfg["endpoints"],
+                                        cfg["changes"], cfg["rate"],
+                                        cfg["probes"], out))
+    try:
+        return _run(cfg, args, out, raw, res, stopper)
+    finally:
+        stopper.stop_all()
+
+
+def _run(cfg, args, out, raw, res, stopper):
+    if os.cpu_count() >= 2:
+        os.sched_setaffinity(0, cpu_set(cfg["sim_cpu"]))
+    t = time.monotonic()
+    sim, info = start_sim(cfg, raw, stopper)
+    res["sim"] = {"start_s": round(time.monotonic() - t, 2),
+                  "populate_s": info["populate_s"],
+                  "objects": {"services": info["services"],
+                              "endpointslices": info["endpointslices"]},
+                  "cluster_ips": [info["first_cluster_ip"],
+                                  info["last_cluster_ip"]]}
+    probes = info["probes"]
+    if any(not p for p in probes.values()):
+        raise RuntimeError("probe services without a healthCheckNodePort")
+    log("simulator up in %.1f s (%d objects created in %.1f s); timing its "
+        "LISTs" % (res["sim"]["start_s"], info["services"] +
+                   info["endpointslices"], info["populate_s"]))
+    c0 = cpu_s(sim.pid)
+    res["sim"]["list"] = time_lists(info["port"])
+    res["sim"]["list_cpu_s"] = round(cpu_s(sim.pid) - c0, 2)
+    res["sim"]["list_together_s"] = time_lists_together(info["port"])
+    log("simulator LIST: services %.2f s, endpointslices %.2f s (%.1f MB "
+        "gzipped), both at once %.2f s" % (
+            res["sim"]["list"]["services"]["seconds"],
+            res["sim"]["list"]["endpointslices"]["seconds"],
+            res["sim"]["list"]["endpointslices"]["bytes"] / 1e6,
+            res["sim"]["list_together_s"]))
+
+    # ---- ferry start
+    conf = os.path.join(raw, "ferry.yaml")
+    with open(conf, "w") as f:
+        f.write(ferry_config(info["port"]))
+    logpath = os.path.join(raw, "ferry.log")
+    logf = open(logpath, "w")
+    argv = [args.ferry, "-c", conf]
+    if os.cpu_count() >= 2:
+        argv = ["taskset", "-c", cfg["ferry_cpu"]] + argv
+    sim_c0 = cpu_s(sim.pid)
+    t0_wall = time.time()
+    t0 = time.monotonic()
+    ferry = stopper.add(subprocess.Popen(argv, stdout=logf, stderr=logf,
+                                         stdin=subprocess.DEVNULL))
+    logf.close()
+    ready_at = None
+    polls = 0
+    end = t0 + cfg["start_deadline"]
+    while time.monotonic() < end and ferry.poll() is None:
+        r = http_get(ADMIN_PORT, "/readyz", timeout=5.0)
+        polls += 1
+        if r is not None and r[0] == 200:
+            ready_at = time.monotonic()
+            break
+        time.sleep(0.02)
+    st = {"readyz_polls": polls}
+    if ready_at is None:
+        st["failed"] = ("ferry exited with %s" % ferry.returncode
+                        if ferry.poll() is not None else
+                        "no /readyz 200 within %.0f s" % cfg["start_deadline"])
+        res["start"] = st
+        lines = parse_log(logpath)
+        res["ferry_log_tail"] = [m for _, lv, m in lines[-20:]]
+        log("ferry start FAILED: %s" % st["failed"])
+        finish(out, res)
+        return 1
+    st["to_ready_s"] = round(ready_at - t0, 3)
+    st["vmhwm_kb"] = status_kb(ferry.pid, "VmHWM")
+    st["vmrss_kb"] = status_kb(ferry.pid, "VmRSS")
+    st["cpu_s"] = round(cpu_s(ferry.pid) or 0, 3)
+    st["sim_cpu_s"] = round(cpu_s(sim.pid) - sim_c0, 2)
+    st["open_fds"] = nfds(ferry.pid)
+    log("ferry ready after %.2f s (VmHWM %.0f MiB, %s fds)" % (
+        st["to_ready_s"], st["vmhwm_kb"] / 1024, st["open_fds"]))
+    bad = check_probes(probes, cfg["endpoints"], 60)
+    res["start"] = st
+    if bad:
+        st["probes_not_answering"] = bad[:10]
+        st["failed"] = ("%d probe services do not answer with %d endpoints "
+                        "on their healthCheckNodePort, e.g. %s" % (
+                            len(bad), cfg["endpoints"], bad[0]))
+        log(st["failed"])
+        finish(out, res)
+        return 1
+
+    # ---- churn
+    time.sleep(1.0)
+    st["timeline_s"] = timeline(parse_log(logpath), t0_wall)
+    f_c0, s_c0 = cpu_s(ferry.pid), cpu_s(sim.pid)
+    log("churn: %d changes at %.0f/s" % (cfg["changes"], cfg["rate"]))
+    t_churn0 = time.time()
+    res["mono_to_wall"] = time.time() - time.monotonic()
+    churn = Churn(cfg, info["port"], probes, ferry)
+    records = churn.run()
+    ch = summarize_changes(records)
+    ch["seconds"] = round(getattr(churn, "elapsed", 0), 2)
+    ch["rate_achieved"] = round(len(records) / churn.elapsed, 1) \
+        if getattr(churn, "elapsed", 0) else None
+    ch["writer_waited_for_free_probe"] = churn.waited_for_free
+    ch["ferry_cpu_s"] = round((cpu_s(ferry.pid) or 0) - (f_c0 or 0), 2)
+    ch["sim_cpu_s"] = round((cpu_s(sim.pid) or 0) - (s_c0 or 0), 2)
+    if records:
+        ch["ferry_cpu_ms_per_change"] = round(
+            ch["ferry_cpu_s"] * 1e3 / len(records), 2)
+    res["churn"] = ch
+    lat = ch["latency_ms_from_put_response"] or {}
+    log("churn: %d/%d measured, PUT->live p50 %s ms p99 %s ms" % (
+        ch["changes_measured"], ch["changes_sent"], lat.get("p50"),
+        lat.get("p99")))
+    with open(os.path.join(raw, "changes.jsonl"), "w") as f:
+        for r in records:
+            f.write(json.dumps(r, sort_keys=True) + "\n")
+
+    # ---- ferry's own view
+    time.sleep(0.5)
+    own = {}
+    t = time.monotonic()
+    m = http_get(ADMIN_PORT, "/metrics", timeout=120.0)
+    own["metrics_fetch_s"] = round(time.monotonic() - t, 2)
+    if m is None:
+        own["metrics"] = "no answer (connection closed or timed out)"
+    elif m[0] != 200:
+        own["metrics"] = "HTTP %d: %s" % (m[0], m[1][:80].decode(
+            errors="replace").strip())
+    else:
+        text = m[1].decode(errors="replace")
+        own["metrics_bytes"] = len(m[1])
+        for name in ("ferry_network_programming_duration_seconds",
+                     "ferry_sync_proxy_rules_duration_seconds"):
+            h = metric_hist(text, name)
+            h["p50_le"] = hist_quantile(h, 0.5)
+            h["p99_le"] = hist_quantile(h, 0.99)
+            own[name] = h
+    pubs = [(ts, int(g), float(lms)) for ts, _, msg in parse_log(logpath)
+            for mm in [PUB_RE.search(msg)] if mm
+            for g, lms in [(mm.group(1), mm.group(3))]]
+    during = [p for p in pubs if p[0] >= t_churn0]
+    own["tables_published_during_churn"] = len(during)
+    if during:
+        v = [p[2] for p in during]
+        own["log_change_latency_ms"] = {
+            "n": len(v), "p50": round(pct(v, 50), 2),
+            "p99": round(pct(v, 99), 2), "max": round(max(v), 2)}
+        if len(during) > 1:
+            gaps = [(b[0] - a[0]) * 1e3 for a, b in zip(during, during[1:])]
+            own["ms_between_tables_p50"] = round(pct(gaps, 50), 1)
+        own["changes_per_table"] = round(len(records) / len(during), 2)
+    res["ferry_own"] = own
+    res["end"] = {"vmhwm_kb": status_kb(ferry.pid, "VmHWM"),
+                  "vmrss_kb": status_kb(ferry.pid, "VmRSS"),
+                  "cpu_s": round(cpu_s(ferry.pid) or 0, 2),
+                  "open_fds": nfds(ferry.pid)}
+    t = time.monotonic()
+    rc = stopper.stop(ferry, timeout=60)
+    res["end"]["stop_s"] = round(time.monotonic() - t, 2)
+    res["end"]["exit"] = rc
+    stopper.stop(sim)
+    res["loadavg_after"] = loadavg()
+    res["finished"] = datetime.datetime.now().astimezone().isoformat(
+        timespec="seconds")
+    finish(out, res)
+    return 0
+
+
+def finish(out, res):
+    with open(os.path.join(out, "control-plane.json"), "w") as f:
+        json.dump(res, f, indent=1, sort_keys=True)
+        f.write("\n")
+    section = section_md(res)
+    path = os.path.join(out, "summary.md")
+    text = open(path).read() if os.path.exists(path) else \
+        "# ferry benchmark summary\n"
+    text = replace_section(text, section)
+    with open(path, "w") as f:
+        f.write(text)
+    log("control-plane results: %s" % os.path.join(out, "control-plane.json"))
+
+
+def replace_section(text, section):
+    block = MARK_BEGIN + "\n" + section.rstrip("\n") + "\n" + MARK_END + "\n"
+    if MARK_BEGIN in text and MARK_END in text:
+        a = text.index(MARK_BEGIN)
+        b = text.index(MARK_END) + len(MARK_END)
+        return text[:a] + block.rstrip("\n") + text[b:]
+    return text.rstrip("\n") + "\n\n" + block
+
+
+def keep_section(old_text):
+    """The control-plane block of an old summary.md, or ''."""
+    if MARK_BEGIN in old_text and MARK_END in old_text:
+        a = old_text.index(MARK_BEGIN)
+        b = old_text.index(MARK_END) + len(MARK_END)
+        return old_text[a:b] + "\n"
+    return ""
+
+
+def _f(v, nd=1):
+    return "–" if v is None else ("{:,.%df}" % nd).format(v)
+
+
+def section_md(res):
+    c = res["config"]
+    st = res.get("start", {})
+    lines = ["## control-plane", "",
+             "%s services x %s endpoints (%s endpoints) in the simulated API "
+             "server; ferry %s (git %s); run %s, load average before %s, "
+             "after %s." % (
+                 "{:,}".format(c["services"]), c["endpoints"],
+                 "{:,}".format(c["services"] * c["endpoints"]),
+                 res.get("ferry"), res.get("commit", "?"), res["started"],
+                 " ".join(res.get("loadavg_before") or []),
+                 " ".join(res.get("loadavg_after") or [])), ""]
+    if "failed" in st:
+        lines += ["**ferry did not become ready**: %s." % st["failed"], ""]
+        return "\n".join(lines)
+    sim = res["sim"]
+    tl = st.get("timeline_s", {})
+    lines += ["| start-up | |", "|---|---|",
+              "| start → first full table in force (/readyz 200) | %s s |"
+              % _f(st["to_ready_s"], 2),
+              "| ↳ from ferry's log: services listed / slices listed / "
+              "table 1 published / first full sync / last listener | "
+              "%s / %s / %s / %s / %s s |" % tuple(
+                  _f(tl.get(k), 2) for k in (
+                      "listed_services", "listed_endpointslices",
+                      "table_1_published", "first_full_sync_logged",
+                      "last_listener")),
+              "| ferry CPU to first table | %s s |" % _f(st.get("cpu_s"), 2),
+              "| peak RSS (VmHWM) at first table / at the end | %s / %s MiB |"
+              % (_f(st["vmhwm_kb"] / 1024), _f(
+                  (res.get("end", {}).get("vmhwm_kb") or 0) / 1024)),
+              "| open descriptors (limit %s) | %s |" % (
+                  "{:,}".format(res["open_files_limit"]),
+                  "{:,}".format(st["open_fds"] or 0)),
+              "| simulator alone: LIST services, then slices (pages of 500, "
+              "gzip) / both at once, as ferry lists | %s + %s s (%.1f MB on "
+              "the wire) / %s s |" % (
+                  _f(sim["list"]["services"]["seconds"], 2),
+                  _f(sim["list"]["endpointslices"]["seconds"], 2),
+                  (sim["list"]["services"]["bytes"]
+                   + sim["list"]["endpointslices"]["bytes"]) / 1e6,
+                  _f(sim.get("list_together_s"), 2)),
+              ""]
+    ch = res.get("churn")
+    if ch:
+        a = ch["latency_ms_from_put_response"] or {}
+        b = ch["latency_ms_from_put_sent"] or {}
+        p = ch["put_round_trip_ms"] or {}
+        lines += ["| churn: %s changes at %s/s asked (%s/s reached) | p50 | "
+                  "p90 | p99 | max |" % (ch["changes_sent"], c["rate"],
+                                          ch["rate_achieved"]),
+                  "|---|---|---|---|---|",
+                  "| PUT response → live (ms) | %s | %s | %s | %s |" % (
+                      _f(a.get("p50")), _f(a.get("p90")), _f(a.get("p99")),
+                      _f(a.get("max"))),
+                  "| PUT sent → live (ms) | %s | %s | %s | %s |" % (
+                      _f(b.get("p50")), _f(b.get("p90")), _f(b.get("p99")),
+                      _f(b.get("max"))),
+                  "| PUT round trip (simulator, ms) | %s | %s | %s | %s |" % (
+                      _f(p.get("p50")), _f(p.get("p90")), _f(p.get("p99")),
+                      _f(p.get("max"))), ""]
+        own = res.get("ferry_own", {})
+        npd = own.get("ferry_network_programming_duration_seconds")
+        lines += ["%s of %s changes measured, %s lost (not seen within %.0f "
+                  "s), %s PUT errors; ferry CPU %s ms per change; %s tables "
+                  "published during the churn (%s changes per table)." % (
+                      ch["changes_measured"], ch["changes_sent"],
+                      ch["changes_lost"], c["change_timeout"],
+                      ch["put_errors"], _f(ch.get("ferry_cpu_ms_per_change")),
+                      own.get("tables_published_during_churn"),
+                      own.get("changes_per_table")), ""]
+        if npd:
+            lines.append("ferry's `ferry_network_programming_duration_"
+                         "seconds`: %d observations, p50 ≤ %s s, p99 ≤ %s s "
+                         "(bucket bounds; /metrics was %.1f MB)." % (
+                             npd["count"] or 0, npd["p50_le"], npd["p99_le"],
+                             own["metrics_bytes"] / 1e6))
+        elif "metrics" in own:
+            lines.append("ferry's /metrics: %s (after %s s)." % (
+                own["metrics"], own["metrics_fetch_s"]))
+        lg = own.get("log_change_latency_ms")
+        if lg:
+            lines.append("ferry's log, event arrival → table published: "
+                         "p50 %s ms, p99 %s ms over %d tables." % (
+                             _f(lg["p50"]), _f(lg["p99"]), lg["n"]))
+        lines.append("")
+    return "\n".join(lines)

@@ -1,0 +1,61 @@
+"""`bench/run control-plane` works (issue 6, point 3): a tiny run (50
+Services x 3 endpoints, 20 changes) gives a well-formed control-plane.json
+with every change measured, and a control-plane section in summary.md.
+No figure is asserted beyond "more than zero": this checks the tool, not
+ferry's speed.
+
+ferry comes from FERRY_BIN, else build/proxy/ferry. The run uses the fixed
+ports of the bench (18090, 18091, 29000-29004); the test is skipped when
+one is taken.
+"""
+
+import json
+import os
+import socket
+import subprocess
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+FERRY = os.environ.get("FERRY_BIN", os.path.join(ROOT, "build", "proxy", "ferry"))
+PY = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else "python3"
+
+
+def port_free(port):
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+def test_control_plane_tiny(tmp_path):
+    if not os.access(FERRY, os.X_OK):
+        pytest.skip("ferry not built at %s (set FERRY_BIN)" % FERRY)
+    ports = [18090, 18091] + list(range(29000, 29005))
+    if not all(port_free(p) for p in ports):
+        pytest.skip("a port of the control-plane bench is in use")
+    out = tmp_path / "res"
+    r = subprocess.run(
+        [PY, os.path.join(ROOT, "bench", "run"), "control-plane",
+         "--services", "50", "--endpoints", "3", "--changes", "20",
+         "--rate", "20", "--probe-services", "5", "--ferry", FERRY,
+         "--out", str(out)],
+        capture_output=True, text=True, timeout=240)
+    assert r.returncode == 0, r.stderr[-2000:]
+    res = json.loads((out / "control-plane.json").read_text())
+    st, ch = res["start"], res["churn"]
+    assert st["to_ready_s"] > 0 and st["vmhwm_kb"] > 0
+    assert st["open_fds"] >= 50
+    assert res["sim"]["objects"]["services"] == 51  # + default/kubernetes
+    assert ch["changes_sent"] == 20
+    assert ch["changes_measured"] == 20, ch
+    assert ch["changes_lost"] == 0 and ch["put_errors"] == 0
+    lat = ch["latency_ms_from_put_response"]
+    assert 0 < lat["p50"] <= lat["p99"] <= lat["max"]
+    lines = (out / "raw" / "control-plane" / "changes.jsonl").read_text().splitlines()
+    assert len(lines) == 20 and all("t_live" in json.loads(x) for x in lines)
+    summary = (out / "summary.md").read_text()
+    assert "## control-plane" in summary and "PUT response → live" in summary
