@@ -1,15 +1,13 @@
-#include <errno.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include "admin.h"
 #include "backend.h"
 #include "balance.h"
 #include "health.h"
+#include "httpd.h"
 #include "httpreq.h"
 #include "log.h"
 #include "metrics.h"
@@ -19,24 +17,6 @@
 
 #define ADMIN_CONNS_MAX   64
 #define ADMIN_REPLY_MAX   (64u << 20) /* metrics of a very large table */
-#define ADMIN_LINGER_S    1.0         /* read and drop after the reply */
-
-enum aconn_phase {
-    AC_READING,
-    AC_WRITING,
-    AC_LINGER, /* reply sent and FIN out: drain what the client still sends */
-};
-
-struct aconn {
-    struct admin *a;
-    struct aconn *prev, *next;
-    struct ev_io io;
-    struct ev_timer timer;
-    enum aconn_phase phase;
-    size_t inlen, sent;
-    struct sbuf out;
-    char in[HTTPREQ_MAX];
-};
 
 /* An operator's override of one backend of one service. */
 struct ovr {
@@ -47,23 +27,18 @@ struct ovr {
 };
 
 struct admin {
-    struct ev_loop *loop;
     struct proxy *p;
     struct health *h;
     struct conf_admin conf;
-    int listening;
-    struct ev_io lio;
+    struct httpd *srv;
+    struct httpd_listener *l; /* NULL: not listening */
     char addr_str[SADDR_STR_MAX];
-    struct aconn *conns;
-    size_t nconns;
     int table_ready;
     double started;
     struct admin_hooks hooks;
     struct ovr *ovr;
     size_t novr;
 };
-
-static void aconn_close(struct aconn *c);
 
 /* ---- overrides ---------------------------------------------------------- */
 
@@ -303,48 +278,6 @@ status_json(struct admin *a, double now)
 
 /* ---- replies ------------------------------------------------------------ */
 
-static const char *
-status_text(int code)
-{
-    switch (code) {
-    case 200:
-        return "OK";
-    case 400:
-        return "Bad Request";
-    case 404:
-        return "Not Found";
-    case 405:
-        return "Method Not Allowed";
-    case 409:
-        return "Conflict";
-    case 500:
-        return "Internal Server Error";
-    case 503:
-        return "Service Unavailable";
-    default:
-        return "Unknown";
-    }
-}
-
-/* A complete reply; <extra> is more header lines ("" or "X: y\r\n"). */
-static void
-reply(struct sbuf *out, int code, const char *ctype, const char *extra,
-      const char *body, size_t blen, int head)
-{
-    sbuf_printf(out,
-                "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
-                "Cache-Control: no-store\r\nConnection: close\r\n%s\r\n",
-                code, status_text(code), ctype, blen, extra);
-    if (!head)
-        sbuf_add(out, body, blen);
-}
-
-static void
-reply_text(struct sbuf *out, int code, const char *text, int head)
-{
-    reply(out, code, "text/plain; charset=utf-8", "", text, strlen(text), head);
-}
-
 /* Find backend <which> (name or address) of service <svc>. */
 static struct svc_be *
 find_be(struct admin *a, const char *svc, const char *which)
@@ -380,10 +313,10 @@ control_reply(struct sbuf *out, const char *svc, const struct svc_be *e,
     txt = json_dumps(o, JSON_ENSURE_ASCII);
     json_decref(o);
     if (txt == NULL) {
-        reply_text(out, 500, "out of memory\n", 0);
+        httpd_reply_text(out, 500, "out of memory\n", 0);
         return;
     }
-    reply(out, 200, "application/json", "", txt, strlen(txt), 0);
+    httpd_reply(out, 200, "application/json", "", txt, strlen(txt), 0);
     free(txt);
 }
 
@@ -404,7 +337,7 @@ control(struct admin *a, const struct httpreq *r, const char *rest,
     if (s1 == NULL || s2 == s1 || (size_t)(s1 - rest) >= sizeof(svc)
         || (size_t)(s2 - s1 - 1) >= sizeof(which) || s1 == rest
         || s2 == s1 + 1) {
-        reply_text(out, 404, "not found\n", 0);
+        httpd_reply_text(out, 404, "not found\n", 0);
         return;
     }
     memcpy(svc, rest, (size_t)(s1 - rest));
@@ -420,28 +353,28 @@ control(struct admin *a, const struct httpreq *r, const char *rest,
     else if (strcmp(s2 + 1, "weight") == 0) {
         if (httpreq_query(r, "value", val, sizeof(val)) < 0
             || parse_uint(val, 0, TBL_WEIGHT_MAX, &w, &why) < 0) {
-            reply_text(out, 400, "weight needs ?value=N with N in 0..256\n",
-                       0);
+            httpd_reply_text(out, 400,
+                             "weight needs ?value=N with N in 0..256\n", 0);
             return;
         }
         weight = (int32_t)w;
     } else {
-        reply_text(out, 404, "not found\n", 0);
+        httpd_reply_text(out, 404, "not found\n", 0);
         return;
     }
     if (r->method != HTTPREQ_POST) {
-        reply(out, 405, "text/plain; charset=utf-8", "Allow: POST\r\n",
-              "use POST\n", 9, r->method == HTTPREQ_HEAD);
+        httpd_reply(out, 405, "text/plain; charset=utf-8", "Allow: POST\r\n",
+                    "use POST\n", 9, r->method == HTTPREQ_HEAD);
         return;
     }
     e = find_be(a, svc, which);
     if (e == NULL) {
-        reply_text(out, 404, "no such service or backend\n", 0);
+        httpd_reply_text(out, 404, "no such service or backend\n", 0);
         return;
     }
     rc = ovr_set(a, svc, &e->b->addr, drained, weight);
     if (rc < 0) {
-        reply_text(out, 500, "out of memory\n", 0);
+        httpd_reply_text(out, 500, "out of memory\n", 0);
         return;
     }
     ovr_apply(a);
@@ -476,38 +409,39 @@ get_page(struct admin *a, const struct httpreq *r, double now,
         && strcmp(p, "/") != 0)
         return 0;
     if (r->method != HTTPREQ_GET && !head) {
-        reply(out, 405, "text/plain; charset=utf-8", "Allow: GET, HEAD\r\n",
-              "use GET\n", 8, 0);
+        httpd_reply(out, 405, "text/plain; charset=utf-8",
+                    "Allow: GET, HEAD\r\n", "use GET\n", 8, 0);
         return 1;
     }
     if (strcmp(p, "/healthz") == 0) {
-        reply_text(out, 200, "ok\n", head);
+        httpd_reply_text(out, 200, "ok\n", head);
     } else if (strcmp(p, "/readyz") == 0) {
         char msg[200];
         int ok = admin_ready(a, now, why, sizeof(why));
         snprintf(msg, sizeof(msg), ok ? "ready\n" : "not ready: %s\n", why);
-        reply_text(out, ok ? 200 : 503, msg, head);
+        httpd_reply_text(out, ok ? 200 : 503, msg, head);
     } else if (strcmp(p, "/metrics") == 0) {
         struct sbuf m;
         sbuf_init(&m, ADMIN_REPLY_MAX - 4096);
         metrics_write(&m, a->p->svcs, a->p->nsvcs, a->h,
                       admin_ready(a, now, why, sizeof(why)), now);
         if (m.overflow)
-            reply_text(out, 500, "metrics too large\n", head);
+            httpd_reply_text(out, 500, "metrics too large\n", head);
         else
-            reply(out, 200, "text/plain; version=0.0.4; charset=utf-8", "",
-                  m.p ? m.p : "", m.len, head);
+            httpd_reply(out, 200, "text/plain; version=0.0.4; charset=utf-8",
+                        "", m.p ? m.p : "", m.len, head);
         sbuf_deinit(&m);
     } else if (strcmp(p, "/status") == 0) {
         char *txt = status_json(a, now);
         if (txt == NULL)
-            reply_text(out, 500, "out of memory\n", head);
+            httpd_reply_text(out, 500, "out of memory\n", head);
         else
-            reply(out, 200, "application/json", "", txt, strlen(txt), head);
+            httpd_reply(out, 200, "application/json", "", txt, strlen(txt),
+                        head);
         free(txt);
     } else {
-        reply(out, 200, "text/html; charset=utf-8", "", admin_page_html,
-              admin_page_html_len, head);
+        httpd_reply(out, 200, "text/html; charset=utf-8", "", admin_page_html,
+                    admin_page_html_len, head);
     }
     return 1;
 }
@@ -523,200 +457,15 @@ admin_respond(struct admin *a, const struct httpreq *r, double now,
         return;
     }
     /* Never echo the path: it is the client's text. */
-    reply_text(out, 404, "not found\n", r->method == HTTPREQ_HEAD);
-}
-
-/* ---- connections -------------------------------------------------------- */
-
-static void
-aconn_want(struct aconn *c, int events)
-{
-    ev_io_stop(c->a->loop, &c->io);
-    ev_io_set(&c->io, c->io.fd, events);
-    ev_io_start(c->a->loop, &c->io);
+    httpd_reply_text(out, 404, "not found\n", r->method == HTTPREQ_HEAD);
 }
 
 static void
-aconn_close(struct aconn *c)
+admin_on_request(void *arg, unsigned tag, const struct httpreq *r, double now,
+                 struct sbuf *out)
 {
-    struct admin *a = c->a;
-
-    ev_io_stop(a->loop, &c->io);
-    ev_timer_stop(a->loop, &c->timer);
-    close(c->io.fd);
-    sbuf_deinit(&c->out);
-    if (c->prev != NULL)
-        c->prev->next = c->next;
-    else
-        a->conns = c->next;
-    if (c->next != NULL)
-        c->next->prev = c->prev;
-    a->nconns--;
-    free(c);
-}
-
-/* The reply is in c->out: start writing it. */
-static void
-aconn_start_reply(struct aconn *c)
-{
-    if (c->out.overflow) {
-        c->out.len = 0;
-        c->out.overflow = 0;
-        reply_text(&c->out, 500, "reply too large\n", 0);
-    }
-    c->phase = AC_WRITING;
-    aconn_want(c, EV_WRITE);
-}
-
-static void
-aconn_bad(struct aconn *c, const char *why)
-{
-    char body[128];
-
-    snprintf(body, sizeof(body), "bad request: %s\n", why);
-    reply_text(&c->out, 400, body, 0);
-    aconn_start_reply(c);
-}
-
-static void
-aconn_read(struct aconn *c)
-{
-    struct httpreq r;
-    const char *why = "malformed request";
-    enum httpreq_rc rc;
-    ssize_t n;
-
-    if (c->inlen == sizeof(c->in)) {
-        aconn_bad(c, "request too large");
-        return;
-    }
-    n = recv(c->io.fd, c->in + c->inlen, sizeof(c->in) - c->inlen, 0);
-    if (n < 0) {
-        if (errno != EAGAIN && errno != EINTR)
-            aconn_close(c);
-        return;
-    }
-    if (n == 0) { /* the client gave up before a whole request */
-        aconn_close(c);
-        return;
-    }
-    c->inlen += (size_t)n;
-    rc = httpreq_parse(c->in, c->inlen, &r, &why);
-    if (rc == HTTPREQ_AGAIN && c->inlen < sizeof(c->in))
-        return;
-    if (rc == HTTPREQ_AGAIN || rc == HTTPREQ_TOO_LARGE) {
-        aconn_bad(c, "request too large");
-        return;
-    }
-    if (rc == HTTPREQ_BAD) {
-        aconn_bad(c, why);
-        return;
-    }
-    admin_respond(c->a, &r, ev_now(c->a->loop), &c->out);
-    aconn_start_reply(c);
-}
-
-static void
-aconn_write(struct aconn *c)
-{
-    struct ev_loop *loop = c->a->loop;
-    ssize_t n = send(c->io.fd, c->out.p + c->sent, c->out.len - c->sent,
-                     MSG_NOSIGNAL);
-
-    if (n < 0) {
-        if (errno != EAGAIN && errno != EINTR)
-            aconn_close(c);
-        return;
-    }
-    c->sent += (size_t)n;
-    if (c->sent < c->out.len)
-        return;
-    /* Send our FIN, then read until the client's, so that unread request
-     * bytes do not turn our close into a reset that loses the reply. */
-    shutdown(c->io.fd, SHUT_WR);
-    c->phase = AC_LINGER;
-    aconn_want(c, EV_READ);
-    ev_timer_stop(loop, &c->timer);
-    ev_timer_set(&c->timer, ADMIN_LINGER_S, 0.);
-    ev_timer_start(loop, &c->timer);
-}
-
-static void
-aconn_on_io(struct ev_loop *loop, struct ev_io *io, int rev)
-{
-    struct aconn *c = io->data;
-    char sink[4096];
-    ssize_t n;
-
-    (void)loop;
-    (void)rev;
-    switch (c->phase) {
-    case AC_READING:
-        aconn_read(c);
-        break;
-    case AC_WRITING:
-        aconn_write(c);
-        break;
-    case AC_LINGER:
-        n = recv(c->io.fd, sink, sizeof(sink), 0);
-        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR))
-            aconn_close(c);
-        break;
-    }
-}
-
-static void
-aconn_on_timer(struct ev_loop *loop, struct ev_timer *t, int rev)
-{
-    struct aconn *c = t->data;
-
-    (void)loop;
-    (void)rev;
-    if (c->phase == AC_READING)
-        log_rl(LOG_INFO, ev_now(loop),
-               "admin: closing a connection that sent no complete request "
-               "within %u ms",
-               c->a->conf.request_timeout_ms);
-    aconn_close(c);
-}
-
-static void
-admin_on_accept(struct ev_loop *loop, struct ev_io *io, int rev)
-{
-    struct admin *a = io->data;
-    struct aconn *c;
-    int fd, i;
-
-    (void)rev;
-    for (i = 0; i < 16; i++) {
-        fd = accept4(io->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0) {
-            if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
-                log_rl(LOG_WARN, ev_now(loop), "admin: accept: %s",
-                       strerror(errno));
-            return;
-        }
-        if (a->nconns >= ADMIN_CONNS_MAX
-            || (c = calloc(1, sizeof(*c))) == NULL) {
-            log_rl(LOG_WARN, ev_now(loop),
-                   "admin: too many connections, closing a new one");
-            close(fd);
-            continue;
-        }
-        c->a = a;
-        sbuf_init(&c->out, ADMIN_REPLY_MAX);
-        ev_io_init(&c->io, aconn_on_io, fd, EV_READ);
-        ev_timer_init(&c->timer, aconn_on_timer,
-                      a->conf.request_timeout_ms / 1e3, 0.);
-        c->io.data = c->timer.data = c;
-        c->next = a->conns;
-        if (a->conns != NULL)
-            a->conns->prev = c;
-        a->conns = c;
-        a->nconns++;
-        ev_io_start(loop, &c->io);
-        ev_timer_start(loop, &c->timer);
-    }
+    (void)tag;
+    admin_respond(arg, r, now, out);
 }
 
 /* ---- the server --------------------------------------------------------- */
@@ -728,25 +477,26 @@ admin_new(struct ev_loop *loop, struct proxy *p, struct health *h)
 
     if (a == NULL)
         return NULL;
-    a->loop = loop;
+    a->srv = httpd_new(loop, "admin", ADMIN_REPLY_MAX, ADMIN_CONNS_MAX);
+    if (a->srv == NULL) {
+        free(a);
+        return NULL;
+    }
     a->p = p;
     a->h = h;
     a->started = ev_now(loop);
     a->conf.request_timeout_ms = 5000;
-    ev_io_init(&a->lio, admin_on_accept, -1, EV_READ);
-    a->lio.data = a;
+    httpd_set_timeout(a->srv, a->conf.request_timeout_ms / 1e3);
     return a;
 }
 
 static void
 admin_close_listener(struct admin *a)
 {
-    if (!a->listening)
+    if (a->l == NULL)
         return;
-    ev_io_stop(a->loop, &a->lio);
-    close(a->lio.fd);
-    ev_io_set(&a->lio, -1, EV_READ);
-    a->listening = 0;
+    httpd_unlisten(a->srv, a->l);
+    a->l = NULL;
     log_info("admin: stopped listening on %s", a->addr_str);
 }
 
@@ -756,8 +506,7 @@ admin_free(struct admin *a)
     if (a == NULL)
         return;
     admin_close_listener(a);
-    while (a->conns != NULL)
-        aconn_close(a->conns);
+    httpd_free(a->srv);
     free(a->ovr);
     free(a);
 }
@@ -765,37 +514,25 @@ admin_free(struct admin *a)
 static int
 admin_listen(struct admin *a, const struct saddr *addr, struct err *e)
 {
-    char s[SADDR_STR_MAX];
-    int fd, one = 1;
+    struct err le;
 
-    saddr_str(addr, s, sizeof(s));
-    fd = socket(addr->u.sa.sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
-                0);
-    if (fd < 0)
-        return err_set(e, "admin: socket: %s", strerror(errno));
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    if (addr->u.sa.sa_family == AF_INET6)
-        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
-    if (bind(fd, &addr->u.sa, addr->len) < 0 || listen(fd, 64) < 0) {
-        int err = errno;
-        close(fd);
-        return err_set(e, "admin: cannot listen on %s: %s", s, strerror(err));
-    }
-    ev_io_set(&a->lio, fd, EV_READ);
-    ev_io_start(a->loop, &a->lio);
-    a->listening = 1;
-    memcpy(a->addr_str, s, sizeof(s));
-    log_info("admin: listening on http://%s/", s);
+    err_clear(&le);
+    a->l = httpd_listen(a->srv, addr, admin_on_request, a, 0, &le);
+    if (a->l == NULL)
+        return err_set(e, "admin: %s", le.msg);
+    saddr_str(addr, a->addr_str, sizeof(a->addr_str));
+    log_info("admin: listening on http://%s/", a->addr_str);
     return 0;
 }
 
 int
 admin_configure(struct admin *a, const struct conf_admin *c, struct err *e)
 {
-    int same = a->listening && c->enabled
+    int same = a->l != NULL && c->enabled
                && saddr_cmp(&a->conf.listen, &c->listen) == 0;
 
     a->conf = *c;
+    httpd_set_timeout(a->srv, c->request_timeout_ms / 1e3);
     if (same)
         return 0;
     admin_close_listener(a);

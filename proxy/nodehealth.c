@@ -1,11 +1,10 @@
-#include <errno.h>
+#include <arpa/inet.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <time.h>
-#include <unistd.h>
 
+#include "httpd.h"
 #include "httpreq.h"
 #include "log.h"
 #include "nodehealth.h"
@@ -13,16 +12,13 @@
 
 #define NH_CONNS_MAX 128
 #define NH_TIMEOUT_S 5.0 /* whole exchange */
-#define NH_LINGER_S  1.0 /* read and drop after the reply */
 #define NH_REPLY_MAX 4096
 #define NH_ADDRS_MAX 16 /* addresses a responder listens on */
 
 struct nh_listener {
-    struct nodehealth *nh;
     struct nh_listener *next;
-    struct ev_io io;
+    struct httpd_listener *hl;
     struct saddr addr;
-    uint16_t port; /* healthCheckNodePort, 0 = the node endpoints */
 };
 
 /* One healthCheckNodePort and the Service it answers for. */
@@ -35,20 +31,6 @@ struct nh_port {
     int mark;
 };
 
-enum nh_phase { NH_READING, NH_WRITING, NH_LINGER };
-
-struct nh_conn {
-    struct nodehealth *nh;
-    struct nh_conn *prev, *next;
-    struct ev_io io;
-    struct ev_timer timer;
-    enum nh_phase phase;
-    uint16_t port;
-    size_t inlen, sent;
-    struct sbuf out;
-    char in[HTTPREQ_MAX];
-};
-
 struct nodehealth {
     struct ev_loop *loop;
     nodehealth_state_fn state;
@@ -56,11 +38,8 @@ struct nodehealth {
     double stale_after;
     struct nh_listener *node; /* /healthz, /livez, /readyz */
     struct nh_port *ports;
-    struct nh_conn *conns;
-    size_t nconns;
+    struct httpd *srv;
 };
-
-static void conn_close(struct nh_conn *c);
 
 /* ---- replies ------------------------------------------------------------ */
 
@@ -68,18 +47,7 @@ static void
 reply(struct sbuf *out, int code, const char *ctype, const char *extra,
       const char *body, int head)
 {
-    sbuf_printf(out,
-                "HTTP/1.1 %d %s\r\nContent-Type: %s\r\n"
-                "X-Content-Type-Options: nosniff\r\nContent-Length: %zu\r\n"
-                "Cache-Control: no-store\r\nConnection: close\r\n%s\r\n",
-                code,
-                code == 200   ? "OK"
-                : code == 404 ? "Not Found"
-                : code == 405 ? "Method Not Allowed"
-                              : "Service Unavailable",
-                ctype, strlen(body), extra);
-    if (!head)
-        sbuf_puts(out, body);
+    httpd_reply(out, code, ctype, extra, body, strlen(body), head);
 }
 
 static const char *
@@ -183,175 +151,27 @@ port_find(struct nodehealth *nh, uint16_t port)
     return NULL;
 }
 
+/* The handler of every listener; <tag> is the healthCheckNodePort, 0 for
+ * the node endpoints. */
 static void
-conn_want(struct nh_conn *c, int events)
+nh_on_request(void *arg, unsigned tag, const struct httpreq *r, double now,
+              struct sbuf *out)
 {
-    ev_io_stop(c->nh->loop, &c->io);
-    ev_io_set(&c->io, c->io.fd, events);
-    ev_io_start(c->nh->loop, &c->io);
-}
-
-static void
-conn_close(struct nh_conn *c)
-{
-    struct nodehealth *nh = c->nh;
-
-    ev_io_stop(nh->loop, &c->io);
-    ev_timer_stop(nh->loop, &c->timer);
-    close(c->io.fd);
-    sbuf_deinit(&c->out);
-    if (c->prev != NULL)
-        c->prev->next = c->next;
-    else
-        nh->conns = c->next;
-    if (c->next != NULL)
-        c->next->prev = c->prev;
-    nh->nconns--;
-    free(c);
-}
-
-static void
-conn_respond(struct nh_conn *c, const struct httpreq *r)
-{
-    struct nodehealth *nh = c->nh;
+    struct nodehealth *nh = arg;
     struct nodehealth_state st;
     const struct nh_port *p;
 
+    now = ev_time(); /* kube-proxy's bodies carry wall-clock times */
     memset(&st, 0, sizeof(st));
     nh->state(nh->arg, &st);
-    if (c->port == 0) {
-        nodehealth_reply_node(&st, nh->stale_after, r, ev_time(), &c->out);
+    if (tag == 0) {
+        nodehealth_reply_node(&st, nh->stale_after, r, now, out);
         return;
     }
     /* The Service may have left the table since the accept. */
-    p = port_find(nh, c->port);
+    p = port_find(nh, (uint16_t)tag);
     nodehealth_reply_service(&st, nh->stale_after, p ? p->ns : "",
-                             p ? p->name : "", p ? p->local : 0, r, ev_time(),
-                             &c->out);
-}
-
-static void
-conn_read(struct nh_conn *c)
-{
-    struct httpreq r;
-    const char *why = "malformed request";
-    enum httpreq_rc rc;
-    ssize_t n;
-
-    n = recv(c->io.fd, c->in + c->inlen, sizeof(c->in) - c->inlen, 0);
-    if (n < 0) {
-        if (errno != EAGAIN && errno != EINTR)
-            conn_close(c);
-        return;
-    }
-    if (n == 0) {
-        conn_close(c);
-        return;
-    }
-    c->inlen += (size_t)n;
-    rc = httpreq_parse(c->in, c->inlen, &r, &why);
-    if (rc == HTTPREQ_AGAIN && c->inlen < sizeof(c->in))
-        return;
-    if (rc == HTTPREQ_OK)
-        conn_respond(c, &r);
-    else
-        sbuf_printf(&c->out,
-                    "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\n"
-                    "Content-Length: 12\r\nConnection: close\r\n\r\n"
-                    "bad request\n");
-    c->phase = NH_WRITING;
-    conn_want(c, EV_WRITE);
-}
-
-static void
-conn_write(struct nh_conn *c)
-{
-    ssize_t n =
-        send(c->io.fd, c->out.p + c->sent, c->out.len - c->sent, MSG_NOSIGNAL);
-
-    if (n < 0) {
-        if (errno != EAGAIN && errno != EINTR)
-            conn_close(c);
-        return;
-    }
-    c->sent += (size_t)n;
-    if (c->sent < c->out.len)
-        return;
-    /* Our FIN, then read until the client's: unread request bytes must
-     * not turn the close into a reset that loses the reply. */
-    shutdown(c->io.fd, SHUT_WR);
-    c->phase = NH_LINGER;
-    conn_want(c, EV_READ);
-    ev_timer_stop(c->nh->loop, &c->timer);
-    ev_timer_set(&c->timer, NH_LINGER_S, 0.);
-    ev_timer_start(c->nh->loop, &c->timer);
-}
-
-static void
-conn_on_io(struct ev_loop *loop, struct ev_io *io, int rev)
-{
-    struct nh_conn *c = io->data;
-    char sink[1024];
-    ssize_t n;
-
-    (void)loop;
-    (void)rev;
-    if (c->phase == NH_READING) {
-        conn_read(c);
-    } else if (c->phase == NH_WRITING) {
-        conn_write(c);
-    } else {
-        n = recv(c->io.fd, sink, sizeof(sink), 0);
-        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR))
-            conn_close(c);
-    }
-}
-
-static void
-conn_on_timer(struct ev_loop *loop, struct ev_timer *t, int rev)
-{
-    (void)loop;
-    (void)rev;
-    conn_close(t->data);
-}
-
-static void
-listener_on_accept(struct ev_loop *loop, struct ev_io *io, int rev)
-{
-    struct nh_listener *l = io->data;
-    struct nodehealth *nh = l->nh;
-    struct nh_conn *c;
-    int fd, i;
-
-    (void)rev;
-    for (i = 0; i < 16; i++) {
-        fd = accept4(io->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0) {
-            if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
-                log_rl(LOG_WARN, ev_now(loop), "healthz: accept: %s",
-                       strerror(errno));
-            return;
-        }
-        if (nh->nconns >= NH_CONNS_MAX || (c = calloc(1, sizeof(*c))) == NULL) {
-            log_rl(LOG_WARN, ev_now(loop),
-                   "healthz: too many connections, closing a new one");
-            close(fd);
-            continue;
-        }
-        c->nh = nh;
-        c->port = l->port;
-        sbuf_init(&c->out, NH_REPLY_MAX);
-        ev_io_init(&c->io, conn_on_io, fd, EV_READ);
-        ev_timer_init(&c->timer, conn_on_timer, NH_TIMEOUT_S, 0.);
-        c->io.data = c->timer.data = c;
-        c->next = nh->conns;
-        if (nh->conns != NULL)
-            nh->conns->prev = c;
-        nh->conns = c;
-        nh->nconns++;
-        ev_io_start(loop, &c->io);
-        ev_timer_start(loop, &c->timer);
-    }
+                             p ? p->name : "", p ? p->local : 0, r, now, out);
 }
 
 /* ---- listeners ---------------------------------------------------------- */
@@ -360,37 +180,18 @@ static struct nh_listener *
 listener_new(struct nodehealth *nh, const struct saddr *addr, uint16_t port,
              struct err *e)
 {
-    struct nh_listener *l;
-    char s[SADDR_STR_MAX];
-    int fd, one = 1, err;
+    struct nh_listener *l = calloc(1, sizeof(*l));
 
-    saddr_str(addr, s, sizeof(s));
-    fd = socket(addr->u.sa.sa_family,
-                SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) {
-        err_set(e, "socket: %s", strerror(errno));
-        return NULL;
-    }
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    if (addr->u.sa.sa_family == AF_INET6)
-        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
-    if (bind(fd, &addr->u.sa, addr->len) < 0 || listen(fd, 64) < 0) {
-        err = errno;
-        close(fd);
-        err_set(e, "cannot listen on %s: %s", s, strerror(err));
-        return NULL;
-    }
-    if ((l = calloc(1, sizeof(*l))) == NULL) {
-        close(fd);
+    if (l == NULL) {
         err_set(e, "out of memory");
         return NULL;
     }
-    l->nh = nh;
+    l->hl = httpd_listen(nh->srv, addr, nh_on_request, nh, port, e);
+    if (l->hl == NULL) {
+        free(l);
+        return NULL;
+    }
     l->addr = *addr;
-    l->port = port;
-    ev_io_init(&l->io, listener_on_accept, fd, EV_READ);
-    l->io.data = l;
-    ev_io_start(nh->loop, &l->io);
     return l;
 }
 
@@ -401,8 +202,7 @@ listeners_free(struct nodehealth *nh, struct nh_listener *l)
 
     for (; l != NULL; l = next) {
         next = l->next;
-        ev_io_stop(nh->loop, &l->io);
-        close(l->io.fd);
+        httpd_unlisten(nh->srv, l->hl);
         free(l);
     }
 }
@@ -415,6 +215,12 @@ nodehealth_new(struct ev_loop *loop, nodehealth_state_fn state, void *arg,
 
     if (nh == NULL)
         return NULL;
+    nh->srv = httpd_new(loop, "healthz", NH_REPLY_MAX, NH_CONNS_MAX);
+    if (nh->srv == NULL) {
+        free(nh);
+        return NULL;
+    }
+    httpd_set_timeout(nh->srv, NH_TIMEOUT_S);
     nh->loop = loop;
     nh->state = state;
     nh->arg = arg;
@@ -441,8 +247,7 @@ nodehealth_free(struct nodehealth *nh)
         nh->ports = p->next;
         port_free(nh, p);
     }
-    while (nh->conns != NULL)
-        conn_close(nh->conns);
+    httpd_free(nh->srv);
     free(nh);
 }
 

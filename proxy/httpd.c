@@ -1,0 +1,412 @@
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "httpd.h"
+#include "httpreq.h"
+#include "log.h"
+#include "sbuf.h"
+
+#define HTTPD_LINGER_S   1.0 /* read and drop after the reply */
+#define HTTPD_ACCEPT_MAX 16  /* accepts per wakeup */
+#define HTTPD_NAME_MAX   32
+
+enum hconn_phase {
+    HC_READING,
+    HC_WRITING,
+    HC_LINGER, /* reply sent and FIN out: drain what the client still sends */
+};
+
+struct hconn {
+    struct httpd *h;
+    struct hconn *prev, *next;
+    httpd_handler_fn fn; /* copied from the listener at accept */
+    void *arg;
+    unsigned tag;
+    struct ev_io io;
+    struct ev_timer timer;
+    enum hconn_phase phase;
+    size_t inlen, sent;
+    struct sbuf out;
+    char in[HTTPREQ_MAX];
+};
+
+struct httpd_listener {
+    struct httpd *h;
+    struct httpd_listener *prev, *next;
+    struct ev_io io;
+    httpd_handler_fn fn;
+    void *arg;
+    unsigned tag;
+};
+
+struct httpd {
+    struct ev_loop *loop;
+    char name[HTTPD_NAME_MAX];
+    size_t reply_max;
+    unsigned max_conns;
+    double timeout;
+    struct httpd_listener *listeners;
+    struct hconn *conns;
+    unsigned nconns;
+};
+
+/* ---- replies ------------------------------------------------------------ */
+
+static const char *
+status_text(int code)
+{
+    switch (code) {
+    case 200:
+        return "OK";
+    case 400:
+        return "Bad Request";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 409:
+        return "Conflict";
+    case 500:
+        return "Internal Server Error";
+    case 503:
+        return "Service Unavailable";
+    default:
+        return "Unknown";
+    }
+}
+
+void
+httpd_reply(struct sbuf *out, int status, const char *ctype,
+            const char *extra, const char *body, size_t len, int head_only)
+{
+    sbuf_printf(out,
+                "HTTP/1.1 %d %s\r\nContent-Type: %s\r\n"
+                "X-Content-Type-Options: nosniff\r\nContent-Length: %zu\r\n"
+                "Cache-Control: no-store\r\nConnection: close\r\n%s\r\n",
+                status, status_text(status), ctype, len, extra);
+    if (!head_only)
+        sbuf_add(out, body, len);
+}
+
+void
+httpd_reply_text(struct sbuf *out, int status, const char *text,
+                 int head_only)
+{
+    httpd_reply(out, status, "text/plain; charset=utf-8", "", text,
+                strlen(text), head_only);
+}
+
+/* ---- connections -------------------------------------------------------- */
+
+static void
+hconn_want(struct hconn *c, int events)
+{
+    ev_io_stop(c->h->loop, &c->io);
+    ev_io_set(&c->io, c->io.fd, events);
+    ev_io_start(c->h->loop, &c->io);
+}
+
+static void
+hconn_close(struct hconn *c)
+{
+    struct httpd *h = c->h;
+
+    ev_io_stop(h->loop, &c->io);
+    ev_timer_stop(h->loop, &c->timer);
+    close(c->io.fd);
+    sbuf_deinit(&c->out);
+    if (c->prev != NULL)
+        c->prev->next = c->next;
+    else
+        h->conns = c->next;
+    if (c->next != NULL)
+        c->next->prev = c->prev;
+    h->nconns--;
+    free(c);
+}
+
+/* The reply is in c->out: start writing it. */
+static void
+hconn_start_reply(struct hconn *c)
+{
+    if (c->out.overflow) {
+        c->out.len = 0;
+        c->out.overflow = 0;
+        httpd_reply_text(&c->out, 500, "reply too large\n", 0);
+    }
+    c->phase = HC_WRITING;
+    hconn_want(c, EV_WRITE);
+}
+
+static void
+hconn_bad(struct hconn *c, const char *why)
+{
+    char body[128];
+
+    snprintf(body, sizeof(body), "bad request: %s\n", why);
+    httpd_reply_text(&c->out, 400, body, 0);
+    hconn_start_reply(c);
+}
+
+static void
+hconn_read(struct hconn *c)
+{
+    struct httpreq r;
+    const char *why = "malformed request";
+    enum httpreq_rc rc;
+    ssize_t n;
+
+    if (c->inlen == sizeof(c->in)) {
+        hconn_bad(c, "request too large");
+        return;
+    }
+    n = recv(c->io.fd, c->in + c->inlen, sizeof(c->in) - c->inlen, 0);
+    if (n < 0) {
+        if (errno != EAGAIN && errno != EINTR)
+            hconn_close(c);
+        return;
+    }
+    if (n == 0) { /* the client gave up before a whole request */
+        hconn_close(c);
+        return;
+    }
+    c->inlen += (size_t)n;
+    rc = httpreq_parse(c->in, c->inlen, &r, &why);
+    if (rc == HTTPREQ_AGAIN && c->inlen < sizeof(c->in))
+        return;
+    if (rc == HTTPREQ_AGAIN || rc == HTTPREQ_TOO_LARGE) {
+        hconn_bad(c, "request too large");
+        return;
+    }
+    if (rc == HTTPREQ_BAD) {
+        hconn_bad(c, why);
+        return;
+    }
+    c->fn(c->arg, c->tag, &r, ev_now(c->h->loop), &c->out);
+    hconn_start_reply(c);
+}
+
+static void
+hconn_write(struct hconn *c)
+{
+    struct ev_loop *loop = c->h->loop;
+    ssize_t n = send(c->io.fd, c->out.p + c->sent, c->out.len - c->sent,
+                     MSG_NOSIGNAL);
+
+    if (n < 0) {
+        if (errno != EAGAIN && errno != EINTR)
+            hconn_close(c);
+        return;
+    }
+    c->sent += (size_t)n;
+    if (c->sent < c->out.len)
+        return;
+    /* Send our FIN, then read until the client's, so that unread request
+     * bytes do not turn our close into a reset that loses the reply. */
+    shutdown(c->io.fd, SHUT_WR);
+    c->phase = HC_LINGER;
+    hconn_want(c, EV_READ);
+    ev_timer_stop(loop, &c->timer);
+    ev_timer_set(&c->timer, HTTPD_LINGER_S, 0.);
+    ev_timer_start(loop, &c->timer);
+}
+
+static void
+hconn_on_io(struct ev_loop *loop, struct ev_io *io, int rev)
+{
+    struct hconn *c = io->data;
+    char sink[4096];
+    ssize_t n;
+
+    (void)loop;
+    (void)rev;
+    switch (c->phase) {
+    case HC_READING:
+        hconn_read(c);
+        break;
+    case HC_WRITING:
+        hconn_write(c);
+        break;
+    case HC_LINGER:
+        n = recv(c->io.fd, sink, sizeof(sink), 0);
+        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR))
+            hconn_close(c);
+        break;
+    }
+}
+
+static void
+hconn_on_timer(struct ev_loop *loop, struct ev_timer *t, int rev)
+{
+    struct hconn *c = t->data;
+
+    (void)rev;
+    if (c->phase == HC_READING)
+        log_rl(LOG_INFO, ev_now(loop),
+               "%s: closing a connection that sent no complete request "
+               "within %.0f ms",
+               c->h->name, c->h->timeout * 1e3);
+    hconn_close(c);
+}
+
+/* Take over accepted socket <fd> for listener <l>. Returns 0, or -1 (the
+ * cap or memory) with <fd> left to the caller. */
+static int
+hconn_new(struct httpd_listener *l, int fd)
+{
+    struct httpd *h = l->h;
+    struct hconn *c;
+
+    if (h->nconns >= h->max_conns || (c = calloc(1, sizeof(*c))) == NULL)
+        return -1;
+    c->h = h;
+    c->fn = l->fn;
+    c->arg = l->arg;
+    c->tag = l->tag;
+    sbuf_init(&c->out, h->reply_max);
+    ev_io_init(&c->io, hconn_on_io, fd, EV_READ);
+    ev_timer_init(&c->timer, hconn_on_timer, h->timeout, 0.);
+    c->io.data = c->timer.data = c;
+    c->next = h->conns;
+    if (h->conns != NULL)
+        h->conns->prev = c;
+    h->conns = c;
+    h->nconns++;
+    ev_io_start(h->loop, &c->io);
+    ev_timer_start(h->loop, &c->timer);
+    return 0;
+}
+
+static void
+listener_on_accept(struct ev_loop *loop, struct ev_io *io, int rev)
+{
+    struct httpd_listener *l = io->data;
+    int fd, i;
+
+    (void)rev;
+    for (i = 0; i < HTTPD_ACCEPT_MAX; i++) {
+        fd = accept4(io->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
+                log_rl(LOG_WARN, ev_now(loop), "%s: accept: %s", l->h->name,
+                       strerror(errno));
+            return;
+        }
+        if (hconn_new(l, fd) < 0) {
+            log_rl(LOG_WARN, ev_now(loop),
+                   "%s: too many connections, closing a new one", l->h->name);
+            close(fd);
+        }
+    }
+}
+
+/* ---- the server --------------------------------------------------------- */
+
+struct httpd *
+httpd_new(struct ev_loop *loop, const char *name, size_t reply_max,
+          unsigned max_conns)
+{
+    struct httpd *h = calloc(1, sizeof(*h));
+
+    if (h == NULL)
+        return NULL;
+    h->loop = loop;
+    snprintf(h->name, sizeof(h->name), "%s", name);
+    h->reply_max = reply_max;
+    h->max_conns = max_conns;
+    h->timeout = 5.0;
+    return h;
+}
+
+void
+httpd_free(struct httpd *h)
+{
+    if (h == NULL)
+        return;
+    while (h->listeners != NULL)
+        httpd_unlisten(h, h->listeners);
+    while (h->conns != NULL)
+        hconn_close(h->conns);
+    free(h);
+}
+
+void
+httpd_set_timeout(struct httpd *h, double seconds)
+{
+    h->timeout = seconds;
+}
+
+/* A bound, listening, non-blocking socket, or -1 with <e> filled. */
+static int
+listen_socket(const struct saddr *addr, struct err *e)
+{
+    char s[SADDR_STR_MAX];
+    int fd, one = 1, err;
+
+    saddr_str(addr, s, sizeof(s));
+    fd = socket(addr->u.sa.sa_family,
+                SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        err_set(e, "socket: %s", strerror(errno));
+        return -1;
+    }
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (addr->u.sa.sa_family == AF_INET6)
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+    if (bind(fd, &addr->u.sa, addr->len) < 0 || listen(fd, 64) < 0) {
+        err = errno;
+        close(fd);
+        err_set(e, "cannot listen on %s: %s", s, strerror(err));
+        return -1;
+    }
+    return fd;
+}
+
+struct httpd_listener *
+httpd_listen(struct httpd *h, const struct saddr *addr, httpd_handler_fn fn,
+             void *arg, unsigned tag, struct err *e)
+{
+    struct httpd_listener *l;
+    int fd = listen_socket(addr, e);
+
+    if (fd < 0)
+        return NULL;
+    if ((l = calloc(1, sizeof(*l))) == NULL) {
+        close(fd);
+        err_set(e, "out of memory");
+        return NULL;
+    }
+    l->h = h;
+    l->fn = fn;
+    l->arg = arg;
+    l->tag = tag;
+    ev_io_init(&l->io, listener_on_accept, fd, EV_READ);
+    l->io.data = l;
+    ev_io_start(h->loop, &l->io);
+    l->next = h->listeners;
+    if (h->listeners != NULL)
+        h->listeners->prev = l;
+    h->listeners = l;
+    return l;
+}
+
+void
+httpd_unlisten(struct httpd *h, struct httpd_listener *l)
+{
+    if (l == NULL)
+        return;
+    ev_io_stop(h->loop, &l->io);
+    close(l->io.fd);
+    if (l->prev != NULL)
+        l->prev->next = l->next;
+    else
+        h->listeners = l->next;
+    if (l->next != NULL)
+        l->next->prev = l->prev;
+    free(l);
+}
