@@ -326,14 +326,18 @@ control(struct admin *a, const struct httpreq *r, const char *rest,
         double now, struct sbuf *out)
 {
     char svc[TBL_NAME_MAX], which[TBL_NAME_MAX], val[16];
-    const char *s1 = strchr(rest, '/'), *s2;
+    const char *s1 = NULL, *s2 = strrchr(rest, '/'), *p;
     struct svc_be *e;
     int drained = -1, rc;
     int32_t weight = -2;
     uint64_t w;
     const char *why;
 
-    s2 = s1 ? strrchr(rest, '/') : NULL;
+    /* Split from the right: Kubernetes service names hold slashes
+     * ("default/web:http"); backend names and actions never do. */
+    for (p = s2; p != NULL && p > rest && s1 == NULL; p--)
+        if (p[-1] == '/')
+            s1 = p - 1;
     if (s1 == NULL || s2 == s1 || (size_t)(s1 - rest) >= sizeof(svc)
         || (size_t)(s2 - s1 - 1) >= sizeof(which) || s1 == rest
         || s2 == s1 + 1) {

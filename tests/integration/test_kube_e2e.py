@@ -630,3 +630,28 @@ def _netns_body(tmp_path, pki, start_ferry, ns):
         assert kt.try_ask(cip + ":80", kt.dl(2)) is None
     finally:
         e.close()
+
+
+def test_admin_drains_a_kubernetes_backend(env):
+    """Runtime control reaches API services, whose names hold slashes
+    ("default/web:http"): a drained pod gets no new connections until it
+    is enabled again."""
+    import urllib.request
+    pods = env.pods(["pod-1", "pod-2"])
+    addr = env.web(pods)
+    env.start_ferry()
+    wait_answers(addr, pods)
+    _, host, port = ft.parse_addr(env.admin.addr)
+    base = "http://%s:%d" % (host, port)
+
+    def post(path):
+        req = urllib.request.Request(base + path, data=b"", method="POST")
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return r.status
+
+    assert post("/backends/" + WEB + "/pod-1/drain") == 200
+    got = kt.ask_many(addr, 6)
+    assert set(got) == {"pod-2"}, got
+    assert post("/backends/" + WEB + "/pod-1/enable") == 200
+    wait_for(lambda: "pod-1" in kt.ask_many(addr, 4), kt.dl(10),
+             "pod-1 back in rotation")
