@@ -36,7 +36,7 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
     (void)argv;
     log_setup(LOG_ERROR, LOG_TEXT);
     if (parse_ip("198.18.1.1", 0, &node_addrs[0], &why) < 0
-        || parse_ip("2001:db8::1", 0, &node_addrs[1], &why) < 0)
+        || parse_ip("2001:2::1", 0, &node_addrs[1], &why) < 0)
         abort();
     policy.balance = TBL_BAL_LEASTCONN;
     policy.connect_timeout_ms = 1000;

@@ -485,7 +485,7 @@ test_ipv6_and_affinity(void **state)
     const struct tbl_service *s;
 
     put(f->svcs, "{'metadata':{'namespace':'v6','name':'web'},'spec':{"
-                 "'clusterIP':'2001:db8::10','clusterIPs':['2001:db8::10'],"
+                 "'clusterIP':'2001:2::10','clusterIPs':['2001:2::10'],"
                  "'ipFamilies':['IPv6'],'sessionAffinity':'ClientIP',"
                  "'ports':[{'name':'http','port':80}]}}");
     put(f->svcs, "{'metadata':{'namespace':'v6','name':'short'},'spec':{"
@@ -495,7 +495,7 @@ test_ipv6_and_affinity(void **state)
     put(f->slices, "{'metadata':{'namespace':'v6','name':'web-1','labels':{"
                    "'kubernetes.io/service-name':'web'}},'addressType':"
                    "'IPv6','ports':" HTTP_8080 ",'endpoints':[{'addresses':"
-                   "['2001:db8:1::1']}]}");
+                   "['2001:2:1::1']}]}");
     /* A v4 slice of the same service is another family: not used. */
     put(f->slices, "{'metadata':{'namespace':'v6','name':'web-2','labels':{"
                    "'kubernetes.io/service-name':'web'}},'addressType':"
@@ -503,8 +503,8 @@ test_ipv6_and_affinity(void **state)
                    "['198.18.2.1']}]}");
     build(f);
     s = get(f, "v6/web:http");
-    assert_string_equal(fes(s), "[2001:db8::10]:80");
-    assert_string_equal(bes(s), "2001:db8:1::1@[2001:db8:1::1]:8080=RS");
+    assert_string_equal(fes(s), "[2001:2::10]:80");
+    assert_string_equal(bes(s), "2001:2:1::1@[2001:2:1::1]:8080=RS");
     assert_int_equal(s->affinity_timeout_ms, 10800u * 1000u);
     assert_int_equal(get(f, "v6/short:http")->affinity_timeout_ms, 60000);
 }
