@@ -10,6 +10,7 @@
 #define CONF_ERR_H
 
 #include <stdarg.h>
+#include <stddef.h>
 
 #define ERR_MSG_MAX 256
 
