@@ -111,14 +111,17 @@ test_expired_slots_reused_without_growth(void **state)
     unsigned round, i;
 
     (void)state;
-    /* 200 clients at a time, each batch after the last one expired: the
-     * table never needs to grow. */
+    /* 200 clients at a time, each batch after the last one expired:
+     * 10,000 clients in all, yet the table stays near the size 200 live
+     * pins need (a window of 16 can fill by chance at 200/256 and, rarely,
+     * at 200/512, so one or two doublings are allowed; without reuse of
+     * expired slots it would need 16,384). */
     for (round = 0; round < 50; round++)
         for (i = 0; i < 200; i++) {
             struct saddr c = ip4(round * 200 + i);
             assert_int_equal(affinity_set(a, &c, 0, round * 2.0), 0);
         }
-    assert_true(affinity_slots(a) <= 2 * AFFINITY_MIN_SLOTS);
+    assert_true(affinity_slots(a) <= 4 * AFFINITY_MIN_SLOTS);
     assert_int_equal(affinity_count(a, 98.0), 200);
     affinity_free(a);
 }
