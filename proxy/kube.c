@@ -28,6 +28,8 @@ struct kube {
     double last_applied;    /* wall clock */
     double apply_failing;   /* first failed apply since the last success */
     double vip_pending;     /* VIPs asked for, not yet confirmed in sync */
+    int refused;            /* the API server could not be trusted at
+                             * start: the loop was stopped */
 };
 
 /* kube-proxy fails /healthz when a change waits longer than twice its
@@ -215,6 +217,23 @@ feed_metrics(struct kube *k, double apply_s)
     kube_on_counters(k->loop, &k->counters, 0);
 }
 
+/* Before the first sync the API server's certificate did not verify:
+ * waiting would only hide a wrong CA, so ferry stops (exit status 1). */
+static void
+kube_on_untrusted(void *arg, const char *why)
+{
+    struct kube *k = arg;
+
+    log_error("kubernetes: refusing to start: the API server's TLS "
+              "certificate does not verify (%s); give ferry the cluster's "
+              "CA (certificate-authority in the kubeconfig, ca.crt in the "
+              "service-account directory) or, for a test cluster only, "
+              "set insecure-skip-tls-verify",
+              why);
+    k->refused = 1;
+    ev_break(k->loop, EVBREAK_ALL);
+}
+
 static void
 kube_on_publish(struct table *t, void *arg)
 {
@@ -356,6 +375,7 @@ kube_new(struct ev_loop *loop, struct proxy *p, const struct conf *c,
     if (kube_start_vip(k, c, e) < 0)
         goto fail;
     kube_start_health(k, c);
+    wc.on_untrusted = kube_on_untrusted;
     k->w = watcher_new(loop, &wc, kube_on_publish, k, e);
     if (k->w == NULL)
         goto fail;
@@ -369,6 +389,12 @@ kube_new(struct ev_loop *loop, struct proxy *p, const struct conf *c,
 fail:
     kube_free(k);
     return NULL;
+}
+
+int
+kube_refused(const struct kube *k)
+{
+    return k != NULL && k->refused;
 }
 
 void

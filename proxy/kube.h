@@ -40,6 +40,11 @@ struct kube *kube_new(struct ev_loop *loop, struct proxy *p,
                       uint64_t *generation, struct err *e);
 void kube_free(struct kube *k);
 
+/* Nonzero when <k> stopped the loop because the API server's certificate
+ * did not verify before the first sync (ferry then exits with status 1).
+ * NULL gives 0. */
+int kube_refused(const struct kube *k);
+
 /* A reload changed the file: <c>'s static services and policy are merged
  * with the last API table from now on (the API connection settings are
  * kept; changing them needs a restart). */

@@ -274,6 +274,8 @@ daemon_run(const struct opts *o)
     conf_free(c);
     daemon_signals(&d);
     ev_run(d.loop, 0);
+    if (kube_refused(d.kube))
+        d.exit_code = 1;
     kube_free(d.kube);
     ctl_deinit(&d.ctl);
     proxy_deinit(&d.proxy);

@@ -178,6 +178,7 @@ req_finish(struct kapi_req *r, int code)
     memset(&res, 0, sizeof(res));
     curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &res.status);
     res.curl_code = code;
+    res.cert_unverified = code == CURLE_PEER_FAILED_VERIFICATION;
     res.aborted = r->aborted;
     res.timed_out = r->timed_out;
     res.retry_after = r->retry_after;

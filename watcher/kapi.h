@@ -32,6 +32,8 @@ struct kapi_result {
     int timed_out;      /* deadline or idle timer fired */
     double retry_after; /* seconds (Retry-After header or Status
                          * details.retryAfterSeconds), -1 if none */
+    int cert_unverified; /* TLS: the server's certificate did not verify
+                          * (wrong CA, name or expired) */
     char reason[64];    /* Status reason of an error response, or "" */
     char error[256];    /* curl's error, or the error response's message */
 };

@@ -67,6 +67,7 @@ set_health(struct reflector *r, int ok)
         r->rbac_logged = 0;
         r->streak_status = 0;
         r->st.failing_since = 0;
+        r->st.cert_unverified = 0;
     } else if (r->st.failing_since == 0) {
         r->st.failing_since = now;
     }
@@ -114,13 +115,11 @@ retry_later(struct reflector *r, enum refl_next next, double retry_after)
 
 /* Log a failed request once, clearly; 403 names the missing grant. */
 static void
-log_failure(struct reflector *r, const char *what,
+say_failure(struct reflector *r, const char *what,
             const struct kapi_result *res)
 {
     const struct reflector_kind *k = r->kind;
 
-    snprintf(r->st.last_error, sizeof(r->st.last_error), "%s %s: %ld %.200s",
-             what, k->resource, res->status, res->error);
     if (r->streak_status == res->status + 1) {
         log_debug("kube-api: %s %s failed again: %ld %s", what, k->resource,
                   res->status, res->error);
@@ -146,6 +145,25 @@ log_failure(struct reflector *r, const char *what,
     else
         log_warn("kube-api: %s %s: %s", what, k->resource,
                  res->error[0] ? res->error : "request failed");
+}
+
+static void
+log_failure(struct reflector *r, const char *what,
+            const struct kapi_result *res)
+{
+    const struct reflector_kind *k = r->kind;
+
+    if (res->status != 0)
+        snprintf(r->st.last_error, sizeof(r->st.last_error),
+                 "%s %s: HTTP %ld %.200s", what, k->resource, res->status,
+                 res->error);
+    else
+        snprintf(r->st.last_error, sizeof(r->st.last_error), "%s %s: %.200s",
+                 what, k->resource, res->error);
+    r->st.cert_unverified = res->cert_unverified;
+    say_failure(r, what, res);
+    if (res->cert_unverified && r->ops->on_cert_failure != NULL)
+        r->ops->on_cert_failure(r->arg, r);
 }
 
 /* --- LIST ------------------------------------------------------------ */

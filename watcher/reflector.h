@@ -50,6 +50,8 @@ struct reflector_stats {
     double last_sync;        /* loop time of the last completed list */
     double failing_since;    /* loop time of the first failure of the
                               * current streak, 0 when healthy */
+    int cert_unverified;     /* the latest failure: the server's TLS
+                              * certificate did not verify */
     char last_error[256];
 };
 
@@ -64,6 +66,9 @@ struct reflector_ops {
     /* A LIST completed at resourceVersion <rv> (the server's revision
      * then: one counter for all kinds). */
     void (*on_list)(void *arg, struct reflector *r, const char *rv);
+    /* A request failed because the server's TLS certificate did not
+     * verify (after the failure was logged). May be NULL. */
+    void (*on_cert_failure)(void *arg, struct reflector *r);
 };
 
 /* New reflector (not started). Selectors are raw (unescaped) or NULL.

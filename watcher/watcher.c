@@ -45,6 +45,8 @@ struct watcher {
     double last_publish;
     size_t conflicts;
     int api_healthy;
+    void (*on_untrusted)(void *arg, const char *why);
+    int untrusted_said;
 
     double lat[WATCHER_LAT_RING];
     size_t lat_n, lat_pos;
@@ -234,7 +236,20 @@ on_list(void *arg, struct reflector *r, const char *rv)
             reflector_check_rv(rs[i], rv);
 }
 
-static const struct reflector_ops refl_ops = {on_change, on_health, on_list};
+static void
+on_cert_failure(void *arg, struct reflector *r)
+{
+    struct watcher *w = arg;
+
+    if (w->on_untrusted == NULL || w->untrusted_said || w->last != NULL
+        || watcher_synced(w))
+        return;
+    w->untrusted_said = 1;
+    w->on_untrusted(w->arg, reflector_stats(r)->last_error);
+}
+
+static const struct reflector_ops refl_ops = {on_change, on_health, on_list,
+                                              on_cert_failure};
 
 static struct kcred *
 load_cred(const struct watcher_conf *wc, struct err *e)
@@ -368,6 +383,7 @@ watcher_new(struct ev_loop *loop, const struct watcher_conf *wc,
     w->loop = loop;
     w->publish = publish;
     w->arg = arg;
+    w->on_untrusted = wc->on_untrusted;
     w->api_healthy = 1;
     ev_timer_init(&w->publish_timer, watcher_on_publish, 0., 0.);
     w->publish_timer.data = w;

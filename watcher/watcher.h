@@ -42,6 +42,12 @@ struct watcher_conf {
     int edge; /* serve only externalIPs and LoadBalancer IPs */
     const struct saddr *edge_nodes; /* edge: to these nodes' NodePorts */
     size_t n_edge_nodes;
+    /* Called (with the publish callback's <arg>) when, before the first
+     * full sync, the API server's TLS certificate does not verify: the
+     * caller refuses to start rather than wait on a server it must not
+     * trust. Later such failures only retry with back-off, keeping the
+     * table in force. NULL: always retry. */
+    void (*on_untrusted)(void *arg, const char *why);
     const struct tbl_service *policy; /* template: balance, timeouts,
                                        * retries, max_conns copied into
                                        * each generated service; NULL =

@@ -4,8 +4,10 @@
 - An unknown admin path gets 404 and the reply never echoes the request.
 - Tokens and private keys never reach the log, even at debug level.
 - An API server whose certificate does not verify is never talked to
-  (no request, no table, /readyz 503, the log says why) unless
-  insecure-skip-tls-verify is set, which works and logs a warning.
+  (no request, no table) and ferry refuses to start (exit 1, the log says
+  why) unless insecure-skip-tls-verify is set, which works and logs a
+  warning. A certificate that stops verifying after the first sync only
+  makes ferry retry: it keeps serving.
 
 Run: /usr/bin/python3 -m pytest tests/integration/test_security.py
 """
@@ -237,23 +239,63 @@ def test_secrets_never_logged(tmp_path, pki, sim, start_ferry):
 def test_unverified_api_certificate_refused(tmp_path, pki, sim,
                                             start_ferry):
     """The kubeconfig trusts another CA: ferry never completes a request
-    (so the token is never sent), publishes no table, is not ready, and
-    says in its log that the certificate does not verify. It keeps
-    retrying with back-off, as a daemon should while the cluster's
-    certificates may be replaced."""
+    (so the token is never sent), and refuses to start: one error line
+    saying that the certificate does not verify and what to do, exit
+    status 1 (a DaemonSet shows CrashLoopBackOff with that line)."""
     good, other = pki
     kc = kubeconfig(tmp_path, sim.url, ca=other[0])
     admin = ft.free_addr()
     f = kube_ferry(start_ferry, kc, admin, level="info")
-    f.wait_log(r"(?i)certificate", 0, dl(20))
-    assert f.alive()
-    wait_for(lambda: readyz(admin) == 503, dl(10), "/readyz answering 503")
-    # A while later: still nothing served, still not ready.
-    f.wait_log(r"retrying list", 0, dl(20))
-    assert readyz(admin) == 503
-    assert at.get_json(admin).get("services") in ([], None)
+    assert f.wait_exit(dl(20)) == 1
+    log = f.log_text()
+    refusals = [ln for ln in log.splitlines() if "refusing to start" in ln]
+    assert len(refusals) == 1, log
+    assert "certificate" in refusals[0] and "does not verify" in refusals[0]
+    assert "insecure-skip-tls-verify" in refusals[0]
+    assert refusals[0].startswith("error") or " error " in refusals[0] \
+        or '"error"' in refusals[0], refusals[0]
     assert ferry_requests(sim) == [], ferry_requests(sim)[:3]
-    assert TOKEN not in f.log_text()
+    assert TOKEN not in log
+
+
+def test_certificate_change_after_sync_keeps_serving(tmp_path, pki, sim,
+                                                     start_ferry):
+    """Trusted at start, then the API server comes back with a certificate
+    from a CA ferry does not trust: ferry does not exit and does not drop
+    what it serves; it says why it cannot talk to the server, retries with
+    back-off, and recovers once the right certificate is back."""
+    good, other = pki
+    sim.create("Service", {
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "web", "namespace": "default"},
+        "spec": {"type": "ClusterIP",
+                 "ports": [{"name": "http", "port": 8080,
+                            "protocol": "TCP"}]}})
+    kc = kubeconfig(tmp_path, sim.url, ca=good[0])
+    admin = ft.free_addr()
+    f = kube_ferry(start_ferry, kc, admin, level="info")
+    wait_for(lambda: readyz(admin) == 200, dl(20), "ferry ready")
+
+    def names():
+        return [s.get("name") for s in
+                at.get_json(admin).get("services") or []]
+
+    wait_for(lambda: "default/web:http" in names(), dl(10),
+             "the service in ferry's table")
+    off = f.log_size()
+    sim.cert_file, sim.key_file = other[1], other[2]
+    sim.restart()
+    f.wait_log(r"(?i)certificate", off, dl(20))
+    f.wait_log(r"retrying (list|watch)", off, dl(20))
+    assert f.alive()
+    assert "refusing to start" not in f.log_text(off)
+    assert "default/web:http" in names()
+    # The right certificate again: ferry converges by itself.
+    sim.cert_file, sim.key_file = good[1], good[2]
+    sim.restart()
+    f.wait_log(r"API server reachable again", off, dl(60))
+    wait_for(lambda: readyz(admin) == 200, dl(10), "ferry ready again")
+    assert "default/web:http" in names()
 
 
 def test_insecure_skip_tls_verify_works_and_warns(tmp_path, sim,
