@@ -95,6 +95,11 @@ struct log_in {
     uint64_t format; /* enum log_format */
 };
 
+struct relay_in {
+    uint64_t splice; /* enum conf_splice */
+    uint64_t pipe_budget;
+};
+
 struct admin_in {
     uint64_t enabled; /* 0 false, 1 true */
     struct saddr listen; /* family 0: not given */
@@ -126,6 +131,7 @@ struct node_in {
 
 struct root_in {
     struct log_in log;
+    struct relay_in relay;
     struct admin_in admin;
     struct kube_in kube;
     struct node_in node;
@@ -321,6 +327,20 @@ static const struct key log_keys[] = {
 static const struct section log_section = {"section \"log\"", NULL, log_keys,
                                            NKEYS(log_keys)};
 
+static const char *const splice_names[] = {
+    [CONF_SPLICE_AUTO] = "auto", [CONF_SPLICE_ALWAYS] = "always",
+    [CONF_SPLICE_NEVER] = "never", NULL,
+};
+
+static const struct key relay_keys[] = {
+    {"splice", KEY_ENUM, offsetof(struct relay_in, splice), 0, 0, "auto",
+     splice_names, 0},
+    {"pipe_budget", KEY_UINT, offsetof(struct relay_in, pipe_budget), 0,
+     1000000, "0", NULL, 0},
+};
+static const struct section relay_section = {
+    "section \"relay\"", NULL, relay_keys, NKEYS(relay_keys)};
+
 static const struct key backend_keys[] = {
     {"address", KEY_ADDR, offsetof(struct backend_in, addr), 0, 0, NULL, NULL,
      KEY_REQUIRED},
@@ -371,6 +391,8 @@ static const struct key root_keys[] = {
      &kube_section, 0},
     {"node", KEY_MAP, offsetof(struct root_in, node), 0, 0, NULL,
      &node_section, 0},
+    {"relay", KEY_MAP, offsetof(struct root_in, relay), 0, 0, NULL,
+     &relay_section, 0},
 };
 static const struct section root_section = {"", NULL, root_keys,
                                             NKEYS(root_keys)};
@@ -1351,6 +1373,8 @@ build(struct root_in *r, struct err *e)
     c->log_level = (enum log_level)r->log.level;
     c->log_format = (enum log_format)r->log.format;
     c->drain_timeout_ms = r->drain_timeout_ms;
+    c->relay.splice = (enum conf_splice)r->relay.splice;
+    c->relay.pipe_budget = (uint32_t)r->relay.pipe_budget;
     c->admin.enabled = r->admin.enabled == 1;
     c->admin.listen = r->admin.listen;
     if (c->admin.listen.u.sa.sa_family == 0) {

@@ -67,6 +67,19 @@ struct conf_node {
     struct saddr healthz_listen;          /* kube-proxy's /healthz, /livez */
 };
 
+/* "relay:", how bytes move between client and backend. */
+enum conf_splice {
+    CONF_SPLICE_AUTO,   /* copy, splice() once a direction moves bulk data */
+    CONF_SPLICE_ALWAYS, /* splice() from the first byte */
+    CONF_SPLICE_NEVER,  /* always copy */
+};
+
+struct conf_relay {
+    enum conf_splice splice; /* relay.splice, default auto */
+    uint32_t pipe_budget;    /* relay.pipe_budget: descriptors pipes may
+                              * hold; 0 = an eighth of the limit */
+};
+
 struct conf {
     enum log_level log_level; /* log.level, default info */
     enum log_format log_format; /* log.format, default text */
@@ -74,6 +87,7 @@ struct conf {
     struct conf_admin admin;
     struct conf_kube kube;
     struct conf_node node;
+    struct conf_relay relay;
     /* The "defaults:" policy (no name, frontends or backends), for the
      * services the Kubernetes watcher generates. */
     struct tbl_service defaults;

@@ -1,4 +1,5 @@
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/tcp.h>
 #include <stdatomic.h>
 #include <string.h>
@@ -27,13 +28,18 @@ enum conn_rc {
     CONN_ABORT, /* error: reset both sides */
 };
 
-/* One direction of the relay. Bytes the destination could not take yet
- * wait in <buf>, which exists only while they do. */
+/* One direction of the relay. Copying, bytes the destination could not
+ * take yet wait in <buf>, which exists only while they do. Splicing, they
+ * wait in the pipe (<len> of them) and <buf> is NULL. */
 struct half {
     char *buf;
     uint32_t off, len;
-    uint8_t eof;  /* the source sent FIN */
-    uint8_t shut; /* FIN passed on: shutdown(dst, SHUT_WR) done */
+    uint8_t eof;     /* the source sent FIN */
+    uint8_t shut;    /* FIN passed on: shutdown(dst, SHUT_WR) done */
+    uint8_t spliced; /* relaying through <pipe> */
+    uint8_t bulk;    /* a read filled the whole buffer: splice next */
+    uint8_t nopipe;  /* a pipe was refused: copy for good */
+    int pipe[2];     /* valid while <spliced> */
 };
 
 struct conn {
@@ -149,6 +155,10 @@ conn_close(struct conn *c, int reset)
         worker_buf_put(w, c->c2b.buf);
     if (c->b2c.buf != NULL)
         worker_buf_put(w, c->b2c.buf);
+    if (c->c2b.spliced)
+        worker_pipe_put(w, c->c2b.pipe, c->c2b.len == 0);
+    if (c->b2c.spliced)
+        worker_pipe_put(w, c->b2c.pipe, c->b2c.len == 0);
     conn_log(LOG_DEBUG, c, "closed%s, %llu bytes up, %llu down",
              reset ? " (reset)" : "", (unsigned long long)c->bytes_c2b,
              (unsigned long long)c->bytes_b2c);
@@ -390,7 +400,18 @@ half_maybe_shut(struct conn *c, struct half *h, int dst)
 static enum conn_rc
 half_flush(struct conn *c, struct half *h, int dst)
 {
-    ssize_t n = send(dst, h->buf + h->off, h->len, MSG_NOSIGNAL);
+    ssize_t n;
+
+    if (h->spliced) {
+        n = splice(h->pipe[0], NULL, dst, NULL, h->len,
+                   SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+        if (n < 0)
+            return errno == EAGAIN || errno == EINTR ? CONN_OK : CONN_ABORT;
+        h->len -= (uint32_t)n;
+        c->last_active = ev_now(c->w->loop);
+        return half_maybe_shut(c, h, dst);
+    }
+    n = send(dst, h->buf + h->off, h->len, MSG_NOSIGNAL);
 
     if (n < 0)
         return errno == EAGAIN || errno == EINTR ? CONN_OK : CONN_ABORT;
@@ -405,16 +426,72 @@ half_flush(struct conn *c, struct half *h, int dst)
     return half_maybe_shut(c, h, dst);
 }
 
+static void
+half_count(struct conn *c, int up, size_t n)
+{
+    *(up ? &c->bytes_c2b : &c->bytes_b2c) += n;
+    stats_add(up ? &c->svc->st->bytes_in : &c->svc->st->bytes_out, n);
+    stats_add(up ? &c->be->bytes_in : &c->be->bytes_out, n);
+    c->last_active = ev_now(c->w->loop);
+}
+
+/* Move bytes from <src> to <dst> through the half's pipe, without copying
+ * them through user space; what <dst> cannot take now stays in the pipe,
+ * and reading <src> stops until it drains. */
+static enum conn_rc
+half_splice(struct conn *c, struct half *h, int src, int dst, int up)
+{
+    ssize_t n, m;
+
+    n = splice(src, NULL, h->pipe[1], NULL, WORKER_PIPE_SIZE,
+               SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+    if (n < 0)
+        return errno == EAGAIN || errno == EINTR ? CONN_OK : CONN_ABORT;
+    if (n == 0) {
+        h->eof = 1;
+        return half_maybe_shut(c, h, dst);
+    }
+    half_count(c, up, (size_t)n);
+    m = splice(h->pipe[0], NULL, dst, NULL, (size_t)n,
+               SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+    if (m < 0) {
+        if (errno != EAGAIN && errno != EINTR)
+            return CONN_ABORT;
+        m = 0;
+    }
+    h->len = (uint32_t)(n - m);
+    return CONN_OK;
+}
+
+/* Whether <h> should splice from now on; takes a pipe if so. Called only
+ * while nothing waits in <h>. */
+static int
+half_want_splice(struct conn *c, struct half *h)
+{
+    struct worker *w = c->w;
+
+    if (w->splice_mode == WORKER_SPLICE_NEVER || h->nopipe
+        || (w->splice_mode == WORKER_SPLICE_AUTO && !h->bulk))
+        return 0;
+    if (worker_pipe_get(w, h->pipe) < 0) {
+        h->nopipe = 1; /* asked once per direction */
+        return 0;
+    }
+    h->spliced = 1;
+    return 1;
+}
+
 /* Read from <src> and write straight to <dst> through the worker's
  * scratch buffer; only what <dst> cannot take now is copied into a
  * per-connection buffer, and reading <src> stops until it drains. */
 static enum conn_rc
 half_relay(struct conn *c, struct half *h, int src, int dst, int up)
 {
-    uint64_t *count = up ? &c->bytes_c2b : &c->bytes_b2c;
     char *scratch = c->w->scratch;
     ssize_t n, m;
 
+    if (h->spliced || half_want_splice(c, h))
+        return half_splice(c, h, src, dst, up);
     n = recv(src, scratch, WORKER_BUF_SIZE, 0);
     if (n < 0)
         return errno == EAGAIN || errno == EINTR ? CONN_OK : CONN_ABORT;
@@ -422,11 +499,9 @@ half_relay(struct conn *c, struct half *h, int src, int dst, int up)
         h->eof = 1;
         return half_maybe_shut(c, h, dst);
     }
-    *count += (uint64_t)n;
-    stats_add(up ? &c->svc->st->bytes_in : &c->svc->st->bytes_out,
-              (uint64_t)n);
-    stats_add(up ? &c->be->bytes_in : &c->be->bytes_out, (uint64_t)n);
-    c->last_active = ev_now(c->w->loop);
+    half_count(c, up, (size_t)n);
+    if (n == WORKER_BUF_SIZE)
+        h->bulk = 1;
     m = send(dst, scratch, (size_t)n, MSG_NOSIGNAL);
     if (m < 0) {
         if (errno != EAGAIN && errno != EINTR)

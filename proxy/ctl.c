@@ -42,6 +42,12 @@ ctl_configure(struct ctl *c, const struct conf *conf)
     struct err e;
 
     err_clear(&e);
+    worker_set_splice(&c->p->w,
+                      conf->relay.splice == CONF_SPLICE_ALWAYS ? WORKER_SPLICE_ALWAYS
+                      : conf->relay.splice == CONF_SPLICE_NEVER
+                          ? WORKER_SPLICE_NEVER
+                          : WORKER_SPLICE_AUTO,
+                      conf->relay.pipe_budget);
     if (admin_configure(c->admin, &conf->admin, &e) < 0)
         log_error("%s; continuing without the admin server",
                   err_str(&e, msg, sizeof(msg)));

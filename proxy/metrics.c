@@ -16,6 +16,8 @@ static struct {
     atomic_uint_fast64_t generation;
     _Atomic double last_sync;
     atomic_uint_fast64_t watch_restarts, relists, accept_paused;
+    atomic_int_fast64_t pipes;
+    atomic_uint_fast64_t pipes_denied;
     struct hist sync, programming;
 } g;
 
@@ -42,6 +44,18 @@ void
 metrics_accept_paused(void)
 {
     stats_inc(&g.accept_paused);
+}
+
+void
+metrics_pipes(int delta)
+{
+    atomic_fetch_add_explicit(&g.pipes, delta, memory_order_relaxed);
+}
+
+void
+metrics_pipe_denied(void)
+{
+    stats_inc(&g.pipes_denied);
 }
 
 void
@@ -191,6 +205,17 @@ write_process(struct sbuf *b, int ready)
            "(EMFILE/ENFILE).");
     sbuf_printf(b, "ferry_accept_paused_total %llu\n",
                 (unsigned long long)stats_get(&g.accept_paused));
+    family(b, "ferry_relay_pipes", "gauge",
+           "Pipes open for splice() relaying (in use or pooled; two "
+           "descriptors each).");
+    sbuf_printf(b, "ferry_relay_pipes %lld\n",
+                (long long)atomic_load_explicit(&g.pipes,
+                                                memory_order_relaxed));
+    family(b, "ferry_relay_pipes_denied_total", "counter",
+           "Times a connection wanted a splice() pipe but the descriptor "
+           "budget or limit refused it (its bytes were copied instead).");
+    sbuf_printf(b, "ferry_relay_pipes_denied_total %llu\n",
+                (unsigned long long)stats_get(&g.pipes_denied));
     family(b, "ferry_log_lines_dropped_total", "counter",
            "Log lines dropped because stderr would have blocked.");
     sbuf_printf(b, "ferry_log_lines_dropped_total %llu\n",

@@ -39,6 +39,12 @@ void metrics_watch_relist(void);
  * ENFILE). May be called from any worker thread. */
 void metrics_accept_paused(void);
 
+/* splice() pipes: <delta> pipes opened (+) or closed (-); a pipe wanted
+ * but refused (descriptor budget or limit), so the bytes were copied.
+ * From any worker thread. */
+void metrics_pipes(int delta);
+void metrics_pipe_denied(void);
+
 /* ---- exposition ---- */
 
 /* Append every metric family to <b>: process-wide ones, then per service

@@ -1,4 +1,5 @@
-"""Relaying bytes: bulk data both ways, and half-close in both directions."""
+"""Relaying bytes: bulk data both ways, and half-close in both directions,
+with each way of relaying (relay.splice: auto, always, never)."""
 
 import hashlib
 import os
@@ -7,7 +8,10 @@ import threading
 
 import pytest
 
+import admintest as at
 import ferrytest as ft
+
+MODES = ["auto", "always", "never"]
 
 
 def echo_through(addr, payload, timeout):
@@ -36,25 +40,29 @@ def echo_through(addr, payload, timeout):
     return got
 
 
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("size", [1 << 20, 16 << 20], ids=["1MiB", "16MiB"])
-def test_bulk_echo_is_byte_exact(start_ferry, backends, size):
+def test_bulk_echo_is_byte_exact(start_ferry, backends, size, mode):
     b = backends("echo", handler="echo")
     payload = os.urandom(size)
     # sanity: the echo backend itself is byte-exact
     if size == 1 << 20:
         assert echo_through(b.addr, payload, ft.DEADLINE) == payload
     listen = ft.free_addr()
-    start_ferry(ft.config([ft.service("bulk", listen, [b])]))
+    start_ferry(ft.config([ft.service("bulk", listen, [b])],
+                          relay={"splice": mode}))
     got = echo_through(listen, payload, ft.scaled(60))
     assert len(got) == len(payload)
     assert hashlib.sha256(got).digest() == hashlib.sha256(payload).digest()
 
 
-def test_bulk_several_connections_at_once(start_ferry, backends):
+@pytest.mark.parametrize("mode", MODES)
+def test_bulk_several_connections_at_once(start_ferry, backends, mode):
     """Four 1 MiB echoes in parallel do not mix their bytes."""
     b = backends("echo", handler="echo")
     listen = ft.free_addr()
-    start_ferry(ft.config([ft.service("bulk", listen, [b])]))
+    start_ferry(ft.config([ft.service("bulk", listen, [b])],
+                          relay={"splice": mode}))
     payloads = [os.urandom(1 << 20) for _ in range(4)]
     results = [None] * 4
     errors = []
@@ -91,7 +99,8 @@ def digest_then_reply(backend, conn):
     conn.shutdown(socket.SHUT_WR)
 
 
-def test_half_close_client_first(start_ferry, backends):
+@pytest.mark.parametrize("mode", MODES)
+def test_half_close_client_first(start_ferry, backends, mode):
     """Client sends, then SHUT_WR: the backend sees EOF (ferry passed the
     FIN on), and its reply, sent after that EOF, still reaches the client
     in full, followed by EOF."""
@@ -106,7 +115,8 @@ def test_half_close_client_first(start_ferry, backends):
             return ft.read_until_eof(s)
     assert run(b.addr) == want + REPLY  # sanity, without ferry
     listen = ft.free_addr()
-    start_ferry(ft.config([ft.service("half", listen, [b])]))
+    start_ferry(ft.config([ft.service("half", listen, [b])],
+                          relay={"splice": mode}))
     got = run(listen)
     assert got[:len(want)] == want
     assert len(got) == len(want) + len(REPLY)
@@ -131,7 +141,8 @@ def greet_then_listen(backend, conn):
         backend.records.append(b"".join(parts))
 
 
-def test_half_close_backend_first(start_ferry, backends):
+@pytest.mark.parametrize("mode", MODES)
+def test_half_close_backend_first(start_ferry, backends, mode):
     """The backend sends and shuts its write side first: the client reads
     the data and EOF, then keeps sending; all of it reaches the backend."""
     b = backends("mirror", handler=greet_then_listen)
@@ -151,11 +162,78 @@ def test_half_close_backend_first(start_ferry, backends):
     ft.wait_for(lambda: len(b.records) == 1, what="sanity record")
     assert b.records[0] == upload
     listen = ft.free_addr()
-    start_ferry(ft.config([ft.service("mirror", listen, [b])]))
+    start_ferry(ft.config([ft.service("mirror", listen, [b])],
+                          relay={"splice": mode}))
     run(listen)
     ft.wait_for(lambda: len(b.records) == 2, what="backend got the upload")
     assert len(b.records[1]) == len(upload)
     assert b.records[1] == upload
+
+
+def metric(admin, name):
+    for ln in at.http(admin, "GET", "/metrics")[2].decode().splitlines():
+        if ln.startswith(name + " "):
+            return float(ln.split()[1])
+    raise AssertionError(f"{name} not in /metrics")
+
+
+def config_with_admin(services, admin, relay):
+    text = ft.config(services, relay=relay)
+    return text + ft.to_yaml({"admin": {"enabled": True,
+                                        "listen": admin}}) + "\n"
+
+
+def test_splice_pipes_are_pooled_and_counted(start_ferry, backends):
+    """auto: small exchanges never take a pipe; a bulk echo does, and gives
+    it back when the connection ends (pooled: the count of pipes does not
+    grow with the number of bulk connections, and no descriptor leaks)."""
+    b = backends("echo", handler="echo")
+    listen, admin = ft.free_addr(), ft.free_addr()
+    f = start_ferry(config_with_admin([ft.service("bulk", listen, [b])],
+                                      admin, {"splice": "auto"}))
+    fds0 = f.fd_count()
+    for _ in range(20):
+        with ft.connect(listen) as s:
+            s.sendall(b"ping\n")
+            assert ft.read_line(s) == "ping"
+    assert metric(admin, "ferry_relay_pipes") == 0
+    payload = os.urandom(4 << 20)
+    for _ in range(6):
+        assert echo_through(listen, payload, ft.scaled(60)) == payload
+    # One pipe per direction of one connection at a time, reused.
+    pipes = metric(admin, "ferry_relay_pipes")
+    assert 1 <= pipes <= 2, pipes
+    ft.wait_for(lambda: b.active == 0, what="backend connections closed")
+    ft.wait_for(lambda: f.fd_count() == fds0 + 2 * pipes,
+                what="descriptors back to the baseline plus pooled pipes")
+    assert metric(admin, "ferry_relay_pipes_denied_total") == 0
+
+
+def test_splice_budget_falls_back_to_copying(start_ferry, backends):
+    """A budget of one pipe (two descriptors): of four bulk echoes at once
+    only one direction of one connection splices; the others copy, are
+    counted as denied, and every byte still arrives intact."""
+    b = backends("echo", handler="echo")
+    listen, admin = ft.free_addr(), ft.free_addr()
+    start_ferry(config_with_admin([ft.service("bulk", listen, [b])], admin,
+                                  {"splice": "always", "pipe_budget": 2}))
+    payloads = [os.urandom(2 << 20) for _ in range(4)]
+    results, errors = [None] * 4, []
+
+    def run(i):
+        try:
+            results[i] = echo_through(listen, payloads[i], ft.scaled(60))
+        except (OSError, EOFError, AssertionError) as e:
+            errors.append((i, repr(e)))
+    ts = [threading.Thread(target=run, args=(i,)) for i in range(4)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(ft.scaled(90))
+    assert errors == []
+    assert results == payloads
+    assert metric(admin, "ferry_relay_pipes") == 1
+    assert metric(admin, "ferry_relay_pipes_denied_total") >= 1
 
 
 def test_backend_close_closes_client(start_ferry, backends):

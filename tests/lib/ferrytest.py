@@ -570,17 +570,21 @@ def service(name, listen, backends, **opts):
 
 
 def config(services, drain_timeout="2s", log_level="info", log_format="text",
-           **defaults):
-    """A whole ferry config. Keyword arguments go to defaults:."""
+           relay=None, **defaults):
+    """A whole ferry config. <relay> is the "relay:" section (a dict) or
+    None; other keyword arguments go to defaults:."""
     d = {"balance": "roundrobin", "connect_timeout": "1s",
          "idle_timeout": "1h", "retries": 3, "max_connections": 0}
     d.update(defaults)
-    return to_yaml({
+    top = {
         "log": {"level": log_level, "format": log_format},
         "drain_timeout": drain_timeout,
-        "defaults": d,
-        "services": services,
-    }) + "\n"
+    }
+    if relay is not None:
+        top["relay"] = relay
+    top["defaults"] = d
+    top["services"] = services
+    return to_yaml(top) + "\n"
 
 
 # --------------------------------------------------------------- ferry

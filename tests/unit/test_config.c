@@ -66,6 +66,7 @@ static const char full_yaml[] =
     "  level: debug\n"
     "  format: json\n"
     "drain_timeout: 1.5s\n"
+    "relay: {splice: never, pipe_budget: 64}\n"
     "defaults:\n"
     "  balance: leastconn\n"
     "  connect_timeout: 250ms\n"
@@ -106,6 +107,8 @@ test_full(void **state)
     assert_int_equal(c->log_level, LOG_DEBUG);
     assert_int_equal(c->log_format, LOG_JSON);
     assert_int_equal(c->drain_timeout_ms, 1500);
+    assert_int_equal(c->relay.splice, CONF_SPLICE_NEVER);
+    assert_int_equal(c->relay.pipe_budget, 64);
     assert_true(c->table->frozen);
     assert_int_equal(c->table->generation, 0);
     assert_int_equal(c->table->nservices, 2);
@@ -158,6 +161,8 @@ test_builtin_defaults(void **state)
     assert_int_equal(c->log_level, LOG_INFO);
     assert_int_equal(c->log_format, LOG_TEXT);
     assert_int_equal(c->drain_timeout_ms, 30000);
+    assert_int_equal(c->relay.splice, CONF_SPLICE_AUTO);
+    assert_int_equal(c->relay.pipe_budget, 0);
     s = find(c, "a");
     assert_int_equal(s->balance, TBL_BAL_ROUNDROBIN);
     assert_int_equal(s->connect_timeout_ms, 2000);
@@ -273,7 +278,8 @@ test_err_unknown_key(void **state)
     (void)state;
     expect_error("servces: []\n", 1, 1,
                  "unknown key \"servces\" at top level (known: log, "
-                 "drain_timeout, defaults, services, admin, kubernetes, node)");
+                 "drain_timeout, defaults, services, admin, kubernetes, node, "
+                 "relay)");
     expect_error("services:\n"
                  "  - name: web\n"
                  "    listen: 127.0.0.1:1\n"
