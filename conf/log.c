@@ -10,8 +10,9 @@
 
 #include "log.h"
 
-enum log_level log_min_level = LOG_INFO;
-static enum log_format log_fmt = LOG_TEXT;
+/* Set on the control loop (start, reload), read by every worker thread. */
+atomic_int log_min_level = LOG_INFO;
+static atomic_int log_fmt = LOG_TEXT;
 static atomic_uint_fast64_t log_drops;
 
 static const char *const level_names[] = {
@@ -24,8 +25,8 @@ static const char *const level_names[] = {
 void
 log_setup(enum log_level level, enum log_format format)
 {
-    log_min_level = level;
-    log_fmt = format;
+    atomic_store_explicit(&log_min_level, (int)level, memory_order_relaxed);
+    atomic_store_explicit(&log_fmt, (int)format, memory_order_relaxed);
 }
 
 int
@@ -97,7 +98,7 @@ log_write(enum log_level level, const char *fmt, ...)
     n = strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
     snprintf(ts + n, sizeof(ts) - n, ".%03ldZ", (long)(tv.tv_usec / 1000));
 
-    if (log_fmt == LOG_JSON) {
+    if (atomic_load_explicit(&log_fmt, memory_order_relaxed) == LOG_JSON) {
         n = (size_t)snprintf(line, sizeof(line),
                              "{\"ts\":\"%s\",\"level\":\"%s\",\"msg\":\"", ts,
                              log_level_name(level));

@@ -10,6 +10,7 @@
 #ifndef CONF_LOG_H
 #define CONF_LOG_H
 
+#include <stdatomic.h>
 #include <stdint.h>
 
 enum log_level {
@@ -24,7 +25,7 @@ enum log_format {
     LOG_JSON,
 };
 
-extern enum log_level log_min_level;
+extern atomic_int log_min_level; /* an enum log_level */
 
 void log_setup(enum log_level level, enum log_format format);
 
@@ -38,7 +39,8 @@ void log_write(enum log_level level, const char *fmt, ...)
 /* Lines dropped because stderr would have blocked or failed. */
 uint64_t log_dropped(void);
 
-#define log_enabled(l) ((l) >= log_min_level)
+#define log_enabled(l)                                                         \
+    ((int)(l) >= atomic_load_explicit(&log_min_level, memory_order_relaxed))
 
 #define log_debug(...)                                                         \
     do {                                                                       \

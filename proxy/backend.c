@@ -1,3 +1,4 @@
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <uthash.h>
@@ -22,8 +23,28 @@ struct be_entry {
     UT_hash_handle hh;
 };
 
+/* The registry is shared by the control loop (backend_get) and every
+ * worker (the last backend_unref may happen on any): a mutex guards it.
+ * It is taken only when a backend is created or freed, never per
+ * connection. */
+static pthread_mutex_t registry_mu = PTHREAD_MUTEX_INITIALIZER;
 static struct be_entry *registry;
-static unsigned n_backends;
+static atomic_uint n_backends;
+
+/* A reference to <b> unless its count already reached zero (it is being
+ * freed by another thread). */
+static int
+ref_if_alive(struct backend *b)
+{
+    unsigned r = atomic_load_explicit(&b->refs, memory_order_relaxed);
+
+    while (r != 0)
+        if (atomic_compare_exchange_weak_explicit(&b->refs, &r, r + 1,
+                                                  memory_order_relaxed,
+                                                  memory_order_relaxed))
+            return 1;
+    return 0;
+}
 
 static void
 make_key(const struct saddr *a, struct be_key *k)
@@ -45,12 +66,21 @@ backend_get(const struct saddr *addr)
     struct backend *b;
 
     make_key(addr, &k);
+    pthread_mutex_lock(&registry_mu);
     HASH_FIND(hh, registry, &k, sizeof(k), e);
-    if (e != NULL)
-        return backend_ref(e->b);
+    if (e != NULL) {
+        if (ref_if_alive(e->b)) {
+            pthread_mutex_unlock(&registry_mu);
+            return e->b;
+        }
+        /* Dying: its owner frees it without the entry, which goes now. */
+        HASH_DEL(registry, e);
+        free(e);
+    }
     b = calloc(1, sizeof(*b));
     e = calloc(1, sizeof(*e));
     if (b == NULL || e == NULL) {
+        pthread_mutex_unlock(&registry_mu);
         free(b);
         free(e);
         return NULL;
@@ -61,7 +91,8 @@ backend_get(const struct saddr *addr)
     e->key = k;
     e->b = b;
     HASH_ADD(hh, registry, key, sizeof(e->key), e);
-    n_backends++;
+    atomic_fetch_add(&n_backends, 1);
+    pthread_mutex_unlock(&registry_mu);
     return b;
 }
 
@@ -83,12 +114,14 @@ backend_unref(struct backend *b)
     if (atomic_fetch_sub_explicit(&b->refs, 1, memory_order_acq_rel) != 1)
         return;
     make_key(&b->addr, &k);
+    pthread_mutex_lock(&registry_mu);
     HASH_FIND(hh, registry, &k, sizeof(k), e);
     if (e != NULL && e->b == b) {
         HASH_DEL(registry, e);
         free(e);
     }
-    n_backends--;
+    pthread_mutex_unlock(&registry_mu);
+    atomic_fetch_sub(&n_backends, 1);
     free(b);
 }
 

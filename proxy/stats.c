@@ -1,4 +1,5 @@
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -63,8 +64,12 @@ struct st_entry {
     UT_hash_handle hh;
 };
 
+/* Shared by the control loop (svc_stats_get) and the workers (the last
+ * unref, when a retired service's last connection ends): a mutex guards
+ * it, taken only when a service's statistics are created or freed. */
+static pthread_mutex_t registry_mu = PTHREAD_MUTEX_INITIALIZER;
 static struct st_entry *registry;
-static unsigned n_stats;
+static atomic_uint n_stats;
 
 struct svc_stats *
 svc_stats_get(const char *name)
@@ -72,14 +77,25 @@ svc_stats_get(const char *name)
     struct st_entry *e;
     struct svc_stats *st;
 
+    pthread_mutex_lock(&registry_mu);
     HASH_FIND_STR(registry, name, e);
     if (e != NULL) {
-        atomic_fetch_add_explicit(&e->st->refs, 1, memory_order_relaxed);
-        return e->st;
+        unsigned r = atomic_load_explicit(&e->st->refs, memory_order_relaxed);
+        while (r != 0)
+            if (atomic_compare_exchange_weak_explicit(
+                    &e->st->refs, &r, r + 1, memory_order_relaxed,
+                    memory_order_relaxed)) {
+                pthread_mutex_unlock(&registry_mu);
+                return e->st;
+            }
+        /* Dying: its owner frees it without the entry, which goes now. */
+        HASH_DEL(registry, e);
+        free(e);
     }
     st = calloc(1, sizeof(*st));
     e = calloc(1, sizeof(*e));
     if (st == NULL || e == NULL) {
+        pthread_mutex_unlock(&registry_mu);
         free(st);
         free(e);
         return NULL;
@@ -88,7 +104,8 @@ svc_stats_get(const char *name)
     atomic_init(&st->refs, 1);
     e->st = st;
     HASH_ADD_KEYPTR(hh, registry, st->name, strlen(st->name), e);
-    n_stats++;
+    atomic_fetch_add(&n_stats, 1);
+    pthread_mutex_unlock(&registry_mu);
     return st;
 }
 
@@ -100,12 +117,14 @@ svc_stats_unref(struct svc_stats *st)
     if (st == NULL
         || atomic_fetch_sub_explicit(&st->refs, 1, memory_order_acq_rel) != 1)
         return;
+    pthread_mutex_lock(&registry_mu);
     HASH_FIND_STR(registry, st->name, e);
     if (e != NULL && e->st == st) {
         HASH_DEL(registry, e);
         free(e);
     }
-    n_stats--;
+    pthread_mutex_unlock(&registry_mu);
+    atomic_fetch_sub(&n_stats, 1);
     free(st);
 }
 
