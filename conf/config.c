@@ -98,6 +98,7 @@ struct log_in {
 struct relay_in {
     uint64_t splice; /* enum conf_splice */
     uint64_t pipe_budget;
+    uint64_t workers; /* 0: one per CPU */
 };
 
 struct admin_in {
@@ -337,6 +338,8 @@ static const struct key relay_keys[] = {
      splice_names, 0},
     {"pipe_budget", KEY_UINT, offsetof(struct relay_in, pipe_budget), 0,
      1000000, "0", NULL, 0},
+    {"workers", KEY_UINT, offsetof(struct relay_in, workers), 0,
+     CONF_WORKERS_MAX, "0", NULL, 0},
 };
 static const struct section relay_section = {
     "section \"relay\"", NULL, relay_keys, NKEYS(relay_keys)};
@@ -1375,6 +1378,7 @@ build(struct root_in *r, struct err *e)
     c->drain_timeout_ms = r->drain_timeout_ms;
     c->relay.splice = (enum conf_splice)r->relay.splice;
     c->relay.pipe_budget = (uint32_t)r->relay.pipe_budget;
+    c->relay.workers = (uint32_t)r->relay.workers;
     c->admin.enabled = r->admin.enabled == 1;
     c->admin.listen = r->admin.listen;
     if (c->admin.listen.u.sa.sa_family == 0) {

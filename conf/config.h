@@ -74,10 +74,15 @@ enum conf_splice {
     CONF_SPLICE_NEVER,  /* always copy */
 };
 
+#define CONF_WORKERS_MAX 64
+
 struct conf_relay {
     enum conf_splice splice; /* relay.splice, default auto */
     uint32_t pipe_budget;    /* relay.pipe_budget: descriptors pipes may
                               * hold; 0 = an eighth of the limit */
+    uint32_t workers;        /* relay.workers: data-plane threads; 0 = one
+                              * per CPU the process may run on. Read at
+                              * start only. */
 };
 
 struct conf {

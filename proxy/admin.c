@@ -90,12 +90,15 @@ ovr_apply(struct admin *a)
 
     for (i = 0; i < a->p->nsvcs; i++) {
         struct svc *s = a->p->svcs[i];
+        int changed = 0;
         for (j = 0; j < s->nbe; j++) {
             const struct ovr *o =
                 a->novr ? ovr_find(a, s->name, &s->be[j].b->addr) : NULL;
             atomic_store(&s->be[j].drained, o ? (unsigned)o->drained : 0u);
-            atomic_store(&s->be[j].ovr_weight, o ? o->weight : -1);
+            changed |= svc_set_weight_override(s, j, o ? o->weight : -1);
         }
+        if (changed)
+            svc_reweighted(s);
     }
 }
 
@@ -250,6 +253,24 @@ status_service(struct admin *a, size_t i, double now)
     return o;
 }
 
+static json_t *
+status_workers(struct proxy *p)
+{
+    json_t *v = json_array();
+    unsigned k;
+
+    for (k = 0; k < p->nworkers; k++) {
+        struct worker *w = proxy_worker(p, k);
+        json_array_append_new(
+            v, json_pack("{s:I, s:I, s:I}", "id", (json_int_t)k,
+                         "connections_open", (json_int_t)worker_nconns(w),
+                         "accepted",
+                         (json_int_t)atomic_load_explicit(&w->n_accepted,
+                                                          memory_order_relaxed)));
+    }
+    return v;
+}
+
 static char *
 status_json(struct admin *a, double now)
 {
@@ -268,12 +289,38 @@ status_json(struct admin *a, double now)
                                                  : 0));
     json_object_set_new(root, "uptime_seconds", json_real(now - a->started));
     json_object_set_new(root, "connections_open",
-                        json_integer((json_int_t)a->p->w.nconns));
+                        json_integer((json_int_t)proxy_nconns(a->p)));
+    json_object_set_new(root, "workers", status_workers(a->p));
     json_object_set_new(root, "backend_objects", json_integer(backend_count()));
     json_object_set_new(root, "services", svcs);
     txt = json_dumps(root, JSON_INDENT(1) | JSON_ENSURE_ASCII);
     json_decref(root);
     return txt;
+}
+
+/* Per worker: how the kernel spread the connections (SO_REUSEPORT). */
+static void
+write_worker_metrics(struct sbuf *m, struct proxy *p)
+{
+    unsigned k;
+
+    sbuf_printf(m, "# HELP ferry_workers Data-plane worker threads "
+                   "(relay.workers).\n# TYPE ferry_workers gauge\n"
+                   "ferry_workers %u\n",
+                p->nworkers);
+    sbuf_printf(m, "# HELP ferry_worker_connections Open proxied "
+                   "connections, by worker.\n"
+                   "# TYPE ferry_worker_connections gauge\n");
+    for (k = 0; k < p->nworkers; k++)
+        sbuf_printf(m, "ferry_worker_connections{worker=\"%u\"} %zu\n", k,
+                    worker_nconns(proxy_worker(p, k)));
+    sbuf_printf(m, "# HELP ferry_worker_accepted_total Connections "
+                   "accepted, by worker.\n"
+                   "# TYPE ferry_worker_accepted_total counter\n");
+    for (k = 0; k < p->nworkers; k++)
+        sbuf_printf(m, "ferry_worker_accepted_total{worker=\"%u\"} %llu\n", k,
+                    (unsigned long long)atomic_load_explicit(
+                        &proxy_worker(p, k)->n_accepted, memory_order_relaxed));
 }
 
 /* ---- replies ------------------------------------------------------------ */
@@ -429,6 +476,7 @@ get_page(struct admin *a, const struct httpreq *r, double now,
         sbuf_init(&m, ADMIN_REPLY_MAX - 4096);
         metrics_write(&m, a->p->svcs, a->p->nsvcs, a->h,
                       admin_ready(a, now, why, sizeof(why)), now);
+        write_worker_metrics(&m, a->p);
         if (m.overflow)
             httpd_reply_text(out, 500, "metrics too large\n", head);
         else

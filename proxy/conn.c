@@ -164,7 +164,7 @@ conn_close(struct conn *c, int reset)
              (unsigned long long)c->bytes_b2c);
     conn_release_backend(c);
     atomic_fetch_sub_explicit(&c->svc->st->active, 1, memory_order_relaxed);
-    c->svc->active--;
+    atomic_fetch_sub_explicit(&c->svc->active, 1, memory_order_relaxed);
     svc_unref(c->svc);
     if (c->prev != NULL)
         c->prev->next = c->next;
@@ -172,13 +172,13 @@ conn_close(struct conn *c, int reset)
         w->conns = c->next;
     if (c->next != NULL)
         c->next->prev = c->prev;
-    w->nconns--;
+    worker_nconns_add(w, -1);
     worker_conn_release(w, c);
     /* A descriptor was freed: if accepting was paused for lack of them,
      * try again now rather than at the end of the pause. */
     if (w->accept_paused)
         worker_resume_accept(w);
-    if (w->nconns == 0 && w->on_idle != NULL)
+    if (worker_nconns(w) == 0 && w->on_idle != NULL)
         w->on_idle(w);
 }
 
@@ -196,9 +196,15 @@ conn_accept(struct worker *w, struct svc *s, int fd,
     struct conn *c;
     double now = ev_now(w->loop);
 
-    if (s->spec.max_conns != 0 && s->active >= s->spec.max_conns) {
+    /* Count the connection first: with several workers, checking and
+     * counting in two steps would let them overshoot the limit together. */
+    if (atomic_fetch_add_explicit(&s->active, 1, memory_order_relaxed)
+            >= s->spec.max_conns
+        && s->spec.max_conns != 0) {
         char a[SADDR_STR_MAX];
-        s->n_refused_limit++;
+        atomic_fetch_sub_explicit(&s->active, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&s->n_refused_limit, 1,
+                                  memory_order_relaxed);
         stats_inc(&s->st->fail[STATS_FAIL_LIMIT]);
         log_rl(LOG_WARN, now,
                "service %s: connection limit %u reached, refusing %s",
@@ -209,6 +215,7 @@ conn_accept(struct worker *w, struct svc *s, int fd,
     }
     c = worker_conn_alloc(w, sizeof(*c));
     if (c == NULL) {
+        atomic_fetch_sub_explicit(&s->active, 1, memory_order_relaxed);
         stats_inc(&s->st->fail[STATS_FAIL_RESOURCE]);
         log_rl(LOG_ERROR, now, "out of memory: refusing a connection");
         close_reset(fd);
@@ -218,7 +225,7 @@ conn_accept(struct worker *w, struct svc *s, int fd,
     c->w = w;
     c->svc = svc_ref(s);
     c->client = *client;
-    c->id = ++w->next_conn_id;
+    c->id = worker_next_id(w);
     c->last_active = now;
     ev_io_init(&c->cio, conn_on_client, fd, 0);
     ev_io_init(&c->bio, conn_on_backend, -1, 0);
@@ -228,9 +235,8 @@ conn_accept(struct worker *w, struct svc *s, int fd,
     if (w->conns != NULL)
         w->conns->prev = c;
     w->conns = c;
-    w->nconns++;
-    s->active++;
-    s->n_accepted++;
+    worker_nconns_add(w, 1);
+    atomic_fetch_add_explicit(&s->n_accepted, 1, memory_order_relaxed);
     stats_inc(&s->st->accepted);
     atomic_fetch_add_explicit(&s->st->active, 1, memory_order_relaxed);
     conn_try_connect(c);
@@ -289,7 +295,7 @@ conn_connected(struct conn *c)
 static void
 conn_no_backend(struct conn *c)
 {
-    c->svc->n_no_backend++;
+    atomic_fetch_add_explicit(&c->svc->n_no_backend, 1, memory_order_relaxed);
     stats_inc(&c->svc->st->fail[STATS_FAIL_NO_BACKEND]);
     log_rl(LOG_WARN, ev_now(c->w->loop),
            "service %s: no backend available after %u attempt(s), "
@@ -469,9 +475,10 @@ static int
 half_want_splice(struct conn *c, struct half *h)
 {
     struct worker *w = c->w;
+    int mode = atomic_load_explicit(&worker_splice_mode, memory_order_relaxed);
 
-    if (w->splice_mode == WORKER_SPLICE_NEVER || h->nopipe
-        || (w->splice_mode == WORKER_SPLICE_AUTO && !h->bulk))
+    if (mode == WORKER_SPLICE_NEVER || h->nopipe
+        || (mode == WORKER_SPLICE_AUTO && !h->bulk))
         return 0;
     if (worker_pipe_get(w, h->pipe) < 0) {
         h->nopipe = 1; /* asked once per direction */

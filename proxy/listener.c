@@ -16,6 +16,40 @@
 static void listener_on_accept(struct ev_loop *loop, struct ev_io *io,
                                int revents);
 
+static int
+set_freebind(int fd, int family)
+{
+    int one = 1;
+
+    return family == AF_INET
+               ? setsockopt(fd, IPPROTO_IP, IP_FREEBIND, &one, sizeof(one))
+               : setsockopt(fd, IPPROTO_IPV6, IPV6_FREEBIND, &one,
+                            sizeof(one));
+}
+
+/* 0 if <addr> can be bound without SO_REUSEPORT (no one listens there),
+ * else -1 with errno set (EADDRINUSE). */
+static int
+probe_free(const struct saddr *addr, int freebind)
+{
+    int fd, one = 1, rc, saved;
+
+    fd = socket(addr->u.sa.sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -1;
+    rc = setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (rc == 0 && addr->u.sa.sa_family == AF_INET6)
+        rc = setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+    if (rc == 0 && freebind)
+        rc = set_freebind(fd, addr->u.sa.sa_family);
+    if (rc == 0)
+        rc = bind(fd, &addr->u.sa, addr->len);
+    saved = errno;
+    close(fd);
+    errno = saved;
+    return rc;
+}
+
 struct listener *
 listener_new(struct worker *w, const struct saddr *addr, int freebind,
              struct err *e)
@@ -32,17 +66,22 @@ listener_new(struct worker *w, const struct saddr *addr, int freebind,
     if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0
         || setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) < 0)
         goto fail;
+    /* Several workers: one socket each on the same address, the kernel
+     * spreads connections across them. SO_REUSEPORT would also let
+     * another process (same user) share the port unnoticed, so worker
+     * 0, which opens an address first, makes sure that nobody holds it. */
+    if (w->nworkers > 1) {
+        if (w->id == 0 && probe_free(addr, freebind) < 0)
+            goto fail;
+        if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0)
+            goto fail;
+    }
     if (addr->u.sa.sa_family == AF_INET6
         && setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) < 0)
         goto fail;
     /* Tables from the API name service IPs that the netlink side adds a
      * moment later: bind before the address exists. */
-    if (freebind
-        && (addr->u.sa.sa_family == AF_INET
-                ? setsockopt(fd, IPPROTO_IP, IP_FREEBIND, &one, sizeof(one))
-                : setsockopt(fd, IPPROTO_IPV6, IPV6_FREEBIND, &one,
-                             sizeof(one)))
-               < 0)
+    if (freebind && set_freebind(fd, addr->u.sa.sa_family) < 0)
         goto fail;
     if (bind(fd, &addr->u.sa, addr->len) < 0 || listen(fd, LISTEN_BACKLOG) < 0)
         goto fail;
@@ -124,7 +163,8 @@ listener_on_accept(struct ev_loop *loop, struct ev_io *io, int revents)
                        l->addr_str, strerror(errno));
             return;
         }
-        w->n_accepted++;
+        atomic_store_explicit(&w->n_accepted, w->n_accepted + 1,
+                              memory_order_relaxed);
         conn_accept(w, l->svc, fd, &client);
     }
 }

@@ -33,6 +33,7 @@ struct daemon {
     uint64_t generation;
     double drain_timeout_s;
     int exit_code;
+    unsigned workers; /* relay.workers at start (0: one per CPU) */
     struct ev_signal sig_hup, sig_term, sig_int;
 };
 
@@ -141,6 +142,10 @@ daemon_reload(struct daemon *d)
         return;
     }
 applied:
+    if (c->relay.workers != d->workers)
+        log_warn("reload: relay.workers changed (%u to %u): it takes effect "
+                 "at the next start; %u worker(s) keep running",
+                 d->workers, c->relay.workers, d->proxy.nworkers);
     apply_logging(&d->o, c);
     ctl_configure(&d->ctl, c);
     d->drain_timeout_s = c->drain_timeout_ms / 1e3;
@@ -244,6 +249,13 @@ daemon_run(const struct opts *o)
         return 1;
     }
     d.proxy.on_drained = daemon_on_drained;
+    if (proxy_start_workers(&d.proxy, c->relay.workers, &e) < 0) {
+        log_error("%s", err_str(&e, msg, sizeof(msg)));
+        conf_free(c);
+        proxy_deinit(&d.proxy);
+        return 1;
+    }
+    d.workers = c->relay.workers;
     if (ctl_init(&d.ctl, d.loop, &d.proxy) < 0) {
         log_error("out of memory");
         conf_free(c);
@@ -267,10 +279,12 @@ daemon_run(const struct opts *o)
         proxy_deinit(&d.proxy);
         return 1;
     }
-    log_info("ferry %s serving %zu service(s) from %s (generation %llu)",
+    log_info("ferry %s serving %zu service(s) from %s (generation %llu, "
+             "%u worker%s)",
              FERRY_VERSION, c->table->nservices,
              o->config ? o->config : "the built-in demo config",
-             (unsigned long long)d.generation);
+             (unsigned long long)d.generation, d.proxy.nworkers,
+             d.proxy.nworkers == 1 ? "" : "s");
     conf_free(c);
     daemon_signals(&d);
     ev_run(d.loop, 0);

@@ -6,15 +6,30 @@
 #include "stats.h"
 #include "svc.h"
 
+unsigned svc_nworkers = 1;
+_Thread_local unsigned svc_worker_self;
+
 struct svc *
 svc_new(const struct tbl_service *ts)
 {
     struct svc *s = calloc(1, sizeof(*s));
+    int32_t *cur;
     size_t i;
 
     if (s == NULL)
         return NULL;
-    s->refs = 1;
+    atomic_init(&s->refs, 1);
+    s->nslots = svc_nworkers > 0 ? svc_nworkers : 1;
+    s->slot = calloc(s->nslots, sizeof(*s->slot));
+    cur = calloc(s->nslots * (ts->nbackends ? ts->nbackends : 1), sizeof(*cur));
+    if (s->slot == NULL || cur == NULL) {
+        free(s->slot);
+        free(cur);
+        free(s);
+        return NULL;
+    }
+    for (i = 0; i < s->nslots; i++)
+        s->slot[i].cur = cur + i * (ts->nbackends ? ts->nbackends : 1);
     memcpy(s->name, ts->name, sizeof(s->name));
     s->spec = *ts;
     s->spec.frontends = NULL;
@@ -42,7 +57,8 @@ svc_new(const struct tbl_service *ts)
     if (ts->affinity_timeout_ms > 0
         && (s->aff = affinity_new(ts->affinity_timeout_ms / 1e3)) == NULL)
         goto fail;
-    s->bal->init(s);
+    for (i = 0; i < s->nslots; i++)
+        s->bal->init(s, &s->slot[i], (unsigned)i);
     return s;
 fail:
     svc_unref(s);
@@ -52,7 +68,7 @@ fail:
 struct svc *
 svc_ref(struct svc *s)
 {
-    s->refs++;
+    atomic_fetch_add_explicit(&s->refs, 1, memory_order_relaxed);
     return s;
 }
 
@@ -61,13 +77,19 @@ svc_unref(struct svc *s)
 {
     size_t i;
 
-    if (s == NULL || --s->refs > 0)
+    if (s == NULL
+        || atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) != 1)
         return;
     for (i = 0; i < s->nbe; i++)
         backend_unref(s->be[i].b);
     svc_stats_unref(s->st);
     affinity_free(s->aff);
     free(s->be);
+    free(s->slot[0].cur);
+    free(atomic_load(&s->rr));
+    for (i = 0; i < s->nrr_old; i++)
+        free(s->rr_old[i]);
+    free(s->slot);
     free(s);
 }
 
@@ -96,6 +118,22 @@ svc_matches(const struct svc *s, const struct tbl_service *ts)
     return 1;
 }
 
+int
+svc_set_weight_override(struct svc *s, size_t i, int32_t w)
+{
+    uint32_t before = svc_be_weight(&s->be[i]);
+
+    atomic_store(&s->be[i].ovr_weight, w < 0 ? -1 : w);
+    return svc_be_weight(&s->be[i]) != before;
+}
+
+void
+svc_reweighted(struct svc *s)
+{
+    if (s->bal->reweight != NULL)
+        s->bal->reweight(s);
+}
+
 struct pick_ctx {
     const struct svc_tried *tried;
     double now;
@@ -122,10 +160,10 @@ svc_pick(struct svc *s, const struct svc_tried *tried, double now)
 
     if (s->nbe == 0)
         return -1;
-    i = s->bal->pick(s, pick_ok, &c);
+    i = s->bal->pick(s, svc_slot_self(s), pick_ok, &c);
     if (i < 0) {
         c.ignore_backoff = 1;
-        i = s->bal->pick(s, pick_ok, &c);
+        i = s->bal->pick(s, svc_slot_self(s), pick_ok, &c);
     }
     return i;
 }

@@ -8,10 +8,18 @@
  * is "retired": it takes no new connections and is freed when its last
  * connection ends. Refcounted: one reference for the proxy's current set,
  * one per listener pointing at it, one per connection.
+ *
+ * One svc serves every worker thread. What a pick changes (round-robin
+ * weights, the least-connections rotation, the random generator) lives in
+ * one slot per worker, so picks never share a written cache line; the
+ * connection count for max_connections and the counters are atomics. The
+ * ClientIP affinity table is not thread-safe: a service with affinity is
+ * served by worker 0 only (the proxy opens its listeners there alone).
  */
 #ifndef PROXY_SVC_H
 #define PROXY_SVC_H
 
+#include <stdatomic.h>
 #include <stdint.h>
 
 #include "backend.h"
@@ -34,22 +42,54 @@ struct svc_be {
      * for none, and "drained": no new connections. */
     _Atomic int32_t ovr_weight;
     atomic_uint drained;
-    int32_t cur;       /* smooth round-robin running weight */
     char name[TBL_NAME_MAX];
     uint32_t flags;
 };
 
+#define SVC_RR_OLD_MAX 32
+
+/* A round-robin pick order, <period> picks long. */
+struct rr_seq {
+    uint32_t period;
+    uint32_t idx[];
+};
+
+/* One worker's balancing state, a cache line of its own. */
+union svc_slot {
+    struct {
+        int32_t *cur;     /* smooth round-robin running weights (nbe) */
+        uint64_t rng;     /* random balancer state */
+    };
+    char pad_[64];
+};
+
+/* Worker threads that pick (slots per svc); set once at start, before the
+ * first svc_new(). */
+extern unsigned svc_nworkers;
+/* The calling thread's worker index (0 on the control loop). */
+extern _Thread_local unsigned svc_worker_self;
+
 struct svc {
-    unsigned refs;
-    int retired;
+    atomic_uint refs;
+    atomic_int retired;
     char name[TBL_NAME_MAX];
     struct tbl_service spec; /* copy; spec.frontends/backends not owned */
     struct svc_be *be;
     size_t nbe;
-    uint32_t active;   /* open connections, for max_conns */
-    unsigned lc_next;  /* leastconn tie-break rotation */
-    uint64_t rng;      /* random balancer state */
-    uint64_t n_accepted, n_refused_limit, n_no_backend;
+    atomic_uint active; /* open connections, for max_conns */
+    union svc_slot *slot;    /* nslots of them */
+    unsigned nslots;
+    /* Round-robin shared by the workers (balance.c): the pick order for
+     * the weights in force, and the next ticket into it. Replaced
+     * sequences wait in rr_old until the svc is freed. */
+    _Atomic(struct rr_seq *) rr;
+    struct rr_seq *rr_old[SVC_RR_OLD_MAX];
+    unsigned nrr_old;
+    atomic_uint_fast64_t rr_ticket;
+    /* leastconn tie-break rotation, shared: a race between workers only
+     * changes which of two tied backends wins. */
+    atomic_uint lc_next;
+    atomic_uint_fast64_t n_accepted, n_refused_limit, n_no_backend;
     const struct bal_ops *bal;
     struct svc_stats *st; /* reference; counters surviving reloads */
     struct affinity *aff; /* ClientIP pins; NULL when affinity is off */
@@ -63,6 +103,13 @@ void svc_unref(struct svc *s);
 
 /* Nonzero if <s> was built from a service equal to <ts>. */
 int svc_matches(const struct svc *s, const struct tbl_service *ts);
+
+/* The calling worker's slot. */
+static inline union svc_slot *
+svc_slot_self(struct svc *s)
+{
+    return &s->slot[svc_worker_self < s->nslots ? svc_worker_self : 0];
+}
 
 /* Choose a backend for a new connection at loop time <now>, skipping those
  * in <tried>, drained ones and those active checks hold down. Backends
@@ -83,6 +130,13 @@ int svc_pick_client(struct svc *s, const struct saddr *client,
 /* <to> replaces <from> (same service, changed definition): carry the
  * ClientIP pins over to the backends both list. Control loop. */
 void svc_inherit(struct svc *to, const struct svc *from, double now);
+
+/* Set (<w> >= 0) or clear (-1) backend <i>'s admin weight override.
+ * Returns nonzero if the weight in force changed; then call
+ * svc_reweighted() once the service's overrides are all set. Control
+ * loop. */
+int svc_set_weight_override(struct svc *s, size_t i, int32_t w);
+void svc_reweighted(struct svc *s);
 
 /* The weight the balancers use: the admin override, else the table's. */
 static inline uint32_t

@@ -10,6 +10,10 @@
 
 #define ACCEPT_PAUSE_S 0.1
 
+atomic_int worker_splice_mode = WORKER_SPLICE_AUTO;
+static atomic_size_t pipe_budget = 1024; /* descriptors, all workers */
+static atomic_size_t pipe_fds;           /* held now, all workers */
+
 /* A pooled object while it sits in a free list. */
 struct free_node {
     struct free_node *next;
@@ -32,7 +36,7 @@ worker_init(struct worker *w, struct ev_loop *loop)
         return -1;
     ev_timer_init(&w->accept_resume, worker_on_resume, ACCEPT_PAUSE_S, 0.);
     w->accept_resume.data = w;
-    worker_set_splice(w, WORKER_SPLICE_AUTO, 0);
+    w->nworkers = 1;
     return 0;
 }
 
@@ -46,58 +50,76 @@ default_pipe_budget(void)
     return (size_t)rl.rlim_cur / 8;
 }
 
+size_t
+worker_pipe_fds(void)
+{
+    return atomic_load_explicit(&pipe_fds, memory_order_relaxed);
+}
+
+static void
+pipe_close(int p[2])
+{
+    close(p[0]);
+    close(p[1]);
+    atomic_fetch_sub_explicit(&pipe_fds, 2, memory_order_relaxed);
+    metrics_pipes(-1);
+}
+
 void
 worker_set_splice(struct worker *w, int mode, size_t budget)
 {
-    w->splice_mode = mode;
-    w->pipe_budget = budget != 0 ? budget : default_pipe_budget();
-    while (w->nfree_pipes > 0 && w->pipe_fds > w->pipe_budget) {
-        int *p = w->free_pipes[--w->nfree_pipes];
-        close(p[0]);
-        close(p[1]);
-        w->pipe_fds -= 2;
-        metrics_pipes(-1);
-    }
+    atomic_store(&worker_splice_mode, mode);
+    atomic_store(&pipe_budget, budget != 0 ? budget : default_pipe_budget());
+    while (w->nfree_pipes > 0 && worker_pipe_fds() > atomic_load(&pipe_budget))
+        pipe_close(w->free_pipes[--w->nfree_pipes]);
 }
 
 int
 worker_pipe_get(struct worker *w, int p[2])
 {
+    size_t budget = atomic_load_explicit(&pipe_budget, memory_order_relaxed);
+
     if (w->nfree_pipes > 0) {
         w->nfree_pipes--;
         p[0] = w->free_pipes[w->nfree_pipes][0];
         p[1] = w->free_pipes[w->nfree_pipes][1];
         return 0;
     }
-    if (w->pipe_fds + 2 > w->pipe_budget
-        || pipe2(p, O_NONBLOCK | O_CLOEXEC) < 0) {
-        w->n_pipe_denied++;
-        metrics_pipe_denied();
-        return -1;
+    /* Reserve the two descriptors first, so that workers racing for the
+     * last of the budget cannot both take it. */
+    if (atomic_fetch_add_explicit(&pipe_fds, 2, memory_order_relaxed) + 2
+        > budget) {
+        atomic_fetch_sub_explicit(&pipe_fds, 2, memory_order_relaxed);
+        goto denied;
     }
-    w->pipe_fds += 2;
+    if (pipe2(p, O_NONBLOCK | O_CLOEXEC) < 0) {
+        atomic_fetch_sub_explicit(&pipe_fds, 2, memory_order_relaxed);
+        goto denied;
+    }
     metrics_pipes(1);
     /* Bigger than the default 64 KiB: fewer splice() calls and wake-ups
      * per byte (about 15 % less CPU per GB on loopback). Pages are taken
      * only while bytes wait; if the kernel refuses, 64 KiB still works. */
     (void)fcntl(p[1], F_SETPIPE_SZ, WORKER_PIPE_SIZE);
     return 0;
+denied:
+    w->n_pipe_denied++;
+    metrics_pipe_denied();
+    return -1;
 }
 
 void
 worker_pipe_put(struct worker *w, int p[2], int empty)
 {
     if (empty && w->nfree_pipes < WORKER_PIPE_CACHE
-        && w->pipe_fds <= w->pipe_budget) {
+        && worker_pipe_fds()
+               <= atomic_load_explicit(&pipe_budget, memory_order_relaxed)) {
         w->free_pipes[w->nfree_pipes][0] = p[0];
         w->free_pipes[w->nfree_pipes][1] = p[1];
         w->nfree_pipes++;
         return;
     }
-    close(p[0]);
-    close(p[1]);
-    w->pipe_fds -= 2;
-    metrics_pipes(-1);
+    pipe_close(p);
 }
 
 static void
@@ -119,13 +141,8 @@ worker_deinit(struct worker *w)
     ev_timer_stop(w->loop, &w->accept_resume);
     free_list(&w->free_bufs, &w->nfree_bufs);
     free_list(&w->free_conns, &w->nfree_conns);
-    while (w->nfree_pipes > 0) {
-        int *p = w->free_pipes[--w->nfree_pipes];
-        close(p[0]);
-        close(p[1]);
-        w->pipe_fds -= 2;
-        metrics_pipes(-1);
-    }
+    while (w->nfree_pipes > 0)
+        pipe_close(w->free_pipes[--w->nfree_pipes]);
     free(w->scratch);
     w->scratch = NULL;
 }
@@ -206,7 +223,7 @@ worker_pause_accept(struct worker *w)
     log_rl(LOG_WARN, ev_now(w->loop),
            "out of file descriptors: accepting paused for %.0f ms "
            "(%zu connections open)",
-           ACCEPT_PAUSE_S * 1e3, w->nconns);
+           ACCEPT_PAUSE_S * 1e3, worker_nconns(w));
 }
 
 void

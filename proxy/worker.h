@@ -2,14 +2,17 @@
  * worker.h - one event loop and everything it owns: listeners,
  * connections, pooled session objects and relay buffers.
  *
- * With one worker (today's default) the worker's loop is the main loop.
- * Nothing here is shared with another thread except backend counters,
- * which are atomics.
+ * Worker 0's loop is the main (control) loop; workers 1..N-1 run each on
+ * a thread of their own (proxy.c). A worker's connections, pools and
+ * listeners are touched by its own thread only. Shared with the others:
+ * the connection count (read by the control loop for status and drain),
+ * the splice settings and the descriptor budget of pipes, all atomics.
  */
 #ifndef PROXY_WORKER_H
 #define PROXY_WORKER_H
 
 #include <ev.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -35,8 +38,10 @@ struct listener;
 
 struct worker {
     struct ev_loop *loop;
+    unsigned id;              /* 0..nworkers-1; also its svc slot */
+    unsigned nworkers;
     struct conn *conns;       /* doubly linked list of open connections */
-    size_t nconns;
+    atomic_size_t nconns;     /* written by the owner only */
     void *free_conns;         /* pooled session objects */
     size_t nfree_conns;
     void *free_bufs;          /* pooled relay buffers */
@@ -48,12 +53,9 @@ struct worker {
     struct ev_timer accept_resume;
     uint64_t next_conn_id;
     uint64_t n_accept_paused; /* times accepting was paused (EMFILE) */
-    uint64_t n_accepted;
-    /* splice(): a pool of pipes, within a budget of descriptors. */
-    int splice_mode;          /* enum worker_splice */
-    size_t pipe_budget;       /* descriptors pipes may hold (in use and
-                               * pooled); 0 = no splice */
-    size_t pipe_fds;          /* descriptors pipes hold now */
+    atomic_uint_fast64_t n_accepted;
+    /* splice(): a pool of empty pipes; the descriptor budget is counted
+     * across all workers (worker_pipe_fds). */
     int free_pipes[WORKER_PIPE_CACHE][2];
     size_t nfree_pipes;
     uint64_t n_pipe_denied;   /* a pipe was wanted but the budget or the
@@ -62,7 +64,35 @@ struct worker {
     void (*on_idle)(struct worker *w);
 };
 
+/* enum worker_splice in force, for every worker. */
+extern atomic_int worker_splice_mode;
+
 int worker_init(struct worker *w, struct ev_loop *loop);
+
+/* Open connections of <w>: any thread may read; only the owner adds. */
+static inline size_t
+worker_nconns(struct worker *w)
+{
+    return atomic_load_explicit(&w->nconns, memory_order_relaxed);
+}
+
+static inline void
+worker_nconns_add(struct worker *w, int d)
+{
+    atomic_store_explicit(&w->nconns, worker_nconns(w) + (size_t)(ptrdiff_t)d,
+                          memory_order_relaxed);
+}
+
+/* A connection id unique across workers. */
+static inline uint64_t
+worker_next_id(struct worker *w)
+{
+    return ++w->next_conn_id * (w->nworkers ? w->nworkers : 1) + w->id
+           - ((w->nworkers ? w->nworkers : 1) - 1);
+}
+
+/* Descriptors all workers' pipes hold now. */
+size_t worker_pipe_fds(void);
 void worker_deinit(struct worker *w);
 
 /* Relay buffers (WORKER_BUF_SIZE bytes). worker_buf_get() returns NULL
@@ -82,9 +112,10 @@ int worker_pipe_get(struct worker *w, int p[2]);
  * still hold bytes is closed. */
 void worker_pipe_put(struct worker *w, int p[2], int empty);
 
-/* Splice settings: <mode> is an enum worker_splice; <budget> is in
- * descriptors (0: the default, an eighth of the descriptor limit). Pipes
- * beyond a lowered budget are closed as they come back. */
+/* Splice settings, for every worker: <mode> is an enum worker_splice;
+ * <budget> is in descriptors, all workers together (0: the default, an
+ * eighth of the descriptor limit). Pipes beyond a lowered budget are
+ * closed as they come back; <w>'s pool is trimmed at once. */
 void worker_set_splice(struct worker *w, int mode, size_t budget);
 
 /* Out of descriptors: stop every listener for a moment. Resumes after a

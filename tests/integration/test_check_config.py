@@ -66,6 +66,7 @@ CASES = {
     "bad-log-format": ({3: "  format: xml"}, 3),
     "bad-relay-splice": ({4: "relay: {splice: sometimes}"}, 4),
     "bad-relay-budget": ({4: "relay: {pipe_budget: -2}"}, 4),
+    "bad-relay-workers": ({4: "relay: {workers: 65}"}, 4),
     # bad addresses
     "bad-address-listen": ({22: "      - 127.0.0.300:5432"}, 22),
     "bad-address-hostname": ({17: "      - address: localhost:9002"}, 17),

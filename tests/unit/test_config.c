@@ -66,7 +66,7 @@ static const char full_yaml[] =
     "  level: debug\n"
     "  format: json\n"
     "drain_timeout: 1.5s\n"
-    "relay: {splice: never, pipe_budget: 64}\n"
+    "relay: {splice: never, pipe_budget: 64, workers: 4}\n"
     "defaults:\n"
     "  balance: leastconn\n"
     "  connect_timeout: 250ms\n"
@@ -109,6 +109,7 @@ test_full(void **state)
     assert_int_equal(c->drain_timeout_ms, 1500);
     assert_int_equal(c->relay.splice, CONF_SPLICE_NEVER);
     assert_int_equal(c->relay.pipe_budget, 64);
+    assert_int_equal(c->relay.workers, 4);
     assert_true(c->table->frozen);
     assert_int_equal(c->table->generation, 0);
     assert_int_equal(c->table->nservices, 2);
@@ -163,6 +164,7 @@ test_builtin_defaults(void **state)
     assert_int_equal(c->drain_timeout_ms, 30000);
     assert_int_equal(c->relay.splice, CONF_SPLICE_AUTO);
     assert_int_equal(c->relay.pipe_budget, 0);
+    assert_int_equal(c->relay.workers, 0);
     s = find(c, "a");
     assert_int_equal(s->balance, TBL_BAL_ROUNDROBIN);
     assert_int_equal(s->connect_timeout_ms, 2000);
