@@ -603,6 +603,11 @@ def listen_addrs(config_text):
                 found += [x.strip().strip('"') for x in
                           rest.strip("[]").split(",") if x.strip()]
                 in_listen = False
+            elif rest:
+                # One address (a service's, or the admin server's
+                # "listen:", which opens after the services).
+                found.append(rest.strip('"'))
+                in_listen = False
             else:
                 in_listen = True
             continue
