@@ -1,6 +1,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -15,6 +16,7 @@ struct plan {
     struct table *t;        /* reference */
     struct svc **v;         /* references, t->nservices of them */
     struct listener *fresh; /* opened for it by the control loop */
+    int off;                /* listen on nothing (descriptor guard) */
 };
 
 /* Worker 1..N-1: a thread with its own loop (see proxy.h). */
@@ -193,7 +195,8 @@ proxy_init(struct proxy *p, struct ev_loop *loop)
 /* ---- worker threads ---------------------------------------------------- */
 
 static int reconcile_listeners(struct worker *w, const struct table *t,
-                               struct svc **v, struct listener *fresh);
+                               struct svc **v, struct listener *fresh,
+                               int off);
 
 static void
 wthread_on_idle(struct worker *w)
@@ -219,7 +222,7 @@ wthread_on_wake(struct ev_loop *loop, struct ev_async *a, int rev)
     stop = t->stop;
     pthread_mutex_unlock(&t->mu);
     if (pl != NULL && !t->draining && !stop) {
-        if (reconcile_listeners(&t->w, pl->t, pl->v, pl->fresh) == 0)
+        if (reconcile_listeners(&t->w, pl->t, pl->v, pl->fresh, pl->off) == 0)
             pl->fresh = NULL; /* taken over (or closed) */
         else
             log_error("worker %u: out of memory applying a table; it keeps "
@@ -504,7 +507,7 @@ served_by(const struct worker *w, const struct tbl_service *ts)
  * memory, with nothing changed and <fresh> still the caller's. */
 static int
 reconcile_listeners(struct worker *w, const struct table *t, struct svc **v,
-                    struct listener *fresh)
+                    struct listener *fresh, int off)
 {
     struct listener *l, **pl, **all;
     size_t i, j, nall;
@@ -520,7 +523,7 @@ reconcile_listeners(struct worker *w, const struct table *t, struct svc **v,
         l->mark = 2;
     }
     for (i = 0; i < t->nservices; i++) {
-        if (!served_by(w, &t->services[i]))
+        if (off || !served_by(w, &t->services[i]))
             continue;
         for (j = 0; j < t->services[i].nfrontends; j++) {
             l = find_listener(all, nall, &t->services[i].frontends[j]);
@@ -562,8 +565,8 @@ saddr_pcmp(const void *a, const void *b)
  * failing addresses are left out (worker 0 logs them). */
 static int
 thread_listeners(struct wthread *th, const struct table *t, int strict,
-                 struct listener **fresh, struct saddr **addrs, size_t *naddrs,
-                 struct err *e)
+                 int off, struct listener **fresh, struct saddr **addrs,
+                 size_t *naddrs, struct err *e)
 {
     struct saddr *want;
     size_t i, j, n = 0, k = 0;
@@ -571,7 +574,7 @@ thread_listeners(struct wthread *th, const struct table *t, int strict,
     *fresh = NULL;
     *addrs = NULL;
     *naddrs = 0;
-    for (i = 0; i < t->nservices; i++)
+    for (i = 0; i < t->nservices && !off; i++)
         if (served_by(&th->w, &t->services[i]))
             n += t->services[i].nfrontends;
     if (n == 0)
@@ -610,6 +613,27 @@ thread_listeners(struct wthread *th, const struct table *t, int strict,
     return 0;
 }
 
+/* Each worker thread holds one socket per address it serves: with many
+ * services (a Kubernetes node with thousands) that is the address count
+ * times the threads. Past a quarter of the descriptor limit the threads
+ * listen on nothing and worker 0 serves every address alone: slower, but
+ * every service stays up and connections keep their descriptors. */
+static int
+threads_off(struct proxy *p, const struct table *t, size_t *naddrs,
+            size_t *limit)
+{
+    struct rlimit rl;
+    size_t i, n = 0, cap = 4096;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
+        cap = (size_t)rl.rlim_cur / 4;
+    for (i = 0; i < t->nservices; i++)
+        n += t->services[i].nfrontends;
+    *naddrs = n;
+    *limit = cap * 4;
+    return p->nworkers > 1 && n * (p->nworkers - 1) > cap;
+}
+
 int
 proxy_apply(struct proxy *p, struct table *t, int strict, struct err *e)
 {
@@ -618,7 +642,8 @@ proxy_apply(struct proxy *p, struct table *t, int strict, struct err *e)
     size_t *tn = NULL;
     unsigned k, nt = p->nworkers - 1;
     struct svc **v;
-    size_t i;
+    size_t i, naddrs, limit;
+    int off;
 
     if (p->draining)
         return err_set(e, "draining: no new table is applied");
@@ -634,11 +659,12 @@ proxy_apply(struct proxy *p, struct table *t, int strict, struct err *e)
     }
     if (open_new_listeners(p, t, strict, &fresh, e) < 0)
         goto fail;
+    off = threads_off(p, t, &naddrs, &limit);
     for (k = 0; k < nt; k++)
-        if (thread_listeners(&p->threads[k], t, strict, &tfresh[k],
+        if (thread_listeners(&p->threads[k], t, strict, off, &tfresh[k],
                              &taddrs[k], &tn[k], e) < 0)
             goto fail;
-    if (reconcile_listeners(&p->w, t, v, fresh) < 0) {
+    if (reconcile_listeners(&p->w, t, v, fresh, 0) < 0) {
         err_set(e, "out of memory reconciling listeners");
         goto fail;
     }
@@ -663,6 +689,7 @@ proxy_apply(struct proxy *p, struct table *t, int strict, struct err *e)
         pl->t = table_ref(t);
         pl->v = tv;
         pl->fresh = tfresh[k];
+        pl->off = off;
         free(th->addrs);
         th->addrs = taddrs[k];
         th->naddrs = tn[k];
@@ -671,6 +698,15 @@ proxy_apply(struct proxy *p, struct table *t, int strict, struct err *e)
     free(tfresh);
     free(taddrs);
     free(tn);
+    if (off && !p->threads_off)
+        log_warn("workers: %zu listening addresses on %u worker threads would "
+                 "take more than a quarter of the descriptor limit (%zu); "
+                 "worker 0 serves them alone",
+                 naddrs, nt, limit);
+    else if (!off && p->threads_off)
+        log_info("workers: %zu listening addresses: every worker serves "
+                 "them again", naddrs);
+    p->threads_off = off;
     for (i = 0; i < p->nsvcs; i++)
         p->svcs[i]->retired = 1;
     for (i = 0; i < t->nservices; i++)

@@ -33,6 +33,7 @@ struct proxy {
     unsigned nworkers;
     struct ev_async wake;    /* a worker thread went idle while draining */
     int drained;             /* on_drained was called */
+    int threads_off;         /* too many addresses: threads listen on none */
     struct table *table; /* the snapshot in force (reference) */
     struct svc **svcs;   /* runtime services of <table>, same order */
     size_t nsvcs;

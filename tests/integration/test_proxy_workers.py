@@ -175,3 +175,35 @@ def test_port_stays_exclusive(start_ferry, backends, workers):
     log = second.log_text()
     assert "cannot listen on %s: Address already in use" % listen in log, log
     assert ft.hello(listen) == "b"
+
+
+def test_many_addresses_fall_back_to_worker_0(start_ferry, backends):
+    """Each worker thread needs a socket per address: with 30 addresses,
+    two threads and a descriptor limit of 200 that would be more than a
+    quarter of it, so the threads listen on nothing and worker 0 serves
+    every service (all reachable). A reload down to 5 addresses gives the
+    threads their listeners back."""
+    b = backends("b")
+    admin = ft.free_addr()
+    many = [ft.free_addr() for _ in range(30)]
+    f = start_ferry(cfg([ft.service(f"s{i}", a, [b])
+                         for i, a in enumerate(many)], admin),
+                    rlimit_nofile=200)
+    f.wait_log(r"workers: 30 listening addresses on 2 worker threads would "
+               r"take more than a quarter of the descriptor limit \(200\); "
+               r"worker 0 serves them alone")
+    for a in many:
+        for _ in range(3):
+            assert ft.hello(a) == "b"
+    acc = per_worker(admin, "ferry_worker_accepted_total")
+    assert acc == [90, 0, 0], acc
+    off = f.reload(cfg([ft.service(f"s{i}", a, [b])
+                        for i, a in enumerate(many[:5])], admin))
+    f.wait_log(r"workers: 5 listening addresses: every worker serves them "
+               r"again", start=off)
+    for _ in range(60):
+        assert ft.hello(many[0]) == "b"
+    after = per_worker(admin, "ferry_worker_accepted_total")
+    assert after[1] > 0 and after[2] > 0, after
+    for a in many[5:]:
+        ft.wait_for(lambda a=a: ft.is_refused(a), what=f"{a} closed")
