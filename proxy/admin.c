@@ -262,11 +262,13 @@ status_workers(struct proxy *p)
     for (k = 0; k < p->nworkers; k++) {
         struct worker *w = proxy_worker(p, k);
         json_array_append_new(
-            v, json_pack("{s:I, s:I, s:I}", "id", (json_int_t)k,
+            v, json_pack("{s:I, s:I, s:I, s:I}", "id", (json_int_t)k,
                          "connections_open", (json_int_t)worker_nconns(w),
                          "accepted",
                          (json_int_t)atomic_load_explicit(&w->n_accepted,
-                                                          memory_order_relaxed)));
+                                                          memory_order_relaxed),
+                         "generation",
+                         (json_int_t)atomic_load(&w->generation)));
     }
     return v;
 }

@@ -222,8 +222,11 @@ wthread_on_wake(struct ev_loop *loop, struct ev_async *a, int rev)
     stop = t->stop;
     pthread_mutex_unlock(&t->mu);
     if (pl != NULL && !t->draining && !stop) {
-        if (reconcile_listeners(&t->w, pl->t, pl->v, pl->fresh, pl->off) == 0)
+        if (reconcile_listeners(&t->w, pl->t, pl->v, pl->fresh, pl->off)
+            == 0) {
             pl->fresh = NULL; /* taken over (or closed) */
+            atomic_store(&t->w.generation, pl->t->generation);
+        }
         else
             log_error("worker %u: out of memory applying a table; it keeps "
                       "its listeners", t->w.id);
@@ -716,6 +719,7 @@ proxy_apply(struct proxy *p, struct table *t, int strict, struct err *e)
     p->nsvcs = t->nservices;
     table_unref(p->table);
     p->table = table_ref(t);
+    atomic_store(&p->w.generation, t->generation);
     if (p->on_applied != NULL)
         p->on_applied(p, p->on_applied_arg);
     return 0;

@@ -54,6 +54,7 @@ struct worker {
     uint64_t next_conn_id;
     uint64_t n_accept_paused; /* times accepting was paused (EMFILE) */
     atomic_uint_fast64_t n_accepted;
+    atomic_uint_fast64_t generation; /* of the table its listeners serve */
     /* splice(): a pool of empty pipes; the descriptor budget is counted
      * across all workers (worker_pipe_fds). */
     int free_pipes[WORKER_PIPE_CACHE][2];

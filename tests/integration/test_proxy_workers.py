@@ -99,6 +99,10 @@ def test_reload_reaches_every_worker(start_ferry, backends):
     assert ft.hello(old) == "b"
     off = f.reload(cfg([ft.service("new", new, [b])], admin))
     f.wait_log(r"reload: applied", start=off)
+    # Every worker says it serves the new table.
+    ft.wait_for(lambda: [w["generation"] for w in
+                         at.get_json(admin)["workers"]] == [2] * W,
+                what="every worker on table 2")
     before = per_worker(admin, "ferry_worker_accepted_total")
     ft.wait_for(lambda: ft.is_refused(old), what="old address closed")
     # Closed on every worker, not only on the first one asked.
