@@ -347,6 +347,16 @@ def test_configmap_config_passes_check_config(ferry_bin, conf_text,
     assert "OK" in p.stdout
 
 
+def test_workers_match_the_cpu_limit(container, conf):
+    """relay.workers is set to the container's CPU limit: the default (one
+    per CPU) would count the node's CPUs, which a cgroup quota does not
+    hide from sched_getaffinity."""
+    limit = str(container["resources"]["limits"]["cpu"])
+    cpus = int(limit[:-1]) / 1000 if limit.endswith("m") else float(limit)
+    workers = conf["relay"]["workers"]
+    assert workers >= 1 and workers == max(1, int(cpus)), (workers, limit)
+
+
 def test_probes_hit_healthz_listen(container, conf):
     healthz = conf["node"]["healthz_listen"]
     port = port_of(healthz)
