@@ -18,7 +18,7 @@ static struct {
     atomic_uint_fast64_t watch_restarts, relists, accept_paused;
     atomic_int_fast64_t pipes;
     atomic_uint_fast64_t pipes_denied;
-    struct hist sync, programming;
+    struct hist sync, programming, worker_delay;
 } g;
 
 void
@@ -38,6 +38,12 @@ void
 metrics_network_programming(double latency_s)
 {
     hist_observe(&g.programming, &hist_programming, latency_s);
+}
+
+void
+metrics_worker_delay(double delay_s)
+{
+    hist_observe(&g.worker_delay, &hist_connect, delay_s);
 }
 
 void
@@ -192,6 +198,12 @@ write_process(struct sbuf *b, int ready)
            "kubeproxy_network_programming_duration_seconds).");
     metrics_write_hist(b, "ferry_network_programming_duration_seconds", "",
                        &g.programming, &hist_programming);
+    family(b, "ferry_worker_table_delay_seconds", "histogram",
+           "From worker 0 applying a table to a worker thread serving it "
+           "(relay.workers > 1); add it to the two above for the time to "
+           "every worker.");
+    metrics_write_hist(b, "ferry_worker_table_delay_seconds", "",
+                       &g.worker_delay, &hist_connect);
     family(b, "ferry_api_watch_restarts_total", "counter",
            "API watch streams started again after they ended or failed.");
     sbuf_printf(b, "ferry_api_watch_restarts_total %llu\n",

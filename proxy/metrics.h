@@ -30,6 +30,8 @@ void metrics_sync_done(double duration_s, double wall_s);
 /* An API change took <latency_s> from its object's change time to being
  * served by ferry. */
 void metrics_network_programming(double latency_s);
+/* A worker thread took <delay_s> after worker 0 to serve a table. */
+void metrics_worker_delay(double delay_s);
 
 /* The API watch stream was restarted; a full relist happened. */
 void metrics_watch_restart(void);

@@ -8,6 +8,7 @@
 #include "conn.h"
 #include "listener.h"
 #include "log.h"
+#include "metrics.h"
 #include "proxy.h"
 #include "svc.h"
 
@@ -17,6 +18,7 @@ struct plan {
     struct svc **v;         /* references, t->nservices of them */
     struct listener *fresh; /* opened for it by the control loop */
     int off;                /* listen on nothing (descriptor guard) */
+    double posted;          /* ev_time() when worker 0 applied it */
 };
 
 /* Worker 1..N-1: a thread with its own loop (see proxy.h). */
@@ -226,6 +228,7 @@ wthread_on_wake(struct ev_loop *loop, struct ev_async *a, int rev)
             == 0) {
             pl->fresh = NULL; /* taken over (or closed) */
             atomic_store(&t->w.generation, pl->t->generation);
+            metrics_worker_delay(ev_time() - pl->posted);
         }
         else
             log_error("worker %u: out of memory applying a table; it keeps "
@@ -693,6 +696,7 @@ proxy_apply(struct proxy *p, struct table *t, int strict, struct err *e)
         pl->v = tv;
         pl->fresh = tfresh[k];
         pl->off = off;
+        pl->posted = ev_time();
         free(th->addrs);
         th->addrs = taddrs[k];
         th->naddrs = tn[k];

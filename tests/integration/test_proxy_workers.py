@@ -103,6 +103,10 @@ def test_reload_reaches_every_worker(start_ferry, backends):
     ft.wait_for(lambda: [w["generation"] for w in
                          at.get_json(admin)["workers"]] == [2] * W,
                 what="every worker on table 2")
+    # Each thread timed its two tables (start and reload).
+    m = at.scrape(admin)
+    assert at.sample(m, "ferry_worker_table_delay_seconds_count") \
+        == 2 * (W - 1)
     before = per_worker(admin, "ferry_worker_accepted_total")
     ft.wait_for(lambda: ft.is_refused(old), what="old address closed")
     # Closed on every worker, not only on the first one asked.
