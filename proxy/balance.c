@@ -113,17 +113,21 @@ static int
 rr_pick(struct svc *s, union svc_slot *sl, bal_eligible_fn ok, void *arg)
 {
     const struct rr_seq *q = atomic_load_explicit(&s->rr, memory_order_acquire);
-    uint32_t n;
+    uint32_t n, tries;
 
     if (q != NULL) {
-        for (n = 0; n < q->period; n++) {
+        /* A few tickets at most: with many candidates refused (drained,
+         * down, in back-off) the scan below is the cheaper way to one. */
+        tries = q->period < 2 * s->nbe + 2 ? q->period : (uint32_t)(2 * s->nbe + 2);
+        for (n = 0; n < tries; n++) {
             uint64_t t = atomic_fetch_add_explicit(&s->rr_ticket, 1,
                                                    memory_order_relaxed);
             uint32_t i = q->idx[t % q->period];
             if (i < s->nbe && svc_be_weight(&s->be[i]) > 0 && ok(s, i, arg))
                 return (int)i;
         }
-        /* A whole period without a candidate: let the scan decide. */
+        /* No candidate among them: the scan decides (its order is this
+         * worker's own). */
     }
     return rr_smooth(s, sl->cur, ok, arg);
 }
