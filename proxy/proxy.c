@@ -566,12 +566,15 @@ saddr_pcmp(const void *a, const void *b)
 }
 
 /* For worker thread <t>: open what it lacks of <t>'s frontends (those it
- * serves) into *fresh, and compute in *addrs the set it will listen on.
- * With <strict>, any failure fails it all (-1, <e> filled); without,
- * failing addresses are left out (worker 0 logs them). */
+ * serves, and that worker 0 listens on: <w0>, sorted) into *fresh, and
+ * compute in *addrs the set it will listen on. With <strict>, any failure
+ * fails it all (-1, <e> filled); without, failing addresses are left out
+ * (worker 0 logs them). An address worker 0 could not open is never
+ * opened here: only worker 0 checks that no one else holds it. */
 static int
 thread_listeners(struct wthread *th, const struct table *t, int strict,
-                 int off, struct listener **fresh, struct saddr **addrs,
+                 int off, struct listener **w0, size_t nw0,
+                 struct listener **fresh, struct saddr **addrs,
                  size_t *naddrs, struct err *e)
 {
     struct saddr *want;
@@ -596,6 +599,8 @@ thread_listeners(struct wthread *th, const struct table *t, int strict,
         struct listener *l;
         if (j > 0 && saddr_cmp(&want[j - 1], &want[i]) == 0)
             continue; /* the same address twice */
+        if (find_listener(w0, nw0, &want[i]) == NULL)
+            continue;
         if (th->naddrs == 0
             || !bsearch(&want[i], th->addrs, th->naddrs, sizeof(*th->addrs),
                         saddr_pcmp)) {
@@ -643,12 +648,12 @@ threads_off(struct proxy *p, const struct table *t, size_t *naddrs,
 int
 proxy_apply(struct proxy *p, struct table *t, int strict, struct err *e)
 {
-    struct listener *fresh = NULL, **tfresh = NULL;
+    struct listener *fresh = NULL, **tfresh = NULL, **w0 = NULL;
     struct saddr **taddrs = NULL;
     size_t *tn = NULL;
     unsigned k, nt = p->nworkers - 1;
     struct svc **v;
-    size_t i, naddrs, limit;
+    size_t i, naddrs, limit, nw0 = 0;
     int off;
 
     if (p->draining)
@@ -666,10 +671,16 @@ proxy_apply(struct proxy *p, struct table *t, int strict, struct err *e)
     if (open_new_listeners(p, t, strict, &fresh, e) < 0)
         goto fail;
     off = threads_off(p, t, &naddrs, &limit);
+    if (nt > 0 && sorted_listeners(&p->w, fresh, &w0, &nw0) < 0) {
+        err_set(e, "out of memory opening listeners");
+        goto fail;
+    }
     for (k = 0; k < nt; k++)
-        if (thread_listeners(&p->threads[k], t, strict, off, &tfresh[k],
-                             &taddrs[k], &tn[k], e) < 0)
+        if (thread_listeners(&p->threads[k], t, strict, off, w0, nw0,
+                             &tfresh[k], &taddrs[k], &tn[k], e) < 0)
             goto fail;
+    free(w0);
+    w0 = NULL;
     if (reconcile_listeners(&p->w, t, v, fresh, 0) < 0) {
         err_set(e, "out of memory reconciling listeners");
         goto fail;
@@ -728,6 +739,7 @@ proxy_apply(struct proxy *p, struct table *t, int strict, struct err *e)
         p->on_applied(p, p->on_applied_arg);
     return 0;
 fail:
+    free(w0);
     free_fresh(fresh);
     for (k = 0; k < nt && tfresh != NULL; k++) {
         free_fresh(tfresh[k]);
