@@ -222,6 +222,91 @@ test_backend_state_shared_by_address(void **state)
     assert_int_equal(backend_count(), 0);
 }
 
+/* Three workers (slots) taking turns share one round-robin order: the
+ * same smooth sequence as one worker, whoever picks. */
+static void
+test_rr_order_shared_by_workers(void **state)
+{
+    static const uint32_t w[] = {5, 1, 1};
+    static const int want[] = {0, 0, 1, 0, 2, 0, 0};
+    struct svc_tried none = {0};
+    struct svc *s;
+    int i;
+
+    (void)state;
+    svc_nworkers = 3;
+    s = make_svc(TBL_BAL_ROUNDROBIN, w, 3);
+    assert_int_equal(s->nslots, 3);
+    for (i = 0; i < 21; i++) {
+        svc_worker_self = (unsigned)(i * 7 % 3);
+        assert_int_equal(svc_pick(s, &none, 0), want[i % 7]);
+    }
+    svc_worker_self = 0;
+    svc_nworkers = 1;
+    svc_unref(s);
+}
+
+/* An admin weight override rebuilds the shared order; past the kept
+ * sequences the workers fall back to their own, still in proportion. */
+static void
+test_rr_override_rebuilds_then_falls_back(void **state)
+{
+    static const uint32_t w[] = {1, 1};
+    struct svc *s = make_svc(TBL_BAL_ROUNDROBIN, w, 2);
+    struct svc_tried none = {0};
+    int counts[2] = {0}, i, k;
+
+    (void)state;
+    assert_non_null(atomic_load(&s->rr));
+    assert_true(svc_set_weight_override(s, 0, 3));
+    svc_reweighted(s);
+    assert_false(svc_set_weight_override(s, 0, 3)); /* no change */
+    assert_int_equal(atomic_load(&s->rr)->period, 4);
+    for (i = 0; i < 40; i++)
+        counts[svc_pick(s, &none, 0)]++;
+    assert_int_equal(counts[0], 30);
+    assert_int_equal(counts[1], 10);
+    for (k = 0; k < 2 * SVC_RR_OLD_MAX; k++) {
+        assert_true(svc_set_weight_override(s, 1, k % 2 ? 1 : 2));
+        svc_reweighted(s);
+    }
+    assert_null(atomic_load(&s->rr));
+    assert_true(s->nrr_old <= SVC_RR_OLD_MAX);
+    counts[0] = counts[1] = 0;
+    for (i = 0; i < 40; i++)
+        counts[svc_pick(s, &none, 0)]++;
+    assert_int_equal(counts[0], 30); /* weights 3 and 1 */
+    assert_int_equal(counts[1], 10);
+    svc_unref(s);
+}
+
+/* Weights adding up past the shared sequence's length: one worker still
+ * gets the exact smooth proportions. A drained heavy backend leaves the
+ * light one every pick (the scan after a few refused tickets). */
+static void
+test_rr_long_period_and_drained_heavy(void **state)
+{
+    static const uint32_t w[] = {4000, 1000};
+    static const uint32_t w2[] = {1000, 1};
+    struct svc_tried none = {0};
+    struct svc *s = make_svc(TBL_BAL_ROUNDROBIN, w, 2);
+    int counts[2] = {0}, i;
+
+    (void)state;
+    assert_null(atomic_load(&s->rr));
+    for (i = 0; i < 5000; i++)
+        counts[svc_pick(s, &none, 0)]++;
+    assert_int_equal(counts[0], 4000);
+    assert_int_equal(counts[1], 1000);
+    svc_unref(s);
+    s = make_svc(TBL_BAL_ROUNDROBIN, w2, 2);
+    assert_non_null(atomic_load(&s->rr));
+    atomic_store(&s->be[0].drained, 1u);
+    for (i = 0; i < 50; i++)
+        assert_int_equal(svc_pick(s, &none, 0), 1);
+    svc_unref(s);
+}
+
 int
 main(void)
 {
@@ -229,6 +314,9 @@ main(void)
         cmocka_unit_test(test_rr_equal_weights_exact_order),
         cmocka_unit_test(test_rr_smooth_sequence),
         cmocka_unit_test(test_rr_weights_proportional_and_zero),
+        cmocka_unit_test(test_rr_order_shared_by_workers),
+        cmocka_unit_test(test_rr_override_rebuilds_then_falls_back),
+        cmocka_unit_test(test_rr_long_period_and_drained_heavy),
         cmocka_unit_test(test_tried_backends_are_skipped),
         cmocka_unit_test(test_passive_health_backoff),
         cmocka_unit_test(test_leastconn_fewest_then_rotation),
