@@ -192,6 +192,7 @@ class World:
         self.tmp = tmp
         self.procs = []
         self.threads = {}
+        self.sim = None
         self.c = minicluster.Cluster()
         try:
             self._start(tmp)
@@ -366,6 +367,9 @@ class World:
     def close(self):
         for p in list(self.procs):
             self.stop(p, signal.SIGKILL)
+        # The API server too: deleting its namespace would not end it.
+        if self.sim is not None:
+            self.sim.stop()
         for t in self.threads.values():
             t.close()
         self.c.destroy()
