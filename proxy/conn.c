@@ -164,7 +164,8 @@ conn_close(struct conn *c, int reset)
              (unsigned long long)c->bytes_b2c);
     conn_release_backend(c);
     atomic_fetch_sub_explicit(&c->svc->st->active, 1, memory_order_relaxed);
-    atomic_fetch_sub_explicit(&c->svc->active, 1, memory_order_relaxed);
+    if (c->svc->spec.max_conns != 0)
+        atomic_fetch_sub_explicit(&c->svc->active, 1, memory_order_relaxed);
     svc_unref(c->svc);
     if (c->prev != NULL)
         c->prev->next = c->next;
@@ -196,15 +197,14 @@ conn_accept(struct worker *w, struct svc *s, int fd,
     struct conn *c;
     double now = ev_now(w->loop);
 
-    /* Count the connection first: with several workers, checking and
+    /* Only a capped service counts (one shared atomic less per connection
+     * otherwise), and it counts first: with several workers, checking and
      * counting in two steps would let them overshoot the limit together. */
-    if (atomic_fetch_add_explicit(&s->active, 1, memory_order_relaxed)
-            >= s->spec.max_conns
-        && s->spec.max_conns != 0) {
+    if (s->spec.max_conns != 0
+        && atomic_fetch_add_explicit(&s->active, 1, memory_order_relaxed)
+               >= s->spec.max_conns) {
         char a[SADDR_STR_MAX];
         atomic_fetch_sub_explicit(&s->active, 1, memory_order_relaxed);
-        atomic_fetch_add_explicit(&s->n_refused_limit, 1,
-                                  memory_order_relaxed);
         stats_inc(&s->st->fail[STATS_FAIL_LIMIT]);
         log_rl(LOG_WARN, now,
                "service %s: connection limit %u reached, refusing %s",
@@ -215,7 +215,8 @@ conn_accept(struct worker *w, struct svc *s, int fd,
     }
     c = worker_conn_alloc(w, sizeof(*c));
     if (c == NULL) {
-        atomic_fetch_sub_explicit(&s->active, 1, memory_order_relaxed);
+        if (s->spec.max_conns != 0)
+            atomic_fetch_sub_explicit(&s->active, 1, memory_order_relaxed);
         stats_inc(&s->st->fail[STATS_FAIL_RESOURCE]);
         log_rl(LOG_ERROR, now, "out of memory: refusing a connection");
         close_reset(fd);
@@ -236,7 +237,6 @@ conn_accept(struct worker *w, struct svc *s, int fd,
         w->conns->prev = c;
     w->conns = c;
     worker_nconns_add(w, 1);
-    atomic_fetch_add_explicit(&s->n_accepted, 1, memory_order_relaxed);
     stats_inc(&s->st->accepted);
     atomic_fetch_add_explicit(&s->st->active, 1, memory_order_relaxed);
     conn_try_connect(c);
@@ -295,7 +295,6 @@ conn_connected(struct conn *c)
 static void
 conn_no_backend(struct conn *c)
 {
-    atomic_fetch_add_explicit(&c->svc->n_no_backend, 1, memory_order_relaxed);
     stats_inc(&c->svc->st->fail[STATS_FAIL_NO_BACKEND]);
     log_rl(LOG_WARN, ev_now(c->w->loop),
            "service %s: no backend available after %u attempt(s), "

@@ -26,7 +26,6 @@ struct wthread {
     struct worker w;        /* first: on_idle finds the wthread from it */
     struct proxy *p;
     pthread_t tid;
-    int running;            /* the thread was started */
     struct ev_async wake;   /* the control loop posted something */
     pthread_mutex_t mu;
     struct plan *plan;      /* under mu: the newest table not yet applied */
@@ -82,23 +81,23 @@ plan_free(struct plan *pl)
     free(pl);
 }
 
-size_t
-proxy_nconns(struct proxy *p)
-{
-    size_t n = worker_nconns(&p->w);
-    unsigned k;
-
-    for (k = 1; k < p->nworkers; k++)
-        n += worker_nconns(&p->threads[k - 1].w);
-    return n;
-}
-
 struct worker *
 proxy_worker(struct proxy *p, unsigned k)
 {
     if (k == 0)
         return &p->w;
     return k < p->nworkers ? &p->threads[k - 1].w : NULL;
+}
+
+size_t
+proxy_nconns(struct proxy *p)
+{
+    size_t n = 0;
+    unsigned k;
+
+    for (k = 0; k < p->nworkers; k++)
+        n += worker_nconns(proxy_worker(p, k));
+    return n;
 }
 
 /* Drained once worker 0 and every thread have no connection left. */
@@ -319,7 +318,6 @@ proxy_start_workers(struct proxy *p, unsigned n, struct err *e)
             pthread_mutex_destroy(&t->mu);
             break;
         }
-        t->running = 1;
         p->nworkers = k + 1;
     }
     pthread_sigmask(SIG_SETMASK, &old, NULL);

@@ -13,15 +13,15 @@ struct svc *
 svc_new(const struct tbl_service *ts)
 {
     struct svc *s = calloc(1, sizeof(*s));
+    size_t i, nbe = ts->nbackends ? ts->nbackends : 1;
     int32_t *cur;
-    size_t i;
 
     if (s == NULL)
         return NULL;
     atomic_init(&s->refs, 1);
     s->nslots = svc_nworkers > 0 ? svc_nworkers : 1;
     s->slot = calloc(s->nslots, sizeof(*s->slot));
-    cur = calloc(s->nslots * (ts->nbackends ? ts->nbackends : 1), sizeof(*cur));
+    cur = calloc(s->nslots * nbe, sizeof(*cur));
     if (s->slot == NULL || cur == NULL) {
         free(s->slot);
         free(cur);
@@ -29,7 +29,7 @@ svc_new(const struct tbl_service *ts)
         return NULL;
     }
     for (i = 0; i < s->nslots; i++)
-        s->slot[i].cur = cur + i * (ts->nbackends ? ts->nbackends : 1);
+        s->slot[i].cur = cur + i * nbe;
     memcpy(s->name, ts->name, sizeof(s->name));
     s->spec = *ts;
     s->spec.frontends = NULL;

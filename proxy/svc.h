@@ -76,7 +76,7 @@ struct svc {
     struct tbl_service spec; /* copy; spec.frontends/backends not owned */
     struct svc_be *be;
     size_t nbe;
-    atomic_uint active; /* open connections, for max_conns */
+    atomic_uint active; /* open connections; counted only with max_conns */
     union svc_slot *slot;    /* nslots of them */
     unsigned nslots;
     /* Round-robin shared by the workers (balance.c): the pick order for
@@ -89,7 +89,6 @@ struct svc {
     /* leastconn tie-break rotation, shared: a race between workers only
      * changes which of two tied backends wins. */
     atomic_uint lc_next;
-    atomic_uint_fast64_t n_accepted, n_refused_limit, n_no_backend;
     const struct bal_ops *bal;
     struct svc_stats *st; /* reference; counters surviving reloads */
     struct affinity *aff; /* ClientIP pins; NULL when affinity is off */

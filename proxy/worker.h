@@ -84,12 +84,12 @@ worker_nconns_add(struct worker *w, int d)
                           memory_order_relaxed);
 }
 
-/* A connection id unique across workers. */
+/* A connection id unique across workers: worker k of N hands out
+ * k+1, k+1+N, k+1+2N, ... (1, 2, 3, ... with one worker). */
 static inline uint64_t
 worker_next_id(struct worker *w)
 {
-    return ++w->next_conn_id * (w->nworkers ? w->nworkers : 1) + w->id
-           - ((w->nworkers ? w->nworkers : 1) - 1);
+    return w->next_conn_id++ * w->nworkers + w->id + 1;
 }
 
 /* Descriptors all workers' pipes hold now. */
