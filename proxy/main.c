@@ -11,7 +11,6 @@
 #include "ctl.h"
 #include "kube.h"
 #include "log.h"
-#include "main.h"
 #include "proxy.h"
 #include "vip.h"
 
@@ -337,7 +336,7 @@ cleanup(void)
 }
 
 int
-main_run(int argc, char **argv)
+main(int argc, char **argv)
 {
     static const struct option longopts[] = {
         {"config", required_argument, NULL, 'c'},

@@ -1,6 +1,6 @@
 /*
  * fuzz_admin.c - libFuzzer target for the admin server's request parser
- * (proxy/httpreq.c): any bytes in, no crash, no read outside the buffer,
+ * (proxy/http/httpreq.c): any bytes in, no crash, no read outside the buffer,
  * and results that keep their promises.
  */
 #include <stddef.h>

@@ -1,6 +1,6 @@
 /*
  * fuzz_netlink.c - libFuzzer target for the netlink address messages ferry
- * reads (proxy/vip.c, vip_parse_addr()), fed the way vip.c feeds it: a
+ * reads (proxy/node/vip.c, vip_parse_addr()), fed the way vip.c feeds it: a
  * whole receive buffer, cut to its whole messages by vip_nl_whole(),
  * through mnl_cb_run2() (dump replies and ACKs), and the same walked
  * message by message (notifications).

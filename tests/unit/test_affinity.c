@@ -1,5 +1,5 @@
-/* Unit tests for ClientIP session affinity (proxy/affinity.c and its use
- * in proxy/svc.c: svc_pick_client, svc_inherit). */
+/* Unit tests for ClientIP session affinity (proxy/dataplane/affinity.c and its use
+ * in proxy/dataplane/svc.c: svc_pick_client, svc_inherit). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>

@@ -1,5 +1,5 @@
-/* Unit tests for the balancers and passive health (proxy/balance.c,
- * proxy/svc.c, proxy/backend.c). */
+/* Unit tests for the balancers and passive health (proxy/dataplane/balance.c,
+ * proxy/dataplane/svc.c, proxy/dataplane/backend.c). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>

@@ -1,5 +1,5 @@
 /* Unit tests for the health-check state machine, check scheduling and
- * the HTTP status-line reader (proxy/health.c). */
+ * the HTTP status-line reader (proxy/health/health.c). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>

@@ -1,4 +1,4 @@
-/* Unit tests for the one-request HTTP server (proxy/httpd.c), driven
+/* Unit tests for the one-request HTTP server (proxy/http/httpd.c), driven
  * over loopback on a private libev loop. */
 #include <arpa/inet.h>
 #include <ev.h>

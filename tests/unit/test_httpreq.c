@@ -1,4 +1,4 @@
-/* Unit tests for the admin request parser (proxy/httpreq.c). */
+/* Unit tests for the admin request parser (proxy/http/httpreq.c). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>

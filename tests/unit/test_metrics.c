@@ -1,5 +1,5 @@
-/* Unit tests for the Prometheus text output (proxy/metrics.c) and the
- * per-service stats registry (proxy/stats.c). */
+/* Unit tests for the Prometheus text output (proxy/ops/metrics.c) and the
+ * per-service stats registry (proxy/dataplane/stats.c). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -129,9 +129,9 @@ test_write_services(void **state)
     atomic_store(&s->be[1].ovr_weight, 7);
     atomic_store(&s->be[0].drained, 1u);
     atomic_store(&s->be[1].b->health, BACKEND_HEALTH_DOWN);
-    metrics_set_generation(42);
-    metrics_sync_done(0.003, 1700000000.5);
-    metrics_watch_relist();
+    stats_set_generation(42);
+    stats_sync_done(0.003, 1700000000.5);
+    stats_watch_relist();
     sbuf_init(&b, 1 << 20);
     metrics_write(&b, v, 1, NULL, 1, 100.0);
     assert_false(b.overflow);

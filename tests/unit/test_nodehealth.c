@@ -1,4 +1,4 @@
-/* Unit tests for kube-proxy's health endpoints (proxy/nodehealth.c):
+/* Unit tests for kube-proxy's health endpoints (proxy/node/nodehealth.c):
  * /healthz, /livez, /readyz and the healthCheckNodePort replies. */
 #include <setjmp.h>
 #include <stdarg.h>

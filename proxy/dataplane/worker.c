@@ -5,7 +5,7 @@
 
 #include "listener.h"
 #include "log.h"
-#include "metrics.h"
+#include "stats.h"
 #include "worker.h"
 
 #define ACCEPT_PAUSE_S 0.1
@@ -62,7 +62,7 @@ pipe_close(int p[2])
     close(p[0]);
     close(p[1]);
     atomic_fetch_sub_explicit(&pipe_fds, 2, memory_order_relaxed);
-    metrics_pipes(-1);
+    stats_pipes(-1);
 }
 
 void
@@ -96,7 +96,7 @@ worker_pipe_get(struct worker *w, int p[2])
         atomic_fetch_sub_explicit(&pipe_fds, 2, memory_order_relaxed);
         goto denied;
     }
-    metrics_pipes(1);
+    stats_pipes(1);
     /* Bigger than the default 64 KiB: fewer splice() calls and wake-ups
      * per byte (about 15 % less CPU per GB on loopback). Pages are taken
      * only while bytes wait; if the kernel refuses, 64 KiB still works. */
@@ -104,7 +104,7 @@ worker_pipe_get(struct worker *w, int p[2])
     return 0;
 denied:
     w->n_pipe_denied++;
-    metrics_pipe_denied();
+    stats_pipe_denied();
     return -1;
 }
 
@@ -215,7 +215,7 @@ worker_pause_accept(struct worker *w)
         return;
     w->accept_paused = 1;
     w->n_accept_paused++;
-    metrics_accept_paused();
+    stats_accept_paused();
     for (l = w->listeners; l != NULL; l = l->next)
         listener_stop(l);
     ev_timer_set(&w->accept_resume, ACCEPT_PAUSE_S, 0.);

@@ -10,8 +10,8 @@
  * connection ends. Counters are atomics so that several workers may share
  * one backend.
  */
-#ifndef PROXY_BACKEND_H
-#define PROXY_BACKEND_H
+#ifndef PROXY_DATAPLANE_BACKEND_H
+#define PROXY_DATAPLANE_BACKEND_H
 
 #include <stdatomic.h>
 #include <stdint.h>

@@ -11,71 +11,6 @@
 #include "sbuf.h"
 #include "svc.h"
 
-/* Process-wide values fed by the control plane. */
-static struct {
-    atomic_uint_fast64_t generation;
-    _Atomic double last_sync;
-    atomic_uint_fast64_t watch_restarts, relists, accept_paused;
-    atomic_int_fast64_t pipes;
-    atomic_uint_fast64_t pipes_denied;
-    struct hist sync, programming, worker_delay;
-} g;
-
-void
-metrics_set_generation(uint64_t generation)
-{
-    atomic_store_explicit(&g.generation, generation, memory_order_relaxed);
-}
-
-void
-metrics_sync_done(double duration_s, double wall_s)
-{
-    hist_observe(&g.sync, &hist_sync, duration_s);
-    atomic_store_explicit(&g.last_sync, wall_s, memory_order_relaxed);
-}
-
-void
-metrics_network_programming(double latency_s)
-{
-    hist_observe(&g.programming, &hist_programming, latency_s);
-}
-
-void
-metrics_worker_delay(double delay_s)
-{
-    hist_observe(&g.worker_delay, &hist_connect, delay_s);
-}
-
-void
-metrics_accept_paused(void)
-{
-    stats_inc(&g.accept_paused);
-}
-
-void
-metrics_pipes(int delta)
-{
-    atomic_fetch_add_explicit(&g.pipes, delta, memory_order_relaxed);
-}
-
-void
-metrics_pipe_denied(void)
-{
-    stats_inc(&g.pipes_denied);
-}
-
-void
-metrics_watch_restart(void)
-{
-    stats_inc(&g.watch_restarts);
-}
-
-void
-metrics_watch_relist(void)
-{
-    stats_inc(&g.relists);
-}
-
 /* ---- formatting --------------------------------------------------------- */
 
 void
@@ -181,53 +116,53 @@ write_process(struct sbuf *b, int ready)
     family(b, "ferry_table_generation", "gauge",
            "Generation of the service table in force.");
     sbuf_printf(b, "ferry_table_generation %llu\n",
-                (unsigned long long)stats_get(&g.generation));
+                (unsigned long long)stats_get(&stats_proc.generation));
     family(b, "ferry_sync_proxy_rules_last_timestamp_seconds", "gauge",
            "Unix time of the last successful sync of the table from the "
            "API (kube-proxy's kubeproxy_sync_proxy_rules_last_timestamp_"
            "seconds); 0 before the first.");
     sbuf_printf(b, "ferry_sync_proxy_rules_last_timestamp_seconds %.3f\n",
-                atomic_load_explicit(&g.last_sync, memory_order_relaxed));
+                atomic_load_explicit(&stats_proc.last_sync, memory_order_relaxed));
     family(b, "ferry_sync_proxy_rules_duration_seconds", "histogram",
            "Time to turn API changes into a table in force (kube-proxy's "
            "kubeproxy_sync_proxy_rules_duration_seconds).");
     metrics_write_hist(b, "ferry_sync_proxy_rules_duration_seconds", "",
-                       &g.sync, &hist_sync);
+                       &stats_proc.sync, &hist_sync);
     family(b, "ferry_network_programming_duration_seconds", "histogram",
            "From an API object's change to ferry serving it (kube-proxy's "
            "kubeproxy_network_programming_duration_seconds).");
     metrics_write_hist(b, "ferry_network_programming_duration_seconds", "",
-                       &g.programming, &hist_programming);
+                       &stats_proc.programming, &hist_programming);
     family(b, "ferry_worker_table_delay_seconds", "histogram",
            "From worker 0 applying a table to a worker thread serving it "
            "(relay.workers > 1); add it to the two above for the time to "
            "every worker.");
     metrics_write_hist(b, "ferry_worker_table_delay_seconds", "",
-                       &g.worker_delay, &hist_connect);
+                       &stats_proc.worker_delay, &hist_connect);
     family(b, "ferry_api_watch_restarts_total", "counter",
            "API watch streams started again after they ended or failed.");
     sbuf_printf(b, "ferry_api_watch_restarts_total %llu\n",
-                (unsigned long long)stats_get(&g.watch_restarts));
+                (unsigned long long)stats_get(&stats_proc.watch_restarts));
     family(b, "ferry_api_relists_total", "counter",
            "Full relists of API resources (after 410 Gone or a failure).");
     sbuf_printf(b, "ferry_api_relists_total %llu\n",
-                (unsigned long long)stats_get(&g.relists));
+                (unsigned long long)stats_get(&stats_proc.relists));
     family(b, "ferry_accept_paused_total", "counter",
            "Times accepting was paused because descriptors ran out "
            "(EMFILE/ENFILE).");
     sbuf_printf(b, "ferry_accept_paused_total %llu\n",
-                (unsigned long long)stats_get(&g.accept_paused));
+                (unsigned long long)stats_get(&stats_proc.accept_paused));
     family(b, "ferry_relay_pipes", "gauge",
            "Pipes open for splice() relaying (in use or pooled; two "
            "descriptors each).");
     sbuf_printf(b, "ferry_relay_pipes %lld\n",
-                (long long)atomic_load_explicit(&g.pipes,
+                (long long)atomic_load_explicit(&stats_proc.pipes,
                                                 memory_order_relaxed));
     family(b, "ferry_relay_pipes_denied_total", "counter",
            "Times a connection wanted a splice() pipe but the descriptor "
            "budget or limit refused it (its bytes were copied instead).");
     sbuf_printf(b, "ferry_relay_pipes_denied_total %llu\n",
-                (unsigned long long)stats_get(&g.pipes_denied));
+                (unsigned long long)stats_get(&stats_proc.pipes_denied));
     family(b, "ferry_log_lines_dropped_total", "counter",
            "Log lines dropped because stderr would have blocked.");
     sbuf_printf(b, "ferry_log_lines_dropped_total %llu\n",

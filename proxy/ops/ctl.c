@@ -5,6 +5,7 @@
 #include "health.h"
 #include "log.h"
 #include "metrics.h"
+#include "stats.h"
 #include "proxy.h"
 
 static void
@@ -15,7 +16,7 @@ ctl_on_applied(struct proxy *p, void *arg)
     health_apply(c->health, p->svcs, p->nsvcs);
     admin_on_applied(c->admin);
     if (p->table != NULL)
-        metrics_set_generation(p->table->generation);
+        stats_set_generation(p->table->generation);
 }
 
 int

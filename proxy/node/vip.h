@@ -14,8 +14,8 @@
  * notification socket triggers a resync when someone else changes the
  * interface (or when notifications were lost: ENOBUFS).
  */
-#ifndef PROXY_VIP_H
-#define PROXY_VIP_H
+#ifndef PROXY_NODE_VIP_H
+#define PROXY_NODE_VIP_H
 
 #include <ev.h>
 #include <stddef.h>

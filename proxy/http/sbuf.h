@@ -4,8 +4,8 @@
  * Appends past the cap are dropped and remembered in <overflow>, so a
  * writer can format freely and check once at the end.
  */
-#ifndef PROXY_SBUF_H
-#define PROXY_SBUF_H
+#ifndef PROXY_HTTP_SBUF_H
+#define PROXY_HTTP_SBUF_H
 
 #include <stddef.h>
 

@@ -8,8 +8,8 @@
  * the connection count (read by the control loop for status and drain),
  * the splice settings and the descriptor budget of pipes, all atomics.
  */
-#ifndef PROXY_WORKER_H
-#define PROXY_WORKER_H
+#ifndef PROXY_DATAPLANE_WORKER_H
+#define PROXY_DATAPLANE_WORKER_H
 
 #include <ev.h>
 #include <stdatomic.h>

@@ -7,8 +7,8 @@
  * connection holds a reference to its service and to its backend, so a
  * table change never cuts it.
  */
-#ifndef PROXY_CONN_H
-#define PROXY_CONN_H
+#ifndef PROXY_DATAPLANE_CONN_H
+#define PROXY_DATAPLANE_CONN_H
 
 #include "parse.h"
 

@@ -8,8 +8,8 @@
  * workers bump them on the hot path, the admin server reads them on the
  * control loop, and nobody needs them to be mutually consistent.
  */
-#ifndef PROXY_STATS_H
-#define PROXY_STATS_H
+#ifndef PROXY_DATAPLANE_STATS_H
+#define PROXY_DATAPLANE_STATS_H
 
 #include <stdatomic.h>
 #include <stddef.h>
@@ -100,5 +100,46 @@ stats_get(const atomic_uint_fast64_t *c)
 {
     return atomic_load_explicit(c, memory_order_relaxed);
 }
+
+/* ---- process-wide counters ---- */
+
+/* Values the control plane and the workers feed, any thread; the
+ * operations side reads them (metrics). */
+struct stats_proc {
+    atomic_uint_fast64_t generation;
+    _Atomic double last_sync;
+    atomic_uint_fast64_t watch_restarts, relists, accept_paused;
+    atomic_int_fast64_t pipes;
+    atomic_uint_fast64_t pipes_denied;
+    struct hist sync, programming, worker_delay;
+};
+
+extern struct stats_proc stats_proc;
+
+/* The table generation in force. */
+void stats_set_generation(uint64_t generation);
+
+/* A sync of the service table (API objects to a table in force) took
+ * <duration_s> and finished at wall-clock time <wall_s> (Unix seconds). */
+void stats_sync_done(double duration_s, double wall_s);
+
+/* An API change took <latency_s> from its object's change time to being
+ * served by ferry. */
+void stats_network_programming(double latency_s);
+/* A worker thread took <delay_s> after worker 0 to serve a table. */
+void stats_worker_delay(double delay_s);
+
+/* The API watch stream was restarted; a full relist happened. */
+void stats_watch_restart(void);
+void stats_watch_relist(void);
+
+/* A worker stopped accepting for a moment: out of descriptors (EMFILE,
+ * ENFILE). */
+void stats_accept_paused(void);
+
+/* splice() pipes: <delta> pipes opened (+) or closed (-); a pipe wanted
+ * but refused (descriptor budget or limit), so the bytes were copied. */
+void stats_pipes(int delta);
+void stats_pipe_denied(void);
 
 #endif

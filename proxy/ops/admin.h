@@ -20,8 +20,8 @@
  * service name and backend address, and apply to every table (reloads,
  * API updates) until undone.
  */
-#ifndef PROXY_ADMIN_H
-#define PROXY_ADMIN_H
+#ifndef PROXY_OPS_ADMIN_H
+#define PROXY_OPS_ADMIN_H
 
 #include <ev.h>
 #include <stdint.h>

@@ -11,8 +11,8 @@
  *           LoadBalancer IPs of the Services "service_selector" picks,
  *           spread straight to their ready pods.
  */
-#ifndef PROXY_KUBE_H
-#define PROXY_KUBE_H
+#ifndef PROXY_NODE_KUBE_H
+#define PROXY_NODE_KUBE_H
 
 #include <ev.h>
 #include <stdint.h>

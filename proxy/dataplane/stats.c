@@ -133,3 +133,63 @@ svc_stats_count(void)
 {
     return n_stats;
 }
+
+/* ---- process-wide counters ---------------------------------------------- */
+
+struct stats_proc stats_proc;
+
+void
+stats_set_generation(uint64_t generation)
+{
+    atomic_store_explicit(&stats_proc.generation, generation,
+                          memory_order_relaxed);
+}
+
+void
+stats_sync_done(double duration_s, double wall_s)
+{
+    hist_observe(&stats_proc.sync, &hist_sync, duration_s);
+    atomic_store_explicit(&stats_proc.last_sync, wall_s, memory_order_relaxed);
+}
+
+void
+stats_network_programming(double latency_s)
+{
+    hist_observe(&stats_proc.programming, &hist_programming, latency_s);
+}
+
+void
+stats_worker_delay(double delay_s)
+{
+    hist_observe(&stats_proc.worker_delay, &hist_connect, delay_s);
+}
+
+void
+stats_accept_paused(void)
+{
+    stats_inc(&stats_proc.accept_paused);
+}
+
+void
+stats_pipes(int delta)
+{
+    atomic_fetch_add_explicit(&stats_proc.pipes, delta, memory_order_relaxed);
+}
+
+void
+stats_pipe_denied(void)
+{
+    stats_inc(&stats_proc.pipes_denied);
+}
+
+void
+stats_watch_restart(void)
+{
+    stats_inc(&stats_proc.watch_restarts);
+}
+
+void
+stats_watch_relist(void)
+{
+    stats_inc(&stats_proc.relists);
+}

@@ -6,8 +6,8 @@
  * now) and returns one index; it allocates nothing and never fails when a
  * candidate exists.
  */
-#ifndef PROXY_BALANCE_H
-#define PROXY_BALANCE_H
+#ifndef PROXY_DATAPLANE_BALANCE_H
+#define PROXY_DATAPLANE_BALANCE_H
 
 #include <stddef.h>
 #include <stdint.h>

@@ -2,8 +2,8 @@
  * proxy.h - the data plane as the control loop sees it: apply a table
  * snapshot, drain, shut down.
  */
-#ifndef PROXY_PROXY_H
-#define PROXY_PROXY_H
+#ifndef PROXY_DATAPLANE_PROXY_H
+#define PROXY_DATAPLANE_PROXY_H
 
 #include <ev.h>
 

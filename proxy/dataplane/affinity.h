@@ -16,8 +16,8 @@
  * service, affinity_inherit() carries the pins over to the new indices so
  * that a scale-up does not re-balance the clients already pinned.
  */
-#ifndef PROXY_AFFINITY_H
-#define PROXY_AFFINITY_H
+#ifndef PROXY_DATAPLANE_AFFINITY_H
+#define PROXY_DATAPLANE_AFFINITY_H
 
 #include <stddef.h>
 #include <stdint.h>

@@ -3,8 +3,8 @@
  * main.c: active health checks, the admin server and the table metrics,
  * kept in step with every table the proxy applies.
  */
-#ifndef PROXY_CTL_H
-#define PROXY_CTL_H
+#ifndef PROXY_OPS_CTL_H
+#define PROXY_OPS_CTL_H
 
 #include <ev.h>
 

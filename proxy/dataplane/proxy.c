@@ -8,7 +8,7 @@
 #include "conn.h"
 #include "listener.h"
 #include "log.h"
-#include "metrics.h"
+#include "stats.h"
 #include "proxy.h"
 #include "svc.h"
 
@@ -227,7 +227,7 @@ wthread_on_wake(struct ev_loop *loop, struct ev_async *a, int rev)
             == 0) {
             pl->fresh = NULL; /* taken over (or closed) */
             atomic_store(&t->w.generation, pl->t->generation);
-            metrics_worker_delay(ev_time() - pl->posted);
+            stats_worker_delay(ev_time() - pl->posted);
         }
         else
             log_error("worker %u: out of memory applying a table; it keeps "

@@ -23,8 +23,8 @@
  *   endpoint for the Service and /healthz would pass, else 503, with
  *   kube-proxy's body and X-Load-Balancing-Endpoint-Weight header.
  */
-#ifndef PROXY_NODEHEALTH_H
-#define PROXY_NODEHEALTH_H
+#ifndef PROXY_NODE_NODEHEALTH_H
+#define PROXY_NODE_NODEHEALTH_H
 
 #include <ev.h>
 #include <stddef.h>

@@ -14,8 +14,8 @@
  *
  * Everything runs on the loop given to httpd_new(); nothing is thread-safe.
  */
-#ifndef PROXY_HTTPD_H
-#define PROXY_HTTPD_H
+#ifndef PROXY_HTTP_HTTPD_H
+#define PROXY_HTTP_HTTPD_H
 
 #include <ev.h>
 #include <stddef.h>

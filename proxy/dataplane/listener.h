@@ -1,8 +1,8 @@
 /*
  * listener.h - a listening socket serving one runtime service.
  */
-#ifndef PROXY_LISTENER_H
-#define PROXY_LISTENER_H
+#ifndef PROXY_DATAPLANE_LISTENER_H
+#define PROXY_DATAPLANE_LISTENER_H
 
 #include <ev.h>
 

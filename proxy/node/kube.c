@@ -5,7 +5,7 @@
 
 #include "kube.h"
 #include "log.h"
-#include "metrics.h"
+#include "stats.h"
 #include "nodehealth.h"
 #include "proxy.h"
 #include "vip.h"
@@ -200,9 +200,9 @@ kube_on_counters(struct ev_loop *loop, struct ev_timer *t, int rev)
     (void)rev;
     watcher_status(k->w, &st);
     for (; k->relists < st.relists; k->relists++)
-        metrics_watch_relist();
+        stats_watch_relist();
     for (; k->restarts < st.watch_restarts; k->restarts++)
-        metrics_watch_restart();
+        stats_watch_restart();
 }
 
 /* A table went live <apply_s> after the watcher published it. */
@@ -211,9 +211,9 @@ feed_metrics(struct kube *k, double apply_s)
 {
     double lat[1];
 
-    metrics_sync_done(apply_s, ev_time());
+    stats_sync_done(apply_s, ev_time());
     if (watcher_latencies(k->w, lat, 1) == 1)
-        metrics_network_programming(lat[0] + apply_s);
+        stats_network_programming(lat[0] + apply_s);
     kube_on_counters(k->loop, &k->counters, 0);
 }
 

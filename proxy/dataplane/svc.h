@@ -16,8 +16,8 @@
  * ClientIP affinity table is not thread-safe: a service with affinity is
  * served by worker 0 only (the proxy opens its listeners there alone).
  */
-#ifndef PROXY_SVC_H
-#define PROXY_SVC_H
+#ifndef PROXY_DATAPLANE_SVC_H
+#define PROXY_DATAPLANE_SVC_H
 
 #include <stdatomic.h>
 #include <stdint.h>

@@ -8,8 +8,8 @@
  * headers, targets that are not an origin path, anything above
  * HTTPREQ_MAX bytes.
  */
-#ifndef PROXY_HTTPREQ_H
-#define PROXY_HTTPREQ_H
+#ifndef PROXY_HTTP_HTTPREQ_H
+#define PROXY_HTTP_HTTPREQ_H
 
 #include <stddef.h>
 

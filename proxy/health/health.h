@@ -13,8 +13,8 @@
  *
  * Everything runs on the control loop.
  */
-#ifndef PROXY_HEALTH_H
-#define PROXY_HEALTH_H
+#ifndef PROXY_HEALTH_HEALTH_H
+#define PROXY_HEALTH_HEALTH_H
 
 #include <ev.h>
 #include <stddef.h>
