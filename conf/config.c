@@ -106,6 +106,7 @@ struct admin_in {
     struct saddr listen; /* family 0: not given */
     uint64_t request_timeout_ms;
     uint64_t api_grace_ms;
+    char token_file[CONF_STR_MAX + 1]; /* "" = no token */
 };
 
 /* "kubernetes:", the API connection (README: Kubernetes mode). */
@@ -240,6 +241,9 @@ static const struct key admin_keys[] = {
      0},
     {"api_failure_grace", KEY_DURATION,
      offsetof(struct admin_in, api_grace_ms), 0, UINT32_MAX, "60s", NULL, 0},
+    /* A path like kubernetes.kubeconfig, but "" is allowed: no token. */
+    {"token_file", KEY_STRING, offsetof(struct admin_in, token_file), 0,
+     CONF_STR_MAX, NULL, NULL, 0},
 };
 static const struct section admin_section = {
     "section \"admin\"", NULL, admin_keys, NKEYS(admin_keys)};
@@ -1387,6 +1391,8 @@ build(struct root_in *r, struct err *e)
     }
     c->admin.request_timeout_ms = (uint32_t)r->admin.request_timeout_ms;
     c->admin.api_grace_ms = (uint32_t)r->admin.api_grace_ms;
+    memcpy(c->admin.token_file, r->admin.token_file,
+           sizeof(c->admin.token_file));
     policy_to_tbl(&r->defaults, &c->defaults);
     if (build_kube(c, r, e) < 0) {
         conf_free(c);

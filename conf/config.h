@@ -20,6 +20,7 @@
 #define CONF_FILE_MAX (4u << 20)
 
 #define CONF_ADMIN_LISTEN_DEFAULT "127.0.0.1:9990"
+#define CONF_STR_MAX              1023
 
 /* "admin:", the admin HTTP server. */
 struct conf_admin {
@@ -27,9 +28,11 @@ struct conf_admin {
     struct saddr listen;         /* default CONF_ADMIN_LISTEN_DEFAULT */
     uint32_t request_timeout_ms; /* whole request and reply, default 5s */
     uint32_t api_grace_ms;       /* /readyz: API failing longer = not ready */
+    /* admin.token_file: "" = no token; otherwise control endpoints need
+     * "Authorization: Bearer <the file's contents>". */
+    char token_file[CONF_STR_MAX + 1];
 };
 
-#define CONF_STR_MAX               1023
 #define CONF_HEALTHZ_LISTEN_DEFAULT "0.0.0.0:10256"
 
 enum conf_kube_mode {

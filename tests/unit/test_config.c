@@ -347,10 +347,11 @@ test_health_check_and_admin(void **state)
     assert_string_equal(saddr_str(&c->admin.listen, a, sizeof(a)),
                         CONF_ADMIN_LISTEN_DEFAULT);
     assert_int_equal(c->admin.request_timeout_ms, 5000);
+    assert_string_equal(c->admin.token_file, "");
     conf_free(c);
 
     c = load("admin: {enabled: true, listen: \"[::1]:9999\", "
-             "request_timeout: 250ms}\n"
+             "request_timeout: 250ms, token_file: /etc/ferry/token}\n"
              "services:\n"
              "  - name: web\n"
              "    listen: 127.0.0.1:1\n" BACKENDS,
@@ -360,8 +361,19 @@ test_health_check_and_admin(void **state)
     assert_string_equal(saddr_str(&c->admin.listen, a, sizeof(a)),
                         "[::1]:9999");
     assert_int_equal(c->admin.request_timeout_ms, 250);
+    assert_string_equal(c->admin.token_file, "/etc/ferry/token");
     /* No health_check anywhere: checks are off. */
     assert_int_equal(find(c, "web")->check.type, TBL_CHECK_NONE);
+    conf_free(c);
+
+    /* token_file: "" is the default written out: no token. */
+    c = load("admin: {token_file: \"\"}\n"
+             "services:\n"
+             "  - name: web\n"
+             "    listen: 127.0.0.1:1\n" BACKENDS,
+             &e);
+    assert_non_null(c);
+    assert_string_equal(c->admin.token_file, "");
     conf_free(c);
 }
 
@@ -384,6 +396,8 @@ test_err_health_check(void **state)
     expect_error("admin: {enabled: maybe}\n", 1, 18,
                  "expected one of false, true");
     expect_error("admin: {listen: localhost:9990}\n", 1, 17, "\"listen\"");
+    expect_error("admin: {token_file: \"a\\tb\"}\n", 1, 21,
+                 "\"token_file\": contains a control character");
 }
 
 static void
