@@ -26,7 +26,7 @@ struct opts {
 struct daemon {
     struct ev_loop *loop;
     struct opts o;
-    struct proxy proxy;
+    struct proxy *proxy;
     struct ctl ctl; /* health checks, admin server, metrics */
     struct kube *kube; /* Kubernetes mode, or NULL */
     uint64_t generation;
@@ -132,7 +132,7 @@ daemon_reload(struct daemon *d)
     d->generation++;
     table_freeze(c->table, d->generation);
     err_clear(&e);
-    if (proxy_apply(&d->proxy, c->table, 1, &e) < 0) {
+    if (proxy_apply(d->proxy, c->table, 1, &e) < 0) {
         d->generation--;
         log_error("reload: rejected %s: %s; keeping generation %llu", name,
                   err_str(&e, msg, sizeof(msg)),
@@ -144,7 +144,7 @@ applied:
     if (c->relay.workers != d->workers)
         log_warn("reload: relay.workers changed (%u to %u): it takes effect "
                  "at the next start; %u worker(s) keep running",
-                 d->workers, c->relay.workers, d->proxy.nworkers);
+                 d->workers, c->relay.workers, proxy_nworkers(d->proxy));
     apply_logging(&d->o, c);
     ctl_configure(&d->ctl, c);
     d->drain_timeout_s = c->drain_timeout_ms / 1e3;
@@ -154,11 +154,11 @@ applied:
 }
 
 static void
-daemon_on_drained(struct proxy *p)
+daemon_on_drained(struct proxy *p, void *arg)
 {
-    struct daemon *d =
-        (struct daemon *)(void *)((char *)p - offsetof(struct daemon, proxy));
+    struct daemon *d = arg;
 
+    (void)p;
     log_info("drained, exiting");
     ev_break(d->loop, EVBREAK_ALL);
 }
@@ -174,13 +174,13 @@ daemon_on_signal(struct ev_loop *loop, struct ev_signal *s, int rev)
         daemon_reload(d);
         return;
     }
-    if (d->proxy.draining) {
+    if (proxy_draining(d->proxy)) {
         log_warn("second stop signal: exiting now");
         ev_break(loop, EVBREAK_ALL);
         return;
     }
     log_info("%s: stopping", strsignal(s->signum));
-    proxy_drain(&d->proxy, d->drain_timeout_s);
+    proxy_drain(d->proxy, d->drain_timeout_s);
 }
 
 static void
@@ -205,7 +205,7 @@ daemon_start_kube(struct daemon *d, const struct conf *c)
     struct err e;
 
     err_clear(&e);
-    d->kube = kube_new(d->loop, &d->proxy, c, &d->o.kf, &d->generation, &e);
+    d->kube = kube_new(d->loop, d->proxy, c, &d->o.kf, &d->generation, &e);
     if (d->kube == NULL) {
         log_error("%s", err_str(&e, msg, sizeof(msg)));
         return -1;
@@ -242,48 +242,48 @@ daemon_run(const struct opts *o)
         return 2;
     }
     d.loop = ev_default_loop(EVFLAG_AUTO);
-    if (d.loop == NULL || proxy_init(&d.proxy, d.loop) < 0) {
+    if (d.loop == NULL || (d.proxy = proxy_new(d.loop)) == NULL) {
         log_error("cannot initialise the event loop");
         conf_free(c);
         return 1;
     }
-    d.proxy.on_drained = daemon_on_drained;
-    if (proxy_start_workers(&d.proxy, c->relay.workers, &e) < 0) {
+    proxy_on_drained(d.proxy, daemon_on_drained, &d);
+    if (proxy_start_workers(d.proxy, c->relay.workers, &e) < 0) {
         log_error("%s", err_str(&e, msg, sizeof(msg)));
         conf_free(c);
-        proxy_deinit(&d.proxy);
+        proxy_free(d.proxy);
         return 1;
     }
     d.workers = c->relay.workers;
-    if (ctl_init(&d.ctl, d.loop, &d.proxy) < 0) {
+    if (ctl_init(&d.ctl, d.loop, d.proxy) < 0) {
         log_error("out of memory");
         conf_free(c);
-        proxy_deinit(&d.proxy);
+        proxy_free(d.proxy);
         return 1;
     }
     d.drain_timeout_s = c->drain_timeout_ms / 1e3;
     d.generation = 1;
     table_freeze(c->table, d.generation);
-    if (proxy_apply(&d.proxy, c->table, 1, &e) < 0) {
+    if (proxy_apply(d.proxy, c->table, 1, &e) < 0) {
         log_error("%s", err_str(&e, msg, sizeof(msg)));
         conf_free(c);
         ctl_deinit(&d.ctl);
-        proxy_deinit(&d.proxy);
+        proxy_free(d.proxy);
         return 1;
     }
     ctl_configure(&d.ctl, c);
     if (kube_wanted(c, &o->kf) && daemon_start_kube(&d, c) < 0) {
         conf_free(c);
         ctl_deinit(&d.ctl);
-        proxy_deinit(&d.proxy);
+        proxy_free(d.proxy);
         return 1;
     }
     log_info("ferry %s serving %zu service(s) from %s (generation %llu, "
              "%u worker%s)",
              FERRY_VERSION, c->table->nservices,
              o->config ? o->config : "the built-in demo config",
-             (unsigned long long)d.generation, d.proxy.nworkers,
-             d.proxy.nworkers == 1 ? "" : "s");
+             (unsigned long long)d.generation, proxy_nworkers(d.proxy),
+             proxy_nworkers(d.proxy) == 1 ? "" : "s");
     conf_free(c);
     daemon_signals(&d);
     ev_run(d.loop, 0);
@@ -291,7 +291,7 @@ daemon_run(const struct opts *o)
         d.exit_code = 1;
     kube_free(d.kube);
     ctl_deinit(&d.ctl);
-    proxy_deinit(&d.proxy);
+    proxy_free(d.proxy);
     ev_signal_stop(d.loop, &d.sig_hup);
     ev_signal_stop(d.loop, &d.sig_term);
     ev_signal_stop(d.loop, &d.sig_int);

@@ -2,7 +2,7 @@
 #include <stdlib.h>
 
 #include "balance.h"
-#include "svc.h"
+#include "svc-t.h"
 
 /*
  * Smooth weighted round-robin: every pick, each candidate's running weight

@@ -10,7 +10,7 @@
 #include "listener.h"
 #include "log.h"
 #include "stats.h"
-#include "svc.h"
+#include "svc-t.h"
 #include "worker.h"
 
 enum conn_state {
@@ -476,8 +476,8 @@ half_want_splice(struct conn *c, struct half *h)
     struct worker *w = c->w;
     int mode = atomic_load_explicit(&worker_splice_mode, memory_order_relaxed);
 
-    if (mode == WORKER_SPLICE_NEVER || h->nopipe
-        || (mode == WORKER_SPLICE_AUTO && !h->bulk))
+    if (mode == CONF_SPLICE_NEVER || h->nopipe
+        || (mode == CONF_SPLICE_AUTO && !h->bulk))
         return 0;
     if (worker_pipe_get(w, h->pipe) < 0) {
         h->nopipe = 1; /* asked once per direction */

@@ -8,7 +8,7 @@
 #include "conn.h"
 #include "listener.h"
 #include "log.h"
-#include "svc.h"
+#include "svc-t.h"
 #include "worker.h"
 
 #define LISTEN_BACKLOG 4096

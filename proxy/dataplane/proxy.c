@@ -6,11 +6,12 @@
 #include <sys/resource.h>
 
 #include "conn.h"
+#include "bug.h"
 #include "listener.h"
 #include "log.h"
 #include "stats.h"
-#include "proxy.h"
-#include "svc.h"
+#include "proxy-t.h"
+#include "svc-t.h"
 
 /* A table for a worker thread: what its listeners serve from now on. */
 struct plan {
@@ -113,7 +114,8 @@ proxy_check_drained(struct proxy *p)
             return;
     p->drained = 1;
     ev_timer_stop(p->w.loop, &p->drain_timer);
-    p->on_drained(p);
+    if (p->on_drained != NULL)
+        p->on_drained(p, p->on_drained_arg);
 }
 
 static void
@@ -167,7 +169,8 @@ proxy_on_drain_timeout(struct ev_loop *loop, struct ev_timer *t, int rev)
     for (k = 1; k < p->nworkers; k++)
         wthread_post(&p->threads[k - 1], NULL, 0, 1);
     p->drained = 1;
-    p->on_drained(p);
+    if (p->on_drained != NULL)
+        p->on_drained(p, p->on_drained_arg);
 }
 
 static void
@@ -178,19 +181,24 @@ proxy_on_idle(struct worker *w)
     proxy_check_drained(p);
 }
 
-int
-proxy_init(struct proxy *p, struct ev_loop *loop)
+struct proxy *
+proxy_new(struct ev_loop *loop)
 {
-    memset(p, 0, sizeof(*p));
-    if (worker_init(&p->w, loop) < 0)
-        return -1;
+    struct proxy *p = calloc(1, sizeof(*p));
+
+    if (p == NULL)
+        return NULL;
+    if (worker_init(&p->w, loop) < 0) {
+        free(p);
+        return NULL;
+    }
     p->nworkers = 1;
     ev_init(&p->drain_timer, proxy_on_drain_timeout);
     p->drain_timer.data = p;
     ev_async_init(&p->wake, proxy_on_wake);
     p->wake.data = p;
     ev_async_start(loop, &p->wake);
-    return 0;
+    return p;
 }
 
 /* ---- worker threads ---------------------------------------------------- */
@@ -353,8 +361,10 @@ proxy_stop_workers(struct proxy *p)
 }
 
 void
-proxy_deinit(struct proxy *p)
+proxy_free(struct proxy *p)
 {
+    if (p == NULL)
+        return;
     ev_timer_stop(p->w.loop, &p->drain_timer);
     ev_async_stop(p->w.loop, &p->wake);
     proxy_stop_workers(p);
@@ -367,6 +377,7 @@ proxy_deinit(struct proxy *p)
     table_unref(p->table);
     p->table = NULL;
     worker_deinit(&p->w);
+    free(p);
 }
 
 /* Runtime services for <t>: kept from the current set when unchanged
@@ -769,4 +780,63 @@ proxy_drain(struct proxy *p, double timeout_s)
     ev_timer_set(&p->drain_timer, timeout_s, 0.);
     ev_timer_start(p->w.loop, &p->drain_timer);
     proxy_check_drained(p);
+}
+
+/* ---- accessors ---------------------------------------------------------- */
+
+void
+proxy_on_drained(struct proxy *p, proxy_drained_fn *fn, void *arg)
+{
+    p->on_drained = fn;
+    p->on_drained_arg = arg;
+}
+
+void
+proxy_on_applied(struct proxy *p, proxy_applied_fn *fn, void *arg)
+{
+    p->on_applied = fn;
+    p->on_applied_arg = arg;
+}
+
+const struct table *
+proxy_table(const struct proxy *p)
+{
+    return p->table;
+}
+
+size_t
+proxy_nsvcs(const struct proxy *p)
+{
+    return p->nsvcs;
+}
+
+struct svc *
+proxy_svc(const struct proxy *p, size_t i)
+{
+    BUG_ON(i >= p->nsvcs);
+    return p->svcs[i];
+}
+
+struct svc *const *
+proxy_svcs(const struct proxy *p)
+{
+    return p->svcs;
+}
+
+unsigned
+proxy_nworkers(const struct proxy *p)
+{
+    return p->nworkers;
+}
+
+int
+proxy_draining(const struct proxy *p)
+{
+    return p->draining;
+}
+
+void
+proxy_set_relay(struct proxy *p, enum conf_splice mode, size_t pipe_budget)
+{
+    worker_set_splice(&p->w, mode, pipe_budget);
 }

@@ -7,6 +7,7 @@
 
 #include <ev.h>
 
+#include "config.h"
 #include "err.h"
 #include "table.h"
 #include "worker.h"
@@ -17,37 +18,53 @@ struct wthread;
 #define PROXY_WORKERS_MAX 64
 
 /*
- * Workers: worker 0 is <w>, on the control loop; workers 1..nworkers-1 are
+ * Workers: worker 0 runs on the control loop; workers 1..nworkers-1 are
  * threads, each with its own loop, its own SO_REUSEPORT listeners on the
  * same addresses (the kernel spreads new connections across them) and its
  * own connections. proxy_apply() opens a thread's new listening sockets on
  * the control loop (so that a reload still fails as a whole) and posts the
- * table to the thread (ev_async); the thread points its listeners at the
- * new services and closes the ones no longer wanted. Runtime services
- * (svc.h) and backends are shared; nothing on the per-connection path
- * takes a lock.
+ * table to the thread; the thread points its listeners at the new
+ * services and closes the ones no longer wanted. Runtime services (svc.h)
+ * and backends are shared; nothing on the per-connection path takes a
+ * lock. struct proxy is private to the data plane (proxy-t.h).
  */
-struct proxy {
-    struct worker w;
-    struct wthread *threads; /* workers 1..nworkers-1 */
-    unsigned nworkers;
-    struct ev_async wake;    /* a worker thread went idle while draining */
-    int drained;             /* on_drained was called */
-    int threads_off;         /* too many addresses: threads listen on none */
-    struct table *table; /* the snapshot in force (reference) */
-    struct svc **svcs;   /* runtime services of <table>, same order */
-    size_t nsvcs;
-    int draining;
-    struct ev_timer drain_timer;
-    void (*on_drained)(struct proxy *p);
-    /* Called after every successful proxy_apply(), once p->svcs is the
-     * new set: health checks and admin overrides follow the table. */
-    void (*on_applied)(struct proxy *p, void *arg);
-    void *on_applied_arg;
-};
+struct proxy;
 
-int proxy_init(struct proxy *p, struct ev_loop *loop);
-void proxy_deinit(struct proxy *p);
+/* Returns a new proxy with worker 0 on <loop>, or NULL (out of memory,
+ * or no descriptors). */
+struct proxy *proxy_new(struct ev_loop *loop);
+/* Stop the workers, reset every connection, free; NULL does nothing. */
+void proxy_free(struct proxy *p);
+
+/* Called once, on the control loop, when a drain has ended
+ * (proxy_drain()). */
+typedef void proxy_drained_fn(struct proxy *p, void *arg);
+void proxy_on_drained(struct proxy *p, proxy_drained_fn *fn, void *arg);
+
+/* Called after every successful proxy_apply(), once the new runtime
+ * services are in force: health checks and admin overrides follow the
+ * table. One hook; NULL removes it. */
+typedef void proxy_applied_fn(struct proxy *p, void *arg);
+void proxy_on_applied(struct proxy *p, proxy_applied_fn *fn, void *arg);
+
+/* The table in force (borrowed; NULL before the first apply) and its
+ * runtime services, in table order: proxy_svc(p, i) serves
+ * proxy_table(p)->services[i]. Control loop. */
+const struct table *proxy_table(const struct proxy *p);
+size_t proxy_nsvcs(const struct proxy *p);
+struct svc *proxy_svc(const struct proxy *p, size_t i);
+/* The runtime services as an array of proxy_nsvcs() (borrowed; valid
+ * until the next proxy_apply()). */
+struct svc *const *proxy_svcs(const struct proxy *p);
+
+unsigned proxy_nworkers(const struct proxy *p);
+
+/* How every worker relays bytes (relay.splice, relay.pipe_budget); takes
+ * effect for new transfers at once. Control loop. */
+void proxy_set_relay(struct proxy *p, enum conf_splice mode,
+                     size_t pipe_budget);
+/* Nonzero once proxy_drain() was called. */
+int proxy_draining(const struct proxy *p);
 
 /* Run <n> workers (0: one per CPU this process may run on; at most
  * PROXY_WORKERS_MAX). Call once, after proxy_init() and before the first
@@ -75,7 +92,7 @@ struct worker *proxy_worker(struct proxy *p, unsigned k);
  */
 int proxy_apply(struct proxy *p, struct table *t, int strict, struct err *e);
 
-/* Stop accepting and call p->on_drained once no connection is left or
+/* Stop accepting and call the drained hook once no connection is left or
  * <timeout_s> has passed (remaining connections are then reset). */
 void proxy_drain(struct proxy *p, double timeout_s);
 

@@ -3,8 +3,9 @@
 
 #include "affinity.h"
 #include "balance.h"
+#include "bug.h"
 #include "stats.h"
-#include "svc.h"
+#include "svc-t.h"
 
 unsigned svc_nworkers = 1;
 _Thread_local unsigned svc_worker_self;
@@ -204,4 +205,78 @@ svc_inherit(struct svc *to, const struct svc *from, double now)
     }
     affinity_inherit(to->aff, from->aff, map, from->nbe, now);
     free(map);
+}
+
+/* ---- accessors ---------------------------------------------------------- */
+
+const char *
+svc_name(const struct svc *s)
+{
+    return s->name;
+}
+
+const struct tbl_service *
+svc_spec(const struct svc *s)
+{
+    return &s->spec;
+}
+
+const char *
+svc_balance_name(const struct svc *s)
+{
+    return s->bal->name;
+}
+
+struct svc_stats *
+svc_counters(const struct svc *s)
+{
+    return s->st;
+}
+
+size_t
+svc_nbackends(const struct svc *s)
+{
+    return s->nbe;
+}
+
+struct backend *
+svc_backend(const struct svc *s, size_t i)
+{
+    BUG_ON(i >= s->nbe);
+    return s->be[i].b;
+}
+
+const char *
+svc_backend_name(const struct svc *s, size_t i)
+{
+    BUG_ON(i >= s->nbe);
+    return s->be[i].name;
+}
+
+uint32_t
+svc_backend_weight(const struct svc *s, size_t i)
+{
+    BUG_ON(i >= s->nbe);
+    return svc_be_weight(&s->be[i]);
+}
+
+uint32_t
+svc_backend_config_weight(const struct svc *s, size_t i)
+{
+    BUG_ON(i >= s->nbe);
+    return s->be[i].weight;
+}
+
+int
+svc_backend_drained(const struct svc *s, size_t i)
+{
+    BUG_ON(i >= s->nbe);
+    return atomic_load_explicit(&s->be[i].drained, memory_order_relaxed) != 0;
+}
+
+void
+svc_set_drained(struct svc *s, size_t i, int drained)
+{
+    BUG_ON(i >= s->nbe);
+    atomic_store(&s->be[i].drained, drained ? 1u : 0u);
 }

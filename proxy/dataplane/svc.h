@@ -19,7 +19,7 @@
 #ifndef PROXY_DATAPLANE_SVC_H
 #define PROXY_DATAPLANE_SVC_H
 
-#include <stdatomic.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "backend.h"
@@ -35,65 +35,6 @@ struct svc_tried {
     uint64_t bits;
 };
 
-struct svc_be {
-    struct backend *b; /* reference */
-    uint32_t weight;   /* from the table; see svc_be_weight() */
-    /* Admin overrides (control loop writes, pick reads): a weight, or -1
-     * for none, and "drained": no new connections. */
-    _Atomic int32_t ovr_weight;
-    atomic_uint drained;
-    char name[TBL_NAME_MAX];
-    uint32_t flags;
-};
-
-#define SVC_RR_OLD_MAX 32
-
-/* A round-robin pick order, <period> picks long. */
-struct rr_seq {
-    uint32_t period;
-    uint32_t idx[];
-};
-
-/* One worker's balancing state, a cache line of its own. */
-union svc_slot {
-    struct {
-        int32_t *cur;     /* smooth round-robin running weights (nbe) */
-        uint64_t rng;     /* random balancer state */
-    };
-    char pad_[64];
-};
-
-/* Worker threads that pick (slots per svc); set once at start, before the
- * first svc_new(). */
-extern unsigned svc_nworkers;
-/* The calling thread's worker index (0 on the control loop). */
-extern _Thread_local unsigned svc_worker_self;
-
-struct svc {
-    atomic_uint refs;
-    atomic_int retired;
-    char name[TBL_NAME_MAX];
-    struct tbl_service spec; /* copy; spec.frontends/backends not owned */
-    struct svc_be *be;
-    size_t nbe;
-    atomic_uint active; /* open connections; counted only with max_conns */
-    union svc_slot *slot;    /* nslots of them */
-    unsigned nslots;
-    /* Round-robin shared by the workers (balance.c): the pick order for
-     * the weights in force, and the next ticket into it. Replaced
-     * sequences wait in rr_old until the svc is freed. */
-    _Atomic(struct rr_seq *) rr;
-    struct rr_seq *rr_old[SVC_RR_OLD_MAX];
-    unsigned nrr_old;
-    atomic_uint_fast64_t rr_ticket;
-    /* leastconn tie-break rotation, shared: a race between workers only
-     * changes which of two tied backends wins. */
-    atomic_uint lc_next;
-    const struct bal_ops *bal;
-    struct svc_stats *st; /* reference; counters surviving reloads */
-    struct affinity *aff; /* ClientIP pins; NULL when affinity is off */
-};
-
 /* Returns a new svc with one reference built from <ts>, or NULL (out of
  * memory). */
 struct svc *svc_new(const struct tbl_service *ts);
@@ -103,18 +44,40 @@ void svc_unref(struct svc *s);
 /* Nonzero if <s> was built from a service equal to <ts>. */
 int svc_matches(const struct svc *s, const struct tbl_service *ts);
 
-/* The calling worker's slot. */
-static inline union svc_slot *
-svc_slot_self(struct svc *s)
-{
-    return &s->slot[svc_worker_self < s->nslots ? svc_worker_self : 0];
-}
+/* ---- what the control loop reads and sets ----
+ *
+ * struct svc is opaque outside the data plane (svc-t.h). Backends are
+ * numbered 0..svc_nbackends()-1 in table order; <i> must be in range. */
+
+const char *svc_name(const struct svc *s);
+/* The policy of the table service it was built from (borrowed): name,
+ * balance, timeouts, check. Its frontend and backend lists are empty: the
+ * backends are svc_backend(), the frontends are in the table. */
+const struct tbl_service *svc_spec(const struct svc *s);
+/* "roundrobin", "leastconn", "random". */
+const char *svc_balance_name(const struct svc *s);
+/* The counters that outlive reloads (stats.h). */
+struct svc_stats *svc_counters(const struct svc *s);
+
+size_t svc_nbackends(const struct svc *s);
+struct backend *svc_backend(const struct svc *s, size_t i);
+const char *svc_backend_name(const struct svc *s, size_t i);
+/* The weight in force (the admin override, else the table's), and the
+ * table's. */
+uint32_t svc_backend_weight(const struct svc *s, size_t i);
+uint32_t svc_backend_config_weight(const struct svc *s, size_t i);
+
+/* The admin's "drained": no new connections to backend <i>. Control
+ * loop writes, workers read. */
+int svc_backend_drained(const struct svc *s, size_t i);
+void svc_set_drained(struct svc *s, size_t i, int drained);
+
 
 /* Choose a backend for a new connection at loop time <now>, skipping those
  * in <tried>, drained ones and those active checks hold down. Backends
  * in passive-health back-off are skipped unless every
  * candidate is in back-off (then they are tried anyway: better a likely
- * failure than a certain one). Returns an index into s->be, or -1. Never
+ * failure than a certain one). Returns a backend index, or -1. Never
  * allocates. */
 int svc_pick(struct svc *s, const struct svc_tried *tried, double now);
 
@@ -137,14 +100,6 @@ void svc_inherit(struct svc *to, const struct svc *from, double now);
 int svc_set_weight_override(struct svc *s, size_t i, int32_t w);
 void svc_reweighted(struct svc *s);
 
-/* The weight the balancers use: the admin override, else the table's. */
-static inline uint32_t
-svc_be_weight(const struct svc_be *e)
-{
-    int32_t w = atomic_load_explicit(&e->ovr_weight, memory_order_relaxed);
-
-    return w >= 0 ? (uint32_t)w : e->weight;
-}
 
 static inline void
 svc_tried_set(struct svc_tried *t, size_t i)

@@ -10,7 +10,7 @@
 
 #define ACCEPT_PAUSE_S 0.1
 
-atomic_int worker_splice_mode = WORKER_SPLICE_AUTO;
+atomic_int worker_splice_mode = CONF_SPLICE_AUTO;
 static atomic_size_t pipe_budget = 1024; /* descriptors, all workers */
 static atomic_size_t pipe_fds;           /* held now, all workers */
 
@@ -66,9 +66,9 @@ pipe_close(int p[2])
 }
 
 void
-worker_set_splice(struct worker *w, int mode, size_t budget)
+worker_set_splice(struct worker *w, enum conf_splice mode, size_t budget)
 {
-    atomic_store(&worker_splice_mode, mode);
+    atomic_store(&worker_splice_mode, (int)mode);
     atomic_store(&pipe_budget, budget != 0 ? budget : default_pipe_budget());
     while (w->nfree_pipes > 0 && worker_pipe_fds() > atomic_load(&pipe_budget))
         pipe_close(w->free_pipes[--w->nfree_pipes]);

@@ -16,6 +16,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "config.h"
+
 #define WORKER_BUF_SIZE     (32 * 1024) /* relay chunk and pending buffer */
 #define WORKER_BUF_CACHE    256         /* idle relay buffers kept */
 #define WORKER_CONN_CACHE   4096        /* idle session objects kept */
@@ -23,15 +25,6 @@
 #define WORKER_PIPE_CACHE   64          /* idle (empty) pipes kept */
 #define WORKER_PIPE_SIZE    (256 * 1024) /* pipe capacity asked for; also
                                           * the most one splice() moves */
-
-/* How connections relay their bytes. */
-enum worker_splice {
-    WORKER_SPLICE_AUTO,   /* copy; a direction that moves bulk data (a
-                           * read fills the whole buffer) switches to
-                           * splice() through a pipe */
-    WORKER_SPLICE_ALWAYS, /* splice() from the first byte */
-    WORKER_SPLICE_NEVER,  /* always copy (recv/send) */
-};
 
 struct conn;
 struct listener;
@@ -77,6 +70,20 @@ worker_nconns(struct worker *w)
     return atomic_load_explicit(&w->nconns, memory_order_relaxed);
 }
 
+/* Connections accepted so far, and the generation of the table its
+ * listeners serve; any thread. */
+static inline uint64_t
+worker_naccepted(struct worker *w)
+{
+    return atomic_load_explicit(&w->n_accepted, memory_order_relaxed);
+}
+
+static inline uint64_t
+worker_generation(struct worker *w)
+{
+    return atomic_load_explicit(&w->generation, memory_order_relaxed);
+}
+
 static inline void
 worker_nconns_add(struct worker *w, int d)
 {
@@ -113,11 +120,14 @@ int worker_pipe_get(struct worker *w, int p[2]);
  * still hold bytes is closed. */
 void worker_pipe_put(struct worker *w, int p[2], int empty);
 
-/* Splice settings, for every worker: <mode> is an enum worker_splice;
+/* Splice settings, for every worker: <mode> is how connections relay
+ * their bytes (config.h: CONF_SPLICE_AUTO copies until a direction moves
+ * bulk data, a read filling the whole buffer, then splices);
  * <budget> is in descriptors, all workers together (0: the default, an
  * eighth of the descriptor limit). Pipes beyond a lowered budget are
  * closed as they come back; <w>'s pool is trimmed at once. */
-void worker_set_splice(struct worker *w, int mode, size_t budget);
+void worker_set_splice(struct worker *w, enum conf_splice mode,
+                       size_t budget);
 
 /* Out of descriptors: stop every listener for a moment. Resumes after a
  * short delay or as soon as a connection closes, whichever comes first. */

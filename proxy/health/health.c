@@ -409,16 +409,18 @@ mark_checked(struct health *h, struct svc *const *svcs, size_t n)
 
     for (i = 0; i < n; i++) {
         const struct svc *s = svcs[i];
-        if (s->spec.check.type == TBL_CHECK_NONE)
+        const struct tbl_check *spec = &svc_spec(s)->check;
+        if (spec->type == TBL_CHECK_NONE)
             continue;
-        for (j = 0; j < s->nbe; j++) {
-            struct hc *c = hc_find(h, s->be[j].b);
+        for (j = 0; j < svc_nbackends(s); j++) {
+            struct backend *b = svc_backend(s, j);
+            struct hc *c = hc_find(h, b);
             if (c != NULL && c->mark)
                 continue; /* an earlier service checks it */
             if (c == NULL) {
-                if ((c = hc_new(h, s->be[j].b)) == NULL) {
+                if ((c = hc_new(h, b)) == NULL) {
                     log_error("health: out of memory for backend %s",
-                              s->be[j].b->addr_str);
+                              b->addr_str);
                     continue;
                 }
                 c->mark = 2;
@@ -426,9 +428,9 @@ mark_checked(struct health *h, struct svc *const *svcs, size_t n)
             } else {
                 c->mark = 1;
             }
-            c->spec = s->spec.check;
-            memcpy(c->svc, s->name, sizeof(c->svc));
-            memcpy(c->name, s->be[j].name, sizeof(c->name));
+            c->spec = *spec;
+            snprintf(c->svc, sizeof(c->svc), "%s", svc_name(s));
+            snprintf(c->name, sizeof(c->name), "%s", svc_backend_name(s, j));
         }
     }
     return fresh;

@@ -180,7 +180,7 @@ kube_health_state(void *arg, struct nodehealth_state *out)
                   ? ev_time() - (ev_now(k->loop) - st.pending_since)
                   : 0;
     out->synced = k->applied;
-    out->shutting_down = k->p->draining;
+    out->shutting_down = proxy_draining(k->p);
     out->node_deleting = st.node_deleting;
     out->pending_since =
         earliest(earliest(pending, k->apply_failing), k->vip_pending);

@@ -1,7 +1,14 @@
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
+#include <netinet/in.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <unistd.h>
 
 #include "admin.h"
 #include "backend.h"
@@ -13,10 +20,20 @@
 #include "metrics.h"
 #include "proxy.h"
 #include "sbuf.h"
+#include "stats.h"
 #include "svc.h"
 
 #define ADMIN_CONNS_MAX   64
 #define ADMIN_REPLY_MAX   (64u << 20) /* metrics of a very large table */
+#define ADMIN_TOKEN_MAX   4096
+#define ADMIN_LOG_BURST   10.0 /* action lines logged at once */
+#define ADMIN_LOG_RATE    1.0  /* then this many a second */
+
+enum admin_token_state {
+    ADMIN_TOKEN_OFF = 0,     /* no admin.token_file */
+    ADMIN_TOKEN_ON,          /* token in force */
+    ADMIN_TOKEN_UNREADABLE,  /* set but never read: control refused */
+};
 
 /* An operator's override of one backend of one service. */
 struct ovr {
@@ -38,6 +55,11 @@ struct admin {
     struct admin_hooks hooks;
     struct ovr *ovr;
     size_t novr;
+    enum admin_token_state token_state;
+    char token[ADMIN_TOKEN_MAX];
+    size_t token_len;
+    uint64_t n_actions, n_refused, log_skipped;
+    double log_tokens, log_last; /* action_log()'s bucket */
 };
 
 /* ---- overrides ---------------------------------------------------------- */
@@ -88,13 +110,14 @@ ovr_apply(struct admin *a)
 {
     size_t i, j;
 
-    for (i = 0; i < a->p->nsvcs; i++) {
-        struct svc *s = a->p->svcs[i];
+    for (i = 0; i < proxy_nsvcs(a->p); i++) {
+        struct svc *s = proxy_svc(a->p, i);
         int changed = 0;
-        for (j = 0; j < s->nbe; j++) {
+        for (j = 0; j < svc_nbackends(s); j++) {
             const struct ovr *o =
-                a->novr ? ovr_find(a, s->name, &s->be[j].b->addr) : NULL;
-            atomic_store(&s->be[j].drained, o ? (unsigned)o->drained : 0u);
+                a->novr ? ovr_find(a, svc_name(s), &svc_backend(s, j)->addr)
+                        : NULL;
+            svc_set_drained(s, j, o ? o->drained : 0);
             changed |= svc_set_weight_override(s, j, o ? o->weight : -1);
         }
         if (changed)
@@ -104,14 +127,22 @@ ovr_apply(struct admin *a)
 
 /* ---- state shown -------------------------------------------------------- */
 
+/* Backend <i> of service <s>, as the admin API names it. */
+struct be_ref {
+    struct svc *s;
+    size_t i;
+};
+
 static const char *
-be_state(const struct svc_be *e, double now)
+be_state(struct be_ref e, double now)
 {
-    if (atomic_load_explicit(&e->drained, memory_order_relaxed))
+    const struct backend *b = svc_backend(e.s, e.i);
+
+    if (svc_backend_drained(e.s, e.i))
         return "draining";
-    if (!backend_healthy(e->b))
+    if (!backend_healthy(b))
         return "down";
-    if (backend_ejected(e->b, now))
+    if (backend_ejected(b, now))
         return "ejected";
     return "up";
 }
@@ -122,7 +153,7 @@ admin_ready(struct admin *a, double now, char *why, size_t whylen)
 {
     double failing;
 
-    if (a->p->draining) {
+    if (proxy_draining(a->p)) {
         snprintf(why, whylen, "shutting down");
         return 0;
     }
@@ -161,9 +192,9 @@ fail_obj(const atomic_uint_fast64_t *v, size_t n)
 }
 
 static json_t *
-status_backend(struct admin *a, const struct svc_be *e, double now)
+status_backend(struct admin *a, struct be_ref e, double now)
 {
-    const struct backend *b = e->b;
+    const struct backend *b = svc_backend(e.s, e.i);
     struct health_info hi;
     json_t *o, *h;
 
@@ -180,13 +211,15 @@ status_backend(struct admin *a, const struct svc_be *e, double now)
     json_object_set_new(h, "went_up",
                         json_integer((json_int_t)stats_get(&b->n_went_up)));
     o = json_object();
-    json_object_set_new(o, "name", json_string(e->name));
+    json_object_set_new(o, "name", json_string(svc_backend_name(e.s, e.i)));
     json_object_set_new(o, "address", json_string(b->addr_str));
     json_object_set_new(o, "state", json_string(be_state(e, now)));
-    json_object_set_new(o, "weight", json_integer(svc_be_weight(e)));
-    json_object_set_new(o, "config_weight", json_integer(e->weight));
+    json_object_set_new(o, "weight",
+                        json_integer(svc_backend_weight(e.s, e.i)));
+    json_object_set_new(o, "config_weight",
+                        json_integer(svc_backend_config_weight(e.s, e.i)));
     json_object_set_new(o, "drained",
-                        json_boolean(atomic_load(&e->drained) != 0));
+                        json_boolean(svc_backend_drained(e.s, e.i)));
     json_object_set_new(o, "active", json_integer(atomic_load(&b->active)));
     json_object_set_new(o, "connections",
                         json_integer((json_int_t)stats_get(&b->n_connects)));
@@ -208,8 +241,9 @@ status_backend(struct admin *a, const struct svc_be *e, double now)
 static json_t *
 status_service(struct admin *a, size_t i, double now)
 {
-    const struct svc *s = a->p->svcs[i];
-    const struct tbl_service *ts = &a->p->table->services[i];
+    struct svc *s = proxy_svc(a->p, i);
+    const struct tbl_service *ts = &proxy_table(a->p)->services[i];
+    const struct svc_stats *st = svc_counters(s);
     json_t *o = json_object(), *fe = json_array(), *be = json_array();
     json_t *cnt = json_object(), *hc;
     char buf[SADDR_STR_MAX];
@@ -218,34 +252,35 @@ status_service(struct admin *a, size_t i, double now)
     for (j = 0; j < ts->nfrontends; j++)
         json_array_append_new(
             fe, json_string(saddr_str(&ts->frontends[j], buf, sizeof(buf))));
-    for (j = 0; j < s->nbe; j++)
-        json_array_append_new(be, status_backend(a, &s->be[j], now));
+    for (j = 0; j < svc_nbackends(s); j++)
+        json_array_append_new(be, status_backend(a, (struct be_ref){s, j},
+                                                 now));
     json_object_set_new(cnt, "accepted",
-                        json_integer((json_int_t)stats_get(&s->st->accepted)));
-    json_object_set_new(cnt, "active", json_integer(atomic_load(&s->st->active)));
+                        json_integer((json_int_t)stats_get(&st->accepted)));
+    json_object_set_new(cnt, "active", json_integer(atomic_load(&st->active)));
     json_object_set_new(cnt, "retries",
-                        json_integer((json_int_t)stats_get(&s->st->retries)));
+                        json_integer((json_int_t)stats_get(&st->retries)));
     json_object_set_new(cnt, "bytes_in",
-                        json_integer((json_int_t)stats_get(&s->st->bytes_in)));
+                        json_integer((json_int_t)stats_get(&st->bytes_in)));
     json_object_set_new(cnt, "bytes_out",
-                        json_integer((json_int_t)stats_get(&s->st->bytes_out)));
-    json_object_set_new(cnt, "failed", fail_obj(s->st->fail, STATS_FAIL__COUNT));
+                        json_integer((json_int_t)stats_get(&st->bytes_out)));
+    json_object_set_new(cnt, "failed", fail_obj(st->fail, STATS_FAIL__COUNT));
     hc = json_object();
     json_object_set_new(hc, "type",
-                        json_string(s->spec.check.type == TBL_CHECK_HTTP ? "http"
-                                    : s->spec.check.type == TBL_CHECK_TCP
+                        json_string(ts->check.type == TBL_CHECK_HTTP ? "http"
+                                    : ts->check.type == TBL_CHECK_TCP
                                         ? "tcp"
                                         : "none"));
-    if (s->spec.check.type != TBL_CHECK_NONE) {
+    if (ts->check.type != TBL_CHECK_NONE) {
         json_object_set_new(hc, "interval_ms",
-                            json_integer(s->spec.check.interval_ms));
-        json_object_set_new(hc, "rise", json_integer(s->spec.check.rise));
-        json_object_set_new(hc, "fall", json_integer(s->spec.check.fall));
-        if (s->spec.check.type == TBL_CHECK_HTTP)
-            json_object_set_new(hc, "path", json_string(s->spec.check.path));
+                            json_integer(ts->check.interval_ms));
+        json_object_set_new(hc, "rise", json_integer(ts->check.rise));
+        json_object_set_new(hc, "fall", json_integer(ts->check.fall));
+        if (ts->check.type == TBL_CHECK_HTTP)
+            json_object_set_new(hc, "path", json_string(ts->check.path));
     }
-    json_object_set_new(o, "name", json_string(s->name));
-    json_object_set_new(o, "balance", json_string(s->bal->name));
+    json_object_set_new(o, "name", json_string(svc_name(s)));
+    json_object_set_new(o, "balance", json_string(svc_balance_name(s)));
     json_object_set_new(o, "frontends", fe);
     json_object_set_new(o, "health_check", hc);
     json_object_set_new(o, "counters", cnt);
@@ -259,16 +294,15 @@ status_workers(struct proxy *p)
     json_t *v = json_array();
     unsigned k;
 
-    for (k = 0; k < p->nworkers; k++) {
+    for (k = 0; k < proxy_nworkers(p); k++) {
         struct worker *w = proxy_worker(p, k);
         json_array_append_new(
             v, json_pack("{s:I, s:I, s:I, s:I}", "id", (json_int_t)k,
                          "connections_open", (json_int_t)worker_nconns(w),
                          "accepted",
-                         (json_int_t)atomic_load_explicit(&w->n_accepted,
-                                                          memory_order_relaxed),
+                         (json_int_t)worker_naccepted(w),
                          "generation",
-                         (json_int_t)atomic_load(&w->generation)));
+                         (json_int_t)worker_generation(w)));
     }
     return v;
 }
@@ -282,13 +316,14 @@ status_json(struct admin *a, double now)
     size_t i;
     int ready = admin_ready(a, now, why, sizeof(why));
 
-    for (i = 0; i < a->p->nsvcs && a->p->table != NULL; i++)
+    for (i = 0; i < proxy_nsvcs(a->p); i++)
         json_array_append_new(svcs, status_service(a, i, now));
     json_object_set_new(root, "ready", json_boolean(ready));
     json_object_set_new(root, "not_ready_reason", json_string(why));
     json_object_set_new(root, "generation",
-                        json_integer(a->p->table ? (json_int_t)a->p->table->generation
-                                                 : 0));
+                        json_integer(proxy_table(a->p)
+                                         ? (json_int_t)proxy_table(a->p)->generation
+                                         : 0));
     json_object_set_new(root, "uptime_seconds", json_real(now - a->started));
     json_object_set_new(root, "connections_open",
                         json_integer((json_int_t)proxy_nconns(a->p)));
@@ -309,56 +344,63 @@ write_worker_metrics(struct sbuf *m, struct proxy *p)
     sbuf_printf(m, "# HELP ferry_workers Data-plane worker threads "
                    "(relay.workers).\n# TYPE ferry_workers gauge\n"
                    "ferry_workers %u\n",
-                p->nworkers);
+                proxy_nworkers(p));
     sbuf_printf(m, "# HELP ferry_worker_connections Open proxied "
                    "connections, by worker.\n"
                    "# TYPE ferry_worker_connections gauge\n");
-    for (k = 0; k < p->nworkers; k++)
+    for (k = 0; k < proxy_nworkers(p); k++)
         sbuf_printf(m, "ferry_worker_connections{worker=\"%u\"} %zu\n", k,
                     worker_nconns(proxy_worker(p, k)));
     sbuf_printf(m, "# HELP ferry_worker_accepted_total Connections "
                    "accepted, by worker.\n"
                    "# TYPE ferry_worker_accepted_total counter\n");
-    for (k = 0; k < p->nworkers; k++)
+    for (k = 0; k < proxy_nworkers(p); k++)
         sbuf_printf(m, "ferry_worker_accepted_total{worker=\"%u\"} %llu\n", k,
-                    (unsigned long long)atomic_load_explicit(
-                        &proxy_worker(p, k)->n_accepted, memory_order_relaxed));
+                    (unsigned long long)worker_naccepted(proxy_worker(p, k)));
 }
 
 /* ---- replies ------------------------------------------------------------ */
 
-/* Find backend <which> (name or address) of service <svc>. */
-static struct svc_be *
-find_be(struct admin *a, const char *svc, const char *which)
+/* Find backend <which> (name or address) of service <svc>. Returns 0 with
+ * <out> set, or -1. */
+static int
+find_be(struct admin *a, const char *svc, const char *which,
+        struct be_ref *out)
 {
     size_t i, j;
 
-    for (i = 0; i < a->p->nsvcs; i++) {
-        struct svc *s = a->p->svcs[i];
-        if (strcmp(s->name, svc) != 0)
+    for (i = 0; i < proxy_nsvcs(a->p); i++) {
+        struct svc *s = proxy_svc(a->p, i);
+        if (strcmp(svc_name(s), svc) != 0)
             continue;
-        for (j = 0; j < s->nbe; j++)
-            if (strcmp(s->be[j].name, which) == 0
-                || strcmp(s->be[j].b->addr_str, which) == 0)
-                return &s->be[j];
+        for (j = 0; j < svc_nbackends(s); j++)
+            if (strcmp(svc_backend_name(s, j), which) == 0
+                || strcmp(svc_backend(s, j)->addr_str, which) == 0) {
+                out->s = s;
+                out->i = j;
+                return 0;
+            }
     }
-    return NULL;
+    return -1;
 }
 
 static void
-control_reply(struct sbuf *out, const char *svc, const struct svc_be *e,
-              double now)
+control_reply(struct sbuf *out, const char *svc, struct be_ref e, double now)
 {
     json_t *o = json_object();
     char *txt;
 
     json_object_set_new(o, "service", json_string(svc));
-    json_object_set_new(o, "backend", json_string(e->name));
-    json_object_set_new(o, "address", json_string(e->b->addr_str));
+    json_object_set_new(o, "backend", json_string(svc_backend_name(e.s, e.i)));
+    json_object_set_new(o, "address",
+                        json_string(svc_backend(e.s, e.i)->addr_str));
     json_object_set_new(o, "state", json_string(be_state(e, now)));
-    json_object_set_new(o, "drained", json_boolean(atomic_load(&e->drained)));
-    json_object_set_new(o, "weight", json_integer(svc_be_weight(e)));
-    json_object_set_new(o, "config_weight", json_integer(e->weight));
+    json_object_set_new(o, "drained",
+                        json_boolean(svc_backend_drained(e.s, e.i)));
+    json_object_set_new(o, "weight",
+                        json_integer(svc_backend_weight(e.s, e.i)));
+    json_object_set_new(o, "config_weight",
+                        json_integer(svc_backend_config_weight(e.s, e.i)));
     txt = json_dumps(o, JSON_ENSURE_ASCII);
     json_decref(o);
     if (txt == NULL) {
@@ -369,6 +411,307 @@ control_reply(struct sbuf *out, const char *svc, const struct svc_be *e,
     free(txt);
 }
 
+/* ---- who may control ---------------------------------------------------- */
+
+/*
+ * Reads (probes, metrics, status, the page) are open to whoever reaches the
+ * port: the listener's address is the access control. Control requests
+ * change what the data plane does, so they must also come from a client
+ * that chose to talk to this server, not from a web page that a browser on
+ * the admin host happens to show:
+ *
+ *   - no Origin other than the admin's own (a browser adds Origin to a
+ *     cross-site POST);
+ *   - a Host naming the admin address (a DNS-rebinding page reaches us
+ *     under its own host name);
+ *   - the header X-Ferry-Control: 1, which no cross-site page can add
+ *     without a CORS preflight that we never grant;
+ *   - with admin.token_file, Authorization: Bearer <token>.
+ */
+
+/* <ip> (port ignored) is a loopback address. */
+static int
+is_loopback(const struct saddr *ip)
+{
+    if (ip->u.sa.sa_family == AF_INET)
+        return (ntohl(ip->u.in.sin_addr.s_addr) >> 24) == 127;
+    return ip->u.sa.sa_family == AF_INET6
+           && IN6_IS_ADDR_LOOPBACK(&ip->u.in6.sin6_addr);
+}
+
+static int
+is_wildcard(const struct saddr *ip)
+{
+    if (ip->u.sa.sa_family == AF_INET)
+        return ip->u.in.sin_addr.s_addr == htonl(INADDR_ANY);
+    return ip->u.sa.sa_family == AF_INET6
+           && IN6_IS_ADDR_UNSPECIFIED(&ip->u.in6.sin6_addr);
+}
+
+/* Nonzero when <host> (<len> bytes, a Host value or what follows "http://"
+ * in an Origin) names the admin listener: its IP literal (any of ours
+ * when it listens on a wildcard address) or "localhost" when it listens
+ * on loopback or a wildcard, with its port (none means 80, as browsers
+ * write it). Names other than localhost are refused: a page can make any
+ * other name resolve to us (DNS rebinding). */
+static int
+admin_host_ok(const struct admin *a, const char *host, size_t len)
+{
+    const struct saddr *l = &a->conf.listen;
+    char buf[80], *ip = buf, *port = NULL, *rb;
+    struct saddr h;
+    uint64_t pn = 80;
+    const char *why;
+
+    if (len == 0 || len >= sizeof(buf))
+        return 0;
+    memcpy(buf, host, len);
+    buf[len] = '\0';
+    if (buf[0] == '[') { /* [v6] or [v6]:port */
+        rb = strchr(buf, ']');
+        if (rb == NULL || (rb[1] != '\0' && rb[1] != ':'))
+            return 0;
+        *rb = '\0';
+        ip = buf + 1;
+        if (rb[1] == ':')
+            port = rb + 2;
+        if (strchr(ip, ':') == NULL)
+            return 0;
+    } else if ((port = strchr(buf, ':')) != NULL) {
+        *port++ = '\0';
+        if (strchr(port, ':') != NULL)
+            return 0; /* a bare IPv6 address */
+    }
+    if (port != NULL && parse_uint(port, 1, 65535, &pn, &why) < 0)
+        return 0;
+    if (pn != saddr_port(l))
+        return 0;
+    if (strcasecmp(ip, "localhost") == 0)
+        return is_loopback(l) || is_wildcard(l);
+    if (parse_ip(ip, (uint16_t)pn, &h, &why) < 0
+        || h.u.sa.sa_family != l->u.sa.sa_family)
+        return 0;
+    return is_wildcard(l) || saddr_cmp(&h, l) == 0;
+}
+
+/* Compare in time that depends on the token's length only. */
+static int
+token_equal(const char *got, size_t got_len, const char *tok, size_t tok_len)
+{
+    volatile unsigned char d = got_len != tok_len;
+    size_t i;
+
+    for (i = 0; i < tok_len; i++)
+        d |= (unsigned char)((i < got_len ? got[i] : 0) ^ tok[i]);
+    return d == 0;
+}
+
+/* The bearer token of <r> matches ours. */
+static int
+admin_token_ok(const struct admin *a, const struct httpreq *r)
+{
+    const char *v;
+    size_t n;
+
+    if (httpreq_header(r, "authorization", &v, &n) != 1 || n < 7
+        || strncasecmp(v, "Bearer ", 7) != 0)
+        return 0;
+    v += 7, n -= 7;
+    while (n > 0 && *v == ' ')
+        v++, n--;
+    return token_equal(v, n, a->token, a->token_len);
+}
+
+/* Refuse control request <r> unless it passes the rules above. Returns 0
+ * when allowed; otherwise the reply is in <out>. */
+static int
+control_refused(struct admin *a, const struct httpreq *r, double now,
+                struct sbuf *out)
+{
+    const char *v, *why = NULL;
+    size_t n;
+    unsigned k;
+    int status = 403;
+
+    k = httpreq_header(r, "origin", &v, &n);
+    if (k > 1 || (k == 1 && (n < 7 || strncasecmp(v, "http://", 7) != 0
+                             || !admin_host_ok(a, v + 7, n - 7))))
+        why = "control requests from another origin are refused";
+    else if (httpreq_header(r, "host", &v, &n) != 1
+             || !admin_host_ok(a, v, n))
+        why = "control requests need a Host header naming the admin "
+              "address";
+    else if (httpreq_header(r, "x-ferry-control", &v, &n) != 1 || n != 1
+             || v[0] != '1')
+        why = "control requests need the header X-Ferry-Control: 1";
+    else if (a->token_state == ADMIN_TOKEN_UNREADABLE)
+        why = "admin.token_file could not be read: control is off",
+        status = 503;
+    else if (a->token_state == ADMIN_TOKEN_ON && !admin_token_ok(a, r))
+        why = "control requests need Authorization: Bearer <token>",
+        status = 401;
+    if (why == NULL)
+        return 0;
+    a->n_refused++;
+    log_rl(LOG_WARN, now, "admin: refused a control request: %s", why);
+    if (status == 401) {
+        char body[128];
+        snprintf(body, sizeof(body), "%s\n", why);
+        httpd_reply(out, 401, "text/plain; charset=utf-8",
+                    "WWW-Authenticate: Bearer realm=\"ferry\"\r\n", body,
+                    strlen(body), 0);
+    } else {
+        char body[128];
+        snprintf(body, sizeof(body), "%s\n", why);
+        httpd_reply_text(out, status, body, 0);
+    }
+    return 1;
+}
+
+/* Query parameters the action at the end of <path> takes: only weight
+ * has one. Anything else, or a repeat, is refused: "value=5&value=300"
+ * must not mean whichever of the two the parser meets first. */
+static int
+control_query_ok(const struct httpreq *r)
+{
+    static const char *const weight_keys[] = {"value"};
+    size_t n = strlen(r->path);
+
+    if (n >= 7 && strcmp(r->path + n - 7, "/weight") == 0)
+        return httpreq_query_only(r, weight_keys, 1);
+    return httpreq_query_only(r, NULL, 0);
+}
+
+/* Log one admin action, at most ADMIN_LOG_BURST lines at once and one a
+ * second after that (a storm of control requests must not flood the log);
+ * every action is counted all the same (ferry_admin_actions_total). */
+static void __attribute__((format(printf, 3, 4)))
+action_log(struct admin *a, double now, const char *fmt, ...)
+{
+    char line[512];
+    va_list ap;
+
+    a->n_actions++;
+    a->log_tokens += (now - a->log_last) * ADMIN_LOG_RATE;
+    if (a->log_tokens > ADMIN_LOG_BURST)
+        a->log_tokens = ADMIN_LOG_BURST;
+    a->log_last = now;
+    if (a->log_tokens < 1.0) {
+        a->log_skipped++;
+        return;
+    }
+    a->log_tokens -= 1.0;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof(line), fmt, ap);
+    va_end(ap);
+    if (a->log_skipped > 0)
+        log_info("admin: %llu action(s) not logged (rate limit); %llu in "
+                 "all so far",
+                 (unsigned long long)a->log_skipped,
+                 (unsigned long long)a->n_actions);
+    a->log_skipped = 0;
+    log_info("%s", line);
+}
+
+/* Read the token of admin.token_file <path>: the file's contents without
+ * surrounding white space, visible ASCII only. Returns 0, or -1 with <e>
+ * filled. */
+static int
+token_read(const char *path, char *tok, size_t *len, struct err *e)
+{
+    char buf[ADMIN_TOKEN_MAX + 256];
+    size_t n = 0, i, b, end;
+    ssize_t got;
+    int fd, err;
+
+    fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0)
+        return err_set(e, "cannot open admin.token_file %s: %s", path,
+                       strerror(errno));
+    while (n < sizeof(buf)
+           && (got = read(fd, buf + n, sizeof(buf) - n)) != 0) {
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got < 0) {
+            err = errno;
+            close(fd);
+            return err_set(e, "cannot read admin.token_file %s: %s", path,
+                           strerror(err));
+        }
+        n += (size_t)got;
+    }
+    close(fd);
+    for (b = 0; b < n && strchr(" \t\r\n", buf[b]) != NULL; b++)
+        ;
+    for (end = n; end > b && strchr(" \t\r\n", buf[end - 1]) != NULL; end--)
+        ;
+    if (end == b)
+        return err_set(e, "admin.token_file %s is empty", path);
+    if (n == sizeof(buf) || end - b > ADMIN_TOKEN_MAX)
+        return err_set(e, "admin.token_file %s: the token is longer than %d "
+                          "bytes",
+                       path, ADMIN_TOKEN_MAX);
+    for (i = b; i < end; i++)
+        if ((unsigned char)buf[i] <= 0x20 || (unsigned char)buf[i] >= 0x7f)
+            return err_set(e, "admin.token_file %s: the token holds a space "
+                              "or a byte that is not visible ASCII",
+                           path);
+    memcpy(tok, buf + b, end - b);
+    *len = end - b;
+    return 0;
+}
+
+/* Load admin.token_file at start and on reload (never per request). A
+ * file that cannot be read keeps the token already in force, if any; with
+ * none, control refuses every request rather than run without it. */
+static void
+admin_load_token(struct admin *a, const char *path)
+{
+    char msg[1100];
+    struct err e;
+
+    if (path[0] == '\0') {
+        if (a->token_state != ADMIN_TOKEN_OFF)
+            log_info("admin: control requests no longer need a token");
+        a->token_state = ADMIN_TOKEN_OFF;
+        a->token_len = 0;
+        return;
+    }
+    err_clear(&e);
+    if (token_read(path, a->token, &a->token_len, &e) < 0) {
+        err_str(&e, msg, sizeof(msg));
+        if (a->token_state == ADMIN_TOKEN_ON) {
+            log_error("admin: %s; keeping the token in force", msg);
+            return;
+        }
+        log_error("admin: %s; control requests are refused until a reload "
+                  "reads it",
+                  msg);
+        a->token_state = ADMIN_TOKEN_UNREADABLE;
+        a->token_len = 0;
+        return;
+    }
+    if (a->token_state != ADMIN_TOKEN_ON)
+        log_info("admin: control requests need the bearer token of %s",
+                 path);
+    a->token_state = ADMIN_TOKEN_ON;
+}
+
+static void
+write_admin_metrics(struct sbuf *m, const struct admin *a)
+{
+    sbuf_printf(m, "# HELP ferry_admin_actions_total Control requests that "
+                   "changed a backend (drain, enable, weight, reset).\n"
+                   "# TYPE ferry_admin_actions_total counter\n"
+                   "ferry_admin_actions_total %llu\n",
+                (unsigned long long)a->n_actions);
+    sbuf_printf(m, "# HELP ferry_admin_control_refused_total Control "
+                   "requests refused (origin, host, header, token).\n"
+                   "# TYPE ferry_admin_control_refused_total counter\n"
+                   "ferry_admin_control_refused_total %llu\n",
+                (unsigned long long)a->n_refused);
+}
+
 /* POST /backends/SERVICE/BACKEND/ACTION. <rest> follows "/backends/". */
 static void
 control(struct admin *a, const struct httpreq *r, const char *rest,
@@ -376,7 +719,9 @@ control(struct admin *a, const struct httpreq *r, const char *rest,
 {
     char svc[TBL_NAME_MAX], which[TBL_NAME_MAX], val[16];
     const char *s1 = NULL, *s2 = strrchr(rest, '/'), *p;
-    struct svc_be *e;
+    struct be_ref e;
+    const struct backend *b;
+    const char *bname;
     int drained = -1, rc;
     int32_t weight = -2;
     uint64_t w;
@@ -420,31 +765,32 @@ control(struct admin *a, const struct httpreq *r, const char *rest,
                     "use POST\n", 9, r->method == HTTPREQ_HEAD);
         return;
     }
-    e = find_be(a, svc, which);
-    if (e == NULL) {
+    if (find_be(a, svc, which, &e) < 0) {
         httpd_reply_text(out, 404, "no such service or backend\n", 0);
         return;
     }
-    rc = ovr_set(a, svc, &e->b->addr, drained, weight);
+    b = svc_backend(e.s, e.i);
+    bname = svc_backend_name(e.s, e.i);
+    rc = ovr_set(a, svc, &b->addr, drained, weight);
     if (rc < 0) {
         httpd_reply_text(out, 500, "out of memory\n", 0);
         return;
     }
     ovr_apply(a);
     if (drained == 1)
-        log_info("admin: backend %s (%s) of service %s drained: no new "
+        action_log(a, now, "admin: backend %s (%s) of service %s drained: no new "
                  "connections, %u open continue",
-                 e->name, e->b->addr_str, svc, atomic_load(&e->b->active));
+                 bname, b->addr_str, svc, atomic_load(&b->active));
     else if (weight == -1)
-        log_info("admin: backend %s (%s) of service %s reset to its "
+        action_log(a, now, "admin: backend %s (%s) of service %s reset to its "
                  "configuration (weight %u)",
-                 e->name, e->b->addr_str, svc, e->weight);
+                 bname, b->addr_str, svc, svc_backend_config_weight(e.s, e.i));
     else if (drained == 0)
-        log_info("admin: backend %s (%s) of service %s enabled", e->name,
-                 e->b->addr_str, svc);
+        action_log(a, now, "admin: backend %s (%s) of service %s enabled", bname,
+                 b->addr_str, svc);
     else
-        log_info("admin: backend %s (%s) of service %s weight set to %d",
-                 e->name, e->b->addr_str, svc, weight);
+        action_log(a, now, "admin: backend %s (%s) of service %s weight set to %d",
+                 bname, b->addr_str, svc, weight);
     control_reply(out, svc, e, now);
 }
 
@@ -476,9 +822,10 @@ get_page(struct admin *a, const struct httpreq *r, double now,
     } else if (strcmp(p, "/metrics") == 0) {
         struct sbuf m;
         sbuf_init(&m, ADMIN_REPLY_MAX - 4096);
-        metrics_write(&m, a->p->svcs, a->p->nsvcs, a->h,
+        metrics_write(&m, proxy_svcs(a->p), proxy_nsvcs(a->p), a->h,
                       admin_ready(a, now, why, sizeof(why)), now);
         write_worker_metrics(&m, a->p);
+        write_admin_metrics(&m, a);
         if (m.overflow)
             httpd_reply_text(out, 500, "metrics too large\n", head);
         else
@@ -507,6 +854,13 @@ admin_respond(struct admin *a, const struct httpreq *r, double now,
     if (get_page(a, r, now, out))
         return;
     if (strncmp(r->path, "/backends/", 10) == 0) {
+        if (r->method == HTTPREQ_POST && control_refused(a, r, now, out))
+            return;
+        if (r->method == HTTPREQ_POST && !control_query_ok(r)) {
+            httpd_reply_text(out, 400,
+                             "unknown or repeated query parameter\n", 0);
+            return;
+        }
         control(a, r, r->path + 10, now, out);
         return;
     }
@@ -541,6 +895,7 @@ admin_new(struct ev_loop *loop, struct proxy *p, struct health *h)
     a->started = ev_now(loop);
     a->conf.request_timeout_ms = 5000;
     httpd_set_timeout(a->srv, a->conf.request_timeout_ms / 1e3);
+    httpd_set_on_pause(a->srv, stats_accept_paused);
     return a;
 }
 
@@ -587,6 +942,7 @@ admin_configure(struct admin *a, const struct conf_admin *c, struct err *e)
 
     a->conf = *c;
     httpd_set_timeout(a->srv, c->request_timeout_ms / 1e3);
+    admin_load_token(a, c->token_file);
     if (same)
         return 0;
     admin_close_listener(a);

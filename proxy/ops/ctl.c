@@ -5,18 +5,18 @@
 #include "health.h"
 #include "log.h"
 #include "metrics.h"
-#include "stats.h"
 #include "proxy.h"
+#include "stats.h"
 
 static void
 ctl_on_applied(struct proxy *p, void *arg)
 {
     struct ctl *c = arg;
 
-    health_apply(c->health, p->svcs, p->nsvcs);
+    health_apply(c->health, proxy_svcs(p), proxy_nsvcs(p));
     admin_on_applied(c->admin);
-    if (p->table != NULL)
-        stats_set_generation(p->table->generation);
+    if (proxy_table(p) != NULL)
+        stats_set_generation(proxy_table(p)->generation);
 }
 
 int
@@ -31,8 +31,7 @@ ctl_init(struct ctl *c, struct ev_loop *loop, struct proxy *p)
         c->health = NULL;
         return -1;
     }
-    p->on_applied = ctl_on_applied;
-    p->on_applied_arg = c;
+    proxy_on_applied(p, ctl_on_applied, c);
     return 0;
 }
 
@@ -43,12 +42,7 @@ ctl_configure(struct ctl *c, const struct conf *conf)
     struct err e;
 
     err_clear(&e);
-    worker_set_splice(&c->p->w,
-                      conf->relay.splice == CONF_SPLICE_ALWAYS ? WORKER_SPLICE_ALWAYS
-                      : conf->relay.splice == CONF_SPLICE_NEVER
-                          ? WORKER_SPLICE_NEVER
-                          : WORKER_SPLICE_AUTO,
-                      conf->relay.pipe_budget);
+    proxy_set_relay(c->p, conf->relay.splice, conf->relay.pipe_budget);
     if (admin_configure(c->admin, &conf->admin, &e) < 0)
         log_error("%s; continuing without the admin server",
                   err_str(&e, msg, sizeof(msg)));
@@ -57,10 +51,8 @@ ctl_configure(struct ctl *c, const struct conf *conf)
 void
 ctl_deinit(struct ctl *c)
 {
-    if (c->p != NULL && c->p->on_applied == ctl_on_applied) {
-        c->p->on_applied = NULL;
-        c->p->on_applied_arg = NULL;
-    }
+    if (c->p != NULL)
+        proxy_on_applied(c->p, NULL, NULL);
     admin_free(c->admin);
     health_free(c->health);
     memset(c, 0, sizeof(*c));

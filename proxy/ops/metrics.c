@@ -71,18 +71,18 @@ svc_labels(struct sbuf *out, const struct svc *s)
 {
     out->len = 0;
     sbuf_puts(out, "service=\"");
-    metrics_label_value(out, s->name);
+    metrics_label_value(out, svc_name(s));
     sbuf_puts(out, "\"");
 }
 
 static void
-be_labels(struct sbuf *out, const struct svc *s, const struct svc_be *e)
+be_labels(struct sbuf *out, const struct svc *s, size_t i)
 {
     svc_labels(out, s);
     sbuf_puts(out, ",backend=\"");
-    metrics_label_value(out, e->name);
+    metrics_label_value(out, svc_backend_name(s, i));
     sbuf_puts(out, "\",address=\"");
-    metrics_label_value(out, e->b->addr_str);
+    metrics_label_value(out, svc_backend(s, i)->addr_str);
     sbuf_puts(out, "\"");
 }
 
@@ -193,14 +193,14 @@ write_services(struct sbuf *b, struct svc *const *svcs, size_t n,
     for (i = 0; i < n; i++) {
         svc_labels(lb, svcs[i]);
         sbuf_printf(b, "ferry_service_connections_accepted_total{%s} %llu\n",
-                    lb->p, (unsigned long long)stats_get(&svcs[i]->st->accepted));
+                    lb->p, (unsigned long long)stats_get(&svc_counters(svcs[i])->accepted));
     }
     family(b, "ferry_service_connections_active", "gauge",
            "Client connections open now.");
     for (i = 0; i < n; i++) {
         svc_labels(lb, svcs[i]);
         sbuf_printf(b, "ferry_service_connections_active{%s} %u\n", lb->p,
-                    atomic_load_explicit(&svcs[i]->st->active,
+                    atomic_load_explicit(&svc_counters(svcs[i])->active,
                                          memory_order_relaxed));
     }
     family(b, "ferry_service_connections_failed_total", "counter",
@@ -214,14 +214,14 @@ write_services(struct sbuf *b, struct svc *const *svcs, size_t n,
                         "ferry_service_connections_failed_total{%s,reason=\"%s\"}"
                         " %llu\n",
                         lb->p, stats_fail_text[r],
-                        (unsigned long long)stats_get(&svcs[i]->st->fail[r]));
+                        (unsigned long long)stats_get(&svc_counters(svcs[i])->fail[r]));
     }
     family(b, "ferry_service_connect_retries_total", "counter",
            "Connect attempts beyond the first, on another backend.");
     for (i = 0; i < n; i++) {
         svc_labels(lb, svcs[i]);
         sbuf_printf(b, "ferry_service_connect_retries_total{%s} %llu\n", lb->p,
-                    (unsigned long long)stats_get(&svcs[i]->st->retries));
+                    (unsigned long long)stats_get(&svc_counters(svcs[i])->retries));
     }
     family(b, "ferry_service_bytes_total", "counter",
            "Bytes relayed: direction=\"in\" from clients to backends, "
@@ -229,17 +229,17 @@ write_services(struct sbuf *b, struct svc *const *svcs, size_t n,
     for (i = 0; i < n; i++) {
         svc_labels(lb, svcs[i]);
         sbuf_printf(b, "ferry_service_bytes_total{%s,direction=\"in\"} %llu\n",
-                    lb->p, (unsigned long long)stats_get(&svcs[i]->st->bytes_in));
+                    lb->p, (unsigned long long)stats_get(&svc_counters(svcs[i])->bytes_in));
         sbuf_printf(b, "ferry_service_bytes_total{%s,direction=\"out\"} %llu\n",
                     lb->p,
-                    (unsigned long long)stats_get(&svcs[i]->st->bytes_out));
+                    (unsigned long long)stats_get(&svc_counters(svcs[i])->bytes_out));
     }
     family(b, "ferry_service_connect_duration_seconds", "histogram",
            "Time from the start of a connect attempt to its success.");
     for (i = 0; i < n; i++) {
         svc_labels(lb, svcs[i]);
         metrics_write_hist(b, "ferry_service_connect_duration_seconds", lb->p,
-                           &svcs[i]->st->connect, &hist_connect);
+                           &svc_counters(svcs[i])->connect, &hist_connect);
     }
 }
 
@@ -282,9 +282,9 @@ static const struct {
 };
 
 static double
-be_value(enum be_metric m, const struct svc_be *e, double now)
+be_value(enum be_metric m, const struct svc *s, size_t i, double now)
 {
-    const struct backend *bk = e->b;
+    const struct backend *bk = svc_backend(s, i);
 
     switch (m) {
     case BM_CONNECTS:
@@ -296,9 +296,9 @@ be_value(enum be_metric m, const struct svc_be *e, double now)
     case BM_CONSEC:
         return atomic_load_explicit(&bk->fails, memory_order_relaxed);
     case BM_WEIGHT:
-        return svc_be_weight(e);
+        return svc_backend_weight(s, i);
     case BM_DRAINED:
-        return atomic_load_explicit(&e->drained, memory_order_relaxed) != 0;
+        return svc_backend_drained(s, i);
     case BM_HEALTH_UP:
         return backend_healthy(bk);
     case BM_HEALTH_CHECKED:
@@ -321,30 +321,30 @@ write_backends(struct sbuf *b, struct svc *const *svcs, size_t n,
     for (m = 0; m < BM__COUNT; m++) {
         family(b, be_metrics[m].name, be_metrics[m].type, be_metrics[m].help);
         for (i = 0; i < n; i++)
-            for (j = 0; j < svcs[i]->nbe; j++) {
-                be_labels(lb, svcs[i], &svcs[i]->be[j]);
+            for (j = 0; j < svc_nbackends(svcs[i]); j++) {
+                be_labels(lb, svcs[i], j);
                 sbuf_printf(b, "%s{%s} %.17g\n", be_metrics[m].name, lb->p,
-                            be_value((enum be_metric)m, &svcs[i]->be[j], now));
+                            be_value((enum be_metric)m, svcs[i], j, now));
             }
     }
     family(b, "ferry_backend_connect_failures_total", "counter",
            "Failed connects to the backend, by reason.");
     for (i = 0; i < n; i++)
-        for (j = 0; j < svcs[i]->nbe; j++) {
-            be_labels(lb, svcs[i], &svcs[i]->be[j]);
+        for (j = 0; j < svc_nbackends(svcs[i]); j++) {
+            be_labels(lb, svcs[i], j);
             for (r = 0; r < STATS_FAIL_CONNECT_COUNT; r++)
                 sbuf_printf(b, "ferry_backend_connect_failures_total{%s,"
                                "reason=\"%s\"} %llu\n",
                             lb->p, stats_fail_text[r],
                             (unsigned long long)stats_get(
-                                &svcs[i]->be[j].b->n_fail[r]));
+                                &svc_backend(svcs[i], j)->n_fail[r]));
         }
     family(b, "ferry_backend_health_transitions_total", "counter",
            "Active-check state changes, by the state entered.");
     for (i = 0; i < n; i++)
-        for (j = 0; j < svcs[i]->nbe; j++) {
-            const struct backend *bk = svcs[i]->be[j].b;
-            be_labels(lb, svcs[i], &svcs[i]->be[j]);
+        for (j = 0; j < svc_nbackends(svcs[i]); j++) {
+            const struct backend *bk = svc_backend(svcs[i], j);
+            be_labels(lb, svcs[i], j);
             sbuf_printf(b, "ferry_backend_health_transitions_total{%s,"
                            "to=\"down\"} %llu\n",
                         lb->p, (unsigned long long)stats_get(&bk->n_went_down));
@@ -355,9 +355,9 @@ write_backends(struct sbuf *b, struct svc *const *svcs, size_t n,
     family(b, "ferry_backend_bytes_total", "counter",
            "Bytes relayed: direction=\"in\" to the backend, \"out\" from it.");
     for (i = 0; i < n; i++)
-        for (j = 0; j < svcs[i]->nbe; j++) {
-            const struct backend *bk = svcs[i]->be[j].b;
-            be_labels(lb, svcs[i], &svcs[i]->be[j]);
+        for (j = 0; j < svc_nbackends(svcs[i]); j++) {
+            const struct backend *bk = svc_backend(svcs[i], j);
+            be_labels(lb, svcs[i], j);
             sbuf_printf(b, "ferry_backend_bytes_total{%s,direction=\"in\"} "
                            "%llu\n",
                         lb->p, (unsigned long long)stats_get(&bk->bytes_in));
@@ -368,10 +368,10 @@ write_backends(struct sbuf *b, struct svc *const *svcs, size_t n,
     family(b, "ferry_backend_connect_duration_seconds", "histogram",
            "Time from the start of a connect attempt to its success.");
     for (i = 0; i < n; i++)
-        for (j = 0; j < svcs[i]->nbe; j++) {
-            be_labels(lb, svcs[i], &svcs[i]->be[j]);
+        for (j = 0; j < svc_nbackends(svcs[i]); j++) {
+            be_labels(lb, svcs[i], j);
             metrics_write_hist(b, "ferry_backend_connect_duration_seconds",
-                               lb->p, &svcs[i]->be[j].b->connect_hist,
+                               lb->p, &svc_backend(svcs[i], j)->connect_hist,
                                &hist_connect);
         }
 }

@@ -10,7 +10,7 @@
 
 #include "affinity.h"
 #include "backend.h"
-#include "svc.h"
+#include "svc-t.h"
 
 static struct saddr
 ip(const char *s)

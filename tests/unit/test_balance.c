@@ -9,7 +9,7 @@
 #include <cmocka.h>
 
 #include "backend.h"
-#include "svc.h"
+#include "svc-t.h"
 
 static struct tbl_backend bes[8];
 

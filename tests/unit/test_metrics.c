@@ -121,14 +121,15 @@ test_write_services(void **state)
     (void)state;
     assert_non_null(s);
     v[0] = s;
-    stats_inc(&s->st->accepted);
-    stats_inc(&s->st->accepted);
-    stats_inc(&s->st->fail[STATS_FAIL_TIMEOUT]);
-    stats_add(&s->be[1].b->bytes_in, 1234);
-    stats_inc(&s->be[0].b->n_fail[STATS_FAIL_REFUSED]);
-    atomic_store(&s->be[1].ovr_weight, 7);
-    atomic_store(&s->be[0].drained, 1u);
-    atomic_store(&s->be[1].b->health, BACKEND_HEALTH_DOWN);
+    stats_inc(&svc_counters(s)->accepted);
+    stats_inc(&svc_counters(s)->accepted);
+    stats_inc(&svc_counters(s)->fail[STATS_FAIL_TIMEOUT]);
+    stats_add(&svc_backend(s, 1)->bytes_in, 1234);
+    stats_inc(&svc_backend(s, 0)->n_fail[STATS_FAIL_REFUSED]);
+    svc_set_weight_override(s, 1, 7);
+    svc_reweighted(s);
+    svc_set_drained(s, 0, 1);
+    atomic_store(&svc_backend(s, 1)->health, BACKEND_HEALTH_DOWN);
     stats_set_generation(42);
     stats_sync_done(0.003, 1700000000.5);
     stats_watch_relist();
@@ -164,7 +165,7 @@ test_write_services(void **state)
     {
         struct svc_tried t = {0};
         assert_int_equal(svc_pick(s, &t, 100.0), -1);
-        atomic_store(&s->be[0].drained, 0u);
+        svc_set_drained(s, 0, 0);
         assert_int_equal(svc_pick(s, &t, 100.0), 0);
     }
     sbuf_deinit(&b);
@@ -179,11 +180,11 @@ test_stats_survive_rebuild(void **state)
     struct svc *a = make_svc("keep"), *b;
 
     (void)state;
-    stats_inc(&a->st->accepted);
+    stats_inc(&svc_counters(a)->accepted);
     b = make_svc("keep"); /* a reload builds the new one first */
-    assert_ptr_equal(a->st, b->st);
+    assert_ptr_equal(svc_counters(a), svc_counters(b));
     svc_unref(a);
-    assert_int_equal(stats_get(&b->st->accepted), 1);
+    assert_int_equal(stats_get(&svc_counters(b)->accepted), 1);
     svc_unref(b);
     assert_int_equal(svc_stats_count(), 0);
 }

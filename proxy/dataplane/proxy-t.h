@@ -1,0 +1,35 @@
+/*
+ * proxy-t.h - the inside of struct proxy, for the data plane only.
+ */
+#ifndef PROXY_DATAPLANE_PROXY_T_H
+#define PROXY_DATAPLANE_PROXY_T_H
+
+#ifndef FERRY_DATAPLANE_INTERNAL
+#error "proxy-t.h is private to proxy/dataplane: use the functions of proxy.h"
+#endif
+
+#include <ev.h>
+
+#include "proxy.h"
+#include "worker.h"
+
+struct proxy {
+    struct worker w;
+    struct wthread *threads; /* workers 1..nworkers-1 */
+    unsigned nworkers;
+    struct ev_async wake;    /* a worker thread went idle while draining */
+    int drained;             /* on_drained was called */
+    int threads_off;         /* too many addresses: threads listen on none */
+    struct table *table; /* the snapshot in force (reference) */
+    struct svc **svcs;   /* runtime services of <table>, same order */
+    size_t nsvcs;
+    int draining;
+    struct ev_timer drain_timer;
+    proxy_drained_fn *on_drained;
+    void *on_drained_arg;
+    proxy_applied_fn *on_applied;
+    void *on_applied_arg;
+};
+
+#endif
+
