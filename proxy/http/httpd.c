@@ -14,6 +14,8 @@
 #define HTTPD_LINGER_S   1.0 /* read and drop after the reply */
 #define HTTPD_ACCEPT_MAX 16  /* accepts per wakeup */
 #define HTTPD_NAME_MAX   32
+#define HTTPD_BACKLOG    1024 /* a flood of connects must not drop a probe */
+#define HTTPD_PAUSE_S    0.1  /* no accept for this long after EMFILE */
 
 enum hconn_phase {
     HC_READING,
@@ -23,7 +25,8 @@ enum hconn_phase {
 
 struct hconn {
     struct httpd *h;
-    struct hconn *prev, *next;
+    struct hconn *prev, *next; /* oldest first */
+    struct saddr peer;   /* the client, for the per-source cap */
     httpd_handler_fn fn; /* copied from the listener at accept */
     void *arg;
     unsigned tag;
@@ -48,11 +51,14 @@ struct httpd {
     struct ev_loop *loop;
     char name[HTTPD_NAME_MAX];
     size_t reply_max;
-    unsigned max_conns;
+    unsigned max_conns, max_per_source;
     double timeout;
     struct httpd_listener *listeners;
-    struct hconn *conns;
+    struct hconn *conns, *last; /* oldest first */
     unsigned nconns;
+    int paused; /* out of descriptors: listeners stopped */
+    struct ev_timer resume;
+    void (*on_pause)(void);
 };
 
 /* ---- replies ------------------------------------------------------------ */
@@ -65,6 +71,10 @@ status_text(int code)
         return "OK";
     case 400:
         return "Bad Request";
+    case 401:
+        return "Unauthorized";
+    case 403:
+        return "Forbidden";
     case 404:
         return "Not Found";
     case 405:
@@ -111,6 +121,8 @@ hconn_want(struct hconn *c, int events)
     ev_io_start(c->h->loop, &c->io);
 }
 
+static void httpd_resume(struct httpd *h);
+
 static void
 hconn_close(struct hconn *c)
 {
@@ -126,8 +138,12 @@ hconn_close(struct hconn *c)
         h->conns = c->next;
     if (c->next != NULL)
         c->next->prev = c->prev;
+    else
+        h->last = c->prev;
     h->nconns--;
     free(c);
+    /* A descriptor is free again: worth trying the accept. */
+    httpd_resume(h);
 }
 
 /* The reply is in c->out: start writing it. */
@@ -254,17 +270,84 @@ hconn_on_timer(struct ev_loop *loop, struct ev_timer *t, int rev)
     hconn_close(c);
 }
 
-/* Take over accepted socket <fd> for listener <l>. Returns 0, or -1 (the
- * cap or memory) with <fd> left to the caller. */
+/* Same client for the per-source cap: the same IPv4 address, or the same
+ * IPv6 /64 (one host may hold a whole /64). */
 static int
-hconn_new(struct httpd_listener *l, int fd)
+same_source(const struct saddr *a, const struct saddr *b)
+{
+    if (a->u.sa.sa_family != b->u.sa.sa_family)
+        return 0;
+    if (a->u.sa.sa_family == AF_INET)
+        return a->u.in.sin_addr.s_addr == b->u.in.sin_addr.s_addr;
+    if (a->u.sa.sa_family == AF_INET6)
+        return memcmp(&a->u.in6.sin6_addr, &b->u.in6.sin6_addr, 8) == 0;
+    return 1;
+}
+
+/* The connection to give way to a new one: the oldest that has not sent a
+ * whole request, else the oldest that only waits for the client's FIN
+ * (its reply is out), among those of <src> (NULL: all). NULL when every
+ * candidate is still writing a reply. */
+static struct hconn *
+hconn_victim(struct httpd *h, const struct saddr *src)
+{
+    struct hconn *c, *linger = NULL;
+
+    for (c = h->conns; c != NULL; c = c->next) {
+        if (src != NULL && !same_source(&c->peer, src))
+            continue;
+        if (c->phase == HC_READING)
+            return c;
+        if (c->phase == HC_LINGER && linger == NULL)
+            linger = c;
+    }
+    return linger;
+}
+
+/* Make room for a connection from <src>: within the per-source cap, then
+ * the total cap, an older idle connection is closed. Returns 0, or -1
+ * when nothing can give way (the new connection is refused). */
+static int
+hconn_make_room(struct httpd *h, const struct saddr *src)
+{
+    struct hconn *c, *victim = NULL;
+    unsigned same = 0;
+
+    for (c = h->conns; c != NULL; c = c->next)
+        same += same_source(&c->peer, src);
+    if (same >= h->max_per_source) {
+        victim = hconn_victim(h, src);
+        if (victim == NULL)
+            return -1;
+    } else if (h->nconns >= h->max_conns) {
+        victim = hconn_victim(h, NULL);
+        if (victim == NULL)
+            return -1;
+    }
+    if (victim != NULL) {
+        log_rl(LOG_INFO, ev_now(h->loop),
+               "%s: %s of %u connections reached: closing the oldest idle "
+               "one for a new one",
+               h->name, same >= h->max_per_source ? "per-client cap" : "cap",
+               same >= h->max_per_source ? h->max_per_source
+                                         : h->max_conns);
+        hconn_close(victim);
+    }
+    return 0;
+}
+
+/* Take over accepted socket <fd> from <peer> for listener <l>. Returns 0,
+ * or -1 (the caps or memory) with <fd> left to the caller. */
+static int
+hconn_new(struct httpd_listener *l, int fd, const struct saddr *peer)
 {
     struct httpd *h = l->h;
     struct hconn *c;
 
-    if (h->nconns >= h->max_conns || (c = calloc(1, sizeof(*c))) == NULL)
+    if (hconn_make_room(h, peer) < 0 || (c = calloc(1, sizeof(*c))) == NULL)
         return -1;
     c->h = h;
+    c->peer = *peer;
     c->fn = l->fn;
     c->arg = l->arg;
     c->tag = l->tag;
@@ -272,34 +355,90 @@ hconn_new(struct httpd_listener *l, int fd)
     ev_io_init(&c->io, hconn_on_io, fd, EV_READ);
     ev_timer_init(&c->timer, hconn_on_timer, h->timeout, 0.);
     c->io.data = c->timer.data = c;
-    c->next = h->conns;
-    if (h->conns != NULL)
-        h->conns->prev = c;
-    h->conns = c;
+    c->prev = h->last;
+    if (h->last != NULL)
+        h->last->next = c;
+    else
+        h->conns = c;
+    h->last = c;
     h->nconns++;
     ev_io_start(h->loop, &c->io);
     ev_timer_start(h->loop, &c->timer);
     return 0;
 }
 
+/* Out of descriptors (or kernel memory): a pending connection would wake
+ * the loop again at once and fail the same way. Stop accepting for
+ * HTTPD_PAUSE_S, or until one of our connections closes. */
+static void
+httpd_pause(struct httpd *h, int err)
+{
+    struct httpd_listener *l;
+
+    if (h->paused)
+        return;
+    h->paused = 1;
+    for (l = h->listeners; l != NULL; l = l->next)
+        ev_io_stop(h->loop, &l->io);
+    ev_timer_set(&h->resume, HTTPD_PAUSE_S, 0.);
+    ev_timer_start(h->loop, &h->resume);
+    if (h->on_pause != NULL)
+        h->on_pause();
+    log_rl(LOG_WARN, ev_now(h->loop),
+           "%s: accept: %s: accepting paused for %.0f ms (%u connections "
+           "open)",
+           h->name, strerror(err), HTTPD_PAUSE_S * 1e3, h->nconns);
+}
+
+static void
+httpd_resume(struct httpd *h)
+{
+    struct httpd_listener *l;
+
+    if (!h->paused)
+        return;
+    h->paused = 0;
+    ev_timer_stop(h->loop, &h->resume);
+    for (l = h->listeners; l != NULL; l = l->next)
+        ev_io_start(h->loop, &l->io);
+}
+
+static void
+httpd_on_resume(struct ev_loop *loop, struct ev_timer *t, int rev)
+{
+    (void)loop;
+    (void)rev;
+    httpd_resume(t->data);
+}
+
 static void
 listener_on_accept(struct ev_loop *loop, struct ev_io *io, int rev)
 {
     struct httpd_listener *l = io->data;
+    struct saddr peer;
     int fd, i;
 
     (void)rev;
     for (i = 0; i < HTTPD_ACCEPT_MAX; i++) {
-        fd = accept4(io->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        memset(&peer, 0, sizeof(peer));
+        peer.len = sizeof(peer.u);
+        fd = accept4(io->fd, &peer.u.sa, &peer.len,
+                     SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
-            if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS
+                || errno == ENOMEM)
+                httpd_pause(l->h, errno);
+            else if (errno != EAGAIN && errno != EINTR
+                     && errno != ECONNABORTED)
                 log_rl(LOG_WARN, ev_now(loop), "%s: accept: %s", l->h->name,
                        strerror(errno));
             return;
         }
-        if (hconn_new(l, fd) < 0) {
+        if (hconn_new(l, fd, &peer) < 0) {
             log_rl(LOG_WARN, ev_now(loop),
-                   "%s: too many connections, closing a new one", l->h->name);
+                   "%s: too many connections still writing a reply, "
+                   "closing a new one",
+                   l->h->name);
             close(fd);
         }
     }
@@ -318,8 +457,11 @@ httpd_new(struct ev_loop *loop, const char *name, size_t reply_max,
     h->loop = loop;
     snprintf(h->name, sizeof(h->name), "%s", name);
     h->reply_max = reply_max;
-    h->max_conns = max_conns;
+    h->max_conns = max_conns > 0 ? max_conns : 1;
+    h->max_per_source = h->max_conns / 4 > 0 ? h->max_conns / 4 : 1;
     h->timeout = 5.0;
+    ev_timer_init(&h->resume, httpd_on_resume, HTTPD_PAUSE_S, 0.);
+    h->resume.data = h;
     return h;
 }
 
@@ -332,6 +474,7 @@ httpd_free(struct httpd *h)
         httpd_unlisten(h, h->listeners);
     while (h->conns != NULL)
         hconn_close(h->conns);
+    ev_timer_stop(h->loop, &h->resume);
     free(h);
 }
 
@@ -339,6 +482,18 @@ void
 httpd_set_timeout(struct httpd *h, double seconds)
 {
     h->timeout = seconds;
+}
+
+void
+httpd_set_per_source(struct httpd *h, unsigned max)
+{
+    h->max_per_source = max > 0 ? max : 1;
+}
+
+void
+httpd_set_on_pause(struct httpd *h, void (*fn)(void))
+{
+    h->on_pause = fn;
 }
 
 /* A bound, listening, non-blocking socket, or -1 with <e> filled. */
@@ -358,7 +513,7 @@ listen_socket(const struct saddr *addr, struct err *e)
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
     if (addr->u.sa.sa_family == AF_INET6)
         setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
-    if (bind(fd, &addr->u.sa, addr->len) < 0 || listen(fd, 64) < 0) {
+    if (bind(fd, &addr->u.sa, addr->len) < 0 || listen(fd, HTTPD_BACKLOG) < 0) {
         err = errno;
         close(fd);
         err_set(e, "cannot listen on %s: %s", s, strerror(err));
@@ -387,7 +542,8 @@ httpd_listen(struct httpd *h, const struct saddr *addr, httpd_handler_fn fn,
     l->tag = tag;
     ev_io_init(&l->io, listener_on_accept, fd, EV_READ);
     l->io.data = l;
-    ev_io_start(h->loop, &l->io);
+    if (!h->paused)
+        ev_io_start(h->loop, &l->io);
     l->next = h->listeners;
     if (h->listeners != NULL)
         h->listeners->prev = l;

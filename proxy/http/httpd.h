@@ -12,6 +12,15 @@
  * turn the close into a reset that loses the reply. A timer bounds the
  * whole request and reply; another bounds the linger.
  *
+ * Idle clients cannot lock probes out: at the connection cap, or at the
+ * cap per client address (IPv4 address or IPv6 /64, a quarter of the
+ * total by default), the oldest connection that has not sent a whole
+ * request (else one whose reply is out) is closed for the new one. One
+ * client thus never pushes out another's, and a fresh request is read
+ * long before enough newer connections arrive to push it out. On EMFILE
+ * (and ENFILE, ENOBUFS, ENOMEM) the listeners stop for 100 ms, or until
+ * a connection closes, rather than wake the loop again and again.
+ *
  * Everything runs on the loop given to httpd_new(); nothing is thread-safe.
  */
 #ifndef PROXY_HTTP_HTTPD_H
@@ -39,10 +48,10 @@ struct httpd;
 struct httpd_listener;
 
 /* A server with no listener yet. <name> (copied) prefixes its log lines
- * ("admin", "healthz"). A reply may take <reply_max> bytes; past
- * <max_conns> open connections, new ones are closed at once and logged.
- * The request timeout starts at 5 s. Returns new, or NULL when out of
- * memory; free with httpd_free(). */
+ * ("admin", "healthz"). A reply may take <reply_max> bytes; at most
+ * <max_conns> connections are open (see above for who gives way), and
+ * <max_conns> / 4 from one client. The request timeout starts at 5 s.
+ * Returns new, or NULL when out of memory; free with httpd_free(). */
 struct httpd *httpd_new(struct ev_loop *loop, const char *name,
                         size_t reply_max, unsigned max_conns);
 
@@ -53,6 +62,13 @@ void httpd_free(struct httpd *h);
 /* Time a connection has, from its accept, to send a whole request and
  * read the reply. Applies to connections accepted from now on. */
 void httpd_set_timeout(struct httpd *h, double seconds);
+
+/* At most <max> (at least 1) connections from one client address. */
+void httpd_set_per_source(struct httpd *h, unsigned max);
+
+/* Call <fn> each time accepting pauses for lack of descriptors (a
+ * counter of the caller's; NULL: none). */
+void httpd_set_on_pause(struct httpd *h, void (*fn)(void));
 
 /* Listen on <addr> (borrowed) and answer with <fn>(<arg>, <tag>, ...);
  * <arg> is borrowed and must outlive every connection of <h> (in practice,

@@ -124,10 +124,13 @@ parse_request_line(const char *p, size_t n, struct httpreq *out,
     return HTTPREQ_OK;
 }
 
-/* One header line (without its line end). Updates <clen>. */
+/* One header line (without its line end) of the request starting at
+ * <base>. Updates <clen> and records the line in <out>. */
 static enum httpreq_rc
-parse_header(const char *p, size_t n, long *clen, const char **why)
+parse_header(const char *base, const char *p, size_t n, long *clen,
+             struct httpreq *out, const char **why)
 {
+    struct httpreq_hdr *h;
     const char *colon, *v, *e = p + n;
     size_t i, nl;
     long val = 0;
@@ -151,6 +154,13 @@ parse_header(const char *p, size_t n, long *clen, const char **why)
         v++;
     while (e > v && (e[-1] == ' ' || e[-1] == '\t'))
         e--;
+    /* Offsets fit: the whole request is at most HTTPREQ_MAX bytes, and
+     * the caller counts lines against HTTPREQ_HEADERS_MAX. */
+    h = &out->hdrs[out->nhdrs++];
+    h->name = (unsigned short)(p - base);
+    h->name_len = (unsigned short)nl;
+    h->value = (unsigned short)(v - base);
+    h->value_len = (unsigned short)(e - v);
     if (nl == 17 && strncasecmp(p, "transfer-encoding", nl) == 0)
         BAD("request bodies must use Content-Length");
     if (nl == 14 && strncasecmp(p, "content-length", nl) == 0) {
@@ -181,6 +191,8 @@ httpreq_parse(const char *buf, size_t len, struct httpreq *out,
     enum httpreq_rc rc;
 
     end = buf + scan;
+    out->buf = buf;
+    out->nhdrs = 0;
     n = line_end(p, end);
     if (n < 0)
         return len >= HTTPREQ_MAX ? HTTPREQ_TOO_LARGE : HTTPREQ_AGAIN;
@@ -196,7 +208,7 @@ httpreq_parse(const char *buf, size_t len, struct httpreq *out,
             break;
         if (++nheaders > HTTPREQ_HEADERS_MAX)
             BAD("too many header lines");
-        rc = parse_header(p, (size_t)n, &clen, why);
+        rc = parse_header(buf, p, (size_t)n, &clen, out, why);
         if (rc != HTTPREQ_OK)
             return rc;
         p += n + 1;
@@ -231,4 +243,65 @@ httpreq_query(const struct httpreq *r, const char *key, char *out,
         p = *amp ? amp + 1 : amp;
     }
     return -1;
+}
+
+/* The next parameter of a query at <p>: its key in <key>/<klen>. Returns
+ * where the one after starts. */
+static const char *
+query_next(const char *p, const char **key, size_t *klen)
+{
+    const char *amp = strchr(p, '&'), *eq;
+
+    if (amp == NULL)
+        amp = p + strlen(p);
+    eq = memchr(p, '=', (size_t)(amp - p));
+    *key = p;
+    *klen = (size_t)((eq != NULL ? eq : amp) - p);
+    return *amp != '\0' ? amp + 1 : amp;
+}
+
+int
+httpreq_query_only(const struct httpreq *r, const char *const *keys,
+                   size_t nkeys)
+{
+    const char *p = r->query, *q, *k, *k2;
+    size_t kl, kl2, i, n = strlen(p);
+
+    if (n > 0 && p[n - 1] == '&')
+        return 0; /* an empty parameter, as "&&" or "&x" are */
+    while (*p != '\0') {
+        p = query_next(p, &k, &kl);
+        for (i = 0; i < nkeys; i++)
+            if (strlen(keys[i]) == kl && memcmp(keys[i], k, kl) == 0)
+                break;
+        if (i == nkeys)
+            return 0;
+        for (q = p; *q != '\0';) {
+            q = query_next(q, &k2, &kl2);
+            if (kl2 == kl && memcmp(k, k2, kl) == 0)
+                return 0;
+        }
+    }
+    return 1;
+}
+
+unsigned
+httpreq_header(const struct httpreq *r, const char *name, const char **val,
+               size_t *len)
+{
+    size_t nl = strlen(name);
+    unsigned i, found = 0;
+
+    for (i = 0; i < r->nhdrs; i++) {
+        const struct httpreq_hdr *h = &r->hdrs[i];
+        if (h->name_len != nl || strncasecmp(r->buf + h->name, name, nl) != 0)
+            continue;
+        if (found++ == 0) {
+            if (val != NULL)
+                *val = r->buf + h->value;
+            if (len != NULL)
+                *len = h->value_len;
+        }
+    }
+    return found;
 }

@@ -31,17 +31,27 @@ enum httpreq_method {
     HTTPREQ_OTHER, /* a valid token we do not serve: 405 */
 };
 
+/* Where one header line's name and value (trimmed) lie in the buffer. */
+struct httpreq_hdr {
+    unsigned short name, name_len, value, value_len; /* offsets, lengths */
+};
+
 struct httpreq {
     enum httpreq_method method;
     int minor;                    /* HTTP/1.<minor> */
     char path[HTTPREQ_PATH_MAX];  /* percent-decoded, without the query */
     char query[HTTPREQ_PATH_MAX]; /* raw text after '?', or "" */
     size_t length;                /* bytes the request occupies */
+    const char *buf;              /* the parsed buffer (borrowed) */
+    unsigned nhdrs;
+    struct httpreq_hdr hdrs[HTTPREQ_HEADERS_MAX];
 };
 
 /* Parse the request at the start of <buf> (<len> bytes, no NUL needed).
- * On HTTPREQ_OK, <out> is filled; otherwise its contents are unspecified.
- * <why> (may be NULL) gets a static reason on HTTPREQ_BAD. */
+ * On HTTPREQ_OK, <out> is filled and points into <buf> for its headers:
+ * <buf> must outlive every httpreq_header() call on it. Otherwise <out>'s
+ * contents are unspecified. <why> (may be NULL) gets a static reason on
+ * HTTPREQ_BAD. */
 enum httpreq_rc httpreq_parse(const char *buf, size_t len,
                               struct httpreq *out, const char **why);
 
@@ -49,5 +59,18 @@ enum httpreq_rc httpreq_parse(const char *buf, size_t len,
  * Returns 0, or -1 when absent, malformed or too long. */
 int httpreq_query(const struct httpreq *r, const char *key, char *out,
                   size_t outlen);
+
+/* Nonzero when every query parameter of <r> is one of the <nkeys> names
+ * of <keys> and none appears twice ("value=5&value=300" is ambiguous:
+ * refuse rather than pick one). An empty query passes. */
+int httpreq_query_only(const struct httpreq *r, const char *const *keys,
+                       size_t nkeys);
+
+/* Header <name> (case-insensitive) of <r>: returns how many lines carry
+ * it (0: absent), with the first one's value, trimmed and not
+ * NUL-terminated, in <val>/<len> (both may be NULL). The value points
+ * into the buffer given to httpreq_parse(). */
+unsigned httpreq_header(const struct httpreq *r, const char *name,
+                        const char **val, size_t *len);
 
 #endif

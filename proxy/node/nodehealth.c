@@ -9,9 +9,12 @@
 #include "log.h"
 #include "nodehealth.h"
 #include "sbuf.h"
+#include "stats.h"
 
-#define NH_CONNS_MAX 128
-#define NH_TIMEOUT_S 5.0 /* whole exchange */
+#define NH_CONNS_MAX 128 /* 32 per client address */
+/* Whole exchange. Probes send their request at once; anything slower is
+ * holding a slot, and the kubelet's probe timeout is 1 s by default. */
+#define NH_TIMEOUT_S 2.0
 #define NH_REPLY_MAX 4096
 #define NH_ADDRS_MAX 16 /* addresses a responder listens on */
 
@@ -221,6 +224,7 @@ nodehealth_new(struct ev_loop *loop, nodehealth_state_fn state, void *arg,
         return NULL;
     }
     httpd_set_timeout(nh->srv, NH_TIMEOUT_S);
+    httpd_set_on_pause(nh->srv, stats_accept_paused);
     nh->loop = loop;
     nh->state = state;
     nh->arg = arg;

@@ -3,8 +3,9 @@
  * the kubelet's probes (Kubernetes mode).
  *
  * Two kinds of listener, both on the control loop, one request per
- * connection (Connection: close), HTTPREQ_MAX bytes and a few seconds per
- * exchange at most:
+ * connection (Connection: close), HTTPREQ_MAX bytes and 2 s per exchange
+ * at most, 128 connections (32 per client address; an idle one gives way
+ * to a new one, see httpd.h):
  *
  *   node.healthz_listen (default 0.0.0.0:10256), with kube-proxy's
  *   meaning:

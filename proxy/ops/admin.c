@@ -942,7 +942,8 @@ admin_configure(struct admin *a, const struct conf_admin *c, struct err *e)
 
     a->conf = *c;
     httpd_set_timeout(a->srv, c->request_timeout_ms / 1e3);
-    admin_load_token(a, c->token_file);
+    if (c->enabled)
+        admin_load_token(a, c->token_file);
     if (same)
         return 0;
     admin_close_listener(a);

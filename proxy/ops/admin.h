@@ -19,6 +19,14 @@
  * BACKEND is the backend's name or its address. Overrides are kept by
  * service name and backend address, and apply to every table (reloads,
  * API updates) until undone.
+ *
+ * Reads are open to whoever reaches the port. A control request (POST)
+ * is refused with 403 unless it carries X-Ferry-Control: 1, a Host that
+ * names the admin address and no Origin but the admin's own (a browser
+ * cannot send that cross-site), and with 401 unless it carries
+ * "Authorization: Bearer TOKEN" when admin.token_file is set (read at
+ * start and on reload). Repeated or unknown query parameters get 400.
+ * Action log lines are rate-limited; every action is counted.
  */
 #ifndef PROXY_OPS_ADMIN_H
 #define PROXY_OPS_ADMIN_H

@@ -2,7 +2,8 @@
 
 - with_admin: add an "admin:" section to a config written by
   ferrytest.config().
-- http: one request to the admin server, through http.client.
+- http: one request to the admin server, through http.client (a POST
+  carries the control header).
 - raw: send raw bytes and read the whole reply (for malformed requests).
 - HttpGreeter: a backend handler that answers an HTTP health check with a
   status the test controls, and greets any other client like "greet".
@@ -23,13 +24,22 @@ def with_admin(config_text, addr, request_timeout="1s"):
             f"  listen: {addr}\n  request_timeout: {request_timeout}\n")
 
 
-def http(addr, method, path, body=None, timeout=None):
-    """(status, headers dict with lower-case names, body bytes)."""
+# What a control request (POST) must carry besides a Host naming the
+# admin address, which http.client sends by itself: see README "Admin
+# server".
+CONTROL_HEADERS = {"X-Ferry-Control": "1"}
+
+
+def http(addr, method, path, body=None, timeout=None, headers=None):
+    """(status, headers dict with lower-case names, body bytes). A POST
+    carries CONTROL_HEADERS unless <headers> is given."""
     _, host, port = ft.parse_addr(addr)
+    if headers is None:
+        headers = dict(CONTROL_HEADERS) if method == "POST" else {}
     c = httpclient.HTTPConnection(host, port,
                                    timeout=timeout or ft.DEADLINE)
     try:
-        c.request(method, path, body=body)
+        c.request(method, path, body=body, headers=headers)
         r = c.getresponse()
         data = r.read()
         return r.status, {k.lower(): v for k, v in r.getheaders()}, data

@@ -1,6 +1,7 @@
 /* Unit tests for the one-request HTTP server (proxy/http/httpd.c), driven
  * over loopback on a private libev loop. */
 #include <arpa/inet.h>
+#include <errno.h>
 #include <ev.h>
 #include <netinet/in.h>
 #include <setjmp.h>
@@ -8,6 +9,7 @@
 #include <stddef.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -208,6 +210,8 @@ test_unlisten_while_open(void **state)
     ev_loop_destroy(loop);
 }
 
+/* At the cap, an idle connection gives way to the new one; alone past
+ * the timeout, a connection is closed. */
 static void
 test_cap_and_timeout(void **state)
 {
@@ -223,10 +227,148 @@ test_cap_and_timeout(void **state)
     httpd_set_timeout(h, 0.05);
     assert_non_null(httpd_listen(h, &a, handler, &s, 0, &e));
     fd1 = dial(loop, &a);
-    fd2 = dial(loop, &a); /* over the cap: closed at once */
-    assert_int_equal(drain(loop, fd2, buf, sizeof(buf)), 0);
-    assert_int_equal(drain(loop, fd1, buf, sizeof(buf)), 0); /* timeout */
+    fd2 = dial(loop, &a); /* over the cap: the idle fd1 gives way */
+    assert_int_equal(drain(loop, fd1, buf, sizeof(buf)), 0);
+    assert_int_equal(drain(loop, fd2, buf, sizeof(buf)), 0); /* timeout */
     assert_int_equal(s.calls, 0);
+    httpd_free(h);
+    ev_loop_destroy(loop);
+}
+
+/* A client socket bound to source address <src> (127.0.0.x), connected
+ * to <a>. */
+static int
+dial_from(struct ev_loop *loop, const struct saddr *a, const char *src)
+{
+    struct sockaddr_in sin;
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+    assert_true(fd >= 0);
+    memset(&sin, 0, sizeof(sin));
+    sin.sin_family = AF_INET;
+    assert_int_equal(inet_pton(AF_INET, src, &sin.sin_addr), 1);
+    assert_int_equal(bind(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+    assert_int_equal(connect(fd, &a->u.sa, a->len), 0);
+    ev_run(loop, EVRUN_NOWAIT);
+    return fd;
+}
+
+/* Nonzero once the server has closed <fd> (without a reply). */
+static int
+closed_by_server(struct ev_loop *loop, int fd)
+{
+    char c;
+    ssize_t n;
+    int i;
+
+    for (i = 0; i < 200; i++) {
+        ev_run(loop, EVRUN_NOWAIT);
+        n = recv(fd, &c, 1, MSG_DONTWAIT);
+        if (n == 0 || (n < 0 && errno != EAGAIN))
+            return 1;
+        usleep(1000);
+    }
+    return 0;
+}
+
+/* Idle connections from one address cannot lock a request out, and
+ * cannot push out another address's connection. */
+static void
+test_idle_flood_gives_way(void **state)
+{
+    struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
+    struct httpd *h = httpd_new(loop, "test", 4096, 8); /* 2 per source */
+    struct saddr a = free_addr();
+    struct seen s = {0};
+    struct err e;
+    char buf[4096];
+    int idle[40], other, probe, i;
+
+    (void)state;
+    assert_non_null(httpd_listen(h, &a, handler, &s, 0, &e));
+    other = dial_from(loop, &a, "127.0.0.2");
+    assert_int_equal(send(other, "GET /slow HTTP/1.1\r\n", 20, 0), 20);
+    for (i = 0; i < 40; i++)
+        idle[i] = dial_from(loop, &a, "127.0.0.1");
+    /* The oldest idle ones of 127.0.0.1 were closed; the two newest stay. */
+    assert_true(closed_by_server(loop, idle[0]));
+    assert_true(closed_by_server(loop, idle[37]));
+    assert_false(closed_by_server(loop, idle[39]));
+    /* A probe from the flooding address itself is answered. */
+    probe = dial_from(loop, &a, "127.0.0.1");
+    assert_int_equal(send(probe, "GET /healthz HTTP/1.1\r\n\r\n", 26, 0),
+                     26);
+    drain(loop, probe, buf, sizeof(buf));
+    assert_non_null(strstr(buf, "HTTP/1.1 200 OK\r\n"));
+    assert_string_equal(s.path, "/healthz");
+    /* 127.0.0.2's request, started before the flood, completes. */
+    assert_int_equal(send(other, "\r\n", 2, 0), 2);
+    drain(loop, other, buf, sizeof(buf));
+    assert_non_null(strstr(buf, "HTTP/1.1 200 OK\r\n"));
+    assert_string_equal(s.path, "/slow");
+    for (i = 0; i < 40; i++)
+        close(idle[i]);
+    httpd_free(h);
+    ev_loop_destroy(loop);
+}
+
+static int pauses;
+
+static void
+count_pause(void)
+{
+    pauses++;
+}
+
+/* Out of descriptors, the listener pauses (the loop sleeps instead of
+ * waking for the same pending connection) and serves once one is free. */
+static void
+test_emfile_pauses(void **state)
+{
+    struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
+    struct httpd *h = httpd_new(loop, "test", 4096, 8);
+    struct saddr a = free_addr();
+    struct seen s = {0};
+    struct rlimit old, low;
+    struct err e;
+    char buf[4096];
+    int fd, spare[64], nspare = 0, i, runs, pauses_seen;
+    ev_tstamp t0;
+
+    (void)state;
+    httpd_set_on_pause(h, count_pause);
+    assert_non_null(httpd_listen(h, &a, handler, &s, 0, &e));
+    fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    /* Every descriptor up to a low limit in use. */
+    assert_int_equal(getrlimit(RLIMIT_NOFILE, &old), 0);
+    low = old;
+    low.rlim_cur = (rlim_t)fd + 8;
+    assert_int_equal(setrlimit(RLIMIT_NOFILE, &low), 0);
+    while (nspare < 64 && (spare[nspare] = dup(0)) >= 0)
+        nspare++;
+    assert_true(nspare < 64);
+    assert_int_equal(connect(fd, &a.u.sa, a.len), 0);
+    assert_int_equal(send(fd, "GET /late HTTP/1.1\r\n\r\n", 22, 0), 22);
+    ev_run(loop, EVRUN_NOWAIT);
+    assert_int_equal(pauses, 1);
+    /* Paused: the loop sleeps until the resume timer instead of waking
+     * for the pending connection again and again. */
+    ev_now_update(loop);
+    t0 = ev_now(loop);
+    for (runs = 0; runs < 1000 && ev_now(loop) - t0 < 0.08; runs++) {
+        ev_run(loop, EVRUN_ONCE);
+        ev_now_update(loop);
+    }
+    pauses_seen = pauses;
+    for (i = 0; i < nspare; i++)
+        close(spare[i]);
+    assert_int_equal(setrlimit(RLIMIT_NOFILE, &old), 0);
+    assert_true(runs < 20);
+    assert_true(pauses_seen <= 2);
+    drain(loop, fd, buf, sizeof(buf));
+    assert_non_null(strstr(buf, "HTTP/1.1 200 OK\r\n"));
+    assert_string_equal(s.path, "/late");
     httpd_free(h);
     ev_loop_destroy(loop);
 }
@@ -259,6 +401,8 @@ main(void)
         cmocka_unit_test(test_oversized_request),
         cmocka_unit_test(test_unlisten_while_open),
         cmocka_unit_test(test_cap_and_timeout),
+        cmocka_unit_test(test_idle_flood_gives_way),
+        cmocka_unit_test(test_emfile_pauses),
         cmocka_unit_test(test_listen_error),
     };
 

@@ -166,6 +166,77 @@ test_limits(void **state)
     assert_int_equal(httpreq_parse(big, n, &r, &why), HTTPREQ_BAD);
 }
 
+static void
+test_headers(void **state)
+{
+    const char *s = "POST /x HTTP/1.1\r\nHost:  127.0.0.1:9990 \r\n"
+                    "x-ferry-control:1\r\nAuthorization: Bearer a b\r\n"
+                    "X-Twice: 1\r\nx-twice: 2\r\nEmpty:\r\n\r\n";
+    struct httpreq r;
+    const char *v;
+    size_t n;
+
+    (void)state;
+    assert_int_equal(parse(s, &r), HTTPREQ_OK);
+    assert_int_equal(httpreq_header(&r, "host", &v, &n), 1);
+    assert_int_equal(n, 14); /* trimmed both sides */
+    assert_memory_equal(v, "127.0.0.1:9990", 14);
+    assert_int_equal(httpreq_header(&r, "X-Ferry-Control", &v, &n), 1);
+    assert_memory_equal(v, "1", n);
+    assert_int_equal(httpreq_header(&r, "AUTHORIZATION", &v, &n), 1);
+    assert_int_equal(n, 10);
+    assert_memory_equal(v, "Bearer a b", n);
+    assert_int_equal(httpreq_header(&r, "x-twice", &v, &n), 2);
+    assert_memory_equal(v, "1", n); /* the first one */
+    assert_int_equal(httpreq_header(&r, "empty", &v, &n), 1);
+    assert_int_equal(n, 0);
+    assert_int_equal(httpreq_header(&r, "origin", NULL, NULL), 0);
+    assert_int_equal(httpreq_header(&r, "hos", NULL, NULL), 0);
+    /* A request without headers has none. */
+    assert_int_equal(parse("GET / HTTP/1.0\r\n\r\n", &r), HTTPREQ_OK);
+    assert_int_equal(httpreq_header(&r, "host", NULL, NULL), 0);
+}
+
+static void
+test_query_only(void **state)
+{
+    static const char *const value[] = {"value"};
+    static const struct {
+        const char *target;
+        int ok;
+    } cases[] = {
+        {"/w", 1},
+        {"/w?", 1},
+        {"/w?value=5", 1},
+        {"/w?value", 1},
+        {"/w?value=5&value=300", 0},
+        {"/w?value=5&value", 0},
+        {"/w?value=5&other=1", 0},
+        {"/w?other", 0},
+        {"/w?value=5&", 0},
+        {"/w?&value=5", 0},
+        {"/w?valuex=5", 0},
+        {"/w?valu=5", 0},
+    };
+    char req[128];
+    struct httpreq r;
+    size_t i;
+
+    (void)state;
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        snprintf(req, sizeof(req), "POST %s HTTP/1.1\r\n\r\n",
+                 cases[i].target);
+        assert_int_equal(parse(req, &r), HTTPREQ_OK);
+        if (httpreq_query_only(&r, value, 1) != cases[i].ok)
+            fail_msg("%s: expected %d", cases[i].target, cases[i].ok);
+    }
+    /* No parameter allowed at all. */
+    assert_int_equal(parse("POST /d HTTP/1.1\r\n\r\n", &r), HTTPREQ_OK);
+    assert_int_equal(httpreq_query_only(&r, NULL, 0), 1);
+    assert_int_equal(parse("POST /d?x HTTP/1.1\r\n\r\n", &r), HTTPREQ_OK);
+    assert_int_equal(httpreq_query_only(&r, NULL, 0), 0);
+}
+
 int
 main(void)
 {
@@ -176,6 +247,8 @@ main(void)
         cmocka_unit_test(test_percent_decoding_and_query),
         cmocka_unit_test(test_malformed),
         cmocka_unit_test(test_limits),
+        cmocka_unit_test(test_headers),
+        cmocka_unit_test(test_query_only),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
