@@ -1,10 +1,9 @@
 #include <errno.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <uthash.h>
 
+#include "registry.h"
 #include "stats.h"
 
 const char *const stats_fail_text[STATS_FAIL__COUNT] = {
@@ -59,79 +58,42 @@ hist_observe(struct hist *h, const struct hist_spec *sp, double v)
                               memory_order_relaxed);
 }
 
-struct st_entry {
-    struct svc_stats *st;
-    UT_hash_handle hh;
-};
+static struct registry stats_reg = REGISTRY_INIT(struct svc_stats, refs);
 
-/* Shared by the control loop (svc_stats_get) and the workers (the last
- * unref, when a retired service's last connection ends): a mutex guards
- * it, taken only when a service's statistics are created or freed. */
-static pthread_mutex_t registry_mu = PTHREAD_MUTEX_INITIALIZER;
-static struct st_entry *registry;
-static atomic_uint n_stats;
+static void *
+svc_stats_make(const void *key, size_t klen, void *arg)
+{
+    struct svc_stats *st = calloc(1, sizeof(*st));
+
+    (void)arg;
+    if (st == NULL)
+        return NULL;
+    snprintf(st->name, sizeof(st->name), "%.*s", (int)klen,
+             (const char *)key);
+    atomic_init(&st->refs, 1);
+    return st;
+}
 
 struct svc_stats *
 svc_stats_get(const char *name)
 {
-    struct st_entry *e;
-    struct svc_stats *st;
+    size_t n = strnlen(name, sizeof(((struct svc_stats *)0)->name) - 1);
 
-    pthread_mutex_lock(&registry_mu);
-    HASH_FIND_STR(registry, name, e);
-    if (e != NULL) {
-        unsigned r = atomic_load_explicit(&e->st->refs, memory_order_relaxed);
-        while (r != 0)
-            if (atomic_compare_exchange_weak_explicit(
-                    &e->st->refs, &r, r + 1, memory_order_relaxed,
-                    memory_order_relaxed)) {
-                pthread_mutex_unlock(&registry_mu);
-                return e->st;
-            }
-        /* Dying: its owner frees it without the entry, which goes now. */
-        HASH_DEL(registry, e);
-        free(e);
-    }
-    st = calloc(1, sizeof(*st));
-    e = calloc(1, sizeof(*e));
-    if (st == NULL || e == NULL) {
-        pthread_mutex_unlock(&registry_mu);
-        free(st);
-        free(e);
-        return NULL;
-    }
-    snprintf(st->name, sizeof(st->name), "%s", name);
-    atomic_init(&st->refs, 1);
-    e->st = st;
-    HASH_ADD_KEYPTR(hh, registry, st->name, strlen(st->name), e);
-    atomic_fetch_add(&n_stats, 1);
-    pthread_mutex_unlock(&registry_mu);
-    return st;
+    return registry_get(&stats_reg, name, n, svc_stats_make, NULL);
 }
 
 void
 svc_stats_unref(struct svc_stats *st)
 {
-    struct st_entry *e;
-
-    if (st == NULL
-        || atomic_fetch_sub_explicit(&st->refs, 1, memory_order_acq_rel) != 1)
-        return;
-    pthread_mutex_lock(&registry_mu);
-    HASH_FIND_STR(registry, st->name, e);
-    if (e != NULL && e->st == st) {
-        HASH_DEL(registry, e);
-        free(e);
-    }
-    pthread_mutex_unlock(&registry_mu);
-    atomic_fetch_sub(&n_stats, 1);
-    free(st);
+    if (st != NULL
+        && registry_unref(&stats_reg, st, st->name, strlen(st->name)))
+        free(st);
 }
 
 unsigned
 svc_stats_count(void)
 {
-    return n_stats;
+    return registry_count(&stats_reg);
 }
 
 /* ---- process-wide counters ---------------------------------------------- */

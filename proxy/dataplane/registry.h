@@ -1,0 +1,55 @@
+/*
+ * registry.h - shared, refcounted objects found by key: one per key at a
+ * time, created on first use and freed with the last reference.
+ *
+ * Backends (by address) and per-service counters (by name) outlive table
+ * generations this way: a new table finds the object the old one used.
+ * Any thread may drop the last reference, so a mutex guards the map; it
+ * is taken only to find, create or forget an object, never per
+ * connection. An object whose count has reached zero is never revived:
+ * its owner is freeing it, so registry_get() makes a new one for the key
+ * and the dying one is freed without its entry.
+ */
+#ifndef PROXY_DATAPLANE_REGISTRY_H
+#define PROXY_DATAPLANE_REGISTRY_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stddef.h>
+
+struct reg_entry;
+
+struct registry {
+    pthread_mutex_t mu;
+    struct reg_entry *map;
+    atomic_uint n;
+    size_t refs_off; /* offset of the objects' atomic_uint count */
+};
+
+/* A registry of <type> objects whose reference count is <field>. */
+#define REGISTRY_INIT(type, field)                                          \
+    {                                                                       \
+        PTHREAD_MUTEX_INITIALIZER, NULL, 0, offsetof(type, field)           \
+    }
+
+/* Make a new object for <key> (<klen> bytes) with its count at 1, or
+ * NULL (out of memory). Called with the registry's mutex held. */
+typedef void *registry_new_fn(const void *key, size_t klen, void *arg);
+
+/* Returns the live object of <key> with a new reference, or a new one
+ * made by <mk>; NULL when out of memory. Any thread. */
+void *registry_get(struct registry *r, const void *key, size_t klen,
+                   registry_new_fn *mk, void *arg);
+
+/* Take a reference to <obj>; the caller already holds one. */
+void registry_ref(struct registry *r, void *obj);
+
+/* Drop a reference to <obj> (of <key>). Returns nonzero when it was the
+ * last: the entry is gone and the caller frees the object. */
+int registry_unref(struct registry *r, void *obj, const void *key,
+                   size_t klen);
+
+/* Objects alive. */
+unsigned registry_count(struct registry *r);
+
+#endif

@@ -1,0 +1,145 @@
+/* Unit tests for the refcounted registry (proxy/dataplane/registry.c)
+ * shared by backends and per-service counters. */
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "registry.h"
+
+struct obj {
+    char tag[16];
+    atomic_uint refs;
+};
+
+static int made;
+
+static void *
+mk(const void *key, size_t klen, void *arg)
+{
+    struct obj *o = calloc(1, sizeof(*o));
+
+    (void)arg;
+    if (o == NULL)
+        return NULL;
+    memcpy(o->tag, key, klen < sizeof(o->tag) ? klen : sizeof(o->tag) - 1);
+    atomic_init(&o->refs, 1);
+    made++;
+    return o;
+}
+
+static void
+drop(struct registry *r, struct obj *o)
+{
+    if (registry_unref(r, o, o->tag, strlen(o->tag)))
+        free(o);
+}
+
+static void
+test_one_object_per_key(void **state)
+{
+    struct registry r = REGISTRY_INIT(struct obj, refs);
+    struct obj *a, *b, *c;
+
+    (void)state;
+    made = 0;
+    a = registry_get(&r, "a", 1, mk, NULL);
+    b = registry_get(&r, "a", 1, mk, NULL);
+    c = registry_get(&r, "c", 1, mk, NULL);
+    assert_ptr_equal(a, b);
+    assert_ptr_not_equal(a, c);
+    assert_int_equal(made, 2);
+    assert_int_equal(registry_count(&r), 2);
+    assert_int_equal(atomic_load(&a->refs), 2);
+    drop(&r, a);
+    assert_int_equal(registry_count(&r), 2);
+    drop(&r, b); /* the last: gone */
+    assert_int_equal(registry_count(&r), 1);
+    a = registry_get(&r, "a", 1, mk, NULL);
+    assert_int_equal(made, 3);
+    registry_ref(&r, a);
+    drop(&r, a);
+    drop(&r, a);
+    drop(&r, c);
+    assert_int_equal(registry_count(&r), 0);
+}
+
+/* An object whose count reached zero is being freed by another thread:
+ * a get for its key must make a new object, never revive it, and the
+ * dying one's unref must not remove the new entry. */
+static void
+test_dying_object_is_not_revived(void **state)
+{
+    struct registry r = REGISTRY_INIT(struct obj, refs);
+    struct obj *dying, *fresh, *again;
+
+    (void)state;
+    dying = registry_get(&r, "k", 1, mk, NULL);
+    /* What registry_unref's first step does in the other thread. */
+    atomic_store(&dying->refs, 0);
+    fresh = registry_get(&r, "k", 1, mk, NULL);
+    assert_ptr_not_equal(fresh, dying);
+    assert_int_equal(atomic_load(&fresh->refs), 1);
+    /* The other thread's second step: the entry is not its own. */
+    atomic_store(&dying->refs, 1);
+    assert_true(registry_unref(&r, dying, "k", 1));
+    free(dying);
+    again = registry_get(&r, "k", 1, mk, NULL);
+    assert_ptr_equal(again, fresh);
+    drop(&r, again);
+    drop(&r, fresh);
+}
+
+static struct registry shared = REGISTRY_INIT(struct obj, refs);
+
+static void *
+churn(void *arg)
+{
+    const char *keys[] = {"x", "y", "z"};
+    int i;
+
+    (void)arg;
+    for (i = 0; i < 20000; i++) {
+        const char *k = keys[i % 3];
+        struct obj *o = registry_get(&shared, k, 1, mk, NULL);
+        if (o == NULL || strcmp(o->tag, k) != 0)
+            return (void *)1;
+        drop(&shared, o);
+    }
+    return NULL;
+}
+
+static void
+test_threads_get_and_drop(void **state)
+{
+    pthread_t t[4];
+    void *rc;
+    int i, bad = 0;
+
+    (void)state;
+    for (i = 0; i < 4; i++)
+        assert_int_equal(pthread_create(&t[i], NULL, churn, NULL), 0);
+    for (i = 0; i < 4; i++) {
+        pthread_join(t[i], &rc);
+        bad |= rc != NULL;
+    }
+    assert_false(bad);
+    assert_int_equal(registry_count(&shared), 0);
+}
+
+int
+main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_one_object_per_key),
+        cmocka_unit_test(test_dying_object_is_not_revived),
+        cmocka_unit_test(test_threads_get_and_drop),
+    };
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
