@@ -182,6 +182,15 @@ saddr_port(const struct saddr *a)
     return 0;
 }
 
+void
+saddr_set_port(struct saddr *a, uint16_t port)
+{
+    if (a->u.sa.sa_family == AF_INET)
+        a->u.in.sin_port = htons(port);
+    else if (a->u.sa.sa_family == AF_INET6)
+        a->u.in6.sin6_port = htons(port);
+}
+
 int
 saddr_cmp(const struct saddr *a, const struct saddr *b)
 {

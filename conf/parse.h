@@ -55,4 +55,8 @@ int saddr_cmp(const struct saddr *a, const struct saddr *b);
 /* Port of <a> in host order. */
 uint16_t saddr_port(const struct saddr *a);
 
+/* Set the port of <a> (host order); an address of no known family is
+ * left as it is. */
+void saddr_set_port(struct saddr *a, uint16_t port);
+
 #endif

@@ -1,5 +1,4 @@
 #include <errno.h>
-#include <netinet/tcp.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -8,6 +7,7 @@
 #include "conn.h"
 #include "listener.h"
 #include "log.h"
+#include "sock.h"
 #include "svc-t.h"
 #include "worker.h"
 
@@ -16,74 +16,43 @@
 static void listener_on_accept(struct ev_loop *loop, struct ev_io *io,
                                int revents);
 
-static int
-set_freebind(int fd, int family)
-{
-    int one = 1;
-
-    return family == AF_INET
-               ? setsockopt(fd, IPPROTO_IP, IP_FREEBIND, &one, sizeof(one))
-               : setsockopt(fd, IPPROTO_IPV6, IPV6_FREEBIND, &one,
-                            sizeof(one));
-}
-
 /* 0 if <addr> can be bound without SO_REUSEPORT (no one listens there),
  * else -1 with errno set (EADDRINUSE). */
 static int
-probe_free(const struct saddr *addr, int freebind)
+probe_free(const struct saddr *addr, unsigned flags)
 {
-    int fd, one = 1, rc, saved;
+    int fd = sock_listen(addr, flags & SOCK_F_FREEBIND, 0);
 
-    fd = socket(addr->u.sa.sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return -1;
-    rc = setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    if (rc == 0 && addr->u.sa.sa_family == AF_INET6)
-        rc = setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
-    if (rc == 0 && freebind)
-        rc = set_freebind(fd, addr->u.sa.sa_family);
-    if (rc == 0)
-        rc = bind(fd, &addr->u.sa, addr->len);
-    saved = errno;
     close(fd);
-    errno = saved;
-    return rc;
+    return 0;
 }
 
 struct listener *
 listener_new(struct worker *w, const struct saddr *addr, int freebind,
              struct err *e)
 {
-    struct listener *l;
-    int fd, one = 1;
-
-    fd = socket(addr->u.sa.sa_family, SOCK_STREAM | SOCK_NONBLOCK
-                                          | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        goto fail;
     /* Accepted sockets inherit TCP_NODELAY from the listener: one system
-     * call here instead of one per connection. */
-    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0
-        || setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) < 0)
-        goto fail;
+     * call here instead of one per connection. Tables from the API name
+     * service IPs that the netlink side adds a moment later: bind before
+     * the address exists. */
+    unsigned flags = SOCK_F_NODELAY | (freebind ? SOCK_F_FREEBIND : 0);
+    char a[SADDR_STR_MAX];
+    struct listener *l;
+    int fd = -1;
+
     /* Several workers: one socket each on the same address, the kernel
      * spreads connections across them. SO_REUSEPORT would also let
      * another process (same user) share the port unnoticed, so worker
      * 0, which opens an address first, makes sure that nobody holds it. */
     if (w->nworkers > 1) {
-        if (w->id == 0 && probe_free(addr, freebind) < 0)
+        if (w->id == 0 && probe_free(addr, flags) < 0)
             goto fail;
-        if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0)
-            goto fail;
+        flags |= SOCK_F_REUSEPORT;
     }
-    if (addr->u.sa.sa_family == AF_INET6
-        && setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) < 0)
-        goto fail;
-    /* Tables from the API name service IPs that the netlink side adds a
-     * moment later: bind before the address exists. */
-    if (freebind && set_freebind(fd, addr->u.sa.sa_family) < 0)
-        goto fail;
-    if (bind(fd, &addr->u.sa, addr->len) < 0 || listen(fd, LISTEN_BACKLOG) < 0)
+    fd = sock_listen(addr, flags, LISTEN_BACKLOG);
+    if (fd < 0)
         goto fail;
     l = calloc(1, sizeof(*l));
     if (l == NULL) {
@@ -96,15 +65,12 @@ listener_new(struct worker *w, const struct saddr *addr, int freebind,
     ev_io_init(&l->io, listener_on_accept, fd, EV_READ);
     l->io.data = l;
     return l;
-fail: {
-    char a[SADDR_STR_MAX];
-    int saved = errno;
+fail:
+    err_set(e, "cannot listen on %s: %s", saddr_str(addr, a, sizeof(a)),
+            strerror(errno));
     if (fd >= 0)
         close(fd);
-    err_set(e, "cannot listen on %s: %s", saddr_str(addr, a, sizeof(a)),
-            strerror(saved));
     return NULL;
-}
 }
 
 void

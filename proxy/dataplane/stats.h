@@ -112,6 +112,9 @@ struct stats_proc {
     atomic_int_fast64_t pipes;
     atomic_uint_fast64_t pipes_denied;
     struct hist sync, programming, worker_delay;
+    /* Service addresses on the node's interface (node/vip.c). */
+    atomic_uint_fast64_t vip_added, vip_removed, vip_errors, vip_resyncs;
+    atomic_uint_fast64_t vip_owned;
 };
 
 extern struct stats_proc stats_proc;

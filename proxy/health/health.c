@@ -198,12 +198,8 @@ hc_start(struct hc *c)
 
     c->started = ev_now(loop);
     c->len = c->sent = 0;
-    if (c->spec.port != 0) {
-        if (a.u.sa.sa_family == AF_INET6)
-            a.u.in6.sin6_port = htons(c->spec.port);
-        else
-            a.u.in.sin_port = htons(c->spec.port);
-    }
+    if (c->spec.port != 0)
+        saddr_set_port(&a, c->spec.port);
     ev_timer_stop(loop, &c->timer);
     ev_timer_set(&c->timer, c->spec.timeout_ms / 1e3, 0.);
     ev_timer_start(loop, &c->timer);

@@ -11,6 +11,7 @@
 #include <time.h>
 
 #include "log.h"
+#include "stats.h"
 #include "vip.h"
 
 #define VIP_TIMEOUT_S 5.0 /* a kernel that does not answer in this is stuck */
@@ -37,7 +38,6 @@ struct vip {
     int again;                /* reconcile once more after this round */
     int synced;
     struct ipset want, ours, others;
-    struct vip_stats st;
     char *buf;                /* MNL_SOCKET_BUFFER_SIZE */
 };
 
@@ -74,10 +74,7 @@ ip_only(const struct saddr *a)
 {
     struct saddr r = *a;
 
-    if (r.u.sa.sa_family == AF_INET)
-        r.u.in.sin_port = 0;
-    else
-        r.u.in6.sin6_port = 0;
+    saddr_set_port(&r, 0);
     return r;
 }
 
@@ -200,7 +197,7 @@ static void
 vip_send(struct vip *v, struct nlmsghdr *nlh)
 {
     if (mnl_socket_sendto(v->req, nlh, nlh->nlmsg_len) < 0) {
-        v->st.errors++;
+        stats_inc(&stats_proc.vip_errors);
         log_error("vip: netlink send on %s: %s", v->ifname, strerror(errno));
         return;
     }
@@ -241,15 +238,15 @@ vip_reconcile(struct vip *v)
             continue;
         }
         vip_change(v, RTM_NEWADDR, ip);
-        v->st.added++;
+        stats_inc(&stats_proc.vip_added);
     }
     for (i = 0; i < v->ours.n; i++) {
         if (ipset_has(&v->want, &v->ours.v[i]))
             continue;
         vip_change(v, RTM_DELADDR, &v->ours.v[i]);
-        v->st.removed++;
+        stats_inc(&stats_proc.vip_removed);
     }
-    v->st.owned = v->ours.n;
+    atomic_store(&stats_proc.vip_owned, v->ours.n);
     v->synced = v->pending == 0;
 }
 
@@ -271,7 +268,7 @@ vip_start_dump(struct vip *v)
     nlh->nlmsg_seq = v->dump_seq = ++v->seq;
     ifa = mnl_nlmsg_put_extra_header(nlh, sizeof(*ifa));
     ifa->ifa_family = AF_UNSPEC;
-    v->st.resyncs++;
+    stats_inc(&stats_proc.vip_resyncs);
     vip_send(v, nlh);
 }
 
@@ -319,7 +316,7 @@ vip_on_error(const struct nlmsghdr *nlh, void *data)
         return MNL_CB_OK;
     if (nlh->nlmsg_seq == v->dump_seq && v->dump_seq != 0) {
         v->dump_seq = 0;
-        v->st.errors++;
+        stats_inc(&stats_proc.vip_errors);
         log_error("vip: address dump failed: %s", strerror(-err->error));
         vip_schedule(v);
         return MNL_CB_OK;
@@ -328,7 +325,7 @@ vip_on_error(const struct nlmsghdr *nlh, void *data)
         v->pending--;
     if (err->error != 0 && err->error != -EEXIST
         && err->error != -EADDRNOTAVAIL) {
-        v->st.errors++;
+        stats_inc(&stats_proc.vip_errors);
         log_error("vip: netlink request %u on %s failed: %s",
                   nlh->nlmsg_seq, v->ifname, strerror(-err->error));
     }
@@ -406,7 +403,7 @@ vip_on_timeout(struct ev_loop *loop, struct ev_timer *t, int rev)
 
     (void)loop;
     (void)rev;
-    v->st.errors++;
+    stats_inc(&stats_proc.vip_errors);
     log_error("vip: netlink requests on %s unanswered after %.0f s; "
               "resyncing",
               v->ifname, VIP_TIMEOUT_S);
@@ -607,22 +604,10 @@ vip_free(struct vip *v)
     free(v);
 }
 
-const char *
-vip_ifname(const struct vip *v)
-{
-    return v->ifname;
-}
-
 int
 vip_in_sync(const struct vip *v)
 {
     return v->synced && v->pending == 0 && v->dump_seq == 0;
-}
-
-void
-vip_get_stats(const struct vip *v, struct vip_stats *st)
-{
-    *st = v->st;
 }
 
 /* ---- ferry cleanup ---------------------------------------------------- */

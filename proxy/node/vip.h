@@ -38,9 +38,6 @@ struct vip;
 struct vip *vip_new(struct ev_loop *loop, const char *ifname, struct err *e);
 void vip_free(struct vip *v);
 
-/* The interface actually used. */
-const char *vip_ifname(const struct vip *v);
-
 /* Make <ips> (ports ignored; copied) the wanted set; reconciles in the
  * background. */
 int vip_set(struct vip *v, const struct saddr *ips, size_t n);
@@ -49,11 +46,8 @@ int vip_set(struct vip *v, const struct saddr *ips, size_t n);
  * reconciliation and no request is outstanding. */
 int vip_in_sync(const struct vip *v);
 
-struct vip_stats {
-    uint64_t added, removed, errors, resyncs;
-    size_t owned; /* ferry's addresses on the interface after the last dump */
-};
-void vip_get_stats(const struct vip *v, struct vip_stats *st);
+/* Its counters (changes, errors, resyncs, addresses held) are in the
+ * data plane's stats_proc (stats.h), exposed as ferry_node_address_*. */
 
 /*
  * `ferry cleanup`: remove every address carrying VIP_PROTO from every

@@ -163,6 +163,27 @@ write_process(struct sbuf *b, int ready)
            "budget or limit refused it (its bytes were copied instead).");
     sbuf_printf(b, "ferry_relay_pipes_denied_total %llu\n",
                 (unsigned long long)stats_get(&stats_proc.pipes_denied));
+    family(b, "ferry_node_addresses", "gauge",
+           "Service addresses ferry holds on the node's interface "
+           "(Kubernetes mode, node.vip_interface).");
+    sbuf_printf(b, "ferry_node_addresses %llu\n",
+                (unsigned long long)stats_get(&stats_proc.vip_owned));
+    family(b, "ferry_node_address_changes_total", "counter",
+           "Service addresses added to or removed from the interface.");
+    sbuf_printf(b, "ferry_node_address_changes_total{op=\"add\"} %llu\n",
+                (unsigned long long)stats_get(&stats_proc.vip_added));
+    sbuf_printf(b, "ferry_node_address_changes_total{op=\"remove\"} %llu\n",
+                (unsigned long long)stats_get(&stats_proc.vip_removed));
+    family(b, "ferry_node_address_errors_total", "counter",
+           "Netlink requests for service addresses that failed or went "
+           "unanswered.");
+    sbuf_printf(b, "ferry_node_address_errors_total %llu\n",
+                (unsigned long long)stats_get(&stats_proc.vip_errors));
+    family(b, "ferry_node_address_resyncs_total", "counter",
+           "Full dumps of the interface's addresses (start, errors, "
+           "lost notifications).");
+    sbuf_printf(b, "ferry_node_address_resyncs_total %llu\n",
+                (unsigned long long)stats_get(&stats_proc.vip_resyncs));
     family(b, "ferry_log_lines_dropped_total", "counter",
            "Log lines dropped because stderr would have blocked.");
     sbuf_printf(b, "ferry_log_lines_dropped_total %llu\n",
