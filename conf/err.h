@@ -34,8 +34,11 @@ int err_set(struct err *e, const char *fmt, ...)
 int err_set_at(struct err *e, int line, int col, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
+/* Room for what err_str() writes: file, position, object and message. */
+#define ERR_STR_MAX 1024
+
 /* Format <e> as "FILE:LINE:COL: message" (or the parts that are known)
- * into <out>. Returns <out>. */
+ * into <out> (ERR_STR_MAX bytes hold it whole). Returns <out>. */
 const char *err_str(const struct err *e, char *out, size_t outlen);
 
 #endif

@@ -111,7 +111,7 @@ static void
 daemon_reload(struct daemon *d)
 {
     const char *name = d->o.config ? d->o.config : "<built-in>";
-    char msg[1024];
+    char msg[ERR_STR_MAX];
     struct conf *c;
     struct err e;
 
@@ -201,7 +201,7 @@ static int
 daemon_start_kube(struct daemon *d, const struct conf *c)
 {
     struct admin_hooks hooks;
-    char msg[1024];
+    char msg[ERR_STR_MAX];
     struct err e;
 
     err_clear(&e);
@@ -224,7 +224,7 @@ static int
 daemon_run(const struct opts *o)
 {
     struct daemon d;
-    char msg[1024];
+    char msg[ERR_STR_MAX];
     struct conf *c;
     struct err e;
 
@@ -302,7 +302,7 @@ daemon_run(const struct opts *o)
 static int
 check_config(const char *path)
 {
-    char msg[1024];
+    char msg[ERR_STR_MAX];
     struct conf *c;
     struct err e;
 
@@ -321,7 +321,7 @@ check_config(const char *path)
 static int
 cleanup(void)
 {
-    char msg[512];
+    char msg[ERR_STR_MAX];
     struct err e;
     int n;
 

@@ -437,7 +437,7 @@ vip_set(struct vip *v, const struct saddr *ips, size_t n)
     for (i = 0; i < n; i++) {
         struct saddr ip = ip_only(&ips[i]);
         if (!ipset_has(&v->want, &ip) && ipset_add(&v->want, &ip) < 0)
-            return -ENOMEM;
+            return -1; /* out of memory */
     }
     vip_start_dump(v);
     return 0;

@@ -39,7 +39,8 @@ struct vip *vip_new(struct ev_loop *loop, const char *ifname, struct err *e);
 void vip_free(struct vip *v);
 
 /* Make <ips> (ports ignored; copied) the wanted set; reconciles in the
- * background. */
+ * background. Returns 0, or -1 when out of memory (the wanted set is
+ * then partial; the next call starts over). */
 int vip_set(struct vip *v, const struct saddr *ips, size_t n);
 
 /* Nonzero once the kernel state matched the wanted set at the last

@@ -38,7 +38,7 @@ ctl_init(struct ctl *c, struct ev_loop *loop, struct proxy *p)
 void
 ctl_configure(struct ctl *c, const struct conf *conf)
 {
-    char msg[512];
+    char msg[ERR_STR_MAX];
     struct err e;
 
     err_clear(&e);
