@@ -12,7 +12,7 @@
 #include <unistd.h>
 
 #include "bnet.h"
-#include "hist.h"
+#include "lathist.h"
 #include "loadgen.h"
 #include "parse.h"
 
@@ -106,7 +106,7 @@ struct lg {
     ev_prepare prepare;
     ev_idle kick;
     ev_signal sigint, sigterm;
-    struct hist hist;
+    struct lathist hist;
     char rbuf[LG_RBUF];
 };
 
@@ -233,7 +233,7 @@ lg_begin_request(struct lg *lg, struct lconn *c)
 static void
 lg_reply_done(struct lg *lg, struct lconn *c)
 {
-    hist_add(&lg->hist, bnet_now_ns() - c->t0);
+    lathist_add(&lg->hist, bnet_now_ns() - c->t0);
     lg->done++;
     switch (lg->o.mode) {
     case LG_CONNRATE:
@@ -593,11 +593,11 @@ lg_print_json(const struct lg *lg, double secs)
            "\"p999_us\":%.1f,\"max_us\":%.1f}\n",
            (unsigned long long)lg->hist.count,
            lg_us(lg->hist.count ? lg->hist.min : 0),
-           hist_mean(&lg->hist) / 1000.0,
-           lg_us(hist_quantile(&lg->hist, 0.50)),
-           lg_us(hist_quantile(&lg->hist, 0.90)),
-           lg_us(hist_quantile(&lg->hist, 0.99)),
-           lg_us(hist_quantile(&lg->hist, 0.999)), lg_us(lg->hist.max));
+           lathist_mean(&lg->hist) / 1000.0,
+           lg_us(lathist_quantile(&lg->hist, 0.50)),
+           lg_us(lathist_quantile(&lg->hist, 0.90)),
+           lg_us(lathist_quantile(&lg->hist, 0.99)),
+           lg_us(lathist_quantile(&lg->hist, 0.999)), lg_us(lg->hist.max));
     fflush(stdout);
 }
 
@@ -630,10 +630,10 @@ lg_print_summary(const struct lg *lg, double secs)
         fprintf(stderr,
                 "  latency us: p50 %.1f  p90 %.1f  p99 %.1f  p99.9 %.1f  "
                 "max %.1f  (%llu samples)\n",
-                lg_us(hist_quantile(&lg->hist, 0.50)),
-                lg_us(hist_quantile(&lg->hist, 0.90)),
-                lg_us(hist_quantile(&lg->hist, 0.99)),
-                lg_us(hist_quantile(&lg->hist, 0.999)), lg_us(lg->hist.max),
+                lg_us(lathist_quantile(&lg->hist, 0.50)),
+                lg_us(lathist_quantile(&lg->hist, 0.90)),
+                lg_us(lathist_quantile(&lg->hist, 0.99)),
+                lg_us(lathist_quantile(&lg->hist, 0.999)), lg_us(lg->hist.max),
                 (unsigned long long)lg->hist.count);
 }
 
@@ -861,7 +861,7 @@ lg_setup(struct lg *lg)
         return -1;
     }
     ev_set_userdata(lg->loop, lg);
-    hist_init(&lg->hist);
+    lathist_init(&lg->hist);
     for (unsigned i = 0; i < lg->nslots; i++) {
         struct lconn *c = &lg->c[i];
 

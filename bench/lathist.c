@@ -1,47 +1,47 @@
 #include <string.h>
 
-#include "hist.h"
+#include "lathist.h"
 
 void
-hist_init(struct hist *h)
+lathist_init(struct lathist *h)
 {
     memset(h, 0, sizeof(*h));
     h->min = UINT64_MAX;
 }
 
 unsigned
-hist_index(uint64_t ns)
+lathist_index(uint64_t ns)
 {
     unsigned msb, e, idx;
 
-    if (ns < 2 * HIST_SUB)
+    if (ns < 2 * LATHIST_SUB)
         return (unsigned)ns;
     msb = 63u - (unsigned)__builtin_clzll(ns);
-    e = msb - HIST_SUB_BITS; /* >= 1: ns >> e lies in [SUB, 2*SUB) */
-    idx = 2 * HIST_SUB + (e - 1) * HIST_SUB
-          + (unsigned)((ns >> e) - HIST_SUB);
-    return idx < HIST_BUCKETS ? idx : HIST_BUCKETS - 1;
+    e = msb - LATHIST_SUB_BITS; /* >= 1: ns >> e lies in [SUB, 2*SUB) */
+    idx = 2 * LATHIST_SUB + (e - 1) * LATHIST_SUB
+          + (unsigned)((ns >> e) - LATHIST_SUB);
+    return idx < LATHIST_BUCKETS ? idx : LATHIST_BUCKETS - 1;
 }
 
 void
-hist_bucket_range(unsigned idx, uint64_t *lo, uint64_t *hi)
+lathist_bucket_range(unsigned idx, uint64_t *lo, uint64_t *hi)
 {
     unsigned e, m;
 
-    if (idx < 2 * HIST_SUB) {
+    if (idx < 2 * LATHIST_SUB) {
         *lo = *hi = idx;
         return;
     }
-    e = (idx - 2 * HIST_SUB) / HIST_SUB + 1;
-    m = (idx - 2 * HIST_SUB) % HIST_SUB + HIST_SUB;
+    e = (idx - 2 * LATHIST_SUB) / LATHIST_SUB + 1;
+    m = (idx - 2 * LATHIST_SUB) % LATHIST_SUB + LATHIST_SUB;
     *lo = (uint64_t)m << e;
     *hi = *lo + ((uint64_t)1 << e) - 1;
 }
 
 void
-hist_add(struct hist *h, uint64_t ns)
+lathist_add(struct lathist *h, uint64_t ns)
 {
-    h->b[hist_index(ns)]++;
+    h->b[lathist_index(ns)]++;
     h->count++;
     h->sum += (double)ns;
     if (ns < h->min)
@@ -51,7 +51,7 @@ hist_add(struct hist *h, uint64_t ns)
 }
 
 uint64_t
-hist_quantile(const struct hist *h, double q)
+lathist_quantile(const struct lathist *h, double q)
 {
     uint64_t rank, seen = 0, lo, hi, mid;
     unsigned i;
@@ -68,12 +68,12 @@ hist_quantile(const struct hist *h, double q)
         rank++;
     if (rank == 0)
         rank = 1;
-    for (i = 0; i < HIST_BUCKETS; i++) {
+    for (i = 0; i < LATHIST_BUCKETS; i++) {
         seen += h->b[i];
         if (seen >= rank)
             break;
     }
-    hist_bucket_range(i < HIST_BUCKETS ? i : HIST_BUCKETS - 1, &lo, &hi);
+    lathist_bucket_range(i < LATHIST_BUCKETS ? i : LATHIST_BUCKETS - 1, &lo, &hi);
     mid = lo + (hi - lo) / 2;
     if (mid < h->min)
         mid = h->min;
@@ -83,7 +83,7 @@ hist_quantile(const struct hist *h, double q)
 }
 
 double
-hist_mean(const struct hist *h)
+lathist_mean(const struct lathist *h)
 {
     return h->count > 0 ? h->sum / (double)h->count : 0;
 }

@@ -1,4 +1,4 @@
-/* Unit tests for the load generator's latency histogram (bench/hist.c):
+/* Unit tests for the load generator's latency histogram (bench/lathist.c):
  * percentiles must be within the bucket resolution of the exact ones. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -8,10 +8,10 @@
 
 #include <cmocka.h>
 
-#include "hist.h"
+#include "lathist.h"
 
-/* Relative width of a bucket: 1 / HIST_SUB, with slack for the middle. */
-#define REL_ERR (1.0 / HIST_SUB + 1e-9)
+/* Relative width of a bucket: 1 / LATHIST_SUB, with slack for the middle. */
+#define REL_ERR (1.0 / LATHIST_SUB + 1e-9)
 
 static void
 test_buckets_cover_values(void **state)
@@ -21,11 +21,11 @@ test_buckets_cover_values(void **state)
 
     (void)state;
     for (v = 0; v < (1ull << 40); v = v * 3 / 2 + 1) {
-        i = hist_index(v);
-        assert_true(i < HIST_BUCKETS);
+        i = lathist_index(v);
+        assert_true(i < LATHIST_BUCKETS);
         assert_true(i >= prev); /* monotonic */
         prev = i;
-        hist_bucket_range(i, &lo, &hi);
+        lathist_bucket_range(i, &lo, &hi);
         assert_true(lo <= v && v <= hi);
     }
 }
@@ -43,20 +43,20 @@ test_quantiles_close_to_exact(void **state)
 {
     static uint64_t v[100000];
     static const double qs[] = {0.5, 0.9, 0.99, 0.999};
-    struct hist *h = malloc(sizeof(*h));
+    struct lathist *h = malloc(sizeof(*h));
     size_t i, n = sizeof(v) / sizeof(v[0]);
     uint64_t x = 88172645463325252ull;
 
     (void)state;
     assert_non_null(h);
-    hist_init(h);
+    lathist_init(h);
     for (i = 0; i < n; i++) {
         /* A long-tailed spread from 1 us to ~10 ms. */
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
         v[i] = 1000 + (x % 1000) * (x % 1000) * (x % 10 + 1);
-        hist_add(h, v[i]);
+        lathist_add(h, v[i]);
     }
     qsort(v, n, sizeof(v[0]), cmp_u64);
     assert_int_equal(h->count, n);
@@ -64,7 +64,7 @@ test_quantiles_close_to_exact(void **state)
     assert_int_equal(h->max, v[n - 1]);
     for (i = 0; i < sizeof(qs) / sizeof(qs[0]); i++) {
         double exact = (double)v[(size_t)(qs[i] * (double)(n - 1))];
-        double got = (double)hist_quantile(h, qs[i]);
+        double got = (double)lathist_quantile(h, qs[i]);
         assert_true(got >= exact * (1 - REL_ERR) - 1);
         assert_true(got <= exact * (1 + REL_ERR) + 1);
     }
@@ -74,16 +74,16 @@ test_quantiles_close_to_exact(void **state)
 static void
 test_empty_and_single(void **state)
 {
-    struct hist h;
+    struct lathist h;
 
     (void)state;
-    hist_init(&h);
+    lathist_init(&h);
     assert_int_equal(h.count, 0);
-    hist_add(&h, 12345);
+    lathist_add(&h, 12345);
     assert_int_equal(h.count, 1);
-    assert_in_range(hist_quantile(&h, 0.5), 12345 * (1 - REL_ERR),
+    assert_in_range(lathist_quantile(&h, 0.5), 12345 * (1 - REL_ERR),
                     12345 * (1 + REL_ERR));
-    assert_in_range(hist_mean(&h), 12344, 12346);
+    assert_in_range(lathist_mean(&h), 12344, 12346);
 }
 
 int
