@@ -19,6 +19,12 @@
 /* Largest config accepted, file or buffer. */
 #define CONF_FILE_MAX (4u << 20)
 
+/* Lists and mappings nested in one another, at most. ferry's schema needs
+ * six (services, a service, its backends, a backend, in the top-level
+ * mapping); 32 leaves room for new sections and still stops a hostile
+ * file after a few dozen bytes. */
+#define CONF_DEPTH_MAX 32
+
 #define CONF_ADMIN_LISTEN_DEFAULT "127.0.0.1:9990"
 #define CONF_STR_MAX              1023
 

@@ -8,9 +8,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-#include <yaml.h>
 
 #include "log.h"
+#include "ydoc.h"
 
 /* Read a whole small file (non-blocking open, capped). Returns 0 or
  * -errno; the result is NUL-terminated. */
@@ -295,8 +295,13 @@ fail:
 
 /* --- kubeconfig ------------------------------------------------------ */
 
+/* Kubeconfigs come from other tools, which may add "extensions:" of any
+ * shape: a generous nesting cap, far above the seven levels of an exec
+ * plugin's env list, that still stops a hostile file at once. */
+static const struct ydoc_limits kcfg_limits = {64, 65536};
+
 struct kcfg {
-    yaml_document_t doc;
+    struct ydoc *doc;
     const char *name; /* file name for errors */
     char *dir;        /* its directory, for relative paths */
     struct err *e;
@@ -308,12 +313,12 @@ str_eq_safe(const char *a, const char *b)
     return a != NULL && b != NULL && strcmp(a, b) == 0;
 }
 
-static int node_err(struct kcfg *k, const yaml_node_t *n, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+static int node_err(struct kcfg *k, const struct ydoc_node *n,
+                    const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 /* Fill the error with the node's position in the file. Returns -1. */
 static int
-node_err(struct kcfg *k, const yaml_node_t *n, const char *fmt, ...)
+node_err(struct kcfg *k, const struct ydoc_node *n, const char *fmt, ...)
 {
     char msg[ERR_MSG_MAX];
     va_list ap;
@@ -323,58 +328,45 @@ node_err(struct kcfg *k, const yaml_node_t *n, const char *fmt, ...)
     va_end(ap);
     snprintf(k->e->file, sizeof(k->e->file), "%s", k->name);
     if (n != NULL)
-        return err_set_at(k->e, (int)n->start_mark.line + 1,
-                          (int)n->start_mark.column + 1, "%s", msg);
+        return err_set_at(k->e, n->pos.line, n->pos.col, "%s", msg);
     return err_set(k->e, "%s", msg);
 }
 
 static const char *
-scalar(const yaml_node_t *n)
+scalar(const struct kcfg *k, const struct ydoc_node *n)
 {
-    return n != NULL && n->type == YAML_SCALAR_NODE
-               ? (const char *)n->data.scalar.value
-               : NULL;
+    return n != NULL && n->type == YDOC_SCALAR ? ydoc_str(k->doc, n) : NULL;
 }
 
-/* Value node of <key> in mapping <map>, or NULL. */
-static yaml_node_t *
-map_get(struct kcfg *k, const yaml_node_t *map, const char *key)
+/* Value node of <key> in mapping <map>, or NULL. Every walk of the tree
+ * is bounded by its size with aliases expanded, which ydoc caps. */
+static const struct ydoc_node *
+map_get(struct kcfg *k, const struct ydoc_node *map, const char *key)
 {
-    yaml_node_pair_t *p;
-
-    if (map == NULL || map->type != YAML_MAPPING_NODE)
-        return NULL;
-    for (p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top;
-         p++) {
-        const char *ks = scalar(yaml_document_get_node(&k->doc, p->key));
-        if (ks != NULL && strcmp(ks, key) == 0)
-            return yaml_document_get_node(&k->doc, p->value);
-    }
-    return NULL;
+    return ydoc_get(k->doc, map, key);
 }
 
 /* In list <key> of the root, the entry named <name>; returns its <sub>
  * mapping ("cluster", "user", "context"). */
-static yaml_node_t *
+static const struct ydoc_node *
 named_entry(struct kcfg *k, const char *key, const char *name, const char *sub,
-            const yaml_node_t *ref)
+            const struct ydoc_node *ref)
 {
-    yaml_node_t *root = yaml_document_get_root_node(&k->doc);
-    yaml_node_t *list = map_get(k, root, key), *m;
-    yaml_node_item_t *it;
+    const struct ydoc_node *root = ydoc_root(k->doc);
+    const struct ydoc_node *list = map_get(k, root, key), *m;
+    size_t i;
 
-    if (list != NULL && list->type != YAML_SEQUENCE_NODE) {
+    if (list != NULL && list->type != YDOC_LIST) {
         node_err(k, list, "%s must be a list", key);
         return NULL;
     }
-    for (it = list ? list->data.sequence.items.start : NULL;
-         list != NULL && it < list->data.sequence.items.top; it++) {
-        m = yaml_document_get_node(&k->doc, *it);
-        if (str_eq_safe(scalar(map_get(k, m, "name")), name)) {
-            yaml_node_t *v = map_get(k, m, sub);
-            if (v == NULL || v->type != YAML_MAPPING_NODE)
+    for (i = 0; list != NULL && i < list->len; i++) {
+        m = ydoc_item(k->doc, list, i);
+        if (str_eq_safe(scalar(k, map_get(k, m, "name")), name)) {
+            const struct ydoc_node *v = map_get(k, m, sub);
+            if (v == NULL || v->type != YDOC_MAP)
                 node_err(k, m, "entry has no %s mapping", sub);
-            return v != NULL && v->type == YAML_MAPPING_NODE ? v : NULL;
+            return v != NULL && v->type == YDOC_MAP ? v : NULL;
         }
     }
     node_err(k, ref, "%s \"%s\" not found in %s", sub, name, key);
@@ -384,11 +376,11 @@ named_entry(struct kcfg *k, const char *key, const char *name, const char *sub,
 /* Optional string field; with <is_path> resolved against the file's
  * directory. Empty counts as absent. */
 static int
-get_str(struct kcfg *k, const yaml_node_t *map, const char *key, int is_path,
+get_str(struct kcfg *k, const struct ydoc_node *map, const char *key, int is_path,
         char **out)
 {
-    yaml_node_t *n = map_get(k, map, key);
-    const char *v = scalar(n);
+    const struct ydoc_node *n = map_get(k, map, key);
+    const char *v = scalar(k, n);
 
     if (n == NULL)
         return 0;
@@ -404,11 +396,11 @@ get_str(struct kcfg *k, const yaml_node_t *map, const char *key, int is_path,
 }
 
 static int
-get_data(struct kcfg *k, const yaml_node_t *map, const char *key,
+get_data(struct kcfg *k, const struct ydoc_node *map, const char *key,
          struct kcred_blob *b)
 {
-    yaml_node_t *n = map_get(k, map, key);
-    const char *v = scalar(n);
+    const struct ydoc_node *n = map_get(k, map, key);
+    const char *v = scalar(k, n);
 
     if (n == NULL)
         return 0;
@@ -422,12 +414,12 @@ get_data(struct kcfg *k, const yaml_node_t *map, const char *key,
 }
 
 static int
-get_bool(struct kcfg *k, const yaml_node_t *map, const char *key, int *out)
+get_bool(struct kcfg *k, const struct ydoc_node *map, const char *key, int *out)
 {
     static const char *const yes[] = {"true", "True", "TRUE", "yes", "on"};
     static const char *const no[] = {"false", "False", "FALSE", "no", "off"};
-    yaml_node_t *n = map_get(k, map, key);
-    const char *v = scalar(n);
+    const struct ydoc_node *n = map_get(k, map, key);
+    const char *v = scalar(k, n);
     size_t i;
 
     if (n == NULL)
@@ -442,9 +434,9 @@ get_bool(struct kcfg *k, const yaml_node_t *map, const char *key, int *out)
 }
 
 static int
-load_cluster(struct kcfg *k, const yaml_node_t *cl, struct kcred *c)
+load_cluster(struct kcfg *k, const struct ydoc_node *cl, struct kcred *c)
 {
-    yaml_node_t *srv = map_get(k, cl, "server");
+    const struct ydoc_node *srv = map_get(k, cl, "server");
 
     if (get_str(k, cl, "server", 0, &c->server) < 0
         || get_str(k, cl, "certificate-authority", 1, &c->ca_file) < 0
@@ -468,14 +460,14 @@ load_cluster(struct kcfg *k, const yaml_node_t *cl, struct kcred *c)
 }
 
 static int
-load_user(struct kcfg *k, const yaml_node_t *u, struct kcred *c)
+load_user(struct kcfg *k, const struct ydoc_node *u, struct kcred *c)
 {
     static const char *const unsupported[] = {"exec", "auth-provider",
                                               "username", "password"};
     size_t i;
 
     for (i = 0; i < sizeof(unsupported) / sizeof(unsupported[0]); i++) {
-        yaml_node_t *n = map_get(k, u, unsupported[i]);
+        const struct ydoc_node *n = map_get(k, u, unsupported[i]);
         if (n != NULL)
             return node_err(k, n,
                             "user key \"%s\" is not supported: use a "
@@ -499,20 +491,20 @@ load_user(struct kcfg *k, const yaml_node_t *u, struct kcred *c)
 static int
 load_doc(struct kcfg *k, struct kcred *c)
 {
-    yaml_node_t *root = yaml_document_get_root_node(&k->doc);
-    yaml_node_t *cur = map_get(k, root, "current-context");
-    yaml_node_t *ctx, *cl, *u;
+    const struct ydoc_node *root = ydoc_root(k->doc);
+    const struct ydoc_node *cur = map_get(k, root, "current-context");
+    const struct ydoc_node *ctx, *cl, *u;
     const char *cn, *un;
 
-    if (root == NULL || root->type != YAML_MAPPING_NODE)
+    if (root == NULL || root->type != YDOC_MAP)
         return node_err(k, root, "%s", "not a kubeconfig (want a mapping)");
-    if (scalar(cur) == NULL || scalar(cur)[0] == '\0')
+    if (scalar(k, cur) == NULL || scalar(k, cur)[0] == '\0')
         return node_err(k, cur ? cur : root, "%s", "no current-context set");
-    ctx = named_entry(k, "contexts", scalar(cur), "context", cur);
+    ctx = named_entry(k, "contexts", scalar(k, cur), "context", cur);
     if (ctx == NULL)
         return -1;
-    cn = scalar(map_get(k, ctx, "cluster"));
-    un = scalar(map_get(k, ctx, "user"));
+    cn = scalar(k, map_get(k, ctx, "cluster"));
+    un = scalar(k, map_get(k, ctx, "user"));
     if (cn == NULL)
         return node_err(k, ctx, "%s", "context names no cluster");
     cl = named_entry(k, "clusters", cn, "cluster", map_get(k, ctx, "cluster"));
@@ -531,7 +523,6 @@ kcred_from_kubeconfig_buf(const char *name, const char *buf, size_t len,
                           struct err *e)
 {
     struct kcred *c = calloc(1, sizeof(*c));
-    yaml_parser_t p;
     struct kcfg k;
     const char *slash = strrchr(name, '/');
     int rc = -1;
@@ -541,24 +532,19 @@ kcred_from_kubeconfig_buf(const char *name, const char *buf, size_t len,
     k.e = e;
     k.dir = slash ? strndup(name, (size_t)(slash - name) + (slash == name))
                   : strdup(".");
-    if (c == NULL || k.dir == NULL || !yaml_parser_initialize(&p)) {
+    if (c == NULL || k.dir == NULL) {
         free(k.dir);
         free(c);
         err_set(e, "out of memory");
         return NULL;
     }
     c->source = "kubeconfig";
-    yaml_parser_set_input_string(&p, (const unsigned char *)buf, len);
-    if (!yaml_parser_load(&p, &k.doc)) {
-        snprintf(e->file, sizeof(e->file), "%s", name);
-        err_set_at(e, (int)p.problem_mark.line + 1,
-                   (int)p.problem_mark.column + 1, "%s",
-                   p.problem ? p.problem : "YAML error");
-    } else {
+    snprintf(e->file, sizeof(e->file), "%s", name);
+    k.doc = ydoc_load(buf, len, &kcfg_limits, e);
+    if (k.doc != NULL) {
         rc = load_doc(&k, c);
-        yaml_document_delete(&k.doc);
+        ydoc_free(k.doc);
     }
-    yaml_parser_delete(&p);
     free(k.dir);
     if (rc < 0) {
         kcred_free(c);

@@ -7,6 +7,7 @@ contract fixes the line, not which token of it is blamed.
 
 import re
 import subprocess
+import time
 
 import pytest
 
@@ -216,3 +217,59 @@ def test_run_with_bad_file_fails(ferry_bin, tmp_path, case):
     assert r.returncode != 0
     # Running (not check-config), the error may come as a log line.
     check_error(r.stderr, str(p), text, line, anchored=False)
+
+
+def _block_maps(levels):
+    return "".join(" " * i + "a:\n" for i in range(levels))
+
+
+def _alias_bomb():
+    rows = ["a: &a [" + ", ".join(["x"] * 10) + "]"]
+    for prev, name in zip("abcdefgh", "bcdefghi"):
+        rows.append(f"{name}: &{name} [" + ", ".join([f"*{prev}"] * 10) + "]")
+    return "\n".join(rows) + "\n"
+
+
+# id -> (text, error line, start of the message). Each is a few hundred KB
+# to a few MB, under the 4 MiB cap, and once took libyaml from seconds to
+# minutes (100,000 nested "[" took 73 s).
+HOSTILE = {
+    "flow-lists": ("services: " + "[" * 100000, 1,
+                   "lists and mappings nested too deeply (max 32)"),
+    "flow-maps": ("services: " + "{" * 100000, 1,
+                  "lists and mappings nested too deeply (max 32)"),
+    "flow-mixed": ("services: " + "[{" * 50000, 1,
+                   "lists and mappings nested too deeply (max 32)"),
+    "block-lists": ("services:\n" + "- " * 100000, 2,
+                    "lists and mappings nested too deeply (max 32)"),
+    "block-maps": (_block_maps(2000), 33,
+                   "lists and mappings nested too deeply (max 32)"),
+    "anchors": ("x: [" + ", ".join(f"&a{i} v" for i in range(200000))
+                + "]\n", 1, 'unknown key "x"'),
+    "directives": ("".join(f"%TAG !t{i}! tag:x:\n" for i in range(100000))
+                   + "---\nservices: []\n", 17,
+                   "too many YAML directives (max 16)"),
+    "alias-bomb": (_alias_bomb(), 5,
+                   "aliases expand the document to too many nodes"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE))
+def test_hostile_yaml_is_refused_quickly(ferry_bin, tmp_path, case):
+    """A file built to make the YAML parser slow is refused, with its
+    position, in time proportional to its size (the bound is generous for
+    sanitizer builds; before the fix these took 3 s to minutes)."""
+    text, line, msg = HOSTILE[case]
+    assert len(text) < 4 << 20
+    p = tmp_path / f"{case}.yaml"
+    p.write_text(text)
+    limit = ft.scaled(5)
+    start = time.monotonic()
+    try:
+        r = ft.run_ferry(["check-config", str(p)], timeout=limit)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"check-config took over {limit:.0f} s")
+    took = time.monotonic() - start
+    assert r.returncode == 1, r.stderr
+    assert check_error(r.stderr, str(p), text, line).startswith(msg), r.stderr
+    assert took < limit

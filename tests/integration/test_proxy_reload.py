@@ -89,3 +89,24 @@ def test_reload_changes_weights(start_ferry, backends):
     off = f.reload(ft.config([ft.service("w", listen, [(a, 1), (b, 0)])]))
     f.wait_log(r"reload: applied", start=off)
     assert [ft.hello(listen) for _ in range(4)] == ["a"] * 4
+
+
+def test_reload_refuses_deep_nesting_quickly(start_ferry, backends):
+    """A reload with 100,000 nested "[" (once a minute-long stall of the
+    control loop) is rejected at once, with the position, and the running
+    configuration keeps serving."""
+    a = backends("a")
+    listen = ft.free_addr()
+    f = start_ferry(ft.config([ft.service("s", listen, [a])]))
+    assert ft.hello(listen) == "a"
+    for deep in ("services: " + "[" * 100000,
+                 "services:\n" + "- " * 100000):
+        off = f.reload(deep)
+        m = f.wait_log(r"reload: rejected.*", start=off,
+                       timeout=ft.scaled(5))
+        assert re.search(re.escape(str(f.config_path))
+                         + r":\d+:\d+: lists and mappings nested too deeply "
+                           r"\(max 32\)", m.group(0)), m.group(0)
+        assert "reload: applied" not in f.log_text(off)
+        assert ft.hello(listen) == "a"
+        assert f.alive()

@@ -687,6 +687,88 @@ test_err_alias_bomb(void **state)
     free(yaml);
 }
 
+/* A file nested 100,000 deep (200 KB, well under the size cap) is refused
+ * at the level past CONF_DEPTH_MAX, however it nests, instead of making
+ * libyaml's scanner walk every open level for each token. */
+static void
+test_err_nesting(void **state)
+{
+    static const struct {
+        const char *head, *unit;
+        int line, col;
+    } cases[] = {
+        /* The top-level mapping is level 1. */
+        {"services: ", "[", 1, 11 + CONF_DEPTH_MAX - 1},
+        {"services: ", "{", 1, 11 + CONF_DEPTH_MAX - 1},
+        {"services: ", "[{", 1, 11 + CONF_DEPTH_MAX - 1},
+        {"services:\n", "- ", 2, 1 + 2 * (CONF_DEPTH_MAX - 1)},
+    };
+    size_t i, j, cap = 300000, n;
+    char *yaml = malloc(cap);
+    struct err e;
+
+    (void)state;
+    assert_non_null(yaml);
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        size_t u = strlen(cases[i].unit);
+        n = (size_t)snprintf(yaml, cap, "%s", cases[i].head);
+        for (j = 0; j < 100000 && n + u < cap; j++, n += u)
+            memcpy(yaml + n, cases[i].unit, u);
+        assert_null(conf_load_buf("deep.yaml", yaml, n, &e));
+        if (e.line != cases[i].line || e.col != cases[i].col
+            || strstr(e.msg, "lists and mappings nested too deeply (max 32)")
+                   == NULL)
+            fail_msg("%s: got %d:%d %s", cases[i].unit, e.line, e.col, e.msg);
+    }
+    /* Block mappings, one more indent per line: refused on line 33. */
+    for (n = 0, i = 0; i < 2000 && n + i + 8 < cap; i++)
+        n += (size_t)snprintf(yaml + n, cap - n, "%*sa:\n", (int)i, "");
+    assert_null(conf_load_buf("deep.yaml", yaml, n, &e));
+    assert_int_equal(e.line, CONF_DEPTH_MAX + 1);
+    assert_int_equal(e.col, CONF_DEPTH_MAX + 1);
+    assert_non_null(strstr(e.msg, "nested too deeply"));
+    /* 32 levels are YAML the loader takes; the schema then says no. */
+    n = (size_t)snprintf(yaml, cap, "services: ");
+    for (j = 0; j < CONF_DEPTH_MAX - 1; j++)
+        yaml[n++] = '[';
+    for (j = 0; j < CONF_DEPTH_MAX - 1; j++)
+        yaml[n++] = ']';
+    assert_null(conf_load_buf("deep.yaml", yaml, n, &e));
+    assert_non_null(strstr(e.msg, "expected a mapping, got a list"));
+    free(yaml);
+}
+
+/* Many anchors, and directives past the limit, are refused or decoded
+ * without the loader comparing each with all the others. */
+static void
+test_err_anchors_directives(void **state)
+{
+    size_t cap = 4 << 20, n = 0;
+    char *yaml = malloc(cap);
+    struct err e;
+    int i;
+
+    (void)state;
+    assert_non_null(yaml);
+    n += (size_t)snprintf(yaml + n, cap - n, "x: [");
+    for (i = 0; i < 200000; i++)
+        n += (size_t)snprintf(yaml + n, cap - n, "&a%d v, ", i);
+    n += (size_t)snprintf(yaml + n, cap - n, "*a199999]\n");
+    assert_null(conf_load_buf("anchors.yaml", yaml, n, &e));
+    assert_int_equal(e.line, 1);
+    assert_int_equal(e.col, 1);
+    assert_non_null(strstr(e.msg, "unknown key \"x\""));
+    expect_error("x: [&a 1, &a 2]\n", 1, 11, "anchor &a is defined twice");
+    for (n = 0, i = 0; i < 100000; i++)
+        n += (size_t)snprintf(yaml + n, cap - n, "%%TAG !t%d! tag:x:\n", i);
+    n += (size_t)snprintf(yaml + n, cap - n, "---\nlog: {}\n");
+    assert_null(conf_load_buf("tags.yaml", yaml, n, &e));
+    assert_int_equal(e.line, 17);
+    assert_int_equal(e.col, 1);
+    assert_non_null(strstr(e.msg, "too many YAML directives (max 16)"));
+    free(yaml);
+}
+
 static void
 test_err_too_many(void **state)
 {
@@ -886,6 +968,8 @@ main(void)
         cmocka_unit_test(test_err_multi_document),
         cmocka_unit_test(test_err_alias_bomb),
         cmocka_unit_test(test_err_too_many),
+        cmocka_unit_test(test_err_nesting),
+        cmocka_unit_test(test_err_anchors_directives),
         cmocka_unit_test(test_file),
         cmocka_unit_test(test_file_errors_name_the_file),
         cmocka_unit_test(test_file_too_large),

@@ -218,6 +218,45 @@ test_errors(void **state)
     }
 }
 
+/* Hostile nesting and aliases are refused at once, with a position: the
+ * kubeconfig goes through the same bounded loader as the config. */
+static void
+test_bounds(void **state)
+{
+    size_t cap = 1 << 20, n, i;
+    char *y = malloc(cap);
+    struct kcred *c;
+    struct err e;
+
+    (void)state;
+    assert_non_null(y);
+    n = (size_t)snprintf(y, cap, "current-context: ");
+    for (i = 0; i < 100000; i++)
+        y[n++] = i % 2 ? '{' : '[';
+    y[n] = '\0';
+    c = load(y, &e);
+    assert_null(c);
+    /* The top-level mapping is level 1; the 65th level is refused. */
+    assert_int_equal(e.line, 1);
+    assert_int_equal(e.col, 18 + 63);
+    assert_non_null(strstr(e.msg, "nested too deeply (max 64)"));
+    /* A list of 30,000 aliases of a 1,000-pair mapping would have every
+     * lookup walk 30 million pairs. */
+    n = (size_t)snprintf(y, cap, "big: &b {");
+    for (i = 0; i < 1000; i++)
+        n += (size_t)snprintf(y + n, cap - n, "k%zu: v, ", i);
+    n += (size_t)snprintf(y + n, cap - n, "}\ncurrent-context: x\n"
+                                          "contexts: [");
+    for (i = 0; i < 30000; i++)
+        n += (size_t)snprintf(y + n, cap - n, "*b, ");
+    snprintf(y + n, cap - n, "]\n");
+    c = load(y, &e);
+    assert_null(c);
+    assert_int_equal(e.line, 3);
+    assert_non_null(strstr(e.msg, "aliases expand the document to too many"));
+    free(y);
+}
+
 static void
 test_token_rotation(void **state)
 {
@@ -305,6 +344,7 @@ main(void)
         cmocka_unit_test(test_data),
         cmocka_unit_test(test_insecure),
         cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_bounds),
         cmocka_unit_test(test_token_rotation),
         cmocka_unit_test(test_in_cluster_env),
         cmocka_unit_test(test_base64),
