@@ -26,8 +26,8 @@ enum hconn_phase {
 struct hconn {
     struct httpd *h;
     struct hconn *prev, *next; /* oldest first */
-    struct saddr peer;   /* the client, for the per-source cap */
-    httpd_handler_fn fn; /* copied from the listener at accept */
+    struct saddr peer;         /* the client, for the per-source cap */
+    httpd_handler_fn fn;       /* copied from the listener at accept */
     void *arg;
     unsigned tag;
     struct ev_io io;
@@ -59,7 +59,23 @@ struct httpd {
     int paused; /* out of descriptors: listeners stopped */
     struct ev_timer resume;
     void (*on_pause)(void);
+    /* Per server, so that the admin and node health servers each say
+     * what happens to them. */
+    struct log_ratelimit rl_pause, rl_evict;
 };
+
+/* log_rl() against a limiter of the server's own. */
+#define httpd_log_rl(h, rl, level, ...)                                        \
+    do {                                                                       \
+        uint64_t sup_;                                                         \
+        if (log_enabled(level)                                                 \
+            && log_ratelimit_pass(&(h)->rl, ev_now((h)->loop), &sup_)) {       \
+            log_write(level, __VA_ARGS__);                                     \
+            if (sup_ > 0)                                                      \
+                log_write(level, "%s: (%llu similar messages suppressed)",     \
+                          (h)->name, (unsigned long long)sup_);                \
+        }                                                                      \
+    } while (0)
 
 /* ---- replies ------------------------------------------------------------ */
 
@@ -325,12 +341,12 @@ hconn_make_room(struct httpd *h, const struct saddr *src)
             return -1;
     }
     if (victim != NULL) {
-        log_rl(LOG_INFO, ev_now(h->loop),
-               "%s: %s of %u connections reached: closing the oldest idle "
-               "one for a new one",
-               h->name, same >= h->max_per_source ? "per-client cap" : "cap",
-               same >= h->max_per_source ? h->max_per_source
-                                         : h->max_conns);
+        int own = same >= h->max_per_source;
+        httpd_log_rl(h, rl_evict, LOG_INFO,
+                     "%s: %s of %u connections reached: closing the oldest "
+                     "idle one for a new one",
+                     h->name, own ? "per-client cap" : "cap",
+                     own ? h->max_per_source : h->max_conns);
         hconn_close(victim);
     }
     return 0;
@@ -384,10 +400,10 @@ httpd_pause(struct httpd *h, int err)
     ev_timer_start(h->loop, &h->resume);
     if (h->on_pause != NULL)
         h->on_pause();
-    log_rl(LOG_WARN, ev_now(h->loop),
-           "%s: accept: %s: accepting paused for %.0f ms (%u connections "
-           "open)",
-           h->name, strerror(err), HTTPD_PAUSE_S * 1e3, h->nconns);
+    httpd_log_rl(h, rl_pause, LOG_WARN,
+                 "%s: accept: %s: accepting paused for %.0f ms (%u "
+                 "connections open)",
+                 h->name, strerror(err), HTTPD_PAUSE_S * 1e3, h->nconns);
 }
 
 static void

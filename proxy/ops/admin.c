@@ -23,16 +23,16 @@
 #include "stats.h"
 #include "svc.h"
 
-#define ADMIN_CONNS_MAX   64
-#define ADMIN_REPLY_MAX   (64u << 20) /* metrics of a very large table */
-#define ADMIN_TOKEN_MAX   4096
-#define ADMIN_LOG_BURST   10.0 /* action lines logged at once */
-#define ADMIN_LOG_RATE    1.0  /* then this many a second */
+#define ADMIN_CONNS_MAX 64
+#define ADMIN_REPLY_MAX (64u << 20) /* metrics of a very large table */
+#define ADMIN_TOKEN_MAX 4096
+#define ADMIN_LOG_BURST 10.0 /* action lines logged at once */
+#define ADMIN_LOG_RATE  1.0  /* then this many a second */
 
 enum admin_token_state {
-    ADMIN_TOKEN_OFF = 0,     /* no admin.token_file */
-    ADMIN_TOKEN_ON,          /* token in force */
-    ADMIN_TOKEN_UNREADABLE,  /* set but never read: control refused */
+    ADMIN_TOKEN_OFF = 0,    /* no admin.token_file */
+    ADMIN_TOKEN_ON,         /* token in force */
+    ADMIN_TOKEN_UNREADABLE, /* set but never read: control refused */
 };
 
 /* An operator's override of one backend of one service. */
@@ -537,8 +537,7 @@ control_refused(struct admin *a, const struct httpreq *r, double now,
     if (k > 1 || (k == 1 && (n < 7 || strncasecmp(v, "http://", 7) != 0
                              || !admin_host_ok(a, v + 7, n - 7))))
         why = "control requests from another origin are refused";
-    else if (httpreq_header(r, "host", &v, &n) != 1
-             || !admin_host_ok(a, v, n))
+    else if (httpreq_header(r, "host", &v, &n) != 1 || !admin_host_ok(a, v, n))
         why = "control requests need a Host header naming the admin "
               "address";
     else if (httpreq_header(r, "x-ferry-control", &v, &n) != 1 || n != 1
@@ -692,8 +691,7 @@ admin_load_token(struct admin *a, const char *path)
         return;
     }
     if (a->token_state != ADMIN_TOKEN_ON)
-        log_info("admin: control requests need the bearer token of %s",
-                 path);
+        log_info("admin: control requests need the bearer token of %s", path);
     a->token_state = ADMIN_TOKEN_ON;
 }
 
@@ -778,19 +776,23 @@ control(struct admin *a, const struct httpreq *r, const char *rest,
     }
     ovr_apply(a);
     if (drained == 1)
-        action_log(a, now, "admin: backend %s (%s) of service %s drained: no new "
-                 "connections, %u open continue",
-                 bname, b->addr_str, svc, atomic_load(&b->active));
+        action_log(a, now,
+                   "admin: backend %s (%s) of service %s drained: no new "
+                   "connections, %u open continue",
+                   bname, b->addr_str, svc, atomic_load(&b->active));
     else if (weight == -1)
-        action_log(a, now, "admin: backend %s (%s) of service %s reset to its "
-                 "configuration (weight %u)",
-                 bname, b->addr_str, svc, svc_backend_config_weight(e.s, e.i));
+        action_log(a, now,
+                   "admin: backend %s (%s) of service %s reset to its "
+                   "configuration (weight %u)",
+                   bname, b->addr_str, svc,
+                   svc_backend_config_weight(e.s, e.i));
     else if (drained == 0)
-        action_log(a, now, "admin: backend %s (%s) of service %s enabled", bname,
-                 b->addr_str, svc);
+        action_log(a, now, "admin: backend %s (%s) of service %s enabled",
+                   bname, b->addr_str, svc);
     else
-        action_log(a, now, "admin: backend %s (%s) of service %s weight set to %d",
-                 bname, b->addr_str, svc, weight);
+        action_log(a, now,
+                   "admin: backend %s (%s) of service %s weight set to %d",
+                   bname, b->addr_str, svc, weight);
     control_reply(out, svc, e, now);
 }
 

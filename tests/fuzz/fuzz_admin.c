@@ -31,7 +31,18 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             abort();
         if (r.path[0] != '/' || strlen(r.path) >= sizeof(r.path))
             abort();
+        static const char *const keys[] = {"value"};
+        const char *hv;
+        size_t hl;
+        unsigned k;
+
         httpreq_query(&r, "value", v, sizeof(v));
+        httpreq_query_only(&r, keys, 1);
+        /* Header values lie inside the request, within its length. */
+        k = httpreq_header(&r, "host", &hv, &hl);
+        if (k > r.nhdrs || (k > 0 && (hv < copy || hv + hl > copy + r.length)))
+            abort();
+        httpreq_header(&r, "authorization", NULL, NULL);
         /* A prefix of a complete request is never "bad". */
         if (httpreq_parse(copy, r.length - 1, &r, &why) == HTTPREQ_BAD)
             abort();

@@ -21,7 +21,7 @@ import ferrytest as ft
 def with_admin(config_text, addr, request_timeout="1s"):
     """<config_text> plus an enabled admin server on <addr>."""
     return (config_text.rstrip("\n") + "\nadmin:\n  enabled: true\n"
-            f"  listen: {addr}\n  request_timeout: {request_timeout}\n")
+            f"  listen: \"{addr}\"\n  request_timeout: {request_timeout}\n")
 
 
 # What a control request (POST) must carry besides a Host naming the

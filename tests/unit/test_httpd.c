@@ -296,8 +296,7 @@ test_idle_flood_gives_way(void **state)
     assert_false(closed_by_server(loop, idle[39]));
     /* A probe from the flooding address itself is answered. */
     probe = dial_from(loop, &a, "127.0.0.1");
-    assert_int_equal(send(probe, "GET /healthz HTTP/1.1\r\n\r\n", 26, 0),
-                     26);
+    assert_int_equal(send(probe, "GET /healthz HTTP/1.1\r\n\r\n", 26, 0), 26);
     drain(loop, probe, buf, sizeof(buf));
     assert_non_null(strstr(buf, "HTTP/1.1 200 OK\r\n"));
     assert_string_equal(s.path, "/healthz");
@@ -308,6 +307,70 @@ test_idle_flood_gives_way(void **state)
     assert_string_equal(s.path, "/slow");
     for (i = 0; i < 40; i++)
         close(idle[i]);
+    httpd_free(h);
+    ev_loop_destroy(loop);
+}
+
+static void
+big_handler(void *arg, unsigned tag, const struct httpreq *r, double now,
+            struct sbuf *out)
+{
+    static char chunk[65536];
+    size_t *total = arg;
+    int i;
+
+    (void)tag;
+    (void)r;
+    (void)now;
+    memset(chunk, 'y', sizeof(chunk));
+    httpd_reply(out, 200, "text/plain", "", chunk, 0, 1); /* headers */
+    for (i = 0; i < 256; i++) /* 16 MiB: more than the socket buffers */
+        sbuf_add(out, chunk, sizeof(chunk));
+    *total = out->len;
+}
+
+/* A connection still writing its reply never gives way: at the cap, the
+ * new connection is the one closed. */
+static void
+test_writer_kept_at_cap(void **state)
+{
+    struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
+    struct httpd *h = httpd_new(loop, "test", 32u << 20, 1);
+    struct saddr a = free_addr();
+    static char buf[1 << 16];
+    size_t total = 0, got = 0;
+    struct err e;
+    int rcv = 4096, fd1, fd2, i;
+    ssize_t n;
+
+    (void)state;
+    assert_non_null(httpd_listen(h, &a, big_handler, &total, 0, &e));
+    fd1 = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(fd1 >= 0);
+    setsockopt(fd1, SOL_SOCKET, SO_RCVBUF, &rcv, sizeof(rcv));
+    assert_int_equal(connect(fd1, &a.u.sa, a.len), 0);
+    assert_int_equal(send(fd1, "GET /big HTTP/1.1\r\n\r\n", 21, 0), 21);
+    for (i = 0; i < 50 && total == 0; i++) {
+        ev_run(loop, EVRUN_NOWAIT);
+        usleep(1000);
+    }
+    assert_true(total > (16u << 20));
+    fd2 = dial(loop, &a);
+    assert_true(closed_by_server(loop, fd2));
+    close(fd2);
+    /* The first one reads its whole reply. */
+    for (i = 0; i < 20000; i++) {
+        ev_run(loop, EVRUN_NOWAIT);
+        n = recv(fd1, buf, sizeof(buf), MSG_DONTWAIT);
+        if (n == 0)
+            break;
+        if (n > 0)
+            got += (size_t)n;
+        else
+            usleep(100);
+    }
+    close(fd1);
+    assert_int_equal(got, total);
     httpd_free(h);
     ev_loop_destroy(loop);
 }
@@ -402,6 +465,7 @@ main(void)
         cmocka_unit_test(test_unlisten_while_open),
         cmocka_unit_test(test_cap_and_timeout),
         cmocka_unit_test(test_idle_flood_gives_way),
+        cmocka_unit_test(test_writer_kept_at_cap),
         cmocka_unit_test(test_emfile_pauses),
         cmocka_unit_test(test_listen_error),
     };

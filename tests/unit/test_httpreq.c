@@ -224,8 +224,7 @@ test_query_only(void **state)
 
     (void)state;
     for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        snprintf(req, sizeof(req), "POST %s HTTP/1.1\r\n\r\n",
-                 cases[i].target);
+        snprintf(req, sizeof(req), "POST %s HTTP/1.1\r\n\r\n", cases[i].target);
         assert_int_equal(parse(req, &r), HTTPREQ_OK);
         if (httpreq_query_only(&r, value, 1) != cases[i].ok)
             fail_msg("%s: expected %d", cases[i].target, cases[i].ok);
