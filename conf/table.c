@@ -62,16 +62,24 @@ index_free(struct tbl_index **head)
     }
 }
 
-static const char *const balance_names[TBL_BAL__COUNT] = {
+const char *const tbl_balance_names[TBL_BAL__COUNT + 1] = {
     [TBL_BAL_ROUNDROBIN] = "roundrobin",
     [TBL_BAL_LEASTCONN] = "leastconn",
     [TBL_BAL_RANDOM] = "random",
+    [TBL_BAL__COUNT] = NULL,
+};
+
+const char *const tbl_check_type_names[TBL_CHECK__COUNT + 1] = {
+    [TBL_CHECK_NONE] = "none",
+    [TBL_CHECK_TCP] = "tcp",
+    [TBL_CHECK_HTTP] = "http",
+    [TBL_CHECK__COUNT] = NULL,
 };
 
 const char *
 tbl_balance_name(enum tbl_balance b)
 {
-    return (unsigned)b < TBL_BAL__COUNT ? balance_names[b] : "?";
+    return (unsigned)b < TBL_BAL__COUNT ? tbl_balance_names[b] : "?";
 }
 
 int
@@ -80,12 +88,18 @@ tbl_balance_parse(const char *s, enum tbl_balance *out)
     int i;
 
     for (i = 0; i < TBL_BAL__COUNT; i++) {
-        if (strcmp(s, balance_names[i]) == 0) {
+        if (strcmp(s, tbl_balance_names[i]) == 0) {
             *out = (enum tbl_balance)i;
             return 0;
         }
     }
     return -1;
+}
+
+const char *
+tbl_check_type_name(enum tbl_check_type t)
+{
+    return (unsigned)t < TBL_CHECK__COUNT ? tbl_check_type_names[t] : "?";
 }
 
 struct table *
@@ -264,31 +278,45 @@ table_add_service(struct table *t, const struct tbl_service *svc,
     return 0;
 }
 
+/* Every field of a service but its frontend and backend lists: a policy
+ * field added to struct tbl_service goes here, and so reaches both
+ * tbl_service_equal() and the data plane's svc_matches(). */
+int
+tbl_service_policy_equal(const struct tbl_service *a,
+                         const struct tbl_service *b)
+{
+    return strcmp(a->name, b->name) == 0 && a->balance == b->balance
+           && a->connect_timeout_ms == b->connect_timeout_ms
+           && a->idle_timeout_ms == b->idle_timeout_ms
+           && a->retries == b->retries && a->max_conns == b->max_conns
+           && a->affinity_timeout_ms == b->affinity_timeout_ms
+           && tbl_check_equal(&a->check, &b->check)
+           && a->hc_node_port == b->hc_node_port
+           && strcmp(a->hc_ns, b->hc_ns) == 0
+           && strcmp(a->hc_name, b->hc_name) == 0;
+}
+
+int
+tbl_backend_equal(const struct tbl_backend *a, const struct tbl_backend *b)
+{
+    return saddr_cmp(&a->addr, &b->addr) == 0 && a->weight == b->weight
+           && a->flags == b->flags && strcmp(a->name, b->name) == 0;
+}
+
 int
 tbl_service_equal(const struct tbl_service *a, const struct tbl_service *b)
 {
     size_t i;
 
-    if (strcmp(a->name, b->name) != 0 || a->nfrontends != b->nfrontends
-        || a->nbackends != b->nbackends || a->balance != b->balance
-        || a->connect_timeout_ms != b->connect_timeout_ms
-        || a->idle_timeout_ms != b->idle_timeout_ms
-        || a->retries != b->retries || a->max_conns != b->max_conns
-        || a->affinity_timeout_ms != b->affinity_timeout_ms
-        || !tbl_check_equal(&a->check, &b->check)
-        || a->hc_node_port != b->hc_node_port
-        || strcmp(a->hc_ns, b->hc_ns) != 0
-        || strcmp(a->hc_name, b->hc_name) != 0)
+    if (a->nfrontends != b->nfrontends || a->nbackends != b->nbackends
+        || !tbl_service_policy_equal(a, b))
         return 0;
     for (i = 0; i < a->nfrontends; i++)
         if (saddr_cmp(&a->frontends[i], &b->frontends[i]) != 0)
             return 0;
-    for (i = 0; i < a->nbackends; i++) {
-        const struct tbl_backend *x = &a->backends[i], *y = &b->backends[i];
-        if (saddr_cmp(&x->addr, &y->addr) != 0 || x->weight != y->weight
-            || x->flags != y->flags || strcmp(x->name, y->name) != 0)
+    for (i = 0; i < a->nbackends; i++)
+        if (!tbl_backend_equal(&a->backends[i], &b->backends[i]))
             return 0;
-    }
     return 1;
 }
 

@@ -26,12 +26,20 @@
 #define TBL_WEIGHT_MAX 256
 #define TBL_K8S_NAME_MAX 64 /* a namespace or Service name (DNS label) + NUL */
 
+/* Extra connect attempts a service may ask for: the data plane records
+ * each connection's tried backends in a fixed array of this plus one. */
+#define TBL_RETRIES_MAX 32
+
 enum tbl_balance {
     TBL_BAL_ROUNDROBIN = 0, /* smooth weighted round-robin */
     TBL_BAL_LEASTCONN,      /* fewest active connections, weighted */
     TBL_BAL_RANDOM,         /* weighted random */
     TBL_BAL__COUNT
 };
+
+/* The one spelling of each balancer, indexed by enum tbl_balance and ended
+ * by NULL (the config decoder's enum table, status, dumps). */
+extern const char *const tbl_balance_names[TBL_BAL__COUNT + 1];
 
 /* Endpoint conditions, as EndpointSlices carry them. Static backends are
  * READY|SERVING. */
@@ -52,7 +60,11 @@ enum tbl_check_type {
     TBL_CHECK_NONE = 0, /* no active checks: every listed backend is up */
     TBL_CHECK_TCP,      /* a TCP connect must succeed */
     TBL_CHECK_HTTP,     /* GET <path> must answer a status in the range */
+    TBL_CHECK__COUNT
 };
+
+/* "none", "tcp", "http", indexed by enum tbl_check_type, ended by NULL. */
+extern const char *const tbl_check_type_names[TBL_CHECK__COUNT + 1];
 
 #define TBL_CHECK_PATH_MAX 128
 
@@ -148,7 +160,21 @@ const struct tbl_service *table_find_frontend(const struct table *t,
 int tbl_service_equal(const struct tbl_service *a,
                       const struct tbl_service *b);
 
+/* Nonzero if two services have the same name and policy: every field but
+ * the frontend and backend lists. The one list of policy fields, shared
+ * by tbl_service_equal() and the data plane's test for keeping a runtime
+ * service across a table change. */
+int tbl_service_policy_equal(const struct tbl_service *a,
+                             const struct tbl_service *b);
+
+/* Nonzero if two backends are the same (address, name, weight,
+ * conditions). */
+int tbl_backend_equal(const struct tbl_backend *a,
+                      const struct tbl_backend *b);
+
+/* Names of the enums, "?" when out of range; parse returns 0 or -1. */
 const char *tbl_balance_name(enum tbl_balance b);
 int tbl_balance_parse(const char *s, enum tbl_balance *out);
+const char *tbl_check_type_name(enum tbl_check_type t);
 
 #endif

@@ -225,6 +225,245 @@ test_service_equal(void **state)
     assert_true(tbl_service_equal(&a, &b));
 }
 
+/*
+ * The policy fields of a service, each with a change that must make two
+ * services unequal. FIELD() records where each sits, so that the test can
+ * check the list covers struct tbl_service: a field added to the struct
+ * and not here leaves a hole the test reports (unless it is small enough
+ * to hide in the padding at the very end), and one added here must come
+ * with its change, which tbl_service_policy_equal() (and so svc_matches())
+ * must notice.
+ */
+static void
+ch_name(struct tbl_service *s)
+{
+    snprintf(s->name, sizeof(s->name), "api");
+}
+
+static void
+ch_balance(struct tbl_service *s)
+{
+    s->balance = TBL_BAL_RANDOM;
+}
+
+static void
+ch_connect_timeout(struct tbl_service *s)
+{
+    s->connect_timeout_ms++;
+}
+
+static void
+ch_idle_timeout(struct tbl_service *s)
+{
+    s->idle_timeout_ms++;
+}
+
+static void
+ch_retries(struct tbl_service *s)
+{
+    s->retries = 0;
+}
+
+static void
+ch_max_conns(struct tbl_service *s)
+{
+    s->max_conns = 10;
+}
+
+static void
+ch_affinity(struct tbl_service *s)
+{
+    s->affinity_timeout_ms = 10800000;
+}
+
+static void
+ch_check_type(struct tbl_service *s)
+{
+    s->check.type = TBL_CHECK_TCP;
+}
+
+static void
+ch_check_interval(struct tbl_service *s)
+{
+    s->check.interval_ms++;
+}
+
+static void
+ch_check_timeout(struct tbl_service *s)
+{
+    s->check.timeout_ms++;
+}
+
+static void
+ch_check_rise(struct tbl_service *s)
+{
+    s->check.rise++;
+}
+
+static void
+ch_check_fall(struct tbl_service *s)
+{
+    s->check.fall++;
+}
+
+static void
+ch_check_port(struct tbl_service *s)
+{
+    s->check.port = 8081;
+}
+
+static void
+ch_check_status_min(struct tbl_service *s)
+{
+    s->check.status_min = 201;
+}
+
+static void
+ch_check_status_max(struct tbl_service *s)
+{
+    s->check.status_max = 204;
+}
+
+static void
+ch_check_path(struct tbl_service *s)
+{
+    snprintf(s->check.path, sizeof(s->check.path), "/ready");
+}
+
+static void
+ch_hc_node_port(struct tbl_service *s)
+{
+    s->hc_node_port = 32100;
+}
+
+static void
+ch_hc_ns(struct tbl_service *s)
+{
+    snprintf(s->hc_ns, sizeof(s->hc_ns), "prod");
+}
+
+static void
+ch_hc_name(struct tbl_service *s)
+{
+    snprintf(s->hc_name, sizeof(s->hc_name), "web");
+}
+
+struct field {
+    const char *name;
+    size_t off, size, align;
+    /* NULL for the frontend and backend lists (not policy). */
+    void (*change)(struct tbl_service *s);
+};
+
+#define FIELD(f, ch)                                                           \
+    {                                                                          \
+        #f, offsetof(struct tbl_service, f),                                   \
+            sizeof(((struct tbl_service *)0)->f),                              \
+            _Alignof(__typeof__(((struct tbl_service *)0)->f)), ch             \
+    }
+
+/* In declaration order. */
+static const struct field service_fields[] = {
+    FIELD(name, ch_name),
+    FIELD(frontends, NULL),
+    FIELD(nfrontends, NULL),
+    FIELD(backends, NULL),
+    FIELD(nbackends, NULL),
+    FIELD(balance, ch_balance),
+    FIELD(connect_timeout_ms, ch_connect_timeout),
+    FIELD(idle_timeout_ms, ch_idle_timeout),
+    FIELD(retries, ch_retries),
+    FIELD(max_conns, ch_max_conns),
+    FIELD(affinity_timeout_ms, ch_affinity),
+    FIELD(check, ch_check_type),
+    FIELD(hc_node_port, ch_hc_node_port),
+    FIELD(hc_ns, ch_hc_ns),
+    FIELD(hc_name, ch_hc_name),
+};
+
+/* The parts of the check, which counts as one field above. */
+static void (*const check_changes[])(struct tbl_service *s) = {
+    ch_check_type,       ch_check_interval,   ch_check_timeout,
+    ch_check_rise,       ch_check_fall,       ch_check_port,
+    ch_check_status_min, ch_check_status_max, ch_check_path,
+};
+
+/* The list above covers struct tbl_service: between two fields, and after
+ * the last, there is only padding (less than the next one's alignment). */
+static void
+test_service_fields_listed(void **state)
+{
+    size_t i, end = 0, n = sizeof(service_fields) / sizeof(service_fields[0]);
+
+    (void)state;
+    for (i = 0; i < n; i++) {
+        const struct field *f = &service_fields[i];
+        if (f->off < end || f->off - end >= f->align)
+            fail_msg("struct tbl_service has a field before \"%s\" that "
+                     "service_fields does not list",
+                     f->name);
+        end = f->off + f->size;
+    }
+    if (sizeof(struct tbl_service) - end >= _Alignof(struct tbl_service))
+        fail_msg("struct tbl_service has a field after \"%s\" that "
+                 "service_fields does not list",
+                 service_fields[n - 1].name);
+}
+
+static void
+policy_service(struct tbl_service *s, struct saddr *fes,
+               struct tbl_backend *bes)
+{
+    make_service(s, "web", "127.0.0.1:80", fes, bes, 9000);
+    s->max_conns = 100;
+    s->check.type = TBL_CHECK_HTTP;
+    s->check.interval_ms = 5000;
+    s->check.timeout_ms = 2000;
+    s->check.rise = 2;
+    s->check.fall = 3;
+    s->check.status_min = 200;
+    s->check.status_max = 399;
+    snprintf(s->check.path, sizeof(s->check.path), "/healthz");
+}
+
+/* Changing any one policy field makes two services unequal, by policy and
+ * as a whole; frontends and backends count only as a whole. */
+static void
+test_service_policy_each_field(void **state)
+{
+    struct tbl_backend ba[2], bb[2];
+    struct tbl_service a, b;
+    struct saddr fa[1], fb[1];
+    size_t i;
+
+    (void)state;
+    policy_service(&a, fa, ba);
+    for (i = 0; i < sizeof(service_fields) / sizeof(service_fields[0]); i++) {
+        if (service_fields[i].change == NULL)
+            continue;
+        policy_service(&b, fb, bb);
+        assert_true(tbl_service_policy_equal(&a, &b));
+        service_fields[i].change(&b);
+        if (tbl_service_policy_equal(&a, &b) || tbl_service_equal(&a, &b))
+            fail_msg("changing \"%s\" left the services equal",
+                     service_fields[i].name);
+    }
+    for (i = 0; i < sizeof(check_changes) / sizeof(check_changes[0]); i++) {
+        policy_service(&b, fb, bb);
+        check_changes[i](&b);
+        if (tbl_service_policy_equal(&a, &b))
+            fail_msg("changing health check part %zu left the services "
+                     "equal",
+                     i);
+    }
+    /* The lists are not policy. */
+    policy_service(&b, fb, bb);
+    bb[1].weight = 3;
+    b.nfrontends = 0;
+    assert_true(tbl_service_policy_equal(&a, &b));
+    assert_false(tbl_service_equal(&a, &b));
+}
+
 static void
 test_balance_names(void **state)
 {
@@ -240,6 +479,13 @@ test_balance_names(void **state)
     assert_string_equal(tbl_balance_name(TBL_BAL__COUNT), "?");
     assert_int_equal(tbl_balance_parse("RoundRobin", &b), -1);
     assert_int_equal(tbl_balance_parse("", &b), -1);
+    /* One table, ended by NULL, as the config decoder reads it. */
+    assert_null(tbl_balance_names[TBL_BAL__COUNT]);
+    assert_ptr_equal(tbl_balance_name(TBL_BAL_RANDOM),
+                     tbl_balance_names[TBL_BAL_RANDOM]);
+    assert_string_equal(tbl_check_type_name(TBL_CHECK_HTTP), "http");
+    assert_string_equal(tbl_check_type_name(TBL_CHECK__COUNT), "?");
+    assert_null(tbl_check_type_names[TBL_CHECK__COUNT]);
 }
 
 int
@@ -250,6 +496,8 @@ main(void)
         cmocka_unit_test(test_add_rejects),
         cmocka_unit_test(test_refs),
         cmocka_unit_test(test_service_equal),
+        cmocka_unit_test(test_service_fields_listed),
+        cmocka_unit_test(test_service_policy_each_field),
         cmocka_unit_test(test_balance_names),
     };
 
