@@ -317,7 +317,7 @@ conn_wait_fd(struct conn *c, size_t i)
     worker_pause_accept(c->w);
     if (ev_now(loop) - c->last_active >= c->svc->spec.connect_timeout_ms / 1e3)
         return 0;
-    c->tried.bits &= ~(1ull << (i & 63));
+    svc_tried_unset(&c->tried, i);
     conn_release_backend(c);
     c->state = CONN_WAIT_FD;
     ev_timer_stop(loop, &c->timer);
@@ -334,7 +334,7 @@ conn_try_connect(struct conn *c)
     int i, fd, one = 1;
 
     for (;;) {
-        if (c->attempts > s->spec.retries
+        if (c->attempts > s->spec.retries || svc_tried_full(&c->tried)
             || (i = svc_pick_client(s, &c->client, &c->tried, ev_now(loop)))
                    < 0) {
             conn_no_backend(c);

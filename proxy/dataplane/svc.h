@@ -28,11 +28,18 @@
 
 struct affinity;
 
-/* Retry state of one connection: which backends were tried. Indices at 64
- * and beyond share bits (mod 64), which can only make a retry skip an
- * untried backend, never try one twice. */
+/* Retry state of one connection: the backends it tried, exactly. A
+ * connection tries at most retries + 1 backends, and retries is at most
+ * TBL_RETRIES_MAX, so a small array in the connection records them
+ * whatever the size of the service, without allocating; a bitmap sized to
+ * the backends would need an allocation per connection. A lookup costs
+ * nothing before the first failure and at most SVC_TRIED_MAX compares
+ * after. All zeroes is the empty set. */
+#define SVC_TRIED_MAX (TBL_RETRIES_MAX + 1)
+
 struct svc_tried {
-    uint64_t bits;
+    uint32_t n;
+    uint32_t idx[SVC_TRIED_MAX];
 };
 
 /* Returns a new svc with one reference built from <ts>, or NULL (out of
@@ -101,16 +108,49 @@ int svc_set_weight_override(struct svc *s, size_t i, int32_t w);
 void svc_reweighted(struct svc *s);
 
 
-static inline void
-svc_tried_set(struct svc_tried *t, size_t i)
+/* Nonzero when <t> holds SVC_TRIED_MAX backends: no retry may follow. */
+static inline int
+svc_tried_full(const struct svc_tried *t)
 {
-    t->bits |= 1ull << (i & 63);
+    return t->n >= SVC_TRIED_MAX;
 }
 
 static inline int
 svc_tried_has(const struct svc_tried *t, size_t i)
 {
-    return (t->bits >> (i & 63)) & 1;
+    uint32_t k;
+
+    for (k = 0; k < t->n; k++)
+        if (t->idx[k] == i)
+            return 1;
+    return 0;
+}
+
+/* Record backend <i> as tried. Returns 0, or -1 (nothing recorded) when
+ * <t> is full. */
+static inline int
+svc_tried_set(struct svc_tried *t, size_t i)
+{
+    if (svc_tried_has(t, i))
+        return 0;
+    if (svc_tried_full(t))
+        return -1;
+    t->idx[t->n++] = (uint32_t)i;
+    return 0;
+}
+
+/* Forget that backend <i> was tried (its attempt never started). */
+static inline void
+svc_tried_unset(struct svc_tried *t, size_t i)
+{
+    uint32_t k;
+
+    for (k = 0; k < t->n; k++) {
+        if (t->idx[k] == i) {
+            t->idx[k] = t->idx[--t->n];
+            return;
+        }
+    }
 }
 
 #endif

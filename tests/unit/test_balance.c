@@ -11,7 +11,8 @@
 #include "backend.h"
 #include "svc-t.h"
 
-static struct tbl_backend bes[8];
+#define NBES 200
+static struct tbl_backend bes[NBES];
 
 static struct svc *
 make_svc(enum tbl_balance algo, const uint32_t *weights, size_t n)
@@ -20,6 +21,7 @@ make_svc(enum tbl_balance algo, const uint32_t *weights, size_t n)
     const char *why;
     size_t i;
 
+    assert_true(n <= NBES);
     memset(&ts, 0, sizeof(ts));
     snprintf(ts.name, sizeof(ts.name), "t");
     ts.balance = algo;
@@ -101,6 +103,66 @@ test_tried_backends_are_skipped(void **state)
     svc_tried_set(&t, 1);
     assert_int_equal(svc_pick(s, &t, 0), -1);
     svc_unref(s);
+}
+
+/* 200 backends: the tried set is exact, so backends whose indexes are 64
+ * apart are told apart (a 64-bit mask folding indexes would take 69 for
+ * tried once 5 was). */
+static void
+test_tried_exact_in_large_service(void **state)
+{
+    static uint32_t w[NBES];
+    struct svc *s;
+    struct svc_tried t = {0};
+    int seen69 = 0, i, k;
+
+    (void)state;
+    for (i = 0; i < NBES; i++)
+        w[i] = 1;
+    s = make_svc(TBL_BAL_ROUNDROBIN, w, NBES);
+    /* Backend 5 failed: every other backend still comes in turn. */
+    assert_int_equal(svc_tried_set(&t, 5), 0);
+    for (i = 0; i < 2 * NBES; i++) {
+        k = svc_pick(s, &t, 0);
+        assert_int_not_equal(k, 5);
+        seen69 += k == 69;
+    }
+    assert_int_equal(seen69, 2);
+    /* Only 5 and 69 open: the retry after 5 failed goes to 69. */
+    for (i = 0; i < NBES; i++)
+        svc_set_drained(s, (size_t)i, i != 5 && i != 69);
+    assert_int_equal(svc_pick(s, &t, 0), 69);
+    assert_int_equal(svc_tried_set(&t, 69), 0);
+    assert_int_equal(svc_pick(s, &t, 0), -1);
+    svc_unref(s);
+}
+
+/* The set holds what a connection may try (retries + 1 at the cap) and
+ * refuses more; unset forgets one backend. */
+static void
+test_tried_capacity(void **state)
+{
+    struct svc_tried t = {0};
+    size_t i;
+
+    (void)state;
+    for (i = 0; i < SVC_TRIED_MAX; i++) {
+        assert_false(svc_tried_full(&t));
+        assert_int_equal(svc_tried_set(&t, i * 64), 0);
+    }
+    assert_int_equal(svc_tried_set(&t, 0), 0); /* already there */
+    assert_true(svc_tried_full(&t));
+    assert_int_equal(svc_tried_set(&t, 1), -1);
+    assert_false(svc_tried_has(&t, 1));
+    for (i = 0; i < SVC_TRIED_MAX; i++)
+        assert_true(svc_tried_has(&t, i * 64));
+    svc_tried_unset(&t, 64);
+    assert_false(svc_tried_has(&t, 64));
+    assert_true(svc_tried_has(&t, 0));
+    assert_true(svc_tried_has(&t, (SVC_TRIED_MAX - 1) * 64));
+    assert_false(svc_tried_full(&t));
+    assert_int_equal(svc_tried_set(&t, 1), 0);
+    assert_true(svc_tried_has(&t, 1));
 }
 
 static void
@@ -318,6 +380,8 @@ main(void)
         cmocka_unit_test(test_rr_override_rebuilds_then_falls_back),
         cmocka_unit_test(test_rr_long_period_and_drained_heavy),
         cmocka_unit_test(test_tried_backends_are_skipped),
+        cmocka_unit_test(test_tried_exact_in_large_service),
+        cmocka_unit_test(test_tried_capacity),
         cmocka_unit_test(test_passive_health_backoff),
         cmocka_unit_test(test_leastconn_fewest_then_rotation),
         cmocka_unit_test(test_leastconn_weighted),
