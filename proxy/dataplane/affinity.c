@@ -4,11 +4,16 @@
 
 #include "affinity.h"
 
+enum aff_slot {
+    AFF_SLOT_EMPTY = 0, /* never filled (calloc) */
+    AFF_SLOT_FILLED,    /* holds a pin, live or expired (see live()) */
+};
+
 struct aff_entry {
     unsigned char key[16]; /* IPv6, or IPv4-mapped IPv6 */
     uint32_t idx;
-    uint32_t used; /* nonzero once the slot was ever filled */
-    double last;   /* loop time of the last confirmation */
+    uint32_t state; /* enum aff_slot */
+    double last;    /* loop time of the last confirmation */
 };
 
 struct affinity {
@@ -53,7 +58,7 @@ key_hash(const struct affinity *a, const unsigned char key[16])
 static int
 live(const struct affinity *a, const struct aff_entry *e, double now)
 {
-    return e->used && now - e->last <= a->timeout;
+    return e->state == AFF_SLOT_FILLED && now - e->last <= a->timeout;
 }
 
 struct affinity *
@@ -94,7 +99,7 @@ find(const struct affinity *a, const unsigned char key[16])
 
     for (i = 0; i < AFFINITY_WINDOW; i++) {
         struct aff_entry *e = &a->slots[(h + i) & (a->nslots - 1)];
-        if (e->used && memcmp(e->key, key, 16) == 0)
+        if (e->state == AFF_SLOT_FILLED && memcmp(e->key, key, 16) == 0)
             return e;
     }
     return NULL;
@@ -135,7 +140,7 @@ put(struct aff_entry *e, const unsigned char key[16], uint32_t idx, double now)
 {
     memcpy(e->key, key, 16);
     e->idx = idx;
-    e->used = 1;
+    e->state = AFF_SLOT_FILLED;
     e->last = now;
 }
 
