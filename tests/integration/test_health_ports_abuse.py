@@ -230,6 +230,25 @@ def connect_from(addr, src):
     return s
 
 
+def hexaddr(sockname):
+    ip, port = sockname[:2]
+    return "%08X:%04X" % (int.from_bytes(socket.inet_aton(ip), "little"),
+                          port)
+
+
+def accepted(s):
+    """The server has accept()ed client socket <s>: its side of the
+    connection has an inode in /proc/net/tcp (0 while it waits in the
+    listener's queue)."""
+    server, client = hexaddr(s.getpeername()), hexaddr(s.getsockname())
+    with open("/proc/net/tcp") as fh:
+        for ln in fh.readlines()[1:]:
+            p = ln.split()
+            if p[1] == server and p[2] == client:
+                return p[9] != "0"
+    return False
+
+
 def fill_descriptors(f, limit, addr, name):
     """Hold idle connections to <addr> (the HTTP port <name> of ferry's,
     with a long request timeout), spread over four source addresses so
@@ -240,10 +259,10 @@ def fill_descriptors(f, limit, addr, name):
     held = []
     try:
         for i in range(200):
-            before = f.fd_count()
-            held.append(connect_from(addr, f"127.0.0.{1 + i % 4}"))
+            s = connect_from(addr, f"127.0.0.{1 + i % 4}")
+            held.append(s)
             if wait_for(lambda: "full" if full.search(f.log_text(off))
-                        else f.fd_count() > before, dl(5),
+                        else accepted(s), dl(5),
                         "ferry accepting, or out of descriptors") == "full":
                 return held
         pytest.fail(f"200 connections did not fill {limit} descriptors")
