@@ -1,8 +1,25 @@
+#include <stdalign.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "balance.h"
 #include "svc-t.h"
+
+#define BAL_LINE 64 /* bytes in a cache line */
+
+/* Room for a state of <size> bytes, cache-line aligned (the size rounded
+ * up as aligned_alloc wants), zeroed; NULL when out of memory. */
+static void *
+line_alloc(size_t size)
+{
+    void *p;
+
+    size = (size + BAL_LINE - 1) / BAL_LINE * BAL_LINE;
+    if ((p = aligned_alloc(BAL_LINE, size)) != NULL)
+        memset(p, 0, size);
+    return p;
+}
 
 /*
  * Smooth weighted round-robin: every pick, each candidate's running weight
@@ -21,17 +38,38 @@
  * (then the order is per worker).
  */
 #define RR_SEQ_MAX 4096 /* longest shared sequence, in picks */
+#define RR_OLD_MAX 32   /* replaced sequences kept until the release */
+
+/* A round-robin pick order, <period> picks long. */
+struct rr_seq {
+    uint32_t period;
+    uint32_t idx[];
+};
+
+struct rr_state {
+    /* The order for the weights in force (NULL: none, each worker runs
+     * its own), read by every pick; replaced ones wait in <old> because a
+     * worker may still be reading them. */
+    _Atomic(struct rr_seq *) seq;
+    unsigned nold;
+    struct rr_seq *old[RR_OLD_MAX];
+    size_t stride; /* entries of <cur> per worker, whole cache lines */
+    /* The next ticket into <seq>: written by every pick of every worker,
+     * so alone on its line. */
+    alignas(BAL_LINE) atomic_uint_fast64_t ticket;
+    /* Worker k's running weights are cur[k * stride ...]. */
+    alignas(BAL_LINE) int32_t cur[];
+};
 
 static int
-rr_smooth(struct svc *s, int32_t *cur, bal_eligible_fn ok, void *arg)
+rr_smooth(const struct svc *s, int32_t *cur, bal_eligible_fn ok, void *arg)
 {
     int best = -1;
     int32_t total = 0;
     size_t i;
 
     for (i = 0; i < s->nbe; i++) {
-        struct svc_be *e = &s->be[i];
-        uint32_t w = svc_be_weight(e);
+        uint32_t w = svc_be_weight(&s->be[i]);
         if (w == 0 || !ok(s, i, arg))
             continue;
         cur[i] += (int32_t)w;
@@ -56,7 +94,7 @@ all_ok(const struct svc *s, size_t i, void *arg)
 /* The shared sequence for the weights in force now, or NULL (too long,
  * all weights zero, out of memory). */
 static struct rr_seq *
-rr_build(struct svc *s)
+rr_build(const struct svc *s)
 {
     uint64_t period = 0;
     struct rr_seq *q;
@@ -81,47 +119,56 @@ rr_build(struct svc *s)
     return q;
 }
 
-static void
-rr_init(struct svc *s, union svc_slot *sl, unsigned k)
+static void *
+rr_init(const struct svc *s, unsigned nslots)
 {
-    size_t i;
+    size_t per_line = BAL_LINE / sizeof(int32_t);
+    size_t stride = (s->nbe + per_line - 1) / per_line * per_line;
+    struct rr_state *st;
 
-    if (k == 0)
-        atomic_store(&s->rr, rr_build(s));
-    for (i = 0; i < s->nbe; i++)
-        sl->cur[i] = 0;
+    st = line_alloc(sizeof(*st) + (size_t)nslots * stride * sizeof(int32_t));
+    if (st == NULL)
+        return NULL;
+    st->stride = stride;
+    atomic_init(&st->ticket, 0);
+    atomic_init(&st->seq, rr_build(s));
+    return st;
 }
 
 /* Weights changed (admin override): publish a new sequence. The old one
- * may still be read by a worker, so it is kept until the svc is freed.
- * The last free place goes to the final retirement: from then on the
- * workers use their own running weights (correct, per-worker order). */
+ * may still be read by a worker, so it is kept until the release. The
+ * last free place goes to the final retirement: from then on the workers
+ * use their own running weights (correct, per-worker order). */
 static void
-rr_reweight(struct svc *s)
+rr_reweight(void *p, const struct svc *s)
 {
+    struct rr_state *st = p;
     struct rr_seq *q, *old;
 
-    if (s->nrr_old >= SVC_RR_OLD_MAX)
+    if (st->nold >= RR_OLD_MAX)
         return;
-    q = s->nrr_old < SVC_RR_OLD_MAX - 1 ? rr_build(s) : NULL;
-    old = atomic_exchange(&s->rr, q);
+    q = st->nold < RR_OLD_MAX - 1 ? rr_build(s) : NULL;
+    old = atomic_exchange(&st->seq, q);
     if (old != NULL)
-        s->rr_old[s->nrr_old++] = old;
+        st->old[st->nold++] = old;
 }
 
 static int
-rr_pick(struct svc *s, union svc_slot *sl, bal_eligible_fn ok, void *arg)
+rr_pick(void *p, const struct svc *s, unsigned k, bal_eligible_fn ok, void *arg)
 {
-    const struct rr_seq *q = atomic_load_explicit(&s->rr, memory_order_acquire);
+    struct rr_state *st = p;
+    const struct rr_seq *q =
+        atomic_load_explicit(&st->seq, memory_order_acquire);
     uint32_t n, tries;
 
     if (q != NULL) {
         /* A few tickets at most: with many candidates refused (drained,
          * down, in back-off) the scan below is the cheaper way to one. */
-        tries = q->period < 2 * s->nbe + 2 ? q->period : (uint32_t)(2 * s->nbe + 2);
+        tries =
+            q->period < 2 * s->nbe + 2 ? q->period : (uint32_t)(2 * s->nbe + 2);
         for (n = 0; n < tries; n++) {
-            uint64_t t = atomic_fetch_add_explicit(&s->rr_ticket, 1,
-                                                   memory_order_relaxed);
+            uint64_t t =
+                atomic_fetch_add_explicit(&st->ticket, 1, memory_order_relaxed);
             uint32_t i = q->idx[t % q->period];
             if (i < s->nbe && svc_be_weight(&s->be[i]) > 0 && ok(s, i, arg))
                 return (int)i;
@@ -129,34 +176,68 @@ rr_pick(struct svc *s, union svc_slot *sl, bal_eligible_fn ok, void *arg)
         /* No candidate among them: the scan decides (its order is this
          * worker's own). */
     }
-    return rr_smooth(s, sl->cur, ok, arg);
+    return rr_smooth(s, st->cur + (size_t)k * st->stride, ok, arg);
+}
+
+static void
+rr_release(void *p)
+{
+    struct rr_state *st = p;
+    unsigned i;
+
+    if (st == NULL)
+        return;
+    free(atomic_load(&st->seq));
+    for (i = 0; i < st->nold; i++)
+        free(st->old[i]);
+    free(st);
+}
+
+static uint32_t
+rr_shared_period(const void *p)
+{
+    const struct rr_state *st = p;
+    const struct rr_seq *q = atomic_load(&st->seq);
+
+    return q != NULL ? q->period : 0;
 }
 
 /*
  * Least connections, weighted: the candidate with the lowest
  * active/weight wins (compared by cross-multiplying, no division). The
- * scan starts one past the previous winner so that ties rotate.
+ * scan starts one past the previous winner so that ties rotate. The
+ * rotation is shared: a race between workers only changes which of two
+ * tied backends wins.
  */
-static void
-lc_init(struct svc *s, union svc_slot *sl, unsigned k)
+struct lc_state {
+    alignas(BAL_LINE) atomic_uint next;
+};
+
+static void *
+lc_init(const struct svc *s, unsigned nslots)
 {
-    (void)sl;
-    if (k == 0)
-        atomic_store_explicit(&s->lc_next, 0, memory_order_relaxed);
+    struct lc_state *st = line_alloc(sizeof(*st));
+
+    (void)s;
+    (void)nslots;
+    if (st != NULL)
+        atomic_init(&st->next, 0);
+    return st;
 }
 
 static int
-lc_pick(struct svc *s, union svc_slot *sl, bal_eligible_fn ok, void *arg)
+lc_pick(void *p, const struct svc *s, unsigned k, bal_eligible_fn ok, void *arg)
 {
-    unsigned start = atomic_load_explicit(&s->lc_next, memory_order_relaxed);
+    struct lc_state *st = p;
+    unsigned start = atomic_load_explicit(&st->next, memory_order_relaxed);
     uint64_t best_act = 0, best_w = 1;
     int best = -1;
-    size_t k;
+    size_t n;
 
-    (void)sl;
-    for (k = 0; k < s->nbe; k++) {
-        size_t i = (start + k) % s->nbe;
-        struct svc_be *e = &s->be[i];
+    (void)k;
+    for (n = 0; n < s->nbe; n++) {
+        size_t i = (start + n) % s->nbe;
+        const struct svc_be *e = &s->be[i];
         uint64_t act, w = svc_be_weight(e);
 
         if (w == 0 || !ok(s, i, arg))
@@ -169,37 +250,53 @@ lc_pick(struct svc *s, union svc_slot *sl, bal_eligible_fn ok, void *arg)
         }
     }
     if (best >= 0)
-        atomic_store_explicit(&s->lc_next, (unsigned)(best + 1) % (unsigned)s->nbe,
+        atomic_store_explicit(&st->next,
+                              (unsigned)(best + 1) % (unsigned)s->nbe,
                               memory_order_relaxed);
     return best;
 }
 
-/* Weighted random with a xorshift64* generator seeded per service. */
-static void
-rand_init(struct svc *s, union svc_slot *sl, unsigned k)
+/* Weighted random with one xorshift64* generator per worker: the state
+ * is an array of <nslots> of these. */
+struct rand_slot {
+    alignas(BAL_LINE) uint64_t x;
+};
+
+static void *
+rand_init(const struct svc *s, unsigned nslots)
 {
-    if (sl->rng == 0)
-        sl->rng = (0x9e3779b97f4a7c15ull ^ (uint64_t)(uintptr_t)s)
-                  + 0xbf58476d1ce4e5b9ull * k;
-    if (sl->rng == 0)
-        sl->rng = 1;
+    struct rand_slot *st;
+    unsigned k;
+
+    (void)s;
+    st = line_alloc(sizeof(*st) * (nslots > 0 ? nslots : 1));
+    if (st == NULL)
+        return NULL;
+    for (k = 0; k < nslots; k++) {
+        uint64_t x = (0x9e3779b97f4a7c15ull ^ (uint64_t)(uintptr_t)st)
+                     + 0xbf58476d1ce4e5b9ull * k;
+        st[k].x = x != 0 ? x : 1;
+    }
+    return st;
 }
 
 static uint64_t
-rand_next(union svc_slot *sl)
+rand_next(struct rand_slot *sl)
 {
-    uint64_t x = sl->rng;
+    uint64_t x = sl->x;
 
     x ^= x >> 12;
     x ^= x << 25;
     x ^= x >> 27;
-    sl->rng = x;
+    sl->x = x;
     return x * 0x2545f4914f6cdd1dull;
 }
 
 static int
-rand_pick(struct svc *s, union svc_slot *sl, bal_eligible_fn ok, void *arg)
+rand_pick(void *p, const struct svc *s, unsigned k, bal_eligible_fn ok,
+          void *arg)
 {
+    struct rand_slot *st = p;
     uint64_t total = 0, r;
     size_t i;
 
@@ -208,7 +305,7 @@ rand_pick(struct svc *s, union svc_slot *sl, bal_eligible_fn ok, void *arg)
             total += svc_be_weight(&s->be[i]);
     if (total == 0)
         return -1;
-    r = rand_next(sl) % total;
+    r = rand_next(&st[k]) % total;
     for (i = 0; i < s->nbe; i++) {
         uint32_t w = svc_be_weight(&s->be[i]);
         if (w == 0 || !ok(s, i, arg))
@@ -220,10 +317,25 @@ rand_pick(struct svc *s, union svc_slot *sl, bal_eligible_fn ok, void *arg)
     return -1;
 }
 
+/* Least connections and random keep nothing but one allocation. */
+static void
+plain_release(void *st)
+{
+    free(st);
+}
+
 static const struct bal_ops bal_table[TBL_BAL__COUNT] = {
-    [TBL_BAL_ROUNDROBIN] = {"roundrobin", rr_init, rr_pick, rr_reweight},
-    [TBL_BAL_LEASTCONN] = {"leastconn", lc_init, lc_pick, NULL},
-    [TBL_BAL_RANDOM] = {"random", rand_init, rand_pick, NULL},
+    [TBL_BAL_ROUNDROBIN] = {.init = rr_init,
+                            .pick = rr_pick,
+                            .reweight = rr_reweight,
+                            .release = rr_release,
+                            .shared_period = rr_shared_period},
+    [TBL_BAL_LEASTCONN] = {.init = lc_init,
+                           .pick = lc_pick,
+                           .release = plain_release},
+    [TBL_BAL_RANDOM] = {.init = rand_init,
+                        .pick = rand_pick,
+                        .release = plain_release},
 };
 
 const struct bal_ops *

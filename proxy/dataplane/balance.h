@@ -2,9 +2,15 @@
  * balance.h - balancing algorithms as ops structs.
  *
  * Every algorithm fills one struct bal_ops in the static table in
- * balance.c. pick() gets a candidate mask (which backends may be chosen
- * now) and returns one index; it allocates nothing and never fails when a
- * candidate exists.
+ * balance.c; its state is its own, private to balance.c, allocated by
+ * init() and freed by release(). A service holds the ops and that state
+ * and knows nothing else about balancing.
+ *
+ * A state serves every worker thread of the service. What a pick writes
+ * is either in the calling worker's slot (a cache line, or a run of cache
+ * lines, of its own) or a deliberately shared atomic (round-robin's ticket
+ * counter, the least-connections rotation), so picks on two workers never
+ * write the same line by accident.
  */
 #ifndef PROXY_DATAPLANE_BALANCE_H
 #define PROXY_DATAPLANE_BALANCE_H
@@ -15,25 +21,34 @@
 #include "table.h"
 
 struct svc;
-union svc_slot;
 
 /* Returns nonzero when backend <i> of <s> may take a new connection. */
 typedef int (*bal_eligible_fn)(const struct svc *s, size_t i, void *arg);
 
 struct bal_ops {
-    const char *name;
-    /* Reset worker <k>'s state <sl> of <s> (new service). */
-    void (*init)(struct svc *s, union svc_slot *sl, unsigned k);
-    /* Index of the chosen backend among those <ok> accepts, or -1; the
-     * state a pick changes is in <sl>, the calling worker's slot. */
-    int (*pick)(struct svc *s, union svc_slot *sl, bal_eligible_fn ok,
+    /* Returns new state for <s>, whose backends and weights are set, with
+     * one slot for each of <nslots> workers; NULL when out of memory.
+     * Control loop. */
+    void *(*init)(const struct svc *s, unsigned nslots);
+    /* Index of the chosen backend among those <ok> accepts, or -1. <k>
+     * (below init's <nslots>) is the calling worker: its slot is the only
+     * per-worker state the pick writes. Never allocates, never fails when
+     * a candidate exists. */
+    int (*pick)(void *st, const struct svc *s, unsigned k, bal_eligible_fn ok,
                 void *arg);
-    /* Effective weights changed (admin override); may be NULL. Control
-     * loop. */
-    void (*reweight)(struct svc *s);
+    /* Effective weights of <s> changed (admin override); NULL when the
+     * algorithm reads the weights at each pick. Control loop, while
+     * workers pick. */
+    void (*reweight)(void *st, const struct svc *s);
+    /* Frees <st> (NULL: nothing). No pick runs any more. */
+    void (*release)(void *st);
+    /* Picks in the order the workers share (0: each worker has its own
+     * order); NULL when the algorithm has no order. For status and
+     * tests. */
+    uint32_t (*shared_period)(const void *st);
 };
 
-/* The ops of <algo>; never NULL for a valid enum value. */
+/* The ops of <algo>; round-robin's for a value out of range. */
 const struct bal_ops *bal_get(enum tbl_balance algo);
 
 #endif

@@ -18,32 +18,15 @@
 
 #include "svc.h"
 
+/* One backend of a service as the picks read it: the table's name,
+ * address and conditions are in svc.tbe, out of the way of the scans. */
 struct svc_be {
     struct backend *b; /* reference */
     uint32_t weight;   /* from the table; see svc_be_weight() */
     /* Admin overrides (control loop writes, pick reads): a weight, or -1
-     * for none, and "drained": no new connections. */
+     * for none, and "drained": no new connections (0 or 1). */
     _Atomic int32_t ovr_weight;
     atomic_uint drained;
-    char name[TBL_NAME_MAX];
-    uint32_t flags;
-};
-
-#define SVC_RR_OLD_MAX 32
-
-/* A round-robin pick order, <period> picks long. */
-struct rr_seq {
-    uint32_t period;
-    uint32_t idx[];
-};
-
-/* One worker's balancing state, a cache line of its own. */
-union svc_slot {
-    struct {
-        int32_t *cur;     /* smooth round-robin running weights (nbe) */
-        uint64_t rng;     /* random balancer state */
-    };
-    char pad_[64];
 };
 
 /* Worker threads that pick (slots per svc); set once at start, before the
@@ -52,36 +35,35 @@ extern unsigned svc_nworkers;
 /* The calling thread's worker index (0 on the control loop). */
 extern _Thread_local unsigned svc_worker_self;
 
-struct svc {
-    atomic_uint refs;
-    atomic_int retired;
-    char name[TBL_NAME_MAX];
-    struct tbl_service spec; /* copy; spec.frontends/backends not owned */
-    struct svc_be *be;
-    size_t nbe;
-    atomic_uint active; /* open connections; counted only with max_conns */
-    union svc_slot *slot;    /* nslots of them */
-    unsigned nslots;
-    /* Round-robin shared by the workers (balance.c): the pick order for
-     * the weights in force, and the next ticket into it. Replaced
-     * sequences wait in rr_old until the svc is freed. */
-    _Atomic(struct rr_seq *) rr;
-    struct rr_seq *rr_old[SVC_RR_OLD_MAX];
-    unsigned nrr_old;
-    atomic_uint_fast64_t rr_ticket;
-    /* leastconn tie-break rotation, shared: a race between workers only
-     * changes which of two tied backends wins. */
-    atomic_uint lc_next;
-    const struct bal_ops *bal;
-    struct svc_stats *st; /* reference; counters surviving reloads */
-    struct affinity *aff; /* ClientIP pins; NULL when affinity is off */
+/* Whether a svc still takes new connections. */
+enum svc_state {
+    SVC_SERVING = 0, /* in the proxy's current set */
+    SVC_RETIRED,     /* replaced: lives until its last connection ends */
 };
 
-/* The calling worker's slot. */
-static inline union svc_slot *
-svc_slot_self(struct svc *s)
+struct svc {
+    /* Written per connection. */
+    atomic_uint refs;
+    atomic_int retired; /* enum svc_state */
+    atomic_uint active; /* open connections; counted only with max_conns */
+    char name[TBL_NAME_MAX];
+    /* Read per pick. */
+    struct svc_be *be;
+    size_t nbe;
+    const struct bal_ops *bal;
+    void *bal_state;         /* the balancer's own (balance.h) */
+    unsigned nslots;         /* workers bal_state has a slot for */
+    struct affinity *aff;    /* ClientIP pins; NULL when affinity is off */
+    struct svc_stats *st;    /* reference; counters surviving reloads */
+    struct tbl_backend *tbe; /* the table's backends, copied (nbe) */
+    struct tbl_service spec; /* copy; spec.frontends/backends not owned */
+};
+
+/* The calling worker's balancer slot. */
+static inline unsigned
+svc_slot_self(const struct svc *s)
 {
-    return &s->slot[svc_worker_self < s->nslots ? svc_worker_self : 0];
+    return svc_worker_self < s->nslots ? svc_worker_self : 0;
 }
 
 /* The weight the balancers use: the admin override, else the table's. */

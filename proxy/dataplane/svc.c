@@ -14,35 +14,27 @@ struct svc *
 svc_new(const struct tbl_service *ts)
 {
     struct svc *s = calloc(1, sizeof(*s));
-    size_t i, nbe = ts->nbackends ? ts->nbackends : 1;
-    int32_t *cur;
+    size_t i;
 
     if (s == NULL)
         return NULL;
     atomic_init(&s->refs, 1);
-    s->nslots = svc_nworkers > 0 ? svc_nworkers : 1;
-    s->slot = calloc(s->nslots, sizeof(*s->slot));
-    cur = calloc(s->nslots * nbe, sizeof(*cur));
-    if (s->slot == NULL || cur == NULL) {
-        free(s->slot);
-        free(cur);
-        free(s);
-        return NULL;
-    }
-    for (i = 0; i < s->nslots; i++)
-        s->slot[i].cur = cur + i * nbe;
+    atomic_init(&s->retired, SVC_SERVING);
     memcpy(s->name, ts->name, sizeof(s->name));
     s->spec = *ts;
     s->spec.frontends = NULL;
     s->spec.backends = NULL;
     s->spec.nfrontends = 0;
     s->bal = bal_get(ts->balance);
+    s->nslots = svc_nworkers > 0 ? svc_nworkers : 1;
     if ((s->st = svc_stats_get(ts->name)) == NULL)
         goto fail;
     if (ts->nbackends > 0) {
         s->be = calloc(ts->nbackends, sizeof(*s->be));
-        if (s->be == NULL)
+        s->tbe = malloc(ts->nbackends * sizeof(*s->tbe));
+        if (s->be == NULL || s->tbe == NULL)
             goto fail;
+        memcpy(s->tbe, ts->backends, ts->nbackends * sizeof(*s->tbe));
     }
     for (i = 0; i < ts->nbackends; i++) {
         const struct tbl_backend *tb = &ts->backends[i];
@@ -51,15 +43,13 @@ svc_new(const struct tbl_service *ts)
             goto fail;
         s->be[i].weight = tb->weight;
         atomic_init(&s->be[i].ovr_weight, -1);
-        s->be[i].flags = tb->flags;
-        memcpy(s->be[i].name, tb->name, sizeof(s->be[i].name));
         s->nbe++;
     }
     if (ts->affinity_timeout_ms > 0
         && (s->aff = affinity_new(ts->affinity_timeout_ms / 1e3)) == NULL)
         goto fail;
-    for (i = 0; i < s->nslots; i++)
-        s->bal->init(s, &s->slot[i], (unsigned)i);
+    if ((s->bal_state = s->bal->init(s, s->nslots)) == NULL)
+        goto fail;
     return s;
 fail:
     svc_unref(s);
@@ -81,16 +71,13 @@ svc_unref(struct svc *s)
     if (s == NULL
         || atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) != 1)
         return;
+    s->bal->release(s->bal_state);
     for (i = 0; i < s->nbe; i++)
         backend_unref(s->be[i].b);
     svc_stats_unref(s->st);
     affinity_free(s->aff);
     free(s->be);
-    free(s->slot[0].cur);
-    free(atomic_load(&s->rr));
-    for (i = 0; i < s->nrr_old; i++)
-        free(s->rr_old[i]);
-    free(s->slot);
+    free(s->tbe);
     free(s);
 }
 
@@ -99,23 +86,11 @@ svc_matches(const struct svc *s, const struct tbl_service *ts)
 {
     size_t i;
 
-    if (strcmp(s->name, ts->name) != 0 || s->nbe != ts->nbackends
-        || s->spec.balance != ts->balance
-        || s->spec.connect_timeout_ms != ts->connect_timeout_ms
-        || s->spec.idle_timeout_ms != ts->idle_timeout_ms
-        || s->spec.retries != ts->retries
-        || s->spec.max_conns != ts->max_conns
-        || s->spec.affinity_timeout_ms != ts->affinity_timeout_ms
-        || s->spec.hc_node_port != ts->hc_node_port
-        || !tbl_check_equal(&s->spec.check, &ts->check))
+    if (s->nbe != ts->nbackends || !tbl_service_policy_equal(&s->spec, ts))
         return 0;
-    for (i = 0; i < s->nbe; i++) {
-        const struct tbl_backend *tb = &ts->backends[i];
-        if (saddr_cmp(&s->be[i].b->addr, &tb->addr) != 0
-            || s->be[i].weight != tb->weight || s->be[i].flags != tb->flags
-            || strcmp(s->be[i].name, tb->name) != 0)
+    for (i = 0; i < s->nbe; i++)
+        if (!tbl_backend_equal(&s->tbe[i], &ts->backends[i]))
             return 0;
-    }
     return 1;
 }
 
@@ -132,13 +107,19 @@ void
 svc_reweighted(struct svc *s)
 {
     if (s->bal->reweight != NULL)
-        s->bal->reweight(s);
+        s->bal->reweight(s->bal_state, s);
 }
+
+/* Whether a pick may choose a backend in passive-health back-off. */
+enum pick_backoff {
+    PICK_AVOID_BACKOFF = 0,
+    PICK_IGNORE_BACKOFF, /* every candidate is in back-off: try anyway */
+};
 
 struct pick_ctx {
     const struct svc_tried *tried;
     double now;
-    int ignore_backoff;
+    enum pick_backoff backoff;
 };
 
 static int
@@ -150,21 +131,23 @@ pick_ok(const struct svc *s, size_t i, void *arg)
         || atomic_load_explicit(&s->be[i].drained, memory_order_relaxed)
         || !backend_healthy(s->be[i].b))
         return 0;
-    return c->ignore_backoff || !backend_ejected(s->be[i].b, c->now);
+    return c->backoff == PICK_IGNORE_BACKOFF
+           || !backend_ejected(s->be[i].b, c->now);
 }
 
 int
 svc_pick(struct svc *s, const struct svc_tried *tried, double now)
 {
-    struct pick_ctx c = {tried, now, 0};
+    struct pick_ctx c = {tried, now, PICK_AVOID_BACKOFF};
+    unsigned k = svc_slot_self(s);
     int i;
 
     if (s->nbe == 0)
         return -1;
-    i = s->bal->pick(s, svc_slot_self(s), pick_ok, &c);
+    i = s->bal->pick(s->bal_state, s, k, pick_ok, &c);
     if (i < 0) {
-        c.ignore_backoff = 1;
-        i = s->bal->pick(s, svc_slot_self(s), pick_ok, &c);
+        c.backoff = PICK_IGNORE_BACKOFF;
+        i = s->bal->pick(s->bal_state, s, k, pick_ok, &c);
     }
     return i;
 }
@@ -173,7 +156,7 @@ int
 svc_pick_client(struct svc *s, const struct saddr *client,
                 const struct svc_tried *tried, double now)
 {
-    struct pick_ctx c = {tried, now, 0};
+    struct pick_ctx c = {tried, now, PICK_AVOID_BACKOFF};
     int i;
 
     if (s->aff == NULL)
@@ -224,7 +207,7 @@ svc_spec(const struct svc *s)
 const char *
 svc_balance_name(const struct svc *s)
 {
-    return s->bal->name;
+    return tbl_balance_name(s->spec.balance);
 }
 
 struct svc_stats *
@@ -250,7 +233,7 @@ const char *
 svc_backend_name(const struct svc *s, size_t i)
 {
     BUG_ON(i >= s->nbe);
-    return s->be[i].name;
+    return s->tbe[i].name;
 }
 
 uint32_t

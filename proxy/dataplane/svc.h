@@ -9,10 +9,13 @@
  * connection ends. Refcounted: one reference for the proxy's current set,
  * one per listener pointing at it, one per connection.
  *
- * One svc serves every worker thread. What a pick changes (round-robin
- * weights, the least-connections rotation, the random generator) lives in
- * one slot per worker, so picks never share a written cache line; the
- * connection count for max_connections and the counters are atomics. The
+ * One svc serves every worker thread. What a pick changes is its
+ * balancer's state (balance.h): per-worker slots (round-robin's running
+ * weights, the random generator) each on cache lines of their own, so
+ * picks never share a written line, and a few deliberately shared atomics
+ * (round-robin's ticket into the order all workers follow, the
+ * least-connections rotation); the connection count for max_connections
+ * and the counters are atomics. The
  * ClientIP affinity table is not thread-safe: a service with affinity is
  * served by worker 0 only (the proxy opens its listeners there alone).
  */
@@ -61,7 +64,7 @@ const char *svc_name(const struct svc *s);
  * balance, timeouts, check. Its frontend and backend lists are empty: the
  * backends are svc_backend(), the frontends are in the table. */
 const struct tbl_service *svc_spec(const struct svc *s);
-/* "roundrobin", "leastconn", "random". */
+/* "roundrobin", "leastconn", "random" (tbl_balance_names). */
 const char *svc_balance_name(const struct svc *s);
 /* The counters that outlive reloads (stats.h). */
 struct svc_stats *svc_counters(const struct svc *s);
@@ -78,7 +81,6 @@ uint32_t svc_backend_config_weight(const struct svc *s, size_t i);
  * loop writes, workers read. */
 int svc_backend_drained(const struct svc *s, size_t i);
 void svc_set_drained(struct svc *s, size_t i, int drained);
-
 
 /* Choose a backend for a new connection at loop time <now>, skipping those
  * in <tried>, drained ones and those active checks hold down. Backends
@@ -106,7 +108,6 @@ void svc_inherit(struct svc *to, const struct svc *from, double now);
  * loop. */
 int svc_set_weight_override(struct svc *s, size_t i, int32_t w);
 void svc_reweighted(struct svc *s);
-
 
 /* Nonzero when <t> holds SVC_TRIED_MAX backends: no retry may follow. */
 static inline int

@@ -9,23 +9,33 @@
 #include <cmocka.h>
 
 #include "backend.h"
+#include "balance.h"
 #include "svc-t.h"
 
 #define NBES 200
 static struct tbl_backend bes[NBES];
 
-static struct svc *
-make_svc(enum tbl_balance algo, const uint32_t *weights, size_t n)
+/* Length of the round-robin order <s>'s workers share; 0 when each
+ * worker keeps its own. */
+static uint32_t
+shared_period(const struct svc *s)
 {
-    struct tbl_service ts;
+    return s->bal->shared_period(s->bal_state);
+}
+
+/* A service "t" of <n> backends on 127.0.0.1:9001... (in bes). */
+static void
+make_ts(struct tbl_service *ts, enum tbl_balance algo, const uint32_t *weights,
+        size_t n)
+{
     const char *why;
     size_t i;
 
     assert_true(n <= NBES);
-    memset(&ts, 0, sizeof(ts));
-    snprintf(ts.name, sizeof(ts.name), "t");
-    ts.balance = algo;
-    ts.retries = 3;
+    memset(ts, 0, sizeof(*ts));
+    snprintf(ts->name, sizeof(ts->name), "t");
+    ts->balance = algo;
+    ts->retries = 3;
     for (i = 0; i < n; i++) {
         char a[32];
         snprintf(a, sizeof(a), "127.0.0.1:%zu", 9001 + i);
@@ -34,8 +44,16 @@ make_svc(enum tbl_balance algo, const uint32_t *weights, size_t n)
         bes[i].weight = weights[i];
         bes[i].flags = TBL_BE_READY | TBL_BE_SERVING;
     }
-    ts.backends = bes;
-    ts.nbackends = n;
+    ts->backends = bes;
+    ts->nbackends = n;
+}
+
+static struct svc *
+make_svc(enum tbl_balance algo, const uint32_t *weights, size_t n)
+{
+    struct tbl_service ts;
+
+    make_ts(&ts, algo, weights, n);
     return svc_new(&ts);
 }
 
@@ -284,6 +302,48 @@ test_backend_state_shared_by_address(void **state)
     assert_int_equal(backend_count(), 0);
 }
 
+/* A svc matches the table service it was built from, and no longer once
+ * any policy field or backend differs (the policy through the table's one
+ * field list, tests/unit/test_table.c). */
+static void
+test_svc_matches(void **state)
+{
+    static const uint32_t w[] = {1, 2};
+    struct tbl_backend other[2];
+    struct tbl_service ts, t2;
+    struct svc *s;
+
+    (void)state;
+    make_ts(&ts, TBL_BAL_LEASTCONN, w, 2);
+    s = svc_new(&ts);
+    assert_non_null(s);
+    assert_true(svc_matches(s, &ts));
+    assert_string_equal(svc_balance_name(s), "leastconn");
+    assert_string_equal(svc_backend_name(s, 1), "b1");
+    t2 = ts;
+    snprintf(t2.hc_name, sizeof(t2.hc_name), "web");
+    assert_false(svc_matches(s, &t2));
+    t2 = ts;
+    t2.check.type = TBL_CHECK_TCP;
+    assert_false(svc_matches(s, &t2));
+    t2 = ts;
+    t2.idle_timeout_ms = 1;
+    assert_false(svc_matches(s, &t2));
+    t2 = ts;
+    t2.nbackends = 1;
+    assert_false(svc_matches(s, &t2));
+    memcpy(other, bes, sizeof(other));
+    t2 = ts;
+    t2.backends = other;
+    assert_true(svc_matches(s, &t2));
+    other[1].flags |= TBL_BE_TERMINATING;
+    assert_false(svc_matches(s, &t2));
+    other[1].flags = bes[1].flags;
+    snprintf(other[0].name, sizeof(other[0].name), "renamed");
+    assert_false(svc_matches(s, &t2));
+    svc_unref(s);
+}
+
 /* Three workers (slots) taking turns share one round-robin order: the
  * same smooth sequence as one worker, whoever picks. */
 static void
@@ -314,31 +374,41 @@ static void
 test_rr_override_rebuilds_then_falls_back(void **state)
 {
     static const uint32_t w[] = {1, 1};
-    struct svc *s = make_svc(TBL_BAL_ROUNDROBIN, w, 2);
+    static const int want[] = {0, 0, 1, 0}; /* smooth order of 3, 1 */
+    struct svc *s;
     struct svc_tried none = {0};
     int counts[2] = {0}, i, k;
 
     (void)state;
-    assert_non_null(atomic_load(&s->rr));
+    svc_nworkers = 2;
+    s = make_svc(TBL_BAL_ROUNDROBIN, w, 2);
+    assert_int_equal(shared_period(s), 2);
     assert_true(svc_set_weight_override(s, 0, 3));
     svc_reweighted(s);
     assert_false(svc_set_weight_override(s, 0, 3)); /* no change */
-    assert_int_equal(atomic_load(&s->rr)->period, 4);
-    for (i = 0; i < 40; i++)
-        counts[svc_pick(s, &none, 0)]++;
+    assert_int_equal(shared_period(s), 4);
+    /* Two workers taking turns follow the one new order. */
+    for (i = 0; i < 40; i++) {
+        svc_worker_self = (unsigned)i % 2;
+        k = svc_pick(s, &none, 0);
+        assert_int_equal(k, want[i % 4]);
+        counts[k]++;
+    }
+    svc_worker_self = 0;
     assert_int_equal(counts[0], 30);
     assert_int_equal(counts[1], 10);
-    for (k = 0; k < 2 * SVC_RR_OLD_MAX; k++) {
+    /* More overrides than the balancer keeps replaced orders for (32). */
+    for (k = 0; k < 64; k++) {
         assert_true(svc_set_weight_override(s, 1, k % 2 ? 1 : 2));
         svc_reweighted(s);
     }
-    assert_null(atomic_load(&s->rr));
-    assert_true(s->nrr_old <= SVC_RR_OLD_MAX);
+    assert_int_equal(shared_period(s), 0);
     counts[0] = counts[1] = 0;
     for (i = 0; i < 40; i++)
         counts[svc_pick(s, &none, 0)]++;
     assert_int_equal(counts[0], 30); /* weights 3 and 1 */
     assert_int_equal(counts[1], 10);
+    svc_nworkers = 1;
     svc_unref(s);
 }
 
@@ -355,14 +425,14 @@ test_rr_long_period_and_drained_heavy(void **state)
     int counts[2] = {0}, i;
 
     (void)state;
-    assert_null(atomic_load(&s->rr));
+    assert_int_equal(shared_period(s), 0);
     for (i = 0; i < 5000; i++)
         counts[svc_pick(s, &none, 0)]++;
     assert_int_equal(counts[0], 4000);
     assert_int_equal(counts[1], 1000);
     svc_unref(s);
     s = make_svc(TBL_BAL_ROUNDROBIN, w2, 2);
-    assert_non_null(atomic_load(&s->rr));
+    assert_int_equal(shared_period(s), 1001);
     atomic_store(&s->be[0].drained, 1u);
     for (i = 0; i < 50; i++)
         assert_int_equal(svc_pick(s, &none, 0), 1);
@@ -387,6 +457,7 @@ main(void)
         cmocka_unit_test(test_leastconn_weighted),
         cmocka_unit_test(test_random_weighted),
         cmocka_unit_test(test_backend_state_shared_by_address),
+        cmocka_unit_test(test_svc_matches),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
