@@ -16,7 +16,9 @@ and time, every process stopped by its PID, generous deadlines so that a slow
 (sanitizer) build passes as well as a fast one.
 """
 
+import collections
 import errno
+import fcntl
 import json
 import os
 import re
@@ -24,6 +26,7 @@ import select
 import signal
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -110,14 +113,95 @@ def have_ipv6():
         return False
 
 
-def free_port(host="127.0.0.1"):
-    """A port that was free a moment ago, for ferry to listen on.
+# Ports for ferry to bind itself. A port found free and then closed could
+# be taken by another test process (the other pytest-xdist worker, or a
+# second run on the machine) before ferry binds it. So these ports come
+# from 20000-29999, below the kernel's ephemeral range (which port 0 and
+# outgoing connections draw from) and the NodePort range; each xdist
+# worker starts in its own slice of 1000 (PYTEST_XDIST_WORKER: gw0, gw1,
+# ...); and a port is handed out only while this process holds an flock
+# on a lock file named after it (shared by every test process of the
+# machine, dropped by the kernel when the process ends) and it can be
+# bound right now. A process keeps its last PORT_HELD locks; an older
+# port may go to another process only if nothing is bound there any more.
+PORT_FIRST, PORT_LAST = 20000, 29999
+PORT_SLICE = 1000
+PORT_HELD = 512
+PORT_LOCK_DIR = os.path.join(tempfile.gettempdir(), "ferry-test-ports")
+_port_lock = threading.RLock()
+_port_held = collections.OrderedDict()  # port -> lock file descriptor
+_port_next = None
 
-    ferry must bind it itself, so there is an unavoidable small race."""
+
+def _worker_slice():
+    """(first, last) port of this test process's slice."""
+    w = os.environ.get("PYTEST_XDIST_WORKER", "")
+    n = int(w[2:]) + 1 if re.fullmatch(r"gw\d+", w) else 0
+    slices = (PORT_LAST + 1 - PORT_FIRST) // PORT_SLICE
+    first = PORT_FIRST + (n % slices) * PORT_SLICE
+    return first, first + PORT_SLICE - 1
+
+
+def _bindable(host, port):
     fam = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(fam, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+        try:
+            s.bind((host, port))
+            return True
+        except OSError:
+            return False
+
+
+def claim_port(port, host="127.0.0.1"):
+    """Reserve <port> for this process if no other test process holds it
+    and <host> can bind it now; True when reserved (or already ours).
+
+    Without a lock directory (not writable), only the bind check is left."""
+    with _port_lock:
+        if port in _port_held:
+            return _bindable(host, port)
+        fd = None
+        try:
+            os.makedirs(PORT_LOCK_DIR, mode=0o1777, exist_ok=True)
+            fd = os.open(os.path.join(PORT_LOCK_DIR, str(port)),
+                         os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError:
+            fd = None
+        if fd is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
+                return False  # another test process has it
+        if not _bindable(host, port):
+            if fd is not None:
+                os.close(fd)
+            return False
+        _port_held[port] = fd
+        while len(_port_held) > PORT_HELD:
+            _, old = _port_held.popitem(last=False)
+            if old is not None:
+                os.close(old)
+        return True
+
+
+def free_port(host="127.0.0.1"):
+    """A port reserved for this test process that <host> can bind, for
+    ferry to listen on (see PORT_FIRST above)."""
+    global _port_next
+    first, last = _worker_slice()
+    span = last - first + 1
+    with _port_lock:
+        if _port_next is None or not first <= _port_next <= last:
+            # Not always the slice's start: two runs without xdist share
+            # a slice, and the locks sort them out faster from apart.
+            _port_next = first + os.getpid() % span
+        for _ in range(span):
+            port = _port_next
+            _port_next = first + (_port_next + 1 - first) % span
+            if port not in _port_held and claim_port(port, host):
+                return port
+    raise RuntimeError(f"no free port in {first}-{last} on {host}")
 
 
 def free_addr(host="127.0.0.1"):

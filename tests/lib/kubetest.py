@@ -77,12 +77,13 @@ def common_port(hosts):
 
 
 def node_port(taken=()):
-    """A NodePort (30000-32767) that 0.0.0.0 can bind right now. Chosen at
-    random rather than letting the sim allocate from 30000, so that two
-    runs on one host do not fight over the same port."""
+    """A NodePort (30000-32767) that 0.0.0.0 can bind right now, reserved
+    for this test process (ft.claim_port). Chosen at random rather than
+    letting the sim allocate from 30000, so that two runs on one host do
+    not fight over the same port."""
     for _ in range(200):
         p = random.randrange(30000, 32768)
-        if p not in taken and _bindable("0.0.0.0", p):
+        if p not in taken and ft.claim_port(p, "0.0.0.0"):
             return p
     raise RuntimeError("no free NodePort")
 
@@ -238,8 +239,8 @@ class Load(threading.Thread):
                 with self.lock:
                     self.names.append(None)
                     self.failures.append((i, repr(e)))
-            if self.pause:
-                time.sleep(self.pause)  # pacing, not a wait
+            if self.pause and self.stopping.wait(self.pause):
+                return  # pacing; stop() ends it at once
 
     def count(self):
         with self.lock:
