@@ -30,7 +30,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -150,11 +149,8 @@ def port_of(addr):
 
 
 def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+    """A port for ferry to listen on, reserved for this test process."""
+    return ferrytest.free_port()
 
 
 def http_get(url, timeout=2):
@@ -897,17 +893,8 @@ def test_file_caps_work_for_non_root_under_no_new_privs(ferry_bin, ds,
                           ["capabilities"]["add"])
         except OSError as e:
             pytest.skip(f"cannot set file capabilities here: {e}")
-        port = None
-        for cand in range(700, 1000):
-            s = socket.socket()
-            try:
-                s.bind(("127.0.0.1", cand))
-                port = cand
-                break
-            except OSError:
-                continue
-            finally:
-                s.close()
+        port = next((cand for cand in range(700, 1000)
+                     if ferrytest.claim_port(cand)), None)
         assert port, "no free port below 1024"
         cfg = work / "low.yaml"
         cfg.write_text(
@@ -1086,12 +1073,15 @@ def test_systemd_syscall_filter_allows_what_ferry_calls(tmp_path, ferry_bin):
             if data:
                 c.sendall(data)
 
+    accepted = []
+
     def serve():  # health checks connect too: echo on every connection
         while True:
             try:
                 c, _ = backend.accept()
             except OSError:
                 return
+            accepted.append(c)
             threading.Thread(target=echo, args=(c,), daemon=True).start()
     threading.Thread(target=serve, daemon=True).start()
 
@@ -1135,9 +1125,14 @@ def test_systemd_syscall_filter_allows_what_ferry_calls(tmp_path, ferry_bin):
         c.close()
         http_get(f"http://127.0.0.1:{aport}/metrics")
         http_get(f"http://127.0.0.1:{aport}/status")
-        time.sleep(0.3)
+        # Health checks (every 100 ms) after the client's connection.
+        n = len(accepted)
+        wait_for(lambda: len(accepted) >= n + 2, timeout=20,
+                 what="two health checks traced")
         os.kill(ferry_pid, signal.SIGHUP)
-        time.sleep(0.5)
+        wait_for(lambda: "reload: applied" in
+                 (tmp_path / "ferry.log").read_text(errors="replace"),
+                 timeout=20, what="the reload traced")
         os.kill(ferry_pid, signal.SIGTERM)
         rc = p.wait(30)  # strace exits with its tracee's status
     finally:

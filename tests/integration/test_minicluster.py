@@ -40,6 +40,7 @@ import minicluster  # noqa: E402
 SANITIZED = os.environ.get("FERRY_SANITIZED", "0") == "1"
 NODE_IP = {"node1": "198.18.0.11", "node2": "198.18.0.12"}
 API = "198.18.0.1:6443"
+NODE_ADMIN = 9990  # each node ferry's admin port, on the node's own lo
 HTTP_REQ = b"GET / HTTP/1.1\r\nHost: mc\r\n\r\n"
 CLONE_NEWNET = 0x40000000
 
@@ -157,9 +158,10 @@ class Load:
     def _run(self, netns):
         _enter(netns)
         end = time.monotonic() + self.max_s
-        while not self.stop_ev.is_set() and time.monotonic() < end:
+        while time.monotonic() < end:
             self.seen.append((time.monotonic(), try_ask(self.ip, self.port)))
-            time.sleep(0.005)
+            if self.stop_ev.wait(0.005):  # pacing; stop() ends it at once
+                break
 
     def since(self, t):
         return [n for (at, n) in self.seen if at >= t]
@@ -268,7 +270,8 @@ class World:
                     "node:\n  vip_interface: %s\n"
                     "  node_port_addresses: [%s]\n"
                     "  healthz_listen: 0.0.0.0:10256\n"
-                    % (API, sa, node, vif, NODE_IP[node]))
+                    "admin: {enabled: true, listen: 127.0.0.1:%d}\n"
+                    % (API, sa, node, vif, NODE_IP[node], NODE_ADMIN))
             self.ferry[node] = self.spawn(
                 node, [ft.ferry_bin(), "-c", cfg], node + ".log")
         for node in NODE_IP:
@@ -287,6 +290,15 @@ class World:
             return http_get(ip, 10256, "/readyz")[0]
         except OSError:
             return None
+
+    def backends(self, node, svc):
+        """Addresses of the backends <node>'s ferry serves <svc> with
+        ("ns/name:port"), from its admin /status."""
+        st, _, body = self.ns(node)(http_get, "127.0.0.1", NODE_ADMIN,
+                                    "/status")
+        assert st == 200, body
+        return sorted(b["address"] for x in json.loads(body)["services"]
+                      if x["name"] == svc for b in x["backends"])
 
     def state(self, node):
         """A node's addresses and links, for before/after comparisons.
@@ -494,28 +506,48 @@ def test_traffic_policies_local_and_health_check_node_port(w):
 
 
 def test_session_affinity_client_ip(w):
+    timeout = 2  # seconds without a new connection before a pin lapses
     w.service(svc_obj("sticky", "shop", "198.18.128.40",
                       [port("http", 80, 8080)], sessionAffinity="ClientIP",
                       sessionAffinityConfig={"clientIP":
-                                             {"timeoutSeconds": 2}}))
+                                             {"timeoutSeconds": timeout}}))
     w.endpoints("sticky", "shop", ["web-a", "web-b", "web-c"])
     c1 = w.client["node1"]
-    w.wait(lambda: c1(try_ask, "198.18.128.40", 80) is not None,
-           "sticky served")
-    time.sleep(2.2)  # let the probe's pin expire: start from a clean slate
-    got = c1(ask_many, "198.18.128.40", 80, 10)
+    vip = ("198.18.128.40", 80)
+    last = [0.0]  # when this client's last connection had been answered
+
+    def sticky(fn, *args):
+        try:
+            return c1(fn, *vip, *args)
+        finally:
+            last[0] = time.monotonic()
+
+    def lapsed(what):
+        # ferry stamps a pin when it takes the connection, before the
+        # answer reaches us: <timeout> s after <last> the pin has lapsed.
+        w.wait(lambda: time.monotonic() > last[0] + timeout + 0.2, what,
+               timeout=timeout + 5)
+
+    w.wait(lambda: sticky(try_ask) is not None, "sticky served")
+    lapsed("the probe's pin lapsing (a clean slate)")
+    got = sticky(ask_many, 10)
     assert len(set(got)) == 1, got
     first = got[0]
-    # A table change in the service (a pod added) keeps the pin.
+    # A table change in the service (a pod added) keeps the pin: asked
+    # until node1's ferry serves the new table, and after.
     w.endpoints("sticky", "shop", ["web-a", "web-b", "web-c", "web-d"])
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < 1.0:
-        assert c1(ask, "198.18.128.40", 80) == first
-        time.sleep(0.1)
+    seen = []
+
+    def applied():
+        seen.append(sticky(ask))
+        return len(w.backends("node1", "shop/sticky:http")) == 4
+    w.wait(applied, "node1 serving web-d")
+    seen += sticky(ask_many, 5)
+    assert set(seen) == {first}, seen
     # Inactive for longer than the timeout: the balancer decides again
     # (round-robin moves on to another pod).
-    time.sleep(2.3)
-    again = c1(ask_many, "198.18.128.40", 80, 5)
+    lapsed("the pin lapsing")
+    again = sticky(ask_many, 5)
     assert len(set(again)) == 1 and again[0] != first, (first, again)
 
 
