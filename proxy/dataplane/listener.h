@@ -12,14 +12,23 @@
 struct svc;
 struct worker;
 
+/* Where a listener stands while a worker commits a table (apply.c). */
+enum listener_mark {
+    LISTENER_STALE = 0, /* held before: closed unless the table names it */
+    LISTENER_FRESH,     /* opened for this table: likewise */
+    LISTENER_KEPT,      /* the table names it: serving */
+    LISTENER_REPLACED,  /* held before, but a fresh one on the same
+                         * address serves instead: closed quietly */
+};
+
 struct listener {
     struct ev_io io;
     struct saddr addr;
     char addr_str[SADDR_STR_MAX];
     struct svc *svc; /* reference */
     struct worker *w;
-    struct listener *next; /* in the worker's list */
-    int mark;              /* scratch for reconciliation */
+    struct listener *next;   /* in the worker's list */
+    enum listener_mark mark; /* scratch for apply_plan_commit() */
 };
 
 /* Open, bind and listen on <addr> (not yet accepting). Returns a new

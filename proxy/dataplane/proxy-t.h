@@ -10,16 +10,18 @@
 
 #include <ev.h>
 
+#include "apply.h"
 #include "proxy.h"
 #include "worker.h"
 
 struct proxy {
-    struct worker w;
-    struct wthread *threads; /* workers 1..nworkers-1 */
+    struct worker w;         /* worker 0, on the control loop */
+    struct wthread *threads; /* workers 1..nworkers-1 (wthread.h) */
     unsigned nworkers;
-    struct ev_async wake;    /* a worker thread went idle while draining */
-    int drained;             /* on_drained was called */
-    int threads_off;         /* too many addresses: threads listen on none */
+    struct ev_async wake; /* a worker thread went idle while draining */
+    int drained;          /* on_drained was called */
+    /* What the descriptor guard said last (apply.c). */
+    enum apply_listen threads_listen;
     struct table *table; /* the snapshot in force (reference) */
     struct svc **svcs;   /* runtime services of <table>, same order */
     size_t nsvcs;
@@ -32,4 +34,3 @@ struct proxy {
 };
 
 #endif
-

@@ -80,17 +80,27 @@ size_t proxy_nconns(struct proxy *p);
  * control loop (worker_nconns(), n_accepted). */
 struct worker *proxy_worker(struct proxy *p, unsigned k);
 
+/* What proxy_apply() does with a frontend that cannot be opened. */
+enum proxy_apply_mode {
+    PROXY_APPLY_SKIP_FAILING = 0, /* log it and apply the rest (tables
+                                   * from the API; binds before the
+                                   * address exists) */
+    PROXY_APPLY_STRICT = 1,       /* fail, changing nothing (a reload of a
+                                   * file must not half-apply) */
+};
+
 /*
  * Make <t> (frozen; borrowed, the proxy takes its own reference) the table
- * in force. Listeners are opened for new frontends, pointed at the new
- * runtime service for kept ones and closed for removed ones; established
- * connections are never touched. With <strict>, the change is all or
- * nothing: if any listener cannot be opened, nothing changes and -1 is
- * returned with <e> filled (a reload of a file must not half-apply).
- * Without it (tables from the API), failing frontends are logged and
- * skipped. Returns 0 on success.
+ * in force on every worker. Listeners are opened for new frontends,
+ * pointed at the new runtime service for kept ones and closed for removed
+ * ones; established connections are never touched. <mode> says what a
+ * frontend that cannot be opened does; a strict apply that fails returns
+ * -1 with <e> filled and nothing changed, as does any apply out of memory
+ * or while draining. Returns 0 on success. Worker threads follow on their
+ * own loops (worker_generation() says when). Control loop.
  */
-int proxy_apply(struct proxy *p, struct table *t, int strict, struct err *e);
+int proxy_apply(struct proxy *p, struct table *t, enum proxy_apply_mode mode,
+                struct err *e);
 
 /* Stop accepting and call the drained hook once no connection is left or
  * <timeout_s> has passed (remaining connections are then reset). */

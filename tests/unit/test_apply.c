@@ -249,14 +249,14 @@ build(struct fixture *fx, const struct spec *sp, size_t n)
 /* Apply a new table of <n> services; the proxy keeps its own reference.
  * Returns what proxy_apply() returned. */
 static int
-apply(struct fixture *fx, const struct spec *sp, size_t n, int strict,
-      struct err *e)
+apply(struct fixture *fx, const struct spec *sp, size_t n,
+      enum proxy_apply_mode mode, struct err *e)
 {
     struct table *t = build(fx, sp, n);
     int rc;
 
     err_clear(e);
-    rc = proxy_apply(fx->p, t, strict, e);
+    rc = proxy_apply(fx->p, t, mode, e);
     table_unref(t);
     return rc;
 }
@@ -266,7 +266,7 @@ apply_ok(struct fixture *fx, const struct spec *sp, size_t n)
 {
     struct err e;
 
-    if (apply(fx, sp, n, 1, &e) != 0)
+    if (apply(fx, sp, n, PROXY_APPLY_STRICT, &e) != 0)
         fail_msg("apply: %s", e.msg);
 }
 
@@ -528,7 +528,7 @@ test_unbindable_frontend(void **state)
     wait_generation(fx, 1);
     a = svc_named(fx, "a");
 
-    assert_int_equal(apply(fx, t2, 3, 1, &e), -1);
+    assert_int_equal(apply(fx, t2, 3, PROXY_APPLY_STRICT, &e), -1);
     assert_non_null(strstr(e.msg, "cannot listen"));
     assert_int_equal(proxy_table(fx->p)->generation, 1);
     assert_int_equal(proxy_nsvcs(fx->p), 1);
@@ -540,7 +540,7 @@ test_unbindable_frontend(void **state)
     assert_int_equal(nlisten(f3), 1);
     assert_int_equal(route(fx, f1), 0);
 
-    assert_int_equal(apply(fx, t2, 3, 0, &e), 0);
+    assert_int_equal(apply(fx, t2, 3, PROXY_APPLY_SKIP_FAILING, &e), 0);
     wait_generation(fx, 3);
     assert_int_equal(proxy_nsvcs(fx->p), 3);
     assert_int_equal(nlisten(f1), fx->nworkers);
@@ -575,14 +575,14 @@ test_thread_cannot_open(void **state)
      * opens the second, a probe that no one else holds the address), and
      * it leaves two for thread 1 and none for thread 2. */
     fill_fds(fx, 4);
-    assert_int_equal(apply(fx, t2, 2, 1, &e), -1);
+    assert_int_equal(apply(fx, t2, 2, PROXY_APPLY_STRICT, &e), -1);
     assert_non_null(strstr(e.msg, "cannot listen"));
     assert_int_equal(nlisten(f2), 0);
     assert_int_equal(nlisten(f3), 0);
     assert_int_equal(proxy_table(fx->p)->generation, 1);
 
     /* Everything was closed again: the same four suffice once more. */
-    assert_int_equal(apply(fx, t2, 2, 0, &e), 0);
+    assert_int_equal(apply(fx, t2, 2, PROXY_APPLY_SKIP_FAILING, &e), 0);
     wait_generation(fx, 3);
     release_dummies(fx);
     assert_int_equal(nlisten(f2), 2);
@@ -706,7 +706,7 @@ test_no_table_while_draining(void **state)
     apply_ok(fx, t1, 1);
     wait_generation(fx, 1);
     proxy_drain(fx->p, 10.0);
-    assert_int_equal(apply(fx, t1, 1, 1, &e), -1);
+    assert_int_equal(apply(fx, t1, 1, PROXY_APPLY_STRICT, &e), -1);
     assert_non_null(strstr(e.msg, "draining"));
     assert_int_equal(proxy_table(fx->p)->generation, 1);
 }

@@ -1,0 +1,617 @@
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+
+#include "apply.h"
+#include "listener.h"
+#include "log.h"
+#include "proxy-t.h"
+#include "stats.h"
+#include "svc-t.h"
+#include "wthread.h"
+
+/* Stage 2's work for one worker thread. */
+struct apply_thread {
+    struct apply_plan *plan;
+    struct apply_addrs addrs; /* plan->addrs, for the control loop */
+};
+
+/* One apply in progress: what stages 1 and 2 built. apply_unwind()
+ * releases whatever stage 3 did not take. */
+struct apply {
+    struct proxy *p;
+    struct table *t;
+    enum proxy_apply_mode mode;
+    size_t naddrs;               /* frontends in the table */
+    struct svc **svcs;           /* stage 1: t->nservices references */
+    struct apply_plan *w0;       /* stage 2: worker 0's plan */
+    struct apply_thread *thread; /* stage 2: workers 1..N-1 */
+    enum apply_listen threads;   /* the descriptor guard's verdict, */
+    size_t fd_limit;             /* against this limit */
+};
+
+/* ---- address sets ------------------------------------------------------ */
+
+static int
+saddr_pcmp(const void *a, const void *b)
+{
+    return saddr_cmp(a, b);
+}
+
+static int
+addrs_has(const struct apply_addrs *s, const struct saddr *a)
+{
+    return s->n > 0 && bsearch(a, s->v, s->n, sizeof(*s->v), saddr_pcmp);
+}
+
+/* Room for <n> addresses in <s> (empty). Returns 0, or -1 when out of
+ * memory. */
+static int
+addrs_alloc(struct apply_addrs *s, size_t n)
+{
+    s->n = 0;
+    s->v = n > 0 ? malloc(n * sizeof(*s->v)) : NULL;
+    return n > 0 && s->v == NULL ? -1 : 0;
+}
+
+/* Sort what was added; the table's frontends are unique, so there are no
+ * duplicates to drop. */
+static void
+addrs_sort(struct apply_addrs *s)
+{
+    if (s->n > 1)
+        qsort(s->v, s->n, sizeof(*s->v), saddr_pcmp);
+}
+
+static void
+addrs_free(struct apply_addrs *s)
+{
+    free(s->v);
+    s->v = NULL;
+    s->n = 0;
+}
+
+/* ---- plans ------------------------------------------------------------- */
+
+static void
+free_listeners(struct listener *l)
+{
+    struct listener *next;
+
+    for (; l != NULL; l = next) {
+        next = l->next;
+        listener_free(l);
+    }
+}
+
+static void
+free_svcs(struct svc **v, size_t n)
+{
+    size_t i;
+
+    for (i = 0; i < n; i++)
+        svc_unref(v[i]);
+    free(v);
+}
+
+void
+apply_plan_free(struct apply_plan *pl)
+{
+    if (pl == NULL)
+        return;
+    free_listeners(pl->fresh);
+    free(pl->index);
+    addrs_free(&pl->addrs);
+    free_svcs(pl->svcs, pl->t->nservices);
+    table_unref(pl->t);
+    free(pl);
+}
+
+void
+apply_plan_adopt(struct apply_plan *pl, struct apply_plan *older)
+{
+    struct listener **tail = &pl->fresh;
+
+    while (*tail != NULL)
+        tail = &(*tail)->next;
+    *tail = older->fresh;
+    older->fresh = NULL;
+}
+
+/* A plan for <a>'s table, with its own references. */
+static struct apply_plan *
+plan_new(struct apply *a)
+{
+    struct apply_plan *pl = calloc(1, sizeof(*pl));
+    size_t i, n = a->t->nservices;
+
+    if (pl == NULL)
+        return NULL;
+    pl->svcs = calloc(n ? n : 1, sizeof(*pl->svcs));
+    if (pl->svcs == NULL) {
+        free(pl);
+        return NULL;
+    }
+    for (i = 0; i < n; i++)
+        pl->svcs[i] = svc_ref(a->svcs[i]);
+    pl->t = table_ref(a->t);
+    return pl;
+}
+
+static int
+listener_cmp(const void *a, const void *b)
+{
+    return saddr_cmp(&(*(struct listener *const *)a)->addr,
+                     &(*(struct listener *const *)b)->addr);
+}
+
+/* pl->index: <w>'s listeners and pl->fresh, sorted by address. Returns
+ * 0, or -1 when out of memory. */
+static int
+plan_index(struct apply_plan *pl, const struct worker *w)
+{
+    struct listener *lists[2] = {w->listeners, pl->fresh}, *l;
+    size_t n = 0, i;
+
+    for (i = 0; i < 2; i++)
+        for (l = lists[i]; l != NULL; l = l->next)
+            n++;
+    free(pl->index);
+    pl->index = malloc((n ? n : 1) * sizeof(*pl->index));
+    if (pl->index == NULL)
+        return -1;
+    n = 0;
+    for (i = 0; i < 2; i++)
+        for (l = lists[i]; l != NULL; l = l->next)
+            pl->index[n++] = l;
+    qsort(pl->index, n, sizeof(*pl->index), listener_cmp);
+    pl->nindex = n;
+    return 0;
+}
+
+/* The first position in pl->index of a listener on <a>, or where one
+ * would be. */
+static size_t
+plan_lower(const struct apply_plan *pl, const struct saddr *a)
+{
+    size_t lo = 0, hi = pl->nindex;
+
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (saddr_cmp(&pl->index[mid]->addr, a) < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+static int
+plan_has(const struct apply_plan *pl, const struct saddr *a)
+{
+    size_t i = plan_lower(pl, a);
+
+    return i < pl->nindex && saddr_cmp(&pl->index[i]->addr, a) == 0;
+}
+
+/* ---- commit: listeners follow the plan (on the worker's own loop) ------ */
+
+/* The listener to serve <a> from now on, or NULL. A worker thread may
+ * hold two for a moment: an old one, and a fresh one opened while the
+ * plan closing the old one was on its way. The fresh one stays: nobody
+ * accepted from it yet, so more connections may wait in its queue; the
+ * old one is LISTENER_REPLACED. */
+static struct listener *
+claim_one(struct apply_plan *pl, const struct saddr *a)
+{
+    struct listener *l = NULL, *c;
+    size_t i;
+
+    for (i = plan_lower(pl, a);
+         i < pl->nindex && saddr_cmp(&(c = pl->index[i])->addr, a) == 0; i++) {
+        if (l == NULL || c->mark == LISTENER_FRESH) {
+            if (l != NULL)
+                l->mark = LISTENER_REPLACED;
+            l = c;
+        } else {
+            c->mark = LISTENER_REPLACED;
+        }
+    }
+    return l;
+}
+
+/* Point the listener of every address of <pl> at its service and start
+ * it; it is then LISTENER_KEPT. */
+static void
+claim_listeners(struct worker *w, struct apply_plan *pl)
+{
+    const struct table *t = pl->t;
+    struct listener *l;
+    size_t i;
+
+    for (i = 0; i < pl->addrs.n; i++) {
+        const struct tbl_service *ts;
+        struct svc *s;
+        /* None only if a thread failed to commit an earlier plan (out of
+         * memory) and lost what it opened: the next table opens it. */
+        if ((l = claim_one(pl, &pl->addrs.v[i])) == NULL)
+            continue;
+        ts = table_find_frontend(t, &l->addr);
+        s = pl->svcs[ts - t->services];
+        listener_set_svc(l, s);
+        if (l->mark == LISTENER_FRESH && w->id == 0)
+            log_info("listening on %s for service %s", l->addr_str, s->name);
+        l->mark = LISTENER_KEPT;
+        listener_start(l);
+    }
+}
+
+/* Close every listener of <w> the plan did not claim. Each address is
+ * logged once, by worker 0; a thread logs only what it held before (a
+ * fresh listener no longer wanted was never announced). */
+static void
+close_unclaimed(struct worker *w)
+{
+    struct listener *l, **pl;
+
+    for (pl = &w->listeners; (l = *pl) != NULL;) {
+        if (l->mark == LISTENER_KEPT) {
+            pl = &l->next;
+            continue;
+        }
+        if (w->id == 0 || l->mark == LISTENER_STALE)
+            log_info("%sclosing listener %s (service %s removed or moved)",
+                     w->id == 0 ? "" : "worker: ", l->addr_str,
+                     l->svc ? l->svc->name : "-");
+        *pl = l->next;
+        listener_free(l);
+    }
+}
+
+/* <pl>'s fresh listeners join <w>'s, the table's are claimed and the
+ * rest closed. pl->index is built. Cannot fail. */
+static void
+reconcile(struct worker *w, struct apply_plan *pl)
+{
+    struct listener *l;
+
+    for (l = w->listeners; l != NULL; l = l->next)
+        l->mark = LISTENER_STALE;
+    while ((l = pl->fresh) != NULL) {
+        pl->fresh = l->next;
+        l->next = w->listeners;
+        w->listeners = l;
+        l->mark = LISTENER_FRESH;
+    }
+    claim_listeners(w, pl);
+    close_unclaimed(w);
+    free(pl->index);
+    pl->index = NULL;
+    pl->nindex = 0;
+}
+
+int
+apply_plan_commit(struct worker *w, struct apply_plan *pl)
+{
+    if (plan_index(pl, w) < 0)
+        return -1;
+    reconcile(w, pl);
+    atomic_store(&w->generation, pl->t->generation);
+    stats_worker_delay(ev_time() - pl->posted);
+    return 0;
+}
+
+/* ---- stage 1: runtime services ----------------------------------------- */
+
+/* Runtime services for the table: kept from the current set when
+ * unchanged (so round-robin positions survive a reload), new otherwise.
+ * Names are unique in a table, so the current service of the same name
+ * is found through the current table's name index (p->svcs[i] serves
+ * p->table->services[i]): O(N) for a table of N services, which the
+ * Kubernetes side rebuilds on every change. */
+static int
+stage_services(struct apply *a, struct err *e)
+{
+    struct proxy *p = a->p;
+    const struct table *t = a->t;
+    size_t i;
+
+    a->svcs = calloc(t->nservices ? t->nservices : 1, sizeof(*a->svcs));
+    if (a->svcs == NULL)
+        return err_set(e, "out of memory building services");
+    for (i = 0; i < t->nservices; i++) {
+        const struct tbl_service *ts = &t->services[i];
+        const struct tbl_service *cur =
+            p->table != NULL ? table_find(p->table, ts->name) : NULL;
+        struct svc *old = NULL;
+        if (cur != NULL && (size_t)(cur - p->table->services) < p->nsvcs)
+            old = p->svcs[cur - p->table->services];
+        if (old != NULL && svc_matches(old, ts)) {
+            a->svcs[i] = svc_ref(old);
+            continue;
+        }
+        if ((a->svcs[i] = svc_new(ts)) == NULL)
+            return err_set(e, "out of memory building services");
+        if (old != NULL)
+            svc_inherit(a->svcs[i], old, ev_now(p->w.loop));
+    }
+    return 0;
+}
+
+/* ---- stage 2: plans, with their sockets opened -------------------------- */
+
+/* Open on <w> a listener for each address of pl->addrs not in <have>,
+ * into pl->fresh. A strict apply fails at the first that cannot be
+ * opened (-1, <e> filled); otherwise it is logged and left out of
+ * pl->addrs. */
+static int
+open_missing(struct apply *a, struct worker *w, struct apply_plan *pl,
+             const struct apply_addrs *have, struct err *e)
+{
+    int freebind = a->mode != PROXY_APPLY_STRICT;
+    size_t i, kept = 0, failed = 0;
+    char m[ERR_STR_MAX];
+
+    for (i = 0; i < pl->addrs.n; i++) {
+        const struct saddr *addr = &pl->addrs.v[i];
+        struct listener *l = NULL;
+        if (!addrs_has(have, addr)
+            && (l = listener_new(w, addr, freebind, e)) == NULL) {
+            if (a->mode == PROXY_APPLY_STRICT)
+                return -1;
+            if (w->id == 0)
+                log_error("service %s: %s",
+                          table_find_frontend(a->t, addr)->name,
+                          err_str(e, m, sizeof(m)));
+            failed++;
+            continue;
+        }
+        if (l != NULL) {
+            l->next = pl->fresh;
+            pl->fresh = l;
+        }
+        pl->addrs.v[kept++] = *addr;
+    }
+    pl->addrs.n = kept;
+    /* A thread that cannot open what worker 0 could (out of descriptors)
+     * tries again with every table: say so, but not every time. */
+    if (failed > 0 && w->id != 0)
+        log_rl(LOG_WARN, ev_now(a->p->w.loop),
+               "worker %u: %zu address(es) left to the other workers: %s",
+               w->id, failed, err_str(e, m, sizeof(m)));
+    return 0;
+}
+
+/* The addresses of <w>'s listeners, sorted. */
+static int
+listener_addrs(const struct worker *w, struct apply_addrs *out)
+{
+    const struct listener *l;
+    size_t n = 0;
+
+    for (l = w->listeners; l != NULL; l = l->next)
+        n++;
+    if (addrs_alloc(out, n) < 0)
+        return -1;
+    for (l = w->listeners; l != NULL; l = l->next)
+        out->v[out->n++] = l->addr;
+    addrs_sort(out);
+    return 0;
+}
+
+/* Worker 0's plan: every frontend of the table. Its index is built here,
+ * so that committing it cannot fail. */
+static int
+open_worker0(struct apply *a, struct err *e)
+{
+    const struct table *t = a->t;
+    struct apply_addrs have = {0};
+    struct apply_plan *pl;
+    size_t i, j;
+    int rc;
+
+    if ((pl = a->w0 = plan_new(a)) == NULL
+        || addrs_alloc(&pl->addrs, a->naddrs) < 0
+        || listener_addrs(&a->p->w, &have) < 0)
+        return err_set(e, "out of memory opening listeners");
+    for (i = 0; i < t->nservices; i++)
+        for (j = 0; j < t->services[i].nfrontends; j++)
+            pl->addrs.v[pl->addrs.n++] = t->services[i].frontends[j];
+    addrs_sort(&pl->addrs);
+    rc = open_missing(a, &a->p->w, pl, &have, e);
+    addrs_free(&have);
+    if (rc < 0)
+        return -1;
+    if (plan_index(pl, &a->p->w) < 0)
+        return err_set(e, "out of memory opening listeners");
+    return 0;
+}
+
+/* Each worker thread holds one socket per address it serves: with many
+ * services (a Kubernetes node with thousands) that is the address count
+ * times the threads. Past a quarter of the descriptor limit the threads
+ * listen on nothing and worker 0 serves every address alone: slower, but
+ * every service stays up and connections keep their descriptors. */
+static void
+descriptor_guard(struct apply *a)
+{
+    struct rlimit rl;
+    size_t cap = 4096;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
+        cap = (size_t)rl.rlim_cur / 4;
+    a->fd_limit = cap * 4;
+    a->threads = a->naddrs * (a->p->nworkers - 1) > cap ? APPLY_LISTEN_NONE
+                                                        : APPLY_LISTEN_SERVED;
+}
+
+/* What every worker thread is to listen on: the frontends of services
+ * without ClientIP affinity (svc.h), where worker 0 listens. */
+static int
+thread_addrs(struct apply *a, struct apply_addrs *out)
+{
+    const struct table *t = a->t;
+    size_t i, j;
+
+    if (addrs_alloc(out, a->naddrs) < 0)
+        return -1;
+    for (i = 0; i < t->nservices && a->threads == APPLY_LISTEN_SERVED; i++) {
+        const struct tbl_service *ts = &t->services[i];
+        if (ts->affinity_timeout_ms != 0)
+            continue;
+        for (j = 0; j < ts->nfrontends; j++)
+            if (plan_has(a->w0, &ts->frontends[j]))
+                out->v[out->n++] = ts->frontends[j];
+    }
+    addrs_sort(out);
+    return 0;
+}
+
+static int
+addrs_copy(struct apply_addrs *to, const struct apply_addrs *from)
+{
+    if (addrs_alloc(to, from->n) < 0)
+        return -1;
+    if (from->n > 0)
+        memcpy(to->v, from->v, from->n * sizeof(*from->v));
+    to->n = from->n;
+    return 0;
+}
+
+/* Worker thread <th>'s plan: <want>, with the sockets it lacks opened,
+ * and the control loop's copy of what it will listen on. */
+static int
+open_thread(struct apply *a, struct apply_thread *at, struct wthread *th,
+            const struct apply_addrs *want, struct err *e)
+{
+    struct apply_plan *pl = at->plan = plan_new(a);
+
+    if (pl == NULL || addrs_copy(&pl->addrs, want) < 0)
+        return err_set(e, "out of memory opening listeners");
+    if (open_missing(a, &th->w, pl, &th->addrs, e) < 0)
+        return -1;
+    if (addrs_copy(&at->addrs, &pl->addrs) < 0)
+        return err_set(e, "out of memory opening listeners");
+    return 0;
+}
+
+static int
+stage_open(struct apply *a, struct err *e)
+{
+    unsigned k, nt = a->p->nworkers - 1;
+    struct apply_addrs want;
+    int rc = 0;
+
+    if (open_worker0(a, e) < 0)
+        return -1;
+    descriptor_guard(a);
+    if (nt == 0)
+        return 0;
+    a->thread = calloc(nt, sizeof(*a->thread));
+    if (a->thread == NULL || thread_addrs(a, &want) < 0)
+        return err_set(e, "out of memory opening listeners");
+    for (k = 0; k < nt && rc == 0; k++)
+        rc = open_thread(a, &a->thread[k], &a->p->threads[k], &want, e);
+    addrs_free(&want);
+    return rc;
+}
+
+/* ---- stage 3: commit ---------------------------------------------------- */
+
+static void
+log_guard_change(struct apply *a)
+{
+    struct proxy *p = a->p;
+
+    if (a->threads == p->threads_listen)
+        return;
+    if (a->threads == APPLY_LISTEN_NONE)
+        log_warn("workers: %zu listening addresses on %u worker threads "
+                 "would take more than a quarter of the descriptor limit "
+                 "(%zu); worker 0 serves them alone",
+                 a->naddrs, p->nworkers - 1, a->fd_limit);
+    else
+        log_info("workers: %zu listening addresses: every worker serves "
+                 "them again",
+                 a->naddrs);
+    p->threads_listen = a->threads;
+}
+
+/* The proxy's services and table become the new ones. Services left
+ * behind are retired: they take no new connection. */
+static void
+swap_table(struct apply *a)
+{
+    struct proxy *p = a->p;
+    size_t i;
+
+    for (i = 0; i < p->nsvcs; i++)
+        p->svcs[i]->retired = 1;
+    for (i = 0; i < a->t->nservices; i++)
+        a->svcs[i]->retired = 0;
+    free_svcs(p->svcs, p->nsvcs);
+    p->svcs = a->svcs;
+    p->nsvcs = a->t->nservices;
+    a->svcs = NULL;
+    table_unref(p->table);
+    p->table = table_ref(a->t);
+    atomic_store(&p->w.generation, a->t->generation);
+}
+
+/* Worker 0 first, then the threads: a thread's listeners open only where
+ * worker 0's already do. */
+static void
+stage_commit(struct apply *a)
+{
+    struct proxy *p = a->p;
+    unsigned k;
+    double now;
+
+    reconcile(&p->w, a->w0);
+    now = ev_time();
+    for (k = 0; k + 1 < p->nworkers; k++) {
+        struct wthread *th = &p->threads[k];
+        struct apply_thread *at = &a->thread[k];
+        addrs_free(&th->addrs);
+        th->addrs = at->addrs;
+        memset(&at->addrs, 0, sizeof(at->addrs));
+        at->plan->posted = now;
+        wthread_post_plan(th, at->plan);
+        at->plan = NULL;
+    }
+    log_guard_change(a);
+    swap_table(a);
+}
+
+static void
+apply_unwind(struct apply *a)
+{
+    unsigned k;
+
+    for (k = 0; a->thread != NULL && k + 1 < a->p->nworkers; k++) {
+        apply_plan_free(a->thread[k].plan);
+        addrs_free(&a->thread[k].addrs);
+    }
+    free(a->thread);
+    apply_plan_free(a->w0);
+    if (a->svcs != NULL)
+        free_svcs(a->svcs, a->t->nservices);
+}
+
+int
+apply_table(struct proxy *p, struct table *t, enum proxy_apply_mode mode,
+            struct err *e)
+{
+    struct apply a = {.p = p, .t = t, .mode = mode};
+    size_t i;
+    int rc = -1;
+
+    for (i = 0; i < t->nservices; i++)
+        a.naddrs += t->services[i].nfrontends;
+    if (stage_services(&a, e) == 0 && stage_open(&a, e) == 0) {
+        stage_commit(&a);
+        rc = 0;
+    }
+    apply_unwind(&a);
+    return rc;
+}

@@ -1,0 +1,178 @@
+#include <signal.h>
+#include <stdlib.h>
+
+#include "conn.h"
+#include "listener.h"
+#include "log.h"
+#include "svc-t.h"
+#include "wthread.h"
+
+static void
+close_listeners(struct worker *w)
+{
+    struct listener *l;
+
+    while ((l = w->listeners) != NULL) {
+        w->listeners = l->next;
+        listener_free(l);
+    }
+}
+
+/* Tell the control loop, once, that this draining thread is idle. */
+static void
+wthread_on_idle(struct worker *w)
+{
+    struct wthread *t = (struct wthread *)(void *)w;
+
+    if (atomic_exchange(&t->idle, 1) == 0)
+        ev_async_send(t->ctl, t->ctl_wake);
+}
+
+static void
+take_plan(struct wthread *t, struct apply_plan *pl)
+{
+    if (t->draining)
+        return; /* its listeners are closed for good */
+    if (apply_plan_commit(&t->w, pl) < 0)
+        log_error("worker %u: out of memory applying a table; it keeps "
+                  "its listeners",
+                  t->w.id);
+}
+
+static void
+take_stop(struct ev_loop *loop, struct wthread *t)
+{
+    close_listeners(&t->w);
+    t->w.on_idle = NULL;
+    conn_close_all(&t->w);
+    ev_async_stop(loop, &t->wake);
+    ev_break(loop, EVBREAK_ALL);
+}
+
+/* Connections already open run to their end; the control loop learns
+ * from wthread_on_idle() when the last one is gone. */
+static void
+take_drain(struct wthread *t)
+{
+    if (t->draining)
+        return;
+    t->draining = 1;
+    close_listeners(&t->w);
+    t->w.on_idle = wthread_on_idle;
+    if (worker_nconns(&t->w) == 0)
+        wthread_on_idle(&t->w);
+}
+
+/* The mailbox has something: empty it under the lock, then act on it
+ * without holding the lock. A stop wins over a plan; a plan comes before
+ * a drain posted with it (it is older). */
+static void
+wthread_on_wake(struct ev_loop *loop, struct ev_async *a, int rev)
+{
+    struct wthread *t = a->data;
+    struct apply_plan *pl;
+    unsigned orders;
+
+    (void)rev;
+    pthread_mutex_lock(&t->mu);
+    pl = t->plan;
+    t->plan = NULL;
+    orders = t->orders;
+    t->orders = 0;
+    pthread_mutex_unlock(&t->mu);
+    if (pl != NULL && !(orders & WTHREAD_STOP))
+        take_plan(t, pl);
+    apply_plan_free(pl);
+    if (orders & WTHREAD_STOP)
+        take_stop(loop, t);
+    else if (orders & WTHREAD_DRAIN)
+        take_drain(t);
+}
+
+static void *
+wthread_main(void *arg)
+{
+    struct wthread *t = arg;
+
+    svc_worker_self = t->w.id;
+    ev_run(t->w.loop, 0);
+    return NULL;
+}
+
+int
+wthread_start(struct wthread *t, unsigned id, unsigned nworkers,
+              struct ev_loop *ctl, struct ev_async *ctl_wake)
+{
+    struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
+    sigset_t all, old;
+    int rc;
+
+    if (loop == NULL)
+        return -1;
+    if (worker_init(&t->w, loop) < 0) {
+        ev_loop_destroy(loop);
+        return -1;
+    }
+    t->w.id = id;
+    t->w.nworkers = nworkers;
+    t->ctl = ctl;
+    t->ctl_wake = ctl_wake;
+    pthread_mutex_init(&t->mu, NULL);
+    ev_async_init(&t->wake, wthread_on_wake);
+    t->wake.data = t;
+    ev_async_start(loop, &t->wake);
+    /* Signals are for the control loop: the thread blocks them all. */
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    rc = pthread_create(&t->tid, NULL, wthread_main, t);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rc != 0) {
+        ev_async_stop(loop, &t->wake);
+        worker_deinit(&t->w);
+        ev_loop_destroy(loop);
+        pthread_mutex_destroy(&t->mu);
+        return -1;
+    }
+    return 0;
+}
+
+void
+wthread_stop(struct wthread *t)
+{
+    struct ev_loop *loop = t->w.loop;
+
+    wthread_post(t, WTHREAD_STOP);
+    pthread_join(t->tid, NULL);
+    apply_plan_free(t->plan); /* posted after the stop was taken */
+    t->plan = NULL;
+    worker_deinit(&t->w);
+    ev_loop_destroy(loop);
+    pthread_mutex_destroy(&t->mu);
+    free(t->addrs.v);
+    t->addrs.v = NULL;
+    t->addrs.n = 0;
+}
+
+void
+wthread_post_plan(struct wthread *t, struct apply_plan *pl)
+{
+    struct apply_plan *old;
+
+    pthread_mutex_lock(&t->mu);
+    old = t->plan;
+    if (old != NULL)
+        apply_plan_adopt(pl, old);
+    t->plan = pl;
+    pthread_mutex_unlock(&t->mu);
+    apply_plan_free(old);
+    ev_async_send(t->w.loop, &t->wake);
+}
+
+void
+wthread_post(struct wthread *t, enum wthread_order order)
+{
+    pthread_mutex_lock(&t->mu);
+    t->orders |= (unsigned)order;
+    pthread_mutex_unlock(&t->mu);
+    ev_async_send(t->w.loop, &t->wake);
+}
