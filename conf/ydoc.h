@@ -17,7 +17,9 @@
  *    event);
  *  - aliases that would make the tree, with every alias expanded, larger
  *    than the nodes written plus the caller's alias_slack; a walk of the
- *    tree that follows aliases is bounded by that too;
+ *    tree that follows aliases is bounded by that too (such a walk may go
+ *    deeper than max_depth, where an alias puts a subtree under a deep
+ *    parent, but no further than the slack allows);
  *  - an alias inside the node it names (a cycle), an alias to no anchor,
  *    and an anchor defined twice in one document.
  *
