@@ -21,7 +21,6 @@ struct kapi {
     char *base;            /* scheme://host:port to put in URLs */
     char *connect_to;      /* CURLOPT_CONNECT_TO entry for tls-server-name */
     struct kapi_req *reqs; /* live requests, for kapi_free() */
-    unsigned long long started, failed;
 };
 
 struct kapi_req {
@@ -190,8 +189,6 @@ req_finish(struct kapi_req *r, int code)
         snprintf(res.error, sizeof(res.error), "%s",
                  r->errbuf[0] ? r->errbuf : curl_easy_strerror((CURLcode)code));
     }
-    if (res.status < 200 || res.status >= 300)
-        r->k->failed++;
     req_unlink(r);
     r->ops->on_done(r->arg, &res);
     req_free(r);
@@ -361,14 +358,6 @@ kapi_unauthorized(struct kapi *k)
     kcred_invalidate(k->cred);
 }
 
-void
-kapi_counts(const struct kapi *k, unsigned long long *started,
-            unsigned long long *failed)
-{
-    *started = k->started;
-    *failed = k->failed;
-}
-
 static int
 set_tls(struct kapi_req *r, const struct kcred *c)
 {
@@ -490,7 +479,6 @@ kapi_get(struct kapi *k, const char *path_query, double deadline, double idle,
         ev_timer_start(k->loop, &r->deadline);
     if (idle > 0)
         ev_timer_again(k->loop, &r->idle);
-    k->started++;
     return r;
 }
 

@@ -72,10 +72,6 @@ void kapi_cancel(struct kapi_req *r);
 /* The server answered 401: re-read the token before the next request. */
 void kapi_unauthorized(struct kapi *k);
 
-/* Requests started and the ones that failed (no 2xx), for metrics. */
-void kapi_counts(const struct kapi *k, unsigned long long *started,
-                 unsigned long long *failed);
-
 /* Percent-encode <in> for a query value into <out>. Returns 0, or -1 if
  * it does not fit. */
 int kapi_query_escape(const char *in, char *out, size_t outlen);

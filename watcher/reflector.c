@@ -572,12 +572,6 @@ reflector_cache(const struct reflector *r)
     return r->cache;
 }
 
-const struct reflector_kind *
-reflector_kind_of(const struct reflector *r)
-{
-    return r->kind;
-}
-
 int
 reflector_synced(const struct reflector *r)
 {

@@ -89,7 +89,6 @@ void reflector_start(struct reflector *r);
 void reflector_check_rv(struct reflector *r, const char *server_rv);
 
 const struct kcache *reflector_cache(const struct reflector *r);
-const struct reflector_kind *reflector_kind_of(const struct reflector *r);
 
 /* Listed completely at least once. */
 int reflector_synced(const struct reflector *r);
