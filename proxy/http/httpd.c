@@ -61,7 +61,7 @@ struct httpd {
     void (*on_pause)(void);
     /* Per server, so that the admin and node health servers each say
      * what happens to them. */
-    struct log_ratelimit rl_pause, rl_evict;
+    struct log_ratelimit rl_pause, rl_evict_own, rl_evict_all;
 };
 
 /* log_rl() against a limiter of the server's own. */
@@ -341,12 +341,16 @@ hconn_make_room(struct httpd *h, const struct saddr *src)
             return -1;
     }
     if (victim != NULL) {
-        int own = same >= h->max_per_source;
-        httpd_log_rl(h, rl_evict, LOG_INFO,
-                     "%s: %s of %u connections reached: closing the oldest "
-                     "idle one for a new one",
-                     h->name, own ? "per-client cap" : "cap",
-                     own ? h->max_per_source : h->max_conns);
+        if (same >= h->max_per_source)
+            httpd_log_rl(h, rl_evict_own, LOG_INFO,
+                         "%s: per-client cap of %u connections reached: "
+                         "closing the oldest idle one for a new one",
+                         h->name, h->max_per_source);
+        else
+            httpd_log_rl(h, rl_evict_all, LOG_INFO,
+                         "%s: cap of %u connections reached: closing the "
+                         "oldest idle one for a new one",
+                         h->name, h->max_conns);
         hconn_close(victim);
     }
     return 0;

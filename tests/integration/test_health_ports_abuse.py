@@ -146,10 +146,11 @@ def test_admin_idle_flood(start_ferry, backends):
 
 def test_admin_flood_spares_other_clients(start_ferry, backends):
     """A request under way from 127.0.0.2 (headers half sent) survives a
-    flood of idle connections from 127.0.0.1 and is answered."""
+    flood of idle connections from 127.0.0.1 and is answered; past the
+    total cap, probes still answer."""
     b = backends("b")
     admin = ft.free_addr()
-    start_ferry(at.with_admin(
+    f = start_ferry(at.with_admin(
         ft.config([ft.service("web", ft.free_addr(), [b])]), admin,
         request_timeout="30s"))
     wait_for(lambda: readyz(admin) == 200, dl(10), "admin server ready")
@@ -166,6 +167,13 @@ def test_admin_flood_spares_other_clients(start_ferry, backends):
         other.sendall(b"\r\n")
         reply = ft.read_until_eof(other, dl(10))
         assert at.status_code(reply) == 200, reply[:200]
+        # Five addresses of 16: past the total of 64, the oldest idle
+        # connection of any address gives way.
+        for src in ("127.0.0.3", "127.0.0.4", "127.0.0.5", "127.0.0.6"):
+            held += flood(admin, 16, src)
+        f.wait_log(r"admin: cap of 64 connections reached: closing the "
+                   r"oldest idle one")
+        assert_probes_answer(admin, ["/healthz"])
     finally:
         other.close()
         for s in held:
@@ -183,6 +191,8 @@ def test_node_health_idle_flood(start_ferry, tmp_path, sim_cleanup):
     held = flood(healthz, FLOOD)
     try:
         assert_probes_answer(healthz, ["/healthz", "/readyz", "/livez"])
+        f.wait_log(r"healthz: per-client cap of 32 connections reached: "
+                   r"closing the oldest idle one")
     finally:
         for s in held:
             s.close()
