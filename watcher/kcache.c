@@ -106,9 +106,10 @@ note_obj(struct err *e, const json_t *obj)
                  name ? name : "");
 }
 
-int
-kcache_key(const struct kcache *c, const json_t *obj, char *out, size_t outlen,
-           struct err *e)
+/* kcache_key() saying why a key cannot be made. */
+static int
+key_of(const struct kcache *c, const json_t *obj, char *out, size_t outlen,
+       enum skip_reason *why, struct err *e)
 {
     const char *ns = meta_str(obj, "namespace");
     const char *name = meta_str(obj, "name");
@@ -116,6 +117,7 @@ kcache_key(const struct kcache *c, const json_t *obj, char *out, size_t outlen,
     int n;
 
     note_obj(e, obj);
+    *why = SKIP_MALFORMED;
     if (!json_is_object(obj))
         return err_set(e, "object is not a JSON object");
     if (c->kind[0] != '\0' && json_is_string(kind)
@@ -130,20 +132,35 @@ kcache_key(const struct kcache *c, const json_t *obj, char *out, size_t outlen,
         n = snprintf(out, outlen, "%s/%s", ns, name);
     else
         n = snprintf(out, outlen, "%s", name);
+    *why = SKIP_NAME_TOO_LONG;
     if (n < 0 || (size_t)n >= outlen)
         return err_set(e, "object name too long");
     return 0;
 }
 
 int
-kcache_put(struct kcache *c, json_t *obj, struct err *e)
+kcache_key(const struct kcache *c, const json_t *obj, char *out, size_t outlen,
+           struct err *e)
 {
+    enum skip_reason why;
+
+    return key_of(c, obj, out, outlen, &why, e);
+}
+
+int
+kcache_put_why(struct kcache *c, json_t *obj, enum skip_reason *why,
+               struct err *e)
+{
+    enum skip_reason dummy;
     char key[512];
 
-    if (kcache_key(c, obj, key, sizeof(key), e) < 0) {
+    if (why == NULL)
+        why = &dummy;
+    if (key_of(c, obj, key, sizeof(key), why, e) < 0) {
         json_decref(obj);
         return -1;
     }
+    *why = SKIP_CACHE_FULL;
     if (json_object_get(c->map, key) == NULL
         && json_object_size(c->map) >= KCACHE_MAX_OBJECTS) {
         json_decref(obj);
@@ -153,6 +170,12 @@ kcache_put(struct kcache *c, json_t *obj, struct err *e)
         return err_set(e, "out of memory");
     c->changes++;
     return 0;
+}
+
+int
+kcache_put(struct kcache *c, json_t *obj, struct err *e)
+{
+    return kcache_put_why(c, obj, NULL, e);
 }
 
 int
@@ -281,9 +304,10 @@ apply_object(struct kcache *c, enum kcache_ev type, json_t *obj,
     const char *rv = meta_str(obj, "resourceVersion");
 
     snprintf(ev->rv, sizeof(ev->rv), "%s", rv ? rv : "");
+    ev->skip = SKIP_MALFORMED;
     if (rv != NULL && strlen(rv) >= sizeof(ev->rv))
         return err_set(e, "resourceVersion too long");
-    if (kcache_key(c, obj, key, sizeof(key), e) < 0)
+    if (key_of(c, obj, key, sizeof(key), &ev->skip, e) < 0)
         return -1;
     if (rv_regresses(c, ev->rv, type != KCACHE_EV_BOOKMARK))
         return KCACHE_REGRESS;
@@ -292,7 +316,7 @@ apply_object(struct kcache *c, enum kcache_ev type, json_t *obj,
     else if (type == KCACHE_EV_DELETED) {
         if (kcache_del(c, obj, e) < 0)
             return -1;
-    } else if (kcache_put(c, json_incref(obj), e) < 0)
+    } else if (kcache_put_why(c, json_incref(obj), &ev->skip, e) < 0)
         return -1;
     if (ev->rv[0] != '\0')
         kcache_set_rv(c, ev->rv);
@@ -325,6 +349,7 @@ kcache_apply_line(struct kcache *c, const char *line, size_t len,
     int rc;
 
     memset(ev, 0, sizeof(*ev));
+    ev->skip = SKIP_MALFORMED;
     root = json_loadb(line, len, 0, &jerr);
     if (root == NULL)
         return err_set_at(e, jerr.line, jerr.column, "bad JSON: %s", jerr.text);

@@ -16,6 +16,7 @@
 #include <stdint.h>
 
 #include "err.h"
+#include "skip.h"
 
 #define KCACHE_RV_MAX      32      /* RVs are decimal revisions */
 #define KCACHE_MAX_OBJECTS 1000000 /* hard cap on cached objects */
@@ -35,6 +36,7 @@ struct kcache_event {
     int code;               /* ERROR: Status code (410 = expired) */
     char reason[64];        /* ERROR: Status reason */
     char message[192];      /* ERROR: Status message */
+    enum skip_reason skip;  /* why the line was refused (-1 returned) */
 };
 
 /* kcache_apply_line() results besides -1 (malformed, <e> filled). */
@@ -71,6 +73,12 @@ void kcache_set_rv(struct kcache *c, const char *rv);
  * missing, the kind is wrong or the cache is full. Returns 0 or -1. */
 int kcache_put(struct kcache *c, json_t *obj, struct err *e);
 
+/* kcache_put() that also says why an object was refused: on -1 *why is
+ * SKIP_MALFORMED, SKIP_NAME_TOO_LONG or SKIP_CACHE_FULL (<why> may be
+ * NULL). */
+int kcache_put_why(struct kcache *c, json_t *obj, enum skip_reason *why,
+                   struct err *e);
+
 /* Remove the object with the key of <obj>. Returns 1 if it was there,
  * 0 if not, -1 with <e> filled if <obj> has no usable metadata. */
 int kcache_del(struct kcache *c, const json_t *obj, struct err *e);
@@ -99,7 +107,12 @@ int kcache_rv_cmp(const char *a, const char *b, int *cmp);
  * ERROR fills <ev> and changes nothing. An object or bookmark whose RV is
  * not newer than the cache's (equal is fine for a bookmark) is refused
  * with KCACHE_REGRESS. Returns KCACHE_APPLIED, KCACHE_ERROR,
- * KCACHE_REGRESS, or -1 with <e> filled (obj = "ns/name" when known).
+ * KCACHE_REGRESS, or -1 with <e> filled (obj = "ns/name" when known) and
+ * ev->skip set.
+ *
+ * The line is decoded whole by jansson, whose parser stops at nesting
+ * depth JSON_PARSER_MAX_DEPTH (2048 in Debian's build): a line of nothing
+ * but '[' is refused after 2049 bytes, however long it is.
  */
 int kcache_apply_line(struct kcache *c, const char *line, size_t len,
                       struct kcache_event *ev, struct err *e);

@@ -4,8 +4,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "log.h"
-
 #define LINEBUF_INITIAL 4096
 
 void
@@ -42,7 +40,6 @@ drop_line(struct linebuf *lb)
     lb->dropped++;
     lb->len = 0;
     lb->skipping = 1;
-    log_warn("watch: dropping a line longer than %zu bytes", lb->max);
 }
 
 /* Append to the partial line, growing by doubling up to max. */

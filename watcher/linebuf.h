@@ -3,8 +3,9 @@
  * hard cap on the length of one line.
  *
  * Watch bodies arrive in chunks that do not line up with events; each
- * event ends in '\n'. A line longer than the cap is dropped (counted and
- * logged once) and the splitter resynchronises at the next newline.
+ * event ends in '\n'. A line longer than the cap is dropped (counted in
+ * <dropped>; the caller logs it) and the splitter resynchronises at the
+ * next newline.
  */
 #ifndef WATCHER_LINEBUF_H
 #define WATCHER_LINEBUF_H

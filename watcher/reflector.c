@@ -9,13 +9,17 @@
 #include "linebuf.h"
 #include "log.h"
 
-const struct reflector_kind reflector_services = {"Service", "/api/v1/services",
-                                                  "services", "", 1};
+const struct reflector_kind reflector_services = {
+    "Service", "/api/v1/services", "services", "", 1, SKIP_KIND_SERVICE};
 const struct reflector_kind reflector_slices = {
-    "EndpointSlice", "/apis/discovery.k8s.io/v1/endpointslices",
-    "endpointslices", "discovery.k8s.io", 1};
-const struct reflector_kind reflector_nodes = {"Node", "/api/v1/nodes", "nodes",
-                                               "", 0};
+    "EndpointSlice",
+    "/apis/discovery.k8s.io/v1/endpointslices",
+    "endpointslices",
+    "discovery.k8s.io",
+    1,
+    SKIP_KIND_ENDPOINTSLICE};
+const struct reflector_kind reflector_nodes = {
+    "Node", "/api/v1/nodes", "nodes", "", 0, SKIP_KIND_NODE};
 
 enum refl_next { NEXT_LIST = 0, NEXT_WATCH };
 
@@ -46,6 +50,7 @@ struct reflector {
 
     /* current watch */
     struct linebuf lines;
+    uint64_t lines_dropped; /* lines.dropped already reported */
     double watch_started;
     uint64_t watch_events;
     int watch_error; /* ERROR event code, or -1 on RV regression */
@@ -166,6 +171,18 @@ log_failure(struct reflector *r, const char *what,
         r->ops->on_cert_failure(r->arg, r);
 }
 
+/* Count a skipped line or item and tell the owner. */
+static void
+skipped(struct reflector *r, enum skip_reason why, const char *obj,
+        const char *what)
+{
+    struct skip_note n = {r->kind->skip_kind, why, obj, what};
+
+    r->st.bad_lines++;
+    if (r->ops->on_skip != NULL)
+        r->ops->on_skip(r->arg, r, &n);
+}
+
 /* --- LIST ------------------------------------------------------------ */
 
 static int
@@ -207,12 +224,10 @@ take_page(struct reflector *r, json_t *page)
         return -1;
     json_array_foreach(items, i, it)
     {
+        enum skip_reason why;
         err_clear(&e);
-        if (kcache_put(r->staging, json_incref(it), &e) < 0) {
-            r->st.bad_lines++;
-            log_warn("kube-api: %s list: skipping %s: %s", r->kind->resource,
-                     e.obj[0] ? e.obj : "an item", e.msg);
-        }
+        if (kcache_put_why(r->staging, json_incref(it), &why, &e) < 0)
+            skipped(r, why, e.obj, e.msg);
     }
     if (rv != NULL)
         kcache_set_rv(r->staging, rv);
@@ -259,10 +274,11 @@ list_on_done(void *arg, const struct kapi_result *res)
 {
     struct reflector *r = arg;
     json_t *page = NULL;
+    json_error_t jerr;
 
     r->req = NULL;
     if (res->status == 200 && res->curl_code == 0) {
-        page = json_loadb(r->body, r->body_len, 0, NULL);
+        page = json_loadb(r->body, r->body_len, 0, &jerr);
         r->body_len = 0;
         if (page != NULL && take_page(r, page) == 0) {
             json_decref(page);
@@ -272,8 +288,15 @@ list_on_done(void *arg, const struct kapi_result *res)
                 list_complete(r);
             return;
         }
+        if (page == NULL)
+            log_warn("kube-api: %s list: undecodable response: %s at byte "
+                     "%d",
+                     r->kind->resource, jerr.text, jerr.position);
+        else
+            log_warn("kube-api: %s list: undecodable response: no items "
+                     "list or continue token too long",
+                     r->kind->resource);
         json_decref(page);
-        log_warn("kube-api: %s list: undecodable response", r->kind->resource);
     } else if (res->status == 410 && r->cont[0] != '\0') {
         /* The continue token expired: one unpaginated list, as
          * client-go's pager does. */
@@ -371,11 +394,14 @@ watch_on_line(void *arg, const char *line, size_t len)
                  "%s event at resourceVersion %s after %s",
                  kcache_ev_name(ev.type), ev.rv, old_rv);
         return 1;
-    default:
-        r->st.bad_lines++;
-        log_rl(LOG_WARN, ev_now(r->loop), "kube-api: %s watch: skipping %s: %s",
-               r->kind->resource, e.obj[0] ? e.obj : "a line", e.msg);
+    default: {
+        char what[sizeof(e.msg) + 32];
+        snprintf(what, sizeof(what), "%s", e.msg);
+        if (e.line > 0) /* a JSON error: where the parser stopped */
+            snprintf(what, sizeof(what), "%s at column %d", e.msg, e.col);
+        skipped(r, ev.skip, e.obj, what);
         return 0;
+    }
     }
 }
 
@@ -383,10 +409,19 @@ static int
 watch_on_data(void *arg, const char *data, size_t n)
 {
     struct reflector *r = arg;
+    int rc;
 
     if (!r->healthy)
         set_health(r, 1); /* a 200 is streaming */
-    return linebuf_feed(&r->lines, data, n, watch_on_line, r) != 0;
+    rc = linebuf_feed(&r->lines, data, n, watch_on_line, r);
+    while (r->lines_dropped < r->lines.dropped) {
+        char what[96];
+        r->lines_dropped++;
+        snprintf(what, sizeof(what), "watch line longer than %u bytes",
+                 REFLECTOR_LINE_MAX);
+        skipped(r, SKIP_TOO_LARGE, "", what);
+    }
+    return rc != 0;
 }
 
 /* The stream ended with a 200: why, and what next. */

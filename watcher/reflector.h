@@ -19,6 +19,7 @@
 
 #include "kapi.h"
 #include "kcache.h"
+#include "skip.h"
 
 #define REFLECTOR_PAGE       500
 #define REFLECTOR_LIST_MAX   (256u << 20) /* bytes of one list page */
@@ -33,6 +34,7 @@ struct reflector_kind {
     const char *resource; /* "services", for RBAC messages */
     const char *group;    /* "" (core) or "discovery.k8s.io" */
     int namespaced;
+    enum skip_kind skip_kind; /* for skip notes */
 };
 
 extern const struct reflector_kind reflector_services;
@@ -45,7 +47,8 @@ struct reflector_stats {
     uint64_t watches;        /* watch requests started */
     uint64_t watch_restarts; /* watches started after the first */
     uint64_t events;         /* watch events applied */
-    uint64_t bad_lines;      /* malformed lines or objects skipped */
+    uint64_t bad_lines;      /* lines or list items skipped (also
+                              * reported through on_skip) */
     uint64_t errors;         /* failed requests */
     double last_sync;        /* loop time of the last completed list */
     double failing_since;    /* loop time of the first failure of the
@@ -69,6 +72,9 @@ struct reflector_ops {
     /* A request failed because the server's TLS certificate did not
      * verify (after the failure was logged). May be NULL. */
     void (*on_cert_failure)(void *arg, struct reflector *r);
+    /* A watch line or list item was skipped (not decoded, too long, no
+     * name...); nothing is logged here. May be NULL. */
+    void (*on_skip)(void *arg, struct reflector *r, const struct skip_note *n);
 };
 
 /* New reflector (not started). Selectors are raw (unescaped) or NULL.

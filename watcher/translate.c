@@ -1,11 +1,10 @@
 #include "translate.h"
 
 #include <arpa/inet.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#include "log.h"
 
 /* One candidate endpoint for one Service port. */
 struct ep {
@@ -60,6 +59,46 @@ str_eq(const char *a, const char *b)
     return a != NULL && b != NULL && strcmp(a, b) == 0;
 }
 
+/* Note that a field of <obj> (or all of it) is not served. */
+static void skipf(const struct translate_opts *o, enum skip_kind kind,
+                  const json_t *obj, enum skip_reason reason, const char *fmt,
+                  ...) __attribute__((format(printf, 5, 6)));
+
+static void
+skipf(const struct translate_opts *o, enum skip_kind kind, const json_t *obj,
+      enum skip_reason reason, const char *fmt, ...)
+{
+    const json_t *md = json_object_get(obj, "metadata");
+    const char *ns = jstr(md, "namespace"), *name = jstr(md, "name");
+    struct skip_note n;
+    char what[256], who[512];
+    va_list ap;
+
+    if (o->skips == NULL)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof(what), fmt, ap);
+    va_end(ap);
+    snprintf(who, sizeof(who), "%s/%s", ns ? ns : "", name ? name : "");
+    n.kind = kind;
+    n.reason = reason;
+    n.obj = who;
+    n.what = what;
+    (void)skip_set_add(o->skips, &n); /* no memory: not counted */
+}
+
+#define SKIP_SVC(o, sc, r, ...)                                                \
+    skipf((o), SKIP_KIND_SERVICE, (sc)->svc, (r), __VA_ARGS__)
+#define SKIP_SLICE(o, sl, r, ...)                                              \
+    skipf((o), SKIP_KIND_ENDPOINTSLICE, (sl), (r), __VA_ARGS__)
+
+/* A list field: an array, or absent/null (empty). */
+static int
+list_ok(const json_t *v)
+{
+    return v == NULL || json_is_array(v) || json_is_null(v);
+}
+
 const char *
 translate_node_zone(const json_t *node)
 {
@@ -101,11 +140,39 @@ grow(void **v, size_t *cap, size_t n, size_t size)
     return 0;
 }
 
-/* Index slices by "ns/service-name": a JSON object of arrays. Slices
- * without the service-name label or of address type FQDN are left out,
- * as kube-proxy does. */
+/* Why a slice serves nothing, or -1 to index it. Slices without the
+ * service-name label or of address type FQDN are left out, as kube-proxy
+ * does. */
+static int
+slice_skip(const json_t *s, const char **why)
+{
+    const char *svc = label(s, TRANSLATE_LABEL_SERVICE_NAME);
+    const char *at = jstr(s, "addressType");
+
+    *why = "";
+    if (svc == NULL || svc[0] == '\0') {
+        *why = "no " TRANSLATE_LABEL_SERVICE_NAME " label";
+        return SKIP_NO_SERVICE;
+    }
+    if (str_eq(at, "FQDN")) {
+        *why = "addressType FQDN";
+        return SKIP_ADDRESS_TYPE;
+    }
+    if (!str_eq(at, "IPv4") && !str_eq(at, "IPv6")) {
+        *why = "addressType not IPv4, IPv6 or FQDN";
+        return SKIP_MALFORMED;
+    }
+    if (!list_ok(json_object_get(s, "endpoints"))
+        || !list_ok(json_object_get(s, "ports"))) {
+        *why = "endpoints or ports not a list";
+        return SKIP_MALFORMED;
+    }
+    return -1;
+}
+
+/* Index slices by "ns/service-name": a JSON object of arrays. */
 static json_t *
-index_slices(const struct kcache *slices)
+index_slices(const struct kcache *slices, const struct translate_opts *o)
 {
     json_t *idx = json_object();
     const char *key;
@@ -117,13 +184,17 @@ index_slices(const struct kcache *slices)
     {
         const char *svc = label(s, TRANSLATE_LABEL_SERVICE_NAME);
         const char *ns = jstr(json_object_get(s, "metadata"), "namespace");
-        const char *at = jstr(s, "addressType");
+        const char *why;
+        int skip = slice_skip(s, &why);
         char k[512];
         json_t *arr;
 
-        if (svc == NULL || svc[0] == '\0' || ns == NULL
-            || (!str_eq(at, "IPv4") && !str_eq(at, "IPv6")))
+        if (skip >= 0) {
+            SKIP_SLICE(o, s, (enum skip_reason)skip, "%s", why);
             continue;
+        }
+        if (ns == NULL)
+            continue; /* the cache keys slices by namespace: not here */
         snprintf(k, sizeof(k), "%s/%s", ns, svc);
         arr = json_object_get(idx, k);
         if (arr == NULL) {
@@ -140,12 +211,15 @@ oom:
     return NULL;
 }
 
+/* The protocol of a port: TCP when left out, "" when not a string. */
 static const char *
 port_proto(const json_t *p)
 {
-    const char *proto = jstr(p, "protocol");
+    const json_t *v = json_object_get(p, "protocol");
 
-    return proto ? proto : "TCP";
+    if (v == NULL || json_is_null(v))
+        return "TCP";
+    return json_is_string(v) ? json_string_value(v) : "";
 }
 
 static const char *
@@ -156,20 +230,30 @@ port_name(const json_t *p)
     return n ? n : "";
 }
 
-/* The slice port matching Service port (name, protocol), or 0. */
+/* The slice port matching Service port (name, protocol), or 0. A match
+ * whose number is missing or out of range is noted (kube-proxy logs it
+ * too) unless another match is good. */
 static uint16_t
-slice_port(const json_t *slice, const char *pname, const char *proto)
+slice_port(const json_t *slice, const char *pname, const char *proto,
+           const struct translate_opts *o)
 {
     size_t i;
     const json_t *p;
+    int bad = 0;
 
     json_array_foreach(json_object_get(slice, "ports"), i, p)
     {
         json_int_t port = json_integer_value(json_object_get(p, "port"));
-        if (strcmp(port_name(p), pname) == 0
-            && strcmp(port_proto(p), proto) == 0 && port > 0 && port <= 65535)
+        if (strcmp(port_name(p), pname) != 0
+            || strcmp(port_proto(p), proto) != 0)
+            continue;
+        if (port > 0 && port <= 65535)
             return (uint16_t)port;
+        bad = 1;
     }
+    if (bad)
+        SKIP_SLICE(o, slice, SKIP_BAD_PORT,
+                   "port \"%.64s\": no number in 1-65535", pname);
     return 0;
 }
 
@@ -198,15 +282,19 @@ add_slice_eps(const json_t *slice, uint16_t port,
         const char *why;
         struct ep *n;
 
-        if (ip == NULL
-            || grow((void **)&out->v, &out->cap, out->n, sizeof(*out->v)) < 0) {
-            if (ip == NULL)
-                continue;
-            return -1;
-        }
-        n = &out->v[out->n];
-        if (parse_ip(ip, port, &n->addr, &why) < 0)
+        if (ip == NULL) {
+            SKIP_SLICE(o, slice, SKIP_BAD_ADDRESS, "endpoints[%zu]: no address",
+                       i);
             continue;
+        }
+        if (grow((void **)&out->v, &out->cap, out->n, sizeof(*out->v)) < 0)
+            return -1;
+        n = &out->v[out->n];
+        if (parse_ip(ip, port, &n->addr, &why) < 0) {
+            SKIP_SLICE(o, slice, SKIP_BAD_ADDRESS,
+                       "endpoints[%zu]: address \"%.64s\": %s", i, ip, why);
+            continue;
+        }
         n->flags = (cond(c, "ready", 1) ? TBL_BE_READY : 0)
                    | (cond(c, "serving", 1) ? TBL_BE_SERVING : 0)
                    | (cond(c, "terminating", 0) ? TBL_BE_TERMINATING : 0);
@@ -250,8 +338,11 @@ collect_eps(const struct svcctx *sc, const char *pname, const char *proto,
     json_array_foreach(sc->slices, i, s)
     {
         int fam = str_eq(jstr(s, "addressType"), "IPv6") ? AF_INET6 : AF_INET;
-        uint16_t port = slice_port(s, pname, proto);
-        if (fam != sc->family || port == 0)
+        uint16_t port;
+        if (fam != sc->family)
+            continue;
+        port = slice_port(s, pname, proto, o);
+        if (port == 0)
             continue;
         if (add_slice_eps(s, port, o, out) < 0)
             return -1;
@@ -392,8 +483,28 @@ add_fe(struct fes *f, const char *ip, uint16_t port)
     return add_fe_addr(f, &a);
 }
 
+/* A frontend from an IP field of the Service (<field>[<i>]); a value
+ * that is not an IP literal is noted and left out. */
 static int
-internal_fes(const struct svcctx *sc, uint16_t port, struct fes *f)
+add_api_fe(const struct svcctx *sc, const struct translate_opts *o,
+           struct fes *f, const json_t *v, uint16_t port, const char *field,
+           size_t i)
+{
+    struct saddr a;
+    const char *why = "not a string";
+
+    if (!json_is_string(v)
+        || parse_ip(json_string_value(v), port, &a, &why) < 0) {
+        SKIP_SVC(o, sc, SKIP_BAD_ADDRESS, "%s[%zu] \"%.64s\": %s", field, i,
+                 json_is_string(v) ? json_string_value(v) : "", why);
+        return 0;
+    }
+    return add_fe_addr(f, &a);
+}
+
+static int
+internal_fes(const struct svcctx *sc, uint16_t port,
+             const struct translate_opts *o, struct fes *f)
 {
     const json_t *ips = json_object_get(sc->spec, "clusterIPs"), *v;
     size_t i;
@@ -402,7 +513,7 @@ internal_fes(const struct svcctx *sc, uint16_t port, struct fes *f)
         return add_fe(f, jstr(sc->spec, "clusterIP"), port);
     json_array_foreach(ips, i, v)
     {
-        if (add_fe(f, json_string_value(v), port) < 0)
+        if (add_api_fe(sc, o, f, v, port, "clusterIPs", i) < 0)
             return -1;
     }
     return 0;
@@ -420,7 +531,7 @@ external_fes(const struct svcctx *sc, const json_t *sp,
 
     json_array_foreach(json_object_get(sc->spec, "externalIPs"), i, v)
     {
-        if (add_fe(f, json_string_value(v), port) < 0)
+        if (add_api_fe(sc, o, f, v, port, "externalIPs", i) < 0)
             return -1;
     }
     ing = json_object_get(
@@ -429,12 +540,22 @@ external_fes(const struct svcctx *sc, const json_t *sp,
     if (str_eq(jstr(sc->spec, "type"), "LoadBalancer")) {
         json_array_foreach(ing, i, v)
         {
-            if (str_eq(jstr(v, "ipMode"), "Proxy"))
-                continue; /* the LB proxies: traffic arrives to nodes */
-            if (add_fe(f, jstr(v, "ip"), port) < 0)
+            if (str_eq(jstr(v, "ipMode"), "Proxy")
+                || json_object_get(v, "ip") == NULL)
+                continue; /* the LB proxies: traffic arrives to nodes; or
+                           * a hostname-only ingress */
+            if (add_api_fe(sc, o, f, json_object_get(v, "ip"), port,
+                           "status.loadBalancer.ingress", i)
+                < 0)
                 return -1;
         }
     }
+    if (json_object_get(sp, "nodePort") != NULL
+        && !json_is_null(json_object_get(sp, "nodePort"))
+        && !(np > 0 && np <= 65535))
+        SKIP_SVC(o, sc, SKIP_BAD_PORT,
+                 "port \"%.64s\": nodePort %lld not in 1-65535", port_name(sp),
+                 (long long)np);
     for (i = 0; np > 0 && np <= 65535 && i < o->n_node_addrs; i++) {
         saddr_ip_str(&o->node_addrs[i], ip, sizeof(ip));
         if (add_fe(f, ip, (uint16_t)np) < 0)
@@ -444,12 +565,12 @@ external_fes(const struct svcctx *sc, const json_t *sp,
 }
 
 static void
-note_conflict(const struct translate_opts *o, const char *name,
-              const struct err *e)
+note_conflict(const struct translate_opts *o, const struct svcctx *sc,
+              const char *name, const struct err *e)
 {
     struct translate_stats *st = o->stats;
 
-    log_debug("translate: %s not served: %s", name, e->msg);
+    SKIP_SVC(o, sc, SKIP_CONFLICT, "%s not served: %s", name, e->msg);
     if (st == NULL)
         return;
     if (st->conflicts++ == 0)
@@ -476,7 +597,9 @@ emit(struct table *t, const struct svcctx *sc, const char *pname,
     n = snprintf(s.name, sizeof(s.name), "%s/%s:%s%s", sc->ns, sc->name, pname,
                  suffix);
     if (n < 0 || (size_t)n >= sizeof(s.name)) {
-        log_debug("translate: %s/%s: name too long", sc->ns, sc->name);
+        SKIP_SVC(o, sc, SKIP_NAME_TOO_LONG,
+                 "port \"%.64s\"%s: table name over %d bytes", pname, suffix,
+                 TBL_NAME_MAX - 1);
         return 0;
     }
     s.frontends = f->v;
@@ -495,7 +618,7 @@ emit(struct table *t, const struct svcctx *sc, const char *pname,
          * come from the API objects. */
         if (strcmp(e.msg, "out of memory") == 0)
             return -1;
-        note_conflict(o, s.name, &e);
+        note_conflict(o, sc, s.name, &e);
         return 0;
     }
     if (o->stats != NULL)
@@ -521,9 +644,10 @@ edge_to_nodeports(struct table *t, const struct svcctx *sc, const json_t *sp,
     size_t i;
 
     if (np <= 0 || np > 65535) {
-        log_debug("translate: %s/%s port \"%s\": no nodePort for the edge "
-                  "to use",
-                  sc->ns, sc->name, port_name(sp));
+        if (np == 0)
+            SKIP_SVC(o, sc, SKIP_NO_NODE_PORT,
+                     "port \"%.64s\": no nodePort for the edge to send to",
+                     port_name(sp));
         return 0;
     }
     if (w->be_cap < o->n_edge_nodes) {
@@ -559,16 +683,35 @@ do_port(struct table *t, const struct svcctx *sc, const json_t *sp,
     size_t n1, n2;
 
     if (strcmp(port_proto(sp), "TCP") != 0) {
-        log_debug("translate: %s/%s port \"%s\": %s not supported yet", sc->ns,
-                  sc->name, pname, port_proto(sp));
+        int known =
+            str_eq(port_proto(sp), "UDP") || str_eq(port_proto(sp), "SCTP");
+        if (known)
+            SKIP_SVC(o, sc, SKIP_UNSUPPORTED_PROTOCOL,
+                     "port \"%.64s\": %s is not served yet", pname,
+                     port_proto(sp));
+        else
+            SKIP_SVC(o, sc, SKIP_BAD_PROTOCOL,
+                     "port \"%.64s\": protocol \"%.32s\"", pname,
+                     port_proto(sp));
         if (o->stats != NULL)
             o->stats->ports_skipped++;
         return 0;
     }
-    if (port <= 0 || port > 65535)
+    if (!json_is_integer(json_object_get(sp, "port")) || port <= 0
+        || port > 65535) {
+        if (json_is_integer(json_object_get(sp, "port")))
+            SKIP_SVC(o, sc, SKIP_BAD_PORT,
+                     "port \"%.64s\": %lld not in "
+                     "1-65535",
+                     pname, (long long)port);
+        else
+            SKIP_SVC(o, sc, SKIP_BAD_PORT, "port \"%.64s\": no number", pname);
+        if (o->stats != NULL)
+            o->stats->ports_skipped++;
         return 0;
+    }
     w->in.n = w->ex.n = 0;
-    if ((!o->edge && internal_fes(sc, (uint16_t)port, &w->in) < 0)
+    if ((!o->edge && internal_fes(sc, (uint16_t)port, o, &w->in) < 0)
         || external_fes(sc, sp, o, &w->ex) < 0
         || collect_eps(sc, pname, port_proto(sp), o, &w->eps) < 0)
         return -1;
@@ -597,27 +740,44 @@ do_port(struct table *t, const struct svcctx *sc, const json_t *sp,
     return emit(t, sc, pname, "/external", &w->ex, w->be + n1, n2, 1, o);
 }
 
-/* Why kube-proxy would not serve <svc>, or NULL to serve it. */
-static const char *
-skip_reason(const json_t *svc, const struct translate_opts *o)
+/* Why kube-proxy would not serve <svc> (*why says it in words), or -1
+ * to serve it. */
+static int
+service_skip(const json_t *svc, const struct translate_opts *o,
+             const char **why)
 {
     const json_t *spec = json_object_get(svc, "spec");
     const char *cip = jstr(spec, "clusterIP");
     const char *pn = label(svc, TRANSLATE_LABEL_PROXY_NAME);
 
-    if (!json_is_object(spec))
-        return "no spec";
-    if (str_eq(jstr(spec, "type"), "ExternalName"))
-        return "ExternalName";
-    if (cip == NULL || cip[0] == '\0' || strcmp(cip, "None") == 0)
-        return "headless";
-    if (label(svc, TRANSLATE_LABEL_HEADLESS) != NULL)
-        return "headless label";
-    if (o->service_proxy_name == NULL && pn != NULL)
-        return "served by another proxy";
-    if (o->service_proxy_name != NULL && !str_eq(pn, o->service_proxy_name))
-        return "not labelled for this proxy";
-    return NULL;
+    *why = "";
+    if (!json_is_object(spec)) {
+        *why = "no spec";
+        return SKIP_MALFORMED;
+    }
+    if (str_eq(jstr(spec, "type"), "ExternalName")) {
+        *why = "type ExternalName";
+        return SKIP_EXTERNAL_NAME;
+    }
+    if (cip == NULL || cip[0] == '\0' || strcmp(cip, "None") == 0) {
+        *why = "no clusterIP (headless)";
+        return SKIP_HEADLESS;
+    }
+    if (label(svc, TRANSLATE_LABEL_HEADLESS) != NULL) {
+        *why = "label " TRANSLATE_LABEL_HEADLESS;
+        return SKIP_HEADLESS;
+    }
+    if ((o->service_proxy_name == NULL && pn != NULL)
+        || (o->service_proxy_name != NULL
+            && !str_eq(pn, o->service_proxy_name))) {
+        *why = "label " TRANSLATE_LABEL_PROXY_NAME " names another proxy";
+        return SKIP_OTHER_PROXY;
+    }
+    if (!list_ok(json_object_get(spec, "ports"))) {
+        *why = "spec.ports is not a list";
+        return SKIP_MALFORMED;
+    }
+    return -1;
 }
 
 static int
@@ -639,9 +799,13 @@ svcctx_init(struct svcctx *sc, const json_t *svc, const json_t *idx,
         json_array_get(json_object_get(sc->spec, "clusterIPs"), 0));
     if (cip == NULL)
         cip = jstr(sc->spec, "clusterIP");
-    if (sc->ns == NULL || sc->name == NULL || cip == NULL
-        || parse_ip(cip, 0, &a, &why) < 0)
+    if (sc->ns == NULL || sc->name == NULL)
+        return -1; /* the cache keys Services by them: not here */
+    if (cip == NULL || parse_ip(cip, 0, &a, &why) < 0) {
+        SKIP_SVC(o, sc, SKIP_BAD_ADDRESS, "clusterIP \"%.64s\": %s",
+                 cip ? cip : "", cip ? why : "not a string");
         return -1;
+    }
     sc->family = a.u.sa.sa_family;
     /* Without a node (edge mode) Local has no meaning: act as Cluster. */
     sc->itp_local = o->node_name != NULL
@@ -662,8 +826,15 @@ svcctx_init(struct svcctx *sc, const json_t *svc, const json_t *idx,
     if (sc->etp_local && str_eq(jstr(sc->spec, "type"), "LoadBalancer")) {
         json_int_t hp =
             json_integer_value(json_object_get(sc->spec, "healthCheckNodePort"));
-        if (hp > 0 && hp <= 65535 && strlen(sc->ns) < TBL_K8S_NAME_MAX
-            && strlen(sc->name) < TBL_K8S_NAME_MAX)
+        if (hp < 0 || hp > 65535)
+            SKIP_SVC(o, sc, SKIP_BAD_PORT,
+                     "healthCheckNodePort %lld not in 1-65535", (long long)hp);
+        else if (strlen(sc->ns) >= TBL_K8S_NAME_MAX
+                 || strlen(sc->name) >= TBL_K8S_NAME_MAX)
+            SKIP_SVC(o, sc, SKIP_NAME_TOO_LONG,
+                     "healthCheckNodePort: namespace or name over %d bytes",
+                     TBL_K8S_NAME_MAX - 1);
+        else if (hp > 0)
             sc->hc_port = (uint16_t)hp;
     }
     snprintf(key, sizeof(key), "%s/%s", sc->ns, sc->name);
@@ -700,14 +871,15 @@ static int
 do_service(struct table *t, const json_t *svc, const json_t *idx,
            const struct translate_opts *o, struct scratch *w)
 {
-    const char *why = skip_reason(svc, o);
+    const char *why;
+    int skip = service_skip(svc, o, &why);
     struct svcctx sc;
     const json_t *sp;
     size_t i;
 
-    if (why == NULL && svcctx_init(&sc, svc, idx, o) < 0)
-        why = "no usable clusterIP or name";
-    if (why != NULL) {
+    if (skip >= 0)
+        skipf(o, SKIP_KIND_SERVICE, svc, (enum skip_reason)skip, "%s", why);
+    if (skip >= 0 || svcctx_init(&sc, svc, idx, o) < 0) {
         if (o->stats != NULL)
             o->stats->skipped++;
         return 0;
@@ -728,7 +900,7 @@ translate_build(const struct kcache *services, const struct kcache *slices,
                 struct err *e)
 {
     struct scratch w;
-    json_t *idx = index_slices(slices);
+    json_t *idx = index_slices(slices, o);
     const char **keys;
     size_t i, n;
     int rc = 0;

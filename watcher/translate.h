@@ -17,6 +17,7 @@
 #include "err.h"
 #include "kcache.h"
 #include "parse.h"
+#include "skip.h"
 #include "table.h"
 
 #define TRANSLATE_AFFINITY_DEFAULT_S 10800 /* ClientIP timeout default */
@@ -30,7 +31,7 @@
 struct translate_stats {
     size_t services;      /* Service objects that produced something */
     size_t skipped;       /* Service objects skipped (headless, ...) */
-    size_t ports_skipped; /* non-TCP ports */
+    size_t ports_skipped; /* ports not TCP or without a good number */
     size_t conflicts;     /* table services refused (frontend taken) */
     size_t emitted;       /* table services emitted */
     char first_conflict[ERR_MSG_MAX + 256];
@@ -51,6 +52,10 @@ struct translate_opts {
      * NULL = zeros. */
     const struct tbl_service *policy;
     struct translate_stats *stats; /* filled if not NULL */
+    /* Every object and field skipped is added here if not NULL: the
+     * Service or EndpointSlice as "ns/name", the field and why. A field
+     * looked at for several ports is added once. */
+    struct skip_set *skips;
     /* Edge balancer outside the cluster: serve only externalIPs and
      * LoadBalancer IPs (ClusterIPs mean nothing out there; NodePorts are
      * the nodes' business). */
@@ -64,10 +69,11 @@ struct translate_opts {
 
 /*
  * Add the services for all Services in <services> with endpoints from
- * <slices> to <out> (unfrozen, normally empty). Objects that cannot be
- * served are skipped (counted in stats, logged at debug level). Returns 0,
- * or -1 with <e> filled when memory runs out (<out> is then partial).
- * Borrows everything.
+ * <slices> to <out> (unfrozen, normally empty). Objects and fields that
+ * cannot be served are skipped and noted in o->skips (and o->stats);
+ * nothing is logged. Returns 0, or -1 with <e> filled when memory runs
+ * out (<out> is then partial; a skip not noted for lack of memory is only
+ * not counted). Borrows everything.
  */
 int translate_build(const struct kcache *services, const struct kcache *slices,
                     const struct translate_opts *o, struct table *out,

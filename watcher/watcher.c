@@ -51,7 +51,20 @@ struct watcher {
     double lat[WATCHER_LAT_RING];
     size_t lat_n, lat_pos;
     struct watcher_latency_hist hist;
+
+    struct skip_set *skips; /* what the last build skipped */
+    uint64_t skipped[SKIP_KIND__COUNT][SKIP__COUNT];
+    struct skip_log skip_log;
 };
+
+static void
+count_skip(void *arg, const struct skip_note *n)
+{
+    struct watcher *w = arg;
+
+    w->skipped[n->kind][n->reason]++;
+    skip_log(&w->skip_log, ev_now(w->loop), "watcher", n);
+}
 
 static void
 record_latency(struct watcher *w, double d)
@@ -89,6 +102,7 @@ build_table(struct watcher *w)
     struct translate_opts o;
     struct translate_stats st;
     struct table *t = table_new();
+    struct skip_set *skips = skip_set_new();
     struct err e;
 
     memset(&o, 0, sizeof(o));
@@ -102,20 +116,23 @@ build_table(struct watcher *w)
     o.edge = w->edge;
     o.edge_nodes = w->edge_nodes;
     o.n_edge_nodes = w->n_edge_nodes;
+    o.skips = skips;
     err_clear(&e);
-    if (t == NULL
+    if (t == NULL || skips == NULL
         || translate_build(reflector_cache(w->svc), reflector_cache(w->eps), &o,
                            t, &e)
                < 0) {
         log_error("watcher: cannot build the service table: %s",
-                  t ? e.msg : "out of memory");
+                  t && skips ? e.msg : "out of memory");
         table_unref(t);
+        skip_set_free(skips);
         return NULL;
     }
-    if (st.conflicts != w->conflicts && st.conflicts > 0)
-        log_warn("watcher: %zu service ports not served, e.g. %s", st.conflicts,
-                 st.first_conflict);
-    w->conflicts = st.conflicts;
+    /* Count and log what starts being skipped; the rest was said. */
+    skip_set_each_new(skips, w->skips, count_skip, w);
+    skip_set_free(w->skips);
+    w->skips = skips;
+    w->conflicts = st.conflicts; /* each one was logged as a skip */
     return t;
 }
 
@@ -248,8 +265,15 @@ on_cert_failure(void *arg, struct reflector *r)
     w->on_untrusted(w->arg, reflector_stats(r)->last_error);
 }
 
+static void
+on_skip(void *arg, struct reflector *r, const struct skip_note *n)
+{
+    (void)r;
+    count_skip(arg, n);
+}
+
 static const struct reflector_ops refl_ops = {on_change, on_health, on_list,
-                                              on_cert_failure};
+                                              on_cert_failure, on_skip};
 
 static struct kcred *
 load_cred(const struct watcher_conf *wc, struct err *e)
@@ -422,6 +446,7 @@ watcher_free(struct watcher *w)
     kapi_free(w->api);
     kcred_free(w->cred);
     table_unref(w->last);
+    skip_set_free(w->skips);
     free(w->node_name);
     free(w->proxy_name);
     free(w->node_addrs);
@@ -477,6 +502,7 @@ watcher_status(const struct watcher *w, struct watcher_status *s)
     snprintf(s->node_zone, sizeof(s->node_zone), "%s", w->zone);
     s->node_deleting = w->node_deleting;
     s->pending_since = w->dirty ? w->oldest : 0;
+    memcpy(s->skipped, w->skipped, sizeof(s->skipped));
 }
 
 size_t

@@ -20,6 +20,7 @@
 
 #include "err.h"
 #include "parse.h"
+#include "skip.h"
 #include "table.h"
 
 struct watcher_conf {
@@ -104,6 +105,12 @@ struct watcher_status {
      * (loop time), or 0 when every change seen is published. */
     double pending_since;
     char last_error[256];
+    /* API objects and fields not served, by kind and reason: lines and
+     * list items that did not decode each time they arrive; what the
+     * table build skips once when it starts being skipped (again after
+     * it was fixed or gone). Each is logged, a few lines per reason and
+     * SKIP_LOG_WINDOW. */
+    uint64_t skipped[SKIP_KIND__COUNT][SKIP__COUNT];
 };
 
 void watcher_status(const struct watcher *w, struct watcher_status *out);

@@ -17,6 +17,7 @@ struct fx {
     struct translate_stats st;
     struct saddr node[2];
     struct table *t;
+    struct skip_set *skips; /* of the last build */
 };
 
 static void
@@ -65,6 +66,7 @@ teardown(void **state)
     kcache_free(f->svcs);
     kcache_free(f->slices);
     table_unref(f->t);
+    skip_set_free(f->skips);
     free(f);
     return 0;
 }
@@ -76,8 +78,49 @@ build(struct fx *f)
 
     table_unref(f->t);
     f->t = table_new();
+    skip_set_free(f->skips);
+    f->skips = skip_set_new();
+    f->o.skips = f->skips;
     err_clear(&e);
     assert_int_equal(translate_build(f->svcs, f->slices, &f->o, f->t, &e), 0);
+}
+
+static void
+add_note(void *arg, const struct skip_note *n)
+{
+    char *out = arg;
+    size_t l = strlen(out);
+
+    snprintf(out + l, 4096 - l, "%s%s %s %s: %s", l ? "\n" : "",
+             skip_kind_text[n->kind], n->obj, skip_reason_text[n->reason],
+             n->what);
+}
+
+/* Every skip of the last build, one per line (for failure messages). */
+static const char *
+notes(const struct fx *f)
+{
+    static char out[4096];
+
+    out[0] = '\0';
+    skip_set_each_new(f->skips, NULL, add_note, out);
+    return out;
+}
+
+/* Skips of <kind> for <reason> in the last build. */
+#define NSKIP(f, kind, reason)                                                 \
+    skip_set_count((f)->skips, SKIP_KIND_##kind, SKIP_##reason)
+
+/* The one skip note of the last build that mentions <text>. */
+static void
+assert_note(const struct fx *f, const char *text)
+{
+    const char *all = notes(f), *p = strstr(all, text);
+
+    if (p == NULL)
+        fail_msg("no skip note with \"%s\" in:\n%s", text, all);
+    if (strstr(p + 1, text) != NULL)
+        fail_msg("two skip notes with \"%s\" in:\n%s", text, all);
 }
 
 /* "name=flags" for each backend, comma separated; flags as letters
@@ -205,6 +248,12 @@ test_skipped_kinds(void **state)
     assert_int_equal(f->t->nservices, 1);
     get(f, "a/plain:"); /* unnamed port: empty port name */
     assert_int_equal(f->st.skipped, 5);
+    /* All quiet reasons: counted, logged at debug level only. */
+    assert_int_equal(NSKIP(f, SERVICE, HEADLESS), 2);
+    assert_int_equal(NSKIP(f, SERVICE, EXTERNAL_NAME), 1);
+    assert_int_equal(NSKIP(f, SERVICE, OTHER_PROXY), 2);
+    assert_int_equal(skip_set_size(f->skips), 5);
+    assert_note(f, "Service a/ext external_name: type ExternalName");
 
     f->o.service_proxy_name = "ferry";
     build(f);
@@ -226,6 +275,9 @@ test_udp_skipped(void **state)
     assert_int_equal(f->t->nservices, 1);
     get(f, "kube-system/dns:dns-tcp");
     assert_int_equal(f->st.ports_skipped, 2);
+    assert_int_equal(NSKIP(f, SERVICE, UNSUPPORTED_PROTOCOL), 2);
+    assert_note(f, "Service kube-system/dns unsupported_protocol: port "
+                   "\"dns\": UDP is not served yet");
 }
 
 static void
@@ -265,6 +317,11 @@ test_merge_dedup(void **state)
                         "pod-198.18.2.1@198.18.2.1:8081=RS,"
                         "pod-198.18.2.2@198.18.2.2:8080=RS,"
                         "pod-198.18.2.3@198.18.2.3:8080=RS");
+    /* kube-proxy ignores these silently: quiet reasons. A slice of a
+     * Service that does not exist (db) is no skip. */
+    assert_int_equal(NSKIP(f, ENDPOINTSLICE, NO_SERVICE), 1);
+    assert_int_equal(NSKIP(f, ENDPOINTSLICE, ADDRESS_TYPE), 1);
+    assert_int_equal(skip_set_size(f->skips), 2);
 }
 
 static void
@@ -290,6 +347,8 @@ test_port_matching(void **state)
                         "pod-198.18.2.1@198.18.2.1:9090=RS");
     assert_string_equal(fes(get(f, "shop/web:metrics")), "198.18.0.10:9100");
     assert_int_equal(get(f, "shop/web:grpc")->nbackends, 0);
+    /* Slice ports no Service port asks for are not skips. */
+    assert_int_equal(skip_set_size(f->skips), 0);
 }
 
 static void
@@ -525,6 +584,10 @@ test_conflict(void **state)
     get(f, "a/one:http");
     assert_int_equal(f->st.conflicts, 1);
     assert_non_null(strstr(f->st.first_conflict, "a/two:http"));
+    assert_int_equal(NSKIP(f, SERVICE, CONFLICT), 1);
+    assert_note(f, "Service a/two conflict: a/two:http not served: listen "
+                   "address 198.18.5.5:80 already used by service "
+                   "\"a/one:http\"");
 }
 
 static void
@@ -563,6 +626,154 @@ test_edge(void **state)
     assert_string_equal(bes(get(f, "shop/web:http")),
                         "198.18.0.11:31080@198.18.0.11:31080=RS,"
                         "198.18.0.12:31080@198.18.0.12:31080=RS");
+    assert_int_equal(NSKIP(f, SERVICE, NO_NODE_PORT), 1);
+    assert_note(f, "Service shop/web no_node_port: port \"admin\"");
+}
+
+/* Bad API objects: each skipped field is noted once (kind, object,
+ * reason), and what is good in the same object and table is served. */
+static void
+test_bad_ports(void **state)
+{
+    struct fx *f = *state;
+
+    put(f->svcs, "{'metadata':{'namespace':'shop','name':'web'},'spec':{"
+                 "'clusterIP':'198.18.0.10','ports':["
+                 "{'name':'zero','port':0},{'name':'big','port':70000},"
+                 "{'name':'str','port':'80'},{'name':'neg','port':-1},"
+                 "{'name':'http','port':80,'nodePort':70000}]}}");
+    put(f->svcs, "{'metadata':{'namespace':'shop','name':'db'},'spec':{"
+                 "'clusterIP':'198.18.0.11','ports':[{'name':'pg',"
+                 "'port':5432}]}}");
+    put(f->slices, SLICE("web-1", "web", HTTP_8080,
+                         "[" EP("198.18.2.1", "node-a", "z1", READY) "]"));
+    build(f);
+    assert_int_equal(f->t->nservices, 2);
+    assert_string_equal(fes(get(f, "shop/web:http")), "198.18.0.10:80");
+    assert_string_equal(bes(get(f, "shop/web:http")),
+                        "pod-198.18.2.1@198.18.2.1:8080=RSL");
+    get(f, "shop/db:pg");
+    assert_int_equal(f->st.ports_skipped, 4);
+    assert_int_equal(NSKIP(f, SERVICE, BAD_PORT), 5);
+    assert_int_equal(skip_set_size(f->skips), 5);
+    assert_note(f, "Service shop/web bad_port: port \"zero\": 0 not in "
+                   "1-65535");
+    assert_note(f, "port \"big\": 70000 not in 1-65535");
+    assert_note(f, "port \"neg\": -1 not in 1-65535");
+    assert_note(f, "port \"str\": no number");
+    assert_note(f, "port \"http\": nodePort 70000 not in 1-65535");
+    /* The same objects again: the same notes, no more (the watcher
+     * counts them once). */
+    build(f);
+    assert_int_equal(skip_set_size(f->skips), 5);
+}
+
+static void
+test_bad_endpoints(void **state)
+{
+    struct fx *f = *state;
+
+    put(f->svcs, "{'metadata':{'namespace':'shop','name':'web'},'spec':{"
+                 "'clusterIP':'198.18.0.10','ports':["
+                 "{'name':'http','port':80},{'name':'alt','port':81}]}}");
+    put(f->slices,
+        SLICE("web-1", "web",
+              "[{'name':'http','port':8080},"
+              "{'name':'alt','port':8081}]",
+              "[" EP("198.18.2.1", "node-a", "z1",
+                     READY) ","
+                            "{'addresses':['not-an-ip']},{'addresses':[]},"
+                            "{'addresses':['198.18.2.999']},"
+                            "{'addresses':[7]},7," EP("198.18.2.2", "node-b",
+                                                      "z1", READY) "]"));
+    /* A slice port that matches but has no usable number. */
+    put(f->slices, SLICE("web-2", "web", "[{'name':'http','port':0}]",
+                         "[" EP("198.18.2.3", "node-b", "z1", READY) "]"));
+    build(f);
+    assert_string_equal(bes(get(f, "shop/web:http")),
+                        "pod-198.18.2.1@198.18.2.1:8080=RSL,"
+                        "pod-198.18.2.2@198.18.2.2:8080=RS");
+    assert_string_equal(bes(get(f, "shop/web:alt")),
+                        "pod-198.18.2.1@198.18.2.1:8081=RSL,"
+                        "pod-198.18.2.2@198.18.2.2:8081=RS");
+    /* Looked at for both ports, noted once each. */
+    assert_int_equal(NSKIP(f, ENDPOINTSLICE, BAD_ADDRESS), 5);
+    assert_int_equal(NSKIP(f, ENDPOINTSLICE, BAD_PORT), 1);
+    assert_int_equal(skip_set_size(f->skips), 6);
+    assert_note(f, "EndpointSlice shop/web-1 bad_address: endpoints[1]: "
+                   "address \"not-an-ip\"");
+    assert_note(f, "endpoints[2]: no address");
+    assert_note(f, "endpoints[3]: address \"198.18.2.999\"");
+    assert_note(f, "EndpointSlice shop/web-2 bad_port: port \"http\"");
+}
+
+static void
+test_bad_protocols(void **state)
+{
+    struct fx *f = *state;
+
+    put(f->svcs, "{'metadata':{'namespace':'shop','name':'web'},'spec':{"
+                 "'clusterIP':'198.18.0.10','ports':["
+                 "{'name':'u','protocol':'UDP','port':53},"
+                 "{'name':'s','protocol':'SCTP','port':54},"
+                 "{'name':'foo','protocol':'FOO','port':55},"
+                 "{'name':'num','protocol':6,'port':56},"
+                 "{'name':'http','protocol':'TCP','port':80}]}}");
+    build(f);
+    assert_int_equal(f->t->nservices, 1);
+    assert_string_equal(fes(get(f, "shop/web:http")), "198.18.0.10:80");
+    assert_int_equal(NSKIP(f, SERVICE, UNSUPPORTED_PROTOCOL), 2);
+    assert_int_equal(NSKIP(f, SERVICE, BAD_PROTOCOL), 2);
+    assert_note(f, "port \"foo\": protocol \"FOO\"");
+    assert_note(f, "port \"num\": protocol \"\"");
+}
+
+static void
+test_bad_addresses_and_shapes(void **state)
+{
+    struct fx *f = *state;
+
+    /* A bad ClusterIP: nothing of the Service can be served. */
+    put(f->svcs, "{'metadata':{'namespace':'a','name':'badip'},'spec':{"
+                 "'clusterIP':'999.1.2.3','ports':[{'port':80}]}}");
+    /* Bad externalIPs, ingress IP and second ClusterIP: the rest is. */
+    put(f->svcs,
+        "{'metadata':{'namespace':'a','name':'ext'},'spec':{'type':"
+        "'LoadBalancer','clusterIP':'198.18.0.20','clusterIPs':["
+        "'198.18.0.20','nope'],'externalIPs':['198.18.5.5','x.y'],"
+        "'ports':[{'name':'http','port':80}]},'status':{'loadBalancer':{"
+        "'ingress':[{'ip':'198.18.9.1'},{'ip':'bad'},{'hostname':'lb.example'}"
+        "]}}}");
+    put(f->svcs, "{'metadata':{'namespace':'a','name':'noports'},'spec':{"
+                 "'clusterIP':'198.18.0.21','ports':{'port':80}}}");
+    put(f->svcs, "{'metadata':{'namespace':'a','name':'nospec'},'spec':7}");
+    put(f->slices, "{'metadata':{'namespace':'a','name':'ext-1','labels':{"
+                   "'kubernetes.io/service-name':'ext'}},'ports':" HTTP_8080
+                   ",'endpoints':[{'addresses':['198.18.2.1']}]}");
+    put(f->slices, "{'metadata':{'namespace':'a','name':'ext-2','labels':{"
+                   "'kubernetes.io/service-name':'ext'}},'addressType':"
+                   "'IPv4','ports':" HTTP_8080 ",'endpoints':{'x':1}}");
+    put(f->slices, "{'metadata':{'namespace':'a','name':'ext-3','labels':{"
+                   "'kubernetes.io/service-name':'ext'}},'addressType':"
+                   "'IPv4','ports':" HTTP_8080 ",'endpoints':[{"
+                   "'addresses':['198.18.2.3']}]}");
+    build(f);
+    assert_int_equal(f->t->nservices, 1);
+    assert_string_equal(fes(get(f, "a/ext:http")),
+                        "198.18.0.20:80,198.18.5.5:80,198.18.9.1:80");
+    assert_string_equal(bes(get(f, "a/ext:http")),
+                        "198.18.2.3@198.18.2.3:8080=RS");
+    assert_int_equal(NSKIP(f, SERVICE, BAD_ADDRESS), 4);
+    assert_int_equal(NSKIP(f, SERVICE, MALFORMED), 2);
+    assert_int_equal(NSKIP(f, ENDPOINTSLICE, MALFORMED), 2);
+    assert_note(f, "Service a/badip bad_address: clusterIP \"999.1.2.3\"");
+    assert_note(f, "clusterIPs[1] \"nope\"");
+    assert_note(f, "externalIPs[1] \"x.y\"");
+    assert_note(f, "status.loadBalancer.ingress[1] \"bad\"");
+    assert_note(f, "Service a/noports malformed: spec.ports is not a list");
+    assert_note(f, "Service a/nospec malformed: no spec");
+    assert_note(f, "EndpointSlice a/ext-1 malformed: addressType");
+    assert_note(f, "EndpointSlice a/ext-2 malformed: endpoints or ports");
 }
 
 static void
@@ -623,6 +834,10 @@ main(void)
         T(test_node_hints),
         T(test_ipv6_and_affinity),
         T(test_conflict),
+        T(test_bad_ports),
+        T(test_bad_endpoints),
+        T(test_bad_protocols),
+        T(test_bad_addresses_and_shapes),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

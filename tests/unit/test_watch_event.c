@@ -2,12 +2,14 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
 
 #include "kcache.h"
 #include "linebuf.h"
+#include "reflector.h"
 
 struct lines {
     char got[8][256];
@@ -240,6 +242,7 @@ test_event_malformed(void **state)
     (void)state;
     assert_int_equal(apply(c, "{\"type\":\"ADDED\",", &ev, &e), -1);
     assert_non_null(strstr(e.msg, "bad JSON"));
+    assert_int_equal(ev.skip, SKIP_MALFORMED);
     assert_int_equal(apply(c, "[1,2]", &ev, &e), -1);
     assert_int_equal(apply(c,
                            "{\"type\":\"RENAMED\",\"object\":{"
@@ -271,8 +274,157 @@ test_event_malformed(void **state)
               &ev, &e),
         -1);
     assert_string_equal(e.obj, "a/p");
+    assert_int_equal(ev.skip, SKIP_MALFORMED);
     assert_int_equal(kcache_size(c), 0);
     kcache_free(c);
+}
+
+/* Why a line or list item was refused, for the skip counters. */
+static void
+test_skip_reasons(void **state)
+{
+    struct kcache *c = kcache_new("Service", 1);
+    struct kcache_event ev;
+    enum skip_reason why = SKIP__COUNT;
+    struct err e;
+    char line[2048], name[600];
+
+    (void)state;
+    memset(name, 'n', sizeof(name) - 1);
+    name[sizeof(name) - 1] = '\0';
+    snprintf(line, sizeof(line),
+             "{\"type\":\"ADDED\",\"object\":{\"metadata\":{"
+             "\"namespace\":\"a\",\"name\":\"%s\"}}}",
+             name);
+    assert_int_equal(apply(c, line, &ev, &e), -1);
+    assert_int_equal(ev.skip, SKIP_NAME_TOO_LONG);
+    assert_int_equal(apply(c, "{\"type\":\"ADDED\",\"object\":{}}", &ev, &e),
+                     -1);
+    assert_int_equal(ev.skip, SKIP_MALFORMED);
+    assert_int_equal(apply(c, "{\"type\":\"NOPE\",\"object\":{}}", &ev, &e),
+                     -1);
+    assert_int_equal(ev.skip, SKIP_MALFORMED);
+    /* List items go through kcache_put_why(). */
+    err_clear(&e);
+    assert_int_equal(
+        kcache_put_why(c, json_pack("{s:{s:s}}", "metadata", "name", "x"), &why,
+                       &e),
+        -1);
+    assert_int_equal(why, SKIP_MALFORMED);
+    assert_non_null(strstr(e.msg, "metadata.namespace"));
+    why = SKIP__COUNT;
+    assert_int_equal(kcache_put_why(c,
+                                    json_pack("{s:{s:s,s:s}}", "metadata",
+                                              "name", "x", "namespace", "y"),
+                                    &why, &e),
+                     0);
+    assert_int_equal(kcache_size(c), 1);
+    kcache_free(c);
+}
+
+struct deep {
+    struct kcache *c;
+    int lines, refused, applied;
+    struct err e;
+    struct kcache_event ev;
+};
+
+static int
+deep_line(void *arg, const char *line, size_t len)
+{
+    struct deep *d = arg;
+    struct kcache_event ev;
+    struct err e;
+    int rc;
+
+    err_clear(&e);
+    rc = kcache_apply_line(d->c, line, len, &ev, &e);
+    d->lines++;
+    if (rc < 0) {
+        d->refused++;
+        d->e = e;
+        d->ev = ev;
+    } else if (rc == KCACHE_APPLIED) {
+        d->applied++;
+    }
+    return 0;
+}
+
+/* Nesting beyond jansson's JSON_PARSER_MAX_DEPTH in a watch line, as a
+ * server could send it: refused by the parser after depth+1 bytes, with
+ * a clear message, however long the line (no stack exhaustion, no
+ * quadratic work), and the next line in the same chunk is decoded. */
+static void
+test_deep_nesting(void **state)
+{
+    static const char *const opens[] = {
+        "[", "{\"a\":", "{\"type\":\"ADDED\",\"object\":["};
+    const size_t mib = 1u << 20;
+    size_t k;
+
+    (void)state;
+    for (k = 0; k < sizeof(opens) / sizeof(opens[0]); k++) {
+        const char *good = "\n" SVC("ADDED", "web", "5") "\n";
+        size_t ol = strlen(opens[k]), n = 0;
+        char *buf = malloc(mib + strlen(good) + ol);
+        struct linebuf lb;
+        struct deep d;
+
+        assert_non_null(buf);
+        while (n + ol <= mib) {
+            memcpy(buf + n, opens[k], ol);
+            n += ol;
+        }
+        memcpy(buf + n, good, strlen(good));
+        n += strlen(good);
+        memset(&d, 0, sizeof(d));
+        d.c = kcache_new("Service", 1);
+        linebuf_init(&lb, REFLECTOR_LINE_MAX);
+        assert_int_equal(linebuf_feed(&lb, buf, n, deep_line, &d), 0);
+        assert_int_equal(d.lines, 2);
+        assert_int_equal(d.refused, 1);
+        assert_int_equal(d.ev.skip, SKIP_MALFORMED);
+        assert_non_null(strstr(d.e.msg, "bad JSON"));
+        assert_non_null(strstr(d.e.msg, "maximum parsing depth"));
+        /* The parser stopped at the depth cap, not at the end. */
+        assert_true(d.e.line == 1);
+        assert_true((size_t)d.e.col <= (JSON_PARSER_MAX_DEPTH + 1) * ol);
+        assert_int_equal(d.applied, 1);
+        assert_non_null(kcache_get(d.c, "shop/web"));
+        linebuf_deinit(&lb);
+        kcache_free(d.c);
+        free(buf);
+    }
+}
+
+/* Nesting up to the cap inside an object is legal JSON: stored, and
+ * freed without trouble. */
+static void
+test_deep_but_legal(void **state)
+{
+    const char *head = "{\"type\":\"ADDED\",\"object\":{\"metadata\":{"
+                       "\"namespace\":\"a\",\"name\":\"deep\"},\"x\":";
+    size_t depth = JSON_PARSER_MAX_DEPTH - 3, n = 0, i;
+    char *buf = malloc(strlen(head) + 2 * depth + 8);
+    struct kcache *c = kcache_new("Service", 1);
+    struct kcache_event ev;
+    struct err e;
+
+    (void)state;
+    assert_non_null(buf);
+    memcpy(buf, head, strlen(head));
+    n = strlen(head);
+    for (i = 0; i < depth; i++)
+        buf[n++] = '[';
+    for (i = 0; i < depth; i++)
+        buf[n++] = ']';
+    memcpy(buf + n, "}}", 2);
+    n += 2;
+    err_clear(&e);
+    assert_int_equal(kcache_apply_line(c, buf, n, &ev, &e), KCACHE_APPLIED);
+    assert_non_null(kcache_get(c, "a/deep"));
+    kcache_free(c);
+    free(buf);
 }
 
 static void
@@ -362,6 +514,9 @@ main(void)
         cmocka_unit_test(test_event_bookmark),
         cmocka_unit_test(test_event_error),
         cmocka_unit_test(test_event_malformed),
+        cmocka_unit_test(test_skip_reasons),
+        cmocka_unit_test(test_deep_nesting),
+        cmocka_unit_test(test_deep_but_legal),
         cmocka_unit_test(test_rv_cmp),
         cmocka_unit_test(test_rv_regression),
         cmocka_unit_test(test_replace),
