@@ -155,3 +155,49 @@ stats_watch_relist(void)
 {
     stats_inc(&stats_proc.relists);
 }
+
+/* ---- API objects skipped ------------------------------------------------ */
+
+/* Entries are appended (strings first, then the published count) and
+ * never removed, so a reader sees only complete entries. */
+static struct {
+    const char *kind, *reason;
+    atomic_uint_fast64_t total;
+} api_skips[STATS_API_SKIP_MAX];
+static atomic_size_t n_api_skips;
+
+int
+stats_api_skipped(const char *kind, const char *reason, uint64_t total)
+{
+    size_t i, n = atomic_load_explicit(&n_api_skips, memory_order_relaxed);
+
+    for (i = 0; i < n; i++)
+        if (strcmp(api_skips[i].kind, kind) == 0
+            && strcmp(api_skips[i].reason, reason) == 0)
+            break;
+    if (i == STATS_API_SKIP_MAX)
+        return -1;
+    if (i == n) {
+        api_skips[i].kind = kind;
+        api_skips[i].reason = reason;
+        atomic_store_explicit(&api_skips[i].total, total,
+                              memory_order_relaxed);
+        atomic_store_explicit(&n_api_skips, n + 1, memory_order_release);
+        return 0;
+    }
+    atomic_store_explicit(&api_skips[i].total, total, memory_order_relaxed);
+    return 0;
+}
+
+size_t
+stats_api_skips(struct stats_api_skip *out, size_t max)
+{
+    size_t i, n = atomic_load_explicit(&n_api_skips, memory_order_acquire);
+
+    for (i = 0; i < n && i < max; i++) {
+        out[i].kind = api_skips[i].kind;
+        out[i].reason = api_skips[i].reason;
+        out[i].total = stats_get(&api_skips[i].total);
+    }
+    return i;
+}

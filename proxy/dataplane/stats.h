@@ -145,4 +145,26 @@ void stats_accept_paused(void);
 void stats_pipes(int delta);
 void stats_pipe_denied(void);
 
+/* ---- API objects skipped (Kubernetes mode) ---- */
+
+/* The Kubernetes side counts the API objects and fields it does not
+ * serve by kind and reason (ferry_api_objects_skipped_total); it copies
+ * its totals here, the metrics read them. The data plane does not know
+ * the kinds and reasons: they are label values given as static strings. */
+#define STATS_API_SKIP_MAX 64 /* (kind, reason) pairs */
+
+struct stats_api_skip {
+    const char *kind, *reason;
+    uint64_t total;
+};
+
+/* The total for (<kind>, <reason>) is now <total>. Both strings must
+ * live as long as the process. Control loop only. Returns 0, or -1 when
+ * STATS_API_SKIP_MAX pairs are taken. */
+int stats_api_skipped(const char *kind, const char *reason, uint64_t total);
+
+/* Copy up to <max> totals, in the order the pairs first appeared.
+ * Returns how many. Any thread. */
+size_t stats_api_skips(struct stats_api_skip *out, size_t max);
+
 #endif

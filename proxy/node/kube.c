@@ -14,7 +14,7 @@
 struct kube {
     struct ev_loop *loop;
     struct proxy *p;
-    struct watcher *w;
+    struct watcher *watcher;
     struct vip *vip;        /* NULL with vip_interface "none" */
     struct table *statics;  /* services of the file (reference) */
     struct table *api;      /* last table from the watcher (reference) */
@@ -30,6 +30,9 @@ struct kube {
     double vip_pending;     /* VIPs asked for, not yet confirmed in sync */
     int refused;            /* the API server could not be trusted at
                              * start: the loop was stopped */
+    struct skip_set *conflicts; /* API services the last merge left out */
+    uint64_t n_conflicts;       /* ... counted as they start */
+    struct skip_log skip_log;
 };
 
 /* kube-proxy fails /healthz when a change waits longer than twice its
@@ -74,12 +77,13 @@ node_name(const struct conf *c, const struct kube_flags *f, char *out,
 }
 
 static int
-is_nodeport_addr(const struct kube *k, const struct saddr *a)
+is_nodeport_addr(const struct saddr *nodeport, size_t n_nodeport,
+                 const struct saddr *a)
 {
     size_t i;
 
-    for (i = 0; i < k->n_nodeport; i++) {
-        struct saddr x = k->nodeport[i];
+    for (i = 0; i < n_nodeport; i++) {
+        struct saddr x = nodeport[i];
         if (x.u.sa.sa_family == AF_INET)
             x.u.in.sin_port = a->u.in.sin_port;
         else
@@ -90,34 +94,104 @@ is_nodeport_addr(const struct kube *k, const struct saddr *a)
     return 0;
 }
 
-/* One table from the file's services and the API's. A file service wins
- * a frontend both claim; the API one is skipped with a log line. The VIPs
- * are the API frontends' IPs other than NodePort addresses. */
+static int
+is_oom(const struct err *e)
+{
+    return strcmp(e->msg, "out of memory") == 0;
+}
+
+/* Add one API service to <t>, or note why not. Returns -1 only when
+ * memory runs out. */
+static int
+merge_api(struct table *t, const struct tbl_service *s,
+          const struct saddr *nodeport, size_t n_nodeport, int want_vips,
+          struct skip_set *refused, struct err *e)
+{
+    struct skip_note n;
+    size_t j;
+
+    err_clear(e);
+    if (table_add_service(t, s, e) < 0) {
+        if (is_oom(e))
+            return -1;
+        n.kind = SKIP_KIND_SERVICE;
+        n.reason = SKIP_CONFLICT;
+        n.obj = s->name;
+        n.what = e->msg;
+        if (refused != NULL && skip_set_add(refused, &n) < 0)
+            return err_set(e, "out of memory");
+        err_clear(e);
+        return 0;
+    }
+    for (j = 0; want_vips && j < s->nfrontends; j++)
+        if (!is_nodeport_addr(nodeport, n_nodeport, &s->frontends[j])
+            && table_add_vip(t, &s->frontends[j], e) < 0)
+            return err_set(e, "out of memory");
+    return 0;
+}
+
+struct table *
+kube_merge(const struct table *statics, const struct table *api,
+           const struct saddr *nodeport, size_t n_nodeport, int want_vips,
+           uint64_t generation, struct skip_set *refused, struct err *e)
+{
+    struct table *t = table_new();
+    size_t i;
+
+    if (t == NULL) {
+        err_set(e, "out of memory");
+        return NULL;
+    }
+    /* The file's table was built by the same rules: only memory fails. */
+    for (i = 0; statics != NULL && i < statics->nservices; i++)
+        if (table_add_service(t, &statics->services[i], e) < 0)
+            goto fail;
+    for (i = 0; api != NULL && i < api->nservices; i++)
+        if (merge_api(t, &api->services[i], nodeport, n_nodeport, want_vips,
+                      refused, e)
+            < 0)
+            goto fail;
+    table_freeze(t, generation);
+    return t;
+fail:
+    table_unref(t);
+    return NULL;
+}
+
+/* An API service a file service keeps out: counted and logged when it
+ * starts being left out. */
+static void
+kube_on_conflict(void *arg, const struct skip_note *n)
+{
+    struct kube *k = arg;
+
+    k->n_conflicts++;
+    skip_log(&k->skip_log, ev_now(k->loop), "kubernetes", n);
+}
+
+/* One table from the file's services and the API's. */
 static struct table *
 merge(struct kube *k)
 {
-    struct table *t = table_new();
+    struct skip_set *refused = skip_set_new();
+    struct table *t;
     struct err e;
-    size_t i, j;
 
-    if (t == NULL)
+    err_clear(&e);
+    t = refused == NULL
+            ? NULL
+            : kube_merge(k->statics, k->api, k->nodeport, k->n_nodeport,
+                         k->vip != NULL, ++*k->generation, refused, &e);
+    if (t == NULL) {
+        log_error("kubernetes: cannot merge the file's services with the "
+                  "API's: %s",
+                  refused == NULL ? "out of memory" : e.msg);
+        skip_set_free(refused);
         return NULL;
-    for (i = 0; k->statics != NULL && i < k->statics->nservices; i++)
-        if (table_add_service(t, &k->statics->services[i], &e) < 0)
-            log_warn("kubernetes: static service %s: %s",
-                     k->statics->services[i].name, e.msg);
-    for (i = 0; k->api != NULL && i < k->api->nservices; i++) {
-        const struct tbl_service *s = &k->api->services[i];
-        err_clear(&e);
-        if (table_add_service(t, s, &e) < 0) {
-            log_warn("kubernetes: %s not served: %s", s->name, e.msg);
-            continue;
-        }
-        for (j = 0; k->vip != NULL && j < s->nfrontends; j++)
-            if (!is_nodeport_addr(k, &s->frontends[j]))
-                table_add_vip(t, &s->frontends[j], &e);
     }
-    table_freeze(t, ++*k->generation);
+    skip_set_each_new(refused, k->conflicts, kube_on_conflict, k);
+    skip_set_free(k->conflicts);
+    k->conflicts = refused;
     return t;
 }
 
@@ -130,10 +204,8 @@ kube_apply(struct kube *k)
     if (k->api == NULL)
         return; /* static stability: nothing from the API before a sync */
     t = merge(k);
-    if (t == NULL) {
-        log_error("kubernetes: out of memory merging tables");
+    if (t == NULL)
         return;
-    }
     err_clear(&e);
     if (proxy_apply(k->p, t, 0, &e) < 0) {
         log_error("kubernetes: table not applied: %s", e.msg);
@@ -172,7 +244,7 @@ kube_health_state(void *arg, struct nodehealth_state *out)
     struct watcher_status st;
     double pending;
 
-    watcher_status(k->w, &st);
+    watcher_status(k->watcher, &st);
     if (k->vip != NULL && vip_in_sync(k->vip))
         k->vip_pending = 0;
     /* The watcher reports loop times; the health view is wall clock. */
@@ -187,6 +259,23 @@ kube_health_state(void *arg, struct nodehealth_state *out)
     out->last_applied = k->last_applied;
 }
 
+/* The watcher's counts of skipped API objects, plus the API services a
+ * file service keeps out, to the process counters (the metrics). */
+static void
+feed_skips(const struct kube *k, const struct watcher_status *st)
+{
+    size_t i, j;
+
+    for (i = 0; i < SKIP_KIND__COUNT; i++)
+        for (j = 0; j < SKIP__COUNT; j++) {
+            uint64_t n = st->skipped[i][j];
+            if (i == SKIP_KIND_SERVICE && j == SKIP_CONFLICT)
+                n += k->n_conflicts;
+            if (n > 0)
+                stats_api_skipped(skip_kind_text[i], skip_reason_text[j], n);
+        }
+}
+
 /* Watch restarts and relists happen without a new table (a resumed
  * watch, a relist that changed nothing), so they are copied on a timer
  * rather than at publication. */
@@ -198,11 +287,12 @@ kube_on_counters(struct ev_loop *loop, struct ev_timer *t, int rev)
 
     (void)loop;
     (void)rev;
-    watcher_status(k->w, &st);
+    watcher_status(k->watcher, &st);
     for (; k->relists < st.relists; k->relists++)
         stats_watch_relist();
     for (; k->restarts < st.watch_restarts; k->restarts++)
         stats_watch_restart();
+    feed_skips(k, &st);
 }
 
 /* A table went live <apply_s> after the watcher published it. */
@@ -212,7 +302,7 @@ feed_metrics(struct kube *k, double apply_s)
     double lat[1];
 
     stats_sync_done(apply_s, ev_time());
-    if (watcher_latencies(k->w, lat, 1) == 1)
+    if (watcher_latencies(k->watcher, lat, 1) == 1)
         stats_network_programming(lat[0] + apply_s);
     kube_on_counters(k->loop, &k->counters, 0);
 }
@@ -265,7 +355,7 @@ kube_api_failing_for(void *arg, double now)
     const struct kube *k = arg;
     struct watcher_status st;
 
-    watcher_status(k->w, &st);
+    watcher_status(k->watcher, &st);
     if (st.api_healthy || st.failing_since <= 0)
         return 0;
     return now - st.failing_since;
@@ -376,8 +466,8 @@ kube_new(struct ev_loop *loop, struct proxy *p, const struct conf *c,
         goto fail;
     kube_start_health(k, c);
     wc.on_untrusted = kube_on_untrusted;
-    k->w = watcher_new(loop, &wc, kube_on_publish, k, e);
-    if (k->w == NULL)
+    k->watcher = watcher_new(loop, &wc, kube_on_publish, k, e);
+    if (k->watcher == NULL)
         goto fail;
     ev_timer_init(&k->counters, kube_on_counters, 1.0, 1.0);
     k->counters.data = k;
@@ -413,10 +503,11 @@ kube_free(struct kube *k)
     if (k->loop != NULL)
         ev_timer_stop(k->loop, &k->counters);
     nodehealth_free(k->nh);
-    watcher_free(k->w);
+    watcher_free(k->watcher);
     vip_free(k->vip);
     table_unref(k->statics);
     table_unref(k->api);
+    skip_set_free(k->conflicts);
     free(k->nodeport);
     free(k);
 }

@@ -15,10 +15,14 @@
 #define PROXY_NODE_KUBE_H
 
 #include <ev.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "config.h"
 #include "err.h"
+#include "parse.h"
+#include "skip.h"
+#include "table.h"
 
 struct proxy;
 struct kube;
@@ -57,5 +61,24 @@ double kube_api_failing_for(void *arg, double now);
 
 /* Nonzero when the "kubernetes:" section or a flag asks for it. */
 int kube_wanted(const struct conf *c, const struct kube_flags *f);
+
+/*
+ * The table Kubernetes mode applies: the file's services <statics>, then
+ * the API's <api>, each in its own order (either may be NULL: none).
+ * A file service wins a service name or a frontend (address and port)
+ * that both claim: the API service is left out whole, with all its
+ * frontends, and noted in <refused> (if not NULL) as a Service
+ * "conflict". Frontends that only share an IP, or a port, do not clash.
+ * With <want_vips>, the IPs of the API services' frontends, except the
+ * NodePort addresses <nodeport> (<n_nodeport> of them; ports ignored),
+ * become the table's VIPs; file services add none. The table is frozen
+ * with <generation>, whatever the inputs' generations. Returns a new
+ * table (one reference), or NULL with <e> filled when memory runs out.
+ * Borrows everything; no log, no clock.
+ */
+struct table *kube_merge(const struct table *statics, const struct table *api,
+                         const struct saddr *nodeport, size_t n_nodeport,
+                         int want_vips, uint64_t generation,
+                         struct skip_set *refused, struct err *e);
 
 #endif

@@ -201,6 +201,29 @@ write_process(struct sbuf *b, int ready)
     }
 }
 
+/* API objects and fields the Kubernetes side did not serve, by kind and
+ * reason; only the pairs seen so far (none in static mode). */
+static void
+write_api_skipped(struct sbuf *b)
+{
+    struct stats_api_skip sk[STATS_API_SKIP_MAX];
+    size_t i, n = stats_api_skips(sk, STATS_API_SKIP_MAX);
+
+    if (n == 0)
+        return;
+    family(b, "ferry_api_objects_skipped_total", "counter",
+           "API objects or fields not served (malformed, out of range, "
+           "unsupported, taken by another service, or ignored as by "
+           "kube-proxy), by kind and reason.");
+    for (i = 0; i < n; i++) {
+        sbuf_printf(b, "ferry_api_objects_skipped_total{kind=\"");
+        metrics_label_value(b, sk[i].kind);
+        sbuf_printf(b, "\",reason=\"");
+        metrics_label_value(b, sk[i].reason);
+        sbuf_printf(b, "\"} %llu\n", (unsigned long long)sk[i].total);
+    }
+}
+
 /* ---- per service -------------------------------------------------------- */
 
 static void
@@ -406,6 +429,7 @@ metrics_write(struct sbuf *b, struct svc *const *svcs, size_t n,
     (void)h;
     sbuf_init(&lb, 4096);
     write_process(b, ready);
+    write_api_skipped(b);
     write_services(b, svcs, n, &lb);
     write_backends(b, svcs, n, &lb, now);
     sbuf_deinit(&lb);

@@ -1,0 +1,281 @@
+/* Kubernetes mode's merge of the file's services with the API's
+ * (kube_merge() in proxy/node/kube.c): what wins a clash, what is noted,
+ * the order, the VIPs and the generation. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "kube.h"
+
+/* A table of services "name=fe1,fe2;name2=fe" (frontends IP:port),
+ * frozen at <gen>. */
+static struct table *
+mk(const char *spec, uint64_t gen)
+{
+    struct table *t = table_new();
+    char buf[1024], *svc, *save1;
+
+    assert_non_null(t);
+    snprintf(buf, sizeof(buf), "%s", spec);
+    for (svc = strtok_r(buf, ";", &save1); svc != NULL;
+         svc = strtok_r(NULL, ";", &save1)) {
+        struct tbl_service s;
+        struct saddr fe[8];
+        char *eq = strchr(svc, '='), *a, *save2;
+        const char *why;
+        struct err e;
+
+        assert_non_null(eq);
+        *eq = '\0';
+        memset(&s, 0, sizeof(s));
+        snprintf(s.name, sizeof(s.name), "%s", svc);
+        for (a = strtok_r(eq + 1, ",", &save2); a != NULL;
+             a = strtok_r(NULL, ",", &save2)) {
+            assert_true(s.nfrontends < 8);
+            assert_int_equal(parse_hostport(a, &fe[s.nfrontends], 0, &why), 0);
+            s.nfrontends++;
+        }
+        s.frontends = fe;
+        err_clear(&e);
+        assert_int_equal(table_add_service(t, &s, &e), 0);
+    }
+    table_freeze(t, gen);
+    return t;
+}
+
+/* "name,name,..." of <t>'s services in order. */
+static const char *
+names(const struct table *t)
+{
+    static char out[1024];
+    size_t i, n = 0;
+
+    out[0] = '\0';
+    for (i = 0; i < t->nservices; i++)
+        n += (size_t)snprintf(out + n, sizeof(out) - n, "%s%s", i ? "," : "",
+                              t->services[i].name);
+    return out;
+}
+
+/* The VIPs' IPs, in order. */
+static const char *
+vips(const struct table *t)
+{
+    static char out[1024];
+    size_t i, n = 0;
+
+    out[0] = '\0';
+    for (i = 0; i < t->nvips; i++) {
+        char a[SADDR_STR_MAX];
+        n += (size_t)snprintf(out + n, sizeof(out) - n, "%s%s", i ? "," : "",
+                              saddr_ip_str(&t->vips[i], a, sizeof(a)));
+    }
+    return out;
+}
+
+struct seen {
+    int n;
+    char text[1024];
+};
+
+static void
+on_note(void *arg, const struct skip_note *n)
+{
+    struct seen *s = arg;
+    size_t l = strlen(s->text);
+
+    s->n++;
+    snprintf(s->text + l, sizeof(s->text) - l, "%s%s %s %s: %s", l ? "|" : "",
+             skip_kind_text[n->kind], skip_reason_text[n->reason], n->obj,
+             n->what);
+}
+
+static struct table *
+merge(const struct table *st, const struct table *api, int want_vips,
+      uint64_t gen, struct skip_set *refused)
+{
+    struct saddr np[1];
+    const char *why;
+    struct table *t;
+    struct err e;
+
+    assert_int_equal(parse_ip("198.18.1.1", 0, &np[0], &why), 0);
+    err_clear(&e);
+    t = kube_merge(st, api, np, 1, want_vips, gen, refused, &e);
+    assert_non_null(t);
+    assert_true(t->frozen);
+    assert_int_equal(t->generation, gen);
+    return t;
+}
+
+static void
+test_both_empty(void **state)
+{
+    struct table *st = mk("", 3), *api = mk("", 4), *t;
+    struct skip_set *ref = skip_set_new();
+
+    (void)state;
+    t = merge(NULL, NULL, 1, 7, ref);
+    assert_int_equal(t->nservices, 0);
+    assert_int_equal(t->nvips, 0);
+    table_unref(t);
+    t = merge(st, api, 1, 8, ref);
+    assert_int_equal(t->nservices, 0);
+    assert_int_equal(skip_set_size(ref), 0);
+    table_unref(t);
+    table_unref(st);
+    table_unref(api);
+    skip_set_free(ref);
+}
+
+static void
+test_statics_only(void **state)
+{
+    struct table *st = mk("web=198.18.0.10:80;db=198.18.0.11:5432", 2), *t;
+
+    (void)state;
+    /* Before the first sync there is no API table (NULL); an empty one
+     * after a sync of an empty cluster is the same. The file's services
+     * never become VIPs: the file names addresses the host has. */
+    t = merge(st, NULL, 1, 3, NULL);
+    assert_string_equal(names(t), "web,db");
+    assert_int_equal(t->nvips, 0);
+    assert_int_equal(table_find(t, "web")->nfrontends, 1);
+    table_unref(t);
+    table_unref(st);
+}
+
+static void
+test_api_only_and_vips(void **state)
+{
+    struct table *api = mk("shop/web:http=198.18.0.10:80,198.18.5.5:80,"
+                           "198.18.1.1:31080;"
+                           "shop/db:pg=198.18.0.11:5432,198.18.0.10:5432",
+                           9),
+                 *t;
+
+    (void)state;
+    t = merge(NULL, api, 1, 10, NULL);
+    assert_string_equal(names(t), "shop/web:http,shop/db:pg");
+    /* Every frontend IP but the NodePort address, once. */
+    assert_string_equal(vips(t), "198.18.0.10,198.18.5.5,198.18.0.11");
+    table_unref(t);
+    /* vip_interface none: no VIPs. */
+    t = merge(NULL, api, 0, 11, NULL);
+    assert_int_equal(t->nvips, 0);
+    assert_int_equal(t->nservices, 2);
+    table_unref(t);
+    table_unref(api);
+}
+
+static void
+test_name_clash_file_wins(void **state)
+{
+    struct table *st = mk("shop/web:http=127.0.0.1:8080", 1);
+    struct table *api = mk(
+                     "shop/web:http=198.18.0.10:80;shop/db:pg=198.18.0.11:5432",
+                     2),
+                 *t;
+    struct skip_set *ref = skip_set_new();
+    struct seen s = {0};
+
+    (void)state;
+    t = merge(st, api, 1, 3, ref);
+    assert_string_equal(names(t), "shop/web:http,shop/db:pg");
+    /* The file's service kept its frontend; the API one is left out
+     * whole, VIPs included. */
+    assert_int_equal(saddr_port(&table_find(t, "shop/web:http")->frontends[0]),
+                     8080);
+    assert_string_equal(vips(t), "198.18.0.11");
+    assert_int_equal(skip_set_each_new(ref, NULL, on_note, &s), 1);
+    assert_string_equal(s.text, "Service conflict shop/web:http: duplicate "
+                                "service name \"shop/web:http\"");
+    table_unref(t);
+    table_unref(st);
+    table_unref(api);
+    skip_set_free(ref);
+}
+
+static void
+test_address_overlap(void **state)
+{
+    /* The file holds 198.18.0.10:80. API web wants it and another
+     * address: web is not served at all. API other shares only the IP
+     * (another port) and alt only the port (another IP): both served. */
+    struct table *st = mk("file=198.18.0.10:80", 1);
+    struct table *api = mk("shop/web:http=198.18.5.5:80,198.18.0.10:80;"
+                           "shop/other:x=198.18.0.10:81;"
+                           "shop/alt:y=198.18.0.12:80",
+                           2),
+                 *t;
+    struct skip_set *ref = skip_set_new(), *ref2 = skip_set_new();
+    struct seen s = {0};
+
+    (void)state;
+    t = merge(st, api, 1, 3, ref);
+    assert_string_equal(names(t), "file,shop/other:x,shop/alt:y");
+    assert_null(table_find(t, "shop/web:http"));
+    assert_non_null(table_find_frontend(t, &st->services[0].frontends[0]));
+    assert_string_equal(
+        table_find_frontend(t, &st->services[0].frontends[0])->name, "file");
+    /* 198.18.5.5 (web's other frontend) is no VIP: web is out. */
+    assert_string_equal(vips(t), "198.18.0.10,198.18.0.12");
+    assert_int_equal(skip_set_each_new(ref, NULL, on_note, &s), 1);
+    assert_string_equal(s.text,
+                        "Service conflict shop/web:http: listen address "
+                        "198.18.0.10:80 already used by service \"file\"");
+    table_unref(t);
+    /* The same merge again notes the same thing: nothing new to say. */
+    t = merge(st, api, 1, 4, ref2);
+    assert_int_equal(skip_set_each_new(ref2, ref, on_note, &s), 0);
+    table_unref(t);
+    table_unref(st);
+    table_unref(api);
+    skip_set_free(ref);
+    skip_set_free(ref2);
+}
+
+static void
+test_order_and_generation(void **state)
+{
+    struct table *st = mk("zeta=127.0.0.1:1;alpha=127.0.0.1:2", 40);
+    struct table *api = mk("b/z:p=198.18.0.1:1;a/a:p=198.18.0.2:1", 50), *t,
+                 *t2;
+
+    (void)state;
+    /* File services first in file order, then the API's in table order;
+     * nothing is sorted. The generation is the one given, not the
+     * inputs'. */
+    t = merge(st, api, 0, 7, NULL);
+    assert_string_equal(names(t), "zeta,alpha,b/z:p,a/a:p");
+    assert_int_equal(t->generation, 7);
+    t2 = merge(st, api, 0, 8, NULL);
+    assert_string_equal(names(t2), names(t));
+    assert_int_equal(t2->generation, 8);
+    /* The inputs are only borrowed. */
+    assert_int_equal(st->generation, 40);
+    assert_int_equal(api->nservices, 2);
+    table_unref(t);
+    table_unref(t2);
+    table_unref(st);
+    table_unref(api);
+}
+
+int
+main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_both_empty),
+        cmocka_unit_test(test_statics_only),
+        cmocka_unit_test(test_api_only_and_vips),
+        cmocka_unit_test(test_name_clash_file_wins),
+        cmocka_unit_test(test_address_overlap),
+        cmocka_unit_test(test_order_and_generation),
+    };
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
