@@ -14,6 +14,7 @@
 struct apply_thread {
     struct apply_plan *plan;
     struct apply_addrs addrs; /* plan->addrs, for the control loop */
+    struct apply_addrs stale; /* what it may listen on until it commits */
 };
 
 /* One apply in progress: what stages 1 and 2 built. apply_unwind()
@@ -61,6 +62,28 @@ addrs_sort(struct apply_addrs *s)
 {
     if (s->n > 1)
         qsort(s->v, s->n, sizeof(*s->v), saddr_pcmp);
+}
+
+/* <a> and <b> together, sorted, in <out>. */
+static int
+addrs_union(struct apply_addrs *out, const struct apply_addrs *a,
+            const struct apply_addrs *b)
+{
+    size_t i = 0, j = 0;
+
+    if (addrs_alloc(out, a->n + b->n) < 0)
+        return -1;
+    while (i < a->n && j < b->n) {
+        int c = saddr_cmp(&a->v[i], &b->v[j]);
+        out->v[out->n++] = c <= 0 ? a->v[i] : b->v[j];
+        i += c <= 0;
+        j += c >= 0;
+    }
+    while (i < a->n)
+        out->v[out->n++] = a->v[i++];
+    while (j < b->n)
+        out->v[out->n++] = b->v[j++];
+    return 0;
 }
 
 static void
@@ -340,6 +363,48 @@ stage_services(struct apply *a, struct err *e)
 
 /* ---- stage 2: plans, with their sockets opened -------------------------- */
 
+/* Nonzero if a worker thread may listen on <addr>: worker 0 closed it
+ * in an earlier table, and a thread has not committed that table yet.
+ * Worker 0 opening it again must not take the thread's socket for
+ * someone else's. */
+static int
+threads_hold(const struct apply *a, const struct saddr *addr)
+{
+    unsigned k;
+
+    for (k = 0; k + 1 < a->p->nworkers; k++) {
+        const struct wthread *th = &a->p->threads[k];
+        if (addrs_has(&th->addrs, addr) || addrs_has(&th->stale, addr))
+            return 1;
+    }
+    return 0;
+}
+
+/* A thread that committed the newest plan posted to it listens on its
+ * addresses alone. */
+static void
+forget_committed(struct apply *a)
+{
+    unsigned k;
+
+    for (k = 0; k + 1 < a->p->nworkers; k++) {
+        struct wthread *th = &a->p->threads[k];
+        if (atomic_load(&th->w.generation) == th->posted_gen)
+            addrs_free(&th->stale);
+    }
+}
+
+static unsigned
+open_flags(const struct apply *a, const struct worker *w,
+           const struct saddr *addr)
+{
+    unsigned flags = a->mode == PROXY_APPLY_STRICT ? 0 : LISTENER_F_FREEBIND;
+
+    if (w->id == 0 && threads_hold(a, addr))
+        flags |= LISTENER_F_OURS;
+    return flags;
+}
+
 /* Open on <w> a listener for each address of pl->addrs not in <have>,
  * into pl->fresh. A strict apply fails at the first that cannot be
  * opened (-1, <e> filled); otherwise it is logged and left out of
@@ -348,15 +413,17 @@ static int
 open_missing(struct apply *a, struct worker *w, struct apply_plan *pl,
              const struct apply_addrs *have, struct err *e)
 {
-    int freebind = a->mode != PROXY_APPLY_STRICT;
     size_t i, kept = 0, failed = 0;
     char m[ERR_STR_MAX];
 
     for (i = 0; i < pl->addrs.n; i++) {
         const struct saddr *addr = &pl->addrs.v[i];
-        struct listener *l = NULL;
-        if (!addrs_has(have, addr)
-            && (l = listener_new(w, addr, freebind, e)) == NULL) {
+        struct listener *l;
+        if (addrs_has(have, addr)) {
+            pl->addrs.v[kept++] = *addr;
+            continue;
+        }
+        if ((l = listener_new(w, addr, open_flags(a, w, addr), e)) == NULL) {
             if (a->mode == PROXY_APPLY_STRICT)
                 return -1;
             if (w->id == 0)
@@ -366,10 +433,8 @@ open_missing(struct apply *a, struct worker *w, struct apply_plan *pl,
             failed++;
             continue;
         }
-        if (l != NULL) {
-            l->next = pl->fresh;
-            pl->fresh = l;
-        }
+        l->next = pl->fresh;
+        pl->fresh = l;
         pl->addrs.v[kept++] = *addr;
     }
     pl->addrs.n = kept;
@@ -490,7 +555,8 @@ open_thread(struct apply *a, struct apply_thread *at, struct wthread *th,
         return err_set(e, "out of memory opening listeners");
     if (open_missing(a, &th->w, pl, &th->addrs, e) < 0)
         return -1;
-    if (addrs_copy(&at->addrs, &pl->addrs) < 0)
+    if (addrs_copy(&at->addrs, &pl->addrs) < 0
+        || addrs_union(&at->stale, &th->stale, &th->addrs) < 0)
         return err_set(e, "out of memory opening listeners");
     return 0;
 }
@@ -502,6 +568,7 @@ stage_open(struct apply *a, struct err *e)
     struct apply_addrs want;
     int rc = 0;
 
+    forget_committed(a);
     if (open_worker0(a, e) < 0)
         return -1;
     descriptor_guard(a);
@@ -573,8 +640,12 @@ stage_commit(struct apply *a)
         struct wthread *th = &p->threads[k];
         struct apply_thread *at = &a->thread[k];
         addrs_free(&th->addrs);
+        addrs_free(&th->stale);
         th->addrs = at->addrs;
+        th->stale = at->stale;
+        th->posted_gen = a->t->generation;
         memset(&at->addrs, 0, sizeof(at->addrs));
+        memset(&at->stale, 0, sizeof(at->stale));
         at->plan->posted = now;
         wthread_post_plan(th, at->plan);
         at->plan = NULL;
@@ -591,6 +662,7 @@ apply_unwind(struct apply *a)
     for (k = 0; a->thread != NULL && k + 1 < a->p->nworkers; k++) {
         apply_plan_free(a->thread[k].plan);
         addrs_free(&a->thread[k].addrs);
+        addrs_free(&a->thread[k].stale);
     }
     free(a->thread);
     apply_plan_free(a->w0);

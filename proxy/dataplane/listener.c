@@ -30,14 +30,15 @@ probe_free(const struct saddr *addr, unsigned flags)
 }
 
 struct listener *
-listener_new(struct worker *w, const struct saddr *addr, int freebind,
+listener_new(struct worker *w, const struct saddr *addr, unsigned flags,
              struct err *e)
 {
     /* Accepted sockets inherit TCP_NODELAY from the listener: one system
      * call here instead of one per connection. Tables from the API name
      * service IPs that the netlink side adds a moment later: bind before
      * the address exists. */
-    unsigned flags = SOCK_F_NODELAY | (freebind ? SOCK_F_FREEBIND : 0);
+    unsigned sflags =
+        SOCK_F_NODELAY | (flags & LISTENER_F_FREEBIND ? SOCK_F_FREEBIND : 0);
     char a[SADDR_STR_MAX];
     struct listener *l;
     int fd = -1;
@@ -45,13 +46,15 @@ listener_new(struct worker *w, const struct saddr *addr, int freebind,
     /* Several workers: one socket each on the same address, the kernel
      * spreads connections across them. SO_REUSEPORT would also let
      * another process (same user) share the port unnoticed, so worker
-     * 0, which opens an address first, makes sure that nobody holds it. */
+     * 0, which opens an address first, makes sure that nobody holds it
+     * (unless our own threads may still: LISTENER_F_OURS). */
     if (w->nworkers > 1) {
-        if (w->id == 0 && probe_free(addr, flags) < 0)
+        if (w->id == 0 && !(flags & LISTENER_F_OURS)
+            && probe_free(addr, sflags) < 0)
             goto fail;
-        flags |= SOCK_F_REUSEPORT;
+        sflags |= SOCK_F_REUSEPORT;
     }
-    fd = sock_listen(addr, flags, LISTEN_BACKLOG);
+    fd = sock_listen(addr, sflags, LISTEN_BACKLOG);
     if (fd < 0)
         goto fail;
     l = calloc(1, sizeof(*l));

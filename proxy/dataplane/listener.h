@@ -31,10 +31,18 @@ struct listener {
     enum listener_mark mark; /* scratch for apply_plan_commit() */
 };
 
-/* Open, bind and listen on <addr> (not yet accepting). Returns a new
- * listener or NULL with <e> filled. */
+enum listener_flag {
+    LISTENER_F_FREEBIND = 1u << 0, /* bind before the address exists */
+    LISTENER_F_OURS = 1u << 1,     /* worker 0: sockets of our own worker
+                                    * threads may listen there still, so
+                                    * do not check that no one does */
+};
+
+/* Open, bind and listen on <addr> (not yet accepting), with <flags>
+ * (enum listener_flag bits). Returns a new listener or NULL with <e>
+ * filled. */
 struct listener *listener_new(struct worker *w, const struct saddr *addr,
-                              int freebind, struct err *e);
+                              unsigned flags, struct err *e);
 
 /* Point <l> at <s> (takes a new reference, drops the old one). */
 void listener_set_svc(struct listener *l, struct svc *s);

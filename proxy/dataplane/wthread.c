@@ -149,8 +149,9 @@ wthread_stop(struct wthread *t)
     ev_loop_destroy(loop);
     pthread_mutex_destroy(&t->mu);
     free(t->addrs.v);
-    t->addrs.v = NULL;
-    t->addrs.n = 0;
+    free(t->stale.v);
+    t->addrs.v = t->stale.v = NULL;
+    t->addrs.n = t->stale.n = 0;
 }
 
 void

@@ -14,6 +14,7 @@
 #include <ev.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdint.h>
 
 #include "apply.h"
 #include "worker.h"
@@ -36,8 +37,11 @@ struct wthread {
     int draining;            /* the thread's own: drain taken */
     atomic_int idle;         /* draining and without connections */
     /* Control loop only (apply.c): the addresses the thread listens on
-     * once the plans posted so far are committed. */
+     * once the plans posted so far are committed; those it may still
+     * listen on until then; the generation of the newest plan posted. */
     struct apply_addrs addrs;
+    struct apply_addrs stale;
+    uint64_t posted_gen;
 };
 
 /* Start worker <id> of <nworkers> in <t> (zeroed by the caller), which

@@ -695,6 +695,35 @@ test_tables_in_quick_succession(void **state)
     }
 }
 
+/* An address removed and added again before the worker threads took the
+ * removal: the threads' old sockets still listen there, and they are
+ * ferry's own, so worker 0 opens it again (strict or not) instead of
+ * taking them for someone else's. */
+static void
+test_readd_before_threads_commit(void **state)
+{
+    struct fixture *fx = *state;
+    uint16_t f1 = free_port(), f2 = free_port();
+    struct spec both[] = {{"a", {f1}, {0, -1}, 0, 0},
+                          {"b", {f2}, {1, -1}, 0, 0}};
+    struct spec one_less[] = {{"a", {f1}, {0, -1}, 0, 0}};
+    struct err e;
+    int round;
+
+    apply_ok(fx, both, 2);
+    for (round = 0; round < 20; round++) {
+        enum proxy_apply_mode mode =
+            round % 2 ? PROXY_APPLY_SKIP_FAILING : PROXY_APPLY_STRICT;
+        wait_generation(fx, fx->gen);
+        apply_ok(fx, one_less, 1);
+        if (apply(fx, both, 2, mode, &e) != 0)
+            fail_msg("round %d: %s", round, e.msg);
+        wait_generation(fx, fx->gen);
+        assert_int_equal(nlisten(f2), fx->nworkers);
+    }
+    assert_int_equal(route(fx, f2), 1);
+}
+
 static void
 test_no_table_while_draining(void **state)
 {
@@ -731,6 +760,7 @@ main(void)
         THREADS(test_threads_off_past_quarter_of_fd_limit),
         THREADS(test_affinity_served_by_worker_0),
         THREADS(test_tables_in_quick_succession),
+        THREADS(test_readd_before_threads_commit),
         BOTH(test_no_table_while_draining),
     };
 
