@@ -1,0 +1,1219 @@
+#include <arpa/inet.h>
+#include <errno.h>
+#include <jansson.h>
+#include <nftables/libnftables.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "ctclean.h"
+#include "log.h"
+#include "nft.h"
+#include "nftgen.h"
+#include "nftsys.h"
+#include "smap.h"
+
+#define LOG_ERR_MAX 4000 /* bytes of nftables' error text logged */
+
+/* ---------------------------------------------------------------- model */
+
+static const char *const proto_names[NFT_PROTO__COUNT] = {"tcp", "udp", "sctp"};
+
+const char *
+nft_proto_name(enum nft_proto p)
+{
+    return (unsigned)p < NFT_PROTO__COUNT ? proto_names[p] : "?";
+}
+
+int
+nft_proto_parse(const char *s, enum nft_proto *out)
+{
+    int i;
+
+    for (i = 0; i < NFT_PROTO__COUNT; i++) {
+        if (strcasecmp(s, proto_names[i]) == 0) {
+            *out = (enum nft_proto)i;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+static int
+host_bits_zero(const struct nft_cidr *c)
+{
+    const uint8_t *b;
+    unsigned bits, i;
+
+    if (c->ip.u.sa.sa_family == AF_INET) {
+        b = (const uint8_t *)&c->ip.u.in.sin_addr;
+        bits = 32;
+    } else {
+        b = (const uint8_t *)&c->ip.u.in6.sin6_addr;
+        bits = 128;
+    }
+    for (i = c->prefix; i < bits; i++)
+        if (b[i / 8] & (0x80u >> (i % 8)))
+            return 0;
+    return 1;
+}
+
+int
+nft_cidr_parse(const char *s, struct nft_cidr *out, const char **why)
+{
+    char ip[INET6_ADDRSTRLEN + 1];
+    const char *slash = strchr(s, '/');
+    uint64_t prefix;
+    unsigned max;
+
+    if (slash == NULL || (size_t)(slash - s) >= sizeof(ip)) {
+        *why = "not an address/prefix";
+        return -1;
+    }
+    memcpy(ip, s, (size_t)(slash - s));
+    ip[slash - s] = '\0';
+    if (parse_ip(ip, 0, &out->ip, why) < 0)
+        return -1;
+    max = out->ip.u.sa.sa_family == AF_INET ? 32 : 128;
+    if (parse_uint(slash + 1, 0, max, &prefix, why) < 0)
+        return -1;
+    out->prefix = (unsigned)prefix;
+    if (!host_bits_zero(out)) {
+        *why = "host bits set after the prefix";
+        return -1;
+    }
+    return 0;
+}
+
+/* "namespace/name:port": names of nft objects are built from it, so only
+ * characters nft takes in a name, one '/', one ':' after it. */
+static int
+id_check(const char *id, struct err *e)
+{
+    const char *slash, *colon, *p;
+    size_t len = strnlen(id, NFT_ID_MAX);
+
+    if (len == 0 || len >= NFT_ID_MAX)
+        return err_set(e, "service id must be 1 to %d bytes", NFT_ID_MAX - 1);
+    slash = strchr(id, '/');
+    colon = slash ? strchr(slash, ':') : NULL;
+    if (slash == NULL || slash == id || colon == NULL || colon == slash + 1
+        || strchr(slash + 1, '/') != NULL || strchr(colon + 1, ':') != NULL)
+        return err_set(e, "service id \"%.*s\" is not namespace/name:port",
+                       (int)len, id);
+    for (p = id; *p; p++) {
+        int ok = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z')
+                 || (*p >= '0' && *p <= '9') || *p == '-' || *p == '.'
+                 || *p == '_' || p == slash || p == colon;
+
+        if (!ok)
+            return err_set(e,
+                           "service id has a character nft names refuse "
+                           "(0x%02x)",
+                           (unsigned char)*p);
+    }
+    return 0;
+}
+
+static int
+ip_check(const struct saddr *a, const char *what, struct err *e)
+{
+    static const uint8_t mapped[12] = {0, 0, 0, 0, 0,    0,
+                                       0, 0, 0, 0, 0xff, 0xff};
+
+    if (a->u.sa.sa_family == AF_INET)
+        return 0;
+    if (a->u.sa.sa_family != AF_INET6)
+        return err_set(e, "%s: not an IPv4 or IPv6 address", what);
+    if (memcmp(&a->u.in6.sin6_addr, mapped, 12) == 0)
+        return err_set(e, "%s: IPv4-mapped IPv6 address", what);
+    return 0;
+}
+
+static int
+ips_check(const struct saddr *a, size_t n, const char *what, struct err *e)
+{
+    size_t i;
+
+    if (n > NFT_IPS_MAX)
+        return err_set(e, "%s: %zu addresses, at most %d", what, n,
+                       NFT_IPS_MAX);
+    if (n > 0 && a == NULL)
+        return err_set(e, "%s: no array", what);
+    for (i = 0; i < n; i++)
+        if (ip_check(&a[i], what, e) < 0)
+            return -1;
+    return 0;
+}
+
+static int
+eps_check(const struct nft_ep *v, size_t n, const char *what, struct err *e)
+{
+    size_t i;
+
+    if (n > NFT_EPS_MAX)
+        return err_set(e, "%s: %zu endpoints, at most %d", what, n,
+                       NFT_EPS_MAX);
+    if (n > 0 && v == NULL)
+        return err_set(e, "%s: no array", what);
+    for (i = 0; i < n; i++) {
+        if (ip_check(&v[i].addr, what, e) < 0)
+            return -1;
+        if (saddr_port(&v[i].addr) == 0)
+            return err_set(e, "%s: endpoint without a port", what);
+        if (v[i].weight > NFT_WEIGHT_MAX)
+            return err_set(e, "%s: weight %u over %d", what, v[i].weight,
+                           NFT_WEIGHT_MAX);
+    }
+    return 0;
+}
+
+static int
+cidrs_check(const struct nft_cidr *c, size_t n, size_t max, const char *what,
+            struct err *e)
+{
+    size_t i;
+
+    if (n > max)
+        return err_set(e, "%s: %zu ranges, at most %zu", what, n, max);
+    if (n > 0 && c == NULL)
+        return err_set(e, "%s: no array", what);
+    for (i = 0; i < n; i++) {
+        unsigned max_pfx = c[i].ip.u.sa.sa_family == AF_INET ? 32 : 128;
+
+        if (ip_check(&c[i].ip, what, e) < 0)
+            return -1;
+        if (c[i].prefix > max_pfx || !host_bits_zero(&c[i]))
+            return err_set(e, "%s: bad prefix /%u", what, c[i].prefix);
+    }
+    return 0;
+}
+
+int
+nft_svc_check(const struct nft_svc *s, struct err *e)
+{
+    if (id_check(s->id, e) < 0)
+        return -1;
+    if ((unsigned)s->proto >= NFT_PROTO__COUNT)
+        return err_set(e, "%s: unknown protocol", s->id);
+    if (s->port == 0)
+        return err_set(e, "%s: port 0", s->id);
+    if (s->affinity_s > NFT_AFFINITY_MAX_S)
+        return err_set(e, "%s: affinity timeout %us over %ds", s->id,
+                       s->affinity_s, NFT_AFFINITY_MAX_S);
+    if (ips_check(s->cluster_ips, s->ncluster_ips, "clusterIPs", e) < 0
+        || ips_check(s->external_ips, s->nexternal_ips, "externalIPs", e) < 0
+        || ips_check(s->lb_ips, s->nlb_ips, "loadBalancer IPs", e) < 0
+        || cidrs_check(s->source_ranges, s->nsource_ranges, NFT_RANGES_MAX,
+                       "loadBalancerSourceRanges", e)
+               < 0
+        || eps_check(s->cluster_eps, s->ncluster_eps, "cluster endpoints", e)
+               < 0
+        || eps_check(s->local_eps, s->nlocal_eps, "local endpoints", e) < 0) {
+        char msg[ERR_MSG_MAX];
+
+        snprintf(msg, sizeof(msg), "%s", e ? e->msg : "");
+        return err_set(e, "%s: %s", s->id, msg);
+    }
+    return 0;
+}
+
+int
+nft_conf_check(const struct nft_conf *c, struct err *e)
+{
+    if (c->masq != NFT_MASQ_CIDR && c->masq != NFT_MASQ_ALL
+        && c->masq != NFT_MASQ_NONE)
+        return err_set(e, "unknown masquerade mode");
+    if (c->masq_mark & (c->masq_mark - 1))
+        return err_set(e, "masquerade mark 0x%x is not a single bit",
+                       c->masq_mark);
+    if (cidrs_check(c->cluster_cidrs, c->ncluster_cidrs, NFT_CIDRS_MAX,
+                    "cluster CIDRs", e)
+        < 0)
+        return -1;
+    return ips_check(c->nodeport_addrs, c->nnodeport_addrs,
+                     "NodePort addresses", e);
+}
+
+/* ------------------------------------------------------------- services */
+
+static void
+svc_free(struct nft_svc *s)
+{
+    if (s == NULL)
+        return;
+    free(s->cluster_ips);
+    free(s->external_ips);
+    free(s->lb_ips);
+    free(s->source_ranges);
+    free(s->cluster_eps);
+    free(s->local_eps);
+    free(s);
+}
+
+static void *
+dup_array(const void *p, size_t n, size_t size, int *oom)
+{
+    void *d;
+
+    if (n == 0)
+        return NULL;
+    d = malloc(n * size);
+    if (d == NULL) {
+        *oom = 1;
+        return NULL;
+    }
+    memcpy(d, p, n * size);
+    return d;
+}
+
+static struct nft_svc *
+svc_dup(const struct nft_svc *s)
+{
+    struct nft_svc *d = malloc(sizeof(*d));
+    int oom = 0;
+
+    if (d == NULL)
+        return NULL;
+    *d = *s;
+    d->cluster_ips = dup_array(s->cluster_ips, s->ncluster_ips,
+                               sizeof(*s->cluster_ips), &oom);
+    d->external_ips = dup_array(s->external_ips, s->nexternal_ips,
+                                sizeof(*s->external_ips), &oom);
+    d->lb_ips = dup_array(s->lb_ips, s->nlb_ips, sizeof(*s->lb_ips), &oom);
+    d->source_ranges = dup_array(s->source_ranges, s->nsource_ranges,
+                                 sizeof(*s->source_ranges), &oom);
+    d->cluster_eps = dup_array(s->cluster_eps, s->ncluster_eps,
+                               sizeof(*s->cluster_eps), &oom);
+    d->local_eps =
+        dup_array(s->local_eps, s->nlocal_eps, sizeof(*s->local_eps), &oom);
+    if (oom) {
+        svc_free(d);
+        return NULL;
+    }
+    return d;
+}
+
+static void
+group_free(struct nftgen_group *g)
+{
+    if (g == NULL)
+        return;
+    nftgen_group_deinit(g);
+    free(g);
+}
+
+/* ---------------------------------------------------------------- engine */
+
+struct entry {
+    char *key; /* "id|proto" */
+    struct nft_svc *want_svc, *have_svc;
+    struct nftgen_group *want, *have; /* NULL = absent */
+    int dirty;
+};
+
+struct nft {
+    struct nft_conf conf;
+    struct nft_ctx *ctx;  /* commands */
+    struct nft_ctx *jctx; /* listings, JSON */
+    struct nftgen_group global;
+    struct smap svcs;   /* key -> struct entry */
+    struct smap owners; /* destination -> struct entry claiming it */
+    struct smap cips;   /* ClusterIP text -> wanted count (uintptr_t) */
+    struct entry **dirty;
+    size_t ndirty, dirtycap;
+    int cips_dirty;
+    int need_converge;
+    struct nft_stats st;
+};
+
+static void
+entry_key(const char *id, enum nft_proto proto, char *out, size_t len)
+{
+    snprintf(out, len, "%s|%s", id, nft_proto_name(proto));
+}
+
+static struct nft_ctx *
+ctx_new(unsigned flags)
+{
+    struct nft_ctx *c = nft_ctx_new(NFT_CTX_DEFAULT);
+
+    if (c == NULL)
+        return NULL;
+    nft_ctx_output_set_flags(c, flags);
+    if (nft_ctx_buffer_output(c) != 0 || nft_ctx_buffer_error(c) != 0) {
+        nft_ctx_free(c);
+        return NULL;
+    }
+    return c;
+}
+
+struct nft *
+nft_new(const struct nft_conf *c, struct err *e)
+{
+    struct nft *n;
+
+    if (nft_conf_check(c, e) < 0)
+        return NULL;
+    n = calloc(1, sizeof(*n));
+    if (n == NULL) {
+        err_set(e, "out of memory");
+        return NULL;
+    }
+    n->conf = *c;
+    if (n->conf.masq_mark == 0)
+        n->conf.masq_mark = 0x4000;
+    n->need_converge = 1;
+    n->ctx = ctx_new(0);
+    n->jctx = ctx_new(NFT_CTX_OUTPUT_JSON);
+    if (n->ctx == NULL || n->jctx == NULL) {
+        err_set(e, "libnftables: cannot create a context");
+        nft_free(n);
+        return NULL;
+    }
+    if (nftgen_global(&n->conf, &n->global) < 0) {
+        err_set(e, "out of memory");
+        nft_free(n);
+        return NULL;
+    }
+    return n;
+}
+
+static void
+entry_free(struct entry *en)
+{
+    if (en->want != en->have)
+        group_free(en->want);
+    group_free(en->have);
+    if (en->want_svc != en->have_svc)
+        svc_free(en->want_svc);
+    svc_free(en->have_svc);
+    free(en->key);
+    free(en);
+}
+
+void
+nft_free(struct nft *n)
+{
+    size_t i;
+
+    if (n == NULL)
+        return;
+    for (i = 0; i < n->svcs.cap; i++)
+        if (n->svcs.v[i].key)
+            entry_free(n->svcs.v[i].val);
+    smap_deinit(&n->svcs);
+    smap_deinit(&n->owners);
+    smap_deinit(&n->cips);
+    free(n->dirty);
+    nftgen_group_deinit(&n->global);
+    if (n->ctx)
+        nft_ctx_free(n->ctx);
+    if (n->jctx)
+        nft_ctx_free(n->jctx);
+    free(n);
+}
+
+/* What an element claims: a destination (address, protocol, port), or a
+ * NodePort (protocol, port) per family. */
+static void
+owner_key(const struct nftgen_obj *o, char *out, size_t len)
+{
+    if (strstr(o->name, "nodeports"))
+        snprintf(out, len, "np%c %s", o->name[strlen(o->name) - 1], o->key);
+    else
+        snprintf(out, len, "%s", o->key);
+}
+
+static int
+owners_check(struct nft *n, const struct nftgen_group *g,
+             const struct entry *me, struct err *e)
+{
+    char k[256];
+    size_t i;
+
+    for (i = 0; i < g->n; i++) {
+        const struct entry *o;
+
+        if (g->v[i].kind != NFTGEN_ELEM)
+            continue;
+        owner_key(&g->v[i], k, sizeof(k));
+        o = smap_get(&n->owners, k);
+        if (o != NULL && o != me)
+            return err_set(e, "%s is already served by %s", g->v[i].key,
+                           o->key);
+    }
+    return 0;
+}
+
+static void
+owners_set(struct nft *n, const struct nftgen_group *g, struct entry *me,
+           int claim)
+{
+    char k[256];
+    size_t i;
+
+    if (g == NULL)
+        return;
+    for (i = 0; i < g->n; i++) {
+        if (g->v[i].kind != NFTGEN_ELEM)
+            continue;
+        owner_key(&g->v[i], k, sizeof(k));
+        if (claim)
+            smap_put(&n->owners, k, me); /* no memory: conflict unseen */
+        else if (smap_get(&n->owners, k) == me)
+            smap_del(&n->owners, k);
+    }
+}
+
+static void
+cips_count(struct nft *n, const struct nft_svc *s, int delta)
+{
+    char ip[INET6_ADDRSTRLEN];
+    size_t i;
+
+    if (s == NULL)
+        return;
+    for (i = 0; i < s->ncluster_ips; i++) {
+        const struct saddr *a = &s->cluster_ips[i];
+        uintptr_t c;
+
+        saddr_ip_str(a, ip, sizeof(ip));
+        c = (uintptr_t)smap_get(&n->cips, ip);
+        if (delta > 0) {
+            if (c == 0)
+                n->cips_dirty = 1;
+            smap_put(&n->cips, ip, (void *)(c + 1));
+        } else if (c <= 1) {
+            smap_del(&n->cips, ip);
+            n->cips_dirty = 1;
+        } else {
+            smap_put(&n->cips, ip, (void *)(c - 1));
+        }
+    }
+}
+
+static void
+mark_dirty(struct nft *n, struct entry *en)
+{
+    if (en->dirty)
+        return;
+    if (n->ndirty == n->dirtycap) {
+        size_t ncap = n->dirtycap ? n->dirtycap * 2 : 64;
+        struct entry **p = realloc(n->dirty, ncap * sizeof(*p));
+
+        if (p == NULL) {
+            /* The entry is still wanted; a convergence writes it. */
+            n->need_converge = 1;
+            return;
+        }
+        n->dirty = p;
+        n->dirtycap = ncap;
+    }
+    n->dirty[n->ndirty++] = en;
+    en->dirty = 1;
+}
+
+int
+nft_svc_put(struct nft *n, const struct nft_svc *s, struct err *e)
+{
+    char key[NFT_ID_MAX + 16];
+    struct nftgen_group *g;
+    struct nft_svc *copy;
+    struct entry *en;
+
+    if (nft_svc_check(s, e) < 0)
+        return -1;
+    entry_key(s->id, s->proto, key, sizeof(key));
+    en = smap_get(&n->svcs, key);
+    if ((en == NULL || en->want == NULL) && n->st.services >= NFT_SVCS_MAX)
+        return err_set(e, "%s: more than %d kernel services", s->id,
+                       NFT_SVCS_MAX);
+    g = calloc(1, sizeof(*g));
+    copy = svc_dup(s);
+    if (g == NULL || copy == NULL || nftgen_service(&n->conf, s, g) < 0) {
+        group_free(g);
+        svc_free(copy);
+        return err_set(e, "%s: out of memory", s->id);
+    }
+    if (owners_check(n, g, en, e) < 0) {
+        char msg[ERR_MSG_MAX];
+
+        snprintf(msg, sizeof(msg), "%s", e ? e->msg : "");
+        group_free(g);
+        svc_free(copy);
+        return err_set(e, "%s/%s: %s", s->id, nft_proto_name(s->proto), msg);
+    }
+    if (en == NULL) {
+        en = calloc(1, sizeof(*en));
+        if (en == NULL || (en->key = strdup(key)) == NULL
+            || smap_put(&n->svcs, key, en) < 0) {
+            if (en)
+                free(en->key);
+            free(en);
+            group_free(g);
+            svc_free(copy);
+            return err_set(e, "%s: out of memory", s->id);
+        }
+    }
+    if (en->want == NULL)
+        n->st.services++;
+    owners_set(n, en->want, en, 0);
+    owners_set(n, g, en, 1);
+    cips_count(n, en->want_svc, -1);
+    cips_count(n, copy, +1);
+    if (en->want != en->have)
+        group_free(en->want);
+    if (en->want_svc != en->have_svc)
+        svc_free(en->want_svc);
+    en->want = g;
+    en->want_svc = copy;
+    mark_dirty(n, en);
+    return 0;
+}
+
+int
+nft_svc_del(struct nft *n, const char *id, enum nft_proto proto)
+{
+    char key[NFT_ID_MAX + 16];
+    struct entry *en;
+
+    entry_key(id, proto, key, sizeof(key));
+    en = smap_get(&n->svcs, key);
+    if (en == NULL || en->want == NULL)
+        return -1;
+    owners_set(n, en->want, en, 0);
+    cips_count(n, en->want_svc, -1);
+    if (en->want != en->have)
+        group_free(en->want);
+    if (en->want_svc != en->have_svc)
+        svc_free(en->want_svc);
+    en->want = NULL;
+    en->want_svc = NULL;
+    n->st.services--;
+    mark_dirty(n, en);
+    return 0;
+}
+
+int
+nft_pending(const struct nft *n)
+{
+    return n->need_converge || n->ndirty > 0 || n->cips_dirty;
+}
+
+void
+nft_get_stats(const struct nft *n, struct nft_stats *out)
+{
+    *out = n->st;
+}
+
+/* ------------------------------------------------------------------ I/O */
+
+/* Run <text> as one transaction. On failure <e> holds the first line of
+ * nftables' message and the whole of it (capped) is logged. The text goes
+ * through a memory file rather than nft_run_cmd_from_buffer(): for a file,
+ * nftables' errors name the line and quote it right (for a buffer of
+ * several lines, 1.0.6 quotes the first line whatever the error's). */
+static int
+run(struct nft_ctx *ctx, const char *text, const char *what, struct err *e)
+{
+    char path[64];
+    const char *msg;
+    size_t len = strlen(text), off = 0;
+    int fd, rc;
+
+    fd = memfd_create("ferry-nft", MFD_CLOEXEC);
+    if (fd < 0)
+        return err_set(e, "memfd_create: %s", strerror(errno));
+    while (off < len) {
+        ssize_t w = write(fd, text + off, len - off);
+
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0) {
+            close(fd);
+            return err_set(e, "writing the %s: %s", what, strerror(errno));
+        }
+        off += (size_t)w;
+    }
+    snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+    rc = nft_run_cmd_from_filename(ctx, path);
+    close(fd);
+    msg = nft_ctx_get_error_buffer(ctx);
+    if (rc == 0)
+        return 0;
+    if (msg == NULL || *msg == '\0')
+        msg = "no message";
+    log_error("nftables refused the %s: %.*s", what, LOG_ERR_MAX, msg);
+    return err_set(e, "nftables refused the %s: %.*s", what,
+                   (int)strcspn(msg, "\n"), msg);
+}
+
+/* Output of a listing command, or NULL with <e> (the string belongs to
+ * the context until the next command). */
+static const char *
+list(struct nft *n, const char *cmd, int terse, struct err *e)
+{
+    nft_ctx_output_set_flags(n->jctx, NFT_CTX_OUTPUT_JSON
+                                          | (terse ? NFT_CTX_OUTPUT_TERSE : 0));
+    if (run(n->jctx, cmd, "listing", e) < 0)
+        return NULL;
+    return nft_ctx_get_output_buffer(n->jctx);
+}
+
+/* ---------------------------------------------------------------- commit */
+
+/* Endpoints of <old> (both lists) that <new> no longer names. */
+static void
+removed_eps(const struct nft_svc *old, const struct nft_svc *new,
+            struct ctclean_match **m, size_t *nm, size_t *cap,
+            const struct saddr *dsts, size_t ndsts)
+{
+    size_t pass, i, j;
+
+    for (pass = 0; pass < 2; pass++) {
+        const struct nft_ep *v = pass ? old->local_eps : old->cluster_eps;
+        size_t nv = pass ? old->nlocal_eps : old->ncluster_eps;
+
+        for (i = 0; i < nv; i++) {
+            int kept = 0;
+
+            for (j = 0; new &&j < new->ncluster_eps && !kept; j++)
+                kept = saddr_cmp(&new->cluster_eps[j].addr, &v[i].addr) == 0;
+            for (j = 0; new &&j < new->nlocal_eps && !kept; j++)
+                kept = saddr_cmp(&new->local_eps[j].addr, &v[i].addr) == 0;
+            if (kept)
+                continue;
+            if (*nm == *cap) {
+                size_t ncap = *cap ? *cap * 2 : 16;
+                struct ctclean_match *p = realloc(*m, ncap * sizeof(*p));
+
+                if (p == NULL)
+                    return;
+                *m = p;
+                *cap = ncap;
+            }
+            (*m)[*nm].ep = v[i].addr;
+            (*m)[*nm].dsts = dsts;
+            (*m)[*nm].ndsts = ndsts;
+            (*m)[*nm].node_port = old->node_port;
+            (*nm)++;
+        }
+    }
+}
+
+/* The Service's destinations, ports set: what clients sent to. */
+static struct saddr *
+svc_dsts(const struct nft_svc *s, size_t *n)
+{
+    size_t total = s->ncluster_ips + s->nexternal_ips + s->nlb_ips, k = 0, i;
+    struct saddr *d = calloc(total ? total : 1, sizeof(*d));
+
+    *n = 0;
+    if (d == NULL)
+        return NULL;
+    for (i = 0; i < s->ncluster_ips; i++)
+        d[k++] = s->cluster_ips[i];
+    for (i = 0; i < s->nexternal_ips; i++)
+        d[k++] = s->external_ips[i];
+    for (i = 0; i < s->nlb_ips; i++)
+        d[k++] = s->lb_ips[i];
+    for (i = 0; i < k; i++)
+        saddr_set_port(&d[i], s->port);
+    *n = k;
+    return d;
+}
+
+/* The committed state of <en> is now its wanted one. Collects the UDP
+ * endpoints that went away into <m>. */
+static void
+commit_entry(struct nft *n, struct entry *en, struct ctclean_match **m,
+             size_t *nm, size_t *cap, struct saddr ***dsts, size_t *ndsts)
+{
+    struct nft_svc *old = en->have_svc;
+
+    if (old && old->proto == NFT_UDP && en->have_svc != en->want_svc) {
+        size_t nd;
+        struct saddr *d = svc_dsts(old, &nd);
+        struct saddr **p = realloc(*dsts, (*ndsts + 1) * sizeof(*p));
+
+        if (d != NULL && p != NULL) {
+            *dsts = p;
+            (*dsts)[(*ndsts)++] = d;
+            removed_eps(old, en->want_svc, m, nm, cap, d, nd);
+        } else {
+            free(d);
+            if (p)
+                *dsts = p;
+        }
+    }
+    if (en->have != en->want)
+        group_free(en->have);
+    if (en->have_svc != en->want_svc)
+        svc_free(en->have_svc);
+    en->have = en->want;
+    en->have_svc = en->want_svc;
+    en->dirty = 0;
+    if (en->want == NULL) {
+        smap_del(&n->svcs, en->key);
+        entry_free(en);
+    }
+}
+
+static void
+ct_cleanup(struct nft *n, struct ctclean_match *m, size_t nm)
+{
+    struct err e;
+    uint64_t deleted = 0;
+
+    err_clear(&e);
+    if (nm == 0)
+        return;
+    if (ctclean_udp(m, nm, &deleted, &e) < 0)
+        log_warn("UDP conntrack cleanup: %s", e.msg);
+    n->st.ct_deleted += deleted;
+    if (deleted)
+        log_debug("UDP conntrack cleanup: %llu entries deleted",
+                  (unsigned long long)deleted);
+}
+
+/* Commit every entry, or only the dirty ones. */
+static void
+commit(struct nft *n, int all)
+{
+    struct ctclean_match *m = NULL;
+    struct saddr **dsts = NULL;
+    size_t nm = 0, cap = 0, ndsts = 0, i;
+
+    if (all) {
+        /* Collect first: committing may delete entries from the map. */
+        struct entry **v = calloc(n->svcs.n + 1, sizeof(*v));
+        size_t k = 0;
+
+        for (i = 0; v && i < n->svcs.cap; i++)
+            if (n->svcs.v[i].key)
+                v[k++] = n->svcs.v[i].val;
+        for (i = 0; i < k; i++)
+            commit_entry(n, v[i], &m, &nm, &cap, &dsts, &ndsts);
+        free(v);
+    } else {
+        for (i = 0; i < n->ndirty; i++)
+            commit_entry(n, n->dirty[i], &m, &nm, &cap, &dsts, &ndsts);
+    }
+    n->ndirty = 0;
+    n->cips_dirty = 0;
+    n->st.transactions++;
+    ct_cleanup(n, m, nm);
+    for (i = 0; i < ndsts; i++)
+        free(dsts[i]);
+    free(dsts);
+    free(m);
+}
+
+/* The wanted ClusterIPs, each once. */
+static void
+fill_cips(struct nft *n, struct nftgen_txn *t)
+{
+    size_t i;
+
+    for (i = 0; i < n->cips.cap; i++) {
+        struct saddr a;
+        const char *why;
+
+        if (n->cips.v[i].key == NULL
+            || parse_ip(n->cips.v[i].key, 0, &a, &why) < 0)
+            continue;
+        nftgen_add_ip(t,
+                      a.u.sa.sa_family == AF_INET ? NFTGEN_CLUSTER_IPS4
+                                                  : NFTGEN_CLUSTER_IPS6,
+                      &a);
+    }
+}
+
+static int
+incremental(struct nft *n, struct err *e)
+{
+    struct nftgen_txn t;
+    char *text;
+    size_t i;
+    int rc;
+
+    nftgen_txn_init(&t);
+    for (i = 0; i < n->ndirty; i++)
+        nftgen_diff(&t, n->dirty[i]->have, n->dirty[i]->want);
+    if (n->cips_dirty) {
+        nftgen_flush_set(&t, NFTGEN_CLUSTER_IPS4, 0);
+        nftgen_flush_set(&t, NFTGEN_CLUSTER_IPS6, 0);
+        fill_cips(n, &t);
+    }
+    if (nftgen_txn_empty(&t)) {
+        nftgen_txn_deinit(&t);
+        commit(n, 0);
+        return 0;
+    }
+    text = nftgen_txn_text(&t);
+    nftgen_txn_deinit(&t);
+    if (text == NULL) {
+        n->need_converge = 1;
+        return err_set(e, "transaction too large or out of memory");
+    }
+    rc = run(n->ctx, text, "update", e);
+    free(text);
+    if (rc < 0) {
+        n->st.failures++;
+        n->need_converge = 1;
+        return -1;
+    }
+    commit(n, 0);
+    return 0;
+}
+
+/* ----------------------------------------------------------- convergence */
+
+/* Every wanted set and chain name (global and services), for telling
+ * what in the kernel is stale. */
+static int
+wanted_names(struct nft *n, struct smap *names, int committed)
+{
+    size_t i, j;
+
+    for (j = 0; j < n->global.n; j++)
+        if (n->global.v[j].kind != NFTGEN_ELEM
+            && smap_put(names, n->global.v[j].name, &n->global.v[j]) < 0)
+            return -1;
+    for (i = 0; i < n->svcs.cap; i++) {
+        const struct entry *en = n->svcs.v[i].val;
+        const struct nftgen_group *g;
+
+        if (n->svcs.v[i].key == NULL)
+            continue;
+        g = committed ? en->have : en->want;
+        for (j = 0; g && j < g->n; j++)
+            if (g->v[j].kind != NFTGEN_ELEM
+                && smap_put(names, g->v[j].name, &g->v[j]) < 0)
+                return -1;
+    }
+    return 0;
+}
+
+static void
+fill_wanted(struct nft *n, struct nftgen_txn *t)
+{
+    size_t i;
+
+    nftgen_fill(t, &n->global);
+    for (i = 0; i < n->svcs.cap; i++) {
+        const struct entry *en = n->svcs.v[i].val;
+
+        if (n->svcs.v[i].key && en->want)
+            nftgen_fill(t, en->want);
+    }
+    fill_cips(n, t);
+}
+
+/* Read what the kernel holds in table inet ferry (terse: no elements). */
+static int
+read_table(struct nft *n, struct nftsys_listing *l, struct err *e)
+{
+    const char *out;
+
+    memset(l, 0, sizeof(*l));
+    out = list(n, "list tables", 1, e);
+    if (out == NULL)
+        return -1;
+    switch (nftsys_tables_have(out, "inet", NFT_TABLE, e)) {
+    case -1:
+        return -1;
+    case 0:
+        return 0;
+    }
+    out = list(n, "list table inet " NFT_TABLE, 1, e);
+    if (out == NULL)
+        return -1;
+    return nftsys_parse_table(out, l, e);
+}
+
+/*
+ * One transaction that makes the kernel's table exactly the wanted one:
+ * created when absent, recreated when its layout differs, otherwise
+ * adopted: every chain flushed and refilled, every map refilled, stale
+ * chains and sets deleted, affinity sets that are still wanted left with
+ * their elements. Conntrack keeps the established flows either way.
+ */
+static int
+converge(struct nft *n, struct err *e)
+{
+    struct nftsys_listing l;
+    struct nftgen_txn t;
+    struct smap names = {0};
+    char comment[64], *text;
+    size_t i;
+    int rc;
+
+    if (read_table(n, &l, e) < 0) {
+        n->st.failures++;
+        return -1;
+    }
+    nftgen_txn_init(&t);
+    snprintf(comment, sizeof(comment), "ferry: Kubernetes Services, layout %d",
+             NFT_LAYOUT);
+    if (!l.present || !l.layout_ok) {
+        if (l.present) {
+            log_warn("table inet %s has another layout: recreating it",
+                     NFT_TABLE);
+            nftgen_delete_table(&t);
+        }
+        nftgen_add_table(&t, comment);
+        fill_wanted(n, &t);
+    } else {
+        if (wanted_names(n, &names, 0) < 0) {
+            rc = err_set(e, "out of memory");
+            goto out;
+        }
+        nftgen_add_table(&t, NULL);
+        for (i = 0; i < l.n; i++) {
+            const struct nftsys_obj *o = &l.v[i];
+            int wanted = smap_get(&names, o->name) != NULL;
+
+            if (o->kind == NFTSYS_CHAIN) {
+                nftgen_flush_chain(&t, o->name);
+                if (!wanted)
+                    nftgen_delete_chain(&t, o->name);
+            } else if (!wanted) {
+                nftgen_delete_set(&t, o->name, o->is_map);
+            } else if (strncmp(o->name, NFTGEN_AFF_PREFIX,
+                               strlen(NFTGEN_AFF_PREFIX))
+                       != 0) {
+                nftgen_flush_set(&t, o->name, o->is_map);
+            }
+        }
+        fill_wanted(n, &t);
+    }
+    text = nftgen_txn_text(&t);
+    if (text == NULL) {
+        rc = err_set(e, "transaction too large or out of memory");
+        goto out;
+    }
+    rc = run(n->ctx, text, l.present ? "convergence" : "creation", e);
+    free(text);
+    if (rc == 0) {
+        log_info("table inet %s %s: %zu kernel services", NFT_TABLE,
+                 !l.present    ? "created"
+                 : l.layout_ok ? "adopted"
+                               : "recreated",
+                 n->st.services);
+        n->need_converge = 0;
+        n->st.converges++;
+        commit(n, 1);
+    } else {
+        n->st.failures++;
+    }
+out:
+    nftgen_txn_deinit(&t);
+    smap_deinit(&names);
+    nftsys_listing_free(&l);
+    return rc;
+}
+
+int
+nft_apply(struct nft *n, struct err *e)
+{
+    if (n->need_converge)
+        return converge(n, e);
+    if (n->ndirty == 0 && !n->cips_dirty)
+        return 0;
+    return incremental(n, e);
+}
+
+/* ---------------------------------------------------------------- verify */
+
+/* Elements the committed state puts in map or set <name>. */
+static size_t
+committed_elems(struct nft *n, const char *name)
+{
+    size_t i, j, k = 0;
+    int v6 = strcmp(name, NFTGEN_CLUSTER_IPS6) == 0;
+
+    if (v6 || strcmp(name, NFTGEN_CLUSTER_IPS4) == 0) {
+        struct smap seen = {0};
+
+        for (i = 0; i < n->svcs.cap; i++) {
+            const struct entry *en = n->svcs.v[i].val;
+            char ip[INET6_ADDRSTRLEN];
+
+            if (n->svcs.v[i].key == NULL || en->have_svc == NULL)
+                continue;
+            for (j = 0; j < en->have_svc->ncluster_ips; j++) {
+                const struct saddr *a = &en->have_svc->cluster_ips[j];
+
+                if ((a->u.sa.sa_family == AF_INET6) != v6)
+                    continue;
+                saddr_ip_str(a, ip, sizeof(ip));
+                if (smap_get(&seen, ip) == NULL) {
+                    smap_put(&seen, ip, &seen);
+                    k++;
+                }
+            }
+        }
+        smap_deinit(&seen);
+        return k;
+    }
+    for (i = 0; i < n->svcs.cap; i++) {
+        const struct entry *en = n->svcs.v[i].val;
+
+        if (n->svcs.v[i].key == NULL || en->have == NULL)
+            continue;
+        for (j = 0; j < en->have->n; j++)
+            k += en->have->v[j].kind == NFTGEN_ELEM
+                 && strcmp(en->have->v[j].name, name) == 0;
+    }
+    return k;
+}
+
+/* A description of the first difference into <what>, or "" when the
+ * kernel matches the committed state. */
+static int
+compare(struct nft *n, const struct nftsys_listing *l, char *what, size_t len,
+        struct err *e)
+{
+    struct smap names = {0};
+    size_t i, seen = 0;
+    int rc = 0;
+
+    what[0] = '\0';
+    if (!l->present) {
+        snprintf(what, len, "the table is gone");
+        return 0;
+    }
+    if (!l->layout_ok) {
+        snprintf(what, len, "the layout set is gone or changed");
+        return 0;
+    }
+    if (wanted_names(n, &names, 1) < 0)
+        return err_set(e, "out of memory");
+    for (i = 0; i < l->n && !what[0]; i++) {
+        const struct nftsys_obj *o = &l->v[i];
+        const struct nftgen_obj *w = smap_get(&names, o->name);
+
+        if (w == NULL) {
+            snprintf(what, len, "%s %s is not ferry's",
+                     o->kind == NFTSYS_CHAIN ? "chain" : "set", o->name);
+        } else if ((o->kind == NFTSYS_CHAIN) != (w->kind == NFTGEN_CHAIN)) {
+            snprintf(what, len, "%s changed kind", o->name);
+        } else if (o->kind == NFTSYS_CHAIN
+                   && o->nrules != nftgen_rule_count(w)) {
+            snprintf(what, len, "chain %s has %zu rules, not %zu", o->name,
+                     o->nrules, nftgen_rule_count(w));
+        }
+        seen++;
+    }
+    if (!what[0] && seen != names.n)
+        snprintf(what, len, "%zu chains or sets are missing", names.n - seen);
+    /* Elements of the shared maps and sets. */
+    for (i = 0; i < n->global.n && !what[0] && rc == 0; i++) {
+        const struct nftgen_obj *g = &n->global.v[i];
+        char cmd[128];
+        const char *out;
+        size_t have = 0, want;
+
+        if (g->kind != NFTGEN_SET || strcmp(g->name, NFTGEN_LAYOUT_SET) == 0)
+            continue;
+        snprintf(cmd, sizeof(cmd), "list %s inet %s %s",
+                 g->is_map ? "map" : "set", NFT_TABLE, g->name);
+        out = list(n, cmd, 0, e);
+        if (out == NULL || nftsys_count_elems(out, &have, e) < 0) {
+            rc = -1;
+            break;
+        }
+        want = committed_elems(n, g->name);
+        if (have != want)
+            snprintf(what, len, "%s %s has %zu elements, not %zu",
+                     g->is_map ? "map" : "set", g->name, have, want);
+    }
+    smap_deinit(&names);
+    return rc;
+}
+
+int
+nft_verify(struct nft *n, struct err *e)
+{
+    struct nftsys_listing l;
+    char what[512];
+    int rc;
+
+    if (n->need_converge)
+        return nft_apply(n, e) < 0 ? -1 : 1;
+    if (read_table(n, &l, e) < 0)
+        return -1;
+    rc = compare(n, &l, what, sizeof(what), e);
+    nftsys_listing_free(&l);
+    if (rc < 0)
+        return -1;
+    if (!what[0])
+        return 0;
+    log_warn("table inet %s was changed outside ferry (%s): restoring it",
+             NFT_TABLE, what);
+    n->st.restores++;
+    n->need_converge = 1;
+    return converge(n, e) < 0 ? -1 : 1;
+}
+
+/* --------------------------------------------------------------- system */
+
+int
+nft_cleanup(struct err *e)
+{
+    struct nft_ctx *c = ctx_new(NFT_CTX_OUTPUT_JSON);
+    int rc;
+
+    if (c == NULL)
+        return err_set(e, "libnftables: cannot create a context");
+    rc = run(c, "list tables", "listing", e);
+    if (rc == 0)
+        rc = nftsys_tables_have(nft_ctx_get_output_buffer(c), "inet", NFT_TABLE,
+                                e);
+    if (rc == 1 && run(c, "delete table inet " NFT_TABLE, "cleanup", e) < 0)
+        rc = -1;
+    nft_ctx_free(c);
+    return rc;
+}
+
+int
+nft_kube_proxy_found(char *why, size_t whylen, struct err *e)
+{
+    struct nft_ctx *c = ctx_new(NFT_CTX_OUTPUT_JSON);
+    char found[256] = "";
+    const char *out;
+    int rc = 0;
+
+    if (c == NULL)
+        return err_set(e, "libnftables: cannot create a context");
+    if (run(c, "list tables", "listing", e) < 0) {
+        nft_ctx_free(c);
+        return -1;
+    }
+    out = nft_ctx_get_output_buffer(c);
+    if (nftsys_tables_have(out, "ip", "kube-proxy", NULL) == 1)
+        snprintf(found, sizeof(found), "nftables table ip kube-proxy");
+    else if (nftsys_tables_have(out, "ip6", "kube-proxy", NULL) == 1)
+        snprintf(found, sizeof(found), "nftables table ip6 kube-proxy");
+    if (!found[0] && run(c, "list chains", "listing", e) == 0) {
+        char table[64];
+
+        if (nftsys_chains_have(nft_ctx_get_output_buffer(c), "KUBE-SERVICES",
+                               table, sizeof(table))
+            == 1)
+            snprintf(found, sizeof(found),
+                     "iptables chain KUBE-SERVICES (nftables table %s)", table);
+    }
+    nft_ctx_free(c);
+    if (!found[0])
+        nftsys_legacy_find("KUBE-SERVICES", found, sizeof(found));
+    if (found[0]) {
+        snprintf(why, whylen, "%s", found);
+        rc = 1;
+    }
+    return rc;
+}

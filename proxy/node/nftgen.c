@@ -1,0 +1,1044 @@
+#include <arpa/inet.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "nftgen.h"
+
+#define T "inet " NFT_TABLE
+
+/* Per family: index 0 is IPv4, 1 is IPv6. */
+static const char *const fam_p[2] = {"ip", "ip6"};
+static const char *const fam_type[2] = {"ipv4_addr", "ipv6_addr"};
+
+static int
+fam_of(const struct saddr *a)
+{
+    return a->u.sa.sa_family == AF_INET6;
+}
+
+/* -------------------------------------------------------------- groups */
+
+void
+nftgen_group_init(struct nftgen_group *g)
+{
+    memset(g, 0, sizeof(*g));
+}
+
+static void
+obj_free(struct nftgen_obj *o)
+{
+    free(o->name);
+    free(o->spec);
+    free(o->rules);
+    free(o->key);
+    free(o->val);
+}
+
+void
+nftgen_group_deinit(struct nftgen_group *g)
+{
+    size_t i;
+
+    for (i = 0; i < g->n; i++)
+        obj_free(&g->v[i]);
+    free(g->v);
+    memset(g, 0, sizeof(*g));
+}
+
+static char *
+dup_or_null(const char *s, int *oom)
+{
+    char *d;
+
+    if (s == NULL)
+        return NULL;
+    d = strdup(s);
+    if (d == NULL)
+        *oom = 1;
+    return d;
+}
+
+static struct nftgen_obj *
+group_add(struct nftgen_group *g, enum nftgen_kind kind, const char *name,
+          const char *spec, const char *rules, const char *key, const char *val)
+{
+    struct nftgen_obj *o;
+
+    if (g->oom)
+        return NULL;
+    if (g->n == g->cap) {
+        size_t ncap = g->cap ? g->cap * 2 : 16;
+        struct nftgen_obj *p = realloc(g->v, ncap * sizeof(*p));
+
+        if (p == NULL) {
+            g->oom = 1;
+            return NULL;
+        }
+        g->v = p;
+        g->cap = ncap;
+    }
+    o = &g->v[g->n++];
+    memset(o, 0, sizeof(*o));
+    o->kind = kind;
+    o->name = dup_or_null(name, &g->oom);
+    o->spec = dup_or_null(spec, &g->oom);
+    o->rules = dup_or_null(rules, &g->oom);
+    o->key = dup_or_null(key, &g->oom);
+    o->val = dup_or_null(val, &g->oom);
+    return o;
+}
+
+static int
+strcmp_null(const char *a, const char *b)
+{
+    if (a == NULL || b == NULL)
+        return (a != NULL) - (b != NULL);
+    return strcmp(a, b);
+}
+
+static int
+obj_cmp_id(const void *pa, const void *pb)
+{
+    const struct nftgen_obj *a = pa, *b = pb;
+    int c;
+
+    if (a->kind != b->kind)
+        return a->kind < b->kind ? -1 : 1;
+    c = strcmp(a->name, b->name);
+    if (c != 0)
+        return c;
+    return strcmp_null(a->key, b->key);
+}
+
+static int
+obj_same(const struct nftgen_obj *a, const struct nftgen_obj *b)
+{
+    return obj_cmp_id(a, b) == 0 && a->is_map == b->is_map
+           && strcmp_null(a->spec, b->spec) == 0
+           && strcmp_null(a->rules, b->rules) == 0
+           && strcmp_null(a->val, b->val) == 0;
+}
+
+static int
+group_finish(struct nftgen_group *g)
+{
+    if (g->oom)
+        return -1;
+    if (g->n > 1)
+        qsort(g->v, g->n, sizeof(g->v[0]), obj_cmp_id);
+    return 0;
+}
+
+int
+nftgen_group_equal(const struct nftgen_group *a, const struct nftgen_group *b)
+{
+    size_t na = a ? a->n : 0, nb = b ? b->n : 0, i;
+
+    if (na != nb)
+        return 0;
+    for (i = 0; i < na; i++)
+        if (!obj_same(&a->v[i], &b->v[i]))
+            return 0;
+    return 1;
+}
+
+size_t
+nftgen_rule_count(const struct nftgen_obj *o)
+{
+    size_t n = 0;
+    const char *p;
+
+    if (o->kind != NFTGEN_CHAIN || o->rules == NULL)
+        return 0;
+    for (p = o->rules; *p; p++)
+        n += *p == '\n';
+    return n;
+}
+
+/* ------------------------------------------------------------ snippets */
+
+static void
+ip_str(const struct saddr *a, char *out)
+{
+    const void *src = a->u.sa.sa_family == AF_INET
+                          ? (const void *)&a->u.in.sin_addr
+                          : (const void *)&a->u.in6.sin6_addr;
+
+    if (inet_ntop(a->u.sa.sa_family, src, out, INET6_ADDRSTRLEN) == NULL)
+        strcpy(out, "?");
+}
+
+/* The IP as a piece of a name: IPv6's ':' is not allowed there. */
+static void
+ip_name(const struct saddr *a, char *out)
+{
+    char *p;
+
+    ip_str(a, out);
+    for (p = out; *p; p++)
+        if (*p == ':')
+            *p = '_';
+}
+
+void
+nftgen_base(const struct nft_svc *s, char *out)
+{
+    char *p;
+
+    snprintf(out, NFTGEN_BASE_MAX, "%.*s/%s", NFT_ID_MAX - 1, s->id,
+             nft_proto_name(s->proto));
+    for (p = out; *p; p++)
+        if (*p == ':')
+            *p = '/';
+}
+
+/* "{ 198.18.0.0/15, 198.18.5.1 }" of the CIDRs in family <f>; "" if
+ * none. */
+static void
+cidr_set(struct sbuf *b, const struct nft_cidr *c, size_t n, int f)
+{
+    char ip[INET6_ADDRSTRLEN];
+    size_t i, k = 0;
+
+    for (i = 0; i < n; i++) {
+        if (fam_of(&c[i].ip) != f)
+            continue;
+        ip_str(&c[i].ip, ip);
+        sbuf_printf(b, "%s%s/%u", k++ ? ", " : "{ ", ip, c[i].prefix);
+    }
+    if (k)
+        sbuf_puts(b, " }");
+}
+
+static void
+ip_set(struct sbuf *b, const struct saddr *a, size_t n, int f)
+{
+    char ip[INET6_ADDRSTRLEN];
+    size_t i, k = 0;
+
+    for (i = 0; i < n; i++) {
+        if (fam_of(&a[i]) != f)
+            continue;
+        ip_str(&a[i], ip);
+        sbuf_printf(b, "%s%s", k++ ? ", " : "{ ", ip);
+    }
+    if (k)
+        sbuf_puts(b, " }");
+}
+
+static size_t
+count_fam(const struct saddr *a, size_t n, int f)
+{
+    size_t i, k = 0;
+
+    for (i = 0; i < n; i++)
+        k += fam_of(&a[i]) == f;
+    return k;
+}
+
+static size_t
+count_cidr_fam(const struct nft_cidr *c, size_t n, int f)
+{
+    size_t i, k = 0;
+
+    for (i = 0; i < n; i++)
+        k += fam_of(&c[i].ip) == f;
+    return k;
+}
+
+/* ------------------------------------------------------------- skeleton */
+
+struct chain_def {
+    const char *name;
+    const char *spec;
+};
+
+static const struct chain_def base_chains[] = {
+    {"nat-prerouting",
+     "{ type nat hook prerouting priority dstnat; policy accept; }"},
+    /* nft 1.0.6 takes the names dstnat and srcnat on some hooks only:
+     * -100 is dstnat. */
+    {"nat-output", "{ type nat hook output priority -100; policy accept; }"},
+    {"nat-postrouting",
+     "{ type nat hook postrouting priority srcnat; policy accept; }"},
+    /* Source ranges: before DNAT rewrites the destination. */
+    {"filter-prerouting",
+     "{ type filter hook prerouting priority dstnat - 10; policy accept; }"},
+    {"filter-output-fw",
+     "{ type filter hook output priority -110; policy accept; }"},
+    /* Rejects: "reject" is valid only in input, forward and output. */
+    {"filter-input",
+     "{ type filter hook input priority filter - 10; policy accept; }"},
+    {"filter-forward",
+     "{ type filter hook forward priority filter - 10; policy accept; }"},
+    {"filter-output",
+     "{ type filter hook output priority filter - 10; policy accept; }"},
+};
+
+static void
+map_def(struct nftgen_group *g, const char *name, const char *type)
+{
+    char spec[160];
+    struct nftgen_obj *o;
+
+    snprintf(spec, sizeof(spec), "{ type %s : verdict; }", type);
+    o = group_add(g, NFTGEN_SET, name, spec, NULL, NULL, NULL);
+    if (o != NULL)
+        o->is_map = 1;
+}
+
+/* How NodePort traffic of family <f> is recognised, or "" when the
+ * configured addresses leave that family out. */
+static void
+nodeport_match(const struct nft_conf *c, int f, struct sbuf *b)
+{
+    if (c->nnodeport_addrs == 0) {
+        sbuf_printf(b, "fib daddr type local %s daddr != %s ", fam_p[f],
+                    f ? "::1" : "127.0.0.0/8");
+        return;
+    }
+    if (count_fam(c->nodeport_addrs, c->nnodeport_addrs, f) == 0)
+        return;
+    sbuf_printf(b, "%s daddr ", fam_p[f]);
+    ip_set(b, c->nodeport_addrs, c->nnodeport_addrs, f);
+    sbuf_puts(b, " ");
+}
+
+static void
+add_chain(struct nftgen_group *g, const char *name, const char *spec,
+          struct sbuf *rules)
+{
+    if (rules->overflow)
+        g->oom = 1;
+    group_add(g, NFTGEN_CHAIN, name, spec, NULL, NULL, NULL);
+    if (g->oom)
+        return;
+    g->v[g->n - 1].rules = strdup(rules->p ? rules->p : "");
+    if (g->v[g->n - 1].rules == NULL)
+        g->oom = 1;
+}
+
+static void
+global_chains(const struct nft_conf *c, struct nftgen_group *g)
+{
+    static const char *const check[] = {"firewall-check", "fw",
+                                        "endpoints-check", "noep"};
+    struct sbuf r;
+    size_t i;
+    int f, k;
+
+    sbuf_init(&r, NFTGEN_TXN_MAX);
+    for (i = 0; i < sizeof(base_chains) / sizeof(base_chains[0]); i++) {
+        const char *n = base_chains[i].name;
+
+        r.len = 0;
+        if (r.p)
+            r.p[0] = '\0';
+        if (strncmp(n, "nat-", 4) == 0)
+            sbuf_puts(&r, strcmp(n, "nat-postrouting") == 0
+                              ? "jump masquerading\n"
+                              : "jump services\n");
+        else if (strcmp(n, "filter-prerouting") == 0
+                 || strcmp(n, "filter-output-fw") == 0)
+            /* Also the rule that keeps conntrack on in this namespace
+             * for as long as the table exists. */
+            sbuf_puts(&r, "ct state new jump firewall-check\n");
+        else
+            sbuf_puts(&r, "ct state new jump endpoints-check\n");
+        if (strcmp(n, "filter-forward") == 0 || strcmp(n, "filter-output") == 0)
+            sbuf_puts(&r, "ct state new jump cluster-ips-check\n");
+        add_chain(g, n, base_chains[i].spec, &r);
+    }
+    /* services: dispatch by destination; nodeports last so that an
+     * externalIP equal to a node address wins. */
+    for (k = 0; k < 2; k++) {
+        const char *chain = k ? "endpoints-check" : "services";
+        const char *pre = k ? "noep" : "svc";
+
+        r.len = 0;
+        if (r.p)
+            r.p[0] = '\0';
+        for (f = 0; f < 2; f++)
+            sbuf_printf(&r, "%s daddr . meta l4proto . th dport vmap @%s%d\n",
+                        fam_p[f], pre, f ? 6 : 4);
+        for (f = 0; f < 2; f++) {
+            size_t mark = r.len;
+
+            nodeport_match(c, f, &r);
+            if (r.len != mark)
+                sbuf_printf(&r, "meta l4proto . th dport vmap @%s%s%d\n",
+                            k ? "noep-" : "", "nodeports", f ? 6 : 4);
+        }
+        add_chain(g, chain, NULL, &r);
+    }
+    r.len = 0;
+    for (f = 0; f < 2; f++)
+        sbuf_printf(&r, "%s daddr . meta l4proto . th dport vmap @%s%d\n",
+                    fam_p[f], check[1], f ? 6 : 4);
+    add_chain(g, check[0], NULL, &r);
+    /* A ClusterIP on a port no Service has: refuse instead of sending it
+     * to the default route. */
+    r.len = 0;
+    sbuf_printf(&r, "ip daddr @%s reject\nip6 daddr @%s reject\n",
+                NFTGEN_CLUSTER_IPS4, NFTGEN_CLUSTER_IPS6);
+    add_chain(g, "cluster-ips-check", NULL, &r);
+    r.len = 0;
+    sbuf_printf(&r, "meta mark set meta mark | 0x%x\n", c->masq_mark);
+    add_chain(g, "mark-for-masq", NULL, &r);
+    r.len = 0;
+    sbuf_printf(&r,
+                "meta mark & 0x%x == 0 return\n"
+                "meta mark set meta mark ^ 0x%x\n"
+                "masquerade fully-random\n",
+                c->masq_mark, c->masq_mark);
+    add_chain(g, "masquerading", NULL, &r);
+    r.len = 0;
+    sbuf_puts(&r, "meta l4proto tcp reject with tcp reset\nreject\n");
+    add_chain(g, "reject-chain", NULL, &r);
+    sbuf_deinit(&r);
+}
+
+int
+nftgen_global(const struct nft_conf *c, struct nftgen_group *g)
+{
+    char spec[128];
+    int f;
+
+    snprintf(spec, sizeof(spec),
+             "{ type inet_service; comment \"ferry layout %d\"; }", NFT_LAYOUT);
+    group_add(g, NFTGEN_SET, NFTGEN_LAYOUT_SET, spec, NULL, NULL, NULL);
+    for (f = 0; f < 2; f++) {
+        char name[32], type[64];
+
+        snprintf(type, sizeof(type), "%s . inet_proto . inet_service",
+                 fam_type[f]);
+        snprintf(name, sizeof(name), "svc%d", f ? 6 : 4);
+        map_def(g, name, type);
+        snprintf(name, sizeof(name), "noep%d", f ? 6 : 4);
+        map_def(g, name, type);
+        snprintf(name, sizeof(name), "fw%d", f ? 6 : 4);
+        map_def(g, name, type);
+        snprintf(name, sizeof(name), "nodeports%d", f ? 6 : 4);
+        map_def(g, name, "inet_proto . inet_service");
+        snprintf(name, sizeof(name), "noep-nodeports%d", f ? 6 : 4);
+        map_def(g, name, "inet_proto . inet_service");
+        snprintf(spec, sizeof(spec), "{ type %s; }", fam_type[f]);
+        group_add(g, NFTGEN_SET, f ? NFTGEN_CLUSTER_IPS6 : NFTGEN_CLUSTER_IPS4,
+                  spec, NULL, NULL, NULL);
+    }
+    global_chains(c, g);
+    return group_finish(g);
+}
+
+/* ------------------------------------------------------------ services */
+
+/* The endpoints of one family that take new flows, sorted by address,
+ * duplicates dropped. */
+struct eplist {
+    const struct nft_ep **v;
+    size_t n;
+};
+
+static int
+ep_cmp(const void *pa, const void *pb)
+{
+    const struct nft_ep *a = *(const struct nft_ep *const *)pa;
+    const struct nft_ep *b = *(const struct nft_ep *const *)pb;
+
+    return saddr_cmp(&a->addr, &b->addr);
+}
+
+static int
+eplist_make(struct eplist *l, const struct nft_ep *eps, size_t n, int f)
+{
+    size_t i, k = 0;
+
+    l->n = 0;
+    l->v = calloc(n ? n : 1, sizeof(*l->v));
+    if (l->v == NULL)
+        return -1;
+    for (i = 0; i < n; i++)
+        if (eps[i].weight > 0 && fam_of(&eps[i].addr) == f)
+            l->v[l->n++] = &eps[i];
+    qsort(l->v, l->n, sizeof(l->v[0]), ep_cmp);
+    for (i = 0; i < l->n; i++)
+        if (k == 0 || saddr_cmp(&l->v[k - 1]->addr, &l->v[i]->addr) != 0)
+            l->v[k++] = l->v[i];
+    l->n = k;
+    return 0;
+}
+
+struct svcgen {
+    const struct nft_conf *c;
+    const struct nft_svc *s;
+    struct nftgen_group *g;
+    char base[NFTGEN_BASE_MAX];
+    int f;
+    struct sbuf r; /* rules of the chain being built */
+};
+
+static void
+r_reset(struct svcgen *x)
+{
+    x->r.len = 0;
+    if (x->r.p)
+        x->r.p[0] = '\0';
+}
+
+static void
+ep_chain_name(const struct svcgen *x, const struct nft_ep *e, char *out,
+              size_t len)
+{
+    char ip[INET6_ADDRSTRLEN];
+
+    ip_name(&e->addr, ip);
+    snprintf(out, len, "ep%d-%s/%s/%u", x->f ? 6 : 4, x->base, ip,
+             (unsigned)saddr_port(&e->addr));
+}
+
+static void
+aff_set_name(const struct svcgen *x, const struct nft_ep *e, char *out,
+             size_t len)
+{
+    char ip[INET6_ADDRSTRLEN];
+
+    ip_name(&e->addr, ip);
+    /* The timeout is part of the name: a changed timeout is a new set. */
+    snprintf(out, len, "%s%d-%s/%s/%u/%us", NFTGEN_AFF_PREFIX, x->f ? 6 : 4,
+             x->base, ip, (unsigned)saddr_port(&e->addr), x->s->affinity_s);
+}
+
+#define NAME_MAX_ 256
+
+static void
+endpoint_objs(struct svcgen *x, const struct nft_ep *e)
+{
+    char name[NAME_MAX_], set[NAME_MAX_], ip[INET6_ADDRSTRLEN], spec[128];
+    const char *p = fam_p[x->f];
+
+    ep_chain_name(x, e, name, sizeof(name));
+    ip_str(&e->addr, ip);
+    r_reset(x);
+    /* Hairpin: a pod reaching itself through the Service must see the
+     * node as the source, or its reply would bypass the NAT. */
+    if (x->c->masq != NFT_MASQ_NONE)
+        sbuf_printf(&x->r, "%s saddr %s jump mark-for-masq\n", p, ip);
+    if (x->s->affinity_s > 0) {
+        aff_set_name(x, e, set, sizeof(set));
+        snprintf(spec, sizeof(spec),
+                 "{ type %s; flags dynamic,timeout; timeout %us; }",
+                 fam_type[x->f], x->s->affinity_s);
+        group_add(x->g, NFTGEN_SET, set, spec, NULL, NULL, NULL);
+        sbuf_printf(&x->r, "update @%s { %s saddr }\n", set, p);
+    }
+    sbuf_printf(&x->r, "meta l4proto %s dnat %s to %s%s%s:%u\n",
+                nft_proto_name(x->s->proto), p, x->f ? "[" : "", ip,
+                x->f ? "]" : "", (unsigned)saddr_port(&e->addr));
+    add_chain(x->g, name, NULL, &x->r);
+}
+
+static uint32_t
+gcd(uint32_t a, uint32_t b)
+{
+    while (b) {
+        uint32_t t = a % b;
+
+        a = b;
+        b = t;
+    }
+    return a;
+}
+
+/* Affinity lookups, then a random pick weighted by the endpoints'
+ * weights (one slot each when equal, as kube-proxy does). */
+static void
+dispatch(struct svcgen *x, const struct eplist *l)
+{
+    char name[NAME_MAX_];
+    uint32_t g = 0, total = 0, at = 0;
+    size_t i;
+
+    if (x->s->affinity_s > 0) {
+        for (i = 0; i < l->n; i++) {
+            char set[NAME_MAX_];
+
+            aff_set_name(x, l->v[i], set, sizeof(set));
+            ep_chain_name(x, l->v[i], name, sizeof(name));
+            sbuf_printf(&x->r, "%s saddr @%s goto %s\n", fam_p[x->f], set,
+                        name);
+        }
+    }
+    if (l->n == 1) {
+        ep_chain_name(x, l->v[0], name, sizeof(name));
+        sbuf_printf(&x->r, "goto %s\n", name);
+        return;
+    }
+    for (i = 0; i < l->n; i++)
+        g = gcd(g, l->v[i]->weight);
+    for (i = 0; i < l->n; i++)
+        total += l->v[i]->weight / g;
+    sbuf_printf(&x->r, "numgen random mod %u vmap { ", total);
+    for (i = 0; i < l->n; i++) {
+        uint32_t w = l->v[i]->weight / g;
+
+        ep_chain_name(x, l->v[i], name, sizeof(name));
+        if (w == 1)
+            sbuf_printf(&x->r, "%s%u : goto %s", i ? ", " : "", at, name);
+        else
+            sbuf_printf(&x->r, "%s%u-%u : goto %s", i ? ", " : "", at,
+                        at + w - 1, name);
+        at += w;
+    }
+    sbuf_puts(&x->r, " }\n");
+}
+
+static void
+elem(struct svcgen *x, const char *map, const char *key, const char *verdict,
+     const char *chain)
+{
+    char val[NAME_MAX_ + 16];
+
+    snprintf(val, sizeof(val), "%s %s", verdict, chain);
+    group_add(x->g, NFTGEN_ELEM, map, NULL, NULL, key, val);
+}
+
+static void
+ip_elems(struct svcgen *x, const struct saddr *ips, size_t n, const char *map,
+         const char *chain)
+{
+    char key[INET6_ADDRSTRLEN + 32], ip[INET6_ADDRSTRLEN];
+    size_t i;
+
+    for (i = 0; i < n; i++) {
+        if (fam_of(&ips[i]) != x->f)
+            continue;
+        ip_str(&ips[i], ip);
+        snprintf(key, sizeof(key), "%s . %s . %u", ip,
+                 nft_proto_name(x->s->proto), (unsigned)x->s->port);
+        elem(x, map, key, "goto", chain);
+    }
+}
+
+static int
+svc_has_family(const struct nft_svc *s, int f)
+{
+    return count_fam(s->cluster_ips, s->ncluster_ips, f)
+           || count_fam(s->external_ips, s->nexternal_ips, f)
+           || count_fam(s->lb_ips, s->nlb_ips, f);
+}
+
+/* The external chain: NodePort, externalIPs and LoadBalancer IPs. */
+static void
+external_chain(struct svcgen *x, const char *name, const char *svc,
+               const char *loc, size_t ncl, size_t nloc)
+{
+    const char *p = fam_p[x->f];
+    int masq = x->c->masq != NFT_MASQ_NONE;
+
+    r_reset(x);
+    if (!x->s->external_local) {
+        if (masq)
+            sbuf_puts(&x->r, "jump mark-for-masq\n");
+        sbuf_printf(&x->r, "goto %s\n", svc);
+    } else {
+        if (ncl > 0) {
+            /* Pods and the node itself reach every endpoint; only
+             * traffic from outside keeps to this node's. */
+            if (x->c->masq == NFT_MASQ_CIDR
+                && count_cidr_fam(x->c->cluster_cidrs, x->c->ncluster_cidrs,
+                                  x->f)) {
+                sbuf_printf(&x->r, "%s saddr ", p);
+                cidr_set(&x->r, x->c->cluster_cidrs, x->c->ncluster_cidrs,
+                         x->f);
+                sbuf_printf(&x->r, " goto %s\n", svc);
+            }
+            if (masq)
+                sbuf_puts(&x->r, "fib saddr type local jump mark-for-masq\n");
+            sbuf_printf(&x->r, "fib saddr type local goto %s\n", svc);
+        }
+        if (nloc > 0)
+            sbuf_printf(&x->r, "goto %s\n", loc);
+        else
+            sbuf_puts(&x->r, "drop\n");
+    }
+    add_chain(x->g, name, NULL, &x->r);
+}
+
+static void
+family_objs(struct svcgen *x, const struct eplist *cl, const struct eplist *lo)
+{
+    const struct nft_svc *s = x->s;
+    char svc[NAME_MAX_], ext[NAME_MAX_], loc[NAME_MAX_], fw[NAME_MAX_];
+    char map[32], noep[32], key[64];
+    int f = x->f, has_ext, ext_ok;
+    size_t i, j;
+
+    snprintf(svc, sizeof(svc), "svc%d-%s", f ? 6 : 4, x->base);
+    snprintf(ext, sizeof(ext), "ext%d-%s", f ? 6 : 4, x->base);
+    snprintf(loc, sizeof(loc), "loc%d-%s", f ? 6 : 4, x->base);
+    snprintf(fw, sizeof(fw), "fw-%s", x->base);
+    snprintf(map, sizeof(map), "svc%d", f ? 6 : 4);
+    snprintf(noep, sizeof(noep), "noep%d", f ? 6 : 4);
+
+    /* Endpoint chains, each once even when in both lists. */
+    for (i = 0; i < cl->n; i++)
+        endpoint_objs(x, cl->v[i]);
+    for (i = 0; i < lo->n; i++) {
+        for (j = 0; j < cl->n; j++)
+            if (saddr_cmp(&cl->v[j]->addr, &lo->v[i]->addr) == 0)
+                break;
+        if (j == cl->n)
+            endpoint_objs(x, lo->v[i]);
+    }
+    if (cl->n > 0) {
+        r_reset(x);
+        if (x->c->masq == NFT_MASQ_ALL)
+            sbuf_puts(&x->r, "jump mark-for-masq\n");
+        else if (x->c->masq == NFT_MASQ_CIDR
+                 && count_fam(s->cluster_ips, s->ncluster_ips, f)
+                 && count_cidr_fam(x->c->cluster_cidrs, x->c->ncluster_cidrs,
+                                   f)) {
+            /* ClusterIP traffic from outside the cluster: the reply must
+             * come back through this node. */
+            sbuf_printf(&x->r, "%s daddr ", fam_p[f]);
+            ip_set(&x->r, s->cluster_ips, s->ncluster_ips, f);
+            sbuf_printf(&x->r, " %s saddr != ", fam_p[f]);
+            cidr_set(&x->r, x->c->cluster_cidrs, x->c->ncluster_cidrs, f);
+            sbuf_puts(&x->r, " jump mark-for-masq\n");
+        }
+        dispatch(x, cl);
+        add_chain(x->g, svc, NULL, &x->r);
+    }
+    if (s->external_local && lo->n > 0) {
+        r_reset(x);
+        dispatch(x, lo);
+        add_chain(x->g, loc, NULL, &x->r);
+    }
+
+    /* ClusterIPs: to the service chain, or refused. */
+    if (cl->n > 0)
+        ip_elems(x, s->cluster_ips, s->ncluster_ips, map, svc);
+    else
+        ip_elems(x, s->cluster_ips, s->ncluster_ips, noep, "reject-chain");
+
+    has_ext =
+        count_fam(s->external_ips, s->nexternal_ips, f)
+        || count_fam(s->lb_ips, s->nlb_ips, f)
+        || (s->node_port
+            && (svc_has_family(s, f) || (!svc_has_family(s, !f) && cl->n > 0)));
+    if (!has_ext)
+        return;
+    ext_ok = cl->n > 0 || (s->external_local && lo->n > 0);
+    if (ext_ok)
+        external_chain(x, ext, svc, loc, cl->n, lo->n);
+    ip_elems(x, s->external_ips, s->nexternal_ips, ext_ok ? map : noep,
+             ext_ok ? ext : "reject-chain");
+    ip_elems(x, s->lb_ips, s->nlb_ips, ext_ok ? map : noep,
+             ext_ok ? ext : "reject-chain");
+    if (s->node_port) {
+        char npmap[32];
+
+        snprintf(npmap, sizeof(npmap), "%snodeports%d", ext_ok ? "" : "noep-",
+                 f ? 6 : 4);
+        snprintf(key, sizeof(key), "%s . %u", nft_proto_name(s->proto),
+                 (unsigned)s->node_port);
+        elem(x, npmap, key, "goto", ext_ok ? ext : "reject-chain");
+    }
+    if (s->nsource_ranges > 0 && count_fam(s->lb_ips, s->nlb_ips, f)) {
+        snprintf(map, sizeof(map), "fw%d", f ? 6 : 4);
+        ip_elems(x, s->lb_ips, s->nlb_ips, map, fw);
+    }
+}
+
+/* loadBalancerSourceRanges: one chain for both families. */
+static void
+firewall_chain(struct svcgen *x)
+{
+    const struct nft_svc *s = x->s;
+    char fw[NAME_MAX_];
+    int f;
+
+    if (s->nsource_ranges == 0 || s->nlb_ips == 0)
+        return;
+    snprintf(fw, sizeof(fw), "fw-%s", x->base);
+    r_reset(x);
+    for (f = 0; f < 2; f++) {
+        if (!count_cidr_fam(s->source_ranges, s->nsource_ranges, f))
+            continue;
+        sbuf_printf(&x->r, "%s saddr ", fam_p[f]);
+        cidr_set(&x->r, s->source_ranges, s->nsource_ranges, f);
+        sbuf_puts(&x->r, " return\n");
+    }
+    sbuf_puts(&x->r, "drop\n");
+    add_chain(x->g, fw, NULL, &x->r);
+}
+
+int
+nftgen_service(const struct nft_conf *c, const struct nft_svc *s,
+               struct nftgen_group *g)
+{
+    struct svcgen x;
+    struct eplist cl = {0}, lo = {0};
+    int rc = 0;
+
+    memset(&x, 0, sizeof(x));
+    x.c = c;
+    x.s = s;
+    x.g = g;
+    nftgen_base(s, x.base);
+    sbuf_init(&x.r, NFTGEN_TXN_MAX);
+    for (x.f = 0; x.f < 2 && rc == 0; x.f++) {
+        if (eplist_make(&cl, s->cluster_eps, s->ncluster_eps, x.f) < 0
+            || eplist_make(&lo, s->local_eps, s->nlocal_eps, x.f) < 0) {
+            g->oom = 1;
+            rc = -1;
+        } else {
+            family_objs(&x, &cl, &lo);
+        }
+        free(cl.v);
+        free(lo.v);
+        cl.v = lo.v = NULL;
+    }
+    firewall_chain(&x);
+    sbuf_deinit(&x.r);
+    return rc < 0 ? -1 : group_finish(g);
+}
+
+/* --------------------------------------------------------- transactions */
+
+void
+nftgen_txn_init(struct nftgen_txn *t)
+{
+    int i;
+
+    for (i = 0; i < NFTGEN_PH__COUNT; i++)
+        sbuf_init(&t->ph[i], NFTGEN_TXN_MAX);
+}
+
+void
+nftgen_txn_deinit(struct nftgen_txn *t)
+{
+    int i;
+
+    for (i = 0; i < NFTGEN_PH__COUNT; i++)
+        sbuf_deinit(&t->ph[i]);
+}
+
+int
+nftgen_txn_empty(const struct nftgen_txn *t)
+{
+    int i;
+
+    for (i = 0; i < NFTGEN_PH__COUNT; i++)
+        if (t->ph[i].len > 0)
+            return 0;
+    return 1;
+}
+
+char *
+nftgen_txn_text(const struct nftgen_txn *t)
+{
+    size_t total = 0, at = 0;
+    char *out;
+    int i;
+
+    for (i = 0; i < NFTGEN_PH__COUNT; i++) {
+        if (t->ph[i].overflow)
+            return NULL;
+        total += t->ph[i].len;
+    }
+    out = malloc(total + 1);
+    if (out == NULL)
+        return NULL;
+    for (i = 0; i < NFTGEN_PH__COUNT; i++) {
+        if (t->ph[i].len)
+            memcpy(out + at, t->ph[i].p, t->ph[i].len);
+        at += t->ph[i].len;
+    }
+    out[at] = '\0';
+    return out;
+}
+
+static void emit(struct nftgen_txn *t, enum nftgen_phase ph, const char *fmt,
+                 ...) __attribute__((format(printf, 3, 4)));
+
+static void
+emit(struct nftgen_txn *t, enum nftgen_phase ph, const char *fmt, ...)
+{
+    va_list ap;
+    char *s = NULL;
+    int n;
+
+    va_start(ap, fmt);
+    n = vasprintf(&s, fmt, ap);
+    va_end(ap);
+    if (n < 0) {
+        t->ph[ph].overflow = 1;
+        return;
+    }
+    sbuf_add(&t->ph[ph], s, (size_t)n);
+    free(s);
+}
+
+void
+nftgen_add_table(struct nftgen_txn *t, const char *comment)
+{
+    if (comment)
+        emit(t, NFTGEN_PH_ADD, "add table " T " { comment \"%s\"; }\n",
+             comment);
+    else
+        emit(t, NFTGEN_PH_ADD, "add table " T "\n");
+}
+
+void
+nftgen_delete_table(struct nftgen_txn *t)
+{
+    emit(t, NFTGEN_PH_ADD, "delete table " T "\n");
+}
+
+void
+nftgen_flush_chain(struct nftgen_txn *t, const char *name)
+{
+    emit(t, NFTGEN_PH_FLUSH, "flush chain " T " %s\n", name);
+}
+
+void
+nftgen_flush_set(struct nftgen_txn *t, const char *name, int is_map)
+{
+    emit(t, NFTGEN_PH_FLUSH, "flush %s " T " %s\n", is_map ? "map" : "set",
+         name);
+}
+
+void
+nftgen_delete_chain(struct nftgen_txn *t, const char *name)
+{
+    emit(t, NFTGEN_PH_DEL, "delete chain " T " %s\n", name);
+}
+
+void
+nftgen_delete_set(struct nftgen_txn *t, const char *name, int is_map)
+{
+    emit(t, NFTGEN_PH_DEL, "delete %s " T " %s\n", is_map ? "map" : "set",
+         name);
+}
+
+void
+nftgen_add_ip(struct nftgen_txn *t, const char *name, const struct saddr *ip)
+{
+    char s[INET6_ADDRSTRLEN];
+
+    ip_str(ip, s);
+    emit(t, NFTGEN_PH_EADD, "add element " T " %s { %s }\n", name, s);
+}
+
+static void
+add_rules(struct nftgen_txn *t, const struct nftgen_obj *o)
+{
+    const char *p = o->rules, *nl;
+
+    while (p && *p) {
+        nl = strchr(p, '\n');
+        if (nl == NULL)
+            nl = p + strlen(p);
+        emit(t, NFTGEN_PH_RULES, "add rule " T " %s %.*s\n", o->name,
+             (int)(nl - p), p);
+        p = *nl ? nl + 1 : nl;
+    }
+}
+
+static void
+obj_create(struct nftgen_txn *t, const struct nftgen_obj *o)
+{
+    switch (o->kind) {
+    case NFTGEN_SET:
+        emit(t, NFTGEN_PH_ADD, "add %s " T " %s %s\n",
+             o->is_map ? "map" : "set", o->name, o->spec);
+        break;
+    case NFTGEN_CHAIN:
+        emit(t, NFTGEN_PH_ADD, "add chain " T " %s%s%s\n", o->name,
+             o->spec ? " " : "", o->spec ? o->spec : "");
+        add_rules(t, o);
+        break;
+    case NFTGEN_ELEM:
+        emit(t, NFTGEN_PH_EADD, "add element " T " %s { %s : %s }\n", o->name,
+             o->key, o->val);
+        break;
+    }
+}
+
+static void
+obj_remove(struct nftgen_txn *t, const struct nftgen_obj *o)
+{
+    switch (o->kind) {
+    case NFTGEN_SET:
+        nftgen_delete_set(t, o->name, o->is_map);
+        break;
+    case NFTGEN_CHAIN:
+        /* Flushed first so its jumps and gotos are gone before any chain
+         * they name is deleted. */
+        nftgen_flush_chain(t, o->name);
+        nftgen_delete_chain(t, o->name);
+        break;
+    case NFTGEN_ELEM:
+        emit(t, NFTGEN_PH_EDEL, "delete element " T " %s { %s }\n", o->name,
+             o->key);
+        break;
+    }
+}
+
+static void
+obj_change(struct nftgen_txn *t, const struct nftgen_obj *o,
+           const struct nftgen_obj *n)
+{
+    if (o->kind == NFTGEN_CHAIN && strcmp_null(o->spec, n->spec) == 0) {
+        nftgen_flush_chain(t, n->name);
+        add_rules(t, n);
+    } else if (o->kind == NFTGEN_ELEM) {
+        obj_remove(t, o);
+        obj_create(t, n);
+    } else {
+        /* A set whose spec changed, or a chain whose hook did: both are
+         * new names in practice (the spec is in the name or fixed). */
+        obj_remove(t, o);
+        obj_create(t, n);
+    }
+}
+
+void
+nftgen_diff(struct nftgen_txn *t, const struct nftgen_group *old,
+            const struct nftgen_group *new)
+{
+    size_t i = 0, j = 0, no = old ? old->n : 0, nn = new ? new->n : 0;
+
+    while (i < no || j < nn) {
+        int c;
+
+        if (i == no)
+            c = 1;
+        else if (j == nn)
+            c = -1;
+        else
+            c = obj_cmp_id(&old->v[i], &new->v[j]);
+        if (c < 0) {
+            obj_remove(t, &old->v[i++]);
+        } else if (c > 0) {
+            obj_create(t, &new->v[j++]);
+        } else {
+            if (!obj_same(&old->v[i], &new->v[j]))
+                obj_change(t, &old->v[i], &new->v[j]);
+            i++;
+            j++;
+        }
+    }
+}
+
+void
+nftgen_fill(struct nftgen_txn *t, const struct nftgen_group *g)
+{
+    size_t i;
+
+    for (i = 0; i < g->n; i++)
+        obj_create(t, &g->v[i]);
+}

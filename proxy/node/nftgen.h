@@ -1,0 +1,127 @@
+/*
+ * nftgen.h - the text of table inet ferry: what each kernel service and
+ * the fixed skeleton turn into, and the nft commands that move the kernel
+ * from one version of them to another.
+ *
+ * Pure: no I/O, no log, no clock. A service compiles to a group of
+ * objects (sets, chains with their rules, elements of the shared verdict
+ * maps); two groups diff into commands. Commands go into a transaction in
+ * phases, so that one buffer is always valid whatever it holds: new sets
+ * and chains first, then chain flushes, rules, element deletions, element
+ * additions, and last the deletion of chains and sets nothing refers to
+ * any more.
+ *
+ * Names are readable and stable across processes (a restart must find the
+ * same names to adopt the table): "svc4-<ns>/<name>/<port>/<proto>" and
+ * so on, from the service id, which nft_svc_check() restricts to
+ * characters nft accepts in a name.
+ */
+#ifndef PROXY_NODE_NFTGEN_H
+#define PROXY_NODE_NFTGEN_H
+
+#include <stddef.h>
+
+#include "nft.h"
+#include "sbuf.h"
+
+#define NFTGEN_TXN_MAX ((size_t)1 << 30) /* one transaction's text */
+
+enum nftgen_kind {
+    NFTGEN_SET = 0, /* a set or map: <spec> */
+    NFTGEN_CHAIN,   /* a chain: <spec> for base chains, <rules> */
+    NFTGEN_ELEM,    /* an element of map <name>: <key> : <val> */
+};
+
+struct nftgen_obj {
+    enum nftgen_kind kind;
+    int is_map;  /* SET: a map (flush/delete say "map") */
+    char *name;  /* set or chain; for ELEM the map */
+    char *spec;  /* "{ type ...; }" or NULL */
+    char *rules; /* CHAIN: one rule a line, each ending in '\n'; "" none */
+    char *key;   /* ELEM */
+    char *val;   /* ELEM */
+};
+
+struct nftgen_group {
+    struct nftgen_obj *v;
+    size_t n, cap;
+    int oom; /* an allocation failed: the group is incomplete */
+};
+
+void nftgen_group_init(struct nftgen_group *g);
+void nftgen_group_deinit(struct nftgen_group *g);
+
+/* Nonzero when <a> and <b> hold the same objects (both sorted). NULL is
+ * an empty group. */
+int nftgen_group_equal(const struct nftgen_group *a,
+                       const struct nftgen_group *b);
+
+/* Number of rules in a CHAIN object (lines of <rules>). */
+size_t nftgen_rule_count(const struct nftgen_obj *o);
+
+/* The fixed part: base chains, dispatch chains, shared maps and sets,
+ * for config <c>. Sorted. Returns 0 or -1 (out of memory). */
+int nftgen_global(const struct nft_conf *c, struct nftgen_group *g);
+
+/* Service <s> (already passed nft_svc_check()) under config <c>. Sorted.
+ * Returns 0 or -1 (out of memory). */
+int nftgen_service(const struct nft_conf *c, const struct nft_svc *s,
+                   struct nftgen_group *g);
+
+/* "<id with ':' as '/'>/<proto>" into <out> (NFTGEN_BASE_MAX). */
+#define NFTGEN_BASE_MAX (NFT_ID_MAX + 8)
+void nftgen_base(const struct nft_svc *s, char *out);
+
+enum nftgen_phase {
+    NFTGEN_PH_ADD = 0, /* add table, sets, chains */
+    NFTGEN_PH_FLUSH,   /* flush chains and sets */
+    NFTGEN_PH_RULES,   /* add rule */
+    NFTGEN_PH_EDEL,    /* delete element */
+    NFTGEN_PH_EADD,    /* add element */
+    NFTGEN_PH_DEL,     /* delete chain, set */
+    NFTGEN_PH__COUNT
+};
+
+struct nftgen_txn {
+    struct sbuf ph[NFTGEN_PH__COUNT];
+};
+
+void nftgen_txn_init(struct nftgen_txn *t);
+void nftgen_txn_deinit(struct nftgen_txn *t);
+
+/* Nonzero when nothing was added. */
+int nftgen_txn_empty(const struct nftgen_txn *t);
+
+/* The phases joined into one new NUL-terminated buffer (free() it), or
+ * NULL when a phase overflowed NFTGEN_TXN_MAX or memory ran out. */
+char *nftgen_txn_text(const struct nftgen_txn *t);
+
+/* Commands taking the kernel from <old> to <new> (either may be NULL:
+ * create, or remove, everything in the group). Both sorted. */
+void nftgen_diff(struct nftgen_txn *t, const struct nftgen_group *old,
+                 const struct nftgen_group *new);
+
+/* Single commands, for convergence. <comment> of the table, or NULL. */
+void nftgen_add_table(struct nftgen_txn *t, const char *comment);
+void nftgen_delete_table(struct nftgen_txn *t);
+void nftgen_flush_chain(struct nftgen_txn *t, const char *name);
+void nftgen_flush_set(struct nftgen_txn *t, const char *name, int is_map);
+void nftgen_delete_chain(struct nftgen_txn *t, const char *name);
+void nftgen_delete_set(struct nftgen_txn *t, const char *name, int is_map);
+/* Add every rule and element of <g>, and its sets and chains (creating
+ * those that exist already is harmless). */
+void nftgen_fill(struct nftgen_txn *t, const struct nftgen_group *g);
+/* Element <ip> (port ignored) into set <name>. */
+void nftgen_add_ip(struct nftgen_txn *t, const char *name,
+                   const struct saddr *ip);
+
+/* The shared sets of ClusterIPs, per family. */
+#define NFTGEN_CLUSTER_IPS4 "cluster-ips4"
+#define NFTGEN_CLUSTER_IPS6 "cluster-ips6"
+#define NFTGEN_LAYOUT_SET   "layout"
+
+/* Names of affinity sets start with this (their elements are the kernel's
+ * own, never flushed by a convergence). */
+#define NFTGEN_AFF_PREFIX "aff"
+
+#endif

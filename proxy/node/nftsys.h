@@ -1,0 +1,70 @@
+/*
+ * nftsys.h - reading what the kernel holds: nftables' JSON listings
+ * (table inet ferry, every table, every chain) and legacy iptables
+ * chains, for adoption, verification and finding kube-proxy.
+ *
+ * The parsers are pure functions of a NUL-terminated buffer (a fuzz
+ * target can feed them); only nftsys_legacy_find() does I/O.
+ */
+#ifndef PROXY_NODE_NFTSYS_H
+#define PROXY_NODE_NFTSYS_H
+
+#include <stddef.h>
+
+#include "err.h"
+
+#define NFTSYS_NAME_MAX 256
+#define NFTSYS_OBJS_MAX (4u << 20) /* chains and sets in one listing */
+
+enum nftsys_kind {
+    NFTSYS_CHAIN = 0,
+    NFTSYS_SET,
+};
+
+struct nftsys_obj {
+    enum nftsys_kind kind;
+    int is_map;
+    size_t nrules; /* chains */
+    char name[NFTSYS_NAME_MAX];
+};
+
+struct nftsys_listing {
+    int present;   /* the table was listed */
+    int layout_ok; /* its layout set says NFT_LAYOUT */
+    struct nftsys_obj *v;
+    size_t n;
+};
+
+/*
+ * Parse `nft -j -t list table inet ferry`: its chains with their rule
+ * counts, and its sets and maps. Returns 0, or -1 with <e> (not JSON,
+ * not a listing, over NFTSYS_OBJS_MAX, out of memory). Free <l> with
+ * nftsys_listing_free() either way.
+ */
+int nftsys_parse_table(const char *json, struct nftsys_listing *l,
+                       struct err *e);
+void nftsys_listing_free(struct nftsys_listing *l);
+
+/* Elements of the one set or map in a `list set`/`list map` output into
+ * <n>. Returns 0 or -1 with <e>. */
+int nftsys_count_elems(const char *json, size_t *n, struct err *e);
+
+/* Whether `list tables` output <json> holds table <family> <name>:
+ * 1 yes, 0 no, -1 unreadable (<e> filled; may be NULL). */
+int nftsys_tables_have(const char *json, const char *family, const char *name,
+                       struct err *e);
+
+/* Whether `list chains` output <json> has a chain <chain> in an ip or ip6
+ * table; 1 with "<family> <table>" in <table>, else 0. */
+int nftsys_chains_have(const char *json, const char *chain, char *table,
+                       size_t tablelen);
+
+/*
+ * Legacy iptables (x_tables): look for user chain <chain> in the nat and
+ * filter tables of both families, only in tables the kernel already has
+ * (never loading a module). Returns 1 with "<cmd> -t <table> chain
+ * <chain>" in <found>, else 0 (also when not permitted).
+ */
+int nftsys_legacy_find(const char *chain, char *found, size_t foundlen);
+
+#endif

@@ -1,0 +1,764 @@
+/* Unit tests for the kernel dataplane's pure parts: the model's checks
+ * (proxy/node/nft.c), the rules it generates and their diffs
+ * (nftgen.c), the JSON description (nftjson.c), nftables listings
+ * (nftsys.c), conntrack messages (ctclean.c), and the engine's claims on
+ * addresses (no kernel needed: nft_svc_put does no I/O). */
+#include <arpa/inet.h>
+#include <libmnl/libmnl.h>
+#include <linux/netfilter/nfnetlink.h>
+#include <linux/netfilter/nfnetlink_conntrack.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* clang-format off: cmocka needs setjmp.h and stdarg.h first */
+#include <cmocka.h>
+/* clang-format on */
+
+#include "ctclean.h"
+#include "nft.h"
+#include "nftgen.h"
+#include "nftjson.h"
+#include "nftsys.h"
+#include "smap.h"
+
+static struct saddr
+ip(const char *s, uint16_t port)
+{
+    struct saddr a;
+    const char *why;
+
+    assert_int_equal(parse_ip(s, port, &a, &why), 0);
+    return a;
+}
+
+static struct nft_cidr
+cidr(const char *s)
+{
+    struct nft_cidr c;
+    const char *why;
+
+    assert_int_equal(nft_cidr_parse(s, &c, &why), 0);
+    return c;
+}
+
+/* A fixture service: ClusterIP 198.18.128.10:80 over two endpoints. */
+struct fix {
+    struct nft_svc s;
+    struct saddr cips[2], lbs[1], exts[1];
+    struct nft_ep cl[3], lo[1];
+    struct nft_cidr ranges[1];
+};
+
+static void
+fix_init(struct fix *f)
+{
+    memset(f, 0, sizeof(*f));
+    snprintf(f->s.id, sizeof(f->s.id), "default/web:http");
+    f->s.proto = NFT_TCP;
+    f->s.port = 80;
+    f->cips[0] = ip("198.18.128.10", 0);
+    f->s.cluster_ips = f->cips;
+    f->s.ncluster_ips = 1;
+    f->cl[0].addr = ip("198.18.1.3", 8080);
+    f->cl[0].weight = 1;
+    f->cl[1].addr = ip("198.18.1.2", 8080);
+    f->cl[1].weight = 1;
+    f->s.cluster_eps = f->cl;
+    f->s.ncluster_eps = 2;
+}
+
+static struct nft_conf
+conf_cidr(void)
+{
+    struct nft_conf c;
+
+    memset(&c, 0, sizeof(c));
+    c.masq = NFT_MASQ_CIDR;
+    c.cluster_cidrs[0] = cidr("198.18.1.0/24");
+    c.ncluster_cidrs = 1;
+    c.masq_mark = 0x4000;
+    return c;
+}
+
+/* The whole group as text, for strstr() checks. */
+static char *
+group_text(const struct nftgen_group *g)
+{
+    struct nftgen_txn t;
+    char *s;
+
+    nftgen_txn_init(&t);
+    nftgen_diff(&t, NULL, g);
+    s = nftgen_txn_text(&t);
+    nftgen_txn_deinit(&t);
+    assert_non_null(s);
+    return s;
+}
+
+static char *
+gen(const struct nft_conf *c, const struct nft_svc *s)
+{
+    struct nftgen_group g;
+    char *text;
+
+    nftgen_group_init(&g);
+    assert_int_equal(nft_svc_check(s, NULL), 0);
+    assert_int_equal(nftgen_service(c, s, &g), 0);
+    text = group_text(&g);
+    nftgen_group_deinit(&g);
+    return text;
+}
+
+static void
+has(const char *text, const char *needle)
+{
+    if (strstr(text, needle) == NULL)
+        fail_msg("missing \"%s\" in:\n%s", needle, text);
+}
+
+static void
+hasnt(const char *text, const char *needle)
+{
+    if (strstr(text, needle) != NULL)
+        fail_msg("unexpected \"%s\" in:\n%s", needle, text);
+}
+
+/* ------------------------------------------------------------- model */
+
+static void
+test_cidr_parse(void **state)
+{
+    struct nft_cidr c;
+    const char *why;
+
+    (void)state;
+    assert_int_equal(nft_cidr_parse("198.18.0.0/15", &c, &why), 0);
+    assert_int_equal(c.prefix, 15);
+    assert_int_equal(nft_cidr_parse("2001:2::/48", &c, &why), 0);
+    assert_int_equal(nft_cidr_parse("198.19.0.0/15", &c, &why), -1);
+    assert_int_equal(nft_cidr_parse("198.18.0.0/33", &c, &why), -1);
+    assert_int_equal(nft_cidr_parse("198.18.0.0", &c, &why), -1);
+    assert_int_equal(nft_cidr_parse("host/8", &c, &why), -1);
+    assert_int_equal(nft_cidr_parse("/8", &c, &why), -1);
+}
+
+static void
+test_svc_check(void **state)
+{
+    static const char *const bad_ids[] = {"",
+                                          "noslash:80",
+                                          "ns/name",
+                                          "/name:80",
+                                          "ns/:80",
+                                          "ns/a/b:80",
+                                          "ns/name:80:81",
+                                          "ns/na me:80",
+                                          "ns/name:\"x",
+                                          "ns/name:x;y",
+                                          NULL};
+    struct fix f;
+    struct err e;
+    size_t i;
+
+    (void)state;
+    fix_init(&f);
+    assert_int_equal(nft_svc_check(&f.s, &e), 0);
+    for (i = 0; bad_ids[i]; i++) {
+        fix_init(&f);
+        snprintf(f.s.id, sizeof(f.s.id), "%s", bad_ids[i]);
+        err_clear(&e);
+        assert_int_equal(nft_svc_check(&f.s, &e), -1);
+        assert_true(e.msg[0] != '\0');
+    }
+    fix_init(&f);
+    f.cips[0] = ip("::ffff:198.18.0.1", 0);
+    assert_int_equal(nft_svc_check(&f.s, &e), -1);
+    assert_non_null(strstr(e.msg, "IPv4-mapped"));
+    fix_init(&f);
+    f.s.ncluster_ips = NFT_IPS_MAX + 1;
+    assert_int_equal(nft_svc_check(&f.s, &e), -1);
+    fix_init(&f);
+    f.cl[0].weight = NFT_WEIGHT_MAX + 1;
+    assert_int_equal(nft_svc_check(&f.s, &e), -1);
+    fix_init(&f);
+    f.s.port = 0;
+    assert_int_equal(nft_svc_check(&f.s, &e), -1);
+    fix_init(&f);
+    f.s.affinity_s = NFT_AFFINITY_MAX_S + 1;
+    assert_int_equal(nft_svc_check(&f.s, &e), -1);
+    fix_init(&f);
+    f.s.proto = NFT_PROTO__COUNT;
+    assert_int_equal(nft_svc_check(&f.s, &e), -1);
+}
+
+/* --------------------------------------------------------- generation */
+
+static void
+test_gen_cluster_ip(void **state)
+{
+    struct nft_conf c = conf_cidr();
+    struct fix f;
+    char *t;
+
+    (void)state;
+    fix_init(&f);
+    t = gen(&c, &f.s);
+    /* Map element to the service chain; endpoints sorted by address. */
+    has(t, "add element inet ferry svc4 { 198.18.128.10 . tcp . 80 : goto "
+           "svc4-default/web/http/tcp }");
+    has(t, "add rule inet ferry svc4-default/web/http/tcp ip daddr { "
+           "198.18.128.10 } ip saddr != { 198.18.1.0/24 } jump "
+           "mark-for-masq");
+    has(t, "numgen random mod 2 vmap { 0 : goto "
+           "ep4-default/web/http/tcp/198.18.1.2/8080, 1 : goto "
+           "ep4-default/web/http/tcp/198.18.1.3/8080 }");
+    has(t, "add rule inet ferry ep4-default/web/http/tcp/198.18.1.2/8080 ip "
+           "saddr 198.18.1.2 jump mark-for-masq");
+    has(t, "meta l4proto tcp dnat ip to 198.18.1.2:8080");
+    hasnt(t, "noep");
+    hasnt(t, "update @");
+    free(t);
+}
+
+static void
+test_gen_masquerade_modes(void **state)
+{
+    struct nft_conf c = conf_cidr();
+    struct fix f;
+    char *t;
+
+    (void)state;
+    fix_init(&f);
+    c.masq = NFT_MASQ_ALL;
+    t = gen(&c, &f.s);
+    has(t, "svc4-default/web/http/tcp jump mark-for-masq\n");
+    free(t);
+    c.masq = NFT_MASQ_NONE;
+    t = gen(&c, &f.s);
+    hasnt(t, "mark-for-masq");
+    free(t);
+}
+
+static void
+test_gen_no_endpoints_rejects(void **state)
+{
+    struct nft_conf c = conf_cidr();
+    struct fix f;
+    char *t;
+
+    (void)state;
+    fix_init(&f);
+    f.s.ncluster_eps = 0;
+    f.s.node_port = 30080;
+    t = gen(&c, &f.s);
+    has(t, "add element inet ferry noep4 { 198.18.128.10 . tcp . 80 : goto "
+           "reject-chain }");
+    has(t, "add element inet ferry noep-nodeports4 { tcp . 30080 : goto "
+           "reject-chain }");
+    hasnt(t, "add chain");
+    free(t);
+    /* Weight 0 takes no new flows: same as absent. */
+    fix_init(&f);
+    f.cl[0].weight = 0;
+    f.cl[1].weight = 0;
+    t = gen(&c, &f.s);
+    has(t, "noep4");
+    free(t);
+}
+
+static void
+test_gen_external_local(void **state)
+{
+    struct nft_conf c = conf_cidr();
+    struct fix f;
+    char *t;
+
+    (void)state;
+    fix_init(&f);
+    f.s.node_port = 30080;
+    f.lbs[0] = ip("198.18.200.1", 0);
+    f.s.lb_ips = f.lbs;
+    f.s.nlb_ips = 1;
+    f.s.external_local = 1;
+    f.lo[0] = f.cl[0];
+    f.s.local_eps = f.lo;
+    f.s.nlocal_eps = 1;
+    t = gen(&c, &f.s);
+    has(t, "add element inet ferry svc4 { 198.18.200.1 . tcp . 80 : goto "
+           "ext4-default/web/http/tcp }");
+    has(t, "add element inet ferry nodeports4 { tcp . 30080 : goto "
+           "ext4-default/web/http/tcp }");
+    /* Pods and the node reach every endpoint, the rest only local ones,
+     * without masquerade. */
+    has(t, "ext4-default/web/http/tcp ip saddr { 198.18.1.0/24 } goto "
+           "svc4-default/web/http/tcp");
+    has(t, "ext4-default/web/http/tcp fib saddr type local jump "
+           "mark-for-masq");
+    has(t, "ext4-default/web/http/tcp goto loc4-default/web/http/tcp");
+    has(t, "add rule inet ferry loc4-default/web/http/tcp goto "
+           "ep4-default/web/http/tcp/198.18.1.3/8080");
+    free(t);
+    /* No local endpoint: outside traffic is dropped, not rejected. */
+    f.s.nlocal_eps = 0;
+    t = gen(&c, &f.s);
+    has(t, "ext4-default/web/http/tcp drop");
+    hasnt(t, "loc4-");
+    free(t);
+    /* Cluster policy masquerades external traffic. */
+    f.s.external_local = 0;
+    t = gen(&c, &f.s);
+    has(t, "add rule inet ferry ext4-default/web/http/tcp jump "
+           "mark-for-masq\nadd rule inet ferry ext4-default/web/http/tcp "
+           "goto svc4-default/web/http/tcp");
+    free(t);
+}
+
+static void
+test_gen_weights_affinity_ranges(void **state)
+{
+    struct nft_conf c = conf_cidr();
+    struct fix f;
+    char *t;
+
+    (void)state;
+    fix_init(&f);
+    f.cl[0].weight = 6; /* 198.18.1.3 */
+    f.cl[1].weight = 2; /* 198.18.1.2 */
+    f.s.affinity_s = 600;
+    f.lbs[0] = ip("198.18.200.1", 0);
+    f.s.lb_ips = f.lbs;
+    f.s.nlb_ips = 1;
+    f.ranges[0] = cidr("198.18.0.0/24");
+    f.s.source_ranges = f.ranges;
+    f.s.nsource_ranges = 1;
+    t = gen(&c, &f.s);
+    has(t, "numgen random mod 4 vmap { 0 : goto "
+           "ep4-default/web/http/tcp/198.18.1.2/8080, 1-3 : goto "
+           "ep4-default/web/http/tcp/198.18.1.3/8080 }");
+    has(t, "add set inet ferry aff4-default/web/http/tcp/198.18.1.2/8080/600s "
+           "{ type ipv4_addr; flags dynamic,timeout; timeout 600s; }");
+    has(t, "ip saddr @aff4-default/web/http/tcp/198.18.1.2/8080/600s goto "
+           "ep4-default/web/http/tcp/198.18.1.2/8080");
+    has(t, "update @aff4-default/web/http/tcp/198.18.1.2/8080/600s { ip "
+           "saddr }");
+    has(t, "add element inet ferry fw4 { 198.18.200.1 . tcp . 80 : goto "
+           "fw-default/web/http/tcp }");
+    has(t, "add rule inet ferry fw-default/web/http/tcp ip saddr { "
+           "198.18.0.0/24 } return\nadd rule inet ferry "
+           "fw-default/web/http/tcp drop");
+    free(t);
+}
+
+static void
+test_gen_dual_stack(void **state)
+{
+    struct nft_conf c = conf_cidr();
+    struct fix f;
+    char *t;
+
+    (void)state;
+    fix_init(&f);
+    f.cips[1] = ip("2001:2::a", 0);
+    f.s.ncluster_ips = 2;
+    f.cl[2].addr = ip("2001:2::2", 8080);
+    f.cl[2].weight = 1;
+    f.s.ncluster_eps = 3;
+    f.s.proto = NFT_UDP;
+    t = gen(&c, &f.s);
+    /* Each family to its own endpoints. */
+    has(t, "add element inet ferry svc6 { 2001:2::a . udp . 80 : goto "
+           "svc6-default/web/http/udp }");
+    has(t, "add rule inet ferry svc6-default/web/http/udp goto "
+           "ep6-default/web/http/udp/2001_2__2/8080");
+    has(t, "meta l4proto udp dnat ip6 to [2001:2::2]:8080");
+    /* No IPv6 cluster CIDR: no masquerade rule for IPv6 ClusterIPs. */
+    hasnt(t, "ip6 daddr");
+    free(t);
+}
+
+/* The diff touches only what changed, and orders deletions after the
+ * flushes that drop references to them. */
+static void
+test_diff_incremental(void **state)
+{
+    struct nft_conf c = conf_cidr();
+    struct nftgen_group a, b;
+    struct nftgen_txn t;
+    struct fix f;
+    char *s;
+
+    (void)state;
+    fix_init(&f);
+    nftgen_group_init(&a);
+    nftgen_group_init(&b);
+    assert_int_equal(nftgen_service(&c, &f.s, &a), 0);
+    f.s.ncluster_eps = 1; /* 198.18.1.3 leaves */
+    assert_int_equal(nftgen_service(&c, &f.s, &b), 0);
+    assert_false(nftgen_group_equal(&a, &b));
+    nftgen_txn_init(&t);
+    nftgen_diff(&t, &a, &b);
+    s = nftgen_txn_text(&t);
+    assert_non_null(s);
+    assert_string_equal(
+        s,
+        "flush chain inet ferry ep4-default/web/http/tcp/198.18.1.2/8080\n"
+        "flush chain inet ferry svc4-default/web/http/tcp\n"
+        "add rule inet ferry svc4-default/web/http/tcp ip daddr { "
+        "198.18.128.10 } ip saddr != { 198.18.1.0/24 } jump "
+        "mark-for-masq\n"
+        "add rule inet ferry svc4-default/web/http/tcp goto "
+        "ep4-default/web/http/tcp/198.18.1.3/8080\n"
+        "delete chain inet ferry ep4-default/web/http/tcp/198.18.1.2/8080\n");
+    free(s);
+    nftgen_txn_deinit(&t);
+    /* Same group: nothing to do. */
+    nftgen_txn_init(&t);
+    nftgen_diff(&t, &b, &b);
+    assert_true(nftgen_txn_empty(&t));
+    nftgen_txn_deinit(&t);
+    /* Gone: elements deleted before the chains they name. */
+    nftgen_txn_init(&t);
+    nftgen_diff(&t, &b, NULL);
+    s = nftgen_txn_text(&t);
+    assert_true(strstr(s, "delete element inet ferry svc4")
+                < strstr(s, "delete chain inet ferry svc4-"));
+    free(s);
+    nftgen_txn_deinit(&t);
+    nftgen_group_deinit(&a);
+    nftgen_group_deinit(&b);
+}
+
+static void
+test_gen_global(void **state)
+{
+    struct nft_conf c = conf_cidr();
+    struct nftgen_group g;
+    char *t;
+
+    (void)state;
+    nftgen_group_init(&g);
+    c.nodeport_addrs[0] = ip("198.18.0.11", 0);
+    c.nnodeport_addrs = 1;
+    assert_int_equal(nftgen_global(&c, &g), 0);
+    t = group_text(&g);
+    has(t, "add chain inet ferry nat-prerouting { type nat hook prerouting "
+           "priority dstnat; policy accept; }");
+    /* The conntrack keeper, in every filter base chain. */
+    has(t, "add rule inet ferry filter-forward ct state new jump "
+           "endpoints-check");
+    has(t, "add rule inet ferry services ip daddr { 198.18.0.11 } meta "
+           "l4proto . th dport vmap @nodeports4");
+    /* NodePort addresses name no IPv6 one: no IPv6 NodePorts. */
+    hasnt(t, "@nodeports6");
+    has(t, "add rule inet ferry reject-chain meta l4proto tcp reject with tcp "
+           "reset");
+    has(t, "add set inet ferry layout { type inet_service; comment \"ferry "
+           "layout 1\"; }");
+    free(t);
+    nftgen_group_deinit(&g);
+}
+
+/* ---------------------------------------------------------------- smap */
+
+/* Deletion by backward shift keeps every other key findable, through
+ * growth and wrap-around. */
+static void
+test_smap(void **state)
+{
+    struct smap m = {0};
+    char k[32];
+    int i;
+
+    (void)state;
+    for (i = 0; i < 5000; i++) {
+        snprintf(k, sizeof(k), "key%d", i);
+        assert_int_equal(smap_put(&m, k, (void *)(intptr_t)(i + 1)), 0);
+    }
+    assert_int_equal(m.n, 5000);
+    for (i = 0; i < 5000; i += 3) {
+        snprintf(k, sizeof(k), "key%d", i);
+        smap_del(&m, k);
+    }
+    smap_del(&m, "absent");
+    for (i = 0; i < 5000; i++) {
+        snprintf(k, sizeof(k), "key%d", i);
+        if (i % 3 == 0)
+            assert_null(smap_get(&m, k));
+        else
+            assert_int_equal((intptr_t)smap_get(&m, k), i + 1);
+    }
+    assert_int_equal(smap_put(&m, "key1", (void *)7), 0);
+    assert_int_equal((intptr_t)smap_get(&m, "key1"), 7);
+    smap_deinit(&m);
+    assert_null(smap_get(&m, "key1"));
+}
+
+/* -------------------------------------------------------------- engine */
+
+static void
+test_engine_claims(void **state)
+{
+    struct nft_conf c = conf_cidr();
+    struct fix f, g;
+    struct nft *n;
+    struct err e;
+    struct nft_stats st;
+
+    (void)state;
+    err_clear(&e);
+    n = nft_new(&c, &e);
+    assert_non_null(n);
+    fix_init(&f);
+    f.s.node_port = 30080;
+    assert_int_equal(nft_svc_put(n, &f.s, &e), 0);
+    /* Another service on the same ClusterIP, protocol and port. */
+    fix_init(&g);
+    snprintf(g.s.id, sizeof(g.s.id), "other/web:http");
+    err_clear(&e);
+    assert_int_equal(nft_svc_put(n, &g.s, &e), -1);
+    assert_non_null(strstr(e.msg, "already served by default/web:http|tcp"));
+    /* Same IP, another port: fine; but not the same NodePort. */
+    g.s.port = 81;
+    g.s.node_port = 30080;
+    assert_int_equal(nft_svc_put(n, &g.s, &e), -1);
+    g.s.node_port = 30081;
+    assert_int_equal(nft_svc_put(n, &g.s, &e), 0);
+    /* UDP on the same port is another key. */
+    f.s.proto = NFT_UDP;
+    f.s.node_port = 0;
+    assert_int_equal(nft_svc_put(n, &f.s, &e), 0);
+    nft_get_stats(n, &st);
+    assert_int_equal(st.services, 3);
+    /* Once the first lets go, the second may take its address. */
+    assert_int_equal(nft_svc_del(n, "default/web:http", NFT_TCP), 0);
+    assert_int_equal(nft_svc_del(n, "default/web:http", NFT_TCP), -1);
+    g.s.port = 80;
+    assert_int_equal(nft_svc_put(n, &g.s, &e), 0);
+    assert_true(nft_pending(n));
+    nft_get_stats(n, &st);
+    assert_int_equal(st.services, 2);
+    /* A bad config is refused. */
+    c.masq_mark = 0x3;
+    assert_null(nft_new(&c, &e));
+    nft_free(n);
+}
+
+/* ---------------------------------------------------------------- JSON */
+
+static void
+test_json_parse(void **state)
+{
+    static const char good[] =
+        "{\"config\": {\"masquerade\": \"none\", \"cluster_cidrs\": "
+        "[\"198.18.1.0/24\"], \"nodeport_addresses\": [\"198.18.0.11\"]},"
+        " \"services\": [{\"id\": \"ns/a:p\", \"protocol\": \"udp\", "
+        "\"port\": 53, \"cluster_ips\": [\"198.18.128.53\"], "
+        "\"external_traffic_policy\": \"Local\", \"affinity_timeout\": 5, "
+        "\"cluster_endpoints\": [{\"ip\": \"198.18.1.2\", \"port\": 53}, "
+        "{\"ip\": \"2001:2::2\", \"port\": 53, \"weight\": 0}]}]}";
+    static const char *const bad[] = {
+        "",
+        "[]",
+        "{\"services\": 1}",
+        "{\"extra\": 1}",
+        "{\"services\": [{\"id\": \"ns/a:p\", \"protocol\": \"icmp\", "
+        "\"port\": 1}]}",
+        "{\"services\": [{\"id\": \"ns/a:p\", \"protocol\": \"tcp\", "
+        "\"port\": 70000}]}",
+        "{\"services\": [{\"id\": \"ns/a:p\", \"protocol\": \"tcp\", "
+        "\"port\": 1, \"cluster_ips\": [\"host.example\"]}]}",
+        "{\"services\": [{\"id\": \"ns/a:p\", \"protocol\": \"tcp\", "
+        "\"port\": 1, \"cluster_endpoints\": [{\"ip\": \"198.18.1.1\"}]}]}",
+        "{\"services\": [{\"id\": \"ns/a;p\", \"protocol\": \"tcp\", "
+        "\"port\": 1}]}",
+        "{\"services\": [{\"id\": \"ns/a:p\", \"protocol\": \"tcp\", "
+        "\"port\": 1, \"colour\": 1}]}",
+        "{\"config\": {\"masquerade\": \"some\"}}",
+        "{\"config\": {\"cluster_cidrs\": [\"198.18.1.1/24\"]}}",
+        "{\"services\": [{\"id\": \"ns/a:p\", \"id\": \"ns/b:p\"}]}",
+        NULL};
+    struct nftjson_doc d;
+    struct err e;
+    size_t i;
+
+    (void)state;
+    err_clear(&e);
+    assert_int_equal(nftjson_parse(good, strlen(good), &d, &e), 0);
+    assert_true(d.has_conf);
+    assert_int_equal(d.conf.masq, NFT_MASQ_NONE);
+    assert_int_equal(d.conf.nnodeport_addrs, 1);
+    assert_int_equal(d.nsvcs, 1);
+    assert_int_equal(d.svcs[0].proto, NFT_UDP);
+    assert_true(d.svcs[0].external_local);
+    assert_int_equal(d.svcs[0].ncluster_eps, 2);
+    assert_int_equal(d.svcs[0].cluster_eps[1].weight, 0);
+    assert_int_equal(d.svcs[0].affinity_s, 5);
+    nftjson_free(&d);
+    for (i = 0; bad[i]; i++) {
+        err_clear(&e);
+        if (nftjson_parse(bad[i], strlen(bad[i]), &d, &e) == 0)
+            fail_msg("accepted: %s", bad[i]);
+        assert_true(e.msg[0] != '\0');
+        assert_null(d.svcs);
+    }
+}
+
+/* ------------------------------------------------------------ listings */
+
+static void
+test_listing_parse(void **state)
+{
+    static const char tbl[] =
+        "{\"nftables\": [{\"metainfo\": {}}, {\"table\": {\"family\": "
+        "\"inet\", \"name\": \"ferry\"}}, {\"set\": {\"name\": \"layout\", "
+        "\"comment\": \"ferry layout 1\"}}, {\"map\": {\"name\": \"svc4\"}},"
+        " {\"chain\": {\"name\": \"services\"}}, {\"chain\": {\"name\": "
+        "\"x\"}}, {\"rule\": {\"chain\": \"services\"}}, {\"rule\": "
+        "{\"chain\": \"services\"}}, {\"rule\": {\"chain\": \"x\"}}, "
+        "{\"rule\": {\"chain\": \"nowhere\"}}, {\"chain\": 7}]}";
+    static const char elems[] =
+        "{\"nftables\": [{\"map\": {\"name\": \"svc4\", \"elem\": [1, 2, "
+        "3]}}]}";
+    struct nftsys_listing l;
+    struct err e;
+    size_t n;
+    char t[64];
+
+    (void)state;
+    assert_int_equal(nftsys_parse_table(tbl, &l, &e), 0);
+    assert_true(l.present);
+    assert_true(l.layout_ok);
+    assert_int_equal(l.n, 4);
+    assert_string_equal(l.v[2].name, "services");
+    assert_int_equal(l.v[2].nrules, 2);
+    assert_int_equal(l.v[3].nrules, 1);
+    assert_true(l.v[1].is_map);
+    nftsys_listing_free(&l);
+    assert_int_equal(nftsys_parse_table("{\"nftables\": [{\"set\": "
+                                        "{\"name\": \"layout\", \"comment\":"
+                                        " \"ferry layout 0\"}}]}",
+                                        &l, &e),
+                     0);
+    assert_false(l.layout_ok);
+    nftsys_listing_free(&l);
+    assert_int_equal(nftsys_parse_table("nope", &l, &e), -1);
+    nftsys_listing_free(&l);
+    assert_int_equal(nftsys_count_elems(elems, &n, &e), 0);
+    assert_int_equal(n, 3);
+    assert_int_equal(nftsys_tables_have("{\"nftables\": [{\"table\": "
+                                        "{\"family\": \"ip\", \"name\": "
+                                        "\"kube-proxy\"}}]}",
+                                        "ip", "kube-proxy", &e),
+                     1);
+    assert_int_equal(
+        nftsys_tables_have("{\"nftables\": []}", "ip", "kube-proxy", &e), 0);
+    assert_int_equal(nftsys_chains_have("{\"nftables\": [{\"chain\": "
+                                        "{\"family\": \"ip\", \"table\": "
+                                        "\"nat\", \"name\": "
+                                        "\"KUBE-SERVICES\"}}]}",
+                                        "KUBE-SERVICES", t, sizeof(t)),
+                     1);
+    assert_string_equal(t, "ip nat");
+}
+
+/* ----------------------------------------------------------- conntrack */
+
+static void
+put_tuple(struct nlmsghdr *nlh, int type, const char *src, const char *dst,
+          uint16_t sport, uint16_t dport)
+{
+    struct nlattr *t = mnl_attr_nest_start(nlh, (uint16_t)type), *n;
+    struct in_addr a;
+
+    n = mnl_attr_nest_start(nlh, CTA_TUPLE_IP);
+    inet_pton(AF_INET, src, &a);
+    mnl_attr_put(nlh, CTA_IP_V4_SRC, 4, &a);
+    inet_pton(AF_INET, dst, &a);
+    mnl_attr_put(nlh, CTA_IP_V4_DST, 4, &a);
+    mnl_attr_nest_end(nlh, n);
+    n = mnl_attr_nest_start(nlh, CTA_TUPLE_PROTO);
+    mnl_attr_put_u8(nlh, CTA_PROTO_NUM, IPPROTO_UDP);
+    mnl_attr_put_u16(nlh, CTA_PROTO_SRC_PORT, htons(sport));
+    mnl_attr_put_u16(nlh, CTA_PROTO_DST_PORT, htons(dport));
+    mnl_attr_nest_end(nlh, n);
+    mnl_attr_nest_end(nlh, t);
+}
+
+static void
+test_ctclean_parse_match(void **state)
+{
+    static char buf[8192];
+    struct nlmsghdr *nlh;
+    struct nfgenmsg *nfg;
+    struct ctclean_entry en;
+    struct ctclean_match m;
+    struct saddr dst = ip("198.18.128.53", 53);
+    size_t len;
+
+    (void)state;
+    nlh = mnl_nlmsg_put_header(buf);
+    nlh->nlmsg_type = (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_NEW;
+    nfg = mnl_nlmsg_put_extra_header(nlh, sizeof(*nfg));
+    nfg->nfgen_family = AF_INET;
+    /* A client's DNS query to the ClusterIP, NATed to a pod. */
+    put_tuple(nlh, CTA_TUPLE_ORIG, "198.18.0.100", "198.18.128.53", 40000, 53);
+    put_tuple(nlh, CTA_TUPLE_REPLY, "198.18.1.2", "198.18.0.100", 53, 40000);
+    assert_int_equal(ctclean_parse(nlh, nlh->nlmsg_len, &en), 0);
+    assert_int_equal(saddr_port(&en.orig.src), 40000);
+    assert_int_equal(en.orig.proto, IPPROTO_UDP);
+    memset(&m, 0, sizeof(m));
+    m.ep = ip("198.18.1.2", 53);
+    m.dsts = &dst;
+    m.ndsts = 1;
+    assert_true(ctclean_matches(&en, &m));
+    m.ep = ip("198.18.1.3", 53);
+    assert_false(ctclean_matches(&en, &m));
+    m.ep = ip("198.18.1.2", 53);
+    m.ndsts = 0;
+    assert_false(ctclean_matches(&en, &m));
+    m.node_port = 53;
+    assert_true(ctclean_matches(&en, &m));
+    /* Every truncation of the message is refused or parsed, never read
+     * past. */
+    len = nlh->nlmsg_len;
+    for (size_t cut = 0; cut < len; cut++) {
+        char *copy = malloc(cut ? cut : 1);
+
+        memcpy(copy, buf, cut);
+        if (cut >= sizeof(struct nlmsghdr))
+            ((struct nlmsghdr *)copy)->nlmsg_len = (uint32_t)cut;
+        (void)ctclean_parse(copy, cut, &en);
+        free(copy);
+    }
+    /* Not a conntrack message. */
+    nlh->nlmsg_type = 3;
+    assert_int_equal(ctclean_parse(nlh, len, &en), -1);
+}
+
+int
+main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_cidr_parse),
+        cmocka_unit_test(test_svc_check),
+        cmocka_unit_test(test_gen_cluster_ip),
+        cmocka_unit_test(test_gen_masquerade_modes),
+        cmocka_unit_test(test_gen_no_endpoints_rejects),
+        cmocka_unit_test(test_gen_external_local),
+        cmocka_unit_test(test_gen_weights_affinity_ranges),
+        cmocka_unit_test(test_gen_dual_stack),
+        cmocka_unit_test(test_diff_incremental),
+        cmocka_unit_test(test_gen_global),
+        cmocka_unit_test(test_smap),
+        cmocka_unit_test(test_engine_claims),
+        cmocka_unit_test(test_json_parse),
+        cmocka_unit_test(test_listing_parse),
+        cmocka_unit_test(test_ctclean_parse_match),
+    };
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
