@@ -442,21 +442,109 @@ name_item_cmp(const void *a, const void *b)
     return strcmp(a, b);
 }
 
+/* Family, then port: listen addresses that may overlap sort together. */
+static int
+port_item_cmp(const void *a, const void *b)
+{
+    const struct saddr *x = a, *y = b;
+    int fx = x->u.sa.sa_family, fy = y->u.sa.sa_family;
+
+    if (fx != fy)
+        return fx < fy ? -1 : 1;
+    if (saddr_port(x) != saddr_port(y))
+        return saddr_port(x) < saddr_port(y) ? -1 : 1;
+    return 0;
+}
+
+/* Two listening sockets overlap when one would take connections meant
+ * for the other: the same family and port, and the same IP or either one
+ * the wildcard. IPv6 listeners are v6-only (conf/sock.c), so [::]:P and
+ * 0.0.0.0:P do not overlap. */
+static int
+listen_overlaps(const struct saddr *a, const struct saddr *b)
+{
+    return port_item_cmp(a, b) == 0
+           && (saddr_is_any(a) || saddr_is_any(b) || saddr_cmp(a, b) == 0);
+}
+
+/* A listen address and the earlier one it overlaps. */
+struct clash {
+    struct ref at, with;
+    int exact; /* the same address */
+};
+
+/* Keep in <best> whichever clash comes first in the file. */
+static void
+keep_first(struct clash *best, int *have, const struct clash *c)
+{
+    if (!*have || pos_cmp(c->at.pos, best->at.pos) < 0) {
+        *best = *c;
+        *have = 1;
+    }
+}
+
+/* Wildcard overlaps, with <refs> sorted by family, port and file order:
+ * in each group of one family and port, the first address overlaps
+ * nothing before it; then, if it is a wildcard, the second overlaps it,
+ * else the group's first wildcard does. */
+static void
+find_wildcard_clash(const struct ref *refs, size_t n, struct clash *best,
+                    int *have)
+{
+    size_t i, start = 0, k;
+
+    for (i = 1; i <= n; i++) {
+        if (i < n && port_item_cmp(refs[i].item, refs[start].item) == 0)
+            continue;
+        k = start + 1;
+        if (!saddr_is_any(refs[start].item))
+            while (k < i && !saddr_is_any(refs[k].item))
+                k++;
+        if (k < i) {
+            struct clash c = {refs[k], refs[start], 0};
+            keep_first(best, have, &c);
+        }
+        start = i;
+    }
+}
+
+/* The admin server's address, when it runs. */
+static int
+admin_listen(const struct root_in *r, struct saddr *a)
+{
+    const char *why;
+
+    if (r->admin.enabled != 1)
+        return 0;
+    *a = r->admin.listen;
+    if (a->u.sa.sa_family == 0)
+        parse_hostport(CONF_ADMIN_LISTEN_DEFAULT, a, 0, &why);
+    return 1;
+}
+
+/* Every listen address of every service, and the admin server's: none
+ * may overlap another (a reload would refuse the second socket, or worse,
+ * share the port and split the connections). */
 static int
 check_listen(const struct root_in *r, struct err *e)
 {
     const struct service_in *svc = r->services.v;
-    char txt[SADDR_STR_MAX];
+    char at[SADDR_STR_MAX], with[SADDR_STR_MAX];
+    struct clash best;
+    struct saddr admin;
     struct ref *refs;
     size_t i, j, n = 0, orig = 0;
+    int have = 0;
     long dup;
 
     for (i = 0; i < r->services.n; i++)
         n += svc[i].listen.n;
     if (n > CONF_FRONTENDS_MAX)
         return yamldec_fail(e, r->services.pos[0],
-                        "too many listen addresses in all (%zu, at most %d)",
-                        n, CONF_FRONTENDS_MAX);
+                            "too many listen addresses in all (%zu, at most "
+                            "%d)",
+                            n, CONF_FRONTENDS_MAX);
+    memset(&best, 0, sizeof(best));
     refs = calloc(n, sizeof(*refs));
     if (refs == NULL)
         return err_set(e, "out of memory");
@@ -468,13 +556,43 @@ check_listen(const struct root_in *r, struct err *e)
         }
     }
     dup = find_dup(refs, n, addr_item_cmp, &orig);
-    if (dup >= 0)
-        yamldec_fail(e, refs[dup].pos, "listen address %s already used by "
-                                   "service \"%s\"",
-                 saddr_str(refs[dup].item, txt, sizeof(txt)),
-                 svc[refs[orig].owner].name);
+    if (dup >= 0) {
+        struct clash c = {refs[dup], refs[orig], 1};
+        keep_first(&best, &have, &c);
+    }
+    qsort_r(refs, n, sizeof(*refs), ref_cmp, &(item_cmp_fn *){port_item_cmp});
+    find_wildcard_clash(refs, n, &best, &have);
+    if (!have && admin_listen(r, &admin)) {
+        for (i = 0; i < n; i++) {
+            if (listen_overlaps(refs[i].item, &admin)
+                && (!have || pos_cmp(refs[i].pos, best.at.pos) < 0)) {
+                best.at = refs[i];
+                have = 1;
+            }
+        }
+        if (have)
+            yamldec_fail(e, best.at.pos,
+                         "listen %s of service \"%s\" overlaps the admin "
+                         "server's listen %s",
+                         saddr_str(best.at.item, at, sizeof(at)),
+                         svc[best.at.owner].name,
+                         saddr_str(&admin, with, sizeof(with)));
+    } else if (have && best.exact) {
+        yamldec_fail(e, best.at.pos,
+                     "listen address %s already used by service \"%s\"",
+                     saddr_str(best.at.item, at, sizeof(at)),
+                     svc[best.with.owner].name);
+    } else if (have) {
+        yamldec_fail(e, best.at.pos,
+                     "listen %s of service \"%s\" overlaps %s of service "
+                     "\"%s\"",
+                     saddr_str(best.at.item, at, sizeof(at)),
+                     svc[best.at.owner].name,
+                     saddr_str(best.with.item, with, sizeof(with)),
+                     svc[best.with.owner].name);
+    }
     free(refs);
-    return dup >= 0 ? -1 : 0;
+    return have ? -1 : 0;
 }
 
 /* Backends of one service: an address listed twice would share one live

@@ -90,6 +90,12 @@ parse_hostport(const char *s, struct saddr *out, int allow_port0,
     }
     memcpy(host, hs, hl);
     host[hl] = '\0';
+    /* Digits only, as written in a URL: "09001" would be read as 9001 by
+     * some and refused (or read as octal) by others. */
+    if (ps[0] == '0' && ps[1] != '\0') {
+        *why = "port must be written without leading zeros";
+        return -1;
+    }
     if (parse_uint(ps, allow_port0 ? 0 : 1, 65535, &port, why) < 0) {
         *why = allow_port0 ? "port must be 0-65535" : "port must be 1-65535";
         return -1;
@@ -98,7 +104,30 @@ parse_hostport(const char *s, struct saddr *out, int allow_port0,
         *why = "brackets are only for IPv6 addresses";
         return -1;
     }
-    return parse_ip(host, (uint16_t)port, out, why);
+    if (parse_ip(host, (uint16_t)port, out, why) < 0)
+        return -1;
+    if (saddr_is_v4mapped(out)) {
+        *why = "an IPv4-mapped IPv6 address: write the IPv4 form "
+               "(a.b.c.d:port)";
+        return -1;
+    }
+    return 0;
+}
+
+int
+saddr_is_v4mapped(const struct saddr *a)
+{
+    return a->u.sa.sa_family == AF_INET6
+           && IN6_IS_ADDR_V4MAPPED(&a->u.in6.sin6_addr);
+}
+
+int
+saddr_is_any(const struct saddr *a)
+{
+    if (a->u.sa.sa_family == AF_INET)
+        return a->u.in.sin_addr.s_addr == htonl(INADDR_ANY);
+    return a->u.sa.sa_family == AF_INET6
+           && IN6_IS_ADDR_UNSPECIFIED(&a->u.in6.sin6_addr);
 }
 
 int

@@ -24,8 +24,11 @@ struct saddr {
 
 #define SADDR_STR_MAX 64 /* "[ffff:...:ffff%iface]:65535" fits */
 
-/* Parse "1.2.3.4:80" or "[::1]:80". With <allow_port0> a port of 0 is
- * accepted. Hostnames are refused: ferry never resolves names. */
+/* Parse "1.2.3.4:80" or "[::1]:80". The port is decimal without leading
+ * zeros; with <allow_port0> a port of 0 is accepted. Hostnames are
+ * refused (ferry never resolves names), and so are IPv4-mapped IPv6
+ * addresses ("[::ffff:1.2.3.4]:80"): the IPv4 form names the same thing
+ * without a second spelling. */
 int parse_hostport(const char *s, struct saddr *out, int allow_port0,
                    const char **why);
 
@@ -48,6 +51,12 @@ const char *saddr_str(const struct saddr *a, char *out, size_t outlen);
 
 /* Format only the IP of <a>. */
 const char *saddr_ip_str(const struct saddr *a, char *out, size_t outlen);
+
+/* Nonzero if <a> is an IPv4-mapped IPv6 address (::ffff:a.b.c.d). */
+int saddr_is_v4mapped(const struct saddr *a);
+
+/* Nonzero if <a> is the wildcard address, 0.0.0.0 or ::. */
+int saddr_is_any(const struct saddr *a);
 
 /* Compare two addresses (family, IP, port). Returns 0 when equal. */
 int saddr_cmp(const struct saddr *a, const struct saddr *b);

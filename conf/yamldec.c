@@ -298,7 +298,10 @@ parse_value(const struct yd_key *k, const char *s, void *dst, char *msg,
     case YD_STRING:
         return parse_string(k, s, dst, msg, msglen);
     case YD_IP:
-        if (parse_ip(s, 0, dst, &why) == 0)
+        /* One spelling per address, as parse_hostport wants. */
+        if (parse_ip(s, 0, dst, &why) == 0 && saddr_is_v4mapped(dst))
+            why = "an IPv4-mapped IPv6 address: write the IPv4 form";
+        else if (why == NULL)
             return 0;
         snprintf(msg, msglen, "%s", why);
         return -1;

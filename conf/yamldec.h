@@ -50,11 +50,12 @@ enum yd_type {
     YD_DURATION, /* uint64_t milliseconds, within [min, max] */
     YD_ENUM,     /* uint64_t index into sub, a NULL-terminated name list */
     YD_NAME,     /* char[max + 1]; min..max chars of [A-Za-z0-9._-] */
-    YD_ADDR,     /* struct saddr, "IPv4:port" or "[IPv6]:port" */
+    YD_ADDR,     /* struct saddr, "IPv4:port" or "[IPv6]:port" (parse.h) */
     YD_RANGE,    /* uint64_t lo << 16 | hi from "lo-hi" or "n", in [min, max] */
     YD_PATH,     /* char[max + 1]: "/..." of printable ASCII, no spaces */
     YD_STRING,   /* char[max + 1]: min..max printable characters */
-    YD_IP,       /* struct saddr, an IP literal without a port */
+    YD_IP,       /* struct saddr, an IP literal without a port, not
+                  * IPv4-mapped */
     YD_MAP,      /* nested mapping; sub is its struct yd_section */
     YD_LIST,     /* struct yd_arr of min..max elements; sub: yd_list */
 };

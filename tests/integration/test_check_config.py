@@ -273,3 +273,58 @@ def test_hostile_yaml_is_refused_quickly(ferry_bin, tmp_path, case):
     assert r.returncode == 1, r.stderr
     assert check_error(r.stderr, str(p), text, line).startswith(msg), r.stderr
     assert took < limit
+
+
+# id -> (changes to GOOD, error line, message). What a reload would refuse
+# (or apply wrongly), check-config refuses first.
+OVERLAPS = {
+    "wildcard-after-specific": (
+        {22: "      - 0.0.0.0:8080"}, 22,
+        'listen 0.0.0.0:8080 of service "db" overlaps 127.0.0.1:8080 of '
+        'service "web"'),
+    "v6-wildcard": (
+        {22: '      - "[::]:8080"'}, 22,
+        'listen [::]:8080 of service "db" overlaps [::1]:8080 of service '
+        '"web"'),
+    "same-service": (
+        {13: '    listen: [127.0.0.1:8080, "[::1]:8080", 0.0.0.0:8080]'}, 13,
+        'listen 0.0.0.0:8080 of service "web" overlaps 127.0.0.1:8080 of '
+        'service "web"'),
+    "admin-listen": (
+        {4: "drain_timeout: 30s\nadmin: {enabled: true, listen: "
+            "127.0.0.1:5432}"}, 23,
+        'listen 127.0.0.1:5432 of service "db" overlaps the admin server\'s '
+        'listen 127.0.0.1:5432'),
+    "admin-default-listen": (
+        {4: "drain_timeout: 30s\nadmin: {enabled: true}",
+         22: "      - 0.0.0.0:9990"}, 23,
+        'listen 0.0.0.0:9990 of service "db" overlaps the admin server\'s '
+        'listen 127.0.0.1:9990'),
+    "v4-mapped": (
+        {22: '      - "[::ffff:127.0.0.1]:5432"'}, 22,
+        '"listen": an IPv4-mapped IPv6 address: write the IPv4 form'),
+    "port-leading-zeros": (
+        {22: "      - 127.0.0.1:00000000000000000005432"}, 22,
+        '"listen": port must be written without leading zeros'),
+}
+
+
+@pytest.mark.parametrize("case", sorted(OVERLAPS))
+def test_listen_conflicts_are_refused(ferry_bin, tmp_path, case):
+    changes, line, msg = OVERLAPS[case]
+    text = edit(GOOD, changes)
+    p = tmp_path / f"{case}.yaml"
+    p.write_text(text)
+    r = ft.run_ferry(["check-config", str(p)])
+    assert r.returncode == 1, r.stdout + r.stderr
+    got = check_error(r.stderr, str(p), text, line)
+    assert got.startswith(msg), got
+
+
+def test_listen_wildcards_of_both_families(ferry_bin, tmp_path):
+    """IPv6 listeners are v6-only, so [::]:P beside 0.0.0.0:P is fine."""
+    text = edit(GOOD, {13: '    listen: [0.0.0.0:8080, "[::]:8080"]'})
+    p = tmp_path / "both.yaml"
+    p.write_text(text)
+    r = ft.run_ferry(["check-config", str(p)])
+    assert r.returncode == 0, r.stderr

@@ -546,6 +546,119 @@ test_err_duplicate_listen(void **state)
                  7, 13, "listen address [::1]:80 already used by service");
 }
 
+/* Two services (or one) whose listening sockets would overlap: the same
+ * family and port, and the same IP or a wildcard on either side. */
+static void
+test_err_overlapping_listen(void **state)
+{
+    struct conf *c;
+
+    (void)state;
+    expect_error("services:\n"
+                 "  - name: a\n"
+                 "    listen: 127.0.0.1:8080\n" BACKENDS
+                 "  - name: b\n"
+                 "    listen: 0.0.0.0:8080\n" BACKENDS,
+                 7, 13,
+                 "listen 0.0.0.0:8080 of service \"b\" overlaps "
+                 "127.0.0.1:8080 of service \"a\"");
+    expect_error("services:\n"
+                 "  - name: a\n"
+                 "    listen: 0.0.0.0:8080\n" BACKENDS
+                 "  - name: b\n"
+                 "    listen: [127.0.0.1:1, 127.0.0.2:8080]\n" BACKENDS,
+                 7, 27,
+                 "listen 127.0.0.2:8080 of service \"b\" overlaps "
+                 "0.0.0.0:8080 of service \"a\"");
+    expect_error("services:\n"
+                 "  - name: a\n"
+                 "    listen: [\"[::]:53\", 127.0.0.1:53, \"[::1]:53\"]\n"
+                 BACKENDS,
+                 3, 39,
+                 "listen [::1]:53 of service \"a\" overlaps [::]:53 of "
+                 "service \"a\"");
+    /* The first clash in the file is the one reported. */
+    expect_error("services:\n"
+                 "  - name: a\n"
+                 "    listen: [127.0.0.1:1, 127.0.0.1:2]\n" BACKENDS
+                 "  - name: b\n"
+                 "    listen: [0.0.0.0:2, 127.0.0.1:1]\n" BACKENDS,
+                 7, 14, "listen 0.0.0.0:2 of service \"b\" overlaps "
+                        "127.0.0.1:2 of service \"a\"");
+    /* IPv6 listeners are v6-only: [::]:P beside 0.0.0.0:P is fine, and
+     * so are different IPs or ports. */
+    c = load("services:\n"
+             "  - name: a\n"
+             "    listen: [0.0.0.0:80, \"[::]:80\", 127.0.0.1:81]\n" BACKENDS
+             "  - name: b\n"
+             "    listen: [127.0.0.1:82, 127.0.0.2:82, \"[::1]:81\"]\n"
+             BACKENDS,
+             NULL);
+    assert_non_null(c);
+    conf_free(c);
+}
+
+/* The admin server's address against every service's, when it runs. */
+static void
+test_err_listen_vs_admin(void **state)
+{
+    struct conf *c;
+
+    (void)state;
+    expect_error("admin: {enabled: true}\n"
+                 "services:\n"
+                 "  - name: a\n"
+                 "    listen: [127.0.0.1:1, 127.0.0.1:9990]\n" BACKENDS,
+                 4, 27,
+                 "listen 127.0.0.1:9990 of service \"a\" overlaps the admin "
+                 "server's listen 127.0.0.1:9990");
+    expect_error("admin: {enabled: true, listen: \"[::1]:7000\"}\n"
+                 "services:\n"
+                 "  - name: a\n"
+                 "    listen: \"[::]:7000\"\n" BACKENDS,
+                 4, 13,
+                 "listen [::]:7000 of service \"a\" overlaps the admin "
+                 "server's listen [::1]:7000");
+    expect_error("admin: {enabled: true, listen: 0.0.0.0:7000}\n"
+                 "services:\n"
+                 "  - name: a\n"
+                 "    listen: 198.18.0.1:7000\n" BACKENDS,
+                 4, 13, "overlaps the admin server's listen 0.0.0.0:7000");
+    /* The admin server off: its address is free. */
+    c = load("admin: {listen: 127.0.0.1:7000}\n"
+             "services:\n"
+             "  - name: a\n"
+             "    listen: [127.0.0.1:7000, 127.0.0.1:9990]\n" BACKENDS,
+             NULL);
+    assert_non_null(c);
+    conf_free(c);
+}
+
+/* One spelling per address and port. */
+static void
+test_err_address_forms(void **state)
+{
+    (void)state;
+    expect_error("services:\n"
+                 "  - name: a\n"
+                 "    listen: \"[::ffff:127.0.0.1]:8080\"\n" BACKENDS,
+                 3, 13,
+                 "\"listen\": an IPv4-mapped IPv6 address: write the IPv4 "
+                 "form (a.b.c.d:port), got \"[::ffff:127.0.0.1]:8080\"");
+    expect_error("services:\n"
+                 "  - name: a\n"
+                 "    listen: 127.0.0.1:00000000000000000009001\n" BACKENDS,
+                 3, 13,
+                 "\"listen\": port must be written without leading zeros");
+    expect_error("services:\n"
+                 "  - name: a\n"
+                 "    listen: 127.0.0.1:1\n"
+                 "    backends: [{address: 127.0.0.1:080}]\n",
+                 4, 26, "port must be written without leading zeros");
+    expect_error("node: {node_port_addresses: [\"::ffff:198.18.0.1\"]}\n", 1,
+                 30, "an IPv4-mapped IPv6 address: write the IPv4 form");
+}
+
 static void
 test_err_no_backends(void **state)
 {
@@ -769,6 +882,37 @@ test_err_anchors_directives(void **state)
     free(yaml);
 }
 
+/* Aliases may add exactly 65,536 nodes to those written: 256 aliases of
+ * a 256-node list load (and fail later, on the unknown key), 257 do not. */
+static void
+test_err_alias_limit(void **state)
+{
+    size_t cap = 1 << 16, n;
+    char *yaml = malloc(cap);
+    struct err e;
+    int i, aliases;
+
+    (void)state;
+    assert_non_null(yaml);
+    for (aliases = 256; aliases <= 257; aliases++) {
+        n = (size_t)snprintf(yaml, cap, "x: &a [");
+        for (i = 0; i < 255; i++)
+            n += (size_t)snprintf(yaml + n, cap - n, "1, ");
+        n += (size_t)snprintf(yaml + n, cap - n, "]\ny: [");
+        for (i = 0; i < aliases; i++)
+            n += (size_t)snprintf(yaml + n, cap - n, "*a, ");
+        n += (size_t)snprintf(yaml + n, cap - n, "]\n");
+        assert_null(conf_load_buf("aliases.yaml", yaml, n, &e));
+        if (aliases == 256)
+            assert_non_null(strstr(e.msg, "unknown key \"x\""));
+        else
+            assert_non_null(strstr(e.msg, "aliases expand the document to "
+                                          "too many nodes (more than 65536 "
+                                          "beyond"));
+    }
+    free(yaml);
+}
+
 static void
 test_err_too_many(void **state)
 {
@@ -962,11 +1106,15 @@ main(void)
         cmocka_unit_test(test_err_addresses),
         cmocka_unit_test(test_err_durations),
         cmocka_unit_test(test_err_duplicate_listen),
+        cmocka_unit_test(test_err_overlapping_listen),
+        cmocka_unit_test(test_err_listen_vs_admin),
+        cmocka_unit_test(test_err_address_forms),
         cmocka_unit_test(test_err_no_backends),
         cmocka_unit_test(test_err_duplicates),
         cmocka_unit_test(test_err_names),
         cmocka_unit_test(test_err_multi_document),
         cmocka_unit_test(test_err_alias_bomb),
+        cmocka_unit_test(test_err_alias_limit),
         cmocka_unit_test(test_err_too_many),
         cmocka_unit_test(test_err_nesting),
         cmocka_unit_test(test_err_anchors_directives),

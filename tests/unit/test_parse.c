@@ -51,7 +51,6 @@ test_hostport_accept(void **state)
     accept_hostport("[::1]:8080", 0, "[::1]:8080");
     accept_hostport("[::]:443", 0, "[::]:443");
     accept_hostport("[2001:2:0:0::1]:53", 0, "[2001:2::1]:53");
-    accept_hostport("[::ffff:1.2.3.4]:80", 0, "[::ffff:1.2.3.4]:80");
     accept_hostport("127.0.0.1:0", 1, "127.0.0.1:0");
     accept_hostport("[::1]:0", 1, "[::1]:0");
 
@@ -96,6 +95,38 @@ test_hostport_reject(void **state)
     reject_hostport("[0000:0000:0000:0000:0000:0000:0000:0000:0000]:80", 0,
                     NULL);
     reject_hostport("[::1]:99999999999999999999999", 0, "port");
+    /* One spelling per port: no leading zeros, however many. */
+    reject_hostport("127.0.0.1:09001", 0,
+                    "port must be written without leading zeros");
+    reject_hostport("127.0.0.1:00000000000000000009001", 0,
+                    "without leading zeros");
+    reject_hostport("[::1]:080", 0, "without leading zeros");
+    reject_hostport("127.0.0.1:00", 1, "without leading zeros");
+    /* One spelling per address: v4-mapped is written as IPv4. */
+    reject_hostport("[::ffff:127.0.0.1]:8080", 0,
+                    "an IPv4-mapped IPv6 address: write the IPv4 form");
+    reject_hostport("[0:0:0:0:0:ffff:7f00:1]:8080", 0, "IPv4-mapped");
+}
+
+static void
+test_saddr_kinds(void **state)
+{
+    struct saddr a;
+    const char *why;
+
+    (void)state;
+    assert_int_equal(parse_ip("::ffff:1.2.3.4", 1, &a, &why), 0);
+    assert_true(saddr_is_v4mapped(&a));
+    assert_int_equal(parse_ip("1.2.3.4", 1, &a, &why), 0);
+    assert_false(saddr_is_v4mapped(&a));
+    assert_false(saddr_is_any(&a));
+    assert_int_equal(parse_ip("0.0.0.0", 1, &a, &why), 0);
+    assert_true(saddr_is_any(&a));
+    assert_int_equal(parse_ip("::", 1, &a, &why), 0);
+    assert_true(saddr_is_any(&a));
+    assert_false(saddr_is_v4mapped(&a));
+    assert_int_equal(parse_ip("::1", 1, &a, &why), 0);
+    assert_false(saddr_is_any(&a));
 }
 
 static void
@@ -129,7 +160,7 @@ test_saddr_cmp(void **state)
     assert_int_equal(parse_hostport("1.2.3.4:80", &a, 0, &why), 0);
     assert_int_equal(parse_hostport("1.2.3.4:80", &b, 0, &why), 0);
     assert_int_equal(parse_hostport("1.2.3.4:81", &c, 0, &why), 0);
-    assert_int_equal(parse_hostport("[::ffff:1.2.3.4]:80", &d, 0, &why), 0);
+    assert_int_equal(parse_ip("::ffff:1.2.3.4", 80, &d, &why), 0);
     assert_int_equal(saddr_cmp(&a, &b), 0);
     assert_true(saddr_cmp(&a, &c) < 0);
     assert_true(saddr_cmp(&c, &a) > 0);
@@ -245,6 +276,7 @@ main(void)
         cmocka_unit_test(test_hostport_accept),
         cmocka_unit_test(test_hostport_reject),
         cmocka_unit_test(test_ip),
+        cmocka_unit_test(test_saddr_kinds),
         cmocka_unit_test(test_saddr_cmp),
         cmocka_unit_test(test_duration),
         cmocka_unit_test(test_uint),
