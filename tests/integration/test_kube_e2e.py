@@ -17,6 +17,7 @@ PATH for the kubectl test (skipped without it).
 
 import json
 import os
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -81,9 +82,12 @@ class Env:
         self.nodeports.add(np)
         return np
 
-    def start_ferry(self, ready=True):
+    def start_ferry(self, ready=True, extra=None):
+        """Start ferry; <extra>: more top-level config keys (a dict)."""
         text = kt.kube_config(self.sim.url, self.sa.path, self.admin.addr,
                               vip_interface=self.vip_interface)
+        if extra:
+            text += ft.to_yaml(extra) + "\n"
         self.ferry = self._start_ferry(text, wait=False)
         if ready:
             self.admin.wait_ready(self.ferry)
@@ -572,6 +576,170 @@ def test_malformed_objects_are_skipped(env):
     wait_answers(other, ["pod-2"])
     load.stop()
     assert not load.failures, load.report()
+
+
+# ------------------------------------------- skipped objects: counted, logged
+
+
+SKIP_LOG_BURST = 5  # watcher/skip.h: lines per reason and window
+
+
+def _skips(admin):
+    """ferry_api_objects_skipped_total by (kind, reason)."""
+    st, body = admin.get("/metrics")
+    assert st == 200, (st, body)
+    rx = re.compile(r'^ferry_api_objects_skipped_total\{kind="([^"]*)",'
+                    r'reason="([^"]*)"\} (\d+)$')
+    out = {}
+    for ln in body.splitlines():
+        m = rx.match(ln)
+        if m:
+            out[(m.group(1), m.group(2))] = int(m.group(3))
+    return out
+
+
+def _wait_skips(admin, want):
+    """Wait until the counters include <want> ({(kind, reason): n})."""
+    def ok():
+        got = _skips(admin)
+        return all(got.get(k) == n for k, n in want.items())
+    wait_for(ok, kt.dl(15), "skip counters %s" % want)
+    return _skips(admin)
+
+
+def _bad_but_decodable(pods, port):
+    """Objects the API would refuse (port 0, 70000, protocol FOO, an
+    endpoint address that is no IP) and one kube-proxy ignores without a
+    word (ExternalName)."""
+    ips = iter(range(10, 20))
+
+    def svc(name, ports, **spec):
+        s = {"clusterIP": "198.18.250.%d" % next(ips), "ports": ports}
+        s.update(spec)
+        return {"metadata": {"name": name, "namespace": "default"},
+                "spec": s}
+    services = [
+        svc("zero-port", [{"name": "http", "port": 0, "protocol": "TCP"}]),
+        svc("big-port", [{"name": "http", "port": 70000}]),
+        svc("odd-proto", [{"name": "x", "port": 80, "protocol": "FOO"}]),
+        svc("dns", [{"name": "dns", "port": 53, "protocol": "UDP"}]),
+        {"metadata": {"name": "ext", "namespace": "default"},
+         "spec": {"type": "ExternalName", "externalName": "example.org"}},
+    ]
+    slices = [
+        {"metadata": {"name": "web-bad", "namespace": "default",
+                      "labels": {"kubernetes.io/service-name": "web"}},
+         "addressType": "IPv4",
+         "ports": [{"name": "http", "port": port, "protocol": "TCP"}],
+         "endpoints": [{"addresses": ["not-an-ip"]}, ep(pods["pod-2"])]},
+    ]
+    return services, slices
+
+
+def test_skipped_objects_counted_and_logged_once(env):
+    """Objects ferry does not serve are counted in /metrics by kind and
+    reason and logged once each, with kind, namespace/name and reason;
+    the rest of each object and of the table is served. Quiet reasons
+    (ExternalName) are counted but not logged at info level. A watch line
+    of 1 MiB of nested arrays, or one over the line cap, is refused
+    without stalling the watch; a storm of undecodable lines is counted
+    in full but logged only a few times."""
+    pods = env.pods(["pod-1", "pod-2", "pod-3"])
+    port = pods["pod-1"].port
+    addr = env.web(pods, ready_names=["pod-1"])
+    _inject_state(env.sim, *_bad_but_decodable(pods, port))
+    f = env.start_ferry()
+    # pod-2 comes from the slice with the bad endpoint: its good one.
+    wait_answers(addr, ["pod-1", "pod-2"])
+    want = {("Service", "bad_port"): 2, ("Service", "bad_protocol"): 1,
+            ("Service", "unsupported_protocol"): 1,
+            ("Service", "external_name"): 1,
+            ("EndpointSlice", "bad_address"): 1}
+    _wait_skips(env.admin, want)
+    log = f.log_text()
+    zero = re.findall(r'warn +watcher: skipping Service default/zero-port: '
+                      r'port "http": 0 not in 1-65535 \(bad_port\)', log)
+    assert len(zero) == 1, log
+    assert len(re.findall(r"skipping Service default/big-port: .*"
+                          r"\(bad_port\)", log)) == 1, log
+    assert len(re.findall(r"skipping EndpointSlice default/web-bad: "
+                          r'endpoints\[0\]: address "not-an-ip".*'
+                          r"\(bad_address\)", log)) == 1, log
+    assert len(re.findall(r'info +watcher: skipping Service default/dns: '
+                          r'port "dns": UDP is not served yet '
+                          r'\(unsupported_protocol\)', log)) == 1, log
+    assert "default/ext" not in log, log  # quiet: debug level only
+
+    # A change rebuilds the table: nothing new is counted or logged.
+    put_slice(env.sim, "web-1", "web", [ep(pods["pod-3"])], port)
+    wait_answers(addr, ["pod-2", "pod-3"])
+    assert _skips(env.admin) == want
+    assert len(re.findall(r"skipping Service default/zero-port",
+                          f.log_text())) == 1
+
+    # 1 MiB of '[' on the EndpointSlice watch: refused at jansson's
+    # depth cap, logged, and the next change still applies.
+    off = f.log_size()
+    env.sim.fault(action="inject", path=SLICES, text="[", repeat=1 << 20)
+    f.wait_log(r"skipping EndpointSlice \(unnamed\): bad JSON: maximum "
+               r"parsing depth.*\(malformed\)", off, kt.dl(15))
+    put_slice(env.sim, "web-1", "web", [ep(pods["pod-1"])], port)
+    wait_answers(addr, ["pod-1", "pod-2"])
+    want[("EndpointSlice", "malformed")] = 1
+
+    # A line over the 16 MiB cap is dropped unread, counted, and the
+    # stream goes on at the next line.
+    env.sim.fault(action="inject", path=SLICES, text="x",
+                  repeat=(16 << 20) + 1)
+    want[("EndpointSlice", "too_large")] = 1
+    _wait_skips(env.admin, want)
+    put_slice(env.sim, "web-1", "web", [ep(pods["pod-3"])], port)
+    wait_answers(addr, ["pod-2", "pod-3"])
+
+    # A storm of 300 undecodable lines on the Service watch: all
+    # counted, a few lines logged.
+    off = f.log_size()
+    env.sim.fault(action="inject", path="/api/v1/services", text="{nope",
+                  lines=300)
+    want[("Service", "malformed")] = 300
+    _wait_skips(env.admin, want)
+    lines = re.findall(r"skipping Service .*\(malformed\)",
+                       f.log_text(off))
+    assert 1 <= len(lines) <= SKIP_LOG_BURST, lines
+    wait_answers(addr, ["pod-2", "pod-3"])
+
+
+def test_file_service_keeps_a_contested_address(env):
+    """A service of the file and an API Service claim the same frontend:
+    the file's wins, the API Service port is left out whole, counted as a
+    conflict and logged once (not at every table change)."""
+    pods = env.pods(["pod-1", "pod-2", "pod-3"])
+    np = env.nodeport()
+    addr = env.web(pods, ready_names=["pod-1"], np=np)
+    other_np = env.nodeport()
+    env.sim.create("services", svc_obj("other", [("http", 81, other_np)]))
+    put_slice(env.sim, "other-1", "other", [ep(pods["pod-2"])],
+              pods["pod-2"].port)
+    p3 = pods["pod-3"]
+    f = env.start_ferry(extra={"services": [{
+        "name": "static", "listen": ["0.0.0.0:%d" % np],
+        "backends": [{"address": "%s:%d" % (p3.ip, p3.port),
+                      "name": "file-pod"}]}]})
+    wait_answers("127.0.0.1:%d" % other_np, ["pod-2"])
+    wait_answers(addr, ["pod-3"])
+    want = {("Service", "conflict"): 1}
+    _wait_skips(env.admin, want)
+    rx = (r"kubernetes: skipping Service default/web:http: listen address "
+          r"0\.0\.0\.0:%d already used by service \"static\" \(conflict\)"
+          % np)
+    assert len(re.findall(rx, f.log_text())) == 1, f.log_text()
+    # Changes to the API side rebuild the merge: nothing new to say.
+    put_slice(env.sim, "other-1", "other", [ep(pods["pod-1"])],
+              pods["pod-2"].port)
+    wait_answers("127.0.0.1:%d" % other_np, ["pod-1"])
+    wait_answers(addr, ["pod-3"])
+    assert _skips(env.admin) == want
+    assert len(re.findall(rx, f.log_text())) == 1, f.log_text()
 
 
 # ------------------------------------------------- real service addresses

@@ -13,6 +13,10 @@ cleared).  Actions:
               default) or "abort" (connection cut mid-stream).
   gone        the next matching watch gets 200 + one ERROR 410 event.
   delay_flush sleep "seconds" before each watch write (until cleared).
+  inject      write raw bytes into a matching open watch (each use of
+              the rule, one watch): "lines" lines (default 1), each the
+              string "text" repeated "repeat" times (default 1) and a
+              newline; no validation (a corrupt or hostile server).
   chunking    "mode": "split" (each event split across chunks), "coalesce"
               (events sharing chunks) or "normal".
   suppress_bookmarks  "enabled" (default true): no BOOKMARK is sent.
@@ -25,7 +29,8 @@ Immediate actions (applied by the handler, not stored): compact
 import itertools
 import threading
 
-STORED = ("fail", "drop", "end_watch", "gone", "delay_flush", "chunking")
+STORED = ("fail", "drop", "end_watch", "gone", "delay_flush", "chunking",
+          "inject")
 FLAGS = ("suppress_bookmarks", "reject_send_initial_events")
 IMMEDIATE = ("compact", "regress", "end_watches")
 

@@ -827,6 +827,18 @@ class Watch:
             self.chunk(b"".join(self.buf))
             self.buf = []
 
+    def inject(self):
+        """Raw lines from "inject" rules for this watch, if any."""
+        faults = self.h.server.faults
+        while True:
+            r = faults.take(("inject",), "GET", self.h.path_only(), True)
+            if r is None:
+                return
+            line = (str(r.get("text", "")) * int(r.get("repeat", 1))).encode()
+            for _ in range(int(r.get("lines", 1))):
+                self.chunk(line + b"\n")
+            self.h.wfile.flush()
+
     def bookmark(self, rv, annotations=None):
         self.emit("BOOKMARK", self.route.res.empty(rv, annotations))
 
@@ -944,6 +956,7 @@ class Watch:
             if self.client_gone():
                 self.h.close_connection = True
                 return
+            self.inject()
             with store.lock:
                 if store.epoch != epoch or store.closing:
                     mode = faults.end_mode if store.epoch != epoch \
