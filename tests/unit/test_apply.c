@@ -1,6 +1,6 @@
-/* Unit tests for the apply step (proxy/dataplane/proxy.c): proxy_apply()
- * moving worker 0 and the worker threads to a new table, with real
- * listening sockets on 127.0.0.1.
+/* Unit tests for the apply step (proxy/dataplane/apply.c, wthread.c):
+ * proxy_apply() moving worker 0 and the worker threads to a new table,
+ * with real listening sockets on 127.0.0.1.
  *
  * What a worker listens on is read from the kernel (/proc/net/tcp: the
  * listening sockets on a port and their inodes), so the tests see worker
