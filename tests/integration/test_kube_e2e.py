@@ -813,7 +813,8 @@ def test_admin_drains_a_kubernetes_backend(env):
     base = "http://%s:%d" % (host, port)
 
     def post(path):
-        req = urllib.request.Request(base + path, data=b"", method="POST")
+        req = urllib.request.Request(base + path, data=b"", method="POST",
+                                     headers={"X-Ferry-Control": "1"})
         with urllib.request.urlopen(req, timeout=5) as r:
             return r.status
 
