@@ -132,7 +132,7 @@ daemon_reload(struct daemon *d)
     d->generation++;
     table_freeze(c->table, d->generation);
     err_clear(&e);
-    if (proxy_apply(d->proxy, c->table, 1, &e) < 0) {
+    if (proxy_apply(d->proxy, c->table, PROXY_APPLY_STRICT, &e) < 0) {
         d->generation--;
         log_error("reload: rejected %s: %s; keeping generation %llu", name,
                   err_str(&e, msg, sizeof(msg)),
@@ -264,7 +264,7 @@ daemon_run(const struct opts *o)
     d.drain_timeout_s = c->drain_timeout_ms / 1e3;
     d.generation = 1;
     table_freeze(c->table, d.generation);
-    if (proxy_apply(d.proxy, c->table, 1, &e) < 0) {
+    if (proxy_apply(d.proxy, c->table, PROXY_APPLY_STRICT, &e) < 0) {
         log_error("%s", err_str(&e, msg, sizeof(msg)));
         conf_free(c);
         ctl_deinit(&d.ctl);

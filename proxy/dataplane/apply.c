@@ -604,18 +604,14 @@ log_guard_change(struct apply *a)
     p->threads_listen = a->threads;
 }
 
-/* The proxy's services and table become the new ones. Services left
- * behind are retired: they take no new connection. */
+/* The proxy's services and table become the new ones. A service left
+ * behind takes no new connection (no listener points at it any more) and
+ * is freed with its last connection. */
 static void
 swap_table(struct apply *a)
 {
     struct proxy *p = a->p;
-    size_t i;
 
-    for (i = 0; i < p->nsvcs; i++)
-        p->svcs[i]->retired = 1;
-    for (i = 0; i < a->t->nservices; i++)
-        a->svcs[i]->retired = 0;
     free_svcs(p->svcs, p->nsvcs);
     p->svcs = a->svcs;
     p->nsvcs = a->t->nservices;

@@ -8,6 +8,7 @@
 #include "log.h"
 #include "proxy-t.h"
 #include "svc-t.h"
+#include "util.h"
 #include "wthread.h"
 
 static void
@@ -97,8 +98,7 @@ proxy_on_drain_timeout(struct ev_loop *loop, struct ev_timer *t, int rev)
 static void
 proxy_on_idle(struct worker *w)
 {
-    struct proxy *p =
-        (struct proxy *)(void *)((char *)w - offsetof(struct proxy, w));
+    struct proxy *p = container_of(w, struct proxy, w);
 
     proxy_check_drained(p);
 }

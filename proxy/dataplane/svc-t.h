@@ -35,16 +35,9 @@ extern unsigned svc_nworkers;
 /* The calling thread's worker index (0 on the control loop). */
 extern _Thread_local unsigned svc_worker_self;
 
-/* Whether a svc still takes new connections. */
-enum svc_state {
-    SVC_SERVING = 0, /* in the proxy's current set */
-    SVC_RETIRED,     /* replaced: lives until its last connection ends */
-};
-
 struct svc {
     /* Written per connection. */
     atomic_uint refs;
-    atomic_int retired; /* enum svc_state */
     atomic_uint active; /* open connections; counted only with max_conns */
     char name[TBL_NAME_MAX];
     /* Read per pick. */

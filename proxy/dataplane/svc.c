@@ -19,7 +19,6 @@ svc_new(const struct tbl_service *ts)
     if (s == NULL)
         return NULL;
     atomic_init(&s->refs, 1);
-    atomic_init(&s->retired, SVC_SERVING);
     memcpy(s->name, ts->name, sizeof(s->name));
     s->spec = *ts;
     s->spec.frontends = NULL;

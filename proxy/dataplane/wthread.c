@@ -5,6 +5,7 @@
 #include "listener.h"
 #include "log.h"
 #include "svc-t.h"
+#include "util.h"
 #include "wthread.h"
 
 static void
@@ -22,7 +23,7 @@ close_listeners(struct worker *w)
 static void
 wthread_on_idle(struct worker *w)
 {
-    struct wthread *t = (struct wthread *)(void *)w;
+    struct wthread *t = container_of(w, struct wthread, w);
 
     if (atomic_exchange(&t->idle, 1) == 0)
         ev_async_send(t->ctl, t->ctl_wake);

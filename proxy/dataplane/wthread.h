@@ -25,7 +25,7 @@ enum wthread_order {
 };
 
 struct wthread {
-    struct worker w; /* first: on_idle finds the wthread */
+    struct worker w; /* on_idle finds the wthread (container_of) */
     pthread_t tid;
     struct ev_async wake; /* the mailbox has something */
     /* The control loop, and what tells it the thread went idle. */

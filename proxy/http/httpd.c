@@ -10,6 +10,7 @@
 #include "httpreq.h"
 #include "log.h"
 #include "sbuf.h"
+#include "sock.h"
 
 #define HTTPD_LINGER_S   1.0 /* read and drop after the reply */
 #define HTTPD_ACCEPT_MAX 16  /* accepts per wakeup */
@@ -521,24 +522,11 @@ static int
 listen_socket(const struct saddr *addr, struct err *e)
 {
     char s[SADDR_STR_MAX];
-    int fd, one = 1, err;
+    int fd = sock_listen(addr, 0, HTTPD_BACKLOG);
 
-    saddr_str(addr, s, sizeof(s));
-    fd = socket(addr->u.sa.sa_family,
-                SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) {
-        err_set(e, "socket: %s", strerror(errno));
-        return -1;
-    }
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    if (addr->u.sa.sa_family == AF_INET6)
-        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
-    if (bind(fd, &addr->u.sa, addr->len) < 0 || listen(fd, HTTPD_BACKLOG) < 0) {
-        err = errno;
-        close(fd);
-        err_set(e, "cannot listen on %s: %s", s, strerror(err));
-        return -1;
-    }
+    if (fd < 0)
+        err_set(e, "cannot listen on %s: %s",
+                saddr_str(addr, s, sizeof(s)), strerror(errno));
     return fd;
 }
 

@@ -207,7 +207,7 @@ kube_apply(struct kube *k)
     if (t == NULL)
         return;
     err_clear(&e);
-    if (proxy_apply(k->p, t, 0, &e) < 0) {
+    if (proxy_apply(k->p, t, PROXY_APPLY_SKIP_FAILING, &e) < 0) {
         log_error("kubernetes: table not applied: %s", e.msg);
         if (k->apply_failing <= 0)
             k->apply_failing = ev_time();

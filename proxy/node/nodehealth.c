@@ -180,7 +180,7 @@ nh_on_request(void *arg, unsigned tag, const struct httpreq *r, double now,
 /* ---- listeners ---------------------------------------------------------- */
 
 static struct nh_listener *
-listener_new(struct nodehealth *nh, const struct saddr *addr, uint16_t port,
+nh_listener_new(struct nodehealth *nh, const struct saddr *addr, uint16_t port,
              struct err *e)
 {
     struct nh_listener *l = calloc(1, sizeof(*l));
@@ -199,7 +199,7 @@ listener_new(struct nodehealth *nh, const struct saddr *addr, uint16_t port,
 }
 
 static void
-listeners_free(struct nodehealth *nh, struct nh_listener *l)
+nh_listeners_free(struct nodehealth *nh, struct nh_listener *l)
 {
     struct nh_listener *next;
 
@@ -235,7 +235,7 @@ nodehealth_new(struct ev_loop *loop, nodehealth_state_fn state, void *arg,
 static void
 port_free(struct nodehealth *nh, struct nh_port *p)
 {
-    listeners_free(nh, p->ls);
+    nh_listeners_free(nh, p->ls);
     free(p);
 }
 
@@ -246,7 +246,7 @@ nodehealth_free(struct nodehealth *nh)
 
     if (nh == NULL)
         return;
-    listeners_free(nh, nh->node);
+    nh_listeners_free(nh, nh->node);
     while ((p = nh->ports) != NULL) {
         nh->ports = p->next;
         port_free(nh, p);
@@ -261,8 +261,8 @@ nodehealth_listen(struct nodehealth *nh, const struct saddr *addr,
 {
     char s[SADDR_STR_MAX];
 
-    listeners_free(nh, nh->node);
-    nh->node = listener_new(nh, addr, 0, e);
+    nh_listeners_free(nh, nh->node);
+    nh->node = nh_listener_new(nh, addr, 0, e);
     if (nh->node == NULL)
         return -1;
     log_info("healthz: /healthz, /livez and /readyz on http://%s/",
@@ -327,7 +327,7 @@ port_listen(struct nodehealth *nh, struct nh_port *p, const struct saddr *addrs,
         if (l != NULL)
             continue;
         err_clear(&e);
-        l = listener_new(nh, &a, p->port, &e);
+        l = nh_listener_new(nh, &a, p->port, &e);
         if (l == NULL) {
             log_rl(LOG_WARN, ev_now(nh->loop),
                    "healthz: health check port of %s/%s: %s", p->ns, p->name,

@@ -267,10 +267,7 @@ status_service(struct admin *a, size_t i, double now)
     json_object_set_new(cnt, "failed", fail_obj(st->fail, STATS_FAIL__COUNT));
     hc = json_object();
     json_object_set_new(hc, "type",
-                        json_string(ts->check.type == TBL_CHECK_HTTP ? "http"
-                                    : ts->check.type == TBL_CHECK_TCP
-                                        ? "tcp"
-                                        : "none"));
+                        json_string(tbl_check_type_name(ts->check.type)));
     if (ts->check.type != TBL_CHECK_NONE) {
         json_object_set_new(hc, "interval_ms",
                             json_integer(ts->check.interval_ms));
