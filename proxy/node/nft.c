@@ -231,7 +231,10 @@ nft_conf_check(const struct nft_conf *c, struct err *e)
                        c->masq_mark);
     if (cidrs_check(c->cluster_cidrs, c->ncluster_cidrs, NFT_CIDRS_MAX,
                     "cluster CIDRs", e)
-        < 0)
+            < 0
+        || cidrs_check(c->service_cidrs, c->nservice_cidrs, NFT_CIDRS_MAX,
+                       "service CIDRs", e)
+               < 0)
         return -1;
     return ips_check(c->nodeport_addrs, c->nnodeport_addrs,
                      "NodePort addresses", e);

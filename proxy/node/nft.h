@@ -38,15 +38,16 @@
 #define NFT_LAYOUT 1       /* bumped when chains or maps change shape */
 
 /* Caps on hostile input (a put over a cap is refused whole). */
-#define NFT_ID_MAX         160  /* "namespace/name:port" + NUL */
-#define NFT_IPS_MAX        64   /* addresses of one kind in one service */
-#define NFT_EPS_MAX        4096 /* endpoints in one list */
-#define NFT_RANGES_MAX     256  /* loadBalancerSourceRanges */
-#define NFT_CIDRS_MAX      16   /* cluster CIDRs in the config */
-#define NFT_SVCS_MAX       100000
-#define NFT_WEIGHT_MAX     256
-#define NFT_AFFINITY_MAX_S 86400 /* sessionAffinity timeout, Kubernetes' cap   \
-                                  */
+#define NFT_ID_MAX     160  /* "namespace/name:port" + NUL */
+#define NFT_IPS_MAX    64   /* addresses of one kind in one service */
+#define NFT_EPS_MAX    4096 /* endpoints in one list */
+#define NFT_RANGES_MAX 256  /* loadBalancerSourceRanges */
+#define NFT_CIDRS_MAX  16   /* cluster CIDRs in the config */
+#define NFT_SVCS_MAX   100000
+#define NFT_WEIGHT_MAX 256
+#define NFT_AFFINITY_MAX_S                                                     \
+    86400 /* sessionAffinity timeout, Kubernetes' cap                          \
+           */
 
 enum nft_proto { NFT_TCP = 0, NFT_UDP, NFT_SCTP, NFT_PROTO__COUNT };
 
@@ -105,6 +106,12 @@ struct nft_conf {
      * the node but loopback ("fib daddr type local"). */
     struct saddr nodeport_addrs[NFT_IPS_MAX];
     size_t nnodeport_addrs;
+    /* ClusterIP ranges: a connection to an address in them that no
+     * Service holds (a Service just deleted) is refused at once instead
+     * of wandering off along the default route. kube-proxy drops these;
+     * none = no such rule. */
+    struct nft_cidr service_cidrs[NFT_CIDRS_MAX];
+    size_t nservice_cidrs;
     uint32_t masq_mark; /* one bit of the packet mark; 0 = 0x4000 */
 };
 

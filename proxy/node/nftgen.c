@@ -383,6 +383,14 @@ global_chains(const struct nft_conf *c, struct nftgen_group *g)
     r.len = 0;
     sbuf_printf(&r, "ip daddr @%s reject\nip6 daddr @%s reject\n",
                 NFTGEN_CLUSTER_IPS4, NFTGEN_CLUSTER_IPS6);
+    /* An address of the service ranges that no Service holds. */
+    for (f = 0; f < 2; f++) {
+        if (!count_cidr_fam(c->service_cidrs, c->nservice_cidrs, f))
+            continue;
+        sbuf_printf(&r, "%s daddr ", fam_p[f]);
+        cidr_set(&r, c->service_cidrs, c->nservice_cidrs, f);
+        sbuf_puts(&r, " reject\n");
+    }
     add_chain(g, "cluster-ips-check", NULL, &r);
     r.len = 0;
     sbuf_printf(&r, "meta mark set meta mark | 0x%x\n", c->masq_mark);

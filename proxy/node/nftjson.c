@@ -246,9 +246,9 @@ service(json_t *o, size_t idx, struct nft_svc *s, struct err *e)
 static int
 config(json_t *o, struct nft_conf *c, struct err *e)
 {
-    static const char *const keys[] = {"masquerade", "cluster_cidrs",
+    static const char *const keys[] = {"masquerade",         "cluster_cidrs",
                                        "nodeport_addresses", "masquerade_mark",
-                                       NULL};
+                                       "service_cidrs",      NULL};
     const char *m;
     struct saddr *np = NULL;
     uint64_t mark = 0;
@@ -276,6 +276,10 @@ config(json_t *o, struct nft_conf *c, struct err *e)
     c->masq_mark = (uint32_t)mark;
     if (cidrs(o, "cluster_cidrs", NFT_CIDRS_MAX, c->cluster_cidrs,
               &c->ncluster_cidrs, "config", e)
+        < 0)
+        return -1;
+    if (cidrs(o, "service_cidrs", NFT_CIDRS_MAX, c->service_cidrs,
+              &c->nservice_cidrs, "config", e)
         < 0)
         return -1;
     if (ips(o, "nodeport_addresses", &np, &n, "config", e) < 0) {

@@ -5,6 +5,7 @@
  *   {"config": {"masquerade": "cidr" | "all" | "none",
  *               "cluster_cidrs": ["198.18.0.0/15"],
  *               "nodeport_addresses": ["198.18.0.11"],
+ *               "service_cidrs": ["198.18.128.0/17"],
  *               "masquerade_mark": 16384},
  *    "services": [{"id": "ns/name:port", "protocol": "tcp", "port": 80,
  *                  "node_port": 30080,

@@ -443,6 +443,8 @@ test_gen_global(void **state)
     nftgen_group_init(&g);
     c.nodeport_addrs[0] = ip("198.18.0.11", 0);
     c.nnodeport_addrs = 1;
+    c.service_cidrs[0] = cidr("198.18.128.0/17");
+    c.nservice_cidrs = 1;
     assert_int_equal(nftgen_global(&c, &g), 0);
     t = group_text(&g);
     has(t, "add chain inet ferry nat-prerouting { type nat hook prerouting "
@@ -452,6 +454,10 @@ test_gen_global(void **state)
            "endpoints-check");
     has(t, "add rule inet ferry services ip daddr { 198.18.0.11 } meta "
            "l4proto . th dport vmap @nodeports4");
+    /* A ClusterIP no Service holds any more is refused. */
+    has(t, "add rule inet ferry cluster-ips-check ip daddr { 198.18.128.0/17 "
+           "} reject");
+    hasnt(t, "ip6 daddr {");
     /* NodePort addresses name no IPv6 one: no IPv6 NodePorts. */
     hasnt(t, "@nodeports6");
     has(t, "add rule inet ferry reject-chain meta l4proto tcp reject with tcp "
@@ -554,7 +560,8 @@ test_json_parse(void **state)
 {
     static const char good[] =
         "{\"config\": {\"masquerade\": \"none\", \"cluster_cidrs\": "
-        "[\"198.18.1.0/24\"], \"nodeport_addresses\": [\"198.18.0.11\"]},"
+        "[\"198.18.1.0/24\"], \"nodeport_addresses\": [\"198.18.0.11\"], "
+        "\"service_cidrs\": [\"198.18.128.0/17\", \"2001:2:0:80::/64\"]},"
         " \"services\": [{\"id\": \"ns/a:p\", \"protocol\": \"udp\", "
         "\"port\": 53, \"cluster_ips\": [\"198.18.128.53\"], "
         "\"external_traffic_policy\": \"Local\", \"affinity_timeout\": 5, "
@@ -591,6 +598,7 @@ test_json_parse(void **state)
     assert_true(d.has_conf);
     assert_int_equal(d.conf.masq, NFT_MASQ_NONE);
     assert_int_equal(d.conf.nnodeport_addrs, 1);
+    assert_int_equal(d.conf.nservice_cidrs, 2);
     assert_int_equal(d.nsvcs, 1);
     assert_int_equal(d.svcs[0].proto, NFT_UDP);
     assert_true(d.svcs[0].external_local);

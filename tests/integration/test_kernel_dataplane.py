@@ -1,0 +1,809 @@
+"""The kernel dataplane (proxy/node/nft.c) in network namespaces.
+
+The engine is driven by tests/tools/nftdrive, which reads a JSON
+description of kernel services, programs table inet ferry in the "node"
+namespace and re-reads the file on SIGHUP. The lab, all in 198.18.0.0/15
+and 2001:2::/48:
+
+    out   198.18.0.100 (and .101), 2001:2::100   the outside world
+            |  eth0
+    node  198.18.0.11, 2001:2::11                 runs the rules
+            |  cbr0 198.18.1.1, 2001:2:0:1::1 (bridge)
+            |      pod-a .2, pod-b .3, pod-c .4  (echo servers)
+            |  veth 198.18.2.1, 2001:2:0:2::1 (routed)
+            |      cpod 198.18.2.10, 2001:2:0:2::10  (a client pod)
+            |  up0: a default route to nowhere, so that a packet for a
+            |       Service address nobody serves is routed, then refused
+
+Cluster CIDRs (no masquerade from there): 198.18.1.0/24, 198.18.2.0/24 and
+their IPv6 twins. ClusterIPs come from 198.18.128.0/17 (2001:2:0:80::/64),
+LoadBalancer IPs from 198.18.200.0/24, externalIPs from 198.18.201.0/24;
+"out" routes them all to the node.
+
+Each pod's echo server greets a TCP connection with "<pod> <client IP>"
+and echoes what follows; a UDP datagram shaped like a DNS query gets a
+DNS answer with the same id and a TXT record "<pod> <client IP>". The
+in-cluster client sits on its own routed link (not on the pods' bridge),
+so replies always go back through the node's conntrack whether or not the
+host has br_netfilter.
+"""
+
+import concurrent.futures
+import ctypes
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+import uuid
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "lib"))
+
+import ferrytest as ft  # noqa: E402
+
+CLONE_NEWNET = 0x40000000
+NODE4, NODE6 = "198.18.0.11", "2001:2::11"
+OUT4, OUT4B, OUT6 = "198.18.0.100", "198.18.0.101", "2001:2::100"
+PODS = {"pod-a": ("198.18.1.2", "2001:2:0:1::2"),
+        "pod-b": ("198.18.1.3", "2001:2:0:1::3"),
+        "pod-c": ("198.18.1.4", "2001:2:0:1::4")}
+CPOD4, CPOD6 = "198.18.2.10", "2001:2:0:2::10"
+BRIDGE4 = "198.18.1.1"  # the node's address toward the pods
+CONF = {"masquerade": "cidr",
+        "cluster_cidrs": ["198.18.1.0/24", "198.18.2.0/24",
+                          "2001:2:0:1::/64", "2001:2:0:2::/64"],
+        "service_cidrs": ["198.18.128.0/17", "2001:2:0:80::/64"]}
+TCP_PORT, UDP_PORT = 8080, 5353
+
+
+def drive_bin():
+    d = os.environ.get("FERRY_BUILD_DIR")
+    p = os.path.join(d, "tests", "tools", "nftdrive") if d else str(
+        ft.REPO_ROOT / "build" / "tests" / "tools" / "nftdrive")
+    return p if os.access(p, os.X_OK) else None
+
+
+def sh(*args, check=True, input=None):
+    r = subprocess.run(list(args), capture_output=True, text=True,
+                       input=input, timeout=30)
+    if check and r.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)}: {r.stderr.strip()}")
+    return r
+
+
+def _why_skip():
+    if os.geteuid() != 0:
+        return "needs root (CAP_NET_ADMIN, CAP_SYS_ADMIN) for namespaces"
+    for tool in ("ip", "nft"):
+        if shutil.which(tool) is None:
+            return f"needs the {tool} command"
+    if drive_bin() is None:
+        return "tests/tools/nftdrive not built (set FERRY_BUILD_DIR)"
+    ns = "kdprobe%d" % os.getpid()
+    if sh("ip", "netns", "add", ns, check=False).returncode != 0:
+        return "cannot create network namespaces"
+    try:
+        r = sh("ip", "netns", "exec", ns, "nft",
+               "add table inet probe; add chain inet probe c { type nat hook "
+               "prerouting priority dstnat; }; add rule inet probe c numgen "
+               "random mod 2 vmap { 0 : accept, 1 : accept }", check=False)
+        if r.returncode != 0:
+            return "the kernel lacks nftables (NAT, numgen): " + \
+                r.stderr.strip()
+    finally:
+        sh("ip", "netns", "del", ns, check=False)
+    return None
+
+
+SKIP = _why_skip()
+pytestmark = pytest.mark.skipif(SKIP is not None, reason=SKIP or "")
+
+# ---- code inside a namespace -------------------------------------------
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _enter(netns):
+    fd = os.open("/var/run/netns/" + netns, os.O_RDONLY)
+    try:
+        if _libc.setns(fd, CLONE_NEWNET) != 0:
+            e = ctypes.get_errno()
+            raise OSError(e, "setns %s: %s" % (netns, os.strerror(e)))
+    finally:
+        os.close(fd)
+
+
+class InNs:
+    """Threads that live in network namespace <netns> (setns is per
+    thread): sockets made by the functions they run belong there."""
+
+    def __init__(self, netns, threads=1):
+        self.ex = concurrent.futures.ThreadPoolExecutor(
+            threads, initializer=_enter, initargs=(netns,))
+
+    def __call__(self, fn, *args, **kw):
+        return self.ex.submit(fn, *args, **kw).result()
+
+    def submit(self, fn, *args, **kw):
+        return self.ex.submit(fn, *args, **kw)
+
+    def close(self):
+        self.ex.shutdown(wait=True)
+
+
+# ---- the pods' echo server --------------------------------------------
+
+SERVER = r'''
+import selectors, socket, struct, sys
+name = sys.argv[1]
+sel = selectors.DefaultSelector()
+def peer_ip(a):
+    ip = a[0]
+    return ip[7:] if ip.startswith("::ffff:") else ip
+def listen(kind, port):
+    s = socket.socket(socket.AF_INET6, kind)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    s.bind(("::", port))
+    if kind == socket.SOCK_STREAM:
+        s.listen(128)
+    s.setblocking(False)
+    return s
+tl = listen(socket.SOCK_STREAM, int(sys.argv[2]))
+ul = listen(socket.SOCK_DGRAM, int(sys.argv[3]))
+sel.register(tl, selectors.EVENT_READ, "accept")
+sel.register(ul, selectors.EVENT_READ, "udp")
+def dns_answer(q, text):
+    if len(q) < 12:
+        return None
+    qid, flags, qd = struct.unpack("!HHH", q[:6])
+    if qd != 1 or flags & 0x8000:
+        return None
+    end = 12
+    while end < len(q) and q[end] != 0:
+        end += q[end] + 1
+    question = q[12:end + 5]
+    t = text.encode()
+    rr = struct.pack("!HHHIH", 0xC00C, 16, 1, 0, len(t) + 1) + bytes([len(t)]) + t
+    return struct.pack("!HHHHHH", qid, 0x8180, 1, 1, 0, 0) + question + rr
+print("ready", flush=True)
+while True:
+    for key, _ in sel.select():
+        if key.data == "accept":
+            try:
+                c, a = tl.accept()
+            except OSError:
+                continue
+            c.setblocking(False)
+            try:
+                c.send(("%s %s\n" % (name, peer_ip(a))).encode())
+            except OSError:
+                c.close()
+                continue
+            sel.register(c, selectors.EVENT_READ, "conn")
+        elif key.data == "udp":
+            try:
+                d, a = ul.recvfrom(2048)
+            except OSError:
+                continue
+            text = "%s %s" % (name, peer_ip(a))
+            ans = dns_answer(d, text)
+            ul.sendto(ans if ans else text.encode(), a)
+        else:
+            c = key.fileobj
+            try:
+                d = c.recv(65536)
+            except OSError:
+                d = b""
+            if not d:
+                sel.unregister(c)
+                c.close()
+            else:
+                try:
+                    c.sendall(d)
+                except OSError:
+                    pass
+'''
+
+HOST_LISTENER = r'''
+import socket, sys, threading
+def serve(port):
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("0.0.0.0", port))
+    s.listen(64)
+    while True:
+        c, _ = s.accept()
+        try:
+            c.sendall(b"HOST\n")
+        finally:
+            c.close()
+for p in sys.argv[1:]:
+    threading.Thread(target=serve, args=(int(p),), daemon=True).start()
+print("ready", flush=True)
+threading.Event().wait()
+'''
+
+
+def stop_proc(p, timeout=5.0):
+    if p is None or p.poll() is not None:
+        return
+    p.terminate()
+    try:
+        p.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait(timeout=timeout)
+
+
+def wait_ready_line(p, what):
+    """The process prints "ready" once listening; a bounded wait."""
+    line = [None]
+
+    def read():
+        line[0] = p.stdout.readline()
+    t = threading.Thread(target=read, daemon=True)
+    t.start()
+    t.join(ft.DEADLINE)
+    if not line[0] or b"ready" not in line[0]:
+        stop_proc(p)
+        raise RuntimeError(f"{what} did not start")
+
+
+# ---- the lab -----------------------------------------------------------
+
+
+class Lab:
+    def __init__(self, tmp):
+        self.p = "kd" + uuid.uuid4().hex[:6]
+        self.tmp = tmp
+        self.namespaces = []
+        self.procs = []
+        self.drive = None
+        self.seq = 0
+        self.file = os.path.join(tmp, "services.json")
+        self.out_path = os.path.join(tmp, "nftdrive.out")
+        self.err_path = os.path.join(tmp, "nftdrive.err")
+        self.threads = {}
+        try:
+            self._build()
+        except Exception:
+            self.destroy()
+            raise
+
+    def ns(self, name):
+        return f"{self.p}-{name}"
+
+    def ip(self, name, *args):
+        return sh("ip", "-n", self.ns(name), *args)
+
+    def run_in(self, name, *args, check=True, input=None):
+        return sh("ip", "netns", "exec", self.ns(name), *args, check=check,
+                  input=input)
+
+    def _add_ns(self, name):
+        sh("ip", "netns", "add", self.ns(name))
+        self.namespaces.append(self.ns(name))
+        self.ip(name, "link", "set", "lo", "up")
+
+    def _veth(self, a, b, name_a, name_b):
+        tmp_a, tmp_b = f"{self.p}x{len(self.namespaces)}", \
+            f"{self.p}y{len(self.namespaces)}"
+        sh("ip", "link", "add", tmp_a, "type", "veth", "peer", "name", tmp_b)
+        sh("ip", "link", "set", tmp_a, "netns", self.ns(a))
+        sh("ip", "link", "set", tmp_b, "netns", self.ns(b))
+        self.ip(a, "link", "set", tmp_a, "name", name_a)
+        self.ip(b, "link", "set", tmp_b, "name", name_b)
+
+    def _addr(self, name, dev, *cidrs):
+        for c in cidrs:
+            extra = ["nodad"] if ":" in c else []
+            self.ip(name, "addr", "add", c, "dev", dev, *extra)
+        self.ip(name, "link", "set", dev, "up")
+
+    def _build(self):
+        for n in ("node", "out", "cpod"):
+            self._add_ns(n)
+        for k in ("net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"):
+            self.run_in("node", "sysctl", "-qw", k)
+        # An unrelated table the cleanup must leave as it is.
+        self.run_in("node", "nft", "add table ip bystander; add chain ip "
+                    "bystander input { type filter hook input priority 0; "
+                    "policy accept; }; add rule ip bystander input tcp dport "
+                    "9 counter")
+        self._veth("node", "out", "eth0", "eth0")
+        self._addr("node", "eth0", NODE4 + "/24", NODE6 + "/64")
+        self._addr("out", "eth0", OUT4 + "/24", OUT4B + "/24", OUT6 + "/64")
+        for r in ("198.18.128.0/17", "198.18.200.0/24", "198.18.201.0/24"):
+            self.ip("out", "route", "add", r, "via", NODE4)
+        self.ip("out", "-6", "route", "add", "2001:2:0:80::/64", "via",
+                NODE6)
+        # A default route on a link that leads nowhere (a veth pair: not
+        # every kernel has the dummy link type).
+        self.ip("node", "link", "add", "up0", "type", "veth", "peer", "name",
+                "up1")
+        self.ip("node", "link", "set", "up1", "up")
+        self.ip("node", "link", "set", "up0", "up")
+        self.ip("node", "route", "add", "default", "dev", "up0")
+        self.ip("node", "-6", "route", "add", "default", "dev", "up0")
+        self.ip("node", "link", "add", "cbr0", "address", "02:00:c6:12:01:01",
+                "type", "bridge")
+        self._addr("node", "cbr0", BRIDGE4 + "/24", "2001:2:0:1::1/64")
+        for i, (pod, (v4, v6)) in enumerate(sorted(PODS.items())):
+            self._add_ns(pod)
+            self._veth("node", pod, f"vp{i}", "eth0")
+            self.ip("node", "link", "set", f"vp{i}", "master", "cbr0")
+            # As a CNI bridge does (hairpinMode): with br_netfilter, a pod
+            # reaching itself through a Service is bridged back out of the
+            # port it came in on.
+            self.ip("node", "link", "set", f"vp{i}", "type", "bridge_slave",
+                    "hairpin", "on")
+            self.ip("node", "link", "set", f"vp{i}", "up")
+            self._addr(pod, "eth0", v4 + "/24", v6 + "/64")
+            self.ip(pod, "route", "add", "default", "via", BRIDGE4)
+            self.ip(pod, "-6", "route", "add", "default", "via",
+                    "2001:2:0:1::1")
+            self.start_proc(["ip", "netns", "exec", self.ns(pod),
+                             sys.executable, "-c", SERVER, pod,
+                             str(TCP_PORT), str(UDP_PORT)], pod)
+        self._veth("node", "cpod", "vc0", "eth0")
+        self._addr("node", "vc0", "198.18.2.1/24", "2001:2:0:2::1/64")
+        self._addr("cpod", "eth0", CPOD4 + "/24", CPOD6 + "/64")
+        self.ip("cpod", "route", "add", "default", "via", "198.18.2.1")
+        self.ip("cpod", "-6", "route", "add", "default", "via",
+                "2001:2:0:2::1")
+        self.ruleset_before = self.ruleset()
+
+    def start_proc(self, args, what):
+        p = subprocess.Popen(args, stdout=subprocess.PIPE,
+                             stderr=subprocess.DEVNULL)
+        self.procs.append(p)
+        wait_ready_line(p, what)
+        return p
+
+    def ruleset(self):
+        return self.run_in("node", "nft", "list", "ruleset").stdout
+
+    def in_ns(self, name):
+        if name not in self.threads:
+            self.threads[name] = InNs(self.ns(name), threads=4)
+        return self.threads[name]
+
+    # -- the driver -------------------------------------------------------
+    def write(self, services, conf=None):
+        doc = {"config": conf or CONF, "services": services}
+        tmp = self.file + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(doc, f)
+        os.replace(tmp, self.file)
+
+    def out_lines(self):
+        try:
+            with open(self.out_path) as f:
+                return f.read().splitlines()
+        except FileNotFoundError:
+            return []
+
+    def _wait_applied(self, after):
+        def done():
+            for line in self.out_lines()[after:]:
+                if line.startswith("applied"):
+                    return True
+                if line.startswith("error"):
+                    raise AssertionError("nftdrive: " + line)
+            return False
+        ft.wait_for(done, what="nftdrive to apply the services")
+
+    def start_drive(self, services=None):
+        if services is not None:
+            self.write(services)
+        mark = len(self.out_lines())
+        out = open(self.out_path, "a")
+        err = open(self.err_path, "a")
+        self.drive = subprocess.Popen(
+            ["ip", "netns", "exec", self.ns("node"), drive_bin(), "run",
+             self.file, "200"], stdout=out, stderr=err)
+        out.close()
+        err.close()
+        self._wait_applied(mark)
+
+    def stop_drive(self):
+        p, self.drive = self.drive, None
+        if p is not None:
+            p.send_signal(signal.SIGTERM)
+            p.wait(timeout=ft.DEADLINE)
+            return p.returncode
+        return None
+
+    def apply(self, services):
+        """Rewrite the description and wait until the driver applied it."""
+        mark = len(self.out_lines())
+        self.write(services)
+        self.drive.send_signal(signal.SIGHUP)
+        self._wait_applied(mark)
+
+    def destroy(self):
+        stop_proc(self.drive)
+        for p in self.procs:
+            stop_proc(p)
+        for t in self.threads.values():
+            t.close()
+        for n in reversed(self.namespaces):
+            sh("ip", "netns", "del", n, check=False)
+        self.namespaces = []
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    lb = Lab(str(tmp_path_factory.mktemp("kernel")))
+    try:
+        lb.start_drive([])
+        yield lb
+    finally:
+        lb.destroy()
+
+
+# ---- clients -----------------------------------------------------------
+
+
+def tcp_hello(ip, port, src=None, timeout=2.0):
+    """Connect, read the greeting; returns (pod, client IP seen)."""
+    fam = socket.AF_INET6 if ":" in ip else socket.AF_INET
+    with socket.socket(fam, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout)
+        if src:
+            s.bind((src, 0))
+        s.connect((ip, port))
+        line = ft.read_line(s, timeout=timeout)
+    parts = line.split()
+    return parts[0], parts[1] if len(parts) > 1 else None
+
+
+def tcp_try(ip, port, src=None, timeout=1.0):
+    """The greeting's pod, or the error's class name."""
+    try:
+        return tcp_hello(ip, port, src, timeout)[0]
+    except (ConnectionRefusedError, ConnectionResetError) as e:
+        return type(e).__name__
+    except (socket.timeout, TimeoutError):
+        return "timeout"
+
+
+def dns_query(sock, qid):
+    """Send a TXT query for svc.test; returns the answer's (pod, client IP)
+    after checking it answers this query."""
+    q = struct.pack("!HHHHHH", qid, 0x0100, 1, 0, 0, 0)
+    for label in (b"svc", b"test"):
+        q += bytes([len(label)]) + label
+    q += b"\x00" + struct.pack("!HH", 16, 1)
+    sock.send(q)
+    ans = sock.recv(2048)
+    rid, flags, qd, an = struct.unpack("!HHHH", ans[:8])
+    assert rid == qid and flags & 0x8000 and qd == 1 and an == 1, ans
+    at = len(q)  # the question is echoed back as it was
+    assert ans[12:at] == q[12:], ans
+    rtype, _, _, rdlen = struct.unpack("!HHIH", ans[at + 2:at + 12])
+    rdata = ans[at + 12:at + 12 + rdlen]
+    assert rtype == 16 and rdata[0] == rdlen - 1, ans
+    pod, seen = rdata[1:].decode().split()
+    return pod, seen
+
+
+def udp_ask(ip, port, src=None, timeout=2.0):
+    fam = socket.AF_INET6 if ":" in ip else socket.AF_INET
+    with socket.socket(fam, socket.SOCK_DGRAM) as s:
+        s.settimeout(timeout)
+        if src:
+            s.bind(src)
+        s.connect((ip, port))
+        return dns_query(s, random.randrange(1, 65535))
+
+
+# ---- services ----------------------------------------------------------
+
+
+def ep(pod, port=TCP_PORT, v6=False, weight=1):
+    return {"ip": PODS[pod][1 if v6 else 0], "port": port, "weight": weight}
+
+
+def svc(name, port=80, proto="tcp", cips=("198.18.128.10",), eps=("pod-a",
+        "pod-b"), **kw):
+    tport = TCP_PORT if proto == "tcp" else UDP_PORT
+    d = {"id": f"default/{name}:p", "protocol": proto, "port": port,
+         "cluster_ips": list(cips),
+         "cluster_endpoints": [ep(p, tport) for p in eps]}
+    d.update(kw)
+    return d
+
+
+def hits(fn, n):
+    seen = {}
+    for _ in range(n):
+        pod = fn()
+        seen[pod] = seen.get(pod, 0) + 1
+    return seen
+
+
+# ---- tests -------------------------------------------------------------
+
+
+def test_tcp_cluster_ip_spreads_and_keeps_client_ip(lab):
+    lab.apply([svc("web")])
+    c = lab.in_ns("cpod")
+    got = c(lambda: hits(lambda: tcp_hello("198.18.128.10", 80)[0], 40))
+    assert set(got) == {"pod-a", "pod-b"}, got
+    # An in-cluster client is seen as itself: no masquerade.
+    assert c(tcp_hello, "198.18.128.10", 80)[1] == CPOD4
+
+
+def test_dual_stack_each_family_to_its_own_endpoints(lab):
+    s = svc("web6", cips=("198.18.128.11", "2001:2:0:80::b"))
+    s["cluster_endpoints"] = [ep("pod-a"), ep("pod-b", v6=True)]
+    lab.apply([s])
+    c = lab.in_ns("cpod")
+    assert c(tcp_hello, "2001:2:0:80::b", 80) == ("pod-b", CPOD6)
+    assert c(tcp_hello, "198.18.128.11", 80) == ("pod-a", CPOD4)
+
+
+def test_udp_cluster_ip_dns_shaped(lab):
+    lab.apply([svc("dns", port=53, proto="udp", cips=("198.18.128.53",))])
+    c = lab.in_ns("cpod")
+    got = c(lambda: hits(lambda: udp_ask("198.18.128.53", 53)[0], 30))
+    assert set(got) == {"pod-a", "pod-b"}, got
+    assert c(udp_ask, "198.18.128.53", 53)[1] == CPOD4
+
+
+def test_outside_client_to_cluster_ip_is_masqueraded(lab):
+    lab.apply([svc("web")])
+    # From outside the cluster CIDRs: the pod sees the node.
+    assert lab.in_ns("out")(tcp_hello, "198.18.128.10", 80)[1] == BRIDGE4
+
+
+def test_nodeport_lb_and_external_ip(lab):
+    lab.apply([svc("web", node_port=30080, lb_ips=["198.18.200.1"],
+                   external_ips=["198.18.201.1"])])
+    o = lab.in_ns("out")
+    for ip, port in ((NODE4, 30080), ("198.18.200.1", 80),
+                     ("198.18.201.1", 80)):
+        got = o(lambda: hits(lambda: tcp_hello(ip, port)[0], 20))
+        assert set(got) == {"pod-a", "pod-b"}, (ip, got)
+        # externalTrafficPolicy Cluster: masqueraded.
+        assert o(tcp_hello, ip, port)[1] == BRIDGE4
+
+
+def test_service_deleted_keeps_open_connection_refuses_new(lab):
+    lab.apply([svc("web")])
+    c = lab.in_ns("cpod")
+
+    def opened():
+        s = socket.create_connection(("198.18.128.10", 80), timeout=2)
+        s.settimeout(2)
+        ft.read_line(s)
+        s.sendall(b"one\n")
+        assert ft.read_line(s) == "one"
+        return s
+    s = c(opened)
+    try:
+        lab.apply([])
+        s.sendall(b"two\n")
+        assert ft.read_line(s, timeout=2) == "two"
+        # A new connection is refused at once, not left to time out.
+        t0 = time.monotonic()
+        assert c(tcp_try, "198.18.128.10", 80, None, 3.0) == \
+            "ConnectionRefusedError"
+        assert time.monotonic() - t0 < 1.0
+        s.sendall(b"three\n")
+        assert ft.read_line(s, timeout=2) == "three"
+    finally:
+        s.close()
+
+
+def test_no_endpoints_refused_at_once(lab):
+    lab.apply([svc("empty", cips=("198.18.128.20",), eps=()),
+               svc("emptyu", port=53, proto="udp", cips=("198.18.128.20",),
+                   eps=(), node_port=30053),
+               svc("emptyn", port=81, cips=("198.18.128.20",), eps=(),
+                   node_port=30081)])
+    c, o = lab.in_ns("cpod"), lab.in_ns("out")
+    t0 = time.monotonic()
+    assert c(tcp_try, "198.18.128.20", 80, None, 3.0) == \
+        "ConnectionRefusedError"
+    assert o(tcp_try, NODE4, 30081, None, 3.0) == "ConnectionRefusedError"
+    assert time.monotonic() - t0 < 1.0
+
+    def udp_refused():
+        with pytest.raises(ConnectionRefusedError):
+            udp_ask("198.18.128.20", 53, timeout=3.0)
+    c(udp_refused)
+    # A ClusterIP on a port no Service has is refused too.
+    assert c(tcp_try, "198.18.128.20", 82, None, 3.0) == \
+        "ConnectionRefusedError"
+
+
+def test_host_listener_does_not_take_service_traffic(lab):
+    host = lab.start_proc(["ip", "netns", "exec", lab.ns("node"),
+                           sys.executable, "-c", HOST_LISTENER, "80",
+                           "30080"], "host listener")
+    try:
+        lab.apply([svc("web", node_port=30080)])
+        o, c = lab.in_ns("out"), lab.in_ns("cpod")
+        got = o(lambda: hits(lambda: tcp_try(NODE4, 30080), 10))
+        got2 = c(lambda: hits(lambda: tcp_try("198.18.128.10", 80), 10))
+        assert set(got) <= {"pod-a", "pod-b"}, got
+        assert set(got2) <= {"pod-a", "pod-b"}, got2
+        # The listener is there: its own port answers it.
+        assert o(tcp_try, NODE4, 80) == "HOST"
+    finally:
+        stop_proc(host)
+
+
+def test_load_balancer_source_ranges(lab):
+    lab.apply([svc("fw", lb_ips=["198.18.200.2"],
+                   source_ranges=[OUT4 + "/32"])])
+    o = lab.in_ns("out")
+    assert o(tcp_try, "198.18.200.2", 80, OUT4) in ("pod-a", "pod-b")
+    # Another source is dropped (not refused: no answer at all).
+    assert o(tcp_try, "198.18.200.2", 80, OUT4B, 1.0) == "timeout"
+
+
+def test_session_affinity_client_ip(lab):
+    lab.apply([svc("sticky", eps=("pod-a", "pod-b", "pod-c"),
+                   affinity_timeout=600)])
+    got = lab.in_ns("cpod")(
+        lambda: hits(lambda: tcp_hello("198.18.128.10", 80)[0], 20))
+    assert len(got) == 1, got
+
+
+def test_external_traffic_policy_local(lab):
+    s = svc("local", lb_ips=["198.18.200.3"], node_port=30090,
+            external_traffic_policy="Local")
+    s["local_endpoints"] = [ep("pod-a")]
+    lab.apply([s])
+    o, c = lab.in_ns("out"), lab.in_ns("cpod")
+    for ip, port in (("198.18.200.3", 80), (NODE4, 30090)):
+        got = o(lambda: hits(lambda: tcp_hello(ip, port), 15))
+        # Only the local endpoint, and it sees the client's own IP.
+        assert set(got) == {("pod-a", OUT4)}, (ip, got)
+    # Pods reach every endpoint through the same address.
+    got = c(lambda: hits(lambda: tcp_hello("198.18.200.3", 80)[0], 30))
+    assert set(got) == {"pod-a", "pod-b"}, got
+    # No local endpoint: outside traffic is dropped, pods still served.
+    s["local_endpoints"] = []
+    lab.apply([s])
+    assert o(tcp_try, "198.18.200.3", 80, None, 1.0) == "timeout"
+    assert c(tcp_try, "198.18.200.3", 80) in ("pod-a", "pod-b")
+
+
+def test_hairpin_pod_reaches_itself(lab):
+    lab.apply([svc("hair", eps=("pod-a",))])
+    assert lab.in_ns("pod-a")(tcp_hello, "198.18.128.10", 80) == \
+        ("pod-a", BRIDGE4)
+
+
+def test_udp_endpoint_removal_moves_client_within_1s(lab):
+    dns = svc("dns", port=53, proto="udp", cips=("198.18.128.53",),
+              eps=("pod-a",))
+    lab.apply([dns])
+    c = lab.in_ns("cpod")
+    sock = c(lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+    try:
+        sock.bind((CPOD4, 40053))
+        sock.connect(("198.18.128.53", 53))
+        sock.settimeout(0.3)
+
+        def ask():
+            try:
+                return dns_query(sock, random.randrange(1, 65535))[0]
+            except (socket.timeout, TimeoutError, ConnectionRefusedError):
+                return None
+        assert c(ask) == "pod-a"
+        # pod-a stays up: only the conntrack entry could keep the client
+        # there.
+        dns["cluster_endpoints"] = [ep("pod-b", UDP_PORT)]
+        lab.apply([dns])
+        t0 = time.monotonic()
+        moved = None
+        for _ in range(200):
+            if c(ask) == "pod-b":
+                moved = time.monotonic() - t0
+                break
+            if time.monotonic() - t0 > 3:
+                break
+            time.sleep(0.05)
+        assert moved is not None and moved <= 1.0, moved
+    finally:
+        sock.close()
+
+
+def test_verify_restores_a_flushed_table(lab):
+    lab.apply([svc("web")])
+    mark = len(lab.out_lines())
+    lab.run_in("node", "nft", "flush", "map", "inet", "ferry", "svc4")
+    ft.wait_for(lambda: "restored" in lab.out_lines()[mark:],
+                what="the driver to restore the table")
+    assert lab.in_ns("cpod")(tcp_try, "198.18.128.10", 80) in \
+        ("pod-a", "pod-b")
+
+
+def test_restarts_adopt_without_flushing(lab):
+    lab.apply([svc("web"), svc("sticky", cips=("198.18.128.12",),
+                               affinity_timeout=600)])
+    c = lab.in_ns("cpod")
+    log_before = open(lab.err_path).read()
+    sticky = c(tcp_hello, "198.18.128.12", 80)[0]
+    held = c(lambda: socket.create_connection(("198.18.128.10", 80), 2))
+    stop = threading.Event()
+    counts = {"ok": 0, "fail": []}
+
+    def loop():
+        for _ in range(100000):
+            if stop.is_set():
+                return
+            r = tcp_try("198.18.128.10", 80)
+            if r in ("pod-a", "pod-b"):
+                counts["ok"] += 1
+            else:
+                counts["fail"].append(r)
+    worker = c.submit(loop)
+    try:
+        held.settimeout(2)
+        ft.read_line(held)
+        for i in range(10):
+            assert lab.stop_drive() == 0
+            lab.start_drive()
+            held.sendall(b"ping%d\n" % i)
+            assert ft.read_line(held) == "ping%d" % i
+        ft.wait_for(lambda: counts["ok"] > 20, what="connections to run")
+    finally:
+        stop.set()
+        worker.result(timeout=ft.DEADLINE)
+        held.close()
+    assert counts["fail"] == [], counts
+    # The affinity set kept its element: the table was adopted, not
+    # recreated.
+    assert c(tcp_hello, "198.18.128.12", 80)[0] == sticky
+    log = open(lab.err_path).read()[len(log_before):]
+    assert log.count("table inet ferry adopted") == 10, log
+    assert "created" not in log and "recreated" not in log, log
+
+
+def test_kube_proxy_tables_are_named(lab):
+    r = lab.run_in("node", drive_bin(), "kube-proxy", check=False)
+    assert r.returncode == 0 and "none" in r.stdout
+    lab.run_in("node", "nft", "add", "table", "ip", "kube-proxy")
+    try:
+        r = lab.run_in("node", drive_bin(), "kube-proxy", check=False)
+        assert r.returncode == 3, r.stdout + r.stderr
+        assert "table ip kube-proxy" in r.stdout
+    finally:
+        lab.run_in("node", "nft", "delete", "table", "ip", "kube-proxy")
+    lab.run_in("node", "nft", "add table ip nat; add chain ip nat "
+               "KUBE-SERVICES")
+    try:
+        r = lab.run_in("node", drive_bin(), "kube-proxy", check=False)
+        assert r.returncode == 3 and "KUBE-SERVICES" in r.stdout, r.stdout
+    finally:
+        lab.run_in("node", "nft", "delete", "table", "ip", "nat")
+
+
+def test_cleanup_leaves_the_ruleset_as_before(lab):
+    lab.apply([svc("web", node_port=30080, affinity_timeout=60)])
+    assert "table inet ferry" in lab.ruleset()
+    assert lab.stop_drive() == 0
+    # SIGTERM leaves the rules in place.
+    assert "table inet ferry" in lab.ruleset()
+    r = lab.run_in("node", drive_bin(), "cleanup")
+    assert "deleted" in r.stdout
+    assert lab.ruleset() == lab.ruleset_before
+    r = lab.run_in("node", drive_bin(), "cleanup")
+    assert "absent" in r.stdout
+    lab.start_drive([])
