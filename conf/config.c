@@ -346,7 +346,7 @@ static const struct yd_key root_keys[] = {
      &relay_section, 0},
 };
 static const struct yd_section root_section = {"", NULL, root_keys,
-                                            YD_NKEYS(root_keys)};
+                                               YD_NKEYS(root_keys)};
 
 /* ---- after decoding: inheritance -------------------------------------- */
 
@@ -377,8 +377,8 @@ root_row(const char *name)
 /* An element of a flattened list, for duplicate searches. */
 struct ref {
     const void *item;
-    size_t idx;     /* order in the file */
-    size_t owner;   /* service index */
+    size_t idx;          /* order in the file */
+    size_t owner;        /* service index */
     struct ydoc_pos pos; /* where the item is written */
 };
 
@@ -620,12 +620,14 @@ check_backends(const struct service_in *svc, struct err *e)
         dup = find_dup(refs, n, pass ? name_item_cmp : addr_item_cmp, &orig);
         if (dup >= 0 && pass == 0)
             yamldec_fail(e, refs[dup].pos,
-                     "backend address %s is listed twice in service \"%s\"",
-                     saddr_str(refs[dup].item, txt, sizeof(txt)), svc->name);
+                         "backend address %s is listed twice in service "
+                         "\"%s\"",
+                         saddr_str(refs[dup].item, txt, sizeof(txt)),
+                         svc->name);
         else if (dup >= 0)
             yamldec_fail(e, refs[dup].pos,
-                     "duplicate backend name \"%s\" in service \"%s\"",
-                     (const char *)refs[dup].item, svc->name);
+                         "duplicate backend name \"%s\" in service \"%s\"",
+                         (const char *)refs[dup].item, svc->name);
         if (dup >= 0)
             break;
     }
@@ -651,7 +653,7 @@ check_services(struct root_in *r, struct err *e)
     dup = find_dup(refs, r->services.n, name_item_cmp, &orig);
     if (dup >= 0)
         yamldec_fail(e, refs[dup].pos, "duplicate service name \"%s\"",
-                 (const char *)refs[dup].item);
+                     (const char *)refs[dup].item);
     free(refs);
     if (dup >= 0)
         return -1;

@@ -26,7 +26,7 @@ struct dec {
     struct err *e;
     const char *doc_name;        /* "config": the top level in messages */
     const struct ydoc_node *key; /* key of the value being decoded, if any */
-    char ctx[160]; /* 'service "web"', or "" at top level */
+    char ctx[160];               /* 'service "web"', or "" at top level */
 };
 
 /* Copy at most SHOW_MAX bytes of <s> into <out> with control bytes
@@ -46,8 +46,7 @@ show(const char *s, char *out, size_t outlen)
     return out;
 }
 
-static int
-vfail(struct err *e, struct ydoc_pos p, const char *fmt, va_list ap)
+static int vfail(struct err *e, struct ydoc_pos p, const char *fmt, va_list ap)
     __attribute__((format(printf, 3, 0)));
 
 static int
@@ -70,9 +69,8 @@ yamldec_fail(struct err *e, struct ydoc_pos p, const char *fmt, ...)
     return -1;
 }
 
-static int
-fail_at(struct dec *d, const struct ydoc_node *n, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+static int fail_at(struct dec *d, const struct ydoc_node *n, const char *fmt,
+                   ...) __attribute__((format(printf, 3, 4)));
 
 static int
 fail_at(struct dec *d, const struct ydoc_node *n, const char *fmt, ...)
@@ -134,7 +132,7 @@ parse_name(const struct yd_key *k, const char *s, char *dst, char *msg,
         if (!name_char_ok(s[i], k->flags)) {
             snprintf(msg, msglen, "may only contain %s",
                      (k->flags & YD_ADDRCHARS) ? "A-Z a-z 0-9 . _ - : [ ]"
-                                                : "A-Z a-z 0-9 . _ -");
+                                               : "A-Z a-z 0-9 . _ -");
             return -1;
         }
     }
@@ -230,16 +228,18 @@ parse_path(const struct yd_key *k, const char *s, char *dst, char *msg,
     size_t i, n = strlen(s);
 
     if (n < k->min || n > k->max || s[0] != '/') {
-        snprintf(msg, msglen, "must start with \"/\" and be at most %llu "
-                              "characters long",
+        snprintf(msg, msglen,
+                 "must start with \"/\" and be at most %llu "
+                 "characters long",
                  (unsigned long long)k->max);
         return -1;
     }
     for (i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
         if (c <= 0x20 || c >= 0x7f || c == '"' || c == '#' || c == '\\') {
-            snprintf(msg, msglen, "may only contain printable ASCII without "
-                                  "spaces, quotes, '#' or '\\'");
+            snprintf(msg, msglen,
+                     "may only contain printable ASCII without "
+                     "spaces, quotes, '#' or '\\'");
             return -1;
         }
     }
@@ -344,8 +344,8 @@ static int decode_value(struct dec *d, const struct ydoc_node *n,
 static int
 key_is_number(const struct yd_key *k)
 {
-    return k->type == YD_UINT || k->type == YD_DURATION
-           || k->type == YD_ENUM || k->type == YD_RANGE;
+    return k->type == YD_UINT || k->type == YD_DURATION || k->type == YD_ENUM
+           || k->type == YD_RANGE;
 }
 
 /* Bytes a scalar row occupies, for copying a value as it is. */

@@ -108,8 +108,7 @@ int yamldec_fill_defaults(const struct yd_key *k, void *base, struct err *e);
 
 /* Copy every value of section <sec> that <dst> left out from <src>, key
  * by key, nested sections included (lists are not inherited). */
-void yamldec_inherit(const struct yd_section *sec, void *dst,
-                     const void *src);
+void yamldec_inherit(const struct yd_section *sec, void *dst, const void *src);
 
 /* Free the lists stored under row <k> of <base>. */
 void yamldec_free(const struct yd_key *k, void *base);

@@ -84,8 +84,7 @@ grow(void **p, size_t *cap, size_t need, size_t size)
 }
 
 #define GROW(d, arr, count, cap, extra)                                        \
-    grow((void **)&(d)->arr, &(d)->cap, (d)->count + (extra),                  \
-         sizeof(*(d)->arr))
+    grow((void **)&(d)->arr, &(d)->cap, (d)->count + (extra), sizeof(*(d)->arr))
 
 /* ---- errors -------------------------------------------------------------- */
 
@@ -97,8 +96,7 @@ mark_pos(const yaml_mark_t *m)
     return p;
 }
 
-static int
-fail(struct err *e, struct ydoc_pos p, const char *fmt, ...)
+static int fail(struct err *e, struct ydoc_pos p, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
 static int
@@ -133,8 +131,7 @@ offset_pos(const char *buf, size_t len, size_t off)
 }
 
 static int
-parser_fail(const yaml_parser_t *p, const char *buf, size_t len,
-            struct err *e)
+parser_fail(const yaml_parser_t *p, const char *buf, size_t len, struct err *e)
 {
     struct ydoc_pos pos = mark_pos(&p->problem_mark);
     const char *problem = p->problem ? p->problem : "unknown error";
@@ -144,8 +141,7 @@ parser_fail(const yaml_parser_t *p, const char *buf, size_t len,
     if (p->error == YAML_READER_ERROR)
         pos = offset_pos(buf, len, p->problem_offset);
     if (p->context != NULL)
-        return fail(e, pos, "YAML syntax error: %s (%s)", problem,
-                    p->context);
+        return fail(e, pos, "YAML syntax error: %s (%s)", problem, p->context);
     return fail(e, pos, "YAML syntax error: %s", problem);
 }
 
@@ -176,8 +172,7 @@ many_percents(const char *buf, size_t len)
  * nest at least as deep as these tokens) and at a scanner error (the
  * event pass reports it). */
 static int
-check_directives(const char *buf, size_t len, unsigned max_depth,
-                 struct err *e)
+check_directives(const char *buf, size_t len, unsigned max_depth, struct err *e)
 {
     yaml_parser_t p;
     yaml_token_t t;
@@ -269,8 +264,9 @@ anchor_add(struct ydoc *d, const char *name, size_t id, struct err *e)
     }
     if (*slot != a) {
         anchor_free(a);
-        return fail(e, n->pos, "anchor &%.*s is defined twice (first at "
-                               "%d:%d)",
+        return fail(e, n->pos,
+                    "anchor &%.*s is defined twice (first at "
+                    "%d:%d)",
                     ANCHOR_SHOW, name, (*slot)->pos.line, (*slot)->pos.col);
     }
     return 0;
@@ -279,8 +275,8 @@ anchor_add(struct ydoc *d, const char *name, size_t id, struct err *e)
 /* ---- building the tree --------------------------------------------------- */
 
 static int
-new_node(struct ydoc *d, enum ydoc_type type, const yaml_mark_t *m,
-         size_t *id, struct err *e)
+new_node(struct ydoc *d, enum ydoc_type type, const yaml_mark_t *m, size_t *id,
+         struct err *e)
 {
     struct ydoc_node *n;
 
@@ -338,8 +334,8 @@ static int
 on_start(struct ydoc *d, const yaml_event_t *ev, struct err *e)
 {
     int map = ev->type == YAML_MAPPING_START_EVENT;
-    const yaml_char_t *anchor = map ? ev->data.mapping_start.anchor
-                                    : ev->data.sequence_start.anchor;
+    const yaml_char_t *anchor =
+        map ? ev->data.mapping_start.anchor : ev->data.sequence_start.anchor;
     size_t id;
 
     if (d->depth >= d->lim.max_depth)

@@ -50,12 +50,12 @@ struct top_in {
 static const char *const kind_names[] = {"none", "tcp", "http", NULL};
 
 static const struct yd_key check_keys[] = {
-    {"kind", YD_ENUM, offsetof(struct check_in, kind), 0, 0, "none",
-     kind_names, 0},
-    {"every", YD_DURATION, offsetof(struct check_in, every_ms), 10, 60000,
-     "1s", NULL, 0},
-    {"status", YD_RANGE, offsetof(struct check_in, status), 100, 599,
-     "200-399", NULL, 0},
+    {"kind", YD_ENUM, offsetof(struct check_in, kind), 0, 0, "none", kind_names,
+     0},
+    {"every", YD_DURATION, offsetof(struct check_in, every_ms), 10, 60000, "1s",
+     NULL, 0},
+    {"status", YD_RANGE, offsetof(struct check_in, status), 100, 599, "200-399",
+     NULL, 0},
     {"path", YD_PATH, offsetof(struct check_in, path), 1, 15, NULL, NULL, 0},
 };
 static const struct yd_section check_section = {
@@ -66,33 +66,35 @@ static const struct yd_key peer_keys[] = {
      YD_REQUIRED | YD_ADDRCHARS},
     {"addr", YD_ADDR, offsetof(struct peer_in, addr), 0, 0, NULL, NULL,
      YD_REQUIRED},
-    {"weight", YD_UINT, offsetof(struct peer_in, weight), 0, 100, "1", NULL,
-     0},
+    {"weight", YD_UINT, offsetof(struct peer_in, weight), 0, 100, "1", NULL, 0},
     {"check", YD_MAP, offsetof(struct peer_in, check), 0, 0, NULL,
      &check_section, 0},
 };
 static const struct yd_section peer_section = {"peer", "name", peer_keys,
                                                YD_NKEYS(peer_keys)};
 static const struct yd_list peer_list = {
-    "peers", sizeof(struct peer_in),
-    {"peers", YD_MAP, 0, 0, 0, NULL, &peer_section, 0}, 0};
-static const struct yd_list ip_list = {
-    "addresses", sizeof(struct saddr), {"ips", YD_IP, 0, 0, 0, NULL, NULL, 0},
-    1};
+    "peers",
+    sizeof(struct peer_in),
+    {"peers", YD_MAP, 0, 0, 0, NULL, &peer_section, 0},
+    0};
+static const struct yd_list ip_list = {"addresses",
+                                       sizeof(struct saddr),
+                                       {"ips", YD_IP, 0, 0, 0, NULL, NULL, 0},
+                                       1};
 
 static const struct yd_key top_keys[] = {
     {"count", YD_UINT, offsetof(struct top_in, count), 0, 1000, "0", NULL, 0},
     {"note", YD_STRING, offsetof(struct top_in, note), 0, 31, NULL, NULL, 0},
     {"check", YD_MAP, offsetof(struct top_in, check), 0, 0, NULL,
      &check_section, 0},
-    {"peers", YD_LIST, offsetof(struct top_in, peers), 1, 16, NULL,
-     &peer_list, YD_REQUIRED},
+    {"peers", YD_LIST, offsetof(struct top_in, peers), 1, 16, NULL, &peer_list,
+     YD_REQUIRED},
     {"ips", YD_LIST, offsetof(struct top_in, ips), 0, 4, NULL, &ip_list, 0},
 };
 static const struct yd_section top_section = {"", NULL, top_keys,
                                               YD_NKEYS(top_keys)};
-static const struct yd_key top_key = {"", YD_MAP, 0, 0, 0, NULL, &top_section,
-                                      0};
+static const struct yd_key top_key = {"",   YD_MAP,       0, 0, 0,
+                                      NULL, &top_section, 0};
 
 static const struct ydoc_limits lim = {8, SLACK};
 

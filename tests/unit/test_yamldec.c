@@ -47,8 +47,8 @@ static const struct yd_key opts_keys[] = {
      0},
     {"wait", YD_DURATION, offsetof(struct opts_in, wait_ms), 1, 60000, "1s",
      NULL, 0},
-    {"status", YD_RANGE, offsetof(struct opts_in, status), 100, 599, NULL,
-     NULL, 0},
+    {"status", YD_RANGE, offsetof(struct opts_in, status), 100, 599, NULL, NULL,
+     0},
     {"path", YD_PATH, offsetof(struct opts_in, path), 1, 31, NULL, NULL, 0},
 };
 static const struct yd_section opts_section = {"section \"opts\"", NULL,
@@ -58,17 +58,19 @@ static const struct yd_key item_keys[] = {
     {"name", YD_NAME, offsetof(struct item_in, name), 1, 15, NULL, NULL,
      YD_REQUIRED},
     {"addr", YD_ADDR, offsetof(struct item_in, addr), 0, 0, NULL, NULL, 0},
-    {"weight", YD_UINT, offsetof(struct item_in, weight), 0, 10, "1", NULL,
-     0},
+    {"weight", YD_UINT, offsetof(struct item_in, weight), 0, 10, "1", NULL, 0},
 };
 static const struct yd_section item_section = {"item", "name", item_keys,
                                                YD_NKEYS(item_keys)};
 static const struct yd_list item_list = {
-    "items", sizeof(struct item_in),
-    {"items", YD_MAP, 0, 0, 0, NULL, &item_section, 0}, 0};
-static const struct yd_list ip_list = {
-    "addresses", sizeof(struct saddr), {"ips", YD_IP, 0, 0, 0, NULL, NULL, 0},
-    1};
+    "items",
+    sizeof(struct item_in),
+    {"items", YD_MAP, 0, 0, 0, NULL, &item_section, 0},
+    0};
+static const struct yd_list ip_list = {"addresses",
+                                       sizeof(struct saddr),
+                                       {"ips", YD_IP, 0, 0, 0, NULL, NULL, 0},
+                                       1};
 
 static const struct yd_key top_keys[] = {
     {"count", YD_UINT, offsetof(struct top_in, count), 0, 100, "7", NULL, 0},
@@ -83,8 +85,8 @@ static const struct yd_key top_keys[] = {
 };
 static const struct yd_section top_section = {"", NULL, top_keys,
                                               YD_NKEYS(top_keys)};
-static const struct yd_key top_key = {"", YD_MAP, 0, 0, 0, NULL, &top_section,
-                                      0};
+static const struct yd_key top_key = {"",   YD_MAP,       0, 0, 0,
+                                      NULL, &top_section, 0};
 
 static const struct ydoc_limits lim = {16, 1000};
 
@@ -171,8 +173,7 @@ test_values(void **state)
 
     /* Defaults for what is missing, a null section is an empty one, and
      * an alias decodes like what it names. */
-    assert_int_equal(decode("opts:\nitems: &i [{name: x}]\nbase: ~\n", &t,
-                            &e),
+    assert_int_equal(decode("opts:\nitems: &i [{name: x}]\nbase: ~\n", &t, &e),
                      0);
     assert_int_equal(yamldec_fill_defaults(&top_key, &t, &e), 0);
     assert_int_equal(t.count, 7);
@@ -196,13 +197,15 @@ test_errors(void **state)
     expect_error("opts: {mode: maybe}\n", 1, 14,
                  "\"mode\": expected one of off, on, got \"maybe\" (in section "
                  "\"opts\")");
-    expect_error("opts: {wait: 0ms}\n", 1, 14, "\"wait\": must be at least 1ms");
+    expect_error("opts: {wait: 0ms}\n", 1, 14,
+                 "\"wait\": must be at least 1ms");
     expect_error("opts: {status: 600}\n", 1, 16,
                  "expected a status or a range like \"100-599\"");
     expect_error("opts: {path: x}\n", 1, 14, "must start with \"/\"");
     expect_error("opts: [1]\n", 1, 7,
                  "\"opts\": expected a mapping, got a list");
-    expect_error("count: [1]\n", 1, 8, "\"count\": expected a scalar, got a list");
+    expect_error("count: [1]\n", 1, 8,
+                 "\"count\": expected a scalar, got a list");
     expect_error("[a]: 1\n", 1, 1, "expected a key, got a list");
     /* Missing required keys and lists, named by the element at fault. */
     expect_error("count: 1\n", 1, 1, "test has no items");
@@ -213,8 +216,8 @@ test_errors(void **state)
                  "item #2: missing required key \"name\"");
     expect_error("items: [{name: a, weight: 11}]\n", 1, 27,
                  "\"weight\": 11 is out of range 0..10 (in item \"a\")");
-    expect_error("items: [{name: a}, {name: b}, {name: c}, {name: d}]\n", 1,
-                 8, "too many items (at most 3)");
+    expect_error("items: [{name: a}, {name: b}, {name: c}, {name: d}]\n", 1, 8,
+                 "too many items (at most 3)");
     expect_error("items: {name: a}\n", 1, 8,
                  "\"items\": expected a list, got a mapping");
     expect_error("items: [{name: a}]\nips: [1.2.3.4, '::1', '::2']\n", 2, 6,

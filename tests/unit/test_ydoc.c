@@ -26,8 +26,7 @@ load(const char *yaml, struct err *e)
 
 /* <yaml> must fail at <line>:<col> with <want> in the message. */
 static void
-expect_error(const char *yaml, size_t len, int line, int col,
-             const char *want)
+expect_error(const char *yaml, size_t len, int line, int col, const char *want)
 {
     struct ydoc *d;
     struct err e;
