@@ -293,6 +293,11 @@ class Lab:
     def _add_ns(self, name):
         sh("ip", "netns", "add", self.ns(name))
         self.namespaces.append(self.ns(name))
+        # No duplicate address detection, link-local addresses included:
+        # a tentative address delays neighbour discovery.
+        for k in ("all", "default"):
+            self.run_in(name, "sysctl", "-qw",
+                        f"net.ipv6.conf.{k}.accept_dad=0")
         self.ip(name, "link", "set", "lo", "up")
 
     def _veth(self, a, b, name_a, name_b):
@@ -323,10 +328,11 @@ class Lab:
         self._veth("node", "out", "eth0", "eth0")
         self._addr("node", "eth0", NODE4 + "/24", NODE6 + "/64")
         self._addr("out", "eth0", OUT4 + "/24", OUT4B + "/24", OUT6 + "/64")
-        for r in ("198.18.128.0/17", "198.18.200.0/24", "198.18.201.0/24"):
+        for r in ("198.18.128.0/17", "198.18.200.0/24", "198.18.201.0/24",
+                  "198.18.1.0/24", "198.18.2.0/24"):
             self.ip("out", "route", "add", r, "via", NODE4)
-        self.ip("out", "-6", "route", "add", "2001:2:0:80::/64", "via",
-                NODE6)
+        for r in ("2001:2:0:80::/64", "2001:2:0:1::/64", "2001:2:0:2::/64"):
+            self.ip("out", "-6", "route", "add", r, "via", NODE6)
         # A default route on a link that leads nowhere (a veth pair: not
         # every kernel has the dummy link type).
         self.ip("node", "link", "add", "up0", "type", "veth", "peer", "name",
@@ -362,6 +368,22 @@ class Lab:
         self.ip("cpod", "-6", "route", "add", "default", "via",
                 "2001:2:0:2::1")
         self.ruleset_before = self.ruleset()
+        self._wait_paths()
+
+    def _wait_paths(self):
+        """Every pod answers the client pod and the outside host straight
+        (no Service), in both families: the lab is up."""
+        def direct(ip):
+            try:
+                return tcp_hello(ip, TCP_PORT, timeout=0.5)[0]
+            except OSError:
+                return None
+        for where in ("cpod", "out"):
+            t = self.in_ns(where)
+            for pod, (v4, v6) in PODS.items():
+                for a in (v4, v6):
+                    ft.wait_for(lambda: t(direct, a) == pod,
+                                what=f"{where} to reach {pod} at {a}")
 
     def start_proc(self, args, what):
         p = subprocess.Popen(args, stdout=subprocess.PIPE,
