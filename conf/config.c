@@ -131,34 +131,13 @@ struct root_in {
 /* ---- key tables -------------------------------------------------------- */
 
 
-static const char *const balance_names[] = {
-    [TBL_BAL_ROUNDROBIN] = "roundrobin",
-    [TBL_BAL_LEASTCONN] = "leastconn",
-    [TBL_BAL_RANDOM] = "random",
-    [TBL_BAL__COUNT] = NULL,
-};
-
-static const char *const level_names[] = {
-    [LOG_DEBUG] = "debug", [LOG_INFO] = "info", [LOG_WARN] = "warn",
-    [LOG_ERROR] = "error", NULL,
-};
-
-static const char *const format_names[] = {
-    [LOG_TEXT] = "text", [LOG_JSON] = "json", NULL,
-};
-
-static const char *const check_names[] = {
-    [TBL_CHECK_NONE] = "none", [TBL_CHECK_TCP] = "tcp",
-    [TBL_CHECK_HTTP] = "http", NULL,
-};
-
 static const char *const bool_names[] = {"false", "true", NULL};
 
 /* "health_check:" rows. Numbers inherit from "defaults:" one by one (see
  * inherit_policy), so a service may change only its path. */
 static const struct yd_key check_keys[] = {
     {"type", YD_ENUM, offsetof(struct check_in, type), 0, 0, "none",
-     check_names, 0},
+     tbl_check_type_names, 0},
     {"path", YD_PATH, offsetof(struct check_in, path), 1,
      TBL_CHECK_PATH_MAX - 1, NULL, NULL, 0},
     {"expect_status", YD_RANGE, offsetof(struct check_in, expect), 100, 599,
@@ -249,15 +228,15 @@ static const struct yd_section node_section = {
  * days, which fits. */
 #define POLICY_KEYS(base)                                                      \
     {"balance", YD_ENUM, (base) + offsetof(struct policy_in, balance), 0, 0,  \
-     "roundrobin", balance_names, 0},                                          \
+     "roundrobin", tbl_balance_names, 0},                                     \
     {"connect_timeout", YD_DURATION,                                          \
      (base) + offsetof(struct policy_in, connect_timeout_ms), 1, UINT32_MAX,   \
      "2s", NULL, 0},                                                           \
     {"idle_timeout", YD_DURATION,                                             \
      (base) + offsetof(struct policy_in, idle_timeout_ms), 1, UINT32_MAX,      \
      "1h", NULL, 0},                                                           \
-    {"retries", YD_UINT, (base) + offsetof(struct policy_in, retries), 0, 32, \
-     "3", NULL, 0},                                                            \
+    {"retries", YD_UINT, (base) + offsetof(struct policy_in, retries), 0,     \
+     TBL_RETRIES_MAX, "3", NULL, 0},                                           \
     {"max_connections", YD_UINT,                                              \
      (base) + offsetof(struct policy_in, max_conns), 0, 10000000, "0", NULL, 0}, \
     {"health_check", YD_MAP, (base) + offsetof(struct policy_in, check), 0,   \
@@ -269,9 +248,9 @@ static const struct yd_section defaults_section = {
 
 static const struct yd_key log_keys[] = {
     {"level", YD_ENUM, offsetof(struct log_in, level), 0, 0, "info",
-     level_names, 0},
+     log_level_names, 0},
     {"format", YD_ENUM, offsetof(struct log_in, format), 0, 0, "text",
-     format_names, 0},
+     log_format_names, 0},
 };
 static const struct yd_section log_section = {"section \"log\"", NULL, log_keys,
                                            YD_NKEYS(log_keys)};
@@ -776,6 +755,54 @@ build_kube(struct conf *c, const struct root_in *r, struct err *e)
     return 0;
 }
 
+/* Read the token of admin.token_file <path>: the file's contents without
+ * surrounding white space, visible ASCII only. Returns 0, or -1 with <e>
+ * filled. */
+static int
+read_token(const char *path, char *tok, size_t *len, struct err *e)
+{
+    char buf[CONF_TOKEN_MAX + 256];
+    size_t n = 0, i, b, end;
+    ssize_t got;
+    int fd, err;
+
+    fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0)
+        return err_set(e, "cannot open admin.token_file %s: %s", path,
+                       strerror(errno));
+    while (n < sizeof(buf)
+           && (got = read(fd, buf + n, sizeof(buf) - n)) != 0) {
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got < 0) {
+            err = errno;
+            close(fd);
+            return err_set(e, "cannot read admin.token_file %s: %s", path,
+                           strerror(err));
+        }
+        n += (size_t)got;
+    }
+    close(fd);
+    for (b = 0; b < n && strchr(" \t\r\n", buf[b]) != NULL; b++)
+        ;
+    for (end = n; end > b && strchr(" \t\r\n", buf[end - 1]) != NULL; end--)
+        ;
+    if (end == b)
+        return err_set(e, "admin.token_file %s is empty", path);
+    if (n == sizeof(buf) || end - b > CONF_TOKEN_MAX)
+        return err_set(e, "admin.token_file %s: the token is longer than %d "
+                          "bytes",
+                       path, CONF_TOKEN_MAX);
+    for (i = b; i < end; i++)
+        if ((unsigned char)buf[i] <= 0x20 || (unsigned char)buf[i] >= 0x7f)
+            return err_set(e, "admin.token_file %s: the token holds a space "
+                              "or a byte that is not visible ASCII",
+                           path);
+    memcpy(tok, buf + b, end - b);
+    *len = end - b;
+    return 0;
+}
+
 static struct conf *
 build(struct root_in *r, struct err *e)
 {
@@ -805,6 +832,12 @@ build(struct root_in *r, struct err *e)
     c->admin.api_grace_ms = (uint32_t)r->admin.api_grace_ms;
     memcpy(c->admin.token_file, r->admin.token_file,
            sizeof(c->admin.token_file));
+    if (c->admin.enabled && c->admin.token_file[0] != '\0'
+        && read_token(c->admin.token_file, c->admin.token,
+                      &c->admin.token_len, e) < 0) {
+        conf_free(c);
+        return NULL;
+    }
     policy_to_tbl(&r->defaults, &c->defaults);
     if (build_kube(c, r, e) < 0) {
         conf_free(c);

@@ -27,6 +27,7 @@
 
 #define CONF_ADMIN_LISTEN_DEFAULT "127.0.0.1:9990"
 #define CONF_STR_MAX              1023
+#define CONF_TOKEN_MAX            4096 /* admin.token_file's token */
 
 /* "admin:", the admin HTTP server. */
 struct conf_admin {
@@ -37,6 +38,10 @@ struct conf_admin {
     /* admin.token_file: "" = no token; otherwise control endpoints need
      * "Authorization: Bearer <the file's contents>". */
     char token_file[CONF_STR_MAX + 1];
+    /* Its token, read when the config is loaded: a file that cannot be
+     * read, or holds no token, fails the load (and so a reload). */
+    char token[CONF_TOKEN_MAX];
+    size_t token_len; /* 0: no token */
 };
 
 #define CONF_HEALTHZ_LISTEN_DEFAULT "0.0.0.0:10256"

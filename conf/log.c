@@ -15,11 +15,18 @@ atomic_int log_min_level = LOG_INFO;
 static atomic_int log_fmt = LOG_TEXT;
 static atomic_uint_fast64_t log_drops;
 
-static const char *const level_names[] = {
+const char *const log_level_names[LOG__COUNT + 1] = {
     [LOG_DEBUG] = "debug",
     [LOG_INFO] = "info",
     [LOG_WARN] = "warn",
     [LOG_ERROR] = "error",
+    [LOG__COUNT] = NULL,
+};
+
+const char *const log_format_names[LOG_FORMAT__COUNT + 1] = {
+    [LOG_TEXT] = "text",
+    [LOG_JSON] = "json",
+    [LOG_FORMAT__COUNT] = NULL,
 };
 
 void
@@ -34,8 +41,8 @@ log_level_parse(const char *s, enum log_level *out)
 {
     size_t i;
 
-    for (i = 0; i < sizeof(level_names) / sizeof(level_names[0]); i++) {
-        if (strcmp(s, level_names[i]) == 0) {
+    for (i = 0; i < LOG__COUNT; i++) {
+        if (strcmp(s, log_level_names[i]) == 0) {
             *out = (enum log_level)i;
             return 0;
         }
@@ -50,9 +57,7 @@ log_level_parse(const char *s, enum log_level *out)
 const char *
 log_level_name(enum log_level l)
 {
-    return (unsigned)l < sizeof(level_names) / sizeof(level_names[0])
-               ? level_names[l]
-               : "?";
+    return (unsigned)l < LOG__COUNT ? log_level_names[l] : "?";
 }
 
 uint64_t

@@ -18,12 +18,19 @@ enum log_level {
     LOG_INFO,
     LOG_WARN,
     LOG_ERROR,
+    LOG__COUNT
 };
 
 enum log_format {
     LOG_TEXT = 0,
     LOG_JSON,
+    LOG_FORMAT__COUNT
 };
+
+/* "debug", "info", "warn", "error" and "text", "json", each by its enum
+ * value and NULL-terminated: the one list the config and the log share. */
+extern const char *const log_level_names[LOG__COUNT + 1];
+extern const char *const log_format_names[LOG_FORMAT__COUNT + 1];
 
 extern atomic_int log_min_level; /* an enum log_level */
 

@@ -25,14 +25,12 @@
 
 #define ADMIN_CONNS_MAX 64
 #define ADMIN_REPLY_MAX (64u << 20) /* metrics of a very large table */
-#define ADMIN_TOKEN_MAX 4096
 #define ADMIN_LOG_BURST 10.0 /* action lines logged at once */
 #define ADMIN_LOG_RATE  1.0  /* then this many a second */
 
 enum admin_token_state {
-    ADMIN_TOKEN_OFF = 0,    /* no admin.token_file */
-    ADMIN_TOKEN_ON,         /* token in force */
-    ADMIN_TOKEN_UNREADABLE, /* set but never read: control refused */
+    ADMIN_TOKEN_OFF = 0, /* no admin.token_file */
+    ADMIN_TOKEN_ON,      /* token in force */
 };
 
 /* An operator's override of one backend of one service. */
@@ -56,7 +54,7 @@ struct admin {
     struct ovr *ovr;
     size_t novr;
     enum admin_token_state token_state;
-    char token[ADMIN_TOKEN_MAX];
+    char token[CONF_TOKEN_MAX];
     size_t token_len;
     uint64_t n_actions, n_refused, log_skipped;
     double log_tokens, log_last; /* action_log()'s bucket */
@@ -540,9 +538,6 @@ control_refused(struct admin *a, const struct httpreq *r, double now,
     else if (httpreq_header(r, "x-ferry-control", &v, &n) != 1 || n != 1
              || v[0] != '1')
         why = "control requests need the header X-Ferry-Control: 1";
-    else if (a->token_state == ADMIN_TOKEN_UNREADABLE)
-        why = "admin.token_file could not be read: control is off",
-        status = 503;
     else if (a->token_state == ADMIN_TOKEN_ON && !admin_token_ok(a, r))
         why = "control requests need Authorization: Bearer <token>",
         status = 401;
@@ -609,86 +604,24 @@ action_log(struct admin *a, double now, const char *fmt, ...)
     log_info("%s", line);
 }
 
-/* Read the token of admin.token_file <path>: the file's contents without
- * surrounding white space, visible ASCII only. Returns 0, or -1 with <e>
- * filled. */
-static int
-token_read(const char *path, char *tok, size_t *len, struct err *e)
-{
-    char buf[ADMIN_TOKEN_MAX + 256];
-    size_t n = 0, i, b, end;
-    ssize_t got;
-    int fd, err;
-
-    fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
-    if (fd < 0)
-        return err_set(e, "cannot open admin.token_file %s: %s", path,
-                       strerror(errno));
-    while (n < sizeof(buf)
-           && (got = read(fd, buf + n, sizeof(buf) - n)) != 0) {
-        if (got < 0 && errno == EINTR)
-            continue;
-        if (got < 0) {
-            err = errno;
-            close(fd);
-            return err_set(e, "cannot read admin.token_file %s: %s", path,
-                           strerror(err));
-        }
-        n += (size_t)got;
-    }
-    close(fd);
-    for (b = 0; b < n && strchr(" \t\r\n", buf[b]) != NULL; b++)
-        ;
-    for (end = n; end > b && strchr(" \t\r\n", buf[end - 1]) != NULL; end--)
-        ;
-    if (end == b)
-        return err_set(e, "admin.token_file %s is empty", path);
-    if (n == sizeof(buf) || end - b > ADMIN_TOKEN_MAX)
-        return err_set(e, "admin.token_file %s: the token is longer than %d "
-                          "bytes",
-                       path, ADMIN_TOKEN_MAX);
-    for (i = b; i < end; i++)
-        if ((unsigned char)buf[i] <= 0x20 || (unsigned char)buf[i] >= 0x7f)
-            return err_set(e, "admin.token_file %s: the token holds a space "
-                              "or a byte that is not visible ASCII",
-                           path);
-    memcpy(tok, buf + b, end - b);
-    *len = end - b;
-    return 0;
-}
-
-/* Load admin.token_file at start and on reload (never per request). A
- * file that cannot be read keeps the token already in force, if any; with
- * none, control refuses every request rather than run without it. */
+/* Take the token the config loader read from admin.token_file (a file
+ * that cannot be read fails the load, so a reload never leaves the admin
+ * server without the token it was given). */
 static void
-admin_load_token(struct admin *a, const char *path)
+admin_load_token(struct admin *a, const struct conf_admin *c)
 {
-    char msg[1100];
-    struct err e;
-
-    if (path[0] == '\0') {
+    if (c->token_len == 0) {
         if (a->token_state != ADMIN_TOKEN_OFF)
             log_info("admin: control requests no longer need a token");
         a->token_state = ADMIN_TOKEN_OFF;
         a->token_len = 0;
         return;
     }
-    err_clear(&e);
-    if (token_read(path, a->token, &a->token_len, &e) < 0) {
-        err_str(&e, msg, sizeof(msg));
-        if (a->token_state == ADMIN_TOKEN_ON) {
-            log_error("admin: %s; keeping the token in force", msg);
-            return;
-        }
-        log_error("admin: %s; control requests are refused until a reload "
-                  "reads it",
-                  msg);
-        a->token_state = ADMIN_TOKEN_UNREADABLE;
-        a->token_len = 0;
-        return;
-    }
     if (a->token_state != ADMIN_TOKEN_ON)
-        log_info("admin: control requests need the bearer token of %s", path);
+        log_info("admin: control requests need the bearer token of %s",
+                 c->token_file);
+    memcpy(a->token, c->token, c->token_len);
+    a->token_len = c->token_len;
     a->token_state = ADMIN_TOKEN_ON;
 }
 
@@ -942,7 +875,7 @@ admin_configure(struct admin *a, const struct conf_admin *c, struct err *e)
     a->conf = *c;
     httpd_set_timeout(a->srv, c->request_timeout_ms / 1e3);
     if (c->enabled)
-        admin_load_token(a, c->token_file);
+        admin_load_token(a, c);
     if (same)
         return 0;
     admin_close_listener(a);

@@ -8,9 +8,10 @@
   web page in a browser on the admin host can send cross-site (a plain
   POST, a foreign Origin, a rebound host name) never drains a backend.
 - With admin.token_file, control needs "Authorization: Bearer TOKEN"
-  (401 otherwise); the file is read at start and on reload; one that
-  cannot be read keeps the token in force, or, with none yet, refuses
-  control (503).
+  (401 otherwise); the file is read when the config is loaded (start,
+  reload, check-config): one that cannot be used fails the load, so a
+  start exits 1, check-config says why, and a reload is rejected with the
+  token in force kept.
 - A repeated or unknown query parameter is 400.
 - A storm of control requests logs a bounded number of lines; every
   action is counted in ferry_admin_actions_total.
@@ -20,6 +21,7 @@ Run: /usr/bin/python3 -m pytest tests/integration/test_admin_security.py
 
 import os
 import re
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -241,13 +243,13 @@ def test_token(served, tmp_path):
     assert raw_post(admin, path, [CTRL, bearer(TOKEN)])[0] == 401
     assert raw_post(admin, "/backends/web/b1/enable",
                     [CTRL, bearer("second-" + TOKEN)])[0] == 200
-    # A file that cannot be read on reload: an error, the token in force
-    # stays.
+    # A file that cannot be read on reload: the reload is rejected, the
+    # token in force stays.
     tf.unlink()
     off = f.reload()
-    f.wait_log(r"error admin: cannot open admin.token_file .*admin-token: "
-               r"No such file or directory; keeping the token in force",
-               off, dl(10))
+    f.wait_log(r"reload: rejected .*cannot open admin.token_file "
+               r".*admin-token: No such file or directory; keeping "
+               r"generation", off, dl(10))
     assert raw_post(admin, path, [CTRL])[0] == 401
     assert raw_post(admin, path, [CTRL, bearer("second-" + TOKEN)])[0] == 200
     # No token_file: control needs no token again.
@@ -266,28 +268,23 @@ def test_token(served, tmp_path):
     ("x" * 5000, r"admin.token_file .*: the token is longer than 4096 "
                  r"bytes"),
 ], ids=["missing", "empty", "blank", "space", "long"])
-def test_bad_token_file_refuses_control(start_ferry, backends, tmp_path,
-                                        content, why):
-    """At start, a token file that cannot be used is an error in the log
-    and control is off (503), not open; reads work."""
-    b = backends("b1")
-    admin = ft.free_addr()
+def test_bad_token_file_fails_the_load(ferry_bin, tmp_path, content, why):
+    """A token file that cannot be used fails the config: check-config
+    says why and exits 1, and ferry refuses to start with it (control
+    is never left open, nor silently off)."""
     tf = tmp_path / "token"
     if content is not None:
         tf.write_text(content)
-    f = start_ferry(at.with_admin(
-        ft.config([ft.service("web", ft.free_addr(), [b])]), admin)
-        + f"  token_file: {tf}\n")
-    wait_for(lambda: at.http(admin, "GET", "/healthz")[0] == 200, dl(10),
-             "admin server up")
-    f.wait_log(r"error admin: " + why + r"; control requests are refused "
-               r"until a reload reads it")
-    for auth in ([], [bearer("")], [bearer("x" * 5000)]):
-        status, reply = raw_post(admin, "/backends/web/b1/drain",
-                                 [CTRL] + auth)
-        assert status == 503, reply[:300]
-    assert at.http(admin, "GET", "/status")[0] == 200
-    assert at.backend_state(admin, "web", "b1")["state"] == "up"
+    cfg = tmp_path / "ferry.yaml"
+    cfg.write_text(at.with_admin(
+        ft.config([ft.service("web", ft.free_addr(), ["127.0.0.1:9"])]),
+        ft.free_addr()) + f"  token_file: {tf}\n")
+    r = subprocess.run([ferry_bin, "check-config", str(cfg)],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 1 and re.search(why, r.stdout + r.stderr), r
+    r = subprocess.run([ferry_bin, "-c", str(cfg)], capture_output=True,
+                       text=True, timeout=30)
+    assert r.returncode == 1 and re.search(why, r.stderr), r
 
 
 # --------------------------------------------------------------- log storm

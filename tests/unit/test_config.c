@@ -304,6 +304,8 @@ test_err_unknown_key(void **state)
 static void
 test_health_check_and_admin(void **state)
 {
+    char tok[] = "/tmp/ferry-test-token-XXXXXX", doc[1024];
+    FILE *fp;
     const struct tbl_service *web, *db;
     struct conf *c;
     struct err e;
@@ -350,21 +352,34 @@ test_health_check_and_admin(void **state)
     assert_string_equal(c->admin.token_file, "");
     conf_free(c);
 
-    c = load("admin: {enabled: true, listen: \"[::1]:9999\", "
-             "request_timeout: 250ms, token_file: /etc/ferry/token}\n"
+    /* The token is read with the config, without surrounding space. */
+    fp = fdopen(mkstemp(tok), "w");
+    assert_non_null(fp);
+    fputs("  s3cret\n", fp);
+    fclose(fp);
+    snprintf(doc, sizeof(doc),
+             "admin: {enabled: true, listen: \"[::1]:9999\", "
+             "request_timeout: 250ms, token_file: %s}\n"
              "services:\n"
              "  - name: web\n"
              "    listen: 127.0.0.1:1\n" BACKENDS,
-             &e);
+             tok);
+    c = load(doc, &e);
     assert_non_null(c);
     assert_true(c->admin.enabled);
     assert_string_equal(saddr_str(&c->admin.listen, a, sizeof(a)),
                         "[::1]:9999");
     assert_int_equal(c->admin.request_timeout_ms, 250);
-    assert_string_equal(c->admin.token_file, "/etc/ferry/token");
+    assert_string_equal(c->admin.token_file, tok);
+    assert_int_equal(c->admin.token_len, 6);
+    assert_memory_equal(c->admin.token, "s3cret", 6);
     /* No health_check anywhere: checks are off. */
     assert_int_equal(find(c, "web")->check.type, TBL_CHECK_NONE);
     conf_free(c);
+    /* A token file that cannot be read fails the load. */
+    unlink(tok);
+    assert_null(load(doc, &e));
+    assert_non_null(strstr(e.msg, "cannot open admin.token_file"));
 
     /* token_file: "" is the default written out: no token. */
     c = load("admin: {token_file: \"\"}\n"
