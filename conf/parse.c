@@ -18,6 +18,12 @@ parse_uint(const char *s, uint64_t min, uint64_t max, uint64_t *out,
         *why = "expected a non-negative integer";
         return -1;
     }
+    /* One spelling per number: "010" is 8 to a YAML 1.1 reader and 10 to
+     * strtoull, so a leading zero is refused rather than guessed at. */
+    if (s[0] == '0' && s[1] >= '0' && s[1] <= '9') {
+        *why = "write the number without leading zeros";
+        return -1;
+    }
     errno = 0;
     v = strtoull(s, &end, 10);
     if (errno != 0 || *end != '\0') {

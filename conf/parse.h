@@ -42,7 +42,8 @@ int parse_ip(const char *s, uint16_t port, struct saddr *out,
  * milliseconds, at most 30 days. */
 int parse_duration_ms(const char *s, uint64_t *ms, const char **why);
 
-/* Parse a decimal unsigned integer within [min, max]. */
+/* Parse a decimal unsigned integer within [min, max], written without
+ * leading zeros ("0" itself is fine). */
 int parse_uint(const char *s, uint64_t min, uint64_t max, uint64_t *out,
                const char **why);
 

@@ -171,7 +171,7 @@ parse_number(const struct yd_key *k, const char *s, uint64_t *dst, char *msg,
         /* parse_uint reports overflow as "not an integer"; an all-digit
          * string is a range problem, so check the range ourselves. */
         if (parse_uint(s, 0, UINT64_MAX, &v, &why) < 0
-            && strspn(s, "0123456789") != strlen(s))
+            && (strspn(s, "0123456789") != strlen(s) || s[0] == '0'))
             return snprintf(msg, msglen, "%s", why), -1;
         if (why != NULL || v < k->min || v > k->max) {
             snprintf(msg, msglen, "%s is out of range %llu..%llu", s,

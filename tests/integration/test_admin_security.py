@@ -187,6 +187,11 @@ def test_query_parameters_strict(served):
         assert status == 400, (q, status, body)
         assert body == b"unknown or repeated query parameter\n", q
     assert state(admin) == ("up", 1)
+    # One spelling per number, as in the config.
+    status, _, body = at.http(admin, "POST",
+                              "/backends/web/b1/weight?value=0005")
+    assert status == 400, body
+    assert state(admin) == ("up", 1)
     assert at.http(admin, "POST",
                    "/backends/web/b1/weight?value=5")[0] == 200
     assert state(admin) == ("up", 5)

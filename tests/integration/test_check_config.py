@@ -77,6 +77,8 @@ CASES = {
     "bad-port-backend": ({17: "      - address: 127.0.0.1:70000"}, 17),
     "bad-port-listen": ({22: "      - 127.0.0.1:65536"}, 22),
     "bad-port-word": ({17: "      - address: 127.0.0.1:http"}, 17),
+    # one spelling per number: YAML 1.1 reads 010 as octal
+    "number-leading-zero": ({8: "  retries: 03"}, 8),
     # bad durations
     "bad-duration-unit": ({7: "  connect_timeout: 2 parsecs"}, 7),
     "bad-duration-negative": ({4: "drain_timeout: -5s"}, 4),

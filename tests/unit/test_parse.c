@@ -242,8 +242,10 @@ test_uint(void **state)
     assert_int_equal(v, 0);
     assert_int_equal(parse_uint("10", 0, 10, &v, &why), 0);
     assert_int_equal(v, 10);
-    assert_int_equal(parse_uint("007", 0, 10, &v, &why), 0);
-    assert_int_equal(v, 7);
+    /* One spelling per number (YAML 1.1 reads 010 as octal). */
+    assert_int_equal(parse_uint("007", 0, 10, &v, &why), -1);
+    assert_string_equal(why, "write the number without leading zeros");
+    assert_int_equal(parse_uint("00", 0, 10, &v, &why), -1);
     assert_int_equal(parse_uint("18446744073709551615", 0, UINT64_MAX, &v,
                                 &why),
                      0);
