@@ -487,21 +487,39 @@ find_wildcard_clash(const struct ref *refs, size_t n, struct clash *best,
     }
 }
 
-/* The admin server's address, when it runs. */
-static int
-admin_listen(const struct root_in *r, struct saddr *a)
+/* The listeners of ferry's own servers that a configuration turns on:
+ * the admin server, and kube-proxy's health endpoints in node mode.
+ * Returns how many were put in <out> (room for 2). */
+struct server_listen {
+    const char *what;
+    struct saddr addr;
+};
+
+static size_t
+server_listens(const struct root_in *r, struct server_listen *out)
 {
     const char *why;
+    size_t n = 0;
 
-    if (r->admin.enabled != 1)
-        return 0;
-    *a = r->admin.listen;
-    if (a->u.sa.sa_family == 0)
-        parse_hostport(CONF_ADMIN_LISTEN_DEFAULT, a, 0, &why);
-    return 1;
+    if (r->admin.enabled == 1) {
+        out[n].what = "the admin server's listen";
+        out[n].addr = r->admin.listen;
+        if (out[n].addr.u.sa.sa_family == 0)
+            parse_hostport(CONF_ADMIN_LISTEN_DEFAULT, &out[n].addr, 0, &why);
+        n++;
+    }
+    if (r->kube.enabled == 1 && r->kube.mode == CONF_KUBE_NODE) {
+        out[n].what = "node.healthz_listen";
+        out[n].addr = r->node.healthz;
+        if (out[n].addr.u.sa.sa_family == 0)
+            parse_hostport(CONF_HEALTHZ_LISTEN_DEFAULT, &out[n].addr, 0,
+                           &why);
+        n++;
+    }
+    return n;
 }
 
-/* Every listen address of every service, and the admin server's: none
+/* Every listen address of every service, and those of ferry's servers: none
  * may overlap another (a reload would refuse the second socket, or worse,
  * share the port and split the connections). */
 static int
@@ -509,10 +527,10 @@ check_listen(const struct root_in *r, struct err *e)
 {
     const struct service_in *svc = r->services.v;
     char at[SADDR_STR_MAX], with[SADDR_STR_MAX];
+    struct server_listen srv[2];
     struct clash best;
-    struct saddr admin;
     struct ref *refs;
-    size_t i, j, n = 0, orig = 0;
+    size_t i, j, k, n = 0, orig = 0, nsrv, which = 0;
     int have = 0;
     long dup;
 
@@ -541,21 +559,28 @@ check_listen(const struct root_in *r, struct err *e)
     }
     qsort_r(refs, n, sizeof(*refs), ref_cmp, &(item_cmp_fn *){port_item_cmp});
     find_wildcard_clash(refs, n, &best, &have);
-    if (!have && admin_listen(r, &admin)) {
-        for (i = 0; i < n; i++) {
-            if (listen_overlaps(refs[i].item, &admin)
-                && (!have || pos_cmp(refs[i].pos, best.at.pos) < 0)) {
-                best.at = refs[i];
-                have = 1;
+    if (!have && (nsrv = server_listens(r, srv)) > 0) {
+        for (k = 0; k < nsrv; k++) {
+            for (i = 0; i < n; i++) {
+                if (listen_overlaps(refs[i].item, &srv[k].addr)
+                    && (!have || pos_cmp(refs[i].pos, best.at.pos) < 0)) {
+                    best.at = refs[i];
+                    which = k;
+                    have = 1;
+                }
             }
         }
         if (have)
             yamldec_fail(e, best.at.pos,
-                         "listen %s of service \"%s\" overlaps the admin "
-                         "server's listen %s",
+                         "listen %s of service \"%s\" overlaps %s %s",
                          saddr_str(best.at.item, at, sizeof(at)),
-                         svc[best.at.owner].name,
-                         saddr_str(&admin, with, sizeof(with)));
+                         svc[best.at.owner].name, srv[which].what,
+                         saddr_str(&srv[which].addr, with, sizeof(with)));
+        else if (nsrv == 2 && listen_overlaps(&srv[0].addr, &srv[1].addr))
+            have = 1, err_set(e, "%s %s overlaps %s %s", srv[0].what,
+                              saddr_str(&srv[0].addr, at, sizeof(at)),
+                              srv[1].what,
+                              saddr_str(&srv[1].addr, with, sizeof(with)));
     } else if (have && best.exact) {
         yamldec_fail(e, best.at.pos,
                      "listen address %s already used by service \"%s\"",

@@ -302,6 +302,11 @@ OVERLAPS = {
          22: "      - 0.0.0.0:9990"}, 23,
         'listen 0.0.0.0:9990 of service "db" overlaps the admin server\'s '
         'listen 127.0.0.1:9990'),
+    "healthz-listen": (
+        {4: "drain_timeout: 30s\nkubernetes: {enabled: true}",
+         22: "      - 127.0.0.1:10256"}, 23,
+        'listen 127.0.0.1:10256 of service "db" overlaps '
+        'node.healthz_listen 0.0.0.0:10256'),
     "v4-mapped": (
         {22: '      - "[::ffff:127.0.0.1]:5432"'}, 22,
         '"listen": an IPv4-mapped IPv6 address: write the IPv4 form'),
