@@ -87,6 +87,10 @@ struct relay_in {
     uint64_t workers; /* 0: one per CPU */
 };
 
+struct metrics_in {
+    uint64_t per_backend; /* enum conf_per_backend */
+};
+
 struct admin_in {
     uint64_t enabled; /* 0 false, 1 true */
     struct saddr listen; /* family 0: not given */
@@ -120,6 +124,7 @@ struct node_in {
 struct root_in {
     struct log_in log;
     struct relay_in relay;
+    struct metrics_in metrics;
     struct admin_in admin;
     struct kube_in kube;
     struct node_in node;
@@ -271,6 +276,18 @@ static const struct yd_key relay_keys[] = {
 static const struct yd_section relay_section = {
     "section \"relay\"", NULL, relay_keys, YD_NKEYS(relay_keys)};
 
+const char *const conf_per_backend_names[] = {
+    [CONF_PER_BACKEND_AUTO] = "auto", [CONF_PER_BACKEND_FALSE] = "false",
+    [CONF_PER_BACKEND_TRUE] = "true", NULL,
+};
+
+static const struct yd_key metrics_keys[] = {
+    {"per_backend", YD_ENUM, offsetof(struct metrics_in, per_backend), 0, 0,
+     "auto", conf_per_backend_names, 0},
+};
+static const struct yd_section metrics_section = {
+    "section \"metrics\"", NULL, metrics_keys, YD_NKEYS(metrics_keys)};
+
 static const struct yd_key backend_keys[] = {
     {"address", YD_ADDR, offsetof(struct backend_in, addr), 0, 0, NULL, NULL,
      YD_REQUIRED},
@@ -323,6 +340,8 @@ static const struct yd_key root_keys[] = {
      &node_section, 0},
     {"relay", YD_MAP, offsetof(struct root_in, relay), 0, 0, NULL,
      &relay_section, 0},
+    {"metrics", YD_MAP, offsetof(struct root_in, metrics), 0, 0, NULL,
+     &metrics_section, 0},
 };
 static const struct yd_section root_section = {"", NULL, root_keys,
                                                YD_NKEYS(root_keys)};
@@ -847,6 +866,7 @@ build(struct root_in *r, struct err *e)
     c->relay.splice = (enum conf_splice)r->relay.splice;
     c->relay.pipe_budget = (uint32_t)r->relay.pipe_budget;
     c->relay.workers = (uint32_t)r->relay.workers;
+    c->metrics.per_backend = (enum conf_per_backend)r->metrics.per_backend;
     c->admin.enabled = r->admin.enabled == 1;
     c->admin.listen = r->admin.listen;
     if (c->admin.listen.u.sa.sa_family == 0) {

@@ -99,6 +99,21 @@ struct conf_relay {
                               * start only. */
 };
 
+/* "metrics:", what the admin server's /metrics writes. */
+enum conf_per_backend {
+    CONF_PER_BACKEND_AUTO = 0, /* for services from the file, not the API */
+    CONF_PER_BACKEND_FALSE,    /* for no service */
+    CONF_PER_BACKEND_TRUE,     /* for every service */
+};
+
+/* "auto", "false", "true", indexed by enum conf_per_backend, ended by
+ * NULL. */
+extern const char *const conf_per_backend_names[];
+
+struct conf_metrics {
+    enum conf_per_backend per_backend; /* metrics.per_backend, default auto */
+};
+
 struct conf {
     enum log_level log_level; /* log.level, default info */
     enum log_format log_format; /* log.format, default text */
@@ -107,6 +122,7 @@ struct conf {
     struct conf_kube kube;
     struct conf_node node;
     struct conf_relay relay;
+    struct conf_metrics metrics;
     /* The "defaults:" policy (no name, frontends or backends), for the
      * services the Kubernetes watcher generates. */
     struct tbl_service defaults;

@@ -285,7 +285,10 @@ int
 tbl_service_policy_equal(const struct tbl_service *a,
                          const struct tbl_service *b)
 {
-    return strcmp(a->name, b->name) == 0 && a->balance == b->balance
+    /* The origin changes no balancing, but a runtime service kept across
+     * tables keeps its spec, and /metrics reads the origin from it. */
+    return strcmp(a->name, b->name) == 0 && a->origin == b->origin
+           && a->balance == b->balance
            && a->connect_timeout_ms == b->connect_timeout_ms
            && a->idle_timeout_ms == b->idle_timeout_ms
            && a->retries == b->retries && a->max_conns == b->max_conns

@@ -83,8 +83,17 @@ struct tbl_check {
 /* Nonzero if two check specs are the same. */
 int tbl_check_equal(const struct tbl_check *a, const struct tbl_check *b);
 
+/* Where a service came from. The admin server's /metrics writes
+ * per-backend series for file services only, unless told otherwise
+ * (metrics.per_backend). */
+enum tbl_origin {
+    TBL_ORIGIN_FILE = 0, /* the config file's "services:" */
+    TBL_ORIGIN_API,      /* the Kubernetes translator */
+};
+
 struct tbl_service {
     char name[TBL_NAME_MAX]; /* unique within a table */
+    enum tbl_origin origin;
     struct saddr *frontends;
     size_t nfrontends;
     struct tbl_backend *backends;

@@ -594,6 +594,7 @@ emit(struct table *t, const struct svcctx *sc, const char *pname,
     memset(&s, 0, sizeof(s));
     if (o->policy != NULL)
         s = *o->policy;
+    s.origin = TBL_ORIGIN_API;
     n = snprintf(s.name, sizeof(s.name), "%s/%s:%s%s", sc->ns, sc->name, pname,
                  suffix);
     if (n < 0 || (size_t)n >= sizeof(s.name)) {

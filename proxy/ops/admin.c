@@ -45,6 +45,7 @@ struct admin {
     struct proxy *p;
     struct health *h;
     struct conf_admin conf;
+    struct conf_metrics metrics;
     struct httpd *srv;
     struct httpd_listener *l; /* NULL: not listening */
     char addr_str[SADDR_STR_MAX];
@@ -755,7 +756,8 @@ get_page(struct admin *a, const struct httpreq *r, double now,
         struct sbuf m;
         sbuf_init(&m, ADMIN_REPLY_MAX - 4096);
         metrics_write(&m, proxy_svcs(a->p), proxy_nsvcs(a->p), a->h,
-                      admin_ready(a, now, why, sizeof(why)), now);
+                      admin_ready(a, now, why, sizeof(why)), now,
+                      a->metrics.per_backend);
         write_worker_metrics(&m, a->p);
         write_admin_metrics(&m, a);
         if (m.overflow)
@@ -882,6 +884,12 @@ admin_configure(struct admin *a, const struct conf_admin *c, struct err *e)
     if (!c->enabled)
         return 0;
     return admin_listen(a, &c->listen, e);
+}
+
+void
+admin_set_metrics(struct admin *a, const struct conf_metrics *m)
+{
+    a->metrics = *m;
 }
 
 void

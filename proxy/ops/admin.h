@@ -67,6 +67,10 @@ void admin_free(struct admin *a);
 int admin_configure(struct admin *a, const struct conf_admin *c,
                     struct err *e);
 
+/* Apply the "metrics:" settings to what /metrics writes (from the next
+ * scrape on). */
+void admin_set_metrics(struct admin *a, const struct conf_metrics *m);
+
 void admin_set_hooks(struct admin *a, const struct admin_hooks *hooks);
 
 /* A table is in force (first one: /readyz may answer ready). Also

@@ -43,6 +43,7 @@ ctl_configure(struct ctl *c, const struct conf *conf)
 
     err_clear(&e);
     proxy_set_relay(c->p, conf->relay.splice, conf->relay.pipe_budget);
+    admin_set_metrics(c->admin, &conf->metrics);
     if (admin_configure(c->admin, &conf->admin, &e) < 0)
         log_error("%s; continuing without the admin server",
                   err_str(&e, msg, sizeof(msg)));

@@ -1,6 +1,8 @@
 #include <dirent.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
 
@@ -13,19 +15,64 @@
 
 /* ---- formatting --------------------------------------------------------- */
 
+/* The exposition of a large table is millions of short lines: every
+ * sample below is appended piece by piece (no printf), label sets are
+ * built once per scrape, and bucket bounds once per histogram kind. */
+
 void
 metrics_label_value(struct sbuf *b, const char *s)
 {
+    const char *run = s;
+
     for (; *s != '\0'; s++) {
-        if (*s == '\\')
-            sbuf_add(b, "\\\\", 2);
-        else if (*s == '"')
-            sbuf_add(b, "\\\"", 2);
-        else if (*s == '\n')
-            sbuf_add(b, "\\n", 2);
-        else
-            sbuf_add(b, s, 1);
+        const char *esc = *s == '\\'  ? "\\\\"
+                          : *s == '"' ? "\\\""
+                          : *s == '\n' ? "\\n"
+                                       : NULL;
+        if (esc == NULL)
+            continue;
+        sbuf_add(b, run, (size_t)(s - run));
+        sbuf_add(b, esc, 2);
+        run = s + 1;
     }
+    sbuf_add(b, run, (size_t)(s - run));
+}
+
+static void
+put_u64(struct sbuf *b, uint64_t v)
+{
+    char t[20];
+    size_t i = sizeof(t);
+
+    do {
+        t[--i] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v != 0);
+    sbuf_add(b, t + i, sizeof(t) - i);
+}
+
+/* A label set (already escaped, without braces), borrowed. */
+struct lab {
+    const char *p;
+    size_t n;
+};
+
+/* name{<l>[,<extra>]} <v> */
+static void
+sample(struct sbuf *b, const char *name, struct lab l, const char *extra,
+       uint64_t v)
+{
+    sbuf_puts(b, name);
+    sbuf_add(b, "{", 1);
+    sbuf_add(b, l.p, l.n);
+    if (extra != NULL) {
+        if (l.n != 0)
+            sbuf_add(b, ",", 1);
+        sbuf_puts(b, extra);
+    }
+    sbuf_add(b, "} ", 2);
+    put_u64(b, v);
+    sbuf_add(b, "\n", 1);
 }
 
 static void
@@ -34,56 +81,149 @@ family(struct sbuf *b, const char *name, const char *type, const char *help)
     sbuf_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
-/* A bound as Prometheus prints it ("0.005", "1", "2.5"). */
+/* A histogram kind's bounds as Prometheus prints them ("0.005", "1"),
+ * each as the label 'le="..."'. */
+struct le_text {
+    char le[HIST_BUCKETS_MAX][40];
+};
+
 static void
-le_str(double v, char *out, size_t outlen)
+le_text_init(struct le_text *t, const struct hist_spec *sp)
 {
-    snprintf(out, outlen, "%.6g", v);
+    size_t i;
+
+    for (i = 0; i < sp->n; i++)
+        snprintf(t->le[i], sizeof(t->le[i]), "le=\"%.6g\"", sp->le[i]);
+}
+
+static void
+write_hist(struct sbuf *b, const char *name, struct lab l,
+           const struct hist *h, const struct hist_spec *sp,
+           const struct le_text *t)
+{
+    char nb[128];
+    uint64_t cum = 0, sum;
+    size_t i;
+
+    snprintf(nb, sizeof(nb), "%s_bucket", name);
+    for (i = 0; i < sp->n; i++) {
+        cum += stats_get(&h->bucket[i]);
+        sample(b, nb, l, t->le[i], cum);
+    }
+    cum += stats_get(&h->bucket[sp->n]);
+    sample(b, nb, l, "le=\"+Inf\"", cum);
+    /* The sum in seconds with six decimals, from whole microseconds. */
+    sum = stats_get(&h->sum_us);
+    sbuf_puts(b, name);
+    sbuf_add(b, "_sum{", 5);
+    sbuf_add(b, l.p, l.n);
+    sbuf_add(b, "} ", 2);
+    put_u64(b, sum / 1000000);
+    snprintf(nb, sizeof(nb), ".%06llu\n",
+             (unsigned long long)(sum % 1000000));
+    sbuf_puts(b, nb);
+    snprintf(nb, sizeof(nb), "%s_count", name);
+    sample(b, nb, l, NULL, cum);
 }
 
 void
 metrics_write_hist(struct sbuf *b, const char *name, const char *labels,
                    const struct hist *h, const struct hist_spec *sp)
 {
-    const char *sep = labels[0] ? "," : "";
-    uint64_t cum = 0;
-    char le[32];
-    size_t i;
+    struct lab l = {labels, strlen(labels)};
+    struct le_text t;
 
-    for (i = 0; i < sp->n; i++) {
-        cum += stats_get(&h->bucket[i]);
-        le_str(sp->le[i], le, sizeof(le));
-        sbuf_printf(b, "%s_bucket{%s%sle=\"%s\"} %llu\n", name, labels, sep,
-                    le, (unsigned long long)cum);
-    }
-    cum += stats_get(&h->bucket[sp->n]);
-    sbuf_printf(b, "%s_bucket{%s%sle=\"+Inf\"} %llu\n", name, labels, sep,
-                (unsigned long long)cum);
-    sbuf_printf(b, "%s_sum{%s} %.6f\n", name, labels,
-                (double)stats_get(&h->sum_us) / 1e6);
-    sbuf_printf(b, "%s_count{%s} %llu\n", name, labels,
-                (unsigned long long)cum);
+    le_text_init(&t, sp);
+    write_hist(b, name, l, h, sp, &t);
 }
 
-/* 'service="web"' into <out> (a small sbuf). */
-static void
-svc_labels(struct sbuf *out, const struct svc *s)
+/* Every label set of one scrape, built once: 'service="web"' for each
+ * service, then 'service="web",backend="b0",address="..."' for each
+ * backend of the services that get per-backend series. */
+struct labels {
+    struct sbuf text;
+    size_t *off;     /* start of set k in text; off[k + 1] ends it */
+    size_t *be_base; /* per service: index of its first backend set, or
+                      * SIZE_MAX when it gets no per-backend series */
+    size_t nbe;      /* backend sets in all */
+};
+
+static struct lab
+lab_get(const struct labels *ls, size_t k)
 {
-    out->len = 0;
-    sbuf_puts(out, "service=\"");
+    struct lab l = {ls->text.p + ls->off[k], ls->off[k + 1] - ls->off[k]};
+    return l;
+}
+
+static int
+want_backends(const struct svc *s, enum conf_per_backend pb)
+{
+    if (pb == CONF_PER_BACKEND_TRUE)
+        return 1;
+    if (pb == CONF_PER_BACKEND_FALSE)
+        return 0;
+    return svc_spec(s)->origin == TBL_ORIGIN_FILE;
+}
+
+static void
+svc_label(struct sbuf *out, const struct svc *s)
+{
+    sbuf_add(out, "service=\"", 9);
     metrics_label_value(out, svc_name(s));
-    sbuf_puts(out, "\"");
+    sbuf_add(out, "\"", 1);
+}
+
+/* Returns 0, or -1 when out of memory or over <max> bytes of labels (the
+ * reply could not hold them either). */
+static int
+labels_build(struct labels *ls, struct svc *const *svcs, size_t n,
+             enum conf_per_backend pb, size_t max)
+{
+    size_t i, j, k = 0, nsets = n;
+
+    memset(ls, 0, sizeof(*ls));
+    ls->be_base = calloc(n ? n : 1, sizeof(*ls->be_base));
+    if (ls->be_base == NULL)
+        return -1;
+    for (i = 0; i < n; i++) {
+        ls->be_base[i] = SIZE_MAX;
+        if (want_backends(svcs[i], pb)) {
+            ls->be_base[i] = n + ls->nbe;
+            ls->nbe += svc_nbackends(svcs[i]);
+        }
+    }
+    nsets += ls->nbe;
+    ls->off = calloc(nsets + 1, sizeof(*ls->off));
+    if (ls->off == NULL)
+        return -1;
+    sbuf_init(&ls->text, max);
+    for (i = 0; i < n; i++) {
+        ls->off[k++] = ls->text.len;
+        svc_label(&ls->text, svcs[i]);
+    }
+    for (i = 0; i < n; i++) {
+        if (ls->be_base[i] == SIZE_MAX)
+            continue;
+        for (j = 0; j < svc_nbackends(svcs[i]); j++) {
+            ls->off[k++] = ls->text.len;
+            svc_label(&ls->text, svcs[i]);
+            sbuf_add(&ls->text, ",backend=\"", 10);
+            metrics_label_value(&ls->text, svc_backend_name(svcs[i], j));
+            sbuf_add(&ls->text, "\",address=\"", 11);
+            metrics_label_value(&ls->text, svc_backend(svcs[i], j)->addr_str);
+            sbuf_add(&ls->text, "\"", 1);
+        }
+    }
+    ls->off[k] = ls->text.len;
+    return ls->text.overflow ? -1 : 0;
 }
 
 static void
-be_labels(struct sbuf *out, const struct svc *s, size_t i)
+labels_free(struct labels *ls)
 {
-    svc_labels(out, s);
-    sbuf_puts(out, ",backend=\"");
-    metrics_label_value(out, svc_backend_name(s, i));
-    sbuf_puts(out, "\",address=\"");
-    metrics_label_value(out, svc_backend(s, i)->addr_str);
-    sbuf_puts(out, "\"");
+    sbuf_deinit(&ls->text);
+    free(ls->off);
+    free(ls->be_base);
 }
 
 /* ---- process-wide ------------------------------------------------------- */
@@ -228,63 +368,55 @@ write_api_skipped(struct sbuf *b)
 
 static void
 write_services(struct sbuf *b, struct svc *const *svcs, size_t n,
-               struct sbuf *lb)
+               const struct labels *ls, const struct le_text *lc)
 {
+    char reason[64];
     size_t i, r;
 
     family(b, "ferry_service_connections_accepted_total", "counter",
            "Client connections accepted.");
-    for (i = 0; i < n; i++) {
-        svc_labels(lb, svcs[i]);
-        sbuf_printf(b, "ferry_service_connections_accepted_total{%s} %llu\n",
-                    lb->p, (unsigned long long)stats_get(&svc_counters(svcs[i])->accepted));
-    }
+    for (i = 0; i < n; i++)
+        sample(b, "ferry_service_connections_accepted_total", lab_get(ls, i),
+               NULL, stats_get(&svc_counters(svcs[i])->accepted));
     family(b, "ferry_service_connections_active", "gauge",
            "Client connections open now.");
-    for (i = 0; i < n; i++) {
-        svc_labels(lb, svcs[i]);
-        sbuf_printf(b, "ferry_service_connections_active{%s} %u\n", lb->p,
-                    atomic_load_explicit(&svc_counters(svcs[i])->active,
-                                         memory_order_relaxed));
-    }
+    for (i = 0; i < n; i++)
+        sample(b, "ferry_service_connections_active", lab_get(ls, i), NULL,
+               atomic_load_explicit(&svc_counters(svcs[i])->active,
+                                    memory_order_relaxed));
     family(b, "ferry_service_connections_failed_total", "counter",
            "Failures by reason: connect attempts refused, timed out or in "
            "error; clients reset for lack of a backend, for the connection "
            "limit, or for lack of resources.");
-    for (i = 0; i < n; i++) {
-        svc_labels(lb, svcs[i]);
-        for (r = 0; r < STATS_FAIL__COUNT; r++)
-            sbuf_printf(b,
-                        "ferry_service_connections_failed_total{%s,reason=\"%s\"}"
-                        " %llu\n",
-                        lb->p, stats_fail_text[r],
-                        (unsigned long long)stats_get(&svc_counters(svcs[i])->fail[r]));
+    for (i = 0; i < n && !b->overflow; i++) {
+        for (r = 0; r < STATS_FAIL__COUNT; r++) {
+            snprintf(reason, sizeof(reason), "reason=\"%s\"",
+                     stats_fail_text[r]);
+            sample(b, "ferry_service_connections_failed_total",
+                   lab_get(ls, i), reason,
+                   stats_get(&svc_counters(svcs[i])->fail[r]));
+        }
     }
     family(b, "ferry_service_connect_retries_total", "counter",
            "Connect attempts beyond the first, on another backend.");
-    for (i = 0; i < n; i++) {
-        svc_labels(lb, svcs[i]);
-        sbuf_printf(b, "ferry_service_connect_retries_total{%s} %llu\n", lb->p,
-                    (unsigned long long)stats_get(&svc_counters(svcs[i])->retries));
-    }
+    for (i = 0; i < n; i++)
+        sample(b, "ferry_service_connect_retries_total", lab_get(ls, i), NULL,
+               stats_get(&svc_counters(svcs[i])->retries));
     family(b, "ferry_service_bytes_total", "counter",
            "Bytes relayed: direction=\"in\" from clients to backends, "
            "\"out\" from backends to clients.");
     for (i = 0; i < n; i++) {
-        svc_labels(lb, svcs[i]);
-        sbuf_printf(b, "ferry_service_bytes_total{%s,direction=\"in\"} %llu\n",
-                    lb->p, (unsigned long long)stats_get(&svc_counters(svcs[i])->bytes_in));
-        sbuf_printf(b, "ferry_service_bytes_total{%s,direction=\"out\"} %llu\n",
-                    lb->p,
-                    (unsigned long long)stats_get(&svc_counters(svcs[i])->bytes_out));
+        sample(b, "ferry_service_bytes_total", lab_get(ls, i),
+               "direction=\"in\"", stats_get(&svc_counters(svcs[i])->bytes_in));
+        sample(b, "ferry_service_bytes_total", lab_get(ls, i),
+               "direction=\"out\"",
+               stats_get(&svc_counters(svcs[i])->bytes_out));
     }
     family(b, "ferry_service_connect_duration_seconds", "histogram",
            "Time from the start of a connect attempt to its success.");
-    for (i = 0; i < n; i++) {
-        svc_labels(lb, svcs[i]);
-        metrics_write_hist(b, "ferry_service_connect_duration_seconds", lb->p,
-                           &svc_counters(svcs[i])->connect, &hist_connect);
-    }
+    for (i = 0; i < n && !b->overflow; i++)
+        write_hist(b, "ferry_service_connect_duration_seconds", lab_get(ls, i),
+                   &svc_counters(svcs[i])->connect, &hist_connect, lc);
 }
 
 /* ---- per backend -------------------------------------------------------- */
@@ -325,31 +457,32 @@ static const struct {
                     "1 while in passive-health back-off."},
 };
 
-static double
+/* Every backend value is a count or a flag. */
+static uint64_t
 be_value(enum be_metric m, const struct svc *s, size_t i, double now)
 {
     const struct backend *bk = svc_backend(s, i);
 
     switch (m) {
     case BM_CONNECTS:
-        return (double)stats_get(&bk->n_connects);
+        return stats_get(&bk->n_connects);
     case BM_ACTIVE:
         return atomic_load_explicit(&bk->active, memory_order_relaxed);
     case BM_EJECTIONS:
-        return (double)stats_get(&bk->n_ejections);
+        return stats_get(&bk->n_ejections);
     case BM_CONSEC:
         return atomic_load_explicit(&bk->fails, memory_order_relaxed);
     case BM_WEIGHT:
         return svc_backend_weight(s, i);
     case BM_DRAINED:
-        return svc_backend_drained(s, i);
+        return svc_backend_drained(s, i) != 0;
     case BM_HEALTH_UP:
-        return backend_healthy(bk);
+        return backend_healthy(bk) != 0;
     case BM_HEALTH_CHECKED:
         return atomic_load_explicit(&bk->health, memory_order_relaxed)
                != BACKEND_HEALTH_UNCHECKED;
     case BM_EJECTED:
-        return backend_ejected(bk, now);
+        return backend_ejected(bk, now) != 0;
     default:
         return 0;
     }
@@ -357,80 +490,99 @@ be_value(enum be_metric m, const struct svc *s, size_t i, double now)
 
 static void
 write_backends(struct sbuf *b, struct svc *const *svcs, size_t n,
-               struct sbuf *lb, double now)
+               const struct labels *ls, const struct le_text *lc, double now)
 {
+    char reason[64];
     size_t i, j, r;
     int m;
 
+    if (ls->nbe == 0)
+        return;
     for (m = 0; m < BM__COUNT; m++) {
         family(b, be_metrics[m].name, be_metrics[m].type, be_metrics[m].help);
-        for (i = 0; i < n; i++)
-            for (j = 0; j < svc_nbackends(svcs[i]); j++) {
-                be_labels(lb, svcs[i], j);
-                sbuf_printf(b, "%s{%s} %.17g\n", be_metrics[m].name, lb->p,
-                            be_value((enum be_metric)m, svcs[i], j, now));
-            }
+        for (i = 0; i < n && !b->overflow; i++) {
+            if (ls->be_base[i] == SIZE_MAX)
+                continue;
+            for (j = 0; j < svc_nbackends(svcs[i]); j++)
+                sample(b, be_metrics[m].name, lab_get(ls, ls->be_base[i] + j),
+                       NULL, be_value((enum be_metric)m, svcs[i], j, now));
+        }
     }
     family(b, "ferry_backend_connect_failures_total", "counter",
            "Failed connects to the backend, by reason.");
-    for (i = 0; i < n; i++)
+    for (i = 0; i < n && !b->overflow; i++) {
+        if (ls->be_base[i] == SIZE_MAX)
+            continue;
         for (j = 0; j < svc_nbackends(svcs[i]); j++) {
-            be_labels(lb, svcs[i], j);
-            for (r = 0; r < STATS_FAIL_CONNECT_COUNT; r++)
-                sbuf_printf(b, "ferry_backend_connect_failures_total{%s,"
-                               "reason=\"%s\"} %llu\n",
-                            lb->p, stats_fail_text[r],
-                            (unsigned long long)stats_get(
-                                &svc_backend(svcs[i], j)->n_fail[r]));
+            for (r = 0; r < STATS_FAIL_CONNECT_COUNT; r++) {
+                snprintf(reason, sizeof(reason), "reason=\"%s\"",
+                         stats_fail_text[r]);
+                sample(b, "ferry_backend_connect_failures_total",
+                       lab_get(ls, ls->be_base[i] + j), reason,
+                       stats_get(&svc_backend(svcs[i], j)->n_fail[r]));
+            }
         }
+    }
     family(b, "ferry_backend_health_transitions_total", "counter",
            "Active-check state changes, by the state entered.");
-    for (i = 0; i < n; i++)
+    for (i = 0; i < n && !b->overflow; i++) {
+        if (ls->be_base[i] == SIZE_MAX)
+            continue;
         for (j = 0; j < svc_nbackends(svcs[i]); j++) {
             const struct backend *bk = svc_backend(svcs[i], j);
-            be_labels(lb, svcs[i], j);
-            sbuf_printf(b, "ferry_backend_health_transitions_total{%s,"
-                           "to=\"down\"} %llu\n",
-                        lb->p, (unsigned long long)stats_get(&bk->n_went_down));
-            sbuf_printf(b, "ferry_backend_health_transitions_total{%s,"
-                           "to=\"up\"} %llu\n",
-                        lb->p, (unsigned long long)stats_get(&bk->n_went_up));
+            struct lab l = lab_get(ls, ls->be_base[i] + j);
+            sample(b, "ferry_backend_health_transitions_total", l,
+                   "to=\"down\"", stats_get(&bk->n_went_down));
+            sample(b, "ferry_backend_health_transitions_total", l,
+                   "to=\"up\"", stats_get(&bk->n_went_up));
         }
+    }
     family(b, "ferry_backend_bytes_total", "counter",
            "Bytes relayed: direction=\"in\" to the backend, \"out\" from it.");
-    for (i = 0; i < n; i++)
+    for (i = 0; i < n && !b->overflow; i++) {
+        if (ls->be_base[i] == SIZE_MAX)
+            continue;
         for (j = 0; j < svc_nbackends(svcs[i]); j++) {
             const struct backend *bk = svc_backend(svcs[i], j);
-            be_labels(lb, svcs[i], j);
-            sbuf_printf(b, "ferry_backend_bytes_total{%s,direction=\"in\"} "
-                           "%llu\n",
-                        lb->p, (unsigned long long)stats_get(&bk->bytes_in));
-            sbuf_printf(b, "ferry_backend_bytes_total{%s,direction=\"out\"} "
-                           "%llu\n",
-                        lb->p, (unsigned long long)stats_get(&bk->bytes_out));
+            struct lab l = lab_get(ls, ls->be_base[i] + j);
+            sample(b, "ferry_backend_bytes_total", l, "direction=\"in\"",
+                   stats_get(&bk->bytes_in));
+            sample(b, "ferry_backend_bytes_total", l, "direction=\"out\"",
+                   stats_get(&bk->bytes_out));
         }
+    }
     family(b, "ferry_backend_connect_duration_seconds", "histogram",
            "Time from the start of a connect attempt to its success.");
-    for (i = 0; i < n; i++)
-        for (j = 0; j < svc_nbackends(svcs[i]); j++) {
-            be_labels(lb, svcs[i], j);
-            metrics_write_hist(b, "ferry_backend_connect_duration_seconds",
-                               lb->p, &svc_backend(svcs[i], j)->connect_hist,
-                               &hist_connect);
-        }
+    for (i = 0; i < n && !b->overflow; i++) {
+        if (ls->be_base[i] == SIZE_MAX)
+            continue;
+        for (j = 0; j < svc_nbackends(svcs[i]); j++)
+            write_hist(b, "ferry_backend_connect_duration_seconds",
+                       lab_get(ls, ls->be_base[i] + j),
+                       &svc_backend(svcs[i], j)->connect_hist, &hist_connect,
+                       lc);
+    }
 }
 
 void
 metrics_write(struct sbuf *b, struct svc *const *svcs, size_t n,
-              const struct health *h, int ready, double now)
+              const struct health *h, int ready, double now,
+              enum conf_per_backend per_backend)
 {
-    struct sbuf lb;
+    struct labels ls;
+    struct le_text lc;
 
     (void)h;
-    sbuf_init(&lb, 4096);
     write_process(b, ready);
     write_api_skipped(b);
-    write_services(b, svcs, n, &lb);
-    write_backends(b, svcs, n, &lb, now);
-    sbuf_deinit(&lb);
+    if (labels_build(&ls, svcs, n, per_backend, b->max) < 0) {
+        /* Out of memory, or labels alone larger than the reply may be. */
+        b->overflow = 1;
+        labels_free(&ls);
+        return;
+    }
+    le_text_init(&lc, &hist_connect);
+    write_services(b, svcs, n, &ls, &lc);
+    write_backends(b, svcs, n, &ls, &lc, now);
+    labels_free(&ls);
 }

@@ -13,6 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "config.h"
 #include "stats.h"
 
 struct health;
@@ -22,11 +23,14 @@ struct svc;
 /* ---- exposition ---- */
 
 /* Append every metric family to <b>: process-wide ones, then per service
- * and per backend of <svcs> (borrowed; control loop) at loop time <now>.
- * A backend listed by several services reports its counters (which
- * belong to its address) under each. <h> may be NULL. */
+ * of <svcs> (borrowed; control loop) at loop time <now>, then per backend
+ * of the services <per_backend> selects (auto: those from the config
+ * file, not the API). A backend listed by several services reports its
+ * counters (which belong to its address) under each. <h> may be NULL.
+ * Stops early, with b->overflow set, once <b> is full. */
 void metrics_write(struct sbuf *b, struct svc *const *svcs, size_t n,
-                   const struct health *h, int ready, double now);
+                   const struct health *h, int ready, double now,
+                   enum conf_per_backend per_backend);
 
 /* Helpers, exported for the unit tests. */
 

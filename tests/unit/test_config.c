@@ -67,6 +67,7 @@ static const char full_yaml[] =
     "  format: json\n"
     "drain_timeout: 1.5s\n"
     "relay: {splice: never, pipe_budget: 64, workers: 4}\n"
+    "metrics: {per_backend: false}\n"
     "defaults:\n"
     "  balance: leastconn\n"
     "  connect_timeout: 250ms\n"
@@ -110,6 +111,7 @@ test_full(void **state)
     assert_int_equal(c->relay.splice, CONF_SPLICE_NEVER);
     assert_int_equal(c->relay.pipe_budget, 64);
     assert_int_equal(c->relay.workers, 4);
+    assert_int_equal(c->metrics.per_backend, CONF_PER_BACKEND_FALSE);
     assert_true(c->table->frozen);
     assert_int_equal(c->table->generation, 0);
     assert_int_equal(c->table->nservices, 2);
@@ -165,7 +167,9 @@ test_builtin_defaults(void **state)
     assert_int_equal(c->relay.splice, CONF_SPLICE_AUTO);
     assert_int_equal(c->relay.pipe_budget, 0);
     assert_int_equal(c->relay.workers, 0);
+    assert_int_equal(c->metrics.per_backend, CONF_PER_BACKEND_AUTO);
     s = find(c, "a");
+    assert_int_equal(s->origin, TBL_ORIGIN_FILE);
     assert_int_equal(s->balance, TBL_BAL_ROUNDROBIN);
     assert_int_equal(s->connect_timeout_ms, 2000);
     assert_int_equal(s->idle_timeout_ms, 3600000);
@@ -281,7 +285,7 @@ test_err_unknown_key(void **state)
     expect_error("servces: []\n", 1, 1,
                  "unknown key \"servces\" at top level (known: log, "
                  "drain_timeout, defaults, services, admin, kubernetes, node, "
-                 "relay)");
+                 "relay, metrics)");
     expect_error("services:\n"
                  "  - name: web\n"
                  "    listen: 127.0.0.1:1\n"
@@ -478,6 +482,9 @@ test_err_enums(void **state)
                  "\"loud\"");
     expect_error("defaults: {balance: fastest}\n", 1, 21,
                  "expected one of roundrobin, leastconn, random");
+    expect_error("metrics: {per_backend: some}\n", 1, 24,
+                 "\"per_backend\": expected one of auto, false, true, got "
+                 "\"some\"");
 }
 
 static void

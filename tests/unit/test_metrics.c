@@ -16,7 +16,7 @@
 #include "svc.h"
 
 static struct svc *
-make_svc(const char *name)
+make_svc_from(const char *name, enum tbl_origin origin)
 {
     struct tbl_backend bes[2];
     struct tbl_service ts;
@@ -35,7 +35,14 @@ make_svc(const char *name)
     }
     ts.backends = bes;
     ts.nbackends = 2;
+    ts.origin = origin;
     return svc_new(&ts);
+}
+
+static struct svc *
+make_svc(const char *name)
+{
+    return make_svc_from(name, TBL_ORIGIN_FILE);
 }
 
 static void
@@ -54,6 +61,14 @@ test_label_escaping(void **state)
     sbuf_init(&b, 1024);
     metrics_label_value(&b, "a\"b\\c\nd");
     assert_string_equal(b.p, "a\\\"b\\\\c\\nd");
+    sbuf_deinit(&b);
+    /* Runs between escapes, at either end, and none at all. */
+    sbuf_init(&b, 1024);
+    metrics_label_value(&b, "\"x\"");
+    metrics_label_value(&b, "|");
+    metrics_label_value(&b, "");
+    metrics_label_value(&b, "plain");
+    assert_string_equal(b.p, "\\\"x\\\"|plain");
     sbuf_deinit(&b);
 }
 
@@ -134,7 +149,7 @@ test_write_services(void **state)
     stats_sync_done(0.003, 1700000000.5);
     stats_watch_relist();
     sbuf_init(&b, 1 << 20);
-    metrics_write(&b, v, 1, NULL, 1, 100.0);
+    metrics_write(&b, v, 1, NULL, 1, 100.0, CONF_PER_BACKEND_AUTO);
     assert_false(b.overflow);
     check_families(b.p);
     assert_has(b.p, "ferry_table_generation 42\n");
@@ -174,6 +189,91 @@ test_write_services(void **state)
     assert_int_equal(svc_stats_count(), 0);
 }
 
+static int
+count_of(const char *text, const char *what)
+{
+    int n = 0;
+
+    for (; (text = strstr(text, what)) != NULL; text++)
+        n++;
+    return n;
+}
+
+/* metrics.per_backend: auto writes per-backend series for the file's
+ * services only, true for every service, false for none; per-service
+ * series are written for every service whatever it says. */
+static void
+test_per_backend(void **state)
+{
+    struct svc *v[2];
+    struct sbuf b;
+    static const struct {
+        enum conf_per_backend pb;
+        int file, api;
+    } cases[] = {
+        {CONF_PER_BACKEND_AUTO, 1, 0},
+        {CONF_PER_BACKEND_TRUE, 1, 1},
+        {CONF_PER_BACKEND_FALSE, 0, 0},
+    };
+    size_t k;
+
+    (void)state;
+    v[0] = make_svc_from("file", TBL_ORIGIN_FILE);
+    v[1] = make_svc_from("ns/api:http", TBL_ORIGIN_API);
+    assert_int_equal(svc_spec(v[1])->origin, TBL_ORIGIN_API);
+    for (k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
+        int nbe = 2 * (cases[k].file + cases[k].api);
+        sbuf_init(&b, 1 << 20);
+        metrics_write(&b, v, 2, NULL, 1, 100.0, cases[k].pb);
+        assert_false(b.overflow);
+        check_families(b.p);
+        assert_has(b.p, "ferry_service_connections_accepted_total"
+                        "{service=\"file\"} 0\n");
+        assert_has(b.p, "ferry_service_connections_accepted_total"
+                        "{service=\"ns/api:http\"} 0\n");
+        assert_has(b.p, "ferry_service_connect_duration_seconds_count"
+                        "{service=\"ns/api:http\"} 0\n");
+        assert_int_equal(count_of(b.p, "ferry_backend_weight{service=\"file\""),
+                         2 * cases[k].file);
+        assert_int_equal(
+            count_of(b.p, "ferry_backend_weight{service=\"ns/api:http\""),
+            2 * cases[k].api);
+        assert_int_equal(count_of(b.p, "\nferry_backend_connections_total{"),
+                         nbe);
+        assert_int_equal(
+            count_of(b.p, "\nferry_backend_connect_duration_seconds_count{"),
+            nbe);
+        /* No backend family at all, not even its HELP, when none has
+         * series. */
+        assert_int_equal(count_of(b.p, "# TYPE ferry_backend_"),
+                         nbe ? 13 : 0);
+        sbuf_deinit(&b);
+    }
+    svc_unref(v[0]);
+    svc_unref(v[1]);
+    assert_int_equal(backend_count(), 0);
+}
+
+/* A reply cap smaller than the exposition: overflow, never a crash. */
+static void
+test_write_overflow(void **state)
+{
+    struct svc *v[1];
+    struct sbuf b;
+    size_t cap;
+
+    (void)state;
+    v[0] = make_svc("small");
+    for (cap = 16; cap < (1u << 16); cap *= 4) {
+        sbuf_init(&b, cap);
+        metrics_write(&b, v, 1, NULL, 0, 100.0, CONF_PER_BACKEND_TRUE);
+        assert_true(b.overflow);
+        assert_true(b.len <= cap);
+        sbuf_deinit(&b);
+    }
+    svc_unref(v[0]);
+}
+
 static void
 test_stats_survive_rebuild(void **state)
 {
@@ -211,6 +311,8 @@ main(void)
         cmocka_unit_test(test_label_escaping),
         cmocka_unit_test(test_histogram_cumulative),
         cmocka_unit_test(test_write_services),
+        cmocka_unit_test(test_per_backend),
+        cmocka_unit_test(test_write_overflow),
         cmocka_unit_test(test_stats_survive_rebuild),
         cmocka_unit_test(test_sbuf_cap),
     };

@@ -241,6 +241,12 @@ ch_name(struct tbl_service *s)
 }
 
 static void
+ch_origin(struct tbl_service *s)
+{
+    s->origin = TBL_ORIGIN_API;
+}
+
+static void
 ch_balance(struct tbl_service *s)
 {
     s->balance = TBL_BAL_RANDOM;
@@ -365,6 +371,7 @@ struct field {
 /* In declaration order. */
 static const struct field service_fields[] = {
     FIELD(name, ch_name),
+    FIELD(origin, ch_origin),
     FIELD(frontends, NULL),
     FIELD(nfrontends, NULL),
     FIELD(backends, NULL),
