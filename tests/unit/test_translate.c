@@ -169,6 +169,8 @@ get(struct fx *f, const char *name)
 
     if (s == NULL)
         fail_msg("no service %s (have %zu)", name, f->t->nservices);
+    /* /metrics tells the API's services from the file's by this. */
+    assert_int_equal(s->origin, TBL_ORIGIN_API);
     return s;
 }
 
