@@ -559,8 +559,17 @@ gcd(uint32_t a, uint32_t b)
     return a;
 }
 
-/* Affinity lookups, then a random pick weighted by the endpoints'
- * weights (one slot each when equal, as kube-proxy does). */
+/*
+ * Affinity lookups, then a random pick weighted by the endpoints' weights
+ * (the same for each when equal). Up to NFTGEN_VMAP_MIN endpoints, one
+ * rule each, "numgen random mod R < w goto" with R the weight left, as
+ * kube-proxy's iptables mode does; beyond, one "numgen random mod N vmap"
+ * as its nftables mode does. Why not always the vmap: each anonymous
+ * verdict map is a set of the table, and the kernel's loop check walks
+ * every verdict-map set of the table for every jump and goto it commits.
+ * At 3000 services of 10 endpoints a full sync took 8 s with a vmap each
+ * and 4 s with rules, and the adoption of 5000 took minutes.
+ */
 static void
 dispatch(struct svcgen *x, const struct eplist *l)
 {
@@ -578,15 +587,23 @@ dispatch(struct svcgen *x, const struct eplist *l)
                         name);
         }
     }
-    if (l->n == 1) {
-        ep_chain_name(x, l->v[0], name, sizeof(name));
-        sbuf_printf(&x->r, "goto %s\n", name);
-        return;
-    }
     for (i = 0; i < l->n; i++)
         g = gcd(g, l->v[i]->weight);
     for (i = 0; i < l->n; i++)
         total += l->v[i]->weight / g;
+    if (l->n <= NFTGEN_VMAP_MIN) {
+        for (i = 0; i + 1 < l->n; i++) {
+            uint32_t w = l->v[i]->weight / g;
+
+            ep_chain_name(x, l->v[i], name, sizeof(name));
+            sbuf_printf(&x->r, "numgen random mod %u < %u goto %s\n", total, w,
+                        name);
+            total -= w;
+        }
+        ep_chain_name(x, l->v[l->n - 1], name, sizeof(name));
+        sbuf_printf(&x->r, "goto %s\n", name);
+        return;
+    }
     sbuf_printf(&x->r, "numgen random mod %u vmap { ", total);
     for (i = 0; i < l->n; i++) {
         uint32_t w = l->v[i]->weight / g;
@@ -904,6 +921,12 @@ void
 nftgen_delete_table(struct nftgen_txn *t)
 {
     emit(t, NFTGEN_PH_ADD, "delete table " T "\n");
+}
+
+void
+nftgen_flush_table(struct nftgen_txn *t)
+{
+    emit(t, NFTGEN_PH_FLUSH, "flush table " T "\n");
 }
 
 void

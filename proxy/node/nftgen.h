@@ -26,6 +26,10 @@
 
 #define NFTGEN_TXN_MAX ((size_t)1 << 30) /* one transaction's text */
 
+/* Endpoints above which a service picks with one numgen vmap instead of a
+ * rule per endpoint (nftgen.c says why). */
+#define NFTGEN_VMAP_MIN 32
+
 enum nftgen_kind {
     NFTGEN_SET = 0, /* a set or map: <spec> */
     NFTGEN_CHAIN,   /* a chain: <spec> for base chains, <rules> */
@@ -104,6 +108,8 @@ void nftgen_diff(struct nftgen_txn *t, const struct nftgen_group *old,
 /* Single commands, for convergence. <comment> of the table, or NULL. */
 void nftgen_add_table(struct nftgen_txn *t, const char *comment);
 void nftgen_delete_table(struct nftgen_txn *t);
+/* Every rule of the table (not the sets' elements). */
+void nftgen_flush_table(struct nftgen_txn *t);
 void nftgen_flush_chain(struct nftgen_txn *t, const char *name);
 void nftgen_flush_set(struct nftgen_txn *t, const char *name, int is_map);
 void nftgen_delete_chain(struct nftgen_txn *t, const char *name);

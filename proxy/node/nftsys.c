@@ -51,11 +51,20 @@ nftsys_listing_free(struct nftsys_listing *l)
     memset(l, 0, sizeof(*l));
 }
 
+/* Whether listing object <o> belongs to table inet ferry. */
+static int
+ours(json_t *o)
+{
+    const char *f = str_of(o, "family"), *t = str_of(o, "table");
+
+    return f && t && strcmp(f, "inet") == 0 && strcmp(t, NFT_TABLE) == 0;
+}
+
 static struct nftsys_obj *
-listing_add(struct nftsys_listing *l, size_t *cap, enum nftsys_kind kind,
-            const char *name)
+listing_add(struct nftsys_listing *l, enum nftsys_kind kind, const char *name)
 {
     struct nftsys_obj *o;
+    size_t *cap = &l->cap;
 
     if (l->n == *cap) {
         size_t ncap = *cap ? *cap * 2 : 64;
@@ -102,10 +111,9 @@ nftsys_parse_table(const char *json, struct nftsys_listing *l, struct err *e)
 {
     char layout[64];
     json_t *root, *a, *it;
-    size_t i, cap = 0, last = 0;
+    size_t i, last = 0;
     int rc = 0;
 
-    memset(l, 0, sizeof(*l));
     a = items(json, &root, e);
     if (a == NULL)
         return -1;
@@ -116,7 +124,10 @@ nftsys_parse_table(const char *json, struct nftsys_listing *l, struct err *e)
         const char *name;
 
         if ((o = json_object_get(it, "table")) != NULL) {
-            l->present = 1;
+            const char *f = str_of(o, "family"), *t = str_of(o, "name");
+
+            if (f && t && strcmp(f, "inet") == 0 && strcmp(t, NFT_TABLE) == 0)
+                l->present = 1;
         } else if ((o = json_object_get(it, "chain")) != NULL
                    || (o = json_object_get(it, "set")) != NULL
                    || (o = json_object_get(it, "map")) != NULL) {
@@ -124,9 +135,9 @@ nftsys_parse_table(const char *json, struct nftsys_listing *l, struct err *e)
             struct nftsys_obj *x;
 
             name = str_of(o, "name");
-            if (name == NULL || strlen(name) >= NFTSYS_NAME_MAX)
+            if (!ours(o) || name == NULL || strlen(name) >= NFTSYS_NAME_MAX)
                 continue;
-            x = listing_add(l, &cap, chain ? NFTSYS_CHAIN : NFTSYS_SET, name);
+            x = listing_add(l, chain ? NFTSYS_CHAIN : NFTSYS_SET, name);
             if (x == NULL) {
                 rc = err_set(e, "nftables listing: too many objects");
                 break;
@@ -139,7 +150,7 @@ nftsys_parse_table(const char *json, struct nftsys_listing *l, struct err *e)
             }
         } else if ((o = json_object_get(it, "rule")) != NULL) {
             name = str_of(o, "chain");
-            if (name)
+            if (name && ours(o))
                 count_rule(l, name, &last);
         }
     }
@@ -148,7 +159,7 @@ nftsys_parse_table(const char *json, struct nftsys_listing *l, struct err *e)
 }
 
 int
-nftsys_count_elems(const char *json, size_t *n, struct err *e)
+nftsys_count_elems(const char *json, const char *name, size_t *n, struct err *e)
 {
     json_t *root, *a, *it;
     size_t i;
@@ -160,11 +171,15 @@ nftsys_count_elems(const char *json, size_t *n, struct err *e)
     json_array_foreach(a, i, it)
     {
         json_t *o = json_object_get(it, "set");
+        const char *nm;
         json_t *el;
 
         if (o == NULL)
             o = json_object_get(it, "map");
-        el = o ? json_object_get(o, "elem") : NULL;
+        if (o == NULL || !ours(o) || (nm = str_of(o, "name")) == NULL
+            || strcmp(nm, name) != 0)
+            continue;
+        el = json_object_get(o, "elem");
         if (json_is_array(el))
             *n += json_array_size(el);
     }

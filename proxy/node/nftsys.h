@@ -32,22 +32,29 @@ struct nftsys_listing {
     int present;   /* the table was listed */
     int layout_ok; /* its layout set says NFT_LAYOUT */
     struct nftsys_obj *v;
-    size_t n;
+    size_t n, cap;
 };
 
 /*
- * Parse `nft -j -t list table inet ferry`: its chains with their rule
- * counts, and its sets and maps. Returns 0, or -1 with <e> (not JSON,
- * not a listing, over NFTSYS_OBJS_MAX, out of memory). Free <l> with
+ * Add what a JSON listing (`list chains inet`, `list sets inet`, `list
+ * maps inet`, `list chain inet ferry X`, `list table inet ferry`) says
+ * about table inet ferry to <l> (zeroed before the first call): its
+ * chains with the rules listed, its sets and maps; other tables are
+ * skipped. Listing every rule of a large table is slow (seconds at
+ * thousands of services), so callers list names and count the rules of
+ * chosen chains only. Returns 0, or -1 with <e> (not JSON, not a listing,
+ * over NFTSYS_OBJS_MAX, out of memory). Free <l> with
  * nftsys_listing_free() either way.
  */
 int nftsys_parse_table(const char *json, struct nftsys_listing *l,
                        struct err *e);
 void nftsys_listing_free(struct nftsys_listing *l);
 
-/* Elements of the one set or map in a `list set`/`list map` output into
- * <n>. Returns 0 or -1 with <e>. */
-int nftsys_count_elems(const char *json, size_t *n, struct err *e);
+/* Elements of set or map <name> of table inet ferry in a listing (`list
+ * maps inet`, `list set inet ferry X`, ...) into <n>. Returns 0 or -1
+ * with <e>. */
+int nftsys_count_elems(const char *json, const char *name, size_t *n,
+                       struct err *e);
 
 /* Whether `list tables` output <json> holds table <family> <name>:
  * 1 yes, 0 no, -1 unreadable (<e> filled; may be NULL). */

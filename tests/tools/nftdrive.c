@@ -8,6 +8,9 @@
  *                                  every VERIFY_MS (default 500); SIGTERM
  *                                  or SIGINT exits 0 leaving the rules
  *   nftdrive apply FILE            apply once (adopting the table) and exit
+ *   nftdrive time FILE [FILE2]     apply, verify, then (with FILE2) apply
+ *                                  FILE2 as an update, printing how long
+ *                                  each step took (for scale checks)
  *   nftdrive check FILE            parse only
  *   nftdrive cleanup               delete the table
  *   nftdrive kube-proxy            exit 3 naming kube-proxy's rules, else 0
@@ -23,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/signalfd.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -232,6 +236,63 @@ cmd_run(const char *path, int verify_ms, int once)
     return rc;
 }
 
+static double
+now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+static int
+cmd_time(const char *path, const char *path2)
+{
+    struct nftjson_doc doc;
+    struct keys prev = {0};
+    struct nft *n = NULL;
+    struct err e;
+    double t0;
+    int r, rc = 1;
+
+    err_clear(&e);
+    if (load(path, &doc, &e) < 0)
+        goto out;
+    n = nft_new(&doc.conf, &e);
+    if (n == NULL || put_all(n, &doc, &prev, &e) < 0) {
+        nftjson_free(&doc);
+        goto out;
+    }
+    nftjson_free(&doc);
+    t0 = now_ms();
+    if (nft_apply(n, &e) < 0)
+        goto out;
+    say("apply %.0f ms", now_ms() - t0);
+    t0 = now_ms();
+    r = nft_verify(n, &e);
+    if (r < 0)
+        goto out;
+    say("verify %.0f ms (%s)", now_ms() - t0, r ? "restored" : "intact");
+    if (path2 != NULL) {
+        if (load(path2, &doc, &e) < 0 || put_all(n, &doc, &prev, &e) < 0) {
+            nftjson_free(&doc);
+            goto out;
+        }
+        nftjson_free(&doc);
+        t0 = now_ms();
+        if (nft_apply(n, &e) < 0)
+            goto out;
+        say("update %.0f ms", now_ms() - t0);
+    }
+    rc = 0;
+out:
+    if (rc)
+        say("error: %s", e.msg);
+    nft_free(n);
+    free(prev.v);
+    return rc;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -246,6 +307,8 @@ main(int argc, char **argv)
         return cmd_run(argv[2], argc >= 4 ? atoi(argv[3]) : 500, 0);
     if (argc == 3 && strcmp(argv[1], "apply") == 0)
         return cmd_run(argv[2], 0, 1);
+    if ((argc == 3 || argc == 4) && strcmp(argv[1], "time") == 0)
+        return cmd_time(argv[2], argc == 4 ? argv[3] : NULL);
     if (argc == 3 && strcmp(argv[1], "check") == 0) {
         if (load(argv[2], &doc, &e) < 0) {
             say("error: %s", e.msg);
@@ -276,6 +339,6 @@ main(int argc, char **argv)
         return r > 0 ? 3 : 0;
     }
     fprintf(stderr, "usage: nftdrive run FILE [VERIFY_MS] | apply FILE | "
-                    "check FILE | cleanup | kube-proxy\n");
+                    "time FILE [FILE2] | check FILE | cleanup | kube-proxy\n");
     return 2;
 }

@@ -213,9 +213,10 @@ test_gen_cluster_ip(void **state)
     has(t, "add rule inet ferry svc4-default/web/http/tcp ip daddr { "
            "198.18.128.10 } ip saddr != { 198.18.1.0/24 } jump "
            "mark-for-masq");
-    has(t, "numgen random mod 2 vmap { 0 : goto "
-           "ep4-default/web/http/tcp/198.18.1.2/8080, 1 : goto "
-           "ep4-default/web/http/tcp/198.18.1.3/8080 }");
+    has(t, "add rule inet ferry svc4-default/web/http/tcp numgen random mod "
+           "2 < 1 goto ep4-default/web/http/tcp/198.18.1.2/8080\n"
+           "add rule inet ferry svc4-default/web/http/tcp goto "
+           "ep4-default/web/http/tcp/198.18.1.3/8080\n");
     has(t, "add rule inet ferry ep4-default/web/http/tcp/198.18.1.2/8080 ip "
            "saddr 198.18.1.2 jump mark-for-masq");
     has(t, "meta l4proto tcp dnat ip to 198.18.1.2:8080");
@@ -336,9 +337,11 @@ test_gen_weights_affinity_ranges(void **state)
     f.s.source_ranges = f.ranges;
     f.s.nsource_ranges = 1;
     t = gen(&c, &f.s);
-    has(t, "numgen random mod 4 vmap { 0 : goto "
-           "ep4-default/web/http/tcp/198.18.1.2/8080, 1-3 : goto "
-           "ep4-default/web/http/tcp/198.18.1.3/8080 }");
+    /* Weights 2 and 6: 1 in 4, then the rest. */
+    has(t, "numgen random mod 4 < 1 goto "
+           "ep4-default/web/http/tcp/198.18.1.2/8080\n"
+           "add rule inet ferry svc4-default/web/http/tcp goto "
+           "ep4-default/web/http/tcp/198.18.1.3/8080\n");
     has(t, "add set inet ferry aff4-default/web/http/tcp/198.18.1.2/8080/600s "
            "{ type ipv4_addr; flags dynamic,timeout; timeout 600s; }");
     has(t, "ip saddr @aff4-default/web/http/tcp/198.18.1.2/8080/600s goto "
@@ -350,6 +353,38 @@ test_gen_weights_affinity_ranges(void **state)
     has(t, "add rule inet ferry fw-default/web/http/tcp ip saddr { "
            "198.18.0.0/24 } return\nadd rule inet ferry "
            "fw-default/web/http/tcp drop");
+    free(t);
+}
+
+/* Past NFTGEN_VMAP_MIN endpoints, one vmap picks. */
+static void
+test_gen_many_endpoints_vmap(void **state)
+{
+    struct nft_conf c = conf_cidr();
+    struct nft_ep eps[NFTGEN_VMAP_MIN + 1];
+    struct fix f;
+    char *t, ipbuf[32];
+    size_t i;
+
+    (void)state;
+    fix_init(&f);
+    for (i = 0; i < NFTGEN_VMAP_MIN + 1; i++) {
+        snprintf(ipbuf, sizeof(ipbuf), "198.18.1.%zu", i + 10);
+        eps[i].addr = ip(ipbuf, 8080);
+        eps[i].weight = i == 0 ? 2 : 1;
+    }
+    f.s.cluster_eps = eps;
+    f.s.ncluster_eps = NFTGEN_VMAP_MIN;
+    t = gen(&c, &f.s);
+    hasnt(t, "vmap");
+    has(t, "numgen random mod 33 < 2 goto");
+    free(t);
+    f.s.ncluster_eps = NFTGEN_VMAP_MIN + 1;
+    t = gen(&c, &f.s);
+    has(t, "numgen random mod 34 vmap { 0-1 : goto "
+           "ep4-default/web/http/tcp/198.18.1.10/8080, 2 : goto "
+           "ep4-default/web/http/tcp/198.18.1.11/8080, ");
+    has(t, "33 : goto ep4-default/web/http/tcp/198.18.1.42/8080 }\n");
     free(t);
 }
 
@@ -621,42 +656,68 @@ static void
 test_listing_parse(void **state)
 {
     static const char tbl[] =
-        "{\"nftables\": [{\"metainfo\": {}}, {\"table\": {\"family\": "
-        "\"inet\", \"name\": \"ferry\"}}, {\"set\": {\"name\": \"layout\", "
-        "\"comment\": \"ferry layout 1\"}}, {\"map\": {\"name\": \"svc4\"}},"
-        " {\"chain\": {\"name\": \"services\"}}, {\"chain\": {\"name\": "
-        "\"x\"}}, {\"rule\": {\"chain\": \"services\"}}, {\"rule\": "
-        "{\"chain\": \"services\"}}, {\"rule\": {\"chain\": \"x\"}}, "
-        "{\"rule\": {\"chain\": \"nowhere\"}}, {\"chain\": 7}]}";
+        "{\"nftables\": [{\"metainfo\": {}}, {\"table\": {\"family\": \"i"
+        "net\", \"name\": \"ferry\"}}, {\"set\": {\"family\": \"inet\", "
+        "\"table\": \"ferry\", \"name\": \"layout\", \"comment\": \"ferry"
+        " layout 1\"}}, {\"map\": {\"family\": \"inet\", \"table\": \"fer"
+        "ry\", \"name\": \"svc4\"}}, {\"chain\": {\"family\": \"inet\", "
+        "\"table\": \"ferry\", \"name\": \"services\"}}, {\"chain\": {\"f"
+        "amily\": \"inet\", \"table\": \"ferry\", \"name\": \"x\"}}, {\"c"
+        "hain\": {\"family\": \"inet\", \"table\": \"firewalld\", \"name"
+        "\": \"other\"}}, {\"chain\": {\"family\": \"ip\", \"table\": \"f"
+        "erry\", \"name\": \"other\"}}, {\"rule\": {\"family\": \"inet\","
+        " \"table\": \"ferry\", \"chain\": \"services\"}}, {\"rule\": {\""
+        "family\": \"inet\", \"table\": \"ferry\", \"chain\": \"services"
+        "\"}}, {\"rule\": {\"family\": \"inet\", \"table\": \"ferry\", \""
+        "chain\": \"x\"}}, {\"rule\": {\"family\": \"inet\", \"table\": "
+        "\"ferry\", \"chain\": \"nowhere\"}}, {\"rule\": {\"family\": \"i"
+        "net\", \"table\": \"firewalld\", \"chain\": \"x\"}}, {\"chain\":"
+        " 7}]}";
+    static const char more[] =
+        "{\"nftables\": [{\"set\": {\"family\": \"inet\", \"table\": \"fe"
+        "rry\", \"name\": \"aff4-x\", \"flags\": [\"timeout\"]}}]}";
     static const char elems[] =
-        "{\"nftables\": [{\"map\": {\"name\": \"svc4\", \"elem\": [1, 2, "
-        "3]}}]}";
+        "{\"nftables\": [{\"map\": {\"family\": \"inet\", \"table\": \"fe"
+        "rry\", \"name\": \"svc4\", \"elem\": [1, 2, 3]}}, {\"map\": {\"f"
+        "amily\": \"inet\", \"table\": \"ferry\", \"name\": \"svc6\", \"e"
+        "lem\": [1]}}, {\"map\": {\"family\": \"inet\", \"table\": \"othe"
+        "r\", \"name\": \"svc4\", \"elem\": [1]}}]}";
     struct nftsys_listing l;
     struct err e;
     size_t n;
     char t[64];
 
     (void)state;
+    memset(&l, 0, sizeof(l));
     assert_int_equal(nftsys_parse_table(tbl, &l, &e), 0);
     assert_true(l.present);
     assert_true(l.layout_ok);
+    /* Other tables' objects are not ferry's. */
     assert_int_equal(l.n, 4);
     assert_string_equal(l.v[2].name, "services");
     assert_int_equal(l.v[2].nrules, 2);
     assert_int_equal(l.v[3].nrules, 1);
     assert_true(l.v[1].is_map);
+    /* A second listing adds to the first. */
+    assert_int_equal(nftsys_parse_table(more, &l, &e), 0);
+    assert_int_equal(l.n, 5);
+    assert_string_equal(l.v[4].name, "aff4-x");
     nftsys_listing_free(&l);
     assert_int_equal(nftsys_parse_table("{\"nftables\": [{\"set\": "
-                                        "{\"name\": \"layout\", \"comment\":"
-                                        " \"ferry layout 0\"}}]}",
+                                        "{\"family\": \"inet\", \"table\": "
+                                        "\"ferry\", \"name\": \"layout\", "
+                                        "\"comment\": \"ferry layout 0\"}}]}",
                                         &l, &e),
                      0);
+    assert_int_equal(l.n, 1);
     assert_false(l.layout_ok);
     nftsys_listing_free(&l);
     assert_int_equal(nftsys_parse_table("nope", &l, &e), -1);
     nftsys_listing_free(&l);
-    assert_int_equal(nftsys_count_elems(elems, &n, &e), 0);
+    assert_int_equal(nftsys_count_elems(elems, "svc4", &n, &e), 0);
     assert_int_equal(n, 3);
+    assert_int_equal(nftsys_count_elems(elems, "noep4", &n, &e), 0);
+    assert_int_equal(n, 0);
     assert_int_equal(nftsys_tables_have("{\"nftables\": [{\"table\": "
                                         "{\"family\": \"ip\", \"name\": "
                                         "\"kube-proxy\"}}]}",
@@ -758,6 +819,7 @@ main(void)
         cmocka_unit_test(test_gen_no_endpoints_rejects),
         cmocka_unit_test(test_gen_external_local),
         cmocka_unit_test(test_gen_weights_affinity_ranges),
+        cmocka_unit_test(test_gen_many_endpoints_vmap),
         cmocka_unit_test(test_gen_dual_stack),
         cmocka_unit_test(test_diff_incremental),
         cmocka_unit_test(test_gen_global),
