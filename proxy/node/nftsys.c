@@ -266,11 +266,11 @@ static int
 walk_entries(const char *base, size_t size, size_t target_off_field,
              size_t next_off_field, const char *chain)
 {
-    size_t off = 0;
+    size_t off = 0, clen = strlen(chain);
 
     while (size - off >= next_off_field + sizeof(uint16_t)) {
         const char *en = base + off;
-        uint16_t toff, next;
+        uint16_t toff, next, tsize;
         const struct xt_entry_target *t;
 
         memcpy(&toff, en + target_off_field, sizeof(toff));
@@ -278,12 +278,11 @@ walk_entries(const char *base, size_t size, size_t target_off_field,
         if (next == 0 || next > size - off || (size_t)toff + sizeof(*t) > next)
             break;
         t = (const void *)(en + toff);
-        if (strncmp(t->u.user.name, XT_ERROR_TARGET, sizeof(t->u.user.name))
-                == 0
-            && t->u.target_size > sizeof(*t)
-            && strncmp((const char *)t->data, chain,
-                       t->u.target_size - sizeof(*t))
-                   == 0)
+        memcpy(&tsize, &t->u.target_size, sizeof(tsize));
+        if ((size_t)toff + tsize <= next && tsize > sizeof(*t) + clen
+            && strncmp(t->u.user.name, XT_ERROR_TARGET, sizeof(t->u.user.name))
+                   == 0
+            && memcmp(t->data, chain, clen + 1) == 0)
             return 1;
         off += next;
     }
@@ -352,6 +351,18 @@ legacy_v6(const char *table, const char *chain)
     }
     close(fd);
     return found;
+}
+
+int
+nftsys_xt_has_chain(const void *entries, size_t size, int v6, const char *chain)
+{
+    if (v6)
+        return walk_entries(entries, size,
+                            offsetof(struct ip6t_entry, target_offset),
+                            offsetof(struct ip6t_entry, next_offset), chain);
+    return walk_entries(entries, size,
+                        offsetof(struct ipt_entry, target_offset),
+                        offsetof(struct ipt_entry, next_offset), chain);
 }
 
 int

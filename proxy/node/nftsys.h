@@ -74,4 +74,11 @@ int nftsys_chains_have(const char *json, const char *chain, char *table,
  */
 int nftsys_legacy_find(const char *chain, char *found, size_t foundlen);
 
+/* Whether the x_tables entries at <entries> (<size> bytes, as
+ * IPT_SO_GET_ENTRIES or IP6T_SO_GET_ENTRIES return them; <v6> for the
+ * latter) hold user chain <chain>. Pure; bounded by <size> whatever the
+ * offsets say. */
+int nftsys_xt_has_chain(const void *entries, size_t size, int v6,
+                        const char *chain);
+
 #endif

@@ -7,6 +7,7 @@
 #include <libmnl/libmnl.h>
 #include <linux/netfilter/nfnetlink.h>
 #include <linux/netfilter/nfnetlink_conntrack.h>
+#include <linux/netfilter_ipv4/ip_tables.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -734,6 +735,42 @@ test_listing_parse(void **state)
     assert_string_equal(t, "ip nat");
 }
 
+/* Legacy iptables entries: a user chain is an ERROR target naming it. */
+static void
+test_xt_has_chain(void **state)
+{
+    struct chain_head {
+        struct ipt_entry e;
+        struct xt_error_target t;
+    } v[3];
+    size_t i;
+
+    (void)state;
+    memset(v, 0, sizeof(v));
+    for (i = 0; i < 3; i++) {
+        v[i].e.target_offset = sizeof(v[i].e);
+        v[i].e.next_offset = sizeof(v[i]);
+        v[i].t.target.u.user.target_size = sizeof(v[i].t);
+        snprintf(v[i].t.target.u.user.name, sizeof(v[i].t.target.u.user.name),
+                 "%s", i == 1 ? XT_ERROR_TARGET : "MARK");
+        snprintf(v[i].t.errorname, sizeof(v[i].t.errorname), "%s",
+                 "KUBE-SERVICES");
+    }
+    assert_true(nftsys_xt_has_chain(v, sizeof(v), 0, "KUBE-SERVICES"));
+    assert_false(nftsys_xt_has_chain(v, sizeof(v), 0, "KUBE-SERVICE"));
+    assert_false(nftsys_xt_has_chain(v, sizeof(v), 0, "KUBE-SERVICES-X"));
+    /* Only the first entry fits: no chain head in it. */
+    assert_false(nftsys_xt_has_chain(v, sizeof(v[0]), 0, "KUBE-SERVICES"));
+    /* Offsets that point past the buffer stop the walk. */
+    v[0].e.next_offset = 0xffff;
+    assert_false(nftsys_xt_has_chain(v, sizeof(v), 0, "KUBE-SERVICES"));
+    v[0].e.next_offset = sizeof(v[0]);
+    v[1].t.target.u.user.target_size = 0xffff;
+    assert_false(nftsys_xt_has_chain(v, sizeof(v), 0, "KUBE-SERVICES"));
+    for (i = 0; i < sizeof(v); i++)
+        (void)nftsys_xt_has_chain(v, i, 0, "KUBE-SERVICES");
+}
+
 /* ----------------------------------------------------------- conntrack */
 
 static void
@@ -827,6 +864,7 @@ main(void)
         cmocka_unit_test(test_engine_claims),
         cmocka_unit_test(test_json_parse),
         cmocka_unit_test(test_listing_parse),
+        cmocka_unit_test(test_xt_has_chain),
         cmocka_unit_test(test_ctclean_parse_match),
     };
 
