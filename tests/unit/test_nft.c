@@ -117,15 +117,17 @@ gen(const struct nft_conf *c, const struct nft_svc *s)
 static void
 has(const char *text, const char *needle)
 {
+    assert_non_null(text);
     if (strstr(text, needle) == NULL)
-        fail_msg("missing \"%s\" in:\n%s", needle, text);
+        fail_msg("missing \"%s\" in:\n%.60000s", needle, text);
 }
 
 static void
 hasnt(const char *text, const char *needle)
 {
+    assert_non_null(text);
     if (strstr(text, needle) != NULL)
-        fail_msg("unexpected \"%s\" in:\n%s", needle, text);
+        fail_msg("unexpected \"%s\" in:\n%.60000s", needle, text);
 }
 
 /* ------------------------------------------------------------- model */
