@@ -607,6 +607,12 @@ nft_pending(const struct nft *n)
 }
 
 void
+nft_resync(struct nft *n)
+{
+    n->need_converge = 1;
+}
+
+void
 nft_get_stats(const struct nft *n, struct nft_stats *out)
 {
     *out = n->st;

@@ -169,6 +169,12 @@ int nft_apply(struct nft *n, struct err *e);
 /* Nonzero while nft_apply() has something to write. */
 int nft_pending(const struct nft *n);
 
+/* Make the next nft_apply() a full convergence (every rule rewritten in
+ * one transaction, affinity kept). nft_verify() does not list the rules
+ * of the services' own chains (too slow at scale): a caller that wants an
+ * edit there undone calls this now and then (kube-proxy resyncs hourly). */
+void nft_resync(struct nft *n);
+
 /*
  * Compare the kernel's table with what was last committed (chains, rules
  * per chain, sets, map and set element counts). Returns 0 when intact, 1

@@ -585,6 +585,8 @@ test_engine_claims(void **state)
     assert_true(nft_pending(n));
     nft_get_stats(n, &st);
     assert_int_equal(st.services, 2);
+    nft_resync(n);
+    assert_true(nft_pending(n));
     /* A bad config is refused. */
     c.masq_mark = 0x3;
     assert_null(nft_new(&c, &e));
