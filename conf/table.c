@@ -154,10 +154,7 @@ table_add_vip(struct table *t, const struct saddr *a, struct err *e)
 
     if (t->frozen)
         return err_set(e, "table is frozen");
-    if (ip.u.sa.sa_family == AF_INET)
-        ip.u.in.sin_port = 0;
-    else
-        ip.u.in6.sin6_port = 0;
+    saddr_set_port(&ip, 0);
     for (i = 0; i < t->nvips; i++)
         if (saddr_cmp(&t->vips[i], &ip) == 0)
             return 0;

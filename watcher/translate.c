@@ -662,10 +662,7 @@ edge_to_nodeports(struct table *t, const struct svcctx *sc, const json_t *sp,
         struct tbl_backend *b = &w->be[i];
         memset(b, 0, sizeof(*b));
         b->addr = o->edge_nodes[i];
-        if (b->addr.u.sa.sa_family == AF_INET)
-            b->addr.u.in.sin_port = htons((uint16_t)np);
-        else
-            b->addr.u.in6.sin6_port = htons((uint16_t)np);
+        saddr_set_port(&b->addr, (uint16_t)np);
         saddr_str(&b->addr, b->name, sizeof(b->name));
         b->weight = 1;
         b->flags = TBL_BE_READY | TBL_BE_SERVING;

@@ -84,10 +84,7 @@ is_nodeport_addr(const struct saddr *nodeport, size_t n_nodeport,
 
     for (i = 0; i < n_nodeport; i++) {
         struct saddr x = nodeport[i];
-        if (x.u.sa.sa_family == AF_INET)
-            x.u.in.sin_port = a->u.in.sin_port;
-        else
-            x.u.in6.sin6_port = a->u.in6.sin6_port;
+        saddr_set_port(&x, saddr_port(a));
         if (saddr_cmp(&x, a) == 0)
             return 1;
     }

@@ -289,10 +289,7 @@ count_local(const struct table *t, uint16_t port)
             if ((s->backends[j].flags & (TBL_BE_READY | TBL_BE_LOCAL))
                 != (TBL_BE_READY | TBL_BE_LOCAL))
                 continue;
-            if (ip.u.sa.sa_family == AF_INET)
-                ip.u.in.sin_port = 0;
-            else
-                ip.u.in6.sin6_port = 0;
+            saddr_set_port(&ip, 0);
             for (k = 0; k < n && saddr_cmp(&seen[k], &ip) != 0; k++)
                 ;
             if (k < n)
@@ -318,10 +315,7 @@ port_listen(struct nodehealth *nh, struct nh_port *p, const struct saddr *addrs,
 
     for (i = 0; i < naddrs && i < NH_ADDRS_MAX; i++) {
         a = addrs[i];
-        if (a.u.sa.sa_family == AF_INET)
-            a.u.in.sin_port = htons(p->port);
-        else
-            a.u.in6.sin6_port = htons(p->port);
+        saddr_set_port(&a, p->port);
         for (l = p->ls; l != NULL && saddr_cmp(&l->addr, &a) != 0; l = l->next)
             ;
         if (l != NULL)
