@@ -28,7 +28,10 @@
 
 /* Extra connect attempts a service may ask for: the data plane records
  * each connection's tried backends in a fixed array of this plus one. */
-#define TBL_RETRIES_MAX 32
+/* Extra connect attempts a service may ask for. A connection records the
+ * backends it tried in a set that shares its memory with the relay
+ * buffers' bookkeeping (svc.h), so this bounds the connection's size. */
+#define TBL_RETRIES_MAX 14
 
 enum tbl_balance {
     TBL_BAL_ROUNDROBIN = 0, /* smooth weighted round-robin */

@@ -49,8 +49,15 @@ struct conn {
     struct svc *svc;
     struct backend *be;
     struct conn *prev, *next;
-    struct half c2b, b2c;
-    struct svc_tried tried;
+    /* Connecting, the backends tried; relaying, the two directions. The
+     * two never live at once, so they share their bytes: an idle
+     * connection pays nothing for exact retries. */
+    union {
+        struct svc_tried tried; /* CONN_CONNECTING, CONN_WAIT_FD */
+        struct {
+            struct half c2b, b2c; /* CONN_RELAY */
+        };
+    };
     double last_active;
     double attempt_start; /* loop time the current connect began */
     uint64_t id;
@@ -59,6 +66,9 @@ struct conn {
     uint8_t state;
     uint8_t attempts;
 };
+
+_Static_assert(sizeof(struct svc_tried) <= 2 * sizeof(struct half),
+               "the retry set must fit in the relay's room");
 
 static void conn_on_client(struct ev_loop *loop, struct ev_io *io, int rev);
 static void conn_on_backend(struct ev_loop *loop, struct ev_io *io, int rev);
@@ -151,14 +161,16 @@ conn_close(struct conn *c, int reset)
         if (c->bio.fd >= 0)
             close(c->bio.fd);
     }
-    if (c->c2b.buf != NULL)
-        worker_buf_put(w, c->c2b.buf);
-    if (c->b2c.buf != NULL)
-        worker_buf_put(w, c->b2c.buf);
-    if (c->c2b.spliced)
-        worker_pipe_put(w, c->c2b.pipe, c->c2b.len == 0);
-    if (c->b2c.spliced)
-        worker_pipe_put(w, c->b2c.pipe, c->b2c.len == 0);
+    if (c->state == CONN_RELAY) {
+        if (c->c2b.buf != NULL)
+            worker_buf_put(w, c->c2b.buf);
+        if (c->b2c.buf != NULL)
+            worker_buf_put(w, c->b2c.buf);
+        if (c->c2b.spliced)
+            worker_pipe_put(w, c->c2b.pipe, c->c2b.len == 0);
+        if (c->b2c.spliced)
+            worker_pipe_put(w, c->b2c.pipe, c->b2c.len == 0);
+    }
     conn_log(LOG_DEBUG, c, "closed%s, %llu bytes up, %llu down",
              reset ? " (reset)" : "", (unsigned long long)c->bytes_c2b,
              (unsigned long long)c->bytes_b2c);
@@ -283,6 +295,9 @@ conn_connected(struct conn *c)
     backend_on_success(c->be);
     hist_observe(&c->be->connect_hist, &hist_connect, took);
     hist_observe(&c->svc->st->connect, &hist_connect, took);
+    /* The retry set is done with; its bytes become the relay's. */
+    memset(&c->c2b, 0, sizeof(c->c2b));
+    memset(&c->b2c, 0, sizeof(c->b2c));
     c->state = CONN_RELAY;
     c->last_active = ev_now(loop);
     ev_timer_stop(loop, &c->timer);

@@ -33,16 +33,17 @@ struct affinity;
 
 /* Retry state of one connection: the backends it tried, exactly. A
  * connection tries at most retries + 1 backends, and retries is at most
- * TBL_RETRIES_MAX, so a small array in the connection records them
- * whatever the size of the service, without allocating; a bitmap sized to
- * the backends would need an allocation per connection. A lookup costs
- * nothing before the first failure and at most SVC_TRIED_MAX compares
- * after. All zeroes is the empty set. */
+ * TBL_RETRIES_MAX, so a small array records them whatever the size of
+ * the service, without allocating (a bitmap sized to the backends would
+ * need an allocation per connection). A lookup costs nothing before the
+ * first failure and at most SVC_TRIED_MAX compares after. It is 64
+ * bytes, so that a connection can keep it in the room its relay uses
+ * once connected (conn.c). All zeroes is the empty set. */
 #define SVC_TRIED_MAX (TBL_RETRIES_MAX + 1)
 
 struct svc_tried {
-    uint32_t n;
     uint32_t idx[SVC_TRIED_MAX];
+    uint8_t n;
 };
 
 /* Returns a new svc with one reference built from <ts>, or NULL (out of
