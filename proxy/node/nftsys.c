@@ -269,20 +269,24 @@ walk_entries(const char *base, size_t size, size_t target_off_field,
     size_t off = 0, clen = strlen(chain);
 
     while (size - off >= next_off_field + sizeof(uint16_t)) {
-        const char *en = base + off;
+        const char *en = base + off, *t;
         uint16_t toff, next, tsize;
-        const struct xt_entry_target *t;
+        struct xt_entry_target th;
 
         memcpy(&toff, en + target_off_field, sizeof(toff));
         memcpy(&next, en + next_off_field, sizeof(next));
-        if (next == 0 || next > size - off || (size_t)toff + sizeof(*t) > next)
+        if (next == 0 || next > size - off || (size_t)toff + sizeof(th) > next)
             break;
-        t = (const void *)(en + toff);
-        memcpy(&tsize, &t->u.target_size, sizeof(tsize));
-        if ((size_t)toff + tsize <= next && tsize > sizeof(*t) + clen
-            && strncmp(t->u.user.name, XT_ERROR_TARGET, sizeof(t->u.user.name))
+        /* Copied out: offsets from a buffer need not be aligned. */
+        t = en + toff;
+        memcpy(&th, t, sizeof(th));
+        tsize = th.u.target_size;
+        if ((size_t)toff + tsize <= next && tsize > sizeof(th) + clen
+            && strncmp(th.u.user.name, XT_ERROR_TARGET, sizeof(th.u.user.name))
                    == 0
-            && memcmp(t->data, chain, clen + 1) == 0)
+            && memcmp(t + offsetof(struct xt_entry_target, data), chain,
+                      clen + 1)
+                   == 0)
             return 1;
         off += next;
     }
