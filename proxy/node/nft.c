@@ -132,6 +132,32 @@ ip_check(const struct saddr *a, const char *what, struct err *e)
     return 0;
 }
 
+/* Service addresses and endpoints must be unicast addresses of a network:
+ * a hostile or mistaken object naming 0.0.0.0, loopback, multicast or the
+ * broadcast address would have the node rewrite its own local traffic (a
+ * Service "on" 127.0.0.1:80 catches what the node sends to itself). */
+static int
+ip_servable(const struct saddr *a, const char *what, struct err *e)
+{
+    if (a->u.sa.sa_family == AF_INET) {
+        uint32_t v = ntohl(a->u.in.sin_addr.s_addr);
+        if (v == 0 || (v >> 24) == 127 || (v >> 28) == 0xe
+            || v == 0xffffffffu)
+            return err_set(e,
+                           "%s: an unspecified, loopback, multicast or "
+                           "broadcast address",
+                           what);
+        return 0;
+    }
+    if (IN6_IS_ADDR_UNSPECIFIED(&a->u.in6.sin6_addr)
+        || IN6_IS_ADDR_LOOPBACK(&a->u.in6.sin6_addr)
+        || IN6_IS_ADDR_MULTICAST(&a->u.in6.sin6_addr))
+        return err_set(e,
+                       "%s: an unspecified, loopback or multicast address",
+                       what);
+    return 0;
+}
+
 static int
 ips_check(const struct saddr *a, size_t n, const char *what, struct err *e)
 {
@@ -143,7 +169,7 @@ ips_check(const struct saddr *a, size_t n, const char *what, struct err *e)
     if (n > 0 && a == NULL)
         return err_set(e, "%s: no array", what);
     for (i = 0; i < n; i++)
-        if (ip_check(&a[i], what, e) < 0)
+        if (ip_check(&a[i], what, e) < 0 || ip_servable(&a[i], what, e) < 0)
             return -1;
     return 0;
 }
@@ -159,7 +185,8 @@ eps_check(const struct nft_ep *v, size_t n, const char *what, struct err *e)
     if (n > 0 && v == NULL)
         return err_set(e, "%s: no array", what);
     for (i = 0; i < n; i++) {
-        if (ip_check(&v[i].addr, what, e) < 0)
+        if (ip_check(&v[i].addr, what, e) < 0
+            || ip_servable(&v[i].addr, what, e) < 0)
             return -1;
         if (saddr_port(&v[i].addr) == 0)
             return err_set(e, "%s: endpoint without a port", what);

@@ -181,6 +181,20 @@ test_svc_check(void **state)
     f.cips[0] = ip("::ffff:198.18.0.1", 0);
     assert_int_equal(nft_svc_check(&f.s, &e), -1);
     assert_non_null(strstr(e.msg, "IPv4-mapped"));
+    /* Addresses that would have the node rewrite its own traffic. */
+    for (i = 0; i < 6; i++) {
+        static const char *const local[] = {"0.0.0.0",   "127.0.0.1",
+                                            "224.0.0.1", "255.255.255.255",
+                                            "::1",       "ff02::1"};
+        fix_init(&f);
+        f.cips[0] = ip(local[i], 0);
+        err_clear(&e);
+        assert_int_equal(nft_svc_check(&f.s, &e), -1);
+        assert_non_null(strstr(e.msg, "loopback"));
+        fix_init(&f);
+        f.cl[0].addr = ip(local[i], 8080);
+        assert_int_equal(nft_svc_check(&f.s, &e), -1);
+    }
     fix_init(&f);
     f.s.ncluster_ips = NFT_IPS_MAX + 1;
     assert_int_equal(nft_svc_check(&f.s, &e), -1);
