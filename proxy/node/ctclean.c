@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "ctclean.h"
+#include "nl.h"
 
 #define CT_TIMEOUT_S 2 /* a kernel that does not answer in this is stuck */
 
@@ -327,7 +328,8 @@ ct_dump(struct ctsock *s, struct dump_acc *d, struct err *e)
             return err_set(e, "conntrack dump: %s",
                            errno == EAGAIN ? "no answer from the kernel"
                                            : strerror(errno));
-        ret = mnl_cb_run(s->buf, (size_t)ret, seq, s->portid, on_dump_msg, d);
+        ret = mnl_cb_run(s->buf, nl_whole(s->buf, (size_t)ret), seq, s->portid,
+                         on_dump_msg, d);
         if (ret == MNL_CB_STOP)
             return 0;
         if (ret < 0)
@@ -380,7 +382,8 @@ ct_delete(struct ctsock *s, const struct ctclean_entry *en, struct err *e)
         return err_set(e, "conntrack delete: %s",
                        errno == EAGAIN ? "no answer from the kernel"
                                        : strerror(errno));
-    ret = mnl_cb_run(s->buf, (size_t)ret, seq, s->portid, NULL, NULL);
+    ret = mnl_cb_run(s->buf, nl_whole(s->buf, (size_t)ret), seq, s->portid,
+                     NULL, NULL);
     if (ret < 0)
         return errno == ENOENT
                    ? 0

@@ -11,6 +11,7 @@
 #include <time.h>
 
 #include "log.h"
+#include "nl.h"
 #include "stats.h"
 #include "vip.h"
 
@@ -141,24 +142,6 @@ vip_parse_addr(const void *msg, size_t len, unsigned *ifindex,
     *ifindex = ifa->ifa_index;
     *prefixlen = ifa->ifa_prefixlen;
     return 0;
-}
-
-size_t
-vip_nl_whole(const void *buf, size_t len)
-{
-    const char *p = buf;
-    size_t off = 0;
-
-    while (len - off >= sizeof(struct nlmsghdr)) {
-        const struct nlmsghdr *nlh = (const void *)(p + off);
-        size_t l = nlh->nlmsg_len;
-
-        if (l < sizeof(*nlh) || l > len - off)
-            break;
-        l = MNL_ALIGN(l);
-        off += l < len - off ? l : len - off;
-    }
-    return off;
 }
 
 /* Build an RTM_NEWADDR / RTM_DELADDR for <ip> on <ifindex> in <buf>. */
@@ -359,7 +342,7 @@ vip_on_req(struct ev_loop *loop, struct ev_io *io, int rev)
             }
             return;
         }
-        mnl_cb_run2(v->buf, vip_nl_whole(v->buf, (size_t)n), 0, v->portid,
+        mnl_cb_run2(v->buf, nl_whole(v->buf, (size_t)n), 0, v->portid,
                     vip_on_data, v, ctl, NLMSG_MIN_TYPE);
     }
 }
@@ -384,7 +367,7 @@ vip_on_mon(struct ev_loop *loop, struct ev_io *io, int rev)
                 touched = 1;
             break;
         }
-        left = (int)vip_nl_whole(v->buf, (size_t)n);
+        left = (int)nl_whole(v->buf, (size_t)n);
         for (nlh = (struct nlmsghdr *)(void *)v->buf; mnl_nlmsg_ok(nlh, left);
              nlh = mnl_nlmsg_next(nlh, &left))
             if (vip_parse_addr(nlh, nlh->nlmsg_len, &ifindex, &ip, &plen,
@@ -459,7 +442,7 @@ nl_sync(struct mnl_socket *nl, char *buf, struct nlmsghdr *nlh,
         n = mnl_socket_recvfrom(nl, buf, MNL_SOCKET_BUFFER_SIZE);
         if (n < 0)
             return -1;
-        rc = mnl_cb_run(buf, vip_nl_whole(buf, (size_t)n), seq, portid, cb,
+        rc = mnl_cb_run(buf, nl_whole(buf, (size_t)n), seq, portid, cb,
                         data);
     } while (rc > MNL_CB_STOP);
     return rc < 0 ? -1 : 0;

@@ -67,13 +67,5 @@ int vip_cleanup(struct err *e);
 int vip_parse_addr(const void *nlh, size_t len, unsigned *ifindex,
                    struct saddr *ip, unsigned *prefixlen, unsigned *proto);
 
-/*
- * How many leading bytes of a received buffer <buf> (<len> bytes) are
- * whole netlink messages, each with a length that fits in what is left.
- * libmnl trusts nlmsg_len as a signed int, so a message claiming 2 GiB or
- * more would walk it off the buffer; only this prefix is handed to it.
- * Pure; exposed for the fuzz target.
- */
-size_t vip_nl_whole(const void *buf, size_t len);
 
 #endif

@@ -4,7 +4,7 @@
  * ctclean_parse()): the input as one message with the length given, then
  * as a dump's receive buffer walked by mnl_cb_run() with each message at
  * its own length, as ctclean_udp() does (its whole messages only, see
- * whole()). Each entry parsed must carry
+ * nl_whole() in proxy/node/nl.h). Each entry parsed must carry
  * both tuples with IPs of one family, and must match the endpoint that
  * answers it (when NATed UDP).
  */
@@ -17,6 +17,7 @@
 #include <sys/socket.h>
 
 #include "ctclean.h"
+#include "nl.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -75,26 +76,6 @@ check(const struct nlmsghdr *nlh, size_t len)
         abort();
 }
 
-/* The whole messages at the start of <buf>: libmnl's walk takes an
- * nlmsg_len of 2 GiB or more for a negative one and then never moves on
- * (what the kernel sends never has one). */
-static size_t
-whole(const char *buf, size_t len)
-{
-    size_t off = 0;
-
-    while (len - off >= sizeof(struct nlmsghdr)) {
-        const struct nlmsghdr *nlh = (const void *)(buf + off);
-        size_t l = nlh->nlmsg_len;
-
-        if (l < sizeof(*nlh) || l > len - off)
-            break;
-        l = MNL_ALIGN(l);
-        off += l < len - off ? l : len - off;
-    }
-    return off;
-}
-
 static int
 on_msg(const struct nlmsghdr *nlh, void *data)
 {
@@ -116,7 +97,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     memcpy(buf, data, size);
     check(buf, size);
-    mnl_cb_run(buf, whole(buf, size), 0, 0, on_msg, NULL);
+    mnl_cb_run(buf, nl_whole(buf, size), 0, 0, on_msg, NULL);
     free(buf);
     return 0;
 }

@@ -1,7 +1,7 @@
 /*
  * fuzz_netlink.c - libFuzzer target for the netlink address messages ferry
  * reads (proxy/node/vip.c, vip_parse_addr()), fed the way vip.c feeds it: a
- * whole receive buffer, cut to its whole messages by vip_nl_whole(),
+ * whole receive buffer, cut to its whole messages by nl_whole(),
  * through mnl_cb_run2() (dump replies and ACKs), and the same walked
  * message by message (notifications).
  */
@@ -13,6 +13,7 @@
 #include <string.h>
 #include <sys/socket.h>
 
+#include "nl.h"
 #include "vip.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -66,7 +67,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     /* The whole buffer as one message, length as given. */
     check(buf, size);
     /* As vip.c does: only whole messages reach libmnl. */
-    whole = vip_nl_whole(buf, size);
+    whole = nl_whole(buf, size);
     if (whole > size)
         abort();
     mnl_cb_run2(buf, whole, 0, 0, on_data, &seen, NULL, NLMSG_MIN_TYPE);
