@@ -78,3 +78,16 @@ def test_kubeconfig_flag_switches_on_kubernetes(tmp_path, ferry_bin):
                        capture_output=True, text=True, timeout=30)
     assert r.returncode != 0
     assert "no-such-kubeconfig" in r.stderr, r.stderr
+
+
+def test_readme_names_every_fuzz_target():
+    """README, "Tests": the list of fuzz targets is the one tests/fuzz/run
+    runs (a target added without a word, or a word for none, fails)."""
+    text = README.read_text()
+    start = text.index("The targets,\nin `tests/fuzz/fuzz_<target>.c`")
+    end = text.index("Longer runs", start)
+    named = set(re.findall(r"`([a-z_]+)`", text[start:end]))
+    run = (ROOT / "tests" / "fuzz" / "run").read_text()
+    listed = set(re.search(r'^all="([^"]*)"', run, re.M).group(1).split())
+    assert listed, "no target list in tests/fuzz/run"
+    assert named == listed, (sorted(named - listed), sorted(listed - named))
