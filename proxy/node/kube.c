@@ -223,6 +223,24 @@ kube_apply(struct kube *k)
     table_unref(t);
 }
 
+/* Before the first full sync ferry serves the file's services alone, as
+ * at start: a reload changes them at once (the API's join at the sync).
+ * Service addresses and health ports wait for the sync, so that what an
+ * earlier process left on the node is not taken away meanwhile. */
+static void
+kube_apply_statics(struct kube *k)
+{
+    struct table *t = merge(k);
+    struct err e;
+
+    if (t == NULL)
+        return;
+    err_clear(&e);
+    if (proxy_apply(k->p, t, PROXY_APPLY_SKIP_FAILING, &e) < 0)
+        log_error("kubernetes: the file's services not applied: %s", e.msg);
+    table_unref(t);
+}
+
 static double
 earliest(double a, double b)
 {
@@ -489,6 +507,10 @@ kube_reconfigure(struct kube *k, const struct conf *c)
 {
     table_unref(k->statics);
     k->statics = table_ref(c->table);
+    if (k->api == NULL) {
+        kube_apply_statics(k);
+        return;
+    }
     kube_apply(k);
 }
 
