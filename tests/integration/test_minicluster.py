@@ -740,12 +740,12 @@ def _kernel_has_ifa_proto():
                         os.uname().release.split("-")[0].split(".")[:2])
     except ValueError:
         return True
-    return (major, minor) >= (6, 3)
+    return (major, minor) >= (5, 18)
 
 
 @pytest.mark.skipif(not _kernel_has_ifa_proto(),
                     reason="IFA_PROTO (ferry's mark on its addresses) needs "
-                    "Linux 6.3 or later")
+                    "Linux 5.18 or later")
 def test_cleanup_restores_the_nodes(w):
     # Pods' veth ends live in the nodes: remove them first.
     for name in list(w.pods):
