@@ -96,36 +96,15 @@ addrs_free(struct apply_addrs *s)
 
 /* ---- plans ------------------------------------------------------------- */
 
-static void
-free_listeners(struct listener *l)
-{
-    struct listener *next;
-
-    for (; l != NULL; l = next) {
-        next = l->next;
-        listener_free(l);
-    }
-}
-
-static void
-free_svcs(struct svc **v, size_t n)
-{
-    size_t i;
-
-    for (i = 0; i < n; i++)
-        svc_unref(v[i]);
-    free(v);
-}
-
 void
 apply_plan_free(struct apply_plan *pl)
 {
     if (pl == NULL)
         return;
-    free_listeners(pl->fresh);
+    listener_free_list(&pl->fresh);
     free(pl->index);
     addrs_free(&pl->addrs);
-    free_svcs(pl->svcs, pl->t->nservices);
+    svc_unref_array(pl->svcs, pl->t->nservices);
     table_unref(pl->t);
     free(pl);
 }
@@ -612,7 +591,7 @@ swap_table(struct apply *a)
 {
     struct proxy *p = a->p;
 
-    free_svcs(p->svcs, p->nsvcs);
+    svc_unref_array(p->svcs, p->nsvcs);
     p->svcs = a->svcs;
     p->nsvcs = a->t->nservices;
     a->svcs = NULL;
@@ -663,7 +642,7 @@ apply_unwind(struct apply *a)
     free(a->thread);
     apply_plan_free(a->w0);
     if (a->svcs != NULL)
-        free_svcs(a->svcs, a->t->nservices);
+        svc_unref_array(a->svcs, a->t->nservices);
 }
 
 int

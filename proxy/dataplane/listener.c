@@ -137,3 +137,14 @@ listener_on_accept(struct ev_loop *loop, struct ev_io *io, int revents)
         conn_accept(w, l->svc, fd, &client);
     }
 }
+
+void
+listener_free_list(struct listener **head)
+{
+    struct listener *l;
+
+    while ((l = *head) != NULL) {
+        *head = l->next;
+        listener_free(l);
+    }
+}

@@ -53,4 +53,8 @@ void listener_stop(struct listener *l);
 /* Close and free; the caller has unlinked it from the worker's list. */
 void listener_free(struct listener *l);
 
+/* Free every listener of the list at <*head> (linked by ->next), and
+ * leave it empty. */
+void listener_free_list(struct listener **head);
+
 #endif

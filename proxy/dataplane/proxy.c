@@ -11,27 +11,6 @@
 #include "util.h"
 #include "wthread.h"
 
-static void
-close_listeners(struct worker *w)
-{
-    struct listener *l;
-
-    while ((l = w->listeners) != NULL) {
-        w->listeners = l->next;
-        listener_free(l);
-    }
-}
-
-static void
-free_svcs(struct svc **v, size_t n)
-{
-    size_t i;
-
-    for (i = 0; i < n; i++)
-        svc_unref(v[i]);
-    free(v);
-}
-
 struct worker *
 proxy_worker(struct proxy *p, unsigned k)
 {
@@ -187,10 +166,10 @@ proxy_free(struct proxy *p)
     ev_timer_stop(p->w.loop, &p->drain_timer);
     ev_async_stop(p->w.loop, &p->wake);
     proxy_stop_workers(p);
-    close_listeners(&p->w);
+    listener_free_list(&p->w.listeners);
     p->w.on_idle = NULL;
     conn_close_all(&p->w);
-    free_svcs(p->svcs, p->nsvcs);
+    svc_unref_array(p->svcs, p->nsvcs);
     p->svcs = NULL;
     p->nsvcs = 0;
     table_unref(p->table);
@@ -220,7 +199,7 @@ proxy_drain(struct proxy *p, double timeout_s)
     if (p->draining)
         return;
     p->draining = 1;
-    close_listeners(&p->w);
+    listener_free_list(&p->w.listeners);
     for (k = 1; k < p->nworkers; k++)
         wthread_post(&p->threads[k - 1], WTHREAD_DRAIN);
     p->w.on_idle = proxy_on_idle;

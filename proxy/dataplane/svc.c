@@ -189,6 +189,16 @@ svc_inherit(struct svc *to, const struct svc *from, double now)
     free(map);
 }
 
+void
+svc_unref_array(struct svc **v, size_t n)
+{
+    size_t i;
+
+    for (i = 0; v != NULL && i < n; i++)
+        svc_unref(v[i]);
+    free(v);
+}
+
 /* ---- accessors ---------------------------------------------------------- */
 
 const char *

@@ -51,6 +51,8 @@ struct svc_tried {
 struct svc *svc_new(const struct tbl_service *ts);
 struct svc *svc_ref(struct svc *s);
 void svc_unref(struct svc *s);
+/* svc_unref() each of the <n> services of <v>, then free(v). */
+void svc_unref_array(struct svc **v, size_t n);
 
 /* Nonzero if <s> was built from a service equal to <ts>. */
 int svc_matches(const struct svc *s, const struct tbl_service *ts);

@@ -8,17 +8,6 @@
 #include "util.h"
 #include "wthread.h"
 
-static void
-close_listeners(struct worker *w)
-{
-    struct listener *l;
-
-    while ((l = w->listeners) != NULL) {
-        w->listeners = l->next;
-        listener_free(l);
-    }
-}
-
 /* Tell the control loop, once, that this draining thread is idle. */
 static void
 wthread_on_idle(struct worker *w)
@@ -43,7 +32,7 @@ take_plan(struct wthread *t, struct apply_plan *pl)
 static void
 take_stop(struct ev_loop *loop, struct wthread *t)
 {
-    close_listeners(&t->w);
+    listener_free_list(&t->w.listeners);
     t->w.on_idle = NULL;
     conn_close_all(&t->w);
     ev_async_stop(loop, &t->wake);
@@ -58,7 +47,7 @@ take_drain(struct wthread *t)
     if (t->draining)
         return;
     t->draining = 1;
-    close_listeners(&t->w);
+    listener_free_list(&t->w.listeners);
     t->w.on_idle = wthread_on_idle;
     if (worker_nconns(&t->w) == 0)
         wthread_on_idle(&t->w);
