@@ -12,6 +12,7 @@
 #include "metrics.h"
 #include "sbuf.h"
 #include "svc.h"
+#include "util.h"
 
 /* ---- formatting --------------------------------------------------------- */
 
@@ -244,6 +245,52 @@ count_fds(void)
     return n - 1; /* the directory's own descriptor */
 }
 
+/* Process-wide values that are one unlabelled number each. */
+static const struct {
+    const char *name, *type, *help;
+    const atomic_uint_fast64_t *v;
+} proc_counters[] = {
+    {"ferry_api_watch_restarts_total", "counter",
+     "API watch streams started again after they ended or failed.",
+     &stats_proc.watch_restarts},
+    {"ferry_api_relists_total", "counter",
+     "Full relists of API resources (after 410 Gone or a failure).",
+     &stats_proc.relists},
+    {"ferry_accept_paused_total", "counter",
+     "Times accepting was paused because descriptors ran out "
+     "(EMFILE/ENFILE).",
+     &stats_proc.accept_paused},
+    {"ferry_relay_pipes_denied_total", "counter",
+     "Times a connection wanted a splice() pipe but the descriptor budget "
+     "or limit refused it (its bytes were copied instead).",
+     &stats_proc.pipes_denied},
+    {"ferry_node_addresses", "gauge",
+     "Service addresses ferry holds on the node's interface (Kubernetes "
+     "mode, node.vip_interface).",
+     &stats_proc.vip_owned},
+    {"ferry_node_address_errors_total", "counter",
+     "Netlink requests for service addresses that failed or went "
+     "unanswered.",
+     &stats_proc.vip_errors},
+    {"ferry_node_address_resyncs_total", "counter",
+     "Full dumps of the interface's addresses (start, errors, lost "
+     "notifications).",
+     &stats_proc.vip_resyncs},
+};
+
+static void
+write_proc_counters(struct sbuf *b)
+{
+    size_t i;
+
+    for (i = 0; i < ARRAY_SIZE(proc_counters); i++) {
+        family(b, proc_counters[i].name, proc_counters[i].type,
+               proc_counters[i].help);
+        sbuf_printf(b, "%s %llu\n", proc_counters[i].name,
+                    (unsigned long long)stats_get(proc_counters[i].v));
+    }
+}
+
 static void
 write_process(struct sbuf *b, int ready)
 {
@@ -279,51 +326,19 @@ write_process(struct sbuf *b, int ready)
            "every worker.");
     metrics_write_hist(b, "ferry_worker_table_delay_seconds", "",
                        &stats_proc.worker_delay, &hist_connect);
-    family(b, "ferry_api_watch_restarts_total", "counter",
-           "API watch streams started again after they ended or failed.");
-    sbuf_printf(b, "ferry_api_watch_restarts_total %llu\n",
-                (unsigned long long)stats_get(&stats_proc.watch_restarts));
-    family(b, "ferry_api_relists_total", "counter",
-           "Full relists of API resources (after 410 Gone or a failure).");
-    sbuf_printf(b, "ferry_api_relists_total %llu\n",
-                (unsigned long long)stats_get(&stats_proc.relists));
-    family(b, "ferry_accept_paused_total", "counter",
-           "Times accepting was paused because descriptors ran out "
-           "(EMFILE/ENFILE).");
-    sbuf_printf(b, "ferry_accept_paused_total %llu\n",
-                (unsigned long long)stats_get(&stats_proc.accept_paused));
+    write_proc_counters(b);
     family(b, "ferry_relay_pipes", "gauge",
            "Pipes open for splice() relaying (in use or pooled; two "
            "descriptors each).");
     sbuf_printf(b, "ferry_relay_pipes %lld\n",
                 (long long)atomic_load_explicit(&stats_proc.pipes,
                                                 memory_order_relaxed));
-    family(b, "ferry_relay_pipes_denied_total", "counter",
-           "Times a connection wanted a splice() pipe but the descriptor "
-           "budget or limit refused it (its bytes were copied instead).");
-    sbuf_printf(b, "ferry_relay_pipes_denied_total %llu\n",
-                (unsigned long long)stats_get(&stats_proc.pipes_denied));
-    family(b, "ferry_node_addresses", "gauge",
-           "Service addresses ferry holds on the node's interface "
-           "(Kubernetes mode, node.vip_interface).");
-    sbuf_printf(b, "ferry_node_addresses %llu\n",
-                (unsigned long long)stats_get(&stats_proc.vip_owned));
     family(b, "ferry_node_address_changes_total", "counter",
            "Service addresses added to or removed from the interface.");
     sbuf_printf(b, "ferry_node_address_changes_total{op=\"add\"} %llu\n",
                 (unsigned long long)stats_get(&stats_proc.vip_added));
     sbuf_printf(b, "ferry_node_address_changes_total{op=\"remove\"} %llu\n",
                 (unsigned long long)stats_get(&stats_proc.vip_removed));
-    family(b, "ferry_node_address_errors_total", "counter",
-           "Netlink requests for service addresses that failed or went "
-           "unanswered.");
-    sbuf_printf(b, "ferry_node_address_errors_total %llu\n",
-                (unsigned long long)stats_get(&stats_proc.vip_errors));
-    family(b, "ferry_node_address_resyncs_total", "counter",
-           "Full dumps of the interface's addresses (start, errors, "
-           "lost notifications).");
-    sbuf_printf(b, "ferry_node_address_resyncs_total %llu\n",
-                (unsigned long long)stats_get(&stats_proc.vip_resyncs));
     family(b, "ferry_log_lines_dropped_total", "counter",
            "Log lines dropped because stderr would have blocked.");
     sbuf_printf(b, "ferry_log_lines_dropped_total %llu\n",
