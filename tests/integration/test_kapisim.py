@@ -2,7 +2,8 @@
 
 Real clients nobody here wrote (kubectl, python3-kubernetes) talk to it, and
 direct protocol checks cover what those clients do not exercise
-(k8s-api.md sections 3, 4, 8 and 9).
+(selectors, watch, pagination, errors and the simulator described in
+tests/kapisim/README.md).
 
 Run: /usr/bin/python3 -m pytest tests/integration/test_kapisim.py
 Every wait is a poll with a deadline; processes are stopped by PID.

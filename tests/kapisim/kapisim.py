@@ -2,7 +2,7 @@
 """kapisim: a simulated Kubernetes API server for ferry's tests.
 
 Serves Services, EndpointSlices and Namespaces over the real list/watch
-protocol (k8s-api.md section 9), with static bearer tokens, optional TLS,
+protocol, with static bearer tokens, optional TLS,
 discovery documents for kubectl, fault injection under /_sim/ and an optional
 state file so a "restarted" server keeps its objects and revision.
 

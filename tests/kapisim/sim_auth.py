@@ -1,4 +1,4 @@
-"""Static bearer tokens (k8s-api.md section 9.4).
+"""Static bearer tokens.
 
 Token file: one token per line, `#` starts a comment:
 

@@ -1,4 +1,4 @@
-"""Fault injection rules (k8s-api.md section 9.6), driven by POST /_sim/faults.
+"""Fault injection rules, driven by POST /_sim/faults.
 
 A rule is a dict.  Common keys: "action", "path" (URL path prefix, default
 every API path), "method" (e.g. "GET"), "watch" (true: watches only, false:

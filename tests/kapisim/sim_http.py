@@ -1,5 +1,5 @@
 """HTTP side of the simulator: routing, reads (LIST/GET/WATCH), writes,
-discovery and the /_sim control API.  k8s-api.md sections 2-4, 8 and 9.
+discovery and the /_sim control API.
 """
 
 import base64
@@ -772,7 +772,7 @@ class Handler(BaseHTTPRequestHandler):
 
 
 class Watch:
-    """One watch stream (k8s-api.md section 4)."""
+    """One watch stream."""
 
     def __init__(self, h, route, match, bookmarks, timeout):
         self.h = h

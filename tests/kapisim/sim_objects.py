@@ -1,6 +1,6 @@
 """Kinds served by the simulator: their identity, defaults and validation.
 
-k8s-api.md sections 5, 6 and 9.1.  Objects are plain dicts as they appear in
+Objects are plain dicts as they appear in
 JSON.  prepare_* functions never mutate their inputs' nested values in place
 without having deep-copied them first (the store keeps stored objects
 immutable).

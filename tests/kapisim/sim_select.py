@@ -1,4 +1,4 @@
-"""Label and field selectors (k8s-api.md section 3).
+"""Label and field selectors.
 
 parse_labels(text) / parse_fields(text, allowed) return a predicate taking
 (labels dict, fields dict) -> bool, or raise ValueError with a message close to

@@ -1,4 +1,4 @@
-"""State of the simulated API server (k8s-api.md section 9.1).
+"""State of the simulated API server.
 
 One global revision for all kinds, a bounded history of events (contiguous:
 history[i].rev == compacted + 1 + i), objects keyed (kind, namespace, name),

@@ -1,5 +1,5 @@
-/* Services + EndpointSlices -> service table, kube-proxy's rules
- * (k8s-api.md sections 5-7). JSON fixtures use ' for " to stay legible. */
+/* Services + EndpointSlices -> service table, by kube-proxy's rules for
+ * selecting endpoints. JSON fixtures use ' for " to stay legible. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
