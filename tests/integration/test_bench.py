@@ -11,6 +11,7 @@ the repository root.
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -196,3 +197,62 @@ def test_usage_error():
     res = subprocess.run([BIN, "serve", "--mode", "nope", "--listen", "127.0.0.1:1"],
                          capture_output=True, text=True, timeout=10)
     assert res.returncode == 2
+
+
+# ---- bench/run kernel: a smoke run, not a measurement ------------------
+
+DRIVE = os.path.join(os.environ["FERRY_BUILD_DIR"], "tests", "tools", "nftdrive") \
+    if os.environ.get("FERRY_BUILD_DIR") else \
+    os.path.join(ROOT, "build", "tests", "tools", "nftdrive")
+
+
+def _kernel_skip():
+    if os.geteuid() != 0:
+        return "needs root (network namespaces, nftables)"
+    for tool in ("ip", "nft", "taskset"):
+        if shutil.which(tool) is None:
+            return "needs the %s command" % tool
+    for path in (BIN, DRIVE):
+        if not os.access(path, os.X_OK):
+            return "%s not built" % path
+    return None
+
+
+def test_kernel_bench_smoke(tmp_path):
+    """`bench/run kernel` between namespaces: both targets measured in
+    every scenario with positive rates and CPU, and nothing left behind.
+    Half-second runs: it checks the harness, never the figures."""
+    why = _kernel_skip()
+    if why:
+        pytest.skip(why)
+    out = tmp_path / "out"
+    p = subprocess.Popen(
+        [os.path.join(ROOT, "bench", "run"), "kernel", "--quick",
+         "--duration", "0.5", "--bench", BIN, "--nftdrive", DRIVE,
+         "--out", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode == 0, err[-2000:]
+    doc = json.loads((out / "kernel.json").read_text())
+    assert doc["failures"] == [], doc["failures"]
+    med = doc["medians"]
+    for sc in ("connrate", "rr", "stream_down"):
+        for target in ("direct", "kernel"):
+            m = med["%s/%s" % (sc, target)]
+            assert m["rounds"] == 1 and m["errors"] == 0, (sc, target, m)
+            assert m["gbit" if sc.startswith("stream") else "rate"] > 0, m
+            assert m["cpu"] > 0, m
+        assert doc["ratios"][sc]["cpu"] > 0
+    text = (out / "kernel.md").read_text()
+    assert "| connrate | conn/s |" in text and "| rr | req/s |" in text
+    assert "| stream_down | Gbit/s |" in text
+    # The run's namespaces (named after its PID) are gone, and with them
+    # its links, processes and table.
+    names = subprocess.run(["ip", "netns", "list"], capture_output=True,
+                           text=True, timeout=10).stdout
+    assert "fkb%d-" % p.pid not in names, names
