@@ -280,7 +280,8 @@ def ferry_config(sim_port):
     return ("log: {level: info, format: text}\n"
             "kubernetes: {enabled: true, api_server: 'http://%s:%d', "
             "node_name: n1}\n"
-            "node: {vip_interface: none, node_port_addresses: [%s], "
+            "node: {vip_interface: none, dataplane: proxy, "
+            "node_port_addresses: [%s], "
             "healthz_listen: '%s:%d'}\n"
             "admin: {enabled: true, listen: '%s:%d'}\n"
             % (HOST, sim_port, HOST, HOST, HEALTHZ_PORT, HOST, ADMIN_PORT))

@@ -119,6 +119,10 @@ struct node_in {
     char vip_interface[CONF_STR_MAX + 1];
     struct yd_arr nodeport_addrs; /* struct saddr, port unused */
     struct saddr healthz;      /* family 0: not given */
+    uint64_t dataplane;        /* enum conf_dataplane */
+    uint64_t masquerade;       /* enum conf_masquerade */
+    struct yd_arr cluster_cidrs; /* struct cidr */
+    struct yd_arr service_cidrs; /* struct cidr */
 };
 
 struct root_in {
@@ -217,12 +221,41 @@ static const struct yd_list ip_list = {
     "addresses", sizeof(struct saddr),
     {"node_port_addresses", YD_IP, 0, 0, 0, NULL, NULL, 0}, 1};
 
+const char *const conf_dataplane_names[] = {
+    [CONF_DATAPLANE_NFTABLES] = "nftables",
+    [CONF_DATAPLANE_PROXY] = "proxy",
+    NULL,
+};
+
+const char *const conf_masquerade_names[] = {
+    [CONF_MASQ_AUTO] = "auto",
+    [CONF_MASQ_ALL] = "all",
+    [CONF_MASQ_NONE] = "none",
+    NULL,
+};
+
+static const struct yd_list cluster_cidr_list = {
+    "prefixes", sizeof(struct cidr),
+    {"cluster_cidrs", YD_CIDR, 0, 0, 0, NULL, NULL, 0}, 1};
+
+static const struct yd_list service_cidr_list = {
+    "prefixes", sizeof(struct cidr),
+    {"service_cidrs", YD_CIDR, 0, 0, 0, NULL, NULL, 0}, 1};
+
 static const struct yd_key node_keys[] = {
     STR_KEY("vip_interface", struct node_in, vip_interface, "auto"),
     {"node_port_addresses", YD_LIST, offsetof(struct node_in, nodeport_addrs),
      1, 256, NULL, &ip_list, 0},
     {"healthz_listen", YD_ADDR, offsetof(struct node_in, healthz), 0, 0, NULL,
      NULL, 0},
+    {"dataplane", YD_ENUM, offsetof(struct node_in, dataplane), 0, 0,
+     "nftables", conf_dataplane_names, 0},
+    {"masquerade", YD_ENUM, offsetof(struct node_in, masquerade), 0, 0,
+     "auto", conf_masquerade_names, 0},
+    {"cluster_cidrs", YD_LIST, offsetof(struct node_in, cluster_cidrs), 1,
+     CONF_CIDRS_MAX, NULL, &cluster_cidr_list, 0},
+    {"service_cidrs", YD_LIST, offsetof(struct node_in, service_cidrs), 1,
+     CONF_CIDRS_MAX, NULL, &service_cidr_list, 0},
 };
 static const struct yd_section node_section = {
     "section \"node\"", NULL, node_keys, YD_NKEYS(node_keys)};
@@ -787,6 +820,16 @@ build_kube(struct conf *c, const struct root_in *r, struct err *e)
     if (c->node.healthz_listen.u.sa.sa_family == 0)
         parse_hostport(CONF_HEALTHZ_LISTEN_DEFAULT, &c->node.healthz_listen, 0,
                        &why);
+    c->node.dataplane = (enum conf_dataplane)r->node.dataplane;
+    c->node.masquerade = (enum conf_masquerade)r->node.masquerade;
+    c->node.n_cluster_cidrs = r->node.cluster_cidrs.n;
+    if (c->node.n_cluster_cidrs > 0)
+        memcpy(c->node.cluster_cidrs, r->node.cluster_cidrs.v,
+               c->node.n_cluster_cidrs * sizeof(struct cidr));
+    c->node.n_service_cidrs = r->node.service_cidrs.n;
+    if (c->node.n_service_cidrs > 0)
+        memcpy(c->node.service_cidrs, r->node.service_cidrs.v,
+               c->node.n_service_cidrs * sizeof(struct cidr));
     c->node.n_nodeport_addrs = r->node.nodeport_addrs.n;
     if (c->node.n_nodeport_addrs > 0) {
         c->node.nodeport_addrs =

@@ -73,12 +73,38 @@ struct conf_kube {
     char service_selector[CONF_STR_MAX + 1]; /* edge mode: which Services */
 };
 
+/* node.dataplane: what carries a node's Service traffic. */
+enum conf_dataplane {
+    CONF_DATAPLANE_NFTABLES = 0, /* the kernel, through table inet ferry */
+    CONF_DATAPLANE_PROXY,        /* ferry's proxy, on the service addresses */
+};
+
+/* node.masquerade: whose source the kernel dataplane rewrites. */
+enum conf_masquerade {
+    CONF_MASQ_AUTO = 0, /* kube-proxy's rules (traffic from outside
+                         * cluster_cidrs, external under Cluster policy) */
+    CONF_MASQ_ALL,      /* every Service connection (masqueradeAll) */
+    CONF_MASQ_NONE,     /* never */
+};
+
+/* Names indexed by the enums, ended by NULL. */
+extern const char *const conf_dataplane_names[];
+extern const char *const conf_masquerade_names[];
+
+#define CONF_CIDRS_MAX 16
+
 /* "node:", what ferry does to the node it runs on. */
 struct conf_node {
     char vip_interface[CONF_STR_MAX + 1]; /* "auto", "none" or a name */
     struct saddr *nodeport_addrs;         /* owned; none = all addresses */
     size_t n_nodeport_addrs;
     struct saddr healthz_listen;          /* kube-proxy's /healthz, /livez */
+    enum conf_dataplane dataplane;        /* default nftables */
+    enum conf_masquerade masquerade;      /* default auto */
+    struct cidr cluster_cidrs[CONF_CIDRS_MAX]; /* pods' addresses */
+    size_t n_cluster_cidrs;
+    struct cidr service_cidrs[CONF_CIDRS_MAX]; /* ClusterIP ranges */
+    size_t n_service_cidrs;
 };
 
 /* "relay:", how bytes move between client and backend. */

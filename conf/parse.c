@@ -58,6 +58,88 @@ parse_ip(const char *s, uint16_t port, struct saddr *out, const char **why)
     return -1;
 }
 
+/* The address bytes of <a> and their number of bits; NULL when <a> is of
+ * no known family. */
+static uint8_t *
+ip_bytes(struct saddr *a, unsigned *bits)
+{
+    if (a->u.sa.sa_family == AF_INET) {
+        *bits = 32;
+        return (uint8_t *)&a->u.in.sin_addr;
+    }
+    if (a->u.sa.sa_family == AF_INET6) {
+        *bits = 128;
+        return (uint8_t *)&a->u.in6.sin6_addr;
+    }
+    *bits = 0;
+    return NULL;
+}
+
+int
+parse_cidr(const char *s, unsigned flags, struct cidr *out, const char **why)
+{
+    char ip[INET6_ADDRSTRLEN + 1];
+    const char *slash = strchr(s, '/');
+    uint64_t prefix;
+    unsigned bits, i;
+    uint8_t *b;
+
+    if (slash == NULL || (size_t)(slash - s) >= sizeof(ip)) {
+        *why = "not an address/prefix";
+        return -1;
+    }
+    memcpy(ip, s, (size_t)(slash - s));
+    ip[slash - s] = '\0';
+    if (parse_ip(ip, 0, &out->ip, why) < 0)
+        return -1;
+    b = ip_bytes(&out->ip, &bits);
+    if (parse_uint(slash + 1, 0, bits, &prefix, why) < 0)
+        return -1;
+    out->prefix = (unsigned)prefix;
+    for (i = out->prefix; i < bits; i++) {
+        if (!(b[i / 8] & (0x80u >> (i % 8))))
+            continue;
+        if (!(flags & PARSE_CIDR_MASK)) {
+            *why = "host bits set after the prefix";
+            return -1;
+        }
+        b[i / 8] &= (uint8_t)~(0x80u >> (i % 8));
+    }
+    return 0;
+}
+
+int
+cidr_canonical(const struct cidr *c)
+{
+    struct cidr m = *c;
+    unsigned bits, i;
+    const uint8_t *b = ip_bytes(&m.ip, &bits);
+
+    for (i = c->prefix; b != NULL && i < bits; i++)
+        if (b[i / 8] & (0x80u >> (i % 8)))
+            return 0;
+    return 1;
+}
+
+int
+cidr_contains(const struct cidr *c, const struct saddr *a)
+{
+    struct saddr x = c->ip, y = *a;
+    unsigned bits, i;
+    const uint8_t *p, *q;
+
+    if (x.u.sa.sa_family != y.u.sa.sa_family)
+        return 0;
+    p = ip_bytes(&x, &bits);
+    q = ip_bytes(&y, &bits);
+    if (p == NULL)
+        return 0;
+    for (i = 0; i < c->prefix; i++)
+        if ((p[i / 8] ^ q[i / 8]) & (0x80u >> (i % 8)))
+            return 0;
+    return 1;
+}
+
 int
 parse_hostport(const char *s, struct saddr *out, int allow_port0,
                const char **why)

@@ -47,6 +47,26 @@ int parse_duration_ms(const char *s, uint64_t *ms, const char **why);
 int parse_uint(const char *s, uint64_t min, uint64_t max, uint64_t *out,
                const char **why);
 
+/* An address prefix: "198.18.0.0/15", "2001:2::/48" (port unused). */
+struct cidr {
+    struct saddr ip;
+    unsigned prefix; /* 0..32 or 0..128 */
+};
+
+#define PARSE_CIDR_MASK 0x1 /* clear host bits instead of refusing them */
+
+/* Parse "IP/prefix". Host bits after the prefix are refused, or with
+ * PARSE_CIDR_MASK cleared (Kubernetes accepts "10.0.0.1/8" in some
+ * fields and means 10.0.0.0/8). */
+int parse_cidr(const char *s, unsigned flags, struct cidr *out,
+               const char **why);
+
+/* Nonzero if no host bit of <c> is set after its prefix. */
+int cidr_canonical(const struct cidr *c);
+
+/* Nonzero if the IP of <a> lies in <c> (same family only). */
+int cidr_contains(const struct cidr *c, const struct saddr *a);
+
 /* Format <a> as "1.2.3.4:80" or "[::1]:80" into <out> (SADDR_STR_MAX). */
 const char *saddr_str(const struct saddr *a, char *out, size_t outlen);
 

@@ -102,6 +102,13 @@ tbl_check_type_name(enum tbl_check_type t)
     return (unsigned)t < TBL_CHECK__COUNT ? tbl_check_type_names[t] : "?";
 }
 
+const char *const tbl_proto_names[TBL_PROTO__COUNT + 1] = {
+    [TBL_PROTO_TCP] = "tcp",
+    [TBL_PROTO_UDP] = "udp",
+    [TBL_PROTO_SCTP] = "sctp",
+    [TBL_PROTO__COUNT] = NULL,
+};
+
 struct table *
 table_new(void)
 {
@@ -118,6 +125,17 @@ service_free(struct tbl_service *s)
 {
     free(s->frontends);
     free(s->backends);
+}
+
+static void
+ksvc_free(struct tbl_ksvc *k)
+{
+    free(k->cluster_ips);
+    free(k->external_ips);
+    free(k->lb_ips);
+    free(k->source_ranges);
+    free(k->cluster_eps);
+    free(k->local_eps);
 }
 
 struct table *
@@ -139,6 +157,9 @@ table_unref(struct table *t)
         return;
     for (i = 0; i < t->nservices; i++)
         service_free(&t->services[i]);
+    for (i = 0; i < t->nksvcs; i++)
+        ksvc_free(&t->ksvcs[i]);
+    free(t->ksvcs);
     index_free(&t->by_name);
     index_free(&t->by_frontend);
     free(t->services);
@@ -273,6 +294,101 @@ table_add_service(struct table *t, const struct tbl_service *svc,
     if (index_service(t, t->nservices - 1) < 0)
         return err_set(e, "out of memory");
     return 0;
+}
+
+int
+table_add_ksvc(struct table *t, const struct tbl_ksvc *k, struct err *e)
+{
+    struct tbl_ksvc c;
+
+    if (t->frozen)
+        return err_set(e, "table is frozen");
+    if (k->name[0] == '\0')
+        return err_set(e, "kernel service has no name");
+    if (t->nksvcs == t->kcap) {
+        size_t ncap = t->kcap ? t->kcap * 2 : 8;
+        struct tbl_ksvc *n = realloc(t->ksvcs, ncap * sizeof(*n));
+        if (n == NULL)
+            return err_set(e, "out of memory");
+        t->ksvcs = n;
+        t->kcap = ncap;
+    }
+    c = *k;
+    c.cluster_ips = dup_array(k->cluster_ips, k->ncluster_ips, sizeof(struct saddr));
+    c.external_ips = dup_array(k->external_ips, k->nexternal_ips, sizeof(struct saddr));
+    c.lb_ips = dup_array(k->lb_ips, k->nlb_ips, sizeof(struct saddr));
+    c.source_ranges = dup_array(k->source_ranges, k->nsource_ranges, sizeof(struct cidr));
+    c.cluster_eps = dup_array(k->cluster_eps, k->ncluster_eps, sizeof(struct tbl_backend));
+    c.local_eps = dup_array(k->local_eps, k->nlocal_eps, sizeof(struct tbl_backend));
+    if ((k->ncluster_ips && c.cluster_ips == NULL)
+        || (k->nexternal_ips && c.external_ips == NULL)
+        || (k->nlb_ips && c.lb_ips == NULL)
+        || (k->nsource_ranges && c.source_ranges == NULL)
+        || (k->ncluster_eps && c.cluster_eps == NULL)
+        || (k->nlocal_eps && c.local_eps == NULL)) {
+        ksvc_free(&c);
+        return err_set(e, "out of memory");
+    }
+    t->ksvcs[t->nksvcs++] = c;
+    return 0;
+}
+
+static int
+saddrs_equal(const struct saddr *a, size_t na, const struct saddr *b,
+             size_t nb)
+{
+    size_t i;
+
+    if (na != nb)
+        return 0;
+    for (i = 0; i < na; i++)
+        if (saddr_cmp(&a[i], &b[i]) != 0)
+            return 0;
+    return 1;
+}
+
+static int
+backends_equal(const struct tbl_backend *a, size_t na,
+               const struct tbl_backend *b, size_t nb)
+{
+    size_t i;
+
+    if (na != nb)
+        return 0;
+    for (i = 0; i < na; i++)
+        if (!tbl_backend_equal(&a[i], &b[i]))
+            return 0;
+    return 1;
+}
+
+int
+tbl_ksvc_equal(const struct tbl_ksvc *a, const struct tbl_ksvc *b)
+{
+    size_t i;
+
+    if (strcmp(a->name, b->name) != 0 || a->proto != b->proto
+        || a->port != b->port || a->node_port != b->node_port
+        || a->affinity_s != b->affinity_s
+        || a->external_local != b->external_local
+        || a->hc_node_port != b->hc_node_port
+        || strcmp(a->hc_ns, b->hc_ns) != 0
+        || strcmp(a->hc_name, b->hc_name) != 0
+        || a->nsource_ranges != b->nsource_ranges)
+        return 0;
+    for (i = 0; i < a->nsource_ranges; i++)
+        if (a->source_ranges[i].prefix != b->source_ranges[i].prefix
+            || saddr_cmp(&a->source_ranges[i].ip, &b->source_ranges[i].ip)
+                   != 0)
+            return 0;
+    return saddrs_equal(a->cluster_ips, a->ncluster_ips, b->cluster_ips,
+                        b->ncluster_ips)
+           && saddrs_equal(a->external_ips, a->nexternal_ips,
+                           b->external_ips, b->nexternal_ips)
+           && saddrs_equal(a->lb_ips, a->nlb_ips, b->lb_ips, b->nlb_ips)
+           && backends_equal(a->cluster_eps, a->ncluster_eps, b->cluster_eps,
+                             b->ncluster_eps)
+           && backends_equal(a->local_eps, a->nlocal_eps, b->local_eps,
+                             b->nlocal_eps);
 }
 
 /* Every field of a service but its frontend and backend lists: a policy

@@ -118,6 +118,48 @@ struct tbl_service {
     char hc_name[TBL_K8S_NAME_MAX];
 };
 
+/* Transport protocol of a Service port. The proxy serves TCP only; the
+ * kernel dataplane all three. */
+enum tbl_proto { TBL_PROTO_TCP = 0, TBL_PROTO_UDP, TBL_PROTO_SCTP,
+                 TBL_PROTO__COUNT };
+
+/* "tcp", "udp", "sctp", indexed by enum tbl_proto, ended by NULL. */
+extern const char *const tbl_proto_names[TBL_PROTO__COUNT + 1];
+
+/*
+ * A Kubernetes Service port carried by the kernel (node.dataplane:
+ * nftables) instead of the proxy: what kube-proxy would program for it,
+ * with the endpoints already selected by the same rules the proxy's
+ * services use. Nothing listens for it and no address is added.
+ */
+struct tbl_ksvc {
+    char name[TBL_NAME_MAX]; /* "namespace/name:port"; unique with proto */
+    enum tbl_proto proto;
+    uint16_t port;      /* the Service port */
+    uint16_t node_port; /* 0 = none */
+    struct saddr *cluster_ips; /* ports unused, in every array below */
+    size_t ncluster_ips;
+    struct saddr *external_ips;
+    size_t nexternal_ips;
+    struct saddr *lb_ips; /* status.loadBalancer.ingress */
+    size_t nlb_ips;
+    struct cidr *source_ranges; /* loadBalancerSourceRanges; none = all */
+    size_t nsource_ranges;
+    uint32_t affinity_s;        /* ClientIP affinity timeout, 0 = off */
+    int external_local;         /* externalTrafficPolicy: Local */
+    /* Internal traffic (and external under Cluster): the endpoints the
+     * ClusterIP frontends of the proxy would get. */
+    struct tbl_backend *cluster_eps;
+    size_t ncluster_eps;
+    /* External traffic under externalTrafficPolicy: Local. */
+    struct tbl_backend *local_eps;
+    size_t nlocal_eps;
+    /* As in struct tbl_service: the LoadBalancer health check port. */
+    uint16_t hc_node_port;
+    char hc_ns[TBL_K8S_NAME_MAX];
+    char hc_name[TBL_K8S_NAME_MAX];
+};
+
 struct table {
     atomic_uint refs;
     uint64_t generation;
@@ -136,6 +178,10 @@ struct table {
      * watcher rebuilds the whole table on every change. */
     struct tbl_index *by_name;
     struct tbl_index *by_frontend;
+    /* Service ports for the kernel dataplane, in the translator's order. */
+    struct tbl_ksvc *ksvcs;
+    size_t nksvcs;
+    size_t kcap;
 };
 
 /* Returns a new empty, unfrozen table with one reference, or NULL. */
@@ -147,6 +193,14 @@ struct table *table_new(void);
  * Returns 0 or -1. */
 int table_add_service(struct table *t, const struct tbl_service *svc,
                       struct err *e);
+
+/* Add a deep copy of <k>. Fails, filling <e>, if the table is frozen or
+ * the name is empty (the translator keeps names and protocols unique).
+ * Returns 0 or -1. */
+int table_add_ksvc(struct table *t, const struct tbl_ksvc *k, struct err *e);
+
+/* Nonzero if two kernel services are the same in every field. */
+int tbl_ksvc_equal(const struct tbl_ksvc *a, const struct tbl_ksvc *b);
 
 /* Ask for the IP of <a> to be a local address (de-duplicated). Returns 0,
  * or -1 when frozen or out of memory. */

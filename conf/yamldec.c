@@ -305,6 +305,14 @@ parse_value(const struct yd_key *k, const char *s, void *dst, char *msg,
             return 0;
         snprintf(msg, msglen, "%s", why);
         return -1;
+    case YD_CIDR:
+        if (parse_cidr(s, 0, dst, &why) == 0) {
+            if (!saddr_is_v4mapped(&((struct cidr *)dst)->ip))
+                return 0;
+            why = "an IPv4-mapped IPv6 prefix: write the IPv4 form";
+        }
+        snprintf(msg, msglen, "%s", why);
+        return -1;
     default:
         snprintf(msg, msglen, "not a scalar key");
         return -1;
@@ -356,6 +364,8 @@ key_size(const struct yd_key *k)
         return k->max + 1;
     if (k->type == YD_ADDR || k->type == YD_IP)
         return sizeof(struct saddr);
+    if (k->type == YD_CIDR)
+        return sizeof(struct cidr);
     return sizeof(uint64_t);
 }
 
@@ -366,7 +376,7 @@ key_is_unset(const struct yd_key *k, const void *p)
 {
     if (key_is_number(k))
         return *(const uint64_t *)p == YD_UNSET;
-    if (k->type == YD_ADDR || k->type == YD_IP)
+    if (k->type == YD_ADDR || k->type == YD_IP || k->type == YD_CIDR)
         return ((const struct saddr *)p)->u.sa.sa_family == 0;
     return *(const char *)p == '\0';
 }

@@ -56,6 +56,7 @@ enum yd_type {
     YD_STRING,   /* char[max + 1]: min..max printable characters */
     YD_IP,       /* struct saddr, an IP literal without a port, not
                   * IPv4-mapped */
+    YD_CIDR,     /* struct cidr, "IP/prefix" without host bits */
     YD_MAP,      /* nested mapping; sub is its struct yd_section */
     YD_LIST,     /* struct yd_arr of min..max elements; sub: yd_list */
 };

@@ -11,6 +11,7 @@
 #include "ctl.h"
 #include "kube.h"
 #include "log.h"
+#include "nft.h"
 #include "proxy.h"
 #include "vip.h"
 
@@ -59,7 +60,9 @@ usage(FILE *f)
             "      --node-name NAME   this node (default: NODE_NAME, then "
             "the host name)\n"
             "  ferry cleanup          remove the service addresses ferry "
-            "added, and exit\n"
+            "added and its\n"
+            "                         nftables table (inet ferry), and "
+            "exit\n"
             "\n"
             "signals: SIGHUP re-reads the file; SIGTERM or SIGINT stop "
             "accepting,\n"
@@ -317,22 +320,34 @@ check_config(const char *path)
     return 0;
 }
 
-/* Remove every service address ferry added, on any interface. */
+/* Remove what ferry put on the node: every service address it added, on
+ * any interface, and its nftables table. Each is tried whatever the other
+ * gave. */
 static int
 cleanup(void)
 {
     char msg[ERR_STR_MAX];
     struct err e;
-    int n;
+    int n, rc = 0;
 
     err_clear(&e);
     n = vip_cleanup(&e);
     if (n < 0) {
         fprintf(stderr, "ferry cleanup: %s\n", err_str(&e, msg, sizeof(msg)));
-        return 1;
+        rc = 1;
+    } else {
+        printf("ferry cleanup: removed %d address(es)\n", n);
     }
-    printf("ferry cleanup: removed %d address(es)\n", n);
-    return 0;
+    err_clear(&e);
+    n = nft_cleanup(&e);
+    if (n < 0) {
+        fprintf(stderr, "ferry cleanup: %s\n", err_str(&e, msg, sizeof(msg)));
+        rc = 1;
+    } else {
+        printf("ferry cleanup: %s\n", n > 0 ? "deleted table inet " NFT_TABLE
+                                             : "no table inet " NFT_TABLE);
+    }
+    return rc;
 }
 
 int

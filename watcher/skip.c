@@ -22,6 +22,7 @@ const char *const skip_reason_text[SKIP__COUNT] = {
     [SKIP_UNSUPPORTED_PROTOCOL] = "unsupported_protocol",
     [SKIP_CONFLICT] = "conflict",
     [SKIP_NO_NODE_PORT] = "no_node_port",
+    [SKIP_BAD_ANNOTATION] = "bad_annotation",
     [SKIP_EXTERNAL_NAME] = "external_name",
     [SKIP_HEADLESS] = "headless",
     [SKIP_OTHER_PROXY] = "other_proxy",

@@ -41,10 +41,11 @@ enum skip_reason {
                                 * EndpointSlice port not in 1-65535 */
     SKIP_BAD_ADDRESS,          /* an IP field that is not an IP literal */
     SKIP_BAD_PROTOCOL,         /* not TCP, UDP or SCTP */
-    SKIP_UNSUPPORTED_PROTOCOL, /* UDP and SCTP: not served yet */
+    SKIP_UNSUPPORTED_PROTOCOL, /* UDP and SCTP on the proxy path */
     SKIP_CONFLICT,             /* address or name served by another
                                 * service (API or file) */
     SKIP_NO_NODE_PORT,         /* edge to NodePorts: the port has none */
+    SKIP_BAD_ANNOTATION,       /* a ferry.dev/ annotation's value */
     /* quiet: kube-proxy ignores these too */
     SKIP_EXTERNAL_NAME, /* Service of type ExternalName */
     SKIP_HEADLESS,      /* clusterIP None (or none), headless label */

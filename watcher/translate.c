@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 /* One candidate endpoint for one Service port. */
 struct ep {
@@ -35,6 +36,7 @@ struct svcctx {
     uint32_t affinity_ms;
     uint16_t hc_port;     /* healthCheckNodePort (LoadBalancer, ETP Local) */
     const json_t *slices; /* array of this Service's slices, or NULL */
+    int kernel;           /* served by the kernel dataplane */
 };
 
 enum topo_mode { TOPO_NONE = 0, TOPO_NODE, TOPO_ZONE };
@@ -329,7 +331,7 @@ ep_cmp(const void *pa, const void *pb)
  * by IP:port, sorted by address. */
 static int
 collect_eps(const struct svcctx *sc, const char *pname, const char *proto,
-            const struct translate_opts *o, struct eps *out)
+            int family, const struct translate_opts *o, struct eps *out)
 {
     size_t i, j;
     const json_t *s;
@@ -339,7 +341,7 @@ collect_eps(const struct svcctx *sc, const char *pname, const char *proto,
     {
         int fam = str_eq(jstr(s, "addressType"), "IPv6") ? AF_INET6 : AF_INET;
         uint16_t port;
-        if (fam != sc->family)
+        if (family != AF_UNSPEC && fam != family)
             continue;
         port = slice_port(s, pname, proto, o);
         if (port == 0)
@@ -630,10 +632,26 @@ emit(struct table *t, const struct svcctx *sc, const char *pname,
 /* Scratch space reused across ports and services. */
 struct scratch {
     struct eps eps;
-    struct fes in, ex;
+    struct fes in, ex, lb;
     struct tbl_backend *be;
     size_t be_cap;
+    struct cidr *ranges;
+    size_t nranges, ranges_cap;
 };
+
+/* Room for both endpoint sets of <w->eps> in w->be. */
+static int
+be_room(struct scratch *w)
+{
+    size_t need = 2 * w->eps.n + 1;
+
+    if (w->be_cap >= need)
+        return 0;
+    free(w->be);
+    w->be = malloc(need * sizeof(*w->be));
+    w->be_cap = w->be != NULL ? need : 0;
+    return w->be != NULL ? 0 : -1;
+}
 
 /* Edge mode with NodePort backends: the LoadBalancer/external frontends
  * of this port go to every configured node's NodePort. */
@@ -671,6 +689,170 @@ edge_to_nodeports(struct table *t, const struct svcctx *sc, const json_t *sp,
                 o);
 }
 
+/* The protocol of a Service port, or -1 when not one Kubernetes has. */
+static int
+proto_of(const json_t *sp, enum tbl_proto *out)
+{
+    static const char *const api[TBL_PROTO__COUNT] = {
+        [TBL_PROTO_TCP] = "TCP",
+        [TBL_PROTO_UDP] = "UDP",
+        [TBL_PROTO_SCTP] = "SCTP",
+    };
+    size_t i;
+
+    for (i = 0; i < TBL_PROTO__COUNT; i++)
+        if (strcmp(port_proto(sp), api[i]) == 0) {
+            *out = (enum tbl_proto)i;
+            return 0;
+        }
+    return -1;
+}
+
+/* spec.loadBalancerSourceRanges into w->ranges. Kubernetes itself takes
+ * "10.0.0.1/8" to mean 10.0.0.0/8; so does ferry. A bad entry is noted
+ * and left out; if none is left of a list that had some, every source is
+ * refused rather than every source allowed. */
+static int
+source_ranges(const struct svcctx *sc, const struct translate_opts *o,
+              struct scratch *w, int *all_bad)
+{
+    const json_t *l = json_object_get(sc->spec, "loadBalancerSourceRanges");
+    const json_t *v;
+    size_t i;
+
+    w->nranges = 0;
+    *all_bad = 0;
+    json_array_foreach(l, i, v)
+    {
+        const char *why = "not a string";
+        struct cidr c;
+        if (!json_is_string(v)
+            || parse_cidr(json_string_value(v), PARSE_CIDR_MASK, &c, &why)
+                   < 0) {
+            SKIP_SVC(o, sc, SKIP_BAD_ADDRESS,
+                     "loadBalancerSourceRanges[%zu] \"%.64s\": %s", i,
+                     json_is_string(v) ? json_string_value(v) : "", why);
+            continue;
+        }
+        if (grow((void **)&w->ranges, &w->ranges_cap, w->nranges,
+                 sizeof(*w->ranges))
+            < 0)
+            return -1;
+        w->ranges[w->nranges++] = c;
+    }
+    *all_bad = json_array_size(l) > 0 && w->nranges == 0;
+    return 0;
+}
+
+/* Copy the addresses of <f> with port 0 (the kernel service keeps ports
+ * apart from addresses). */
+static void
+strip_ports(struct fes *f)
+{
+    size_t i;
+
+    for (i = 0; i < f->n; i++)
+        saddr_set_port(&f->v[i], 0);
+}
+
+/* One Service port for the kernel dataplane. */
+static int
+kernel_port(struct table *t, const struct svcctx *sc, const json_t *sp,
+            enum tbl_proto proto, uint16_t port,
+            const struct translate_opts *o, struct scratch *w)
+{
+    const char *pname = port_name(sp);
+    json_int_t np = json_integer_value(json_object_get(sp, "nodePort"));
+    const json_t *v, *ing;
+    struct tbl_ksvc k;
+    struct err e;
+    size_t i, n1, n2 = 0;
+    int n, all_bad;
+
+    memset(&k, 0, sizeof(k));
+    n = pname[0] != '\0'
+            ? snprintf(k.name, sizeof(k.name), "%s/%s:%s", sc->ns, sc->name,
+                       pname)
+            : snprintf(k.name, sizeof(k.name), "%s/%s:%u", sc->ns, sc->name,
+                       (unsigned)port);
+    if (n < 0 || (size_t)n >= sizeof(k.name)) {
+        SKIP_SVC(o, sc, SKIP_NAME_TOO_LONG,
+                 "port \"%.64s\": name over %d bytes", pname,
+                 TBL_NAME_MAX - 1);
+        return 0;
+    }
+    k.proto = proto;
+    k.port = port;
+    w->in.n = w->ex.n = w->lb.n = 0;
+    if (internal_fes(sc, 0, o, &w->in) < 0)
+        return -1;
+    json_array_foreach(json_object_get(sc->spec, "externalIPs"), i, v)
+    {
+        if (add_api_fe(sc, o, &w->ex, v, 0, "externalIPs", i) < 0)
+            return -1;
+    }
+    ing = json_object_get(
+        json_object_get(json_object_get(sc->svc, "status"), "loadBalancer"),
+        "ingress");
+    json_array_foreach(ing, i, v)
+    {
+        if (!str_eq(jstr(sc->spec, "type"), "LoadBalancer"))
+            break;
+        if (str_eq(jstr(v, "ipMode"), "Proxy")
+            || json_object_get(v, "ip") == NULL)
+            continue;
+        if (add_api_fe(sc, o, &w->lb, json_object_get(v, "ip"), 0,
+                       "status.loadBalancer.ingress", i)
+            < 0)
+            return -1;
+    }
+    strip_ports(&w->in);
+    if (json_object_get(sp, "nodePort") != NULL
+        && !json_is_null(json_object_get(sp, "nodePort"))
+        && !(np > 0 && np <= 65535))
+        SKIP_SVC(o, sc, SKIP_BAD_PORT,
+                 "port \"%.64s\": nodePort %lld not in 1-65535", pname,
+                 (long long)np);
+    else if (np > 0)
+        k.node_port = (uint16_t)np;
+    if (source_ranges(sc, o, w, &all_bad) < 0)
+        return -1;
+    if (all_bad)
+        w->lb.n = 0; /* no range left: serve no LoadBalancer IP at all */
+    if (collect_eps(sc, pname, port_proto(sp), AF_UNSPEC, o, &w->eps) < 0
+        || be_room(w) < 0)
+        return -1;
+    n1 = select_set(&w->eps, sc->itp_local, o, w->be);
+    k.external_local =
+        sc->etp_local && (k.node_port || w->ex.n > 0 || w->lb.n > 0);
+    if (k.external_local)
+        n2 = select_set(&w->eps, 1, o, w->be + n1);
+    k.cluster_ips = w->in.v;
+    k.ncluster_ips = w->in.n;
+    k.external_ips = w->ex.v;
+    k.nexternal_ips = w->ex.n;
+    k.lb_ips = w->lb.v;
+    k.nlb_ips = w->lb.n;
+    k.source_ranges = w->ranges;
+    k.nsource_ranges = w->nranges;
+    k.affinity_s = sc->affinity_ms / 1000;
+    k.cluster_eps = w->be;
+    k.ncluster_eps = n1;
+    k.local_eps = w->be + n1;
+    k.nlocal_eps = n2;
+    if (k.external_local && sc->hc_port != 0) {
+        k.hc_node_port = sc->hc_port;
+        snprintf(k.hc_ns, sizeof(k.hc_ns), "%s", sc->ns);
+        snprintf(k.hc_name, sizeof(k.hc_name), "%s", sc->name);
+    }
+    err_clear(&e);
+    if (table_add_ksvc(t, &k, &e) < 0)
+        return -1; /* only memory fails */
+    if (o->stats != NULL)
+        o->stats->kernel++;
+    return 0;
+}
+
 static int
 do_port(struct table *t, const struct svcctx *sc, const json_t *sp,
         const struct translate_opts *o, struct scratch *w)
@@ -678,19 +860,13 @@ do_port(struct table *t, const struct svcctx *sc, const json_t *sp,
     const char *pname = port_name(sp);
     json_int_t port = json_integer_value(json_object_get(sp, "port"));
     int ext_local, int_local = sc->itp_local;
+    enum tbl_proto proto;
     size_t n1, n2;
 
-    if (strcmp(port_proto(sp), "TCP") != 0) {
-        int known =
-            str_eq(port_proto(sp), "UDP") || str_eq(port_proto(sp), "SCTP");
-        if (known)
-            SKIP_SVC(o, sc, SKIP_UNSUPPORTED_PROTOCOL,
-                     "port \"%.64s\": %s is not served yet", pname,
-                     port_proto(sp));
-        else
-            SKIP_SVC(o, sc, SKIP_BAD_PROTOCOL,
-                     "port \"%.64s\": protocol \"%.32s\"", pname,
-                     port_proto(sp));
+    if (proto_of(sp, &proto) < 0) {
+        SKIP_SVC(o, sc, SKIP_BAD_PROTOCOL,
+                 "port \"%.64s\": protocol \"%.32s\"", pname,
+                 port_proto(sp));
         if (o->stats != NULL)
             o->stats->ports_skipped++;
         return 0;
@@ -708,21 +884,28 @@ do_port(struct table *t, const struct svcctx *sc, const json_t *sp,
             o->stats->ports_skipped++;
         return 0;
     }
+    if (sc->kernel)
+        return kernel_port(t, sc, sp, proto, (uint16_t)port, o, w);
+    if (proto != TBL_PROTO_TCP) {
+        SKIP_SVC(o, sc, SKIP_UNSUPPORTED_PROTOCOL,
+                 "port \"%.64s\": the proxy serves no %s (the nftables "
+                 "dataplane does)",
+                 pname, port_proto(sp));
+        if (o->stats != NULL)
+            o->stats->ports_skipped++;
+        return 0;
+    }
     w->in.n = w->ex.n = 0;
     if ((!o->edge && internal_fes(sc, (uint16_t)port, o, &w->in) < 0)
         || external_fes(sc, sp, o, &w->ex) < 0
-        || collect_eps(sc, pname, port_proto(sp), o, &w->eps) < 0)
+        || collect_eps(sc, pname, port_proto(sp), sc->family, o, &w->eps)
+               < 0)
         return -1;
     if (o->edge && o->n_edge_nodes > 0)
         return edge_to_nodeports(t, sc, sp, o, w);
     ext_local = sc->etp_local && w->ex.n > 0;
-    if (w->be_cap < 2 * w->eps.n + 1) {
-        free(w->be);
-        w->be = malloc((2 * w->eps.n + 1) * sizeof(*w->be));
-        w->be_cap = w->be != NULL ? 2 * w->eps.n + 1 : 0;
-        if (w->be == NULL)
-            return -1;
-    }
+    if (be_room(w) < 0)
+        return -1;
     n1 = select_set(&w->eps, int_local, o, w->be);
     if (w->ex.n == 0 || ext_local == int_local) {
         /* One endpoint set serves all: one service, all frontends. */
@@ -785,7 +968,7 @@ svcctx_init(struct svcctx *sc, const json_t *svc, const json_t *idx,
     const json_t *md = json_object_get(svc, "metadata");
     const json_t *to;
     struct saddr a;
-    const char *why, *cip;
+    const char *why, *cip, *dp;
     char key[512];
 
     memset(sc, 0, sizeof(*sc));
@@ -834,6 +1017,19 @@ svcctx_init(struct svcctx *sc, const json_t *svc, const json_t *idx,
                      TBL_K8S_NAME_MAX - 1);
         else if (hp > 0)
             sc->hc_port = (uint16_t)hp;
+    }
+    /* The annotation chooses the proxy over the kernel; under
+     * node.dataplane proxy nftables is left alone whatever it says. */
+    sc->kernel = !o->edge && o->kernel;
+    dp = jstr(json_object_get(md, "annotations"), TRANSLATE_ANN_DATAPLANE);
+    if (dp != NULL && sc->kernel) {
+        if (strcmp(dp, "proxy") == 0)
+            sc->kernel = 0;
+        else if (strcmp(dp, "nftables") != 0)
+            SKIP_SVC(o, sc, SKIP_BAD_ANNOTATION,
+                     TRANSLATE_ANN_DATAPLANE " \"%.32s\": not nftables or "
+                     "proxy (node default kept)",
+                     dp);
     }
     snprintf(key, sizeof(key), "%s/%s", sc->ns, sc->name);
     sc->slices = json_object_get(idx, key);
@@ -918,6 +1114,8 @@ translate_build(const struct kcache *services, const struct kcache *slices,
     free(w.eps.v);
     free(w.in.v);
     free(w.ex.v);
+    free(w.lb.v);
+    free(w.ranges);
     free(w.be);
     json_decref(idx);
     return rc < 0 ? err_set(e, "out of memory") : 0;

@@ -3,11 +3,19 @@
  * table, selecting endpoints exactly as kube-proxy does.
  *
  * A pure function over the caches: no I/O, no clock, no loop, so it is
- * unit-tested and fuzzed directly. One table service is emitted per TCP
- * Service port, named "namespace/name:portname"; when the external
- * frontends (NodePort, LoadBalancer ingress, externalIPs) need another
- * endpoint set than the ClusterIPs (a Local traffic policy on one side
- * only) they go to a second service "namespace/name:portname/external".
+ * unit-tested and fuzzed directly.
+ *
+ * A Service port the kernel serves (node mode, node.dataplane nftables)
+ * becomes one kernel service (struct tbl_ksvc) named
+ * "namespace/name:portname" (the port number when it has no name), of any
+ * protocol, with its addresses by kind and two endpoint lists.
+ *
+ * A Service port the proxy serves becomes, when TCP, one table service
+ * named "namespace/name:portname"; when the external frontends (NodePort,
+ * LoadBalancer ingress, externalIPs) need another endpoint set than the
+ * ClusterIPs (a Local traffic policy on one side only) they go to a
+ * second service "namespace/name:portname/external". The proxy serves no
+ * UDP or SCTP. Both paths select endpoints with the same code.
  */
 #ifndef WATCHER_TRANSLATE_H
 #define WATCHER_TRANSLATE_H
@@ -27,6 +35,10 @@
 #define TRANSLATE_LABEL_HEADLESS     "service.kubernetes.io/headless"
 #define TRANSLATE_LABEL_ZONE         "topology.kubernetes.io/zone"
 
+/* "proxy": the Service is served by ferry's proxy although the node's
+ * dataplane is nftables ("nftables", the default, says so explicitly). */
+#define TRANSLATE_ANN_DATAPLANE "ferry.dev/dataplane"
+
 /* Counters of one build, for logs and metrics. */
 struct translate_stats {
     size_t services;      /* Service objects that produced something */
@@ -34,6 +46,7 @@ struct translate_stats {
     size_t ports_skipped; /* ports not TCP or without a good number */
     size_t conflicts;     /* table services refused (frontend taken) */
     size_t emitted;       /* table services emitted */
+    size_t kernel;        /* kernel services emitted */
     char first_conflict[ERR_MSG_MAX + 256];
 };
 
@@ -65,6 +78,11 @@ struct translate_opts {
      * there). Ports ignored; none = straight to the pods. */
     const struct saddr *edge_nodes;
     size_t n_edge_nodes;
+    /* Node mode, node.dataplane nftables: Service ports go to the
+     * table's kernel services unless annotated "ferry.dev/dataplane:
+     * proxy". 0: everything to the proxy, whatever the annotation says.
+     * Ignored in edge mode, where everything is proxied. */
+    int kernel;
 };
 
 /*

@@ -31,6 +31,7 @@ struct watcher {
     struct tbl_service policy;
     int has_policy;
     int edge;
+    int kernel;
     struct saddr *edge_nodes;
     size_t n_edge_nodes;
     char zone[64];
@@ -88,10 +89,14 @@ tables_equal(const struct table *a, const struct table *b)
 {
     size_t i;
 
-    if (a == NULL || b == NULL || a->nservices != b->nservices)
+    if (a == NULL || b == NULL || a->nservices != b->nservices
+        || a->nksvcs != b->nksvcs)
         return 0;
     for (i = 0; i < a->nservices; i++)
         if (!tbl_service_equal(&a->services[i], &b->services[i]))
+            return 0;
+    for (i = 0; i < a->nksvcs; i++)
+        if (!tbl_ksvc_equal(&a->ksvcs[i], &b->ksvcs[i]))
             return 0;
     return 1;
 }
@@ -114,6 +119,7 @@ build_table(struct watcher *w)
     o.policy = w->has_policy ? &w->policy : NULL;
     o.stats = &st;
     o.edge = w->edge;
+    o.kernel = w->kernel;
     o.edge_nodes = w->edge_nodes;
     o.n_edge_nodes = w->n_edge_nodes;
     o.skips = skips;
@@ -160,9 +166,10 @@ watcher_on_publish(struct ev_loop *loop, ev_timer *tm, int revents)
     record_latency(w, lat < 0 ? 0 : lat);
     w->last_publish = ev_now(loop);
     w->tables++;
-    log_info("watcher: publishing table %llu: %zu services (change latency "
-             "%.1f ms)",
-             (unsigned long long)t->generation, t->nservices, lat * 1e3);
+    log_info("watcher: publishing table %llu: %zu proxied and %zu kernel "
+             "service(s) (change latency %.1f ms)",
+             (unsigned long long)t->generation, t->nservices, t->nksvcs,
+             lat * 1e3);
     table_unref(w->last);
     w->last = table_ref(t);
     w->publish(t, w->arg);
@@ -327,6 +334,7 @@ static int
 copy_conf(struct watcher *w, const struct watcher_conf *wc)
 {
     w->edge = wc->edge;
+    w->kernel = wc->kernel;
     if (wc->n_edge_nodes > 0) {
         w->edge_nodes = calloc(wc->n_edge_nodes, sizeof(*w->edge_nodes));
         if (w->edge_nodes == NULL)

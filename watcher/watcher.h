@@ -41,6 +41,8 @@ struct watcher_conf {
                                      * mode), or NULL */
     int insecure_skip_tls_verify;
     int edge; /* serve only externalIPs and LoadBalancer IPs */
+    int kernel; /* node mode: Service ports to the kernel dataplane
+                 * (translate_opts.kernel) */
     const struct saddr *edge_nodes; /* edge: to these nodes' NodePorts */
     size_t n_edge_nodes;
     /* Called (with the publish callback's <arg>) when, before the first

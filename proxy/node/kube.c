@@ -5,6 +5,8 @@
 
 #include "kube.h"
 #include "log.h"
+#include "nft.h"
+#include "smap.h"
 #include "stats.h"
 #include "nodehealth.h"
 #include "proxy.h"
@@ -33,7 +35,23 @@ struct kube {
     struct skip_set *conflicts; /* API services the last merge left out */
     uint64_t n_conflicts;       /* ... counted as they start */
     struct skip_log skip_log;
+    /* The kernel dataplane (node.dataplane nftables), else NULL. */
+    struct nft *nft;
+    struct table *kfed;     /* the table whose kernel services nft wants */
+    struct smap kidx;       /* "name/proto" -> 1 + index in kfed */
+    struct ev_timer kretry; /* a failed transaction, retried whole */
+    double kretry_s;        /* its back-off */
+    struct ev_timer kverify; /* someone else edited or flushed the table */
+    double kfailing;        /* first failed transaction since a success */
+    double kresync_at;      /* next full rewrite (hourly, as kube-proxy) */
 };
+
+/* How often the kernel's table is compared with what ferry wrote, and the
+ * back-off of a failed transaction. */
+#define KUBE_NFT_VERIFY_S    10.0
+#define KUBE_NFT_RETRY_MIN_S 1.0
+#define KUBE_NFT_RETRY_MAX_S 30.0
+#define KUBE_NFT_RESYNC_S    3600.0
 
 /* kube-proxy fails /healthz when a change waits longer than twice its
  * sync period (2 x 30 s). */
@@ -192,6 +210,246 @@ merge(struct kube *k)
     return t;
 }
 
+/* ---- kernel dataplane --------------------------------------------------- */
+
+_Static_assert((int)NFT_TCP == (int)TBL_PROTO_TCP
+                   && (int)NFT_UDP == (int)TBL_PROTO_UDP
+                   && (int)NFT_SCTP == (int)TBL_PROTO_SCTP,
+               "one protocol numbering");
+
+static void
+ksvc_key(const struct tbl_ksvc *ks, char *out, size_t outlen)
+{
+    snprintf(out, outlen, "%s/%s", ks->name, tbl_proto_names[ks->proto]);
+}
+
+/* <n> endpoints of <be> as the engine's, into <out> (room for n). */
+static void
+to_eps(const struct tbl_backend *be, size_t n, struct nft_ep *out)
+{
+    size_t i;
+
+    for (i = 0; i < n; i++) {
+        out[i].addr = be[i].addr;
+        out[i].weight = be[i].weight;
+    }
+}
+
+/* Want <ks> in the kernel. A refusal (a frontend another Service holds,
+ * a cap) is logged; the Service is then not served by the kernel. */
+static void
+nft_put_ksvc(struct kube *k, const struct tbl_ksvc *ks)
+{
+    struct nft_ep *eps = calloc(ks->ncluster_eps + ks->nlocal_eps + 1,
+                                sizeof(*eps));
+    struct nft_svc s;
+    struct err e;
+    int n;
+
+    if (eps == NULL) {
+        log_error("nftables: %s: out of memory", ks->name);
+        return;
+    }
+    memset(&s, 0, sizeof(s));
+    n = snprintf(s.id, sizeof(s.id), "%s", ks->name);
+    if (n < 0 || (size_t)n >= sizeof(s.id)) {
+        log_warn("nftables: %s: name too long for the kernel table",
+                 ks->name);
+        free(eps);
+        return;
+    }
+    s.proto = (enum nft_proto)ks->proto;
+    s.port = ks->port;
+    s.node_port = ks->node_port;
+    s.cluster_ips = ks->cluster_ips;
+    s.ncluster_ips = ks->ncluster_ips;
+    s.external_ips = ks->external_ips;
+    s.nexternal_ips = ks->nexternal_ips;
+    s.lb_ips = ks->lb_ips;
+    s.nlb_ips = ks->nlb_ips;
+    s.source_ranges = ks->source_ranges;
+    s.nsource_ranges = ks->nsource_ranges;
+    s.affinity_s = ks->affinity_s;
+    s.external_local = ks->external_local;
+    to_eps(ks->cluster_eps, ks->ncluster_eps, eps);
+    to_eps(ks->local_eps, ks->nlocal_eps, eps + ks->ncluster_eps);
+    s.cluster_eps = eps;
+    s.ncluster_eps = ks->ncluster_eps;
+    s.local_eps = eps + ks->ncluster_eps;
+    s.nlocal_eps = ks->nlocal_eps;
+    err_clear(&e);
+    if (nft_svc_put(k->nft, &s, &e) < 0) {
+        struct skip_note note = {SKIP_KIND_SERVICE, SKIP_CONFLICT, ks->name,
+                                 e.msg};
+        skip_log(&k->skip_log, ev_now(k->loop), "nftables", &note);
+        /* Not served: take out what an earlier version left wanted. */
+        (void)nft_svc_del(k->nft, ks->name, s.proto);
+    }
+    free(eps);
+}
+
+static void
+kube_nft_schedule_retry(struct kube *k)
+{
+    k->kretry_s = k->kretry_s <= 0 ? KUBE_NFT_RETRY_MIN_S
+                                   : k->kretry_s * 2 > KUBE_NFT_RETRY_MAX_S
+                                         ? KUBE_NFT_RETRY_MAX_S
+                                         : k->kretry_s * 2;
+    ev_timer_stop(k->loop, &k->kretry);
+    ev_timer_set(&k->kretry, k->kretry_s, 0.);
+    ev_timer_start(k->loop, &k->kretry);
+}
+
+/* Write what is pending in one transaction. */
+static void
+kube_nft_commit(struct kube *k)
+{
+    struct err e;
+    double t0 = ev_time();
+
+    if (ev_now(k->loop) >= k->kresync_at) {
+        nft_resync(k->nft);
+        k->kresync_at = ev_now(k->loop) + KUBE_NFT_RESYNC_S;
+    }
+    if (!nft_pending(k->nft))
+        return;
+    err_clear(&e);
+    if (nft_apply(k->nft, &e) < 0) {
+        log_error("nftables: transaction failed, retrying in %.0f s: %s",
+                  k->kretry_s <= 0 ? KUBE_NFT_RETRY_MIN_S : k->kretry_s * 2,
+                  e.msg);
+        if (k->kfailing <= 0)
+            k->kfailing = ev_time();
+        kube_nft_schedule_retry(k);
+        return;
+    }
+    log_debug("nftables: table in force in %.1f ms",
+              (ev_time() - t0) * 1e3);
+    k->kfailing = 0;
+    k->kretry_s = 0;
+    ev_timer_stop(k->loop, &k->kretry);
+}
+
+static void
+kube_on_kretry(struct ev_loop *loop, struct ev_timer *t, int rev)
+{
+    (void)loop;
+    (void)rev;
+    kube_nft_commit(t->data);
+}
+
+static void
+kube_on_kverify(struct ev_loop *loop, struct ev_timer *t, int rev)
+{
+    struct kube *k = t->data;
+    struct err e;
+
+    (void)loop;
+    (void)rev;
+    if (k->kfed == NULL || k->kfailing > 0)
+        return; /* nothing committed yet, or a retry is on its way */
+    err_clear(&e);
+    if (nft_verify(k->nft, &e) < 0)
+        log_error("nftables: cannot check the table: %s", e.msg);
+    kube_nft_commit(k); /* what verify left pending, or the hourly rewrite */
+}
+
+/* Make the engine want the kernel services of <api>: only those that
+ * changed since the last table are put, those gone are deleted. */
+static void
+kube_feed_nft(struct kube *k, struct table *api)
+{
+    struct smap idx = {0};
+    char key[TBL_NAME_MAX + 16];
+    size_t i;
+
+    for (i = 0; i < api->nksvcs; i++) {
+        const struct tbl_ksvc *ks = &api->ksvcs[i];
+        uintptr_t old;
+
+        ksvc_key(ks, key, sizeof(key));
+        if (smap_put(&idx, key, (void *)(uintptr_t)(i + 1)) < 0)
+            goto oom;
+        old = (uintptr_t)smap_get(&k->kidx, key);
+        if (old != 0 && tbl_ksvc_equal(&k->kfed->ksvcs[old - 1], ks))
+            continue;
+        nft_put_ksvc(k, ks);
+    }
+    for (i = 0; k->kfed != NULL && i < k->kfed->nksvcs; i++) {
+        const struct tbl_ksvc *ks = &k->kfed->ksvcs[i];
+        ksvc_key(ks, key, sizeof(key));
+        if (smap_get(&idx, key) == NULL)
+            (void)nft_svc_del(k->nft, ks->name, (enum nft_proto)ks->proto);
+    }
+    smap_deinit(&k->kidx);
+    k->kidx = idx;
+    table_unref(k->kfed);
+    k->kfed = table_ref(api);
+    kube_nft_commit(k);
+    return;
+oom:
+    /* Feed everything again next time, from scratch. */
+    log_error("nftables: out of memory; the kernel keeps the last table");
+    smap_deinit(&idx);
+    smap_deinit(&k->kidx);
+    table_unref(k->kfed);
+    k->kfed = NULL;
+}
+
+static int
+kube_start_nft(struct kube *k, const struct conf *c, struct err *e)
+{
+    static const enum nft_masq masq[] = {
+        [CONF_MASQ_AUTO] = NFT_MASQ_CIDR,
+        [CONF_MASQ_ALL] = NFT_MASQ_ALL,
+        [CONF_MASQ_NONE] = NFT_MASQ_NONE,
+    };
+    struct nft_conf nc;
+    char why[512];
+    int rc;
+
+    if (c->kube.mode != CONF_KUBE_NODE
+        || c->node.dataplane != CONF_DATAPLANE_NFTABLES)
+        return 0;
+    rc = nft_kube_proxy_found(why, sizeof(why), e);
+    if (rc < 0)
+        return -1;
+    if (rc > 0)
+        return err_set(e, "kube-proxy is programming this node (%s): stop "
+                          "it and run \"kube-proxy --cleanup\" first, or set "
+                          "node.dataplane: proxy",
+                       why);
+    memset(&nc, 0, sizeof(nc));
+    nc.masq = masq[c->node.masquerade];
+    memcpy(nc.cluster_cidrs, c->node.cluster_cidrs,
+           c->node.n_cluster_cidrs * sizeof(struct cidr));
+    nc.ncluster_cidrs = c->node.n_cluster_cidrs;
+    memcpy(nc.service_cidrs, c->node.service_cidrs,
+           c->node.n_service_cidrs * sizeof(struct cidr));
+    nc.nservice_cidrs = c->node.n_service_cidrs;
+    if (c->node.n_nodeport_addrs > NFT_IPS_MAX)
+        return err_set(e, "node.node_port_addresses: at most %d with the "
+                          "nftables dataplane",
+                       NFT_IPS_MAX);
+    memcpy(nc.nodeport_addrs, c->node.nodeport_addrs,
+           c->node.n_nodeport_addrs * sizeof(struct saddr));
+    nc.nnodeport_addrs = c->node.n_nodeport_addrs;
+    k->nft = nft_new(&nc, e);
+    if (k->nft == NULL)
+        return -1;
+    ev_timer_init(&k->kretry, kube_on_kretry, 1., 0.);
+    k->kretry.data = k;
+    ev_timer_init(&k->kverify, kube_on_kverify, KUBE_NFT_VERIFY_S,
+                  KUBE_NFT_VERIFY_S);
+    k->kverify.data = k;
+    ev_timer_start(k->loop, &k->kverify);
+    k->kresync_at = ev_now(k->loop) + KUBE_NFT_RESYNC_S;
+    log_info("kubernetes: Services are carried by the kernel (table inet "
+             NFT_TABLE "), except those annotated ferry.dev/dataplane: "
+             "proxy");
+    return 0;
+}
+
 static void
 kube_apply(struct kube *k)
 {
@@ -218,6 +476,8 @@ kube_apply(struct kube *k)
                 k->vip_pending = k->last_applied;
         }
     }
+    if (k->nft != NULL)
+        kube_feed_nft(k, k->api);
     if (k->nh != NULL)
         nodehealth_set_table(k->nh, k->api, k->nodeport, k->n_nodeport);
     table_unref(t);
@@ -270,7 +530,8 @@ kube_health_state(void *arg, struct nodehealth_state *out)
     out->shutting_down = proxy_draining(k->p);
     out->node_deleting = st.node_deleting;
     out->pending_since =
-        earliest(earliest(pending, k->apply_failing), k->vip_pending);
+        earliest(earliest(earliest(pending, k->apply_failing), k->vip_pending),
+                 k->kfailing);
     out->last_applied = k->last_applied;
 }
 
@@ -477,8 +738,9 @@ kube_new(struct ev_loop *loop, struct proxy *p, const struct conf *c,
         }
         wc.node_name = node;
     }
-    if (kube_start_vip(k, c, e) < 0)
+    if (kube_start_nft(k, c, e) < 0 || kube_start_vip(k, c, e) < 0)
         goto fail;
+    wc.kernel = k->nft != NULL;
     kube_start_health(k, c);
     wc.on_untrusted = kube_on_untrusted;
     k->watcher = watcher_new(loop, &wc, kube_on_publish, k, e);
@@ -519,8 +781,16 @@ kube_free(struct kube *k)
 {
     if (k == NULL)
         return;
-    if (k->loop != NULL)
+    if (k->loop != NULL) {
         ev_timer_stop(k->loop, &k->counters);
+        ev_timer_stop(k->loop, &k->kretry);
+        ev_timer_stop(k->loop, &k->kverify);
+    }
+    /* The kernel's rules stay: a restart adopts them; `ferry cleanup`
+     * removes them. */
+    nft_free(k->nft);
+    table_unref(k->kfed);
+    smap_deinit(&k->kidx);
     nodehealth_free(k->nh);
     watcher_free(k->watcher);
     vip_free(k->vip);

@@ -41,50 +41,10 @@ nft_proto_parse(const char *s, enum nft_proto *out)
     return -1;
 }
 
-static int
-host_bits_zero(const struct nft_cidr *c)
-{
-    const uint8_t *b;
-    unsigned bits, i;
-
-    if (c->ip.u.sa.sa_family == AF_INET) {
-        b = (const uint8_t *)&c->ip.u.in.sin_addr;
-        bits = 32;
-    } else {
-        b = (const uint8_t *)&c->ip.u.in6.sin6_addr;
-        bits = 128;
-    }
-    for (i = c->prefix; i < bits; i++)
-        if (b[i / 8] & (0x80u >> (i % 8)))
-            return 0;
-    return 1;
-}
-
 int
-nft_cidr_parse(const char *s, struct nft_cidr *out, const char **why)
+nft_cidr_parse(const char *s, struct cidr *out, const char **why)
 {
-    char ip[INET6_ADDRSTRLEN + 1];
-    const char *slash = strchr(s, '/');
-    uint64_t prefix;
-    unsigned max;
-
-    if (slash == NULL || (size_t)(slash - s) >= sizeof(ip)) {
-        *why = "not an address/prefix";
-        return -1;
-    }
-    memcpy(ip, s, (size_t)(slash - s));
-    ip[slash - s] = '\0';
-    if (parse_ip(ip, 0, &out->ip, why) < 0)
-        return -1;
-    max = out->ip.u.sa.sa_family == AF_INET ? 32 : 128;
-    if (parse_uint(slash + 1, 0, max, &prefix, why) < 0)
-        return -1;
-    out->prefix = (unsigned)prefix;
-    if (!host_bits_zero(out)) {
-        *why = "host bits set after the prefix";
-        return -1;
-    }
-    return 0;
+    return parse_cidr(s, 0, out, why);
 }
 
 /* "namespace/name:port": names of nft objects are built from it, so only
@@ -198,7 +158,7 @@ eps_check(const struct nft_ep *v, size_t n, const char *what, struct err *e)
 }
 
 static int
-cidrs_check(const struct nft_cidr *c, size_t n, size_t max, const char *what,
+cidrs_check(const struct cidr *c, size_t n, size_t max, const char *what,
             struct err *e)
 {
     size_t i;
@@ -212,7 +172,7 @@ cidrs_check(const struct nft_cidr *c, size_t n, size_t max, const char *what,
 
         if (ip_check(&c[i].ip, what, e) < 0)
             return -1;
-        if (c[i].prefix > max_pfx || !host_bits_zero(&c[i]))
+        if (c[i].prefix > max_pfx || !cidr_canonical(&c[i]))
             return err_set(e, "%s: bad prefix /%u", what, c[i].prefix);
     }
     return 0;

@@ -63,14 +63,10 @@ enum nft_masq {
     NFT_MASQ_NONE, /* never, not even hairpin */
 };
 
-struct nft_cidr {
-    struct saddr ip; /* port unused */
-    unsigned prefix; /* 0..32 or 0..128 */
-};
 
-/* Parse "198.18.0.0/15" or "2001:2::/48" (host bits must be zero).
- * Returns 0, or -1 with a reason in <why> (static). */
-int nft_cidr_parse(const char *s, struct nft_cidr *out, const char **why);
+/* Parse "198.18.0.0/15" or "2001:2::/48" (host bits must be zero):
+ * parse_cidr() without PARSE_CIDR_MASK. */
+int nft_cidr_parse(const char *s, struct cidr *out, const char **why);
 
 struct nft_ep {
     struct saddr addr; /* IP and target port */
@@ -88,7 +84,7 @@ struct nft_svc {
     size_t nexternal_ips;
     struct saddr *lb_ips; /* LoadBalancer ingress IPs */
     size_t nlb_ips;
-    struct nft_cidr *source_ranges; /* applied to lb_ips only; none = all */
+    struct cidr *source_ranges; /* applied to lb_ips only; none = all */
     size_t nsource_ranges;
     uint32_t affinity_s;        /* ClientIP affinity timeout, 0 = off */
     int external_local;         /* externalTrafficPolicy: Local */
@@ -100,7 +96,7 @@ struct nft_svc {
 
 struct nft_conf {
     enum nft_masq masq;
-    struct nft_cidr cluster_cidrs[NFT_CIDRS_MAX];
+    struct cidr cluster_cidrs[NFT_CIDRS_MAX];
     size_t ncluster_cidrs;
     /* NodePorts answer on these addresses; none = every local address of
      * the node but loopback ("fib daddr type local"). */
@@ -110,7 +106,7 @@ struct nft_conf {
      * Service holds (a Service just deleted) is refused at once instead
      * of wandering off along the default route. kube-proxy drops these;
      * none = no such rule. */
-    struct nft_cidr service_cidrs[NFT_CIDRS_MAX];
+    struct cidr service_cidrs[NFT_CIDRS_MAX];
     size_t nservice_cidrs;
     uint32_t masq_mark; /* one bit of the packet mark; 0 = 0x4000 */
 };

@@ -197,7 +197,7 @@ nftgen_base(const struct nft_svc *s, char *out)
 /* "{ 198.18.0.0/15, 198.18.5.1 }" of the CIDRs in family <f>; "" if
  * none. */
 static void
-cidr_set(struct sbuf *b, const struct nft_cidr *c, size_t n, int f)
+cidr_set(struct sbuf *b, const struct cidr *c, size_t n, int f)
 {
     char ip[INET6_ADDRSTRLEN];
     size_t i, k = 0;
@@ -239,7 +239,7 @@ count_fam(const struct saddr *a, size_t n, int f)
 }
 
 static size_t
-count_cidr_fam(const struct nft_cidr *c, size_t n, int f)
+count_cidr_fam(const struct cidr *c, size_t n, int f)
 {
     size_t i, k = 0;
 

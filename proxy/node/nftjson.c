@@ -89,7 +89,7 @@ ips(json_t *o, const char *key, struct saddr **out, size_t *n,
 }
 
 static int
-cidrs(json_t *o, const char *key, size_t max, struct nft_cidr *out, size_t *n,
+cidrs(json_t *o, const char *key, size_t max, struct cidr *out, size_t *n,
       const char *where, struct err *e)
 {
     json_t *a, *it;

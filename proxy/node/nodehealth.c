@@ -270,36 +270,48 @@ nodehealth_listen(struct nodehealth *nh, const struct saddr *addr,
     return 0;
 }
 
-/* Local ready endpoints of the services of <t> with health check port
- * <port>, counted once per pod IP (a pod serving two ports is one
- * endpoint for a load balancer). */
+/* Add the local ready endpoints of <be> to <seen> (once per pod IP). */
+static void
+add_local(const struct tbl_backend *be, size_t nbe, struct saddr *seen,
+          unsigned *n, unsigned *extra)
+{
+    size_t j, k;
+
+    for (j = 0; j < nbe; j++) {
+        struct saddr ip = be[j].addr;
+        if ((be[j].flags & (TBL_BE_READY | TBL_BE_LOCAL))
+            != (TBL_BE_READY | TBL_BE_LOCAL))
+            continue;
+        saddr_set_port(&ip, 0);
+        for (k = 0; k < *n && saddr_cmp(&seen[k], &ip) != 0; k++)
+            ;
+        if (k < *n)
+            continue;
+        if (*n < 64)
+            seen[(*n)++] = ip;
+        else
+            (*extra)++; /* more local pods than a node runs: count all */
+    }
+}
+
+/* Local ready endpoints of the services of <t> (proxied or kernel) with
+ * health check port <port>, counted once per pod IP (a pod serving two
+ * ports is one endpoint for a load balancer). */
 static unsigned
 count_local(const struct table *t, uint16_t port)
 {
     struct saddr seen[64];
     unsigned n = 0, extra = 0;
-    size_t i, j, k;
+    size_t i;
 
-    for (i = 0; i < t->nservices; i++) {
-        const struct tbl_service *s = &t->services[i];
-        if (s->hc_node_port != port)
-            continue;
-        for (j = 0; j < s->nbackends; j++) {
-            struct saddr ip = s->backends[j].addr;
-            if ((s->backends[j].flags & (TBL_BE_READY | TBL_BE_LOCAL))
-                != (TBL_BE_READY | TBL_BE_LOCAL))
-                continue;
-            saddr_set_port(&ip, 0);
-            for (k = 0; k < n && saddr_cmp(&seen[k], &ip) != 0; k++)
-                ;
-            if (k < n)
-                continue;
-            if (n < sizeof(seen) / sizeof(seen[0]))
-                seen[n++] = ip;
-            else
-                extra++; /* more local pods than a node runs: count all */
-        }
-    }
+    for (i = 0; i < t->nservices; i++)
+        if (t->services[i].hc_node_port == port)
+            add_local(t->services[i].backends, t->services[i].nbackends, seen,
+                      &n, &extra);
+    for (i = 0; i < t->nksvcs; i++)
+        if (t->ksvcs[i].hc_node_port == port)
+            add_local(t->ksvcs[i].local_eps, t->ksvcs[i].nlocal_eps, seen, &n,
+                      &extra);
     return n + extra;
 }
 
@@ -345,11 +357,21 @@ nodehealth_set_table(struct nodehealth *nh, const struct table *t,
 
     for (p = nh->ports; p != NULL; p = p->next)
         p->mark = 0;
-    for (i = 0; t != NULL && i < t->nservices; i++) {
-        const struct tbl_service *s = &t->services[i];
-        if (s->hc_node_port == 0)
+    for (i = 0; t != NULL && i < t->nservices + t->nksvcs; i++) {
+        uint16_t hc;
+        const char *ns, *name;
+        if (i < t->nservices) {
+            hc = t->services[i].hc_node_port;
+            ns = t->services[i].hc_ns;
+            name = t->services[i].hc_name;
+        } else {
+            hc = t->ksvcs[i - t->nservices].hc_node_port;
+            ns = t->ksvcs[i - t->nservices].hc_ns;
+            name = t->ksvcs[i - t->nservices].hc_name;
+        }
+        if (hc == 0)
             continue;
-        p = port_find(nh, s->hc_node_port);
+        p = port_find(nh, hc);
         if (p != NULL && p->mark)
             continue; /* another port of the same Service */
         if (p == NULL) {
@@ -357,12 +379,12 @@ nodehealth_set_table(struct nodehealth *nh, const struct table *t,
                 log_error("healthz: out of memory");
                 continue;
             }
-            p->port = s->hc_node_port;
+            p->port = hc;
             p->next = nh->ports;
             nh->ports = p;
         }
-        memcpy(p->ns, s->hc_ns, sizeof(p->ns));
-        memcpy(p->name, s->hc_name, sizeof(p->name));
+        snprintf(p->ns, sizeof(p->ns), "%s", ns);
+        snprintf(p->name, sizeof(p->name), "%s", name);
         p->local = count_local(t, p->port);
         p->mark = 1;
         port_listen(nh, p, addrs, naddrs);

@@ -96,7 +96,8 @@ def kube_ferry(start_ferry, tmp_path, healthz, admin=None,
         "drain_timeout": "1s",
         "kubernetes": {"enabled": True, "kubeconfig": str(kc),
                        "node_name": "n1"},
-        "node": {"vip_interface": "none", "healthz_listen": healthz},
+        "node": {"vip_interface": "none", "healthz_listen": healthz,
+                 "dataplane": "proxy"},
     }
     if admin is not None:
         conf["admin"] = {"enabled": True, "listen": admin,

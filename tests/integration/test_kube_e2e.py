@@ -666,7 +666,8 @@ def test_skipped_objects_counted_and_logged_once(env):
                           r'endpoints\[0\]: address "not-an-ip".*'
                           r"\(bad_address\)", log)) == 1, log
     assert len(re.findall(r'info +watcher: skipping Service default/dns: '
-                          r'port "dns": UDP is not served yet '
+                          r'port "dns": the proxy serves no UDP \(the '
+                          r'nftables dataplane does\) '
                           r'\(unsupported_protocol\)', log)) == 1, log
     assert "default/ext" not in log, log  # quiet: debug level only
 

@@ -9,7 +9,8 @@ def kube_config(services, api, healthz):
     return ft.config(services) + ft.to_yaml({
         "kubernetes": {"enabled": True, "api_server": f"https://{api}",
                        "node_name": "node-1"},
-        "node": {"vip_interface": "none", "healthz_listen": healthz},
+        "node": {"vip_interface": "none", "healthz_listen": healthz,
+                 "dataplane": "proxy"},
     }) + "\n"
 
 

@@ -182,16 +182,22 @@ def svc_obj(name, ns, cip, ports, typ="ClusterIP", labels=None, **spec):
                          "labels": labels or {}}, "spec": s}
 
 
-def port(name, p, target, node_port=None):
-    d = {"name": name, "port": p, "targetPort": target, "protocol": "TCP"}
+def port(name, p, target, node_port=None, proto="TCP"):
+    d = {"name": name, "port": p, "targetPort": target, "protocol": proto}
     if node_port:
         d["nodePort"] = node_port
     return d
 
 
 class World:
-    def __init__(self, tmp):
+    """The cluster, its API server and one ferry per node. <dataplane> and
+    <node_extra> (more lines of the "node:" section) say how the node
+    ferries carry Service traffic."""
+
+    def __init__(self, tmp, dataplane="proxy", node_extra=""):
         self.tmp = tmp
+        self.dataplane = dataplane
+        self.node_extra = node_extra
         self.procs = []
         self.threads = {}
         self.sim = None
@@ -258,6 +264,7 @@ class World:
         # One ferry per node: node1 names lo, node2 says "auto" (a dummy
         # interface where the kernel has one, else lo).
         self.ferry = {}
+        self.cfg = {}
         for node, vif in (("node1", "lo"), ("node2", "auto")):
             cfg = os.path.join(tmp, node + ".yaml")
             with open(cfg, "w") as f:
@@ -270,13 +277,14 @@ class World:
                     "node:\n  vip_interface: %s\n"
                     "  node_port_addresses: [%s]\n"
                     "  healthz_listen: 0.0.0.0:10256\n"
+                    "  dataplane: %s\n%s"
                     "admin: {enabled: true, listen: 127.0.0.1:%d}\n"
-                    % (API, sa, node, vif, NODE_IP[node], NODE_ADMIN))
-            self.ferry[node] = self.spawn(
-                node, [ft.ferry_bin(), "-c", cfg], node + ".log")
+                    % (API, sa, node, vif, NODE_IP[node], self.dataplane,
+                       self.node_extra, NODE_ADMIN))
+            self.cfg[node] = cfg
+            self.start_ferry(node)
         for node in NODE_IP:
-            self.wait(lambda n=node: self.api(
-                self.readyz, NODE_IP[n]) == 200, "ferry on %s ready" % node)
+            self.wait_ready(node)
         self.pods = {}
         self.index = {"node1": 10, "node2": 10}
         self.client = {}
@@ -284,6 +292,15 @@ class World:
             c.add_pod(cname, node, 200)
             self.client[node] = self.ns("pod-" + cname)
         self.out = self.ns("out")
+
+    def start_ferry(self, node):
+        self.ferry[node] = self.spawn(
+            node, [ft.ferry_bin(), "-c", self.cfg[node]], node + ".log")
+        return self.ferry[node]
+
+    def wait_ready(self, node, timeout=15.0):
+        self.wait(lambda: self.api(self.readyz, NODE_IP[node]) == 200,
+                  "ferry on %s ready" % node, timeout)
 
     def readyz(self, ip):
         try:
@@ -346,8 +363,9 @@ class World:
         sl = {"metadata": {"name": svc + "-abc12", "namespace": ns,
                            "labels": {"kubernetes.io/service-name": svc}},
               "addressType": "IPv4", "endpoints": eps,
-              "ports": [{"name": n, "port": p, "protocol": "TCP"}
-                        for n, p in ports]}
+              "ports": [{"name": pt[0], "port": pt[1],
+                         "protocol": pt[2] if len(pt) > 2 else "TCP"}
+                        for pt in ports]}
         path = "/apis/discovery.k8s.io/v1/namespaces/%s/endpointslices" % ns
         st, _, body = self.api(self.sim.request, "PUT",
                                path + "/" + sl["metadata"]["name"], sl)

@@ -188,7 +188,8 @@ def kube_ferry(start_ferry, kc, admin, level="debug"):
         "drain_timeout": "1s",
         "kubernetes": {"enabled": True, "kubeconfig": str(kc),
                        "node_name": "n1"},
-        "node": {"vip_interface": "none", "healthz_listen": ft.free_addr()},
+        "node": {"vip_interface": "none", "healthz_listen": ft.free_addr(),
+                 "dataplane": "proxy"},
         "admin": {"enabled": True, "listen": admin},
     }) + "\n"
     return start_ferry(text, wait=False)

@@ -414,7 +414,7 @@ def kube_config(api_server, sa_dir, admin_addr, grace="60s",
                        "serviceaccount_dir": str(sa_dir)},
         # healthz on a port of its own: the default 0.0.0.0:10256 is one
         # per host
-        "node": {"vip_interface": vip_interface,
+        "node": {"vip_interface": vip_interface, "dataplane": "proxy",
                  "healthz_listen": ft.free_addr()},
         "defaults": {"connect_timeout": "1s", "retries": 3,
                      "idle_timeout": "1h"},

@@ -132,6 +132,12 @@ class Cluster:
                     "type", "bridge")
             self.ip(n, "addr", "add", pods + ".1/24", "dev", "cbr0")
             self.ip(n, "link", "set", "cbr0", "up")
+        # Nodes have a default route, as real ones do (the lan namespace
+        # stands for the rest of the network): a packet for an address no
+        # route names is forwarded, not refused by the routing table.
+        for node in self.nodes:
+            self.ip(self.ns(node), "route", "add", "default", "via",
+                    self.api_ip)
         self.ip(self.ns("node1"), "route", "add", "198.18.2.0/24", "via",
                 "198.18.0.12")
         self.ip(self.ns("node2"), "route", "add", "198.18.1.0/24", "via",

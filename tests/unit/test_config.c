@@ -1104,6 +1104,48 @@ test_kubernetes_and_node(void **state)
                  "must be 1 to 1023 characters long");
     expect_error("kubernetes: {enabled: true, nodename: x}\n", 1, 29,
                  "unknown key \"nodename\" in section \"kubernetes\"");
+
+    /* The dataplane: nftables unless told, with kube-proxy's masquerade
+     * rule; the ranges as written. */
+    c = load("kubernetes: {enabled: true}\n", &e);
+    assert_non_null(c);
+    assert_int_equal(c->node.dataplane, CONF_DATAPLANE_NFTABLES);
+    assert_int_equal(c->node.masquerade, CONF_MASQ_AUTO);
+    assert_int_equal(c->node.n_cluster_cidrs, 0);
+    assert_int_equal(c->node.n_service_cidrs, 0);
+    conf_free(c);
+    c = load("kubernetes: {enabled: true}\nnode:\n  dataplane: proxy\n"
+             "  masquerade: all\n"
+             "  cluster_cidrs: [198.18.0.0/16, \"2001:2::/48\"]\n"
+             "  service_cidrs: 198.19.0.0/16\n",
+             &e);
+    assert_non_null(c);
+    assert_int_equal(c->node.dataplane, CONF_DATAPLANE_PROXY);
+    assert_int_equal(c->node.masquerade, CONF_MASQ_ALL);
+    assert_int_equal(c->node.n_cluster_cidrs, 2);
+    assert_int_equal(c->node.cluster_cidrs[1].prefix, 48);
+    assert_string_equal(saddr_ip_str(&c->node.cluster_cidrs[1].ip, ip,
+                                     sizeof(ip)),
+                        "2001:2::");
+    assert_int_equal(c->node.n_service_cidrs, 1);
+    assert_int_equal(c->node.service_cidrs[0].prefix, 16);
+    conf_free(c);
+    expect_error("kubernetes: {enabled: true}\nnode: {dataplane: ipvs}\n", 2,
+                 19, "\"dataplane\"");
+    expect_error("kubernetes: {enabled: true}\nnode: {masquerade: some}\n",
+                 2, 20, "\"masquerade\"");
+    expect_error("kubernetes: {enabled: true}\n"
+                 "node: {cluster_cidrs: [198.18.0.1/16]}\n",
+                 2, 24, "host bits set after the prefix");
+    expect_error("kubernetes: {enabled: true}\n"
+                 "node: {cluster_cidrs: [198.18.0.0/33]}\n",
+                 2, 24, "\"cluster_cidrs\"");
+    expect_error("kubernetes: {enabled: true}\n"
+                 "node: {service_cidrs: [198.18.0.0]}\n",
+                 2, 24, "not an address/prefix");
+    expect_error("kubernetes: {enabled: true}\n"
+                 "node: {service_cidrs: [\"::ffff:198.18.0.0/112\"]}\n",
+                 2, 24, "IPv4-mapped");
 }
 
 int

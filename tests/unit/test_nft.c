@@ -36,10 +36,10 @@ ip(const char *s, uint16_t port)
     return a;
 }
 
-static struct nft_cidr
+static struct cidr
 cidr(const char *s)
 {
-    struct nft_cidr c;
+    struct cidr c;
     const char *why;
 
     assert_int_equal(nft_cidr_parse(s, &c, &why), 0);
@@ -51,7 +51,7 @@ struct fix {
     struct nft_svc s;
     struct saddr cips[2], lbs[1], exts[1];
     struct nft_ep cl[3], lo[1];
-    struct nft_cidr ranges[1];
+    struct cidr ranges[1];
 };
 
 static void
@@ -135,7 +135,7 @@ hasnt(const char *text, const char *needle)
 static void
 test_cidr_parse(void **state)
 {
-    struct nft_cidr c;
+    struct cidr c;
     const char *why;
 
     (void)state;

@@ -271,11 +271,57 @@ test_uint(void **state)
     assert_int_equal(parse_uint(NULL, 0, 10, &v, &why), -1);
 }
 
+static void
+test_cidr(void **state)
+{
+    struct cidr c;
+    struct saddr a;
+    const char *why;
+    char ip[SADDR_STR_MAX];
+
+    (void)state;
+    assert_int_equal(parse_cidr("198.18.0.0/15", 0, &c, &why), 0);
+    assert_int_equal(c.prefix, 15);
+    assert_true(cidr_canonical(&c));
+    parse_ip("198.19.255.255", 0, &a, &why);
+    assert_true(cidr_contains(&c, &a));
+    parse_ip("198.20.0.0", 0, &a, &why);
+    assert_false(cidr_contains(&c, &a));
+    parse_ip("2001:2::1", 0, &a, &why);
+    assert_false(cidr_contains(&c, &a)); /* another family */
+    assert_int_equal(parse_cidr("2001:2::/48", 0, &c, &why), 0);
+    assert_true(cidr_contains(&c, &a));
+    assert_int_equal(parse_cidr("0.0.0.0/0", 0, &c, &why), 0);
+    parse_ip("203.0.113.9", 0, &a, &why);
+    assert_true(cidr_contains(&c, &a));
+
+    assert_int_equal(parse_cidr("198.18.0.1/15", 0, &c, &why), -1);
+    assert_string_equal(why, "host bits set after the prefix");
+    assert_int_equal(parse_cidr("198.18.0.1/15", PARSE_CIDR_MASK, &c, &why),
+                     0);
+    assert_string_equal(saddr_ip_str(&c.ip, ip, sizeof(ip)), "198.18.0.0");
+    assert_int_equal(parse_cidr("2001:2::1/127", PARSE_CIDR_MASK, &c, &why),
+                     0);
+    assert_string_equal(saddr_ip_str(&c.ip, ip, sizeof(ip)), "2001:2::");
+    c.ip.u.in6.sin6_addr.s6_addr[15] = 1;
+    assert_false(cidr_canonical(&c));
+
+    assert_int_equal(parse_cidr("198.18.0.0/33", 0, &c, &why), -1);
+    assert_int_equal(parse_cidr("2001:2::/129", 0, &c, &why), -1);
+    assert_int_equal(parse_cidr("198.18.0.0/015", 0, &c, &why), -1);
+    assert_int_equal(parse_cidr("198.18.0.0/", 0, &c, &why), -1);
+    assert_int_equal(parse_cidr("198.18.0.0", 0, &c, &why), -1);
+    assert_string_equal(why, "not an address/prefix");
+    assert_int_equal(parse_cidr("host/8", 0, &c, &why), -1);
+    assert_int_equal(parse_cidr("/8", 0, &c, &why), -1);
+}
+
 int
 main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_hostport_accept),
+        cmocka_unit_test(test_cidr),
         cmocka_unit_test(test_hostport_reject),
         cmocka_unit_test(test_ip),
         cmocka_unit_test(test_saddr_kinds),

@@ -279,7 +279,175 @@ test_udp_skipped(void **state)
     assert_int_equal(f->st.ports_skipped, 2);
     assert_int_equal(NSKIP(f, SERVICE, UNSUPPORTED_PROTOCOL), 2);
     assert_note(f, "Service kube-system/dns unsupported_protocol: port "
-                   "\"dns\": UDP is not served yet");
+                   "\"dns\": the proxy serves no UDP (the nftables "
+                   "dataplane does)");
+}
+
+/* The kernel services of the last build, by name and protocol. */
+static const struct tbl_ksvc *
+kget(struct fx *f, const char *name, enum tbl_proto proto)
+{
+    size_t i;
+
+    for (i = 0; i < f->t->nksvcs; i++)
+        if (strcmp(f->t->ksvcs[i].name, name) == 0
+            && f->t->ksvcs[i].proto == proto)
+            return &f->t->ksvcs[i];
+    fail_msg("no kernel service %s/%s (have %zu)", name,
+             tbl_proto_names[proto], f->t->nksvcs);
+    return NULL;
+}
+
+static const char *
+ips(const struct saddr *v, size_t n)
+{
+    static char out[4][512];
+    static int k;
+    size_t i, len = 0;
+    char a[SADDR_STR_MAX];
+
+    k = (k + 1) % 4;
+    out[k][0] = '\0';
+    for (i = 0; i < n; i++) {
+        assert_int_equal(saddr_port(&v[i]), 0);
+        len += (size_t)snprintf(out[k] + len, sizeof(out[k]) - len, "%s%s",
+                                i ? "," : "",
+                                saddr_ip_str(&v[i], a, sizeof(a)));
+    }
+    return out[k];
+}
+
+static const char *
+eps(const struct tbl_backend *b, size_t n)
+{
+    struct tbl_service s;
+
+    memset(&s, 0, sizeof(s));
+    s.backends = (struct tbl_backend *)b;
+    s.nbackends = n;
+    return bes(&s);
+}
+
+/* node.dataplane nftables: every protocol, addresses by kind, both
+ * families' endpoints, both endpoint sets, nothing for the proxy. */
+static void
+test_kernel_services(void **state)
+{
+    struct fx *f = *state;
+    const struct tbl_ksvc *k;
+
+    f->o.kernel = 1;
+    put(f->svcs,
+        "{'metadata':{'namespace':'kube-system','name':'dns'},"
+        "'spec':{'clusterIP':'198.18.0.53','clusterIPs':['198.18.0.53',"
+        "'2001:2::53'],'ports':[{'name':'dns','protocol':'UDP','port':53},"
+        "{'name':'dns-tcp','protocol':'TCP','port':53},"
+        "{'protocol':'SCTP','port':99}]}}");
+    put(f->slices,
+        "{'metadata':{'namespace':'kube-system','name':'dns-4','labels':{"
+        "'kubernetes.io/service-name':'dns'}},'addressType':'IPv4',"
+        "'ports':[{'name':'dns','protocol':'UDP','port':5353},"
+        "{'name':'dns-tcp','protocol':'TCP','port':5353}],"
+        "'endpoints':[" EP("198.18.2.1", "node-a", "z1", READY) "]}");
+    put(f->slices,
+        "{'metadata':{'namespace':'kube-system','name':'dns-6','labels':{"
+        "'kubernetes.io/service-name':'dns'}},'addressType':'IPv6',"
+        "'ports':[{'name':'dns','protocol':'UDP','port':5353}],"
+        "'endpoints':[{'addresses':['2001:2::2:1'],'nodeName':'node-b',"
+        "'conditions':{'ready':true}}]}");
+    put(f->svcs,
+        "{'metadata':{'namespace':'shop','name':'web'},'spec':{'type':"
+        "'LoadBalancer','clusterIP':'198.18.0.10','ports':[{'name':'http',"
+        "'protocol':'TCP','port':80}],'externalIPs':['198.18.9.9'],"
+        "'externalTrafficPolicy':'Local','healthCheckNodePort':32000,"
+        "'loadBalancerSourceRanges':['198.18.0.1/8','bogus','2001:2::/48'],"
+        "'sessionAffinity':'ClientIP'},'status':{'loadBalancer':{'ingress':"
+        "[{'ip':'198.18.7.7'}]}}}");
+    put(f->svcs,
+        "{'metadata':{'namespace':'shop','name':'np'},'spec':{'type':"
+        "'NodePort','clusterIP':'198.18.0.11','ports':[{'protocol':'TCP',"
+        "'port':81,'nodePort':30081}]}}");
+    put(f->slices, SLICE("web-1", "web", HTTP_8080,
+                         "[" EP("198.18.2.1", "node-a", "z1", READY) ","
+                         EP("198.18.2.2", "node-b", "z1", READY) "]"));
+    build(f);
+    assert_int_equal(f->t->nservices, 0);
+    assert_int_equal(f->t->nksvcs, 5);
+    assert_int_equal(f->st.kernel, 5);
+
+    k = kget(f, "kube-system/dns:dns", TBL_PROTO_UDP);
+    assert_int_equal(k->port, 53);
+    assert_string_equal(ips(k->cluster_ips, k->ncluster_ips),
+                        "198.18.0.53,2001:2::53");
+    /* Each family's endpoints: the kernel sends each to its own. */
+    assert_string_equal(eps(k->cluster_eps, k->ncluster_eps),
+                        "pod-198.18.2.1@198.18.2.1:5353=RSL,"
+                        "2001:2::2:1@[2001:2::2:1]:5353=RS");
+    assert_int_equal(k->external_local, 0);
+    k = kget(f, "kube-system/dns:dns-tcp", TBL_PROTO_TCP);
+    assert_int_equal(k->ncluster_eps, 1);
+    /* An unnamed port is named by its number. */
+    k = kget(f, "kube-system/dns:99", TBL_PROTO_SCTP);
+    assert_int_equal(k->ncluster_eps, 0);
+
+    k = kget(f, "shop/web:http", TBL_PROTO_TCP);
+    assert_string_equal(ips(k->external_ips, k->nexternal_ips), "198.18.9.9");
+    assert_string_equal(ips(k->lb_ips, k->nlb_ips), "198.18.7.7");
+    assert_int_equal(k->nsource_ranges, 2);
+    /* Host bits cleared, as Kubernetes reads the field. */
+    assert_string_equal(ips(&k->source_ranges[0].ip, 1), "198.0.0.0");
+    assert_int_equal(k->source_ranges[0].prefix, 8);
+    assert_note(f, "loadBalancerSourceRanges[1] \"bogus\"");
+    assert_int_equal(k->affinity_s, TRANSLATE_AFFINITY_DEFAULT_S);
+    assert_int_equal(k->external_local, 1);
+    assert_int_equal(k->ncluster_eps, 2);
+    assert_string_equal(eps(k->local_eps, k->nlocal_eps),
+                        "pod-198.18.2.1@198.18.2.1:8080=RSL");
+    assert_int_equal(k->hc_node_port, 32000);
+    assert_string_equal(k->hc_name, "web");
+
+    k = kget(f, "shop/np:81", TBL_PROTO_TCP);
+    assert_int_equal(k->node_port, 30081);
+    assert_int_equal(k->nexternal_ips + k->nlb_ips, 0);
+}
+
+/* ferry.dev/dataplane: proxy keeps a Service on the proxy; a bad value
+ * is noted and the node's default kept; under node.dataplane proxy (and
+ * in edge mode) the annotation changes nothing. */
+static void
+test_kernel_annotation(void **state)
+{
+    struct fx *f = *state;
+
+    put(f->svcs,
+        "{'metadata':{'namespace':'shop','name':'p','annotations':{"
+        "'ferry.dev/dataplane':'proxy'}},'spec':{'clusterIP':'198.18.0.12',"
+        "'ports':[{'name':'http','protocol':'TCP','port':80},"
+        "{'name':'u','protocol':'UDP','port':53}]}}");
+    put(f->svcs,
+        "{'metadata':{'namespace':'shop','name':'k','annotations':{"
+        "'ferry.dev/dataplane':'nftables'}},'spec':{'clusterIP':"
+        "'198.18.0.13','ports':[{'name':'http','protocol':'TCP','port':80}]}}");
+    put(f->svcs,
+        "{'metadata':{'namespace':'shop','name':'b','annotations':{"
+        "'ferry.dev/dataplane':'ebpf'}},'spec':{'clusterIP':'198.18.0.14',"
+        "'ports':[{'name':'http','protocol':'TCP','port':80}]}}");
+    f->o.kernel = 1;
+    build(f);
+    assert_int_equal(f->t->nservices, 1);
+    get(f, "shop/p:http");
+    assert_int_equal(NSKIP(f, SERVICE, UNSUPPORTED_PROTOCOL), 1);
+    assert_int_equal(f->t->nksvcs, 2);
+    kget(f, "shop/k:http", TBL_PROTO_TCP);
+    kget(f, "shop/b:http", TBL_PROTO_TCP);
+    assert_note(f, "Service shop/b bad_annotation: ferry.dev/dataplane "
+                   "\"ebpf\"");
+
+    f->o.kernel = 0;
+    build(f);
+    assert_int_equal(f->t->nservices, 3);
+    assert_int_equal(f->t->nksvcs, 0);
+    assert_int_equal(NSKIP(f, SERVICE, BAD_ANNOTATION), 0);
 }
 
 static void
@@ -726,6 +894,14 @@ test_bad_protocols(void **state)
     assert_string_equal(fes(get(f, "shop/web:http")), "198.18.0.10:80");
     assert_int_equal(NSKIP(f, SERVICE, UNSUPPORTED_PROTOCOL), 2);
     assert_int_equal(NSKIP(f, SERVICE, BAD_PROTOCOL), 2);
+    /* Kubernetes spells protocols in capitals only. */
+    put(f->svcs, "{'metadata':{'namespace':'shop','name':'low'},'spec':{"
+                 "'clusterIP':'198.18.0.11','ports':["
+                 "{'name':'t','protocol':'tcp','port':80}]}}");
+    f->o.kernel = 1;
+    build(f);
+    assert_note(f, "port \"t\": protocol \"tcp\"");
+    assert_int_equal(f->t->nksvcs, 3);
     assert_note(f, "port \"foo\": protocol \"FOO\"");
     assert_note(f, "port \"num\": protocol \"\"");
 }
@@ -823,6 +999,8 @@ main(void)
         T(test_basic),
         T(test_skipped_kinds),
         T(test_udp_skipped),
+        T(test_kernel_services),
+        T(test_kernel_annotation),
         T(test_merge_dedup),
         T(test_port_matching),
         T(test_conditions),

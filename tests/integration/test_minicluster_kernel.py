@@ -1,0 +1,532 @@
+"""End to end: ferry as the node proxy of a two-node cluster with the
+kernel dataplane (node.dataplane: nftables, the default), against the
+simulated API server.
+
+The cluster is the one of test_minicluster.py (network namespaces and
+veth pairs in 198.18.0.0/15, tests/lib/minicluster.py); here each node's
+ferry programs table inet ferry in its node's namespace and Service
+traffic never passes through ferry's process. Pods run a small server of
+this file (a thread inside the pod's namespace) that answers with its
+name and the address the connection or datagram came from, so that tests
+can see which pod answered and whose address it saw:
+
+    TCP 8080: "who\\n" -> "NAME PEER_IP\\n", then close;
+              "echo\\n" -> "NAME PEER_IP\\n", then echo until EOF
+    UDP 5353: any datagram -> "NAME PEER_IP"
+
+The scenarios run in order on one cluster; each is its own test function
+so a failure names the story it breaks.
+"""
+
+import json
+import os
+import selectors
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "lib"))
+
+import ferrytest as ft  # noqa: E402
+import minicluster  # noqa: E402
+import test_minicluster as mc  # noqa: E402
+from test_minicluster import NODE_IP, dl, http_get, port, svc_obj  # noqa: E402
+
+
+def _why_skip():
+    why = minicluster.missing()
+    if why:
+        return why
+    r = subprocess.run(["nft", "--version"], capture_output=True)
+    if r.returncode != 0:
+        return "needs the nft command (nftables)"
+    return None
+
+
+SKIP = _why_skip()
+pytestmark = pytest.mark.skipif(SKIP is not None, reason=SKIP or "")
+
+CLIENT_IP = {"node1": "198.18.1.200", "node2": "198.18.2.200"}
+OUT_IP = "198.18.0.100"
+EDGE_IP = "198.18.0.50"
+NODE_EXTRA = ("  cluster_cidrs: [198.18.1.0/24, 198.18.2.0/24]\n"
+              "  service_cidrs: [198.18.128.0/17]\n")
+
+
+# ---- the pods' server ----------------------------------------------------------
+
+class PodServer:
+    """TCP 8080 and UDP 5353 inside a pod's namespace, on a thread."""
+
+    def __init__(self, netns, name):
+        self.name = name
+        self.stop_ev = threading.Event()
+        self.socks = []
+        ready = threading.Event()
+        self.err = None
+        self.th = threading.Thread(target=self._run, args=(netns, ready),
+                                   daemon=True)
+        self.th.start()
+        if not ready.wait(dl(5)) or self.err:
+            raise RuntimeError("pod server %s: %s" % (name, self.err))
+
+    def _run(self, netns, ready):
+        try:
+            mc._enter(netns)
+            tcp = socket.socket()
+            tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            tcp.bind(("0.0.0.0", 8080))
+            tcp.listen(128)
+            udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            udp.bind(("0.0.0.0", 5353))
+            self.socks = [tcp, udp]
+        except OSError as e:
+            self.err = str(e)
+            ready.set()
+            return
+        ready.set()
+        sel = selectors.DefaultSelector()
+        sel.register(tcp, selectors.EVENT_READ)
+        sel.register(udp, selectors.EVENT_READ)
+        end = time.monotonic() + 900
+        while not self.stop_ev.is_set() and time.monotonic() < end:
+            for key, _ in sel.select(0.1):
+                try:
+                    if key.fileobj is tcp:
+                        c, peer = tcp.accept()
+                        threading.Thread(target=self._conn, args=(c, peer),
+                                         daemon=True).start()
+                    else:
+                        data, peer = udp.recvfrom(2048)
+                        udp.sendto(("%s %s" % (self.name, peer[0])).encode(),
+                                   peer)
+                except OSError:
+                    pass
+        sel.close()
+
+    def _conn(self, c, peer):
+        with c:
+            c.settimeout(120)
+            try:
+                line = b""
+                while not line.endswith(b"\n") and len(line) < 64:
+                    b = c.recv(1)
+                    if not b:
+                        return
+                    line += b
+                c.sendall(("%s %s\n" % (self.name, peer[0])).encode())
+                if line != b"echo\n":
+                    return
+                while not self.stop_ev.is_set():
+                    b = c.recv(4096)
+                    if not b:
+                        return
+                    c.sendall(b)
+            except OSError:
+                return
+
+    def stop(self):
+        self.stop_ev.set()
+        self.th.join(dl(5))
+        for s in self.socks:
+            s.close()
+
+
+# ---- clients (run inside a namespace through World.ns(...)) ---------------------
+
+def who(ip, port_, timeout=1.0):
+    """(pod name, the address the pod saw) over a new TCP connection."""
+    with socket.create_connection((ip, port_), timeout=timeout) as s:
+        s.settimeout(timeout)
+        s.sendall(b"who\n")
+        data = b""
+        while True:
+            b = s.recv(256)
+            if not b:
+                break
+            data += b
+    name, peer = data.decode().split()
+    return name, peer
+
+
+def try_who(ip, port_, timeout=1.0):
+    try:
+        return who(ip, port_, timeout)
+    except (OSError, ValueError):
+        return None
+
+
+def who_many(ip, port_, n):
+    return [try_who(ip, port_) for _ in range(n)]
+
+
+def udp_who(ip, port_, sport=0, timeout=1.0):
+    """(pod name, address seen) for one datagram from source port <sport>
+    (0: any), or None when no answer came."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("0.0.0.0", sport))
+        s.settimeout(timeout)
+        s.sendto(b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00"
+                 b"\x03web\x04shop\x00\x00\x01\x00\x01", (ip, port_))
+        try:
+            data, _ = s.recvfrom(2048)
+        except OSError:
+            return None
+    name, peer = data.decode().split()
+    return name, peer
+
+
+def connect_outcome(ip, port_, timeout=2.0):
+    """"refused", "timeout" or "connected", and how long it took."""
+    t0 = time.monotonic()
+    s = socket.socket()
+    s.settimeout(timeout)
+    try:
+        s.connect((ip, port_))
+        out = "connected"
+    except ConnectionRefusedError:
+        out = "refused"
+    except (socket.timeout, TimeoutError):
+        out = "timeout"
+    except OSError as e:
+        out = "error %s" % e
+    finally:
+        s.close()
+    return out, time.monotonic() - t0
+
+
+class EchoConn:
+    """A long-lived connection opened from a namespace thread."""
+
+    def __init__(self, where, ip, port_):
+        self.where = where
+        self.s = where(socket.create_connection, (ip, port_), dl(2))
+        self.s.settimeout(dl(2))
+        self.s.sendall(b"echo\n")
+        self.pod = self._line().split()[0]
+
+    def _line(self):
+        data = b""
+        while not data.endswith(b"\n"):
+            b = self.s.recv(256)
+            if not b:
+                raise OSError("closed")
+            data += b
+        return data.decode()
+
+    def ping(self, text):
+        self.s.sendall(text.encode() + b"\n")
+        return self._line().strip()
+
+    def close(self):
+        self.s.close()
+
+
+# ---- the world --------------------------------------------------------------------
+
+class KWorld(mc.World):
+    def __init__(self, tmp):
+        self.servers = {}
+        super().__init__(tmp, dataplane="nftables", node_extra=NODE_EXTRA)
+
+    def _start(self, tmp):
+        self.ruleset_before = {n: self.ruleset(n) for n in NODE_IP}
+        super()._start(tmp)
+
+    def ruleset(self, node):
+        return subprocess.run(self.c.exec_args(node) + ["nft", "list",
+                                                        "ruleset"],
+                              capture_output=True, text=True,
+                              check=True).stdout
+
+    def add_pod(self, name, node):
+        self.index[node] += 1
+        ip = self.c.add_pod(name, node, self.index[node])
+        self.servers[name] = PodServer(self.c.ns("pod-" + name), name)
+        self.pods[name] = (ip, node, None)
+        return ip
+
+    def del_pod(self, name):
+        self.pods.pop(name)
+        self.servers.pop(name).stop()
+        self.c.del_pod(name)
+
+    def delete(self, kind, ns, name):
+        path = {"svc": "/api/v1/namespaces/%s/services/%s",
+                "slice": "/apis/discovery.k8s.io/v1/namespaces/%s/"
+                         "endpointslices/%s"}[kind] % (ns, name)
+        st, _, body = self.api(self.sim.request, "DELETE", path)
+        assert st == 200, body
+
+    def close(self):
+        for s in self.servers.values():
+            s.stop()
+        super().close()
+
+
+@pytest.fixture(scope="module")
+def w(tmp_path_factory):
+    tmp = str(tmp_path_factory.mktemp("minicluster-kernel"))
+    world = KWorld(tmp)
+    try:
+        yield world
+    finally:
+        world.close()
+        for name in ("node1.log", "node2.log"):
+            text = world.log(name)
+            if text:
+                sys.stderr.write("---- %s (last lines)\n%s\n" % (
+                    name, "\n".join(text.splitlines()[-40:])))
+
+
+class KLoad(mc.Load):
+    """mc.Load with this file's pods: one "who" connection after another."""
+
+    def _run(self, netns):
+        mc._enter(netns)
+        end = time.monotonic() + self.max_s
+        while time.monotonic() < end:
+            self.seen.append((time.monotonic(),
+                              try_who(self.ip, self.port)))
+            if self.stop_ev.wait(0.005):
+                break
+
+
+def served(where, ip, port_, what):
+    mc.ft.wait_for(lambda: where(try_who, ip, port_) is not None,
+                   timeout=dl(15), what=what, interval=0.05)
+
+
+# ---- the stories -------------------------------------------------------------------
+
+def test_tcp_cluster_ip_reaches_both_nodes_with_the_client_address(w):
+    w.add_pod("web-a", "node1")
+    w.add_pod("web-b", "node2")
+    w.service(svc_obj("web", "shop", "198.18.128.10",
+                      [port("http", 80, 8080)]))
+    w.endpoints("web", "shop", ["web-a", "web-b"])
+    for node in NODE_IP:
+        c = w.client[node]
+        served(c, "198.18.128.10", 80, "ClusterIP from a pod on " + node)
+        got = [x for x in c(who_many, "198.18.128.10", 80, 24) if x]
+        assert len(got) == 24
+        assert {n for n, _ in got} == {"web-a", "web-b"}
+        # No masquerade inside the cluster: the pod on the other node sees
+        # the client pod's own address.
+        assert {p for _, p in got} == {CLIENT_IP[node]}
+    for node in NODE_IP:
+        # Nothing was bound or added: the kernel carries the Service.
+        assert not any("198.18.128.10" in a for a in w.c.addrs(node))
+        assert "198.18.128.10" in w.ruleset(node)
+
+
+def test_udp_and_tcp_on_one_port_like_cluster_dns(w):
+    w.service(svc_obj("dns", "shop", "198.18.128.53",
+                      [port("dns", 53, 5353, proto="UDP"),
+                       port("dns-tcp", 53, 8080)]))
+    w.endpoints("dns", "shop", ["web-a", "web-b"],
+                ports=(("dns", 5353, "UDP"), ("dns-tcp", 8080)))
+    c1 = w.client["node1"]
+    mc.ft.wait_for(lambda: c1(udp_who, "198.18.128.53", 53) is not None,
+                   timeout=dl(15), what="UDP ClusterIP", interval=0.05)
+    got = [c1(udp_who, "198.18.128.53", 53) for _ in range(20)]
+    assert None not in got
+    assert {n for n, _ in got} == {"web-a", "web-b"}
+    assert {p for _, p in got} == {CLIENT_IP["node1"]}
+    assert c1(who, "198.18.128.53", 53)[1] == CLIENT_IP["node1"]
+
+
+def test_udp_endpoint_removed_flow_moves_within_a_second(w):
+    c1 = w.client["node1"]
+    sport = 40053
+    first = c1(udp_who, "198.18.128.53", 53, sport)
+    assert first is not None
+    gone = first[0]
+    stay = ({"web-a", "web-b"} - {gone}).pop()
+    # The same flow keeps its pod while nothing changes (conntrack).
+    assert all(c1(udp_who, "198.18.128.53", 53, sport)[0] == gone
+               for _ in range(5))
+    t0 = time.monotonic()
+    w.endpoints("dns", "shop", [stay],
+                ports=(("dns", 5353, "UDP"), ("dns-tcp", 8080)))
+    # The removed pod still runs and would answer: only the deletion of
+    # its conntrack entry moves the flow.
+    end = t0 + dl(1.0)
+    moved = None
+    while time.monotonic() < end:
+        r = c1(udp_who, "198.18.128.53", 53, sport, 0.1)
+        if r is not None and r[0] == stay:
+            moved = time.monotonic() - t0
+            break
+    assert moved is not None, "flow still on %s after 1 s" % gone
+    w.endpoints("dns", "shop", ["web-a", "web-b"],
+                ports=(("dns", 5353, "UDP"), ("dns-tcp", 8080)))
+
+
+def test_nodeport_load_balancer_ip_and_external_ip_from_outside(w):
+    w.service(svc_obj("front", "shop", "198.18.128.20",
+                      [port("http", 80, 8080, node_port=30080)],
+                      typ="LoadBalancer", externalIPs=["198.18.200.30"]),
+              lb_ip="198.18.200.31")
+    w.endpoints("front", "shop", ["web-a", "web-b"])
+    out = w.out
+    targets = [(NODE_IP["node1"], 30080), (NODE_IP["node2"], 30080),
+               ("198.18.200.31", 80), ("198.18.200.30", 80)]
+    for ip, p in targets:
+        served(out, ip, p, "%s:%d from outside" % (ip, p))
+        got = [x for x in out(who_many, ip, p, 12) if x]
+        assert len(got) == 12
+        assert {n for n, _ in got} == {"web-a", "web-b"}, (ip, p)
+        # externalTrafficPolicy Cluster: kube-proxy masquerades, so the
+        # reply comes back through the node that took the connection.
+        assert OUT_IP not in {peer for _, peer in got}
+
+
+def test_external_traffic_policy_local_keeps_the_client_address(w):
+    w.service(svc_obj("etp", "shop", "198.18.128.30",
+                      [port("http", 80, 8080, node_port=30090)],
+                      typ="LoadBalancer", externalTrafficPolicy="Local",
+                      healthCheckNodePort=32090),
+              lb_ip="198.18.200.32")
+    w.endpoints("etp", "shop", ["web-a", "web-b"])
+    mine = {"node1": "web-a", "node2": "web-b"}
+    for node in NODE_IP:
+        served(w.out, NODE_IP[node], 30090, "Local NodePort on " + node)
+        got = [x for x in w.out(who_many, NODE_IP[node], 30090, 8) if x]
+        assert got == [(mine[node], OUT_IP)] * 8
+        st, _, body = w.out(http_get, NODE_IP[node], 32090, "/")
+        assert st == 200, body
+        assert json.loads(body)["localEndpoints"] == 1
+    # Internal traffic spreads over both nodes whatever the policy.
+    got = [x for x in w.client["node1"](who_many, "198.18.128.30", 80, 16)
+           if x]
+    assert {n for n, _ in got} == {"web-a", "web-b"}
+
+
+def test_load_balancer_source_ranges(w):
+    w.c.ip(w.c.ns("edge"), "route", "replace", minicluster.LB_RANGE, "via",
+           NODE_IP["node1"])
+    w.service(svc_obj("ranged", "shop", "198.18.128.40",
+                      [port("http", 80, 8080, node_port=30100)],
+                      typ="LoadBalancer",
+                      loadBalancerSourceRanges=[OUT_IP + "/32"]),
+              lb_ip="198.18.200.40")
+    w.endpoints("ranged", "shop", ["web-a", "web-b"])
+    served(w.out, "198.18.200.40", 80, "LB IP from an allowed source")
+    edge = w.ns("edge")
+    assert edge(try_who, "198.18.200.40", 80, 0.5) is None
+    assert edge(connect_outcome, "198.18.200.40", 80, 0.5)[0] == "timeout"
+    # The ranges guard the LoadBalancer IP only, as in kube-proxy.
+    assert edge(try_who, NODE_IP["node1"], 30100) is not None
+
+
+def test_session_affinity_client_ip(w):
+    w.service(svc_obj("sticky", "shop", "198.18.128.50",
+                      [port("http", 80, 8080)],
+                      sessionAffinity="ClientIP",
+                      sessionAffinityConfig={"clientIP":
+                                             {"timeoutSeconds": 60}}))
+    w.endpoints("sticky", "shop", ["web-a", "web-b"])
+    for node in NODE_IP:
+        c = w.client[node]
+        served(c, "198.18.128.50", 80, "affinity Service on " + node)
+        got = c(who_many, "198.18.128.50", 80, 12)
+        assert None not in got and len({n for n, _ in got}) == 1, got
+
+
+def test_service_without_endpoints_is_refused_at_once(w):
+    w.service(svc_obj("empty", "shop", "198.18.128.60",
+                      [port("http", 80, 8080)]))
+    c1 = w.client["node1"]
+    mc.ft.wait_for(
+        lambda: c1(connect_outcome, "198.18.128.60", 80, 2.0)[0] == "refused",
+        timeout=dl(15), what="no-endpoint Service refused", interval=0.05)
+    out, took = c1(connect_outcome, "198.18.128.60", 80, 2.0)
+    assert out == "refused" and took < 1.0
+    # A port the Service does not have, on its ClusterIP: refused too.
+    assert c1(connect_outcome, "198.18.128.10", 81, 2.0)[0] == "refused"
+
+
+def test_host_listener_on_the_service_port_takes_nothing(w):
+    node = w.ns("node1")
+    host = node(socket.create_server, ("0.0.0.0", 80))
+    try:
+        got = [x for x in w.client["node1"](who_many, "198.18.128.10", 80, 8)
+               if x]
+        assert len(got) == 8 and {n for n, _ in got} <= {"web-a", "web-b"}
+        host.settimeout(0.05)
+        with pytest.raises((socket.timeout, TimeoutError, BlockingIOError)):
+            host.accept()
+    finally:
+        host.close()
+
+
+def test_deleted_service_keeps_open_connections_and_refuses_new(w):
+    w.service(svc_obj("keep", "shop", "198.18.128.70",
+                      [port("http", 80, 8080)]))
+    w.endpoints("keep", "shop", ["web-a", "web-b"])
+    c1 = w.client["node1"]
+    served(c1, "198.18.128.70", 80, "Service to delete")
+    conn = EchoConn(c1, "198.18.128.70", 80)
+    try:
+        assert conn.ping("before") == "before"
+        w.delete("svc", "shop", "keep")
+        mc.ft.wait_for(
+            lambda: c1(connect_outcome, "198.18.128.70", 80, 1.0)[0]
+            == "refused", timeout=dl(15), what="deleted Service refused",
+            interval=0.05)
+        for i in range(5):
+            assert conn.ping("after %d" % i) == "after %d" % i
+    finally:
+        conn.close()
+
+
+def test_restarts_lose_no_connection(w):
+    c2 = w.client["node2"]
+    conn = EchoConn(w.client["node1"], "198.18.128.10", 80)
+    load = KLoad(w.c.ns("pod-client1"), "198.18.128.10", 80, max_s=120)
+    try:
+        for i in range(10):
+            assert w.stop(w.ferry["node1"]) == 0
+            assert conn.ping("restart %d" % i) == "restart %d" % i
+            w.start_ferry("node1")
+            w.wait_ready("node1")
+        assert c2(try_who, "198.18.128.10", 80) is not None
+    finally:
+        seen = load.stop()
+        conn.close()
+    assert len(seen) > 20
+    assert seen.count(None) == 0, "%d of %d connections failed" % (
+        seen.count(None), len(seen))
+    assert "table inet ferry adopted" in w.log("node1.log")
+
+
+def test_cleanup_leaves_the_ruleset_as_before_and_kube_proxy_is_refused(w):
+    for node in NODE_IP:
+        assert w.stop(w.ferry[node]) == 0
+        assert "table inet ferry" in w.ruleset(node), "rules kept on exit"
+        r = subprocess.run(w.c.exec_args(node) + [ft.ferry_bin(), "cleanup"],
+                           capture_output=True, text=True, timeout=dl(20))
+        assert r.returncode == 0, r.stderr
+        assert "deleted table inet ferry" in r.stdout
+        assert w.ruleset(node) == w.ruleset_before[node]
+    # A node kube-proxy still programs: ferry refuses to start.
+    subprocess.run(w.c.exec_args("node1") + ["nft", "add", "table", "ip",
+                                             "kube-proxy"], check=True)
+    try:
+        r = subprocess.run(w.c.exec_args("node1")
+                           + [ft.ferry_bin(), "-c", w.cfg["node1"]],
+                           capture_output=True, text=True, timeout=dl(20))
+        assert r.returncode != 0
+        assert "kube-proxy is programming this node" in r.stderr
+        assert "table inet ferry" not in w.ruleset("node1")
+    finally:
+        subprocess.run(w.c.exec_args("node1") + ["nft", "delete", "table",
+                                                 "ip", "kube-proxy"])
