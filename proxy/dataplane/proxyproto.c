@@ -337,8 +337,8 @@ write_v1(int family, const struct saddr *src, const struct saddr *dst,
         saddr_ip_str(src, s, sizeof(s));
         saddr_ip_str(dst, d, sizeof(d));
         n = snprintf(out, cap, "PROXY %s %s %s %u %u\r\n",
-                     family == AF_INET ? "TCP4" : "TCP6", s, d,
-                     saddr_port(src), saddr_port(dst));
+                     family == AF_INET ? "TCP4" : "TCP6", s, d, saddr_port(src),
+                     saddr_port(dst));
     }
     return n > 0 && (size_t)n < cap ? (size_t)n : 0;
 }
@@ -383,8 +383,8 @@ write_v2(int family, const struct saddr *src, const struct saddr *dst,
 }
 
 size_t
-proxyproto_write(int version, const struct saddr *src,
-                 const struct saddr *dst, char *out, size_t cap)
+proxyproto_write(int version, const struct saddr *src, const struct saddr *dst,
+                 char *out, size_t cap)
 {
     int family = pair_family(src, dst);
 

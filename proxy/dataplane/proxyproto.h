@@ -44,9 +44,9 @@ enum proxyproto_err {
     PROXYPROTO_ERR_V1_PORT,   /* a port not decimal 0..65535 */
     PROXYPROTO_ERR_V2_VERSION,
     PROXYPROTO_ERR_V2_COMMAND,
-    PROXYPROTO_ERR_V2_FAMILY,  /* unknown family or transport */
-    PROXYPROTO_ERR_V2_LENGTH,  /* too short for its addresses */
-    PROXYPROTO_ERR_V2_TLV,     /* a TLV runs past the header */
+    PROXYPROTO_ERR_V2_FAMILY, /* unknown family or transport */
+    PROXYPROTO_ERR_V2_LENGTH, /* too short for its addresses */
+    PROXYPROTO_ERR_V2_TLV,    /* a TLV runs past the header */
     PROXYPROTO_ERR__COUNT
 };
 
@@ -54,14 +54,14 @@ extern const char *const proxyproto_err_text[PROXYPROTO_ERR__COUNT];
 
 /* A parsed header. */
 struct proxyproto_hdr {
-    size_t len;       /* bytes the header takes, from the first */
-    uint8_t version;  /* 1 or 2 */
+    size_t len;      /* bytes the header takes, from the first */
+    uint8_t version; /* 1 or 2 */
     /* Nonzero when <src> and <dst> hold the client's addresses (TCP over
      * IPv4 or IPv6). Zero for a v2 LOCAL command (the balancer's own
      * connection, a health check say), a v1 UNKNOWN line, and a v2
      * UNSPEC or UNIX family: the connection's own addresses stand. */
     uint8_t has_addrs;
-    uint8_t local;    /* v2 LOCAL command */
+    uint8_t local; /* v2 LOCAL command */
     struct saddr src, dst;
 };
 

@@ -57,10 +57,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
          * more. */
         if (proxyproto_parse(copy, h.len, &p, &perr) != PROXYPROTO_DONE
             || p.len != h.len
-            || proxyproto_parse(copy, h.len - 1, &p, &perr)
-                   != PROXYPROTO_NEED
-            || proxyproto_parse(copy, h.len / 2, &p, &perr)
-                   != PROXYPROTO_NEED)
+            || proxyproto_parse(copy, h.len - 1, &p, &perr) != PROXYPROTO_NEED
+            || proxyproto_parse(copy, h.len / 2, &p, &perr) != PROXYPROTO_NEED)
             abort();
         if (h.has_addrs)
             check_round_trip(&h);

@@ -120,8 +120,7 @@ test_v1_unknown(void **state)
 
     (void)state;
     assert_int_equal(strlen(longest), PROXYPROTO_V1_MAX);
-    assert_int_equal(parse("PROXY UNKNOWN\r\n", 15, &h, &err),
-                     PROXYPROTO_DONE);
+    assert_int_equal(parse("PROXY UNKNOWN\r\n", 15, &h, &err), PROXYPROTO_DONE);
     assert_int_equal(h.len, 15);
     assert_false(h.has_addrs);
     assert_int_equal(parse(longest, strlen(longest), &h, &err),
@@ -182,14 +181,12 @@ test_v1_strict(void **state)
                      PROXYPROTO_ERR_V1_PORT);
     assert_int_equal(v1_error("PROXY TCP4 198.18.0.1 198.18.0.2 +1 2\r\n"),
                      PROXYPROTO_ERR_V1_PORT);
-    assert_int_equal(
-        v1_error("PROXY TCP4 198.18.0.1 198.18.0.2 1 999999\r\n"),
-        PROXYPROTO_ERR_V1_PORT);
+    assert_int_equal(v1_error("PROXY TCP4 198.18.0.1 198.18.0.2 1 999999\r\n"),
+                     PROXYPROTO_ERR_V1_PORT);
     /* A control byte or a byte above ASCII is refused before the end. */
     assert_int_equal(v1_error("PROXY TCP4 198.18.0.1\x01"),
                      PROXYPROTO_ERR_V1_SYNTAX);
-    assert_int_equal(v1_error("PROXY TCP4 \xc3\xa9"),
-                     PROXYPROTO_ERR_V1_SYNTAX);
+    assert_int_equal(v1_error("PROXY TCP4 \xc3\xa9"), PROXYPROTO_ERR_V1_SYNTAX);
 }
 
 static void
@@ -231,10 +228,9 @@ test_v2_inet_with_tlvs(void **state)
 {
     /* 198.18.0.1:56324 -> 198.18.0.2:443, then an ALPN TLV, a NOOP of
      * zero bytes and an authority TLV. */
-    unsigned char body[] = {198, 18, 0, 1, 198, 18, 0, 2, 0xdc, 0x04,
-                            0x01, 0xbb, 0x01, 0x00, 0x02, 'h', '2',
-                            0x04, 0x00, 0x00, 0x02, 0x00, 0x03,
-                            'a',  '.',  'b'};
+    unsigned char body[] = {198,  18,   0,    1,    198,  18,   0,   2,   0xdc,
+                            0x04, 0x01, 0xbb, 0x01, 0x00, 0x02, 'h', '2', 0x04,
+                            0x00, 0x00, 0x02, 0x00, 0x03, 'a',  '.', 'b'};
     unsigned char buf[256];
     size_t n = v2(buf, 0x21, 0x11, body, sizeof(body));
     struct proxyproto_hdr h;
@@ -262,8 +258,8 @@ test_v2_inet6(void **state)
     size_t n;
 
     (void)state;
-    body[15] = 1;                /* 2001:db8::1 */
-    body[31] = 1;                /* ::1 */
+    body[15] = 1;                     /* 2001:db8::1 */
+    body[31] = 1;                     /* ::1 */
     body[32] = 0x30, body[33] = 0x39; /* 12345 */
     body[34] = 0x00, body[35] = 0x50; /* 80 */
     n = v2(buf, 0x21, 0x21, body, sizeof(body));
