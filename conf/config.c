@@ -74,6 +74,9 @@ struct service_in {
     struct yd_arr listen;   /* struct saddr */
     struct yd_arr backends; /* struct backend_in */
     struct policy_in pol;
+    uint64_t send_proxy;   /* enum tbl_send_proxy */
+    uint64_t accept_proxy; /* 0 false, 1 true */
+    uint64_t accept_proxy_timeout_ms;
 };
 
 struct log_in {
@@ -346,6 +349,15 @@ static const struct yd_key service_keys[] = {
     {"listen", YD_LIST, offsetof(struct service_in, listen), 1,
      CONF_LISTEN_MAX, NULL, &listen_list, YD_REQUIRED},
     POLICY_KEYS(offsetof(struct service_in, pol)),
+    /* Per service, not in "defaults:": a PROXY header is a contract with
+     * particular backends or a particular balancer in front. */
+    {"send_proxy", YD_ENUM, offsetof(struct service_in, send_proxy), 0, 0,
+     "none", tbl_send_proxy_names, 0},
+    {"accept_proxy", YD_ENUM, offsetof(struct service_in, accept_proxy), 0,
+     0, "false", bool_names, 0},
+    {"accept_proxy_timeout", YD_DURATION,
+     offsetof(struct service_in, accept_proxy_timeout_ms), 1, 300000, "5s",
+     NULL, 0},
     {"backends", YD_LIST, offsetof(struct service_in, backends), 1,
      CONF_BACKENDS_MAX, NULL, &backend_list, YD_REQUIRED},
 };
@@ -778,6 +790,9 @@ add_service(struct table *t, const struct service_in *in, struct ydoc_pos pos,
         s.backends[i].flags = TBL_BE_READY | TBL_BE_SERVING;
     }
     policy_to_tbl(&in->pol, &s);
+    s.send_proxy = (enum tbl_send_proxy)in->send_proxy;
+    s.accept_proxy = in->accept_proxy == 1;
+    s.accept_proxy_timeout_ms = (uint32_t)in->accept_proxy_timeout_ms;
     rc = table_add_service(t, &s, e);
     free(s.backends);
     if (rc < 0) {

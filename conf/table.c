@@ -76,6 +76,13 @@ const char *const tbl_check_type_names[TBL_CHECK__COUNT + 1] = {
     [TBL_CHECK__COUNT] = NULL,
 };
 
+const char *const tbl_send_proxy_names[TBL_SEND_PROXY__COUNT + 1] = {
+    [TBL_SEND_PROXY_NONE] = "none",
+    [TBL_SEND_PROXY_V1] = "v1",
+    [TBL_SEND_PROXY_V2] = "v2",
+    [TBL_SEND_PROXY__COUNT] = NULL,
+};
+
 const char *
 tbl_balance_name(enum tbl_balance b)
 {
@@ -406,6 +413,9 @@ tbl_service_policy_equal(const struct tbl_service *a,
            && a->idle_timeout_ms == b->idle_timeout_ms
            && a->retries == b->retries && a->max_conns == b->max_conns
            && a->affinity_timeout_ms == b->affinity_timeout_ms
+           && a->send_proxy == b->send_proxy
+           && a->accept_proxy == b->accept_proxy
+           && a->accept_proxy_timeout_ms == b->accept_proxy_timeout_ms
            && tbl_check_equal(&a->check, &b->check)
            && a->hc_node_port == b->hc_node_port
            && strcmp(a->hc_ns, b->hc_ns) == 0

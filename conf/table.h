@@ -86,6 +86,23 @@ struct tbl_check {
 /* Nonzero if two check specs are the same. */
 int tbl_check_equal(const struct tbl_check *a, const struct tbl_check *b);
 
+/* The PROXY protocol header a service sends its backends before the
+ * client's bytes (README: PROXY protocol). */
+enum tbl_send_proxy {
+    TBL_SEND_PROXY_NONE = 0,
+    TBL_SEND_PROXY_V1, /* the text line */
+    TBL_SEND_PROXY_V2, /* the binary header */
+    TBL_SEND_PROXY__COUNT
+};
+
+/* "none", "v1", "v2", indexed by enum tbl_send_proxy, ended by NULL. */
+extern const char *const tbl_send_proxy_names[TBL_SEND_PROXY__COUNT + 1];
+
+/* How long a client of a service with accept_proxy has to send its whole
+ * PROXY header, unless the service says: the config's default, and what
+ * the data plane uses for a service that left it at 0. */
+#define TBL_ACCEPT_PROXY_TIMEOUT_MS 5000
+
 /* Where a service came from. The admin server's /metrics writes
  * per-backend series for file services only, unless told otherwise
  * (metrics.per_backend). */
@@ -108,6 +125,9 @@ struct tbl_service {
     uint32_t max_conns;           /* 0 = no limit */
     uint32_t affinity_timeout_ms; /* ClientIP affinity, 0 = off */
     struct tbl_check check;       /* active health check (type NONE: off) */
+    enum tbl_send_proxy send_proxy; /* header sent to backends */
+    uint32_t accept_proxy;          /* 1: clients send a header first */
+    uint32_t accept_proxy_timeout_ms; /* ...whole within this; 0: default */
     /* Kubernetes LoadBalancer Service with externalTrafficPolicy Local:
      * the node answers load balancers' health checks on this port for
      * the Service hc_ns/hc_name, counting this service's local ready

@@ -179,6 +179,50 @@ test_builtin_defaults(void **state)
     conf_free(c);
 }
 
+/* send_proxy, accept_proxy and accept_proxy_timeout: per service, off by
+ * default, the timeout bounded. */
+static void
+test_proxy_protocol_keys(void **state)
+{
+    const char *yaml = "services:\n"
+                       "  - name: a\n"
+                       "    listen: [127.0.0.1:1]\n" BACKENDS
+                       "  - name: b\n"
+                       "    listen: [127.0.0.1:2]\n"
+                       "    send_proxy: v2\n"
+                       "    accept_proxy: true\n"
+                       "    accept_proxy_timeout: 250ms\n" BACKENDS
+                       "  - name: c\n"
+                       "    listen: [127.0.0.1:3]\n"
+                       "    send_proxy: v1\n" BACKENDS;
+    const struct tbl_service *s;
+    struct err e;
+    struct conf *c = load(yaml, &e);
+
+    (void)state;
+    assert_non_null(c);
+    s = find(c, "a");
+    assert_int_equal(s->send_proxy, TBL_SEND_PROXY_NONE);
+    assert_int_equal(s->accept_proxy, 0);
+    assert_int_equal(s->accept_proxy_timeout_ms, TBL_ACCEPT_PROXY_TIMEOUT_MS);
+    assert_int_equal(TBL_ACCEPT_PROXY_TIMEOUT_MS, 5000);
+    s = find(c, "b");
+    assert_int_equal(s->send_proxy, TBL_SEND_PROXY_V2);
+    assert_int_equal(s->accept_proxy, 1);
+    assert_int_equal(s->accept_proxy_timeout_ms, 250);
+    assert_int_equal(find(c, "c")->send_proxy, TBL_SEND_PROXY_V1);
+    conf_free(c);
+    expect_error("services:\n  - name: a\n    listen: [127.0.0.1:1]\n"
+                 "    send_proxy: v3\n" BACKENDS,
+                 4, 17, "send_proxy");
+    expect_error("services:\n  - name: a\n    listen: [127.0.0.1:1]\n"
+                 "    accept_proxy_timeout: 6m\n" BACKENDS,
+                 4, 27, "accept_proxy_timeout");
+    expect_error("defaults:\n  accept_proxy: true\n"
+                 "services:\n  - name: a\n    listen: [127.0.0.1:1]\n" BACKENDS,
+                 2, 3, "accept_proxy");
+}
+
 static void
 test_defaults_after_services(void **state)
 {
@@ -1154,6 +1198,7 @@ main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_full),
         cmocka_unit_test(test_builtin_defaults),
+        cmocka_unit_test(test_proxy_protocol_keys),
         cmocka_unit_test(test_defaults_after_services),
         cmocka_unit_test(test_null_sections),
         cmocka_unit_test(test_builtin_yaml),

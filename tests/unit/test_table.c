@@ -337,6 +337,24 @@ ch_check_path(struct tbl_service *s)
 }
 
 static void
+ch_send_proxy(struct tbl_service *s)
+{
+    s->send_proxy = TBL_SEND_PROXY_V2;
+}
+
+static void
+ch_accept_proxy(struct tbl_service *s)
+{
+    s->accept_proxy = 1;
+}
+
+static void
+ch_accept_proxy_timeout(struct tbl_service *s)
+{
+    s->accept_proxy_timeout_ms = 250;
+}
+
+static void
 ch_hc_node_port(struct tbl_service *s)
 {
     s->hc_node_port = 32100;
@@ -383,6 +401,9 @@ static const struct field service_fields[] = {
     FIELD(max_conns, ch_max_conns),
     FIELD(affinity_timeout_ms, ch_affinity),
     FIELD(check, ch_check_type),
+    FIELD(send_proxy, ch_send_proxy),
+    FIELD(accept_proxy, ch_accept_proxy),
+    FIELD(accept_proxy_timeout_ms, ch_accept_proxy_timeout),
     FIELD(hc_node_port, ch_hc_node_port),
     FIELD(hc_ns, ch_hc_ns),
     FIELD(hc_name, ch_hc_name),
