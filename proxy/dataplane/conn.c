@@ -2,13 +2,16 @@
 #include <fcntl.h>
 #include <netinet/tcp.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "bug.h"
 #include "conn.h"
 #include "listener.h"
 #include "log.h"
+#include "proxyproto.h"
 #include "stats.h"
 #include "svc-t.h"
 #include "worker.h"
@@ -16,7 +19,8 @@
 enum conn_state {
     CONN_CONNECTING,
     CONN_RELAY,
-    CONN_WAIT_FD, /* out of descriptors: retry the backend socket soon */
+    CONN_WAIT_FD,   /* out of descriptors: retry the backend socket soon */
+    CONN_PROXY_HDR, /* accept_proxy: reading the client's PROXY header */
 };
 
 #define CONN_FD_RETRY_S 0.05
@@ -57,11 +61,30 @@ struct conn {
         struct {
             struct half c2b, b2c; /* CONN_RELAY */
         };
+        /* CONN_PROXY_HDR: the bytes of the client's header taken off the
+         * socket so far; <buf> (a relay buffer) only once it came in
+         * pieces. */
+        struct {
+            char *buf;
+            uint32_t len;
+        } hdr;
     };
     double last_active;
     double attempt_start; /* loop time the current connect began */
     uint64_t id;
-    uint64_t bytes_c2b, bytes_b2c;
+    /* Bytes are counted from CONN_RELAY on. Before, the same room holds
+     * the PROXY header (send_proxy) waiting for the backend, in a relay
+     * buffer; once connected it becomes c2b's pending bytes, so that it
+     * goes out before any byte of the client's. */
+    union {
+        struct {
+            uint64_t bytes_c2b, bytes_b2c;
+        };
+        struct {
+            char *buf;
+            uint32_t len;
+        } pp_out;
+    };
     struct saddr client;
     uint8_t state;
     uint8_t attempts;
@@ -122,6 +145,10 @@ conn_update_io(struct conn *c)
         io_want(loop, &c->bio, EV_WRITE);
         return;
     }
+    if (c->state == CONN_PROXY_HDR) {
+        io_want(loop, &c->cio, EV_READ);
+        return;
+    }
     if (!c->c2b.eof && c->c2b.len == 0)
         ce |= EV_READ;
     if (c->b2c.len > 0)
@@ -170,6 +197,12 @@ conn_close(struct conn *c, int reset)
             worker_pipe_put(w, c->c2b.pipe, c->c2b.len == 0);
         if (c->b2c.spliced)
             worker_pipe_put(w, c->b2c.pipe, c->b2c.len == 0);
+    } else {
+        if (c->state == CONN_PROXY_HDR && c->hdr.buf != NULL)
+            worker_buf_put(w, c->hdr.buf);
+        if (c->pp_out.buf != NULL)
+            worker_buf_put(w, c->pp_out.buf);
+        c->bytes_c2b = c->bytes_b2c = 0;
     }
     conn_log(LOG_DEBUG, c, "closed%s, %llu bytes up, %llu down",
              reset ? " (reset)" : "", (unsigned long long)c->bytes_c2b,
@@ -200,6 +233,150 @@ conn_finish(struct conn *c, enum conn_rc rc)
 {
     if (rc != CONN_OK)
         conn_close(c, rc == CONN_ABORT);
+}
+
+/* ---- PROXY protocol ------------------------------------------------------ */
+
+/*
+ * send_proxy: write the header for the backend into <buf> (a relay buffer
+ * this takes; NULL: take a new one) and keep it in pp_out until the
+ * connect succeeds. It names the client and the address the client
+ * reached: the one its own header named (<in>, accept_proxy; NULL or
+ * without addresses: none), else the socket's. Returns 0, or -1 with the
+ * connection closed (out of memory).
+ */
+static int
+conn_prepare_proxy_hdr(struct conn *c, const struct proxyproto_hdr *in,
+                       char *buf)
+{
+    struct saddr dst;
+    const struct saddr *d = NULL;
+    int version = c->svc->spec.send_proxy == TBL_SEND_PROXY_V1 ? 1 : 2;
+
+    if (in != NULL && in->has_addrs) {
+        dst = in->dst;
+        d = &dst;
+    } else {
+        dst.len = sizeof(dst.u);
+        if (getsockname(c->cio.fd, &dst.u.sa, &dst.len) == 0)
+            d = &dst;
+    }
+    if (buf == NULL && (buf = worker_buf_get(c->w)) == NULL) {
+        stats_inc(&c->svc->st->fail[STATS_FAIL_RESOURCE]);
+        log_rl(LOG_ERROR, ev_now(c->w->loop),
+               "out of memory: refusing a connection");
+        conn_close(c, 1);
+        return -1;
+    }
+    c->pp_out.buf = buf;
+    c->pp_out.len = (uint32_t)proxyproto_write(version, &c->client, d, buf,
+                                               WORKER_BUF_SIZE);
+    BUG_ON(c->pp_out.len == 0); /* the buffer is far larger than any */
+    return 0;
+}
+
+/* accept_proxy: the client's header is missing, malformed or cut short.
+ * Count it by <r>, log <why> (rate-limited) and reset the client. */
+static void
+conn_refuse_proxy(struct conn *c, enum stats_pp_refusal r, const char *why)
+{
+    char a[SADDR_STR_MAX];
+
+    stats_inc(&c->svc->st->pp_refused[r]);
+    log_rl(LOG_WARN, ev_now(c->w->loop),
+           "service %s: PROXY header from %s refused (%s): %s", c->svc->name,
+           saddr_str(&c->client, a, sizeof(a)), stats_pp_text[r], why);
+    conn_close(c, 1);
+}
+
+/* A whole header <h> was read: from now on the client is the one it names
+ * (logs, affinity, the header ferry sends on), then connect as usual. */
+static void
+conn_proxy_hdr_done(struct conn *c, const struct proxyproto_hdr *h)
+{
+    struct ev_loop *loop = c->w->loop;
+    struct saddr peer = c->client;
+    char *buf = c->hdr.buf;
+    char pb[SADDR_STR_MAX];
+
+    stats_inc(&c->svc->st->pp_accepted[h->version - 1]);
+    if (h->has_addrs)
+        c->client = h->src;
+    conn_log(LOG_DEBUG, c, "PROXY v%u header from %s%s", h->version,
+             saddr_str(&peer, pb, sizeof(pb)),
+             h->has_addrs ? "" : " without addresses: keeping the peer's");
+    ev_timer_stop(loop, &c->timer);
+    /* The header's room becomes the retry set's. */
+    memset(&c->tried, 0, sizeof(c->tried));
+    c->state = CONN_CONNECTING;
+    c->last_active = ev_now(loop);
+    if (c->svc->spec.send_proxy != TBL_SEND_PROXY_NONE) {
+        if (conn_prepare_proxy_hdr(c, h, buf) < 0)
+            return;
+    } else if (buf != NULL) {
+        worker_buf_put(c->w, buf);
+    }
+    conn_try_connect(c);
+}
+
+/*
+ * accept_proxy: read what came of the client's header. The bytes are
+ * peeked, and only the header's are taken off the socket, so that what
+ * follows stays there for the backend. Until the header is whole, what
+ * came of it is kept (a relay buffer, taken only when it comes in
+ * pieces); a header larger than that buffer is refused.
+ */
+static void
+conn_read_proxy_hdr(struct conn *c)
+{
+    char *base = c->hdr.buf != NULL ? c->hdr.buf : c->w->scratch;
+    size_t have = c->hdr.len;
+    struct proxyproto_hdr h;
+    enum proxyproto_status st;
+    enum proxyproto_err perr;
+    ssize_t n, take;
+    char why[64];
+
+    n = recv(c->cio.fd, base + have, WORKER_BUF_SIZE - have, MSG_PEEK);
+    if (n < 0 && (errno == EAGAIN || errno == EINTR))
+        return;
+    if (n <= 0) {
+        conn_refuse_proxy(c, STATS_PP_CLOSED,
+                          n == 0 ? "closed before a whole header"
+                                 : strerror(errno));
+        return;
+    }
+    st = proxyproto_parse(base, have + (size_t)n, &h, &perr);
+    if (st == PROXYPROTO_ERROR) {
+        conn_refuse_proxy(c, STATS_PP_INVALID, proxyproto_err_text[perr]);
+        return;
+    }
+    if (st == PROXYPROTO_NEED && have + (size_t)n == WORKER_BUF_SIZE) {
+        snprintf(why, sizeof(why), "header longer than %d bytes",
+                 WORKER_BUF_SIZE);
+        conn_refuse_proxy(c, STATS_PP_INVALID, why);
+        return;
+    }
+    take = st == PROXYPROTO_DONE ? (ssize_t)(h.len - have) : n;
+    if (recv(c->cio.fd, base + have, (size_t)take, 0) != take) {
+        conn_refuse_proxy(c, STATS_PP_CLOSED, "header lost while read");
+        return;
+    }
+    if (st == PROXYPROTO_DONE) {
+        conn_proxy_hdr_done(c, &h);
+        return;
+    }
+    if (c->hdr.buf == NULL) {
+        if ((c->hdr.buf = worker_buf_get(c->w)) == NULL) {
+            stats_inc(&c->svc->st->fail[STATS_FAIL_RESOURCE]);
+            log_rl(LOG_ERROR, ev_now(c->w->loop),
+                   "out of memory: refusing a connection");
+            conn_close(c, 1);
+            return;
+        }
+        memcpy(c->hdr.buf, base, (size_t)take);
+    }
+    c->hdr.len = (uint32_t)(have + (size_t)take);
 }
 
 void
@@ -251,6 +428,18 @@ conn_accept(struct worker *w, struct svc *s, int fd,
     worker_nconns_add(w, 1);
     stats_inc(&s->st->accepted);
     atomic_fetch_add_explicit(&s->st->active, 1, memory_order_relaxed);
+    if (s->spec.accept_proxy) {
+        double t = s->spec.accept_proxy_timeout_ms;
+        c->state = CONN_PROXY_HDR;
+        ev_timer_set(&c->timer, (t > 0 ? t : TBL_ACCEPT_PROXY_TIMEOUT_MS) / 1e3,
+                     0.);
+        ev_timer_start(w->loop, &c->timer);
+        conn_update_io(c);
+        return;
+    }
+    if (s->spec.send_proxy != TBL_SEND_PROXY_NONE
+        && conn_prepare_proxy_hdr(c, NULL, NULL) < 0)
+        return;
     conn_try_connect(c);
 }
 
@@ -289,7 +478,8 @@ static void
 conn_connected(struct conn *c)
 {
     struct ev_loop *loop = c->w->loop;
-
+    char *pp = c->pp_out.buf;
+    uint32_t pp_len = c->pp_out.len;
     double took = ev_now(loop) - c->attempt_start;
 
     backend_on_success(c->be);
@@ -298,6 +488,11 @@ conn_connected(struct conn *c)
     /* The retry set is done with; its bytes become the relay's. */
     memset(&c->c2b, 0, sizeof(c->c2b));
     memset(&c->b2c, 0, sizeof(c->b2c));
+    c->bytes_c2b = c->bytes_b2c = 0;
+    /* The PROXY header, if any, waits in c2b: the backend gets it first,
+     * and the client is not read until it is all out (conn_update_io). */
+    c->c2b.buf = pp;
+    c->c2b.len = pp_len;
     c->state = CONN_RELAY;
     c->last_active = ev_now(loop);
     ev_timer_stop(loop, &c->timer);
@@ -547,6 +742,10 @@ conn_on_client(struct ev_loop *loop, struct ev_io *io, int rev)
     enum conn_rc rc = CONN_OK;
 
     (void)loop;
+    if (c->state == CONN_PROXY_HDR) {
+        conn_read_proxy_hdr(c);
+        return;
+    }
     if (rev & EV_WRITE)
         rc = half_flush(c, &c->b2c, c->cio.fd);
     if (rc == CONN_OK && (rev & EV_READ) && c->c2b.len == 0 && !c->c2b.eof)
@@ -608,6 +807,10 @@ conn_on_timer(struct ev_loop *loop, struct ev_timer *t, int rev)
     }
     if (c->state == CONN_WAIT_FD) {
         conn_try_connect(c);
+        return;
+    }
+    if (c->state == CONN_PROXY_HDR) {
+        conn_refuse_proxy(c, STATS_PP_TIMEOUT, "no whole header in time");
         return;
     }
     /* The timer is not pushed on every read; it fires at the earliest

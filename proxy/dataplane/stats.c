@@ -15,6 +15,12 @@ const char *const stats_fail_text[STATS_FAIL__COUNT] = {
     [STATS_FAIL_RESOURCE] = "resource",
 };
 
+const char *const stats_pp_text[STATS_PP__COUNT] = {
+    [STATS_PP_TIMEOUT] = "timeout",
+    [STATS_PP_INVALID] = "invalid",
+    [STATS_PP_CLOSED] = "closed",
+};
+
 /* kube-proxy's sync histogram is exponential from 1 ms; its network
  * programming one is coarse, up to minutes. Ours follow the same shape. */
 const struct hist_spec hist_connect = {

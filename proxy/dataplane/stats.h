@@ -32,6 +32,18 @@ enum stats_fail {
 /* "refused", "timeout", ... (metric label values). */
 extern const char *const stats_fail_text[STATS_FAIL__COUNT];
 
+/* Why a client's PROXY protocol header was refused (accept_proxy): the
+ * connection is reset. */
+enum stats_pp_refusal {
+    STATS_PP_TIMEOUT = 0, /* no whole header within accept_proxy_timeout */
+    STATS_PP_INVALID,     /* not a valid header, or larger than ferry takes */
+    STATS_PP_CLOSED,      /* the client closed or reset before its end */
+    STATS_PP__COUNT
+};
+
+/* "timeout", "invalid", "closed" (metric label values). */
+extern const char *const stats_pp_text[STATS_PP__COUNT];
+
 /* Map a connect errno to a reason. */
 enum stats_fail stats_fail_from_errno(int err);
 
@@ -71,6 +83,9 @@ struct svc_stats {
     atomic_uint_fast64_t bytes_out; /* backend to client */
     atomic_uint_fast64_t fail[STATS_FAIL__COUNT];
     struct hist connect; /* connect latency of successful attempts */
+    /* PROXY protocol headers read from clients (v1, v2) and refused. */
+    atomic_uint_fast64_t pp_accepted[2];
+    atomic_uint_fast64_t pp_refused[STATS_PP__COUNT];
 };
 
 /* Find or create the stats of service <name>. Returns a new reference or

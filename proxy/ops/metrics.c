@@ -381,6 +381,50 @@ write_api_skipped(struct sbuf *b)
 
 /* ---- per service -------------------------------------------------------- */
 
+/* PROXY protocol headers read and refused, for the services that expect
+ * them (accept_proxy) only: the others would write zeros. */
+static void
+write_proxy_headers(struct sbuf *b, struct svc *const *svcs, size_t n,
+                    const struct labels *ls)
+{
+    static const char *const versions[2] = {"version=\"v1\"",
+                                            "version=\"v2\""};
+    const struct svc_stats *st;
+    char reason[64];
+    size_t i, r, any = 0;
+
+    for (i = 0; i < n; i++)
+        any += svc_spec(svcs[i])->accept_proxy != 0;
+    if (any == 0)
+        return;
+    family(b, "ferry_service_proxy_headers_total", "counter",
+           "PROXY protocol headers read from clients (accept_proxy), by "
+           "version.");
+    for (i = 0; i < n; i++) {
+        if (!svc_spec(svcs[i])->accept_proxy)
+            continue;
+        st = svc_counters(svcs[i]);
+        for (r = 0; r < 2; r++)
+            sample(b, "ferry_service_proxy_headers_total", lab_get(ls, i),
+                   versions[r], stats_get(&st->pp_accepted[r]));
+    }
+    family(b, "ferry_service_proxy_headers_refused_total", "counter",
+           "Clients reset for their PROXY protocol header (accept_proxy): "
+           "none whole within accept_proxy_timeout, an invalid one, or the "
+           "client closed before its end.");
+    for (i = 0; i < n && !b->overflow; i++) {
+        if (!svc_spec(svcs[i])->accept_proxy)
+            continue;
+        st = svc_counters(svcs[i]);
+        for (r = 0; r < STATS_PP__COUNT; r++) {
+            snprintf(reason, sizeof(reason), "reason=\"%s\"",
+                     stats_pp_text[r]);
+            sample(b, "ferry_service_proxy_headers_refused_total",
+                   lab_get(ls, i), reason, stats_get(&st->pp_refused[r]));
+        }
+    }
+}
+
 static void
 write_services(struct sbuf *b, struct svc *const *svcs, size_t n,
                const struct labels *ls, const struct le_text *lc)
@@ -432,6 +476,7 @@ write_services(struct sbuf *b, struct svc *const *svcs, size_t n,
     for (i = 0; i < n && !b->overflow; i++)
         write_hist(b, "ferry_service_connect_duration_seconds", lab_get(ls, i),
                    &svc_counters(svcs[i])->connect, &hist_connect, lc);
+    write_proxy_headers(b, svcs, n, ls);
 }
 
 /* ---- per backend -------------------------------------------------------- */
