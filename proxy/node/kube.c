@@ -35,8 +35,13 @@ struct kube {
     struct skip_set *conflicts; /* API services the last merge left out */
     uint64_t n_conflicts;       /* ... counted as they start */
     struct skip_log skip_log;
-    /* The kernel dataplane (node.dataplane nftables), else NULL. */
+    /* The kernel dataplane (node.dataplane nftables), else NULL; while
+     * kube-proxy's rules are on the node, NULL with want_nft set, and
+     * kp_check looks again every few seconds. */
     struct nft *nft;
+    int want_nft;
+    struct nft_conf nft_conf;
+    struct ev_timer kp_check;
     struct table *kfed;     /* the table whose kernel services nft wants */
     struct smap kidx;       /* "name/proto" -> 1 + index in kfed */
     struct ev_timer kretry; /* a failed transaction, retried whole */
@@ -52,6 +57,7 @@ struct kube {
 #define KUBE_NFT_RETRY_MIN_S 1.0
 #define KUBE_NFT_RETRY_MAX_S 30.0
 #define KUBE_NFT_RESYNC_S    3600.0
+#define KUBE_KP_CHECK_S      2.0
 
 /* kube-proxy fails /healthz when a change waits longer than twice its
  * sync period (2 x 30 s). */
@@ -396,6 +402,60 @@ oom:
     k->kfed = NULL;
 }
 
+/* Start the engine unless kube-proxy still programs the node. Returns 0
+ * when started, 1 when kube-proxy is there (logged), -1 with <e>. */
+static int
+kube_nft_try(struct kube *k, struct err *e)
+{
+    char why[512];
+    int rc = nft_kube_proxy_found(why, sizeof(why), e);
+
+    if (rc < 0)
+        return -1;
+    if (rc > 0) {
+        if (!ev_is_active(&k->kp_check))
+            log_error("kubernetes: kube-proxy is programming this node (%s): "
+                      "ferry will not add its own rules beside them; stop "
+                      "kube-proxy and remove its rules (kube-proxy "
+                      "--cleanup), or set node.dataplane: proxy. Checking "
+                      "again every %.0f s",
+                      why, KUBE_KP_CHECK_S);
+        return 1;
+    }
+    k->nft = nft_new(&k->nft_conf, e);
+    if (k->nft == NULL)
+        return -1;
+    ev_timer_start(k->loop, &k->kverify);
+    k->kresync_at = ev_now(k->loop) + KUBE_NFT_RESYNC_S;
+    log_info("kubernetes: Services are carried by the kernel (table inet "
+             NFT_TABLE "), except those annotated ferry.dev/dataplane: "
+             "proxy");
+    return 0;
+}
+
+static void
+kube_on_kp_check(struct ev_loop *loop, struct ev_timer *t, int rev)
+{
+    struct kube *k = t->data;
+    struct err e;
+    int rc;
+
+    (void)loop;
+    (void)rev;
+    err_clear(&e);
+    rc = kube_nft_try(k, &e);
+    if (rc == 1)
+        return;
+    ev_timer_stop(k->loop, &k->kp_check);
+    if (rc < 0) {
+        log_error("kubernetes: the kernel dataplane cannot start: %s", e.msg);
+        return;
+    }
+    log_info("kubernetes: kube-proxy's rules are gone: programming the node");
+    if (k->api != NULL)
+        kube_feed_nft(k, k->api);
+}
+
 static int
 kube_start_nft(struct kube *k, const struct conf *c, struct err *e)
 {
@@ -404,50 +464,42 @@ kube_start_nft(struct kube *k, const struct conf *c, struct err *e)
         [CONF_MASQ_ALL] = NFT_MASQ_ALL,
         [CONF_MASQ_NONE] = NFT_MASQ_NONE,
     };
-    struct nft_conf nc;
-    char why[512];
+    struct nft_conf *nc = &k->nft_conf;
     int rc;
 
     if (c->kube.mode != CONF_KUBE_NODE
         || c->node.dataplane != CONF_DATAPLANE_NFTABLES)
         return 0;
-    rc = nft_kube_proxy_found(why, sizeof(why), e);
-    if (rc < 0)
-        return -1;
-    if (rc > 0)
-        return err_set(e, "kube-proxy is programming this node (%s): stop "
-                          "it and run \"kube-proxy --cleanup\" first, or set "
-                          "node.dataplane: proxy",
-                       why);
-    memset(&nc, 0, sizeof(nc));
-    nc.masq = masq[c->node.masquerade];
-    memcpy(nc.cluster_cidrs, c->node.cluster_cidrs,
+    memset(nc, 0, sizeof(*nc));
+    nc->masq = masq[c->node.masquerade];
+    memcpy(nc->cluster_cidrs, c->node.cluster_cidrs,
            c->node.n_cluster_cidrs * sizeof(struct cidr));
-    nc.ncluster_cidrs = c->node.n_cluster_cidrs;
-    memcpy(nc.service_cidrs, c->node.service_cidrs,
+    nc->ncluster_cidrs = c->node.n_cluster_cidrs;
+    memcpy(nc->service_cidrs, c->node.service_cidrs,
            c->node.n_service_cidrs * sizeof(struct cidr));
-    nc.nservice_cidrs = c->node.n_service_cidrs;
+    nc->nservice_cidrs = c->node.n_service_cidrs;
     if (c->node.n_nodeport_addrs > NFT_IPS_MAX)
         return err_set(e, "node.node_port_addresses: at most %d with the "
                           "nftables dataplane",
                        NFT_IPS_MAX);
-    memcpy(nc.nodeport_addrs, c->node.nodeport_addrs,
+    memcpy(nc->nodeport_addrs, c->node.nodeport_addrs,
            c->node.n_nodeport_addrs * sizeof(struct saddr));
-    nc.nnodeport_addrs = c->node.n_nodeport_addrs;
-    k->nft = nft_new(&nc, e);
-    if (k->nft == NULL)
+    nc->nnodeport_addrs = c->node.n_nodeport_addrs;
+    if (nft_conf_check(nc, e) < 0)
         return -1;
+    k->want_nft = 1;
     ev_timer_init(&k->kretry, kube_on_kretry, 1., 0.);
     k->kretry.data = k;
     ev_timer_init(&k->kverify, kube_on_kverify, KUBE_NFT_VERIFY_S,
                   KUBE_NFT_VERIFY_S);
     k->kverify.data = k;
-    ev_timer_start(k->loop, &k->kverify);
-    k->kresync_at = ev_now(k->loop) + KUBE_NFT_RESYNC_S;
-    log_info("kubernetes: Services are carried by the kernel (table inet "
-             NFT_TABLE "), except those annotated ferry.dev/dataplane: "
-             "proxy");
-    return 0;
+    ev_timer_init(&k->kp_check, kube_on_kp_check, KUBE_KP_CHECK_S,
+                  KUBE_KP_CHECK_S);
+    k->kp_check.data = k;
+    rc = kube_nft_try(k, e);
+    if (rc == 1)
+        ev_timer_start(k->loop, &k->kp_check);
+    return rc < 0 ? -1 : 0;
 }
 
 static void
@@ -526,7 +578,8 @@ kube_health_state(void *arg, struct nodehealth_state *out)
     pending = st.pending_since > 0
                   ? ev_time() - (ev_now(k->loop) - st.pending_since)
                   : 0;
-    out->synced = k->applied;
+    /* Not ready while kube-proxy keeps the kernel dataplane out. */
+    out->synced = k->applied && (!k->want_nft || k->nft != NULL);
     out->shutting_down = proxy_draining(k->p);
     out->node_deleting = st.node_deleting;
     out->pending_since =
@@ -740,7 +793,7 @@ kube_new(struct ev_loop *loop, struct proxy *p, const struct conf *c,
     }
     if (kube_start_nft(k, c, e) < 0 || kube_start_vip(k, c, e) < 0)
         goto fail;
-    wc.kernel = k->nft != NULL;
+    wc.kernel = k->want_nft;
     kube_start_health(k, c);
     wc.on_untrusted = kube_on_untrusted;
     k->watcher = watcher_new(loop, &wc, kube_on_publish, k, e);
@@ -785,6 +838,7 @@ kube_free(struct kube *k)
         ev_timer_stop(k->loop, &k->counters);
         ev_timer_stop(k->loop, &k->kretry);
         ev_timer_stop(k->loop, &k->kverify);
+        ev_timer_stop(k->loop, &k->kp_check);
     }
     /* The kernel's rules stay: a restart adopts them; `ferry cleanup`
      * removes them. */

@@ -387,6 +387,28 @@ def test_nodeport_load_balancer_ip_and_external_ip_from_outside(w):
         # externalTrafficPolicy Cluster: kube-proxy masquerades, so the
         # reply comes back through the node that took the connection.
         assert OUT_IP not in {peer for _, peer in got}
+    for node in NODE_IP:
+        # No node holds (or answers ARP for) the LoadBalancer IP.
+        assert not any("198.18.200.3" in a for a in w.c.addrs(node))
+
+
+def test_masquerade_from_outside_the_cluster_and_hairpin(w):
+    # A client outside cluster_cidrs reaching a ClusterIP through node1.
+    w.c.ip(w.c.ns("out"), "route", "replace", "198.18.128.0/17", "via",
+           NODE_IP["node1"])
+    got = [x for x in w.out(who_many, "198.18.128.10", 80, 8) if x]
+    assert len(got) == 8
+    assert OUT_IP not in {p for _, p in got}
+    # A pod sent to itself through its Service sees the node's address,
+    # not its own (its answer would not go back through the node).
+    web_a = w.ns("pod-web-a")
+    mine = None
+    for _ in range(40):
+        mine = web_a(try_who, "198.18.128.10", 80)
+        if mine and mine[0] == "web-a":
+            break
+    assert mine and mine[0] == "web-a", mine
+    assert mine[1] != w.pods["web-a"][0]
 
 
 def test_external_traffic_policy_local_keeps_the_client_address(w):
@@ -508,7 +530,7 @@ def test_restarts_lose_no_connection(w):
     assert "table inet ferry adopted" in w.log("node1.log")
 
 
-def test_cleanup_leaves_the_ruleset_as_before_and_kube_proxy_is_refused(w):
+def test_cleanup_leaves_the_ruleset_as_before_and_kube_proxy_keeps_ferry_out(w):
     for node in NODE_IP:
         assert w.stop(w.ferry[node]) == 0
         assert "table inet ferry" in w.ruleset(node), "rules kept on exit"
@@ -517,16 +539,24 @@ def test_cleanup_leaves_the_ruleset_as_before_and_kube_proxy_is_refused(w):
         assert r.returncode == 0, r.stderr
         assert "deleted table inet ferry" in r.stdout
         assert w.ruleset(node) == w.ruleset_before[node]
-    # A node kube-proxy still programs: ferry refuses to start.
+    # A node kube-proxy still programs: ferry adds nothing beside its
+    # rules and is not ready; once they are gone it takes over.
     subprocess.run(w.c.exec_args("node1") + ["nft", "add", "table", "ip",
                                              "kube-proxy"], check=True)
     try:
-        r = subprocess.run(w.c.exec_args("node1")
-                           + [ft.ferry_bin(), "-c", w.cfg["node1"]],
-                           capture_output=True, text=True, timeout=dl(20))
-        assert r.returncode != 0
-        assert "kube-proxy is programming this node" in r.stderr
+        w.start_ferry("node1")
+        w.wait(lambda: "kube-proxy is programming this node (nftables "
+               "table ip kube-proxy)" in w.log("node1.log"), "kube-proxy named")
+        assert w.api(w.readyz, NODE_IP["node1"]) == 503
         assert "table inet ferry" not in w.ruleset("node1")
     finally:
         subprocess.run(w.c.exec_args("node1") + ["nft", "delete", "table",
                                                  "ip", "kube-proxy"])
+    w.wait_ready("node1")
+    assert "kube-proxy's rules are gone" in w.log("node1.log")
+    assert "198.18.128.10" in w.ruleset("node1")
+    assert w.stop(w.ferry["node1"]) == 0
+    r = subprocess.run(w.c.exec_args("node1") + [ft.ferry_bin(), "cleanup"],
+                       capture_output=True, text=True, timeout=dl(20))
+    assert r.returncode == 0, r.stderr
+    assert w.ruleset("node1") == w.ruleset_before["node1"]

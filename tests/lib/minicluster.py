@@ -111,6 +111,7 @@ class Cluster:
         self.ip(other_ns, "link", "set", ifname, "up")
         if gateway:
             self.ip(other_ns, "route", "add", "default", "via", gateway)
+        return a
 
     def _build(self):
         lan = self._add_ns("lan")
@@ -162,8 +163,13 @@ class Cluster:
         pods = self.nodes[node][1]
         ip = f"{pods}.{index}"
         pns = self._add_ns("pod-" + name)
-        self._on_bridge(self.ns(node), "cbr0", pns, "eth0", ip + "/24",
-                        gateway=pods + ".1")
+        port = self._on_bridge(self.ns(node), "cbr0", pns, "eth0",
+                               ip + "/24", gateway=pods + ".1")
+        # Hairpin, as the bridge CNI plugin sets it for kube-proxy: a pod
+        # sent to itself through its Service gets its packets back out of
+        # the port they came in by when the bridge's traffic is filtered.
+        self.ip(self.ns(node), "link", "set", port, "type", "bridge_slave",
+                "hairpin", "on")
         self.pods[name] = (pns, ip, node)
         return ip
 

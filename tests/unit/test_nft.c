@@ -259,6 +259,15 @@ test_gen_masquerade_modes(void **state)
     t = gen(&c, &f.s);
     hasnt(t, "mark-for-masq");
     free(t);
+    /* kube-proxy's rule without cluster CIDRs: no ClusterIP traffic is
+     * told from outside, so none is masqueraded (hairpin still is). */
+    c.masq = NFT_MASQ_CIDR;
+    c.ncluster_cidrs = 0;
+    t = gen(&c, &f.s);
+    hasnt(t, "svc4-default/web/http/tcp ip daddr");
+    hasnt(t, "svc4-default/web/http/tcp jump mark-for-masq");
+    has(t, "ip saddr 198.18.1.2 jump mark-for-masq");
+    free(t);
 }
 
 static void
