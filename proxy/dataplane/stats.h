@@ -130,6 +130,10 @@ struct stats_proc {
     /* Service addresses on the node's interface (node/vip.c). */
     atomic_uint_fast64_t vip_added, vip_removed, vip_errors, vip_resyncs;
     atomic_uint_fast64_t vip_owned;
+    /* The kernel dataplane's engine (node/nft.c), copied by node/kube.c
+     * after each transaction and check. */
+    atomic_uint_fast64_t nft_services, nft_transactions, nft_failures;
+    atomic_uint_fast64_t nft_restores, nft_ct_deleted;
 };
 
 extern struct stats_proc stats_proc;

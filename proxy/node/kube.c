@@ -294,6 +294,20 @@ nft_put_ksvc(struct kube *k, const struct tbl_ksvc *ks)
     free(eps);
 }
 
+/* The engine's counters to the metrics. */
+static void
+kube_nft_stats(struct kube *k)
+{
+    struct nft_stats st;
+
+    nft_get_stats(k->nft, &st);
+    atomic_store(&stats_proc.nft_services, st.services);
+    atomic_store(&stats_proc.nft_transactions, st.transactions);
+    atomic_store(&stats_proc.nft_failures, st.failures);
+    atomic_store(&stats_proc.nft_restores, st.restores);
+    atomic_store(&stats_proc.nft_ct_deleted, st.ct_deleted);
+}
+
 static void
 kube_nft_schedule_retry(struct kube *k)
 {
@@ -312,15 +326,20 @@ kube_nft_commit(struct kube *k)
 {
     struct err e;
     double t0 = ev_time();
+    int rc;
 
     if (ev_now(k->loop) >= k->kresync_at) {
         nft_resync(k->nft);
         k->kresync_at = ev_now(k->loop) + KUBE_NFT_RESYNC_S;
     }
-    if (!nft_pending(k->nft))
+    if (!nft_pending(k->nft)) {
+        kube_nft_stats(k);
         return;
+    }
     err_clear(&e);
-    if (nft_apply(k->nft, &e) < 0) {
+    rc = nft_apply(k->nft, &e);
+    kube_nft_stats(k);
+    if (rc < 0) {
         log_error("nftables: transaction failed, retrying in %.0f s: %s",
                   k->kretry_s <= 0 ? KUBE_NFT_RETRY_MIN_S : k->kretry_s * 2,
                   e.msg);

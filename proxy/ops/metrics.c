@@ -276,6 +276,24 @@ static const struct {
      "Full dumps of the interface's addresses (start, errors, lost "
      "notifications).",
      &stats_proc.vip_resyncs},
+    {"ferry_nftables_services", "gauge",
+     "Service ports and protocols ferry wants in table inet ferry (node "
+     "mode, node.dataplane nftables).",
+     &stats_proc.nft_services},
+    {"ferry_nftables_transactions_total", "counter",
+     "nftables transactions committed to table inet ferry.",
+     &stats_proc.nft_transactions},
+    {"ferry_nftables_transaction_failures_total", "counter",
+     "nftables transactions the kernel or libnftables refused (each is "
+     "retried whole).",
+     &stats_proc.nft_failures},
+    {"ferry_nftables_restores_total", "counter",
+     "Times table inet ferry was found changed by someone else and "
+     "restored.",
+     &stats_proc.nft_restores},
+    {"ferry_nftables_conntrack_deleted_total", "counter",
+     "UDP conntrack entries deleted because their endpoint went away.",
+     &stats_proc.nft_ct_deleted},
 };
 
 static void

@@ -299,6 +299,17 @@ class KLoad(mc.Load):
                 break
 
 
+def metric(w, node, name):
+    """The value of an unlabelled series in <node>'s /metrics."""
+    st, _, body = w.ns(node)(http_get, "127.0.0.1", mc.NODE_ADMIN,
+                             "/metrics")
+    assert st == 200, body
+    for line in body.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError("no %s in /metrics" % name)
+
+
 def served(where, ip, port_, what):
     mc.ft.wait_for(lambda: where(try_who, ip, port_) is not None,
                    timeout=dl(15), what=what, interval=0.05)
@@ -325,6 +336,11 @@ def test_tcp_cluster_ip_reaches_both_nodes_with_the_client_address(w):
         # Nothing was bound or added: the kernel carries the Service.
         assert not any("198.18.128.10" in a for a in w.c.addrs(node))
         assert "198.18.128.10" in w.ruleset(node)
+        # web and the API server's own default/kubernetes.
+        assert metric(w, node, "ferry_nftables_services") == 2
+        assert metric(w, node, "ferry_nftables_transactions_total") >= 2
+        assert metric(w, node,
+                      "ferry_nftables_transaction_failures_total") == 0
 
 
 def test_udp_and_tcp_on_one_port_like_cluster_dns(w):
@@ -353,6 +369,7 @@ def test_udp_endpoint_removed_flow_moves_within_a_second(w):
     # The same flow keeps its pod while nothing changes (conntrack).
     assert all(c1(udp_who, "198.18.128.53", 53, sport)[0] == gone
                for _ in range(5))
+    deleted = metric(w, "node1", "ferry_nftables_conntrack_deleted_total")
     t0 = time.monotonic()
     w.endpoints("dns", "shop", [stay],
                 ports=(("dns", 5353, "UDP"), ("dns-tcp", 8080)))
@@ -366,6 +383,8 @@ def test_udp_endpoint_removed_flow_moves_within_a_second(w):
             moved = time.monotonic() - t0
             break
     assert moved is not None, "flow still on %s after 1 s" % gone
+    assert metric(w, "node1",
+                  "ferry_nftables_conntrack_deleted_total") > deleted
     w.endpoints("dns", "shop", ["web-a", "web-b"],
                 ports=(("dns", 5353, "UDP"), ("dns-tcp", 8080)))
 
