@@ -380,6 +380,7 @@ tbl_ksvc_equal(const struct tbl_ksvc *a, const struct tbl_ksvc *b)
         || a->hc_node_port != b->hc_node_port
         || strcmp(a->hc_ns, b->hc_ns) != 0
         || strcmp(a->hc_name, b->hc_name) != 0
+        || !tbl_check_equal(&a->check, &b->check)
         || a->nsource_ranges != b->nsource_ranges)
         return 0;
     for (i = 0; i < a->nsource_ranges; i++)

@@ -174,6 +174,9 @@ struct tbl_ksvc {
     /* External traffic under externalTrafficPolicy: Local. */
     struct tbl_backend *local_eps;
     size_t nlocal_eps;
+    /* Active health check of the endpoints (ferry.dev/health-check): an
+     * endpoint it finds down leaves both lists; type NONE: off. */
+    struct tbl_check check;
     /* As in struct tbl_service: the LoadBalancer health check port. */
     uint16_t hc_node_port;
     char hc_ns[TBL_K8S_NAME_MAX];

@@ -213,6 +213,7 @@ daemon_start_kube(struct daemon *d, const struct conf *c)
         log_error("%s", err_str(&e, msg, sizeof(msg)));
         return -1;
     }
+    kube_set_health(d->kube, d->ctl.health);
     if (d->ctl.admin != NULL) {
         memset(&hooks, 0, sizeof(hooks));
         hooks.arg = d->kube;

@@ -37,6 +37,12 @@ struct svcctx {
     uint16_t hc_port;     /* healthCheckNodePort (LoadBalancer, ETP Local) */
     const json_t *slices; /* array of this Service's slices, or NULL */
     int kernel;           /* served by the kernel dataplane */
+    /* The annotations' proxy features, applied over the policy. */
+    int has_balance, has_retries, has_send_proxy;
+    enum tbl_balance balance;
+    uint32_t retries;
+    enum tbl_send_proxy send_proxy;
+    struct tbl_check check; /* type NONE: no annotation */
 };
 
 enum topo_mode { TOPO_NONE = 0, TOPO_NODE, TOPO_ZONE };
@@ -610,6 +616,14 @@ emit(struct table *t, const struct svcctx *sc, const char *pname,
     s.backends = be;
     s.nbackends = nbe;
     s.affinity_timeout_ms = sc->affinity_ms;
+    if (sc->has_balance)
+        s.balance = sc->balance;
+    if (sc->has_retries)
+        s.retries = sc->retries;
+    if (sc->has_send_proxy)
+        s.send_proxy = sc->send_proxy;
+    if (sc->check.type != TBL_CHECK_NONE)
+        s.check = sc->check;
     if (hc && sc->hc_port != 0) {
         s.hc_node_port = sc->hc_port;
         snprintf(s.hc_ns, sizeof(s.hc_ns), "%s", sc->ns);
@@ -836,6 +850,7 @@ kernel_port(struct table *t, const struct svcctx *sc, const json_t *sp,
     k.source_ranges = w->ranges;
     k.nsource_ranges = w->nranges;
     k.affinity_s = sc->affinity_ms / 1000;
+    k.check = sc->check;
     k.cluster_eps = w->be;
     k.ncluster_eps = n1;
     k.local_eps = w->be + n1;
@@ -961,6 +976,104 @@ service_skip(const json_t *svc, const struct translate_opts *o,
     return -1;
 }
 
+/* Index of <v> in the NULL-ended <names>, or -1. */
+static int
+name_index(const char *const *names, const char *v)
+{
+    int i;
+
+    for (i = 0; names[i] != NULL; i++)
+        if (strcmp(names[i], v) == 0)
+            return i;
+    return -1;
+}
+
+/* "tcp" or "http:/path" into <c>, with the policy's timings (or the
+ * config's defaults for a health check). Returns 0 or -1. */
+static int
+parse_check(const char *v, const struct translate_opts *o,
+            struct tbl_check *c)
+{
+    static const struct tbl_check dflt = {
+        TBL_CHECK_TCP, 5000, 2000, 2, 3, 0, 200, 399, "",
+    };
+    size_t n;
+
+    *c = o->policy != NULL && o->policy->check.interval_ms > 0
+             ? o->policy->check
+             : dflt;
+    c->path[0] = '\0';
+    if (strcmp(v, "tcp") == 0) {
+        c->type = TBL_CHECK_TCP;
+        return 0;
+    }
+    if (strncmp(v, "http:/", 6) != 0)
+        return -1;
+    n = strlen(v + 5);
+    if (n >= sizeof(c->path))
+        return -1;
+    for (const char *p = v + 5; *p; p++)
+        if ((unsigned char)*p <= 0x20 || (unsigned char)*p >= 0x7f
+            || *p == '"' || *p == '#' || *p == '\\')
+            return -1;
+    c->type = TBL_CHECK_HTTP;
+    memcpy(c->path, v + 5, n + 1);
+    if (c->status_min == 0) {
+        c->status_min = 200;
+        c->status_max = 399;
+    }
+    return 0;
+}
+
+/* The ferry.dev/ annotations that choose proxy features. */
+static void
+annotations(struct svcctx *sc, const json_t *ann,
+            const struct translate_opts *o)
+{
+    const char *v;
+    uint64_t n;
+    int i;
+
+    if ((v = jstr(ann, TRANSLATE_ANN_BALANCE)) != NULL) {
+        if ((i = name_index(tbl_balance_names, v)) >= 0) {
+            sc->has_balance = 1;
+            sc->balance = (enum tbl_balance)i;
+        } else {
+            SKIP_SVC(o, sc, SKIP_BAD_ANNOTATION,
+                     TRANSLATE_ANN_BALANCE " \"%.32s\": not roundrobin, "
+                     "leastconn or random", v);
+        }
+    }
+    if ((v = jstr(ann, TRANSLATE_ANN_RETRIES)) != NULL) {
+        const char *why;
+        if (parse_uint(v, 0, TBL_RETRIES_MAX, &n, &why) == 0) {
+            sc->has_retries = 1;
+            sc->retries = (uint32_t)n;
+        } else {
+            SKIP_SVC(o, sc, SKIP_BAD_ANNOTATION,
+                     TRANSLATE_ANN_RETRIES " \"%.32s\": not 0 to %d", v,
+                     TBL_RETRIES_MAX);
+        }
+    }
+    if ((v = jstr(ann, TRANSLATE_ANN_SEND_PROXY)) != NULL) {
+        if ((i = name_index(tbl_send_proxy_names, v)) >= 0) {
+            sc->has_send_proxy = 1;
+            sc->send_proxy = (enum tbl_send_proxy)i;
+        } else {
+            SKIP_SVC(o, sc, SKIP_BAD_ANNOTATION,
+                     TRANSLATE_ANN_SEND_PROXY " \"%.32s\": not none, v1 or "
+                     "v2", v);
+        }
+    }
+    if ((v = jstr(ann, TRANSLATE_ANN_HEALTH_CHECK)) != NULL
+        && parse_check(v, o, &sc->check) < 0) {
+        sc->check.type = TBL_CHECK_NONE;
+        SKIP_SVC(o, sc, SKIP_BAD_ANNOTATION,
+                 TRANSLATE_ANN_HEALTH_CHECK " \"%.64s\": not tcp or "
+                 "http:/path", v);
+    }
+}
+
 static int
 svcctx_init(struct svcctx *sc, const json_t *svc, const json_t *idx,
             const struct translate_opts *o)
@@ -1031,6 +1144,7 @@ svcctx_init(struct svcctx *sc, const json_t *svc, const json_t *idx,
                      "proxy (node default kept)",
                      dp);
     }
+    annotations(sc, json_object_get(md, "annotations"), o);
     snprintf(key, sizeof(key), "%s/%s", sc->ns, sc->name);
     sc->slices = json_object_get(idx, key);
     return 0;

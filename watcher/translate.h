@@ -39,6 +39,16 @@
  * dataplane is nftables ("nftables", the default, says so explicitly). */
 #define TRANSLATE_ANN_DATAPLANE "ferry.dev/dataplane"
 
+/* Proxy features per Service, over the config's "defaults:" (values as
+ * in a file service): "roundrobin", "leastconn", "random"; a number of
+ * extra attempts; "tcp" or "http:/path"; "v1" or "v2". A bad value is
+ * noted (bad_annotation) and the default kept. The health check also
+ * reaches kernel-served Services. */
+#define TRANSLATE_ANN_BALANCE      "ferry.dev/balance"
+#define TRANSLATE_ANN_RETRIES      "ferry.dev/retries"
+#define TRANSLATE_ANN_HEALTH_CHECK "ferry.dev/health-check"
+#define TRANSLATE_ANN_SEND_PROXY   "ferry.dev/send-proxy"
+
 /* Counters of one build, for logs and metrics. */
 struct translate_stats {
     size_t services;      /* Service objects that produced something */

@@ -36,12 +36,16 @@ struct hc {
     char buf[HC_BUF];
     char req[TBL_CHECK_PATH_MAX + 128];
     char cause[128];
-    int mark;
+    int mark;     /* health_apply(): 0 none, 1 kept, 2 new */
+    int mark_tgt; /* wanted by a target (health_set_targets) */
+    int by_svc;   /* a proxy service sets its spec */
 };
 
 struct health {
     struct ev_loop *loop;
     struct hc *list;
+    void (*on_change)(void *);
+    void *on_change_arg;
 };
 
 /* ---- state machine ------------------------------------------------------ */
@@ -176,6 +180,8 @@ hc_done(struct hc *c, int ok, const char *cause)
                  "check(s) in a row",
                  c->name, c->b->addr_str, c->svc, runs, hc_type_name(c));
     }
+    if (ch != HEALTH_SAME && c->h->on_change != NULL)
+        c->h->on_change(c->h->on_change_arg);
     next = c->started + c->spec.interval_ms / 1e3 - ev_now(loop);
     hc_schedule(c, next);
 }
@@ -424,6 +430,7 @@ mark_checked(struct health *h, struct svc *const *svcs, size_t n)
             } else {
                 c->mark = 1;
             }
+            c->by_svc = 1;
             c->spec = *spec;
             snprintf(c->svc, sizeof(c->svc), "%s", svc_name(s));
             snprintf(c->name, sizeof(c->name), "%s", svc_backend_name(s, j));
@@ -438,10 +445,14 @@ health_apply(struct health *h, struct svc *const *svcs, size_t n)
     struct hc *c, **pc;
     size_t fresh, k = 0;
 
-    for (c = h->list; c != NULL; c = c->next)
+    for (c = h->list; c != NULL; c = c->next) {
         c->mark = 0;
+        c->by_svc = 0;
+    }
     fresh = mark_checked(h, svcs, n);
     for (pc = &h->list; (c = *pc) != NULL;) {
+        if (c->mark == 0 && c->mark_tgt)
+            c->mark = 1; /* a target still wants it */
         if (c->mark == 0) {
             log_info("health: checks of backend %s stopped", c->b->addr_str);
             *pc = c->next;
@@ -453,6 +464,59 @@ health_apply(struct health *h, struct svc *const *svcs, size_t n)
                                          c->spec.interval_ms / 1e3));
         pc = &c->next;
     }
+}
+
+void
+health_set_targets(struct health *h, const struct health_target *t, size_t n)
+{
+    struct hc *c, **pc;
+    size_t i, fresh = 0, k = 0;
+
+    for (c = h->list; c != NULL; c = c->next)
+        c->mark_tgt = 0;
+    for (i = 0; i < n; i++) {
+        if (t[i].spec.type == TBL_CHECK_NONE)
+            continue;
+        c = hc_find(h, t[i].b);
+        if (c != NULL && c->mark_tgt)
+            continue; /* an earlier target checks it */
+        if (c == NULL) {
+            if ((c = hc_new(h, t[i].b)) == NULL) {
+                log_error("health: out of memory for backend %s",
+                          t[i].b->addr_str);
+                continue;
+            }
+            c->mark = 2; /* spread below, then kept like any */
+            fresh++;
+        }
+        c->mark_tgt = 1;
+        if (c->by_svc)
+            continue;
+        c->spec = t[i].spec;
+        snprintf(c->svc, sizeof(c->svc), "%s", t[i].svc);
+        snprintf(c->name, sizeof(c->name), "%s", t[i].name);
+    }
+    for (pc = &h->list; (c = *pc) != NULL;) {
+        if (!c->mark_tgt && !c->by_svc) {
+            log_info("health: checks of backend %s stopped", c->b->addr_str);
+            *pc = c->next;
+            hc_free(c);
+            continue;
+        }
+        if (c->mark == 2) {
+            c->mark = 1;
+            hc_schedule(c, health_spread(k++, fresh,
+                                         c->spec.interval_ms / 1e3));
+        }
+        pc = &c->next;
+    }
+}
+
+void
+health_on_change(struct health *h, void (*fn)(void *), void *arg)
+{
+    h->on_change = fn;
+    h->on_change_arg = arg;
 }
 
 int

@@ -20,6 +20,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "table.h"
+
 struct backend;
 struct svc;
 
@@ -68,6 +70,27 @@ void health_free(struct health *h);
  * backends, update the spec of kept ones (their state is kept), stop the
  * others. <svcs> are borrowed. */
 void health_apply(struct health *h, struct svc *const *svcs, size_t n);
+
+/*
+ * Checks that no proxy service asks for: node mode's kernel dataplane
+ * checks the endpoints of Services with a health-check annotation. Each
+ * target names a backend (from backend_get(): one address, one checker
+ * and one state, whoever asks) and its check; a proxy service checking
+ * the same address wins the spec. <t> replaces the previous targets and
+ * is copied (the backends get a reference of their own).
+ */
+struct health_target {
+    struct backend *b;
+    struct tbl_check spec;
+    char svc[TBL_NAME_MAX];  /* for logs */
+    char name[TBL_NAME_MAX]; /* the endpoint, for logs */
+};
+void health_set_targets(struct health *h, const struct health_target *t,
+                        size_t n);
+
+/* Call <fn>(<arg>) after any checked backend goes up or down (once per
+ * transition, after its state is stored); NULL stops. */
+void health_on_change(struct health *h, void (*fn)(void *), void *arg);
 
 /* What status pages show about one backend's checks. */
 struct health_info {

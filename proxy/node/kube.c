@@ -3,6 +3,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "backend.h"
+#include "health.h"
 #include "kube.h"
 #include "log.h"
 #include "nft.h"
@@ -42,6 +44,8 @@ struct kube {
     int want_nft;
     struct nft_conf nft_conf;
     struct ev_timer kp_check;
+    struct health *health;     /* checks of kernel services' endpoints */
+    struct ev_timer khealth;   /* a checked endpoint went up or down */
     struct table *kfed;     /* the table whose kernel services nft wants */
     struct smap kidx;       /* "name/proto" -> 1 + index in kfed */
     struct ev_timer kretry; /* a failed transaction, retried whole */
@@ -229,16 +233,33 @@ ksvc_key(const struct tbl_ksvc *ks, char *out, size_t outlen)
     snprintf(out, outlen, "%s/%s", ks->name, tbl_proto_names[ks->proto]);
 }
 
-/* <n> endpoints of <be> as the engine's, into <out> (room for n). */
-static void
-to_eps(const struct tbl_backend *be, size_t n, struct nft_ep *out)
+/* Nonzero unless active checks found the endpoint at <a> down. */
+static int
+ep_healthy(const struct saddr *a)
 {
-    size_t i;
+    struct backend *b = backend_get(a);
+    int ok = b == NULL || backend_healthy(b);
+
+    backend_unref(b);
+    return ok;
+}
+
+/* The endpoints of <be> (<n>) as the engine's, into <out> (room for n),
+ * without those checks found down when <checked>. Returns how many. */
+static size_t
+to_eps(const struct tbl_backend *be, size_t n, int checked,
+       struct nft_ep *out)
+{
+    size_t i, k = 0;
 
     for (i = 0; i < n; i++) {
-        out[i].addr = be[i].addr;
-        out[i].weight = be[i].weight;
+        if (checked && !ep_healthy(&be[i].addr))
+            continue;
+        out[k].addr = be[i].addr;
+        out[k].weight = be[i].weight;
+        k++;
     }
+    return k;
 }
 
 /* Want <ks> in the kernel. A refusal (a frontend another Service holds,
@@ -250,7 +271,7 @@ nft_put_ksvc(struct kube *k, const struct tbl_ksvc *ks)
                                 sizeof(*eps));
     struct nft_svc s;
     struct err e;
-    int n;
+    int n, checked;
 
     if (eps == NULL) {
         log_error("nftables: %s: out of memory", ks->name);
@@ -277,12 +298,11 @@ nft_put_ksvc(struct kube *k, const struct tbl_ksvc *ks)
     s.nsource_ranges = ks->nsource_ranges;
     s.affinity_s = ks->affinity_s;
     s.external_local = ks->external_local;
-    to_eps(ks->cluster_eps, ks->ncluster_eps, eps);
-    to_eps(ks->local_eps, ks->nlocal_eps, eps + ks->ncluster_eps);
+    checked = k->health != NULL && ks->check.type != TBL_CHECK_NONE;
     s.cluster_eps = eps;
-    s.ncluster_eps = ks->ncluster_eps;
-    s.local_eps = eps + ks->ncluster_eps;
-    s.nlocal_eps = ks->nlocal_eps;
+    s.ncluster_eps = to_eps(ks->cluster_eps, ks->ncluster_eps, checked, eps);
+    s.local_eps = eps + s.ncluster_eps;
+    s.nlocal_eps = to_eps(ks->local_eps, ks->nlocal_eps, checked, s.local_eps);
     err_clear(&e);
     if (nft_svc_put(k->nft, &s, &e) < 0) {
         struct skip_note note = {SKIP_KIND_SERVICE, SKIP_CONFLICT, ks->name,
@@ -379,6 +399,91 @@ kube_on_kverify(struct ev_loop *loop, struct ev_timer *t, int rev)
     kube_nft_commit(k); /* what verify left pending, or the hourly rewrite */
 }
 
+/* Tell the checkers which endpoints of the kernel services to check. */
+static void
+kube_health_targets(struct kube *k)
+{
+    struct health_target *t = NULL;
+    size_t i, j, n = 0, cap = 0;
+
+    if (k->health == NULL)
+        return;
+    for (i = 0; k->kfed != NULL && i < k->kfed->nksvcs; i++) {
+        const struct tbl_ksvc *ks = &k->kfed->ksvcs[i];
+        size_t nall = ks->ncluster_eps + ks->nlocal_eps;
+        if (ks->check.type == TBL_CHECK_NONE)
+            continue;
+        for (j = 0; j < nall; j++) {
+            const struct tbl_backend *be = j < ks->ncluster_eps
+                                               ? &ks->cluster_eps[j]
+                                               : &ks->local_eps[j - ks->ncluster_eps];
+            if (n == cap) {
+                size_t ncap = cap ? cap * 2 : 16;
+                struct health_target *nt = realloc(t, ncap * sizeof(*t));
+                if (nt == NULL)
+                    goto out;
+                t = nt;
+                cap = ncap;
+            }
+            if ((t[n].b = backend_get(&be->addr)) == NULL)
+                goto out;
+            t[n].spec = ks->check;
+            snprintf(t[n].svc, sizeof(t[n].svc), "%s", ks->name);
+            snprintf(t[n].name, sizeof(t[n].name), "%s", be->name);
+            n++;
+        }
+    }
+    health_set_targets(k->health, t, n);
+out:
+    if (i < (k->kfed != NULL ? k->kfed->nksvcs : 0))
+        log_error("health: out of memory for the kernel services' checks");
+    for (j = 0; j < n; j++)
+        backend_unref(t[j].b);
+    free(t);
+}
+
+/* A checked endpoint went up or down: the kernel services with checks
+ * are put again (each put filters its endpoints by their health), in one
+ * transaction after the current loop iteration. */
+static void
+kube_on_health_change(void *arg)
+{
+    struct kube *k = arg;
+
+    if (!ev_is_active(&k->khealth))
+        ev_timer_start(k->loop, &k->khealth);
+}
+
+static void
+kube_on_khealth(struct ev_loop *loop, struct ev_timer *t, int rev)
+{
+    struct kube *k = t->data;
+    size_t i;
+
+    (void)loop;
+    (void)rev;
+    if (k->nft == NULL || k->kfed == NULL)
+        return;
+    for (i = 0; i < k->kfed->nksvcs; i++)
+        if (k->kfed->ksvcs[i].check.type != TBL_CHECK_NONE)
+            nft_put_ksvc(k, &k->kfed->ksvcs[i]);
+    kube_nft_commit(k);
+}
+
+void
+kube_set_health(struct kube *k, struct health *h)
+{
+    if (k->health != NULL) {
+        health_on_change(k->health, NULL, NULL);
+        health_set_targets(k->health, NULL, 0);
+    }
+    k->health = h;
+    ev_timer_init(&k->khealth, kube_on_khealth, 0., 0.);
+    k->khealth.data = k;
+    if (h != NULL)
+        health_on_change(h, kube_on_health_change, k);
+}
+
 /* Make the engine want the kernel services of <api>: only those that
  * changed since the last table are put, those gone are deleted. */
 static void
@@ -410,6 +515,7 @@ kube_feed_nft(struct kube *k, struct table *api)
     k->kidx = idx;
     table_unref(k->kfed);
     k->kfed = table_ref(api);
+    kube_health_targets(k);
     kube_nft_commit(k);
     return;
 oom:
@@ -858,6 +964,8 @@ kube_free(struct kube *k)
         ev_timer_stop(k->loop, &k->kretry);
         ev_timer_stop(k->loop, &k->kverify);
         ev_timer_stop(k->loop, &k->kp_check);
+        ev_timer_stop(k->loop, &k->khealth);
+        kube_set_health(k, NULL);
     }
     /* The kernel's rules stay: a restart adopts them; `ferry cleanup`
      * removes them. */

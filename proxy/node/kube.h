@@ -24,6 +24,7 @@
 #include "skip.h"
 #include "table.h"
 
+struct health;
 struct proxy;
 struct kube;
 
@@ -43,6 +44,11 @@ struct kube *kube_new(struct ev_loop *loop, struct proxy *p,
                       const struct conf *c, const struct kube_flags *f,
                       uint64_t *generation, struct err *e);
 void kube_free(struct kube *k);
+
+/* Use <h> (borrowed, outlives the kube) for the active checks of kernel
+ * services' endpoints (ferry.dev/health-check): an endpoint found down
+ * leaves the kernel's maps until it passes again. NULL: none. */
+void kube_set_health(struct kube *k, struct health *h);
 
 /* Nonzero when <k> stopped the loop because the API server's certificate
  * did not verify before the first sync (ferry then exits with status 1).

@@ -36,7 +36,7 @@ ALLOWED = {
     "http": {"conf", "http"},
     "dataplane": {"conf", "dataplane"},
     "health": {"conf", "dataplane", "health"},
-    "node": {"conf", "watcher", "dataplane", "http", "node"},
+    "node": {"conf", "watcher", "dataplane", "health", "http", "node"},
     "ops": {"conf", "dataplane", "health", "http", "ops"},
 }
 

@@ -194,8 +194,10 @@ class World:
     <node_extra> (more lines of the "node:" section) say how the node
     ferries carry Service traffic."""
 
-    def __init__(self, tmp, dataplane="proxy", node_extra=""):
+    def __init__(self, tmp, dataplane="proxy", node_extra="",
+                 defaults="{connect_timeout: 1s, retries: 2}"):
         self.tmp = tmp
+        self.defaults = defaults
         self.dataplane = dataplane
         self.node_extra = node_extra
         self.procs = []
@@ -270,7 +272,7 @@ class World:
             with open(cfg, "w") as f:
                 f.write(
                     "log: {level: info}\ndrain_timeout: 1s\n"
-                    "defaults: {connect_timeout: 1s, retries: 2}\n"
+                    "defaults: %s\n"
                     "kubernetes:\n  enabled: true\n  mode: node\n"
                     "  api_server: http://%s\n  serviceaccount_dir: %s\n"
                     "  node_name: %s\n"
@@ -279,8 +281,8 @@ class World:
                     "  healthz_listen: 0.0.0.0:10256\n"
                     "  dataplane: %s\n%s"
                     "admin: {enabled: true, listen: 127.0.0.1:%d}\n"
-                    % (API, sa, node, vif, NODE_IP[node], self.dataplane,
-                       self.node_extra, NODE_ADMIN))
+                    % (self.defaults, API, sa, node, vif, NODE_IP[node],
+                       self.dataplane, self.node_extra, NODE_ADMIN))
             self.cfg[node] = cfg
             self.start_ferry(node)
         for node in NODE_IP:

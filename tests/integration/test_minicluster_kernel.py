@@ -11,7 +11,9 @@ name and the address the connection or datagram came from, so that tests
 can see which pod answered and whose address it saw:
 
     TCP 8080: "who\\n" -> "NAME PEER_IP\\n", then close;
-              "echo\\n" -> "NAME PEER_IP\\n", then echo until EOF
+              "echo\\n" -> "NAME PEER_IP\\n", then echo until EOF;
+              "GET ..." -> an HTTP 200 (503 while the test says the pod
+              is unhealthy), for ferry's active health checks
     UDP 5353: any datagram -> "NAME PEER_IP"
 
 The scenarios run in order on one cluster; each is its own test function
@@ -66,6 +68,7 @@ class PodServer:
 
     def __init__(self, netns, name):
         self.name = name
+        self.unhealthy = False
         self.stop_ev = threading.Event()
         self.socks = []
         ready = threading.Event()
@@ -120,6 +123,12 @@ class PodServer:
                     if not b:
                         return
                     line += b
+                if line.startswith(b"GET "):
+                    c.sendall(b"HTTP/1.1 %s\r\nContent-Length: 0\r\n"
+                              b"Connection: close\r\n\r\n"
+                              % (b"503 Unavailable" if self.unhealthy
+                                 else b"200 OK"))
+                    return
                 c.sendall(("%s %s\n" % (self.name, peer[0])).encode())
                 if line != b"echo\n":
                     return
@@ -234,7 +243,11 @@ class EchoConn:
 class KWorld(mc.World):
     def __init__(self, tmp):
         self.servers = {}
-        super().__init__(tmp, dataplane="nftables", node_extra=NODE_EXTRA)
+        # Quick active checks for the health-check annotation's test.
+        super().__init__(tmp, dataplane="nftables", node_extra=NODE_EXTRA,
+                         defaults="{connect_timeout: 1s, retries: 2, "
+                         "health_check: {interval: 200ms, timeout: 200ms, "
+                         "rise: 1, fall: 1}}")
 
     def _start(self, tmp):
         self.ruleset_before = {n: self.ruleset(n) for n in NODE_IP}
@@ -527,6 +540,58 @@ def test_deleted_service_keeps_open_connections_and_refuses_new(w):
             assert conn.ping("after %d" % i) == "after %d" % i
     finally:
         conn.close()
+
+
+def answers_only(where, ip, port_, names, n=12):
+    got = where(who_many, ip, port_, n)
+    return None not in got and {x[0] for x in got} <= set(names)
+
+
+def test_health_check_annotation_takes_a_failing_endpoint_out(w):
+    svc = svc_obj("checked", "shop", "198.18.128.90", [port("http", 80, 8080)])
+    svc["metadata"]["annotations"] = {"ferry.dev/health-check": "http:/hz"}
+    w.service(svc)
+    w.endpoints("checked", "shop", ["web-a", "web-b"])
+    c1 = w.client["node1"]
+    served(c1, "198.18.128.90", 80, "checked Service")
+    w.servers["web-b"].unhealthy = True
+    try:
+        # Both nodes check web-b, find it down, and leave it out of their
+        # kernel maps: no new connection goes there.
+        for node in NODE_IP:
+            w.wait(lambda n=node: answers_only(
+                w.client[n], "198.18.128.90", 80, {"web-a"}),
+                "web-b out of the maps on " + node)
+            assert "is DOWN" in w.log(node + ".log")
+        # A Service without the annotation keeps sending to it.
+        got = {x[0] for x in c1(who_many, "198.18.128.10", 80, 24) if x}
+        assert got == {"web-a", "web-b"}
+    finally:
+        w.servers["web-b"].unhealthy = False
+    w.wait(lambda: "web-b" in {x[0] for x in c1(
+        who_many, "198.18.128.90", 80, 16) if x}, "web-b back after rise")
+
+
+def test_proxy_annotation_puts_a_service_on_ferrys_proxy(w):
+    svc = svc_obj("proxied", "shop", "198.18.128.95",
+                  [port("http", 80, 8080)])
+    svc["metadata"]["annotations"] = {"ferry.dev/dataplane": "proxy",
+                                      "ferry.dev/balance": "leastconn",
+                                      "ferry.dev/retries": "3"}
+    w.service(svc)
+    w.endpoints("proxied", "shop", ["web-a", "web-b"])
+    c1 = w.client["node1"]
+    served(c1, "198.18.128.95", 80, "proxied Service")
+    got = [x for x in c1(who_many, "198.18.128.95", 80, 16) if x]
+    assert {n for n, _ in got} == {"web-a", "web-b"}
+    # The proxy connects from the node: the pods do not see the client.
+    assert CLIENT_IP["node1"] not in {p for _, p in got}
+    st, _, body = w.ns("node1")(http_get, "127.0.0.1", mc.NODE_ADMIN,
+                                "/status")
+    s = [x for x in json.loads(body)["services"]
+         if x["name"] == "shop/proxied:http"]
+    assert len(s) == 1 and s[0]["balance"] == "leastconn", body
+    assert "198.18.128.95" not in w.ruleset("node1")
 
 
 def test_restarts_lose_no_connection(w):

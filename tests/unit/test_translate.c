@@ -450,6 +450,69 @@ test_kernel_annotation(void **state)
     assert_int_equal(NSKIP(f, SERVICE, BAD_ANNOTATION), 0);
 }
 
+/* Proxy features per Service, over the policy; bad values noted. */
+static void
+test_feature_annotations(void **state)
+{
+    struct fx *f = *state;
+    struct tbl_service pol;
+    const struct tbl_service *s;
+    const struct tbl_ksvc *k;
+
+    memset(&pol, 0, sizeof(pol));
+    pol.balance = TBL_BAL_ROUNDROBIN;
+    pol.retries = 1;
+    pol.check.interval_ms = 700;
+    pol.check.timeout_ms = 300;
+    pol.check.rise = 4;
+    pol.check.fall = 5;
+    f->o.policy = &pol;
+    put(f->svcs,
+        "{'metadata':{'namespace':'shop','name':'good','annotations':{"
+        "'ferry.dev/balance':'leastconn','ferry.dev/retries':'3',"
+        "'ferry.dev/send-proxy':'v2','ferry.dev/health-check':'http:/hz'}},"
+        "'spec':{'clusterIP':'198.18.0.12','ports':[{'name':'http',"
+        "'protocol':'TCP','port':80}]}}");
+    put(f->svcs,
+        "{'metadata':{'namespace':'shop','name':'bad','annotations':{"
+        "'ferry.dev/balance':'fastest','ferry.dev/retries':'15',"
+        "'ferry.dev/send-proxy':'v3','ferry.dev/health-check':'udp'}},"
+        "'spec':{'clusterIP':'198.18.0.13','ports':[{'name':'http',"
+        "'protocol':'TCP','port':80}]}}");
+    put(f->svcs,
+        "{'metadata':{'namespace':'shop','name':'tcp','annotations':{"
+        "'ferry.dev/health-check':'tcp'}},'spec':{'clusterIP':"
+        "'198.18.0.14','ports':[{'name':'http','protocol':'TCP','port':80}]}}");
+    build(f);
+    s = get(f, "shop/good:http");
+    assert_int_equal(s->balance, TBL_BAL_LEASTCONN);
+    assert_int_equal(s->retries, 3);
+    assert_int_equal(s->send_proxy, TBL_SEND_PROXY_V2);
+    assert_int_equal(s->check.type, TBL_CHECK_HTTP);
+    assert_string_equal(s->check.path, "/hz");
+    assert_int_equal(s->check.interval_ms, 700); /* from the policy */
+    assert_int_equal(s->check.fall, 5);
+    s = get(f, "shop/bad:http");
+    assert_int_equal(s->balance, TBL_BAL_ROUNDROBIN);
+    assert_int_equal(s->retries, 1);
+    assert_int_equal(s->send_proxy, TBL_SEND_PROXY_NONE);
+    assert_int_equal(s->check.type, TBL_CHECK_NONE);
+    assert_int_equal(NSKIP(f, SERVICE, BAD_ANNOTATION), 4);
+    assert_note(f, "ferry.dev/balance \"fastest\"");
+    assert_note(f, "ferry.dev/retries \"15\": not 0 to 14");
+    assert_note(f, "ferry.dev/send-proxy \"v3\"");
+    assert_note(f, "ferry.dev/health-check \"udp\"");
+    assert_int_equal(get(f, "shop/tcp:http")->check.type, TBL_CHECK_TCP);
+
+    /* The health check also reaches kernel services. */
+    f->o.kernel = 1;
+    build(f);
+    k = kget(f, "shop/good:http", TBL_PROTO_TCP);
+    assert_int_equal(k->check.type, TBL_CHECK_HTTP);
+    assert_int_equal(kget(f, "shop/bad:http", TBL_PROTO_TCP)->check.type,
+                     TBL_CHECK_NONE);
+}
+
 static void
 test_merge_dedup(void **state)
 {
@@ -1001,6 +1064,7 @@ main(void)
         T(test_udp_skipped),
         T(test_kernel_services),
         T(test_kernel_annotation),
+        T(test_feature_annotations),
         T(test_merge_dedup),
         T(test_port_matching),
         T(test_conditions),
