@@ -38,6 +38,7 @@
 #define CONF_FRONTENDS_MAX 8192  /* all services; table_add_service is O(n) */
 #define CONF_ALIAS_SLACK   65536 /* nodes aliases may add to those written */
 #define SERVICE_NAME_MAX   63
+#define CONF_SRC_RULES_MAX 1024  /* prefixes per allow: or deny: list */
 
 /* ---- input structs: what the file said, before defaults ---------------- */
 
@@ -77,6 +78,10 @@ struct service_in {
     uint64_t send_proxy;   /* enum tbl_send_proxy */
     uint64_t accept_proxy; /* 0 false, 1 true */
     uint64_t accept_proxy_timeout_ms;
+    struct yd_arr allow; /* struct cidr */
+    struct yd_arr deny;  /* struct cidr */
+    uint64_t max_per_source;
+    uint64_t rate_per_source;
 };
 
 struct log_in {
@@ -343,6 +348,14 @@ static const struct yd_list backend_list = {
     "backends", sizeof(struct backend_in),
     {"backends", YD_MAP, 0, 0, 0, NULL, &backend_section, 0}, 0};
 
+static const struct yd_list allow_list = {
+    "allow prefixes", sizeof(struct cidr),
+    {"allow", YD_CIDR, 0, 0, 0, NULL, NULL, 0}, 1};
+
+static const struct yd_list deny_list = {
+    "deny prefixes", sizeof(struct cidr),
+    {"deny", YD_CIDR, 0, 0, 0, NULL, NULL, 0}, 1};
+
 static const struct yd_key service_keys[] = {
     {"name", YD_NAME, offsetof(struct service_in, name), 1, SERVICE_NAME_MAX,
      NULL, NULL, YD_REQUIRED},
@@ -358,6 +371,17 @@ static const struct yd_key service_keys[] = {
     {"accept_proxy_timeout", YD_DURATION,
      offsetof(struct service_in, accept_proxy_timeout_ms), 1, 300000, "5s",
      NULL, 0},
+    /* Source rules, per service too: who may reach a service is part of
+     * what it is. An empty list is refused rather than read as "all" or
+     * "none": leave the key out for everyone. */
+    {"allow", YD_LIST, offsetof(struct service_in, allow), 1,
+     CONF_SRC_RULES_MAX, NULL, &allow_list, 0},
+    {"deny", YD_LIST, offsetof(struct service_in, deny), 1,
+     CONF_SRC_RULES_MAX, NULL, &deny_list, 0},
+    {"max_connections_per_source", YD_UINT,
+     offsetof(struct service_in, max_per_source), 0, 10000000, "0", NULL, 0},
+    {"connection_rate_per_source", YD_UINT,
+     offsetof(struct service_in, rate_per_source), 0, 1000000, "0", NULL, 0},
     {"backends", YD_LIST, offsetof(struct service_in, backends), 1,
      CONF_BACKENDS_MAX, NULL, &backend_list, YD_REQUIRED},
 };
@@ -793,6 +817,12 @@ add_service(struct table *t, const struct service_in *in, struct ydoc_pos pos,
     s.send_proxy = (enum tbl_send_proxy)in->send_proxy;
     s.accept_proxy = in->accept_proxy == 1;
     s.accept_proxy_timeout_ms = (uint32_t)in->accept_proxy_timeout_ms;
+    s.allow = in->allow.v;
+    s.nallow = in->allow.n;
+    s.deny = in->deny.v;
+    s.ndeny = in->deny.n;
+    s.max_conns_per_source = (uint32_t)in->max_per_source;
+    s.conn_rate_per_source = (uint32_t)in->rate_per_source;
     rc = table_add_service(t, &s, e);
     free(s.backends);
     if (rc < 0) {

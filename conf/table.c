@@ -132,6 +132,8 @@ service_free(struct tbl_service *s)
 {
     free(s->frontends);
     free(s->backends);
+    free(s->allow);
+    free(s->deny);
 }
 
 static void
@@ -292,8 +294,12 @@ table_add_service(struct table *t, const struct tbl_service *svc,
         dup_array(svc->frontends, svc->nfrontends, sizeof(*svc->frontends));
     copy.backends =
         dup_array(svc->backends, svc->nbackends, sizeof(*svc->backends));
+    copy.allow = dup_array(svc->allow, svc->nallow, sizeof(*svc->allow));
+    copy.deny = dup_array(svc->deny, svc->ndeny, sizeof(*svc->deny));
     if ((svc->nfrontends && copy.frontends == NULL)
-        || (svc->nbackends && copy.backends == NULL)) {
+        || (svc->nbackends && copy.backends == NULL)
+        || (svc->nallow && copy.allow == NULL)
+        || (svc->ndeny && copy.deny == NULL)) {
         service_free(&copy);
         return err_set(e, "out of memory");
     }
@@ -417,10 +423,28 @@ tbl_service_policy_equal(const struct tbl_service *a,
            && a->send_proxy == b->send_proxy
            && a->accept_proxy == b->accept_proxy
            && a->accept_proxy_timeout_ms == b->accept_proxy_timeout_ms
+           && tbl_cidrs_equal(a->allow, a->nallow, b->allow, b->nallow)
+           && tbl_cidrs_equal(a->deny, a->ndeny, b->deny, b->ndeny)
+           && a->max_conns_per_source == b->max_conns_per_source
+           && a->conn_rate_per_source == b->conn_rate_per_source
            && tbl_check_equal(&a->check, &b->check)
            && a->hc_node_port == b->hc_node_port
            && strcmp(a->hc_ns, b->hc_ns) == 0
            && strcmp(a->hc_name, b->hc_name) == 0;
+}
+
+int
+tbl_cidrs_equal(const struct cidr *a, size_t na, const struct cidr *b,
+                size_t nb)
+{
+    size_t i;
+
+    if (na != nb)
+        return 0;
+    for (i = 0; i < na; i++)
+        if (a[i].prefix != b[i].prefix || saddr_cmp(&a[i].ip, &b[i].ip) != 0)
+            return 0;
+    return 1;
 }
 
 int

@@ -128,6 +128,15 @@ struct tbl_service {
     enum tbl_send_proxy send_proxy; /* header sent to backends */
     uint32_t accept_proxy;          /* 1: clients send a header first */
     uint32_t accept_proxy_timeout_ms; /* ...whole within this; 0: default */
+    /* Source rules (README: Source rules), on the client's address (the
+     * one its PROXY header names, with accept_proxy). Deny wins over
+     * allow; no allow entry lets everyone in who is not denied. */
+    struct cidr *allow;
+    size_t nallow;
+    struct cidr *deny;
+    size_t ndeny;
+    uint32_t max_conns_per_source; /* open connections per IP, 0 = any */
+    uint32_t conn_rate_per_source; /* new connections/s per IP, 0 = any */
     /* Kubernetes LoadBalancer Service with externalTrafficPolicy Local:
      * the node answers load balancers' health checks on this port for
      * the Service hc_ns/hc_name, counting this service's local ready
@@ -255,6 +264,10 @@ int tbl_service_equal(const struct tbl_service *a,
  * service across a table change. */
 int tbl_service_policy_equal(const struct tbl_service *a,
                              const struct tbl_service *b);
+
+/* Nonzero if the <na> prefixes of <a> are the <nb> of <b>, in order. */
+int tbl_cidrs_equal(const struct cidr *a, size_t na, const struct cidr *b,
+                    size_t nb);
 
 /* Nonzero if two backends are the same (address, name, weight,
  * conditions). */

@@ -12,6 +12,7 @@
 #include "listener.h"
 #include "log.h"
 #include "proxyproto.h"
+#include "srcrules.h"
 #include "stats.h"
 #include "svc-t.h"
 #include "worker.h"
@@ -88,6 +89,7 @@ struct conn {
     struct saddr client;
     uint8_t state;
     uint8_t attempts;
+    uint8_t src_counted; /* counted in the per-source table as <client> */
 };
 
 _Static_assert(sizeof(struct svc_tried) <= 2 * sizeof(struct half),
@@ -208,6 +210,8 @@ conn_close(struct conn *c, int reset)
              reset ? " (reset)" : "", (unsigned long long)c->bytes_c2b,
              (unsigned long long)c->bytes_b2c);
     conn_release_backend(c);
+    if (c->src_counted)
+        srcrules_release(c->svc->st->src, &c->client);
     atomic_fetch_sub_explicit(&c->svc->st->active, 1, memory_order_relaxed);
     if (c->svc->spec.max_conns != 0)
         atomic_fetch_sub_explicit(&c->svc->active, 1, memory_order_relaxed);
@@ -233,6 +237,60 @@ conn_finish(struct conn *c, enum conn_rc rc)
 {
     if (rc != CONN_OK)
         conn_close(c, rc == CONN_ABORT);
+}
+
+/* ---- source rules -------------------------------------------------------- */
+
+/*
+ * Service <s>'s source rules for a client whose address is final
+ * (<client>: after its PROXY header with accept_proxy), at loop time
+ * <now>. Returns -1 when it may go on, with <*counted> set when the
+ * per-source table counted it (srcrules_release() at close); else the
+ * reason it was refused (enum stats_src_refusal), counted and logged: the
+ * caller resets it.
+ */
+static int
+conn_check_source(struct svc *s, const struct saddr *client, double now,
+                  uint8_t *counted)
+{
+    const struct tbl_service *sp = &s->spec;
+    struct saddr ip;
+    char a[SADDR_STR_MAX];
+    int r = -1;
+
+    *counted = 0;
+    if (sp->nallow == 0 && sp->ndeny == 0 && sp->max_conns_per_source == 0
+        && sp->conn_rate_per_source == 0)
+        return -1;
+    srcrules_client_ip(client, &ip);
+    r = srcrules_match(sp->allow, sp->nallow, sp->deny, sp->ndeny, &ip);
+    if (r < 0
+        && (sp->max_conns_per_source > 0 || sp->conn_rate_per_source > 0)) {
+        switch (srcrules_admit(s->st->src, &ip, sp->max_conns_per_source,
+                               sp->conn_rate_per_source, now)) {
+        case SRCRULES_COUNTED:
+            *counted = 1;
+            break;
+        case SRCRULES_UNCOUNTED:
+            stats_inc(&s->st->src_uncounted);
+            log_rl(LOG_WARN, now,
+                   "service %s: per-source table full, %s let in uncounted",
+                   s->name, saddr_ip_str(&ip, a, sizeof(a)));
+            break;
+        case SRCRULES_MAX:
+            r = STATS_SRC_MAX;
+            break;
+        case SRCRULES_RATE:
+            r = STATS_SRC_RATE;
+            break;
+        }
+    }
+    if (r >= 0) {
+        stats_inc(&s->st->src_refused[r]);
+        log_rl(LOG_INFO, now, "service %s: %s refused by source rules (%s)",
+               s->name, saddr_ip_str(&ip, a, sizeof(a)), stats_src_text[r]);
+    }
+    return r;
 }
 
 /* ---- PROXY protocol ------------------------------------------------------ */
@@ -305,6 +363,12 @@ conn_proxy_hdr_done(struct conn *c, const struct proxyproto_hdr *h)
     conn_log(LOG_DEBUG, c, "PROXY v%u header from %s%s", h->version,
              saddr_str(&peer, pb, sizeof(pb)),
              h->has_addrs ? "" : " without addresses: keeping the peer's");
+    /* The client is final now: its source rules apply. */
+    if (conn_check_source(c->svc, &c->client, ev_now(loop), &c->src_counted)
+        >= 0) {
+        conn_close(c, 1);
+        return;
+    }
     ev_timer_stop(loop, &c->timer);
     /* The header's room becomes the retry set's. */
     memset(&c->tried, 0, sizeof(c->tried));
@@ -385,7 +449,15 @@ conn_accept(struct worker *w, struct svc *s, int fd,
 {
     struct conn *c;
     double now = ev_now(w->loop);
+    uint8_t counted = 0;
 
+    /* The source rules come first, so that a refused client is counted
+     * for what it is; with accept_proxy, once its header names it. */
+    if (!s->spec.accept_proxy
+        && conn_check_source(s, client, now, &counted) >= 0) {
+        close_reset(fd);
+        return;
+    }
     /* Only a capped service counts (one shared atomic less per connection
      * otherwise), and it counts first: with several workers, checking and
      * counting in two steps would let them overshoot the limit together. */
@@ -399,11 +471,15 @@ conn_accept(struct worker *w, struct svc *s, int fd,
                "service %s: connection limit %u reached, refusing %s",
                s->name, s->spec.max_conns,
                saddr_str(client, a, sizeof(a)));
+        if (counted)
+            srcrules_release(s->st->src, client);
         close_reset(fd);
         return;
     }
     c = worker_conn_alloc(w, sizeof(*c));
     if (c == NULL) {
+        if (counted)
+            srcrules_release(s->st->src, client);
         if (s->spec.max_conns != 0)
             atomic_fetch_sub_explicit(&s->active, 1, memory_order_relaxed);
         stats_inc(&s->st->fail[STATS_FAIL_RESOURCE]);
@@ -415,6 +491,7 @@ conn_accept(struct worker *w, struct svc *s, int fd,
     c->w = w;
     c->svc = svc_ref(s);
     c->client = *client;
+    c->src_counted = counted;
     c->id = worker_next_id(w);
     c->last_active = now;
     ev_io_init(&c->cio, conn_on_client, fd, 0);

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "registry.h"
+#include "srcrules.h"
 #include "stats.h"
 
 const char *const stats_fail_text[STATS_FAIL__COUNT] = {
@@ -23,6 +24,13 @@ const char *const stats_pp_text[STATS_PP__COUNT] = {
 
 /* kube-proxy's sync histogram is exponential from 1 ms; its network
  * programming one is coarse, up to minutes. Ours follow the same shape. */
+const char *const stats_src_text[STATS_SRC__COUNT] = {
+    [STATS_SRC_DENY] = "deny",
+    [STATS_SRC_NOT_ALLOWED] = "not_allowed",
+    [STATS_SRC_MAX] = "max_per_source",
+    [STATS_SRC_RATE] = "rate_per_source",
+};
+
 const struct hist_spec hist_connect = {
     14,
     {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5,
@@ -92,8 +100,10 @@ void
 svc_stats_unref(struct svc_stats *st)
 {
     if (st != NULL
-        && registry_unref(&stats_reg, st, st->name, strlen(st->name)))
+        && registry_unref(&stats_reg, st, st->name, strlen(st->name))) {
+        srcrules_table_free(st->src);
         free(st);
+    }
 }
 
 unsigned

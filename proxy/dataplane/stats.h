@@ -44,6 +44,19 @@ enum stats_pp_refusal {
 /* "timeout", "invalid", "closed" (metric label values). */
 extern const char *const stats_pp_text[STATS_PP__COUNT];
 
+/* Why a source rule refused a client (README: Source rules): the
+ * connection is reset. */
+enum stats_src_refusal {
+    STATS_SRC_DENY = 0,      /* its address is in a deny: prefix */
+    STATS_SRC_NOT_ALLOWED,   /* ... in no allow: prefix */
+    STATS_SRC_MAX,           /* max_connections_per_source open already */
+    STATS_SRC_RATE,          /* connection_rate_per_source exceeded */
+    STATS_SRC__COUNT
+};
+
+/* "deny", "not_allowed", "max_per_source", "rate_per_source". */
+extern const char *const stats_src_text[STATS_SRC__COUNT];
+
 /* Map a connect errno to a reason. */
 enum stats_fail stats_fail_from_errno(int err);
 
@@ -73,6 +86,8 @@ void hist_observe(struct hist *h, const struct hist_spec *sp, double v);
 
 /* ---- per-service registry ---- */
 
+struct srcrules_table;
+
 struct svc_stats {
     char name[128];
     atomic_uint refs;
@@ -86,6 +101,15 @@ struct svc_stats {
     /* PROXY protocol headers read from clients (v1, v2) and refused. */
     atomic_uint_fast64_t pp_accepted[2];
     atomic_uint_fast64_t pp_refused[STATS_PP__COUNT];
+    /* Source rules: clients refused, and clients let in uncounted for
+     * want of room in the per-source table (srcrules.h). */
+    atomic_uint_fast64_t src_refused[STATS_SRC__COUNT];
+    atomic_uint_fast64_t src_uncounted;
+    /* The per-source table, made by svc_new() on the control loop for
+     * the first runtime service of this name with a per-source limit,
+     * before any worker sees that service; kept until the stats go, so
+     * that a reload keeps counting. NULL until then. */
+    struct srcrules_table *src;
 };
 
 /* Find or create the stats of service <name>. Returns a new reference or

@@ -4,6 +4,7 @@
 #include "affinity.h"
 #include "balance.h"
 #include "bug.h"
+#include "srcrules.h"
 #include "stats.h"
 #include "svc-t.h"
 
@@ -24,9 +25,25 @@ svc_new(const struct tbl_service *ts)
     s->spec.frontends = NULL;
     s->spec.backends = NULL;
     s->spec.nfrontends = 0;
+    s->spec.allow = NULL; /* the table's; copied below */
+    s->spec.deny = NULL;
     s->bal = bal_get(ts->balance);
     s->nslots = svc_nworkers > 0 ? svc_nworkers : 1;
     if ((s->st = svc_stats_get(ts->name)) == NULL)
+        goto fail;
+    if (ts->nallow > 0) {
+        if ((s->spec.allow = malloc(ts->nallow * sizeof(*ts->allow))) == NULL)
+            goto fail;
+        memcpy(s->spec.allow, ts->allow, ts->nallow * sizeof(*ts->allow));
+    }
+    if (ts->ndeny > 0) {
+        if ((s->spec.deny = malloc(ts->ndeny * sizeof(*ts->deny))) == NULL)
+            goto fail;
+        memcpy(s->spec.deny, ts->deny, ts->ndeny * sizeof(*ts->deny));
+    }
+    /* Made here, on the control loop, before a worker can see <s>. */
+    if ((ts->max_conns_per_source > 0 || ts->conn_rate_per_source > 0)
+        && s->st->src == NULL && (s->st->src = srcrules_table_new()) == NULL)
         goto fail;
     if (ts->nbackends > 0) {
         s->be = calloc(ts->nbackends, sizeof(*s->be));
@@ -75,6 +92,8 @@ svc_unref(struct svc *s)
         backend_unref(s->be[i].b);
     svc_stats_unref(s->st);
     affinity_free(s->aff);
+    free(s->spec.allow);
+    free(s->spec.deny);
     free(s->be);
     free(s->tbe);
     free(s);

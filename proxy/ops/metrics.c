@@ -443,6 +443,62 @@ write_proxy_headers(struct sbuf *b, struct svc *const *svcs, size_t n,
     }
 }
 
+static int
+has_source_rules(const struct tbl_service *sp)
+{
+    return sp->nallow > 0 || sp->ndeny > 0 || sp->max_conns_per_source > 0
+           || sp->conn_rate_per_source > 0;
+}
+
+static int
+has_source_limits(const struct tbl_service *sp)
+{
+    return sp->max_conns_per_source > 0 || sp->conn_rate_per_source > 0;
+}
+
+/* Clients refused by source rules, for the services that have some; and
+ * those let in uncounted (per-source table full), for those with a
+ * per-source limit. */
+static void
+write_source_rules(struct sbuf *b, struct svc *const *svcs, size_t n,
+                   const struct labels *ls)
+{
+    const struct svc_stats *st;
+    char reason[64];
+    size_t i, r, any = 0, limited = 0;
+
+    for (i = 0; i < n; i++) {
+        any += has_source_rules(svc_spec(svcs[i]));
+        limited += has_source_limits(svc_spec(svcs[i]));
+    }
+    if (any == 0)
+        return;
+    family(b, "ferry_service_source_refused_total", "counter",
+           "Clients reset by the service's source rules: address denied, "
+           "not allowed, max_connections_per_source open already, or over "
+           "connection_rate_per_source.");
+    for (i = 0; i < n && !b->overflow; i++) {
+        if (!has_source_rules(svc_spec(svcs[i])))
+            continue;
+        st = svc_counters(svcs[i]);
+        for (r = 0; r < STATS_SRC__COUNT; r++) {
+            snprintf(reason, sizeof(reason), "reason=\"%s\"",
+                     stats_src_text[r]);
+            sample(b, "ferry_service_source_refused_total", lab_get(ls, i),
+                   reason, stats_get(&st->src_refused[r]));
+        }
+    }
+    if (limited == 0)
+        return;
+    family(b, "ferry_service_source_uncounted_total", "counter",
+           "Clients let in without per-source limits because the "
+           "per-source table had no room for their address.");
+    for (i = 0; i < n && !b->overflow; i++)
+        if (has_source_limits(svc_spec(svcs[i])))
+            sample(b, "ferry_service_source_uncounted_total", lab_get(ls, i),
+                   NULL, stats_get(&svc_counters(svcs[i])->src_uncounted));
+}
+
 static void
 write_services(struct sbuf *b, struct svc *const *svcs, size_t n,
                const struct labels *ls, const struct le_text *lc)
@@ -495,6 +551,7 @@ write_services(struct sbuf *b, struct svc *const *svcs, size_t n,
         write_hist(b, "ferry_service_connect_duration_seconds", lab_get(ls, i),
                    &svc_counters(svcs[i])->connect, &hist_connect, lc);
     write_proxy_headers(b, svcs, n, ls);
+    write_source_rules(b, svcs, n, ls);
 }
 
 /* ---- per backend -------------------------------------------------------- */

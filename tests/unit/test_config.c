@@ -223,6 +223,79 @@ test_proxy_protocol_keys(void **state)
                  2, 3, "accept_proxy");
 }
 
+/* Source rules: allow/deny lists of IPv4 and IPv6 prefixes in file
+ * order, the per-source limits off by default; bad prefixes, empty lists
+ * and out-of-range limits refused where they are written. */
+static void
+test_source_rule_keys(void **state)
+{
+    const char *yaml = "services:\n"
+                       "  - name: a\n"
+                       "    listen: [127.0.0.1:1]\n" BACKENDS
+                       "  - name: b\n"
+                       "    listen: [127.0.0.1:2]\n"
+                       "    allow: [198.18.0.0/15, \"2001:2::/48\"]\n"
+                       "    deny:\n"
+                       "      - 198.18.0.7/32\n"
+                       "    max_connections_per_source: 10\n"
+                       "    connection_rate_per_source: 5\n" BACKENDS
+                       "  - name: c\n"
+                       "    listen: [127.0.0.1:3]\n"
+                       "    deny: ::1/128\n" BACKENDS;
+    const struct tbl_service *s;
+    char buf[SADDR_STR_MAX];
+    struct conf *c = load(yaml, NULL);
+
+    (void)state;
+    assert_non_null(c);
+    s = find(c, "a");
+    assert_int_equal(s->nallow, 0);
+    assert_int_equal(s->ndeny, 0);
+    assert_int_equal(s->max_conns_per_source, 0);
+    assert_int_equal(s->conn_rate_per_source, 0);
+    s = find(c, "b");
+    assert_int_equal(s->nallow, 2);
+    assert_string_equal(saddr_ip_str(&s->allow[0].ip, buf, sizeof(buf)),
+                        "198.18.0.0");
+    assert_int_equal(s->allow[0].prefix, 15);
+    assert_string_equal(saddr_ip_str(&s->allow[1].ip, buf, sizeof(buf)),
+                        "2001:2::");
+    assert_int_equal(s->allow[1].prefix, 48);
+    assert_int_equal(s->ndeny, 1);
+    assert_int_equal(s->deny[0].prefix, 32);
+    assert_int_equal(s->max_conns_per_source, 10);
+    assert_int_equal(s->conn_rate_per_source, 5);
+    s = find(c, "c");
+    assert_int_equal(s->ndeny, 1);
+    assert_int_equal(s->deny[0].prefix, 128);
+    conf_free(c);
+    expect_error("services:\n  - name: a\n    listen: [127.0.0.1:1]\n"
+                 "    allow: [10.0.0.1/8]\n" BACKENDS,
+                 4, 13, "allow");
+    expect_error("services:\n  - name: a\n    listen: [127.0.0.1:1]\n"
+                 "    deny:\n      - 198.18.0.0/15\n      - 198.18.0.0/33\n"
+                 BACKENDS,
+                 6, 9, "deny");
+    expect_error("services:\n  - name: a\n    listen: [127.0.0.1:1]\n"
+                 "    deny: [\"::ffff:127.0.0.1/128\"]\n" BACKENDS,
+                 4, 12, "deny");
+    expect_error("services:\n  - name: a\n    listen: [127.0.0.1:1]\n"
+                 "    allow: []\n" BACKENDS,
+                 4, 12, "allow");
+    expect_error("services:\n  - name: a\n    listen: [127.0.0.1:1]\n"
+                 "    allow: [198.18.0.1]\n" BACKENDS,
+                 4, 13, "allow");
+    expect_error("services:\n  - name: a\n    listen: [127.0.0.1:1]\n"
+                 "    max_connections_per_source: -1\n" BACKENDS,
+                 4, 33, "max_connections_per_source");
+    expect_error("services:\n  - name: a\n    listen: [127.0.0.1:1]\n"
+                 "    connection_rate_per_source: 1000001\n" BACKENDS,
+                 4, 33, "connection_rate_per_source");
+    expect_error("defaults:\n  deny: [198.18.0.0/15]\n"
+                 "services:\n  - name: a\n    listen: [127.0.0.1:1]\n" BACKENDS,
+                 2, 3, "deny");
+}
+
 static void
 test_defaults_after_services(void **state)
 {
@@ -1199,6 +1272,7 @@ main(void)
         cmocka_unit_test(test_full),
         cmocka_unit_test(test_builtin_defaults),
         cmocka_unit_test(test_proxy_protocol_keys),
+        cmocka_unit_test(test_source_rule_keys),
         cmocka_unit_test(test_defaults_after_services),
         cmocka_unit_test(test_null_sections),
         cmocka_unit_test(test_builtin_yaml),

@@ -354,6 +354,46 @@ ch_accept_proxy_timeout(struct tbl_service *s)
     s->accept_proxy_timeout_ms = 250;
 }
 
+/* Source rules: policy_service() points at pol_allow and pol_deny (one
+ * prefix each); the changes point elsewhere or count one more. */
+static struct cidr pol_allow[2], pol_deny[2], alt_cidrs[2], same_allow[1];
+
+static void
+ch_allow(struct tbl_service *s)
+{
+    s->allow = alt_cidrs; /* 198.18.0.0/16 for /15 */
+}
+
+static void
+ch_nallow(struct tbl_service *s)
+{
+    s->nallow = 2;
+}
+
+static void
+ch_deny(struct tbl_service *s)
+{
+    s->deny = alt_cidrs;
+}
+
+static void
+ch_ndeny(struct tbl_service *s)
+{
+    s->ndeny = 2;
+}
+
+static void
+ch_max_per_source(struct tbl_service *s)
+{
+    s->max_conns_per_source = 4;
+}
+
+static void
+ch_rate_per_source(struct tbl_service *s)
+{
+    s->conn_rate_per_source = 4;
+}
+
 static void
 ch_hc_node_port(struct tbl_service *s)
 {
@@ -404,6 +444,12 @@ static const struct field service_fields[] = {
     FIELD(send_proxy, ch_send_proxy),
     FIELD(accept_proxy, ch_accept_proxy),
     FIELD(accept_proxy_timeout_ms, ch_accept_proxy_timeout),
+    FIELD(allow, ch_allow),
+    FIELD(nallow, ch_nallow),
+    FIELD(deny, ch_deny),
+    FIELD(ndeny, ch_ndeny),
+    FIELD(max_conns_per_source, ch_max_per_source),
+    FIELD(conn_rate_per_source, ch_rate_per_source),
     FIELD(hc_node_port, ch_hc_node_port),
     FIELD(hc_ns, ch_hc_ns),
     FIELD(hc_name, ch_hc_name),
@@ -442,6 +488,8 @@ static void
 policy_service(struct tbl_service *s, struct saddr *fes,
                struct tbl_backend *bes)
 {
+    const char *why;
+
     make_service(s, "web", "127.0.0.1:80", fes, bes, 9000);
     s->max_conns = 100;
     s->check.type = TBL_CHECK_HTTP;
@@ -452,6 +500,16 @@ policy_service(struct tbl_service *s, struct saddr *fes,
     s->check.status_min = 200;
     s->check.status_max = 399;
     snprintf(s->check.path, sizeof(s->check.path), "/healthz");
+    assert_int_equal(parse_cidr("198.18.0.0/15", 0, &pol_allow[0], &why), 0);
+    assert_int_equal(parse_cidr("2001:2::/48", 0, &pol_allow[1], &why), 0);
+    assert_int_equal(parse_cidr("198.18.0.7/32", 0, &pol_deny[0], &why), 0);
+    assert_int_equal(parse_cidr("::1/128", 0, &pol_deny[1], &why), 0);
+    assert_int_equal(parse_cidr("198.18.0.0/16", 0, &alt_cidrs[0], &why), 0);
+    assert_int_equal(parse_cidr("198.18.0.7/32", 0, &alt_cidrs[1], &why), 0);
+    s->allow = pol_allow;
+    s->nallow = 1;
+    s->deny = pol_deny;
+    s->ndeny = 1;
 }
 
 /* Changing any one policy field makes two services unequal, by policy and
@@ -484,6 +542,11 @@ test_service_policy_each_field(void **state)
                      "equal",
                      i);
     }
+    /* Prefix lists compare by content, not by where they are. */
+    policy_service(&b, fb, bb);
+    same_allow[0] = pol_allow[0];
+    b.allow = same_allow;
+    assert_true(tbl_service_equal(&a, &b));
     /* The lists are not policy. */
     policy_service(&b, fb, bb);
     bb[1].weight = 3;
