@@ -76,13 +76,22 @@ def start(start_ferry, backends, **rules):
 
 
 def test_deny_resets_at_once(start_ferry, backends):
-    listen, admin, b, f = start(start_ferry, backends,
-                                deny=["127.0.0.2/32"])
+    b = backends("b1")
+    listen, other, admin = ft.free_addr(), ft.free_addr(), ft.free_addr()
+    cfg = ft.config([ft.service("sr", listen, [b], deny=["127.0.0.2/32"]),
+                     ft.service("open", other, [b])])
+    f = start_ferry(at.with_admin(cfg, admin))
     assert served("127.0.0.1", listen) == "b1"
     assert reset_at_once("127.0.0.2", listen)
     m = scrape_when(admin, lambda m: refused(m, "deny") == 1,
                     "one client refused by deny")
     assert refused(m, "not_allowed") == 0
+    # Only services with source rules have the series; only those with a
+    # per-source limit the uncounted one.
+    with pytest.raises(KeyError):
+        refused(m, "deny", service="open")
+    with pytest.raises(KeyError):
+        at.sample(m, "ferry_service_source_uncounted_total", service="sr")
     assert b.accepted == 1  # the denied client never reached it
     f.wait_log(r"service sr: 127\.0\.0\.2 refused by source rules \(deny\)")
 
@@ -135,8 +144,10 @@ def test_max_connections_per_source(start_ferry, backends, closer):
     assert reset_at_once("127.0.0.1", listen)
     # Another source has its own count.
     assert served("127.0.0.2", listen) == "b1"
-    scrape_when(admin, lambda m: refused(m, "max_per_source") == 1,
-                "one client refused for max_per_source")
+    m = scrape_when(admin, lambda m: refused(m, "max_per_source") == 1,
+                    "one client refused for max_per_source")
+    assert at.sample(m, "ferry_service_source_uncounted_total",
+                     service="sr") == 0
     # A close makes room again.
     ft.close_and_wait(held.pop())
     assert ft.wait_for(lambda: served("127.0.0.1", listen),

@@ -92,6 +92,7 @@ test_max_per_source(void **state)
 {
     struct srcrules_table *t = srcrules_table_new();
     struct saddr a = ip("198.18.0.1"), a2 = a, b = ip("2001:2::1");
+    struct saddr b2 = ip("2001:2::2");
 
     (void)state;
     assert_non_null(t);
@@ -99,7 +100,11 @@ test_max_per_source(void **state)
     assert_int_equal(srcrules_admit(t, &a, 2, 0, 0), SRCRULES_COUNTED);
     assert_int_equal(srcrules_admit(t, &a2, 2, 0, 0), SRCRULES_COUNTED);
     assert_int_equal(srcrules_admit(t, &a, 2, 0, 0), SRCRULES_MAX);
-    assert_int_equal(srcrules_admit(t, &b, 2, 0, 0), SRCRULES_COUNTED);
+    assert_int_equal(srcrules_admit(t, &b, 1, 0, 0), SRCRULES_COUNTED);
+    assert_int_equal(srcrules_admit(t, &b, 1, 0, 0), SRCRULES_MAX);
+    /* Another address of the same /64 is another source. */
+    assert_int_equal(srcrules_admit(t, &b2, 1, 0, 0), SRCRULES_COUNTED);
+    srcrules_release(t, &b2);
     assert_int_equal(srcrules_table_live(t, 0, 0), 2);
     srcrules_release(t, &a);
     assert_int_equal(srcrules_admit(t, &a, 2, 0, 0), SRCRULES_COUNTED);
