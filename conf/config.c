@@ -128,6 +128,7 @@ struct node_in {
     struct yd_arr nodeport_addrs; /* struct saddr, port unused */
     struct saddr healthz;      /* family 0: not given */
     uint64_t dataplane;        /* enum conf_dataplane */
+    uint64_t proxy_port;
     uint64_t masquerade;       /* enum conf_masquerade */
     struct yd_arr cluster_cidrs; /* struct cidr */
     struct yd_arr service_cidrs; /* struct cidr */
@@ -260,6 +261,8 @@ static const struct yd_key node_keys[] = {
      "nftables", conf_dataplane_names, 0},
     {"masquerade", YD_ENUM, offsetof(struct node_in, masquerade), 0, 0,
      "auto", conf_masquerade_names, 0},
+    {"proxy_port", YD_UINT, offsetof(struct node_in, proxy_port), 1, 65535,
+     "10263", NULL, 0},
     {"cluster_cidrs", YD_LIST, offsetof(struct node_in, cluster_cidrs), 1,
      CONF_CIDRS_MAX, NULL, &cluster_cidr_list, 0},
     {"service_cidrs", YD_LIST, offsetof(struct node_in, service_cidrs), 1,
@@ -867,6 +870,7 @@ build_kube(struct conf *c, const struct root_in *r, struct err *e)
                        &why);
     c->node.dataplane = (enum conf_dataplane)r->node.dataplane;
     c->node.masquerade = (enum conf_masquerade)r->node.masquerade;
+    c->node.proxy_port = (uint16_t)r->node.proxy_port;
     c->node.n_cluster_cidrs = r->node.cluster_cidrs.n;
     if (c->node.n_cluster_cidrs > 0)
         memcpy(c->node.cluster_cidrs, r->node.cluster_cidrs.v,

@@ -101,6 +101,8 @@ struct conf_node {
     struct saddr healthz_listen;          /* kube-proxy's /healthz, /livez */
     enum conf_dataplane dataplane;        /* default nftables */
     enum conf_masquerade masquerade;      /* default auto */
+    uint16_t proxy_port; /* nftables dataplane: proxied Services' connections
+                          * are redirected to this port (default 10263) */
     struct cidr cluster_cidrs[CONF_CIDRS_MAX]; /* pods' addresses */
     size_t n_cluster_cidrs;
     struct cidr service_cidrs[CONF_CIDRS_MAX]; /* ClusterIP ranges */

@@ -387,6 +387,7 @@ tbl_ksvc_equal(const struct tbl_ksvc *a, const struct tbl_ksvc *b)
         || strcmp(a->hc_ns, b->hc_ns) != 0
         || strcmp(a->hc_name, b->hc_name) != 0
         || !tbl_check_equal(&a->check, &b->check)
+        || a->redirect != b->redirect
         || a->nsource_ranges != b->nsource_ranges)
         return 0;
     for (i = 0; i < a->nsource_ranges; i++)
@@ -430,7 +431,7 @@ tbl_service_policy_equal(const struct tbl_service *a,
            && tbl_check_equal(&a->check, &b->check)
            && a->hc_node_port == b->hc_node_port
            && strcmp(a->hc_ns, b->hc_ns) == 0
-           && strcmp(a->hc_name, b->hc_name) == 0;
+           && strcmp(a->hc_name, b->hc_name) == 0 && a->reach == b->reach;
 }
 
 int

@@ -103,6 +103,19 @@ extern const char *const tbl_send_proxy_names[TBL_SEND_PROXY__COUNT + 1];
  * the data plane uses for a service that left it at 0. */
 #define TBL_ACCEPT_PROXY_TIMEOUT_MS 5000
 
+/* How connections reach a service's frontends. */
+enum tbl_reach {
+    TBL_REACH_LISTEN = 0, /* ferry listens on each frontend */
+    /* Node mode, nftables dataplane: the kernel redirects connections
+     * for the frontends to the service of kind DISPATCH, which finds
+     * this service by their original destination. Nothing is bound on
+     * the frontends and no address is added for them. */
+    TBL_REACH_REDIRECT,
+    /* The one listening address (per family) those connections arrive
+     * on; it has no backends of its own. */
+    TBL_REACH_DISPATCH,
+};
+
 /* Where a service came from. The admin server's /metrics writes
  * per-backend series for file services only, unless told otherwise
  * (metrics.per_backend). */
@@ -145,6 +158,7 @@ struct tbl_service {
     uint16_t hc_node_port;
     char hc_ns[TBL_K8S_NAME_MAX];
     char hc_name[TBL_K8S_NAME_MAX];
+    enum tbl_reach reach;
 };
 
 /* Transport protocol of a Service port. The proxy serves TCP only; the
@@ -186,6 +200,9 @@ struct tbl_ksvc {
     /* Active health check of the endpoints (ferry.dev/health-check): an
      * endpoint it finds down leaves both lists; type NONE: off. */
     struct tbl_check check;
+    /* Served by ferry's proxy (ferry.dev/dataplane: proxy): the kernel
+     * redirects its addresses to the proxy's port; no endpoints. */
+    int redirect;
     /* As in struct tbl_service: the LoadBalancer health check port. */
     uint16_t hc_node_port;
     char hc_ns[TBL_K8S_NAME_MAX];

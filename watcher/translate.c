@@ -593,6 +593,10 @@ emit(struct table *t, const struct svcctx *sc, const char *pname,
      const char *suffix, const struct fes *f, struct tbl_backend *be,
      size_t nbe, int hc, const struct translate_opts *o)
 {
+    /* Under the nftables dataplane, a proxied Service's connections come
+     * redirected by the kernel: nothing listens on its frontends. */
+    enum tbl_reach reach = o->kernel && !o->edge ? TBL_REACH_REDIRECT
+                                                 : TBL_REACH_LISTEN;
     struct tbl_service s;
     struct err e;
     int n;
@@ -615,6 +619,7 @@ emit(struct table *t, const struct svcctx *sc, const char *pname,
     s.nfrontends = f->n;
     s.backends = be;
     s.nbackends = nbe;
+    s.reach = reach;
     s.affinity_timeout_ms = sc->affinity_ms;
     if (sc->has_balance)
         s.balance = sc->balance;
@@ -772,7 +777,7 @@ strip_ports(struct fes *f)
 /* One Service port for the kernel dataplane. */
 static int
 kernel_port(struct table *t, const struct svcctx *sc, const json_t *sp,
-            enum tbl_proto proto, uint16_t port,
+            enum tbl_proto proto, uint16_t port, int redirect,
             const struct translate_opts *o, struct scratch *w)
 {
     const char *pname = port_name(sp);
@@ -833,8 +838,12 @@ kernel_port(struct table *t, const struct svcctx *sc, const json_t *sp,
         return -1;
     if (all_bad)
         w->lb.n = 0; /* no range left: serve no LoadBalancer IP at all */
-    if (collect_eps(sc, pname, port_proto(sp), AF_UNSPEC, o, &w->eps) < 0
-        || be_room(w) < 0)
+    if (redirect)
+        w->eps.n = 0; /* the proxy has them */
+    else if (collect_eps(sc, pname, port_proto(sp), AF_UNSPEC, o, &w->eps)
+             < 0)
+        return -1;
+    if (be_room(w) < 0)
         return -1;
     n1 = select_set(&w->eps, sc->itp_local, o, w->be);
     k.external_local =
@@ -849,8 +858,9 @@ kernel_port(struct table *t, const struct svcctx *sc, const json_t *sp,
     k.nlb_ips = w->lb.n;
     k.source_ranges = w->ranges;
     k.nsource_ranges = w->nranges;
-    k.affinity_s = sc->affinity_ms / 1000;
-    k.check = sc->check;
+    k.affinity_s = redirect ? 0 : sc->affinity_ms / 1000;
+    k.check = redirect ? (struct tbl_check){0} : sc->check;
+    k.redirect = redirect;
     k.cluster_eps = w->be;
     k.ncluster_eps = n1;
     k.local_eps = w->be + n1;
@@ -866,6 +876,18 @@ kernel_port(struct table *t, const struct svcctx *sc, const json_t *sp,
     if (o->stats != NULL)
         o->stats->kernel++;
     return 0;
+}
+
+/* Under the nftables dataplane, the kernel's side of a proxied port: its
+ * addresses, redirected to the proxy (which has its endpoints). */
+static int
+redirect_port(struct table *t, const struct svcctx *sc, const json_t *sp,
+              uint16_t port, const struct translate_opts *o,
+              struct scratch *w)
+{
+    if (!o->kernel || o->edge)
+        return 0;
+    return kernel_port(t, sc, sp, TBL_PROTO_TCP, port, 1, o, w);
 }
 
 static int
@@ -900,7 +922,7 @@ do_port(struct table *t, const struct svcctx *sc, const json_t *sp,
         return 0;
     }
     if (sc->kernel)
-        return kernel_port(t, sc, sp, proto, (uint16_t)port, o, w);
+        return kernel_port(t, sc, sp, proto, (uint16_t)port, 0, o, w);
     if (proto != TBL_PROTO_TCP) {
         SKIP_SVC(o, sc, SKIP_UNSUPPORTED_PROTOCOL,
                  "port \"%.64s\": the proxy serves no %s (the nftables "
@@ -928,12 +950,15 @@ do_port(struct table *t, const struct svcctx *sc, const json_t *sp,
         for (k = 0; k < w->ex.n; k++)
             if (add_fe_addr(&w->in, &w->ex.v[k]) < 0)
                 return -1;
-        return emit(t, sc, pname, "", &w->in, w->be, n1, ext_local, o);
+        if (emit(t, sc, pname, "", &w->in, w->be, n1, ext_local, o) < 0)
+            return -1;
+        return redirect_port(t, sc, sp, (uint16_t)port, o, w);
     }
     n2 = select_set(&w->eps, ext_local, o, w->be + n1);
-    if (emit(t, sc, pname, "", &w->in, w->be, n1, 0, o) < 0)
+    if (emit(t, sc, pname, "", &w->in, w->be, n1, 0, o) < 0
+        || emit(t, sc, pname, "/external", &w->ex, w->be + n1, n2, 1, o) < 0)
         return -1;
-    return emit(t, sc, pname, "/external", &w->ex, w->be + n1, n2, 1, o);
+    return redirect_port(t, sc, sp, (uint16_t)port, o, w);
 }
 
 /* Why kube-proxy would not serve <svc> (*why says it in words), or -1

@@ -90,8 +90,12 @@ struct translate_opts {
     size_t n_edge_nodes;
     /* Node mode, node.dataplane nftables: Service ports go to the
      * table's kernel services unless annotated "ferry.dev/dataplane:
-     * proxy". 0: everything to the proxy, whatever the annotation says.
-     * Ignored in edge mode, where everything is proxied. */
+     * proxy"; an annotated TCP port becomes both a proxy service of reach
+     * REDIRECT (nothing bound on its frontends) and a kernel service with
+     * <redirect> set, which sends its connections to the proxy. 0:
+     * everything to the proxy, listening on the frontends, whatever the
+     * annotation says. Ignored in edge mode, where everything is
+     * proxied. */
     int kernel;
 };
 

@@ -287,6 +287,7 @@ reconcile(struct worker *w, struct apply_plan *pl)
     }
     claim_listeners(w, pl);
     close_unclaimed(w);
+    listener_dispatch_set(w, pl->t, pl->svcs);
     free(pl->index);
     pl->index = NULL;
     pl->nindex = 0;
@@ -459,7 +460,9 @@ open_worker0(struct apply *a, struct err *e)
         || listener_addrs(&a->p->w, &have) < 0)
         return err_set(e, "out of memory opening listeners");
     for (i = 0; i < t->nservices; i++)
-        for (j = 0; j < t->services[i].nfrontends; j++)
+        for (j = 0; j < t->services[i].nfrontends
+                    && t->services[i].reach != TBL_REACH_REDIRECT;
+             j++)
             pl->addrs.v[pl->addrs.n++] = t->services[i].frontends[j];
     addrs_sort(&pl->addrs);
     rc = open_missing(a, &a->p->w, pl, &have, e);
@@ -653,8 +656,11 @@ apply_table(struct proxy *p, struct table *t, enum proxy_apply_mode mode,
     size_t i;
     int rc = -1;
 
+    /* A REDIRECT service's frontends are reached through the DISPATCH
+     * listener: nothing is bound on them. */
     for (i = 0; i < t->nservices; i++)
-        a.naddrs += t->services[i].nfrontends;
+        if (t->services[i].reach != TBL_REACH_REDIRECT)
+            a.naddrs += t->services[i].nfrontends;
     if (stage_services(&a, e) == 0 && stage_open(&a, e) == 0) {
         stage_commit(&a);
         rc = 0;

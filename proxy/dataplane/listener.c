@@ -1,4 +1,5 @@
 #include <errno.h>
+#include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -8,10 +9,17 @@
 #include "listener.h"
 #include "log.h"
 #include "sock.h"
+#include "stats.h"
 #include "svc-t.h"
 #include "worker.h"
 
 #define LISTEN_BACKLOG 4096
+
+/* Netfilter's getsockopt names for a NATed connection's original
+ * destination (linux/netfilter_ipv4.h, linux/netfilter_ipv6/ip6_tables.h;
+ * spelled out to keep the kernel headers out). */
+#define FERRY_SO_ORIGINAL_DST      80
+#define FERRY_IP6T_SO_ORIGINAL_DST 80
 
 static void listener_on_accept(struct ev_loop *loop, struct ev_io *io,
                                int revents);
@@ -109,6 +117,125 @@ listener_free(struct listener *l)
     free(l);
 }
 
+void
+listener_dispatch_clear(struct worker *w)
+{
+    if (w->dtable != NULL)
+        svc_unref_array(w->dsvcs, w->dtable->nservices);
+    table_unref(w->dtable);
+    w->dtable = NULL;
+    w->dsvcs = NULL;
+}
+
+void
+listener_dispatch_set(struct worker *w, struct table *t,
+                      struct svc *const *svcs)
+{
+    struct svc **v;
+    size_t i;
+    int any = 0;
+
+    for (i = 0; i < t->nservices && !any; i++)
+        any = t->services[i].reach == TBL_REACH_DISPATCH;
+    listener_dispatch_clear(w);
+    if (!any)
+        return;
+    v = calloc(t->nservices, sizeof(*v));
+    if (v == NULL) {
+        log_error("out of memory: redirected connections will be refused");
+        return;
+    }
+    for (i = 0; i < t->nservices; i++)
+        v[i] = svc_ref(svcs[i]);
+    w->dtable = table_ref(t);
+    w->dsvcs = v;
+}
+
+static void
+reset_close(int fd)
+{
+    struct linger lg = {1, 0};
+
+    setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+    close(fd);
+}
+
+/* The destination <fd>'s client asked for before the kernel redirected
+ * it. Returns 0, or -1 with errno (ENOENT: not NATed). */
+static int
+original_dst(int fd, int family, struct saddr *out)
+{
+    socklen_t len;
+    int rc;
+
+    memset(out, 0, sizeof(*out));
+    if (family == AF_INET6) {
+        len = sizeof(out->u.in6);
+        rc = getsockopt(fd, IPPROTO_IPV6, FERRY_IP6T_SO_ORIGINAL_DST,
+                        &out->u.in6, &len);
+    } else {
+        len = sizeof(out->u.in);
+        rc = getsockopt(fd, IPPROTO_IP, FERRY_SO_ORIGINAL_DST, &out->u.in,
+                        &len);
+    }
+    out->len = len;
+    return rc;
+}
+
+/* The REDIRECT service owning <dst>: its frontend exactly, or the
+ * wildcard address of its family on its port (NodePorts on every
+ * address). NULL if none. */
+static struct svc *
+dispatch_find(const struct worker *w, const struct saddr *dst)
+{
+    const struct tbl_service *ts;
+    struct saddr any;
+    const char *why;
+
+    if (w->dtable == NULL)
+        return NULL;
+    ts = table_find_frontend(w->dtable, dst);
+    if (ts == NULL) {
+        parse_ip(dst->u.sa.sa_family == AF_INET6 ? "::" : "0.0.0.0",
+                 saddr_port(dst), &any, &why);
+        ts = table_find_frontend(w->dtable, &any);
+    }
+    if (ts == NULL || ts->reach != TBL_REACH_REDIRECT)
+        return NULL;
+    return w->dsvcs[ts - w->dtable->services];
+}
+
+/* A connection on a DISPATCH listener: to the service of its original
+ * destination, or reset (a client that reached the port directly). */
+static void
+dispatch(struct worker *w, struct listener *l, int fd,
+         const struct saddr *client)
+{
+    char a[SADDR_STR_MAX], b[SADDR_STR_MAX];
+    struct saddr dst;
+    struct svc *s;
+
+    if (original_dst(fd, l->addr.u.sa.sa_family, &dst) < 0) {
+        stats_redirect_unmatched();
+        log_rl(LOG_WARN, ev_now(w->loop),
+               "%s: connection from %s not redirected by the kernel (%s): "
+               "refused",
+               l->addr_str, saddr_str(client, a, sizeof(a)), strerror(errno));
+        reset_close(fd);
+        return;
+    }
+    if ((s = dispatch_find(w, &dst)) == NULL) {
+        stats_redirect_unmatched();
+        log_rl(LOG_WARN, ev_now(w->loop),
+               "%s: connection from %s for %s: no service there: refused",
+               l->addr_str, saddr_str(client, a, sizeof(a)),
+               saddr_str(&dst, b, sizeof(b)));
+        reset_close(fd);
+        return;
+    }
+    conn_accept(w, s, fd, client);
+}
+
 static void
 listener_on_accept(struct ev_loop *loop, struct ev_io *io, int revents)
 {
@@ -134,7 +261,10 @@ listener_on_accept(struct ev_loop *loop, struct ev_io *io, int revents)
         }
         atomic_store_explicit(&w->n_accepted, w->n_accepted + 1,
                               memory_order_relaxed);
-        conn_accept(w, l->svc, fd, &client);
+        if (l->svc->spec.reach == TBL_REACH_DISPATCH)
+            dispatch(w, l, fd, &client);
+        else
+            conn_accept(w, l->svc, fd, &client);
     }
 }
 

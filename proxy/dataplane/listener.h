@@ -8,6 +8,7 @@
 
 #include "err.h"
 #include "parse.h"
+#include "table.h"
 
 struct svc;
 struct worker;
@@ -43,6 +44,13 @@ enum listener_flag {
  * filled. */
 struct listener *listener_new(struct worker *w, const struct saddr *addr,
                               unsigned flags, struct err *e);
+
+/* Keep <t> and its runtime services <svcs> (new references) on <w> for
+ * redirected connections, in place of the previous ones; a table without
+ * a DISPATCH service keeps nothing. Clear drops them. Owner's loop. */
+void listener_dispatch_set(struct worker *w, struct table *t,
+                           struct svc *const *svcs);
+void listener_dispatch_clear(struct worker *w);
 
 /* Point <l> at <s> (takes a new reference, drops the old one). */
 void listener_set_svc(struct listener *l, struct svc *s);

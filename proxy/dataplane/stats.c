@@ -143,6 +143,12 @@ stats_worker_delay(double delay_s)
 }
 
 void
+stats_redirect_unmatched(void)
+{
+    stats_inc(&stats_proc.redirect_unmatched);
+}
+
+void
 stats_accept_paused(void)
 {
     stats_inc(&stats_proc.accept_paused);

@@ -158,6 +158,8 @@ struct stats_proc {
      * after each transaction and check. */
     atomic_uint_fast64_t nft_services, nft_transactions, nft_failures;
     atomic_uint_fast64_t nft_restores, nft_ct_deleted;
+    /* Connections on a DISPATCH listener with no service to go to. */
+    atomic_uint_fast64_t redirect_unmatched;
 };
 
 extern struct stats_proc stats_proc;
@@ -178,6 +180,10 @@ void stats_worker_delay(double delay_s);
 /* The API watch stream was restarted; a full relist happened. */
 void stats_watch_restart(void);
 void stats_watch_relist(void);
+
+/* A connection reached the redirect listener without a service behind
+ * its original destination (or without one). */
+void stats_redirect_unmatched(void);
 
 /* A worker stopped accepting for a moment: out of descriptors (EMFILE,
  * ENFILE). */

@@ -139,6 +139,7 @@ void
 worker_deinit(struct worker *w)
 {
     ev_timer_stop(w->loop, &w->accept_resume);
+    listener_dispatch_clear(w);
     free_list(&w->free_bufs, &w->nfree_bufs);
     free_list(&w->free_conns, &w->nfree_conns);
     while (w->nfree_pipes > 0)

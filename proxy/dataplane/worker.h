@@ -56,6 +56,12 @@ struct worker {
                                * descriptor limit said no: copied */
     /* Called when the last connection closes (drain). */
     void (*on_idle)(struct worker *w);
+    /* The table this worker serves and its runtime services (references,
+     * in table order), kept when the table has a DISPATCH service: a
+     * connection the kernel redirected there goes to the service whose
+     * frontend is its original destination. NULL otherwise. */
+    struct table *dtable;
+    struct svc **dsvcs;
 };
 
 /* enum worker_splice in force, for every worker. */

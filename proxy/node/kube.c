@@ -42,6 +42,7 @@ struct kube {
      * kp_check looks again every few seconds. */
     struct nft *nft;
     int want_nft;
+    uint16_t proxy_port;    /* the dispatch listener's, node.proxy_port */
     struct nft_conf nft_conf;
     struct ev_timer kp_check;
     struct health *health;     /* checks of kernel services' endpoints */
@@ -148,7 +149,10 @@ merge_api(struct table *t, const struct tbl_service *s,
         err_clear(e);
         return 0;
     }
-    for (j = 0; want_vips && j < s->nfrontends; j++)
+    /* A redirected service's connections come through the kernel: its
+     * addresses stay off the node. */
+    for (j = 0; want_vips && s->reach != TBL_REACH_REDIRECT && j < s->nfrontends;
+         j++)
         if (!is_nodeport_addr(nodeport, n_nodeport, &s->frontends[j])
             && table_add_vip(t, &s->frontends[j], e) < 0)
             return err_set(e, "out of memory");
@@ -158,7 +162,8 @@ merge_api(struct table *t, const struct tbl_service *s,
 struct table *
 kube_merge(const struct table *statics, const struct table *api,
            const struct saddr *nodeport, size_t n_nodeport, int want_vips,
-           uint64_t generation, struct skip_set *refused, struct err *e)
+           const struct tbl_service *dispatch, uint64_t generation,
+           struct skip_set *refused, struct err *e)
 {
     struct table *t = table_new();
     size_t i;
@@ -171,6 +176,9 @@ kube_merge(const struct table *statics, const struct table *api,
     for (i = 0; statics != NULL && i < statics->nservices; i++)
         if (table_add_service(t, &statics->services[i], e) < 0)
             goto fail;
+    if (dispatch != NULL
+        && merge_api(t, dispatch, NULL, 0, 0, refused, e) < 0)
+        goto fail;
     for (i = 0; api != NULL && i < api->nservices; i++)
         if (merge_api(t, &api->services[i], nodeport, n_nodeport, want_vips,
                       refused, e)
@@ -194,10 +202,40 @@ kube_on_conflict(void *arg, const struct skip_note *n)
     skip_log(&k->skip_log, ev_now(k->loop), "kubernetes", n);
 }
 
+/* Under the nftables dataplane, the proxy's one listening address (per
+ * family) for the connections the kernel redirects, into <d>. Returns
+ * <d>, or NULL when there is none. Its affinity is the longest of the
+ * redirected services' (a service with ClientIP affinity is served by
+ * worker 0 alone: so are, then, the redirected connections). */
+static const struct tbl_service *
+dispatch_service(const struct kube *k, struct tbl_service *d)
+{
+    static struct saddr fe[2];
+    const char *why;
+    size_t i;
+
+    if (!k->want_nft)
+        return NULL;
+    memset(d, 0, sizeof(*d));
+    snprintf(d->name, sizeof(d->name), "%s", KUBE_DISPATCH_NAME);
+    d->origin = TBL_ORIGIN_API;
+    d->reach = TBL_REACH_DISPATCH;
+    parse_ip("0.0.0.0", k->proxy_port, &fe[0], &why);
+    parse_ip("::", k->proxy_port, &fe[1], &why);
+    d->frontends = fe;
+    d->nfrontends = 2;
+    for (i = 0; k->api != NULL && i < k->api->nservices; i++)
+        if (k->api->services[i].reach == TBL_REACH_REDIRECT
+            && k->api->services[i].affinity_timeout_ms > d->affinity_timeout_ms)
+            d->affinity_timeout_ms = k->api->services[i].affinity_timeout_ms;
+    return d;
+}
+
 /* One table from the file's services and the API's. */
 static struct table *
 merge(struct kube *k)
 {
+    struct tbl_service disp;
     struct skip_set *refused = skip_set_new();
     struct table *t;
     struct err e;
@@ -206,7 +244,8 @@ merge(struct kube *k)
     t = refused == NULL
             ? NULL
             : kube_merge(k->statics, k->api, k->nodeport, k->n_nodeport,
-                         k->vip != NULL, ++*k->generation, refused, &e);
+                         k->vip != NULL, dispatch_service(k, &disp),
+                         ++*k->generation, refused, &e);
     if (t == NULL) {
         log_error("kubernetes: cannot merge the file's services with the "
                   "API's: %s",
@@ -298,6 +337,7 @@ nft_put_ksvc(struct kube *k, const struct tbl_ksvc *ks)
     s.nsource_ranges = ks->nsource_ranges;
     s.affinity_s = ks->affinity_s;
     s.external_local = ks->external_local;
+    s.redirect_port = ks->redirect ? k->proxy_port : 0;
     checked = k->health != NULL && ks->check.type != TBL_CHECK_NONE;
     s.cluster_eps = eps;
     s.ncluster_eps = to_eps(ks->cluster_eps, ks->ncluster_eps, checked, eps);
@@ -613,6 +653,7 @@ kube_start_nft(struct kube *k, const struct conf *c, struct err *e)
     if (nft_conf_check(nc, e) < 0)
         return -1;
     k->want_nft = 1;
+    k->proxy_port = c->node.proxy_port;
     ev_timer_init(&k->kretry, kube_on_kretry, 1., 0.);
     k->kretry.data = k;
     ev_timer_init(&k->kverify, kube_on_kverify, KUBE_NFT_VERIFY_S,

@@ -187,6 +187,8 @@ nft_svc_check(const struct nft_svc *s, struct err *e)
         return err_set(e, "%s: unknown protocol", s->id);
     if (s->port == 0)
         return err_set(e, "%s: port 0", s->id);
+    if (s->redirect_port != 0 && s->proto != NFT_TCP)
+        return err_set(e, "%s: only TCP is redirected to the proxy", s->id);
     if (s->affinity_s > NFT_AFFINITY_MAX_S)
         return err_set(e, "%s: affinity timeout %us over %ds", s->id,
                        s->affinity_s, NFT_AFFINITY_MAX_S);

@@ -92,6 +92,10 @@ struct nft_svc {
     size_t ncluster_eps;
     struct nft_ep *local_eps; /* external traffic under Local */
     size_t nlocal_eps;
+    /* Nonzero: served by ferry's proxy. New connections to every address
+     * of the service are redirected to this local port (TCP only); the
+     * endpoint lists are then ignored. */
+    uint16_t redirect_port;
 };
 
 struct nft_conf {

@@ -691,6 +691,39 @@ external_chain(struct svcgen *x, const char *name, const char *svc,
     add_chain(x->g, name, NULL, &x->r);
 }
 
+/* A service of ferry's proxy: every address of family x->f goes to one
+ * chain that redirects new connections to the proxy's local port. */
+static void
+redirect_objs(struct svcgen *x)
+{
+    const struct nft_svc *s = x->s;
+    char svc[NAME_MAX_], fw[NAME_MAX_], map[32], key[64];
+    int f = x->f;
+
+    if (!svc_has_family(s, f) && !(s->node_port && !svc_has_family(s, !f)))
+        return;
+    snprintf(svc, sizeof(svc), "svc%d-%s", f ? 6 : 4, x->base);
+    snprintf(fw, sizeof(fw), "fw-%s", x->base);
+    snprintf(map, sizeof(map), "svc%d", f ? 6 : 4);
+    r_reset(x);
+    sbuf_printf(&x->r, "meta l4proto tcp redirect to :%u\n",
+                (unsigned)s->redirect_port);
+    add_chain(x->g, svc, NULL, &x->r);
+    ip_elems(x, s->cluster_ips, s->ncluster_ips, map, svc);
+    ip_elems(x, s->external_ips, s->nexternal_ips, map, svc);
+    ip_elems(x, s->lb_ips, s->nlb_ips, map, svc);
+    if (s->node_port) {
+        snprintf(map, sizeof(map), "nodeports%d", f ? 6 : 4);
+        snprintf(key, sizeof(key), "%s . %u", nft_proto_name(s->proto),
+                 (unsigned)s->node_port);
+        elem(x, map, key, "goto", svc);
+    }
+    if (s->nsource_ranges > 0 && count_fam(s->lb_ips, s->nlb_ips, f)) {
+        snprintf(map, sizeof(map), "fw%d", f ? 6 : 4);
+        ip_elems(x, s->lb_ips, s->nlb_ips, map, fw);
+    }
+}
+
 static void
 family_objs(struct svcgen *x, const struct eplist *cl, const struct eplist *lo)
 {
@@ -700,6 +733,10 @@ family_objs(struct svcgen *x, const struct eplist *cl, const struct eplist *lo)
     int f = x->f, has_ext, ext_ok;
     size_t i, j;
 
+    if (s->redirect_port != 0) {
+        redirect_objs(x);
+        return;
+    }
     snprintf(svc, sizeof(svc), "svc%d-%s", f ? 6 : 4, x->base);
     snprintf(ext, sizeof(ext), "ext%d-%s", f ? 6 : 4, x->base);
     snprintf(loc, sizeof(loc), "loc%d-%s", f ? 6 : 4, x->base);

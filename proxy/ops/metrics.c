@@ -294,6 +294,10 @@ static const struct {
     {"ferry_nftables_conntrack_deleted_total", "counter",
      "UDP conntrack entries deleted because their endpoint went away.",
      &stats_proc.nft_ct_deleted},
+    {"ferry_redirect_unmatched_total", "counter",
+     "Connections on the proxy path's redirect port that no Service "
+     "owned (not redirected by the kernel, or its Service gone): reset.",
+     &stats_proc.redirect_unmatched},
 };
 
 static void

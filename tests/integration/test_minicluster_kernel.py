@@ -574,7 +574,7 @@ def test_health_check_annotation_takes_a_failing_endpoint_out(w):
 
 def test_proxy_annotation_puts_a_service_on_ferrys_proxy(w):
     svc = svc_obj("proxied", "shop", "198.18.128.95",
-                  [port("http", 80, 8080)])
+                  [port("http", 80, 8080, node_port=30195)], typ="NodePort")
     svc["metadata"]["annotations"] = {"ferry.dev/dataplane": "proxy",
                                       "ferry.dev/balance": "leastconn",
                                       "ferry.dev/retries": "3"}
@@ -591,7 +591,35 @@ def test_proxy_annotation_puts_a_service_on_ferrys_proxy(w):
     s = [x for x in json.loads(body)["services"]
          if x["name"] == "shop/proxied:http"]
     assert len(s) == 1 and s[0]["balance"] == "leastconn", body
-    assert "198.18.128.95" not in w.ruleset("node1")
+    # The kernel steers the Service's addresses to the proxy's one port:
+    # nothing is bound on them and no address is added.
+    for node in NODE_IP:
+        assert not any("198.18.128.95" in a for a in w.c.addrs(node))
+    assert "redirect to :10263" in w.ruleset("node1")
+    # NodePort from outside, on both nodes, through the proxy.
+    for node in NODE_IP:
+        served(w.out, NODE_IP[node], 30195, "proxied NodePort on " + node)
+    # The redirect port reached directly serves nothing.
+    before = metric(w, "node1", "ferry_redirect_unmatched_total")
+    assert w.out(try_who, NODE_IP["node1"], 10263) is None
+    w.wait(lambda: metric(w, "node1", "ferry_redirect_unmatched_total")
+           > before, "direct connection counted")
+
+
+def test_deleted_proxied_service_keeps_open_connections(w):
+    c1 = w.client["node1"]
+    conn = EchoConn(c1, "198.18.128.95", 80)
+    try:
+        assert conn.ping("before") == "before"
+        w.delete("svc", "shop", "proxied")
+        mc.ft.wait_for(
+            lambda: c1(connect_outcome, "198.18.128.95", 80, 1.0)[0]
+            == "refused", timeout=dl(15), what="deleted Service refused",
+            interval=0.05)
+        for i in range(5):
+            assert conn.ping("after %d" % i) == "after %d" % i
+    finally:
+        conn.close()
 
 
 def test_restarts_lose_no_connection(w):

@@ -1230,6 +1230,7 @@ test_kubernetes_and_node(void **state)
     assert_int_equal(c->node.masquerade, CONF_MASQ_AUTO);
     assert_int_equal(c->node.n_cluster_cidrs, 0);
     assert_int_equal(c->node.n_service_cidrs, 0);
+    assert_int_equal(c->node.proxy_port, 10263);
     conf_free(c);
     c = load("kubernetes: {enabled: true}\nnode:\n  dataplane: proxy\n"
              "  masquerade: all\n"
@@ -1249,6 +1250,8 @@ test_kubernetes_and_node(void **state)
     conf_free(c);
     expect_error("kubernetes: {enabled: true}\nnode: {dataplane: ipvs}\n", 2,
                  19, "\"dataplane\"");
+    expect_error("kubernetes: {enabled: true}\nnode: {proxy_port: 0}\n", 2,
+                 20, "\"proxy_port\"");
     expect_error("kubernetes: {enabled: true}\nnode: {masquerade: some}\n",
                  2, 20, "\"masquerade\"");
     expect_error("kubernetes: {enabled: true}\n"

@@ -105,7 +105,7 @@ merge(const struct table *st, const struct table *api, int want_vips,
 
     assert_int_equal(parse_ip("198.18.1.1", 0, &np[0], &why), 0);
     err_clear(&e);
-    t = kube_merge(st, api, np, 1, want_vips, gen, refused, &e);
+    t = kube_merge(st, api, np, 1, want_vips, NULL, gen, refused, &e);
     assert_non_null(t);
     assert_true(t->frozen);
     assert_int_equal(t->generation, gen);

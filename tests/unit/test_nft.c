@@ -242,6 +242,38 @@ test_gen_cluster_ip(void **state)
     free(t);
 }
 
+/* A proxied Service: its addresses go to one chain that redirects to the
+ * proxy's port; no endpoint, masquerade or reject objects. */
+static void
+test_gen_redirect(void **state)
+{
+    struct nft_conf c = conf_cidr();
+    struct fix f;
+    struct err e;
+    char *t;
+
+    (void)state;
+    fix_init(&f);
+    f.s.redirect_port = 10263;
+    f.s.node_port = 30080;
+    t = gen(&c, &f.s);
+    has(t, "add element inet ferry svc4 { 198.18.128.10 . tcp . 80 : goto "
+           "svc4-default/web/http/tcp }");
+    has(t, "add rule inet ferry svc4-default/web/http/tcp meta l4proto tcp "
+           "redirect to :10263\n");
+    has(t, "nodeports4 { tcp . 30080 : goto svc4-default/web/http/tcp }");
+    hasnt(t, "ep4-");
+    hasnt(t, "mark-for-masq");
+    hasnt(t, "noep");
+    hasnt(t, "dnat");
+    free(t);
+    /* The proxy serves TCP only. */
+    f.s.proto = NFT_UDP;
+    err_clear(&e);
+    assert_int_equal(nft_svc_check(&f.s, &e), -1);
+    assert_non_null(strstr(e.msg, "only TCP"));
+}
+
 static void
 test_gen_masquerade_modes(void **state)
 {
@@ -878,6 +910,7 @@ main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_cidr_parse),
         cmocka_unit_test(test_svc_check),
+        cmocka_unit_test(test_gen_redirect),
         cmocka_unit_test(test_gen_cluster_ip),
         cmocka_unit_test(test_gen_masquerade_modes),
         cmocka_unit_test(test_gen_no_endpoints_rejects),

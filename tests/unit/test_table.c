@@ -412,6 +412,12 @@ ch_hc_name(struct tbl_service *s)
     snprintf(s->hc_name, sizeof(s->hc_name), "web");
 }
 
+static void
+ch_reach(struct tbl_service *s)
+{
+    s->reach = TBL_REACH_REDIRECT;
+}
+
 struct field {
     const char *name;
     size_t off, size, align;
@@ -453,6 +459,7 @@ static const struct field service_fields[] = {
     FIELD(hc_node_port, ch_hc_node_port),
     FIELD(hc_ns, ch_hc_ns),
     FIELD(hc_name, ch_hc_name),
+    FIELD(reach, ch_reach),
 };
 
 /* The parts of the check, which counts as one field above. */

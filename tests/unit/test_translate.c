@@ -435,11 +435,19 @@ test_kernel_annotation(void **state)
     f->o.kernel = 1;
     build(f);
     assert_int_equal(f->t->nservices, 1);
-    get(f, "shop/p:http");
+    /* The proxy serves it, reached by redirection: nothing to bind. */
+    assert_int_equal(get(f, "shop/p:http")->reach, TBL_REACH_REDIRECT);
     assert_int_equal(NSKIP(f, SERVICE, UNSUPPORTED_PROTOCOL), 1);
-    assert_int_equal(f->t->nksvcs, 2);
-    kget(f, "shop/k:http", TBL_PROTO_TCP);
-    kget(f, "shop/b:http", TBL_PROTO_TCP);
+    assert_int_equal(f->t->nksvcs, 3);
+    assert_false(kget(f, "shop/k:http", TBL_PROTO_TCP)->redirect);
+    assert_false(kget(f, "shop/b:http", TBL_PROTO_TCP)->redirect);
+    /* The kernel's side of the proxied port: its addresses, redirected,
+     * no endpoints (the proxy has them). */
+    assert_true(kget(f, "shop/p:http", TBL_PROTO_TCP)->redirect);
+    assert_int_equal(kget(f, "shop/p:http", TBL_PROTO_TCP)->ncluster_eps, 0);
+    assert_string_equal(ips(kget(f, "shop/p:http", TBL_PROTO_TCP)->cluster_ips,
+                            1),
+                        "198.18.0.12");
     assert_note(f, "Service shop/b bad_annotation: ferry.dev/dataplane "
                    "\"ebpf\"");
 
@@ -447,6 +455,7 @@ test_kernel_annotation(void **state)
     build(f);
     assert_int_equal(f->t->nservices, 3);
     assert_int_equal(f->t->nksvcs, 0);
+    assert_int_equal(get(f, "shop/p:http")->reach, TBL_REACH_LISTEN);
     assert_int_equal(NSKIP(f, SERVICE, BAD_ANNOTATION), 0);
 }
 
