@@ -169,6 +169,7 @@ table_unref(struct table *t)
     for (i = 0; i < t->nksvcs; i++)
         ksvc_free(&t->ksvcs[i]);
     free(t->ksvcs);
+    table_unref(t->kernel);
     index_free(&t->by_name);
     index_free(&t->by_frontend);
     free(t->services);

@@ -231,6 +231,10 @@ struct table {
     struct tbl_ksvc *ksvcs;
     size_t nksvcs;
     size_t kcap;
+    /* The table whose kernel services the node's kernel dataplane serves
+     * beside this one's (a reference, or NULL), for status pages: node
+     * mode's merged table points at the API's. */
+    struct table *kernel;
 };
 
 /* Returns a new empty, unfrozen table with one reference, or NULL. */

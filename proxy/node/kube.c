@@ -184,6 +184,9 @@ kube_merge(const struct table *statics, const struct table *api,
                       refused, e)
             < 0)
             goto fail;
+    /* Status pages list the kernel's services beside the proxy's. */
+    if (dispatch != NULL && api != NULL && api->nksvcs > 0)
+        t->kernel = table_ref((struct table *)api);
     table_freeze(t, generation);
     return t;
 fail:

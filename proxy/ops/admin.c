@@ -276,12 +276,86 @@ status_service(struct admin *a, size_t i, double now)
             json_object_set_new(hc, "path", json_string(ts->check.path));
     }
     json_object_set_new(o, "name", json_string(svc_name(s)));
+    json_object_set_new(o, "dataplane", json_string("proxy"));
     json_object_set_new(o, "balance", json_string(svc_balance_name(s)));
     json_object_set_new(o, "frontends", fe);
     json_object_set_new(o, "health_check", hc);
     json_object_set_new(o, "counters", cnt);
     json_object_set_new(o, "backends", be);
     return o;
+}
+
+static void
+add_ips(json_t *arr, const struct saddr *v, size_t n)
+{
+    char buf[SADDR_STR_MAX];
+    size_t i;
+
+    for (i = 0; i < n; i++)
+        json_array_append_new(arr,
+                              json_string(saddr_ip_str(&v[i], buf, sizeof(buf))));
+}
+
+/* One endpoint of a kernel service: its health from the checkers. */
+static json_t *
+status_kernel_ep(struct admin *a, const struct tbl_backend *be, int local)
+{
+    char buf[SADDR_STR_MAX];
+    struct backend *b = backend_get(&be->addr);
+    struct health_info hi;
+    const char *state = "not checked";
+
+    if (b != NULL && health_info(a->h, b, &hi) == 0)
+        state = hi.up ? "up" : "down";
+    backend_unref(b);
+    return json_pack("{s:s, s:s, s:b, s:b, s:s}", "name", be->name, "address",
+                     saddr_str(&be->addr, buf, sizeof(buf)), "ready",
+                     (be->flags & TBL_BE_READY) != 0, "local", local, "health",
+                     state);
+}
+
+/* The Services the kernel carries (node mode, nftables): what each is
+ * reached on and the endpoints it may send to. */
+static json_t *
+status_kernel(struct admin *a)
+{
+    const struct table *t = proxy_table(a->p);
+    json_t *v = json_array();
+    size_t i, j;
+
+    for (i = 0; t != NULL && t->kernel != NULL && i < t->kernel->nksvcs; i++) {
+        const struct tbl_ksvc *k = &t->kernel->ksvcs[i];
+        json_t *o = json_object(), *ips = json_array(), *eps = json_array();
+
+        add_ips(ips, k->cluster_ips, k->ncluster_ips);
+        add_ips(ips, k->external_ips, k->nexternal_ips);
+        add_ips(ips, k->lb_ips, k->nlb_ips);
+        for (j = 0; j < k->ncluster_eps; j++)
+            json_array_append_new(eps,
+                                  status_kernel_ep(a, &k->cluster_eps[j], 0));
+        for (j = 0; j < k->nlocal_eps; j++)
+            json_array_append_new(eps, status_kernel_ep(a, &k->local_eps[j], 1));
+        json_object_set_new(o, "name", json_string(k->name));
+        json_object_set_new(o, "protocol",
+                            json_string(tbl_proto_names[k->proto]));
+        /* A proxied Service's addresses are redirected to the proxy, which
+         * lists it among "services". */
+        json_object_set_new(o, "dataplane",
+                            json_string(k->redirect ? "proxy" : "nftables"));
+        json_object_set_new(o, "port", json_integer(k->port));
+        json_object_set_new(o, "node_port", json_integer(k->node_port));
+        json_object_set_new(o, "addresses", ips);
+        json_object_set_new(o, "external_traffic_policy",
+                            json_string(k->external_local ? "Local"
+                                                          : "Cluster"));
+        json_object_set_new(o, "session_affinity_seconds",
+                            json_integer(k->affinity_s));
+        json_object_set_new(o, "health_check",
+                            json_string(tbl_check_type_name(k->check.type)));
+        json_object_set_new(o, "endpoints", eps);
+        json_array_append_new(v, o);
+    }
+    return v;
 }
 
 static json_t *
@@ -326,6 +400,7 @@ status_json(struct admin *a, double now)
     json_object_set_new(root, "workers", status_workers(a->p));
     json_object_set_new(root, "backend_objects", json_integer(backend_count()));
     json_object_set_new(root, "services", svcs);
+    json_object_set_new(root, "kernel_services", status_kernel(a));
     txt = json_dumps(root, JSON_INDENT(1) | JSON_ENSURE_ASCII);
     json_decref(root);
     return txt;

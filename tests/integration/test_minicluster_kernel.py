@@ -572,6 +572,45 @@ def test_health_check_annotation_takes_a_failing_endpoint_out(w):
         who_many, "198.18.128.90", 80, 16) if x}, "web-b back after rise")
 
 
+def test_status_shows_which_dataplane_serves_each_service(w, tmp_path):
+    st, _, body = w.ns("node1")(http_get, "127.0.0.1", mc.NODE_ADMIN,
+                                "/status")
+    assert st == 200
+    k = {(x["name"], x["protocol"]): x
+         for x in json.loads(body)["kernel_services"]}
+    web = k[("shop/web:http", "tcp")]
+    assert web["dataplane"] == "nftables"
+    assert web["addresses"] == ["198.18.128.10"]
+    assert sorted(e["name"] for e in web["endpoints"]) == ["web-a", "web-b"]
+    assert k[("shop/dns:dns", "udp")]["port"] == 53
+    checked = k[("shop/checked:http", "tcp")]
+    assert checked["health_check"] == "http"
+    assert {e["health"] for e in checked["endpoints"]} == {"up"}
+    # Health is per address: web's endpoints are checked's too.
+    assert {e["health"] for e in web["endpoints"]} == {"up"}
+    assert {e["health"] for e in k[("shop/dns:dns", "udp")]["endpoints"]} \
+        == {"not checked"}
+    # The page, in a real browser inside the node's namespace.
+    import test_admin_page as page
+    chromium = page.chromium()
+    profile = tmp_path / "profile"
+    profile.mkdir()
+    r = subprocess.run(
+        w.c.exec_args("node1")
+        + [chromium, "--headless", "--no-sandbox", "--disable-gpu",
+           "--no-first-run", "--disable-background-networking",
+           "--disable-component-update", "--disable-sync",
+           "--disable-dev-shm-usage", f"--user-data-dir={profile}",
+           "--virtual-time-budget=4000", "--dump-dom",
+           "http://127.0.0.1:%d/" % mc.NODE_ADMIN],
+        capture_output=True, text=True, timeout=ft.scaled(90),
+        env=dict(os.environ, HOME=str(tmp_path)))
+    dom = r.stdout
+    assert "service shop/dns:dns (udp)" in dom, dom[-3000:]
+    assert "kernel (nftables) on 198.18.128.53:53" in dom
+    assert 'data-endpoint="web-b"' in dom
+
+
 def test_proxy_annotation_puts_a_service_on_ferrys_proxy(w):
     svc = svc_obj("proxied", "shop", "198.18.128.95",
                   [port("http", 80, 8080, node_port=30195)], typ="NodePort")
