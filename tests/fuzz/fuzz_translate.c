@@ -77,11 +77,21 @@ build(const struct kcache *svcs, const struct kcache *eps, int variant)
     o.policy = variant == 1 ? &policy : NULL;
     o.stats = &st;
     o.edge = variant == 3;
+    /* The kernel dataplane's paths (kernel services, redirected proxy
+     * services, annotations) on two of the four variants. */
+    o.kernel = variant == 0 || variant == 3;
     err_clear(&e);
     if (translate_build(svcs, eps, &o, t, &e) < 0)
         abort(); /* only running out of memory fails a build */
-    if (st.emitted != t->nservices)
+    if (st.emitted != t->nservices || st.kernel != t->nksvcs)
         abort();
+    for (i = 0; i < t->nksvcs; i++) {
+        const struct tbl_ksvc *k = &t->ksvcs[i];
+        if (k->name[0] == '\0' || k->port == 0
+            || (k->redirect && (k->proto != TBL_PROTO_TCP || k->ncluster_eps
+                                || k->nlocal_eps)))
+            abort();
+    }
     for (i = 0; i < t->nservices; i++) {
         const struct tbl_service *s = &t->services[i];
         if (s->name[0] == '\0' || s->nfrontends == 0)
