@@ -591,7 +591,8 @@ note_conflict(const struct translate_opts *o, const struct svcctx *sc,
 static int
 emit(struct table *t, const struct svcctx *sc, const char *pname,
      const char *suffix, const struct fes *f, struct tbl_backend *be,
-     size_t nbe, int hc, const struct translate_opts *o)
+     size_t nbe, int hc, const struct cidr *allow, size_t nallow,
+     const struct translate_opts *o)
 {
     /* Under the nftables dataplane, a proxied Service's connections come
      * redirected by the kernel: nothing listens on its frontends. */
@@ -620,6 +621,8 @@ emit(struct table *t, const struct svcctx *sc, const char *pname,
     s.backends = be;
     s.nbackends = nbe;
     s.reach = reach;
+    s.allow = (struct cidr *)allow;
+    s.nallow = nallow;
     s.affinity_timeout_ms = sc->affinity_ms;
     if (sc->has_balance)
         s.balance = sc->balance;
@@ -672,6 +675,70 @@ be_room(struct scratch *w)
     return w->be != NULL ? 0 : -1;
 }
 
+static int source_ranges(const struct svcctx *sc,
+                         const struct translate_opts *o, struct scratch *w,
+                         int *all_bad);
+
+/* loadBalancerSourceRanges on the proxy path, as kube-proxy applies them:
+ * to the LoadBalancer IPs only. Those move from w->ex to w->lb, to be
+ * served apart (emit_lb) with the ranges as the service's allow list;
+ * when no range of a list that had some is valid, they are not served
+ * at all (as on the kernel path). */
+static int
+split_lb(const struct svcctx *sc, const struct translate_opts *o,
+         struct scratch *w, uint16_t port)
+{
+    const json_t *ing, *v;
+    size_t i, j, k;
+    int all_bad;
+
+    w->lb.n = 0;
+    if (json_array_size(json_object_get(sc->spec, "loadBalancerSourceRanges"))
+            == 0
+        || !str_eq(jstr(sc->spec, "type"), "LoadBalancer"))
+        return 0;
+    if (source_ranges(sc, o, w, &all_bad) < 0)
+        return -1;
+    ing = json_object_get(
+        json_object_get(json_object_get(sc->svc, "status"), "loadBalancer"),
+        "ingress");
+    json_array_foreach(ing, i, v)
+    {
+        struct saddr a;
+        const char *why;
+        const char *ip = jstr(v, "ip");
+        if (str_eq(jstr(v, "ipMode"), "Proxy") || ip == NULL
+            || parse_ip(ip, port, &a, &why) < 0)
+            continue; /* not a frontend: external_fes noted it */
+        if (add_fe_addr(&w->lb, &a) < 0)
+            return -1;
+    }
+    for (i = 0, k = 0; i < w->ex.n; i++) {
+        for (j = 0; j < w->lb.n; j++)
+            if (saddr_cmp(&w->ex.v[i], &w->lb.v[j]) == 0)
+                break;
+        if (j == w->lb.n)
+            w->ex.v[k++] = w->ex.v[i];
+    }
+    w->ex.n = k;
+    if (all_bad)
+        w->lb.n = 0;
+    return 0;
+}
+
+/* The LoadBalancer IPs split_lb() set apart, with <be> (<nbe>), the
+ * external endpoint set. */
+static int
+emit_lb(struct table *t, const struct svcctx *sc, const char *pname,
+        struct tbl_backend *be, size_t nbe, const struct translate_opts *o,
+        struct scratch *w)
+{
+    if (w->lb.n == 0)
+        return 0;
+    return emit(t, sc, pname, "/lb", &w->lb, be, nbe, 0, w->ranges,
+                w->nranges, o);
+}
+
 /* Edge mode with NodePort backends: the LoadBalancer/external frontends
  * of this port go to every configured node's NodePort. */
 static int
@@ -704,8 +771,11 @@ edge_to_nodeports(struct table *t, const struct svcctx *sc, const json_t *sp,
         b->weight = 1;
         b->flags = TBL_BE_READY | TBL_BE_SERVING;
     }
-    return emit(t, sc, port_name(sp), "", &w->ex, w->be, o->n_edge_nodes, 0,
-                o);
+    if (emit(t, sc, port_name(sp), "", &w->ex, w->be, o->n_edge_nodes, 0,
+             NULL, 0, o)
+        < 0)
+        return -1;
+    return emit_lb(t, sc, port_name(sp), w->be, o->n_edge_nodes, o, w);
 }
 
 /* The protocol of a Service port, or -1 when not one Kubernetes has. */
@@ -932,31 +1002,38 @@ do_port(struct table *t, const struct svcctx *sc, const json_t *sp,
             o->stats->ports_skipped++;
         return 0;
     }
-    w->in.n = w->ex.n = 0;
+    w->in.n = w->ex.n = w->lb.n = 0;
     if ((!o->edge && internal_fes(sc, (uint16_t)port, o, &w->in) < 0)
         || external_fes(sc, sp, o, &w->ex) < 0
         || collect_eps(sc, pname, port_proto(sp), sc->family, o, &w->eps)
                < 0)
         return -1;
+    if (split_lb(sc, o, w, (uint16_t)port) < 0)
+        return -1;
     if (o->edge && o->n_edge_nodes > 0)
         return edge_to_nodeports(t, sc, sp, o, w);
-    ext_local = sc->etp_local && w->ex.n > 0;
+    ext_local = sc->etp_local && (w->ex.n > 0 || w->lb.n > 0);
     if (be_room(w) < 0)
         return -1;
     n1 = select_set(&w->eps, int_local, o, w->be);
-    if (w->ex.n == 0 || ext_local == int_local) {
+    if ((w->ex.n == 0 && w->lb.n == 0) || ext_local == int_local) {
         /* One endpoint set serves all: one service, all frontends. */
         size_t k;
         for (k = 0; k < w->ex.n; k++)
             if (add_fe_addr(&w->in, &w->ex.v[k]) < 0)
                 return -1;
-        if (emit(t, sc, pname, "", &w->in, w->be, n1, ext_local, o) < 0)
+        if (emit(t, sc, pname, "", &w->in, w->be, n1, ext_local, NULL, 0, o)
+                < 0
+            || emit_lb(t, sc, pname, w->be, n1, o, w) < 0)
             return -1;
         return redirect_port(t, sc, sp, (uint16_t)port, o, w);
     }
     n2 = select_set(&w->eps, ext_local, o, w->be + n1);
-    if (emit(t, sc, pname, "", &w->in, w->be, n1, 0, o) < 0
-        || emit(t, sc, pname, "/external", &w->ex, w->be + n1, n2, 1, o) < 0)
+    if (emit(t, sc, pname, "", &w->in, w->be, n1, 0, NULL, 0, o) < 0
+        || emit(t, sc, pname, "/external", &w->ex, w->be + n1, n2, 1, NULL, 0,
+                o)
+               < 0
+        || emit_lb(t, sc, pname, w->be + n1, n2, o, w) < 0)
         return -1;
     return redirect_port(t, sc, sp, (uint16_t)port, o, w);
 }

@@ -471,6 +471,25 @@ def test_steel_memcache_nodeport_and_http_loadbalancer(w):
     assert set(w.client["node2"](ask_many, "198.18.128.21", 80, 4)) == both
 
 
+def test_load_balancer_source_ranges_on_the_proxy(w):
+    w.c.ip(w.c.ns("edge"), "route", "replace", minicluster.LB_RANGE, "via",
+           NODE_IP["node1"])
+    w.service(svc_obj("ranged", "blog", "198.18.128.22",
+                      [port("http", 80, 8080, 30081)], typ="LoadBalancer",
+                      selector={"app": "steel"},
+                      loadBalancerSourceRanges=["198.18.0.100/32"]),
+              lb_ip="198.18.200.11")
+    w.endpoints("ranged", "blog", ["steel-1", "steel-2"])
+    w.wait(lambda: w.out(try_ask, "198.18.200.11", 80) is not None,
+           "LoadBalancer IP served to an allowed source")
+    # Another source is reset at once by the proxy (kube-proxy drops it).
+    edge = w.ns("edge")
+    with pytest.raises(OSError):
+        edge(ask, "198.18.200.11", 80, 1.0)
+    # The ranges guard the LoadBalancer IP only, as in kube-proxy.
+    assert edge(try_ask, NODE_IP["node1"], 30081) is not None
+
+
 def test_traffic_policies_local_and_health_check_node_port(w):
     w.add_pod("loc-1", "node1")
     w.add_pod("loc-2", "node2")

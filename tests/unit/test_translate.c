@@ -459,6 +459,59 @@ test_kernel_annotation(void **state)
     assert_int_equal(NSKIP(f, SERVICE, BAD_ANNOTATION), 0);
 }
 
+/* loadBalancerSourceRanges on the proxy path: the LoadBalancer IPs are
+ * served apart, allowed from the ranges only; the other frontends are
+ * not limited. No valid range left: the LoadBalancer IPs are not served. */
+static void
+test_source_ranges_proxy(void **state)
+{
+    struct fx *f = *state;
+    const struct tbl_service *s;
+    char ip[SADDR_STR_MAX];
+
+    put(f->svcs,
+        "{'metadata':{'namespace':'shop','name':'web'},'spec':{'type':"
+        "'LoadBalancer','clusterIP':'198.18.0.10','externalTrafficPolicy':"
+        "'Local','ports':[{'name':'http','protocol':'TCP','port':80,"
+        "'nodePort':30080}],'loadBalancerSourceRanges':['198.18.9.1/24']},"
+        "'status':{'loadBalancer':{'ingress':[{'ip':'198.18.7.7'}]}}}");
+    put(f->slices, SLICE("web-1", "web", HTTP_8080,
+                         "[" EP("198.18.2.1", "node-a", "z1", READY) ","
+                         EP("198.18.2.2", "node-b", "z1", READY) "]"));
+    build(f);
+    s = get(f, "shop/web:http/lb");
+    assert_string_equal(fes(s), "198.18.7.7:80");
+    assert_int_equal(s->nallow, 1);
+    assert_string_equal(saddr_ip_str(&s->allow[0].ip, ip, sizeof(ip)),
+                        "198.18.9.0");
+    /* The external (Local) set, like the NodePort's. */
+    assert_string_equal(bes(s), "pod-198.18.2.1@198.18.2.1:8080=RSL");
+    s = get(f, "shop/web:http/external");
+    assert_string_equal(fes(s), "198.18.1.1:30080,198.18.1.2:30080");
+    assert_int_equal(s->nallow, 0);
+    assert_int_equal(get(f, "shop/web:http")->nallow, 0);
+
+    /* Edge mode: the same split. */
+    f->o.edge = 1;
+    f->o.node_name = NULL;
+    build(f);
+    s = get(f, "shop/web:http/lb");
+    assert_int_equal(s->nallow, 1);
+
+    /* Nothing valid left: no LoadBalancer IP served. */
+    f->o.edge = 0;
+    f->o.node_name = "node-a";
+    put(f->svcs,
+        "{'metadata':{'namespace':'shop','name':'web'},'spec':{'type':"
+        "'LoadBalancer','clusterIP':'198.18.0.10','ports':[{'name':'http',"
+        "'protocol':'TCP','port':80}],'loadBalancerSourceRanges':['x']},"
+        "'status':{'loadBalancer':{'ingress':[{'ip':'198.18.7.7'}]}}}");
+    build(f);
+    assert_null(table_find(f->t, "shop/web:http/lb"));
+    assert_string_equal(fes(get(f, "shop/web:http")), "198.18.0.10:80");
+    assert_note(f, "loadBalancerSourceRanges[0] \"x\"");
+}
+
 /* Proxy features per Service, over the policy; bad values noted. */
 static void
 test_feature_annotations(void **state)
@@ -1074,6 +1127,7 @@ main(void)
         T(test_kernel_services),
         T(test_kernel_annotation),
         T(test_feature_annotations),
+        T(test_source_ranges_proxy),
         T(test_merge_dedup),
         T(test_port_matching),
         T(test_conditions),
