@@ -638,6 +638,16 @@ def test_proxy_annotation_puts_a_service_on_ferrys_proxy(w):
     # NodePort from outside, on both nodes, through the proxy.
     for node in NODE_IP:
         served(w.out, NODE_IP[node], 30195, "proxied NodePort on " + node)
+    # A host listener on the Service's port takes none of its traffic.
+    host = w.ns("node1")(socket.create_server, ("0.0.0.0", 80))
+    try:
+        got = [x for x in c1(who_many, "198.18.128.95", 80, 8) if x]
+        assert len(got) == 8 and {n for n, _ in got} <= {"web-a", "web-b"}
+        host.settimeout(0.05)
+        with pytest.raises((socket.timeout, TimeoutError, BlockingIOError)):
+            host.accept()
+    finally:
+        host.close()
     # The redirect port reached directly serves nothing.
     before = metric(w, "node1", "ferry_redirect_unmatched_total")
     assert w.out(try_who, NODE_IP["node1"], 10263) is None
