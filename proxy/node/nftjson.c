@@ -181,13 +181,14 @@ service(json_t *o, size_t idx, struct nft_svc *s, struct err *e)
                                        "external_traffic_policy",
                                        "cluster_endpoints",
                                        "local_endpoints",
+                                       "redirect_port",
                                        NULL};
     char where[NFT_ID_MAX + 48];
     const char *id = json_string_value(json_object_get(o, "id"));
     const char *proto = json_string_value(json_object_get(o, "protocol"));
     const char *etp = NULL;
     json_t *v;
-    uint64_t port = 0, np = 0, aff = 0;
+    uint64_t port = 0, np = 0, aff = 0, rp = 0;
 
     memset(s, 0, sizeof(*s));
     if (!json_is_object(o))
@@ -207,8 +208,10 @@ service(json_t *o, size_t idx, struct nft_svc *s, struct err *e)
     if (get_uint(o, "port", 65535, &port, where, e) < 0
         || get_uint(o, "node_port", 65535, &np, where, e) < 0
         || get_uint(o, "affinity_timeout", NFT_AFFINITY_MAX_S, &aff, where, e)
-               < 0)
+               < 0
+        || get_uint(o, "redirect_port", 65535, &rp, where, e) < 0)
         return -1;
+    s->redirect_port = (uint16_t)rp;
     s->port = (uint16_t)port;
     s->node_port = (uint16_t)np;
     s->affinity_s = (uint32_t)aff;

@@ -16,7 +16,8 @@
  *                  "external_traffic_policy": "Cluster" | "Local",
  *                  "cluster_endpoints": [{"ip": "198.18.1.2",
  *                                         "port": 8080, "weight": 1}],
- *                  "local_endpoints": []}]}
+ *                  "local_endpoints": [],
+ *                  "redirect_port": 10263}]}
  *
  * Every key but "id", "protocol" and "port" is optional; a weight
  * defaults to 1. Unknown keys, wrong types and values nft_svc_check()
