@@ -99,6 +99,17 @@ struct metrics_in {
     uint64_t per_backend; /* enum conf_per_backend */
 };
 
+/* "access_log:" (README: Access log). */
+struct access_log_in {
+    uint64_t enabled; /* 0 false, 1 true */
+    uint64_t format;  /* enum conf_access_log_format */
+    uint64_t target;  /* enum conf_access_log_target */
+    char path[CONF_STR_MAX + 1];
+    char syslog_socket[CONF_STR_MAX + 1];
+    uint64_t facility; /* enum conf_syslog_facility */
+    uint64_t buffer;
+};
+
 struct admin_in {
     uint64_t enabled; /* 0 false, 1 true */
     struct saddr listen; /* family 0: not given */
@@ -138,6 +149,7 @@ struct root_in {
     struct log_in log;
     struct relay_in relay;
     struct metrics_in metrics;
+    struct access_log_in access_log;
     struct admin_in admin;
     struct kube_in kube;
     struct node_in node;
@@ -332,6 +344,47 @@ static const struct yd_key metrics_keys[] = {
 static const struct yd_section metrics_section = {
     "section \"metrics\"", NULL, metrics_keys, YD_NKEYS(metrics_keys)};
 
+static const char *const access_log_format_names[] = {
+    [CONF_ACCESS_LOG_TEXT] = "text", [CONF_ACCESS_LOG_JSON] = "json", NULL,
+};
+
+static const char *const access_log_target_names[] = {
+    [CONF_ACCESS_LOG_STDERR] = "stderr", [CONF_ACCESS_LOG_FILE] = "file",
+    [CONF_ACCESS_LOG_SYSLOG] = "syslog", NULL,
+};
+
+static const char *const syslog_facility_names[] = {
+    [CONF_SYSLOG_USER] = "user",     [CONF_SYSLOG_DAEMON] = "daemon",
+    [CONF_SYSLOG_LOCAL0] = "local0", [CONF_SYSLOG_LOCAL1] = "local1",
+    [CONF_SYSLOG_LOCAL2] = "local2", [CONF_SYSLOG_LOCAL3] = "local3",
+    [CONF_SYSLOG_LOCAL4] = "local4", [CONF_SYSLOG_LOCAL5] = "local5",
+    [CONF_SYSLOG_LOCAL6] = "local6", [CONF_SYSLOG_LOCAL7] = "local7",
+    NULL,
+};
+
+/* A Unix socket's path fits in sun_path (108 bytes with its NUL). */
+#define ACCESS_LOG_SOCKET_MAX 107
+
+static const struct yd_key access_log_keys[] = {
+    {"enabled", YD_ENUM, offsetof(struct access_log_in, enabled), 0, 0,
+     "false", bool_names, 0},
+    {"format", YD_ENUM, offsetof(struct access_log_in, format), 0, 0, "text",
+     access_log_format_names, 0},
+    {"target", YD_ENUM, offsetof(struct access_log_in, target), 0, 0,
+     "stderr", access_log_target_names, 0},
+    {"path", YD_PATH, offsetof(struct access_log_in, path), 2, CONF_STR_MAX,
+     NULL, NULL, 0},
+    {"syslog_socket", YD_PATH, offsetof(struct access_log_in, syslog_socket),
+     2, ACCESS_LOG_SOCKET_MAX, CONF_ACCESS_LOG_SOCKET_DEFAULT, NULL, 0},
+    {"syslog_facility", YD_ENUM, offsetof(struct access_log_in, facility), 0,
+     0, "local0", syslog_facility_names, 0},
+    {"buffer", YD_UINT, offsetof(struct access_log_in, buffer), 1,
+     CONF_ACCESS_LOG_BUFFER_MAX, "1024", NULL, 0},
+};
+static const struct yd_section access_log_section = {
+    "section \"access_log\"", NULL, access_log_keys,
+    YD_NKEYS(access_log_keys)};
+
 static const struct yd_key backend_keys[] = {
     {"address", YD_ADDR, offsetof(struct backend_in, addr), 0, 0, NULL, NULL,
      YD_REQUIRED},
@@ -414,6 +467,8 @@ static const struct yd_key root_keys[] = {
      &relay_section, 0},
     {"metrics", YD_MAP, offsetof(struct root_in, metrics), 0, 0, NULL,
      &metrics_section, 0},
+    {"access_log", YD_MAP, offsetof(struct root_in, access_log), 0, 0, NULL,
+     &access_log_section, 0},
 };
 static const struct yd_section root_section = {"", NULL, root_keys,
                                                YD_NKEYS(root_keys)};
@@ -939,6 +994,18 @@ read_token(const char *path, char *tok, size_t *len, struct err *e)
     return 0;
 }
 
+static void
+build_access_log(struct conf_access_log *a, const struct access_log_in *in)
+{
+    a->enabled = in->enabled == 1;
+    a->format = (enum conf_access_log_format)in->format;
+    a->target = (enum conf_access_log_target)in->target;
+    memcpy(a->path, in->path, sizeof(a->path));
+    memcpy(a->syslog_socket, in->syslog_socket, sizeof(a->syslog_socket));
+    a->syslog_facility = (enum conf_syslog_facility)in->facility;
+    a->buffer = (uint32_t)in->buffer;
+}
+
 static struct conf *
 build(struct root_in *r, struct err *e)
 {
@@ -959,6 +1026,7 @@ build(struct root_in *r, struct err *e)
     c->relay.pipe_budget = (uint32_t)r->relay.pipe_budget;
     c->relay.workers = (uint32_t)r->relay.workers;
     c->metrics.per_backend = (enum conf_per_backend)r->metrics.per_backend;
+    build_access_log(&c->access_log, &r->access_log);
     c->admin.enabled = r->admin.enabled == 1;
     c->admin.listen = r->admin.listen;
     if (c->admin.listen.u.sa.sa_family == 0) {
@@ -1010,6 +1078,13 @@ finish(struct root_in *r, struct err *e)
         return yamldec_fail(e, top, "config has no services (add a "
                                     "\"services:\" list, or enable "
                                     "\"kubernetes:\")"),
+               NULL;
+    }
+    if (r->access_log.target == CONF_ACCESS_LOG_FILE
+        && r->access_log.path[0] == '\0') {
+        struct ydoc_pos top = {1, 1};
+        return yamldec_fail(e, top, "access_log: \"target: file\" needs "
+                                    "the file's \"path\""),
                NULL;
     }
     if (r->kube.edge_backends == CONF_EDGE_NODEPORTS

@@ -142,6 +142,46 @@ struct conf_metrics {
     enum conf_per_backend per_backend; /* metrics.per_backend, default auto */
 };
 
+/* "access_log:", one line per connection at its close (README: Access
+ * log). */
+enum conf_access_log_format {
+    CONF_ACCESS_LOG_TEXT = 0,
+    CONF_ACCESS_LOG_JSON,
+};
+
+enum conf_access_log_target {
+    CONF_ACCESS_LOG_STDERR = 0,
+    CONF_ACCESS_LOG_FILE,
+    CONF_ACCESS_LOG_SYSLOG, /* RFC 5424 over a Unix datagram socket */
+};
+
+enum conf_syslog_facility {
+    CONF_SYSLOG_USER = 0,
+    CONF_SYSLOG_DAEMON,
+    CONF_SYSLOG_LOCAL0,
+    CONF_SYSLOG_LOCAL1,
+    CONF_SYSLOG_LOCAL2,
+    CONF_SYSLOG_LOCAL3,
+    CONF_SYSLOG_LOCAL4,
+    CONF_SYSLOG_LOCAL5,
+    CONF_SYSLOG_LOCAL6,
+    CONF_SYSLOG_LOCAL7,
+};
+
+#define CONF_ACCESS_LOG_SOCKET_DEFAULT "/dev/log"
+#define CONF_ACCESS_LOG_BUFFER_MAX     1048576
+
+struct conf_access_log {
+    int enabled;                         /* default off */
+    enum conf_access_log_format format;  /* default text */
+    enum conf_access_log_target target;  /* default stderr */
+    char path[CONF_STR_MAX + 1];         /* target file: required */
+    char syslog_socket[CONF_STR_MAX + 1]; /* default /dev/log */
+    enum conf_syslog_facility syslog_facility; /* default local0 */
+    uint32_t buffer; /* lines per worker waiting for the writer (1024);
+                      * read when the access log first starts */
+};
+
 struct conf {
     enum log_level log_level; /* log.level, default info */
     enum log_format log_format; /* log.format, default text */
@@ -151,6 +191,7 @@ struct conf {
     struct conf_node node;
     struct conf_relay relay;
     struct conf_metrics metrics;
+    struct conf_access_log access_log;
     /* The "defaults:" policy (no name, frontends or backends), for the
      * services the Kubernetes watcher generates. */
     struct tbl_service defaults;

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "accesslog.h"
 #include "admin.h"
 #include "ctl.h"
 #include "kube.h"
@@ -34,7 +35,7 @@ struct daemon {
     double drain_timeout_s;
     int exit_code;
     unsigned workers; /* relay.workers at start (0: one per CPU) */
-    struct ev_signal sig_hup, sig_term, sig_int;
+    struct ev_signal sig_hup, sig_term, sig_int, sig_usr1;
 };
 
 static void
@@ -66,7 +67,8 @@ usage(FILE *f)
             "\n"
             "signals: SIGHUP re-reads the file; SIGTERM or SIGINT stop "
             "accepting,\n"
-            "let open connections finish (drain_timeout), then exit 0.\n");
+            "let open connections finish (drain_timeout), then exit 0;\n"
+            "SIGUSR1 reopens the access log file (logrotate).\n");
 }
 
 /* Load the config named by the options (or the built-in one). */
@@ -149,6 +151,10 @@ applied:
                  "at the next start; %u worker(s) keep running",
                  d->workers, c->relay.workers, proxy_nworkers(d->proxy));
     apply_logging(&d->o, c);
+    err_clear(&e);
+    if (accesslog_configure(&c->access_log, proxy_nworkers(d->proxy), &e) < 0)
+        log_error("reload: %s; the access log keeps its previous settings",
+                  err_str(&e, msg, sizeof(msg)));
     ctl_configure(&d->ctl, c);
     d->drain_timeout_s = c->drain_timeout_ms / 1e3;
     log_info("reload: applied %s (generation %llu, %zu services)", name,
@@ -177,6 +183,10 @@ daemon_on_signal(struct ev_loop *loop, struct ev_signal *s, int rev)
         daemon_reload(d);
         return;
     }
+    if (s->signum == SIGUSR1) {
+        accesslog_reopen();
+        return;
+    }
     if (proxy_draining(d->proxy)) {
         log_warn("second stop signal: exiting now");
         ev_break(loop, EVBREAK_ALL);
@@ -193,10 +203,13 @@ daemon_signals(struct daemon *d)
     ev_signal_init(&d->sig_hup, daemon_on_signal, SIGHUP);
     ev_signal_init(&d->sig_term, daemon_on_signal, SIGTERM);
     ev_signal_init(&d->sig_int, daemon_on_signal, SIGINT);
+    ev_signal_init(&d->sig_usr1, daemon_on_signal, SIGUSR1);
     d->sig_hup.data = d->sig_term.data = d->sig_int.data = d;
+    d->sig_usr1.data = d;
     ev_signal_start(d->loop, &d->sig_hup);
     ev_signal_start(d->loop, &d->sig_term);
     ev_signal_start(d->loop, &d->sig_int);
+    ev_signal_start(d->loop, &d->sig_usr1);
 }
 
 /* Kubernetes mode: follow the API; /readyz waits for the first sync. */
@@ -275,11 +288,20 @@ daemon_run(const struct opts *o)
         proxy_free(d.proxy);
         return 1;
     }
+    if (accesslog_configure(&c->access_log, proxy_nworkers(d.proxy), &e)
+        < 0) {
+        log_error("%s", err_str(&e, msg, sizeof(msg)));
+        conf_free(c);
+        ctl_deinit(&d.ctl);
+        proxy_free(d.proxy);
+        return 1;
+    }
     ctl_configure(&d.ctl, c);
     if (kube_wanted(c, &o->kf) && daemon_start_kube(&d, c) < 0) {
         conf_free(c);
         ctl_deinit(&d.ctl);
         proxy_free(d.proxy);
+        accesslog_shutdown();
         return 1;
     }
     log_info("ferry %s serving %zu service(s) from %s (generation %llu, "
@@ -296,7 +318,10 @@ daemon_run(const struct opts *o)
     kube_free(d.kube);
     ctl_deinit(&d.ctl);
     proxy_free(d.proxy);
+    /* After the workers: the connections they reset are logged too. */
+    accesslog_shutdown();
     ev_signal_stop(d.loop, &d.sig_hup);
+    ev_signal_stop(d.loop, &d.sig_usr1);
     ev_signal_stop(d.loop, &d.sig_term);
     ev_signal_stop(d.loop, &d.sig_int);
     ev_loop_destroy(d.loop);

@@ -7,6 +7,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "accesslog.h"
 #include "bug.h"
 #include "conn.h"
 #include "listener.h"
@@ -72,6 +73,8 @@ struct conn {
     };
     double last_active;
     double attempt_start; /* loop time the current connect began */
+    double accepted;      /* loop time of the accept (access log) */
+    double connect_took;  /* accept to connected; < 0 until then */
     uint64_t id;
     /* Bytes are counted from CONN_RELAY on. Before, the same room holds
      * the PROXY header (send_proxy) waiting for the backend, in a relay
@@ -90,10 +93,20 @@ struct conn {
     uint8_t state;
     uint8_t attempts;
     uint8_t src_counted; /* counted in the per-source table as <client> */
+    uint8_t first_eof;   /* who ended first: 0 nobody, 1 client, 2 backend */
 };
 
 _Static_assert(sizeof(struct svc_tried) <= 2 * sizeof(struct half),
                "the retry set must fit in the relay's room");
+/* Refusals map onto the access log's causes by offset. */
+_Static_assert(ACCESSLOG_SOURCE_RATE - ACCESSLOG_SOURCE_DENY
+                       == STATS_SRC_RATE - STATS_SRC_DENY
+                   && STATS_SRC__COUNT == 4,
+               "source refusals and access log causes in the same order");
+_Static_assert(ACCESSLOG_PROXY_CLOSED - ACCESSLOG_PROXY_TIMEOUT
+                       == STATS_PP_CLOSED - STATS_PP_TIMEOUT
+                   && STATS_PP__COUNT == 3,
+               "PROXY refusals and access log causes in the same order");
 
 static void conn_on_client(struct ev_loop *loop, struct ev_io *io, int rev);
 static void conn_on_backend(struct ev_loop *loop, struct ev_io *io, int rev);
@@ -173,8 +186,45 @@ conn_release_backend(struct conn *c)
     c->be = NULL;
 }
 
+/* Log <c>'s line (README: Access log) as it ends by <cause>. */
 static void
-conn_close(struct conn *c, int reset)
+conn_access_log(struct conn *c, enum accesslog_cause cause)
+{
+    struct accesslog_rec r;
+
+    r.start = c->accepted;
+    r.end = ev_now(c->w->loop);
+    r.connect = c->connect_took;
+    r.id = c->id;
+    r.bytes_up = c->bytes_c2b;
+    r.bytes_down = c->bytes_b2c;
+    r.client = &c->client;
+    r.service = c->svc->name;
+    r.backend = c->be != NULL ? c->be->addr_str : NULL;
+    r.attempts = c->attempts + (c->connect_took >= 0 ? 1u : 0u);
+    r.cause = cause;
+    accesslog_emit(c->w->id, &r);
+}
+
+/* A client refused before it had a connection object: log it all the
+ * same. */
+static void
+conn_access_log_refused(struct worker *w, struct svc *s,
+                        const struct saddr *client, enum accesslog_cause cause)
+{
+    struct accesslog_rec r;
+
+    memset(&r, 0, sizeof(r));
+    r.start = r.end = ev_now(w->loop);
+    r.connect = -1;
+    r.client = client;
+    r.service = s->name;
+    r.cause = cause;
+    accesslog_emit(w->id, &r);
+}
+
+static void
+conn_close(struct conn *c, int reset, enum accesslog_cause cause)
 {
     struct worker *w = c->w;
 
@@ -209,6 +259,8 @@ conn_close(struct conn *c, int reset)
     conn_log(LOG_DEBUG, c, "closed%s, %llu bytes up, %llu down",
              reset ? " (reset)" : "", (unsigned long long)c->bytes_c2b,
              (unsigned long long)c->bytes_b2c);
+    if (accesslog_enabled())
+        conn_access_log(c, cause);
     conn_release_backend(c);
     if (c->src_counted)
         srcrules_release(c->svc->st->src, &c->client);
@@ -235,8 +287,12 @@ conn_close(struct conn *c, int reset)
 static void
 conn_finish(struct conn *c, enum conn_rc rc)
 {
-    if (rc != CONN_OK)
-        conn_close(c, rc == CONN_ABORT);
+    if (rc == CONN_ABORT)
+        conn_close(c, 1, ACCESSLOG_RELAY_ERROR);
+    else if (rc == CONN_DONE)
+        conn_close(c, 0,
+                   c->first_eof == 2 ? ACCESSLOG_SERVER_CLOSE
+                                     : ACCESSLOG_CLIENT_CLOSE);
 }
 
 /* ---- source rules -------------------------------------------------------- */
@@ -323,7 +379,7 @@ conn_prepare_proxy_hdr(struct conn *c, const struct proxyproto_hdr *in,
         stats_inc(&c->svc->st->fail[STATS_FAIL_RESOURCE]);
         log_rl(LOG_ERROR, ev_now(c->w->loop),
                "out of memory: refusing a connection");
-        conn_close(c, 1);
+        conn_close(c, 1, ACCESSLOG_RESOURCE);
         return -1;
     }
     c->pp_out.buf = buf;
@@ -344,7 +400,7 @@ conn_refuse_proxy(struct conn *c, enum stats_pp_refusal r, const char *why)
     log_rl(LOG_WARN, ev_now(c->w->loop),
            "service %s: PROXY header from %s refused (%s): %s", c->svc->name,
            saddr_str(&c->client, a, sizeof(a)), stats_pp_text[r], why);
-    conn_close(c, 1);
+    conn_close(c, 1, (enum accesslog_cause)(ACCESSLOG_PROXY_TIMEOUT + r));
 }
 
 /* A whole header <h> was read: from now on the client is the one it names
@@ -356,6 +412,7 @@ conn_proxy_hdr_done(struct conn *c, const struct proxyproto_hdr *h)
     struct saddr peer = c->client;
     char *buf = c->hdr.buf;
     char pb[SADDR_STR_MAX];
+    int r;
 
     stats_inc(&c->svc->st->pp_accepted[h->version - 1]);
     if (h->has_addrs)
@@ -364,9 +421,9 @@ conn_proxy_hdr_done(struct conn *c, const struct proxyproto_hdr *h)
              saddr_str(&peer, pb, sizeof(pb)),
              h->has_addrs ? "" : " without addresses: keeping the peer's");
     /* The client is final now: its source rules apply. */
-    if (conn_check_source(c->svc, &c->client, ev_now(loop), &c->src_counted)
-        >= 0) {
-        conn_close(c, 1);
+    r = conn_check_source(c->svc, &c->client, ev_now(loop), &c->src_counted);
+    if (r >= 0) {
+        conn_close(c, 1, (enum accesslog_cause)(ACCESSLOG_SOURCE_DENY + r));
         return;
     }
     ev_timer_stop(loop, &c->timer);
@@ -435,7 +492,7 @@ conn_read_proxy_hdr(struct conn *c)
             stats_inc(&c->svc->st->fail[STATS_FAIL_RESOURCE]);
             log_rl(LOG_ERROR, ev_now(c->w->loop),
                    "out of memory: refusing a connection");
-            conn_close(c, 1);
+            conn_close(c, 1, ACCESSLOG_RESOURCE);
             return;
         }
         memcpy(c->hdr.buf, base, (size_t)take);
@@ -450,12 +507,16 @@ conn_accept(struct worker *w, struct svc *s, int fd,
     struct conn *c;
     double now = ev_now(w->loop);
     uint8_t counted = 0;
+    int r;
 
     /* The source rules come first, so that a refused client is counted
      * for what it is; with accept_proxy, once its header names it. */
     if (!s->spec.accept_proxy
-        && conn_check_source(s, client, now, &counted) >= 0) {
+        && (r = conn_check_source(s, client, now, &counted)) >= 0) {
         close_reset(fd);
+        if (accesslog_enabled())
+            conn_access_log_refused(
+                w, s, client, (enum accesslog_cause)(ACCESSLOG_SOURCE_DENY + r));
         return;
     }
     /* Only a capped service counts (one shared atomic less per connection
@@ -474,6 +535,8 @@ conn_accept(struct worker *w, struct svc *s, int fd,
         if (counted)
             srcrules_release(s->st->src, client);
         close_reset(fd);
+        if (accesslog_enabled())
+            conn_access_log_refused(w, s, client, ACCESSLOG_LIMIT);
         return;
     }
     c = worker_conn_alloc(w, sizeof(*c));
@@ -485,6 +548,8 @@ conn_accept(struct worker *w, struct svc *s, int fd,
         stats_inc(&s->st->fail[STATS_FAIL_RESOURCE]);
         log_rl(LOG_ERROR, now, "out of memory: refusing a connection");
         close_reset(fd);
+        if (accesslog_enabled())
+            conn_access_log_refused(w, s, client, ACCESSLOG_RESOURCE);
         return;
     }
     memset(c, 0, sizeof(*c));
@@ -494,6 +559,8 @@ conn_accept(struct worker *w, struct svc *s, int fd,
     c->src_counted = counted;
     c->id = worker_next_id(w);
     c->last_active = now;
+    c->accepted = now;
+    c->connect_took = -1;
     ev_io_init(&c->cio, conn_on_client, fd, 0);
     ev_io_init(&c->bio, conn_on_backend, -1, 0);
     ev_init(&c->timer, conn_on_timer);
@@ -560,6 +627,7 @@ conn_connected(struct conn *c)
     double took = ev_now(loop) - c->attempt_start;
 
     backend_on_success(c->be);
+    c->connect_took = ev_now(loop) - c->accepted;
     hist_observe(&c->be->connect_hist, &hist_connect, took);
     hist_observe(&c->svc->st->connect, &hist_connect, took);
     /* The retry set is done with; its bytes become the relay's. */
@@ -587,7 +655,9 @@ conn_no_backend(struct conn *c)
            "service %s: no backend available after %u attempt(s), "
            "resetting client",
            c->svc->name, c->attempts);
-    conn_close(c, 1);
+    conn_close(c, 1,
+               c->attempts > 0 ? ACCESSLOG_CONNECT_FAILURE
+                               : ACCESSLOG_NO_BACKEND);
 }
 
 /*
@@ -643,7 +713,7 @@ conn_try_connect(struct conn *c)
             log_rl(LOG_WARN, ev_now(loop), "service %s: socket: %s",
                    s->name, strerror(errno));
             conn_release_backend(c);
-            conn_close(c, 1);
+            conn_close(c, 1, ACCESSLOG_RESOURCE);
             return;
         }
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
@@ -741,6 +811,8 @@ half_splice(struct conn *c, struct half *h, int src, int dst, int up)
         return errno == EAGAIN || errno == EINTR ? CONN_OK : CONN_ABORT;
     if (n == 0) {
         h->eof = 1;
+        if (c->first_eof == 0)
+            c->first_eof = up ? 1 : 2;
         return half_maybe_shut(c, h, dst);
     }
     half_count(c, up, (size_t)n);
@@ -790,6 +862,8 @@ half_relay(struct conn *c, struct half *h, int src, int dst, int up)
         return errno == EAGAIN || errno == EINTR ? CONN_OK : CONN_ABORT;
     if (n == 0) {
         h->eof = 1;
+        if (c->first_eof == 0)
+            c->first_eof = up ? 1 : 2;
         return half_maybe_shut(c, h, dst);
     }
     half_count(c, up, (size_t)n);
@@ -901,12 +975,12 @@ conn_on_timer(struct ev_loop *loop, struct ev_timer *t, int rev)
         return;
     }
     conn_log(LOG_DEBUG, c, "idle for %.3f s, closing", idle);
-    conn_close(c, 0);
+    conn_close(c, 0, ACCESSLOG_IDLE_TIMEOUT);
 }
 
 void
 conn_close_all(struct worker *w)
 {
     while (w->conns != NULL)
-        conn_close(w->conns, 1);
+        conn_close(w->conns, 1, ACCESSLOG_DRAIN_RESET);
 }

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <sys/resource.h>
 
+#include "accesslog.h"
 #include "backend.h"
 #include "health.h"
 #include "log.h"
@@ -311,6 +312,15 @@ write_proc_counters(struct sbuf *b)
         sbuf_printf(b, "%s %llu\n", proc_counters[i].name,
                     (unsigned long long)stats_get(proc_counters[i].v));
     }
+    family(b, "ferry_access_log_lines_total", "counter",
+           "Access log lines written to the sink.");
+    sbuf_printf(b, "ferry_access_log_lines_total %llu\n",
+                (unsigned long long)accesslog_lines());
+    family(b, "ferry_access_log_dropped_total", "counter",
+           "Access log lines dropped: a worker's buffer was full (the sink "
+           "too slow or blocked) or the sink failed.");
+    sbuf_printf(b, "ferry_access_log_dropped_total %llu\n",
+                (unsigned long long)accesslog_dropped());
 }
 
 static void

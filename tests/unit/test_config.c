@@ -296,6 +296,62 @@ test_source_rule_keys(void **state)
                  2, 3, "deny");
 }
 
+#define MINIMAL                                                                \
+    "services:\n  - name: web\n    listen: 127.0.0.1:1\n" BACKENDS
+
+/* "access_log:" (README: Access log): off by default, one key turns it
+ * on; a file needs its path; bad values are refused. */
+static void
+test_access_log_keys(void **state)
+{
+    struct conf *c;
+    struct err e;
+
+    (void)state;
+    c = load(MINIMAL, &e);
+    assert_non_null(c);
+    assert_int_equal(c->access_log.enabled, 0);
+    assert_int_equal(c->access_log.format, CONF_ACCESS_LOG_TEXT);
+    assert_int_equal(c->access_log.target, CONF_ACCESS_LOG_STDERR);
+    assert_string_equal(c->access_log.syslog_socket, "/dev/log");
+    assert_int_equal(c->access_log.syslog_facility, CONF_SYSLOG_LOCAL0);
+    assert_int_equal(c->access_log.buffer, 1024);
+    conf_free(c);
+    c = load("access_log: {enabled: true}\n" MINIMAL, &e);
+    assert_non_null(c);
+    assert_int_equal(c->access_log.enabled, 1);
+    conf_free(c);
+    c = load("access_log: {enabled: true, format: json, target: syslog,\n"
+             "  syslog_socket: /run/x.sock, syslog_facility: daemon,\n"
+             "  buffer: 8}\n" MINIMAL,
+             &e);
+    assert_non_null(c);
+    assert_int_equal(c->access_log.format, CONF_ACCESS_LOG_JSON);
+    assert_int_equal(c->access_log.target, CONF_ACCESS_LOG_SYSLOG);
+    assert_string_equal(c->access_log.syslog_socket, "/run/x.sock");
+    assert_int_equal(c->access_log.syslog_facility, CONF_SYSLOG_DAEMON);
+    assert_int_equal(c->access_log.buffer, 8);
+    conf_free(c);
+    c = load("access_log: {enabled: true, target: file, path: /var/a.log}\n"
+             MINIMAL, &e);
+    assert_non_null(c);
+    assert_int_equal(c->access_log.target, CONF_ACCESS_LOG_FILE);
+    assert_string_equal(c->access_log.path, "/var/a.log");
+    conf_free(c);
+    expect_error("access_log: {enabled: true, target: file}\n" MINIMAL, 1, 1,
+                 "\"target: file\" needs the file's \"path\"");
+    expect_error("access_log: {target: kafka}\n" MINIMAL, 1, 22,
+                 "kafka");
+    expect_error("access_log: {format: xml}\n" MINIMAL, 1, 22, "xml");
+    expect_error("access_log: {buffer: 0}\n" MINIMAL, 1, 22, "buffer");
+    expect_error("access_log: {path: relative.log}\n" MINIMAL, 1, 20,
+                 "path");
+    expect_error("access_log: {syslog_facility: mail}\n" MINIMAL, 1, 31,
+                 "mail");
+    expect_error("access_log: {enabeld: true}\n" MINIMAL, 1, 14,
+                 "unknown key \"enabeld\" in section \"access_log\"");
+}
+
 static void
 test_defaults_after_services(void **state)
 {
@@ -402,7 +458,7 @@ test_err_unknown_key(void **state)
     expect_error("servces: []\n", 1, 1,
                  "unknown key \"servces\" at top level (known: log, "
                  "drain_timeout, defaults, services, admin, kubernetes, node, "
-                 "relay, metrics)");
+                 "relay, metrics, access_log)");
     expect_error("services:\n"
                  "  - name: web\n"
                  "    listen: 127.0.0.1:1\n"
@@ -1276,6 +1332,7 @@ main(void)
         cmocka_unit_test(test_builtin_defaults),
         cmocka_unit_test(test_proxy_protocol_keys),
         cmocka_unit_test(test_source_rule_keys),
+        cmocka_unit_test(test_access_log_keys),
         cmocka_unit_test(test_defaults_after_services),
         cmocka_unit_test(test_null_sections),
         cmocka_unit_test(test_builtin_yaml),
