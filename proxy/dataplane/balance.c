@@ -225,16 +225,29 @@ lc_init(const struct svc *s, unsigned nslots)
     return st;
 }
 
+/* Nonzero if backend <i> of <s> is less loaded than <j> (active over
+ * weight, cross-multiplied; both weights nonzero). */
 static int
-lc_pick(void *p, const struct svc *s, unsigned k, bal_eligible_fn ok, void *arg)
+less_loaded(const struct svc *s, size_t i, size_t j)
 {
-    struct lc_state *st = p;
-    unsigned start = atomic_load_explicit(&st->next, memory_order_relaxed);
+    uint64_t ai = atomic_load_explicit(&s->be[i].b->active,
+                                       memory_order_relaxed);
+    uint64_t aj = atomic_load_explicit(&s->be[j].b->active,
+                                       memory_order_relaxed);
+
+    return ai * svc_be_weight(&s->be[j]) < aj * svc_be_weight(&s->be[i]);
+}
+
+/* The least loaded candidate, scanning from <start>; ties go to the first
+ * met. -1 when none. */
+static int
+least_from(const struct svc *s, unsigned start, bal_eligible_fn ok,
+           void *arg)
+{
     uint64_t best_act = 0, best_w = 1;
     int best = -1;
     size_t n;
 
-    (void)k;
     for (n = 0; n < s->nbe; n++) {
         size_t i = (start + n) % s->nbe;
         const struct svc_be *e = &s->be[i];
@@ -249,6 +262,17 @@ lc_pick(void *p, const struct svc *s, unsigned k, bal_eligible_fn ok, void *arg)
             best_w = w;
         }
     }
+    return best;
+}
+
+static int
+lc_pick(void *p, const struct svc *s, unsigned k, bal_eligible_fn ok, void *arg)
+{
+    struct lc_state *st = p;
+    unsigned start = atomic_load_explicit(&st->next, memory_order_relaxed);
+    int best = least_from(s, start, ok, arg);
+
+    (void)k;
     if (best >= 0)
         atomic_store_explicit(&st->next,
                               (unsigned)(best + 1) % (unsigned)s->nbe,
@@ -317,6 +341,40 @@ rand_pick(void *p, const struct svc *s, unsigned k, bal_eligible_fn ok,
     return -1;
 }
 
+/*
+ * Power of two choices: two distinct candidates drawn at random (the
+ * worker's own generator), the less loaded of them (active over weight)
+ * wins. It avoids both the herd that least-connections sends to a fresh
+ * backend from every worker at once and random's blindness to load. When
+ * a few draws do not find two candidates (most backends drained, down or
+ * tried), the pick scans them all as least-connections does.
+ */
+#define P2C_DRAWS 8
+
+static int
+p2c_pick(void *p, const struct svc *s, unsigned k, bal_eligible_fn ok,
+         void *arg)
+{
+    struct rand_slot *st = p;
+    int c[2] = {-1, -1};
+    unsigned d;
+
+    if (s->nbe == 0)
+        return -1;
+    for (d = 0; d < P2C_DRAWS && c[1] < 0; d++) {
+        size_t i = (size_t)(rand_next(&st[k]) % s->nbe);
+        if ((int)i == c[0] || svc_be_weight(&s->be[i]) == 0 || !ok(s, i, arg))
+            continue;
+        if (c[0] < 0)
+            c[0] = (int)i;
+        else
+            c[1] = (int)i;
+    }
+    if (c[1] < 0)
+        return least_from(s, (unsigned)(rand_next(&st[k]) % s->nbe), ok, arg);
+    return less_loaded(s, (size_t)c[1], (size_t)c[0]) ? c[1] : c[0];
+}
+
 /* Least connections and random keep nothing but one allocation. */
 static void
 plain_release(void *st)
@@ -336,6 +394,9 @@ static const struct bal_ops bal_table[TBL_BAL__COUNT] = {
     [TBL_BAL_RANDOM] = {.init = rand_init,
                         .pick = rand_pick,
                         .release = plain_release},
+    [TBL_BAL_P2C] = {.init = rand_init,
+                     .pick = p2c_pick,
+                     .release = plain_release},
 };
 
 const struct bal_ops *

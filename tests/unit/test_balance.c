@@ -280,6 +280,74 @@ test_random_weighted(void **state)
     svc_unref(s);
 }
 
+/* Power of two choices: the less loaded of two distinct picks. A backend
+ * far more loaded than the rest loses every comparison, so it gets
+ * nothing; the others share evenly. */
+static void
+test_p2c_avoids_the_loaded_and_spreads(void **state)
+{
+    static const uint32_t w[] = {1, 1, 1, 1};
+    struct svc *s = make_svc(TBL_BAL_P2C, w, 4);
+    struct svc_tried none = {0};
+    int counts[4] = {0}, i;
+
+    (void)state;
+    atomic_store(&s->be[2].b->active, 50);
+    for (i = 0; i < 4000; i++)
+        counts[svc_pick(s, &none, 0)]++;
+    assert_int_equal(counts[2], 0);
+    /* The three others evenly: 1333 each expected. */
+    for (i = 0; i < 4; i++)
+        if (i != 2)
+            assert_in_range(counts[i], 1100, 1570);
+    atomic_store(&s->be[2].b->active, 0);
+    svc_unref(s);
+}
+
+/* With connections that stay open, p2c keeps the load level (unlike
+ * random), and follows the weights (active over weight). */
+static void
+test_p2c_balances_open_connections(void **state)
+{
+    static const uint32_t w[] = {1, 1, 2};
+    struct svc *s = make_svc(TBL_BAL_P2C, w, 3);
+    struct svc_tried none = {0};
+    int i, k;
+
+    (void)state;
+    for (i = 0; i < 400; i++) {
+        k = svc_pick(s, &none, 0);
+        atomic_fetch_add(&s->be[k].b->active, 1);
+    }
+    /* Expected 100, 100, 200; p2c stays within a few of it, where
+     * random would stray by about 9 (one standard deviation). */
+    assert_in_range(atomic_load(&s->be[0].b->active), 96, 104);
+    assert_in_range(atomic_load(&s->be[1].b->active), 96, 104);
+    assert_in_range(atomic_load(&s->be[2].b->active), 192, 208);
+    for (i = 0; i < 3; i++)
+        atomic_store(&s->be[i].b->active, 0);
+    svc_unref(s);
+}
+
+/* One candidate left (the others tried): found by the scan. None: -1. */
+static void
+test_p2c_few_candidates(void **state)
+{
+    static const uint32_t w[] = {1, 1, 1, 0};
+    struct svc *s = make_svc(TBL_BAL_P2C, w, 4);
+    struct svc_tried tried = {0};
+    int i;
+
+    (void)state;
+    svc_tried_set(&tried, 0);
+    svc_tried_set(&tried, 2);
+    for (i = 0; i < 50; i++)
+        assert_int_equal(svc_pick(s, &tried, 0), 1);
+    svc_tried_set(&tried, 1);
+    assert_int_equal(svc_pick(s, &tried, 0), -1);
+    svc_unref(s);
+}
+
 static void
 test_backend_state_shared_by_address(void **state)
 {
@@ -456,6 +524,9 @@ main(void)
         cmocka_unit_test(test_leastconn_fewest_then_rotation),
         cmocka_unit_test(test_leastconn_weighted),
         cmocka_unit_test(test_random_weighted),
+        cmocka_unit_test(test_p2c_avoids_the_loaded_and_spreads),
+        cmocka_unit_test(test_p2c_balances_open_connections),
+        cmocka_unit_test(test_p2c_few_candidates),
         cmocka_unit_test(test_backend_state_shared_by_address),
         cmocka_unit_test(test_svc_matches),
     };
