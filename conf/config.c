@@ -138,6 +138,7 @@ struct node_in {
     char vip_interface[CONF_STR_MAX + 1];
     struct yd_arr nodeport_addrs; /* struct saddr, port unused */
     struct saddr healthz;      /* family 0: not given */
+    char metrics[CONF_STR_MAX + 1]; /* an address with port, or "off" */
     uint64_t dataplane;        /* enum conf_dataplane */
     uint64_t proxy_port;
     uint64_t masquerade;       /* enum conf_masquerade */
@@ -269,6 +270,8 @@ static const struct yd_key node_keys[] = {
      1, 256, NULL, &ip_list, 0},
     {"healthz_listen", YD_ADDR, offsetof(struct node_in, healthz), 0, 0, NULL,
      NULL, 0},
+    STR_KEY("metrics_listen", struct node_in, metrics,
+            CONF_METRICS_LISTEN_DEFAULT),
     {"dataplane", YD_ENUM, offsetof(struct node_in, dataplane), 0, 0,
      "nftables", conf_dataplane_names, 0},
     {"masquerade", YD_ENUM, offsetof(struct node_in, masquerade), 0, 0,
@@ -633,9 +636,23 @@ find_wildcard_clash(const struct ref *refs, size_t n, struct clash *best,
     }
 }
 
+/* node.metrics_listen into <out>: family 0 for "off". Returns 0, or -1
+ * with *why set. */
+static int
+metrics_listen(const struct node_in *n, struct saddr *out, const char **why)
+{
+    memset(out, 0, sizeof(*out));
+    if (strcmp(n->metrics, "off") == 0)
+        return 0;
+    return parse_hostport(n->metrics, out, 0, why);
+}
+
+#define SERVER_LISTENS_MAX 3
+
 /* The listeners of ferry's own servers that a configuration turns on:
- * the admin server, and kube-proxy's health endpoints in node mode.
- * Returns how many were put in <out> (room for 2). */
+ * the admin server, and kube-proxy's health endpoints and metrics in
+ * node mode. Returns how many were put in <out> (room for
+ * SERVER_LISTENS_MAX). */
 struct server_listen {
     const char *what;
     struct saddr addr;
@@ -661,6 +678,10 @@ server_listens(const struct root_in *r, struct server_listen *out)
             parse_hostport(CONF_HEALTHZ_LISTEN_DEFAULT, &out[n].addr, 0,
                            &why);
         n++;
+        out[n].what = "node.metrics_listen";
+        if (metrics_listen(&r->node, &out[n].addr, &why) == 0
+            && out[n].addr.u.sa.sa_family != 0)
+            n++;
     }
     return n;
 }
@@ -673,7 +694,7 @@ check_listen(const struct root_in *r, struct err *e)
 {
     const struct service_in *svc = r->services.v;
     char at[SADDR_STR_MAX], with[SADDR_STR_MAX];
-    struct server_listen srv[2];
+    struct server_listen srv[SERVER_LISTENS_MAX];
     struct clash best;
     struct ref *refs;
     size_t i, j, k, n = 0, orig = 0, nsrv, which = 0;
@@ -722,11 +743,14 @@ check_listen(const struct root_in *r, struct err *e)
                          saddr_str(best.at.item, at, sizeof(at)),
                          svc[best.at.owner].name, srv[which].what,
                          saddr_str(&srv[which].addr, with, sizeof(with)));
-        else if (nsrv == 2 && listen_overlaps(&srv[0].addr, &srv[1].addr))
-            have = 1, err_set(e, "%s %s overlaps %s %s", srv[0].what,
-                              saddr_str(&srv[0].addr, at, sizeof(at)),
-                              srv[1].what,
-                              saddr_str(&srv[1].addr, with, sizeof(with)));
+        for (i = 0; !have && i < nsrv; i++)
+            for (k = i + 1; !have && k < nsrv; k++)
+                if (listen_overlaps(&srv[i].addr, &srv[k].addr))
+                    have = 1, err_set(e, "%s %s overlaps %s %s", srv[i].what,
+                                      saddr_str(&srv[i].addr, at, sizeof(at)),
+                                      srv[k].what,
+                                      saddr_str(&srv[k].addr, with,
+                                                sizeof(with)));
     } else if (have && best.exact) {
         yamldec_fail(e, best.at.pos,
                      "listen address %s already used by service \"%s\"",
@@ -789,6 +813,8 @@ static int
 check_services(struct root_in *r, struct err *e)
 {
     struct service_in *svc = r->services.v;
+    struct saddr probe;
+    const char *why;
     struct ref *refs;
     size_t i, j, orig = 0;
     long dup;
@@ -816,6 +842,10 @@ check_services(struct root_in *r, struct err *e)
         if (check_backends(&svc[i], e) < 0)
             return -1;
     }
+    if (metrics_listen(&r->node, &probe, &why) < 0)
+        return err_set(e, "node.metrics_listen \"%s\": %s (an address with "
+                          "port, or off)",
+                       r->node.metrics, why);
     return check_listen(r, e);
 }
 
@@ -923,6 +953,7 @@ build_kube(struct conf *c, const struct root_in *r, struct err *e)
     if (c->node.healthz_listen.u.sa.sa_family == 0)
         parse_hostport(CONF_HEALTHZ_LISTEN_DEFAULT, &c->node.healthz_listen, 0,
                        &why);
+    (void)metrics_listen(&r->node, &c->node.metrics_listen, &why);
     c->node.dataplane = (enum conf_dataplane)r->node.dataplane;
     c->node.masquerade = (enum conf_masquerade)r->node.masquerade;
     c->node.proxy_port = (uint16_t)r->node.proxy_port;

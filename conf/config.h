@@ -45,6 +45,8 @@ struct conf_admin {
 };
 
 #define CONF_HEALTHZ_LISTEN_DEFAULT "0.0.0.0:10256"
+/* kube-proxy's metricsBindAddress default; "off" turns it off. */
+#define CONF_METRICS_LISTEN_DEFAULT "127.0.0.1:10249"
 
 enum conf_kube_mode {
     CONF_KUBE_NODE = 0, /* in place of kube-proxy on a node */
@@ -99,6 +101,7 @@ struct conf_node {
     struct saddr *nodeport_addrs;         /* owned; none = all addresses */
     size_t n_nodeport_addrs;
     struct saddr healthz_listen;          /* kube-proxy's /healthz, /livez */
+    struct saddr metrics_listen; /* kube-proxy's /metrics; family 0: off */
     enum conf_dataplane dataplane;        /* default nftables */
     enum conf_masquerade masquerade;      /* default auto */
     uint16_t proxy_port; /* nftables dataplane: proxied Services' connections

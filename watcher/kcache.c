@@ -318,6 +318,8 @@ apply_object(struct kcache *c, enum kcache_ev type, json_t *obj,
             return -1;
     } else if (kcache_put_why(c, json_incref(obj), &ev->skip, e) < 0)
         return -1;
+    else
+        ev->obj = obj; /* the cache holds a reference now */
     if (ev->rv[0] != '\0')
         kcache_set_rv(c, ev->rv);
     return KCACHE_APPLIED;

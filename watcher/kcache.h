@@ -37,6 +37,9 @@ struct kcache_event {
     char reason[64];        /* ERROR: Status reason */
     char message[192];      /* ERROR: Status message */
     enum skip_reason skip;  /* why the line was refused (-1 returned) */
+    /* ADDED or MODIFIED applied: the object as cached now (borrowed,
+     * valid until the cache next changes); otherwise NULL. */
+    const json_t *obj;
 };
 
 /* kcache_apply_line() results besides -1 (malformed, <e> filled). */

@@ -251,6 +251,7 @@ list_complete(struct reflector *r)
                  "%s to %s (restored?): taking the new list as truth",
                  r->kind->resource, old_rv, kcache_rv(r->staging));
     gone = kcache_replace(r->cache, r->staging);
+    r->st.changes += kcache_size(r->cache) + gone;
     if (r->st.lists++ > 0)
         r->st.relists++;
     r->st.last_sync = ev_now(r->loop);
@@ -381,6 +382,11 @@ watch_on_line(void *arg, const char *line, size_t len)
     case KCACHE_APPLIED:
         r->watch_events++;
         r->st.events++;
+        if (ev.type != KCACHE_EV_BOOKMARK) {
+            r->st.changes++;
+            if (r->ops->on_object != NULL)
+                r->ops->on_object(r->arg, r, &ev);
+        }
         if (kcache_changes(r->cache) != before && r->ops->on_change != NULL)
             r->ops->on_change(r->arg, r);
         return 0;

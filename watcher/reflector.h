@@ -47,6 +47,10 @@ struct reflector_stats {
     uint64_t watches;        /* watch requests started */
     uint64_t watch_restarts; /* watches started after the first */
     uint64_t events;         /* watch events applied */
+    /* Objects changed, as kube-proxy's informers report them: each
+     * ADDED, MODIFIED or DELETED watch event, and for each LIST every
+     * object listed plus every one that vanished. */
+    uint64_t changes;
     uint64_t bad_lines;      /* lines or list items skipped (also
                               * reported through on_skip) */
     uint64_t errors;         /* failed requests */
@@ -75,6 +79,11 @@ struct reflector_ops {
     /* A watch line or list item was skipped (not decoded, too long, no
      * name...); nothing is logged here. May be NULL. */
     void (*on_skip)(void *arg, struct reflector *r, const struct skip_note *n);
+    /* A watch event ADDED, MODIFIED or DELETED was applied (before
+     * on_change); ev->obj is the cached object, NULL for DELETED. May
+     * be NULL. */
+    void (*on_object)(void *arg, struct reflector *r,
+                      const struct kcache_event *ev);
 };
 
 /* New reflector (not started). Selectors are raw (unescaped) or NULL.

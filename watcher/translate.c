@@ -844,6 +844,35 @@ strip_ports(struct fes *f)
         saddr_set_port(&f->v[i], 0);
 }
 
+/* Count a Service port as kube-proxy counts ports with no local
+ * endpoints: it has an endpoint it could use (ready, or serving and
+ * terminating), a Local policy for internal traffic, or for external
+ * traffic with <ext_local> (it has external addresses), and no such
+ * endpoint on this node. */
+static void
+count_no_local(const struct eps *all, int itp_local, int ext_local,
+               const struct translate_opts *o)
+{
+    int any = 0, local = 0;
+    size_t i;
+
+    if (o->stats == NULL || (!itp_local && !ext_local))
+        return;
+    for (i = 0; i < all->n; i++) {
+        uint32_t f = all->v[i].flags;
+        int usable = (f & TBL_BE_READY)
+                     || (f & SERVING_TERMINATING) == SERVING_TERMINATING;
+        any |= usable;
+        local |= usable && (f & TBL_BE_LOCAL);
+    }
+    if (!any || local)
+        return;
+    if (itp_local)
+        o->stats->no_local_internal++;
+    if (ext_local)
+        o->stats->no_local_external++;
+}
+
 /* One Service port for the kernel dataplane. */
 static int
 kernel_port(struct table *t, const struct svcctx *sc, const json_t *sp,
@@ -918,6 +947,8 @@ kernel_port(struct table *t, const struct svcctx *sc, const json_t *sp,
     n1 = select_set(&w->eps, sc->itp_local, o, w->be);
     k.external_local =
         sc->etp_local && (k.node_port || w->ex.n > 0 || w->lb.n > 0);
+    if (!redirect) /* else counted with the proxy's service */
+        count_no_local(&w->eps, sc->itp_local, k.external_local, o);
     if (k.external_local)
         n2 = select_set(&w->eps, 1, o, w->be + n1);
     k.cluster_ips = w->in.v;
@@ -1015,6 +1046,7 @@ do_port(struct table *t, const struct svcctx *sc, const json_t *sp,
     ext_local = sc->etp_local && (w->ex.n > 0 || w->lb.n > 0);
     if (be_room(w) < 0)
         return -1;
+    count_no_local(&w->eps, int_local, ext_local, o);
     n1 = select_set(&w->eps, int_local, o, w->be);
     if ((w->ex.n == 0 && w->lb.n == 0) || ext_local == int_local) {
         /* One endpoint set serves all: one service, all frontends. */

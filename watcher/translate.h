@@ -57,6 +57,10 @@ struct translate_stats {
     size_t conflicts;     /* table services refused (frontend taken) */
     size_t emitted;       /* table services emitted */
     size_t kernel;        /* kernel services emitted */
+    /* Service ports with endpoints, a Local traffic policy and none of
+     * them on this node, by policy (kube-proxy's
+     * sync_proxy_rules_no_local_endpoints_total). */
+    size_t no_local_internal, no_local_external;
     char first_conflict[ERR_MSG_MAX + 256];
 };
 

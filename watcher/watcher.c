@@ -1,8 +1,10 @@
 #include "watcher.h"
 
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "kapi.h"
 #include "kcred.h"
@@ -12,6 +14,7 @@
 
 #define SEL_HEADLESS "!service.kubernetes.io/headless"
 #define SEL_PROXY    "service.kubernetes.io/service-proxy-name"
+#define ANN_TRIGGER  "endpoints.kubernetes.io/last-change-trigger-time"
 
 const double watcher_latency_bounds[WATCHER_LAT_BUCKETS] = {
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10};
@@ -47,7 +50,18 @@ struct watcher {
     size_t conflicts;
     int api_healthy;
     void (*on_untrusted)(void *arg, const char *why);
+    void (*on_unchanged)(void *arg);
     int untrusted_said;
+
+    /* kube-proxy's view (watcher_status, watcher_current_build). */
+    double started;    /* ev_time() at watcher_new */
+    double last_change;
+    uint64_t built_svc_changes, built_eps_changes; /* at the last build */
+    size_t no_local_internal, no_local_external;
+    double build_started;
+    double *triggers; /* WATCHER_TRIGGERS_MAX, pending trigger times */
+    size_t ntriggers;
+    uint64_t triggers_dropped;
 
     double lat[WATCHER_LAT_RING];
     size_t lat_n, lat_pos;
@@ -139,6 +153,8 @@ build_table(struct watcher *w)
     skip_set_free(w->skips);
     w->skips = skips;
     w->conflicts = st.conflicts; /* each one was logged as a skip */
+    w->no_local_internal = st.no_local_internal;
+    w->no_local_external = st.no_local_external;
     return t;
 }
 
@@ -152,12 +168,18 @@ watcher_on_publish(struct ev_loop *loop, ev_timer *tm, int revents)
     (void)revents;
     if (!w->dirty || !watcher_synced(w))
         return;
+    w->build_started = ev_time();
     t = build_table(w);
     if (t == NULL)
         return; /* keep dirty: the next change retries */
     w->dirty = 0;
+    w->built_svc_changes = reflector_stats(w->svc)->changes;
+    w->built_eps_changes = reflector_stats(w->eps)->changes;
     if (tables_equal(t, w->last)) {
         table_unref(t);
+        if (w->on_unchanged != NULL)
+            w->on_unchanged(w->arg);
+        w->ntriggers = 0;
         return;
     }
     table_freeze(t, ++w->generation);
@@ -173,6 +195,7 @@ watcher_on_publish(struct ev_loop *loop, ev_timer *tm, int revents)
     table_unref(w->last);
     w->last = table_ref(t);
     w->publish(t, w->arg);
+    w->ntriggers = 0; /* taken by the callback */
 }
 
 static void
@@ -192,6 +215,9 @@ static void
 on_change(void *arg, struct reflector *r)
 {
     struct watcher *w = arg;
+
+    if (r != w->node)
+        w->last_change = ev_now(w->loop);
 
     if (r == w->node) {
         const json_t *n = kcache_get(reflector_cache(r), w->node_name);
@@ -279,8 +305,34 @@ on_skip(void *arg, struct reflector *r, const struct skip_note *n)
     count_skip(arg, n);
 }
 
-static const struct reflector_ops refl_ops = {on_change, on_health, on_list,
-                                              on_cert_failure, on_skip};
+/* kube-proxy measures network programming from the trigger time the
+ * EndpointSlice controller writes on a slice it changes; a deletion's
+ * annotation is that of the last update, so it is not taken, and
+ * neither is a time before the watcher started. */
+static void
+on_object(void *arg, struct reflector *r, const struct kcache_event *ev)
+{
+    struct watcher *w = arg;
+    const char *s;
+    double t;
+
+    w->last_change = ev_now(w->loop);
+    if (r != w->eps || ev->obj == NULL)
+        return;
+    s = json_string_value(json_object_get(
+        json_object_get(json_object_get(ev->obj, "metadata"), "annotations"),
+        ANN_TRIGGER));
+    if (s == NULL || watcher_parse_time(s, &t) < 0 || t <= w->started)
+        return;
+    if (w->ntriggers == WATCHER_TRIGGERS_MAX) {
+        w->triggers_dropped++;
+        return;
+    }
+    w->triggers[w->ntriggers++] = t;
+}
+
+static const struct reflector_ops refl_ops = {
+    on_change, on_health, on_list, on_cert_failure, on_skip, on_object};
 
 static struct kcred *
 load_cred(const struct watcher_conf *wc, struct err *e)
@@ -416,10 +468,13 @@ watcher_new(struct ev_loop *loop, const struct watcher_conf *wc,
     w->publish = publish;
     w->arg = arg;
     w->on_untrusted = wc->on_untrusted;
+    w->on_unchanged = wc->on_unchanged;
     w->api_healthy = 1;
+    w->started = ev_time();
     ev_timer_init(&w->publish_timer, watcher_on_publish, 0., 0.);
     w->publish_timer.data = w;
-    if (copy_conf(w, wc) < 0) {
+    w->triggers = calloc(WATCHER_TRIGGERS_MAX, sizeof(*w->triggers));
+    if (w->triggers == NULL || copy_conf(w, wc) < 0) {
         err_set(e, "out of memory");
         goto fail;
     }
@@ -459,6 +514,7 @@ watcher_free(struct watcher *w)
     free(w->proxy_name);
     free(w->node_addrs);
     free(w->edge_nodes);
+    free(w->triggers);
     free(w);
 }
 
@@ -510,6 +566,15 @@ watcher_status(const struct watcher *w, struct watcher_status *s)
     snprintf(s->node_zone, sizeof(s->node_zone), "%s", w->zone);
     s->node_deleting = w->node_deleting;
     s->pending_since = w->dirty ? w->oldest : 0;
+    if (w->svc != NULL && w->eps != NULL) {
+        s->service_changes = reflector_stats(w->svc)->changes;
+        s->endpoint_changes = reflector_stats(w->eps)->changes;
+        s->service_pending = s->service_changes - w->built_svc_changes;
+        s->endpoint_pending = s->endpoint_changes - w->built_eps_changes;
+    }
+    s->last_change = w->last_change;
+    s->no_local_internal = w->no_local_internal;
+    s->no_local_external = w->no_local_external;
     memcpy(s->skipped, w->skipped, sizeof(s->skipped));
 }
 
@@ -528,4 +593,77 @@ void
 watcher_latency_hist(const struct watcher *w, struct watcher_latency_hist *h)
 {
     *h = w->hist;
+}
+
+void
+watcher_current_build(const struct watcher *w, struct watcher_build *out)
+{
+    out->started = w->build_started;
+    out->triggers = w->triggers;
+    out->ntriggers = w->ntriggers;
+    out->triggers_dropped = w->triggers_dropped;
+}
+
+/* <n> digits of <s> as a number; -1 if any is not a digit. */
+static int
+digits(const char *s, int n)
+{
+    int v = 0, i;
+
+    for (i = 0; i < n; i++) {
+        if (!isdigit((unsigned char)s[i]))
+            return -1;
+        v = v * 10 + (s[i] - '0');
+    }
+    return v;
+}
+
+int
+watcher_parse_time(const char *s, double *out)
+{
+    struct tm tm;
+    double frac = 0, scale = 0.1;
+    int y, mo, d, h, mi, sec, off = 0;
+    time_t t;
+
+    if (strlen(s) < 20 || s[4] != '-' || s[7] != '-'
+        || (s[10] != 'T' && s[10] != 't') || s[13] != ':' || s[16] != ':')
+        return -1;
+    y = digits(s, 4), mo = digits(s + 5, 2), d = digits(s + 8, 2);
+    h = digits(s + 11, 2), mi = digits(s + 14, 2), sec = digits(s + 17, 2);
+    if (y < 1970 || mo < 1 || mo > 12 || d < 1 || d > 31 || h < 0 || h > 23
+        || mi < 0 || mi > 59 || sec < 0 || sec > 60)
+        return -1;
+    s += 19;
+    if (*s == '.') {
+        if (!isdigit((unsigned char)*++s))
+            return -1;
+        for (; isdigit((unsigned char)*s); s++, scale /= 10)
+            frac += (*s - '0') * scale;
+    }
+    if (*s == 'Z' || *s == 'z') {
+        s++;
+    } else if (*s == '+' || *s == '-') {
+        int oh = digits(s + 1, 2), om = oh < 0 ? -1 : digits(s + 4, 2);
+        if (oh < 0 || oh > 23 || s[3] != ':' || om < 0 || om > 59)
+            return -1;
+        off = (oh * 60 + om) * 60 * (*s == '+' ? 1 : -1);
+        s += 6;
+    } else {
+        return -1;
+    }
+    if (*s != '\0')
+        return -1;
+    memset(&tm, 0, sizeof(tm));
+    tm.tm_year = y - 1900;
+    tm.tm_mon = mo - 1;
+    tm.tm_mday = d;
+    tm.tm_hour = h;
+    tm.tm_min = mi;
+    tm.tm_sec = sec;
+    t = timegm(&tm);
+    if (t == (time_t)-1)
+        return -1;
+    *out = (double)t - off + frac;
+    return 0;
 }

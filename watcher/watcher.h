@@ -51,6 +51,11 @@ struct watcher_conf {
      * trust. Later such failures only retry with back-off, keeping the
      * table in force. NULL: always retry. */
     void (*on_untrusted)(void *arg, const char *why);
+    /* Called (with the publish callback's <arg>) when a build of the
+     * table came out the same as the table in force, so nothing is
+     * published: a sync that changed nothing (kube-proxy still counts
+     * it). watcher_current_build() tells about it. NULL: not told. */
+    void (*on_unchanged)(void *arg);
     const struct tbl_service *policy; /* template: balance, timeouts,
                                        * retries, max_conns copied into
                                        * each generated service; NULL =
@@ -107,6 +112,16 @@ struct watcher_status {
      * (loop time), or 0 when every change seen is published. */
     double pending_since;
     char last_error[256];
+    /* Objects changed, as kube-proxy counts them (reflector.h), by kind,
+     * in all and since the latest build of the table started. */
+    uint64_t service_changes, endpoint_changes;
+    uint64_t service_pending, endpoint_pending;
+    /* Loop time of the latest change to a Service or EndpointSlice (a
+     * watch event, or a list that changed the cache), 0 = none. */
+    double last_change;
+    /* Of the latest build: Service ports with endpoints, a Local policy
+     * and none of them on this node (translate_stats). */
+    size_t no_local_internal, no_local_external;
     /* API objects and fields not served, by kind and reason: lines and
      * list items that did not decode each time they arrive; what the
      * table build skips once when it starts being skipped (again after
@@ -139,5 +154,30 @@ size_t watcher_latencies(const struct watcher *w, double *out, size_t max);
 
 void watcher_latency_hist(const struct watcher *w,
                           struct watcher_latency_hist *h);
+
+/* EndpointSlice trigger times kept until a build takes them; more are
+ * dropped (and counted in watcher_build.triggers_dropped). */
+#define WATCHER_TRIGGERS_MAX 4096
+
+/* The build of the table being published (or found unchanged). */
+struct watcher_build {
+    double started; /* ev_time() when the build (translation) began */
+    /* endpoints.kubernetes.io/last-change-trigger-time of the
+     * EndpointSlices changed by the watch events in this build (Unix
+     * seconds), as kube-proxy takes them: ADDED and MODIFIED only, and
+     * only times after the watcher started. Borrowed. */
+    const double *triggers;
+    size_t ntriggers;
+    uint64_t triggers_dropped; /* in all, for want of room */
+};
+
+/* Fill <out>; meaningful only inside the publish and on_unchanged
+ * callbacks (the trigger times are gone once they return). */
+void watcher_current_build(const struct watcher *w, struct watcher_build *out);
+
+/* Parse an RFC 3339 time ("2026-12-06T08:00:00Z", fraction and offset
+ * optional: "...00.5+01:00") into Unix seconds. Returns 0, or -1 when
+ * <s> is not of that form. */
+int watcher_parse_time(const char *s, double *out);
 
 #endif

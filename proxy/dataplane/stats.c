@@ -127,7 +127,9 @@ void
 stats_sync_done(double duration_s, double wall_s)
 {
     hist_observe(&stats_proc.sync, &hist_sync, duration_s);
-    atomic_store_explicit(&stats_proc.last_sync, wall_s, memory_order_relaxed);
+    if (wall_s > 0)
+        atomic_store_explicit(&stats_proc.last_sync, wall_s,
+                              memory_order_relaxed);
 }
 
 void

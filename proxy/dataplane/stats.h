@@ -167,12 +167,15 @@ extern struct stats_proc stats_proc;
 /* The table generation in force. */
 void stats_set_generation(uint64_t generation);
 
-/* A sync of the service table (API objects to a table in force) took
- * <duration_s> and finished at wall-clock time <wall_s> (Unix seconds). */
+/* A sync of the service table (from the start of its translation to
+ * the table in force) took <duration_s>; it succeeded at wall-clock time
+ * <wall_s> (Unix seconds), or failed with <wall_s> 0 (the duration is
+ * still counted, the time of the last successful sync kept). */
 void stats_sync_done(double duration_s, double wall_s);
 
-/* An API change took <latency_s> from its object's change time to being
- * served by ferry. */
+/* An EndpointSlice change took <latency_s> from its trigger time (the
+ * endpoints.kubernetes.io/last-change-trigger-time annotation) to being
+ * in force. */
 void stats_network_programming(double latency_s);
 /* A worker thread took <delay_s> after worker 0 to serve a table. */
 void stats_worker_delay(double delay_s);

@@ -5,6 +5,7 @@
 
 #include "backend.h"
 #include "health.h"
+#include "kpmetrics.h"
 #include "kube.h"
 #include "log.h"
 #include "nft.h"
@@ -28,6 +29,7 @@ struct kube {
     uint64_t relists, restarts;
     struct ev_timer counters; /* copies watch counters into the metrics */
     struct nodehealth *nh;  /* kube-proxy's health endpoints */
+    struct kpm *kpm;        /* kube-proxy's metrics, or NULL */
     int applied;            /* an API table is in force */
     double last_applied;    /* wall clock */
     double apply_failing;   /* first failed apply since the last success */
@@ -793,16 +795,61 @@ kube_on_counters(struct ev_loop *loop, struct ev_timer *t, int rev)
     feed_skips(k, &st);
 }
 
-/* A table went live <apply_s> after the watcher published it. */
+/* A sync ended: the watcher's build is in force now, unless the proxy
+ * or the kernel refused it. Measured as kube-proxy measures it: from
+ * the start of translation, and network programming from each changed
+ * EndpointSlice's trigger time, on success only. */
 static void
-feed_metrics(struct kube *k, double apply_s)
+feed_metrics(struct kube *k)
 {
-    double lat[1];
+    struct watcher_build b;
+    double now = ev_time(), dur;
+    int ok = k->apply_failing <= 0 && k->kfailing <= 0;
+    size_t i;
 
-    stats_sync_done(apply_s, ev_time());
-    if (watcher_latencies(k->watcher, lat, 1) == 1)
-        stats_network_programming(lat[0] + apply_s);
+    watcher_current_build(k->watcher, &b);
+    dur = b.started > 0 && now > b.started ? now - b.started : 0;
+    stats_sync_done(dur, ok ? now : 0);
+    if (k->kpm != NULL)
+        kpm_sync(k->kpm, dur, ok ? now : 0);
+    for (i = 0; ok && i < b.ntriggers; i++) {
+        stats_network_programming(now - b.triggers[i]);
+        if (k->kpm != NULL)
+            kpm_programming(k->kpm, now - b.triggers[i]);
+    }
     kube_on_counters(k->loop, &k->counters, 0);
+}
+
+/* The build matched the table in force: a sync with nothing to do. */
+static void
+kube_on_unchanged(void *arg)
+{
+    feed_metrics(arg);
+}
+
+static void
+kube_kpm_state(void *arg, struct kpm_state *out)
+{
+    struct kube *k = arg;
+    struct watcher_status st;
+    struct nodehealth_counts hc;
+
+    watcher_status(k->watcher, &st);
+    /* Loop time, as wall clock (see kube_health_state). */
+    out->last_queued = st.last_change > 0
+                           ? ev_time() - (ev_now(k->loop) - st.last_change)
+                           : 0;
+    out->endpoint_changes = st.endpoint_changes;
+    out->service_changes = st.service_changes;
+    out->endpoint_pending = st.endpoint_pending;
+    out->service_pending = st.service_pending;
+    out->no_local_internal = st.no_local_internal;
+    out->no_local_external = st.no_local_external;
+    if (k->nh != NULL) {
+        nodehealth_counts(k->nh, &hc);
+        memcpy(out->healthz, hc.healthz, sizeof(out->healthz));
+        memcpy(out->livez, hc.livez, sizeof(out->livez));
+    }
 }
 
 /* Before the first sync the API server's certificate did not verify:
@@ -827,16 +874,14 @@ kube_on_publish(struct table *t, void *arg)
 {
     struct kube *k = arg;
     int first = k->api == NULL;
-    double t0;
 
     table_unref(k->api);
     k->api = t;
     if (first)
         log_info("kubernetes: first full sync: %zu service(s) from the API",
                  t->nservices);
-    t0 = ev_time();
     kube_apply(k);
-    feed_metrics(k, ev_time() - t0);
+    feed_metrics(k);
 }
 
 int
@@ -892,6 +937,15 @@ kube_start_health(struct kube *k, const struct conf *c)
     if (c->node.healthz_listen.u.sa.sa_family != 0
         && nodehealth_listen(k->nh, &c->node.healthz_listen, &e) < 0)
         log_warn("kubernetes: no /healthz, /livez, /readyz: %s", e.msg);
+    if (c->kube.mode != CONF_KUBE_NODE
+        || c->node.metrics_listen.u.sa.sa_family == 0)
+        return;
+    k->kpm = kpm_new(k->loop, kube_kpm_state, k);
+    err_clear(&e);
+    if (k->kpm == NULL)
+        log_error("kubernetes: out of memory for kube-proxy's metrics");
+    else if (kpm_listen(k->kpm, &c->node.metrics_listen, &e) < 0)
+        log_warn("kubernetes: no kube-proxy metrics: %s", e.msg);
 }
 
 static int
@@ -965,6 +1019,7 @@ kube_new(struct ev_loop *loop, struct proxy *p, const struct conf *c,
     wc.kernel = k->want_nft;
     kube_start_health(k, c);
     wc.on_untrusted = kube_on_untrusted;
+    wc.on_unchanged = kube_on_unchanged;
     k->watcher = watcher_new(loop, &wc, kube_on_publish, k, e);
     if (k->watcher == NULL)
         goto fail;
@@ -1016,6 +1071,7 @@ kube_free(struct kube *k)
     nft_free(k->nft);
     table_unref(k->kfed);
     smap_deinit(&k->kidx);
+    kpm_free(k->kpm);
     nodehealth_free(k->nh);
     watcher_free(k->watcher);
     vip_free(k->vip);

@@ -42,6 +42,7 @@ struct nodehealth {
     struct nh_listener *node; /* /healthz, /livez, /readyz */
     struct nh_port *ports;
     struct httpd *srv;
+    struct nodehealth_counts counts;
 };
 
 /* ---- replies ------------------------------------------------------------ */
@@ -75,7 +76,7 @@ proxy_healthy(const struct nodehealth_state *st, double stale_after, double now)
     return st->pending_since <= 0 || now - st->pending_since <= stale_after;
 }
 
-void
+int
 nodehealth_reply_node(const struct nodehealth_state *st, double stale_after_s,
                       const struct httpreq *r, double now, struct sbuf *out)
 {
@@ -85,12 +86,12 @@ nodehealth_reply_node(const struct nodehealth_state *st, double stale_after_s,
     if (strcmp(r->path, "/healthz") != 0 && strcmp(r->path, "/livez") != 0
         && strcmp(r->path, "/readyz") != 0) {
         reply(out, 404, "text/plain; charset=utf-8", "", "not found\n", head);
-        return;
+        return 404;
     }
     if (r->method != HTTPREQ_GET && !head) {
         reply(out, 405, "text/plain; charset=utf-8", "Allow: GET, HEAD\r\n",
               "use GET\n", 0);
-        return;
+        return 405;
     }
     if (strcmp(r->path, "/readyz") == 0) {
         ok = st->synced && !st->shutting_down;
@@ -100,7 +101,7 @@ nodehealth_reply_node(const struct nodehealth_state *st, double stale_after_s,
                                   : "not ready: waiting for the first full "
                                     "sync from the API server\n",
               head);
-        return;
+        return ok ? 200 : 503;
     }
     livez = strcmp(r->path, "/livez") == 0;
     ok = proxy_healthy(st, stale_after_s, now);
@@ -119,6 +120,7 @@ nodehealth_reply_node(const struct nodehealth_state *st, double stale_after_s,
     if (!livez && st->node_deleting)
         ok = 0;
     reply(out, ok ? 200 : 503, "application/json", "", body, head);
+    return ok ? 200 : 503;
 }
 
 void
@@ -168,7 +170,12 @@ nh_on_request(void *arg, unsigned tag, const struct httpreq *r, double now,
     memset(&st, 0, sizeof(st));
     nh->state(nh->arg, &st);
     if (tag == 0) {
-        nodehealth_reply_node(&st, nh->stale_after, r, now, out);
+        int code = nodehealth_reply_node(&st, nh->stale_after, r, now, out);
+        uint64_t *c = strcmp(r->path, "/healthz") == 0 ? nh->counts.healthz
+                      : strcmp(r->path, "/livez") == 0 ? nh->counts.livez
+                                                        : NULL;
+        if (c != NULL && (code == 200 || code == 503))
+            c[code == 503]++;
         return;
     }
     /* The Service may have left the table since the accept. */
@@ -410,4 +417,10 @@ nodehealth_ports(const struct nodehealth *nh)
     for (p = nh->ports; p != NULL; p = p->next)
         n += p->ls != NULL;
     return n;
+}
+
+void
+nodehealth_counts(const struct nodehealth *nh, struct nodehealth_counts *out)
+{
+    *out = nh->counts;
 }

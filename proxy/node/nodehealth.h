@@ -29,6 +29,7 @@
 
 #include <ev.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "err.h"
 #include "parse.h"
@@ -76,8 +77,18 @@ void nodehealth_set_table(struct nodehealth *nh, const struct table *t,
 /* Number of healthCheckNodePort responders listening (tests, status). */
 size_t nodehealth_ports(const struct nodehealth *nh);
 
-/* Replies, exposed for unit tests. <now> is wall-clock time. */
-void nodehealth_reply_node(const struct nodehealth_state *st,
+/* Answers of /healthz and /livez by status, 200 then 503 (kube-proxy's
+ * proxy_healthz_total and proxy_livez_total); GET and HEAD only. */
+struct nodehealth_counts {
+    uint64_t healthz[2], livez[2];
+};
+
+void nodehealth_counts(const struct nodehealth *nh,
+                       struct nodehealth_counts *out);
+
+/* Replies, exposed for unit tests. <now> is wall-clock time. The node
+ * reply returns the status it wrote. */
+int nodehealth_reply_node(const struct nodehealth_state *st,
                            double stale_after_s, const struct httpreq *r,
                            double now, struct sbuf *out);
 void nodehealth_reply_service(const struct nodehealth_state *st,

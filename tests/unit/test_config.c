@@ -829,6 +829,69 @@ test_err_listen_vs_admin(void **state)
     conf_free(c);
 }
 
+/* node.metrics_listen: kube-proxy's default, "off", an address that
+ * must not overlap the other servers' or the services' in node mode. */
+static void
+test_metrics_listen(void **state)
+{
+    struct conf *c;
+    struct err e;
+    char a[SADDR_STR_MAX];
+
+    (void)state;
+    c = load("kubernetes: {enabled: true}\n", &e);
+    assert_non_null(c);
+    assert_string_equal(saddr_str(&c->node.metrics_listen, a, sizeof(a)),
+                        "127.0.0.1:10249");
+    conf_free(c);
+    c = load("kubernetes: {enabled: true}\nnode: {metrics_listen: off}\n", &e);
+    assert_non_null(c);
+    assert_int_equal(c->node.metrics_listen.u.sa.sa_family, 0);
+    conf_free(c);
+    c = load("kubernetes: {enabled: true}\n"
+             "node: {metrics_listen: \"[::]:9249\"}\n",
+             &e);
+    assert_non_null(c);
+    assert_string_equal(saddr_str(&c->node.metrics_listen, a, sizeof(a)),
+                        "[::]:9249");
+    conf_free(c);
+    c = load("kubernetes: {enabled: true}\nnode: {metrics_listen: 10249}\n",
+             &e);
+    assert_null(c);
+    assert_non_null(strstr(e.msg, "node.metrics_listen \"10249\": "));
+    assert_non_null(strstr(e.msg, "(an address with port, or off)"));
+    expect_error("kubernetes: {enabled: true}\n"
+                 "node: {metrics_listen: \"\"}\n",
+                 2, 24, "\"metrics_listen\": must be 1 to");
+    c = load("kubernetes: {enabled: true}\n"
+             "node: {metrics_listen: 0.0.0.0:10256}\n",
+             &e);
+    assert_null(c);
+    assert_string_equal(e.msg, "node.healthz_listen 0.0.0.0:10256 overlaps "
+                               "node.metrics_listen 0.0.0.0:10256");
+    expect_error("kubernetes: {enabled: true}\n"
+                 "services:\n"
+                 "  - name: a\n"
+                 "    listen: 127.0.0.1:10249\n" BACKENDS,
+                 4, 13,
+                 "listen 127.0.0.1:10249 of service \"a\" overlaps "
+                 "node.metrics_listen 127.0.0.1:10249");
+    /* Off, or not node mode: the address is free. */
+    c = load("kubernetes: {enabled: true}\nnode: {metrics_listen: off}\n"
+             "services:\n"
+             "  - name: a\n"
+             "    listen: 127.0.0.1:10249\n" BACKENDS,
+             &e);
+    assert_non_null(c);
+    conf_free(c);
+    c = load("services:\n"
+             "  - name: a\n"
+             "    listen: 127.0.0.1:10249\n" BACKENDS,
+             &e);
+    assert_non_null(c);
+    conf_free(c);
+}
+
 /* One spelling per address and port. */
 static void
 test_err_address_forms(void **state)
@@ -1351,6 +1414,7 @@ main(void)
         cmocka_unit_test(test_err_duplicate_listen),
         cmocka_unit_test(test_err_overlapping_listen),
         cmocka_unit_test(test_err_listen_vs_admin),
+        cmocka_unit_test(test_metrics_listen),
         cmocka_unit_test(test_err_address_forms),
         cmocka_unit_test(test_err_no_backends),
         cmocka_unit_test(test_err_duplicates),

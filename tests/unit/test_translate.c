@@ -778,6 +778,59 @@ test_both_local(void **state)
     assert_int_equal(get(f, "shop/web:http")->hc_node_port, 0);
 }
 
+/* kube-proxy's no_local_endpoints_total: Service ports with an
+ * endpoint, a Local policy and no endpoint on this node, by policy, on
+ * either dataplane. */
+static void
+test_no_local_count(void **state)
+{
+    struct fx *f = *state;
+    int kernel;
+
+    for (kernel = 0; kernel < 2; kernel++) {
+        f->o.kernel = kernel;
+        kcache_free(f->svcs);
+        kcache_free(f->slices);
+        f->svcs = kcache_new("Service", 1);
+        f->slices = kcache_new("EndpointSlice", 1);
+        put(f->svcs, "{'metadata':{'namespace':'shop','name':'web'},'spec':{"
+                     "'type':'NodePort','clusterIP':'198.18.0.10','ports':[{"
+                     "'name':'http','port':80,'nodePort':31080}],"
+                     "'externalTrafficPolicy':'Local',"
+                     "'internalTrafficPolicy':'Local'}}");
+        put(f->svcs, "{'metadata':{'namespace':'shop','name':'api'},'spec':{"
+                     "'type':'ClusterIP','clusterIP':'198.18.0.11','ports':[{"
+                     "'name':'http','port':80}],"
+                     "'internalTrafficPolicy':'Local'}}");
+        put(f->svcs, "{'metadata':{'namespace':'shop','name':'db'},'spec':{"
+                     "'type':'ClusterIP','clusterIP':'198.18.0.12','ports':[{"
+                     "'name':'http','port':80}]}}");
+        /* web: no endpoint at all yet; api: a local one; db: Cluster. */
+        put(f->slices, SLICE("api-1", "api", HTTP_8080,
+                             "[" EP("198.18.2.1", "node-a", "z1", READY) "]"));
+        put(f->slices, SLICE("db-1", "db", HTTP_8080,
+                             "[" EP("198.18.2.3", "node-b", "z1", READY) "]"));
+        build(f);
+        assert_int_equal(f->st.no_local_internal, 0);
+        assert_int_equal(f->st.no_local_external, 0);
+        /* web gets endpoints elsewhere only (a terminating one counts
+         * as an endpoint, a not-ready one does not matter). */
+        put(f->slices,
+            SLICE("web-1", "web", HTTP_8080,
+                  "[" EP("198.18.2.2", "node-b", "z1", TERMINATING) "," EP(
+                      "198.18.2.4", "node-a", "z1", NOTREADY) "]"));
+        build(f);
+        assert_int_equal(f->st.no_local_internal, 1);
+        assert_int_equal(f->st.no_local_external, 1);
+        /* api loses its local endpoint to another node. */
+        put(f->slices, SLICE("api-1", "api", HTTP_8080,
+                             "[" EP("198.18.2.1", "node-b", "z1", READY) "]"));
+        build(f);
+        assert_int_equal(f->st.no_local_internal, 2);
+        assert_int_equal(f->st.no_local_external, 1);
+    }
+}
+
 #define ZH(z) ",'hints':{'forZones':[{'name':'" z "'}]}" READY
 #define NH(n)                                                                  \
     ",'hints':{'forNodes':[{'name':'" n "'}],'forZones':[{'name':"             \
@@ -1133,6 +1186,7 @@ main(void)
         T(test_conditions),
         T(test_terminating_fallback),
         T(test_itp_local),
+        T(test_no_local_count),
         T(test_etp_local),
         T(test_edge),
         T(test_node_deleting),
