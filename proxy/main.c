@@ -288,8 +288,7 @@ daemon_run(const struct opts *o)
         proxy_free(d.proxy);
         return 1;
     }
-    if (accesslog_configure(&c->access_log, proxy_nworkers(d.proxy), &e)
-        < 0) {
+    if (accesslog_configure(&c->access_log, proxy_nworkers(d.proxy), &e) < 0) {
         log_error("%s", err_str(&e, msg, sizeof(msg)));
         conf_free(c);
         ctl_deinit(&d.ctl);

@@ -1,8 +1,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
-#include <stdarg.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,8 +51,7 @@ put_str(char *out, size_t cap, size_t n, const char *s, size_t max, int json)
             out[n++] = '\\';
             out[n++] = (char)ch;
         } else if (ch < 0x20 || ch == 0x7f) {
-            n += (size_t)snprintf(out + n, cap - n, json ? "\\u%04x" : "?",
-                                  ch);
+            n += (size_t)snprintf(out + n, cap - n, json ? "\\u%04x" : "?", ch);
         } else {
             out[n++] = (char)ch;
         }
@@ -60,8 +59,7 @@ put_str(char *out, size_t cap, size_t n, const char *s, size_t max, int json)
     return n;
 }
 
-static size_t
-put_fmt(char *out, size_t cap, size_t n, const char *fmt, ...)
+static size_t put_fmt(char *out, size_t cap, size_t n, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
 static size_t
@@ -95,9 +93,8 @@ fmt_time(double t, char out[64])
     if (ms > 999)
         ms = 999;
     gmtime_r(&s, &tm);
-    snprintf(out, 64, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ",
-             tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
-             tm.tm_min, tm.tm_sec, ms);
+    snprintf(out, 64, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
+             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ms);
 }
 
 size_t
@@ -119,8 +116,9 @@ accesslog_format(const struct accesslog_rec *r,
     if (!(dur >= 0))
         dur = 0;
     if (json) {
-        n = put_fmt(out, cap, 0, "{\"time\":\"%s\",\"id\":%llu,"
-                                 "\"client\":\"%s\",\"service\":\"",
+        n = put_fmt(out, cap, 0,
+                    "{\"time\":\"%s\",\"id\":%llu,"
+                    "\"client\":\"%s\",\"service\":\"",
                     ts, (unsigned long long)r->id, cl);
         n = put_str(out, cap, n, r->service, ACCESSLOG_NAME_CUT, 1);
         n = put_fmt(out, cap, n, "\",\"backend\":");
@@ -131,7 +129,8 @@ accesslog_format(const struct accesslog_rec *r,
         } else {
             n = put_fmt(out, cap, n, "null");
         }
-        n = put_fmt(out, cap, n, ",\"attempts\":%u,\"connect_ms\":", r->attempts);
+        n = put_fmt(out, cap, n,
+                    ",\"attempts\":%u,\"connect_ms\":", r->attempts);
         if (r->connect >= 0)
             n = put_fmt(out, cap, n, "%.3f", r->connect * 1e3);
         else
@@ -248,9 +247,9 @@ accesslog_ring_pop(struct accesslog_ring *rg)
 /* ---- the writer ---------------------------------------------------------- */
 
 #define ACCESSLOG_BATCH      (64 * 1024) /* bytes per write() to a stream */
-#define ACCESSLOG_IDLE_MS    500  /* the writer's sleep when woken by none */
-#define ACCESSLOG_BLOCKED_MS 100  /* wait for a full sink, then look again */
-#define ACCESSLOG_STOP_S     1.0  /* at exit, give a stuck sink this long */
+#define ACCESSLOG_IDLE_MS    500 /* the writer's sleep when woken by none */
+#define ACCESSLOG_BLOCKED_MS 100 /* wait for a full sink, then look again */
+#define ACCESSLOG_STOP_S     1.0 /* at exit, give a stuck sink this long */
 
 /* What the writer writes to. */
 struct accesslog_sink {
@@ -541,8 +540,9 @@ sink_open(const struct conf_access_log *c, struct accesslog_sink *s,
         break;
     case CONF_ACCESS_LOG_FILE:
         /* Non-blocking so that a FIFO cannot hold the writer forever. */
-        fd = open(c->path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC
-                               | O_NOCTTY | O_NONBLOCK,
+        fd = open(c->path,
+                  O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOCTTY
+                      | O_NONBLOCK,
                   0640);
         if (fd < 0)
             return err_set(e, "access_log: cannot open %s: %s", c->path,
@@ -583,8 +583,7 @@ post_sink(const struct accesslog_sink *s)
 }
 
 static int
-writer_start(const struct conf_access_log *c, unsigned nworkers,
-             struct err *e)
+writer_start(const struct conf_access_log *c, unsigned nworkers, struct err *e)
 {
     unsigned i;
     int rc;
@@ -613,8 +612,8 @@ writer_start(const struct conf_access_log *c, unsigned nworkers,
     al.started = 1;
     return 0;
 nomem:
-    err_set(e, "access_log: out of memory for %u ring(s) of %u lines",
-            nworkers, c->buffer);
+    err_set(e, "access_log: out of memory for %u ring(s) of %u lines", nworkers,
+            c->buffer);
 fail:
     if (al.efd >= 0)
         close(al.efd);

@@ -86,8 +86,7 @@ extern atomic_int accesslog_enabled_flag;
 static inline int
 accesslog_enabled(void)
 {
-    return atomic_load_explicit(&accesslog_enabled_flag,
-                                memory_order_relaxed);
+    return atomic_load_explicit(&accesslog_enabled_flag, memory_order_relaxed);
 }
 
 /* Apply the "access_log:" section <c> for <nworkers> workers: opens the

@@ -516,7 +516,8 @@ conn_accept(struct worker *w, struct svc *s, int fd,
         close_reset(fd);
         if (accesslog_enabled())
             conn_access_log_refused(
-                w, s, client, (enum accesslog_cause)(ACCESSLOG_SOURCE_DENY + r));
+                w, s, client,
+                (enum accesslog_cause)(ACCESSLOG_SOURCE_DENY + r));
         return;
     }
     /* Only a capped service counts (one shared atomic less per connection
