@@ -67,6 +67,7 @@ const char *const tbl_balance_names[TBL_BAL__COUNT + 1] = {
     [TBL_BAL_LEASTCONN] = "leastconn",
     [TBL_BAL_RANDOM] = "random",
     [TBL_BAL_P2C] = "p2c",
+    [TBL_BAL_MAGLEV] = "maglev",
     [TBL_BAL__COUNT] = NULL,
 };
 

@@ -38,6 +38,7 @@ enum tbl_balance {
     TBL_BAL_LEASTCONN,      /* fewest active connections, weighted */
     TBL_BAL_RANDOM,         /* weighted random */
     TBL_BAL_P2C,            /* the less loaded of two random picks */
+    TBL_BAL_MAGLEV,         /* consistent hash of the client's IP */
     TBL_BAL__COUNT
 };
 

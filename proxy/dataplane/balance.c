@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "balance.h"
+#include "util.h"
 #include "svc-t.h"
 
 #define BAL_LINE 64 /* bytes in a cache line */
@@ -154,12 +155,14 @@ rr_reweight(void *p, const struct svc *s)
 }
 
 static int
-rr_pick(void *p, const struct svc *s, unsigned k, bal_eligible_fn ok, void *arg)
+rr_pick(void *p, const struct svc *s, unsigned k,
+        const struct saddr *client, bal_eligible_fn ok, void *arg)
 {
     struct rr_state *st = p;
     const struct rr_seq *q =
         atomic_load_explicit(&st->seq, memory_order_acquire);
     uint32_t n, tries;
+    (void)client;
 
     if (q != NULL) {
         /* A few tickets at most: with many candidates refused (drained,
@@ -266,11 +269,13 @@ least_from(const struct svc *s, unsigned start, bal_eligible_fn ok,
 }
 
 static int
-lc_pick(void *p, const struct svc *s, unsigned k, bal_eligible_fn ok, void *arg)
+lc_pick(void *p, const struct svc *s, unsigned k,
+        const struct saddr *client, bal_eligible_fn ok, void *arg)
 {
     struct lc_state *st = p;
     unsigned start = atomic_load_explicit(&st->next, memory_order_relaxed);
     int best = least_from(s, start, ok, arg);
+    (void)client;
 
     (void)k;
     if (best >= 0)
@@ -317,12 +322,13 @@ rand_next(struct rand_slot *sl)
 }
 
 static int
-rand_pick(void *p, const struct svc *s, unsigned k, bal_eligible_fn ok,
-          void *arg)
+rand_pick(void *p, const struct svc *s, unsigned k,
+        const struct saddr *client, bal_eligible_fn ok, void *arg)
 {
     struct rand_slot *st = p;
     uint64_t total = 0, r;
     size_t i;
+    (void)client;
 
     for (i = 0; i < s->nbe; i++)
         if (svc_be_weight(&s->be[i]) > 0 && ok(s, i, arg))
@@ -352,12 +358,13 @@ rand_pick(void *p, const struct svc *s, unsigned k, bal_eligible_fn ok,
 #define P2C_DRAWS 8
 
 static int
-p2c_pick(void *p, const struct svc *s, unsigned k, bal_eligible_fn ok,
-         void *arg)
+p2c_pick(void *p, const struct svc *s, unsigned k,
+        const struct saddr *client, bal_eligible_fn ok, void *arg)
 {
     struct rand_slot *st = p;
     int c[2] = {-1, -1};
     unsigned d;
+    (void)client;
 
     if (s->nbe == 0)
         return -1;
@@ -373,6 +380,209 @@ p2c_pick(void *p, const struct svc *s, unsigned k, bal_eligible_fn ok,
     if (c[1] < 0)
         return least_from(s, (unsigned)(rand_next(&st[k]) % s->nbe), ok, arg);
     return less_loaded(s, (size_t)c[1], (size_t)c[0]) ? c[1] : c[0];
+}
+
+/*
+ * Maglev consistent hashing on the client's IP (Eisenbud et al., NSDI
+ * 2016): a lookup table of a prime number of slots, filled by letting
+ * each backend claim slots along its own permutation, turn by turn, a
+ * backend of weight w taking w turns per round. A client goes to the
+ * backend of slot hash(IP) mod M. The table depends only on the
+ * backends' addresses and weights, so two ferry instances with the same
+ * backends send a client to the same one, and a backend leaving moves
+ * little more than its own share of clients. A slot whose backend may not
+ * take the connection (down, drained, tried) passes it to the next slots
+ * in order, so the detour is the same everywhere too.
+ */
+#define MAGLEV_OLD_MAX 32
+
+struct mg_table {
+    uint32_t m;       /* slots, a prime */
+    uint16_t slot[];  /* backend index of each slot */
+};
+
+struct mg_state {
+    _Atomic(struct mg_table *) t;
+    unsigned nold;
+    struct mg_table *old[MAGLEV_OLD_MAX];
+};
+
+/* 64-bit FNV-1a of <n> bytes from <seed>: fixed, so that every instance
+ * computes the same tables and the same client hashes. */
+static uint64_t
+fnv1a(const void *p, size_t n, uint64_t seed)
+{
+    const uint8_t *b = p;
+    uint64_t h = 0xcbf29ce484222325ull ^ seed;
+    size_t i;
+
+    for (i = 0; i < n; i++) {
+        h ^= b[i];
+        h *= 0x100000001b3ull;
+    }
+    /* A final mix: FNV's low bits alone spread short keys poorly. */
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdull;
+    h ^= h >> 33;
+    return h;
+}
+
+/* The bytes that name an address (IP and port, or the IP alone). */
+static size_t
+addr_key(const struct saddr *a, int with_port, uint8_t out[18])
+{
+    size_t n;
+
+    if (a->u.sa.sa_family == AF_INET6) {
+        memcpy(out, &a->u.in6.sin6_addr, 16);
+        n = 16;
+    } else {
+        memcpy(out, &a->u.in.sin_addr, 4);
+        n = 4;
+    }
+    if (with_port) {
+        uint16_t port = saddr_port(a);
+        out[n++] = (uint8_t)(port >> 8);
+        out[n++] = (uint8_t)port;
+    }
+    return n;
+}
+
+/* Slots for <n> backends: the first of a few fixed primes with at least
+ * 100 slots per backend (the paper's M >> N), up to 65537. Fixed steps,
+ * not the next prime after 100 N, so that a backend coming or going
+ * keeps the table's size, and with it most clients' slots. */
+static uint32_t
+mg_size(size_t n)
+{
+    static const uint32_t primes[] = {257, 1031, 4099, 16411, 65537};
+    size_t i;
+
+    for (i = 0; i + 1 < ARRAY_SIZE(primes); i++)
+        if ((uint64_t)n * 100 <= primes[i])
+            break;
+    return primes[i];
+}
+
+static struct mg_table *
+mg_build(const struct svc *s)
+{
+    struct mg_table *t;
+    uint32_t *next = NULL, *offset = NULL, *skip = NULL;
+    uint32_t m, filled = 0, w;
+    size_t i, live = 0;
+
+    for (i = 0; i < s->nbe; i++)
+        live += svc_be_weight(&s->be[i]) > 0;
+    m = mg_size(live);
+    t = malloc(sizeof(*t) + m * sizeof(t->slot[0]));
+    next = calloc(s->nbe + 1, sizeof(*next));
+    offset = calloc(s->nbe + 1, sizeof(*offset));
+    skip = calloc(s->nbe + 1, sizeof(*skip));
+    if (t == NULL || next == NULL || offset == NULL || skip == NULL)
+        goto fail;
+    t->m = m;
+    for (i = 0; i < m; i++)
+        t->slot[i] = UINT16_MAX;
+    for (i = 0; i < s->nbe; i++) {
+        uint8_t key[18];
+        size_t n = addr_key(&s->be[i].b->addr, 1, key);
+        offset[i] = (uint32_t)(fnv1a(key, n, 0x6d61676c) % m);
+        skip[i] = (uint32_t)(fnv1a(key, n, 0x65763031) % (m - 1)) + 1;
+    }
+    while (live > 0 && filled < m) {
+        for (i = 0; i < s->nbe && filled < m; i++) {
+            for (w = svc_be_weight(&s->be[i]); w > 0 && filled < m; w--) {
+                uint32_t c;
+                do {
+                    c = (uint32_t)((offset[i] + (uint64_t)next[i] * skip[i])
+                                   % m);
+                    next[i]++;
+                } while (t->slot[c] != UINT16_MAX);
+                t->slot[c] = (uint16_t)i;
+                filled++;
+            }
+        }
+    }
+    free(next);
+    free(offset);
+    free(skip);
+    return t;
+fail:
+    free(t);
+    free(next);
+    free(offset);
+    free(skip);
+    return NULL;
+}
+
+static void *
+mg_init(const struct svc *s, unsigned nslots)
+{
+    struct mg_state *st;
+
+    (void)nslots;
+    if (s->nbe >= UINT16_MAX)
+        return NULL;
+    st = calloc(1, sizeof(*st));
+    if (st == NULL)
+        return NULL;
+    atomic_init(&st->t, mg_build(s));
+    if (atomic_load(&st->t) == NULL) {
+        free(st);
+        return NULL;
+    }
+    return st;
+}
+
+static void
+mg_reweight(void *p, const struct svc *s)
+{
+    struct mg_state *st = p;
+    struct mg_table *t = mg_build(s);
+
+    /* Out of memory, or too many replaced tables: keep the one in force. */
+    if (t == NULL || st->nold == MAGLEV_OLD_MAX) {
+        free(t);
+        return;
+    }
+    st->old[st->nold++] = atomic_exchange(&st->t, t);
+}
+
+static int
+mg_pick(void *p, const struct svc *s, unsigned k, const struct saddr *client,
+        bal_eligible_fn ok, void *arg)
+{
+    struct mg_state *st = p;
+    const struct mg_table *t = atomic_load(&st->t);
+    uint8_t key[18];
+    uint64_t h = 0;
+    uint32_t at, n;
+
+    (void)k;
+    if (client != NULL)
+        h = fnv1a(key, addr_key(client, 0, key), 0x636c6e74);
+    at = (uint32_t)(h % t->m);
+    for (n = 0; n < t->m; n++, at = at + 1 == t->m ? 0 : at + 1) {
+        uint16_t i = t->slot[at];
+        if (i < s->nbe && svc_be_weight(&s->be[i]) > 0 && ok(s, i, arg))
+            return i;
+    }
+    return -1;
+}
+
+static void
+mg_release(void *p)
+{
+    struct mg_state *st = p;
+    unsigned i;
+
+    if (st == NULL)
+        return;
+    for (i = 0; i < st->nold; i++)
+        free(st->old[i]);
+    free(atomic_load(&st->t));
+    free(st);
 }
 
 /* Least connections and random keep nothing but one allocation. */
@@ -396,7 +606,10 @@ static const struct bal_ops bal_table[TBL_BAL__COUNT] = {
                         .release = plain_release},
     [TBL_BAL_P2C] = {.init = rand_init,
                      .pick = p2c_pick,
-                     .release = plain_release},
+                     .release = plain_release},    [TBL_BAL_MAGLEV] = {.init = mg_init,
+                        .pick = mg_pick,
+                        .reweight = mg_reweight,
+                        .release = mg_release},
 };
 
 const struct bal_ops *

@@ -18,6 +18,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "parse.h"
 #include "table.h"
 
 struct svc;
@@ -32,10 +33,11 @@ struct bal_ops {
     void *(*init)(const struct svc *s, unsigned nslots);
     /* Index of the chosen backend among those <ok> accepts, or -1. <k>
      * (below init's <nslots>) is the calling worker: its slot is the only
-     * per-worker state the pick writes. Never allocates, never fails when
-     * a candidate exists. */
-    int (*pick)(void *st, const struct svc *s, unsigned k, bal_eligible_fn ok,
-                void *arg);
+     * per-worker state the pick writes. <client> is the connection's
+     * client, or NULL when the caller has none (only hashing algorithms
+     * read it). Never allocates, never fails when a candidate exists. */
+    int (*pick)(void *st, const struct svc *s, unsigned k,
+                const struct saddr *client, bal_eligible_fn ok, void *arg);
     /* Effective weights of <s> changed (admin override); NULL when the
      * algorithm reads the weights at each pick. Control loop, while
      * workers pick. */

@@ -153,8 +153,9 @@ pick_ok(const struct svc *s, size_t i, void *arg)
            || !backend_ejected(s->be[i].b, c->now);
 }
 
-int
-svc_pick(struct svc *s, const struct svc_tried *tried, double now)
+static int
+pick(struct svc *s, const struct saddr *client, const struct svc_tried *tried,
+     double now)
 {
     struct pick_ctx c = {tried, now, PICK_AVOID_BACKOFF};
     unsigned k = svc_slot_self(s);
@@ -162,12 +163,18 @@ svc_pick(struct svc *s, const struct svc_tried *tried, double now)
 
     if (s->nbe == 0)
         return -1;
-    i = s->bal->pick(s->bal_state, s, k, pick_ok, &c);
+    i = s->bal->pick(s->bal_state, s, k, client, pick_ok, &c);
     if (i < 0) {
         c.backoff = PICK_IGNORE_BACKOFF;
-        i = s->bal->pick(s->bal_state, s, k, pick_ok, &c);
+        i = s->bal->pick(s->bal_state, s, k, client, pick_ok, &c);
     }
     return i;
+}
+
+int
+svc_pick(struct svc *s, const struct svc_tried *tried, double now)
+{
+    return pick(s, NULL, tried, now);
 }
 
 int
@@ -178,10 +185,10 @@ svc_pick_client(struct svc *s, const struct saddr *client,
     int i;
 
     if (s->aff == NULL)
-        return svc_pick(s, tried, now);
+        return pick(s, client, tried, now);
     i = affinity_get(s->aff, client, now);
     if (i < 0 || (size_t)i >= s->nbe || !pick_ok(s, (size_t)i, &c))
-        i = svc_pick(s, tried, now);
+        i = pick(s, client, tried, now);
     if (i >= 0)
         affinity_set(s->aff, client, (uint32_t)i, now);
     return i;

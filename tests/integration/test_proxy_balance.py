@@ -1,11 +1,12 @@
 """Balancing: exact smooth weighted round-robin, leastconn, weighted random,
-power of two choices.
+power of two choices, Maglev.
 
 Each backend greets with its own name, so the client learns which backend
 ferry picked. Connections are made one after the other, so the order seen is
 the order ferry chose.
 """
 
+import socket
 from collections import Counter
 
 import pytest
@@ -195,6 +196,34 @@ def test_p2c_keeps_held_connections_level(start_ferry, backends):
         assert nxt.count("b") >= 3, nxt
     finally:
         held.close_all()
+
+
+def hello_from(addr, src_ip):
+    """ft.hello() from source address <src_ip> (loopback's /8)."""
+    host, port = addr.rsplit(":", 1)
+    with socket.socket() as s:
+        s.settimeout(ft.DEADLINE)
+        s.bind((src_ip, 0))
+        s.connect((host, int(port)))
+        return ft.read_line(s)
+
+
+def test_maglev_two_instances_agree(start_ferry, backends):
+    """Maglev: two ferry processes with the same backends send each client
+    address to the same backend, every time, and spread the clients over
+    all of them."""
+    bs = [backends(n) for n in ("a", "b", "c")]
+    one, two = ft.free_addr(), ft.free_addr()
+    start_ferry(ft.config([ft.service("web", one, bs, balance="maglev")]))
+    start_ferry(ft.config([ft.service("web", two, bs, balance="maglev")]))
+    seen = {}
+    for i in range(1, 31):
+        src = "127.0.9.%d" % i
+        got = {hello_from(one, src), hello_from(two, src),
+               hello_from(one, src)}
+        assert len(got) == 1, (src, got)
+        seen[src] = got.pop()
+    assert set(seen.values()) == {"a", "b", "c"}, seen
 
 
 @pytest.mark.parametrize("algo", ["roundrobin", "leastconn", "random",

@@ -348,6 +348,111 @@ test_p2c_few_candidates(void **state)
     svc_unref(s);
 }
 
+/* Client <i> of a test population: 198.18.(i/250).(i%250+1). */
+static struct saddr
+client_n(int i)
+{
+    struct saddr a;
+    char ip[32];
+    const char *why;
+
+    snprintf(ip, sizeof(ip), "198.18.%d.%d", (i / 250) % 256, i % 250 + 1);
+    assert_int_equal(parse_ip(ip, 40000, &a, &why), 0);
+    return a;
+}
+
+/* Maglev: a client keeps its backend; two services with the same
+ * backends (two ferry instances) agree; the spread is even. */
+static void
+test_maglev_consistent_and_even(void **state)
+{
+    static const uint32_t w[10] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1};
+    struct svc *a = make_svc(TBL_BAL_MAGLEV, w, 10);
+    struct svc *b = make_svc(TBL_BAL_MAGLEV, w, 10);
+    struct svc_tried none = {0};
+    int counts[10] = {0}, i;
+
+    (void)state;
+    for (i = 0; i < 20000; i++) {
+        struct saddr c = client_n(i);
+        int x = svc_pick_client(a, &c, &none, 0);
+        assert_int_equal(svc_pick_client(a, &c, &none, 0), x);
+        assert_int_equal(svc_pick_client(b, &c, &none, 0), x);
+        counts[x]++;
+    }
+    /* 2000 each expected; Maglev's table keeps them within a few %. */
+    for (i = 0; i < 10; i++)
+        assert_in_range(counts[i], 1700, 2300);
+    svc_unref(a);
+    svc_unref(b);
+}
+
+/* One of N backends leaves: its clients move, and few of the others do
+ * (the paper's bound: about 1/N, plus a little). */
+static void
+test_maglev_small_disruption(void **state)
+{
+    static const uint32_t w[10] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1};
+    struct tbl_service ts;
+    struct svc *before, *after;
+    struct svc_tried none = {0};
+    int i, moved = 0, on_gone = 0, n = 20000;
+
+    (void)state;
+    before = make_svc(TBL_BAL_MAGLEV, w, 10);
+    /* The same backends but the fourth (addresses 9001.. kept). */
+    make_ts(&ts, TBL_BAL_MAGLEV, w, 10);
+    memmove(&bes[3], &bes[4], 6 * sizeof(bes[0]));
+    ts.nbackends = 9;
+    after = svc_new(&ts);
+    for (i = 0; i < n; i++) {
+        struct saddr c = client_n(i);
+        int x = svc_pick_client(before, &c, &none, 0);
+        int y = svc_pick_client(after, &c, &none, 0);
+        /* Index x of before is index x (x < 3) or x - 1 (x > 3) after. */
+        if (x == 3) {
+            on_gone++;
+            continue;
+        }
+        if (y != (x < 3 ? x : x - 1))
+            moved++;
+    }
+    assert_in_range(on_gone, 1700, 2300);
+    /* In all, at most 1/N + 3 % of the clients move (a plain hash mod N
+     * would move 90 %): those of the backend gone, and a few others. */
+    assert_true(on_gone + moved <= n / 10 + n * 3 / 100);
+    assert_true(moved <= n * 3 / 100);
+    svc_unref(before);
+    svc_unref(after);
+}
+
+/* Weights, a backend that may not take the connection, and no client. */
+static void
+test_maglev_weights_and_detours(void **state)
+{
+    static const uint32_t w[] = {3, 1, 0};
+    struct svc *s = make_svc(TBL_BAL_MAGLEV, w, 3);
+    struct svc_tried none = {0}, tried = {0};
+    int counts[3] = {0}, i;
+
+    (void)state;
+    for (i = 0; i < 8000; i++) {
+        struct saddr c = client_n(i);
+        counts[svc_pick_client(s, &c, &none, 0)]++;
+    }
+    assert_int_equal(counts[2], 0);
+    assert_in_range(counts[0], 5600, 6400);
+    /* Backend 0 tried: every client goes to 1, the only other. */
+    svc_tried_set(&tried, 0);
+    for (i = 0; i < 100; i++) {
+        struct saddr c = client_n(i);
+        assert_int_equal(svc_pick_client(s, &c, &tried, 0), 1);
+    }
+    /* No client (a health probe's view): still a backend. */
+    assert_true(svc_pick(s, &none, 0) >= 0);
+    svc_unref(s);
+}
+
 static void
 test_backend_state_shared_by_address(void **state)
 {
@@ -527,6 +632,9 @@ main(void)
         cmocka_unit_test(test_p2c_avoids_the_loaded_and_spreads),
         cmocka_unit_test(test_p2c_balances_open_connections),
         cmocka_unit_test(test_p2c_few_candidates),
+        cmocka_unit_test(test_maglev_consistent_and_even),
+        cmocka_unit_test(test_maglev_small_disruption),
+        cmocka_unit_test(test_maglev_weights_and_detours),
         cmocka_unit_test(test_backend_state_shared_by_address),
         cmocka_unit_test(test_svc_matches),
     };
