@@ -4,8 +4,52 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kslice.h"
+
+/* A kind kept decoded in ferry's own form rather than as JSON. */
+struct codec {
+    const char *kind;
+    void *(*decode)(const json_t *obj); /* NULL: out of memory */
+    void (*free)(void *obj);
+    int (*equal)(const void *a, const void *b);
+};
+
+static void *
+slice_decode(const json_t *obj)
+{
+    return kslice_decode(obj);
+}
+
+static void
+slice_free(void *obj)
+{
+    kslice_free(obj);
+}
+
+static int
+slice_equal(const void *a, const void *b)
+{
+    return kslice_equal(a, b);
+}
+
+static const struct codec codecs[] = {
+    {"EndpointSlice", slice_decode, slice_free, slice_equal},
+};
+
+/* A decoded object under its key. */
+struct kent {
+    struct kent *next; /* in its bucket */
+    void *obj;
+    uint32_t hash;
+    char key[];
+};
+
 struct kcache {
-    json_t *map; /* key -> object */
+    json_t *map; /* key -> object (JSON kinds; empty for decoded ones) */
+    const struct codec *codec; /* NULL: objects kept as JSON */
+    struct kent **b;           /* decoded kinds: buckets */
+    size_t nb, n;              /* buckets (a power of two), objects */
+    json_t *held; /* the last watch event's object (kcache_event.obj) */
     char kind[32];
     int namespaced;
     char rv[KCACHE_RV_MAX];
@@ -28,6 +72,7 @@ struct kcache *
 kcache_new(const char *kind, int namespaced)
 {
     struct kcache *c = calloc(1, sizeof(*c));
+    size_t i;
 
     if (c == NULL)
         return NULL;
@@ -38,7 +83,28 @@ kcache_new(const char *kind, int namespaced)
     }
     snprintf(c->kind, sizeof(c->kind), "%s", kind ? kind : "");
     c->namespaced = namespaced;
+    for (i = 0; i < sizeof(codecs) / sizeof(codecs[0]); i++)
+        if (strcmp(c->kind, codecs[i].kind) == 0)
+            c->codec = &codecs[i];
     return c;
+}
+
+/* Free the decoded objects of <c>, keeping its buckets. */
+static void
+ents_clear(struct kcache *c)
+{
+    size_t i;
+
+    for (i = 0; i < c->nb; i++) {
+        struct kent *e = c->b[i], *next;
+        for (; e != NULL; e = next) {
+            next = e->next;
+            c->codec->free(e->obj);
+            free(e);
+        }
+        c->b[i] = NULL;
+    }
+    c->n = 0;
 }
 
 void
@@ -46,14 +112,103 @@ kcache_free(struct kcache *c)
 {
     if (c == NULL)
         return;
+    if (c->codec != NULL)
+        ents_clear(c);
+    free(c->b);
     json_decref(c->map);
+    json_decref(c->held);
     free(c);
 }
 
 size_t
 kcache_size(const struct kcache *c)
 {
-    return json_object_size(c->map);
+    return c->codec != NULL ? c->n : json_object_size(c->map);
+}
+
+int
+kcache_decoded(const struct kcache *c)
+{
+    return c->codec != NULL;
+}
+
+static uint32_t
+key_hash(const char *s)
+{
+    uint32_t h = 2166136261u; /* FNV-1a */
+
+    for (; *s != '\0'; s++)
+        h = (h ^ (uint8_t)*s) * 16777619u;
+    return h;
+}
+
+/* The link that points to the entry with <key>, or to the NULL at the
+ * end of its bucket. <c> has buckets. */
+static struct kent **
+ent_link(const struct kcache *c, const char *key, uint32_t h)
+{
+    struct kent **pp = &c->b[h & (c->nb - 1)];
+
+    for (; *pp != NULL; pp = &(*pp)->next)
+        if ((*pp)->hash == h && strcmp((*pp)->key, key) == 0)
+            break;
+    return pp;
+}
+
+/* Room for one more object; a failed growth only makes chains longer. */
+static int
+ents_grow(struct kcache *c)
+{
+    size_t nb = c->nb ? c->nb * 2 : 64, i;
+    struct kent **b;
+
+    if (c->n < c->nb)
+        return 0;
+    b = calloc(nb, sizeof(*b));
+    if (b == NULL)
+        return c->nb > 0 ? 0 : -1;
+    for (i = 0; i < c->nb; i++) {
+        struct kent *e = c->b[i], *next;
+        for (; e != NULL; e = next) {
+            next = e->next;
+            e->next = b[e->hash & (nb - 1)];
+            b[e->hash & (nb - 1)] = e;
+        }
+    }
+    free(c->b);
+    c->b = b;
+    c->nb = nb;
+    return 0;
+}
+
+const void *
+kcache_find(const struct kcache *c, const char *key)
+{
+    struct kent *e;
+
+    if (c->codec == NULL || c->n == 0)
+        return NULL;
+    e = *ent_link(c, key, key_hash(key));
+    return e != NULL ? e->obj : NULL;
+}
+
+const void *
+kcache_next(const struct kcache *c, struct kcache_iter *it, const char **key)
+{
+    const struct kent *e = it->ent;
+
+    if (c->codec == NULL)
+        return NULL;
+    if (e != NULL)
+        e = e->next;
+    while (e == NULL && it->bucket < c->nb)
+        e = c->b[it->bucket++];
+    it->ent = e;
+    if (e == NULL)
+        return NULL;
+    if (key != NULL)
+        *key = e->key;
+    return e->obj;
 }
 
 const json_t *
@@ -65,7 +220,7 @@ kcache_map(const struct kcache *c)
 const json_t *
 kcache_get(const struct kcache *c, const char *key)
 {
-    return json_object_get(c->map, key);
+    return c->codec == NULL ? json_object_get(c->map, key) : NULL;
 }
 
 uint64_t
@@ -147,6 +302,47 @@ kcache_key(const struct kcache *c, const json_t *obj, char *out, size_t outlen,
     return key_of(c, obj, out, outlen, &why, e);
 }
 
+/* kcache_put_why() of a decoded kind: decode <obj> (taken) and keep
+ * only the result. */
+static int
+put_decoded(struct kcache *c, const char *key, json_t *obj, struct err *e)
+{
+    uint32_t h = key_hash(key);
+    struct kent **pp, *n;
+    void *d;
+
+    pp = c->n > 0 ? ent_link(c, key, h) : NULL;
+    if ((pp == NULL || *pp == NULL) && c->n >= KCACHE_MAX_OBJECTS) {
+        json_decref(obj);
+        return err_set(e, "cache full (%d objects)", KCACHE_MAX_OBJECTS);
+    }
+    d = c->codec->decode(obj);
+    json_decref(obj);
+    if (d == NULL)
+        return err_set(e, "out of memory");
+    if (pp != NULL && *pp != NULL) {
+        c->codec->free((*pp)->obj);
+        (*pp)->obj = d;
+        c->changes++;
+        return 0;
+    }
+    n = malloc(sizeof(*n) + strlen(key) + 1);
+    if (n == NULL || ents_grow(c) < 0) {
+        free(n);
+        c->codec->free(d);
+        return err_set(e, "out of memory");
+    }
+    n->obj = d;
+    n->hash = h;
+    strcpy(n->key, key);
+    pp = &c->b[h & (c->nb - 1)];
+    n->next = *pp;
+    *pp = n;
+    c->n++;
+    c->changes++;
+    return 0;
+}
+
 int
 kcache_put_why(struct kcache *c, json_t *obj, enum skip_reason *why,
                struct err *e)
@@ -161,6 +357,8 @@ kcache_put_why(struct kcache *c, json_t *obj, enum skip_reason *why,
         return -1;
     }
     *why = SKIP_CACHE_FULL;
+    if (c->codec != NULL)
+        return put_decoded(c, key, obj, e);
     if (json_object_get(c->map, key) == NULL
         && json_object_size(c->map) >= KCACHE_MAX_OBJECTS) {
         json_decref(obj);
@@ -178,6 +376,25 @@ kcache_put(struct kcache *c, json_t *obj, struct err *e)
     return kcache_put_why(c, obj, NULL, e);
 }
 
+static int
+del_decoded(struct kcache *c, const char *key)
+{
+    struct kent **pp, *n;
+
+    if (c->n == 0)
+        return 0;
+    pp = ent_link(c, key, key_hash(key));
+    if (*pp == NULL)
+        return 0;
+    n = *pp;
+    *pp = n->next;
+    c->codec->free(n->obj);
+    free(n);
+    c->n--;
+    c->changes++;
+    return 1;
+}
+
 int
 kcache_del(struct kcache *c, const json_t *obj, struct err *e)
 {
@@ -185,10 +402,41 @@ kcache_del(struct kcache *c, const json_t *obj, struct err *e)
 
     if (kcache_key(c, obj, key, sizeof(key), e) < 0)
         return -1;
+    if (c->codec != NULL)
+        return del_decoded(c, key);
     if (json_object_del(c->map, key) < 0)
         return 0;
     c->changes++;
     return 1;
+}
+
+/* kcache_replace() of decoded kinds (both of the same kind). */
+static size_t
+replace_decoded(struct kcache *dst, struct kcache *src)
+{
+    struct kcache_iter it = {0, NULL};
+    struct kent **b;
+    const char *key;
+    const void *v;
+    size_t gone = 0, nb;
+    int differs = dst->n != src->n;
+
+    while ((v = kcache_next(dst, &it, &key)) != NULL) {
+        const void *n = kcache_find(src, key);
+        if (n == NULL)
+            gone++;
+        if (!differs && (n == NULL || !dst->codec->equal(n, v)))
+            differs = 1;
+    }
+    ents_clear(dst);
+    b = dst->b, nb = dst->nb;
+    dst->b = src->b, dst->nb = src->nb, dst->n = src->n;
+    src->b = b, src->nb = nb, src->n = 0;
+    memcpy(dst->rv, src->rv, sizeof(dst->rv));
+    src->rv[0] = '\0';
+    if (differs)
+        dst->changes++;
+    return gone;
 }
 
 size_t
@@ -198,6 +446,9 @@ kcache_replace(struct kcache *dst, struct kcache *src)
     json_t *v, *old;
     size_t gone = 0;
     int differs = json_object_size(dst->map) != json_object_size(src->map);
+
+    if (dst->codec != NULL && dst->codec == src->codec)
+        return replace_decoded(dst, src);
 
     json_object_foreach(dst->map, key, v)
     {
@@ -352,6 +603,8 @@ kcache_apply_line(struct kcache *c, const char *line, size_t len,
 
     memset(ev, 0, sizeof(*ev));
     ev->skip = SKIP_MALFORMED;
+    json_decref(c->held);
+    c->held = NULL;
     root = json_loadb(line, len, 0, &jerr);
     if (root == NULL)
         return err_set_at(e, jerr.line, jerr.column, "bad JSON: %s", jerr.text);
@@ -370,6 +623,8 @@ kcache_apply_line(struct kcache *c, const char *line, size_t len,
     } else {
         rc = apply_object(c, ev->type, obj, ev, e);
     }
+    if (ev->obj != NULL && c->codec != NULL)
+        c->held = json_incref(obj); /* the cache keeps no JSON */
     json_decref(root);
     return rc;
 }

@@ -3,7 +3,11 @@
  * decoding of watch events into it.
  *
  * A cache maps "namespace/name" (or "name" for cluster-scoped kinds) to
- * the object as decoded JSON, plus the last resourceVersion (RV) seen.
+ * the object, plus the last resourceVersion (RV) seen. Objects are kept
+ * as decoded JSON, except EndpointSlices: they are decoded once, when
+ * they enter the cache, into a struct kslice (kslice.h), and their JSON
+ * is dropped; at 250,000 endpoints jansson's nodes for every field were
+ * most of ferry's memory.
  * Nothing here does I/O: a watch line goes in, the cache changes, and the
  * caller learns what happened. This is the fuzz entry point for watch
  * lines (kcache_apply_line()).
@@ -57,12 +61,32 @@ void kcache_free(struct kcache *c);
 
 size_t kcache_size(const struct kcache *c);
 
-/* The objects: a JSON object from key to object. Borrowed; valid until
- * the cache next changes. Iterate it with json_object_foreach(). */
+/* Nonzero when <c> keeps its objects decoded (EndpointSlices: struct
+ * kslice) rather than as JSON. */
+int kcache_decoded(const struct kcache *c);
+
+/* JSON kinds: the objects, a JSON object from key to object (empty for
+ * a decoded kind). Borrowed; valid until the cache next changes.
+ * Iterate it with json_object_foreach(). */
 const json_t *kcache_map(const struct kcache *c);
 
-/* Borrowed object with <key>, or NULL. */
+/* JSON kinds: borrowed object with <key>, or NULL (always NULL for a
+ * decoded kind). */
 const json_t *kcache_get(const struct kcache *c, const char *key);
+
+/* Decoded kinds: borrowed object with <key>, or NULL. */
+const void *kcache_find(const struct kcache *c, const char *key);
+
+/* Decoded kinds: walk the objects in no particular order. Start with
+ * {0, NULL}; kcache_next() returns the next object (its key in *<key>
+ * when not NULL) or NULL at the end. The cache must not change during
+ * the walk. */
+struct kcache_iter {
+    size_t bucket;
+    const void *ent;
+};
+const void *kcache_next(const struct kcache *c, struct kcache_iter *it,
+                        const char **key);
 
 /* Counter bumped by every change to the objects (not by RV updates). */
 uint64_t kcache_changes(const struct kcache *c);
@@ -72,8 +96,9 @@ const char *kcache_rv(const struct kcache *c);
 void kcache_set_rv(struct kcache *c, const char *rv);
 
 /* Insert or replace <obj> (the cache takes the reference, also on
- * failure). Fails with <e> filled if metadata.name (or namespace) is
- * missing, the kind is wrong or the cache is full. Returns 0 or -1. */
+ * failure; a decoded kind decodes it and drops it). Fails with <e> filled if
+ * metadata.name (or namespace) is missing, the kind is wrong or the cache is
+ * full. Returns 0 or -1. */
 int kcache_put(struct kcache *c, json_t *obj, struct err *e);
 
 /* kcache_put() that also says why an object was refused: on -1 *why is

@@ -7,13 +7,22 @@
 #include <string.h>
 #include <sys/socket.h>
 
+#include "kslice.h"
+
 /* One candidate endpoint for one Service port. */
 struct ep {
     struct saddr addr; /* endpoint IP + slice port */
     uint32_t flags;    /* TBL_BE_* */
     const char *name;  /* targetRef name, or NULL */
     const char *slice; /* slice name, for the de-duplication tie-break */
-    const json_t *hints;
+    const struct kslice_hints *hints;
+};
+
+/* The usable slices of every Service, sorted by (namespace, service
+ * name, slice name). */
+struct slice_idx {
+    const struct kslice **v;
+    size_t n;
 };
 
 struct eps {
@@ -35,7 +44,8 @@ struct svcctx {
     int etp_local; /* externalTrafficPolicy Local */
     uint32_t affinity_ms;
     uint16_t hc_port;     /* healthCheckNodePort (LoadBalancer, ETP Local) */
-    const json_t *slices; /* array of this Service's slices, or NULL */
+    const struct kslice *const *slices; /* this Service's slices */
+    size_t nslices;
     int kernel;           /* served by the kernel dataplane */
     /* The annotations' proxy features, applied over the policy. */
     int has_balance, has_retries, has_send_proxy;
@@ -97,8 +107,32 @@ skipf(const struct translate_opts *o, enum skip_kind kind, const json_t *obj,
 
 #define SKIP_SVC(o, sc, r, ...)                                                \
     skipf((o), SKIP_KIND_SERVICE, (sc)->svc, (r), __VA_ARGS__)
-#define SKIP_SLICE(o, sl, r, ...)                                              \
-    skipf((o), SKIP_KIND_ENDPOINTSLICE, (sl), (r), __VA_ARGS__)
+
+/* Note that a slice (or a field of it) is not served. */
+static void skip_slice(const struct translate_opts *o, const struct kslice *sl,
+                       enum skip_reason reason, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static void
+skip_slice(const struct translate_opts *o, const struct kslice *sl,
+           enum skip_reason reason, const char *fmt, ...)
+{
+    struct skip_note n;
+    char what[256], who[512];
+    va_list ap;
+
+    if (o->skips == NULL)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof(what), fmt, ap);
+    va_end(ap);
+    snprintf(who, sizeof(who), "%s/%s", sl->ns ? sl->ns : "", sl->name);
+    n.kind = SKIP_KIND_ENDPOINTSLICE;
+    n.reason = reason;
+    n.obj = who;
+    n.what = what;
+    (void)skip_set_add(o->skips, &n); /* no memory: not counted */
+}
 
 /* A list field: an array, or absent/null (empty). */
 static int
@@ -148,75 +182,66 @@ grow(void **v, size_t *cap, size_t n, size_t size)
     return 0;
 }
 
-/* Why a slice serves nothing, or -1 to index it. Slices without the
- * service-name label or of address type FQDN are left out, as kube-proxy
- * does. */
 static int
-slice_skip(const json_t *s, const char **why)
+slice_cmp(const void *pa, const void *pb)
 {
-    const char *svc = label(s, TRANSLATE_LABEL_SERVICE_NAME);
-    const char *at = jstr(s, "addressType");
+    const struct kslice *a = *(const struct kslice *const *)pa;
+    const struct kslice *b = *(const struct kslice *const *)pb;
+    int c = strcmp(a->ns, b->ns);
 
-    *why = "";
-    if (svc == NULL || svc[0] == '\0') {
-        *why = "no " TRANSLATE_LABEL_SERVICE_NAME " label";
-        return SKIP_NO_SERVICE;
-    }
-    if (str_eq(at, "FQDN")) {
-        *why = "addressType FQDN";
-        return SKIP_ADDRESS_TYPE;
-    }
-    if (!str_eq(at, "IPv4") && !str_eq(at, "IPv6")) {
-        *why = "addressType not IPv4, IPv6 or FQDN";
-        return SKIP_MALFORMED;
-    }
-    if (!list_ok(json_object_get(s, "endpoints"))
-        || !list_ok(json_object_get(s, "ports"))) {
-        *why = "endpoints or ports not a list";
-        return SKIP_MALFORMED;
-    }
-    return -1;
+    if (c == 0)
+        c = strcmp(a->service, b->service);
+    return c != 0 ? c : strcmp(a->name, b->name);
 }
 
-/* Index slices by "ns/service-name": a JSON object of arrays. */
-static json_t *
-index_slices(const struct kcache *slices, const struct translate_opts *o)
+/* Index the slices that can serve by (namespace, service-name); note
+ * the others, with the reason found when they were decoded. Returns 0,
+ * or -1 when memory runs out. */
+static int
+index_slices(const struct kcache *slices, const struct translate_opts *o,
+             struct slice_idx *idx)
 {
-    json_t *idx = json_object();
-    const char *key;
-    json_t *s;
+    struct kcache_iter it = {0, NULL};
+    const struct kslice *s;
 
-    if (idx == NULL)
-        return NULL;
-    json_object_foreach((json_t *)kcache_map(slices), key, s)
-    {
-        const char *svc = label(s, TRANSLATE_LABEL_SERVICE_NAME);
-        const char *ns = jstr(json_object_get(s, "metadata"), "namespace");
-        const char *why;
-        int skip = slice_skip(s, &why);
-        char k[512];
-        json_t *arr;
-
-        if (skip >= 0) {
-            SKIP_SLICE(o, s, (enum skip_reason)skip, "%s", why);
-            continue;
-        }
-        if (ns == NULL)
-            continue; /* the cache keys slices by namespace: not here */
-        snprintf(k, sizeof(k), "%s/%s", ns, svc);
-        arr = json_object_get(idx, k);
-        if (arr == NULL) {
-            arr = json_array();
-            if (arr == NULL || json_object_set_new(idx, k, arr) < 0)
-                goto oom;
-        }
-        if (json_array_append(arr, s) < 0)
-            goto oom;
+    idx->n = 0;
+    idx->v = malloc((kcache_size(slices) + 1) * sizeof(*idx->v));
+    if (idx->v == NULL)
+        return -1;
+    while ((s = kcache_next(slices, &it, NULL)) != NULL) {
+        if (s->skip >= 0)
+            skip_slice(o, s, (enum skip_reason)s->skip, "%s", s->skip_why);
+        else if (s->ns != NULL) /* the cache keys slices by namespace */
+            idx->v[idx->n++] = s;
     }
-    return idx;
-oom:
-    json_decref(idx);
-    return NULL;
+    qsort(idx->v, idx->n, sizeof(*idx->v), slice_cmp);
+    return 0;
+}
+
+/* The slices of Service <ns>/<name> into sc->slices. */
+static void
+find_slices(const struct slice_idx *idx, const char *ns, const char *name,
+            struct svcctx *sc)
+{
+    size_t lo = 0, hi = idx->n, end;
+
+    while (lo < hi) { /* the first slice not before (ns, name) */
+        size_t mid = lo + (hi - lo) / 2;
+        const struct kslice *m = idx->v[mid];
+        int c = strcmp(m->ns, ns);
+        if (c == 0)
+            c = strcmp(m->service, name);
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    for (end = lo; end < idx->n; end++)
+        if (strcmp(idx->v[end]->ns, ns) != 0
+            || strcmp(idx->v[end]->service, name) != 0)
+            break;
+    sc->slices = idx->v + lo;
+    sc->nslices = end - lo;
 }
 
 /* The protocol of a port: TCP when left out, "" when not a string. */
@@ -242,75 +267,53 @@ port_name(const json_t *p)
  * whose number is missing or out of range is noted (kube-proxy logs it
  * too) unless another match is good. */
 static uint16_t
-slice_port(const json_t *slice, const char *pname, const char *proto,
+slice_port(const struct kslice *slice, const char *pname, const char *proto,
            const struct translate_opts *o)
 {
     size_t i;
-    const json_t *p;
     int bad = 0;
 
-    json_array_foreach(json_object_get(slice, "ports"), i, p)
-    {
-        json_int_t port = json_integer_value(json_object_get(p, "port"));
-        if (strcmp(port_name(p), pname) != 0
-            || strcmp(port_proto(p), proto) != 0)
+    for (i = 0; i < slice->nports; i++) {
+        const struct kslice_port *p = &slice->ports[i];
+        if (strcmp(p->name, pname) != 0 || strcmp(p->proto, proto) != 0)
             continue;
-        if (port > 0 && port <= 65535)
-            return (uint16_t)port;
+        if (p->port != 0)
+            return p->port;
         bad = 1;
     }
     if (bad)
-        SKIP_SLICE(o, slice, SKIP_BAD_PORT,
+        skip_slice(o, slice, SKIP_BAD_PORT,
                    "port \"%.64s\": no number in 1-65535", pname);
     return 0;
 }
 
-/* A nil condition means ready=true, serving=true, terminating=false. */
 static int
-cond(const json_t *conds, const char *k, int dflt)
-{
-    const json_t *v = json_object_get(conds, k);
-
-    return json_is_boolean(v) ? json_is_true(v) : dflt;
-}
-
-static int
-add_slice_eps(const json_t *slice, uint16_t port,
+add_slice_eps(const struct kslice *slice, uint16_t port,
               const struct translate_opts *o, struct eps *out)
 {
-    const char *sname = jstr(json_object_get(slice, "metadata"), "name");
     size_t i;
-    const json_t *ep;
 
-    json_array_foreach(json_object_get(slice, "endpoints"), i, ep)
-    {
-        const char *ip = json_string_value(
-            json_array_get(json_object_get(ep, "addresses"), 0));
-        const json_t *c = json_object_get(ep, "conditions");
-        const char *why;
+    /* The endpoints left out when the slice was decoded, noted as each
+     * build that reads the slice has always noted them. */
+    for (i = 0; i < slice->nnotes; i++)
+        skip_slice(o, slice, slice->notes[i].reason, "%s",
+                   slice->notes[i].what);
+    for (i = 0; i < slice->neps; i++) {
+        const struct kslice_ep *ep = &slice->eps[i];
         struct ep *n;
 
-        if (ip == NULL) {
-            SKIP_SLICE(o, slice, SKIP_BAD_ADDRESS, "endpoints[%zu]: no address",
-                       i);
-            continue;
-        }
         if (grow((void **)&out->v, &out->cap, out->n, sizeof(*out->v)) < 0)
             return -1;
         n = &out->v[out->n];
-        if (parse_ip(ip, port, &n->addr, &why) < 0) {
-            SKIP_SLICE(o, slice, SKIP_BAD_ADDRESS,
-                       "endpoints[%zu]: address \"%.64s\": %s", i, ip, why);
-            continue;
-        }
-        n->flags = (cond(c, "ready", 1) ? TBL_BE_READY : 0)
-                   | (cond(c, "serving", 1) ? TBL_BE_SERVING : 0)
-                   | (cond(c, "terminating", 0) ? TBL_BE_TERMINATING : 0);
-        if (o->node_name != NULL && str_eq(jstr(ep, "nodeName"), o->node_name))
+        kslice_ep_addr(ep, port, &n->addr);
+        n->flags = ((ep->cond & KSLICE_READY) ? TBL_BE_READY : 0)
+                   | ((ep->cond & KSLICE_SERVING) ? TBL_BE_SERVING : 0)
+                   | ((ep->cond & KSLICE_TERMINATING) ? TBL_BE_TERMINATING : 0);
+        if (o->node_name != NULL && str_eq(ep->node, o->node_name))
             n->flags |= TBL_BE_LOCAL;
-        n->name = jstr(json_object_get(ep, "targetRef"), "name");
-        n->slice = sname ? sname : "";
-        n->hints = json_object_get(ep, "hints");
+        n->name = ep->pod;
+        n->slice = slice->name;
+        n->hints = ep->hints;
         out->n++;
     }
     return 0;
@@ -340,14 +343,12 @@ collect_eps(const struct svcctx *sc, const char *pname, const char *proto,
             int family, const struct translate_opts *o, struct eps *out)
 {
     size_t i, j;
-    const json_t *s;
 
     out->n = 0;
-    json_array_foreach(sc->slices, i, s)
-    {
-        int fam = str_eq(jstr(s, "addressType"), "IPv6") ? AF_INET6 : AF_INET;
+    for (i = 0; i < sc->nslices; i++) {
+        const struct kslice *s = sc->slices[i];
         uint16_t port;
-        if (family != AF_UNSPEC && fam != family)
+        if (family != AF_UNSPEC && s->family != family)
             continue;
         port = slice_port(s, pname, proto, o);
         if (port == 0)
@@ -365,20 +366,24 @@ collect_eps(const struct svcctx *sc, const char *pname, const char *proto,
     return 0;
 }
 
+/* Whether <hints> has entries for nodes (<zones> 0) or zones, and in
+ * *has whether one of them names <want>. */
 static int
-hint_names(const json_t *hints, const char *field, const char *want, int *has)
+hint_names(const struct kslice_hints *hints, int zones, const char *want,
+           int *has)
 {
-    const json_t *arr = json_object_get(hints, field), *h;
-    size_t i;
+    size_t i, from, n;
 
     *has = 0;
-    if (json_array_size(arr) == 0)
+    if (hints == NULL)
         return 0;
-    json_array_foreach(arr, i, h)
-    {
-        if (want != NULL && str_eq(jstr(h, "name"), want))
+    from = zones ? hints->nnodes : 0;
+    n = zones ? hints->nzones : hints->nnodes;
+    if (n == 0)
+        return 0;
+    for (i = from; i < from + n; i++)
+        if (want != NULL && str_eq(hints->names[i], want))
             *has = 1;
-    }
     return 1;
 }
 
@@ -394,10 +399,10 @@ topo_mode(const struct eps *all, const struct translate_opts *o)
     for (i = 0; i < all->n; i++) {
         if (!(all->v[i].flags & TBL_BE_READY))
             continue;
-        if (!hint_names(all->v[i].hints, "forNodes", o->node_name, &has))
+        if (!hint_names(all->v[i].hints, 0, o->node_name, &has))
             all_node = 0;
         any_node |= has;
-        if (!hint_names(all->v[i].hints, "forZones", o->node_zone, &has))
+        if (!hint_names(all->v[i].hints, 1, o->node_zone, &has))
             all_zone = 0;
         any_zone |= has;
     }
@@ -414,9 +419,9 @@ topo_ok(const struct ep *p, enum topo_mode m, const struct translate_opts *o)
     int has = 1;
 
     if (m == TOPO_NODE)
-        hint_names(p->hints, "forNodes", o->node_name, &has);
+        hint_names(p->hints, 0, o->node_name, &has);
     else if (m == TOPO_ZONE)
-        hint_names(p->hints, "forZones", o->node_zone, &has);
+        hint_names(p->hints, 1, o->node_zone, &has);
     return has;
 }
 
@@ -1209,14 +1214,13 @@ annotations(struct svcctx *sc, const json_t *ann,
 }
 
 static int
-svcctx_init(struct svcctx *sc, const json_t *svc, const json_t *idx,
+svcctx_init(struct svcctx *sc, const json_t *svc, const struct slice_idx *idx,
             const struct translate_opts *o)
 {
     const json_t *md = json_object_get(svc, "metadata");
     const json_t *to;
     struct saddr a;
     const char *why, *cip, *dp;
-    char key[512];
 
     memset(sc, 0, sizeof(*sc));
     sc->svc = svc;
@@ -1279,8 +1283,7 @@ svcctx_init(struct svcctx *sc, const json_t *svc, const json_t *idx,
                      dp);
     }
     annotations(sc, json_object_get(md, "annotations"), o);
-    snprintf(key, sizeof(key), "%s/%s", sc->ns, sc->name);
-    sc->slices = json_object_get(idx, key);
+    find_slices(idx, sc->ns, sc->name, sc);
     return 0;
 }
 
@@ -1310,7 +1313,7 @@ sorted_keys(const json_t *map, size_t *n)
 }
 
 static int
-do_service(struct table *t, const json_t *svc, const json_t *idx,
+do_service(struct table *t, const json_t *svc, const struct slice_idx *idx,
            const struct translate_opts *o, struct scratch *w)
 {
     const char *why;
@@ -1342,7 +1345,7 @@ translate_build(const struct kcache *services, const struct kcache *slices,
                 struct err *e)
 {
     struct scratch w;
-    json_t *idx = index_slices(slices, o);
+    struct slice_idx idx;
     const char **keys;
     size_t i, n;
     int rc = 0;
@@ -1351,13 +1354,13 @@ translate_build(const struct kcache *services, const struct kcache *slices,
     if (o->stats != NULL)
         memset(o->stats, 0, sizeof(*o->stats));
     keys = sorted_keys(kcache_map(services), &n);
-    if (idx == NULL || keys == NULL) {
-        json_decref(idx);
+    if (index_slices(slices, o, &idx) < 0 || keys == NULL) {
+        free(idx.v);
         free(keys);
         return err_set(e, "out of memory");
     }
     for (i = 0; i < n && rc == 0; i++)
-        rc = do_service(out, kcache_get(services, keys[i]), idx, o, &w);
+        rc = do_service(out, kcache_get(services, keys[i]), &idx, o, &w);
     free(keys);
     free(w.eps.v);
     free(w.in.v);
@@ -1365,6 +1368,6 @@ translate_build(const struct kcache *services, const struct kcache *slices,
     free(w.lb.v);
     free(w.ranges);
     free(w.be);
-    json_decref(idx);
+    free(idx.v);
     return rc < 0 ? err_set(e, "out of memory") : 0;
 }

@@ -1,0 +1,262 @@
+/* EndpointSlices kept decoded (kslice.c) in the cache (kcache.c), and
+ * the intern table under them. JSON uses ' for " to stay legible. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include <cmocka.h>
+
+#include "intern.h"
+#include "kcache.h"
+#include "kslice.h"
+
+/* <sq> with ' turned into ", in a static buffer. */
+static const char *
+dq(const char *sq)
+{
+    static char buf[4096];
+    size_t i;
+
+    assert_true(strlen(sq) < sizeof(buf));
+    for (i = 0; sq[i] != '\0'; i++)
+        buf[i] = sq[i] == '\'' ? '"' : sq[i];
+    buf[i] = '\0';
+    return buf;
+}
+
+static json_t *
+obj(const char *sq)
+{
+    json_error_t je;
+    json_t *o = json_loads(dq(sq), 0, &je);
+
+    if (o == NULL)
+        fail_msg("fixture: %s: %s", je.text, sq);
+    return o;
+}
+
+#define SLICE(name, eps)                                                       \
+    "{'kind':'EndpointSlice','metadata':{'namespace':'shop','name':'" name     \
+    "','labels':{'kubernetes.io/service-name':'web'}},'addressType':'IPv4',"   \
+    "'ports':[{'name':'http','port':8080},{'port':70000,'protocol':'UDP'}],"   \
+    "'endpoints':" eps "}"
+
+#define EPS_A                                                                  \
+    "[{'addresses':['198.18.0.1'],'nodeName':'node-a','zone':'z1',"            \
+    "'targetRef':{'name':'web-1'},'conditions':{'ready':false,"                \
+    "'terminating':true},'hints':{'forZones':[{'name':'z1'},{'x':1}]}},"       \
+    "{'addresses':['not-an-ip']},{'conditions':{}},"                           \
+    "{'addresses':['198.18.0.2'],'nodeName':'node-a'}]"
+
+static void
+test_decode(void **state)
+{
+    json_t *o = obj(SLICE("web-x", EPS_A));
+    struct kslice *s = kslice_decode(o);
+    const struct kslice_ep *e;
+
+    (void)state;
+    json_decref(o);
+    assert_non_null(s);
+    assert_string_equal(s->ns, "shop");
+    assert_string_equal(s->name, "web-x");
+    assert_string_equal(s->service, "web");
+    assert_int_equal(s->skip, -1);
+    assert_int_equal(s->family, AF_INET);
+    assert_int_equal(s->nports, 2);
+    assert_string_equal(s->ports[0].name, "http");
+    assert_string_equal(s->ports[0].proto, "TCP");
+    assert_int_equal(s->ports[0].port, 8080);
+    assert_string_equal(s->ports[1].proto, "UDP");
+    assert_int_equal(s->ports[1].port, 0); /* out of range */
+    assert_int_equal(s->neps, 2);
+    e = &s->eps[0];
+    assert_int_equal(e->cond, KSLICE_SERVING | KSLICE_TERMINATING);
+    assert_string_equal(e->node, "node-a");
+    assert_ptr_equal(e->node, s->eps[1].node); /* interned */
+    assert_string_equal(e->zone, "z1");
+    assert_string_equal(e->pod, "web-1");
+    assert_non_null(e->hints);
+    assert_int_equal(e->hints->nnodes, 0);
+    assert_int_equal(e->hints->nzones, 2);
+    assert_string_equal(e->hints->names[0], "z1");
+    assert_null(e->hints->names[1]);
+    assert_int_equal(s->eps[1].cond, KSLICE_READY | KSLICE_SERVING);
+    assert_null(s->eps[1].pod);
+    assert_null(s->eps[1].hints);
+    /* The endpoints left out, as each build will note them. */
+    assert_int_equal(s->nnotes, 2);
+    assert_int_equal(s->notes[0].reason, SKIP_BAD_ADDRESS);
+    assert_string_equal(s->notes[0].what,
+                        "endpoints[1]: address \"not-an-ip\": not an IP "
+                        "address (names are not resolved)");
+    assert_string_equal(s->notes[1].what, "endpoints[2]: no address");
+    kslice_free(s);
+    assert_int_equal(intern_count(), 0); /* every reference given back */
+}
+
+static void
+test_skipped_slice(void **state)
+{
+    json_t *o = obj("{'metadata':{'namespace':'shop','name':'f'},"
+                    "'addressType':'FQDN','endpoints':[]}");
+    struct kslice *s = kslice_decode(o);
+
+    (void)state;
+    json_decref(o);
+    assert_non_null(s);
+    assert_int_equal(s->skip, SKIP_NO_SERVICE);
+    assert_string_equal(s->skip_why, "no kubernetes.io/service-name label");
+    assert_int_equal(s->neps, 0);
+    kslice_free(s);
+    o = obj("{'metadata':{'namespace':'shop','name':'f','labels':{"
+            "'kubernetes.io/service-name':'web'}},'addressType':'IPv6',"
+            "'endpoints':{}}");
+    s = kslice_decode(o);
+    json_decref(o);
+    assert_int_equal(s->skip, SKIP_MALFORMED);
+    assert_string_equal(s->skip_why, "endpoints or ports not a list");
+    kslice_free(s);
+    assert_int_equal(intern_count(), 0);
+}
+
+static void
+test_equal(void **state)
+{
+    json_t *a = obj(SLICE("web-x", EPS_A));
+    json_t *b = obj(SLICE("web-x", EPS_A));
+    struct kslice *sa, *sb;
+
+    (void)state;
+    /* Fields translation does not read make no difference. */
+    json_object_set_new(json_object_get(b, "metadata"), "resourceVersion",
+                        json_string("7"));
+    sa = kslice_decode(a);
+    sb = kslice_decode(b);
+    assert_true(kslice_equal(sa, sb));
+    kslice_free(sb);
+    json_decref(b);
+    b = obj(SLICE("web-x", "[{'addresses':['198.18.0.1']}]"));
+    sb = kslice_decode(b);
+    assert_false(kslice_equal(sa, sb));
+    kslice_free(sa);
+    kslice_free(sb);
+    json_decref(a);
+    json_decref(b);
+}
+
+static int
+apply(struct kcache *c, const char *type, const char *slice,
+      struct kcache_event *ev)
+{
+    char line[4096];
+    struct err e;
+
+    snprintf(line, sizeof(line), "{\"type\":\"%s\",\"object\":%s}", type,
+             dq(slice));
+    err_clear(&e);
+    return kcache_apply_line(c, line, strlen(line), ev, &e);
+}
+
+static void
+test_cache(void **state)
+{
+    struct kcache *c = kcache_new("EndpointSlice", 1);
+    struct kcache *n = kcache_new("EndpointSlice", 1);
+    struct kcache_iter it = {0, NULL};
+    const struct kslice *s;
+    struct kcache_event ev;
+    const char *key;
+    uint64_t ch;
+    char name[32];
+    int i, seen = 0;
+
+    (void)state;
+    assert_true(kcache_decoded(c));
+    for (i = 0; i < 200; i++) { /* past the first bucket growth */
+        char sl[1024];
+        snprintf(name, sizeof(name), "web-%d", i);
+        snprintf(sl, sizeof(sl), SLICE("%s", EPS_A), name);
+        assert_int_equal(apply(c, "ADDED", sl, &ev), KCACHE_APPLIED);
+        /* The event's JSON outlives the line for the watcher's hooks. */
+        assert_non_null(ev.obj);
+        assert_string_equal(json_string_value(json_object_get(
+                                json_object_get(ev.obj, "metadata"), "name")),
+                            name);
+    }
+    assert_int_equal(kcache_size(c), 200);
+    assert_null(kcache_get(c, "shop/web-7")); /* no JSON kept */
+    s = kcache_find(c, "shop/web-7");
+    assert_non_null(s);
+    assert_string_equal(s->name, "web-7");
+    while ((s = kcache_next(c, &it, &key)) != NULL) {
+        assert_string_equal(key + strlen("shop/"), s->name);
+        seen++;
+    }
+    assert_int_equal(seen, 200);
+    assert_int_equal(apply(c, "DELETED", SLICE("web-7", "[]"), &ev),
+                     KCACHE_APPLIED);
+    assert_null(kcache_find(c, "shop/web-7"));
+    assert_int_equal(kcache_size(c), 199);
+
+    /* A relist with the same content is no change; one slice gone and
+     * one changed are. */
+    for (i = 0; i < 200; i++) {
+        char sl[1024];
+        if (i == 7)
+            continue;
+        snprintf(name, sizeof(name), "web-%d", i);
+        snprintf(sl, sizeof(sl), SLICE("%s", EPS_A), name);
+        assert_int_equal(kcache_put(n, obj(sl), NULL), 0);
+    }
+    ch = kcache_changes(c);
+    assert_int_equal(kcache_replace(c, n), 0);
+    assert_int_equal(kcache_changes(c), ch);
+    assert_int_equal(kcache_size(n), 0);
+    assert_int_equal(kcache_put(n, obj(SLICE("web-1", "[]")), NULL), 0);
+    assert_int_equal(kcache_replace(c, n), 198);
+    assert_int_equal(kcache_changes(c), ch + 1);
+    assert_int_equal(kcache_size(c), 1);
+    kcache_free(c);
+    kcache_free(n);
+    assert_int_equal(intern_count(), 0);
+}
+
+static void
+test_intern(void **state)
+{
+    const char *a, *b, *c;
+
+    (void)state;
+    a = intern_str("node-a");
+    b = intern_get("node-a-and-more", 6);
+    c = intern_str("node-b");
+    assert_ptr_equal(a, b);
+    assert_ptr_not_equal(a, c);
+    assert_int_equal(intern_count(), 2);
+    assert_ptr_equal(intern_ref(a), a);
+    intern_put(a);
+    intern_put(b);
+    assert_int_equal(intern_count(), 2); /* one reference left */
+    intern_put(a);
+    intern_put(c);
+    intern_put(NULL);
+    assert_int_equal(intern_count(), 0);
+    assert_int_equal(intern_bytes(), 0);
+}
+
+int
+main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_decode), cmocka_unit_test(test_skipped_slice),
+        cmocka_unit_test(test_equal),  cmocka_unit_test(test_cache),
+        cmocka_unit_test(test_intern),
+    };
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,401 @@
+#include "kslice.h"
+
+#include <arpa/inet.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include "intern.h"
+#include "translate.h"
+
+/* Sizes of the parts of a slice's block, counted before it is filled. */
+struct plan {
+    size_t nports, neps, nhint_names, nhinted, nnotes, chars;
+};
+
+/* Every piece of the block is a multiple of 8 bytes, so each starts
+ * aligned for pointers. */
+#define ALIGN8(n) (((n) + 7) & ~(size_t)7)
+
+static const char *
+jstr(const json_t *o, const char *k)
+{
+    return json_string_value(json_object_get(o, k));
+}
+
+static int
+str_eq(const char *a, const char *b)
+{
+    return a != NULL && b != NULL && strcmp(a, b) == 0;
+}
+
+/* metadata.name, "" when missing (kcache refuses such objects). */
+static const char *
+meta_name(const json_t *obj)
+{
+    const char *n = jstr(json_object_get(obj, "metadata"), "name");
+
+    return n != NULL ? n : "";
+}
+
+/* A list field: an array, or absent/null (empty). */
+static int
+list_ok(const json_t *v)
+{
+    return v == NULL || json_is_array(v) || json_is_null(v);
+}
+
+/* Why a slice serves nothing, or -1. Slices without the service-name
+ * label or of address type FQDN are left out, as kube-proxy does. */
+static int
+slice_skip(const json_t *s, const char *svc, const char **why)
+{
+    const char *at = jstr(s, "addressType");
+
+    *why = "";
+    if (svc == NULL || svc[0] == '\0') {
+        *why = "no " TRANSLATE_LABEL_SERVICE_NAME " label";
+        return SKIP_NO_SERVICE;
+    }
+    if (str_eq(at, "FQDN")) {
+        *why = "addressType FQDN";
+        return SKIP_ADDRESS_TYPE;
+    }
+    if (!str_eq(at, "IPv4") && !str_eq(at, "IPv6")) {
+        *why = "addressType not IPv4, IPv6 or FQDN";
+        return SKIP_MALFORMED;
+    }
+    if (!list_ok(json_object_get(s, "endpoints"))
+        || !list_ok(json_object_get(s, "ports"))) {
+        *why = "endpoints or ports not a list";
+        return SKIP_MALFORMED;
+    }
+    return -1;
+}
+
+/* The address of endpoint <ep>, or NULL with the note's text in <what>
+ * (index <i>). */
+static const char *
+ep_ip(const json_t *ep, size_t i, struct saddr *a, char *what, size_t len)
+{
+    const char *ip =
+        json_string_value(json_array_get(json_object_get(ep, "addresses"), 0));
+    const char *why;
+
+    if (ip == NULL) {
+        snprintf(what, len, "endpoints[%zu]: no address", i);
+        return NULL;
+    }
+    if (parse_ip(ip, 0, a, &why) < 0) {
+        snprintf(what, len, "endpoints[%zu]: address \"%.64s\": %s", i, ip,
+                 why);
+        return NULL;
+    }
+    return ip;
+}
+
+static size_t
+hint_count(const json_t *hints, const char *field)
+{
+    return json_array_size(json_object_get(hints, field));
+}
+
+static void
+plan_slice(const json_t *s, struct plan *p)
+{
+    const json_t *ep;
+    size_t i;
+
+    memset(p, 0, sizeof(*p));
+    p->nports = json_array_size(json_object_get(s, "ports"));
+    p->chars = strlen(meta_name(s)) + 1;
+    json_array_foreach(json_object_get(s, "endpoints"), i, ep)
+    {
+        const json_t *h = json_object_get(ep, "hints");
+        const char *pod = jstr(json_object_get(ep, "targetRef"), "name");
+        char what[256];
+        struct saddr a;
+        size_t nh;
+
+        if (ep_ip(ep, i, &a, what, sizeof(what)) == NULL) {
+            p->nnotes++;
+            p->chars += strlen(what) + 1;
+            continue;
+        }
+        p->neps++;
+        if (pod != NULL)
+            p->chars += strlen(pod) + 1;
+        nh = hint_count(h, "forNodes") + hint_count(h, "forZones");
+        if (nh > 0) {
+            p->nhinted++;
+            p->nhint_names += nh;
+        }
+    }
+}
+
+/* Copy <s> into the block's characters at *<c>. */
+static const char *
+put_chars(char **c, const char *s)
+{
+    size_t n = strlen(s) + 1;
+    char *out = *c;
+
+    memcpy(out, s, n);
+    *c += n;
+    return out;
+}
+
+/* Intern <s>; *<oom> set when memory runs out (<s> not NULL). */
+static const char *
+in(const char *s, int *oom)
+{
+    const char *r = intern_str(s);
+
+    if (s != NULL && r == NULL)
+        *oom = 1;
+    return r;
+}
+
+static void
+fill_port(struct kslice_port *p, const json_t *j, int *oom)
+{
+    const json_t *v = json_object_get(j, "protocol");
+    const char *proto;
+    json_int_t port = json_integer_value(json_object_get(j, "port"));
+    const char *name = jstr(j, "name");
+
+    if (v == NULL || json_is_null(v))
+        proto = "TCP";
+    else
+        proto = json_is_string(v) ? json_string_value(v) : "";
+    p->name = in(name ? name : "", oom);
+    p->proto = in(proto, oom);
+    p->port = port > 0 && port <= 65535 ? (uint16_t)port : 0;
+}
+
+/* The hints of one endpoint into <h>. */
+static void
+fill_hints(struct kslice_hints *h, const json_t *hints, int *oom)
+{
+    const char *fields[2] = {"forNodes", "forZones"};
+    const json_t *e;
+    size_t f, i, n = 0;
+
+    h->nnodes = (uint32_t)hint_count(hints, "forNodes");
+    h->nzones = (uint32_t)hint_count(hints, "forZones");
+    for (f = 0; f < 2; f++) {
+        json_array_foreach(json_object_get(hints, fields[f]), i, e)
+        {
+            h->names[n++] = in(jstr(e, "name"), oom);
+        }
+    }
+}
+
+static void
+fill_ep(struct kslice_ep *n, const json_t *ep, const struct saddr *a, int *oom)
+{
+    const json_t *c = json_object_get(ep, "conditions"), *v;
+
+    if (a->u.sa.sa_family == AF_INET6) {
+        n->family = 6;
+        memcpy(n->ip, &a->u.in6.sin6_addr, 16);
+    } else {
+        n->family = 4;
+        memcpy(n->ip, &a->u.in.sin_addr, 4);
+    }
+    v = json_object_get(c, "ready");
+    n->cond |= (json_is_boolean(v) ? json_is_true(v) : 1) ? KSLICE_READY : 0;
+    v = json_object_get(c, "serving");
+    n->cond |= (json_is_boolean(v) ? json_is_true(v) : 1) ? KSLICE_SERVING : 0;
+    v = json_object_get(c, "terminating");
+    n->cond |= (json_is_boolean(v) && json_is_true(v)) ? KSLICE_TERMINATING : 0;
+    n->node = in(jstr(ep, "nodeName"), oom);
+    n->zone = in(jstr(ep, "zone"), oom);
+}
+
+/* Fill the endpoints, hints, notes and their characters. */
+static void
+fill_eps(struct kslice *s, const json_t *obj, struct kslice_ep *eps,
+         char *hints, struct kslice_note *notes, char **chars, int *oom)
+{
+    const json_t *ep;
+    size_t i;
+
+    json_array_foreach(json_object_get(obj, "endpoints"), i, ep)
+    {
+        const json_t *h = json_object_get(ep, "hints");
+        const char *pod = jstr(json_object_get(ep, "targetRef"), "name");
+        struct kslice_ep *n = &eps[s->neps];
+        size_t nh = hint_count(h, "forNodes") + hint_count(h, "forZones");
+        char what[256];
+        struct saddr a;
+
+        if (ep_ip(ep, i, &a, what, sizeof(what)) == NULL) {
+            notes[s->nnotes].reason = SKIP_BAD_ADDRESS;
+            notes[s->nnotes++].what = put_chars(chars, what);
+            continue;
+        }
+        fill_ep(n, ep, &a, oom);
+        n->pod = pod != NULL ? put_chars(chars, pod) : NULL;
+        if (nh > 0) {
+            struct kslice_hints *kh = (struct kslice_hints *)(void *)hints;
+            fill_hints(kh, h, oom);
+            n->hints = kh;
+            hints += sizeof(*kh) + nh * sizeof(kh->names[0]);
+        }
+        s->neps++;
+    }
+}
+
+struct kslice *
+kslice_decode(const json_t *obj)
+{
+    const json_t *md = json_object_get(obj, "metadata");
+    const char *svc =
+        jstr(json_object_get(md, "labels"), TRANSLATE_LABEL_SERVICE_NAME);
+    size_t ports_sz, eps_sz, hints_sz, notes_sz, i;
+    struct kslice_port *ports;
+    struct kslice *s;
+    struct plan p;
+    char *block, *chars;
+    int oom = 0, skip;
+    const char *why;
+
+    skip = slice_skip(obj, svc, &why);
+    if (skip >= 0)
+        memset(&p, 0, sizeof(p)), p.chars = strlen(meta_name(obj)) + 1;
+    else
+        plan_slice(obj, &p);
+    ports_sz = ALIGN8(p.nports * sizeof(struct kslice_port));
+    eps_sz = ALIGN8(p.neps * sizeof(struct kslice_ep));
+    hints_sz = p.nhinted * sizeof(struct kslice_hints)
+               + p.nhint_names * sizeof(const char *);
+    notes_sz = ALIGN8(p.nnotes * sizeof(struct kslice_note));
+    block = calloc(1, ALIGN8(sizeof(*s)) + ports_sz + eps_sz + hints_sz
+                          + notes_sz + p.chars);
+    if (block == NULL)
+        return NULL;
+    s = (struct kslice *)(void *)block;
+    ports = (struct kslice_port *)(void *)(block + ALIGN8(sizeof(*s)));
+    s->eps = (struct kslice_ep *)(void *)((char *)ports + ports_sz);
+    s->notes =
+        (struct kslice_note *)(void *)((char *)s->eps + eps_sz + hints_sz);
+    chars = (char *)s->notes + notes_sz;
+    s->ns = in(jstr(md, "namespace"), &oom);
+    s->name = put_chars(&chars, meta_name(obj));
+    s->service = in(svc, &oom);
+    s->skip = skip;
+    s->skip_why = why;
+    s->family = str_eq(jstr(obj, "addressType"), "IPv6") ? AF_INET6 : AF_INET;
+    if (skip < 0) {
+        for (i = 0; i < p.nports; i++)
+            fill_port(&ports[i],
+                      json_array_get(json_object_get(obj, "ports"), i), &oom);
+        s->ports = ports;
+        s->nports = p.nports;
+        fill_eps(s, obj, (struct kslice_ep *)s->eps, (char *)s->eps + eps_sz,
+                 (struct kslice_note *)s->notes, &chars, &oom);
+    }
+    if (oom) {
+        kslice_free(s);
+        return NULL;
+    }
+    return s;
+}
+
+void
+kslice_free(struct kslice *s)
+{
+    size_t i, j;
+
+    if (s == NULL)
+        return;
+    intern_put(s->ns);
+    intern_put(s->service);
+    for (i = 0; i < s->nports; i++) {
+        intern_put(s->ports[i].name);
+        intern_put(s->ports[i].proto);
+    }
+    for (i = 0; i < s->neps; i++) {
+        const struct kslice_hints *h = s->eps[i].hints;
+        intern_put(s->eps[i].node);
+        intern_put(s->eps[i].zone);
+        for (j = 0; h != NULL && j < h->nnodes + h->nzones; j++)
+            intern_put(h->names[j]);
+    }
+    free(s);
+}
+
+static int
+opt_eq(const char *a, const char *b)
+{
+    return a == b || str_eq(a, b);
+}
+
+static int
+hints_eq(const struct kslice_hints *a, const struct kslice_hints *b)
+{
+    size_t i;
+
+    if (a == NULL || b == NULL)
+        return a == b;
+    if (a->nnodes != b->nnodes || a->nzones != b->nzones)
+        return 0;
+    for (i = 0; i < a->nnodes + a->nzones; i++)
+        if (!opt_eq(a->names[i], b->names[i]))
+            return 0;
+    return 1;
+}
+
+static int
+ep_eq(const struct kslice_ep *a, const struct kslice_ep *b)
+{
+    return a->family == b->family && a->cond == b->cond
+           && memcmp(a->ip, b->ip, sizeof(a->ip)) == 0
+           && opt_eq(a->node, b->node) && opt_eq(a->zone, b->zone)
+           && opt_eq(a->pod, b->pod) && hints_eq(a->hints, b->hints);
+}
+
+int
+kslice_equal(const struct kslice *a, const struct kslice *b)
+{
+    size_t i;
+
+    if (!opt_eq(a->ns, b->ns) || !opt_eq(a->name, b->name)
+        || !opt_eq(a->service, b->service) || a->skip != b->skip
+        || !opt_eq(a->skip_why, b->skip_why) || a->family != b->family
+        || a->nports != b->nports || a->neps != b->neps
+        || a->nnotes != b->nnotes)
+        return 0;
+    for (i = 0; i < a->nports; i++)
+        if (!opt_eq(a->ports[i].name, b->ports[i].name)
+            || !opt_eq(a->ports[i].proto, b->ports[i].proto)
+            || a->ports[i].port != b->ports[i].port)
+            return 0;
+    for (i = 0; i < a->neps; i++)
+        if (!ep_eq(&a->eps[i], &b->eps[i]))
+            return 0;
+    for (i = 0; i < a->nnotes; i++)
+        if (a->notes[i].reason != b->notes[i].reason
+            || !opt_eq(a->notes[i].what, b->notes[i].what))
+            return 0;
+    return 1;
+}
+
+void
+kslice_ep_addr(const struct kslice_ep *ep, uint16_t port, struct saddr *out)
+{
+    memset(out, 0, sizeof(*out));
+    if (ep->family == 6) {
+        out->u.in6.sin6_family = AF_INET6;
+        memcpy(&out->u.in6.sin6_addr, ep->ip, 16);
+        out->u.in6.sin6_port = htons(port);
+        out->len = sizeof(out->u.in6);
+    } else {
+        out->u.in.sin_family = AF_INET;
+        memcpy(&out->u.in.sin_addr, ep->ip, 4);
+        out->u.in.sin_port = htons(port);
+        out->len = sizeof(out->u.in);
+    }
+}

@@ -1,0 +1,91 @@
+/*
+ * kslice.h - an EndpointSlice decoded once, as the translator reads it.
+ *
+ * The cache keeps EndpointSlices in this form instead of their JSON: the
+ * fields translation needs, repeated strings interned (intern.h), the
+ * rest of the slice in one block. A slice's problems are found here, when
+ * it enters the cache, and kept: a slice that serves nothing says why
+ * (skip, skip_why), and each endpoint left out leaves a note that every
+ * build of the table replays into its skip set, as if it had been read
+ * from the JSON again.
+ */
+#ifndef WATCHER_KSLICE_H
+#define WATCHER_KSLICE_H
+
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "parse.h"
+#include "skip.h"
+
+/* Conditions of an endpoint; a missing one is ready, serving and not
+ * terminating. */
+#define KSLICE_READY       0x1
+#define KSLICE_SERVING     0x2
+#define KSLICE_TERMINATING 0x4
+
+struct kslice_port {
+    const char *name;  /* interned; "" when absent */
+    const char *proto; /* interned; "TCP" when absent or null, "" when
+                        * not a string */
+    uint16_t port;     /* 0: missing or not in 1-65535 */
+};
+
+/* An endpoint's topology hints: how many entries forNodes and forZones
+ * have, then their names (interned; NULL for a name that is not a
+ * string), nodes first. */
+struct kslice_hints {
+    uint32_t nnodes, nzones;
+    const char *names[];
+};
+
+struct kslice_ep {
+    uint8_t ip[16];                   /* addresses[0], 4 or 16 bytes used */
+    uint8_t family;                   /* 4 or 6 */
+    uint8_t cond;                     /* KSLICE_* */
+    const char *node;                 /* nodeName, interned, or NULL */
+    const char *zone;                 /* zone, interned, or NULL */
+    const char *pod;                  /* targetRef.name, or NULL */
+    const struct kslice_hints *hints; /* NULL: no hints */
+};
+
+/* An endpoint left out (its address missing or not an IP). */
+struct kslice_note {
+    enum skip_reason reason;
+    const char *what; /* "endpoints[3]: no address" */
+};
+
+struct kslice {
+    const char *ns; /* interned */
+    const char *name;
+    const char *service; /* service-name label, interned; NULL if none */
+    /* -1, or why the whole slice serves nothing (enum skip_reason, with a
+     * constant text): no service-name label, addressType FQDN or
+     * unknown, endpoints or ports not lists. Nothing below is set then. */
+    int skip;
+    const char *skip_why;
+    int family; /* AF_INET or AF_INET6, from addressType */
+    const struct kslice_port *ports;
+    size_t nports;
+    const struct kslice_ep *eps; /* only those with an IP address */
+    size_t neps;
+    const struct kslice_note *notes;
+    size_t nnotes;
+};
+
+/* Decode <obj>, an EndpointSlice whose metadata.namespace and name are
+ * non-empty strings (kcache checked them). A slice that cannot be served
+ * still decodes (skip set). Returns a new slice, or NULL when memory
+ * runs out. Borrows <obj>. */
+struct kslice *kslice_decode(const json_t *obj);
+void kslice_free(struct kslice *s);
+
+/* Nonzero when <a> and <b> would translate the same. */
+int kslice_equal(const struct kslice *a, const struct kslice *b);
+
+/* The address of <ep> with <port> into <out>. */
+void kslice_ep_addr(const struct kslice_ep *ep, uint16_t port,
+                    struct saddr *out);
+
+#endif
