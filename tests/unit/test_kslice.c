@@ -1,5 +1,6 @@
 /* EndpointSlices kept decoded (kslice.c) in the cache (kcache.c), and
  * the intern table under them. JSON uses ' for " to stay legible. */
+#include <malloc.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -249,13 +250,58 @@ test_intern(void **state)
     assert_int_equal(intern_bytes(), 0);
 }
 
+/* README: "about 80 bytes per endpoint in the cache", for slices shaped
+ * like the control-plane bench's (address, three conditions, nodeName,
+ * targetRef). Counted by glibc's allocator: under a sanitizer, which
+ * brings its own, there is nothing to count. */
+static void
+test_bytes_per_endpoint(void **state)
+{
+    struct kcache *c = kcache_new("EndpointSlice", 1);
+    size_t before = mallinfo2().uordblks, after;
+    struct err e;
+    int i, j;
+
+    (void)state;
+    for (i = 0; i < 400; i++) {
+        char svc[32], name[40], addr[32], pod[48];
+        json_t *eps = json_array(), *o;
+        snprintf(svc, sizeof(svc), "svc-%05d", i);
+        snprintf(name, sizeof(name), "%s-x", svc);
+        for (j = 0; j < 25; j++) {
+            snprintf(addr, sizeof(addr), "198.19.%d.%d", (i * 25 + j) >> 8,
+                     (i * 25 + j) & 255);
+            snprintf(pod, sizeof(pod), "%s-%d", svc, j);
+            json_array_append_new(
+                eps, json_pack("{s:[s],s:{s:b,s:b,s:b},s:s,s:{s:s,s:s,s:s}}",
+                               "addresses", addr, "conditions", "ready", 1,
+                               "serving", 1, "terminating", 0, "nodeName",
+                               "node-1", "targetRef", "kind", "Pod",
+                               "namespace", "bench", "name", pod));
+        }
+        o = json_pack("{s:{s:s,s:s,s:{s:s}},s:s,s:o,s:[{s:s,s:s,s:i}]}",
+                      "metadata", "name", name, "namespace", "bench", "labels",
+                      "kubernetes.io/service-name", svc, "addressType", "IPv4",
+                      "endpoints", eps, "ports", "name", "http", "protocol",
+                      "TCP", "port", 8080);
+        assert_int_equal(kcache_put(c, o, &e), 0);
+    }
+    after = mallinfo2().uordblks;
+    if (after > before)
+        assert_in_range((after - before) / (400 * 25), 40, 100);
+    kcache_free(c);
+}
+
 int
 main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_decode), cmocka_unit_test(test_skipped_slice),
-        cmocka_unit_test(test_equal),  cmocka_unit_test(test_cache),
+        cmocka_unit_test(test_decode),
+        cmocka_unit_test(test_skipped_slice),
+        cmocka_unit_test(test_equal),
+        cmocka_unit_test(test_cache),
         cmocka_unit_test(test_intern),
+        cmocka_unit_test(test_bytes_per_endpoint),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
