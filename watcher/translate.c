@@ -82,27 +82,41 @@ static void skipf(const struct translate_opts *o, enum skip_kind kind,
                   const json_t *obj, enum skip_reason reason, const char *fmt,
                   ...) __attribute__((format(printf, 5, 6)));
 
+/* Note that object <ns>/<name> of <kind> (or a field of it) is not
+ * served: <fmt> says what. */
+static void vnote(const struct translate_opts *o, enum skip_kind kind,
+                  const char *ns, const char *name, enum skip_reason reason,
+                  const char *fmt, va_list ap)
+    __attribute__((format(printf, 6, 0)));
+
 static void
-skipf(const struct translate_opts *o, enum skip_kind kind, const json_t *obj,
-      enum skip_reason reason, const char *fmt, ...)
+vnote(const struct translate_opts *o, enum skip_kind kind, const char *ns,
+      const char *name, enum skip_reason reason, const char *fmt, va_list ap)
 {
-    const json_t *md = json_object_get(obj, "metadata");
-    const char *ns = jstr(md, "namespace"), *name = jstr(md, "name");
     struct skip_note n;
     char what[256], who[512];
-    va_list ap;
 
     if (o->skips == NULL)
         return;
-    va_start(ap, fmt);
     vsnprintf(what, sizeof(what), fmt, ap);
-    va_end(ap);
     snprintf(who, sizeof(who), "%s/%s", ns ? ns : "", name ? name : "");
     n.kind = kind;
     n.reason = reason;
     n.obj = who;
     n.what = what;
     (void)skip_set_add(o->skips, &n); /* no memory: not counted */
+}
+
+static void
+skipf(const struct translate_opts *o, enum skip_kind kind, const json_t *obj,
+      enum skip_reason reason, const char *fmt, ...)
+{
+    const json_t *md = json_object_get(obj, "metadata");
+    va_list ap;
+
+    va_start(ap, fmt);
+    vnote(o, kind, jstr(md, "namespace"), jstr(md, "name"), reason, fmt, ap);
+    va_end(ap);
 }
 
 #define SKIP_SVC(o, sc, r, ...)                                                \
@@ -117,21 +131,11 @@ static void
 skip_slice(const struct translate_opts *o, const struct kslice *sl,
            enum skip_reason reason, const char *fmt, ...)
 {
-    struct skip_note n;
-    char what[256], who[512];
     va_list ap;
 
-    if (o->skips == NULL)
-        return;
     va_start(ap, fmt);
-    vsnprintf(what, sizeof(what), fmt, ap);
+    vnote(o, SKIP_KIND_ENDPOINTSLICE, sl->ns, sl->name, reason, fmt, ap);
     va_end(ap);
-    snprintf(who, sizeof(who), "%s/%s", sl->ns ? sl->ns : "", sl->name);
-    n.kind = SKIP_KIND_ENDPOINTSLICE;
-    n.reason = reason;
-    n.obj = who;
-    n.what = what;
-    (void)skip_set_add(o->skips, &n); /* no memory: not counted */
 }
 
 /* A list field: an array, or absent/null (empty). */

@@ -522,24 +522,30 @@ def test_host_listener_on_the_service_port_takes_nothing(w):
         host.close()
 
 
-def test_deleted_service_keeps_open_connections_and_refuses_new(w):
-    w.service(svc_obj("keep", "shop", "198.18.128.70",
-                      [port("http", 80, 8080)]))
-    w.endpoints("keep", "shop", ["web-a", "web-b"])
+def delete_under_open_connection(w, name, ip):
+    """Delete Service shop/<name> (ClusterIP <ip>, port 80) while a
+    connection to it is open: new ones are refused, the open one keeps
+    echoing."""
     c1 = w.client["node1"]
-    served(c1, "198.18.128.70", 80, "Service to delete")
-    conn = EchoConn(c1, "198.18.128.70", 80)
+    conn = EchoConn(c1, ip, 80)
     try:
         assert conn.ping("before") == "before"
-        w.delete("svc", "shop", "keep")
+        w.delete("svc", "shop", name)
         mc.ft.wait_for(
-            lambda: c1(connect_outcome, "198.18.128.70", 80, 1.0)[0]
-            == "refused", timeout=dl(15), what="deleted Service refused",
-            interval=0.05)
+            lambda: c1(connect_outcome, ip, 80, 1.0)[0] == "refused",
+            timeout=dl(15), what="deleted Service refused", interval=0.05)
         for i in range(5):
             assert conn.ping("after %d" % i) == "after %d" % i
     finally:
         conn.close()
+
+
+def test_deleted_service_keeps_open_connections_and_refuses_new(w):
+    w.service(svc_obj("keep", "shop", "198.18.128.70",
+                      [port("http", 80, 8080)]))
+    w.endpoints("keep", "shop", ["web-a", "web-b"])
+    served(w.client["node1"], "198.18.128.70", 80, "Service to delete")
+    delete_under_open_connection(w, "keep", "198.18.128.70")
 
 
 def answers_only(where, ip, port_, names, n=12):
@@ -656,19 +662,7 @@ def test_proxy_annotation_puts_a_service_on_ferrys_proxy(w):
 
 
 def test_deleted_proxied_service_keeps_open_connections(w):
-    c1 = w.client["node1"]
-    conn = EchoConn(c1, "198.18.128.95", 80)
-    try:
-        assert conn.ping("before") == "before"
-        w.delete("svc", "shop", "proxied")
-        mc.ft.wait_for(
-            lambda: c1(connect_outcome, "198.18.128.95", 80, 1.0)[0]
-            == "refused", timeout=dl(15), what="deleted Service refused",
-            interval=0.05)
-        for i in range(5):
-            assert conn.ping("after %d" % i) == "after %d" % i
-    finally:
-        conn.close()
+    delete_under_open_connection(w, "proxied", "198.18.128.95")
 
 
 def test_restarts_lose_no_connection(w):
