@@ -2,6 +2,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "clienthash.h"
 #include "affinity.h"
 
 enum aff_slot {
@@ -23,36 +24,10 @@ struct affinity {
     uint64_t seed; /* per table, so clients cannot aim at one window */
 };
 
-static void
-client_key(const struct saddr *c, unsigned char key[16])
-{
-    if (c->u.sa.sa_family == AF_INET6) {
-        memcpy(key, &c->u.in6.sin6_addr, 16);
-        return;
-    }
-    memset(key, 0, 10);
-    key[10] = key[11] = 0xff;
-    memcpy(key + 12, &c->u.in.sin_addr, 4);
-}
-
-static uint64_t
-mix(uint64_t x)
-{
-    x ^= x >> 30;
-    x *= 0xbf58476d1ce4e5b9ull;
-    x ^= x >> 27;
-    x *= 0x94d049bb133111ebull;
-    return x ^ (x >> 31);
-}
-
 static size_t
 key_hash(const struct affinity *a, const unsigned char key[16])
 {
-    uint64_t hi, lo;
-
-    memcpy(&hi, key, 8);
-    memcpy(&lo, key + 8, 8);
-    return (size_t)mix(mix(hi ^ a->seed) ^ lo);
+    return client_hash(a->seed, key);
 }
 
 static int
@@ -65,7 +40,6 @@ struct affinity *
 affinity_new(double timeout_s)
 {
     struct affinity *a = calloc(1, sizeof(*a));
-    struct timespec ts;
 
     if (a == NULL)
         return NULL;
@@ -76,9 +50,7 @@ affinity_new(double timeout_s)
     }
     a->nslots = AFFINITY_MIN_SLOTS;
     a->timeout = timeout_s;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    a->seed = mix((uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 32)
-                  ^ (uint64_t)(uintptr_t)a);
+    a->seed = client_seed(a);
     return a;
 }
 

@@ -3,6 +3,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "clienthash.h"
 #include "srcrules.h"
 
 void
@@ -60,36 +61,10 @@ struct srcrules_table {
 _Static_assert((SRCRULES_SLOTS & (SRCRULES_SLOTS - 1)) == 0,
                "SRCRULES_SLOTS must be a power of two");
 
-static void
-client_key(const struct saddr *c, unsigned char key[16])
-{
-    if (c->u.sa.sa_family == AF_INET6) {
-        memcpy(key, &c->u.in6.sin6_addr, 16);
-        return;
-    }
-    memset(key, 0, 10);
-    key[10] = key[11] = 0xff;
-    memcpy(key + 12, &c->u.in.sin_addr, 4);
-}
-
-static uint64_t
-mix(uint64_t x)
-{
-    x ^= x >> 30;
-    x *= 0xbf58476d1ce4e5b9ull;
-    x ^= x >> 27;
-    x *= 0x94d049bb133111ebull;
-    return x ^ (x >> 31);
-}
-
 static size_t
 key_hash(const struct srcrules_table *t, const unsigned char key[16])
 {
-    uint64_t hi, lo;
-
-    memcpy(&hi, key, 8);
-    memcpy(&lo, key + 8, 8);
-    return (size_t)mix(mix(hi ^ t->seed) ^ lo);
+    return client_hash(t->seed, key);
 }
 
 /* The bucket of <e> at <now> under <rate>, at most full. */
@@ -117,7 +92,6 @@ struct srcrules_table *
 srcrules_table_new(void)
 {
     struct srcrules_table *t = calloc(1, sizeof(*t));
-    struct timespec ts;
 
     if (t == NULL)
         return NULL;
@@ -128,9 +102,7 @@ srcrules_table_new(void)
         return NULL;
     }
     pthread_mutex_init(&t->mu, NULL);
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    t->seed = mix((uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 32)
-                  ^ (uint64_t)(uintptr_t)t);
+    t->seed = client_seed(t);
     return t;
 }
 
