@@ -652,8 +652,9 @@ kube_start_nft(struct kube *k, const struct conf *c, struct err *e)
         return err_set(e, "node.node_port_addresses: at most %d with the "
                           "nftables dataplane",
                        NFT_IPS_MAX);
-    memcpy(nc->nodeport_addrs, c->node.nodeport_addrs,
-           c->node.n_nodeport_addrs * sizeof(struct saddr));
+    if (c->node.n_nodeport_addrs > 0)
+        memcpy(nc->nodeport_addrs, c->node.nodeport_addrs,
+               c->node.n_nodeport_addrs * sizeof(struct saddr));
     nc->nnodeport_addrs = c->node.n_nodeport_addrs;
     if (nft_conf_check(nc, e) < 0)
         return -1;

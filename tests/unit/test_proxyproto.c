@@ -219,7 +219,8 @@ v2(unsigned char *out, unsigned vc, unsigned ft, const void *body, size_t n)
     out[13] = (unsigned char)ft;
     out[14] = (unsigned char)(n >> 8);
     out[15] = (unsigned char)n;
-    memcpy(out + 16, body, n);
+    if (n > 0)
+        memcpy(out + 16, body, n);
     return 16 + n;
 }
 
