@@ -28,6 +28,13 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                 "..", "lib"))
 from kapisim_client import SimError, make_ca_and_cert, start_sim  # noqa
 
+# The simulator is Python and runs no ferry code: once is enough, in the
+# release pass.
+pytestmark = pytest.mark.skipif(
+    os.environ.get("FERRY_SANITIZED", "0") == "1",
+    reason="tests the simulated API server, not the binary under test: "
+    "once, in the release pass")
+
 TOKEN = "tok-admin-123"
 SVC = "/api/v1/namespaces/default/services"
 SLICES = "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices"
