@@ -718,6 +718,11 @@ METRICS = [
     ("cpu_lab", lambda rec: per_unit(rec, "lab_cpu_s"), False),
     ("cpu_irq", lambda rec: per_unit(rec, "cpu_irq_s"), False),
     ("others_s", lambda rec: rec["others_cpu_s"], False),
+    # all cores' busy time the lab's threads do not account for: other
+    # work on the machine (and the harness, and the sampling error of
+    # /proc/stat's ticks)
+    ("not_lab_s", lambda rec: rec["cpu_busy_s"] - rec["lab_cpu_s"]
+     if "lab_cpu_s" in rec else None, False),
     ("forks", lambda rec: rec.get("forks"), False),
     ("p50", lambda rec: rec["result"].get("p50_us"), False),
     ("p99", lambda rec: rec["result"].get("p99_us"), False),
@@ -904,7 +909,9 @@ def summary_md(bench, med, args, started, finished, argv):
         if unit != "GB":
             rows += [("p50 latency (µs)", "p50", 0),
                      ("p99 latency (µs)", "p99", 0)]
-        rows += [("CPU of other processes (s per run)", "others_s", 2),
+        rows += [("busy time beyond the lab's threads, all cores (s per "
+                  "run of %g s)" % args.duration, "not_lab_s", 2),
+                 ("CPU of other processes seen (s per run)", "others_s", 2),
                  ("processes started per run (the client is 1)", "forks", 0),
                  ("rounds started on a quiet machine (of %d)" % args.rounds,
                   "quiet", 0),
