@@ -307,8 +307,9 @@ to_eps(const struct tbl_backend *be, size_t n, int checked,
 }
 
 /* Want <ks> in the kernel. A refusal (a frontend another Service holds,
- * a cap) is logged; the Service is then not served by the kernel. */
-static void
+ * a cap) is logged; the Service is then not served by the kernel.
+ * Returns 0, or -1 when not put. */
+static int
 nft_put_ksvc(struct kube *k, const struct tbl_ksvc *ks)
 {
     struct nft_ep *eps = calloc(ks->ncluster_eps + ks->nlocal_eps + 1,
@@ -319,7 +320,7 @@ nft_put_ksvc(struct kube *k, const struct tbl_ksvc *ks)
 
     if (eps == NULL) {
         log_error("nftables: %s: out of memory", ks->name);
-        return;
+        return -1;
     }
     memset(&s, 0, sizeof(s));
     n = snprintf(s.id, sizeof(s.id), "%s", ks->name);
@@ -327,7 +328,7 @@ nft_put_ksvc(struct kube *k, const struct tbl_ksvc *ks)
         log_warn("nftables: %s: name too long for the kernel table",
                  ks->name);
         free(eps);
-        return;
+        return -1;
     }
     s.proto = (enum nft_proto)ks->proto;
     s.port = ks->port;
@@ -349,7 +350,8 @@ nft_put_ksvc(struct kube *k, const struct tbl_ksvc *ks)
     s.local_eps = eps + s.ncluster_eps;
     s.nlocal_eps = to_eps(ks->local_eps, ks->nlocal_eps, checked, s.local_eps);
     err_clear(&e);
-    if (nft_svc_put(k->nft, &s, &e) < 0) {
+    n = nft_svc_put(k->nft, &s, &e);
+    if (n < 0) {
         struct skip_note note = {SKIP_KIND_SERVICE, SKIP_CONFLICT, ks->name,
                                  e.msg};
         skip_log(&k->skip_log, ev_now(k->loop), "nftables", &note);
@@ -357,6 +359,7 @@ nft_put_ksvc(struct kube *k, const struct tbl_ksvc *ks)
         (void)nft_svc_del(k->nft, ks->name, s.proto);
     }
     free(eps);
+    return n < 0 ? -1 : 0;
 }
 
 /* The engine's counters to the metrics. */
@@ -536,7 +539,7 @@ kube_feed_nft(struct kube *k, struct table *api)
 {
     struct smap idx = {0};
     char key[TBL_NAME_MAX + 16];
-    size_t i;
+    size_t i, nrefused = 0, *refused = NULL;
 
     for (i = 0; i < api->nksvcs; i++) {
         const struct tbl_ksvc *ks = &api->ksvcs[i];
@@ -548,7 +551,16 @@ kube_feed_nft(struct kube *k, struct table *api)
         old = (uintptr_t)smap_get(&k->kidx, key);
         if (old != 0 && tbl_ksvc_equal(&k->kfed->ksvcs[old - 1], ks))
             continue;
-        nft_put_ksvc(k, ks);
+        if (nft_put_ksvc(k, ks) == 0)
+            continue;
+        /* Refused (an address another Service holds): tried again once
+         * the Services gone are deleted, and not counted as fed, so
+         * that the next table tries it too. */
+        if (refused == NULL
+            && (refused = calloc(api->nksvcs, sizeof(*refused))) == NULL)
+            goto oom;
+        refused[nrefused++] = i;
+        smap_del(&idx, key);
     }
     for (i = 0; k->kfed != NULL && i < k->kfed->nksvcs; i++) {
         const struct tbl_ksvc *ks = &k->kfed->ksvcs[i];
@@ -556,6 +568,15 @@ kube_feed_nft(struct kube *k, struct table *api)
         if (smap_get(&idx, key) == NULL)
             (void)nft_svc_del(k->nft, ks->name, (enum nft_proto)ks->proto);
     }
+    for (i = 0; i < nrefused; i++) {
+        const struct tbl_ksvc *ks = &api->ksvcs[refused[i]];
+        if (nft_put_ksvc(k, ks) < 0)
+            continue;
+        ksvc_key(ks, key, sizeof(key));
+        if (smap_put(&idx, key, (void *)(uintptr_t)(refused[i] + 1)) < 0)
+            goto oom;
+    }
+    free(refused);
     smap_deinit(&k->kidx);
     k->kidx = idx;
     table_unref(k->kfed);
@@ -566,6 +587,7 @@ kube_feed_nft(struct kube *k, struct table *api)
 oom:
     /* Feed everything again next time, from scratch. */
     log_error("nftables: out of memory; the kernel keeps the last table");
+    free(refused);
     smap_deinit(&idx);
     smap_deinit(&k->kidx);
     table_unref(k->kfed);

@@ -481,6 +481,23 @@ def test_load_balancer_source_ranges(w):
     assert edge(try_who, NODE_IP["node1"], 30100) is not None
 
 
+def test_external_ip_two_services_claim_goes_to_the_other_when_one_goes(w):
+    for name, cip, pod in (("clash-a", "198.18.128.100", "web-a"),
+                           ("clash-b", "198.18.128.101", "web-b")):
+        w.service(svc_obj(name, "shop", cip, [port("http", 80, 8080)],
+                          externalIPs=["198.18.200.50"]))
+        w.endpoints(name, "shop", [pod])
+    served(w.out, "198.18.200.50", 80, "the contested externalIP")
+    # The first in the table's order holds it; the other is logged.
+    assert {x[0] for x in w.out(who_many, "198.18.200.50", 80, 6)
+            if x} == {"web-a"}
+    w.wait(lambda: "clash-b" in w.log("node1.log"), "the refusal logged")
+    w.delete("svc", "shop", "clash-a")
+    w.wait(lambda: w.out(try_who, "198.18.200.50", 80) is not None
+           and w.out(try_who, "198.18.200.50", 80)[0] == "web-b",
+           "the other Service takes the address over")
+
+
 def test_session_affinity_client_ip(w):
     w.service(svc_obj("sticky", "shop", "198.18.128.50",
                       [port("http", 80, 8080)],
