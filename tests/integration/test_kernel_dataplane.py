@@ -28,8 +28,6 @@ so replies always go back through the node's conntrack whether or not the
 host has br_netfilter.
 """
 
-import concurrent.futures
-import ctypes
 import json
 import os
 import random
@@ -49,8 +47,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "lib"))
 
 import ferrytest as ft  # noqa: E402
+import netns  # noqa: E402
 
-CLONE_NEWNET = 0x40000000
 NODE4, NODE6 = "198.18.0.11", "2001:2::11"
 OUT4, OUT4B, OUT6 = "198.18.0.100", "198.18.0.101", "2001:2::100"
 PODS = {"pod-a": ("198.18.1.2", "2001:2:0:1::2"),
@@ -109,35 +107,7 @@ pytestmark = pytest.mark.skipif(SKIP is not None, reason=SKIP or "")
 
 # ---- code inside a namespace -------------------------------------------
 
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def _enter(netns):
-    fd = os.open("/var/run/netns/" + netns, os.O_RDONLY)
-    try:
-        if _libc.setns(fd, CLONE_NEWNET) != 0:
-            e = ctypes.get_errno()
-            raise OSError(e, "setns %s: %s" % (netns, os.strerror(e)))
-    finally:
-        os.close(fd)
-
-
-class InNs:
-    """Threads that live in network namespace <netns> (setns is per
-    thread): sockets made by the functions they run belong there."""
-
-    def __init__(self, netns, threads=1):
-        self.ex = concurrent.futures.ThreadPoolExecutor(
-            threads, initializer=_enter, initargs=(netns,))
-
-    def __call__(self, fn, *args, **kw):
-        return self.ex.submit(fn, *args, **kw).result()
-
-    def submit(self, fn, *args, **kw):
-        return self.ex.submit(fn, *args, **kw)
-
-    def close(self):
-        self.ex.shutdown(wait=True)
+InNs = netns.InNs
 
 
 # ---- the pods' echo server --------------------------------------------

@@ -17,8 +17,6 @@ The scenarios run in order on one cluster (building it costs seconds);
 each is its own test function so a failure names the story it breaks.
 """
 
-import concurrent.futures
-import ctypes
 import json
 import os
 import signal
@@ -34,6 +32,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "lib"))
 
 import ferrytest as ft  # noqa: E402
+import netns as netns_lib  # noqa: E402
 import kapisim_client  # noqa: E402
 import minicluster  # noqa: E402
 
@@ -42,7 +41,6 @@ NODE_IP = {"node1": "198.18.0.11", "node2": "198.18.0.12"}
 API = "198.18.0.1:6443"
 NODE_ADMIN = 9990  # each node ferry's admin port, on the node's own lo
 HTTP_REQ = b"GET / HTTP/1.1\r\nHost: mc\r\n\r\n"
-CLONE_NEWNET = 0x40000000
 
 
 def dl(seconds):
@@ -70,32 +68,8 @@ pytestmark = pytest.mark.skipif(SKIP is not None, reason=SKIP or "")
 
 # ---- running code inside a namespace ---------------------------------------
 
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def _enter(netns):
-    fd = os.open("/var/run/netns/" + netns, os.O_RDONLY)
-    try:
-        if _libc.setns(fd, CLONE_NEWNET) != 0:
-            e = ctypes.get_errno()
-            raise OSError(e, "setns %s: %s" % (netns, os.strerror(e)))
-    finally:
-        os.close(fd)
-
-
-class InNs:
-    """One thread that lives in network namespace <netns>: sockets made by
-    the functions it runs belong there (setns is per thread)."""
-
-    def __init__(self, netns):
-        self.ex = concurrent.futures.ThreadPoolExecutor(
-            1, initializer=_enter, initargs=(netns,))
-
-    def __call__(self, fn, *args, **kw):
-        return self.ex.submit(fn, *args, **kw).result()
-
-    def close(self):
-        self.ex.shutdown(wait=True)
+InNs = netns_lib.InNs
+netns_enter = netns_lib.enter
 
 
 def ask(ip, port, timeout=2.0):
@@ -156,7 +130,7 @@ class Load:
         self.th.start()
 
     def _run(self, netns):
-        _enter(netns)
+        netns_enter(netns)
         end = time.monotonic() + self.max_s
         while time.monotonic() < end:
             self.seen.append((time.monotonic(), try_ask(self.ip, self.port)))

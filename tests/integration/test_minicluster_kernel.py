@@ -81,7 +81,7 @@ class PodServer:
 
     def _run(self, netns, ready):
         try:
-            mc._enter(netns)
+            mc.netns_enter(netns)
             tcp = socket.socket()
             tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             tcp.bind(("0.0.0.0", 8080))
@@ -303,7 +303,7 @@ class KLoad(mc.Load):
     """mc.Load with this file's pods: one "who" connection after another."""
 
     def _run(self, netns):
-        mc._enter(netns)
+        mc.netns_enter(netns)
         end = time.monotonic() + self.max_s
         while time.monotonic() < end:
             self.seen.append((time.monotonic(),
