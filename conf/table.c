@@ -14,12 +14,14 @@ struct tbl_index {
 };
 
 static size_t
-frontend_key(const struct saddr *a, unsigned char key[20])
+frontend_key(enum tbl_proto proto, const struct saddr *a,
+             unsigned char key[20])
 {
     memset(key, 0, 20);
     key[0] = (unsigned char)a->u.sa.sa_family;
     key[1] = (unsigned char)(saddr_port(a) >> 8);
     key[2] = (unsigned char)saddr_port(a);
+    key[3] = (unsigned char)proto;
     if (a->u.sa.sa_family == AF_INET)
         memcpy(key + 4, &a->u.in.sin_addr, 4);
     else if (a->u.sa.sa_family == AF_INET6)
@@ -219,13 +221,20 @@ table_find(const struct table *t, const char *name)
 }
 
 const struct tbl_service *
-table_find_frontend(const struct table *t, const struct saddr *a)
+table_find_frontend_proto(const struct table *t, enum tbl_proto proto,
+                          const struct saddr *a)
 {
     unsigned char key[20];
     const struct tbl_index *e =
-        index_find(t->by_frontend, key, frontend_key(a, key));
+        index_find(t->by_frontend, key, frontend_key(proto, a, key));
 
     return e != NULL ? &t->services[e->svc] : NULL;
+}
+
+const struct tbl_service *
+table_find_frontend(const struct table *t, const struct saddr *a)
+{
+    return table_find_frontend_proto(t, TBL_PROTO_TCP, a);
 }
 
 /* Index the service at position <i> by name and frontends. */
@@ -239,7 +248,7 @@ index_service(struct table *t, size_t i)
     if (index_add(&t->by_name, s->name, strlen(s->name), i) < 0)
         return -1;
     for (j = 0; j < s->nfrontends; j++) {
-        size_t len = frontend_key(&s->frontends[j], key);
+        size_t len = frontend_key(s->proto, &s->frontends[j], key);
         /* A service may list one frontend twice; index it once. */
         if (index_find(t->by_frontend, key, len) == NULL
             && index_add(&t->by_frontend, key, len, i) < 0)
@@ -277,7 +286,7 @@ table_add_service(struct table *t, const struct tbl_service *svc,
         return err_set(e, "duplicate service name \"%s\"", svc->name);
     for (i = 0; i < svc->nfrontends; i++) {
         const struct tbl_service *o =
-            table_find_frontend(t, &svc->frontends[i]);
+            table_find_frontend_proto(t, svc->proto, &svc->frontends[i]);
         if (o != NULL)
             return err_set(e, "listen address %s already used by service "
                               "\"%s\"",
@@ -434,7 +443,11 @@ tbl_service_policy_equal(const struct tbl_service *a,
            && tbl_check_equal(&a->check, &b->check)
            && a->hc_node_port == b->hc_node_port
            && strcmp(a->hc_ns, b->hc_ns) == 0
-           && strcmp(a->hc_name, b->hc_name) == 0 && a->reach == b->reach;
+           && strcmp(a->hc_name, b->hc_name) == 0 && a->reach == b->reach
+           && a->proto == b->proto
+           && a->udp_idle_timeout_ms == b->udp_idle_timeout_ms
+           && a->udp_responses == b->udp_responses
+           && a->max_flows == b->max_flows;
 }
 
 int

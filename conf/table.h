@@ -126,6 +126,18 @@ enum tbl_origin {
     TBL_ORIGIN_API,      /* the Kubernetes translator */
 };
 
+/* Transport protocol of a service or a Service port. The proxy serves
+ * TCP and UDP; the kernel dataplane all three. */
+enum tbl_proto { TBL_PROTO_TCP = 0, TBL_PROTO_UDP, TBL_PROTO_SCTP,
+                 TBL_PROTO__COUNT };
+
+/* "tcp", "udp", "sctp", indexed by enum tbl_proto, ended by NULL. */
+extern const char *const tbl_proto_names[TBL_PROTO__COUNT + 1];
+
+/* UDP services: the defaults of udp_idle_timeout and max_flows. */
+#define TBL_UDP_IDLE_TIMEOUT_MS 30000
+#define TBL_UDP_MAX_FLOWS       10000
+
 struct tbl_service {
     char name[TBL_NAME_MAX]; /* unique within a table */
     enum tbl_origin origin;
@@ -161,15 +173,15 @@ struct tbl_service {
     char hc_ns[TBL_K8S_NAME_MAX];
     char hc_name[TBL_K8S_NAME_MAX];
     enum tbl_reach reach;
+    /* A frontend is (proto, address, port): a UDP and a TCP service may
+     * share an address and port. UDP only: a flow (client address and
+     * port) ends this long after its last datagram, or after this many
+     * replies (0: any number); at most max_flows at once. */
+    enum tbl_proto proto;
+    uint32_t udp_idle_timeout_ms;
+    uint32_t udp_responses;
+    uint32_t max_flows;
 };
-
-/* Transport protocol of a Service port. The proxy serves TCP only; the
- * kernel dataplane all three. */
-enum tbl_proto { TBL_PROTO_TCP = 0, TBL_PROTO_UDP, TBL_PROTO_SCTP,
-                 TBL_PROTO__COUNT };
-
-/* "tcp", "udp", "sctp", indexed by enum tbl_proto, ended by NULL. */
-extern const char *const tbl_proto_names[TBL_PROTO__COUNT + 1];
 
 /*
  * A Kubernetes Service port carried by the kernel (node.dataplane:
@@ -272,9 +284,13 @@ void table_unref(struct table *t);
 /* Find a service by name; NULL if absent. */
 const struct tbl_service *table_find(const struct table *t, const char *name);
 
-/* Find the service (and frontend index) owning frontend <a>. */
+/* Find the TCP service owning frontend <a>. */
 const struct tbl_service *table_find_frontend(const struct table *t,
                                               const struct saddr *a);
+/* Find the service of protocol <proto> owning frontend <a>. */
+const struct tbl_service *table_find_frontend_proto(const struct table *t,
+                                                    enum tbl_proto proto,
+                                                    const struct saddr *a);
 
 /* Nonzero if two services would be served identically (same frontends,
  * backends, policy). */

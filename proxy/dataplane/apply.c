@@ -8,6 +8,7 @@
 #include "proxy-t.h"
 #include "stats.h"
 #include "svc-t.h"
+#include "udp.h"
 #include "wthread.h"
 
 /* Stage 2's work for one worker thread. */
@@ -102,6 +103,7 @@ apply_plan_free(struct apply_plan *pl)
     if (pl == NULL)
         return;
     listener_free_list(&pl->fresh);
+    udp_plan_free(pl->udp);
     free(pl->index);
     addrs_free(&pl->addrs);
     svc_unref_array(pl->svcs, pl->t->nservices);
@@ -118,6 +120,7 @@ apply_plan_adopt(struct apply_plan *pl, struct apply_plan *older)
         tail = &(*tail)->next;
     *tail = older->fresh;
     older->fresh = NULL;
+    udp_plan_adopt(pl->udp, older->udp);
 }
 
 /* A plan for <a>'s table, with its own references. */
@@ -288,6 +291,7 @@ reconcile(struct worker *w, struct apply_plan *pl)
     claim_listeners(w, pl);
     close_unclaimed(w);
     listener_dispatch_set(w, pl->t, pl->svcs);
+    udp_plan_commit(w, pl->udp);
     free(pl->index);
     pl->index = NULL;
     pl->nindex = 0;
@@ -461,13 +465,17 @@ open_worker0(struct apply *a, struct err *e)
         return err_set(e, "out of memory opening listeners");
     for (i = 0; i < t->nservices; i++)
         for (j = 0; j < t->services[i].nfrontends
-                    && t->services[i].reach != TBL_REACH_REDIRECT;
+                    && t->services[i].reach != TBL_REACH_REDIRECT
+                    && t->services[i].proto == TBL_PROTO_TCP;
              j++)
             pl->addrs.v[pl->addrs.n++] = t->services[i].frontends[j];
     addrs_sort(&pl->addrs);
     rc = open_missing(a, &a->p->w, pl, &have, e);
     addrs_free(&have);
-    if (rc < 0)
+    if (rc < 0
+        || udp_plan_build(&a->p->w, pl, UDP_SERVE_ALL,
+                          a->mode == PROXY_APPLY_STRICT, e)
+               < 0)
         return -1;
     if (plan_index(pl, &a->p->w) < 0)
         return err_set(e, "out of memory opening listeners");
@@ -504,7 +512,7 @@ thread_addrs(struct apply *a, struct apply_addrs *out)
         return -1;
     for (i = 0; i < t->nservices && a->threads == APPLY_LISTEN_SERVED; i++) {
         const struct tbl_service *ts = &t->services[i];
-        if (ts->affinity_timeout_ms != 0)
+        if (ts->affinity_timeout_ms != 0 || ts->proto != TBL_PROTO_TCP)
             continue;
         for (j = 0; j < ts->nfrontends; j++)
             if (plan_has(a->w0, &ts->frontends[j]))
@@ -535,7 +543,12 @@ open_thread(struct apply *a, struct apply_thread *at, struct wthread *th,
 
     if (pl == NULL || addrs_copy(&pl->addrs, want) < 0)
         return err_set(e, "out of memory opening listeners");
-    if (open_missing(a, &th->w, pl, &th->addrs, e) < 0)
+    if (open_missing(a, &th->w, pl, &th->addrs, e) < 0
+        || udp_plan_build(&th->w, pl,
+                          a->threads == APPLY_LISTEN_SERVED ? UDP_SERVE_SHARED
+                                                            : UDP_SERVE_NONE,
+                          a->mode == PROXY_APPLY_STRICT, e)
+               < 0)
         return -1;
     if (addrs_copy(&at->addrs, &pl->addrs) < 0
         || addrs_union(&at->stale, &th->stale, &th->addrs) < 0)
@@ -612,6 +625,7 @@ stage_commit(struct apply *a)
     unsigned k;
     double now;
 
+    udp_plan_posted(&p->w, a->w0->udp, a->t->generation);
     reconcile(&p->w, a->w0);
     now = ev_time();
     for (k = 0; k + 1 < p->nworkers; k++) {
@@ -625,6 +639,7 @@ stage_commit(struct apply *a)
         memset(&at->addrs, 0, sizeof(at->addrs));
         memset(&at->stale, 0, sizeof(at->stale));
         at->plan->posted = now;
+        udp_plan_posted(&th->w, at->plan->udp, a->t->generation);
         wthread_post_plan(th, at->plan);
         at->plan = NULL;
     }

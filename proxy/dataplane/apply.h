@@ -32,6 +32,7 @@
 
 struct listener;
 struct svc;
+struct udp_plan;
 struct worker;
 
 /* Addresses, sorted by saddr_cmp() and without duplicates. */
@@ -57,6 +58,7 @@ struct apply_plan {
                               * address: built on the worker's loop */
     size_t nindex;
     struct apply_addrs addrs; /* what it listens on once committed */
+    struct udp_plan *udp;     /* its UDP frontends (udp.h), or NULL */
     double posted;            /* ev_time() when worker 0 committed */
 };
 

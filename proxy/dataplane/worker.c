@@ -6,6 +6,7 @@
 #include "listener.h"
 #include "log.h"
 #include "stats.h"
+#include "udp.h"
 #include "worker.h"
 
 #define ACCEPT_PAUSE_S 0.1
@@ -140,6 +141,7 @@ worker_deinit(struct worker *w)
 {
     ev_timer_stop(w->loop, &w->accept_resume);
     listener_dispatch_clear(w);
+    udp_worker_free(w);
     free_list(&w->free_bufs, &w->nfree_bufs);
     free_list(&w->free_conns, &w->nfree_conns);
     while (w->nfree_pipes > 0)

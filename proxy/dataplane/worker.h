@@ -28,6 +28,7 @@
 
 struct conn;
 struct listener;
+struct udp_worker;
 
 struct worker {
     struct ev_loop *loop;
@@ -62,6 +63,8 @@ struct worker {
      * frontend is its original destination. NULL otherwise. */
     struct table *dtable;
     struct svc **dsvcs;
+    /* UDP frontends and flows (udp.h); NULL until it serves one. */
+    struct udp_worker *udp;
 };
 
 /* enum worker_splice in force, for every worker. */

@@ -1,0 +1,342 @@
+"""UDP services (README: "UDP services"), over real sockets on loopback.
+
+A flow (client address and port) keeps the backend its first datagram
+picked; it ends after udp_idle_timeout, or after udp_responses replies;
+max_flows bounds the flows; replies come from the address the client sent
+to, also on a wildcard listener; a reload and a drain leave an open flow
+on its backend; a backend whose port is closed (ICMP port unreachable) is
+avoided. The backends answer "NAME:PAYLOAD" to every datagram."""
+
+import json
+import os
+import socket
+import threading
+from collections import Counter
+
+import pytest
+
+import admintest as at
+import ferrytest as ft
+
+
+class UdpBackend:
+    """A UDP server on 127.0.0.1 answering each datagram with
+    b"NAME:" + the datagram, from a thread; counts what it got."""
+
+    def __init__(self, name):
+        self.name = name
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.addr = "127.0.0.1:%d" % self.sock.getsockname()[1]
+        self.got = 0
+        self.peers = set()
+        self._stop = False
+        self._t = threading.Thread(target=self._run, daemon=True)
+        self._t.start()
+
+    def _run(self):
+        self.sock.settimeout(0.1)
+        while not self._stop:
+            try:
+                data, peer = self.sock.recvfrom(65535)
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            self.got += 1
+            self.peers.add(peer)
+            self.sock.sendto(self.name.encode() + b":" + data, peer)
+
+    def close(self):
+        self._stop = True
+        self._t.join(5)
+        self.sock.close()
+
+
+@pytest.fixture
+def udp_backends():
+    made = []
+
+    def make(name):
+        b = UdpBackend(name)
+        made.append(b)
+        return b
+
+    yield make
+    for b in made:
+        b.close()
+
+
+def closed_udp_port():
+    """A loopback UDP port nobody listens on (bound, then closed): a
+    datagram to it gets an ICMP port unreachable."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return "127.0.0.1:%d" % port
+
+
+def udp_bound(pid, port):
+    """True if process <pid> holds a UDP socket bound to <port>."""
+    inodes = set()
+    for name in ("udp", "udp6"):
+        try:
+            with open(f"/proc/{pid}/net/{name}") as f:
+                lines = f.readlines()[1:]
+        except OSError:
+            continue
+        for ln in lines:
+            parts = ln.split()
+            if int(parts[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(parts[9])
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            link = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if link.startswith("socket:[") and link[8:-1] in inodes:
+            return True
+    return False
+
+
+def start(start_ferry, services, admin, extra=""):
+    f = start_ferry(extra + at.with_admin(ft.config(services), admin),
+                    wait=False)
+    f.wait_ready([admin])
+    for s in services:
+        if s.get("protocol") == "udp":
+            for a in s["listen"]:
+                port = ft.parse_addr(a)[2]
+                ft.wait_for(lambda: udp_bound(f.pid, port),
+                            what=f"ferry bound to udp {a}")
+    return f
+
+
+class Client:
+    """A UDP client socket with its own source port: one flow."""
+
+    def __init__(self, src="127.0.0.1"):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind((src, 0))
+        self.sock.settimeout(ft.DEADLINE)
+
+    def ask(self, addr, payload=b"q"):
+        """Send <payload> to <addr>; the backend's name and the reply's
+        source address."""
+        _, host, port = ft.parse_addr(addr)
+        self.sock.sendto(payload, (host, port))
+        data, peer = self.sock.recvfrom(65535)
+        name, _, echo = data.partition(b":")
+        assert echo == payload, data
+        return name.decode(), peer
+
+    def nothing_waiting(self):
+        self.sock.setblocking(False)
+        try:
+            self.sock.recvfrom(65535)
+        except BlockingIOError:
+            return True
+        finally:
+            self.sock.settimeout(ft.DEADLINE)
+        return False
+
+    def close(self):
+        self.sock.close()
+
+
+@pytest.fixture
+def clients():
+    made = []
+
+    def make(src="127.0.0.1"):
+        c = Client(src)
+        made.append(c)
+        return c
+
+    yield make
+    for c in made:
+        c.close()
+
+
+def udp_service(name, listen, backends, **opts):
+    return ft.service(name, listen, [b.addr if hasattr(b, "addr") else b
+                                     for b in backends],
+                      protocol="udp", **opts)
+
+
+def metric(admin, name, service, **labels):
+    return at.sample(at.scrape(admin), name, service=service, **labels)
+
+
+def wait_metric(admin, name, service, want, **labels):
+    ft.wait_for(lambda: metric(admin, name, service, **labels) == want,
+                what=f"{name}{labels} of {service} = {want}")
+
+
+def test_flows_pinned_balanced_and_beside_tcp(start_ferry, udp_backends,
+                                              backends, clients):
+    """Each client's datagrams all go to one backend; new clients are
+    balanced across both; a TCP service on the same address and port is
+    served beside it."""
+    b1, b2 = udp_backends("u1"), udp_backends("u2")
+    tcp = backends("t1")
+    listen, admin = ft.free_addr(), ft.free_addr()
+    f = start(start_ferry, [udp_service("dns", listen, [b1, b2]),
+                            ft.service("web", listen, [tcp])], admin)
+    f.wait_ready([listen])
+    seen = Counter()
+    for _ in range(6):
+        c = clients()
+        names = {c.ask(listen, b"x%d" % i)[0] for i in range(4)}
+        assert len(names) == 1, names
+        seen[names.pop()] += 1
+    assert seen == Counter({"u1": 3, "u2": 3})
+    assert ft.hello(listen) == "t1"
+    m = at.scrape(admin)
+    assert at.sample(m, "ferry_service_udp_flows_total", service="dns") == 6
+    assert at.sample(m, "ferry_service_udp_flows_active", service="dns") == 6
+    assert at.sample(m, "ferry_service_udp_datagrams_total", service="dns",
+                     direction="in") == 24
+    assert at.sample(m, "ferry_service_udp_datagrams_total", service="dns",
+                     direction="out") == 24
+    assert at.sample(m, "ferry_service_bytes_total", service="dns",
+                     direction="in") == 24 * 2
+    st = at.get_json(admin)
+    dns = next(s for s in st["services"] if s["name"] == "dns")
+    assert dns["protocol"] == "udp"
+    assert dns["counters"]["udp"]["flows_active"] == 6
+    # Each flow has a socket of its own towards its backend.
+    assert len(b1.peers) == 3 and len(b2.peers) == 3
+
+
+def test_idle_timeout_ends_flow(start_ferry, udp_backends, clients):
+    b1, b2 = udp_backends("u1"), udp_backends("u2")
+    listen, admin = ft.free_addr(), ft.free_addr()
+    start(start_ferry, [udp_service("dns", listen, [b1, b2],
+                                    udp_idle_timeout="300ms")], admin)
+    c = clients()
+    assert c.ask(listen)[0] == "u1"
+    assert metric(admin, "ferry_service_udp_flows_active", "dns") == 1
+    wait_metric(admin, "ferry_service_udp_flows_active", "dns", 0)
+    # The same client again: a new flow, the next backend in turn.
+    assert c.ask(listen)[0] == "u2"
+    assert metric(admin, "ferry_service_udp_flows_total", "dns") == 2
+
+
+def test_udp_responses_one_ends_flow_and_logs(start_ferry, udp_backends,
+                                              clients, tmp_path):
+    b1, b2 = udp_backends("u1"), udp_backends("u2")
+    listen, admin = ft.free_addr(), ft.free_addr()
+    log = tmp_path / "access.log"
+    extra = ft.to_yaml({"access_log": {"enabled": True, "target": "file",
+                                       "format": "json",
+                                       "path": str(log)}}) + "\n"
+    start(start_ferry, [udp_service("dns", listen, [b1, b2],
+                                    udp_responses=1)], admin, extra)
+    c = clients()
+    got = [c.ask(listen, b"q%d" % i)[0] for i in range(4)]
+    # Every query is a flow of its own: round robin across the backends.
+    assert got == ["u1", "u2", "u1", "u2"]
+    wait_metric(admin, "ferry_service_udp_flows_active", "dns", 0)
+    assert metric(admin, "ferry_service_udp_flows_total", "dns") == 4
+
+    def lines():
+        if not log.exists():
+            return None
+        ls = [json.loads(x) for x in log.read_text().splitlines()]
+        return ls if len(ls) == 4 else None
+    recs = ft.wait_for(lines, what="4 access log lines")
+    port = c.sock.getsockname()[1]
+    for r in recs:
+        assert r["service"] == "dns"
+        assert r["cause"] == "server_close"
+        assert r["client"].endswith(":%d" % port)
+        assert r["bytes_up"] == 2 and r["bytes_down"] == 5
+    assert sorted(r["backend"] for r in recs) == sorted(
+        [b1.addr, b1.addr, b2.addr, b2.addr])
+
+
+def test_max_flows_drops_and_counts(start_ferry, udp_backends, clients):
+    b1 = udp_backends("u1")
+    listen, admin = ft.free_addr(), ft.free_addr()
+    start(start_ferry, [udp_service("dns", listen, [b1], max_flows=2)],
+          admin)
+    c1, c2, c3 = clients(), clients(), clients()
+    assert c1.ask(listen)[0] == "u1"
+    assert c2.ask(listen)[0] == "u1"
+    _, host, port = ft.parse_addr(listen)
+    c3.sock.sendto(b"q", (host, port))
+    wait_metric(admin, "ferry_service_udp_dropped_total", "dns", 1,
+                reason="max_flows")
+    assert c3.nothing_waiting()
+    # The open flows still work.
+    assert c1.ask(listen)[0] == "u1"
+    assert metric(admin, "ferry_service_udp_flows_active", "dns") == 2
+
+
+def test_wildcard_replies_from_the_address_asked(start_ferry, udp_backends,
+                                                 clients):
+    b1 = udp_backends("u1")
+    port = ft.parse_addr(ft.free_addr())[2]
+    admin = ft.free_addr()
+    start(start_ferry, [udp_service("dns", "0.0.0.0:%d" % port, [b1])],
+          admin)
+    for dst in ("127.0.0.2", "127.0.0.3", "127.0.0.1"):
+        c = clients()
+        name, peer = c.ask("%s:%d" % (dst, port))
+        assert name == "u1"
+        assert peer == (dst, port)
+    # One client, two destinations: two flows.
+    c = clients()
+    assert c.ask("127.0.0.2:%d" % port)[1] == ("127.0.0.2", port)
+    assert c.ask("127.0.0.3:%d" % port)[1] == ("127.0.0.3", port)
+
+
+def test_reload_keeps_flow(start_ferry, udp_backends, clients):
+    b1, b2 = udp_backends("u1"), udp_backends("u2")
+    listen, admin = ft.free_addr(), ft.free_addr()
+    f = start(start_ferry, [udp_service("dns", listen, [b1, b2])], admin)
+    c = clients()
+    assert c.ask(listen)[0] == "u1"
+    # The service changes: u1 takes no new flow. The open flow keeps it.
+    cfg = at.with_admin(ft.config([udp_service(
+        "dns", listen, [{"address": b1.addr, "weight": 0},
+                        {"address": b2.addr}], udp_idle_timeout="20s")]),
+        admin)
+    off = f.reload(cfg)
+    f.wait_log(r"reload: applied .*generation 2", start=off)
+    assert all(c.ask(listen, b"r%d" % i)[0] == "u1" for i in range(3))
+    assert clients().ask(listen)[0] == "u2"
+    assert metric(admin, "ferry_service_udp_flows_total", "dns") == 2
+
+
+def test_drain_keeps_flow(start_ferry, udp_backends, clients):
+    b1, b2 = udp_backends("u1"), udp_backends("u2")
+    listen, admin = ft.free_addr(), ft.free_addr()
+    start(start_ferry, [udp_service("dns", listen, [b1, b2])], admin)
+    c = clients()
+    assert c.ask(listen)[0] == "u1"
+    assert at.http(admin, "POST", "/backends/dns/%s/drain" % b1.addr)[0] \
+        == 200
+    assert all(c.ask(listen, b"d%d" % i)[0] == "u1" for i in range(3))
+    assert {clients().ask(listen)[0] for _ in range(4)} == {"u2"}
+
+
+def test_closed_backend_port_is_avoided(start_ferry, udp_backends, clients):
+    dead = closed_udp_port()
+    live = udp_backends("live")
+    listen, admin = ft.free_addr(), ft.free_addr()
+    start(start_ferry, [udp_service("dns", listen, [dead, live])], admin)
+    _, host, port = ft.parse_addr(listen)
+    # The first flow goes to the dead port: its datagram is lost, and the
+    # ICMP that comes back ends the flow and puts the backend in back-off.
+    c = clients()
+    c.sock.sendto(b"q", (host, port))
+    wait_metric(admin, "ferry_service_udp_dropped_total", "dns", 1,
+                reason="refused")
+    wait_metric(admin, "ferry_service_udp_flows_active", "dns", 0)
+    # The client tries again: a new flow, to the live backend; and so
+    # every new client while the dead one is in back-off.
+    assert c.ask(listen)[0] == "live"
+    assert {clients().ask(listen)[0] for _ in range(3)} == {"live"}
