@@ -23,11 +23,18 @@ class UdpBackend:
     """A UDP server on 127.0.0.1 answering each datagram with
     b"NAME:" + the datagram, from a thread; counts what it got."""
 
-    def __init__(self, name):
+    def __init__(self, name, tcp=False):
         self.name = name
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.bind(("127.0.0.1", 0))
         self.addr = "127.0.0.1:%d" % self.sock.getsockname()[1]
+        # A TCP listener on the same port, as a DNS server has: what a
+        # TCP health check finds.
+        self.tcp = None
+        if tcp:
+            self.tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            self.tcp.bind(("127.0.0.1", self.sock.getsockname()[1]))
+            self.tcp.listen(512)
         self.got = 0
         self.peers = set()
         self._stop = False
@@ -51,14 +58,16 @@ class UdpBackend:
         self._stop = True
         self._t.join(5)
         self.sock.close()
+        if self.tcp is not None:
+            self.tcp.close()
 
 
 @pytest.fixture
 def udp_backends():
     made = []
 
-    def make(name):
-        b = UdpBackend(name)
+    def make(name, tcp=False):
+        b = UdpBackend(name, tcp)
         made.append(b)
         return b
 
@@ -117,7 +126,8 @@ class Client:
     """A UDP client socket with its own source port: one flow."""
 
     def __init__(self, src="127.0.0.1"):
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        fam = socket.AF_INET6 if ":" in src else socket.AF_INET
+        self.sock = socket.socket(fam, socket.SOCK_DGRAM)
         self.sock.bind((src, 0))
         self.sock.settimeout(ft.DEADLINE)
 
@@ -129,7 +139,7 @@ class Client:
         data, peer = self.sock.recvfrom(65535)
         name, _, echo = data.partition(b":")
         assert echo == payload, data
-        return name.decode(), peer
+        return name.decode(), peer[:2]
 
     def nothing_waiting(self):
         self.sock.setblocking(False)
@@ -163,6 +173,24 @@ def udp_service(name, listen, backends, **opts):
     return ft.service(name, listen, [b.addr if hasattr(b, "addr") else b
                                      for b in backends],
                       protocol="udp", **opts)
+
+
+def access_log(tmp_path):
+    """An "access_log:" section writing JSON lines to a file, and a
+    function waiting for <n> lines of it."""
+    log = tmp_path / "access.log"
+    extra = ft.to_yaml({"access_log": {"enabled": True, "target": "file",
+                                       "format": "json",
+                                       "path": str(log)}}) + "\n"
+
+    def lines(n):
+        def got():
+            if not log.exists():
+                return None
+            ls = [json.loads(x) for x in log.read_text().splitlines()]
+            return ls if len(ls) >= n else None
+        return ft.wait_for(got, what=f"{n} access log lines")
+    return extra, lines
 
 
 def metric(admin, name, service, **labels):
@@ -210,15 +238,20 @@ def test_flows_pinned_balanced_and_beside_tcp(start_ferry, udp_backends,
     assert len(b1.peers) == 3 and len(b2.peers) == 3
 
 
-def test_idle_timeout_ends_flow(start_ferry, udp_backends, clients):
+def test_idle_timeout_ends_flow(start_ferry, udp_backends, clients,
+                                tmp_path):
     b1, b2 = udp_backends("u1"), udp_backends("u2")
     listen, admin = ft.free_addr(), ft.free_addr()
+    extra, lines = access_log(tmp_path)
     start(start_ferry, [udp_service("dns", listen, [b1, b2],
-                                    udp_idle_timeout="300ms")], admin)
+                                    udp_idle_timeout="300ms")], admin, extra)
     c = clients()
     assert c.ask(listen)[0] == "u1"
     assert metric(admin, "ferry_service_udp_flows_active", "dns") == 1
     wait_metric(admin, "ferry_service_udp_flows_active", "dns", 0)
+    (rec,) = lines(1)
+    assert rec["cause"] == "idle_timeout" and rec["backend"] == b1.addr
+    assert rec["duration_ms"] >= 300
     # The same client again: a new flow, the next backend in turn.
     assert c.ask(listen)[0] == "u2"
     assert metric(admin, "ferry_service_udp_flows_total", "dns") == 2
@@ -228,10 +261,7 @@ def test_udp_responses_one_ends_flow_and_logs(start_ferry, udp_backends,
                                               clients, tmp_path):
     b1, b2 = udp_backends("u1"), udp_backends("u2")
     listen, admin = ft.free_addr(), ft.free_addr()
-    log = tmp_path / "access.log"
-    extra = ft.to_yaml({"access_log": {"enabled": True, "target": "file",
-                                       "format": "json",
-                                       "path": str(log)}}) + "\n"
+    extra, lines = access_log(tmp_path)
     start(start_ferry, [udp_service("dns", listen, [b1, b2],
                                     udp_responses=1)], admin, extra)
     c = clients()
@@ -240,13 +270,8 @@ def test_udp_responses_one_ends_flow_and_logs(start_ferry, udp_backends,
     assert got == ["u1", "u2", "u1", "u2"]
     wait_metric(admin, "ferry_service_udp_flows_active", "dns", 0)
     assert metric(admin, "ferry_service_udp_flows_total", "dns") == 4
-
-    def lines():
-        if not log.exists():
-            return None
-        ls = [json.loads(x) for x in log.read_text().splitlines()]
-        return ls if len(ls) == 4 else None
-    recs = ft.wait_for(lines, what="4 access log lines")
+    recs = lines(4)
+    assert len(recs) == 4
     port = c.sock.getsockname()[1]
     for r in recs:
         assert r["service"] == "dns"
@@ -323,11 +348,14 @@ def test_drain_keeps_flow(start_ferry, udp_backends, clients):
     assert {clients().ask(listen)[0] for _ in range(4)} == {"u2"}
 
 
-def test_closed_backend_port_is_avoided(start_ferry, udp_backends, clients):
+def test_closed_backend_port_is_avoided(start_ferry, udp_backends, clients,
+                                       tmp_path):
     dead = closed_udp_port()
     live = udp_backends("live")
     listen, admin = ft.free_addr(), ft.free_addr()
-    start(start_ferry, [udp_service("dns", listen, [dead, live])], admin)
+    extra, lines = access_log(tmp_path)
+    start(start_ferry, [udp_service("dns", listen, [dead, live])], admin,
+          extra)
     _, host, port = ft.parse_addr(listen)
     # The first flow goes to the dead port: its datagram is lost, and the
     # ICMP that comes back ends the flow and puts the backend in back-off.
@@ -336,7 +364,53 @@ def test_closed_backend_port_is_avoided(start_ferry, udp_backends, clients):
     wait_metric(admin, "ferry_service_udp_dropped_total", "dns", 1,
                 reason="refused")
     wait_metric(admin, "ferry_service_udp_flows_active", "dns", 0)
+    (rec,) = lines(1)
+    assert rec["cause"] == "connect_failure" and rec["backend"] == dead
+    assert metric(admin, "ferry_backend_connect_failures_total", "dns",
+                  backend=dead, address=dead, reason="refused") == 1
     # The client tries again: a new flow, to the live backend; and so
     # every new client while the dead one is in back-off.
     assert c.ask(listen)[0] == "live"
     assert {clients().ask(listen)[0] for _ in range(3)} == {"live"}
+
+
+def test_wildcard_ipv6(start_ferry, udp_backends, clients):
+    if not ft.have_ipv6():
+        pytest.skip("no IPv6 loopback")
+    b1 = udp_backends("u1")
+    port = ft.parse_addr(ft.free_addr())[2]
+    admin = ft.free_addr()
+    start(start_ferry, [udp_service("dns", "[::]:%d" % port, [b1])], admin)
+    assert clients("::1").ask("[::1]:%d" % port) == ("u1", ("::1", port))
+
+
+def test_tcp_health_check_of_udp_backends(start_ferry, udp_backends,
+                                          clients):
+    """type: tcp checks the backend's port over TCP: u2 serves no TCP, is
+    found down, and takes no new flow."""
+    b1, b2 = udp_backends("u1", tcp=True), udp_backends("u2")
+    listen, admin = ft.free_addr(), ft.free_addr()
+    start(start_ferry, [udp_service(
+        "dns", listen, [b1, b2],
+        health_check={"type": "tcp", "interval": "50ms", "timeout": "1s",
+                      "rise": 1, "fall": 1})], admin)
+    ft.wait_for(lambda: at.backend_state(admin, "dns", b2.addr)["state"]
+                == "down", what="u2 down")
+    assert at.backend_state(admin, "dns", b1.addr)["state"] == "up"
+    assert {clients().ask(listen)[0] for _ in range(4)} == {"u1"}
+
+
+def test_allow_deny(start_ferry, udp_backends, clients):
+    b1 = udp_backends("u1")
+    listen, admin = ft.free_addr(), ft.free_addr()
+    start(start_ferry, [udp_service("dns", listen, [b1],
+                                    deny=["127.0.0.2/32"])], admin)
+    c = clients("127.0.0.2")
+    _, host, port = ft.parse_addr(listen)
+    c.sock.sendto(b"q", (host, port))
+    ft.wait_for(lambda: metric(admin, "ferry_service_source_refused_total",
+                               "dns", reason="deny") == 1,
+                what="refused by deny")
+    assert c.nothing_waiting()
+    assert metric(admin, "ferry_service_udp_flows_total", "dns") == 0
+    assert clients("127.0.0.1").ask(listen)[0] == "u1"
