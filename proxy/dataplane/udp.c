@@ -125,26 +125,39 @@ addrs_free(struct udp_addrs *s)
 
 /* ---- per-worker state ---------------------------------------------------- */
 
-static struct udp_worker *
-udp_worker_get(struct worker *w)
+int
+udp_worker_init(struct worker *w)
 {
-    struct udp_worker *u = w->udp;
-    size_t i;
+    struct udp_worker *u = calloc(1, sizeof(*u));
 
-    if (u != NULL)
-        return u;
-    if ((u = calloc(1, sizeof(*u))) == NULL)
-        return NULL;
-    u->bufs = malloc((size_t)UDP_BATCH * UDP_DGRAM_MAX);
+    if (u == NULL)
+        return -1;
     u->buckets = calloc(UDP_BUCKETS_MIN, sizeof(*u->buckets));
-    if (u->bufs == NULL || u->buckets == NULL) {
-        free(u->bufs);
-        free(u->buckets);
+    if (u->buckets == NULL) {
         free(u);
-        return NULL;
+        return -1;
     }
     u->nbuckets = UDP_BUCKETS_MIN;
     u->w = w;
+    u->ctl_next = ctl_workers;
+    ctl_workers = u;
+    w->udp = u;
+    return 0;
+}
+
+/* The datagram buffers, made by the control loop for the first plan
+ * with a UDP frontend, before the worker can read a datagram: 512 KiB
+ * that a worker without UDP does without. Returns 0, or -1 when out of
+ * memory. */
+static int
+udp_worker_bufs(struct udp_worker *u)
+{
+    size_t i;
+
+    if (u->bufs != NULL)
+        return 0;
+    if ((u->bufs = malloc((size_t)UDP_BATCH * UDP_DGRAM_MAX)) == NULL)
+        return -1;
     for (i = 0; i < UDP_BATCH; i++) {
         u->iov[i].iov_base = u->bufs + i * UDP_DGRAM_MAX;
         u->iov[i].iov_len = UDP_DGRAM_MAX;
@@ -152,10 +165,7 @@ udp_worker_get(struct worker *w)
         u->msgs[i].msg_hdr.msg_iovlen = 1;
         u->msgs[i].msg_hdr.msg_name = &u->from[i].u;
     }
-    u->ctl_next = ctl_workers;
-    ctl_workers = u;
-    w->udp = u;
-    return u;
+    return 0;
 }
 
 size_t
@@ -898,15 +908,13 @@ udp_plan_build(struct worker *w, struct apply_plan *pl, enum udp_serve serve,
                int strict, struct err *e)
 {
     struct udp_plan *up = calloc(1, sizeof(*up));
-    struct udp_worker *u;
+    struct udp_worker *u = w->udp;
     size_t i, kept = 0;
     char m[ERR_STR_MAX];
 
-    if ((pl->udp = up) == NULL || plan_frontends(up, pl, serve) < 0)
-        return err_set(e, "out of memory opening udp listeners");
-    if (up->addrs.n == 0 && w->udp == NULL)
-        return 0; /* no UDP here, now or before */
-    if ((u = udp_worker_get(w)) == NULL || plan_records(up, w, u) < 0)
+    if ((pl->udp = up) == NULL || plan_frontends(up, pl, serve) < 0
+        || plan_records(up, w, u) < 0
+        || (up->addrs.n > 0 && udp_worker_bufs(u) < 0))
         return err_set(e, "out of memory opening udp listeners");
     for (i = 0; i < up->addrs.n; i++) {
         const struct saddr *a = &up->addrs.v[i];
@@ -939,7 +947,7 @@ udp_plan_posted(struct worker *w, struct udp_plan *up, uint64_t generation)
 {
     struct udp_worker *u = w->udp;
 
-    if (up == NULL || u == NULL || up->held.v == NULL)
+    if (up == NULL || up->held.v == NULL)
         return;
     addrs_free(&u->held);
     addrs_free(&u->stale);
@@ -989,7 +997,7 @@ udp_plan_commit(struct worker *w, struct udp_plan *up)
     struct udp_worker *u = w->udp;
     struct udp_listener *l, **pp, *next;
 
-    if (up == NULL || u == NULL)
+    if (up == NULL)
         return;
     if (up->addrs.n > 0)
         memset(up->taken, 0, up->addrs.n);

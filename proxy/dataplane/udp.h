@@ -69,9 +69,13 @@ void udp_plan_adopt(struct udp_plan *up, struct udp_plan *older);
  * Any thread. */
 void udp_plan_free(struct udp_plan *up);
 
+/* Set up <w>'s UDP state (w->udp), serving nothing. Returns 0, or -1
+ * when out of memory. Control loop, before the worker's thread starts. */
+int udp_worker_init(struct worker *w);
+
 /* End every flow and close every UDP socket of <w>, and free its UDP
- * state. The owner's loop, or the control loop once the owner's thread
- * ended. */
+ * state; nothing if there is none. The control loop, once the owner's
+ * thread ended (or for worker 0). */
 void udp_worker_free(struct worker *w);
 
 /* Flows open on <w> now; any thread. */

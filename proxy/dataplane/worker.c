@@ -35,6 +35,11 @@ worker_init(struct worker *w, struct ev_loop *loop)
     w->scratch = malloc(WORKER_BUF_SIZE);
     if (w->scratch == NULL)
         return -1;
+    if (udp_worker_init(w) < 0) {
+        free(w->scratch);
+        w->scratch = NULL;
+        return -1;
+    }
     ev_timer_init(&w->accept_resume, worker_on_resume, ACCEPT_PAUSE_S, 0.);
     w->accept_resume.data = w;
     w->nworkers = 1;

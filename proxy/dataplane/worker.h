@@ -63,7 +63,7 @@ struct worker {
      * frontend is its original destination. NULL otherwise. */
     struct table *dtable;
     struct svc **dsvcs;
-    /* UDP frontends and flows (udp.h); NULL until it serves one. */
+    /* UDP frontends and flows (udp.h). */
     struct udp_worker *udp;
 };
 
