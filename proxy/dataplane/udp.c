@@ -21,6 +21,8 @@
 #define UDP_DGRAM_MAX   65536 /* larger than any UDP payload */
 #define UDP_FLOW_CACHE  1024  /* idle flow objects kept */
 #define UDP_BUCKETS_MIN 256
+#define UDP_OUT_BATCH   32           /* replies per sendmmsg() */
+#define UDP_OUT_BYTES   (256 * 1024) /* their bytes, at most */
 
 /* Room for either family's packet info. */
 #define UDP_CMSG_SPACE CMSG_SPACE(sizeof(struct in6_pktinfo))
@@ -55,6 +57,14 @@ struct udp_listener {
     struct udp_flow *flows; /* its flows, to end when it closes */
 };
 
+/* A reply waiting for the worker's next sendmmsg() on its frontend. */
+struct udp_out {
+    struct udp_listener *l;
+    struct svc *svc; /* reference, for the counters */
+    struct saddr client, local;
+    size_t off, len; /* in udp_worker.out_bytes */
+};
+
 /* A sorted set of addresses. */
 struct udp_addrs {
     struct saddr *v;
@@ -78,6 +88,20 @@ struct udp_worker {
         struct cmsghdr align;
     } cmsg[UDP_BATCH];
     char *bufs; /* UDP_BATCH * UDP_DGRAM_MAX */
+    /* Replies queued by the flows during one loop iteration, sent in
+     * one sendmmsg() per frontend before the loop polls again (or when
+     * the queue is full, or before a commit may close a frontend). */
+    struct udp_out out[UDP_OUT_BATCH];
+    unsigned nout;
+    size_t out_used;
+    char *out_bytes; /* UDP_OUT_BYTES */
+    struct mmsghdr out_msgs[UDP_OUT_BATCH];
+    struct iovec out_iov[UDP_OUT_BATCH];
+    union {
+        char b[UDP_CMSG_SPACE];
+        struct cmsghdr align;
+    } out_cmsg[UDP_OUT_BATCH];
+    struct ev_prepare flush;
     /* Control loop only: what the worker holds once it has taken the
      * newest plan posted to it, what it may still hold until then, and
      * that plan's generation; the others, for udp_plan_build(). */
@@ -100,6 +124,8 @@ static struct udp_worker *ctl_workers;
 static void udp_on_client(struct ev_loop *loop, struct ev_io *io, int rev);
 static void udp_on_backend(struct ev_loop *loop, struct ev_io *io, int rev);
 static void udp_on_idle(struct ev_loop *loop, struct ev_timer *t, int rev);
+static void udp_on_flush(struct ev_loop *loop, struct ev_prepare *p,
+                         int rev);
 
 /* ---- address sets ------------------------------------------------------- */
 
@@ -139,6 +165,8 @@ udp_worker_init(struct worker *w)
     }
     u->nbuckets = UDP_BUCKETS_MIN;
     u->w = w;
+    ev_prepare_init(&u->flush, udp_on_flush);
+    u->flush.data = u;
     u->ctl_next = ctl_workers;
     ctl_workers = u;
     w->udp = u;
@@ -156,8 +184,14 @@ udp_worker_bufs(struct udp_worker *u)
 
     if (u->bufs != NULL)
         return 0;
-    if ((u->bufs = malloc((size_t)UDP_BATCH * UDP_DGRAM_MAX)) == NULL)
+    u->bufs = malloc((size_t)UDP_BATCH * UDP_DGRAM_MAX);
+    u->out_bytes = malloc(UDP_OUT_BYTES);
+    if (u->bufs == NULL || u->out_bytes == NULL) {
+        free(u->bufs);
+        free(u->out_bytes);
+        u->bufs = u->out_bytes = NULL;
         return -1;
+    }
     for (i = 0; i < UDP_BATCH; i++) {
         u->iov[i].iov_base = u->bufs + i * UDP_DGRAM_MAX;
         u->iov[i].iov_len = UDP_DGRAM_MAX;
@@ -516,49 +550,112 @@ pktinfo_dst(struct msghdr *m, struct saddr *local)
     }
 }
 
-/* Send <len> bytes of <buf> to <f>'s client through its frontend, from
- * the address the client sent to. Returns sendmsg()'s result. */
-static ssize_t
-reply_send(struct udp_flow *f, const char *buf, size_t len)
+/* The packet info that makes <local> the source of a reply, into <cb>;
+ * returns its length. */
+static size_t
+pktinfo_src(const struct saddr *local, char *cb)
 {
-    union {
-        char b[UDP_CMSG_SPACE];
-        struct cmsghdr align;
-    } cb;
-    struct iovec iov = {(void *)buf, len};
-    struct msghdr m;
-    struct cmsghdr *c;
+    struct cmsghdr *c = (struct cmsghdr *)cb;
 
-    memset(&m, 0, sizeof(m));
-    m.msg_name = &f->client.u.sa;
-    m.msg_namelen = f->client.len;
-    m.msg_iov = &iov;
-    m.msg_iovlen = 1;
-    if (f->l->wildcard) {
-        memset(&cb, 0, sizeof(cb));
-        m.msg_control = cb.b;
-        c = (struct cmsghdr *)cb.b;
-        if (f->local.u.sa.sa_family == AF_INET) {
-            struct in_pktinfo pi;
-            memset(&pi, 0, sizeof(pi));
-            pi.ipi_spec_dst = f->local.u.in.sin_addr;
-            m.msg_controllen = CMSG_SPACE(sizeof(pi));
-            c->cmsg_level = IPPROTO_IP;
-            c->cmsg_type = IP_PKTINFO;
-            c->cmsg_len = CMSG_LEN(sizeof(pi));
-            memcpy(CMSG_DATA(c), &pi, sizeof(pi));
-        } else {
-            struct in6_pktinfo pi;
-            memset(&pi, 0, sizeof(pi));
-            pi.ipi6_addr = f->local.u.in6.sin6_addr;
-            m.msg_controllen = CMSG_SPACE(sizeof(pi));
-            c->cmsg_level = IPPROTO_IPV6;
-            c->cmsg_type = IPV6_PKTINFO;
-            c->cmsg_len = CMSG_LEN(sizeof(pi));
-            memcpy(CMSG_DATA(c), &pi, sizeof(pi));
+    memset(cb, 0, UDP_CMSG_SPACE);
+    if (local->u.sa.sa_family == AF_INET) {
+        struct in_pktinfo pi;
+        memset(&pi, 0, sizeof(pi));
+        pi.ipi_spec_dst = local->u.in.sin_addr;
+        c->cmsg_level = IPPROTO_IP;
+        c->cmsg_type = IP_PKTINFO;
+        c->cmsg_len = CMSG_LEN(sizeof(pi));
+        memcpy(CMSG_DATA(c), &pi, sizeof(pi));
+        return CMSG_SPACE(sizeof(pi));
+    }
+    struct in6_pktinfo pi6;
+    memset(&pi6, 0, sizeof(pi6));
+    pi6.ipi6_addr = local->u.in6.sin6_addr;
+    c->cmsg_level = IPPROTO_IPV6;
+    c->cmsg_type = IPV6_PKTINFO;
+    c->cmsg_len = CMSG_LEN(sizeof(pi6));
+    memcpy(CMSG_DATA(c), &pi6, sizeof(pi6));
+    return CMSG_SPACE(sizeof(pi6));
+}
+
+/* Send the queued replies: one sendmmsg() per run of replies through
+ * the same frontend. A reply the kernel refuses is dropped and counted;
+ * the rest still go. */
+static void
+out_flush(struct udp_worker *u)
+{
+    unsigned i = 0, j, k;
+    int r;
+
+    for (k = 0; k < u->nout; k++) {
+        struct udp_out *o = &u->out[k];
+        struct msghdr *m = &u->out_msgs[k].msg_hdr;
+        memset(m, 0, sizeof(*m));
+        u->out_iov[k].iov_base = u->out_bytes + o->off;
+        u->out_iov[k].iov_len = o->len;
+        m->msg_name = &o->client.u.sa;
+        m->msg_namelen = o->client.len;
+        m->msg_iov = &u->out_iov[k];
+        m->msg_iovlen = 1;
+        if (o->l->wildcard) {
+            m->msg_control = u->out_cmsg[k].b;
+            m->msg_controllen = pktinfo_src(&o->local, u->out_cmsg[k].b);
         }
     }
-    return sendmsg(f->l->io.fd, &m, MSG_DONTWAIT);
+    while (i < u->nout) {
+        for (j = i + 1; j < u->nout && u->out[j].l == u->out[i].l; j++)
+            ;
+        r = sendmmsg(u->out[i].l->io.fd, &u->out_msgs[i], j - i,
+                     MSG_DONTWAIT);
+        if (r < 0 && errno == EINTR)
+            continue;
+        for (k = i; k < i + (r > 0 ? (unsigned)r : 0); k++) {
+            struct svc_stats *st = u->out[k].svc->st;
+            stats_inc(&st->udp_dgrams_out);
+            stats_add(&st->bytes_out, u->out[k].len);
+        }
+        if (r <= 0) {
+            drop(u->out[i].svc, STATS_UDP_SEND_ERROR);
+            k = i + 1; /* skip the one refused, send the rest */
+        }
+        i = k;
+    }
+    for (k = 0; k < u->nout; k++)
+        svc_unref(u->out[k].svc);
+    u->nout = 0;
+    u->out_used = 0;
+    ev_prepare_stop(u->w->loop, &u->flush);
+}
+
+static void
+udp_on_flush(struct ev_loop *loop, struct ev_prepare *p, int rev)
+{
+    (void)loop;
+    (void)rev;
+    out_flush(p->data);
+}
+
+/* Queue <len> bytes of <buf> for <f>'s client, from the address it sent
+ * to. */
+static void
+reply_queue(struct udp_flow *f, const char *buf, size_t len)
+{
+    struct udp_worker *u = f->l->u;
+    struct udp_out *o;
+
+    if (u->nout == UDP_OUT_BATCH || u->out_used + len > UDP_OUT_BYTES)
+        out_flush(u);
+    if (u->nout == 0)
+        ev_prepare_start(u->w->loop, &u->flush);
+    o = &u->out[u->nout++];
+    o->l = f->l;
+    o->svc = svc_ref(f->svc);
+    o->client = f->client;
+    o->local = f->local;
+    o->off = u->out_used;
+    o->len = len;
+    memcpy(u->out_bytes + u->out_used, buf, len);
+    u->out_used += len;
 }
 
 /* One datagram from a client: to its flow's backend, the flow made
@@ -658,14 +755,11 @@ udp_on_backend(struct ev_loop *loop, struct ev_io *io, int rev)
         f->last = ev_now(loop);
         if (f->replies++ == 0)
             backend_on_success(f->be);
-        if (n > UDP_DGRAM_MAX)
+        if (n > UDP_DGRAM_MAX) {
             drop(f->svc, STATS_UDP_TOO_LARGE);
-        else if (reply_send(f, buf, (size_t)n) < 0)
-            drop(f->svc, STATS_UDP_SEND_ERROR);
-        else {
+        } else {
+            reply_queue(f, buf, (size_t)n);
             f->bytes_down += (uint64_t)n;
-            stats_inc(&f->svc->st->udp_dgrams_out);
-            stats_add(&f->svc->st->bytes_out, (uint64_t)n);
         }
         if (sp->udp_responses > 0 && f->replies >= sp->udp_responses) {
             flow_end(f, ACCESSLOG_SERVER_CLOSE, 1);
@@ -999,6 +1093,9 @@ udp_plan_commit(struct worker *w, struct udp_plan *up)
 
     if (up == NULL)
         return;
+    /* Queued replies name their frontend, which may close below. */
+    if (u->nout > 0)
+        out_flush(u);
     if (up->addrs.n > 0)
         memset(up->taken, 0, up->addrs.n);
     /* Those held before first: their flows keep going. */
@@ -1035,6 +1132,10 @@ udp_worker_free(struct worker *w)
 
     if (u == NULL)
         return;
+    /* Replies not sent yet are dropped with the sockets. */
+    while (u->nout > 0)
+        svc_unref(u->out[--u->nout].svc);
+    ev_prepare_stop(w->loop, &u->flush);
     while ((l = u->listeners) != NULL) {
         u->listeners = l->next;
         listener_close(l, 0);
@@ -1053,6 +1154,7 @@ udp_worker_free(struct worker *w)
     addrs_free(&u->stale);
     free(u->buckets);
     free(u->bufs);
+    free(u->out_bytes);
     free(u);
     w->udp = NULL;
 }
