@@ -8,6 +8,7 @@
 
 #include "accesslog.h"
 #include "apply.h"
+#include "clienthash.h"
 #include "log.h"
 #include "srcrules.h"
 #include "stats.h"
@@ -76,6 +77,7 @@ struct udp_worker {
     struct udp_listener *listeners;
     struct udp_flow **buckets;
     size_t nbuckets; /* a power of two */
+    uint64_t seed;   /* of flow_hash() */
     atomic_size_t nflows;
     struct udp_flow *free_flows; /* linked by hnext */
     size_t nfree;
@@ -164,6 +166,7 @@ udp_worker_init(struct worker *w)
         return -1;
     }
     u->nbuckets = UDP_BUCKETS_MIN;
+    u->seed = client_seed(u);
     u->w = w;
     ev_prepare_init(&u->flush, udp_on_flush);
     u->flush.data = u;
@@ -212,32 +215,22 @@ udp_worker_nflows(struct worker *w)
 
 /* ---- flows: the hash ------------------------------------------------------ */
 
+/* Seeded per worker, so that clients cannot choose ports that share a
+ * chain. */
 static uint32_t
-mix(uint32_t h, const void *p, size_t n)
+flow_hash(const struct udp_worker *u, const struct saddr *client,
+          const struct saddr *local)
 {
-    const unsigned char *b = p;
-    size_t i;
+    unsigned char kc[16], kl[16];
+    uint64_t h;
 
-    for (i = 0; i < n; i++)
-        h = (h ^ b[i]) * 16777619u;
-    return h;
-}
-
-static uint32_t
-addr_hash(uint32_t h, const struct saddr *a)
-{
-    uint16_t port = saddr_port(a);
-
-    h = mix(h, &port, sizeof(port));
-    if (a->u.sa.sa_family == AF_INET6)
-        return mix(h, &a->u.in6.sin6_addr, 16);
-    return mix(h, &a->u.in.sin_addr, 4);
-}
-
-static uint32_t
-flow_hash(const struct saddr *client, const struct saddr *local)
-{
-    return addr_hash(addr_hash(2166136261u, client), local);
+    client_key(client, kc);
+    client_key(local, kl);
+    h = client_hash(u->seed, kc);
+    h = client_hash(h ^ ((uint64_t)saddr_port(client) << 16
+                         | saddr_port(local)),
+                    kl);
+    return (uint32_t)(h ^ (h >> 32));
 }
 
 static struct udp_flow *
@@ -680,7 +673,7 @@ from_client(struct udp_listener *l, struct mmsghdr *mm)
     client.len = m->msg_namelen;
     if (l->wildcard)
         pktinfo_dst(m, &local);
-    h = flow_hash(&client, &local);
+    h = flow_hash(u, &client, &local);
     if ((f = flow_find(u, &client, &local, h)) == NULL
         && (f = flow_new(l, &client, &local, h)) == NULL)
         return;
