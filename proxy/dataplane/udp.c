@@ -25,8 +25,13 @@
 #define UDP_OUT_BATCH   32           /* replies per sendmmsg() */
 #define UDP_OUT_BYTES   (256 * 1024) /* their bytes, at most */
 
-/* Room for either family's packet info. */
+/* Room for either family's packet info, aligned for its header. */
 #define UDP_CMSG_SPACE CMSG_SPACE(sizeof(struct in6_pktinfo))
+
+union udp_cmsg {
+    char b[UDP_CMSG_SPACE];
+    struct cmsghdr hdr;
+};
 
 struct udp_listener;
 
@@ -85,10 +90,7 @@ struct udp_worker {
     struct mmsghdr msgs[UDP_BATCH];
     struct iovec iov[UDP_BATCH];
     struct saddr from[UDP_BATCH];
-    union {
-        char b[UDP_CMSG_SPACE];
-        struct cmsghdr align;
-    } cmsg[UDP_BATCH];
+    union udp_cmsg cmsg[UDP_BATCH];
     char *bufs; /* UDP_BATCH * UDP_DGRAM_MAX */
     /* Replies queued by the flows during one loop iteration, sent in
      * one sendmmsg() per frontend before the loop polls again (or when
@@ -99,10 +101,7 @@ struct udp_worker {
     char *out_bytes; /* UDP_OUT_BYTES */
     struct mmsghdr out_msgs[UDP_OUT_BATCH];
     struct iovec out_iov[UDP_OUT_BATCH];
-    union {
-        char b[UDP_CMSG_SPACE];
-        struct cmsghdr align;
-    } out_cmsg[UDP_OUT_BATCH];
+    union udp_cmsg out_cmsg[UDP_OUT_BATCH];
     struct ev_prepare flush;
     /* Control loop only: what the worker holds once it has taken the
      * newest plan posted to it, what it may still hold until then, and
@@ -546,11 +545,11 @@ pktinfo_dst(struct msghdr *m, struct saddr *local)
 /* The packet info that makes <local> the source of a reply, into <cb>;
  * returns its length. */
 static size_t
-pktinfo_src(const struct saddr *local, char *cb)
+pktinfo_src(const struct saddr *local, union udp_cmsg *cb)
 {
-    struct cmsghdr *c = (struct cmsghdr *)cb;
+    struct cmsghdr *c = &cb->hdr;
 
-    memset(cb, 0, UDP_CMSG_SPACE);
+    memset(cb, 0, sizeof(*cb));
     if (local->u.sa.sa_family == AF_INET) {
         struct in_pktinfo pi;
         memset(&pi, 0, sizeof(pi));
@@ -592,7 +591,7 @@ out_flush(struct udp_worker *u)
         m->msg_iovlen = 1;
         if (o->l->wildcard) {
             m->msg_control = u->out_cmsg[k].b;
-            m->msg_controllen = pktinfo_src(&o->local, u->out_cmsg[k].b);
+            m->msg_controllen = pktinfo_src(&o->local, &u->out_cmsg[k]);
         }
     }
     while (i < u->nout) {
