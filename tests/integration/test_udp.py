@@ -414,3 +414,24 @@ def test_allow_deny(start_ferry, udp_backends, clients):
     assert c.nothing_waiting()
     assert metric(admin, "ferry_service_udp_flows_total", "dns") == 0
     assert clients("127.0.0.1").ask(listen)[0] == "u1"
+
+
+def test_reload_refused_when_udp_port_is_taken(start_ferry, udp_backends,
+                                               clients):
+    """A reload that adds a UDP frontend another socket holds (here one
+    with SO_REUSEPORT, which a careless bind would share) is rejected as
+    a whole, as for TCP; the running services keep serving."""
+    b1 = udp_backends("u1")
+    listen, admin = ft.free_addr(), ft.free_addr()
+    f = start(start_ferry, [udp_service("dns", listen, [b1])], admin)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as other:
+        other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        other.bind(("127.0.0.1", 0))
+        taken = "127.0.0.1:%d" % other.getsockname()[1]
+        off = f.reload(at.with_admin(ft.config([
+            udp_service("dns", listen, [b1]),
+            udp_service("new", taken, [b1])]), admin))
+        m = f.wait_log(r"reload: rejected.*", start=off)
+        assert "udp " + taken in m.group(0), m.group(0)
+    assert clients().ask(listen)[0] == "u1"
+    assert "new" not in [s["name"] for s in at.get_json(admin)["services"]]
