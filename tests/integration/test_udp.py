@@ -9,6 +9,7 @@ avoided. The backends answer "NAME:PAYLOAD" to every datagram."""
 
 import json
 import os
+import signal
 import socket
 import threading
 from collections import Counter
@@ -109,8 +110,8 @@ def udp_bound(pid, port):
     return False
 
 
-def start(start_ferry, services, admin, extra=""):
-    f = start_ferry(extra + at.with_admin(ft.config(services), admin),
+def start(start_ferry, services, admin, extra="", **cfg):
+    f = start_ferry(extra + at.with_admin(ft.config(services, **cfg), admin),
                     wait=False)
     f.wait_ready([admin])
     for s in services:
@@ -435,3 +436,29 @@ def test_reload_refused_when_udp_port_is_taken(start_ferry, udp_backends,
         assert "udp " + taken in m.group(0), m.group(0)
     assert clients().ask(listen)[0] == "u1"
     assert "new" not in [s["name"] for s in at.get_json(admin)["services"]]
+
+
+def test_sigterm_drain(start_ferry, udp_backends, backends, clients):
+    """SIGTERM: UDP services keep serving while TCP connections drain,
+    and UDP flows hold no drain: ferry exits with the last TCP
+    connection, its open flows with it."""
+    u, t = udp_backends("u1"), backends("t1")
+    listen, admin = ft.free_addr(), ft.free_addr()
+    f = start(start_ferry, [udp_service("dns", listen, [u]),
+                            ft.service("web", listen, [t])], admin,
+              drain_timeout="60s")
+    c = clients()
+    assert c.ask(listen)[0] == "u1"
+    held = ft.connect(listen)
+    try:
+        assert ft.read_line(held) == "t1"
+        f.signal(signal.SIGTERM)
+        ft.wait_for(lambda: ft.is_refused(listen), what="TCP listener closed")
+        # The open flow, and a new one, are served during the drain.
+        assert c.ask(listen, b"again")[0] == "u1"
+        assert clients().ask(listen)[0] == "u1"
+        assert f.alive()
+    finally:
+        ft.close_and_wait(held)
+    # Well before drain_timeout (60 s): the deadline is 15 s.
+    assert f.wait_exit() == 0
