@@ -135,14 +135,19 @@ listener_dispatch_set(struct worker *w, struct table *t,
     size_t i;
     int any = 0;
 
+    /* Worker 0 keeps every table: the next one's services with ClientIP
+     * affinity take their pins from it (apply.c). */
+    any = w->id == 0;
     for (i = 0; i < t->nservices && !any; i++)
         any = t->services[i].reach == TBL_REACH_DISPATCH;
     listener_dispatch_clear(w);
     if (!any)
         return;
-    v = calloc(t->nservices, sizeof(*v));
+    v = calloc(t->nservices ? t->nservices : 1, sizeof(*v));
     if (v == NULL) {
-        log_error("out of memory: redirected connections will be refused");
+        log_error("worker %u: out of memory keeping its table: redirected "
+                  "connections will be refused, affinity pins lost",
+                  w->id);
         return;
     }
     for (i = 0; i < t->nservices; i++)

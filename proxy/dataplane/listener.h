@@ -34,8 +34,8 @@ struct listener {
 
 enum listener_flag {
     LISTENER_F_FREEBIND = 1u << 0, /* bind before the address exists */
-    LISTENER_F_OURS = 1u << 1,     /* worker 0: sockets of our own worker
-                                    * threads may listen there still, so
+    LISTENER_F_OURS = 1u << 1,     /* worker 0: sockets of our own
+                                    * workers may listen there still, so
                                     * do not check that no one does */
 };
 
@@ -47,7 +47,8 @@ struct listener *listener_new(struct worker *w, const struct saddr *addr,
 
 /* Keep <t> and its runtime services <svcs> (new references) on <w> for
  * redirected connections, in place of the previous ones; a table without
- * a DISPATCH service keeps nothing. Clear drops them. Owner's loop. */
+ * a DISPATCH service keeps nothing, except on worker 0, which keeps each
+ * for the affinity pins of the next. Clear drops them. Owner's loop. */
 void listener_dispatch_set(struct worker *w, struct table *t,
                            struct svc *const *svcs);
 void listener_dispatch_clear(struct worker *w);

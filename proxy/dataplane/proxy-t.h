@@ -15,10 +15,10 @@
 #include "worker.h"
 
 struct proxy {
-    struct worker w;         /* worker 0, on the control loop */
-    struct wthread *threads; /* workers 1..nworkers-1 (wthread.h) */
-    unsigned nworkers;
-    struct ev_async wake; /* a worker thread went idle while draining */
+    struct ev_loop *loop;    /* the control loop: serves no connection */
+    struct wthread *threads; /* workers 0..nworkers-1 (wthread.h) */
+    unsigned nworkers;       /* 0 until proxy_start_workers() */
+    struct ev_async wake; /* a worker went idle while draining */
     int drained;          /* on_drained was called */
     /* What the descriptor guard said last (apply.c). */
     enum apply_listen threads_listen;

@@ -1,4 +1,5 @@
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 #include "conn.h"
@@ -84,6 +85,11 @@ wthread_main(void *arg)
 {
     struct wthread *t = arg;
 
+    char name[16];
+
+    /* "top -H" and /proc/PID/task/TID/comm tell the workers apart. */
+    snprintf(name, sizeof(name), "ferry-w%u", t->w.id);
+    pthread_setname_np(pthread_self(), name);
     svc_worker_self = t->w.id;
     ev_run(t->w.loop, 0);
     return NULL;

@@ -1,5 +1,5 @@
 /*
- * wthread.h - a worker thread (workers 1..N-1) and its mailbox.
+ * wthread.h - a worker thread (every worker is one) and its mailbox.
  *
  * Each worker thread runs its own loop with its own listeners and
  * connections (worker.h). The control loop talks to it only through its
