@@ -22,6 +22,11 @@ Steps, each bounded in time:
    moment the change is live. Latency = that moment minus the PUT's
    response (and minus its sending). A probe Service gets its next change
    only once the last one was seen, so every change is measured alone.
+   Meanwhile bench/connprobe.py, a process of its own, opens new
+   connections at a fixed rate through Service `conn-probe` (a NodePort
+   whose one endpoint is an echo server on 127.0.0.1) and times each
+   from its scheduled start to the first byte back: whether a busy
+   control side holds up the data plane.
 4. ferry's own view: ferry_network_programming_duration_seconds from
    /metrics (if /metrics fits its 64 MiB cap) and the per-table "change
    latency" of its log lines (event arrival -> table published).
@@ -186,11 +191,12 @@ class Stopper:
             self.stop(p)
 
 
-def start_sim(cfg, raw, stopper):
+def start_sim(cfg, raw, stopper, conn_port=0):
     argv = [PY, os.path.join(HERE, "cp_sim.py"),
             "--services", str(cfg["services"]),
             "--endpoints", str(cfg["endpoints"]),
             "--probe-services", str(cfg["probes"]),
+            "--conn-probe", str(conn_port),
             "--listen", "%s:0" % HOST,
             "--node-port-range", "%d-%d" % NODE_PORTS,
             "--history-size", str(max(10000, 4 * cfg["changes"]))]
@@ -212,6 +218,70 @@ def start_sim(cfg, raw, stopper):
     if not line.startswith(b"{"):
         raise RuntimeError("simulator did not start (see raw/sim.stderr)")
     return p, json.loads(line)
+
+
+CONN_PROBE_RATE = 200  # new connections per second during the churn
+
+
+def start_echo(args, raw, stopper):
+    """ferry-bench serve --mode echo on a free loopback port: the
+    endpoint of Service conn-probe. Returns (process, port)."""
+    bench = getattr(args, "bench", None) or os.path.join(
+        ROOT, "build", "bench", "ferry-bench")
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        port = s.getsockname()[1]
+    err = open(os.path.join(raw, "echo.log"), "w")
+    p = stopper.add(subprocess.Popen(
+        [bench, "serve", "--mode", "echo", "--listen", "%s:%d" % (HOST, port),
+         "--max-seconds", "7200"], stdout=err, stderr=err,
+        stdin=subprocess.DEVNULL))
+    err.close()
+    if not wait_echo("%s:%d" % (HOST, port), 10):
+        raise RuntimeError("the echo server did not start (raw/echo.log)")
+    return p, port
+
+
+def wait_echo(target, deadline_s):
+    """True once <target> echoes a byte back, within <deadline_s>."""
+    host, port = target.rsplit(":", 1)
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        try:
+            with socket.create_connection((host, int(port)), timeout=2) as s:
+                s.sendall(b"x")
+                if s.recv(1) == b"x":
+                    return True
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.1)
+    return False
+
+
+def start_connprobe(cfg, raw, stopper, target, direct):
+    secs = cfg["changes"] / cfg["rate"]
+    argv = [PY, os.path.join(HERE, "connprobe.py"),
+            "--target", "ferry=" + target, "--target", "direct=" + direct,
+            "--rate", str(CONN_PROBE_RATE), "--duration", "%.1f" % secs,
+            "--out", os.path.join(raw, "connprobe.json")]
+    if os.cpu_count() >= 2:
+        argv = ["taskset", "-c", cfg["sim_cpu"]] + argv
+    return stopper.add(subprocess.Popen(argv, stdin=subprocess.DEVNULL))
+
+
+def finish_connprobe(p, raw, stopper):
+    if p is None:
+        return {"failed_to_run": "conn-probe did not answer through ferry"}
+    try:
+        p.wait(timeout=60)  # its duration was the churn's
+    except subprocess.TimeoutExpired:
+        pass
+    rc = stopper.stop(p)
+    try:
+        with open(os.path.join(raw, "connprobe.json")) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return {"failed_to_run": "connprobe.py exited with %s" % rc}
 
 
 # ferry's label selector for both kinds (watcher.c, no service-proxy-name)
@@ -696,12 +766,13 @@ def run(args):
                                    started.strftime("%Y-%m-%d"))
     raw = os.path.join(out, "raw", "control-plane")
     os.makedirs(raw, exist_ok=True)
+    # One NodePort more than the probes: conn-probe's.
     for port in [ADMIN_PORT, HEALTHZ_PORT] + list(
-            range(NODE_PORTS[0], NODE_PORTS[0] + cfg["probes"])):
+            range(NODE_PORTS[0], NODE_PORTS[0] + cfg["probes"] + 1)):
         if not port_free(port):
             log("port %d is in use; control-plane needs %d, %d and %d-%d" % (
                 port, ADMIN_PORT, HEALTHZ_PORT, NODE_PORTS[0],
-                NODE_PORTS[0] + cfg["probes"] - 1))
+                NODE_PORTS[0] + cfg["probes"]))
             return 1
     stopper = Stopper()
     res = {"scenario": "control-plane", "config": dict(cfg),
@@ -733,8 +804,9 @@ def run(args):
 def _run(cfg, args, out, raw, res, stopper):
     if os.cpu_count() >= 2:
         os.sched_setaffinity(0, cpu_set(cfg["sim_cpu"]))
+    echo, echo_port = start_echo(args, raw, stopper)
     t = time.monotonic()
-    sim, info = start_sim(cfg, raw, stopper)
+    sim, info = start_sim(cfg, raw, stopper, echo_port)
     res["sim"] = {"start_s": round(time.monotonic() - t, 2),
                   "populate_s": info["populate_s"],
                   "objects": {"services": info["services"],
@@ -816,11 +888,18 @@ def _run(cfg, args, out, raw, res, stopper):
     # ---- churn
     time.sleep(1.0)
     st["timeline_s"] = timeline(parse_log(logpath), t0_wall)
+    cp_target = "%s:%s" % (HOST, info.get("conn_probe_node_port"))
+    cp_ok = wait_echo(cp_target, 30)
+    if not cp_ok:
+        log("conn-probe %s does not answer through ferry: no connection "
+            "latency" % cp_target)
     f_c0, s_c0 = cpu_s(ferry.pid), cpu_s(sim.pid)
     log("churn: %d changes at %.0f/s" % (cfg["changes"], cfg["rate"]))
     t_churn0 = time.time()
     res["mono_to_wall"] = time.time() - time.monotonic()
     churn = Churn(cfg, info["port"], probes, ferry)
+    cprobe = start_connprobe(cfg, raw, stopper, cp_target,
+                             "%s:%d" % (HOST, echo_port)) if cp_ok else None
     records = churn.run()
     ch = summarize_changes(records)
     ch["seconds"] = round(getattr(churn, "elapsed", 0), 2)
@@ -832,6 +911,7 @@ def _run(cfg, args, out, raw, res, stopper):
     if records:
         ch["ferry_cpu_ms_per_change"] = round(
             ch["ferry_cpu_s"] * 1e3 / len(records), 2)
+    ch["conn_probe"] = finish_connprobe(cprobe, raw, stopper)
     res["churn"] = ch
     lat = ch["latency_ms_from_put_response"] or {}
     log("churn: %d/%d measured, PUT->live p50 %s ms p99 %s ms" % (
@@ -885,6 +965,7 @@ def _run(cfg, args, out, raw, res, stopper):
     res["end"]["stop_s"] = round(time.monotonic() - t, 2)
     res["end"]["exit"] = rc
     stopper.stop(sim)
+    stopper.stop(echo)
     res["loadavg_after"] = loadavg()
     res["finished"] = datetime.datetime.now().astimezone().isoformat(
         timespec="seconds")
@@ -1008,6 +1089,31 @@ def section_md(res):
         elif "metrics" in own:
             lines.append("ferry's /metrics: %s (after %s s)." % (
                 own["metrics"], own["metrics_fetch_s"]))
+        cp = ch.get("conn_probe") or {}
+        if "ferry" in cp:
+            lines += ["", "New connections during the churn "
+                      "(bench/connprobe.py; slots taken in turn by the two "
+                      "targets; scheduled start → first byte back, ms):", "",
+                      "| target | made | failed | missed | p50 | p90 | p99 "
+                      "| p99.9 | max | > 5 ms | > 50 ms |",
+                      "|---|---|---|---|---|---|---|---|---|---|---|"]
+            for name, what in (("ferry", "through ferry (Service "
+                                "conn-probe, NodePort)"),
+                               ("direct", "the same echo server, direct")):
+                r = cp.get(name) or {}
+                cl = r.get("latency_ms") or {}
+                lines.append("| %s, %s/s | %s | %s | %s | %s | %s | %s | %s "
+                             "| %s | %s | %s |" % (
+                                 what, r.get("rate"), r.get("n"),
+                                 r.get("failed"), r.get("missed"),
+                                 _f(cl.get("p50"), 2), _f(cl.get("p90"), 2),
+                                 _f(cl.get("p99"), 2),
+                                 _f(cl.get("p99.9"), 2),
+                                 _f(cl.get("max"), 2), r.get("over_5ms"),
+                                 r.get("over_50ms")))
+            lines.append("")
+        elif cp:
+            lines.append("Connection probe: %s." % cp.get("failed_to_run"))
         lg = own.get("log_change_latency_ms")
         if lg:
             lines.append("ferry's log, event arrival → table published: "
