@@ -388,15 +388,52 @@ forget_committed(struct apply *a)
     }
 }
 
+/* The socket the previous process's worker <worker> held on <addr>
+ * (proxy_inherit()), or NULL; with <worker> -1, any worker's. */
+static struct proxy_sock *
+inherited(const struct apply *a, int worker, const struct saddr *addr)
+{
+    size_t i;
+
+    for (i = 0; i < a->p->ninherited; i++) {
+        struct proxy_sock *s = &a->p->inherited[i];
+        if (s->fd >= 0 && (worker < 0 || s->worker == (unsigned)worker)
+            && saddr_cmp(&s->addr, addr) == 0)
+            return s;
+    }
+    return NULL;
+}
+
 static unsigned
 open_flags(const struct apply *a, const struct worker *w,
            const struct saddr *addr)
 {
     unsigned flags = a->mode == PROXY_APPLY_STRICT ? 0 : LISTENER_F_FREEBIND;
 
-    if (w->id == 0 && workers_hold(a, addr))
+    /* The previous process listens there until it has handed over. */
+    if (w->id == 0 && (workers_hold(a, addr) || inherited(a, -1, addr)))
         flags |= LISTENER_F_OURS;
     return flags;
+}
+
+/* A listener for <w> on <addr>: the previous process's socket for the
+ * same worker and address if there is one (the connections waiting in
+ * its queue are served here), else a new one. */
+static struct listener *
+open_one(struct apply *a, struct worker *w, const struct saddr *addr,
+         struct err *e)
+{
+    struct proxy_sock *s = inherited(a, (int)w->id, addr);
+    struct listener *l;
+
+    if (s != NULL) {
+        if ((l = listener_adopt(w, addr, s->fd, e)) != NULL) {
+            s->fd = -1;
+            return l;
+        }
+        log_warn("takeover: %s; opening a new one", e->msg);
+    }
+    return listener_new(w, addr, open_flags(a, w, addr), e);
 }
 
 /* Open on <w> a listener for each address of pl->addrs not in <have>,
@@ -417,7 +454,7 @@ open_missing(struct apply *a, struct worker *w, struct apply_plan *pl,
             pl->addrs.v[kept++] = *addr;
             continue;
         }
-        if ((l = listener_new(w, addr, open_flags(a, w, addr), e)) == NULL) {
+        if ((l = open_one(a, w, addr, e)) == NULL) {
             if (a->mode == PROXY_APPLY_STRICT)
                 return -1;
             if (w->id == 0)

@@ -1,4 +1,5 @@
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
@@ -8,6 +9,7 @@
 #include "conn.h"
 #include "listener.h"
 #include "log.h"
+#include "proxy.h"
 #include "sock.h"
 #include "stats.h"
 #include "svc-t.h"
@@ -82,6 +84,77 @@ fail:
     if (fd >= 0)
         close(fd);
     return NULL;
+}
+
+struct listener *
+listener_adopt(struct worker *w, const struct saddr *addr, int fd,
+               struct err *e)
+{
+    char a[SADDR_STR_MAX];
+    struct saddr got;
+    struct listener *l;
+    int type = 0, acc = 0, fl;
+    socklen_t len = sizeof(type);
+
+    memset(&got, 0, sizeof(got));
+    got.len = sizeof(got.u);
+    if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) < 0
+        || (len = sizeof(acc),
+            getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &acc, &len) < 0)
+        || getsockname(fd, &got.u.sa, &got.len) < 0) {
+        err_set(e, "inherited socket for %s: %s",
+                saddr_str(addr, a, sizeof(a)), strerror(errno));
+        return NULL;
+    }
+    if (type != SOCK_STREAM || !acc || saddr_cmp(&got, addr) != 0) {
+        err_set(e, "inherited socket for %s is not a TCP socket listening "
+                   "there",
+                saddr_str(addr, a, sizeof(a)));
+        return NULL;
+    }
+    if ((fl = fcntl(fd, F_GETFL)) < 0
+        || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0
+        || fcntl(fd, F_SETFD, FD_CLOEXEC) < 0) {
+        err_set(e, "inherited socket for %s: %s",
+                saddr_str(addr, a, sizeof(a)), strerror(errno));
+        return NULL;
+    }
+    if ((l = calloc(1, sizeof(*l))) == NULL) {
+        err_set(e, "out of memory");
+        return NULL;
+    }
+    l->addr = *addr;
+    l->w = w;
+    saddr_str(addr, l->addr_str, sizeof(l->addr_str));
+    ev_io_init(&l->io, listener_on_accept, fd, EV_READ);
+    l->io.data = l;
+    return l;
+}
+
+int
+listener_export(struct worker *w, struct proxy_sock **v, size_t *n)
+{
+    const struct listener *l;
+    struct proxy_sock *nv;
+    size_t k = 0;
+
+    for (l = w->listeners; l != NULL; l = l->next)
+        k++;
+    if (k == 0)
+        return 0;
+    if ((nv = realloc(*v, (*n + k) * sizeof(*nv))) == NULL)
+        return -1;
+    *v = nv;
+    for (l = w->listeners; l != NULL; l = l->next) {
+        int fd = fcntl(l->io.fd, F_DUPFD_CLOEXEC, 0);
+        if (fd < 0)
+            return -1;
+        nv[*n].worker = w->id;
+        nv[*n].addr = l->addr;
+        nv[*n].fd = fd;
+        (*n)++;
+    }
+    return 0;
 }
 
 void

@@ -45,6 +45,19 @@ enum listener_flag {
 struct listener *listener_new(struct worker *w, const struct saddr *addr,
                               unsigned flags, struct err *e);
 
+/* A listener for <addr> on the listening socket <fd> a previous process
+ * held (--takeover), after checking that it is one: a TCP socket
+ * listening on <addr>. Returns it (not accepting yet), or NULL with <e>
+ * filled; <fd> is then left to the caller. */
+struct listener *listener_adopt(struct worker *w, const struct saddr *addr,
+                                int fd, struct err *e);
+
+/* Duplicates of <w>'s listening sockets, appended to <*v> (<*n> entries;
+ * realloc'd). Returns 0, or -1 when out of memory or descriptors (what
+ * was added stays). Owner's loop. */
+struct proxy_sock;
+int listener_export(struct worker *w, struct proxy_sock **v, size_t *n);
+
 /* Keep <t> and its runtime services <svcs> (new references) on <w> for
  * redirected connections, in place of the previous ones; a table without
  * a DISPATCH service keeps nothing, except on worker 0, which keeps each

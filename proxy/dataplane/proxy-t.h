@@ -23,6 +23,10 @@ struct proxy {
     /* What the descriptor guard said last (apply.c). */
     enum apply_listen threads_listen;
     struct table *table; /* the snapshot in force (reference) */
+    /* proxy_inherit(): sockets of the previous process, until the first
+     * apply has taken what it uses (a taken one has fd -1). */
+    struct proxy_sock *inherited;
+    size_t ninherited;
     struct svc **svcs;   /* runtime services of <table>, same order */
     size_t nsvcs;
     int draining;

@@ -1,5 +1,9 @@
+#include <pthread.h>
 #include <sched.h>
 #include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "apply.h"
 #include "bug.h"
@@ -10,6 +14,8 @@
 #include "svc-t.h"
 #include "util.h"
 #include "wthread.h"
+
+static void proxy_inherit_done(struct proxy *p);
 
 struct worker *
 proxy_worker(struct proxy *p, unsigned k)
@@ -147,6 +153,7 @@ proxy_free(struct proxy *p)
     ev_timer_stop(p->loop, &p->drain_timer);
     ev_async_stop(p->loop, &p->wake);
     proxy_stop_workers(p);
+    proxy_inherit_done(p);
     svc_unref_array(p->svcs, p->nsvcs);
     p->svcs = NULL;
     p->nsvcs = 0;
@@ -165,6 +172,8 @@ proxy_apply(struct proxy *p, struct table *t, enum proxy_apply_mode mode,
         return err_set(e, "no worker is running");
     if (apply_table(p, t, mode, e) < 0)
         return -1;
+    if (p->inherited != NULL)
+        proxy_inherit_done(p);
     if (p->on_applied != NULL)
         p->on_applied(p, p->on_applied_arg);
     return 0;
@@ -186,6 +195,95 @@ proxy_drain(struct proxy *p, double timeout_s)
     ev_timer_set(&p->drain_timer, timeout_s, 0.);
     ev_timer_start(p->loop, &p->drain_timer);
     proxy_check_drained(p);
+}
+
+/* ---- takeover ------------------------------------------------------------ */
+
+#define EXPORT_WAIT_S 2
+
+int
+proxy_export(struct proxy *p, struct proxy_sock **out, size_t *n,
+             struct err *e)
+{
+    struct proxy_sock *v = NULL;
+    struct timespec until;
+    unsigned k;
+    int rc = 0;
+
+    *out = NULL;
+    *n = 0;
+    for (k = 0; k < p->nworkers; k++) {
+        struct wthread *t = &p->threads[k];
+        pthread_mutex_lock(&t->mu);
+        while (t->nexported > 0) /* an older answer nobody took */
+            close(t->exported[--t->nexported].fd);
+        free(t->exported);
+        t->exported = NULL;
+        t->exported_done = 0;
+        pthread_mutex_unlock(&t->mu);
+        wthread_post(t, WTHREAD_EXPORT);
+    }
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += EXPORT_WAIT_S;
+    for (k = 0; k < p->nworkers && rc == 0; k++) {
+        struct wthread *t = &p->threads[k];
+        struct proxy_sock *nv;
+        pthread_mutex_lock(&t->mu);
+        while (!t->exported_done && rc == 0)
+            if (pthread_cond_timedwait(&t->cond, &t->mu, &until) != 0)
+                rc = err_set(e, "worker %u did not list its sockets within "
+                                "%d s", k, EXPORT_WAIT_S);
+        if (rc == 0 && t->nexported > 0) {
+            nv = realloc(v, (*n + t->nexported) * sizeof(*v));
+            if (nv == NULL) {
+                rc = err_set(e, "out of memory");
+            } else {
+                v = nv;
+                memcpy(v + *n, t->exported, t->nexported * sizeof(*v));
+                *n += t->nexported;
+                free(t->exported);
+                t->exported = NULL;
+                t->nexported = 0;
+            }
+        }
+        pthread_mutex_unlock(&t->mu);
+    }
+    if (rc < 0) {
+        while (*n > 0)
+            close(v[--*n].fd);
+        free(v);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+void
+proxy_inherit(struct proxy *p, struct proxy_sock *v, size_t n)
+{
+    p->inherited = v;
+    p->ninherited = n;
+}
+
+/* After the first apply: what it did not take is closed. */
+static void
+proxy_inherit_done(struct proxy *p)
+{
+    size_t i, left = 0;
+
+    for (i = 0; i < p->ninherited; i++)
+        if (p->inherited[i].fd >= 0) {
+            close(p->inherited[i].fd);
+            left++;
+        }
+    if (left > 0)
+        log_warn("takeover: closed %zu inherited socket(s) this process "
+                 "has no use for (an address no longer served, or a "
+                 "worker of the previous process beyond this one's %u)",
+                 left, p->nworkers);
+    free(p->inherited);
+    p->inherited = NULL;
+    p->ninherited = 0;
 }
 
 /* ---- accessors ---------------------------------------------------------- */

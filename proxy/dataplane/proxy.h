@@ -81,6 +81,32 @@ size_t proxy_nconns(struct proxy *p);
  * control loop (worker_nconns(), n_accepted). */
 struct worker *proxy_worker(struct proxy *p, unsigned k);
 
+/* A listening socket handed from one ferry process to the next
+ * (--takeover): which worker held it, on what address. */
+struct proxy_sock {
+    unsigned worker;
+    struct saddr addr;
+    int fd;
+};
+
+/*
+ * Duplicates of every worker's listening sockets, for a process taking
+ * over. Each worker lists its own on its loop; the control loop waits
+ * for them (at most 2 s in all). Returns the count, with the array in
+ * <*out> (the caller closes the descriptors and frees it), or -1 with <e>
+ * filled. Control loop.
+ */
+int proxy_export(struct proxy *p, struct proxy_sock **out, size_t *n,
+                 struct err *e);
+
+/*
+ * Before the first proxy_apply(): listening sockets from the previous
+ * process (taken, descriptors included). That apply uses them where
+ * worker and address match instead of opening new ones, so connections
+ * waiting in their queues are served here, and closes the rest.
+ */
+void proxy_inherit(struct proxy *p, struct proxy_sock *v, size_t n);
+
 /* What proxy_apply() does with a frontend that cannot be opened. */
 enum proxy_apply_mode {
     PROXY_APPLY_SKIP_FAILING = 0, /* log it and apply the rest (tables
