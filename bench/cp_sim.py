@@ -129,11 +129,14 @@ def slice_obj(i, m, node, ready=None):
         "ports": [{"name": "http", "protocol": "TCP", "port": port}]}
 
 
-def conn_probe_objs(port, node):
+def conn_probe_objs(port, node, proxied=False):
     """Service `conn-probe` (NodePort) and its EndpointSlice: one ready
     endpoint, 127.0.0.1:<port>, a server the bench runs, so that a client
     can time new connections through ferry's proxy while the churn runs."""
-    svc = {"metadata": {"name": "conn-probe"},
+    meta = {"name": "conn-probe"}
+    if proxied:  # under the nftables dataplane: served by ferry's proxy
+        meta["annotations"] = {"ferry.dev/dataplane": "proxy"}
+    svc = {"metadata": meta,
            "spec": {"type": "NodePort", "selector": {"app": "conn-probe"},
                     "ports": [{"name": "tcp", "protocol": "TCP",
                                "port": SVC_PORT, "targetPort": port}]}}
@@ -149,13 +152,13 @@ def conn_probe_objs(port, node):
     return svc, sl
 
 
-def populate(store, n, m, probes, node, conn_probe=0):
+def populate(store, n, m, probes, node, conn_probe=0, proxied=False):
     with store.lock:
         for i in range(n):
             store.create(so.SERVICES, NS, service_obj(i, i < probes))
             store.create(so.ENDPOINTSLICES, NS, slice_obj(i, m, node))
         if conn_probe:
-            svc, sl = conn_probe_objs(conn_probe, node)
+            svc, sl = conn_probe_objs(conn_probe, node, proxied)
             store.create(so.SERVICES, NS, svc)
             store.create(so.ENDPOINTSLICES, NS, sl)
         store.compact()
@@ -166,8 +169,9 @@ def populate(store, n, m, probes, node, conn_probe=0):
         ips = [store.objects["services"][(NS, svc_name(i))]["spec"]
                ["clusterIP"] for i in (0, n - 1)]
         if conn_probe:
-            hc["conn-probe"] = store.objects["services"][
-                (NS, "conn-probe")]["spec"]["ports"][0]["nodePort"]
+            spec = store.objects["services"][(NS, "conn-probe")]["spec"]
+            hc["conn-probe"] = (spec["ports"][0]["nodePort"],
+                                spec["clusterIP"])
     return hc, ips
 
 
@@ -205,6 +209,8 @@ def main(argv):
     ap.add_argument("--node-name", default="n1")
     ap.add_argument("--conn-probe", type=int, default=0,
                     help="port of a local server: add Service conn-probe")
+    ap.add_argument("--conn-probe-proxied", action="store_true",
+                    help="annotate it ferry.dev/dataplane: proxy")
     mine, rest = ap.parse_known_args(argv)
     opts = kapisim.parse_args(rest)
     store = sim_store.Store(
@@ -219,8 +225,9 @@ def main(argv):
     store.seed(opts.advertise_host, port)
     t0 = time.monotonic()
     hc, ips = populate(store, mine.services, mine.endpoints,
-                       mine.probe_services, mine.node_name, mine.conn_probe)
-    conn_np = hc.pop("conn-probe", None)
+                       mine.probe_services, mine.node_name, mine.conn_probe,
+                       mine.conn_probe_proxied)
+    conn_np, conn_ip = hc.pop("conn-probe", (None, None))
     took = time.monotonic() - t0
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda s, f: done.set())
@@ -233,7 +240,8 @@ def main(argv):
                       "services": len(store.objects["services"]),
                       "endpointslices": len(store.objects["endpointslices"]),
                       "first_cluster_ip": ips[0], "last_cluster_ip": ips[1],
-                      "probes": hc, "conn_probe_node_port": conn_np}),
+                      "probes": hc, "conn_probe_node_port": conn_np,
+                      "conn_probe_cluster_ip": conn_ip}),
           flush=True)
     if opts.port_file:
         tmp = opts.port_file + ".tmp"
