@@ -22,6 +22,11 @@ Steps, each bounded in time:
    moment the change is live. Latency = that moment minus the PUT's
    response (and minus its sending). A probe Service gets its next change
    only once the last one was seen, so every change is measured alone.
+   Meanwhile bench/connprobe.py, a process of its own, opens new
+   connections at a fixed rate through Service `conn-probe` (a NodePort
+   whose one endpoint is an echo server on 127.0.0.1) and times each
+   from its scheduled start to the first byte back: whether a busy
+   control side holds up the data plane.
 4. ferry's own view: ferry_network_programming_duration_seconds from
    /metrics (if /metrics fits its 64 MiB cap) and the per-table "change
    latency" of its log lines (event arrival -> table published).
@@ -50,6 +55,11 @@ import urllib.parse
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 HOST = "127.0.0.1"
+# Where ferry's NodePorts and healthCheckNodePorts listen
+# (node_port_addresses): loopback, except under the nftables dataplane,
+# whose NodePorts refuse it (the veth address of the bench's namespace).
+NODE_HOST = HOST
+NFT_NODE_IP = "198.18.0.1"
 PY = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
 # healthCheckNodePorts come from this range (the simulator allocates them in
 # order from its start): below the ephemeral range, away from the
@@ -83,10 +93,11 @@ def port_free(port):
             return False
 
 
-def http_get(port, path, timeout=5.0, limit=None):
+def http_get(port, path, timeout=5.0, limit=None, host=None):
     """(status, body bytes) with a fresh connection; None on error."""
     try:
-        with socket.create_connection((HOST, port), timeout=timeout) as s:
+        with socket.create_connection((host or HOST, port),
+                                      timeout=timeout) as s:
             s.sendall(("GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
                        "\r\n" % path).encode())
             chunks = []
@@ -186,11 +197,13 @@ class Stopper:
             self.stop(p)
 
 
-def start_sim(cfg, raw, stopper):
-    argv = [PY, os.path.join(HERE, "cp_sim.py"),
+def start_sim(cfg, raw, stopper, conn_port=0):
+    argv = [PY, os.path.join(HERE, "cp_sim.py")] + (
+        ["--conn-probe-proxied"] if cfg["dataplane"] == "nftables" else []) + [
             "--services", str(cfg["services"]),
             "--endpoints", str(cfg["endpoints"]),
             "--probe-services", str(cfg["probes"]),
+            "--conn-probe", str(conn_port),
             "--listen", "%s:0" % HOST,
             "--node-port-range", "%d-%d" % NODE_PORTS,
             "--history-size", str(max(10000, 4 * cfg["changes"]))]
@@ -212,6 +225,70 @@ def start_sim(cfg, raw, stopper):
     if not line.startswith(b"{"):
         raise RuntimeError("simulator did not start (see raw/sim.stderr)")
     return p, json.loads(line)
+
+
+CONN_PROBE_RATE = 200  # new connections per second during the churn
+
+
+def start_echo(args, raw, stopper):
+    """ferry-bench serve --mode echo on a free loopback port: the
+    endpoint of Service conn-probe. Returns (process, port)."""
+    bench = getattr(args, "bench", None) or os.path.join(
+        ROOT, "build", "bench", "ferry-bench")
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        port = s.getsockname()[1]
+    err = open(os.path.join(raw, "echo.log"), "w")
+    p = stopper.add(subprocess.Popen(
+        [bench, "serve", "--mode", "echo", "--listen", "%s:%d" % (HOST, port),
+         "--max-seconds", "7200"], stdout=err, stderr=err,
+        stdin=subprocess.DEVNULL))
+    err.close()
+    if not wait_echo("%s:%d" % (HOST, port), 10):
+        raise RuntimeError("the echo server did not start (raw/echo.log)")
+    return p, port
+
+
+def wait_echo(target, deadline_s):
+    """True once <target> echoes a byte back, within <deadline_s>."""
+    host, port = target.rsplit(":", 1)
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        try:
+            with socket.create_connection((host, int(port)), timeout=2) as s:
+                s.sendall(b"x")
+                if s.recv(1) == b"x":
+                    return True
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.1)
+    return False
+
+
+def start_connprobe(cfg, raw, stopper, target, direct):
+    secs = cfg["changes"] / cfg["rate"]
+    argv = [PY, os.path.join(HERE, "connprobe.py"),
+            "--target", "ferry=" + target, "--target", "direct=" + direct,
+            "--rate", str(CONN_PROBE_RATE), "--duration", "%.1f" % secs,
+            "--out", os.path.join(raw, "connprobe.json")]
+    if os.cpu_count() >= 2:
+        argv = ["taskset", "-c", cfg["sim_cpu"]] + argv
+    return stopper.add(subprocess.Popen(argv, stdin=subprocess.DEVNULL))
+
+
+def finish_connprobe(p, raw, stopper):
+    if p is None:
+        return {"failed_to_run": "conn-probe did not answer through ferry"}
+    try:
+        p.wait(timeout=60)  # its duration was the churn's
+    except subprocess.TimeoutExpired:
+        pass
+    rc = stopper.stop(p)
+    try:
+        with open(os.path.join(raw, "connprobe.json")) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return {"failed_to_run": "connprobe.py exited with %s" % rc}
 
 
 # ferry's label selector for both kinds (watcher.c, no service-proxy-name)
@@ -276,15 +353,51 @@ def _list_one(port, kind, res):
     res[kind] = _list_kind(port, kind)
 
 
-def ferry_config(sim_port):
+def ferry_config(sim_port, dataplane="proxy"):
     return ("log: {level: info, format: text}\n"
             "kubernetes: {enabled: true, api_server: 'http://%s:%d', "
             "node_name: n1}\n"
-            "node: {vip_interface: none, dataplane: proxy, "
+            "node: {vip_interface: none, dataplane: %s, "
             "node_port_addresses: [%s], "
             "healthz_listen: '%s:%d'}\n"
             "admin: {enabled: true, listen: '%s:%d'}\n"
-            % (HOST, sim_port, HOST, HOST, HEALTHZ_PORT, HOST, ADMIN_PORT))
+            % (HOST, sim_port, dataplane, NODE_HOST, HOST, HEALTHZ_PORT, HOST,
+               ADMIN_PORT))
+
+
+NETNS_ENV = "FERRY_CP_NETNS"
+
+
+def run_in_netns(argv):
+    """--dataplane nftables: run this whole bench again inside a network
+    namespace of its own (ferry's nftables table, the simulator, the
+    clients, all in it), with a veth pair whose address routes the
+    Services' ClusterIPs (198.18.0.0/15), and remove it afterwards."""
+    ns = "ferrycp%d" % os.getpid()
+
+    def ip(*a):
+        subprocess.run(["ip"] + list(a), check=True, capture_output=True,
+                       timeout=30)
+    try:
+        ip("netns", "add", ns)
+        ip("-n", ns, "link", "set", "lo", "up")
+        ip("-n", ns, "link", "add", "cpa", "type", "veth", "peer", "name",
+           "cpb")
+        ip("-n", ns, "addr", "add", "198.18.0.1/15", "dev", "cpa")
+        ip("-n", ns, "link", "set", "cpa", "up")
+        ip("-n", ns, "link", "set", "cpb", "up")
+    except (OSError, subprocess.SubprocessError) as e:
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+        log("cannot make the network namespace: %s" % e)
+        return 1
+    env = dict(os.environ, **{NETNS_ENV: ns})
+    try:
+        return subprocess.run(["ip", "netns", "exec", ns, PY,
+                               os.path.join(HERE, "run")] + argv,
+                              env=env, timeout=7200).returncode
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True,
+                       timeout=30)
 
 
 LOG_RE = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+)Z (\w+)\s+(.*)$")
@@ -549,7 +662,7 @@ class Churn:
                     continue
                 sk = socket.socket()
                 sk.setblocking(False)
-                sk.connect_ex((HOST, self.probes[name]))
+                sk.connect_ex((NODE_HOST, self.probes[name]))
                 inflight[name] = [sk, now, b"", False]
                 next_at[name] = now + max(PROBE_GAP, len(todo) / PROBE_RATE)
                 sel.register(sk, selectors.EVENT_WRITE, name)
@@ -632,7 +745,7 @@ def check_probes(probes, m, deadline_s):
     bad = dict(probes)
     while bad and time.monotonic() < end:
         for name, port in list(bad.items()):
-            res = http_get(port, "/", timeout=2.0)
+            res = http_get(port, "/", timeout=2.0, host=NODE_HOST)
             try:
                 if res and json.loads(res[1])["localEndpoints"] == m:
                     del bad[name]
@@ -672,6 +785,12 @@ def summarize_changes(records):
 
 
 def run(args):
+    dataplane = getattr(args, "dataplane", None) or "proxy"
+    if dataplane == "nftables" and not os.environ.get(NETNS_ENV):
+        return run_in_netns(sys.argv[1:])
+    if dataplane == "nftables":
+        global NODE_HOST
+        NODE_HOST = NFT_NODE_IP
     quick = args.quick
     cfg = {"services": args.services or (1000 if quick else 10000),
            "endpoints": args.endpoints or 25,
@@ -680,7 +799,8 @@ def run(args):
            "probes": args.probe_services or (20 if quick else 40),
            "change_timeout": 60.0,
            "start_deadline": args.start_deadline or 900.0,
-           "ferry_cpu": args.proxy_cpus, "sim_cpu": args.load_cpus}
+           "ferry_cpu": args.proxy_cpus, "sim_cpu": args.load_cpus,
+           "dataplane": dataplane}
     cfg["probes"] = min(cfg["probes"], cfg["services"],
                         NODE_PORTS[1] - NODE_PORTS[0] + 1)
     if not (1 <= cfg["services"] <= 30000 and 1 <= cfg["endpoints"] <= 1000
@@ -696,12 +816,13 @@ def run(args):
                                    started.strftime("%Y-%m-%d"))
     raw = os.path.join(out, "raw", "control-plane")
     os.makedirs(raw, exist_ok=True)
+    # One NodePort more than the probes: conn-probe's.
     for port in [ADMIN_PORT, HEALTHZ_PORT] + list(
-            range(NODE_PORTS[0], NODE_PORTS[0] + cfg["probes"])):
+            range(NODE_PORTS[0], NODE_PORTS[0] + cfg["probes"] + 1)):
         if not port_free(port):
             log("port %d is in use; control-plane needs %d, %d and %d-%d" % (
                 port, ADMIN_PORT, HEALTHZ_PORT, NODE_PORTS[0],
-                NODE_PORTS[0] + cfg["probes"] - 1))
+                NODE_PORTS[0] + cfg["probes"]))
             return 1
     stopper = Stopper()
     res = {"scenario": "control-plane", "config": dict(cfg),
@@ -733,8 +854,9 @@ def run(args):
 def _run(cfg, args, out, raw, res, stopper):
     if os.cpu_count() >= 2:
         os.sched_setaffinity(0, cpu_set(cfg["sim_cpu"]))
+    echo, echo_port = start_echo(args, raw, stopper)
     t = time.monotonic()
-    sim, info = start_sim(cfg, raw, stopper)
+    sim, info = start_sim(cfg, raw, stopper, echo_port)
     res["sim"] = {"start_s": round(time.monotonic() - t, 2),
                   "populate_s": info["populate_s"],
                   "objects": {"services": info["services"],
@@ -761,7 +883,7 @@ def _run(cfg, args, out, raw, res, stopper):
     # ---- ferry start
     conf = os.path.join(raw, "ferry.yaml")
     with open(conf, "w") as f:
-        f.write(ferry_config(info["port"]))
+        f.write(ferry_config(info["port"], cfg["dataplane"]))
     logpath = os.path.join(raw, "ferry.log")
     logf = open(logpath, "w")
     argv = [args.ferry, "-c", conf]
@@ -800,6 +922,12 @@ def _run(cfg, args, out, raw, res, stopper):
     st["cpu_s"] = round(cpu_s(ferry.pid) or 0, 3)
     st["sim_cpu_s"] = round(cpu_s(sim.pid) - sim_c0, 2)
     st["open_fds"] = nfds(ferry.pid)
+    if cfg["dataplane"] == "nftables":
+        t = time.monotonic()
+        r = subprocess.run(["nft", "list", "table", "inet", "ferry"],
+                           capture_output=True, text=True, timeout=120)
+        st["nft_list_s"] = round(time.monotonic() - t, 2)
+        st["nft_lines"] = len(r.stdout.splitlines())
     log("ferry ready after %.2f s (VmHWM %.0f MiB, %s fds)" % (
         st["to_ready_s"], st["vmhwm_kb"] / 1024, st["open_fds"]))
     bad = check_probes(probes, cfg["endpoints"], 60)
@@ -816,11 +944,22 @@ def _run(cfg, args, out, raw, res, stopper):
     # ---- churn
     time.sleep(1.0)
     st["timeline_s"] = timeline(parse_log(logpath), t0_wall)
+    # Through the kernel's redirect to the proxy under nftables (a
+    # proxied Service's ClusterIP), else the proxy's NodePort listener.
+    cp_target = ("%s:%d" % (info.get("conn_probe_cluster_ip"), cp_sim.SVC_PORT)
+                 if cfg["dataplane"] == "nftables" else
+                 "%s:%s" % (HOST, info.get("conn_probe_node_port")))
+    cp_ok = wait_echo(cp_target, 30)
+    if not cp_ok:
+        log("conn-probe %s does not answer through ferry: no connection "
+            "latency" % cp_target)
     f_c0, s_c0 = cpu_s(ferry.pid), cpu_s(sim.pid)
     log("churn: %d changes at %.0f/s" % (cfg["changes"], cfg["rate"]))
     t_churn0 = time.time()
     res["mono_to_wall"] = time.time() - time.monotonic()
     churn = Churn(cfg, info["port"], probes, ferry)
+    cprobe = start_connprobe(cfg, raw, stopper, cp_target,
+                             "%s:%d" % (HOST, echo_port)) if cp_ok else None
     records = churn.run()
     ch = summarize_changes(records)
     ch["seconds"] = round(getattr(churn, "elapsed", 0), 2)
@@ -832,6 +971,7 @@ def _run(cfg, args, out, raw, res, stopper):
     if records:
         ch["ferry_cpu_ms_per_change"] = round(
             ch["ferry_cpu_s"] * 1e3 / len(records), 2)
+    ch["conn_probe"] = finish_connprobe(cprobe, raw, stopper)
     res["churn"] = ch
     lat = ch["latency_ms_from_put_response"] or {}
     log("churn: %d/%d measured, PUT->live p50 %s ms p99 %s ms" % (
@@ -885,6 +1025,7 @@ def _run(cfg, args, out, raw, res, stopper):
     res["end"]["stop_s"] = round(time.monotonic() - t, 2)
     res["end"]["exit"] = rc
     stopper.stop(sim)
+    stopper.stop(echo)
     res["loadavg_after"] = loadavg()
     res["finished"] = datetime.datetime.now().astimezone().isoformat(
         timespec="seconds")
@@ -933,10 +1074,11 @@ def section_md(res):
     st = res.get("start", {})
     lines = ["## control-plane", "",
              "%s services x %s endpoints (%s endpoints) in the simulated API "
-             "server; ferry %s (git %s); run %s, load average before %s, "
-             "after %s." % (
+             "server, node.dataplane %s; ferry %s (git %s); run %s, load "
+             "average before %s, after %s." % (
                  "{:,}".format(c["services"]), c["endpoints"],
                  "{:,}".format(c["services"] * c["endpoints"]),
+                 c.get("dataplane", "proxy"),
                  res.get("ferry"), res.get("commit", "?"), res["started"],
                  " ".join(res.get("loadavg_before") or []),
                  " ".join(res.get("loadavg_after") or [])), ""]
@@ -962,6 +1104,10 @@ def section_md(res):
               "| open descriptors (limit %s) | %s |" % (
                   "{:,}".format(res["open_files_limit"]),
                   "{:,}".format(st["open_fds"] or 0)),
+              "| kernel rules: `nft list table inet ferry` (lines / "
+              "seconds) | %s / %s |" % (
+                  "{:,}".format(st["nft_lines"]) if "nft_lines" in st
+                  else "–", _f(st.get("nft_list_s"), 2)),
               "| simulator alone: LIST services, then slices (pages of 500, "
               "gzip) / both at once, as ferry lists | %s + %s s (%.1f MB on "
               "the wire) / %s s |" % (
@@ -1008,6 +1154,33 @@ def section_md(res):
         elif "metrics" in own:
             lines.append("ferry's /metrics: %s (after %s s)." % (
                 own["metrics"], own["metrics_fetch_s"]))
+        cp = ch.get("conn_probe") or {}
+        if "ferry" in cp:
+            lines += ["", "New connections during the churn "
+                      "(bench/connprobe.py; slots taken in turn by the two "
+                      "targets; scheduled start → first byte back, ms):", "",
+                      "| target | made | failed | missed | p50 | p90 | p99 "
+                      "| p99.9 | max | > 5 ms | > 50 ms |",
+                      "|---|---|---|---|---|---|---|---|---|---|---|"]
+            via = ("ClusterIP, redirected by the kernel to the proxy"
+                   if c.get("dataplane") == "nftables" else "NodePort")
+            for name, what in (("ferry", "through ferry (Service "
+                                "conn-probe, %s)" % via),
+                               ("direct", "the same echo server, direct")):
+                r = cp.get(name) or {}
+                cl = r.get("latency_ms") or {}
+                lines.append("| %s, %s/s | %s | %s | %s | %s | %s | %s | %s "
+                             "| %s | %s | %s |" % (
+                                 what, r.get("rate"), r.get("n"),
+                                 r.get("failed"), r.get("missed"),
+                                 _f(cl.get("p50"), 2), _f(cl.get("p90"), 2),
+                                 _f(cl.get("p99"), 2),
+                                 _f(cl.get("p99.9"), 2),
+                                 _f(cl.get("max"), 2), r.get("over_5ms"),
+                                 r.get("over_50ms")))
+            lines.append("")
+        elif cp:
+            lines.append("Connection probe: %s." % cp.get("failed_to_run"))
         lg = own.get("log_change_latency_ms")
         if lg:
             lines.append("ferry's log, event arrival → table published: "

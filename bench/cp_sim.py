@@ -39,8 +39,13 @@ Service with an external frontend) and their endpoints on this node
 healthCheckNodePort with the count of local ready endpoints: a per-Service
 probe of what ferry has in force, read from outside.
 
-Prints one JSON line on stdout when listening: populate time, counts, and
-the probe Services with their healthCheckNodePort.
+With --conn-probe PORT, one more Service, `conn-probe` (NodePort), whose
+one endpoint is 127.0.0.1:PORT: a server of the bench's, through which
+it times new connections while the churn runs.
+
+Prints one JSON line on stdout when listening: populate time, counts,
+the probe Services with their healthCheckNodePort, and conn-probe's
+NodePort.
 """
 
 import argparse
@@ -124,11 +129,38 @@ def slice_obj(i, m, node, ready=None):
         "ports": [{"name": "http", "protocol": "TCP", "port": port}]}
 
 
-def populate(store, n, m, probes, node):
+def conn_probe_objs(port, node, proxied=False):
+    """Service `conn-probe` (NodePort) and its EndpointSlice: one ready
+    endpoint, 127.0.0.1:<port>, a server the bench runs, so that a client
+    can time new connections through ferry's proxy while the churn runs."""
+    meta = {"name": "conn-probe"}
+    if proxied:  # under the nftables dataplane: served by ferry's proxy
+        meta["annotations"] = {"ferry.dev/dataplane": "proxy"}
+    svc = {"metadata": meta,
+           "spec": {"type": "NodePort", "selector": {"app": "conn-probe"},
+                    "ports": [{"name": "tcp", "protocol": "TCP",
+                               "port": SVC_PORT, "targetPort": port}]}}
+    sl = {"metadata": {"name": "conn-probe-x", "namespace": NS, "labels": {
+        "kubernetes.io/service-name": "conn-probe",
+        "endpointslice.kubernetes.io/managed-by": "bench"}},
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": ["127.0.0.1"],
+                       "conditions": {"ready": True, "serving": True,
+                                      "terminating": False},
+                       "nodeName": node}],
+        "ports": [{"name": "tcp", "protocol": "TCP", "port": port}]}
+    return svc, sl
+
+
+def populate(store, n, m, probes, node, conn_probe=0, proxied=False):
     with store.lock:
         for i in range(n):
             store.create(so.SERVICES, NS, service_obj(i, i < probes))
             store.create(so.ENDPOINTSLICES, NS, slice_obj(i, m, node))
+        if conn_probe:
+            svc, sl = conn_probe_objs(conn_probe, node, proxied)
+            store.create(so.SERVICES, NS, svc)
+            store.create(so.ENDPOINTSLICES, NS, sl)
         store.compact()
         hc = {}
         for i in range(probes):
@@ -136,6 +168,10 @@ def populate(store, n, m, probes, node):
             hc[svc_name(i)] = svc["spec"].get("healthCheckNodePort")
         ips = [store.objects["services"][(NS, svc_name(i))]["spec"]
                ["clusterIP"] for i in (0, n - 1)]
+        if conn_probe:
+            spec = store.objects["services"][(NS, "conn-probe")]["spec"]
+            hc["conn-probe"] = (spec["ports"][0]["nodePort"],
+                                spec["clusterIP"])
     return hc, ips
 
 
@@ -171,6 +207,10 @@ def main(argv):
     ap.add_argument("--endpoints", type=int, required=True)
     ap.add_argument("--probe-services", type=int, default=0)
     ap.add_argument("--node-name", default="n1")
+    ap.add_argument("--conn-probe", type=int, default=0,
+                    help="port of a local server: add Service conn-probe")
+    ap.add_argument("--conn-probe-proxied", action="store_true",
+                    help="annotate it ferry.dev/dataplane: proxy")
     mine, rest = ap.parse_known_args(argv)
     opts = kapisim.parse_args(rest)
     store = sim_store.Store(
@@ -185,7 +225,9 @@ def main(argv):
     store.seed(opts.advertise_host, port)
     t0 = time.monotonic()
     hc, ips = populate(store, mine.services, mine.endpoints,
-                       mine.probe_services, mine.node_name)
+                       mine.probe_services, mine.node_name, mine.conn_probe,
+                       mine.conn_probe_proxied)
+    conn_np, conn_ip = hc.pop("conn-probe", (None, None))
     took = time.monotonic() - t0
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda s, f: done.set())
@@ -198,7 +240,9 @@ def main(argv):
                       "services": len(store.objects["services"]),
                       "endpointslices": len(store.objects["endpointslices"]),
                       "first_cluster_ip": ips[0], "last_cluster_ip": ips[1],
-                      "probes": hc}), flush=True)
+                      "probes": hc, "conn_probe_node_port": conn_np,
+                      "conn_probe_cluster_ip": conn_ip}),
+          flush=True)
     if opts.port_file:
         tmp = opts.port_file + ".tmp"
         with open(tmp, "w") as f:

@@ -1,9 +1,12 @@
+#include <errno.h>
 #include <ev.h>
 #include <getopt.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "config.h"
@@ -13,7 +16,9 @@
 #include "kube.h"
 #include "log.h"
 #include "nft.h"
+#include "notify.h"
 #include "proxy.h"
+#include "takeover.h"
 #include "vip.h"
 
 #define FERRY_VERSION "0.1.0"
@@ -23,7 +28,16 @@ struct opts {
     const char *log_level;  /* overrides the file */
     const char *log_format;
     struct kube_flags kf;   /* --kubeconfig, --api-server, --node-name */
+    const char *takeover_socket; /* --takeover-socket: where a new process
+                                  * asks this one for its sockets */
+    int takeover;           /* --takeover: take them from the running one */
 };
+
+/* What SIGUSR2 runs again: this program (its path when it started, so an
+ * upgraded binary is the one started) with the same arguments. */
+static char self_path[PATH_MAX];
+static char **self_argv;
+static int self_argc;
 
 struct daemon {
     struct ev_loop *loop;
@@ -35,7 +49,9 @@ struct daemon {
     double drain_timeout_s;
     int exit_code;
     unsigned workers; /* relay.workers at start (0: one per CPU) */
-    struct ev_signal sig_hup, sig_term, sig_int, sig_usr1;
+    struct takeover *tk; /* --takeover-socket, or NULL */
+    struct ev_signal sig_hup, sig_term, sig_int, sig_usr1, sig_usr2;
+    struct ev_child child; /* the process SIGUSR2 started */
 };
 
 static void
@@ -45,6 +61,7 @@ usage(FILE *f)
             "usage: ferry [-c FILE] [--log-level LEVEL] [--log-format FMT]\n"
             "       ferry check-config FILE\n"
             "       ferry cleanup\n"
+            "       ferry -c FILE --takeover-socket PATH [--takeover]\n"
             "       ferry --print-default-config | --version | --help\n"
             "\n"
             "  -c, --config FILE      configuration file (YAML); without it\n"
@@ -52,6 +69,15 @@ usage(FILE *f)
             "      --log-level LEVEL  debug, info, warn or error (overrides "
             "the file)\n"
             "      --log-format FMT   text or json (overrides the file)\n"
+            "      --takeover-socket PATH\n"
+            "                         listen on this Unix socket for a new "
+            "ferry taking\n"
+            "                         over (upgrades without a refused "
+            "connection)\n"
+            "      --takeover         take the listening sockets of the "
+            "ferry running on\n"
+            "                         --takeover-socket, then tell it to "
+            "drain\n"
             "\n"
             "Kubernetes mode (also \"kubernetes:\" in the file):\n"
             "      --kubeconfig FILE  API credentials from a kubeconfig\n"
@@ -68,7 +94,9 @@ usage(FILE *f)
             "signals: SIGHUP re-reads the file; SIGTERM or SIGINT stop "
             "accepting,\n"
             "let open connections finish (drain_timeout), then exit 0;\n"
-            "SIGUSR1 reopens the access log file (logrotate).\n");
+            "SIGUSR1 reopens the access log file (logrotate); SIGUSR2 "
+            "starts this\n"
+            "program again with --takeover (needs --takeover-socket).\n");
 }
 
 /* Load the config named by the options (or the built-in one). */
@@ -112,7 +140,8 @@ apply_logging(const struct opts *o, const struct conf *c)
     return 0;
 }
 
-static void
+/* Returns 0 if the file was applied, -1 if it was rejected. */
+static int
 daemon_reload(struct daemon *d)
 {
     const char *name = d->o.config ? d->o.config : "<built-in>";
@@ -126,7 +155,7 @@ daemon_reload(struct daemon *d)
         log_error("reload: rejected %s; keeping generation %llu",
                   err_str(&e, msg, sizeof(msg)),
                   (unsigned long long)d->generation);
-        return;
+        return -1;
     }
     if (d->kube != NULL) {
         /* The file's services merge with the API's; the merged table gets
@@ -143,7 +172,7 @@ daemon_reload(struct daemon *d)
                   err_str(&e, msg, sizeof(msg)),
                   (unsigned long long)d->generation);
         conf_free(c);
-        return;
+        return -1;
     }
 applied:
     if (c->relay.workers != d->workers)
@@ -160,6 +189,91 @@ applied:
     log_info("reload: applied %s (generation %llu, %zu services)", name,
              (unsigned long long)d->generation, c->table->nservices);
     conf_free(c);
+    return 0;
+}
+
+static unsigned long long
+monotonic_usec(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (unsigned long long)ts.tv_sec * 1000000ull
+           + (unsigned long long)ts.tv_nsec / 1000u;
+}
+
+/* The new process serves on our sockets and asks us to let go: stop what
+ * listens on addresses of our own (the admin server; the takeover socket
+ * is closed by takeover.c), then drain. */
+static void
+daemon_release(void *arg)
+{
+    struct daemon *d = arg;
+    struct conf_admin off;
+    struct err e;
+
+    memset(&off, 0, sizeof(off));
+    err_clear(&e);
+    admin_configure(d->ctl.admin, &off, &e);
+    proxy_drain(d->proxy, d->drain_timeout_s);
+}
+
+static void
+daemon_on_child(struct ev_loop *loop, struct ev_child *w, int rev)
+{
+    (void)rev;
+    ev_child_stop(loop, w);
+    log_warn("SIGUSR2: the new process (pid %d) exited with status %d "
+             "before taking over; this one keeps serving",
+             w->rpid, WIFEXITED(w->rstatus) ? WEXITSTATUS(w->rstatus) : -1);
+}
+
+/* SIGUSR2: start this program again with --takeover; it takes our
+ * sockets through the takeover socket, then tells us to drain. */
+static void
+daemon_upgrade(struct daemon *d)
+{
+    char **argv;
+    pid_t pid;
+    int i, n = 0, has = 0;
+
+    if (d->tk == NULL) {
+        log_error("SIGUSR2: no --takeover-socket: nothing to hand over to");
+        return;
+    }
+    if (ev_is_active(&d->child) || proxy_draining(d->proxy)) {
+        log_warn("SIGUSR2: a hand-over is already under way");
+        return;
+    }
+    argv = calloc((size_t)self_argc + 2, sizeof(*argv));
+    if (argv == NULL) {
+        log_error("SIGUSR2: out of memory");
+        return;
+    }
+    for (i = 0; i < self_argc; i++) {
+        has |= strcmp(self_argv[i], "--takeover") == 0;
+        argv[n++] = self_argv[i];
+    }
+    if (!has)
+        argv[n++] = (char *)"--takeover";
+    argv[n] = NULL;
+    pid = fork();
+    if (pid == 0) {
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+        execv(self_path, argv);
+        _exit(127);
+    }
+    free(argv);
+    if (pid < 0) {
+        log_error("SIGUSR2: fork: %s", strerror(errno));
+        return;
+    }
+    log_info("SIGUSR2: started %s (pid %d) to take over", self_path,
+             (int)pid);
+    ev_child_set(&d->child, pid, 0);
+    ev_child_start(d->loop, &d->child);
 }
 
 static void
@@ -180,11 +294,22 @@ daemon_on_signal(struct ev_loop *loop, struct ev_signal *s, int rev)
     (void)rev;
     if (s->signum == SIGHUP) {
         log_info("SIGHUP: reloading");
-        daemon_reload(d);
+        notify("RELOADING=1\nMONOTONIC_USEC=%llu", monotonic_usec());
+        if (daemon_reload(d) == 0)
+            notify("READY=1\nSTATUS=reload applied (generation %llu)",
+                   (unsigned long long)d->generation);
+        else
+            notify("READY=1\nSTATUS=reload rejected, generation %llu "
+                   "serving; see the log",
+                   (unsigned long long)d->generation);
         return;
     }
     if (s->signum == SIGUSR1) {
         accesslog_reopen();
+        return;
+    }
+    if (s->signum == SIGUSR2) {
+        daemon_upgrade(d);
         return;
     }
     if (proxy_draining(d->proxy)) {
@@ -193,6 +318,7 @@ daemon_on_signal(struct ev_loop *loop, struct ev_signal *s, int rev)
         return;
     }
     log_info("%s: stopping", strsignal(s->signum));
+    notify("STOPPING=1");
     proxy_drain(d->proxy, d->drain_timeout_s);
 }
 
@@ -204,8 +330,11 @@ daemon_signals(struct daemon *d)
     ev_signal_init(&d->sig_term, daemon_on_signal, SIGTERM);
     ev_signal_init(&d->sig_int, daemon_on_signal, SIGINT);
     ev_signal_init(&d->sig_usr1, daemon_on_signal, SIGUSR1);
+    ev_signal_init(&d->sig_usr2, daemon_on_signal, SIGUSR2);
     d->sig_hup.data = d->sig_term.data = d->sig_int.data = d;
-    d->sig_usr1.data = d;
+    d->sig_usr1.data = d->sig_usr2.data = d;
+    ev_child_init(&d->child, daemon_on_child, 0, 0);
+    ev_signal_start(d->loop, &d->sig_usr2);
     ev_signal_start(d->loop, &d->sig_hup);
     ev_signal_start(d->loop, &d->sig_term);
     ev_signal_start(d->loop, &d->sig_int);
@@ -237,9 +366,39 @@ daemon_start_kube(struct daemon *d, const struct conf *c)
     return 0;
 }
 
+/* --takeover: the running process's listening sockets, for the first
+ * apply to use. Returns 0 (with <*client> NULL when nobody runs there:
+ * this process starts afresh), or -1. */
+static int
+daemon_fetch(struct daemon *d, struct takeover_client **client)
+{
+    struct proxy_sock *v;
+    char msg[ERR_STR_MAX];
+    size_t n;
+    struct err e;
+    int absent;
+
+    err_clear(&e);
+    *client = takeover_fetch(d->o.takeover_socket, &v, &n, &absent, &e);
+    if (*client == NULL) {
+        if (!absent) {
+            log_error("%s", err_str(&e, msg, sizeof(msg)));
+            return -1;
+        }
+        log_warn("%s; starting afresh", err_str(&e, msg, sizeof(msg)));
+        return 0;
+    }
+    log_info("takeover: received %zu listening socket(s) from the running "
+             "ferry",
+             n);
+    proxy_inherit(d->proxy, v, n);
+    return 0;
+}
+
 static int
 daemon_run(const struct opts *o)
 {
+    struct takeover_client *client = NULL;
     struct daemon d;
     char msg[ERR_STR_MAX];
     struct conf *c;
@@ -272,7 +431,25 @@ daemon_run(const struct opts *o)
         return 1;
     }
     d.workers = c->relay.workers;
+    if (o->takeover && kube_wanted(c, &o->kf)) {
+        /* Its listeners (health ports, metrics, the node's) and its first
+         * table from the API would have to wait for the old process: a
+         * node's kernel rules carry Service traffic across a restart
+         * instead. */
+        log_error("--takeover serves file-configured services only; in "
+                  "Kubernetes mode restart ferry instead (the kernel's "
+                  "rules stay in force meanwhile)");
+        conf_free(c);
+        proxy_free(d.proxy);
+        return 1;
+    }
+    if (o->takeover && daemon_fetch(&d, &client) < 0) {
+        conf_free(c);
+        proxy_free(d.proxy);
+        return 1;
+    }
     if (ctl_init(&d.ctl, d.loop, d.proxy) < 0) {
+        takeover_abandon(client);
         log_error("out of memory");
         conf_free(c);
         proxy_free(d.proxy);
@@ -283,10 +460,23 @@ daemon_run(const struct opts *o)
     table_freeze(c->table, d.generation);
     if (proxy_apply(d.proxy, c->table, PROXY_APPLY_STRICT, &e) < 0) {
         log_error("%s", err_str(&e, msg, sizeof(msg)));
+        if (client != NULL)
+            log_error("takeover: abandoned; the running ferry keeps "
+                      "serving");
+        takeover_abandon(client);
         conf_free(c);
         ctl_deinit(&d.ctl);
         proxy_free(d.proxy);
         return 1;
+    }
+    /* Serving on the old process's sockets: it may let go and drain. */
+    if (client != NULL) {
+        err_clear(&e);
+        if (takeover_release(client, &e) < 0)
+            log_warn("%s", err_str(&e, msg, sizeof(msg)));
+        else
+            log_info("takeover: the previous ferry released its addresses "
+                     "and drains");
     }
     if (accesslog_configure(&c->access_log, proxy_nworkers(d.proxy), &e) < 0) {
         log_error("%s", err_str(&e, msg, sizeof(msg)));
@@ -303,17 +493,29 @@ daemon_run(const struct opts *o)
         accesslog_shutdown();
         return 1;
     }
+    if (o->takeover_socket != NULL) {
+        err_clear(&e);
+        d.tk = takeover_listen(d.loop, o->takeover_socket, d.proxy,
+                               daemon_release, &d, &e);
+        if (d.tk == NULL)
+            log_error("%s; upgrades will not be able to take over",
+                      err_str(&e, msg, sizeof(msg)));
+    }
     log_info("ferry %s serving %zu service(s) from %s (generation %llu, "
              "%u worker%s)",
              FERRY_VERSION, c->table->nservices,
              o->config ? o->config : "the built-in demo config",
              (unsigned long long)d.generation, proxy_nworkers(d.proxy),
              proxy_nworkers(d.proxy) == 1 ? "" : "s");
+    snprintf(msg, sizeof(msg), "serving %zu service(s), generation %llu",
+             c->table->nservices, (unsigned long long)d.generation);
+    notify_ready(msg);
     conf_free(c);
     daemon_signals(&d);
     ev_run(d.loop, 0);
     if (kube_refused(d.kube))
         d.exit_code = 1;
+    takeover_free(d.tk);
     kube_free(d.kube);
     ctl_deinit(&d.ctl);
     proxy_free(d.proxy);
@@ -321,6 +523,8 @@ daemon_run(const struct opts *o)
     accesslog_shutdown();
     ev_signal_stop(d.loop, &d.sig_hup);
     ev_signal_stop(d.loop, &d.sig_usr1);
+    ev_signal_stop(d.loop, &d.sig_usr2);
+    ev_child_stop(d.loop, &d.child);
     ev_signal_stop(d.loop, &d.sig_term);
     ev_signal_stop(d.loop, &d.sig_int);
     ev_loop_destroy(d.loop);
@@ -385,6 +589,8 @@ main(int argc, char **argv)
         {"kubeconfig", required_argument, NULL, 'K'},
         {"api-server", required_argument, NULL, 'A'},
         {"node-name", required_argument, NULL, 'N'},
+        {"takeover-socket", required_argument, NULL, 'S'},
+        {"takeover", no_argument, NULL, 'T'},
         {"print-default-config", no_argument, NULL, 'P'},
         {"version", no_argument, NULL, 'V'},
         {"help", no_argument, NULL, 'h'},
@@ -422,6 +628,12 @@ main(int argc, char **argv)
         case 'N':
             o.kf.node_name = optarg;
             break;
+        case 'S':
+            o.takeover_socket = optarg;
+            break;
+        case 'T':
+            o.takeover = 1;
+            break;
         case 'P':
             fwrite(conf_default_yaml, 1, conf_default_yaml_len, stdout);
             return 0;
@@ -440,6 +652,20 @@ main(int argc, char **argv)
         fprintf(stderr, "ferry: unexpected argument \"%s\"\n", argv[optind]);
         usage(stderr);
         return 2;
+    }
+    if (o.takeover && o.takeover_socket == NULL) {
+        fprintf(stderr, "ferry: --takeover needs --takeover-socket PATH\n");
+        return 2;
+    }
+    {
+        ssize_t n = readlink("/proc/self/exe", self_path,
+                             sizeof(self_path) - 1);
+        if (n < 0 || (size_t)n >= sizeof(self_path) - 1)
+            snprintf(self_path, sizeof(self_path), "%s", argv[0]);
+        else
+            self_path[n] = '\0';
+        self_argv = argv;
+        self_argc = argc;
     }
     return daemon_run(&o);
 }

@@ -11,7 +11,7 @@
 #include "udp.h"
 #include "wthread.h"
 
-/* Stage 2's work for one worker thread. */
+/* Stage 2's work for one worker. */
 struct apply_thread {
     struct apply_plan *plan;
     struct apply_addrs addrs; /* plan->addrs, for the control loop */
@@ -26,8 +26,7 @@ struct apply {
     enum proxy_apply_mode mode;
     size_t naddrs;               /* frontends in the table */
     struct svc **svcs;           /* stage 1: t->nservices references */
-    struct apply_plan *w0;       /* stage 2: worker 0's plan */
-    struct apply_thread *thread; /* stage 2: workers 1..N-1 */
+    struct apply_thread *thread; /* stage 2: workers 0..N-1 */
     enum apply_listen threads;   /* the descriptor guard's verdict, */
     size_t fd_limit;             /* against this limit */
 };
@@ -191,14 +190,6 @@ plan_lower(const struct apply_plan *pl, const struct saddr *a)
     return lo;
 }
 
-static int
-plan_has(const struct apply_plan *pl, const struct saddr *a)
-{
-    size_t i = plan_lower(pl, a);
-
-    return i < pl->nindex && saddr_cmp(&pl->index[i]->addr, a) == 0;
-}
-
 /* ---- commit: listeners follow the plan (on the worker's own loop) ------ */
 
 /* The listener to serve <a> from now on, or NULL. A worker thread may
@@ -273,6 +264,31 @@ close_unclaimed(struct worker *w)
     }
 }
 
+/* Worker 0 serves the services with ClientIP affinity, alone (svc.h): a
+ * changed one takes over the pins of the one it replaces here, on the
+ * thread that writes them, from the service of the same name in the
+ * table it served until now. */
+static void
+inherit_pins(struct worker *w, struct apply_plan *pl)
+{
+    const struct table *t = pl->t;
+    size_t i;
+
+    if (w->id != 0 || w->dtable == NULL)
+        return;
+    for (i = 0; i < t->nservices; i++) {
+        const struct tbl_service *was;
+        struct svc *from;
+        if (pl->svcs[i]->aff == NULL)
+            continue;
+        if ((was = table_find(w->dtable, t->services[i].name)) == NULL)
+            continue;
+        from = w->dsvcs[was - w->dtable->services];
+        if (from != pl->svcs[i])
+            svc_inherit(pl->svcs[i], from, ev_now(w->loop));
+    }
+}
+
 /* <pl>'s fresh listeners join <w>'s, the table's are claimed and the
  * rest closed. pl->index is built. Cannot fail. */
 static void
@@ -280,6 +296,7 @@ reconcile(struct worker *w, struct apply_plan *pl)
 {
     struct listener *l;
 
+    inherit_pins(w, pl);
     for (l = w->listeners; l != NULL; l = l->next)
         l->mark = LISTENER_STALE;
     while ((l = pl->fresh) != NULL) {
@@ -339,24 +356,21 @@ stage_services(struct apply *a, struct err *e)
         }
         if ((a->svcs[i] = svc_new(ts)) == NULL)
             return err_set(e, "out of memory building services");
-        if (old != NULL)
-            svc_inherit(a->svcs[i], old, ev_now(p->w.loop));
     }
     return 0;
 }
 
 /* ---- stage 2: plans, with their sockets opened -------------------------- */
 
-/* Nonzero if a worker thread may listen on <addr>: worker 0 closed it
- * in an earlier table, and a thread has not committed that table yet.
- * Worker 0 opening it again must not take the thread's socket for
- * someone else's. */
+/* Nonzero if a worker may listen on <addr>: an earlier table closed it,
+ * and a worker has not committed that table yet. Worker 0 opening it
+ * again must not take that socket for someone else's. */
 static int
-threads_hold(const struct apply *a, const struct saddr *addr)
+workers_hold(const struct apply *a, const struct saddr *addr)
 {
     unsigned k;
 
-    for (k = 0; k + 1 < a->p->nworkers; k++) {
+    for (k = 0; k < a->p->nworkers; k++) {
         const struct wthread *th = &a->p->threads[k];
         if (addrs_has(&th->addrs, addr) || addrs_has(&th->stale, addr))
             return 1;
@@ -364,18 +378,34 @@ threads_hold(const struct apply *a, const struct saddr *addr)
     return 0;
 }
 
-/* A thread that committed the newest plan posted to it listens on its
+/* A worker that committed the newest plan posted to it listens on its
  * addresses alone. */
 static void
 forget_committed(struct apply *a)
 {
     unsigned k;
 
-    for (k = 0; k + 1 < a->p->nworkers; k++) {
+    for (k = 0; k < a->p->nworkers; k++) {
         struct wthread *th = &a->p->threads[k];
         if (atomic_load(&th->w.generation) == th->posted_gen)
             addrs_free(&th->stale);
     }
+}
+
+/* The socket the previous process's worker <worker> held on <addr>
+ * (proxy_inherit()), or NULL; with <worker> -1, any worker's. */
+static struct proxy_sock *
+inherited(const struct apply *a, int worker, const struct saddr *addr)
+{
+    size_t i;
+
+    for (i = 0; i < a->p->ninherited; i++) {
+        struct proxy_sock *s = &a->p->inherited[i];
+        if (s->fd >= 0 && (worker < 0 || s->worker == (unsigned)worker)
+            && saddr_cmp(&s->addr, addr) == 0)
+            return s;
+    }
+    return NULL;
 }
 
 static unsigned
@@ -384,9 +414,30 @@ open_flags(const struct apply *a, const struct worker *w,
 {
     unsigned flags = a->mode == PROXY_APPLY_STRICT ? 0 : LISTENER_F_FREEBIND;
 
-    if (w->id == 0 && threads_hold(a, addr))
+    /* The previous process listens there until it has handed over. */
+    if (w->id == 0 && (workers_hold(a, addr) || inherited(a, -1, addr)))
         flags |= LISTENER_F_OURS;
     return flags;
+}
+
+/* A listener for <w> on <addr>: the previous process's socket for the
+ * same worker and address if there is one (the connections waiting in
+ * its queue are served here), else a new one. */
+static struct listener *
+open_one(struct apply *a, struct worker *w, const struct saddr *addr,
+         struct err *e)
+{
+    struct proxy_sock *s = inherited(a, (int)w->id, addr);
+    struct listener *l;
+
+    if (s != NULL) {
+        if ((l = listener_adopt(w, addr, s->fd, e)) != NULL) {
+            s->fd = -1;
+            return l;
+        }
+        log_warn("takeover: %s; opening a new one", e->msg);
+    }
+    return listener_new(w, addr, open_flags(a, w, addr), e);
 }
 
 /* Open on <w> a listener for each address of pl->addrs not in <have>,
@@ -407,7 +458,7 @@ open_missing(struct apply *a, struct worker *w, struct apply_plan *pl,
             pl->addrs.v[kept++] = *addr;
             continue;
         }
-        if ((l = listener_new(w, addr, open_flags(a, w, addr), e)) == NULL) {
+        if ((l = open_one(a, w, addr, e)) == NULL) {
             if (a->mode == PROXY_APPLY_STRICT)
                 return -1;
             if (w->id == 0)
@@ -425,60 +476,9 @@ open_missing(struct apply *a, struct worker *w, struct apply_plan *pl,
     /* A thread that cannot open what worker 0 could (out of descriptors)
      * tries again with every table: say so, but not every time. */
     if (failed > 0 && w->id != 0)
-        log_rl(LOG_WARN, ev_now(a->p->w.loop),
+        log_rl(LOG_WARN, ev_now(a->p->loop),
                "worker %u: %zu address(es) left to the other workers: %s",
                w->id, failed, err_str(e, m, sizeof(m)));
-    return 0;
-}
-
-/* The addresses of <w>'s listeners, sorted. */
-static int
-listener_addrs(const struct worker *w, struct apply_addrs *out)
-{
-    const struct listener *l;
-    size_t n = 0;
-
-    for (l = w->listeners; l != NULL; l = l->next)
-        n++;
-    if (addrs_alloc(out, n) < 0)
-        return -1;
-    for (l = w->listeners; l != NULL; l = l->next)
-        out->v[out->n++] = l->addr;
-    addrs_sort(out);
-    return 0;
-}
-
-/* Worker 0's plan: every frontend of the table. Its index is built here,
- * so that committing it cannot fail. */
-static int
-open_worker0(struct apply *a, struct err *e)
-{
-    const struct table *t = a->t;
-    struct apply_addrs have = {0};
-    struct apply_plan *pl;
-    size_t i, j;
-    int rc;
-
-    if ((pl = a->w0 = plan_new(a)) == NULL
-        || addrs_alloc(&pl->addrs, a->naddrs) < 0
-        || listener_addrs(&a->p->w, &have) < 0)
-        return err_set(e, "out of memory opening listeners");
-    for (i = 0; i < t->nservices; i++)
-        for (j = 0; j < t->services[i].nfrontends
-                    && t->services[i].reach != TBL_REACH_REDIRECT
-                    && t->services[i].proto == TBL_PROTO_TCP;
-             j++)
-            pl->addrs.v[pl->addrs.n++] = t->services[i].frontends[j];
-    addrs_sort(&pl->addrs);
-    rc = open_missing(a, &a->p->w, pl, &have, e);
-    addrs_free(&have);
-    if (rc < 0
-        || udp_plan_build(&a->p->w, pl, UDP_SERVE_ALL,
-                          a->mode == PROXY_APPLY_STRICT, e)
-               < 0)
-        return -1;
-    if (plan_index(pl, &a->p->w) < 0)
-        return err_set(e, "out of memory opening listeners");
     return 0;
 }
 
@@ -500,11 +500,12 @@ descriptor_guard(struct apply *a)
                                                         : APPLY_LISTEN_SERVED;
 }
 
-/* What every worker thread is to listen on: the frontends of services
+/* What every other worker is to listen on: the frontends of services
  * without ClientIP affinity (svc.h), where worker 0 listens. */
 static int
 thread_addrs(struct apply *a, struct apply_addrs *out)
 {
+    const struct apply_addrs *w0 = &a->thread[0].plan->addrs;
     const struct table *t = a->t;
     size_t i, j;
 
@@ -515,7 +516,7 @@ thread_addrs(struct apply *a, struct apply_addrs *out)
         if (ts->affinity_timeout_ms != 0 || ts->proto != TBL_PROTO_TCP)
             continue;
         for (j = 0; j < ts->nfrontends; j++)
-            if (plan_has(a->w0, &ts->frontends[j]))
+            if (addrs_has(w0, &ts->frontends[j]))
                 out->v[out->n++] = ts->frontends[j];
     }
     addrs_sort(out);
@@ -533,21 +534,42 @@ addrs_copy(struct apply_addrs *to, const struct apply_addrs *from)
     return 0;
 }
 
-/* Worker thread <th>'s plan: <want>, with the sockets it lacks opened,
- * and the control loop's copy of what it will listen on. */
-static int
-open_thread(struct apply *a, struct apply_thread *at, struct wthread *th,
-            const struct apply_addrs *want, struct err *e)
+/* The UDP frontends worker <w> serves: all of them for worker 0, like
+ * its TCP frontends; the others those of services without affinity,
+ * unless the descriptor guard says none. */
+static enum udp_serve
+udp_serve(const struct apply *a, const struct worker *w)
 {
-    struct apply_plan *pl = at->plan = plan_new(a);
+    if (w->id == 0)
+        return UDP_SERVE_ALL;
+    return a->threads == APPLY_LISTEN_SERVED ? UDP_SERVE_SHARED
+                                             : UDP_SERVE_NONE;
+}
 
-    if (pl == NULL || addrs_copy(&pl->addrs, want) < 0)
-        return err_set(e, "out of memory opening listeners");
+static unsigned
+udp_flags(const struct apply *a)
+{
+    return (a->mode == PROXY_APPLY_STRICT ? UDP_PLAN_STRICT : 0)
+           | (a->p->taking_over ? UDP_PLAN_TAKEOVER : 0);
+}
+
+/* A plan for worker <at>. */
+static int
+plan_for(struct apply *a, struct apply_thread *at)
+{
+    return (at->plan = plan_new(a)) == NULL ? -1 : 0;
+}
+
+/* Open what worker <th> lacks of at->plan->addrs, and keep the control
+ * loop's copy of what it will listen on. */
+static int
+open_worker(struct apply *a, struct apply_thread *at, struct wthread *th,
+            struct err *e)
+{
+    struct apply_plan *pl = at->plan;
+
     if (open_missing(a, &th->w, pl, &th->addrs, e) < 0
-        || udp_plan_build(&th->w, pl,
-                          a->threads == APPLY_LISTEN_SERVED ? UDP_SERVE_SHARED
-                                                            : UDP_SERVE_NONE,
-                          a->mode == PROXY_APPLY_STRICT, e)
+        || udp_plan_build(&th->w, pl, udp_serve(a, &th->w), udp_flags(a), e)
                < 0)
         return -1;
     if (addrs_copy(&at->addrs, &pl->addrs) < 0
@@ -556,24 +578,55 @@ open_thread(struct apply *a, struct apply_thread *at, struct wthread *th,
     return 0;
 }
 
+/* Worker 0's plan: every frontend of the table, which it is the first
+ * to open (listener.c checks that no one else listens there). */
+static int
+open_worker0(struct apply *a, struct err *e)
+{
+    const struct table *t = a->t;
+    size_t i, j;
+
+    if (plan_for(a, &a->thread[0]) < 0
+        || addrs_alloc(&a->thread[0].plan->addrs, a->naddrs) < 0)
+        return err_set(e, "out of memory opening listeners");
+    for (i = 0; i < t->nservices; i++)
+        for (j = 0; j < t->services[i].nfrontends
+                    && t->services[i].reach != TBL_REACH_REDIRECT
+                    && t->services[i].proto == TBL_PROTO_TCP;
+             j++)
+            a->thread[0].plan->addrs.v[a->thread[0].plan->addrs.n++] =
+                t->services[i].frontends[j];
+    addrs_sort(&a->thread[0].plan->addrs);
+    return open_worker(a, &a->thread[0], &a->p->threads[0], e);
+}
+
+/* Worker 0 first: another worker's listeners open only where worker 0's
+ * already do. */
 static int
 stage_open(struct apply *a, struct err *e)
 {
-    unsigned k, nt = a->p->nworkers - 1;
+    unsigned k, n = a->p->nworkers;
     struct apply_addrs want;
     int rc = 0;
 
     forget_committed(a);
+    a->thread = calloc(n, sizeof(*a->thread));
+    if (a->thread == NULL)
+        return err_set(e, "out of memory opening listeners");
     if (open_worker0(a, e) < 0)
         return -1;
     descriptor_guard(a);
-    if (nt == 0)
+    if (n == 1)
         return 0;
-    a->thread = calloc(nt, sizeof(*a->thread));
-    if (a->thread == NULL || thread_addrs(a, &want) < 0)
+    if (thread_addrs(a, &want) < 0)
         return err_set(e, "out of memory opening listeners");
-    for (k = 0; k < nt && rc == 0; k++)
-        rc = open_thread(a, &a->thread[k], &a->p->threads[k], &want, e);
+    for (k = 1; k < n && rc == 0; k++) {
+        if (plan_for(a, &a->thread[k]) < 0
+            || addrs_copy(&a->thread[k].plan->addrs, &want) < 0)
+            rc = err_set(e, "out of memory opening listeners");
+        else
+            rc = open_worker(a, &a->thread[k], &a->p->threads[k], e);
+    }
     addrs_free(&want);
     return rc;
 }
@@ -613,11 +666,10 @@ swap_table(struct apply *a)
     a->svcs = NULL;
     table_unref(p->table);
     p->table = table_ref(a->t);
-    atomic_store(&p->w.generation, a->t->generation);
 }
 
-/* Worker 0 first, then the threads: a thread's listeners open only where
- * worker 0's already do. */
+/* Every worker gets its plan through its mailbox and commits it on its
+ * own loop (wthread.c). */
 static void
 stage_commit(struct apply *a)
 {
@@ -625,10 +677,8 @@ stage_commit(struct apply *a)
     unsigned k;
     double now;
 
-    udp_plan_posted(&p->w, a->w0->udp, a->t->generation);
-    reconcile(&p->w, a->w0);
     now = ev_time();
-    for (k = 0; k + 1 < p->nworkers; k++) {
+    for (k = 0; k < p->nworkers; k++) {
         struct wthread *th = &p->threads[k];
         struct apply_thread *at = &a->thread[k];
         addrs_free(&th->addrs);
@@ -652,13 +702,12 @@ apply_unwind(struct apply *a)
 {
     unsigned k;
 
-    for (k = 0; a->thread != NULL && k + 1 < a->p->nworkers; k++) {
+    for (k = 0; a->thread != NULL && k < a->p->nworkers; k++) {
         apply_plan_free(a->thread[k].plan);
         addrs_free(&a->thread[k].addrs);
         addrs_free(&a->thread[k].stale);
     }
     free(a->thread);
-    apply_plan_free(a->w0);
     if (a->svcs != NULL)
         svc_unref_array(a->svcs, a->t->nservices);
 }

@@ -10,15 +10,16 @@
  *     sockets a worker lacks, its threads' included, are opened here on
  *     the control loop, so that a strict apply fails as a whole before
  *     any worker changed: a failure unwinds every plan;
- *  3. commit: worker 0 takes its plan at once, each worker thread gets
- *     its own through its mailbox (wthread.h) and commits it on its own
- *     loop; the proxy's table and services are swapped. Nothing here can
- *     fail.
+ *  3. commit: each worker gets its plan through its mailbox (wthread.h)
+ *     and commits it on its own thread; the proxy's table and services
+ *     are swapped. Nothing here can fail.
  *
- * Only worker 0 makes sure that no one else listens on an address (see
- * listener.c), so a worker thread listens only where worker 0 does. Worker
- * threads do not serve services with ClientIP affinity: the affinity
- * table belongs to worker 0 (svc.h).
+ * Every worker is a thread; the control loop serves no connection. Only
+ * worker 0 makes sure that no one else listens on an address (see
+ * listener.c), so another worker listens only where worker 0 does. The
+ * others do not serve services with ClientIP affinity: the affinity
+ * table belongs to worker 0 (svc.h), which also moves a changed
+ * service's pins over when it commits.
  */
 #ifndef PROXY_DATAPLANE_APPLY_H
 #define PROXY_DATAPLANE_APPLY_H
@@ -59,7 +60,7 @@ struct apply_plan {
     size_t nindex;
     struct apply_addrs addrs; /* what it listens on once committed */
     struct udp_plan *udp;     /* its UDP frontends (udp.h), or NULL */
-    double posted;            /* ev_time() when worker 0 committed */
+    double posted;            /* ev_time() when it was posted */
 };
 
 /*
@@ -71,7 +72,7 @@ int apply_table(struct proxy *p, struct table *t, enum proxy_apply_mode mode,
                 struct err *e);
 
 /*
- * Worker thread side: commit <pl> (borrowed) on <w>'s own loop: its fresh
+ * Worker side: commit <pl> (borrowed) on <w>'s own loop: its fresh
  * listeners join <w>'s, every listener the table names for <w> serves
  * its new service and the others close. Returns 0, or -1 when out of
  * memory: <w> keeps its listeners and <pl> its fresh ones.
@@ -79,7 +80,7 @@ int apply_table(struct proxy *p, struct table *t, enum proxy_apply_mode mode,
 int apply_plan_commit(struct worker *w, struct apply_plan *pl);
 
 /*
- * <older> was posted to a worker thread that never took it: <pl>, which
+ * <older> was posted to a worker that never took it: <pl>, which
  * replaces it, takes over its fresh listeners, since the control loop
  * already counts them among the thread's (<pl> closes those it does not
  * name). Any thread, under the mailbox lock.

@@ -1,4 +1,5 @@
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
@@ -8,6 +9,7 @@
 #include "conn.h"
 #include "listener.h"
 #include "log.h"
+#include "proxy.h"
 #include "sock.h"
 #include "stats.h"
 #include "svc-t.h"
@@ -84,6 +86,77 @@ fail:
     return NULL;
 }
 
+struct listener *
+listener_adopt(struct worker *w, const struct saddr *addr, int fd,
+               struct err *e)
+{
+    char a[SADDR_STR_MAX];
+    struct saddr got;
+    struct listener *l;
+    int type = 0, acc = 0, fl;
+    socklen_t len = sizeof(type);
+
+    memset(&got, 0, sizeof(got));
+    got.len = sizeof(got.u);
+    if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) < 0
+        || (len = sizeof(acc),
+            getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &acc, &len) < 0)
+        || getsockname(fd, &got.u.sa, &got.len) < 0) {
+        err_set(e, "inherited socket for %s: %s",
+                saddr_str(addr, a, sizeof(a)), strerror(errno));
+        return NULL;
+    }
+    if (type != SOCK_STREAM || !acc || saddr_cmp(&got, addr) != 0) {
+        err_set(e, "inherited socket for %s is not a TCP socket listening "
+                   "there",
+                saddr_str(addr, a, sizeof(a)));
+        return NULL;
+    }
+    if ((fl = fcntl(fd, F_GETFL)) < 0
+        || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0
+        || fcntl(fd, F_SETFD, FD_CLOEXEC) < 0) {
+        err_set(e, "inherited socket for %s: %s",
+                saddr_str(addr, a, sizeof(a)), strerror(errno));
+        return NULL;
+    }
+    if ((l = calloc(1, sizeof(*l))) == NULL) {
+        err_set(e, "out of memory");
+        return NULL;
+    }
+    l->addr = *addr;
+    l->w = w;
+    saddr_str(addr, l->addr_str, sizeof(l->addr_str));
+    ev_io_init(&l->io, listener_on_accept, fd, EV_READ);
+    l->io.data = l;
+    return l;
+}
+
+int
+listener_export(struct worker *w, struct proxy_sock **v, size_t *n)
+{
+    const struct listener *l;
+    struct proxy_sock *nv;
+    size_t k = 0;
+
+    for (l = w->listeners; l != NULL; l = l->next)
+        k++;
+    if (k == 0)
+        return 0;
+    if ((nv = realloc(*v, (*n + k) * sizeof(*nv))) == NULL)
+        return -1;
+    *v = nv;
+    for (l = w->listeners; l != NULL; l = l->next) {
+        int fd = fcntl(l->io.fd, F_DUPFD_CLOEXEC, 0);
+        if (fd < 0)
+            return -1;
+        nv[*n].worker = w->id;
+        nv[*n].addr = l->addr;
+        nv[*n].fd = fd;
+        (*n)++;
+    }
+    return 0;
+}
+
 void
 listener_set_svc(struct listener *l, struct svc *s)
 {
@@ -135,14 +208,19 @@ listener_dispatch_set(struct worker *w, struct table *t,
     size_t i;
     int any = 0;
 
+    /* Worker 0 keeps every table: the next one's services with ClientIP
+     * affinity take their pins from it (apply.c). */
+    any = w->id == 0;
     for (i = 0; i < t->nservices && !any; i++)
         any = t->services[i].reach == TBL_REACH_DISPATCH;
     listener_dispatch_clear(w);
     if (!any)
         return;
-    v = calloc(t->nservices, sizeof(*v));
+    v = calloc(t->nservices ? t->nservices : 1, sizeof(*v));
     if (v == NULL) {
-        log_error("out of memory: redirected connections will be refused");
+        log_error("worker %u: out of memory keeping its table: redirected "
+                  "connections will be refused, affinity pins lost",
+                  w->id);
         return;
     }
     for (i = 0; i < t->nservices; i++)

@@ -34,8 +34,8 @@ struct listener {
 
 enum listener_flag {
     LISTENER_F_FREEBIND = 1u << 0, /* bind before the address exists */
-    LISTENER_F_OURS = 1u << 1,     /* worker 0: sockets of our own worker
-                                    * threads may listen there still, so
+    LISTENER_F_OURS = 1u << 1,     /* worker 0: sockets of our own
+                                    * workers may listen there still, so
                                     * do not check that no one does */
 };
 
@@ -45,9 +45,23 @@ enum listener_flag {
 struct listener *listener_new(struct worker *w, const struct saddr *addr,
                               unsigned flags, struct err *e);
 
+/* A listener for <addr> on the listening socket <fd> a previous process
+ * held (--takeover), after checking that it is one: a TCP socket
+ * listening on <addr>. Returns it (not accepting yet), or NULL with <e>
+ * filled; <fd> is then left to the caller. */
+struct listener *listener_adopt(struct worker *w, const struct saddr *addr,
+                                int fd, struct err *e);
+
+/* Duplicates of <w>'s listening sockets, appended to <*v> (<*n> entries;
+ * realloc'd). Returns 0, or -1 when out of memory or descriptors (what
+ * was added stays). Owner's loop. */
+struct proxy_sock;
+int listener_export(struct worker *w, struct proxy_sock **v, size_t *n);
+
 /* Keep <t> and its runtime services <svcs> (new references) on <w> for
  * redirected connections, in place of the previous ones; a table without
- * a DISPATCH service keeps nothing. Clear drops them. Owner's loop. */
+ * a DISPATCH service keeps nothing, except on worker 0, which keeps each
+ * for the affinity pins of the next. Clear drops them. Owner's loop. */
 void listener_dispatch_set(struct worker *w, struct table *t,
                            struct svc *const *svcs);
 void listener_dispatch_clear(struct worker *w);

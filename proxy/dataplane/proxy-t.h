@@ -15,14 +15,19 @@
 #include "worker.h"
 
 struct proxy {
-    struct worker w;         /* worker 0, on the control loop */
-    struct wthread *threads; /* workers 1..nworkers-1 (wthread.h) */
-    unsigned nworkers;
-    struct ev_async wake; /* a worker thread went idle while draining */
+    struct ev_loop *loop;    /* the control loop: serves no connection */
+    struct wthread *threads; /* workers 0..nworkers-1 (wthread.h) */
+    unsigned nworkers;       /* 0 until proxy_start_workers() */
+    struct ev_async wake; /* a worker went idle while draining */
     int drained;          /* on_drained was called */
     /* What the descriptor guard said last (apply.c). */
     enum apply_listen threads_listen;
     struct table *table; /* the snapshot in force (reference) */
+    /* proxy_inherit(): sockets of the previous process, until the first
+     * apply has taken what it uses (a taken one has fd -1). */
+    struct proxy_sock *inherited;
+    size_t ninherited;
+    int taking_over; /* proxy_inherit() was called, first apply not done */
     struct svc **svcs;   /* runtime services of <table>, same order */
     size_t nsvcs;
     int draining;

@@ -1,5 +1,9 @@
+#include <pthread.h>
 #include <sched.h>
 #include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "apply.h"
 #include "bug.h"
@@ -11,12 +15,12 @@
 #include "util.h"
 #include "wthread.h"
 
+static void proxy_inherit_done(struct proxy *p);
+
 struct worker *
 proxy_worker(struct proxy *p, unsigned k)
 {
-    if (k == 0)
-        return &p->w;
-    return k < p->nworkers ? &p->threads[k - 1].w : NULL;
+    return k < p->nworkers ? &p->threads[k].w : NULL;
 }
 
 size_t
@@ -30,19 +34,19 @@ proxy_nconns(struct proxy *p)
     return n;
 }
 
-/* Drained once worker 0 and every thread have no connection left. */
+/* Drained once every worker has no connection left. */
 static void
 proxy_check_drained(struct proxy *p)
 {
     unsigned k;
 
-    if (!p->draining || p->drained || worker_nconns(&p->w) != 0)
+    if (!p->draining || p->drained)
         return;
-    for (k = 1; k < p->nworkers; k++)
-        if (!wthread_idle(&p->threads[k - 1]))
+    for (k = 0; k < p->nworkers; k++)
+        if (!wthread_idle(&p->threads[k]))
             return;
     p->drained = 1;
-    ev_timer_stop(p->w.loop, &p->drain_timer);
+    ev_timer_stop(p->loop, &p->drain_timer);
     if (p->on_drained != NULL)
         p->on_drained(p, p->on_drained_arg);
 }
@@ -65,21 +69,11 @@ proxy_on_drain_timeout(struct ev_loop *loop, struct ev_timer *t, int rev)
     (void)rev;
     log_warn("drain timeout: resetting %zu remaining connection(s)",
              proxy_nconns(p));
-    p->w.on_idle = NULL;
-    conn_close_all(&p->w);
-    for (k = 1; k < p->nworkers; k++)
-        wthread_post(&p->threads[k - 1], WTHREAD_STOP);
+    for (k = 0; k < p->nworkers; k++)
+        wthread_post(&p->threads[k], WTHREAD_STOP);
     p->drained = 1;
     if (p->on_drained != NULL)
         p->on_drained(p, p->on_drained_arg);
-}
-
-static void
-proxy_on_idle(struct worker *w)
-{
-    struct proxy *p = container_of(w, struct proxy, w);
-
-    proxy_check_drained(p);
 }
 
 struct proxy *
@@ -89,11 +83,7 @@ proxy_new(struct ev_loop *loop)
 
     if (p == NULL)
         return NULL;
-    if (worker_init(&p->w, loop) < 0) {
-        free(p);
-        return NULL;
-    }
-    p->nworkers = 1;
+    p->loop = loop;
     ev_init(&p->drain_timer, proxy_on_drain_timeout);
     p->drain_timer.data = p;
     ev_async_init(&p->wake, proxy_on_wake);
@@ -125,17 +115,14 @@ proxy_start_workers(struct proxy *p, unsigned n, struct err *e)
         n = cpus_available();
     if (n > PROXY_WORKERS_MAX)
         n = PROXY_WORKERS_MAX;
-    if (p->nworkers != 1 || p->table != NULL)
-        return err_set(e, "workers must start before the first table");
+    if (p->nworkers != 0 || p->table != NULL)
+        return err_set(e, "workers must start once, before the first table");
     svc_nworkers = n;
-    p->w.nworkers = n;
-    if (n == 1)
-        return 1;
-    p->threads = calloc(n - 1, sizeof(*p->threads));
+    p->threads = calloc(n, sizeof(*p->threads));
     if (p->threads == NULL)
         return err_set(e, "out of memory starting %u workers", n);
-    for (k = 1; k < n; k++) {
-        if (wthread_start(&p->threads[k - 1], k, n, p->w.loop, &p->wake) < 0)
+    for (k = 0; k < n; k++) {
+        if (wthread_start(&p->threads[k], k, n, p->loop, &p->wake) < 0)
             break;
         p->nworkers = k + 1;
     }
@@ -151,11 +138,11 @@ proxy_stop_workers(struct proxy *p)
 {
     unsigned k;
 
-    for (k = 1; k < p->nworkers; k++)
-        wthread_stop(&p->threads[k - 1]);
+    for (k = 0; k < p->nworkers; k++)
+        wthread_stop(&p->threads[k]);
     free(p->threads);
     p->threads = NULL;
-    p->nworkers = 1;
+    p->nworkers = 0;
 }
 
 void
@@ -163,18 +150,15 @@ proxy_free(struct proxy *p)
 {
     if (p == NULL)
         return;
-    ev_timer_stop(p->w.loop, &p->drain_timer);
-    ev_async_stop(p->w.loop, &p->wake);
+    ev_timer_stop(p->loop, &p->drain_timer);
+    ev_async_stop(p->loop, &p->wake);
     proxy_stop_workers(p);
-    listener_free_list(&p->w.listeners);
-    p->w.on_idle = NULL;
-    conn_close_all(&p->w);
+    proxy_inherit_done(p);
     svc_unref_array(p->svcs, p->nsvcs);
     p->svcs = NULL;
     p->nsvcs = 0;
     table_unref(p->table);
     p->table = NULL;
-    worker_deinit(&p->w);
     free(p);
 }
 
@@ -184,8 +168,12 @@ proxy_apply(struct proxy *p, struct table *t, enum proxy_apply_mode mode,
 {
     if (p->draining)
         return err_set(e, "draining: no new table is applied");
+    if (p->nworkers == 0)
+        return err_set(e, "no worker is running");
     if (apply_table(p, t, mode, e) < 0)
         return -1;
+    if (p->inherited != NULL || p->taking_over)
+        proxy_inherit_done(p);
     if (p->on_applied != NULL)
         p->on_applied(p, p->on_applied_arg);
     return 0;
@@ -199,16 +187,105 @@ proxy_drain(struct proxy *p, double timeout_s)
     if (p->draining)
         return;
     p->draining = 1;
-    listener_free_list(&p->w.listeners);
-    for (k = 1; k < p->nworkers; k++)
-        wthread_post(&p->threads[k - 1], WTHREAD_DRAIN);
-    p->w.on_idle = proxy_on_idle;
+    for (k = 0; k < p->nworkers; k++)
+        wthread_post(&p->threads[k], WTHREAD_DRAIN);
     log_info("draining: listeners closed, %zu connection(s) open, "
              "waiting up to %.1f s",
              proxy_nconns(p), timeout_s);
     ev_timer_set(&p->drain_timer, timeout_s, 0.);
-    ev_timer_start(p->w.loop, &p->drain_timer);
+    ev_timer_start(p->loop, &p->drain_timer);
     proxy_check_drained(p);
+}
+
+/* ---- takeover ------------------------------------------------------------ */
+
+#define EXPORT_WAIT_S 2
+
+int
+proxy_export(struct proxy *p, struct proxy_sock **out, size_t *n,
+             struct err *e)
+{
+    struct proxy_sock *v = NULL;
+    struct timespec until;
+    unsigned k;
+    int rc = 0;
+
+    *out = NULL;
+    *n = 0;
+    for (k = 0; k < p->nworkers; k++) {
+        struct wthread *t = &p->threads[k];
+        pthread_mutex_lock(&t->mu);
+        while (t->nexported > 0) /* an older answer nobody took */
+            close(t->exported[--t->nexported].fd);
+        free(t->exported);
+        t->exported = NULL;
+        t->exported_done = 0;
+        pthread_mutex_unlock(&t->mu);
+        wthread_post(t, WTHREAD_EXPORT);
+    }
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += EXPORT_WAIT_S;
+    for (k = 0; k < p->nworkers && rc == 0; k++) {
+        struct wthread *t = &p->threads[k];
+        struct proxy_sock *nv;
+        pthread_mutex_lock(&t->mu);
+        while (!t->exported_done && rc == 0)
+            if (pthread_cond_timedwait(&t->cond, &t->mu, &until) != 0)
+                rc = err_set(e, "worker %u did not list its sockets within "
+                                "%d s", k, EXPORT_WAIT_S);
+        if (rc == 0 && t->nexported > 0) {
+            nv = realloc(v, (*n + t->nexported) * sizeof(*v));
+            if (nv == NULL) {
+                rc = err_set(e, "out of memory");
+            } else {
+                v = nv;
+                memcpy(v + *n, t->exported, t->nexported * sizeof(*v));
+                *n += t->nexported;
+                free(t->exported);
+                t->exported = NULL;
+                t->nexported = 0;
+            }
+        }
+        pthread_mutex_unlock(&t->mu);
+    }
+    if (rc < 0) {
+        while (*n > 0)
+            close(v[--*n].fd);
+        free(v);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+void
+proxy_inherit(struct proxy *p, struct proxy_sock *v, size_t n)
+{
+    p->inherited = v;
+    p->ninherited = n;
+    p->taking_over = 1;
+}
+
+/* After the first apply: what it did not take is closed. */
+static void
+proxy_inherit_done(struct proxy *p)
+{
+    size_t i, left = 0;
+
+    for (i = 0; i < p->ninherited; i++)
+        if (p->inherited[i].fd >= 0) {
+            close(p->inherited[i].fd);
+            left++;
+        }
+    if (left > 0)
+        log_warn("takeover: closed %zu inherited socket(s) this process "
+                 "has no use for (an address no longer served, or a "
+                 "worker of the previous process beyond this one's %u)",
+                 left, p->nworkers);
+    free(p->inherited);
+    p->inherited = NULL;
+    p->ninherited = 0;
+    p->taking_over = 0;
 }
 
 /* ---- accessors ---------------------------------------------------------- */
@@ -267,5 +344,6 @@ proxy_draining(const struct proxy *p)
 void
 proxy_set_relay(struct proxy *p, enum conf_splice mode, size_t pipe_budget)
 {
-    worker_set_splice(&p->w, mode, pipe_budget);
+    (void)p;
+    worker_set_splice(mode, pipe_budget);
 }

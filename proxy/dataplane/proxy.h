@@ -18,20 +18,21 @@ struct wthread;
 #define PROXY_WORKERS_MAX 64
 
 /*
- * Workers: worker 0 runs on the control loop; workers 1..nworkers-1 are
- * threads, each with its own loop, its own SO_REUSEPORT listeners on the
- * same addresses (the kernel spreads new connections across them) and its
- * own connections. proxy_apply() opens a thread's new listening sockets on
- * the control loop (so that a reload still fails as a whole) and posts the
- * table to the thread; the thread points its listeners at the new
- * services and closes the ones no longer wanted. Runtime services (svc.h)
+ * Workers 0..nworkers-1 are threads, each with its own loop, its own
+ * SO_REUSEPORT listeners on the same addresses (the kernel spreads new
+ * connections across them) and its own connections; the control loop
+ * serves no connection, so that decoding, translating and applying a
+ * table never holds a connection up. proxy_apply() opens a worker's new
+ * listening sockets on the control loop (so that a reload still fails as
+ * a whole) and posts the table to the worker; the worker points its
+ * listeners at the new services and closes the ones no longer wanted. Runtime services (svc.h)
  * and backends are shared; nothing on the per-connection path takes a
  * lock. struct proxy is private to the data plane (proxy-t.h).
  */
 struct proxy;
 
-/* Returns a new proxy with worker 0 on <loop>, or NULL (out of memory,
- * or no descriptors). */
+/* Returns a new proxy controlled from <loop> (no worker yet:
+ * proxy_start_workers()), or NULL when out of memory. */
 struct proxy *proxy_new(struct ev_loop *loop);
 /* Stop the workers, reset every connection, free; NULL does nothing. */
 void proxy_free(struct proxy *p);
@@ -67,9 +68,9 @@ void proxy_set_relay(struct proxy *p, enum conf_splice mode,
 int proxy_draining(const struct proxy *p);
 
 /* Run <n> workers (0: one per CPU this process may run on; at most
- * PROXY_WORKERS_MAX). Call once, after proxy_init() and before the first
+ * PROXY_WORKERS_MAX). Call once, after proxy_new() and before the first
  * proxy_apply(). Returns the number of workers, or -1 with <e> filled
- * (then only worker 0 runs). */
+ * (then none runs, and proxy_apply() fails). */
 int proxy_start_workers(struct proxy *p, unsigned n, struct err *e);
 /* Stop and join the worker threads, resetting their connections. */
 void proxy_stop_workers(struct proxy *p);
@@ -79,6 +80,32 @@ size_t proxy_nconns(struct proxy *p);
 /* Worker <k> (0..nworkers-1), or NULL; its counters may be read from the
  * control loop (worker_nconns(), n_accepted). */
 struct worker *proxy_worker(struct proxy *p, unsigned k);
+
+/* A listening socket handed from one ferry process to the next
+ * (--takeover): which worker held it, on what address. */
+struct proxy_sock {
+    unsigned worker;
+    struct saddr addr;
+    int fd;
+};
+
+/*
+ * Duplicates of every worker's listening sockets, for a process taking
+ * over. Each worker lists its own on its loop; the control loop waits
+ * for them (at most 2 s in all). Returns the count, with the array in
+ * <*out> (the caller closes the descriptors and frees it), or -1 with <e>
+ * filled. Control loop.
+ */
+int proxy_export(struct proxy *p, struct proxy_sock **out, size_t *n,
+                 struct err *e);
+
+/*
+ * Before the first proxy_apply(): listening sockets from the previous
+ * process (taken, descriptors included). That apply uses them where
+ * worker and address match instead of opening new ones, so connections
+ * waiting in their queues are served here, and closes the rest.
+ */
+void proxy_inherit(struct proxy *p, struct proxy_sock *v, size_t n);
 
 /* What proxy_apply() does with a frontend that cannot be opened. */
 enum proxy_apply_mode {

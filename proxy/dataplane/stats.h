@@ -198,7 +198,8 @@ void stats_sync_done(double duration_s, double wall_s);
  * endpoints.kubernetes.io/last-change-trigger-time annotation) to being
  * in force. */
 void stats_network_programming(double latency_s);
-/* A worker thread took <delay_s> after worker 0 to serve a table. */
+/* A worker took <delay_s> from the control loop posting a table to
+ * serving it. */
 void stats_worker_delay(double delay_s);
 
 /* The API watch stream was restarted; a full relist happened. */

@@ -40,16 +40,25 @@ enum udp_serve {
     UDP_SERVE_ALL,      /* all: worker 0 */
 };
 
+enum udp_plan_flag {
+    UDP_PLAN_STRICT = 1u << 0,   /* a socket that cannot be opened fails */
+    UDP_PLAN_TAKEOVER = 1u << 1, /* the previous ferry still holds them */
+};
+
 /*
  * Fill pl->udp (pl->t and pl->svcs set) for <w>: the UDP frontends it is
- * to serve, with the sockets it does not hold yet opened here. A socket
- * that cannot be opened fails the whole build when <strict> (-1, <e>
- * filled; pl->udp holds what was opened, freed with the plan); otherwise
- * it is logged and left out. Worker 0's build also makes sure that no
- * other process listens on a new address. Returns 0 or -1. Control loop.
+ * to serve, with the sockets it does not hold yet opened here (always
+ * with SO_REUSEPORT). A socket that cannot be opened fails the whole
+ * build with UDP_PLAN_STRICT (-1, <e> filled; pl->udp holds what was
+ * opened, freed with the plan); otherwise it is logged and left out.
+ * Worker 0's build also makes sure that no other process listens on a
+ * new address, except during a takeover (UDP_PLAN_TAKEOVER), when the
+ * previous ferry does: UDP sockets are not handed over, the new ones
+ * join the old ones' SO_REUSEPORT group. <flags>: enum udp_plan_flag.
+ * Returns 0 or -1. Control loop.
  */
 int udp_plan_build(struct worker *w, struct apply_plan *pl,
-                   enum udp_serve serve, int strict, struct err *e);
+                   enum udp_serve serve, unsigned flags, struct err *e);
 
 /* <up> (NULL: nothing) is on its way to <w> for the table of
  * <generation>: what <w> holds from now on, as far as the next build

@@ -155,21 +155,23 @@ ours(const struct saddr *a)
 
 static struct udp_listener *
 listener_open(struct worker *w, struct udp_worker *u, const struct saddr *a,
-              int strict, struct err *e)
+              unsigned flags, struct err *e)
 {
-    int reuse = w->nworkers > 1, fd = -1;
+    int freebind = !(flags & UDP_PLAN_STRICT), fd = -1;
     char s[SADDR_STR_MAX];
     struct udp_listener *l;
 
-    /* SO_REUSEPORT would also let another process of the same user share
-     * the port unnoticed: the first of our sockets on an address makes
-     * sure that nobody holds it. */
-    if (reuse && w->id == 0 && !ours(a)) {
-        if ((fd = frontend_socket(a, 0, !strict)) < 0)
+    /* SO_REUSEPORT, with one worker too: a takeover's successor opens
+     * its sockets beside ours. It would also let another process of the
+     * same user share the port unnoticed: the first of our sockets on an
+     * address makes sure that nobody holds it, unless the previous ferry
+     * does. */
+    if (w->id == 0 && !ours(a) && !(flags & UDP_PLAN_TAKEOVER)) {
+        if ((fd = frontend_socket(a, 0, freebind)) < 0)
             goto fail;
         close(fd);
     }
-    if ((fd = frontend_socket(a, reuse, !strict)) < 0)
+    if ((fd = frontend_socket(a, 1, freebind)) < 0)
         goto fail;
     if ((l = calloc(1, sizeof(*l))) == NULL) {
         close(fd);
@@ -335,7 +337,7 @@ plan_records(struct udp_plan *up, const struct worker *w,
 
 int
 udp_plan_build(struct worker *w, struct apply_plan *pl, enum udp_serve serve,
-               int strict, struct err *e)
+               unsigned flags, struct err *e)
 {
     struct udp_plan *up = calloc(1, sizeof(*up));
     struct udp_worker *u = w->udp;
@@ -350,8 +352,8 @@ udp_plan_build(struct worker *w, struct apply_plan *pl, enum udp_serve serve,
         const struct saddr *a = &up->addrs.v[i];
         struct udp_listener *l;
         if (!addrs_has(&u->held, a)) {
-            if ((l = listener_open(w, u, a, strict, e)) == NULL) {
-                if (strict)
+            if ((l = listener_open(w, u, a, flags, e)) == NULL) {
+                if (flags & UDP_PLAN_STRICT)
                     return -1;
                 if (w->id == 0)
                     log_error("service %s: %s", up->svcs[i]->name,

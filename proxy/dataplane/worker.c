@@ -72,12 +72,10 @@ pipe_close(int p[2])
 }
 
 void
-worker_set_splice(struct worker *w, enum conf_splice mode, size_t budget)
+worker_set_splice(enum conf_splice mode, size_t budget)
 {
     atomic_store(&worker_splice_mode, (int)mode);
     atomic_store(&pipe_budget, budget != 0 ? budget : default_pipe_budget());
-    while (w->nfree_pipes > 0 && worker_pipe_fds() > atomic_load(&pipe_budget))
-        pipe_close(w->free_pipes[--w->nfree_pipes]);
 }
 
 int
@@ -85,6 +83,9 @@ worker_pipe_get(struct worker *w, int p[2])
 {
     size_t budget = atomic_load_explicit(&pipe_budget, memory_order_relaxed);
 
+    /* A budget lowered since: the pool gives back what is over it. */
+    while (w->nfree_pipes > 0 && worker_pipe_fds() > budget)
+        pipe_close(w->free_pipes[--w->nfree_pipes]);
     if (w->nfree_pipes > 0) {
         w->nfree_pipes--;
         p[0] = w->free_pipes[w->nfree_pipes][0];

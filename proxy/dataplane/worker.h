@@ -2,8 +2,8 @@
  * worker.h - one event loop and everything it owns: listeners,
  * connections, pooled session objects and relay buffers.
  *
- * Worker 0's loop is the main (control) loop; workers 1..N-1 run each on
- * a thread of their own (proxy.c). A worker's connections, pools and
+ * Every worker runs on a thread of its own (wthread.h); the main
+ * (control) loop serves no connection. A worker's connections, pools and
  * listeners are touched by its own thread only. Shared with the others:
  * the connection count (read by the control loop for status and drain),
  * the splice settings and the descriptor budget of pipes, all atomics.
@@ -58,9 +58,10 @@ struct worker {
     /* Called when the last connection closes (drain). */
     void (*on_idle)(struct worker *w);
     /* The table this worker serves and its runtime services (references,
-     * in table order), kept when the table has a DISPATCH service: a
+     * in table order), kept when the table has a DISPATCH service (a
      * connection the kernel redirected there goes to the service whose
-     * frontend is its original destination. NULL otherwise. */
+     * frontend is its original destination), and always on worker 0 (the
+     * affinity pins of a changed service come from it). NULL otherwise. */
     struct table *dtable;
     struct svc **dsvcs;
     /* UDP frontends and flows (udp.h). */
@@ -134,9 +135,8 @@ void worker_pipe_put(struct worker *w, int p[2], int empty);
  * bulk data, a read filling the whole buffer, then splices);
  * <budget> is in descriptors, all workers together (0: the default, an
  * eighth of the descriptor limit). Pipes beyond a lowered budget are
- * closed as they come back; <w>'s pool is trimmed at once. */
-void worker_set_splice(struct worker *w, enum conf_splice mode,
-                       size_t budget);
+ * closed as they come back. Any thread. */
+void worker_set_splice(enum conf_splice mode, size_t budget);
 
 /* Out of descriptors: stop every listener for a moment. Resumes after a
  * short delay or as soon as a connection closes, whichever comes first. */

@@ -1,5 +1,9 @@
+#include <errno.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
 
 #include "conn.h"
 #include "listener.h"
@@ -53,6 +57,25 @@ take_drain(struct wthread *t)
         wthread_on_idle(&t->w);
 }
 
+/* List this worker's listening sockets for proxy_export(), which waits
+ * on the condition variable. */
+static void
+take_export(struct wthread *t)
+{
+    struct proxy_sock *v = NULL;
+    size_t n = 0;
+
+    if (listener_export(&t->w, &v, &n) < 0)
+        log_error("worker %u: listing its sockets for a takeover: %s",
+                  t->w.id, strerror(errno));
+    pthread_mutex_lock(&t->mu);
+    t->exported = v;
+    t->nexported = n;
+    t->exported_done = 1;
+    pthread_cond_signal(&t->cond);
+    pthread_mutex_unlock(&t->mu);
+}
+
 /* The mailbox has something: empty it under the lock, then act on it
  * without holding the lock. A stop wins over a plan; a plan comes before
  * a drain posted with it (it is older). */
@@ -73,6 +96,8 @@ wthread_on_wake(struct ev_loop *loop, struct ev_async *a, int rev)
     if (pl != NULL && !(orders & WTHREAD_STOP))
         take_plan(t, pl);
     apply_plan_free(pl);
+    if (orders & WTHREAD_EXPORT)
+        take_export(t);
     if (orders & WTHREAD_STOP)
         take_stop(loop, t);
     else if (orders & WTHREAD_DRAIN)
@@ -84,6 +109,11 @@ wthread_main(void *arg)
 {
     struct wthread *t = arg;
 
+    char name[16];
+
+    /* "top -H" and /proc/PID/task/TID/comm tell the workers apart. */
+    snprintf(name, sizeof(name), "ferry-w%u", t->w.id);
+    pthread_setname_np(pthread_self(), name);
     svc_worker_self = t->w.id;
     ev_run(t->w.loop, 0);
     return NULL;
@@ -108,6 +138,7 @@ wthread_start(struct wthread *t, unsigned id, unsigned nworkers,
     t->ctl = ctl;
     t->ctl_wake = ctl_wake;
     pthread_mutex_init(&t->mu, NULL);
+    pthread_cond_init(&t->cond, NULL);
     ev_async_init(&t->wake, wthread_on_wake);
     t->wake.data = t;
     ev_async_start(loop, &t->wake);
@@ -121,6 +152,7 @@ wthread_start(struct wthread *t, unsigned id, unsigned nworkers,
         worker_deinit(&t->w);
         ev_loop_destroy(loop);
         pthread_mutex_destroy(&t->mu);
+        pthread_cond_destroy(&t->cond);
         return -1;
     }
     return 0;
@@ -138,6 +170,12 @@ wthread_stop(struct wthread *t)
     worker_deinit(&t->w);
     ev_loop_destroy(loop);
     pthread_mutex_destroy(&t->mu);
+    pthread_cond_destroy(&t->cond);
+    /* An export answered after proxy_export() gave up waiting. */
+    while (t->nexported > 0)
+        close(t->exported[--t->nexported].fd);
+    free(t->exported);
+    t->exported = NULL;
     free(t->addrs.v);
     free(t->stale.v);
     t->addrs.v = t->stale.v = NULL;

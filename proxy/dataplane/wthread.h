@@ -1,5 +1,5 @@
 /*
- * wthread.h - a worker thread (workers 1..N-1) and its mailbox.
+ * wthread.h - a worker thread (every worker is one) and its mailbox.
  *
  * Each worker thread runs its own loop with its own listeners and
  * connections (worker.h). The control loop talks to it only through its
@@ -17,11 +17,14 @@
 #include <stdint.h>
 
 #include "apply.h"
+#include "proxy.h"
 #include "worker.h"
 
 enum wthread_order {
     WTHREAD_DRAIN = 1u << 0, /* close the listeners; say when idle */
     WTHREAD_STOP = 1u << 1,  /* reset every connection, end the thread */
+    WTHREAD_EXPORT = 1u << 2, /* list the listening sockets (duplicates)
+                               * into <exported> */
 };
 
 struct wthread {
@@ -35,6 +38,12 @@ struct wthread {
     struct apply_plan *plan; /* under mu: the newest not yet taken */
     unsigned orders;         /* under mu: enum wthread_order bits */
     int draining;            /* the thread's own: drain taken */
+    /* WTHREAD_EXPORT's answer, under mu: set <exported_done> and signal
+     * <cond> (proxy_export() waits on it). */
+    pthread_cond_t cond;
+    struct proxy_sock *exported;
+    size_t nexported;
+    int exported_done;
     atomic_int idle;         /* draining and without connections */
     /* Control loop only (apply.c): the addresses the thread listens on
      * once the plans posted so far are committed; those it may still

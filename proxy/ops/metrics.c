@@ -353,9 +353,8 @@ write_process(struct sbuf *b, int ready)
     metrics_write_hist(b, "ferry_network_programming_duration_seconds", "",
                        &stats_proc.programming, &hist_programming);
     family(b, "ferry_worker_table_delay_seconds", "histogram",
-           "From worker 0 applying a table to a worker thread serving it "
-           "(relay.workers > 1); add it to the two above for the time to "
-           "every worker.");
+           "From the control thread posting a table to a worker serving "
+           "it; add it to the two above for the time to every worker.");
     metrics_write_hist(b, "ferry_worker_table_delay_seconds", "",
                        &stats_proc.worker_delay, &hist_connect);
     write_proc_counters(b);

@@ -997,7 +997,11 @@ def test_unit_keys(help_text):
                 for a in w[1:]:
                     if a.startswith("-"):
                         assert a in flags, f"{key}: {a} not in ferry --help"
-    assert re.fullmatch(r"\S+/ferry --config \S+", val("ExecStart"))
+    assert re.fullmatch(r"\S+/ferry --config \S+ --takeover-socket "
+                        r"/run/ferry/\S+", val("ExecStart"))
+    # sd_notify, also from the process that took over (test_takeover.py).
+    assert val("Type") == "notify" and val("NotifyAccess") == "all"
+    assert val("RuntimeDirectory") == "ferry"
 
 
 def local_unit(tmp_path, ferry_bin):

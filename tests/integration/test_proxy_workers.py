@@ -103,10 +103,9 @@ def test_reload_reaches_every_worker(start_ferry, backends):
     ft.wait_for(lambda: [w["generation"] for w in
                          at.get_json(admin)["workers"]] == [2] * W,
                 what="every worker on table 2")
-    # Each thread timed its two tables (start and reload).
+    # Each worker timed its two tables (start and reload).
     m = at.scrape(admin)
-    assert at.sample(m, "ferry_worker_table_delay_seconds_count") \
-        == 2 * (W - 1)
+    assert at.sample(m, "ferry_worker_table_delay_seconds_count") == 2 * W
     before = per_worker(admin, "ferry_worker_accepted_total")
     ft.wait_for(lambda: ft.is_refused(old), what="old address closed")
     # Closed on every worker, not only on the first one asked.
@@ -215,3 +214,73 @@ def test_many_addresses_fall_back_to_worker_0(start_ferry, backends):
     assert after[1] > 0 and after[2] > 0, after
     for a in many[5:]:
         ft.wait_for(lambda a=a: ft.is_refused(a), what=f"{a} closed")
+
+
+# ptrace(2) requests and waitpid(2) flags, from <sys/ptrace.h> and
+# <sys/wait.h>.
+PTRACE_DETACH, PTRACE_SEIZE, PTRACE_INTERRUPT = 17, 0x4206, 0x4207
+WALL = 0x40000000
+
+
+def _stop_thread(tid):
+    """Stop one thread of another process (not the others): seize it and
+    interrupt it. Returns the ptrace function, for _resume_thread."""
+    import ctypes
+    import os
+    libc = ctypes.CDLL(None, use_errno=True)
+    pt = libc.ptrace
+    pt.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p,
+                   ctypes.c_void_p]
+    pt.restype = ctypes.c_long
+    if pt(PTRACE_SEIZE, tid, None, None) != 0:
+        pytest.skip(f"ptrace: {os.strerror(ctypes.get_errno())}")
+    assert pt(PTRACE_INTERRUPT, tid, None, None) == 0
+    _, status = os.waitpid(tid, WALL)
+    assert os.WIFSTOPPED(status), status
+    return pt
+
+
+def _thread_state(pid, tid):
+    with open(f"/proc/{pid}/task/{tid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[0]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_connections_answered_while_the_control_thread_is_stopped(
+        start_ferry, backends, workers):
+    """The control side (config, API watch, health checks, admin) runs on
+    a thread that relays nothing: with that thread stopped (ptrace stops
+    one thread, not the process), the admin server does not answer, and
+    every new connection is still served by the workers, named ferry-wN
+    in /proc. With one worker, or two (where the kernel may give a
+    connection to either), none waits."""
+    import os
+    import socket
+    b = backends("b")
+    listen, admin = ft.free_addr(), ft.free_addr()
+    f = start_ferry(cfg([ft.service("web", listen, [b])], admin,
+                        workers=workers))
+    assert ft.hello(listen) == "b"
+    pid = f.pid
+    names = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{tid}/comm") as fh:
+            names[int(tid)] = fh.read().strip()
+    assert sorted(n for n in names.values() if n.startswith("ferry-w")) \
+        == [f"ferry-w{k}" for k in range(workers)], names
+    pt = _stop_thread(pid)
+    try:
+        assert _thread_state(pid, pid) == "t"
+        # The control thread is stopped: the admin server is silent.
+        _, host, port = ft.parse_addr(admin)
+        s = socket.create_connection((host, port), timeout=2)
+        s.settimeout(0.5)
+        s.sendall(b"GET /healthz HTTP/1.0\r\n\r\n")
+        with pytest.raises(socket.timeout):
+            s.recv(1)
+        s.close()
+        for _ in range(40):
+            assert ft.hello(listen, timeout=2) == "b"
+    finally:
+        pt(PTRACE_DETACH, pid, None, None)
+    assert at.http(admin, "GET", "/healthz")[0] == 200

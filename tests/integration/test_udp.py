@@ -462,3 +462,27 @@ def test_sigterm_drain(start_ferry, udp_backends, backends, clients):
         ft.close_and_wait(held)
     # Well before drain_timeout (60 s): the deadline is 15 s.
     assert f.wait_exit() == 0
+
+
+def test_takeover_with_udp_services(start_ferry, udp_backends, backends,
+                                    clients, tmp_path):
+    """An upgrade (--takeover) with a UDP service: the new process opens
+    the UDP frontend beside the old one's (both SO_REUSEPORT) instead of
+    refusing it as taken, and serves it once the old one has gone."""
+    u, t = udp_backends("u1"), backends("t1")
+    listen = ft.free_addr()
+    sock = str(tmp_path / "takeover.sock")
+    text = ft.config([udp_service("dns", listen, [u]),
+                      ft.service("web", listen, [t])], drain_timeout="10s")
+    old = start_ferry(text, args=["--takeover-socket", sock], name="old",
+                      wait=False)
+    port = ft.parse_addr(listen)[2]
+    ft.wait_for(lambda: udp_bound(old.pid, port), what="old bound")
+    assert clients().ask(listen)[0] == "u1"
+    new = start_ferry(text, args=["--takeover-socket", sock, "--takeover"],
+                      name="new", wait=False)
+    new.wait_log(r"previous ferry released its addresses")
+    assert old.wait_exit() == 0
+    assert new.alive()
+    assert clients().ask(listen)[0] == "u1"
+    assert ft.hello(listen) == "t1"
