@@ -4,6 +4,7 @@
 #include "apply.h"
 #include "bug.h"
 #include "conn.h"
+#include "drain.h"
 #include "listener.h"
 #include "log.h"
 #include "proxy-t.h"
@@ -188,6 +189,7 @@ proxy_apply(struct proxy *p, struct table *t, enum proxy_apply_mode mode,
         return -1;
     if (p->on_applied != NULL)
         p->on_applied(p, p->on_applied_arg);
+    drain_refresh(); /* after the admin's drains were set again */
     return 0;
 }
 
