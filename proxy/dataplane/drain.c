@@ -51,6 +51,22 @@ current_of(const char *name, struct svc *const *newv, const struct table *t)
     return ts != NULL ? newv[ts - t->services] : NULL;
 }
 
+/* <to> replaces <from> (same name): a backend drained in <from> that <to>
+ * lists was taken away when it was drained there, not now. */
+static void
+inherit_since(struct svc *to, const struct svc *from)
+{
+    size_t i, j;
+
+    for (i = 0; i < from->nbe; i++) {
+        if (from->be[i].drain_since <= 0 || !atomic_load(&from->be[i].drained))
+            continue;
+        for (j = 0; j < to->nbe; j++)
+            if (to->be[j].b == from->be[i].b)
+                to->be[j].drain_since = from->be[i].drain_since;
+    }
+}
+
 void
 drain_swap(struct svc *const *oldv, size_t nold, struct svc *const *newv,
            const struct table *newt)
@@ -60,9 +76,12 @@ drain_swap(struct svc *const *oldv, size_t nold, struct svc *const *newv,
 
     pthread_mutex_lock(&drain_mu);
     for (i = 0; i < nold; i++) {
+        struct svc *n;
         r = oldv[i];
-        if (r->retired || current_of(r->name, newv, newt) == r)
+        if (r->retired || (n = current_of(r->name, newv, newt)) == r)
             continue;
+        if (n != NULL)
+            inherit_since(n, r);
         r->retired = 1;
         r->succ = NULL;
         r->rprev = NULL;

@@ -31,9 +31,10 @@ struct worker;
 
 /* A table was applied: the services of <oldv> (<nold>) give way to those
  * of <newv>, which serve <newt> in its order. Each old service not kept
- * is retired, and every retired service now follows the one of its name
- * in <newv>. Call before the references of <oldv> are dropped. Control
- * loop. */
+ * is retired (a new one of its name takes over when its backends were
+ * drained), and every retired service now follows the one of its name in
+ * <newv>. Call before the references of <oldv> are dropped, and before
+ * the admin's drains are set on <newv>. Control loop. */
 void drain_swap(struct svc *const *oldv, size_t nold, struct svc *const *newv,
                 const struct table *newt);
 

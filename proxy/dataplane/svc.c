@@ -198,29 +198,12 @@ svc_pick_client(struct svc *s, const struct saddr *client,
     return i;
 }
 
-/* A backend drained in <from> and listed by <to> was taken away when it
- * was drained there, not now (drain.h). */
-static void
-inherit_drain(struct svc *to, const struct svc *from)
-{
-    size_t i, j;
-
-    for (i = 0; i < from->nbe; i++) {
-        if (from->be[i].drain_since <= 0 || !atomic_load(&from->be[i].drained))
-            continue;
-        for (j = 0; j < to->nbe; j++)
-            if (to->be[j].b == from->be[i].b)
-                to->be[j].drain_since = from->be[i].drain_since;
-    }
-}
-
 void
 svc_inherit(struct svc *to, const struct svc *from, double now)
 {
     int32_t *map;
     size_t i, j;
 
-    inherit_drain(to, from);
     if (to->aff == NULL || from->aff == NULL || from->nbe == 0)
         return;
     map = malloc(from->nbe * sizeof(*map));

@@ -104,8 +104,7 @@ int svc_pick_client(struct svc *s, const struct saddr *client,
                     const struct svc_tried *tried, double now);
 
 /* <to> replaces <from> (same service, changed definition): carry the
- * ClientIP pins, and when a backend was drained, over to the backends
- * both list. Control loop. */
+ * ClientIP pins over to the backends both list. Control loop. */
 void svc_inherit(struct svc *to, const struct svc *from, double now);
 
 /* Set (<w> >= 0) or clear (-1) backend <i>'s admin weight override.
