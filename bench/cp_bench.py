@@ -391,11 +391,23 @@ def run_in_netns(argv):
         log("cannot make the network namespace: %s" % e)
         return 1
     env = dict(os.environ, **{NETNS_ENV: ns})
+    inner = None
     try:
-        return subprocess.run(["ip", "netns", "exec", ns, PY,
-                               os.path.join(HERE, "run")] + argv,
-                              env=env, timeout=7200).returncode
+        inner = subprocess.Popen(["ip", "netns", "exec", ns, PY,
+                                  os.path.join(HERE, "run")] + argv, env=env)
+        return inner.wait(timeout=7200)
     finally:
+        # Cleaning up: a second signal must not cut it short.
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)
+        # Stopped early: the inner run stops what it started first.
+        if inner is not None and inner.poll() is None:
+            inner.send_signal(signal.SIGTERM)
+            try:
+                inner.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                inner.kill()
+                inner.wait()
         subprocess.run(["ip", "netns", "del", ns], capture_output=True,
                        timeout=30)
 
@@ -785,6 +797,10 @@ def summarize_changes(records):
 
 
 def run(args):
+    # Stopped from outside (SIGTERM, SIGHUP): unwind, so that the
+    # processes started here are stopped and the namespace removed.
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, lambda s, f: sys.exit(128 + s))
     dataplane = getattr(args, "dataplane", None) or "proxy"
     if dataplane == "nftables" and not os.environ.get(NETNS_ENV):
         return run_in_netns(sys.argv[1:])
@@ -848,6 +864,8 @@ def run(args):
     try:
         return _run(cfg, args, out, raw, res, stopper)
     finally:
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)
         stopper.stop_all()
 
 

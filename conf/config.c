@@ -61,6 +61,7 @@ struct policy_in {
     uint64_t idle_timeout_ms;
     uint64_t retries;
     uint64_t max_conns;
+    uint64_t drain_timeout_ms; /* 0: no limit */
     struct check_in check;
 };
 
@@ -307,6 +308,9 @@ static const struct yd_section node_section = {
      TBL_RETRIES_MAX, "3", NULL, 0},                                           \
     {"max_connections", YD_UINT,                                              \
      (base) + offsetof(struct policy_in, max_conns), 0, 10000000, "0", NULL, 0}, \
+    {"drain_timeout", YD_DURATION,                                            \
+     (base) + offsetof(struct policy_in, drain_timeout_ms), 0,                \
+     TBL_DRAIN_TIMEOUT_MAX_MS, "0", NULL, 0},                                 \
     {"health_check", YD_MAP, (base) + offsetof(struct policy_in, check), 0,   \
      0, NULL, &check_section, 0}
 
@@ -904,6 +908,7 @@ policy_to_tbl(const struct policy_in *pol, struct tbl_service *s)
     s->idle_timeout_ms = (uint32_t)pol->idle_timeout_ms;
     s->retries = (uint32_t)pol->retries;
     s->max_conns = (uint32_t)pol->max_conns;
+    s->drain_timeout_ms = (uint32_t)pol->drain_timeout_ms;
     build_check(&s->check, &pol->check);
 }
 
@@ -1183,6 +1188,7 @@ static const struct proto_key tcp_only_keys[] = {
     {"accept_proxy_timeout", ""},
     {"max_connections_per_source", ""},
     {"connection_rate_per_source", ""},
+    {"drain_timeout", " (a flow keeps its backend until it ends)"},
 };
 
 static const struct proto_key udp_only_keys[] = {

@@ -433,6 +433,7 @@ tbl_service_policy_equal(const struct tbl_service *a,
            && a->idle_timeout_ms == b->idle_timeout_ms
            && a->retries == b->retries && a->max_conns == b->max_conns
            && a->affinity_timeout_ms == b->affinity_timeout_ms
+           && a->drain_timeout_ms == b->drain_timeout_ms
            && a->send_proxy == b->send_proxy
            && a->accept_proxy == b->accept_proxy
            && a->accept_proxy_timeout_ms == b->accept_proxy_timeout_ms

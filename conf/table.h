@@ -33,6 +33,9 @@
  * buffers' bookkeeping (svc.h), so this bounds the connection's size. */
 #define TBL_RETRIES_MAX 14
 
+/* The longest drain_timeout a service may set: a day (0 = no limit). */
+#define TBL_DRAIN_TIMEOUT_MAX_MS (24u * 3600 * 1000)
+
 enum tbl_balance {
     TBL_BAL_ROUNDROBIN = 0, /* smooth weighted round-robin */
     TBL_BAL_LEASTCONN,      /* fewest active connections, weighted */
@@ -151,6 +154,10 @@ struct tbl_service {
     uint32_t retries;             /* extra attempts on other backends */
     uint32_t max_conns;           /* 0 = no limit */
     uint32_t affinity_timeout_ms; /* ClientIP affinity, 0 = off */
+    /* A backend taken away (gone from the table, or drained through the
+     * admin server) keeps its open connections this long at most; 0 = no
+     * limit. */
+    uint32_t drain_timeout_ms;
     struct tbl_check check;       /* active health check (type NONE: off) */
     enum tbl_send_proxy send_proxy; /* header sent to backends */
     uint32_t accept_proxy;          /* 1: clients send a header first */

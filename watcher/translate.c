@@ -49,7 +49,8 @@ struct svcctx {
     int kernel;           /* served by the kernel dataplane */
     enum tbl_proto proto; /* of the port being translated (do_port) */
     /* The annotations' proxy features, applied over the policy. */
-    int has_balance, has_retries, has_send_proxy;
+    int has_balance, has_retries, has_send_proxy, has_drain_timeout;
+    uint32_t drain_timeout_ms;
     enum tbl_balance balance;
     uint32_t retries;
     enum tbl_send_proxy send_proxy;
@@ -645,6 +646,8 @@ emit(struct table *t, const struct svcctx *sc, const char *pname,
         s.retries = sc->retries;
     if (sc->has_send_proxy && s.proto == TBL_PROTO_TCP)
         s.send_proxy = sc->send_proxy;
+    if (sc->has_drain_timeout)
+        s.drain_timeout_ms = sc->drain_timeout_ms;
     if (sc->check.type != TBL_CHECK_NONE)
         s.check = sc->check;
     if (hc && sc->hc_port != 0) {
@@ -1223,6 +1226,19 @@ annotations(struct svcctx *sc, const json_t *ann,
             SKIP_SVC(o, sc, SKIP_BAD_ANNOTATION,
                      TRANSLATE_ANN_SEND_PROXY " \"%.32s\": not none, v1 or "
                      "v2", v);
+        }
+    }
+    if ((v = jstr(ann, TRANSLATE_ANN_DRAIN_TIMEOUT)) != NULL) {
+        const char *why;
+        if (parse_duration_ms(v, &n, &why) == 0
+            && n <= TBL_DRAIN_TIMEOUT_MAX_MS) {
+            sc->has_drain_timeout = 1;
+            sc->drain_timeout_ms = (uint32_t)n;
+        } else {
+            SKIP_SVC(o, sc, SKIP_BAD_ANNOTATION,
+                     TRANSLATE_ANN_DRAIN_TIMEOUT " \"%.32s\": not a duration "
+                     "from 0 to 24h",
+                     v);
         }
     }
     if ((v = jstr(ann, TRANSLATE_ANN_HEALTH_CHECK)) != NULL

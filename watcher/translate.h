@@ -48,6 +48,9 @@
 #define TRANSLATE_ANN_RETRIES      "ferry.dev/retries"
 #define TRANSLATE_ANN_HEALTH_CHECK "ferry.dev/health-check"
 #define TRANSLATE_ANN_SEND_PROXY   "ferry.dev/send-proxy"
+/* A duration ("30s", "0" = no limit) bounding how long a backend taken
+ * away keeps its connections (the service's drain_timeout). */
+#define TRANSLATE_ANN_DRAIN_TIMEOUT "ferry.dev/drain-timeout"
 
 /* Counters of one build, for logs and metrics. */
 struct translate_stats {

@@ -32,6 +32,7 @@ const char *const accesslog_cause_text[ACCESSLOG__COUNT] = {
     [ACCESSLOG_PROXY_INVALID] = "proxy_header_invalid",
     [ACCESSLOG_PROXY_CLOSED] = "proxy_header_closed",
     [ACCESSLOG_RESOURCE] = "resource",
+    [ACCESSLOG_DRAIN_TIMEOUT] = "drain_timeout",
 };
 
 /* ---- formatting ---------------------------------------------------------- */

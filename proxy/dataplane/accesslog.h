@@ -35,7 +35,9 @@ enum accesslog_cause {
     ACCESSLOG_PROXY_TIMEOUT, /* accept_proxy (stats_pp_refusal order) */
     ACCESSLOG_PROXY_INVALID,
     ACCESSLOG_PROXY_CLOSED,
-    ACCESSLOG_RESOURCE, /* out of descriptors or memory */
+    ACCESSLOG_RESOURCE,      /* out of descriptors or memory */
+    ACCESSLOG_DRAIN_TIMEOUT, /* its backend was taken away drain_timeout
+                              * ago (a service's, drain.h) */
     ACCESSLOG__COUNT
 };
 

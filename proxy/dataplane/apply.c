@@ -3,6 +3,7 @@
 #include <sys/resource.h>
 
 #include "apply.h"
+#include "drain.h"
 #include "listener.h"
 #include "log.h"
 #include "proxy-t.h"
@@ -660,6 +661,7 @@ swap_table(struct apply *a)
 {
     struct proxy *p = a->p;
 
+    drain_swap(p->svcs, p->nsvcs, a->svcs, a->t);
     svc_unref_array(p->svcs, p->nsvcs);
     p->svcs = a->svcs;
     p->nsvcs = a->t->nservices;

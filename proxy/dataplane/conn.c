@@ -10,6 +10,7 @@
 #include "accesslog.h"
 #include "bug.h"
 #include "conn.h"
+#include "drain.h"
 #include "listener.h"
 #include "log.h"
 #include "proxyproto.h"
@@ -94,6 +95,7 @@ struct conn {
     uint8_t attempts;
     uint8_t src_counted; /* counted in the per-source table as <client> */
     uint8_t first_eof;   /* who ended first: 0 nobody, 1 client, 2 backend */
+    uint32_t be_idx;     /* <be> is svc->be[be_idx] (drain deadlines) */
 };
 
 _Static_assert(sizeof(struct svc_tried) <= 2 * sizeof(struct half),
@@ -625,7 +627,7 @@ conn_connected(struct conn *c)
     struct ev_loop *loop = c->w->loop;
     char *pp = c->pp_out.buf;
     uint32_t pp_len = c->pp_out.len;
-    double took = ev_now(loop) - c->attempt_start;
+    double took = ev_now(loop) - c->attempt_start, dl;
 
     backend_on_success(c->be);
     c->connect_took = ev_now(loop) - c->accepted;
@@ -641,6 +643,12 @@ conn_connected(struct conn *c)
     c->c2b.len = pp_len;
     c->state = CONN_RELAY;
     c->last_active = ev_now(loop);
+    /* Picked from a service retired a moment ago (this worker had not
+     * taken its new table yet): the deadline may already run. */
+    dl = atomic_load_explicit(&c->svc->be[c->be_idx].drain_deadline,
+                              memory_order_relaxed);
+    if (dl > 0)
+        drain_worker_note(c->w, dl);
     ev_timer_stop(loop, &c->timer);
     ev_timer_set(&c->timer, c->svc->spec.idle_timeout_ms / 1e3, 0.);
     ev_timer_start(loop, &c->timer);
@@ -703,6 +711,7 @@ conn_try_connect(struct conn *c)
             stats_inc(&s->st->retries);
         c->attempt_start = ev_now(loop);
         c->be = backend_ref(s->be[i].b);
+        c->be_idx = (uint32_t)i;
         atomic_fetch_add_explicit(&c->be->active, 1, memory_order_relaxed);
         fd = socket(c->be->addr.u.sa.sa_family,
                     SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -977,6 +986,39 @@ conn_on_timer(struct ev_loop *loop, struct ev_timer *t, int rev)
     }
     conn_log(LOG_DEBUG, c, "idle for %.3f s, closing", idle);
     conn_close(c, 0, ACCESSLOG_IDLE_TIMEOUT);
+}
+
+double
+conn_drain_scan(struct worker *w, double now)
+{
+    struct conn *c, *next;
+    double dl, first = 0;
+    unsigned n = 0;
+
+    for (c = w->conns; c != NULL; c = next) {
+        next = c->next;
+        if (c->be == NULL)
+            continue; /* no backend yet, or between two */
+        dl = atomic_load_explicit(&c->svc->be[c->be_idx].drain_deadline,
+                                  memory_order_relaxed);
+        if (dl <= 0)
+            continue;
+        if (dl > now) {
+            if (first == 0 || dl < first)
+                first = dl;
+            continue;
+        }
+        stats_inc(&c->svc->st->drain_closed);
+        conn_log(LOG_DEBUG, c, "backend taken away %u ms ago: resetting",
+                 c->svc->spec.drain_timeout_ms);
+        conn_close(c, 1, ACCESSLOG_DRAIN_TIMEOUT);
+        n++;
+    }
+    if (n > 0)
+        log_info("drain_timeout: reset %u connection(s) to backends taken "
+                 "away",
+                 n);
+    return first;
 }
 
 void

@@ -20,6 +20,11 @@ struct worker;
 void conn_accept(struct worker *w, struct svc *s, int fd,
                  const struct saddr *client);
 
+/* Reset and count every connection of <w> whose backend's drain
+ * deadline (drain.h) is at or before <now>. Returns the earliest deadline
+ * of those left, or 0 if none has one. <w>'s thread. */
+double conn_drain_scan(struct worker *w, double now);
+
 /* Close every open connection of <w> at once (end of drain). */
 void conn_close_all(struct worker *w);
 

@@ -8,6 +8,7 @@
 #include "apply.h"
 #include "bug.h"
 #include "conn.h"
+#include "drain.h"
 #include "listener.h"
 #include "log.h"
 #include "proxy-t.h"
@@ -176,6 +177,7 @@ proxy_apply(struct proxy *p, struct table *t, enum proxy_apply_mode mode,
         proxy_inherit_done(p);
     if (p->on_applied != NULL)
         p->on_applied(p, p->on_applied_arg);
+    drain_refresh(); /* after the admin's drains were set again */
     return 0;
 }
 

@@ -119,6 +119,9 @@ struct svc_stats {
      * want of room in the per-source table (srcrules.h). */
     atomic_uint_fast64_t src_refused[STATS_SRC__COUNT];
     atomic_uint_fast64_t src_uncounted;
+    /* Connections reset because their backend was taken away longer
+     * than drain_timeout ago (drain.h). */
+    atomic_uint_fast64_t drain_closed;
     /* The per-source table, made by svc_new() on the control loop for
      * the first runtime service of this name with a per-source limit,
      * before any worker sees that service; kept until the stats go, so

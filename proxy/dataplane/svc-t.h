@@ -27,6 +27,12 @@ struct svc_be {
      * for none, and "drained": no new connections (0 or 1). */
     _Atomic int32_t ovr_weight;
     atomic_uint drained;
+    /* Taken away (drained here, or gone from the service that replaced
+     * this one; drain.h): the loop time it was, control loop only, and
+     * when its connections are to be closed, 0 for never (control loop
+     * writes, the workers read). */
+    double drain_since;
+    _Atomic double drain_deadline;
 };
 
 /* Worker threads that pick (slots per svc); set once at start, before the
@@ -50,6 +56,13 @@ struct svc {
     struct svc_stats *st;    /* reference; counters surviving reloads */
     struct tbl_backend *tbe; /* the table's backends, copied (nbe) */
     struct tbl_service spec; /* copy; spec.frontends/backends not owned */
+    /* Replaced or removed while connections may still use it: drain.c's
+     * list of retired services, under its mutex. <succ> is the runtime
+     * service of the same name in force now (a reference), or NULL when
+     * the name is gone. */
+    int retired;
+    struct svc *succ;
+    struct svc *rprev, *rnext;
 };
 
 /* The calling worker's balancer slot. */

@@ -4,6 +4,7 @@
 #include "affinity.h"
 #include "balance.h"
 #include "bug.h"
+#include "drain.h"
 #include "srcrules.h"
 #include "stats.h"
 #include "svc-t.h"
@@ -82,11 +83,13 @@ svc_ref(struct svc *s)
 void
 svc_unref(struct svc *s)
 {
+    struct svc *succ;
     size_t i;
 
     if (s == NULL
         || atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) != 1)
         return;
+    succ = drain_forget(s);
     s->bal->release(s->bal_state);
     for (i = 0; i < s->nbe; i++)
         backend_unref(s->be[i].b);
@@ -97,6 +100,7 @@ svc_unref(struct svc *s)
     free(s->be);
     free(s->tbe);
     free(s);
+    svc_unref(succ);
 }
 
 int
@@ -295,6 +299,20 @@ svc_backend_drained(const struct svc *s, size_t i)
 void
 svc_set_drained(struct svc *s, size_t i, int drained)
 {
+    struct svc_be *e;
+    double dl = 0;
+
     BUG_ON(i >= s->nbe);
-    atomic_store(&s->be[i].drained, drained ? 1u : 0u);
+    e = &s->be[i];
+    atomic_store(&e->drained, drained ? 1u : 0u);
+    if (!drained)
+        e->drain_since = 0;
+    else if (e->drain_since <= 0)
+        e->drain_since = drain_now();
+    if (drained && s->spec.drain_timeout_ms > 0)
+        dl = e->drain_since + s->spec.drain_timeout_ms / 1e3;
+    if (atomic_load_explicit(&e->drain_deadline, memory_order_relaxed) != dl) {
+        atomic_store(&e->drain_deadline, dl);
+        drain_mark_changed();
+    }
 }

@@ -80,7 +80,9 @@ const char *svc_backend_name(const struct svc *s, size_t i);
 uint32_t svc_backend_weight(const struct svc *s, size_t i);
 uint32_t svc_backend_config_weight(const struct svc *s, size_t i);
 
-/* The admin's "drained": no new connections to backend <i>. Control
+/* The admin's "drained": no new connections to backend <i>; with the
+ * service's drain_timeout, its open ones are closed that long after it
+ * was first drained (drain.h; call drain_refresh() once done). Control
  * loop writes, workers read. */
 int svc_backend_drained(const struct svc *s, size_t i);
 void svc_set_drained(struct svc *s, size_t i, int drained);

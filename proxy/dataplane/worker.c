@@ -3,6 +3,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include "drain.h"
 #include "listener.h"
 #include "log.h"
 #include "stats.h"
@@ -43,6 +44,7 @@ worker_init(struct worker *w, struct ev_loop *loop)
     ev_timer_init(&w->accept_resume, worker_on_resume, ACCEPT_PAUSE_S, 0.);
     w->accept_resume.data = w;
     w->nworkers = 1;
+    drain_worker_init(w);
     return 0;
 }
 
@@ -146,6 +148,7 @@ void
 worker_deinit(struct worker *w)
 {
     ev_timer_stop(w->loop, &w->accept_resume);
+    drain_worker_deinit(w);
     listener_dispatch_clear(w);
     udp_worker_free(w);
     free_list(&w->free_bufs, &w->nfree_bufs);

@@ -64,6 +64,13 @@ struct worker {
      * affinity pins of a changed service come from it). NULL otherwise. */
     struct table *dtable;
     struct svc **dsvcs;
+    /* drain.h: woken when a backend's drain deadline changes, and a
+     * timer at the earliest deadline of its connections (<drain_at>, 0
+     * when stopped); <drain_next> links drain.c's list of workers. */
+    struct ev_async drain_kick;
+    struct ev_timer drain_timer;
+    double drain_at;
+    struct worker *drain_next;
     /* UDP frontends and flows (udp.h). */
     struct udp_worker *udp;
 };

@@ -61,6 +61,7 @@ struct kube {
 /* How often the kernel's table is compared with what ferry wrote, and the
  * back-off of a failed transaction. */
 #define KUBE_NFT_VERIFY_S    10.0
+#define KUBE_NFT_VERIFY_SHARE 20.0 /* interval >= this x the check's time */
 #define KUBE_NFT_RETRY_MIN_S 1.0
 #define KUBE_NFT_RETRY_MAX_S 30.0
 #define KUBE_NFT_RESYNC_S    3600.0
@@ -435,15 +436,29 @@ static void
 kube_on_kverify(struct ev_loop *loop, struct ev_timer *t, int rev)
 {
     struct kube *k = t->data;
+    double t0 = ev_time(), every;
     struct err e;
 
-    (void)loop;
     (void)rev;
     if (k->kfed == NULL || k->kfailing > 0)
         return; /* nothing committed yet, or a retry is on its way */
     err_clear(&e);
     if (nft_verify(k->nft, &e) < 0)
         log_error("nftables: cannot check the table: %s", e.msg);
+    /* At scale the check lists tens of thousands of chains, seconds of
+     * the control loop's time during which API events wait: it gets at
+     * most a twentieth of that time. */
+    every = (ev_time() - t0) * KUBE_NFT_VERIFY_SHARE;
+    if (every < KUBE_NFT_VERIFY_S)
+        every = KUBE_NFT_VERIFY_S;
+    if (every > 1.5 * t->repeat || every < t->repeat / 1.5) {
+        if (every > t->repeat)
+            log_info("nftables: checking the table took %.1f s: checking "
+                     "it every %.0f s",
+                     every / KUBE_NFT_VERIFY_SHARE, every);
+        t->repeat = every;
+        ev_timer_again(loop, t);
+    }
     kube_nft_commit(k); /* what verify left pending, or the hourly rewrite */
 }
 

@@ -13,6 +13,7 @@
 #include "admin.h"
 #include "backend.h"
 #include "balance.h"
+#include "drain.h"
 #include "health.h"
 #include "httpd.h"
 #include "httpreq.h"
@@ -809,6 +810,7 @@ control(struct admin *a, const struct httpreq *r, const char *rest,
         return;
     }
     ovr_apply(a);
+    drain_refresh();
     if (drained == 1)
         action_log(a, now,
                    "admin: backend %s (%s) of service %s drained: no new "

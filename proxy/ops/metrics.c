@@ -605,6 +605,12 @@ write_services(struct sbuf *b, struct svc *const *svcs, size_t n,
                    stats_get(&svc_counters(svcs[i])->fail[r]));
         }
     }
+    family(b, "ferry_drain_closed_total", "counter",
+           "Connections reset because their backend was taken away (gone "
+           "from the table, or drained) longer than drain_timeout ago.");
+    for (i = 0; i < n; i++)
+        sample(b, "ferry_drain_closed_total", lab_get(ls, i), NULL,
+               stats_get(&svc_counters(svcs[i])->drain_closed));
     family(b, "ferry_service_connect_retries_total", "counter",
            "Connect attempts beyond the first, on another backend.");
     for (i = 0; i < n; i++)

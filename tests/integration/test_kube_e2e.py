@@ -110,11 +110,14 @@ class Env:
         self.held.append(h)
         return h
 
-    def web(self, pods, ready_names=None, np=None):
+    def web(self, pods, ready_names=None, np=None, annotations=None):
         """Service web (NodePort) and its slice web-1 with <pods>; returns
         the NodePort address."""
         np = np or self.nodeport()
-        self.sim.create("services", svc_obj("web", [("http", 80, np)]))
+        obj = svc_obj("web", [("http", 80, np)])
+        if annotations:
+            obj["metadata"]["annotations"] = annotations
+        self.sim.create("services", obj)
         port = next(iter(pods.values())).port
         put_slice(self.sim, "web-1", "web",
                   [ep(p) for n, p in pods.items()
@@ -274,6 +277,27 @@ def test_not_ready_and_removal_keep_open_connections(env):
     env.admin.wait_backends(WEB, None)
     wait_for(lambda: ft.is_refused(addr), kt.dl(15), "NodePort closed")
     assert h2.finish() == holder
+
+
+def test_drain_timeout_annotation_bounds_a_removed_endpoint(env):
+    """README "Removing a backend": with ferry.dev/drain-timeout, an
+    endpoint gone from the EndpointSlice keeps its open connection that
+    long at most; then it is reset and counted."""
+    import admintest as at
+    pods = env.pods(["pod-1", "pod-2"])
+    addr = env.web(pods, annotations={"ferry.dev/drain-timeout": "300ms"})
+    env.start_ferry()
+    wait_answers(addr, pods)
+    h = env.hold(addr)
+    victim = wait_for(lambda: held_backend(env.admin), kt.dl(10),
+                      "the held connection's backend")
+    others = [n for n in pods if n != victim]
+    put_slice(env.sim, "web-1", "web", [ep(pods[n]) for n in others],
+              pods[victim].port)
+    assert ft.closed_how(h.sock, kt.dl(10)) == "reset"
+    assert at.sample(at.scrape(env.admin.addr), "ferry_drain_closed_total",
+                     service=WEB) == 1
+    assert set(kt.ask_many(addr, 2)) == set(others)
 
 
 def test_rolling_update_loses_no_connection(env):

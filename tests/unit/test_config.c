@@ -223,6 +223,58 @@ test_proxy_protocol_keys(void **state)
                  2, 3, "accept_proxy");
 }
 
+/* drain_timeout: 0 (no limit) unless set; in "defaults:" for every
+ * service, per service over it; a duration from 0 to 24h, refused where
+ * it is written otherwise. */
+static void
+test_drain_timeout_key(void **state)
+{
+    const char *yaml = "defaults:\n"
+                       "  drain_timeout: 30s\n"
+                       "services:\n"
+                       "  - name: a\n"
+                       "    listen: [127.0.0.1:1]\n" BACKENDS
+                       "  - name: b\n"
+                       "    listen: [127.0.0.1:2]\n"
+                       "    drain_timeout: 1.5s\n" BACKENDS
+                       "  - name: c\n"
+                       "    listen: [127.0.0.1:3]\n"
+                       "    drain_timeout: 0\n" BACKENDS;
+    const char *plain = "services:\n"
+                        "  - name: a\n"
+                        "    listen: [127.0.0.1:1]\n" BACKENDS;
+    struct err e;
+    struct conf *c = load(yaml, &e);
+
+    (void)state;
+    assert_non_null(c);
+    assert_int_equal(find(c, "a")->drain_timeout_ms, 30000); /* defaults */
+    assert_int_equal(find(c, "b")->drain_timeout_ms, 1500);
+    assert_int_equal(find(c, "c")->drain_timeout_ms, 0);
+    assert_int_equal(c->drain_timeout_ms, 30000); /* SIGTERM's, apart */
+    conf_free(c);
+    c = load(plain, &e);
+    assert_non_null(c);
+    assert_int_equal(find(c, "a")->drain_timeout_ms, 0);
+    conf_free(c);
+    c = load("defaults:\n  drain_timeout: 24h\n"
+             "services:\n  - name: a\n    listen: [127.0.0.1:1]\n" BACKENDS,
+             &e);
+    assert_non_null(c);
+    assert_int_equal(find(c, "a")->drain_timeout_ms, 24u * 3600 * 1000);
+    conf_free(c);
+    expect_error("services:\n  - name: a\n    listen: [127.0.0.1:1]\n"
+                 "    drain_timeout: 25h\n" BACKENDS,
+                 4, 20, "drain_timeout");
+    expect_error("services:\n  - name: a\n    listen: [127.0.0.1:1]\n"
+                 "    drain_timeout: 5\n" BACKENDS,
+                 4, 20, "duration needs a unit");
+    expect_error("defaults:\n  drain_timeout: -1s\n", 2, 18,
+                 "drain_timeout");
+    expect_error("defaults:\n  drain_timeout: [1s]\n", 2, 18,
+                 "drain_timeout");
+}
+
 /* UDP services: protocol, udp_idle_timeout, udp_responses and max_flows
  * with their defaults; a UDP and a TCP service on one address and port;
  * keys of the other protocol, bad values and clashes refused where they
@@ -295,6 +347,8 @@ test_udp_keys(void **state)
                  33, "max_connections_per_source");
     expect_error(UDP_SVC "    connection_rate_per_source: 1\n" BACKENDS, 5,
                  33, "connection_rate_per_source");
+    expect_error(UDP_SVC "    drain_timeout: 1s\n" BACKENDS, 5, 20,
+                 "drain_timeout applies to TCP");
     expect_error("services:\n  - name: t\n    listen: [127.0.0.1:1]\n"
                  "    udp_responses: 1\n" BACKENDS,
                  4, 20,
@@ -1492,6 +1546,7 @@ main(void)
         cmocka_unit_test(test_full),
         cmocka_unit_test(test_builtin_defaults),
         cmocka_unit_test(test_proxy_protocol_keys),
+        cmocka_unit_test(test_drain_timeout_key),
         cmocka_unit_test(test_source_rule_keys),
         cmocka_unit_test(test_udp_keys),
         cmocka_unit_test(test_access_log_keys),

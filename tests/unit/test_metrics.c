@@ -161,6 +161,7 @@ test_write_services(void **state)
     stats_inc(&svc_counters(s)->accepted);
     stats_inc(&svc_counters(s)->accepted);
     stats_inc(&svc_counters(s)->fail[STATS_FAIL_TIMEOUT]);
+    stats_add(&svc_counters(s)->drain_closed, 3);
     stats_add(&svc_backend(s, 1)->bytes_in, 1234);
     stats_inc(&svc_backend(s, 0)->n_fail[STATS_FAIL_REFUSED]);
     svc_set_weight_override(s, 1, 7);
@@ -184,6 +185,8 @@ test_write_services(void **state)
                     "{service=\"we\\\"b\"} 2\n");
     assert_has(b.p, "ferry_service_connections_failed_total"
                     "{service=\"we\\\"b\",reason=\"timeout\"} 1\n");
+    assert_has(b.p, "# TYPE ferry_drain_closed_total counter\n"
+                    "ferry_drain_closed_total{service=\"we\\\"b\"} 3\n");
     assert_has(b.p, "ferry_backend_bytes_total{service=\"we\\\"b\","
                     "backend=\"b1\",address=\"127.0.0.1:9102\","
                     "direction=\"in\"} 1234\n");

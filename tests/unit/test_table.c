@@ -395,6 +395,12 @@ ch_rate_per_source(struct tbl_service *s)
 }
 
 static void
+ch_drain_timeout(struct tbl_service *s)
+{
+    s->drain_timeout_ms = 1000;
+}
+
+static void
 ch_hc_node_port(struct tbl_service *s)
 {
     s->hc_node_port = 32100;
@@ -470,6 +476,7 @@ static const struct field service_fields[] = {
     FIELD(retries, ch_retries),
     FIELD(max_conns, ch_max_conns),
     FIELD(affinity_timeout_ms, ch_affinity),
+    FIELD(drain_timeout_ms, ch_drain_timeout),
     FIELD(check, ch_check_type),
     FIELD(send_proxy, ch_send_proxy),
     FIELD(accept_proxy, ch_accept_proxy),

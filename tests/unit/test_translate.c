@@ -550,22 +550,26 @@ test_feature_annotations(void **state)
     pol.check.timeout_ms = 300;
     pol.check.rise = 4;
     pol.check.fall = 5;
+    pol.drain_timeout_ms = 9000;
     f->o.policy = &pol;
     put(f->svcs,
         "{'metadata':{'namespace':'shop','name':'good','annotations':{"
         "'ferry.dev/balance':'leastconn','ferry.dev/retries':'3',"
-        "'ferry.dev/send-proxy':'v2','ferry.dev/health-check':'http:/hz'}},"
+        "'ferry.dev/send-proxy':'v2','ferry.dev/health-check':'http:/hz',"
+        "'ferry.dev/drain-timeout':'1.5s'}},"
         "'spec':{'clusterIP':'198.18.0.12','ports':[{'name':'http',"
         "'protocol':'TCP','port':80}]}}");
     put(f->svcs,
         "{'metadata':{'namespace':'shop','name':'bad','annotations':{"
         "'ferry.dev/balance':'fastest','ferry.dev/retries':'15',"
-        "'ferry.dev/send-proxy':'v3','ferry.dev/health-check':'udp'}},"
+        "'ferry.dev/send-proxy':'v3','ferry.dev/health-check':'udp',"
+        "'ferry.dev/drain-timeout':'25h'}},"
         "'spec':{'clusterIP':'198.18.0.13','ports':[{'name':'http',"
         "'protocol':'TCP','port':80}]}}");
     put(f->svcs,
         "{'metadata':{'namespace':'shop','name':'tcp','annotations':{"
-        "'ferry.dev/health-check':'tcp'}},'spec':{'clusterIP':"
+        "'ferry.dev/health-check':'tcp','ferry.dev/drain-timeout':'0'}},"
+        "'spec':{'clusterIP':"
         "'198.18.0.14','ports':[{'name':'http','protocol':'TCP','port':80}]}}");
     build(f);
     s = get(f, "shop/good:http");
@@ -576,17 +580,21 @@ test_feature_annotations(void **state)
     assert_string_equal(s->check.path, "/hz");
     assert_int_equal(s->check.interval_ms, 700); /* from the policy */
     assert_int_equal(s->check.fall, 5);
+    assert_int_equal(s->drain_timeout_ms, 1500);
     s = get(f, "shop/bad:http");
+    assert_int_equal(s->drain_timeout_ms, 9000); /* the policy's */
     assert_int_equal(s->balance, TBL_BAL_ROUNDROBIN);
     assert_int_equal(s->retries, 1);
     assert_int_equal(s->send_proxy, TBL_SEND_PROXY_NONE);
     assert_int_equal(s->check.type, TBL_CHECK_NONE);
-    assert_int_equal(NSKIP(f, SERVICE, BAD_ANNOTATION), 4);
+    assert_int_equal(NSKIP(f, SERVICE, BAD_ANNOTATION), 5);
     assert_note(f, "ferry.dev/balance \"fastest\"");
     assert_note(f, "ferry.dev/retries \"15\": not 0 to 14");
     assert_note(f, "ferry.dev/send-proxy \"v3\"");
     assert_note(f, "ferry.dev/health-check \"udp\"");
+    assert_note(f, "ferry.dev/drain-timeout \"25h\": not a duration");
     assert_int_equal(get(f, "shop/tcp:http")->check.type, TBL_CHECK_TCP);
+    assert_int_equal(get(f, "shop/tcp:http")->drain_timeout_ms, 0);
 
     /* The health check also reaches kernel services. */
     f->o.kernel = 1;
