@@ -25,8 +25,7 @@ const char *const tlshello_err_text[TLSHELLO_ERR__COUNT] = {
     [TLSHELLO_ERR_NONE] = "no error",
     [TLSHELLO_ERR_NOT_HANDSHAKE] = "not a TLS handshake record",
     [TLSHELLO_ERR_VERSION] = "not TLS version 3.x",
-    [TLSHELLO_ERR_RECORD_LENGTH] = "TLS record of 0 or more than 16384 "
-                                   "bytes",
+    [TLSHELLO_ERR_RECORD_LENGTH] = "TLS record of 0 or over 16384 bytes",
     [TLSHELLO_ERR_NOT_HELLO] = "handshake message is not a ClientHello",
     [TLSHELLO_ERR_TOO_LARGE] = "ClientHello larger than 16384 bytes",
     [TLSHELLO_ERR_TRAILING] = "bytes after the ClientHello in its record",
