@@ -8,6 +8,7 @@
 #include "conn.h"
 #include "listener.h"
 #include "log.h"
+#include "sniroute.h"
 #include "sock.h"
 #include "stats.h"
 #include "svc-t.h"
@@ -120,6 +121,7 @@ listener_free(struct listener *l)
 void
 listener_dispatch_clear(struct worker *w)
 {
+    sniroute_clear(w);
     if (w->dtable != NULL)
         svc_unref_array(w->dsvcs, w->dtable->nservices);
     table_unref(w->dtable);
@@ -136,7 +138,8 @@ listener_dispatch_set(struct worker *w, struct table *t,
     int any = 0;
 
     for (i = 0; i < t->nservices && !any; i++)
-        any = t->services[i].reach == TBL_REACH_DISPATCH;
+        any = t->services[i].reach == TBL_REACH_DISPATCH
+              || t->services[i].nsni > 0;
     listener_dispatch_clear(w);
     if (!any)
         return;
@@ -149,6 +152,7 @@ listener_dispatch_set(struct worker *w, struct table *t,
         v[i] = svc_ref(svcs[i]);
     w->dtable = table_ref(t);
     w->dsvcs = v;
+    sniroute_build(w);
 }
 
 static void
@@ -263,7 +267,7 @@ listener_on_accept(struct ev_loop *loop, struct ev_io *io, int revents)
                               memory_order_relaxed);
         if (l->svc->spec.reach == TBL_REACH_DISPATCH)
             dispatch(w, l, fd, &client);
-        else
+        else if (w->sni == NULL || !sniroute_accept(w, &l->addr, fd, &client))
             conn_accept(w, l->svc, fd, &client);
     }
 }

@@ -46,8 +46,9 @@ struct listener *listener_new(struct worker *w, const struct saddr *addr,
                               unsigned flags, struct err *e);
 
 /* Keep <t> and its runtime services <svcs> (new references) on <w> for
- * redirected connections, in place of the previous ones; a table without
- * a DISPATCH service keeps nothing. Clear drops them. Owner's loop. */
+ * redirected connections and SNI routing (sniroute.h), in place of the
+ * previous ones; a table without a DISPATCH service or a service with
+ * server names keeps nothing. Clear drops them. Owner's loop. */
 void listener_dispatch_set(struct worker *w, struct table *t,
                            struct svc *const *svcs);
 void listener_dispatch_clear(struct worker *w);

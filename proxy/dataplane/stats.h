@@ -105,6 +105,9 @@ struct svc_stats {
      * want of room in the per-source table (srcrules.h). */
     atomic_uint_fast64_t src_refused[STATS_SRC__COUNT];
     atomic_uint_fast64_t src_uncounted;
+    /* SNI routing (sniroute.h): clients sent here by the server name of
+     * their ClientHello [0], or as an address's default_service [1]. */
+    atomic_uint_fast64_t sni_routed[2];
     /* The per-source table, made by svc_new() on the control loop for
      * the first runtime service of this name with a per-source limit,
      * before any worker sees that service; kept until the stats go, so

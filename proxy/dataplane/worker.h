@@ -28,6 +28,8 @@
 
 struct conn;
 struct listener;
+struct sniroute_map;
+struct sniroute_wait;
 
 struct worker {
     struct ev_loop *loop;
@@ -62,6 +64,10 @@ struct worker {
      * frontend is its original destination. NULL otherwise. */
     struct table *dtable;
     struct svc **dsvcs;
+    /* SNI routing built from them (sniroute.h), or NULL; the clients
+     * whose ClientHello is awaited (counted in nconns). */
+    struct sniroute_map *sni;
+    struct sniroute_wait *sni_waits;
 };
 
 /* enum worker_splice in force, for every worker. */
