@@ -57,10 +57,11 @@ class Sni:
 
     def __init__(self, tmp, ferry_bin):
         self.be = {n: ft.Backend(n, handler=record_all)
-                   for n in ("a", "wild", "exact", "dflt", "only", "pa")}
+                   for n in ("a", "wild", "exact", "dflt", "only", "pa",
+                             "denied", "pdflt")}
         self.shared = ft.free_addr()   # a, wild, exact; default dflt
         self.alone = ft.free_addr()    # only, no default
-        self.proxied = ft.free_addr()  # pa, accept_proxy + send_proxy
+        self.proxied = ft.free_addr()  # pa (send_proxy), default pdflt
         self.admin = ft.free_addr()
         svcs = [
             ft.service("a", self.shared, [self.be["a"]], sni=["a.example"]),
@@ -69,16 +70,22 @@ class Sni:
             ft.service("exact", self.shared, [self.be["exact"]],
                        sni=["x.w.example", "other.example"]),
             ft.service("dflt", self.shared, [self.be["dflt"]]),
+            ft.service("denied", self.shared, [self.be["denied"]],
+                       sni=["deny.example"], deny=["127.0.0.0/8"]),
             ft.service("only", self.alone, [self.be["only"]],
                        sni=["only.example"]),
             ft.service("pa", self.proxied, [self.be["pa"]],
                        sni=["p.example"], accept_proxy=True,
                        send_proxy="v1"),
+            ft.service("pdflt", self.proxied, [self.be["pdflt"]],
+                       accept_proxy=True),
         ]
         listeners = [
             {"listen": self.shared, "default_service": "dflt",
              "client_hello_timeout": HELLO_TIMEOUT},
             {"listen": self.alone, "client_hello_timeout": HELLO_TIMEOUT},
+            {"listen": self.proxied, "default_service": "pdflt",
+             "client_hello_timeout": HELLO_TIMEOUT},
         ]
         text = (ft.config(svcs).rstrip("\n") + "\n"
                 + ft.to_yaml({"listeners": listeners}) + "\n")
@@ -217,7 +224,37 @@ def test_accept_proxy_header_first_then_hello(sni):
         got(sni.be["pa"], hdr + hello)
 
 
+def test_chosen_service_rules_apply(sni):
+    """The service a name picks serves the client as its own: its source
+    rules refuse a denied client, counted under its name."""
+    before = at.scrape(sni.admin)
+    s = ft.connect(sni.shared)
+    with s:
+        s.sendall(client_hello("deny.example"))
+        assert ft.closed_how(s) == "reset"
+    scrape_when(sni, lambda m: at.sample(
+        m, "ferry_service_source_refused_total", service="denied",
+        reason="deny") == 1, "the refusal counted for service denied")
+    assert sni.be["denied"].accepted == 0
+
+
 # ---------------------------------------------------------------- refused
+
+
+def test_closed_before_whole_hello_not_sent_to_default(sni):
+    """A client that ends before its hello is whole is closed, even where
+    a default_service exists, and counted."""
+    before = at.scrape(sni.admin)
+    n = sni.be["dflt"].accepted
+    s = ft.connect(sni.shared)
+    with s:
+        s.sendall(client_hello("a.example")[:40])
+        s.shutdown(socket.SHUT_WR)
+        assert ft.closed_how(s) == "eof"
+    scrape_when(sni, lambda m: hellos(m, sni.shared, "closed", "refused")
+                == hellos(before, sni.shared, "closed", "refused") + 1,
+                "a client closed early counted")
+    assert sni.be["dflt"].accepted == n
 
 
 def test_no_match_without_default_is_closed_and_counted(sni):
@@ -226,11 +263,8 @@ def test_no_match_without_default_is_closed_and_counted(sni):
                  b"\x16\x03\x01\x00\x00", b"GET / HTTP/1.1\r\n\r\n"]:
         s = ft.connect(sni.alone)
         with s:
-            try:
-                s.sendall(data)
-            except OSError:
-                pass
-            assert ft.closed_how(s) in ("reset", "eof")
+            s.sendall(data)
+            assert ft.closed_how(s) == "reset"
     m = scrape_when(
         sni, lambda m: hellos(m, sni.alone, "malformed", "refused")
         == hellos(before, sni.alone, "malformed", "refused") + 2
@@ -239,6 +273,9 @@ def test_no_match_without_default_is_closed_and_counted(sni):
         "refusals counted")
     assert (hellos(m, sni.alone, "no_match", "refused")
             == hellos(before, sni.alone, "no_match", "refused") + 1)
+    # Logged, at most one line a second.
+    sni.ferry.wait_log(r"client 127\.0\.0\.1:\d+ refused: ClientHello "
+                       r"(no_match|no_sni|malformed)")
     assert sni.be["only"].accepted == 0
 
 
@@ -247,19 +284,45 @@ def test_silent_client_closed_at_the_deadline(sni):
     s = ft.connect(sni.alone)
     with s:
         t0 = time.monotonic()
-        assert ft.closed_how(s) in ("reset", "eof")
+        assert ft.closed_how(s) == "reset"
         assert time.monotonic() - t0 >= 0.3
     scrape_when(sni, lambda m: hellos(m, sni.alone, "timeout", "refused")
                 == hellos(before, sni.alone, "timeout", "refused") + 1,
                 "a timeout counted")
 
 
+def test_proxy_header_and_hello_share_the_deadline(sni):
+    """With accept_proxy, the header and the hello must both arrive within
+    client_hello_timeout: a whole header and no hello goes to the default
+    at the deadline; half a header is closed there."""
+    before = at.scrape(sni.admin)
+    s = ft.connect(sni.proxied)
+    with s:
+        t0 = time.monotonic()
+        s.sendall(b"PROXY TCP4 198.18.0.7 198.18.0.8 40000 443\r\n")
+        assert ft.read_line(s).strip() == "pdflt"
+        assert time.monotonic() - t0 >= 0.3
+    s = ft.connect(sni.proxied)
+    with s:
+        t0 = time.monotonic()
+        s.sendall(b"PROXY TCP4 198.18.0.7 ")
+        assert ft.closed_how(s) == "reset"
+        assert time.monotonic() - t0 >= 0.3
+    scrape_when(sni, lambda m: hellos(m, sni.proxied, "timeout", "refused")
+                == hellos(before, sni.proxied, "timeout", "refused") + 1
+                and hellos(m, sni.proxied, "timeout", "default")
+                == hellos(before, sni.proxied, "timeout", "default") + 1,
+                "both timeouts counted")
+
+
 def test_bad_proxy_header_refused(sni):
+    """An invalid PROXY header is refused, though the address has a
+    default_service."""
     before = at.scrape(sni.admin)
     s = ft.connect(sni.proxied)
     with s:
         s.sendall(b"PROXY NONSENSE\r\n" + client_hello("p.example"))
-        assert ft.closed_how(s) in ("reset", "eof")
+        assert ft.closed_how(s) == "reset"
     scrape_when(sni, lambda m: hellos(m, sni.proxied, "proxy_header",
                                       "refused")
                 == hellos(before, sni.proxied, "proxy_header", "refused") + 1,
