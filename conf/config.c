@@ -1336,12 +1336,8 @@ build(struct root_in *r, struct err *e)
         conf_free(c);
         return NULL;
     }
-    for (i = 0; i < r->services.n; i++) {
-        if (add_service(c->table, &svc[i], r->services.pos[i], e) < 0) {
-            conf_free(c);
-            return NULL;
-        }
-    }
+    /* Listener entries first: the table lets a default_service share
+     * an address once it knows it is one. */
     for (i = 0; i < r->listeners.n; i++) {
         const struct listener_in *l = (const struct listener_in *)
                                           r->listeners.v + i;
@@ -1352,6 +1348,12 @@ build(struct root_in *r, struct err *e)
                sizeof(l->default_service));
         tl.client_hello_timeout_ms = (uint32_t)l->hello_timeout_ms;
         if (table_add_listener(c->table, &tl, e) < 0) {
+            conf_free(c);
+            return NULL;
+        }
+    }
+    for (i = 0; i < r->services.n; i++) {
+        if (add_service(c->table, &svc[i], r->services.pos[i], e) < 0) {
             conf_free(c);
             return NULL;
         }

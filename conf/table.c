@@ -261,7 +261,19 @@ index_service(struct table *t, size_t i)
     return 0;
 }
 
-/* Whether <svc> may listen on <a> beside those already there. */
+/* Whether <s> is the default_service of address <a>. */
+static int
+is_default(const struct table *t, const struct tbl_service *s,
+           const struct saddr *a)
+{
+    const struct tbl_listener *l = table_find_listener(t, a);
+
+    return l != NULL && strcmp(l->default_service, s->name) == 0;
+}
+
+/* The service keeping <svc> off <a>, or NULL if it may listen there
+ * beside those already there: services with server names share with
+ * each other, and with one without: the address's default_service. */
 static const struct tbl_service *
 frontend_taken(const struct table *t, const struct tbl_service *svc,
                const struct saddr *a)
@@ -269,11 +281,15 @@ frontend_taken(const struct table *t, const struct tbl_service *svc,
     unsigned char key[20];
     const struct tbl_index *f =
         index_find(t->by_frontend, key, frontend_key(a, key));
+    const struct tbl_service *first;
 
-    /* One service without names may be among them: the default. */
-    if (f == NULL || svc->nsni > 0 || f->nplain == 0)
+    if (f == NULL)
         return NULL;
-    return &t->services[f->svc];
+    first = &t->services[f->svc];
+    if (svc->nsni == 0)
+        return f->nplain == 0 && is_default(t, svc, a) ? NULL : first;
+    /* A first one without names was let in as the only one there. */
+    return first->nsni > 0 || is_default(t, first, a) ? NULL : first;
 }
 
 static void *

@@ -279,13 +279,15 @@ struct table *table_new(void);
  * ownership of <svc>). Fails, filling <e>, if the table is frozen, the
  * name is empty or taken, or a frontend is already used by a service and
  * the two cannot share it: services with server names (sni) may share a
- * frontend with each other and with one service without. Returns 0 or
- * -1. */
+ * frontend with each other and with the one service without that the
+ * address's listener entry names its default_service. Returns 0 or -1. */
 int table_add_service(struct table *t, const struct tbl_service *svc,
                       struct err *e);
 
-/* Add a copy of <l>. Fails, filling <e>, if the table is frozen or the
- * address already has one. Returns 0 or -1. */
+/* Add a copy of <l>, before the services it speaks of (its
+ * default_service may share their address only once it is known). Fails,
+ * filling <e>, if the table is frozen or the address already has one.
+ * Returns 0 or -1. */
 int table_add_listener(struct table *t, const struct tbl_listener *l,
                        struct err *e);
 

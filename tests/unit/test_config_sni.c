@@ -5,6 +5,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -174,6 +175,57 @@ test_errors(void **state)
                  2, 5, "listen");
 }
 
+/* A service without names, added by hand to the table: kept off an
+ * address with named services unless it is the address's default. */
+static void
+test_table_sharing(void **state)
+{
+    struct table *t = table_new();
+    struct tbl_service s;
+    struct tbl_listener l;
+    struct tbl_sni names[1] = {{"a.example"}};
+    struct saddr fe;
+    const char *why;
+    struct err e;
+
+    (void)state;
+    assert_int_equal(parse_hostport("127.0.0.1:8443", &fe, 0, &why), 0);
+    memset(&l, 0, sizeof(l));
+    l.addr = fe;
+    snprintf(l.default_service, sizeof(l.default_service), "dflt");
+    assert_int_equal(table_add_listener(t, &l, &e), 0);
+    assert_int_equal(table_add_listener(t, &l, &e), -1);
+    memset(&s, 0, sizeof(s));
+    s.frontends = &fe;
+    s.nfrontends = 1;
+    snprintf(s.name, sizeof(s.name), "plain");
+    assert_int_equal(table_add_service(t, &s, &e), 0);
+    /* A named one may not join a first one without names that is not
+     * the default. */
+    snprintf(s.name, sizeof(s.name), "a");
+    s.sni = names;
+    s.nsni = 1;
+    assert_int_equal(table_add_service(t, &s, &e), -1);
+    table_unref(t);
+
+    t = table_new();
+    assert_int_equal(table_add_listener(t, &l, &e), 0);
+    assert_int_equal(table_add_service(t, &s, &e), 0);
+    snprintf(s.name, sizeof(s.name), "b");
+    assert_int_equal(table_add_service(t, &s, &e), 0);
+    s.sni = NULL;
+    s.nsni = 0;
+    snprintf(s.name, sizeof(s.name), "plain");
+    assert_int_equal(table_add_service(t, &s, &e), -1);
+    assert_non_null(strstr(e.msg, "already used by service \"a\""));
+    snprintf(s.name, sizeof(s.name), "dflt");
+    assert_int_equal(table_add_service(t, &s, &e), 0);
+    /* Only one without names, even the default's namesake twice. */
+    snprintf(s.name, sizeof(s.name), "dflt2");
+    assert_int_equal(table_add_service(t, &s, &e), -1);
+    table_unref(t);
+}
+
 int
 main(void)
 {
@@ -181,6 +233,7 @@ main(void)
         cmocka_unit_test(test_shared_address),
         cmocka_unit_test(test_defaults_and_alone),
         cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_table_sharing),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
