@@ -376,3 +376,40 @@ def wait_read_by_ferry(s):
                     return int(fields[4].split(":")[1], 16) == 0
         return False
     ft.wait_for(drained, what="ferry to read the first part")
+
+
+# ---------------------------------------------------------------- reload
+
+
+def test_reload_moves_a_name(start_ferry, backends):
+    """A reload applies changed sni: lists and listeners: to the next
+    clients: a name moves from one service to another, and a default
+    appears."""
+    one, two = (backends(n, handler=record_all) for n in ("one", "two"))
+    listen = ft.free_addr()
+
+    def cfg(one_names, two_names, default=None):
+        svcs = [ft.service("one", listen, [one], sni=one_names),
+                ft.service("two", listen, [two], sni=two_names)]
+        entry = {"listen": listen}
+        if default:
+            entry["default_service"] = default
+        return (ft.config(svcs).rstrip("\n") + "\n"
+                + ft.to_yaml({"listeners": [entry]}) + "\n")
+
+    f = start_ferry(cfg(["m.example", "n.example"], ["o.example"]))
+    name, s = send_and_see(listen, client_hello("m.example"))
+    s.close()
+    assert name == "one"
+    s = ft.connect(listen)
+    with s:
+        s.sendall(client_hello("z.example"))
+        assert ft.closed_how(s) == "reset"
+    off = f.reload(cfg(["n.example"], ["o.example", "m.example"], "one"))
+    f.wait_log(r"reload: applied", off)
+    name, s = send_and_see(listen, client_hello("m.example"))
+    s.close()
+    assert name == "two"
+    name, s = send_and_see(listen, client_hello("z.example"))
+    s.close()
+    assert name == "one"
