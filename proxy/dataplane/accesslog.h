@@ -36,6 +36,13 @@ enum accesslog_cause {
     ACCESSLOG_PROXY_INVALID,
     ACCESSLOG_PROXY_CLOSED,
     ACCESSLOG_RESOURCE, /* out of descriptors or memory */
+    /* SNI routing refused it before a service was chosen
+     * (sniroute_reason order, from no_match to closed). */
+    ACCESSLOG_SNI_NO_MATCH,
+    ACCESSLOG_SNI_NO_SNI,
+    ACCESSLOG_SNI_MALFORMED,
+    ACCESSLOG_SNI_TIMEOUT,
+    ACCESSLOG_SNI_CLOSED,
     ACCESSLOG__COUNT
 };
 

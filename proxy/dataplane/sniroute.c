@@ -18,6 +18,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "accesslog.h"
 #include "bug.h"
 #include "conn.h"
 #include "log.h"
@@ -36,6 +37,10 @@
 
 _Static_assert(SNI_READ_MAX > TLSHELLO_MAX + 1024,
                "a whole ClientHello of the cap fits the read buffer");
+_Static_assert(ACCESSLOG_SNI_CLOSED - ACCESSLOG_SNI_NO_MATCH
+                       == SNIROUTE_CLOSED - SNIROUTE_NO_MATCH
+                   && SNIROUTE_PROXY == SNIROUTE_CLOSED + 1,
+               "SNI refusals and access log causes in the same order");
 
 const char *const sniroute_reason_text[SNIROUTE__COUNT] = {
     [SNIROUTE_NAME] = "name",         [SNIROUTE_NO_MATCH] = "no_match",
@@ -310,6 +315,7 @@ struct sniroute_wait {
     struct sni_addr_stats *st;
     char *buf; /* a relay buffer once something came */
     uint32_t len;
+    double accepted; /* loop time (access log) */
     uint8_t want_pp; /* accept_proxy: the PROXY header is still to come */
     uint8_t had_pp;  /* ... and came: <pp> */
     struct saddr laddr, client;
@@ -379,6 +385,7 @@ sniroute_accept(struct worker *w, const struct saddr *laddr, int fd,
     sw->want_pp = g->accept_proxy;
     sw->laddr = *laddr;
     sw->client = *client;
+    sw->accepted = ev_now(w->loop);
     ev_io_init(&sw->io, sniw_on_read, fd, EV_READ);
     ev_timer_init(&sw->timer, sniw_on_timer, g->timeout, 0.);
     sw->io.data = sw->timer.data = sw;
@@ -390,6 +397,27 @@ sniroute_accept(struct worker *w, const struct saddr *laddr, int fd,
     ev_io_start(w->loop, &sw->io);
     ev_timer_start(w->loop, &sw->timer);
     return 1;
+}
+
+/* The access log's line for a client refused before it had a service
+ * (service "-"). */
+static void
+sniw_access_log(struct worker *w, const struct saddr *client, double start,
+                enum sniroute_reason why)
+{
+    struct accesslog_rec r;
+
+    memset(&r, 0, sizeof(r));
+    r.start = start;
+    r.end = ev_now(w->loop);
+    r.connect = -1;
+    r.client = client;
+    r.service = "-";
+    r.cause = why == SNIROUTE_PROXY
+                  ? ACCESSLOG_PROXY_INVALID
+                  : (enum accesslog_cause)(ACCESSLOG_SNI_NO_MATCH + why
+                                           - SNIROUTE_NO_MATCH);
+    accesslog_emit(w->id, &r);
 }
 
 /* The ClientHello was read (<name> for SNIROUTE_NAME), or will not be:
@@ -404,6 +432,7 @@ sniw_finish(struct sniroute_wait *sw, enum sniroute_reason why,
     enum sniroute_outcome out = SNIROUTE_REFUSED;
     struct sni_addr_stats *st = sw->st;
     struct proxyproto_hdr pp = sw->pp;
+    double start = sw->accepted;
     struct saddr client = sw->client;
     int fd = sw->io.fd, had_pp = sw->had_pp;
     char *buf = sw->buf;
@@ -411,8 +440,7 @@ sniw_finish(struct sniroute_wait *sw, enum sniroute_reason why,
     char a[SADDR_STR_MAX];
     struct svc *s = NULL;
 
-    if (g != NULL && why == SNIROUTE_NAME
-        && (s = name_find(g, name)) == NULL)
+    if (why == SNIROUTE_NAME && (g == NULL || (s = name_find(g, name)) == NULL))
         why = SNIROUTE_NO_MATCH;
     if (s != NULL)
         out = SNIROUTE_ROUTED;
@@ -433,6 +461,8 @@ sniw_finish(struct sniroute_wait *sw, enum sniroute_reason why,
             close(fd);
         else
             reset_close(fd);
+        if (accesslog_enabled())
+            sniw_access_log(w, &client, start, why);
         sniw_done(w);
         return;
     }

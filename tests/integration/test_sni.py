@@ -10,6 +10,8 @@ with server_hostname); the backends are plain TCP servers that greet with
 their name and record every byte they receive, so a test checks that a
 backend got the exact hello. One ferry serves the whole module."""
 
+import os
+import re
 import socket
 import ssl
 import time
@@ -90,6 +92,9 @@ class Sni:
         text = (ft.config(svcs).rstrip("\n") + "\n"
                 + ft.to_yaml({"listeners": listeners}) + "\n")
         text = at.with_admin(text, self.admin)
+        self.access = os.path.join(str(tmp), "access.log")
+        text += ft.to_yaml({"access_log": {
+            "enabled": True, "target": "file", "path": self.access}}) + "\n"
         self.ferry = ft.Ferry(tmp, text, binary=ferry_bin)
         self.ferry.start()
 
@@ -273,6 +278,11 @@ def test_no_match_without_default_is_closed_and_counted(sni):
         "refusals counted")
     assert (hellos(m, sni.alone, "no_match", "refused")
             == hellos(before, sni.alone, "no_match", "refused") + 1)
+    # An access log line each, without a service.
+    ft.wait_for(lambda: access_line(sni, r"service=- .*cause=sni_no_match"),
+                what="an access log line for the no_match refusal")
+    for cause in ("sni_no_sni", "sni_malformed"):
+        assert access_line(sni, rf"service=- .*cause={cause}")
     # Logged, at most one line a second.
     sni.ferry.wait_log(r"client 127\.0\.0\.1:\d+ refused: ClientHello "
                        r"(no_match|no_sni|malformed)")
@@ -335,12 +345,18 @@ def test_bad_proxy_header_refused(sni):
 def test_metrics_and_status(sni):
     """Per service: clients routed by name and as the default; /status
     lists a service's server names."""
-    name, s = send_and_see(sni.shared, client_hello("only-here.w.example"))
+    hello = client_hello("only-here.w.example")
+    name, s = send_and_see(sni.shared, hello)
     s.close()
     assert name == "wild"
     name, s = send_and_see(sni.shared, client_hello("nobody.example"))
     s.close()
     assert name == "dflt"
+    # The access log names the service a client went to, and counts the
+    # hello among the bytes it sent.
+    ft.wait_for(lambda: access_line(
+        sni, rf"service=wild .*bytes_up={len(hello)} "),
+                what="an access log line for service wild")
     m = scrape_when(
         sni, lambda m: at.sample(m, "ferry_service_sni_routed_total",
                                  service="wild", via="name") >= 1
@@ -356,6 +372,14 @@ def test_metrics_and_status(sni):
 
 
 # ---------------------------------------------------------------- helpers
+
+
+def access_line(sni, pattern):
+    try:
+        with open(sni.access) as f:
+            return re.search(pattern, f.read())
+    except FileNotFoundError:
+        return None
 
 
 def wait_read_by_ferry(s):
