@@ -13,10 +13,10 @@
 
 #include "tlshello.h"
 
-#define REC_HDR       5
-#define REC_HANDSHAKE 22
-#define REC_MAX       16384 /* a record's plaintext, 2^14 */
-#define HS_HDR        4
+#define REC_HDR         5
+#define REC_HANDSHAKE   22
+#define REC_MAX         16384 /* a record's plaintext, 2^14 */
+#define HS_HDR          4
 #define HS_CLIENT_HELLO 1
 #define EXT_SERVER_NAME 0
 #define SNI_HOST_NAME   0
@@ -168,9 +168,9 @@ read_sni(struct cur *c, struct tlshello *out, enum tlshello_err *err)
         if (tlshello_name_check((const char *)name, nlen) != NULL)
             return fail(err, TLSHELLO_ERR_NAME);
         for (i = 0; i < nlen; i++)
-            out->name[i] = (char)(name[i] >= 'A' && name[i] <= 'Z'
-                                      ? name[i] - 'A' + 'a'
-                                      : name[i]);
+            out->name[i] =
+                (char)(name[i] >= 'A' && name[i] <= 'Z' ? name[i] - 'A' + 'a'
+                                                        : name[i]);
         out->name[nlen] = '\0';
     }
     return have ? TLSHELLO_NAME : TLSHELLO_NO_SNI;
@@ -264,8 +264,8 @@ tlshello_parse(const void *buf, size_t len, struct tlshello *out,
         if (have >= 1 && msg[0] != HS_CLIENT_HELLO)
             return fail(err, TLSHELLO_ERR_NOT_HELLO);
         if (have >= HS_HDR) {
-            want = HS_HDR + ((size_t)msg[1] << 16 | (size_t)msg[2] << 8
-                             | msg[3]);
+            want =
+                HS_HDR + ((size_t)msg[1] << 16 | (size_t)msg[2] << 8 | msg[3]);
             if (want > TLSHELLO_MAX)
                 return fail(err, TLSHELLO_ERR_TOO_LARGE);
             if (have + (avail - take) > want)

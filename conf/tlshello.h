@@ -17,7 +17,7 @@
  * one is refused. */
 #define TLSHELLO_MAX 16384
 /* The longest host name (RFC 1035), and room for it with its NUL. */
-#define TLSHELLO_NAME_MAX 253
+#define TLSHELLO_NAME_MAX  253
 #define TLSHELLO_NAME_SIZE (TLSHELLO_NAME_MAX + 1)
 
 enum tlshello_status {

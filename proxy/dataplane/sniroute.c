@@ -43,9 +43,9 @@ _Static_assert(ACCESSLOG_SNI_CLOSED - ACCESSLOG_SNI_NO_MATCH
                "SNI refusals and access log causes in the same order");
 
 const char *const sniroute_reason_text[SNIROUTE__COUNT] = {
-    [SNIROUTE_NAME] = "name",         [SNIROUTE_NO_MATCH] = "no_match",
-    [SNIROUTE_NO_SNI] = "no_sni",     [SNIROUTE_MALFORMED] = "malformed",
-    [SNIROUTE_TIMEOUT] = "timeout",   [SNIROUTE_CLOSED] = "closed",
+    [SNIROUTE_NAME] = "name",          [SNIROUTE_NO_MATCH] = "no_match",
+    [SNIROUTE_NO_SNI] = "no_sni",      [SNIROUTE_MALFORMED] = "malformed",
+    [SNIROUTE_TIMEOUT] = "timeout",    [SNIROUTE_CLOSED] = "closed",
     [SNIROUTE_PROXY] = "proxy_header",
 };
 

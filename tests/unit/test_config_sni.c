@@ -8,7 +8,9 @@
 #include <stdio.h>
 #include <string.h>
 
+/* clang-format off: cmocka needs the headers above first */
 #include <cmocka.h>
+/* clang-format on */
 
 #include "config.h"
 
@@ -108,21 +110,21 @@ test_errors(void **state)
                  "listen address 127.0.0.1:8443 already used by service "
                  "\"a\"");
     /* The one without names named first. */
-    expect_error("services:\n" SVC("a", "") SVC("b", "    sni: b.example\n"),
-                 6, 13,
+    expect_error("services:\n" SVC("a", "") SVC("b", "    sni: b.example\n"), 6,
+                 13,
                  "listen address 127.0.0.1:8443 is shared by services \"a\" "
                  "and \"b\", but service \"a\" has no \"sni:\"");
     /* One without names that is not the default. */
-    expect_error("services:\n" SVC("a", "    sni: a.example\n") SVC("b", ""),
-                 7, 13, "but service \"b\" has no \"sni:\"");
+    expect_error("services:\n" SVC("a", "    sni: a.example\n") SVC("b", ""), 7,
+                 13, "but service \"b\" has no \"sni:\"");
     /* Two naming the same server. */
     expect_error("services:\n" SVC("a", "    sni: [x.example, a.example]\n")
                      SVC("b", "    sni: [b.example, A.example]\n"),
                  8, 22,
                  "sni \"a.example\" of service \"b\" is also named by "
                  "service \"a\" on listen 127.0.0.1:8443");
-    expect_error("services:\n" SVC("a", "    sni: [a.example, A.Example]\n"),
-                 4, 22, "sni \"a.example\" is listed twice in service \"a\"");
+    expect_error("services:\n" SVC("a", "    sni: [a.example, A.Example]\n"), 4,
+                 22, "sni \"a.example\" is listed twice in service \"a\"");
     /* Names that are not host names. */
     expect_error("services:\n" SVC("a", "    sni: [a.example, a_b.example]\n"),
                  4, 22, "sni \"a_b.example\" of service \"a\" holds a byte");
@@ -137,31 +139,41 @@ test_errors(void **state)
     /* Services sharing an address must agree on accept_proxy. */
     expect_error("services:\n" SVC("a", "    sni: a.example\n")
                      SVC("b", "    sni: b.example\n    accept_proxy: true\n"),
-                 7, 13, "share listen 127.0.0.1:8443 but not their "
-                        "accept_proxy");
+                 7, 13,
+                 "share listen 127.0.0.1:8443 but not their "
+                 "accept_proxy");
     /* A wildcard address still overlaps a shared one. */
-    expect_error("services:\n" SVC("a", "    sni: a.example\n")
-                     "  - name: b\n    listen: 0.0.0.0:8443\n"
-                     "    sni: b.example\n"
-                     "    backends: [{address: 127.0.0.1:9001}]\n",
-                 7, 13, "overlaps");
+    expect_error(
+        "services:\n" SVC(
+            "a",
+            "    sni: a.example\n") "  - name: b\n    listen: 0.0.0.0:8443\n"
+                                    "    sni: b.example\n"
+                                    "    backends: [{address: "
+                                    "127.0.0.1:9001}]\n",
+        7, 13, "overlaps");
     /* listeners: entries. */
     expect_error("listeners:\n  - listen: 127.0.0.1:8443\n"
                  "    default_service: nope\n"
                  "services:\n" SVC("a", "    sni: a.example\n"),
-                 2, 5, "listener 127.0.0.1:8443: default_service \"nope\" "
-                       "is not a service");
-    expect_error("listeners:\n  - listen: 127.0.0.1:8443\n"
-                 "    default_service: b\n"
-                 "services:\n" SVC("a", "    sni: a.example\n")
-                 "  - name: b\n    listen: 127.0.0.1:8444\n"
-                 "    backends: [{address: 127.0.0.1:9001}]\n",
-                 2, 5, "default_service \"b\" does not listen on "
-                       "127.0.0.1:8443");
+                 2, 5,
+                 "listener 127.0.0.1:8443: default_service \"nope\" "
+                 "is not a service");
+    expect_error(
+        "listeners:\n  - listen: 127.0.0.1:8443\n"
+        "    default_service: b\n"
+        "services:\n" SVC(
+            "a",
+            "    sni: a.example\n") "  - name: b\n    listen: 127.0.0.1:8444\n"
+                                    "    backends: [{address: "
+                                    "127.0.0.1:9001}]\n",
+        2, 5,
+        "default_service \"b\" does not listen on "
+        "127.0.0.1:8443");
     expect_error("listeners:\n  - listen: 127.0.0.1:8444\n"
                  "services:\n" SVC("a", "    sni: a.example\n"),
-                 2, 5, "listener 127.0.0.1:8444: no service with \"sni:\" "
-                       "listens there");
+                 2, 5,
+                 "listener 127.0.0.1:8444: no service with \"sni:\" "
+                 "listens there");
     expect_error("listeners:\n  - listen: 127.0.0.1:8443\n"
                  "  - listen: 127.0.0.1:8443\n"
                  "services:\n" SVC("a", "    sni: a.example\n"),

@@ -7,7 +7,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* clang-format off: cmocka needs the headers above first */
 #include <cmocka.h>
+/* clang-format on */
 
 #include "tlshello.h"
 
@@ -265,8 +267,7 @@ test_garbage_at_first_byte(void **state)
     assert_int_equal(parse_err("GET / HTTP/1.1\r\n", 16),
                      TLSHELLO_ERR_NOT_HANDSHAKE);
     /* An SSLv2-style hello, and TLS alerts, are not handshake records. */
-    assert_int_equal(parse_err("\x80\x2e\x01", 3),
-                     TLSHELLO_ERR_NOT_HANDSHAKE);
+    assert_int_equal(parse_err("\x80\x2e\x01", 3), TLSHELLO_ERR_NOT_HANDSHAKE);
     assert_int_equal(parse_err("\x15\x03\x01\x00\x02", 5),
                      TLSHELLO_ERR_NOT_HANDSHAKE);
     assert_int_equal(parse_err("\x16\x02", 2), TLSHELLO_ERR_VERSION);
@@ -432,9 +433,9 @@ static void
 test_bad_names(void **state)
 {
     static const char *const bad[] = {
-        "a..example", "-a.example", "a-.example", "a_b.example",
-        "a.example.", ".example",   "1.2.3.4",    "a b.example",
-        "caf\xc3\xa9.example",
+        "a..example",  "-a.example",  "a-.example",
+        "a_b.example", "a.example.",  ".example",
+        "1.2.3.4",     "a b.example", "caf\xc3\xa9.example",
     };
     static struct bytes o;
     char label[80];
