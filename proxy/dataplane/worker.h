@@ -28,6 +28,8 @@
 
 struct conn;
 struct listener;
+struct sniroute_map;
+struct sniroute_wait;
 
 struct worker {
     struct ev_loop *loop;
@@ -70,6 +72,10 @@ struct worker {
     struct ev_timer drain_timer;
     double drain_at;
     struct worker *drain_next;
+    /* SNI routing built from them (sniroute.h), or NULL; the clients
+     * whose ClientHello is awaited (counted in nconns). */
+    struct sniroute_map *sni;
+    struct sniroute_wait *sni_waits;
 };
 
 /* enum worker_splice in force, for every worker. */

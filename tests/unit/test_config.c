@@ -510,7 +510,7 @@ test_err_unknown_key(void **state)
     expect_error("servces: []\n", 1, 1,
                  "unknown key \"servces\" at top level (known: log, "
                  "drain_timeout, defaults, services, admin, kubernetes, node, "
-                 "relay, metrics, access_log)");
+                 "relay, metrics, access_log, listeners)");
     expect_error("services:\n"
                  "  - name: web\n"
                  "    listen: 127.0.0.1:1\n"

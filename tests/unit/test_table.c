@@ -467,6 +467,8 @@ static const struct field service_fields[] = {
     FIELD(hc_ns, ch_hc_ns),
     FIELD(hc_name, ch_hc_name),
     FIELD(reach, ch_reach),
+    FIELD(sni, NULL),
+    FIELD(nsni, NULL),
 };
 
 /* The parts of the check, which counts as one field above. */
