@@ -29,6 +29,7 @@
 
 #include "config.h"
 #include "parse.h"
+#include "tlshello.h"
 #include "yamldec.h"
 #include "ydoc.h"
 
@@ -39,6 +40,8 @@
 #define CONF_ALIAS_SLACK   65536 /* nodes aliases may add to those written */
 #define SERVICE_NAME_MAX   63
 #define CONF_SRC_RULES_MAX 1024  /* prefixes per allow: or deny: list */
+#define CONF_SNI_MAX       256   /* server names per service */
+#define CONF_LISTENERS_MAX 1024  /* entries of "listeners:" */
 
 /* ---- input structs: what the file said, before defaults ---------------- */
 
@@ -87,6 +90,15 @@ struct service_in {
     uint64_t udp_idle_timeout_ms;
     uint64_t udp_responses;
     uint64_t max_flows;
+    struct yd_arr sni; /* struct tbl_sni */
+};
+
+/* "listeners:", settings of an address services share (README: SNI
+ * routing). */
+struct listener_in {
+    struct saddr listen;
+    char default_service[SERVICE_NAME_MAX + 1];
+    uint64_t hello_timeout_ms;
 };
 
 struct log_in {
@@ -162,6 +174,7 @@ struct root_in {
     uint64_t drain_timeout_ms;
     struct policy_in defaults;
     struct yd_arr services; /* struct service_in */
+    struct yd_arr listeners; /* struct listener_in */
 };
 
 /* ---- key tables -------------------------------------------------------- */
@@ -429,6 +442,10 @@ static const char *const protocol_names[] = {
     [TBL_PROTO_TCP] = "tcp", [TBL_PROTO_UDP] = "udp", NULL,
 };
 
+static const struct yd_list sni_list = {
+    "server names", sizeof(struct tbl_sni),
+    {"sni", YD_STRING, 0, 1, TLSHELLO_NAME_MAX, NULL, NULL, 0}, 1};
+
 static const struct yd_key service_keys[] = {
     {"name", YD_NAME, offsetof(struct service_in, name), 1, SERVICE_NAME_MAX,
      NULL, NULL, YD_REQUIRED},
@@ -468,6 +485,8 @@ static const struct yd_key service_keys[] = {
      1000000, "0", NULL, 0},
     {"max_flows", YD_UINT, offsetof(struct service_in, max_flows), 1,
      10000000, "10000", NULL, 0},
+    {"sni", YD_LIST, offsetof(struct service_in, sni), 1, CONF_SNI_MAX, NULL,
+     &sni_list, 0},
 };
 static const struct yd_section service_section = {
     "service", "name", service_keys, YD_NKEYS(service_keys)};
@@ -475,6 +494,22 @@ static const struct yd_section service_section = {
 static const struct yd_list service_list = {
     "services", sizeof(struct service_in),
     {"services", YD_MAP, 0, 0, 0, NULL, &service_section, 0}, 0};
+
+static const struct yd_key listener_keys[] = {
+    {"listen", YD_ADDR, offsetof(struct listener_in, listen), 0, 0, NULL,
+     NULL, YD_REQUIRED},
+    {"default_service", YD_NAME, offsetof(struct listener_in, default_service),
+     1, SERVICE_NAME_MAX, NULL, NULL, 0},
+    {"client_hello_timeout", YD_DURATION,
+     offsetof(struct listener_in, hello_timeout_ms), 1, 300000, "5s", NULL,
+     0},
+};
+static const struct yd_section listener_section = {
+    "listener", NULL, listener_keys, YD_NKEYS(listener_keys)};
+
+static const struct yd_list listener_list = {
+    "listeners", sizeof(struct listener_in),
+    {"listeners", YD_MAP, 0, 0, 0, NULL, &listener_section, 0}, 0};
 
 static const struct yd_key root_keys[] = {
     {"log", YD_MAP, offsetof(struct root_in, log), 0, 0, NULL, &log_section,
@@ -497,6 +532,8 @@ static const struct yd_key root_keys[] = {
      &metrics_section, 0},
     {"access_log", YD_MAP, offsetof(struct root_in, access_log), 0, 0, NULL,
      &access_log_section, 0},
+    {"listeners", YD_LIST, offsetof(struct root_in, listeners), 1,
+     CONF_LISTENERS_MAX, NULL, &listener_list, 0},
 };
 static const struct yd_section root_section = {"", NULL, root_keys,
                                                YD_NKEYS(root_keys)};
@@ -711,6 +748,217 @@ server_listens(const struct root_in *r, struct server_listen *out)
     return n;
 }
 
+/* ---- shared listen addresses (README: SNI routing) -------------------- */
+
+/* The "listeners:" entry of <a>, or NULL. */
+static const struct listener_in *
+listener_of(const struct root_in *r, const struct saddr *a)
+{
+    const struct listener_in *l = r->listeners.v;
+    size_t i;
+
+    for (i = 0; i < r->listeners.n; i++)
+        if (saddr_cmp(&l[i].listen, a) == 0)
+            return &l[i];
+    return NULL;
+}
+
+/* One service's "sni:" list: host names or "*." and one, lower-cased
+ * here, each once. */
+static int
+check_sni(struct service_in *svc, struct err *e)
+{
+    struct tbl_sni *v = svc->sni.v;
+    struct ref *refs;
+    size_t i, j, orig = 0;
+    const char *why;
+    long dup;
+
+    for (i = 0; i < svc->sni.n; i++) {
+        char *n = v[i].name;
+        for (j = 0; n[j] != '\0'; j++)
+            if (n[j] >= 'A' && n[j] <= 'Z')
+                n[j] = (char)(n[j] - 'A' + 'a');
+        if (n[0] == '*' && n[1] == '.')
+            n += 2;
+        if ((why = tlshello_name_check(n, strlen(n))) != NULL)
+            return yamldec_fail(e, svc->sni.pos[i],
+                                "sni \"%s\" of service \"%s\" %s (a host "
+                                "name, or \"*.\" and one)",
+                                v[i].name, svc->name, why);
+    }
+    refs = calloc(svc->sni.n, sizeof(*refs));
+    if (refs == NULL)
+        return err_set(e, "out of memory");
+    for (i = 0; i < svc->sni.n; i++) {
+        struct ref rf = {v[i].name, i, 0, svc->sni.pos[i]};
+        refs[i] = rf;
+    }
+    dup = find_dup(refs, svc->sni.n, name_item_cmp, &orig);
+    if (dup >= 0)
+        yamldec_fail(e, refs[dup].pos, "sni \"%s\" is listed twice in "
+                                       "service \"%s\"",
+                     (const char *)refs[dup].item, svc->name);
+    free(refs);
+    return dup >= 0 ? -1 : 0;
+}
+
+/* No server name is named by two of the services <g> (<n> of them, in
+ * file order) sharing an address. */
+static int
+check_sni_overlap(const struct root_in *r, const struct ref *g, size_t n,
+                  struct err *e)
+{
+    const struct service_in *svc = r->services.v;
+    char at[SADDR_STR_MAX];
+    struct ref *refs;
+    size_t i, j, k = 0, orig = 0;
+    long dup;
+
+    for (i = 0; i < n; i++)
+        k += svc[g[i].owner].sni.n;
+    if ((refs = calloc(k ? k : 1, sizeof(*refs))) == NULL)
+        return err_set(e, "out of memory");
+    for (k = 0, i = 0; i < n; i++) {
+        const struct service_in *s = &svc[g[i].owner];
+        for (j = 0; j < s->sni.n; j++, k++) {
+            struct ref rf = {((const struct tbl_sni *)s->sni.v)[j].name, k,
+                             g[i].owner, s->sni.pos[j]};
+            refs[k] = rf;
+        }
+    }
+    dup = find_dup(refs, k, name_item_cmp, &orig);
+    if (dup >= 0)
+        yamldec_fail(e, refs[dup].pos,
+                     "sni \"%s\" of service \"%s\" is also named by "
+                     "service \"%s\" on listen %s",
+                     (const char *)refs[dup].item, svc[refs[dup].owner].name,
+                     svc[refs[orig].owner].name,
+                     saddr_str(g[0].item, at, sizeof(at)));
+    free(refs);
+    return dup >= 0 ? -1 : 0;
+}
+
+/* The <n> services <g> (file order) list one address. That is allowed
+ * when each names servers (sni), but the address's default_service, they
+ * agree on accept_proxy and no name is named twice. Returns 0 when
+ * allowed, 1 when a service lists it twice (find_dup reports that), -1
+ * with <e> filled otherwise. */
+static int
+check_shared(const struct root_in *r, const struct ref *g, size_t n,
+             struct err *e)
+{
+    const struct service_in *svc = r->services.v;
+    const struct listener_in *l = listener_of(r, g[0].item);
+    char at[SADDR_STR_MAX];
+    size_t i;
+
+    int named = 0;
+
+    for (i = 1; i < n; i++)
+        if (g[i].owner == g[i - 1].owner)
+            return 1;
+    for (i = 0; i < n; i++)
+        named |= svc[g[i].owner].sni.n > 0;
+    if (!named)
+        return 1; /* no server names: a plain clash */
+    for (i = 0; i < n; i++) {
+        const struct service_in *s = &svc[g[i].owner];
+        if (s->sni.n == 0
+            && (l == NULL || strcmp(l->default_service, s->name) != 0))
+            return yamldec_fail(
+                e, g[i > 0 ? i : 1].pos,
+                "listen address %s is shared by services \"%s\" and "
+                "\"%s\", but service \"%s\" has no \"sni:\" (only "
+                "services with server names may share an address, and the "
+                "address's default_service in \"listeners:\")",
+                saddr_str(g[0].item, at, sizeof(at)), svc[g[0].owner].name,
+                svc[g[i > 0 ? i : 1].owner].name, s->name);
+        if (s->accept_proxy != svc[g[0].owner].accept_proxy)
+            return yamldec_fail(e, g[i].pos,
+                                "services \"%s\" and \"%s\" share listen "
+                                "%s but not their accept_proxy",
+                                svc[g[0].owner].name, s->name,
+                                saddr_str(g[0].item, at, sizeof(at)));
+    }
+    return check_sni_overlap(r, g, n, e);
+}
+
+/* Services sharing an address through server names count once in the
+ * overlap checks that follow: their groups in <refs> shrink to their
+ * first entry. Returns the new count, or -1 with <e> filled. */
+static long
+collapse_shared(const struct root_in *r, struct ref *refs, size_t n,
+                struct err *e)
+{
+    size_t i, start = 0, out = 0;
+    int rc;
+
+    qsort_r(refs, n, sizeof(*refs), ref_cmp, &(item_cmp_fn *){addr_item_cmp});
+    for (i = 1; i <= n; i++) {
+        if (i < n && saddr_cmp(refs[i].item, refs[start].item) == 0)
+            continue;
+        rc = i - start > 1 ? check_shared(r, refs + start, i - start, e) : 1;
+        if (rc < 0)
+            return -1;
+        if (rc == 0)
+            refs[out++] = refs[start];
+        else
+            while (start < i)
+                refs[out++] = refs[start++];
+        start = i;
+    }
+    return (long)out;
+}
+
+/* Each "listeners:" entry names an address where a service with server
+ * names listens, once, and a default_service that exists and listens
+ * there. */
+static int
+check_listeners(const struct root_in *r, struct err *e)
+{
+    const struct listener_in *l = r->listeners.v;
+    const struct service_in *svc = r->services.v;
+    char at[SADDR_STR_MAX];
+    size_t k, i, j;
+
+    for (k = 0; k < r->listeners.n; k++) {
+        const struct service_in *def = NULL;
+        int named = 0, there = 0;
+        saddr_str(&l[k].listen, at, sizeof(at));
+        if (listener_of(r, &l[k].listen) != &l[k])
+            return yamldec_fail(e, r->listeners.pos[k],
+                                "listener %s is given twice", at);
+        for (i = 0; i < r->services.n; i++) {
+            const struct saddr *a = svc[i].listen.v;
+            int here = 0;
+            for (j = 0; j < svc[i].listen.n && !here; j++)
+                here = saddr_cmp(&a[j], &l[k].listen) == 0;
+            named |= here && svc[i].sni.n > 0;
+            if (strcmp(svc[i].name, l[k].default_service) == 0) {
+                def = &svc[i];
+                there = here;
+            }
+        }
+        if (!named)
+            return yamldec_fail(e, r->listeners.pos[k],
+                                "listener %s: no service with \"sni:\" "
+                                "listens there",
+                                at);
+        if (l[k].default_service[0] != '\0' && def == NULL)
+            return yamldec_fail(e, r->listeners.pos[k],
+                                "listener %s: default_service \"%s\" is not "
+                                "a service",
+                                at, l[k].default_service);
+        if (def != NULL && !there)
+            return yamldec_fail(e, r->listeners.pos[k],
+                                "listener %s: default_service \"%s\" does "
+                                "not listen on %s",
+                                at, def->name, at);
+    }
+    return 0;
+}
+
 /* Every listen address of every service, and those of ferry's servers: none
  * may overlap another (a reload would refuse the second socket, or worse,
  * share the port and split the connections). */
@@ -747,6 +995,11 @@ check_listen(const struct root_in *r, enum tbl_proto proto, struct err *e)
             refs[n] = rf;
         }
     }
+    if ((dup = collapse_shared(r, refs, n, e)) < 0) {
+        free(refs);
+        return -1;
+    }
+    n = (size_t)dup;
     dup = find_dup(refs, n, addr_item_cmp, &orig);
     if (dup >= 0) {
         struct clash c = {refs[dup], refs[orig], 1};
@@ -869,17 +1122,17 @@ check_services(struct root_in *r, struct err *e)
         for (j = 0; j < svc[i].backends.n; j++)
             if (be[j].name[0] == '\0')
                 saddr_str(&be[j].addr, be[j].name, sizeof(be[j].name));
-        if (check_backends(&svc[i], e) < 0)
+        if (check_backends(&svc[i], e) < 0 || check_sni(&svc[i], e) < 0)
             return -1;
     }
     if (metrics_listen(&r->node, &probe, &why) < 0)
         return err_set(e, "node.metrics_listen \"%s\": %s (an address with "
                           "port, or off)",
                        r->node.metrics, why);
-    return check_listen(r, TBL_PROTO_TCP, e) < 0
-                   || check_listen(r, TBL_PROTO_UDP, e) < 0
-               ? -1
-               : 0;
+    if (check_listen(r, TBL_PROTO_TCP, e) < 0
+        || check_listen(r, TBL_PROTO_UDP, e) < 0)
+        return -1;
+    return check_listeners(r, e);
 }
 
 /* ---- building the table ------------------------------------------------ */
@@ -951,6 +1204,8 @@ add_service(struct table *t, const struct service_in *in, struct ydoc_pos pos,
         s.udp_responses = (uint32_t)in->udp_responses;
         s.max_flows = (uint32_t)in->max_flows;
     }
+    s.sni = in->sni.v;
+    s.nsni = in->sni.n;
     rc = table_add_service(t, &s, e);
     free(s.backends);
     if (rc < 0) {
@@ -1119,6 +1374,22 @@ build(struct root_in *r, struct err *e)
         conf_free(c);
         return NULL;
     }
+    /* Listener entries first: the table lets a default_service share
+     * an address once it knows it is one. */
+    for (i = 0; i < r->listeners.n; i++) {
+        const struct listener_in *l = (const struct listener_in *)
+                                          r->listeners.v + i;
+        struct tbl_listener tl;
+        memset(&tl, 0, sizeof(tl));
+        tl.addr = l->listen;
+        memcpy(tl.default_service, l->default_service,
+               sizeof(l->default_service));
+        tl.client_hello_timeout_ms = (uint32_t)l->hello_timeout_ms;
+        if (table_add_listener(c->table, &tl, e) < 0) {
+            conf_free(c);
+            return NULL;
+        }
+    }
     for (i = 0; i < r->services.n; i++) {
         if (add_service(c->table, &svc[i], r->services.pos[i], e) < 0) {
             conf_free(c);
@@ -1189,6 +1460,7 @@ static const struct proto_key tcp_only_keys[] = {
     {"max_connections_per_source", ""},
     {"connection_rate_per_source", ""},
     {"drain_timeout", " (a flow keeps its backend until it ends)"},
+    {"sni", ""},
 };
 
 static const struct proto_key udp_only_keys[] = {

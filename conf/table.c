@@ -9,6 +9,7 @@
 struct tbl_index {
     UT_hash_handle hh;
     size_t svc;
+    size_t nplain; /* frontends: services there without server names */
     size_t keylen;
     char key[];
 };
@@ -138,6 +139,7 @@ service_free(struct tbl_service *s)
     free(s->backends);
     free(s->allow);
     free(s->deny);
+    free(s->sni);
 }
 
 static void
@@ -173,6 +175,7 @@ table_unref(struct table *t)
     for (i = 0; i < t->nksvcs; i++)
         ksvc_free(&t->ksvcs[i]);
     free(t->ksvcs);
+    free(t->listeners);
     table_unref(t->kernel);
     index_free(&t->by_name);
     index_free(&t->by_frontend);
@@ -249,12 +252,53 @@ index_service(struct table *t, size_t i)
         return -1;
     for (j = 0; j < s->nfrontends; j++) {
         size_t len = frontend_key(s->proto, &s->frontends[j], key);
-        /* A service may list one frontend twice; index it once. */
-        if (index_find(t->by_frontend, key, len) == NULL
-            && index_add(&t->by_frontend, key, len, i) < 0)
-            return -1;
+        struct tbl_index *f =
+            (struct tbl_index *)index_find(t->by_frontend, key, len);
+        /* A service may list one frontend twice; index it once. Services
+         * with server names share one; the first added stays. */
+        if (f == NULL) {
+            if (index_add(&t->by_frontend, key, len, i) < 0)
+                return -1;
+            f = (struct tbl_index *)index_find(t->by_frontend, key, len);
+            f->nplain = 0;
+        } else if (f->svc == i) {
+            continue;
+        }
+        if (s->nsni == 0)
+            f->nplain++;
     }
     return 0;
+}
+
+/* Whether <s> is the default_service of address <a>. */
+static int
+is_default(const struct table *t, const struct tbl_service *s,
+           const struct saddr *a)
+{
+    const struct tbl_listener *l = table_find_listener(t, a);
+
+    return l != NULL && strcmp(l->default_service, s->name) == 0;
+}
+
+/* The service keeping <svc> off <a>, or NULL if it may listen there
+ * beside those already there: services with server names share with
+ * each other, and with one without: the address's default_service. */
+static const struct tbl_service *
+frontend_taken(const struct table *t, const struct tbl_service *svc,
+               const struct saddr *a)
+{
+    unsigned char key[20];
+    const struct tbl_index *f =
+        index_find(t->by_frontend, key, frontend_key(svc->proto, a, key));
+    const struct tbl_service *first;
+
+    if (f == NULL)
+        return NULL;
+    first = &t->services[f->svc];
+    if (svc->nsni == 0)
+        return f->nplain == 0 && is_default(t, svc, a) ? NULL : first;
+    /* A first one without names was let in as the only one there. */
+    return first->nsni > 0 || is_default(t, first, a) ? NULL : first;
 }
 
 static void *
@@ -286,7 +330,7 @@ table_add_service(struct table *t, const struct tbl_service *svc,
         return err_set(e, "duplicate service name \"%s\"", svc->name);
     for (i = 0; i < svc->nfrontends; i++) {
         const struct tbl_service *o =
-            table_find_frontend_proto(t, svc->proto, &svc->frontends[i]);
+            frontend_taken(t, svc, &svc->frontends[i]);
         if (o != NULL)
             return err_set(e, "listen address %s already used by service "
                               "\"%s\"",
@@ -308,7 +352,9 @@ table_add_service(struct table *t, const struct tbl_service *svc,
         dup_array(svc->backends, svc->nbackends, sizeof(*svc->backends));
     copy.allow = dup_array(svc->allow, svc->nallow, sizeof(*svc->allow));
     copy.deny = dup_array(svc->deny, svc->ndeny, sizeof(*svc->deny));
-    if ((svc->nfrontends && copy.frontends == NULL)
+    copy.sni = dup_array(svc->sni, svc->nsni, sizeof(*svc->sni));
+    if ((svc->nsni && copy.sni == NULL)
+        || (svc->nfrontends && copy.frontends == NULL)
         || (svc->nbackends && copy.backends == NULL)
         || (svc->nallow && copy.allow == NULL)
         || (svc->ndeny && copy.deny == NULL)) {
@@ -319,6 +365,41 @@ table_add_service(struct table *t, const struct tbl_service *svc,
     if (index_service(t, t->nservices - 1) < 0)
         return err_set(e, "out of memory");
     return 0;
+}
+
+int
+table_add_listener(struct table *t, const struct tbl_listener *l,
+                   struct err *e)
+{
+    char a[SADDR_STR_MAX];
+
+    if (t->frozen)
+        return err_set(e, "table is frozen");
+    if (table_find_listener(t, &l->addr) != NULL)
+        return err_set(e, "listener %s is given twice",
+                       saddr_str(&l->addr, a, sizeof(a)));
+    if (t->nlisteners == t->lcap) {
+        size_t ncap = t->lcap ? t->lcap * 2 : 4;
+        struct tbl_listener *n = realloc(t->listeners, ncap * sizeof(*n));
+        if (n == NULL)
+            return err_set(e, "out of memory");
+        t->listeners = n;
+        t->lcap = ncap;
+    }
+    t->listeners[t->nlisteners++] = *l;
+    return 0;
+}
+
+/* Listener entries are few (one per shared address): a scan. */
+const struct tbl_listener *
+table_find_listener(const struct table *t, const struct saddr *a)
+{
+    size_t i;
+
+    for (i = 0; i < t->nlisteners; i++)
+        if (saddr_cmp(&t->listeners[i].addr, a) == 0)
+            return &t->listeners[i];
+    return NULL;
 }
 
 int
@@ -482,6 +563,11 @@ tbl_service_equal(const struct tbl_service *a, const struct tbl_service *b)
         return 0;
     for (i = 0; i < a->nfrontends; i++)
         if (saddr_cmp(&a->frontends[i], &b->frontends[i]) != 0)
+            return 0;
+    if (a->nsni != b->nsni)
+        return 0;
+    for (i = 0; i < a->nsni; i++)
+        if (strcmp(a->sni[i].name, b->sni[i].name) != 0)
             return 0;
     for (i = 0; i < a->nbackends; i++)
         if (!tbl_backend_equal(&a->backends[i], &b->backends[i]))

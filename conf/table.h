@@ -21,6 +21,7 @@
 
 #include "err.h"
 #include "parse.h"
+#include "tlshello.h"
 
 #define TBL_NAME_MAX   128
 #define TBL_WEIGHT_MAX 256
@@ -141,6 +142,29 @@ extern const char *const tbl_proto_names[TBL_PROTO__COUNT + 1];
 #define TBL_UDP_IDLE_TIMEOUT_MS 30000
 #define TBL_UDP_MAX_FLOWS       10000
 
+/* A server name a service answers for on a shared listening address
+ * (README: SNI routing): a lower-case host name, or "*." and one: any
+ * one label followed by that name. */
+struct tbl_sni {
+    char name[TLSHELLO_NAME_SIZE];
+};
+
+/* How long a client on an SNI address has to send its whole ClientHello
+ * (and its PROXY header first, with accept_proxy), unless the address's
+ * listener entry says. */
+#define TBL_CLIENT_HELLO_TIMEOUT_MS 5000
+
+/* Settings of one listening address shared by services with server names
+ * (the config's "listeners:"). */
+struct tbl_listener {
+    struct saddr addr;
+    /* The service for clients whose ClientHello names none of the
+     * address's services, names none, is malformed or late; "" = none:
+     * they are closed. */
+    char default_service[TBL_NAME_MAX];
+    uint32_t client_hello_timeout_ms; /* 0: TBL_CLIENT_HELLO_TIMEOUT_MS */
+};
+
 struct tbl_service {
     char name[TBL_NAME_MAX]; /* unique within a table */
     enum tbl_origin origin;
@@ -180,6 +204,11 @@ struct tbl_service {
     char hc_ns[TBL_K8S_NAME_MAX];
     char hc_name[TBL_K8S_NAME_MAX];
     enum tbl_reach reach;
+    /* Server names (README: SNI routing): a service that names some may
+     * share its frontends with other such services; a connection there
+     * goes to the one its ClientHello names. */
+    struct tbl_sni *sni;
+    size_t nsni;
     /* A frontend is (proto, address, port): a UDP and a TCP service may
      * share an address and port. UDP only: a flow (client address and
      * port) ends this long after its last datagram, or after this many
@@ -252,6 +281,10 @@ struct table {
     struct tbl_ksvc *ksvcs;
     size_t nksvcs;
     size_t kcap;
+    /* Settings of addresses shared by services with server names. */
+    struct tbl_listener *listeners;
+    size_t nlisteners;
+    size_t lcap;
     /* The table whose kernel services the node's kernel dataplane serves
      * beside this one's (a reference, or NULL), for status pages: node
      * mode's merged table points at the API's. */
@@ -263,10 +296,23 @@ struct table *table_new(void);
 
 /* Add a deep copy of <svc> (its arrays are copied; the caller keeps
  * ownership of <svc>). Fails, filling <e>, if the table is frozen, the
- * name is empty or taken, or a frontend is already used by any service.
- * Returns 0 or -1. */
+ * name is empty or taken, or a frontend is already used by a service and
+ * the two cannot share it: services with server names (sni) may share a
+ * frontend with each other and with the one service without that the
+ * address's listener entry names its default_service. Returns 0 or -1. */
 int table_add_service(struct table *t, const struct tbl_service *svc,
                       struct err *e);
+
+/* Add a copy of <l>, before the services it speaks of (its
+ * default_service may share their address only once it is known). Fails,
+ * filling <e>, if the table is frozen or the address already has one.
+ * Returns 0 or -1. */
+int table_add_listener(struct table *t, const struct tbl_listener *l,
+                       struct err *e);
+
+/* The listener settings of address <a>, or NULL. */
+const struct tbl_listener *table_find_listener(const struct table *t,
+                                               const struct saddr *a);
 
 /* Add a deep copy of <k>. Fails, filling <e>, if the table is frozen or
  * the name is empty (the translator keeps names and protocols unique).
@@ -291,7 +337,8 @@ void table_unref(struct table *t);
 /* Find a service by name; NULL if absent. */
 const struct tbl_service *table_find(const struct table *t, const char *name);
 
-/* Find the TCP service owning frontend <a>. */
+/* Find the TCP service owning frontend <a>: the first added of those
+ * sharing it (services with server names). */
 const struct tbl_service *table_find_frontend(const struct table *t,
                                               const struct saddr *a);
 /* Find the service of protocol <proto> owning frontend <a>. */

@@ -33,6 +33,11 @@ const char *const accesslog_cause_text[ACCESSLOG__COUNT] = {
     [ACCESSLOG_PROXY_CLOSED] = "proxy_header_closed",
     [ACCESSLOG_RESOURCE] = "resource",
     [ACCESSLOG_DRAIN_TIMEOUT] = "drain_timeout",
+    [ACCESSLOG_SNI_NO_MATCH] = "sni_no_match",
+    [ACCESSLOG_SNI_NO_SNI] = "sni_no_sni",
+    [ACCESSLOG_SNI_MALFORMED] = "sni_malformed",
+    [ACCESSLOG_SNI_TIMEOUT] = "sni_timeout",
+    [ACCESSLOG_SNI_CLOSED] = "sni_closed",
 };
 
 /* ---- formatting ---------------------------------------------------------- */

@@ -38,6 +38,13 @@ enum accesslog_cause {
     ACCESSLOG_RESOURCE,      /* out of descriptors or memory */
     ACCESSLOG_DRAIN_TIMEOUT, /* its backend was taken away drain_timeout
                               * ago (a service's, drain.h) */
+    /* SNI routing refused it before a service was chosen
+     * (sniroute_reason order, from no_match to closed). */
+    ACCESSLOG_SNI_NO_MATCH,
+    ACCESSLOG_SNI_NO_SNI,
+    ACCESSLOG_SNI_MALFORMED,
+    ACCESSLOG_SNI_TIMEOUT,
+    ACCESSLOG_SNI_CLOSED,
     ACCESSLOG__COUNT
 };
 

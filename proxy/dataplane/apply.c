@@ -56,13 +56,19 @@ addrs_alloc(struct apply_addrs *s, size_t n)
     return n > 0 && s->v == NULL ? -1 : 0;
 }
 
-/* Sort what was added; the table's frontends are unique, so there are no
- * duplicates to drop. */
+/* Sort what was added, once each: services with server names share
+ * frontends (README: SNI routing). */
 static void
 addrs_sort(struct apply_addrs *s)
 {
+    size_t i, n = 0;
+
     if (s->n > 1)
         qsort(s->v, s->n, sizeof(*s->v), saddr_pcmp);
+    for (i = 0; i < s->n; i++)
+        if (n == 0 || saddr_cmp(&s->v[n - 1], &s->v[i]) != 0)
+            s->v[n++] = s->v[i];
+    s->n = n;
 }
 
 /* <a> and <b> together, sorted, in <out>. */

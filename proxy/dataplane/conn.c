@@ -14,6 +14,7 @@
 #include "listener.h"
 #include "log.h"
 #include "proxyproto.h"
+#include "sniroute.h"
 #include "srcrules.h"
 #include "stats.h"
 #include "svc-t.h"
@@ -96,6 +97,7 @@ struct conn {
     uint8_t src_counted; /* counted in the per-source table as <client> */
     uint8_t first_eof;   /* who ended first: 0 nobody, 1 client, 2 backend */
     uint32_t be_idx;     /* <be> is svc->be[be_idx] (drain deadlines) */
+    uint16_t early;      /* client bytes read before the connect (SNI) */
 };
 
 _Static_assert(sizeof(struct svc_tried) <= 2 * sizeof(struct half),
@@ -502,9 +504,15 @@ conn_read_proxy_hdr(struct conn *c)
     c->hdr.len = (uint32_t)(have + (size_t)take);
 }
 
-void
-conn_accept(struct worker *w, struct svc *s, int fd,
-            const struct saddr *client)
+/*
+ * Admit a client of <s> on <fd>: its source rules when <check_source>
+ * (with accept_proxy they wait for its header), the connection cap, a
+ * session object. Returns the new connection, counted and listed, or
+ * NULL with the client reset and counted.
+ */
+static struct conn *
+conn_admit(struct worker *w, struct svc *s, int fd,
+           const struct saddr *client, int check_source)
 {
     struct conn *c;
     double now = ev_now(w->loop);
@@ -513,14 +521,14 @@ conn_accept(struct worker *w, struct svc *s, int fd,
 
     /* The source rules come first, so that a refused client is counted
      * for what it is; with accept_proxy, once its header names it. */
-    if (!s->spec.accept_proxy
+    if (check_source
         && (r = conn_check_source(s, client, now, &counted)) >= 0) {
         close_reset(fd);
         if (accesslog_enabled())
             conn_access_log_refused(
                 w, s, client,
                 (enum accesslog_cause)(ACCESSLOG_SOURCE_DENY + r));
-        return;
+        return NULL;
     }
     /* Only a capped service counts (one shared atomic less per connection
      * otherwise), and it counts first: with several workers, checking and
@@ -540,7 +548,7 @@ conn_accept(struct worker *w, struct svc *s, int fd,
         close_reset(fd);
         if (accesslog_enabled())
             conn_access_log_refused(w, s, client, ACCESSLOG_LIMIT);
-        return;
+        return NULL;
     }
     c = worker_conn_alloc(w, sizeof(*c));
     if (c == NULL) {
@@ -553,7 +561,7 @@ conn_accept(struct worker *w, struct svc *s, int fd,
         close_reset(fd);
         if (accesslog_enabled())
             conn_access_log_refused(w, s, client, ACCESSLOG_RESOURCE);
-        return;
+        return NULL;
     }
     memset(c, 0, sizeof(*c));
     c->w = w;
@@ -575,6 +583,17 @@ conn_accept(struct worker *w, struct svc *s, int fd,
     worker_nconns_add(w, 1);
     stats_inc(&s->st->accepted);
     atomic_fetch_add_explicit(&s->st->active, 1, memory_order_relaxed);
+    return c;
+}
+
+void
+conn_accept(struct worker *w, struct svc *s, int fd,
+            const struct saddr *client)
+{
+    struct conn *c = conn_admit(w, s, fd, client, !s->spec.accept_proxy);
+
+    if (c == NULL)
+        return;
     if (s->spec.accept_proxy) {
         double t = s->spec.accept_proxy_timeout_ms;
         c->state = CONN_PROXY_HDR;
@@ -587,6 +606,43 @@ conn_accept(struct worker *w, struct svc *s, int fd,
     if (s->spec.send_proxy != TBL_SEND_PROXY_NONE
         && conn_prepare_proxy_hdr(c, NULL, NULL) < 0)
         return;
+    conn_try_connect(c);
+}
+
+void
+conn_accept_read(struct worker *w, struct svc *s, int fd,
+                 const struct saddr *client,
+                 const struct proxyproto_hdr *pp, char *buf, uint32_t len)
+{
+    struct conn *c = conn_admit(w, s, fd, client, 1);
+
+    BUG_ON(len > WORKER_BUF_SIZE - PROXYPROTO_WRITE_MAX);
+    if (c == NULL) {
+        if (buf != NULL)
+            worker_buf_put(w, buf);
+        return;
+    }
+    if (pp != NULL)
+        stats_inc(&s->st->pp_accepted[pp->version - 1]);
+    if (buf == NULL) {
+        if (s->spec.send_proxy != TBL_SEND_PROXY_NONE
+            && conn_prepare_proxy_hdr(c, pp, NULL) < 0)
+            return;
+        conn_try_connect(c);
+        return;
+    }
+    c->early = (uint16_t)len;
+    /* The header for the backend, if any, goes before the bytes read:
+     * they move out of its way (its length is known once written), and
+     * back against it. Given a buffer, the header cannot fail. */
+    if (s->spec.send_proxy != TBL_SEND_PROXY_NONE) {
+        memmove(buf + PROXYPROTO_WRITE_MAX, buf, len);
+        (void)conn_prepare_proxy_hdr(c, pp, buf);
+        memmove(buf + c->pp_out.len, buf + PROXYPROTO_WRITE_MAX, len);
+        len += c->pp_out.len;
+    }
+    c->pp_out.buf = buf;
+    c->pp_out.len = len;
     conn_try_connect(c);
 }
 
@@ -637,8 +693,14 @@ conn_connected(struct conn *c)
     memset(&c->c2b, 0, sizeof(c->c2b));
     memset(&c->b2c, 0, sizeof(c->b2c));
     c->bytes_c2b = c->bytes_b2c = 0;
+    if (c->early > 0) {
+        c->bytes_c2b = c->early;
+        stats_add(&c->svc->st->bytes_in, c->early);
+        stats_add(&c->be->bytes_in, c->early);
+    }
     /* The PROXY header, if any, waits in c2b: the backend gets it first,
-     * and the client is not read until it is all out (conn_update_io). */
+     * and the client is not read until it is all out (conn_update_io).
+     * So do bytes read before the connect (conn_accept_read). */
     c->c2b.buf = pp;
     c->c2b.len = pp_len;
     c->state = CONN_RELAY;
@@ -1021,9 +1083,16 @@ conn_drain_scan(struct worker *w, double now)
     return first;
 }
 
+size_t
+conn_object_size(void)
+{
+    return sizeof(struct conn);
+}
+
 void
 conn_close_all(struct worker *w)
 {
+    sniroute_close_all(w);
     while (w->conns != NULL)
         conn_close(w->conns, 1, ACCESSLOG_DRAIN_RESET);
 }

@@ -10,6 +10,7 @@
 #include "listener.h"
 #include "log.h"
 #include "proxy.h"
+#include "sniroute.h"
 #include "sock.h"
 #include "stats.h"
 #include "svc-t.h"
@@ -193,6 +194,7 @@ listener_free(struct listener *l)
 void
 listener_dispatch_clear(struct worker *w)
 {
+    sniroute_clear(w);
     if (w->dtable != NULL)
         svc_unref_array(w->dsvcs, w->dtable->nservices);
     table_unref(w->dtable);
@@ -212,7 +214,8 @@ listener_dispatch_set(struct worker *w, struct table *t,
      * affinity take their pins from it (apply.c). */
     any = w->id == 0;
     for (i = 0; i < t->nservices && !any; i++)
-        any = t->services[i].reach == TBL_REACH_DISPATCH;
+        any = t->services[i].reach == TBL_REACH_DISPATCH
+              || t->services[i].nsni > 0;
     listener_dispatch_clear(w);
     if (!any)
         return;
@@ -227,6 +230,7 @@ listener_dispatch_set(struct worker *w, struct table *t,
         v[i] = svc_ref(svcs[i]);
     w->dtable = table_ref(t);
     w->dsvcs = v;
+    sniroute_build(w);
 }
 
 static void
@@ -341,7 +345,7 @@ listener_on_accept(struct ev_loop *loop, struct ev_io *io, int revents)
                               memory_order_relaxed);
         if (l->svc->spec.reach == TBL_REACH_DISPATCH)
             dispatch(w, l, fd, &client);
-        else
+        else if (w->sni == NULL || !sniroute_accept(w, &l->addr, fd, &client))
             conn_accept(w, l->svc, fd, &client);
     }
 }

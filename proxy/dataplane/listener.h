@@ -59,9 +59,10 @@ struct proxy_sock;
 int listener_export(struct worker *w, struct proxy_sock **v, size_t *n);
 
 /* Keep <t> and its runtime services <svcs> (new references) on <w> for
- * redirected connections, in place of the previous ones; a table without
- * a DISPATCH service keeps nothing, except on worker 0, which keeps each
- * for the affinity pins of the next. Clear drops them. Owner's loop. */
+ * redirected connections and SNI routing (sniroute.h), in place of the
+ * previous ones; a table without a DISPATCH service or a service with
+ * server names keeps nothing, except on worker 0, which keeps each for
+ * the affinity pins of the next. Clear drops them. Owner's loop. */
 void listener_dispatch_set(struct worker *w, struct table *t,
                            struct svc *const *svcs);
 void listener_dispatch_clear(struct worker *w);

@@ -122,6 +122,9 @@ struct svc_stats {
     /* Connections reset because their backend was taken away longer
      * than drain_timeout ago (drain.h). */
     atomic_uint_fast64_t drain_closed;
+    /* SNI routing (sniroute.h): clients sent here by the server name of
+     * their ClientHello [0], or as an address's default_service [1]. */
+    atomic_uint_fast64_t sni_routed[2];
     /* The per-source table, made by svc_new() on the control loop for
      * the first runtime service of this name with a per-source limit,
      * before any worker sees that service; kept until the stats go, so

@@ -29,6 +29,8 @@
 struct conn;
 struct listener;
 struct udp_worker;
+struct sniroute_map;
+struct sniroute_wait;
 
 struct worker {
     struct ev_loop *loop;
@@ -71,6 +73,10 @@ struct worker {
     struct ev_timer drain_timer;
     double drain_at;
     struct worker *drain_next;
+    /* SNI routing built from them (sniroute.h), or NULL; the clients
+     * whose ClientHello is awaited (counted in nconns). */
+    struct sniroute_map *sni;
+    struct sniroute_wait *sni_waits;
     /* UDP frontends and flows (udp.h). */
     struct udp_worker *udp;
 };

@@ -176,6 +176,9 @@ kube_merge(const struct table *statics, const struct table *api,
         return NULL;
     }
     /* The file's table was built by the same rules: only memory fails. */
+    for (i = 0; statics != NULL && i < statics->nlisteners; i++)
+        if (table_add_listener(t, &statics->listeners[i], e) < 0)
+            goto fail;
     for (i = 0; statics != NULL && i < statics->nservices; i++)
         if (table_add_service(t, &statics->services[i], e) < 0)
             goto fail;

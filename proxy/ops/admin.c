@@ -308,6 +308,17 @@ status_service(struct admin *a, size_t i, double now)
     json_object_set_new(o, "protocol", json_string(tbl_proto_names[ts->proto]));
     json_object_set_new(o, "balance", json_string(svc_balance_name(s)));
     json_object_set_new(o, "frontends", fe);
+    if (ts->nsni > 0) {
+        json_t *sni = json_array();
+        for (j = 0; j < ts->nsni; j++)
+            json_array_append_new(sni, json_string(ts->sni[j].name));
+        json_object_set_new(o, "sni", sni);
+        json_object_set_new(
+            cnt, "sni_routed",
+            json_pack("{s:I, s:I}", "name",
+                      (json_int_t)stats_get(&st->sni_routed[0]), "default",
+                      (json_int_t)stats_get(&st->sni_routed[1])));
+    }
     json_object_set_new(o, "health_check", hc);
     json_object_set_new(o, "counters", cnt);
     json_object_set_new(o, "backends", be);

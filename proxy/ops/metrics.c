@@ -12,6 +12,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "sbuf.h"
+#include "sniroute.h"
 #include "svc.h"
 #include "util.h"
 
@@ -574,6 +575,65 @@ write_udp(struct sbuf *b, struct svc *const *svcs, size_t n,
     }
 }
 
+/* SNI routing (README: SNI routing): per service, clients routed to it by
+ * their server name or as an address's default, for the services that
+ * had some; per address, every ClientHello by reason and outcome. */
+static void
+write_sni(struct sbuf *b, struct svc *const *svcs, size_t n,
+          const struct labels *ls)
+{
+    static const char *const via[2] = {"via=\"name\"", "via=\"default\""};
+    struct sniroute_count *c;
+    size_t i, k, r, o, nc, any = 0;
+
+    for (i = 0; i < n; i++)
+        any += stats_get(&svc_counters(svcs[i])->sni_routed[0])
+                   + stats_get(&svc_counters(svcs[i])->sni_routed[1])
+               > 0;
+    if (any > 0) {
+        family(b, "ferry_service_sni_routed_total", "counter",
+               "Clients sent to the service by the server name of their "
+               "ClientHello (via=\"name\") or as their address's "
+               "default_service (via=\"default\").");
+        for (i = 0; i < n; i++) {
+            const struct svc_stats *st = svc_counters(svcs[i]);
+            if (stats_get(&st->sni_routed[0]) + stats_get(&st->sni_routed[1])
+                == 0)
+                continue;
+            for (k = 0; k < 2; k++)
+                sample(b, "ferry_service_sni_routed_total", lab_get(ls, i),
+                       via[k], stats_get(&st->sni_routed[k]));
+        }
+    }
+    if ((c = calloc(256, sizeof(*c))) == NULL) {
+        b->overflow = 1;
+        return;
+    }
+    if ((nc = sniroute_counts(c, 256)) > 0)
+        family(b, "ferry_sni_client_hellos_total", "counter",
+               "Clients of addresses shared through server names, by "
+               "listen address, reason (name, no_match, no_sni, malformed, "
+               "timeout, closed, proxy_header) and outcome (routed, "
+               "default, refused).");
+    for (i = 0; i < nc; i++) {
+        for (r = 0; r < SNIROUTE__COUNT; r++) {
+            for (o = 0; o < SNIROUTE_OUTCOME__COUNT; o++) {
+                /* Only the pairs that can happen. */
+                if ((r == SNIROUTE_NAME) != (o == SNIROUTE_ROUTED)
+                    || ((r == SNIROUTE_CLOSED || r == SNIROUTE_PROXY)
+                        && o != SNIROUTE_REFUSED))
+                    continue;
+                sbuf_printf(b, "ferry_sni_client_hellos_total{listen=\"");
+                metrics_label_value(b, c[i].listen);
+                sbuf_printf(b, "\",reason=\"%s\",outcome=\"%s\"} %llu\n",
+                            sniroute_reason_text[r], sniroute_outcome_text[o],
+                            (unsigned long long)c[i].n[r][o]);
+            }
+        }
+    }
+    free(c);
+}
+
 static void
 write_services(struct sbuf *b, struct svc *const *svcs, size_t n,
                const struct labels *ls, const struct le_text *lc)
@@ -634,6 +694,7 @@ write_services(struct sbuf *b, struct svc *const *svcs, size_t n,
     write_proxy_headers(b, svcs, n, ls);
     write_source_rules(b, svcs, n, ls);
     write_udp(b, svcs, n, ls);
+    write_sni(b, svcs, n, ls);
 }
 
 /* ---- per backend -------------------------------------------------------- */

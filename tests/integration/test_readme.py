@@ -18,7 +18,7 @@ README = ROOT / "README.md"
 # Keys a configuration file may start with; a block whose first key is
 # another one (a fragment of a manifest, say) is not a configuration.
 TOP_KEYS = {"log", "drain_timeout", "relay", "defaults", "admin", "services",
-            "kubernetes", "node"}
+            "kubernetes", "node", "listeners"}
 
 
 def yaml_blocks():

@@ -349,6 +349,8 @@ test_udp_keys(void **state)
                  33, "connection_rate_per_source");
     expect_error(UDP_SVC "    drain_timeout: 1s\n" BACKENDS, 5, 20,
                  "drain_timeout applies to TCP");
+    expect_error(UDP_SVC "    sni: [a.example]\n" BACKENDS, 5, 10,
+                 "sni applies to TCP");
     expect_error("services:\n  - name: t\n    listen: [127.0.0.1:1]\n"
                  "    udp_responses: 1\n" BACKENDS,
                  4, 20,
@@ -610,7 +612,7 @@ test_err_unknown_key(void **state)
     expect_error("servces: []\n", 1, 1,
                  "unknown key \"servces\" at top level (known: log, "
                  "drain_timeout, defaults, services, admin, kubernetes, node, "
-                 "relay, metrics, access_log)");
+                 "relay, metrics, access_log, listeners)");
     expect_error("services:\n"
                  "  - name: web\n"
                  "    listen: 127.0.0.1:1\n"

@@ -9,6 +9,7 @@
 
 #include <cmocka.h>
 
+#include "config.h"
 #include "kube.h"
 
 /* A table of services "name=fe1,fe2;name2=fe" (frontends IP:port),
@@ -265,6 +266,46 @@ test_order_and_generation(void **state)
     table_unref(api);
 }
 
+/* The file's services sharing an address through server names stay
+ * together, with their listener entry; an API service on that address
+ * is kept out (README: SNI routing). */
+static void
+test_sni_address_kept(void **state)
+{
+    static const char yaml[] =
+        "listeners: [{listen: 198.18.0.1:443, default_service: dflt}]\n"
+        "services:\n"
+        "  - {name: a, listen: 198.18.0.1:443, sni: a.example,\n"
+        "     backends: [{address: 198.18.2.1:443}]}\n"
+        "  - {name: b, listen: 198.18.0.1:443, sni: b.example,\n"
+        "     backends: [{address: 198.18.2.2:443}]}\n"
+        "  - {name: dflt, listen: 198.18.0.1:443,\n"
+        "     backends: [{address: 198.18.2.3:443}]}\n";
+    struct table *api = mk("ns/x=198.18.0.1:443", 4), *t;
+    struct skip_set *ref = skip_set_new();
+    struct seen seen = {0, ""};
+    struct saddr at;
+    const char *why;
+    struct err e;
+    struct conf *c = conf_load_buf("test.yaml", yaml, strlen(yaml), &e);
+
+    (void)state;
+    if (c == NULL)
+        fail_msg("%d:%d %s", e.line, e.col, e.msg);
+    t = merge(c->table, api, 0, 9, ref);
+    assert_string_equal(names(t), "a,b,dflt");
+    assert_int_equal(parse_hostport("198.18.0.1:443", &at, 0, &why), 0);
+    assert_non_null(table_find_listener(t, &at));
+    assert_string_equal(table_find_listener(t, &at)->default_service,
+                        "dflt");
+    assert_int_equal(skip_set_each_new(ref, NULL, on_note, &seen), 1);
+    assert_non_null(strstr(seen.text, "ns/x"));
+    table_unref(t);
+    table_unref(api);
+    skip_set_free(ref);
+    conf_free(c);
+}
+
 int
 main(void)
 {
@@ -275,6 +316,7 @@ main(void)
         cmocka_unit_test(test_name_clash_file_wins),
         cmocka_unit_test(test_address_overlap),
         cmocka_unit_test(test_order_and_generation),
+        cmocka_unit_test(test_sni_address_kept),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

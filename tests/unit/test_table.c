@@ -491,6 +491,8 @@ static const struct field service_fields[] = {
     FIELD(hc_ns, ch_hc_ns),
     FIELD(hc_name, ch_hc_name),
     FIELD(reach, ch_reach),
+    FIELD(sni, NULL),
+    FIELD(nsni, NULL),
     FIELD(proto, ch_proto),
     FIELD(udp_idle_timeout_ms, ch_udp_idle),
     FIELD(udp_responses, ch_udp_responses),
