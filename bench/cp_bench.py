@@ -466,7 +466,8 @@ def timeline(lines, t0_wall):
     return marks
 
 
-PUB_RE = re.compile(r"watcher: publishing table (\d+): (\d+) services "
+PUB_RE = re.compile(r"watcher: publishing table (\d+): (\d+) "
+                    r"(?:services|proxied and \d+ kernel service\(s\)) "
                     r"\(change latency ([\d.]+) ms\)")
 
 
@@ -477,6 +478,8 @@ def metric_hist(text, name):
         if not line.startswith(name):
             continue
         key, _, val = line.rpartition(" ")
+        if key.endswith("{}"):  # an empty label set, as ferry writes it
+            key = key[:-2]
         try:
             v = float(val)
         except ValueError:
