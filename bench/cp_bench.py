@@ -466,7 +466,8 @@ def timeline(lines, t0_wall):
     return marks
 
 
-PUB_RE = re.compile(r"watcher: publishing table (\d+): (\d+) services "
+PUB_RE = re.compile(r"watcher: publishing table (\d+): (\d+) "
+                    r"(?:services|proxied and \d+ kernel service\(s\)) "
                     r"\(change latency ([\d.]+) ms\)")
 
 
@@ -477,6 +478,8 @@ def metric_hist(text, name):
         if not line.startswith(name):
             continue
         key, _, val = line.rpartition(" ")
+        if key.endswith("{}"):  # an empty label set, as ferry writes it
+            key = key[:-2]
         try:
             v = float(val)
         except ValueError:
@@ -537,8 +540,15 @@ class Churn:
 
     def body(self, name):
         i = int(name.split("-")[1])
-        return json.dumps(cp_sim.slice_obj(i, self.m, "n1",
-                                           self.state[name])).encode()
+        obj = cp_sim.slice_obj(i, self.m, "n1", self.state[name])
+        # As the EndpointSlice controller stamps a change: the moment the
+        # Pod changed, from which ferry (like kube-proxy) measures
+        # ferry_network_programming_duration_seconds.
+        now = datetime.datetime.now(datetime.timezone.utc)
+        obj["metadata"]["annotations"] = {
+            "endpoints.kubernetes.io/last-change-trigger-time":
+                now.strftime("%Y-%m-%dT%H:%M:%S.") + "%06dZ" % now.microsecond}
+        return json.dumps(obj).encode()
 
     def _flip(self, name):
         """Next change of <name> or None if it must turn with changes

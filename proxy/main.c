@@ -6,6 +6,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -38,6 +40,9 @@ struct opts {
 static char self_path[PATH_MAX];
 static char **self_argv;
 static int self_argc;
+/* The control thread's nice value before control_priority() lowered it:
+ * the process SIGUSR2 starts gets it back. */
+static int base_nice;
 
 struct daemon {
     struct ev_loop *loop;
@@ -262,6 +267,8 @@ daemon_upgrade(struct daemon *d)
         sigset_t none;
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, NULL);
+        /* Its workers must not inherit the control thread's priority. */
+        setpriority(PRIO_PROCESS, 0, base_nice);
         execv(self_path, argv);
         _exit(127);
     }
@@ -366,6 +373,30 @@ daemon_start_kube(struct daemon *d, const struct conf *c)
     return 0;
 }
 
+/* The control thread (this one) yields to the workers on a busy CPU:
+ * programming the kernel or translating a relist must not hold up a
+ * connection. Linux keeps a nice value per thread, and the workers,
+ * started before, keep theirs. */
+#define CONTROL_NICE 5
+
+static void
+control_priority(void)
+{
+    pid_t tid = (pid_t)syscall(SYS_gettid);
+    int now;
+
+    errno = 0;
+    now = getpriority(PRIO_PROCESS, (id_t)tid);
+    if (errno != 0)
+        return;
+    base_nice = now;
+    if (now >= CONTROL_NICE)
+        return;
+    if (setpriority(PRIO_PROCESS, (id_t)tid, CONTROL_NICE) < 0)
+        log_warn("cannot lower the control thread's priority: %s",
+                 strerror(errno));
+}
+
 /* --takeover: the running process's listening sockets, for the first
  * apply to use. Returns 0 (with <*client> NULL when nobody runs there:
  * this process starts afresh), or -1. */
@@ -431,6 +462,7 @@ daemon_run(const struct opts *o)
         return 1;
     }
     d.workers = c->relay.workers;
+    control_priority();
     if (o->takeover && kube_wanted(c, &o->kf)) {
         /* Its listeners (health ports, metrics, the node's) and its first
          * table from the API would have to wait for the old process: a

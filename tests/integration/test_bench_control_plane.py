@@ -79,6 +79,12 @@ def test_control_plane_tiny(tmp_path, dataplane):
         v = cp[name]["latency_ms"]
         assert 0 < v["p50"] <= v["p99"] <= v["max"], cp
     assert "New connections during the churn" in summary
+    # ferry's own view was read: its log's tables and its histograms.
+    own = res["ferry_own"]
+    assert own["tables_published_during_churn"] > 0, own
+    assert own["ferry_sync_proxy_rules_duration_seconds"]["count"] > 0, own
+    # Each change carries its trigger time, as the controller's do.
+    assert own["ferry_network_programming_duration_seconds"]["count"] > 0, own
     if dataplane == "nftables":
         # Its own namespace: the kernel's rules were there, and are gone
         # with it.

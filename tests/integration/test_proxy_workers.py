@@ -253,7 +253,8 @@ def test_connections_answered_while_the_control_thread_is_stopped(
     one thread, not the process), the admin server does not answer, and
     every new connection is still served by the workers, named ferry-wN
     in /proc. With one worker, or two (where the kernel may give a
-    connection to either), none waits."""
+    connection to either), none waits. The control thread also yields to
+    the workers on a busy CPU (nice 5)."""
     import os
     import socket
     b = backends("b")
@@ -268,6 +269,11 @@ def test_connections_answered_while_the_control_thread_is_stopped(
             names[int(tid)] = fh.read().strip()
     assert sorted(n for n in names.values() if n.startswith("ferry-w")) \
         == [f"ferry-w{k}" for k in range(workers)], names
+    # On a busy CPU the workers come first: the control thread runs at a
+    # lower priority (nice 5), the workers at ferry's own.
+    nice = ft.thread_nice(pid)
+    assert nice["control"] == 5, nice
+    assert all(nice[f"ferry-w{k}"] == 0 for k in range(workers)), nice
     pt = _stop_thread(pid)
     try:
         assert _thread_state(pid, pid) == "t"

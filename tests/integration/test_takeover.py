@@ -143,6 +143,9 @@ def test_sigusr2_starts_the_successor(start_ferry, backends, tmp_path):
         more_served(loop, what="connections served by the successor")
         with open("/proc/%d/cmdline" % pid, "rb") as f:
             assert b"--takeover\0" in f.read()
+        # Its workers do not inherit the old control thread's priority.
+        nice = ft.thread_nice(pid)
+        assert nice["control"] == 5 and nice["ferry-w0"] == 0, nice
     finally:
         ok, failures = loop.stop()
         if pid is not None:

@@ -879,3 +879,18 @@ def run_ferry(args, timeout=None, **kw):
 
 def errno_name(e):
     return errno.errorcode.get(getattr(e, "errno", None) or 0, repr(e))
+
+
+def thread_nice(pid):
+    """{thread name: nice value} of every thread of <pid>; the main
+    thread is "control"."""
+    out = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{tid}/comm") as f:
+            name = f.read().strip()
+        if int(tid) == pid:
+            name = "control"
+        with open(f"/proc/{pid}/task/{tid}/stat") as f:
+            out[name] = int(f.read().rsplit(")", 1)[1].split()[16])
+    return out
+
