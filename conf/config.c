@@ -86,6 +86,10 @@ struct service_in {
     struct yd_arr deny;  /* struct cidr */
     uint64_t max_per_source;
     uint64_t rate_per_source;
+    uint64_t protocol; /* enum tbl_proto: TCP or UDP */
+    uint64_t udp_idle_timeout_ms;
+    uint64_t udp_responses;
+    uint64_t max_flows;
     struct yd_arr sni; /* struct tbl_sni */
 };
 
@@ -432,6 +436,12 @@ static const struct yd_list deny_list = {
     "deny prefixes", sizeof(struct cidr),
     {"deny", YD_CIDR, 0, 0, 0, NULL, NULL, 0}, 1};
 
+/* What a service in the file may be (the kernel dataplane's SCTP is not
+ * proxied). */
+static const char *const protocol_names[] = {
+    [TBL_PROTO_TCP] = "tcp", [TBL_PROTO_UDP] = "udp", NULL,
+};
+
 static const struct yd_list sni_list = {
     "server names", sizeof(struct tbl_sni),
     {"sni", YD_STRING, 0, 1, TLSHELLO_NAME_MAX, NULL, NULL, 0}, 1};
@@ -464,6 +474,17 @@ static const struct yd_key service_keys[] = {
      offsetof(struct service_in, rate_per_source), 0, 1000000, "0", NULL, 0},
     {"backends", YD_LIST, offsetof(struct service_in, backends), 1,
      CONF_BACKENDS_MAX, NULL, &backend_list, YD_REQUIRED},
+    /* UDP (README: UDP services). Per service only: a flow's life is
+     * the application's (DNS, syslog, a game), not the site's. */
+    {"protocol", YD_ENUM, offsetof(struct service_in, protocol), 0, 0, "tcp",
+     protocol_names, 0},
+    {"udp_idle_timeout", YD_DURATION,
+     offsetof(struct service_in, udp_idle_timeout_ms), 1, UINT32_MAX, "30s",
+     NULL, 0},
+    {"udp_responses", YD_UINT, offsetof(struct service_in, udp_responses), 0,
+     1000000, "0", NULL, 0},
+    {"max_flows", YD_UINT, offsetof(struct service_in, max_flows), 1,
+     10000000, "10000", NULL, 0},
     {"sni", YD_LIST, offsetof(struct service_in, sni), 1, CONF_SNI_MAX, NULL,
      &sni_list, 0},
 };
@@ -942,7 +963,7 @@ check_listeners(const struct root_in *r, struct err *e)
  * may overlap another (a reload would refuse the second socket, or worse,
  * share the port and split the connections). */
 static int
-check_listen(const struct root_in *r, struct err *e)
+check_listen(const struct root_in *r, enum tbl_proto proto, struct err *e)
 {
     const struct service_in *svc = r->services.v;
     char at[SADDR_STR_MAX], with[SADDR_STR_MAX];
@@ -955,6 +976,7 @@ check_listen(const struct root_in *r, struct err *e)
 
     for (i = 0; i < r->services.n; i++)
         n += svc[i].listen.n;
+    /* All protocols together; the overlaps are per protocol. */
     if (n > CONF_FRONTENDS_MAX)
         return yamldec_fail(e, r->services.pos[0],
                             "too many listen addresses in all (%zu, at most "
@@ -965,6 +987,8 @@ check_listen(const struct root_in *r, struct err *e)
     if (refs == NULL)
         return err_set(e, "out of memory");
     for (n = 0, i = 0; i < r->services.n; i++) {
+        if (svc[i].protocol != proto)
+            continue;
         for (j = 0; j < svc[i].listen.n; j++, n++) {
             struct ref rf = {(const struct saddr *)svc[i].listen.v + j, n, i,
                              svc[i].listen.pos[j]};
@@ -983,7 +1007,9 @@ check_listen(const struct root_in *r, struct err *e)
     }
     qsort_r(refs, n, sizeof(*refs), ref_cmp, &(item_cmp_fn *){port_item_cmp});
     find_wildcard_clash(refs, n, &best, &have);
-    if (!have && (nsrv = server_listens(r, srv)) > 0) {
+    /* ferry's own servers are TCP. */
+    if (!have && proto == TBL_PROTO_TCP
+        && (nsrv = server_listens(r, srv)) > 0) {
         for (k = 0; k < nsrv; k++) {
             for (i = 0; i < n; i++) {
                 if (listen_overlaps(refs[i].item, &srv[k].addr)
@@ -1103,7 +1129,8 @@ check_services(struct root_in *r, struct err *e)
         return err_set(e, "node.metrics_listen \"%s\": %s (an address with "
                           "port, or off)",
                        r->node.metrics, why);
-    if (check_listen(r, e) < 0)
+    if (check_listen(r, TBL_PROTO_TCP, e) < 0
+        || check_listen(r, TBL_PROTO_UDP, e) < 0)
         return -1;
     return check_listeners(r, e);
 }
@@ -1171,6 +1198,12 @@ add_service(struct table *t, const struct service_in *in, struct ydoc_pos pos,
     s.ndeny = in->deny.n;
     s.max_conns_per_source = (uint32_t)in->max_per_source;
     s.conn_rate_per_source = (uint32_t)in->rate_per_source;
+    s.proto = (enum tbl_proto)in->protocol;
+    if (s.proto == TBL_PROTO_UDP) {
+        s.udp_idle_timeout_ms = (uint32_t)in->udp_idle_timeout_ms;
+        s.udp_responses = (uint32_t)in->udp_responses;
+        s.max_flows = (uint32_t)in->max_flows;
+    }
     s.sni = in->sni.v;
     s.nsni = in->sni.n;
     rc = table_add_service(t, &s, e);
@@ -1407,6 +1440,68 @@ finish(struct root_in *r, struct err *e)
     return build(r, e);
 }
 
+/* ---- keys of one protocol --------------------------------------------- */
+
+/* A key written in a service of the other protocol, and why it does not
+ * apply there. */
+struct proto_key {
+    const char *name;
+    const char *hint;
+};
+
+static const struct proto_key tcp_only_keys[] = {
+    {"connect_timeout", ""},
+    {"idle_timeout", " (a flow ends after udp_idle_timeout)"},
+    {"retries", ""},
+    {"max_connections", " (use max_flows)"},
+    {"send_proxy", ""},
+    {"accept_proxy", ""},
+    {"accept_proxy_timeout", ""},
+    {"max_connections_per_source", ""},
+    {"connection_rate_per_source", ""},
+    {"drain_timeout", " (a flow keeps its backend until it ends)"},
+    {"sni", ""},
+};
+
+static const struct proto_key udp_only_keys[] = {
+    {"udp_idle_timeout", ""},
+    {"udp_responses", ""},
+    {"max_flows", ""},
+};
+
+/* Refuse, at its line and column, a key a service sets that its protocol
+ * has no use for: a TCP setting on a UDP service or the reverse. Keys
+ * inherited from "defaults:" are not written in the service and pass. */
+static int
+check_protocol_keys(const struct ydoc *doc, const struct ydoc_node *root,
+                    const struct root_in *r, struct err *e)
+{
+    const struct ydoc_node *list = ydoc_get(doc, root, "services");
+    const struct service_in *svc = r->services.v;
+    size_t i, k, nk;
+
+    if (list == NULL || list->type != YDOC_LIST)
+        return 0;
+    for (i = 0; i < r->services.n && i < list->len; i++) {
+        const struct ydoc_node *item = ydoc_item(doc, list, i);
+        int udp = svc[i].protocol == TBL_PROTO_UDP;
+        const struct proto_key *keys = udp ? tcp_only_keys : udp_only_keys;
+        nk = udp ? YD_NKEYS(tcp_only_keys) : YD_NKEYS(udp_only_keys);
+        for (k = 0; item != NULL && k < nk; k++) {
+            const struct ydoc_node *v = ydoc_get(doc, item, keys[k].name);
+            if (v == NULL)
+                continue;
+            return yamldec_fail(e, v->pos,
+                                "%s applies to %s services only, and service "
+                                "\"%s\" is %s%s",
+                                keys[k].name, udp ? "TCP" : "UDP",
+                                svc[i].name, udp ? "UDP" : "TCP",
+                                keys[k].hint);
+        }
+    }
+    return 0;
+}
+
 /* ---- loading ---------------------------------------------------------- */
 
 static const struct ydoc_limits conf_limits = {CONF_DEPTH_MAX,
@@ -1426,7 +1521,8 @@ decode(const struct ydoc *doc, struct err *e)
                NULL;
     memset(&r, 0, sizeof(r));
     yamldec_init(&root_key, &r);
-    if (yamldec_decode(doc, root, &root_key, &r, "config", e) == 0)
+    if (yamldec_decode(doc, root, &root_key, &r, "config", e) == 0
+        && check_protocol_keys(doc, root, &r, e) == 0)
         c = finish(&r, e);
     yamldec_free(&root_key, &r);
     return c;

@@ -15,12 +15,14 @@ struct tbl_index {
 };
 
 static size_t
-frontend_key(const struct saddr *a, unsigned char key[20])
+frontend_key(enum tbl_proto proto, const struct saddr *a,
+             unsigned char key[20])
 {
     memset(key, 0, 20);
     key[0] = (unsigned char)a->u.sa.sa_family;
     key[1] = (unsigned char)(saddr_port(a) >> 8);
     key[2] = (unsigned char)saddr_port(a);
+    key[3] = (unsigned char)proto;
     if (a->u.sa.sa_family == AF_INET)
         memcpy(key + 4, &a->u.in.sin_addr, 4);
     else if (a->u.sa.sa_family == AF_INET6)
@@ -222,13 +224,20 @@ table_find(const struct table *t, const char *name)
 }
 
 const struct tbl_service *
-table_find_frontend(const struct table *t, const struct saddr *a)
+table_find_frontend_proto(const struct table *t, enum tbl_proto proto,
+                          const struct saddr *a)
 {
     unsigned char key[20];
     const struct tbl_index *e =
-        index_find(t->by_frontend, key, frontend_key(a, key));
+        index_find(t->by_frontend, key, frontend_key(proto, a, key));
 
     return e != NULL ? &t->services[e->svc] : NULL;
+}
+
+const struct tbl_service *
+table_find_frontend(const struct table *t, const struct saddr *a)
+{
+    return table_find_frontend_proto(t, TBL_PROTO_TCP, a);
 }
 
 /* Index the service at position <i> by name and frontends. */
@@ -242,7 +251,7 @@ index_service(struct table *t, size_t i)
     if (index_add(&t->by_name, s->name, strlen(s->name), i) < 0)
         return -1;
     for (j = 0; j < s->nfrontends; j++) {
-        size_t len = frontend_key(&s->frontends[j], key);
+        size_t len = frontend_key(s->proto, &s->frontends[j], key);
         struct tbl_index *f =
             (struct tbl_index *)index_find(t->by_frontend, key, len);
         /* A service may list one frontend twice; index it once. Services
@@ -280,7 +289,7 @@ frontend_taken(const struct table *t, const struct tbl_service *svc,
 {
     unsigned char key[20];
     const struct tbl_index *f =
-        index_find(t->by_frontend, key, frontend_key(a, key));
+        index_find(t->by_frontend, key, frontend_key(svc->proto, a, key));
     const struct tbl_service *first;
 
     if (f == NULL)
@@ -516,7 +525,11 @@ tbl_service_policy_equal(const struct tbl_service *a,
            && tbl_check_equal(&a->check, &b->check)
            && a->hc_node_port == b->hc_node_port
            && strcmp(a->hc_ns, b->hc_ns) == 0
-           && strcmp(a->hc_name, b->hc_name) == 0 && a->reach == b->reach;
+           && strcmp(a->hc_name, b->hc_name) == 0 && a->reach == b->reach
+           && a->proto == b->proto
+           && a->udp_idle_timeout_ms == b->udp_idle_timeout_ms
+           && a->udp_responses == b->udp_responses
+           && a->max_flows == b->max_flows;
 }
 
 int

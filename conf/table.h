@@ -130,6 +130,18 @@ enum tbl_origin {
     TBL_ORIGIN_API,      /* the Kubernetes translator */
 };
 
+/* Transport protocol of a service or a Service port. The proxy serves
+ * TCP and UDP; the kernel dataplane all three. */
+enum tbl_proto { TBL_PROTO_TCP = 0, TBL_PROTO_UDP, TBL_PROTO_SCTP,
+                 TBL_PROTO__COUNT };
+
+/* "tcp", "udp", "sctp", indexed by enum tbl_proto, ended by NULL. */
+extern const char *const tbl_proto_names[TBL_PROTO__COUNT + 1];
+
+/* UDP services: the defaults of udp_idle_timeout and max_flows. */
+#define TBL_UDP_IDLE_TIMEOUT_MS 30000
+#define TBL_UDP_MAX_FLOWS       10000
+
 /* A server name a service answers for on a shared listening address
  * (README: SNI routing): a lower-case host name, or "*." and one: any
  * one label followed by that name. */
@@ -197,15 +209,15 @@ struct tbl_service {
      * goes to the one its ClientHello names. */
     struct tbl_sni *sni;
     size_t nsni;
+    /* A frontend is (proto, address, port): a UDP and a TCP service may
+     * share an address and port. UDP only: a flow (client address and
+     * port) ends this long after its last datagram, or after this many
+     * replies (0: any number); at most max_flows at once. */
+    enum tbl_proto proto;
+    uint32_t udp_idle_timeout_ms;
+    uint32_t udp_responses;
+    uint32_t max_flows;
 };
-
-/* Transport protocol of a Service port. The proxy serves TCP only; the
- * kernel dataplane all three. */
-enum tbl_proto { TBL_PROTO_TCP = 0, TBL_PROTO_UDP, TBL_PROTO_SCTP,
-                 TBL_PROTO__COUNT };
-
-/* "tcp", "udp", "sctp", indexed by enum tbl_proto, ended by NULL. */
-extern const char *const tbl_proto_names[TBL_PROTO__COUNT + 1];
 
 /*
  * A Kubernetes Service port carried by the kernel (node.dataplane:
@@ -325,10 +337,14 @@ void table_unref(struct table *t);
 /* Find a service by name; NULL if absent. */
 const struct tbl_service *table_find(const struct table *t, const char *name);
 
-/* Find the service (and frontend index) owning frontend <a>: the first
- * added of those sharing it. */
+/* Find the TCP service owning frontend <a>: the first added of those
+ * sharing it (services with server names). */
 const struct tbl_service *table_find_frontend(const struct table *t,
                                               const struct saddr *a);
+/* Find the service of protocol <proto> owning frontend <a>. */
+const struct tbl_service *table_find_frontend_proto(const struct table *t,
+                                                    enum tbl_proto proto,
+                                                    const struct saddr *a);
 
 /* Nonzero if two services would be served identically (same frontends,
  * backends, policy). */

@@ -47,6 +47,7 @@ struct svcctx {
     const struct kslice *const *slices; /* this Service's slices */
     size_t nslices;
     int kernel;           /* served by the kernel dataplane */
+    enum tbl_proto proto; /* of the port being translated (do_port) */
     /* The annotations' proxy features, applied over the policy. */
     int has_balance, has_retries, has_send_proxy, has_drain_timeout;
     uint32_t drain_timeout_ms;
@@ -634,11 +635,16 @@ emit(struct table *t, const struct svcctx *sc, const char *pname,
     s.allow = (struct cidr *)allow;
     s.nallow = nallow;
     s.affinity_timeout_ms = sc->affinity_ms;
+    s.proto = sc->proto;
+    if (s.proto == TBL_PROTO_UDP) {
+        s.udp_idle_timeout_ms = TBL_UDP_IDLE_TIMEOUT_MS;
+        s.max_flows = TBL_UDP_MAX_FLOWS;
+    }
     if (sc->has_balance)
         s.balance = sc->balance;
     if (sc->has_retries)
         s.retries = sc->retries;
-    if (sc->has_send_proxy)
+    if (sc->has_send_proxy && s.proto == TBL_PROTO_TCP)
         s.send_proxy = sc->send_proxy;
     if (sc->has_drain_timeout)
         s.drain_timeout_ms = sc->drain_timeout_ms;
@@ -1004,9 +1010,11 @@ redirect_port(struct table *t, const struct svcctx *sc, const json_t *sp,
 }
 
 static int
-do_port(struct table *t, const struct svcctx *sc, const json_t *sp,
+do_port(struct table *t, const struct svcctx *svc_sc, const json_t *sp,
         const struct translate_opts *o, struct scratch *w)
 {
+    struct svcctx port_sc = *svc_sc;
+    const struct svcctx *sc = &port_sc;
     const char *pname = port_name(sp);
     json_int_t port = json_integer_value(json_object_get(sp, "port"));
     int ext_local, int_local = sc->itp_local;
@@ -1036,10 +1044,19 @@ do_port(struct table *t, const struct svcctx *sc, const json_t *sp,
     }
     if (sc->kernel)
         return kernel_port(t, sc, sp, proto, (uint16_t)port, 0, o, w);
-    if (proto != TBL_PROTO_TCP) {
+    port_sc.proto = proto;
+    /* The proxy listens for UDP, but takes no UDP the kernel redirects
+     * (its dispatch listener is TCP). */
+    if (proto == TBL_PROTO_SCTP
+        || (proto == TBL_PROTO_UDP && o->kernel && !o->edge)) {
         SKIP_SVC(o, sc, SKIP_UNSUPPORTED_PROTOCOL,
-                 "port \"%.64s\": the proxy serves no %s (the nftables "
-                 "dataplane does)",
+                 proto == TBL_PROTO_SCTP
+                     ? "port \"%.64s\": the proxy serves no %s (the "
+                       "nftables dataplane does)"
+                     : "port \"%.64s\": the proxy serves %s only where it "
+                       "listens (node.dataplane: proxy), not redirected "
+                       "(the nftables dataplane serves it without the "
+                       "annotation)",
                  pname, port_proto(sp));
         if (o->stats != NULL)
             o->stats->ports_skipped++;

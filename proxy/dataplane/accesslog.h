@@ -92,10 +92,14 @@ void accesslog_ring_pop(struct accesslog_ring *rg);
 
 extern atomic_int accesslog_enabled_flag;
 
+/* An acquire load (free on x86): it pairs with the release store that
+ * turns the log on, so that a worker which sees it on also sees the
+ * rings (ThreadSanitizer does not follow the fence in accesslog_emit()
+ * alone). */
 static inline int
 accesslog_enabled(void)
 {
-    return atomic_load_explicit(&accesslog_enabled_flag, memory_order_relaxed);
+    return atomic_load_explicit(&accesslog_enabled_flag, memory_order_acquire);
 }
 
 /* Apply the "access_log:" section <c> for <nworkers> workers: opens the

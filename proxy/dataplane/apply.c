@@ -9,6 +9,7 @@
 #include "proxy-t.h"
 #include "stats.h"
 #include "svc-t.h"
+#include "udp.h"
 #include "wthread.h"
 
 /* Stage 2's work for one worker. */
@@ -108,6 +109,7 @@ apply_plan_free(struct apply_plan *pl)
     if (pl == NULL)
         return;
     listener_free_list(&pl->fresh);
+    udp_plan_free(pl->udp);
     free(pl->index);
     addrs_free(&pl->addrs);
     svc_unref_array(pl->svcs, pl->t->nservices);
@@ -124,6 +126,7 @@ apply_plan_adopt(struct apply_plan *pl, struct apply_plan *older)
         tail = &(*tail)->next;
     *tail = older->fresh;
     older->fresh = NULL;
+    udp_plan_adopt(pl->udp, older->udp);
 }
 
 /* A plan for <a>'s table, with its own references. */
@@ -312,6 +315,7 @@ reconcile(struct worker *w, struct apply_plan *pl)
     claim_listeners(w, pl);
     close_unclaimed(w);
     listener_dispatch_set(w, pl->t, pl->svcs);
+    udp_plan_commit(w, pl->udp);
     free(pl->index);
     pl->index = NULL;
     pl->nindex = 0;
@@ -516,7 +520,7 @@ thread_addrs(struct apply *a, struct apply_addrs *out)
         return -1;
     for (i = 0; i < t->nservices && a->threads == APPLY_LISTEN_SERVED; i++) {
         const struct tbl_service *ts = &t->services[i];
-        if (ts->affinity_timeout_ms != 0)
+        if (ts->affinity_timeout_ms != 0 || ts->proto != TBL_PROTO_TCP)
             continue;
         for (j = 0; j < ts->nfrontends; j++)
             if (addrs_has(w0, &ts->frontends[j]))
@@ -537,6 +541,25 @@ addrs_copy(struct apply_addrs *to, const struct apply_addrs *from)
     return 0;
 }
 
+/* The UDP frontends worker <w> serves: all of them for worker 0, like
+ * its TCP frontends; the others those of services without affinity,
+ * unless the descriptor guard says none. */
+static enum udp_serve
+udp_serve(const struct apply *a, const struct worker *w)
+{
+    if (w->id == 0)
+        return UDP_SERVE_ALL;
+    return a->threads == APPLY_LISTEN_SERVED ? UDP_SERVE_SHARED
+                                             : UDP_SERVE_NONE;
+}
+
+static unsigned
+udp_flags(const struct apply *a)
+{
+    return (a->mode == PROXY_APPLY_STRICT ? UDP_PLAN_STRICT : 0)
+           | (a->p->taking_over ? UDP_PLAN_TAKEOVER : 0);
+}
+
 /* A plan for worker <at>. */
 static int
 plan_for(struct apply *a, struct apply_thread *at)
@@ -552,7 +575,9 @@ open_worker(struct apply *a, struct apply_thread *at, struct wthread *th,
 {
     struct apply_plan *pl = at->plan;
 
-    if (open_missing(a, &th->w, pl, &th->addrs, e) < 0)
+    if (open_missing(a, &th->w, pl, &th->addrs, e) < 0
+        || udp_plan_build(&th->w, pl, udp_serve(a, &th->w), udp_flags(a), e)
+               < 0)
         return -1;
     if (addrs_copy(&at->addrs, &pl->addrs) < 0
         || addrs_union(&at->stale, &th->stale, &th->addrs) < 0)
@@ -573,7 +598,8 @@ open_worker0(struct apply *a, struct err *e)
         return err_set(e, "out of memory opening listeners");
     for (i = 0; i < t->nservices; i++)
         for (j = 0; j < t->services[i].nfrontends
-                    && t->services[i].reach != TBL_REACH_REDIRECT;
+                    && t->services[i].reach != TBL_REACH_REDIRECT
+                    && t->services[i].proto == TBL_PROTO_TCP;
              j++)
             a->thread[0].plan->addrs.v[a->thread[0].plan->addrs.n++] =
                 t->services[i].frontends[j];
@@ -671,6 +697,7 @@ stage_commit(struct apply *a)
         memset(&at->addrs, 0, sizeof(at->addrs));
         memset(&at->stale, 0, sizeof(at->stale));
         at->plan->posted = now;
+        udp_plan_posted(&th->w, at->plan->udp, a->t->generation);
         wthread_post_plan(th, at->plan);
         at->plan = NULL;
     }

@@ -33,6 +33,7 @@
 
 struct listener;
 struct svc;
+struct udp_plan;
 struct worker;
 
 /* Addresses, sorted by saddr_cmp() and without duplicates. */
@@ -58,6 +59,7 @@ struct apply_plan {
                               * address: built on the worker's loop */
     size_t nindex;
     struct apply_addrs addrs; /* what it listens on once committed */
+    struct udp_plan *udp;     /* its UDP frontends (udp.h), or NULL */
     double posted;            /* ev_time() when it was posted */
 };
 

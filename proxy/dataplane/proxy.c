@@ -173,7 +173,7 @@ proxy_apply(struct proxy *p, struct table *t, enum proxy_apply_mode mode,
         return err_set(e, "no worker is running");
     if (apply_table(p, t, mode, e) < 0)
         return -1;
-    if (p->inherited != NULL)
+    if (p->inherited != NULL || p->taking_over)
         proxy_inherit_done(p);
     if (p->on_applied != NULL)
         p->on_applied(p, p->on_applied_arg);
@@ -265,6 +265,7 @@ proxy_inherit(struct proxy *p, struct proxy_sock *v, size_t n)
 {
     p->inherited = v;
     p->ninherited = n;
+    p->taking_over = 1;
 }
 
 /* After the first apply: what it did not take is closed. */
@@ -286,6 +287,7 @@ proxy_inherit_done(struct proxy *p)
     free(p->inherited);
     p->inherited = NULL;
     p->ninherited = 0;
+    p->taking_over = 0;
 }
 
 /* ---- accessors ---------------------------------------------------------- */

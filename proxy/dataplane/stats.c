@@ -31,6 +31,15 @@ const char *const stats_src_text[STATS_SRC__COUNT] = {
     [STATS_SRC_RATE] = "rate_per_source",
 };
 
+const char *const stats_udp_text[STATS_UDP__COUNT] = {
+    [STATS_UDP_MAX_FLOWS] = "max_flows",
+    [STATS_UDP_NO_BACKEND] = "no_backend",
+    [STATS_UDP_SEND_ERROR] = "send_error",
+    [STATS_UDP_REFUSED] = "refused",
+    [STATS_UDP_RESOURCE] = "resource",
+    [STATS_UDP_TOO_LARGE] = "too_large",
+};
+
 const struct hist_spec hist_connect = {
     14,
     {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5,

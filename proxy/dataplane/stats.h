@@ -57,6 +57,20 @@ enum stats_src_refusal {
 /* "deny", "not_allowed", "max_per_source", "rate_per_source". */
 extern const char *const stats_src_text[STATS_SRC__COUNT];
 
+/* Why a UDP datagram from a client was dropped (README: UDP services). */
+enum stats_udp_drop {
+    STATS_UDP_MAX_FLOWS = 0, /* a new flow, and max_flows are open */
+    STATS_UDP_NO_BACKEND,    /* a new flow, and no backend to pick */
+    STATS_UDP_SEND_ERROR,    /* the kernel would not send it on (either way) */
+    STATS_UDP_REFUSED,       /* the backend's port is closed (ICMP) */
+    STATS_UDP_RESOURCE,      /* out of descriptors or memory */
+    STATS_UDP_TOO_LARGE,     /* larger than ferry takes (64 KiB) */
+    STATS_UDP__COUNT
+};
+
+/* "max_flows", "no_backend", ... (metric label values). */
+extern const char *const stats_udp_text[STATS_UDP__COUNT];
+
 /* Map a connect errno to a reason. */
 enum stats_fail stats_fail_from_errno(int err);
 
@@ -116,6 +130,13 @@ struct svc_stats {
      * before any worker sees that service; kept until the stats go, so
      * that a reload keeps counting. NULL until then. */
     struct srcrules_table *src;
+    /* UDP services (udp.c): flows open and made, datagrams each way
+     * (client to backend, and back; the bytes are bytes_in and
+     * bytes_out), and datagrams dropped. */
+    atomic_uint udp_active;
+    atomic_uint_fast64_t udp_flows;
+    atomic_uint_fast64_t udp_dgrams_in, udp_dgrams_out;
+    atomic_uint_fast64_t udp_drops[STATS_UDP__COUNT];
 };
 
 /* Find or create the stats of service <name>. Returns a new reference or

@@ -7,6 +7,7 @@
 #include "listener.h"
 #include "log.h"
 #include "stats.h"
+#include "udp.h"
 #include "worker.h"
 
 #define ACCEPT_PAUSE_S 0.1
@@ -35,6 +36,11 @@ worker_init(struct worker *w, struct ev_loop *loop)
     w->scratch = malloc(WORKER_BUF_SIZE);
     if (w->scratch == NULL)
         return -1;
+    if (udp_worker_init(w) < 0) {
+        free(w->scratch);
+        w->scratch = NULL;
+        return -1;
+    }
     ev_timer_init(&w->accept_resume, worker_on_resume, ACCEPT_PAUSE_S, 0.);
     w->accept_resume.data = w;
     w->nworkers = 1;
@@ -144,6 +150,7 @@ worker_deinit(struct worker *w)
     ev_timer_stop(w->loop, &w->accept_resume);
     drain_worker_deinit(w);
     listener_dispatch_clear(w);
+    udp_worker_free(w);
     free_list(&w->free_bufs, &w->nfree_bufs);
     free_list(&w->free_conns, &w->nfree_conns);
     while (w->nfree_pipes > 0)

@@ -28,6 +28,7 @@
 
 struct conn;
 struct listener;
+struct udp_worker;
 struct sniroute_map;
 struct sniroute_wait;
 
@@ -76,6 +77,8 @@ struct worker {
      * whose ClientHello is awaited (counted in nconns). */
     struct sniroute_map *sni;
     struct sniroute_wait *sni_waits;
+    /* UDP frontends and flows (udp.h). */
+    struct udp_worker *udp;
 };
 
 /* enum worker_splice in force, for every worker. */

@@ -238,6 +238,31 @@ status_backend(struct admin *a, struct be_ref e, double now)
     return o;
 }
 
+/* A UDP service's flows and datagrams (README: UDP services). */
+static json_t *
+status_udp(const struct svc_stats *st)
+{
+    json_t *o = json_object(), *d = json_object();
+    size_t r;
+
+    json_object_set_new(o, "flows_active",
+                        json_integer(atomic_load(&st->udp_active)));
+    json_object_set_new(o, "flows",
+                        json_integer((json_int_t)stats_get(&st->udp_flows)));
+    json_object_set_new(
+        o, "datagrams_in",
+        json_integer((json_int_t)stats_get(&st->udp_dgrams_in)));
+    json_object_set_new(
+        o, "datagrams_out",
+        json_integer((json_int_t)stats_get(&st->udp_dgrams_out)));
+    for (r = 0; r < STATS_UDP__COUNT; r++)
+        json_object_set_new(
+            d, stats_udp_text[r],
+            json_integer((json_int_t)stats_get(&st->udp_drops[r])));
+    json_object_set_new(o, "dropped", d);
+    return o;
+}
+
 static json_t *
 status_service(struct admin *a, size_t i, double now)
 {
@@ -265,6 +290,8 @@ status_service(struct admin *a, size_t i, double now)
     json_object_set_new(cnt, "bytes_out",
                         json_integer((json_int_t)stats_get(&st->bytes_out)));
     json_object_set_new(cnt, "failed", fail_obj(st->fail, STATS_FAIL__COUNT));
+    if (ts->proto == TBL_PROTO_UDP)
+        json_object_set_new(cnt, "udp", status_udp(st));
     hc = json_object();
     json_object_set_new(hc, "type",
                         json_string(tbl_check_type_name(ts->check.type)));
@@ -278,6 +305,7 @@ status_service(struct admin *a, size_t i, double now)
     }
     json_object_set_new(o, "name", json_string(svc_name(s)));
     json_object_set_new(o, "dataplane", json_string("proxy"));
+    json_object_set_new(o, "protocol", json_string(tbl_proto_names[ts->proto]));
     json_object_set_new(o, "balance", json_string(svc_balance_name(s)));
     json_object_set_new(o, "frontends", fe);
     if (ts->nsni > 0) {

@@ -513,6 +513,68 @@ write_source_rules(struct sbuf *b, struct svc *const *svcs, size_t n,
                    NULL, stats_get(&svc_counters(svcs[i])->src_uncounted));
 }
 
+static int
+is_udp(const struct svc *s)
+{
+    return svc_spec(s)->proto == TBL_PROTO_UDP;
+}
+
+/* Flows and datagrams of the UDP services, if there are any. */
+static void
+write_udp(struct sbuf *b, struct svc *const *svcs, size_t n,
+          const struct labels *ls)
+{
+    const struct svc_stats *st;
+    char reason[64];
+    size_t i, r, any = 0;
+
+    for (i = 0; i < n; i++)
+        any += is_udp(svcs[i]);
+    if (any == 0)
+        return;
+    family(b, "ferry_service_udp_flows_active", "gauge",
+           "UDP flows (client address and port) open now.");
+    for (i = 0; i < n; i++)
+        if (is_udp(svcs[i]))
+            sample(b, "ferry_service_udp_flows_active", lab_get(ls, i), NULL,
+                   atomic_load_explicit(&svc_counters(svcs[i])->udp_active,
+                                        memory_order_relaxed));
+    family(b, "ferry_service_udp_flows_total", "counter",
+           "UDP flows made, each with the backend its first datagram "
+           "picked.");
+    for (i = 0; i < n; i++)
+        if (is_udp(svcs[i]))
+            sample(b, "ferry_service_udp_flows_total", lab_get(ls, i), NULL,
+                   stats_get(&svc_counters(svcs[i])->udp_flows));
+    family(b, "ferry_service_udp_datagrams_total", "counter",
+           "UDP datagrams relayed: direction=\"in\" from clients to "
+           "backends, \"out\" from backends to clients.");
+    for (i = 0; i < n && !b->overflow; i++) {
+        if (!is_udp(svcs[i]))
+            continue;
+        st = svc_counters(svcs[i]);
+        sample(b, "ferry_service_udp_datagrams_total", lab_get(ls, i),
+               "direction=\"in\"", stats_get(&st->udp_dgrams_in));
+        sample(b, "ferry_service_udp_datagrams_total", lab_get(ls, i),
+               "direction=\"out\"", stats_get(&st->udp_dgrams_out));
+    }
+    family(b, "ferry_service_udp_dropped_total", "counter",
+           "UDP datagrams dropped: a new flow over max_flows or without a "
+           "backend, a send the kernel refused, a backend port closed "
+           "(ICMP), out of resources, too large.");
+    for (i = 0; i < n && !b->overflow; i++) {
+        if (!is_udp(svcs[i]))
+            continue;
+        st = svc_counters(svcs[i]);
+        for (r = 0; r < STATS_UDP__COUNT; r++) {
+            snprintf(reason, sizeof(reason), "reason=\"%s\"",
+                     stats_udp_text[r]);
+            sample(b, "ferry_service_udp_dropped_total", lab_get(ls, i),
+                   reason, stats_get(&st->udp_drops[r]));
+        }
+    }
+}
+
 /* SNI routing (README: SNI routing): per service, clients routed to it by
  * their server name or as an address's default, for the services that
  * had some; per address, every ClientHello by reason and outcome. */
@@ -631,6 +693,7 @@ write_services(struct sbuf *b, struct svc *const *svcs, size_t n,
                    &svc_counters(svcs[i])->connect, &hist_connect, lc);
     write_proxy_headers(b, svcs, n, ls);
     write_source_rules(b, svcs, n, ls);
+    write_udp(b, svcs, n, ls);
     write_sni(b, svcs, n, ls);
 }
 

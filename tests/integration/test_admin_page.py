@@ -1,7 +1,7 @@
 """The status page in a real browser: headless Chromium (Debian's
 chromium) loads it from the admin server, runs its script, and shows the
 real backend names; a counter changes between two loads. A screenshot is
-kept in the test's directory."""
+kept in the test's directory. A UDP service shows its flows."""
 
 import os
 import re
@@ -16,6 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
 
 import admintest as at  # noqa: E402
 import ferrytest as ft  # noqa: E402
+from test_udp import Client, UdpBackend, udp_bound  # noqa: E402
 
 
 def chromium():
@@ -57,9 +58,28 @@ def accepted(dom):
 def test_status_page_in_chromium(start_ferry, backends, tmp_path):
     chromium()
     a, b = backends("page-alpha"), backends("page-beta")
+    u = UdpBackend("page-udp")
     listen, admin = ft.free_addr(), ft.free_addr()
-    start_ferry(at.with_admin(ft.config(
-        [ft.service("shop", listen, [a, b])]), admin))
+    try:
+        page(start_ferry, a, b, u, listen, admin, tmp_path)
+    finally:
+        u.close()
+
+
+def page(start_ferry, a, b, u, listen, admin, tmp_path):
+    # A UDP service beside the TCP one (README: UDP services): its flows
+    # on the page too.
+    f = start_ferry(at.with_admin(ft.config(
+        [ft.service("shop", listen, [a, b]),
+         ft.service("dns", listen, [u.addr], protocol="udp")]), admin))
+    port = ft.parse_addr(listen)[2]
+    ft.wait_for(lambda: udp_bound(f.pid, port), what="udp bound")
+    for _ in range(2):
+        c = Client()
+        try:
+            assert c.ask(listen)[0] == "page-udp"
+        finally:
+            c.close()
     url = f"http://{admin}/"
     # Self-contained: no outside assets.
     status, headers, body = at.http(admin, "GET", "/")
@@ -71,6 +91,7 @@ def test_status_page_in_chromium(start_ferry, backends, tmp_path):
     dom1 = browse(tmp_path, url, "1", ["--dump-dom"])
     assert "page-alpha" in dom1 and "page-beta" in dom1, dom1[-3000:]
     assert "service shop" in dom1
+    assert "service dns" in dom1 and "udp flows 2 \u00b7 open 2" in dom1
     assert a.addr in dom1
     n1 = accepted(dom1)
     assert n1 >= 3

@@ -256,3 +256,33 @@ def test_kernel_bench_smoke(tmp_path):
     names = subprocess.run(["ip", "netns", "list"], capture_output=True,
                            text=True, timeout=10).stdout
     assert "fkb%d-" % p.pid not in names, names
+
+
+def test_udp_queries_and_answers():
+    """ferry-bench udp against udp-serve: every query answered with
+    --reply-size bytes, the run bounded by --count exactly."""
+    if not os.access(BIN, os.X_OK):
+        pytest.skip("ferry-bench not built at %s" % BIN)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([BIN, "udp-serve", "--listen",
+                             "127.0.0.1:%d" % port, "--reply-size", "100",
+                             "--max-seconds", "60"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        wait_line(proc, "ready")
+        r, _, err = run_client("udp", "--target", "127.0.0.1:%d" % port,
+                               "--duration", "10", "--count", "500",
+                               "--concurrency", "4", "--size", "20",
+                               "--reply-size", "100", "--label", "u")
+        check_common(r, "udp", "req")
+        check_latency(r)
+        assert r["count"] == 500 and r["samples"] == 500
+        assert r["bytes_sent"] == 20 * 500
+        assert r["bytes_recv"] == 100 * 500
+        assert "req/s" in err
+    finally:
+        stop(proc)
+    assert proc.returncode == 0, proc.stderr.read()

@@ -646,7 +646,7 @@ def _bad_but_decodable(pods, port):
         svc("zero-port", [{"name": "http", "port": 0, "protocol": "TCP"}]),
         svc("big-port", [{"name": "http", "port": 70000}]),
         svc("odd-proto", [{"name": "x", "port": 80, "protocol": "FOO"}]),
-        svc("dns", [{"name": "dns", "port": 53, "protocol": "UDP"}]),
+        svc("assoc", [{"name": "s", "port": 53, "protocol": "SCTP"}]),
         {"metadata": {"name": "ext", "namespace": "default"},
          "spec": {"type": "ExternalName", "externalName": "example.org"}},
     ]
@@ -689,8 +689,8 @@ def test_skipped_objects_counted_and_logged_once(env):
     assert len(re.findall(r"skipping EndpointSlice default/web-bad: "
                           r'endpoints\[0\]: address "not-an-ip".*'
                           r"\(bad_address\)", log)) == 1, log
-    assert len(re.findall(r'info +watcher: skipping Service default/dns: '
-                          r'port "dns": the proxy serves no UDP \(the '
+    assert len(re.findall(r'info +watcher: skipping Service default/assoc: '
+                          r'port "s": the proxy serves no SCTP \(the '
                           r'nftables dataplane does\) '
                           r'\(unsupported_protocol\)', log)) == 1, log
     assert "default/ext" not in log, log  # quiet: debug level only
@@ -849,3 +849,41 @@ def test_admin_drains_a_kubernetes_backend(env):
     assert post("/backends/" + WEB + "/pod-1/enable") == 200
     wait_for(lambda: "pod-1" in kt.ask_many(addr, 4), kt.dl(10),
              "pod-1 back in rotation")
+
+
+def test_udp_service_port_served(env):
+    """node.dataplane: proxy (README: "Where ferry differs from
+    kube-proxy"): a UDP Service port is a UDP service, here its NodePort
+    on the node's addresses, to the endpoints of the slice's UDP port."""
+    import socket
+
+    from test_udp import UdpBackend
+    backend = UdpBackend("u1")
+    try:
+        port = int(backend.addr.rsplit(":", 1)[1])
+        np = env.nodeport()
+        obj = svc_obj("dnsu", [("dns", 53, np)])
+        obj["spec"]["ports"][0].update(protocol="UDP", targetPort=port)
+        env.sim.create("services", obj)
+        sl = kt.slice_obj("dnsu-1", "dnsu", [{
+            "addresses": ["127.0.0.1"], "nodeName": kt.NODE,
+            "conditions": {"ready": True, "serving": True,
+                           "terminating": False}}], port, port_name="dns")
+        sl["ports"][0]["protocol"] = "UDP"
+        env.sim.create("endpointslices", sl)
+        env.start_ferry()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as c:
+            c.settimeout(0.2)
+
+            def answered():
+                c.sendto(b"q", ("127.0.0.1", np))
+                try:
+                    return c.recvfrom(100)[0]
+                except socket.timeout:
+                    return None
+            assert wait_for(answered, kt.dl(15), "a UDP answer") == b"u1:q"
+        svc = env.admin.service("default/dnsu:dns")
+        assert svc["protocol"] == "udp"
+        assert svc["counters"]["udp"]["flows"] == 1
+    finally:
+        backend.close()

@@ -4,7 +4,7 @@ For every library, a file that includes one header of every other library
 is compiled with that library's own compile command (from the build's
 compile_commands.json): a header of a library it may use must compile, one
 of a library it may not use must fail. The private inside of the data
-plane (svc-t.h, proxy-t.h) compiles only in the data plane.
+plane (svc-t.h, proxy-t.h, udp-t.h) compiles only in the data plane.
 """
 import json
 import os
@@ -40,7 +40,7 @@ ALLOWED = {
     "ops": {"conf", "dataplane", "health", "http", "ops"},
 }
 
-PRIVATE = ["svc-t.h", "proxy-t.h"]
+PRIVATE = ["svc-t.h", "proxy-t.h", "udp-t.h"]
 
 
 def compile_command(source):

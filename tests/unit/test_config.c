@@ -275,6 +275,108 @@ test_drain_timeout_key(void **state)
                  "drain_timeout");
 }
 
+/* UDP services: protocol, udp_idle_timeout, udp_responses and max_flows
+ * with their defaults; a UDP and a TCP service on one address and port;
+ * keys of the other protocol, bad values and clashes refused where they
+ * are written. */
+static void
+test_udp_keys(void **state)
+{
+    const char *yaml = "defaults:\n"
+                       "  idle_timeout: 5m\n"
+                       "services:\n"
+                       "  - name: web\n"
+                       "    listen: [127.0.0.1:53]\n" BACKENDS
+                       "  - name: dns\n"
+                       "    protocol: udp\n"
+                       "    listen: [127.0.0.1:53]\n" BACKENDS
+                       "  - name: q\n"
+                       "    protocol: udp\n"
+                       "    listen: [0.0.0.0:54]\n"
+                       "    udp_idle_timeout: 250ms\n"
+                       "    udp_responses: 1\n"
+                       "    max_flows: 7\n" BACKENDS;
+    const struct tbl_service *s;
+    struct err e;
+    struct conf *c = load(yaml, &e);
+
+    (void)state;
+    if (c == NULL)
+        fail_msg("%d:%d %s", e.line, e.col, e.msg);
+    s = find(c, "web");
+    assert_int_equal(s->proto, TBL_PROTO_TCP);
+    assert_int_equal(s->max_flows, 0);
+    s = find(c, "dns");
+    assert_int_equal(s->proto, TBL_PROTO_UDP);
+    assert_int_equal(s->udp_idle_timeout_ms, 30000);
+    assert_int_equal(TBL_UDP_IDLE_TIMEOUT_MS, 30000);
+    assert_int_equal(s->udp_responses, 0);
+    assert_int_equal(s->max_flows, TBL_UDP_MAX_FLOWS);
+    assert_int_equal(TBL_UDP_MAX_FLOWS, 10000);
+    s = find(c, "q");
+    assert_int_equal(s->udp_idle_timeout_ms, 250);
+    assert_int_equal(s->udp_responses, 1);
+    assert_int_equal(s->max_flows, 7);
+    conf_free(c);
+#define UDP_SVC "services:\n  - name: d\n    protocol: udp\n" \
+                "    listen: [127.0.0.1:1]\n"
+    expect_error(UDP_SVC "    protocol: sctp\n" BACKENDS, 5, 5, "protocol");
+    expect_error("services:\n  - name: d\n    protocol: quic\n"
+                 "    listen: [127.0.0.1:1]\n" BACKENDS,
+                 3, 15, "protocol");
+    expect_error(UDP_SVC "    udp_idle_timeout: 0\n" BACKENDS, 5, 23,
+                 "udp_idle_timeout");
+    expect_error(UDP_SVC "    udp_responses: -1\n" BACKENDS, 5, 20,
+                 "udp_responses");
+    expect_error(UDP_SVC "    max_flows: 0\n" BACKENDS, 5, 16, "max_flows");
+    expect_error(UDP_SVC "    max_flows: 10000001\n" BACKENDS, 5, 16,
+                 "max_flows");
+    expect_error(UDP_SVC "    send_proxy: v1\n" BACKENDS, 5, 17,
+                 "send_proxy applies to TCP services only, and service "
+                 "\"d\" is UDP");
+    expect_error(UDP_SVC "    accept_proxy: true\n" BACKENDS, 5, 19,
+                 "accept_proxy applies to TCP");
+    expect_error(UDP_SVC "    idle_timeout: 1s\n" BACKENDS, 5, 19,
+                 "udp_idle_timeout");
+    expect_error(UDP_SVC "    max_connections: 3\n" BACKENDS, 5, 22,
+                 "use max_flows");
+    expect_error(UDP_SVC "    retries: 1\n" BACKENDS, 5, 14, "retries");
+    expect_error(UDP_SVC "    connect_timeout: 1s\n" BACKENDS, 5, 22,
+                 "connect_timeout");
+    expect_error(UDP_SVC "    max_connections_per_source: 1\n" BACKENDS, 5,
+                 33, "max_connections_per_source");
+    expect_error(UDP_SVC "    connection_rate_per_source: 1\n" BACKENDS, 5,
+                 33, "connection_rate_per_source");
+    expect_error(UDP_SVC "    drain_timeout: 1s\n" BACKENDS, 5, 20,
+                 "drain_timeout applies to TCP");
+    expect_error(UDP_SVC "    sni: [a.example]\n" BACKENDS, 5, 10,
+                 "sni applies to TCP");
+    expect_error("services:\n  - name: t\n    listen: [127.0.0.1:1]\n"
+                 "    udp_responses: 1\n" BACKENDS,
+                 4, 20,
+                 "udp_responses applies to UDP services only, and service "
+                 "\"t\" is TCP");
+    expect_error("services:\n  - name: t\n    protocol: tcp\n"
+                 "    listen: [127.0.0.1:1]\n    max_flows: 5\n" BACKENDS,
+                 5, 16, "max_flows applies to UDP");
+    expect_error("services:\n  - name: t\n    listen: [127.0.0.1:1]\n"
+                 "    udp_idle_timeout: 5s\n" BACKENDS,
+                 4, 23, "udp_idle_timeout applies to UDP");
+    /* Not in "defaults:". */
+    expect_error("defaults:\n  max_flows: 5\n"
+                 "services:\n  - name: a\n    listen: [127.0.0.1:1]\n" BACKENDS,
+                 2, 3, "max_flows");
+    /* Two UDP services on one address, or overlapping through a
+     * wildcard, clash as TCP ones do. */
+    expect_error(UDP_SVC BACKENDS "  - name: e\n    protocol: udp\n"
+                                  "    listen: [127.0.0.1:1]\n" BACKENDS,
+                 9, 14, "already used by service \"d\"");
+    expect_error(UDP_SVC BACKENDS "  - name: e\n    protocol: udp\n"
+                                  "    listen: [0.0.0.0:1]\n" BACKENDS,
+                 9, 14, "overlaps");
+#undef UDP_SVC
+}
+
 /* Source rules: allow/deny lists of IPv4 and IPv6 prefixes in file
  * order, the per-source limits off by default; bad prefixes, empty lists
  * and out-of-range limits refused where they are written. */
@@ -1448,6 +1550,7 @@ main(void)
         cmocka_unit_test(test_proxy_protocol_keys),
         cmocka_unit_test(test_drain_timeout_key),
         cmocka_unit_test(test_source_rule_keys),
+        cmocka_unit_test(test_udp_keys),
         cmocka_unit_test(test_access_log_keys),
         cmocka_unit_test(test_defaults_after_services),
         cmocka_unit_test(test_null_sections),

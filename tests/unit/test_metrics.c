@@ -45,6 +45,28 @@ make_svc(const char *name)
     return make_svc_from(name, TBL_ORIGIN_FILE);
 }
 
+/* A UDP service with one backend. */
+static struct svc *
+make_udp_svc(const char *name)
+{
+    struct tbl_backend be;
+    struct tbl_service ts;
+    const char *why;
+
+    memset(&ts, 0, sizeof(ts));
+    memset(&be, 0, sizeof(be));
+    snprintf(ts.name, sizeof(ts.name), "%s", name);
+    assert_int_equal(parse_hostport("127.0.0.1:9153", &be.addr, 0, &why), 0);
+    snprintf(be.name, sizeof(be.name), "d0");
+    be.weight = 1;
+    ts.backends = &be;
+    ts.nbackends = 1;
+    ts.proto = TBL_PROTO_UDP;
+    ts.udp_idle_timeout_ms = 30000;
+    ts.max_flows = 10;
+    return svc_new(&ts);
+}
+
 static void
 assert_has(const char *text, const char *want)
 {
@@ -179,6 +201,8 @@ test_write_services(void **state)
                     "address=\"127.0.0.1:9101\"} 1\n");
     assert_has(b.p, "ferry_backend_health_up{service=\"we\\\"b\","
                     "backend=\"b1\",address=\"127.0.0.1:9102\"} 0\n");
+    /* No UDP service: no UDP family. */
+    assert_null(strstr(b.p, "ferry_service_udp_"));
     /* Drained and down backends are not picked; b0 and b1 both out. */
     {
         struct svc_tried t = {0};
@@ -188,6 +212,49 @@ test_write_services(void **state)
     }
     sbuf_deinit(&b);
     svc_unref(s);
+    assert_int_equal(backend_count(), 0);
+    assert_int_equal(svc_stats_count(), 0);
+}
+
+/* UDP services get their flows, datagrams and drops; TCP ones beside
+ * them do not. */
+static void
+test_write_udp(void **state)
+{
+    struct svc *v[2] = {make_svc("web"), make_udp_svc("dns")};
+    struct svc_stats *st;
+    struct sbuf b;
+
+    (void)state;
+    assert_non_null(v[0]);
+    assert_non_null(v[1]);
+    st = svc_counters(v[1]);
+    atomic_store(&st->udp_active, 3);
+    stats_add(&st->udp_flows, 5);
+    stats_add(&st->udp_dgrams_in, 7);
+    stats_add(&st->udp_dgrams_out, 6);
+    stats_inc(&st->udp_drops[STATS_UDP_MAX_FLOWS]);
+    stats_add(&st->udp_drops[STATS_UDP_REFUSED], 2);
+    sbuf_init(&b, 1 << 20);
+    metrics_write(&b, v, 2, NULL, 1, 100.0, CONF_PER_BACKEND_AUTO);
+    assert_false(b.overflow);
+    check_families(b.p);
+    assert_has(b.p, "ferry_service_udp_flows_active{service=\"dns\"} 3\n");
+    assert_has(b.p, "ferry_service_udp_flows_total{service=\"dns\"} 5\n");
+    assert_has(b.p, "ferry_service_udp_datagrams_total{service=\"dns\","
+                    "direction=\"in\"} 7\n");
+    assert_has(b.p, "ferry_service_udp_datagrams_total{service=\"dns\","
+                    "direction=\"out\"} 6\n");
+    assert_has(b.p, "ferry_service_udp_dropped_total{service=\"dns\","
+                    "reason=\"max_flows\"} 1\n");
+    assert_has(b.p, "ferry_service_udp_dropped_total{service=\"dns\","
+                    "reason=\"refused\"} 2\n");
+    assert_has(b.p, "ferry_service_udp_dropped_total{service=\"dns\","
+                    "reason=\"too_large\"} 0\n");
+    assert_null(strstr(b.p, "ferry_service_udp_flows_total{service=\"web\""));
+    sbuf_deinit(&b);
+    svc_unref(v[0]);
+    svc_unref(v[1]);
     assert_int_equal(backend_count(), 0);
     assert_int_equal(svc_stats_count(), 0);
 }
@@ -315,6 +382,7 @@ main(void)
         cmocka_unit_test(test_histogram_cumulative),
         cmocka_unit_test(test_write_services),
         cmocka_unit_test(test_per_backend),
+        cmocka_unit_test(test_write_udp),
         cmocka_unit_test(test_write_overflow),
         cmocka_unit_test(test_stats_survive_rebuild),
         cmocka_unit_test(test_sbuf_cap),

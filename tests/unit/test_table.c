@@ -424,6 +424,30 @@ ch_reach(struct tbl_service *s)
     s->reach = TBL_REACH_REDIRECT;
 }
 
+static void
+ch_proto(struct tbl_service *s)
+{
+    s->proto = TBL_PROTO_UDP;
+}
+
+static void
+ch_udp_idle(struct tbl_service *s)
+{
+    s->udp_idle_timeout_ms = 1234;
+}
+
+static void
+ch_udp_responses(struct tbl_service *s)
+{
+    s->udp_responses = 1;
+}
+
+static void
+ch_max_flows(struct tbl_service *s)
+{
+    s->max_flows = 7;
+}
+
 struct field {
     const char *name;
     size_t off, size, align;
@@ -469,6 +493,10 @@ static const struct field service_fields[] = {
     FIELD(reach, ch_reach),
     FIELD(sni, NULL),
     FIELD(nsni, NULL),
+    FIELD(proto, ch_proto),
+    FIELD(udp_idle_timeout_ms, ch_udp_idle),
+    FIELD(udp_responses, ch_udp_responses),
+    FIELD(max_flows, ch_max_flows),
 };
 
 /* The parts of the check, which counts as one field above. */
@@ -595,12 +623,43 @@ test_balance_names(void **state)
     assert_null(tbl_check_type_names[TBL_CHECK__COUNT]);
 }
 
+/* A frontend is (protocol, address, port): a UDP and a TCP service may
+ * share an address and port, two of one protocol may not. */
+static void
+test_frontend_protocols(void **state)
+{
+    struct table *t = table_new();
+    struct saddr fes[1], probe;
+    struct tbl_backend bes[2];
+    struct tbl_service s;
+    struct err e;
+    const char *why;
+
+    (void)state;
+    make_service(&s, "web", "127.0.0.1:53", fes, bes, 9000);
+    assert_int_equal(table_add_service(t, &s, &e), 0);
+    make_service(&s, "dns", "127.0.0.1:53", fes, bes, 9000);
+    s.proto = TBL_PROTO_UDP;
+    assert_int_equal(table_add_service(t, &s, &e), 0);
+    make_service(&s, "dns2", "127.0.0.1:53", fes, bes, 9000);
+    s.proto = TBL_PROTO_UDP;
+    assert_int_equal(table_add_service(t, &s, &e), -1);
+    assert_non_null(strstr(e.msg, "already used by service \"dns\""));
+    assert_int_equal(parse_hostport("127.0.0.1:53", &probe, 0, &why), 0);
+    assert_string_equal(table_find_frontend(t, &probe)->name, "web");
+    assert_string_equal(
+        table_find_frontend_proto(t, TBL_PROTO_UDP, &probe)->name, "dns");
+    assert_null(table_find_frontend_proto(t, TBL_PROTO_SCTP, &probe));
+    table_unref(t);
+}
+
 int
 main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_add_find),
         cmocka_unit_test(test_add_rejects),
+        cmocka_unit_test(test_frontend_protocols),
         cmocka_unit_test(test_refs),
         cmocka_unit_test(test_service_equal),
         cmocka_unit_test(test_service_fields_listed),

@@ -263,23 +263,41 @@ test_skipped_kinds(void **state)
     get(f, "a/mine:");
 }
 
+/* Where the proxy listens (node.dataplane: proxy, edge mode), a UDP
+ * port is a UDP service beside the TCP one on the same address and
+ * port; SCTP is skipped; and so is UDP the kernel would have to
+ * redirect to the proxy. */
 static void
-test_udp_skipped(void **state)
+test_udp_served_sctp_skipped(void **state)
 {
     struct fx *f = *state;
+    const struct tbl_service *u, *t;
+    struct saddr a;
+    const char *why;
 
-    put(f->svcs, "{'metadata':{'namespace':'kube-system','name':'dns'},"
+    put(f->svcs, "{'metadata':{'namespace':'kube-system','name':'dns',"
+                 "'annotations':{'ferry.dev/send-proxy':'v1'}},"
                  "'spec':{'clusterIP':'198.18.0.53','ports':["
                  "{'name':'dns','protocol':'UDP','port':53},"
                  "{'name':'dns-tcp','protocol':'TCP','port':53},"
                  "{'name':'x','protocol':'SCTP','port':99}]}}");
     build(f);
-    assert_int_equal(f->t->nservices, 1);
-    get(f, "kube-system/dns:dns-tcp");
-    assert_int_equal(f->st.ports_skipped, 2);
-    assert_int_equal(NSKIP(f, SERVICE, UNSUPPORTED_PROTOCOL), 2);
+    assert_int_equal(f->t->nservices, 2);
+    u = get(f, "kube-system/dns:dns");
+    t = get(f, "kube-system/dns:dns-tcp");
+    assert_int_equal(u->proto, TBL_PROTO_UDP);
+    assert_int_equal(u->udp_idle_timeout_ms, TBL_UDP_IDLE_TIMEOUT_MS);
+    assert_int_equal(u->max_flows, TBL_UDP_MAX_FLOWS);
+    assert_int_equal(u->send_proxy, TBL_SEND_PROXY_NONE);
+    assert_int_equal(t->proto, TBL_PROTO_TCP);
+    assert_int_equal(t->send_proxy, TBL_SEND_PROXY_V1);
+    assert_int_equal(parse_ip("198.18.0.53", 53, &a, &why), 0);
+    assert_ptr_equal(table_find_frontend_proto(f->t, TBL_PROTO_UDP, &a), u);
+    assert_ptr_equal(table_find_frontend(f->t, &a), t);
+    assert_int_equal(f->st.ports_skipped, 1);
+    assert_int_equal(NSKIP(f, SERVICE, UNSUPPORTED_PROTOCOL), 1);
     assert_note(f, "Service kube-system/dns unsupported_protocol: port "
-                   "\"dns\": the proxy serves no UDP (the nftables "
+                   "\"x\": the proxy serves no SCTP (the nftables "
                    "dataplane does)");
 }
 
@@ -451,9 +469,13 @@ test_kernel_annotation(void **state)
     assert_note(f, "Service shop/b bad_annotation: ferry.dev/dataplane "
                    "\"ebpf\"");
 
+    assert_note(f, "Service shop/p unsupported_protocol: port \"u\": the "
+                   "proxy serves UDP only where it listens");
+
     f->o.kernel = 0;
     build(f);
-    assert_int_equal(f->t->nservices, 3);
+    assert_int_equal(f->t->nservices, 4); /* shop/p:u too */
+    assert_int_equal(get(f, "shop/p:u")->proto, TBL_PROTO_UDP);
     assert_int_equal(f->t->nksvcs, 0);
     assert_int_equal(get(f, "shop/p:http")->reach, TBL_REACH_LISTEN);
     assert_int_equal(NSKIP(f, SERVICE, BAD_ANNOTATION), 0);
@@ -1076,9 +1098,9 @@ test_bad_protocols(void **state)
                  "{'name':'num','protocol':6,'port':56},"
                  "{'name':'http','protocol':'TCP','port':80}]}}");
     build(f);
-    assert_int_equal(f->t->nservices, 1);
+    assert_int_equal(f->t->nservices, 2); /* http, and u (UDP) */
     assert_string_equal(fes(get(f, "shop/web:http")), "198.18.0.10:80");
-    assert_int_equal(NSKIP(f, SERVICE, UNSUPPORTED_PROTOCOL), 2);
+    assert_int_equal(NSKIP(f, SERVICE, UNSUPPORTED_PROTOCOL), 1);
     assert_int_equal(NSKIP(f, SERVICE, BAD_PROTOCOL), 2);
     /* Kubernetes spells protocols in capitals only. */
     put(f->svcs, "{'metadata':{'namespace':'shop','name':'low'},'spec':{"
@@ -1184,7 +1206,7 @@ main(void)
     const struct CMUnitTest tests[] = {
         T(test_basic),
         T(test_skipped_kinds),
-        T(test_udp_skipped),
+        T(test_udp_served_sctp_skipped),
         T(test_kernel_services),
         T(test_kernel_annotation),
         T(test_feature_annotations),
