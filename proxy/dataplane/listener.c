@@ -27,6 +27,23 @@
 static void listener_on_accept(struct ev_loop *loop, struct ev_io *io,
                                int revents);
 
+/* A listener of <w> on the listening socket <fd> (not accepting yet), or
+ * NULL when out of memory. */
+static struct listener *
+listener_wrap(struct worker *w, const struct saddr *addr, int fd)
+{
+    struct listener *l = calloc(1, sizeof(*l));
+
+    if (l == NULL)
+        return NULL;
+    l->addr = *addr;
+    l->w = w;
+    saddr_str(addr, l->addr_str, sizeof(l->addr_str));
+    ev_io_init(&l->io, listener_on_accept, fd, EV_READ);
+    l->io.data = l;
+    return l;
+}
+
 /* 0 if <addr> can be bound without SO_REUSEPORT (no one listens there),
  * else -1 with errno set (EADDRINUSE). */
 static int
@@ -68,16 +85,10 @@ listener_new(struct worker *w, const struct saddr *addr, unsigned flags,
     fd = sock_listen(addr, sflags, LISTEN_BACKLOG);
     if (fd < 0)
         goto fail;
-    l = calloc(1, sizeof(*l));
-    if (l == NULL) {
+    if ((l = listener_wrap(w, addr, fd)) == NULL) {
         errno = ENOMEM;
         goto fail;
     }
-    l->addr = *addr;
-    l->w = w;
-    saddr_str(addr, l->addr_str, sizeof(l->addr_str));
-    ev_io_init(&l->io, listener_on_accept, fd, EV_READ);
-    l->io.data = l;
     return l;
 fail:
     err_set(e, "cannot listen on %s: %s", saddr_str(addr, a, sizeof(a)),
@@ -120,15 +131,8 @@ listener_adopt(struct worker *w, const struct saddr *addr, int fd,
                 saddr_str(addr, a, sizeof(a)), strerror(errno));
         return NULL;
     }
-    if ((l = calloc(1, sizeof(*l))) == NULL) {
+    if ((l = listener_wrap(w, addr, fd)) == NULL)
         err_set(e, "out of memory");
-        return NULL;
-    }
-    l->addr = *addr;
-    l->w = w;
-    saddr_str(addr, l->addr_str, sizeof(l->addr_str));
-    ev_io_init(&l->io, listener_on_accept, fd, EV_READ);
-    l->io.data = l;
     return l;
 }
 

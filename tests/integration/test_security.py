@@ -48,14 +48,7 @@ def listening_on(pid, host, port):
             p = ln.split()
             if p[3] == "0A" and p[1] == want:
                 inodes.add(p[9])
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            link = os.readlink(f"/proc/{pid}/fd/{fd}")
-        except OSError:
-            continue
-        if link.startswith("socket:[") and link[8:-1] in inodes:
-            return True
-    return False
+    return ft.holds_socket(pid, inodes)
 
 
 def port_free(host, port):

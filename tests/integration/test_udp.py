@@ -8,7 +8,6 @@ on its backend; a backend whose port is closed (ICMP port unreachable) is
 avoided. The backends answer "NAME:PAYLOAD" to every datagram."""
 
 import json
-import os
 import signal
 import socket
 import threading
@@ -100,14 +99,7 @@ def udp_bound(pid, port):
             parts = ln.split()
             if int(parts[1].rsplit(":", 1)[1], 16) == port:
                 inodes.add(parts[9])
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            link = os.readlink(f"/proc/{pid}/fd/{fd}")
-        except OSError:
-            continue
-        if link.startswith("socket:[") and link[8:-1] in inodes:
-            return True
-    return False
+    return ft.holds_socket(pid, inodes)
 
 
 def start(start_ferry, services, admin, extra="", **cfg):

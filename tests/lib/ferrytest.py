@@ -462,6 +462,12 @@ def _proc_listening(port, pid=None):
                 inodes.add(parts[9])
     if not inodes or pid is None:
         return bool(inodes)
+    return holds_socket(pid, inodes)
+
+
+def holds_socket(pid, inodes):
+    """True if process <pid> has a descriptor on one of the sockets whose
+    inode numbers (strings, as /proc/net/* print them) are in <inodes>."""
     try:
         fds = os.listdir(f"/proc/{pid}/fd")
     except OSError:
