@@ -50,13 +50,19 @@ NODE_NAME = "node-img"
 NODE_IP = "198.18.0.1"
 BACKEND_IPS = ["198.18.0.11", "198.18.0.12", "198.18.0.13"]
 CLUSTER_IP = "198.18.128.10"
+CAP_BITS = {"NET_BIND_SERVICE": 10, "NET_ADMIN": 12}
 
 
 def _why_skip():
     if os.environ.get("FERRY_SANITIZED") == "1":
         return ("the image carries its own release build, not $FERRY_BIN: "
                 "it is checked once, in the release phase")
-    return imagetest.missing() or kubetest.netns_missing()
+    why = kubetest.netns_missing()
+    if why or os.environ.get("FERRY_IMAGE_RESULT"):
+        # tests/run installs the tools in the background: its result file
+        # says whether they came (the image fixture skips then).
+        return why
+    return imagetest.missing()
 
 
 SKIP = _why_skip()
@@ -356,6 +362,16 @@ def test_version_is_the_tag(image, ds, cm, tmp_path, node):
     rc, out = pod.oneshot(image, ["--version"])
     assert rc == 0, out
     assert out.split()[-1] == image.rsplit(":", 1)[1], out
+    # The image's user is the one the pod runs as (runAsNonRoot holds
+    # without runAsUser too), and it exposes the probes' port.
+    cfg = json.loads(podman("image", "inspect", "--format",
+                            "{{json .Config}}", image).stdout)
+    sc = pod.spec["securityContext"]
+    assert cfg["User"] == "%s:%s" % (sc["runAsUser"], sc["runAsGroup"])
+    ports = {int(p["containerPort"]) for p in pod.c["ports"]}
+    assert {int(p.split("/")[0]) for p in cfg["ExposedPorts"]} == ports
+    assert ports == {int(pod.c[p]["httpGet"]["port"])
+                     for p in ("livenessProbe", "readinessProbe")}
 
 
 def test_configmap_passes_check_config(image, ds, cm, tmp_path, node):
@@ -496,6 +512,18 @@ def test_node_mode_probes_nftables_and_restart(image, ds, cm, tmp_path, node,
         assert t and CLUSTER_IP in t, t
         got = {node.ns(greet, (CLUSTER_IP, 80)) for _ in range(12)}
         assert got == {"web-1", "web-2", "web-3"}, got
+        # ferry, PID 1, as the pod's user with exactly the two added
+        # capabilities in effect, no_new_privs, and a root it cannot write.
+        st = podman("exec", name, "/bin/sh", "-c",
+                    "cat /proc/1/status; touch /x 2>&1; true").stdout
+        f = dict(ln.split(":", 1) for ln in st.splitlines() if ":" in ln)
+        sc = dict(pod.spec["securityContext"], **c["securityContext"])
+        assert f["Uid"].split()[1] == str(sc["runAsUser"]), st
+        assert f["Gid"].split()[1] == str(sc["runAsGroup"]), st
+        want = sum(1 << CAP_BITS[x] for x in sc["capabilities"]["add"])
+        assert int(f["CapEff"], 16) == want, st
+        assert f["NoNewPrivs"].strip() == "1", st
+        assert "Read-only file system" in st, st
         text = logs()
         assert NODE_NAME in text, "NODE_NAME reached ferry"
         assert not re.search(r"\b403\b", text), text

@@ -33,7 +33,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 DOCKERFILE = REPO / "deploy" / "Dockerfile"
 DAEMONSET = REPO / "deploy" / "kubernetes" / "daemonset.yaml"
-TOOLS = ("podman", "runc", "debootstrap")
+TOOLS = ("podman", "buildah", "runc", "debootstrap")
 SUITE = "bookworm"
 # Paths Debian's -slim images leave out of every package (documentation,
 # manual pages, translations), as a dpkg filter so that the Dockerfile's
@@ -210,6 +210,10 @@ def build(log=print):
     t0 = time.monotonic()
     with open(c / "lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
+        # A build stopped half-way (tests/run stops its background build
+        # when no test waits for it) leaves its working containers.
+        subprocess.run(["buildah", "rm", "--all"], env=env(),
+                       capture_output=True, timeout=120)
         make_base(log)
         t1 = time.monotonic()
         cmd = build_cmd()
