@@ -89,10 +89,11 @@ def podman(*args, check=True, timeout=600, **kw):
 
 
 def image_name():
-    """The image the DaemonSet runs (its container's image:)."""
+    """The image the DaemonSet runs (its container's image:), under the
+    localhost/ name README's "Run as a DaemonSet" loads it as."""
     txt = DAEMONSET.read_text()
     m = re.search(r"^\s*image:\s*(\S+)\s*$", txt, re.M)
-    return m.group(1)
+    return "localhost/" + m.group(1)
 
 
 def base_name():
