@@ -27,14 +27,6 @@ def pytest_runtest_makereport(item, call):
             rep.sections.append((f"ferry log {f.log_path}", f.log_text()))
 
 
-def pytest_collection_modifyitems(config, items):
-    """test_image.py waits for the image build tests/run starts in the
-    background ($FERRY_IMAGE_RESULT): run it last, so that the build has
-    the rest of the run to finish in."""
-    if os.environ.get("FERRY_IMAGE_RESULT"):
-        items.sort(key=lambda it: it.path.name == "test_image.py")
-
-
 @pytest.fixture(scope="session")
 def ferry_bin():
     """Path of the ferry binary ($FERRY_BIN or build/proxy/ferry)."""
