@@ -153,6 +153,13 @@ def _slim(root):
     for f in (root / "var" / "log").rglob("*"):
         if f.is_file():
             f.unlink()
+    # debootstrap copies the machine's own; the runtime mounts a
+    # container's at run time.
+    for f in ("etc/hostname", "etc/resolv.conf"):
+        p = root / f
+        if p.exists() or p.is_symlink():
+            p.unlink()
+        p.write_text("")
 
 
 def _rm(p):
