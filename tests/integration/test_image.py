@@ -51,6 +51,17 @@ NODE_IP = "198.18.0.1"
 BACKEND_IPS = ["198.18.0.11", "198.18.0.12", "198.18.0.13"]
 CLUSTER_IP = "198.18.128.10"
 CAP_BITS = {"NET_BIND_SERVICE": 10, "NET_ADMIN": 12}
+# Run in the container: PID 1's status, a write to the root, and the
+# memory and CPU limits of its cgroup ("mem:BYTES", "cpu:QUOTA PERIOD").
+CHECK_SH = r"""cat /proc/1/status; touch /x 2>&1
+cg=/sys/fs/cgroup
+if [ -f $cg/memory.max ]; then
+    echo "mem:$(cat $cg/memory.max)"; echo "cpu:$(cat $cg/cpu.max)"
+else
+    echo "mem:$(cat $cg/memory/memory.limit_in_bytes)"
+    echo "cpu:$(cat $cg/cpu/cpu.cfs_quota_us) $(cat $cg/cpu/cpu.cfs_period_us)"
+fi
+true"""
 
 
 def _why_skip():
@@ -181,17 +192,26 @@ class Pod:
         assert prof == "RuntimeDefault", "the test runs podman's default"
         return out
 
-    def resources(self):
+    def limits(self):
+        """The resources' limits: (memory in MiB, CPUs), None where unset.
+        (The requests only weigh in the scheduler's choice of node.)"""
         lim = self.c.get("resources", {}).get("limits", {})
-        out = []
+        mib = cpus = None
         if "memory" in lim:
             m = re.fullmatch(r"(\d+)(Mi|Gi)", str(lim["memory"]))
             mib = int(m.group(1)) * (1024 if m.group(2) == "Gi" else 1)
-            out += ["--memory", "%dm" % mib]
         if "cpu" in lim:
             cpu = str(lim["cpu"])
-            n = int(cpu[:-1]) / 1000 if cpu.endswith("m") else float(cpu)
-            out += ["--cpus", str(n)]
+            cpus = int(cpu[:-1]) / 1000 if cpu.endswith("m") else float(cpu)
+        return mib, cpus
+
+    def resources(self):
+        mib, cpus = self.limits()
+        out = []
+        if mib is not None:
+            out += ["--memory", "%dm" % mib]
+        if cpus is not None:
+            out += ["--cpus", str(cpus)]
         return out
 
     def volumes(self):
@@ -445,7 +465,8 @@ def sim(node, manifests, tmp_path_factory):
 def test_node_mode_probes_nftables_and_restart(image, ds, cm, tmp_path, node,
                                                backends, sim):
     """The DaemonSet's pod as the kubelet runs it, against the simulated API
-    server: the probes answer as the manifest asks, table inet ferry is
+    server: ferry runs as the pod's user with the pod's capabilities and
+    limits, the probes answer as the manifest asks, table inet ferry is
     programmed from inside the container and carries a ClusterIP to the
     backends, SIGTERM ends it within the grace period, and the table stays
     in place while the container is down and after it starts again."""
@@ -514,8 +535,7 @@ def test_node_mode_probes_nftables_and_restart(image, ds, cm, tmp_path, node,
         assert got == {"web-1", "web-2", "web-3"}, got
         # ferry, PID 1, as the pod's user with exactly the two added
         # capabilities in effect, no_new_privs, and a root it cannot write.
-        st = podman("exec", name, "/bin/sh", "-c",
-                    "cat /proc/1/status; touch /x 2>&1; true").stdout
+        st = podman("exec", name, "/bin/sh", "-c", CHECK_SH).stdout
         f = dict(ln.split(":", 1) for ln in st.splitlines() if ":" in ln)
         sc = dict(pod.spec["securityContext"], **c["securityContext"])
         assert f["Uid"].split()[1] == str(sc["runAsUser"]), st
@@ -524,6 +544,11 @@ def test_node_mode_probes_nftables_and_restart(image, ds, cm, tmp_path, node,
         assert int(f["CapEff"], 16) == want, st
         assert f["NoNewPrivs"].strip() == "1", st
         assert "Read-only file system" in st, st
+        # The limits, as the kernel holds them (cgroup v2 or v1 files).
+        mib, cpus = pod.limits()
+        assert int(f["mem"]) == mib << 20, st
+        quota, period = f["cpu"].split()
+        assert int(quota) / int(period) == cpus, st
         text = logs()
         assert NODE_NAME in text, "NODE_NAME reached ferry"
         assert not re.search(r"\b403\b", text), text
