@@ -533,6 +533,10 @@ def test_node_mode_probes_nftables_and_restart(image, ds, cm, tmp_path, node,
         assert table() is None, "a table before ferry ran"
         took = start(True)
         print("ready %.1f s after podman run" % took)
+        # kube-proxy's own health path on the same port, for tools that
+        # ask it (the ConfigMap's comment names all three).
+        hz = dict(ready, httpGet=dict(ready["httpGet"], path="/healthz"))
+        assert probe(node.ns, hz)
         t = table()
         assert t and CLUSTER_IP in t, t
         got = {node.ns(greet, (CLUSTER_IP, 80)) for _ in range(12)}
