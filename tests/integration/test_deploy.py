@@ -11,7 +11,8 @@ token limited to the ClusterRole, `kubectl create --dry-run=client`
 accepts the directory, the Dockerfile's runtime stage installs every
 library the binary links, and the systemd unit verifies and allows every
 system call ferry makes. Where root is available, the capability scheme
-of the image (file capabilities, non-root, no_new_privs) is run for real.
+of the image (file capabilities, non-root, no_new_privs) is run for real;
+the image itself is built and run in test_image.py.
 
 Run: /usr/bin/python3 -m pytest tests/integration/test_deploy.py
 Binary: $FERRY_BIN, else build/proxy/ferry.
