@@ -25,6 +25,12 @@ BENCH = os.environ.get("FERRY_BENCH_BIN",
                        os.path.join(ROOT, "build", "bench", "ferry-bench"))
 PY = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else "python3"
 
+# The sanitizer pass runs the tests of ferry's own code; this file
+# checks the control-plane bench's harness: once, in the release pass.
+pytestmark = pytest.mark.skipif(
+    os.environ.get("FERRY_SANITIZED", "0") == "1",
+    reason="the bench harness, not ferry's code: once, in the release pass")
+
 
 def port_free(port):
     with socket.socket() as s:

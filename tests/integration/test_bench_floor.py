@@ -24,6 +24,12 @@ BUILD = os.environ.get("FERRY_BUILD_DIR", os.path.join(ROOT, "build"))
 FLOOR = os.path.join(BUILD, "bench", "ferry-floor")
 BENCH = os.environ.get("FERRY_BENCH_BIN", os.path.join(BUILD, "bench", "ferry-bench"))
 
+# The sanitizer pass runs the tests of ferry's own code; this file
+# checks the leanest relay of the bench, not ferry: once, in the release pass.
+pytestmark = pytest.mark.skipif(
+    os.environ.get("FERRY_SANITIZED", "0") == "1",
+    reason="the bench's own relay, not ferry: once, in the release pass")
+
 
 def free_port():
     with socket.socket() as s:
