@@ -241,10 +241,19 @@ def test_kernel_bench_smoke(tmp_path):
     doc = json.loads((out / "kernel.json").read_text())
     assert doc["failures"] == [], doc["failures"]
     med = doc["medians"]
+    # The error kinds of each run, for the message when one had any.
+    kinds = []
+    with open(out / "raw" / "kernel" / "runs.jsonl") as f:
+        for line in f:
+            rec = json.loads(line)
+            errs = {k: v for k, v in rec["result"].get("errors", {}).items()
+                    if v}
+            if errs:
+                kinds.append((rec.get("scenario"), rec.get("target"), errs))
     for sc in ("connrate", "rr", "stream_down"):
         for target in ("direct", "kernel"):
             m = med["%s/%s" % (sc, target)]
-            assert m["rounds"] == 1 and m["errors"] == 0, (sc, target, m)
+            assert m["rounds"] == 1 and m["errors"] == 0, (sc, target, kinds)
             assert m["gbit" if sc.startswith("stream") else "rate"] > 0, m
             assert m["cpu"] > 0, m
         assert doc["ratios"][sc]["cpu"] > 0
