@@ -3,6 +3,7 @@
 #include <getopt.h>
 #include <math.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -23,10 +24,10 @@
 #define LG_MAX_SIZE     (64u * 1024)
 #define LG_MAX_THREADS  64u
 #define LG_MAX_RATE     10e6
-/* Closer to its slot than this, the open loop polls without sleeping:
- * epoll's millisecond timeout would otherwise start units up to 1 ms late
- * and that lateness would be counted as latency. */
-#define LG_SPIN_NS      2000000u
+/* Closer to its slot than this (--spin-us), the open loop polls without
+ * sleeping: epoll's millisecond timeout would otherwise start units up to
+ * 1 ms late and that lateness would be counted as latency. */
+#define LG_SPIN_US      2000u
 
 enum lg_mode {
     LG_CONNRATE = 0,
@@ -94,6 +95,7 @@ struct lg_opts {
     size_t size, reply_size;
     enum lg_dir dir;
     double rate;      /* --rate: units per second, 0 = closed loop */
+    uint64_t spin_ns; /* --spin-us */
     unsigned threads; /* -t */
     int quiet;
 };
@@ -125,6 +127,7 @@ struct lg {
     uint64_t started; /* units begun; due - started are waiting */
     uint64_t missed;  /* units that found no free connection at their slot */
     uint64_t ol_inflight;
+    int ol_ready; /* rr: the schedule starts once every connection is up */
     unsigned *free;   /* slots free (connrate) or connected and idle (rr) */
     unsigned nfree;
     ev_timer tick;
@@ -597,6 +600,16 @@ lg_ol_tick(struct lg *lg)
 
     if (lg->finished)
         return;
+    if (!lg->ol_ready) {
+        /* rr: connecting is not part of a request; start the clock when
+         * every connection is up (or failed and counted). */
+        if (lg->o.mode == LG_RR && lg->nfree < lg->nslots
+            && !lg->stopping && now < lg->t_start + 1000000000u)
+            return;
+        lg->ol_ready = 1;
+        if (lg->o.mode == LG_RR)
+            lg->t_start = now;
+    }
     if (!lg->stopping && now >= lg->t_start + lg->phase_ns) {
         due = (now - lg->t_start - lg->phase_ns) / lg->every_ns + 1;
         if (due > lg->o.count)
@@ -620,13 +633,14 @@ lg_ol_tick(struct lg *lg)
         return;
     }
     next = lg_slot_ns(lg, lg->due);
-    if (next <= now + LG_SPIN_NS) {
+    if (next <= now + lg->o.spin_ns) {
         ev_timer_stop(lg->loop, &lg->tick);
         ev_idle_start(lg->loop, &lg->spin);
     } else {
         ev_idle_stop(lg->loop, &lg->spin);
         ev_timer_stop(lg->loop, &lg->tick);
-        ev_timer_set(&lg->tick, (double)(next - now - LG_SPIN_NS) / 1e9, 0.);
+        ev_timer_set(&lg->tick, (double)(next - now - lg->o.spin_ns) / 1e9,
+                     0.);
         ev_timer_start(lg->loop, &lg->tick);
     }
 }
@@ -645,6 +659,7 @@ lg_on_spin(struct ev_loop *loop, ev_idle *w, int revents)
     (void)w;
     (void)revents;
     lg_ol_tick(ev_userdata(loop));
+    sched_yield(); /* a backend on this core gets its turn */
 }
 
 static void
@@ -836,6 +851,10 @@ lg_usage(FILE *f)
         "                       on a fixed schedule, each timed from its\n"
         "                       slot; --concurrency (connrate) or\n"
         "                       --connections (rr) bounds those in flight\n"
+        "  [--spin-us N]        --rate: poll without sleeping when the next\n"
+        "                       slot is under N us away (2000); 0 sleeps\n"
+        "                       in epoll, whose 1 ms steps then count as\n"
+        "                       latency\n"
         "  [-t, --threads N]    N load threads, each with its own loop and\n"
         "                       share of connections, count and rate (1)\n"
         "  [--quiet]            no summary on stderr\n"
@@ -933,6 +952,11 @@ lg_parse_opt(struct lg_opts *o, int opt, const char *v, int *have_target)
             break;
         o->threads = (unsigned)u;
         return 0;
+    case 'S':
+        if (parse_uint(v, 0, 1000000, &u, &why) < 0)
+            break;
+        o->spin_ns = u * 1000;
+        return 0;
     case 'R':
         if (lg_parse_secs(v, &o->rate) < 0 || o->rate > LG_MAX_RATE)
             break;
@@ -951,6 +975,7 @@ lg_parse(struct lg_opts *o, int argc, char **argv)
         {"target", required_argument, NULL, 'A'},
         {"threads", required_argument, NULL, 't'},
         {"rate", required_argument, NULL, 'R'},
+        {"spin-us", required_argument, NULL, 'S'},
         {"label", required_argument, NULL, 'L'},
         {"duration", required_argument, NULL, 'd'},
         {"count", required_argument, NULL, 'n'},
@@ -1244,6 +1269,7 @@ loadgen_main(int argc, char **argv)
     o.max_errors = 100000;
     o.label = "";
     o.threads = 1;
+    o.spin_ns = (uint64_t)LG_SPIN_US * 1000;
     if (lg_parse(&o, argc, argv) < 0) {
         free(total);
         return 2;
