@@ -51,6 +51,8 @@ def summarize(vals):
 def interval(s):
     """The interval a comparison uses: the 95 % one, else min-max."""
     if isinstance(s, dict):
+        if s.get("n", 1) < 2:
+            return (s["median"], s["median"]), "one value"
         if "ci95" in s:
             return tuple(s["ci95"]), "ci95"
         return (s["min"], s["max"]), "min-max"
