@@ -120,7 +120,8 @@ def compare(a, b, higher_better):
             if metric.endswith("_stats") or metric in ("rounds",):
                 continue
             va, vb = ma[metric], mb[metric]
-            if not isinstance(va, (int, float)) or not isinstance(vb, (int, float)):
+            if (not isinstance(va, (int, float)) or not isinstance(vb, (int, float))
+                    or isinstance(va, bool) or isinstance(vb, bool)):
                 continue
             sa = ma.get(metric + "_stats", va)
             sb = mb.get(metric + "_stats", vb)
