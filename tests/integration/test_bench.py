@@ -568,3 +568,48 @@ def test_threads_follow_cpu_lists():
     assert b.client_argv("rr", "ferry")[-2:] == ["-t", "2"]
     assert "-t" not in b.client_argv("idle", "ferry")
     assert b.client_argv("rr_1conn", "ferry")[-2:] == ["-t", "1"]
+
+
+def test_scale(tmp_path):
+    """bench/run --scale: one pass per proxy CPU count (one here: this
+    machine's 1 + 1) and scaling.md with a row per proxy target."""
+    if not os.access(BIN, os.X_OK) or not os.access(FERRY, os.X_OK):
+        pytest.skip("ferry or ferry-bench not built")
+    if os.cpu_count() < 2:
+        pytest.skip("needs two CPUs")
+    out = tmp_path / "out"
+    res = subprocess.run(
+        ["/usr/bin/python3", RUN, "--scale", "--scenarios", "connrate",
+         "--targets", "direct,ferry", "--duration", "0.5", "--rounds", "1",
+         "--load-cpus", "0", "--proxy-cpus", "1", "--bench", BIN,
+         "--ferry", FERRY, "--no-install", "--port-base",
+         str(free_port_run(5)), "--out", str(out)],
+        capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr[-2000:]
+    text = (out / "scaling.md").read_text()
+    assert "| connrate | ferry | " in text and "direct" not in text.split("|---")[1]
+    passes = json.loads((out / "scaling.json").read_text())
+    assert len(passes) == 1 and passes[0]["connrate/ferry"]["rate"] > 0
+    assert "relay: {workers: 1}" in (
+        out / "cpus-1" / "raw" / "connrate-ferry" / "ferry.yaml").read_text()
+
+
+def test_scaling_table():
+    """Two passes: the gain of the added core and the efficiency; a gain
+    inside both passes' spread says so."""
+    sys.path.insert(0, os.path.join(ROOT, "bench"))
+    import benchstats
+    import scaling
+
+    def m(vals):
+        return {"rate": benchstats.summarize(vals)["median"],
+                "rate_stats": benchstats.summarize(vals)}
+    meds = [{("rr", "ferry"): m([90, 100, 110]), ("rr", "nginx"): m([90, 100, 110])},
+            {("rr", "ferry"): m([170, 180, 190]), ("rr", "nginx"): m([100, 105, 112])}]
+    text = scaling.table_md(meds, ["rr"], ["direct", "ferry", "nginx"], [6, 7])
+    assert "| 1 core | 2 cores | gain | eff. |" in text
+    rows = {l.split("|")[2].strip(): l for l in text.splitlines()
+            if l.startswith("| rr |")}
+    assert set(rows) == {"ferry", "nginx"}
+    assert "| +80 | 0.90 |" in rows["ferry"]
+    assert "+5 (within spread)" in rows["nginx"] and "| 0.53 |" in rows["nginx"]
