@@ -23,7 +23,7 @@
 #define LG_MAX_SLOTS    60000u
 #define LG_MAX_SIZE     (64u * 1024)
 #define LG_MAX_THREADS  64u
-#define LG_MAX_RATE     10e6
+#define LG_MAX_RATE     1e6
 /* Closer to its slot than this (--spin-us), the open loop polls without
  * sleeping: epoll's millisecond timeout would otherwise start units up to
  * 1 ms late and that lateness would be counted as latency. */

@@ -29,8 +29,8 @@ def parse_rates(spec):
     out = []
     for part in spec.split(","):
         v = float(part)
-        if not 0 < v <= 10e6:
-            raise ValueError("rate %s out of (0, 10,000,000]" % part)
+        if not 0 < v <= 1e6:
+            raise ValueError("rate %s out of (0, 1,000,000]" % part)
         out.append(v)
     if not out or out != sorted(out):
         raise ValueError("rates must rise")
