@@ -87,3 +87,20 @@ lathist_mean(const struct lathist *h)
 {
     return h->count > 0 ? h->sum / (double)h->count : 0;
 }
+
+void
+lathist_merge(struct lathist *dst, const struct lathist *src)
+{
+    unsigned i;
+
+    if (src->count == 0)
+        return;
+    for (i = 0; i < LATHIST_BUCKETS; i++)
+        dst->b[i] += src->b[i];
+    dst->count += src->count;
+    dst->sum += src->sum;
+    if (src->min < dst->min)
+        dst->min = src->min;
+    if (src->max > dst->max)
+        dst->max = src->max;
+}

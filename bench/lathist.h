@@ -34,6 +34,11 @@ uint64_t lathist_quantile(const struct lathist *h, double q);
 
 double lathist_mean(const struct lathist *h);
 
+/* Add <src>'s samples to <dst> bucket by bucket, so percentiles of the
+ * merge are those of all samples together (never an average of
+ * percentiles). <src> is borrowed and left as it was. */
+void lathist_merge(struct lathist *dst, const struct lathist *src);
+
 /* For tests: bucket index of a value and the range a bucket covers. */
 unsigned lathist_index(uint64_t ns);
 void lathist_bucket_range(unsigned idx, uint64_t *lo, uint64_t *hi);

@@ -11,11 +11,15 @@ the repository root.
 
 import json
 import os
+import random
 import shutil
 import signal
 import socket
 import subprocess
+import sys
+import threading
 import time
+import xml.etree.ElementTree as ET
 
 import pytest
 
@@ -295,3 +299,326 @@ def test_udp_queries_and_answers():
     finally:
         stop(proc)
     assert proc.returncode == 0, proc.stderr.read()
+
+
+# ---- open loop (--rate), load threads (-t) ------------------------------
+
+QUANT_KEYS = ("p50_us", "p90_us", "p99_us", "p999_us", "p9999_us", "max_us")
+
+
+def check_open_loop(r, rate, count):
+    assert r["offered_rate"] == rate
+    assert r["scheduled"] == count and r["count"] == count, r
+    assert r["samples"] == count and r["unsent"] == 0
+    assert 0 <= r["missed"] <= count
+    vals = [r[k] for k in QUANT_KEYS]
+    assert all(v > 0 for v in vals) and vals == sorted(vals), vals
+
+
+@pytest.mark.parametrize("mode,args", [
+    ("connrate", ["--concurrency", "8"]), ("rr", ["--connections", "4"])])
+def test_open_loop(backends, mode, args):
+    """--rate: every scheduled unit is sent and timed, the rate is what was
+    offered and the summary says how many missed their slot."""
+    r, _, err = run_client(mode, "--target", "127.0.0.1:%d" % backends["echo"],
+                           "--rate", "2000", "--count", "300",
+                           "--duration", "10", *args)
+    check_common(r, mode, "conn" if mode == "connrate" else "req")
+    check_open_loop(r, 2000.0, 300)
+    assert r["threads"] == 1
+    assert "(offered 2000.0)" in err and "missed their slot" in err
+    assert "p99.99" in err
+
+
+HOLD_S = 0.15
+
+
+def slow_first_backend():
+    """An echo backend whose first reply takes HOLD_S (a stalled service):
+    everything scheduled meanwhile waits behind it."""
+    ls = socket.socket()
+    ls.bind(("127.0.0.1", 0))
+    ls.listen(8)
+
+    def serve():
+        conn, _ = ls.accept()
+        with conn:
+            conn.settimeout(20)
+            first = True
+            while True:
+                data = conn.recv(64)
+                if not data:
+                    return
+                if first:
+                    first = False
+                    time.sleep(HOLD_S)  # the backend's stall, not a wait
+                conn.sendall(data)
+
+    threading.Thread(target=serve, daemon=True).start()
+    return ls
+
+
+def test_open_loop_times_from_the_slot():
+    """Coordinated omission corrected: with one connection and the first
+    reply stalled 150 ms, the ~150 units that came due meanwhile count
+    their wait as latency and as missed slots (a closed loop would have
+    sent nothing meanwhile and recorded one slow sample)."""
+    if not os.access(BIN, os.X_OK):
+        pytest.skip("ferry-bench not built")
+    ls = slow_first_backend()
+    try:
+        res = subprocess.run([BIN, "rr", "--target",
+                              "127.0.0.1:%d" % ls.getsockname()[1],
+                              "--connections", "1", "--rate", "1000",
+                              "--count", "200", "--duration", "20", "--quiet"],
+                             capture_output=True, text=True, timeout=30)
+    finally:
+        ls.close()
+    assert res.returncode == 0, res.stderr
+    r = json.loads(res.stdout.splitlines()[-1])
+    assert r["count"] == 200 and r["errors_total"] == 0, r
+    assert r["missed"] >= 100, r
+    assert r["p50_us"] > 20000, r
+    assert r["max_us"] >= HOLD_S * 0.9e6, r
+
+
+@pytest.mark.parametrize("mode,args", [
+    ("connrate", ["--concurrency", "4"]), ("rr", ["--connections", "3"]),
+    ("stream", ["--connections", "2", "--direction", "both"])])
+def test_threads(backends, mode, args):
+    """-t N: N threads share the count; the histograms are merged, so the
+    samples are every unit of every thread."""
+    n = 3 if mode == "rr" else 2
+    count = "301" if mode != "stream" else "2000000"
+    r, _, err = run_client(mode, "--target", "127.0.0.1:%d" % backends["echo"],
+                           "-t", str(n), "--count", count, "--duration", "10",
+                           *args)
+    unit = {"connrate": "conn", "rr": "req", "stream": "byte"}[mode]
+    check_common(r, mode, unit)
+    assert r["threads"] == n and "%d threads" % n in err
+    if mode != "stream":
+        assert r["count"] == 301 and r["samples"] == 301
+        check_latency(r)
+    else:
+        assert r["count"] >= 2000000
+
+
+def test_threads_with_rate(backends):
+    r, _, _ = run_client("rr", "--target", "127.0.0.1:%d" % backends["echo"],
+                         "--threads", "2", "--rate", "3000", "--count", "301",
+                         "--connections", "4", "--duration", "10")
+    check_common(r, "rr", "req")
+    check_open_loop(r, 3000.0, 301)
+    assert r["threads"] == 2
+
+
+@pytest.mark.parametrize("args,rc", [
+    (["rr", "-t", "0"], 2), (["rr", "-t", "65"], 2),
+    (["idle", "-t", "2"], 2), (["stream", "--rate", "100"], 2),
+    (["rr", "--rate", "0"], 2), (["rr", "--rate", "-5"], 2),
+    (["rr", "--rate", "1000001"], 2), (["rr", "--spin-us", "x"], 2),
+    (["rr", "-t", "4", "--connections", "2"], 1),
+])
+def test_open_loop_and_threads_usage(args, rc):
+    if not os.access(BIN, os.X_OK):
+        pytest.skip("ferry-bench not built")
+    res = subprocess.run([BIN, *args, "--target", "127.0.0.1:9",
+                          "--duration", "1"],
+                         capture_output=True, text=True, timeout=10)
+    assert res.returncode == rc, res.stderr
+    assert res.stdout == "" and res.stderr.strip()
+
+
+# ---- bench/run: --sweep, --compare, statistics, threads per CPU ----------
+
+RUN = os.path.join(ROOT, "bench", "run")
+FERRY = os.environ.get("FERRY_BIN", os.path.join(ROOT, "build", "proxy", "ferry"))
+
+
+def load_run_module():
+    import importlib.machinery
+    import importlib.util
+    loader = importlib.machinery.SourceFileLoader("bench_run", RUN)
+    spec = importlib.util.spec_from_loader("bench_run", loader)
+    mod = importlib.util.module_from_spec(spec)
+    loader.exec_module(mod)
+    return mod
+
+
+def free_port_run(n):
+    """A base port with n free ports after it."""
+    for _ in range(50):
+        base = random.randint(30000, 60000)
+        try:
+            socks = []
+            for i in range(n):
+                s = socket.socket()
+                socks.append(s)
+                s.bind(("127.0.0.1", base + i))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    pytest.skip("no run of %d free ports" % n)
+
+
+def test_sweep(tmp_path):
+    """bench/run --sweep: every target at every step until it saturates,
+    a table per scenario, an SVG plot, sweep.json. Checks the harness,
+    never the figures."""
+    if not os.access(BIN, os.X_OK):
+        pytest.skip("ferry-bench not built")
+    # One target keeps it short (four half-second runs); the table and
+    # plot code is the same for every target.
+    targets = "ferry" if os.access(FERRY, os.X_OK) else "direct"
+    out = tmp_path / "out"
+    p = subprocess.Popen(
+        ["/usr/bin/python3", RUN, "--sweep", "--sweep-rates", "300,600",
+         "--duration", "0.5", "--rounds", "1", "--targets", targets,
+         "--bench", BIN, "--ferry", FERRY, "--no-install",
+         "--port-base", str(free_port_run(5)), "--out", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode == 0, err[-2000:]
+    text = (out / "summary.md").read_text()
+    doc = json.loads((out / "sweep.json").read_text())
+    for sc in ("connrate", "rr"):
+        assert "## sweep: %s" % sc in text
+        for t in targets.split(","):
+            for rate in (300, 600):
+                key = "%s/%s/%d" % (sc, t, rate)
+                if key not in doc:  # left the sweep: saturated below
+                    assert doc["%s/%s/300" % (sc, t)]["saturated"], doc
+                    continue
+                m = doc[key]
+                assert m["rounds"] == 1 and m["rate"] > 0, m
+                assert m["p50_us"] <= m["p99_us"] <= m["max_us"]
+                assert "| %s | %d |" % (t, rate) in text
+        root = ET.fromstring((out / ("sweep-%s.svg" % sc)).read_text())
+        assert root.tag.endswith("svg")
+        assert len(root.findall("{http://www.w3.org/2000/svg}polyline")) \
+            == 2 * len(targets.split(","))
+    assert "FAILED" not in err
+
+
+def test_median_interval():
+    sys.path.insert(0, os.path.join(ROOT, "bench"))
+    import benchstats
+    assert benchstats.median_ci([3, 1, 2, 4]) is None  # under 5 rounds
+    lo, hi, cover = benchstats.median_ci([5, 1, 4, 2, 3])
+    assert (lo, hi) == (1, 5) and abs(cover - 0.9375) < 1e-9
+    lo, hi, cover = benchstats.median_ci(list(range(1, 21)))
+    assert (lo, hi) == (6, 15) and 0.95 <= cover < 0.96
+    s = benchstats.summarize([9, 1, 5, 7, 3, 4])
+    assert s["median"] == 4.5 and s["min"] == 1 and s["max"] == 9
+    assert s["ci95"] == [1, 9] and s["n"] == 6
+
+
+def test_compare(tmp_path):
+    """--compare: a difference only where the intervals do not overlap;
+    one round has no spread and says so."""
+    sys.path.insert(0, os.path.join(ROOT, "bench"))
+    import benchstats
+
+    def fig(vals):
+        return benchstats.summarize(vals)
+
+    def doc(rate, p99, one):
+        return {"rr/ferry": {"rounds": 5, "rate": rate[2], "rate_stats": fig(rate),
+                             "p99": p99[2], "p99_stats": fig(p99)},
+                "rr/nginx": {"rounds": 1, "rate": one,
+                             "rate_stats": fig([one])}}
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    a.write_text(json.dumps(doc([98, 99, 100, 101, 102], [40, 45, 50, 55, 60], 10)))
+    b.write_text(json.dumps(doc([88, 89, 90, 91, 92], [42, 47, 52, 57, 62], 20)))
+    res = subprocess.run(["/usr/bin/python3", RUN, "--compare", str(a), str(b)],
+                         capture_output=True, text=True, timeout=30)
+    assert res.returncode == 0, res.stderr
+    rows = {tuple(l.split()[:2]): l for l in res.stdout.splitlines()
+            if l.startswith("rr/")}
+    assert rows[("rr/ferry", "rate")].endswith("differs: worse")
+    assert "-10.0%" in rows[("rr/ferry", "rate")]
+    assert rows[("rr/ferry", "p99")].endswith("same within spread")
+    assert rows[("rr/nginx", "rate")].endswith("too few rounds")
+    # Reversed, the rate change is an improvement.
+    res = subprocess.run(["/usr/bin/python3", RUN, "--compare", str(b), str(a)],
+                         capture_output=True, text=True, timeout=30)
+    assert "differs: better" in res.stdout
+    res = subprocess.run(["/usr/bin/python3", RUN, "--compare", str(a),
+                          str(tmp_path / "missing.json")],
+                         capture_output=True, text=True, timeout=30)
+    assert res.returncode == 2 and "missing.json" in res.stderr
+
+
+def test_threads_follow_cpu_lists():
+    """relay.workers, nbthread and worker_processes follow --proxy-cpus;
+    ferry-bench -t follows --load-cpus."""
+    run = load_run_module()
+    run.PROXY_CPU, run.LOAD_CPU = "2-4", "0,1"
+    args = run.parse_args(["--quick", "--no-install", "--load-cpus", "0,1",
+                           "--proxy-cpus", "2-4"])
+    assert "relay: {workers: 3}" in run.ferry_config()
+    assert "relay: {workers: 3}" in run.ferry_config(udp=True)
+    assert "nbthread 3\n" in run.haproxy_config()
+    conf = run.nginx_config("/nonexistent")
+    assert "worker_processes 3;" in conf and "master_process on;" in conf
+    run.PROXY_CPU = "1"
+    conf = run.nginx_config("/nonexistent")
+    assert "worker_processes 1;" in conf and "master_process off;" in conf
+    b = run.Bench.__new__(run.Bench)
+    b.args = args
+    assert b.client_argv("rr", "ferry")[-2:] == ["-t", "2"]
+    assert "-t" not in b.client_argv("idle", "ferry")
+    assert b.client_argv("rr_1conn", "ferry")[-2:] == ["-t", "1"]
+
+
+def test_scale(tmp_path):
+    """bench/run --scale: one pass per proxy CPU count (one here: this
+    machine's 1 + 1) and scaling.md with a row per proxy target."""
+    if not os.access(BIN, os.X_OK) or not os.access(FERRY, os.X_OK):
+        pytest.skip("ferry or ferry-bench not built")
+    if os.cpu_count() < 2:
+        pytest.skip("needs two CPUs")
+    out = tmp_path / "out"
+    res = subprocess.run(
+        ["/usr/bin/python3", RUN, "--scale", "--scenarios", "connrate",
+         "--targets", "direct,ferry", "--duration", "0.5", "--rounds", "1",
+         "--load-cpus", "0", "--proxy-cpus", "1", "--bench", BIN,
+         "--ferry", FERRY, "--no-install", "--port-base",
+         str(free_port_run(5)), "--out", str(out)],
+        capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr[-2000:]
+    text = (out / "scaling.md").read_text()
+    assert "| connrate | ferry | " in text and "direct" not in text.split("|---")[1]
+    passes = json.loads((out / "scaling.json").read_text())
+    assert len(passes) == 1 and passes[0]["connrate/ferry"]["rate"] > 0
+    assert "relay: {workers: 1}" in (
+        out / "cpus-1" / "raw" / "connrate-ferry" / "ferry.yaml").read_text()
+
+
+def test_scaling_table():
+    """Two passes: the gain of the added core and the efficiency; a gain
+    inside both passes' spread says so."""
+    sys.path.insert(0, os.path.join(ROOT, "bench"))
+    import benchstats
+    import scaling
+
+    def m(vals):
+        return {"rate": benchstats.summarize(vals)["median"],
+                "rate_stats": benchstats.summarize(vals)}
+    meds = [{("rr", "ferry"): m([90, 100, 110]), ("rr", "nginx"): m([90, 100, 110])},
+            {("rr", "ferry"): m([170, 180, 190]), ("rr", "nginx"): m([100, 105, 112])}]
+    text = scaling.table_md(meds, ["rr"], ["direct", "ferry", "nginx"], [6, 7])
+    assert "| 1 core | 2 cores | gain | eff. |" in text
+    rows = {l.split("|")[2].strip(): l for l in text.splitlines()
+            if l.startswith("| rr |")}
+    assert set(rows) == {"ferry", "nginx"}
+    assert "| +80 | 0.90 |" in rows["ferry"]
+    assert "+5 (within spread)" in rows["nginx"] and "| 0.53 |" in rows["nginx"]

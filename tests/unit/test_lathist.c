@@ -86,6 +86,47 @@ test_empty_and_single(void **state)
     assert_in_range(lathist_mean(&h), 12344, 12346);
 }
 
+/* Two halves merged must give exactly the histogram of the whole, and
+ * the merge's p99 must be that of all samples, not the mean of the two. */
+static void
+test_merge_is_exact(void **state)
+{
+    struct lathist *all = malloc(sizeof(*all));
+    struct lathist *a = malloc(sizeof(*a)), *b = malloc(sizeof(*b));
+    uint64_t i;
+
+    (void)state;
+    assert_non_null(all);
+    assert_non_null(a);
+    assert_non_null(b);
+    lathist_init(all);
+    lathist_init(a);
+    lathist_init(b);
+    for (i = 0; i < 10000; i++) {
+        /* a: fast and many; b: slow and few. */
+        uint64_t v = i % 10 == 0 ? 5000000 + i : 10000 + i;
+
+        lathist_add(all, v);
+        lathist_add(i % 10 == 0 ? b : a, v);
+    }
+    lathist_merge(a, b);
+    assert_int_equal(a->count, all->count);
+    assert_int_equal(a->min, all->min);
+    assert_int_equal(a->max, all->max);
+    assert_memory_equal(a->b, all->b, sizeof(a->b));
+    assert_int_equal(lathist_quantile(a, 0.5), lathist_quantile(all, 0.5));
+    assert_int_equal(lathist_quantile(a, 0.99), lathist_quantile(all, 0.99));
+    assert_true(lathist_quantile(a, 0.95) > 4000000); /* the slow tenth */
+    /* Merging an empty one changes nothing. */
+    lathist_init(b);
+    lathist_merge(a, b);
+    assert_int_equal(a->count, all->count);
+    assert_int_equal(a->min, all->min);
+    free(all);
+    free(a);
+    free(b);
+}
+
 int
 main(void)
 {
@@ -93,6 +134,7 @@ main(void)
         cmocka_unit_test(test_buckets_cover_values),
         cmocka_unit_test(test_quantiles_close_to_exact),
         cmocka_unit_test(test_empty_and_single),
+        cmocka_unit_test(test_merge_is_exact),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
