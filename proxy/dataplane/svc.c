@@ -30,6 +30,8 @@ svc_new(const struct tbl_service *ts)
     s->spec.deny = NULL;
     s->spec.sni = NULL; /* routing reads the table's (sniroute.c) */
     s->spec.nsni = 0;
+    s->spec.excluded = NULL; /* explanations read the table's */
+    s->spec.nexcluded = 0;
     s->bal = bal_get(ts->balance);
     s->nslots = svc_nworkers > 0 ? svc_nworkers : 1;
     if ((s->st = svc_stats_get(ts->name)) == NULL)

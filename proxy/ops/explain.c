@@ -200,9 +200,11 @@ be_excluded(struct svc *s, size_t i, struct health *h, double now,
 }
 
 static json_t *
-proxy_backends(struct svc *s, struct health *h, double now)
+proxy_backends(const struct tbl_service *ts, struct svc *s, struct health *h,
+               double now)
 {
     json_t *v = json_array();
+    char ab[SADDR_STR_MAX];
     size_t i;
 
     for (i = 0; i < svc_nbackends(s); i++) {
@@ -226,6 +228,18 @@ proxy_backends(struct svc *s, struct health *h, double now)
                 json_string("terminating: serves because no endpoint is "
                             "ready"));
         json_array_append_new(v, o);
+    }
+    /* The endpoints the translator left out come after: they are no
+     * backends of the data plane at all. */
+    for (i = 0; i < ts->nexcluded; i++) {
+        const struct tbl_excluded *x = &ts->excluded[i];
+        json_array_append_new(
+            v, json_pack("{s:s, s:s, s:i, s:s, s:s}", "name", x->name,
+                         "address", saddr_str(&x->addr, ab, sizeof(ab)),
+                         "weight", 0, "verdict", "excluded", "reason",
+                         x->reason < TBL_EXCL__COUNT
+                             ? tbl_excl_text[x->reason]
+                             : "?"));
     }
     return v;
 }
@@ -285,7 +299,7 @@ explain_proxy(struct proxy *p, struct health *h, size_t i,
     json_object_set_new(o, "balance", json_string(svc_balance_name(s)));
     json_object_set_new(o, "affinity_seconds",
                         json_integer(ts->affinity_timeout_ms / 1000));
-    json_object_set_new(o, "backends", proxy_backends(s, h, now));
+    json_object_set_new(o, "backends", proxy_backends(ts, s, h, now));
     json_object_set_new(o, "next", proxy_next(s, q, now));
     return o;
 }
