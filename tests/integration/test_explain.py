@@ -6,17 +6,22 @@ random clients over a random table."""
 
 import json
 import random
+import shutil
 import socket
 import subprocess
 import sys
 from pathlib import Path
 from urllib.parse import quote
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
 
 import admintest as at  # noqa: E402
 import ferrytest as ft  # noqa: E402
+import kubetest as kt  # noqa: E402
 from ferrytest import wait_for  # noqa: E402
+from kapisim_client import make_ca_and_cert, start_sim  # noqa: E402
 
 CHECK = {"type": "tcp", "interval": "100ms", "timeout": "1s", "rise": 1,
          "fall": 1}
@@ -158,3 +163,85 @@ def test_explain_unowned_bad_input_and_cli(start_ferry, backends, ferry_bin):
     assert r.returncode == 2 and "--proto: unknown option" in r.stderr
     r = cli(ferry_bin, web, "--admin", ft.RefusingPort().addr)
     assert r.returncode == 2 and "Connection refused" in r.stderr
+
+
+# ------------------------------------------------------------ Kubernetes
+
+def ask_from(addr, src):
+    """kubetest.ask() from source IP <src>."""
+    _, host, port = ft.parse_addr(addr)
+    with socket.create_connection((host, port), timeout=kt.dl(5),
+                                  source_address=(src, 0)) as s:
+        s.settimeout(kt.dl(5))
+        s.sendall(kt.HTTP_REQ)
+        return kt._answer_name(ft.read_until_eof(s, kt.dl(5)))
+
+
+def test_explain_kubernetes_service(tmp_path, start_ferry, ferry_bin):
+    """A NodePort Service with externalTrafficPolicy Local and ClientIP
+    affinity: the endpoints left out (not ready, terminating while ready
+    ones exist, another node's) are named with the reason, and the pin a
+    client gets is what explain says next."""
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl CLI for the sim's TLS certificate")
+    pki = make_ca_and_cert(str(tmp_path / "pki"))
+    token = "tok-ferry-explain"
+    sim = start_sim(str(tmp_path), tls=pki,
+                    tokens={"tok-admin-explain": "admin",
+                            token: "ferry get,list,watch:*"},
+                    bookmark_interval=0.5, service_cidr=kt.service_cidr())
+    pods = {}
+    try:
+        sa = kt.ServiceAccount(tmp_path / "sa", sim.ca_file, token)
+        admin = kt.Admin(ft.free_addr())
+        pods = kt.start_pods(["a", "b", "c", "d", "e"], tmp_path)
+        np = kt.node_port()
+        sim.create("services", kt.svc_obj(
+            "web", [("http", 80, np)], externalTrafficPolicy="Local",
+            sessionAffinity="ClientIP"))
+        kt.put_slice(sim, "web-1", "web", [
+            kt.ep(pods["a"]), kt.ep(pods["b"]),
+            kt.ep(pods["c"], ready=False, serving=False),
+            kt.ep(pods["d"], ready=False, serving=True, terminating=True),
+            kt.ep(pods["e"], node="n2")], pods["a"].port)
+        f = start_ferry(kt.kube_config(sim.url, sa.path, admin.addr),
+                        wait=False)
+        admin.wait_ready(f)
+        addr = "127.0.0.1:%d" % np
+
+        def answer(frm=None):
+            return explain(admin.addr, addr, frm=frm)
+        wait_for(lambda: answer()["found"], kt.dl(10), "web in the table")
+        s = answer()["service"]
+        assert (s["namespace"], s["service"], s["port_name"]) \
+            == ("default", "web", "http")
+        assert s["origin"] == "api" and s["dataplane"] == "proxy"
+        assert s["frontend_kind"].startswith("external")
+        assert s["affinity_seconds"] > 0
+        v = {b["name"]: b.get("reason", b["verdict"]) for b in s["backends"]}
+        assert v == {
+            "a": "serving", "b": "serving",
+            "c": "not ready",
+            "d": "terminating while ready endpoints exist",
+            "e": "on another node under externalTrafficPolicy or "
+                 "internalTrafficPolicy Local"}, v
+        # Affinity: the pin a client gets is what explain names next,
+        # from then on marked as the pin.
+        for src in ("127.0.0.1", "127.0.9.9"):
+            before = answer(src)["service"]["next"]
+            assert before["pinned"] is False
+            got = ask_from(addr, src)
+            assert got == before["backend"]
+            after = answer(src)["service"]["next"]
+            assert (after["backend"], after["pinned"]) == (got, True)
+            assert ask_from(addr, src) == got
+        r = cli(ferry_bin, addr, "--from", "127.0.0.1", "--admin",
+                admin.addr)
+        assert r.returncode == 0, r.stderr
+        assert "Service default/web, port http" in r.stdout
+        assert "(the client's affinity pin)" in r.stdout
+        assert "excluded  d" in r.stdout
+    finally:
+        for p in pods.values():
+            p.stop()
+        sim.stop()
