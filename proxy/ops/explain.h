@@ -13,24 +13,10 @@
 #include <jansson.h>
 #include <stddef.h>
 
-#include "parse.h"
-#include "table.h"
+#include "explainq.h"
 
 struct health;
 struct proxy;
-
-/* A question, as GET /explain?addr=IP:PORT&proto=tcp|udp&from=IP asks. */
-struct explain_req {
-    struct saddr addr;
-    enum tbl_proto proto;
-    int has_from;
-    struct saddr from; /* port 0 */
-};
-
-/* Parse the three values (<proto> and <from> may be NULL: tcp, no
- * client). Returns 0, or -1 with <why> saying what is wrong. */
-int explain_parse(const char *addr, const char *proto, const char *from,
-                  struct explain_req *out, char *why, size_t whylen);
 
 /* The answer to <q> at loop time <now> (returns new; NULL when out of
  * memory). <h> may be NULL. Control loop. */

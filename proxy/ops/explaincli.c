@@ -6,7 +6,7 @@
 #include <unistd.h>
 
 #include "config.h"
-#include "explain.h"
+#include "explainq.h"
 #include "explaincli.h"
 
 #define EXPLAINCLI_REPLY_MAX (4u << 20)
