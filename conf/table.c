@@ -589,8 +589,7 @@ tbl_service_equal(const struct tbl_service *a, const struct tbl_service *b)
 const char *const tbl_excl_text[TBL_EXCL__COUNT] = {
     [TBL_EXCL_NOT_READY] = "not ready",
     [TBL_EXCL_TERMINATING] = "terminating while ready endpoints exist",
-    [TBL_EXCL_OTHER_NODE] = "on another node under externalTrafficPolicy "
-                            "or internalTrafficPolicy Local",
+    [TBL_EXCL_OTHER_NODE] = "on another node, under a Local traffic policy",
     [TBL_EXCL_TOPOLOGY] = "topology hints name another zone or node",
 };
 

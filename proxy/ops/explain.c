@@ -108,25 +108,46 @@ set_k8s_names(json_t *o, const char *full)
     json_object_set_new(o, "port_name", json_string(colon + 1));
 }
 
-/* A proxy service's frontend kind, from what the translator names. */
+/* Nonzero when a frontend of <ts> has the port of <q>. */
+static int
+has_port(const struct tbl_service *ts, const struct saddr *q)
+{
+    size_t j;
+
+    for (j = 0; j < ts->nfrontends; j++)
+        if (saddr_port(&ts->frontends[j]) == saddr_port(q))
+            return 1;
+    return 0;
+}
+
+/* A proxy service's frontend kind, from what the translator names: the
+ * kernel service of the same address when there is one; else
+ * "ns/name:port" holds the ClusterIPs (and, under one traffic policy, the
+ * external addresses too), "/external" the externalIPs, LoadBalancer IPs
+ * and NodePorts, "/lb" LoadBalancer IPs with source ranges. A NodePort is
+ * the one whose port is not the Service port the ClusterIPs listen on. */
 static const char *
 proxy_kind(const struct table *t, const struct tbl_service *ts,
            const struct explain_req *q)
 {
-    const struct tbl_ksvc *k;
+    const struct tbl_service *in;
     const char *kind = NULL, *sfx;
+    char base[TBL_NAME_MAX];
 
     if (ts->origin == TBL_ORIGIN_FILE)
         return "file listener";
-    if ((k = find_ksvc(t, q, &kind)) != NULL)
+    if (find_ksvc(t, q, &kind) != NULL)
         return kind;
     sfx = strrchr(ts->name, '/');
-    if (sfx != NULL && strchr(ts->name, '/') != sfx) {
-        if (strcmp(sfx, "/lb") == 0)
-            return "LoadBalancer IP";
-        return "external (externalIP, LoadBalancer IP or NodePort)";
-    }
-    return "ClusterIP";
+    if (sfx == NULL || strchr(ts->name, '/') == sfx) /* no suffix */
+        return "ClusterIP, or an address sharing its endpoints";
+    if (strcmp(sfx, "/lb") == 0)
+        return "LoadBalancer IP";
+    snprintf(base, sizeof(base), "%.*s", (int)(sfx - ts->name), ts->name);
+    in = table_find(t, base);
+    if (in != NULL && !has_port(in, &q->addr))
+        return "NodePort";
+    return "externalIP or LoadBalancer IP";
 }
 
 /* Backend <i>'s verdict: NULL when it may take new connections, else

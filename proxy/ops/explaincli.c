@@ -162,13 +162,15 @@ print_service(FILE *f, const json_t *s)
     fprintf(f, "backends:\n");
     json_array_foreach(json_object_get(s, "backends"), i, be)
     {
-        fprintf(f, "  %-8s  %-16s %-22s", jstr(be, "verdict"),
-                jstr(be, "name"), jstr(be, "address"));
-        if (json_object_get(be, "reason") != NULL)
-            fprintf(f, " %s", jstr(be, "reason"));
-        else if (json_object_get(be, "note") != NULL)
-            fprintf(f, " (%s)", jstr(be, "note"));
-        fprintf(f, "\n");
+        const char *why = jstr(be, "reason");
+        if (why[0] == '\0' && json_object_get(be, "note") != NULL)
+            why = jstr(be, "note");
+        if (why[0] == '\0')
+            fprintf(f, "  %-8s  %-16s %s\n", jstr(be, "verdict"),
+                    jstr(be, "name"), jstr(be, "address"));
+        else
+            fprintf(f, "  %-8s  %-16s %-22s %s\n", jstr(be, "verdict"),
+                    jstr(be, "name"), jstr(be, "address"), why);
     }
     if (json_array_size(json_object_get(s, "backends")) == 0)
         fprintf(f, "  (none)\n");

@@ -216,15 +216,14 @@ def test_explain_kubernetes_service(tmp_path, start_ferry, ferry_bin):
         assert (s["namespace"], s["service"], s["port_name"]) \
             == ("default", "web", "http")
         assert s["origin"] == "api" and s["dataplane"] == "proxy"
-        assert s["frontend_kind"].startswith("external")
+        assert s["frontend_kind"] == "NodePort"
         assert s["affinity_seconds"] > 0
         v = {b["name"]: b.get("reason", b["verdict"]) for b in s["backends"]}
         assert v == {
             "a": "serving", "b": "serving",
             "c": "not ready",
             "d": "terminating while ready endpoints exist",
-            "e": "on another node under externalTrafficPolicy or "
-                 "internalTrafficPolicy Local"}, v
+            "e": "on another node, under a Local traffic policy"}, v
         # Affinity: the pin a client gets is what explain names next,
         # from then on marked as the pin.
         for src in ("127.0.0.1", "127.0.9.9"):
