@@ -62,7 +62,8 @@ def test_explain_verdicts_and_next_pick(start_ferry, backends, ferry_bin):
     c = backends("c")
     bad, down = ft.RefusingPort(), ft.RefusingPort()
     hs = [backends(f"h{i}") for i in range(rng.randint(2, 6))]
-    web, flaky, checked, hashed = (ft.free_addr() for _ in range(4))
+    web, flaky, checked, hashed, least, rand = (ft.free_addr()
+                                                for _ in range(6))
     admin = ft.free_addr()
     f = start_ferry(at.with_admin(ft.config([
         ft.service("web", web, [a, b, (z, 0)]),
@@ -71,6 +72,8 @@ def test_explain_verdicts_and_next_pick(start_ferry, backends, ferry_bin):
                    health_check=CHECK),
         ft.service("hashed", hashed,
                    [(h, rng.randint(1, 4)) for h in hs], balance="maglev"),
+        ft.service("least", least, [a, b], balance="leastconn"),
+        ft.service("rand", rand, [a, b], balance="random"),
     ]), admin))
     try:
         assert at.http(admin, "POST", "/backends/web/b/drain")[0] == 200
@@ -115,6 +118,17 @@ def test_explain_verdicts_and_next_pick(start_ferry, backends, ferry_bin):
             assert hello_from(hashed, src) == nx["backend"], src
         no_from = explain(admin, hashed)["service"]["next"]
         assert "give --from" in no_from["note"]
+
+        # leastconn: the least loaded, with one connection held open.
+        held = ft.connect(least)
+        try:
+            first = ft.read_line(held)
+            nx = explain(admin, least)["service"]["next"]["backend"]
+            assert nx != first and ft.hello(least) == nx
+        finally:
+            held.close()
+        nx = explain(admin, rand)["service"]["next"]
+        assert nx["backend"] is None and "draws at random" in nx["note"]
     finally:
         bad.close()
         down.close()
@@ -198,7 +212,7 @@ def test_explain_kubernetes_service(tmp_path, start_ferry, ferry_bin):
         np = kt.node_port()
         sim.create("services", kt.svc_obj(
             "web", [("http", 80, np)], externalTrafficPolicy="Local",
-            sessionAffinity="ClientIP"))
+            sessionAffinity="ClientIP", externalIPs=["198.18.77.7"]))
         kt.put_slice(sim, "web-1", "web", [
             kt.ep(pods["a"]), kt.ep(pods["b"]),
             kt.ep(pods["c"], ready=False, serving=False),
@@ -211,6 +225,9 @@ def test_explain_kubernetes_service(tmp_path, start_ferry, ferry_bin):
 
         def answer(frm=None):
             return explain(admin.addr, addr, frm=frm)
+
+        def answer_at(a):
+            return explain(admin.addr, a)
         wait_for(lambda: answer()["found"], kt.dl(10), "web in the table")
         s = answer()["service"]
         assert (s["namespace"], s["service"], s["port_name"]) \
@@ -234,6 +251,17 @@ def test_explain_kubernetes_service(tmp_path, start_ferry, ferry_bin):
             after = answer(src)["service"]["next"]
             assert (after["backend"], after["pinned"]) == (got, True)
             assert ask_from(addr, src) == got
+        s = answer_at("198.18.77.7:80")["service"]
+        assert s["frontend_kind"] == "externalIP or LoadBalancer IP"
+        assert s["name"] == "default/web:http/external"
+        # The ClusterIP: the cluster set (another node's endpoint serves).
+        cip = sim.get("services", "web")["spec"]["clusterIP"]
+        s = answer_at(f"{cip}:80")["service"]
+        assert s["frontend_kind"].startswith("ClusterIP")
+        v = {b["name"]: b.get("reason", b["verdict"]) for b in s["backends"]}
+        assert v == {"a": "serving", "b": "serving", "e": "serving",
+                     "c": "not ready",
+                     "d": "terminating while ready endpoints exist"}, v
         r = cli(ferry_bin, addr, "--from", "127.0.0.1", "--admin",
                 admin.addr)
         assert r.returncode == 0, r.stderr
