@@ -75,13 +75,11 @@ ksvc_kind(const struct tbl_ksvc *k, const struct saddr *q)
 }
 
 static const struct tbl_ksvc *
-find_ksvc(const struct table *t, const struct explain_req *q,
-          const char **kind)
+find_ksvc(const struct table *t, const struct explain_req *q, const char **kind)
 {
     size_t i;
 
-    for (i = 0; t != NULL && t->kernel != NULL && i < t->kernel->nksvcs;
-         i++) {
+    for (i = 0; t != NULL && t->kernel != NULL && i < t->kernel->nksvcs; i++) {
         const struct tbl_ksvc *k = &t->kernel->ksvcs[i];
         if (k->proto == q->proto && (*kind = ksvc_kind(k, &q->addr)) != NULL)
             return k;
@@ -153,8 +151,8 @@ proxy_kind(const struct table *t, const struct tbl_service *ts,
 /* Backend <i>'s verdict: NULL when it may take new connections, else
  * why not, into <buf>. */
 static const char *
-be_excluded(struct svc *s, size_t i, struct health *h, double now,
-            char *buf, size_t len)
+be_excluded(struct svc *s, size_t i, struct health *h, double now, char *buf,
+            size_t len)
 {
     const struct backend *b = svc_backend(s, i);
     struct health_info hi;
@@ -223,9 +221,8 @@ proxy_backends(const struct tbl_service *ts, struct svc *s, struct health *h,
             v, json_pack("{s:s, s:s, s:i, s:s, s:s}", "name", x->name,
                          "address", saddr_str(&x->addr, ab, sizeof(ab)),
                          "weight", 0, "verdict", "excluded", "reason",
-                         x->reason < TBL_EXCL__COUNT
-                             ? tbl_excl_text[x->reason]
-                             : "?"));
+                         x->reason < TBL_EXCL__COUNT ? tbl_excl_text[x->reason]
+                                                     : "?"));
     }
     return v;
 }
@@ -255,8 +252,7 @@ proxy_next(struct svc *s, const struct explain_req *q, double now)
                             json_string("the balancer draws at random: any "
                                         "serving backend"));
     else if (!q->has_from
-             && (ts->balance == TBL_BAL_MAGLEV
-                 || ts->affinity_timeout_ms > 0))
+             && (ts->balance == TBL_BAL_MAGLEV || ts->affinity_timeout_ms > 0))
         json_object_set_new(o, "note",
                             json_string("depends on the client: give --from"));
     return o;
@@ -272,9 +268,9 @@ explain_proxy(struct proxy *p, struct health *h, size_t i,
     json_t *o = json_object();
 
     json_object_set_new(o, "name", json_string(ts->name));
-    json_object_set_new(o, "origin", json_string(ts->origin == TBL_ORIGIN_FILE
-                                                     ? "file"
-                                                     : "api"));
+    json_object_set_new(
+        o, "origin",
+        json_string(ts->origin == TBL_ORIGIN_FILE ? "file" : "api"));
     if (ts->origin == TBL_ORIGIN_API)
         set_k8s_names(o, ts->name);
     json_object_set_new(o, "dataplane",
@@ -311,9 +307,9 @@ explain_kernel(const struct tbl_ksvc *k, const char *kind)
                                           : "cluster"));
     for (i = 0; i < n; i++)
         json_array_append_new(
-            v, json_pack("{s:s, s:s, s:i, s:s}", "name", eps[i].name,
-                         "address", saddr_str(&eps[i].addr, buf, sizeof(buf)),
-                         "weight", 1, "verdict", "serving"));
+            v, json_pack("{s:s, s:s, s:i, s:s}", "name", eps[i].name, "address",
+                         saddr_str(&eps[i].addr, buf, sizeof(buf)), "weight", 1,
+                         "verdict", "serving"));
     json_object_set_new(o, "backends", v);
     json_object_set_new(nx, "backend", json_null());
     json_object_set_new(
@@ -333,8 +329,7 @@ nearest(const struct table *t, const struct explain_req *q)
     char buf[SADDR_STR_MAX];
     size_t i, j;
 
-    for (i = 0; t != NULL && i < t->nservices && json_array_size(v) < 8;
-         i++) {
+    for (i = 0; t != NULL && i < t->nservices && json_array_size(v) < 8; i++) {
         const struct tbl_service *ts = &t->services[i];
         if (ts->reach == TBL_REACH_DISPATCH)
             continue;
@@ -372,13 +367,13 @@ explain_json(struct proxy *p, struct health *h, const struct explain_req *q,
     json_object_set_new(o, "address",
                         json_string(saddr_str(&q->addr, buf, sizeof(buf))));
     json_object_set_new(o, "protocol", json_string(tbl_proto_names[q->proto]));
-    json_object_set_new(o, "from", q->has_from ? json_string(saddr_ip_str(
-                                                     &q->from, buf,
-                                                     sizeof(buf)))
-                                               : json_null());
-    json_object_set_new(o, "generation",
-                        json_integer(t != NULL ? (json_int_t)t->generation
-                                               : 0));
+    json_object_set_new(
+        o, "from",
+        q->has_from ? json_string(saddr_ip_str(&q->from, buf, sizeof(buf)))
+                    : json_null());
+    json_object_set_new(
+        o, "generation",
+        json_integer(t != NULL ? (json_int_t)t->generation : 0));
     if ((i = find_proxy_svc(t, q)) >= 0)
         json_object_set_new(o, "service",
                             explain_proxy(p, h, (size_t)i, q, now));

@@ -6,8 +6,8 @@
 #include <unistd.h>
 
 #include "config.h"
-#include "explainq.h"
 #include "explaincli.h"
+#include "explainq.h"
 
 #define EXPLAINCLI_REPLY_MAX (4u << 20)
 #define EXPLAINCLI_TIMEOUT_S 5
@@ -38,8 +38,10 @@ explaincli_args(int argc, char **argv, struct explaincli_opts *o, char *why,
         } else if (strcmp(a, "--admin") == 0 && has_val) {
             admin = argv[++i];
         } else if (a[0] == '-') {
-            snprintf(why, whylen, "%.64s: unknown option, or its value is "
-                                  "missing", a);
+            snprintf(why, whylen,
+                     "%.64s: unknown option, or its value is "
+                     "missing",
+                     a);
             return -1;
         } else if (o->addr == NULL) {
             o->addr = a;
@@ -82,8 +84,8 @@ qenc(char *out, size_t len, const char *s)
 /* GET <path> from the admin server; returns the body (new) and the
  * status, or NULL with <why>. */
 static char *
-http_get(const struct saddr *admin, const char *path, int *status,
-         char *why, size_t whylen)
+http_get(const struct saddr *admin, const char *path, int *status, char *why,
+         size_t whylen)
 {
     struct timeval tv = {EXPLAINCLI_TIMEOUT_S, 0};
     char host[SADDR_STR_MAX], req[1024], *buf = NULL, *body;
@@ -181,9 +183,8 @@ print_service(FILE *f, const json_t *s)
                     ? " (the client's affinity pin)"
                     : "");
     if (json_object_get(nx, "note") != NULL)
-        fprintf(f, "%s%s", json_is_string(json_object_get(nx, "backend"))
-                               ? "; "
-                               : "",
+        fprintf(f, "%s%s",
+                json_is_string(json_object_get(nx, "backend")) ? "; " : "",
                 jstr(nx, "note"));
     fprintf(f, "\n");
 }
@@ -239,8 +240,7 @@ explaincli_main(int argc, char **argv)
     }
     ans = json_loads(body, 0, &je);
     if (ans == NULL) {
-        fprintf(stderr, "ferry explain: the answer is not JSON: %s\n",
-                je.text);
+        fprintf(stderr, "ferry explain: the answer is not JSON: %s\n", je.text);
         free(body);
         return 2;
     }

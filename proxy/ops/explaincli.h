@@ -21,8 +21,8 @@ struct explaincli_opts {
 
 /* Parse the arguments after "explain" (<argv>[0] is the first). Returns
  * 0, or -1 with <why> saying what is wrong. */
-int explaincli_args(int argc, char **argv, struct explaincli_opts *o,
-                    char *why, size_t whylen);
+int explaincli_args(int argc, char **argv, struct explaincli_opts *o, char *why,
+                    size_t whylen);
 
 /* Print the answer <ans> (GET /explain's JSON) for a person. */
 void explaincli_print(FILE *f, const json_t *ans);

@@ -61,7 +61,7 @@ def test_explain_verdicts_and_next_pick(start_ferry, backends, ferry_bin):
     a2 = backends("a2")
     c = backends("c")
     bad, down = ft.RefusingPort(), ft.RefusingPort()
-    hs = [backends(f"h{i}") for i in range(rng.randint(2, 6))]
+    hs = [backends(f"h{i}") for i in range(rng.randint(3, 6))]
     web, flaky, checked, hashed, least, rand = (ft.free_addr()
                                                 for _ in range(6))
     admin = ft.free_addr()
