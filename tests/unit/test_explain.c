@@ -3,12 +3,13 @@
  * values (explain_parse()) and the command's arguments
  * (explaincli_args()): good ones taken, bad ones refused with a reason.
  */
-#include <cmocka.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+
+#include <cmocka.h>
 
 #include "explaincli.h"
 #include "explainq.h"
