@@ -136,9 +136,16 @@ def test_explain_verdicts_and_next_pick(start_ferry, backends, ferry_bin):
 
 def test_explain_unowned_bad_input_and_cli(start_ferry, backends, ferry_bin):
     a = backends("a")
-    web, admin = ft.free_addr(), ft.free_addr()
-    start_ferry(at.with_admin(ft.config([ft.service("web", web, [a])]),
-                              admin))
+    web, dns, admin = ft.free_addr(), ft.free_addr(), ft.free_addr()
+    start_ferry(at.with_admin(ft.config([
+        ft.service("web", web, [a]),
+        ft.service("dns", dns, ["127.0.0.1:53"], protocol="udp")]), admin),
+        wait=False)
+    wait_for(lambda: ft.try_hello(web) == "a", ft.scaled(10), "web served")
+    ans = explain(admin, dns, proto="udp")
+    assert (ans["protocol"], ans["service"]["name"]) == ("udp", "dns")
+    assert {"service": "dns", "frontend": dns, "protocol": "udp",
+            "match": "other protocol"} in explain(admin, dns)["nearest"]
     _, host, port = ft.parse_addr(web)
     other_port = ft.free_addr().rsplit(":", 1)[1]
     ans = explain(admin, f"{host}:{other_port}")
@@ -149,8 +156,6 @@ def test_explain_unowned_bad_input_and_cli(start_ferry, backends, ferry_bin):
     ans = explain(admin, f"127.0.0.3:{port}")
     assert [m["match"] for m in ans["nearest"]] == [
         "same port, other address"]
-    assert explain(admin, web, proto="udp")["nearest"][0]["match"] \
-        == "other protocol"
     for q, why in [("addr=nope", 'addr "nope"'),
                    ("", "addr is missing"),
                    (f"addr={web}&proto=sctp", 'proto "sctp": tcp or udp'),
