@@ -196,7 +196,7 @@ rr_peek(const void *p, const struct svc *s, const struct saddr *client,
     uint32_t n, tries;
 
     (void)client;
-    if (q == NULL)
+    if (q == NULL) /* each worker's own running weights decide */
         return BAL_PEEK_UNKNOWN;
     t = atomic_load_explicit(&st->ticket, memory_order_relaxed);
     tries = q->period < 2 * s->nbe + 2 ? q->period : (uint32_t)(2 * s->nbe + 2);
@@ -205,7 +205,11 @@ rr_peek(const void *p, const struct svc *s, const struct saddr *client,
         if (i < s->nbe && svc_be_weight(&s->be[i]) > 0 && ok(s, i, arg))
             return (int)i;
     }
-    return BAL_PEEK_UNKNOWN;
+    /* The worker's own scan decides: known only when it finds none. */
+    for (n = 0; n < s->nbe; n++)
+        if (svc_be_weight(&s->be[n]) > 0 && ok(s, n, arg))
+            return BAL_PEEK_UNKNOWN;
+    return -1;
 }
 
 static void
