@@ -176,7 +176,7 @@ be_excluded(struct svc *s, size_t i, struct health *h, double now, char *buf,
         until = atomic_load(&b->eject_until);
         snprintf(buf, len,
                  "ejected (passive back-off after %u failed connects) "
-                 "for %.1f s more",
+                 "for %.1f s more; tried only if every backend is",
                  atomic_load(&b->fails), until - now);
         return buf;
     }
