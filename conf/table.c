@@ -140,6 +140,7 @@ service_free(struct tbl_service *s)
     free(s->allow);
     free(s->deny);
     free(s->sni);
+    free(s->excluded);
 }
 
 static void
@@ -353,7 +354,10 @@ table_add_service(struct table *t, const struct tbl_service *svc,
     copy.allow = dup_array(svc->allow, svc->nallow, sizeof(*svc->allow));
     copy.deny = dup_array(svc->deny, svc->ndeny, sizeof(*svc->deny));
     copy.sni = dup_array(svc->sni, svc->nsni, sizeof(*svc->sni));
+    copy.excluded =
+        dup_array(svc->excluded, svc->nexcluded, sizeof(*svc->excluded));
     if ((svc->nsni && copy.sni == NULL)
+        || (svc->nexcluded && copy.excluded == NULL)
         || (svc->nfrontends && copy.frontends == NULL)
         || (svc->nbackends && copy.backends == NULL)
         || (svc->nallow && copy.allow == NULL)
@@ -572,8 +576,22 @@ tbl_service_equal(const struct tbl_service *a, const struct tbl_service *b)
     for (i = 0; i < a->nbackends; i++)
         if (!tbl_backend_equal(&a->backends[i], &b->backends[i]))
             return 0;
+    if (a->nexcluded != b->nexcluded)
+        return 0;
+    for (i = 0; i < a->nexcluded; i++)
+        if (saddr_cmp(&a->excluded[i].addr, &b->excluded[i].addr) != 0
+            || a->excluded[i].reason != b->excluded[i].reason
+            || strcmp(a->excluded[i].name, b->excluded[i].name) != 0)
+            return 0;
     return 1;
 }
+
+const char *const tbl_excl_text[TBL_EXCL__COUNT] = {
+    [TBL_EXCL_NOT_READY] = "not ready",
+    [TBL_EXCL_TERMINATING] = "terminating while ready endpoints exist",
+    [TBL_EXCL_OTHER_NODE] = "on another node, under a Local traffic policy",
+    [TBL_EXCL_TOPOLOGY] = "topology hints name another zone or node",
+};
 
 int
 tbl_check_equal(const struct tbl_check *a, const struct tbl_check *b)

@@ -64,6 +64,26 @@ struct tbl_backend {
     uint32_t flags;          /* TBL_BE_* */
 };
 
+/* Why the translator left an endpoint of a Service port out of a
+ * service's backends (kube-proxy's selection rules), kept for the admin
+ * server's explanations (README: ferry explain). */
+enum tbl_excl {
+    TBL_EXCL_NOT_READY = 0, /* neither ready nor serving-and-terminating */
+    TBL_EXCL_TERMINATING,   /* terminating while ready endpoints exist */
+    TBL_EXCL_OTHER_NODE,    /* on another node, under a Local policy */
+    TBL_EXCL_TOPOLOGY,      /* topology hints name other zones or nodes */
+    TBL_EXCL__COUNT
+};
+
+/* The reasons in words, indexed by enum tbl_excl. */
+extern const char *const tbl_excl_text[TBL_EXCL__COUNT];
+
+struct tbl_excluded {
+    struct saddr addr;
+    char name[TBL_K8S_NAME_MAX]; /* the pod (truncated), or the IP */
+    uint32_t reason;             /* enum tbl_excl */
+};
+
 /* Active health check of a service's backends. */
 enum tbl_check_type {
     TBL_CHECK_NONE = 0, /* no active checks: every listed backend is up */
@@ -217,6 +237,10 @@ struct tbl_service {
     uint32_t udp_idle_timeout_ms;
     uint32_t udp_responses;
     uint32_t max_flows;
+    /* API services: the endpoints of the port the translator left out,
+     * and why (for explanations only; the data plane ignores them). */
+    struct tbl_excluded *excluded;
+    size_t nexcluded;
 };
 
 /*

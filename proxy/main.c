@@ -15,6 +15,7 @@
 #include "accesslog.h"
 #include "admin.h"
 #include "ctl.h"
+#include "explaincli.h"
 #include "kube.h"
 #include "log.h"
 #include "nft.h"
@@ -66,6 +67,9 @@ usage(FILE *f)
             "usage: ferry [-c FILE] [--log-level LEVEL] [--log-format FMT]\n"
             "       ferry check-config FILE\n"
             "       ferry cleanup\n"
+            "       ferry explain ADDRESS:PORT [--proto tcp|udp] "
+            "[--from CLIENT_IP]\n"
+            "                     [--admin HOST:PORT] [--json]\n"
             "       ferry -c FILE --takeover-socket PATH [--takeover]\n"
             "       ferry --print-default-config | --version | --help\n"
             "\n"
@@ -95,6 +99,10 @@ usage(FILE *f)
             "added and its\n"
             "                         nftables table (inet ferry), and "
             "exit\n"
+            "  ferry explain          ask the running ferry's admin server "
+            "where a\n"
+            "                         connection to ADDRESS:PORT would go, "
+            "and why\n"
             "\n"
             "signals: SIGHUP re-reads the file; SIGTERM or SIGINT stop "
             "accepting,\n"
@@ -640,6 +648,8 @@ main(int argc, char **argv)
     }
     if (argc == 2 && strcmp(argv[1], "cleanup") == 0)
         return cleanup();
+    if (argc >= 2 && strcmp(argv[1], "explain") == 0)
+        return explaincli_main(argc - 2, argv + 2);
     while ((ch = getopt_long(argc, argv, "c:hV", longopts, NULL)) != -1) {
         switch (ch) {
         case 'c':

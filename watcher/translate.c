@@ -448,11 +448,27 @@ in_set(const struct ep *p, int local, int pass, enum topo_mode m,
     return local || topo_ok(p, m, o);
 }
 
+/* Why <p> is not in the set built with ready endpoints first (<pass>
+ * is the pass that filled the set). */
+static enum tbl_excl
+excl_reason(const struct ep *p, int local, int pass)
+{
+    if (local && !(p->flags & TBL_BE_LOCAL))
+        return TBL_EXCL_OTHER_NODE;
+    if (pass == 0 && (p->flags & SERVING_TERMINATING) == SERVING_TERMINATING)
+        return TBL_EXCL_TERMINATING;
+    if (!(p->flags & TBL_BE_READY) || pass == 1)
+        return TBL_EXCL_NOT_READY;
+    return TBL_EXCL_TOPOLOGY;
+}
+
 /* Build the cluster (local = 0) or local (local = 1) endpoint set into
- * <out> (room for all->n). Returns its size. */
+ * <out> (room for all->n). Returns its size. With <xout> (room for
+ * all->n), the endpoints left out go there, with the reason, and their
+ * number in <*nx>. */
 static size_t
 select_set(const struct eps *all, int local, const struct translate_opts *o,
-           struct tbl_backend *out)
+           struct tbl_backend *out, struct tbl_excluded *xout, size_t *nx)
 {
     enum topo_mode m = local ? TOPO_NONE : topo_mode(all, o);
     size_t i, n = 0;
@@ -473,6 +489,22 @@ select_set(const struct eps *all, int local, const struct translate_opts *o,
             out[n].flags = p->flags;
             n++;
         }
+    }
+    if (xout == NULL)
+        return n;
+    *nx = 0;
+    for (i = 0; i < all->n; i++) {
+        const struct ep *p = &all->v[i];
+        struct tbl_excluded *x = &xout[*nx];
+        char ip[SADDR_STR_MAX];
+        if (in_set(p, local, pass - 1, m, o))
+            continue;
+        memset(x, 0, sizeof(*x));
+        x->addr = p->addr;
+        snprintf(x->name, sizeof(x->name), "%.*s", (int)sizeof(x->name) - 1,
+                 p->name ? p->name : saddr_ip_str(&p->addr, ip, sizeof(ip)));
+        x->reason = excl_reason(p, local, pass - 1);
+        (*nx)++;
     }
     return n;
 }
@@ -602,8 +634,8 @@ note_conflict(const struct translate_opts *o, const struct svcctx *sc,
 static int
 emit(struct table *t, const struct svcctx *sc, const char *pname,
      const char *suffix, const struct fes *f, struct tbl_backend *be,
-     size_t nbe, int hc, const struct cidr *allow, size_t nallow,
-     const struct translate_opts *o)
+     size_t nbe, const struct tbl_excluded *ex, size_t nex, int hc,
+     const struct cidr *allow, size_t nallow, const struct translate_opts *o)
 {
     /* Under the nftables dataplane, a proxied Service's connections come
      * redirected by the kernel: nothing listens on its frontends. */
@@ -631,6 +663,8 @@ emit(struct table *t, const struct svcctx *sc, const char *pname,
     s.nfrontends = f->n;
     s.backends = be;
     s.nbackends = nbe;
+    s.excluded = (struct tbl_excluded *)ex;
+    s.nexcluded = nex;
     s.reach = reach;
     s.allow = (struct cidr *)allow;
     s.nallow = nallow;
@@ -675,6 +709,7 @@ struct scratch {
     struct fes in, ex, lb;
     struct tbl_backend *be;
     size_t be_cap;
+    struct tbl_excluded *xs; /* be_cap too: the endpoints left out */
     struct cidr *ranges;
     size_t nranges, ranges_cap;
 };
@@ -685,12 +720,22 @@ be_room(struct scratch *w)
 {
     size_t need = 2 * w->eps.n + 1;
 
-    if (w->be_cap >= need)
+    if (w->be_cap >= need && w->xs != NULL)
         return 0;
     free(w->be);
+    free(w->xs);
     w->be = malloc(need * sizeof(*w->be));
-    w->be_cap = w->be != NULL ? need : 0;
-    return w->be != NULL ? 0 : -1;
+    w->xs = malloc(need * sizeof(*w->xs));
+    if (w->be == NULL || w->xs == NULL) {
+        free(w->be);
+        free(w->xs);
+        w->be = NULL;
+        w->xs = NULL;
+        w->be_cap = 0;
+        return -1;
+    }
+    w->be_cap = need;
+    return 0;
 }
 
 static int source_ranges(const struct svcctx *sc,
@@ -748,12 +793,12 @@ split_lb(const struct svcctx *sc, const struct translate_opts *o,
  * external endpoint set. */
 static int
 emit_lb(struct table *t, const struct svcctx *sc, const char *pname,
-        struct tbl_backend *be, size_t nbe, const struct translate_opts *o,
-        struct scratch *w)
+        struct tbl_backend *be, size_t nbe, const struct tbl_excluded *ex,
+        size_t nex, const struct translate_opts *o, struct scratch *w)
 {
     if (w->lb.n == 0)
         return 0;
-    return emit(t, sc, pname, "/lb", &w->lb, be, nbe, 0, w->ranges,
+    return emit(t, sc, pname, "/lb", &w->lb, be, nbe, ex, nex, 0, w->ranges,
                 w->nranges, o);
 }
 
@@ -774,6 +819,8 @@ edge_to_nodeports(struct table *t, const struct svcctx *sc, const json_t *sp,
         return 0;
     }
     if (w->be_cap < o->n_edge_nodes) {
+        free(w->xs); /* be_room() makes both again when it needs them */
+        w->xs = NULL;
         free(w->be);
         w->be = malloc(o->n_edge_nodes * sizeof(*w->be));
         w->be_cap = w->be != NULL ? o->n_edge_nodes : 0;
@@ -789,11 +836,12 @@ edge_to_nodeports(struct table *t, const struct svcctx *sc, const json_t *sp,
         b->weight = 1;
         b->flags = TBL_BE_READY | TBL_BE_SERVING;
     }
-    if (emit(t, sc, port_name(sp), "", &w->ex, w->be, o->n_edge_nodes, 0,
-             NULL, 0, o)
+    if (emit(t, sc, port_name(sp), "", &w->ex, w->be, o->n_edge_nodes, NULL,
+             0, 0, NULL, 0, o)
         < 0)
         return -1;
-    return emit_lb(t, sc, port_name(sp), w->be, o->n_edge_nodes, o, w);
+    return emit_lb(t, sc, port_name(sp), w->be, o->n_edge_nodes, NULL, 0, o,
+                   w);
 }
 
 /* The protocol of a Service port, or -1 when not one Kubernetes has. */
@@ -962,13 +1010,13 @@ kernel_port(struct table *t, const struct svcctx *sc, const json_t *sp,
         return -1;
     if (be_room(w) < 0)
         return -1;
-    n1 = select_set(&w->eps, sc->itp_local, o, w->be);
+    n1 = select_set(&w->eps, sc->itp_local, o, w->be, NULL, NULL);
     k.external_local =
         sc->etp_local && (k.node_port || w->ex.n > 0 || w->lb.n > 0);
     if (!redirect) /* else counted with the proxy's service */
         count_no_local(&w->eps, sc->itp_local, k.external_local, o);
     if (k.external_local)
-        n2 = select_set(&w->eps, 1, o, w->be + n1);
+        n2 = select_set(&w->eps, 1, o, w->be + n1, NULL, NULL);
     k.cluster_ips = w->in.v;
     k.ncluster_ips = w->in.n;
     k.external_ips = w->ex.v;
@@ -1019,7 +1067,7 @@ do_port(struct table *t, const struct svcctx *svc_sc, const json_t *sp,
     json_int_t port = json_integer_value(json_object_get(sp, "port"));
     int ext_local, int_local = sc->itp_local;
     enum tbl_proto proto;
-    size_t n1, n2;
+    size_t n1, n2, x1 = 0, x2 = 0;
 
     if (proto_of(sp, &proto) < 0) {
         SKIP_SVC(o, sc, SKIP_BAD_PROTOCOL,
@@ -1076,25 +1124,27 @@ do_port(struct table *t, const struct svcctx *svc_sc, const json_t *sp,
     if (be_room(w) < 0)
         return -1;
     count_no_local(&w->eps, int_local, ext_local, o);
-    n1 = select_set(&w->eps, int_local, o, w->be);
+    n1 = select_set(&w->eps, int_local, o, w->be, w->xs, &x1);
     if ((w->ex.n == 0 && w->lb.n == 0) || ext_local == int_local) {
         /* One endpoint set serves all: one service, all frontends. */
         size_t k;
         for (k = 0; k < w->ex.n; k++)
             if (add_fe_addr(&w->in, &w->ex.v[k]) < 0)
                 return -1;
-        if (emit(t, sc, pname, "", &w->in, w->be, n1, ext_local, NULL, 0, o)
+        if (emit(t, sc, pname, "", &w->in, w->be, n1, w->xs, x1, ext_local,
+                 NULL, 0, o)
                 < 0
-            || emit_lb(t, sc, pname, w->be, n1, o, w) < 0)
+            || emit_lb(t, sc, pname, w->be, n1, w->xs, x1, o, w) < 0)
             return -1;
         return redirect_port(t, sc, sp, (uint16_t)port, o, w);
     }
-    n2 = select_set(&w->eps, ext_local, o, w->be + n1);
-    if (emit(t, sc, pname, "", &w->in, w->be, n1, 0, NULL, 0, o) < 0
-        || emit(t, sc, pname, "/external", &w->ex, w->be + n1, n2, 1, NULL, 0,
-                o)
+    n2 = select_set(&w->eps, ext_local, o, w->be + n1, w->xs + x1, &x2);
+    if (emit(t, sc, pname, "", &w->in, w->be, n1, w->xs, x1, 0, NULL, 0, o)
+            < 0
+        || emit(t, sc, pname, "/external", &w->ex, w->be + n1, n2, w->xs + x1,
+                x2, 1, NULL, 0, o)
                < 0
-        || emit_lb(t, sc, pname, w->be + n1, n2, o, w) < 0)
+        || emit_lb(t, sc, pname, w->be + n1, n2, w->xs + x1, x2, o, w) < 0)
         return -1;
     return redirect_port(t, sc, sp, (uint16_t)port, o, w);
 }
@@ -1405,6 +1455,7 @@ translate_build(const struct kcache *services, const struct kcache *slices,
     free(w.lb.v);
     free(w.ranges);
     free(w.be);
+    free(w.xs);
     free(idx.v);
     return rc < 0 ? err_set(e, "out of memory") : 0;
 }

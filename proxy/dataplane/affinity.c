@@ -1,3 +1,4 @@
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -18,6 +19,10 @@ struct aff_entry {
 };
 
 struct affinity {
+    /* Taken by the writers (the one worker that owns the table) and by
+     * affinity_peek() on another thread; the owner's own reads need it
+     * not, since nothing else writes. */
+    pthread_mutex_t lock;
     struct aff_entry *slots;
     size_t nslots; /* a power of two */
     double timeout;
@@ -48,6 +53,7 @@ affinity_new(double timeout_s)
         free(a);
         return NULL;
     }
+    pthread_mutex_init(&a->lock, NULL);
     a->nslots = AFFINITY_MIN_SLOTS;
     a->timeout = timeout_s;
     a->seed = client_seed(a);
@@ -59,6 +65,7 @@ affinity_free(struct affinity *a)
 {
     if (a == NULL)
         return;
+    pthread_mutex_destroy(&a->lock);
     free(a->slots);
     free(a);
 }
@@ -86,6 +93,17 @@ affinity_get(const struct affinity *a, const struct saddr *client, double now)
     client_key(client, key);
     e = find(a, key);
     return e != NULL && live(a, e, now) ? (int)e->idx : -1;
+}
+
+int
+affinity_peek(struct affinity *a, const struct saddr *client, double now)
+{
+    int i;
+
+    pthread_mutex_lock(&a->lock);
+    i = affinity_get(a, client, now);
+    pthread_mutex_unlock(&a->lock);
+    return i;
 }
 
 /* A slot for a new key in its window: a free or expired one, else NULL
@@ -144,9 +162,9 @@ grow(struct affinity *a, double now)
     return 0;
 }
 
-int
-affinity_set(struct affinity *a, const struct saddr *client, uint32_t idx,
-             double now)
+static int
+set_locked(struct affinity *a, const struct saddr *client, uint32_t idx,
+           double now)
 {
     unsigned char key[16];
     struct aff_entry *e, *lru;
@@ -168,12 +186,25 @@ affinity_set(struct affinity *a, const struct saddr *client, uint32_t idx,
     return 0;
 }
 
+int
+affinity_set(struct affinity *a, const struct saddr *client, uint32_t idx,
+             double now)
+{
+    int rc;
+
+    pthread_mutex_lock(&a->lock);
+    rc = set_locked(a, client, idx, now);
+    pthread_mutex_unlock(&a->lock);
+    return rc;
+}
+
 void
 affinity_inherit(struct affinity *to, const struct affinity *from,
                  const int32_t *map, size_t nmap, double now)
 {
     size_t i;
 
+    pthread_mutex_lock(&to->lock);
     for (i = 0; i < from->nslots; i++) {
         const struct aff_entry *o = &from->slots[i];
         struct aff_entry *e, *lru;
@@ -189,6 +220,7 @@ affinity_inherit(struct affinity *to, const struct affinity *from,
         }
         put(e, o->key, (uint32_t)map[o->idx], o->last);
     }
+    pthread_mutex_unlock(&to->lock);
 }
 
 size_t

@@ -41,6 +41,11 @@ void affinity_free(struct affinity *a);
 int affinity_get(const struct affinity *a, const struct saddr *client,
                  double now);
 
+/* affinity_get() from a thread other than the table's owner (the admin
+ * server's explanations): it takes the lock the owner's writes hold, so
+ * it never reads a table being grown. */
+int affinity_peek(struct affinity *a, const struct saddr *client, double now);
+
 /* Pin <client>'s IP to backend <idx> from <now> on (a new pin, a refresh
  * or a move). Returns 0, or -1 when the table could not grow and the pin
  * was dropped (the connection still proceeds, unpinned). */

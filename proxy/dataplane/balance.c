@@ -182,6 +182,36 @@ rr_pick(void *p, const struct svc *s, unsigned k,
     return rr_smooth(s, st->cur + (size_t)k * st->stride, ok, arg);
 }
 
+/* rr_pick() without taking tickets: the next tickets in order. When the
+ * shared order cannot serve, the scan's answer is the control loop's own
+ * running weights', not a worker's: say nothing then. */
+static int
+rr_peek(const void *p, const struct svc *s, const struct saddr *client,
+        bal_eligible_fn ok, void *arg)
+{
+    const struct rr_state *st = p;
+    const struct rr_seq *q =
+        atomic_load_explicit(&st->seq, memory_order_acquire);
+    uint64_t t;
+    uint32_t n, tries;
+
+    (void)client;
+    if (q == NULL) /* each worker's own running weights decide */
+        return BAL_PEEK_UNKNOWN;
+    t = atomic_load_explicit(&st->ticket, memory_order_relaxed);
+    tries = q->period < 2 * s->nbe + 2 ? q->period : (uint32_t)(2 * s->nbe + 2);
+    for (n = 0; n < tries; n++) {
+        uint32_t i = q->idx[(t + n) % q->period];
+        if (i < s->nbe && svc_be_weight(&s->be[i]) > 0 && ok(s, i, arg))
+            return (int)i;
+    }
+    /* The worker's own scan decides: known only when it finds none. */
+    for (n = 0; n < s->nbe; n++)
+        if (svc_be_weight(&s->be[n]) > 0 && ok(s, n, arg))
+            return BAL_PEEK_UNKNOWN;
+    return -1;
+}
+
 static void
 rr_release(void *p)
 {
@@ -283,6 +313,17 @@ lc_pick(void *p, const struct svc *s, unsigned k,
                               (unsigned)(best + 1) % (unsigned)s->nbe,
                               memory_order_relaxed);
     return best;
+}
+
+static int
+lc_peek(const void *p, const struct svc *s, const struct saddr *client,
+        bal_eligible_fn ok, void *arg)
+{
+    const struct lc_state *st = p;
+
+    (void)client;
+    return least_from(s, atomic_load_explicit(&st->next, memory_order_relaxed),
+                      ok, arg);
 }
 
 /* Weighted random with one xorshift64* generator per worker: the state
@@ -571,6 +612,14 @@ mg_pick(void *p, const struct svc *s, unsigned k, const struct saddr *client,
     return -1;
 }
 
+/* A maglev pick writes nothing: the peek is the pick. */
+static int
+mg_peek(const void *p, const struct svc *s, const struct saddr *client,
+        bal_eligible_fn ok, void *arg)
+{
+    return mg_pick((void *)p, s, 0, client, ok, arg);
+}
+
 static void
 mg_release(void *p)
 {
@@ -595,19 +644,23 @@ plain_release(void *st)
 static const struct bal_ops bal_table[TBL_BAL__COUNT] = {
     [TBL_BAL_ROUNDROBIN] = {.init = rr_init,
                             .pick = rr_pick,
+                            .peek = rr_peek,
                             .reweight = rr_reweight,
                             .release = rr_release,
                             .shared_period = rr_shared_period},
     [TBL_BAL_LEASTCONN] = {.init = lc_init,
                            .pick = lc_pick,
+                           .peek = lc_peek,
                            .release = plain_release},
     [TBL_BAL_RANDOM] = {.init = rand_init,
                         .pick = rand_pick,
                         .release = plain_release},
     [TBL_BAL_P2C] = {.init = rand_init,
                      .pick = p2c_pick,
-                     .release = plain_release},    [TBL_BAL_MAGLEV] = {.init = mg_init,
+                     .release = plain_release},
+    [TBL_BAL_MAGLEV] = {.init = mg_init,
                         .pick = mg_pick,
+                        .peek = mg_peek,
                         .reweight = mg_reweight,
                         .release = mg_release},
 };

@@ -23,6 +23,8 @@
 
 struct svc;
 
+#define BAL_PEEK_UNKNOWN (-2)
+
 /* Returns nonzero when backend <i> of <s> may take a new connection. */
 typedef int (*bal_eligible_fn)(const struct svc *s, size_t i, void *arg);
 
@@ -37,6 +39,13 @@ struct bal_ops {
      * client, or NULL when the caller has none (only hashing algorithms
      * read it). Never allocates, never fails when a candidate exists. */
     int (*pick)(void *st, const struct svc *s, unsigned k,
+                const struct saddr *client, bal_eligible_fn ok, void *arg);
+    /* The index pick() would return next for <client>, changing nothing
+     * (no ticket taken, no generator drawn, no rotation moved): for the
+     * admin server's explanations, on the control loop. -1 when no
+     * candidate exists, BAL_PEEK_UNKNOWN when this pick cannot be known
+     * ahead; the op is NULL when no pick can (random draws). */
+    int (*peek)(const void *st, const struct svc *s,
                 const struct saddr *client, bal_eligible_fn ok, void *arg);
     /* Effective weights of <s> changed (admin override); NULL when the
      * algorithm reads the weights at each pick. Control loop, while

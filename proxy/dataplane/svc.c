@@ -30,6 +30,8 @@ svc_new(const struct tbl_service *ts)
     s->spec.deny = NULL;
     s->spec.sni = NULL; /* routing reads the table's (sniroute.c) */
     s->spec.nsni = 0;
+    s->spec.excluded = NULL; /* explanations read the table's */
+    s->spec.nexcluded = 0;
     s->bal = bal_get(ts->balance);
     s->nslots = svc_nworkers > 0 ? svc_nworkers : 1;
     if ((s->st = svc_stats_get(ts->name)) == NULL)
@@ -200,6 +202,45 @@ svc_pick_client(struct svc *s, const struct saddr *client,
     return i;
 }
 
+static int
+peek(const struct svc *s, const struct saddr *client, double now)
+{
+    struct svc_tried none = {.n = 0};
+    struct pick_ctx c = {&none, now, PICK_AVOID_BACKOFF};
+    int i;
+
+    if (s->nbe == 0)
+        return SVC_PEEK_NONE;
+    if (s->bal->peek == NULL)
+        return SVC_PEEK_UNKNOWN;
+    i = s->bal->peek(s->bal_state, s, client, pick_ok, &c);
+    if (i == -1) {
+        c.backoff = PICK_IGNORE_BACKOFF;
+        i = s->bal->peek(s->bal_state, s, client, pick_ok, &c);
+    }
+    if (i == BAL_PEEK_UNKNOWN)
+        return SVC_PEEK_UNKNOWN;
+    return i >= 0 ? i : SVC_PEEK_NONE;
+}
+
+int
+svc_peek(struct svc *s, const struct saddr *client, double now, int *pinned)
+{
+    struct svc_tried none = {.n = 0};
+    struct pick_ctx c = {&none, now, PICK_AVOID_BACKOFF};
+    int i;
+
+    *pinned = 0;
+    if (s->aff != NULL && client != NULL) {
+        i = affinity_peek(s->aff, client, now);
+        if (i >= 0 && (size_t)i < s->nbe && pick_ok(s, (size_t)i, &c)) {
+            *pinned = 1;
+            return i;
+        }
+    }
+    return peek(s, client, now);
+}
+
 void
 svc_inherit(struct svc *to, const struct svc *from, double now)
 {
@@ -282,6 +323,13 @@ svc_backend_weight(const struct svc *s, size_t i)
 {
     BUG_ON(i >= s->nbe);
     return svc_be_weight(&s->be[i]);
+}
+
+uint32_t
+svc_backend_flags(const struct svc *s, size_t i)
+{
+    BUG_ON(i >= s->nbe);
+    return s->tbe[i].flags;
 }
 
 uint32_t

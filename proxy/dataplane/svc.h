@@ -75,6 +75,8 @@ struct svc_stats *svc_counters(const struct svc *s);
 size_t svc_nbackends(const struct svc *s);
 struct backend *svc_backend(const struct svc *s, size_t i);
 const char *svc_backend_name(const struct svc *s, size_t i);
+/* The table's conditions of backend <i> (TBL_BE_*). */
+uint32_t svc_backend_flags(const struct svc *s, size_t i);
 /* The weight in force (the admin override, else the table's), and the
  * table's. */
 uint32_t svc_backend_weight(const struct svc *s, size_t i);
@@ -102,6 +104,18 @@ int svc_pick(struct svc *s, const struct svc_tried *tried, double now);
  * when the affinity table must grow (bounded; see affinity.h). */
 int svc_pick_client(struct svc *s, const struct saddr *client,
                     const struct svc_tried *tried, double now);
+
+/* What svc_pick_client() would choose for <client> (borrowed) at <now>,
+ * changing nothing: no pin set, no round-robin ticket taken. The same
+ * eligibility test and balancer as a pick (balance.h's peek op). Returns
+ * a backend index, SVC_PEEK_NONE when no backend may take it, or
+ * SVC_PEEK_UNKNOWN when the balancer draws at random; <*pinned> is set to
+ * 1 when the answer is the client's affinity pin. Control loop (the pin
+ * is read under the affinity table's lock). */
+#define SVC_PEEK_NONE    (-1)
+#define SVC_PEEK_UNKNOWN (-2)
+int svc_peek(struct svc *s, const struct saddr *client, double now,
+             int *pinned);
 
 /* <to> replaces <from> (same service, changed definition): carry the
  * ClientIP pins over to the backends both list. Control loop. */

@@ -14,6 +14,7 @@
 #include "backend.h"
 #include "balance.h"
 #include "drain.h"
+#include "explain.h"
 #include "health.h"
 #include "httpd.h"
 #include "httpreq.h"
@@ -843,6 +844,46 @@ control(struct admin *a, const struct httpreq *r, const char *rest,
     control_reply(out, svc, e, now);
 }
 
+/* GET /explain?addr=IP:PORT[&proto=tcp|udp][&from=IP] (README: ferry
+ * explain): 400 with the reason for a bad question. */
+static void
+explain_page(struct admin *a, const struct httpreq *r, double now, int head,
+             struct sbuf *out)
+{
+    static const char *const keys[] = {"addr", "proto", "from"};
+    char addr[HTTPREQ_PATH_MAX], proto[16], from[HTTPREQ_PATH_MAX];
+    char why[160], msg[200];
+    struct explain_req q;
+    json_t *o;
+    char *txt;
+    int has_proto, has_from;
+
+    if (!httpreq_query_only(r, keys, 3)) {
+        httpd_reply_text(out, 400, "unknown or repeated query parameter\n",
+                         head);
+        return;
+    }
+    if (httpreq_query(r, "addr", addr, sizeof(addr)) < 0)
+        addr[0] = '\0';
+    has_proto = httpreq_query(r, "proto", proto, sizeof(proto)) == 0;
+    has_from = httpreq_query(r, "from", from, sizeof(from)) == 0;
+    if (explain_parse(addr, has_proto ? proto : NULL, has_from ? from : NULL,
+                      &q, why, sizeof(why))
+        < 0) {
+        snprintf(msg, sizeof(msg), "bad question: %s\n", why);
+        httpd_reply_text(out, 400, msg, head);
+        return;
+    }
+    o = explain_json(a->p, a->h, &q, now);
+    txt = o != NULL ? json_dumps(o, JSON_INDENT(1)) : NULL;
+    json_decref(o);
+    if (txt == NULL)
+        httpd_reply_text(out, 500, "out of memory\n", head);
+    else
+        httpd_reply(out, 200, "application/json", "", txt, strlen(txt), head);
+    free(txt);
+}
+
 /* GET-only pages; returns 0 when <path> is not one. */
 static int
 get_page(struct admin *a, const struct httpreq *r, double now,
@@ -854,7 +895,7 @@ get_page(struct admin *a, const struct httpreq *r, double now,
 
     if (strcmp(p, "/healthz") != 0 && strcmp(p, "/readyz") != 0
         && strcmp(p, "/metrics") != 0 && strcmp(p, "/status") != 0
-        && strcmp(p, "/") != 0)
+        && strcmp(p, "/") != 0 && strcmp(p, "/explain") != 0)
         return 0;
     if (r->method != HTTPREQ_GET && !head) {
         httpd_reply(out, 405, "text/plain; charset=utf-8",
@@ -882,6 +923,8 @@ get_page(struct admin *a, const struct httpreq *r, double now,
             httpd_reply(out, 200, "text/plain; version=0.0.4; charset=utf-8",
                         "", m.p ? m.p : "", m.len, head);
         sbuf_deinit(&m);
+    } else if (strcmp(p, "/explain") == 0) {
+        explain_page(a, r, now, head, out);
     } else if (strcmp(p, "/status") == 0) {
         char *txt = status_json(a, now);
         if (txt == NULL)

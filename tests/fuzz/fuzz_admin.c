@@ -1,13 +1,15 @@
 /*
  * fuzz_admin.c - libFuzzer target for the admin server's request parser
- * (proxy/http/httpreq.c): any bytes in, no crash, no read outside the buffer,
- * and results that keep their promises.
+ * (proxy/http/httpreq.c) and the query of GET /explain
+ * (proxy/ops/explainq.c): any bytes in, no crash, no read outside the
+ * buffer, and results that keep their promises.
  */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "explainq.h"
 #include "httpreq.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -18,7 +20,9 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct httpreq r;
     const char *why = NULL;
     enum httpreq_rc rc;
-    char *copy, v[64];
+    char *copy, v[64], addr[HTTPREQ_PATH_MAX], from[HTTPREQ_PATH_MAX];
+    char proto[16], ewhy[160];
+    struct explain_req q;
 
     /* An exact-size heap copy, so that ASan sees any overread. */
     copy = malloc(size ? size : 1);
@@ -38,6 +42,18 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
         httpreq_query(&r, "value", v, sizeof(v));
         httpreq_query_only(&r, keys, 1);
+        /* GET /explain's three values, as admin.c reads them. */
+        if (explain_parse(
+                httpreq_query(&r, "addr", addr, sizeof(addr)) == 0 ? addr
+                                                                   : NULL,
+                httpreq_query(&r, "proto", proto, sizeof(proto)) == 0 ? proto
+                                                                      : NULL,
+                httpreq_query(&r, "from", from, sizeof(from)) == 0 ? from
+                                                                   : NULL,
+                &q, ewhy, sizeof(ewhy))
+                < 0
+            && ewhy[0] == '\0')
+            abort();
         /* Header values lie inside the request, within its length. */
         k = httpreq_header(&r, "host", &hv, &hl);
         if (k > r.nhdrs || (k > 0 && (hv < copy || hv + hl > copy + r.length)))

@@ -4,6 +4,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -612,6 +613,71 @@ test_rr_long_period_and_drained_heavy(void **state)
     svc_unref(s);
 }
 
+/* svc_peek() names what svc_pick_client() picks next, for every
+ * algorithm that can know it, and moves nothing itself: random weights,
+ * a drained backend, random clients; with affinity, the pin. */
+static void
+test_peek_is_next_pick(void **state)
+{
+    static const enum tbl_balance algos[] = {
+        TBL_BAL_ROUNDROBIN, TBL_BAL_LEASTCONN, TBL_BAL_MAGLEV};
+    struct svc_tried none = {0};
+    uint32_t w[12];
+    size_t a, i, n;
+    int pinned;
+
+    (void)state;
+    srand(7);
+    for (a = 0; a < sizeof(algos) / sizeof(algos[0]); a++) {
+        struct tbl_service ts;
+        struct svc *s;
+        n = 3 + (size_t)(rand() % 9);
+        for (i = 0; i < n; i++)
+            w[i] = (uint32_t)(rand() % 4);
+        w[0] = 1;
+        make_ts(&ts, algos[a], w, n);
+        ts.affinity_timeout_ms = a == 2 ? 0 : 10000;
+        s = svc_new(&ts);
+        assert_non_null(s);
+        svc_set_drained(s, n - 1, 1);
+        for (i = 0; i < 200; i++) {
+            struct saddr c;
+            char ip[32];
+            const char *why;
+            int p1, p2;
+            snprintf(ip, sizeof(ip), "198.18.%d.%d", rand() % 256,
+                     1 + rand() % 254);
+            assert_int_equal(parse_ip(ip, 0, &c, &why), 0);
+            p1 = svc_peek(s, &c, 0, &pinned);
+            p2 = svc_peek(s, &c, 0, &pinned);
+            assert_int_equal(p1, p2);
+            assert_int_equal(svc_pick_client(s, &c, &none, 0), p1);
+            assert_true(p1 >= 0 && (size_t)p1 != n - 1);
+            if (ts.affinity_timeout_ms > 0) {
+                /* Pinned now: the peek says so. */
+                assert_int_equal(svc_peek(s, &c, 0, &pinned), p1);
+                assert_int_equal(pinned, 1);
+            }
+        }
+        svc_unref(s);
+    }
+    /* Random draws cannot be known ahead. */
+    w[0] = w[1] = 1;
+    {
+        struct svc *s = make_svc(TBL_BAL_RANDOM, w, 2);
+        assert_int_equal(svc_peek(s, NULL, 0, &pinned), SVC_PEEK_UNKNOWN);
+        svc_set_drained(s, 0, 1);
+        svc_set_drained(s, 1, 1);
+        assert_int_equal(svc_peek(s, NULL, 0, &pinned), SVC_PEEK_UNKNOWN);
+        svc_unref(s);
+        s = make_svc(TBL_BAL_ROUNDROBIN, w, 2);
+        svc_set_drained(s, 0, 1);
+        svc_set_drained(s, 1, 1);
+        assert_int_equal(svc_peek(s, NULL, 0, &pinned), SVC_PEEK_NONE);
+        svc_unref(s);
+    }
+}
+
 int
 main(void)
 {
@@ -637,6 +703,7 @@ main(void)
         cmocka_unit_test(test_maglev_weights_and_detours),
         cmocka_unit_test(test_backend_state_shared_by_address),
         cmocka_unit_test(test_svc_matches),
+        cmocka_unit_test(test_peek_is_next_pick),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -497,6 +497,8 @@ static const struct field service_fields[] = {
     FIELD(udp_idle_timeout_ms, ch_udp_idle),
     FIELD(udp_responses, ch_udp_responses),
     FIELD(max_flows, ch_max_flows),
+    FIELD(excluded, NULL),
+    FIELD(nexcluded, NULL),
 };
 
 /* The parts of the check, which counts as one field above. */
@@ -599,6 +601,49 @@ test_service_policy_each_field(void **state)
     assert_false(tbl_service_equal(&a, &b));
 }
 
+/* The endpoints the translator left out are no policy, but a table whose
+ * list or reasons differ is another table (so that it is published); the
+ * table keeps a copy of its own. */
+static void
+test_service_excluded(void **state)
+{
+    struct tbl_backend ba[2], bb[2];
+    struct tbl_excluded xa[1], xb[1];
+    struct tbl_service a, b;
+    struct saddr fa[1], fb[1];
+    struct table *t;
+    struct err e;
+    const char *why;
+
+    (void)state;
+    policy_service(&a, fa, ba);
+    policy_service(&b, fb, bb);
+    memset(xa, 0, sizeof(xa));
+    assert_int_equal(parse_hostport("198.18.0.9:80", &xa[0].addr, 0, &why), 0);
+    snprintf(xa[0].name, sizeof(xa[0].name), "web-1");
+    xa[0].reason = TBL_EXCL_NOT_READY;
+    xb[0] = xa[0];
+    a.excluded = xa;
+    a.nexcluded = 1;
+    assert_false(tbl_service_equal(&a, &b));
+    b.excluded = xb;
+    b.nexcluded = 1;
+    assert_true(tbl_service_equal(&a, &b));
+    xb[0].reason = TBL_EXCL_TERMINATING;
+    assert_true(tbl_service_policy_equal(&a, &b));
+    assert_false(tbl_service_equal(&a, &b));
+    assert_string_equal(tbl_excl_text[TBL_EXCL_TERMINATING],
+                        "terminating while ready endpoints exist");
+    t = table_new();
+    assert_non_null(t);
+    assert_int_equal(table_add_service(t, &a, &e), 0);
+    xa[0].reason = TBL_EXCL_TOPOLOGY;
+    assert_int_equal(t->services[0].nexcluded, 1);
+    assert_ptr_not_equal(t->services[0].excluded, xa);
+    assert_int_equal(t->services[0].excluded[0].reason, TBL_EXCL_NOT_READY);
+    table_unref(t);
+}
+
 static void
 test_balance_names(void **state)
 {
@@ -664,6 +709,7 @@ main(void)
         cmocka_unit_test(test_service_equal),
         cmocka_unit_test(test_service_fields_listed),
         cmocka_unit_test(test_service_policy_each_field),
+        cmocka_unit_test(test_service_excluded),
         cmocka_unit_test(test_balance_names),
     };
 

@@ -721,6 +721,69 @@ test_terminating_fallback(void **state)
                         "pod-198.18.2.9@198.18.2.9:8080=RS");
 }
 
+/* "name=reason,..." of the endpoints a service left out. */
+static const char *
+excl(const struct tbl_service *s)
+{
+    static char out[1024];
+    size_t i, n = 0;
+
+    out[0] = '\0';
+    for (i = 0; i < s->nexcluded; i++)
+        n += (size_t)snprintf(out + n, sizeof(out) - n, "%s%s=%u",
+                              i ? "," : "", s->excluded[i].name,
+                              s->excluded[i].reason);
+    return out;
+}
+
+#define ZONE_HINT_Z1 ",'hints':{'forZones':[{'name':'z1'}]}" READY
+#define ZONE_HINT_Z2 ",'hints':{'forZones':[{'name':'z2'}]}" READY
+
+/* The endpoints left out of a service, each with kube-proxy's reason. */
+static void
+test_excluded_reasons(void **state)
+{
+    struct fx *f = *state;
+    char want[512];
+
+    put(f->svcs, WEB_SVC(""));
+    put(f->slices,
+        SLICE("web-1", "web", HTTP_8080,
+              "[" EP("198.18.2.1", "node-b", "z1", READY) "," EP(
+                  "198.18.2.2", "node-b", "z1",
+                  TERMINATING) "," EP("198.18.2.3", "node-b", "z1",
+                                      NOTREADY) "]"));
+    build(f);
+    snprintf(want, sizeof(want), "pod-198.18.2.2=%d,pod-198.18.2.3=%d",
+             TBL_EXCL_TERMINATING, TBL_EXCL_NOT_READY);
+    assert_string_equal(excl(get(f, "shop/web:http")), want);
+    /* Under the fallback, the not-serving one alone is left out. */
+    put(f->slices,
+        SLICE("web-1", "web", HTTP_8080,
+              "[" EP("198.18.2.2", "node-b", "z1", TERMINATING) "," EP(
+                  "198.18.2.3", "node-b", "z1", NOTREADY) "]"));
+    build(f);
+    snprintf(want, sizeof(want), "pod-198.18.2.3=%d", TBL_EXCL_NOT_READY);
+    assert_string_equal(excl(get(f, "shop/web:http")), want);
+    /* Local policy: another node's endpoint; hints: another zone's. */
+    put(f->svcs, WEB_SVC(",'internalTrafficPolicy':'Local'"));
+    put(f->slices,
+        SLICE("web-1", "web", HTTP_8080,
+              "[" EP("198.18.2.1", "node-a", "z1", READY) "," EP(
+                  "198.18.2.4", "node-b", "z1", READY) "]"));
+    build(f);
+    snprintf(want, sizeof(want), "pod-198.18.2.4=%d", TBL_EXCL_OTHER_NODE);
+    assert_string_equal(excl(get(f, "shop/web:http")), want);
+    put(f->svcs, WEB_SVC(""));
+    put(f->slices, SLICE("web-1", "web", HTTP_8080,
+                         "[" EP("198.18.2.1", "node-b", "z1", ZONE_HINT_Z1)
+                         "," EP("198.18.2.5", "node-c", "z2",
+                                ZONE_HINT_Z2) "]"));
+    build(f);
+    snprintf(want, sizeof(want), "pod-198.18.2.5=%d", TBL_EXCL_TOPOLOGY);
+    assert_string_equal(excl(get(f, "shop/web:http")), want);
+}
+
 static void
 test_itp_local(void **state)
 {
@@ -1215,6 +1278,7 @@ main(void)
         T(test_port_matching),
         T(test_conditions),
         T(test_terminating_fallback),
+        T(test_excluded_reasons),
         T(test_itp_local),
         T(test_no_local_count),
         T(test_etp_local),
