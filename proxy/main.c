@@ -228,6 +228,7 @@ daemon_release(void *arg)
     memset(&off, 0, sizeof(off));
     err_clear(&e);
     admin_configure(d->ctl.admin, &off, &e);
+    proxy_hand_over(d->proxy);
     proxy_drain(d->proxy, d->drain_timeout_s);
 }
 

@@ -27,6 +27,7 @@ struct proxy {
      * apply has taken what it uses (a taken one has fd -1). */
     struct proxy_sock *inherited;
     size_t ninherited;
+    int handed_over; /* proxy_hand_over() */
     int taking_over; /* proxy_inherit() was called, first apply not done */
     struct svc **svcs;   /* runtime services of <table>, same order */
     size_t nsvcs;

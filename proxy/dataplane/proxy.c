@@ -190,9 +190,11 @@ proxy_drain(struct proxy *p, double timeout_s)
         return;
     p->draining = 1;
     for (k = 0; k < p->nworkers; k++)
-        wthread_post(&p->threads[k], WTHREAD_DRAIN);
-    log_info("draining: listeners closed, %zu connection(s) open, "
-             "waiting up to %.1f s",
+        wthread_post(&p->threads[k],
+                     WTHREAD_DRAIN | (p->handed_over ? WTHREAD_HANDED : 0));
+    log_info("draining: %s, %zu connection(s) open, waiting up to %.1f s",
+             p->handed_over ? "the new process accepts on the sockets"
+                            : "listeners closed",
              proxy_nconns(p), timeout_s);
     ev_timer_set(&p->drain_timer, timeout_s, 0.);
     ev_timer_start(p->loop, &p->drain_timer);
@@ -258,6 +260,12 @@ proxy_export(struct proxy *p, struct proxy_sock **out, size_t *n,
     }
     *out = v;
     return 0;
+}
+
+void
+proxy_hand_over(struct proxy *p)
+{
+    p->handed_over = 1;
 }
 
 void

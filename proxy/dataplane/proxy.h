@@ -99,6 +99,11 @@ struct proxy_sock {
 int proxy_export(struct proxy *p, struct proxy_sock **out, size_t *n,
                  struct err *e);
 
+/* The listening sockets now serve the process that took over: the next
+ * proxy_drain() stops accepting on them but keeps them open until the
+ * workers stop. */
+void proxy_hand_over(struct proxy *p);
+
 /*
  * Before the first proxy_apply(): listening sockets from the previous
  * process (taken, descriptors included). That apply uses them where

@@ -46,12 +46,24 @@ take_stop(struct ev_loop *loop, struct wthread *t)
 /* Connections already open run to their end; the control loop learns
  * from wthread_on_idle() when the last one is gone. */
 static void
-take_drain(struct wthread *t)
+take_drain(struct wthread *t, int handed)
 {
+    struct listener *l;
+
     if (t->draining)
         return;
     t->draining = 1;
-    listener_free_list(&t->w.listeners);
+    /* Handed over, the sockets live on in the new process. Closed here,
+     * epoll (which watches the socket, not the descriptor) would still
+     * report them under a number another thread may have reused, and
+     * libev, finding no watcher, would remove that one: stopped, they
+     * stay ours until the thread ends, and libev unregisters them at the
+     * first event. */
+    if (handed)
+        for (l = t->w.listeners; l != NULL; l = l->next)
+            listener_stop(l);
+    else
+        listener_free_list(&t->w.listeners);
     t->w.on_idle = wthread_on_idle;
     if (worker_nconns(&t->w) == 0)
         wthread_on_idle(&t->w);
@@ -101,7 +113,7 @@ wthread_on_wake(struct ev_loop *loop, struct ev_async *a, int rev)
     if (orders & WTHREAD_STOP)
         take_stop(loop, t);
     else if (orders & WTHREAD_DRAIN)
-        take_drain(t);
+        take_drain(t, (orders & WTHREAD_HANDED) != 0);
 }
 
 static void *

@@ -22,6 +22,9 @@
 
 enum wthread_order {
     WTHREAD_DRAIN = 1u << 0, /* close the listeners; say when idle */
+    WTHREAD_HANDED = 1u << 3, /* with DRAIN: the listening sockets are
+                               * another process's now (takeover): stop
+                               * them, close them only at the end */
     WTHREAD_STOP = 1u << 1,  /* reset every connection, end the thread */
     WTHREAD_EXPORT = 1u << 2, /* list the listening sockets (duplicates)
                                * into <exported> */

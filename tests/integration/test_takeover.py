@@ -109,7 +109,8 @@ def test_open_connections_finish_on_the_old_process(start_ferry, backends,
     assert ft.read_line(held) == "b"
     new = start_ferry(text, args=["--takeover-socket", sock, "--takeover"],
                       name="new")
-    old.wait_log(r"draining: listeners closed, 1 connection\(s\) open")
+    old.wait_log(r"draining: the new process accepts on the sockets, "
+                 r"1 connection\(s\) open")
     # The old process still relays it, and serves nothing new.
     for k in range(3):
         held.sendall(b"ping %d\n" % k)

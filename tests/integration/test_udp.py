@@ -25,16 +25,28 @@ class UdpBackend:
 
     def __init__(self, name, tcp=False):
         self.name = name
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.addr = "127.0.0.1:%d" % self.sock.getsockname()[1]
-        # A TCP listener on the same port, as a DNS server has: what a
-        # TCP health check finds.
+        # With <tcp>, a TCP listener on the same port too, as a DNS server
+        # has: what a TCP health check finds. The port is the UDP one the
+        # kernel gave; another test may hold it for TCP: try another.
         self.tcp = None
-        if tcp:
+        for _ in range(50):
+            self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            self.sock.bind(("127.0.0.1", 0))
+            if not tcp:
+                break
             self.tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            self.tcp.bind(("127.0.0.1", self.sock.getsockname()[1]))
+            try:
+                self.tcp.bind(("127.0.0.1", self.sock.getsockname()[1]))
+                break
+            except OSError:
+                self.tcp.close()
+                self.sock.close()
+                self.tcp = None
+        else:
+            raise OSError("no port free for both UDP and TCP")
+        if self.tcp is not None:
             self.tcp.listen(512)
+        self.addr = "127.0.0.1:%d" % self.sock.getsockname()[1]
         self.got = 0
         self.peers = set()
         self._stop = False
