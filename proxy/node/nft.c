@@ -314,6 +314,10 @@ struct nft {
     struct smap svcs;   /* key -> struct entry */
     struct smap owners; /* destination -> struct entry claiming it */
     struct smap cips;   /* ClusterIP text -> wanted count (uintptr_t) */
+    /* Endpoint IP text -> (services wanting its hairpin pair << 1) | (the
+     * pair is in the kernel), as a uintptr_t; absent when both are 0. */
+    struct smap hp;
+    struct smap hp_touched; /* IPs whose pair may have to be added/deleted */
     struct entry **dirty;
     size_t ndirty, dirtycap;
     int cips_dirty;
@@ -399,6 +403,8 @@ nft_free(struct nft *n)
     smap_deinit(&n->svcs);
     smap_deinit(&n->owners);
     smap_deinit(&n->cips);
+    smap_deinit(&n->hp);
+    smap_deinit(&n->hp_touched);
     free(n->dirty);
     nftgen_group_deinit(&n->global);
     if (n->ctx)
@@ -487,6 +493,98 @@ cips_count(struct nft *n, const struct nft_svc *s, int delta)
     }
 }
 
+/* Count the endpoints of <s> (those taking new flows) in or out of the
+ * hairpin sets. An IP whose wanted state no longer matches the kernel's
+ * is noted for the next transaction. */
+static void
+hp_count(struct nft *n, const struct nft_svc *s, int delta)
+{
+    char ip[INET6_ADDRSTRLEN];
+    size_t pass, i;
+
+    if (s == NULL || s->redirect_port != 0 || n->conf.masq == NFT_MASQ_NONE)
+        return;
+    for (pass = 0; pass < 2; pass++) {
+        const struct nft_ep *v = pass ? s->local_eps : s->cluster_eps;
+        size_t nv = pass ? s->nlocal_eps : s->ncluster_eps;
+
+        for (i = 0; i < nv; i++) {
+            uintptr_t val, cnt, have;
+
+            if (v[i].weight == 0)
+                continue;
+            saddr_ip_str(&v[i].addr, ip, sizeof(ip));
+            val = (uintptr_t)smap_get(&n->hp, ip);
+            cnt = val >> 1;
+            have = val & 1;
+            if (delta > 0)
+                cnt++;
+            else if (cnt > 0)
+                cnt--;
+            val = cnt << 1 | have;
+            if (val == 0)
+                smap_del(&n->hp, ip);
+            else if (smap_put(&n->hp, ip, (void *)val) < 0)
+                n->need_converge = 1;
+            if ((cnt > 0) != (have != 0)
+                && smap_put(&n->hp_touched, ip, &n->hp) < 0)
+                n->need_converge = 1;
+        }
+    }
+}
+
+/* Add or delete the hairpin pairs of the touched IPs in <t>. */
+static void
+hp_emit(struct nft *n, struct nftgen_txn *t)
+{
+    size_t i;
+
+    for (i = 0; i < n->hp_touched.cap; i++) {
+        const char *k = n->hp_touched.v[i].key;
+        uintptr_t val;
+        struct saddr a;
+        const char *why;
+
+        if (k == NULL || parse_ip(k, 0, &a, &why) < 0)
+            continue;
+        val = (uintptr_t)smap_get(&n->hp, k);
+        if ((val >> 1 > 0) != (val & 1))
+            nftgen_hairpin(t, &a, val >> 1 > 0);
+    }
+}
+
+/* The kernel now holds the wanted hairpin pairs: of every IP (<all>, after
+ * a convergence), or of the touched ones. */
+static void
+hp_commit(struct nft *n, int all)
+{
+    struct smap *m = all ? &n->hp : &n->hp_touched;
+    char **gone = calloc(m->n + 1, sizeof(*gone));
+    size_t i, ngone = 0;
+
+    for (i = 0; gone && i < m->cap; i++) {
+        const char *k = m->v[i].key;
+        uintptr_t val;
+
+        if (k == NULL)
+            continue;
+        val = (uintptr_t)smap_get(&n->hp, k);
+        if (val >> 1 == 0)
+            gone[ngone++] = strdup(k);
+        else
+            smap_put(&n->hp, k, (void *)(val | 1)); /* replaces: no alloc */
+    }
+    for (i = 0; i < ngone; i++) {
+        if (gone[i])
+            smap_del(&n->hp, gone[i]);
+        free(gone[i]);
+    }
+    if (gone == NULL)
+        n->need_converge = 1;
+    free(gone);
+    smap_deinit(&n->hp_touched);
+}
+
 static void
 mark_dirty(struct nft *n, struct entry *en)
 {
@@ -556,6 +654,8 @@ nft_svc_put(struct nft *n, const struct nft_svc *s, struct err *e)
     owners_set(n, g, en, 1);
     cips_count(n, en->want_svc, -1);
     cips_count(n, copy, +1);
+    hp_count(n, en->want_svc, -1);
+    hp_count(n, copy, +1);
     if (en->want != en->have)
         group_free(en->want);
     if (en->want_svc != en->have_svc)
@@ -578,6 +678,7 @@ nft_svc_del(struct nft *n, const char *id, enum nft_proto proto)
         return -1;
     owners_set(n, en->want, en, 0);
     cips_count(n, en->want_svc, -1);
+    hp_count(n, en->want_svc, -1);
     if (en->want != en->have)
         group_free(en->want);
     if (en->want_svc != en->have_svc)
@@ -592,7 +693,8 @@ nft_svc_del(struct nft *n, const char *id, enum nft_proto proto)
 int
 nft_pending(const struct nft *n)
 {
-    return n->need_converge || n->ndirty > 0 || n->cips_dirty;
+    return n->need_converge || n->ndirty > 0 || n->cips_dirty
+           || n->hp_touched.n > 0;
 }
 
 void
@@ -802,6 +904,7 @@ commit(struct nft *n, int all)
     }
     n->ndirty = 0;
     n->cips_dirty = 0;
+    hp_commit(n, all);
     n->st.transactions++;
     ct_cleanup(n, m, nm);
     for (i = 0; i < ndsts; i++)
@@ -830,6 +933,24 @@ fill_cips(struct nft *n, struct nftgen_txn *t)
     }
 }
 
+/* Every wanted hairpin pair. */
+static void
+fill_hairpin(struct nft *n, struct nftgen_txn *t)
+{
+    size_t i;
+
+    for (i = 0; i < n->hp.cap; i++) {
+        struct saddr a;
+        const char *why;
+
+        if (n->hp.v[i].key == NULL
+            || (uintptr_t)n->hp.v[i].val >> 1 == 0
+            || parse_ip(n->hp.v[i].key, 0, &a, &why) < 0)
+            continue;
+        nftgen_hairpin(t, &a, 1);
+    }
+}
+
 static int
 incremental(struct nft *n, struct err *e)
 {
@@ -846,6 +967,7 @@ incremental(struct nft *n, struct err *e)
         nftgen_flush_set(&t, NFTGEN_CLUSTER_IPS6, 0);
         fill_cips(n, &t);
     }
+    hp_emit(n, &t);
     if (nftgen_txn_empty(&t)) {
         nftgen_txn_deinit(&t);
         commit(n, 0);
@@ -870,15 +992,16 @@ incremental(struct nft *n, struct err *e)
 
 /* ----------------------------------------------------------- convergence */
 
-/* Every wanted set and chain name (global and services), for telling
- * what in the kernel is stale. */
+/* Every wanted set name, and chain name unless <sets_only> (global and
+ * services), for telling what in the kernel is stale. */
 static int
-wanted_names(struct nft *n, struct smap *names, int committed)
+wanted_names(struct nft *n, struct smap *names, int committed, int sets_only)
 {
     size_t i, j;
 
     for (j = 0; j < n->global.n; j++)
         if (n->global.v[j].kind != NFTGEN_ELEM
+            && (!sets_only || n->global.v[j].kind == NFTGEN_SET)
             && smap_put(names, n->global.v[j].name, &n->global.v[j]) < 0)
             return -1;
     for (i = 0; i < n->svcs.cap; i++) {
@@ -890,6 +1013,7 @@ wanted_names(struct nft *n, struct smap *names, int committed)
         g = committed ? en->have : en->want;
         for (j = 0; g && j < g->n; j++)
             if (g->v[j].kind != NFTGEN_ELEM
+                && (!sets_only || g->v[j].kind == NFTGEN_SET)
                 && smap_put(names, g->v[j].name, &g->v[j]) < 0)
                 return -1;
     }
@@ -909,6 +1033,7 @@ fill_wanted(struct nft *n, struct nftgen_txn *t)
             nftgen_fill(t, en->want);
     }
     fill_cips(n, t);
+    fill_hairpin(n, t);
 }
 
 /* Read the names of what the kernel holds in table inet ferry (chains,
@@ -918,15 +1043,16 @@ fill_wanted(struct nft *n, struct nftgen_txn *t)
  * at 5000 services). A table with none of ferry's objects counts as
  * absent: creating it again is harmless. */
 static int
-read_table(struct nft *n, struct nftsys_listing *l, struct err *e)
+read_table(struct nft *n, struct nftsys_listing *l, int sets_only,
+           struct err *e)
 {
-    static const char *const cmds[] = {"list chains inet", "list sets inet",
-                                       "list maps inet"};
+    static const char *const cmds[] = {"list sets inet", "list maps inet",
+                                       "list chains inet"};
     const char *out;
     size_t i;
 
     memset(l, 0, sizeof(*l));
-    for (i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++) {
+    for (i = 0; i < sizeof(cmds) / sizeof(cmds[0]) - !!sets_only; i++) {
         out = list(n, cmds[i], 1, e);
         if (out == NULL || nftsys_parse_table(out, l, e) < 0)
             return -1;
@@ -952,7 +1078,7 @@ converge(struct nft *n, struct err *e)
     size_t i;
     int rc;
 
-    if (read_table(n, &l, e) < 0) {
+    if (read_table(n, &l, 0, e) < 0) {
         n->st.failures++;
         return -1;
     }
@@ -968,7 +1094,7 @@ converge(struct nft *n, struct err *e)
         nftgen_add_table(&t, comment);
         fill_wanted(n, &t);
     } else {
-        if (wanted_names(n, &names, 0) < 0) {
+        if (wanted_names(n, &names, 0, 0) < 0) {
             rc = err_set(e, "out of memory");
             goto out;
         }
@@ -1063,6 +1189,13 @@ committed_elems(struct nft *n, const char *name)
         smap_deinit(&seen);
         return k;
     }
+    v6 = strcmp(name, NFTGEN_HAIRPIN6) == 0;
+    if (v6 || strcmp(name, NFTGEN_HAIRPIN4) == 0) {
+        for (i = 0; i < n->hp.cap; i++)
+            k += n->hp.v[i].key != NULL && ((uintptr_t)n->hp.v[i].val & 1)
+                 && (strchr(n->hp.v[i].key, ':') != NULL) == v6;
+        return k;
+    }
     for (i = 0; i < n->svcs.cap; i++) {
         const struct entry *en = n->svcs.v[i].val;
 
@@ -1094,7 +1227,11 @@ compare_rules(struct nft *n, char *what, size_t len, struct err *e)
         snprintf(cmd, sizeof(cmd), "list chain inet %s %s", NFT_TABLE, g->name);
         memset(&l, 0, sizeof(l));
         out = list(n, cmd, 1, e);
-        if (out == NULL || nftsys_parse_table(out, &l, e) < 0) {
+        if (out == NULL) {
+            snprintf(what, len, "chain %s cannot be listed", g->name);
+            break;
+        }
+        if (nftsys_parse_table(out, &l, e) < 0) {
             nftsys_listing_free(&l);
             return -1;
         }
@@ -1151,10 +1288,13 @@ compare_elems(struct nft *n, char *what, size_t len, struct err *e)
 }
 
 /* A description of the first difference into <what>, or "" when the
- * kernel matches the committed state: every chain and set by name, the
+ * kernel matches the committed state: every set and map by name, the
  * rules of the fixed chains, the elements of the shared maps and sets.
- * The rules of a service's own chains are not listed (too slow at scale):
- * a periodic full convergence rewrites them. */
+ * The services' own chains are not listed (too slow at scale: the kernel
+ * dumps chains and rules in time that grows faster than their number): a
+ * chain that a map element names cannot be deleted by hand without the
+ * element (which the counts see), and the periodic full convergence
+ * rewrites their rules. */
 static int
 compare(struct nft *n, const struct nftsys_listing *l, char *what, size_t len,
         struct err *e)
@@ -1172,7 +1312,7 @@ compare(struct nft *n, const struct nftsys_listing *l, char *what, size_t len,
         snprintf(what, len, "the layout set is gone or changed");
         return 0;
     }
-    if (wanted_names(n, &names, 1) < 0)
+    if (wanted_names(n, &names, 1, 1) < 0)
         return err_set(e, "out of memory");
     for (i = 0; i < l->n && !what[0]; i++) {
         const struct nftsys_obj *o = &l->v[i];
@@ -1186,7 +1326,7 @@ compare(struct nft *n, const struct nftsys_listing *l, char *what, size_t len,
         seen++;
     }
     if (!what[0] && seen != names.n)
-        snprintf(what, len, "%zu chains or sets are missing", names.n - seen);
+        snprintf(what, len, "%zu sets or maps are missing", names.n - seen);
     smap_deinit(&names);
     rc = what[0] ? 0 : compare_rules(n, what, len, e);
     if (rc == 0 && !what[0])
@@ -1203,7 +1343,7 @@ nft_verify(struct nft *n, struct err *e)
 
     if (n->need_converge)
         return nft_apply(n, e) < 0 ? -1 : 1;
-    if (read_table(n, &l, e) < 0)
+    if (read_table(n, &l, 1, e) < 0)
         return -1;
     rc = compare(n, &l, what, sizeof(what), e);
     nftsys_listing_free(&l);

@@ -35,7 +35,7 @@
 #include "parse.h"
 
 #define NFT_TABLE  "ferry" /* table inet ferry */
-#define NFT_LAYOUT 1       /* bumped when chains or maps change shape */
+#define NFT_LAYOUT 2       /* bumped when chains or maps change shape */
 
 /* Caps on hostile input (a put over a cap is refused whole). */
 #define NFT_ID_MAX     160  /* "namespace/name:port" + NUL */

@@ -26,6 +26,9 @@
 #include "nftsys.h"
 #include "smap.h"
 
+#define STR_(x)  #x
+#define XSTR(x) STR_(x)
+
 static struct saddr
 ip(const char *s, uint16_t port)
 {
@@ -230,13 +233,14 @@ test_gen_cluster_ip(void **state)
     has(t, "add rule inet ferry svc4-default/web/http/tcp ip daddr { "
            "198.18.128.10 } ip saddr != { 198.18.1.0/24 } jump "
            "mark-for-masq");
-    has(t, "add rule inet ferry svc4-default/web/http/tcp numgen random mod "
-           "2 < 1 goto ep4-default/web/http/tcp/198.18.1.2/8080\n"
-           "add rule inet ferry svc4-default/web/http/tcp goto "
-           "ep4-default/web/http/tcp/198.18.1.3/8080\n");
-    has(t, "add rule inet ferry ep4-default/web/http/tcp/198.18.1.2/8080 ip "
-           "saddr 198.18.1.2 jump mark-for-masq");
-    has(t, "meta l4proto tcp dnat ip to 198.18.1.2:8080");
+    /* One rule translates: a random number into a map of endpoints, no
+     * chain per endpoint, no hairpin rule (a global set does that). */
+    has(t, "add rule inet ferry svc4-default/web/http/tcp meta l4proto tcp "
+           "dnat ip to numgen random mod 2 map { 0 : 198.18.1.2 . 8080, 1 : "
+           "198.18.1.3 . 8080 }\n");
+    hasnt(t, "ep4-");
+    hasnt(t, "goto ep");
+    hasnt(t, "saddr 198.18.1.2");
     hasnt(t, "noep");
     hasnt(t, "update @");
     free(t);
@@ -298,7 +302,6 @@ test_gen_masquerade_modes(void **state)
     t = gen(&c, &f.s);
     hasnt(t, "svc4-default/web/http/tcp ip daddr");
     hasnt(t, "svc4-default/web/http/tcp jump mark-for-masq");
-    has(t, "ip saddr 198.18.1.2 jump mark-for-masq");
     free(t);
 }
 
@@ -358,8 +361,9 @@ test_gen_external_local(void **state)
     has(t, "ext4-default/web/http/tcp fib saddr type local jump "
            "mark-for-masq");
     has(t, "ext4-default/web/http/tcp goto loc4-default/web/http/tcp");
-    has(t, "add rule inet ferry loc4-default/web/http/tcp goto "
-           "ep4-default/web/http/tcp/198.18.1.3/8080");
+    /* One local endpoint: no map. */
+    has(t, "add rule inet ferry loc4-default/web/http/tcp meta l4proto tcp "
+           "dnat ip to 198.18.1.3:8080\n");
     free(t);
     /* No local endpoint: outside traffic is dropped, not rejected. */
     f.s.nlocal_eps = 0;
@@ -414,7 +418,8 @@ test_gen_weights_affinity_ranges(void **state)
     free(t);
 }
 
-/* Past NFTGEN_VMAP_MIN endpoints, one vmap picks. */
+/* With affinity, past NFTGEN_VMAP_MIN endpoints, one vmap picks; without,
+ * always one map, however many endpoints. */
 static void
 test_gen_many_endpoints_vmap(void **state)
 {
@@ -432,6 +437,15 @@ test_gen_many_endpoints_vmap(void **state)
         eps[i].weight = i == 0 ? 2 : 1;
     }
     f.s.cluster_eps = eps;
+    f.s.ncluster_eps = NFTGEN_VMAP_MIN + 1;
+    t = gen(&c, &f.s);
+    has(t, "dnat ip to numgen random mod 34 map { 0-1 : 198.18.1.10 . 8080, "
+           "2 : 198.18.1.11 . 8080, ");
+    has(t, "33 : 198.18.1.42 . 8080 }\n");
+    hasnt(t, "vmap");
+    hasnt(t, "ep4-");
+    free(t);
+    f.s.affinity_s = 60;
     f.s.ncluster_eps = NFTGEN_VMAP_MIN;
     t = gen(&c, &f.s);
     hasnt(t, "vmap");
@@ -465,9 +479,11 @@ test_gen_dual_stack(void **state)
     /* Each family to its own endpoints. */
     has(t, "add element inet ferry svc6 { 2001:2::a . udp . 80 : goto "
            "svc6-default/web/http/udp }");
-    has(t, "add rule inet ferry svc6-default/web/http/udp goto "
-           "ep6-default/web/http/udp/2001_2__2/8080");
-    has(t, "meta l4proto udp dnat ip6 to [2001:2::2]:8080");
+    has(t, "add rule inet ferry svc6-default/web/http/udp meta l4proto udp "
+           "dnat ip6 to [2001:2::2]:8080\n");
+    has(t, "add rule inet ferry svc4-default/web/http/udp meta l4proto udp "
+           "dnat ip to numgen random mod 2 map { 0 : 198.18.1.2 . 8080, 1 : "
+           "198.18.1.3 . 8080 }\n");
     /* No IPv6 cluster CIDR: no masquerade rule for IPv6 ClusterIPs. */
     hasnt(t, "ip6 daddr");
     free(t);
@@ -498,14 +514,12 @@ test_diff_incremental(void **state)
     assert_non_null(s);
     assert_string_equal(
         s,
-        "flush chain inet ferry ep4-default/web/http/tcp/198.18.1.2/8080\n"
         "flush chain inet ferry svc4-default/web/http/tcp\n"
         "add rule inet ferry svc4-default/web/http/tcp ip daddr { "
         "198.18.128.10 } ip saddr != { 198.18.1.0/24 } jump "
         "mark-for-masq\n"
-        "add rule inet ferry svc4-default/web/http/tcp goto "
-        "ep4-default/web/http/tcp/198.18.1.3/8080\n"
-        "delete chain inet ferry ep4-default/web/http/tcp/198.18.1.2/8080\n");
+        "add rule inet ferry svc4-default/web/http/tcp meta l4proto tcp "
+        "dnat ip to 198.18.1.3:8080\n");
     free(s);
     nftgen_txn_deinit(&t);
     /* Same group: nothing to do. */
@@ -556,7 +570,14 @@ test_gen_global(void **state)
     has(t, "add rule inet ferry reject-chain meta l4proto tcp reject with tcp "
            "reset");
     has(t, "add set inet ferry layout { type inet_service; comment \"ferry "
-           "layout 1\"; }");
+           "layout " XSTR(NFT_LAYOUT) "\"; }");
+    /* Hairpin: one rule per family after DNAT, on a set of pairs. */
+    has(t, "add rule inet ferry nat-postrouting ct status dnat ip saddr . "
+           "ip daddr @hairpin4 jump mark-for-masq\nadd rule inet ferry "
+           "nat-postrouting ct status dnat ip6 saddr . ip6 daddr @hairpin6 "
+           "jump mark-for-masq\nadd rule inet ferry nat-postrouting jump "
+           "masquerading\n");
+    has(t, "add set inet ferry hairpin6 { type ipv6_addr . ipv6_addr; }");
     free(t);
     nftgen_group_deinit(&g);
 }
@@ -719,7 +740,7 @@ test_listing_parse(void **state)
         "{\"nftables\": [{\"metainfo\": {}}, {\"table\": {\"family\": \"i"
         "net\", \"name\": \"ferry\"}}, {\"set\": {\"family\": \"inet\", "
         "\"table\": \"ferry\", \"name\": \"layout\", \"comment\": \"ferry"
-        " layout 1\"}}, {\"map\": {\"family\": \"inet\", \"table\": \"fer"
+        " layout " XSTR(NFT_LAYOUT) "\"}}, {\"map\": {\"family\": \"inet\", \"table\": \"fer"
         "ry\", \"name\": \"svc4\"}}, {\"chain\": {\"family\": \"inet\", "
         "\"table\": \"ferry\", \"name\": \"services\"}}, {\"chain\": {\"f"
         "amily\": \"inet\", \"table\": \"ferry\", \"name\": \"x\"}}, {\"c"
