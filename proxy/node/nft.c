@@ -12,6 +12,7 @@
 #include "log.h"
 #include "nft.h"
 #include "nftgen.h"
+#include "nftrules.h"
 #include "nftsys.h"
 #include "smap.h"
 
@@ -1208,43 +1209,38 @@ committed_elems(struct nft *n, const char *name)
     return k;
 }
 
-/* Compare the rules of the fixed chains: a table flushed by hand
- * ("flush table", "flush chain") shows there first. */
+/* Compare the rule counts of the fixed chains: a table flushed by hand
+ * ("flush table", "flush chain") shows there first. Counted by the kernel
+ * (nftrules.h says why not through libnftables). */
 static int
 compare_rules(struct nft *n, char *what, size_t len, struct err *e)
 {
-    size_t i, j;
+    const char **names = calloc(n->global.n + 1, sizeof(*names));
+    size_t *counts = calloc(n->global.n + 1, sizeof(*counts));
+    const struct nftgen_obj **objs = calloc(n->global.n + 1, sizeof(*objs));
+    size_t i, k = 0;
+    int rc = 0;
 
-    for (i = 0; i < n->global.n && !what[0]; i++) {
-        const struct nftgen_obj *g = &n->global.v[i];
-        struct nftsys_listing l;
-        char cmd[128];
-        const char *out;
-        size_t have = 0;
-
-        if (g->kind != NFTGEN_CHAIN)
-            continue;
-        snprintf(cmd, sizeof(cmd), "list chain inet %s %s", NFT_TABLE, g->name);
-        memset(&l, 0, sizeof(l));
-        out = list(n, cmd, 1, e);
-        if (out == NULL) {
-            snprintf(what, len, "chain %s cannot be listed", g->name);
-            break;
-        }
-        if (nftsys_parse_table(out, &l, e) < 0) {
-            nftsys_listing_free(&l);
-            return -1;
-        }
-        for (j = 0; j < l.n; j++)
-            if (l.v[j].kind == NFTSYS_CHAIN
-                && strcmp(l.v[j].name, g->name) == 0)
-                have = l.v[j].nrules;
-        nftsys_listing_free(&l);
-        if (have != nftgen_rule_count(g))
-            snprintf(what, len, "chain %s has %zu rules, not %zu", g->name,
-                     have, nftgen_rule_count(g));
+    if (names == NULL || counts == NULL || objs == NULL) {
+        rc = err_set(e, "out of memory");
+        goto out;
     }
-    return 0;
+    for (i = 0; i < n->global.n; i++) {
+        if (n->global.v[i].kind != NFTGEN_CHAIN)
+            continue;
+        objs[k] = &n->global.v[i];
+        names[k++] = n->global.v[i].name;
+    }
+    rc = nftrules_count(names, k, counts, e);
+    for (i = 0; i < k && rc == 0 && !what[0]; i++)
+        if (counts[i] != nftgen_rule_count(objs[i]))
+            snprintf(what, len, "chain %s has %zu rules, not %zu", names[i],
+                     counts[i], nftgen_rule_count(objs[i]));
+out:
+    free(names);
+    free(counts);
+    free(objs);
+    return rc;
 }
 
 /* Compare the element counts of the shared maps and sets. */
