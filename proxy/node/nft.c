@@ -1243,43 +1243,41 @@ out:
     return rc;
 }
 
-/* Compare the element counts of the shared maps and sets. */
+/* Compare the element counts of the shared maps and sets, counted by the
+ * kernel (nftrules.h says why not through libnftables). */
 static int
 compare_elems(struct nft *n, char *what, size_t len, struct err *e)
 {
-    const char *maps = NULL, *out;
-    char *copy = NULL;
-    size_t i;
+    const char **names = calloc(n->global.n + 1, sizeof(*names));
+    size_t *counts = calloc(n->global.n + 1, sizeof(*counts));
+    const struct nftgen_obj **objs = calloc(n->global.n + 1, sizeof(*objs));
+    size_t i, k = 0, want;
     int rc = 0;
 
-    out = list(n, "list maps inet", 0, e);
-    if (out == NULL || (copy = strdup(out)) == NULL)
-        return out == NULL ? -1 : err_set(e, "out of memory");
-    maps = copy;
-    for (i = 0; i < n->global.n && !what[0] && rc == 0; i++) {
+    if (names == NULL || counts == NULL || objs == NULL) {
+        rc = err_set(e, "out of memory");
+        goto out;
+    }
+    for (i = 0; i < n->global.n; i++) {
         const struct nftgen_obj *g = &n->global.v[i];
-        char cmd[128];
-        size_t have = 0, want;
 
         if (g->kind != NFTGEN_SET || strcmp(g->name, NFTGEN_LAYOUT_SET) == 0)
             continue;
-        if (g->is_map) {
-            out = maps;
-        } else {
-            snprintf(cmd, sizeof(cmd), "list set inet %s %s", NFT_TABLE,
-                     g->name);
-            out = list(n, cmd, 0, e);
-        }
-        if (out == NULL || nftsys_count_elems(out, g->name, &have, e) < 0) {
-            rc = -1;
-            break;
-        }
-        want = committed_elems(n, g->name);
-        if (have != want)
-            snprintf(what, len, "%s %s has %zu elements, not %zu",
-                     g->is_map ? "map" : "set", g->name, have, want);
+        objs[k] = g;
+        names[k++] = g->name;
     }
-    free(copy);
+    rc = nftrules_count_elems(names, k, counts, e);
+    for (i = 0; i < k && rc == 0 && !what[0]; i++) {
+        want = committed_elems(n, names[i]);
+        if (counts[i] != want)
+            snprintf(what, len, "%s %s has %zu elements, not %zu",
+                     objs[i]->is_map ? "map" : "set", names[i], counts[i],
+                     want);
+    }
+out:
+    free(names);
+    free(counts);
+    free(objs);
     return rc;
 }
 

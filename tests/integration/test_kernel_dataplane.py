@@ -681,6 +681,24 @@ def test_hairpin_pod_reaches_itself(lab):
         ("pod-a", BRIDGE4)
 
 
+def test_hairpin_kept_while_another_service_has_the_pod(lab):
+    # One set of endpoint pairs serves every Service: the pair stays while
+    # any Service still sends to the pod.
+    a = svc("hair", eps=("pod-a",))
+    b = svc("hair2", cips=("198.18.128.11",), eps=("pod-a", "pod-b"))
+    lab.apply([a, b])
+    lab.apply([b])
+    pa = lab.in_ns("pod-a")
+    got = {pa(tcp_hello, "198.18.128.11", 80) for _ in range(30)}
+    assert ("pod-a", BRIDGE4) in got, got
+    # pod-b reached from pod-a keeps the client's address.
+    assert ("pod-b", PODS["pod-a"][0]) in got, got
+    lab.apply([svc("hair2", cips=("198.18.128.11",), eps=("pod-b",))])
+    out = lab.run_in("node", "nft", "list", "set", "inet", "ferry",
+                     "hairpin4").stdout
+    assert "198.18.1.3 . 198.18.1.3" in out and "198.18.1.2 " not in out, out
+
+
 def test_udp_endpoint_removal_moves_client_within_1s(lab):
     dns = svc("dns", port=53, proto="udp", cips=("198.18.128.53",),
               eps=("pod-a",))
@@ -718,12 +736,23 @@ def test_udp_endpoint_removal_moves_client_within_1s(lab):
 
 def test_verify_restores_a_flushed_table(lab):
     lab.apply([svc("web")])
-    mark = len(lab.out_lines())
-    lab.run_in("node", "nft", "flush", "map", "inet", "ferry", "svc4")
-    ft.wait_for(lambda: "restored" in lab.out_lines()[mark:],
-                what="the driver to restore the table")
-    assert lab.in_ns("cpod")(tcp_try, "198.18.128.10", 80) in \
-        ("pod-a", "pod-b")
+    # Each edit the verify step must see: a shared map's or set's elements
+    # (counted by the kernel), a fixed chain's rules, every rule, the
+    # table itself.
+    for edit in (("flush", "map", "inet", "ferry", "svc4"),
+                 ("flush", "set", "inet", "ferry", "hairpin4"),
+                 ("flush", "chain", "inet", "ferry", "nat-postrouting"),
+                 ("flush", "table", "inet", "ferry"),
+                 ("delete", "table", "inet", "ferry")):
+        mark = len(lab.out_lines())
+        lab.run_in("node", "nft", *edit)
+        ft.wait_for(lambda: "restored" in lab.out_lines()[mark:],
+                    what="the driver to restore the table after %s" %
+                    " ".join(edit))
+        assert lab.in_ns("cpod")(tcp_try, "198.18.128.10", 80) in \
+            ("pod-a", "pod-b")
+    assert lab.in_ns("pod-a")(tcp_hello, "198.18.128.10", 80) in \
+        (("pod-a", BRIDGE4), ("pod-b", PODS["pod-a"][0]))
 
 
 def test_restarts_adopt_without_flushing(lab):

@@ -5,6 +5,8 @@
  * addresses (no kernel needed: nft_svc_put does no I/O). */
 #include <arpa/inet.h>
 #include <libmnl/libmnl.h>
+#include <linux/netfilter.h>
+#include <linux/netfilter/nf_tables.h>
 #include <linux/netfilter/nfnetlink.h>
 #include <linux/netfilter/nfnetlink_conntrack.h>
 #include <linux/netfilter_ipv4/ip_tables.h>
@@ -23,6 +25,7 @@
 #include "nft.h"
 #include "nftgen.h"
 #include "nftjson.h"
+#include "nftrules.h"
 #include "nftsys.h"
 #include "smap.h"
 
@@ -816,6 +819,42 @@ test_listing_parse(void **state)
 }
 
 /* Legacy iptables entries: a user chain is an ERROR target naming it. */
+/* The verify step's counts from nf_tables dump messages: a rule is one,
+ * a set's element list counts its entries, anything malformed nothing. */
+static void
+test_dump_counts(void **state)
+{
+    char buf[512];
+    struct nlmsghdr *nlh;
+    struct nfgenmsg *nfg;
+    struct nlattr *list, *el;
+    int i;
+
+    (void)state;
+    memset(buf, 0, sizeof(buf));
+    nlh = mnl_nlmsg_put_header(buf);
+    nlh->nlmsg_type = (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWSETELEM;
+    nfg = mnl_nlmsg_put_extra_header(nlh, sizeof(*nfg));
+    nfg->nfgen_family = NFPROTO_INET;
+    mnl_attr_put_strz(nlh, NFTA_SET_ELEM_LIST_TABLE, "ferry");
+    mnl_attr_put_strz(nlh, NFTA_SET_ELEM_LIST_SET, "hairpin4");
+    list = mnl_attr_nest_start(nlh, NFTA_SET_ELEM_LIST_ELEMENTS);
+    for (i = 0; i < 3; i++) {
+        el = mnl_attr_nest_start(nlh, NFTA_LIST_ELEM);
+        mnl_attr_put_u32(nlh, NFTA_SET_ELEM_FLAGS, 0);
+        mnl_attr_nest_end(nlh, el);
+    }
+    mnl_attr_nest_end(nlh, list);
+    assert_int_equal(nftrules_msg_count(nlh, nlh->nlmsg_len, 1), 3);
+    assert_int_equal(nftrules_msg_count(nlh, nlh->nlmsg_len, 0), 0);
+    /* Cut short: the message claims more than there is. */
+    assert_int_equal(nftrules_msg_count(nlh, nlh->nlmsg_len - 4, 1), 0);
+    assert_int_equal(nftrules_msg_count(nlh, 8, 1), 0);
+    nlh->nlmsg_type = (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWRULE;
+    assert_int_equal(nftrules_msg_count(nlh, nlh->nlmsg_len, 0), 1);
+    assert_int_equal(nftrules_msg_count(nlh, nlh->nlmsg_len, 1), 0);
+}
+
 static void
 test_xt_has_chain(void **state)
 {
@@ -945,6 +984,7 @@ main(void)
         cmocka_unit_test(test_engine_claims),
         cmocka_unit_test(test_json_parse),
         cmocka_unit_test(test_listing_parse),
+        cmocka_unit_test(test_dump_counts),
         cmocka_unit_test(test_xt_has_chain),
         cmocka_unit_test(test_ctclean_parse_match),
     };
