@@ -15,6 +15,14 @@
  * same names to adopt the table): "svc4-<ns>/<name>/<port>/<proto>" and
  * so on, from the service id, which nft_svc_check() restricts to
  * characters nft accepts in a name.
+ *
+ * Size: a service has a chain per family (plus one for external traffic
+ * and one for local endpoints where it needs them) whose last rule
+ * translates through an anonymous map of its endpoints; only a service
+ * with ClientIP affinity has a chain per endpoint. Hairpin masquerade is
+ * one rule per family on a shared set of endpoint pairs that the engine
+ * fills (nftgen_hairpin()). So the table's chains, and the kernel's loop
+ * checks over them, grow with the services, not with their endpoints.
  */
 #ifndef PROXY_NODE_NFTGEN_H
 #define PROXY_NODE_NFTGEN_H

@@ -537,6 +537,25 @@ def test_tcp_cluster_ip_spreads_and_keeps_client_ip(lab):
     assert c(tcp_hello, "198.18.128.10", 80)[1] == CPOD4
 
 
+def test_no_chain_per_endpoint_but_for_affinity(lab):
+    lab.apply([svc("web", eps=("pod-a", "pod-b", "pod-c")),
+               svc("sticky", cips=("198.18.128.12",), affinity_timeout=60)])
+    chains = json.loads(lab.run_in("node", "nft", "-j", "list", "chains",
+                                   "inet").stdout)["nftables"]
+    names = [c["chain"]["name"] for c in chains if "chain" in c]
+    assert "svc4-default/web/p/tcp" in names, names
+    assert not [n for n in names if n.startswith("ep4-default/web/")], names
+    assert len([n for n in names if n.startswith("ep4-default/sticky/")]) \
+        == 2, names
+    out = lab.run_in("node", "nft", "list", "chain", "inet", "ferry",
+                     "svc4-default/web/p/tcp").stdout
+    assert "dnat ip to numgen random mod 3 map { 0 : 198.18.1.2 . 8080, " \
+        "1 : 198.18.1.3 . 8080, 2 : 198.18.1.4 . 8080 }" in out, out
+    got = lab.in_ns("cpod")(lambda: hits(
+        lambda: tcp_hello("198.18.128.10", 80)[0], 60))
+    assert set(got) == {"pod-a", "pod-b", "pod-c"}, got
+
+
 def test_dual_stack_each_family_to_its_own_endpoints(lab):
     s = svc("web6", cips=("198.18.128.11", "2001:2:0:80::b"))
     s["cluster_endpoints"] = [ep("pod-a"), ep("pod-b", v6=True)]
