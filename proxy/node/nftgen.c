@@ -588,6 +588,14 @@ ep_data(struct sbuf *b, const struct nft_ep *e)
  * walk, which is what made a chain per endpoint cost time and memory in
  * proportion to the endpoints of the whole table (kube-proxy's nftables
  * mode keeps one). A single endpoint needs no map.
+ *
+ * Measured at 10,000 services of 25 endpoints (a full creation): this,
+ * 20 s and 0.9 GB; a chain per endpoint, 39 s and 3.5 GB; a rule per
+ * endpoint ("numgen random mod R < w dnat to"), 22 s and 1.6 GB (what
+ * libnftables keeps per rule); a named map per service, 75 s (its cache
+ * of named sets). Most of the 20 s is the kernel's: it names each
+ * anonymous set and binds it to its rule by walking the table's sets and
+ * the transaction, so the cost grows with the square of the services.
  */
 static void
 dispatch_map(struct svcgen *x, const struct eplist *l, uint32_t g,
