@@ -944,8 +944,7 @@ fill_hairpin(struct nft *n, struct nftgen_txn *t)
         struct saddr a;
         const char *why;
 
-        if (n->hp.v[i].key == NULL
-            || (uintptr_t)n->hp.v[i].val >> 1 == 0
+        if (n->hp.v[i].key == NULL || (uintptr_t)n->hp.v[i].val >> 1 == 0
             || parse_ip(n->hp.v[i].key, 0, &a, &why) < 0)
             continue;
         nftgen_hairpin(t, &a, 1);

@@ -547,8 +547,8 @@ endpoint_objs(struct svcgen *x, const struct nft_ep *e)
     r_reset(x);
     aff_set_name(x, e, set, sizeof(set));
     snprintf(spec, sizeof(spec),
-             "{ type %s; flags dynamic,timeout; timeout %us; }",
-             fam_type[x->f], x->s->affinity_s);
+             "{ type %s; flags dynamic,timeout; timeout %us; }", fam_type[x->f],
+             x->s->affinity_s);
     group_add(x->g, NFTGEN_SET, set, spec, NULL, NULL, NULL);
     sbuf_printf(&x->r, "update @%s { %s saddr }\n", set, p);
     sbuf_printf(&x->r, "meta l4proto %s dnat %s to %s%s%s:%u\n",
@@ -609,8 +609,8 @@ dispatch_map(struct svcgen *x, const struct eplist *l, uint32_t g,
                 nft_proto_name(x->s->proto), fam_p[x->f]);
     if (l->n == 1) {
         ip_str(&l->v[0]->addr, ip);
-        sbuf_printf(&x->r, "%s%s%s:%u\n", x->f ? "[" : "", ip,
-                    x->f ? "]" : "", (unsigned)saddr_port(&l->v[0]->addr));
+        sbuf_printf(&x->r, "%s%s%s:%u\n", x->f ? "[" : "", ip, x->f ? "]" : "",
+                    (unsigned)saddr_port(&l->v[0]->addr));
         return;
     }
     sbuf_printf(&x->r, "numgen random mod %u map { ", total);

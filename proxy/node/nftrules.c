@@ -23,8 +23,7 @@ nftrules_msg_count(const void *buf, size_t len, int elems)
     const struct nlattr *a, *el;
     size_t hdr = MNL_NLMSG_HDRLEN + MNL_ALIGN(sizeof(struct nfgenmsg)), n = 0;
 
-    if (len < MNL_NLMSG_HDRLEN || nlh->nlmsg_len < hdr
-        || nlh->nlmsg_len > len)
+    if (len < MNL_NLMSG_HDRLEN || nlh->nlmsg_len < hdr || nlh->nlmsg_len > len)
         return 0;
     if (!elems)
         return (nlh->nlmsg_type & 0xff) == NFT_MSG_NEWRULE;
@@ -90,8 +89,8 @@ dump_one(struct mnl_socket *nl, char *buf, uint32_t seq, unsigned portid,
             return err_set(e, "nf_tables dump: %s",
                            errno == EAGAIN ? "no answer from the kernel"
                                            : strerror(errno));
-        ret = mnl_cb_run(buf, nl_whole(buf, (size_t)ret), seq, portid,
-                         on_msg, &c);
+        ret = mnl_cb_run(buf, nl_whole(buf, (size_t)ret), seq, portid, on_msg,
+                         &c);
         if (ret == MNL_CB_STOP) {
             *count = c.n;
             return 0;
