@@ -695,9 +695,12 @@ def test_external_traffic_policy_local(lab):
 
 
 def test_hairpin_pod_reaches_itself(lab):
-    lab.apply([svc("hair", eps=("pod-a",))])
-    assert lab.in_ns("pod-a")(tcp_hello, "198.18.128.10", 80) == \
-        ("pod-a", BRIDGE4)
+    s = svc("hair", cips=("198.18.128.10", "2001:2:0:80::a"), eps=("pod-a",))
+    s["cluster_endpoints"].append(ep("pod-a", v6=True))
+    lab.apply([s])
+    pa = lab.in_ns("pod-a")
+    assert pa(tcp_hello, "198.18.128.10", 80) == ("pod-a", BRIDGE4)
+    assert pa(tcp_hello, "2001:2:0:80::a", 80) == ("pod-a", "2001:2:0:1::1")
 
 
 def test_hairpin_kept_while_another_service_has_the_pod(lab):
