@@ -1061,12 +1061,64 @@ read_table(struct nft *n, struct nftsys_listing *l, int sets_only,
     return 0;
 }
 
+/* Services per transaction when the table is created from nothing. */
+#define CREATE_PART 500
+
 /*
- * One transaction that makes the kernel's table exactly the wanted one:
- * created when absent, recreated when its layout differs, otherwise
- * adopted: every chain flushed and refilled, every map refilled, stale
- * chains and sets deleted, affinity sets that are still wanted left with
- * their elements. Conntrack keeps the established flows either way.
+ * Create the table from nothing in several transactions: the skeleton
+ * with the first CREATE_PART services, then CREATE_PART at a time. The
+ * kernel binds each anonymous map to its rule by walking the objects of
+ * the transaction, so one transaction of all services costs time in the
+ * square of their number (20 s at 10,000). Nothing was served by this
+ * table before, so a service that comes a part later loses nothing; a
+ * failed part leaves a table that the next convergence adopts in one
+ * transaction. Returns what run() returns.
+ */
+static int
+create_in_parts(struct nft *n, const char *comment, struct err *e)
+{
+    struct nftgen_txn t;
+    size_t i, k = 0;
+    char *text;
+    int rc = 0;
+
+    nftgen_txn_init(&t);
+    nftgen_add_table(&t, comment);
+    nftgen_fill(&t, &n->global);
+    fill_cips(n, &t);
+    fill_hairpin(n, &t);
+    for (i = 0; i <= n->svcs.cap && rc == 0; i++) {
+        const struct entry *en = i < n->svcs.cap ? n->svcs.v[i].val : NULL;
+        int last = i == n->svcs.cap;
+
+        if (!last && (n->svcs.v[i].key == NULL || en->want == NULL))
+            continue;
+        if (!last)
+            nftgen_fill(&t, en->want);
+        if (!last && ++k % CREATE_PART != 0)
+            continue;
+        if (nftgen_txn_empty(&t))
+            continue;
+        text = nftgen_txn_text(&t);
+        if (text == NULL)
+            rc = err_set(e, "transaction too large or out of memory");
+        else
+            rc = run(n->ctx, text, "creation", e);
+        free(text);
+        nftgen_txn_deinit(&t);
+        nftgen_txn_init(&t);
+    }
+    nftgen_txn_deinit(&t);
+    return rc;
+}
+
+/*
+ * One transaction that makes the kernel's table exactly the wanted one
+ * (created when absent, in parts: create_in_parts()), recreated when its
+ * layout differs, otherwise adopted: every chain flushed and refilled,
+ * every map refilled, stale chains and sets deleted, affinity sets that
+ * are still wanted left with their elements. Conntrack keeps the
+ * established flows either way.
  */
 static int
 converge(struct nft *n, struct err *e)
@@ -1085,12 +1137,14 @@ converge(struct nft *n, struct err *e)
     nftgen_txn_init(&t);
     snprintf(comment, sizeof(comment), "ferry: Kubernetes Services, layout %d",
              NFT_LAYOUT);
-    if (!l.present || !l.layout_ok) {
-        if (l.present) {
-            log_warn("table inet %s has another layout: recreating it",
-                     NFT_TABLE);
-            nftgen_delete_table(&t);
-        }
+    if (!l.present) {
+        rc = create_in_parts(n, comment, e);
+        goto done;
+    }
+    if (!l.layout_ok) {
+        /* One transaction: the old table serves until the new one does. */
+        log_warn("table inet %s has another layout: recreating it", NFT_TABLE);
+        nftgen_delete_table(&t);
         nftgen_add_table(&t, comment);
         fill_wanted(n, &t);
     } else {
@@ -1125,8 +1179,9 @@ converge(struct nft *n, struct err *e)
         rc = err_set(e, "transaction too large or out of memory");
         goto out;
     }
-    rc = run(n->ctx, text, l.present ? "convergence" : "creation", e);
+    rc = run(n->ctx, text, "convergence", e);
     free(text);
+done:
     if (rc == 0) {
         log_info("table inet %s %s: %zu kernel services", NFT_TABLE,
                  !l.present    ? "created"
