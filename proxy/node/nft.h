@@ -35,7 +35,7 @@
 #include "parse.h"
 
 #define NFT_TABLE  "ferry" /* table inet ferry */
-#define NFT_LAYOUT 1       /* bumped when chains or maps change shape */
+#define NFT_LAYOUT 2       /* bumped when chains or maps change shape */
 
 /* Caps on hostile input (a put over a cap is refused whole). */
 #define NFT_ID_MAX     160  /* "namespace/name:port" + NUL */
@@ -170,16 +170,19 @@ int nft_apply(struct nft *n, struct err *e);
 int nft_pending(const struct nft *n);
 
 /* Make the next nft_apply() a full convergence (every rule rewritten in
- * one transaction, affinity kept). nft_verify() does not list the rules
- * of the services' own chains (too slow at scale): a caller that wants an
- * edit there undone calls this now and then (kube-proxy resyncs hourly). */
+ * one transaction, affinity kept). nft_verify() does not look at the
+ * services' own chains and maps (too slow at scale): a caller that wants
+ * an edit there undone calls this now and then (kube-proxy resyncs
+ * hourly). */
 void nft_resync(struct nft *n);
 
 /*
- * Compare the kernel's table with what was last committed (chains, rules
- * per chain, sets, map and set element counts). Returns 0 when intact, 1
- * when it differed and was restored, -1 when listing or restoring failed
- * (<e> says why; the next nft_apply() converges).
+ * Compare the kernel's table with what was last committed (its named sets
+ * and maps, the rule counts of the fixed chains, the element counts of
+ * the shared maps and sets; a second or so at 10,000 Services of 25
+ * endpoints). Returns 0 when intact, 1 when it differed and was restored,
+ * -1 when listing or restoring failed (<e> says why; the next nft_apply()
+ * converges).
  */
 int nft_verify(struct nft *n, struct err *e);
 

@@ -15,6 +15,14 @@
  * same names to adopt the table): "svc4-<ns>/<name>/<port>/<proto>" and
  * so on, from the service id, which nft_svc_check() restricts to
  * characters nft accepts in a name.
+ *
+ * Size: a service has a chain per family (plus one for external traffic
+ * and one for local endpoints where it needs them) whose last rule
+ * translates through an anonymous map of its endpoints; only a service
+ * with ClientIP affinity has a chain per endpoint. Hairpin masquerade is
+ * one rule per family on a shared set of endpoint pairs that the engine
+ * fills (nftgen_hairpin()). So the table's chains, and the kernel's loop
+ * checks over them, grow with the services, not with their endpoints.
  */
 #ifndef PROXY_NODE_NFTGEN_H
 #define PROXY_NODE_NFTGEN_H
@@ -26,8 +34,8 @@
 
 #define NFTGEN_TXN_MAX ((size_t)1 << 30) /* one transaction's text */
 
-/* Endpoints above which a service picks with one numgen vmap instead of a
- * rule per endpoint (nftgen.c says why). */
+/* Endpoints above which a service with affinity picks with one numgen
+ * vmap instead of a rule per endpoint (nftgen.c says why). */
 #define NFTGEN_VMAP_MIN 32
 
 enum nftgen_kind {
@@ -120,6 +128,15 @@ void nftgen_fill(struct nftgen_txn *t, const struct nftgen_group *g);
 /* Element <ip> (port ignored) into set <name>. */
 void nftgen_add_ip(struct nftgen_txn *t, const char *name,
                    const struct saddr *ip);
+
+/* Pair "<ip> . <ip>" in the hairpin set of <ip>'s family: added (<add>
+ * nonzero) or deleted. */
+void nftgen_hairpin(struct nftgen_txn *t, const struct saddr *ip, int add);
+
+/* The shared sets of endpoint pairs whose connections are masqueraded
+ * (a pod reaching itself), per family. */
+#define NFTGEN_HAIRPIN4 "hairpin4"
+#define NFTGEN_HAIRPIN6 "hairpin6"
 
 /* The shared sets of ClusterIPs, per family. */
 #define NFTGEN_CLUSTER_IPS4 "cluster-ips4"

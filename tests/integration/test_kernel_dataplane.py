@@ -537,6 +537,25 @@ def test_tcp_cluster_ip_spreads_and_keeps_client_ip(lab):
     assert c(tcp_hello, "198.18.128.10", 80)[1] == CPOD4
 
 
+def test_no_chain_per_endpoint_but_for_affinity(lab):
+    lab.apply([svc("web", eps=("pod-a", "pod-b", "pod-c")),
+               svc("sticky", cips=("198.18.128.12",), affinity_timeout=60)])
+    chains = json.loads(lab.run_in("node", "nft", "-j", "list", "chains",
+                                   "inet").stdout)["nftables"]
+    names = [c["chain"]["name"] for c in chains if "chain" in c]
+    assert "svc4-default/web/p/tcp" in names, names
+    assert not [n for n in names if n.startswith("ep4-default/web/")], names
+    assert len([n for n in names if n.startswith("ep4-default/sticky/")]) \
+        == 2, names
+    out = lab.run_in("node", "nft", "list", "chain", "inet", "ferry",
+                     "svc4-default/web/p/tcp").stdout
+    assert "dnat ip to numgen random mod 3 map { 0 : 198.18.1.2 . 8080, " \
+        "1 : 198.18.1.3 . 8080, 2 : 198.18.1.4 . 8080 }" in out, out
+    got = lab.in_ns("cpod")(lambda: hits(
+        lambda: tcp_hello("198.18.128.10", 80)[0], 60))
+    assert set(got) == {"pod-a", "pod-b", "pod-c"}, got
+
+
 def test_dual_stack_each_family_to_its_own_endpoints(lab):
     s = svc("web6", cips=("198.18.128.11", "2001:2:0:80::b"))
     s["cluster_endpoints"] = [ep("pod-a"), ep("pod-b", v6=True)]
@@ -676,9 +695,30 @@ def test_external_traffic_policy_local(lab):
 
 
 def test_hairpin_pod_reaches_itself(lab):
-    lab.apply([svc("hair", eps=("pod-a",))])
-    assert lab.in_ns("pod-a")(tcp_hello, "198.18.128.10", 80) == \
-        ("pod-a", BRIDGE4)
+    s = svc("hair", cips=("198.18.128.10", "2001:2:0:80::a"), eps=("pod-a",))
+    s["cluster_endpoints"].append(ep("pod-a", v6=True))
+    lab.apply([s])
+    pa = lab.in_ns("pod-a")
+    assert pa(tcp_hello, "198.18.128.10", 80) == ("pod-a", BRIDGE4)
+    assert pa(tcp_hello, "2001:2:0:80::a", 80) == ("pod-a", "2001:2:0:1::1")
+
+
+def test_hairpin_kept_while_another_service_has_the_pod(lab):
+    # One set of endpoint pairs serves every Service: the pair stays while
+    # any Service still sends to the pod.
+    a = svc("hair", eps=("pod-a",))
+    b = svc("hair2", cips=("198.18.128.11",), eps=("pod-a", "pod-b"))
+    lab.apply([a, b])
+    lab.apply([b])
+    pa = lab.in_ns("pod-a")
+    got = {pa(tcp_hello, "198.18.128.11", 80) for _ in range(30)}
+    assert ("pod-a", BRIDGE4) in got, got
+    # pod-b reached from pod-a keeps the client's address.
+    assert ("pod-b", PODS["pod-a"][0]) in got, got
+    lab.apply([svc("hair2", cips=("198.18.128.11",), eps=("pod-b",))])
+    out = lab.run_in("node", "nft", "list", "set", "inet", "ferry",
+                     "hairpin4").stdout
+    assert "198.18.1.3 . 198.18.1.3" in out and "198.18.1.2 " not in out, out
 
 
 def test_udp_endpoint_removal_moves_client_within_1s(lab):
@@ -718,12 +758,23 @@ def test_udp_endpoint_removal_moves_client_within_1s(lab):
 
 def test_verify_restores_a_flushed_table(lab):
     lab.apply([svc("web")])
-    mark = len(lab.out_lines())
-    lab.run_in("node", "nft", "flush", "map", "inet", "ferry", "svc4")
-    ft.wait_for(lambda: "restored" in lab.out_lines()[mark:],
-                what="the driver to restore the table")
-    assert lab.in_ns("cpod")(tcp_try, "198.18.128.10", 80) in \
-        ("pod-a", "pod-b")
+    # Each edit the verify step must see: a shared map's or set's elements
+    # (counted by the kernel), a fixed chain's rules, every rule, the
+    # table itself.
+    for edit in (("flush", "map", "inet", "ferry", "svc4"),
+                 ("flush", "set", "inet", "ferry", "hairpin4"),
+                 ("flush", "chain", "inet", "ferry", "nat-postrouting"),
+                 ("flush", "table", "inet", "ferry"),
+                 ("delete", "table", "inet", "ferry")):
+        mark = len(lab.out_lines())
+        lab.run_in("node", "nft", *edit)
+        ft.wait_for(lambda: "restored" in lab.out_lines()[mark:],
+                    what="the driver to restore the table after %s" %
+                    " ".join(edit))
+        assert lab.in_ns("cpod")(tcp_try, "198.18.128.10", 80) in \
+            ("pod-a", "pod-b")
+    assert lab.in_ns("pod-a")(tcp_hello, "198.18.128.10", 80) in \
+        (("pod-a", BRIDGE4), ("pod-b", PODS["pod-a"][0]))
 
 
 def test_restarts_adopt_without_flushing(lab):
@@ -799,6 +850,29 @@ def test_cleanup_leaves_the_ruleset_as_before(lab):
     r = lab.run_in("node", drive_bin(), "cleanup")
     assert "absent" in r.stdout
     lab.start_drive([])
+
+
+def test_large_table_created_in_parts_is_whole(lab, tmp_path):
+    # More services than one creation transaction holds (500): every one
+    # is in the table, and the verify step finds it intact.
+    fresh = "kdparts%d" % os.getpid()
+    path = str(tmp_path / "many.json")
+    services = [{"id": f"default/m{i}:p", "protocol": "tcp", "port": 80,
+                 "cluster_ips": [f"198.18.{140 + i // 250}.{i % 250 + 1}"],
+                 "cluster_endpoints": [ep("pod-a"), ep("pod-b")]}
+                for i in range(1100)]
+    with open(path, "w") as f:
+        json.dump({"config": CONF, "services": services}, f)
+    sh("ip", "netns", "add", fresh)
+    try:
+        r = sh("ip", "netns", "exec", fresh, drive_bin(), "time", path)
+        assert "verify" in r.stdout and "(intact)" in r.stdout, r.stdout
+        out = sh("ip", "netns", "exec", fresh, "nft", "-j", "list", "map",
+                 "inet", "ferry", "svc4").stdout
+        m = [x["map"] for x in json.loads(out)["nftables"] if "map" in x]
+        assert len(m[0]["elem"]) == 1100
+    finally:
+        sh("ip", "netns", "del", fresh, check=False)
 
 
 # ---- incremental changes equal a table built from scratch ---------------

@@ -5,6 +5,8 @@
  * addresses (no kernel needed: nft_svc_put does no I/O). */
 #include <arpa/inet.h>
 #include <libmnl/libmnl.h>
+#include <linux/netfilter.h>
+#include <linux/netfilter/nf_tables.h>
 #include <linux/netfilter/nfnetlink.h>
 #include <linux/netfilter/nfnetlink_conntrack.h>
 #include <linux/netfilter_ipv4/ip_tables.h>
@@ -23,8 +25,12 @@
 #include "nft.h"
 #include "nftgen.h"
 #include "nftjson.h"
+#include "nftrules.h"
 #include "nftsys.h"
 #include "smap.h"
+
+/* The listings and texts below name the layout. */
+_Static_assert(NFT_LAYOUT == 2, "tests name layout 2");
 
 static struct saddr
 ip(const char *s, uint16_t port)
@@ -230,13 +236,14 @@ test_gen_cluster_ip(void **state)
     has(t, "add rule inet ferry svc4-default/web/http/tcp ip daddr { "
            "198.18.128.10 } ip saddr != { 198.18.1.0/24 } jump "
            "mark-for-masq");
-    has(t, "add rule inet ferry svc4-default/web/http/tcp numgen random mod "
-           "2 < 1 goto ep4-default/web/http/tcp/198.18.1.2/8080\n"
-           "add rule inet ferry svc4-default/web/http/tcp goto "
-           "ep4-default/web/http/tcp/198.18.1.3/8080\n");
-    has(t, "add rule inet ferry ep4-default/web/http/tcp/198.18.1.2/8080 ip "
-           "saddr 198.18.1.2 jump mark-for-masq");
-    has(t, "meta l4proto tcp dnat ip to 198.18.1.2:8080");
+    /* One rule translates: a random number into a map of endpoints, no
+     * chain per endpoint, no hairpin rule (a global set does that). */
+    has(t, "add rule inet ferry svc4-default/web/http/tcp meta l4proto tcp "
+           "dnat ip to numgen random mod 2 map { 0 : 198.18.1.2 . 8080, 1 : "
+           "198.18.1.3 . 8080 }\n");
+    hasnt(t, "ep4-");
+    hasnt(t, "goto ep");
+    hasnt(t, "saddr 198.18.1.2");
     hasnt(t, "noep");
     hasnt(t, "update @");
     free(t);
@@ -298,7 +305,6 @@ test_gen_masquerade_modes(void **state)
     t = gen(&c, &f.s);
     hasnt(t, "svc4-default/web/http/tcp ip daddr");
     hasnt(t, "svc4-default/web/http/tcp jump mark-for-masq");
-    has(t, "ip saddr 198.18.1.2 jump mark-for-masq");
     free(t);
 }
 
@@ -358,8 +364,9 @@ test_gen_external_local(void **state)
     has(t, "ext4-default/web/http/tcp fib saddr type local jump "
            "mark-for-masq");
     has(t, "ext4-default/web/http/tcp goto loc4-default/web/http/tcp");
-    has(t, "add rule inet ferry loc4-default/web/http/tcp goto "
-           "ep4-default/web/http/tcp/198.18.1.3/8080");
+    /* One local endpoint: no map. */
+    has(t, "add rule inet ferry loc4-default/web/http/tcp meta l4proto tcp "
+           "dnat ip to 198.18.1.3:8080\n");
     free(t);
     /* No local endpoint: outside traffic is dropped, not rejected. */
     f.s.nlocal_eps = 0;
@@ -414,7 +421,8 @@ test_gen_weights_affinity_ranges(void **state)
     free(t);
 }
 
-/* Past NFTGEN_VMAP_MIN endpoints, one vmap picks. */
+/* With affinity, past NFTGEN_VMAP_MIN endpoints, one vmap picks; without,
+ * always one map, however many endpoints. */
 static void
 test_gen_many_endpoints_vmap(void **state)
 {
@@ -432,6 +440,15 @@ test_gen_many_endpoints_vmap(void **state)
         eps[i].weight = i == 0 ? 2 : 1;
     }
     f.s.cluster_eps = eps;
+    f.s.ncluster_eps = NFTGEN_VMAP_MIN + 1;
+    t = gen(&c, &f.s);
+    has(t, "dnat ip to numgen random mod 34 map { 0-1 : 198.18.1.10 . 8080, "
+           "2 : 198.18.1.11 . 8080, ");
+    has(t, "33 : 198.18.1.42 . 8080 }\n");
+    hasnt(t, "vmap");
+    hasnt(t, "ep4-");
+    free(t);
+    f.s.affinity_s = 60;
     f.s.ncluster_eps = NFTGEN_VMAP_MIN;
     t = gen(&c, &f.s);
     hasnt(t, "vmap");
@@ -465,9 +482,11 @@ test_gen_dual_stack(void **state)
     /* Each family to its own endpoints. */
     has(t, "add element inet ferry svc6 { 2001:2::a . udp . 80 : goto "
            "svc6-default/web/http/udp }");
-    has(t, "add rule inet ferry svc6-default/web/http/udp goto "
-           "ep6-default/web/http/udp/2001_2__2/8080");
-    has(t, "meta l4proto udp dnat ip6 to [2001:2::2]:8080");
+    has(t, "add rule inet ferry svc6-default/web/http/udp meta l4proto udp "
+           "dnat ip6 to [2001:2::2]:8080\n");
+    has(t, "add rule inet ferry svc4-default/web/http/udp meta l4proto udp "
+           "dnat ip to numgen random mod 2 map { 0 : 198.18.1.2 . 8080, 1 : "
+           "198.18.1.3 . 8080 }\n");
     /* No IPv6 cluster CIDR: no masquerade rule for IPv6 ClusterIPs. */
     hasnt(t, "ip6 daddr");
     free(t);
@@ -497,15 +516,12 @@ test_diff_incremental(void **state)
     s = nftgen_txn_text(&t);
     assert_non_null(s);
     assert_string_equal(
-        s,
-        "flush chain inet ferry ep4-default/web/http/tcp/198.18.1.2/8080\n"
-        "flush chain inet ferry svc4-default/web/http/tcp\n"
-        "add rule inet ferry svc4-default/web/http/tcp ip daddr { "
-        "198.18.128.10 } ip saddr != { 198.18.1.0/24 } jump "
-        "mark-for-masq\n"
-        "add rule inet ferry svc4-default/web/http/tcp goto "
-        "ep4-default/web/http/tcp/198.18.1.3/8080\n"
-        "delete chain inet ferry ep4-default/web/http/tcp/198.18.1.2/8080\n");
+        s, "flush chain inet ferry svc4-default/web/http/tcp\n"
+           "add rule inet ferry svc4-default/web/http/tcp ip daddr { "
+           "198.18.128.10 } ip saddr != { 198.18.1.0/24 } jump "
+           "mark-for-masq\n"
+           "add rule inet ferry svc4-default/web/http/tcp meta l4proto tcp "
+           "dnat ip to 198.18.1.3:8080\n");
     free(s);
     nftgen_txn_deinit(&t);
     /* Same group: nothing to do. */
@@ -556,7 +572,14 @@ test_gen_global(void **state)
     has(t, "add rule inet ferry reject-chain meta l4proto tcp reject with tcp "
            "reset");
     has(t, "add set inet ferry layout { type inet_service; comment \"ferry "
-           "layout 1\"; }");
+           "layout 2\"; }");
+    /* Hairpin: one rule per family after DNAT, on a set of pairs. */
+    has(t, "add rule inet ferry nat-postrouting ct status dnat ip saddr . "
+           "ip daddr @hairpin4 jump mark-for-masq\nadd rule inet ferry "
+           "nat-postrouting ct status dnat ip6 saddr . ip6 daddr @hairpin6 "
+           "jump mark-for-masq\nadd rule inet ferry nat-postrouting jump "
+           "masquerading\n");
+    has(t, "add set inet ferry hairpin6 { type ipv6_addr . ipv6_addr; }");
     free(t);
     nftgen_group_deinit(&g);
 }
@@ -719,7 +742,7 @@ test_listing_parse(void **state)
         "{\"nftables\": [{\"metainfo\": {}}, {\"table\": {\"family\": \"i"
         "net\", \"name\": \"ferry\"}}, {\"set\": {\"family\": \"inet\", "
         "\"table\": \"ferry\", \"name\": \"layout\", \"comment\": \"ferry"
-        " layout 1\"}}, {\"map\": {\"family\": \"inet\", \"table\": \"fer"
+        " layout 2\"}}, {\"map\": {\"family\": \"inet\", \"table\": \"fer"
         "ry\", \"name\": \"svc4\"}}, {\"chain\": {\"family\": \"inet\", "
         "\"table\": \"ferry\", \"name\": \"services\"}}, {\"chain\": {\"f"
         "amily\": \"inet\", \"table\": \"ferry\", \"name\": \"x\"}}, {\"c"
@@ -795,6 +818,42 @@ test_listing_parse(void **state)
 }
 
 /* Legacy iptables entries: a user chain is an ERROR target naming it. */
+/* The verify step's counts from nf_tables dump messages: a rule is one,
+ * a set's element list counts its entries, anything malformed nothing. */
+static void
+test_dump_counts(void **state)
+{
+    char buf[512];
+    struct nlmsghdr *nlh;
+    struct nfgenmsg *nfg;
+    struct nlattr *list, *el;
+    int i;
+
+    (void)state;
+    memset(buf, 0, sizeof(buf));
+    nlh = mnl_nlmsg_put_header(buf);
+    nlh->nlmsg_type = (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWSETELEM;
+    nfg = mnl_nlmsg_put_extra_header(nlh, sizeof(*nfg));
+    nfg->nfgen_family = NFPROTO_INET;
+    mnl_attr_put_strz(nlh, NFTA_SET_ELEM_LIST_TABLE, "ferry");
+    mnl_attr_put_strz(nlh, NFTA_SET_ELEM_LIST_SET, "hairpin4");
+    list = mnl_attr_nest_start(nlh, NFTA_SET_ELEM_LIST_ELEMENTS);
+    for (i = 0; i < 3; i++) {
+        el = mnl_attr_nest_start(nlh, NFTA_LIST_ELEM);
+        mnl_attr_put_u32(nlh, NFTA_SET_ELEM_FLAGS, 0);
+        mnl_attr_nest_end(nlh, el);
+    }
+    mnl_attr_nest_end(nlh, list);
+    assert_int_equal(nftrules_msg_count(nlh, nlh->nlmsg_len, 1), 3);
+    assert_int_equal(nftrules_msg_count(nlh, nlh->nlmsg_len, 0), 0);
+    /* Cut short: the message claims more than there is. */
+    assert_int_equal(nftrules_msg_count(nlh, nlh->nlmsg_len - 4, 1), 0);
+    assert_int_equal(nftrules_msg_count(nlh, 8, 1), 0);
+    nlh->nlmsg_type = (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWRULE;
+    assert_int_equal(nftrules_msg_count(nlh, nlh->nlmsg_len, 0), 1);
+    assert_int_equal(nftrules_msg_count(nlh, nlh->nlmsg_len, 1), 0);
+}
+
 static void
 test_xt_has_chain(void **state)
 {
@@ -924,6 +983,7 @@ main(void)
         cmocka_unit_test(test_engine_claims),
         cmocka_unit_test(test_json_parse),
         cmocka_unit_test(test_listing_parse),
+        cmocka_unit_test(test_dump_counts),
         cmocka_unit_test(test_xt_has_chain),
         cmocka_unit_test(test_ctclean_parse_match),
     };

@@ -1,0 +1,45 @@
+/*
+ * nftrules.h - count the rules of chosen chains, and the elements of
+ * chosen sets, of table inet ferry straight from the kernel (one nf_tables
+ * dump each, filtered by the kernel), for nft_verify().
+ *
+ * Why not libnftables' listings: to print one chain it fetches every set
+ * of the table with its elements (each service's anonymous map), so
+ * listing the dozen fixed chains cost seconds at a thousand services; and
+ * it formats every element of a set it lists (2.7 s for the 250,000
+ * hairpin pairs of 10,000 Services of 25 endpoints) where a count is all
+ * that is needed.
+ */
+#ifndef PROXY_NODE_NFTRULES_H
+#define PROXY_NODE_NFTRULES_H
+
+#include <stddef.h>
+
+#include "err.h"
+
+/*
+ * Into <counts>[i] the number of rules of chain <names>[i] of table inet
+ * ferry (0 when the chain or the table is absent). Blocks for at most a
+ * few seconds (a receive timeout). Returns 0, or -1 with <e> (no socket,
+ * the kernel's error, a dump interrupted by a concurrent change).
+ */
+int nftrules_count(const char *const *names, size_t n, size_t *counts,
+                   struct err *e);
+
+/*
+ * Elements of each set or map <names>[i] of table inet ferry into
+ * <counts>[i] (0 when absent). Same contract as nftrules_count().
+ */
+int nftrules_count_elems(const char *const *names, size_t n, size_t *counts,
+                         struct err *e);
+
+/*
+ * What one received message adds to a count: 1 for a rule
+ * (NFT_MSG_NEWRULE) when <elems> is 0; the number of elements its
+ * element list holds for a set's elements (NFT_MSG_NEWSETELEM) when
+ * <elems> is 1; 0 for anything else or a malformed message. <nlh> must
+ * lie within <len> bytes. Pure (a fuzz target feeds it).
+ */
+size_t nftrules_msg_count(const void *nlh, size_t len, int elems);
+
+#endif

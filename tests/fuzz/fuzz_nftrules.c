@@ -1,0 +1,53 @@
+/*
+ * fuzz_nftrules.c - libFuzzer target for the nf_tables dump messages the
+ * verify step counts (proxy/node/nftrules.c, nftrules_msg_count()): the
+ * input as one message with the length given, then as a dump's receive
+ * buffer walked by mnl_cb_run() (its whole messages only, see nl_whole()),
+ * counted as rules and as set elements. A message never counts more
+ * elements than its bytes could hold, nor more than one rule.
+ */
+#include <libmnl/libmnl.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "nftrules.h"
+#include "nl.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+static void
+check(const void *msg, size_t len)
+{
+    if (nftrules_msg_count(msg, len, 0) > 1)
+        abort();
+    /* Each element is an attribute header at least. */
+    if (nftrules_msg_count(msg, len, 1) > len / MNL_ATTR_HDRLEN)
+        abort();
+}
+
+static int
+on_msg(const struct nlmsghdr *nlh, void *data)
+{
+    (void)data;
+    check(nlh, nlh->nlmsg_len);
+    return MNL_CB_OK;
+}
+
+int
+LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    void *buf;
+
+    if (size > (size_t)MNL_SOCKET_BUFFER_SIZE)
+        return 0; /* more than the receive buffer holds */
+    buf = malloc(size ? size : 1);
+    if (buf == NULL)
+        return 0;
+    memcpy(buf, data, size);
+    check(buf, size);
+    mnl_cb_run(buf, nl_whole(buf, size), 0, 0, on_msg, NULL);
+    free(buf);
+    return 0;
+}
