@@ -464,6 +464,9 @@ daemon_run(const struct opts *o)
         return 1;
     }
     proxy_on_drained(d.proxy, daemon_on_drained, &d);
+    /* Before any socket opens: a SIGTERM that comes as soon as a port
+     * answers must drain, not kill. The watchers run once the loop does. */
+    daemon_signals(&d);
     if (proxy_start_workers(d.proxy, c->relay.workers, &e) < 0) {
         log_error("%s", err_str(&e, msg, sizeof(msg)));
         conf_free(c);
@@ -552,7 +555,6 @@ daemon_run(const struct opts *o)
              c->table->nservices, (unsigned long long)d.generation);
     notify_ready(msg);
     conf_free(c);
-    daemon_signals(&d);
     ev_run(d.loop, 0);
     if (kube_refused(d.kube))
         d.exit_code = 1;

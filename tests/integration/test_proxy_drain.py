@@ -68,3 +68,28 @@ def test_sigterm_idle_exits_promptly(start_ferry, backends):
     ft.wait_for(lambda: b.active == 0, what="backend connection closed")
     f.signal(signal.SIGTERM)
     assert f.wait_exit() == 0
+
+
+def test_sigterm_as_soon_as_a_port_answers(start_ferry, backends):
+    """A SIGTERM sent the moment the first port answers (a supervisor that
+    stops what it has just started) drains and exits 0: ferry handles its
+    signals before it opens any socket. With 2,000 services, whose sockets
+    and log lines take a while, the first port answers long before the
+    start is done."""
+    import socket
+    b = backends("b")
+    # One free port on 2,000 loopback addresses (127.0.0.0/8 is all
+    # local).
+    free = ft.free_port()
+    addrs = ["127.0.%d.%d:%d" % (i // 250, 1 + i % 250, free)
+             for i in range(2000)]
+    f = start_ferry(ft.config([ft.service("s%d" % i, a, [b])
+                               for i, a in enumerate(addrs)]), wait=False)
+    _, host, port = ft.parse_addr(addrs[0])
+    deadline = time.monotonic() + ft.scaled(20)
+    while f.alive() and time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex((host, port)) == 0:
+                break
+    f.signal(signal.SIGTERM)
+    assert f.wait_exit() == 0
