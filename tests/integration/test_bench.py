@@ -23,6 +23,13 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
+# The sanitizer pass runs the tests of ferry's own code; this file
+# checks the bench's tools (ferry-bench, bench/run): once, in the release
+# pass.
+pytestmark = pytest.mark.skipif(
+    os.environ.get("FERRY_SANITIZED", "0") == "1",
+    reason="the bench's tools, not ferry's code: once, in the release pass")
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BIN = os.environ.get("FERRY_BENCH_BIN", os.path.join(ROOT, "build", "bench", "ferry-bench"))
 
