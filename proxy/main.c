@@ -500,6 +500,17 @@ daemon_run(const struct opts *o)
         return 1;
     }
     d.drain_timeout_s = c->drain_timeout_ms / 1e3;
+    /* The workers serve as soon as the table is applied: what they log
+     * and how they relay is set before. */
+    if (accesslog_configure(&c->access_log, proxy_nworkers(d.proxy), &e) < 0) {
+        log_error("%s", err_str(&e, msg, sizeof(msg)));
+        takeover_abandon(client);
+        conf_free(c);
+        ctl_deinit(&d.ctl);
+        proxy_free(d.proxy);
+        return 1;
+    }
+    proxy_set_relay(d.proxy, c->relay.splice, c->relay.pipe_budget);
     d.generation = 1;
     table_freeze(c->table, d.generation);
     if (proxy_apply(d.proxy, c->table, PROXY_APPLY_STRICT, &e) < 0) {
@@ -511,6 +522,7 @@ daemon_run(const struct opts *o)
         conf_free(c);
         ctl_deinit(&d.ctl);
         proxy_free(d.proxy);
+        accesslog_shutdown();
         return 1;
     }
     /* Serving on the old process's sockets: it may let go and drain. */
@@ -521,13 +533,6 @@ daemon_run(const struct opts *o)
         else
             log_info("takeover: the previous ferry released its addresses "
                      "and drains");
-    }
-    if (accesslog_configure(&c->access_log, proxy_nworkers(d.proxy), &e) < 0) {
-        log_error("%s", err_str(&e, msg, sizeof(msg)));
-        conf_free(c);
-        ctl_deinit(&d.ctl);
-        proxy_free(d.proxy);
-        return 1;
     }
     ctl_configure(&d.ctl, c);
     if (kube_wanted(c, &o->kf) && daemon_start_kube(&d, c) < 0) {
