@@ -132,26 +132,187 @@ table_new(void)
     return t;
 }
 
+/* What a struct tbl_arrays owns: up to TBL_ARRAYS arrays, each with its
+ * pointer and length, in the order svc_slots() and ksvc_slots() list. */
+#define TBL_ARRAYS 6
+
+struct tbl_arrays {
+    atomic_uint refs;
+    void *p[TBL_ARRAYS];
+    size_t n[TBL_ARRAYS];
+};
+
+static void
+svc_slots(const struct tbl_service *s, void **p, size_t *n)
+{
+    p[0] = s->frontends, n[0] = s->nfrontends;
+    p[1] = s->backends, n[1] = s->nbackends;
+    p[2] = s->allow, n[2] = s->nallow;
+    p[3] = s->deny, n[3] = s->ndeny;
+    p[4] = s->sni, n[4] = s->nsni;
+    p[5] = s->excluded, n[5] = s->nexcluded;
+}
+
+static void
+ksvc_slots(const struct tbl_ksvc *k, void **p, size_t *n)
+{
+    p[0] = k->cluster_ips, n[0] = k->ncluster_ips;
+    p[1] = k->external_ips, n[1] = k->nexternal_ips;
+    p[2] = k->lb_ips, n[2] = k->nlb_ips;
+    p[3] = k->source_ranges, n[3] = k->nsource_ranges;
+    p[4] = k->cluster_eps, n[4] = k->ncluster_eps;
+    p[5] = k->local_eps, n[5] = k->nlocal_eps;
+}
+
+/* Nonzero when <a> owns exactly the arrays <p>, <n>: a copy of a table's
+ * service whose arrays nobody replaced. */
+static int
+arrays_own(const struct tbl_arrays *a, void *const *p, const size_t *n)
+{
+    return a != NULL && memcmp(a->p, p, sizeof(a->p)) == 0
+           && memcmp(a->n, n, sizeof(a->n)) == 0;
+}
+
+static void
+arrays_unref(struct tbl_arrays *a)
+{
+    size_t i;
+
+    if (a == NULL
+        || atomic_fetch_sub_explicit(&a->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    for (i = 0; i < TBL_ARRAYS; i++)
+        free(a->p[i]);
+    free(a);
+}
+
+/* A new owner of copies of the arrays <p> (<n> elements of <size[i]>
+ * bytes each), which it writes back into <p>; or NULL. */
+static struct tbl_arrays *
+arrays_copy(void **p, const size_t *n, const size_t *size)
+{
+    struct tbl_arrays *a = calloc(1, sizeof(*a));
+    size_t i;
+
+    if (a == NULL)
+        return NULL;
+    atomic_init(&a->refs, 1);
+    for (i = 0; i < TBL_ARRAYS; i++) {
+        if (n[i] == 0)
+            continue;
+        if ((a->p[i] = malloc(n[i] * size[i])) == NULL) {
+            arrays_unref(a);
+            return NULL;
+        }
+        memcpy(a->p[i], p[i], n[i] * size[i]);
+        a->n[i] = n[i];
+    }
+    memcpy(p, a->p, sizeof(a->p));
+    return a;
+}
+
+/* The arrays for a copy of a service whose arrays are <p>, <n> and owner
+ * <own>: <own> itself when it owns them, else new copies (written into
+ * <p>). NULL when memory runs out. */
+static struct tbl_arrays *
+arrays_for(struct tbl_arrays *own, void **p, const size_t *n,
+           const size_t *size)
+{
+    if (arrays_own(own, p, n)) {
+        atomic_fetch_add_explicit(&own->refs, 1, memory_order_relaxed);
+        return own;
+    }
+    return arrays_copy(p, n, size);
+}
+
+struct tbl_arrays *
+tbl_arrays_ref(struct tbl_arrays *a)
+{
+    if (a != NULL)
+        atomic_fetch_add_explicit(&a->refs, 1, memory_order_relaxed);
+    return a;
+}
+
+void
+tbl_arrays_unref(struct tbl_arrays *a)
+{
+    arrays_unref(a);
+}
+
+int
+tbl_service_hold(struct tbl_service *dst, const struct tbl_service *src)
+{
+    static const size_t size[TBL_ARRAYS] = {
+        sizeof(struct saddr), sizeof(struct tbl_backend),
+        sizeof(struct cidr),  sizeof(struct cidr),
+        sizeof(struct tbl_sni), sizeof(struct tbl_excluded)};
+    void *p[TBL_ARRAYS];
+    size_t n[TBL_ARRAYS];
+    struct tbl_arrays *a;
+
+    svc_slots(src, p, n);
+    if ((a = arrays_for(src->arrays, p, n, size)) == NULL)
+        return -1;
+    *dst = *src;
+    dst->arrays = a;
+    dst->frontends = p[0];
+    dst->backends = p[1];
+    dst->allow = p[2];
+    dst->deny = p[3];
+    dst->sni = p[4];
+    dst->excluded = p[5];
+    return 0;
+}
+
+void
+tbl_service_release(struct tbl_service *s)
+{
+    arrays_unref(s->arrays);
+    s->arrays = NULL;
+}
+
+int
+tbl_ksvc_hold(struct tbl_ksvc *dst, const struct tbl_ksvc *src)
+{
+    static const size_t size[TBL_ARRAYS] = {
+        sizeof(struct saddr), sizeof(struct saddr),
+        sizeof(struct saddr), sizeof(struct cidr),
+        sizeof(struct tbl_backend), sizeof(struct tbl_backend)};
+    void *p[TBL_ARRAYS];
+    size_t n[TBL_ARRAYS];
+    struct tbl_arrays *a;
+
+    ksvc_slots(src, p, n);
+    if ((a = arrays_for(src->arrays, p, n, size)) == NULL)
+        return -1;
+    *dst = *src;
+    dst->arrays = a;
+    dst->cluster_ips = p[0];
+    dst->external_ips = p[1];
+    dst->lb_ips = p[2];
+    dst->source_ranges = p[3];
+    dst->cluster_eps = p[4];
+    dst->local_eps = p[5];
+    return 0;
+}
+
+void
+tbl_ksvc_release(struct tbl_ksvc *k)
+{
+    arrays_unref(k->arrays);
+    k->arrays = NULL;
+}
+
 static void
 service_free(struct tbl_service *s)
 {
-    free(s->frontends);
-    free(s->backends);
-    free(s->allow);
-    free(s->deny);
-    free(s->sni);
-    free(s->excluded);
+    arrays_unref(s->arrays);
 }
 
 static void
 ksvc_free(struct tbl_ksvc *k)
 {
-    free(k->cluster_ips);
-    free(k->external_ips);
-    free(k->lb_ips);
-    free(k->source_ranges);
-    free(k->cluster_eps);
-    free(k->local_eps);
+    arrays_unref(k->arrays);
 }
 
 struct table *
@@ -302,19 +463,6 @@ frontend_taken(const struct table *t, const struct tbl_service *svc,
     return first->nsni > 0 || is_default(t, first, a) ? NULL : first;
 }
 
-static void *
-dup_array(const void *src, size_t n, size_t size)
-{
-    void *p;
-
-    if (n == 0)
-        return NULL;
-    p = malloc(n * size);
-    if (p != NULL)
-        memcpy(p, src, n * size);
-    return p;
-}
-
 int
 table_add_service(struct table *t, const struct tbl_service *svc,
                   struct err *e)
@@ -346,25 +494,8 @@ table_add_service(struct table *t, const struct tbl_service *svc,
         t->services = n;
         t->cap = ncap;
     }
-    copy = *svc;
-    copy.frontends =
-        dup_array(svc->frontends, svc->nfrontends, sizeof(*svc->frontends));
-    copy.backends =
-        dup_array(svc->backends, svc->nbackends, sizeof(*svc->backends));
-    copy.allow = dup_array(svc->allow, svc->nallow, sizeof(*svc->allow));
-    copy.deny = dup_array(svc->deny, svc->ndeny, sizeof(*svc->deny));
-    copy.sni = dup_array(svc->sni, svc->nsni, sizeof(*svc->sni));
-    copy.excluded =
-        dup_array(svc->excluded, svc->nexcluded, sizeof(*svc->excluded));
-    if ((svc->nsni && copy.sni == NULL)
-        || (svc->nexcluded && copy.excluded == NULL)
-        || (svc->nfrontends && copy.frontends == NULL)
-        || (svc->nbackends && copy.backends == NULL)
-        || (svc->nallow && copy.allow == NULL)
-        || (svc->ndeny && copy.deny == NULL)) {
-        service_free(&copy);
+    if (tbl_service_hold(&copy, svc) < 0)
         return err_set(e, "out of memory");
-    }
     t->services[t->nservices++] = copy;
     if (index_service(t, t->nservices - 1) < 0)
         return err_set(e, "out of memory");
@@ -423,22 +554,8 @@ table_add_ksvc(struct table *t, const struct tbl_ksvc *k, struct err *e)
         t->ksvcs = n;
         t->kcap = ncap;
     }
-    c = *k;
-    c.cluster_ips = dup_array(k->cluster_ips, k->ncluster_ips, sizeof(struct saddr));
-    c.external_ips = dup_array(k->external_ips, k->nexternal_ips, sizeof(struct saddr));
-    c.lb_ips = dup_array(k->lb_ips, k->nlb_ips, sizeof(struct saddr));
-    c.source_ranges = dup_array(k->source_ranges, k->nsource_ranges, sizeof(struct cidr));
-    c.cluster_eps = dup_array(k->cluster_eps, k->ncluster_eps, sizeof(struct tbl_backend));
-    c.local_eps = dup_array(k->local_eps, k->nlocal_eps, sizeof(struct tbl_backend));
-    if ((k->ncluster_ips && c.cluster_ips == NULL)
-        || (k->nexternal_ips && c.external_ips == NULL)
-        || (k->nlb_ips && c.lb_ips == NULL)
-        || (k->nsource_ranges && c.source_ranges == NULL)
-        || (k->ncluster_eps && c.cluster_eps == NULL)
-        || (k->nlocal_eps && c.local_eps == NULL)) {
-        ksvc_free(&c);
+    if (tbl_ksvc_hold(&c, k) < 0)
         return err_set(e, "out of memory");
-    }
     t->ksvcs[t->nksvcs++] = c;
     return 0;
 }
@@ -471,6 +588,33 @@ backends_equal(const struct tbl_backend *a, size_t na,
     return 1;
 }
 
+/* Nonzero when <a> and <b> are copies of one table entry's arrays. */
+static int
+svc_share(const struct tbl_service *a, const struct tbl_service *b)
+{
+    void *p[TBL_ARRAYS], *q[TBL_ARRAYS];
+    size_t n[TBL_ARRAYS], m[TBL_ARRAYS];
+
+    if (a->arrays == NULL || a->arrays != b->arrays)
+        return 0;
+    svc_slots(a, p, n);
+    svc_slots(b, q, m);
+    return arrays_own(a->arrays, p, n) && arrays_own(b->arrays, q, m);
+}
+
+static int
+ksvc_share(const struct tbl_ksvc *a, const struct tbl_ksvc *b)
+{
+    void *p[TBL_ARRAYS], *q[TBL_ARRAYS];
+    size_t n[TBL_ARRAYS], m[TBL_ARRAYS];
+
+    if (a->arrays == NULL || a->arrays != b->arrays)
+        return 0;
+    ksvc_slots(a, p, n);
+    ksvc_slots(b, q, m);
+    return arrays_own(a->arrays, p, n) && arrays_own(b->arrays, q, m);
+}
+
 int
 tbl_ksvc_equal(const struct tbl_ksvc *a, const struct tbl_ksvc *b)
 {
@@ -487,6 +631,8 @@ tbl_ksvc_equal(const struct tbl_ksvc *a, const struct tbl_ksvc *b)
         || a->redirect != b->redirect
         || a->nsource_ranges != b->nsource_ranges)
         return 0;
+    if (ksvc_share(a, b))
+        return 1;
     for (i = 0; i < a->nsource_ranges; i++)
         if (a->source_ranges[i].prefix != b->source_ranges[i].prefix
             || saddr_cmp(&a->source_ranges[i].ip, &b->source_ranges[i].ip)
@@ -565,6 +711,8 @@ tbl_service_equal(const struct tbl_service *a, const struct tbl_service *b)
     if (a->nfrontends != b->nfrontends || a->nbackends != b->nbackends
         || !tbl_service_policy_equal(a, b))
         return 0;
+    if (svc_share(a, b))
+        return 1;
     for (i = 0; i < a->nfrontends; i++)
         if (saddr_cmp(&a->frontends[i], &b->frontends[i]) != 0)
             return 0;

@@ -185,6 +185,11 @@ struct tbl_listener {
     uint32_t client_hello_timeout_ms; /* 0: TBL_CLIENT_HELLO_TIMEOUT_MS */
 };
 
+/* The arrays of a service (or kernel service) in a table, reference
+ * counted: a table built from another one's services shares them
+ * (private to table.c). */
+struct tbl_arrays;
+
 struct tbl_service {
     char name[TBL_NAME_MAX]; /* unique within a table */
     enum tbl_origin origin;
@@ -241,6 +246,11 @@ struct tbl_service {
      * and why (for explanations only; the data plane ignores them). */
     struct tbl_excluded *excluded;
     size_t nexcluded;
+    /* In a table: the owner of the arrays above, shared by every table
+     * holding this service unchanged (table_add_service() of a service
+     * taken from a table copies no array). NULL in a service being
+     * built; leave it as it is in a copy. */
+    struct tbl_arrays *arrays;
 };
 
 /*
@@ -281,6 +291,7 @@ struct tbl_ksvc {
     uint16_t hc_node_port;
     char hc_ns[TBL_K8S_NAME_MAX];
     char hc_name[TBL_K8S_NAME_MAX];
+    struct tbl_arrays *arrays; /* as in struct tbl_service */
 };
 
 struct table {
@@ -318,8 +329,10 @@ struct table {
 /* Returns a new empty, unfrozen table with one reference, or NULL. */
 struct table *table_new(void);
 
-/* Add a deep copy of <svc> (its arrays are copied; the caller keeps
- * ownership of <svc>). Fails, filling <e>, if the table is frozen, the
+/* Add a copy of <svc> (the caller keeps ownership of <svc>). Its arrays
+ * are copied, unless <svc> is a service of a table (or a copy of one
+ * whose arrays were left as they were): they are then shared, and adding
+ * costs the same for 1 backend as for 10,000. Fails, filling <e>, if the table is frozen, the
  * name is empty or taken, or a frontend is already used by a service and
  * the two cannot share it: services with server names (sni) may share a
  * frontend with each other and with the one service without that the
@@ -338,7 +351,23 @@ int table_add_listener(struct table *t, const struct tbl_listener *l,
 const struct tbl_listener *table_find_listener(const struct table *t,
                                                const struct saddr *a);
 
-/* Add a deep copy of <k>. Fails, filling <e>, if the table is frozen or
+/* Make <dst> a copy of <src> that holds its arrays as a table's service
+ * does (shared with <src> when <src> holds them), outside any table: a
+ * table_add_service() of <dst> then copies no array. Returns 0, or -1
+ * when memory runs out (<dst> untouched). Release with
+ * tbl_service_release(). The same for kernel services. */
+int tbl_service_hold(struct tbl_service *dst, const struct tbl_service *src);
+void tbl_service_release(struct tbl_service *s);
+int tbl_ksvc_hold(struct tbl_ksvc *dst, const struct tbl_ksvc *src);
+void tbl_ksvc_release(struct tbl_ksvc *k);
+
+/* Another reference to a table service's arrays (which stay as they
+ * are while it is held), and its release; NULL is passed through. */
+struct tbl_arrays *tbl_arrays_ref(struct tbl_arrays *a);
+void tbl_arrays_unref(struct tbl_arrays *a);
+
+/* Add a copy of <k>, its arrays shared as table_add_service() shares a
+ * service's. Fails, filling <e>, if the table is frozen or
  * the name is empty (the translator keeps names and protocols unique).
  * Returns 0 or -1. */
 int table_add_ksvc(struct table *t, const struct tbl_ksvc *k, struct err *e);

@@ -1,12 +1,16 @@
 #include "kslice.h"
 
 #include <arpa/inet.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 
 #include "intern.h"
+
+/* The last stamp given (struct kslice). */
+static atomic_uint_fast64_t stamps;
 #include "translate.h"
 
 /* Sizes of the parts of a slice's block, counted before it is filled. */
@@ -287,6 +291,7 @@ kslice_decode(const json_t *obj)
     s->service = in(svc, &oom);
     s->skip = skip;
     s->skip_why = why;
+    s->stamp = atomic_fetch_add_explicit(&stamps, 1, memory_order_relaxed) + 1;
     s->family = str_eq(jstr(obj, "addressType"), "IPv6") ? AF_INET6 : AF_INET;
     if (skip < 0) {
         for (i = 0; i < p.nports; i++)

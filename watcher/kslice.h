@@ -72,6 +72,10 @@ struct kslice {
     size_t neps;
     const struct kslice_note *notes;
     size_t nnotes;
+    /* Unique to this decoding: a slice replaced in the cache gets a new
+     * one, so a stamp names one version of one slice (the translator's
+     * memo keys on them). */
+    uint64_t stamp;
 };
 
 /* Decode <obj>, an EndpointSlice whose metadata.namespace and name are

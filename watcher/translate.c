@@ -7,6 +7,8 @@
 #include <string.h>
 #include <sys/socket.h>
 
+#include <uthash.h>
+
 #include "kslice.h"
 
 /* One candidate endpoint for one Service port. */
@@ -137,6 +139,22 @@ skip_slice(const struct translate_opts *o, const struct kslice *sl,
 
     va_start(ap, fmt);
     vnote(o, SKIP_KIND_ENDPOINTSLICE, sl->ns, sl->name, reason, fmt, ap);
+    va_end(ap);
+}
+
+/* Note that Service <ns>/<name> is not served on a frontend. */
+static void skip_conflict(const struct translate_opts *o, const char *ns,
+                          const char *name, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static void
+skip_conflict(const struct translate_opts *o, const char *ns,
+              const char *name, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    vnote(o, SKIP_KIND_SERVICE, ns, name, SKIP_CONFLICT, fmt, ap);
     va_end(ap);
 }
 
@@ -615,13 +633,68 @@ external_fes(const struct svcctx *sc, const json_t *sp,
     return 0;
 }
 
+/* ---- what one Service translates to -------------------------------------
+ *
+ * A Service is translated into a record of what it contributes: the table
+ * services and kernel services it would add, in order, each holding its
+ * arrays (table.h), what was skipped and its counters. The record is then
+ * played into the table, where frontends taken by an earlier Service are
+ * found. The memo keeps each Service's record with what it was made from
+ * (the Service object, the stamps of its slices), so that a table built
+ * after a change translates only the Services the change touched and
+ * shares every other one's arrays with the table before. */
+
+struct rec {
+    struct tbl_service *svcs;
+    size_t nsvcs, svcap;
+    struct tbl_ksvc *ksvcs;
+    size_t nksvcs, kcap;
+    struct skip_set *skips; /* NULL until something is skipped */
+    struct translate_stats st; /* emitted and conflicts: on playing */
+};
+
 static void
-note_conflict(const struct translate_opts *o, const struct svcctx *sc,
-              const char *name, const struct err *e)
+rec_clear(struct rec *r)
+{
+    size_t i;
+
+    for (i = 0; i < r->nsvcs; i++)
+        tbl_service_release(&r->svcs[i]);
+    for (i = 0; i < r->nksvcs; i++)
+        tbl_ksvc_release(&r->ksvcs[i]);
+    free(r->svcs);
+    free(r->ksvcs);
+    skip_set_free(r->skips);
+    memset(r, 0, sizeof(*r));
+}
+
+static int
+rec_service(struct rec *r, const struct tbl_service *s)
+{
+    if (grow((void **)&r->svcs, &r->svcap, r->nsvcs, sizeof(*r->svcs)) < 0
+        || tbl_service_hold(&r->svcs[r->nsvcs], s) < 0)
+        return -1;
+    r->nsvcs++;
+    return 0;
+}
+
+static int
+rec_ksvc(struct rec *r, const struct tbl_ksvc *k)
+{
+    if (grow((void **)&r->ksvcs, &r->kcap, r->nksvcs, sizeof(*r->ksvcs)) < 0
+        || tbl_ksvc_hold(&r->ksvcs[r->nksvcs], k) < 0)
+        return -1;
+    r->nksvcs++;
+    return 0;
+}
+
+static void
+note_conflict(const struct translate_opts *o, const char *ns,
+              const char *svc, const char *name, const struct err *e)
 {
     struct translate_stats *st = o->stats;
 
-    SKIP_SVC(o, sc, SKIP_CONFLICT, "%s not served: %s", name, e->msg);
+    skip_conflict(o, ns, svc, "%s not served: %s", name, e->msg);
     if (st == NULL)
         return;
     if (st->conflicts++ == 0)
@@ -629,10 +702,56 @@ note_conflict(const struct translate_opts *o, const struct svcctx *sc,
                  e->msg);
 }
 
+static void
+copy_skip(void *arg, const struct skip_note *n)
+{
+    (void)skip_set_add(arg, n); /* no memory: not counted */
+}
+
+/* Add what <r> records for Service <ns>/<svc> to <t>. Table refusals (a
+ * frontend owned by another service) are noted and counted; only memory
+ * failures are errors (-1). */
+static int
+play(struct table *t, const struct rec *r, const char *ns, const char *svc,
+     const struct translate_opts *o)
+{
+    struct translate_stats *st = o->stats;
+    struct err e;
+    size_t i;
+
+    if (st != NULL) {
+        st->services += r->st.services;
+        st->skipped += r->st.skipped;
+        st->ports_skipped += r->st.ports_skipped;
+        st->kernel += r->st.kernel;
+        st->no_local_internal += r->st.no_local_internal;
+        st->no_local_external += r->st.no_local_external;
+    }
+    if (r->skips != NULL && o->skips != NULL)
+        skip_set_each_new(r->skips, NULL, copy_skip, o->skips);
+    for (i = 0; i < r->nsvcs; i++) {
+        err_clear(&e);
+        if (table_add_service(t, &r->svcs[i], &e) < 0) {
+            /* The whole message, not a substring: refusals quote names
+             * that come from the API objects. */
+            if (strcmp(e.msg, "out of memory") == 0)
+                return -1;
+            note_conflict(o, ns, svc, r->svcs[i].name, &e);
+        } else if (st != NULL) {
+            st->emitted++;
+        }
+    }
+    for (i = 0; i < r->nksvcs; i++)
+        if (table_add_ksvc(t, &r->ksvcs[i], NULL) < 0)
+            return -1; /* only memory fails: the translator keeps names
+                        * unique */
+    return 0;
+}
+
 /* Add one table service. Table refusals (a frontend owned by another
  * service) are counted and skipped; only memory failures are errors. */
 static int
-emit(struct table *t, const struct svcctx *sc, const char *pname,
+emit(struct rec *t, const struct svcctx *sc, const char *pname,
      const char *suffix, const struct fes *f, struct tbl_backend *be,
      size_t nbe, const struct tbl_excluded *ex, size_t nex, int hc,
      const struct cidr *allow, size_t nallow, const struct translate_opts *o)
@@ -642,7 +761,6 @@ emit(struct table *t, const struct svcctx *sc, const char *pname,
     enum tbl_reach reach = o->kernel && !o->edge ? TBL_REACH_REDIRECT
                                                  : TBL_REACH_LISTEN;
     struct tbl_service s;
-    struct err e;
     int n;
 
     if (f->n == 0)
@@ -689,18 +807,7 @@ emit(struct table *t, const struct svcctx *sc, const char *pname,
         snprintf(s.hc_ns, sizeof(s.hc_ns), "%s", sc->ns);
         snprintf(s.hc_name, sizeof(s.hc_name), "%s", sc->name);
     }
-    err_clear(&e);
-    if (table_add_service(t, &s, &e) < 0) {
-        /* The whole message, not a substring: refusals quote names that
-         * come from the API objects. */
-        if (strcmp(e.msg, "out of memory") == 0)
-            return -1;
-        note_conflict(o, sc, s.name, &e);
-        return 0;
-    }
-    if (o->stats != NULL)
-        o->stats->emitted++;
-    return 0;
+    return rec_service(t, &s);
 }
 
 /* Scratch space reused across ports and services. */
@@ -792,7 +899,7 @@ split_lb(const struct svcctx *sc, const struct translate_opts *o,
 /* The LoadBalancer IPs split_lb() set apart, with <be> (<nbe>), the
  * external endpoint set. */
 static int
-emit_lb(struct table *t, const struct svcctx *sc, const char *pname,
+emit_lb(struct rec *t, const struct svcctx *sc, const char *pname,
         struct tbl_backend *be, size_t nbe, const struct tbl_excluded *ex,
         size_t nex, const struct translate_opts *o, struct scratch *w)
 {
@@ -805,7 +912,7 @@ emit_lb(struct table *t, const struct svcctx *sc, const char *pname,
 /* Edge mode with NodePort backends: the LoadBalancer/external frontends
  * of this port go to every configured node's NodePort. */
 static int
-edge_to_nodeports(struct table *t, const struct svcctx *sc, const json_t *sp,
+edge_to_nodeports(struct rec *t, const struct svcctx *sc, const json_t *sp,
                   const struct translate_opts *o, struct scratch *w)
 {
     json_int_t np = json_integer_value(json_object_get(sp, "nodePort"));
@@ -941,7 +1048,7 @@ count_no_local(const struct eps *all, int itp_local, int ext_local,
 
 /* One Service port for the kernel dataplane. */
 static int
-kernel_port(struct table *t, const struct svcctx *sc, const json_t *sp,
+kernel_port(struct rec *t, const struct svcctx *sc, const json_t *sp,
             enum tbl_proto proto, uint16_t port, int redirect,
             const struct translate_opts *o, struct scratch *w)
 {
@@ -949,7 +1056,6 @@ kernel_port(struct table *t, const struct svcctx *sc, const json_t *sp,
     json_int_t np = json_integer_value(json_object_get(sp, "nodePort"));
     const json_t *v, *ing;
     struct tbl_ksvc k;
-    struct err e;
     size_t i, n1, n2 = 0;
     int n, all_bad;
 
@@ -1037,9 +1143,8 @@ kernel_port(struct table *t, const struct svcctx *sc, const json_t *sp,
         snprintf(k.hc_ns, sizeof(k.hc_ns), "%s", sc->ns);
         snprintf(k.hc_name, sizeof(k.hc_name), "%s", sc->name);
     }
-    err_clear(&e);
-    if (table_add_ksvc(t, &k, &e) < 0)
-        return -1; /* only memory fails */
+    if (rec_ksvc(t, &k) < 0)
+        return -1;
     if (o->stats != NULL)
         o->stats->kernel++;
     return 0;
@@ -1048,7 +1153,7 @@ kernel_port(struct table *t, const struct svcctx *sc, const json_t *sp,
 /* Under the nftables dataplane, the kernel's side of a proxied port: its
  * addresses, redirected to the proxy (which has its endpoints). */
 static int
-redirect_port(struct table *t, const struct svcctx *sc, const json_t *sp,
+redirect_port(struct rec *t, const struct svcctx *sc, const json_t *sp,
               uint16_t port, const struct translate_opts *o,
               struct scratch *w)
 {
@@ -1058,7 +1163,7 @@ redirect_port(struct table *t, const struct svcctx *sc, const json_t *sp,
 }
 
 static int
-do_port(struct table *t, const struct svcctx *svc_sc, const json_t *sp,
+do_port(struct rec *t, const struct svcctx *svc_sc, const json_t *sp,
         const struct translate_opts *o, struct scratch *w)
 {
     struct svcctx port_sc = *svc_sc;
@@ -1400,7 +1505,7 @@ sorted_keys(const json_t *map, size_t *n)
 }
 
 static int
-do_service(struct table *t, const json_t *svc, const struct slice_idx *idx,
+do_service(struct rec *t, const json_t *svc, const struct slice_idx *idx,
            const struct translate_opts *o, struct scratch *w)
 {
     const char *why;
@@ -1426,13 +1531,354 @@ do_service(struct table *t, const json_t *svc, const struct slice_idx *idx,
     return 0;
 }
 
+/* ---- the memo ----------------------------------------------------------- */
+
+/* One Service's record and what it was made from. */
+struct memo_ent {
+    UT_hash_handle hh;
+    json_t *svc;      /* a reference: the object as it was translated */
+    uint64_t *stamps; /* of its slices, in index order */
+    size_t nstamps;
+    uint64_t build;   /* the last build that used it */
+    struct rec rec;
+    char key[];
+};
+
+/* What translation depends on besides the objects: a change to any of
+ * it empties the memo. */
+struct memo_opts {
+    char *node_name, *node_zone, *service_proxy_name;
+    struct saddr *node_addrs, *edge_nodes;
+    size_t n_node_addrs, n_edge_nodes;
+    struct tbl_service policy;
+    int has_policy, edge, kernel;
+};
+
+struct translate_memo {
+    struct memo_ent *map;
+    uint64_t build;
+    int has_opts;
+    struct memo_opts opts;
+};
+
+static void
+ent_free(struct memo_ent *m)
+{
+    rec_clear(&m->rec);
+    json_decref(m->svc);
+    free(m->stamps);
+    free(m);
+}
+
+static void
+memo_opts_clear(struct memo_opts *mo)
+{
+    free(mo->node_name);
+    free(mo->node_zone);
+    free(mo->service_proxy_name);
+    free(mo->node_addrs);
+    free(mo->edge_nodes);
+    if (mo->has_policy)
+        tbl_service_release(&mo->policy);
+    memset(mo, 0, sizeof(*mo));
+}
+
+static void
+memo_flush(struct translate_memo *m)
+{
+    struct memo_ent *e, *tmp;
+
+    HASH_ITER(hh, m->map, e, tmp)
+    {
+        HASH_DEL(m->map, e);
+        ent_free(e);
+    }
+}
+
+struct translate_memo *
+translate_memo_new(void)
+{
+    return calloc(1, sizeof(struct translate_memo));
+}
+
+void
+translate_memo_free(struct translate_memo *m)
+{
+    if (m == NULL)
+        return;
+    memo_flush(m);
+    memo_opts_clear(&m->opts);
+    free(m);
+}
+
+size_t
+translate_memo_size(const struct translate_memo *m)
+{
+    return m != NULL ? HASH_COUNT(m->map) : 0;
+}
+
+static int
+str_same(const char *a, const char *b)
+{
+    return a == NULL ? b == NULL : b != NULL && strcmp(a, b) == 0;
+}
+
+static int
+saddrs_same(const struct saddr *a, size_t na, const struct saddr *b,
+            size_t nb)
+{
+    size_t i;
+
+    if (na != nb)
+        return 0;
+    for (i = 0; i < na; i++)
+        if (saddr_cmp(&a[i], &b[i]) != 0)
+            return 0;
+    return 1;
+}
+
+static int
+opts_same(const struct memo_opts *mo, const struct translate_opts *o)
+{
+    return str_same(mo->node_name, o->node_name)
+           && str_same(mo->node_zone, o->node_zone)
+           && str_same(mo->service_proxy_name, o->service_proxy_name)
+           && saddrs_same(mo->node_addrs, mo->n_node_addrs, o->node_addrs,
+                          o->n_node_addrs)
+           && saddrs_same(mo->edge_nodes, mo->n_edge_nodes, o->edge_nodes,
+                          o->n_edge_nodes)
+           && mo->has_policy == (o->policy != NULL)
+           && (o->policy == NULL || tbl_service_equal(&mo->policy, o->policy))
+           && mo->edge == o->edge && mo->kernel == o->kernel;
+}
+
+static char *
+dup_or_null(const char *v, int *oom)
+{
+    char *c = v != NULL ? strdup(v) : NULL;
+
+    *oom |= v != NULL && c == NULL;
+    return c;
+}
+
+static struct saddr *
+dup_addrs(const struct saddr *v, size_t n, int *oom)
+{
+    struct saddr *c = n > 0 ? malloc(n * sizeof(*c)) : NULL;
+
+    if (n > 0 && c == NULL)
+        *oom = 1;
+    else if (n > 0)
+        memcpy(c, v, n * sizeof(*c));
+    return c;
+}
+
+/* Start a build with <o>: when anything but the objects changed since
+ * the last one, forget every record. Returns 0, or -1 when memory runs
+ * out (the memo is then empty). */
+static int
+memo_begin(struct translate_memo *m, const struct translate_opts *o)
+{
+    struct memo_opts *mo = &m->opts;
+    int oom = 0;
+
+    m->build++;
+    if (m->has_opts && opts_same(mo, o))
+        return 0;
+    memo_flush(m);
+    memo_opts_clear(mo);
+    m->has_opts = 0;
+    mo->node_name = dup_or_null(o->node_name, &oom);
+    mo->node_zone = dup_or_null(o->node_zone, &oom);
+    mo->service_proxy_name = dup_or_null(o->service_proxy_name, &oom);
+    mo->node_addrs = dup_addrs(o->node_addrs, o->n_node_addrs, &oom);
+    mo->n_node_addrs = o->n_node_addrs;
+    mo->edge_nodes = dup_addrs(o->edge_nodes, o->n_edge_nodes, &oom);
+    mo->n_edge_nodes = o->n_edge_nodes;
+    if (o->policy != NULL && !oom) {
+        oom = tbl_service_hold(&mo->policy, o->policy) < 0;
+        mo->has_policy = !oom;
+    }
+    mo->edge = o->edge;
+    mo->kernel = o->kernel;
+    if (oom) {
+        memo_opts_clear(mo);
+        return -1;
+    }
+    m->has_opts = 1;
+    return 0;
+}
+
+/* Forget the Services the build did not meet: they are gone. */
+static void
+memo_end(struct translate_memo *m)
+{
+    struct memo_ent *e, *tmp;
+
+    HASH_ITER(hh, m->map, e, tmp)
+    {
+        if (e->build != m->build) {
+            HASH_DEL(m->map, e);
+            ent_free(e);
+        }
+    }
+}
+
+/* Nonzero when <e> was made from <svc> with the slices <sc>. */
+static int
+ent_fresh(const struct memo_ent *e, const json_t *svc, const struct svcctx *sc)
+{
+    size_t i;
+
+    if (e->svc != svc || e->nstamps != sc->nslices)
+        return 0;
+    for (i = 0; i < sc->nslices; i++)
+        if (e->stamps[i] != sc->slices[i]->stamp)
+            return 0;
+    return 1;
+}
+
+/* Record in <r> what Service <svc> contributes. Returns 0, or -1 when
+ * memory runs out. */
+static int
+record(struct rec *r, const json_t *svc, const struct slice_idx *idx,
+       const struct translate_opts *o, struct scratch *w)
+{
+    struct translate_opts ro = *o;
+
+    memset(r, 0, sizeof(*r));
+    ro.stats = &r->st;
+    ro.skips = NULL;
+    if (o->skips != NULL && (ro.skips = r->skips = skip_set_new()) == NULL)
+        return -1;
+    if (do_service(r, svc, idx, &ro, w) < 0)
+        return -1;
+    if (r->skips != NULL && skip_set_size(r->skips) == 0) {
+        skip_set_free(r->skips);
+        r->skips = NULL;
+    }
+    return 0;
+}
+
+/* Where the new record <r> says the same as the old one <old> for a
+ * service, keep the old one's arrays: the tables after it then share
+ * them with the tables before, and the data plane sees no change. */
+static void
+keep_unchanged(struct rec *r, const struct rec *old)
+{
+    size_t i;
+
+    for (i = 0; i < r->nsvcs && i < old->nsvcs; i++) {
+        struct tbl_service c;
+        if (r->svcs[i].arrays == old->svcs[i].arrays
+            || !tbl_service_equal(&r->svcs[i], &old->svcs[i])
+            || tbl_service_hold(&c, &old->svcs[i]) < 0)
+            continue;
+        tbl_service_release(&r->svcs[i]);
+        r->svcs[i] = c;
+    }
+    for (i = 0; i < r->nksvcs && i < old->nksvcs; i++) {
+        struct tbl_ksvc c;
+        if (r->ksvcs[i].arrays == old->ksvcs[i].arrays
+            || !tbl_ksvc_equal(&r->ksvcs[i], &old->ksvcs[i])
+            || tbl_ksvc_hold(&c, &old->ksvcs[i]) < 0)
+            continue;
+        tbl_ksvc_release(&r->ksvcs[i]);
+        r->ksvcs[i] = c;
+    }
+}
+
+/* The memo's record for Service <key>, made again if <svc> or its slices
+ * changed since; NULL when memory runs out. */
+static const struct rec *
+memo_rec(struct translate_memo *m, const char *key, const json_t *svc,
+         const struct slice_idx *idx, const struct translate_opts *o,
+         struct scratch *w)
+{
+    const json_t *md = json_object_get(svc, "metadata");
+    const char *ns = jstr(md, "namespace"), *name = jstr(md, "name");
+    struct svcctx sc;
+    struct memo_ent *e;
+    struct rec r;
+    uint64_t *stamps = NULL;
+    size_t i, klen = strlen(key);
+
+    memset(&sc, 0, sizeof(sc));
+    if (ns != NULL && name != NULL)
+        find_slices(idx, ns, name, &sc);
+    HASH_FIND(hh, m->map, key, klen, e);
+    if (e != NULL && ent_fresh(e, svc, &sc)) {
+        e->build = m->build;
+        return &e->rec;
+    }
+    if (o->stats != NULL)
+        o->stats->translated++;
+    if (sc.nslices > 0
+        && (stamps = malloc(sc.nslices * sizeof(*stamps))) == NULL)
+        return NULL;
+    for (i = 0; i < sc.nslices; i++)
+        stamps[i] = sc.slices[i]->stamp;
+    if (record(&r, svc, idx, o, w) < 0) {
+        rec_clear(&r);
+        free(stamps);
+        return NULL;
+    }
+    if (e == NULL) {
+        if ((e = calloc(1, sizeof(*e) + klen + 1)) == NULL) {
+            rec_clear(&r);
+            free(stamps);
+            return NULL;
+        }
+        memcpy(e->key, key, klen + 1);
+        HASH_ADD(hh, m->map, key, klen, e);
+    } else {
+        keep_unchanged(&r, &e->rec);
+        rec_clear(&e->rec);
+        json_decref(e->svc);
+        free(e->stamps);
+    }
+    e->rec = r;
+    e->svc = json_incref((json_t *)svc);
+    e->stamps = stamps;
+    e->nstamps = sc.nslices;
+    e->build = m->build;
+    return &e->rec;
+}
+
+/* Translate Service <svc> (cache key <key>) into <t>, through the memo
+ * when there is one. */
+static int
+do_key(struct table *t, const char *key, const json_t *svc,
+       const struct slice_idx *idx, const struct translate_opts *o,
+       struct scratch *w)
+{
+    const json_t *md = json_object_get(svc, "metadata");
+    const char *ns = jstr(md, "namespace"), *name = jstr(md, "name");
+    const struct rec *r;
+    struct rec once;
+    int rc;
+
+    if (o->memo != NULL) {
+        if ((r = memo_rec(o->memo, key, svc, idx, o, w)) == NULL)
+            return -1;
+        return play(t, r, ns, name, o);
+    }
+    if (o->stats != NULL)
+        o->stats->translated++;
+    rc = record(&once, svc, idx, o, w);
+    if (rc == 0)
+        rc = play(t, &once, ns, name, o);
+    rec_clear(&once);
+    return rc;
+}
+
 int
 translate_build(const struct kcache *services, const struct kcache *slices,
                 const struct translate_opts *o, struct table *out,
                 struct err *e)
 {
     struct scratch w;
-    struct slice_idx idx;
+    struct slice_idx idx = {NULL, 0};
     const char **keys;
     size_t i, n;
     int rc = 0;
@@ -1440,6 +1886,8 @@ translate_build(const struct kcache *services, const struct kcache *slices,
     memset(&w, 0, sizeof(w));
     if (o->stats != NULL)
         memset(o->stats, 0, sizeof(*o->stats));
+    if (o->memo != NULL && memo_begin(o->memo, o) < 0)
+        return err_set(e, "out of memory");
     keys = sorted_keys(kcache_map(services), &n);
     if (index_slices(slices, o, &idx) < 0 || keys == NULL) {
         free(idx.v);
@@ -1447,7 +1895,9 @@ translate_build(const struct kcache *services, const struct kcache *slices,
         return err_set(e, "out of memory");
     }
     for (i = 0; i < n && rc == 0; i++)
-        rc = do_service(out, kcache_get(services, keys[i]), &idx, o, &w);
+        rc = do_key(out, keys[i], kcache_get(services, keys[i]), &idx, o, &w);
+    if (o->memo != NULL && rc == 0)
+        memo_end(o->memo);
     free(keys);
     free(w.eps.v);
     free(w.in.v);

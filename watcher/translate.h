@@ -64,6 +64,9 @@ struct translate_stats {
      * them on this node, by policy (kube-proxy's
      * sync_proxy_rules_no_local_endpoints_total). */
     size_t no_local_internal, no_local_external;
+    /* Services translated by this build; with a memo, the others' records
+     * were reused. */
+    size_t translated;
     char first_conflict[ERR_MSG_MAX + 256];
 };
 
@@ -104,7 +107,20 @@ struct translate_opts {
      * annotation says. Ignored in edge mode, where everything is
      * proxied. */
     int kernel;
+    /* The records of the last build, reused for the Services that did not
+     * change (translate_memo_new()); NULL: translate everything. A memo
+     * serves one sequence of builds, on one thread. */
+    struct translate_memo *memo;
 };
+
+struct translate_memo;
+
+/* A new empty memo, or NULL; freeing NULL does nothing. */
+struct translate_memo *translate_memo_new(void);
+void translate_memo_free(struct translate_memo *m);
+
+/* Services the memo holds a record of. */
+size_t translate_memo_size(const struct translate_memo *m);
 
 /*
  * Add the services for all Services in <services> with endpoints from

@@ -68,6 +68,11 @@ struct watcher {
     struct watcher_latency_hist hist;
 
     struct skip_set *skips; /* what the last build skipped */
+    /* Each Service's translation, reused while it and its slices stay the
+     * same; how many the last build translated, and all builds. */
+    struct translate_memo *memo;
+    size_t translated_last;
+    uint64_t translated;
     uint64_t skipped[SKIP_KIND__COUNT][SKIP__COUNT];
     struct skip_log skip_log;
 };
@@ -137,6 +142,7 @@ build_table(struct watcher *w)
     o.edge_nodes = w->edge_nodes;
     o.n_edge_nodes = w->n_edge_nodes;
     o.skips = skips;
+    o.memo = w->memo;
     err_clear(&e);
     if (t == NULL || skips == NULL
         || translate_build(reflector_cache(w->svc), reflector_cache(w->eps), &o,
@@ -153,6 +159,8 @@ build_table(struct watcher *w)
     skip_set_free(w->skips);
     w->skips = skips;
     w->conflicts = st.conflicts; /* each one was logged as a skip */
+    w->translated_last = st.translated;
+    w->translated += st.translated;
     w->no_local_internal = st.no_local_internal;
     w->no_local_external = st.no_local_external;
     return t;
@@ -189,9 +197,9 @@ watcher_on_publish(struct ev_loop *loop, ev_timer *tm, int revents)
     w->last_publish = ev_now(loop);
     w->tables++;
     log_info("watcher: publishing table %llu: %zu proxied and %zu kernel "
-             "service(s) (change latency %.1f ms)",
+             "service(s), %zu Service(s) translated (change latency %.1f ms)",
              (unsigned long long)t->generation, t->nservices, t->nksvcs,
-             lat * 1e3);
+             w->translated_last, lat * 1e3);
     table_unref(w->last);
     w->last = table_ref(t);
     w->publish(t, w->arg);
@@ -474,7 +482,8 @@ watcher_new(struct ev_loop *loop, const struct watcher_conf *wc,
     ev_timer_init(&w->publish_timer, watcher_on_publish, 0., 0.);
     w->publish_timer.data = w;
     w->triggers = calloc(WATCHER_TRIGGERS_MAX, sizeof(*w->triggers));
-    if (w->triggers == NULL || copy_conf(w, wc) < 0) {
+    w->memo = translate_memo_new();
+    if (w->triggers == NULL || w->memo == NULL || copy_conf(w, wc) < 0) {
         err_set(e, "out of memory");
         goto fail;
     }
@@ -510,6 +519,7 @@ watcher_free(struct watcher *w)
     kcred_free(w->cred);
     table_unref(w->last);
     skip_set_free(w->skips);
+    translate_memo_free(w->memo);
     free(w->node_name);
     free(w->proxy_name);
     free(w->node_addrs);
@@ -557,6 +567,8 @@ watcher_status(const struct watcher *w, struct watcher_status *s)
     s->generation = w->generation;
     s->tables = w->tables;
     s->conflicts = w->conflicts;
+    s->translated_last = w->translated_last;
+    s->translated = w->translated;
     add_stats(s, w->svc);
     add_stats(s, w->eps);
     add_stats(s, w->node);

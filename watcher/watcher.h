@@ -104,6 +104,11 @@ struct watcher_status {
     size_t services, slices; /* objects cached */
     size_t table_services;   /* services in the latest table */
     size_t conflicts;        /* table services refused last build */
+    /* Services the latest build translated (the others' translations
+     * were reused: they and their slices had not changed), and all
+     * builds together. */
+    size_t translated_last;
+    uint64_t translated;
     char node_zone[64];      /* this node's zone, "" if unknown */
     /* This node's Node object is being deleted, tainted for deletion, or
      * gone after it was seen (kube-proxy's "node not eligible"). */

@@ -175,6 +175,9 @@ struct stats_proc {
     atomic_uint_fast64_t generation;
     _Atomic double last_sync;
     atomic_uint_fast64_t watch_restarts, relists, accept_paused;
+    /* Services translated anew for a table (the watcher reuses the
+     * translation of those that did not change). */
+    atomic_uint_fast64_t translated;
     atomic_int_fast64_t pipes;
     atomic_uint_fast64_t pipes_denied;
     struct hist sync, programming, worker_delay;

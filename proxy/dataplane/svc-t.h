@@ -54,7 +54,12 @@ struct svc {
     unsigned nslots;         /* workers bal_state has a slot for */
     struct affinity *aff;    /* ClientIP pins; NULL when affinity is off */
     struct svc_stats *st;    /* reference; counters surviving reloads */
-    struct tbl_backend *tbe; /* the table's backends, copied (nbe) */
+    /* The table's backends (nbe) and spec.allow, spec.deny: borrowed
+     * from the table service's arrays, of which <arrays> holds a
+     * reference (NULL: a service not from a table, with copies of its
+     * own). A service of the next table sharing them is unchanged. */
+    const struct tbl_backend *tbe;
+    struct tbl_arrays *arrays;
     struct tbl_service spec; /* copy; spec.frontends/backends not owned */
     /* Replaced or removed while connections may still use it: drain.c's
      * list of retired services, under its mutex. <succ> is the runtime

@@ -32,16 +32,21 @@ svc_new(const struct tbl_service *ts)
     s->spec.nsni = 0;
     s->spec.excluded = NULL; /* explanations read the table's */
     s->spec.nexcluded = 0;
+    s->spec.arrays = NULL; /* svc->arrays holds the reference */
     s->bal = bal_get(ts->balance);
     s->nslots = svc_nworkers > 0 ? svc_nworkers : 1;
     if ((s->st = svc_stats_get(ts->name)) == NULL)
         goto fail;
-    if (ts->nallow > 0) {
+    if ((s->arrays = tbl_arrays_ref(ts->arrays)) != NULL) {
+        s->spec.allow = ts->allow;
+        s->spec.deny = ts->deny;
+        s->tbe = ts->backends;
+    } else if (ts->nallow > 0) {
         if ((s->spec.allow = malloc(ts->nallow * sizeof(*ts->allow))) == NULL)
             goto fail;
         memcpy(s->spec.allow, ts->allow, ts->nallow * sizeof(*ts->allow));
     }
-    if (ts->ndeny > 0) {
+    if (s->arrays == NULL && ts->ndeny > 0) {
         if ((s->spec.deny = malloc(ts->ndeny * sizeof(*ts->deny))) == NULL)
             goto fail;
         memcpy(s->spec.deny, ts->deny, ts->ndeny * sizeof(*ts->deny));
@@ -51,11 +56,15 @@ svc_new(const struct tbl_service *ts)
         && s->st->src == NULL && (s->st->src = srcrules_table_new()) == NULL)
         goto fail;
     if (ts->nbackends > 0) {
+        struct tbl_backend *copy = NULL;
         s->be = calloc(ts->nbackends, sizeof(*s->be));
-        s->tbe = malloc(ts->nbackends * sizeof(*s->tbe));
+        if (s->arrays == NULL) {
+            s->tbe = copy = malloc(ts->nbackends * sizeof(*s->tbe));
+            if (copy != NULL)
+                memcpy(copy, ts->backends, ts->nbackends * sizeof(*copy));
+        }
         if (s->be == NULL || s->tbe == NULL)
             goto fail;
-        memcpy(s->tbe, ts->backends, ts->nbackends * sizeof(*s->tbe));
     }
     for (i = 0; i < ts->nbackends; i++) {
         const struct tbl_backend *tb = &ts->backends[i];
@@ -99,10 +108,14 @@ svc_unref(struct svc *s)
         backend_unref(s->be[i].b);
     svc_stats_unref(s->st);
     affinity_free(s->aff);
-    free(s->spec.allow);
-    free(s->spec.deny);
+    if (s->arrays != NULL) {
+        tbl_arrays_unref(s->arrays);
+    } else {
+        free(s->spec.allow);
+        free(s->spec.deny);
+        free((void *)s->tbe);
+    }
     free(s->be);
-    free(s->tbe);
     free(s);
     svc_unref(succ);
 }
@@ -114,6 +127,10 @@ svc_matches(const struct svc *s, const struct tbl_service *ts)
 
     if (s->nbe != ts->nbackends || !tbl_service_policy_equal(&s->spec, ts))
         return 0;
+    /* The same arrays: nothing in them changed (a Kubernetes table shares
+     * every service the change did not touch). */
+    if (s->arrays != NULL && s->arrays == ts->arrays && s->tbe == ts->backends)
+        return 1;
     for (i = 0; i < s->nbe; i++)
         if (!tbl_backend_equal(&s->tbe[i], &ts->backends[i]))
             return 0;

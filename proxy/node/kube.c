@@ -833,6 +833,7 @@ kube_on_counters(struct ev_loop *loop, struct ev_timer *t, int rev)
         stats_watch_relist();
     for (; k->restarts < st.watch_restarts; k->restarts++)
         stats_watch_restart();
+    atomic_store(&stats_proc.translated, st.translated);
     feed_skips(k, &st);
 }
 

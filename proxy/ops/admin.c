@@ -1061,5 +1061,10 @@ void
 admin_on_applied(struct admin *a)
 {
     a->table_ready = 1;
-    ovr_apply(a);
+    /* Without overrides there is nothing to push: a new runtime service
+     * starts undrained at its table weights, and a kept one was reset
+     * when the last override went. A Kubernetes node applies a table per
+     * change, and this would touch every backend of the cluster. */
+    if (a->novr > 0)
+        ovr_apply(a);
 }

@@ -258,6 +258,10 @@ static const struct {
     {"ferry_api_relists_total", "counter",
      "Full relists of API resources (after 410 Gone or a failure).",
      &stats_proc.relists},
+    {"ferry_api_services_translated_total", "counter",
+     "Services translated into the service table; a change translates "
+     "only the Services it touched.",
+     &stats_proc.translated},
     {"ferry_accept_paused_total", "counter",
      "Times accepting was paused because descriptors ran out "
      "(EMFILE/ENFILE).",

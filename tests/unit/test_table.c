@@ -159,6 +159,60 @@ test_refs(void **state)
     assert_null(table_ref(NULL));
 }
 
+/* A table built from another's services shares their arrays; a copy
+ * whose arrays were replaced gets copies of its own; each table frees
+ * what it holds (ASan checks both ways). */
+static void
+test_shared_arrays(void **state)
+{
+    struct tbl_backend bes[2], other[2];
+    struct tbl_service s, c;
+    struct saddr fes[1], ofes[1];
+    struct tbl_ksvc k;
+    struct table *a = table_new(), *b = table_new(), *d = table_new();
+
+    (void)state;
+    make_service(&s, "web", "127.0.0.1:80", fes, bes, 9000);
+    memset(&k, 0, sizeof(k));
+    snprintf(k.name, sizeof(k.name), "ns/web:80");
+    k.cluster_eps = bes;
+    k.ncluster_eps = 2;
+    assert_int_equal(table_add_service(a, &s, NULL), 0);
+    assert_int_equal(table_add_ksvc(a, &k, NULL), 0);
+    assert_ptr_not_equal(a->services[0].backends, bes);
+    assert_non_null(a->services[0].arrays);
+    table_freeze(a, 1);
+
+    assert_int_equal(table_add_service(b, &a->services[0], NULL), 0);
+    assert_int_equal(table_add_ksvc(b, &a->ksvcs[0], NULL), 0);
+    assert_ptr_equal(b->services[0].backends, a->services[0].backends);
+    assert_ptr_equal(b->services[0].arrays, a->services[0].arrays);
+    assert_ptr_equal(b->ksvcs[0].cluster_eps, a->ksvcs[0].cluster_eps);
+    assert_true(tbl_service_equal(&a->services[0], &b->services[0]));
+    assert_true(tbl_ksvc_equal(&a->ksvcs[0], &b->ksvcs[0]));
+
+    /* A copy with other backends but the same owner is not shared, and
+     * compares by content. */
+    c = a->services[0];
+    make_service(&s, "web2", "127.0.0.1:81", ofes, other, 9000);
+    other[1].weight = 7;
+    c.backends = other;
+    assert_false(tbl_service_equal(&c, &a->services[0]));
+    snprintf(c.name, sizeof(c.name), "web2");
+    c.frontends = ofes;
+    assert_int_equal(table_add_service(d, &c, NULL), 0);
+    assert_ptr_not_equal(d->services[0].backends, other);
+    assert_ptr_not_equal(d->services[0].arrays, a->services[0].arrays);
+    assert_int_equal(d->services[0].backends[1].weight, 7);
+
+    table_unref(a);
+    /* b's arrays outlive a. */
+    assert_int_equal(b->services[0].backends[0].weight,
+                     bes[0].weight);
+    table_unref(b);
+    table_unref(d);
+}
+
 static void
 test_service_equal(void **state)
 {
@@ -499,6 +553,7 @@ static const struct field service_fields[] = {
     FIELD(max_flows, ch_max_flows),
     FIELD(excluded, NULL),
     FIELD(nexcluded, NULL),
+    FIELD(arrays, NULL),
 };
 
 /* The parts of the check, which counts as one field above. */
@@ -706,6 +761,7 @@ main(void)
         cmocka_unit_test(test_add_rejects),
         cmocka_unit_test(test_frontend_protocols),
         cmocka_unit_test(test_refs),
+        cmocka_unit_test(test_shared_arrays),
         cmocka_unit_test(test_service_equal),
         cmocka_unit_test(test_service_fields_listed),
         cmocka_unit_test(test_service_policy_each_field),

@@ -1,0 +1,357 @@
+/* The translator's memo: thousands of random Service and EndpointSlice
+ * changes, and after each batch the table built through the memo (which
+ * translates only what changed) must equal the table built from scratch
+ * from the same objects: every service, kernel service, counter and skip
+ * note. The objects are drawn to collide (shared ClusterIPs and external
+ * IPs, ports renamed under their slices, bad annotations, endpoints on
+ * other nodes and zones) so that conflicts between Services and every
+ * selection rule are played through both paths. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "translate.h"
+
+#define NSVC   24
+#define NROUND 400
+
+static unsigned rng_state = 12345;
+
+static unsigned
+rnd(unsigned n)
+{
+    rng_state = rng_state * 1103515245u + 12345u;
+    return (rng_state >> 8) % n;
+}
+
+static const char *const namespaces[] = {"default", "shop", "kube-system"};
+
+static void
+svc_ident(unsigned i, const char **ns, char *name, size_t len)
+{
+    *ns = namespaces[i % 3];
+    snprintf(name, len, "svc-%u", i);
+}
+
+/* A random Service number <i>, at a random version. */
+static json_t *
+make_service(unsigned i)
+{
+    static const char *const types[] = {"ClusterIP", "NodePort",
+                                        "LoadBalancer"};
+    static const char *const balance[] = {"leastconn", "maglev", "bogus"};
+    const char *ns;
+    char name[32], ip[32], ext[32];
+    json_t *ports = json_array(), *ann = json_object(), *spec, *svc;
+    unsigned k, np = 1 + rnd(3);
+
+    svc_ident(i, &ns, name, sizeof(name));
+    /* Few addresses, so that Services collide now and then. */
+    snprintf(ip, sizeof(ip), "198.18.0.%u", 1 + rnd(NSVC + 4));
+    snprintf(ext, sizeof(ext), "198.18.9.%u", 1 + rnd(4));
+    for (k = 0; k < np; k++) {
+        json_t *p = json_pack("{s:s, s:i, s:s}", "name",
+                              rnd(4) == 0 ? "other" : (k ? "b" : "a"), "port",
+                              80 + (int)k, "protocol",
+                              rnd(5) == 0 ? "UDP" : "TCP");
+        if (rnd(2))
+            json_object_set_new(p, "nodePort",
+                                json_integer(30000 + (int)(i * 4 + k)));
+        json_array_append_new(ports, p);
+    }
+    if (rnd(3) == 0)
+        json_object_set_new(ann, "ferry.dev/balance",
+                            json_string(balance[rnd(3)]));
+    if (rnd(4) == 0)
+        json_object_set_new(ann, "ferry.dev/dataplane", json_string("proxy"));
+    spec = json_pack("{s:s, s:[s], s:s, s:o}", "clusterIP", ip, "clusterIPs",
+                     ip, "type", types[rnd(3)], "ports", ports);
+    if (rnd(3) == 0)
+        json_object_set_new(spec, "externalIPs", json_pack("[s]", ext));
+    if (rnd(3) == 0)
+        json_object_set_new(spec, "externalTrafficPolicy",
+                            json_string("Local"));
+    if (rnd(4) == 0)
+        json_object_set_new(spec, "internalTrafficPolicy",
+                            json_string("Local"));
+    if (rnd(4) == 0)
+        json_object_set_new(spec, "sessionAffinity", json_string("ClientIP"));
+    if (rnd(8) == 0)
+        json_object_set_new(spec, "clusterIP", json_string("None"));
+    svc = json_pack("{s:s, s:{s:s, s:s, s:o}, s:o}", "kind", "Service",
+                    "metadata", "namespace", ns, "name", name, "annotations",
+                    ann, "spec", spec);
+    assert_non_null(svc);
+    return svc;
+}
+
+/* A random slice number <j> of Service <i>. */
+static json_t *
+make_slice(unsigned i, unsigned j)
+{
+    static const char *const nodes[] = {"node-a", "node-b"};
+    static const char *const zones[] = {"z1", "z2"};
+    const char *ns;
+    char name[32], sname[48];
+    json_t *eps = json_array(), *ports = json_array();
+    unsigned k, n = rnd(5);
+
+    svc_ident(i, &ns, name, sizeof(name));
+    snprintf(sname, sizeof(sname), "%s-%u", name, j);
+    for (k = 0; k < n; k++) {
+        char ip[32], pod[32];
+        json_t *ep;
+        snprintf(ip, sizeof(ip), "198.18.%u.%u", 10 + i, 1 + rnd(6));
+        snprintf(pod, sizeof(pod), "pod-%u", rnd(6));
+        ep = json_pack("{s:[s], s:{s:b, s:b, s:b}, s:s, s:s, s:{s:s}}",
+                       "addresses", ip, "conditions", "ready", rnd(4) != 0,
+                       "serving", rnd(3) != 0, "terminating", rnd(4) == 0,
+                       "nodeName", nodes[rnd(2)], "zone", zones[rnd(2)],
+                       "targetRef", "name", pod);
+        if (rnd(4) == 0)
+            json_object_set_new(ep, "hints",
+                                json_pack("{s:[{s:s}]}", "forZones", "name",
+                                          zones[rnd(2)]));
+        json_array_append_new(eps, ep);
+    }
+    json_array_append_new(ports, json_pack("{s:s, s:i, s:s}", "name",
+                                           rnd(5) == 0 ? "b" : "a", "port",
+                                           8080 + (int)rnd(2), "protocol",
+                                           rnd(6) == 0 ? "UDP" : "TCP"));
+    return json_pack("{s:s, s:s, s:{s:s, s:s, s:{s:s}}, s:o, s:o}", "kind",
+                     "EndpointSlice", "addressType", "IPv4", "metadata",
+                     "namespace", ns, "name", sname, "labels",
+                     "kubernetes.io/service-name", name, "endpoints", eps,
+                     "ports", ports);
+}
+
+static void
+put(struct kcache *c, json_t *o)
+{
+    struct err e;
+
+    err_clear(&e);
+    assert_int_equal(kcache_put(c, o, &e), 0);
+}
+
+static void
+del(struct kcache *c, json_t *o)
+{
+    struct err e;
+
+    err_clear(&e);
+    assert_true(kcache_del(c, o, &e) >= 0);
+    json_decref(o);
+}
+
+struct build {
+    struct table *t;
+    struct skip_set *skips;
+    struct translate_stats st;
+};
+
+static void
+build(struct kcache *svcs, struct kcache *slices,
+      const struct translate_opts *base, struct translate_memo *memo,
+      struct build *b)
+{
+    struct translate_opts o = *base;
+    struct err e;
+
+    b->t = table_new();
+    b->skips = skip_set_new();
+    o.skips = b->skips;
+    o.stats = &b->st;
+    o.memo = memo;
+    err_clear(&e);
+    assert_int_equal(translate_build(svcs, slices, &o, b->t, &e), 0);
+}
+
+static void
+build_free(struct build *b)
+{
+    table_unref(b->t);
+    skip_set_free(b->skips);
+}
+
+static void
+count_note(void *arg, const struct skip_note *n)
+{
+    (void)n;
+    ++*(size_t *)arg;
+}
+
+static void
+assert_same(const struct build *a, const struct build *b, unsigned round)
+{
+    size_t i;
+
+    if (a->t->nservices != b->t->nservices || a->t->nksvcs != b->t->nksvcs)
+        fail_msg("round %u: %zu/%zu services through the memo, %zu/%zu "
+                 "from scratch",
+                 round, a->t->nservices, a->t->nksvcs, b->t->nservices,
+                 b->t->nksvcs);
+    for (i = 0; i < a->t->nservices; i++)
+        if (!tbl_service_equal(&a->t->services[i], &b->t->services[i]))
+            fail_msg("round %u: service %zu (%s) differs", round, i,
+                     a->t->services[i].name);
+    for (i = 0; i < a->t->nksvcs; i++)
+        if (!tbl_ksvc_equal(&a->t->ksvcs[i], &b->t->ksvcs[i]))
+            fail_msg("round %u: kernel service %zu (%s) differs", round, i,
+                     a->t->ksvcs[i].name);
+    assert_int_equal(a->st.services, b->st.services);
+    assert_int_equal(a->st.skipped, b->st.skipped);
+    assert_int_equal(a->st.ports_skipped, b->st.ports_skipped);
+    assert_int_equal(a->st.conflicts, b->st.conflicts);
+    assert_int_equal(a->st.emitted, b->st.emitted);
+    assert_int_equal(a->st.kernel, b->st.kernel);
+    assert_int_equal(a->st.no_local_internal, b->st.no_local_internal);
+    assert_int_equal(a->st.no_local_external, b->st.no_local_external);
+    assert_string_equal(a->st.first_conflict, b->st.first_conflict);
+    assert_int_equal(skip_set_size(a->skips), skip_set_size(b->skips));
+    {
+        size_t extra = 0;
+        skip_set_each_new(a->skips, b->skips, count_note, &extra);
+        skip_set_each_new(b->skips, a->skips, count_note, &extra);
+        assert_int_equal(extra, 0);
+    }
+}
+
+/* Services whose arrays <b> shares with <a>. */
+static size_t
+shared(const struct build *a, const struct build *b)
+{
+    size_t i, n = 0;
+
+    for (i = 0; i < b->t->nservices && i < a->t->nservices; i++)
+        n += b->t->services[i].backends != NULL
+             && b->t->services[i].backends == a->t->services[i].backends;
+    return n;
+}
+
+static void
+run(int kernel, int edge)
+{
+    struct kcache *svcs = kcache_new("Service", 1);
+    struct kcache *slices = kcache_new("EndpointSlice", 1);
+    struct translate_memo *memo = translate_memo_new();
+    struct translate_opts o;
+    struct saddr node[1];
+    struct build prev = {0};
+    const char *why;
+    unsigned i, j, round, conflicts = 0, shares = 0, one = 0;
+
+    assert_non_null(memo);
+    memset(&o, 0, sizeof(o));
+    parse_ip("198.18.1.1", 0, &node[0], &why);
+    o.node_name = edge ? NULL : "node-a";
+    o.node_zone = "z1";
+    o.node_addrs = node;
+    o.n_node_addrs = 1;
+    o.kernel = kernel;
+    o.edge = edge;
+    for (i = 0; i < NSVC; i++) {
+        put(svcs, make_service(i));
+        for (j = 0; j < rnd(3); j++)
+            put(slices, make_slice(i, j));
+    }
+    for (round = 0; round < NROUND; round++) {
+        struct build inc, full;
+        unsigned k, n = 1 + rnd(3), single = rnd(3) == 0;
+        if (single)
+            n = 1;
+        for (k = 0; k < n; k++) {
+            unsigned what = rnd(10), s = rnd(NSVC);
+            if (what < 4)
+                put(slices, make_slice(s, rnd(3)));
+            else if (what < 5)
+                del(slices, make_slice(s, rnd(3)));
+            else if (what < 8)
+                put(svcs, make_service(s));
+            else if (what < 9 && !single)
+                del(svcs, make_service(s));
+            else if (!single && rnd(10) == 0)
+                /* The node's zone changes: every record is stale. */
+                o.node_zone = o.node_zone[1] == '1' ? "z2" : "z1";
+            else
+                put(svcs, make_service(s));
+        }
+        if (rnd(40) == 0 && !single) {
+            /* A relist: the same Services again, decoded anew. */
+            const char *key;
+            json_t *copies = json_array();
+            json_t *v;
+            size_t x;
+            json_object_foreach((json_t *)kcache_map(svcs), key, v)
+            {
+                json_array_append_new(copies, json_deep_copy(v));
+            }
+            json_array_foreach(copies, x, v) put(svcs, json_incref(v));
+            json_decref(copies);
+        }
+        build(svcs, slices, &o, memo, &inc);
+        build(svcs, slices, &o, NULL, &full);
+        assert_same(&inc, &full, round);
+        conflicts += inc.st.conflicts > 0;
+        if (single && prev.t != NULL) {
+            /* One object changed: at most one Service translated, and
+             * the others' services share the arrays of the table
+             * before. */
+            assert_true(inc.st.translated <= 1);
+            one++;
+            shares += shared(&prev, &inc) > 0;
+        }
+        build_free(&full);
+        build_free(&prev);
+        prev = inc;
+    }
+    build_free(&prev);
+    /* The draw did exercise what it is for. */
+    assert_true(conflicts > 0);
+    assert_true(one > 0 && shares > 0);
+    assert_true(translate_memo_size(memo) <= NSVC);
+    translate_memo_free(memo);
+    kcache_free(svcs);
+    kcache_free(slices);
+}
+
+static void
+test_memo_proxy(void **state)
+{
+    (void)state;
+    run(0, 0);
+}
+
+static void
+test_memo_kernel(void **state)
+{
+    (void)state;
+    run(1, 0);
+}
+
+static void
+test_memo_edge(void **state)
+{
+    (void)state;
+    run(0, 1);
+}
+
+int
+main(void)
+{
+    const char *seed = getenv("FERRY_TEST_SEED");
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_memo_proxy),
+        cmocka_unit_test(test_memo_kernel),
+        cmocka_unit_test(test_memo_edge),
+    };
+
+    if (seed != NULL)
+        rng_state = (unsigned)strtoul(seed, NULL, 10);
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
