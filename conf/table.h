@@ -309,7 +309,7 @@ struct table {
     size_t vipcap;
     /* Indexes by service name and by frontend (private to table.c), so
      * that building a table of N services costs O(N), not O(N^2): the
-     * watcher rebuilds the whole table on every change. */
+     * watcher builds a table for every change. */
     struct tbl_index *by_name;
     struct tbl_index *by_frontend;
     /* Service ports for the kernel dataplane, in the translator's order. */
