@@ -341,6 +341,7 @@ table_unref(struct table *t)
     table_unref(t->kernel);
     index_free(&t->by_name);
     index_free(&t->by_frontend);
+    index_free(&t->by_vip);
     free(t->services);
     free(t->vips);
     free(t);
@@ -350,14 +351,15 @@ int
 table_add_vip(struct table *t, const struct saddr *a, struct err *e)
 {
     struct saddr ip = *a;
-    size_t i;
+    unsigned char key[20];
+    size_t len;
 
     if (t->frozen)
         return err_set(e, "table is frozen");
     saddr_set_port(&ip, 0);
-    for (i = 0; i < t->nvips; i++)
-        if (saddr_cmp(&t->vips[i], &ip) == 0)
-            return 0;
+    len = frontend_key(TBL_PROTO_TCP, &ip, key);
+    if (index_find(t->by_vip, key, len) != NULL)
+        return 0;
     if (t->nvips == t->vipcap) {
         size_t ncap = t->vipcap ? t->vipcap * 2 : 16;
         struct saddr *n = realloc(t->vips, ncap * sizeof(*n));
@@ -366,6 +368,8 @@ table_add_vip(struct table *t, const struct saddr *a, struct err *e)
         t->vips = n;
         t->vipcap = ncap;
     }
+    if (index_add(&t->by_vip, key, len, t->nvips) < 0)
+        return err_set(e, "out of memory");
     t->vips[t->nvips++] = ip;
     return 0;
 }

@@ -312,6 +312,7 @@ struct table {
      * watcher builds a table for every change. */
     struct tbl_index *by_name;
     struct tbl_index *by_frontend;
+    struct tbl_index *by_vip; /* vips, so that adding one is O(1) */
     /* Service ports for the kernel dataplane, in the translator's order. */
     struct tbl_ksvc *ksvcs;
     size_t nksvcs;
