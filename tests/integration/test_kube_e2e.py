@@ -355,6 +355,39 @@ def test_scale_3_to_1_to_3(env):
     assert not load.failures, load.report()
 
 
+def test_a_change_translates_only_its_service(env):
+    """README: a change translates only the Services it touched. With
+    three Services served, a new slice for one of them is translated
+    alone (ferry_api_services_translated_total grows by one), and the
+    Services that did not change are still served."""
+    names = ["pod-1", "pod-2", "pod-3"]
+    pods = env.pods(names)
+    port = pods["pod-1"].port
+    addr = env.web(pods)
+    api_np = env.nodeport()
+    env.sim.create("services", svc_obj("api", [("http", 8080, api_np)]))
+    put_slice(env.sim, "api-1", "api", [ep(p) for p in pods.values()], port)
+    env.sim.create("services", svc_obj("noise", [("http", 80, env.nodeport())]))
+    env.start_ferry()
+    wait_answers(addr, names)
+    api = "127.0.0.1:%d" % api_np
+    wait_answers(api, names)
+    first = env.admin.metric("ferry_api_services_translated_total")
+    assert first is not None and first >= 3, first
+    gen = env.admin.metric("ferry_table_generation")
+
+    put_slice(env.sim, "web-1", "web", [ep(pods["pod-1"])], port)
+    env.admin.wait_backends(WEB, ["pod-1"])
+    wait_for(lambda: env.admin.metric("ferry_table_generation") > gen,
+             kt.dl(10), "a new table")
+    wait_for(lambda: env.admin.metric(
+        "ferry_api_services_translated_total") > first, kt.dl(10),
+        "the change translated")
+    assert env.admin.metric("ferry_api_services_translated_total") \
+        == first + 1
+    wait_answers(api, names)
+
+
 # ------------------------------------------------------------- the API
 
 
