@@ -111,6 +111,7 @@ apply_plan_free(struct apply_plan *pl)
     listener_free_list(&pl->fresh);
     udp_plan_free(pl->udp);
     free(pl->index);
+    free(pl->lsvc);
     addrs_free(&pl->addrs);
     svc_unref_array(pl->svcs, pl->t->nservices);
     table_unref(pl->t);
@@ -228,19 +229,15 @@ claim_one(struct apply_plan *pl, const struct saddr *a)
 static void
 claim_listeners(struct worker *w, struct apply_plan *pl)
 {
-    const struct table *t = pl->t;
     struct listener *l;
     size_t i;
 
     for (i = 0; i < pl->addrs.n; i++) {
-        const struct tbl_service *ts;
-        struct svc *s;
+        struct svc *s = pl->lsvc[i];
         /* None only if a thread failed to commit an earlier plan (out of
          * memory) and lost what it opened: the next table opens it. */
         if ((l = claim_one(pl, &pl->addrs.v[i])) == NULL)
             continue;
-        ts = table_find_frontend(t, &l->addr);
-        s = pl->svcs[ts - t->services];
         listener_set_svc(l, s);
         if (l->mark == LISTENER_FRESH && w->id == 0)
             log_info("listening on %s for service %s", l->addr_str, s->name);
@@ -574,14 +571,23 @@ open_worker(struct apply *a, struct apply_thread *at, struct wthread *th,
             struct err *e)
 {
     struct apply_plan *pl = at->plan;
+    size_t i;
 
     if (open_missing(a, &th->w, pl, &th->addrs, e) < 0
         || udp_plan_build(&th->w, pl, udp_serve(a, &th->w), udp_flags(a), e)
                < 0)
         return -1;
     if (addrs_copy(&at->addrs, &pl->addrs) < 0
-        || addrs_union(&at->stale, &th->stale, &th->addrs) < 0)
+        || addrs_union(&at->stale, &th->stale, &th->addrs) < 0
+        || (pl->lsvc = calloc(pl->addrs.n ? pl->addrs.n : 1,
+                              sizeof(*pl->lsvc)))
+               == NULL)
         return err_set(e, "out of memory opening listeners");
+    for (i = 0; i < pl->addrs.n; i++) {
+        const struct tbl_service *ts =
+            table_find_frontend(a->t, &pl->addrs.v[i]);
+        pl->lsvc[i] = a->svcs[ts - a->t->services];
+    }
     return 0;
 }
 

@@ -59,6 +59,9 @@ struct apply_plan {
                               * address: built on the worker's loop */
     size_t nindex;
     struct apply_addrs addrs; /* what it listens on once committed */
+    /* The runtime service each of addrs.v serves (borrowed from <svcs>),
+     * found on the control loop: the worker's commit does no lookup. */
+    struct svc **lsvc;
     struct udp_plan *udp;     /* its UDP frontends (udp.h), or NULL */
     double posted;            /* ev_time() when it was posted */
 };
