@@ -16,6 +16,7 @@
 #include "admin.h"
 #include "ctl.h"
 #include "explaincli.h"
+#include "ktrace.h"
 #include "kube.h"
 #include "log.h"
 #include "nft.h"
@@ -377,6 +378,7 @@ daemon_start_kube(struct daemon *d, const struct conf *c)
         hooks.arg = d->kube;
         hooks.synced = kube_synced;
         hooks.api_failing_for = kube_api_failing_for;
+        hooks.trace = ktrace_json;
         admin_set_hooks(d->ctl.admin, &hooks);
     }
     return 0;
