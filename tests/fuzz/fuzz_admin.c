@@ -1,8 +1,8 @@
 /*
  * fuzz_admin.c - libFuzzer target for the admin server's request parser
  * (proxy/http/httpreq.c) and the queries of GET /explain, /explain/trace
- * and /explain/watch (proxy/ops/explainq.c): any bytes in, no crash, no read outside the
- * buffer, and results that keep their promises.
+ * and /explain/watch (proxy/ops/explainq.c): any bytes in, no crash, no read
+ * outside the buffer, and results that keep their promises.
  */
 #include <stddef.h>
 #include <stdint.h>
@@ -26,8 +26,7 @@ fuzz_watch(const struct httpreq *r, struct explain_watch *wq)
     size_t k;
 
     for (k = 0; k < 5; k++)
-        p[k] = httpreq_query(r, keys[k], v[k], sizeof(v[k])) == 0 ? v[k]
-                                                                   : NULL;
+        p[k] = httpreq_query(r, keys[k], v[k], sizeof(v[k])) == 0 ? v[k] : NULL;
     why[0] = '\0';
     if (explain_parse_watch(p[0], p[1], p[2], p[3], p[4], 1000, 60, wq, why,
                             sizeof(why))
