@@ -7,6 +7,7 @@ nothing queued while nobody watches."""
 import collections
 import datetime
 import json
+import shutil
 import subprocess
 import sys
 import threading
@@ -130,6 +131,18 @@ def test_trace_endpointslice_change(start_ferry, tmp_path, ferry_bin):
         j = json.loads(cli(ferry_bin, "--trace", "default/web", "--json",
                            "--admin", admin).stdout)
         assert j["changes"][0]["seq"] == c["seq"]
+
+        # The status page: the Service's explanation with its changes.
+        if shutil.which("chromium") is not None:
+            from test_admin_page import browse
+            cip = sim.get("services", "web")["spec"]["clusterIP"]
+            dom = browse(tmp_path, "http://%s/#explain/%s:80/tcp"
+                         % (admin, cip), "trace", ["--dump-dom"])
+            assert "recent changes of Service default/web" in dom, dom[-3000:]
+            assert "EndpointSlice web-1 MODIFIED" in dom, dom[-3000:]
+            for stage in ("trigger", "received", "built", "posted",
+                          "worker 0", "worker 1"):
+                assert 'data-stage="%s"' % stage in dom, stage
 
         # A Service never seen, and bad names.
         assert trace(admin, "default/nope")["changes"] == []
