@@ -85,6 +85,8 @@ def test_trace_endpointslice_change(start_ferry, tmp_path, ferry_bin):
         kinds = {(c["kind"], c["object"], c["event"])
                  for c in trace(admin)["changes"]}
         assert ("Service", "web", "ADDED") in kinds, kinds
+        # Listed at the start: not a change.
+        assert trace(admin, "default/kubernetes")["changes"] == []
 
         t0 = time.time()
         obj = kt.slice_obj("web-1", "web", [kt.ep(a), kt.ep(b)], 8080)
@@ -143,6 +145,20 @@ def test_trace_endpointslice_change(start_ferry, tmp_path, ferry_bin):
             for stage in ("trigger", "received", "built", "posted",
                           "worker 0", "worker 1"):
                 assert 'data-stage="%s"' % stage in dom, stage
+
+        # At most 16 changes per Service, newest first; a deletion is
+        # not one.
+        for i in range(17):
+            kt.put_slice(sim, "web-1", "web", [kt.ep(a)] if i % 2 else
+                         [kt.ep(a), kt.ep(b)], 8080)
+        wait_for(lambda: trace(admin)["changes"][0]["seq"] == c["seq"] + 17,
+                 kt.dl(10), "17 more changes")
+        seqs = [x["seq"] for x in trace(admin)["changes"]]
+        assert seqs == list(range(c["seq"] + 17, c["seq"] + 1, -1)), seqs
+        sim.delete("endpointslices", "web-1")
+        wait_for(lambda: not kt.Admin(admin).backend_names("default/web:http"),
+                 kt.dl(10), "the slice gone from the table")
+        assert trace(admin)["changes"][0]["seq"] == c["seq"] + 17
 
         # A Service never seen, and bad names.
         assert trace(admin, "default/nope")["changes"] == []
@@ -244,6 +260,17 @@ def test_watch_connections(start_ferry, backends, ferry_bin):
                       "id=1&addr=%s" % web, "", "addr=%s&from=1.2.3.4" % web):
             assert status_of(admin, "/explain/watch?" + bad_q) == 400, bad_q
         assert status_of(admin, "/explain/watch?addr=127.0.0.1:1") == 404
+        # Defaults, caps, and four watches at once.
+        w = at.get_json(admin, "/explain/watch?addr=%s" % quiet)
+        assert (w["count"], w["seconds"]) == (100, 30)
+        w = at.get_json(admin, "/explain/watch?addr=%s&count=10000"
+                        "&seconds=600" % quiet)
+        assert (w["count"], w["seconds"]) == (10000, 600)
+        for big in ("count=10001", "seconds=601", "seconds=600.5"):
+            assert status_of(admin, "/explain/watch?addr=%s&%s"
+                             % (quiet, big)) == 400, big
+        assert status_of(admin, "/explain/watch?addr=%s" % quiet) == 200
+        assert status_of(admin, "/explain/watch?addr=%s" % quiet) == 503
         assert status_of(admin, "/explain/watch?id=999999") == 404
         # No Kubernetes here: nothing to trace.
         assert status_of(admin, "/explain/trace?service=default/web") == 404

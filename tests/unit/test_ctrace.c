@@ -91,6 +91,8 @@ test_bounded(void **state)
     size_t i;
 
     (void)state;
+    assert_int_equal(CTRACE_RING, 2048);   /* README: ferry explain */
+    assert_int_equal(CTRACE_PER_SVC, 16);
     for (i = 0; i < 3 * CTRACE_RING; i++) {
         snprintf(name, sizeof(name), "s%zu", i % 100);
         ctrace_received(CTRACE_SERVICE, 1, "ns", name, name, 0, (double)i);

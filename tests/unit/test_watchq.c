@@ -117,6 +117,7 @@ test_time_idle_and_cap(void **state)
     size_t i;
 
     (void)state;
+    assert_true(WATCHQ_IDLE_S == 10.); /* README: ferry explain */
     for (i = 0; i < WATCHQ_WATCHES; i++)
         assert_true((id[i] = watchq_start("web", 100, 5, 10)) > 0);
     assert_int_equal(watchq_start("web", 100, 5, 10), 0); /* all taken */
