@@ -240,6 +240,27 @@ def test_watch_connections(start_ferry, backends, ferry_bin):
         failed = [ln for ln in conns if "failed=[%s " % bad.addr in ln]
         assert len(failed) == 1 and "attempts=2" in failed[0], conns
 
+        # --seconds ends a watch that sees nothing; --json prints the
+        # records as they come.
+        t0 = time.monotonic()
+        r = cli(ferry_bin, "--watch", quiet, "--seconds", "0.3", "--admin",
+                admin)
+        assert r.returncode == 0 and r.stdout.endswith(
+            "0 connection(s) seen\n"), (r.stdout, r.stderr)
+        assert time.monotonic() - t0 < 5
+        p = subprocess.Popen([ferry_bin, "explain", "--watch", quiet,
+                              "--count", "1", "--json", "--admin", admin],
+                             stdout=subprocess.PIPE, text=True)
+        try:
+            wait_for(lambda: talk(quiet) and p.poll() is not None,
+                     ft.scaled(10), "the --json watch done")
+            got = [json.loads(ln) for ln in p.stdout.read().splitlines()]
+        finally:
+            if p.poll() is None:
+                p.kill()
+            p.wait()
+        assert [(g["backend"], g["bytes_up"]) for g in got] == [(q.addr, 5)]
+
         # The quiet watch: done after its two, then gone.
         for _ in range(3):
             talk(quiet)
