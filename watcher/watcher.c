@@ -1,3 +1,5 @@
+#include "watcher.h"
+
 #include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,7 +12,6 @@
 #include "log.h"
 #include "reflector.h"
 #include "translate.h"
-#include "watcher.h"
 
 #define SEL_HEADLESS "!service.kubernetes.io/headless"
 #define SEL_PROXY    "service.kubernetes.io/service-proxy-name"
