@@ -23,9 +23,9 @@
 #define WORKER_CONN_CACHE   4096        /* idle session objects kept */
 #define WORKER_ACCEPT_BATCH 64          /* accepts per readiness event */
 #define WORKER_PIPE_CACHE   64          /* idle (empty) pipes kept */
+#define WORKER_COMMITS      16          /* commits remembered (trace) */
 #define WORKER_PIPE_SIZE    (256 * 1024) /* pipe capacity asked for; also
                                           * the most one splice() moves */
-#define WORKER_COMMITS 16                /* commits remembered (trace) */
 
 struct conn;
 struct listener;
