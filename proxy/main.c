@@ -16,6 +16,7 @@
 #include "admin.h"
 #include "ctl.h"
 #include "explaincli.h"
+#include "ktrace.h"
 #include "kube.h"
 #include "log.h"
 #include "nft.h"
@@ -70,6 +71,10 @@ usage(FILE *f)
             "       ferry explain ADDRESS:PORT [--proto tcp|udp] "
             "[--from CLIENT_IP]\n"
             "                     [--admin HOST:PORT] [--json]\n"
+            "       ferry explain --trace NAMESPACE/NAME | --watch "
+            "ADDRESS:PORT\n"
+            "                     [--count N] [--seconds T] [--admin "
+            "HOST:PORT] [--json]\n"
             "       ferry -c FILE --takeover-socket PATH [--takeover]\n"
             "       ferry --print-default-config | --version | --help\n"
             "\n"
@@ -102,7 +107,11 @@ usage(FILE *f)
             "  ferry explain          ask the running ferry's admin server "
             "where a\n"
             "                         connection to ADDRESS:PORT would go, "
-            "and why\n"
+            "and why;\n"
+            "                         --trace: a Service's recent changes, "
+            "stage by stage;\n"
+            "                         --watch: the connections to "
+            "ADDRESS:PORT as they end\n"
             "\n"
             "signals: SIGHUP re-reads the file; SIGTERM or SIGINT stop "
             "accepting,\n"
@@ -377,6 +386,7 @@ daemon_start_kube(struct daemon *d, const struct conf *c)
         hooks.arg = d->kube;
         hooks.synced = kube_synced;
         hooks.api_failing_for = kube_api_failing_for;
+        hooks.trace = ktrace_json;
         admin_set_hooks(d->ctl.admin, &hooks);
     }
     return 0;

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "ctrace.h"
 #include "kapi.h"
 #include "kcred.h"
 #include "log.h"
@@ -185,12 +186,14 @@ watcher_on_publish(struct ev_loop *loop, ev_timer *tm, int revents)
     w->built_eps_changes = reflector_stats(w->eps)->changes;
     if (tables_equal(t, w->last)) {
         table_unref(t);
+        ctrace_built(0, ev_time());
         if (w->on_unchanged != NULL)
             w->on_unchanged(w->arg);
         w->ntriggers = 0;
         return;
     }
     table_freeze(t, ++w->generation);
+    ctrace_built(t->generation, ev_time());
     ev_now_update(loop);
     lat = ev_now(loop) - w->oldest;
     record_latency(w, lat < 0 ? 0 : lat);
@@ -313,6 +316,24 @@ on_skip(void *arg, struct reflector *r, const struct skip_note *n)
     count_skip(arg, n);
 }
 
+/* A record for "ferry explain --trace" (ctrace.h). */
+static void
+trace_object(int slice, const struct kcache_event *ev, double trigger)
+{
+    const json_t *md = json_object_get(ev->obj, "metadata");
+    const char *ns = json_string_value(json_object_get(md, "namespace"));
+    const char *name = json_string_value(json_object_get(md, "name"));
+    const char *svc = name;
+
+    if (slice)
+        svc = json_string_value(json_object_get(json_object_get(md, "labels"),
+                                                TRANSLATE_LABEL_SERVICE_NAME));
+    if (ns != NULL && name != NULL && svc != NULL)
+        ctrace_received(slice ? CTRACE_SLICE : CTRACE_SERVICE,
+                        ev->type == KCACHE_EV_MODIFIED, ns, svc, name, trigger,
+                        ev_time());
+}
+
 /* kube-proxy measures network programming from the trigger time the
  * EndpointSlice controller writes on a slice it changes; a deletion's
  * annotation is that of the last update, so it is not taken, and
@@ -325,12 +346,15 @@ on_object(void *arg, struct reflector *r, const struct kcache_event *ev)
     double t;
 
     w->last_change = ev_now(w->loop);
-    if (r != w->eps || ev->obj == NULL)
+    if (ev->obj == NULL || (r != w->eps && r != w->svc))
         return;
     s = json_string_value(json_object_get(
         json_object_get(json_object_get(ev->obj, "metadata"), "annotations"),
         ANN_TRIGGER));
-    if (s == NULL || watcher_parse_time(s, &t) < 0 || t <= w->started)
+    if (s == NULL || watcher_parse_time(s, &t) < 0 || r != w->eps)
+        t = 0;
+    trace_object(r == w->eps, ev, t);
+    if (t <= w->started)
         return;
     if (w->ntriggers == WATCHER_TRIGGERS_MAX) {
         w->triggers_dropped++;

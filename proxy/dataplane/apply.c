@@ -321,11 +321,15 @@ reconcile(struct worker *w, struct apply_plan *pl)
 int
 apply_plan_commit(struct worker *w, struct apply_plan *pl)
 {
+    double now;
+
     if (plan_index(pl, w) < 0)
         return -1;
     reconcile(w, pl);
+    now = ev_time();
     atomic_store(&w->generation, pl->t->generation);
-    stats_worker_delay(ev_time() - pl->posted);
+    worker_note_commit(w, pl->t->generation, now);
+    stats_worker_delay(now - pl->posted);
     return 0;
 }
 

@@ -18,6 +18,7 @@
 #include "srcrules.h"
 #include "stats.h"
 #include "svc-t.h"
+#include "watchq.h"
 #include "worker.h"
 
 enum conn_state {
@@ -98,6 +99,7 @@ struct conn {
     uint8_t first_eof;   /* who ended first: 0 nobody, 1 client, 2 backend */
     uint32_t be_idx;     /* <be> is svc->be[be_idx] (drain deadlines) */
     uint16_t early;      /* client bytes read before the connect (SNI) */
+    uint8_t watched;     /* the watches that want it (watchq.h) */
 };
 
 _Static_assert(sizeof(struct svc_tried) <= 2 * sizeof(struct half),
@@ -190,7 +192,8 @@ conn_release_backend(struct conn *c)
     c->be = NULL;
 }
 
-/* Log <c>'s line (README: Access log) as it ends by <cause>. */
+/* Log <c>'s line (README: Access log) as it ends by <cause>, and give it
+ * to the watches that want it. */
 static void
 conn_access_log(struct conn *c, enum accesslog_cause cause)
 {
@@ -207,7 +210,10 @@ conn_access_log(struct conn *c, enum accesslog_cause cause)
     r.backend = c->be != NULL ? c->be->addr_str : NULL;
     r.attempts = c->attempts + (c->connect_took >= 0 ? 1u : 0u);
     r.cause = cause;
-    accesslog_emit(c->w->id, &r);
+    if (accesslog_enabled())
+        accesslog_emit(c->w->id, &r);
+    if (c->watched)
+        watchq_end(c->watched, &r);
 }
 
 /* A client refused before it had a connection object: log it all the
@@ -263,7 +269,7 @@ conn_close(struct conn *c, int reset, enum accesslog_cause cause)
     conn_log(LOG_DEBUG, c, "closed%s, %llu bytes up, %llu down",
              reset ? " (reset)" : "", (unsigned long long)c->bytes_c2b,
              (unsigned long long)c->bytes_b2c);
-    if (accesslog_enabled())
+    if (accesslog_enabled() || c->watched)
         conn_access_log(c, cause);
     conn_release_backend(c);
     if (c->src_counted)
@@ -572,6 +578,7 @@ conn_admit(struct worker *w, struct svc *s, int fd,
     c->last_active = now;
     c->accepted = now;
     c->connect_took = -1;
+    c->watched = (uint8_t)watchq_watching(s->name, now);
     ev_io_init(&c->cio, conn_on_client, fd, 0);
     ev_io_init(&c->bio, conn_on_backend, -1, 0);
     ev_init(&c->timer, conn_on_timer);
@@ -653,6 +660,8 @@ conn_blame(struct conn *c, int err)
     enum stats_fail r = stats_fail_from_errno(err);
 
     backend_on_fail(c->be, ev_now(c->w->loop));
+    if (c->watched)
+        watchq_attempt(c->watched, c->id, c->be->addr_str, err);
     stats_inc(&c->be->n_fail[r]);
     stats_inc(&c->svc->st->fail[r]);
 }

@@ -250,3 +250,45 @@ worker_resume_accept(struct worker *w)
     for (l = w->listeners; l != NULL; l = l->next)
         listener_start(l);
 }
+
+/* A slot is a tiny seqlock: its generation is 0 while the time is
+ * written, so a reader that sees the same non-zero generation before and
+ * after reading the time has a matching pair. */
+void
+worker_note_commit(struct worker *w, uint64_t gen, double at)
+{
+    struct worker_commit *c = &w->commits[w->commit_pos];
+
+    w->commit_pos = (w->commit_pos + 1) % WORKER_COMMITS;
+    atomic_store_explicit(&c->gen, 0, memory_order_relaxed);
+    atomic_thread_fence(memory_order_release);
+    atomic_store_explicit(&c->at_us, (uint64_t)(at * 1e6),
+                          memory_order_relaxed);
+    atomic_store_explicit(&c->gen, gen, memory_order_release);
+}
+
+int
+worker_commit_of(struct worker *w, uint64_t gen, uint64_t *got, double *at)
+{
+    uint64_t best = 0, best_us = 0;
+    size_t i;
+
+    for (i = 0; i < WORKER_COMMITS; i++) {
+        struct worker_commit *c = &w->commits[i];
+        uint64_t g = atomic_load_explicit(&c->gen, memory_order_acquire);
+        uint64_t us = atomic_load_explicit(&c->at_us, memory_order_relaxed);
+        atomic_thread_fence(memory_order_acquire);
+        if (g == 0 || g < gen
+            || atomic_load_explicit(&c->gen, memory_order_relaxed) != g)
+            continue;
+        if (best == 0 || g < best) {
+            best = g;
+            best_us = us;
+        }
+    }
+    if (best == 0)
+        return 0;
+    *got = best;
+    *at = (double)best_us / 1e6;
+    return 1;
+}

@@ -23,6 +23,7 @@
 #define WORKER_CONN_CACHE   4096        /* idle session objects kept */
 #define WORKER_ACCEPT_BATCH 64          /* accepts per readiness event */
 #define WORKER_PIPE_CACHE   64          /* idle (empty) pipes kept */
+#define WORKER_COMMITS      16          /* commits remembered (trace) */
 #define WORKER_PIPE_SIZE    (256 * 1024) /* pipe capacity asked for; also
                                           * the most one splice() moves */
 
@@ -51,6 +52,14 @@ struct worker {
     uint64_t n_accept_paused; /* times accepting was paused (EMFILE) */
     atomic_uint_fast64_t n_accepted;
     atomic_uint_fast64_t generation; /* of the table its listeners serve */
+    /* The last WORKER_COMMITS commits, for "ferry explain --trace":
+     * written by the owner (worker_note_commit()), read by the control
+     * loop (worker_commit_of()). */
+    struct worker_commit {
+        atomic_uint_fast64_t gen;   /* 0 while being written */
+        atomic_uint_fast64_t at_us; /* wall clock, microseconds */
+    } commits[WORKER_COMMITS];
+    unsigned commit_pos; /* the owner's */
     /* splice(): a pool of empty pipes; the descriptor budget is counted
      * across all workers (worker_pipe_fds). */
     int free_pipes[WORKER_PIPE_CACHE][2];
@@ -106,6 +115,15 @@ worker_generation(struct worker *w)
 {
     return atomic_load_explicit(&w->generation, memory_order_relaxed);
 }
+
+/* The owner committed the table of generation <gen> at wall-clock time
+ * <at> (seconds); remembered for the control loop's trace. */
+void worker_note_commit(struct worker *w, uint64_t gen, double at);
+
+/* The first commit of a generation at least <gen> that <w> remembers:
+ * 1 with <*got> and <*at> (wall-clock seconds) filled, or 0 if none is
+ * (not committed yet, or forgotten). Any thread. */
+int worker_commit_of(struct worker *w, uint64_t gen, uint64_t *got, double *at);
 
 static inline void
 worker_nconns_add(struct worker *w, int d)

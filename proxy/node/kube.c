@@ -5,6 +5,7 @@
 
 #include "backend.h"
 #include "health.h"
+#include "ctrace.h"
 #include "kpmetrics.h"
 #include "kube.h"
 #include "log.h"
@@ -406,6 +407,7 @@ kube_nft_commit(struct kube *k)
     }
     if (!nft_pending(k->nft)) {
         kube_nft_stats(k);
+        ctrace_committed(ev_time()); /* nothing the kernel lacks */
         return;
     }
     err_clear(&e);
@@ -425,6 +427,7 @@ kube_nft_commit(struct kube *k)
     k->kfailing = 0;
     k->kretry_s = 0;
     ev_timer_stop(k->loop, &k->kretry);
+    ctrace_committed(ev_time());
 }
 
 static void
@@ -719,6 +722,7 @@ kube_apply(struct kube *k)
 {
     struct table *t;
     struct err e;
+    double posted;
 
     if (k->api == NULL)
         return; /* static stability: nothing from the API before a sync */
@@ -726,6 +730,7 @@ kube_apply(struct kube *k)
     if (t == NULL)
         return;
     err_clear(&e);
+    posted = ev_time();
     if (proxy_apply(k->p, t, PROXY_APPLY_SKIP_FAILING, &e) < 0) {
         log_error("kubernetes: table not applied: %s", e.msg);
         if (k->apply_failing <= 0)
@@ -740,6 +745,8 @@ kube_apply(struct kube *k)
                 k->vip_pending = k->last_applied;
         }
     }
+    ctrace_posted(k->api->generation, t->generation, posted,
+                  k->apply_failing <= 0, k->nft != NULL);
     if (k->nft != NULL)
         kube_feed_nft(k, k->api);
     if (k->nh != NULL)

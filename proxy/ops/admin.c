@@ -24,6 +24,7 @@
 #include "sbuf.h"
 #include "stats.h"
 #include "svc.h"
+#include "watchq.h"
 
 #define ADMIN_CONNS_MAX 64
 #define ADMIN_REPLY_MAX (64u << 20) /* metrics of a very large table */
@@ -884,6 +885,130 @@ explain_page(struct admin *a, const struct httpreq *r, double now, int head,
     free(txt);
 }
 
+/* Reply with <o> (taken) as JSON. */
+static void
+reply_json(struct sbuf *out, json_t *o, int head)
+{
+    char *txt = o != NULL ? json_dumps(o, JSON_INDENT(1)) : NULL;
+
+    json_decref(o);
+    if (txt == NULL)
+        httpd_reply_text(out, 500, "out of memory\n", head);
+    else
+        httpd_reply(out, 200, "application/json", "", txt, strlen(txt), head);
+    free(txt);
+}
+
+/* GET /explain/trace?service=NAMESPACE/NAME (README: ferry explain). */
+static void
+trace_page(struct admin *a, const struct httpreq *r, int head, struct sbuf *out)
+{
+    static const char *const keys[] = {"service"};
+    char svc[HTTPREQ_PATH_MAX], why[200], msg[240];
+    struct explain_svc q;
+
+    if (!httpreq_query_only(r, keys, 1)) {
+        httpd_reply_text(out, 400, "unknown or repeated query parameter\n",
+                         head);
+        return;
+    }
+    if (httpreq_query(r, "service", svc, sizeof(svc)) < 0)
+        svc[0] = '\0';
+    if (explain_parse_service(svc, &q, why, sizeof(why)) < 0) {
+        snprintf(msg, sizeof(msg), "bad question: %s\n", why);
+        httpd_reply_text(out, 400, msg, head);
+        return;
+    }
+    if (a->hooks.trace == NULL) {
+        httpd_reply_text(out, 404,
+                         "no Kubernetes API watch in this ferry: changes "
+                         "are traced for API Services only\n",
+                         head);
+        return;
+    }
+    reply_json(out, a->hooks.trace(a->p, q.ns, q.name), head);
+}
+
+static void
+watch_add_line(void *arg, const char *line, size_t len)
+{
+    json_t *v = json_loadb(line, len, 0, NULL);
+
+    if (v != NULL)
+        json_array_append_new(arg, v);
+}
+
+/* GET /explain/watch?addr=IP:PORT[&proto=tcp][&count=N][&seconds=T]
+ * starts a watch of the service that owns the address; ?id=N reads what
+ * it saw since (README: ferry explain --watch). */
+static void
+watch_page(struct admin *a, const struct httpreq *r, double now, int head,
+           struct sbuf *out)
+{
+    static const char *const keys[] = {"id", "addr", "proto", "count",
+                                       "seconds"};
+    char v[5][HTTPREQ_PATH_MAX], why[200], msg[240];
+    const char *p[5];
+    struct explain_watch q;
+    struct watchq_read rd;
+    const struct table *t = proxy_table(a->p);
+    json_t *recs;
+    long i;
+    size_t k;
+
+    if (!httpreq_query_only(r, keys, 5)) {
+        httpd_reply_text(out, 400, "unknown or repeated query parameter\n",
+                         head);
+        return;
+    }
+    for (k = 0; k < 5; k++)
+        p[k] = httpreq_query(r, keys[k], v[k], sizeof(v[k])) == 0 ? v[k] : NULL;
+    if (explain_parse_watch(p[0], p[1], p[2], p[3], p[4], WATCHQ_COUNT_MAX,
+                            WATCHQ_SECONDS_MAX, &q, why, sizeof(why))
+        < 0) {
+        snprintf(msg, sizeof(msg), "bad question: %s\n", why);
+        httpd_reply_text(out, 400, msg, head);
+        return;
+    }
+    if (q.id == 0) {
+        uint64_t id;
+        if ((i = explain_find_service(t, &q.q)) < 0) {
+            httpd_reply_text(out, 404, "no service owns this address\n", head);
+            return;
+        }
+        id = watchq_start(t->services[i].name, q.count, q.seconds, now);
+        if (id == 0) {
+            httpd_reply_text(out, 503, "too many watches at once\n", head);
+            return;
+        }
+        reply_json(out,
+                   json_pack("{s:I, s:s, s:i, s:f, s:I}", "id", (json_int_t)id,
+                             "service", t->services[i].name, "count",
+                             (int)q.count, "seconds", q.seconds, "queued_total",
+                             (json_int_t)watchq_queued()),
+                   head);
+        return;
+    }
+    if ((recs = json_array()) == NULL) {
+        httpd_reply_text(out, 500, "out of memory\n", head);
+        return;
+    }
+    if (watchq_read(q.id, now, watch_add_line, recs, &rd) < 0) {
+        json_decref(recs);
+        httpd_reply_text(out, 404,
+                         "no such watch: it ended, or nobody read it for "
+                         "10 s\n",
+                         head);
+        return;
+    }
+    reply_json(out,
+               json_pack("{s:I, s:o, s:I, s:i, s:b, s:I}", "id",
+                         (json_int_t)q.id, "records", recs, "dropped",
+                         (json_int_t)rd.dropped, "ended", (int)rd.ended, "done",
+                         rd.done, "queued_total", (json_int_t)watchq_queued()),
+               head);
+}
+
 /* GET-only pages; returns 0 when <path> is not one. */
 static int
 get_page(struct admin *a, const struct httpreq *r, double now,
@@ -895,7 +1020,8 @@ get_page(struct admin *a, const struct httpreq *r, double now,
 
     if (strcmp(p, "/healthz") != 0 && strcmp(p, "/readyz") != 0
         && strcmp(p, "/metrics") != 0 && strcmp(p, "/status") != 0
-        && strcmp(p, "/") != 0 && strcmp(p, "/explain") != 0)
+        && strcmp(p, "/") != 0 && strcmp(p, "/explain") != 0
+        && strcmp(p, "/explain/trace") != 0 && strcmp(p, "/explain/watch") != 0)
         return 0;
     if (r->method != HTTPREQ_GET && !head) {
         httpd_reply(out, 405, "text/plain; charset=utf-8",
@@ -925,6 +1051,10 @@ get_page(struct admin *a, const struct httpreq *r, double now,
         sbuf_deinit(&m);
     } else if (strcmp(p, "/explain") == 0) {
         explain_page(a, r, now, head, out);
+    } else if (strcmp(p, "/explain/trace") == 0) {
+        trace_page(a, r, head, out);
+    } else if (strcmp(p, "/explain/watch") == 0) {
+        watch_page(a, r, now, head, out);
     } else if (strcmp(p, "/status") == 0) {
         char *txt = status_json(a, now);
         if (txt == NULL)

@@ -11,6 +11,10 @@
  *   GET  /metrics                           Prometheus text format
  *   GET  /status                            JSON
  *   GET  /                                  the status page (HTML)
+ *   GET  /explain?addr=IP:PORT[&proto=P][&from=IP]   ferry explain
+ *   GET  /explain/trace?service=NS/NAME     ferry explain --trace
+ *   GET  /explain/watch?addr=IP:PORT[&count=N][&seconds=T]
+ *   GET  /explain/watch?id=N                ferry explain --watch
  *   POST /backends/SERVICE/BACKEND/drain    no new connections
  *   POST /backends/SERVICE/BACKEND/enable   undo drain
  *   POST /backends/SERVICE/BACKEND/weight?value=N
@@ -49,6 +53,9 @@ struct admin_hooks {
     /* Seconds the API watch has been failing at loop time <now>, or 0
      * while it is healthy. */
     double (*api_failing_for)(void *arg, double now);
+    /* GET /explain/trace's answer for Service <ns>/<name>: a new JSON
+     * object, or NULL when out of memory. */
+    struct json_t *(*trace)(struct proxy *p, const char *ns, const char *name);
 };
 
 struct admin;

@@ -28,9 +28,8 @@ fe_matches(const struct saddr *fe, const struct saddr *q)
            && fe->u.sa.sa_family == q->u.sa.sa_family;
 }
 
-/* The proxy service of the table owning <q>, or -1. */
-static long
-find_proxy_svc(const struct table *t, const struct explain_req *q)
+long
+explain_find_service(const struct table *t, const struct explain_req *q)
 {
     size_t i, j;
 
@@ -374,7 +373,7 @@ explain_json(struct proxy *p, struct health *h, const struct explain_req *q,
     json_object_set_new(
         o, "generation",
         json_integer(t != NULL ? (json_int_t)t->generation : 0));
-    if ((i = find_proxy_svc(t, q)) >= 0)
+    if ((i = explain_find_service(t, q)) >= 0)
         json_object_set_new(o, "service",
                             explain_proxy(p, h, (size_t)i, q, now));
     else if ((k = find_ksvc(t, q, &kind)) != NULL && !k->redirect)

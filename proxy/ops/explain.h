@@ -23,4 +23,9 @@ struct proxy;
 json_t *explain_json(struct proxy *p, struct health *h,
                      const struct explain_req *q, double now);
 
+/* The index in <t> (may be NULL) of the proxy service that owns <q>'s
+ * address and protocol, or -1. */
+struct table;
+long explain_find_service(const struct table *t, const struct explain_req *q);
+
 #endif

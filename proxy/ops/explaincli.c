@@ -7,22 +7,49 @@
 
 #include "config.h"
 #include "explaincli.h"
+#include "explainlive.h"
 #include "explainq.h"
+#include "watchq.h"
 
 #define EXPLAINCLI_REPLY_MAX (4u << 20)
 #define EXPLAINCLI_TIMEOUT_S 5
 
 static const char explaincli_usage[] =
     "usage: ferry explain ADDRESS:PORT [--proto tcp|udp] [--from CLIENT_IP]\n"
+    "                     [--admin HOST:PORT] [--json]\n"
+    "       ferry explain --trace NAMESPACE/NAME [--admin HOST:PORT] [--json]\n"
+    "       ferry explain --watch ADDRESS:PORT [--count N] [--seconds T]\n"
     "                     [--admin HOST:PORT] [--json]\n";
+
+/* The combinations that make no sense. */
+static int
+check_mode(const struct explaincli_opts *o, int has_proto, char *why,
+           size_t whylen)
+{
+    if (o->trace != NULL && (o->addr != NULL || has_proto || o->from != NULL)) {
+        snprintf(why, whylen, "--trace takes a Service, not an address");
+        return -1;
+    }
+    if ((o->count != NULL || o->seconds != NULL) && !o->watch) {
+        snprintf(why, whylen, "--count and --seconds go with --watch");
+        return -1;
+    }
+    if (o->watch && o->from != NULL) {
+        snprintf(why, whylen, "--watch shows every client: no --from");
+        return -1;
+    }
+    return 0;
+}
 
 int
 explaincli_args(int argc, char **argv, struct explaincli_opts *o, char *why,
                 size_t whylen)
 {
     struct explain_req q;
+    struct explain_watch wq;
+    struct explain_svc sq;
     const char *w = NULL, *admin = CONF_ADMIN_LISTEN_DEFAULT;
-    int i;
+    int i, has_proto = 0, nmodes = 0;
 
     memset(o, 0, sizeof(*o));
     o->proto = "tcp";
@@ -33,6 +60,18 @@ explaincli_args(int argc, char **argv, struct explaincli_opts *o, char *why,
             o->json = 1;
         } else if (strcmp(a, "--proto") == 0 && has_val) {
             o->proto = argv[++i];
+            has_proto = 1;
+        } else if (strcmp(a, "--trace") == 0 && has_val) {
+            o->trace = argv[++i];
+            nmodes++;
+        } else if (strcmp(a, "--watch") == 0 && has_val) {
+            o->addr = argv[++i];
+            o->watch = 1;
+            nmodes++;
+        } else if (strcmp(a, "--count") == 0 && has_val) {
+            o->count = argv[++i];
+        } else if (strcmp(a, "--seconds") == 0 && has_val) {
+            o->seconds = argv[++i];
         } else if (strcmp(a, "--from") == 0 && has_val) {
             o->from = argv[++i];
         } else if (strcmp(a, "--admin") == 0 && has_val) {
@@ -45,13 +84,32 @@ explaincli_args(int argc, char **argv, struct explaincli_opts *o, char *why,
             return -1;
         } else if (o->addr == NULL) {
             o->addr = a;
+            nmodes++;
         } else {
             snprintf(why, whylen, "one ADDRESS:PORT only (\"%.64s\")", a);
             return -1;
         }
     }
-    if (explain_parse(o->addr, o->proto, o->from, &q, why, whylen) < 0)
+    if (nmodes > 1) {
+        snprintf(why, whylen, "one of ADDRESS:PORT, --trace and --watch");
         return -1;
+    }
+    if (check_mode(o, has_proto, why, whylen) < 0)
+        return -1;
+    if (o->trace != NULL) {
+        if (explain_parse_service(o->trace, &sq, why, whylen) < 0)
+            return -1;
+    } else if (o->watch) {
+        if (explain_parse_watch(NULL, o->addr, o->proto, o->count, o->seconds,
+                                WATCHQ_COUNT_MAX, WATCHQ_SECONDS_MAX, &wq, why,
+                                whylen)
+            < 0)
+            return -1;
+        o->nwatch = wq.count;
+        o->watch_s = wq.seconds;
+    } else if (explain_parse(o->addr, o->proto, o->from, &q, why, whylen) < 0) {
+        return -1;
+    }
     if (parse_hostport(admin, &o->admin, 0, &w) < 0) {
         snprintf(why, whylen, "--admin \"%.64s\": %s", admin,
                  w != NULL ? w : "not IP:PORT");
@@ -60,9 +118,8 @@ explaincli_args(int argc, char **argv, struct explaincli_opts *o, char *why,
     return 0;
 }
 
-/* Percent-encode <s> as a query value into <out>. */
-static void
-qenc(char *out, size_t len, const char *s)
+void
+explaincli_qenc(char *out, size_t len, const char *s)
 {
     static const char hex[] = "0123456789ABCDEF";
     size_t n = 0;
@@ -81,11 +138,9 @@ qenc(char *out, size_t len, const char *s)
     out[n] = '\0';
 }
 
-/* GET <path> from the admin server; returns the body (new) and the
- * status, or NULL with <why>. */
-static char *
-http_get(const struct saddr *admin, const char *path, int *status, char *why,
-         size_t whylen)
+char *
+explaincli_get(const struct saddr *admin, const char *path, int *status,
+               char *why, size_t whylen)
 {
     struct timeval tv = {EXPLAINCLI_TIMEOUT_S, 0};
     char host[SADDR_STR_MAX], req[1024], *buf = NULL, *body;
@@ -224,11 +279,16 @@ explaincli_main(int argc, char **argv)
         fprintf(stderr, "ferry explain: %s\n%s", why, explaincli_usage);
         return 2;
     }
-    qenc(a, sizeof(a), o.addr);
-    qenc(fr, sizeof(fr), o.from != NULL ? o.from : "");
+    if (o.trace != NULL)
+        return explainlive_trace(&o);
+    if (o.watch)
+        return explainlive_watch(&o);
+    explaincli_qenc(a, sizeof(a), o.addr);
+    explaincli_qenc(fr, sizeof(fr), o.from != NULL ? o.from : "");
     snprintf(path, sizeof(path), "/explain?addr=%s&proto=%s%s%s", a, o.proto,
              o.from != NULL ? "&from=" : "", fr);
-    if ((body = http_get(&o.admin, path, &status, why, sizeof(why))) == NULL) {
+    if ((body = explaincli_get(&o.admin, path, &status, why, sizeof(why)))
+        == NULL) {
         fprintf(stderr, "ferry explain: %s\n", why);
         return 2;
     }

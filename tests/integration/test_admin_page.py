@@ -1,7 +1,8 @@
 """The status page in a real browser: headless Chromium (Debian's
 chromium) loads it from the admin server, runs its script, and shows the
 real backend names; a counter changes between two loads. A screenshot is
-kept in the test's directory. A UDP service shows its flows."""
+kept in the test's directory. A UDP service shows its flows. A service
+links to its explanation, which the page shows."""
 
 import os
 import re
@@ -101,6 +102,15 @@ def page(start_ferry, a, b, u, listen, admin, tmp_path):
     dom2 = browse(tmp_path, url, "2", ["--dump-dom"])
     n2 = accepted(dom2)
     assert n2 == n1 + 4, (n1, n2)
+
+    # Each service links to its explanation, shown in the page from
+    # /explain's answer (README: ferry explain).
+    assert f'href="#explain/{listen}/tcp"' in dom1, dom1[-3000:]
+    dom3 = browse(tmp_path, f"{url}#explain/{listen}/tcp", "x", ["--dump-dom"])
+    assert f"explain {listen}/tcp" in dom3, dom3[-3000:]
+    assert re.search(r'data-verdict="page-alpha"><td class="l">page-alpha'
+                     r'</td><td class="l">[^<]+</td><td>serving</td>', dom3)
+    assert re.search(r'class="explain-next">next: page-(alpha|beta) ', dom3)
 
     shot = tmp_path / "status.png"
     browse(tmp_path, url, "3", [f"--screenshot={shot}",

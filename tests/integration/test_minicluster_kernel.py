@@ -398,6 +398,16 @@ def test_udp_endpoint_removed_flow_moves_within_a_second(w):
     assert moved is not None, "flow still on %s after 1 s" % gone
     assert metric(w, "node1",
                   "ferry_nftables_conntrack_deleted_total") > deleted
+    # ferry explain --trace: the change reached the kernel's rules.
+    st, _, body = w.ns("node1")(http_get, "127.0.0.1", mc.NODE_ADMIN,
+                                "/explain/trace?service=shop/dns")
+    assert st == 200, body
+    last = json.loads(body)["changes"][0]
+    assert (last["kind"], last["event"]) == ("EndpointSlice", "MODIFIED")
+    kernel = last["stages"][-1]
+    assert kernel["stage"] == "kernel" and "kernel" not in last, last
+    posted = [x for x in last["stages"] if x["stage"] == "posted"][0]
+    assert kernel["at"] >= posted["at"], last
     w.endpoints("dns", "shop", ["web-a", "web-b"],
                 ports=(("dns", 5353, "UDP"), ("dns-tcp", 8080)))
 
