@@ -1738,6 +1738,26 @@ ent_fresh(const struct memo_ent *e, const json_t *svc, const struct svcctx *sc)
     return 1;
 }
 
+/* Give back what <*v> has beyond its <n> elements. */
+static void
+shrink(void **v, size_t *cap, size_t n, size_t size)
+{
+    void *p;
+
+    if (n == *cap)
+        return;
+    if (n == 0) {
+        free(*v);
+        *v = NULL;
+        *cap = 0;
+        return;
+    }
+    if ((p = realloc(*v, n * size)) != NULL) {
+        *v = p;
+        *cap = n;
+    }
+}
+
 /* Record in <r> what Service <svc> contributes. Returns 0, or -1 when
  * memory runs out. */
 static int
@@ -1753,6 +1773,10 @@ record(struct rec *r, const json_t *svc, const struct slice_idx *idx,
         return -1;
     if (do_service(r, svc, idx, &ro, w) < 0)
         return -1;
+    /* Kept until the Service changes: no room to spare (a table service
+     * is over 600 bytes, and the arrays grow by 8). */
+    shrink((void **)&r->svcs, &r->svcap, r->nsvcs, sizeof(*r->svcs));
+    shrink((void **)&r->ksvcs, &r->kcap, r->nksvcs, sizeof(*r->ksvcs));
     if (r->skips != NULL && skip_set_size(r->skips) == 0) {
         skip_set_free(r->skips);
         r->skips = NULL;

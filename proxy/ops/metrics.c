@@ -523,6 +523,20 @@ is_udp(const struct svc *s)
     return svc_spec(s)->proto == TBL_PROTO_UDP;
 }
 
+/* Whether <s> has series: a Kubernetes Service only once it has had a
+ * connection or a flow (a node follows every Service of the cluster, and
+ * 10,000 idle ones would write 20 MB of zeros); a file's service always. */
+static int
+svc_shown(const struct svc *s)
+{
+    const struct svc_stats *st = svc_counters(s);
+
+    return svc_spec(s)->origin != TBL_ORIGIN_API || stats_get(&st->accepted)
+           || atomic_load_explicit(&st->active, memory_order_relaxed)
+           || stats_get(&st->udp_flows)
+           || atomic_load_explicit(&st->udp_active, memory_order_relaxed);
+}
+
 /* Flows and datagrams of the UDP services, if there are any. */
 static void
 write_udp(struct sbuf *b, struct svc *const *svcs, size_t n,
@@ -854,17 +868,29 @@ metrics_write(struct sbuf *b, struct svc *const *svcs, size_t n,
     struct labels ls;
     struct le_text lc;
 
+    struct svc **shown;
+    size_t i, m = 0;
+
     (void)h;
     write_process(b, ready);
     write_api_skipped(b);
-    if (labels_build(&ls, svcs, n, per_backend, b->max) < 0) {
+    if ((shown = malloc((n ? n : 1) * sizeof(*shown))) == NULL) {
+        b->overflow = 1;
+        return;
+    }
+    for (i = 0; i < n; i++)
+        if (svc_shown(svcs[i]))
+            shown[m++] = svcs[i];
+    if (labels_build(&ls, shown, m, per_backend, b->max) < 0) {
         /* Out of memory, or labels alone larger than the reply may be. */
         b->overflow = 1;
         labels_free(&ls);
+        free(shown);
         return;
     }
     le_text_init(&lc, &hist_connect);
-    write_services(b, svcs, n, &ls, &lc);
-    write_backends(b, svcs, n, &ls, &lc, now);
+    write_services(b, shown, m, &ls, &lc);
+    write_backends(b, shown, m, &ls, &lc, now);
     labels_free(&ls);
+    free(shown);
 }

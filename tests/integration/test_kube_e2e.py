@@ -388,6 +388,30 @@ def test_a_change_translates_only_its_service(env):
     wait_answers(api, names)
 
 
+def test_idle_kubernetes_services_write_no_series(env):
+    """README (Metrics): a Kubernetes Service's per-service series appear
+    once it has had a connection; an idle one writes none."""
+    pods = env.pods(["pod-1"])
+    addr = env.web(pods)
+    idle_np = env.nodeport()
+    env.sim.create("services", svc_obj("idle", [("http", 80, idle_np)]))
+    put_slice(env.sim, "idle-1", "idle", [ep(pods["pod-1"])],
+              pods["pod-1"].port)
+    env.start_ferry()
+    wait_answers(addr, ["pod-1"])
+    env.admin.wait_backends("default/idle:http", ["pod-1"])
+    label = 'service="%s"'
+    st, body = env.admin.get("/metrics")
+    assert st == 200
+    assert (label % WEB) in body
+    assert (label % "default/idle:http") not in body
+    # A connection to it makes it appear.
+    assert ask("127.0.0.1:%d" % idle_np) == "pod-1"
+    wait_for(lambda: (label % "default/idle:http")
+             in env.admin.get("/metrics")[1], kt.dl(10),
+             "the idle Service's series after a connection")
+
+
 # ------------------------------------------------------------- the API
 
 
