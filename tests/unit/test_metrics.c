@@ -275,7 +275,7 @@ count_of(const char *text, const char *what)
 static void
 test_per_backend(void **state)
 {
-    struct svc *v[2];
+    struct svc *v[3];
     struct sbuf b;
     static const struct {
         enum conf_per_backend pb;
@@ -291,16 +291,20 @@ test_per_backend(void **state)
     v[0] = make_svc_from("file", TBL_ORIGIN_FILE);
     v[1] = make_svc_from("ns/api:http", TBL_ORIGIN_API);
     assert_int_equal(svc_spec(v[1])->origin, TBL_ORIGIN_API);
+    /* A Kubernetes Service has series once it has had a connection. */
+    stats_inc(&svc_counters(v[1])->accepted);
+    v[2] = make_svc_from("ns/idle:http", TBL_ORIGIN_API);
     for (k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
         int nbe = 2 * (cases[k].file + cases[k].api);
         sbuf_init(&b, 1 << 20);
-        metrics_write(&b, v, 2, NULL, 1, 100.0, cases[k].pb);
+        metrics_write(&b, v, 3, NULL, 1, 100.0, cases[k].pb);
         assert_false(b.overflow);
         check_families(b.p);
         assert_has(b.p, "ferry_service_connections_accepted_total"
                         "{service=\"file\"} 0\n");
         assert_has(b.p, "ferry_service_connections_accepted_total"
-                        "{service=\"ns/api:http\"} 0\n");
+                        "{service=\"ns/api:http\"} 1\n");
+        assert_int_equal(count_of(b.p, "ns/idle:http"), 0);
         assert_has(b.p, "ferry_service_connect_duration_seconds_count"
                         "{service=\"ns/api:http\"} 0\n");
         assert_int_equal(count_of(b.p, "ferry_backend_weight{service=\"file\""),
@@ -321,6 +325,7 @@ test_per_backend(void **state)
     }
     svc_unref(v[0]);
     svc_unref(v[1]);
+    svc_unref(v[2]);
     assert_int_equal(backend_count(), 0);
 }
 
