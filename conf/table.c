@@ -1,17 +1,24 @@
 #include <stdlib.h>
 #include <string.h>
-#include <uthash.h>
 
 #include "table.h"
 
-/* An index entry: a key (a service name, or a frontend's canonical
- * family/port/IP bytes) and the service's position in the table. */
+/* The indexes of a table: open addressing over 64-bit hashes, linear
+ * probing, at most half full. Tables are built once and never lose an
+ * entry, so there is no deletion. A slot is a service's position and,
+ * for frontends and service IPs, the key itself; a name is compared with
+ * the service's own. A lookup costs one or two cache lines where a
+ * chained hash walked several. */
+struct tbl_slot {
+    uint64_t hash; /* 0: empty */
+    uint32_t svc;
+    uint32_t nplain; /* frontends: services there without server names */
+    unsigned char key[20];
+};
+
 struct tbl_index {
-    UT_hash_handle hh;
-    size_t svc;
-    size_t nplain; /* frontends: services there without server names */
-    size_t keylen;
-    char key[];
+    size_t cap, n; /* cap: 0 or a power of two */
+    struct tbl_slot *v;
 };
 
 static size_t
@@ -30,39 +37,106 @@ frontend_key(enum tbl_proto proto, const struct saddr *a,
     return 20;
 }
 
-static const struct tbl_index *
-index_find(struct tbl_index *head, const void *key, size_t len)
+/* FNV-1a, then a finalizer that spreads every bit; never 0. */
+static uint64_t
+hash_bytes(const void *p, size_t n)
 {
-    struct tbl_index *e;
+    const unsigned char *c = p;
+    uint64_t h = 0xcbf29ce484222325ull;
+    size_t i;
 
-    HASH_FIND(hh, head, key, len, e);
-    return e;
+    for (i = 0; i < n; i++)
+        h = (h ^ c[i]) * 0x100000001b3ull;
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdull;
+    h ^= h >> 33;
+    return h ? h : 1;
 }
 
-static int
-index_add(struct tbl_index **head, const void *key, size_t len, size_t svc)
+/* The slot of <key> (20 bytes; with <t>: a service name, compared with
+ * t's names), or NULL. */
+static struct tbl_slot *
+index_find(const struct tbl_index *ix, uint64_t h, const void *key,
+           const struct table *t)
 {
-    struct tbl_index *e = malloc(sizeof(*e) + len);
+    size_t i, mask;
 
-    if (e == NULL)
+    if (ix == NULL || ix->cap == 0)
+        return NULL;
+    mask = ix->cap - 1;
+    for (i = h & mask;; i = (i + 1) & mask) {
+        struct tbl_slot *s = &ix->v[i];
+        if (s->hash == 0)
+            return NULL;
+        if (s->hash == h
+            && (t != NULL ? strcmp(t->services[s->svc].name, key) == 0
+                          : memcmp(s->key, key, sizeof(s->key)) == 0))
+            return s;
+    }
+}
+
+/* Room for one more entry in <*pix>. Returns 0, or -1 when out of
+ * memory. */
+static int
+index_room(struct tbl_index **pix)
+{
+    struct tbl_index *ix = *pix;
+    struct tbl_slot *v;
+    size_t cap, i, j;
+
+    if (ix == NULL && (ix = *pix = calloc(1, sizeof(*ix))) == NULL)
         return -1;
-    e->svc = svc;
-    e->keylen = len;
-    memcpy(e->key, key, len);
-    HASH_ADD_KEYPTR(hh, *head, e->key, len, e);
+    if ((ix->n + 1) * 2 <= ix->cap)
+        return 0;
+    cap = ix->cap ? ix->cap * 2 : 16;
+    if ((v = calloc(cap, sizeof(*v))) == NULL)
+        return -1;
+    for (i = 0; i < ix->cap; i++) {
+        if (ix->v[i].hash == 0)
+            continue;
+        for (j = ix->v[i].hash & (cap - 1); v[j].hash != 0;
+             j = (j + 1) & (cap - 1))
+            ;
+        v[j] = ix->v[i];
+    }
+    free(ix->v);
+    ix->v = v;
+    ix->cap = cap;
     return 0;
 }
 
-static void
-index_free(struct tbl_index **head)
+/* A new entry for hash <h> (not in the index), <key> copied when not
+ * NULL. Returns it, or NULL when out of memory. */
+static struct tbl_slot *
+index_add(struct tbl_index **pix, uint64_t h, const unsigned char *key,
+          size_t svc)
 {
-    struct tbl_index *e, *tmp;
+    struct tbl_index *ix;
+    struct tbl_slot *s;
+    size_t i;
 
-    HASH_ITER(hh, *head, e, tmp)
-    {
-        HASH_DEL(*head, e);
-        free(e);
-    }
+    if (index_room(pix) < 0)
+        return NULL;
+    ix = *pix;
+    for (i = h & (ix->cap - 1); ix->v[i].hash != 0; i = (i + 1) & (ix->cap - 1))
+        ;
+    s = &ix->v[i];
+    s->hash = h;
+    s->svc = (uint32_t)svc;
+    s->nplain = 0;
+    if (key != NULL)
+        memcpy(s->key, key, sizeof(s->key));
+    ix->n++;
+    return s;
+}
+
+static void
+index_free(struct tbl_index **pix)
+{
+    if (*pix != NULL)
+        free((*pix)->v);
+    free(*pix);
+    *pix = NULL;
 }
 
 const char *const tbl_balance_names[TBL_BAL__COUNT + 1] = {
@@ -352,13 +426,14 @@ table_add_vip(struct table *t, const struct saddr *a, struct err *e)
 {
     struct saddr ip = *a;
     unsigned char key[20];
-    size_t len;
+    uint64_t h;
 
     if (t->frozen)
         return err_set(e, "table is frozen");
     saddr_set_port(&ip, 0);
-    len = frontend_key(TBL_PROTO_TCP, &ip, key);
-    if (index_find(t->by_vip, key, len) != NULL)
+    frontend_key(TBL_PROTO_TCP, &ip, key);
+    h = hash_bytes(key, sizeof(key));
+    if (index_find(t->by_vip, h, key, NULL) != NULL)
         return 0;
     if (t->nvips == t->vipcap) {
         size_t ncap = t->vipcap ? t->vipcap * 2 : 16;
@@ -368,7 +443,7 @@ table_add_vip(struct table *t, const struct saddr *a, struct err *e)
         t->vips = n;
         t->vipcap = ncap;
     }
-    if (index_add(&t->by_vip, key, len, t->nvips) < 0)
+    if (index_add(&t->by_vip, h, key, t->nvips) == NULL)
         return err_set(e, "out of memory");
     t->vips[t->nvips++] = ip;
     return 0;
@@ -384,7 +459,8 @@ table_freeze(struct table *t, uint64_t generation)
 const struct tbl_service *
 table_find(const struct table *t, const char *name)
 {
-    const struct tbl_index *e = index_find(t->by_name, name, strlen(name));
+    const struct tbl_slot *e =
+        index_find(t->by_name, hash_bytes(name, strlen(name)), name, t);
 
     return e != NULL ? &t->services[e->svc] : NULL;
 }
@@ -394,9 +470,10 @@ table_find_frontend_proto(const struct table *t, enum tbl_proto proto,
                           const struct saddr *a)
 {
     unsigned char key[20];
-    const struct tbl_index *e =
-        index_find(t->by_frontend, key, frontend_key(proto, a, key));
+    const struct tbl_slot *e;
 
+    frontend_key(proto, a, key);
+    e = index_find(t->by_frontend, hash_bytes(key, sizeof(key)), key, NULL);
     return e != NULL ? &t->services[e->svc] : NULL;
 }
 
@@ -414,19 +491,20 @@ index_service(struct table *t, size_t i)
     unsigned char key[20];
     size_t j;
 
-    if (index_add(&t->by_name, s->name, strlen(s->name), i) < 0)
+    if (index_add(&t->by_name, hash_bytes(s->name, strlen(s->name)), NULL, i)
+        == NULL)
         return -1;
     for (j = 0; j < s->nfrontends; j++) {
-        size_t len = frontend_key(s->proto, &s->frontends[j], key);
-        struct tbl_index *f =
-            (struct tbl_index *)index_find(t->by_frontend, key, len);
+        uint64_t h;
+        struct tbl_slot *f;
+        frontend_key(s->proto, &s->frontends[j], key);
+        h = hash_bytes(key, sizeof(key));
+        f = index_find(t->by_frontend, h, key, NULL);
         /* A service may list one frontend twice; index it once. Services
          * with server names share one; the first added stays. */
         if (f == NULL) {
-            if (index_add(&t->by_frontend, key, len, i) < 0)
+            if ((f = index_add(&t->by_frontend, h, key, i)) == NULL)
                 return -1;
-            f = (struct tbl_index *)index_find(t->by_frontend, key, len);
-            f->nplain = 0;
         } else if (f->svc == i) {
             continue;
         }
@@ -454,10 +532,11 @@ frontend_taken(const struct table *t, const struct tbl_service *svc,
                const struct saddr *a)
 {
     unsigned char key[20];
-    const struct tbl_index *f =
-        index_find(t->by_frontend, key, frontend_key(svc->proto, a, key));
+    const struct tbl_slot *f;
     const struct tbl_service *first;
 
+    frontend_key(svc->proto, a, key);
+    f = index_find(t->by_frontend, hash_bytes(key, sizeof(key)), key, NULL);
     if (f == NULL)
         return NULL;
     first = &t->services[f->svc];
