@@ -538,9 +538,11 @@ class Churn:
         self.waited_for_free = 0
         self.elapsed = 0.0
 
-    def body(self, name):
+    def body(self, name, j):
+        """The slice of <name> holding endpoint j, as it is now."""
         i = int(name.split("-")[1])
-        obj = cp_sim.slice_obj(i, self.m, "n1", self.state[name])
+        obj = cp_sim.slice_obj(i, self.m, "n1", self.state[name],
+                               cp_sim.slice_of(j, self.m))
         # As the EndpointSlice controller stamps a change: the moment the
         # Pod changed, from which ferry (like kube-proxy) measures
         # ferry_network_programming_duration_seconds.
@@ -595,10 +597,12 @@ class Churn:
                     self.wake.wait(0.05)
                     continue
                 name, (j, expect) = pick
-                body = self.body(name)
+                body = self.body(name, j)
+                sname = cp_sim.slice_name(int(name.split("-")[1]),
+                                          cp_sim.slice_of(j, self.m))
                 down = self.down[name]
             path = ("/apis/discovery.k8s.io/v1/namespaces/default/"
-                    "endpointslices/%s-x" % name)
+                    "endpointslices/%s" % sname)
             t_sent = time.monotonic()
             try:
                 conn.request("PUT", path, body,
@@ -829,10 +833,17 @@ def run(args):
            "dataplane": dataplane}
     cfg["probes"] = min(cfg["probes"], cfg["services"],
                         NODE_PORTS[1] - NODE_PORTS[0] + 1)
-    if not (1 <= cfg["services"] <= 30000 and 1 <= cfg["endpoints"] <= 1000
+    if not (1 <= cfg["services"] <= 30000 and 1 <= cfg["endpoints"] <= 100000
+            and cfg["services"] * cfg["endpoints"] <= 1000000
             and 1 <= cfg["changes"] <= 100000 and 0.1 <= cfg["rate"] <= 1000):
-        log("services 1-30000, endpoints 1-1000, changes 1-100000, rate "
-            "0.1-1000")
+        log("services 1-30000, endpoints 1-100000 (in slices of %d), at "
+            "most 1,000,000 in all, changes 1-100000, rate 0.1-1000"
+            % cp_sim.SLICE_MAX)
+        return 2
+    if (cfg["endpoints"] > cp_sim.SLICE_MAX
+            and cfg["services"] * cfg["endpoints"] > cp_sim.BIG_MAX):
+        log("over %d endpoints per Service, at most %d in all (one address "
+            "each)" % (cp_sim.SLICE_MAX, cp_sim.BIG_MAX))
         return 2
     if not os.access(args.ferry, os.X_OK):
         log("%s is missing: build it first" % args.ferry)

@@ -80,8 +80,22 @@ def svc_name(i):
     return "svc-%05d" % i
 
 
-def slice_name(i):
-    return "svc-%05d-x" % i
+# Endpoints per EndpointSlice, as the EndpointSlice controller's default
+# (--max-endpoints-per-slice 100): a Service with more has several.
+SLICE_MAX = 100
+
+
+def slice_name(i, k=0):
+    return "svc-%05d-x" % i if k == 0 else "svc-%05d-x%d" % (i, k)
+
+
+def nslices(m):
+    return 1 if m <= SLICE_MAX else (m + SLICE_MAX - 1) // SLICE_MAX
+
+
+def slice_of(j, m):
+    """The slice of Service endpoint j (of m)."""
+    return 0 if m <= SLICE_MAX else j // SLICE_MAX
 
 
 def service_obj(i, probe):
@@ -101,19 +115,45 @@ def service_obj(i, probe):
             "spec": spec}
 
 
+# Services with several slices take one address per endpoint (a node's
+# health check port counts pods by IP) from these blocks of 198.18.0.0/15,
+# which leave out the node's and the probes' addresses (198.18.0-1.x) and
+# the first ClusterIPs (198.18.128.0/18).
+BIG_BLOCKS = ((0xC6130000, 65536),   # 198.19.0.0/16
+              (0xC612C000, 16384),   # 198.18.192.0/18
+              (0xC6124000, 16384),   # 198.18.64.0/18
+              (0xC6122000, 8192),    # 198.18.32.0/19
+              (0xC6121000, 4096))    # 198.18.16.0/20
+BIG_MAX = sum(n for _, n in BIG_BLOCKS)
+
+
+def big_ip(n):
+    for base, size in BIG_BLOCKS:
+        if n < size:
+            a = base + n
+            return "%d.%d.%d.%d" % (a >> 24, (a >> 16) & 255, (a >> 8) & 255,
+                                    a & 255)
+        n -= size
+    raise ValueError("more endpoints than BIG_MAX")
+
+
 def endpoint_addr(i, j, m):
-    """(address, port) of endpoint j of Service i; unique pairs."""
+    """(address, port) of endpoint j of Service i; unique pairs, and one
+    port for all the endpoints of a slice."""
+    if m > SLICE_MAX:
+        return big_ip(i * m + j), 8080
     per = PER_PORT // m
     n = (i % per) * m + j
     return "198.19.%d.%d" % (n >> 8, n & 255), 8080 + i // per
 
 
-def slice_obj(i, m, node, ready=None):
-    """EndpointSlice of Service i; ready: set of endpoint indexes that are
-    ready (None: all)."""
+def slice_obj(i, m, node, ready=None, k=0):
+    """EndpointSlice k of Service i; ready: set of endpoint indexes that
+    are ready (None: all)."""
     eps = []
     port = 8080
-    for j in range(m):
+    lo = k * SLICE_MAX if m > SLICE_MAX else 0
+    for j in range(lo, min(m, lo + SLICE_MAX) if m > SLICE_MAX else m):
         addr, port = endpoint_addr(i, j, m)
         ok = ready is None or j in ready
         eps.append({"addresses": [addr],
@@ -122,7 +162,7 @@ def slice_obj(i, m, node, ready=None):
                     "nodeName": node,
                     "targetRef": {"kind": "Pod", "namespace": NS,
                                   "name": "%s-%d" % (svc_name(i), j)}})
-    return {"metadata": {"name": slice_name(i), "namespace": NS, "labels": {
+    return {"metadata": {"name": slice_name(i, k), "namespace": NS, "labels": {
         "kubernetes.io/service-name": svc_name(i),
         "endpointslice.kubernetes.io/managed-by": "bench"}},
         "addressType": "IPv4", "endpoints": eps,
@@ -156,7 +196,9 @@ def populate(store, n, m, probes, node, conn_probe=0, proxied=False):
     with store.lock:
         for i in range(n):
             store.create(so.SERVICES, NS, service_obj(i, i < probes))
-            store.create(so.ENDPOINTSLICES, NS, slice_obj(i, m, node))
+            for k in range(nslices(m)):
+                store.create(so.ENDPOINTSLICES, NS, slice_obj(i, m, node,
+                                                              None, k))
         if conn_probe:
             svc, sl = conn_probe_objs(conn_probe, node, proxied)
             store.create(so.SERVICES, NS, svc)

@@ -97,3 +97,39 @@ def test_control_plane_tiny(tmp_path, dataplane):
         assert st["nft_lines"] > 100
         assert "ferrycp" not in subprocess.run(
             ["ip", "netns", "list"], capture_output=True, text=True).stdout
+
+
+def test_sim_splits_a_large_service_into_slices():
+    """bench/run control-plane --endpoints 100000 (kube-proxy's scale
+    model of one large Service): the simulator serves it as slices of at
+    most 100 endpoints, as the EndpointSlice controller does, every
+    endpoint with an address of its own (a node's health check port counts
+    pods by IP) inside 198.18.0.0/15 and outside the node's, the probes'
+    and the first ClusterIPs' addresses."""
+    import ipaddress
+    import sys
+    sys.path.insert(0, os.path.join(ROOT, "bench"))
+    import cp_sim
+    m = 100000
+    assert cp_sim.nslices(m) == 1000 and cp_sim.nslices(25) == 1
+    names, ips = set(), set()
+    net = ipaddress.ip_network("198.18.0.0/15")
+    keep_out = [ipaddress.ip_network(n)
+                for n in ("198.18.0.0/23", "198.18.128.0/18")]
+    for k in range(cp_sim.nslices(m)):
+        o = cp_sim.slice_obj(0, m, "n1", None, k)
+        names.add(o["metadata"]["name"])
+        assert len(o["endpoints"]) == 100
+        for e in o["endpoints"]:
+            ips.add(e["addresses"][0])
+    assert len(names) == 1000 and len(ips) == m
+    for a in map(ipaddress.ip_address, ips):
+        assert a in net and not any(a in n for n in keep_out), a
+    # The slice a change goes to holds the endpoint changed.
+    j = 4321
+    o = cp_sim.slice_obj(0, m, "n1", set(range(m)) - {j},
+                         cp_sim.slice_of(j, m))
+    flags = [e["conditions"]["ready"] for e in o["endpoints"]]
+    assert flags.count(False) == 1
+    # A small Service keeps its one slice.
+    assert len(cp_sim.slice_obj(3, 25, "n1")["endpoints"]) == 25
