@@ -362,7 +362,7 @@ stage_services(struct apply *a, struct err *e)
             a->svcs[i] = svc_ref(old);
             continue;
         }
-        if ((a->svcs[i] = svc_new(ts)) == NULL)
+        if ((a->svcs[i] = svc_new_like(ts, old)) == NULL)
             return err_set(e, "out of memory building services");
     }
     return 0;

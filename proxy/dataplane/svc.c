@@ -12,9 +12,34 @@
 unsigned svc_nworkers = 1;
 _Thread_local unsigned svc_worker_self;
 
+/* The backend state of <addr>: the one <prev> (a service of the last
+ * table, or NULL) has for it, else the registry's. Tables list a
+ * Kubernetes Service's backends sorted by address, so a walk of <prev>'s
+ * from *<j> finds most of them without a look-up in the registry, which
+ * holds every backend of the node. */
+static struct backend *
+backend_like(const struct svc *prev, size_t *j, const struct saddr *addr)
+{
+    int c = 1;
+
+    while (prev != NULL && *j < prev->nbe
+           && (c = saddr_cmp(&prev->tbe[*j].addr, addr)) < 0)
+        ++*j;
+    if (prev != NULL && *j < prev->nbe && c == 0)
+        return backend_ref(prev->be[(*j)++].b);
+    return backend_get(addr);
+}
+
 struct svc *
 svc_new(const struct tbl_service *ts)
 {
+    return svc_new_like(ts, NULL);
+}
+
+struct svc *
+svc_new_like(const struct tbl_service *ts, const struct svc *prev)
+{
+    size_t j = 0;
     struct svc *s = calloc(1, sizeof(*s));
     size_t i;
 
@@ -68,7 +93,7 @@ svc_new(const struct tbl_service *ts)
     }
     for (i = 0; i < ts->nbackends; i++) {
         const struct tbl_backend *tb = &ts->backends[i];
-        s->be[i].b = backend_get(&tb->addr);
+        s->be[i].b = backend_like(prev, &j, &tb->addr);
         if (s->be[i].b == NULL)
             goto fail;
         s->be[i].weight = tb->weight;

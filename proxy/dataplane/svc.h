@@ -49,6 +49,11 @@ struct svc_tried {
 /* Returns a new svc with one reference built from <ts>, or NULL (out of
  * memory). */
 struct svc *svc_new(const struct tbl_service *ts);
+
+/* svc_new() for the successor of <prev> (the runtime service of the same
+ * name in the last table, or NULL): the backends both have are found
+ * from <prev>'s. Control loop. */
+struct svc *svc_new_like(const struct tbl_service *ts, const struct svc *prev);
 struct svc *svc_ref(struct svc *s);
 void svc_unref(struct svc *s);
 /* svc_unref() each of the <n> services of <v>, then free(v). */

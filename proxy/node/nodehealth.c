@@ -289,15 +289,16 @@ add_local(const struct tbl_backend *be, size_t nbe, struct saddr *seen,
         if ((be[j].flags & (TBL_BE_READY | TBL_BE_LOCAL))
             != (TBL_BE_READY | TBL_BE_LOCAL))
             continue;
+        if (*n == 64) {
+            (*extra)++; /* more local pods than a node runs: count all */
+            continue;
+        }
         saddr_set_port(&ip, 0);
         for (k = 0; k < *n && saddr_cmp(&seen[k], &ip) != 0; k++)
             ;
         if (k < *n)
             continue;
-        if (*n < 64)
-            seen[(*n)++] = ip;
-        else
-            (*extra)++; /* more local pods than a node runs: count all */
+        seen[(*n)++] = ip;
     }
 }
 
