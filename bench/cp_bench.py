@@ -810,7 +810,17 @@ def summarize_changes(records):
                 "a probe answer may confirm several changes of one Service"}
 
 
+def use_port_base(base):
+    """--port-base: the admin and health ports at base and base+1, the
+    NodePorts from base+10, rather than 18090, 18091 and 29000-29999."""
+    global NODE_PORTS, ADMIN_PORT, HEALTHZ_PORT
+    ADMIN_PORT, HEALTHZ_PORT = base, base + 1
+    NODE_PORTS = (base + 10, min(base + 1009, 65535))
+
+
 def run(args):
+    if getattr(args, "port_base", None) is not None:
+        use_port_base(args.port_base)
     # Stopped from outside (SIGTERM, SIGHUP): unwind, so that the
     # processes started here are stopped and the namespace removed.
     for sig in (signal.SIGTERM, signal.SIGHUP):

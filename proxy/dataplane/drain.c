@@ -165,12 +165,17 @@ follow(struct svc *r, double now)
     const struct svc *c = r->succ;
     uint32_t tmo =
         c != NULL ? c->spec.drain_timeout_ms : r->spec.drain_timeout_ms;
+    ssize_t off = 0; /* where the last one was found, relative to i */
     size_t i;
 
     for (i = 0; i < r->nbe; i++) {
         struct svc_be *e = &r->be[i];
-        ssize_t j = find_be(c, e->b, i);
+        /* An endpoint added or removed shifts those after it: look where
+         * the shift says first, so that a change costs O(n), not O(n^2). */
+        ssize_t j = find_be(c, e->b, (size_t)((ssize_t)i + off));
         double since;
+        if (j >= 0)
+            off = j - (ssize_t)i;
         if (j >= 0 && !atomic_load(&c->be[j].drained))
             since = 0;
         else if (j >= 0)
