@@ -286,12 +286,12 @@ explain_proxy(struct proxy *p, struct health *h, size_t i,
 }
 
 static json_t *
-explain_kernel(const struct tbl_ksvc *k, const char *kind)
+explain_kernel(const struct tbl_ksvc *k, const char *kind, struct health *h)
 {
     int external = strcmp(kind, "ClusterIP") != 0;
     int local = external && k->external_local;
     const struct tbl_backend *eps = local ? k->local_eps : k->cluster_eps;
-    size_t n = local ? k->nlocal_eps : k->ncluster_eps, i;
+    size_t n = local ? k->nlocal_eps : k->ncluster_eps, i, down = 0;
     json_t *o = json_object(), *v = json_array(), *nx = json_object();
     char buf[SADDR_STR_MAX];
 
@@ -304,18 +304,36 @@ explain_kernel(const struct tbl_ksvc *k, const char *kind)
                         json_string(local ? "local (externalTrafficPolicy: "
                                             "Local)"
                                           : "cluster"));
-    for (i = 0; i < n; i++)
-        json_array_append_new(
-            v, json_pack("{s:s, s:s, s:i, s:s}", "name", eps[i].name, "address",
-                         saddr_str(&eps[i].addr, buf, sizeof(buf)), "weight", 1,
-                         "verdict", "serving"));
+    for (i = 0; i < n; i++) {
+        /* The kernel's rules leave out what active checks hold down
+         * (node/kube.c): the same test here. */
+        struct backend *b = backend_get(&eps[i].addr);
+        json_t *e = json_pack("{s:s, s:s, s:i, s:s}", "name", eps[i].name,
+                              "address",
+                              saddr_str(&eps[i].addr, buf, sizeof(buf)),
+                              "weight", 1, "verdict", "serving");
+        if (b != NULL && !backend_healthy(b)) {
+            struct health_info hi;
+            char why[256];
+            health_info(h, b, &hi);
+            snprintf(why, sizeof(why), "health check down%s%s",
+                     hi.cause[0] != '\0' ? ": " : "", hi.cause);
+            json_object_set_new(e, "verdict", json_string("excluded"));
+            json_object_set_new(e, "reason", json_string(why));
+            json_object_set_new(e, "weight", json_integer(0));
+            down++;
+        }
+        backend_unref(b);
+        json_array_append_new(v, e);
+    }
     json_object_set_new(o, "backends", v);
     json_object_set_new(nx, "backend", json_null());
     json_object_set_new(
         nx, "note",
-        json_string(n == 0 ? "no endpoint: the kernel refuses the connection"
-                           : "the kernel picks at random among the serving "
-                             "endpoints"));
+        json_string(n == down
+                        ? "no endpoint: the kernel refuses the connection"
+                        : "the kernel picks at random among the serving "
+                          "endpoints"));
     json_object_set_new(o, "next", nx);
     return o;
 }
@@ -377,7 +395,7 @@ explain_json(struct proxy *p, struct health *h, const struct explain_req *q,
         json_object_set_new(o, "service",
                             explain_proxy(p, h, (size_t)i, q, now));
     else if ((k = find_ksvc(t, q, &kind)) != NULL && !k->redirect)
-        json_object_set_new(o, "service", explain_kernel(k, kind));
+        json_object_set_new(o, "service", explain_kernel(k, kind, h));
     else
         json_object_set_new(o, "nearest", nearest(t, q));
     json_object_set_new(o, "found",

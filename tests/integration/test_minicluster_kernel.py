@@ -596,6 +596,19 @@ def test_health_check_annotation_takes_a_failing_endpoint_out(w):
                 w.client[n], "198.18.128.90", 80, {"web-a"}),
                 "web-b out of the maps on " + node)
             assert "is DOWN" in w.log(node + ".log")
+        # ferry explain says so, from the same health state: the kernel
+        # Service's ClusterIP, web-b excluded by its check, web-a serving.
+        st, _, body = w.ns("node1")(http_get, "127.0.0.1", mc.NODE_ADMIN,
+                                    "/explain?addr=198.18.128.90:80")
+        assert st == 200, body
+        ex = json.loads(body)["service"]
+        assert (ex["dataplane"], ex["frontend_kind"]) == (
+            "kernel (nftables)", "ClusterIP"), ex
+        verdicts = {b["name"]: (b["verdict"], b.get("reason", ""))
+                    for b in ex["backends"]}
+        assert verdicts["web-a"] == ("serving", ""), verdicts
+        assert verdicts["web-b"][0] == "excluded" and \
+            verdicts["web-b"][1].startswith("health check down"), verdicts
         # A Service without the annotation keeps sending to it.
         got = {x[0] for x in c1(who_many, "198.18.128.10", 80, 24) if x}
         assert got == {"web-a", "web-b"}
