@@ -472,6 +472,19 @@ def test_external_traffic_policy_local_keeps_the_client_address(w):
     got = [x for x in w.client["node1"](who_many, "198.18.128.30", 80, 16)
            if x]
     assert {n for n, _ in got} == {"web-a", "web-b"}
+    # ferry explain: the LoadBalancer IP gets node1's local endpoint, the
+    # ClusterIP both.
+    for addr, kind, want in (("198.18.200.32:80", "LoadBalancer IP",
+                              ["web-a"]),
+                             ("198.18.128.30:80", "ClusterIP",
+                              ["web-a", "web-b"])):
+        st, _, body = w.ns("node1")(http_get, "127.0.0.1", mc.NODE_ADMIN,
+                                    "/explain?addr=" + addr)
+        assert st == 200, body
+        ex = json.loads(body)["service"]
+        assert ex["dataplane"] == "kernel (nftables)", ex
+        assert ex["frontend_kind"] == kind, ex
+        assert sorted(b["name"] for b in ex["backends"]) == want, ex
 
 
 def test_load_balancer_source_ranges(w):
