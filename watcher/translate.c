@@ -751,7 +751,7 @@ play(struct table *t, const struct rec *r, const char *ns, const char *svc,
 /* Add one table service. Table refusals (a frontend owned by another
  * service) are counted and skipped; only memory failures are errors. */
 static int
-emit(struct rec *t, const struct svcctx *sc, const char *pname,
+emit(struct rec *r, const struct svcctx *sc, const char *pname,
      const char *suffix, const struct fes *f, struct tbl_backend *be,
      size_t nbe, const struct tbl_excluded *ex, size_t nex, int hc,
      const struct cidr *allow, size_t nallow, const struct translate_opts *o)
@@ -807,7 +807,7 @@ emit(struct rec *t, const struct svcctx *sc, const char *pname,
         snprintf(s.hc_ns, sizeof(s.hc_ns), "%s", sc->ns);
         snprintf(s.hc_name, sizeof(s.hc_name), "%s", sc->name);
     }
-    return rec_service(t, &s);
+    return rec_service(r, &s);
 }
 
 /* Scratch space reused across ports and services. */
@@ -899,20 +899,20 @@ split_lb(const struct svcctx *sc, const struct translate_opts *o,
 /* The LoadBalancer IPs split_lb() set apart, with <be> (<nbe>), the
  * external endpoint set. */
 static int
-emit_lb(struct rec *t, const struct svcctx *sc, const char *pname,
+emit_lb(struct rec *r, const struct svcctx *sc, const char *pname,
         struct tbl_backend *be, size_t nbe, const struct tbl_excluded *ex,
         size_t nex, const struct translate_opts *o, struct scratch *w)
 {
     if (w->lb.n == 0)
         return 0;
-    return emit(t, sc, pname, "/lb", &w->lb, be, nbe, ex, nex, 0, w->ranges,
+    return emit(r, sc, pname, "/lb", &w->lb, be, nbe, ex, nex, 0, w->ranges,
                 w->nranges, o);
 }
 
 /* Edge mode with NodePort backends: the LoadBalancer/external frontends
  * of this port go to every configured node's NodePort. */
 static int
-edge_to_nodeports(struct rec *t, const struct svcctx *sc, const json_t *sp,
+edge_to_nodeports(struct rec *r, const struct svcctx *sc, const json_t *sp,
                   const struct translate_opts *o, struct scratch *w)
 {
     json_int_t np = json_integer_value(json_object_get(sp, "nodePort"));
@@ -943,11 +943,11 @@ edge_to_nodeports(struct rec *t, const struct svcctx *sc, const json_t *sp,
         b->weight = 1;
         b->flags = TBL_BE_READY | TBL_BE_SERVING;
     }
-    if (emit(t, sc, port_name(sp), "", &w->ex, w->be, o->n_edge_nodes, NULL,
+    if (emit(r, sc, port_name(sp), "", &w->ex, w->be, o->n_edge_nodes, NULL,
              0, 0, NULL, 0, o)
         < 0)
         return -1;
-    return emit_lb(t, sc, port_name(sp), w->be, o->n_edge_nodes, NULL, 0, o,
+    return emit_lb(r, sc, port_name(sp), w->be, o->n_edge_nodes, NULL, 0, o,
                    w);
 }
 
@@ -1048,7 +1048,7 @@ count_no_local(const struct eps *all, int itp_local, int ext_local,
 
 /* One Service port for the kernel dataplane. */
 static int
-kernel_port(struct rec *t, const struct svcctx *sc, const json_t *sp,
+kernel_port(struct rec *r, const struct svcctx *sc, const json_t *sp,
             enum tbl_proto proto, uint16_t port, int redirect,
             const struct translate_opts *o, struct scratch *w)
 {
@@ -1143,7 +1143,7 @@ kernel_port(struct rec *t, const struct svcctx *sc, const json_t *sp,
         snprintf(k.hc_ns, sizeof(k.hc_ns), "%s", sc->ns);
         snprintf(k.hc_name, sizeof(k.hc_name), "%s", sc->name);
     }
-    if (rec_ksvc(t, &k) < 0)
+    if (rec_ksvc(r, &k) < 0)
         return -1;
     if (o->stats != NULL)
         o->stats->kernel++;
@@ -1153,17 +1153,17 @@ kernel_port(struct rec *t, const struct svcctx *sc, const json_t *sp,
 /* Under the nftables dataplane, the kernel's side of a proxied port: its
  * addresses, redirected to the proxy (which has its endpoints). */
 static int
-redirect_port(struct rec *t, const struct svcctx *sc, const json_t *sp,
+redirect_port(struct rec *r, const struct svcctx *sc, const json_t *sp,
               uint16_t port, const struct translate_opts *o,
               struct scratch *w)
 {
     if (!o->kernel || o->edge)
         return 0;
-    return kernel_port(t, sc, sp, TBL_PROTO_TCP, port, 1, o, w);
+    return kernel_port(r, sc, sp, TBL_PROTO_TCP, port, 1, o, w);
 }
 
 static int
-do_port(struct rec *t, const struct svcctx *svc_sc, const json_t *sp,
+do_port(struct rec *r, const struct svcctx *svc_sc, const json_t *sp,
         const struct translate_opts *o, struct scratch *w)
 {
     struct svcctx port_sc = *svc_sc;
@@ -1196,7 +1196,7 @@ do_port(struct rec *t, const struct svcctx *svc_sc, const json_t *sp,
         return 0;
     }
     if (sc->kernel)
-        return kernel_port(t, sc, sp, proto, (uint16_t)port, 0, o, w);
+        return kernel_port(r, sc, sp, proto, (uint16_t)port, 0, o, w);
     port_sc.proto = proto;
     /* The proxy listens for UDP, but takes no UDP the kernel redirects
      * (its dispatch listener is TCP). */
@@ -1224,7 +1224,7 @@ do_port(struct rec *t, const struct svcctx *svc_sc, const json_t *sp,
     if (split_lb(sc, o, w, (uint16_t)port) < 0)
         return -1;
     if (o->edge && o->n_edge_nodes > 0)
-        return edge_to_nodeports(t, sc, sp, o, w);
+        return edge_to_nodeports(r, sc, sp, o, w);
     ext_local = sc->etp_local && (w->ex.n > 0 || w->lb.n > 0);
     if (be_room(w) < 0)
         return -1;
@@ -1236,22 +1236,22 @@ do_port(struct rec *t, const struct svcctx *svc_sc, const json_t *sp,
         for (k = 0; k < w->ex.n; k++)
             if (add_fe_addr(&w->in, &w->ex.v[k]) < 0)
                 return -1;
-        if (emit(t, sc, pname, "", &w->in, w->be, n1, w->xs, x1, ext_local,
+        if (emit(r, sc, pname, "", &w->in, w->be, n1, w->xs, x1, ext_local,
                  NULL, 0, o)
                 < 0
-            || emit_lb(t, sc, pname, w->be, n1, w->xs, x1, o, w) < 0)
+            || emit_lb(r, sc, pname, w->be, n1, w->xs, x1, o, w) < 0)
             return -1;
-        return redirect_port(t, sc, sp, (uint16_t)port, o, w);
+        return redirect_port(r, sc, sp, (uint16_t)port, o, w);
     }
     n2 = select_set(&w->eps, ext_local, o, w->be + n1, w->xs + x1, &x2);
-    if (emit(t, sc, pname, "", &w->in, w->be, n1, w->xs, x1, 0, NULL, 0, o)
+    if (emit(r, sc, pname, "", &w->in, w->be, n1, w->xs, x1, 0, NULL, 0, o)
             < 0
-        || emit(t, sc, pname, "/external", &w->ex, w->be + n1, n2, w->xs + x1,
+        || emit(r, sc, pname, "/external", &w->ex, w->be + n1, n2, w->xs + x1,
                 x2, 1, NULL, 0, o)
                < 0
-        || emit_lb(t, sc, pname, w->be + n1, n2, w->xs + x1, x2, o, w) < 0)
+        || emit_lb(r, sc, pname, w->be + n1, n2, w->xs + x1, x2, o, w) < 0)
         return -1;
-    return redirect_port(t, sc, sp, (uint16_t)port, o, w);
+    return redirect_port(r, sc, sp, (uint16_t)port, o, w);
 }
 
 /* Why kube-proxy would not serve <svc> (*why says it in words), or -1
@@ -1505,7 +1505,7 @@ sorted_keys(const json_t *map, size_t *n)
 }
 
 static int
-do_service(struct rec *t, const json_t *svc, const struct slice_idx *idx,
+do_service(struct rec *r, const json_t *svc, const struct slice_idx *idx,
            const struct translate_opts *o, struct scratch *w)
 {
     const char *why;
@@ -1525,7 +1525,7 @@ do_service(struct rec *t, const json_t *svc, const struct slice_idx *idx,
         o->stats->services++;
     json_array_foreach(json_object_get(sc.spec, "ports"), i, sp)
     {
-        if (do_port(t, &sc, sp, o, w) < 0)
+        if (do_port(r, &sc, sp, o, w) < 0)
             return -1;
     }
     return 0;
