@@ -57,6 +57,41 @@ is_slice(const json_t *o)
            || json_object_get(o, "endpoints") != NULL;
 }
 
+/* The memo's table, at its first build and at a second that reuses every
+ * record, equals <want> (built without). */
+static void
+same_through_memo(const struct kcache *svcs, const struct kcache *eps,
+                  const struct translate_opts *base, const struct table *want)
+{
+    struct translate_memo *m = translate_memo_new();
+    struct translate_opts o = *base;
+    struct translate_stats st;
+    struct err e;
+    int round;
+    size_t i;
+
+    if (m == NULL)
+        return;
+    o.stats = &st;
+    o.memo = m;
+    for (round = 0; round < 2; round++) {
+        struct table *t = table_new();
+        if (t == NULL || translate_build(svcs, eps, &o, t, &e) < 0)
+            abort();
+        if (t->nservices != want->nservices || t->nksvcs != want->nksvcs
+            || (round == 1 && st.translated != 0))
+            abort();
+        for (i = 0; i < t->nservices; i++)
+            if (!tbl_service_equal(&t->services[i], &want->services[i]))
+                abort();
+        for (i = 0; i < t->nksvcs; i++)
+            if (!tbl_ksvc_equal(&t->ksvcs[i], &want->ksvcs[i]))
+                abort();
+        table_unref(t);
+    }
+    translate_memo_free(m);
+}
+
 static void
 build(const struct kcache *svcs, const struct kcache *eps, int variant)
 {
@@ -97,6 +132,7 @@ build(const struct kcache *svcs, const struct kcache *eps, int variant)
         if (s->name[0] == '\0' || s->nfrontends == 0)
             abort();
     }
+    same_through_memo(svcs, eps, &o, t);
     table_freeze(t, 1);
     table_unref(t);
 }
