@@ -88,8 +88,11 @@ ub_addr(const char *s, struct saddr *a, const char *what)
 
 /* ---- the backend --------------------------------------------------------- */
 
+#define UB_MAX_LISTEN 8
+
 struct ub_serve {
-    struct saddr listen;
+    struct saddr listen[UB_MAX_LISTEN];
+    int nlisten;
     uint64_t reply_size;
     double max_seconds;
 };
@@ -103,12 +106,18 @@ ub_serve_args(int argc, char **argv, struct ub_serve *a)
         {"max-seconds", required_argument, NULL, 'x'},
         {NULL, 0, NULL, 0},
     };
-    int o, have = 0;
+    int o;
 
     a->reply_size = 128;
     a->max_seconds = 3600;
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-        if ((o == 'l' && ub_addr(optarg, &a->listen, "listen") < 0)
+        if (o == 'l' && a->nlisten == UB_MAX_LISTEN) {
+            fprintf(stderr, "ferry-bench udp-serve: at most %d --listen\n",
+                    UB_MAX_LISTEN);
+            return -1;
+        }
+        if ((o == 'l'
+             && ub_addr(optarg, &a->listen[a->nlisten++], "listen") < 0)
             || (o == 'r'
                 && ub_number(optarg, 8, 65000, &a->reply_size, "reply-size")
                        < 0)
@@ -116,11 +125,10 @@ ub_serve_args(int argc, char **argv, struct ub_serve *a)
                                 < 0)
             || o == '?')
             return -1;
-        have |= o == 'l';
     }
-    if (!have)
+    if (a->nlisten == 0)
         fprintf(stderr, "ferry-bench udp-serve: --listen is required\n");
-    return have ? 0 : -1;
+    return a->nlisten > 0 ? 0 : -1;
 }
 
 /* What the backend saw: queries, and which source ports they came from
@@ -188,29 +196,38 @@ udpbench_serve_main(int argc, char **argv)
 {
     struct ub_serve a;
     struct ub_seen *seen = calloc(1, sizeof(*seen));
+    struct pollfd p[UB_MAX_LISTEN];
     uint64_t end;
-    char *bufs, *reply;
-    int fd, i;
+    char *bufs = NULL, *reply = NULL;
+    int i, k, rc = 1;
 
     memset(&a, 0, sizeof(a));
-    if (ub_serve_args(argc, argv, &a) < 0)
+    for (i = 0; i < UB_MAX_LISTEN; i++)
+        p[i].fd = -1;
+    if (ub_serve_args(argc, argv, &a) < 0) {
+        free(seen);
         return 2;
-    fd = socket(a.listen.u.sa.sa_family,
-                SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0 || bind(fd, &a.listen.u.sa, a.listen.len) < 0) {
-        fprintf(stderr, "ferry-bench udp-serve: %s\n", strerror(errno));
-        return 1;
+    }
+    for (i = 0; i < a.nlisten; i++) {
+        p[i].fd = socket(a.listen[i].u.sa.sa_family,
+                         SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        p[i].events = POLLIN;
+        if (p[i].fd < 0
+            || bind(p[i].fd, &a.listen[i].u.sa, a.listen[i].len) < 0) {
+            fprintf(stderr, "ferry-bench udp-serve: %s\n", strerror(errno));
+            goto out;
+        }
     }
     bufs = malloc((size_t)UB_BATCH * UB_DGRAM_MAX);
     reply = malloc((size_t)UB_BATCH * a.reply_size);
     if (bufs == NULL || reply == NULL || seen == NULL) {
         fprintf(stderr, "ferry-bench udp-serve: out of memory\n");
-        return 1;
+        goto out;
     }
     for (i = 0; i < UB_BATCH; i++) {
         size_t plen;
-        const char *p = bnet_pattern(&plen);
-        memcpy(reply + (size_t)i * a.reply_size, p,
+        const char *pat = bnet_pattern(&plen);
+        memcpy(reply + (size_t)i * a.reply_size, pat,
                a.reply_size < plen ? a.reply_size : plen);
     }
     ub_signals();
@@ -218,19 +235,25 @@ udpbench_serve_main(int argc, char **argv)
     fflush(stdout);
     end = bnet_now_ns() + (uint64_t)(a.max_seconds * 1e9);
     while (!ub_stop && bnet_now_ns() < end) {
-        struct pollfd p = {fd, POLLIN, 0};
-        if (poll(&p, 1, 100) > 0)
-            ub_answer(fd, a.reply_size, bufs, reply, seen);
+        if (poll(p, (nfds_t)a.nlisten, 100) <= 0)
+            continue;
+        for (k = 0; k < a.nlisten; k++)
+            if (p[k].revents & POLLIN)
+                ub_answer(p[k].fd, a.reply_size, bufs, reply, seen);
     }
     printf("{\"served\":%llu,\"source_ports\":%llu}\n",
            (unsigned long long)seen->queries,
            (unsigned long long)seen->ports);
     fflush(stdout);
-    close(fd);
+    rc = 0;
+out:
+    for (i = 0; i < a.nlisten; i++)
+        if (p[i].fd >= 0)
+            close(p[i].fd);
     free(seen);
     free(bufs);
     free(reply);
-    return 0;
+    return rc;
 }
 
 /* ---- the client ---------------------------------------------------------- */

@@ -2,9 +2,11 @@
  * udpbench.h - ferry-bench's UDP modes: a DNS-shaped load, one query
  * datagram and one answer datagram.
  *
- *   ferry-bench udp-serve --listen ADDR [--reply-size N] [--max-seconds S]
- *       answers every datagram with --reply-size bytes (default 128)
- *       whose first 8 are the query's, read and sent in batches
+ *   ferry-bench udp-serve --listen ADDR [--listen ADDR ...] [--reply-size N]
+ *       [--max-seconds S]
+ *       answers every datagram (on up to 8 addresses) with --reply-size
+ *       bytes (default 128) whose first 8 are the query's, read and sent
+ *       in batches
  *       (recvmmsg/sendmmsg) so that the backend is not what is measured;
  *       prints "ready" once bound, and at exit one JSON line: the queries
  *       it answered and from how many distinct source ports.
