@@ -223,27 +223,34 @@ def _kernel_skip():
     for tool in ("ip", "nft", "taskset"):
         if shutil.which(tool) is None:
             return "needs the %s command" % tool
-    for path in (BIN, DRIVE):
+    for path in (BIN, DRIVE, FERRY):
         if not os.access(path, os.X_OK):
             return "%s not built" % path
     return None
 
 
 def test_kernel_bench_smoke(tmp_path):
-    """`bench/run kernel` between namespaces: both targets measured in
-    every scenario with positive rates and CPU, and nothing left behind.
-    Half-second runs: it checks the harness, never the figures."""
+    """`bench/run kernel` between namespaces: every target (direct, the
+    kube-proxy-shaped DNAT, ferry's table, ferry, HAProxy, NGINX; UDP
+    without HAProxy) measured in a TCP, a stream and the UDP scenario,
+    with positive rates and CPU, a cost beyond direct for each, and
+    nothing left behind. Half-second runs: it checks the harness, never
+    the figures."""
     why = _kernel_skip()
     if why:
         pytest.skip(why)
+    for tool in ("haproxy", "nginx"):
+        if shutil.which(tool) is None:
+            pytest.skip("needs %s" % tool)
     out = tmp_path / "out"
     p = subprocess.Popen(
         [os.path.join(ROOT, "bench", "run"), "kernel", "--quick",
          "--duration", "0.5", "--bench", BIN, "--nftdrive", DRIVE,
+         "--ferry", FERRY, "--scenarios", "connrate,stream_down,udp",
          "--out", str(out)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        _, err = p.communicate(timeout=60)
+        _, err = p.communicate(timeout=90)
     finally:
         if p.poll() is None:
             p.kill()
@@ -261,18 +268,38 @@ def test_kernel_bench_smoke(tmp_path):
                     if v}
             if errs:
                 kinds.append((rec.get("scenario"), rec.get("target"), errs))
-    for sc in ("connrate", "rr", "stream_down"):
-        for target in ("direct", "kernel"):
+    every = ["direct", "dnat", "kernel", "ferry", "haproxy", "nginx"]
+    for sc in ("connrate", "stream_down", "udp"):
+        targets = [t for t in every if not (sc == "udp" and t == "haproxy")]
+        for target in targets:
             m = med["%s/%s" % (sc, target)]
             assert m["rounds"] == 1 and m["errors"] == 0, (sc, target, kinds)
             assert m["gbit" if sc.startswith("stream") else "rate"] > 0, m
-            assert m["cpu"] > 0, m
+            assert m["cpu"] > 0 and m["cpu_lab"] > 0, m
+            assert "cpu_stats" in m  # bench/run --compare's spread
+            if target != "direct":
+                assert "cpu_lab_net" in m and "cpu_net" in m, m
+            if target in ("ferry", "haproxy", "nginx"):
+                assert m["cpu_proxy"] > 0, m
         assert doc["ratios"][sc]["cpu"] > 0
+    assert "udp/haproxy" not in med
     text = (out / "kernel.md").read_text()
-    assert "| connrate | conn/s |" in text and "| rr | req/s |" in text
+    assert "| connrate | conn/s |" in text and "| udp | req/s |" in text
     assert "| stream_down | Gbit/s |" in text
+    assert "| udp | dnat | " in text and "| connrate | nginx | " in text
+    # The reference rule set is kube-proxy's shape, and it was the one
+    # measured: its table was listed while it served.
+    rules = (out / "raw" / "kernel" / "kube-dnat.nft").read_text()
+    assert "numgen" in (out / "raw" / "kernel" / "dnat-table.nft").read_text()
+    assert "numgen random mod 1 vmap" in rules and "dnat to" in rules
+    assert "jump mark-for-masquerade" in rules
+    # --compare reads the document.
+    cmp = subprocess.run([os.path.join(ROOT, "bench", "run"), "--compare",
+                          str(out / "kernel.json"), str(out / "kernel.json")],
+                         capture_output=True, text=True, timeout=30)
+    assert cmp.returncode == 0 and "udp/dnat" in cmp.stdout, cmp.stderr
     # The run's namespaces (named after its PID) are gone, and with them
-    # its links, processes and table.
+    # its links, processes and tables.
     names = subprocess.run(["ip", "netns", "list"], capture_output=True,
                            text=True, timeout=10).stdout
     assert "fkb%d-" % p.pid not in names, names
