@@ -361,8 +361,11 @@ class Lab:
         # its ports: reuse them after 1 s (a namespace starts with the
         # loopback-only default, 2) and use the whole port range. Both
         # targets get the same client.
-        self.run_in("client", ["sysctl", "-qw", "net.ipv4.tcp_tw_reuse=1",
-                               "net.ipv4.ip_local_port_range=1024 65535"])
+        # The proxies in the node are clients of the backend and close
+        # first there (after the client closed): the same for the node.
+        for n in ("client", "node"):
+            self.run_in(n, ["sysctl", "-qw", "net.ipv4.tcp_tw_reuse=1",
+                            "net.ipv4.ip_local_port_range=1024 65535"])
 
     def services_doc(self):
         return {"config": {"masquerade": "cidr",
