@@ -516,6 +516,18 @@ class Lab:
             out["entries"] = int(lines[1].split()[0], 16)
         return out
 
+    def ct_flush(self):
+        """Empty the node's conntrack table (this namespace's entries
+        only) so that every run starts from the same state: the entries
+        of earlier runs (TCP TIME_WAIT 120 s, UDP 30 s) would otherwise
+        pile up, and the table's limit is the machine's, shared by every
+        namespace: a full table drops new flows everywhere. False when
+        the conntrack tool is missing."""
+        if shutil.which("conntrack") is None:
+            return False
+        r = self.run_in("node", ["conntrack", "-F"], check=False, timeout=30)
+        return r.returncode == 0
+
     def table(self, family="inet", name="ferry"):
         r = self.run_in("node", ["nft", "list", "table", family, name],
                         check=False)
@@ -890,6 +902,7 @@ class Bench:
         # target's run): all of them are the lab's.
         proxies = {t: p.pid for t, p in self.lab.proxies.items()}
         mine.update(proxies.values())
+        flushed = self.lab.ct_flush()
         ct0 = self.lab.ct_stats()
         # The lab's own threads: the backend, nftdrive and ksoftirqd (the
         # client is a child: its CPU comes from getrusage once reaped).
@@ -926,6 +939,7 @@ class Bench:
         rec = {"scenario": scenario, "target": target, "round": rnd,
                "wall_s": round(wall, 3), "result": results[-1],
                "load1": load, "settle_s": settled,
+               "ct_flushed": flushed,
                # None: not checked (--settle 0)
                "quiet": None if settled == -1 else settled is not None,
                "cpu_busy_s": busy, "cpu_user_s": user,
@@ -1189,6 +1203,10 @@ def machine_rows(args):
         ("pinning", "client on CPU %s, backend on CPU %s; the harness with "
          "the client" % (args.client_cpus, args.backend_cpus)
          if os.cpu_count() >= 2 else "none (one CPU)"),
+        ("node's conntrack table emptied before each run",
+         "yes (conntrack -F)" if shutil.which("conntrack") else
+         "no: the conntrack tool is missing (apt-get install conntrack); "
+         "entries of earlier runs pile up"),
         ("conntrack max", open("/proc/sys/net/netfilter/nf_conntrack_max").read().strip()
          if os.path.exists("/proc/sys/net/netfilter/nf_conntrack_max") else "n/a"),
     ]
