@@ -18,16 +18,16 @@
 #include "parse.h"
 #include "udpbench.h"
 
-#define UB_BATCH     32
-#define UB_DGRAM_MAX 65536
-#define UB_MAX_SLOTS 10000u
-#define UB_TICK_MS   10
+/* UB_SPIN_US: closer to its slot than this (--spin-us), the open loop
+ * polls without sleeping: epoll's millisecond timeout would send queries
+ * late, and the lateness would count as latency. */
+#define UB_BATCH       32
+#define UB_DGRAM_MAX   65536
+#define UB_MAX_SLOTS   10000u
+#define UB_TICK_MS     10
 #define UB_MAX_THREADS 64u
-#define UB_MAX_RATE  1e6
-/* Closer to its slot than this (--spin-us), the open loop polls without
- * sleeping: epoll's millisecond timeout would send queries late, and the
- * lateness would count as latency. */
-#define UB_SPIN_US   2000u
+#define UB_MAX_RATE    1e6
+#define UB_SPIN_US     2000u
 
 static volatile sig_atomic_t ub_stop;
 
@@ -121,8 +121,8 @@ ub_serve_args(int argc, char **argv, struct ub_serve *a)
             || (o == 'r'
                 && ub_number(optarg, 8, 65000, &a->reply_size, "reply-size")
                        < 0)
-            || (o == 'x' && ub_seconds(optarg, &a->max_seconds, "max-seconds")
-                                < 0)
+            || (o == 'x'
+                && ub_seconds(optarg, &a->max_seconds, "max-seconds") < 0)
             || o == '?')
             return -1;
     }
@@ -242,8 +242,7 @@ udpbench_serve_main(int argc, char **argv)
                 ub_answer(p[k].fd, a.reply_size, bufs, reply, seen);
     }
     printf("{\"served\":%llu,\"source_ports\":%llu}\n",
-           (unsigned long long)seen->queries,
-           (unsigned long long)seen->ports);
+           (unsigned long long)seen->queries, (unsigned long long)seen->ports);
     fflush(stdout);
     rc = 0;
 out:
@@ -300,11 +299,10 @@ struct ub_client {
 static void
 ub_client_usage(FILE *f)
 {
-    fprintf(f,
-            "usage: ferry-bench udp --target ADDR:PORT [--concurrency N]\n"
-            "  [--size N] [--reply-size N] [--duration S] [--count N]\n"
-            "  [--timeout S] [--rate R] [--spin-us N] [-t N]\n"
-            "  [--source-port fresh|pinned] [--label L] [--quiet]\n");
+    fprintf(f, "usage: ferry-bench udp --target ADDR:PORT [--concurrency N]\n"
+               "  [--size N] [--reply-size N] [--duration S] [--count N]\n"
+               "  [--timeout S] [--rate R] [--spin-us N] [-t N]\n"
+               "  [--source-port fresh|pinned] [--label L] [--quiet]\n");
 }
 
 static int
@@ -348,8 +346,7 @@ ub_client_opt(struct ub_opts *o, int opt, const char *v)
             o->fresh = v[0] == 'f';
             return 0;
         }
-        fprintf(stderr, "ferry-bench: --source-port %s: fresh or pinned\n",
-                v);
+        fprintf(stderr, "ferry-bench: --source-port %s: fresh or pinned\n", v);
         return -1;
     case 'L':
         if (strlen(v) > 64 || strpbrk(v, "\"\\") != NULL) {
@@ -413,10 +410,10 @@ ub_client_args(int argc, char **argv, struct ub_opts *o)
         return -1;
     }
     if (o->threads > o->concurrency || o->threads > o->count) {
-        fprintf(stderr, "ferry-bench udp: %llu threads need at least %llu "
-                        "--concurrency and --count %llu\n",
-                (unsigned long long)o->threads,
-                (unsigned long long)o->threads,
+        fprintf(stderr,
+                "ferry-bench udp: %llu threads need at least %llu "
+                "--concurrency and --count %llu\n",
+                (unsigned long long)o->threads, (unsigned long long)o->threads,
                 (unsigned long long)o->threads);
         return -1;
     }
@@ -648,8 +645,7 @@ ub_run(struct ub_client *c)
         /* The closed loop ends at once; the open loop waits for what is
          * in flight (--timeout bounds it). */
         if ((c->o.rate == 0 && c->stopping)
-            || (c->inflight == 0
-                && (c->stopping || c->launched >= c->o.count)))
+            || (c->inflight == 0 && (c->stopping || c->launched >= c->o.count)))
             break;
         n = epoll_wait(c->ep, evs, 64, ub_wait_ms(c, now, next));
         for (k = 0; k < n; k++)
@@ -797,9 +793,8 @@ ub_print(const struct ub_client *c, double secs)
            "\"source_port\":\"%s\",\"sockets\":%llu,",
            o->target_str, o->label, secs, (unsigned long long)o->concurrency,
            (unsigned long long)o->concurrency, (unsigned long long)o->size,
-           (unsigned long long)o->reply_size,
-           (unsigned long long)o->threads, o->fresh ? "fresh" : "pinned",
-           (unsigned long long)c->sockets);
+           (unsigned long long)o->reply_size, (unsigned long long)o->threads,
+           o->fresh ? "fresh" : "pinned", (unsigned long long)c->sockets);
     if (o->rate > 0)
         printf("\"offered_rate\":%.1f,\"scheduled\":%llu,\"missed\":%llu,"
                "\"unsent\":%llu,",
@@ -817,8 +812,7 @@ ub_print(const struct ub_client *c, double secs)
            "\"p99_us\":%.1f,\"p999_us\":%.1f,\"p9999_us\":%.1f,"
            "\"max_us\":%.1f}\n",
            (unsigned long long)c->errors_total,
-           (unsigned long long)c->bytes_sent,
-           (unsigned long long)c->bytes_recv,
+           (unsigned long long)c->bytes_sent, (unsigned long long)c->bytes_recv,
            secs > 0 ? moved * 8 / secs / 1e6 : 0,
            (unsigned long long)c->hist.count,
            c->hist.count ? (double)c->hist.min / 1e3 : 0,
@@ -828,8 +822,8 @@ ub_print(const struct ub_client *c, double secs)
     fflush(stdout);
     if (o->quiet)
         return;
-    fprintf(stderr, "udp %s (%s): %.2f s, %llu req, %.1f req/s",
-            o->target_str, o->label, secs, (unsigned long long)c->done, rate);
+    fprintf(stderr, "udp %s (%s): %.2f s, %llu req, %.1f req/s", o->target_str,
+            o->label, secs, (unsigned long long)c->done, rate);
     if (o->rate > 0)
         fprintf(stderr, " (offered %.1f), %llu missed their slot, %llu unsent",
                 o->rate, (unsigned long long)c->missed,
@@ -837,8 +831,7 @@ ub_print(const struct ub_client *c, double secs)
     if (o->threads > 1)
         fprintf(stderr, ", %llu threads", (unsigned long long)o->threads);
     fprintf(stderr, ", %s source ports, %llu errors",
-            o->fresh ? "fresh" : "pinned",
-            (unsigned long long)c->errors_total);
+            o->fresh ? "fresh" : "pinned", (unsigned long long)c->errors_total);
     for (e = 0; e < BNET_ERR__COUNT; e++)
         if (c->errors[e] > 0)
             fprintf(stderr, " %s=%llu", bnet_err_name(e),
@@ -872,8 +865,9 @@ udpbench_client_main(int argc, char **argv)
     if (all == NULL || total == NULL)
         goto out;
     if (ub_check_fds(o.concurrency + 8 * n) < 0) {
-        fprintf(stderr, "ferry-bench udp: %llu sockets need more open files "
-                        "than the limit allows\n",
+        fprintf(stderr,
+                "ferry-bench udp: %llu sockets need more open files "
+                "than the limit allows\n",
                 (unsigned long long)o.concurrency);
         goto out;
     }
