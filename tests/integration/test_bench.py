@@ -635,6 +635,25 @@ def test_sweep(tmp_path):
     assert "FAILED" not in err
 
 
+def test_sweep_udp(tmp_path):
+    """bench/run --sweep --scenarios udp: ferry-bench udp --rate at each
+    step, the same table as the TCP scenarios'."""
+    if not os.access(BIN, os.X_OK):
+        pytest.skip("ferry-bench not built")
+    out = tmp_path / "out"
+    res = subprocess.run(
+        ["/usr/bin/python3", RUN, "--sweep", "--scenarios", "udp",
+         "--sweep-rates", "300", "--duration", "0.5", "--rounds", "1",
+         "--targets", "direct", "--bench", BIN, "--no-install",
+         "--port-base", str(free_port_run(5)), "--out", str(out)],
+        capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr[-2000:]
+    doc = json.loads((out / "sweep.json").read_text())
+    m = doc["udp/direct/300"]
+    assert m["rounds"] == 1 and m["rate"] > 0 and m["errors"] == 0, m
+    assert "## sweep: udp" in (out / "summary.md").read_text()
+
+
 def test_median_interval():
     sys.path.insert(0, os.path.join(ROOT, "bench"))
     import benchstats
