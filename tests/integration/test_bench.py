@@ -234,8 +234,8 @@ def test_kernel_bench_smoke(tmp_path):
     kube-proxy-shaped DNAT, ferry's table, ferry, HAProxy, NGINX; UDP
     without HAProxy) measured in a TCP, a stream and the UDP scenario,
     with positive rates and CPU, a cost beyond direct for each, and
-    nothing left behind. Half-second runs: it checks the harness, never
-    the figures."""
+    nothing left behind. Quarter-second runs: it checks the harness,
+    never the figures."""
     why = _kernel_skip()
     if why:
         pytest.skip(why)
@@ -245,7 +245,7 @@ def test_kernel_bench_smoke(tmp_path):
     out = tmp_path / "out"
     p = subprocess.Popen(
         [os.path.join(ROOT, "bench", "run"), "kernel", "--quick",
-         "--duration", "0.5", "--bench", BIN, "--nftdrive", DRIVE,
+         "--duration", "0.25", "--bench", BIN, "--nftdrive", DRIVE,
          "--ferry", FERRY, "--scenarios", "connrate,stream_down,udp",
          "--out", str(out)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
