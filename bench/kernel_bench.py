@@ -1,47 +1,69 @@
-"""bench/kernel_bench.py - `bench/run kernel`: a Service served by ferry's
-kernel dataplane (table inet ferry, programmed by proxy/node/nft.c through
-tests/tools/nftdrive) against the same backend reached directly, in the
-same run, between three network namespaces:
+"""bench/kernel_bench.py - `bench/run kernel`: the ways a node can take a
+client to a Service's backend, measured in the same run with the same
+load, between three network namespaces:
 
     client  198.18.20.2  --veth--  198.18.20.1  node  198.18.21.1  --veth--  198.18.21.2  backend
-                                   (ip_forward, table inet ferry)
+                                   (ip_forward, the tables, the proxies)
 
-The node namespace routes between the two links. In it, `nftdrive run`
-programs one ClusterIP-style Service, 198.18.128.80:80, whose endpoint is
-the backend, 198.18.21.2:8080. The client reaches:
+The node namespace routes between the two links. The client reaches:
 
-    direct  198.18.21.2:8081   routed through the node, no NAT
-    kernel  198.18.128.80:80   routed through the node, DNAT by ferry's
-                               table to 198.18.21.2:8080
+    direct   198.18.21.2:8081   routed through the node, no NAT
+    dnat     198.18.128.81:80   the reference: one ClusterIP in the shape
+                                kube-proxy's nftables mode programs
+                                (kube_dnat_rules), DNAT to 198.18.21.2:8082
+    kernel   198.18.128.80:80   ferry's kernel dataplane: the table inet
+                                ferry that `nftdrive run` programs (the
+                                engine of proxy/node/nft.c), DNAT to
+                                198.18.21.2:8080
+    ferry    198.18.20.1:18080  ferry's proxy in the node namespace
+    haproxy  198.18.20.1:18081  HAProxy there
+    nginx    198.18.20.1:18082  NGINX stream there; the three proxies get
+                                bench/run's configurations (one worker,
+                                same timeouts) and reach 198.18.21.2:8083
 
-The backend process listens on both ports (ENDPOINT_PORT says why two).
-Both paths cross the same node, the same table hooks and conntrack; the
-only difference is the Service match and its DNAT. Nobody owns the
-Service address: a connection to it works only through the table, which
-the harness checks before it measures anything.
+The UDP scenario (DNS-shaped, a fresh source port per query) has the
+same targets on port 53 (the proxies on their ports, UDP) but HAProxy,
+which proxies TCP only: ferry with `protocol: udp, udp_responses: 1`,
+NGINX with `proxy_responses 1`.
 
-For each scenario it starts `ferry-bench serve` in the backend namespace,
-then runs `ferry-bench` in the client namespace against direct and kernel
-in turn, round after round (A B A B ...). Per run: the client's JSON
-result, the busy time of every CPU from /proc/stat (user, nice, system,
-irq, softirq: the kernel's forwarding and NAT run in softirq on the core
-that sends, which is not the client's or the backend's process time), the
-client's and the backend's own CPU, the CPU other user-space processes
-of the machine took meanwhile and how many processes started (noise
-gauges on a shared machine), and the node's conntrack statistics (a
-tuple clash, an insert failure or a drop would mean the run measured
-something else than the dataplane). With --settle, each round waits (a
-bounded time) for a quiet machine before it starts.
+The backend process listens on one port per kind of target
+(ENDPOINT_PORT says why). Every target crosses the same node, the same
+table hooks (both tables stay for the whole run) and conntrack. Nobody
+owns the Service addresses: a connection to one works only through its
+table, which the harness checks (no answer before, an answer after)
+before it measures anything.
+
+For each scenario it starts the backend in the backend namespace and the
+proxies in the node namespace, then runs `ferry-bench` in the client
+namespace against every target in turn, round after round, the first
+target of a round rotating. Per run: the client's JSON result, the busy
+time of every CPU from /proc/stat (user, nice, system, irq, softirq), and
+the CPU of the lab's own threads: the client (getrusage), the backend,
+the proxies (every thread and child), nftdrive and ksoftirqd (scheduler
+clocks). A DNAT target does its work in softirq on the core that sends,
+charged to whatever thread it interrupted (tick-based accounting): the
+client's or the backend's, or ksoftirqd under load. So the figure that
+compares targets is CPU per unit of work summed over the lab's threads
+on every core (the per-process accounting, which leaves out the other
+work of a shared machine), shown beside the all-cores /proc/stat figure,
+each also less the direct run's of the same round ("beyond direct"): the
+target's own cost. Beside them: the CPU other user-space processes took
+meanwhile and how many processes started (noise gauges), and the node's
+conntrack statistics (a tuple clash, an insert failure or a drop would
+mean the run measured something else than the dataplane). With --settle,
+each round waits (a bounded time) for a quiet machine before it starts.
 
 Output, in <out> (bench/results/<date>/ by default): kernel.md (the
-summary), kernel.json (medians and ratios), raw/kernel/ (runs.jsonl, the
-service description, the table as listed after the runs, logs).
+summary), kernel.json (medians with their spread, as `bench/run
+--compare` reads them, and ratios), raw/kernel/ (runs.jsonl, the service
+description, both rule sets, the proxies' configs and logs).
 
 Everything it creates — the namespaces (and so their links), its
-processes (stopped by PID), the table (`nftdrive cleanup` in the node
-namespace) — is removed at the end, also on Ctrl-C, SIGTERM or an error.
-Namespaces left by a run that was killed outright (SIGKILL) are removed
-by the next run: their names carry the PID of the run that made them.
+processes (stopped by PID), the tables (`nftdrive cleanup` and `nft
+delete table` in the node namespace) — is removed at the end, also on
+Ctrl-C, SIGTERM or an error. Namespaces left by a run that was killed
+outright (SIGKILL) are removed by the next run: their names carry the PID
+of the run that made them.
 """
 
 import argparse
@@ -61,6 +83,9 @@ import subprocess
 import sys
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import benchstats  # noqa: E402
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
@@ -75,9 +100,29 @@ SERVICE_IP, SERVICE_PORT = "198.18.128.80", 80
 # need, and every new connection would first look for a free tuple: that
 # would measure the two targets' collisions, not the dataplane.
 ENDPOINT_PORT, DIRECT_PORT = 8080, 8081
+# The reference: one ClusterIP programmed in the shape of kube-proxy's
+# nftables mode (kube_dnat_rules), its endpoint on a port of its own for
+# the same reason; and the proxies in the node namespace, which all reach
+# the backend on one more port (their connections come from the node's
+# address, so they never share a tuple with the client's).
+DNAT_IP, DNAT_PORT, DNAT_EP_PORT = "198.18.128.81", 80, 8082
+UDP_SERVICE_PORT = 53
+PROXY_EP_PORT = 8083
+PROXY_PORTS = {"ferry": 18080, "haproxy": 18081, "nginx": 18082}
+BACKEND_PORTS = (ENDPOINT_PORT, DIRECT_PORT, DNAT_EP_PORT, PROXY_EP_PORT)
 ADDRS = {"direct": "%s:%d" % (BACKEND_IP, DIRECT_PORT),
+         "dnat": "%s:%d" % (DNAT_IP, DNAT_PORT),
          "kernel": "%s:%d" % (SERVICE_IP, SERVICE_PORT)}
-TARGETS = ["direct", "kernel"]
+ADDRS.update({t: "%s:%d" % (NODE_C_IP, p) for t, p in PROXY_PORTS.items()})
+# The same Services over UDP (port 53; the proxies' ports are the same
+# numbers, UDP).
+UDP_ADDRS = dict(ADDRS, dnat="%s:%d" % (DNAT_IP, UDP_SERVICE_PORT),
+                 kernel="%s:%d" % (SERVICE_IP, UDP_SERVICE_PORT))
+ALL_TARGETS = ["direct", "dnat", "kernel", "ferry", "haproxy", "nginx"]
+# HAProxy proxies TCP only.
+UDP_TARGETS = ["direct", "dnat", "kernel", "ferry", "nginx"]
+PROXIES = ("ferry", "haproxy", "nginx")
+DNAT_TABLE = "fkb-kube-proxy"  # ip family; in the node namespace only
 # nftdrive verifies the table every VERIFY_MS; that is ferry's control
 # loop, not the dataplane, so it is made rare (once an hour) to stay out
 # of the measurements.
@@ -105,8 +150,17 @@ SCENARIOS = {
                              "up"],
                   "unit": "GB", "what": "Gbit/s, 4 connections, client to "
                   "backend"},
+    # DNS-shaped: one 64-byte query, one 128-byte answer, each from a fresh
+    # socket (a new source port, so a new conntrack entry and, for the
+    # proxies, a new flow: ferry udp_responses 1, NGINX proxy_responses 1).
+    "udp": {"serve": ["--reply-size", "128"],
+            "client": ["udp", "--concurrency", "32", "--size", "64",
+                       "--reply-size", "128", "--source-port", "fresh"],
+            "unit": "req", "proto": "udp",
+            "what": "UDP queries/s, 32 in flight, a fresh source port per "
+            "query (64 B query, 128 B answer)"},
 }
-DEFAULT_SCENARIOS = "connrate,rr,stream_down"
+DEFAULT_SCENARIOS = "connrate,rr,stream_down,udp"
 # CPU cost per unit, for display: us/conn, us/req, ms/GB
 COST_SCALE = {"conn": (1e6, "µs/conn"), "req": (1e6, "µs/req"),
               "GB": (1e3, "ms/GB")}
@@ -259,6 +313,8 @@ class Lab:
         self.namespaces = []
         self.drive = None
         self.backend = None
+        self.dnat = False
+        self.proxies = {}
 
     def ns(self, name):
         return "%s-%s" % (self.tag, name)
@@ -305,8 +361,11 @@ class Lab:
         # its ports: reuse them after 1 s (a namespace starts with the
         # loopback-only default, 2) and use the whole port range. Both
         # targets get the same client.
-        self.run_in("client", ["sysctl", "-qw", "net.ipv4.tcp_tw_reuse=1",
-                               "net.ipv4.ip_local_port_range=1024 65535"])
+        # The proxies in the node are clients of the backend and close
+        # first there (after the client closed): the same for the node.
+        for n in ("client", "node"):
+            self.run_in(n, ["sysctl", "-qw", "net.ipv4.tcp_tw_reuse=1",
+                            "net.ipv4.ip_local_port_range=1024 65535"])
 
     def services_doc(self):
         return {"config": {"masquerade": "cidr",
@@ -317,7 +376,50 @@ class Lab:
                               "port": SERVICE_PORT,
                               "cluster_ips": [SERVICE_IP],
                               "cluster_endpoints": [{"ip": BACKEND_IP,
+                                                     "port": ENDPOINT_PORT}]},
+                             {"id": "bench/kernel:dns", "protocol": "udp",
+                              "port": UDP_SERVICE_PORT,
+                              "cluster_ips": [SERVICE_IP],
+                              "cluster_endpoints": [{"ip": BACKEND_IP,
                                                      "port": ENDPOINT_PORT}]}]}
+
+    def start_dnat(self):
+        """The reference rule set (kube_dnat_rules) in the node namespace."""
+        path = os.path.join(self.raw, "kube-dnat.nft")
+        with open(path, "w") as f:
+            f.write(kube_dnat_rules())
+        self.run_in("node", ["nft", "-f", path])
+        self.dnat = True
+
+    def start_proxies(self, scenario, targets):
+        """The proxies of <targets> in the node namespace, each checked
+        through the client namespace. Returns {target: why} for those
+        that did not come up (stopped again)."""
+        udp = SCENARIOS[scenario].get("proto") == "udp"
+        failed = {}
+        for t in targets:
+            if t not in PROXIES:
+                continue
+            work = os.path.join(self.raw, "%s-%s" % (t, scenario))
+            os.makedirs(work, exist_ok=True)
+            argv = proxy_argv(t, self.args, work, udp)
+            logf = open(os.path.join(work, "%s.log" % t), "w")
+            p = self.procs.start(self.exec_argv("node", argv,
+                                                self.args.proxy_cpus),
+                                 stdout=logf, stderr=subprocess.STDOUT)
+            logf.close()
+            self.proxies[t] = p
+            if not self.wait_path(t, udp=udp):
+                why = "%s did not answer through the node (exit %s; see " \
+                    "raw/kernel/%s-%s/)" % (t, p.poll(), t, scenario)
+                self.procs.stop(p)
+                del self.proxies[t]
+                failed[t] = why
+        return failed
+
+    def stop_proxies(self):
+        for t in list(self.proxies):
+            self.procs.stop(self.proxies.pop(t))
 
     def start_drive(self):
         path = os.path.join(self.raw, "services.json")
@@ -340,14 +442,17 @@ class Lab:
     def start_backend(self, scenario):
         logf = open(os.path.join(self.raw, "serve-%s.log" % scenario), "w")
         # Bounded: it exits by itself after --max-seconds at the latest.
-        limit = int(self.args.rounds * len(TARGETS)
-                    * (self.args.duration + self.args.settle + 60) + 60)
+        limit = int(self.args.rounds * len(self.args.targets)
+                    * (self.args.duration + self.args.settle + 60) + 120)
+        udp = SCENARIOS[scenario].get("proto") == "udp"
+        listen = []
+        for port in BACKEND_PORTS:
+            listen += ["--listen", "%s:%d" % (BACKEND_IP, port)]
         p = self.procs.start(
-            self.exec_argv("backend", [self.args.bench, "serve"]
-                           + SCENARIOS[scenario]["serve"]
-                           + ["--listen", "%s:%d" % (BACKEND_IP, ENDPOINT_PORT),
-                              "--listen", "%s:%d" % (BACKEND_IP, DIRECT_PORT),
-                              "--max-seconds", str(limit)],
+            self.exec_argv("backend", [self.args.bench,
+                                       "udp-serve" if udp else "serve"]
+                           + SCENARIOS[scenario]["serve"] + listen
+                           + ["--max-seconds", str(limit)],
                            self.args.backend_cpus),
             stdout=subprocess.PIPE, stderr=logf)
         logf.close()
@@ -363,33 +468,52 @@ class Lab:
             self.procs.stop(self.backend)
             self.backend = None
 
-    def probe(self, target, timeout_s=1.0):
-        """One connection through <target>: True if it worked."""
-        r = sh(self.exec_argv("client", [
-            self.args.bench, "connrate", "--target", ADDRS[target],
-            "--count", "1", "--concurrency", "1", "--duration", "2",
-            "--timeout", str(timeout_s), "--max-errors", "1", "--quiet"]),
-            timeout=15, check=False)
+    def probe(self, target, timeout_s=1.0, udp=False):
+        """One connection (or UDP query) through <target>: True if it
+        worked."""
+        if udp:
+            argv = [self.args.bench, "udp", "--target", UDP_ADDRS[target],
+                    "--count", "1", "--concurrency", "1", "--duration", "2",
+                    "--timeout", str(timeout_s), "--quiet"]
+        else:
+            argv = [self.args.bench, "connrate", "--target", ADDRS[target],
+                    "--count", "1", "--concurrency", "1", "--duration", "2",
+                    "--timeout", str(timeout_s), "--max-errors", "1",
+                    "--quiet"]
+        r = sh(self.exec_argv("client", argv), timeout=15, check=False)
         try:
             res = json.loads(r.stdout.strip().splitlines()[-1])
         except (ValueError, IndexError):
             return False
         return r.returncode == 0 and res.get("count") == 1
 
-    def wait_path(self, target, deadline_s=10):
+    def wait_path(self, target, deadline_s=10, udp=False):
         end = time.monotonic() + deadline_s
         while time.monotonic() < end:
-            if self.probe(target):
+            if self.probe(target, udp=udp):
                 return True
+            time.sleep(0.05)
         return False
 
     def ct_stats(self):
         """The node's conntrack statistics summed over CPUs
         (/proc/net/stat/nf_conntrack, per namespace); {} if unreadable."""
-        r = self.run_in("node", ["cat", "/proc/net/stat/nf_conntrack"],
-                        check=False, timeout=10)
-        lines = r.stdout.split("\n")
-        if r.returncode != 0 or len(lines) < 2:
+        text = None
+        if self.drive is not None and self.drive.poll() is None:
+            # nftdrive lives in the node namespace: its /proc/PID/net is
+            # the node's, read without starting a process around a run.
+            try:
+                with open("/proc/%d/net/stat/nf_conntrack"
+                          % self.drive.pid) as f:
+                    text = f.read()
+            except OSError:
+                pass
+        if text is None:
+            r = self.run_in("node", ["cat", "/proc/net/stat/nf_conntrack"],
+                            check=False, timeout=10)
+            text = r.stdout if r.returncode == 0 else ""
+        lines = text.split("\n")
+        if len(lines) < 2:
             return {}
         names = lines[0].split()
         out = {}
@@ -404,8 +528,26 @@ class Lab:
             out["entries"] = int(lines[1].split()[0], 16)
         return out
 
-    def table(self):
-        r = self.run_in("node", ["nft", "list", "table", "inet", "ferry"],
+    def ct_flush(self):
+        """Empty the node's conntrack table (this namespace's entries
+        only) so that every run starts from the same state: the entries
+        of earlier runs (TCP TIME_WAIT 120 s, UDP 30 s) would otherwise
+        pile up, and the table's limit is the machine's, shared by every
+        namespace: a full table drops new flows everywhere. False when
+        the conntrack tool is missing."""
+        if shutil.which("conntrack") is None:
+            return False
+        # nsenter joins the network namespace only: quicker than ip netns
+        # exec, which also remounts /sys.
+        path = "/run/netns/%s" % self.ns("node")
+        if shutil.which("nsenter") and os.path.exists(path):
+            argv = ["nsenter", "--net=" + path, "conntrack", "-F"]
+        else:
+            argv = self.exec_argv("node", ["conntrack", "-F"])
+        return sh(argv, check=False, timeout=30).returncode == 0
+
+    def table(self, family="inet", name="ferry"):
+        r = self.run_in("node", ["nft", "list", "table", family, name],
                         check=False)
         return r.stdout if r.returncode == 0 else ""
 
@@ -414,11 +556,17 @@ class Lab:
         # is bounded in time.
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, signal.SIG_IGN)
+        self.stop_proxies()
         self.stop_backend()
         if self.drive is not None:
             self.procs.stop(self.drive)
             self.drive = None
         self.procs.stop_all()
+        if self.dnat and self.ns("node") in self.namespaces:
+            # (the namespace's end would take it too; said for the reader)
+            self.run_in("node", ["nft", "delete", "table", "ip", DNAT_TABLE],
+                        check=False)
+            self.dnat = False
         if self.ns("node") in self.namespaces:
             r = self.run_in("node", [self.args.nftdrive, "cleanup"],
                             check=False)
@@ -428,6 +576,183 @@ class Lab:
         for n in reversed(self.namespaces):
             sh(["ip", "netns", "del", n], check=False)
         self.namespaces = []
+
+
+# ---------------------------------------------------------------- targets
+
+def kube_dnat_rules():
+    """The reference: one ClusterIP, DNAT_IP port 80/tcp and 53/udp, one
+    endpoint each, written in the shape kube-proxy's nftables mode gives a
+    Service (KEP 3866): a "services" chain that looks the destination up
+    in a verdict map, a chain per service that marks traffic from outside
+    the cluster for masquerade and picks an endpoint with `numgen random
+    mod N vmap`, a chain per endpoint that marks hairpin traffic and
+    DNATs, masquerading on the mark in postrouting, and the filter hooks
+    kube-proxy keeps beside them (firewall, no-endpoint and cluster-IP
+    checks on new connections), here with nothing in their maps. Names
+    are shortened; the work per packet is the same shape."""
+    cluster = "198.18.20.0/23"  # the client's and the backend's subnets
+    svc = []
+    for proto, port, name in (("tcp", DNAT_PORT, "tcp80"),
+                              ("udp", UDP_SERVICE_PORT, "udp53")):
+        ep = "endpoint-bench-%s-%s-%d" % (name, BACKEND_IP, DNAT_EP_PORT)
+        svc.append((proto, port, name, ep))
+    out = ["table ip %s {" % DNAT_TABLE,
+           '\tcomment "bench/run kernel: one ClusterIP in the shape of '
+           'kube-proxy\'s nftables mode"',
+           "\tset cluster-ips { type ipv4_addr; elements = { %s } }" % DNAT_IP,
+           "\tset nodeport-ips { type ipv4_addr; }",
+           "\tmap service-ips {",
+           "\t\ttype ipv4_addr . inet_proto . inet_service : verdict",
+           "\t\telements = { %s }" % ", ".join(
+               "%s . %s . %d : goto service-bench-%s" % (DNAT_IP, proto, port,
+                                                         name)
+               for proto, port, name, _ in svc),
+           "\t}",
+           "\tmap service-nodeports { type inet_proto . inet_service : "
+           "verdict; }",
+           "\tmap no-endpoint-services { type ipv4_addr . inet_proto . "
+           "inet_service : verdict; }",
+           "\tmap no-endpoint-nodeports { type inet_proto . inet_service : "
+           "verdict; }",
+           "\tmap firewall-ips { type ipv4_addr . inet_proto . inet_service "
+           ": verdict; }",
+           "\tchain filter-prerouting {",
+           "\t\ttype filter hook prerouting priority dstnat - 10; "
+           "policy accept;",
+           "\t\tct state new jump firewall-check", "\t}",
+           "\tchain filter-input {",
+           "\t\ttype filter hook input priority -110; policy accept;",
+           "\t\tct state new jump nodeport-endpoints-check",
+           "\t\tct state new jump service-endpoints-check", "\t}",
+           "\tchain filter-forward {",
+           "\t\ttype filter hook forward priority -110; policy accept;",
+           "\t\tct state new jump service-endpoints-check",
+           "\t\tct state new jump cluster-ips-check", "\t}",
+           "\tchain filter-output {",
+           "\t\ttype filter hook output priority -110; policy accept;",
+           "\t\tct state new jump service-endpoints-check",
+           "\t\tct state new jump firewall-check", "\t}",
+           "\tchain filter-output-post-dnat {",
+           "\t\ttype filter hook output priority -90; policy accept;",
+           "\t\tct state new jump cluster-ips-check", "\t}",
+           "\tchain nat-prerouting {",
+           "\t\ttype nat hook prerouting priority dstnat; policy accept;",
+           "\t\tjump services", "\t}",
+           "\tchain nat-output {",
+           "\t\ttype nat hook output priority -100; policy accept;",
+           "\t\tjump services", "\t}",
+           "\tchain nat-postrouting {",
+           "\t\ttype nat hook postrouting priority srcnat; policy accept;",
+           "\t\tjump masquerading", "\t}",
+           "\tchain firewall-check {",
+           "\t\tip daddr . meta l4proto . th dport vmap @firewall-ips", "\t}",
+           "\tchain service-endpoints-check {",
+           "\t\tip daddr . meta l4proto . th dport vmap "
+           "@no-endpoint-services", "\t}",
+           "\tchain nodeport-endpoints-check {",
+           "\t\tip daddr @nodeport-ips meta l4proto . th dport vmap "
+           "@no-endpoint-nodeports", "\t}",
+           # after DNAT, a packet still bound to a ClusterIP asked for a
+           # port the Service does not have
+           "\tchain cluster-ips-check {",
+           "\t\tip daddr @cluster-ips reject", "\t}",
+           "\tchain mark-for-masquerade {",
+           "\t\tmeta mark set meta mark | 0x00004000", "\t}",
+           "\tchain masquerading {",
+           "\t\tmeta mark & 0x00004000 == 0 return",
+           "\t\tmeta mark set meta mark ^ 0x00004000",
+           "\t\tmasquerade fully-random", "\t}",
+           "\tchain services {",
+           "\t\tip daddr . meta l4proto . th dport vmap @service-ips",
+           "\t\tip daddr @nodeport-ips meta l4proto . th dport vmap "
+           "@service-nodeports", "\t}"]
+    for proto, port, name, ep in svc:
+        out += ["\tchain service-bench-%s {" % name,
+                "\t\tip daddr %s %s dport %d ip saddr != %s jump "
+                "mark-for-masquerade" % (DNAT_IP, proto, port, cluster),
+                "\t\tnumgen random mod 1 vmap { 0 : goto %s }" % ep, "\t}",
+                "\tchain %s {" % ep,
+                "\t\tip saddr %s jump mark-for-masquerade" % BACKEND_IP,
+                "\t\tmeta l4proto %s dnat to %s:%d" % (proto, BACKEND_IP,
+                                                       DNAT_EP_PORT),
+                "\t}"]
+    out.append("}")
+    return "\n".join(out) + "\n"
+
+
+_RUN = None
+
+
+def bench_run_module():
+    """bench/run, imported once for its proxy config writers: the proxies
+    here get the configuration they get there."""
+    global _RUN
+    if _RUN is None:
+        import importlib.machinery
+        import importlib.util
+        loader = importlib.machinery.SourceFileLoader(
+            "bench_run", os.path.join(HERE, "run"))
+        spec = importlib.util.spec_from_loader("bench_run", loader)
+        _RUN = importlib.util.module_from_spec(spec)
+        loader.exec_module(_RUN)
+    return _RUN
+
+
+def proxy_config(target, work, udp, cpus):
+    """bench/run's config of <target>, made to listen on the node's
+    address and to reach the backend's proxy port: bench/run writes one
+    address for both (loopback), so it writes the node's for both here
+    and the backend's is put in after."""
+    run = bench_run_module()
+    run.HOST, run.BACKEND_PORT, run.PROXY_CPU = NODE_C_IP, PROXY_EP_PORT, cpus
+    run.PORTS.update(PROXY_PORTS)
+    if target == "ferry":
+        text = run.ferry_config(udp)
+    elif target == "haproxy":
+        text = run.haproxy_config()
+    else:
+        text = run.nginx_config(work, udp)
+    wrong = "%s:%d" % (NODE_C_IP, PROXY_EP_PORT)
+    if text.count(wrong) != 1:
+        raise Failed("bench/run's %s config changed shape: %d backend "
+                     "address(es) found" % (target, text.count(wrong)))
+    return text.replace(wrong, "%s:%d" % (BACKEND_IP, PROXY_EP_PORT))
+
+
+def proxy_argv(target, args, work, udp):
+    names = {"ferry": "ferry.yaml", "haproxy": "haproxy.cfg",
+             "nginx": "nginx.conf"}
+    path = os.path.join(work, names[target])
+    with open(path, "w") as f:
+        f.write(proxy_config(target, work, udp, args.proxy_cpus))
+    if target == "ferry":
+        return [args.ferry, "-c", path]
+    if target == "haproxy":
+        return [shutil.which("haproxy"), "-db", "-f", path]
+    return [shutil.which("nginx"), "-p", work + "/", "-c", path, "-e",
+            os.path.join(work, "nginx-error.log")]
+
+
+def tree_cpu_s(pid, depth=0):
+    """CPU seconds of a process: every thread (ferry's relay workers are
+    threads) and its child processes (NGINX's workers), from the
+    scheduler's clocks; None if it is gone."""
+    try:
+        total, kids = 0.0, []
+        for tid in os.listdir("/proc/%d/task" % pid):
+            with open("/proc/%d/task/%s/schedstat" % (pid, tid)) as f:
+                total += int(f.read().split()[0]) / 1e9
+            try:
+                with open("/proc/%d/task/%s/children" % (pid, tid)) as f:
+                    kids += [int(k) for k in f.read().split()]
+            except OSError:
+                pass
+        for k in kids if depth < 2 else []:
+            total += tree_cpu_s(k, depth + 1) or 0.0
+        return total
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 # ------------------------------------------------------------ measurements
@@ -581,21 +906,28 @@ class Bench:
 
     def run_one(self, scenario, target, rnd, settled):
         sc = SCENARIOS[scenario]
+        addrs = UDP_ADDRS if sc.get("proto") == "udp" else ADDRS
         argv = self.lab.exec_argv(
             "client", [self.args.bench] + sc["client"]
-            + ["--target", ADDRS[target], "--label", target,
+            + ["--target", addrs[target], "--label", target,
                "--duration", str(self.args.duration), "--quiet"],
             self.args.client_cpus)
         backend = self.lab.backend
         mine = {os.getpid(), backend.pid}
         if self.lab.drive is not None:
             mine.add(self.lab.drive.pid)
+        # Every proxy runs through every round (idle but for its own
+        # target's run): all of them are the lab's.
+        proxies = {t: p.pid for t, p in self.lab.proxies.items()}
+        mine.update(proxies.values())
+        flushed = self.lab.ct_flush()
         ct0 = self.lab.ct_stats()
         # The lab's own threads: the backend, nftdrive and ksoftirqd (the
         # client is a child: its CPU comes from getrusage once reaped).
         lab_pids = [backend.pid] + self.ksoftirqd + (
             [self.lab.drive.pid] if self.lab.drive is not None else [])
         b0 = {p: sched_s(p) for p in lab_pids}
+        x0 = {t: tree_cpu_s(pid) for t, pid in proxies.items()}
         o0 = others_cpu(mine)
         c0 = children_cpu_s()
         load = os.getloadavg()[0]
@@ -612,6 +944,7 @@ class Bench:
         f1 = forks()
         c1 = children_cpu_s()
         b1 = {p: sched_s(p) for p in lab_pids}
+        x1 = {t: tree_cpu_s(pid) for t, pid in proxies.items()}
         o1 = others_cpu(mine)
         ct1 = self.lab.ct_stats()
         results = [json.loads(l) for l in res.stdout.splitlines()
@@ -624,6 +957,7 @@ class Bench:
         rec = {"scenario": scenario, "target": target, "round": rnd,
                "wall_s": round(wall, 3), "result": results[-1],
                "load1": load, "settle_s": settled,
+               "ct_flushed": flushed,
                # None: not checked (--settle 0)
                "quiet": None if settled == -1 else settled is not None,
                "cpu_busy_s": busy, "cpu_user_s": user,
@@ -637,9 +971,17 @@ class Bench:
                "forks": f1 - f0,
                "per_cpu_busy_s": {str(c): busy_split({c: t0[c]}, {c: v})[0]
                                   for c, v in t1.items() if c in t0}}
+        # The proxies' CPU: the target's own, and the idle others'
+        # (timers; a gauge of noise, normally near zero).
+        px = {t: x1[t] - x0[t] for t in proxies
+              if x0.get(t) is not None and x1.get(t) is not None}
+        rec["proxy_cpu_s"] = px.get(target, 0.0)
+        rec["idle_proxies_cpu_s"] = sum(v for t, v in px.items()
+                                        if t != target)
         rec["lab_cpu_s"] = rec["client_cpu_s"] + sum(
             rec[k] or 0 for k in ("backend_cpu_s", "ksoftirqd_cpu_s",
-                                  "nftdrive_cpu_s"))
+                                  "nftdrive_cpu_s", "proxy_cpu_s",
+                                  "idle_proxies_cpu_s"))
         if ct0 and ct1:
             rec["conntrack"] = {k: ct1[k] - ct0.get(k, 0) for k in CT_KEYS
                                 if k in ct1}
@@ -651,25 +993,38 @@ class Bench:
 
     def run_scenario(self, scenario):
         log("scenario %s: %s" % (scenario, SCENARIOS[scenario]["what"]))
+        targets = scenario_targets(self.args, scenario)
         self.lab.start_backend(scenario)
         try:
+            for t, why in self.lab.start_proxies(scenario, targets).items():
+                self.fail(scenario, t, why)
+                targets.remove(t)
             for rnd in range(1, self.args.rounds + 1):
                 # Once per round: the two runs of a round follow each
                 # other at once, so that what disturbs one disturbs the
                 # other too, as far as can be.
                 settled = settle(self.args.settle) if self.args.settle > 0 \
                     else -1
-                # Which target goes first alternates too (direct, kernel |
-                # kernel, direct | ...): the first run of a round starts
-                # on the machine the settle found quiet, the second does
-                # not always; a fixed order would favour one target.
-                for t in (TARGETS if rnd % 2 else TARGETS[::-1]):
+                # Which target goes first rotates too (direct, kernel |
+                # kernel, direct | ... with two): the first run of a round
+                # starts on the machine the settle found quiet, the later
+                # ones not always; a fixed order would favour one target.
+                k = (rnd - 1) % len(targets)
+                for t in targets[k:] + targets[:k]:
                     if self.lab.backend.poll() is not None:
                         raise Failed("the backend exited with %s" %
                                      self.lab.backend.returncode)
                     self.run_one(scenario, t, rnd, settled)
         finally:
+            self.lab.stop_proxies()
             self.lab.stop_backend()
+
+
+def scenario_targets(args, scenario):
+    """The targets of --targets that serve <scenario>'s protocol."""
+    udp = SCENARIOS[scenario].get("proto") == "udp"
+    return [t for t in args.targets if t in (UDP_TARGETS if udp
+                                             else ALL_TARGETS)]
 
 
 def delta(before, after, pids):
@@ -717,6 +1072,7 @@ METRICS = [
     ("cpu", lambda rec: per_unit(rec, "cpu_busy_s"), False),
     ("cpu_lab", lambda rec: per_unit(rec, "lab_cpu_s"), False),
     ("cpu_irq", lambda rec: per_unit(rec, "cpu_irq_s"), False),
+    ("cpu_proxy", lambda rec: per_unit(rec, "proxy_cpu_s"), False),
     ("others_s", lambda rec: rec["others_cpu_s"], False),
     # all cores' busy time the lab's threads do not account for: other
     # work on the machine (and the harness, and the sampling error of
@@ -726,6 +1082,7 @@ METRICS = [
     ("forks", lambda rec: rec.get("forks"), False),
     ("p50", lambda rec: rec["result"].get("p50_us"), False),
     ("p99", lambda rec: rec["result"].get("p99_us"), False),
+    ("p999", lambda rec: rec["result"].get("p999_us"), False),
     ("errors", lambda rec: rec["result"]["errors_total"], False),
     ("ct_trouble", lambda rec: sum(rec["conntrack"].get(k, 0) for k in (
         "found", "insert_failed", "drop", "early_drop", "clashres"))
@@ -736,6 +1093,8 @@ METRICS = [
 SUMMED = ("errors", "quiet", "ct_trouble")
 # judged against the 5 % goal
 JUDGED = ("rate", "gbit", "cpu", "cpu_lab")
+# with their spread in kernel.json (bench/run --compare reads it)
+SPREAD = JUDGED + ("cpu_proxy", "p50", "p99", "p999")
 
 
 def medians(runs):
@@ -753,29 +1112,55 @@ def medians(runs):
                 m[name] = sum(vals) if name in SUMMED else statistics.median(vals)
                 if name in JUDGED:
                     m[name + "_min"], m[name + "_max"] = min(vals), max(vals)
+                if name in SPREAD:
+                    # for bench/run --compare: median, min-max, 95 %
+                    m[name + "_stats"] = benchstats.summarize(vals)
         out[key] = m
+    for (sc, t), m in out.items():
+        for key in ("cpu", "cpu_lab"):
+            net = net_of_direct(runs, sc, t, key) if t != "direct" else []
+            if net:
+                m[key + "_net"] = statistics.median(net)
+                m[key + "_net_stats"] = benchstats.summarize(net)
     return out
 
 
-def round_ratios(runs, scenario, metric):
-    """kernel/direct of each round (the two runs next to each other in
-    time): the spread says how far one ratio can be trusted."""
+def by_round(runs, scenario, metric):
+    """{round: {target: value of <metric>}}."""
     fn = [f for n, f, _ in METRICS if n == metric][0]
     by = {}
     for rec in runs:
         if "failed" not in rec and rec["scenario"] == scenario:
             by.setdefault(rec["round"], {})[rec["target"]] = fn(rec)
+    return by
+
+
+def round_ratios(runs, scenario, metric, target="kernel"):
+    """target/direct of each round (runs close in time): the spread says
+    how far one ratio can be trusted."""
+    by = by_round(runs, scenario, metric)
     out = []
     for rnd in sorted(by):
-        d, k = by[rnd].get("direct"), by[rnd].get("kernel")
+        d, k = by[rnd].get("direct"), by[rnd].get(target)
         if d and k is not None:
             out.append(k / d)
     return out
 
 
-def ratio(med, scenario, metric):
+def net_of_direct(runs, scenario, target, metric="cpu"):
+    """<metric> of <target> less direct's in the same round, per round:
+    what the target adds to reaching the backend directly (the client's
+    and the backend's own work, the forwarding node) — the dataplane's
+    or the proxy's cost."""
+    by = by_round(runs, scenario, metric)
+    return [by[r][target] - by[r]["direct"] for r in sorted(by)
+            if by[r].get(target) is not None
+            and by[r].get("direct") is not None]
+
+
+def ratio(med, scenario, metric, target="kernel"):
     d = med.get((scenario, "direct"), {}).get(metric)
-    k = med.get((scenario, "kernel"), {}).get(metric)
+    k = med.get((scenario, target), {}).get(metric)
     if not d or k is None:
         return None
     return k / d
@@ -836,6 +1221,10 @@ def machine_rows(args):
         ("pinning", "client on CPU %s, backend on CPU %s; the harness with "
          "the client" % (args.client_cpus, args.backend_cpus)
          if os.cpu_count() >= 2 else "none (one CPU)"),
+        ("node's conntrack table emptied before each run",
+         "yes (conntrack -F)" if shutil.which("conntrack") else
+         "no: the conntrack tool is missing (apt-get install conntrack); "
+         "entries of earlier runs pile up"),
         ("conntrack max", open("/proc/sys/net/netfilter/nf_conntrack_max").read().strip()
          if os.path.exists("/proc/sys/net/netfilter/nf_conntrack_max") else "n/a"),
     ]
@@ -847,11 +1236,83 @@ def paired(runs, scenario, metric):
     return statistics.median(rr) if rr else None
 
 
+TARGET_WHAT = {
+    "direct": "the backend's own address, routed by the node, no NAT",
+    "dnat": "a ClusterIP in kube-proxy's nftables shape (table ip %s), "
+            "DNAT to the backend" % DNAT_TABLE,
+    "kernel": "a ClusterIP in ferry's table (inet ferry), DNAT to the "
+              "backend",
+    "ferry": "ferry's proxy in the node namespace (bench/run's config)",
+    "haproxy": "HAProxy in the node namespace (bench/run's config)",
+    "nginx": "NGINX stream in the node namespace (bench/run's config)",
+}
+
+
+def spread(m, key, nd):
+    """'median [min–max]' of a figure, or '–'."""
+    st = m.get(key + "_stats")
+    if not st:
+        return fmt(m.get(key), nd)
+    if st["n"] < 2:
+        return fmt(st["median"], nd)
+    return "%s [%s–%s]" % (fmt(st["median"], nd), fmt(st["min"], nd),
+                           fmt(st["max"], nd))
+
+
+def all_targets_md(bench, med, args):
+    """Every target of every scenario: rate, the CPU per unit of work and
+    what it costs beyond reaching the backend directly."""
+    lines = ["", "## Every target", "",
+             "Medians over rounds, [min–max] beside them. *CPU, lab "
+             "threads*: the client, the backend, the proxies, nftdrive and "
+             "ksoftirqd (scheduler clocks; the kernel's forwarding and NAT, "
+             "softirq work, are in the time of the thread they interrupted, "
+             "so a DNAT target's cost is there too) per unit of work; other "
+             "processes of the machine are not. *CPU, all cores*: busy time "
+             "of every CPU (/proc/stat) per unit: the same plus whatever "
+             "else the machine did. *beyond direct*: the figure less the "
+             "direct run's of the same round (the client's, the backend's "
+             "and the forwarding node's share), median of the per-round "
+             "differences: the target's own cost. *proxy process*: the "
+             "proxy's own threads and processes; a DNAT target has none.",
+             "",
+             "| scenario | target | rate | CPU, lab threads | beyond direct "
+             "| × direct's | CPU, all cores | beyond direct | proxy process "
+             "| p50 µs | p99 µs | p99.9 µs | errors | conntrack trouble |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for sc in args.scenarios:
+        unit = SCENARIOS[sc]["unit"]
+        cu = COST_SCALE[unit][1]
+        rate_key, rnd = ("gbit", 2) if unit == "GB" else ("rate", 0)
+        rate_unit = "Gbit/s" if unit == "GB" else "%s/s" % unit
+        for t in scenario_targets(args, sc):
+            m = med.get((sc, t))
+            if not m:
+                lines.append("| %s | %s | failed |%s" % (sc, t, " |" * 11))
+                continue
+            direct = t == "direct"
+            r = ratio(med, sc, "cpu_lab", t)
+            cells = [sc, t, "%s %s" % (spread(m, rate_key, rnd), rate_unit),
+                     "%s %s" % (spread(m, "cpu_lab", 1), cu),
+                     "–" if direct else spread(m, "cpu_lab_net", 1),
+                     "–" if direct or r is None else "%.2f" % r,
+                     "%s %s" % (spread(m, "cpu", 1), cu),
+                     "–" if direct else spread(m, "cpu_net", 1),
+                     fmt(m.get("cpu_proxy"), 1) if t in PROXIES else "–"]
+            cells += [fmt(m.get(k), 0) if unit != "GB" else "–"
+                      for k in ("p50", "p99", "p999")]
+            cells += [fmt(m.get("errors"), 0), fmt(m.get("ct_trouble"), 0)]
+            lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "Targets: " + "; ".join(
+        "*%s*: %s" % (t, TARGET_WHAT[t]) for t in args.targets) + "."]
+    return lines
+
+
 def summary_md(bench, med, args, started, finished, argv):
     lines = ["# Kernel dataplane between network namespaces", "",
              "`bench/run kernel%s` — %s to %s, %d round(s) × %g s per run, "
-             "both targets in each round, the first one alternating (direct, "
-             "kernel | kernel, direct | ...)." % (
+             "every target in each round, the first one rotating (direct, "
+             "kernel, ... | kernel, ..., direct | ...)." % (
                  (" " + " ".join(shown(a) for a in argv)) if argv else "",
                  started, finished, args.rounds, args.duration), "",
              "client 198.18.20.2 → node (forwarding, table inet ferry) → "
@@ -872,7 +1333,8 @@ def summary_md(bench, med, args, started, finished, argv):
              "*kernel/direct, pairs*: the median of the per-round ratios "
              "(each kernel run against the direct run just before it), "
              "which drift and bursts of other work disturb least; the "
-             "verdict uses it: rate ≥ 0.95, CPU ≤ 1.05.", ""]
+             "verdict uses it: rate ≥ 0.95, CPU ≤ 1.05. The other targets "
+             "are in *Every target* below.", ""]
     lines += ["| scenario | measure | direct | kernel | kernel/direct, "
               "medians | kernel/direct, pairs | per-round ratios | "
               "within 5 % |", "|---|---|---|---|---|---|---|---|"]
@@ -898,6 +1360,7 @@ def summary_md(bench, med, args, started, finished, argv):
                 " ".join("%.2f" % x for x in
                          round_ratios(bench.runs, sc, key)),
                 verdict(pr, hb)))
+    lines += all_targets_md(bench, med, args)
     lines += ["", "Beside them (medians over rounds unless said):", "",
               "| scenario | measure | direct | kernel |", "|---|---|---|---|"]
     for sc in args.scenarios:
@@ -938,13 +1401,23 @@ def summary_md(bench, med, args, started, finished, argv):
 def parse_args(argv):
     ap = argparse.ArgumentParser(
         prog="bench/run kernel",
-        description="ferry's kernel dataplane (table inet ferry) against "
-        "the backend reached directly, between network namespaces")
+        description="the backend reached directly, through a kube-proxy-"
+        "shaped DNAT, ferry's kernel dataplane and ferry, HAProxy and NGINX "
+        "in the node, between network namespaces")
     ap.add_argument("--quick", action="store_true",
                     help="one round, 2 s runs, no --settle (about 15 s)")
     ap.add_argument("--rounds", type=int, help="rounds (25; quick 1)")
     ap.add_argument("--duration", type=float,
                     help="seconds per run (2)")
+    ap.add_argument("--targets", default=",".join(ALL_TARGETS),
+                    help="from (and default) %s; the UDP scenario leaves "
+                    "out haproxy" % ",".join(ALL_TARGETS))
+    ap.add_argument("--ferry", default=os.path.join(ROOT, "build", "proxy",
+                                                    "ferry"),
+                    help="the ferry binary of the ferry target")
+    ap.add_argument("--proxy-cpus", default=None,
+                    help="CPUs of the proxies in the node namespace "
+                    "(taskset list; default: --backend-cpus)")
     ap.add_argument("--scenarios", default=DEFAULT_SCENARIOS,
                     help="from %s (default %s)" % (",".join(SCENARIOS),
                                                    DEFAULT_SCENARIOS))
@@ -971,8 +1444,8 @@ def parse_args(argv):
         args.settle = 0.0 if q else 15.0
     if not 0 <= args.settle <= 600:
         ap.error("--settle must be 0-600 s")
-    if not (1 <= args.rounds <= 100 and 0.5 <= args.duration <= 600):
-        ap.error("rounds must be 1-100 and duration 0.5-600 s")
+    if not (1 <= args.rounds <= 100 and 0.2 <= args.duration <= 600):
+        ap.error("rounds must be 1-100 and duration 0.2-600 s")
     scen = []
     for s in args.scenarios.split(","):
         if s not in SCENARIOS:
@@ -981,7 +1454,20 @@ def parse_args(argv):
         if s not in scen:
             scen.append(s)
     args.scenarios = scen
+    targets = []
+    for t in args.targets.split(","):
+        if t not in ALL_TARGETS:
+            ap.error("unknown target %r (known: %s)" % (
+                t, ",".join(ALL_TARGETS)))
+        if t not in targets:
+            targets.append(t)
+    if targets[:1] != ["direct"]:
+        targets = ["direct"] + [t for t in targets if t != "direct"]
+    args.targets = targets
+    if args.proxy_cpus is None:
+        args.proxy_cpus = args.backend_cpus
     try:
+        cpu_set(args.proxy_cpus)
         if cpu_set(args.client_cpus) & cpu_set(args.backend_cpus) and \
                 os.cpu_count() >= 2:
             ap.error("--client-cpus and --backend-cpus overlap")
@@ -989,6 +1475,7 @@ def parse_args(argv):
         ap.error("CPU lists look like 0 or 0-3,6")
     args.bench = os.path.abspath(args.bench)
     args.nftdrive = os.path.abspath(args.nftdrive)
+    args.ferry = os.path.abspath(args.ferry)
     return args
 
 
@@ -998,11 +1485,20 @@ def why_not(args):
     for tool in ("ip", "nft", "taskset"):
         if shutil.which(tool) is None:
             return "needs the %s command" % tool
-    for path, what in ((args.bench, "ferry-bench"), (args.nftdrive, "nftdrive")):
+    for path, what in ((args.bench, "ferry-bench"), (args.nftdrive, "nftdrive"),
+                       (args.ferry, "ferry")):
+        if what == "ferry" and "ferry" not in args.targets:
+            continue
         if not os.access(path, os.X_OK):
             return "%s is missing at %s: build it first (meson setup build " \
                 "&& ninja -C build), or pass --%s" % (
-                    what, path, "bench" if what == "ferry-bench" else "nftdrive")
+                    what, path, {"ferry-bench": "bench"}.get(what, what))
+    for t in ("haproxy", "nginx"):
+        if t in args.targets and shutil.which(t) is None:
+            return "needs %s for the %s target (apt-get install %s), or " \
+                "leave it out with --targets" % (
+                    t, t, "haproxy" if t == "haproxy"
+                    else "nginx-light libnginx-mod-stream")
     return None
 
 
@@ -1040,6 +1536,16 @@ def main(argv):
         lab.start_drive()
         if not lab.wait_path("kernel"):
             raise Failed("the Service does not answer with the table in place")
+        # The same for the reference rule set. Both tables stay for the
+        # whole run: every target crosses the same hooks.
+        if "dnat" in args.targets:
+            if lab.probe("dnat", 0.5):
+                raise Failed("the reference ClusterIP answers without its "
+                             "rules")
+            lab.start_dnat()
+            if not lab.wait_path("dnat"):
+                raise Failed("the reference ClusterIP does not answer with "
+                             "its rules in place (raw/kernel/kube-dnat.nft)")
         lab.stop_backend()
         with open(os.path.join(raw, "table-before.nft"), "w") as f:
             f.write(lab.table())
@@ -1047,10 +1553,13 @@ def main(argv):
             try:
                 bench.run_scenario(sc)
             except Failed as e:
-                for t in TARGETS:
+                for t in scenario_targets(args, sc):
                     bench.fail(sc, t, str(e))
         with open(os.path.join(raw, "table-after.nft"), "w") as f:
             f.write(lab.table())
+        if lab.dnat:
+            with open(os.path.join(raw, "dnat-table.nft"), "w") as f:
+                f.write(lab.table("ip", DNAT_TABLE))
         if lab.drive.poll() is not None:
             bench.fail("-", "kernel", "nftdrive exited with %s during the "
                        "runs" % lab.drive.returncode)
@@ -1078,6 +1587,14 @@ def main(argv):
            "paired_ratios": {sc: {m: paired(bench.runs, sc, m)
                                   for m in JUDGED}
                              for sc in args.scenarios},
+           "targets": args.targets,
+           "cpu_beyond_direct": {
+               sc: {t: {k: med.get((sc, t), {}).get(k + "_net")
+                        for k in ("cpu", "cpu_lab")}
+                    for t in scenario_targets(args, sc) if t != "direct"}
+               for sc in args.scenarios},
+           "cpu_unit": {sc: COST_SCALE[SCENARIOS[sc]["unit"]][1]
+                        for sc in args.scenarios},
            "failures": [{"scenario": s, "target": t, "why": w}
                         for s, t, w in bench.failures]}
     with open(os.path.join(out, "kernel.json"), "w") as f:

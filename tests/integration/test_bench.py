@@ -223,27 +223,34 @@ def _kernel_skip():
     for tool in ("ip", "nft", "taskset"):
         if shutil.which(tool) is None:
             return "needs the %s command" % tool
-    for path in (BIN, DRIVE):
+    for path in (BIN, DRIVE, FERRY):
         if not os.access(path, os.X_OK):
             return "%s not built" % path
     return None
 
 
 def test_kernel_bench_smoke(tmp_path):
-    """`bench/run kernel` between namespaces: both targets measured in
-    every scenario with positive rates and CPU, and nothing left behind.
-    Half-second runs: it checks the harness, never the figures."""
+    """`bench/run kernel` between namespaces: every target (direct, the
+    kube-proxy-shaped DNAT, ferry's table, ferry, HAProxy, NGINX; UDP
+    without HAProxy) measured in a TCP, a stream and the UDP scenario,
+    with positive rates and CPU, a cost beyond direct for each, and
+    nothing left behind. Quarter-second runs: it checks the harness,
+    never the figures."""
     why = _kernel_skip()
     if why:
         pytest.skip(why)
+    for tool in ("haproxy", "nginx"):
+        if shutil.which(tool) is None:
+            pytest.skip("needs %s" % tool)
     out = tmp_path / "out"
     p = subprocess.Popen(
         [os.path.join(ROOT, "bench", "run"), "kernel", "--quick",
-         "--duration", "0.5", "--bench", BIN, "--nftdrive", DRIVE,
+         "--duration", "0.25", "--bench", BIN, "--nftdrive", DRIVE,
+         "--ferry", FERRY, "--scenarios", "connrate,stream_down,udp",
          "--out", str(out)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        _, err = p.communicate(timeout=60)
+        _, err = p.communicate(timeout=90)
     finally:
         if p.poll() is None:
             p.kill()
@@ -261,18 +268,38 @@ def test_kernel_bench_smoke(tmp_path):
                     if v}
             if errs:
                 kinds.append((rec.get("scenario"), rec.get("target"), errs))
-    for sc in ("connrate", "rr", "stream_down"):
-        for target in ("direct", "kernel"):
+    every = ["direct", "dnat", "kernel", "ferry", "haproxy", "nginx"]
+    for sc in ("connrate", "stream_down", "udp"):
+        targets = [t for t in every if not (sc == "udp" and t == "haproxy")]
+        for target in targets:
             m = med["%s/%s" % (sc, target)]
             assert m["rounds"] == 1 and m["errors"] == 0, (sc, target, kinds)
             assert m["gbit" if sc.startswith("stream") else "rate"] > 0, m
-            assert m["cpu"] > 0, m
+            assert m["cpu"] > 0 and m["cpu_lab"] > 0, m
+            assert "cpu_stats" in m  # bench/run --compare's spread
+            if target != "direct":
+                assert "cpu_lab_net" in m and "cpu_net" in m, m
+            if target in ("ferry", "haproxy", "nginx"):
+                assert m["cpu_proxy"] > 0, m
         assert doc["ratios"][sc]["cpu"] > 0
+    assert "udp/haproxy" not in med
     text = (out / "kernel.md").read_text()
-    assert "| connrate | conn/s |" in text and "| rr | req/s |" in text
+    assert "| connrate | conn/s |" in text and "| udp | req/s |" in text
     assert "| stream_down | Gbit/s |" in text
+    assert "| udp | dnat | " in text and "| connrate | nginx | " in text
+    # The reference rule set is kube-proxy's shape, and it was the one
+    # measured: its table was listed while it served.
+    rules = (out / "raw" / "kernel" / "kube-dnat.nft").read_text()
+    assert "numgen" in (out / "raw" / "kernel" / "dnat-table.nft").read_text()
+    assert "numgen random mod 1 vmap" in rules and "dnat to" in rules
+    assert "jump mark-for-masquerade" in rules
+    # --compare reads the document.
+    cmp = subprocess.run([os.path.join(ROOT, "bench", "run"), "--compare",
+                          str(out / "kernel.json"), str(out / "kernel.json")],
+                         capture_output=True, text=True, timeout=30)
+    assert cmp.returncode == 0 and "udp/dnat" in cmp.stdout, cmp.stderr
     # The run's namespaces (named after its PID) are gone, and with them
-    # its links, processes and table.
+    # its links, processes and tables.
     names = subprocess.run(["ip", "netns", "list"], capture_output=True,
                            text=True, timeout=10).stdout
     assert "fkb%d-" % p.pid not in names, names
@@ -306,6 +333,99 @@ def test_udp_queries_and_answers():
     finally:
         stop(proc)
     assert proc.returncode == 0, proc.stderr.read()
+
+
+class UdpServe:
+    """A `ferry-bench udp-serve` on a free loopback port; stop() returns
+    what it reports at exit (queries served, distinct source ports)."""
+
+    def __init__(self):
+        if not os.access(BIN, os.X_OK):
+            pytest.skip("ferry-bench not built at %s" % BIN)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.target = "127.0.0.1:%d" % self.port
+        self.proc = subprocess.Popen(
+            [BIN, "udp-serve", "--listen", self.target, "--max-seconds", "60"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        wait_line(self.proc, "ready")
+
+    def stop(self):
+        stop(self.proc)
+        out, err = self.proc.communicate(timeout=10)
+        assert self.proc.returncode == 0, err
+        return json.loads(out.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def udp_serve():
+    srv = UdpServe()
+    yield srv
+    srv.stop()
+
+
+def test_udp_open_loop(udp_serve):
+    """udp --rate: every scheduled query sent and timed from its slot,
+    with the same fields as connrate and rr --rate."""
+    r, _, err = run_client("udp", "--target", udp_serve.target,
+                           "--rate", "2000", "--count", "300",
+                           "--concurrency", "8", "--duration", "10")
+    check_common(r, "udp", "req")
+    check_open_loop(r, 2000.0, 300)
+    assert r["threads"] == 1 and r["source_port"] == "pinned"
+    assert "(offered 2000.0)" in err and "missed their slot" in err
+    assert "p99.99" in err
+
+
+@pytest.mark.parametrize("rate", [None, "3000"])
+def test_udp_threads(udp_serve, rate):
+    """udp -t 2: the threads share slots and count; the merged histogram
+    holds every query of both."""
+    args = ["--rate", rate] if rate else []
+    r, _, err = run_client("udp", "--target", udp_serve.target, "-t", "2",
+                           "--count", "301", "--concurrency", "4",
+                           "--duration", "10", *args)
+    check_common(r, "udp", "req")
+    assert r["threads"] == 2 and "2 threads" in err
+    assert r["count"] == 301 and r["samples"] == 301
+    check_latency(r)
+    if rate:
+        check_open_loop(r, 3000.0, 301)
+
+
+@pytest.mark.parametrize("mode", ["fresh", "pinned"])
+def test_udp_source_ports(mode):
+    """--source-port fresh: a socket, so a source port, per query (the
+    backend sees about as many ports as queries); pinned: one per slot."""
+    srv = UdpServe()
+    try:
+        r, _, err = run_client("udp", "--target", srv.target,
+                               "--source-port", mode, "--count", "200",
+                               "--concurrency", "4", "--duration", "10")
+    finally:
+        seen = srv.stop()
+    check_common(r, "udp", "req")
+    assert r["count"] == 200 and r["source_port"] == mode
+    assert seen["served"] == 200, seen
+    if mode == "fresh":
+        assert r["sockets"] == 200
+        # ephemeral ports are picked at random: a few may come twice
+        assert seen["source_ports"] >= 180, seen
+    else:
+        assert r["sockets"] == 4 and seen["source_ports"] == 4, seen
+
+
+@pytest.mark.parametrize("args", [
+    ["--source-port", "x"], ["--rate", "0"], ["--rate", "2000000"],
+    ["-t", "0"], ["-t", "3", "--concurrency", "2"], ["--spin-us", "x"]])
+def test_udp_usage(args):
+    if not os.access(BIN, os.X_OK):
+        pytest.skip("ferry-bench not built")
+    res = subprocess.run([BIN, "udp", "--target", "127.0.0.1:9", *args],
+                         capture_output=True, text=True, timeout=10)
+    assert res.returncode == 2 and res.stderr, res
+    assert res.stdout == ""
 
 
 # ---- open loop (--rate), load threads (-t) ------------------------------
@@ -513,6 +633,25 @@ def test_sweep(tmp_path):
         assert len(root.findall("{http://www.w3.org/2000/svg}polyline")) \
             == 2 * len(targets.split(","))
     assert "FAILED" not in err
+
+
+def test_sweep_udp(tmp_path):
+    """bench/run --sweep --scenarios udp: ferry-bench udp --rate at each
+    step, the same table as the TCP scenarios'."""
+    if not os.access(BIN, os.X_OK):
+        pytest.skip("ferry-bench not built")
+    out = tmp_path / "out"
+    res = subprocess.run(
+        ["/usr/bin/python3", RUN, "--sweep", "--scenarios", "udp",
+         "--sweep-rates", "300", "--duration", "0.5", "--rounds", "1",
+         "--targets", "direct", "--bench", BIN, "--no-install",
+         "--port-base", str(free_port_run(5)), "--out", str(out)],
+        capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr[-2000:]
+    doc = json.loads((out / "sweep.json").read_text())
+    m = doc["udp/direct/300"]
+    assert m["rounds"] == 1 and m["rate"] > 0 and m["errors"] == 0, m
+    assert "## sweep: udp" in (out / "summary.md").read_text()
 
 
 def test_median_interval():
