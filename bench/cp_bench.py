@@ -467,7 +467,8 @@ def timeline(lines, t0_wall):
 
 
 PUB_RE = re.compile(r"watcher: publishing table (\d+): (\d+) "
-                    r"(?:services|proxied and \d+ kernel service\(s\)) "
+                    r"(?:services|proxied and \d+ kernel service\(s\))"
+                    r"(?:, (\d+) Service\(s\) translated)? "
                     r"\(change latency ([\d.]+) ms\)")
 
 
@@ -1056,9 +1057,10 @@ def _run(cfg, args, out, raw, res, stopper):
             h["p50_le"] = hist_quantile(h, 0.5)
             h["p99_le"] = hist_quantile(h, 0.99)
             own[name] = h
-    pubs = [(ts, int(g), float(lms)) for ts, _, msg in parse_log(logpath)
+    pubs = [(ts, int(g), float(lms), int(tr or 0))
+            for ts, _, msg in parse_log(logpath)
             for mm in [PUB_RE.search(msg)] if mm
-            for g, lms in [(mm.group(1), mm.group(3))]]
+            for g, tr, lms in [(mm.group(1), mm.group(3), mm.group(4))]]
     during = [p for p in pubs if p[0] >= t_churn0]
     own["tables_published_during_churn"] = len(during)
     if during:
@@ -1070,6 +1072,9 @@ def _run(cfg, args, out, raw, res, stopper):
             gaps = [(b[0] - a[0]) * 1e3 for a, b in zip(during, during[1:])]
             own["ms_between_tables_p50"] = round(pct(gaps, 50), 1)
         own["changes_per_table"] = round(len(records) / len(during), 2)
+        # Services translated per table: the memo's reach (watcher.c).
+        own["services_translated_per_table"] = round(
+            sum(p[3] for p in during) / len(during), 2)
     res["ferry_own"] = own
     res["end"] = {"vmhwm_kb": status_kb(ferry.pid, "VmHWM"),
                   "vmrss_kb": status_kb(ferry.pid, "VmRSS"),

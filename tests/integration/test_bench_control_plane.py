@@ -88,6 +88,8 @@ def test_control_plane_tiny(tmp_path, dataplane):
     # ferry's own view was read: its log's tables and its histograms.
     own = res["ferry_own"]
     assert own["tables_published_during_churn"] > 0, own
+    # A change translates its own Service, not the 52 (the memo).
+    assert 0 < own["services_translated_per_table"] < 5, own
     assert own["ferry_sync_proxy_rules_duration_seconds"]["count"] > 0, own
     # Each change carries its trigger time, as the controller's do.
     assert own["ferry_network_programming_duration_seconds"]["count"] > 0, own
