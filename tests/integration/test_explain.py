@@ -145,6 +145,7 @@ def test_explain_unowned_bad_input_and_cli(start_ferry, backends, ferry_bin):
         ft.service("dns", dns, ["127.0.0.1:53"], protocol="udp")]), admin),
         wait=False)
     wait_for(lambda: ft.try_hello(web) == "a", ft.scaled(10), "web served")
+    wait_for(lambda: at.answers(admin), ft.scaled(10), "the admin server")
     ans = explain(admin, dns, proto="udp")
     assert (ans["protocol"], ans["service"]["name"]) == ("udp", "dns")
     assert {"service": "dns", "frontend": dns, "protocol": "udp",

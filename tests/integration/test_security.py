@@ -91,7 +91,9 @@ def test_admin_binds_loopback_by_default(start_ferry, backends):
     wait_for(lambda: listening_on(f.pid, "127.0.0.1", 9990), dl(10),
              "admin server on 127.0.0.1:9990")
     assert not listening_on(f.pid, "0.0.0.0", 9990)
-    assert "admin: listening on http://127.0.0.1:9990/" in f.log_text()
+    # Logged right after the socket listens: wait for the line too.
+    wait_for(lambda: "admin: listening on http://127.0.0.1:9990/"
+             in f.log_text(), dl(10), "the admin server's log line")
 
 
 def test_admin_binds_where_configured(start_ferry, backends):

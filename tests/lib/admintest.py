@@ -47,6 +47,16 @@ def http(addr, method, path, body=None, timeout=None, headers=None):
         c.close()
 
 
+def answers(addr):
+    """True once the admin server at <addr> answers /readyz at all (it
+    starts listening after the first table's listeners)."""
+    try:
+        http(addr, "GET", "/readyz", timeout=2)
+        return True
+    except OSError:
+        return False
+
+
 def get_json(addr, path="/status"):
     status, _, body = http(addr, "GET", path)
     assert status == 200, (status, body)
