@@ -320,6 +320,56 @@ run(int kernel, int edge)
     kcache_free(slices);
 }
 
+/* A relist (every Service decoded anew, nothing changed) translates each
+ * one again, and the table after it shares every service's and kernel
+ * service's arrays with the table before: nothing changes downstream. */
+static void
+test_relist_changes_nothing(void **state)
+{
+    struct kcache *svcs = kcache_new("Service", 1);
+    struct kcache *slices = kcache_new("EndpointSlice", 1);
+    struct translate_memo *memo = translate_memo_new();
+    struct translate_opts o;
+    struct build a, b;
+    const char *key;
+    json_t *copies = json_array(), *v;
+    size_t i;
+    int kernel;
+
+    (void)state;
+    for (kernel = 0; kernel < 2; kernel++) {
+        memset(&o, 0, sizeof(o));
+        o.node_name = "node-a";
+        o.kernel = kernel;
+        for (i = 0; i < NSVC; i++) {
+            put(svcs, make_service((unsigned)i));
+            put(slices, make_slice((unsigned)i, 0));
+        }
+        build(svcs, slices, &o, memo, &a);
+        json_object_foreach((json_t *)kcache_map(svcs), key, v)
+        {
+            json_array_append_new(copies, json_deep_copy(v));
+        }
+        json_array_foreach(copies, i, v) put(svcs, json_incref(v));
+        json_array_clear(copies);
+        build(svcs, slices, &o, memo, &b);
+        assert_int_equal(b.st.translated, kcache_size(svcs));
+        assert_int_equal(a.t->nservices, b.t->nservices);
+        assert_int_equal(a.t->nksvcs, b.t->nksvcs);
+        assert_true(a.t->nservices + a.t->nksvcs > 0);
+        for (i = 0; i < a.t->nservices; i++)
+            assert_ptr_equal(a.t->services[i].arrays, b.t->services[i].arrays);
+        for (i = 0; i < a.t->nksvcs; i++)
+            assert_ptr_equal(a.t->ksvcs[i].arrays, b.t->ksvcs[i].arrays);
+        build_free(&a);
+        build_free(&b);
+    }
+    json_decref(copies);
+    translate_memo_free(memo);
+    kcache_free(svcs);
+    kcache_free(slices);
+}
+
 static void
 test_memo_proxy(void **state)
 {
@@ -349,6 +399,7 @@ main(void)
         cmocka_unit_test(test_memo_proxy),
         cmocka_unit_test(test_memo_kernel),
         cmocka_unit_test(test_memo_edge),
+        cmocka_unit_test(test_relist_changes_nothing),
     };
 
     if (seed != NULL)
