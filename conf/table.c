@@ -643,9 +643,9 @@ table_add_ksvc(struct table *t, const struct tbl_ksvc *k, struct err *e)
     return 0;
 }
 
-static int
-saddrs_equal(const struct saddr *a, size_t na, const struct saddr *b,
-             size_t nb)
+int
+tbl_saddrs_equal(const struct saddr *a, size_t na, const struct saddr *b,
+                 size_t nb)
 {
     size_t i;
 
@@ -721,11 +721,11 @@ tbl_ksvc_equal(const struct tbl_ksvc *a, const struct tbl_ksvc *b)
             || saddr_cmp(&a->source_ranges[i].ip, &b->source_ranges[i].ip)
                    != 0)
             return 0;
-    return saddrs_equal(a->cluster_ips, a->ncluster_ips, b->cluster_ips,
+    return tbl_saddrs_equal(a->cluster_ips, a->ncluster_ips, b->cluster_ips,
                         b->ncluster_ips)
-           && saddrs_equal(a->external_ips, a->nexternal_ips,
+           && tbl_saddrs_equal(a->external_ips, a->nexternal_ips,
                            b->external_ips, b->nexternal_ips)
-           && saddrs_equal(a->lb_ips, a->nlb_ips, b->lb_ips, b->nlb_ips)
+           && tbl_saddrs_equal(a->lb_ips, a->nlb_ips, b->lb_ips, b->nlb_ips)
            && backends_equal(a->cluster_eps, a->ncluster_eps, b->cluster_eps,
                              b->ncluster_eps)
            && backends_equal(a->local_eps, a->nlocal_eps, b->local_eps,

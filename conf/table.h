@@ -412,6 +412,10 @@ int tbl_service_equal(const struct tbl_service *a,
 int tbl_service_policy_equal(const struct tbl_service *a,
                              const struct tbl_service *b);
 
+/* Nonzero if the address arrays are the same, in order. */
+int tbl_saddrs_equal(const struct saddr *a, size_t na, const struct saddr *b,
+                     size_t nb);
+
 /* Nonzero if the <na> prefixes of <a> are the <nb> of <b>, in order. */
 int tbl_cidrs_equal(const struct cidr *a, size_t na, const struct cidr *b,
                     size_t nb);

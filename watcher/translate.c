@@ -1624,28 +1624,14 @@ str_same(const char *a, const char *b)
 }
 
 static int
-saddrs_same(const struct saddr *a, size_t na, const struct saddr *b,
-            size_t nb)
-{
-    size_t i;
-
-    if (na != nb)
-        return 0;
-    for (i = 0; i < na; i++)
-        if (saddr_cmp(&a[i], &b[i]) != 0)
-            return 0;
-    return 1;
-}
-
-static int
 opts_same(const struct memo_opts *mo, const struct translate_opts *o)
 {
     return str_same(mo->node_name, o->node_name)
            && str_same(mo->node_zone, o->node_zone)
            && str_same(mo->service_proxy_name, o->service_proxy_name)
-           && saddrs_same(mo->node_addrs, mo->n_node_addrs, o->node_addrs,
+           && tbl_saddrs_equal(mo->node_addrs, mo->n_node_addrs, o->node_addrs,
                           o->n_node_addrs)
-           && saddrs_same(mo->edge_nodes, mo->n_edge_nodes, o->edge_nodes,
+           && tbl_saddrs_equal(mo->edge_nodes, mo->n_edge_nodes, o->edge_nodes,
                           o->n_edge_nodes)
            && mo->has_policy == (o->policy != NULL)
            && (o->policy == NULL || tbl_service_equal(&mo->policy, o->policy))

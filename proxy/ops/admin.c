@@ -845,6 +845,20 @@ control(struct admin *a, const struct httpreq *r, const char *rest,
     control_reply(out, svc, e, now);
 }
 
+/* Reply with <o> (taken) as JSON. */
+static void
+reply_json(struct sbuf *out, json_t *o, int head)
+{
+    char *txt = o != NULL ? json_dumps(o, JSON_INDENT(1)) : NULL;
+
+    json_decref(o);
+    if (txt == NULL)
+        httpd_reply_text(out, 500, "out of memory\n", head);
+    else
+        httpd_reply(out, 200, "application/json", "", txt, strlen(txt), head);
+    free(txt);
+}
+
 /* GET /explain?addr=IP:PORT[&proto=tcp|udp][&from=IP] (README: ferry
  * explain): 400 with the reason for a bad question. */
 static void
@@ -855,8 +869,6 @@ explain_page(struct admin *a, const struct httpreq *r, double now, int head,
     char addr[HTTPREQ_PATH_MAX], proto[16], from[HTTPREQ_PATH_MAX];
     char why[160], msg[200];
     struct explain_req q;
-    json_t *o;
-    char *txt;
     int has_proto, has_from;
 
     if (!httpreq_query_only(r, keys, 3)) {
@@ -875,28 +887,7 @@ explain_page(struct admin *a, const struct httpreq *r, double now, int head,
         httpd_reply_text(out, 400, msg, head);
         return;
     }
-    o = explain_json(a->p, a->h, &q, now);
-    txt = o != NULL ? json_dumps(o, JSON_INDENT(1)) : NULL;
-    json_decref(o);
-    if (txt == NULL)
-        httpd_reply_text(out, 500, "out of memory\n", head);
-    else
-        httpd_reply(out, 200, "application/json", "", txt, strlen(txt), head);
-    free(txt);
-}
-
-/* Reply with <o> (taken) as JSON. */
-static void
-reply_json(struct sbuf *out, json_t *o, int head)
-{
-    char *txt = o != NULL ? json_dumps(o, JSON_INDENT(1)) : NULL;
-
-    json_decref(o);
-    if (txt == NULL)
-        httpd_reply_text(out, 500, "out of memory\n", head);
-    else
-        httpd_reply(out, 200, "application/json", "", txt, strlen(txt), head);
-    free(txt);
+    reply_json(out, explain_json(a->p, a->h, &q, now), head);
 }
 
 /* GET /explain/trace?service=NAMESPACE/NAME (README: ferry explain). */

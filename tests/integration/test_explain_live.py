@@ -41,14 +41,7 @@ def kube_ferry(start_ferry, tmp_path, admin):
     from kapisim_client import start_sim
     (tmp_path / "sim").mkdir()
     sim = start_sim(str(tmp_path / "sim"), bookmark_interval=0.5)
-    kc = tmp_path / "kubeconfig"
-    kc.write_text(ft.to_yaml({
-        "apiVersion": "v1", "kind": "Config", "current-context": "c",
-        "clusters": [{"name": "k", "cluster": {"server": sim.url}}],
-        "contexts": [{"name": "c", "context": {"cluster": "k",
-                                               "user": "u"}}],
-        "users": [{"name": "u", "user": {}}],
-    }) + "\n")
+    kc = ft.write_kubeconfig(tmp_path / "kubeconfig", sim.url)
     conf = {
         "drain_timeout": "1s",
         "relay": {"workers": 2},

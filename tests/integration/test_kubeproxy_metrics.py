@@ -103,14 +103,7 @@ def test_kubeproxy_metrics(start_ferry, tmp_path):
 
 
 def run(start_ferry, tmp_path, sim):
-    kc = tmp_path / "kubeconfig"
-    kc.write_text(ft.to_yaml({
-        "apiVersion": "v1", "kind": "Config", "current-context": "c",
-        "clusters": [{"name": "k", "cluster": {"server": sim.url}}],
-        "contexts": [{"name": "c", "context": {"cluster": "k",
-                                               "user": "u"}}],
-        "users": [{"name": "u", "user": {}}],
-    }) + "\n")
+    kc = ft.write_kubeconfig(tmp_path / "kubeconfig", sim.url)
     metrics, healthz, admin = ft.free_addr(), ft.free_addr(), ft.free_addr()
     # Objects there before ferry: the first list brings them, each a change.
     sim.create("services", kt.svc_obj("pre", [("http", 81, None)],

@@ -166,15 +166,7 @@ def kubeconfig(tmp_path, server, ca=None, insecure=False, client=None):
     if client is not None:
         user["client-certificate-data"] = b64(client[0])
         user["client-key-data"] = b64(client[1])
-    p = tmp_path / "kubeconfig"
-    p.write_text(ft.to_yaml({
-        "apiVersion": "v1", "kind": "Config", "current-context": "c",
-        "clusters": [{"name": "k", "cluster": cluster}],
-        "contexts": [{"name": "c", "context": {"cluster": "k",
-                                               "user": "u"}}],
-        "users": [{"name": "u", "user": user}],
-    }) + "\n")
-    return p
+    return ft.write_kubeconfig(tmp_path / "kubeconfig", cluster, user)
 
 
 def kube_ferry(start_ferry, kc, admin, level="debug"):

@@ -601,6 +601,22 @@ def _yaml_scalar(v):
     return json.dumps(str(v))
 
 
+def write_kubeconfig(path, cluster, user=None):
+    """A kubeconfig at <path> with one context: cluster <cluster> (a
+    dict: server, certificate-authority-data...; or the server's URL) and
+    user <user> (a dict, default none). Returns <path>."""
+    if isinstance(cluster, str):
+        cluster = {"server": cluster}
+    path.write_text(to_yaml({
+        "apiVersion": "v1", "kind": "Config", "current-context": "c",
+        "clusters": [{"name": "k", "cluster": cluster}],
+        "contexts": [{"name": "c", "context": {"cluster": "k",
+                                               "user": "u"}}],
+        "users": [{"name": "u", "user": user or {}}],
+    }) + "\n")
+    return path
+
+
 def to_yaml(obj, indent=0):
     """Block-style YAML for dicts, lists and scalars (strings quoted)."""
     pad = " " * indent
