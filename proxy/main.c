@@ -1,7 +1,6 @@
 #include <errno.h>
 #include <ev.h>
 #include <getopt.h>
-#include <malloc.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdio.h>
@@ -658,12 +657,6 @@ main(int argc, char **argv)
     struct opts o = {0};
     int ch;
 
-    /* A table's arrays and a large Service's runtime state are replaced
-     * whole at each change. glibc raises its mmap threshold as large
-     * blocks are freed (up to 32 MB), after which they come from the heap
-     * and stay there, fragmented: fixed, they go back to the kernel when
-     * freed. */
-    mallopt(M_MMAP_THRESHOLD, 256 * 1024);
     if (argc >= 2 && strcmp(argv[1], "check-config") == 0) {
         if (argc != 3) {
             fprintf(stderr, "usage: ferry check-config FILE\n");

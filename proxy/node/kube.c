@@ -1,3 +1,4 @@
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,6 +30,8 @@ struct kube {
     size_t n_nodeport;
     uint64_t relists, restarts;
     struct ev_timer counters; /* copies watch counters into the metrics */
+    /* A second after the last table: give freed heap back (kube_on_trim). */
+    struct ev_timer trim;
     struct nodehealth *nh;  /* kube-proxy's health endpoints */
     struct kpm *kpm;        /* kube-proxy's metrics, or NULL */
     int applied;            /* an API table is in force */
@@ -918,6 +921,22 @@ kube_on_untrusted(void *arg, const char *why)
     ev_break(k->loop, EVBREAK_ALL);
 }
 
+/* Tables and a large Service's runtime state are replaced whole at each
+ * change, and glibc keeps what they freed in its heap, fragmented (one
+ * Service of 100,000 endpoints: 128 MiB at the first table, 227 MiB
+ * during changes). Once changes pause for a second, its free pages go
+ * back to the kernel. Fixing glibc's mmap threshold instead (so that
+ * large arrays are mapped and unmapped) kept it at 161 MiB, but made
+ * every table's large arrays fresh pages: tables took two to three times
+ * longer at 10,000 Services and at 100,000 endpoints. */
+static void
+kube_on_trim(struct ev_loop *loop, struct ev_timer *t, int rev)
+{
+    (void)rev;
+    ev_timer_stop(loop, t); /* once per pause */
+    malloc_trim(0);
+}
+
 static void
 kube_on_publish(struct table *t, void *arg)
 {
@@ -931,6 +950,7 @@ kube_on_publish(struct table *t, void *arg)
                  t->nservices);
     kube_apply(k);
     feed_metrics(k);
+    ev_timer_again(k->loop, &k->trim);
 }
 
 int
@@ -1075,6 +1095,8 @@ kube_new(struct ev_loop *loop, struct proxy *p, const struct conf *c,
     ev_timer_init(&k->counters, kube_on_counters, 1.0, 1.0);
     k->counters.data = k;
     ev_timer_start(loop, &k->counters);
+    ev_init(&k->trim, kube_on_trim);
+    k->trim.repeat = 1.0;
     log_info("kubernetes: %s mode%s%s, waiting for the first full sync",
              wc.edge ? "edge" : "node", wc.edge ? "" : " on node ",
              wc.edge ? "" : node);
@@ -1109,6 +1131,7 @@ kube_free(struct kube *k)
         return;
     if (k->loop != NULL) {
         ev_timer_stop(k->loop, &k->counters);
+        ev_timer_stop(k->loop, &k->trim);
         ev_timer_stop(k->loop, &k->kretry);
         ev_timer_stop(k->loop, &k->kverify);
         ev_timer_stop(k->loop, &k->kp_check);
