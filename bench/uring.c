@@ -53,7 +53,7 @@
 #include "raddr.h"
 
 #define RELAY_BUF_SIZE (32 * 1024) /* as the floor's and ferry's */
-#define RELAY_NBUF     1024        /* power of two, at most 32768 */
+#define RELAY_NBUF     256         /* power of two, at most 32768 */
 #define RELAY_BGID     1
 #define RELAY_HIGH     8    /* buffers queued in one direction: stop it */
 #define RELAY_ENTRIES  4096 /* submission queue; completions twice that */
@@ -369,12 +369,13 @@ on_cqe(const struct io_uring_cqe *cqe)
             conn_close(c);
         break;
     }
-    if (last && --c->inflight == 0 && c->closing) {
-        conn_free(c);
-        return;
-    }
+    if (last)
+        c->inflight--;
     conn_drive(c, 0);
     conn_drive(c, 1);
+    /* Closing takes no new operation: the last completion frees. */
+    if (c->closing && c->inflight == 0)
+        conn_free(c);
 }
 
 static void
