@@ -94,7 +94,7 @@ def relays(request):
         cmd += ["--listen", "127.0.0.1:%d" % back[m]]
     procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True)]
-    front = {}
+    front = {"_pids": {}}
     try:
         assert procs[0].stdout.readline().strip() == "ready"
         for m in modes + ("refused",):
@@ -104,6 +104,7 @@ def relays(request):
                 [relay, "127.0.0.1:%d" % front[m], "127.0.0.1:%d" % target],
                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
             wait_port(front[m], procs[-1])
+            front["_pids"][m] = procs[-1].pid
         yield front
         for p in procs[1:]:
             assert p.poll() is None, "%s died: %s" % (relay, p.stderr.read())
@@ -237,6 +238,32 @@ def test_slow_reader_is_exact(relays, request):
                 got += s.recv(1 << 20)
     assert len(got) == len(payload)
     assert bytes(got) == payload
+
+
+def open_fds(pid):
+    return len(os.listdir("/proc/%d/fd" % pid))
+
+
+def test_closed_connections_are_released(relays):
+    # Every connection the clients close is closed by the relay too, both
+    # sockets: none left in CLOSE_WAIT holding descriptors.
+    pid = relays["_pids"]["echo"]
+    base = open_fds(pid)
+    socks = [socket.create_connection(("127.0.0.1", relays["echo"]), timeout=5)
+             for _ in range(200)]
+    try:
+        for s in socks:
+            s.sendall(b"x")
+        for s in socks:
+            assert s.recv(1) == b"x"
+    finally:
+        for s in socks:
+            s.close()
+    end = time.monotonic() + 10
+    while open_fds(pid) > base and time.monotonic() < end:
+        time.sleep(0.05)
+    assert open_fds(pid) <= base, "%d descriptors open, %d before" % (
+        open_fds(pid), base)
 
 
 def test_refused_backend_closes_client(relays):
