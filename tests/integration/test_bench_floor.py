@@ -159,12 +159,12 @@ def test_half_close_passes_fin_and_answer(relays, request):
     # The request ends with our FIN; the backend answers and closes, and the
     # answer must still come back through the relay, followed by its FIN.
     if request.node.callspec.params["relays"] == "sockmap":
-        # A FIN that races the sockets' entry into the map loses the answer
-        # for a few connections in a hundred (bench/RESULTS.md): known,
-        # not solved in the prototype.
+        # A request sent with its FIN just as the connection is spliced is
+        # sometimes lost (bench/RESULTS.md): known, not solved in the
+        # prototype.
         request.applymarker(pytest.mark.xfail(
-            reason="sockmap: a FIN racing the splice loses the answer "
-            "a few times in a hundred", strict=False))
+            reason="sockmap: a request and FIN racing the splice are "
+            "sometimes lost", strict=False))
     with socket.create_connection(("127.0.0.1", relays["http"]), timeout=5) as s:
         s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         s.shutdown(socket.SHUT_WR)
