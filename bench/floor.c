@@ -39,7 +39,6 @@
  *  - a FIN is passed on with shutdown(SHUT_WR), except the second one,
  *    which the close() that follows sends anyway.
  */
-#include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -51,8 +50,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "raddr.h"
+
 #define FLOOR_BUF_SIZE  (32 * 1024) /* as ferry's WORKER_BUF_SIZE */
-#define FLOOR_BACKLOG   4096        /* as ferry's listeners */
 #define FLOOR_MAXEVENTS 256
 
 struct conn;
@@ -97,38 +97,6 @@ static struct {
     struct conn *dead;  /* closed during the current batch */
     int accept_blocked; /* out of descriptors: accept when one frees */
 } fl;
-
-static int
-parse_addr(const char *s, struct sockaddr_storage *ss, socklen_t *len)
-{
-    char host[INET6_ADDRSTRLEN + 2];
-    const char *colon = strrchr(s, ':');
-    size_t n;
-    char *end;
-    long port;
-
-    if (colon == NULL || (n = (size_t)(colon - s)) >= sizeof(host))
-        return -1;
-    port = strtol(colon + 1, &end, 10);
-    if (*end != '\0' || end == colon + 1 || port < 1 || port > 65535)
-        return -1;
-    memcpy(host, s, n);
-    host[n] = '\0';
-    memset(ss, 0, sizeof(*ss));
-    if (n > 2 && host[0] == '[' && host[n - 1] == ']') {
-        struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)ss;
-        host[n - 1] = '\0';
-        a6->sin6_family = AF_INET6;
-        a6->sin6_port = htons((uint16_t)port);
-        *len = sizeof(*a6);
-        return inet_pton(AF_INET6, host + 1, &a6->sin6_addr) == 1 ? 0 : -1;
-    }
-    struct sockaddr_in *a4 = (struct sockaddr_in *)ss;
-    a4->sin_family = AF_INET;
-    a4->sin_port = htons((uint16_t)port);
-    *len = sizeof(*a4);
-    return inet_pton(AF_INET, host, &a4->sin_addr) == 1 ? 0 : -1;
-}
 
 static int
 watch(struct sock *s)
@@ -297,25 +265,6 @@ accept_all(void)
     }
 }
 
-static int
-listen_on(const struct sockaddr_storage *a, socklen_t len)
-{
-    int fd, one = 1;
-
-    fd = socket(a->ss_family, SOCK_STREAM | SOCK_NONBLOCK, 0);
-    if (fd < 0)
-        return -1;
-    /* Inherited by every accepted socket: no setsockopt per client. */
-    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0
-        || setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) < 0
-        || bind(fd, (const struct sockaddr *)a, len) < 0
-        || listen(fd, FLOOR_BACKLOG) < 0) {
-        close(fd);
-        return -1;
-    }
-    return fd;
-}
-
 /* Free what the batch closed: later events of the batch may still have
  * pointed at it. */
 static void
@@ -359,15 +308,15 @@ main(int argc, char **argv)
     struct sockaddr_storage la;
     socklen_t llen;
 
-    if (argc != 3 || parse_addr(argv[1], &la, &llen) < 0
-        || parse_addr(argv[2], &fl.be_addr, &fl.be_len) < 0) {
+    if (argc != 3 || raddr_parse(argv[1], &la, &llen) < 0
+        || raddr_parse(argv[2], &fl.be_addr, &fl.be_len) < 0) {
         fprintf(stderr, "usage: ferry-floor LISTEN_ADDR:PORT "
                         "BACKEND_ADDR:PORT (IP literals)\n");
         return 2;
     }
     fl.scratch = malloc(FLOOR_BUF_SIZE);
     fl.ep = epoll_create1(0);
-    fl.lsn.fd = listen_on(&la, llen);
+    fl.lsn.fd = raddr_listen(&la, llen, 1);
     if (fl.scratch == NULL || fl.ep < 0 || fl.lsn.fd < 0
         || watch(&fl.lsn) < 0) {
         fprintf(stderr, "ferry-floor: %s: %s\n", argv[1], strerror(errno));
