@@ -208,7 +208,7 @@ table_new(void)
 
 /* What a struct tbl_arrays owns: up to TBL_ARRAYS arrays, each with its
  * pointer and length, in the order svc_slots() and ksvc_slots() list. */
-#define TBL_ARRAYS 6
+#define TBL_ARRAYS 8
 
 struct tbl_arrays {
     atomic_uint refs;
@@ -225,6 +225,7 @@ svc_slots(const struct tbl_service *s, void **p, size_t *n)
     p[3] = s->deny, n[3] = s->ndeny;
     p[4] = s->sni, n[4] = s->nsni;
     p[5] = s->excluded, n[5] = s->nexcluded;
+    p[6] = p[7] = NULL, n[6] = n[7] = 0;
 }
 
 static void
@@ -236,6 +237,8 @@ ksvc_slots(const struct tbl_ksvc *k, void **p, size_t *n)
     p[3] = k->source_ranges, n[3] = k->nsource_ranges;
     p[4] = k->cluster_eps, n[4] = k->ncluster_eps;
     p[5] = k->local_eps, n[5] = k->nlocal_eps;
+    p[6] = k->cluster_excluded, n[6] = k->ncluster_excluded;
+    p[7] = k->local_excluded, n[7] = k->nlocal_excluded;
 }
 
 /* Nonzero when <a> owns exactly the arrays <p>, <n>: a copy of a table's
@@ -319,7 +322,7 @@ tbl_service_hold(struct tbl_service *dst, const struct tbl_service *src)
     static const size_t size[TBL_ARRAYS] = {
         sizeof(struct saddr), sizeof(struct tbl_backend),
         sizeof(struct cidr),  sizeof(struct cidr),
-        sizeof(struct tbl_sni), sizeof(struct tbl_excluded)};
+        sizeof(struct tbl_sni), sizeof(struct tbl_excluded), 1, 1};
     void *p[TBL_ARRAYS];
     size_t n[TBL_ARRAYS];
     struct tbl_arrays *a;
@@ -351,7 +354,8 @@ tbl_ksvc_hold(struct tbl_ksvc *dst, const struct tbl_ksvc *src)
     static const size_t size[TBL_ARRAYS] = {
         sizeof(struct saddr), sizeof(struct saddr),
         sizeof(struct saddr), sizeof(struct cidr),
-        sizeof(struct tbl_backend), sizeof(struct tbl_backend)};
+        sizeof(struct tbl_backend), sizeof(struct tbl_backend),
+        sizeof(struct tbl_excluded), sizeof(struct tbl_excluded)};
     void *p[TBL_ARRAYS];
     size_t n[TBL_ARRAYS];
     struct tbl_arrays *a;
@@ -367,6 +371,8 @@ tbl_ksvc_hold(struct tbl_ksvc *dst, const struct tbl_ksvc *src)
     dst->source_ranges = p[3];
     dst->cluster_eps = p[4];
     dst->local_eps = p[5];
+    dst->cluster_excluded = p[6];
+    dst->local_excluded = p[7];
     return 0;
 }
 
@@ -671,6 +677,22 @@ backends_equal(const struct tbl_backend *a, size_t na,
     return 1;
 }
 
+static int
+excluded_equal(const struct tbl_excluded *a, size_t na,
+               const struct tbl_excluded *b, size_t nb)
+{
+    size_t i;
+
+    if (na != nb)
+        return 0;
+    for (i = 0; i < na; i++)
+        if (saddr_cmp(&a[i].addr, &b[i].addr) != 0
+            || a[i].reason != b[i].reason
+            || strcmp(a[i].name, b[i].name) != 0)
+            return 0;
+    return 1;
+}
+
 /* Nonzero when <a> and <b> are copies of one table entry's arrays. */
 static int
 svc_share(const struct tbl_service *a, const struct tbl_service *b)
@@ -729,7 +751,11 @@ tbl_ksvc_equal(const struct tbl_ksvc *a, const struct tbl_ksvc *b)
            && backends_equal(a->cluster_eps, a->ncluster_eps, b->cluster_eps,
                              b->ncluster_eps)
            && backends_equal(a->local_eps, a->nlocal_eps, b->local_eps,
-                             b->nlocal_eps);
+                             b->nlocal_eps)
+           && excluded_equal(a->cluster_excluded, a->ncluster_excluded,
+                             b->cluster_excluded, b->ncluster_excluded)
+           && excluded_equal(a->local_excluded, a->nlocal_excluded,
+                             b->local_excluded, b->nlocal_excluded);
 }
 
 /* Every field of a service but its frontend and backend lists: a policy
@@ -807,14 +833,8 @@ tbl_service_equal(const struct tbl_service *a, const struct tbl_service *b)
     for (i = 0; i < a->nbackends; i++)
         if (!tbl_backend_equal(&a->backends[i], &b->backends[i]))
             return 0;
-    if (a->nexcluded != b->nexcluded)
-        return 0;
-    for (i = 0; i < a->nexcluded; i++)
-        if (saddr_cmp(&a->excluded[i].addr, &b->excluded[i].addr) != 0
-            || a->excluded[i].reason != b->excluded[i].reason
-            || strcmp(a->excluded[i].name, b->excluded[i].name) != 0)
-            return 0;
-    return 1;
+    return excluded_equal(a->excluded, a->nexcluded, b->excluded,
+                          b->nexcluded);
 }
 
 const char *const tbl_excl_text[TBL_EXCL__COUNT] = {

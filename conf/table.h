@@ -281,6 +281,12 @@ struct tbl_ksvc {
     /* External traffic under externalTrafficPolicy: Local. */
     struct tbl_backend *local_eps;
     size_t nlocal_eps;
+    /* The endpoints each set left out, and why (for explanations only;
+     * the kernel's rules ignore them). */
+    struct tbl_excluded *cluster_excluded;
+    size_t ncluster_excluded;
+    struct tbl_excluded *local_excluded;
+    size_t nlocal_excluded;
     /* Active health check of the endpoints (ferry.dev/health-check): an
      * endpoint it finds down leaves both lists; type NONE: off. */
     struct tbl_check check;

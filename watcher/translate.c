@@ -1056,7 +1056,7 @@ kernel_port(struct rec *r, const struct svcctx *sc, const json_t *sp,
     json_int_t np = json_integer_value(json_object_get(sp, "nodePort"));
     const json_t *v, *ing;
     struct tbl_ksvc k;
-    size_t i, n1, n2 = 0;
+    size_t i, n1, n2 = 0, x1 = 0, x2 = 0;
     int n, all_bad;
 
     memset(&k, 0, sizeof(k));
@@ -1116,13 +1116,13 @@ kernel_port(struct rec *r, const struct svcctx *sc, const json_t *sp,
         return -1;
     if (be_room(w) < 0)
         return -1;
-    n1 = select_set(&w->eps, sc->itp_local, o, w->be, NULL, NULL);
+    n1 = select_set(&w->eps, sc->itp_local, o, w->be, w->xs, &x1);
     k.external_local =
         sc->etp_local && (k.node_port || w->ex.n > 0 || w->lb.n > 0);
     if (!redirect) /* else counted with the proxy's service */
         count_no_local(&w->eps, sc->itp_local, k.external_local, o);
     if (k.external_local)
-        n2 = select_set(&w->eps, 1, o, w->be + n1, NULL, NULL);
+        n2 = select_set(&w->eps, 1, o, w->be + n1, w->xs + x1, &x2);
     k.cluster_ips = w->in.v;
     k.ncluster_ips = w->in.n;
     k.external_ips = w->ex.v;
@@ -1138,6 +1138,10 @@ kernel_port(struct rec *r, const struct svcctx *sc, const json_t *sp,
     k.ncluster_eps = n1;
     k.local_eps = w->be + n1;
     k.nlocal_eps = n2;
+    k.cluster_excluded = w->xs;
+    k.ncluster_excluded = x1;
+    k.local_excluded = w->xs + x1;
+    k.nlocal_excluded = x2;
     if (k.external_local && sc->hc_port != 0) {
         k.hc_node_port = sc->hc_port;
         snprintf(k.hc_ns, sizeof(k.hc_ns), "%s", sc->ns);

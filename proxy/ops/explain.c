@@ -182,12 +182,30 @@ be_excluded(struct svc *s, size_t i, struct health *h, double now, char *buf,
     return NULL;
 }
 
+/* The endpoints the translator left out, after the backends: they are
+ * none of the data plane's. */
+static void
+add_excluded(json_t *v, const struct tbl_excluded *xs, size_t n)
+{
+    char ab[SADDR_STR_MAX];
+    size_t i;
+
+    for (i = 0; i < n; i++) {
+        const struct tbl_excluded *x = &xs[i];
+        json_array_append_new(
+            v, json_pack("{s:s, s:s, s:i, s:s, s:s}", "name", x->name,
+                         "address", saddr_str(&x->addr, ab, sizeof(ab)),
+                         "weight", 0, "verdict", "excluded", "reason",
+                         x->reason < TBL_EXCL__COUNT ? tbl_excl_text[x->reason]
+                                                     : "?"));
+    }
+}
+
 static json_t *
 proxy_backends(const struct tbl_service *ts, struct svc *s, struct health *h,
                double now)
 {
     json_t *v = json_array();
-    char ab[SADDR_STR_MAX];
     size_t i;
 
     for (i = 0; i < svc_nbackends(s); i++) {
@@ -212,17 +230,7 @@ proxy_backends(const struct tbl_service *ts, struct svc *s, struct health *h,
                             "ready"));
         json_array_append_new(v, o);
     }
-    /* The endpoints the translator left out come after: they are no
-     * backends of the data plane at all. */
-    for (i = 0; i < ts->nexcluded; i++) {
-        const struct tbl_excluded *x = &ts->excluded[i];
-        json_array_append_new(
-            v, json_pack("{s:s, s:s, s:i, s:s, s:s}", "name", x->name,
-                         "address", saddr_str(&x->addr, ab, sizeof(ab)),
-                         "weight", 0, "verdict", "excluded", "reason",
-                         x->reason < TBL_EXCL__COUNT ? tbl_excl_text[x->reason]
-                                                     : "?"));
-    }
+    add_excluded(v, ts->excluded, ts->nexcluded);
     return v;
 }
 
@@ -326,6 +334,8 @@ explain_kernel(const struct tbl_ksvc *k, const char *kind, struct health *h)
         backend_unref(b);
         json_array_append_new(v, e);
     }
+    add_excluded(v, local ? k->local_excluded : k->cluster_excluded,
+                 local ? k->nlocal_excluded : k->ncluster_excluded);
     json_object_set_new(o, "backends", v);
     json_object_set_new(nx, "backend", json_null());
     json_object_set_new(

@@ -472,19 +472,23 @@ def test_external_traffic_policy_local_keeps_the_client_address(w):
     got = [x for x in w.client["node1"](who_many, "198.18.128.30", 80, 16)
            if x]
     assert {n for n, _ in got} == {"web-a", "web-b"}
-    # ferry explain: the LoadBalancer IP gets node1's local endpoint, the
-    # ClusterIP both.
-    for addr, kind, want in (("198.18.200.32:80", "LoadBalancer IP",
-                              ["web-a"]),
-                             ("198.18.128.30:80", "ClusterIP",
-                              ["web-a", "web-b"])):
+    # ferry explain: the LoadBalancer IP gets node1's local endpoint and
+    # says why not node2's, the ClusterIP both.
+    local = "on another node, under a Local traffic policy"
+    for addr, kind, want, left in (
+            ("198.18.200.32:80", "LoadBalancer IP", ["web-a"],
+             {"web-b": local}),
+            ("198.18.128.30:80", "ClusterIP", ["web-a", "web-b"], {})):
         st, _, body = w.ns("node1")(http_get, "127.0.0.1", mc.NODE_ADMIN,
                                     "/explain?addr=" + addr)
         assert st == 200, body
         ex = json.loads(body)["service"]
         assert ex["dataplane"] == "kernel (nftables)", ex
         assert ex["frontend_kind"] == kind, ex
-        assert sorted(b["name"] for b in ex["backends"]) == want, ex
+        assert sorted(b["name"] for b in ex["backends"]
+                      if b["verdict"] == "serving") == want, ex
+        assert {b["name"]: b["reason"] for b in ex["backends"]
+                if b["verdict"] == "excluded"} == left, ex
 
 
 def test_load_balancer_source_ranges(w):
@@ -546,6 +550,20 @@ def test_service_without_endpoints_is_refused_at_once(w):
     assert out == "refused" and took < 1.0
     # A port the Service does not have, on its ClusterIP: refused too.
     assert c1(connect_outcome, "198.18.128.10", 81, 2.0)[0] == "refused"
+    # Its one endpoint not ready: still refused, and ferry explain says
+    # which endpoint was left out and why.
+    w.endpoints("empty", "shop", ["web-a"], not_ready=("web-a",))
+
+    def explained():
+        st, _, body = w.ns("node1")(http_get, "127.0.0.1", mc.NODE_ADMIN,
+                                    "/explain?addr=198.18.128.60:80")
+        ex = json.loads(body).get("service", {}) if st == 200 else {}
+        return [(b["name"], b["verdict"], b.get("reason"))
+                for b in ex.get("backends", [])]
+    mc.ft.wait_for(lambda: explained() == [("web-a", "excluded",
+                                            "not ready")],
+                   timeout=dl(15), what="explain: web-a not ready")
+    assert c1(connect_outcome, "198.18.128.60", 80, 2.0)[0] == "refused"
 
 
 def test_host_listener_on_the_service_port_takes_nothing(w):
