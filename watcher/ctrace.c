@@ -34,7 +34,7 @@ ctrace_received(enum ctrace_kind kind, int modified, const char *ns,
     snprintf(r->svc, sizeof(r->svc), "%s", svc);
     snprintf(r->obj, sizeof(r->obj), "%s", obj);
     r->kind = kind;
-    r->modified = modified != 0;
+    r->modified = modified;
     r->trigger = trigger;
     r->received = now;
 }

@@ -39,7 +39,7 @@ struct ctrace_rec {
     char svc[CTRACE_NAME];
     char obj[CTRACE_NAME]; /* the object's name, cut to fit */
     enum ctrace_kind kind;
-    int modified;    /* MODIFIED, else ADDED */
+    int modified;    /* CTRACE_ADDED, CTRACE_MODIFIED or CTRACE_DELETED */
     double trigger;  /* EndpointSlice last-change-trigger-time, or 0 */
     double received; /* the watch event applied to the cache */
     double built;    /* the translation that took it ended */
@@ -56,6 +56,11 @@ struct ctrace_rec {
 /* A watch event for <kind> object <obj> of Service <ns>/<svc> (strings
  * borrowed; too long ones are cut) was applied at <now>, with the
  * trigger time <trigger> (0: none). */
+/* The watch event a record is of (struct ctrace_rec.modified). */
+#define CTRACE_ADDED    0
+#define CTRACE_MODIFIED 1
+#define CTRACE_DELETED  2
+
 void ctrace_received(enum ctrace_kind kind, int modified, const char *ns,
                      const char *svc, const char *obj, double trigger,
                      double now);

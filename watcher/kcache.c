@@ -567,6 +567,7 @@ apply_object(struct kcache *c, enum kcache_ev type, json_t *obj,
     else if (type == KCACHE_EV_DELETED) {
         if (kcache_del(c, obj, e) < 0)
             return -1;
+        ev->gone = obj;
     } else if (kcache_put_why(c, json_incref(obj), &ev->skip, e) < 0)
         return -1;
     else
@@ -623,8 +624,8 @@ kcache_apply_line(struct kcache *c, const char *line, size_t len,
     } else {
         rc = apply_object(c, ev->type, obj, ev, e);
     }
-    if (ev->obj != NULL && c->codec != NULL)
-        c->held = json_incref(obj); /* the cache keeps no JSON */
+    if ((ev->obj != NULL && c->codec != NULL) || ev->gone != NULL)
+        c->held = json_incref(obj); /* the cache keeps no JSON of it */
     json_decref(root);
     return rc;
 }

@@ -44,6 +44,10 @@ struct kcache_event {
     /* ADDED or MODIFIED applied: the object as cached now (borrowed,
      * valid until the cache next changes); otherwise NULL. */
     const json_t *obj;
+    /* DELETED applied: the object as the event carried it (its last
+     * state; borrowed, valid until the cache next changes); otherwise
+     * NULL. */
+    const json_t *gone;
 };
 
 /* kcache_apply_line() results besides -1 (malformed, <e> filled). */

@@ -320,7 +320,8 @@ on_skip(void *arg, struct reflector *r, const struct skip_note *n)
 static void
 trace_object(int slice, const struct kcache_event *ev, double trigger)
 {
-    const json_t *md = json_object_get(ev->obj, "metadata");
+    const json_t *md = json_object_get(ev->obj ? ev->obj : ev->gone,
+                                       "metadata");
     const char *ns = json_string_value(json_object_get(md, "namespace"));
     const char *name = json_string_value(json_object_get(md, "name"));
     const char *svc = name;
@@ -330,8 +331,10 @@ trace_object(int slice, const struct kcache_event *ev, double trigger)
                                                 TRANSLATE_LABEL_SERVICE_NAME));
     if (ns != NULL && name != NULL && svc != NULL)
         ctrace_received(slice ? CTRACE_SLICE : CTRACE_SERVICE,
-                        ev->type == KCACHE_EV_MODIFIED, ns, svc, name, trigger,
-                        ev_time());
+                        ev->type == KCACHE_EV_DELETED    ? CTRACE_DELETED
+                        : ev->type == KCACHE_EV_MODIFIED ? CTRACE_MODIFIED
+                                                         : CTRACE_ADDED,
+                        ns, svc, name, trigger, ev_time());
 }
 
 /* kube-proxy measures network programming from the trigger time the
@@ -346,8 +349,13 @@ on_object(void *arg, struct reflector *r, const struct kcache_event *ev)
     double t;
 
     w->last_change = ev_now(w->loop);
-    if (ev->obj == NULL || (r != w->eps && r != w->svc))
+    if (r != w->eps && r != w->svc)
         return;
+    if (ev->obj == NULL) { /* a deletion: traced, no trigger time */
+        if (ev->gone != NULL)
+            trace_object(r == w->eps, ev, 0);
+        return;
+    }
     s = json_string_value(json_object_get(
         json_object_get(json_object_get(ev->obj, "metadata"), "annotations"),
         ANN_TRIGGER));

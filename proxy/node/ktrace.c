@@ -63,12 +63,18 @@ kernel_text(const struct ctrace_rec *r)
 static json_t *
 change_json(struct proxy *p, const struct ctrace_rec *r)
 {
+    static const char *const events[] = {
+        [CTRACE_ADDED] = "ADDED",
+        [CTRACE_MODIFIED] = "MODIFIED",
+        [CTRACE_DELETED] = "DELETED",
+    };
     json_t *c, *stages = json_array(), *st;
     const char *note;
 
     c = json_pack("{s:I, s:s, s:s, s:s, s:o}", "seq", (json_int_t)r->seq,
                   "kind", r->kind == CTRACE_SLICE ? "EndpointSlice" : "Service",
-                  "object", r->obj, "event", r->modified ? "MODIFIED" : "ADDED",
+                  "object", r->obj, "event",
+                  (unsigned)r->modified < 3 ? events[r->modified] : "?",
                   "stages", stages);
     if (c == NULL)
         return NULL;

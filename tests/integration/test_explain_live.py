@@ -140,7 +140,7 @@ def test_trace_endpointslice_change(start_ferry, tmp_path, ferry_bin):
                 assert 'data-stage="%s"' % stage in dom, stage
 
         # At most 16 changes per Service, newest first; a deletion is
-        # not one.
+        # one too, without a trigger time.
         for i in range(17):
             kt.put_slice(sim, "web-1", "web", [kt.ep(a)] if i % 2 else
                          [kt.ep(a), kt.ep(b)], 8080)
@@ -151,7 +151,12 @@ def test_trace_endpointslice_change(start_ferry, tmp_path, ferry_bin):
         sim.delete("endpointslices", "web-1")
         wait_for(lambda: not kt.Admin(admin).backend_names("default/web:http"),
                  kt.dl(10), "the slice gone from the table")
-        assert trace(admin)["changes"][0]["seq"] == c["seq"] + 17
+        gone = trace(admin)["changes"][0]
+        assert gone["seq"] == c["seq"] + 18, gone
+        assert (gone["kind"], gone["object"], gone["event"]) == (
+            "EndpointSlice", "web-1", "DELETED"), gone
+        assert [x["stage"] for x in gone["stages"]][:2] == [
+            "received", "built"], gone
 
         # A Service never seen, and bad names.
         assert trace(admin, "default/nope")["changes"] == []

@@ -145,6 +145,12 @@ test_event_types(void **state)
                      KCACHE_APPLIED);
     assert_null(kcache_get(c, "shop/web"));
     assert_string_equal(kcache_rv(c), "104");
+    /* The deleted object, as the event carried it, for the caller. */
+    assert_null(ev.obj);
+    assert_non_null(ev.gone);
+    assert_string_equal(json_string_value(json_object_get(
+                            json_object_get(ev.gone, "metadata"), "name")),
+                        "web");
     assert_int_equal(apply(c, SVC("DELETED", "nothere", "105"), &ev, &e),
                      KCACHE_APPLIED);
     assert_int_equal(kcache_size(c), 1);
