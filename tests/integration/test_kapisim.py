@@ -311,10 +311,16 @@ def test_kubectl_watch_sees_changes(kubectl_bin, tls_sim, tmp_path):
         cur["metadata"]["labels"] = {"v": "2"}
         tls_sim.replace("services", cur)
         tls_sim.delete("services", "watched")
-        for f in (out1, out2):
-            wait_for(lambda: any(l.split()[:1] == ["DELETED"] and "watched"
-                                 in l for l in text(f).splitlines()), 10,
-                     "DELETED")
+        for name, f in (("--watch", out1), ("--watch-only", out2)):
+            # 20 s: a loaded CI machine once took longer than 10.
+            try:
+                wait_for(lambda: any(l.split()[:1] == ["DELETED"]
+                                     and "watched" in l
+                                     for l in text(f).splitlines()), 20,
+                         "DELETED")
+            except AssertionError:
+                raise AssertionError("kubectl get %s printed no DELETED "
+                                     "in 20 s:\n%s" % (name, text(f)))
             lines = [l.split()[0] for l in text(f).splitlines()
                      if "watched" in l]
             assert lines == ["ADDED", "MODIFIED", "DELETED"], text(f)
