@@ -244,25 +244,8 @@ conn_start(int cfd)
 static void
 accept_all(void)
 {
-    int fd;
-
-    /* Edge-triggered: the queue must be emptied, or no event comes for the
-     * connections left in it. Errors about one connection (ECONNABORTED,
-     * EPERM...) consume it, so the loop ends. */
-    for (;;) {
-        fd = accept4(fl.lsn.fd, NULL, NULL, SOCK_NONBLOCK);
-        if (fd >= 0) {
-            conn_start(fd);
-            continue;
-        }
-        if (errno == EAGAIN)
-            return;
-        if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS
-            || errno == ENOMEM) {
-            fl.accept_blocked = 1;
-            return;
-        }
-    }
+    if (raddr_accept_all(fl.lsn.fd, conn_start))
+        fl.accept_blocked = 1;
 }
 
 /* Free what the batch closed: later events of the batch may still have

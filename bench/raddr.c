@@ -5,6 +5,7 @@
  * move bytes.
  */
 #include <arpa/inet.h>
+#include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdlib.h>
@@ -64,4 +65,23 @@ raddr_listen(const struct sockaddr_storage *a, socklen_t len, int nonblock)
         return -1;
     }
     return fd;
+}
+
+int
+raddr_accept_all(int lsn, void (*start)(int fd))
+{
+    int fd;
+
+    for (;;) {
+        fd = accept4(lsn, NULL, NULL, SOCK_NONBLOCK);
+        if (fd >= 0) {
+            start(fd);
+            continue;
+        }
+        if (errno == EAGAIN)
+            return 0;
+        if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS
+            || errno == ENOMEM)
+            return 1;
+    }
 }

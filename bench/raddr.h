@@ -13,4 +13,12 @@ int raddr_parse(const char *s, struct sockaddr_storage *ss, socklen_t *len);
  * descriptor, or -1 with errno set. */
 int raddr_listen(const struct sockaddr_storage *a, socklen_t len, int nonblock);
 
+/* Accept every connection waiting on the non-blocking listener <lsn>
+ * and hand each to <start>: edge-triggered, the queue must be emptied,
+ * or no event comes for the connections left in it (errors about one
+ * connection, ECONNABORTED or EPERM, consume it). Returns 1 when out of
+ * descriptors or memory (the caller stops accepting until some close),
+ * else 0. */
+int raddr_accept_all(int lsn, void (*start)(int fd));
+
 #endif

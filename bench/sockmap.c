@@ -349,22 +349,8 @@ conn_start(int cfd)
 static void
 accept_all(void)
 {
-    int fd;
-
-    for (;;) {
-        fd = accept4(sm.lsn, NULL, NULL, SOCK_NONBLOCK);
-        if (fd >= 0) {
-            conn_start(fd);
-            continue;
-        }
-        if (errno == EAGAIN)
-            return;
-        if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS
-            || errno == ENOMEM) {
-            sm.accept_blocked = 1;
-            return;
-        }
-    }
+    if (raddr_accept_all(sm.lsn, conn_start))
+        sm.accept_blocked = 1;
 }
 
 static void
