@@ -17,8 +17,6 @@ struct be_key {
     uint8_t ip[16];
 };
 
-static struct registry backends = REGISTRY_INIT(struct backend, refs);
-
 static void
 make_key(const struct saddr *a, struct be_key *k)
 {
@@ -31,18 +29,34 @@ make_key(const struct saddr *a, struct be_key *k)
         memcpy(k->ip, &a->u.in6.sin6_addr, 16);
 }
 
+static int
+backend_match(const void *obj, const void *key, size_t klen)
+{
+    struct be_key k;
+
+    make_key(&((const struct backend *)obj)->addr, &k);
+    return klen == sizeof(k) && memcmp(&k, key, klen) == 0;
+}
+
+static struct registry backends =
+    REGISTRY_INIT(struct backend, refs, backend_match);
+
 static void *
 backend_make(const void *key, size_t klen, void *arg)
 {
     const struct saddr *addr = arg;
-    struct backend *b = calloc(1, sizeof(*b));
+    char text[SADDR_STR_MAX];
+    size_t len;
+    struct backend *b;
 
     (void)key;
     (void)klen;
-    if (b == NULL)
+    saddr_str(addr, text, sizeof(text));
+    len = strlen(text) + 1;
+    if ((b = calloc(1, sizeof(*b) + len)) == NULL)
         return NULL;
     b->addr = *addr;
-    saddr_str(addr, b->addr_str, sizeof(b->addr_str));
+    memcpy(b->addr_str, text, len);
     atomic_init(&b->refs, 1);
     return b;
 }
@@ -72,8 +86,42 @@ backend_unref(struct backend *b)
     if (b == NULL)
         return;
     make_key(&b->addr, &k);
-    if (registry_unref(&backends, b, &k, sizeof(k)))
+    if (registry_unref(&backends, b, &k, sizeof(k))) {
+        free(atomic_load_explicit(&b->connect_hist, memory_order_acquire));
         free(b);
+    }
+}
+
+void
+backend_observe_connect(struct backend *b, double seconds)
+{
+    struct hist *h =
+        atomic_load_explicit(&b->connect_hist, memory_order_acquire);
+    struct hist *fresh = NULL;
+
+    if (h == NULL) {
+        /* Two workers may race here: one histogram is kept, the other
+         * freed. Out of memory, the observation is lost, nothing else. */
+        if ((fresh = calloc(1, sizeof(*fresh))) == NULL)
+            return;
+        if (atomic_compare_exchange_strong_explicit(
+                &b->connect_hist, &h, fresh, memory_order_acq_rel,
+                memory_order_acquire))
+            h = fresh;
+        else
+            free(fresh);
+    }
+    hist_observe(h, &hist_connect, seconds);
+}
+
+const struct hist *
+backend_connect_hist(const struct backend *b)
+{
+    static const struct hist zero;
+    const struct hist *h =
+        atomic_load_explicit(&b->connect_hist, memory_order_acquire);
+
+    return h != NULL ? h : &zero;
 }
 
 void

@@ -696,7 +696,7 @@ conn_connected(struct conn *c)
 
     backend_on_success(c->be);
     c->connect_took = ev_now(loop) - c->accepted;
-    hist_observe(&c->be->connect_hist, &hist_connect, took);
+    backend_observe_connect(c->be, took);
     hist_observe(&c->svc->st->connect, &hist_connect, took);
     /* The retry set is done with; its bytes become the relay's. */
     memset(&c->c2b, 0, sizeof(c->c2b));

@@ -81,7 +81,16 @@ hist_observe(struct hist *h, const struct hist_spec *sp, double v)
                               memory_order_relaxed);
 }
 
-static struct registry stats_reg = REGISTRY_INIT(struct svc_stats, refs);
+static int
+svc_stats_match(const void *obj, const void *key, size_t klen)
+{
+    const char *name = ((const struct svc_stats *)obj)->name;
+
+    return strlen(name) == klen && memcmp(name, key, klen) == 0;
+}
+
+static struct registry stats_reg =
+    REGISTRY_INIT(struct svc_stats, refs, svc_stats_match);
 
 static void *
 svc_stats_make(const void *key, size_t klen, void *arg)

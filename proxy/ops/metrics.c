@@ -855,7 +855,8 @@ write_backends(struct sbuf *b, struct svc *const *svcs, size_t n,
         for (j = 0; j < svc_nbackends(svcs[i]); j++)
             write_hist(b, "ferry_backend_connect_duration_seconds",
                        lab_get(ls, ls->be_base[i] + j),
-                       &svc_backend(svcs[i], j)->connect_hist, &hist_connect,
+                       backend_connect_hist(svc_backend(svcs[i], j)),
+                       &hist_connect,
                        lc);
     }
 }

@@ -5,6 +5,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -18,6 +19,14 @@ struct obj {
 };
 
 static int made;
+
+static int
+match(const void *obj, const void *key, size_t klen)
+{
+    const char *tag = ((const struct obj *)obj)->tag;
+
+    return strlen(tag) == klen && memcmp(tag, key, klen) == 0;
+}
 
 static void *
 mk(const void *key, size_t klen, void *arg)
@@ -43,7 +52,7 @@ drop(struct registry *r, struct obj *o)
 static void
 test_one_object_per_key(void **state)
 {
-    struct registry r = REGISTRY_INIT(struct obj, refs);
+    struct registry r = REGISTRY_INIT(struct obj, refs, match);
     struct obj *a, *b, *c;
 
     (void)state;
@@ -75,7 +84,7 @@ test_one_object_per_key(void **state)
 static void
 test_dying_object_is_not_revived(void **state)
 {
-    struct registry r = REGISTRY_INIT(struct obj, refs);
+    struct registry r = REGISTRY_INIT(struct obj, refs, match);
     struct obj *dying, *fresh, *again;
 
     (void)state;
@@ -95,7 +104,50 @@ test_dying_object_is_not_revived(void **state)
     drop(&r, fresh);
 }
 
-static struct registry shared = REGISTRY_INIT(struct obj, refs);
+/* Many keys, dropped in a scrambled order: every live key is found as
+ * the map grows, and again after each removal moved its neighbours back
+ * and the map shrank. */
+static void
+test_many_keys(void **state)
+{
+    enum { N = 5000 };
+    struct registry r = REGISTRY_INIT(struct obj, refs, match);
+    static struct obj *o[N];
+    char k[16];
+    int i, j, step = 2003; /* coprime with N: a scrambled order */
+
+    (void)state;
+    made = 0;
+    for (i = 0; i < N; i++) {
+        snprintf(k, sizeof(k), "k%d", i);
+        o[i] = registry_get(&r, k, strlen(k), mk, NULL);
+        assert_non_null(o[i]);
+    }
+    assert_int_equal(made, N);
+    assert_int_equal(registry_count(&r), N);
+    for (i = 0, j = 0; i < N; i++, j = (j + step) % N) {
+        struct obj *again;
+
+        drop(&r, o[j]);
+        o[j] = NULL;
+        if (i % 97 != 0)
+            continue;
+        /* Each key still held is the same object. */
+        for (int m = 0; m < N; m++) {
+            if (o[m] == NULL)
+                continue;
+            snprintf(k, sizeof(k), "k%d", m);
+            again = registry_get(&r, k, strlen(k), mk, NULL);
+            assert_ptr_equal(again, o[m]);
+            drop(&r, again);
+        }
+        assert_int_equal(made, N);
+    }
+    assert_int_equal(registry_count(&r), 0);
+    assert_null(r.slots);
+}
+
+static struct registry shared = REGISTRY_INIT(struct obj, refs, match);
 
 static void *
 churn(void *arg)
@@ -139,6 +191,7 @@ main(void)
         cmocka_unit_test(test_one_object_per_key),
         cmocka_unit_test(test_dying_object_is_not_revived),
         cmocka_unit_test(test_threads_get_and_drop),
+        cmocka_unit_test(test_many_keys),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
