@@ -1184,7 +1184,7 @@ add_service(struct table *t, const struct service_in *in, struct ydoc_pos pos,
         return err_set(e, "out of memory");
     for (i = 0; i < s.nbackends; i++) {
         s.backends[i].addr = be[i].addr;
-        memcpy(s.backends[i].name, be[i].name, sizeof(s.backends[i].name));
+        s.backends[i].name = be[i].name; /* copied by the table */
         s.backends[i].weight = (uint32_t)be[i].weight;
         s.backends[i].flags = TBL_BE_READY | TBL_BE_SERVING;
     }

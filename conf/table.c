@@ -263,13 +263,42 @@ arrays_unref(struct tbl_arrays *a)
     free(a);
 }
 
+/* Bytes the names of <n> backends at <be> take, NULs included. */
+static size_t
+names_size(const struct tbl_backend *be, size_t n)
+{
+    size_t i, sum = 0;
+
+    for (i = 0; i < n; i++)
+        sum += strnlen(be[i].name, TBL_NAME_MAX - 1) + 1;
+    return sum;
+}
+
+/* Copy the names of the <n> backends at <be> into <to> (room from
+ * names_size()) and point the backends at the copies. */
+static void
+names_copy(struct tbl_backend *be, size_t n, char *to)
+{
+    size_t i, len;
+
+    for (i = 0; i < n; i++) {
+        len = strnlen(be[i].name, TBL_NAME_MAX - 1);
+        memcpy(to, be[i].name, len);
+        to[len] = '\0';
+        be[i].name = to;
+        to += len + 1;
+    }
+}
+
 /* A new owner of copies of the arrays <p> (<n> elements of <size[i]>
- * bytes each), which it writes back into <p>; or NULL. */
+ * bytes each), which it writes back into <p>; or NULL. The arrays whose
+ * bit is set in <be_mask> are of struct tbl_backend: their names are
+ * copied too, after the array in the same block. */
 static struct tbl_arrays *
-arrays_copy(void **p, const size_t *n, const size_t *size)
+arrays_copy(void **p, const size_t *n, const size_t *size, unsigned be_mask)
 {
     struct tbl_arrays *a = calloc(1, sizeof(*a));
-    size_t i;
+    size_t i, names;
 
     if (a == NULL)
         return NULL;
@@ -277,11 +306,14 @@ arrays_copy(void **p, const size_t *n, const size_t *size)
     for (i = 0; i < TBL_ARRAYS; i++) {
         if (n[i] == 0)
             continue;
-        if ((a->p[i] = malloc(n[i] * size[i])) == NULL) {
+        names = be_mask & (1u << i) ? names_size(p[i], n[i]) : 0;
+        if ((a->p[i] = malloc(n[i] * size[i] + names)) == NULL) {
             arrays_unref(a);
             return NULL;
         }
         memcpy(a->p[i], p[i], n[i] * size[i]);
+        if (names > 0)
+            names_copy(a->p[i], n[i], (char *)a->p[i] + n[i] * size[i]);
         a->n[i] = n[i];
     }
     memcpy(p, a->p, sizeof(a->p));
@@ -293,13 +325,13 @@ arrays_copy(void **p, const size_t *n, const size_t *size)
  * <p>). NULL when memory runs out. */
 static struct tbl_arrays *
 arrays_for(struct tbl_arrays *own, void **p, const size_t *n,
-           const size_t *size)
+           const size_t *size, unsigned be_mask)
 {
     if (arrays_own(own, p, n)) {
         atomic_fetch_add_explicit(&own->refs, 1, memory_order_relaxed);
         return own;
     }
-    return arrays_copy(p, n, size);
+    return arrays_copy(p, n, size, be_mask);
 }
 
 struct tbl_arrays *
@@ -328,7 +360,7 @@ tbl_service_hold(struct tbl_service *dst, const struct tbl_service *src)
     struct tbl_arrays *a;
 
     svc_slots(src, p, n);
-    if ((a = arrays_for(src->arrays, p, n, size)) == NULL)
+    if ((a = arrays_for(src->arrays, p, n, size, 1u << 1)) == NULL)
         return -1;
     *dst = *src;
     dst->arrays = a;
@@ -361,7 +393,7 @@ tbl_ksvc_hold(struct tbl_ksvc *dst, const struct tbl_ksvc *src)
     struct tbl_arrays *a;
 
     ksvc_slots(src, p, n);
-    if ((a = arrays_for(src->arrays, p, n, size)) == NULL)
+    if ((a = arrays_for(src->arrays, p, n, size, 1u << 4 | 1u << 5)) == NULL)
         return -1;
     *dst = *src;
     dst->arrays = a;

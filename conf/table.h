@@ -59,9 +59,14 @@ extern const char *const tbl_balance_names[TBL_BAL__COUNT + 1];
 
 struct tbl_backend {
     struct saddr addr;
-    char name[TBL_NAME_MAX]; /* for logs and status: config name or pod */
-    uint32_t weight;         /* 0..TBL_WEIGHT_MAX, 0 = no new connections */
-    uint32_t flags;          /* TBL_BE_* */
+    /* For logs and status: the config's name (the address when unnamed),
+     * the pod, or the endpoint's IP; at most TBL_NAME_MAX - 1 bytes.
+     * Borrowed from whoever built the array; a table's services and
+     * kernel services own copies, kept with their arrays (at 250,000
+     * endpoints a name in place cost 128 bytes each). Never NULL. */
+    const char *name;
+    uint32_t weight; /* 0..TBL_WEIGHT_MAX, 0 = no new connections */
+    uint32_t flags;  /* TBL_BE_* */
 };
 
 /* Why the translator left an endpoint of a Service port out of a

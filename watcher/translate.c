@@ -480,13 +480,18 @@ excl_reason(const struct ep *p, int local, int pass)
     return TBL_EXCL_TOPOLOGY;
 }
 
+/* Text room for the name of an endpoint without a pod: its IP. */
+typedef char ep_text[SADDR_STR_MAX];
+
 /* Build the cluster (local = 0) or local (local = 1) endpoint set into
- * <out> (room for all->n). Returns its size. With <xout> (room for
- * all->n), the endpoints left out go there, with the reason, and their
- * number in <*nx>. */
+ * <out> (room for all->n), whose names may point into <text> (room for
+ * all->n too). Returns its size. With <xout> (room for all->n), the
+ * endpoints left out go there, with the reason, and their number in
+ * <*nx>. */
 static size_t
 select_set(const struct eps *all, int local, const struct translate_opts *o,
-           struct tbl_backend *out, struct tbl_excluded *xout, size_t *nx)
+           struct tbl_backend *out, ep_text *text, struct tbl_excluded *xout,
+           size_t *nx)
 {
     enum topo_mode m = local ? TOPO_NONE : topo_mode(all, o);
     size_t i, n = 0;
@@ -495,14 +500,13 @@ select_set(const struct eps *all, int local, const struct translate_opts *o,
     for (pass = 0; pass < 2 && n == 0; pass++) {
         for (i = 0; i < all->n; i++) {
             const struct ep *p = &all->v[i];
-            char ip[SADDR_STR_MAX];
             if (!in_set(p, local, pass, m, o))
                 continue;
             memset(&out[n], 0, sizeof(out[n]));
             out[n].addr = p->addr;
-            snprintf(out[n].name, sizeof(out[n].name), "%s",
-                     p->name ? p->name
-                             : saddr_ip_str(&p->addr, ip, sizeof(ip)));
+            out[n].name = p->name ? p->name
+                                  : saddr_ip_str(&p->addr, text[n],
+                                                 sizeof(text[n]));
             out[n].weight = 1;
             out[n].flags = p->flags;
             n++;
@@ -816,6 +820,7 @@ struct scratch {
     struct fes in, ex, lb;
     struct tbl_backend *be;
     size_t be_cap;
+    ep_text *text;           /* be_cap too: names that are addresses */
     struct tbl_excluded *xs; /* be_cap too: the endpoints left out */
     struct cidr *ranges;
     size_t nranges, ranges_cap;
@@ -831,13 +836,17 @@ be_room(struct scratch *w)
         return 0;
     free(w->be);
     free(w->xs);
+    free(w->text);
     w->be = malloc(need * sizeof(*w->be));
     w->xs = malloc(need * sizeof(*w->xs));
-    if (w->be == NULL || w->xs == NULL) {
+    w->text = malloc(need * sizeof(*w->text));
+    if (w->be == NULL || w->xs == NULL || w->text == NULL) {
         free(w->be);
         free(w->xs);
+        free(w->text);
         w->be = NULL;
         w->xs = NULL;
+        w->text = NULL;
         w->be_cap = 0;
         return -1;
     }
@@ -926,12 +935,14 @@ edge_to_nodeports(struct rec *r, const struct svcctx *sc, const json_t *sp,
         return 0;
     }
     if (w->be_cap < o->n_edge_nodes) {
-        free(w->xs); /* be_room() makes both again when it needs them */
+        free(w->xs); /* be_room() makes all three again when it needs */
         w->xs = NULL;
         free(w->be);
+        free(w->text);
         w->be = malloc(o->n_edge_nodes * sizeof(*w->be));
-        w->be_cap = w->be != NULL ? o->n_edge_nodes : 0;
-        if (w->be == NULL)
+        w->text = malloc(o->n_edge_nodes * sizeof(*w->text));
+        w->be_cap = w->be != NULL && w->text != NULL ? o->n_edge_nodes : 0;
+        if (w->be_cap == 0)
             return -1;
     }
     for (i = 0; i < o->n_edge_nodes; i++) {
@@ -939,7 +950,7 @@ edge_to_nodeports(struct rec *r, const struct svcctx *sc, const json_t *sp,
         memset(b, 0, sizeof(*b));
         b->addr = o->edge_nodes[i];
         saddr_set_port(&b->addr, (uint16_t)np);
-        saddr_str(&b->addr, b->name, sizeof(b->name));
+        b->name = saddr_str(&b->addr, w->text[i], sizeof(w->text[i]));
         b->weight = 1;
         b->flags = TBL_BE_READY | TBL_BE_SERVING;
     }
@@ -1116,13 +1127,14 @@ kernel_port(struct rec *r, const struct svcctx *sc, const json_t *sp,
         return -1;
     if (be_room(w) < 0)
         return -1;
-    n1 = select_set(&w->eps, sc->itp_local, o, w->be, w->xs, &x1);
+    n1 = select_set(&w->eps, sc->itp_local, o, w->be, w->text, w->xs, &x1);
     k.external_local =
         sc->etp_local && (k.node_port || w->ex.n > 0 || w->lb.n > 0);
     if (!redirect) /* else counted with the proxy's service */
         count_no_local(&w->eps, sc->itp_local, k.external_local, o);
     if (k.external_local)
-        n2 = select_set(&w->eps, 1, o, w->be + n1, w->xs + x1, &x2);
+        n2 = select_set(&w->eps, 1, o, w->be + n1, w->text + n1, w->xs + x1,
+                        &x2);
     k.cluster_ips = w->in.v;
     k.ncluster_ips = w->in.n;
     k.external_ips = w->ex.v;
@@ -1233,7 +1245,7 @@ do_port(struct rec *r, const struct svcctx *svc_sc, const json_t *sp,
     if (be_room(w) < 0)
         return -1;
     count_no_local(&w->eps, int_local, ext_local, o);
-    n1 = select_set(&w->eps, int_local, o, w->be, w->xs, &x1);
+    n1 = select_set(&w->eps, int_local, o, w->be, w->text, w->xs, &x1);
     if ((w->ex.n == 0 && w->lb.n == 0) || ext_local == int_local) {
         /* One endpoint set serves all: one service, all frontends. */
         size_t k;
@@ -1247,7 +1259,8 @@ do_port(struct rec *r, const struct svcctx *svc_sc, const json_t *sp,
             return -1;
         return redirect_port(r, sc, sp, (uint16_t)port, o, w);
     }
-    n2 = select_set(&w->eps, ext_local, o, w->be + n1, w->xs + x1, &x2);
+    n2 = select_set(&w->eps, ext_local, o, w->be + n1, w->text + n1, w->xs + x1,
+                    &x2);
     if (emit(r, sc, pname, "", &w->in, w->be, n1, w->xs, x1, 0, NULL, 0, o)
             < 0
         || emit(r, sc, pname, "/external", &w->ex, w->be + n1, n2, w->xs + x1,
@@ -1920,6 +1933,7 @@ translate_build(const struct kcache *services, const struct kcache *slices,
     free(w.ranges);
     free(w.be);
     free(w.xs);
+    free(w.text);
     free(idx.v);
     return rc < 0 ? err_set(e, "out of memory") : 0;
 }

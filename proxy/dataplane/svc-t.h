@@ -56,8 +56,8 @@ struct svc {
     struct svc_stats *st;    /* reference; counters surviving reloads */
     /* The table's backends (nbe) and spec.allow, spec.deny: borrowed
      * from the table service's arrays, of which <arrays> holds a
-     * reference (NULL: a service not from a table, with copies of its
-     * own). A service of the next table sharing them is unchanged. */
+     * reference (a service not from a table holds copies made for it).
+     * A service of the next table sharing them is unchanged. */
     const struct tbl_backend *tbe;
     struct tbl_arrays *arrays;
     struct tbl_service spec; /* copy; spec.frontends/backends not owned */

@@ -41,6 +41,7 @@ svc_new_like(const struct tbl_service *ts, const struct svc *prev)
 {
     size_t j = 0;
     struct svc *s = calloc(1, sizeof(*s));
+    struct tbl_service held;
     size_t i;
 
     if (s == NULL)
@@ -51,7 +52,7 @@ svc_new_like(const struct tbl_service *ts, const struct svc *prev)
     s->spec.frontends = NULL;
     s->spec.backends = NULL;
     s->spec.nfrontends = 0;
-    s->spec.allow = NULL; /* the table's; copied below */
+    s->spec.allow = NULL; /* the held arrays', below */
     s->spec.deny = NULL;
     s->spec.sni = NULL; /* routing reads the table's (sniroute.c) */
     s->spec.nsni = 0;
@@ -62,35 +63,21 @@ svc_new_like(const struct tbl_service *ts, const struct svc *prev)
     s->nslots = svc_nworkers > 0 ? svc_nworkers : 1;
     if ((s->st = svc_stats_get(ts->name)) == NULL)
         goto fail;
-    if ((s->arrays = tbl_arrays_ref(ts->arrays)) != NULL) {
-        s->spec.allow = ts->allow;
-        s->spec.deny = ts->deny;
-        s->tbe = ts->backends;
-    } else if (ts->nallow > 0) {
-        if ((s->spec.allow = malloc(ts->nallow * sizeof(*ts->allow))) == NULL)
-            goto fail;
-        memcpy(s->spec.allow, ts->allow, ts->nallow * sizeof(*ts->allow));
-    }
-    if (s->arrays == NULL && ts->ndeny > 0) {
-        if ((s->spec.deny = malloc(ts->ndeny * sizeof(*ts->deny))) == NULL)
-            goto fail;
-        memcpy(s->spec.deny, ts->deny, ts->ndeny * sizeof(*ts->deny));
-    }
+    /* The table's arrays, with a reference; a service from no table (a
+     * test's) gets copies, so that nothing is borrowed from its caller. */
+    if (tbl_service_hold(&held, ts) < 0)
+        goto fail;
+    s->arrays = held.arrays;
+    s->spec.allow = held.allow;
+    s->spec.deny = held.deny;
+    s->tbe = held.backends;
     /* Made here, on the control loop, before a worker can see <s>. */
     if ((ts->max_conns_per_source > 0 || ts->conn_rate_per_source > 0)
         && s->st->src == NULL && (s->st->src = srcrules_table_new()) == NULL)
         goto fail;
-    if (ts->nbackends > 0) {
-        struct tbl_backend *copy = NULL;
-        s->be = calloc(ts->nbackends, sizeof(*s->be));
-        if (s->arrays == NULL) {
-            s->tbe = copy = malloc(ts->nbackends * sizeof(*s->tbe));
-            if (copy != NULL)
-                memcpy(copy, ts->backends, ts->nbackends * sizeof(*copy));
-        }
-        if (s->be == NULL || s->tbe == NULL)
-            goto fail;
-    }
+    if (ts->nbackends > 0
+        && (s->be = calloc(ts->nbackends, sizeof(*s->be))) == NULL)
+        goto fail;
     for (i = 0; i < ts->nbackends; i++) {
         const struct tbl_backend *tb = &ts->backends[i];
         s->be[i].b = backend_like(prev, &j, &tb->addr);
@@ -133,13 +120,7 @@ svc_unref(struct svc *s)
         backend_unref(s->be[i].b);
     svc_stats_unref(s->st);
     affinity_free(s->aff);
-    if (s->arrays != NULL) {
-        tbl_arrays_unref(s->arrays);
-    } else {
-        free(s->spec.allow);
-        free(s->spec.deny);
-        free((void *)s->tbe);
-    }
+    tbl_arrays_unref(s->arrays);
     free(s->be);
     free(s);
     svc_unref(succ);

@@ -127,6 +127,7 @@ test_expired_slots_reused_without_growth(void **state)
 }
 
 static struct tbl_backend bes[8];
+static char be_names[8][16];
 
 static void
 fill_backends(size_t first, size_t n)
@@ -138,7 +139,8 @@ fill_backends(size_t first, size_t n)
         char a[32];
         snprintf(a, sizeof(a), "127.0.0.1:%zu", 9001 + first + i);
         assert_int_equal(parse_hostport(a, &bes[i].addr, 0, &why), 0);
-        snprintf(bes[i].name, sizeof(bes[i].name), "b%zu", first + i);
+        snprintf(be_names[i], sizeof(be_names[i]), "b%zu", first + i);
+        bes[i].name = be_names[i];
         bes[i].weight = 1;
         bes[i].flags = TBL_BE_READY | TBL_BE_SERVING;
     }

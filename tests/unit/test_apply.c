@@ -219,6 +219,7 @@ build(struct fixture *fx, const struct spec *sp, size_t n)
     for (i = 0; i < n; i++) {
         struct saddr fe[MAXFE];
         struct tbl_backend be[NBE];
+        char names[NBE][16];
         struct tbl_service ts;
         memset(&ts, 0, sizeof(ts));
         snprintf(ts.name, sizeof(ts.name), "%s", sp[i].name);
@@ -229,7 +230,8 @@ build(struct fixture *fx, const struct spec *sp, size_t n)
         memset(be, 0, sizeof(be));
         for (j = 0; j < NBE && sp[i].be[j] >= 0; j++) {
             be[j].addr = loopback(fx->be_port[sp[i].be[j]]);
-            snprintf(be[j].name, sizeof(be[j].name), "be%d", sp[i].be[j]);
+            snprintf(names[j], sizeof(names[j]), "be%d", sp[i].be[j]);
+            be[j].name = names[j];
             be[j].weight = 1;
             be[j].flags = TBL_BE_READY | TBL_BE_SERVING;
         }

@@ -15,6 +15,7 @@
 
 #define NBES 200
 static struct tbl_backend bes[NBES];
+static char be_names[NBES][16];
 
 /* Length of the round-robin order <s>'s workers share; 0 when each
  * worker keeps its own. */
@@ -41,7 +42,8 @@ make_ts(struct tbl_service *ts, enum tbl_balance algo, const uint32_t *weights,
         char a[32];
         snprintf(a, sizeof(a), "127.0.0.1:%zu", 9001 + i);
         assert_int_equal(parse_hostport(a, &bes[i].addr, 0, &why), 0);
-        snprintf(bes[i].name, sizeof(bes[i].name), "b%zu", i);
+        snprintf(be_names[i], sizeof(be_names[i]), "b%zu", i);
+        bes[i].name = be_names[i];
         bes[i].weight = weights[i];
         bes[i].flags = TBL_BE_READY | TBL_BE_SERVING;
     }
@@ -513,7 +515,7 @@ test_svc_matches(void **state)
     other[1].flags |= TBL_BE_TERMINATING;
     assert_false(svc_matches(s, &t2));
     other[1].flags = bes[1].flags;
-    snprintf(other[0].name, sizeof(other[0].name), "renamed");
+    other[0].name = "renamed";
     assert_false(svc_matches(s, &t2));
     svc_unref(s);
 }

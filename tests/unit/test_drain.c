@@ -25,6 +25,7 @@ static struct svc *
 make(const char *name, const int *ports, uint32_t tmo_ms, struct table **t)
 {
     struct tbl_backend bes[8];
+    char names[8][32];
     struct tbl_service ts;
     struct saddr fe;
     const char *why;
@@ -38,7 +39,8 @@ make(const char *name, const int *ports, uint32_t tmo_ms, struct table **t)
         char a[32];
         snprintf(a, sizeof(a), "127.0.0.1:%d", ports[i]);
         assert_int_equal(parse_hostport(a, &bes[i].addr, 0, &why), 0);
-        snprintf(bes[i].name, sizeof(bes[i].name), "%s", a);
+        snprintf(names[i], sizeof(names[i]), "%s", a);
+        bes[i].name = names[i];
         bes[i].weight = 1;
     }
     ts.backends = bes;

@@ -19,6 +19,7 @@ static struct svc *
 make_svc_from(const char *name, enum tbl_origin origin)
 {
     struct tbl_backend bes[2];
+    char names[2][8];
     struct tbl_service ts;
     const char *why;
     int i;
@@ -30,7 +31,8 @@ make_svc_from(const char *name, enum tbl_origin origin)
         char a[32];
         snprintf(a, sizeof(a), "127.0.0.1:%d", 9101 + i);
         assert_int_equal(parse_hostport(a, &bes[i].addr, 0, &why), 0);
-        snprintf(bes[i].name, sizeof(bes[i].name), "b%d", i);
+        snprintf(names[i], sizeof(names[i]), "b%d", i);
+        bes[i].name = names[i];
         bes[i].weight = 2;
     }
     ts.backends = bes;
@@ -57,7 +59,7 @@ make_udp_svc(const char *name)
     memset(&be, 0, sizeof(be));
     snprintf(ts.name, sizeof(ts.name), "%s", name);
     assert_int_equal(parse_hostport("127.0.0.1:9153", &be.addr, 0, &why), 0);
-    snprintf(be.name, sizeof(be.name), "d0");
+    be.name = "d0";
     be.weight = 1;
     ts.backends = &be;
     ts.nbackends = 1;

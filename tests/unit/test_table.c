@@ -32,7 +32,12 @@ make_service(struct tbl_service *s, const char *name, const char *fe,
         assert_int_equal(parse_ip("127.0.0.1", (uint16_t)(be_port + i),
                                   &bes[i].addr, &why),
                          0);
-        snprintf(bes[i].name, sizeof(bes[i].name), "%s-%d", name, i);
+        /* Names outlive the call: tests compare the arrays later. */
+        static char names[64][TBL_NAME_MAX];
+        static unsigned next;
+        char *nm = names[next++ % 64];
+        snprintf(nm, TBL_NAME_MAX, "%s-%d", name, i);
+        bes[i].name = nm;
         bes[i].weight = 1;
         bes[i].flags = TBL_BE_READY | TBL_BE_SERVING;
     }
@@ -233,9 +238,9 @@ test_service_equal(void **state)
     bb[0].flags |= TBL_BE_TERMINATING;
     assert_false(tbl_service_equal(&a, &b));
     bb[0].flags = ba[0].flags;
-    snprintf(bb[0].name, sizeof(bb[0].name), "other");
+    bb[0].name = "other";
     assert_false(tbl_service_equal(&a, &b));
-    snprintf(bb[0].name, sizeof(bb[0].name), "%s", ba[0].name);
+    bb[0].name = ba[0].name;
     assert_int_equal(parse_ip("127.0.0.2", 9000, &bb[0].addr, &why), 0);
     assert_false(tbl_service_equal(&a, &b));
     bb[0].addr = ba[0].addr;
