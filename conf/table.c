@@ -490,8 +490,38 @@ table_add_vip(struct table *t, const struct saddr *a, struct err *e)
 void
 table_freeze(struct table *t, uint64_t generation)
 {
+    struct tbl_service *s;
+    struct tbl_ksvc *k;
+
     t->generation = generation;
     t->frozen = 1;
+    /* A table lives on as long as it is in force, or shared: give back
+     * the room its growth left (at 10,000 services, 600 bytes each, up
+     * to half of it). A failed shrink keeps the larger block. */
+    if (t->nservices > 0 && t->cap > t->nservices
+        && (s = realloc(t->services, t->nservices * sizeof(*s))) != NULL) {
+        t->services = s;
+        t->cap = t->nservices;
+    }
+    if (t->nksvcs > 0 && t->kcap > t->nksvcs
+        && (k = realloc(t->ksvcs, t->nksvcs * sizeof(*k))) != NULL) {
+        t->ksvcs = k;
+        t->kcap = t->nksvcs;
+    }
+}
+
+int
+table_reserve(struct table *t, size_t nservices)
+{
+    struct tbl_service *s;
+
+    if (t->frozen || nservices <= t->cap)
+        return 0;
+    if ((s = realloc(t->services, nservices * sizeof(*s))) == NULL)
+        return -1;
+    t->services = s;
+    t->cap = nservices;
+    return 0;
 }
 
 const struct tbl_service *

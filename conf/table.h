@@ -394,6 +394,10 @@ int table_add_vip(struct table *t, const struct saddr *a, struct err *e);
 /* Freeze <t> and stamp its generation. After this it must not change. */
 void table_freeze(struct table *t, uint64_t generation);
 
+/* Room for <nservices> services in all, so that a table whose size is
+ * known grows once. Returns -1 when out of memory (nothing changed). */
+int table_reserve(struct table *t, size_t nservices);
+
 /* Take and drop references. table_unref(NULL) does nothing. Both are
  * thread-safe. */
 struct table *table_ref(struct table *t);

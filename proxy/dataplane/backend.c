@@ -87,67 +87,79 @@ backend_unref(struct backend *b)
         return;
     make_key(&b->addr, &k);
     if (registry_unref(&backends, b, &k, sizeof(k))) {
-        free(atomic_load_explicit(&b->connect_hist, memory_order_acquire));
+        free(atomic_load_explicit(&b->ctr, memory_order_acquire));
         free(b);
     }
+}
+
+struct backend_ctr *
+backend_ctr(struct backend *b)
+{
+    struct backend_ctr *k =
+        atomic_load_explicit(&b->ctr, memory_order_acquire);
+    struct backend_ctr *fresh;
+
+    if (k != NULL)
+        return k;
+    if ((fresh = calloc(1, sizeof(*fresh))) == NULL)
+        return NULL;
+    if (atomic_compare_exchange_strong_explicit(&b->ctr, &k, fresh,
+                                                memory_order_acq_rel,
+                                                memory_order_acquire))
+        return fresh;
+    free(fresh); /* another thread's came first: <k> is it */
+    return k;
+}
+
+const struct backend_ctr *
+backend_ctr_read(const struct backend *b)
+{
+    static const struct backend_ctr zero;
+    const struct backend_ctr *k =
+        atomic_load_explicit(&b->ctr, memory_order_acquire);
+
+    return k != NULL ? k : &zero;
 }
 
 void
 backend_observe_connect(struct backend *b, double seconds)
 {
-    struct hist *h =
-        atomic_load_explicit(&b->connect_hist, memory_order_acquire);
-    struct hist *fresh = NULL;
+    struct backend_ctr *k = backend_ctr(b);
 
-    if (h == NULL) {
-        /* Two workers may race here: one histogram is kept, the other
-         * freed. Out of memory, the observation is lost, nothing else. */
-        if ((fresh = calloc(1, sizeof(*fresh))) == NULL)
-            return;
-        if (atomic_compare_exchange_strong_explicit(
-                &b->connect_hist, &h, fresh, memory_order_acq_rel,
-                memory_order_acquire))
-            h = fresh;
-        else
-            free(fresh);
-    }
-    hist_observe(h, &hist_connect, seconds);
-}
-
-const struct hist *
-backend_connect_hist(const struct backend *b)
-{
-    static const struct hist zero;
-    const struct hist *h =
-        atomic_load_explicit(&b->connect_hist, memory_order_acquire);
-
-    return h != NULL ? h : &zero;
+    if (k != NULL)
+        hist_observe(&k->connect_hist, &hist_connect, seconds);
 }
 
 void
 backend_on_fail(struct backend *b, double now)
 {
     unsigned f = atomic_fetch_add(&b->fails, 1) + 1;
+    struct backend_ctr *k = backend_ctr(b);
     double d = BACKOFF_FIRST_S;
 
     while (--f > 0 && d < BACKOFF_MAX_S)
         d *= 2;
     if (d > BACKOFF_MAX_S)
         d = BACKOFF_MAX_S;
-    if (atomic_load_explicit(&b->eject_until, memory_order_relaxed) <= now)
-        atomic_fetch_add_explicit(&b->n_ejections, 1, memory_order_relaxed);
+    if (atomic_load_explicit(&b->eject_until, memory_order_relaxed) <= now
+        && k != NULL)
+        atomic_fetch_add_explicit(&k->n_ejections, 1, memory_order_relaxed);
     atomic_store(&b->eject_until, now + d);
-    atomic_fetch_add(&b->n_failures, 1);
+    if (k != NULL)
+        atomic_fetch_add(&k->n_failures, 1);
 }
 
 void
 backend_on_success(struct backend *b)
 {
+    struct backend_ctr *k = backend_ctr(b);
+
     if (atomic_load_explicit(&b->fails, memory_order_relaxed) != 0) {
         atomic_store(&b->fails, 0);
         atomic_store(&b->eject_until, 0.0);
     }
-    atomic_fetch_add_explicit(&b->n_connects, 1, memory_order_relaxed);
+    if (k != NULL)
+        atomic_fetch_add_explicit(&k->n_connects, 1, memory_order_relaxed);
 }
 
 void

@@ -27,26 +27,32 @@ enum backend_health {
     BACKEND_HEALTH_DOWN,
 };
 
-struct backend {
-    struct saddr addr;
-    atomic_uint refs;
-    atomic_uint active;         /* open proxied connections */
-    atomic_uint fails;          /* consecutive connect failures */
-    _Atomic double eject_until; /* ev_now() time before which it is skipped */
+/* What a backend counts. Made at its first event (a connect tried, a
+ * health transition): most endpoints of a large cluster never see a
+ * connection through the proxy, and these are 224 of what would be 300
+ * bytes a backend. Until then every counter reads 0. */
+struct backend_ctr {
     atomic_uint_fast64_t n_connects, n_failures;
     /* Connect failures by reason (STATS_FAIL_REFUSED..ERROR), times a
      * back-off began, bytes each way, connect latency. */
     atomic_uint_fast64_t n_fail[STATS_FAIL_CONNECT_COUNT];
     atomic_uint_fast64_t n_ejections;
     atomic_uint_fast64_t bytes_in, bytes_out;
-    /* Connect latency, made at the first connect that succeeds: most
-     * endpoints of a large cluster never see one through the proxy, and
-     * the histogram is 144 bytes (backend_connect_hist()). */
-    _Atomic(struct hist *) connect_hist;
-    /* Active health: written on the control loop by health.c only. */
-    atomic_uchar health;                  /* enum backend_health */
+    /* Active health transitions (health.c, control loop). */
     atomic_uint_fast64_t n_went_down, n_went_up;
-    char addr_str[]; /* the address as text, as long as it needs */
+    struct hist connect_hist;
+};
+
+struct backend {
+    struct saddr addr;
+    atomic_uint refs;
+    atomic_uint active;         /* open proxied connections */
+    atomic_uint fails;          /* consecutive connect failures */
+    _Atomic double eject_until; /* ev_now() time before which it is skipped */
+    _Atomic(struct backend_ctr *) ctr; /* NULL until the first event */
+    /* Active health: written on the control loop by health.c only. */
+    atomic_uchar health; /* enum backend_health */
+    char addr_str[];     /* the address as text, as long as it needs */
 };
 
 /* Find or create the state of <addr>. Returns a new reference, or NULL
@@ -70,12 +76,17 @@ void backend_on_success(struct backend *b);
  * connection). Control loop. */
 void backend_on_probe_ok(struct backend *b);
 
+/* The counters of <b> to add to, made on first use (two threads may
+ * race: one block is kept). NULL when out of memory: the event goes
+ * uncounted, nothing else. Any thread. */
+struct backend_ctr *backend_ctr(struct backend *b);
+
+/* The counters of <b> to read: all zeros before its first event. Never
+ * NULL. Any thread. */
+const struct backend_ctr *backend_ctr_read(const struct backend *b);
+
 /* Record a connect that took <seconds>. Any thread. */
 void backend_observe_connect(struct backend *b, double seconds);
-
-/* The connect histogram of <b>: all zeros until its first connect.
- * Never NULL. */
-const struct hist *backend_connect_hist(const struct backend *b);
 
 /* Nonzero unless active checks say the backend is down. */
 static inline int

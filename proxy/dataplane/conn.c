@@ -658,11 +658,13 @@ static void
 conn_blame(struct conn *c, int err)
 {
     enum stats_fail r = stats_fail_from_errno(err);
+    struct backend_ctr *k;
 
     backend_on_fail(c->be, ev_now(c->w->loop));
     if (c->watched)
         watchq_attempt(c->watched, c->id, c->be->addr_str, err);
-    stats_inc(&c->be->n_fail[r]);
+    if ((k = backend_ctr(c->be)) != NULL)
+        stats_inc(&k->n_fail[r]);
     stats_inc(&c->svc->st->fail[r]);
 }
 
@@ -686,6 +688,16 @@ conn_attempt_failed(struct conn *c, int err)
     conn_try_connect(c);
 }
 
+/* Add <n> bytes relayed to (<up>) or from the backend <b>. */
+static void
+be_count_bytes(struct backend *b, int up, size_t n)
+{
+    struct backend_ctr *k = backend_ctr(b);
+
+    if (k != NULL)
+        stats_add(up ? &k->bytes_in : &k->bytes_out, n);
+}
+
 static void
 conn_connected(struct conn *c)
 {
@@ -705,7 +717,7 @@ conn_connected(struct conn *c)
     if (c->early > 0) {
         c->bytes_c2b = c->early;
         stats_add(&c->svc->st->bytes_in, c->early);
-        stats_add(&c->be->bytes_in, c->early);
+        be_count_bytes(c->be, 1, c->early);
     }
     /* The PROXY header, if any, waits in c2b: the backend gets it first,
      * and the client is not read until it is all out (conn_update_io).
@@ -874,7 +886,7 @@ half_count(struct conn *c, int up, size_t n)
 {
     *(up ? &c->bytes_c2b : &c->bytes_b2c) += n;
     stats_add(up ? &c->svc->st->bytes_in : &c->svc->st->bytes_out, n);
-    stats_add(up ? &c->be->bytes_in : &c->be->bytes_out, n);
+    be_count_bytes(c->be, up, n);
     c->last_active = ev_now(c->w->loop);
 }
 

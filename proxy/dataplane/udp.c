@@ -299,8 +299,11 @@ unreserve:
 static void
 flow_refused(struct udp_flow *f)
 {
+    struct backend_ctr *k;
+
     backend_on_fail(f->be, ev_now(f->l->u->w->loop));
-    stats_inc(&f->be->n_fail[STATS_FAIL_REFUSED]);
+    if ((k = backend_ctr(f->be)) != NULL)
+        stats_inc(&k->n_fail[STATS_FAIL_REFUSED]);
     drop(f->svc, STATS_UDP_REFUSED);
     udp_flow_end(f, ACCESSLOG_CONNECT_FAILURE, 1);
 }

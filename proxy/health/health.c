@@ -122,6 +122,16 @@ health_http_status(const char *buf, size_t len)
 static void hc_on_timer(struct ev_loop *loop, struct ev_timer *t, int rev);
 static void hc_on_io(struct ev_loop *loop, struct ev_io *io, int rev);
 
+/* Count a transition of <b> to down (0) or up (1). */
+static void
+health_count(struct backend *b, int up)
+{
+    struct backend_ctr *k = backend_ctr(b);
+
+    if (k != NULL)
+        stats_inc(up ? &k->n_went_up : &k->n_went_down);
+}
+
 static void
 hc_close(struct hc *c)
 {
@@ -168,14 +178,14 @@ hc_done(struct hc *c, int ok, const char *cause)
     ch = health_sm_feed(&c->sm, ok, c->spec.rise, c->spec.fall);
     if (ch == HEALTH_WENT_DOWN) {
         atomic_store(&c->b->health, BACKEND_HEALTH_DOWN);
-        stats_inc(&c->b->n_went_down);
+        health_count(c->b, 0);
         log_warn("health: backend %s (%s) of service %s is DOWN: %s "
                  "(%u failed %s check(s) in a row)",
                  c->name, c->b->addr_str, c->svc, cause, runs,
                  hc_type_name(c));
     } else if (ch == HEALTH_WENT_UP) {
         atomic_store(&c->b->health, BACKEND_HEALTH_UP);
-        stats_inc(&c->b->n_went_up);
+        health_count(c->b, 1);
         log_info("health: backend %s (%s) of service %s is UP: %u passed %s "
                  "check(s) in a row",
                  c->name, c->b->addr_str, c->svc, runs, hc_type_name(c));

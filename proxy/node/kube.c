@@ -175,7 +175,11 @@ kube_merge(const struct table *statics, const struct table *api,
     struct table *t = table_new();
     size_t i;
 
-    if (t == NULL) {
+    if (t == NULL
+        || table_reserve(t, (statics != NULL ? statics->nservices : 0)
+                                + (api != NULL ? api->nservices : 0) + 1)
+               < 0) {
+        table_unref(t);
         err_set(e, "out of memory");
         return NULL;
     }

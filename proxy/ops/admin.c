@@ -197,6 +197,7 @@ static json_t *
 status_backend(struct admin *a, struct be_ref e, double now)
 {
     const struct backend *b = svc_backend(e.s, e.i);
+    const struct backend_ctr *k = backend_ctr_read(b);
     struct health_info hi;
     json_t *o, *h;
 
@@ -209,9 +210,9 @@ status_backend(struct admin *a, struct be_ref e, double now)
                         hi.last_check > 0 ? json_real(now - hi.last_check)
                                           : json_null());
     json_object_set_new(h, "went_down",
-                        json_integer((json_int_t)stats_get(&b->n_went_down)));
+                        json_integer((json_int_t)stats_get(&k->n_went_down)));
     json_object_set_new(h, "went_up",
-                        json_integer((json_int_t)stats_get(&b->n_went_up)));
+                        json_integer((json_int_t)stats_get(&k->n_went_up)));
     o = json_object();
     json_object_set_new(o, "name", json_string(svc_backend_name(e.s, e.i)));
     json_object_set_new(o, "address", json_string(b->addr_str));
@@ -224,18 +225,18 @@ status_backend(struct admin *a, struct be_ref e, double now)
                         json_boolean(svc_backend_drained(e.s, e.i)));
     json_object_set_new(o, "active", json_integer(atomic_load(&b->active)));
     json_object_set_new(o, "connections",
-                        json_integer((json_int_t)stats_get(&b->n_connects)));
+                        json_integer((json_int_t)stats_get(&k->n_connects)));
     json_object_set_new(o, "connect_failures",
-                        fail_obj(b->n_fail, STATS_FAIL_CONNECT_COUNT));
+                        fail_obj(k->n_fail, STATS_FAIL_CONNECT_COUNT));
     json_object_set_new(o, "consecutive_failures",
                         json_integer(atomic_load(&b->fails)));
     json_object_set_new(o, "ejected", json_boolean(backend_ejected(b, now)));
     json_object_set_new(o, "ejections",
-                        json_integer((json_int_t)stats_get(&b->n_ejections)));
+                        json_integer((json_int_t)stats_get(&k->n_ejections)));
     json_object_set_new(o, "bytes_in",
-                        json_integer((json_int_t)stats_get(&b->bytes_in)));
+                        json_integer((json_int_t)stats_get(&k->bytes_in)));
     json_object_set_new(o, "bytes_out",
-                        json_integer((json_int_t)stats_get(&b->bytes_out)));
+                        json_integer((json_int_t)stats_get(&k->bytes_out)));
     json_object_set_new(o, "health", h);
     return o;
 }

@@ -761,11 +761,11 @@ be_value(enum be_metric m, const struct svc *s, size_t i, double now)
 
     switch (m) {
     case BM_CONNECTS:
-        return stats_get(&bk->n_connects);
+        return stats_get(&backend_ctr_read(bk)->n_connects);
     case BM_ACTIVE:
         return atomic_load_explicit(&bk->active, memory_order_relaxed);
     case BM_EJECTIONS:
-        return stats_get(&bk->n_ejections);
+        return stats_get(&backend_ctr_read(bk)->n_ejections);
     case BM_CONSEC:
         return atomic_load_explicit(&bk->fails, memory_order_relaxed);
     case BM_WEIGHT:
@@ -815,7 +815,8 @@ write_backends(struct sbuf *b, struct svc *const *svcs, size_t n,
                          stats_fail_text[r]);
                 sample(b, "ferry_backend_connect_failures_total",
                        lab_get(ls, ls->be_base[i] + j), reason,
-                       stats_get(&svc_backend(svcs[i], j)->n_fail[r]));
+                       stats_get(&backend_ctr_read(svc_backend(svcs[i], j))
+                                       ->n_fail[r]));
             }
         }
     }
@@ -825,7 +826,8 @@ write_backends(struct sbuf *b, struct svc *const *svcs, size_t n,
         if (ls->be_base[i] == SIZE_MAX)
             continue;
         for (j = 0; j < svc_nbackends(svcs[i]); j++) {
-            const struct backend *bk = svc_backend(svcs[i], j);
+            const struct backend_ctr *bk =
+                backend_ctr_read(svc_backend(svcs[i], j));
             struct lab l = lab_get(ls, ls->be_base[i] + j);
             sample(b, "ferry_backend_health_transitions_total", l,
                    "to=\"down\"", stats_get(&bk->n_went_down));
@@ -839,7 +841,8 @@ write_backends(struct sbuf *b, struct svc *const *svcs, size_t n,
         if (ls->be_base[i] == SIZE_MAX)
             continue;
         for (j = 0; j < svc_nbackends(svcs[i]); j++) {
-            const struct backend *bk = svc_backend(svcs[i], j);
+            const struct backend_ctr *bk =
+                backend_ctr_read(svc_backend(svcs[i], j));
             struct lab l = lab_get(ls, ls->be_base[i] + j);
             sample(b, "ferry_backend_bytes_total", l, "direction=\"in\"",
                    stats_get(&bk->bytes_in));
@@ -855,7 +858,7 @@ write_backends(struct sbuf *b, struct svc *const *svcs, size_t n,
         for (j = 0; j < svc_nbackends(svcs[i]); j++)
             write_hist(b, "ferry_backend_connect_duration_seconds",
                        lab_get(ls, ls->be_base[i] + j),
-                       backend_connect_hist(svc_backend(svcs[i], j)),
+                       &backend_ctr_read(svc_backend(svcs[i], j))->connect_hist,
                        &hist_connect,
                        lc);
     }

@@ -164,8 +164,8 @@ test_write_services(void **state)
     stats_inc(&svc_counters(s)->accepted);
     stats_inc(&svc_counters(s)->fail[STATS_FAIL_TIMEOUT]);
     stats_add(&svc_counters(s)->drain_closed, 3);
-    stats_add(&svc_backend(s, 1)->bytes_in, 1234);
-    stats_inc(&svc_backend(s, 0)->n_fail[STATS_FAIL_REFUSED]);
+    stats_add(&backend_ctr(svc_backend(s, 1))->bytes_in, 1234);
+    stats_inc(&backend_ctr(svc_backend(s, 0))->n_fail[STATS_FAIL_REFUSED]);
     svc_set_weight_override(s, 1, 7);
     svc_reweighted(s);
     svc_set_drained(s, 0, 1);
