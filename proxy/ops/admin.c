@@ -27,6 +27,10 @@
 #include "watchq.h"
 
 #define ADMIN_CONNS_MAX 64
+/* Backends (or a kernel Service's endpoints) /status lists per service;
+ * the count says how many there are. A Service of 100,000 endpoints
+ * would be some 50 MB of JSON, refreshed every 2 s by the page. */
+#define STATUS_LIST_MAX 1000
 #define ADMIN_REPLY_MAX (64u << 20) /* metrics of a very large table */
 #define ADMIN_LOG_BURST 10.0 /* action lines logged at once */
 #define ADMIN_LOG_RATE  1.0  /* then this many a second */
@@ -280,7 +284,7 @@ status_service(struct admin *a, size_t i, double now)
     for (j = 0; j < ts->nfrontends; j++)
         json_array_append_new(
             fe, json_string(saddr_str(&ts->frontends[j], buf, sizeof(buf))));
-    for (j = 0; j < svc_nbackends(s); j++)
+    for (j = 0; j < svc_nbackends(s) && j < STATUS_LIST_MAX; j++)
         json_array_append_new(be, status_backend(a, (struct be_ref){s, j},
                                                  now));
     json_object_set_new(cnt, "accepted",
@@ -325,6 +329,8 @@ status_service(struct admin *a, size_t i, double now)
     json_object_set_new(o, "health_check", hc);
     json_object_set_new(o, "counters", cnt);
     json_object_set_new(o, "backends", be);
+    json_object_set_new(o, "backends_total",
+                        json_integer((json_int_t)svc_nbackends(s)));
     return o;
 }
 
@@ -373,11 +379,13 @@ status_kernel(struct admin *a)
         add_ips(ips, k->cluster_ips, k->ncluster_ips);
         add_ips(ips, k->external_ips, k->nexternal_ips);
         add_ips(ips, k->lb_ips, k->nlb_ips);
-        for (j = 0; j < k->ncluster_eps; j++)
-            json_array_append_new(eps,
-                                  status_kernel_ep(a, &k->cluster_eps[j], 0));
-        for (j = 0; j < k->nlocal_eps; j++)
-            json_array_append_new(eps, status_kernel_ep(a, &k->local_eps[j], 1));
+        for (j = 0; j < k->ncluster_eps + k->nlocal_eps && j < STATUS_LIST_MAX;
+             j++)
+            json_array_append_new(
+                eps, j < k->ncluster_eps
+                         ? status_kernel_ep(a, &k->cluster_eps[j], 0)
+                         : status_kernel_ep(
+                               a, &k->local_eps[j - k->ncluster_eps], 1));
         json_object_set_new(o, "name", json_string(k->name));
         json_object_set_new(o, "protocol",
                             json_string(tbl_proto_names[k->proto]));
@@ -396,6 +404,9 @@ status_kernel(struct admin *a)
         json_object_set_new(o, "health_check",
                             json_string(tbl_check_type_name(k->check.type)));
         json_object_set_new(o, "endpoints", eps);
+        json_object_set_new(
+            o, "endpoints_total",
+            json_integer((json_int_t)(k->ncluster_eps + k->nlocal_eps)));
         json_array_append_new(v, o);
     }
     return v;

@@ -135,6 +135,18 @@ def test_status_json(served):
     assert [(x["name"], x["address"], x["state"], x["weight"])
             for x in svc["backends"]] == [("m-a", a.addr, "up", 1),
                                           ("m-b", b.addr, "up", 1)]
+    assert svc["backends_total"] == 2
+
+
+def test_status_lists_at_most_1000_backends(start_ferry):
+    """A service's first 1,000 backends are listed, and all counted."""
+    admin = ft.free_addr()
+    wide = [f"127.4.{i // 256}.{i % 256}:9" for i in range(1200)]
+    start_ferry(at.with_admin(ft.config(
+        [ft.service("wide", ft.free_addr(), wide)]), admin))
+    (svc,) = at.get_json(admin)["services"]
+    assert svc["backends_total"] == 1200
+    assert [x["address"] for x in svc["backends"]] == wide[:1000]
 
 
 @pytest.mark.parametrize("req", [

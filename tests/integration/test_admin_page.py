@@ -67,6 +67,21 @@ def test_status_page_in_chromium(start_ferry, backends, tmp_path):
         u.close()
 
 
+def test_status_page_says_what_it_left_out(start_ferry, tmp_path):
+    """A service of 1,001 backends (never connected to): /status lists
+    the first 1,000 and the page says one more was left out (README:
+    Admin server)."""
+    chromium()
+    admin = ft.free_addr()
+    wide = [f"127.3.{i // 256}.{i % 256}:9" for i in range(1001)]
+    start_ferry(at.with_admin(ft.config(
+        [ft.service("wide", ft.free_addr(), wide)]), admin))
+    dom = browse(tmp_path, f"http://{admin}/", "w", ["--dump-dom"])
+    assert "service wide" in dom
+    assert "\u2026 and 1 more, not listed" in dom, dom[-3000:]
+    assert "127.3.3.231:9" in dom and "127.3.3.232:9" not in dom
+
+
 def page(start_ferry, a, b, u, listen, admin, tmp_path):
     # A UDP service beside the TCP one (README: UDP services): its flows
     # on the page too.

@@ -659,6 +659,7 @@ def test_status_shows_which_dataplane_serves_each_service(w, tmp_path):
     assert web["dataplane"] == "nftables"
     assert web["addresses"] == ["198.18.128.10"]
     assert sorted(e["name"] for e in web["endpoints"]) == ["web-a", "web-b"]
+    assert web["endpoints_total"] == 2
     assert k[("shop/dns:dns", "udp")]["port"] == 53
     checked = k[("shop/checked:http", "tcp")]
     assert checked["health_check"] == "http"
