@@ -127,7 +127,7 @@ test_expired_slots_reused_without_growth(void **state)
 }
 
 static struct tbl_backend bes[8];
-static char be_names[8][16];
+static char be_names[8][24];
 
 static void
 fill_backends(size_t first, size_t n)

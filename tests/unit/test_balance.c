@@ -15,7 +15,7 @@
 
 #define NBES 200
 static struct tbl_backend bes[NBES];
-static char be_names[NBES][16];
+static char be_names[NBES][24];
 
 /* Length of the round-robin order <s>'s workers share; 0 when each
  * worker keeps its own. */

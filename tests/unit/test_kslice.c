@@ -154,7 +154,7 @@ static int
 apply(struct kcache *c, const char *type, const char *slice,
       struct kcache_event *ev)
 {
-    char line[4096];
+    char line[8192];
     struct err e;
 
     snprintf(line, sizeof(line), "{\"type\":\"%s\",\"object\":%s}", type,

@@ -19,7 +19,7 @@ static struct svc *
 make_svc_from(const char *name, enum tbl_origin origin)
 {
     struct tbl_backend bes[2];
-    char names[2][8];
+    char names[2][16];
     struct tbl_service ts;
     const char *why;
     int i;

@@ -221,25 +221,26 @@ test_nesting(void **state)
 static void
 test_directives(void **state)
 {
-    char *tags = malloc(17 * 32 + 16), *p;
+    static char tags[17 * 32 + 16];
+    size_t n;
     struct ydoc *d;
     struct err e;
     int i;
 
     (void)state;
-    assert_non_null(tags);
-    for (p = tags, i = 0; i < 16; i++)
-        p += sprintf(p, "%%TAG !t%d! tag:x:\n", i);
-    sprintf(p, "---\na: 1\n");
+    for (n = 0, i = 0; i < 16; i++)
+        n += (size_t)snprintf(tags + n, sizeof(tags) - n,
+                              "%%TAG !t%d! tag:x:\n", i);
+    snprintf(tags + n, sizeof(tags) - n, "---\na: 1\n");
     d = load(tags, &e);
     assert_non_null(d);
     ydoc_free(d);
-    for (p = tags, i = 0; i < 17; i++)
-        p += sprintf(p, "%%TAG !t%d! tag:x:\n", i);
-    sprintf(p, "---\na: 1\n");
+    for (n = 0, i = 0; i < 17; i++)
+        n += (size_t)snprintf(tags + n, sizeof(tags) - n,
+                              "%%TAG !t%d! tag:x:\n", i);
+    snprintf(tags + n, sizeof(tags) - n, "---\na: 1\n");
     expect_error(tags, strlen(tags), 17, 1,
                  "too many YAML directives (max 16)");
-    free(tags);
     /* Many '%' elsewhere are fine. */
     d = load("a: '%%%%%%%%%%%%%%%%%%%%%%%%%%%%%%%%%%%%%%'\n", &e);
     assert_non_null(d);
