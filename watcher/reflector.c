@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "backoff.h"
+#include "jarena.h"
 #include "linebuf.h"
 #include "log.h"
 
@@ -245,6 +246,7 @@ list_complete(struct reflector *r)
     size_t gone;
     int cmp;
 
+    jarena_reset(1); /* the pages' room goes back to the kernel */
     snprintf(old_rv, sizeof(old_rv), "%s", kcache_rv(r->cache));
     if (kcache_rv_cmp(kcache_rv(r->staging), old_rv, &cmp) == 0 && cmp < 0)
         log_warn("kube-api: %s: the server's resourceVersion went back from "
@@ -276,12 +278,24 @@ list_on_done(void *arg, const struct kapi_result *res)
     struct reflector *r = arg;
     json_t *page = NULL;
     json_error_t jerr;
+    int arena, parsed, took;
 
     r->req = NULL;
     if (res->status == 200 && res->curl_code == 0) {
+        /* A kind kept decoded keeps nothing of the page's JSON: it can
+         * all come from one region, given back at once (jarena.h). */
+        arena = kcache_decoded(r->staging) && jarena_begin() == 0;
         page = json_loadb(r->body, r->body_len, 0, &jerr);
         r->body_len = 0;
-        if (page != NULL && take_page(r, page) == 0) {
+        parsed = page != NULL;
+        took = parsed && take_page(r, page) == 0;
+        if (arena) {
+            json_decref(page);
+            page = NULL;
+            jarena_end();
+            jarena_reset(0);
+        }
+        if (took) {
             json_decref(page);
             if (r->cont[0] != '\0')
                 start_list(r); /* next page */
@@ -289,7 +303,7 @@ list_on_done(void *arg, const struct kapi_result *res)
                 list_complete(r);
             return;
         }
-        if (page == NULL)
+        if (!parsed)
             log_warn("kube-api: %s list: undecodable response: %s at byte "
                      "%d",
                      r->kind->resource, jerr.text, jerr.position);
