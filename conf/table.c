@@ -75,10 +75,10 @@ index_find(const struct tbl_index *ix, uint64_t h, const void *key,
     }
 }
 
-/* Room for one more entry in <*pix>. Returns 0, or -1 when out of
+/* Room for <more> entries more in <*pix>. Returns 0, or -1 when out of
  * memory. */
 static int
-index_room(struct tbl_index **pix)
+index_room(struct tbl_index **pix, size_t more)
 {
     struct tbl_index *ix = *pix;
     struct tbl_slot *v;
@@ -86,9 +86,10 @@ index_room(struct tbl_index **pix)
 
     if (ix == NULL && (ix = *pix = calloc(1, sizeof(*ix))) == NULL)
         return -1;
-    if ((ix->n + 1) * 2 <= ix->cap)
+    if ((ix->n + more) * 2 <= ix->cap)
         return 0;
-    cap = ix->cap ? ix->cap * 2 : 16;
+    for (cap = ix->cap ? ix->cap * 2 : 16; cap < (ix->n + more) * 2; cap *= 2)
+        ;
     if ((v = calloc(cap, sizeof(*v))) == NULL)
         return -1;
     for (i = 0; i < ix->cap; i++) {
@@ -115,7 +116,7 @@ index_add(struct tbl_index **pix, uint64_t h, const unsigned char *key,
     struct tbl_slot *s;
     size_t i;
 
-    if (index_room(pix) < 0)
+    if (index_room(pix, 1) < 0)
         return NULL;
     ix = *pix;
     for (i = h & (ix->cap - 1); ix->v[i].hash != 0; i = (i + 1) & (ix->cap - 1))
@@ -521,6 +522,10 @@ table_reserve(struct table *t, size_t nservices)
         return -1;
     t->services = s;
     t->cap = nservices;
+    /* Most services have one frontend. */
+    if (index_room(&t->by_name, nservices - t->nservices) < 0
+        || index_room(&t->by_frontend, nservices - t->nservices) < 0)
+        return -1;
     return 0;
 }
 

@@ -146,11 +146,14 @@ build_table(struct watcher *w)
     o.memo = w->memo;
     err_clear(&e);
     if (t == NULL || skips == NULL
+        /* The table grows once: about as large as the last one. */
+        || table_reserve(t, w->last != NULL ? w->last->nservices + 16 : 0)
+               < 0
         || translate_build(reflector_cache(w->svc), reflector_cache(w->eps), &o,
                            t, &e)
                < 0) {
         log_error("watcher: cannot build the service table: %s",
-                  t && skips ? e.msg : "out of memory");
+                  e.msg[0] != '\0' ? e.msg : "out of memory");
         table_unref(t);
         skip_set_free(skips);
         return NULL;
