@@ -200,6 +200,51 @@ plan_lower(const struct apply_plan *pl, const struct saddr *a)
 
 /* ---- commit: listeners follow the plan (on the worker's own loop) ------ */
 
+void
+apply_order_forget(struct worker *w)
+{
+    free(w->lorder);
+    free(w->laddrs);
+    free(w->lsvcs);
+    w->lorder = NULL;
+    w->laddrs = NULL;
+    w->lsvcs = NULL;
+    w->nlorder = 0;
+}
+
+static void
+order_forget(struct worker *w)
+{
+    apply_order_forget(w);
+}
+
+/* Room for the order of <n> listeners; out of memory, the order stays
+ * unknown (the next plan takes the full path). */
+static void
+order_room(struct worker *w, size_t n)
+{
+    if (n == 0)
+        return;
+    w->lorder = malloc(n * sizeof(*w->lorder));
+    w->laddrs = malloc(n * sizeof(*w->laddrs));
+    w->lsvcs = malloc(n * sizeof(*w->lsvcs));
+    if (w->lorder == NULL || w->laddrs == NULL || w->lsvcs == NULL)
+        order_forget(w);
+    else
+        w->nlorder = n;
+}
+
+static void
+order_note(struct worker *w, size_t i, struct listener *l,
+           const struct saddr *a, struct svc *s)
+{
+    if (w->nlorder == 0)
+        return;
+    w->lorder[i] = l;
+    w->laddrs[i] = *a;
+    w->lsvcs[i] = s;
+}
+
 /* The listener to serve <a> from now on, or NULL. A worker thread may
  * hold two for a moment: an old one, and a fresh one opened while the
  * plan closing the old one was on its way. The fresh one stays: nobody
@@ -232,12 +277,17 @@ claim_listeners(struct worker *w, struct apply_plan *pl)
     struct listener *l;
     size_t i;
 
+    order_forget(w);
+    order_room(w, pl->addrs.n);
     for (i = 0; i < pl->addrs.n; i++) {
         struct svc *s = pl->lsvc[i];
         /* None only if a thread failed to commit an earlier plan (out of
          * memory) and lost what it opened: the next table opens it. */
-        if ((l = claim_one(pl, &pl->addrs.v[i])) == NULL)
+        if ((l = claim_one(pl, &pl->addrs.v[i])) == NULL) {
+            order_forget(w);
             continue;
+        }
+        order_note(w, i, l, &pl->addrs.v[i], s);
         listener_set_svc(l, s);
         if (l->mark == LISTENER_FRESH && w->id == 0)
             log_info("listening on %s for service %s", l->addr_str, s->name);
@@ -311,11 +361,45 @@ reconcile(struct worker *w, struct apply_plan *pl)
     }
     claim_listeners(w, pl);
     close_unclaimed(w);
-    listener_dispatch_set(w, pl->t, pl->svcs);
+    listener_dispatch_set(w, pl->t, pl->svcs, pl->dispatch);
     udp_plan_commit(w, pl->udp);
     free(pl->index);
     pl->index = NULL;
     pl->nindex = 0;
+}
+
+/* Nonzero when <pl> listens on exactly what <w> listens on since its
+ * last full commit, and opened nothing for it: the common case of a
+ * Kubernetes change, an endpoint's. A walk of two arrays, no sort. */
+static int
+same_addresses(const struct worker *w, const struct apply_plan *pl)
+{
+    size_t i;
+
+    if (pl->fresh != NULL || w->nlorder != pl->addrs.n || w->nlorder == 0)
+        return 0;
+    for (i = 0; i < pl->addrs.n; i++)
+        if (saddr_cmp(&w->laddrs[i], &pl->addrs.v[i]) != 0)
+            return 0;
+    return 1;
+}
+
+/* reconcile() for a plan on the same addresses: each listener whose
+ * service changed is pointed at the new one; nothing opens or closes. */
+static void
+repoint(struct worker *w, struct apply_plan *pl)
+{
+    size_t i;
+
+    inherit_pins(w, pl);
+    for (i = 0; i < pl->addrs.n; i++) {
+        if (w->lsvcs[i] == pl->lsvc[i])
+            continue;
+        listener_set_svc(w->lorder[i], pl->lsvc[i]);
+        w->lsvcs[i] = pl->lsvc[i];
+    }
+    listener_dispatch_set(w, pl->t, pl->svcs, pl->dispatch);
+    udp_plan_commit(w, pl->udp);
 }
 
 int
@@ -323,9 +407,13 @@ apply_plan_commit(struct worker *w, struct apply_plan *pl)
 {
     double now;
 
-    if (plan_index(pl, w) < 0)
-        return -1;
-    reconcile(w, pl);
+    if (same_addresses(w, pl)) {
+        repoint(w, pl);
+    } else {
+        if (plan_index(pl, w) < 0)
+            return -1;
+        reconcile(w, pl);
+    }
     now = ev_time();
     atomic_store(&w->generation, pl->t->generation);
     worker_note_commit(w, pl->t->generation, now);
@@ -592,6 +680,9 @@ open_worker(struct apply *a, struct apply_thread *at, struct wthread *th,
             table_find_frontend(a->t, &pl->addrs.v[i]);
         pl->lsvc[i] = a->svcs[ts - a->t->services];
     }
+    for (i = 0; i < a->t->nservices && !pl->dispatch; i++)
+        pl->dispatch = a->t->services[i].reach == TBL_REACH_DISPATCH
+                       || a->t->services[i].nsni > 0;
     return 0;
 }
 

@@ -62,6 +62,10 @@ struct apply_plan {
     /* The runtime service each of addrs.v serves (borrowed from <svcs>),
      * found on the control loop: the worker's commit does no lookup. */
     struct svc **lsvc;
+    /* The table has a DISPATCH service or one with server names: every
+     * worker keeps it (listener_dispatch_set()). Found on the control
+     * loop, once. */
+    int dispatch;
     struct udp_plan *udp;     /* its UDP frontends (udp.h), or NULL */
     double posted;            /* ev_time() when it was posted */
 };
@@ -81,6 +85,10 @@ int apply_table(struct proxy *p, struct table *t, enum proxy_apply_mode mode,
  * memory: <w> keeps its listeners and <pl> its fresh ones.
  */
 int apply_plan_commit(struct worker *w, struct apply_plan *pl);
+
+/* <w>'s listeners were closed or changed outside a plan: the next plan
+ * takes the full path. Owner's loop, or once the worker has stopped. */
+void apply_order_forget(struct worker *w);
 
 /*
  * <older> was posted to a worker that never took it: <pl>, which

@@ -208,18 +208,14 @@ listener_dispatch_clear(struct worker *w)
 
 void
 listener_dispatch_set(struct worker *w, struct table *t,
-                      struct svc *const *svcs)
+                      struct svc *const *svcs, int dispatch)
 {
     struct svc **v;
     size_t i;
-    int any = 0;
-
     /* Worker 0 keeps every table: the next one's services with ClientIP
      * affinity take their pins from it (apply.c). */
-    any = w->id == 0;
-    for (i = 0; i < t->nservices && !any; i++)
-        any = t->services[i].reach == TBL_REACH_DISPATCH
-              || t->services[i].nsni > 0;
+    int any = w->id == 0 || dispatch;
+
     listener_dispatch_clear(w);
     if (!any)
         return;

@@ -64,7 +64,7 @@ int listener_export(struct worker *w, struct proxy_sock **v, size_t *n);
  * server names keeps nothing, except on worker 0, which keeps each for
  * the affinity pins of the next. Clear drops them. Owner's loop. */
 void listener_dispatch_set(struct worker *w, struct table *t,
-                           struct svc *const *svcs);
+                           struct svc *const *svcs, int dispatch);
 void listener_dispatch_clear(struct worker *w);
 
 /* Point <l> at <s> (takes a new reference, drops the old one). */

@@ -150,6 +150,13 @@ worker_deinit(struct worker *w)
     ev_timer_stop(w->loop, &w->accept_resume);
     drain_worker_deinit(w);
     listener_dispatch_clear(w);
+    free(w->lorder); /* apply.c's order of its listeners */
+    free(w->laddrs);
+    free(w->lsvcs);
+    w->lorder = NULL;
+    w->laddrs = NULL;
+    w->lsvcs = NULL;
+    w->nlorder = 0;
     udp_worker_free(w);
     free_list(&w->free_bufs, &w->nfree_bufs);
     free_list(&w->free_conns, &w->nfree_conns);

@@ -46,6 +46,15 @@ struct worker {
     size_t nbufs_in_use;
     char *scratch;            /* WORKER_BUF_SIZE, for the copy path */
     struct listener *listeners;
+    /* After a commit that claimed every address of its plan (apply.c):
+     * the plan's addresses, the listener of each and the service it was
+     * pointed at, in the plan's order, so that a plan on the same
+     * addresses only re-points the listeners whose service changed.
+     * nlorder 0: not known. */
+    struct listener **lorder;
+    struct saddr *laddrs;
+    struct svc **lsvcs; /* borrowed: each listener holds its reference */
+    size_t nlorder;
     int accept_paused;        /* out of descriptors: listeners stopped */
     struct ev_timer accept_resume;
     uint64_t next_conn_id;

@@ -469,6 +469,64 @@ test_move_between_services(void **state)
     assert_int_equal(route(fx, f3), 1);
 }
 
+/* Tables on the same addresses, whose services change (a Kubernetes
+ * endpoint change): every worker points its listeners at the new
+ * services without opening or closing any (apply.c's repoint()); a
+ * table that adds an address takes the full path, and the next one on
+ * the same addresses repoints again. */
+static void
+test_same_addresses_repoint(void **state)
+{
+    struct fixture *fx = *state;
+    uint16_t f1 = free_port(), f2 = free_port(), f3 = free_port();
+    struct spec t1[] = {
+        {"a", {f1}, {0, -1}, 0, 0},
+        {"b", {f2}, {1, -1}, 0, 0},
+    };
+    struct spec t2[] = {
+        {"a", {f1}, {2, -1}, 0, 0},
+        {"b", {f2}, {1, -1}, 0, 0},
+    };
+    struct spec t3[] = {
+        {"a", {f1}, {0, -1}, 0, 0},
+        {"b", {f2}, {2, -1}, 0, 0},
+        {"c", {f3}, {1, -1}, 0, 0},
+    };
+    struct spec t4[] = {
+        {"a", {f1}, {0, -1}, 0, 0},
+        {"b", {f2}, {2, -1}, 0, 0},
+        {"c", {f3}, {0, -1}, 0, 0},
+    };
+    unsigned long before[8], after[8];
+    size_t n, i, j, k;
+
+    apply_ok(fx, t1, 2);
+    wait_generation(fx, 1);
+    n = listening(f1, before, 8);
+    assert_int_equal(n, fx->nworkers);
+    apply_ok(fx, t2, 2);
+    wait_generation(fx, 2);
+    for (k = 0; k < 2 * fx->nworkers; k++) {
+        assert_int_equal(route(fx, f1), 2);
+        assert_int_equal(route(fx, f2), 1);
+    }
+    assert_int_equal(listening(f1, after, 8), n);
+    for (i = 0; i < n; i++) {
+        for (j = 0; j < n && after[j] != before[i]; j++)
+            ;
+        assert_true(j < n); /* the same sockets */
+    }
+    apply_ok(fx, t3, 3);
+    wait_generation(fx, 3);
+    apply_ok(fx, t4, 3);
+    wait_generation(fx, 4);
+    for (k = 0; k < 2 * fx->nworkers; k++) {
+        assert_int_equal(route(fx, f1), 0);
+        assert_int_equal(route(fx, f2), 2);
+        assert_int_equal(route(fx, f3), 0);
+    }
+}
+
 /* A service whose definition is unchanged keeps its svc, and with it its
  * round-robin position; a changed one gets a new svc (starting over). */
 static void
@@ -757,6 +815,7 @@ main(void)
         BOTH(test_add_and_remove),
         BOTH(test_move_between_services),
         BOTH(test_kept_service_keeps_its_svc),
+        BOTH(test_same_addresses_repoint),
         BOTH(test_unbindable_frontend),
         THREADS(test_thread_cannot_open),
         THREADS(test_threads_off_past_quarter_of_fd_limit),
