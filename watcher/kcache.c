@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ksvc.h"
 #include "kslice.h"
 
 /* A kind kept decoded in ferry's own form rather than as JSON. */
@@ -32,8 +33,27 @@ slice_equal(const void *a, const void *b)
     return kslice_equal(a, b);
 }
 
+static void *
+svc_decode(const json_t *obj)
+{
+    return ksvc_decode(obj);
+}
+
+static void
+svc_free(void *obj)
+{
+    ksvc_free(obj);
+}
+
+static int
+svc_equal(const void *a, const void *b)
+{
+    return ksvc_equal(a, b);
+}
+
 static const struct codec codecs[] = {
     {"EndpointSlice", slice_decode, slice_free, slice_equal},
+    {"Service", svc_decode, svc_free, svc_equal},
 };
 
 /* A decoded object under its key. */
