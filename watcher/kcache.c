@@ -4,8 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "ksvc.h"
 #include "kslice.h"
+#include "ksvc.h"
 
 /* A kind kept decoded in ferry's own form rather than as JSON. */
 struct codec {

@@ -93,7 +93,8 @@ plan_svc(const struct src *j, struct plan *p)
                + json_array_size(j->source_ranges);
     p->ningress = json_array_size(j->ingress);
     p->nports = json_array_size(j->ports);
-    p->chars = chars_of(jstr(j->md, "name")) + chars_of(jstr(j->spec, "clusterIP"))
+    p->chars = chars_of(jstr(j->md, "name"))
+               + chars_of(jstr(j->spec, "clusterIP"))
                + chars_of(jstr(j->labels, TRANSLATE_LABEL_PROXY_NAME))
                + strs_chars(j->cluster_ips) + strs_chars(j->external_ips)
                + strs_chars(j->source_ranges);
@@ -188,8 +189,8 @@ fill_spec(struct ksvc *s, const struct src *j)
     s->hc_node_port =
         json_integer_value(json_object_get(sp, "healthCheckNodePort"));
     s->headless = jstr(j->labels, TRANSLATE_LABEL_HEADLESS) != NULL;
-    s->ports_ok = j->ports == NULL || json_is_array(j->ports)
-                  || json_is_null(j->ports);
+    s->ports_ok =
+        j->ports == NULL || json_is_array(j->ports) || json_is_null(j->ports);
 }
 
 struct ksvc *
@@ -211,8 +212,8 @@ ksvc_decode(const json_t *obj)
     strs_sz = ALIGN8(p.nstrs * sizeof(*strs));
     ing_sz = ALIGN8(p.ningress * sizeof(*ing));
     ports_sz = ALIGN8(p.nports * sizeof(*ports));
-    block = calloc(1, ALIGN8(sizeof(*s)) + strs_sz + ing_sz + ports_sz
-                          + p.chars);
+    block =
+        calloc(1, ALIGN8(sizeof(*s)) + strs_sz + ing_sz + ports_sz + p.chars);
     if (block == NULL)
         return NULL;
     s = (struct ksvc *)(void *)block;

@@ -38,20 +38,20 @@ enum ksvc_ann {
 extern const char *const ksvc_ann_names[KSVC_ANN__COUNT];
 
 struct ksvc_port {
-    const char *name;  /* interned; "" when absent or not a string */
-    const char *proto; /* interned; "TCP" when absent or null, "" when
-                        * not a string */
-    int64_t port;      /* the number, 0 when not an integer */
-    int64_t node_port; /* the number, 0 when not an integer */
+    const char *name;      /* interned; "" when absent or not a string */
+    const char *proto;     /* interned; "TCP" when absent or null, "" when
+                            * not a string */
+    int64_t port;          /* the number, 0 when not an integer */
+    int64_t node_port;     /* the number, 0 when not an integer */
     uint8_t port_is_int;   /* "port" is an integer */
     uint8_t has_node_port; /* "nodePort" present and not null */
 };
 
 /* One entry of status.loadBalancer.ingress. */
 struct ksvc_ingress {
-    const char *ip;    /* NULL: missing or not a string */
-    uint8_t has_ip;    /* "ip" present (of any JSON type) */
-    uint8_t proxy;     /* ipMode "Proxy" */
+    const char *ip; /* NULL: missing or not a string */
+    uint8_t has_ip; /* "ip" present (of any JSON type) */
+    uint8_t proxy;  /* ipMode "Proxy" */
 };
 
 /* A list of strings from the JSON: n is the array's size (0 when not an
@@ -62,18 +62,18 @@ struct ksvc_strs {
 };
 
 struct ksvc {
-    const char *ns;   /* interned */
+    const char *ns; /* interned */
     const char *name;
     /* Unique to this decoding, as kslice.stamp: the translator's memo
      * keys on it. */
     uint64_t stamp;
-    uint8_t has_spec;   /* spec is a JSON object */
-    uint8_t type;       /* KSVC_TYPE_* */
-    uint8_t itp_local;  /* internalTrafficPolicy "Local" */
-    uint8_t etp_local;  /* externalTrafficPolicy "Local" */
-    uint8_t client_ip;  /* sessionAffinity "ClientIP" */
-    uint8_t headless;   /* the headless label is set (a string) */
-    uint8_t ports_ok;   /* spec.ports is a list, null or absent */
+    uint8_t has_spec;  /* spec is a JSON object */
+    uint8_t type;      /* KSVC_TYPE_* */
+    uint8_t itp_local; /* internalTrafficPolicy "Local" */
+    uint8_t etp_local; /* externalTrafficPolicy "Local" */
+    uint8_t client_ip; /* sessionAffinity "ClientIP" */
+    uint8_t headless;  /* the headless label is set (a string) */
+    uint8_t ports_ok;  /* spec.ports is a list, null or absent */
     /* sessionAffinityConfig.clientIP.timeoutSeconds and
      * healthCheckNodePort, 0 when not integers */
     int64_t affinity_timeout;
@@ -84,7 +84,7 @@ struct ksvc {
     size_t ningress;
     const struct ksvc_port *ports;
     size_t nports;
-    const char *proxy_name; /* service-proxy-name label, or NULL */
+    const char *proxy_name;           /* service-proxy-name label, or NULL */
     const char *ann[KSVC_ANN__COUNT]; /* NULL: absent or not a string */
 };
 

@@ -624,7 +624,7 @@ external_fes(const struct svcctx *sc, const struct ksvc_port *sp,
  * arrays (table.h), what was skipped and its counters. The record is then
  * played into the table, where frontends taken by an earlier Service are
  * found. The memo keeps each Service's record with what it was made from
- * (the Service object, the stamps of its slices), so that a table built
+ * (the stamps of the Service and of its slices), so that a table built
  * after a change translates only the Services the change touched and
  * shares every other one's arrays with the table before. */
 
@@ -929,12 +929,11 @@ edge_to_nodeports(struct rec *r, const struct svcctx *sc,
         b->weight = 1;
         b->flags = TBL_BE_READY | TBL_BE_SERVING;
     }
-    if (emit(r, sc, sp->name, "", &w->ex, w->be, o->n_edge_nodes, NULL,
-             0, 0, NULL, 0, o)
+    if (emit(r, sc, sp->name, "", &w->ex, w->be, o->n_edge_nodes, NULL, 0, 0,
+             NULL, 0, o)
         < 0)
         return -1;
-    return emit_lb(r, sc, sp->name, w->be, o->n_edge_nodes, NULL, 0, o,
-                   w);
+    return emit_lb(r, sc, sp->name, w->be, o->n_edge_nodes, NULL, 0, o, w);
 }
 
 /* The protocol of a Service port, or -1 when not one Kubernetes has. */
@@ -1056,8 +1055,7 @@ kernel_port(struct rec *r, const struct svcctx *sc, const struct ksvc_port *sp,
     k.port = port;
     w->in.n = w->ex.n = w->lb.n = 0;
     if (internal_fes(sc, 0, o, &w->in) < 0
-        || add_api_fes(sc, o, &w->ex, &sc->svc->external_ips, 0,
-                       "externalIPs")
+        || add_api_fes(sc, o, &w->ex, &sc->svc->external_ips, 0, "externalIPs")
                < 0
         || add_lb_fes(sc, o, &w->lb, 0) < 0)
         return -1;
@@ -1074,8 +1072,7 @@ kernel_port(struct rec *r, const struct svcctx *sc, const struct ksvc_port *sp,
         w->lb.n = 0; /* no range left: serve no LoadBalancer IP at all */
     if (redirect)
         w->eps.n = 0; /* the proxy has them */
-    else if (collect_eps(sc, pname, sp->proto, AF_UNSPEC, o, &w->eps)
-             < 0)
+    else if (collect_eps(sc, pname, sp->proto, AF_UNSPEC, o, &w->eps) < 0)
         return -1;
     if (be_room(w) < 0)
         return -1;
@@ -1122,9 +1119,8 @@ kernel_port(struct rec *r, const struct svcctx *sc, const struct ksvc_port *sp,
  * addresses, redirected to the proxy (which has its endpoints). */
 static int
 redirect_port(struct rec *r, const struct svcctx *sc,
-              const struct ksvc_port *sp,
-              uint16_t port, const struct translate_opts *o,
-              struct scratch *w)
+              const struct ksvc_port *sp, uint16_t port,
+              const struct translate_opts *o, struct scratch *w)
 {
     if (!o->kernel || o->edge)
         return 0;
@@ -1144,8 +1140,8 @@ do_port(struct rec *r, const struct svcctx *svc_sc, const struct ksvc_port *sp,
     size_t n1, n2, x1 = 0, x2 = 0;
 
     if (proto_of(sp, &proto) < 0) {
-        SKIP_SVC(o, sc, SKIP_BAD_PROTOCOL,
-                 "port \"%.64s\": protocol \"%.32s\"", pname, sp->proto);
+        SKIP_SVC(o, sc, SKIP_BAD_PROTOCOL, "port \"%.64s\": protocol \"%.32s\"",
+                 pname, sp->proto);
         if (o->stats != NULL)
             o->stats->ports_skipped++;
         return 0;
@@ -1185,8 +1181,7 @@ do_port(struct rec *r, const struct svcctx *svc_sc, const struct ksvc_port *sp,
     w->in.n = w->ex.n = w->lb.n = 0;
     if ((!o->edge && internal_fes(sc, (uint16_t)port, o, &w->in) < 0)
         || external_fes(sc, sp, o, &w->ex) < 0
-        || collect_eps(sc, pname, sp->proto, sc->family, o, &w->eps)
-               < 0)
+        || collect_eps(sc, pname, sp->proto, sc->family, o, &w->eps) < 0)
         return -1;
     if (split_lb(sc, o, w, (uint16_t)port) < 0)
         return -1;

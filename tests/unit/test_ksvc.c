@@ -107,7 +107,7 @@ test_decode(void **state)
     assert_string_equal(s->ports[1].proto, "UDP");
     assert_true(!s->ports[1].port_is_int && s->ports[1].port == 0);
     assert_false(s->ports[1].has_node_port);
-    assert_string_equal(s->ports[2].proto, ""); /* not a string */
+    assert_string_equal(s->ports[2].proto, "");    /* not a string */
     assert_string_equal(s->ports[3].proto, "TCP"); /* not an object */
     assert_false(s->ports[3].port_is_int);
     /* Interned: one copy of the namespace and of each port string. */
@@ -124,8 +124,7 @@ test_shapes(void **state)
         const char *svc;
         int has_spec, ports_ok, headless, type;
     } cases[] = {
-        {"{'metadata':{'namespace':'a','name':'b'}}", 0, 1, 0,
-         KSVC_TYPE_OTHER},
+        {"{'metadata':{'namespace':'a','name':'b'}}", 0, 1, 0, KSVC_TYPE_OTHER},
         {"{'metadata':{'namespace':'a','name':'b'},'spec':[]}", 0, 1, 0,
          KSVC_TYPE_OTHER},
         {"{'metadata':{'namespace':'a','name':'b'},'spec':{'ports':null,"
@@ -163,13 +162,17 @@ static void
 test_equal(void **state)
 {
     static const char *const other[] = {
-        "'type':'LoadBalancer'", "'198.18.9.1'", "'timeoutSeconds':60",
-        "'nodePort':31080", "'ipMode':'Proxy'", "'ferry.dev/balance'",
+        "'type':'LoadBalancer'",
+        "'198.18.9.1'",
+        "'timeoutSeconds':60",
+        "'nodePort':31080",
+        "'ipMode':'Proxy'",
+        "'ferry.dev/balance'",
         "'port':80,",
     };
     static const char *const repl[] = {
-        "'type':'NodePort'", "'198.18.9.2'", "'timeoutSeconds':61",
-        "'nodePort':31081", "'ipMode':'VIP'", "'ferry.dev/balanced'",
+        "'type':'NodePort'", "'198.18.9.2'",   "'timeoutSeconds':61",
+        "'nodePort':31081",  "'ipMode':'VIP'", "'ferry.dev/balanced'",
         "'port':81,",
     };
     json_t *o = obj(FULL);
@@ -246,8 +249,9 @@ test_cache(void **state)
     ch = kcache_changes(c);
     assert_int_equal(kcache_replace(c, n), 0);
     assert_int_equal(kcache_changes(c), ch); /* the same Service */
-    assert_int_equal(kcache_put(n, obj("{'metadata':{'namespace':'shop',"
-                                       "'name':'web'},'spec':{}}"),
+    assert_int_equal(kcache_put(n,
+                                obj("{'metadata':{'namespace':'shop',"
+                                    "'name':'web'},'spec':{}}"),
                                 &e),
                      0);
     assert_int_equal(kcache_replace(c, n), 0);
@@ -286,13 +290,12 @@ test_bytes_per_service(void **state)
             "s:[s],s:s,s:s,s:s,s:s,s:{s:s},s:[{s:s,s:s,s:i,s:i}]},s:{s:{}}}",
             "apiVersion", "v1", "kind", "Service", "metadata", "name", name,
             "namespace", "bench", "uid", "4f1c1c2e-6a39-4a57-9a43-0c3a8d1e2f00",
-            "creationTimestamp", "2026-12-06T10:00:00Z", "labels", "app",
-            name, "annotations",
-            "kubectl.kubernetes.io/last-applied-configuration", last, "spec",
-            "clusterIP", ip, "clusterIPs", ip, "ipFamilies", "IPv4",
-            "ipFamilyPolicy", "SingleStack", "sessionAffinity", "None", "type",
-            "ClusterIP", "internalTrafficPolicy", "Cluster", "selector", "app",
-            name, "ports", "name", "http", "protocol", "TCP", "port", 80,
+            "creationTimestamp", "2026-12-06T10:00:00Z", "labels", "app", name,
+            "annotations", "kubectl.kubernetes.io/last-applied-configuration",
+            last, "spec", "clusterIP", ip, "clusterIPs", ip, "ipFamilies",
+            "IPv4", "ipFamilyPolicy", "SingleStack", "sessionAffinity", "None",
+            "type", "ClusterIP", "internalTrafficPolicy", "Cluster", "selector",
+            "app", name, "ports", "name", "http", "protocol", "TCP", "port", 80,
             "targetPort", 8080, "status", "loadBalancer");
         assert_non_null(o);
         assert_int_equal(kcache_put(c, o, &e), 0);
