@@ -118,7 +118,9 @@ int kcache_del(struct kcache *c, const json_t *obj, struct err *e);
 
 /* Replace the content and RV of <dst> by those of <src>, leaving <src>
  * empty. Returns how many keys of <dst> vanished. Counts as a change
- * when anything differs. */
+ * when anything differs. Decoded kinds keep an object of <dst> that the
+ * one of <src> with its key equals (kcache_find() then returns the same
+ * pointer as before). */
 size_t kcache_replace(struct kcache *dst, struct kcache *src);
 
 /* Key of <obj> into <out> ("ns/name" or "name"). Returns 0, or -1 with

@@ -249,6 +249,7 @@ test_cache(void **state)
     ch = kcache_changes(c);
     assert_int_equal(kcache_replace(c, n), 0);
     assert_int_equal(kcache_changes(c), ch); /* the same Service */
+    assert_ptr_equal(kcache_find(c, "shop/web"), s); /* kept as it was */
     assert_int_equal(kcache_put(n,
                                 obj("{'metadata':{'namespace':'shop',"
                                     "'name':'web'},'spec':{}}"),

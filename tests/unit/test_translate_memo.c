@@ -411,6 +411,62 @@ test_relist_changes_nothing(void **state)
     shadow_clear();
 }
 
+/* A relist as the reflector applies it (a staging cache that replaces
+ * the cache) with one Service changed: every other Service keeps its
+ * decoded object, and the build after it translates the changed one
+ * only, with the table a build from scratch makes. */
+static void
+test_relist_translates_changes(void **state)
+{
+    struct kcache *svcs = kcache_new("Service", 1);
+    struct kcache *slices = kcache_new("EndpointSlice", 1);
+    struct kcache *staging = kcache_new("Service", 1);
+    struct translate_memo *memo = translate_memo_new();
+    struct translate_opts o;
+    struct build a, b, full;
+    const void *before, *other;
+    const char *key;
+    json_t *v;
+    unsigned i;
+
+    (void)state;
+    memset(&o, 0, sizeof(o));
+    o.node_name = "node-a";
+    for (i = 0; i < NSVC; i++) {
+        put(svcs, make_service(i));
+        put(slices, make_slice(i, 0));
+    }
+    build(svcs, slices, &o, memo, &a);
+    before = kcache_find(svcs, "shop/svc-1");
+    other = kcache_find(svcs, "default/svc-0");
+    assert_non_null(before);
+    json_object_foreach(shadow, key, v)
+    {
+        json_t *c = json_deep_copy(v);
+        struct err e;
+        if (strcmp(key, "default/svc-0") == 0)
+            json_object_set_new(
+                json_object_get(json_object_get(c, "metadata"), "annotations"),
+                "ferry.dev/retries", json_string("1"));
+        assert_int_equal(kcache_put(staging, c, &e), 0);
+    }
+    assert_int_equal(kcache_replace(svcs, staging), 0);
+    assert_ptr_equal(kcache_find(svcs, "shop/svc-1"), before);
+    assert_ptr_not_equal(kcache_find(svcs, "default/svc-0"), other);
+    build(svcs, slices, &o, memo, &b);
+    assert_int_equal(b.st.translated, 1);
+    build(svcs, slices, &o, NULL, &full);
+    assert_same(&b, &full, 0);
+    build_free(&a);
+    build_free(&b);
+    build_free(&full);
+    translate_memo_free(memo);
+    kcache_free(staging);
+    kcache_free(svcs);
+    kcache_free(slices);
+    shadow_clear();
+}
+
 static void
 test_memo_proxy(void **state)
 {
@@ -441,6 +497,7 @@ main(void)
         cmocka_unit_test(test_memo_kernel),
         cmocka_unit_test(test_memo_edge),
         cmocka_unit_test(test_relist_changes_nothing),
+        cmocka_unit_test(test_relist_translates_changes),
     };
 
     if (seed != NULL)
