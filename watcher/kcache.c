@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "kslice.h"
+#include "ksvc.h"
 
 /* A kind kept decoded in ferry's own form rather than as JSON. */
 struct codec {
@@ -32,8 +33,27 @@ slice_equal(const void *a, const void *b)
     return kslice_equal(a, b);
 }
 
+static void *
+svc_decode(const json_t *obj)
+{
+    return ksvc_decode(obj);
+}
+
+static void
+svc_free(void *obj)
+{
+    ksvc_free(obj);
+}
+
+static int
+svc_equal(const void *a, const void *b)
+{
+    return ksvc_equal(a, b);
+}
+
 static const struct codec codecs[] = {
     {"EndpointSlice", slice_decode, slice_free, slice_equal},
+    {"Service", svc_decode, svc_free, svc_equal},
 };
 
 /* A decoded object under its key. */
@@ -410,7 +430,10 @@ kcache_del(struct kcache *c, const json_t *obj, struct err *e)
     return 1;
 }
 
-/* kcache_replace() of decoded kinds (both of the same kind). */
+/* kcache_replace() of decoded kinds (both of the same kind). An object
+ * equal to the one it replaces is dropped and the one in place kept, so
+ * that a relist leaves every unchanged object as it was (its stamp too:
+ * the translator's memo then translates only what changed). */
 static size_t
 replace_decoded(struct kcache *dst, struct kcache *src)
 {
@@ -422,11 +445,20 @@ replace_decoded(struct kcache *dst, struct kcache *src)
     int differs = dst->n != src->n;
 
     while ((v = kcache_next(dst, &it, &key)) != NULL) {
-        const void *n = kcache_find(src, key);
-        if (n == NULL)
+        struct kent *oe = (struct kent *)it.ent, *ne = NULL;
+        if (src->n > 0)
+            ne = *ent_link(src, key, key_hash(key));
+        if (ne == NULL) {
             gone++;
-        if (!differs && (n == NULL || !dst->codec->equal(n, v)))
             differs = 1;
+        } else if (dst->codec->equal(ne->obj, v)) {
+            /* Swapped: dst's entries, freed below, take the new one. */
+            void *keep = oe->obj;
+            oe->obj = ne->obj;
+            ne->obj = keep;
+        } else {
+            differs = 1;
+        }
     }
     ents_clear(dst);
     b = dst->b, nb = dst->nb;

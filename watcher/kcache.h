@@ -4,10 +4,11 @@
  *
  * A cache maps "namespace/name" (or "name" for cluster-scoped kinds) to
  * the object, plus the last resourceVersion (RV) seen. Objects are kept
- * as decoded JSON, except EndpointSlices: they are decoded once, when
- * they enter the cache, into a struct kslice (kslice.h), and their JSON
- * is dropped; at 250,000 endpoints jansson's nodes for every field were
- * most of ferry's memory.
+ * as decoded JSON, except EndpointSlices and Services: they are decoded
+ * once, when they enter the cache, into a struct kslice (kslice.h) or a
+ * struct ksvc (ksvc.h), and their JSON is dropped; at 250,000 endpoints
+ * jansson's nodes for every field were most of ferry's memory, and at
+ * 10,000 Services theirs came next (about 4.5 KB a Service).
  * Nothing here does I/O: a watch line goes in, the cache changes, and the
  * caller learns what happened. This is the fuzz entry point for watch
  * lines (kcache_apply_line()).
@@ -66,7 +67,7 @@ void kcache_free(struct kcache *c);
 size_t kcache_size(const struct kcache *c);
 
 /* Nonzero when <c> keeps its objects decoded (EndpointSlices: struct
- * kslice) rather than as JSON. */
+ * kslice; Services: struct ksvc) rather than as JSON. */
 int kcache_decoded(const struct kcache *c);
 
 /* JSON kinds: the objects, a JSON object from key to object (empty for
@@ -117,7 +118,9 @@ int kcache_del(struct kcache *c, const json_t *obj, struct err *e);
 
 /* Replace the content and RV of <dst> by those of <src>, leaving <src>
  * empty. Returns how many keys of <dst> vanished. Counts as a change
- * when anything differs. */
+ * when anything differs. Decoded kinds keep an object of <dst> that the
+ * one of <src> with its key equals (kcache_find() then returns the same
+ * pointer as before). */
 size_t kcache_replace(struct kcache *dst, struct kcache *src);
 
 /* Key of <obj> into <out> ("ns/name" or "name"). Returns 0, or -1 with

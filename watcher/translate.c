@@ -10,6 +10,7 @@
 #include <uthash.h>
 
 #include "kslice.h"
+#include "ksvc.h"
 
 /* One candidate endpoint for one Service port. */
 struct ep {
@@ -39,7 +40,7 @@ struct fes {
 
 /* What one Service contributes, decoded once for all its ports. */
 struct svcctx {
-    const json_t *svc, *spec;
+    const struct ksvc *svc;
     const char *ns, *name;
     int family;    /* family of the primary ClusterIP */
     int itp_local; /* internalTrafficPolicy Local */
@@ -81,11 +82,6 @@ str_eq(const char *a, const char *b)
     return a != NULL && b != NULL && strcmp(a, b) == 0;
 }
 
-/* Note that a field of <obj> (or all of it) is not served. */
-static void skipf(const struct translate_opts *o, enum skip_kind kind,
-                  const json_t *obj, enum skip_reason reason, const char *fmt,
-                  ...) __attribute__((format(printf, 5, 6)));
-
 /* Note that object <ns>/<name> of <kind> (or a field of it) is not
  * served: <fmt> says what. */
 static void vnote(const struct translate_opts *o, enum skip_kind kind,
@@ -111,20 +107,23 @@ vnote(const struct translate_opts *o, enum skip_kind kind, const char *ns,
     (void)skip_set_add(o->skips, &n); /* no memory: not counted */
 }
 
+/* Note that Service <svc> (or a field of it) is not served. */
+static void skip_svc(const struct translate_opts *o, const struct ksvc *svc,
+                     enum skip_reason reason, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
 static void
-skipf(const struct translate_opts *o, enum skip_kind kind, const json_t *obj,
-      enum skip_reason reason, const char *fmt, ...)
+skip_svc(const struct translate_opts *o, const struct ksvc *svc,
+         enum skip_reason reason, const char *fmt, ...)
 {
-    const json_t *md = json_object_get(obj, "metadata");
     va_list ap;
 
     va_start(ap, fmt);
-    vnote(o, kind, jstr(md, "namespace"), jstr(md, "name"), reason, fmt, ap);
+    vnote(o, SKIP_KIND_SERVICE, svc->ns, svc->name, reason, fmt, ap);
     va_end(ap);
 }
 
-#define SKIP_SVC(o, sc, r, ...)                                                \
-    skipf((o), SKIP_KIND_SERVICE, (sc)->svc, (r), __VA_ARGS__)
+#define SKIP_SVC(o, sc, r, ...) skip_svc((o), (sc)->svc, (r), __VA_ARGS__)
 
 /* Note that a slice (or a field of it) is not served. */
 static void skip_slice(const struct translate_opts *o, const struct kslice *sl,
@@ -156,13 +155,6 @@ skip_conflict(const struct translate_opts *o, const char *ns,
     va_start(ap, fmt);
     vnote(o, SKIP_KIND_SERVICE, ns, name, SKIP_CONFLICT, fmt, ap);
     va_end(ap);
-}
-
-/* A list field: an array, or absent/null (empty). */
-static int
-list_ok(const json_t *v)
-{
-    return v == NULL || json_is_array(v) || json_is_null(v);
 }
 
 const char *
@@ -266,25 +258,6 @@ find_slices(const struct slice_idx *idx, const char *ns, const char *name,
             break;
     sc->slices = idx->v + lo;
     sc->nslices = end - lo;
-}
-
-/* The protocol of a port: TCP when left out, "" when not a string. */
-static const char *
-port_proto(const json_t *p)
-{
-    const json_t *v = json_object_get(p, "protocol");
-
-    if (v == NULL || json_is_null(v))
-        return "TCP";
-    return json_is_string(v) ? json_string_value(v) : "";
-}
-
-static const char *
-port_name(const json_t *p)
-{
-    const char *n = jstr(p, "name");
-
-    return n ? n : "";
 }
 
 /* The slice port matching Service port (name, protocol), or 0. A match
@@ -556,78 +529,85 @@ add_fe(struct fes *f, const char *ip, uint16_t port)
     return add_fe_addr(f, &a);
 }
 
-/* A frontend from an IP field of the Service (<field>[<i>]); a value
- * that is not an IP literal is noted and left out. */
+/* A frontend from an IP field of the Service (<field>[<i>]; <v> NULL
+ * when not a string); a value that is not an IP literal is noted and
+ * left out. */
 static int
 add_api_fe(const struct svcctx *sc, const struct translate_opts *o,
-           struct fes *f, const json_t *v, uint16_t port, const char *field,
+           struct fes *f, const char *v, uint16_t port, const char *field,
            size_t i)
 {
     struct saddr a;
     const char *why = "not a string";
 
-    if (!json_is_string(v)
-        || parse_ip(json_string_value(v), port, &a, &why) < 0) {
+    if (v == NULL || parse_ip(v, port, &a, &why) < 0) {
         SKIP_SVC(o, sc, SKIP_BAD_ADDRESS, "%s[%zu] \"%.64s\": %s", field, i,
-                 json_is_string(v) ? json_string_value(v) : "", why);
+                 v != NULL ? v : "", why);
         return 0;
     }
     return add_fe_addr(f, &a);
 }
 
+/* The frontends of <l>, a list of IPs of the Service named <field>. */
 static int
-internal_fes(const struct svcctx *sc, uint16_t port,
-             const struct translate_opts *o, struct fes *f)
+add_api_fes(const struct svcctx *sc, const struct translate_opts *o,
+            struct fes *f, const struct ksvc_strs *l, uint16_t port,
+            const char *field)
 {
-    const json_t *ips = json_object_get(sc->spec, "clusterIPs"), *v;
     size_t i;
 
-    if (json_array_size(ips) == 0)
-        return add_fe(f, jstr(sc->spec, "clusterIP"), port);
-    json_array_foreach(ips, i, v)
-    {
-        if (add_api_fe(sc, o, f, v, port, "clusterIPs", i) < 0)
+    for (i = 0; i < l->n; i++)
+        if (add_api_fe(sc, o, f, l->v[i], port, field, i) < 0)
+            return -1;
+    return 0;
+}
+
+/* The LoadBalancer ingress IPs of a LoadBalancer Service. */
+static int
+add_lb_fes(const struct svcctx *sc, const struct translate_opts *o,
+           struct fes *f, uint16_t port)
+{
+    const struct ksvc *s = sc->svc;
+    size_t i;
+
+    if (s->type != KSVC_TYPE_LOAD_BALANCER)
+        return 0;
+    for (i = 0; i < s->ningress; i++) {
+        if (s->ingress[i].proxy || !s->ingress[i].has_ip)
+            continue; /* the LB proxies: traffic arrives to nodes; or
+                       * a hostname-only ingress */
+        if (add_api_fe(sc, o, f, s->ingress[i].ip, port,
+                       "status.loadBalancer.ingress", i)
+            < 0)
             return -1;
     }
     return 0;
 }
 
 static int
-external_fes(const struct svcctx *sc, const json_t *sp,
+internal_fes(const struct svcctx *sc, uint16_t port,
              const struct translate_opts *o, struct fes *f)
 {
-    json_int_t np = json_integer_value(json_object_get(sp, "nodePort"));
-    uint16_t port = (uint16_t)json_integer_value(json_object_get(sp, "port"));
-    const json_t *v, *ing;
+    if (sc->svc->cluster_ips.n == 0)
+        return add_fe(f, sc->svc->cluster_ip, port);
+    return add_api_fes(sc, o, f, &sc->svc->cluster_ips, port, "clusterIPs");
+}
+
+static int
+external_fes(const struct svcctx *sc, const struct ksvc_port *sp,
+             const struct translate_opts *o, struct fes *f)
+{
+    int64_t np = sp->node_port;
+    uint16_t port = (uint16_t)sp->port;
     char ip[SADDR_STR_MAX];
     size_t i;
 
-    json_array_foreach(json_object_get(sc->spec, "externalIPs"), i, v)
-    {
-        if (add_api_fe(sc, o, f, v, port, "externalIPs", i) < 0)
-            return -1;
-    }
-    ing = json_object_get(
-        json_object_get(json_object_get(sc->svc, "status"), "loadBalancer"),
-        "ingress");
-    if (str_eq(jstr(sc->spec, "type"), "LoadBalancer")) {
-        json_array_foreach(ing, i, v)
-        {
-            if (str_eq(jstr(v, "ipMode"), "Proxy")
-                || json_object_get(v, "ip") == NULL)
-                continue; /* the LB proxies: traffic arrives to nodes; or
-                           * a hostname-only ingress */
-            if (add_api_fe(sc, o, f, json_object_get(v, "ip"), port,
-                           "status.loadBalancer.ingress", i)
-                < 0)
-                return -1;
-        }
-    }
-    if (json_object_get(sp, "nodePort") != NULL
-        && !json_is_null(json_object_get(sp, "nodePort"))
-        && !(np > 0 && np <= 65535))
+    if (add_api_fes(sc, o, f, &sc->svc->external_ips, port, "externalIPs") < 0
+        || add_lb_fes(sc, o, f, port) < 0)
+        return -1;
+    if (sp->has_node_port && !(np > 0 && np <= 65535))
         SKIP_SVC(o, sc, SKIP_BAD_PORT,
-                 "port \"%.64s\": nodePort %lld not in 1-65535", port_name(sp),
+                 "port \"%.64s\": nodePort %lld not in 1-65535", sp->name,
                  (long long)np);
     for (i = 0; np > 0 && np <= 65535 && i < o->n_node_addrs; i++) {
         saddr_ip_str(&o->node_addrs[i], ip, sizeof(ip));
@@ -644,7 +624,7 @@ external_fes(const struct svcctx *sc, const json_t *sp,
  * arrays (table.h), what was skipped and its counters. The record is then
  * played into the table, where frontends taken by an earlier Service are
  * found. The memo keeps each Service's record with what it was made from
- * (the Service object, the stamps of its slices), so that a table built
+ * (the stamps of the Service and of its slices), so that a table built
  * after a change translates only the Services the change touched and
  * shares every other one's arrays with the table before. */
 
@@ -867,26 +847,20 @@ static int
 split_lb(const struct svcctx *sc, const struct translate_opts *o,
          struct scratch *w, uint16_t port)
 {
-    const json_t *ing, *v;
+    const struct ksvc *s = sc->svc;
     size_t i, j, k;
     int all_bad;
 
     w->lb.n = 0;
-    if (json_array_size(json_object_get(sc->spec, "loadBalancerSourceRanges"))
-            == 0
-        || !str_eq(jstr(sc->spec, "type"), "LoadBalancer"))
+    if (s->source_ranges.n == 0 || s->type != KSVC_TYPE_LOAD_BALANCER)
         return 0;
     if (source_ranges(sc, o, w, &all_bad) < 0)
         return -1;
-    ing = json_object_get(
-        json_object_get(json_object_get(sc->svc, "status"), "loadBalancer"),
-        "ingress");
-    json_array_foreach(ing, i, v)
-    {
+    for (i = 0; i < s->ningress; i++) {
         struct saddr a;
         const char *why;
-        const char *ip = jstr(v, "ip");
-        if (str_eq(jstr(v, "ipMode"), "Proxy") || ip == NULL
+        const char *ip = s->ingress[i].ip;
+        if (s->ingress[i].proxy || ip == NULL
             || parse_ip(ip, port, &a, &why) < 0)
             continue; /* not a frontend: external_fes noted it */
         if (add_fe_addr(&w->lb, &a) < 0)
@@ -921,17 +895,18 @@ emit_lb(struct rec *r, const struct svcctx *sc, const char *pname,
 /* Edge mode with NodePort backends: the LoadBalancer/external frontends
  * of this port go to every configured node's NodePort. */
 static int
-edge_to_nodeports(struct rec *r, const struct svcctx *sc, const json_t *sp,
-                  const struct translate_opts *o, struct scratch *w)
+edge_to_nodeports(struct rec *r, const struct svcctx *sc,
+                  const struct ksvc_port *sp, const struct translate_opts *o,
+                  struct scratch *w)
 {
-    json_int_t np = json_integer_value(json_object_get(sp, "nodePort"));
+    int64_t np = sp->node_port;
     size_t i;
 
     if (np <= 0 || np > 65535) {
         if (np == 0)
             SKIP_SVC(o, sc, SKIP_NO_NODE_PORT,
                      "port \"%.64s\": no nodePort for the edge to send to",
-                     port_name(sp));
+                     sp->name);
         return 0;
     }
     if (w->be_cap < o->n_edge_nodes) {
@@ -954,17 +929,16 @@ edge_to_nodeports(struct rec *r, const struct svcctx *sc, const json_t *sp,
         b->weight = 1;
         b->flags = TBL_BE_READY | TBL_BE_SERVING;
     }
-    if (emit(r, sc, port_name(sp), "", &w->ex, w->be, o->n_edge_nodes, NULL,
-             0, 0, NULL, 0, o)
+    if (emit(r, sc, sp->name, "", &w->ex, w->be, o->n_edge_nodes, NULL, 0, 0,
+             NULL, 0, o)
         < 0)
         return -1;
-    return emit_lb(r, sc, port_name(sp), w->be, o->n_edge_nodes, NULL, 0, o,
-                   w);
+    return emit_lb(r, sc, sp->name, w->be, o->n_edge_nodes, NULL, 0, o, w);
 }
 
 /* The protocol of a Service port, or -1 when not one Kubernetes has. */
 static int
-proto_of(const json_t *sp, enum tbl_proto *out)
+proto_of(const struct ksvc_port *sp, enum tbl_proto *out)
 {
     static const char *const api[TBL_PROTO__COUNT] = {
         [TBL_PROTO_TCP] = "TCP",
@@ -974,7 +948,7 @@ proto_of(const json_t *sp, enum tbl_proto *out)
     size_t i;
 
     for (i = 0; i < TBL_PROTO__COUNT; i++)
-        if (strcmp(port_proto(sp), api[i]) == 0) {
+        if (strcmp(sp->proto, api[i]) == 0) {
             *out = (enum tbl_proto)i;
             return 0;
         }
@@ -989,22 +963,18 @@ static int
 source_ranges(const struct svcctx *sc, const struct translate_opts *o,
               struct scratch *w, int *all_bad)
 {
-    const json_t *l = json_object_get(sc->spec, "loadBalancerSourceRanges");
-    const json_t *v;
+    const struct ksvc_strs *l = &sc->svc->source_ranges;
     size_t i;
 
     w->nranges = 0;
     *all_bad = 0;
-    json_array_foreach(l, i, v)
-    {
-        const char *why = "not a string";
+    for (i = 0; i < l->n; i++) {
+        const char *v = l->v[i], *why = "not a string";
         struct cidr c;
-        if (!json_is_string(v)
-            || parse_cidr(json_string_value(v), PARSE_CIDR_MASK, &c, &why)
-                   < 0) {
+        if (v == NULL || parse_cidr(v, PARSE_CIDR_MASK, &c, &why) < 0) {
             SKIP_SVC(o, sc, SKIP_BAD_ADDRESS,
                      "loadBalancerSourceRanges[%zu] \"%.64s\": %s", i,
-                     json_is_string(v) ? json_string_value(v) : "", why);
+                     v != NULL ? v : "", why);
             continue;
         }
         if (grow((void **)&w->ranges, &w->ranges_cap, w->nranges,
@@ -1013,7 +983,7 @@ source_ranges(const struct svcctx *sc, const struct translate_opts *o,
             return -1;
         w->ranges[w->nranges++] = c;
     }
-    *all_bad = json_array_size(l) > 0 && w->nranges == 0;
+    *all_bad = l->n > 0 && w->nranges == 0;
     return 0;
 }
 
@@ -1059,15 +1029,14 @@ count_no_local(const struct eps *all, int itp_local, int ext_local,
 
 /* One Service port for the kernel dataplane. */
 static int
-kernel_port(struct rec *r, const struct svcctx *sc, const json_t *sp,
+kernel_port(struct rec *r, const struct svcctx *sc, const struct ksvc_port *sp,
             enum tbl_proto proto, uint16_t port, int redirect,
             const struct translate_opts *o, struct scratch *w)
 {
-    const char *pname = port_name(sp);
-    json_int_t np = json_integer_value(json_object_get(sp, "nodePort"));
-    const json_t *v, *ing;
+    const char *pname = sp->name;
+    int64_t np = sp->node_port;
     struct tbl_ksvc k;
-    size_t i, n1, n2 = 0, x1 = 0, x2 = 0;
+    size_t n1, n2 = 0, x1 = 0, x2 = 0;
     int n, all_bad;
 
     memset(&k, 0, sizeof(k));
@@ -1085,32 +1054,13 @@ kernel_port(struct rec *r, const struct svcctx *sc, const json_t *sp,
     k.proto = proto;
     k.port = port;
     w->in.n = w->ex.n = w->lb.n = 0;
-    if (internal_fes(sc, 0, o, &w->in) < 0)
+    if (internal_fes(sc, 0, o, &w->in) < 0
+        || add_api_fes(sc, o, &w->ex, &sc->svc->external_ips, 0, "externalIPs")
+               < 0
+        || add_lb_fes(sc, o, &w->lb, 0) < 0)
         return -1;
-    json_array_foreach(json_object_get(sc->spec, "externalIPs"), i, v)
-    {
-        if (add_api_fe(sc, o, &w->ex, v, 0, "externalIPs", i) < 0)
-            return -1;
-    }
-    ing = json_object_get(
-        json_object_get(json_object_get(sc->svc, "status"), "loadBalancer"),
-        "ingress");
-    json_array_foreach(ing, i, v)
-    {
-        if (!str_eq(jstr(sc->spec, "type"), "LoadBalancer"))
-            break;
-        if (str_eq(jstr(v, "ipMode"), "Proxy")
-            || json_object_get(v, "ip") == NULL)
-            continue;
-        if (add_api_fe(sc, o, &w->lb, json_object_get(v, "ip"), 0,
-                       "status.loadBalancer.ingress", i)
-            < 0)
-            return -1;
-    }
     strip_ports(&w->in);
-    if (json_object_get(sp, "nodePort") != NULL
-        && !json_is_null(json_object_get(sp, "nodePort"))
-        && !(np > 0 && np <= 65535))
+    if (sp->has_node_port && !(np > 0 && np <= 65535))
         SKIP_SVC(o, sc, SKIP_BAD_PORT,
                  "port \"%.64s\": nodePort %lld not in 1-65535", pname,
                  (long long)np);
@@ -1122,8 +1072,7 @@ kernel_port(struct rec *r, const struct svcctx *sc, const json_t *sp,
         w->lb.n = 0; /* no range left: serve no LoadBalancer IP at all */
     if (redirect)
         w->eps.n = 0; /* the proxy has them */
-    else if (collect_eps(sc, pname, port_proto(sp), AF_UNSPEC, o, &w->eps)
-             < 0)
+    else if (collect_eps(sc, pname, sp->proto, AF_UNSPEC, o, &w->eps) < 0)
         return -1;
     if (be_room(w) < 0)
         return -1;
@@ -1169,9 +1118,9 @@ kernel_port(struct rec *r, const struct svcctx *sc, const json_t *sp,
 /* Under the nftables dataplane, the kernel's side of a proxied port: its
  * addresses, redirected to the proxy (which has its endpoints). */
 static int
-redirect_port(struct rec *r, const struct svcctx *sc, const json_t *sp,
-              uint16_t port, const struct translate_opts *o,
-              struct scratch *w)
+redirect_port(struct rec *r, const struct svcctx *sc,
+              const struct ksvc_port *sp, uint16_t port,
+              const struct translate_opts *o, struct scratch *w)
 {
     if (!o->kernel || o->edge)
         return 0;
@@ -1179,28 +1128,26 @@ redirect_port(struct rec *r, const struct svcctx *sc, const json_t *sp,
 }
 
 static int
-do_port(struct rec *r, const struct svcctx *svc_sc, const json_t *sp,
+do_port(struct rec *r, const struct svcctx *svc_sc, const struct ksvc_port *sp,
         const struct translate_opts *o, struct scratch *w)
 {
     struct svcctx port_sc = *svc_sc;
     const struct svcctx *sc = &port_sc;
-    const char *pname = port_name(sp);
-    json_int_t port = json_integer_value(json_object_get(sp, "port"));
+    const char *pname = sp->name;
+    int64_t port = sp->port;
     int ext_local, int_local = sc->itp_local;
     enum tbl_proto proto;
     size_t n1, n2, x1 = 0, x2 = 0;
 
     if (proto_of(sp, &proto) < 0) {
-        SKIP_SVC(o, sc, SKIP_BAD_PROTOCOL,
-                 "port \"%.64s\": protocol \"%.32s\"", pname,
-                 port_proto(sp));
+        SKIP_SVC(o, sc, SKIP_BAD_PROTOCOL, "port \"%.64s\": protocol \"%.32s\"",
+                 pname, sp->proto);
         if (o->stats != NULL)
             o->stats->ports_skipped++;
         return 0;
     }
-    if (!json_is_integer(json_object_get(sp, "port")) || port <= 0
-        || port > 65535) {
-        if (json_is_integer(json_object_get(sp, "port")))
+    if (!sp->port_is_int || port <= 0 || port > 65535) {
+        if (sp->port_is_int)
             SKIP_SVC(o, sc, SKIP_BAD_PORT,
                      "port \"%.64s\": %lld not in "
                      "1-65535",
@@ -1226,7 +1173,7 @@ do_port(struct rec *r, const struct svcctx *svc_sc, const json_t *sp,
                        "listens (node.dataplane: proxy), not redirected "
                        "(the nftables dataplane serves it without the "
                        "annotation)",
-                 pname, port_proto(sp));
+                 pname, sp->proto);
         if (o->stats != NULL)
             o->stats->ports_skipped++;
         return 0;
@@ -1234,8 +1181,7 @@ do_port(struct rec *r, const struct svcctx *svc_sc, const json_t *sp,
     w->in.n = w->ex.n = w->lb.n = 0;
     if ((!o->edge && internal_fes(sc, (uint16_t)port, o, &w->in) < 0)
         || external_fes(sc, sp, o, &w->ex) < 0
-        || collect_eps(sc, pname, port_proto(sp), sc->family, o, &w->eps)
-               < 0)
+        || collect_eps(sc, pname, sp->proto, sc->family, o, &w->eps) < 0)
         return -1;
     if (split_lb(sc, o, w, (uint16_t)port) < 0)
         return -1;
@@ -1274,19 +1220,18 @@ do_port(struct rec *r, const struct svcctx *svc_sc, const json_t *sp,
 /* Why kube-proxy would not serve <svc> (*why says it in words), or -1
  * to serve it. */
 static int
-service_skip(const json_t *svc, const struct translate_opts *o,
+service_skip(const struct ksvc *svc, const struct translate_opts *o,
              const char **why)
 {
-    const json_t *spec = json_object_get(svc, "spec");
-    const char *cip = jstr(spec, "clusterIP");
-    const char *pn = label(svc, TRANSLATE_LABEL_PROXY_NAME);
+    const char *cip = svc->cluster_ip;
+    const char *pn = svc->proxy_name;
 
     *why = "";
-    if (!json_is_object(spec)) {
+    if (!svc->has_spec) {
         *why = "no spec";
         return SKIP_MALFORMED;
     }
-    if (str_eq(jstr(spec, "type"), "ExternalName")) {
+    if (svc->type == KSVC_TYPE_EXTERNAL_NAME) {
         *why = "type ExternalName";
         return SKIP_EXTERNAL_NAME;
     }
@@ -1294,7 +1239,7 @@ service_skip(const json_t *svc, const struct translate_opts *o,
         *why = "no clusterIP (headless)";
         return SKIP_HEADLESS;
     }
-    if (label(svc, TRANSLATE_LABEL_HEADLESS) != NULL) {
+    if (svc->headless) {
         *why = "label " TRANSLATE_LABEL_HEADLESS;
         return SKIP_HEADLESS;
     }
@@ -1304,7 +1249,7 @@ service_skip(const json_t *svc, const struct translate_opts *o,
         *why = "label " TRANSLATE_LABEL_PROXY_NAME " names another proxy";
         return SKIP_OTHER_PROXY;
     }
-    if (!list_ok(json_object_get(spec, "ports"))) {
+    if (!svc->ports_ok) {
         *why = "spec.ports is not a list";
         return SKIP_MALFORMED;
     }
@@ -1362,14 +1307,14 @@ parse_check(const char *v, const struct translate_opts *o,
 
 /* The ferry.dev/ annotations that choose proxy features. */
 static void
-annotations(struct svcctx *sc, const json_t *ann,
+annotations(struct svcctx *sc, const char *const *ann,
             const struct translate_opts *o)
 {
     const char *v;
     uint64_t n;
     int i;
 
-    if ((v = jstr(ann, TRANSLATE_ANN_BALANCE)) != NULL) {
+    if ((v = ann[KSVC_ANN_BALANCE]) != NULL) {
         if ((i = name_index(tbl_balance_names, v)) >= 0) {
             sc->has_balance = 1;
             sc->balance = (enum tbl_balance)i;
@@ -1379,7 +1324,7 @@ annotations(struct svcctx *sc, const json_t *ann,
                      "leastconn or random", v);
         }
     }
-    if ((v = jstr(ann, TRANSLATE_ANN_RETRIES)) != NULL) {
+    if ((v = ann[KSVC_ANN_RETRIES]) != NULL) {
         const char *why;
         if (parse_uint(v, 0, TBL_RETRIES_MAX, &n, &why) == 0) {
             sc->has_retries = 1;
@@ -1390,7 +1335,7 @@ annotations(struct svcctx *sc, const json_t *ann,
                      TBL_RETRIES_MAX);
         }
     }
-    if ((v = jstr(ann, TRANSLATE_ANN_SEND_PROXY)) != NULL) {
+    if ((v = ann[KSVC_ANN_SEND_PROXY]) != NULL) {
         if ((i = name_index(tbl_send_proxy_names, v)) >= 0) {
             sc->has_send_proxy = 1;
             sc->send_proxy = (enum tbl_send_proxy)i;
@@ -1400,7 +1345,7 @@ annotations(struct svcctx *sc, const json_t *ann,
                      "v2", v);
         }
     }
-    if ((v = jstr(ann, TRANSLATE_ANN_DRAIN_TIMEOUT)) != NULL) {
+    if ((v = ann[KSVC_ANN_DRAIN_TIMEOUT]) != NULL) {
         const char *why;
         if (parse_duration_ms(v, &n, &why) == 0
             && n <= TBL_DRAIN_TIMEOUT_MAX_MS) {
@@ -1413,7 +1358,7 @@ annotations(struct svcctx *sc, const json_t *ann,
                      v);
         }
     }
-    if ((v = jstr(ann, TRANSLATE_ANN_HEALTH_CHECK)) != NULL
+    if ((v = ann[KSVC_ANN_HEALTH_CHECK]) != NULL
         && parse_check(v, o, &sc->check) < 0) {
         sc->check.type = TBL_CHECK_NONE;
         SKIP_SVC(o, sc, SKIP_BAD_ANNOTATION,
@@ -1423,23 +1368,19 @@ annotations(struct svcctx *sc, const json_t *ann,
 }
 
 static int
-svcctx_init(struct svcctx *sc, const json_t *svc, const struct slice_idx *idx,
-            const struct translate_opts *o)
+svcctx_init(struct svcctx *sc, const struct ksvc *svc,
+            const struct slice_idx *idx, const struct translate_opts *o)
 {
-    const json_t *md = json_object_get(svc, "metadata");
-    const json_t *to;
     struct saddr a;
     const char *why, *cip, *dp;
 
     memset(sc, 0, sizeof(*sc));
     sc->svc = svc;
-    sc->spec = json_object_get(svc, "spec");
-    sc->ns = jstr(md, "namespace");
-    sc->name = jstr(md, "name");
-    cip = json_string_value(
-        json_array_get(json_object_get(sc->spec, "clusterIPs"), 0));
+    sc->ns = svc->ns;
+    sc->name = svc->name;
+    cip = svc->cluster_ips.n > 0 ? svc->cluster_ips.v[0] : NULL;
     if (cip == NULL)
-        cip = jstr(sc->spec, "clusterIP");
+        cip = svc->cluster_ip;
     if (sc->ns == NULL || sc->name == NULL)
         return -1; /* the cache keys Services by them: not here */
     if (cip == NULL || parse_ip(cip, 0, &a, &why) < 0) {
@@ -1449,24 +1390,17 @@ svcctx_init(struct svcctx *sc, const json_t *svc, const struct slice_idx *idx,
     }
     sc->family = a.u.sa.sa_family;
     /* Without a node (edge mode) Local has no meaning: act as Cluster. */
-    sc->itp_local = o->node_name != NULL
-                    && str_eq(jstr(sc->spec, "internalTrafficPolicy"), "Local");
-    sc->etp_local = o->node_name != NULL
-                    && str_eq(jstr(sc->spec, "externalTrafficPolicy"), "Local");
-    if (str_eq(jstr(sc->spec, "sessionAffinity"), "ClientIP")) {
-        to = json_object_get(
-            json_object_get(json_object_get(sc->spec, "sessionAffinityConfig"),
-                            "clientIP"),
-            "timeoutSeconds");
+    sc->itp_local = o->node_name != NULL && svc->itp_local;
+    sc->etp_local = o->node_name != NULL && svc->etp_local;
+    if (svc->client_ip) {
+        int64_t to = svc->affinity_timeout;
         sc->affinity_ms =
             1000u
-            * (json_integer_value(to) > 0 && json_integer_value(to) <= 86400
-                   ? (uint32_t)json_integer_value(to)
-                   : TRANSLATE_AFFINITY_DEFAULT_S);
+            * (to > 0 && to <= 86400 ? (uint32_t)to
+                                     : TRANSLATE_AFFINITY_DEFAULT_S);
     }
-    if (sc->etp_local && str_eq(jstr(sc->spec, "type"), "LoadBalancer")) {
-        json_int_t hp =
-            json_integer_value(json_object_get(sc->spec, "healthCheckNodePort"));
+    if (sc->etp_local && svc->type == KSVC_TYPE_LOAD_BALANCER) {
+        int64_t hp = svc->hc_node_port;
         if (hp < 0 || hp > 65535)
             SKIP_SVC(o, sc, SKIP_BAD_PORT,
                      "healthCheckNodePort %lld not in 1-65535", (long long)hp);
@@ -1481,7 +1415,7 @@ svcctx_init(struct svcctx *sc, const json_t *svc, const struct slice_idx *idx,
     /* The annotation chooses the proxy over the kernel; under
      * node.dataplane proxy nftables is left alone whatever it says. */
     sc->kernel = !o->edge && o->kernel;
-    dp = jstr(json_object_get(md, "annotations"), TRANSLATE_ANN_DATAPLANE);
+    dp = svc->ann[KSVC_ANN_DATAPLANE];
     if (dp != NULL && sc->kernel) {
         if (strcmp(dp, "proxy") == 0)
             sc->kernel = 0;
@@ -1491,48 +1425,56 @@ svcctx_init(struct svcctx *sc, const json_t *svc, const struct slice_idx *idx,
                      "proxy (node default kept)",
                      dp);
     }
-    annotations(sc, json_object_get(md, "annotations"), o);
+    annotations(sc, svc->ann, o);
     find_slices(idx, sc->ns, sc->name, sc);
     return 0;
 }
 
+/* A cached Service under its key. */
+struct keyed {
+    const char *key;
+    const struct ksvc *svc;
+};
+
 static int
 key_cmp(const void *a, const void *b)
 {
-    return strcmp(*(const char *const *)a, *(const char *const *)b);
+    return strcmp(((const struct keyed *)a)->key,
+                  ((const struct keyed *)b)->key);
 }
 
-/* Keys of <map>, sorted, so tables come out in a stable order. */
-static const char **
-sorted_keys(const json_t *map, size_t *n)
+/* The Services of <c>, sorted by key, so tables come out in a stable
+ * order. */
+static struct keyed *
+sorted_services(const struct kcache *c, size_t *n)
 {
-    const char **keys = malloc((json_object_size(map) + 1) * sizeof(*keys));
+    struct keyed *v = malloc((kcache_size(c) + 1) * sizeof(*v));
+    struct kcache_iter it = {0, NULL};
+    const struct ksvc *s;
     const char *k;
-    json_t *v;
 
     *n = 0;
-    if (keys == NULL)
+    if (v == NULL)
         return NULL;
-    json_object_foreach((json_t *)map, k, v)
-    {
-        keys[(*n)++] = k;
+    while ((s = kcache_next(c, &it, &k)) != NULL) {
+        v[*n].key = k;
+        v[(*n)++].svc = s;
     }
-    qsort(keys, *n, sizeof(*keys), key_cmp);
-    return keys;
+    qsort(v, *n, sizeof(*v), key_cmp);
+    return v;
 }
 
 static int
-do_service(struct rec *r, const json_t *svc, const struct slice_idx *idx,
+do_service(struct rec *r, const struct ksvc *svc, const struct slice_idx *idx,
            const struct translate_opts *o, struct scratch *w)
 {
     const char *why;
     int skip = service_skip(svc, o, &why);
     struct svcctx sc;
-    const json_t *sp;
     size_t i;
 
     if (skip >= 0)
-        skipf(o, SKIP_KIND_SERVICE, svc, (enum skip_reason)skip, "%s", why);
+        skip_svc(o, svc, (enum skip_reason)skip, "%s", why);
     if (skip >= 0 || svcctx_init(&sc, svc, idx, o) < 0) {
         if (o->stats != NULL)
             o->stats->skipped++;
@@ -1540,11 +1482,9 @@ do_service(struct rec *r, const json_t *svc, const struct slice_idx *idx,
     }
     if (o->stats != NULL)
         o->stats->services++;
-    json_array_foreach(json_object_get(sc.spec, "ports"), i, sp)
-    {
-        if (do_port(r, &sc, sp, o, w) < 0)
+    for (i = 0; i < svc->nports; i++)
+        if (do_port(r, &sc, &svc->ports[i], o, w) < 0)
             return -1;
-    }
     return 0;
 }
 
@@ -1553,7 +1493,7 @@ do_service(struct rec *r, const json_t *svc, const struct slice_idx *idx,
 /* One Service's record and what it was made from. */
 struct memo_ent {
     UT_hash_handle hh;
-    json_t *svc;      /* a reference: the object as it was translated */
+    uint64_t svc;     /* the stamp of the Service as it was translated */
     uint64_t *stamps; /* of its slices, in index order */
     size_t nstamps;
     uint64_t build;   /* the last build that used it */
@@ -1582,7 +1522,6 @@ static void
 ent_free(struct memo_ent *m)
 {
     rec_clear(&m->rec);
-    json_decref(m->svc);
     free(m->stamps);
     free(m);
 }
@@ -1729,11 +1668,12 @@ memo_end(struct translate_memo *m)
 
 /* Nonzero when <e> was made from <svc> with the slices <sc>. */
 static int
-ent_fresh(const struct memo_ent *e, const json_t *svc, const struct svcctx *sc)
+ent_fresh(const struct memo_ent *e, const struct ksvc *svc,
+          const struct svcctx *sc)
 {
     size_t i;
 
-    if (e->svc != svc || e->nstamps != sc->nslices)
+    if (e->svc != svc->stamp || e->nstamps != sc->nslices)
         return 0;
     for (i = 0; i < sc->nslices; i++)
         if (e->stamps[i] != sc->slices[i]->stamp)
@@ -1764,7 +1704,7 @@ shrink(void **v, size_t *cap, size_t n, size_t size)
 /* Record in <r> what Service <svc> contributes. Returns 0, or -1 when
  * memory runs out. */
 static int
-record(struct rec *r, const json_t *svc, const struct slice_idx *idx,
+record(struct rec *r, const struct ksvc *svc, const struct slice_idx *idx,
        const struct translate_opts *o, struct scratch *w)
 {
     struct translate_opts ro = *o;
@@ -1818,12 +1758,11 @@ keep_unchanged(struct rec *r, const struct rec *old)
 /* The memo's record for Service <key>, made again if <svc> or its slices
  * changed since; NULL when memory runs out. */
 static const struct rec *
-memo_rec(struct translate_memo *m, const char *key, const json_t *svc,
+memo_rec(struct translate_memo *m, const char *key, const struct ksvc *svc,
          const struct slice_idx *idx, const struct translate_opts *o,
          struct scratch *w)
 {
-    const json_t *md = json_object_get(svc, "metadata");
-    const char *ns = jstr(md, "namespace"), *name = jstr(md, "name");
+    const char *ns = svc->ns, *name = svc->name;
     struct svcctx sc;
     struct memo_ent *e;
     struct rec r;
@@ -1861,11 +1800,10 @@ memo_rec(struct translate_memo *m, const char *key, const json_t *svc,
     } else {
         keep_unchanged(&r, &e->rec);
         rec_clear(&e->rec);
-        json_decref(e->svc);
         free(e->stamps);
     }
     e->rec = r;
-    e->svc = json_incref((json_t *)svc);
+    e->svc = svc->stamp;
     e->stamps = stamps;
     e->nstamps = sc.nslices;
     e->build = m->build;
@@ -1875,12 +1813,11 @@ memo_rec(struct translate_memo *m, const char *key, const json_t *svc,
 /* Translate Service <svc> (cache key <key>) into <t>, through the memo
  * when there is one. */
 static int
-do_key(struct table *t, const char *key, const json_t *svc,
+do_key(struct table *t, const char *key, const struct ksvc *svc,
        const struct slice_idx *idx, const struct translate_opts *o,
        struct scratch *w)
 {
-    const json_t *md = json_object_get(svc, "metadata");
-    const char *ns = jstr(md, "namespace"), *name = jstr(md, "name");
+    const char *ns = svc->ns, *name = svc->name;
     const struct rec *r;
     struct rec once;
     int rc;
@@ -1906,7 +1843,7 @@ translate_build(const struct kcache *services, const struct kcache *slices,
 {
     struct scratch w;
     struct slice_idx idx = {NULL, 0};
-    const char **keys;
+    struct keyed *keys;
     size_t i, n;
     int rc = 0;
 
@@ -1915,14 +1852,14 @@ translate_build(const struct kcache *services, const struct kcache *slices,
         memset(o->stats, 0, sizeof(*o->stats));
     if (o->memo != NULL && memo_begin(o->memo, o) < 0)
         return err_set(e, "out of memory");
-    keys = sorted_keys(kcache_map(services), &n);
+    keys = sorted_services(services, &n);
     if (index_slices(slices, o, &idx) < 0 || keys == NULL) {
         free(idx.v);
         free(keys);
         return err_set(e, "out of memory");
     }
     for (i = 0; i < n && rc == 0; i++)
-        rc = do_key(out, keys[i], kcache_get(services, keys[i]), &idx, o, &w);
+        rc = do_key(out, keys[i].key, keys[i].svc, &idx, o, &w);
     if (o->memo != NULL && rc == 0)
         memo_end(o->memo);
     free(keys);

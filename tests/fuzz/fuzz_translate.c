@@ -7,7 +7,9 @@
  * or the EndpointSlice cache by its "kind" (without one: a slice if it has
  * "addressType" or "endpoints"), through kcache_put() as a list does.
  * The caches are then translated four ways: node mode with and without a
- * service-proxy-name and a policy, and edge mode.
+ * service-proxy-name and a policy, and edge mode. Every object also goes
+ * through the Service decoder (ksvc.c) twice, whatever its kind: the two
+ * decodings must be equal.
  */
 #include <jansson.h>
 #include <stddef.h>
@@ -16,6 +18,7 @@
 #include <string.h>
 
 #include "kcache.h"
+#include "ksvc.h"
 #include "log.h"
 #include "translate.h"
 
@@ -92,6 +95,19 @@ same_through_memo(const struct kcache *svcs, const struct kcache *eps,
     translate_memo_free(m);
 }
 
+/* ksvc_decode() is a function of the object alone. */
+static void
+check_ksvc(const json_t *o)
+{
+    struct ksvc *a = ksvc_decode(o), *b = ksvc_decode(o);
+
+    if (a == NULL || b == NULL || !ksvc_equal(a, b) || a->stamp == b->stamp
+        || ksvc_bytes(a) != ksvc_bytes(b))
+        abort();
+    ksvc_free(a);
+    ksvc_free(b);
+}
+
 static void
 build(const struct kcache *svcs, const struct kcache *eps, int variant)
 {
@@ -160,6 +176,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         abort();
     json_array_foreach(root, i, o)
     {
+        check_ksvc(o);
         err_clear(&e);
         json_incref(o); /* kcache_put() takes a reference */
         if (kcache_put(is_slice(o) ? eps : svcs, o, &e) < 0

@@ -130,11 +130,40 @@ make_slice(unsigned i, unsigned j)
                      "ports", ports);
 }
 
+/* The JSON of the Services in the cache, by key: the cache keeps only
+ * their decoded form, and a relist puts the same objects again. */
+static json_t *shadow;
+
+static int
+is_service(const json_t *o)
+{
+    const char *k = json_string_value(json_object_get(o, "kind"));
+
+    return k != NULL && strcmp(k, "Service") == 0;
+}
+
+static void
+shadow_key(const json_t *o, char *key, size_t len)
+{
+    const json_t *md = json_object_get(o, "metadata");
+
+    snprintf(key, len, "%s/%s",
+             json_string_value(json_object_get(md, "namespace")),
+             json_string_value(json_object_get(md, "name")));
+}
+
 static void
 put(struct kcache *c, json_t *o)
 {
     struct err e;
+    char key[128];
 
+    if (is_service(o)) {
+        if (shadow == NULL)
+            shadow = json_object();
+        shadow_key(o, key, sizeof(key));
+        json_object_set(shadow, key, o);
+    }
     err_clear(&e);
     assert_int_equal(kcache_put(c, o, &e), 0);
 }
@@ -143,10 +172,39 @@ static void
 del(struct kcache *c, json_t *o)
 {
     struct err e;
+    char key[128];
 
+    if (is_service(o) && shadow != NULL) {
+        shadow_key(o, key, sizeof(key));
+        json_object_del(shadow, key);
+    }
     err_clear(&e);
     assert_true(kcache_del(c, o, &e) >= 0);
     json_decref(o);
+}
+
+/* Every Service of the cache decoded anew, as a relist does. */
+static void
+relist(struct kcache *svcs)
+{
+    json_t *copies = json_array(), *v;
+    const char *key;
+    size_t x;
+
+    json_object_foreach(shadow, key, v)
+    {
+        json_array_append_new(copies, json_deep_copy(v));
+    }
+    assert_int_equal(json_array_size(copies), kcache_size(svcs));
+    json_array_foreach(copies, x, v) put(svcs, json_incref(v));
+    json_decref(copies);
+}
+
+static void
+shadow_clear(void)
+{
+    json_decref(shadow);
+    shadow = NULL;
 }
 
 struct build {
@@ -281,19 +339,8 @@ run(int kernel, int edge)
             else
                 put(svcs, make_service(s));
         }
-        if (rnd(40) == 0 && !single) {
-            /* A relist: the same Services again, decoded anew. */
-            const char *key;
-            json_t *copies = json_array();
-            json_t *v;
-            size_t x;
-            json_object_foreach((json_t *)kcache_map(svcs), key, v)
-            {
-                json_array_append_new(copies, json_deep_copy(v));
-            }
-            json_array_foreach(copies, x, v) put(svcs, json_incref(v));
-            json_decref(copies);
-        }
+        if (rnd(40) == 0 && !single)
+            relist(svcs); /* the same Services again, decoded anew */
         build(svcs, slices, &o, memo, &inc);
         build(svcs, slices, &o, NULL, &full);
         assert_same(&inc, &full, round);
@@ -318,6 +365,7 @@ run(int kernel, int edge)
     translate_memo_free(memo);
     kcache_free(svcs);
     kcache_free(slices);
+    shadow_clear();
 }
 
 /* A relist (every Service decoded anew, nothing changed) translates each
@@ -331,8 +379,6 @@ test_relist_changes_nothing(void **state)
     struct translate_memo *memo = translate_memo_new();
     struct translate_opts o;
     struct build a, b;
-    const char *key;
-    json_t *copies = json_array(), *v;
     size_t i;
     int kernel;
 
@@ -346,12 +392,7 @@ test_relist_changes_nothing(void **state)
             put(slices, make_slice((unsigned)i, 0));
         }
         build(svcs, slices, &o, memo, &a);
-        json_object_foreach((json_t *)kcache_map(svcs), key, v)
-        {
-            json_array_append_new(copies, json_deep_copy(v));
-        }
-        json_array_foreach(copies, i, v) put(svcs, json_incref(v));
-        json_array_clear(copies);
+        relist(svcs);
         build(svcs, slices, &o, memo, &b);
         assert_int_equal(b.st.translated, kcache_size(svcs));
         assert_int_equal(a.t->nservices, b.t->nservices);
@@ -364,10 +405,66 @@ test_relist_changes_nothing(void **state)
         build_free(&a);
         build_free(&b);
     }
-    json_decref(copies);
     translate_memo_free(memo);
     kcache_free(svcs);
     kcache_free(slices);
+    shadow_clear();
+}
+
+/* A relist as the reflector applies it (a staging cache that replaces
+ * the cache) with one Service changed: every other Service keeps its
+ * decoded object, and the build after it translates the changed one
+ * only, with the table a build from scratch makes. */
+static void
+test_relist_translates_changes(void **state)
+{
+    struct kcache *svcs = kcache_new("Service", 1);
+    struct kcache *slices = kcache_new("EndpointSlice", 1);
+    struct kcache *staging = kcache_new("Service", 1);
+    struct translate_memo *memo = translate_memo_new();
+    struct translate_opts o;
+    struct build a, b, full;
+    const void *before, *other;
+    const char *key;
+    json_t *v;
+    unsigned i;
+
+    (void)state;
+    memset(&o, 0, sizeof(o));
+    o.node_name = "node-a";
+    for (i = 0; i < NSVC; i++) {
+        put(svcs, make_service(i));
+        put(slices, make_slice(i, 0));
+    }
+    build(svcs, slices, &o, memo, &a);
+    before = kcache_find(svcs, "shop/svc-1");
+    other = kcache_find(svcs, "default/svc-0");
+    assert_non_null(before);
+    json_object_foreach(shadow, key, v)
+    {
+        json_t *c = json_deep_copy(v);
+        struct err e;
+        if (strcmp(key, "default/svc-0") == 0)
+            json_object_set_new(
+                json_object_get(json_object_get(c, "metadata"), "annotations"),
+                "ferry.dev/retries", json_string("1"));
+        assert_int_equal(kcache_put(staging, c, &e), 0);
+    }
+    assert_int_equal(kcache_replace(svcs, staging), 0);
+    assert_ptr_equal(kcache_find(svcs, "shop/svc-1"), before);
+    assert_ptr_not_equal(kcache_find(svcs, "default/svc-0"), other);
+    build(svcs, slices, &o, memo, &b);
+    assert_int_equal(b.st.translated, 1);
+    build(svcs, slices, &o, NULL, &full);
+    assert_same(&b, &full, 0);
+    build_free(&a);
+    build_free(&b);
+    build_free(&full);
+    translate_memo_free(memo);
+    kcache_free(staging);
+    kcache_free(svcs);
+    kcache_free(slices);
+    shadow_clear();
 }
 
 static void
@@ -400,6 +497,7 @@ main(void)
         cmocka_unit_test(test_memo_kernel),
         cmocka_unit_test(test_memo_edge),
         cmocka_unit_test(test_relist_changes_nothing),
+        cmocka_unit_test(test_relist_translates_changes),
     };
 
     if (seed != NULL)

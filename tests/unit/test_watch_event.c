@@ -133,7 +133,7 @@ test_event_types(void **state)
                      KCACHE_APPLIED);
     assert_int_equal(ev.type, KCACHE_EV_ADDED);
     assert_string_equal(ev.rv, "101");
-    assert_non_null(kcache_get(c, "shop/web"));
+    assert_non_null(kcache_find(c, "shop/web"));
     assert_int_equal(apply(c, SVC("MODIFIED", "web", "102"), &ev, &e),
                      KCACHE_APPLIED);
     assert_int_equal(ev.type, KCACHE_EV_MODIFIED);
@@ -143,7 +143,7 @@ test_event_types(void **state)
     assert_int_equal(kcache_size(c), 2);
     assert_int_equal(apply(c, SVC("DELETED", "web", "104"), &ev, &e),
                      KCACHE_APPLIED);
-    assert_null(kcache_get(c, "shop/web"));
+    assert_null(kcache_find(c, "shop/web"));
     assert_string_equal(kcache_rv(c), "104");
     /* The deleted object, as the event carried it, for the caller. */
     assert_null(ev.obj);
@@ -396,7 +396,7 @@ test_deep_nesting(void **state)
         assert_true(d.e.line == 1);
         assert_true((size_t)d.e.col <= (JSON_PARSER_MAX_DEPTH + 1) * ol);
         assert_int_equal(d.applied, 1);
-        assert_non_null(kcache_get(d.c, "shop/web"));
+        assert_non_null(kcache_find(d.c, "shop/web"));
         linebuf_deinit(&lb);
         kcache_free(d.c);
         free(buf);
@@ -428,7 +428,7 @@ test_deep_but_legal(void **state)
     n += 2;
     err_clear(&e);
     assert_int_equal(kcache_apply_line(c, buf, n, &ev, &e), KCACHE_APPLIED);
-    assert_non_null(kcache_get(c, "a/deep"));
+    assert_non_null(kcache_find(c, "a/deep"));
     kcache_free(c);
     free(buf);
 }
@@ -495,8 +495,8 @@ test_replace(void **state)
     ch = kcache_changes(c);
     assert_int_equal(kcache_replace(c, n), 1);
     assert_true(kcache_changes(c) > ch);
-    assert_null(kcache_get(c, "shop/a"));
-    assert_non_null(kcache_get(c, "shop/c"));
+    assert_null(kcache_find(c, "shop/a"));
+    assert_non_null(kcache_find(c, "shop/c"));
     assert_string_equal(kcache_rv(c), "7");
     assert_int_equal(kcache_size(n), 0);
     /* Replacing by identical content is not a change. */
