@@ -212,12 +212,6 @@ apply_order_forget(struct worker *w)
     w->nlorder = 0;
 }
 
-static void
-order_forget(struct worker *w)
-{
-    apply_order_forget(w);
-}
-
 /* Room for the order of <n> listeners; out of memory, the order stays
  * unknown (the next plan takes the full path). */
 static void
@@ -229,7 +223,7 @@ order_room(struct worker *w, size_t n)
     w->laddrs = malloc(n * sizeof(*w->laddrs));
     w->lsvcs = malloc(n * sizeof(*w->lsvcs));
     if (w->lorder == NULL || w->laddrs == NULL || w->lsvcs == NULL)
-        order_forget(w);
+        apply_order_forget(w);
     else
         w->nlorder = n;
 }
@@ -277,14 +271,14 @@ claim_listeners(struct worker *w, struct apply_plan *pl)
     struct listener *l;
     size_t i;
 
-    order_forget(w);
+    apply_order_forget(w);
     order_room(w, pl->addrs.n);
     for (i = 0; i < pl->addrs.n; i++) {
         struct svc *s = pl->lsvc[i];
         /* None only if a thread failed to commit an earlier plan (out of
          * memory) and lost what it opened: the next table opens it. */
         if ((l = claim_one(pl, &pl->addrs.v[i])) == NULL) {
-            order_forget(w);
+            apply_order_forget(w);
             continue;
         }
         order_note(w, i, l, &pl->addrs.v[i], s);
