@@ -322,7 +322,7 @@ inherit_pins(struct worker *w, struct apply_plan *pl)
     const struct table *t = pl->t;
     size_t i;
 
-    if (w->id != 0 || w->dtable == NULL)
+    if (w->id != 0 || w->dtable == NULL || !pl->affinity)
         return;
     for (i = 0; i < t->nservices; i++) {
         const struct tbl_service *was;
@@ -355,7 +355,8 @@ reconcile(struct worker *w, struct apply_plan *pl)
     }
     claim_listeners(w, pl);
     close_unclaimed(w);
-    listener_dispatch_set(w, pl->t, pl->svcs, pl->dispatch);
+    listener_dispatch_set(w, pl->t, pl->svcs, pl->dispatch,
+                          pl->affinity);
     udp_plan_commit(w, pl->udp);
     free(pl->index);
     pl->index = NULL;
@@ -392,7 +393,8 @@ repoint(struct worker *w, struct apply_plan *pl)
         listener_set_svc(w->lorder[i], pl->lsvc[i]);
         w->lsvcs[i] = pl->lsvc[i];
     }
-    listener_dispatch_set(w, pl->t, pl->svcs, pl->dispatch);
+    listener_dispatch_set(w, pl->t, pl->svcs, pl->dispatch,
+                          pl->affinity);
     udp_plan_commit(w, pl->udp);
 }
 
@@ -674,9 +676,11 @@ open_worker(struct apply *a, struct apply_thread *at, struct wthread *th,
             table_find_frontend(a->t, &pl->addrs.v[i]);
         pl->lsvc[i] = a->svcs[ts - a->t->services];
     }
-    for (i = 0; i < a->t->nservices && !pl->dispatch; i++)
-        pl->dispatch = a->t->services[i].reach == TBL_REACH_DISPATCH
-                       || a->t->services[i].nsni > 0;
+    for (i = 0; i < a->t->nservices; i++) {
+        const struct tbl_service *ts = &a->t->services[i];
+        pl->dispatch |= ts->reach == TBL_REACH_DISPATCH || ts->nsni > 0;
+        pl->affinity |= ts->affinity_timeout_ms > 0;
+    }
     return 0;
 }
 

@@ -66,6 +66,9 @@ struct apply_plan {
      * worker keeps it (listener_dispatch_set()). Found on the control
      * loop, once. */
     int dispatch;
+    /* Some service has ClientIP affinity: worker 0 keeps the table, for
+     * the pins the next table's services take over. */
+    int affinity;
     struct udp_plan *udp;     /* its UDP frontends (udp.h), or NULL */
     double posted;            /* ev_time() when it was posted */
 };

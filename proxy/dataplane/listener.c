@@ -208,13 +208,13 @@ listener_dispatch_clear(struct worker *w)
 
 void
 listener_dispatch_set(struct worker *w, struct table *t,
-                      struct svc *const *svcs, int dispatch)
+                      struct svc *const *svcs, int dispatch, int affinity)
 {
     struct svc **v;
     size_t i;
-    /* Worker 0 keeps every table: the next one's services with ClientIP
-     * affinity take their pins from it (apply.c). */
-    int any = w->id == 0 || dispatch;
+    /* Worker 0 keeps a table with ClientIP affinity: the next one's
+     * services take their pins from it (apply.c). */
+    int any = dispatch || (w->id == 0 && affinity);
 
     listener_dispatch_clear(w);
     if (!any)

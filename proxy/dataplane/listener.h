@@ -60,11 +60,13 @@ int listener_export(struct worker *w, struct proxy_sock **v, size_t *n);
 
 /* Keep <t> and its runtime services <svcs> (new references) on <w> for
  * redirected connections and SNI routing (sniroute.h), in place of the
- * previous ones; a table without a DISPATCH service or a service with
- * server names keeps nothing, except on worker 0, which keeps each for
- * the affinity pins of the next. Clear drops them. Owner's loop. */
+ * previous ones, when <dispatch> (it has a DISPATCH service or a service
+ * with server names); worker 0 also keeps one with <affinity> (a service
+ * with ClientIP affinity), for the pins the next table's services take
+ * over. Otherwise nothing is kept. Clear drops them. Owner's loop. */
 void listener_dispatch_set(struct worker *w, struct table *t,
-                           struct svc *const *svcs, int dispatch);
+                           struct svc *const *svcs, int dispatch,
+                           int affinity);
 void listener_dispatch_clear(struct worker *w);
 
 /* Point <l> at <s> (takes a new reference, drops the old one). */

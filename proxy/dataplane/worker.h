@@ -80,8 +80,9 @@ struct worker {
     /* The table this worker serves and its runtime services (references,
      * in table order), kept when the table has a DISPATCH service (a
      * connection the kernel redirected there goes to the service whose
-     * frontend is its original destination), and always on worker 0 (the
-     * affinity pins of a changed service come from it). NULL otherwise. */
+     * frontend is its original destination) or server names, and on
+     * worker 0 when a service has ClientIP affinity (the pins of a
+     * changed service come from it). NULL otherwise. */
     struct table *dtable;
     struct svc **dsvcs;
     /* drain.h: woken when a backend's drain deadline changes, and a
