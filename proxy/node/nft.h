@@ -132,6 +132,10 @@ struct nft_stats {
     uint64_t converges;    /* full convergences committed */
     uint64_t restores;     /* nft_verify() found the table changed */
     uint64_t ct_deleted;   /* UDP conntrack entries removed */
+    /* Updates committed without libnftables' set cache (nft.c's
+     * incremental() says which): at 10,000 Services, the difference
+     * between tens of milliseconds of CPU per update and well under one. */
+    uint64_t lean;
     size_t services;       /* wanted kernel services */
 };
 
