@@ -1196,7 +1196,9 @@ read_table(struct nft *n, struct nftsys_listing *l, int sets_only,
  * square of their number (20 s at 10,000). Nothing was served by this
  * table before, so a service that comes a part later loses nothing; a
  * failed part leaves a table that the next convergence adopts in one
- * transaction. Returns what run() returns.
+ * transaction. The parts are lean (nftgen_txn_lean()): but for the
+ * first, which adds the table and the fixed chains, libnftables does not
+ * fetch the sets the parts before made. Returns what run() returns.
  */
 static int
 create_in_parts(struct nft *n, const char *comment, struct err *e)
@@ -1207,6 +1209,7 @@ create_in_parts(struct nft *n, const char *comment, struct err *e)
     int rc = 0;
 
     nftgen_txn_init(&t);
+    nftgen_txn_lean(&t, &n->global);
     nftgen_add_table(&t, comment);
     nftgen_fill(&t, &n->global);
     ipset_fill(&n->cips, &t);
@@ -1231,6 +1234,7 @@ create_in_parts(struct nft *n, const char *comment, struct err *e)
         free(text);
         nftgen_txn_deinit(&t);
         nftgen_txn_init(&t);
+        nftgen_txn_lean(&t, &n->global);
     }
     nftgen_txn_deinit(&t);
     return rc;
