@@ -16,6 +16,14 @@
 
 #define DUMP_TIMEOUT_S 5
 
+/* Receive buffer of a dump. The kernel fills each part of a dump up to
+ * the largest buffer the reader has received with (32 KiB at most), and
+ * a hash set's part starts by walking past every element already sent:
+ * dumping the 250,000 hairpin pairs of 10,000 Services of 25 endpoints
+ * took 7 s in 4 KiB parts (time in the square of the elements over the
+ * part size). */
+#define DUMP_BUF 32768
+
 size_t
 nftrules_msg_count(const void *buf, size_t len, int elems)
 {
@@ -84,7 +92,7 @@ dump_one(struct mnl_socket *nl, char *buf, uint32_t seq, unsigned portid,
     if (mnl_socket_sendto(nl, nlh, nlh->nlmsg_len) < 0)
         return err_set(e, "nf_tables dump: %s", strerror(errno));
     for (;;) {
-        ret = (int)mnl_socket_recvfrom(nl, buf, MNL_SOCKET_BUFFER_SIZE);
+        ret = (int)mnl_socket_recvfrom(nl, buf, DUMP_BUF);
         if (ret < 0)
             return err_set(e, "nf_tables dump: %s",
                            errno == EAGAIN ? "no answer from the kernel"
@@ -111,7 +119,7 @@ count_all(const char *const *names, size_t n, int elems, size_t *counts,
 {
     struct timeval tv = {.tv_sec = DUMP_TIMEOUT_S};
     struct mnl_socket *nl;
-    char *buf = malloc(MNL_SOCKET_BUFFER_SIZE);
+    char *buf = malloc(DUMP_BUF);
     uint32_t seq = (uint32_t)time(NULL);
     unsigned portid;
     size_t i;
