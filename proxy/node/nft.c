@@ -872,6 +872,21 @@ run(struct nft_ctx *ctx, const char *text, const char *what, struct err *e)
                    (int)strcspn(msg, "\n"), msg);
 }
 
+/* libnftables keeps what a listing fetched (every set of the table: 10,000
+ * anonymous maps at 10,000 Services) in its context until the next
+ * command, which here comes only with the next verify: a fresh context
+ * frees it now (when one cannot be had, the old one stays). */
+static void
+list_release(struct nft *n)
+{
+    struct nft_ctx *c = ctx_new(NFT_CTX_OUTPUT_JSON);
+
+    if (c == NULL)
+        return;
+    nft_ctx_free(n->jctx);
+    n->jctx = c;
+}
+
 /* Output of a listing command, or NULL with <e> (the string belongs to
  * the context until the next command). */
 static const char *
@@ -1175,14 +1190,18 @@ read_table(struct nft *n, struct nftsys_listing *l, int sets_only,
     const char *out;
     size_t i;
 
+    int rc = 0;
+
     memset(l, 0, sizeof(*l));
-    for (i = 0; i < sizeof(cmds) / sizeof(cmds[0]) - !!sets_only; i++) {
+    for (i = 0; i < sizeof(cmds) / sizeof(cmds[0]) - !!sets_only && rc == 0;
+         i++) {
         out = list(n, cmds[i], 1, e);
         if (out == NULL || nftsys_parse_table(out, l, e) < 0)
-            return -1;
+            rc = -1;
     }
+    list_release(n);
     l->present = l->n > 0;
-    return 0;
+    return rc;
 }
 
 /* Services per transaction when the table is created from nothing. */
