@@ -166,7 +166,10 @@ int nft_svc_del(struct nft *n, const char *id, enum nft_proto proto);
  * (also when nothing had to change), or -1 with <e> holding nftables' own
  * message: the kernel is then as it was before the call, and the next
  * nft_apply() retries with a full convergence. After a commit that took a
- * UDP endpoint away, deletes the conntrack entries that still lead to it.
+ * UDP endpoint away, deletes the conntrack entries that still lead to it;
+ * after one that left a ClusterIP or a hairpin pair unused, deletes it
+ * from its shared set (if that fails, it stays, harmless, until the next
+ * convergence, which the next nft_apply() or nft_verify() runs).
  */
 int nft_apply(struct nft *n, struct err *e);
 
