@@ -284,9 +284,8 @@ svc_equal(const struct nft_svc *a, const struct nft_svc *b)
                          b->nexternal_ips, sizeof(*a->external_ips))
            && same_array(a->lb_ips, a->nlb_ips, b->lb_ips, b->nlb_ips,
                          sizeof(*a->lb_ips))
-           && same_array(a->source_ranges, a->nsource_ranges,
-                         b->source_ranges, b->nsource_ranges,
-                         sizeof(*a->source_ranges))
+           && same_array(a->source_ranges, a->nsource_ranges, b->source_ranges,
+                         b->nsource_ranges, sizeof(*a->source_ranges))
            && same_array(a->cluster_eps, a->ncluster_eps, b->cluster_eps,
                          b->ncluster_eps, sizeof(*a->cluster_eps))
            && same_array(a->local_eps, a->nlocal_eps, b->local_eps,
@@ -358,8 +357,8 @@ struct nft {
     struct nftgen_group global;
     struct smap svcs;   /* key -> struct entry */
     struct smap owners; /* destination -> struct entry claiming it */
-    struct ipset cips; /* the ClusterIPs */
-    struct ipset hp;   /* the endpoints' hairpin pairs */
+    struct ipset cips;  /* the ClusterIPs */
+    struct ipset hp;    /* the endpoints' hairpin pairs */
     struct entry **dirty;
     size_t ndirty, dirtycap;
     int need_converge;
@@ -513,8 +512,7 @@ owners_set(struct nft *n, const struct nftgen_group *g, struct entry *me,
  * IP whose wanted state no longer matches the kernel's is noted for the
  * next transaction. */
 static void
-ipset_count(struct nft *n, struct ipset *set, const struct saddr *a,
-            int delta)
+ipset_count(struct nft *n, struct ipset *set, const struct saddr *a, int delta)
 {
     char ip[INET6_ADDRSTRLEN];
     uintptr_t val, cnt, have;
@@ -1394,8 +1392,7 @@ committed_elems(struct nft *n, const char *name)
     v6 = strcmp(name, NFTGEN_HAIRPIN6) == 0;
     if (v6 || strcmp(name, NFTGEN_HAIRPIN4) == 0) {
         for (i = 0; i < n->hp.m.cap; i++)
-            k += n->hp.m.v[i].key != NULL
-                 && ((uintptr_t)n->hp.m.v[i].val & 1)
+            k += n->hp.m.v[i].key != NULL && ((uintptr_t)n->hp.m.v[i].val & 1)
                  && (strchr(n->hp.m.v[i].key, ':') != NULL) == v6;
         return k;
     }

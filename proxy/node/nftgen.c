@@ -992,9 +992,8 @@ bucket_text(const struct nftgen_bucket *b, struct sbuf *out)
     while (end > spec && end[-1] == ' ')
         end--;
     sbuf_printf(out, "add %s " T " %s %.*s elements = { %.*s } }\n",
-                b->set->is_map ? "map" : "set", b->set->name,
-                (int)(end - spec), spec, (int)b->elems.len,
-                b->elems.p ? b->elems.p : "");
+                b->set->is_map ? "map" : "set", b->set->name, (int)(end - spec),
+                spec, (int)b->elems.len, b->elems.p ? b->elems.p : "");
 }
 
 char *
@@ -1121,8 +1120,8 @@ add_elem(struct nftgen_txn *t, const char *name, const char *key,
     struct sbuf *b = bucket(t, name);
 
     if (b == NULL) {
-        emit(t, NFTGEN_PH_EADD, "add element " T " %s { %s%s%s }\n", name,
-             key, val ? " : " : "", val ? val : "");
+        emit(t, NFTGEN_PH_EADD, "add element " T " %s { %s%s%s }\n", name, key,
+             val ? " : " : "", val ? val : "");
         return;
     }
     sbuf_printf(b, "%s%s%s%s", b->len ? ", " : "", key, val ? " : " : "",
@@ -1329,8 +1328,7 @@ nftgen_hairpin(struct nftgen_txn *t, const struct saddr *ip, int add)
         char pair[2 * INET6_ADDRSTRLEN + 4];
 
         snprintf(pair, sizeof(pair), "%s . %s", s, s);
-        add_elem(t, fam_of(ip) ? NFTGEN_HAIRPIN6 : NFTGEN_HAIRPIN4, pair,
-                 NULL);
+        add_elem(t, fam_of(ip) ? NFTGEN_HAIRPIN6 : NFTGEN_HAIRPIN4, pair, NULL);
         return;
     }
     emit(t, NFTGEN_PH_EDEL, "delete element " T " %s { %s . %s }\n",

@@ -224,8 +224,9 @@ del_batch(struct mnl_socket *nl, char *buf, uint32_t *seq,
     while (i < n) {
         struct nlattr *list;
 
-        nlh = put_msg(buf, &off, (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_DELSETELEM,
-                      NLM_F_REQUEST | NLM_F_ACK, ++*seq, NFPROTO_INET, 0);
+        nlh =
+            put_msg(buf, &off, (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_DELSETELEM,
+                    NLM_F_REQUEST | NLM_F_ACK, ++*seq, NFPROTO_INET, 0);
         mnl_attr_put_strz(nlh, NFTA_SET_ELEM_LIST_TABLE, NFT_TABLE);
         mnl_attr_put_strz(nlh, NFTA_SET_ELEM_LIST_SET, v[i].set);
         list = mnl_attr_nest_start(nlh, NFTA_SET_ELEM_LIST_ELEMENTS);

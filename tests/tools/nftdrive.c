@@ -343,7 +343,8 @@ main(int argc, char **argv)
             say("none");
         return r > 0 ? 3 : 0;
     }
-    fprintf(stderr, "usage: nftdrive run FILE [VERIFY_MS] | apply FILE | "
-                    "time FILE [FILE...] | check FILE | cleanup | kube-proxy\n");
+    fprintf(stderr,
+            "usage: nftdrive run FILE [VERIFY_MS] | apply FILE | "
+            "time FILE [FILE...] | check FILE | cleanup | kube-proxy\n");
     return 2;
 }

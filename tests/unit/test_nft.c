@@ -4,6 +4,7 @@
  * (nftsys.c), conntrack messages (ctclean.c), and the engine's claims on
  * addresses (no kernel needed: nft_svc_put does no I/O). */
 #include <arpa/inet.h>
+#include <errno.h>
 #include <libmnl/libmnl.h>
 #include <linux/netfilter.h>
 #include <linux/netfilter/nf_tables.h>
@@ -13,7 +14,6 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
