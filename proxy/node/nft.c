@@ -262,6 +262,36 @@ dup_array(const void *p, size_t n, size_t size, int *oom)
     return d;
 }
 
+static int
+same_array(const void *a, size_t na, const void *b, size_t nb, size_t size)
+{
+    return na == nb && (na == 0 || memcmp(a, b, na * size) == 0);
+}
+
+/* Nonzero when <a> and <b> want the same (byte for byte: a difference in
+ * padding only costs a transaction that changes nothing). */
+static int
+svc_equal(const struct nft_svc *a, const struct nft_svc *b)
+{
+    return strcmp(a->id, b->id) == 0 && a->proto == b->proto
+           && a->port == b->port && a->node_port == b->node_port
+           && a->affinity_s == b->affinity_s
+           && a->external_local == b->external_local
+           && a->redirect_port == b->redirect_port
+           && same_array(a->cluster_ips, a->ncluster_ips, b->cluster_ips,
+                         b->ncluster_ips, sizeof(*a->cluster_ips))
+           && same_array(a->external_ips, a->nexternal_ips, b->external_ips,
+                         b->nexternal_ips, sizeof(*a->external_ips))
+           && same_array(a->lb_ips, a->nlb_ips, b->lb_ips, b->nlb_ips,
+                         sizeof(*a->lb_ips))
+           && same_array(a->source_ranges, a->nsource_ranges, b->source_ranges,
+                         b->nsource_ranges, sizeof(*a->source_ranges))
+           && same_array(a->cluster_eps, a->ncluster_eps, b->cluster_eps,
+                         b->ncluster_eps, sizeof(*a->cluster_eps))
+           && same_array(a->local_eps, a->nlocal_eps, b->local_eps,
+                         b->nlocal_eps, sizeof(*a->local_eps));
+}
+
 static struct nft_svc *
 svc_dup(const struct nft_svc *s)
 {
@@ -300,6 +330,19 @@ group_free(struct nftgen_group *g)
 
 /* ---------------------------------------------------------------- engine */
 
+/*
+ * A shared set of addresses (per family) that holds an address while some
+ * service wants it: IP text -> (services wanting it << 1) | (it is in the
+ * kernel), as a uintptr_t, absent when both are 0. <touched> holds the
+ * IPs whose two halves may differ: what the next transaction adds or
+ * deletes.
+ */
+struct ipset {
+    struct smap m;
+    struct smap touched;
+    int pairs; /* the element is "ip . ip" (hairpin), not "ip" */
+};
+
 struct entry {
     char *key; /* "id|proto" */
     struct nft_svc *want_svc, *have_svc;
@@ -314,14 +357,10 @@ struct nft {
     struct nftgen_group global;
     struct smap svcs;   /* key -> struct entry */
     struct smap owners; /* destination -> struct entry claiming it */
-    struct smap cips;   /* ClusterIP text -> wanted count (uintptr_t) */
-    /* Endpoint IP text -> (services wanting its hairpin pair << 1) | (the
-     * pair is in the kernel), as a uintptr_t; absent when both are 0. */
-    struct smap hp;
-    struct smap hp_touched; /* IPs whose pair may have to be added/deleted */
+    struct ipset cips;  /* the ClusterIPs */
+    struct ipset hp;    /* the endpoints' hairpin pairs */
     struct entry **dirty;
     size_t ndirty, dirtycap;
-    int cips_dirty;
     int need_converge;
     struct nft_stats st;
 };
@@ -363,6 +402,7 @@ nft_new(const struct nft_conf *c, struct err *e)
     if (n->conf.masq_mark == 0)
         n->conf.masq_mark = 0x4000;
     n->need_converge = 1;
+    n->hp.pairs = 1;
     n->ctx = ctx_new(0);
     n->jctx = ctx_new(NFT_CTX_OUTPUT_JSON);
     if (n->ctx == NULL || n->jctx == NULL) {
@@ -403,9 +443,10 @@ nft_free(struct nft *n)
             entry_free(n->svcs.v[i].val);
     smap_deinit(&n->svcs);
     smap_deinit(&n->owners);
-    smap_deinit(&n->cips);
-    smap_deinit(&n->hp);
-    smap_deinit(&n->hp_touched);
+    smap_deinit(&n->cips.m);
+    smap_deinit(&n->cips.touched);
+    smap_deinit(&n->hp.m);
+    smap_deinit(&n->hp.touched);
     free(n->dirty);
     nftgen_group_deinit(&n->global);
     if (n->ctx)
@@ -467,40 +508,48 @@ owners_set(struct nft *n, const struct nftgen_group *g, struct entry *me,
     }
 }
 
+/* One more (<delta> > 0) or one fewer service wanting <a> in <set>. An
+ * IP whose wanted state no longer matches the kernel's is noted for the
+ * next transaction. */
+static void
+ipset_count(struct nft *n, struct ipset *set, const struct saddr *a, int delta)
+{
+    char ip[INET6_ADDRSTRLEN];
+    uintptr_t val, cnt, have;
+
+    saddr_ip_str(a, ip, sizeof(ip));
+    val = (uintptr_t)smap_get(&set->m, ip);
+    cnt = val >> 1;
+    have = val & 1;
+    if (delta > 0)
+        cnt++;
+    else if (cnt > 0)
+        cnt--;
+    val = cnt << 1 | have;
+    if (val == 0)
+        smap_del(&set->m, ip);
+    else if (smap_put(&set->m, ip, (void *)val) < 0)
+        n->need_converge = 1;
+    if ((cnt > 0) != (have != 0) && smap_put(&set->touched, ip, set) < 0)
+        n->need_converge = 1;
+}
+
 static void
 cips_count(struct nft *n, const struct nft_svc *s, int delta)
 {
-    char ip[INET6_ADDRSTRLEN];
     size_t i;
 
     if (s == NULL)
         return;
-    for (i = 0; i < s->ncluster_ips; i++) {
-        const struct saddr *a = &s->cluster_ips[i];
-        uintptr_t c;
-
-        saddr_ip_str(a, ip, sizeof(ip));
-        c = (uintptr_t)smap_get(&n->cips, ip);
-        if (delta > 0) {
-            if (c == 0)
-                n->cips_dirty = 1;
-            smap_put(&n->cips, ip, (void *)(c + 1));
-        } else if (c <= 1) {
-            smap_del(&n->cips, ip);
-            n->cips_dirty = 1;
-        } else {
-            smap_put(&n->cips, ip, (void *)(c - 1));
-        }
-    }
+    for (i = 0; i < s->ncluster_ips; i++)
+        ipset_count(n, &n->cips, &s->cluster_ips[i], delta);
 }
 
 /* Count the endpoints of <s> (those taking new flows) in or out of the
- * hairpin sets. An IP whose wanted state no longer matches the kernel's
- * is noted for the next transaction. */
+ * hairpin sets. */
 static void
 hp_count(struct nft *n, const struct nft_svc *s, int delta)
 {
-    char ip[INET6_ADDRSTRLEN];
     size_t pass, i;
 
     if (s == NULL || s->redirect_port != 0 || n->conf.masq == NFT_MASQ_NONE)
@@ -509,57 +558,102 @@ hp_count(struct nft *n, const struct nft_svc *s, int delta)
         const struct nft_ep *v = pass ? s->local_eps : s->cluster_eps;
         size_t nv = pass ? s->nlocal_eps : s->ncluster_eps;
 
-        for (i = 0; i < nv; i++) {
-            uintptr_t val, cnt, have;
-
-            if (v[i].weight == 0)
-                continue;
-            saddr_ip_str(&v[i].addr, ip, sizeof(ip));
-            val = (uintptr_t)smap_get(&n->hp, ip);
-            cnt = val >> 1;
-            have = val & 1;
-            if (delta > 0)
-                cnt++;
-            else if (cnt > 0)
-                cnt--;
-            val = cnt << 1 | have;
-            if (val == 0)
-                smap_del(&n->hp, ip);
-            else if (smap_put(&n->hp, ip, (void *)val) < 0)
-                n->need_converge = 1;
-            if ((cnt > 0) != (have != 0)
-                && smap_put(&n->hp_touched, ip, &n->hp) < 0)
-                n->need_converge = 1;
-        }
+        for (i = 0; i < nv; i++)
+            if (v[i].weight != 0)
+                ipset_count(n, &n->hp, &v[i].addr, delta);
     }
 }
 
-/* Add or delete the hairpin pairs of the touched IPs in <t>. */
+/* Element <a> of <set> added to (<add>) or deleted from the kernel by
+ * <t>. */
 static void
-hp_emit(struct nft *n, struct nftgen_txn *t)
+ipset_put(const struct ipset *set, struct nftgen_txn *t, const struct saddr *a,
+          int add)
+{
+    const char *name = a->u.sa.sa_family == AF_INET ? NFTGEN_CLUSTER_IPS4
+                                                    : NFTGEN_CLUSTER_IPS6;
+
+    if (set->pairs)
+        nftgen_hairpin(t, a, add);
+    else if (add)
+        nftgen_add_ip(t, name, a);
+    else
+        nftgen_del_ip(t, name, a);
+}
+
+/* Element <a> of <set> as the kernel keys it: the address (twice for a
+ * pair; addresses need no padding). */
+static void
+ipset_elem(const struct ipset *set, const struct saddr *a,
+           struct nftrules_elem *el)
+{
+    int v4 = a->u.sa.sa_family == AF_INET;
+    const void *ip = v4 ? (const void *)&a->u.in.sin_addr
+                        : (const void *)&a->u.in6.sin6_addr;
+    size_t len = v4 ? 4 : 16;
+
+    if (set->pairs)
+        el->set = v4 ? NFTGEN_HAIRPIN4 : NFTGEN_HAIRPIN6;
+    else
+        el->set = v4 ? NFTGEN_CLUSTER_IPS4 : NFTGEN_CLUSTER_IPS6;
+    memcpy(el->key, ip, len);
+    el->len = len;
+    if (set->pairs) {
+        memcpy(el->key + len, ip, len);
+        el->len = 2 * len;
+    }
+}
+
+static int
+elem_cmp(const void *pa, const void *pb)
+{
+    const struct nftrules_elem *a = pa, *b = pb;
+
+    return strcmp(a->set, b->set);
+}
+
+/* IPs whose element the next transaction may add or delete. */
+static size_t
+ipset_touched(const struct nft *n)
+{
+    return n->cips.touched.n + n->hp.touched.n;
+}
+
+/* Add the touched IPs of <set> that are wanted in <t>; append those to
+ * delete to <del> (<*ndel> so far, room for every touched IP) for
+ * nftrules, or put them in <t> when <del> is NULL (memory short). */
+static void
+ipset_emit(const struct ipset *set, struct nftgen_txn *t,
+           struct nftrules_elem *del, size_t *ndel)
 {
     size_t i;
 
-    for (i = 0; i < n->hp_touched.cap; i++) {
-        const char *k = n->hp_touched.v[i].key;
+    for (i = 0; i < set->touched.cap; i++) {
+        const char *k = set->touched.v[i].key;
         uintptr_t val;
         struct saddr a;
         const char *why;
+        int want;
 
         if (k == NULL || parse_ip(k, 0, &a, &why) < 0)
             continue;
-        val = (uintptr_t)smap_get(&n->hp, k);
-        if ((val >> 1 > 0) != (val & 1))
-            nftgen_hairpin(t, &a, val >> 1 > 0);
+        val = (uintptr_t)smap_get(&set->m, k);
+        want = val >> 1 > 0;
+        if (want == (int)(val & 1))
+            continue;
+        if (want || del == NULL)
+            ipset_put(set, t, &a, want);
+        else
+            ipset_elem(set, &a, &del[(*ndel)++]);
     }
 }
 
-/* The kernel now holds the wanted hairpin pairs: of every IP (<all>, after
- * a convergence), or of the touched ones. */
+/* The kernel now holds the wanted elements of <set>: of every IP (<all>,
+ * after a convergence), or of the touched ones. */
 static void
-hp_commit(struct nft *n, int all)
+ipset_commit(struct nft *n, struct ipset *set, int all)
 {
-    struct smap *m = all ? &n->hp : &n->hp_touched;
+    struct smap *m = all ? &set->m : &set->touched;
     char **gone = calloc(m->n + 1, sizeof(*gone));
     size_t i, ngone = 0;
 
@@ -569,21 +663,38 @@ hp_commit(struct nft *n, int all)
 
         if (k == NULL)
             continue;
-        val = (uintptr_t)smap_get(&n->hp, k);
+        val = (uintptr_t)smap_get(&set->m, k);
         if (val >> 1 == 0)
             gone[ngone++] = strdup(k);
         else
-            smap_put(&n->hp, k, (void *)(val | 1)); /* replaces: no alloc */
+            smap_put(&set->m, k, (void *)(val | 1)); /* replaces: no alloc */
     }
     for (i = 0; i < ngone; i++) {
         if (gone[i])
-            smap_del(&n->hp, gone[i]);
+            smap_del(&set->m, gone[i]);
         free(gone[i]);
     }
     if (gone == NULL)
         n->need_converge = 1;
     free(gone);
-    smap_deinit(&n->hp_touched);
+    smap_deinit(&set->touched);
+}
+
+/* Every wanted element of <set> into <t>. */
+static void
+ipset_fill(const struct ipset *set, struct nftgen_txn *t)
+{
+    size_t i;
+
+    for (i = 0; i < set->m.cap; i++) {
+        struct saddr a;
+        const char *why;
+
+        if (set->m.v[i].key == NULL || (uintptr_t)set->m.v[i].val >> 1 == 0
+            || parse_ip(set->m.v[i].key, 0, &a, &why) < 0)
+            continue;
+        ipset_put(set, t, &a, 1);
+    }
 }
 
 static void
@@ -637,6 +748,13 @@ nft_svc_put(struct nft *n, const struct nft_svc *s, struct err *e)
         svc_free(copy);
         return err_set(e, "%s/%s: %s", s->id, nft_proto_name(s->proto), msg);
     }
+    if (en != NULL && en->want != NULL && nftgen_group_equal(en->want, g)
+        && svc_equal(en->want_svc, copy)) {
+        /* Nothing changes: no transaction, no element counted twice. */
+        group_free(g);
+        svc_free(copy);
+        return 0;
+    }
     if (en == NULL) {
         en = calloc(1, sizeof(*en));
         if (en == NULL || (en->key = strdup(key)) == NULL
@@ -653,10 +771,11 @@ nft_svc_put(struct nft *n, const struct nft_svc *s, struct err *e)
         n->st.services++;
     owners_set(n, en->want, en, 0);
     owners_set(n, g, en, 1);
-    cips_count(n, en->want_svc, -1);
+    /* The new counts first: an address both want never drops to 0. */
     cips_count(n, copy, +1);
-    hp_count(n, en->want_svc, -1);
+    cips_count(n, en->want_svc, -1);
     hp_count(n, copy, +1);
+    hp_count(n, en->want_svc, -1);
     if (en->want != en->have)
         group_free(en->want);
     if (en->want_svc != en->have_svc)
@@ -694,8 +813,7 @@ nft_svc_del(struct nft *n, const char *id, enum nft_proto proto)
 int
 nft_pending(const struct nft *n)
 {
-    return n->need_converge || n->ndirty > 0 || n->cips_dirty
-           || n->hp_touched.n > 0;
+    return n->need_converge || n->ndirty > 0 || ipset_touched(n) > 0;
 }
 
 void
@@ -750,6 +868,21 @@ run(struct nft_ctx *ctx, const char *text, const char *what, struct err *e)
     log_error("nftables refused the %s: %.*s", what, LOG_ERR_MAX, msg);
     return err_set(e, "nftables refused the %s: %.*s", what,
                    (int)strcspn(msg, "\n"), msg);
+}
+
+/* libnftables keeps what a listing fetched (every set of the table: 10,000
+ * anonymous maps at 10,000 Services) in its context until the next
+ * command, which here comes only with the next verify: a fresh context
+ * frees it now (when one cannot be had, the old one stays). */
+static void
+list_release(struct nft *n)
+{
+    struct nft_ctx *c = ctx_new(NFT_CTX_OUTPUT_JSON);
+
+    if (c == NULL)
+        return;
+    nft_ctx_free(n->jctx);
+    n->jctx = c;
 }
 
 /* Output of a listing command, or NULL with <e> (the string belongs to
@@ -904,8 +1037,8 @@ commit(struct nft *n, int all)
             commit_entry(n, n->dirty[i], &m, &nm, &cap, &dsts, &ndsts);
     }
     n->ndirty = 0;
-    n->cips_dirty = 0;
-    hp_commit(n, all);
+    ipset_commit(n, &n->cips, all);
+    ipset_commit(n, &n->hp, all);
     n->st.transactions++;
     ct_cleanup(n, m, nm);
     for (i = 0; i < ndsts; i++)
@@ -914,79 +1047,83 @@ commit(struct nft *n, int all)
     free(m);
 }
 
-/* The wanted ClusterIPs, each once. */
+/* Delete the elements of the shared address sets that nothing wants any
+ * more, once the rules that could still need them are gone. One left
+ * behind costs nothing but a verdict that is right anyway: a hairpin pair
+ * masquerades a connection that DNAT sent back to its own source (which
+ * cannot work without it), and a ClusterIP that no Service holds is
+ * refused, as the service CIDRs' rule refuses it. When the deletion fails
+ * the next convergence refills the sets. */
 static void
-fill_cips(struct nft *n, struct nftgen_txn *t)
+ipset_delete(struct nft *n, struct nftrules_elem *del, size_t ndel)
 {
-    size_t i;
+    struct err e;
 
-    for (i = 0; i < n->cips.cap; i++) {
-        struct saddr a;
-        const char *why;
-
-        if (n->cips.v[i].key == NULL
-            || parse_ip(n->cips.v[i].key, 0, &a, &why) < 0)
-            continue;
-        nftgen_add_ip(t,
-                      a.u.sa.sa_family == AF_INET ? NFTGEN_CLUSTER_IPS4
-                                                  : NFTGEN_CLUSTER_IPS6,
-                      &a);
-    }
+    err_clear(&e);
+    if (ndel > 1)
+        qsort(del, ndel, sizeof(*del), elem_cmp);
+    if (ndel == 0 || nftrules_delete_elems(del, ndel, &e) == 0)
+        return;
+    log_warn("nftables: stale set elements left until the next "
+             "convergence: %s",
+             e.msg);
+    n->st.failures++;
+    n->need_converge = 1;
 }
 
-/* Every wanted hairpin pair. */
-static void
-fill_hairpin(struct nft *n, struct nftgen_txn *t)
-{
-    size_t i;
-
-    for (i = 0; i < n->hp.cap; i++) {
-        struct saddr a;
-        const char *why;
-
-        if (n->hp.v[i].key == NULL || (uintptr_t)n->hp.v[i].val >> 1 == 0
-            || parse_ip(n->hp.v[i].key, 0, &a, &why) < 0)
-            continue;
-        nftgen_hairpin(t, &a, 1);
-    }
-}
-
+/*
+ * The changed services in one lean transaction (nftgen_txn_lean(): a
+ * chain's rules rewritten, elements added to the shared sets), which
+ * libnftables runs without first fetching every set of the table; the
+ * elements to delete from the shared address sets go afterwards straight
+ * to the kernel (ipset_delete()). What is not lean (a service deleted or
+ * an address of it moved: "delete element"; affinity rules, which name
+ * their sets) costs libnftables' fetch as before; st.lean counts the
+ * transactions that were.
+ */
 static int
 incremental(struct nft *n, struct err *e)
 {
+    struct nftrules_elem *del;
     struct nftgen_txn t;
     char *text;
-    size_t i;
+    size_t i, ndel = 0;
     int rc;
 
     nftgen_txn_init(&t);
+    nftgen_txn_lean(&t, &n->global);
     for (i = 0; i < n->ndirty; i++)
         nftgen_diff(&t, n->dirty[i]->have, n->dirty[i]->want);
-    if (n->cips_dirty) {
-        nftgen_flush_set(&t, NFTGEN_CLUSTER_IPS4, 0);
-        nftgen_flush_set(&t, NFTGEN_CLUSTER_IPS6, 0);
-        fill_cips(n, &t);
-    }
-    hp_emit(n, &t);
+    del = calloc(ipset_touched(n) + 1, sizeof(*del));
+    ipset_emit(&n->cips, &t, del, &ndel);
+    ipset_emit(&n->hp, &t, del, &ndel);
     if (nftgen_txn_empty(&t)) {
         nftgen_txn_deinit(&t);
         commit(n, 0);
+        ipset_delete(n, del, ndel);
+        free(del);
         return 0;
     }
     text = nftgen_txn_text(&t);
     nftgen_txn_deinit(&t);
     if (text == NULL) {
+        free(del);
         n->need_converge = 1;
         return err_set(e, "transaction too large or out of memory");
     }
     rc = run(n->ctx, text, "update", e);
+    if (rc == 0 && nftgen_lean_text(text))
+        n->st.lean++;
     free(text);
     if (rc < 0) {
+        free(del);
         n->st.failures++;
         n->need_converge = 1;
         return -1;
     }
     commit(n, 0);
+    ipset_delete(n, del, ndel);
+    free(del);
     return 0;
 }
 
@@ -1032,8 +1169,8 @@ fill_wanted(struct nft *n, struct nftgen_txn *t)
         if (n->svcs.v[i].key && en->want)
             nftgen_fill(t, en->want);
     }
-    fill_cips(n, t);
-    fill_hairpin(n, t);
+    ipset_fill(&n->cips, t);
+    ipset_fill(&n->hp, t);
 }
 
 /* Read the names of what the kernel holds in table inet ferry (chains,
@@ -1051,14 +1188,18 @@ read_table(struct nft *n, struct nftsys_listing *l, int sets_only,
     const char *out;
     size_t i;
 
+    int rc = 0;
+
     memset(l, 0, sizeof(*l));
-    for (i = 0; i < sizeof(cmds) / sizeof(cmds[0]) - !!sets_only; i++) {
+    for (i = 0; i < sizeof(cmds) / sizeof(cmds[0]) - !!sets_only && rc == 0;
+         i++) {
         out = list(n, cmds[i], 1, e);
         if (out == NULL || nftsys_parse_table(out, l, e) < 0)
-            return -1;
+            rc = -1;
     }
+    list_release(n);
     l->present = l->n > 0;
-    return 0;
+    return rc;
 }
 
 /* Services per transaction when the table is created from nothing. */
@@ -1072,7 +1213,9 @@ read_table(struct nft *n, struct nftsys_listing *l, int sets_only,
  * square of their number (20 s at 10,000). Nothing was served by this
  * table before, so a service that comes a part later loses nothing; a
  * failed part leaves a table that the next convergence adopts in one
- * transaction. Returns what run() returns.
+ * transaction. The parts are lean (nftgen_txn_lean()): but for the
+ * first, which adds the table and the fixed chains, libnftables does not
+ * fetch the sets the parts before made. Returns what run() returns.
  */
 static int
 create_in_parts(struct nft *n, const char *comment, struct err *e)
@@ -1083,10 +1226,11 @@ create_in_parts(struct nft *n, const char *comment, struct err *e)
     int rc = 0;
 
     nftgen_txn_init(&t);
+    nftgen_txn_lean(&t, &n->global);
     nftgen_add_table(&t, comment);
     nftgen_fill(&t, &n->global);
-    fill_cips(n, &t);
-    fill_hairpin(n, &t);
+    ipset_fill(&n->cips, &t);
+    ipset_fill(&n->hp, &t);
     for (i = 0; i <= n->svcs.cap && rc == 0; i++) {
         const struct entry *en = i < n->svcs.cap ? n->svcs.v[i].val : NULL;
         int last = i == n->svcs.cap;
@@ -1107,6 +1251,7 @@ create_in_parts(struct nft *n, const char *comment, struct err *e)
         free(text);
         nftgen_txn_deinit(&t);
         nftgen_txn_init(&t);
+        nftgen_txn_lean(&t, &n->global);
     }
     nftgen_txn_deinit(&t);
     return rc;
@@ -1206,7 +1351,7 @@ nft_apply(struct nft *n, struct err *e)
 {
     if (n->need_converge)
         return converge(n, e);
-    if (n->ndirty == 0 && !n->cips_dirty)
+    if (n->ndirty == 0 && ipset_touched(n) == 0)
         return 0;
     return incremental(n, e);
 }
@@ -1246,9 +1391,9 @@ committed_elems(struct nft *n, const char *name)
     }
     v6 = strcmp(name, NFTGEN_HAIRPIN6) == 0;
     if (v6 || strcmp(name, NFTGEN_HAIRPIN4) == 0) {
-        for (i = 0; i < n->hp.cap; i++)
-            k += n->hp.v[i].key != NULL && ((uintptr_t)n->hp.v[i].val & 1)
-                 && (strchr(n->hp.v[i].key, ':') != NULL) == v6;
+        for (i = 0; i < n->hp.m.cap; i++)
+            k += n->hp.m.v[i].key != NULL && ((uintptr_t)n->hp.m.v[i].val & 1)
+                 && (strchr(n->hp.m.v[i].key, ':') != NULL) == v6;
         return k;
     }
     for (i = 0; i < n->svcs.cap; i++) {

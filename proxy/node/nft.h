@@ -132,6 +132,10 @@ struct nft_stats {
     uint64_t converges;    /* full convergences committed */
     uint64_t restores;     /* nft_verify() found the table changed */
     uint64_t ct_deleted;   /* UDP conntrack entries removed */
+    /* Updates committed without libnftables' set cache (nft.c's
+     * incremental() says which): at 10,000 Services, the difference
+     * between tens of milliseconds of CPU per update and well under one. */
+    uint64_t lean;
     size_t services;       /* wanted kernel services */
 };
 
@@ -162,7 +166,10 @@ int nft_svc_del(struct nft *n, const char *id, enum nft_proto proto);
  * (also when nothing had to change), or -1 with <e> holding nftables' own
  * message: the kernel is then as it was before the call, and the next
  * nft_apply() retries with a full convergence. After a commit that took a
- * UDP endpoint away, deletes the conntrack entries that still lead to it.
+ * UDP endpoint away, deletes the conntrack entries that still lead to it;
+ * after one that left a ClusterIP or a hairpin pair unused, deletes it
+ * from its shared set (if that fails, it stays, harmless, until the next
+ * convergence, which the next nft_apply() or nft_verify() runs).
  */
 int nft_apply(struct nft *n, struct err *e);
 

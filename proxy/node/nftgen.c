@@ -945,6 +945,7 @@ nftgen_txn_init(struct nftgen_txn *t)
 {
     int i;
 
+    memset(t, 0, sizeof(*t));
     for (i = 0; i < NFTGEN_PH__COUNT; i++)
         sbuf_init(&t->ph[i], NFTGEN_TXN_MAX);
 }
@@ -952,10 +953,22 @@ nftgen_txn_init(struct nftgen_txn *t)
 void
 nftgen_txn_deinit(struct nftgen_txn *t)
 {
+    size_t j;
     int i;
 
     for (i = 0; i < NFTGEN_PH__COUNT; i++)
         sbuf_deinit(&t->ph[i]);
+    for (j = 0; j < t->nbk; j++)
+        sbuf_deinit(&t->bk[j].elems);
+    free(t->bk);
+    t->bk = NULL;
+    t->nbk = 0;
+}
+
+void
+nftgen_txn_lean(struct nftgen_txn *t, const struct nftgen_group *shared)
+{
+    t->shared = shared;
 }
 
 int
@@ -966,31 +979,85 @@ nftgen_txn_empty(const struct nftgen_txn *t)
     for (i = 0; i < NFTGEN_PH__COUNT; i++)
         if (t->ph[i].len > 0)
             return 0;
-    return 1;
+    return t->nbk == 0;
+}
+
+/* "add set|map <name> { <spec without its '}'> elements = { ... } }" for
+ * bucket <b> into <out>. */
+static void
+bucket_text(const struct nftgen_bucket *b, struct sbuf *out)
+{
+    const char *spec = b->set->spec, *end = strrchr(spec, '}');
+
+    while (end > spec && end[-1] == ' ')
+        end--;
+    sbuf_printf(out, "add %s " T " %s %.*s elements = { %.*s } }\n",
+                b->set->is_map ? "map" : "set", b->set->name, (int)(end - spec),
+                spec, (int)b->elems.len, b->elems.p ? b->elems.p : "");
 }
 
 char *
 nftgen_txn_text(const struct nftgen_txn *t)
 {
-    size_t total = 0, at = 0;
-    char *out;
+    struct sbuf elems;
+    size_t total = 0, at = 0, j;
+    char *out = NULL;
     int i;
 
+    sbuf_init(&elems, NFTGEN_TXN_MAX);
+    for (j = 0; j < t->nbk; j++) {
+        if (t->bk[j].elems.overflow)
+            elems.overflow = 1;
+        bucket_text(&t->bk[j], &elems);
+    }
+    if (t->oom || elems.overflow)
+        goto out;
     for (i = 0; i < NFTGEN_PH__COUNT; i++) {
         if (t->ph[i].overflow)
-            return NULL;
+            goto out;
         total += t->ph[i].len;
     }
-    out = malloc(total + 1);
+    out = malloc(total + elems.len + 1);
     if (out == NULL)
-        return NULL;
+        goto out;
     for (i = 0; i < NFTGEN_PH__COUNT; i++) {
+        /* Additions to shared sets after every element deletion (an
+         * element that changes value is deleted, then added). */
+        if (i == NFTGEN_PH_DEL && elems.len) {
+            memcpy(out + at, elems.p, elems.len);
+            at += elems.len;
+        }
         if (t->ph[i].len)
             memcpy(out + at, t->ph[i].p, t->ph[i].len);
         at += t->ph[i].len;
     }
     out[at] = '\0';
+out:
+    sbuf_deinit(&elems);
     return out;
+}
+
+/* Commands that libnftables 1.0.6 runs on its table cache alone. */
+static const char *const lean_cmds[] = {"add chain ", "add set ", "add map ",
+                                        "flush chain "};
+
+int
+nftgen_lean_text(const char *text)
+{
+    const char *p = text;
+    size_t i;
+
+    while (p && *p) {
+        const char *nl = strchr(p, '\n');
+        int ok = *p == '\t' || *p == '}' || *p == '\n';
+
+        for (i = 0; !ok && i < sizeof(lean_cmds) / sizeof(lean_cmds[0]); i++)
+            ok = strncmp(p, lean_cmds[i], strlen(lean_cmds[i])) == 0;
+        if (!ok)
+            return 0;
+        p = nl ? nl + 1 : NULL;
+    }
+    return 1;
 }
 
 static void emit(struct nftgen_txn *t, enum nftgen_phase ph, const char *fmt,
@@ -1012,6 +1079,53 @@ emit(struct nftgen_txn *t, enum nftgen_phase ph, const char *fmt, ...)
     }
     sbuf_add(&t->ph[ph], s, (size_t)n);
     free(s);
+}
+
+/* The bucket of shared set <name> in a lean <t>, or NULL (not lean, not a
+ * shared set, a spec it cannot extend, or no memory: the caller then
+ * emits its usual command). */
+static struct sbuf *
+bucket(struct nftgen_txn *t, const char *name)
+{
+    const struct nftgen_obj *set = NULL;
+    struct nftgen_bucket *p;
+    size_t i;
+
+    if (t->shared == NULL)
+        return NULL;
+    for (i = 0; i < t->nbk; i++)
+        if (strcmp(t->bk[i].set->name, name) == 0)
+            return &t->bk[i].elems;
+    for (i = 0; i < t->shared->n && set == NULL; i++)
+        if (t->shared->v[i].kind == NFTGEN_SET
+            && strcmp(t->shared->v[i].name, name) == 0)
+            set = &t->shared->v[i];
+    if (set == NULL || set->spec == NULL || strrchr(set->spec, '}') == NULL)
+        return NULL;
+    p = realloc(t->bk, (t->nbk + 1) * sizeof(*p));
+    if (p == NULL)
+        return NULL;
+    t->bk = p;
+    p[t->nbk].set = set;
+    sbuf_init(&p[t->nbk].elems, NFTGEN_TXN_MAX);
+    return &p[t->nbk++].elems;
+}
+
+/* Element <key> (": <val>" for a map) added to set <name>: into its
+ * bucket when <t> is lean, else as its own command. */
+static void
+add_elem(struct nftgen_txn *t, const char *name, const char *key,
+         const char *val)
+{
+    struct sbuf *b = bucket(t, name);
+
+    if (b == NULL) {
+        emit(t, NFTGEN_PH_EADD, "add element " T " %s { %s%s%s }\n", name, key,
+             val ? " : " : "", val ? val : "");
+        return;
+    }
+    sbuf_printf(b, "%s%s%s%s", b->len ? ", " : "", key, val ? " : " : "",
+                val ? val : "");
 }
 
 void
@@ -1068,13 +1182,37 @@ nftgen_add_ip(struct nftgen_txn *t, const char *name, const struct saddr *ip)
     char s[INET6_ADDRSTRLEN];
 
     ip_str(ip, s);
-    emit(t, NFTGEN_PH_EADD, "add element " T " %s { %s }\n", name, s);
+    add_elem(t, name, s, NULL);
+}
+
+void
+nftgen_del_ip(struct nftgen_txn *t, const char *name, const struct saddr *ip)
+{
+    char s[INET6_ADDRSTRLEN];
+
+    ip_str(ip, s);
+    emit(t, NFTGEN_PH_EDEL, "delete element " T " %s { %s }\n", name, s);
 }
 
 static void
 add_rules(struct nftgen_txn *t, const struct nftgen_obj *o)
 {
     const char *p = o->rules, *nl;
+
+    if (t->shared != NULL && o->spec == NULL && p && *p
+        && strchr(p, '@') == NULL) {
+        /* Lean: one command, a rule a line. */
+        emit(t, NFTGEN_PH_RULES, "add chain " T " %s {\n", o->name);
+        while (*p) {
+            nl = strchr(p, '\n');
+            if (nl == NULL)
+                nl = p + strlen(p);
+            emit(t, NFTGEN_PH_RULES, "\t%.*s\n", (int)(nl - p), p);
+            p = *nl ? nl + 1 : nl;
+        }
+        emit(t, NFTGEN_PH_RULES, "}\n");
+        return;
+    }
 
     while (p && *p) {
         nl = strchr(p, '\n');
@@ -1100,8 +1238,7 @@ obj_create(struct nftgen_txn *t, const struct nftgen_obj *o)
         add_rules(t, o);
         break;
     case NFTGEN_ELEM:
-        emit(t, NFTGEN_PH_EADD, "add element " T " %s { %s : %s }\n", o->name,
-             o->key, o->val);
+        add_elem(t, o->name, o->key, o->val);
         break;
     }
 }
@@ -1187,7 +1324,13 @@ nftgen_hairpin(struct nftgen_txn *t, const struct saddr *ip, int add)
     char s[INET6_ADDRSTRLEN];
 
     ip_str(ip, s);
-    emit(t, add ? NFTGEN_PH_EADD : NFTGEN_PH_EDEL,
-         "%s element " T " %s { %s . %s }\n", add ? "add" : "delete",
+    if (add) {
+        char pair[2 * INET6_ADDRSTRLEN + 4];
+
+        snprintf(pair, sizeof(pair), "%s . %s", s, s);
+        add_elem(t, fam_of(ip) ? NFTGEN_HAIRPIN6 : NFTGEN_HAIRPIN4, pair, NULL);
+        return;
+    }
+    emit(t, NFTGEN_PH_EDEL, "delete element " T " %s { %s . %s }\n",
          fam_of(ip) ? NFTGEN_HAIRPIN6 : NFTGEN_HAIRPIN4, s, s);
 }

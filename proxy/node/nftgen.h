@@ -94,12 +94,46 @@ enum nftgen_phase {
     NFTGEN_PH__COUNT
 };
 
+/* The elements a lean transaction adds to one shared set. */
+struct nftgen_bucket {
+    const struct nftgen_obj *set; /* the set's object in <shared> */
+    struct sbuf elems;            /* "key : value, key : value" */
+};
+
 struct nftgen_txn {
     struct sbuf ph[NFTGEN_PH__COUNT];
+    const struct nftgen_group *shared; /* lean when set */
+    struct nftgen_bucket *bk;
+    size_t nbk;
+    int oom;
 };
 
 void nftgen_txn_init(struct nftgen_txn *t);
 void nftgen_txn_deinit(struct nftgen_txn *t);
+
+/*
+ * Make <t> lean: shaped so that libnftables (1.0.6) runs it without
+ * fetching its set cache first. Before a batch it works out what to fetch
+ * from the commands: "add rule", "add element", every "delete" and
+ * "flush set" make it dump every set of every table, and at 10,000
+ * Services those are 10,000 anonymous maps, tens of milliseconds per
+ * transaction however small; "add chain", "add set", "add map" and
+ * "flush chain" need only the list of tables. So in a lean transaction
+ *   - the rules of a chain without a hook whose rules name no set ('@')
+ *     go in one "add chain <name> { rule ... }";
+ *   - the elements added to a set of <shared> (the fixed part, borrowed
+ *     until the text is made) go in one "add set|map <name> { <spec>
+ *     elements = { ... } }", which creates nothing new when the set
+ *     exists with that spec.
+ * Anything else keeps its usual command (and the fetch it costs):
+ * nftgen_lean_text() tells a transaction that stayed lean.
+ */
+void nftgen_txn_lean(struct nftgen_txn *t, const struct nftgen_group *shared);
+
+/* Nonzero when <text> holds no command that makes libnftables 1.0.6
+ * fetch its set cache (see nftgen_txn_lean()). Pure, for tests and the
+ * engine's counter. */
+int nftgen_lean_text(const char *text);
 
 /* Nonzero when nothing was added. */
 int nftgen_txn_empty(const struct nftgen_txn *t);
@@ -125,8 +159,10 @@ void nftgen_delete_set(struct nftgen_txn *t, const char *name, int is_map);
 /* Add every rule and element of <g>, and its sets and chains (creating
  * those that exist already is harmless). */
 void nftgen_fill(struct nftgen_txn *t, const struct nftgen_group *g);
-/* Element <ip> (port ignored) into set <name>. */
+/* Element <ip> (port ignored) into, or out of, set <name>. */
 void nftgen_add_ip(struct nftgen_txn *t, const char *name,
+                   const struct saddr *ip);
+void nftgen_del_ip(struct nftgen_txn *t, const char *name,
                    const struct saddr *ip);
 
 /* Pair "<ip> . <ip>" in the hairpin set of <ip>'s family: added (<add>

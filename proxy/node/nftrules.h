@@ -1,7 +1,8 @@
 /*
  * nftrules.h - count the rules of chosen chains, and the elements of
  * chosen sets, of table inet ferry straight from the kernel (one nf_tables
- * dump each, filtered by the kernel), for nft_verify().
+ * dump each, filtered by the kernel), for nft_verify(); and delete set
+ * elements the same way, for nft_apply().
  *
  * Why not libnftables' listings: to print one chain it fetches every set
  * of the table with its elements (each service's anonymous map), so
@@ -14,6 +15,7 @@
 #define PROXY_NODE_NFTRULES_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "err.h"
 
@@ -41,5 +43,35 @@ int nftrules_count_elems(const char *const *names, size_t n, size_t *counts,
  * lie within <len> bytes. Pure (a fuzz target feeds it).
  */
 size_t nftrules_msg_count(const void *nlh, size_t len, int elems);
+
+/* One element of a set of table inet ferry, by its key as the kernel
+ * stores it (each field of a concatenation padded to 4 bytes). */
+#define NFTRULES_KEY_MAX 32
+struct nftrules_elem {
+    const char *set;
+    uint8_t key[NFTRULES_KEY_MAX];
+    size_t len;
+};
+
+/*
+ * Delete elements <v>[0..n) (the same set's next to each other) in
+ * transactions of their own, of up to NFTRULES_DEL_BATCH elements, each
+ * all or nothing. libnftables would first fetch every set of every table
+ * to check the elements' types (nft.h's lean transactions say why that
+ * matters); here the caller knows them. Returns 0, or -1 with <e> (no
+ * socket, the kernel's error: an element already gone makes its whole
+ * transaction fail).
+ */
+#define NFTRULES_DEL_BATCH 256
+int nftrules_delete_elems(const struct nftrules_elem *v, size_t n,
+                          struct err *e);
+
+/*
+ * Acknowledgements in a received buffer: how many messages of <buf>
+ * (<len> bytes) are NLMSG_ERROR, with the first nonzero error code (a
+ * negative errno) into <*err>, which is left as it was when all are 0.
+ * Pure (a fuzz target feeds it).
+ */
+size_t nftrules_acks(const void *buf, size_t len, int *err);
 
 #endif

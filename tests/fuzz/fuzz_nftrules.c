@@ -4,7 +4,8 @@
  * input as one message with the length given, then as a dump's receive
  * buffer walked by mnl_cb_run() (its whole messages only, see nl_whole()),
  * counted as rules and as set elements. A message never counts more
- * elements than its bytes could hold, nor more than one rule.
+ * elements than its bytes could hold, nor more than one rule. Then as
+ * the acknowledgements of an element deletion (nftrules_acks()).
  */
 #include <libmnl/libmnl.h>
 #include <stddef.h>
@@ -39,6 +40,7 @@ int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     void *buf;
+    int err;
 
     if (size > (size_t)MNL_SOCKET_BUFFER_SIZE)
         return 0; /* more than the receive buffer holds */
@@ -48,6 +50,12 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     memcpy(buf, data, size);
     check(buf, size);
     mnl_cb_run(buf, nl_whole(buf, size), 0, 0, on_msg, NULL);
+    /* The acknowledgements of a deletion: never more than the messages
+     * the bytes could hold, an error only from one of them. */
+    err = 0;
+    if (nftrules_acks(buf, size, &err) > size / MNL_NLMSG_HDRLEN
+        || (err != 0 && nftrules_acks(buf, size, &(int){0}) == 0))
+        abort();
     free(buf);
     return 0;
 }

@@ -156,7 +156,8 @@ apply_and_say(struct nft *n, unsigned long *seq)
         return -1;
     }
     nft_get_stats(n, &st);
-    say("applied %lu services=%zu", ++*seq, st.services);
+    say("applied %lu services=%zu lean=%llu", ++*seq, st.services,
+        (unsigned long long)st.lean);
     return 0;
 }
 
@@ -246,14 +247,14 @@ now_ms(void)
 }
 
 static int
-cmd_time(const char *path, const char *path2)
+cmd_time(const char *path, char **next, int nnext)
 {
     struct nftjson_doc doc;
     struct keys prev = {0};
     struct nft *n = NULL;
     struct err e;
     double t0;
-    int r, rc = 1;
+    int i, r, rc = 1;
 
     err_clear(&e);
     if (load(path, &doc, &e) < 0)
@@ -273,8 +274,10 @@ cmd_time(const char *path, const char *path2)
     if (r < 0)
         goto out;
     say("verify %.0f ms (%s)", now_ms() - t0, r ? "restored" : "intact");
-    if (path2 != NULL) {
-        if (load(path2, &doc, &e) < 0 || put_all(n, &doc, &prev, &e) < 0) {
+    for (i = 0; i < nnext; i++) {
+        struct nft_stats st;
+
+        if (load(next[i], &doc, &e) < 0 || put_all(n, &doc, &prev, &e) < 0) {
             nftjson_free(&doc);
             goto out;
         }
@@ -282,7 +285,9 @@ cmd_time(const char *path, const char *path2)
         t0 = now_ms();
         if (nft_apply(n, &e) < 0)
             goto out;
-        say("update %.0f ms", now_ms() - t0);
+        nft_get_stats(n, &st);
+        say("update %.1f ms lean=%llu", now_ms() - t0,
+            (unsigned long long)st.lean);
     }
     rc = 0;
 out:
@@ -307,8 +312,8 @@ main(int argc, char **argv)
         return cmd_run(argv[2], argc >= 4 ? atoi(argv[3]) : 500, 0);
     if (argc == 3 && strcmp(argv[1], "apply") == 0)
         return cmd_run(argv[2], 0, 1);
-    if ((argc == 3 || argc == 4) && strcmp(argv[1], "time") == 0)
-        return cmd_time(argv[2], argc == 4 ? argv[3] : NULL);
+    if (argc >= 3 && strcmp(argv[1], "time") == 0)
+        return cmd_time(argv[2], argv + 3, argc - 3);
     if (argc == 3 && strcmp(argv[1], "check") == 0) {
         if (load(argv[2], &doc, &e) < 0) {
             say("error: %s", e.msg);
@@ -338,7 +343,8 @@ main(int argc, char **argv)
             say("none");
         return r > 0 ? 3 : 0;
     }
-    fprintf(stderr, "usage: nftdrive run FILE [VERIFY_MS] | apply FILE | "
-                    "time FILE [FILE2] | check FILE | cleanup | kube-proxy\n");
+    fprintf(stderr,
+            "usage: nftdrive run FILE [VERIFY_MS] | apply FILE | "
+            "time FILE [FILE...] | check FILE | cleanup | kube-proxy\n");
     return 2;
 }
