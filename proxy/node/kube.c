@@ -41,6 +41,9 @@ struct kube {
     int refused;            /* the API server could not be trusted at
                              * start: the loop was stopped */
     struct skip_set *conflicts; /* API services the last merge left out */
+    struct skip_set *nft_refused; /* kernel services the engine refused,
+                                   * at the last feed (logged as they
+                                   * start being refused) */
     uint64_t n_conflicts;       /* ... counted as they start */
     struct skip_log skip_log;
     /* The kernel dataplane (node.dataplane nftables), else NULL; while
@@ -319,10 +322,12 @@ to_eps(const struct tbl_backend *be, size_t n, int checked,
 }
 
 /* Want <ks> in the kernel. A refusal (a frontend another Service holds,
- * a cap) is logged; the Service is then not served by the kernel.
- * Returns 0, or -1 when not put. */
+ * a cap, an endpoint the kernel cannot send to) goes into <refused>
+ * (NULL: a first try, said nowhere); the Service is then not served by
+ * the kernel. Returns 0, or -1 when not put. */
 static int
-nft_put_ksvc(struct kube *k, const struct tbl_ksvc *ks)
+nft_put_ksvc(struct kube *k, const struct tbl_ksvc *ks,
+             struct skip_set *refused)
 {
     struct nft_ep *eps = calloc(ks->ncluster_eps + ks->nlocal_eps + 1,
                                 sizeof(*eps));
@@ -366,7 +371,8 @@ nft_put_ksvc(struct kube *k, const struct tbl_ksvc *ks)
     if (n < 0) {
         struct skip_note note = {SKIP_KIND_SERVICE, SKIP_CONFLICT, ks->name,
                                  e.msg};
-        skip_log(&k->skip_log, ev_now(k->loop), "nftables", &note);
+        if (refused != NULL && skip_set_add(refused, &note) < 0)
+            skip_log(&k->skip_log, ev_now(k->loop), "nftables", &note);
         /* Not served: take out what an earlier version left wanted. */
         (void)nft_svc_del(k->nft, ks->name, s.proto);
     }
@@ -530,19 +536,34 @@ kube_on_health_change(void *arg)
         ev_timer_start(k->loop, &k->khealth);
 }
 
+/* A kernel service the engine starts refusing: said once, while it
+ * stays refused for the same reason. */
+static void
+kube_on_nft_refused(void *arg, const struct skip_note *n)
+{
+    struct kube *k = arg;
+
+    skip_log(&k->skip_log, ev_now(k->loop), "nftables", n);
+}
+
 static void
 kube_on_khealth(struct ev_loop *loop, struct ev_timer *t, int rev)
 {
     struct kube *k = t->data;
+    struct skip_set *said;
     size_t i;
 
     (void)loop;
     (void)rev;
     if (k->nft == NULL || k->kfed == NULL)
         return;
+    said = skip_set_new();
     for (i = 0; i < k->kfed->nksvcs; i++)
         if (k->kfed->ksvcs[i].check.type != TBL_CHECK_NONE)
-            nft_put_ksvc(k, &k->kfed->ksvcs[i]);
+            nft_put_ksvc(k, &k->kfed->ksvcs[i], said);
+    if (said != NULL)
+        skip_set_each_new(said, k->nft_refused, kube_on_nft_refused, k);
+    skip_set_free(said);
     kube_nft_commit(k);
 }
 
@@ -568,6 +589,7 @@ kube_feed_nft(struct kube *k, struct table *api)
     struct smap idx = {0};
     char key[TBL_NAME_MAX + 16];
     size_t i, nrefused = 0, *refused = NULL;
+    struct skip_set *said = skip_set_new();
 
     for (i = 0; i < api->nksvcs; i++) {
         const struct tbl_ksvc *ks = &api->ksvcs[i];
@@ -579,7 +601,7 @@ kube_feed_nft(struct kube *k, struct table *api)
         old = (uintptr_t)smap_get(&k->kidx, key);
         if (old != 0 && tbl_ksvc_equal(&k->kfed->ksvcs[old - 1], ks))
             continue;
-        if (nft_put_ksvc(k, ks) == 0)
+        if (nft_put_ksvc(k, ks, NULL) == 0)
             continue;
         /* Refused (an address another Service holds): tried again once
          * the Services gone are deleted, and not counted as fed, so
@@ -598,13 +620,18 @@ kube_feed_nft(struct kube *k, struct table *api)
     }
     for (i = 0; i < nrefused; i++) {
         const struct tbl_ksvc *ks = &api->ksvcs[refused[i]];
-        if (nft_put_ksvc(k, ks) < 0)
+        if (nft_put_ksvc(k, ks, said) < 0)
             continue;
         ksvc_key(ks, key, sizeof(key));
         if (smap_put(&idx, key, (void *)(uintptr_t)(refused[i] + 1)) < 0)
             goto oom;
     }
     free(refused);
+    if (said != NULL) {
+        skip_set_each_new(said, k->nft_refused, kube_on_nft_refused, k);
+        skip_set_free(k->nft_refused);
+        k->nft_refused = said;
+    }
     smap_deinit(&k->kidx);
     k->kidx = idx;
     table_unref(k->kfed);
@@ -616,6 +643,7 @@ oom:
     /* Feed everything again next time, from scratch. */
     log_error("nftables: out of memory; the kernel keeps the last table");
     free(refused);
+    skip_set_free(said);
     smap_deinit(&idx);
     smap_deinit(&k->kidx);
     table_unref(k->kfed);
@@ -1154,6 +1182,7 @@ kube_free(struct kube *k)
     table_unref(k->statics);
     table_unref(k->api);
     skip_set_free(k->conflicts);
+    skip_set_free(k->nft_refused);
     free(k->nodeport);
     free(k);
 }
