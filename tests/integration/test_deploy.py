@@ -302,6 +302,13 @@ def test_daemonset_runs_like_a_node_proxy(ds, container, cm, conf):
     res = container["resources"]
     for part in ("requests", "limits"):
         assert {"cpu", "memory"} <= set(res[part]), f"resources.{part}"
+    # README says what the DaemonSet asks for and is limited to.
+    readme = " ".join((REPO / "README.md").read_text().split())
+    m = re.search(r"The DaemonSet asks for (\d+) (Mi|Gi) and is limited to "
+                  r"(\d+) (Mi|Gi)", readme)
+    assert m, "README: the DaemonSet's memory request and limit"
+    assert res["requests"]["memory"] == m.group(1) + m.group(2)
+    assert res["limits"]["memory"] == m.group(3) + m.group(4)
 
     # SIGTERM drains for drain_timeout; the kubelet must wait longer.
     drain = conf.get("drain_timeout", "30s")
