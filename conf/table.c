@@ -658,6 +658,56 @@ table_add_service(struct table *t, const struct tbl_service *svc,
     return 0;
 }
 
+/* <*dst> becomes a copy of <src> (NULL: none). Returns -1 when out of
+ * memory, <*dst> unchanged. */
+static int
+index_clone(struct tbl_index **dst, const struct tbl_index *src)
+{
+    struct tbl_index *ix;
+
+    if (src == NULL || src->cap == 0)
+        return 0;
+    if ((ix = calloc(1, sizeof(*ix))) == NULL
+        || (ix->v = malloc(src->cap * sizeof(*ix->v))) == NULL) {
+        free(ix);
+        return -1;
+    }
+    memcpy(ix->v, src->v, src->cap * sizeof(*ix->v));
+    ix->cap = src->cap;
+    ix->n = src->n;
+    index_free(dst);
+    *dst = ix;
+    return 0;
+}
+
+int
+table_add_services_of(struct table *t, const struct table *src,
+                      struct err *e)
+{
+    size_t i;
+
+    if (t->frozen)
+        return err_set(e, "table is frozen");
+    if (t->nservices != 0 || t->nlisteners != 0)
+        return err_set(e, "table is not empty");
+    if (table_reserve(t, src->nservices) < 0
+        || index_clone(&t->by_name, src->by_name) < 0
+        || index_clone(&t->by_frontend, src->by_frontend) < 0)
+        return err_set(e, "out of memory");
+    for (i = 0; i < src->nservices; i++) {
+        if (tbl_service_hold(&t->services[i], &src->services[i]) < 0) {
+            /* The indexes name services not there: empty the table. */
+            while (i-- > 0)
+                tbl_service_release(&t->services[i]);
+            index_free(&t->by_name);
+            index_free(&t->by_frontend);
+            return err_set(e, "out of memory");
+        }
+    }
+    t->nservices = src->nservices;
+    return 0;
+}
+
 int
 table_add_listener(struct table *t, const struct tbl_listener *l,
                    struct err *e)

@@ -398,6 +398,15 @@ void table_freeze(struct table *t, uint64_t generation);
  * known grows once. Returns -1 when out of memory (nothing changed). */
 int table_reserve(struct table *t, size_t nservices);
 
+/* Every service of <src> (frozen) into <t>, which has no service and no
+ * listener yet: the same services in the same order, sharing their
+ * arrays, and <src>'s indexes copied whole instead of rebuilt; a merge
+ * with nothing else to add is a copy (kube.c). The services checked
+ * against each other when they entered <src>. Returns 0, or -1 with <e>
+ * filled and <t> still empty. */
+int table_add_services_of(struct table *t, const struct table *src,
+                          struct err *e);
+
 /* Take and drop references. table_unref(NULL) does nothing. Both are
  * thread-safe. */
 struct table *table_ref(struct table *t);

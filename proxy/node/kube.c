@@ -136,6 +136,24 @@ is_oom(const struct err *e)
     return strcmp(e->msg, "out of memory") == 0;
 }
 
+/* With <want_vips>, the addresses of <s> that are to be local. A
+ * redirected service's connections come through the kernel: its
+ * addresses stay off the node. Returns -1 only when memory runs out. */
+static int
+add_vips(struct table *t, const struct tbl_service *s,
+         const struct saddr *nodeport, size_t n_nodeport, int want_vips,
+         struct err *e)
+{
+    size_t j;
+
+    for (j = 0; want_vips && s->reach != TBL_REACH_REDIRECT && j < s->nfrontends;
+         j++)
+        if (!is_nodeport_addr(nodeport, n_nodeport, &s->frontends[j])
+            && table_add_vip(t, &s->frontends[j], e) < 0)
+            return err_set(e, "out of memory");
+    return 0;
+}
+
 /* Add one API service to <t>, or note why not. Returns -1 only when
  * memory runs out. */
 static int
@@ -144,7 +162,6 @@ merge_api(struct table *t, const struct tbl_service *s,
           struct skip_set *refused, struct err *e)
 {
     struct skip_note n;
-    size_t j;
 
     err_clear(e);
     if (table_add_service(t, s, e) < 0) {
@@ -159,14 +176,7 @@ merge_api(struct table *t, const struct tbl_service *s,
         err_clear(e);
         return 0;
     }
-    /* A redirected service's connections come through the kernel: its
-     * addresses stay off the node. */
-    for (j = 0; want_vips && s->reach != TBL_REACH_REDIRECT && j < s->nfrontends;
-         j++)
-        if (!is_nodeport_addr(nodeport, n_nodeport, &s->frontends[j])
-            && table_add_vip(t, &s->frontends[j], e) < 0)
-            return err_set(e, "out of memory");
-    return 0;
+    return add_vips(t, s, nodeport, n_nodeport, want_vips, e);
 }
 
 struct table *
@@ -186,6 +196,20 @@ kube_merge(const struct table *statics, const struct table *api,
         err_set(e, "out of memory");
         return NULL;
     }
+    /* Nothing but the API's services: their table, copied whole (the
+     * translator let none of them conflict with another). */
+    if ((statics == NULL
+         || (statics->nservices == 0 && statics->nlisteners == 0))
+        && dispatch == NULL && api != NULL) {
+        if (table_add_services_of(t, api, e) < 0)
+            goto fail;
+        for (i = 0; i < api->nservices; i++)
+            if (add_vips(t, &api->services[i], nodeport, n_nodeport,
+                         want_vips, e)
+                < 0)
+                goto fail;
+        goto done;
+    }
     /* The file's table was built by the same rules: only memory fails. */
     for (i = 0; statics != NULL && i < statics->nlisteners; i++)
         if (table_add_listener(t, &statics->listeners[i], e) < 0)
@@ -201,6 +225,7 @@ kube_merge(const struct table *statics, const struct table *api,
                       refused, e)
             < 0)
             goto fail;
+done:
     /* Status pages list the kernel's services beside the proxy's. */
     if (dispatch != NULL && api != NULL && api->nksvcs > 0)
         t->kernel = table_ref((struct table *)api);

@@ -173,6 +173,59 @@ test_api_only_and_vips(void **state)
     table_unref(api);
 }
 
+/* Nothing but the API's services: the merge copies the API table whole
+ * (table_add_services_of()). Every service is found again by name and
+ * by each frontend, shares its arrays with the API's, and the merged
+ * table takes more services as any other does. */
+static void
+test_api_only_is_a_copy(void **state)
+{
+    struct table *api = mk("shop/web:http=198.18.0.10:80,198.18.5.5:80;"
+                           "shop/db:pg=198.18.0.11:5432,198.18.0.10:5432;"
+                           "shop/q:amqp=198.18.0.12:5672",
+                           9),
+                 *t, *st;
+    struct err e;
+    size_t i, j;
+
+    (void)state;
+    t = merge(NULL, api, 1, 10, NULL);
+    assert_int_equal(t->nservices, api->nservices);
+    for (i = 0; i < api->nservices; i++) {
+        const struct tbl_service *a = &api->services[i];
+        const struct tbl_service *m = table_find(t, a->name);
+        assert_ptr_equal(m, &t->services[i]);
+        assert_ptr_equal(m->arrays, a->arrays);
+        assert_true(tbl_service_equal(m, a));
+        for (j = 0; j < a->nfrontends; j++)
+            assert_ptr_equal(table_find_frontend(t, &a->frontends[j]), m);
+    }
+    assert_null(table_find(t, "shop/none:x"));
+    assert_string_equal(vips(t), "198.18.0.10,198.18.5.5,198.18.0.11,"
+                                 "198.18.0.12");
+    table_unref(t);
+    /* Into a table that is not empty, it refuses. */
+    st = mk("a/b:c=127.0.0.1:8080", 1);
+    t = table_new();
+    assert_non_null(t);
+    err_clear(&e);
+    assert_int_equal(table_add_service(t, &st->services[0], &e), 0);
+    assert_int_equal(table_add_services_of(t, api, &e), -1);
+    table_unref(t);
+    /* A copy takes a service more, and refuses a clash, as a table
+     * built one service at a time does. */
+    t = table_new();
+    assert_non_null(t);
+    assert_int_equal(table_add_services_of(t, api, &e), 0);
+    assert_int_equal(table_add_service(t, &st->services[0], &e), 0);
+    assert_ptr_equal(table_find(t, "a/b:c"), &t->services[3]);
+    assert_int_equal(table_add_service(t, &api->services[1], &e), -1);
+    assert_int_equal(t->nservices, 4);
+    table_unref(t);
+    table_unref(st);
+    table_unref(api);
+}
+
 static void
 test_name_clash_file_wins(void **state)
 {
@@ -313,6 +366,7 @@ main(void)
         cmocka_unit_test(test_both_empty),
         cmocka_unit_test(test_statics_only),
         cmocka_unit_test(test_api_only_and_vips),
+        cmocka_unit_test(test_api_only_is_a_copy),
         cmocka_unit_test(test_name_clash_file_wins),
         cmocka_unit_test(test_address_overlap),
         cmocka_unit_test(test_order_and_generation),
