@@ -74,7 +74,12 @@ struct kcache {
     int namespaced;
     char rv[KCACHE_RV_MAX];
     uint64_t changes;
+    uint64_t members; /* decoded kinds: kcache_members() */
 };
+
+/* The source of kcache_members() values: process-wide, so that no two
+ * sets of entries of any caches share one. */
+static uint64_t member_seq;
 
 static const char *const ev_names[] = {
     [KCACHE_EV_ADDED] = "ADDED",     [KCACHE_EV_MODIFIED] = "MODIFIED",
@@ -103,6 +108,7 @@ kcache_new(const char *kind, int namespaced)
     }
     snprintf(c->kind, sizeof(c->kind), "%s", kind ? kind : "");
     c->namespaced = namespaced;
+    c->members = ++member_seq;
     for (i = 0; i < sizeof(codecs) / sizeof(codecs[0]); i++)
         if (strcmp(c->kind, codecs[i].kind) == 0)
             c->codec = &codecs[i];
@@ -231,6 +237,18 @@ kcache_next(const struct kcache *c, struct kcache_iter *it, const char **key)
     return e->obj;
 }
 
+uint64_t
+kcache_members(const struct kcache *c)
+{
+    return c->members;
+}
+
+const void *
+kcache_ent_obj(const void *ent)
+{
+    return ((const struct kent *)ent)->obj;
+}
+
 const json_t *
 kcache_map(const struct kcache *c)
 {
@@ -354,6 +372,7 @@ put_decoded(struct kcache *c, const char *key, json_t *obj, struct err *e)
     }
     n->obj = d;
     n->hash = h;
+    c->members = ++member_seq;
     strcpy(n->key, key);
     pp = &c->b[h & (c->nb - 1)];
     n->next = *pp;
@@ -410,6 +429,7 @@ del_decoded(struct kcache *c, const char *key)
     *pp = n->next;
     c->codec->free(n->obj);
     free(n);
+    c->members = ++member_seq;
     c->n--;
     c->changes++;
     return 1;
@@ -461,6 +481,8 @@ replace_decoded(struct kcache *dst, struct kcache *src)
         }
     }
     ents_clear(dst);
+    dst->members = ++member_seq;
+    src->members = ++member_seq;
     b = dst->b, nb = dst->nb;
     dst->b = src->b, dst->nb = src->nb, dst->n = src->n;
     src->b = b, src->nb = nb, src->n = 0;

@@ -96,6 +96,15 @@ const void *kcache_next(const struct kcache *c, struct kcache_iter *it,
 /* Counter bumped by every change to the objects (not by RV updates). */
 uint64_t kcache_changes(const struct kcache *c);
 
+/* Decoded kinds: a value that changes whenever an entry is added or
+ * removed (an object modified in place keeps its entry), and differs
+ * between any two caches. While it stays, the entries kcache_next()
+ * walked (kcache_iter.ent) and their keys stay valid. */
+uint64_t kcache_members(const struct kcache *c);
+
+/* The object of entry <ent> (a kcache_iter.ent) now. */
+const void *kcache_ent_obj(const void *ent);
+
 /* Last RV seen ("" before the first list). */
 const char *kcache_rv(const struct kcache *c);
 void kcache_set_rv(struct kcache *c, const char *rv);

@@ -1511,11 +1511,22 @@ struct memo_opts {
     int has_policy, edge, kernel;
 };
 
+/* The Services' keys in order, with their cache entries, kept while no
+ * Service is added or removed (kcache_members()): a change to one then
+ * sorts nothing. */
+struct sorted_ent {
+    const char *key;
+    const void *ent; /* a kcache_iter.ent */
+};
+
 struct translate_memo {
     struct memo_ent *map;
     uint64_t build;
     int has_opts;
     struct memo_opts opts;
+    struct sorted_ent *sorted;
+    size_t nsorted;
+    uint64_t sorted_members; /* kcache_members() they were taken at */
 };
 
 static void
@@ -1564,6 +1575,7 @@ translate_memo_free(struct translate_memo *m)
         return;
     memo_flush(m);
     memo_opts_clear(&m->opts);
+    free(m->sorted);
     free(m);
 }
 
@@ -1613,6 +1625,48 @@ dup_addrs(const struct saddr *v, size_t n, int *oom)
     else if (n > 0)
         memcpy(c, v, n * sizeof(*c));
     return c;
+}
+
+static int
+sorted_ent_cmp(const void *a, const void *b)
+{
+    return strcmp(((const struct sorted_ent *)a)->key,
+                  ((const struct sorted_ent *)b)->key);
+}
+
+/* sorted_services() through <m>: the order of the last build is taken
+ * again while the set of Services is the same, each entry read for its
+ * object now. */
+static struct keyed *
+sorted_memo(struct translate_memo *m, const struct kcache *c, size_t *n)
+{
+    struct keyed *v = malloc((kcache_size(c) + 1) * sizeof(*v));
+    struct kcache_iter it = {0, NULL};
+    size_t i;
+
+    *n = 0;
+    if (v == NULL)
+        return NULL;
+    if (m->sorted == NULL || m->sorted_members != kcache_members(c)
+        || m->nsorted != kcache_size(c)) {
+        free(m->sorted);
+        m->nsorted = 0;
+        m->sorted = malloc((kcache_size(c) + 1) * sizeof(*m->sorted));
+        if (m->sorted == NULL) {
+            free(v);
+            return NULL;
+        }
+        while (kcache_next(c, &it, &m->sorted[m->nsorted].key) != NULL)
+            m->sorted[m->nsorted++].ent = it.ent;
+        qsort(m->sorted, m->nsorted, sizeof(*m->sorted), sorted_ent_cmp);
+        m->sorted_members = kcache_members(c);
+    }
+    for (i = 0; i < m->nsorted; i++) {
+        v[i].key = m->sorted[i].key;
+        v[i].svc = kcache_ent_obj(m->sorted[i].ent);
+    }
+    *n = m->nsorted;
+    return v;
 }
 
 /* Start a build with <o>: when anything but the objects changed since
@@ -1852,7 +1906,8 @@ translate_build(const struct kcache *services, const struct kcache *slices,
         memset(o->stats, 0, sizeof(*o->stats));
     if (o->memo != NULL && memo_begin(o->memo, o) < 0)
         return err_set(e, "out of memory");
-    keys = sorted_services(services, &n);
+    keys = o->memo != NULL ? sorted_memo(o->memo, services, &n)
+                           : sorted_services(services, &n);
     if (index_slices(slices, o, &idx) < 0 || keys == NULL) {
         free(idx.v);
         free(keys);
