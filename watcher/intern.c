@@ -102,6 +102,16 @@ intern_str(const char *s)
 }
 
 const char *
+intern_str_oom(const char *s, int *oom)
+{
+    const char *r = intern_str(s);
+
+    if (s != NULL && r == NULL)
+        *oom = 1;
+    return r;
+}
+
+const char *
 intern_ref(const char *s)
 {
     if (s == NULL)

@@ -23,6 +23,9 @@ const char *intern_get(const char *s, size_t len);
 /* intern_get() of a NUL-terminated string; NULL for NULL. */
 const char *intern_str(const char *s);
 
+/* intern_str(), setting *<oom> when memory runs out (<s> not NULL). */
+const char *intern_str_oom(const char *s, int *oom);
+
 /* One more reference to <s>, an interned string (or NULL). Returns <s>. */
 const char *intern_ref(const char *s);
 

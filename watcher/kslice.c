@@ -150,17 +150,6 @@ put_chars(char **c, const char *s)
     return out;
 }
 
-/* Intern <s>; *<oom> set when memory runs out (<s> not NULL). */
-static const char *
-in(const char *s, int *oom)
-{
-    const char *r = intern_str(s);
-
-    if (s != NULL && r == NULL)
-        *oom = 1;
-    return r;
-}
-
 static void
 fill_port(struct kslice_port *p, const json_t *j, int *oom)
 {
@@ -173,8 +162,8 @@ fill_port(struct kslice_port *p, const json_t *j, int *oom)
         proto = "TCP";
     else
         proto = json_is_string(v) ? json_string_value(v) : "";
-    p->name = in(name ? name : "", oom);
-    p->proto = in(proto, oom);
+    p->name = intern_str_oom(name ? name : "", oom);
+    p->proto = intern_str_oom(proto, oom);
     p->port = port > 0 && port <= 65535 ? (uint16_t)port : 0;
 }
 
@@ -191,7 +180,7 @@ fill_hints(struct kslice_hints *h, const json_t *hints, int *oom)
     for (f = 0; f < 2; f++) {
         json_array_foreach(json_object_get(hints, fields[f]), i, e)
         {
-            h->names[n++] = in(jstr(e, "name"), oom);
+            h->names[n++] = intern_str_oom(jstr(e, "name"), oom);
         }
     }
 }
@@ -214,8 +203,8 @@ fill_ep(struct kslice_ep *n, const json_t *ep, const struct saddr *a, int *oom)
     n->cond |= (json_is_boolean(v) ? json_is_true(v) : 1) ? KSLICE_SERVING : 0;
     v = json_object_get(c, "terminating");
     n->cond |= (json_is_boolean(v) && json_is_true(v)) ? KSLICE_TERMINATING : 0;
-    n->node = in(jstr(ep, "nodeName"), oom);
-    n->zone = in(jstr(ep, "zone"), oom);
+    n->node = intern_str_oom(jstr(ep, "nodeName"), oom);
+    n->zone = intern_str_oom(jstr(ep, "zone"), oom);
 }
 
 /* Fill the endpoints, hints, notes and their characters. */
@@ -286,9 +275,9 @@ kslice_decode(const json_t *obj)
     s->notes =
         (struct kslice_note *)(void *)((char *)s->eps + eps_sz + hints_sz);
     chars = (char *)s->notes + notes_sz;
-    s->ns = in(jstr(md, "namespace"), &oom);
+    s->ns = intern_str_oom(jstr(md, "namespace"), &oom);
     s->name = put_chars(&chars, meta_name(obj));
-    s->service = in(svc, &oom);
+    s->service = intern_str_oom(svc, &oom);
     s->skip = skip;
     s->skip_why = why;
     s->stamp = atomic_fetch_add_explicit(&stamps, 1, memory_order_relaxed) + 1;

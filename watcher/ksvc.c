@@ -136,17 +136,6 @@ fill_strs(struct ksvc_strs *out, const json_t *a, const char **v, char **c)
     }
 }
 
-/* Intern <s>; *<oom> set when memory runs out. */
-static const char *
-in(const char *s, int *oom)
-{
-    const char *r = intern_str(s);
-
-    if (s != NULL && r == NULL)
-        *oom = 1;
-    return r;
-}
-
 static void
 fill_port(struct ksvc_port *p, const json_t *sp, int *oom)
 {
@@ -158,8 +147,8 @@ fill_port(struct ksvc_port *p, const json_t *sp, int *oom)
         proto = "TCP";
     else
         proto = json_is_string(v) ? json_string_value(v) : "";
-    p->name = in(name != NULL ? name : "", oom);
-    p->proto = in(proto, oom);
+    p->name = intern_str_oom(name != NULL ? name : "", oom);
+    p->proto = intern_str_oom(proto, oom);
     v = json_object_get(sp, "port");
     p->port_is_int = json_is_integer(v);
     p->port = json_integer_value(v);
@@ -222,7 +211,7 @@ ksvc_decode(const json_t *obj)
     ports = (struct ksvc_port *)(void *)((char *)ing + ing_sz);
     chars = (char *)ports + ports_sz;
     s->stamp = atomic_fetch_add_explicit(&stamps, 1, memory_order_relaxed) + 1;
-    s->ns = in(jstr(j.md, "namespace"), &oom);
+    s->ns = intern_str_oom(jstr(j.md, "namespace"), &oom);
     s->name = put_chars(&chars, jstr(j.md, "name"));
     if (s->name == NULL)
         s->name = ""; /* kcache refuses such objects */

@@ -200,18 +200,6 @@ plan_lower(const struct apply_plan *pl, const struct saddr *a)
 
 /* ---- commit: listeners follow the plan (on the worker's own loop) ------ */
 
-void
-apply_order_forget(struct worker *w)
-{
-    free(w->lorder);
-    free(w->laddrs);
-    free(w->lsvcs);
-    w->lorder = NULL;
-    w->laddrs = NULL;
-    w->lsvcs = NULL;
-    w->nlorder = 0;
-}
-
 /* Room for the order of <n> listeners; out of memory, the order stays
  * unknown (the next plan takes the full path). */
 static void
@@ -223,7 +211,7 @@ order_room(struct worker *w, size_t n)
     w->laddrs = malloc(n * sizeof(*w->laddrs));
     w->lsvcs = malloc(n * sizeof(*w->lsvcs));
     if (w->lorder == NULL || w->laddrs == NULL || w->lsvcs == NULL)
-        apply_order_forget(w);
+        worker_forget_order(w);
     else
         w->nlorder = n;
 }
@@ -271,14 +259,14 @@ claim_listeners(struct worker *w, struct apply_plan *pl)
     struct listener *l;
     size_t i;
 
-    apply_order_forget(w);
+    worker_forget_order(w);
     order_room(w, pl->addrs.n);
     for (i = 0; i < pl->addrs.n; i++) {
         struct svc *s = pl->lsvc[i];
         /* None only if a thread failed to commit an earlier plan (out of
          * memory) and lost what it opened: the next table opens it. */
         if ((l = claim_one(pl, &pl->addrs.v[i])) == NULL) {
-            apply_order_forget(w);
+            worker_forget_order(w);
             continue;
         }
         order_note(w, i, l, &pl->addrs.v[i], s);

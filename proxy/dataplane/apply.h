@@ -89,9 +89,6 @@ int apply_table(struct proxy *p, struct table *t, enum proxy_apply_mode mode,
  */
 int apply_plan_commit(struct worker *w, struct apply_plan *pl);
 
-/* <w>'s listeners were closed or changed outside a plan: the next plan
- * takes the full path. Owner's loop, or once the worker has stopped. */
-void apply_order_forget(struct worker *w);
 
 /*
  * <older> was posted to a worker that never took it: <pl>, which

@@ -145,18 +145,24 @@ free_list(void **head, size_t *n)
 }
 
 void
-worker_deinit(struct worker *w)
+worker_forget_order(struct worker *w)
 {
-    ev_timer_stop(w->loop, &w->accept_resume);
-    drain_worker_deinit(w);
-    listener_dispatch_clear(w);
-    free(w->lorder); /* apply.c's order of its listeners */
+    free(w->lorder);
     free(w->laddrs);
     free(w->lsvcs);
     w->lorder = NULL;
     w->laddrs = NULL;
     w->lsvcs = NULL;
     w->nlorder = 0;
+}
+
+void
+worker_deinit(struct worker *w)
+{
+    ev_timer_stop(w->loop, &w->accept_resume);
+    drain_worker_deinit(w);
+    listener_dispatch_clear(w);
+    worker_forget_order(w);
     udp_worker_free(w);
     free_list(&w->free_bufs, &w->nfree_bufs);
     free_list(&w->free_conns, &w->nfree_conns);

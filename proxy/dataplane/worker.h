@@ -154,6 +154,11 @@ worker_next_id(struct worker *w)
 size_t worker_pipe_fds(void);
 void worker_deinit(struct worker *w);
 
+/* Forget the order of <w>'s listeners (apply.c): they were closed or
+ * changed outside a plan, and the next plan takes the full path. Owner's
+ * loop, or once the worker has stopped. */
+void worker_forget_order(struct worker *w);
+
 /* Relay buffers (WORKER_BUF_SIZE bytes). worker_buf_get() returns NULL
  * when out of memory. */
 char *worker_buf_get(struct worker *w);

@@ -37,7 +37,7 @@ static void
 take_stop(struct ev_loop *loop, struct wthread *t)
 {
     listener_free_list(&t->w.listeners);
-    apply_order_forget(&t->w);
+    worker_forget_order(&t->w);
     t->w.on_idle = NULL;
     conn_close_all(&t->w);
     ev_async_stop(loop, &t->wake);
@@ -65,7 +65,7 @@ take_drain(struct wthread *t, int handed)
             listener_stop(l);
     else
         listener_free_list(&t->w.listeners);
-    apply_order_forget(&t->w);
+    worker_forget_order(&t->w);
     t->w.on_idle = wthread_on_idle;
     if (worker_nconns(&t->w) == 0)
         wthread_on_idle(&t->w);
