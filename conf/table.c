@@ -271,7 +271,7 @@ names_size(const struct tbl_backend *be, size_t n)
     size_t i, sum = 0;
 
     for (i = 0; i < n; i++)
-        sum += strnlen(be[i].name, TBL_NAME_MAX - 1) + 1;
+        sum += strnlen(be[i].name ? be[i].name : "", TBL_NAME_MAX - 1) + 1;
     return sum;
 }
 
@@ -283,8 +283,9 @@ names_copy(struct tbl_backend *be, size_t n, char *to)
     size_t i, len;
 
     for (i = 0; i < n; i++) {
-        len = strnlen(be[i].name, TBL_NAME_MAX - 1);
-        memcpy(to, be[i].name, len);
+        const char *name = be[i].name ? be[i].name : ""; /* lent none */
+        len = strnlen(name, TBL_NAME_MAX - 1);
+        memcpy(to, name, len);
         to[len] = '\0';
         be[i].name = to;
         to += len + 1;
