@@ -8,6 +8,7 @@
 #include <sys/socket.h>
 
 #include "intern.h"
+#include "jget.h"
 
 /* The last stamp given (struct kslice). */
 static atomic_uint_fast64_t stamps;
@@ -21,18 +22,6 @@ struct plan {
 /* Every piece of the block is a multiple of 8 bytes, so each starts
  * aligned for pointers. */
 #define ALIGN8(n) (((n) + 7) & ~(size_t)7)
-
-static const char *
-jstr(const json_t *o, const char *k)
-{
-    return json_string_value(json_object_get(o, k));
-}
-
-static int
-str_eq(const char *a, const char *b)
-{
-    return a != NULL && b != NULL && strcmp(a, b) == 0;
-}
 
 /* metadata.name, "" when missing (kcache refuses such objects). */
 static const char *

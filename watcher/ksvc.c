@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "intern.h"
+#include "jget.h"
 #include "translate.h"
 
 const char *const ksvc_ann_names[KSVC_ANN__COUNT] = {
@@ -33,18 +34,6 @@ struct src {
     const json_t *md, *labels, *ann, *spec, *ingress;
     const json_t *cluster_ips, *external_ips, *source_ranges, *ports;
 };
-
-static const char *
-jstr(const json_t *o, const char *k)
-{
-    return json_string_value(json_object_get(o, k));
-}
-
-static int
-str_eq(const char *a, const char *b)
-{
-    return a != NULL && b != NULL && strcmp(a, b) == 0;
-}
 
 static size_t
 chars_of(const char *s)

@@ -9,6 +9,7 @@
 
 #include <uthash.h>
 
+#include "jget.h"
 #include "kslice.h"
 #include "ksvc.h"
 
@@ -63,23 +64,11 @@ struct svcctx {
 enum topo_mode { TOPO_NONE = 0, TOPO_NODE, TOPO_ZONE };
 
 static const char *
-jstr(const json_t *o, const char *k)
-{
-    return json_string_value(json_object_get(o, k));
-}
-
-static const char *
 label(const json_t *obj, const char *k)
 {
     const json_t *l =
         json_object_get(json_object_get(obj, "metadata"), "labels");
     return jstr(l, k);
-}
-
-static int
-str_eq(const char *a, const char *b)
-{
-    return a != NULL && b != NULL && strcmp(a, b) == 0;
 }
 
 /* Note that object <ns>/<name> of <kind> (or a field of it) is not

@@ -113,28 +113,40 @@ dump_one(struct mnl_socket *nl, char *buf, uint32_t seq, unsigned portid,
     }
 }
 
+/* A bound nf_tables netlink socket whose reads give up after
+ * DUMP_TIMEOUT_S, or NULL with <e> filled. */
+static struct mnl_socket *
+nl_open(struct err *e)
+{
+    struct timeval tv = {.tv_sec = DUMP_TIMEOUT_S};
+    struct mnl_socket *nl = mnl_socket_open(NETLINK_NETFILTER);
+
+    if (nl == NULL
+        || mnl_socket_bind(nl, 0, MNL_SOCKET_AUTOPID) < 0
+        || setsockopt(mnl_socket_get_fd(nl), SOL_SOCKET, SO_RCVTIMEO, &tv,
+                      sizeof(tv))
+               < 0) {
+        err_set(e, "nf_tables netlink socket: %s", strerror(errno));
+        if (nl != NULL)
+            mnl_socket_close(nl);
+        return NULL;
+    }
+    return nl;
+}
+
 static int
 count_all(const char *const *names, size_t n, int elems, size_t *counts,
           struct err *e)
 {
-    struct timeval tv = {.tv_sec = DUMP_TIMEOUT_S};
-    struct mnl_socket *nl;
+    struct mnl_socket *nl = NULL;
     char *buf = malloc(DUMP_BUF);
     uint32_t seq = (uint32_t)time(NULL);
     unsigned portid;
     size_t i;
     int rc = 0;
 
-    nl = mnl_socket_open(NETLINK_NETFILTER);
-    if (buf == NULL || nl == NULL) {
-        rc = err_set(e, "nf_tables netlink socket: %s", strerror(errno));
-        goto out;
-    }
-    if (mnl_socket_bind(nl, 0, MNL_SOCKET_AUTOPID) < 0
-        || setsockopt(mnl_socket_get_fd(nl), SOL_SOCKET, SO_RCVTIMEO, &tv,
-                      sizeof(tv))
-               < 0) {
-        rc = err_set(e, "nf_tables netlink socket: %s", strerror(errno));
+    if (buf == NULL || (nl = nl_open(e)) == NULL) {
+        rc = buf == NULL ? err_set(e, "out of memory") : -1;
         goto out;
     }
     portid = mnl_socket_get_portid(nl);
@@ -264,7 +276,6 @@ del_batch(struct mnl_socket *nl, char *buf, uint32_t *seq,
 int
 nftrules_delete_elems(const struct nftrules_elem *v, size_t n, struct err *e)
 {
-    struct timeval tv = {.tv_sec = DUMP_TIMEOUT_S};
     struct mnl_socket *nl = NULL;
     char *buf = NULL;
     uint32_t seq = (uint32_t)time(NULL);
@@ -280,16 +291,8 @@ nftrules_delete_elems(const struct nftrules_elem *v, size_t n, struct err *e)
     buf = malloc(DEL_BUF > (size_t)MNL_SOCKET_BUFFER_SIZE
                      ? DEL_BUF
                      : (size_t)MNL_SOCKET_BUFFER_SIZE);
-    nl = mnl_socket_open(NETLINK_NETFILTER);
-    if (buf == NULL || nl == NULL) {
-        rc = err_set(e, "nf_tables netlink socket: %s", strerror(errno));
-        goto out;
-    }
-    if (mnl_socket_bind(nl, 0, MNL_SOCKET_AUTOPID) < 0
-        || setsockopt(mnl_socket_get_fd(nl), SOL_SOCKET, SO_RCVTIMEO, &tv,
-                      sizeof(tv))
-               < 0) {
-        rc = err_set(e, "nf_tables netlink socket: %s", strerror(errno));
+    if (buf == NULL || (nl = nl_open(e)) == NULL) {
+        rc = buf == NULL ? err_set(e, "out of memory") : -1;
         goto out;
     }
     /* Room for a whole batch where the default is smaller (best effort:

@@ -13,31 +13,7 @@
 #include "intern.h"
 #include "kcache.h"
 #include "ksvc.h"
-
-/* <sq> with ' turned into ", in a static buffer. */
-static const char *
-dq(const char *sq)
-{
-    static char buf[4096];
-    size_t i;
-
-    assert_true(strlen(sq) < sizeof(buf));
-    for (i = 0; sq[i] != '\0'; i++)
-        buf[i] = sq[i] == '\'' ? '"' : sq[i];
-    buf[i] = '\0';
-    return buf;
-}
-
-static json_t *
-obj(const char *sq)
-{
-    json_error_t je;
-    json_t *o = json_loads(dq(sq), 0, &je);
-
-    if (o == NULL)
-        fail_msg("fixture: %s: %s", je.text, sq);
-    return o;
-}
+#include "sqjson.h"
 
 /* A Service with every field translation reads, some of them bad, and
  * what it does not read (a last-applied copy, managedFields, other
