@@ -108,6 +108,7 @@ struct log_in {
 
 struct relay_in {
     uint64_t splice; /* enum conf_splice */
+    uint64_t engine; /* enum conf_engine */
     uint64_t pipe_budget;
     uint64_t workers; /* 0: one per CPU */
 };
@@ -345,7 +346,13 @@ static const char *const splice_names[] = {
     [CONF_SPLICE_NEVER] = "never", NULL,
 };
 
+const char *const conf_engine_names[] = {
+    [CONF_ENGINE_EPOLL] = "epoll", [CONF_ENGINE_IO_URING] = "io_uring", NULL,
+};
+
 static const struct yd_key relay_keys[] = {
+    {"engine", YD_ENUM, offsetof(struct relay_in, engine), 0, 0, "epoll",
+     conf_engine_names, 0},
     {"splice", YD_ENUM, offsetof(struct relay_in, splice), 0, 0, "auto",
      splice_names, 0},
     {"pipe_budget", YD_UINT, offsetof(struct relay_in, pipe_budget), 0,
@@ -1332,6 +1339,27 @@ build_access_log(struct conf_access_log *a, const struct access_log_in *in)
     a->buffer = (uint32_t)in->buffer;
 }
 
+/* FERRY_RELAY_ENGINE, when set, overrides relay.engine: an engine is
+ * tried on a host, or a whole test suite run on it, with no config
+ * edited. */
+static int
+env_engine(enum conf_engine *engine, struct err *e)
+{
+    const char *v = getenv("FERRY_RELAY_ENGINE");
+    size_t i;
+
+    if (v == NULL || *v == '\0')
+        return 0;
+    for (i = 0; conf_engine_names[i] != NULL; i++)
+        if (strcmp(v, conf_engine_names[i]) == 0) {
+            *engine = (enum conf_engine)i;
+            return 0;
+        }
+    return err_set(e, "FERRY_RELAY_ENGINE: \"%.32s\" is not an engine "
+                      "(epoll, io_uring)",
+                   v);
+}
+
 static struct conf *
 build(struct root_in *r, struct err *e)
 {
@@ -1349,6 +1377,11 @@ build(struct root_in *r, struct err *e)
     c->log_format = (enum log_format)r->log.format;
     c->drain_timeout_ms = r->drain_timeout_ms;
     c->relay.splice = (enum conf_splice)r->relay.splice;
+    c->relay.engine = (enum conf_engine)r->relay.engine;
+    if (env_engine(&c->relay.engine, e) < 0) {
+        conf_free(c);
+        return NULL;
+    }
     c->relay.pipe_budget = (uint32_t)r->relay.pipe_budget;
     c->relay.workers = (uint32_t)r->relay.workers;
     c->metrics.per_backend = (enum conf_per_backend)r->metrics.per_backend;

@@ -119,10 +119,19 @@ enum conf_splice {
     CONF_SPLICE_NEVER,  /* always copy */
 };
 
+/* relay.engine: what moves a relaying connection's bytes. */
+enum conf_engine {
+    CONF_ENGINE_EPOLL,    /* readiness (libev's epoll), recv/send/splice */
+    CONF_ENGINE_IO_URING, /* completions on an io_uring ring (ring.h) */
+};
+
+extern const char *const conf_engine_names[];
+
 #define CONF_WORKERS_MAX 64
 
 struct conf_relay {
     enum conf_splice splice; /* relay.splice, default auto */
+    enum conf_engine engine; /* relay.engine, default epoll */
     uint32_t pipe_budget;    /* relay.pipe_budget: descriptors pipes may
                               * hold; 0 = an eighth of the limit */
     uint32_t workers;        /* relay.workers: data-plane threads; 0 = one

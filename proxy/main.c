@@ -477,6 +477,9 @@ daemon_run(const struct opts *o)
     /* Before any socket opens: a SIGTERM that comes as soon as a port
      * answers must drain, not kill. The watchers run once the loop does. */
     daemon_signals(&d);
+    /* How they relay, before the workers start: a worker makes its
+     * io_uring ring as it starts (relay.engine). */
+    proxy_set_relay(d.proxy, &c->relay);
     if (proxy_start_workers(d.proxy, c->relay.workers, &e) < 0) {
         log_error("%s", err_str(&e, msg, sizeof(msg)));
         conf_free(c);
@@ -511,7 +514,7 @@ daemon_run(const struct opts *o)
     }
     d.drain_timeout_s = c->drain_timeout_ms / 1e3;
     /* The workers serve as soon as the table is applied: what they log
-     * and how they relay is set before. */
+     * is set before. */
     if (accesslog_configure(&c->access_log, proxy_nworkers(d.proxy), &e) < 0) {
         log_error("%s", err_str(&e, msg, sizeof(msg)));
         takeover_abandon(client);
@@ -520,7 +523,6 @@ daemon_run(const struct opts *o)
         proxy_free(d.proxy);
         return 1;
     }
-    proxy_set_relay(d.proxy, c->relay.splice, c->relay.pipe_budget);
     d.generation = 1;
     table_freeze(c->table, d.generation);
     if (proxy_apply(d.proxy, c->table, PROXY_APPLY_STRICT, &e) < 0) {

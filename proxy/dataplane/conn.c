@@ -10,10 +10,12 @@
 #include "accesslog.h"
 #include "bug.h"
 #include "conn.h"
+#include "conn-t.h"
 #include "drain.h"
 #include "listener.h"
 #include "log.h"
 #include "proxyproto.h"
+#include "ring.h"
 #include "sniroute.h"
 #include "srcrules.h"
 #include "stats.h"
@@ -21,86 +23,7 @@
 #include "watchq.h"
 #include "worker.h"
 
-enum conn_state {
-    CONN_CONNECTING,
-    CONN_RELAY,
-    CONN_WAIT_FD,   /* out of descriptors: retry the backend socket soon */
-    CONN_PROXY_HDR, /* accept_proxy: reading the client's PROXY header */
-};
-
 #define CONN_FD_RETRY_S 0.05
-
-/* Outcome of a step; anything but CONN_OK ends the connection. */
-enum conn_rc {
-    CONN_OK = 0,
-    CONN_DONE,  /* both directions finished: close cleanly */
-    CONN_ABORT, /* error: reset both sides */
-};
-
-/* One direction of the relay. Copying, bytes the destination could not
- * take yet wait in <buf>, which exists only while they do. Splicing, they
- * wait in the pipe (<len> of them) and <buf> is NULL. */
-struct half {
-    char *buf;
-    uint32_t off, len;
-    uint8_t eof;     /* the source sent FIN */
-    uint8_t shut;    /* FIN passed on: shutdown(dst, SHUT_WR) done */
-    uint8_t spliced; /* relaying through <pipe> */
-    uint8_t bulk;    /* a read filled the whole buffer: splice next */
-    uint8_t nopipe;  /* a pipe was refused: copy for good */
-    int pipe[2];     /* valid while <spliced> */
-};
-
-struct conn {
-    struct ev_io cio, bio; /* client and backend sockets */
-    struct ev_timer timer; /* connect timeout, then idle timeout */
-    struct worker *w;
-    struct svc *svc;
-    struct backend *be;
-    struct conn *prev, *next;
-    /* Connecting, the backends tried; relaying, the two directions. The
-     * two never live at once, so they share their bytes: an idle
-     * connection pays nothing for exact retries. */
-    union {
-        struct svc_tried tried; /* CONN_CONNECTING, CONN_WAIT_FD */
-        struct {
-            struct half c2b, b2c; /* CONN_RELAY */
-        };
-        /* CONN_PROXY_HDR: the bytes of the client's header taken off the
-         * socket so far; <buf> (a relay buffer) only once it came in
-         * pieces. */
-        struct {
-            char *buf;
-            uint32_t len;
-        } hdr;
-    };
-    double last_active;
-    double attempt_start; /* loop time the current connect began */
-    double accepted;      /* loop time of the accept (access log) */
-    double connect_took;  /* accept to connected; < 0 until then */
-    uint64_t id;
-    /* Bytes are counted from CONN_RELAY on. Before, the same room holds
-     * the PROXY header (send_proxy) waiting for the backend, in a relay
-     * buffer; once connected it becomes c2b's pending bytes, so that it
-     * goes out before any byte of the client's. */
-    union {
-        struct {
-            uint64_t bytes_c2b, bytes_b2c;
-        };
-        struct {
-            char *buf;
-            uint32_t len;
-        } pp_out;
-    };
-    struct saddr client;
-    uint8_t state;
-    uint8_t attempts;
-    uint8_t src_counted; /* counted in the per-source table as <client> */
-    uint8_t first_eof;   /* who ended first: 0 nobody, 1 client, 2 backend */
-    uint32_t be_idx;     /* <be> is svc->be[be_idx] (drain deadlines) */
-    uint16_t early;      /* client bytes read before the connect (SNI) */
-    uint8_t watched;     /* the watches that want it (watchq.h) */
-};
 
 _Static_assert(sizeof(struct svc_tried) <= 2 * sizeof(struct half),
                "the retry set must fit in the relay's room");
@@ -155,7 +78,7 @@ io_want(struct ev_loop *loop, struct ev_io *io, int events)
 /* Recompute which events each socket waits for: read a side only while
  * the other side has room (back-pressure), write a side only while bytes
  * wait for it. */
-static void
+void
 conn_update_io(struct conn *c)
 {
     struct ev_loop *loop = c->w->loop;
@@ -168,6 +91,11 @@ conn_update_io(struct conn *c)
     }
     if (c->state == CONN_PROXY_HDR) {
         io_want(loop, &c->cio, EV_READ);
+        return;
+    }
+    if (c->on_ring) {
+        io_want(loop, &c->cio, 0);
+        io_want(loop, &c->bio, 0);
         return;
     }
     if (!c->c2b.eof && c->c2b.len == 0)
@@ -238,10 +166,16 @@ conn_close(struct conn *c, int reset, enum accesslog_cause cause)
 {
     struct worker *w = c->w;
 
+    int later = 0;
+
     ev_io_stop(w->loop, &c->cio);
     ev_io_stop(w->loop, &c->bio);
     ev_timer_stop(w->loop, &c->timer);
-    if (reset) {
+    if (c->on_ring) {
+        /* The ring closes the sockets and gives the object back once no
+         * operation refers to them (ring_conn_close). */
+        later = ring_conn_close(c, reset);
+    } else if (reset) {
         close_reset(c->cio.fd);
         if (c->bio.fd >= 0)
             close_reset(c->bio.fd);
@@ -250,7 +184,9 @@ conn_close(struct conn *c, int reset, enum accesslog_cause cause)
         if (c->bio.fd >= 0)
             close(c->bio.fd);
     }
-    if (c->state == CONN_RELAY) {
+    if (c->state == CONN_RELAY && c->on_ring) {
+        /* The ring gives its buffers back with the sockets. */
+    } else if (c->state == CONN_RELAY) {
         if (c->c2b.buf != NULL)
             worker_buf_put(w, c->c2b.buf);
         if (c->b2c.buf != NULL)
@@ -284,6 +220,15 @@ conn_close(struct conn *c, int reset, enum accesslog_cause cause)
         w->conns = c->next;
     if (c->next != NULL)
         c->next->prev = c->prev;
+    if (later)
+        ring_park(c);
+    else
+        conn_reaped(w, c);
+}
+
+void
+conn_reaped(struct worker *w, struct conn *c)
+{
     worker_nconns_add(w, -1);
     worker_conn_release(w, c);
     /* A descriptor was freed: if accepting was paused for lack of them,
@@ -294,7 +239,7 @@ conn_close(struct conn *c, int reset, enum accesslog_cause cause)
         w->on_idle(w);
 }
 
-static void
+void
 conn_finish(struct conn *c, enum conn_rc rc)
 {
     if (rc == CONN_ABORT)
@@ -735,6 +680,9 @@ conn_connected(struct conn *c)
     ev_timer_stop(loop, &c->timer);
     ev_timer_set(&c->timer, c->svc->spec.idle_timeout_ms / 1e3, 0.);
     ev_timer_start(loop, &c->timer);
+    /* relay.engine io_uring: the ring takes the bytes from here on. */
+    if (ring_relay_start(c) == 0)
+        return;
     conn_update_io(c);
 }
 
@@ -881,8 +829,8 @@ half_flush(struct conn *c, struct half *h, int dst)
     return half_maybe_shut(c, h, dst);
 }
 
-static void
-half_count(struct conn *c, int up, size_t n)
+void
+conn_count(struct conn *c, int up, size_t n)
 {
     *(up ? &c->bytes_c2b : &c->bytes_b2c) += n;
     stats_add(up ? &c->svc->st->bytes_in : &c->svc->st->bytes_out, n);
@@ -908,7 +856,7 @@ half_splice(struct conn *c, struct half *h, int src, int dst, int up)
             c->first_eof = up ? 1 : 2;
         return half_maybe_shut(c, h, dst);
     }
-    half_count(c, up, (size_t)n);
+    conn_count(c, up, (size_t)n);
     m = splice(h->pipe[0], NULL, dst, NULL, (size_t)n,
                SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
     if (m < 0) {
@@ -959,7 +907,7 @@ half_relay(struct conn *c, struct half *h, int src, int dst, int up)
             c->first_eof = up ? 1 : 2;
         return half_maybe_shut(c, h, dst);
     }
-    half_count(c, up, (size_t)n);
+    conn_count(c, up, (size_t)n);
     if (n == WORKER_BUF_SIZE)
         h->bulk = 1;
     m = send(dst, scratch, (size_t)n, MSG_NOSIGNAL);

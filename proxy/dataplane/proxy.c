@@ -12,6 +12,7 @@
 #include "listener.h"
 #include "log.h"
 #include "proxy-t.h"
+#include "ring.h"
 #include "svc-t.h"
 #include "util.h"
 #include "wthread.h"
@@ -352,8 +353,9 @@ proxy_draining(const struct proxy *p)
 }
 
 void
-proxy_set_relay(struct proxy *p, enum conf_splice mode, size_t pipe_budget)
+proxy_set_relay(struct proxy *p, const struct conf_relay *r)
 {
     (void)p;
-    worker_set_splice(mode, pipe_budget);
+    worker_set_splice(r->splice, r->pipe_budget);
+    ring_set_engine(r->engine);
 }

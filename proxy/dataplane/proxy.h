@@ -60,10 +60,10 @@ struct svc *const *proxy_svcs(const struct proxy *p);
 
 unsigned proxy_nworkers(const struct proxy *p);
 
-/* How every worker relays bytes (relay.splice, relay.pipe_budget); takes
- * effect for new transfers at once. Control loop. */
-void proxy_set_relay(struct proxy *p, enum conf_splice mode,
-                     size_t pipe_budget);
+/* How every worker relays bytes (relay.splice, relay.pipe_budget,
+ * relay.engine); takes effect for new transfers (the engine: for
+ * connections that start relaying) at once. Control loop. */
+void proxy_set_relay(struct proxy *p, const struct conf_relay *r);
 /* Nonzero once proxy_drain() was called. */
 int proxy_draining(const struct proxy *p);
 

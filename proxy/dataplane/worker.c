@@ -6,6 +6,7 @@
 #include "drain.h"
 #include "listener.h"
 #include "log.h"
+#include "ring.h"
 #include "stats.h"
 #include "udp.h"
 #include "worker.h"
@@ -164,6 +165,7 @@ worker_deinit(struct worker *w)
     listener_dispatch_clear(w);
     worker_forget_order(w);
     udp_worker_free(w);
+    ring_worker_free(w);
     free_list(&w->free_bufs, &w->nfree_bufs);
     free_list(&w->free_conns, &w->nfree_conns);
     while (w->nfree_pipes > 0)

@@ -30,6 +30,7 @@
 struct conn;
 struct listener;
 struct udp_worker;
+struct ring;
 struct sniroute_map;
 struct sniroute_wait;
 
@@ -98,6 +99,10 @@ struct worker {
     struct sniroute_wait *sni_waits;
     /* UDP frontends and flows (udp.h). */
     struct udp_worker *udp;
+    /* relay.engine io_uring (ring.h): the ring, made at the first
+     * connection that wants it; <ring_failed> once the kernel refused. */
+    struct ring *ring;
+    int ring_failed;
 };
 
 /* enum worker_splice in force, for every worker. */

@@ -10,6 +10,7 @@
 #include "log.h"
 #include "svc-t.h"
 #include "util.h"
+#include "ring.h"
 #include "wthread.h"
 
 /* Tell the control loop, once, that this draining thread is idle. */
@@ -129,6 +130,7 @@ wthread_main(void *arg)
     snprintf(name, sizeof(name), "ferry-w%u", t->w.id);
     pthread_setname_np(pthread_self(), name);
     svc_worker_self = t->w.id;
+    ring_worker_start(&t->w);
     ev_run(t->w.loop, 0);
     return NULL;
 }

@@ -42,7 +42,7 @@ ctl_configure(struct ctl *c, const struct conf *conf)
     struct err e;
 
     err_clear(&e);
-    proxy_set_relay(c->p, conf->relay.splice, conf->relay.pipe_budget);
+    proxy_set_relay(c->p, &conf->relay);
     admin_set_metrics(c->admin, &conf->metrics);
     if (admin_configure(c->admin, &conf->admin, &e) < 0)
         log_error("%s; continuing without the admin server",

@@ -270,6 +270,18 @@ static const struct {
      "Times a connection wanted a splice() pipe but the descriptor budget "
      "or limit refused it (its bytes were copied instead).",
      &stats_proc.pipes_denied},
+    {"ferry_relay_io_uring_connections_total", "counter",
+     "Connections whose bytes an io_uring ring relayed (relay.engine "
+     "io_uring).",
+     &stats_proc.ring_conns},
+    {"ferry_relay_io_uring_to_splice_total", "counter",
+     "Connections that left the io_uring ring for epoll and splice() "
+     "once a direction moved bulk data (relay.splice auto).",
+     &stats_proc.ring_left},
+    {"ferry_relay_io_uring_refused_total", "counter",
+     "Workers that wanted an io_uring ring and were refused one by the "
+     "kernel (they relay with epoll).",
+     &stats_proc.ring_refused},
     {"ferry_node_addresses", "gauge",
      "Service addresses ferry holds on the node's interface (Kubernetes "
      "mode, node.vip_interface).",
