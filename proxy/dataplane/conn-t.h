@@ -107,6 +107,8 @@ struct conn {
     uint8_t ring_reset;
     uint8_t ring_leave; /* bulk seen: back to epoll (and splice) */
     uint16_t ring_inflight;
+    /* ring.c: the list of connections waiting for a provided buffer. */
+    struct conn *sprev, *snext;
 };
 
 /* For ring.c: the epoll relay's steps, shared. */

@@ -42,7 +42,7 @@
 #define RF_CANCEL  0x02 /* ... and its cancel asked for */
 #define RF_SENDING 0x04 /* a send is in flight */
 #define RF_STARVED 0x08 /* the receive ended for want of a buffer */
-#define RF_OWNBUF  0x10 /* the receive or send in flight uses <buf> */
+#define RF_OWNBUF  0x10 /* the send in flight is from <buf> */
 
 enum ring_op {
     OP_NONE = 0,
@@ -58,10 +58,14 @@ struct ring {
     uint32_t blen[RING_NBUF];
     uint16_t next[RING_NBUF];
     unsigned added; /* buffers given back since the last advance */
+    unsigned freed; /* ... since the starved were last served */
     struct ev_io io;
     struct ev_prepare prep;
     struct worker *w;
     struct conn *parked; /* closed, an operation still in flight */
+    /* Connections a receive of which ended for want of a buffer, in the
+     * order they did: served first as buffers come back. */
+    struct conn *starved, *starved_tail;
 };
 
 static atomic_int engine = CONF_ENGINE_EPOLL;
@@ -130,6 +134,7 @@ buf_give(struct ring *r, uint16_t bid)
                           WORKER_BUF_SIZE, bid,
                           io_uring_buf_ring_mask(RING_NBUF), (int)r->added);
     r->added++;
+    r->freed++;
 }
 
 /* Publish the buffers given back (before the kernel may use them). */
@@ -359,20 +364,61 @@ recv_arm(struct ring *r, struct conn *c, int i)
     h->rflags |= RF_ARMED;
 }
 
-/* No provided buffer was left: one plain receive into a relay buffer of
- * the worker's pool. */
-static int
-recv_own(struct ring *r, struct conn *c, int i)
+/* A receive of <c> ended for want of a buffer: wait in line for one. */
+static void
+starve(struct ring *r, struct conn *c, int i)
 {
-    struct half *h = half_of(c, i);
+    int queued = (c->c2b.rflags | c->b2c.rflags) & RF_STARVED;
 
-    if ((h->buf = worker_buf_get(c->w)) == NULL)
-        return -1;
-    h->off = h->len = 0;
-    io_uring_prep_recv(sqe_for(r, c, OP_RECV + i), src_fd(c, i), h->buf,
-                       WORKER_BUF_SIZE, 0);
-    h->rflags = (uint8_t)((h->rflags & ~RF_STARVED) | RF_ARMED | RF_OWNBUF);
-    return 0;
+    half_of(c, i)->rflags |= RF_STARVED;
+    if (queued)
+        return;
+    c->snext = NULL;
+    c->sprev = r->starved_tail;
+    if (r->starved_tail != NULL)
+        r->starved_tail->snext = c;
+    else
+        r->starved = c;
+    r->starved_tail = c;
+}
+
+static void
+unstarve(struct ring *r, struct conn *c)
+{
+    if (!((c->c2b.rflags | c->b2c.rflags) & RF_STARVED))
+        return;
+    c->c2b.rflags &= (uint8_t)~RF_STARVED;
+    c->b2c.rflags &= (uint8_t)~RF_STARVED;
+    if (c->sprev != NULL)
+        c->sprev->snext = c->snext;
+    else
+        r->starved = c->snext;
+    if (c->snext != NULL)
+        c->snext->sprev = c->sprev;
+    else
+        r->starved_tail = c->sprev;
+}
+
+/* Buffers came back: as many starved connections receive again. A
+ * starved direction has neither ended nor passed its FIN on, so driving
+ * it cannot end the connection. */
+static void
+serve_starved(struct ring *r)
+{
+    struct conn *c;
+    unsigned n = r->freed;
+    uint8_t f0, f1;
+
+    r->freed = 0;
+    while (n-- > 0 && (c = r->starved) != NULL) {
+        f0 = c->c2b.rflags & RF_STARVED;
+        f1 = c->b2c.rflags & RF_STARVED;
+        unstarve(r, c);
+        if (f1)
+            ring_drive(c, 1);
+        if (f0)
+            ring_drive(c, 0);
+    }
 }
 
 static void
@@ -405,6 +451,7 @@ cancel(struct ring *r, struct conn *c, enum ring_op op)
 static void
 ring_leave(struct conn *c)
 {
+    unstarve(c->w->ring, c);
     c->on_ring = 0;
     c->c2b.rflags = c->b2c.rflags = 0;
     memset(&c->c2b.r, 0, sizeof(c->c2b.r));
@@ -430,14 +477,9 @@ ring_drive(struct conn *c, int i)
         cancel(r, c, OP_RECV + i);
         h->rflags |= RF_CANCEL;
     }
-    if (!waiting && !h->eof && !c->ring_leave && !(h->rflags & RF_ARMED)) {
-        if (!(h->rflags & RF_STARVED))
-            recv_arm(r, c, i);
-        else if (recv_own(r, c, i) < 0) {
-            conn_finish(c, CONN_ABORT);
-            return;
-        }
-    }
+    if (!waiting && !h->eof && !c->ring_leave
+        && !(h->rflags & (RF_ARMED | RF_STARVED)))
+        recv_arm(r, c, i);
     if (h->eof && !waiting && !h->shut) {
         /* The second FIN goes out with the close that follows. */
         if (!o->shut)
@@ -463,15 +505,7 @@ on_recv(struct ring *r, struct conn *c, int i, const struct io_uring_cqe *cqe)
 
     if (!(cqe->flags & IORING_CQE_F_MORE))
         h->rflags &= (uint8_t)~(RF_ARMED | RF_CANCEL);
-    if (h->rflags & RF_OWNBUF) {
-        h->rflags &= (uint8_t)~RF_OWNBUF;
-        if (res > 0) {
-            h->len = (uint32_t)res;
-        } else {
-            worker_buf_put(c->w, h->buf);
-            h->buf = NULL;
-        }
-    } else if (cqe->flags & IORING_CQE_F_BUFFER) {
+    if (cqe->flags & IORING_CQE_F_BUFFER) {
         uint16_t bid = (uint16_t)(cqe->flags >> IORING_CQE_BUFFER_SHIFT);
         if (res <= 0) {
             buf_give(r, bid);
@@ -503,7 +537,7 @@ on_recv(struct ring *r, struct conn *c, int i, const struct io_uring_cqe *cqe)
         if (c->first_eof == 0)
             c->first_eof = i == 0 ? 1 : 2;
     } else if (res == -ENOBUFS) {
-        h->rflags |= RF_STARVED;
+        starve(r, c, i);
     } else if (res != -ECANCELED) {
         conn_finish(c, CONN_ABORT);
         return;
@@ -596,6 +630,7 @@ ring_on_cqes(struct ev_loop *loop, struct ev_io *io, int rev)
             ring_leave(c); /* OP_SHUT: nothing else to do */
     }
     io_uring_cq_advance(&r->ring, seen);
+    serve_starved(r);
     buf_publish(r);
 }
 
@@ -607,6 +642,7 @@ ring_conn_close(struct conn *c, int reset)
     int i;
 
     c->ring_closed = 1;
+    unstarve(r, c);
     if (reset) {
         setsockopt(c->cio.fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
         if (c->bio.fd >= 0)
