@@ -69,6 +69,7 @@ struct ring {
 };
 
 static atomic_int engine = CONF_ENGINE_EPOLL;
+static atomic_flag refusal_said = ATOMIC_FLAG_INIT;
 
 void
 ring_set_engine(enum conf_engine e)
@@ -314,8 +315,9 @@ ring_of(struct worker *w)
     if ((w->ring = ring_new(w, why, sizeof(why))) == NULL) {
         w->ring_failed = 1;
         stats_inc(&stats_proc.ring_refused);
-        log_warn("worker %u: relay.engine io_uring: %s; relaying with epoll",
-                 w->id, why);
+        /* One line for the process: every worker meets the same refusal. */
+        if (!atomic_flag_test_and_set(&refusal_said))
+            log_warn("relay.engine io_uring: %s; relaying with epoll", why);
         return NULL;
     }
     log_info("worker %u: relaying on io_uring (%d entries, %d buffers of %d "
@@ -371,6 +373,7 @@ starve(struct ring *r, struct conn *c, int i)
     int queued = (c->c2b.rflags | c->b2c.rflags) & RF_STARVED;
 
     half_of(c, i)->rflags |= RF_STARVED;
+    stats_inc(&stats_proc.ring_waits);
     if (queued)
         return;
     c->snext = NULL;

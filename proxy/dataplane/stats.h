@@ -181,9 +181,9 @@ struct stats_proc {
     atomic_int_fast64_t pipes;
     atomic_uint_fast64_t pipes_denied;
     /* relay.engine io_uring (ring.c): connections that relayed on a
-     * ring, went back to epoll to splice, and workers whose ring the
-     * kernel refused. */
-    atomic_uint_fast64_t ring_conns, ring_left, ring_refused;
+     * ring, went back to epoll to splice, receives that waited for a
+     * free buffer, and workers whose ring the kernel refused. */
+    atomic_uint_fast64_t ring_conns, ring_left, ring_waits, ring_refused;
     struct hist sync, programming, worker_delay;
     /* Service addresses on the node's interface (node/vip.c). */
     atomic_uint_fast64_t vip_added, vip_removed, vip_errors, vip_resyncs;

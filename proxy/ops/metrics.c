@@ -278,6 +278,10 @@ static const struct {
      "Connections that left the io_uring ring for epoll and splice() "
      "once a direction moved bulk data (relay.splice auto).",
      &stats_proc.ring_left},
+    {"ferry_relay_io_uring_buffer_waits_total", "counter",
+     "Receives on an io_uring ring that found every buffer taken and "
+     "waited for one (the bytes wait in the socket meanwhile).",
+     &stats_proc.ring_waits},
     {"ferry_relay_io_uring_refused_total", "counter",
      "Workers that wanted an io_uring ring and were refused one by the "
      "kernel (they relay with epoll).",
