@@ -64,6 +64,55 @@ def test_io_uring_relays_each_connection_on_the_ring(start_ferry, backends,
     assert metric(admin2, "ferry_relay_io_uring_connections_total") == 0
 
 
+def test_engine_from_the_environment_and_splice_always(start_ferry, backends,
+                                                       monkeypatch):
+    """FERRY_RELAY_ENGINE=io_uring puts a config that names no engine on
+    the ring; relay.splice always keeps every connection on epoll (it
+    splices from the first byte)."""
+    b = backends("echo", handler="echo")
+    monkeypatch.setenv("FERRY_RELAY_ENGINE", "io_uring")
+    listen, admin = ft.free_addr(), ft.free_addr()
+    text = ft.config([ft.service("svc", listen, [b])])
+    text += ft.to_yaml({"admin": {"enabled": True, "listen": admin}}) + "\n"
+    start_ferry(text)
+    exchange(listen, 4)
+    assert metric(admin, "ferry_relay_io_uring_connections_total") == 4
+    monkeypatch.delenv("FERRY_RELAY_ENGINE")
+    listen2, admin2 = ft.free_addr(), ft.free_addr()
+    start_ferry(engine_config(listen2, admin2, b, "io_uring",
+                              splice="always"), name="always")
+    exchange(listen2, 4)
+    assert metric(admin2, "ferry_relay_io_uring_connections_total") == 0
+    assert metric(admin2, "ferry_relay_pipes") >= 1
+
+
+def test_io_uring_idle_connections_hold_no_buffer(start_ferry, backends,
+                                                  monkeypatch):
+    """600 connections, each after an exchange, then idle: ferry's memory
+    grows by the worker's ring buffers (2 MiB, shared) and well under a
+    buffer (32 KiB) per connection."""
+    monkeypatch.delenv("FERRY_RELAY_ENGINE", raising=False)
+    b = backends("echo", handler="echo", backlog=512)
+    listen, admin = ft.free_addr(), ft.free_addr()
+    f = start_ferry(engine_config(listen, admin, b, "io_uring"))
+    exchange(listen, 2)
+    rss0 = rss_kib(f.pid)
+    socks = []
+    try:
+        for i in range(600):
+            s = ft.connect(listen)
+            socks.append(s)
+            s.sendall(b"x%d\n" % i)
+            assert ft.read_line(s) == "x%d" % i
+        ft.wait_for(lambda: b.active >= 600, what="600 backend connections")
+        grown = rss_kib(f.pid) - rss0
+        assert grown < 2048 + 600 * 4, grown
+        assert metric(admin, "ferry_relay_io_uring_connections_total") == 602
+    finally:
+        for s in socks:
+            s.close()
+
+
 def test_io_uring_refused_falls_back_to_epoll_with_one_line(
         start_ferry, backends, monkeypatch):
     """A seccomp filter refuses io_uring_setup (as container runtimes'
