@@ -48,7 +48,6 @@ enum ring_op {
     OP_NONE = 0,
     OP_RECV = 2, /* + direction: 0 client to backend, 1 back */
     OP_SEND = 4, /* + direction */
-    OP_SHUT = 6,
 };
 
 struct ring {
@@ -506,10 +505,11 @@ ring_drive(struct conn *c, int i)
         && !(h->rflags & (RF_ARMED | RF_STARVED)))
         recv_arm(r, c, i);
     if (h->eof && !waiting && !h->shut) {
-        /* The second FIN goes out with the close that follows. */
+        /* The second FIN goes out with the close that follows. A system
+         * call: the ring would hand a shutdown to one of its worker
+         * threads (it may block), a thread switch per connection. */
         if (!o->shut)
-            io_uring_prep_shutdown(sqe_for(r, c, OP_SHUT), dst_fd(c, i),
-                                   SHUT_WR);
+            shutdown(dst_fd(c, i), SHUT_WR);
         h->shut = 1;
     }
     if (c->c2b.shut && c->b2c.shut) {
@@ -649,10 +649,8 @@ ring_on_cqes(struct ev_loop *loop, struct ev_io *io, int rev)
         }
         if (op == OP_RECV || op == OP_RECV + 1)
             on_recv(r, c, op - OP_RECV, cqe);
-        else if (op == OP_SEND || op == OP_SEND + 1)
+        else
             on_send(r, c, op - OP_SEND, cqe->res);
-        else if (c->ring_leave && c->ring_inflight == 0)
-            ring_leave(c); /* OP_SHUT: nothing else to do */
     }
     io_uring_cq_advance(&r->ring, seen);
     serve_starved(r);

@@ -4,7 +4,7 @@
  * Once a connection is relaying, a worker may hand its bytes to an
  * io_uring ring instead of waiting on epoll for each socket: one
  * multishot receive per socket into a ring of provided buffers, the
- * received buffer sent as it is, a shutdown or a close as one more entry,
+ * received buffer sent as it is, a close as one more entry,
  * and every entry a loop turn queued submitted with one system call. The
  * ring's descriptor is one libev watcher of the worker's loop, so timers,
  * wake-ups and the accept and connect steps stay where they are.
