@@ -632,6 +632,10 @@ ring_on_cqes(struct ev_loop *loop, struct ev_io *io, int rev)
 
     (void)loop;
     (void)rev;
+    /* Completions the full queue could not take wait in the kernel, and
+     * keep the descriptor readable: bring them in. */
+    if (io_uring_cq_has_overflow(&r->ring))
+        io_uring_submit_and_get_events(&r->ring);
     io_uring_for_each_cqe(&r->ring, head, cqe)
     {
         uint64_t ud = io_uring_cqe_get_data64(cqe);
