@@ -104,8 +104,9 @@ struct conn {
      * some had not (the object lives on until they have), and how. */
     uint8_t on_ring;
     uint8_t ring_closed;
-    uint8_t ring_reset;
     uint8_t ring_leave; /* bulk seen: back to epoll (and splice) */
+    uint8_t ring_connect; /* a connect is in flight on the ring */
+    uint8_t ring_timeout; /* ... and its timer fired: cancelled */
     uint16_t ring_inflight;
     /* ring.c: the list of connections waiting for a provided buffer. */
     struct conn *sprev, *snext;
@@ -121,6 +122,9 @@ void conn_finish(struct conn *c, enum conn_rc rc);
 
 /* Wait for the events the relay needs on cio/bio (the epoll relay). */
 void conn_update_io(struct conn *c);
+
+/* The ring's connect of <c> ended: <err> 0 (connected) or an errno. */
+void conn_ring_connected(struct conn *c, int err);
 
 /* The last of a closed connection: its descriptors are closed; give its
  * object back and tell the worker (accept pause, drain). */

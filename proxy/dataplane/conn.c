@@ -759,6 +759,14 @@ conn_try_connect(struct conn *c)
         }
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
         ev_io_set(&c->bio, fd, 0);
+        c->state = CONN_CONNECTING;
+        if (ring_connect(c) == 0) {
+            /* relay.engine io_uring: the connect is a ring entry, and the
+             * socket never joins the epoll set. */
+            ev_timer_set(&c->timer, s->spec.connect_timeout_ms / 1e3, 0.);
+            ev_timer_start(loop, &c->timer);
+            return;
+        }
         if (connect(fd, &c->be->addr.u.sa, c->be->addr.len) == 0) {
             conn_connected(c);
             return;
@@ -949,6 +957,15 @@ conn_on_client(struct ev_loop *loop, struct ev_io *io, int rev)
     conn_update_io(c);
 }
 
+void
+conn_ring_connected(struct conn *c, int err)
+{
+    if (err != 0)
+        conn_attempt_failed(c, err);
+    else
+        conn_connected(c);
+}
+
 static void
 conn_on_connect(struct conn *c)
 {
@@ -994,6 +1011,12 @@ conn_on_timer(struct ev_loop *loop, struct ev_timer *t, int rev)
 
     (void)rev;
     if (c->state == CONN_CONNECTING) {
+        /* A connect on the ring is cancelled first; its completion says
+         * how it ended (conn_ring_connected). */
+        if (c->ring_connect) {
+            ring_cancel_connect(c);
+            return;
+        }
         conn_attempt_failed(c, ETIMEDOUT);
         return;
     }

@@ -48,6 +48,7 @@ enum ring_op {
     OP_NONE = 0,
     OP_RECV = 2, /* + direction: 0 client to backend, 1 back */
     OP_SEND = 4, /* + direction */
+    OP_CONNECT = 6,
 };
 
 struct ring {
@@ -84,6 +85,7 @@ ring_engine(void)
 }
 
 static void ring_drive(struct conn *c, int i);
+static void cancel(struct ring *r, struct conn *c, int op);
 
 static struct half *
 half_of(struct conn *c, int i)
@@ -275,7 +277,7 @@ conn_release(struct ring *r, struct conn *c)
 {
     int i;
 
-    for (i = 0; i < 2; i++) {
+    for (i = 0; c->state == CONN_RELAY && i < 2; i++) {
         struct half *h = half_of(c, i);
         while (h->r.queued > 0) {
             buf_give(r, h->r.head);
@@ -307,7 +309,7 @@ ring_worker_free(struct worker *w)
     io_uring_queue_exit(&r->ring);
     for (c = r->parked; c != NULL; c = next) {
         next = c->next;
-        for (i = 0; i < 2; i++)
+        for (i = 0; c->state == CONN_RELAY && i < 2; i++)
             if (half_of(c, i)->buf != NULL)
                 worker_buf_put(w, half_of(c, i)->buf);
         close(c->cio.fd);
@@ -354,16 +356,68 @@ ring_worker_start(struct worker *w)
         (void)ring_of(w);
 }
 
+/* Whether connections that start now go on the ring. */
+static int
+ring_wanted(struct conn *c)
+{
+    return ring_engine() == CONF_ENGINE_IO_URING
+           && atomic_load_explicit(&worker_splice_mode, memory_order_relaxed)
+                  != CONF_SPLICE_ALWAYS
+           && ring_of(c->w) != NULL;
+}
+
+int
+ring_connect(struct conn *c)
+{
+    struct ring *r;
+    struct io_uring_sqe *sqe;
+
+    if (!ring_wanted(c))
+        return -1;
+    r = c->w->ring;
+    c->on_ring = 1;
+    c->ring_closed = c->ring_leave = c->ring_timeout = 0;
+    c->ring_inflight = 0;
+    sqe = sqe_for(r, c, OP_CONNECT);
+    io_uring_prep_connect(sqe, c->bio.fd, &c->be->addr.u.sa, c->be->addr.len);
+    c->ring_connect = 1;
+    /* Now, not at the end of the turn: the kernel copies the address
+     * as it takes the entry, and the backend holding it may be released
+     * before then (a close in between). One system call, as connect(). */
+    io_uring_submit(&r->ring);
+    return 0;
+}
+
+void
+ring_cancel_connect(struct conn *c)
+{
+    if (!c->ring_connect || c->ring_timeout)
+        return;
+    c->ring_timeout = 1;
+    cancel(c->w->ring, c, OP_CONNECT);
+}
+
+static void
+on_connect(struct conn *c, int res)
+{
+    c->ring_connect = 0;
+    if (res == 0)
+        conn_ring_connected(c, 0);
+    else
+        conn_ring_connected(c, c->ring_timeout && res == -ECANCELED
+                                   ? ETIMEDOUT
+                                   : -res);
+}
+
 int
 ring_relay_start(struct conn *c)
 {
-    if (ring_engine() != CONF_ENGINE_IO_URING
-        || atomic_load_explicit(&worker_splice_mode, memory_order_relaxed)
-               == CONF_SPLICE_ALWAYS
-        || ring_of(c->w) == NULL)
+    if (!ring_wanted(c)) {
+        c->on_ring = 0; /* connected on the ring, relayed with epoll */
         return -1;
+    }
     c->on_ring = 1;
-    c->ring_closed = c->ring_reset = c->ring_leave = 0;
+    c->ring_closed = c->ring_leave = 0;
     c->ring_inflight = 0;
     c->c2b.rflags = c->b2c.rflags = 0;
     memset(&c->c2b.r, 0, sizeof(c->c2b.r));
@@ -465,7 +519,7 @@ send_next(struct ring *r, struct conn *c, int i)
 }
 
 static void
-cancel(struct ring *r, struct conn *c, enum ring_op op)
+cancel(struct ring *r, struct conn *c, int op)
 {
     io_uring_prep_cancel64(sqe_for(r, NULL, OP_NONE),
                            (uint64_t)(uintptr_t)c | (uint64_t)op, 0);
@@ -653,8 +707,10 @@ ring_on_cqes(struct ev_loop *loop, struct ev_io *io, int rev)
         }
         if (op == OP_RECV || op == OP_RECV + 1)
             on_recv(r, c, op - OP_RECV, cqe);
-        else
+        else if (op == OP_SEND || op == OP_SEND + 1)
             on_send(r, c, op - OP_SEND, cqe->res);
+        else
+            on_connect(c, cqe->res);
     }
     io_uring_cq_advance(&r->ring, seen);
     serve_starved(r);
@@ -669,7 +725,8 @@ ring_conn_close(struct conn *c, int reset)
     int i;
 
     c->ring_closed = 1;
-    unstarve(r, c);
+    if (c->state == CONN_RELAY)
+        unstarve(r, c);
     if (reset) {
         setsockopt(c->cio.fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
         if (c->bio.fd >= 0)
@@ -679,7 +736,9 @@ ring_conn_close(struct conn *c, int reset)
         conn_release(r, c);
         return 0;
     }
-    for (i = 0; i < 2; i++) {
+    if (c->ring_connect && !c->ring_timeout)
+        cancel(r, c, OP_CONNECT);
+    for (i = 0; c->state == CONN_RELAY && i < 2; i++) {
         const struct half *h = half_of(c, i);
         if ((h->rflags & (RF_ARMED | RF_CANCEL)) == RF_ARMED)
             cancel(r, c, OP_RECV + i);

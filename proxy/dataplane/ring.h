@@ -40,6 +40,15 @@ enum conf_engine ring_engine(void);
  * chose io_uring). */
 void ring_worker_start(struct worker *w);
 
+/* Connect <c>'s backend socket (bio.fd, made a moment ago; state
+ * CONN_CONNECTING) on its worker's ring: 0 when the ring has it (its
+ * completion calls conn_ring_connected()), -1 to connect with epoll. */
+int ring_connect(struct conn *c);
+
+/* The connect timer fired while the ring connects <c>: cancel it; the
+ * completion reports ETIMEDOUT unless it connected first. */
+void ring_cancel_connect(struct conn *c);
+
 /* Relay <c>, connected a moment ago, on its worker's ring. Returns 0 when
  * the ring has it, -1 when it stays with epoll (engine epoll, splice
  * always, no ring). */
