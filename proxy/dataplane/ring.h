@@ -7,7 +7,8 @@
  * received buffer sent as it is, a close as one more entry,
  * and every entry a loop turn queued submitted with one system call. The
  * ring's descriptor is one libev watcher of the worker's loop, so timers,
- * wake-ups and the accept and connect steps stay where they are.
+ * wake-ups and the accept step stay where they are. The backend's
+ * connect is a ring entry too, so neither socket joins the epoll set.
  *
  * What the epoll relay guarantees holds: back-pressure (a direction stops
  * receiving while RING_HIGH buffers wait to be sent), half-close (a FIN is
