@@ -768,3 +768,30 @@ def test_scaling_table():
     assert set(rows) == {"ferry", "nginx"}
     assert "| +80 | 0.90 |" in rows["ferry"]
     assert "+5 (within spread)" in rows["nginx"] and "| 0.53 |" in rows["nginx"]
+
+
+def test_ferry_io_uring_target(tmp_path):
+    """--targets ferry-io_uring runs ferry with relay.engine io_uring
+    beside plain ferry (epoll), in the same run and the same table."""
+    if not os.access(BIN, os.X_OK) or not os.access(FERRY, os.X_OK):
+        pytest.skip("ferry or ferry-bench not built")
+    if os.cpu_count() < 2:
+        pytest.skip("needs two CPUs")
+    out = tmp_path / "out"
+    res = subprocess.run(
+        ["/usr/bin/python3", RUN, "--scenarios", "connrate",
+         "--targets", "ferry,ferry-io_uring", "--duration", "0.5",
+         "--rounds", "1", "--load-cpus", "0", "--proxy-cpus", "1",
+         "--bench", BIN, "--ferry", FERRY, "--no-install", "--port-base",
+         str(free_port_run(5)), "--out", str(out)],
+        capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr[-2000:]
+    raw = out / "raw"
+    assert "engine: io_uring" in (
+        raw / "connrate-ferry-io_uring" / "ferry-io_uring.yaml").read_text()
+    assert "engine" not in (raw / "connrate-ferry" / "ferry.yaml").read_text()
+    med = json.loads((out / "medians.json").read_text())
+    rates = {k: v for k, v in med.items() if k.startswith("connrate")}
+    assert any("ferry-io_uring" in k for k in rates), med.keys()
+    summary = (out / "summary.md").read_text()
+    assert "ferry-io_uring" in summary
