@@ -783,7 +783,7 @@ def test_ferry_io_uring_target(tmp_path):
          "--targets", "ferry,ferry-io_uring", "--duration", "0.5",
          "--rounds", "1", "--load-cpus", "0", "--proxy-cpus", "1",
          "--bench", BIN, "--ferry", FERRY, "--no-install", "--port-base",
-         str(free_port_run(5)), "--out", str(out)],
+         str(free_port_run(8)), "--out", str(out)],
         capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stderr[-2000:]
     raw = out / "raw"
