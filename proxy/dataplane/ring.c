@@ -381,10 +381,9 @@ ring_connect(struct conn *c)
     sqe = sqe_for(r, c, OP_CONNECT);
     io_uring_prep_connect(sqe, c->bio.fd, &c->be->addr.u.sa, c->be->addr.len);
     c->ring_connect = 1;
-    /* Now, not at the end of the turn: the kernel copies the address
-     * as it takes the entry, and the backend holding it may be released
-     * before then (a close in between). One system call, as connect(). */
-    io_uring_submit(&r->ring);
+    /* Submitted at the end of the turn with the rest. The kernel copies
+     * the address as it takes the entry: a close before then submits at
+     * once (ring_conn_close), while the backend still holds it. */
     return 0;
 }
 
@@ -736,6 +735,8 @@ ring_conn_close(struct conn *c, int reset)
         conn_release(r, c);
         return 0;
     }
+    if (c->ring_connect && io_uring_sq_ready(&r->ring) > 0)
+        io_uring_submit(&r->ring); /* see ring_connect() */
     if (c->ring_connect && !c->ring_timeout)
         cancel(r, c, OP_CONNECT);
     for (i = 0; c->state == CONN_RELAY && i < 2; i++) {
