@@ -35,7 +35,7 @@ struct watcher {
     struct tbl_service policy;
     int has_policy;
     int edge;
-    int kernel;
+    int kernel, redirect;
     struct saddr *edge_nodes;
     size_t n_edge_nodes;
     char zone[64];
@@ -140,6 +140,7 @@ build_table(struct watcher *w)
     o.stats = &st;
     o.edge = w->edge;
     o.kernel = w->kernel;
+    o.redirect = w->redirect;
     o.edge_nodes = w->edge_nodes;
     o.n_edge_nodes = w->n_edge_nodes;
     o.skips = skips;
@@ -430,6 +431,7 @@ copy_conf(struct watcher *w, const struct watcher_conf *wc)
 {
     w->edge = wc->edge;
     w->kernel = wc->kernel;
+    w->redirect = wc->redirect;
     if (wc->n_edge_nodes > 0) {
         w->edge_nodes = calloc(wc->n_edge_nodes, sizeof(*w->edge_nodes));
         if (w->edge_nodes == NULL)

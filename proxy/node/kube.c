@@ -51,6 +51,9 @@ struct kube {
      * kp_check looks again every few seconds. */
     struct nft *nft;
     int want_nft;
+    /* node.dataplane proxy with redirect steering: the engine only
+     * redirects TCP Service ports to the dispatch listener. */
+    int steer;
     uint16_t proxy_port;    /* the dispatch listener's, node.proxy_port */
     struct nft_conf nft_conf;
     struct ev_timer kp_check;
@@ -686,7 +689,8 @@ kube_nft_try(struct kube *k, struct err *e)
     if (rc < 0)
         return -1;
     if (rc > 0) {
-        if (!ev_is_active(&k->kp_check))
+        err_set(e, "kube-proxy is programming this node (%s)", why);
+        if (!ev_is_active(&k->kp_check) && !k->steer)
             log_error("kubernetes: kube-proxy is programming this node (%s): "
                       "ferry will not add its own rules beside them; stop "
                       "kube-proxy and remove its rules (kube-proxy "
@@ -700,9 +704,15 @@ kube_nft_try(struct kube *k, struct err *e)
         return -1;
     ev_timer_start(k->loop, &k->kverify);
     k->kresync_at = ev_now(k->loop) + KUBE_NFT_RESYNC_S;
-    log_info("kubernetes: Services are carried by the kernel (table inet "
-             NFT_TABLE "), except those annotated ferry.dev/dataplane: "
-             "proxy");
+    if (k->steer)
+        log_info("kubernetes: the kernel (table inet " NFT_TABLE ") "
+                 "redirects Services' TCP ports to the proxy on port %u "
+                 "(node.proxy_steering); UDP ports listen on their addresses",
+                 (unsigned)k->proxy_port);
+    else
+        log_info("kubernetes: Services are carried by the kernel (table inet "
+                 NFT_TABLE "), except those annotated ferry.dev/dataplane: "
+                 "proxy");
     return 0;
 }
 
@@ -729,6 +739,28 @@ kube_on_kp_check(struct ev_loop *loop, struct ev_timer *t, int rev)
         kube_feed_nft(k, k->api);
 }
 
+/* Under node.dataplane proxy, nftables cannot be used (<e> says why):
+ * with redirect steering ferry refuses to start; with auto it listens on
+ * every Service address, as with listen. */
+static int
+kube_steer_fallback(struct kube *k, const struct conf *c, struct err *e)
+{
+    char why[ERR_MSG_MAX];
+
+    snprintf(why, sizeof(why), "%s", e->msg);
+    if (c->node.proxy_steering == CONF_STEER_REDIRECT)
+        return err_set(e, "node.proxy_steering: redirect: nftables cannot "
+                          "be used: %s",
+                       why);
+    log_info("kubernetes: the proxy listens on every Service address "
+             "(node.proxy_steering: auto): nftables cannot be used: %s",
+             why);
+    err_clear(e);
+    k->steer = 0;
+    k->want_nft = 0;
+    return 0;
+}
+
 static int
 kube_start_nft(struct kube *k, const struct conf *c, struct err *e)
 {
@@ -740,9 +772,13 @@ kube_start_nft(struct kube *k, const struct conf *c, struct err *e)
     struct nft_conf *nc = &k->nft_conf;
     int rc;
 
-    if (c->kube.mode != CONF_KUBE_NODE
-        || c->node.dataplane != CONF_DATAPLANE_NFTABLES)
+    if (c->kube.mode != CONF_KUBE_NODE)
         return 0;
+    if (c->node.dataplane == CONF_DATAPLANE_PROXY) {
+        if (c->node.proxy_steering == CONF_STEER_LISTEN)
+            return 0;
+        k->steer = 1;
+    }
     memset(nc, 0, sizeof(*nc));
     nc->masq = masq[c->node.masquerade];
     memcpy(nc->cluster_cidrs, c->node.cluster_cidrs,
@@ -751,16 +787,18 @@ kube_start_nft(struct kube *k, const struct conf *c, struct err *e)
     memcpy(nc->service_cidrs, c->node.service_cidrs,
            c->node.n_service_cidrs * sizeof(struct cidr));
     nc->nservice_cidrs = c->node.n_service_cidrs;
-    if (c->node.n_nodeport_addrs > NFT_IPS_MAX)
-        return err_set(e, "node.node_port_addresses: at most %d with the "
-                          "nftables dataplane",
-                       NFT_IPS_MAX);
+    if (c->node.n_nodeport_addrs > NFT_IPS_MAX) {
+        err_set(e, "node.node_port_addresses: at most %d with the "
+                   "nftables dataplane",
+                NFT_IPS_MAX);
+        return k->steer ? kube_steer_fallback(k, c, e) : -1;
+    }
     if (c->node.n_nodeport_addrs > 0)
         memcpy(nc->nodeport_addrs, c->node.nodeport_addrs,
                c->node.n_nodeport_addrs * sizeof(struct saddr));
     nc->nnodeport_addrs = c->node.n_nodeport_addrs;
     if (nft_conf_check(nc, e) < 0)
-        return -1;
+        return k->steer ? kube_steer_fallback(k, c, e) : -1;
     k->want_nft = 1;
     k->proxy_port = c->node.proxy_port;
     ev_timer_init(&k->kretry, kube_on_kretry, 1., 0.);
@@ -772,6 +810,8 @@ kube_start_nft(struct kube *k, const struct conf *c, struct err *e)
                   KUBE_KP_CHECK_S);
     k->kp_check.data = k;
     rc = kube_nft_try(k, e);
+    if (k->steer && rc != 0)
+        return kube_steer_fallback(k, c, e);
     if (rc == 1)
         ev_timer_start(k->loop, &k->kp_check);
     return rc < 0 ? -1 : 0;
@@ -1142,7 +1182,8 @@ kube_new(struct ev_loop *loop, struct proxy *p, const struct conf *c,
     }
     if (kube_start_nft(k, c, e) < 0 || kube_start_vip(k, c, e) < 0)
         goto fail;
-    wc.kernel = k->want_nft;
+    wc.kernel = k->want_nft && !k->steer;
+    wc.redirect = k->steer;
     kube_start_health(k, c);
     wc.on_untrusted = kube_on_untrusted;
     wc.on_unchanged = kube_on_unchanged;
