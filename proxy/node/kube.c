@@ -182,14 +182,13 @@ merge_api(struct table *t, const struct tbl_service *s,
     return add_vips(t, s, nodeport, n_nodeport, want_vips, e);
 }
 
-struct table *
-kube_merge(const struct table *statics, const struct table *api,
-           const struct saddr *nodeport, size_t n_nodeport, int want_vips,
-           const struct tbl_service *dispatch, uint64_t generation,
-           struct skip_set *refused, struct err *e)
+/* A new table with room for the services of <statics> and <api> and
+ * the dispatch service, or NULL with <e>. */
+static struct table *
+merge_new(const struct table *statics, const struct table *api,
+          struct err *e)
 {
     struct table *t = table_new();
-    size_t i;
 
     if (t == NULL
         || table_reserve(t, (statics != NULL ? statics->nservices : 0)
@@ -199,19 +198,61 @@ kube_merge(const struct table *statics, const struct table *api,
         err_set(e, "out of memory");
         return NULL;
     }
-    /* Nothing but the API's services: their table, copied whole (the
-     * translator let none of them conflict with another). */
+    return t;
+}
+
+/* Nothing but the API's services and <dispatch> (may be NULL): the API's
+ * table copied whole into the empty <t> (the translator let none of its
+ * services conflict with another), then <dispatch>. Returns 0, 1 when an
+ * API service holds the dispatch address, -1 when memory runs out. */
+static int
+merge_copy(struct table *t, const struct table *api,
+           const struct saddr *nodeport, size_t n_nodeport, int want_vips,
+           const struct tbl_service *dispatch, struct err *e)
+{
+    size_t i;
+
+    if (table_add_services_of(t, api, e) < 0)
+        return -1;
+    err_clear(e);
+    if (dispatch != NULL && table_add_service(t, dispatch, e) < 0) {
+        if (is_oom(e))
+            return -1;
+        err_clear(e);
+        return 1;
+    }
+    for (i = 0; i < api->nservices; i++)
+        if (add_vips(t, &api->services[i], nodeport, n_nodeport, want_vips, e)
+            < 0)
+            return -1;
+    return 0;
+}
+
+struct table *
+kube_merge(const struct table *statics, const struct table *api,
+           const struct saddr *nodeport, size_t n_nodeport, int want_vips,
+           const struct tbl_service *dispatch, uint64_t generation,
+           struct skip_set *refused, struct err *e)
+{
+    struct table *t = merge_new(statics, api, e);
+    size_t i;
+    int rc;
+
+    if (t == NULL)
+        return NULL;
     if ((statics == NULL
          || (statics->nservices == 0 && statics->nlisteners == 0))
-        && dispatch == NULL && api != NULL) {
-        if (table_add_services_of(t, api, e) < 0)
+        && api != NULL) {
+        rc = merge_copy(t, api, nodeport, n_nodeport, want_vips, dispatch, e);
+        if (rc < 0)
             goto fail;
-        for (i = 0; i < api->nservices; i++)
-            if (add_vips(t, &api->services[i], nodeport, n_nodeport,
-                         want_vips, e)
-                < 0)
-                goto fail;
-        goto done;
+        if (rc == 0)
+            goto done;
+        /* An API service holds the dispatch address: one service at a
+         * time, the dispatch service first (that one is left out). */
+        table_unref(t);
+        if ((t = merge_new(statics, api, e)) == NULL)
+            return NULL;
     }
     /* The file's table was built by the same rules: only memory fails. */
     for (i = 0; statics != NULL && i < statics->nlisteners; i++)

@@ -190,16 +190,18 @@ def test_deleted_service_keeps_open_connections(w):
         conn.close()
 
 
-def _ferry_alone(node_extra, tmp):
-    """Run ferry in a namespace of its own with the proxy dataplane and
-    <node_extra>, kube-proxy's table there; (exit code or None while it
-    runs, its output) once it exited or logged its steering."""
+def _ferry_alone(node_extra, tmp, kube_proxy=True, prefix=()):
+    """Run ferry (after <prefix>) in a namespace of its own with the proxy
+    dataplane and <node_extra>, kube-proxy's table there if <kube_proxy>;
+    (exit code or None while it runs, its output) once it exited or logged
+    its steering."""
     ns = "steer%d" % os.getpid()
     subprocess.run(["ip", "netns", "add", ns], check=True)
     try:
         run = ["ip", "netns", "exec", ns]
-        subprocess.run(run + ["nft", "add", "table", "ip", "kube-proxy"],
-                       check=True)
+        if kube_proxy:
+            subprocess.run(run + ["nft", "add", "table", "ip", "kube-proxy"],
+                           check=True)
         cfg = os.path.join(tmp, "alone.yaml")
         with open(cfg, "w") as f:
             f.write("log: {level: info}\n"
@@ -209,7 +211,8 @@ def _ferry_alone(node_extra, tmp):
                     % node_extra)
         out = os.path.join(tmp, "alone.log")
         with open(out, "w") as lf:
-            p = subprocess.Popen(run + [ft.ferry_bin(), "-c", cfg], stdout=lf,
+            p = subprocess.Popen(run + list(prefix) + [ft.ferry_bin(), "-c",
+                                                       cfg], stdout=lf,
                                  stderr=subprocess.STDOUT,
                                  stdin=subprocess.DEVNULL)
         try:
@@ -242,6 +245,15 @@ def test_redirect_refuses_and_auto_listens_when_nftables_cannot_be_used():
         assert ("the proxy listens on every Service address "
                 "(node.proxy_steering: auto): nftables cannot be used: "
                 "kube-proxy is programming this node") in text
+        if shutil.which("setpriv") is None:
+            return
+        # Without CAP_NET_ADMIN.
+        rc, text = _ferry_alone("proxy_steering: redirect", tmp, False,
+                                ["setpriv", "--inh-caps=-net_admin",
+                                 "--bounding-set=-net_admin"])
+        assert rc == 1, text
+        assert ("node.proxy_steering: redirect: nftables cannot be used: "
+                "nftables refused the listing") in text
 
 
 def test_cleanup_removes_the_table_and_the_addresses(w):
