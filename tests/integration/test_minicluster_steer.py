@@ -190,11 +190,11 @@ def test_deleted_service_keeps_open_connections(w):
         conn.close()
 
 
-def _ferry_alone(node_extra, tmp, kube_proxy=True, prefix=()):
+def _ferry_alone(node_extra, tmp, kube_proxy=True, prefix=(), exits=True):
     """Run ferry (after <prefix>) in a namespace of its own with the proxy
     dataplane and <node_extra>, kube-proxy's table there if <kube_proxy>;
-    (exit code or None while it runs, its output) once it exited or logged
-    its steering."""
+    (exit code, or None while it runs, and its output) once it exited
+    (<exits>) or logged its steering."""
     ns = "steer%d" % os.getpid()
     subprocess.run(["ip", "netns", "add", ns], check=True)
     try:
@@ -219,7 +219,8 @@ def _ferry_alone(node_extra, tmp, kube_proxy=True, prefix=()):
             def said():
                 with open(out, errors="replace") as f:
                     text = f.read()
-                return p.poll() is not None or "node.proxy_steering" in text
+                return p.poll() is not None or (
+                    not exits and "node.proxy_steering" in text)
             ft.wait_for(said, timeout=dl(10), what="ferry's steering",
                         interval=0.02)
             rc = p.poll()
@@ -240,7 +241,7 @@ def test_redirect_refuses_and_auto_listens_when_nftables_cannot_be_used():
         assert ("node.proxy_steering: redirect: nftables cannot be used: "
                 "kube-proxy is programming this node (nftables table ip "
                 "kube-proxy)") in text
-        rc, text = _ferry_alone("proxy_steering: auto", tmp)
+        rc, text = _ferry_alone("proxy_steering: auto", tmp, exits=False)
         assert rc is None, text  # still running
         assert ("the proxy listens on every Service address "
                 "(node.proxy_steering: auto): nftables cannot be used: "
