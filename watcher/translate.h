@@ -103,9 +103,9 @@ struct translate_opts {
      * proxy"; an annotated TCP port becomes both a proxy service of reach
      * REDIRECT (nothing bound on its frontends) and a kernel service with
      * <redirect> set, which sends its connections to the proxy. 0:
-     * everything to the proxy, listening on the frontends, whatever the
-     * annotation says. Ignored in edge mode, where everything is
-     * proxied. */
+     * everything to the proxy, whatever the annotation says, listening
+     * on the frontends unless <redirect>. Ignored in edge mode, where
+     * everything is proxied. */
     int kernel;
     /* Node mode, node.dataplane proxy with node.proxy_steering redirect
      * (<kernel> 0): every TCP port is steered as an annotated one is under

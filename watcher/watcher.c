@@ -150,6 +150,8 @@ build_table(struct watcher *w)
         /* The table grows once: about as large as the last one. */
         || table_reserve(t, w->last != NULL ? w->last->nservices + 16 : 0)
                < 0
+        || table_reserve_ksvcs(t, w->last != NULL ? w->last->nksvcs + 16 : 0)
+               < 0
         || translate_build(reflector_cache(w->svc), reflector_cache(w->eps), &o,
                            t, &e)
                < 0) {

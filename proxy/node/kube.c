@@ -61,6 +61,7 @@ struct kube {
     struct ev_timer khealth;   /* a checked endpoint went up or down */
     struct table *kfed;     /* the table whose kernel services nft wants */
     struct smap kidx;       /* "name/proto" -> 1 + index in kfed */
+    int kfed_whole;         /* the engine took every one of them */
     struct ev_timer kretry; /* a failed transaction, retried whole */
     double kretry_s;        /* its back-off */
     struct ev_timer kverify; /* someone else edited or flushed the table */
@@ -650,6 +651,30 @@ kube_set_health(struct kube *k, struct health *h)
         health_on_change(h, kube_on_health_change, k);
 }
 
+/* The quick way for kube_feed_nft(), when <api>'s kernel services are
+ * those of the last table fed, by name and in the same order (as after
+ * changes to endpoints), and the engine took them all: only those that
+ * differ are put, and the index stays. Returns 0, or -1 when the whole
+ * way must run (the put refused is put again there). */
+static int
+kube_feed_same(struct kube *k, const struct table *api)
+{
+    const struct table *old = k->kfed;
+    size_t i;
+
+    if (old == NULL || !k->kfed_whole || old->nksvcs != api->nksvcs)
+        return -1;
+    for (i = 0; i < api->nksvcs; i++)
+        if (api->ksvcs[i].proto != old->ksvcs[i].proto
+            || strcmp(api->ksvcs[i].name, old->ksvcs[i].name) != 0)
+            return -1;
+    for (i = 0; i < api->nksvcs; i++)
+        if (!tbl_ksvc_equal(&old->ksvcs[i], &api->ksvcs[i])
+            && nft_put_ksvc(k, &api->ksvcs[i], NULL) < 0)
+            return -1;
+    return 0;
+}
+
 /* Make the engine want the kernel services of <api>: only those that
  * changed since the last table are put, those gone are deleted. */
 static void
@@ -657,8 +682,17 @@ kube_feed_nft(struct kube *k, struct table *api)
 {
     struct smap idx = {0};
     char key[TBL_NAME_MAX + 16];
-    size_t i, nrefused = 0, *refused = NULL;
+    size_t i, nrefused = 0, nleft = 0, *refused = NULL;
     struct skip_set *said = skip_set_new();
+
+    if (kube_feed_same(k, api) == 0) {
+        skip_set_free(said);
+        table_unref(k->kfed);
+        k->kfed = table_ref(api);
+        kube_health_targets(k);
+        kube_nft_commit(k);
+        return;
+    }
 
     for (i = 0; i < api->nksvcs; i++) {
         const struct tbl_ksvc *ks = &api->ksvcs[i];
@@ -689,8 +723,10 @@ kube_feed_nft(struct kube *k, struct table *api)
     }
     for (i = 0; i < nrefused; i++) {
         const struct tbl_ksvc *ks = &api->ksvcs[refused[i]];
-        if (nft_put_ksvc(k, ks, said) < 0)
+        if (nft_put_ksvc(k, ks, said) < 0) {
+            nleft++;
             continue;
+        }
         ksvc_key(ks, key, sizeof(key));
         if (smap_put(&idx, key, (void *)(uintptr_t)(refused[i] + 1)) < 0)
             goto oom;
@@ -705,6 +741,7 @@ kube_feed_nft(struct kube *k, struct table *api)
     k->kidx = idx;
     table_unref(k->kfed);
     k->kfed = table_ref(api);
+    k->kfed_whole = nleft == 0;
     kube_health_targets(k);
     kube_nft_commit(k);
     return;
