@@ -1,7 +1,9 @@
+#include <linux/capability.h>
 #include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "backend.h"
@@ -817,6 +819,21 @@ kube_on_kp_check(struct ev_loop *loop, struct ev_timer *t, int rev)
         kube_feed_nft(k, k->api);
 }
 
+/* Nonzero when the process may program nftables (CAP_NET_ADMIN in its
+ * effective set), or when it cannot tell. */
+static int
+may_net_admin(void)
+{
+    struct __user_cap_header_struct h = {_LINUX_CAPABILITY_VERSION_3, 0};
+    struct __user_cap_data_struct d[_LINUX_CAPABILITY_U32S_3];
+
+    if (syscall(SYS_capget, &h, d) < 0)
+        return 1;
+    return (d[CAP_TO_INDEX(CAP_NET_ADMIN)].effective
+            & CAP_TO_MASK(CAP_NET_ADMIN))
+           != 0;
+}
+
 /* Under node.dataplane proxy, nftables cannot be used (<e> says why):
  * with redirect steering ferry refuses to start; with auto it listens on
  * every Service address, as with listen. */
@@ -877,6 +894,10 @@ kube_start_nft(struct kube *k, const struct conf *c, struct err *e)
     nc->nnodeport_addrs = c->node.n_nodeport_addrs;
     if (nft_conf_check(nc, e) < 0)
         return k->steer ? kube_steer_fallback(k, c, e) : -1;
+    if (k->steer && !may_net_admin()) {
+        err_set(e, "no CAP_NET_ADMIN");
+        return kube_steer_fallback(k, c, e);
+    }
     k->want_nft = 1;
     k->proxy_port = c->node.proxy_port;
     ev_timer_init(&k->kretry, kube_on_kretry, 1., 0.);

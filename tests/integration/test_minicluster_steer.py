@@ -254,7 +254,16 @@ def test_redirect_refuses_and_auto_listens_when_nftables_cannot_be_used():
                                  "--bounding-set=-net_admin"])
         assert rc == 1, text
         assert ("node.proxy_steering: redirect: nftables cannot be used: "
-                "nftables refused the listing") in text
+                "no CAP_NET_ADMIN") in text
+        # auto says so in one line, and listens.
+        rc, text = _ferry_alone("proxy_steering: auto", tmp, False,
+                                ["setpriv", "--inh-caps=-net_admin",
+                                 "--bounding-set=-net_admin"], exits=False)
+        assert rc is None, text
+        said = [ln for ln in text.splitlines() if "nftables" in ln]
+        assert len(said) == 1 and ("(node.proxy_steering: auto): nftables "
+                                   "cannot be used: no CAP_NET_ADMIN"
+                                   in said[0]), text
 
 
 def test_cleanup_removes_the_table_and_the_addresses(w):
