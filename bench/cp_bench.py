@@ -56,8 +56,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 HOST = "127.0.0.1"
 # Where ferry's NodePorts and healthCheckNodePorts listen
-# (node_port_addresses): loopback, except under the nftables dataplane,
-# whose NodePorts refuse it (the veth address of the bench's namespace).
+# (node_port_addresses): loopback, except where the kernel steers Services
+# (the nftables dataplane, the proxy's redirect steering), whose NodePorts
+# refuse it (the veth address of the bench's namespace).
 NODE_HOST = HOST
 NFT_NODE_IP = "198.18.0.1"
 PY = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
@@ -353,23 +354,32 @@ def _list_one(port, kind, res):
     res[kind] = _list_kind(port, kind)
 
 
-def ferry_config(sim_port, dataplane="proxy"):
+def ferry_config(sim_port, dataplane="proxy", steering=None):
     return ("log: {level: info, format: text}\n"
             "kubernetes: {enabled: true, api_server: 'http://%s:%d', "
             "node_name: n1}\n"
-            "node: {vip_interface: none, dataplane: %s, "
+            "node: {vip_interface: none, dataplane: %s, %s"
             "node_port_addresses: [%s], "
             "healthz_listen: '%s:%d'}\n"
             "admin: {enabled: true, listen: '%s:%d'}\n"
-            % (HOST, sim_port, dataplane, NODE_HOST, HOST, HEALTHZ_PORT, HOST,
-               ADMIN_PORT))
+            % (HOST, sim_port, dataplane,
+               "proxy_steering: %s, " % steering if steering else "",
+               NODE_HOST, HOST, HEALTHZ_PORT, HOST, ADMIN_PORT))
+
+
+def steered(cfg):
+    """The kernel steers the Services (nftables, or the proxy dataplane's
+    redirect steering): the bench runs in a network namespace of its own
+    and the connection probe goes to a ClusterIP."""
+    return cfg["dataplane"] == "nftables" or cfg.get("steering") == "redirect"
 
 
 NETNS_ENV = "FERRY_CP_NETNS"
 
 
 def run_in_netns(argv):
-    """--dataplane nftables: run this whole bench again inside a network
+    """--dataplane nftables, or proxy with redirect steering: run this
+    whole bench again inside a network
     namespace of its own (ferry's nftables table, the simulator, the
     clients, all in it), with a veth pair whose address routes the
     Services' ClusterIPs (198.18.0.0/15), and remove it afterwards."""
@@ -827,9 +837,12 @@ def run(args):
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, lambda s, f: sys.exit(128 + s))
     dataplane = getattr(args, "dataplane", None) or "proxy"
-    if dataplane == "nftables" and not os.environ.get(NETNS_ENV):
+    steering = (getattr(args, "proxy_steering", None) or "redirect"
+                if dataplane == "proxy" else None)
+    if (steered({"dataplane": dataplane, "steering": steering})
+            and not os.environ.get(NETNS_ENV)):
         return run_in_netns(sys.argv[1:])
-    if dataplane == "nftables":
+    if steered({"dataplane": dataplane, "steering": steering}):
         global NODE_HOST
         NODE_HOST = NFT_NODE_IP
     quick = args.quick
@@ -841,7 +854,7 @@ def run(args):
            "change_timeout": 60.0,
            "start_deadline": args.start_deadline or 900.0,
            "ferry_cpu": args.proxy_cpus, "sim_cpu": args.load_cpus,
-           "dataplane": dataplane}
+           "dataplane": dataplane, "steering": steering}
     cfg["probes"] = min(cfg["probes"], cfg["services"],
                         NODE_PORTS[1] - NODE_PORTS[0] + 1)
     if not (1 <= cfg["services"] <= 30000 and 1 <= cfg["endpoints"] <= 100000
@@ -933,7 +946,8 @@ def _run(cfg, args, out, raw, res, stopper):
     # ---- ferry start
     conf = os.path.join(raw, "ferry.yaml")
     with open(conf, "w") as f:
-        f.write(ferry_config(info["port"], cfg["dataplane"]))
+        f.write(ferry_config(info["port"], cfg["dataplane"],
+                             cfg["steering"]))
     logpath = os.path.join(raw, "ferry.log")
     logf = open(logpath, "w")
     argv = [args.ferry, "-c", conf]
@@ -1001,9 +1015,10 @@ def _run(cfg, args, out, raw, res, stopper):
     time.sleep(1.0)
     st["timeline_s"] = timeline(parse_log(logpath), t0_wall)
     # Through the kernel's redirect to the proxy under nftables (a
-    # proxied Service's ClusterIP), else the proxy's NodePort listener.
+    # proxied Service's ClusterIP) and under the proxy's redirect
+    # steering, else the proxy's NodePort listener.
     cp_target = ("%s:%d" % (info.get("conn_probe_cluster_ip"), cp_sim.SVC_PORT)
-                 if cfg["dataplane"] == "nftables" else
+                 if steered(cfg) else
                  "%s:%s" % (HOST, info.get("conn_probe_node_port")))
     cp_ok = wait_echo(cp_target, 30)
     if not cp_ok:
@@ -1134,11 +1149,13 @@ def section_md(res):
     st = res.get("start", {})
     lines = ["## control-plane", "",
              "%s services x %s endpoints (%s endpoints) in the simulated API "
-             "server, node.dataplane %s; ferry %s (git %s); run %s, load "
+             "server, node.dataplane %s%s; ferry %s (git %s); run %s, load "
              "average before %s, after %s." % (
                  "{:,}".format(c["services"]), c["endpoints"],
                  "{:,}".format(c["services"] * c["endpoints"]),
                  c.get("dataplane", "proxy"),
+                 " (proxy_steering %s)" % c["steering"]
+                 if c.get("steering") else "",
                  res.get("ferry"), res.get("commit", "?"), res["started"],
                  " ".join(res.get("loadavg_before") or []),
                  " ".join(res.get("loadavg_after") or [])), ""]
@@ -1223,7 +1240,7 @@ def section_md(res):
                       "| p99.9 | max | > 5 ms | > 50 ms |",
                       "|---|---|---|---|---|---|---|---|---|---|---|"]
             via = ("ClusterIP, redirected by the kernel to the proxy"
-                   if c.get("dataplane") == "nftables" else "NodePort")
+                   if steered(c) else "NodePort")
             for name, what in (("ferry", "through ferry (Service "
                                 "conn-probe, %s)" % via),
                                ("direct", "the same echo server, direct")):

@@ -160,6 +160,7 @@ struct node_in {
     uint64_t dataplane;        /* enum conf_dataplane */
     uint64_t proxy_port;
     uint64_t masquerade;       /* enum conf_masquerade */
+    uint64_t steering;         /* enum conf_steering */
     struct yd_arr cluster_cidrs; /* struct cidr */
     struct yd_arr service_cidrs; /* struct cidr */
 };
@@ -268,6 +269,13 @@ const char *const conf_dataplane_names[] = {
     NULL,
 };
 
+const char *const conf_steering_names[] = {
+    [CONF_STEER_AUTO] = "auto",
+    [CONF_STEER_REDIRECT] = "redirect",
+    [CONF_STEER_LISTEN] = "listen",
+    NULL,
+};
+
 const char *const conf_masquerade_names[] = {
     [CONF_MASQ_AUTO] = "auto",
     [CONF_MASQ_ALL] = "all",
@@ -297,6 +305,8 @@ static const struct yd_key node_keys[] = {
      "auto", conf_masquerade_names, 0},
     {"proxy_port", YD_UINT, offsetof(struct node_in, proxy_port), 1, 65535,
      "10263", NULL, 0},
+    {"proxy_steering", YD_ENUM, offsetof(struct node_in, steering), 0, 0,
+     "auto", conf_steering_names, 0},
     {"cluster_cidrs", YD_LIST, offsetof(struct node_in, cluster_cidrs), 1,
      CONF_CIDRS_MAX, NULL, &cluster_cidr_list, 0},
     {"service_cidrs", YD_LIST, offsetof(struct node_in, service_cidrs), 1,
@@ -1259,6 +1269,7 @@ build_kube(struct conf *c, const struct root_in *r, struct err *e)
     c->node.dataplane = (enum conf_dataplane)r->node.dataplane;
     c->node.masquerade = (enum conf_masquerade)r->node.masquerade;
     c->node.proxy_port = (uint16_t)r->node.proxy_port;
+    c->node.proxy_steering = (enum conf_steering)r->node.steering;
     c->node.n_cluster_cidrs = r->node.cluster_cidrs.n;
     if (c->node.n_cluster_cidrs > 0)
         memcpy(c->node.cluster_cidrs, r->node.cluster_cidrs.v,

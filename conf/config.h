@@ -81,6 +81,14 @@ enum conf_dataplane {
     CONF_DATAPLANE_PROXY,        /* ferry's proxy, on the service addresses */
 };
 
+/* node.proxy_steering: how Service connections reach the proxy under
+ * node.dataplane proxy. */
+enum conf_steering {
+    CONF_STEER_AUTO = 0, /* redirect when nftables can be used, else listen */
+    CONF_STEER_REDIRECT, /* the kernel redirects TCP to node.proxy_port */
+    CONF_STEER_LISTEN,   /* a listener on every Service address */
+};
+
 /* node.masquerade: whose source the kernel dataplane rewrites. */
 enum conf_masquerade {
     CONF_MASQ_AUTO = 0, /* kube-proxy's rules (traffic from outside
@@ -92,6 +100,7 @@ enum conf_masquerade {
 /* Names indexed by the enums, ended by NULL. */
 extern const char *const conf_dataplane_names[];
 extern const char *const conf_masquerade_names[];
+extern const char *const conf_steering_names[];
 
 #define CONF_CIDRS_MAX 16
 
@@ -104,8 +113,9 @@ struct conf_node {
     struct saddr metrics_listen; /* kube-proxy's /metrics; family 0: off */
     enum conf_dataplane dataplane;        /* default nftables */
     enum conf_masquerade masquerade;      /* default auto */
-    uint16_t proxy_port; /* nftables dataplane: proxied Services' connections
-                          * are redirected to this port (default 10263) */
+    enum conf_steering proxy_steering;    /* default auto; read at start */
+    uint16_t proxy_port; /* proxied Services' connections are redirected to
+                          * this port (default 10263) */
     struct cidr cluster_cidrs[CONF_CIDRS_MAX]; /* pods' addresses */
     size_t n_cluster_cidrs;
     struct cidr service_cidrs[CONF_CIDRS_MAX]; /* ClusterIP ranges */

@@ -530,6 +530,20 @@ table_reserve(struct table *t, size_t nservices)
     return 0;
 }
 
+int
+table_reserve_ksvcs(struct table *t, size_t nksvcs)
+{
+    struct tbl_ksvc *k;
+
+    if (t->frozen || nksvcs <= t->kcap)
+        return 0;
+    if ((k = realloc(t->ksvcs, nksvcs * sizeof(*k))) == NULL)
+        return -1;
+    t->ksvcs = k;
+    t->kcap = nksvcs;
+    return 0;
+}
+
 const struct tbl_service *
 table_find(const struct table *t, const char *name)
 {

@@ -398,6 +398,9 @@ void table_freeze(struct table *t, uint64_t generation);
  * known grows once. Returns -1 when out of memory (nothing changed). */
 int table_reserve(struct table *t, size_t nservices);
 
+/* The same for kernel services. */
+int table_reserve_ksvcs(struct table *t, size_t nksvcs);
+
 /* Every service of <src> (frozen) into <t>, which has no service and no
  * listener yet: the same services in the same order, sharing their
  * arrays, and <src>'s indexes copied whole instead of rebuilt; a merge

@@ -721,6 +721,16 @@ play(struct table *t, const struct rec *r, const char *ns, const char *svc,
     return 0;
 }
 
+/* Nonzero when the kernel steers <sc>'s proxied port (sc->proto) to
+ * the proxy's dispatch listener. */
+static int
+redirected(const struct svcctx *sc, const struct translate_opts *o)
+{
+    if (o->edge)
+        return 0;
+    return o->kernel || (o->redirect && sc->proto == TBL_PROTO_TCP);
+}
+
 /* Add one table service. Table refusals (a frontend owned by another
  * service) are counted and skipped; only memory failures are errors. */
 static int
@@ -729,10 +739,11 @@ emit(struct rec *r, const struct svcctx *sc, const char *pname,
      size_t nbe, const struct tbl_excluded *ex, size_t nex, int hc,
      const struct cidr *allow, size_t nallow, const struct translate_opts *o)
 {
-    /* Under the nftables dataplane, a proxied Service's connections come
+    /* Under the nftables dataplane, and for TCP under the proxy
+     * dataplane's redirect steering, a proxied Service's connections come
      * redirected by the kernel: nothing listens on its frontends. */
-    enum tbl_reach reach = o->kernel && !o->edge ? TBL_REACH_REDIRECT
-                                                 : TBL_REACH_LISTEN;
+    enum tbl_reach reach = redirected(sc, o) ? TBL_REACH_REDIRECT
+                                             : TBL_REACH_LISTEN;
     struct tbl_service s;
     int n;
 
@@ -1104,14 +1115,14 @@ kernel_port(struct rec *r, const struct svcctx *sc, const struct ksvc_port *sp,
     return 0;
 }
 
-/* Under the nftables dataplane, the kernel's side of a proxied port: its
- * addresses, redirected to the proxy (which has its endpoints). */
+/* The kernel's side of a redirected port: its addresses, sent to the
+ * proxy (which has its endpoints). */
 static int
 redirect_port(struct rec *r, const struct svcctx *sc,
               const struct ksvc_port *sp, uint16_t port,
               const struct translate_opts *o, struct scratch *w)
 {
-    if (!o->kernel || o->edge)
+    if (!redirected(sc, o))
         return 0;
     return kernel_port(r, sc, sp, TBL_PROTO_TCP, port, 1, o, w);
 }
@@ -1497,7 +1508,7 @@ struct memo_opts {
     struct saddr *node_addrs, *edge_nodes;
     size_t n_node_addrs, n_edge_nodes;
     struct tbl_service policy;
-    int has_policy, edge, kernel;
+    int has_policy, edge, kernel, redirect;
 };
 
 /* The Services' keys in order, with their cache entries, kept while no
@@ -1592,7 +1603,8 @@ opts_same(const struct memo_opts *mo, const struct translate_opts *o)
                           o->n_edge_nodes)
            && mo->has_policy == (o->policy != NULL)
            && (o->policy == NULL || tbl_service_equal(&mo->policy, o->policy))
-           && mo->edge == o->edge && mo->kernel == o->kernel;
+           && mo->edge == o->edge && mo->kernel == o->kernel
+           && mo->redirect == o->redirect;
 }
 
 static char *
@@ -1686,6 +1698,7 @@ memo_begin(struct translate_memo *m, const struct translate_opts *o)
     }
     mo->edge = o->edge;
     mo->kernel = o->kernel;
+    mo->redirect = o->redirect;
     if (oom) {
         memo_opts_clear(mo);
         return -1;

@@ -103,10 +103,17 @@ struct translate_opts {
      * proxy"; an annotated TCP port becomes both a proxy service of reach
      * REDIRECT (nothing bound on its frontends) and a kernel service with
      * <redirect> set, which sends its connections to the proxy. 0:
-     * everything to the proxy, listening on the frontends, whatever the
-     * annotation says. Ignored in edge mode, where everything is
-     * proxied. */
+     * everything to the proxy, whatever the annotation says, listening
+     * on the frontends unless <redirect>. Ignored in edge mode, where
+     * everything is proxied. */
     int kernel;
+    /* Node mode, node.dataplane proxy with node.proxy_steering redirect
+     * (<kernel> 0): every TCP port is steered as an annotated one is under
+     * nftables (a proxy service of reach REDIRECT plus a kernel service
+     * with <redirect> set); UDP ports listen on their frontends, as
+     * without it. No port is served by the kernel itself. Ignored in edge
+     * mode and with <kernel>. */
+    int redirect;
     /* The records of the last build, reused for the Services that did not
      * change (translate_memo_new()); NULL: translate everything. A memo
      * serves one sequence of builds, on one thread. */

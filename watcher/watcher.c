@@ -35,7 +35,7 @@ struct watcher {
     struct tbl_service policy;
     int has_policy;
     int edge;
-    int kernel;
+    int kernel, redirect;
     struct saddr *edge_nodes;
     size_t n_edge_nodes;
     char zone[64];
@@ -140,6 +140,7 @@ build_table(struct watcher *w)
     o.stats = &st;
     o.edge = w->edge;
     o.kernel = w->kernel;
+    o.redirect = w->redirect;
     o.edge_nodes = w->edge_nodes;
     o.n_edge_nodes = w->n_edge_nodes;
     o.skips = skips;
@@ -148,6 +149,8 @@ build_table(struct watcher *w)
     if (t == NULL || skips == NULL
         /* The table grows once: about as large as the last one. */
         || table_reserve(t, w->last != NULL ? w->last->nservices + 16 : 0)
+               < 0
+        || table_reserve_ksvcs(t, w->last != NULL ? w->last->nksvcs + 16 : 0)
                < 0
         || translate_build(reflector_cache(w->svc), reflector_cache(w->eps), &o,
                            t, &e)
@@ -430,6 +433,7 @@ copy_conf(struct watcher *w, const struct watcher_conf *wc)
 {
     w->edge = wc->edge;
     w->kernel = wc->kernel;
+    w->redirect = wc->redirect;
     if (wc->n_edge_nodes > 0) {
         w->edge_nodes = calloc(wc->n_edge_nodes, sizeof(*w->edge_nodes));
         if (w->edge_nodes == NULL)

@@ -43,6 +43,8 @@ struct watcher_conf {
     int edge; /* serve only externalIPs and LoadBalancer IPs */
     int kernel; /* node mode: Service ports to the kernel dataplane
                  * (translate_opts.kernel) */
+    int redirect; /* node mode, proxy dataplane: TCP ports steered by the
+                   * kernel (translate_opts.redirect) */
     const struct saddr *edge_nodes; /* edge: to these nodes' NodePorts */
     size_t n_edge_nodes;
     /* Called (with the publish callback's <arg>) when, before the first

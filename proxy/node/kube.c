@@ -1,7 +1,9 @@
+#include <linux/capability.h>
 #include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "backend.h"
@@ -51,6 +53,9 @@ struct kube {
      * kp_check looks again every few seconds. */
     struct nft *nft;
     int want_nft;
+    /* node.dataplane proxy with redirect steering: the engine only
+     * redirects TCP Service ports to the dispatch listener. */
+    int steer;
     uint16_t proxy_port;    /* the dispatch listener's, node.proxy_port */
     struct nft_conf nft_conf;
     struct ev_timer kp_check;
@@ -58,6 +63,7 @@ struct kube {
     struct ev_timer khealth;   /* a checked endpoint went up or down */
     struct table *kfed;     /* the table whose kernel services nft wants */
     struct smap kidx;       /* "name/proto" -> 1 + index in kfed */
+    int kfed_whole;         /* the engine took every one of them */
     struct ev_timer kretry; /* a failed transaction, retried whole */
     double kretry_s;        /* its back-off */
     struct ev_timer kverify; /* someone else edited or flushed the table */
@@ -179,14 +185,13 @@ merge_api(struct table *t, const struct tbl_service *s,
     return add_vips(t, s, nodeport, n_nodeport, want_vips, e);
 }
 
-struct table *
-kube_merge(const struct table *statics, const struct table *api,
-           const struct saddr *nodeport, size_t n_nodeport, int want_vips,
-           const struct tbl_service *dispatch, uint64_t generation,
-           struct skip_set *refused, struct err *e)
+/* A new table with room for the services of <statics> and <api> and
+ * the dispatch service, or NULL with <e>. */
+static struct table *
+merge_new(const struct table *statics, const struct table *api,
+          struct err *e)
 {
     struct table *t = table_new();
-    size_t i;
 
     if (t == NULL
         || table_reserve(t, (statics != NULL ? statics->nservices : 0)
@@ -196,19 +201,61 @@ kube_merge(const struct table *statics, const struct table *api,
         err_set(e, "out of memory");
         return NULL;
     }
-    /* Nothing but the API's services: their table, copied whole (the
-     * translator let none of them conflict with another). */
+    return t;
+}
+
+/* Nothing but the API's services and <dispatch> (may be NULL): the API's
+ * table copied whole into the empty <t> (the translator let none of its
+ * services conflict with another), then <dispatch>. Returns 0, 1 when an
+ * API service holds the dispatch address, -1 when memory runs out. */
+static int
+merge_copy(struct table *t, const struct table *api,
+           const struct saddr *nodeport, size_t n_nodeport, int want_vips,
+           const struct tbl_service *dispatch, struct err *e)
+{
+    size_t i;
+
+    if (table_add_services_of(t, api, e) < 0)
+        return -1;
+    err_clear(e);
+    if (dispatch != NULL && table_add_service(t, dispatch, e) < 0) {
+        if (is_oom(e))
+            return -1;
+        err_clear(e);
+        return 1;
+    }
+    for (i = 0; i < api->nservices; i++)
+        if (add_vips(t, &api->services[i], nodeport, n_nodeport, want_vips, e)
+            < 0)
+            return -1;
+    return 0;
+}
+
+struct table *
+kube_merge(const struct table *statics, const struct table *api,
+           const struct saddr *nodeport, size_t n_nodeport, int want_vips,
+           const struct tbl_service *dispatch, uint64_t generation,
+           struct skip_set *refused, struct err *e)
+{
+    struct table *t = merge_new(statics, api, e);
+    size_t i;
+    int rc;
+
+    if (t == NULL)
+        return NULL;
     if ((statics == NULL
          || (statics->nservices == 0 && statics->nlisteners == 0))
-        && dispatch == NULL && api != NULL) {
-        if (table_add_services_of(t, api, e) < 0)
+        && api != NULL) {
+        rc = merge_copy(t, api, nodeport, n_nodeport, want_vips, dispatch, e);
+        if (rc < 0)
             goto fail;
-        for (i = 0; i < api->nservices; i++)
-            if (add_vips(t, &api->services[i], nodeport, n_nodeport,
-                         want_vips, e)
-                < 0)
-                goto fail;
-        goto done;
+        if (rc == 0)
+            goto done;
+        /* An API service holds the dispatch address: one service at a
+         * time, the dispatch service first (that one is left out). */
+        table_unref(t);
+        if ((t = merge_new(statics, api, e)) == NULL)
+            return NULL;
     }
     /* The file's table was built by the same rules: only memory fails. */
     for (i = 0; statics != NULL && i < statics->nlisteners; i++)
@@ -606,6 +653,30 @@ kube_set_health(struct kube *k, struct health *h)
         health_on_change(h, kube_on_health_change, k);
 }
 
+/* The quick way for kube_feed_nft(), when <api>'s kernel services are
+ * those of the last table fed, by name and in the same order (as after
+ * changes to endpoints), and the engine took them all: only those that
+ * differ are put, and the index stays. Returns 0, or -1 when the whole
+ * way must run (the put refused is put again there). */
+static int
+kube_feed_same(struct kube *k, const struct table *api)
+{
+    const struct table *old = k->kfed;
+    size_t i;
+
+    if (old == NULL || !k->kfed_whole || old->nksvcs != api->nksvcs)
+        return -1;
+    for (i = 0; i < api->nksvcs; i++)
+        if (api->ksvcs[i].proto != old->ksvcs[i].proto
+            || strcmp(api->ksvcs[i].name, old->ksvcs[i].name) != 0)
+            return -1;
+    for (i = 0; i < api->nksvcs; i++)
+        if (!tbl_ksvc_equal(&old->ksvcs[i], &api->ksvcs[i])
+            && nft_put_ksvc(k, &api->ksvcs[i], NULL) < 0)
+            return -1;
+    return 0;
+}
+
 /* Make the engine want the kernel services of <api>: only those that
  * changed since the last table are put, those gone are deleted. */
 static void
@@ -613,8 +684,17 @@ kube_feed_nft(struct kube *k, struct table *api)
 {
     struct smap idx = {0};
     char key[TBL_NAME_MAX + 16];
-    size_t i, nrefused = 0, *refused = NULL;
+    size_t i, nrefused = 0, nleft = 0, *refused = NULL;
     struct skip_set *said = skip_set_new();
+
+    if (kube_feed_same(k, api) == 0) {
+        skip_set_free(said);
+        table_unref(k->kfed);
+        k->kfed = table_ref(api);
+        kube_health_targets(k);
+        kube_nft_commit(k);
+        return;
+    }
 
     for (i = 0; i < api->nksvcs; i++) {
         const struct tbl_ksvc *ks = &api->ksvcs[i];
@@ -645,8 +725,10 @@ kube_feed_nft(struct kube *k, struct table *api)
     }
     for (i = 0; i < nrefused; i++) {
         const struct tbl_ksvc *ks = &api->ksvcs[refused[i]];
-        if (nft_put_ksvc(k, ks, said) < 0)
+        if (nft_put_ksvc(k, ks, said) < 0) {
+            nleft++;
             continue;
+        }
         ksvc_key(ks, key, sizeof(key));
         if (smap_put(&idx, key, (void *)(uintptr_t)(refused[i] + 1)) < 0)
             goto oom;
@@ -661,6 +743,7 @@ kube_feed_nft(struct kube *k, struct table *api)
     k->kidx = idx;
     table_unref(k->kfed);
     k->kfed = table_ref(api);
+    k->kfed_whole = nleft == 0;
     kube_health_targets(k);
     kube_nft_commit(k);
     return;
@@ -686,7 +769,8 @@ kube_nft_try(struct kube *k, struct err *e)
     if (rc < 0)
         return -1;
     if (rc > 0) {
-        if (!ev_is_active(&k->kp_check))
+        err_set(e, "kube-proxy is programming this node (%s)", why);
+        if (!ev_is_active(&k->kp_check) && !k->steer)
             log_error("kubernetes: kube-proxy is programming this node (%s): "
                       "ferry will not add its own rules beside them; stop "
                       "kube-proxy and remove its rules (kube-proxy "
@@ -700,9 +784,15 @@ kube_nft_try(struct kube *k, struct err *e)
         return -1;
     ev_timer_start(k->loop, &k->kverify);
     k->kresync_at = ev_now(k->loop) + KUBE_NFT_RESYNC_S;
-    log_info("kubernetes: Services are carried by the kernel (table inet "
-             NFT_TABLE "), except those annotated ferry.dev/dataplane: "
-             "proxy");
+    if (k->steer)
+        log_info("kubernetes: the kernel (table inet " NFT_TABLE ") "
+                 "redirects Services' TCP ports to the proxy on port %u "
+                 "(node.proxy_steering); UDP ports listen on their addresses",
+                 (unsigned)k->proxy_port);
+    else
+        log_info("kubernetes: Services are carried by the kernel (table inet "
+                 NFT_TABLE "), except those annotated ferry.dev/dataplane: "
+                 "proxy");
     return 0;
 }
 
@@ -729,6 +819,43 @@ kube_on_kp_check(struct ev_loop *loop, struct ev_timer *t, int rev)
         kube_feed_nft(k, k->api);
 }
 
+/* Nonzero when the process may program nftables (CAP_NET_ADMIN in its
+ * effective set), or when it cannot tell. */
+static int
+may_net_admin(void)
+{
+    struct __user_cap_header_struct h = {_LINUX_CAPABILITY_VERSION_3, 0};
+    struct __user_cap_data_struct d[_LINUX_CAPABILITY_U32S_3];
+
+    if (syscall(SYS_capget, &h, d) < 0)
+        return 1;
+    return (d[CAP_TO_INDEX(CAP_NET_ADMIN)].effective
+            & CAP_TO_MASK(CAP_NET_ADMIN))
+           != 0;
+}
+
+/* Under node.dataplane proxy, nftables cannot be used (<e> says why):
+ * with redirect steering ferry refuses to start; with auto it listens on
+ * every Service address, as with listen. */
+static int
+kube_steer_fallback(struct kube *k, const struct conf *c, struct err *e)
+{
+    char why[ERR_MSG_MAX];
+
+    snprintf(why, sizeof(why), "%s", e->msg);
+    if (c->node.proxy_steering == CONF_STEER_REDIRECT)
+        return err_set(e, "node.proxy_steering: redirect: nftables cannot "
+                          "be used: %s",
+                       why);
+    log_info("kubernetes: the proxy listens on every Service address "
+             "(node.proxy_steering: auto): nftables cannot be used: %s",
+             why);
+    err_clear(e);
+    k->steer = 0;
+    k->want_nft = 0;
+    return 0;
+}
+
 static int
 kube_start_nft(struct kube *k, const struct conf *c, struct err *e)
 {
@@ -740,9 +867,13 @@ kube_start_nft(struct kube *k, const struct conf *c, struct err *e)
     struct nft_conf *nc = &k->nft_conf;
     int rc;
 
-    if (c->kube.mode != CONF_KUBE_NODE
-        || c->node.dataplane != CONF_DATAPLANE_NFTABLES)
+    if (c->kube.mode != CONF_KUBE_NODE)
         return 0;
+    if (c->node.dataplane == CONF_DATAPLANE_PROXY) {
+        if (c->node.proxy_steering == CONF_STEER_LISTEN)
+            return 0;
+        k->steer = 1;
+    }
     memset(nc, 0, sizeof(*nc));
     nc->masq = masq[c->node.masquerade];
     memcpy(nc->cluster_cidrs, c->node.cluster_cidrs,
@@ -751,16 +882,22 @@ kube_start_nft(struct kube *k, const struct conf *c, struct err *e)
     memcpy(nc->service_cidrs, c->node.service_cidrs,
            c->node.n_service_cidrs * sizeof(struct cidr));
     nc->nservice_cidrs = c->node.n_service_cidrs;
-    if (c->node.n_nodeport_addrs > NFT_IPS_MAX)
-        return err_set(e, "node.node_port_addresses: at most %d with the "
-                          "nftables dataplane",
-                       NFT_IPS_MAX);
+    if (c->node.n_nodeport_addrs > NFT_IPS_MAX) {
+        err_set(e, "node.node_port_addresses: at most %d with the "
+                   "nftables dataplane",
+                NFT_IPS_MAX);
+        return k->steer ? kube_steer_fallback(k, c, e) : -1;
+    }
     if (c->node.n_nodeport_addrs > 0)
         memcpy(nc->nodeport_addrs, c->node.nodeport_addrs,
                c->node.n_nodeport_addrs * sizeof(struct saddr));
     nc->nnodeport_addrs = c->node.n_nodeport_addrs;
     if (nft_conf_check(nc, e) < 0)
-        return -1;
+        return k->steer ? kube_steer_fallback(k, c, e) : -1;
+    if (k->steer && !may_net_admin()) {
+        err_set(e, "no CAP_NET_ADMIN");
+        return kube_steer_fallback(k, c, e);
+    }
     k->want_nft = 1;
     k->proxy_port = c->node.proxy_port;
     ev_timer_init(&k->kretry, kube_on_kretry, 1., 0.);
@@ -772,6 +909,8 @@ kube_start_nft(struct kube *k, const struct conf *c, struct err *e)
                   KUBE_KP_CHECK_S);
     k->kp_check.data = k;
     rc = kube_nft_try(k, e);
+    if (k->steer && rc != 0)
+        return kube_steer_fallback(k, c, e);
     if (rc == 1)
         ev_timer_start(k->loop, &k->kp_check);
     return rc < 0 ? -1 : 0;
@@ -1142,7 +1281,8 @@ kube_new(struct ev_loop *loop, struct proxy *p, const struct conf *c,
     }
     if (kube_start_nft(k, c, e) < 0 || kube_start_vip(k, c, e) < 0)
         goto fail;
-    wc.kernel = k->want_nft;
+    wc.kernel = k->want_nft && !k->steer;
+    wc.redirect = k->steer;
     kube_start_health(k, c);
     wc.on_untrusted = kube_on_untrusted;
     wc.on_unchanged = kube_on_unchanged;

@@ -131,6 +131,8 @@ build(const struct kcache *svcs, const struct kcache *eps, int variant)
     /* The kernel dataplane's paths (kernel services, redirected proxy
      * services, annotations) on two of the four variants. */
     o.kernel = variant == 0 || variant == 3;
+    /* The proxy dataplane's redirect steering on a third. */
+    o.redirect = variant == 2;
     err_clear(&e);
     if (translate_build(svcs, eps, &o, t, &e) < 0)
         abort(); /* only running out of memory fails a build */

@@ -444,6 +444,7 @@ def run_as_daemonset(tmp_path, ferry_bin, container, ds, conf, sim, token):
     c["kubernetes"]["serviceaccount_dir"] = str(sa)
     c["node"]["vip_interface"] = "none"
     c["node"]["dataplane"] = "proxy"
+    c["node"]["proxy_steering"] = "listen"  # not the host's nftables
     healthz = "127.0.0.1:%d" % free_port()
     admin = "127.0.0.1:%d" % free_port()
     c["node"]["healthz_listen"] = healthz

@@ -48,7 +48,7 @@ def kube_ferry(start_ferry, tmp_path, admin):
         "kubernetes": {"enabled": True, "kubeconfig": str(kc),
                        "node_name": kt.NODE},
         "node": {"vip_interface": "none", "healthz_listen": ft.free_addr(),
-                 "dataplane": "proxy"},
+                 "dataplane": "proxy", "proxy_steering": "listen"},
         "admin": {"enabled": True, "listen": admin},
     }
     return sim, start_ferry(ft.to_yaml(conf) + "\n", wait=False)

@@ -90,7 +90,7 @@ def kube_ferry(start_ferry, tmp_path, healthz, admin=None,
         "kubernetes": {"enabled": True, "kubeconfig": str(kc),
                        "node_name": "n1"},
         "node": {"vip_interface": "none", "healthz_listen": healthz,
-                 "dataplane": "proxy"},
+                 "dataplane": "proxy", "proxy_steering": "listen"},
     }
     if admin is not None:
         conf["admin"] = {"enabled": True, "listen": admin,

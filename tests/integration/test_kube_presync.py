@@ -10,7 +10,7 @@ def kube_config(services, api, healthz):
         "kubernetes": {"enabled": True, "api_server": f"https://{api}",
                        "node_name": "node-1"},
         "node": {"vip_interface": "none", "healthz_listen": healthz,
-                 "dataplane": "proxy"},
+                 "dataplane": "proxy", "proxy_steering": "listen"},
     }) + "\n"
 
 

@@ -116,6 +116,7 @@ def run(start_ferry, tmp_path, sim):
         "kubernetes": {"enabled": True, "kubeconfig": str(kc),
                        "node_name": NODE},
         "node": {"vip_interface": "none", "dataplane": "proxy",
+                 "proxy_steering": "listen",
                  "healthz_listen": healthz, "metrics_listen": metrics},
         "admin": {"enabled": True, "listen": admin},
     }) + "\n", wait=False)

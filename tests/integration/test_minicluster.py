@@ -3,8 +3,9 @@ edge balancer in front of it, against the simulated API server.
 
 The cluster (tests/lib/minicluster.py) is network namespaces and veth
 pairs in 198.18.0.0/15: the API server in "lan" at 198.18.0.1, node1 and
-node2 each running their own `ferry` (node mode, service IPs on lo,
-NodePorts on the node's address), pods on both nodes running
+node2 each running their own `ferry` (node mode, the proxy dataplane with
+its default steering: the kernel redirects Services to ferry's one port),
+pods on both nodes running
 `ferry-bench serve --mode http` (which answers with its own name), a
 client pod on each node, an outside client and an edge host running a
 third `ferry` in edge mode with a kubeconfig.
@@ -19,6 +20,7 @@ each is its own test function so a failure names the story it breaks.
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -59,6 +61,8 @@ def _why_skip():
         return why
     if bench_bin() is None:
         return "ferry-bench not built (set FERRY_BENCH_BIN)"
+    if shutil.which("nft") is None:
+        return "needs the nft command (nftables)"
     return None
 
 
@@ -165,8 +169,8 @@ def port(name, p, target, node_port=None, proto="TCP"):
 
 class World:
     """The cluster, its API server and one ferry per node. <dataplane> and
-    <node_extra> (more lines of the "node:" section) say how the node
-    ferries carry Service traffic."""
+    <node_extra> (more lines of the "node:" section; a dict gives each
+    node its own) say how the node ferries carry Service traffic."""
 
     def __init__(self, tmp, dataplane="proxy", node_extra="",
                  defaults="{connect_timeout: 1s, retries: 2}"):
@@ -256,7 +260,10 @@ class World:
                     "  dataplane: %s\n%s"
                     "admin: {enabled: true, listen: 127.0.0.1:%d}\n"
                     % (self.defaults, API, sa, node, vif, NODE_IP[node],
-                       self.dataplane, self.node_extra, NODE_ADMIN))
+                       self.dataplane,
+                       self.node_extra.get(node, "")
+                       if isinstance(self.node_extra, dict)
+                       else self.node_extra, NODE_ADMIN))
             self.cfg[node] = cfg
             self.start_ferry(node)
         for node in NODE_IP:
@@ -299,6 +306,12 @@ class World:
         a bridge first gets a port (a pod), which is not ferry's doing."""
         return ([a for a in self.c.addrs(node) if "scope link" not in a],
                 self.c.links(node))
+
+    def ruleset(self, node):
+        return subprocess.run(self.c.exec_args(node) + ["nft", "list",
+                                                        "ruleset"],
+                              capture_output=True, text=True,
+                              check=True).stdout
 
     def wait(self, pred, what, timeout=15.0):
         ft.wait_for(pred, timeout=dl(timeout), what=what, interval=0.05)
@@ -412,10 +425,12 @@ def test_cluster_ip_spreads_over_both_nodes(w):
     counts = {n: got.count(n) for n in set(got)}
     assert set(counts) == {"web-a", "web-b", "web-c", "web-d"}, counts
     assert min(counts.values()) >= 4, counts  # round-robin: 6 each
-    # The ClusterIP is a local address of both nodes (VIP on lo).
+    # node.proxy_steering auto, here redirect: the kernel steers the
+    # ClusterIP to the proxy's one port; no address is added for it
+    # (test_minicluster_steer.py: listen steering adds it).
     for node in NODE_IP:
-        assert "198.18.128.10/32" in w.c.ip(w.c.ns(node), "-o", "addr",
-                                            "show", "dev", "lo")
+        assert not any("198.18.128.10" in a for a in w.c.addrs(node))
+        assert "redirect to :10263" in w.ruleset(node)
 
 
 def test_steel_memcache_nodeport_and_http_loadbalancer(w):
@@ -779,11 +794,12 @@ def test_cleanup_restores_the_nodes(w):
         w.c.del_pod(cname)
     for node in NODE_IP:
         assert w.stop(w.ferry[node]) == 0
-        assert any("/32" in a and "lo" in a and "198.18.128." in a
-                   for a in w.c.addrs(node)), "VIPs kept over a restart"
+        assert "table inet ferry" in w.ruleset(node), "rules kept on exit"
         r = subprocess.run(w.c.exec_args(node) + [ft.ferry_bin(), "cleanup"],
                            capture_output=True, text=True, timeout=dl(20))
         assert r.returncode == 0, r.stderr
+        assert "deleted table inet ferry" in r.stdout
+        assert "table inet ferry" not in w.ruleset(node)
         # Namespaces (and the pods' veths) go away asynchronously.
         try:
             w.wait(lambda n=node: w.state(n) == w.before[n],

@@ -176,7 +176,7 @@ def kube_ferry(start_ferry, kc, admin, level="debug"):
         "kubernetes": {"enabled": True, "kubeconfig": str(kc),
                        "node_name": "n1"},
         "node": {"vip_interface": "none", "healthz_listen": ft.free_addr(),
-                 "dataplane": "proxy"},
+                 "dataplane": "proxy", "proxy_steering": "listen"},
         "admin": {"enabled": True, "listen": admin},
     }) + "\n"
     return start_ferry(text, wait=False)

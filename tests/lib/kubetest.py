@@ -413,8 +413,10 @@ def kube_config(api_server, sa_dir, admin_addr, grace="60s",
                        "node_name": NODE,
                        "serviceaccount_dir": str(sa_dir)},
         # healthz on a port of its own: the default 0.0.0.0:10256 is one
-        # per host
+        # per host; listeners on the Service addresses, not the host's
+        # nftables (redirect steering runs in namespaces of its own)
         "node": {"vip_interface": vip_interface, "dataplane": "proxy",
+                 "proxy_steering": "listen",
                  "healthz_listen": ft.free_addr()},
         "defaults": {"connect_timeout": "1s", "retries": 3,
                      "idle_timeout": "1h"},

@@ -1504,15 +1504,17 @@ test_kubernetes_and_node(void **state)
     assert_int_equal(c->node.n_cluster_cidrs, 0);
     assert_int_equal(c->node.n_service_cidrs, 0);
     assert_int_equal(c->node.proxy_port, 10263);
+    assert_int_equal(c->node.proxy_steering, CONF_STEER_AUTO);
     conf_free(c);
     c = load("kubernetes: {enabled: true}\nnode:\n  dataplane: proxy\n"
-             "  masquerade: all\n"
+             "  masquerade: all\n  proxy_steering: listen\n"
              "  cluster_cidrs: [198.18.0.0/16, \"2001:2::/48\"]\n"
              "  service_cidrs: 198.19.0.0/16\n",
              &e);
     assert_non_null(c);
     assert_int_equal(c->node.dataplane, CONF_DATAPLANE_PROXY);
     assert_int_equal(c->node.masquerade, CONF_MASQ_ALL);
+    assert_int_equal(c->node.proxy_steering, CONF_STEER_LISTEN);
     assert_int_equal(c->node.n_cluster_cidrs, 2);
     assert_int_equal(c->node.cluster_cidrs[1].prefix, 48);
     assert_string_equal(saddr_ip_str(&c->node.cluster_cidrs[1].ip, ip,
@@ -1527,6 +1529,9 @@ test_kubernetes_and_node(void **state)
                  20, "\"proxy_port\"");
     expect_error("kubernetes: {enabled: true}\nnode: {masquerade: some}\n",
                  2, 20, "\"masquerade\"");
+    expect_error("kubernetes: {enabled: true}\nnode: {proxy_steering: tproxy}"
+                 "\n",
+                 2, 24, "\"proxy_steering\"");
     expect_error("kubernetes: {enabled: true}\n"
                  "node: {cluster_cidrs: [198.18.0.1/16]}\n",
                  2, 24, "host bits set after the prefix");

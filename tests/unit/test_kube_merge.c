@@ -226,6 +226,53 @@ test_api_only_is_a_copy(void **state)
     table_unref(api);
 }
 
+/* The API's table with the dispatch service (the kernel's redirect
+ * under the proxy dataplane): still a copy, the dispatch service added;
+ * an API service on the dispatch address is the one left out. */
+static void
+test_api_with_dispatch(void **state)
+{
+    struct table *api = mk("shop/web:http=198.18.0.10:80;"
+                           "shop/np:http=0.0.0.0:30080",
+                           9),
+                 *clash = mk("shop/web:http=198.18.0.10:80;"
+                             "shop/odd:http=0.0.0.0:10263",
+                             9),
+                 *t;
+    struct skip_set *ref = skip_set_new();
+    struct tbl_service d;
+    struct saddr fe[1], np[1];
+    const char *why;
+    struct err e;
+
+    (void)state;
+    memset(&d, 0, sizeof(d));
+    snprintf(d.name, sizeof(d.name), "ferry/redirect");
+    d.reach = TBL_REACH_DISPATCH;
+    assert_int_equal(parse_hostport("0.0.0.0:10263", &fe[0], 0, &why), 0);
+    d.frontends = fe;
+    d.nfrontends = 1;
+    assert_int_equal(parse_ip("198.18.1.1", 0, &np[0], &why), 0);
+    err_clear(&e);
+    t = kube_merge(NULL, api, np, 1, 1, &d, 10, ref, &e);
+    assert_non_null(t);
+    assert_string_equal(names(t), "shop/web:http,shop/np:http,ferry/redirect");
+    assert_ptr_equal(table_find(t, "shop/web:http")->arrays,
+                     api->services[0].arrays);
+    assert_ptr_equal(table_find_frontend(t, &fe[0]),
+                     table_find(t, "ferry/redirect"));
+    assert_int_equal(skip_set_size(ref), 0);
+    table_unref(t);
+    t = kube_merge(NULL, clash, np, 1, 1, &d, 11, ref, &e);
+    assert_non_null(t);
+    assert_string_equal(names(t), "ferry/redirect,shop/web:http");
+    assert_int_equal(skip_set_size(ref), 1);
+    table_unref(t);
+    skip_set_free(ref);
+    table_unref(clash);
+    table_unref(api);
+}
+
 static void
 test_name_clash_file_wins(void **state)
 {
@@ -367,6 +414,7 @@ main(void)
         cmocka_unit_test(test_statics_only),
         cmocka_unit_test(test_api_only_and_vips),
         cmocka_unit_test(test_api_only_is_a_copy),
+        cmocka_unit_test(test_api_with_dispatch),
         cmocka_unit_test(test_name_clash_file_wins),
         cmocka_unit_test(test_address_overlap),
         cmocka_unit_test(test_order_and_generation),

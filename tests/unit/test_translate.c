@@ -481,6 +481,72 @@ test_kernel_annotation(void **state)
     assert_int_equal(NSKIP(f, SERVICE, BAD_ANNOTATION), 0);
 }
 
+/* node.dataplane proxy with redirect steering: every TCP port is steered
+ * as an annotated one under nftables (the proxy's service reached by
+ * redirection, the kernel's side with its addresses and no endpoints),
+ * whatever the annotation says; UDP ports listen; nothing is served by
+ * the kernel itself. */
+static void
+test_redirect_steering(void **state)
+{
+    struct fx *f = *state;
+    const struct tbl_ksvc *k;
+    const struct tbl_service *s;
+
+    put(f->svcs,
+        "{'metadata':{'namespace':'shop','name':'web','annotations':{"
+        "'ferry.dev/dataplane':'nftables'}},'spec':{'type':'LoadBalancer',"
+        "'clusterIP':'198.18.0.10','ports':[{'name':'http','protocol':'TCP',"
+        "'port':80,'nodePort':30080},{'name':'dns','protocol':'UDP',"
+        "'port':53}],'externalIPs':['198.18.9.9'],"
+        "'externalTrafficPolicy':'Local','healthCheckNodePort':32000,"
+        "'sessionAffinity':'ClientIP'},'status':{'loadBalancer':{'ingress':"
+        "[{'ip':'198.18.7.7'}]}}}");
+    put(f->slices,
+        SLICE("web-1", "web",
+              "[{'name':'http','protocol':'TCP','port':8080},"
+              "{'name':'dns','protocol':'UDP','port':5353}]",
+              "[" EP("198.18.2.1", "node-a", "z1", READY) ","
+              EP("198.18.2.2", "node-b", "z1", READY) "]"));
+    f->o.redirect = 1;
+    build(f);
+    /* The ClusterIP and the external frontends (a Local policy on one
+     * side only) are two services, both reached by redirection. */
+    s = get(f, "shop/web:http");
+    assert_int_equal(s->reach, TBL_REACH_REDIRECT);
+    assert_string_equal(fes(s), "198.18.0.10:80");
+    assert_int_equal(s->nbackends, 2);
+    assert_true(s->affinity_timeout_ms > 0);
+    s = get(f, "shop/web:http/external");
+    assert_int_equal(s->reach, TBL_REACH_REDIRECT);
+    assert_string_equal(bes(s), "pod-198.18.2.1@198.18.2.1:8080=RSL");
+    s = get(f, "shop/web:dns");
+    assert_int_equal(s->proto, TBL_PROTO_UDP);
+    assert_int_equal(s->reach, TBL_REACH_LISTEN);
+    assert_int_equal(NSKIP(f, SERVICE, UNSUPPORTED_PROTOCOL), 0);
+    assert_int_equal(NSKIP(f, SERVICE, BAD_ANNOTATION), 0);
+    /* The kernel's side: the TCP port only, redirected, with every
+     * address and the health check port, no endpoints. */
+    assert_int_equal(f->t->nksvcs, 1);
+    k = kget(f, "shop/web:http", TBL_PROTO_TCP);
+    assert_true(k->redirect);
+    assert_int_equal(k->ncluster_eps + k->nlocal_eps, 0);
+    assert_string_equal(ips(k->cluster_ips, k->ncluster_ips), "198.18.0.10");
+    assert_string_equal(ips(k->external_ips, k->nexternal_ips), "198.18.9.9");
+    assert_string_equal(ips(k->lb_ips, k->nlb_ips), "198.18.7.7");
+    assert_int_equal(k->node_port, 30080);
+    assert_int_equal(k->affinity_s, 0);
+    assert_int_equal(k->hc_node_port, 32000);
+
+    /* Edge mode ignores it. */
+    f->o.edge = 1;
+    build(f);
+    assert_int_equal(f->t->nksvcs, 0);
+    assert_true(f->t->nservices > 0);
+    for (size_t i = 0; i < f->t->nservices; i++)
+        assert_int_equal(f->t->services[i].reach, TBL_REACH_LISTEN);
+}
+
 /* loadBalancerSourceRanges on the proxy path: the LoadBalancer IPs are
  * served apart, allowed from the ranges only; the other frontends are
  * not limited. No valid range left: the LoadBalancer IPs are not served. */
@@ -1272,6 +1338,7 @@ main(void)
         T(test_udp_served_sctp_skipped),
         T(test_kernel_services),
         T(test_kernel_annotation),
+        T(test_redirect_steering),
         T(test_feature_annotations),
         T(test_source_ranges_proxy),
         T(test_merge_dedup),

@@ -292,6 +292,8 @@ shared(const struct build *a, const struct build *b)
     return n;
 }
 
+/* <kernel>: 0 the proxy dataplane listening, 1 the nftables dataplane,
+ * 2 the proxy dataplane with redirect steering. */
 static void
 run(int kernel, int edge)
 {
@@ -311,7 +313,8 @@ run(int kernel, int edge)
     o.node_zone = "z1";
     o.node_addrs = node;
     o.n_node_addrs = 1;
-    o.kernel = kernel;
+    o.kernel = kernel == 1;
+    o.redirect = kernel == 2;
     o.edge = edge;
     for (i = 0; i < NSVC; i++) {
         put(svcs, make_service(i));
@@ -482,6 +485,13 @@ test_memo_kernel(void **state)
 }
 
 static void
+test_memo_redirect(void **state)
+{
+    (void)state;
+    run(2, 0);
+}
+
+static void
 test_memo_edge(void **state)
 {
     (void)state;
@@ -495,6 +505,7 @@ main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_memo_proxy),
         cmocka_unit_test(test_memo_kernel),
+        cmocka_unit_test(test_memo_redirect),
         cmocka_unit_test(test_memo_edge),
         cmocka_unit_test(test_relist_changes_nothing),
         cmocka_unit_test(test_relist_translates_changes),
