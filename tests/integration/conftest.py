@@ -17,6 +17,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
 import ferrytest  # noqa: E402
 
 
+# Files that take tens of seconds run first. tests/run spreads whole files
+# over its workers (--dist loadfile), each taking the next file in this
+# order when it is done: a long file taken last keeps one worker busy on
+# its own after the others have finished. Other files keep their order.
+LONG_FIRST = ["test_commands.py", "test_kube_e2e.py", "test_kapisim.py",
+              "test_faults.py", "test_minicluster.py",
+              "test_watcher_kapisim.py", "test_check_config.py",
+              "test_minicluster_kernel.py", "test_bench.py"]
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(LONG_FIRST)}
+    items.sort(key=lambda it: rank.get(it.path.name, len(rank)))
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     outcome = yield

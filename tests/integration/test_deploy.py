@@ -714,18 +714,37 @@ def parse_dockerfile():
     return Dockerfile(DOCKERFILE.read_text())
 
 
-def dpkg_owner(path):
+def owner_candidates(path):
+    """<path> and the names dpkg may list it under (resolved, with and
+    without /usr: a merged /usr)."""
     cands = [path, os.path.realpath(path)]
     for p in list(cands):
         if p.startswith("/usr/"):
             cands.append(p[4:])
         else:
             cands.append("/usr" + p)
-    for p in cands:
-        r = run(["dpkg-query", "-S", p])
-        if r.returncode == 0:
-            return r.stdout.split(":", 1)[0].split(",")[0].strip()
-    raise AssertionError(f"no Debian package owns {path}")
+    return cands
+
+
+def dpkg_owners(paths):
+    """path -> the Debian package that owns it, for every path in <paths>,
+    from one dpkg-query (each call reads dpkg's whole file list)."""
+    cands = {p: owner_candidates(p) for p in paths}
+    r = run(["dpkg-query", "-S",
+             *sorted({c for cs in cands.values() for c in cs})])
+    found = {}
+    for line in r.stdout.splitlines():
+        pkgs, sep, owned = line.rpartition(": ")
+        if sep and not line.startswith("diversion "):
+            found.setdefault(owned.strip(),
+                             pkgs.split(":", 1)[0].split(",")[0].strip())
+    out = {}
+    for p, cs in cands.items():
+        owner = next((found[c] for c in cs if c in found), None)
+        if owner is None:
+            raise AssertionError(f"no Debian package owns {p}")
+        out[p] = owner
+    return out
 
 
 def ldd(path):
@@ -834,7 +853,8 @@ def test_dockerfile_runtime_installs_every_linked_library(ferry_bin):
     pkgs = set(df.installed(df.runtime))
     libs = runtime_libraries(ferry_bin)
     base = {"libc6"}  # in every Debian image
-    owners = {name: dpkg_owner(path) for name, path in libs.items()}
+    owner = dpkg_owners(libs.values())
+    owners = {name: owner[path] for name, path in libs.items()}
     direct = {owners[n] for n in needed(ferry_bin) if n in owners}
     missing = direct - pkgs - base
     assert not missing, \

@@ -95,12 +95,16 @@ class Load(threading.Thread):
 
     def wait_more(self, n, what="load progress", timeout=None):
         start = self.count()
-        if not self.is_alive():
-            raise AssertionError(f"load loop ended ({start} connections)")
-        wait_for(lambda: self.count() >= start + n,
-                 dl(15) if timeout is None else timeout,
-                 f"{what}: {n} more connections")
+        self.wait_count(start + n, f"{what}: {n} more connections", timeout)
         return start
+
+    def wait_count(self, n, what="load progress", timeout=None):
+        """Wait until <n> connections in all have ended."""
+        if not self.is_alive():
+            raise AssertionError(f"load loop ended ({self.count()} "
+                                 "connections)")
+        wait_for(lambda: self.count() >= n,
+                 dl(15) if timeout is None else timeout, what)
 
     def stop(self):
         self.stopping.set()
@@ -137,6 +141,17 @@ def loads():
         lo.wait_more(5, "load started")
         return lo
 
+    def many(addr, n, **kw):
+        """<n> loops to <addr> at once, each started."""
+        los = [Load(addr, **kw) for _ in range(n)]
+        made.extend(los)
+        for lo in los:
+            lo.start()
+        for lo in los:
+            lo.wait_count(5, "load started: 5 connections", timeout=dl(40))
+        return los
+
+    make.many = many
     yield make
     for lo in made:
         lo.stopping.set()
@@ -206,19 +221,26 @@ def test_backend_accepts_then_stalls(start_ferry, backends, loads):
     listen = ft.free_addr()
     start_ferry(ft.config([ft.service("web", listen, good + [bad])],
                           idle_timeout="500ms"))
-    lo = loads(listen)
-    lo.wait_more(60, "load with a stalled backend", timeout=dl(40))
-    lo.stop()
-    fails = lo.failures()
+    # Four loops at once: a stalled connection holds its loop for the
+    # idle timeout, so 60 connections in a row would take 10 s of waiting.
+    los = loads.many(listen, 4)
+    marks = [lo.count() for lo in los]
+    for lo, mark in zip(los, marks):
+        lo.wait_count(mark + 15, "load with a stalled backend: 15 more "
+                      "connections", timeout=dl(40))
+    for lo in los:
+        lo.stop()
+    fails = [r for lo in los for r in lo.failures()]
+    report = "; ".join(lo.report() for lo in los)
     assert bad.accepted > 0
     assert fails, "no connection reached the stalled backend"
     # Every failure is the idle timeout ending a stalled connection:
     # a clean close after at least the timeout, never a reset or a hang.
     for t0, t1, _, kind in fails:
-        assert kind == "eof" and t1 - t0 >= 0.4, (kind, t1 - t0,
-                                                  lo.report())
-    ok = lo.answers()
-    assert ok["g0"] + ok["g1"] + len(fails) == lo.count(), lo.report()
+        assert kind == "eof" and t1 - t0 >= 0.4, (kind, t1 - t0, report)
+    ok = sum((lo.answers() for lo in los), collections.Counter())
+    assert ok["g0"] + ok["g1"] + len(fails) == sum(lo.count() for lo in los), \
+        report
     assert len(fails) <= bad.accepted
     wait_for(lambda: bad.active == 0, dl(10),
              "ferry closed its side of every stalled connection")
@@ -330,7 +352,9 @@ def test_slow_reader_memory_bounded(start_ferry, backends, loads):
     try:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
         got, peak = 0, rss0
-        end = time.monotonic() + dl(4)
+        # 4 s of slow reading in every build: the span of the scenario,
+        # not a deadline (the backend is megabytes ahead within it).
+        end = time.monotonic() + 4
         for _ in range(100000):
             if time.monotonic() > end:
                 break
