@@ -258,6 +258,10 @@ struct tbl_service {
     struct tbl_arrays *arrays;
 };
 
+/* struct tbl_ksvc's redirect. */
+#define TBL_REDIRECT_PLAIN    1
+#define TBL_REDIRECT_AFFINITY 2
+
 /*
  * A Kubernetes Service port carried by the kernel (node.dataplane:
  * nftables) instead of the proxy: what kube-proxy would program for it,
@@ -296,7 +300,10 @@ struct tbl_ksvc {
      * endpoint it finds down leaves both lists; type NONE: off. */
     struct tbl_check check;
     /* Served by ferry's proxy (ferry.dev/dataplane: proxy): the kernel
-     * redirects its addresses to the proxy's port; no endpoints. */
+     * redirects its addresses to the proxy's port; no endpoints. 0: not
+     * redirected; TBL_REDIRECT_PLAIN to the port every worker serves,
+     * TBL_REDIRECT_AFFINITY (a Service with ClientIP affinity, served by
+     * worker 0 alone) to the port next to it. */
     int redirect;
     /* As in struct tbl_service: the LoadBalancer health check port. */
     uint16_t hc_node_port;

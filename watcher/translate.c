@@ -1094,7 +1094,11 @@ kernel_port(struct rec *r, const struct svcctx *sc, const struct ksvc_port *sp,
     k.nsource_ranges = w->nranges;
     k.affinity_s = redirect ? 0 : sc->affinity_ms / 1000;
     k.check = redirect ? (struct tbl_check){0} : sc->check;
-    k.redirect = redirect;
+    /* A Service with ClientIP affinity is redirected to a port of its
+     * own, which worker 0 alone serves (TBL_REDIRECT_AFFINITY). */
+    k.redirect = !redirect            ? 0
+                 : sc->affinity_ms > 0 ? TBL_REDIRECT_AFFINITY
+                                       : TBL_REDIRECT_PLAIN;
     k.cluster_eps = w->be;
     k.ncluster_eps = n1;
     k.local_eps = w->be + n1;

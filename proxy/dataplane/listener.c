@@ -315,6 +315,19 @@ dispatch(struct worker *w, struct listener *l, int fd,
         reset_close(fd);
         return;
     }
+    /* A Service with ClientIP affinity is redirected to worker 0's own
+     * port; one that comes to another worker (its rules are changing)
+     * would share the pins between threads: refused, and counted. */
+    if (s->aff != NULL && w->id != 0) {
+        stats_redirect_unmatched();
+        log_rl(LOG_WARN, ev_now(w->loop),
+               "%s: connection from %s for %s: a ClientIP-affinity service, "
+               "served by worker 0 on the next port: refused",
+               l->addr_str, saddr_str(client, a, sizeof(a)),
+               saddr_str(&dst, b, sizeof(b)));
+        reset_close(fd);
+        return;
+    }
     conn_accept(w, s, fd, client);
 }
 

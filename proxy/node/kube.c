@@ -186,16 +186,17 @@ merge_api(struct table *t, const struct tbl_service *s,
 }
 
 /* A new table with room for the services of <statics> and <api> and
- * the dispatch service, or NULL with <e>. */
+ * <ndispatch> dispatch services, or NULL with <e>. */
 static struct table *
 merge_new(const struct table *statics, const struct table *api,
-          struct err *e)
+          size_t ndispatch, struct err *e)
 {
     struct table *t = table_new();
 
     if (t == NULL
         || table_reserve(t, (statics != NULL ? statics->nservices : 0)
-                                + (api != NULL ? api->nservices : 0) + 1)
+                                + (api != NULL ? api->nservices : 0)
+                                + ndispatch)
                < 0) {
         table_unref(t);
         err_set(e, "out of memory");
@@ -204,26 +205,28 @@ merge_new(const struct table *statics, const struct table *api,
     return t;
 }
 
-/* Nothing but the API's services and <dispatch> (may be NULL): the API's
- * table copied whole into the empty <t> (the translator let none of its
- * services conflict with another), then <dispatch>. Returns 0, 1 when an
- * API service holds the dispatch address, -1 when memory runs out. */
+/* Nothing but the API's services and the <ndispatch> of <dispatch>: the
+ * API's table copied whole into the empty <t> (the translator let none of
+ * its services conflict with another), then <dispatch>. Returns 0, 1 when
+ * an API service holds a dispatch address, -1 when memory runs out. */
 static int
 merge_copy(struct table *t, const struct table *api,
            const struct saddr *nodeport, size_t n_nodeport, int want_vips,
-           const struct tbl_service *dispatch, struct err *e)
+           const struct tbl_service *dispatch, size_t ndispatch,
+           struct err *e)
 {
     size_t i;
 
     if (table_add_services_of(t, api, e) < 0)
         return -1;
     err_clear(e);
-    if (dispatch != NULL && table_add_service(t, dispatch, e) < 0) {
-        if (is_oom(e))
-            return -1;
-        err_clear(e);
-        return 1;
-    }
+    for (i = 0; i < ndispatch; i++)
+        if (table_add_service(t, &dispatch[i], e) < 0) {
+            if (is_oom(e))
+                return -1;
+            err_clear(e);
+            return 1;
+        }
     for (i = 0; i < api->nservices; i++)
         if (add_vips(t, &api->services[i], nodeport, n_nodeport, want_vips, e)
             < 0)
@@ -234,10 +237,10 @@ merge_copy(struct table *t, const struct table *api,
 struct table *
 kube_merge(const struct table *statics, const struct table *api,
            const struct saddr *nodeport, size_t n_nodeport, int want_vips,
-           const struct tbl_service *dispatch, uint64_t generation,
-           struct skip_set *refused, struct err *e)
+           const struct tbl_service *dispatch, size_t ndispatch,
+           uint64_t generation, struct skip_set *refused, struct err *e)
 {
-    struct table *t = merge_new(statics, api, e);
+    struct table *t = merge_new(statics, api, ndispatch, e);
     size_t i;
     int rc;
 
@@ -246,7 +249,8 @@ kube_merge(const struct table *statics, const struct table *api,
     if ((statics == NULL
          || (statics->nservices == 0 && statics->nlisteners == 0))
         && api != NULL) {
-        rc = merge_copy(t, api, nodeport, n_nodeport, want_vips, dispatch, e);
+        rc = merge_copy(t, api, nodeport, n_nodeport, want_vips, dispatch,
+                        ndispatch, e);
         if (rc < 0)
             goto fail;
         if (rc == 0)
@@ -254,7 +258,7 @@ kube_merge(const struct table *statics, const struct table *api,
         /* An API service holds the dispatch address: one service at a
          * time, the dispatch service first (that one is left out). */
         table_unref(t);
-        if ((t = merge_new(statics, api, e)) == NULL)
+        if ((t = merge_new(statics, api, ndispatch, e)) == NULL)
             return NULL;
     }
     /* The file's table was built by the same rules: only memory fails. */
@@ -264,9 +268,9 @@ kube_merge(const struct table *statics, const struct table *api,
     for (i = 0; statics != NULL && i < statics->nservices; i++)
         if (table_add_service(t, &statics->services[i], e) < 0)
             goto fail;
-    if (dispatch != NULL
-        && merge_api(t, dispatch, NULL, 0, 0, refused, e) < 0)
-        goto fail;
+    for (i = 0; i < ndispatch; i++)
+        if (merge_api(t, &dispatch[i], NULL, 0, 0, refused, e) < 0)
+            goto fail;
     for (i = 0; api != NULL && i < api->nservices; i++)
         if (merge_api(t, &api->services[i], nodeport, n_nodeport, want_vips,
                       refused, e)
@@ -274,7 +278,7 @@ kube_merge(const struct table *statics, const struct table *api,
             goto fail;
 done:
     /* Status pages list the kernel's services beside the proxy's. */
-    if (dispatch != NULL && api != NULL && api->nksvcs > 0)
+    if (ndispatch > 0 && api != NULL && api->nksvcs > 0)
         t->kernel = table_ref((struct table *)api);
     table_freeze(t, generation);
     return t;
@@ -294,41 +298,60 @@ kube_on_conflict(void *arg, const struct skip_note *n)
     skip_log(&k->skip_log, ev_now(k->loop), "kubernetes", n);
 }
 
-/* Under the nftables dataplane, the proxy's one listening address (per
- * family) for the connections the kernel redirects, into <d>. Returns
- * <d>, or NULL when there is none. Its affinity is the longest of the
- * redirected services' (a service with ClientIP affinity is served by
- * worker 0 alone: so are, then, the redirected connections). */
-static const struct tbl_service *
-dispatch_service(const struct kube *k, struct tbl_service *d)
+/* The port the kernel redirects a Service with ClientIP affinity to: the
+ * one next to node.proxy_port. */
+static uint16_t
+affinity_port(const struct kube *k)
 {
-    static struct saddr fe[2];
+    return k->proxy_port < 65535 ? (uint16_t)(k->proxy_port + 1)
+                                 : (uint16_t)(k->proxy_port - 1);
+}
+
+/* Under the nftables dataplane (or the proxy's redirect steering), the
+ * proxy's listening addresses (per family) for the connections the kernel
+ * redirects, into <d> (room for two): one on node.proxy_port, which every
+ * worker serves, and, while a redirected service has ClientIP affinity,
+ * one on affinity_port() for those, which worker 0 alone serves (an
+ * affinity table is not shared between threads; the longest of their
+ * timeouts makes it so). Returns how many. */
+static size_t
+dispatch_services(const struct kube *k, struct tbl_service d[2])
+{
+    static struct saddr fe[2][2];
     const char *why;
-    size_t i;
+    uint32_t aff = 0;
+    size_t i, n;
 
     if (!k->want_nft)
-        return NULL;
-    memset(d, 0, sizeof(*d));
-    snprintf(d->name, sizeof(d->name), "%s", KUBE_DISPATCH_NAME);
-    d->origin = TBL_ORIGIN_API;
-    d->reach = TBL_REACH_DISPATCH;
-    parse_ip("0.0.0.0", k->proxy_port, &fe[0], &why);
-    parse_ip("::", k->proxy_port, &fe[1], &why);
-    d->frontends = fe;
-    d->nfrontends = 2;
+        return 0;
     for (i = 0; k->api != NULL && i < k->api->nservices; i++)
         if (k->api->services[i].reach == TBL_REACH_REDIRECT
-            && k->api->services[i].affinity_timeout_ms > d->affinity_timeout_ms)
-            d->affinity_timeout_ms = k->api->services[i].affinity_timeout_ms;
-    return d;
+            && k->api->services[i].affinity_timeout_ms > aff)
+            aff = k->api->services[i].affinity_timeout_ms;
+    n = aff > 0 ? 2 : 1;
+    for (i = 0; i < n; i++) {
+        uint16_t port = i == 0 ? k->proxy_port : affinity_port(k);
+        memset(&d[i], 0, sizeof(d[i]));
+        snprintf(d[i].name, sizeof(d[i].name), "%s",
+                 i == 0 ? KUBE_DISPATCH_NAME : KUBE_DISPATCH_AFFINITY_NAME);
+        d[i].origin = TBL_ORIGIN_API;
+        d[i].reach = TBL_REACH_DISPATCH;
+        parse_ip("0.0.0.0", port, &fe[i][0], &why);
+        parse_ip("::", port, &fe[i][1], &why);
+        d[i].frontends = fe[i];
+        d[i].nfrontends = 2;
+        d[i].affinity_timeout_ms = i == 0 ? 0 : aff;
+    }
+    return n;
 }
 
 /* One table from the file's services and the API's. */
 static struct table *
 merge(struct kube *k)
 {
-    struct tbl_service disp;
+    struct tbl_service disp[2];
     struct skip_set *refused = skip_set_new();
+    size_t ndisp = dispatch_services(k, disp);
     struct table *t;
     struct err e;
 
@@ -336,8 +359,8 @@ merge(struct kube *k)
     t = refused == NULL
             ? NULL
             : kube_merge(k->statics, k->api, k->nodeport, k->n_nodeport,
-                         k->vip != NULL, dispatch_service(k, &disp),
-                         ++*k->generation, refused, &e);
+                         k->vip != NULL, disp, ndisp, ++*k->generation,
+                         refused, &e);
     if (t == NULL) {
         log_error("kubernetes: cannot merge the file's services with the "
                   "API's: %s",
@@ -432,7 +455,9 @@ nft_put_ksvc(struct kube *k, const struct tbl_ksvc *ks,
     s.nsource_ranges = ks->nsource_ranges;
     s.affinity_s = ks->affinity_s;
     s.external_local = ks->external_local;
-    s.redirect_port = ks->redirect ? k->proxy_port : 0;
+    s.redirect_port = ks->redirect == TBL_REDIRECT_AFFINITY ? affinity_port(k)
+                      : ks->redirect                        ? k->proxy_port
+                                                            : 0;
     checked = k->health != NULL && ks->check.type != TBL_CHECK_NONE;
     s.cluster_eps = eps;
     s.ncluster_eps = to_eps(ks->cluster_eps, ks->ncluster_eps, checked, eps);

@@ -78,9 +78,9 @@ int kube_wanted(const struct conf *c, const struct kube_flags *f);
  * With <want_vips>, the IPs of the API services' frontends, except the
  * NodePort addresses <nodeport> (<n_nodeport> of them; ports ignored)
  * and those of services of reach REDIRECT, become the table's VIPs; file
- * services add none. <dispatch> (NULL: none), the proxy's listener for
- * connections the kernel redirects, is added after the file's services
- * (refused like an API service if one holds its address). The table is frozen
+ * services add none. The <ndispatch> services of <dispatch>, the proxy's
+ * listeners for connections the kernel redirects, are added after the
+ * file's services (refused like an API service if one holds an address). The table is frozen
  * with <generation>, whatever the inputs' generations. Returns a new
  * table (one reference), or NULL with <e> filled when memory runs out.
  * Borrows everything; no log, no clock.
@@ -88,10 +88,12 @@ int kube_wanted(const struct conf *c, const struct kube_flags *f);
 struct table *kube_merge(const struct table *statics, const struct table *api,
                          const struct saddr *nodeport, size_t n_nodeport,
                          int want_vips, const struct tbl_service *dispatch,
-                         uint64_t generation, struct skip_set *refused,
-                         struct err *e);
+                         size_t ndispatch, uint64_t generation,
+                         struct skip_set *refused, struct err *e);
 
-/* The name of the proxy's listener for redirected connections. */
-#define KUBE_DISPATCH_NAME "ferry/redirect"
+/* The names of the proxy's listeners for redirected connections: every
+ * worker's, and worker 0's for Services with ClientIP affinity. */
+#define KUBE_DISPATCH_NAME          "ferry/redirect"
+#define KUBE_DISPATCH_AFFINITY_NAME "ferry/redirect-affinity"
 
 #endif

@@ -14,6 +14,7 @@ way; UDP listens on both.
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -155,6 +156,35 @@ def test_cluster_ip_and_node_port_reach_the_pods_either_way(w):
         mk.served(w.out, NODE_IP[node], 30300, "NodePort on " + node)
         got = [x for x in w.out(mk.who_many, NODE_IP[node], 30300, 8) if x]
         assert {n for n, _ in got} == {"web-a", "web-b"}, got
+
+
+def test_affinity_service_on_worker_0s_own_port(w):
+    """A Service with ClientIP affinity is redirected to the port after
+    node.proxy_port, which worker 0 alone serves; the other Services keep
+    every worker's listener on node.proxy_port, and the pin holds."""
+    aff_ip = cip(N_ALL + 1)
+    w.service(svc_obj("aff", "shop", aff_ip, [port("http", 80, 8080)],
+                      sessionAffinity="ClientIP",
+                      sessionAffinityConfig={"clientIP":
+                                             {"timeoutSeconds": 60}}))
+    w.endpoints("aff", "shop", ["web-a", "web-b"])
+    w.wait(lambda: "redirect to :10264" in w.ruleset("node1"),
+           "node1's kernel redirecting aff to the affinity port")
+    socks = w.listening("node1")
+    # Each worker listens on node.proxy_port, worker 0 alone on the next.
+    workers = int(re.search(r"(\d+) workers?\)", w.log("node1.log")).group(1))
+    assert socks.count("0.0.0.0:10263") == workers, socks
+    assert socks.count("0.0.0.0:10264") == 1, socks
+    cl = w.client["node1"]
+    mk.served(cl, aff_ip, 80, "aff from node1")
+    got = [x for x in cl(mk.who_many, aff_ip, 80, 8) if x]
+    assert len(got) == 8 and len({n for n, _ in got}) == 1, got
+    got = [x for x in cl(mk.who_many, cip(1), 80, 8) if x]
+    assert {n for n, _ in got} == {"web-a", "web-b"}, got
+    assert "a ClientIP-affinity service" not in w.log("node1.log")
+    w.delete("svc", "shop", "aff")
+    w.wait(lambda: "0.0.0.0:10264" not in w.listening("node1"),
+           "the affinity port closed with the last affinity Service")
 
 
 def test_udp_ports_listen_on_their_addresses(w):

@@ -106,7 +106,7 @@ merge(const struct table *st, const struct table *api, int want_vips,
 
     assert_int_equal(parse_ip("198.18.1.1", 0, &np[0], &why), 0);
     err_clear(&e);
-    t = kube_merge(st, api, np, 1, want_vips, NULL, gen, refused, &e);
+    t = kube_merge(st, api, np, 1, want_vips, NULL, 0, gen, refused, &e);
     assert_non_null(t);
     assert_true(t->frozen);
     assert_int_equal(t->generation, gen);
@@ -240,8 +240,8 @@ test_api_with_dispatch(void **state)
                              9),
                  *t;
     struct skip_set *ref = skip_set_new();
-    struct tbl_service d;
-    struct saddr fe[1], np[1];
+    struct tbl_service d, d2[2];
+    struct saddr fe[1], fe2[1], np[1];
     const char *why;
     struct err e;
 
@@ -254,7 +254,7 @@ test_api_with_dispatch(void **state)
     d.nfrontends = 1;
     assert_int_equal(parse_ip("198.18.1.1", 0, &np[0], &why), 0);
     err_clear(&e);
-    t = kube_merge(NULL, api, np, 1, 1, &d, 10, ref, &e);
+    t = kube_merge(NULL, api, np, 1, 1, &d, 1, 10, ref, &e);
     assert_non_null(t);
     assert_string_equal(names(t), "shop/web:http,shop/np:http,ferry/redirect");
     assert_ptr_equal(table_find(t, "shop/web:http")->arrays,
@@ -263,10 +263,27 @@ test_api_with_dispatch(void **state)
                      table_find(t, "ferry/redirect"));
     assert_int_equal(skip_set_size(ref), 0);
     table_unref(t);
-    t = kube_merge(NULL, clash, np, 1, 1, &d, 11, ref, &e);
+    t = kube_merge(NULL, clash, np, 1, 1, &d, 1, 11, ref, &e);
     assert_non_null(t);
     assert_string_equal(names(t), "ferry/redirect,shop/web:http");
     assert_int_equal(skip_set_size(ref), 1);
+    table_unref(t);
+    /* Two dispatch services (the second for ClientIP affinity): both
+     * after the API's, each on its own port. */
+    memcpy(&d2[0], &d, sizeof(d));
+    memset(&d2[1], 0, sizeof(d2[1]));
+    snprintf(d2[1].name, sizeof(d2[1].name), "ferry/redirect-affinity");
+    d2[1].reach = TBL_REACH_DISPATCH;
+    d2[1].affinity_timeout_ms = 10800000;
+    assert_int_equal(parse_hostport("0.0.0.0:10264", &fe2[0], 0, &why), 0);
+    d2[1].frontends = fe2;
+    d2[1].nfrontends = 1;
+    t = kube_merge(NULL, api, np, 1, 1, d2, 2, 12, ref, &e);
+    assert_non_null(t);
+    assert_string_equal(names(t), "shop/web:http,shop/np:http,"
+                                  "ferry/redirect,ferry/redirect-affinity");
+    assert_ptr_equal(table_find_frontend(t, &fe2[0]),
+                     table_find(t, "ferry/redirect-affinity"));
     table_unref(t);
     skip_set_free(ref);
     table_unref(clash);

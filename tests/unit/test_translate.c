@@ -461,7 +461,8 @@ test_kernel_annotation(void **state)
     assert_false(kget(f, "shop/b:http", TBL_PROTO_TCP)->redirect);
     /* The kernel's side of the proxied port: its addresses, redirected,
      * no endpoints (the proxy has them). */
-    assert_true(kget(f, "shop/p:http", TBL_PROTO_TCP)->redirect);
+    assert_int_equal(kget(f, "shop/p:http", TBL_PROTO_TCP)->redirect,
+                     TBL_REDIRECT_PLAIN);
     assert_int_equal(kget(f, "shop/p:http", TBL_PROTO_TCP)->ncluster_eps, 0);
     assert_string_equal(ips(kget(f, "shop/p:http", TBL_PROTO_TCP)->cluster_ips,
                             1),
@@ -529,7 +530,8 @@ test_redirect_steering(void **state)
      * address and the health check port, no endpoints. */
     assert_int_equal(f->t->nksvcs, 1);
     k = kget(f, "shop/web:http", TBL_PROTO_TCP);
-    assert_true(k->redirect);
+    /* ClientIP affinity: to worker 0's own port. */
+    assert_int_equal(k->redirect, TBL_REDIRECT_AFFINITY);
     assert_int_equal(k->ncluster_eps + k->nlocal_eps, 0);
     assert_string_equal(ips(k->cluster_ips, k->ncluster_ips), "198.18.0.10");
     assert_string_equal(ips(k->external_ips, k->nexternal_ips), "198.18.9.9");
