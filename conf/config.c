@@ -361,7 +361,7 @@ const char *const conf_engine_names[] = {
 };
 
 static const struct yd_key relay_keys[] = {
-    {"engine", YD_ENUM, offsetof(struct relay_in, engine), 0, 0, "epoll",
+    {"engine", YD_ENUM, offsetof(struct relay_in, engine), 0, 0, "io_uring",
      conf_engine_names, 0},
     {"splice", YD_ENUM, offsetof(struct relay_in, splice), 0, 0, "auto",
      splice_names, 0},

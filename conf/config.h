@@ -141,7 +141,7 @@ extern const char *const conf_engine_names[];
 
 struct conf_relay {
     enum conf_splice splice; /* relay.splice, default auto */
-    enum conf_engine engine; /* relay.engine, default epoll */
+    enum conf_engine engine; /* relay.engine, default io_uring */
     uint32_t pipe_budget;    /* relay.pipe_budget: descriptors pipes may
                               * hold; 0 = an eighth of the limit */
     uint32_t workers;        /* relay.workers: data-plane threads; 0 = one

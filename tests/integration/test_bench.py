@@ -770,9 +770,10 @@ def test_scaling_table():
     assert "+5 (within spread)" in rows["nginx"] and "| 0.53 |" in rows["nginx"]
 
 
-def test_ferry_io_uring_target(tmp_path):
-    """--targets ferry-io_uring runs ferry with relay.engine io_uring
-    beside plain ferry (epoll), in the same run and the same table."""
+def test_ferry_engine_targets(tmp_path):
+    """--targets ferry-epoll,ferry-io_uring run ferry with that
+    relay.engine beside plain ferry (the default), in the same run and
+    the same table."""
     if not os.access(BIN, os.X_OK) or not os.access(FERRY, os.X_OK):
         pytest.skip("ferry or ferry-bench not built")
     if os.cpu_count() < 2:
@@ -780,18 +781,21 @@ def test_ferry_io_uring_target(tmp_path):
     out = tmp_path / "out"
     res = subprocess.run(
         ["/usr/bin/python3", RUN, "--scenarios", "connrate",
-         "--targets", "ferry,ferry-io_uring", "--duration", "0.5",
-         "--rounds", "1", "--load-cpus", "0", "--proxy-cpus", "1",
+         "--targets", "ferry,ferry-epoll,ferry-io_uring", "--duration",
+         "0.5", "--rounds", "1", "--load-cpus", "0", "--proxy-cpus", "1",
          "--bench", BIN, "--ferry", FERRY, "--no-install", "--port-base",
-         str(free_port_run(8)), "--out", str(out)],
+         str(free_port_run(9)), "--out", str(out)],
         capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stderr[-2000:]
     raw = out / "raw"
     assert "engine: io_uring" in (
         raw / "connrate-ferry-io_uring" / "ferry-io_uring.yaml").read_text()
+    assert "engine: epoll" in (
+        raw / "connrate-ferry-epoll" / "ferry-epoll.yaml").read_text()
     assert "engine" not in (raw / "connrate-ferry" / "ferry.yaml").read_text()
     med = json.loads((out / "medians.json").read_text())
-    rates = {k: v for k, v in med.items() if k.startswith("connrate")}
-    assert any("ferry-io_uring" in k for k in rates), med.keys()
+    for t in ("ferry-epoll", "ferry-io_uring"):
+        assert any(k.startswith("connrate") and k.endswith("/" + t)
+                   or ("connrate" in k and t in k) for k in med), med.keys()
     summary = (out / "summary.md").read_text()
-    assert "ferry-io_uring" in summary
+    assert "ferry-epoll" in summary and "ferry-io_uring" in summary

@@ -64,26 +64,38 @@ def test_io_uring_relays_each_connection_on_the_ring(start_ferry, backends,
     assert metric(admin2, "ferry_relay_io_uring_connections_total") == 0
 
 
-def test_engine_from_the_environment_and_splice_always(start_ferry, backends,
-                                                       monkeypatch):
-    """FERRY_RELAY_ENGINE=io_uring puts a config that names no engine on
-    the ring; relay.splice always keeps every connection on epoll (it
-    splices from the first byte)."""
+def test_default_engine_environment_and_splice_always(start_ferry, backends,
+                                                      monkeypatch):
+    """A config that names no engine relays on io_uring (the default);
+    FERRY_RELAY_ENGINE overrides the config either way; relay.splice
+    always keeps every connection on epoll (it splices from the first
+    byte)."""
     b = backends("echo", handler="echo")
-    monkeypatch.setenv("FERRY_RELAY_ENGINE", "io_uring")
-    listen, admin = ft.free_addr(), ft.free_addr()
-    text = ft.config([ft.service("svc", listen, [b])])
-    text += ft.to_yaml({"admin": {"enabled": True, "listen": admin}}) + "\n"
-    start_ferry(text)
-    exchange(listen, 4)
+
+    def run(env, engine=None, name="ferry", **relay):
+        if env is None:
+            monkeypatch.delenv("FERRY_RELAY_ENGINE", raising=False)
+        else:
+            monkeypatch.setenv("FERRY_RELAY_ENGINE", env)
+        listen, admin = ft.free_addr(), ft.free_addr()
+        if engine is not None:
+            relay["engine"] = engine
+        text = ft.config([ft.service("svc", listen, [b])], relay=relay)
+        text += ft.to_yaml({"admin": {"enabled": True,
+                                      "listen": admin}}) + "\n"
+        start_ferry(text, name=name)
+        exchange(listen, 4)
+        return admin
+
+    admin = run(None)
     assert metric(admin, "ferry_relay_io_uring_connections_total") == 4
-    monkeypatch.delenv("FERRY_RELAY_ENGINE")
-    listen2, admin2 = ft.free_addr(), ft.free_addr()
-    start_ferry(engine_config(listen2, admin2, b, "io_uring",
-                              splice="always"), name="always")
-    exchange(listen2, 4)
-    assert metric(admin2, "ferry_relay_io_uring_connections_total") == 0
-    assert metric(admin2, "ferry_relay_pipes") >= 1
+    admin = run("epoll", name="env-epoll")
+    assert metric(admin, "ferry_relay_io_uring_connections_total") == 0
+    admin = run("io_uring", "epoll", name="env-io_uring")
+    assert metric(admin, "ferry_relay_io_uring_connections_total") == 4
+    admin = run(None, name="always", splice="always")
+    assert metric(admin, "ferry_relay_io_uring_connections_total") == 0
+    assert metric(admin, "ferry_relay_pipes") >= 1
 
 
 def test_io_uring_idle_connections_hold_no_buffer(start_ferry, backends,
