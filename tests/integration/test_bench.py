@@ -725,13 +725,19 @@ def test_threads_follow_cpu_lists():
     assert b.client_argv("rr_1conn", "ferry")[-2:] == ["-t", "1"]
 
 
-def test_scale(tmp_path):
-    """bench/run --scale: one pass per proxy CPU count (one here: this
-    machine's 1 + 1) and scaling.md with a row per proxy target."""
+def need_ferry_on_two_cpus():
+    """Skip unless ferry and ferry-bench are built and two CPUs keep the
+    load and the proxy apart."""
     if not os.access(BIN, os.X_OK) or not os.access(FERRY, os.X_OK):
         pytest.skip("ferry or ferry-bench not built")
     if os.cpu_count() < 2:
         pytest.skip("needs two CPUs")
+
+
+def test_scale(tmp_path):
+    """bench/run --scale: one pass per proxy CPU count (one here: this
+    machine's 1 + 1) and scaling.md with a row per proxy target."""
+    need_ferry_on_two_cpus()
     out = tmp_path / "out"
     res = subprocess.run(
         ["/usr/bin/python3", RUN, "--scale", "--scenarios", "connrate",
@@ -774,10 +780,7 @@ def test_ferry_engine_targets(tmp_path):
     """--targets ferry-epoll,ferry-io_uring run ferry with that
     relay.engine beside plain ferry (the default), in the same run and
     the same table."""
-    if not os.access(BIN, os.X_OK) or not os.access(FERRY, os.X_OK):
-        pytest.skip("ferry or ferry-bench not built")
-    if os.cpu_count() < 2:
-        pytest.skip("needs two CPUs")
+    need_ferry_on_two_cpus()
     out = tmp_path / "out"
     res = subprocess.run(
         ["/usr/bin/python3", RUN, "--scenarios", "connrate",

@@ -394,19 +394,26 @@ class World:
         self.c.destroy()
 
 
-@pytest.fixture(scope="module")
-def w(tmp_path_factory):
-    tmp = str(tmp_path_factory.mktemp("minicluster"))
-    world = World(tmp)
+def world_of(make, tmp_path_factory, name,
+             logs=("node1.log", "node2.log")):
+    """A module's world: make(tmp) in a fresh directory <name>, yielded,
+    closed at the end with the last lines of its <logs> shown."""
+    world = make(str(tmp_path_factory.mktemp(name)))
     try:
         yield world
     finally:
         world.close()
-        for name in ("node1.log", "node2.log", "edge.log"):
-            text = world.log(name)
+        for log in logs:
+            text = world.log(log)
             if text:
                 sys.stderr.write("---- %s (last lines)\n%s\n" % (
-                    name, "\n".join(text.splitlines()[-40:])))
+                    log, "\n".join(text.splitlines()[-40:])))
+
+
+@pytest.fixture(scope="module")
+def w(tmp_path_factory):
+    yield from world_of(World, tmp_path_factory, "minicluster",
+                        ("node1.log", "node2.log", "edge.log"))
 
 
 # ---- the stories -------------------------------------------------------------

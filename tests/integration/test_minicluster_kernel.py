@@ -286,17 +286,7 @@ class KWorld(mc.World):
 
 @pytest.fixture(scope="module")
 def w(tmp_path_factory):
-    tmp = str(tmp_path_factory.mktemp("minicluster-kernel"))
-    world = KWorld(tmp)
-    try:
-        yield world
-    finally:
-        world.close()
-        for name in ("node1.log", "node2.log"):
-            text = world.log(name)
-            if text:
-                sys.stderr.write("---- %s (last lines)\n%s\n" % (
-                    name, "\n".join(text.splitlines()[-40:])))
+    yield from mc.world_of(KWorld, tmp_path_factory, "minicluster-kernel")
 
 
 class KLoad(mc.Load):

@@ -106,17 +106,7 @@ class SWorld(mc.World):
 
 @pytest.fixture(scope="module")
 def w(tmp_path_factory):
-    tmp = str(tmp_path_factory.mktemp("minicluster-steer"))
-    world = SWorld(tmp)
-    try:
-        yield world
-    finally:
-        world.close()
-        for name in ("node1.log", "node2.log"):
-            text = world.log(name)
-            if text:
-                sys.stderr.write("---- %s (last lines)\n%s\n" % (
-                    name, "\n".join(text.splitlines()[-30:])))
+    yield from mc.world_of(SWorld, tmp_path_factory, "minicluster-steer")
 
 
 def test_listening_sockets_do_not_grow_with_services_under_redirect(w):
