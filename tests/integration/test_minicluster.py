@@ -335,6 +335,16 @@ class World:
         self.stop(p)
         self.c.del_pod(name)
 
+    def remove_pods(self):
+        """Every pod and both clients gone: their veth ends live in the
+        nodes, which a cleanup test wants back as they were."""
+        for name in list(self.pods):
+            self.del_pod(name)
+        for cname in ("client1", "client2"):
+            # A thread inside the namespace keeps it (and its veth) alive.
+            self.threads.pop("pod-" + cname).close()
+            self.c.del_pod(cname)
+
     def endpoints(self, svc, ns, pods, ports=(("http", 8080),),
                   not_ready=(), terminating=()):
         """Write the Service's one EndpointSlice: <pods> by name."""
@@ -792,13 +802,7 @@ def _kernel_has_ifa_proto():
                     reason="IFA_PROTO (ferry's mark on its addresses) needs "
                     "Linux 5.18 or later")
 def test_cleanup_restores_the_nodes(w):
-    # Pods' veth ends live in the nodes: remove them first.
-    for name in list(w.pods):
-        w.del_pod(name)
-    for cname in ("client1", "client2"):
-        # A thread inside the namespace keeps it (and its veth) alive.
-        w.threads.pop("pod-" + cname).close()
-        w.c.del_pod(cname)
+    w.remove_pods()
     for node in NODE_IP:
         assert w.stop(w.ferry[node]) == 0
         assert "table inet ferry" in w.ruleset(node), "rules kept on exit"

@@ -287,11 +287,7 @@ def test_redirect_refuses_and_auto_listens_when_nftables_cannot_be_used():
 
 
 def test_cleanup_removes_the_table_and_the_addresses(w):
-    for name in list(w.pods):
-        w.del_pod(name)
-    for cname in ("client1", "client2"):
-        w.threads.pop("pod-" + cname).close()
-        w.c.del_pod(cname)
+    w.remove_pods()
     for node in NODE_IP:
         assert w.stop(w.ferry[node]) == 0
     # Kept over a restart: node1's table, node2's addresses.
