@@ -367,6 +367,15 @@ def test_workers_match_the_cpu_limit(container, conf):
     assert workers >= 1 and workers == max(1, int(cpus)), (workers, limit)
 
 
+def test_engine_is_epoll_under_runtime_default_seccomp(ds, conf):
+    """The pod's RuntimeDefault seccomp profile refuses io_uring
+    (containerd 2.0 and later), so the ConfigMap names epoll rather than
+    let every start find that out and log it."""
+    sc = ds["spec"]["template"]["spec"]["securityContext"]
+    assert sc["seccompProfile"]["type"] == "RuntimeDefault"
+    assert conf["relay"]["engine"] == "epoll"
+
+
 def test_probes_hit_healthz_listen(container, conf):
     healthz = conf["node"]["healthz_listen"]
     port = port_of(healthz)
