@@ -376,8 +376,10 @@ ring_connect(struct conn *c)
     struct ring *r;
     struct io_uring_sqe *sqe;
 
-    if (!ring_wanted(c))
+    if (!ring_wanted(c)) {
+        c->on_ring = 0; /* an earlier attempt's, before a reload */
         return -1;
+    }
     r = c->w->ring;
     c->on_ring = 1;
     c->ring_closed = c->ring_leave = c->ring_timeout = 0;
@@ -639,7 +641,7 @@ on_send(struct ring *r, struct conn *c, int i, int res)
         ring_drive(c, i); /* a stale cancel: send it again */
         return;
     }
-    if (res < 0) {
+    if (res <= 0) { /* nothing sent of a non-empty buffer: give up */
         conn_finish(c, CONN_ABORT);
         return;
     }
