@@ -865,6 +865,10 @@ half_splice(struct conn *c, struct half *h, int src, int dst, int up)
         return half_maybe_shut(c, h, dst);
     }
     conn_count(c, up, (size_t)n);
+    /* Counted in the pipe before it is passed on: a connection that ends
+     * on an error here must not give the pipe back to the pool as empty
+     * (the next connection to take it would send these bytes first). */
+    h->len = (uint32_t)n;
     m = splice(h->pipe[0], NULL, dst, NULL, (size_t)n,
                SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
     if (m < 0) {
@@ -872,7 +876,7 @@ half_splice(struct conn *c, struct half *h, int src, int dst, int up)
             return CONN_ABORT;
         m = 0;
     }
-    h->len = (uint32_t)(n - m);
+    h->len -= (uint32_t)m;
     return CONN_OK;
 }
 

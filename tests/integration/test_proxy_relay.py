@@ -265,3 +265,31 @@ def test_client_reset_does_not_hurt_others(start_ferry, backends):
         assert ft.read_line(keep) == "still here"
     ft.wait_for(lambda: b.active == 0, what="backend connections closed")
     assert f.alive()
+
+
+def test_pipe_of_an_aborted_splice_is_not_pooled_with_its_bytes(
+        start_ferry, backends):
+    """relay.splice always, one worker: a connection whose backend resets
+    while client bytes sit in its pipe ends, and the pipe does not go back
+    to the pool still holding them (the next connection to take it would
+    send a stranger's bytes first). Echoes through the same worker stay
+    byte-exact."""
+    def reset_at_once(backend, conn):
+        ft.set_linger_rst(conn)
+
+    rst = backends("rst", handler=reset_at_once)
+    echo = backends("echo", handler="echo")
+    l_rst, l_echo = ft.free_addr(), ft.free_addr()
+    start_ferry(ft.config([ft.service("rst", l_rst, [rst]),
+                           ft.service("echo", l_echo, [echo])],
+                          relay={"splice": "always", "workers": 1},
+                          retries=0))
+    for i in range(30):
+        try:
+            with ft.connect(l_rst) as s:
+                s.sendall(os.urandom(64 << 10))
+                ft.read_until_eof(s, ft.scaled(5))
+        except OSError:
+            pass  # reset, as it should be
+        payload = os.urandom(1000 + 97 * i)
+        assert echo_through(l_echo, payload, ft.scaled(10)) == payload, i
