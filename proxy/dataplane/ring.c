@@ -10,7 +10,9 @@
  * A cancel or a close names a connection or a descriptor that may have
  * been reused by the time the kernel reads it (an entry queued in one
  * loop turn is submitted at the next prepare). Both are harmless: a
- * receive or a send cancelled under a live connection is armed again.
+ * receive or a send cancelled under a live connection is armed again; a
+ * connect (only if its object was closed and reused within that one
+ * turn) ends as a failed attempt, and the next backend is tried.
  *
  * liburing 2.3 (Debian 12) has no io_uring_setup_buf_ring(): the buffer
  * ring is mapped here and registered with io_uring_register_buf_ring().
