@@ -1265,6 +1265,21 @@ create_in_parts(struct nft *n, const char *comment, struct err *e)
  * are still wanted left with their elements. Conntrack keeps the
  * established flows either way.
  */
+/* libnftables keeps in its context a cache of what a transaction named
+ * or fetched until the next one: after a whole table (at 10,000
+ * Services, about 8 MB of chains and sets) that may be a while. A fresh
+ * context holds none; when one cannot be made, the old one stays. */
+static void
+ctx_renew(struct nft *n)
+{
+    struct nft_ctx *c = ctx_new(0);
+
+    if (c == NULL)
+        return;
+    nft_ctx_free(n->ctx);
+    n->ctx = c;
+}
+
 static int
 converge(struct nft *n, struct err *e)
 {
@@ -1336,6 +1351,7 @@ done:
         n->need_converge = 0;
         n->st.converges++;
         commit(n, 1);
+        ctx_renew(n);
     } else {
         n->st.failures++;
     }
