@@ -794,8 +794,6 @@ emit(struct rec *r, const struct svcctx *sc, const char *pname,
         s.check = sc->check;
     if (hc && sc->hc_port != 0) {
         s.hc_node_port = sc->hc_port;
-        snprintf(s.hc_ns, sizeof(s.hc_ns), "%s", sc->ns);
-        snprintf(s.hc_name, sizeof(s.hc_name), "%s", sc->name);
     }
     return rec_service(r, &s);
 }
@@ -1115,8 +1113,6 @@ kernel_port(struct rec *r, const struct svcctx *sc, const struct ksvc_port *sp,
     k.nlocal_excluded = x2;
     if (k.external_local && sc->hc_port != 0) {
         k.hc_node_port = sc->hc_port;
-        snprintf(k.hc_ns, sizeof(k.hc_ns), "%s", sc->ns);
-        snprintf(k.hc_name, sizeof(k.hc_name), "%s", sc->name);
     }
     if (rec_ksvc(r, &k) < 0)
         return -1;
