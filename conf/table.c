@@ -862,8 +862,6 @@ tbl_ksvc_equal(const struct tbl_ksvc *a, const struct tbl_ksvc *b)
         || a->affinity_s != b->affinity_s
         || a->external_local != b->external_local
         || a->hc_node_port != b->hc_node_port
-        || strcmp(a->hc_ns, b->hc_ns) != 0
-        || strcmp(a->hc_name, b->hc_name) != 0
         || !tbl_check_equal(&a->check, &b->check)
         || a->redirect != b->redirect
         || a->nsource_ranges != b->nsource_ranges)
@@ -914,9 +912,7 @@ tbl_service_policy_equal(const struct tbl_service *a,
            && a->max_conns_per_source == b->max_conns_per_source
            && a->conn_rate_per_source == b->conn_rate_per_source
            && tbl_check_equal(&a->check, &b->check)
-           && a->hc_node_port == b->hc_node_port
-           && strcmp(a->hc_ns, b->hc_ns) == 0
-           && strcmp(a->hc_name, b->hc_name) == 0 && a->reach == b->reach
+           && a->hc_node_port == b->hc_node_port && a->reach == b->reach
            && a->proto == b->proto
            && a->udp_idle_timeout_ms == b->udp_idle_timeout_ms
            && a->udp_responses == b->udp_responses

@@ -227,12 +227,10 @@ struct tbl_service {
     uint32_t conn_rate_per_source; /* new connections/s per IP, 0 = any */
     /* Kubernetes LoadBalancer Service with externalTrafficPolicy Local:
      * the node answers load balancers' health checks on this port for
-     * the Service hc_ns/hc_name, counting this service's local ready
-     * backends (0 = none; set only on the service whose backends are
-     * the node's local set). */
+     * the Service its name starts with ("namespace/name:"), counting
+     * this service's local ready backends (0 = none; set only on the
+     * service whose backends are the node's local set). */
     uint16_t hc_node_port;
-    char hc_ns[TBL_K8S_NAME_MAX];
-    char hc_name[TBL_K8S_NAME_MAX];
     enum tbl_reach reach;
     /* Server names (README: SNI routing): a service that names some may
      * share its frontends with other such services; a connection there
@@ -307,8 +305,6 @@ struct tbl_ksvc {
     int redirect;
     /* As in struct tbl_service: the LoadBalancer health check port. */
     uint16_t hc_node_port;
-    char hc_ns[TBL_K8S_NAME_MAX];
-    char hc_name[TBL_K8S_NAME_MAX];
     struct tbl_arrays *arrays; /* as in struct tbl_service */
 };
 

@@ -623,7 +623,13 @@ struct rec {
     struct tbl_ksvc *ksvcs;
     size_t nksvcs, kcap;
     struct skip_set *skips; /* NULL until something is skipped */
-    struct translate_stats st; /* emitted and conflicts: on playing */
+    /* The counters of struct translate_stats a record adds on playing
+     * (emitted and conflicts are counted there): not the whole struct,
+     * whose conflict message would cost every memo entry 0.5 KB. */
+    struct {
+        size_t services, skipped, ports_skipped, kernel;
+        size_t no_local_internal, no_local_external;
+    } st;
 };
 
 static void
@@ -788,8 +794,6 @@ emit(struct rec *r, const struct svcctx *sc, const char *pname,
         s.check = sc->check;
     if (hc && sc->hc_port != 0) {
         s.hc_node_port = sc->hc_port;
-        snprintf(s.hc_ns, sizeof(s.hc_ns), "%s", sc->ns);
-        snprintf(s.hc_name, sizeof(s.hc_name), "%s", sc->name);
     }
     return rec_service(r, &s);
 }
@@ -1109,8 +1113,6 @@ kernel_port(struct rec *r, const struct svcctx *sc, const struct ksvc_port *sp,
     k.nlocal_excluded = x2;
     if (k.external_local && sc->hc_port != 0) {
         k.hc_node_port = sc->hc_port;
-        snprintf(k.hc_ns, sizeof(k.hc_ns), "%s", sc->ns);
-        snprintf(k.hc_name, sizeof(k.hc_name), "%s", sc->name);
     }
     if (rec_ksvc(r, &k) < 0)
         return -1;
@@ -1768,14 +1770,22 @@ record(struct rec *r, const struct ksvc *svc, const struct slice_idx *idx,
        const struct translate_opts *o, struct scratch *w)
 {
     struct translate_opts ro = *o;
+    struct translate_stats st;
 
     memset(r, 0, sizeof(*r));
-    ro.stats = &r->st;
+    memset(&st, 0, sizeof(st));
+    ro.stats = &st;
     ro.skips = NULL;
     if (o->skips != NULL && (ro.skips = r->skips = skip_set_new()) == NULL)
         return -1;
     if (do_service(r, svc, idx, &ro, w) < 0)
         return -1;
+    r->st.services = st.services;
+    r->st.skipped = st.skipped;
+    r->st.ports_skipped = st.ports_skipped;
+    r->st.kernel = st.kernel;
+    r->st.no_local_internal = st.no_local_internal;
+    r->st.no_local_external = st.no_local_external;
     /* Kept until the Service changes: no room to spare (a table service
      * is over 600 bytes, and the arrays grow by 8). */
     shrink((void **)&r->svcs, &r->svcap, r->nsvcs, sizeof(*r->svcs));

@@ -1202,8 +1202,26 @@ read_table(struct nft *n, struct nftsys_listing *l, int sets_only,
     return rc;
 }
 
-/* Services per transaction when the table is created from nothing. */
-#define CREATE_PART 500
+/* libnftables keeps in its context a cache of what a transaction named
+ * or fetched until the next one: after a whole table (at 10,000
+ * Services, about 8 MB of chains and sets) that may be a while. A fresh
+ * context holds none; when one cannot be made, the old one stays. */
+static void
+ctx_renew(struct nft *n)
+{
+    struct nft_ctx *c = ctx_new(0);
+
+    if (c == NULL)
+        return;
+    nft_ctx_free(n->ctx);
+    n->ctx = c;
+}
+
+/* Services per transaction when the table is created from nothing.
+ * libnftables holds a whole transaction's objects until its commit: 500
+ * a part put ferry's peak at 196 MiB at 10,000 Services x 25 endpoints,
+ * 100 at 177 MiB, for the same time to the first table. */
+#define CREATE_PART 100
 
 /*
  * Create the table from nothing in several transactions: the skeleton
@@ -1336,6 +1354,7 @@ done:
         n->need_converge = 0;
         n->st.converges++;
         commit(n, 1);
+        ctx_renew(n);
     } else {
         n->st.failures++;
     }

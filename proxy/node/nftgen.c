@@ -69,7 +69,7 @@ group_add(struct nftgen_group *g, enum nftgen_kind kind, const char *name,
     if (g->oom)
         return NULL;
     if (g->n == g->cap) {
-        size_t ncap = g->cap ? g->cap * 2 : 16;
+        size_t ncap = g->cap ? g->cap * 2 : 4;
         struct nftgen_obj *p = realloc(g->v, ncap * sizeof(*p));
 
         if (p == NULL) {
@@ -124,10 +124,21 @@ obj_same(const struct nftgen_obj *a, const struct nftgen_obj *b)
 static int
 group_finish(struct nftgen_group *g)
 {
+    struct nftgen_obj *v;
+
     if (g->oom)
         return -1;
     if (g->n > 1)
         qsort(g->v, g->n, sizeof(g->v[0]), obj_cmp_id);
+    /* A service's group lives as long as the service is in the kernel
+     * (twice while a change is pending): give back the room it grew
+     * into (grown by doubling). A failed
+     * shrink keeps the larger block. */
+    if (g->n > 0 && g->n < g->cap
+        && (v = realloc(g->v, g->n * sizeof(*v))) != NULL) {
+        g->v = v;
+        g->cap = g->n;
+    }
     return 0;
 }
 

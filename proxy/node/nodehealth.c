@@ -356,6 +356,21 @@ port_listen(struct nodehealth *nh, struct nh_port *p, const struct saddr *addrs,
     }
 }
 
+/* The namespace and name of the Service a table or kernel service with a
+ * health check port was translated from, into <p>: its name starts
+ * "namespace/name:" (a namespace holds no '/', a Service name no ':'). */
+static void
+owner_of(const char *full, struct nh_port *p)
+{
+    size_t ns = strcspn(full, "/"), name = 0;
+
+    if (full[ns] == '/')
+        name = strcspn(full + ns + 1, ":");
+    snprintf(p->ns, sizeof(p->ns), "%.*s", (int)ns, full);
+    snprintf(p->name, sizeof(p->name), "%.*s", (int)name,
+             full[ns] == '/' ? full + ns + 1 : "");
+}
+
 void
 nodehealth_set_table(struct nodehealth *nh, const struct table *t,
                      const struct saddr *addrs, size_t naddrs)
@@ -367,15 +382,13 @@ nodehealth_set_table(struct nodehealth *nh, const struct table *t,
         p->mark = 0;
     for (i = 0; t != NULL && i < t->nservices + t->nksvcs; i++) {
         uint16_t hc;
-        const char *ns, *name;
+        const char *full;
         if (i < t->nservices) {
             hc = t->services[i].hc_node_port;
-            ns = t->services[i].hc_ns;
-            name = t->services[i].hc_name;
+            full = t->services[i].name;
         } else {
             hc = t->ksvcs[i - t->nservices].hc_node_port;
-            ns = t->ksvcs[i - t->nservices].hc_ns;
-            name = t->ksvcs[i - t->nservices].hc_name;
+            full = t->ksvcs[i - t->nservices].name;
         }
         if (hc == 0)
             continue;
@@ -391,8 +404,7 @@ nodehealth_set_table(struct nodehealth *nh, const struct table *t,
             p->next = nh->ports;
             nh->ports = p;
         }
-        snprintf(p->ns, sizeof(p->ns), "%s", ns);
-        snprintf(p->name, sizeof(p->name), "%s", name);
+        owner_of(full, p);
         p->local = count_local(t, p->port);
         p->mark = 1;
         port_listen(nh, p, addrs, naddrs);

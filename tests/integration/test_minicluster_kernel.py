@@ -458,6 +458,8 @@ def test_external_traffic_policy_local_keeps_the_client_address(w):
         st, _, body = w.out(http_get, NODE_IP[node], 32090, "/")
         assert st == 200, body
         assert json.loads(body)["localEndpoints"] == 1
+        assert json.loads(body)["service"] == {"namespace": "shop",
+                                               "name": "etp"}
     # Internal traffic spreads over both nodes whatever the policy.
     got = [x for x in w.client["node1"](who_many, "198.18.128.30", 80, 16)
            if x]

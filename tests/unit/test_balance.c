@@ -497,7 +497,7 @@ test_svc_matches(void **state)
     assert_string_equal(svc_balance_name(s), "leastconn");
     assert_string_equal(svc_backend_name(s, 1), "b1");
     t2 = ts;
-    snprintf(t2.hc_name, sizeof(t2.hc_name), "web");
+    t2.hc_node_port = 32100;
     assert_false(svc_matches(s, &t2));
     t2 = ts;
     t2.check.type = TBL_CHECK_TCP;

@@ -265,9 +265,6 @@ test_service_equal(void **state)
     b.hc_node_port = 32100;
     assert_false(tbl_service_equal(&a, &b));
     a.hc_node_port = 32100;
-    snprintf(b.hc_name, sizeof(b.hc_name), "web");
-    assert_false(tbl_service_equal(&a, &b));
-    snprintf(a.hc_name, sizeof(a.hc_name), "web");
     assert_true(tbl_service_equal(&a, &b));
     b.retries = 0;
     assert_false(tbl_service_equal(&a, &b));
@@ -466,18 +463,6 @@ ch_hc_node_port(struct tbl_service *s)
 }
 
 static void
-ch_hc_ns(struct tbl_service *s)
-{
-    snprintf(s->hc_ns, sizeof(s->hc_ns), "prod");
-}
-
-static void
-ch_hc_name(struct tbl_service *s)
-{
-    snprintf(s->hc_name, sizeof(s->hc_name), "web");
-}
-
-static void
 ch_reach(struct tbl_service *s)
 {
     s->reach = TBL_REACH_REDIRECT;
@@ -547,8 +532,6 @@ static const struct field service_fields[] = {
     FIELD(max_conns_per_source, ch_max_per_source),
     FIELD(conn_rate_per_source, ch_rate_per_source),
     FIELD(hc_node_port, ch_hc_node_port),
-    FIELD(hc_ns, ch_hc_ns),
-    FIELD(hc_name, ch_hc_name),
     FIELD(reach, ch_reach),
     FIELD(sni, NULL),
     FIELD(nsni, NULL),

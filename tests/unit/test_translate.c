@@ -422,7 +422,6 @@ test_kernel_services(void **state)
     assert_string_equal(eps(k->local_eps, k->nlocal_eps),
                         "pod-198.18.2.1@198.18.2.1:8080=RSL");
     assert_int_equal(k->hc_node_port, 32000);
-    assert_string_equal(k->hc_name, "web");
 
     k = kget(f, "shop/np:81", TBL_PROTO_TCP);
     assert_int_equal(k->node_port, 30081);
@@ -903,8 +902,6 @@ test_etp_local(void **state)
     /* The health check port goes with the local set only. */
     assert_int_equal(in->hc_node_port, 0);
     assert_int_equal(ex->hc_node_port, 32100);
-    assert_string_equal(ex->hc_ns, "shop");
-    assert_string_equal(ex->hc_name, "web");
 
     /* Edge mode: no node, Local means nothing: one service. */
     f->o.node_name = NULL;
