@@ -32,9 +32,12 @@ from ferrytest import wait_for  # noqa: E402
 
 SANITIZED = os.environ.get("FERRY_SANITIZED") == "1"
 FLOOD = 2000
-# A probe answered by the same host over loopback: well under 100 ms;
-# ASan/UBSan builds get more room.
-PROBE_MAX_S = 0.1 * (5 if SANITIZED else 1) * ft.SLOWDOWN
+# A probe must answer within the kubelet's default probe timeout, 1 s
+# (without the caps it would wait for the 30 s request timeout). On an
+# idle machine it takes a few ms; a CI machine running three test files
+# and two builds at once has been seen at 166 ms. ASan/UBSan builds get
+# more room.
+PROBE_MAX_S = 1.0 * (5 if SANITIZED else 1) * ft.SLOWDOWN
 
 
 def dl(seconds):
@@ -120,7 +123,7 @@ def readyz(addr):
 def test_admin_idle_flood(start_ferry, backends):
     """2,000 silent connections from 127.0.0.1 (the admin server keeps at
     most 64, 16 per address): /healthz and /readyz still answer, each
-    within 100 ms, from the same address."""
+    within a probe's timeout, from the same address."""
     b = backends("b")
     admin = ft.free_addr()
     f = start_ferry(at.with_admin(
@@ -177,7 +180,7 @@ def test_admin_flood_spares_other_clients(start_ferry, backends):
 def test_node_health_idle_flood(start_ferry, tmp_path, sim_cleanup):
     """The same against the node health server (kubelet probes, cloud load
     balancers; 0.0.0.0:10256 by default, here on loopback): 2,000 idle
-    connections, /healthz and /readyz answer within 100 ms."""
+    connections, /healthz and /readyz answer within a probe's timeout."""
     healthz = ft.free_addr()
     sim, f = kube_ferry(start_ferry, tmp_path, healthz)
     sim_cleanup.append(sim)
