@@ -16,7 +16,7 @@ import pytest
 import ferrytest as ft
 
 CLIENTS = 24
-SECONDS = 3
+SECONDS = 2
 
 
 def mixed_backend(backend, conn):
