@@ -167,14 +167,6 @@ def metric(admin, name, **labels):
         return 0
 
 
-def rss_kb(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for ln in f:
-            if ln.startswith("VmRSS:"):
-                return int(ln.split()[1])
-    raise AssertionError("no VmRSS")
-
-
 def stall(backend, conn):
     """Accept, then never send; return when the peer closes."""
     conn.settimeout(dl(60))
@@ -347,7 +339,7 @@ def test_slow_reader_memory_bounded(start_ferry, backends, loads):
     f = start_ferry(ft.config([ft.service("bulk", slow_addr, [bulk]),
                                ft.service("web", web_addr, [web])]))
     lo = loads(web_addr)
-    rss0 = rss_kb(f.pid)
+    rss0 = ft.rss_kb(f.pid)
     s = ft.connect(slow_addr)
     try:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
@@ -359,7 +351,7 @@ def test_slow_reader_memory_bounded(start_ferry, backends, loads):
             if time.monotonic() > end:
                 break
             got += len(s.recv(4096))
-            peak = max(peak, rss_kb(f.pid))
+            peak = max(peak, ft.rss_kb(f.pid))
             time.sleep(0.005)  # the slow reader itself, not a wait
         # The backend is far ahead of the reader: the bytes in between
         # sit in socket buffers and at most ferry's two 32 KiB buffers.

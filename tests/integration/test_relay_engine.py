@@ -30,14 +30,6 @@ def engine_config(listen, admin, backend, engine, workers=1, **relay):
                                         "listen": admin}}) + "\n"
 
 
-def rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for ln in f:
-            if ln.startswith("VmRSS:"):
-                return int(ln.split()[1])
-    raise AssertionError("no VmRSS")
-
-
 def exchange(addr, n):
     for i in range(n):
         with ft.connect(addr) as s:
@@ -108,7 +100,7 @@ def test_io_uring_idle_connections_hold_no_buffer(start_ferry, backends,
     listen, admin = ft.free_addr(), ft.free_addr()
     f = start_ferry(engine_config(listen, admin, b, "io_uring"))
     exchange(listen, 2)
-    rss0 = rss_kib(f.pid)
+    rss0 = ft.rss_kb(f.pid)
     socks = []
     try:
         for i in range(600):
@@ -117,7 +109,7 @@ def test_io_uring_idle_connections_hold_no_buffer(start_ferry, backends,
             s.sendall(b"x%d\n" % i)
             assert ft.read_line(s) == "x%d" % i
         ft.wait_for(lambda: b.active >= 600, what="600 backend connections")
-        grown = rss_kib(f.pid) - rss0
+        grown = ft.rss_kb(f.pid) - rss0
         assert grown < 2048 + 600 * 4, grown
         assert metric(admin, "ferry_relay_io_uring_connections_total") == 602
     finally:
@@ -190,7 +182,7 @@ def test_io_uring_holds_back_senders_and_loses_nothing(start_ferry, backends,
         except (OSError, EOFError) as e:
             errors.append((i, repr(e)))
 
-    rss0 = rss_kib(f.pid)
+    rss0 = ft.rss_kb(f.pid)
     ts = [threading.Thread(target=client, args=(i,), daemon=True)
           for i in range(len(payloads))]
     for t in ts:
@@ -199,7 +191,7 @@ def test_io_uring_holds_back_senders_and_loses_nothing(start_ferry, backends,
     ft.wait_for(lambda: metric(admin, "ferry_relay_io_uring_buffer_waits_total")
                 > 0, what="a receive waiting for a ring buffer")
     # 48 MiB are on their way; ferry holds at most its ring's 2 MiB.
-    assert rss_kib(f.pid) - rss0 < 8 * 1024
+    assert ft.rss_kb(f.pid) - rss0 < 8 * 1024
     go.set()
     for t in ts:
         t.join(ft.scaled(60))

@@ -903,6 +903,15 @@ def errno_name(e):
     return errno.errorcode.get(getattr(e, "errno", None) or 0, repr(e))
 
 
+def rss_kb(pid):
+    """Resident memory of process <pid>, in KiB (VmRSS)."""
+    with open(f"/proc/{pid}/status") as f:
+        for ln in f:
+            if ln.startswith("VmRSS:"):
+                return int(ln.split()[1])
+    raise AssertionError("no VmRSS")
+
+
 def thread_nice(pid):
     """{thread name: nice value} of every thread of <pid>; the main
     thread is "control"."""
