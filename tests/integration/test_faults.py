@@ -13,7 +13,6 @@ Run: /usr/bin/python3 -m pytest tests/integration/test_faults.py
 
 import collections
 import os
-import signal
 import socket
 import sys
 import threading
