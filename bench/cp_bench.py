@@ -478,7 +478,8 @@ def timeline(lines, t0_wall):
 
 PUB_RE = re.compile(r"watcher: publishing table (\d+): (\d+) "
                     r"(?:services|proxied and \d+ kernel service\(s\))"
-                    r"(?:, (\d+) Service\(s\) translated)? "
+                    r"(?:, (\d+) Service\(s\) translated"
+                    r"(?: into the last table)?)? "
                     r"\(change latency ([\d.]+) ms\)")
 
 

@@ -17,7 +17,8 @@ struct tbl_slot {
 };
 
 struct tbl_index {
-    size_t cap, n; /* cap: 0 or a power of two */
+    atomic_uint refs; /* tables sharing it; one changing it copies it */
+    size_t cap, n;    /* cap: 0 or a power of two */
     struct tbl_slot *v;
 };
 
@@ -69,7 +70,7 @@ index_find(const struct tbl_index *ix, uint64_t h, const void *key,
         if (s->hash == 0)
             return NULL;
         if (s->hash == h
-            && (t != NULL ? strcmp(t->services[s->svc].name, key) == 0
+            && (t != NULL ? strcmp(table_service(t, s->svc)->name, key) == 0
                           : memcmp(s->key, key, sizeof(s->key)) == 0))
             return s;
     }
@@ -77,6 +78,41 @@ index_find(const struct tbl_index *ix, uint64_t h, const void *key,
 
 /* Room for <more> entries more in <*pix>. Returns 0, or -1 when out of
  * memory. */
+static void index_free(struct tbl_index **pix);
+
+/* Make <*pix> the caller's own: a copy if another table shares it.
+ * Returns 0, or -1 when out of memory (<*pix> unchanged). */
+static int
+index_own(struct tbl_index **pix)
+{
+    struct tbl_index *ix = *pix, *c;
+
+    if (ix == NULL || atomic_load_explicit(&ix->refs, memory_order_acquire) == 1)
+        return 0;
+    if ((c = calloc(1, sizeof(*c))) == NULL
+        || (c->v = malloc(ix->cap * sizeof(*c->v))) == NULL) {
+        free(c);
+        return -1;
+    }
+    atomic_init(&c->refs, 1);
+    memcpy(c->v, ix->v, ix->cap * sizeof(*c->v));
+    c->cap = ix->cap;
+    c->n = ix->n;
+    index_free(pix);
+    *pix = c;
+    return 0;
+}
+
+/* <*dst> becomes <src>, shared (NULL: none). */
+static void
+index_share(struct tbl_index **dst, struct tbl_index *src)
+{
+    index_free(dst);
+    if (src != NULL)
+        atomic_fetch_add_explicit(&src->refs, 1, memory_order_relaxed);
+    *dst = src;
+}
+
 static int
 index_room(struct tbl_index **pix, size_t more)
 {
@@ -84,8 +120,14 @@ index_room(struct tbl_index **pix, size_t more)
     struct tbl_slot *v;
     size_t cap, i, j;
 
-    if (ix == NULL && (ix = *pix = calloc(1, sizeof(*ix))) == NULL)
+    if (ix == NULL) {
+        if ((ix = *pix = calloc(1, sizeof(*ix))) == NULL)
+            return -1;
+        atomic_init(&ix->refs, 1);
+    }
+    if (index_own(pix) < 0)
         return -1;
+    ix = *pix;
     if ((ix->n + more) * 2 <= ix->cap)
         return 0;
     for (cap = ix->cap ? ix->cap * 2 : 16; cap < (ix->n + more) * 2; cap *= 2)
@@ -131,13 +173,18 @@ index_add(struct tbl_index **pix, uint64_t h, const unsigned char *key,
     return s;
 }
 
+/* Drop this table's reference to <*pix>. */
 static void
 index_free(struct tbl_index **pix)
 {
-    if (*pix != NULL)
-        free((*pix)->v);
-    free(*pix);
+    struct tbl_index *ix = *pix;
+
     *pix = NULL;
+    if (ix == NULL
+        || atomic_fetch_sub_explicit(&ix->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    free(ix->v);
+    free(ix);
 }
 
 const char *const tbl_balance_names[TBL_BAL__COUNT + 1] = {
@@ -196,6 +243,8 @@ const char *const tbl_proto_names[TBL_PROTO__COUNT + 1] = {
     [TBL_PROTO__COUNT] = NULL,
 };
 
+static atomic_uint_fast64_t table_serials;
+
 struct table *
 table_new(void)
 {
@@ -204,6 +253,9 @@ table_new(void)
     if (t == NULL)
         return NULL;
     atomic_init(&t->refs, 1);
+    t->serial = atomic_fetch_add_explicit(&table_serials, 1,
+                                          memory_order_relaxed)
+                + 1;
     return t;
 }
 
@@ -429,6 +481,119 @@ ksvc_free(struct tbl_ksvc *k)
     arrays_unref(k->arrays);
 }
 
+static int chunk_room(void *pv, size_t *cap, size_t n);
+
+/* ---- chunks --------------------------------------------------------------
+ *
+ * The services of a table are in chunks of TBL_CHUNK, which tables made
+ * from one another share: a table that changes or appends to a shared
+ * chunk first makes it its own (a copy holding the same arrays). */
+
+static void
+schunk_unref(struct tbl_schunk *c)
+{
+    uint32_t i;
+
+    if (atomic_fetch_sub_explicit(&c->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    for (i = 0; i < c->n; i++)
+        service_free(&c->v[i]);
+    free(c);
+}
+
+static void
+kchunk_unref(struct tbl_kchunk *c)
+{
+    uint32_t i;
+
+    if (atomic_fetch_sub_explicit(&c->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    for (i = 0; i < c->n; i++)
+        ksvc_free(&c->v[i]);
+    free(c);
+}
+
+/* Chunk <ci> of <t> as t's own; NULL when out of memory. */
+static struct tbl_service *
+schunk_own(struct table *t, size_t ci)
+{
+    struct tbl_schunk *c = t->schunks[ci], *o;
+    uint32_t i;
+
+    if (atomic_load_explicit(&c->refs, memory_order_acquire) == 1)
+        return c->v;
+    if ((o = malloc(sizeof(*o))) == NULL)
+        return NULL;
+    atomic_init(&o->refs, 1);
+    for (i = 0; i < c->n; i++) {
+        o->v[i] = c->v[i]; /* a table's: holding shares the arrays */
+        (void)tbl_arrays_ref(o->v[i].arrays);
+    }
+    o->n = c->n;
+    schunk_unref(c);
+    t->schunks[ci] = o;
+    return o->v;
+}
+
+static struct tbl_ksvc *
+kchunk_own(struct table *t, size_t ci)
+{
+    struct tbl_kchunk *c = t->kchunks[ci], *o;
+    uint32_t i;
+
+    if (atomic_load_explicit(&c->refs, memory_order_acquire) == 1)
+        return c->v;
+    if ((o = malloc(sizeof(*o))) == NULL)
+        return NULL;
+    atomic_init(&o->refs, 1);
+    for (i = 0; i < c->n; i++) {
+        o->v[i] = c->v[i];
+        (void)tbl_arrays_ref(o->v[i].arrays);
+    }
+    o->n = c->n;
+    kchunk_unref(c);
+    t->kchunks[ci] = o;
+    return o->v;
+}
+
+/* The slot for the next service of <t> (not counted yet), in a chunk of
+ * t's own; NULL when out of memory. */
+static struct tbl_service *
+schunk_append(struct table *t)
+{
+    size_t ci = t->nservices / TBL_CHUNK;
+    struct tbl_schunk *c;
+
+    if (t->nservices % TBL_CHUNK != 0)
+        return schunk_own(t, ci) != NULL ? &t->schunks[ci]->v[t->nservices % TBL_CHUNK]
+                                         : NULL;
+    if (chunk_room(&t->schunks, &t->cap, ci < 4 ? 4 : (ci + 1) * 2) < 0
+        || (c = malloc(sizeof(*c))) == NULL)
+        return NULL;
+    atomic_init(&c->refs, 1);
+    c->n = 0;
+    t->schunks[ci] = c;
+    return c->v;
+}
+
+static struct tbl_ksvc *
+kchunk_append(struct table *t)
+{
+    size_t ci = t->nksvcs / TBL_CHUNK;
+    struct tbl_kchunk *c;
+
+    if (t->nksvcs % TBL_CHUNK != 0)
+        return kchunk_own(t, ci) != NULL ? &t->kchunks[ci]->v[t->nksvcs % TBL_CHUNK]
+                                         : NULL;
+    if (chunk_room(&t->kchunks, &t->kcap, ci < 4 ? 4 : (ci + 1) * 2) < 0
+        || (c = malloc(sizeof(*c))) == NULL)
+        return NULL;
+    atomic_init(&c->refs, 1);
+    c->n = 0;
+    t->kchunks[ci] = c;
+    return c->v;
+}
+
 struct table *
 table_ref(struct table *t)
 {
@@ -446,18 +611,20 @@ table_unref(struct table *t)
         return;
     if (atomic_fetch_sub_explicit(&t->refs, 1, memory_order_acq_rel) != 1)
         return;
-    for (i = 0; i < t->nservices; i++)
-        service_free(&t->services[i]);
-    for (i = 0; i < t->nksvcs; i++)
-        ksvc_free(&t->ksvcs[i]);
-    free(t->ksvcs);
+    for (i = 0; i * TBL_CHUNK < t->nservices; i++)
+        schunk_unref(t->schunks[i]);
+    for (i = 0; i * TBL_CHUNK < t->nksvcs; i++)
+        kchunk_unref(t->kchunks[i]);
+    free(t->kchunks);
     free(t->listeners);
     table_unref(t->kernel);
     index_free(&t->by_name);
     index_free(&t->by_frontend);
     index_free(&t->by_vip);
-    free(t->services);
+    free(t->schunks);
     free(t->vips);
+    free(t->dsvcs);
+    free(t->dksvcs);
     free(t);
 }
 
@@ -492,37 +659,34 @@ table_add_vip(struct table *t, const struct saddr *a, struct err *e)
 void
 table_freeze(struct table *t, uint64_t generation)
 {
-    struct tbl_service *s;
-    struct tbl_ksvc *k;
-
     t->generation = generation;
     t->frozen = 1;
-    /* A table lives on as long as it is in force, or shared: give back
-     * the room its growth left (at 10,000 services, 600 bytes each, up
-     * to half of it). A failed shrink keeps the larger block. */
-    if (t->nservices > 0 && t->cap > t->nservices
-        && (s = realloc(t->services, t->nservices * sizeof(*s))) != NULL) {
-        t->services = s;
-        t->cap = t->nservices;
-    }
-    if (t->nksvcs > 0 && t->kcap > t->nksvcs
-        && (k = realloc(t->ksvcs, t->nksvcs * sizeof(*k))) != NULL) {
-        t->ksvcs = k;
-        t->kcap = t->nksvcs;
-    }
+}
+
+/* Room for <n> chunk pointers in <*v> (room for <*cap>). */
+static int
+chunk_room(void *pv, size_t *cap, size_t n)
+{
+    void **v = *(void ***)pv;
+
+    if (n <= *cap)
+        return 0;
+    if ((v = realloc(v, n * sizeof(*v))) == NULL)
+        return -1;
+    *(void ***)pv = v;
+    *cap = n;
+    return 0;
 }
 
 int
 table_reserve(struct table *t, size_t nservices)
 {
-    struct tbl_service *s;
-
-    if (t->frozen || nservices <= t->cap)
+    if (t->frozen || nservices <= t->nservices)
         return 0;
-    if ((s = realloc(t->services, nservices * sizeof(*s))) == NULL)
+    if (chunk_room(&t->schunks, &t->cap,
+                   (nservices + TBL_CHUNK - 1) / TBL_CHUNK)
+        < 0)
         return -1;
-    t->services = s;
-    t->cap = nservices;
     /* Most services have one frontend. */
     if (index_room(&t->by_name, nservices - t->nservices) < 0
         || index_room(&t->by_frontend, nservices - t->nservices) < 0)
@@ -533,15 +697,10 @@ table_reserve(struct table *t, size_t nservices)
 int
 table_reserve_ksvcs(struct table *t, size_t nksvcs)
 {
-    struct tbl_ksvc *k;
-
-    if (t->frozen || nksvcs <= t->kcap)
+    if (t->frozen || nksvcs <= t->nksvcs)
         return 0;
-    if ((k = realloc(t->ksvcs, nksvcs * sizeof(*k))) == NULL)
-        return -1;
-    t->ksvcs = k;
-    t->kcap = nksvcs;
-    return 0;
+    return chunk_room(&t->kchunks, &t->kcap,
+                      (nksvcs + TBL_CHUNK - 1) / TBL_CHUNK);
 }
 
 const struct tbl_service *
@@ -550,7 +709,7 @@ table_find(const struct table *t, const char *name)
     const struct tbl_slot *e =
         index_find(t->by_name, hash_bytes(name, strlen(name)), name, t);
 
-    return e != NULL ? &t->services[e->svc] : NULL;
+    return e != NULL ? table_service(t, e->svc) : NULL;
 }
 
 const struct tbl_service *
@@ -562,7 +721,7 @@ table_find_frontend_proto(const struct table *t, enum tbl_proto proto,
 
     frontend_key(proto, a, key);
     e = index_find(t->by_frontend, hash_bytes(key, sizeof(key)), key, NULL);
-    return e != NULL ? &t->services[e->svc] : NULL;
+    return e != NULL ? table_service(t, e->svc) : NULL;
 }
 
 const struct tbl_service *
@@ -575,10 +734,12 @@ table_find_frontend(const struct table *t, const struct saddr *a)
 static int
 index_service(struct table *t, size_t i)
 {
-    const struct tbl_service *s = &t->services[i];
+    const struct tbl_service *s = table_service(t, i);
     unsigned char key[20];
     size_t j;
 
+    if (index_own(&t->by_name) < 0 || index_own(&t->by_frontend) < 0)
+        return -1;
     if (index_add(&t->by_name, hash_bytes(s->name, strlen(s->name)), NULL, i)
         == NULL)
         return -1;
@@ -627,7 +788,7 @@ frontend_taken(const struct table *t, const struct tbl_service *svc,
     f = index_find(t->by_frontend, hash_bytes(key, sizeof(key)), key, NULL);
     if (f == NULL)
         return NULL;
-    first = &t->services[f->svc];
+    first = table_service(t, f->svc);
     if (svc->nsni == 0)
         return f->nplain == 0 && is_default(t, svc, a) ? NULL : first;
     /* A first one without names was let in as the only one there. */
@@ -638,7 +799,7 @@ int
 table_add_service(struct table *t, const struct tbl_service *svc,
                   struct err *e)
 {
-    struct tbl_service copy;
+    struct tbl_service copy, *slot;
     char a[SADDR_STR_MAX];
     size_t i;
 
@@ -657,41 +818,16 @@ table_add_service(struct table *t, const struct tbl_service *svc,
                            saddr_str(&svc->frontends[i], a, sizeof(a)),
                            o->name);
     }
-    if (t->nservices == t->cap) {
-        size_t ncap = t->cap ? t->cap * 2 : 8;
-        struct tbl_service *n = realloc(t->services, ncap * sizeof(*n));
-        if (n == NULL)
-            return err_set(e, "out of memory");
-        t->services = n;
-        t->cap = ncap;
-    }
+    if ((slot = schunk_append(t)) == NULL)
+        return err_set(e, "out of memory");
     if (tbl_service_hold(&copy, svc) < 0)
         return err_set(e, "out of memory");
-    t->services[t->nservices++] = copy;
+    copy.pos = (uint32_t)t->nservices;
+    *slot = copy;
+    t->schunks[t->nservices / TBL_CHUNK]->n++;
+    t->nservices++;
     if (index_service(t, t->nservices - 1) < 0)
         return err_set(e, "out of memory");
-    return 0;
-}
-
-/* <*dst> becomes a copy of <src> (NULL: none). Returns -1 when out of
- * memory, <*dst> unchanged. */
-static int
-index_clone(struct tbl_index **dst, const struct tbl_index *src)
-{
-    struct tbl_index *ix;
-
-    if (src == NULL || src->cap == 0)
-        return 0;
-    if ((ix = calloc(1, sizeof(*ix))) == NULL
-        || (ix->v = malloc(src->cap * sizeof(*ix->v))) == NULL) {
-        free(ix);
-        return -1;
-    }
-    memcpy(ix->v, src->v, src->cap * sizeof(*ix->v));
-    ix->cap = src->cap;
-    ix->n = src->n;
-    index_free(dst);
-    *dst = ix;
     return 0;
 }
 
@@ -705,22 +841,162 @@ table_add_services_of(struct table *t, const struct table *src,
         return err_set(e, "table is frozen");
     if (t->nservices != 0 || t->nlisteners != 0)
         return err_set(e, "table is not empty");
-    if (table_reserve(t, src->nservices) < 0
-        || index_clone(&t->by_name, src->by_name) < 0
-        || index_clone(&t->by_frontend, src->by_frontend) < 0)
+    if (chunk_room(&t->schunks, &t->cap,
+                   (src->nservices + TBL_CHUNK - 1) / TBL_CHUNK)
+        < 0)
         return err_set(e, "out of memory");
-    for (i = 0; i < src->nservices; i++) {
-        if (tbl_service_hold(&t->services[i], &src->services[i]) < 0) {
-            /* The indexes name services not there: empty the table. */
-            while (i-- > 0)
-                tbl_service_release(&t->services[i]);
-            index_free(&t->by_name);
-            index_free(&t->by_frontend);
-            return err_set(e, "out of memory");
-        }
+    index_share(&t->by_name, src->by_name);
+    index_share(&t->by_frontend, src->by_frontend);
+    for (i = 0; i * TBL_CHUNK < src->nservices; i++) {
+        t->schunks[i] = src->schunks[i];
+        atomic_fetch_add_explicit(&t->schunks[i]->refs, 1,
+                                  memory_order_relaxed);
     }
     t->nservices = src->nservices;
     return 0;
+}
+
+/* Note position <i> in <*v> (<*n> of them), once. */
+static int
+note_pos(size_t **v, size_t *n, size_t i)
+{
+    size_t j, *nv;
+
+    for (j = 0; j < *n; j++)
+        if ((*v)[j] == i)
+            return 0;
+    /* Room for 4, then doubled each time n reaches a power of two. */
+    if (*n == 0 || (*n >= 4 && (*n & (*n - 1)) == 0)) {
+        if ((nv = realloc(*v, (*n ? *n * 2 : 4) * sizeof(**v))) == NULL)
+            return -1;
+        *v = nv;
+    }
+    (*v)[(*n)++] = i;
+    return 0;
+}
+
+struct table *
+table_derive(const struct table *src)
+{
+    struct table *t = table_new();
+    struct err e;
+    size_t i;
+
+    if (t == NULL)
+        return NULL;
+    if (table_add_services_of(t, src, &e) < 0
+        || table_reserve_ksvcs(t, src->nksvcs) < 0)
+        goto oom;
+    for (i = 0; i * TBL_CHUNK < src->nksvcs; i++) {
+        t->kchunks[i] = src->kchunks[i];
+        atomic_fetch_add_explicit(&t->kchunks[i]->refs, 1,
+                                  memory_order_relaxed);
+    }
+    t->nksvcs = src->nksvcs;
+    if (src->nvips > 0) {
+        if ((t->vips = malloc(src->nvips * sizeof(*t->vips))) == NULL)
+            goto oom;
+        index_share(&t->by_vip, src->by_vip);
+        memcpy(t->vips, src->vips, src->nvips * sizeof(*t->vips));
+        t->nvips = t->vipcap = src->nvips;
+    }
+    if (src->nlisteners > 0) {
+        t->listeners = malloc(src->nlisteners * sizeof(*t->listeners));
+        if (t->listeners == NULL)
+            goto oom;
+        memcpy(t->listeners, src->listeners,
+               src->nlisteners * sizeof(*t->listeners));
+        t->nlisteners = t->lcap = src->nlisteners;
+    }
+    t->kernel = table_ref(src->kernel);
+    t->base = src->serial;
+    return t;
+oom:
+    table_unref(t);
+    return NULL;
+}
+
+int
+table_replace_service(struct table *t, size_t i, const struct tbl_service *svc,
+                      struct err *e)
+{
+    struct tbl_service *old;
+    struct tbl_service copy;
+
+    if (t->frozen)
+        return err_set(e, "table is frozen");
+    if (t->base == 0 || i >= t->nservices)
+        return err_set(e, "not a derived table's service");
+    if ((old = schunk_own(t, i / TBL_CHUNK)) == NULL)
+        return err_set(e, "out of memory");
+    old += i % TBL_CHUNK;
+    if (strcmp(old->name, svc->name) != 0 || old->proto != svc->proto
+        || old->reach != svc->reach || old->nsni != 0 || svc->nsni != 0
+        || !tbl_saddrs_equal(old->frontends, old->nfrontends, svc->frontends,
+                             svc->nfrontends))
+        return err_set(e, "service \"%s\" is not the same shape", svc->name);
+    if (tbl_service_hold(&copy, svc) < 0)
+        return err_set(e, "out of memory");
+    if (note_pos(&t->dsvcs, &t->ndsvcs, i) < 0) {
+        tbl_service_release(&copy);
+        return err_set(e, "out of memory");
+    }
+    copy.pos = (uint32_t)i;
+    service_free(old);
+    *old = copy;
+    return 0;
+}
+
+int
+table_replace_ksvc(struct table *t, size_t i, const struct tbl_ksvc *k,
+                   struct err *e)
+{
+    struct tbl_ksvc *old;
+    struct tbl_ksvc copy;
+
+    if (t->frozen)
+        return err_set(e, "table is frozen");
+    if (t->base == 0 || i >= t->nksvcs)
+        return err_set(e, "not a derived table's kernel service");
+    if ((old = kchunk_own(t, i / TBL_CHUNK)) == NULL)
+        return err_set(e, "out of memory");
+    old += i % TBL_CHUNK;
+    if (strcmp(old->name, k->name) != 0 || old->proto != k->proto)
+        return err_set(e, "kernel service \"%s\" is not the same", k->name);
+    if (tbl_ksvc_hold(&copy, k) < 0)
+        return err_set(e, "out of memory");
+    if (note_pos(&t->dksvcs, &t->ndksvcs, i) < 0) {
+        tbl_ksvc_release(&copy);
+        return err_set(e, "out of memory");
+    }
+    ksvc_free(old);
+    *old = copy;
+    return 0;
+}
+
+int
+table_note_delta(struct table *t, uint64_t base, const size_t *dsvcs,
+                 size_t ndsvcs, const size_t *dksvcs, size_t ndksvcs)
+{
+    size_t i;
+
+    if (t->frozen)
+        return -1;
+    t->base = base;
+    for (i = 0; i < ndsvcs; i++)
+        if (note_pos(&t->dsvcs, &t->ndsvcs, dsvcs[i]) < 0)
+            goto oom;
+    for (i = 0; i < ndksvcs; i++)
+        if (note_pos(&t->dksvcs, &t->ndksvcs, dksvcs[i]) < 0)
+            goto oom;
+    return 0;
+oom:
+    t->base = 0;
+    free(t->dsvcs);
+    free(t->dksvcs);
+    t->dsvcs = t->dksvcs = NULL;
+    t->ndsvcs = t->ndksvcs = 0;
+    return -1;
 }
 
 int
@@ -761,23 +1037,17 @@ table_find_listener(const struct table *t, const struct saddr *a)
 int
 table_add_ksvc(struct table *t, const struct tbl_ksvc *k, struct err *e)
 {
-    struct tbl_ksvc c;
+    struct tbl_ksvc c, *slot;
 
     if (t->frozen)
         return err_set(e, "table is frozen");
     if (k->name[0] == '\0')
         return err_set(e, "kernel service has no name");
-    if (t->nksvcs == t->kcap) {
-        size_t ncap = t->kcap ? t->kcap * 2 : 8;
-        struct tbl_ksvc *n = realloc(t->ksvcs, ncap * sizeof(*n));
-        if (n == NULL)
-            return err_set(e, "out of memory");
-        t->ksvcs = n;
-        t->kcap = ncap;
-    }
-    if (tbl_ksvc_hold(&c, k) < 0)
+    if ((slot = kchunk_append(t)) == NULL || tbl_ksvc_hold(&c, k) < 0)
         return err_set(e, "out of memory");
-    t->ksvcs[t->nksvcs++] = c;
+    *slot = c;
+    t->kchunks[t->nksvcs / TBL_CHUNK]->n++;
+    t->nksvcs++;
     return 0;
 }
 

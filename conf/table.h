@@ -197,6 +197,9 @@ struct tbl_arrays;
 
 struct tbl_service {
     char name[TBL_NAME_MAX]; /* unique within a table */
+    /* In a table: its position there (table_service(t, pos) is it).
+     * Every table holding it holds it at the same position. */
+    uint32_t pos;
     enum tbl_origin origin;
     struct saddr *frontends;
     size_t nfrontends;
@@ -308,13 +311,46 @@ struct tbl_ksvc {
     struct tbl_arrays *arrays; /* as in struct tbl_service */
 };
 
+/* A table's services and kernel services are kept in chunks of
+ * TBL_CHUNK, reference counted: a table made from another one
+ * (table_derive(), table_add_services_of()) shares its chunks, and
+ * copies only a chunk it changes. Read them with table_service() and
+ * table_ksvc(). */
+#define TBL_CHUNK 32
+
+struct tbl_schunk {
+    atomic_uint refs;
+    uint32_t n; /* entries filled */
+    struct tbl_service v[TBL_CHUNK];
+};
+
+struct tbl_kchunk {
+    atomic_uint refs;
+    uint32_t n;
+    struct tbl_ksvc v[TBL_CHUNK];
+};
+
 struct table {
     atomic_uint refs;
     uint64_t generation;
     int frozen;
-    struct tbl_service *services;
+    /* This table's number, unique in the process (table_new()). */
+    uint64_t serial;
+    /* A table made by table_derive() is the table numbered <base> with
+     * the services at positions <dsvcs> and the kernel services at
+     * positions <dksvcs> replaced (table_replace_service(),
+     * table_replace_ksvc()): every other entry is the same, with the same
+     * arrays, at the same position. A reader that kept the table <base>
+     * can then look at the changed entries only. 0: not known, compare
+     * everything. */
+    uint64_t base;
+    size_t *dsvcs;
+    size_t ndsvcs;
+    size_t *dksvcs;
+    size_t ndksvcs;
+    struct tbl_schunk **schunks; /* read through table_service() */
     size_t nservices;
-    size_t cap;
+    size_t cap; /* chunk pointers */
     /* Service IPs (ClusterIPs, externalIPs, LoadBalancer IPs) that must be
      * local addresses of this node for the frontends to receive traffic;
      * port unused. Empty in static mode. */
@@ -327,10 +363,11 @@ struct table {
     struct tbl_index *by_name;
     struct tbl_index *by_frontend;
     struct tbl_index *by_vip; /* vips, so that adding one is O(1) */
-    /* Service ports for the kernel dataplane, in the translator's order. */
-    struct tbl_ksvc *ksvcs;
+    /* Service ports for the kernel dataplane, in the translator's order
+     * (table_ksvc()). */
+    struct tbl_kchunk **kchunks;
     size_t nksvcs;
-    size_t kcap;
+    size_t kcap; /* chunk pointers */
     /* Settings of addresses shared by services with server names. */
     struct tbl_listener *listeners;
     size_t nlisteners;
@@ -343,6 +380,20 @@ struct table {
 
 /* Returns a new empty, unfrozen table with one reference, or NULL. */
 struct table *table_new(void);
+
+/* The service at position <i> (< t->nservices), and the kernel service
+ * at position <i> (< t->nksvcs). */
+static inline const struct tbl_service *
+table_service(const struct table *t, size_t i)
+{
+    return &t->schunks[i / TBL_CHUNK]->v[i % TBL_CHUNK];
+}
+
+static inline const struct tbl_ksvc *
+table_ksvc(const struct table *t, size_t i)
+{
+    return &t->kchunks[i / TBL_CHUNK]->v[i % TBL_CHUNK];
+}
 
 /* Add a copy of <svc> (the caller keeps ownership of <svc>). Its arrays
  * are copied, unless <svc> is a service of a table (or a copy of one
@@ -412,6 +463,33 @@ int table_reserve_ksvcs(struct table *t, size_t nksvcs);
  * filled and <t> still empty. */
 int table_add_services_of(struct table *t, const struct table *src,
                           struct err *e);
+
+/* A new unfrozen table equal to <src> (frozen): its services, kernel
+ * services, service IPs and listeners, their arrays and indexes shared
+ * or copied, with <base> set to src's serial and no change noted yet.
+ * O(N) in copying, but no service is looked at. NULL when memory runs
+ * out. */
+struct table *table_derive(const struct table *src);
+
+/* In a table from table_derive(), put a copy of <svc> in place of the
+ * service at position <i> and note the position. <svc> must have the
+ * same name, protocol, reach and frontends, and no server names (neither may
+ * the one it replaces), so that the indexes stay right; otherwise, or
+ * when memory runs out, fails with <e> filled and the table unchanged.
+ * Returns 0 or -1. The same for the kernel service at position <i>,
+ * which must have the same name and protocol. */
+int table_replace_service(struct table *t, size_t i,
+                          const struct tbl_service *svc, struct err *e);
+int table_replace_ksvc(struct table *t, size_t i, const struct tbl_ksvc *k,
+                       struct err *e);
+
+/* Note that <t> (unfrozen) is the table numbered <base> with the entries
+ * at the positions given changed, as table_derive() and the replace
+ * calls would have noted: for a table built by copying another whole
+ * (kube.c's merge). Returns 0, or -1 when memory runs out (then nothing
+ * is noted). */
+int table_note_delta(struct table *t, uint64_t base, const size_t *dsvcs,
+                     size_t ndsvcs, const size_t *dksvcs, size_t ndksvcs);
 
 /* Take and drop references. table_unref(NULL) does nothing. Both are
  * thread-safe. */

@@ -219,6 +219,14 @@ kcache_find(const struct kcache *c, const char *key)
 }
 
 const void *
+kcache_find_ent(const struct kcache *c, const char *key)
+{
+    if (c->codec == NULL || c->n == 0)
+        return NULL;
+    return *ent_link(c, key, key_hash(key));
+}
+
+const void *
 kcache_next(const struct kcache *c, struct kcache_iter *it, const char **key)
 {
     const struct kent *e = it->ent;

@@ -82,6 +82,10 @@ const json_t *kcache_get(const struct kcache *c, const char *key);
 /* Decoded kinds: borrowed object with <key>, or NULL. */
 const void *kcache_find(const struct kcache *c, const char *key);
 
+/* Decoded kinds: the entry of <key> (as kcache_iter.ent; its object
+ * through kcache_ent_obj()), or NULL. */
+const void *kcache_find_ent(const struct kcache *c, const char *key);
+
 /* Decoded kinds: walk the objects in no particular order. Start with
  * {0, NULL}; kcache_next() returns the next object (its key in *<key>
  * when not NULL) or NULL at the end. The cache must not change during

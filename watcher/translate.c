@@ -26,6 +26,7 @@ struct ep {
  * name, slice name). */
 struct slice_idx {
     const struct kslice **v;
+    const void **ents; /* the cache entry of each (kcache_iter.ent) */
     size_t n;
 };
 
@@ -49,6 +50,7 @@ struct svcctx {
     uint32_t affinity_ms;
     uint16_t hc_port;     /* healthCheckNodePort (LoadBalancer, ETP Local) */
     const struct kslice *const *slices; /* this Service's slices */
+    const void *const *slice_ents;      /* and their cache entries */
     size_t nslices;
     int kernel;           /* served by the kernel dataplane */
     enum tbl_proto proto; /* of the port being translated (do_port) */
@@ -202,24 +204,50 @@ slice_cmp(const void *pa, const void *pb)
 /* Index the slices that can serve by (namespace, service-name); note
  * the others, with the reason found when they were decoded. Returns 0,
  * or -1 when memory runs out. */
+struct slice_pair {
+    const struct kslice *s;
+    const void *ent;
+};
+
+static int
+pair_cmp(const void *a, const void *b)
+{
+    return slice_cmp(&((const struct slice_pair *)a)->s,
+                     &((const struct slice_pair *)b)->s);
+}
+
 static int
 index_slices(const struct kcache *slices, const struct translate_opts *o,
              struct slice_idx *idx)
 {
     struct kcache_iter it = {0, NULL};
     const struct kslice *s;
+    struct slice_pair *v;
+    size_t i, n = 0, room = kcache_size(slices) + 1;
 
     idx->n = 0;
-    idx->v = malloc((kcache_size(slices) + 1) * sizeof(*idx->v));
-    if (idx->v == NULL)
+    idx->v = malloc(room * sizeof(*idx->v));
+    idx->ents = malloc(room * sizeof(*idx->ents));
+    v = malloc(room * sizeof(*v));
+    if (idx->v == NULL || idx->ents == NULL || v == NULL) {
+        free(v);
         return -1;
+    }
     while ((s = kcache_next(slices, &it, NULL)) != NULL) {
         if (s->skip >= 0)
             skip_slice(o, s, (enum skip_reason)s->skip, "%s", s->skip_why);
-        else if (s->ns != NULL) /* the cache keys slices by namespace */
-            idx->v[idx->n++] = s;
+        else if (s->ns != NULL) { /* the cache keys slices by namespace */
+            v[n].s = s;
+            v[n++].ent = it.ent;
+        }
     }
-    qsort(idx->v, idx->n, sizeof(*idx->v), slice_cmp);
+    qsort(v, n, sizeof(*v), pair_cmp);
+    for (i = 0; i < n; i++) {
+        idx->v[i] = v[i].s;
+        idx->ents[i] = v[i].ent;
+    }
+    idx->n = n;
+    free(v);
     return 0;
 }
 
@@ -246,6 +274,7 @@ find_slices(const struct slice_idx *idx, const char *ns, const char *name,
             || strcmp(idx->v[end]->service, name) != 0)
             break;
     sc->slices = idx->v + lo;
+    sc->slice_ents = idx->ents + lo;
     sc->nslices = end - lo;
 }
 
@@ -1501,8 +1530,13 @@ struct memo_ent {
     UT_hash_handle hh;
     uint64_t svc;     /* the stamp of the Service as it was translated */
     uint64_t *stamps; /* of its slices, in index order */
+    const void **ents; /* their cache entries (kcache_iter.ent) */
     size_t nstamps;
     uint64_t build;   /* the last build that used it */
+    /* Where its services and kernel services are in the last table
+     * built, and whether each of its services is there (none refused). */
+    size_t spos, kpos;
+    int clean;
     struct rec rec;
     char key[];
 };
@@ -1533,6 +1567,12 @@ struct translate_memo {
     struct sorted_ent *sorted;
     size_t nsorted;
     uint64_t sorted_members; /* kcache_members() they were taken at */
+    /* The last table built through the memo (translate_build(),
+     * translate_patch()) and its counters: what a patch starts from. */
+    uint64_t last_serial;    /* 0: none */
+    uint64_t slice_members;  /* kcache_members() of the slices then */
+    struct translate_stats last_st;
+    int has_last_st;
 };
 
 static void
@@ -1540,6 +1580,7 @@ ent_free(struct memo_ent *m)
 {
     rec_clear(&m->rec);
     free(m->stamps);
+    free(m->ents);
     free(m);
 }
 
@@ -1827,7 +1868,7 @@ keep_unchanged(struct rec *r, const struct rec *old)
 
 /* The memo's record for Service <key>, made again if <svc> or its slices
  * changed since; NULL when memory runs out. */
-static const struct rec *
+static struct memo_ent *
 memo_rec(struct translate_memo *m, const char *key, const struct ksvc *svc,
          const struct slice_idx *idx, const struct translate_opts *o,
          struct scratch *w)
@@ -1837,6 +1878,7 @@ memo_rec(struct translate_memo *m, const char *key, const struct ksvc *svc,
     struct memo_ent *e;
     struct rec r;
     uint64_t *stamps = NULL;
+    const void **ents = NULL;
     size_t i, klen = strlen(key);
 
     memset(&sc, 0, sizeof(sc));
@@ -1845,24 +1887,31 @@ memo_rec(struct translate_memo *m, const char *key, const struct ksvc *svc,
     HASH_FIND(hh, m->map, key, klen, e);
     if (e != NULL && ent_fresh(e, svc, &sc)) {
         e->build = m->build;
-        return &e->rec;
+        return e;
     }
     if (o->stats != NULL)
         o->stats->translated++;
     if (sc.nslices > 0
-        && (stamps = malloc(sc.nslices * sizeof(*stamps))) == NULL)
+        && ((stamps = malloc(sc.nslices * sizeof(*stamps))) == NULL
+            || (ents = malloc(sc.nslices * sizeof(*ents))) == NULL)) {
+        free(stamps);
         return NULL;
-    for (i = 0; i < sc.nslices; i++)
+    }
+    for (i = 0; i < sc.nslices; i++) {
         stamps[i] = sc.slices[i]->stamp;
+        ents[i] = sc.slice_ents[i];
+    }
     if (record(&r, svc, idx, o, w) < 0) {
         rec_clear(&r);
         free(stamps);
+        free(ents);
         return NULL;
     }
     if (e == NULL) {
         if ((e = calloc(1, sizeof(*e) + klen + 1)) == NULL) {
             rec_clear(&r);
             free(stamps);
+            free(ents);
             return NULL;
         }
         memcpy(e->key, key, klen + 1);
@@ -1871,13 +1920,15 @@ memo_rec(struct translate_memo *m, const char *key, const struct ksvc *svc,
         keep_unchanged(&r, &e->rec);
         rec_clear(&e->rec);
         free(e->stamps);
+        free(e->ents);
     }
     e->rec = r;
     e->svc = svc->stamp;
     e->stamps = stamps;
+    e->ents = ents;
     e->nstamps = sc.nslices;
     e->build = m->build;
-    return &e->rec;
+    return e;
 }
 
 /* Translate Service <svc> (cache key <key>) into <t>, through the memo
@@ -1888,14 +1939,18 @@ do_key(struct table *t, const char *key, const struct ksvc *svc,
        struct scratch *w)
 {
     const char *ns = svc->ns, *name = svc->name;
-    const struct rec *r;
+    struct memo_ent *me;
     struct rec once;
     int rc;
 
     if (o->memo != NULL) {
-        if ((r = memo_rec(o->memo, key, svc, idx, o, w)) == NULL)
+        if ((me = memo_rec(o->memo, key, svc, idx, o, w)) == NULL)
             return -1;
-        return play(t, r, ns, name, o);
+        me->spos = t->nservices;
+        me->kpos = t->nksvcs;
+        rc = play(t, &me->rec, ns, name, o);
+        me->clean = t->nservices - me->spos == me->rec.nsvcs;
+        return rc;
     }
     if (o->stats != NULL)
         o->stats->translated++;
@@ -1906,13 +1961,26 @@ do_key(struct table *t, const char *key, const struct ksvc *svc,
     return rc;
 }
 
+static void
+scratch_free(struct scratch *w)
+{
+    free(w->eps.v);
+    free(w->in.v);
+    free(w->ex.v);
+    free(w->lb.v);
+    free(w->ranges);
+    free(w->be);
+    free(w->xs);
+    free(w->text);
+}
+
 int
 translate_build(const struct kcache *services, const struct kcache *slices,
                 const struct translate_opts *o, struct table *out,
                 struct err *e)
 {
     struct scratch w;
-    struct slice_idx idx = {NULL, 0};
+    struct slice_idx idx = {NULL, NULL, 0};
     struct keyed *keys;
     size_t i, n;
     int rc = 0;
@@ -1926,22 +1994,237 @@ translate_build(const struct kcache *services, const struct kcache *slices,
                            : sorted_services(services, &n);
     if (index_slices(slices, o, &idx) < 0 || keys == NULL) {
         free(idx.v);
+        free(idx.ents);
         free(keys);
         return err_set(e, "out of memory");
     }
     for (i = 0; i < n && rc == 0; i++)
         rc = do_key(out, keys[i].key, keys[i].svc, &idx, o, &w);
-    if (o->memo != NULL && rc == 0)
-        memo_end(o->memo);
+    if (o->memo != NULL)
+        o->memo->last_serial = 0;
+    if (o->memo != NULL && rc == 0) {
+        struct translate_memo *m = o->memo;
+        memo_end(m);
+        m->last_serial = out->serial;
+        m->slice_members = kcache_members(slices);
+        m->has_last_st = o->stats != NULL;
+        if (o->stats != NULL)
+            m->last_st = *o->stats;
+    }
     free(keys);
-    free(w.eps.v);
-    free(w.in.v);
-    free(w.ex.v);
-    free(w.lb.v);
-    free(w.ranges);
-    free(w.be);
-    free(w.xs);
-    free(w.text);
+    scratch_free(&w);
     free(idx.v);
+    free(idx.ents);
     return rc < 0 ? err_set(e, "out of memory") : 0;
+}
+
+/* ---- patching the last table ---------------------------------------------
+ *
+ * Most changes are one EndpointSlice of one Service: its endpoints, not
+ * its addresses. Then the table before, with that Service's services put
+ * in their places, is the table a full build would make (the same
+ * services in the same order, the same frontends refused), and making it
+ * costs the change, not the cluster. translate_patch() does that when it
+ * can prove it, and leaves everything else to translate_build(). */
+
+/* Add <me> to <v> (<*n> of them, room for <cap>) once. */
+static int
+dirty_add(struct memo_ent **v, size_t *n, size_t cap, struct memo_ent *me)
+{
+    size_t i;
+
+    for (i = 0; i < *n; i++)
+        if (v[i] == me)
+            return 0;
+    if (*n == cap)
+        return -1;
+    v[(*n)++] = me;
+    return 0;
+}
+
+/* The memo entries of the Services the keys name, into <v>: 0, or -1
+ * when a key cannot be patched (gone, new, skipped, moved to another
+ * Service, or too many). */
+static int
+dirty_ents(struct translate_memo *m, const struct kcache *slices,
+           const char *const *svc_keys, size_t nsvc,
+           const char *const *slice_keys, size_t nslice,
+           struct memo_ent **v, size_t *n, size_t cap)
+{
+    char key[2 * TBL_NAME_MAX];
+    struct memo_ent *me;
+    size_t i, j;
+
+    *n = 0;
+    for (i = 0; i < nsvc; i++) {
+        HASH_FIND(hh, m->map, svc_keys[i], strlen(svc_keys[i]), me);
+        if (me == NULL || dirty_add(v, n, cap, me) < 0)
+            return -1;
+    }
+    for (i = 0; i < nslice; i++) {
+        const void *ent = kcache_find_ent(slices, slice_keys[i]);
+        const struct kslice *sl = ent != NULL ? kcache_ent_obj(ent) : NULL;
+        int n_key;
+        if (sl == NULL || sl->skip >= 0 || sl->ns == NULL
+            || sl->service == NULL)
+            return -1;
+        n_key = snprintf(key, sizeof(key), "%s/%s", sl->ns, sl->service);
+        if (n_key < 0 || (size_t)n_key >= sizeof(key))
+            return -1;
+        HASH_FIND(hh, m->map, key, strlen(key), me);
+        if (me == NULL)
+            return -1;
+        for (j = 0; j < me->nstamps && me->ents[j] != ent; j++)
+            ;
+        if (j == me->nstamps || dirty_add(v, n, cap, me) < 0)
+            return -1; /* a slice new to its Service */
+    }
+    return 0;
+}
+
+/* Translate <me>'s Service <svc> again into <t> (from table_derive()),
+ * adjusting <st>. Returns 1 when done, 0 when the change cannot be
+ * patched, -1 when memory runs out. */
+static int
+patch_one(struct translate_memo *m, struct memo_ent *me, const struct ksvc *svc,
+          const struct translate_opts *o, struct translate_stats *st,
+          struct table *t, struct scratch *w)
+{
+    const struct kslice **cur = NULL;
+    struct slice_idx one;
+    struct memo_ent *again;
+    struct err e;
+    size_t j, nsvcs = me->rec.nsvcs, nksvcs = me->rec.nksvcs;
+    int rc = 0;
+    __typeof__(me->rec.st) was = me->rec.st;
+
+    if (!me->clean || me->rec.skips != NULL || svc->ns == NULL
+        || svc->name == NULL)
+        return 0;
+    if (me->nstamps > 0 && (cur = malloc(me->nstamps * sizeof(*cur))) == NULL)
+        return -1;
+    for (j = 0; j < me->nstamps; j++) {
+        const struct kslice *sl = kcache_ent_obj(me->ents[j]);
+        if (sl->skip >= 0 || sl->ns == NULL || sl->service == NULL
+            || strcmp(sl->ns, svc->ns) != 0
+            || strcmp(sl->service, svc->name) != 0)
+            goto out; /* a slice that left: the index is stale */
+        cur[j] = sl;
+    }
+    one.v = cur;
+    one.ents = me->ents;
+    one.n = me->nstamps;
+    again = memo_rec(m, me->key, svc, &one, o, w);
+    if (again == NULL) {
+        rc = -1;
+        goto out;
+    }
+    if (again != me || me->rec.nsvcs != nsvcs || me->rec.nksvcs != nksvcs
+        || me->rec.skips != NULL)
+        goto out;
+    for (j = 0; j < nsvcs; j++) {
+        const struct tbl_service *s = &me->rec.svcs[j];
+        if (table_service(t, me->spos + j)->arrays == s->arrays)
+            continue;
+        err_clear(&e);
+        if (table_replace_service(t, me->spos + j, s, &e) < 0) {
+            rc = strcmp(e.msg, "out of memory") == 0 ? -1 : 0;
+            goto out;
+        }
+    }
+    for (j = 0; j < nksvcs; j++) {
+        const struct tbl_ksvc *k = &me->rec.ksvcs[j];
+        if (table_ksvc(t, me->kpos + j)->arrays == k->arrays)
+            continue;
+        err_clear(&e);
+        if (table_replace_ksvc(t, me->kpos + j, k, &e) < 0) {
+            rc = strcmp(e.msg, "out of memory") == 0 ? -1 : 0;
+            goto out;
+        }
+    }
+    st->services += me->rec.st.services - was.services;
+    st->skipped += me->rec.st.skipped - was.skipped;
+    st->ports_skipped += me->rec.st.ports_skipped - was.ports_skipped;
+    st->kernel += me->rec.st.kernel - was.kernel;
+    st->no_local_internal += me->rec.st.no_local_internal
+                             - was.no_local_internal;
+    st->no_local_external += me->rec.st.no_local_external
+                             - was.no_local_external;
+    rc = 1;
+out:
+    free(cur);
+    return rc;
+}
+
+int
+translate_patch(const struct kcache *services, const struct kcache *slices,
+                const struct translate_opts *o, const struct table *prev,
+                const char *const *svc_keys, size_t nsvc,
+                const char *const *slice_keys, size_t nslice,
+                struct table **out, struct err *e)
+{
+    struct translate_memo *m = o->memo;
+    struct memo_ent **dirty = NULL;
+    struct translate_opts ro = *o;
+    struct translate_stats st;
+    struct scratch w;
+    struct table *t = NULL;
+    size_t i, n, cap = nsvc + nslice;
+    int rc = 0;
+
+    *out = NULL;
+    if (m == NULL || prev == NULL || !m->has_opts || m->last_serial == 0
+        || prev->serial != m->last_serial || !opts_same(&m->opts, o)
+        || (o->stats != NULL && !m->has_last_st) || m->sorted == NULL
+        || m->sorted_members != kcache_members(services)
+        || m->nsorted != kcache_size(services)
+        || m->slice_members != kcache_members(slices) || cap == 0
+        /* Beyond this many, a full build is about as cheap. */
+        || cap > 64 + m->nsorted / 16)
+        return 0;
+    if ((dirty = malloc(cap * sizeof(*dirty))) == NULL)
+        return err_set(e, "out of memory");
+    if (dirty_ents(m, slices, svc_keys, nsvc, slice_keys, nslice, dirty, &n,
+                   cap)
+        < 0) {
+        free(dirty);
+        return 0;
+    }
+    if ((t = table_derive(prev)) == NULL) {
+        free(dirty);
+        return err_set(e, "out of memory");
+    }
+    memset(&w, 0, sizeof(w));
+    st = m->last_st;
+    st.translated = 0;
+    ro.stats = o->stats != NULL ? &st : NULL;
+    /* From here the records change: until the table is whole, no patch
+     * may start from the table before. */
+    m->last_serial = 0;
+    for (i = 0; i < n && rc >= 0; i++) {
+        const struct ksvc *svc = kcache_find(services, dirty[i]->key);
+        rc = svc != NULL ? patch_one(m, dirty[i], svc, &ro, &st, t, &w) : 0;
+        if (rc == 0)
+            break;
+    }
+    scratch_free(&w);
+    free(dirty);
+    if (rc <= 0) {
+        table_unref(t);
+        return rc < 0 ? err_set(e, "out of memory") : 0;
+    }
+    m->last_serial = t->serial;
+    if (o->stats != NULL) {
+        m->last_st = st;
+        *o->stats = st;
+    }
+    *out = t;
+    return 1;
+}
+
+void
+translate_memo_adopt(struct translate_memo *m, const struct table *t)
+{
+    if (m != NULL && t != NULL && m->last_serial != 0)
+        m->last_serial = t->serial;
 }

@@ -141,6 +141,31 @@ int translate_build(const struct kcache *services, const struct kcache *slices,
                     const struct translate_opts *o, struct table *out,
                     struct err *e);
 
+/*
+ * The table translate_build() would make now, made from <prev> (the last
+ * table built or patched through o->memo, frozen): <prev> with the
+ * services of the Services named by <svc_keys> ("namespace/name") and of
+ * the Services of the slices named by <slice_keys> translated again, in
+ * their places (table_derive(); their positions are noted in the table).
+ * The keys must name every object changed since <prev>. It is done only
+ * when that is provably the same table: no Service or slice added or
+ * removed since, none moved to another Service, none skipped, no other
+ * option changed, and each Service's services keep their names and
+ * frontends. o->stats are filled as a build fills them; o->skips gets
+ * nothing: the skip notes are those of <prev>'s build.
+ * Returns 1 with <*out> set, 0 (nothing made: build in full), or -1 with
+ * <e> filled when memory runs out.
+ */
+int translate_patch(const struct kcache *services, const struct kcache *slices,
+                    const struct translate_opts *o, const struct table *prev,
+                    const char *const *svc_keys, size_t nsvc,
+                    const char *const *slice_keys, size_t nslice,
+                    struct table **out, struct err *e);
+
+/* The last build through <m> made a table equal, entry for entry, to
+ * <t>, which it then gave up for <t>: patch from <t> from now on. */
+void translate_memo_adopt(struct translate_memo *m, const struct table *t);
+
 /* Zone of a Node object (its topology label), or NULL. Borrowed. */
 const char *translate_node_zone(const json_t *node);
 

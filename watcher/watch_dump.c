@@ -73,7 +73,7 @@ on_publish(struct table *t, void *arg)
     watcher_status(d->w, &st);
     watcher_latencies(d->w, &lat, 1);
     for (i = 0; i < t->nservices; i++)
-        json_array_append_new(svcs, service_json(&t->services[i]));
+        json_array_append_new(svcs, service_json(table_service(t, i)));
     out = json_pack("{s:I, s:f, s:o, s:{s:I, s:I, s:I, s:I, s:b, s:s}}",
                     "generation", (json_int_t)t->generation, "latency_ms",
                     lat * 1e3, "services", svcs, "status", "relists",

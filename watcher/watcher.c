@@ -43,6 +43,14 @@ struct watcher {
 
     ev_timer publish_timer; /* zero-delay: after the current batch */
     int dirty;
+    /* The Services and slices changed since the last table, by cache key,
+     * for translate_patch(); dirty_all: not all known (a relist, a Node,
+     * too many, a change not seen as an event), build in full. */
+    char *dkeys[2][WATCHER_DIRTY_MAX]; /* [0] Services, [1] slices */
+    size_t ndkeys[2];
+    int dirty_all;
+    uint64_t seen_changes[2]; /* kcache_changes() accounted for */
+    uint64_t patched;         /* tables made by translate_patch() */
     double oldest; /* arrival of the oldest unpublished change */
     struct table *last;
     uint64_t generation;
@@ -104,6 +112,53 @@ record_latency(struct watcher *w, double d)
     w->hist.buckets[WATCHER_LAT_BUCKETS]++;
 }
 
+static void
+dirty_clear(struct watcher *w)
+{
+    size_t k, i;
+
+    for (k = 0; k < 2; k++) {
+        for (i = 0; i < w->ndkeys[k]; i++)
+            free(w->dkeys[k][i]);
+        w->ndkeys[k] = 0;
+    }
+    w->dirty_all = 0;
+}
+
+/* Note the change of the object of <ev> in cache <k> (0: Services, 1:
+ * slices). */
+static void
+dirty_note(struct watcher *w, int k, const struct kcache *c,
+           const struct kcache_event *ev)
+{
+    const json_t *obj = ev->obj != NULL ? ev->obj : ev->gone;
+    char key[512];
+    struct err e;
+    uint64_t ch = kcache_changes(c);
+    size_t i;
+
+    /* One event, one change of the cache: anything else is a change the
+     * keys would not tell. */
+    if (ch != w->seen_changes[k] + 1)
+        w->dirty_all = 1;
+    w->seen_changes[k] = ch;
+    if (w->dirty_all)
+        return;
+    if (obj == NULL || kcache_key(c, obj, key, sizeof(key), &e) < 0
+        || w->ndkeys[k] == WATCHER_DIRTY_MAX) {
+        w->dirty_all = 1;
+        return;
+    }
+    for (i = 0; i < w->ndkeys[k]; i++)
+        if (strcmp(w->dkeys[k][i], key) == 0)
+            return;
+    if ((w->dkeys[k][w->ndkeys[k]] = strdup(key)) == NULL) {
+        w->dirty_all = 1;
+        return;
+    }
+    w->ndkeys[k]++;
+}
+
 static int
 tables_equal(const struct table *a, const struct table *b)
 {
@@ -113,10 +168,10 @@ tables_equal(const struct table *a, const struct table *b)
         || a->nksvcs != b->nksvcs)
         return 0;
     for (i = 0; i < a->nservices; i++)
-        if (!tbl_service_equal(&a->services[i], &b->services[i]))
+        if (!tbl_service_equal(table_service(a, i), table_service(b, i)))
             return 0;
     for (i = 0; i < a->nksvcs; i++)
-        if (!tbl_ksvc_equal(&a->ksvcs[i], &b->ksvcs[i]))
+        if (!tbl_ksvc_equal(table_ksvc(a, i), table_ksvc(b, i)))
             return 0;
     return 1;
 }
@@ -146,6 +201,33 @@ build_table(struct watcher *w)
     o.skips = skips;
     o.memo = w->memo;
     err_clear(&e);
+    if (!w->dirty_all && w->last != NULL && t != NULL && skips != NULL) {
+        struct table *pt = NULL;
+        int rc;
+        o.skips = NULL; /* a patch keeps the notes of the table before */
+        rc = translate_patch(reflector_cache(w->svc), reflector_cache(w->eps),
+                             &o, w->last, (const char *const *)w->dkeys[0],
+                             w->ndkeys[0], (const char *const *)w->dkeys[1],
+                             w->ndkeys[1], &pt, &e);
+        o.skips = skips;
+        if (rc < 0) {
+            log_error("watcher: cannot build the service table: %s", e.msg);
+            table_unref(t);
+            skip_set_free(skips);
+            return NULL;
+        }
+        if (rc > 0) {
+            table_unref(t);
+            skip_set_free(skips);
+            w->patched++;
+            dirty_clear(w);
+            w->translated_last = st.translated;
+            w->translated += st.translated;
+            w->no_local_internal = st.no_local_internal;
+            w->no_local_external = st.no_local_external;
+            return pt;
+        }
+    }
     if (t == NULL || skips == NULL
         /* The table grows once: about as large as the last one. */
         || table_reserve(t, w->last != NULL ? w->last->nservices + 16 : 0)
@@ -165,6 +247,7 @@ build_table(struct watcher *w)
     skip_set_each_new(skips, w->skips, count_skip, w);
     skip_set_free(w->skips);
     w->skips = skips;
+    dirty_clear(w);
     w->conflicts = st.conflicts; /* each one was logged as a skip */
     w->translated_last = st.translated;
     w->translated += st.translated;
@@ -190,7 +273,10 @@ watcher_on_publish(struct ev_loop *loop, ev_timer *tm, int revents)
     w->dirty = 0;
     w->built_svc_changes = reflector_stats(w->svc)->changes;
     w->built_eps_changes = reflector_stats(w->eps)->changes;
-    if (tables_equal(t, w->last)) {
+    if (t->base != 0 ? t->ndsvcs == 0 && t->ndksvcs == 0
+                     : tables_equal(t, w->last)) {
+        /* The same table: the memo goes on from the one in force. */
+        translate_memo_adopt(w->memo, w->last);
         table_unref(t);
         ctrace_built(0, ev_time());
         if (w->on_unchanged != NULL)
@@ -206,9 +292,11 @@ watcher_on_publish(struct ev_loop *loop, ev_timer *tm, int revents)
     w->last_publish = ev_now(loop);
     w->tables++;
     log_info("watcher: publishing table %llu: %zu proxied and %zu kernel "
-             "service(s), %zu Service(s) translated (change latency %.1f ms)",
+             "service(s), %zu Service(s) translated%s (change latency %.1f "
+             "ms)",
              (unsigned long long)t->generation, t->nservices, t->nksvcs,
-             w->translated_last, lat * 1e3);
+             w->translated_last, t->base != 0 ? " into the last table" : "",
+             lat * 1e3);
     table_unref(w->last);
     w->last = table_ref(t);
     w->publish(t, w->arg);
@@ -235,6 +323,13 @@ on_change(void *arg, struct reflector *r)
 
     if (r != w->node)
         w->last_change = ev_now(w->loop);
+    if (r != w->node) {
+        int k = r == w->eps;
+        uint64_t ch = kcache_changes(reflector_cache(r));
+        if (ch != w->seen_changes[k]) /* a relist: no events */
+            w->dirty_all = 1;
+        w->seen_changes[k] = ch;
+    }
 
     if (r == w->node) {
         const json_t *n = kcache_get(reflector_cache(r), w->node_name);
@@ -357,6 +452,7 @@ on_object(void *arg, struct reflector *r, const struct kcache_event *ev)
     w->last_change = ev_now(w->loop);
     if (r != w->eps && r != w->svc)
         return;
+    dirty_note(w, r == w->eps, reflector_cache(r), ev);
     if (ev->obj == NULL) { /* a deletion: traced, no trigger time */
         if (ev->gone != NULL)
             trace_object(r == w->eps, ev, 0);
@@ -559,6 +655,7 @@ watcher_free(struct watcher *w)
     table_unref(w->last);
     skip_set_free(w->skips);
     translate_memo_free(w->memo);
+    dirty_clear(w);
     free(w->node_name);
     free(w->proxy_name);
     free(w->node_addrs);

@@ -165,6 +165,9 @@ void watcher_latency_hist(const struct watcher *w,
 /* EndpointSlice trigger times kept until a build takes them; more are
  * dropped (and counted in watcher_build.triggers_dropped). */
 #define WATCHER_TRIGGERS_MAX 4096
+/* Changed objects remembered by key between two tables; beyond, the
+ * next table is built in full. */
+#define WATCHER_DIRTY_MAX 256
 
 /* The build of the table being published (or found unchanged). */
 struct watcher_build {

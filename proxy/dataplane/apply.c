@@ -317,9 +317,9 @@ inherit_pins(struct worker *w, struct apply_plan *pl)
         struct svc *from;
         if (pl->svcs[i]->aff == NULL)
             continue;
-        if ((was = table_find(w->dtable, t->services[i].name)) == NULL)
+        if ((was = table_find(w->dtable, table_service(t, i)->name)) == NULL)
             continue;
-        from = w->dsvcs[was - w->dtable->services];
+        from = w->dsvcs[was->pos];
         if (from != pl->svcs[i])
             svc_inherit(pl->svcs[i], from, ev_now(w->loop));
     }
@@ -411,8 +411,29 @@ apply_plan_commit(struct worker *w, struct apply_plan *pl)
  * unchanged (so round-robin positions survive a reload), new otherwise.
  * Names are unique in a table, so the current service of the same name
  * is found through the current table's name index (p->svcs[i] serves
- * p->table->services[i]): O(N) for a table of N services, which the
+ * *table_service(p->table, i)): O(N) for a table of N services, which the
  * Kubernetes side rebuilds on every change. */
+/* The runtime service of table service <i>. */
+static int
+stage_one(struct apply *a, size_t i, struct err *e)
+{
+    struct proxy *p = a->p;
+    const struct tbl_service *ts = table_service(a->t, i);
+    const struct tbl_service *cur =
+        p->table != NULL ? table_find(p->table, ts->name) : NULL;
+    struct svc *old = NULL;
+
+    if (cur != NULL && cur->pos < p->nsvcs)
+        old = p->svcs[cur->pos];
+    if (old != NULL && svc_matches(old, ts)) {
+        a->svcs[i] = svc_ref(old);
+        return 0;
+    }
+    if ((a->svcs[i] = svc_new_like(ts, old)) == NULL)
+        return err_set(e, "out of memory building services");
+    return 0;
+}
+
 static int
 stage_services(struct apply *a, struct err *e)
 {
@@ -423,20 +444,24 @@ stage_services(struct apply *a, struct err *e)
     a->svcs = calloc(t->nservices ? t->nservices : 1, sizeof(*a->svcs));
     if (a->svcs == NULL)
         return err_set(e, "out of memory building services");
-    for (i = 0; i < t->nservices; i++) {
-        const struct tbl_service *ts = &t->services[i];
-        const struct tbl_service *cur =
-            p->table != NULL ? table_find(p->table, ts->name) : NULL;
-        struct svc *old = NULL;
-        if (cur != NULL && (size_t)(cur - p->table->services) < p->nsvcs)
-            old = p->svcs[cur - p->table->services];
-        if (old != NULL && svc_matches(old, ts)) {
-            a->svcs[i] = svc_ref(old);
-            continue;
+    /* A table made from the one in force (table_derive()) says which
+     * services changed: every other one keeps its runtime service. */
+    if (p->table != NULL && t->base == p->table->serial
+        && t->nservices == p->nsvcs) {
+        for (i = 0; i < t->nservices; i++)
+            a->svcs[i] = svc_ref(p->svcs[i]);
+        for (i = 0; i < t->ndsvcs; i++) {
+            size_t j = t->dsvcs[i];
+            svc_unref(a->svcs[j]);
+            a->svcs[j] = NULL;
+            if (stage_one(a, j, e) < 0)
+                return -1;
         }
-        if ((a->svcs[i] = svc_new_like(ts, old)) == NULL)
-            return err_set(e, "out of memory building services");
+        return 0;
     }
+    for (i = 0; i < t->nservices; i++)
+        if (stage_one(a, i, e) < 0)
+            return -1;
     return 0;
 }
 
@@ -592,7 +617,7 @@ thread_addrs(struct apply *a, struct apply_addrs *out)
     if (addrs_alloc(out, a->naddrs) < 0)
         return -1;
     for (i = 0; i < t->nservices && a->threads == APPLY_LISTEN_SERVED; i++) {
-        const struct tbl_service *ts = &t->services[i];
+        const struct tbl_service *ts = table_service(t, i);
         if (ts->affinity_timeout_ms != 0 || ts->proto != TBL_PROTO_TCP)
             continue;
         for (j = 0; j < ts->nfrontends; j++)
@@ -662,10 +687,10 @@ open_worker(struct apply *a, struct apply_thread *at, struct wthread *th,
     for (i = 0; i < pl->addrs.n; i++) {
         const struct tbl_service *ts =
             table_find_frontend(a->t, &pl->addrs.v[i]);
-        pl->lsvc[i] = a->svcs[ts - a->t->services];
+        pl->lsvc[i] = a->svcs[ts->pos];
     }
     for (i = 0; i < a->t->nservices; i++) {
-        const struct tbl_service *ts = &a->t->services[i];
+        const struct tbl_service *ts = table_service(a->t, i);
         pl->dispatch |= ts->reach == TBL_REACH_DISPATCH || ts->nsni > 0;
         pl->affinity |= ts->affinity_timeout_ms > 0;
     }
@@ -684,12 +709,12 @@ open_worker0(struct apply *a, struct err *e)
         || addrs_alloc(&a->thread[0].plan->addrs, a->naddrs) < 0)
         return err_set(e, "out of memory opening listeners");
     for (i = 0; i < t->nservices; i++)
-        for (j = 0; j < t->services[i].nfrontends
-                    && t->services[i].reach != TBL_REACH_REDIRECT
-                    && t->services[i].proto == TBL_PROTO_TCP;
+        for (j = 0; j < table_service(t, i)->nfrontends
+                    && table_service(t, i)->reach != TBL_REACH_REDIRECT
+                    && table_service(t, i)->proto == TBL_PROTO_TCP;
              j++)
             a->thread[0].plan->addrs.v[a->thread[0].plan->addrs.n++] =
-                t->services[i].frontends[j];
+                table_service(t, i)->frontends[j];
     addrs_sort(&a->thread[0].plan->addrs);
     return open_worker(a, &a->thread[0], &a->p->threads[0], e);
 }
@@ -818,8 +843,8 @@ apply_table(struct proxy *p, struct table *t, enum proxy_apply_mode mode,
     /* A REDIRECT service's frontends are reached through the DISPATCH
      * listener: nothing is bound on them. */
     for (i = 0; i < t->nservices; i++)
-        if (t->services[i].reach != TBL_REACH_REDIRECT)
-            a.naddrs += t->services[i].nfrontends;
+        if (table_service(t, i)->reach != TBL_REACH_REDIRECT)
+            a.naddrs += table_service(t, i)->nfrontends;
     if (stage_services(&a, e) == 0 && stage_open(&a, e) == 0) {
         stage_commit(&a);
         rc = 0;

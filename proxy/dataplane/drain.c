@@ -48,7 +48,7 @@ current_of(const char *name, struct svc *const *newv, const struct table *t)
 {
     const struct tbl_service *ts = table_find(t, name);
 
-    return ts != NULL ? newv[ts - t->services] : NULL;
+    return ts != NULL ? newv[ts->pos] : NULL;
 }
 
 /* <to> replaces <from> (same name): a backend drained in <from> that <to>

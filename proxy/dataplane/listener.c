@@ -284,7 +284,7 @@ dispatch_find(const struct worker *w, const struct saddr *dst)
     }
     if (ts == NULL || ts->reach != TBL_REACH_REDIRECT)
         return NULL;
-    return w->dsvcs[ts - w->dtable->services];
+    return w->dsvcs[ts->pos];
 }
 
 /* A connection on a DISPATCH listener: to the service of its original

@@ -50,7 +50,7 @@ void proxy_on_applied(struct proxy *p, proxy_applied_fn *fn, void *arg);
 
 /* The table in force (borrowed; NULL before the first apply) and its
  * runtime services, in table order: proxy_svc(p, i) serves
- * proxy_table(p)->services[i]. Control loop. */
+ * table_service(proxy_table(p), i). Control loop. */
 const struct table *proxy_table(const struct proxy *p);
 size_t proxy_nsvcs(const struct proxy *p);
 struct svc *proxy_svc(const struct proxy *p, size_t i);

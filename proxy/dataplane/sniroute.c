@@ -173,10 +173,10 @@ group_settings(struct worker *w, const struct table *t, struct sni_group *g,
             ms = l->client_hello_timeout_ms;
         if (l->default_service[0] != '\0'
             && (d = table_find(t, l->default_service)) != NULL)
-            g->def = w->dsvcs[d - t->services];
+            g->def = w->dsvcs[d->pos];
     }
     g->timeout = ms / 1e3;
-    g->accept_proxy = t->services[first_svc].accept_proxy != 0;
+    g->accept_proxy = table_service(t, first_svc)->accept_proxy != 0;
     g->st = addr_stats_get(&g->addr);
 }
 
@@ -188,13 +188,13 @@ collect(const struct table *t, size_t *np)
     size_t i, j, k, n = 0;
 
     for (i = 0; i < t->nservices; i++)
-        if (t->services[i].reach == TBL_REACH_LISTEN)
-            n += t->services[i].nfrontends * t->services[i].nsni;
+        if (table_service(t, i)->reach == TBL_REACH_LISTEN)
+            n += table_service(t, i)->nfrontends * table_service(t, i)->nsni;
     *np = n;
     if (n == 0 || (v = malloc(n * sizeof(*v))) == NULL)
         return NULL;
     for (n = 0, i = 0; i < t->nservices; i++) {
-        const struct tbl_service *s = &t->services[i];
+        const struct tbl_service *s = table_service(t, i);
         if (s->reach != TBL_REACH_LISTEN)
             continue;
         for (j = 0; j < s->nfrontends; j++)

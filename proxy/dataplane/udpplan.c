@@ -272,14 +272,14 @@ plan_frontends(struct udp_plan *up, const struct apply_plan *pl,
     size_t i, j, n = 0;
 
     for (i = 0; i < t->nservices; i++)
-        if (t->services[i].proto == TBL_PROTO_UDP)
-            n += t->services[i].nfrontends;
+        if (table_service(t, i)->proto == TBL_PROTO_UDP)
+            n += table_service(t, i)->nfrontends;
     if (n == 0 || serve == UDP_SERVE_NONE)
         return 0;
     if ((v = malloc(n * sizeof(*v))) == NULL)
         return -1;
     for (n = 0, i = 0; i < t->nservices; i++) {
-        const struct tbl_service *ts = &t->services[i];
+        const struct tbl_service *ts = table_service(t, i);
         if (ts->proto != TBL_PROTO_UDP || ts->reach != TBL_REACH_LISTEN
             || (serve == UDP_SERVE_SHARED && ts->affinity_timeout_ms != 0))
             continue;

@@ -27,6 +27,16 @@ struct kube {
     struct vip *vip;        /* NULL with vip_interface "none" */
     struct table *statics;  /* services of the file (reference) */
     struct table *api;      /* last table from the watcher (reference) */
+    struct table *old_api;  /* the one before, while a new one is applied */
+    /* The last merged table, the serial of the API table it was made
+     * from, and whether it is that table copied whole with the dispatch
+     * services after it: the next one is then made from it. */
+    struct table *merged;
+    uint64_t merged_api;
+    int merged_copy;
+    uint32_t aff_max;        /* dispatch_services(): the longest affinity */
+    uint64_t aff_api;        /* ... of the REDIRECT services of this table */
+    size_t kchecked;         /* kernel services with an active check */
     uint64_t *generation;
     struct saddr *nodeport; /* NodePort addresses, copied */
     size_t n_nodeport;
@@ -228,7 +238,7 @@ merge_copy(struct table *t, const struct table *api,
             return 1;
         }
     for (i = 0; i < api->nservices; i++)
-        if (add_vips(t, &api->services[i], nodeport, n_nodeport, want_vips, e)
+        if (add_vips(t, table_service(api, i), nodeport, n_nodeport, want_vips, e)
             < 0)
             return -1;
     return 0;
@@ -266,13 +276,13 @@ kube_merge(const struct table *statics, const struct table *api,
         if (table_add_listener(t, &statics->listeners[i], e) < 0)
             goto fail;
     for (i = 0; statics != NULL && i < statics->nservices; i++)
-        if (table_add_service(t, &statics->services[i], e) < 0)
+        if (table_add_service(t, table_service(statics, i), e) < 0)
             goto fail;
     for (i = 0; i < ndispatch; i++)
         if (merge_api(t, &dispatch[i], NULL, 0, 0, refused, e) < 0)
             goto fail;
     for (i = 0; api != NULL && i < api->nservices; i++)
-        if (merge_api(t, &api->services[i], nodeport, n_nodeport, want_vips,
+        if (merge_api(t, table_service(api, i), nodeport, n_nodeport, want_vips,
                       refused, e)
             < 0)
             goto fail;
@@ -307,6 +317,49 @@ affinity_port(const struct kube *k)
                                  : (uint16_t)(k->proxy_port - 1);
 }
 
+static uint32_t
+svc_affinity(const struct tbl_service *s)
+{
+    return s->reach == TBL_REACH_REDIRECT ? s->affinity_timeout_ms : 0;
+}
+
+/* The longest ClientIP affinity of the API table's REDIRECT services:
+ * from the table before's and the services that changed, when the API
+ * table was made from it and none of them held the longest. */
+static uint32_t
+redirect_affinity(struct kube *k)
+{
+    const struct table *api = k->api, *old = k->old_api;
+    uint32_t aff = k->aff_max;
+    size_t i;
+
+    if (api == NULL)
+        return 0;
+    if (k->aff_api == api->serial)
+        return aff;
+    if (old != NULL && k->aff_api == old->serial && api->base == old->serial
+        && api->nservices == old->nservices) {
+        for (i = 0; i < api->ndsvcs; i++) {
+            size_t j = api->dsvcs[i];
+            uint32_t was = svc_affinity(table_service(old, j));
+            uint32_t now = svc_affinity(table_service(api, j));
+            if (was == aff && now < aff && aff > 0)
+                break; /* the longest may be gone: look at all */
+            if (now > aff)
+                aff = now;
+        }
+        if (i == api->ndsvcs)
+            goto out;
+    }
+    for (aff = 0, i = 0; i < api->nservices; i++)
+        if (svc_affinity(table_service(api, i)) > aff)
+            aff = svc_affinity(table_service(api, i));
+out:
+    k->aff_max = aff;
+    k->aff_api = api->serial;
+    return aff;
+}
+
 /* Under the nftables dataplane (or the proxy's redirect steering), the
  * proxy's listening addresses (per family) for the connections the kernel
  * redirects, into <d> (room for two): one on node.proxy_port, which every
@@ -315,7 +368,7 @@ affinity_port(const struct kube *k)
  * affinity table is not shared between threads; the longest of their
  * timeouts makes it so). Returns how many. */
 static size_t
-dispatch_services(const struct kube *k, struct tbl_service d[2])
+dispatch_services(struct kube *k, struct tbl_service d[2])
 {
     static struct saddr fe[2][2];
     const char *why;
@@ -324,10 +377,7 @@ dispatch_services(const struct kube *k, struct tbl_service d[2])
 
     if (!k->want_nft)
         return 0;
-    for (i = 0; k->api != NULL && i < k->api->nservices; i++)
-        if (k->api->services[i].reach == TBL_REACH_REDIRECT
-            && k->api->services[i].affinity_timeout_ms > aff)
-            aff = k->api->services[i].affinity_timeout_ms;
+    aff = redirect_affinity(k);
     n = aff > 0 ? 2 : 1;
     for (i = 0; i < n; i++) {
         uint16_t port = i == 0 ? k->proxy_port : affinity_port(k);
@@ -345,16 +395,56 @@ dispatch_services(const struct kube *k, struct tbl_service d[2])
     return n;
 }
 
+/* The merged table made from the last one: the API table is the one it
+ * was made from with some services changed in place, and the dispatch
+ * services are the same. NULL when it cannot be. */
+static struct table *
+merge_delta(struct kube *k, const struct tbl_service *disp, size_t ndisp)
+{
+    const struct table *api = k->api, *prev = k->merged;
+    struct table *t;
+    struct err e;
+    size_t i;
+
+    if (prev == NULL || !k->merged_copy || api->base == 0
+        || (k->statics != NULL
+            && (k->statics->nservices != 0 || k->statics->nlisteners != 0))
+        || api->base != k->merged_api
+        || prev->nservices != api->nservices + ndisp)
+        return NULL;
+    for (i = 0; i < ndisp; i++)
+        if (!tbl_service_equal(table_service(prev, api->nservices + i),
+                               &disp[i]))
+            return NULL;
+    if ((t = table_derive(prev)) == NULL)
+        return NULL;
+    for (i = 0; i < api->ndsvcs; i++) {
+        size_t j = api->dsvcs[i];
+        err_clear(&e);
+        if (table_replace_service(t, j, table_service(api, j), &e) < 0) {
+            table_unref(t);
+            return NULL;
+        }
+    }
+    table_unref(t->kernel);
+    t->kernel = ndisp > 0 && api->nksvcs > 0 ? table_ref(k->api) : NULL;
+    table_freeze(t, ++*k->generation);
+    return t;
+}
+
 /* One table from the file's services and the API's. */
 static struct table *
 merge(struct kube *k)
 {
     struct tbl_service disp[2];
-    struct skip_set *refused = skip_set_new();
+    struct skip_set *refused;
     size_t ndisp = dispatch_services(k, disp);
     struct table *t;
     struct err e;
 
+    if (k->api != NULL && (t = merge_delta(k, disp, ndisp)) != NULL)
+        return t;
+    refused = skip_set_new();
     err_clear(&e);
     t = refused == NULL
             ? NULL
@@ -371,6 +461,16 @@ merge(struct kube *k)
     skip_set_each_new(refused, k->conflicts, kube_on_conflict, k);
     skip_set_free(k->conflicts);
     k->conflicts = refused;
+    /* Copied whole: the API's services first, then the dispatch ones. */
+    k->merged_copy = k->api != NULL
+                     && (k->statics == NULL
+                         || (k->statics->nservices == 0
+                             && k->statics->nlisteners == 0))
+                     && t->nservices == k->api->nservices + ndisp
+                     && (ndisp == 0
+                         || strcmp(table_service(t, k->api->nservices)->name,
+                                   disp[0].name)
+                                == 0);
     return t;
 }
 
@@ -578,20 +678,33 @@ kube_on_kverify(struct ev_loop *loop, struct ev_timer *t, int rev)
     kube_nft_commit(k); /* what verify left pending, or the hourly rewrite */
 }
 
-/* Tell the checkers which endpoints of the kernel services to check. */
+/* Tell the checkers which endpoints of the kernel services to check;
+ * <old>: the table fed before, when k->kfed was made from it. */
 static void
-kube_health_targets(struct kube *k)
+kube_health_targets(struct kube *k, const struct table *old)
 {
     struct health_target *t = NULL;
     size_t i, j, n = 0, cap = 0;
 
     if (k->health == NULL)
         return;
+    if (k->kchecked == 0 && k->kfed != NULL && old != NULL
+        && k->kfed->base == old->serial) {
+        /* None was checked: only the changed ones may be now. */
+        for (i = 0; i < k->kfed->ndksvcs; i++)
+            if (table_ksvc(k->kfed, k->kfed->dksvcs[i])->check.type
+                != TBL_CHECK_NONE)
+                break;
+        if (i == k->kfed->ndksvcs)
+            return;
+    }
+    k->kchecked = 0;
     for (i = 0; k->kfed != NULL && i < k->kfed->nksvcs; i++) {
-        const struct tbl_ksvc *ks = &k->kfed->ksvcs[i];
+        const struct tbl_ksvc *ks = table_ksvc(k->kfed, i);
         size_t nall = ks->ncluster_eps + ks->nlocal_eps;
         if (ks->check.type == TBL_CHECK_NONE)
             continue;
+        k->kchecked++;
         for (j = 0; j < nall; j++) {
             const struct tbl_backend *be = j < ks->ncluster_eps
                                                ? &ks->cluster_eps[j]
@@ -656,8 +769,8 @@ kube_on_khealth(struct ev_loop *loop, struct ev_timer *t, int rev)
         return;
     said = skip_set_new();
     for (i = 0; i < k->kfed->nksvcs; i++)
-        if (k->kfed->ksvcs[i].check.type != TBL_CHECK_NONE)
-            nft_put_ksvc(k, &k->kfed->ksvcs[i], said);
+        if (table_ksvc(k->kfed, i)->check.type != TBL_CHECK_NONE)
+            nft_put_ksvc(k, table_ksvc(k->kfed, i), said);
     if (said != NULL)
         skip_set_each_new(said, k->nft_refused, kube_on_nft_refused, k);
     skip_set_free(said);
@@ -691,13 +804,23 @@ kube_feed_same(struct kube *k, const struct table *api)
 
     if (old == NULL || !k->kfed_whole || old->nksvcs != api->nksvcs)
         return -1;
+    /* Made from the table fed: only the kernel services it says. */
+    if (api->base == old->serial) {
+        for (i = 0; i < api->ndksvcs; i++) {
+            const struct tbl_ksvc *ks = table_ksvc(api, api->dksvcs[i]);
+            if (!tbl_ksvc_equal(table_ksvc(old, api->dksvcs[i]), ks)
+                && nft_put_ksvc(k, ks, NULL) < 0)
+                return -1;
+        }
+        return 0;
+    }
     for (i = 0; i < api->nksvcs; i++)
-        if (api->ksvcs[i].proto != old->ksvcs[i].proto
-            || strcmp(api->ksvcs[i].name, old->ksvcs[i].name) != 0)
+        if (table_ksvc(api, i)->proto != table_ksvc(old, i)->proto
+            || strcmp(table_ksvc(api, i)->name, table_ksvc(old, i)->name) != 0)
             return -1;
     for (i = 0; i < api->nksvcs; i++)
-        if (!tbl_ksvc_equal(&old->ksvcs[i], &api->ksvcs[i])
-            && nft_put_ksvc(k, &api->ksvcs[i], NULL) < 0)
+        if (!tbl_ksvc_equal(table_ksvc(old, i), table_ksvc(api, i))
+            && nft_put_ksvc(k, table_ksvc(api, i), NULL) < 0)
             return -1;
     return 0;
 }
@@ -713,23 +836,24 @@ kube_feed_nft(struct kube *k, struct table *api)
     struct skip_set *said = skip_set_new();
 
     if (kube_feed_same(k, api) == 0) {
+        struct table *was = k->kfed;
         skip_set_free(said);
-        table_unref(k->kfed);
         k->kfed = table_ref(api);
-        kube_health_targets(k);
+        kube_health_targets(k, was);
+        table_unref(was);
         kube_nft_commit(k);
         return;
     }
 
     for (i = 0; i < api->nksvcs; i++) {
-        const struct tbl_ksvc *ks = &api->ksvcs[i];
+        const struct tbl_ksvc *ks = table_ksvc(api, i);
         uintptr_t old;
 
         ksvc_key(ks, key, sizeof(key));
         if (smap_put(&idx, key, (void *)(uintptr_t)(i + 1)) < 0)
             goto oom;
         old = (uintptr_t)smap_get(&k->kidx, key);
-        if (old != 0 && tbl_ksvc_equal(&k->kfed->ksvcs[old - 1], ks))
+        if (old != 0 && tbl_ksvc_equal(table_ksvc(k->kfed, old - 1), ks))
             continue;
         if (nft_put_ksvc(k, ks, NULL) == 0)
             continue;
@@ -743,13 +867,13 @@ kube_feed_nft(struct kube *k, struct table *api)
         smap_del(&idx, key);
     }
     for (i = 0; k->kfed != NULL && i < k->kfed->nksvcs; i++) {
-        const struct tbl_ksvc *ks = &k->kfed->ksvcs[i];
+        const struct tbl_ksvc *ks = table_ksvc(k->kfed, i);
         ksvc_key(ks, key, sizeof(key));
         if (smap_get(&idx, key) == NULL)
             (void)nft_svc_del(k->nft, ks->name, (enum nft_proto)ks->proto);
     }
     for (i = 0; i < nrefused; i++) {
-        const struct tbl_ksvc *ks = &api->ksvcs[refused[i]];
+        const struct tbl_ksvc *ks = table_ksvc(api, refused[i]);
         if (nft_put_ksvc(k, ks, said) < 0) {
             nleft++;
             continue;
@@ -769,7 +893,7 @@ kube_feed_nft(struct kube *k, struct table *api)
     table_unref(k->kfed);
     k->kfed = table_ref(api);
     k->kfed_whole = nleft == 0;
-    kube_health_targets(k);
+    kube_health_targets(k, NULL);
     kube_nft_commit(k);
     return;
 oom:
@@ -953,6 +1077,9 @@ kube_apply(struct kube *k)
     t = merge(k);
     if (t == NULL)
         return;
+    table_unref(k->merged);
+    k->merged = table_ref(t);
+    k->merged_api = k->api->serial;
     err_clear(&e);
     posted = ev_time();
     if (proxy_apply(k->p, t, PROXY_APPLY_SKIP_FAILING, &e) < 0) {
@@ -1164,12 +1291,14 @@ kube_on_publish(struct table *t, void *arg)
     struct kube *k = arg;
     int first = k->api == NULL;
 
-    table_unref(k->api);
+    k->old_api = k->api;
     k->api = t;
     if (first)
         log_info("kubernetes: first full sync: %zu service(s) from the API",
                  t->nservices);
     kube_apply(k);
+    table_unref(k->old_api);
+    k->old_api = NULL;
     feed_metrics(k);
     ev_timer_again(k->loop, &k->trim);
 }
@@ -1339,6 +1468,7 @@ kube_reconfigure(struct kube *k, const struct conf *c)
 {
     table_unref(k->statics);
     k->statics = table_ref(c->table);
+    k->merged_copy = 0; /* a reload: the next merge is made whole */
     if (k->api == NULL) {
         kube_apply_statics(k);
         return;
@@ -1371,6 +1501,7 @@ kube_free(struct kube *k)
     vip_free(k->vip);
     table_unref(k->statics);
     table_unref(k->api);
+    table_unref(k->merged);
     skip_set_free(k->conflicts);
     skip_set_free(k->nft_refused);
     free(k->nodeport);

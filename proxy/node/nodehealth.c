@@ -32,6 +32,10 @@ struct nh_port {
     unsigned local; /* local ready endpoints (distinct pod IPs) */
     struct nh_listener *ls;
     int mark;
+    /* Positions of the services and kernel services with this port in
+     * the table last followed. */
+    size_t *spos, nspos, scap;
+    size_t *kpos, nkpos, kcap;
 };
 
 struct nodehealth {
@@ -43,6 +47,10 @@ struct nodehealth {
     struct nh_port *ports;
     struct httpd *srv;
     struct nodehealth_counts counts;
+    /* The table last followed (a reference) and the addresses then. */
+    struct table *table;
+    struct saddr addrs[NH_ADDRS_MAX];
+    size_t naddrs;
 };
 
 /* ---- replies ------------------------------------------------------------ */
@@ -243,6 +251,8 @@ static void
 port_free(struct nodehealth *nh, struct nh_port *p)
 {
     nh_listeners_free(nh, p->ls);
+    free(p->spos);
+    free(p->kpos);
     free(p);
 }
 
@@ -259,6 +269,7 @@ nodehealth_free(struct nodehealth *nh)
         port_free(nh, p);
     }
     httpd_free(nh->srv);
+    table_unref(nh->table);
     free(nh);
 }
 
@@ -306,21 +317,37 @@ add_local(const struct tbl_backend *be, size_t nbe, struct saddr *seen,
  * health check port <port>, counted once per pod IP (a pod serving two
  * ports is one endpoint for a load balancer). */
 static unsigned
-count_local(const struct table *t, uint16_t port)
+count_local(const struct table *t, const struct nh_port *p)
 {
     struct saddr seen[64];
     unsigned n = 0, extra = 0;
     size_t i;
 
-    for (i = 0; i < t->nservices; i++)
-        if (t->services[i].hc_node_port == port)
-            add_local(t->services[i].backends, t->services[i].nbackends, seen,
-                      &n, &extra);
-    for (i = 0; i < t->nksvcs; i++)
-        if (t->ksvcs[i].hc_node_port == port)
-            add_local(t->ksvcs[i].local_eps, t->ksvcs[i].nlocal_eps, seen, &n,
-                      &extra);
+    for (i = 0; i < p->nspos; i++) {
+        const struct tbl_service *s = table_service(t, p->spos[i]);
+        add_local(s->backends, s->nbackends, seen, &n, &extra);
+    }
+    for (i = 0; i < p->nkpos; i++) {
+        const struct tbl_ksvc *k = table_ksvc(t, p->kpos[i]);
+        add_local(k->local_eps, k->nlocal_eps, seen, &n, &extra);
+    }
     return n + extra;
+}
+
+/* Note position <i> in <*v>. Returns 0, or -1 when out of memory. */
+static int
+pos_add(size_t **v, size_t *n, size_t *cap, size_t i)
+{
+    size_t *nv;
+
+    if (*n == *cap) {
+        if ((nv = realloc(*v, (*cap ? *cap * 2 : 4) * sizeof(**v))) == NULL)
+            return -1;
+        *v = nv;
+        *cap = *cap ? *cap * 2 : 4;
+    }
+    (*v)[(*n)++] = i;
+    return 0;
 }
 
 /* Open what is missing of <p>'s listeners, one per address. */
@@ -371,30 +398,80 @@ owner_of(const char *full, struct nh_port *p)
              full[ns] == '/' ? full + ns + 1 : "");
 }
 
+/* Follow <t>, made from the table last followed (table_derive()): only
+ * the ports of the entries it changed are counted again. Returns 0, or
+ * -1 when it cannot be done so (an entry's port changed). */
+static int
+set_table_delta(struct nodehealth *nh, const struct table *t)
+{
+    const struct table *old = nh->table;
+    struct nh_port *p;
+    size_t i, k;
+
+    for (p = nh->ports; p != NULL; p = p->next)
+        p->mark = 0;
+    for (i = 0; i < t->ndsvcs + t->ndksvcs; i++) {
+        uint16_t was, now;
+        if (i < t->ndsvcs) {
+            k = t->dsvcs[i];
+            was = table_service(old, k)->hc_node_port;
+            now = table_service(t, k)->hc_node_port;
+        } else {
+            k = t->dksvcs[i - t->ndsvcs];
+            was = table_ksvc(old, k)->hc_node_port;
+            now = table_ksvc(t, k)->hc_node_port;
+        }
+        if (was != now)
+            return -1;
+        if (now != 0 && (p = port_find(nh, now)) != NULL)
+            p->mark = 1;
+    }
+    for (p = nh->ports; p != NULL; p = p->next)
+        if (p->mark)
+            p->local = count_local(t, p);
+    return 0;
+}
+
 void
 nodehealth_set_table(struct nodehealth *nh, const struct table *t,
                      const struct saddr *addrs, size_t naddrs)
 {
     struct nh_port *p, **pp;
     size_t i;
+    int delta;
 
-    for (p = nh->ports; p != NULL; p = p->next)
+    if (naddrs > NH_ADDRS_MAX)
+        naddrs = NH_ADDRS_MAX;
+    delta = t != NULL && nh->table != NULL && t->base == nh->table->serial
+            && t->nservices == nh->table->nservices
+            && t->nksvcs == nh->table->nksvcs && naddrs == nh->naddrs
+            && (naddrs == 0
+                || memcmp(addrs, nh->addrs, naddrs * sizeof(*addrs)) == 0);
+    if (delta && set_table_delta(nh, t) == 0) {
+        for (p = nh->ports; p != NULL; p = p->next)
+            port_listen(nh, p, addrs, naddrs); /* retry what failed */
+        table_unref(nh->table);
+        nh->table = table_ref((struct table *)t);
+        return;
+    }
+    for (p = nh->ports; p != NULL; p = p->next) {
         p->mark = 0;
+        p->nspos = p->nkpos = 0;
+    }
     for (i = 0; t != NULL && i < t->nservices + t->nksvcs; i++) {
         uint16_t hc;
         const char *full;
+        int rc;
         if (i < t->nservices) {
-            hc = t->services[i].hc_node_port;
-            full = t->services[i].name;
+            hc = table_service(t, i)->hc_node_port;
+            full = table_service(t, i)->name;
         } else {
-            hc = t->ksvcs[i - t->nservices].hc_node_port;
-            full = t->ksvcs[i - t->nservices].name;
+            hc = table_ksvc(t, i - t->nservices)->hc_node_port;
+            full = table_ksvc(t, i - t->nservices)->name;
         }
         if (hc == 0)
             continue;
         p = port_find(nh, hc);
-        if (p != NULL && p->mark)
-            continue; /* another port of the same Service */
         if (p == NULL) {
             if ((p = calloc(1, sizeof(*p))) == NULL) {
                 log_error("healthz: out of memory");
@@ -404,11 +481,25 @@ nodehealth_set_table(struct nodehealth *nh, const struct table *t,
             p->next = nh->ports;
             nh->ports = p;
         }
-        owner_of(full, p);
-        p->local = count_local(t, p->port);
+        if (!p->mark) /* the first; others: more ports of the Service */
+            owner_of(full, p);
         p->mark = 1;
+        rc = i < t->nservices
+                 ? pos_add(&p->spos, &p->nspos, &p->scap, i)
+                 : pos_add(&p->kpos, &p->nkpos, &p->kcap, i - t->nservices);
+        if (rc < 0)
+            log_error("healthz: out of memory");
+    }
+    for (p = nh->ports; p != NULL; p = p->next) {
+        if (!p->mark)
+            continue;
+        p->local = count_local(t, p);
         port_listen(nh, p, addrs, naddrs);
     }
+    table_unref(nh->table);
+    nh->table = t != NULL ? table_ref((struct table *)t) : NULL;
+    memcpy(nh->addrs, addrs, naddrs * sizeof(*addrs));
+    nh->naddrs = naddrs;
     for (pp = &nh->ports; (p = *pp) != NULL;) {
         if (p->mark) {
             pp = &p->next;

@@ -67,10 +67,11 @@ void nodehealth_free(struct nodehealth *nh);
 int nodehealth_listen(struct nodehealth *nh, const struct saddr *addr,
                       struct err *e);
 
-/* Follow <t> (borrowed): a responder per healthCheckNodePort found in it,
- * on each IP of <addrs> (ports ignored; copied), opened, kept or closed as
- * the table says; counts of local ready endpoints updated. Bind failures
- * are logged and retried on the next call. */
+/* Follow <t> (a reference is kept: a table made from it next is followed
+ * by looking at what changed): a responder per healthCheckNodePort found
+ * in it, on each IP of <addrs> (ports ignored; copied), opened, kept or
+ * closed as the table says; counts of local ready endpoints updated. Bind
+ * failures are logged and retried on the next call. */
 void nodehealth_set_table(struct nodehealth *nh, const struct table *t,
                           const struct saddr *addrs, size_t naddrs);
 

@@ -274,7 +274,7 @@ static json_t *
 status_service(struct admin *a, size_t i, double now)
 {
     struct svc *s = proxy_svc(a->p, i);
-    const struct tbl_service *ts = &proxy_table(a->p)->services[i];
+    const struct tbl_service *ts = table_service(proxy_table(a->p), i);
     const struct svc_stats *st = svc_counters(s);
     json_t *o = json_object(), *fe = json_array(), *be = json_array();
     json_t *cnt = json_object(), *hc;
@@ -373,7 +373,7 @@ status_kernel(struct admin *a)
     size_t i, j;
 
     for (i = 0; t != NULL && t->kernel != NULL && i < t->kernel->nksvcs; i++) {
-        const struct tbl_ksvc *k = &t->kernel->ksvcs[i];
+        const struct tbl_ksvc *k = table_ksvc(t->kernel, i);
         json_t *o = json_object(), *ips = json_array(), *eps = json_array();
 
         add_ips(ips, k->cluster_ips, k->ncluster_ips);
@@ -979,14 +979,14 @@ watch_page(struct admin *a, const struct httpreq *r, double now, int head,
             httpd_reply_text(out, 404, "no service owns this address\n", head);
             return;
         }
-        id = watchq_start(t->services[i].name, q.count, q.seconds, now);
+        id = watchq_start(table_service(t, i)->name, q.count, q.seconds, now);
         if (id == 0) {
             httpd_reply_text(out, 503, "too many watches at once\n", head);
             return;
         }
         reply_json(out,
                    json_pack("{s:I, s:s, s:i, s:f, s:I}", "id", (json_int_t)id,
-                             "service", t->services[i].name, "count",
+                             "service", table_service(t, i)->name, "count",
                              (int)q.count, "seconds", q.seconds, "queued_total",
                              (json_int_t)watchq_queued()),
                    head);

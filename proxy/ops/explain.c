@@ -34,7 +34,7 @@ explain_find_service(const struct table *t, const struct explain_req *q)
     size_t i, j;
 
     for (i = 0; t != NULL && i < t->nservices; i++) {
-        const struct tbl_service *ts = &t->services[i];
+        const struct tbl_service *ts = table_service(t, i);
         if (ts->proto != q->proto || ts->reach == TBL_REACH_DISPATCH)
             continue;
         for (j = 0; j < ts->nfrontends; j++)
@@ -79,7 +79,7 @@ find_ksvc(const struct table *t, const struct explain_req *q, const char **kind)
     size_t i;
 
     for (i = 0; t != NULL && t->kernel != NULL && i < t->kernel->nksvcs; i++) {
-        const struct tbl_ksvc *k = &t->kernel->ksvcs[i];
+        const struct tbl_ksvc *k = table_ksvc(t->kernel, i);
         if (k->proto == q->proto && (*kind = ksvc_kind(k, &q->addr)) != NULL)
             return k;
     }
@@ -270,7 +270,7 @@ explain_proxy(struct proxy *p, struct health *h, size_t i,
               const struct explain_req *q, double now)
 {
     const struct table *t = proxy_table(p);
-    const struct tbl_service *ts = &t->services[i];
+    const struct tbl_service *ts = table_service(t, i);
     struct svc *s = proxy_svc(p, i);
     json_t *o = json_object();
 
@@ -357,7 +357,7 @@ nearest(const struct table *t, const struct explain_req *q)
     size_t i, j;
 
     for (i = 0; t != NULL && i < t->nservices && json_array_size(v) < 8; i++) {
-        const struct tbl_service *ts = &t->services[i];
+        const struct tbl_service *ts = table_service(t, i);
         if (ts->reach == TBL_REACH_DISPATCH)
             continue;
         for (j = 0; j < ts->nfrontends && json_array_size(v) < 8; j++) {

@@ -35,7 +35,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (c->table == NULL || !c->table->frozen)
             abort();
         for (i = 0; i < c->table->nservices; i++)
-            if (c->table->services[i].name[0] == '\0')
+            if (table_service(c->table, i)->name[0] == '\0')
                 abort();
         conf_free(c);
     }

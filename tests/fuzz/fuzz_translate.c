@@ -85,10 +85,10 @@ same_through_memo(const struct kcache *svcs, const struct kcache *eps,
             || (round == 1 && st.translated != 0))
             abort();
         for (i = 0; i < t->nservices; i++)
-            if (!tbl_service_equal(&t->services[i], &want->services[i]))
+            if (!tbl_service_equal(table_service(t, i), table_service(want, i)))
                 abort();
         for (i = 0; i < t->nksvcs; i++)
-            if (!tbl_ksvc_equal(&t->ksvcs[i], &want->ksvcs[i]))
+            if (!tbl_ksvc_equal(table_ksvc(t, i), table_ksvc(want, i)))
                 abort();
         table_unref(t);
     }
@@ -139,14 +139,14 @@ build(const struct kcache *svcs, const struct kcache *eps, int variant)
     if (st.emitted != t->nservices || st.kernel != t->nksvcs)
         abort();
     for (i = 0; i < t->nksvcs; i++) {
-        const struct tbl_ksvc *k = &t->ksvcs[i];
+        const struct tbl_ksvc *k = table_ksvc(t, i);
         if (k->name[0] == '\0' || k->port == 0
             || (k->redirect && (k->proto != TBL_PROTO_TCP || k->ncluster_eps
                                 || k->nlocal_eps)))
             abort();
     }
     for (i = 0; i < t->nservices; i++) {
-        const struct tbl_service *s = &t->services[i];
+        const struct tbl_service *s = table_service(t, i);
         if (s->name[0] == '\0' || s->nfrontends == 0)
             abort();
     }

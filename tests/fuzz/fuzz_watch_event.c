@@ -97,7 +97,7 @@ build(const struct kcache *svcs, const struct kcache *eps, int edge)
     if (translate_build(svcs, eps, &o, t, &e) < 0)
         abort(); /* only running out of memory fails a build */
     for (i = 0; i < t->nservices; i++)
-        if (t->services[i].name[0] == '\0')
+        if (table_service(t, i)->name[0] == '\0')
             abort();
     table_freeze(t, 1);
     table_unref(t);

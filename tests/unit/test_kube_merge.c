@@ -58,7 +58,7 @@ names(const struct table *t)
     out[0] = '\0';
     for (i = 0; i < t->nservices; i++)
         n += (size_t)snprintf(out + n, sizeof(out) - n, "%s%s", i ? "," : "",
-                              t->services[i].name);
+                              table_service(t, i)->name);
     return out;
 }
 
@@ -192,9 +192,9 @@ test_api_only_is_a_copy(void **state)
     t = merge(NULL, api, 1, 10, NULL);
     assert_int_equal(t->nservices, api->nservices);
     for (i = 0; i < api->nservices; i++) {
-        const struct tbl_service *a = &api->services[i];
+        const struct tbl_service *a = table_service(api, i);
         const struct tbl_service *m = table_find(t, a->name);
-        assert_ptr_equal(m, &t->services[i]);
+        assert_ptr_equal(m, table_service(t, i));
         assert_ptr_equal(m->arrays, a->arrays);
         assert_true(tbl_service_equal(m, a));
         for (j = 0; j < a->nfrontends; j++)
@@ -209,7 +209,7 @@ test_api_only_is_a_copy(void **state)
     t = table_new();
     assert_non_null(t);
     err_clear(&e);
-    assert_int_equal(table_add_service(t, &st->services[0], &e), 0);
+    assert_int_equal(table_add_service(t, table_service(st, 0), &e), 0);
     assert_int_equal(table_add_services_of(t, api, &e), -1);
     table_unref(t);
     /* A copy takes a service more, and refuses a clash, as a table
@@ -217,9 +217,9 @@ test_api_only_is_a_copy(void **state)
     t = table_new();
     assert_non_null(t);
     assert_int_equal(table_add_services_of(t, api, &e), 0);
-    assert_int_equal(table_add_service(t, &st->services[0], &e), 0);
-    assert_ptr_equal(table_find(t, "a/b:c"), &t->services[3]);
-    assert_int_equal(table_add_service(t, &api->services[1], &e), -1);
+    assert_int_equal(table_add_service(t, table_service(st, 0), &e), 0);
+    assert_ptr_equal(table_find(t, "a/b:c"), table_service(t, 3));
+    assert_int_equal(table_add_service(t, table_service(api, 1), &e), -1);
     assert_int_equal(t->nservices, 4);
     table_unref(t);
     table_unref(st);
@@ -258,7 +258,7 @@ test_api_with_dispatch(void **state)
     assert_non_null(t);
     assert_string_equal(names(t), "shop/web:http,shop/np:http,ferry/redirect");
     assert_ptr_equal(table_find(t, "shop/web:http")->arrays,
-                     api->services[0].arrays);
+                     table_service(api, 0)->arrays);
     assert_ptr_equal(table_find_frontend(t, &fe[0]),
                      table_find(t, "ferry/redirect"));
     assert_int_equal(skip_set_size(ref), 0);
@@ -337,9 +337,9 @@ test_address_overlap(void **state)
     t = merge(st, api, 1, 3, ref);
     assert_string_equal(names(t), "file,shop/other:x,shop/alt:y");
     assert_null(table_find(t, "shop/web:http"));
-    assert_non_null(table_find_frontend(t, &st->services[0].frontends[0]));
+    assert_non_null(table_find_frontend(t, &table_service(st, 0)->frontends[0]));
     assert_string_equal(
-        table_find_frontend(t, &st->services[0].frontends[0])->name, "file");
+        table_find_frontend(t, &table_service(st, 0)->frontends[0])->name, "file");
     /* 198.18.5.5 (web's other frontend) is no VIP: web is out. */
     assert_string_equal(vips(t), "198.18.0.10,198.18.0.12");
     assert_int_equal(skip_set_each_new(ref, NULL, on_note, &s), 1);

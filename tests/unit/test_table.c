@@ -184,35 +184,35 @@ test_shared_arrays(void **state)
     k.ncluster_eps = 2;
     assert_int_equal(table_add_service(a, &s, NULL), 0);
     assert_int_equal(table_add_ksvc(a, &k, NULL), 0);
-    assert_ptr_not_equal(a->services[0].backends, bes);
-    assert_non_null(a->services[0].arrays);
+    assert_ptr_not_equal(table_service(a, 0)->backends, bes);
+    assert_non_null(table_service(a, 0)->arrays);
     table_freeze(a, 1);
 
-    assert_int_equal(table_add_service(b, &a->services[0], NULL), 0);
-    assert_int_equal(table_add_ksvc(b, &a->ksvcs[0], NULL), 0);
-    assert_ptr_equal(b->services[0].backends, a->services[0].backends);
-    assert_ptr_equal(b->services[0].arrays, a->services[0].arrays);
-    assert_ptr_equal(b->ksvcs[0].cluster_eps, a->ksvcs[0].cluster_eps);
-    assert_true(tbl_service_equal(&a->services[0], &b->services[0]));
-    assert_true(tbl_ksvc_equal(&a->ksvcs[0], &b->ksvcs[0]));
+    assert_int_equal(table_add_service(b, table_service(a, 0), NULL), 0);
+    assert_int_equal(table_add_ksvc(b, table_ksvc(a, 0), NULL), 0);
+    assert_ptr_equal(table_service(b, 0)->backends, table_service(a, 0)->backends);
+    assert_ptr_equal(table_service(b, 0)->arrays, table_service(a, 0)->arrays);
+    assert_ptr_equal(table_ksvc(b, 0)->cluster_eps, table_ksvc(a, 0)->cluster_eps);
+    assert_true(tbl_service_equal(table_service(a, 0), table_service(b, 0)));
+    assert_true(tbl_ksvc_equal(table_ksvc(a, 0), table_ksvc(b, 0)));
 
     /* A copy with other backends but the same owner is not shared, and
      * compares by content. */
-    c = a->services[0];
+    c = *table_service(a, 0);
     make_service(&s, "web2", "127.0.0.1:81", ofes, other, 9000);
     other[1].weight = 7;
     c.backends = other;
-    assert_false(tbl_service_equal(&c, &a->services[0]));
+    assert_false(tbl_service_equal(&c, table_service(a, 0)));
     snprintf(c.name, sizeof(c.name), "web2");
     c.frontends = ofes;
     assert_int_equal(table_add_service(d, &c, NULL), 0);
-    assert_ptr_not_equal(d->services[0].backends, other);
-    assert_ptr_not_equal(d->services[0].arrays, a->services[0].arrays);
-    assert_int_equal(d->services[0].backends[1].weight, 7);
+    assert_ptr_not_equal(table_service(d, 0)->backends, other);
+    assert_ptr_not_equal(table_service(d, 0)->arrays, table_service(a, 0)->arrays);
+    assert_int_equal(table_service(d, 0)->backends[1].weight, 7);
 
     table_unref(a);
     /* b's arrays outlive a. */
-    assert_int_equal(b->services[0].backends[0].weight,
+    assert_int_equal(table_service(b, 0)->backends[0].weight,
                      bes[0].weight);
     table_unref(b);
     table_unref(d);
@@ -509,6 +509,7 @@ struct field {
 /* In declaration order. */
 static const struct field service_fields[] = {
     FIELD(name, ch_name),
+    FIELD(pos, NULL), /* where a table holds it: not compared */
     FIELD(origin, ch_origin),
     FIELD(frontends, NULL),
     FIELD(nfrontends, NULL),
@@ -681,9 +682,9 @@ test_service_excluded(void **state)
     assert_non_null(t);
     assert_int_equal(table_add_service(t, &a, &e), 0);
     xa[0].reason = TBL_EXCL_TOPOLOGY;
-    assert_int_equal(t->services[0].nexcluded, 1);
-    assert_ptr_not_equal(t->services[0].excluded, xa);
-    assert_int_equal(t->services[0].excluded[0].reason, TBL_EXCL_NOT_READY);
+    assert_int_equal(table_service(t, 0)->nexcluded, 1);
+    assert_ptr_not_equal(table_service(t, 0)->excluded, xa);
+    assert_int_equal(table_service(t, 0)->excluded[0].reason, TBL_EXCL_NOT_READY);
     table_unref(t);
 }
 

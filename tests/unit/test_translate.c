@@ -308,9 +308,9 @@ kget(struct fx *f, const char *name, enum tbl_proto proto)
     size_t i;
 
     for (i = 0; i < f->t->nksvcs; i++)
-        if (strcmp(f->t->ksvcs[i].name, name) == 0
-            && f->t->ksvcs[i].proto == proto)
-            return &f->t->ksvcs[i];
+        if (strcmp(table_ksvc(f->t, i)->name, name) == 0
+            && table_ksvc(f->t, i)->proto == proto)
+            return table_ksvc(f->t, i);
     fail_msg("no kernel service %s/%s (have %zu)", name,
              tbl_proto_names[proto], f->t->nksvcs);
     return NULL;
@@ -545,7 +545,7 @@ test_redirect_steering(void **state)
     assert_int_equal(f->t->nksvcs, 0);
     assert_true(f->t->nservices > 0);
     for (size_t i = 0; i < f->t->nservices; i++)
-        assert_int_equal(f->t->services[i].reach, TBL_REACH_LISTEN);
+        assert_int_equal(table_service(f->t, i)->reach, TBL_REACH_LISTEN);
 }
 
 /* loadBalancerSourceRanges on the proxy path: the LoadBalancer IPs are
