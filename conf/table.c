@@ -482,6 +482,7 @@ ksvc_free(struct tbl_ksvc *k)
 }
 
 static int chunk_room(void *pv, size_t *cap, size_t n);
+static int pos_push(size_t **v, size_t *n, size_t *cap, size_t i);
 
 /* ---- chunks --------------------------------------------------------------
  *
@@ -625,6 +626,7 @@ table_unref(struct table *t)
     free(t->vips);
     free(t->dsvcs);
     free(t->dksvcs);
+    free(t->lpos);
     free(t);
 }
 
@@ -822,10 +824,18 @@ table_add_service(struct table *t, const struct tbl_service *svc,
         return err_set(e, "out of memory");
     if (tbl_service_hold(&copy, svc) < 0)
         return err_set(e, "out of memory");
+    if (copy.reach != TBL_REACH_REDIRECT
+        && pos_push(&t->lpos, &t->nlpos, &t->lcap_pos, t->nservices) < 0) {
+        tbl_service_release(&copy);
+        return err_set(e, "out of memory");
+    }
     copy.pos = (uint32_t)t->nservices;
     *slot = copy;
     t->schunks[t->nservices / TBL_CHUNK]->n++;
     t->nservices++;
+    t->naffinity += copy.affinity_timeout_ms != 0;
+    t->ndispatch += copy.reach == TBL_REACH_DISPATCH;
+    t->nsnisvcs += copy.nsni != 0;
     if (index_service(t, t->nservices - 1) < 0)
         return err_set(e, "out of memory");
     return 0;
@@ -845,6 +855,15 @@ table_add_services_of(struct table *t, const struct table *src,
                    (src->nservices + TBL_CHUNK - 1) / TBL_CHUNK)
         < 0)
         return err_set(e, "out of memory");
+    if (src->nlpos > 0) {
+        if ((t->lpos = malloc(src->nlpos * sizeof(*t->lpos))) == NULL)
+            return err_set(e, "out of memory");
+        memcpy(t->lpos, src->lpos, src->nlpos * sizeof(*t->lpos));
+        t->nlpos = t->lcap_pos = src->nlpos;
+    }
+    t->naffinity = src->naffinity;
+    t->ndispatch = src->ndispatch;
+    t->nsnisvcs = src->nsnisvcs;
     index_share(&t->by_name, src->by_name);
     index_share(&t->by_frontend, src->by_frontend);
     for (i = 0; i * TBL_CHUNK < src->nservices; i++) {
@@ -853,6 +872,22 @@ table_add_services_of(struct table *t, const struct table *src,
                                   memory_order_relaxed);
     }
     t->nservices = src->nservices;
+    return 0;
+}
+
+/* Append <i> to <*v> (<*n> of them, room for <*cap>). */
+static int
+pos_push(size_t **v, size_t *n, size_t *cap, size_t i)
+{
+    size_t *nv;
+
+    if (*n == *cap) {
+        if ((nv = realloc(*v, (*cap ? *cap * 2 : 8) * sizeof(**v))) == NULL)
+            return -1;
+        *v = nv;
+        *cap = *cap ? *cap * 2 : 8;
+    }
+    (*v)[(*n)++] = i;
     return 0;
 }
 
@@ -942,6 +977,8 @@ table_replace_service(struct table *t, size_t i, const struct tbl_service *svc,
         return err_set(e, "out of memory");
     }
     copy.pos = (uint32_t)i;
+    t->naffinity -= old->affinity_timeout_ms != 0;
+    t->naffinity += copy.affinity_timeout_ms != 0;
     service_free(old);
     *old = copy;
     return 0;

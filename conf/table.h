@@ -348,6 +348,14 @@ struct table {
     size_t ndsvcs;
     size_t *dksvcs;
     size_t ndksvcs;
+    /* What the data plane's apply looks for, kept as services are added
+     * and replaced, so that it need not look at every service: the
+     * positions of the services that are not REDIRECT (they listen, or
+     * dispatch), and how many services have ClientIP affinity, are
+     * DISPATCH or have server names. */
+    size_t *lpos;
+    size_t nlpos, lcap_pos;
+    size_t naffinity, ndispatch, nsnisvcs;
     struct tbl_schunk **schunks; /* read through table_service() */
     size_t nservices;
     size_t cap; /* chunk pointers */

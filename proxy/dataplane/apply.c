@@ -26,7 +26,8 @@ struct apply {
     struct table *t;
     enum proxy_apply_mode mode;
     size_t naddrs;               /* frontends in the table */
-    struct svc **svcs;           /* stage 1: t->nservices references */
+    struct svcv *svcs;           /* stage 1: t's runtime services */
+    int delta;                   /* ... made from the ones in force */
     struct apply_thread *thread; /* stage 2: workers 0..N-1 */
     enum apply_listen threads;   /* the descriptor guard's verdict, */
     size_t fd_limit;             /* against this limit */
@@ -113,7 +114,7 @@ apply_plan_free(struct apply_plan *pl)
     free(pl->index);
     free(pl->lsvc);
     addrs_free(&pl->addrs);
-    svc_unref_array(pl->svcs, pl->t->nservices);
+    svcv_unref(pl->svcs);
     table_unref(pl->t);
     free(pl);
 }
@@ -135,17 +136,10 @@ static struct apply_plan *
 plan_new(struct apply *a)
 {
     struct apply_plan *pl = calloc(1, sizeof(*pl));
-    size_t i, n = a->t->nservices;
 
     if (pl == NULL)
         return NULL;
-    pl->svcs = calloc(n ? n : 1, sizeof(*pl->svcs));
-    if (pl->svcs == NULL) {
-        free(pl);
-        return NULL;
-    }
-    for (i = 0; i < n; i++)
-        pl->svcs[i] = svc_ref(a->svcs[i]);
+    pl->svcs = svcv_ref(a->svcs);
     pl->t = table_ref(a->t);
     return pl;
 }
@@ -315,13 +309,13 @@ inherit_pins(struct worker *w, struct apply_plan *pl)
     for (i = 0; i < t->nservices; i++) {
         const struct tbl_service *was;
         struct svc *from;
-        if (pl->svcs[i]->aff == NULL)
+        if (svcv_get(pl->svcs, i)->aff == NULL)
             continue;
         if ((was = table_find(w->dtable, table_service(t, i)->name)) == NULL)
             continue;
-        from = w->dsvcs[was->pos];
-        if (from != pl->svcs[i])
-            svc_inherit(pl->svcs[i], from, ev_now(w->loop));
+        from = svcv_get(w->dsvcs, was->pos);
+        if (from != svcv_get(pl->svcs, i))
+            svc_inherit(svcv_get(pl->svcs, i), from, ev_now(w->loop));
     }
 }
 
@@ -423,13 +417,15 @@ stage_one(struct apply *a, size_t i, struct err *e)
         p->table != NULL ? table_find(p->table, ts->name) : NULL;
     struct svc *old = NULL;
 
+    struct svc *s;
+
     if (cur != NULL && cur->pos < p->nsvcs)
-        old = p->svcs[cur->pos];
-    if (old != NULL && svc_matches(old, ts)) {
-        a->svcs[i] = svc_ref(old);
-        return 0;
-    }
-    if ((a->svcs[i] = svc_new_like(ts, old)) == NULL)
+        old = svcv_get(p->svcs, cur->pos);
+    if (old != NULL && svc_matches(old, ts))
+        s = svc_ref(old);
+    else if ((s = svc_new_like(ts, old)) == NULL)
+        return err_set(e, "out of memory building services");
+    if (svcv_set(a->svcs, i, s) < 0)
         return err_set(e, "out of memory building services");
     return 0;
 }
@@ -441,24 +437,21 @@ stage_services(struct apply *a, struct err *e)
     const struct table *t = a->t;
     size_t i;
 
-    a->svcs = calloc(t->nservices ? t->nservices : 1, sizeof(*a->svcs));
-    if (a->svcs == NULL)
-        return err_set(e, "out of memory building services");
     /* A table made from the one in force (table_derive()) says which
-     * services changed: every other one keeps its runtime service. */
+     * services changed: every other one keeps its runtime service, in
+     * the chunks they share. */
     if (p->table != NULL && t->base == p->table->serial
         && t->nservices == p->nsvcs) {
-        for (i = 0; i < t->nservices; i++)
-            a->svcs[i] = svc_ref(p->svcs[i]);
-        for (i = 0; i < t->ndsvcs; i++) {
-            size_t j = t->dsvcs[i];
-            svc_unref(a->svcs[j]);
-            a->svcs[j] = NULL;
-            if (stage_one(a, j, e) < 0)
+        if ((a->svcs = svcv_derive(p->svcs)) == NULL)
+            return err_set(e, "out of memory building services");
+        a->delta = 1;
+        for (i = 0; i < t->ndsvcs; i++)
+            if (stage_one(a, t->dsvcs[i], e) < 0)
                 return -1;
-        }
         return 0;
     }
+    if ((a->svcs = svcv_new(t->nservices)) == NULL)
+        return err_set(e, "out of memory building services");
     for (i = 0; i < t->nservices; i++)
         if (stage_one(a, i, e) < 0)
             return -1;
@@ -616,8 +609,9 @@ thread_addrs(struct apply *a, struct apply_addrs *out)
 
     if (addrs_alloc(out, a->naddrs) < 0)
         return -1;
-    for (i = 0; i < t->nservices && a->threads == APPLY_LISTEN_SERVED; i++) {
-        const struct tbl_service *ts = table_service(t, i);
+    /* Only a service that is not REDIRECT can have an address in w0. */
+    for (i = 0; i < t->nlpos && a->threads == APPLY_LISTEN_SERVED; i++) {
+        const struct tbl_service *ts = table_service(t, t->lpos[i]);
         if (ts->affinity_timeout_ms != 0 || ts->proto != TBL_PROTO_TCP)
             continue;
         for (j = 0; j < ts->nfrontends; j++)
@@ -687,13 +681,10 @@ open_worker(struct apply *a, struct apply_thread *at, struct wthread *th,
     for (i = 0; i < pl->addrs.n; i++) {
         const struct tbl_service *ts =
             table_find_frontend(a->t, &pl->addrs.v[i]);
-        pl->lsvc[i] = a->svcs[ts->pos];
+        pl->lsvc[i] = svcv_get(a->svcs, ts->pos);
     }
-    for (i = 0; i < a->t->nservices; i++) {
-        const struct tbl_service *ts = table_service(a->t, i);
-        pl->dispatch |= ts->reach == TBL_REACH_DISPATCH || ts->nsni > 0;
-        pl->affinity |= ts->affinity_timeout_ms > 0;
-    }
+    pl->dispatch = a->t->ndispatch > 0 || a->t->nsnisvcs > 0;
+    pl->affinity = a->t->naffinity > 0;
     return 0;
 }
 
@@ -708,13 +699,12 @@ open_worker0(struct apply *a, struct err *e)
     if (plan_for(a, &a->thread[0]) < 0
         || addrs_alloc(&a->thread[0].plan->addrs, a->naddrs) < 0)
         return err_set(e, "out of memory opening listeners");
-    for (i = 0; i < t->nservices; i++)
-        for (j = 0; j < table_service(t, i)->nfrontends
-                    && table_service(t, i)->reach != TBL_REACH_REDIRECT
-                    && table_service(t, i)->proto == TBL_PROTO_TCP;
-             j++)
+    for (i = 0; i < t->nlpos; i++) {
+        const struct tbl_service *ts = table_service(t, t->lpos[i]);
+        for (j = 0; j < ts->nfrontends && ts->proto == TBL_PROTO_TCP; j++)
             a->thread[0].plan->addrs.v[a->thread[0].plan->addrs.n++] =
-                table_service(t, i)->frontends[j];
+                ts->frontends[j];
+    }
     addrs_sort(&a->thread[0].plan->addrs);
     return open_worker(a, &a->thread[0], &a->p->threads[0], e);
 }
@@ -779,10 +769,14 @@ swap_table(struct apply *a)
 {
     struct proxy *p = a->p;
 
-    drain_swap(p->svcs, p->nsvcs, a->svcs, a->t);
-    svc_unref_array(p->svcs, p->nsvcs);
+    if (a->delta)
+        drain_swap_some(p->svcs, a->svcs, a->t, a->t->dsvcs, a->t->ndsvcs);
+    else
+        drain_swap(p->svcs, a->svcs, a->t);
+    svcv_unref(p->svcs);
     p->svcs = a->svcs;
     p->nsvcs = a->t->nservices;
+    p->delta = a->delta;
     a->svcs = NULL;
     table_unref(p->table);
     p->table = table_ref(a->t);
@@ -828,8 +822,7 @@ apply_unwind(struct apply *a)
         addrs_free(&a->thread[k].stale);
     }
     free(a->thread);
-    if (a->svcs != NULL)
-        svc_unref_array(a->svcs, a->t->nservices);
+    svcv_unref(a->svcs);
 }
 
 int
@@ -842,9 +835,8 @@ apply_table(struct proxy *p, struct table *t, enum proxy_apply_mode mode,
 
     /* A REDIRECT service's frontends are reached through the DISPATCH
      * listener: nothing is bound on them. */
-    for (i = 0; i < t->nservices; i++)
-        if (table_service(t, i)->reach != TBL_REACH_REDIRECT)
-            a.naddrs += table_service(t, i)->nfrontends;
+    for (i = 0; i < t->nlpos; i++)
+        a.naddrs += table_service(t, t->lpos[i])->nfrontends;
     if (stage_services(&a, e) == 0 && stage_open(&a, e) == 0) {
         stage_commit(&a);
         rc = 0;

@@ -52,7 +52,7 @@ enum apply_listen {
 /* One worker's part of a table: what its listeners serve from now on. */
 struct apply_plan {
     struct table *t;         /* reference */
-    struct svc **svcs;       /* references, t->nservices, in table order */
+    struct svcv *svcs;       /* a reference: t's runtime services */
     struct listener *fresh;  /* opened for it on the control loop; not
                               * accepting yet */
     struct listener **index; /* its listeners and <fresh>, sorted by

@@ -44,11 +44,11 @@ drain_mark_changed(void)
 
 /* The service of <name> in <newv> (serving <t> in its order), or NULL. */
 static struct svc *
-current_of(const char *name, struct svc *const *newv, const struct table *t)
+current_of(const char *name, const struct svcv *newv, const struct table *t)
 {
-    const struct tbl_service *ts = table_find(t, name);
+    const struct tbl_service *ts = newv != NULL ? table_find(t, name) : NULL;
 
-    return ts != NULL ? newv[ts->pos] : NULL;
+    return ts != NULL ? svcv_get(newv, ts->pos) : NULL;
 }
 
 /* <to> replaces <from> (same name): a backend drained in <from> that <to>
@@ -67,29 +67,60 @@ inherit_since(struct svc *to, const struct svc *from)
     }
 }
 
+/* Retire <r> unless <newv> keeps it. Under drain_mu. */
+static void
+retire(struct svc *r, const struct svcv *newv, const struct table *newt)
+{
+    struct svc *n;
+
+    if (r->retired || (n = current_of(r->name, newv, newt)) == r)
+        return;
+    if (n != NULL)
+        inherit_since(n, r);
+    r->retired = 1;
+    r->succ = NULL;
+    r->rprev = NULL;
+    r->rnext = retired;
+    if (retired != NULL)
+        retired->rprev = r;
+    retired = r;
+}
+
+static void follow_names(const struct svcv *newv, const struct table *newt);
+
 void
-drain_swap(struct svc *const *oldv, size_t nold, struct svc *const *newv,
+drain_swap(const struct svcv *oldv, const struct svcv *newv,
            const struct table *newt)
 {
-    struct svc *r;
     size_t i;
 
     pthread_mutex_lock(&drain_mu);
-    for (i = 0; i < nold; i++) {
-        struct svc *n;
-        r = oldv[i];
-        if (r->retired || (n = current_of(r->name, newv, newt)) == r)
-            continue;
-        if (n != NULL)
-            inherit_since(n, r);
-        r->retired = 1;
-        r->succ = NULL;
-        r->rprev = NULL;
-        r->rnext = retired;
-        if (retired != NULL)
-            retired->rprev = r;
-        retired = r;
-    }
+    for (i = 0; oldv != NULL && i < oldv->n; i++)
+        retire(svcv_get(oldv, i), newv, newt);
+    follow_names(newv, newt);
+    pthread_mutex_unlock(&drain_mu);
+}
+
+void
+drain_swap_some(const struct svcv *oldv, const struct svcv *newv,
+                const struct table *newt, const size_t *pos, size_t npos)
+{
+    size_t i;
+
+    pthread_mutex_lock(&drain_mu);
+    for (i = 0; i < npos; i++)
+        retire(svcv_get(oldv, pos[i]), newv, newt);
+    follow_names(newv, newt);
+    pthread_mutex_unlock(&drain_mu);
+}
+
+/* Every retired service follows the one of its name in <newv>. Under
+ * drain_mu. */
+static void
+follow_names(const struct svcv *newv, const struct table *newt)
+{
+    struct svc *r;
+
     for (r = retired; r != NULL; r = r->rnext) {
         struct svc *n = current_of(r->name, newv, newt);
         if (r->succ == n)
@@ -100,7 +131,6 @@ drain_swap(struct svc *const *oldv, size_t nold, struct svc *const *newv,
         svc_unref(r->succ);
         r->succ = n != NULL ? svc_ref(n) : NULL;
     }
-    pthread_mutex_unlock(&drain_mu);
 }
 
 struct svc *

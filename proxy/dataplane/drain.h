@@ -26,17 +26,24 @@
 #include <stddef.h>
 
 struct svc;
+struct svcv;
 struct table;
 struct worker;
 
-/* A table was applied: the services of <oldv> (<nold>) give way to those
- * of <newv>, which serve <newt> in its order. Each old service not kept
+/* A table was applied: the services of <oldv> (NULL: none) give way to
+ * those of <newv>, which serve <newt> in its order. Each old service not kept
  * is retired (a new one of its name takes over when its backends were
  * drained), and every retired service now follows the one of its name in
  * <newv>. Call before the references of <oldv> are dropped, and before
  * the admin's drains are set on <newv>. Control loop. */
-void drain_swap(struct svc *const *oldv, size_t nold, struct svc *const *newv,
+void drain_swap(const struct svcv *oldv, const struct svcv *newv,
                 const struct table *newt);
+
+/* drain_swap() when <newv> was made from <oldv> (svcv_derive()) and only
+ * the services at the <npos> positions <pos> may differ. */
+void drain_swap_some(const struct svcv *oldv, const struct svcv *newv,
+                     const struct table *newt, const size_t *pos,
+                     size_t npos);
 
 /* Recompute the deadlines of the retired services from those they follow
  * (after a table was applied and the admin overrides set on it, or after

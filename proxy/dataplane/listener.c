@@ -199,19 +199,16 @@ void
 listener_dispatch_clear(struct worker *w)
 {
     sniroute_clear(w);
-    if (w->dtable != NULL)
-        svc_unref_array(w->dsvcs, w->dtable->nservices);
+    svcv_unref(w->dsvcs);
     table_unref(w->dtable);
     w->dtable = NULL;
     w->dsvcs = NULL;
 }
 
 void
-listener_dispatch_set(struct worker *w, struct table *t,
-                      struct svc *const *svcs, int dispatch, int affinity)
+listener_dispatch_set(struct worker *w, struct table *t, struct svcv *svcs,
+                      int dispatch, int affinity)
 {
-    struct svc **v;
-    size_t i;
     /* Worker 0 keeps a table with ClientIP affinity: the next one's
      * services take their pins from it (apply.c). */
     int any = dispatch || (w->id == 0 && affinity);
@@ -219,17 +216,8 @@ listener_dispatch_set(struct worker *w, struct table *t,
     listener_dispatch_clear(w);
     if (!any)
         return;
-    v = calloc(t->nservices ? t->nservices : 1, sizeof(*v));
-    if (v == NULL) {
-        log_error("worker %u: out of memory keeping its table: redirected "
-                  "connections will be refused, affinity pins lost",
-                  w->id);
-        return;
-    }
-    for (i = 0; i < t->nservices; i++)
-        v[i] = svc_ref(svcs[i]);
     w->dtable = table_ref(t);
-    w->dsvcs = v;
+    w->dsvcs = svcv_ref(svcs);
     sniroute_build(w);
 }
 
@@ -284,7 +272,7 @@ dispatch_find(const struct worker *w, const struct saddr *dst)
     }
     if (ts == NULL || ts->reach != TBL_REACH_REDIRECT)
         return NULL;
-    return w->dsvcs[ts->pos];
+    return svcv_get(w->dsvcs, ts->pos);
 }
 
 /* A connection on a DISPATCH listener: to the service of its original

@@ -11,6 +11,7 @@
 #include "table.h"
 
 struct svc;
+struct svcv;
 struct worker;
 
 /* Where a listener stands while a worker commits a table (apply.c). */
@@ -65,7 +66,7 @@ int listener_export(struct worker *w, struct proxy_sock **v, size_t *n);
  * with ClientIP affinity), for the pins the next table's services take
  * over. Otherwise nothing is kept. Clear drops them. Owner's loop. */
 void listener_dispatch_set(struct worker *w, struct table *t,
-                           struct svc *const *svcs, int dispatch,
+                           struct svcv *svcs, int dispatch,
                            int affinity);
 void listener_dispatch_clear(struct worker *w);
 

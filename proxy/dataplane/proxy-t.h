@@ -29,8 +29,9 @@ struct proxy {
     size_t ninherited;
     int handed_over; /* proxy_hand_over() */
     int taking_over; /* proxy_inherit() was called, first apply not done */
-    struct svc **svcs;   /* runtime services of <table>, same order */
+    struct svcv *svcs;   /* runtime services of <table>, same order */
     size_t nsvcs;
+    int delta; /* the last apply changed only table->dsvcs' services */
     int draining;
     struct ev_timer drain_timer;
     proxy_drained_fn *on_drained;

@@ -156,7 +156,7 @@ proxy_free(struct proxy *p)
     ev_async_stop(p->loop, &p->wake);
     proxy_stop_workers(p);
     proxy_inherit_done(p);
-    svc_unref_array(p->svcs, p->nsvcs);
+    svcv_unref(p->svcs);
     p->svcs = NULL;
     p->nsvcs = 0;
     table_unref(p->table);
@@ -331,10 +331,27 @@ struct svc *
 proxy_svc(const struct proxy *p, size_t i)
 {
     BUG_ON(i >= p->nsvcs);
-    return p->svcs[i];
+    return svcv_get(p->svcs, i);
 }
 
-struct svc *const *
+struct svc **
+proxy_svcs_flat(const struct proxy *p)
+{
+    struct svc **v = malloc((p->nsvcs ? p->nsvcs : 1) * sizeof(*v));
+    size_t i;
+
+    for (i = 0; v != NULL && i < p->nsvcs; i++)
+        v[i] = svcv_get(p->svcs, i);
+    return v;
+}
+
+int
+proxy_applied_delta(const struct proxy *p)
+{
+    return p->delta;
+}
+
+const struct svcv *
 proxy_svcs(const struct proxy *p)
 {
     return p->svcs;

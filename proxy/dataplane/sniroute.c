@@ -173,7 +173,7 @@ group_settings(struct worker *w, const struct table *t, struct sni_group *g,
             ms = l->client_hello_timeout_ms;
         if (l->default_service[0] != '\0'
             && (d = table_find(t, l->default_service)) != NULL)
-            g->def = w->dsvcs[d->pos];
+            g->def = svcv_get(w->dsvcs, d->pos);
     }
     g->timeout = ms / 1e3;
     g->accept_proxy = table_service(t, first_svc)->accept_proxy != 0;
@@ -187,19 +187,22 @@ collect(const struct table *t, size_t *np)
     struct sni_tuple *v;
     size_t i, j, k, n = 0;
 
-    for (i = 0; i < t->nservices; i++)
-        if (table_service(t, i)->reach == TBL_REACH_LISTEN)
-            n += table_service(t, i)->nfrontends * table_service(t, i)->nsni;
+    /* A LISTEN service is one of t->lpos. */
+    for (i = 0; t->nsnisvcs > 0 && i < t->nlpos; i++)
+        if (table_service(t, t->lpos[i])->reach == TBL_REACH_LISTEN)
+            n += table_service(t, t->lpos[i])->nfrontends
+                 * table_service(t, t->lpos[i])->nsni;
     *np = n;
     if (n == 0 || (v = malloc(n * sizeof(*v))) == NULL)
         return NULL;
-    for (n = 0, i = 0; i < t->nservices; i++) {
-        const struct tbl_service *s = table_service(t, i);
+    for (n = 0, i = 0; i < t->nlpos; i++) {
+        const struct tbl_service *s = table_service(t, t->lpos[i]);
         if (s->reach != TBL_REACH_LISTEN)
             continue;
         for (j = 0; j < s->nfrontends; j++)
             for (k = 0; k < s->nsni; k++) {
-                struct sni_tuple tu = {&s->frontends[j], s->sni[k].name, i};
+                struct sni_tuple tu = {&s->frontends[j], s->sni[k].name,
+                                       s->pos};
                 v[n++] = tu;
             }
     }
@@ -246,7 +249,7 @@ sniroute_build(struct worker *w)
             g = &m->g[m->ng - 1];
         }
         m->names[nn].name = v[i].name;
-        m->names[nn].svc = w->dsvcs[v[i].svc];
+        m->names[nn].svc = svcv_get(w->dsvcs, v[i].svc);
         nn++;
         g->nnames++;
     }

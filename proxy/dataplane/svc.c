@@ -295,6 +295,109 @@ svc_unref_array(struct svc **v, size_t n)
     free(v);
 }
 
+/* ---- vectors ------------------------------------------------------------ */
+
+static void
+chunk_unref(struct svcv_chunk *c)
+{
+    size_t i;
+
+    if (c == NULL
+        || atomic_fetch_sub_explicit(&c->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    for (i = 0; i < SVCV_CHUNK; i++)
+        svc_unref(c->v[i]);
+    free(c);
+}
+
+static struct svcv *
+svcv_alloc(size_t n)
+{
+    size_t nc = (n + SVCV_CHUNK - 1) / SVCV_CHUNK;
+    struct svcv *v = calloc(1, sizeof(*v) + nc * sizeof(v->c[0]));
+
+    if (v == NULL)
+        return NULL;
+    atomic_init(&v->refs, 1);
+    v->n = n;
+    return v;
+}
+
+struct svcv *
+svcv_new(size_t n)
+{
+    struct svcv *v = svcv_alloc(n);
+    size_t i;
+
+    if (v == NULL)
+        return NULL;
+    for (i = 0; i * SVCV_CHUNK < n; i++) {
+        if ((v->c[i] = calloc(1, sizeof(*v->c[i]))) == NULL) {
+            svcv_unref(v);
+            return NULL;
+        }
+        atomic_init(&v->c[i]->refs, 1);
+    }
+    return v;
+}
+
+struct svcv *
+svcv_derive(const struct svcv *from)
+{
+    struct svcv *v = svcv_alloc(from->n);
+    size_t i;
+
+    if (v == NULL)
+        return NULL;
+    for (i = 0; i * SVCV_CHUNK < from->n; i++) {
+        v->c[i] = from->c[i];
+        atomic_fetch_add_explicit(&v->c[i]->refs, 1, memory_order_relaxed);
+    }
+    return v;
+}
+
+int
+svcv_set(struct svcv *v, size_t i, struct svc *s)
+{
+    struct svcv_chunk *c = v->c[i / SVCV_CHUNK], *o;
+    size_t k;
+
+    if (atomic_load_explicit(&c->refs, memory_order_acquire) != 1) {
+        if ((o = malloc(sizeof(*o))) == NULL) {
+            svc_unref(s);
+            return -1;
+        }
+        atomic_init(&o->refs, 1);
+        for (k = 0; k < SVCV_CHUNK; k++)
+            o->v[k] = c->v[k] != NULL ? svc_ref(c->v[k]) : NULL;
+        chunk_unref(c);
+        v->c[i / SVCV_CHUNK] = c = o;
+    }
+    svc_unref(c->v[i % SVCV_CHUNK]);
+    c->v[i % SVCV_CHUNK] = s;
+    return 0;
+}
+
+struct svcv *
+svcv_ref(struct svcv *v)
+{
+    atomic_fetch_add_explicit(&v->refs, 1, memory_order_relaxed);
+    return v;
+}
+
+void
+svcv_unref(struct svcv *v)
+{
+    size_t i;
+
+    if (v == NULL
+        || atomic_fetch_sub_explicit(&v->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    for (i = 0; i * SVCV_CHUNK < v->n; i++)
+        chunk_unref(v->c[i]);
+    free(v);
+}
+
 /* ---- accessors ---------------------------------------------------------- */
 
 const char *

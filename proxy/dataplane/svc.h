@@ -22,6 +22,7 @@
 #ifndef PROXY_DATAPLANE_SVC_H
 #define PROXY_DATAPLANE_SVC_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -58,6 +59,47 @@ struct svc *svc_ref(struct svc *s);
 void svc_unref(struct svc *s);
 /* svc_unref() each of the <n> services of <v>, then free(v). */
 void svc_unref_array(struct svc **v, size_t n);
+
+/* ---- a table's runtime services ----
+ *
+ * The runtime services of a table, in its order (svcv_get(v, i) serves
+ * table_service(t, i)), in chunks of SVCV_CHUNK pointers. Each chunk
+ * holds a reference to its services and is shared by the vectors made
+ * from one another (svcv_derive()): a table that changes K services
+ * costs K chunks, not a reference per service, on the control loop and
+ * on every worker that keeps it. A vector is not changed once handed
+ * to a worker; the reference counts are thread-safe. */
+#define SVCV_CHUNK 32
+
+struct svcv_chunk {
+    atomic_uint refs;
+    struct svc *v[SVCV_CHUNK];
+};
+
+struct svcv {
+    atomic_uint refs;
+    size_t n;
+    struct svcv_chunk *c[];
+};
+
+/* A vector of <n> services, all NULL; NULL when out of memory. */
+struct svcv *svcv_new(size_t n);
+/* A vector holding what <from> holds, its chunks shared; NULL when out
+ * of memory. */
+struct svcv *svcv_derive(const struct svcv *from);
+/* Put <s> (its reference taken) at <i>, releasing what was there.
+ * Returns 0, or -1 when out of memory (<s> released, nothing else
+ * changed). */
+int svcv_set(struct svcv *v, size_t i, struct svc *s);
+struct svcv *svcv_ref(struct svcv *v);
+/* NULL does nothing. */
+void svcv_unref(struct svcv *v);
+
+static inline struct svc *
+svcv_get(const struct svcv *v, size_t i)
+{
+    return v->c[i / SVCV_CHUNK]->v[i % SVCV_CHUNK];
+}
 
 /* Nonzero if <s> was built from a service equal to <ts>. */
 int svc_matches(const struct svc *s, const struct tbl_service *ts);

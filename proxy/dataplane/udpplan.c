@@ -271,21 +271,22 @@ plan_frontends(struct udp_plan *up, const struct apply_plan *pl,
     struct fe *v;
     size_t i, j, n = 0;
 
-    for (i = 0; i < t->nservices; i++)
-        if (table_service(t, i)->proto == TBL_PROTO_UDP)
-            n += table_service(t, i)->nfrontends;
+    /* Only a LISTEN service is served here: one that is not REDIRECT. */
+    for (i = 0; i < t->nlpos; i++)
+        if (table_service(t, t->lpos[i])->proto == TBL_PROTO_UDP)
+            n += table_service(t, t->lpos[i])->nfrontends;
     if (n == 0 || serve == UDP_SERVE_NONE)
         return 0;
     if ((v = malloc(n * sizeof(*v))) == NULL)
         return -1;
-    for (n = 0, i = 0; i < t->nservices; i++) {
-        const struct tbl_service *ts = table_service(t, i);
+    for (n = 0, i = 0; i < t->nlpos; i++) {
+        const struct tbl_service *ts = table_service(t, t->lpos[i]);
         if (ts->proto != TBL_PROTO_UDP || ts->reach != TBL_REACH_LISTEN
             || (serve == UDP_SERVE_SHARED && ts->affinity_timeout_ms != 0))
             continue;
         for (j = 0; j < ts->nfrontends; j++) {
             v[n].a = ts->frontends[j];
-            v[n++].s = pl->svcs[i];
+            v[n++].s = svcv_get(pl->svcs, ts->pos);
         }
     }
     qsort(v, n, sizeof(*v), fe_cmp);

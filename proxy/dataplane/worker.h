@@ -85,7 +85,7 @@ struct worker {
      * worker 0 when a service has ClientIP affinity (the pins of a
      * changed service come from it). NULL otherwise. */
     struct table *dtable;
-    struct svc **dsvcs;
+    struct svcv *dsvcs;
     /* drain.h: woken when a backend's drain deadline changes, and a
      * timer at the earliest deadline of its connections (<drain_at>, 0
      * when stopped); <drain_next> links drain.c's list of workers. */

@@ -46,6 +46,7 @@ struct health {
     struct hc *list;
     void (*on_change)(void *);
     void *on_change_arg;
+    size_t svcs_checked; /* services with a check at the last apply */
 };
 
 /* ---- state machine ------------------------------------------------------ */
@@ -419,11 +420,13 @@ mark_checked(struct health *h, struct svc *const *svcs, size_t n)
 {
     size_t i, j, fresh = 0;
 
+    h->svcs_checked = 0;
     for (i = 0; i < n; i++) {
         const struct svc *s = svcs[i];
         const struct tbl_check *spec = &svc_spec(s)->check;
         if (spec->type == TBL_CHECK_NONE)
             continue;
+        h->svcs_checked++;
         for (j = 0; j < svc_nbackends(s); j++) {
             struct backend *b = svc_backend(s, j);
             struct hc *c = hc_find(h, b);
@@ -447,6 +450,12 @@ mark_checked(struct health *h, struct svc *const *svcs, size_t n)
         }
     }
     return fresh;
+}
+
+size_t
+health_svcs_checked(const struct health *h)
+{
+    return h->svcs_checked;
 }
 
 void

@@ -71,6 +71,10 @@ void health_free(struct health *h);
  * others. <svcs> are borrowed. */
 void health_apply(struct health *h, struct svc *const *svcs, size_t n);
 
+/* How many of the services the last health_apply() was given have a
+ * check. */
+size_t health_svcs_checked(const struct health *h);
+
 /*
  * Checks that no proxy service asks for: node mode's kernel dataplane
  * checks the endpoints of Services with a health-check annotation. Each

@@ -1040,10 +1040,15 @@ get_page(struct admin *a, const struct httpreq *r, double now,
         httpd_reply_text(out, ok ? 200 : 503, msg, head);
     } else if (strcmp(p, "/metrics") == 0) {
         struct sbuf m;
+        struct svc **flat = proxy_svcs_flat(a->p);
         sbuf_init(&m, ADMIN_REPLY_MAX - 4096);
-        metrics_write(&m, proxy_svcs(a->p), proxy_nsvcs(a->p), a->h,
-                      admin_ready(a, now, why, sizeof(why)), now,
-                      a->metrics.per_backend);
+        if (flat == NULL)
+            m.overflow = 1;
+        else
+            metrics_write(&m, flat, proxy_nsvcs(a->p), a->h,
+                          admin_ready(a, now, why, sizeof(why)), now,
+                          a->metrics.per_backend);
+        free(flat);
         write_worker_metrics(&m, a->p);
         write_admin_metrics(&m, a);
         if (m.overflow)

@@ -1,3 +1,4 @@
+#include <stdlib.h>
 #include <string.h>
 
 #include "admin.h"
@@ -12,8 +13,26 @@ static void
 ctl_on_applied(struct proxy *p, void *arg)
 {
     struct ctl *c = arg;
+    const struct table *t = proxy_table(p);
+    struct svc **v;
+    size_t i;
 
-    health_apply(c->health, proxy_svcs(p), proxy_nsvcs(p));
+    /* No service had a check, and none of those changed has one: the
+     * checks stay as they are (a Kubernetes node applies a table per
+     * change, and this would look at every service of the cluster). */
+    if (proxy_applied_delta(p) && health_svcs_checked(c->health) == 0) {
+        for (i = 0; i < t->ndsvcs; i++)
+            if (table_service(t, t->dsvcs[i])->check.type != TBL_CHECK_NONE)
+                break;
+        if (i == t->ndsvcs)
+            goto checked;
+    }
+    if ((v = proxy_svcs_flat(p)) == NULL)
+        log_error("health: out of memory: checks not updated");
+    else
+        health_apply(c->health, v, proxy_nsvcs(p));
+    free(v);
+checked:
     admin_on_applied(c->admin);
     if (proxy_table(p) != NULL)
         stats_set_generation(proxy_table(p)->generation);

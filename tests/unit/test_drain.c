@@ -68,6 +68,32 @@ empty_table(void)
     return t;
 }
 
+/* A vector of the <n> services of <v> (new references). */
+static struct svcv *
+vec(struct svc *const *v, size_t n)
+{
+    struct svcv *r = svcv_new(n);
+    size_t i;
+
+    assert_non_null(r);
+    for (i = 0; i < n; i++)
+        assert_int_equal(svcv_set(r, i, svc_ref(v[i])), 0);
+    return r;
+}
+
+/* drain_swap() from the <nold> services of <oldv> to the <nnew> of
+ * <newv>, serving <t>. */
+static void
+swap(struct svc *const *oldv, size_t nold, struct svc *const *newv,
+     size_t nnew, const struct table *t)
+{
+    struct svcv *o = vec(oldv, nold), *n = vec(newv, nnew);
+
+    drain_swap(o, n, t);
+    svcv_unref(o);
+    svcv_unref(n);
+}
+
 static double
 deadline(const struct svc *s, size_t i)
 {
@@ -96,13 +122,13 @@ test_left_out_then_given_back(void **state)
 
     (void)state;
     /* 9302 left out: only its entry gets a deadline, in the old svc. */
-    drain_swap(&s1, 1, &s2, t2);
+    swap(&s1, 1, &s2, 1, t2);
     drain_refresh();
     assert_true(deadline(s1, 0) == 0);
     assert_due(s1, 1, t0, TMO_MS);
     assert_true(deadline(s2, 0) == 0);
     /* Given back: no deadline any more. */
-    drain_swap(&s2, 1, &s3, t3);
+    swap(&s2, 1, &s3, 1, t3);
     drain_refresh();
     assert_true(deadline(s1, 1) == 0);
     assert_true(deadline(s2, 0) == 0);
@@ -131,7 +157,7 @@ test_service_removed(void **state)
     double t0 = drain_now();
 
     (void)state;
-    drain_swap(old, 2, NULL, none);
+    swap(old, 2, NULL, 0, none);
     drain_refresh();
     assert_null(bounded->succ);
     assert_due(bounded, 0, t0, TMO_MS);
@@ -142,6 +168,40 @@ test_service_removed(void **state)
     svc_unref(bounded);
     svc_unref(unbounded);
     table_unref(none);
+    assert_int_equal(backend_count(), 0);
+}
+
+/* A table made from the one before with one service changed: only that
+ * position is looked at, and its old service is retired and follows the
+ * new one; the services both vectors share stay as they are. */
+static void
+test_swap_some(void **state)
+{
+    static const int ports[] = {9331, 9332, 0}, fewer[] = {9331, 0};
+    struct table *t1, *t2;
+    struct svc *a = make("web", ports, TMO_MS, &t1);
+    struct svc *b = make("web", fewer, TMO_MS, &t2);
+    struct svcv *o = vec(&a, 1), *n = svcv_derive(o);
+    const size_t pos = 0;
+    double t0 = drain_now();
+
+    (void)state;
+    assert_int_equal(svcv_set(n, 0, svc_ref(b)), 0);
+    assert_ptr_equal(svcv_get(o, 0), a); /* the chunk was copied */
+    drain_swap_some(o, n, t2, &pos, 0); /* no position: nothing retired */
+    assert_false(a->retired);
+    drain_swap_some(o, n, t2, &pos, 1);
+    drain_refresh();
+    assert_true(a->retired);
+    assert_ptr_equal(a->succ, b);
+    assert_true(deadline(a, 0) == 0);
+    assert_due(a, 1, t0, TMO_MS);
+    svcv_unref(o);
+    svcv_unref(n);
+    svc_unref(a);
+    svc_unref(b);
+    table_unref(t1);
+    table_unref(t2);
     assert_int_equal(backend_count(), 0);
 }
 
@@ -166,7 +226,7 @@ test_admin_drain(void **state)
     assert_true(deadline(s1, 1) == dl);
     /* A new svc for the same service (the backends in another order)
      * keeps when it was drained; the old one follows it. */
-    drain_swap(&s1, 1, &s2, t2);
+    swap(&s1, 1, &s2, 1, t2);
     svc_set_drained(s2, 0, 1); /* the admin's drains, set again */
     drain_refresh();
     assert_true(deadline(s2, 0) == dl);
@@ -178,7 +238,7 @@ test_admin_drain(void **state)
     assert_true(deadline(s2, 0) == 0);
     assert_true(deadline(s1, 1) == 0);
     /* Drained without a drain_timeout: no deadline. */
-    drain_swap(&s2, 1, &s3, t3);
+    swap(&s2, 1, &s3, 1, t3);
     s3->spec.drain_timeout_ms = 0;
     svc_set_drained(s3, 0, 1);
     drain_refresh();
@@ -200,6 +260,7 @@ main(void)
         cmocka_unit_test(test_left_out_then_given_back),
         cmocka_unit_test(test_service_removed),
         cmocka_unit_test(test_admin_drain),
+        cmocka_unit_test(test_swap_some),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
