@@ -65,7 +65,7 @@ on_publish(struct table *t, void *arg)
 {
     struct dump *d = arg;
     struct watcher_status st;
-    json_t *svcs = json_array(), *out;
+    json_t *svcs = json_array(), *out, *patched;
     double lat = 0;
     size_t i;
     char *txt;
@@ -74,9 +74,16 @@ on_publish(struct table *t, void *arg)
     watcher_latencies(d->w, &lat, 1);
     for (i = 0; i < t->nservices; i++)
         json_array_append_new(svcs, service_json(table_service(t, i)));
-    out = json_pack("{s:I, s:f, s:o, s:{s:I, s:I, s:I, s:I, s:b, s:s}}",
+    /* A table patched into the last one (translate_patch()): the services
+     * it replaced; null for a table built whole. */
+    patched = t->base != 0 ? json_array() : json_null();
+    for (i = 0; t->base != 0 && i < t->ndsvcs; i++)
+        json_array_append_new(patched,
+                              json_string(table_service(t, t->dsvcs[i])->name));
+    out = json_pack("{s:I, s:f, s:o, s:o, s:{s:I, s:I, s:I, s:I, s:b, s:s}}",
                     "generation", (json_int_t)t->generation, "latency_ms",
-                    lat * 1e3, "services", svcs, "status", "relists",
+                    lat * 1e3, "services", svcs, "patched", patched,
+                    "status", "relists",
                     (json_int_t)st.relists, "watch_restarts",
                     (json_int_t)st.watch_restarts, "errors",
                     (json_int_t)st.errors, "events", (json_int_t)st.events,

@@ -498,7 +498,8 @@ nodehealth_set_table(struct nodehealth *nh, const struct table *t,
     }
     table_unref(nh->table);
     nh->table = t != NULL ? table_ref((struct table *)t) : NULL;
-    memcpy(nh->addrs, addrs, naddrs * sizeof(*addrs));
+    if (naddrs > 0)
+        memcpy(nh->addrs, addrs, naddrs * sizeof(*addrs));
     nh->naddrs = naddrs;
     for (pp = &nh->ports; (p = *pp) != NULL;) {
         if (p->mark) {

@@ -61,6 +61,9 @@ class Dump:
         with self.lock:
             return self.tables[-1] if self.tables else None
 
+    def last_by_name(self, name):
+        return [x for x in self.last()["services"] if x["name"] == name][0]
+
     def log(self):
         return self.err_path.read_text()
 
@@ -183,6 +186,54 @@ def test_list_watch_and_changes(sim, dump_factory):
     d.wait_table(lambda m: "default/web:http" not in m, "web deleted")
     assert d.last()["latency_ms"] >= 0
     assert d.last()["status"]["relists"] == 0
+
+
+def test_a_slice_change_is_patched_into_the_last_table(sim, dump_factory):
+    """An endpoint change translates its Service only, into the table
+    before (translate_patch()); a slice added, or a Service's ports
+    changed, builds the table whole. Either way the table says what the
+    objects say."""
+    s = sim()
+    s.create("services", web_service("web"))
+    s.create("services", web_service("api"))
+    s.create("endpointslices", web_slice("web-1", "web", [
+        ep("198.18.2.1"), ep("198.18.2.2")]))
+    s.create("endpointslices", web_slice("api-1", "api", [ep("198.18.3.1")]))
+    d = dump_factory(["--api-server", s.url, "--node-name", "node-a"])
+    d.wait_table(lambda m: backends(m.get("default/web:http", {"backends": []}))
+                 == ["198.18.2.1:8080", "198.18.2.2:8080"]
+                 and backends(m.get("default/api:http", {"backends": []}))
+                 == ["198.18.3.1:8080"], "both listed")
+    assert d.last()["patched"] is None  # the first table is built whole
+
+    s.replace("endpointslices", web_slice("web-1", "web", [
+        ep("198.18.2.1", ready=False), ep("198.18.2.2")]), ns="default")
+    d.wait_table(lambda m: backends(m["default/web:http"]) ==
+                 ["198.18.2.2:8080"], "not ready endpoint dropped")
+    assert d.last()["patched"] == ["default/web:http"]
+    api = [x for x in d.last()["services"] if x["name"] == "default/api:http"]
+    assert backends(api[0]) == ["198.18.3.1:8080"]
+    d.wait_log("translated into the last table")
+
+    # A new slice of the Service: a member the last table never saw.
+    s.create("endpointslices", web_slice("web-2", "web", [ep("198.18.2.3")]))
+    d.wait_table(lambda m: backends(m["default/web:http"]) ==
+                 ["198.18.2.2:8080", "198.18.2.3:8080"], "second slice")
+    assert d.last()["patched"] is None
+
+    # The other Service's endpoints, then this one's ports.
+    s.replace("endpointslices", web_slice("api-1", "api", [
+        ep("198.18.3.1"), ep("198.18.3.2")]), ns="default")
+    d.wait_table(lambda m: backends(m["default/api:http"]) ==
+                 ["198.18.3.1:8080", "198.18.3.2:8080"], "api grows")
+    assert d.last()["patched"] == ["default/api:http"]
+    s.replace("services", {"metadata": {"name": "web"}, "spec": {"ports": [
+        {"name": "http", "port": 80}, {"name": "admin", "port": 81}]}},
+        ns="default")
+    d.wait_table(lambda m: "default/web:admin" in m, "second port")
+    assert d.last()["patched"] is None
+    assert backends(d.last_by_name("default/web:http")) == [
+        "198.18.2.2:8080", "198.18.2.3:8080"]
 
 
 def test_first_table_waits_for_both_lists(sim, dump_factory):
