@@ -2173,7 +2173,10 @@ translate_patch(const struct kcache *services, const struct kcache *slices,
     int rc = 0;
 
     *out = NULL;
-    if (m == NULL || prev == NULL || !m->has_opts || m->last_serial == 0
+    /* Without o->skips a record would not keep its notes, and the memo
+     * would lose them for the builds after. */
+    if (m == NULL || o->skips == NULL || prev == NULL || !m->has_opts
+        || m->last_serial == 0
         || prev->serial != m->last_serial || !opts_same(&m->opts, o)
         || (o->stats != NULL && !m->has_last_st) || m->sorted == NULL
         || m->sorted_members != kcache_members(services)

@@ -151,8 +151,9 @@ int translate_build(const struct kcache *services, const struct kcache *slices,
  * when that is provably the same table: no Service or slice added or
  * removed since, none moved to another Service, none skipped, no other
  * option changed, and each Service's services keep their names and
- * frontends. o->stats are filled as a build fills them; o->skips gets
- * nothing: the skip notes are those of <prev>'s build.
+ * frontends. o->stats are filled as a build fills them; o->skips must be
+ * given (a build with the memo records its Services' notes through it)
+ * but gets nothing: the skip notes are those of <prev>'s build.
  * Returns 1 with <*out> set, 0 (nothing made: build in full), or -1 with
  * <e> filled when memory runs out.
  */

@@ -203,13 +203,14 @@ build_table(struct watcher *w)
     err_clear(&e);
     if (!w->dirty_all && w->last != NULL && t != NULL && skips != NULL) {
         struct table *pt = NULL;
-        int rc;
-        o.skips = NULL; /* a patch keeps the notes of the table before */
-        rc = translate_patch(reflector_cache(w->svc), reflector_cache(w->eps),
-                             &o, w->last, (const char *const *)w->dkeys[0],
-                             w->ndkeys[0], (const char *const *)w->dkeys[1],
-                             w->ndkeys[1], &pt, &e);
-        o.skips = skips;
+        /* A patch writes no note into <skips>: the notes of the table
+         * before stay (w->skips). */
+        int rc = translate_patch(reflector_cache(w->svc),
+                                 reflector_cache(w->eps), &o, w->last,
+                                 (const char *const *)w->dkeys[0],
+                                 w->ndkeys[0],
+                                 (const char *const *)w->dkeys[1],
+                                 w->ndkeys[1], &pt, &e);
         if (rc < 0) {
             log_error("watcher: cannot build the service table: %s", e.msg);
             table_unref(t);

@@ -227,6 +227,13 @@ def test_a_slice_change_is_patched_into_the_last_table(sim, dump_factory):
     d.wait_table(lambda m: backends(m["default/api:http"]) ==
                  ["198.18.3.1:8080", "198.18.3.2:8080"], "api grows")
     assert d.last()["patched"] == ["default/api:http"]
+    # A change skipped in part (a bad annotation) is built whole, so that
+    # its note is counted and logged (the table is the same: not
+    # published).
+    s.replace("services", {"metadata": {"name": "api", "annotations": {
+        "ferry.dev/balance": "bogus"}}, "spec": {"ports": [
+            {"name": "http", "port": 80}]}}, ns="default")
+    d.wait_log('ferry.dev/balance "bogus"')
     s.replace("services", {"metadata": {"name": "web"}, "spec": {"ports": [
         {"name": "http", "port": 80}, {"name": "admin", "port": 81}]}},
         ns="default")
