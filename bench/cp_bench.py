@@ -1179,6 +1179,9 @@ def section_md(res):
               "| peak RSS (VmHWM) at first table / at the end | %s / %s MiB |"
               % (_f(st["vmhwm_kb"] / 1024), _f(
                   (res.get("end", {}).get("vmhwm_kb") or 0) / 1024)),
+              "| RSS (VmRSS) at first table / at the end | %s / %s MiB |"
+              % (_f((st.get("vmrss_kb") or 0) / 1024), _f(
+                  (res.get("end", {}).get("vmrss_kb") or 0) / 1024)),
               "| open descriptors (limit %s) | %s |" % (
                   "{:,}".format(res["open_files_limit"]),
                   "{:,}".format(st["open_fds"] or 0)),

@@ -247,6 +247,11 @@ list_complete(struct reflector *r)
     int cmp;
 
     jarena_reset(1); /* the pages' room goes back to the kernel */
+    /* So does the buffer a page arrived in (megabytes at 500 slices a
+     * page); a watch does not use it, and the next list grows it again. */
+    free(r->body);
+    r->body = NULL;
+    r->body_cap = 0;
     snprintf(old_rv, sizeof(old_rv), "%s", kcache_rv(r->cache));
     if (kcache_rv_cmp(kcache_rv(r->staging), old_rv, &cmp) == 0 && cmp < 0)
         log_warn("kube-api: %s: the server's resourceVersion went back from "
