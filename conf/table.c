@@ -482,117 +482,104 @@ ksvc_free(struct tbl_ksvc *k)
 }
 
 static int chunk_room(void *pv, size_t *cap, size_t n);
-static int pos_push(size_t **v, size_t *n, size_t *cap, size_t i);
 
 /* ---- chunks --------------------------------------------------------------
  *
  * The services of a table are in chunks of TBL_CHUNK, which tables made
  * from one another share: a table that changes or appends to a shared
- * chunk first makes it its own (a copy holding the same arrays). */
+ * chunk first makes it its own (a copy holding the same arrays). One
+ * code for both kinds of entry: each holds its arrays through a
+ * struct tbl_arrays pointer. */
+
+struct chunk_kind {
+    size_t size;   /* of a chunk */
+    size_t v;      /* where its entries start */
+    size_t esize;  /* of an entry */
+    size_t arrays; /* where an entry's arrays pointer is */
+};
+
+static const struct chunk_kind skind = {
+    sizeof(struct tbl_schunk), offsetof(struct tbl_schunk, v),
+    sizeof(struct tbl_service), offsetof(struct tbl_service, arrays)};
+static const struct chunk_kind kkind = {
+    sizeof(struct tbl_kchunk), offsetof(struct tbl_kchunk, v),
+    sizeof(struct tbl_ksvc), offsetof(struct tbl_ksvc, arrays)};
+
+/* Entry <i> of chunk <c>. */
+static void *
+chunk_entry(struct tbl_chunk *c, const struct chunk_kind *k, size_t i)
+{
+    return (char *)c + k->v + i * k->esize;
+}
+
+static struct tbl_arrays **
+entry_arrays(struct tbl_chunk *c, const struct chunk_kind *k, size_t i)
+{
+    return (struct tbl_arrays **)((char *)chunk_entry(c, k, i) + k->arrays);
+}
 
 static void
-schunk_unref(struct tbl_schunk *c)
+chunk_unref(struct tbl_chunk *c, const struct chunk_kind *k)
 {
     uint32_t i;
 
     if (atomic_fetch_sub_explicit(&c->refs, 1, memory_order_acq_rel) != 1)
         return;
     for (i = 0; i < c->n; i++)
-        service_free(&c->v[i]);
+        arrays_unref(*entry_arrays(c, k, i));
     free(c);
 }
 
+/* *<slot> made the caller's own: a copy of it if another table shares
+ * it. Returns it, or NULL when out of memory (*slot unchanged). */
+static struct tbl_chunk *
+chunk_own(struct tbl_chunk **slot, const struct chunk_kind *k)
+{
+    struct tbl_chunk *c = *slot, *o;
+    uint32_t i;
+
+    if (atomic_load_explicit(&c->refs, memory_order_acquire) == 1)
+        return c;
+    if ((o = malloc(k->size)) == NULL)
+        return NULL;
+    memcpy(o, c, k->v + c->n * k->esize);
+    atomic_init(&o->refs, 1);
+    for (i = 0; i < c->n; i++) /* a table's: holding shares the arrays */
+        (void)tbl_arrays_ref(*entry_arrays(o, k, i));
+    chunk_unref(c, k);
+    return *slot = o;
+}
+
+/* The chunk, of the caller's own, where entry <n> of <*chunks> (n
+ * entries so far, room for <*cap> chunks) goes; NULL when out of
+ * memory. */
+static struct tbl_chunk *
+chunk_append(struct tbl_chunk ***chunks, size_t *cap, size_t n,
+             const struct chunk_kind *k)
+{
+    size_t ci = n / TBL_CHUNK;
+    struct tbl_chunk *c;
+
+    if (n % TBL_CHUNK != 0)
+        return chunk_own(&(*chunks)[ci], k);
+    if (chunk_room(chunks, cap, ci < 4 ? 4 : (ci + 1) * 2) < 0
+        || (c = malloc(k->size)) == NULL)
+        return NULL;
+    atomic_init(&c->refs, 1);
+    c->n = 0;
+    return (*chunks)[ci] = c;
+}
+
+/* Share the <n> entries' chunks of <from> into <to> (room made). */
 static void
-kchunk_unref(struct tbl_kchunk *c)
+chunks_share(struct tbl_chunk **to, struct tbl_chunk *const *from, size_t n)
 {
-    uint32_t i;
+    size_t i;
 
-    if (atomic_fetch_sub_explicit(&c->refs, 1, memory_order_acq_rel) != 1)
-        return;
-    for (i = 0; i < c->n; i++)
-        ksvc_free(&c->v[i]);
-    free(c);
-}
-
-/* Chunk <ci> of <t> as t's own; NULL when out of memory. */
-static struct tbl_service *
-schunk_own(struct table *t, size_t ci)
-{
-    struct tbl_schunk *c = t->schunks[ci], *o;
-    uint32_t i;
-
-    if (atomic_load_explicit(&c->refs, memory_order_acquire) == 1)
-        return c->v;
-    if ((o = malloc(sizeof(*o))) == NULL)
-        return NULL;
-    atomic_init(&o->refs, 1);
-    for (i = 0; i < c->n; i++) {
-        o->v[i] = c->v[i]; /* a table's: holding shares the arrays */
-        (void)tbl_arrays_ref(o->v[i].arrays);
+    for (i = 0; i * TBL_CHUNK < n; i++) {
+        to[i] = from[i];
+        atomic_fetch_add_explicit(&to[i]->refs, 1, memory_order_relaxed);
     }
-    o->n = c->n;
-    schunk_unref(c);
-    t->schunks[ci] = o;
-    return o->v;
-}
-
-static struct tbl_ksvc *
-kchunk_own(struct table *t, size_t ci)
-{
-    struct tbl_kchunk *c = t->kchunks[ci], *o;
-    uint32_t i;
-
-    if (atomic_load_explicit(&c->refs, memory_order_acquire) == 1)
-        return c->v;
-    if ((o = malloc(sizeof(*o))) == NULL)
-        return NULL;
-    atomic_init(&o->refs, 1);
-    for (i = 0; i < c->n; i++) {
-        o->v[i] = c->v[i];
-        (void)tbl_arrays_ref(o->v[i].arrays);
-    }
-    o->n = c->n;
-    kchunk_unref(c);
-    t->kchunks[ci] = o;
-    return o->v;
-}
-
-/* The slot for the next service of <t> (not counted yet), in a chunk of
- * t's own; NULL when out of memory. */
-static struct tbl_service *
-schunk_append(struct table *t)
-{
-    size_t ci = t->nservices / TBL_CHUNK;
-    struct tbl_schunk *c;
-
-    if (t->nservices % TBL_CHUNK != 0)
-        return schunk_own(t, ci) != NULL ? &t->schunks[ci]->v[t->nservices % TBL_CHUNK]
-                                         : NULL;
-    if (chunk_room(&t->schunks, &t->cap, ci < 4 ? 4 : (ci + 1) * 2) < 0
-        || (c = malloc(sizeof(*c))) == NULL)
-        return NULL;
-    atomic_init(&c->refs, 1);
-    c->n = 0;
-    t->schunks[ci] = c;
-    return c->v;
-}
-
-static struct tbl_ksvc *
-kchunk_append(struct table *t)
-{
-    size_t ci = t->nksvcs / TBL_CHUNK;
-    struct tbl_kchunk *c;
-
-    if (t->nksvcs % TBL_CHUNK != 0)
-        return kchunk_own(t, ci) != NULL ? &t->kchunks[ci]->v[t->nksvcs % TBL_CHUNK]
-                                         : NULL;
-    if (chunk_room(&t->kchunks, &t->kcap, ci < 4 ? 4 : (ci + 1) * 2) < 0
-        || (c = malloc(sizeof(*c))) == NULL)
-        return NULL;
-    atomic_init(&c->refs, 1);
-    c->n = 0;
-    t->kchunks[ci] = c;
-    return c->v;
 }
 
 struct table *
@@ -613,9 +600,9 @@ table_unref(struct table *t)
     if (atomic_fetch_sub_explicit(&t->refs, 1, memory_order_acq_rel) != 1)
         return;
     for (i = 0; i * TBL_CHUNK < t->nservices; i++)
-        schunk_unref(t->schunks[i]);
+        chunk_unref(t->schunks[i], &skind);
     for (i = 0; i * TBL_CHUNK < t->nksvcs; i++)
-        kchunk_unref(t->kchunks[i]);
+        chunk_unref(t->kchunks[i], &kkind);
     free(t->kchunks);
     free(t->listeners);
     table_unref(t->kernel);
@@ -802,6 +789,7 @@ table_add_service(struct table *t, const struct tbl_service *svc,
                   struct err *e)
 {
     struct tbl_service copy, *slot;
+    struct tbl_chunk *c;
     char a[SADDR_STR_MAX];
     size_t i;
 
@@ -820,18 +808,20 @@ table_add_service(struct table *t, const struct tbl_service *svc,
                            saddr_str(&svc->frontends[i], a, sizeof(a)),
                            o->name);
     }
-    if ((slot = schunk_append(t)) == NULL)
+    if ((c = chunk_append(&t->schunks, &t->cap, t->nservices, &skind))
+        == NULL)
         return err_set(e, "out of memory");
+    slot = chunk_entry(c, &skind, t->nservices % TBL_CHUNK);
     if (tbl_service_hold(&copy, svc) < 0)
         return err_set(e, "out of memory");
     if (copy.reach != TBL_REACH_REDIRECT
-        && pos_push(&t->lpos, &t->nlpos, &t->lcap_pos, t->nservices) < 0) {
+        && table_pos_push(&t->lpos, &t->nlpos, &t->lcap_pos, t->nservices) < 0) {
         tbl_service_release(&copy);
         return err_set(e, "out of memory");
     }
     copy.pos = (uint32_t)t->nservices;
     *slot = copy;
-    t->schunks[t->nservices / TBL_CHUNK]->n++;
+    c->n++;
     t->nservices++;
     t->naffinity += copy.affinity_timeout_ms != 0;
     t->ndispatch += copy.reach == TBL_REACH_DISPATCH;
@@ -845,7 +835,6 @@ int
 table_add_services_of(struct table *t, const struct table *src,
                       struct err *e)
 {
-    size_t i;
 
     if (t->frozen)
         return err_set(e, "table is frozen");
@@ -866,18 +855,13 @@ table_add_services_of(struct table *t, const struct table *src,
     t->nsnisvcs = src->nsnisvcs;
     index_share(&t->by_name, src->by_name);
     index_share(&t->by_frontend, src->by_frontend);
-    for (i = 0; i * TBL_CHUNK < src->nservices; i++) {
-        t->schunks[i] = src->schunks[i];
-        atomic_fetch_add_explicit(&t->schunks[i]->refs, 1,
-                                  memory_order_relaxed);
-    }
+    chunks_share(t->schunks, src->schunks, src->nservices);
     t->nservices = src->nservices;
     return 0;
 }
 
-/* Append <i> to <*v> (<*n> of them, room for <*cap>). */
-static int
-pos_push(size_t **v, size_t *n, size_t *cap, size_t i)
+int
+table_pos_push(size_t **v, size_t *n, size_t *cap, size_t i)
 {
     size_t *nv;
 
@@ -891,23 +875,16 @@ pos_push(size_t **v, size_t *n, size_t *cap, size_t i)
     return 0;
 }
 
-/* Note position <i> in <*v> (<*n> of them), once. */
+/* Note position <i> in <*v> (<*n> of them, room for <*cap>), once. */
 static int
-note_pos(size_t **v, size_t *n, size_t i)
+note_pos(size_t **v, size_t *n, size_t *cap, size_t i)
 {
-    size_t j, *nv;
+    size_t j;
 
     for (j = 0; j < *n; j++)
         if ((*v)[j] == i)
             return 0;
-    /* Room for 4, then doubled each time n reaches a power of two. */
-    if (*n == 0 || (*n >= 4 && (*n & (*n - 1)) == 0)) {
-        if ((nv = realloc(*v, (*n ? *n * 2 : 4) * sizeof(**v))) == NULL)
-            return -1;
-        *v = nv;
-    }
-    (*v)[(*n)++] = i;
-    return 0;
+    return table_pos_push(v, n, cap, i);
 }
 
 struct table *
@@ -915,18 +892,13 @@ table_derive(const struct table *src)
 {
     struct table *t = table_new();
     struct err e;
-    size_t i;
 
     if (t == NULL)
         return NULL;
     if (table_add_services_of(t, src, &e) < 0
         || table_reserve_ksvcs(t, src->nksvcs) < 0)
         goto oom;
-    for (i = 0; i * TBL_CHUNK < src->nksvcs; i++) {
-        t->kchunks[i] = src->kchunks[i];
-        atomic_fetch_add_explicit(&t->kchunks[i]->refs, 1,
-                                  memory_order_relaxed);
-    }
+    chunks_share(t->kchunks, src->kchunks, src->nksvcs);
     t->nksvcs = src->nksvcs;
     if (src->nvips > 0) {
         if ((t->vips = malloc(src->nvips * sizeof(*t->vips))) == NULL)
@@ -957,14 +929,15 @@ table_replace_service(struct table *t, size_t i, const struct tbl_service *svc,
 {
     struct tbl_service *old;
     struct tbl_service copy;
+    struct tbl_chunk *c;
 
     if (t->frozen)
         return err_set(e, "table is frozen");
     if (t->base == 0 || i >= t->nservices)
         return err_set(e, "not a derived table's service");
-    if ((old = schunk_own(t, i / TBL_CHUNK)) == NULL)
+    if ((c = chunk_own(&t->schunks[i / TBL_CHUNK], &skind)) == NULL)
         return err_set(e, "out of memory");
-    old += i % TBL_CHUNK;
+    old = chunk_entry(c, &skind, i % TBL_CHUNK);
     if (strcmp(old->name, svc->name) != 0 || old->proto != svc->proto
         || old->reach != svc->reach || old->nsni != 0 || svc->nsni != 0
         || !tbl_saddrs_equal(old->frontends, old->nfrontends, svc->frontends,
@@ -972,7 +945,7 @@ table_replace_service(struct table *t, size_t i, const struct tbl_service *svc,
         return err_set(e, "service \"%s\" is not the same shape", svc->name);
     if (tbl_service_hold(&copy, svc) < 0)
         return err_set(e, "out of memory");
-    if (note_pos(&t->dsvcs, &t->ndsvcs, i) < 0) {
+    if (note_pos(&t->dsvcs, &t->ndsvcs, &t->dscap, i) < 0) {
         tbl_service_release(&copy);
         return err_set(e, "out of memory");
     }
@@ -990,19 +963,20 @@ table_replace_ksvc(struct table *t, size_t i, const struct tbl_ksvc *k,
 {
     struct tbl_ksvc *old;
     struct tbl_ksvc copy;
+    struct tbl_chunk *c;
 
     if (t->frozen)
         return err_set(e, "table is frozen");
     if (t->base == 0 || i >= t->nksvcs)
         return err_set(e, "not a derived table's kernel service");
-    if ((old = kchunk_own(t, i / TBL_CHUNK)) == NULL)
+    if ((c = chunk_own(&t->kchunks[i / TBL_CHUNK], &kkind)) == NULL)
         return err_set(e, "out of memory");
-    old += i % TBL_CHUNK;
+    old = chunk_entry(c, &kkind, i % TBL_CHUNK);
     if (strcmp(old->name, k->name) != 0 || old->proto != k->proto)
         return err_set(e, "kernel service \"%s\" is not the same", k->name);
     if (tbl_ksvc_hold(&copy, k) < 0)
         return err_set(e, "out of memory");
-    if (note_pos(&t->dksvcs, &t->ndksvcs, i) < 0) {
+    if (note_pos(&t->dksvcs, &t->ndksvcs, &t->dkcap, i) < 0) {
         tbl_ksvc_release(&copy);
         return err_set(e, "out of memory");
     }
@@ -1021,10 +995,10 @@ table_note_delta(struct table *t, uint64_t base, const size_t *dsvcs,
         return -1;
     t->base = base;
     for (i = 0; i < ndsvcs; i++)
-        if (note_pos(&t->dsvcs, &t->ndsvcs, dsvcs[i]) < 0)
+        if (note_pos(&t->dsvcs, &t->ndsvcs, &t->dscap, dsvcs[i]) < 0)
             goto oom;
     for (i = 0; i < ndksvcs; i++)
-        if (note_pos(&t->dksvcs, &t->ndksvcs, dksvcs[i]) < 0)
+        if (note_pos(&t->dksvcs, &t->ndksvcs, &t->dkcap, dksvcs[i]) < 0)
             goto oom;
     return 0;
 oom:
@@ -1032,7 +1006,7 @@ oom:
     free(t->dsvcs);
     free(t->dksvcs);
     t->dsvcs = t->dksvcs = NULL;
-    t->ndsvcs = t->ndksvcs = 0;
+    t->ndsvcs = t->ndksvcs = t->dscap = t->dkcap = 0;
     return -1;
 }
 
@@ -1075,15 +1049,18 @@ int
 table_add_ksvc(struct table *t, const struct tbl_ksvc *k, struct err *e)
 {
     struct tbl_ksvc c, *slot;
+    struct tbl_chunk *ch;
 
     if (t->frozen)
         return err_set(e, "table is frozen");
     if (k->name[0] == '\0')
         return err_set(e, "kernel service has no name");
-    if ((slot = kchunk_append(t)) == NULL || tbl_ksvc_hold(&c, k) < 0)
+    if ((ch = chunk_append(&t->kchunks, &t->kcap, t->nksvcs, &kkind)) == NULL
+        || tbl_ksvc_hold(&c, k) < 0)
         return err_set(e, "out of memory");
+    slot = chunk_entry(ch, &kkind, t->nksvcs % TBL_CHUNK);
     *slot = c;
-    t->kchunks[t->nksvcs / TBL_CHUNK]->n++;
+    ch->n++;
     t->nksvcs++;
     return 0;
 }

@@ -318,15 +318,19 @@ struct tbl_ksvc {
  * table_ksvc(). */
 #define TBL_CHUNK 32
 
-struct tbl_schunk {
+/* What every chunk starts with (private to table.c). */
+struct tbl_chunk {
     atomic_uint refs;
     uint32_t n; /* entries filled */
+};
+
+struct tbl_schunk {
+    struct tbl_chunk h;
     struct tbl_service v[TBL_CHUNK];
 };
 
 struct tbl_kchunk {
-    atomic_uint refs;
-    uint32_t n;
+    struct tbl_chunk h;
     struct tbl_ksvc v[TBL_CHUNK];
 };
 
@@ -345,9 +349,9 @@ struct table {
      * everything. */
     uint64_t base;
     size_t *dsvcs;
-    size_t ndsvcs;
+    size_t ndsvcs, dscap;
     size_t *dksvcs;
-    size_t ndksvcs;
+    size_t ndksvcs, dkcap;
     /* What the data plane's apply looks for, kept as services are added
      * and replaced, so that it need not look at every service: the
      * positions of the services that are not REDIRECT (they listen, or
@@ -356,7 +360,7 @@ struct table {
     size_t *lpos;
     size_t nlpos, lcap_pos;
     size_t naffinity, ndispatch, nsnisvcs;
-    struct tbl_schunk **schunks; /* read through table_service() */
+    struct tbl_chunk **schunks; /* of struct tbl_schunk: table_service() */
     size_t nservices;
     size_t cap; /* chunk pointers */
     /* Service IPs (ClusterIPs, externalIPs, LoadBalancer IPs) that must be
@@ -373,7 +377,7 @@ struct table {
     struct tbl_index *by_vip; /* vips, so that adding one is O(1) */
     /* Service ports for the kernel dataplane, in the translator's order
      * (table_ksvc()). */
-    struct tbl_kchunk **kchunks;
+    struct tbl_chunk **kchunks; /* of struct tbl_kchunk */
     size_t nksvcs;
     size_t kcap; /* chunk pointers */
     /* Settings of addresses shared by services with server names. */
@@ -394,13 +398,15 @@ struct table *table_new(void);
 static inline const struct tbl_service *
 table_service(const struct table *t, size_t i)
 {
-    return &t->schunks[i / TBL_CHUNK]->v[i % TBL_CHUNK];
+    return &((const struct tbl_schunk *)t->schunks[i / TBL_CHUNK])
+                ->v[i % TBL_CHUNK];
 }
 
 static inline const struct tbl_ksvc *
 table_ksvc(const struct table *t, size_t i)
 {
-    return &t->kchunks[i / TBL_CHUNK]->v[i % TBL_CHUNK];
+    return &((const struct tbl_kchunk *)t->kchunks[i / TBL_CHUNK])
+                ->v[i % TBL_CHUNK];
 }
 
 /* Add a copy of <svc> (the caller keeps ownership of <svc>). Its arrays
@@ -498,6 +504,11 @@ int table_replace_ksvc(struct table *t, size_t i, const struct tbl_ksvc *k,
  * is noted). */
 int table_note_delta(struct table *t, uint64_t base, const size_t *dsvcs,
                      size_t ndsvcs, const size_t *dksvcs, size_t ndksvcs);
+
+/* Append position <i> to <*v> (<*n> of them, room for <*cap>, grown as
+ * needed): a list of a table's positions. Returns 0, or -1 when out of
+ * memory (nothing changed). */
+int table_pos_push(size_t **v, size_t *n, size_t *cap, size_t i);
 
 /* Take and drop references. table_unref(NULL) does nothing. Both are
  * thread-safe. */

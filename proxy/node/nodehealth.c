@@ -334,21 +334,6 @@ count_local(const struct table *t, const struct nh_port *p)
     return n + extra;
 }
 
-/* Note position <i> in <*v>. Returns 0, or -1 when out of memory. */
-static int
-pos_add(size_t **v, size_t *n, size_t *cap, size_t i)
-{
-    size_t *nv;
-
-    if (*n == *cap) {
-        if ((nv = realloc(*v, (*cap ? *cap * 2 : 4) * sizeof(**v))) == NULL)
-            return -1;
-        *v = nv;
-        *cap = *cap ? *cap * 2 : 4;
-    }
-    (*v)[(*n)++] = i;
-    return 0;
-}
 
 /* Open what is missing of <p>'s listeners, one per address. */
 static void
@@ -485,8 +470,9 @@ nodehealth_set_table(struct nodehealth *nh, const struct table *t,
             owner_of(full, p);
         p->mark = 1;
         rc = i < t->nservices
-                 ? pos_add(&p->spos, &p->nspos, &p->scap, i)
-                 : pos_add(&p->kpos, &p->nkpos, &p->kcap, i - t->nservices);
+                 ? table_pos_push(&p->spos, &p->nspos, &p->scap, i)
+                 : table_pos_push(&p->kpos, &p->nkpos, &p->kcap,
+                                  i - t->nservices);
         if (rc < 0)
             log_error("healthz: out of memory");
     }

@@ -742,6 +742,109 @@ test_frontend_protocols(void **state)
     table_unref(t);
 }
 
+/* A table made from another shares its chunks and indexes; replacing an
+ * entry copies only that entry's chunk, notes its position, and leaves
+ * the table it came from as it was; appending to a shared last chunk, or
+ * writing a shared index, copies them first. */
+static void
+test_derive_shares_and_copies_on_write(void **state)
+{
+    enum { N = 70 }; /* three chunks: 32, 32 and 6 */
+    static struct saddr fes[N + 2][1];
+    static struct tbl_backend bes[N + 2][2];
+    struct tbl_service s, r;
+    struct tbl_ksvc k;
+    struct table *a = table_new(), *b;
+    char name[32], fe[32];
+    struct err e;
+    size_t i;
+
+    (void)state;
+    assert_non_null(a);
+    for (i = 0; i < N; i++) {
+        snprintf(name, sizeof(name), "svc-%zu", i);
+        snprintf(fe, sizeof(fe), "127.0.0.1:%zu", 20000 + i);
+        make_service(&s, name, fe, fes[i], bes[i], (uint16_t)(30000 + 2 * i));
+        s.affinity_timeout_ms = i == 40 ? 1000 : 0;
+        assert_int_equal(table_add_service(a, &s, &e), 0);
+        memset(&k, 0, sizeof(k));
+        snprintf(k.name, sizeof(k.name), "ns/k-%zu:p", i);
+        assert_int_equal(table_add_ksvc(a, &k, &e), 0);
+    }
+    table_freeze(a, 1);
+    assert_int_equal(a->nlpos, N);
+    assert_int_equal(a->naffinity, 1);
+    assert_int_equal(table_service(a, 33)->pos, 33);
+
+    b = table_derive(a);
+    assert_non_null(b);
+    assert_int_equal(b->base, a->serial);
+    assert_int_equal(b->nservices, N);
+    for (i = 0; i < 3; i++)
+        assert_ptr_equal(b->schunks[i], a->schunks[i]);
+
+    /* Service 40 with other backends and no affinity: chunk 1 only. */
+    make_service(&r, "svc-40", "127.0.0.1:20040", fes[N], bes[N], 40000);
+    assert_int_equal(table_replace_service(b, 40, &r, &e), 0);
+    assert_ptr_equal(b->schunks[0], a->schunks[0]);
+    assert_ptr_not_equal(b->schunks[1], a->schunks[1]);
+    assert_ptr_equal(b->schunks[2], a->schunks[2]);
+    assert_int_equal(b->ndsvcs, 1);
+    assert_int_equal(b->dsvcs[0], 40);
+    assert_int_equal(b->naffinity, 0);
+    assert_int_equal(a->naffinity, 1);
+    assert_int_equal(saddr_port(&table_service(b, 40)->backends[0].addr),
+                     40000);
+    assert_int_equal(saddr_port(&table_service(a, 40)->backends[0].addr),
+                     30080);
+    /* The other entries of the copied chunk share their arrays. */
+    assert_ptr_equal(table_service(b, 41)->arrays,
+                     table_service(a, 41)->arrays);
+    assert_ptr_equal(table_find(b, "svc-40"), table_service(b, 40));
+    assert_ptr_equal(table_find(a, "svc-40"), table_service(a, 40));
+    /* Noted once however often it is replaced. */
+    assert_int_equal(table_replace_service(b, 40, &r, &e), 0);
+    assert_int_equal(b->ndsvcs, 1);
+
+    /* Not the same shape: refused, nothing changed. */
+    make_service(&r, "svc-41", "127.0.0.1:29999", fes[N + 1], bes[N + 1],
+                 41000);
+    assert_int_equal(table_replace_service(b, 41, &r, &e), -1);
+    assert_int_equal(b->ndsvcs, 1);
+    make_service(&r, "other", "127.0.0.1:20041", fes[N + 1], bes[N + 1],
+                 41000);
+    assert_int_equal(table_replace_service(b, 41, &r, &e), -1);
+
+    /* A kernel service: its chunk only. */
+    memset(&k, 0, sizeof(k));
+    snprintf(k.name, sizeof(k.name), "ns/k-5:p");
+    k.port = 5;
+    assert_int_equal(table_replace_ksvc(b, 5, &k, &e), 0);
+    assert_ptr_not_equal(b->kchunks[0], a->kchunks[0]);
+    assert_ptr_equal(b->kchunks[1], a->kchunks[1]);
+    assert_int_equal(table_ksvc(b, 5)->port, 5);
+    assert_int_equal(table_ksvc(a, 5)->port, 0);
+    assert_int_equal(b->ndksvcs, 1);
+
+    /* Appending writes the shared last chunk and the shared indexes:
+     * copies of them, the first table unchanged. */
+    make_service(&r, "svc-new", "127.0.0.1:21000", fes[N + 1], bes[N + 1],
+                 42000);
+    assert_int_equal(table_add_service(b, &r, &e), 0);
+    assert_ptr_not_equal(b->schunks[2], a->schunks[2]);
+    assert_int_equal(a->nservices, N);
+    assert_int_equal(b->nservices, N + 1);
+    assert_non_null(table_find(b, "svc-new"));
+    assert_null(table_find(a, "svc-new"));
+    assert_null(table_find_frontend(a, &fes[N + 1][0]));
+    assert_int_equal(b->nlpos, N + 1);
+    table_freeze(b, 2);
+    table_unref(a); /* b holds what it shares */
+    assert_string_equal(table_service(b, 3)->name, "svc-3");
+    assert_ptr_equal(table_find(b, "svc-69"), table_service(b, 69));
+    table_unref(b);
+}
+
 int
 main(void)
 {
@@ -756,6 +859,7 @@ main(void)
         cmocka_unit_test(test_service_policy_each_field),
         cmocka_unit_test(test_service_excluded),
         cmocka_unit_test(test_balance_names),
+        cmocka_unit_test(test_derive_shares_and_copies_on_write),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
