@@ -706,6 +706,7 @@ watcher_status(const struct watcher *w, struct watcher_status *s)
     s->conflicts = w->conflicts;
     s->translated_last = w->translated_last;
     s->translated = w->translated;
+    s->patched = w->patched;
     add_stats(s, w->svc);
     add_stats(s, w->eps);
     add_stats(s, w->node);

@@ -111,6 +111,9 @@ struct watcher_status {
      * builds together. */
     size_t translated_last;
     uint64_t translated;
+    /* Tables made by putting the changed Services into the last one
+     * (translate_patch()) rather than built whole. */
+    uint64_t patched;
     char node_zone[64];      /* this node's zone, "" if unknown */
     /* This node's Node object is being deleted, tainted for deletion, or
      * gone after it was seen (kube-proxy's "node not eligible"). */

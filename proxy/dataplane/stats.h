@@ -178,6 +178,8 @@ struct stats_proc {
     /* Services translated anew for a table (the watcher reuses the
      * translation of those that did not change). */
     atomic_uint_fast64_t translated;
+    /* ... and tables made by patching the last one instead. */
+    atomic_uint_fast64_t patched;
     atomic_int_fast64_t pipes;
     atomic_uint_fast64_t pipes_denied;
     /* relay.engine io_uring (ring.c): connections that relayed on a

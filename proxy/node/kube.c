@@ -1192,6 +1192,7 @@ kube_on_counters(struct ev_loop *loop, struct ev_timer *t, int rev)
     for (; k->restarts < st.watch_restarts; k->restarts++)
         stats_watch_restart();
     atomic_store(&stats_proc.translated, st.translated);
+    atomic_store(&stats_proc.patched, st.patched);
     feed_skips(k, &st);
 }
 

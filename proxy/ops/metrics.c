@@ -262,6 +262,11 @@ static const struct {
      "Services translated into the service table; a change translates "
      "only the Services it touched.",
      &stats_proc.translated},
+    {"ferry_api_tables_patched_total", "counter",
+     "Service tables made by putting the Services a change touched into "
+     "the table in force, instead of building every Service's entries "
+     "again.",
+     &stats_proc.patched},
     {"ferry_accept_paused_total", "counter",
      "Times accepting was paused because descriptors ran out "
      "(EMFILE/ENFILE).",

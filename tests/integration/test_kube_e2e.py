@@ -386,6 +386,17 @@ def test_a_change_translates_only_its_service(env):
     assert env.admin.metric("ferry_api_services_translated_total") \
         == first + 1
     wait_answers(api, names)
+    # The same slice changed again: its Service is patched into the table
+    # in force (a new slice, above, made the table whole).
+    patched = env.admin.metric("ferry_api_tables_patched_total")
+    assert patched is not None
+    put_slice(env.sim, "web-1", "web", [ep(pods["pod-2"])], port)
+    env.admin.wait_backends(WEB, ["pod-2"])
+    wait_for(lambda: env.admin.metric("ferry_api_tables_patched_total")
+             > patched, kt.dl(10), "the change patched")
+    assert env.admin.metric("ferry_api_services_translated_total") \
+        == first + 2
+    wait_answers(api, names)
 
 
 def test_idle_kubernetes_services_write_no_series(env):
