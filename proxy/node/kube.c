@@ -727,8 +727,10 @@ kube_health_targets(struct kube *k, const struct table *old)
     }
     health_set_targets(k->health, t, n);
 out:
-    if (i < (k->kfed != NULL ? k->kfed->nksvcs : 0))
+    if (i < (k->kfed != NULL ? k->kfed->nksvcs : 0)) {
         log_error("health: out of memory for the kernel services' checks");
+        k->kchecked = 1; /* the next table looks at every one again */
+    }
     for (j = 0; j < n; j++)
         backend_unref(t[j].b);
     free(t);
