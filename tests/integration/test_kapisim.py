@@ -928,7 +928,10 @@ def test_faults_cut_drop_regress(sim):
                         OSError)):
         sim.request("GET", SVC)
     assert sim.request("GET", SVC)[0] == 200
-    # regress: back to an older revision, open watches end cleanly
+    # regress: back to an older revision, open watches end cleanly. The
+    # aborted watch must be gone first, or the count below could be its
+    # and the regress come before the new watch is open.
+    wait_for(lambda: sim.state()["watches"] == 0, 5, "aborted watch gone")
     rev = sim.state()["revision"]
     sim.create("services", svc_obj("later"))
     w = WatchStream(sim, SVC + "?watch=true&resourceVersion=%d" % (rev + 1))
