@@ -60,6 +60,7 @@ static const struct codec codecs[] = {
 struct kent {
     struct kent *next; /* in its bucket */
     void *obj;
+    uint64_t born; /* kcache_members() right after it was added */
     uint32_t hash;
     char key[];
 };
@@ -75,6 +76,7 @@ struct kcache {
     char rv[KCACHE_RV_MAX];
     uint64_t changes;
     uint64_t members; /* decoded kinds: kcache_members() */
+    uint64_t entries; /* decoded kinds: kcache_entries() */
 };
 
 /* The source of kcache_members() values: process-wide, so that no two
@@ -251,6 +253,18 @@ kcache_members(const struct kcache *c)
     return c->members;
 }
 
+uint64_t
+kcache_entries(const struct kcache *c)
+{
+    return c->entries;
+}
+
+uint64_t
+kcache_ent_born(const void *ent)
+{
+    return ((const struct kent *)ent)->born;
+}
+
 const void *
 kcache_ent_obj(const void *ent)
 {
@@ -381,6 +395,7 @@ put_decoded(struct kcache *c, const char *key, json_t *obj, struct err *e)
     n->obj = d;
     n->hash = h;
     c->members = ++member_seq;
+    n->born = c->members;
     strcpy(n->key, key);
     pp = &c->b[h & (c->nb - 1)];
     n->next = *pp;
@@ -491,6 +506,7 @@ replace_decoded(struct kcache *dst, struct kcache *src)
     ents_clear(dst);
     dst->members = ++member_seq;
     src->members = ++member_seq;
+    dst->entries = dst->members; /* every entry is new */
     b = dst->b, nb = dst->nb;
     dst->b = src->b, dst->nb = src->nb, dst->n = src->n;
     src->b = b, src->nb = nb, src->n = 0;

@@ -106,6 +106,15 @@ uint64_t kcache_changes(const struct kcache *c);
  * walked (kcache_iter.ent) and their keys stay valid. */
 uint64_t kcache_members(const struct kcache *c);
 
+/* Decoded kinds: a value that changes whenever every entry is made anew
+ * (kcache_replace()); while it stays, an entry that was not removed is
+ * the entry it was. */
+uint64_t kcache_entries(const struct kcache *c);
+
+/* The kcache_members() value that entry <ent> was added at: greater
+ * than a value taken earlier when it was added since. */
+uint64_t kcache_ent_born(const void *ent);
+
 /* The object of entry <ent> (a kcache_iter.ent) now. */
 const void *kcache_ent_obj(const void *ent);
 

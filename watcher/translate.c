@@ -1525,12 +1525,40 @@ do_service(struct rec *r, const struct ksvc *svc, const struct slice_idx *idx,
 
 /* ---- the memo ----------------------------------------------------------- */
 
+/* What a record keeps of a slice's cache key, "namespace/name": enough
+ * to tell which of its slices a changed key names without reading a
+ * slice that may be gone (FNV-1a, 64 bits). */
+static uint64_t
+slice_key_hash(const char *ns, const char *name)
+{
+    uint64_t h = 0xcbf29ce484222325ull;
+    const char *p;
+
+    for (p = ns; *p; p++)
+        h = (h ^ (unsigned char)*p) * 0x100000001b3ull;
+    h = (h ^ '/') * 0x100000001b3ull;
+    for (p = name; *p; p++)
+        h = (h ^ (unsigned char)*p) * 0x100000001b3ull;
+    return h;
+}
+
+static uint64_t
+key_hash(const char *key)
+{
+    uint64_t h = 0xcbf29ce484222325ull;
+
+    for (; *key; key++)
+        h = (h ^ (unsigned char)*key) * 0x100000001b3ull;
+    return h;
+}
+
 /* One Service's record and what it was made from. */
 struct memo_ent {
     UT_hash_handle hh;
     uint64_t svc;     /* the stamp of the Service as it was translated */
     uint64_t *stamps; /* of its slices, in index order */
     const void **ents; /* their cache entries (kcache_iter.ent) */
+    uint64_t *khash;   /* their cache keys' slice_key_hash() */
     size_t nstamps;
     uint64_t build;   /* the last build that used it */
     /* Where its services and kernel services are in the last table
@@ -1571,6 +1599,8 @@ struct translate_memo {
      * translate_patch()) and its counters: what a patch starts from. */
     uint64_t last_serial;    /* 0: none */
     uint64_t slice_members;  /* kcache_members() of the slices then */
+    uint64_t slice_entries;  /* kcache_entries() of the slices then */
+    size_t nslices;          /* kcache_size() of the slices then */
     struct translate_stats last_st;
     int has_last_st;
 };
@@ -1581,6 +1611,7 @@ ent_free(struct memo_ent *m)
     rec_clear(&m->rec);
     free(m->stamps);
     free(m->ents);
+    free(m->khash);
     free(m);
 }
 
@@ -1877,7 +1908,7 @@ memo_rec(struct translate_memo *m, const char *key, const struct ksvc *svc,
     struct svcctx sc;
     struct memo_ent *e;
     struct rec r;
-    uint64_t *stamps = NULL;
+    uint64_t *stamps = NULL, *khash = NULL;
     const void **ents = NULL;
     size_t i, klen = strlen(key);
 
@@ -1893,18 +1924,22 @@ memo_rec(struct translate_memo *m, const char *key, const struct ksvc *svc,
         o->stats->translated++;
     if (sc.nslices > 0
         && ((stamps = malloc(sc.nslices * sizeof(*stamps))) == NULL
-            || (ents = malloc(sc.nslices * sizeof(*ents))) == NULL)) {
+            || (ents = malloc(sc.nslices * sizeof(*ents))) == NULL
+            || (khash = malloc(sc.nslices * sizeof(*khash))) == NULL)) {
         free(stamps);
+        free(ents);
         return NULL;
     }
     for (i = 0; i < sc.nslices; i++) {
         stamps[i] = sc.slices[i]->stamp;
         ents[i] = sc.slice_ents[i];
+        khash[i] = slice_key_hash(sc.slices[i]->ns, sc.slices[i]->name);
     }
     if (record(&r, svc, idx, o, w) < 0) {
         rec_clear(&r);
         free(stamps);
         free(ents);
+        free(khash);
         return NULL;
     }
     if (e == NULL) {
@@ -1912,6 +1947,7 @@ memo_rec(struct translate_memo *m, const char *key, const struct ksvc *svc,
             rec_clear(&r);
             free(stamps);
             free(ents);
+            free(khash);
             return NULL;
         }
         memcpy(e->key, key, klen + 1);
@@ -1921,11 +1957,13 @@ memo_rec(struct translate_memo *m, const char *key, const struct ksvc *svc,
         rec_clear(&e->rec);
         free(e->stamps);
         free(e->ents);
+        free(e->khash);
     }
     e->rec = r;
     e->svc = svc->stamp;
     e->stamps = stamps;
     e->ents = ents;
+    e->khash = khash;
     e->nstamps = sc.nslices;
     e->build = m->build;
     return e;
@@ -2007,6 +2045,8 @@ translate_build(const struct kcache *services, const struct kcache *slices,
         memo_end(m);
         m->last_serial = out->serial;
         m->slice_members = kcache_members(slices);
+        m->slice_entries = kcache_entries(slices);
+        m->nslices = kcache_size(slices);
         m->has_last_st = o->stats != NULL;
         if (o->stats != NULL)
             m->last_st = *o->stats;
@@ -2042,18 +2082,41 @@ dirty_add(struct memo_ent **v, size_t *n, size_t cap, struct memo_ent *me)
     return 0;
 }
 
-/* The memo entries of the Services the keys name, into <v>: 0, or -1
- * when a key cannot be patched (gone, new, skipped, moved to another
- * Service, or too many). */
+/* A changed slice key, as a patch sees it. */
+struct dkey {
+    uint64_t h;              /* key_hash() of the key */
+    const void *ent;         /* its cache entry now; NULL: deleted */
+    const struct kslice *sl; /* ... and its slice */
+    int fresh;               /* the entry was added since the last table */
+    int found;               /* a dirty Service's record held the key */
+};
+
+static struct dkey *
+dkey_of(struct dkey *d, size_t nd, uint64_t h)
+{
+    size_t i;
+
+    for (i = 0; i < nd; i++)
+        if (d[i].h == h)
+            return &d[i];
+    return NULL;
+}
+
+/* The memo entries of the Services the keys name, and of the Services of
+ * the slices they name, into <v>; what each slice key is now into <d>.
+ * Returns 0, or -1 when the keys cannot be patched: a Service gone or
+ * new, a slice skipped, moved to another Service, or deleted from a
+ * record no key names, or the count of slices not explained by the keys
+ * (then something changed that they do not tell). */
 static int
 dirty_ents(struct translate_memo *m, const struct kcache *slices,
            const char *const *svc_keys, size_t nsvc,
-           const char *const *slice_keys, size_t nslice,
+           const char *const *slice_keys, size_t nslice, struct dkey *d,
            struct memo_ent **v, size_t *n, size_t cap)
 {
     char key[2 * TBL_NAME_MAX];
     struct memo_ent *me;
-    size_t i, j;
+    size_t i, j, added = 0, removed = 0;
 
     *n = 0;
     for (i = 0; i < nsvc; i++) {
@@ -2065,55 +2128,117 @@ dirty_ents(struct translate_memo *m, const struct kcache *slices,
         const void *ent = kcache_find_ent(slices, slice_keys[i]);
         const struct kslice *sl = ent != NULL ? kcache_ent_obj(ent) : NULL;
         int n_key;
-        if (sl == NULL || sl->skip >= 0 || sl->ns == NULL
-            || sl->service == NULL)
+        memset(&d[i], 0, sizeof(d[i]));
+        d[i].h = key_hash(slice_keys[i]);
+        d[i].ent = ent;
+        d[i].sl = sl;
+        if (ent == NULL)
+            continue; /* deleted: its Service is among the keys */
+        if (sl->skip >= 0 || sl->ns == NULL || sl->service == NULL)
             return -1;
+        d[i].fresh = kcache_ent_born(ent) > m->slice_members;
         n_key = snprintf(key, sizeof(key), "%s/%s", sl->ns, sl->service);
         if (n_key < 0 || (size_t)n_key >= sizeof(key))
             return -1;
         HASH_FIND(hh, m->map, key, strlen(key), me);
-        if (me == NULL)
+        if (me == NULL || dirty_add(v, n, cap, me) < 0)
             return -1;
-        for (j = 0; j < me->nstamps && me->ents[j] != ent; j++)
+        for (j = 0; !d[i].fresh && j < me->nstamps && me->ents[j] != ent; j++)
             ;
-        if (j == me->nstamps || dirty_add(v, n, cap, me) < 0)
-            return -1; /* a slice new to its Service */
+        if (!d[i].fresh && j == me->nstamps)
+            return -1; /* an older slice new to its Service: moved */
     }
-    return 0;
+    /* Only a changed Service's record can hold a changed key. */
+    for (i = 0; i < *n; i++)
+        for (j = 0; j < v[i]->nstamps; j++) {
+            struct dkey *k = dkey_of(d, nslice, v[i]->khash[j]);
+            if (k != NULL)
+                k->found = 1;
+        }
+    for (i = 0; i < nslice; i++) {
+        if (d[i].ent == NULL && !d[i].found)
+            return -1;
+        added += d[i].ent != NULL && d[i].fresh;
+        removed += d[i].found && (d[i].ent == NULL || d[i].fresh);
+    }
+    return kcache_size(slices) + removed == m->nslices + added ? 0 : -1;
+}
+
+struct slice_pair2 {
+    const struct kslice *s;
+    const void *ent;
+};
+
+static int
+by_slice_name(const void *a, const void *b)
+{
+    return strcmp(((const struct slice_pair2 *)a)->s->name,
+                  ((const struct slice_pair2 *)b)->s->name);
 }
 
 /* Translate <me>'s Service <svc> again into <t> (from table_derive()),
- * adjusting <st>. Returns 1 when done, 0 when the change cannot be
- * patched, -1 when memory runs out. */
+ * with its slices as the changed keys <d> leave them, adjusting <st>.
+ * Returns 1 when done, 0 when the change cannot be patched, -1 when
+ * memory runs out. */
 static int
 patch_one(struct translate_memo *m, struct memo_ent *me, const struct ksvc *svc,
-          const struct translate_opts *o, struct translate_stats *st,
-          struct table *t, struct scratch *w)
+          struct dkey *d, size_t nd, const struct translate_opts *o,
+          struct translate_stats *st, struct table *t, struct scratch *w)
 {
     const struct kslice **cur = NULL;
+    const void **ents = NULL;
+    struct slice_pair2 *pv = NULL;
     struct slice_idx one;
     struct memo_ent *again;
     struct err e;
-    size_t j, nsvcs = me->rec.nsvcs, nksvcs = me->rec.nksvcs;
+    size_t j, ns = 0, room = me->nstamps + nd;
+    size_t nsvcs = me->rec.nsvcs, nksvcs = me->rec.nksvcs;
     int rc = 0;
     __typeof__(me->rec.st) was = me->rec.st;
 
     if (!me->clean || me->rec.skips != NULL || svc->ns == NULL
         || svc->name == NULL)
         return 0;
-    if (me->nstamps > 0 && (cur = malloc(me->nstamps * sizeof(*cur))) == NULL)
-        return -1;
+    if (room > 0
+        && ((pv = malloc(room * sizeof(*pv))) == NULL
+            || (cur = malloc(room * sizeof(*cur))) == NULL
+            || (ents = malloc(room * sizeof(*ents))) == NULL)) {
+        rc = -1;
+        goto out;
+    }
+    /* Its slices: those no key names (untouched, so still there), those
+     * changed in place, and those new to the cache that name it. A key
+     * deleted, or deleted and added again, drops the entry held. */
     for (j = 0; j < me->nstamps; j++) {
-        const struct kslice *sl = kcache_ent_obj(me->ents[j]);
+        const struct dkey *k = dkey_of(d, nd, me->khash[j]);
+        if (k == NULL || (k->ent != NULL && !k->fresh)) {
+            const void *ent = k != NULL ? k->ent : me->ents[j];
+            pv[ns].ent = ent;
+            pv[ns].s = kcache_ent_obj(ent);
+            ns++;
+        }
+    }
+    for (j = 0; j < nd; j++)
+        if (d[j].ent != NULL && d[j].fresh
+            && strcmp(d[j].sl->ns, svc->ns) == 0
+            && strcmp(d[j].sl->service, svc->name) == 0) {
+            pv[ns].ent = d[j].ent;
+            pv[ns++].s = d[j].sl;
+        }
+    if (ns > 1)
+        qsort(pv, ns, sizeof(*pv), by_slice_name);
+    for (j = 0; j < ns; j++) {
+        const struct kslice *sl = pv[j].s;
         if (sl->skip >= 0 || sl->ns == NULL || sl->service == NULL
             || strcmp(sl->ns, svc->ns) != 0
             || strcmp(sl->service, svc->name) != 0)
             goto out; /* a slice that left: the index is stale */
         cur[j] = sl;
+        ents[j] = pv[j].ent;
     }
     one.v = cur;
-    one.ents = me->ents;
-    one.n = me->nstamps;
+    one.ents = ents;
+    one.n = ns;
     again = memo_rec(m, me->key, svc, &one, o, w);
     if (again == NULL) {
         rc = -1;
@@ -2152,7 +2277,9 @@ patch_one(struct translate_memo *m, struct memo_ent *me, const struct ksvc *svc,
                              - was.no_local_external;
     rc = 1;
 out:
+    free(pv);
     free(cur);
+    free(ents);
     return rc;
 }
 
@@ -2165,6 +2292,7 @@ translate_patch(const struct kcache *services, const struct kcache *slices,
 {
     struct translate_memo *m = o->memo;
     struct memo_ent **dirty = NULL;
+    struct dkey *dk = NULL;
     struct translate_opts ro = *o;
     struct translate_stats st;
     struct scratch w;
@@ -2181,20 +2309,25 @@ translate_patch(const struct kcache *services, const struct kcache *slices,
         || (o->stats != NULL && !m->has_last_st) || m->sorted == NULL
         || m->sorted_members != kcache_members(services)
         || m->nsorted != kcache_size(services)
-        || m->slice_members != kcache_members(slices) || cap == 0
+        || m->slice_entries != kcache_entries(slices) || cap == 0
         /* Beyond this many, a full build is about as cheap. */
         || cap > 64 + m->nsorted / 16)
         return 0;
-    if ((dirty = malloc(cap * sizeof(*dirty))) == NULL)
+    if ((dirty = malloc(cap * sizeof(*dirty))) == NULL
+        || (nslice > 0 && (dk = malloc(nslice * sizeof(*dk))) == NULL)) {
+        free(dirty);
         return err_set(e, "out of memory");
-    if (dirty_ents(m, slices, svc_keys, nsvc, slice_keys, nslice, dirty, &n,
-                   cap)
+    }
+    if (dirty_ents(m, slices, svc_keys, nsvc, slice_keys, nslice, dk, dirty,
+                   &n, cap)
         < 0) {
         free(dirty);
+        free(dk);
         return 0;
     }
     if ((t = table_derive(prev)) == NULL) {
         free(dirty);
+        free(dk);
         return err_set(e, "out of memory");
     }
     memset(&w, 0, sizeof(w));
@@ -2206,17 +2339,23 @@ translate_patch(const struct kcache *services, const struct kcache *slices,
     m->last_serial = 0;
     for (i = 0; i < n && rc >= 0; i++) {
         const struct ksvc *svc = kcache_find(services, dirty[i]->key);
-        rc = svc != NULL ? patch_one(m, dirty[i], svc, &ro, &st, t, &w) : 0;
+        rc = svc != NULL
+                 ? patch_one(m, dirty[i], svc, dk, nslice, &ro, &st, t, &w)
+                 : 0;
         if (rc == 0)
             break;
     }
     scratch_free(&w);
     free(dirty);
+    free(dk);
     if (rc <= 0) {
         table_unref(t);
         return rc < 0 ? err_set(e, "out of memory") : 0;
     }
     m->last_serial = t->serial;
+    /* The slices the next patch finds new are those added after now. */
+    m->slice_members = kcache_members(slices);
+    m->nslices = kcache_size(slices);
     if (o->stats != NULL) {
         m->last_st = st;
         *o->stats = st;

@@ -147,11 +147,13 @@ int translate_build(const struct kcache *services, const struct kcache *slices,
  * services of the Services named by <svc_keys> ("namespace/name") and of
  * the Services of the slices named by <slice_keys> translated again, in
  * their places (table_derive(); their positions are noted in the table).
- * The keys must name every object changed since <prev>. It is done only
- * when that is provably the same table: no Service or slice added or
- * removed since, none moved to another Service, none skipped, no other
- * option changed, and each Service's services keep their names and
- * frontends. o->stats are filled as a build fills them; o->skips must be
+ * The keys must name every object changed since <prev>, and the Service
+ * of every slice deleted must be among <svc_keys>. It is done only when
+ * that is provably the same table: no Service added or removed since, no
+ * slice moved to another Service or skipped, no other option changed,
+ * and each Service's services keep their names and frontends. Slices
+ * added or deleted are followed, as long as the keys account for the
+ * count of slices in the cache. o->stats are filled as a build fills them; o->skips must be
  * given (a build with the memo records its Services' notes through it)
  * but gets nothing: the skip notes are those of <prev>'s build.
  * Returns 1 with <*out> set, 0 (nothing made: build in full), or -1 with

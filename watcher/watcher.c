@@ -125,6 +125,23 @@ dirty_clear(struct watcher *w)
     w->dirty_all = 0;
 }
 
+/* Note <key> changed in cache <k> (0: Services, 1: slices), once. */
+static void
+dirty_key(struct watcher *w, int k, const char *key)
+{
+    size_t i;
+
+    for (i = 0; i < w->ndkeys[k]; i++)
+        if (strcmp(w->dkeys[k][i], key) == 0)
+            return;
+    if (w->ndkeys[k] == WATCHER_DIRTY_MAX
+        || (w->dkeys[k][w->ndkeys[k]] = strdup(key)) == NULL) {
+        w->dirty_all = 1;
+        return;
+    }
+    w->ndkeys[k]++;
+}
+
 /* Note the change of the object of <ev> in cache <k> (0: Services, 1:
  * slices). */
 static void
@@ -135,7 +152,6 @@ dirty_note(struct watcher *w, int k, const struct kcache *c,
     char key[512];
     struct err e;
     uint64_t ch = kcache_changes(c);
-    size_t i;
 
     /* One event, one change of the cache: anything else is a change the
      * keys would not tell. */
@@ -144,19 +160,25 @@ dirty_note(struct watcher *w, int k, const struct kcache *c,
     w->seen_changes[k] = ch;
     if (w->dirty_all)
         return;
-    if (obj == NULL || kcache_key(c, obj, key, sizeof(key), &e) < 0
-        || w->ndkeys[k] == WATCHER_DIRTY_MAX) {
+    if (obj == NULL || kcache_key(c, obj, key, sizeof(key), &e) < 0) {
         w->dirty_all = 1;
         return;
     }
-    for (i = 0; i < w->ndkeys[k]; i++)
-        if (strcmp(w->dkeys[k][i], key) == 0)
-            return;
-    if ((w->dkeys[k][w->ndkeys[k]] = strdup(key)) == NULL) {
-        w->dirty_all = 1;
-        return;
+    dirty_key(w, k, key);
+    /* A slice gone: its Service must be translated again too, and only
+     * the slice's last state tells which it was. */
+    if (k == 1 && ev->obj == NULL && !w->dirty_all) {
+        const json_t *md = json_object_get(obj, "metadata");
+        const char *ns = json_string_value(json_object_get(md, "namespace"));
+        const char *svc = json_string_value(json_object_get(
+            json_object_get(md, "labels"), TRANSLATE_LABEL_SERVICE_NAME));
+        int n = ns != NULL && svc != NULL
+                    ? snprintf(key, sizeof(key), "%s/%s", ns, svc)
+                    : -1;
+        if (n > 0 && (size_t)n < sizeof(key))
+            dirty_key(w, 0, key);
+        /* Without a label it was skipped: no Service held it. */
     }
-    w->ndkeys[k]++;
 }
 
 static int

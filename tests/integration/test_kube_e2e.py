@@ -387,7 +387,7 @@ def test_a_change_translates_only_its_service(env):
         == first + 1
     wait_answers(api, names)
     # The same slice changed again: its Service is patched into the table
-    # in force (a new slice, above, made the table whole).
+    # in force.
     patched = env.admin.metric("ferry_api_tables_patched_total")
     assert patched is not None
     put_slice(env.sim, "web-1", "web", [ep(pods["pod-2"])], port)

@@ -189,10 +189,10 @@ def test_list_watch_and_changes(sim, dump_factory):
 
 
 def test_a_slice_change_is_patched_into_the_last_table(sim, dump_factory):
-    """An endpoint change translates its Service only, into the table
-    before (translate_patch()); a slice added, or a Service's ports
-    changed, builds the table whole. Either way the table says what the
-    objects say."""
+    """An endpoint change, a slice added or a slice deleted translates its
+    Service only, into the table before (translate_patch()); a Service's
+    ports changed builds the table whole. Either way the table says what
+    the objects say."""
     s = sim()
     s.create("services", web_service("web"))
     s.create("services", web_service("api"))
@@ -215,11 +215,18 @@ def test_a_slice_change_is_patched_into_the_last_table(sim, dump_factory):
     assert backends(api[0]) == ["198.18.3.1:8080"]
     d.wait_log("translated into the last table")
 
-    # A new slice of the Service: a member the last table never saw.
+    # A new slice of the Service, then one deleted: patched too.
     s.create("endpointslices", web_slice("web-2", "web", [ep("198.18.2.3")]))
     d.wait_table(lambda m: backends(m["default/web:http"]) ==
                  ["198.18.2.2:8080", "198.18.2.3:8080"], "second slice")
-    assert d.last()["patched"] is None
+    assert d.last()["patched"] == ["default/web:http"]
+    s.create("endpointslices", web_slice("web-3", "web", [ep("198.18.2.4")]))
+    d.wait_table(lambda m: len(backends(m["default/web:http"])) == 3,
+                 "third slice")
+    s.delete("endpointslices", "web-3")
+    d.wait_table(lambda m: backends(m["default/web:http"]) ==
+                 ["198.18.2.2:8080", "198.18.2.3:8080"], "third slice gone")
+    assert d.last()["patched"] == ["default/web:http"]
 
     # The other Service's endpoints, then this one's ports.
     s.replace("endpointslices", web_slice("api-1", "api", [

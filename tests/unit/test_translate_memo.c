@@ -158,6 +158,21 @@ touch(const json_t *o, int service)
     ++*n;
 }
 
+/* A slice deleted: the watcher names its Service too (from the slice's
+ * last state). */
+static void
+touch_owner(const json_t *o)
+{
+    const json_t *md = json_object_get(o, "metadata");
+
+    if (touched.nsvc == 64)
+        return;
+    snprintf(touched.svc[touched.nsvc++], 64, "%s/%s",
+             json_string_value(json_object_get(md, "namespace")),
+             json_string_value(json_object_get(
+                 json_object_get(md, "labels"), "kubernetes.io/service-name")));
+}
+
 static int
 is_service(const json_t *o)
 {
@@ -200,6 +215,8 @@ del(struct kcache *c, json_t *o)
     char key[128];
 
     touch(o, is_service(o));
+    if (!is_service(o))
+        touch_owner(o);
     if (is_service(o) && shadow != NULL) {
         shadow_key(o, key, sizeof(key));
         json_object_del(shadow, key);
