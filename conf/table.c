@@ -515,7 +515,8 @@ chunk_entry(struct tbl_chunk *c, const struct chunk_kind *k, size_t i)
 static struct tbl_arrays **
 entry_arrays(struct tbl_chunk *c, const struct chunk_kind *k, size_t i)
 {
-    return (struct tbl_arrays **)((char *)chunk_entry(c, k, i) + k->arrays);
+    return (struct tbl_arrays **)(void *)((char *)chunk_entry(c, k, i)
+                                          + k->arrays);
 }
 
 static void

@@ -320,7 +320,9 @@ struct tbl_ksvc {
 
 /* What every chunk starts with (private to table.c). */
 struct tbl_chunk {
-    atomic_uint refs;
+    /* Aligned as the entries after it, so that a pointer to a chunk's
+     * head is one to the chunk. */
+    _Alignas(void *) atomic_uint refs;
     uint32_t n; /* entries filled */
 };
 
