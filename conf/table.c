@@ -987,31 +987,6 @@ table_replace_ksvc(struct table *t, size_t i, const struct tbl_ksvc *k,
 }
 
 int
-table_note_delta(struct table *t, uint64_t base, const size_t *dsvcs,
-                 size_t ndsvcs, const size_t *dksvcs, size_t ndksvcs)
-{
-    size_t i;
-
-    if (t->frozen)
-        return -1;
-    t->base = base;
-    for (i = 0; i < ndsvcs; i++)
-        if (note_pos(&t->dsvcs, &t->ndsvcs, &t->dscap, dsvcs[i]) < 0)
-            goto oom;
-    for (i = 0; i < ndksvcs; i++)
-        if (note_pos(&t->dksvcs, &t->ndksvcs, &t->dkcap, dksvcs[i]) < 0)
-            goto oom;
-    return 0;
-oom:
-    t->base = 0;
-    free(t->dsvcs);
-    free(t->dksvcs);
-    t->dsvcs = t->dksvcs = NULL;
-    t->ndsvcs = t->ndksvcs = t->dscap = t->dkcap = 0;
-    return -1;
-}
-
-int
 table_add_listener(struct table *t, const struct tbl_listener *l,
                    struct err *e)
 {

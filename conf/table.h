@@ -499,14 +499,6 @@ int table_replace_service(struct table *t, size_t i,
 int table_replace_ksvc(struct table *t, size_t i, const struct tbl_ksvc *k,
                        struct err *e);
 
-/* Note that <t> (unfrozen) is the table numbered <base> with the entries
- * at the positions given changed, as table_derive() and the replace
- * calls would have noted: for a table built by copying another whole
- * (kube.c's merge). Returns 0, or -1 when memory runs out (then nothing
- * is noted). */
-int table_note_delta(struct table *t, uint64_t base, const size_t *dsvcs,
-                     size_t ndsvcs, const size_t *dksvcs, size_t ndksvcs);
-
 /* Append position <i> to <*v> (<*n> of them, room for <*cap>, grown as
  * needed): a list of a table's positions. Returns 0, or -1 when out of
  * memory (nothing changed). */

@@ -1525,31 +1525,28 @@ do_service(struct rec *r, const struct ksvc *svc, const struct slice_idx *idx,
 
 /* ---- the memo ----------------------------------------------------------- */
 
-/* What a record keeps of a slice's cache key, "namespace/name": enough
- * to tell which of its slices a changed key names without reading a
- * slice that may be gone (FNV-1a, 64 bits). */
+/* FNV-1a over <s>, from <h>. */
 static uint64_t
-slice_key_hash(const char *ns, const char *name)
+fnv(uint64_t h, const char *s)
 {
-    uint64_t h = 0xcbf29ce484222325ull;
-    const char *p;
-
-    for (p = ns; *p; p++)
-        h = (h ^ (unsigned char)*p) * 0x100000001b3ull;
-    h = (h ^ '/') * 0x100000001b3ull;
-    for (p = name; *p; p++)
-        h = (h ^ (unsigned char)*p) * 0x100000001b3ull;
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 0x100000001b3ull;
     return h;
 }
 
+/* What a record keeps of a slice's cache key, "namespace/name": enough
+ * to tell which of its slices a changed key names without reading a
+ * slice that may be gone. key_hash(k) of a cache key k. */
 static uint64_t
 key_hash(const char *key)
 {
-    uint64_t h = 0xcbf29ce484222325ull;
+    return fnv(0xcbf29ce484222325ull, key);
+}
 
-    for (; *key; key++)
-        h = (h ^ (unsigned char)*key) * 0x100000001b3ull;
-    return h;
+static uint64_t
+slice_key_hash(const char *ns, const char *name)
+{
+    return fnv(fnv(fnv(0xcbf29ce484222325ull, ns), "/"), name);
 }
 
 /* One Service's record and what it was made from. */
@@ -2164,18 +2161,6 @@ dirty_ents(struct translate_memo *m, const struct kcache *slices,
     return kcache_size(slices) + removed == m->nslices + added ? 0 : -1;
 }
 
-struct slice_pair2 {
-    const struct kslice *s;
-    const void *ent;
-};
-
-static int
-by_slice_name(const void *a, const void *b)
-{
-    return strcmp(((const struct slice_pair2 *)a)->s->name,
-                  ((const struct slice_pair2 *)b)->s->name);
-}
-
 /* Translate <me>'s Service <svc> again into <t> (from table_derive()),
  * with its slices as the changed keys <d> leave them, adjusting <st>.
  * Returns 1 when done, 0 when the change cannot be patched, -1 when
@@ -2187,7 +2172,7 @@ patch_one(struct translate_memo *m, struct memo_ent *me, const struct ksvc *svc,
 {
     const struct kslice **cur = NULL;
     const void **ents = NULL;
-    struct slice_pair2 *pv = NULL;
+    struct slice_pair *pv = NULL;
     struct slice_idx one;
     struct memo_ent *again;
     struct err e;
@@ -2226,7 +2211,7 @@ patch_one(struct translate_memo *m, struct memo_ent *me, const struct ksvc *svc,
             pv[ns++].s = d[j].sl;
         }
     if (ns > 1)
-        qsort(pv, ns, sizeof(*pv), by_slice_name);
+        qsort(pv, ns, sizeof(*pv), pair_cmp); /* one Service: by name */
     for (j = 0; j < ns; j++) {
         const struct kslice *sl = pv[j].s;
         if (sl->skip >= 0 || sl->ns == NULL || sl->service == NULL

@@ -44,7 +44,7 @@ struct watcher {
     ev_timer publish_timer; /* zero-delay: after the current batch */
     int dirty;
     /* The Services and slices changed since the last table, by cache key,
-     * for translate_patch(); dirty_all: not all known (a relist, a Node,
+     * for translate_patch(); dirty_all: not all known (a relist,
      * too many, a change not seen as an event), build in full. */
     char *dkeys[2][WATCHER_DIRTY_MAX]; /* [0] Services, [1] slices */
     size_t ndkeys[2];

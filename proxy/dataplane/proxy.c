@@ -351,12 +351,6 @@ proxy_applied_delta(const struct proxy *p)
     return p->delta;
 }
 
-const struct svcv *
-proxy_svcs(const struct proxy *p)
-{
-    return p->svcs;
-}
-
 unsigned
 proxy_nworkers(const struct proxy *p)
 {

@@ -56,9 +56,8 @@ size_t proxy_nsvcs(const struct proxy *p);
 struct svc *proxy_svc(const struct proxy *p, size_t i);
 /* The runtime services as an array of proxy_nsvcs() (borrowed; valid
  * until the next proxy_apply()). */
-const struct svcv *proxy_svcs(const struct proxy *p); /* NULL: none yet */
-/* The same as one array (proxy_nsvcs() of them, borrowed; free() the
- * array), or NULL when out of memory. */
+/* The runtime services as one array (proxy_nsvcs() of them, borrowed;
+ * free() the array), or NULL when out of memory. */
 struct svc **proxy_svcs_flat(const struct proxy *p);
 /* Nonzero when the last apply's table was made from the one before it
  * (table_derive()): only the services at proxy_table(p)->dsvcs changed. */

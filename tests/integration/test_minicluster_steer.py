@@ -27,22 +27,14 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "lib"))
 
 import ferrytest as ft  # noqa: E402
-import minicluster  # noqa: E402
 import test_minicluster as mc  # noqa: E402
 import test_minicluster_kernel as mk  # noqa: E402
 from test_minicluster import NODE_IP, dl, port, svc_obj  # noqa: E402
 
 
-def _why_skip():
-    why = minicluster.missing()
-    if why:
-        return why
-    if shutil.which("nft") is None:
-        return "needs the nft command (nftables)"
-    return None
-
-
-SKIP = _why_skip()
+# The same needs as the kernel dataplane's mini-cluster: namespaces and
+# nftables.
+SKIP = mk.SKIP
 pytestmark = pytest.mark.skipif(SKIP is not None, reason=SKIP or "")
 
 N_FIRST, N_ALL = 10, 50  # Services, before and after the second batch
