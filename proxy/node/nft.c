@@ -680,21 +680,35 @@ ipset_commit(struct nft *n, struct ipset *set, int all)
     smap_deinit(&set->touched);
 }
 
-/* Every wanted element of <set> into <t>. */
-static void
-ipset_fill(const struct ipset *set, struct nftgen_txn *t)
+/* The wanted elements of <set> from slot <*at> on into <t>, at most
+ * <max> of them; <*at> moves past the last slot read. Returns how many. */
+static size_t
+ipset_fill_some(const struct ipset *set, struct nftgen_txn *t, size_t *at,
+                size_t max)
 {
-    size_t i;
+    size_t k = 0;
 
-    for (i = 0; i < set->m.cap; i++) {
+    for (; *at < set->m.cap && k < max; (*at)++) {
         struct saddr a;
         const char *why;
+        size_t i = *at;
 
         if (set->m.v[i].key == NULL || (uintptr_t)set->m.v[i].val >> 1 == 0
             || parse_ip(set->m.v[i].key, 0, &a, &why) < 0)
             continue;
         ipset_put(set, t, &a, 1);
+        k++;
     }
+    return k;
+}
+
+/* Every wanted element of <set> into <t>. */
+static void
+ipset_fill(const struct ipset *set, struct nftgen_txn *t)
+{
+    size_t at = 0;
+
+    ipset_fill_some(set, t, &at, SIZE_MAX);
 }
 
 static void
@@ -1222,55 +1236,73 @@ ctx_renew(struct nft *n)
  * a part put ferry's peak at 196 MiB at 10,000 Services x 25 endpoints,
  * 100 at 177 MiB, for the same time to the first table. */
 #define CREATE_PART 100
+#define CREATE_ELEMS 5000
+
+/* Run <t> if it holds anything, and start it again, lean. */
+static int
+run_part(struct nft *n, struct nftgen_txn *t, struct err *e)
+{
+    char *text;
+    int rc = 0;
+
+    if (!nftgen_txn_empty(t)) {
+        text = nftgen_txn_text(t);
+        rc = text == NULL
+                 ? err_set(e, "transaction too large or out of memory")
+                 : run(n->ctx, text, "creation", e);
+        free(text);
+    }
+    nftgen_txn_deinit(t);
+    nftgen_txn_init(t);
+    nftgen_txn_lean(t, &n->global);
+    return rc;
+}
 
 /*
  * Create the table from nothing in several transactions: the skeleton
- * with the first CREATE_PART services, then CREATE_PART at a time. The
- * kernel binds each anonymous map to its rule by walking the objects of
- * the transaction, so one transaction of all services costs time in the
- * square of their number (20 s at 10,000). Nothing was served by this
- * table before, so a service that comes a part later loses nothing; a
- * failed part leaves a table that the next convergence adopts in one
- * transaction. The parts are lean (nftgen_txn_lean()): but for the
- * first, which adds the table and the fixed chains, libnftables does not
- * fetch the sets the parts before made. Returns what run() returns.
+ * with the first CREATE_PART services, then CREATE_PART at a time, then
+ * the elements of the shared sets (ClusterIPs, hairpin pairs),
+ * CREATE_ELEMS at a time. The kernel binds each anonymous map to its rule
+ * by walking the objects of the transaction, so one transaction of all
+ * services costs time in the square of their number (20 s at 10,000);
+ * and libnftables holds about 250 bytes per element while it parses a
+ * transaction: the 250,000 hairpin pairs of 10,000 Services of 25
+ * endpoints in the first transaction took 62 MB at once. Nothing was
+ * served by this table before, so a service or an element that comes a
+ * part later loses nothing; a failed part leaves a table that the next
+ * convergence adopts in one transaction. The parts are lean
+ * (nftgen_txn_lean()): but for the first, which adds the table and the
+ * fixed chains, libnftables does not fetch the sets the parts before
+ * made. Returns what run() returns.
  */
 static int
 create_in_parts(struct nft *n, const char *comment, struct err *e)
 {
+    struct ipset *sets[2] = {&n->cips, &n->hp};
     struct nftgen_txn t;
-    size_t i, k = 0;
-    char *text;
+    size_t i, k = 0, at;
     int rc = 0;
 
     nftgen_txn_init(&t);
     nftgen_txn_lean(&t, &n->global);
     nftgen_add_table(&t, comment);
     nftgen_fill(&t, &n->global);
-    ipset_fill(&n->cips, &t);
-    ipset_fill(&n->hp, &t);
-    for (i = 0; i <= n->svcs.cap && rc == 0; i++) {
-        const struct entry *en = i < n->svcs.cap ? n->svcs.v[i].val : NULL;
-        int last = i == n->svcs.cap;
+    for (i = 0; i < n->svcs.cap && rc == 0; i++) {
+        const struct entry *en = n->svcs.v[i].val;
 
-        if (!last && (n->svcs.v[i].key == NULL || en->want == NULL))
+        if (n->svcs.v[i].key == NULL || en->want == NULL)
             continue;
-        if (!last)
-            nftgen_fill(&t, en->want);
-        if (!last && ++k % CREATE_PART != 0)
-            continue;
-        if (nftgen_txn_empty(&t))
-            continue;
-        text = nftgen_txn_text(&t);
-        if (text == NULL)
-            rc = err_set(e, "transaction too large or out of memory");
-        else
-            rc = run(n->ctx, text, "creation", e);
-        free(text);
-        nftgen_txn_deinit(&t);
-        nftgen_txn_init(&t);
-        nftgen_txn_lean(&t, &n->global);
+        nftgen_fill(&t, en->want);
+        if (++k % CREATE_PART == 0)
+            rc = run_part(n, &t, e);
     }
+    for (i = 0; i < 2 && rc == 0; i++)
+        for (at = 0; at < sets[i]->m.cap && rc == 0;)
+            if (ipset_fill_some(sets[i], &t, &at, CREATE_ELEMS)
+                == CREATE_ELEMS)
+                rc = run_part(n, &t, e);
+    if (rc == 0)
+        rc = run_part(n, &t, e);
     nftgen_txn_deinit(&t);
     return rc;
 }

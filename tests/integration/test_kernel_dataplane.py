@@ -890,13 +890,20 @@ def test_cleanup_leaves_the_ruleset_as_before(lab):
 
 
 def test_large_table_created_in_parts_is_whole(lab, tmp_path):
-    # More services than one creation transaction holds (500): every one
-    # is in the table, and the verify step finds it intact.
+    # More services than one creation transaction holds (100), and more
+    # hairpin pairs than one holds of elements (5000): every one is in
+    # the table, and the verify step finds it intact.
     fresh = "kdparts%d" % os.getpid()
     path = str(tmp_path / "many.json")
+
+    def pod(i, k):
+        n = i * 5 + k
+        return {"ip": f"198.19.{n // 250}.{n % 250 + 1}", "port": TCP_PORT,
+                "weight": 1}
     services = [{"id": f"default/m{i}:p", "protocol": "tcp", "port": 80,
                  "cluster_ips": [f"198.18.{140 + i // 250}.{i % 250 + 1}"],
-                 "cluster_endpoints": [ep("pod-a"), ep("pod-b")]}
+                 "cluster_endpoints": [ep("pod-a"), ep("pod-b")]
+                 + [pod(i, k) for k in range(5)]}
                 for i in range(1100)]
     with open(path, "w") as f:
         json.dump({"config": CONF, "services": services}, f)
@@ -908,6 +915,10 @@ def test_large_table_created_in_parts_is_whole(lab, tmp_path):
                  "inet", "ferry", "svc4").stdout
         m = [x["map"] for x in json.loads(out)["nftables"] if "map" in x]
         assert len(m[0]["elem"]) == 1100
+        out = sh("ip", "netns", "exec", fresh, "nft", "-j", "list", "set",
+                 "inet", "ferry", "hairpin4").stdout
+        s = [x["set"] for x in json.loads(out)["nftables"] if "set" in x]
+        assert len(s[0]["elem"]) == 1100 * 5 + 2
     finally:
         sh("ip", "netns", "del", fresh, check=False)
 
