@@ -232,18 +232,37 @@ nft_conf_check(const struct nft_conf *c, struct err *e)
 
 /* ------------------------------------------------------------- services */
 
+/*
+ * The engine's copy of a service as put: what it counts in the shared sets
+ * and compares with the next put. The endpoint lists are kept for UDP
+ * services only, whose flows to an endpoint that goes away are cleaned
+ * from conntrack (ctclean.h); for the others the rules generated from
+ * them (the entry's group) are all the kernel holds of them, and only
+ * the addresses counted in the hairpin sets are kept, 4 bytes each for
+ * IPv4 (at 250,000 endpoints the lists took 9 MB).
+ */
+struct kept {
+    struct nft_svc s; /* arrays copied; cluster_eps, local_eps: UDP only */
+    uint32_t *hp4;    /* hairpin addresses, network order */
+    size_t nhp4;
+    struct in6_addr *hp6;
+    size_t nhp6;
+};
+
 static void
-svc_free(struct nft_svc *s)
+kept_free(struct kept *k)
 {
-    if (s == NULL)
+    if (k == NULL)
         return;
-    free(s->cluster_ips);
-    free(s->external_ips);
-    free(s->lb_ips);
-    free(s->source_ranges);
-    free(s->cluster_eps);
-    free(s->local_eps);
-    free(s);
+    free(k->s.cluster_ips);
+    free(k->s.external_ips);
+    free(k->s.lb_ips);
+    free(k->s.source_ranges);
+    free(k->s.cluster_eps);
+    free(k->s.local_eps);
+    free(k->hp4);
+    free(k->hp6);
+    free(k);
 }
 
 static void *
@@ -268,11 +287,14 @@ same_array(const void *a, size_t na, const void *b, size_t nb, size_t size)
     return na == nb && (na == 0 || memcmp(a, b, na * size) == 0);
 }
 
-/* Nonzero when <a> and <b> want the same (byte for byte: a difference in
- * padding only costs a transaction that changes nothing). */
+/* Nonzero when <a> and <b> count and clean up the same (byte for byte: a
+ * difference in padding only costs a transaction that changes nothing).
+ * What the kernel is given is compared apart, as the entries' groups. */
 static int
-svc_equal(const struct nft_svc *a, const struct nft_svc *b)
+kept_equal(const struct kept *ka, const struct kept *kb)
 {
+    const struct nft_svc *a = &ka->s, *b = &kb->s;
+
     return strcmp(a->id, b->id) == 0 && a->proto == b->proto
            && a->port == b->port && a->node_port == b->node_port
            && a->affinity_s == b->affinity_s
@@ -289,17 +311,65 @@ svc_equal(const struct nft_svc *a, const struct nft_svc *b)
            && same_array(a->cluster_eps, a->ncluster_eps, b->cluster_eps,
                          b->ncluster_eps, sizeof(*a->cluster_eps))
            && same_array(a->local_eps, a->nlocal_eps, b->local_eps,
-                         b->nlocal_eps, sizeof(*a->local_eps));
+                         b->nlocal_eps, sizeof(*a->local_eps))
+           && same_array(ka->hp4, ka->nhp4, kb->hp4, kb->nhp4,
+                         sizeof(*ka->hp4))
+           && same_array(ka->hp6, ka->nhp6, kb->hp6, kb->nhp6,
+                         sizeof(*ka->hp6));
 }
 
-static struct nft_svc *
-svc_dup(const struct nft_svc *s)
+/* The addresses of <s>'s endpoints that take new flows (both lists, an
+ * address once per time it is listed) into k->hp4 and k->hp6; none when
+ * the engine masquerades nothing or the proxy serves <s>. */
+static int
+kept_hairpins(struct kept *k, const struct nft_svc *s, enum nft_masq masq)
 {
-    struct nft_svc *d = malloc(sizeof(*d));
-    int oom = 0;
+    size_t pass, i, n = s->ncluster_eps + s->nlocal_eps, n4 = 0, n6 = 0;
 
-    if (d == NULL)
+    if (s->redirect_port != 0 || masq == NFT_MASQ_NONE || n == 0)
+        return 0;
+    for (pass = 0; pass < 2; pass++) {
+        const struct nft_ep *v = pass ? s->local_eps : s->cluster_eps;
+        size_t nv = pass ? s->nlocal_eps : s->ncluster_eps;
+
+        for (i = 0; i < nv; i++) {
+            if (v[i].weight == 0)
+                continue;
+            if (v[i].addr.u.sa.sa_family == AF_INET)
+                n4++;
+            else
+                n6++;
+        }
+    }
+    if ((n4 > 0 && (k->hp4 = malloc(n4 * sizeof(*k->hp4))) == NULL)
+        || (n6 > 0 && (k->hp6 = malloc(n6 * sizeof(*k->hp6))) == NULL))
+        return -1;
+    for (pass = 0; pass < 2; pass++) {
+        const struct nft_ep *v = pass ? s->local_eps : s->cluster_eps;
+        size_t nv = pass ? s->nlocal_eps : s->ncluster_eps;
+
+        for (i = 0; i < nv; i++) {
+            if (v[i].weight == 0)
+                continue;
+            if (v[i].addr.u.sa.sa_family == AF_INET)
+                k->hp4[k->nhp4++] = v[i].addr.u.in.sin_addr.s_addr;
+            else
+                k->hp6[k->nhp6++] = v[i].addr.u.in6.sin6_addr;
+        }
+    }
+    return 0;
+}
+
+static struct kept *
+kept_new(const struct nft_svc *s, enum nft_masq masq)
+{
+    struct kept *k = calloc(1, sizeof(*k));
+    struct nft_svc *d;
+    int oom = 0, udp = s->proto == NFT_UDP;
+
+    if (k == NULL)
         return NULL;
+    d = &k->s;
     *d = *s;
     d->cluster_ips = dup_array(s->cluster_ips, s->ncluster_ips,
                                sizeof(*s->cluster_ips), &oom);
@@ -308,15 +378,17 @@ svc_dup(const struct nft_svc *s)
     d->lb_ips = dup_array(s->lb_ips, s->nlb_ips, sizeof(*s->lb_ips), &oom);
     d->source_ranges = dup_array(s->source_ranges, s->nsource_ranges,
                                  sizeof(*s->source_ranges), &oom);
-    d->cluster_eps = dup_array(s->cluster_eps, s->ncluster_eps,
+    d->cluster_eps = dup_array(s->cluster_eps, udp ? s->ncluster_eps : 0,
                                sizeof(*s->cluster_eps), &oom);
-    d->local_eps =
-        dup_array(s->local_eps, s->nlocal_eps, sizeof(*s->local_eps), &oom);
-    if (oom) {
-        svc_free(d);
+    d->ncluster_eps = udp ? s->ncluster_eps : 0;
+    d->local_eps = dup_array(s->local_eps, udp ? s->nlocal_eps : 0,
+                             sizeof(*s->local_eps), &oom);
+    d->nlocal_eps = udp ? s->nlocal_eps : 0;
+    if (oom || kept_hairpins(k, s, masq) < 0) {
+        kept_free(k);
         return NULL;
     }
-    return d;
+    return k;
 }
 
 static void
@@ -345,7 +417,7 @@ struct ipset {
 
 struct entry {
     char *key; /* "id|proto" */
-    struct nft_svc *want_svc, *have_svc;
+    struct kept *want_svc, *have_svc; /* NULL = absent */
     struct nftgen_group *want, *have; /* NULL = absent */
     int dirty;
 };
@@ -425,8 +497,8 @@ entry_free(struct entry *en)
         group_free(en->want);
     group_free(en->have);
     if (en->want_svc != en->have_svc)
-        svc_free(en->want_svc);
-    svc_free(en->have_svc);
+        kept_free(en->want_svc);
+    kept_free(en->have_svc);
     free(en->key);
     free(en);
 }
@@ -535,32 +607,38 @@ ipset_count(struct nft *n, struct ipset *set, const struct saddr *a, int delta)
 }
 
 static void
-cips_count(struct nft *n, const struct nft_svc *s, int delta)
+cips_count(struct nft *n, const struct kept *k, int delta)
 {
     size_t i;
 
-    if (s == NULL)
+    if (k == NULL)
         return;
-    for (i = 0; i < s->ncluster_ips; i++)
-        ipset_count(n, &n->cips, &s->cluster_ips[i], delta);
+    for (i = 0; i < k->s.ncluster_ips; i++)
+        ipset_count(n, &n->cips, &k->s.cluster_ips[i], delta);
 }
 
-/* Count the endpoints of <s> (those taking new flows) in or out of the
- * hairpin sets. */
+/* Count the hairpin addresses of <k> in or out of the hairpin sets. */
 static void
-hp_count(struct nft *n, const struct nft_svc *s, int delta)
+hp_count(struct nft *n, const struct kept *k, int delta)
 {
-    size_t pass, i;
+    struct saddr a;
+    size_t i;
 
-    if (s == NULL || s->redirect_port != 0 || n->conf.masq == NFT_MASQ_NONE)
+    if (k == NULL)
         return;
-    for (pass = 0; pass < 2; pass++) {
-        const struct nft_ep *v = pass ? s->local_eps : s->cluster_eps;
-        size_t nv = pass ? s->nlocal_eps : s->ncluster_eps;
-
-        for (i = 0; i < nv; i++)
-            if (v[i].weight != 0)
-                ipset_count(n, &n->hp, &v[i].addr, delta);
+    memset(&a, 0, sizeof(a));
+    a.u.in.sin_family = AF_INET;
+    a.len = sizeof(a.u.in);
+    for (i = 0; i < k->nhp4; i++) {
+        a.u.in.sin_addr.s_addr = k->hp4[i];
+        ipset_count(n, &n->hp, &a, delta);
+    }
+    memset(&a, 0, sizeof(a));
+    a.u.in6.sin6_family = AF_INET6;
+    a.len = sizeof(a.u.in6);
+    for (i = 0; i < k->nhp6; i++) {
+        a.u.in6.sin6_addr = k->hp6[i];
+        ipset_count(n, &n->hp, &a, delta);
     }
 }
 
@@ -737,7 +815,7 @@ nft_svc_put(struct nft *n, const struct nft_svc *s, struct err *e)
 {
     char key[NFT_ID_MAX + 16];
     struct nftgen_group *g;
-    struct nft_svc *copy;
+    struct kept *copy;
     struct entry *en;
 
     if (nft_svc_check(s, e) < 0)
@@ -748,10 +826,10 @@ nft_svc_put(struct nft *n, const struct nft_svc *s, struct err *e)
         return err_set(e, "%s: more than %d kernel services", s->id,
                        NFT_SVCS_MAX);
     g = calloc(1, sizeof(*g));
-    copy = svc_dup(s);
+    copy = kept_new(s, n->conf.masq);
     if (g == NULL || copy == NULL || nftgen_service(&n->conf, s, g) < 0) {
         group_free(g);
-        svc_free(copy);
+        kept_free(copy);
         return err_set(e, "%s: out of memory", s->id);
     }
     if (owners_check(n, g, en, e) < 0) {
@@ -759,14 +837,14 @@ nft_svc_put(struct nft *n, const struct nft_svc *s, struct err *e)
 
         snprintf(msg, sizeof(msg), "%s", e ? e->msg : "");
         group_free(g);
-        svc_free(copy);
+        kept_free(copy);
         return err_set(e, "%s/%s: %s", s->id, nft_proto_name(s->proto), msg);
     }
     if (en != NULL && en->want != NULL && nftgen_group_equal(en->want, g)
-        && svc_equal(en->want_svc, copy)) {
+        && kept_equal(en->want_svc, copy)) {
         /* Nothing changes: no transaction, no element counted twice. */
         group_free(g);
-        svc_free(copy);
+        kept_free(copy);
         return 0;
     }
     if (en == NULL) {
@@ -777,7 +855,7 @@ nft_svc_put(struct nft *n, const struct nft_svc *s, struct err *e)
                 free(en->key);
             free(en);
             group_free(g);
-            svc_free(copy);
+            kept_free(copy);
             return err_set(e, "%s: out of memory", s->id);
         }
     }
@@ -793,7 +871,7 @@ nft_svc_put(struct nft *n, const struct nft_svc *s, struct err *e)
     if (en->want != en->have)
         group_free(en->want);
     if (en->want_svc != en->have_svc)
-        svc_free(en->want_svc);
+        kept_free(en->want_svc);
     en->want = g;
     en->want_svc = copy;
     mark_dirty(n, en);
@@ -816,7 +894,7 @@ nft_svc_del(struct nft *n, const char *id, enum nft_proto proto)
     if (en->want != en->have)
         group_free(en->want);
     if (en->want_svc != en->have_svc)
-        svc_free(en->want_svc);
+        kept_free(en->want_svc);
     en->want = NULL;
     en->want_svc = NULL;
     n->st.services--;
@@ -980,7 +1058,7 @@ static void
 commit_entry(struct nft *n, struct entry *en, struct ctclean_match **m,
              size_t *nm, size_t *cap, struct saddr ***dsts, size_t *ndsts)
 {
-    struct nft_svc *old = en->have_svc;
+    const struct nft_svc *old = en->have_svc ? &en->have_svc->s : NULL;
 
     if (old && old->proto == NFT_UDP && en->have_svc != en->want_svc) {
         size_t nd;
@@ -990,7 +1068,8 @@ commit_entry(struct nft *n, struct entry *en, struct ctclean_match **m,
         if (d != NULL && p != NULL) {
             *dsts = p;
             (*dsts)[(*ndsts)++] = d;
-            removed_eps(old, en->want_svc, m, nm, cap, d, nd);
+            removed_eps(old, en->want_svc ? &en->want_svc->s : NULL, m, nm,
+                        cap, d, nd);
         } else {
             free(d);
             if (p)
@@ -1000,7 +1079,7 @@ commit_entry(struct nft *n, struct entry *en, struct ctclean_match **m,
     if (en->have != en->want)
         group_free(en->have);
     if (en->have_svc != en->want_svc)
-        svc_free(en->have_svc);
+        kept_free(en->have_svc);
     en->have = en->want;
     en->have_svc = en->want_svc;
     en->dirty = 0;
@@ -1425,8 +1504,8 @@ committed_elems(struct nft *n, const char *name)
 
             if (n->svcs.v[i].key == NULL || en->have_svc == NULL)
                 continue;
-            for (j = 0; j < en->have_svc->ncluster_ips; j++) {
-                const struct saddr *a = &en->have_svc->cluster_ips[j];
+            for (j = 0; j < en->have_svc->s.ncluster_ips; j++) {
+                const struct saddr *a = &en->have_svc->s.cluster_ips[j];
 
                 if ((a->u.sa.sa_family == AF_INET6) != v6)
                     continue;
