@@ -1273,8 +1273,7 @@ fill_wanted(struct nft *n, struct nftgen_txn *t)
  * at 5000 services). A table with none of ferry's objects counts as
  * absent: creating it again is harmless. */
 static int
-read_table(struct nft *n, struct nftsys_listing *l, int sets_only,
-           struct err *e)
+read_table(struct nft *n, struct nftsys_listing *l, struct err *e)
 {
     static const char *const cmds[] = {"list sets inet", "list maps inet",
                                        "list chains inet"};
@@ -1284,8 +1283,7 @@ read_table(struct nft *n, struct nftsys_listing *l, int sets_only,
     int rc = 0;
 
     memset(l, 0, sizeof(*l));
-    for (i = 0; i < sizeof(cmds) / sizeof(cmds[0]) - !!sets_only && rc == 0;
-         i++) {
+    for (i = 0; i < sizeof(cmds) / sizeof(cmds[0]) && rc == 0; i++) {
         out = list(n, cmds[i], 1, e);
         if (out == NULL || nftsys_parse_table(out, l, e) < 0)
             rc = -1;
@@ -1404,7 +1402,7 @@ converge(struct nft *n, struct err *e)
     size_t i;
     int rc;
 
-    if (read_table(n, &l, 0, e) < 0) {
+    if (read_table(n, &l, e) < 0) {
         n->st.failures++;
         return -1;
     }
@@ -1660,14 +1658,16 @@ compare(struct nft *n, const struct nftsys_listing *l, char *what, size_t len,
 int
 nft_verify(struct nft *n, struct err *e)
 {
-    struct nftsys_listing l;
+    struct nftsys_listing l = {0};
     char what[512];
     int rc;
 
     if (n->need_converge)
         return nft_apply(n, e) < 0 ? -1 : 1;
-    if (read_table(n, &l, 1, e) < 0)
+    if (nftrules_list_sets(&l, e) < 0) {
+        nftsys_listing_free(&l);
         return -1;
+    }
     rc = compare(n, &l, what, sizeof(what), e);
     nftsys_listing_free(&l);
     if (rc < 0)

@@ -11,7 +11,9 @@
 #include <time.h>
 
 #include "nft.h"
+#include "nftgen.h"
 #include "nftrules.h"
+#include "nftsys.h"
 #include "nl.h"
 
 #define DUMP_TIMEOUT_S 5
@@ -62,33 +64,33 @@ on_msg(const struct nlmsghdr *nlh, void *arg)
     return MNL_CB_OK;
 }
 
-/* Dump the rules of chain <name> (<elems> 0) or the elements of set
- * <name> (<elems> 1), counting them into <count>. */
-static int
-dump_one(struct mnl_socket *nl, char *buf, uint32_t seq, unsigned portid,
-         const char *name, int elems, size_t *count, struct err *e)
+/* The start of an nf_tables request of <type> for family inet in <buf>. */
+static struct nlmsghdr *
+request(char *buf, uint16_t type, uint16_t flags, uint32_t seq)
 {
     struct nlmsghdr *nlh = mnl_nlmsg_put_header(buf);
-    struct counting c = {0, elems};
     struct nfgenmsg *nfg;
-    int ret;
 
-    nlh->nlmsg_type = (NFNL_SUBSYS_NFTABLES << 8)
-                      | (elems ? NFT_MSG_GETSETELEM : NFT_MSG_GETRULE);
-    nlh->nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
+    nlh->nlmsg_type = (NFNL_SUBSYS_NFTABLES << 8) | type;
+    nlh->nlmsg_flags = flags;
     nlh->nlmsg_seq = seq;
     nfg = mnl_nlmsg_put_extra_header(nlh, sizeof(*nfg));
     nfg->nfgen_family = NFPROTO_INET;
     nfg->version = NFNETLINK_V0;
     nfg->res_id = 0;
-    if (elems) {
-        mnl_attr_put_strz(nlh, NFTA_SET_ELEM_LIST_TABLE, NFT_TABLE);
-        mnl_attr_put_strz(nlh, NFTA_SET_ELEM_LIST_SET, name);
-    } else {
-        mnl_attr_put_strz(nlh, NFTA_RULE_TABLE, NFT_TABLE);
-        mnl_attr_put_strz(nlh, NFTA_RULE_CHAIN, name);
-    }
-    *count = 0;
+    return nlh;
+}
+
+/* Send the dump request <nlh> (in <buf>) and feed every message of the
+ * answer to <cb>. A table, chain or set that does not exist is an empty
+ * answer. Returns 0, or -1 with <e> naming <what>. */
+static int
+dump(struct mnl_socket *nl, char *buf, struct nlmsghdr *nlh, unsigned portid,
+     mnl_cb_t cb, void *arg, const char *what, struct err *e)
+{
+    uint32_t seq = nlh->nlmsg_seq;
+    int ret;
+
     if (mnl_socket_sendto(nl, nlh, nlh->nlmsg_len) < 0)
         return err_set(e, "nf_tables dump: %s", strerror(errno));
     for (;;) {
@@ -97,20 +99,39 @@ dump_one(struct mnl_socket *nl, char *buf, uint32_t seq, unsigned portid,
             return err_set(e, "nf_tables dump: %s",
                            errno == EAGAIN ? "no answer from the kernel"
                                            : strerror(errno));
-        ret = mnl_cb_run(buf, nl_whole(buf, (size_t)ret), seq, portid, on_msg,
-                         &c);
-        if (ret == MNL_CB_STOP) {
-            *count = c.n;
+        ret = mnl_cb_run(buf, nl_whole(buf, (size_t)ret), seq, portid, cb, arg);
+        if (ret == MNL_CB_STOP)
             return 0;
-        }
-        if (ret < 0) {
-            /* No such table, chain or set: nothing to count. */
-            if (errno == ENOENT)
-                return 0;
-            return err_set(e, "nf_tables dump of %s: %s", name,
-                           strerror(errno));
-        }
+        if (ret < 0)
+            return errno == ENOENT ? 0
+                                   : err_set(e, "nf_tables dump of %s: %s",
+                                             what, strerror(errno));
     }
+}
+
+/* Dump the rules of chain <name> (<elems> 0) or the elements of set
+ * <name> (<elems> 1), counting them into <count>. */
+static int
+dump_one(struct mnl_socket *nl, char *buf, uint32_t seq, unsigned portid,
+         const char *name, int elems, size_t *count, struct err *e)
+{
+    struct nlmsghdr *nlh =
+        request(buf, elems ? NFT_MSG_GETSETELEM : NFT_MSG_GETRULE,
+                NLM_F_REQUEST | NLM_F_DUMP, seq);
+    struct counting c = {0, elems};
+
+    if (elems) {
+        mnl_attr_put_strz(nlh, NFTA_SET_ELEM_LIST_TABLE, NFT_TABLE);
+        mnl_attr_put_strz(nlh, NFTA_SET_ELEM_LIST_SET, name);
+    } else {
+        mnl_attr_put_strz(nlh, NFTA_RULE_TABLE, NFT_TABLE);
+        mnl_attr_put_strz(nlh, NFTA_RULE_CHAIN, name);
+    }
+    *count = 0;
+    if (dump(nl, buf, nlh, portid, on_msg, &c, name, e) < 0)
+        return -1;
+    *count = c.n;
+    return 0;
 }
 
 /* A bound nf_tables netlink socket whose reads give up after
@@ -171,6 +192,121 @@ nftrules_count_elems(const char *const *names, size_t n, size_t *counts,
                      struct err *e)
 {
     return count_all(names, n, 1, counts, e);
+}
+
+/* ----------------------------------------------------------------- sets */
+
+/* libnftables keeps a set's comment in the set's user data, a list of
+ * its own (type, length, value); the comment's type is 7
+ * (NFTNL_UDATA_SET_COMMENT in libnftnl). */
+#define UDATA_SET_COMMENT 7
+
+/* The comment in user data <p> (<len> bytes), without the NULs after
+ * it, into <*c>, <*clen>; left as they are when there is none or the
+ * list is malformed. */
+static void
+udata_comment(const uint8_t *p, size_t len, const char **c, size_t *clen)
+{
+    while (len >= 2 && (size_t)p[1] + 2 <= len) {
+        if (p[0] == UDATA_SET_COMMENT) {
+            *c = (const char *)p + 2;
+            for (*clen = p[1]; *clen > 0 && (*c)[*clen - 1] == '\0';)
+                (*clen)--;
+            return;
+        }
+        len -= (size_t)p[1] + 2;
+        p += (size_t)p[1] + 2;
+    }
+}
+
+int
+nftrules_msg_set(const void *buf, size_t len, struct nftsys_listing *l)
+{
+    const struct nlmsghdr *nlh = buf;
+    const struct nfgenmsg *nfg;
+    const struct nlattr *a;
+    const char *table = NULL, *name = NULL, *comment = NULL;
+    size_t hdr = MNL_NLMSG_HDRLEN + MNL_ALIGN(sizeof(struct nfgenmsg));
+    size_t clen = 0;
+    uint32_t flags = 0;
+    struct nftsys_obj *o;
+    char layout[64];
+    int n;
+
+    if (len < MNL_NLMSG_HDRLEN || nlh->nlmsg_len < hdr || nlh->nlmsg_len > len
+        || nlh->nlmsg_type != ((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWSET))
+        return 0;
+    nfg = mnl_nlmsg_get_payload(nlh);
+    if (nfg->nfgen_family != NFPROTO_INET)
+        return 0;
+    mnl_attr_for_each(a, nlh, sizeof(struct nfgenmsg))
+    {
+        switch (mnl_attr_get_type(a)) {
+        case NFTA_SET_TABLE:
+            if (mnl_attr_validate(a, MNL_TYPE_NUL_STRING) == 0)
+                table = mnl_attr_get_str(a);
+            break;
+        case NFTA_SET_NAME:
+            if (mnl_attr_validate(a, MNL_TYPE_NUL_STRING) == 0)
+                name = mnl_attr_get_str(a);
+            break;
+        case NFTA_SET_FLAGS:
+            if (mnl_attr_validate(a, MNL_TYPE_U32) == 0)
+                flags = ntohl(mnl_attr_get_u32(a));
+            break;
+        case NFTA_SET_USERDATA:
+            udata_comment(mnl_attr_get_payload(a), mnl_attr_get_payload_len(a),
+                          &comment, &clen);
+            break;
+        }
+    }
+    if (table == NULL || name == NULL || name[0] == '\0'
+        || strcmp(table, NFT_TABLE) != 0
+        || (flags & NFT_SET_ANONYMOUS) || strlen(name) >= NFTSYS_NAME_MAX)
+        return 0;
+    if ((o = nftsys_listing_add(l, NFTSYS_SET, name)) == NULL)
+        return -1;
+    o->is_map = (flags & NFT_SET_MAP) != 0;
+    l->present = 1;
+    if (strcmp(name, NFTGEN_LAYOUT_SET) == 0) {
+        n = snprintf(layout, sizeof(layout), "ferry layout %d", NFT_LAYOUT);
+        l->layout_ok = comment != NULL && clen == (size_t)n
+                       && memcmp(comment, layout, clen) == 0;
+    }
+    return 0;
+}
+
+static int
+on_set(const struct nlmsghdr *nlh, void *arg)
+{
+    if (nftrules_msg_set(nlh, nlh->nlmsg_len, arg) == 0)
+        return MNL_CB_OK;
+    errno = ENOMEM; /* too many sets, or out of memory */
+    return MNL_CB_ERROR;
+}
+
+int
+nftrules_list_sets(struct nftsys_listing *l, struct err *e)
+{
+    struct mnl_socket *nl = NULL;
+    struct nlmsghdr *nlh;
+    char *buf = malloc(DUMP_BUF);
+    int rc;
+
+    if (buf == NULL || (nl = nl_open(e)) == NULL) {
+        rc = buf == NULL ? err_set(e, "out of memory") : -1;
+        goto out;
+    }
+    nlh = request(buf, NFT_MSG_GETSET, NLM_F_REQUEST | NLM_F_DUMP,
+                  (uint32_t)time(NULL));
+    mnl_attr_put_strz(nlh, NFTA_SET_TABLE, NFT_TABLE);
+    rc = dump(nl, buf, nlh, mnl_socket_get_portid(nl), on_set, l, "the sets",
+              e);
+out:
+    if (nl)
+        mnl_socket_close(nl);
+    free(buf);
+    return rc;
 }
 
 /* ------------------------------------------------------------- deletion */

@@ -44,6 +44,27 @@ int nftrules_count_elems(const char *const *names, size_t n, size_t *counts,
  */
 size_t nftrules_msg_count(const void *nlh, size_t len, int elems);
 
+/*
+ * The named sets and maps of table inet ferry into <l> (zeroed before;
+ * free it with nftsys_listing_free() either way), as
+ * nftsys_parse_table() reads them from `list sets inet` and `list maps
+ * inet`: <l>->present when the table has any, <l>->layout_ok from the
+ * layout set's comment. One dump of the sets, without their elements:
+ * libnftables fetches every element of every set for those listings (15
+ * MB at once for the 250,000 hairpin pairs of 10,000 Services of 25
+ * endpoints). Returns 0, or -1 with <e> (as nftrules_count()).
+ */
+struct nftsys_listing;
+int nftrules_list_sets(struct nftsys_listing *l, struct err *e);
+
+/*
+ * What one message of that dump adds to <l>: a named set of table inet
+ * ferry (NFT_MSG_NEWSET), nothing for anything else or a malformed
+ * message. <nlh> must lie within <len> bytes. Returns 0, or -1 when <l>
+ * is full or memory runs out. Pure (a fuzz target feeds it).
+ */
+int nftrules_msg_set(const void *nlh, size_t len, struct nftsys_listing *l);
+
 /* One element of a set of table inet ferry, by its key as the kernel
  * stores it (each field of a concatenation padded to 4 bytes). */
 #define NFTRULES_KEY_MAX 32

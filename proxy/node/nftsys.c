@@ -60,8 +60,9 @@ ours(json_t *o)
     return f && t && strcmp(f, "inet") == 0 && strcmp(t, NFT_TABLE) == 0;
 }
 
-static struct nftsys_obj *
-listing_add(struct nftsys_listing *l, enum nftsys_kind kind, const char *name)
+struct nftsys_obj *
+nftsys_listing_add(struct nftsys_listing *l, enum nftsys_kind kind,
+                   const char *name)
 {
     struct nftsys_obj *o;
     size_t *cap = &l->cap;
@@ -137,7 +138,7 @@ nftsys_parse_table(const char *json, struct nftsys_listing *l, struct err *e)
             name = str_of(o, "name");
             if (!ours(o) || name == NULL || strlen(name) >= NFTSYS_NAME_MAX)
                 continue;
-            x = listing_add(l, chain ? NFTSYS_CHAIN : NFTSYS_SET, name);
+            x = nftsys_listing_add(l, chain ? NFTSYS_CHAIN : NFTSYS_SET, name);
             if (x == NULL) {
                 rc = err_set(e, "nftables listing: too many objects");
                 break;

@@ -50,6 +50,11 @@ int nftsys_parse_table(const char *json, struct nftsys_listing *l,
                        struct err *e);
 void nftsys_listing_free(struct nftsys_listing *l);
 
+/* Append an object named <name> (cut to NFTSYS_NAME_MAX - 1 bytes) to
+ * <l>; NULL when <l> holds NFTSYS_OBJS_MAX already or memory runs out. */
+struct nftsys_obj *nftsys_listing_add(struct nftsys_listing *l,
+                                      enum nftsys_kind kind, const char *name);
+
 /* Elements of set or map <name> of table inet ferry in a listing (`list
  * maps inet`, `list set inet ferry X`, ...) into <n>. Returns 0 or -1
  * with <e>. */

@@ -3,9 +3,11 @@
  * verify step counts (proxy/node/nftrules.c, nftrules_msg_count()): the
  * input as one message with the length given, then as a dump's receive
  * buffer walked by mnl_cb_run() (its whole messages only, see nl_whole()),
- * counted as rules and as set elements. A message never counts more
- * elements than its bytes could hold, nor more than one rule. Then as
- * the acknowledgements of an element deletion (nftrules_acks()).
+ * counted as rules and as set elements, and read as a set of the set
+ * dump (nftrules_msg_set()). A message never counts more elements than
+ * its bytes could hold, nor more than one rule, nor lists more than one
+ * set. Then as the acknowledgements of an element deletion
+ * (nftrules_acks()).
  */
 #include <libmnl/libmnl.h>
 #include <stddef.h>
@@ -14,6 +16,7 @@
 #include <string.h>
 
 #include "nftrules.h"
+#include "nftsys.h"
 #include "nl.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -26,6 +29,15 @@ check(const void *msg, size_t len)
     /* Each element is an attribute header at least. */
     if (nftrules_msg_count(msg, len, 1) > len / MNL_ATTR_HDRLEN)
         abort();
+    /* A set of the verify step's set dump: one at most, named. */
+    {
+        struct nftsys_listing l = {0};
+
+        if (nftrules_msg_set(msg, len, &l) < 0 || l.n > 1
+            || (l.n == 1 && (!l.present || l.v[0].name[0] == '\0')))
+            abort();
+        nftsys_listing_free(&l);
+    }
 }
 
 static int

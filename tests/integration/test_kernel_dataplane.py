@@ -796,10 +796,13 @@ def test_udp_endpoint_removal_moves_client_within_1s(lab):
 def test_verify_restores_a_flushed_table(lab):
     lab.apply([svc("web")])
     # Each edit the verify step must see: a shared map's or set's elements
-    # (counted by the kernel), a fixed chain's rules, every rule, the
-    # table itself.
+    # (counted by the kernel), the sets themselves (the layout set, one
+    # not ferry's), a fixed chain's rules, every rule, the table itself.
     for edit in (("flush", "map", "inet", "ferry", "svc4"),
                  ("flush", "set", "inet", "ferry", "hairpin4"),
+                 ("delete", "set", "inet", "ferry", "layout"),
+                 ("add", "set", "inet", "ferry", "intruder",
+                  "{ type ipv4_addr; }"),
                  ("flush", "chain", "inet", "ferry", "nat-postrouting"),
                  ("flush", "table", "inet", "ferry"),
                  ("delete", "table", "inet", "ferry")):

@@ -935,6 +935,81 @@ test_dump_counts(void **state)
     assert_int_equal(nftrules_msg_count(nlh, nlh->nlmsg_len, 1), 0);
 }
 
+/* A set of a set dump, with <flags> and user data <ud> (<udlen> bytes),
+ * into <buf>. */
+static struct nlmsghdr *
+set_msg(char *buf, const char *table, const char *name, uint32_t flags,
+        const void *ud, size_t udlen)
+{
+    struct nlmsghdr *nlh;
+    struct nfgenmsg *nfg;
+
+    memset(buf, 0, 512);
+    nlh = mnl_nlmsg_put_header(buf);
+    nlh->nlmsg_type = (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWSET;
+    nfg = mnl_nlmsg_put_extra_header(nlh, sizeof(*nfg));
+    nfg->nfgen_family = NFPROTO_INET;
+    mnl_attr_put_strz(nlh, NFTA_SET_TABLE, table);
+    mnl_attr_put_strz(nlh, NFTA_SET_NAME, name);
+    mnl_attr_put_u32(nlh, NFTA_SET_FLAGS, htonl(flags));
+    if (ud != NULL)
+        mnl_attr_put(nlh, NFTA_SET_USERDATA, udlen, ud);
+    return nlh;
+}
+
+/* The verify step's list of sets from a set dump: ferry's named sets and
+ * maps, the layout set's comment read from its user data; another
+ * table's sets, anonymous sets and malformed messages add nothing. */
+static void
+test_dump_sets(void **state)
+{
+    char buf[512], ud[64], want[32];
+    struct nftsys_listing l = {0};
+    struct nlmsghdr *nlh;
+    int n;
+
+    (void)state;
+    nlh = set_msg(buf, "ferry", "svc4", NFT_SET_MAP, NULL, 0);
+    assert_int_equal(nftrules_msg_set(nlh, nlh->nlmsg_len, &l), 0);
+    nlh = set_msg(buf, "other", "svc4", 0, NULL, 0);
+    assert_int_equal(nftrules_msg_set(nlh, nlh->nlmsg_len, &l), 0);
+    nlh = set_msg(buf, "ferry", "__map0", NFT_SET_ANONYMOUS | NFT_SET_MAP,
+                  NULL, 0);
+    assert_int_equal(nftrules_msg_set(nlh, nlh->nlmsg_len, &l), 0);
+    nlh = set_msg(buf, "ferry", "", 0, NULL, 0);
+    assert_int_equal(nftrules_msg_set(nlh, nlh->nlmsg_len, &l), 0);
+    nlh = set_msg(buf, "ferry", "hairpin4", 0, NULL, 0);
+    assert_int_equal(nftrules_msg_set(nlh, nlh->nlmsg_len - 4, &l), 0);
+    assert_int_equal(l.n, 1);
+    assert_string_equal(l.v[0].name, "svc4");
+    assert_true(l.v[0].is_map && l.present && !l.layout_ok);
+    /* The comment is one entry of the user data, after another (the
+     * key's byte order), with its NUL. */
+    n = snprintf(want, sizeof(want), "ferry layout %d", NFT_LAYOUT) + 1;
+    ud[0] = 0;
+    ud[1] = 4;
+    memset(ud + 2, 0, 4);
+    ud[6] = 7;
+    ud[7] = (char)n;
+    memcpy(ud + 8, want, (size_t)n);
+    nlh = set_msg(buf, "ferry", "layout", 0, ud, 8 + (size_t)n);
+    assert_int_equal(nftrules_msg_set(nlh, nlh->nlmsg_len, &l), 0);
+    assert_true(l.layout_ok && l.n == 2 && !l.v[1].is_map);
+    /* Another layout, or a length past the end: not this layout. */
+    l.layout_ok = 0;
+    ud[8 + n - 2] ^= 1;
+    nlh = set_msg(buf, "ferry", "layout", 0, ud, 8 + (size_t)n);
+    assert_int_equal(nftrules_msg_set(nlh, nlh->nlmsg_len, &l), 0);
+    assert_false(l.layout_ok);
+    ud[8 + n - 2] ^= 1;
+    ud[7] = (char)(n + 1);
+    nlh = set_msg(buf, "ferry", "layout", 0, ud, 8 + (size_t)n);
+    assert_int_equal(nftrules_msg_set(nlh, nlh->nlmsg_len, &l), 0);
+    assert_false(l.layout_ok);
+    assert_int_equal(l.n, 4);
+    nftsys_listing_free(&l);
+}
+
 /* The acknowledgements of an element deletion: counted, the first error
  * kept; a message cut short is not one. */
 static void
@@ -1093,6 +1168,7 @@ main(void)
         cmocka_unit_test(test_json_parse),
         cmocka_unit_test(test_listing_parse),
         cmocka_unit_test(test_dump_counts),
+        cmocka_unit_test(test_dump_sets),
         cmocka_unit_test(test_delete_acks),
         cmocka_unit_test(test_xt_has_chain),
         cmocka_unit_test(test_ctclean_parse_match),
