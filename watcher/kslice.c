@@ -193,7 +193,6 @@ fill_ep(struct kslice_ep *n, const json_t *ep, const struct saddr *a, int *oom)
     v = json_object_get(c, "terminating");
     n->cond |= (json_is_boolean(v) && json_is_true(v)) ? KSLICE_TERMINATING : 0;
     n->node = intern_str_oom(jstr(ep, "nodeName"), oom);
-    n->zone = intern_str_oom(jstr(ep, "zone"), oom);
 }
 
 /* Fill the endpoints, hints, notes and their characters. */
@@ -219,11 +218,12 @@ fill_eps(struct kslice *s, const json_t *obj, struct kslice_ep *eps,
             continue;
         }
         fill_ep(n, ep, &a, oom);
-        n->pod = pod != NULL ? put_chars(chars, pod) : NULL;
+        if (pod != NULL)
+            n->pod_at = (uint32_t)(put_chars(chars, pod) - (char *)s);
         if (nh > 0) {
             struct kslice_hints *kh = (struct kslice_hints *)(void *)hints;
             fill_hints(kh, h, oom);
-            n->hints = kh;
+            n->hints_at = (uint32_t)(hints - (char *)s);
             hints += sizeof(*kh) + nh * sizeof(kh->names[0]);
         }
         s->neps++;
@@ -301,9 +301,8 @@ kslice_free(struct kslice *s)
         intern_put(s->ports[i].proto);
     }
     for (i = 0; i < s->neps; i++) {
-        const struct kslice_hints *h = s->eps[i].hints;
+        const struct kslice_hints *h = kslice_ep_hints(s, &s->eps[i]);
         intern_put(s->eps[i].node);
-        intern_put(s->eps[i].zone);
         for (j = 0; h != NULL && j < h->nnodes + h->nzones; j++)
             intern_put(h->names[j]);
     }
@@ -332,12 +331,14 @@ hints_eq(const struct kslice_hints *a, const struct kslice_hints *b)
 }
 
 static int
-ep_eq(const struct kslice_ep *a, const struct kslice_ep *b)
+ep_eq(const struct kslice *sa, const struct kslice_ep *a,
+      const struct kslice *sb, const struct kslice_ep *b)
 {
     return a->family == b->family && a->cond == b->cond
            && memcmp(a->ip, b->ip, sizeof(a->ip)) == 0
-           && opt_eq(a->node, b->node) && opt_eq(a->zone, b->zone)
-           && opt_eq(a->pod, b->pod) && hints_eq(a->hints, b->hints);
+           && opt_eq(a->node, b->node)
+           && opt_eq(kslice_ep_pod(sa, a), kslice_ep_pod(sb, b))
+           && hints_eq(kslice_ep_hints(sa, a), kslice_ep_hints(sb, b));
 }
 
 int
@@ -357,7 +358,7 @@ kslice_equal(const struct kslice *a, const struct kslice *b)
             || a->ports[i].port != b->ports[i].port)
             return 0;
     for (i = 0; i < a->neps; i++)
-        if (!ep_eq(&a->eps[i], &b->eps[i]))
+        if (!ep_eq(a, &a->eps[i], b, &b->eps[i]))
             return 0;
     for (i = 0; i < a->nnotes; i++)
         if (a->notes[i].reason != b->notes[i].reason

@@ -40,14 +40,17 @@ struct kslice_hints {
     const char *names[];
 };
 
+/* 40 bytes: a cluster of 10,000 Services of 25 endpoints holds 250,000.
+ * The endpoint's zone is not kept: topology is read from the hints. */
 struct kslice_ep {
-    uint8_t ip[16];                   /* addresses[0], 4 or 16 bytes used */
-    uint8_t family;                   /* 4 or 6 */
-    uint8_t cond;                     /* KSLICE_* */
-    const char *node;                 /* nodeName, interned, or NULL */
-    const char *zone;                 /* zone, interned, or NULL */
-    const char *pod;                  /* targetRef.name, or NULL */
-    const struct kslice_hints *hints; /* NULL: no hints */
+    uint8_t ip[16]; /* addresses[0], 4 or 16 bytes used */
+    uint8_t family; /* 4 or 6 */
+    uint8_t cond;   /* KSLICE_* */
+    /* Where in the slice's own block targetRef.name and the hints are,
+     * from the slice's address; 0 for none. Read them with
+     * kslice_ep_pod() and kslice_ep_hints(). */
+    uint32_t pod_at, hints_at;
+    const char *node; /* nodeName, interned, or NULL */
 };
 
 /* An endpoint left out (its address missing or not an IP). */
@@ -77,6 +80,22 @@ struct kslice {
      * memo keys on them). */
     uint64_t stamp;
 };
+
+/* Endpoint <ep> of slice <s>: its targetRef.name, or NULL. */
+static inline const char *
+kslice_ep_pod(const struct kslice *s, const struct kslice_ep *ep)
+{
+    return ep->pod_at ? (const char *)s + ep->pod_at : NULL;
+}
+
+/* Endpoint <ep> of slice <s>: its topology hints, or NULL for none. */
+static inline const struct kslice_hints *
+kslice_ep_hints(const struct kslice *s, const struct kslice_ep *ep)
+{
+    return ep->hints_at ? (const struct kslice_hints *)(const void *)(
+               (const char *)s + ep->hints_at)
+                        : NULL;
+}
 
 /* Decode <obj>, an EndpointSlice whose metadata.namespace and name are
  * non-empty strings (kcache checked them). A slice that cannot be served

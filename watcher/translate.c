@@ -326,9 +326,9 @@ add_slice_eps(const struct kslice *slice, uint16_t port,
                    | ((ep->cond & KSLICE_TERMINATING) ? TBL_BE_TERMINATING : 0);
         if (o->node_name != NULL && str_eq(ep->node, o->node_name))
             n->flags |= TBL_BE_LOCAL;
-        n->name = ep->pod;
+        n->name = kslice_ep_pod(slice, ep);
         n->slice = slice->name;
-        n->hints = ep->hints;
+        n->hints = kslice_ep_hints(slice, ep);
         out->n++;
     }
     return 0;

@@ -55,16 +55,15 @@ test_decode(void **state)
     assert_int_equal(e->cond, KSLICE_SERVING | KSLICE_TERMINATING);
     assert_string_equal(e->node, "node-a");
     assert_ptr_equal(e->node, s->eps[1].node); /* interned */
-    assert_string_equal(e->zone, "z1");
-    assert_string_equal(e->pod, "web-1");
-    assert_non_null(e->hints);
-    assert_int_equal(e->hints->nnodes, 0);
-    assert_int_equal(e->hints->nzones, 2);
-    assert_string_equal(e->hints->names[0], "z1");
-    assert_null(e->hints->names[1]);
+    assert_string_equal(kslice_ep_pod(s, e), "web-1");
+    assert_non_null(kslice_ep_hints(s, e));
+    assert_int_equal(kslice_ep_hints(s, e)->nnodes, 0);
+    assert_int_equal(kslice_ep_hints(s, e)->nzones, 2);
+    assert_string_equal(kslice_ep_hints(s, e)->names[0], "z1");
+    assert_null(kslice_ep_hints(s, e)->names[1]);
     assert_int_equal(s->eps[1].cond, KSLICE_READY | KSLICE_SERVING);
-    assert_null(s->eps[1].pod);
-    assert_null(s->eps[1].hints);
+    assert_null(kslice_ep_pod(s, &s->eps[1]));
+    assert_null(kslice_ep_hints(s, &s->eps[1]));
     /* The endpoints left out, as each build will note them. */
     assert_int_equal(s->nnotes, 2);
     assert_int_equal(s->notes[0].reason, SKIP_BAD_ADDRESS);
