@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "ctclean.h"
+#include "ipcount.h"
 #include "log.h"
 #include "nft.h"
 #include "nftgen.h"
@@ -402,16 +403,10 @@ group_free(struct nftgen_group *g)
 
 /* ---------------------------------------------------------------- engine */
 
-/*
- * A shared set of addresses (per family) that holds an address while some
- * service wants it: IP text -> (services wanting it << 1) | (it is in the
- * kernel), as a uintptr_t, absent when both are 0. <touched> holds the
- * IPs whose two halves may differ: what the next transaction adds or
- * deletes.
- */
+/* A shared set of addresses (both families) that holds an address while
+ * some service wants it (ipcount.h). */
 struct ipset {
-    struct smap m;
-    struct smap touched;
+    struct ipcount c;
     int pairs; /* the element is "ip . ip" (hairpin), not "ip" */
 };
 
@@ -474,6 +469,8 @@ nft_new(const struct nft_conf *c, struct err *e)
     if (n->conf.masq_mark == 0)
         n->conf.masq_mark = 0x4000;
     n->need_converge = 1;
+    ipcount_init(&n->cips.c);
+    ipcount_init(&n->hp.c);
     n->hp.pairs = 1;
     n->ctx = ctx_new(0);
     n->jctx = ctx_new(NFT_CTX_OUTPUT_JSON);
@@ -515,10 +512,8 @@ nft_free(struct nft *n)
             entry_free(n->svcs.v[i].val);
     smap_deinit(&n->svcs);
     smap_deinit(&n->owners);
-    smap_deinit(&n->cips.m);
-    smap_deinit(&n->cips.touched);
-    smap_deinit(&n->hp.m);
-    smap_deinit(&n->hp.touched);
+    ipcount_deinit(&n->cips.c);
+    ipcount_deinit(&n->hp.c);
     free(n->dirty);
     nftgen_group_deinit(&n->global);
     if (n->ctx)
@@ -586,23 +581,7 @@ owners_set(struct nft *n, const struct nftgen_group *g, struct entry *me,
 static void
 ipset_count(struct nft *n, struct ipset *set, const struct saddr *a, int delta)
 {
-    char ip[INET6_ADDRSTRLEN];
-    uintptr_t val, cnt, have;
-
-    saddr_ip_str(a, ip, sizeof(ip));
-    val = (uintptr_t)smap_get(&set->m, ip);
-    cnt = val >> 1;
-    have = val & 1;
-    if (delta > 0)
-        cnt++;
-    else if (cnt > 0)
-        cnt--;
-    val = cnt << 1 | have;
-    if (val == 0)
-        smap_del(&set->m, ip);
-    else if (smap_put(&set->m, ip, (void *)val) < 0)
-        n->need_converge = 1;
-    if ((cnt > 0) != (have != 0) && smap_put(&set->touched, ip, set) < 0)
+    if (ipcount_add(&set->c, a, delta) < 0)
         n->need_converge = 1;
 }
 
@@ -694,7 +673,7 @@ elem_cmp(const void *pa, const void *pb)
 static size_t
 ipset_touched(const struct nft *n)
 {
-    return n->cips.touched.n + n->hp.touched.n;
+    return ipcount_ntouched(&n->cips.c) + ipcount_ntouched(&n->hp.c);
 }
 
 /* Add the touched IPs of <set> that are wanted in <t>; append those to
@@ -706,18 +685,12 @@ ipset_emit(const struct ipset *set, struct nftgen_txn *t,
 {
     size_t i;
 
-    for (i = 0; i < set->touched.cap; i++) {
-        const char *k = set->touched.v[i].key;
-        uintptr_t val;
+    for (i = 0; i < ipcount_ntouched(&set->c); i++) {
         struct saddr a;
-        const char *why;
-        int want;
+        int want, have;
 
-        if (k == NULL || parse_ip(k, 0, &a, &why) < 0)
-            continue;
-        val = (uintptr_t)smap_get(&set->m, k);
-        want = val >> 1 > 0;
-        if (want == (int)(val & 1))
+        ipcount_touched(&set->c, i, &a, &want, &have);
+        if (want == have)
             continue;
         if (want || del == NULL)
             ipset_put(set, t, &a, want);
@@ -731,49 +704,21 @@ ipset_emit(const struct ipset *set, struct nftgen_txn *t,
 static void
 ipset_commit(struct nft *n, struct ipset *set, int all)
 {
-    struct smap *m = all ? &set->m : &set->touched;
-    char **gone = calloc(m->n + 1, sizeof(*gone));
-    size_t i, ngone = 0;
-
-    for (i = 0; gone && i < m->cap; i++) {
-        const char *k = m->v[i].key;
-        uintptr_t val;
-
-        if (k == NULL)
-            continue;
-        val = (uintptr_t)smap_get(&set->m, k);
-        if (val >> 1 == 0)
-            gone[ngone++] = strdup(k);
-        else
-            smap_put(&set->m, k, (void *)(val | 1)); /* replaces: no alloc */
-    }
-    for (i = 0; i < ngone; i++) {
-        if (gone[i])
-            smap_del(&set->m, gone[i]);
-        free(gone[i]);
-    }
-    if (gone == NULL)
+    if (ipcount_commit(&set->c, all) < 0)
         n->need_converge = 1;
-    free(gone);
-    smap_deinit(&set->touched);
 }
 
-/* The wanted elements of <set> from slot <*at> on into <t>, at most
- * <max> of them; <*at> moves past the last slot read. Returns how many. */
+/* The wanted elements of <set> from position <*at> on into <t>, at most
+ * <max> of them; <*at> moves past the last one read (start at 0).
+ * Returns how many. */
 static size_t
 ipset_fill_some(const struct ipset *set, struct nftgen_txn *t, size_t *at,
                 size_t max)
 {
+    struct saddr a;
     size_t k = 0;
 
-    for (; *at < set->m.cap && k < max; (*at)++) {
-        struct saddr a;
-        const char *why;
-        size_t i = *at;
-
-        if (set->m.v[i].key == NULL || (uintptr_t)set->m.v[i].val >> 1 == 0
-            || parse_ip(set->m.v[i].key, 0, &a, &why) < 0)
-            continue;
+    while (k < max && ipcount_next(&set->c, at, &a)) {
         ipset_put(set, t, &a, 1);
         k++;
     }
@@ -1374,10 +1319,10 @@ create_in_parts(struct nft *n, const char *comment, struct err *e)
             rc = run_part(n, &t, e);
     }
     for (i = 0; i < 2 && rc == 0; i++)
-        for (at = 0; at < sets[i]->m.cap && rc == 0;)
-            if (ipset_fill_some(sets[i], &t, &at, CREATE_ELEMS)
-                == CREATE_ELEMS)
-                rc = run_part(n, &t, e);
+        for (at = 0; rc == 0
+                     && ipset_fill_some(sets[i], &t, &at, CREATE_ELEMS)
+                            == CREATE_ELEMS;)
+            rc = run_part(n, &t, e);
     if (rc == 0)
         rc = run_part(n, &t, e);
     nftgen_txn_deinit(&t);
@@ -1519,10 +1464,7 @@ committed_elems(struct nft *n, const char *name)
     }
     v6 = strcmp(name, NFTGEN_HAIRPIN6) == 0;
     if (v6 || strcmp(name, NFTGEN_HAIRPIN4) == 0) {
-        for (i = 0; i < n->hp.m.cap; i++)
-            k += n->hp.m.v[i].key != NULL && ((uintptr_t)n->hp.m.v[i].val & 1)
-                 && (strchr(n->hp.m.v[i].key, ':') != NULL) == v6;
-        return k;
+        return ipcount_held(&n->hp.c, v6);
     }
     for (i = 0; i < n->svcs.cap; i++) {
         const struct entry *en = n->svcs.v[i].val;
