@@ -608,6 +608,20 @@ ep_data(struct sbuf *b, const struct nft_ep *e)
  * anonymous set and binds it to its rule by walking the table's sets and
  * the transaction, so the cost grows with the square of the services.
  */
+/*
+ * RACE_FALLBACK: a service chain's anonymous map ends with a rule that
+ * names one endpoint outright. The kernel reads which generation of rules
+ * a packet runs once, as the packet enters a chain, but the generation
+ * of set elements at each lookup; a transaction that replaces the rule
+ * (every endpoint change, and every chain when a restarted ferry adopts
+ * the table) makes the old rule's map elements inactive at its commit. A
+ * new connection whose first packet straddles that instant runs the old
+ * rule, finds nothing in its map, and went on without a translation, to
+ * be refused as a ClusterIP no Service holds: one connection in 4,000
+ * across ten restarts under load (test_kernel_dataplane.py,
+ * test_restarts_adopt_without_flushing, seen with a packet capture). The
+ * fallback gives it the first endpoint of the generation it ran.
+ */
 static void
 dispatch_map(struct svcgen *x, const struct eplist *l, uint32_t g,
              uint32_t total)
@@ -636,6 +650,12 @@ dispatch_map(struct svcgen *x, const struct eplist *l, uint32_t g,
         at += w;
     }
     sbuf_puts(&x->r, " }\n");
+    /* Reached only in the instant a transaction that replaces this rule
+     * commits (see RACE_FALLBACK). */
+    ip_str(&l->v[0]->addr, ip);
+    sbuf_printf(&x->r, "meta l4proto %s dnat %s to %s%s%s:%u\n",
+                nft_proto_name(x->s->proto), fam_p[x->f], x->f ? "[" : "",
+                ip, x->f ? "]" : "", (unsigned)saddr_port(&l->v[0]->addr));
 }
 
 /*
@@ -697,6 +717,9 @@ dispatch(struct svcgen *x, const struct eplist *l)
         at += w;
     }
     sbuf_puts(&x->r, " }\n");
+    /* As after dispatch_map()'s map (RACE_FALLBACK). */
+    ep_chain_name(x, l->v[0], name, sizeof(name));
+    sbuf_printf(&x->r, "goto %s\n", name);
 }
 
 static void
