@@ -119,6 +119,22 @@ retry_later(struct reflector *r, enum refl_next next, double retry_after)
     ev_timer_start(r->loop, &r->retry);
 }
 
+/* A watch whose resourceVersion the server compacted away (410 Gone)
+ * lists again: the API's normal course, not a failure. The server stays
+ * healthy (no "lost the API server", no error counted); the list waits
+ * as a retry would, so that a server answering every watch with 410
+ * still sees a growing delay, reset by the next healthy minute. */
+static void
+relist_expired(struct reflector *r)
+{
+    double d = backoff_next(&r->bo, ev_now(r->loop), backoff_rand());
+
+    r->next = NEXT_LIST;
+    log_debug("kube-api: %s: listing in %.1fs", r->kind->resource, d);
+    ev_timer_set(&r->retry, d, 0.);
+    ev_timer_start(r->loop, &r->retry);
+}
+
 /* Log a failed request once, clearly; 403 names the missing grant. */
 static void
 say_failure(struct reflector *r, const char *what,
@@ -463,7 +479,7 @@ watch_ended(struct reflector *r, const struct kapi_result *res)
     } else if (r->watch_error == 410) {
         log_info("kube-api: %s watch expired (%s): relisting",
                  r->kind->resource, r->watch_msg);
-        retry_later(r, NEXT_LIST, -1);
+        relist_expired(r);
     } else if (r->watch_error != 0) {
         log_warn("kube-api: %s watch: ERROR %d %s: relisting",
                  r->kind->resource, r->watch_error, r->watch_msg);

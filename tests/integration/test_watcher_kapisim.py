@@ -276,6 +276,14 @@ def test_watch_410_relists(sim, dump_factory):
     d.wait_log("watch expired")
     wait_for(lambda: len(lists_of(s, "/api/v1/services")) >= 2,
              what="a second services LIST")
+    # A compacted resourceVersion is the API's normal course: listed again
+    # without calling the server lost or retrying as after an error (the
+    # watch ended at once before it is one, as client-go counts it).
+    wait_for(lambda: "listed" in d.log().split("watch expired", 1)[1],
+             what="the list after the 410")
+    after = d.log().split("watch expired", 1)[1]
+    assert "lost the API server" not in after \
+        and "retrying list" not in after, after
 
 
 def test_429_retry_after_rewatches_same_rv(sim, dump_factory):
