@@ -855,7 +855,8 @@ def run(args):
            "change_timeout": 60.0,
            "start_deadline": args.start_deadline or 900.0,
            "ferry_cpu": args.proxy_cpus, "sim_cpu": args.load_cpus,
-           "dataplane": dataplane, "steering": steering}
+           "dataplane": dataplane, "steering": steering,
+           "relist": bool(getattr(args, "relist", False))}
     cfg["probes"] = min(cfg["probes"], cfg["services"],
                         NODE_PORTS[1] - NODE_PORTS[0] + 1)
     if not (1 <= cfg["services"] <= 30000 and 1 <= cfg["endpoints"] <= 100000
@@ -1092,6 +1093,8 @@ def _run(cfg, args, out, raw, res, stopper):
         own["services_translated_per_table"] = round(
             sum(p[3] for p in during) / len(during), 2)
     res["ferry_own"] = own
+    if cfg["relist"]:
+        res["relist"] = relist(info["port"], ferry, logpath)
     res["end"] = {"vmhwm_kb": status_kb(ferry.pid, "VmHWM"),
                   "vmrss_kb": status_kb(ferry.pid, "VmRSS"),
                   "cpu_s": round(cpu_s(ferry.pid) or 0, 2),
@@ -1107,6 +1110,84 @@ def _run(cfg, args, out, raw, res, stopper):
         timespec="seconds")
     finish(out, res)
     return 0
+
+
+def sim_fault(port, rule):
+    conn = http.client.HTTPConnection(HOST, port, timeout=30)
+    try:
+        conn.request("POST", "/_sim/faults", json.dumps(rule),
+                     {"Content-Type": "application/json"})
+        r = conn.getresponse()
+        r.read()
+        if r.status != 200:
+            raise RuntimeError("simulator fault %r: HTTP %d" % (rule, r.status))
+    finally:
+        conn.close()
+
+
+def metric_value(name):
+    m = http_get(ADMIN_PORT, "/metrics", timeout=60.0)
+    if m is None or m[0] != 200:
+        return None
+    for line in m[1].decode(errors="replace").splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return None
+
+
+RELISTED = ("/api/v1/services", "/apis/discovery.k8s.io/v1/endpointslices")
+LISTED = "kube-api: listed "
+
+
+def relist(sim_port, ferry, logpath, deadline_s=300.0):
+    """A full relist of Services and EndpointSlices (each watch answered
+    410 Gone once): ferry's RSS before, its peak during (the kernel's
+    high-water mark is reset first, /proc/PID/clear_refs) and after, the
+    time and CPU until both kinds are listed again (and 1.5 s more, for the
+    table built from them)."""
+    r = {"vmrss_kb_before": status_kb(ferry.pid, "VmRSS"),
+         "vmhwm_kb_before": status_kb(ferry.pid, "VmHWM")}
+    try:
+        with open("/proc/%d/clear_refs" % ferry.pid, "w") as f:
+            f.write("5")
+        r["peak_reset"] = True
+    except OSError as e:
+        r["peak_reset"] = "cannot reset VmHWM (%s): the peak is the run's" % e
+    before = metric_value("ferry_api_relists_total") or 0
+    # Done when both kinds were listed again (a relist that changes
+    # nothing publishes no table).
+    lists0 = sum(1 for _, _, m in parse_log(logpath) if LISTED in m)
+    c0, t0 = cpu_s(ferry.pid) or 0, time.monotonic()
+    log("relist: each watch answered 410 Gone once")
+    for path in RELISTED:
+        sim_fault(sim_port, {"action": "gone", "watch": True, "path": path,
+                             "count": 1})
+    sim_fault(sim_port, {"action": "end_watches"})
+    end = t0 + deadline_s
+    done = False
+    while time.monotonic() < end and ferry.poll() is None:
+        n = metric_value("ferry_api_relists_total") or 0
+        lists = sum(1 for _, _, m in parse_log(logpath) if LISTED in m)
+        if (n >= before + len(RELISTED)
+                and lists >= lists0 + len(RELISTED)):
+            done = True
+            break
+        time.sleep(0.2)
+    r["seconds"] = round(time.monotonic() - t0, 2)
+    r["ferry_cpu_s"] = round((cpu_s(ferry.pid) or 0) - c0, 2)
+    r["relists"] = (metric_value("ferry_api_relists_total") or 0) - before
+    if not done:
+        r["failed"] = "no relist of both kinds within %.0f s" % deadline_s
+    time.sleep(1.5)  # the first trim after the pause
+    r["vmhwm_kb_during"] = status_kb(ferry.pid, "VmHWM")
+    r["vmrss_kb_after"] = status_kb(ferry.pid, "VmRSS")
+    log("relist: %s in %.2f s, %.2f s of ferry CPU; RSS %.0f MiB before, "
+        "peak %.0f MiB, %.0f after" % (
+            "done" if done else "NOT done", r["seconds"], r["ferry_cpu_s"],
+            (r["vmrss_kb_before"] or 0) / 1024,
+            (r["vmhwm_kb_during"] or 0) / 1024,
+            (r["vmrss_kb_after"] or 0) / 1024))
+    return r
 
 
 def finish(out, res):
@@ -1182,6 +1263,15 @@ def section_md(res):
               "| RSS (VmRSS) at first table / at the end | %s / %s MiB |"
               % (_f((st.get("vmrss_kb") or 0) / 1024), _f(
                   (res.get("end", {}).get("vmrss_kb") or 0) / 1024)),
+              ] + ([
+              "| full relist (410 Gone): RSS before / peak during / after "
+              "| %s / %s / %s MiB (%s s, %s s of CPU) |" % (
+                  _f((res["relist"].get("vmrss_kb_before") or 0) / 1024),
+                  _f((res["relist"].get("vmhwm_kb_during") or 0) / 1024),
+                  _f((res["relist"].get("vmrss_kb_after") or 0) / 1024),
+                  _f(res["relist"].get("seconds"), 2),
+                  _f(res["relist"].get("ferry_cpu_s"), 2))]
+              if res.get("relist") else []) + [
               "| open descriptors (limit %s) | %s |" % (
                   "{:,}".format(res["open_files_limit"]),
                   "{:,}".format(st["open_fds"] or 0)),

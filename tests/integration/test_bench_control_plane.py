@@ -1,8 +1,9 @@
 """`bench/run control-plane` works (issue 6, point 3): a tiny run (50
 Services x 3 endpoints, 20 changes) gives a well-formed control-plane.json
 with every change measured, new connections timed through a proxied
-Service and directly while the churn runs, and a control-plane section in
-summary.md.
+Service and directly while the churn runs, a full relist after it (410
+Gone on both watches) with ferry's memory around it, and a control-plane
+section in summary.md.
 No figure is asserted beyond "more than zero": this checks the tool, not
 ferry's speed.
 
@@ -56,7 +57,7 @@ def test_control_plane_tiny(tmp_path, dataplane):
         [PY, os.path.join(ROOT, "bench", "run"), "control-plane",
          "--services", "50", "--endpoints", "3", "--changes", "20",
          "--rate", "20", "--probe-services", "5", "--ferry", FERRY,
-         "--bench", BENCH, "--dataplane", dataplane,
+         "--bench", BENCH, "--dataplane", dataplane, "--relist",
          "--out", str(out)],
         capture_output=True, text=True, timeout=240)
     assert r.returncode == 0, r.stderr[-2000:]
@@ -76,8 +77,14 @@ def test_control_plane_tiny(tmp_path, dataplane):
     assert 0 < lat["p50"] <= lat["p99"] <= lat["max"]
     lines = (out / "raw" / "control-plane" / "changes.jsonl").read_text().splitlines()
     assert len(lines) == 20 and all("t_live" in json.loads(x) for x in lines)
+    rl = res["relist"]
+    assert "failed" not in rl and rl["relists"] >= 2, rl
+    assert rl["peak_reset"] is True, rl
+    assert 0 < rl["vmrss_kb_before"] <= rl["vmhwm_kb_during"], rl
+    assert rl["vmrss_kb_after"] > 0 and rl["seconds"] > 0, rl
     summary = (out / "summary.md").read_text()
     assert "## control-plane" in summary and "PUT response → live" in summary
+    assert "full relist (410 Gone)" in summary
     # 20 changes at 20/s: a second of connections at 100/s to each target.
     cp = ch["conn_probe"]
     for name in ("ferry", "direct"):
