@@ -1143,8 +1143,8 @@ def relist(sim_port, ferry, logpath, deadline_s=300.0):
     """A full relist of Services and EndpointSlices (each watch answered
     410 Gone once): ferry's RSS before, its peak during (the kernel's
     high-water mark is reset first, /proc/PID/clear_refs) and after, the
-    time and CPU until both kinds are listed again (and 1.5 s more, for the
-    table built from them)."""
+    time and CPU until both kinds are listed again; RSS after once ferry
+    idles again."""
     r = {"vmrss_kb_before": status_kb(ferry.pid, "VmRSS"),
          "vmhwm_kb_before": status_kb(ferry.pid, "VmHWM")}
     try:
@@ -1178,7 +1178,16 @@ def relist(sim_port, ferry, logpath, deadline_s=300.0):
     r["relists"] = (metric_value("ferry_api_relists_total") or 0) - before
     if not done:
         r["failed"] = "no relist of both kinds within %.0f s" % deadline_s
-    time.sleep(1.5)  # the first trim after the pause
+    # The table is built from the lists after them: wait until ferry idles
+    # (under 20 ms of CPU in a second, 15 s at most), then for the trim
+    # that follows a second's pause.
+    idle_end = time.monotonic() + 15.0
+    while time.monotonic() < idle_end and ferry.poll() is None:
+        c = cpu_s(ferry.pid) or 0
+        time.sleep(1.0)
+        if (cpu_s(ferry.pid) or 0) - c < 0.02:
+            break
+    time.sleep(1.5)
     r["vmhwm_kb_during"] = status_kb(ferry.pid, "VmHWM")
     r["vmrss_kb_after"] = status_kb(ferry.pid, "VmRSS")
     log("relist: %s in %.2f s, %.2f s of ferry CPU; RSS %.0f MiB before, "

@@ -1226,10 +1226,17 @@ feed_metrics(struct kube *k)
 }
 
 /* The build matched the table in force: a sync with nothing to do. */
+static void kube_trim_soon(struct kube *k);
+
 static void
 kube_on_unchanged(void *arg)
 {
-    feed_metrics(arg);
+    struct kube *k = arg;
+
+    feed_metrics(k);
+    /* A table built whole and found equal to the last (a relist) freed
+     * as much as a new one: give it back as after a new one. */
+    kube_trim_soon(k);
 }
 
 static void
@@ -1300,6 +1307,18 @@ kube_on_trim(struct ev_loop *loop, struct ev_timer *t, int rev)
     malloc_trim(0);
 }
 
+/* Trim a second after the last table, or TRIM_LATEST after the first of
+ * a run that leaves no such pause. */
+static void
+kube_trim_soon(struct kube *k)
+{
+    ev_timer_again(k->loop, &k->trim);
+    if (!ev_is_active(&k->trim_due)) {
+        ev_timer_set(&k->trim_due, TRIM_LATEST, 0.0);
+        ev_timer_start(k->loop, &k->trim_due);
+    }
+}
+
 static void
 kube_on_publish(struct table *t, void *arg)
 {
@@ -1315,11 +1334,7 @@ kube_on_publish(struct table *t, void *arg)
     table_unref(k->old_api);
     k->old_api = NULL;
     feed_metrics(k);
-    ev_timer_again(k->loop, &k->trim);
-    if (!ev_is_active(&k->trim_due)) {
-        ev_timer_set(&k->trim_due, TRIM_LATEST, 0.0);
-        ev_timer_start(k->loop, &k->trim_due);
-    }
+    kube_trim_soon(k);
 }
 
 int
