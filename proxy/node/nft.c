@@ -325,37 +325,36 @@ kept_equal(const struct kept *ka, const struct kept *kb)
 static int
 kept_hairpins(struct kept *k, const struct nft_svc *s, enum nft_masq masq)
 {
-    size_t pass, i, n = s->ncluster_eps + s->nlocal_eps, n4 = 0, n6 = 0;
+    size_t fill, pass, i, n4 = 0, n6 = 0;
 
-    if (s->redirect_port != 0 || masq == NFT_MASQ_NONE || n == 0)
+    if (s->redirect_port != 0 || masq == NFT_MASQ_NONE)
         return 0;
-    for (pass = 0; pass < 2; pass++) {
-        const struct nft_ep *v = pass ? s->local_eps : s->cluster_eps;
-        size_t nv = pass ? s->nlocal_eps : s->ncluster_eps;
+    /* Counted first, then filled. */
+    for (fill = 0; fill < 2; fill++) {
+        if (fill && n4 > 0 && (k->hp4 = malloc(n4 * sizeof(*k->hp4))) == NULL)
+            return -1;
+        if (fill && n6 > 0 && (k->hp6 = malloc(n6 * sizeof(*k->hp6))) == NULL)
+            return -1;
+        for (pass = 0; pass < 2; pass++) {
+            const struct nft_ep *v = pass ? s->local_eps : s->cluster_eps;
+            size_t nv = pass ? s->nlocal_eps : s->ncluster_eps;
 
-        for (i = 0; i < nv; i++) {
-            if (v[i].weight == 0)
-                continue;
-            if (v[i].addr.u.sa.sa_family == AF_INET)
-                n4++;
-            else
-                n6++;
-        }
-    }
-    if ((n4 > 0 && (k->hp4 = malloc(n4 * sizeof(*k->hp4))) == NULL)
-        || (n6 > 0 && (k->hp6 = malloc(n6 * sizeof(*k->hp6))) == NULL))
-        return -1;
-    for (pass = 0; pass < 2; pass++) {
-        const struct nft_ep *v = pass ? s->local_eps : s->cluster_eps;
-        size_t nv = pass ? s->nlocal_eps : s->ncluster_eps;
+            for (i = 0; i < nv; i++) {
+                const struct saddr *a = &v[i].addr;
 
-        for (i = 0; i < nv; i++) {
-            if (v[i].weight == 0)
-                continue;
-            if (v[i].addr.u.sa.sa_family == AF_INET)
-                k->hp4[k->nhp4++] = v[i].addr.u.in.sin_addr.s_addr;
-            else
-                k->hp6[k->nhp6++] = v[i].addr.u.in6.sin6_addr;
+                if (v[i].weight == 0)
+                    continue;
+                if (a->u.sa.sa_family == AF_INET) {
+                    if (fill)
+                        k->hp4[k->nhp4++] = a->u.in.sin_addr.s_addr;
+                    else
+                        n4++;
+                } else if (fill) {
+                    k->hp6[k->nhp6++] = a->u.in6.sin6_addr;
+                } else {
+                    n6++;
+                }
+            }
         }
     }
     return 0;

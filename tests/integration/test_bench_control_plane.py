@@ -80,7 +80,9 @@ def test_control_plane_tiny(tmp_path, dataplane):
     rl = res["relist"]
     assert "failed" not in rl and rl["relists"] >= 2, rl
     assert rl["peak_reset"] is True, rl
-    assert 0 < rl["vmrss_kb_before"] <= rl["vmhwm_kb_during"], rl
+    # (Not ordered: the kernel keeps the high-water mark lazily, and RSS
+    # may fall between the reading before and the reset.)
+    assert rl["vmrss_kb_before"] > 0 and rl["vmhwm_kb_during"] > 0, rl
     assert rl["vmrss_kb_after"] > 0 and rl["seconds"] > 0, rl
     summary = (out / "summary.md").read_text()
     assert "## control-plane" in summary and "PUT response → live" in summary
