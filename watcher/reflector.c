@@ -97,6 +97,15 @@ reflector_on_retry(struct ev_loop *loop, ev_timer *w, int revents)
         start_list(r);
 }
 
+/* <next> in <d> seconds. */
+static void
+next_in(struct reflector *r, enum refl_next next, double d)
+{
+    r->next = next;
+    ev_timer_set(&r->retry, d, 0.);
+    ev_timer_start(r->loop, &r->retry);
+}
+
 /* Wait (backoff, or the server's Retry-After if longer), then <next>. */
 static void
 retry_later(struct reflector *r, enum refl_next next, double retry_after)
@@ -106,7 +115,6 @@ retry_later(struct reflector *r, enum refl_next next, double retry_after)
 
     if (retry_after > d)
         d = retry_after;
-    r->next = next;
     r->st.errors++;
     set_health(r, 0);
     if (first)
@@ -115,8 +123,7 @@ retry_later(struct reflector *r, enum refl_next next, double retry_after)
     else
         log_debug("kube-api: %s: retrying %s in %.1fs", r->kind->resource,
                   next == NEXT_LIST ? "list" : "watch", d);
-    ev_timer_set(&r->retry, d, 0.);
-    ev_timer_start(r->loop, &r->retry);
+    next_in(r, next, d);
 }
 
 /* A watch whose resourceVersion the server compacted away (410 Gone)
@@ -129,10 +136,8 @@ relist_expired(struct reflector *r)
 {
     double d = backoff_next(&r->bo, ev_now(r->loop), backoff_rand());
 
-    r->next = NEXT_LIST;
     log_debug("kube-api: %s: listing in %.1fs", r->kind->resource, d);
-    ev_timer_set(&r->retry, d, 0.);
-    ev_timer_start(r->loop, &r->retry);
+    next_in(r, NEXT_LIST, d);
 }
 
 /* Log a failed request once, clearly; 403 names the missing grant. */

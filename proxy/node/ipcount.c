@@ -191,9 +191,18 @@ touch(struct ipcount_tab *t, const uint8_t *key)
 int
 ipcount_add(struct ipcount *c, const struct saddr *a, int delta)
 {
-    int fam, found;
+    int fam;
     const uint8_t *key = key_of(a, &fam);
-    struct ipcount_tab *t = &c->t[fam];
+
+    return ipcount_add_key(c, fam, key, delta);
+}
+
+int
+ipcount_add_key(struct ipcount *c, int v6, const void *k, int delta)
+{
+    const uint8_t *key = k;
+    struct ipcount_tab *t = &c->t[v6 != 0];
+    int found;
     uint32_t v, cnt;
     size_t i;
 

@@ -38,6 +38,10 @@ void ipcount_deinit(struct ipcount *c);
  * may then be wrong: the caller converges). */
 int ipcount_add(struct ipcount *c, const struct saddr *a, int delta);
 
+/* The same for the address <key> (4 bytes, network order, or 16 when
+ * <v6>), as struct in_addr and struct in6_addr hold it. */
+int ipcount_add_key(struct ipcount *c, int v6, const void *key, int delta);
+
 /* Addresses touched since the last commit. */
 size_t ipcount_ntouched(const struct ipcount *c);
 

@@ -599,25 +599,15 @@ cips_count(struct nft *n, const struct kept *k, int delta)
 static void
 hp_count(struct nft *n, const struct kept *k, int delta)
 {
-    struct saddr a;
     size_t i;
+    int rc = 0;
 
-    if (k == NULL)
-        return;
-    memset(&a, 0, sizeof(a));
-    a.u.in.sin_family = AF_INET;
-    a.len = sizeof(a.u.in);
-    for (i = 0; i < k->nhp4; i++) {
-        a.u.in.sin_addr.s_addr = k->hp4[i];
-        ipset_count(n, &n->hp, &a, delta);
-    }
-    memset(&a, 0, sizeof(a));
-    a.u.in6.sin6_family = AF_INET6;
-    a.len = sizeof(a.u.in6);
-    for (i = 0; i < k->nhp6; i++) {
-        a.u.in6.sin6_addr = k->hp6[i];
-        ipset_count(n, &n->hp, &a, delta);
-    }
+    for (i = 0; k != NULL && i < k->nhp4; i++)
+        rc |= ipcount_add_key(&n->hp.c, 0, &k->hp4[i], delta);
+    for (i = 0; k != NULL && i < k->nhp6; i++)
+        rc |= ipcount_add_key(&n->hp.c, 1, &k->hp6[i], delta);
+    if (rc < 0)
+        n->need_converge = 1;
 }
 
 /* Element <a> of <set> added to (<add>) or deleted from the kernel by
