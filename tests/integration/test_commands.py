@@ -23,8 +23,12 @@ copy of the tree without build directories. The demo's ports come from
 ft.free_port (FERRY_DEMO_PORTS). Skipped in the sanitizer pass: it runs
 the commands, not the binary under test.
 
+Under tests/run the copy's compiles come from ccache (CCACHE_NOHASHDIR:
+the same sources as build/, in another directory); what is checked is the
+build directories' states and the commands, not the compiler.
+
 Run: /usr/bin/python3 -m pytest tests/integration/test_commands.py
-(minutes: it builds ferry from scratch).
+(minutes without ccache: it builds ferry from scratch).
 """
 
 import os
