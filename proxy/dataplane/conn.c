@@ -673,8 +673,7 @@ conn_connected(struct conn *c)
     c->last_active = ev_now(loop);
     /* Picked from a service retired a moment ago (this worker had not
      * taken its new table yet): the deadline may already run. */
-    dl = atomic_load_explicit(&c->svc->be[c->be_idx].drain_deadline,
-                              memory_order_relaxed);
+    dl = svc_be_deadline(c->svc, c->be_idx);
     if (dl > 0)
         drain_worker_note(c->w, dl);
     ev_timer_stop(loop, &c->timer);
@@ -1057,8 +1056,7 @@ conn_drain_scan(struct worker *w, double now)
         next = c->next;
         if (c->be == NULL)
             continue; /* no backend yet, or between two */
-        dl = atomic_load_explicit(&c->svc->be[c->be_idx].drain_deadline,
-                                  memory_order_relaxed);
+        dl = svc_be_deadline(c->svc, c->be_idx);
         if (dl <= 0)
             continue;
         if (dl > now) {

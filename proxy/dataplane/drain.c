@@ -16,6 +16,7 @@
 
 #include "conn.h"
 #include "drain.h"
+#include "log.h"
 #include "svc-t.h"
 #include "table.h"
 #include "worker.h"
@@ -56,14 +57,17 @@ current_of(const char *name, const struct svcv *newv, const struct table *t)
 static void
 inherit_since(struct svc *to, const struct svc *from)
 {
+    struct svc_drain *d;
     size_t i, j;
 
     for (i = 0; i < from->nbe; i++) {
-        if (from->be[i].drain_since <= 0 || !atomic_load(&from->be[i].drained))
+        if (svc_be_since(from, i) <= 0 || !svc_be_drained(from, i))
             continue;
         for (j = 0; j < to->nbe; j++)
-            if (to->be[j].b == from->be[i].b)
-                to->be[j].drain_since = from->be[i].drain_since;
+            /* Out of memory: <to> counts from when it drains it. */
+            if (to->be[j].b == from->be[i].b
+                && (d = svc_drain_make(to)) != NULL)
+                d[j].since = svc_be_since(from, i);
     }
 }
 
@@ -173,16 +177,24 @@ find_be(const struct svc *c, const struct backend *b, size_t hint)
     return -1;
 }
 
-static void
-set_deadline(struct svc_be *e, double since, uint32_t timeout_ms)
+/* Backend <i> of <r> taken away since <since> (0: not). Returns 0, or
+ * -1 when memory runs out for <r>'s first one. */
+static int
+set_deadline(struct svc *r, size_t i, double since, uint32_t timeout_ms)
 {
     double dl = since > 0 && timeout_ms > 0 ? since + timeout_ms / 1e3 : 0;
+    struct svc_drain *d;
 
-    e->drain_since = since;
-    if (atomic_load_explicit(&e->drain_deadline, memory_order_relaxed) == dl)
-        return;
-    atomic_store(&e->drain_deadline, dl);
+    if (since <= 0 && svc_drain_at(r, i) == NULL)
+        return 0;
+    if ((d = svc_drain_make(r)) == NULL)
+        return -1;
+    d[i].since = since;
+    if (atomic_load_explicit(&d[i].deadline, memory_order_relaxed) == dl)
+        return 0;
+    atomic_store(&d[i].deadline, dl);
     drain_changed = 1;
+    return 0;
 }
 
 /* Retired <r>'s deadlines from what its successor lists: a backend there
@@ -197,23 +209,28 @@ follow(struct svc *r, double now)
         c != NULL ? c->spec.drain_timeout_ms : r->spec.drain_timeout_ms;
     ssize_t off = 0; /* where the last one was found, relative to i */
     size_t i;
+    int oom = 0;
 
     for (i = 0; i < r->nbe; i++) {
-        struct svc_be *e = &r->be[i];
         /* An endpoint added or removed shifts those after it: look where
          * the shift says first, so that a change costs O(n), not O(n^2). */
-        ssize_t j = find_be(c, e->b, (size_t)((ssize_t)i + off));
+        ssize_t j = find_be(c, r->be[i].b, (size_t)((ssize_t)i + off));
         double since;
         if (j >= 0)
             off = j - (ssize_t)i;
-        if (j >= 0 && !atomic_load(&c->be[j].drained))
+        if (j >= 0 && !svc_be_drained(c, (size_t)j))
             since = 0;
         else if (j >= 0)
-            since = c->be[j].drain_since > 0 ? c->be[j].drain_since : now;
+            since = svc_be_since(c, (size_t)j) > 0 ? svc_be_since(c, (size_t)j)
+                                                   : now;
         else
-            since = e->drain_since > 0 ? e->drain_since : now;
-        set_deadline(e, since, tmo);
+            since = svc_be_since(r, i) > 0 ? svc_be_since(r, i) : now;
+        if (set_deadline(r, i, since, tmo) < 0)
+            oom = 1;
     }
+    if (oom)
+        log_rl(LOG_WARN, now, "drain: out of memory: connections to a "
+               "backend taken away from %s stay open", r->name);
 }
 
 void

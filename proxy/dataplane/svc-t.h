@@ -23,16 +23,23 @@
 struct svc_be {
     struct backend *b; /* reference */
     uint32_t weight;   /* from the table; see svc_be_weight() */
-    /* Admin overrides (control loop writes, pick reads): a weight, or -1
-     * for none, and "drained": no new connections (0 or 1). */
+    /* An admin's weight (control loop writes, pick reads), or -1 for
+     * none. */
     _Atomic int32_t ovr_weight;
-    atomic_uint drained;
-    /* Taken away (drained here, or gone from the service that replaced
-     * this one; drain.h): the loop time it was, control loop only, and
-     * when its connections are to be closed, 0 for never (control loop
+};
+
+/* A backend taken away: drained through the admin server, or gone from
+ * the service that replaced this one (drain.h). Few services ever have
+ * one, so these are not in struct svc_be (16 bytes of 40 at 250,000
+ * endpoints): a service's array of them, one per backend, is made at
+ * the first, on the control loop, and stays until the service goes. */
+struct svc_drain {
+    atomic_uint drained; /* no new connections (0 or 1); admin's */
+    /* The loop time it was taken away, 0 for not; control loop only. */
+    double since;
+    /* When its connections are to be closed, 0 for never (control loop
      * writes, the workers read). */
-    double drain_since;
-    _Atomic double drain_deadline;
+    _Atomic double deadline;
 };
 
 /* Worker threads that pick (slots per svc); set once at start, before the
@@ -54,6 +61,8 @@ struct svc {
     unsigned nslots;         /* workers bal_state has a slot for */
     struct affinity *aff;    /* ClientIP pins; NULL when affinity is off */
     struct svc_stats *st;    /* reference; counters surviving reloads */
+    /* Per backend, NULL while none was ever taken away (svc_drain). */
+    _Atomic(struct svc_drain *) drain;
     /* The table's backends (nbe) and spec.allow, spec.deny: borrowed
      * from the table service's arrays, of which <arrays> holds a
      * reference (a service not from a table holds copies made for it).
@@ -76,6 +85,51 @@ svc_slot_self(const struct svc *s)
 {
     return svc_worker_self < s->nslots ? svc_worker_self : 0;
 }
+
+/* The drain state of backend <i>, or NULL when none of <s>'s backends
+ * was ever taken away (then none is drained and no deadline runs). Any
+ * thread. */
+static inline const struct svc_drain *
+svc_drain_at(const struct svc *s, size_t i)
+{
+    const struct svc_drain *d =
+        atomic_load_explicit(&s->drain, memory_order_acquire);
+
+    return d != NULL ? &d[i] : NULL;
+}
+
+/* Nonzero when backend <i> is drained (no new connections). */
+static inline int
+svc_be_drained(const struct svc *s, size_t i)
+{
+    const struct svc_drain *d = svc_drain_at(s, i);
+
+    return d != NULL
+           && atomic_load_explicit(&d->drained, memory_order_relaxed) != 0;
+}
+
+/* When backend <i>'s connections are to be closed, 0 for never. */
+static inline double
+svc_be_deadline(const struct svc *s, size_t i)
+{
+    const struct svc_drain *d = svc_drain_at(s, i);
+
+    return d != NULL
+           ? atomic_load_explicit(&d->deadline, memory_order_relaxed) : 0;
+}
+
+/* When backend <i> was taken away, 0 for not. Control loop. */
+static inline double
+svc_be_since(const struct svc *s, size_t i)
+{
+    const struct svc_drain *d = svc_drain_at(s, i);
+
+    return d != NULL ? d->since : 0;
+}
+
+/* <s>'s drain array, made (all zeros) if it was not yet; NULL when out of
+ * memory. Control loop. */
+struct svc_drain *svc_drain_make(struct svc *s);
 
 /* The weight the balancers use: the admin override, else the table's. */
 static inline uint32_t

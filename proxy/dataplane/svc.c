@@ -121,6 +121,7 @@ svc_unref(struct svc *s)
     svc_stats_unref(s->st);
     affinity_free(s->aff);
     tbl_arrays_unref(s->arrays);
+    free(atomic_load_explicit(&s->drain, memory_order_relaxed));
     free(s->be);
     free(s);
     svc_unref(succ);
@@ -177,8 +178,7 @@ pick_ok(const struct svc *s, size_t i, void *arg)
     const struct pick_ctx *c = arg;
 
     if (svc_tried_has(c->tried, i)
-        || atomic_load_explicit(&s->be[i].drained, memory_order_relaxed)
-        || !backend_healthy(s->be[i].b))
+        || svc_be_drained(s, i) || !backend_healthy(s->be[i].b))
         return 0;
     return c->backoff == PICK_IGNORE_BACKOFF
            || !backend_ejected(s->be[i].b, c->now);
@@ -469,26 +469,51 @@ int
 svc_backend_drained(const struct svc *s, size_t i)
 {
     BUG_ON(i >= s->nbe);
-    return atomic_load_explicit(&s->be[i].drained, memory_order_relaxed) != 0;
+    return svc_be_drained(s, i);
 }
 
-void
+struct svc_drain *
+svc_drain_make(struct svc *s)
+{
+    struct svc_drain *d = atomic_load_explicit(&s->drain, memory_order_relaxed);
+    size_t i;
+
+    if (d != NULL || s->nbe == 0)
+        return d;
+    if ((d = malloc(s->nbe * sizeof(*d))) == NULL)
+        return NULL;
+    for (i = 0; i < s->nbe; i++) {
+        atomic_init(&d[i].drained, 0);
+        d[i].since = 0;
+        atomic_init(&d[i].deadline, 0);
+    }
+    /* Filled before the workers can see it. */
+    atomic_store_explicit(&s->drain, d, memory_order_release);
+    return d;
+}
+
+int
 svc_set_drained(struct svc *s, size_t i, int drained)
 {
-    struct svc_be *e;
+    struct svc_drain *d;
     double dl = 0;
 
     BUG_ON(i >= s->nbe);
-    e = &s->be[i];
-    atomic_store(&e->drained, drained ? 1u : 0u);
+    if (!drained && svc_drain_at(s, i) == NULL)
+        return 0; /* none ever was: nothing to undo */
+    if ((d = svc_drain_make(s)) == NULL)
+        return -1;
+    d = &d[i];
+    atomic_store(&d->drained, drained ? 1u : 0u);
     if (!drained)
-        e->drain_since = 0;
-    else if (e->drain_since <= 0)
-        e->drain_since = drain_now();
+        d->since = 0;
+    else if (d->since <= 0)
+        d->since = drain_now();
     if (drained && s->spec.drain_timeout_ms > 0)
-        dl = e->drain_since + s->spec.drain_timeout_ms / 1e3;
-    if (atomic_load_explicit(&e->drain_deadline, memory_order_relaxed) != dl) {
-        atomic_store(&e->drain_deadline, dl);
+        dl = d->since + s->spec.drain_timeout_ms / 1e3;
+    if (atomic_load_explicit(&d->deadline, memory_order_relaxed) != dl) {
+        atomic_store(&d->deadline, dl);
         drain_mark_changed();
     }
+    return 0;
 }

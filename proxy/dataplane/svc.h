@@ -132,9 +132,11 @@ uint32_t svc_backend_config_weight(const struct svc *s, size_t i);
 /* The admin's "drained": no new connections to backend <i>; with the
  * service's drain_timeout, its open ones are closed that long after it
  * was first drained (drain.h; call drain_refresh() once done). Control
- * loop writes, workers read. */
+ * loop writes, workers read. svc_set_drained() returns 0, or -1 when
+ * memory runs out for the service's first drained backend (it is left
+ * as it was). */
 int svc_backend_drained(const struct svc *s, size_t i);
-void svc_set_drained(struct svc *s, size_t i, int drained);
+int svc_set_drained(struct svc *s, size_t i, int drained);
 
 /* Choose a backend for a new connection at loop time <now>, skipping those
  * in <tried>, drained ones and those active checks hold down. Backends

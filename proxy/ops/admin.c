@@ -110,11 +110,14 @@ ovr_set(struct admin *a, const char *svc, const struct saddr *addr,
     return 0;
 }
 
-/* Push the overrides into the runtime services in force. */
-static void
+/* Push the overrides into the runtime services in force. Returns 0, or
+ * -1 when memory ran out for a service's first drained backend (that
+ * backend is not drained; the next table tries again). */
+static int
 ovr_apply(struct admin *a)
 {
     size_t i, j;
+    int rc = 0;
 
     for (i = 0; i < proxy_nsvcs(a->p); i++) {
         struct svc *s = proxy_svc(a->p, i);
@@ -123,12 +126,14 @@ ovr_apply(struct admin *a)
             const struct ovr *o =
                 a->novr ? ovr_find(a, svc_name(s), &svc_backend(s, j)->addr)
                         : NULL;
-            svc_set_drained(s, j, o ? o->drained : 0);
+            if (svc_set_drained(s, j, o ? o->drained : 0) < 0)
+                rc = -1;
             changed |= svc_set_weight_override(s, j, o ? o->weight : -1);
         }
         if (changed)
             svc_reweighted(s);
     }
+    return rc;
 }
 
 /* ---- state shown -------------------------------------------------------- */
@@ -830,11 +835,11 @@ control(struct admin *a, const struct httpreq *r, const char *rest,
     b = svc_backend(e.s, e.i);
     bname = svc_backend_name(e.s, e.i);
     rc = ovr_set(a, svc, &b->addr, drained, weight);
-    if (rc < 0) {
+    if (rc < 0 || ovr_apply(a) < 0) {
+        drain_refresh();
         httpd_reply_text(out, 500, "out of memory\n", 0);
         return;
     }
-    ovr_apply(a);
     drain_refresh();
     if (drained == 1)
         action_log(a, now,
@@ -1203,6 +1208,7 @@ admin_on_applied(struct admin *a)
      * starts undrained at its table weights, and a kept one was reset
      * when the last override went. A Kubernetes node applies a table per
      * change, and this would touch every backend of the cluster. */
-    if (a->novr > 0)
-        ovr_apply(a);
+    if (a->novr > 0 && ovr_apply(a) < 0)
+        log_warn("admin: out of memory: a backend the admin server drained "
+                 "is not drained in the new table");
 }

@@ -217,10 +217,10 @@ test_svc_skips_ineligible_pin(void **state)
     assert_true(q >= 0 && q != p);
     assert_int_equal(svc_pick_client(s, &a, &none, 2.0), q);
     /* Drained. */
-    atomic_store(&s->be[q].drained, 1);
+    assert_int_equal(svc_set_drained(s, (size_t)q, 1), 0);
     p = svc_pick_client(s, &a, &none, 3.0);
     assert_true(p != q);
-    atomic_store(&s->be[q].drained, 0);
+    assert_int_equal(svc_set_drained(s, (size_t)q, 0), 0);
     assert_int_equal(svc_pick_client(s, &a, &none, 4.0), p);
     /* Down by active checks. */
     atomic_store(&s->be[p].b->health, BACKEND_HEALTH_DOWN);

@@ -609,7 +609,7 @@ test_rr_long_period_and_drained_heavy(void **state)
     svc_unref(s);
     s = make_svc(TBL_BAL_ROUNDROBIN, w2, 2);
     assert_int_equal(shared_period(s), 1001);
-    atomic_store(&s->be[0].drained, 1u);
+    assert_int_equal(svc_set_drained(s, 0, 1), 0);
     for (i = 0; i < 50; i++)
         assert_int_equal(svc_pick(s, &none, 0), 1);
     svc_unref(s);

@@ -97,7 +97,7 @@ swap(struct svc *const *oldv, size_t nold, struct svc *const *newv,
 static double
 deadline(const struct svc *s, size_t i)
 {
-    return atomic_load(&s->be[i].drain_deadline);
+    return svc_be_deadline(s, i);
 }
 
 /* A deadline <tmo_ms> after some moment within [<t0>, now]. */
