@@ -266,7 +266,8 @@ claim_listeners(struct worker *w, struct apply_plan *pl)
         order_note(w, i, l, &pl->addrs.v[i], s);
         listener_set_svc(l, s);
         if (l->mark == LISTENER_FRESH && w->id == 0)
-            log_info("listening on %s for service %s", l->addr_str, s->name);
+            log_info("listening on %s for service %s", l->addr_str,
+                     s->spec.name);
         l->mark = LISTENER_KEPT;
         listener_start(l);
     }
@@ -288,7 +289,7 @@ close_unclaimed(struct worker *w)
         if (w->id == 0 || l->mark == LISTENER_STALE)
             log_info("%sclosing listener %s (service %s removed or moved)",
                      w->id == 0 ? "" : "worker: ", l->addr_str,
-                     l->svc ? l->svc->name : "-");
+                     l->svc ? l->svc->spec.name : "-");
         *pl = l->next;
         listener_free(l);
     }

@@ -45,18 +45,13 @@ static void *
 backend_make(const void *key, size_t klen, void *arg)
 {
     const struct saddr *addr = arg;
-    char text[SADDR_STR_MAX];
-    size_t len;
     struct backend *b;
 
     (void)key;
     (void)klen;
-    saddr_str(addr, text, sizeof(text));
-    len = strlen(text) + 1;
-    if ((b = calloc(1, sizeof(*b) + len)) == NULL)
+    if ((b = calloc(1, sizeof(*b))) == NULL)
         return NULL;
     b->addr = *addr;
-    memcpy(b->addr_str, text, len);
     atomic_init(&b->refs, 1);
     return b;
 }

@@ -52,8 +52,21 @@ struct backend {
     _Atomic(struct backend_ctr *) ctr; /* NULL until the first event */
     /* Active health: written on the control loop by health.c only. */
     atomic_uchar health; /* enum backend_health */
-    char addr_str[];     /* the address as text, as long as it needs */
 };
+
+/* <b>'s address as text ("10.0.0.7:8080", "[fd00::7]:8080") in <buf>,
+ * which it returns. Formatted when asked (for logs, the admin server,
+ * the access log): kept in each backend it cost 16 bytes of every one,
+ * 4 MB at 250,000 endpoints. */
+static inline const char *
+backend_addr(const struct backend *b, char buf[SADDR_STR_MAX])
+{
+    return saddr_str(&b->addr, buf, SADDR_STR_MAX);
+}
+
+/* The same in a buffer of the enclosing block (a compound literal): for a
+ * log line or a record used before the block ends. */
+#define BACKEND_ADDR(b) backend_addr((b), (char[SADDR_STR_MAX]){0})
 
 /* Find or create the state of <addr>. Returns a new reference, or NULL
  * when out of memory. Control loop only. */

@@ -49,8 +49,8 @@ static void conn_try_connect(struct conn *c);
             log_write(level, "conn %llu %s -> %s/%s: " fmt,                    \
                       (unsigned long long)(c)->id,                             \
                       saddr_str(&(c)->client, cl_, sizeof(cl_)),               \
-                      (c)->svc->name,                                          \
-                      (c)->be ? (c)->be->addr_str : "-", ##__VA_ARGS__);       \
+                      (c)->svc->spec.name,                                     \
+                      (c)->be ? BACKEND_ADDR((c)->be) : "-", ##__VA_ARGS__);   \
         }                                                                      \
     } while (0)
 
@@ -127,6 +127,8 @@ conn_access_log(struct conn *c, enum accesslog_cause cause)
 {
     struct accesslog_rec r;
 
+    if (!accesslog_enabled() && !c->watched)
+        return;
     r.start = c->accepted;
     r.end = ev_now(c->w->loop);
     r.connect = c->connect_took;
@@ -134,8 +136,8 @@ conn_access_log(struct conn *c, enum accesslog_cause cause)
     r.bytes_up = c->bytes_c2b;
     r.bytes_down = c->bytes_b2c;
     r.client = &c->client;
-    r.service = c->svc->name;
-    r.backend = c->be != NULL ? c->be->addr_str : NULL;
+    r.service = c->svc->spec.name;
+    r.backend = c->be != NULL ? BACKEND_ADDR(c->be) : NULL;
     r.attempts = c->attempts + (c->connect_took >= 0 ? 1u : 0u);
     r.cause = cause;
     if (accesslog_enabled())
@@ -156,7 +158,7 @@ conn_access_log_refused(struct worker *w, struct svc *s,
     r.start = r.end = ev_now(w->loop);
     r.connect = -1;
     r.client = client;
-    r.service = s->name;
+    r.service = s->spec.name;
     r.cause = cause;
     accesslog_emit(w->id, &r);
 }
@@ -286,7 +288,7 @@ conn_check_source(struct svc *s, const struct saddr *client, double now,
             stats_inc(&s->st->src_uncounted);
             log_rl(LOG_WARN, now,
                    "service %s: per-source table full, %s let in uncounted",
-                   s->name, saddr_ip_str(&ip, a, sizeof(a)));
+                   s->spec.name, saddr_ip_str(&ip, a, sizeof(a)));
             break;
         case SRCRULES_MAX:
             r = STATS_SRC_MAX;
@@ -299,7 +301,8 @@ conn_check_source(struct svc *s, const struct saddr *client, double now,
     if (r >= 0) {
         stats_inc(&s->st->src_refused[r]);
         log_rl(LOG_INFO, now, "service %s: %s refused by source rules (%s)",
-               s->name, saddr_ip_str(&ip, a, sizeof(a)), stats_src_text[r]);
+               s->spec.name, saddr_ip_str(&ip, a, sizeof(a)),
+               stats_src_text[r]);
     }
     return r;
 }
@@ -353,8 +356,9 @@ conn_refuse_proxy(struct conn *c, enum stats_pp_refusal r, const char *why)
 
     stats_inc(&c->svc->st->pp_refused[r]);
     log_rl(LOG_WARN, ev_now(c->w->loop),
-           "service %s: PROXY header from %s refused (%s): %s", c->svc->name,
-           saddr_str(&c->client, a, sizeof(a)), stats_pp_text[r], why);
+           "service %s: PROXY header from %s refused (%s): %s",
+           c->svc->spec.name, saddr_str(&c->client, a, sizeof(a)),
+           stats_pp_text[r], why);
     conn_close(c, 1, (enum accesslog_cause)(ACCESSLOG_PROXY_TIMEOUT + r));
 }
 
@@ -492,7 +496,7 @@ conn_admit(struct worker *w, struct svc *s, int fd,
         stats_inc(&s->st->fail[STATS_FAIL_LIMIT]);
         log_rl(LOG_WARN, now,
                "service %s: connection limit %u reached, refusing %s",
-               s->name, s->spec.max_conns,
+               s->spec.name, s->spec.max_conns,
                saddr_str(client, a, sizeof(a)));
         if (counted)
             srcrules_release(s->st->src, client);
@@ -523,7 +527,7 @@ conn_admit(struct worker *w, struct svc *s, int fd,
     c->last_active = now;
     c->accepted = now;
     c->connect_took = -1;
-    c->watched = (uint8_t)watchq_watching(s->name, now);
+    c->watched = (uint8_t)watchq_watching(s->spec.name, now);
     ev_io_init(&c->cio, conn_on_client, fd, 0);
     ev_io_init(&c->bio, conn_on_backend, -1, 0);
     ev_init(&c->timer, conn_on_timer);
@@ -607,7 +611,7 @@ conn_blame(struct conn *c, int err)
 
     backend_on_fail(c->be, ev_now(c->w->loop));
     if (c->watched)
-        watchq_attempt(c->watched, c->id, c->be->addr_str, err);
+        watchq_attempt(c->watched, c->id, BACKEND_ADDR(c->be), err);
     if ((k = backend_ctr(c->be)) != NULL)
         stats_inc(&k->n_fail[r]);
     stats_inc(&c->svc->st->fail[r]);
@@ -627,7 +631,7 @@ conn_attempt_failed(struct conn *c, int err)
     close(c->bio.fd);
     ev_io_set(&c->bio, -1, 0);
     log_rl(LOG_WARN, ev_now(loop), "service %s: backend %s failed: %s",
-           c->svc->name, c->be->addr_str, why);
+           c->svc->spec.name, BACKEND_ADDR(c->be), why);
     conn_release_backend(c);
     c->attempts++;
     conn_try_connect(c);
@@ -693,7 +697,7 @@ conn_no_backend(struct conn *c)
     log_rl(LOG_WARN, ev_now(c->w->loop),
            "service %s: no backend available after %u attempt(s), "
            "resetting client",
-           c->svc->name, c->attempts);
+           c->svc->spec.name, c->attempts);
     conn_close(c, 1,
                c->attempts > 0 ? ACCESSLOG_CONNECT_FAILURE
                                : ACCESSLOG_NO_BACKEND);
@@ -751,7 +755,7 @@ conn_try_connect(struct conn *c)
                 return;
             stats_inc(&s->st->fail[STATS_FAIL_RESOURCE]);
             log_rl(LOG_WARN, ev_now(loop), "service %s: socket: %s",
-                   s->name, strerror(errno));
+                   s->spec.name, strerror(errno));
             conn_release_backend(c);
             conn_close(c, 1, ACCESSLOG_RESOURCE);
             return;
@@ -780,7 +784,7 @@ conn_try_connect(struct conn *c)
         /* Refused at once (common on loopback): next backend. */
         conn_blame(c, errno);
         log_rl(LOG_WARN, ev_now(loop), "service %s: backend %s failed: %s",
-               s->name, c->be->addr_str, strerror(errno));
+               s->spec.name, BACKEND_ADDR(c->be), strerror(errno));
         close(fd);
         ev_io_set(&c->bio, -1, 0);
         conn_release_backend(c);

@@ -77,7 +77,7 @@ retire(struct svc *r, const struct svcv *newv, const struct table *newt)
 {
     struct svc *n;
 
-    if (r->retired || (n = current_of(r->name, newv, newt)) == r)
+    if (r->retired || (n = current_of(r->spec.name, newv, newt)) == r)
         return;
     if (n != NULL)
         inherit_since(n, r);
@@ -126,7 +126,7 @@ follow_names(const struct svcv *newv, const struct table *newt)
     struct svc *r;
 
     for (r = retired; r != NULL; r = r->rnext) {
-        struct svc *n = current_of(r->name, newv, newt);
+        struct svc *n = current_of(r->spec.name, newv, newt);
         if (r->succ == n)
             continue;
         /* The successor given up is one of <oldv>, which the caller still
@@ -229,8 +229,10 @@ follow(struct svc *r, double now)
             oom = 1;
     }
     if (oom)
-        log_rl(LOG_WARN, now, "drain: out of memory: connections to a "
-               "backend taken away from %s stay open", r->name);
+        log_rl(LOG_WARN, now,
+               "drain: out of memory: connections to a "
+               "backend taken away from %s stay open",
+               r->spec.name);
 }
 
 void

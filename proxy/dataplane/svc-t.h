@@ -52,7 +52,6 @@ struct svc {
     /* Written per connection. */
     atomic_uint refs;
     atomic_uint active; /* open connections; counted only with max_conns */
-    char name[TBL_NAME_MAX];
     /* Read per pick. */
     struct svc_be *be;
     size_t nbe;
@@ -69,7 +68,9 @@ struct svc {
      * A service of the next table sharing them is unchanged. */
     const struct tbl_backend *tbe;
     struct tbl_arrays *arrays;
-    struct tbl_service spec; /* copy; spec.frontends/backends not owned */
+    /* A copy (its name is the service's); spec.frontends/backends not
+     * owned. */
+    struct tbl_service spec;
     /* Replaced or removed while connections may still use it: drain.c's
      * list of retired services, under its mutex. <succ> is the runtime
      * service of the same name in force now (a reference), or NULL when

@@ -47,7 +47,6 @@ svc_new_like(const struct tbl_service *ts, const struct svc *prev)
     if (s == NULL)
         return NULL;
     atomic_init(&s->refs, 1);
-    memcpy(s->name, ts->name, sizeof(s->name));
     s->spec = *ts;
     s->spec.frontends = NULL;
     s->spec.backends = NULL;
@@ -403,7 +402,7 @@ svcv_unref(struct svcv *v)
 const char *
 svc_name(const struct svc *s)
 {
-    return s->name;
+    return s->spec.name;
 }
 
 const struct tbl_service *

@@ -112,8 +112,8 @@ flow_access_log(struct udp_flow *f, enum accesslog_cause cause)
     r.bytes_up = f->bytes_up;
     r.bytes_down = f->bytes_down;
     r.client = &f->client;
-    r.service = f->svc->name;
-    r.backend = f->be->addr_str;
+    r.service = f->svc->spec.name;
+    r.backend = BACKEND_ADDR(f->be);
     r.attempts = 1;
     r.cause = cause;
     accesslog_emit(f->l->u->w->id, &r);

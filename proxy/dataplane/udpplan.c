@@ -357,7 +357,7 @@ udp_plan_build(struct worker *w, struct apply_plan *pl, enum udp_serve serve,
                 if (flags & UDP_PLAN_STRICT)
                     return -1;
                 if (w->id == 0)
-                    log_error("service %s: %s", up->svcs[i]->name,
+                    log_error("service %s: %s", up->svcs[i]->spec.name,
                               err_str(e, m, sizeof(m)));
                 svc_unref(up->svcs[i]);
                 continue;
@@ -419,7 +419,7 @@ claim(struct udp_plan *up, struct udp_listener *l, int fresh)
     svc_unref(old);
     if (fresh && l->u->w->id == 0)
         log_info("listening on udp %s for service %s", l->addr_str,
-                 l->svc->name);
+                 l->svc->spec.name);
     ev_io_start(l->u->w->loop, &l->io);
     return 1;
 }
@@ -445,7 +445,7 @@ udp_plan_commit(struct worker *w, struct udp_plan *up)
         }
         if (w->id == 0)
             log_info("closing udp listener %s (service %s removed or moved)",
-                     l->addr_str, l->svc->name);
+                     l->addr_str, l->svc->spec.name);
         *pp = l->next;
         listener_close(l, 1);
     }

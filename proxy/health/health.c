@@ -182,14 +182,14 @@ hc_done(struct hc *c, int ok, const char *cause)
         health_count(c->b, 0);
         log_warn("health: backend %s (%s) of service %s is DOWN: %s "
                  "(%u failed %s check(s) in a row)",
-                 c->name, c->b->addr_str, c->svc, cause, runs,
+                 c->name, BACKEND_ADDR(c->b), c->svc, cause, runs,
                  hc_type_name(c));
     } else if (ch == HEALTH_WENT_UP) {
         atomic_store(&c->b->health, BACKEND_HEALTH_UP);
         health_count(c->b, 1);
         log_info("health: backend %s (%s) of service %s is UP: %u passed %s "
                  "check(s) in a row",
-                 c->name, c->b->addr_str, c->svc, runs, hc_type_name(c));
+                 c->name, BACKEND_ADDR(c->b), c->svc, runs, hc_type_name(c));
     }
     if (ch != HEALTH_SAME && c->h->on_change != NULL)
         c->h->on_change(c->h->on_change_arg);
@@ -272,7 +272,7 @@ hc_connected(struct hc *c)
                                  "GET %s HTTP/1.1\r\nHost: %s\r\n"
                                  "User-Agent: ferry-health-check\r\n"
                                  "Connection: close\r\n\r\n",
-                                 c->spec.path, c->b->addr_str);
+                                 c->spec.path, BACKEND_ADDR(c->b));
     if (c->reqlen >= sizeof(c->req))
         c->reqlen = sizeof(c->req) - 1;
     c->phase = HC_SENDING;
@@ -435,7 +435,7 @@ mark_checked(struct health *h, struct svc *const *svcs, size_t n)
             if (c == NULL) {
                 if ((c = hc_new(h, b)) == NULL) {
                     log_error("health: out of memory for backend %s",
-                              b->addr_str);
+                              BACKEND_ADDR(b));
                     continue;
                 }
                 c->mark = 2;
@@ -473,7 +473,8 @@ health_apply(struct health *h, struct svc *const *svcs, size_t n)
         if (c->mark == 0 && c->mark_tgt)
             c->mark = 1; /* a target still wants it */
         if (c->mark == 0) {
-            log_info("health: checks of backend %s stopped", c->b->addr_str);
+            log_info("health: checks of backend %s stopped",
+                     BACKEND_ADDR(c->b));
             *pc = c->next;
             hc_free(c);
             continue;
@@ -502,7 +503,7 @@ health_set_targets(struct health *h, const struct health_target *t, size_t n)
         if (c == NULL) {
             if ((c = hc_new(h, t[i].b)) == NULL) {
                 log_error("health: out of memory for backend %s",
-                          t[i].b->addr_str);
+                          BACKEND_ADDR(t[i].b));
                 continue;
             }
             c->mark = 2; /* spread below, then kept like any */
@@ -517,7 +518,8 @@ health_set_targets(struct health *h, const struct health_target *t, size_t n)
     }
     for (pc = &h->list; (c = *pc) != NULL;) {
         if (!c->mark_tgt && !c->by_svc) {
-            log_info("health: checks of backend %s stopped", c->b->addr_str);
+            log_info("health: checks of backend %s stopped",
+                     BACKEND_ADDR(c->b));
             *pc = c->next;
             hc_free(c);
             continue;

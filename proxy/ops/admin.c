@@ -208,6 +208,7 @@ status_backend(struct admin *a, struct be_ref e, double now)
     const struct backend *b = svc_backend(e.s, e.i);
     const struct backend_ctr *k = backend_ctr_read(b);
     struct health_info hi;
+    char ab[SADDR_STR_MAX];
     json_t *o, *h;
 
     health_info(a->h, b, &hi);
@@ -224,7 +225,7 @@ status_backend(struct admin *a, struct be_ref e, double now)
                         json_integer((json_int_t)stats_get(&k->n_went_up)));
     o = json_object();
     json_object_set_new(o, "name", json_string(svc_backend_name(e.s, e.i)));
-    json_object_set_new(o, "address", json_string(b->addr_str));
+    json_object_set_new(o, "address", json_string(backend_addr(b, ab)));
     json_object_set_new(o, "state", json_string(be_state(e, now)));
     json_object_set_new(o, "weight",
                         json_integer(svc_backend_weight(e.s, e.i)));
@@ -497,6 +498,7 @@ static int
 find_be(struct admin *a, const char *svc, const char *which,
         struct be_ref *out)
 {
+    char ab[SADDR_STR_MAX];
     size_t i, j;
 
     for (i = 0; i < proxy_nsvcs(a->p); i++) {
@@ -505,7 +507,7 @@ find_be(struct admin *a, const char *svc, const char *which,
             continue;
         for (j = 0; j < svc_nbackends(s); j++)
             if (strcmp(svc_backend_name(s, j), which) == 0
-                || strcmp(svc_backend(s, j)->addr_str, which) == 0) {
+                || strcmp(backend_addr(svc_backend(s, j), ab), which) == 0) {
                 out->s = s;
                 out->i = j;
                 return 0;
@@ -518,12 +520,13 @@ static void
 control_reply(struct sbuf *out, const char *svc, struct be_ref e, double now)
 {
     json_t *o = json_object();
+    char ab[SADDR_STR_MAX];
     char *txt;
 
     json_object_set_new(o, "service", json_string(svc));
     json_object_set_new(o, "backend", json_string(svc_backend_name(e.s, e.i)));
     json_object_set_new(o, "address",
-                        json_string(svc_backend(e.s, e.i)->addr_str));
+                        json_string(backend_addr(svc_backend(e.s, e.i), ab)));
     json_object_set_new(o, "state", json_string(be_state(e, now)));
     json_object_set_new(o, "drained",
                         json_boolean(svc_backend_drained(e.s, e.i)));
@@ -780,7 +783,7 @@ static void
 control(struct admin *a, const struct httpreq *r, const char *rest,
         double now, struct sbuf *out)
 {
-    char svc[TBL_NAME_MAX], which[TBL_NAME_MAX], val[16];
+    char svc[TBL_NAME_MAX], which[TBL_NAME_MAX], val[16], ab[SADDR_STR_MAX];
     const char *s1 = NULL, *s2 = strrchr(rest, '/'), *p;
     struct be_ref e;
     const struct backend *b;
@@ -845,20 +848,20 @@ control(struct admin *a, const struct httpreq *r, const char *rest,
         action_log(a, now,
                    "admin: backend %s (%s) of service %s drained: no new "
                    "connections, %u open continue",
-                   bname, b->addr_str, svc, atomic_load(&b->active));
+                   bname, backend_addr(b, ab), svc, atomic_load(&b->active));
     else if (weight == -1)
         action_log(a, now,
                    "admin: backend %s (%s) of service %s reset to its "
                    "configuration (weight %u)",
-                   bname, b->addr_str, svc,
+                   bname, backend_addr(b, ab), svc,
                    svc_backend_config_weight(e.s, e.i));
     else if (drained == 0)
         action_log(a, now, "admin: backend %s (%s) of service %s enabled",
-                   bname, b->addr_str, svc);
+                   bname, backend_addr(b, ab), svc);
     else
         action_log(a, now,
                    "admin: backend %s (%s) of service %s weight set to %d",
-                   bname, b->addr_str, svc, weight);
+                   bname, backend_addr(b, ab), svc, weight);
     control_reply(out, svc, e, now);
 }
 

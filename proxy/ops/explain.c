@@ -210,13 +210,14 @@ proxy_backends(const struct tbl_service *ts, struct svc *s, struct health *h,
 
     for (i = 0; i < svc_nbackends(s); i++) {
         const struct backend *b = svc_backend(s, i);
+        char ab[SADDR_STR_MAX];
         uint32_t fl = svc_backend_flags(s, i);
         char buf[256];
         const char *why = be_excluded(s, i, h, now, buf, sizeof(buf));
         json_t *o = json_object();
 
         json_object_set_new(o, "name", json_string(svc_backend_name(s, i)));
-        json_object_set_new(o, "address", json_string(b->addr_str));
+        json_object_set_new(o, "address", json_string(backend_addr(b, ab)));
         json_object_set_new(o, "weight",
                             json_integer(svc_backend_weight(s, i)));
         json_object_set_new(o, "verdict",
@@ -241,11 +242,13 @@ proxy_next(struct svc *s, const struct explain_req *q, double now)
     int i = svc_peek(s, q->has_from ? &q->from : NULL, now, &pinned);
     const struct tbl_service *ts = svc_spec(s);
     json_t *o = json_object();
+    char ab[SADDR_STR_MAX];
 
     if (i >= 0) {
         json_object_set_new(o, "backend", json_string(svc_backend_name(s, i)));
-        json_object_set_new(o, "address",
-                            json_string(svc_backend(s, (size_t)i)->addr_str));
+        json_object_set_new(
+            o, "address",
+            json_string(backend_addr(svc_backend(s, (size_t)i), ab)));
         json_object_set_new(o, "pinned", json_boolean(pinned));
     } else {
         json_object_set_new(o, "backend", json_null());

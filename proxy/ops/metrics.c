@@ -208,12 +208,14 @@ labels_build(struct labels *ls, struct svc *const *svcs, size_t n,
         if (ls->be_base[i] == SIZE_MAX)
             continue;
         for (j = 0; j < svc_nbackends(svcs[i]); j++) {
+            char ab[SADDR_STR_MAX];
             ls->off[k++] = ls->text.len;
             svc_label(&ls->text, svcs[i]);
             sbuf_add(&ls->text, ",backend=\"", 10);
             metrics_label_value(&ls->text, svc_backend_name(svcs[i], j));
             sbuf_add(&ls->text, "\",address=\"", 11);
-            metrics_label_value(&ls->text, svc_backend(svcs[i], j)->addr_str);
+            metrics_label_value(&ls->text,
+                                backend_addr(svc_backend(svcs[i], j), ab));
             sbuf_add(&ls->text, "\"", 1);
         }
     }
