@@ -43,23 +43,28 @@ line_alloc(size_t size)
 
 /* A round-robin pick order, <period> picks long. */
 struct rr_seq {
+    struct rr_seq *next_old; /* replaced ones, newest first */
     uint32_t period;
     uint32_t idx[];
 };
 
+/* Three cache lines a service (it was ten, 5 MB at 10,000 Services, most
+ * of it running weights no pick used). */
 struct rr_state {
     /* The order for the weights in force (NULL: none, each worker runs
      * its own), read by every pick; replaced ones wait in <old> because a
      * worker may still be reading them. */
     _Atomic(struct rr_seq *) seq;
+    struct rr_seq *old;
     unsigned nold;
-    struct rr_seq *old[RR_OLD_MAX];
-    size_t stride; /* entries of <cur> per worker, whole cache lines */
+    unsigned nslots;
     /* The next ticket into <seq>: written by every pick of every worker,
      * so alone on its line. */
     alignas(BAL_LINE) atomic_uint_fast64_t ticket;
-    /* Worker k's running weights are cur[k * stride ...]. */
-    alignas(BAL_LINE) int32_t cur[];
+    /* Worker k's running weights (one per backend), made by worker k at
+     * its first pick the shared order does not serve; most services never
+     * need them. */
+    alignas(BAL_LINE) _Atomic(int32_t *) cur[];
 };
 
 static int
@@ -113,6 +118,7 @@ rr_build(const struct svc *s)
         free(cur);
         return NULL;
     }
+    q->next_old = NULL;
     q->period = (uint32_t)period;
     for (i = 0; i < period; i++)
         q->idx[i] = (uint32_t)rr_smooth(s, cur, all_ok, NULL);
@@ -123,17 +129,41 @@ rr_build(const struct svc *s)
 static void *
 rr_init(const struct svc *s, unsigned nslots)
 {
-    size_t per_line = BAL_LINE / sizeof(int32_t);
-    size_t stride = (s->nbe + per_line - 1) / per_line * per_line;
     struct rr_state *st;
+    unsigned k;
 
-    st = line_alloc(sizeof(*st) + (size_t)nslots * stride * sizeof(int32_t));
+    nslots = nslots > 0 ? nslots : 1;
+    st = line_alloc(sizeof(*st) + (size_t)nslots * sizeof(st->cur[0]));
     if (st == NULL)
         return NULL;
-    st->stride = stride;
+    st->nslots = nslots;
+    for (k = 0; k < nslots; k++)
+        atomic_init(&st->cur[k], NULL);
     atomic_init(&st->ticket, 0);
     atomic_init(&st->seq, rr_build(s));
     return st;
+}
+
+/* Worker <k>'s running weights, made at its first use (by that worker
+ * only), or NULL when out of memory. */
+static int32_t *
+rr_cur(struct rr_state *st, const struct svc *s, unsigned k)
+{
+    int32_t *cur, *none = NULL;
+
+    if (k >= st->nslots)
+        k = 0;
+    cur = atomic_load_explicit(&st->cur[k], memory_order_acquire);
+    if (cur != NULL || s->nbe == 0
+        || (cur = calloc(s->nbe, sizeof(*cur))) == NULL)
+        return cur;
+    /* Another thread of the same slot (none should be) made one first:
+     * use that. */
+    if (!atomic_compare_exchange_strong(&st->cur[k], &none, cur)) {
+        free(cur);
+        cur = none;
+    }
+    return cur;
 }
 
 /* Weights changed (admin override): publish a new sequence. The old one
@@ -150,8 +180,11 @@ rr_reweight(void *p, const struct svc *s)
         return;
     q = st->nold < RR_OLD_MAX - 1 ? rr_build(s) : NULL;
     old = atomic_exchange(&st->seq, q);
-    if (old != NULL)
-        st->old[st->nold++] = old;
+    if (old != NULL) {
+        old->next_old = st->old;
+        st->old = old;
+        st->nold++;
+    }
 }
 
 static int
@@ -162,6 +195,7 @@ rr_pick(void *p, const struct svc *s, unsigned k,
     const struct rr_seq *q =
         atomic_load_explicit(&st->seq, memory_order_acquire);
     uint32_t n, tries;
+    int32_t *cur;
     (void)client;
 
     if (q != NULL) {
@@ -179,7 +213,14 @@ rr_pick(void *p, const struct svc *s, unsigned k,
         /* No candidate among them: the scan decides (its order is this
          * worker's own). */
     }
-    return rr_smooth(s, st->cur + (size_t)k * st->stride, ok, arg);
+    if ((cur = rr_cur(st, s, k)) == NULL) {
+        /* Out of memory: the first that may take it. */
+        for (n = 0; n < s->nbe; n++)
+            if (svc_be_weight(&s->be[n]) > 0 && ok(s, n, arg))
+                return (int)n;
+        return -1;
+    }
+    return rr_smooth(s, cur, ok, arg);
 }
 
 /* rr_pick() without taking tickets: the next tickets in order. When the
@@ -216,13 +257,18 @@ static void
 rr_release(void *p)
 {
     struct rr_state *st = p;
-    unsigned i;
+    struct rr_seq *q;
+    unsigned k;
 
     if (st == NULL)
         return;
     free(atomic_load(&st->seq));
-    for (i = 0; i < st->nold; i++)
-        free(st->old[i]);
+    while ((q = st->old) != NULL) {
+        st->old = q->next_old;
+        free(q);
+    }
+    for (k = 0; k < st->nslots; k++)
+        free(atomic_load(&st->cur[k]));
     free(st);
 }
 

@@ -95,13 +95,12 @@ static struct registry stats_reg =
 static void *
 svc_stats_make(const void *key, size_t klen, void *arg)
 {
-    struct svc_stats *st = calloc(1, sizeof(*st));
+    struct svc_stats *st = calloc(1, sizeof(*st) + klen + 1);
 
     (void)arg;
     if (st == NULL)
         return NULL;
-    snprintf(st->name, sizeof(st->name), "%.*s", (int)klen,
-             (const char *)key);
+    memcpy(st->name, key, klen); /* the NUL is calloc's */
     atomic_init(&st->refs, 1);
     return st;
 }
@@ -109,7 +108,7 @@ svc_stats_make(const void *key, size_t klen, void *arg)
 struct svc_stats *
 svc_stats_get(const char *name)
 {
-    size_t n = strnlen(name, sizeof(((struct svc_stats *)0)->name) - 1);
+    size_t n = strnlen(name, SVC_STATS_NAME_MAX - 1);
 
     return registry_get(&stats_reg, name, n, svc_stats_make, NULL);
 }

@@ -102,8 +102,9 @@ void hist_observe(struct hist *h, const struct hist_spec *sp, double v);
 
 struct srcrules_table;
 
+#define SVC_STATS_NAME_MAX 128 /* with its NUL; longer names are cut */
+
 struct svc_stats {
-    char name[128];
     atomic_uint refs;
     atomic_uint active;
     atomic_uint_fast64_t accepted;
@@ -137,6 +138,7 @@ struct svc_stats {
     atomic_uint_fast64_t udp_flows;
     atomic_uint_fast64_t udp_dgrams_in, udp_dgrams_out;
     atomic_uint_fast64_t udp_drops[STATS_UDP__COUNT];
+    char name[]; /* as long as it needs */
 };
 
 /* Find or create the stats of service <name>. Returns a new reference or
