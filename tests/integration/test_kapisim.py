@@ -226,8 +226,11 @@ class Kubectl:
         return p
 
     def background(self, *args):
+        # Appending: kubectl's writes go to the end whatever offset the
+        # test's reads (a seek to 0 on the same open file) left behind; a
+        # row written in two parts once had its second part land at 0.
         out = open(os.path.join(self.dir, "bg-%d.out" % time.time_ns()),
-                   "w+")
+                   "a+")
         p = subprocess.Popen(self.argv(*args), stdout=out,
                              stderr=subprocess.STDOUT, env=self.env)
         return p, out
