@@ -39,7 +39,7 @@ backend_match(const void *obj, const void *key, size_t klen)
 }
 
 static struct registry backends =
-    REGISTRY_INIT(struct backend, refs, backend_match);
+    REGISTRY_INIT(struct backend, refs, reg_hash, backend_match);
 
 static void *
 backend_make(const void *key, size_t klen, void *arg)

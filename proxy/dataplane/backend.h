@@ -48,6 +48,7 @@ struct backend {
     atomic_uint refs;
     atomic_uint active;         /* open proxied connections */
     atomic_uint fails;          /* consecutive connect failures */
+    uint32_t reg_hash;          /* the registry's (registry.h) */
     _Atomic double eject_until; /* ev_now() time before which it is skipped */
     _Atomic(struct backend_ctr *) ctr; /* NULL until the first event */
     /* Active health: written on the control loop by health.c only. */

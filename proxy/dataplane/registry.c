@@ -6,15 +6,16 @@
 
 #define MIN_CAP 64
 
-struct reg_slot {
-    void *obj; /* NULL: empty */
-    uint32_t hash;
-};
-
 static atomic_uint *
 refs_of(const struct registry *r, void *obj)
 {
     return (atomic_uint *)(void *)((char *)obj + r->refs_off);
+}
+
+static uint32_t *
+hash_of(const struct registry *r, void *obj)
+{
+    return (uint32_t *)(void *)((char *)obj + r->hash_off);
 }
 
 /* A reference to <obj> unless its count already reached zero. */
@@ -48,14 +49,13 @@ hash_key(const void *key, size_t klen)
 
 /* Put <obj> in the first free slot of its probe run (no resize). */
 static void
-place(struct reg_slot *slots, size_t cap, void *obj, uint32_t hash)
+place(void **slots, size_t cap, void *obj, uint32_t hash)
 {
     size_t i = hash & (cap - 1);
 
-    while (slots[i].obj != NULL)
+    while (slots[i] != NULL)
         i = (i + 1) & (cap - 1);
-    slots[i].obj = obj;
-    slots[i].hash = hash;
+    slots[i] = obj;
 }
 
 /* Rehash into <cap> slots. Returns -1, the map unchanged, when out of
@@ -63,14 +63,14 @@ place(struct reg_slot *slots, size_t cap, void *obj, uint32_t hash)
 static int
 rehash(struct registry *r, size_t cap)
 {
-    struct reg_slot *slots = calloc(cap, sizeof(*slots));
+    void **slots = calloc(cap, sizeof(*slots));
     size_t i;
 
     if (slots == NULL)
         return -1;
     for (i = 0; i < r->cap; i++)
-        if (r->slots[i].obj != NULL)
-            place(slots, cap, r->slots[i].obj, r->slots[i].hash);
+        if (r->slots[i] != NULL)
+            place(slots, cap, r->slots[i], *hash_of(r, r->slots[i]));
     free(r->slots);
     r->slots = slots;
     r->cap = cap;
@@ -84,17 +84,17 @@ remove_at(struct registry *r, size_t i)
 {
     size_t mask = r->cap - 1, j = i, home;
 
-    r->slots[i].obj = NULL;
+    r->slots[i] = NULL;
     r->used--;
     for (;;) {
         j = (j + 1) & mask;
-        if (r->slots[j].obj == NULL)
+        if (r->slots[j] == NULL)
             break;
-        home = r->slots[j].hash & mask;
+        home = *hash_of(r, r->slots[j]) & mask;
         /* Move j back to i unless its home lies cyclically in (i, j]. */
         if (i <= j ? (home <= i || home > j) : (home <= i && home > j)) {
             r->slots[i] = r->slots[j];
-            r->slots[j].obj = NULL;
+            r->slots[j] = NULL;
             i = j;
         }
     }
@@ -118,10 +118,10 @@ registry_get(struct registry *r, const void *key, size_t klen,
     pthread_mutex_lock(&r->mu);
     for (i = r->cap ? hash & (r->cap - 1) : 0; r->cap != 0;
          i = (i + 1) & (r->cap - 1)) {
-        obj = r->slots[i].obj;
+        obj = r->slots[i];
         if (obj == NULL)
             break;
-        if (r->slots[i].hash != hash || !r->match(obj, key, klen))
+        if (*hash_of(r, obj) != hash || !r->match(obj, key, klen))
             continue;
         if (ref_if_alive(r, obj)) {
             pthread_mutex_unlock(&r->mu);
@@ -140,6 +140,7 @@ registry_get(struct registry *r, const void *key, size_t klen,
         pthread_mutex_unlock(&r->mu);
         return NULL;
     }
+    *hash_of(r, obj) = hash;
     place(r->slots, r->cap, obj, hash);
     r->used++;
     atomic_fetch_add(&r->n, 1);
@@ -166,9 +167,9 @@ registry_unref(struct registry *r, void *obj, const void *key, size_t klen)
      * already taken its place. */
     for (i = r->cap ? hash_key(key, klen) & (r->cap - 1) : 0; r->cap != 0;
          i = (i + 1) & (r->cap - 1)) {
-        if (r->slots[i].obj == NULL)
+        if (r->slots[i] == NULL)
             break;
-        if (r->slots[i].obj == obj) {
+        if (r->slots[i] == obj) {
             remove_at(r, i);
             break;
         }

@@ -17,31 +17,31 @@
 #include <stdatomic.h>
 #include <stddef.h>
 
-struct reg_slot;
-
 /* Nonzero when <obj> is the object of <key> (<klen> bytes): the map
  * keeps no copy of the keys, each object knows its own. */
 typedef int registry_match_fn(const void *obj, const void *key, size_t klen);
 
 struct registry {
     pthread_mutex_t mu;
-    /* Open addressing with linear probing: a pointer and a hash a slot
-     * (16 bytes; a quarter of a chained entry with its key). At 250,000
-     * endpoints the map was 24 MB of uthash entries. */
-    struct reg_slot *slots;
+    /* Open addressing with linear probing: a pointer a slot, the key's
+     * hash kept in the object. At 250,000 endpoints the map was 24 MB of
+     * uthash entries, then 8 MB with the hash in the slot; now 4. */
+    void **slots;
     size_t cap;  /* a power of two, or 0 */
     size_t used; /* slots holding an object */
     atomic_uint n;
     size_t refs_off; /* offset of the objects' atomic_uint count */
+    size_t hash_off; /* offset of the objects' uint32_t hash (ours) */
     registry_match_fn *match;
 };
 
-/* A registry of <type> objects whose reference count is <field>, whose
- * keys <match> compares. */
-#define REGISTRY_INIT(type, field, match)                                   \
+/* A registry of <type> objects whose reference count is <field>, with
+ * a uint32_t <hash> the registry sets and reads, whose keys <match>
+ * compares. */
+#define REGISTRY_INIT(type, field, hash, match)                             \
     {                                                                       \
         PTHREAD_MUTEX_INITIALIZER, NULL, 0, 0, 0, offsetof(type, field),    \
-            (match)                                                         \
+            offsetof(type, hash), (match)                                   \
     }
 
 /* Make a new object for <key> (<klen> bytes) with its count at 1, or

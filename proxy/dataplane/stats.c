@@ -90,7 +90,7 @@ svc_stats_match(const void *obj, const void *key, size_t klen)
 }
 
 static struct registry stats_reg =
-    REGISTRY_INIT(struct svc_stats, refs, svc_stats_match);
+    REGISTRY_INIT(struct svc_stats, refs, reg_hash, svc_stats_match);
 
 static void *
 svc_stats_make(const void *key, size_t klen, void *arg)

@@ -106,6 +106,7 @@ struct srcrules_table;
 
 struct svc_stats {
     atomic_uint refs;
+    uint32_t reg_hash; /* the registry's (registry.h) */
     atomic_uint active;
     atomic_uint_fast64_t accepted;
     atomic_uint_fast64_t retries;   /* extra connect attempts */

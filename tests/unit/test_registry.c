@@ -16,6 +16,7 @@
 struct obj {
     char tag[16];
     atomic_uint refs;
+    uint32_t hash;
 };
 
 static int made;
@@ -54,7 +55,7 @@ drop(struct registry *r, struct obj *o)
 static void
 test_one_object_per_key(void **state)
 {
-    struct registry r = REGISTRY_INIT(struct obj, refs, match);
+    struct registry r = REGISTRY_INIT(struct obj, refs, hash, match);
     struct obj *a, *b, *c;
 
     (void)state;
@@ -86,7 +87,7 @@ test_one_object_per_key(void **state)
 static void
 test_dying_object_is_not_revived(void **state)
 {
-    struct registry r = REGISTRY_INIT(struct obj, refs, match);
+    struct registry r = REGISTRY_INIT(struct obj, refs, hash, match);
     struct obj *dying, *fresh, *again;
 
     (void)state;
@@ -113,7 +114,7 @@ static void
 test_many_keys(void **state)
 {
     enum { N = 5000 };
-    struct registry r = REGISTRY_INIT(struct obj, refs, match);
+    struct registry r = REGISTRY_INIT(struct obj, refs, hash, match);
     static struct obj *o[N];
     char k[16];
     int i, j, step = 2003; /* coprime with N: a scrambled order */
@@ -149,7 +150,7 @@ test_many_keys(void **state)
     assert_null(r.slots);
 }
 
-static struct registry shared = REGISTRY_INIT(struct obj, refs, match);
+static struct registry shared = REGISTRY_INIT(struct obj, refs, hash, match);
 
 static void *
 churn(void *arg)
