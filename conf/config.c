@@ -1187,12 +1187,14 @@ add_service(struct table *t, const struct service_in *in, struct ydoc_pos pos,
             struct err *e)
 {
     const struct backend_in *be = in->backends.v;
+    char name[TBL_NAME_MAX];
     struct tbl_service s;
     size_t i;
     int rc;
 
     memset(&s, 0, sizeof(s));
-    snprintf(s.name, sizeof(s.name), "%s", in->name);
+    snprintf(name, sizeof(name), "%s", in->name);
+    s.name = name; /* copied by the table */
     s.frontends = in->listen.v;
     s.nfrontends = in->listen.n;
     s.nbackends = in->backends.n;

@@ -259,9 +259,19 @@ table_new(void)
     return t;
 }
 
+/* A service's name, the same in <a> and <b>; NULL (a template's, never
+ * set) is "". */
+static int
+names_equal(const char *a, const char *b)
+{
+    return strcmp(a != NULL ? a : "", b != NULL ? b : "") == 0;
+}
+
 /* What a struct tbl_arrays owns: up to TBL_ARRAYS arrays, each with its
- * pointer and length, in the order svc_slots() and ksvc_slots() list. */
-#define TBL_ARRAYS 8
+ * pointer and length, in the order svc_slots() and ksvc_slots() list;
+ * the last is the name, NUL included. */
+#define TBL_ARRAYS 9
+#define SLOT_NAME  8
 
 struct tbl_arrays {
     atomic_uint refs;
@@ -279,6 +289,8 @@ svc_slots(const struct tbl_service *s, void **p, size_t *n)
     p[4] = s->sni, n[4] = s->nsni;
     p[5] = s->excluded, n[5] = s->nexcluded;
     p[6] = p[7] = NULL, n[6] = n[7] = 0;
+    p[SLOT_NAME] = (void *)s->name;
+    n[SLOT_NAME] = s->name != NULL ? strlen(s->name) + 1 : 0;
 }
 
 static void
@@ -292,6 +304,8 @@ ksvc_slots(const struct tbl_ksvc *k, void **p, size_t *n)
     p[5] = k->local_eps, n[5] = k->nlocal_eps;
     p[6] = k->cluster_excluded, n[6] = k->ncluster_excluded;
     p[7] = k->local_excluded, n[7] = k->nlocal_excluded;
+    p[SLOT_NAME] = (void *)k->name;
+    n[SLOT_NAME] = k->name != NULL ? strlen(k->name) + 1 : 0;
 }
 
 /* Nonzero when <a> owns exactly the arrays <p>, <n>: a copy of a table's
@@ -408,7 +422,7 @@ tbl_service_hold(struct tbl_service *dst, const struct tbl_service *src)
     static const size_t size[TBL_ARRAYS] = {
         sizeof(struct saddr), sizeof(struct tbl_backend),
         sizeof(struct cidr),  sizeof(struct cidr),
-        sizeof(struct tbl_sni), sizeof(struct tbl_excluded), 1, 1};
+        sizeof(struct tbl_sni), sizeof(struct tbl_excluded), 1, 1, 1};
     void *p[TBL_ARRAYS];
     size_t n[TBL_ARRAYS];
     struct tbl_arrays *a;
@@ -424,6 +438,7 @@ tbl_service_hold(struct tbl_service *dst, const struct tbl_service *src)
     dst->deny = p[3];
     dst->sni = p[4];
     dst->excluded = p[5];
+    dst->name = p[SLOT_NAME] != NULL ? p[SLOT_NAME] : "";
     return 0;
 }
 
@@ -441,7 +456,7 @@ tbl_ksvc_hold(struct tbl_ksvc *dst, const struct tbl_ksvc *src)
         sizeof(struct saddr), sizeof(struct saddr),
         sizeof(struct saddr), sizeof(struct cidr),
         sizeof(struct tbl_backend), sizeof(struct tbl_backend),
-        sizeof(struct tbl_excluded), sizeof(struct tbl_excluded)};
+        sizeof(struct tbl_excluded), sizeof(struct tbl_excluded), 1};
     void *p[TBL_ARRAYS];
     size_t n[TBL_ARRAYS];
     struct tbl_arrays *a;
@@ -459,6 +474,7 @@ tbl_ksvc_hold(struct tbl_ksvc *dst, const struct tbl_ksvc *src)
     dst->local_eps = p[5];
     dst->cluster_excluded = p[6];
     dst->local_excluded = p[7];
+    dst->name = p[SLOT_NAME] != NULL ? p[SLOT_NAME] : "";
     return 0;
 }
 
@@ -939,7 +955,7 @@ table_replace_service(struct table *t, size_t i, const struct tbl_service *svc,
     if ((c = chunk_own(&t->schunks[i / TBL_CHUNK], &skind)) == NULL)
         return err_set(e, "out of memory");
     old = chunk_entry(c, &skind, i % TBL_CHUNK);
-    if (strcmp(old->name, svc->name) != 0 || old->proto != svc->proto
+    if (!names_equal(old->name, svc->name) || old->proto != svc->proto
         || old->reach != svc->reach || old->nsni != 0 || svc->nsni != 0
         || !tbl_saddrs_equal(old->frontends, old->nfrontends, svc->frontends,
                              svc->nfrontends))
@@ -973,7 +989,7 @@ table_replace_ksvc(struct table *t, size_t i, const struct tbl_ksvc *k,
     if ((c = chunk_own(&t->kchunks[i / TBL_CHUNK], &kkind)) == NULL)
         return err_set(e, "out of memory");
     old = chunk_entry(c, &kkind, i % TBL_CHUNK);
-    if (strcmp(old->name, k->name) != 0 || old->proto != k->proto)
+    if (!names_equal(old->name, k->name) || old->proto != k->proto)
         return err_set(e, "kernel service \"%s\" is not the same", k->name);
     if (tbl_ksvc_hold(&copy, k) < 0)
         return err_set(e, "out of memory");
@@ -1117,7 +1133,7 @@ tbl_ksvc_equal(const struct tbl_ksvc *a, const struct tbl_ksvc *b)
 {
     size_t i;
 
-    if (strcmp(a->name, b->name) != 0 || a->proto != b->proto
+    if (!names_equal(a->name, b->name) || a->proto != b->proto
         || a->port != b->port || a->node_port != b->node_port
         || a->affinity_s != b->affinity_s
         || a->external_local != b->external_local
@@ -1157,7 +1173,7 @@ tbl_service_policy_equal(const struct tbl_service *a,
 {
     /* The origin changes no balancing, but a runtime service kept across
      * tables keeps its spec, and /metrics reads the origin from it. */
-    return strcmp(a->name, b->name) == 0 && a->origin == b->origin
+    return names_equal(a->name, b->name) && a->origin == b->origin
            && a->balance == b->balance
            && a->connect_timeout_ms == b->connect_timeout_ms
            && a->idle_timeout_ms == b->idle_timeout_ms

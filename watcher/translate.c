@@ -779,6 +779,7 @@ emit(struct rec *r, const struct svcctx *sc, const char *pname,
      * redirected by the kernel: nothing listens on its frontends. */
     enum tbl_reach reach = redirected(sc, o) ? TBL_REACH_REDIRECT
                                              : TBL_REACH_LISTEN;
+    char name[TBL_NAME_MAX];
     struct tbl_service s;
     int n;
 
@@ -788,9 +789,10 @@ emit(struct rec *r, const struct svcctx *sc, const char *pname,
     if (o->policy != NULL)
         s = *o->policy;
     s.origin = TBL_ORIGIN_API;
-    n = snprintf(s.name, sizeof(s.name), "%s/%s:%s%s", sc->ns, sc->name, pname,
+    n = snprintf(name, sizeof(name), "%s/%s:%s%s", sc->ns, sc->name, pname,
                  suffix);
-    if (n < 0 || (size_t)n >= sizeof(s.name)) {
+    s.name = name; /* copied by the record */
+    if (n < 0 || (size_t)n >= sizeof(name)) {
         SKIP_SVC(o, sc, SKIP_NAME_TOO_LONG,
                  "port \"%.64s\"%s: table name over %d bytes", pname, suffix,
                  TBL_NAME_MAX - 1);
@@ -1068,17 +1070,18 @@ kernel_port(struct rec *r, const struct svcctx *sc, const struct ksvc_port *sp,
 {
     const char *pname = sp->name;
     int64_t np = sp->node_port;
+    char name[TBL_NAME_MAX];
     struct tbl_ksvc k;
     size_t n1, n2 = 0, x1 = 0, x2 = 0;
     int n, all_bad;
 
     memset(&k, 0, sizeof(k));
     n = pname[0] != '\0'
-            ? snprintf(k.name, sizeof(k.name), "%s/%s:%s", sc->ns, sc->name,
-                       pname)
-            : snprintf(k.name, sizeof(k.name), "%s/%s:%u", sc->ns, sc->name,
+            ? snprintf(name, sizeof(name), "%s/%s:%s", sc->ns, sc->name, pname)
+            : snprintf(name, sizeof(name), "%s/%s:%u", sc->ns, sc->name,
                        (unsigned)port);
-    if (n < 0 || (size_t)n >= sizeof(k.name)) {
+    k.name = name; /* copied by the record */
+    if (n < 0 || (size_t)n >= sizeof(name)) {
         SKIP_SVC(o, sc, SKIP_NAME_TOO_LONG,
                  "port \"%.64s\": name over %d bytes", pname,
                  TBL_NAME_MAX - 1);

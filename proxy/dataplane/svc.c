@@ -67,6 +67,7 @@ svc_new_like(const struct tbl_service *ts, const struct svc *prev)
     if (tbl_service_hold(&held, ts) < 0)
         goto fail;
     s->arrays = held.arrays;
+    s->spec.name = held.name;
     s->spec.allow = held.allow;
     s->spec.deny = held.deny;
     s->tbe = held.backends;

@@ -384,8 +384,7 @@ dispatch_services(struct kube *k, struct tbl_service d[2])
     for (i = 0; i < n; i++) {
         uint16_t port = i == 0 ? k->proxy_port : affinity_port(k);
         memset(&d[i], 0, sizeof(d[i]));
-        snprintf(d[i].name, sizeof(d[i].name), "%s",
-                 i == 0 ? KUBE_DISPATCH_NAME : KUBE_DISPATCH_AFFINITY_NAME);
+        d[i].name = i == 0 ? KUBE_DISPATCH_NAME : KUBE_DISPATCH_AFFINITY_NAME;
         d[i].origin = TBL_ORIGIN_API;
         d[i].reach = TBL_REACH_DISPATCH;
         parse_ip("0.0.0.0", port, &fe[i][0], &why);

@@ -152,7 +152,7 @@ make_svc(size_t first, size_t n, uint32_t affinity_ms)
     struct tbl_service ts;
 
     memset(&ts, 0, sizeof(ts));
-    snprintf(ts.name, sizeof(ts.name), "web");
+    ts.name = "web";
     ts.balance = TBL_BAL_ROUNDROBIN;
     ts.retries = 3;
     ts.affinity_timeout_ms = affinity_ms;

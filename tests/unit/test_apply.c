@@ -222,7 +222,7 @@ build(struct fixture *fx, const struct spec *sp, size_t n)
         char names[NBE][16];
         struct tbl_service ts;
         memset(&ts, 0, sizeof(ts));
-        snprintf(ts.name, sizeof(ts.name), "%s", sp[i].name);
+        ts.name = sp[i].name;
         for (j = 0; j < MAXFE && sp[i].fe[j] != 0; j++)
             fe[j] = loopback(sp[i].fe[j]);
         ts.frontends = fe;

@@ -35,7 +35,7 @@ make_ts(struct tbl_service *ts, enum tbl_balance algo, const uint32_t *weights,
 
     assert_true(n <= NBES);
     memset(ts, 0, sizeof(*ts));
-    snprintf(ts->name, sizeof(ts->name), "t");
+    ts->name = "t";
     ts->balance = algo;
     ts->retries = 3;
     for (i = 0; i < n; i++) {

@@ -210,11 +210,11 @@ test_table_sharing(void **state)
     memset(&s, 0, sizeof(s));
     s.frontends = &fe;
     s.nfrontends = 1;
-    snprintf(s.name, sizeof(s.name), "plain");
+    s.name = "plain";
     assert_int_equal(table_add_service(t, &s, &e), 0);
     /* A named one may not join a first one without names that is not
      * the default. */
-    snprintf(s.name, sizeof(s.name), "a");
+    s.name = "a";
     s.sni = names;
     s.nsni = 1;
     assert_int_equal(table_add_service(t, &s, &e), -1);
@@ -223,17 +223,17 @@ test_table_sharing(void **state)
     t = table_new();
     assert_int_equal(table_add_listener(t, &l, &e), 0);
     assert_int_equal(table_add_service(t, &s, &e), 0);
-    snprintf(s.name, sizeof(s.name), "b");
+    s.name = "b";
     assert_int_equal(table_add_service(t, &s, &e), 0);
     s.sni = NULL;
     s.nsni = 0;
-    snprintf(s.name, sizeof(s.name), "plain");
+    s.name = "plain";
     assert_int_equal(table_add_service(t, &s, &e), -1);
     assert_non_null(strstr(e.msg, "already used by service \"a\""));
-    snprintf(s.name, sizeof(s.name), "dflt");
+    s.name = "dflt";
     assert_int_equal(table_add_service(t, &s, &e), 0);
     /* Only one without names, even the default's namesake twice. */
-    snprintf(s.name, sizeof(s.name), "dflt2");
+    s.name = "dflt2";
     assert_int_equal(table_add_service(t, &s, &e), -1);
     table_unref(t);
 }

@@ -34,7 +34,7 @@ make(const char *name, const int *ports, uint32_t tmo_ms, struct table **t)
 
     memset(&ts, 0, sizeof(ts));
     memset(bes, 0, sizeof(bes));
-    snprintf(ts.name, sizeof(ts.name), "%s", name);
+    ts.name = name;
     for (i = 0; ports[i] != 0; i++) {
         char a[32];
         snprintf(a, sizeof(a), "127.0.0.1:%d", ports[i]);

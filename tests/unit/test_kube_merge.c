@@ -33,7 +33,7 @@ mk(const char *spec, uint64_t gen)
         assert_non_null(eq);
         *eq = '\0';
         memset(&s, 0, sizeof(s));
-        snprintf(s.name, sizeof(s.name), "%s", svc);
+        s.name = svc;
         for (a = strtok_r(eq + 1, ",", &save2); a != NULL;
              a = strtok_r(NULL, ",", &save2)) {
             assert_true(s.nfrontends < 8);
@@ -247,7 +247,7 @@ test_api_with_dispatch(void **state)
 
     (void)state;
     memset(&d, 0, sizeof(d));
-    snprintf(d.name, sizeof(d.name), "ferry/redirect");
+    d.name = "ferry/redirect";
     d.reach = TBL_REACH_DISPATCH;
     assert_int_equal(parse_hostport("0.0.0.0:10263", &fe[0], 0, &why), 0);
     d.frontends = fe;
@@ -272,7 +272,7 @@ test_api_with_dispatch(void **state)
      * after the API's, each on its own port. */
     memcpy(&d2[0], &d, sizeof(d));
     memset(&d2[1], 0, sizeof(d2[1]));
-    snprintf(d2[1].name, sizeof(d2[1].name), "ferry/redirect-affinity");
+    d2[1].name = "ferry/redirect-affinity";
     d2[1].reach = TBL_REACH_DISPATCH;
     d2[1].affinity_timeout_ms = 10800000;
     assert_int_equal(parse_hostport("0.0.0.0:10264", &fe2[0], 0, &why), 0);

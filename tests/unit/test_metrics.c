@@ -26,7 +26,7 @@ make_svc_from(const char *name, enum tbl_origin origin)
 
     memset(&ts, 0, sizeof(ts));
     memset(bes, 0, sizeof(bes));
-    snprintf(ts.name, sizeof(ts.name), "%s", name);
+    ts.name = name;
     for (i = 0; i < 2; i++) {
         char a[32];
         snprintf(a, sizeof(a), "127.0.0.1:%d", 9101 + i);
@@ -57,7 +57,7 @@ make_udp_svc(const char *name)
 
     memset(&ts, 0, sizeof(ts));
     memset(&be, 0, sizeof(be));
-    snprintf(ts.name, sizeof(ts.name), "%s", name);
+    ts.name = name;
     assert_int_equal(parse_hostport("127.0.0.1:9153", &be.addr, 0, &why), 0);
     be.name = "d0";
     be.weight = 1;

@@ -23,7 +23,7 @@ make_service(struct tbl_service *s, const char *name, const char *fe,
     int i;
 
     memset(s, 0, sizeof(*s));
-    snprintf(s->name, sizeof(s->name), "%s", name);
+    s->name = name;
     assert_int_equal(parse_hostport(fe, &fes[0], 0, &why), 0);
     s->frontends = fes;
     s->nfrontends = 1;
@@ -179,7 +179,7 @@ test_shared_arrays(void **state)
     (void)state;
     make_service(&s, "web", "127.0.0.1:80", fes, bes, 9000);
     memset(&k, 0, sizeof(k));
-    snprintf(k.name, sizeof(k.name), "ns/web:80");
+    k.name = "ns/web:80";
     k.cluster_eps = bes;
     k.ncluster_eps = 2;
     assert_int_equal(table_add_service(a, &s, NULL), 0);
@@ -203,7 +203,7 @@ test_shared_arrays(void **state)
     other[1].weight = 7;
     c.backends = other;
     assert_false(tbl_service_equal(&c, table_service(a, 0)));
-    snprintf(c.name, sizeof(c.name), "web2");
+    c.name = "web2";
     c.frontends = ofes;
     assert_int_equal(table_add_service(d, &c, NULL), 0);
     assert_ptr_not_equal(table_service(d, 0)->backends, other);
@@ -275,9 +275,9 @@ test_service_equal(void **state)
     b.affinity_timeout_ms = 10800000;
     assert_false(tbl_service_equal(&a, &b));
     b.affinity_timeout_ms = 0;
-    snprintf(b.name, sizeof(b.name), "api");
+    b.name = "api";
     assert_false(tbl_service_equal(&a, &b));
-    snprintf(b.name, sizeof(b.name), "web");
+    b.name = "web";
     assert_true(tbl_service_equal(&a, &b));
 }
 
@@ -293,7 +293,7 @@ test_service_equal(void **state)
 static void
 ch_name(struct tbl_service *s)
 {
-    snprintf(s->name, sizeof(s->name), "api");
+    s->name = "api";
 }
 
 static void
@@ -768,7 +768,8 @@ test_derive_shares_and_copies_on_write(void **state)
         s.affinity_timeout_ms = i == 40 ? 1000 : 0;
         assert_int_equal(table_add_service(a, &s, &e), 0);
         memset(&k, 0, sizeof(k));
-        snprintf(k.name, sizeof(k.name), "ns/k-%zu:p", i);
+        snprintf(name, sizeof(name), "ns/k-%zu:p", i);
+        k.name = name; /* copied by the table */
         assert_int_equal(table_add_ksvc(a, &k, &e), 0);
     }
     table_freeze(a, 1);
@@ -817,7 +818,7 @@ test_derive_shares_and_copies_on_write(void **state)
 
     /* A kernel service: its chunk only. */
     memset(&k, 0, sizeof(k));
-    snprintf(k.name, sizeof(k.name), "ns/k-5:p");
+    k.name = "ns/k-5:p";
     k.port = 5;
     assert_int_equal(table_replace_ksvc(b, 5, &k, &e), 0);
     assert_ptr_not_equal(b->kchunks[0], a->kchunks[0]);
