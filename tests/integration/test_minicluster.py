@@ -300,6 +300,24 @@ class World:
         return sorted(b["address"] for x in json.loads(body)["services"]
                       if x["name"] == svc for b in x["backends"])
 
+    def wait_all_workers(self, node, svc, n):
+        """Until <node>'s ferry lists <n> backends for <svc> and every one
+        of its workers serves that table: a connection a worker takes
+        while it still runs the table before (a Service without
+        endpoints) is reset."""
+        def ok():
+            st, _, body = self.ns(node)(http_get, "127.0.0.1", NODE_ADMIN,
+                                        "/status")
+            if st != 200:
+                return False
+            j = json.loads(body)
+            got = [b for x in j["services"] if x["name"] == svc
+                   for b in x["backends"]]
+            return len(got) == n and all(
+                wk["generation"] == j["generation"] for wk in j["workers"])
+        self.wait(ok, "%s's workers serving %d backends of %s"
+                  % (node, n, svc))
+
     def state(self, node):
         """A node's addresses and links, for before/after comparisons.
         IPv6 link-local addresses are left out: the kernel adds them when
@@ -438,6 +456,7 @@ def test_cluster_ip_spreads_over_both_nodes(w):
     c1 = w.client["node1"]
     w.wait(lambda: c1(try_ask, "198.18.128.10", 80) is not None,
            "ClusterIP served on node1")
+    w.wait_all_workers("node1", "shop/web:http", 4)
     got = c1(ask_many, "198.18.128.10", 80, 24)
     counts = {n: got.count(n) for n in set(got)}
     assert set(counts) == {"web-a", "web-b", "web-c", "web-d"}, counts
