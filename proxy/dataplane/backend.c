@@ -128,20 +128,31 @@ backend_observe_connect(struct backend *b, double seconds)
 void
 backend_on_fail(struct backend *b, double now)
 {
-    unsigned f = atomic_fetch_add(&b->fails, 1) + 1;
     struct backend_ctr *k = backend_ctr(b);
     double d = BACKOFF_FIRST_S;
+    unsigned f;
 
+    if (k == NULL)
+        return; /* out of memory: neither counted nor backed off */
+    f = atomic_fetch_add(&k->fails, 1) + 1;
     while (--f > 0 && d < BACKOFF_MAX_S)
         d *= 2;
     if (d > BACKOFF_MAX_S)
         d = BACKOFF_MAX_S;
-    if (atomic_load_explicit(&b->eject_until, memory_order_relaxed) <= now
-        && k != NULL)
+    if (atomic_load_explicit(&k->eject_until, memory_order_relaxed) <= now)
         atomic_fetch_add_explicit(&k->n_ejections, 1, memory_order_relaxed);
-    atomic_store(&b->eject_until, now + d);
-    if (k != NULL)
-        atomic_fetch_add(&k->n_failures, 1);
+    atomic_store(&k->eject_until, now + d);
+    atomic_fetch_add(&k->n_failures, 1);
+}
+
+/* The back-off of <k> (NULL: none) ends now. */
+static void
+clear_backoff(struct backend_ctr *k)
+{
+    if (k != NULL && atomic_load_explicit(&k->fails, memory_order_relaxed)) {
+        atomic_store(&k->fails, 0);
+        atomic_store(&k->eject_until, 0.0);
+    }
 }
 
 void
@@ -149,10 +160,7 @@ backend_on_success(struct backend *b)
 {
     struct backend_ctr *k = backend_ctr(b);
 
-    if (atomic_load_explicit(&b->fails, memory_order_relaxed) != 0) {
-        atomic_store(&b->fails, 0);
-        atomic_store(&b->eject_until, 0.0);
-    }
+    clear_backoff(k);
     if (k != NULL)
         atomic_fetch_add_explicit(&k->n_connects, 1, memory_order_relaxed);
 }
@@ -160,16 +168,27 @@ backend_on_success(struct backend *b)
 void
 backend_on_probe_ok(struct backend *b)
 {
-    if (atomic_load_explicit(&b->fails, memory_order_relaxed) != 0) {
-        atomic_store(&b->fails, 0);
-        atomic_store(&b->eject_until, 0.0);
-    }
+    clear_backoff(atomic_load_explicit(&b->ctr, memory_order_acquire));
 }
 
 int
 backend_ejected(const struct backend *b, double now)
 {
-    return atomic_load_explicit(&b->eject_until, memory_order_relaxed) > now;
+    return backend_eject_until(b) > now;
+}
+
+unsigned
+backend_fails(const struct backend *b)
+{
+    return atomic_load_explicit(&backend_ctr_read(b)->fails,
+                                memory_order_relaxed);
+}
+
+double
+backend_eject_until(const struct backend *b)
+{
+    return atomic_load_explicit(&backend_ctr_read(b)->eject_until,
+                                memory_order_relaxed);
 }
 
 unsigned

@@ -32,6 +32,11 @@ enum backend_health {
  * connection through the proxy, and these are 224 of what would be 300
  * bytes a backend. Until then every counter reads 0. */
 struct backend_ctr {
+    /* Passive health: consecutive connect failures, and the ev_now()
+     * time before which new connections skip it (a failure makes the
+     * counters first, so a backend that never failed needs neither). */
+    atomic_uint fails;
+    _Atomic double eject_until;
     atomic_uint_fast64_t n_connects, n_failures;
     /* Connect failures by reason (STATS_FAIL_REFUSED..ERROR), times a
      * back-off began, bytes each way, connect latency. */
@@ -46,13 +51,11 @@ struct backend_ctr {
 struct backend {
     struct saddr addr;
     atomic_uint refs;
-    atomic_uint active;         /* open proxied connections */
-    atomic_uint fails;          /* consecutive connect failures */
-    uint32_t reg_hash;          /* the registry's (registry.h) */
-    _Atomic double eject_until; /* ev_now() time before which it is skipped */
-    _Atomic(struct backend_ctr *) ctr; /* NULL until the first event */
+    atomic_uint active; /* open proxied connections */
+    uint32_t reg_hash;  /* the registry's (registry.h) */
     /* Active health: written on the control loop by health.c only. */
     atomic_uchar health; /* enum backend_health */
+    _Atomic(struct backend_ctr *) ctr; /* NULL until the first event */
 };
 
 /* <b>'s address as text ("10.0.0.7:8080", "[fd00::7]:8080") in <buf>,
@@ -112,6 +115,11 @@ backend_healthy(const struct backend *b)
 
 /* Nonzero when <b> is in back-off at <now>. */
 int backend_ejected(const struct backend *b, double now);
+
+/* Its consecutive connect failures, and the end of its back-off (0:
+ * none). */
+unsigned backend_fails(const struct backend *b);
+double backend_eject_until(const struct backend *b);
 
 /* Number of live backend objects (for tests and status). */
 unsigned backend_count(void);

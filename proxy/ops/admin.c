@@ -239,7 +239,7 @@ status_backend(struct admin *a, struct be_ref e, double now)
     json_object_set_new(o, "connect_failures",
                         fail_obj(k->n_fail, STATS_FAIL_CONNECT_COUNT));
     json_object_set_new(o, "consecutive_failures",
-                        json_integer(atomic_load(&b->fails)));
+                        json_integer(backend_fails(b)));
     json_object_set_new(o, "ejected", json_boolean(backend_ejected(b, now)));
     json_object_set_new(o, "ejections",
                         json_integer((json_int_t)stats_get(&k->n_ejections)));

@@ -172,11 +172,11 @@ be_excluded(struct svc *s, size_t i, struct health *h, double now, char *buf,
         return buf;
     }
     if (backend_ejected(b, now)) {
-        until = atomic_load(&b->eject_until);
+        until = backend_eject_until(b);
         snprintf(buf, len,
                  "ejected (passive back-off after %u failed connects) "
                  "for %.1f s more; tried only if every backend is",
-                 atomic_load(&b->fails), until - now);
+                 backend_fails(b), until - now);
         return buf;
     }
     return NULL;

@@ -790,7 +790,7 @@ be_value(enum be_metric m, const struct svc *s, size_t i, double now)
     case BM_EJECTIONS:
         return stats_get(&backend_ctr_read(bk)->n_ejections);
     case BM_CONSEC:
-        return atomic_load_explicit(&bk->fails, memory_order_relaxed);
+        return backend_fails(bk);
     case BM_WEIGHT:
         return svc_backend_weight(s, i);
     case BM_DRAINED:

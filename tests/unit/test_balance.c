@@ -200,15 +200,15 @@ test_passive_health_backoff(void **state)
     assert_true(backend_ejected(s->be[0].b, 100.1));
     for (i = 0; i < 5; i++)
         assert_int_equal(svc_pick(s, &none, 100.1), 1);
-    until1 = atomic_load(&s->be[0].b->eject_until);
+    until1 = backend_eject_until(s->be[0].b);
     /* A second failure doubles the back-off. */
     backend_on_fail(s->be[0].b, 100.0);
-    until2 = atomic_load(&s->be[0].b->eject_until);
+    until2 = backend_eject_until(s->be[0].b);
     assert_true(until2 - 100.0 > 1.9 * (until1 - 100.0));
     /* Back-off is capped. */
     for (i = 0; i < 40; i++)
         backend_on_fail(s->be[0].b, 100.0);
-    assert_true(atomic_load(&s->be[0].b->eject_until) <= 130.0 + 1e-9);
+    assert_true(backend_eject_until(s->be[0].b) <= 130.0 + 1e-9);
     /* Everyone ejected: pick anyway rather than refuse. */
     backend_on_fail(s->be[1].b, 100.0);
     assert_true(svc_pick(s, &none, 100.1) >= 0);
