@@ -1165,7 +1165,9 @@ build_check(struct tbl_check *c, const struct check_in *in)
     c->port = (uint16_t)in->port;
     c->status_min = (uint16_t)(in->expect >> 16);
     c->status_max = (uint16_t)(in->expect & 0xffff);
-    snprintf(c->path, sizeof(c->path), "%s", in->path[0] ? in->path : "/");
+    /* Borrowed from <in>: a table copies it, and so does conf_load()
+     * for the defaults. */
+    c->path = in->path[0] ? in->path : "/";
 }
 
 /* The policy fields of a table service from a "defaults:" or service
@@ -1416,6 +1418,9 @@ build(struct root_in *r, struct err *e)
         return NULL;
     }
     policy_to_tbl(&r->defaults, &c->defaults);
+    snprintf(c->defaults_check_path, sizeof(c->defaults_check_path), "%s",
+             c->defaults.check.path);
+    c->defaults.check.path = c->defaults_check_path;
     if (build_kube(c, r, e) < 0) {
         conf_free(c);
         return NULL;

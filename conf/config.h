@@ -217,6 +217,7 @@ struct conf {
     /* The "defaults:" policy (no name, frontends or backends), for the
      * services the Kubernetes watcher generates. */
     struct tbl_service defaults;
+    char defaults_check_path[TBL_CHECK_PATH_MAX]; /* defaults.check.path */
     struct table *table;        /* owned reference, frozen, generation 0 */
 };
 

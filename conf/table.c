@@ -259,8 +259,8 @@ table_new(void)
     return t;
 }
 
-/* A service's name, the same in <a> and <b>; NULL (a template's, never
- * set) is "". */
+/* A name (or a check's path) the same in <a> and <b>; NULL (a
+ * template's, never set) is "". */
 static int
 names_equal(const char *a, const char *b)
 {
@@ -270,8 +270,9 @@ names_equal(const char *a, const char *b)
 /* What a struct tbl_arrays owns: up to TBL_ARRAYS arrays, each with its
  * pointer and length, in the order svc_slots() and ksvc_slots() list;
  * the last is the name, NUL included. */
-#define TBL_ARRAYS 9
+#define TBL_ARRAYS 10
 #define SLOT_NAME  8
+#define SLOT_PATH  9 /* the health check's */
 
 struct tbl_arrays {
     atomic_uint refs;
@@ -291,6 +292,8 @@ svc_slots(const struct tbl_service *s, void **p, size_t *n)
     p[6] = p[7] = NULL, n[6] = n[7] = 0;
     p[SLOT_NAME] = (void *)s->name;
     n[SLOT_NAME] = s->name != NULL ? strlen(s->name) + 1 : 0;
+    p[SLOT_PATH] = (void *)s->check.path;
+    n[SLOT_PATH] = s->check.path != NULL ? strlen(s->check.path) + 1 : 0;
 }
 
 static void
@@ -306,6 +309,8 @@ ksvc_slots(const struct tbl_ksvc *k, void **p, size_t *n)
     p[7] = k->local_excluded, n[7] = k->nlocal_excluded;
     p[SLOT_NAME] = (void *)k->name;
     n[SLOT_NAME] = k->name != NULL ? strlen(k->name) + 1 : 0;
+    p[SLOT_PATH] = (void *)k->check.path;
+    n[SLOT_PATH] = k->check.path != NULL ? strlen(k->check.path) + 1 : 0;
 }
 
 /* Nonzero when <a> owns exactly the arrays <p>, <n>: a copy of a table's
@@ -422,7 +427,7 @@ tbl_service_hold(struct tbl_service *dst, const struct tbl_service *src)
     static const size_t size[TBL_ARRAYS] = {
         sizeof(struct saddr), sizeof(struct tbl_backend),
         sizeof(struct cidr),  sizeof(struct cidr),
-        sizeof(struct tbl_sni), sizeof(struct tbl_excluded), 1, 1, 1};
+        sizeof(struct tbl_sni), sizeof(struct tbl_excluded), 1, 1, 1, 1};
     void *p[TBL_ARRAYS];
     size_t n[TBL_ARRAYS];
     struct tbl_arrays *a;
@@ -439,6 +444,7 @@ tbl_service_hold(struct tbl_service *dst, const struct tbl_service *src)
     dst->sni = p[4];
     dst->excluded = p[5];
     dst->name = p[SLOT_NAME] != NULL ? p[SLOT_NAME] : "";
+    dst->check.path = p[SLOT_PATH];
     return 0;
 }
 
@@ -456,7 +462,7 @@ tbl_ksvc_hold(struct tbl_ksvc *dst, const struct tbl_ksvc *src)
         sizeof(struct saddr), sizeof(struct saddr),
         sizeof(struct saddr), sizeof(struct cidr),
         sizeof(struct tbl_backend), sizeof(struct tbl_backend),
-        sizeof(struct tbl_excluded), sizeof(struct tbl_excluded), 1};
+        sizeof(struct tbl_excluded), sizeof(struct tbl_excluded), 1, 1};
     void *p[TBL_ARRAYS];
     size_t n[TBL_ARRAYS];
     struct tbl_arrays *a;
@@ -475,6 +481,7 @@ tbl_ksvc_hold(struct tbl_ksvc *dst, const struct tbl_ksvc *src)
     dst->cluster_excluded = p[6];
     dst->local_excluded = p[7];
     dst->name = p[SLOT_NAME] != NULL ? p[SLOT_NAME] : "";
+    dst->check.path = p[SLOT_PATH];
     return 0;
 }
 
@@ -1258,5 +1265,5 @@ tbl_check_equal(const struct tbl_check *a, const struct tbl_check *b)
     return a->interval_ms == b->interval_ms && a->timeout_ms == b->timeout_ms
            && a->rise == b->rise && a->fall == b->fall && a->port == b->port
            && a->status_min == b->status_min && a->status_max == b->status_max
-           && strcmp(a->path, b->path) == 0;
+           && names_equal(a->path, b->path);
 }

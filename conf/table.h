@@ -111,7 +111,10 @@ struct tbl_check {
     uint16_t port;        /* 0 = the backend's own port */
     uint16_t status_min;  /* HTTP: accepted status range, inclusive */
     uint16_t status_max;
-    char path[TBL_CHECK_PATH_MAX]; /* HTTP: "/healthz" */
+    /* HTTP: "/healthz", at most TBL_CHECK_PATH_MAX - 1 bytes; NULL or
+     * "" otherwise. Owned as the service's name is (in a table, its
+     * arrays); a copy kept elsewhere copies it (health.c). */
+    const char *path;
 };
 
 /* Nonzero if two check specs are the same. */

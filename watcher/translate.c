@@ -1320,7 +1320,7 @@ parse_check(const char *v, const struct translate_opts *o,
     *c = o->policy != NULL && o->policy->check.interval_ms > 0
              ? o->policy->check
              : dflt;
-    c->path[0] = '\0';
+    c->path = "";
     if (strcmp(v, "tcp") == 0) {
         c->type = TBL_CHECK_TCP;
         return 0;
@@ -1328,14 +1328,14 @@ parse_check(const char *v, const struct translate_opts *o,
     if (strncmp(v, "http:/", 6) != 0)
         return -1;
     n = strlen(v + 5);
-    if (n >= sizeof(c->path))
+    if (n >= TBL_CHECK_PATH_MAX)
         return -1;
     for (const char *p = v + 5; *p; p++)
         if ((unsigned char)*p <= 0x20 || (unsigned char)*p >= 0x7f
             || *p == '"' || *p == '#' || *p == '\\')
             return -1;
     c->type = TBL_CHECK_HTTP;
-    memcpy(c->path, v + 5, n + 1);
+    c->path = v + 5; /* the cached Service's; the record copies it */
     if (c->status_min == 0) {
         c->status_min = 200;
         c->status_max = 399;

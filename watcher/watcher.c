@@ -575,11 +575,16 @@ copy_conf(struct watcher *w, const struct watcher_conf *wc)
         w->n_node_addrs = wc->n_node_addrs;
     }
     if (wc->policy != NULL) {
-        w->policy = *wc->policy;
-        w->policy.frontends = NULL;
-        w->policy.nfrontends = 0;
-        w->policy.backends = NULL;
-        w->policy.nbackends = 0;
+        /* A copy with its own arrays (source rules, health check path):
+         * nothing borrowed from the config. */
+        struct tbl_service tmpl = *wc->policy;
+        tmpl.frontends = NULL;
+        tmpl.nfrontends = 0;
+        tmpl.backends = NULL;
+        tmpl.nbackends = 0;
+        tmpl.arrays = NULL;
+        if (tbl_service_hold(&w->policy, &tmpl) < 0)
+            return -1;
         w->has_policy = 1;
     }
     return 0;
@@ -684,6 +689,8 @@ watcher_free(struct watcher *w)
     free(w->node_addrs);
     free(w->edge_nodes);
     free(w->triggers);
+    if (w->has_policy)
+        tbl_service_release(&w->policy);
     free(w);
 }
 

@@ -68,6 +68,7 @@ svc_new_like(const struct tbl_service *ts, const struct svc *prev)
         goto fail;
     s->arrays = held.arrays;
     s->spec.name = held.name;
+    s->spec.check.path = held.check.path;
     s->spec.allow = held.allow;
     s->spec.deny = held.deny;
     s->tbe = held.backends;

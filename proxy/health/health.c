@@ -24,7 +24,8 @@ struct hc {
     struct hc *next;
     struct health *h;
     struct backend *b; /* reference */
-    struct tbl_check spec;
+    struct tbl_check spec; /* its path is <path> */
+    char path[TBL_CHECK_PATH_MAX];
     char svc[TBL_NAME_MAX];  /* service whose check this is, for logs */
     char name[TBL_NAME_MAX]; /* backend name in that service */
     struct health_sm sm;
@@ -151,6 +152,17 @@ hc_schedule(struct hc *c, double delay)
     ev_timer_stop(c->h->loop, &c->timer);
     ev_timer_set(&c->timer, delay > 0 ? delay : 0.001, 0.);
     ev_timer_start(c->h->loop, &c->timer);
+}
+
+/* <c> checks as <spec> says, with a copy of its path (the table that
+ * lent it may go before the next apply). */
+static void
+hc_set_spec(struct hc *c, const struct tbl_check *spec)
+{
+    c->spec = *spec;
+    snprintf(c->path, sizeof(c->path), "%s",
+             spec->path != NULL ? spec->path : "");
+    c->spec.path = c->path;
 }
 
 static const char *
@@ -444,7 +456,7 @@ mark_checked(struct health *h, struct svc *const *svcs, size_t n)
                 c->mark = 1;
             }
             c->by_svc = 1;
-            c->spec = *spec;
+            hc_set_spec(c, spec);
             snprintf(c->svc, sizeof(c->svc), "%s", svc_name(s));
             snprintf(c->name, sizeof(c->name), "%s", svc_backend_name(s, j));
         }
@@ -512,7 +524,7 @@ health_set_targets(struct health *h, const struct health_target *t, size_t n)
         c->mark_tgt = 1;
         if (c->by_svc)
             continue;
-        c->spec = t[i].spec;
+        hc_set_spec(c, &t[i].spec);
         snprintf(c->svc, sizeof(c->svc), "%s", t[i].svc);
         snprintf(c->name, sizeof(c->name), "%s", t[i].name);
     }

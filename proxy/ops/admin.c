@@ -314,7 +314,7 @@ status_service(struct admin *a, size_t i, double now)
         json_object_set_new(hc, "rise", json_integer(ts->check.rise));
         json_object_set_new(hc, "fall", json_integer(ts->check.fall));
         if (ts->check.type == TBL_CHECK_HTTP)
-            json_object_set_new(hc, "path", json_string(ts->check.path));
+            json_object_set_new(hc, "path", json_string(ts->check.path != NULL ? ts->check.path : ""));
     }
     json_object_set_new(o, "name", json_string(svc_name(s)));
     json_object_set_new(o, "dataplane", json_string("proxy"));

@@ -389,7 +389,7 @@ ch_check_status_max(struct tbl_service *s)
 static void
 ch_check_path(struct tbl_service *s)
 {
-    snprintf(s->check.path, sizeof(s->check.path), "/ready");
+    s->check.path = "/ready";
 }
 
 static void
@@ -589,7 +589,7 @@ policy_service(struct tbl_service *s, struct saddr *fes,
     s->check.fall = 3;
     s->check.status_min = 200;
     s->check.status_max = 399;
-    snprintf(s->check.path, sizeof(s->check.path), "/healthz");
+    s->check.path = "/healthz";
     assert_int_equal(parse_cidr("198.18.0.0/15", 0, &pol_allow[0], &why), 0);
     assert_int_equal(parse_cidr("2001:2::/48", 0, &pol_allow[1], &why), 0);
     assert_int_equal(parse_cidr("198.18.0.7/32", 0, &pol_deny[0], &why), 0);
