@@ -285,7 +285,7 @@ conn_check_source(struct svc *s, const struct saddr *client, double now,
             *counted = 1;
             break;
         case SRCRULES_UNCOUNTED:
-            stats_inc(&s->st->src_uncounted);
+            stats_inc(&svc_ctr(s->st)->src_uncounted);
             log_rl(LOG_WARN, now,
                    "service %s: per-source table full, %s let in uncounted",
                    s->spec.name, saddr_ip_str(&ip, a, sizeof(a)));
@@ -299,7 +299,7 @@ conn_check_source(struct svc *s, const struct saddr *client, double now,
         }
     }
     if (r >= 0) {
-        stats_inc(&s->st->src_refused[r]);
+        stats_inc(&svc_ctr(s->st)->src_refused[r]);
         log_rl(LOG_INFO, now, "service %s: %s refused by source rules (%s)",
                s->spec.name, saddr_ip_str(&ip, a, sizeof(a)),
                stats_src_text[r]);
@@ -334,7 +334,7 @@ conn_prepare_proxy_hdr(struct conn *c, const struct proxyproto_hdr *in,
             d = &dst;
     }
     if (buf == NULL && (buf = worker_buf_get(c->w)) == NULL) {
-        stats_inc(&c->svc->st->fail[STATS_FAIL_RESOURCE]);
+        stats_inc(&svc_ctr(c->svc->st)->fail[STATS_FAIL_RESOURCE]);
         log_rl(LOG_ERROR, ev_now(c->w->loop),
                "out of memory: refusing a connection");
         conn_close(c, 1, ACCESSLOG_RESOURCE);
@@ -354,7 +354,7 @@ conn_refuse_proxy(struct conn *c, enum stats_pp_refusal r, const char *why)
 {
     char a[SADDR_STR_MAX];
 
-    stats_inc(&c->svc->st->pp_refused[r]);
+    stats_inc(&svc_ctr(c->svc->st)->pp_refused[r]);
     log_rl(LOG_WARN, ev_now(c->w->loop),
            "service %s: PROXY header from %s refused (%s): %s",
            c->svc->spec.name, saddr_str(&c->client, a, sizeof(a)),
@@ -373,7 +373,7 @@ conn_proxy_hdr_done(struct conn *c, const struct proxyproto_hdr *h)
     char pb[SADDR_STR_MAX];
     int r;
 
-    stats_inc(&c->svc->st->pp_accepted[h->version - 1]);
+    stats_inc(&svc_ctr(c->svc->st)->pp_accepted[h->version - 1]);
     if (h->has_addrs)
         c->client = h->src;
     conn_log(LOG_DEBUG, c, "PROXY v%u header from %s%s", h->version,
@@ -448,7 +448,7 @@ conn_read_proxy_hdr(struct conn *c)
     }
     if (c->hdr.buf == NULL) {
         if ((c->hdr.buf = worker_buf_get(c->w)) == NULL) {
-            stats_inc(&c->svc->st->fail[STATS_FAIL_RESOURCE]);
+            stats_inc(&svc_ctr(c->svc->st)->fail[STATS_FAIL_RESOURCE]);
             log_rl(LOG_ERROR, ev_now(c->w->loop),
                    "out of memory: refusing a connection");
             conn_close(c, 1, ACCESSLOG_RESOURCE);
@@ -493,7 +493,7 @@ conn_admit(struct worker *w, struct svc *s, int fd,
                >= s->spec.max_conns) {
         char a[SADDR_STR_MAX];
         atomic_fetch_sub_explicit(&s->active, 1, memory_order_relaxed);
-        stats_inc(&s->st->fail[STATS_FAIL_LIMIT]);
+        stats_inc(&svc_ctr(s->st)->fail[STATS_FAIL_LIMIT]);
         log_rl(LOG_WARN, now,
                "service %s: connection limit %u reached, refusing %s",
                s->spec.name, s->spec.max_conns,
@@ -511,7 +511,7 @@ conn_admit(struct worker *w, struct svc *s, int fd,
             srcrules_release(s->st->src, client);
         if (s->spec.max_conns != 0)
             atomic_fetch_sub_explicit(&s->active, 1, memory_order_relaxed);
-        stats_inc(&s->st->fail[STATS_FAIL_RESOURCE]);
+        stats_inc(&svc_ctr(s->st)->fail[STATS_FAIL_RESOURCE]);
         log_rl(LOG_ERROR, now, "out of memory: refusing a connection");
         close_reset(fd);
         if (accesslog_enabled())
@@ -537,7 +537,7 @@ conn_admit(struct worker *w, struct svc *s, int fd,
         w->conns->prev = c;
     w->conns = c;
     worker_nconns_add(w, 1);
-    stats_inc(&s->st->accepted);
+    stats_inc(&svc_ctr(s->st)->accepted);
     atomic_fetch_add_explicit(&s->st->active, 1, memory_order_relaxed);
     return c;
 }
@@ -579,7 +579,7 @@ conn_accept_read(struct worker *w, struct svc *s, int fd,
         return;
     }
     if (pp != NULL)
-        stats_inc(&s->st->pp_accepted[pp->version - 1]);
+        stats_inc(&svc_ctr(s->st)->pp_accepted[pp->version - 1]);
     if (buf == NULL) {
         if (s->spec.send_proxy != TBL_SEND_PROXY_NONE
             && conn_prepare_proxy_hdr(c, pp, NULL) < 0)
@@ -614,7 +614,7 @@ conn_blame(struct conn *c, int err)
         watchq_attempt(c->watched, c->id, BACKEND_ADDR(c->be), err);
     if ((k = backend_ctr(c->be)) != NULL)
         stats_inc(&k->n_fail[r]);
-    stats_inc(&c->svc->st->fail[r]);
+    stats_inc(&svc_ctr(c->svc->st)->fail[r]);
 }
 
 /* The current attempt failed: blame the backend and try another one. */
@@ -658,14 +658,14 @@ conn_connected(struct conn *c)
     backend_on_success(c->be);
     c->connect_took = ev_now(loop) - c->accepted;
     backend_observe_connect(c->be, took);
-    hist_observe(&c->svc->st->connect, &hist_connect, took);
+    hist_observe(&svc_ctr(c->svc->st)->connect, &hist_connect, took);
     /* The retry set is done with; its bytes become the relay's. */
     memset(&c->c2b, 0, sizeof(c->c2b));
     memset(&c->b2c, 0, sizeof(c->b2c));
     c->bytes_c2b = c->bytes_b2c = 0;
     if (c->early > 0) {
         c->bytes_c2b = c->early;
-        stats_add(&c->svc->st->bytes_in, c->early);
+        stats_add(&svc_ctr(c->svc->st)->bytes_in, c->early);
         be_count_bytes(c->be, 1, c->early);
     }
     /* The PROXY header, if any, waits in c2b: the backend gets it first,
@@ -693,7 +693,7 @@ conn_connected(struct conn *c)
 static void
 conn_no_backend(struct conn *c)
 {
-    stats_inc(&c->svc->st->fail[STATS_FAIL_NO_BACKEND]);
+    stats_inc(&svc_ctr(c->svc->st)->fail[STATS_FAIL_NO_BACKEND]);
     log_rl(LOG_WARN, ev_now(c->w->loop),
            "service %s: no backend available after %u attempt(s), "
            "resetting client",
@@ -742,7 +742,7 @@ conn_try_connect(struct conn *c)
         }
         svc_tried_set(&c->tried, (size_t)i);
         if (c->attempts > 0)
-            stats_inc(&s->st->retries);
+            stats_inc(&svc_ctr(s->st)->retries);
         c->attempt_start = ev_now(loop);
         c->be = backend_ref(s->be[i].b);
         c->be_idx = (uint32_t)i;
@@ -753,7 +753,7 @@ conn_try_connect(struct conn *c)
             if ((errno == EMFILE || errno == ENFILE)
                 && conn_wait_fd(c, (size_t)i))
                 return;
-            stats_inc(&s->st->fail[STATS_FAIL_RESOURCE]);
+            stats_inc(&svc_ctr(s->st)->fail[STATS_FAIL_RESOURCE]);
             log_rl(LOG_WARN, ev_now(loop), "service %s: socket: %s",
                    s->spec.name, strerror(errno));
             conn_release_backend(c);
@@ -843,8 +843,10 @@ half_flush(struct conn *c, struct half *h, int dst)
 void
 conn_count(struct conn *c, int up, size_t n)
 {
+    struct svc_ctr *k = svc_ctr(c->svc->st);
+
     *(up ? &c->bytes_c2b : &c->bytes_b2c) += n;
-    stats_add(up ? &c->svc->st->bytes_in : &c->svc->st->bytes_out, n);
+    stats_add(up ? &k->bytes_in : &k->bytes_out, n);
     be_count_bytes(c->be, up, n);
     c->last_active = ev_now(c->w->loop);
 }
@@ -1068,7 +1070,7 @@ conn_drain_scan(struct worker *w, double now)
                 first = dl;
             continue;
         }
-        stats_inc(&c->svc->st->drain_closed);
+        stats_inc(&svc_ctr(c->svc->st)->drain_closed);
         conn_log(LOG_DEBUG, c, "backend taken away %u ms ago: resetting",
                  c->svc->spec.drain_timeout_ms);
         conn_close(c, 1, ACCESSLOG_DRAIN_TIMEOUT);

@@ -469,7 +469,7 @@ sniw_finish(struct sniroute_wait *sw, enum sniroute_reason why,
         sniw_done(w);
         return;
     }
-    stats_inc(&s->st->sni_routed[out == SNIROUTE_DEFAULT]);
+    stats_inc(&svc_ctr(s->st)->sni_routed[out == SNIROUTE_DEFAULT]);
     if (buf != NULL && len == 0) {
         worker_buf_put(w, buf);
         buf = NULL;

@@ -119,8 +119,37 @@ svc_stats_unref(struct svc_stats *st)
     if (st != NULL
         && registry_unref(&stats_reg, st, st->name, strlen(st->name))) {
         srcrules_table_free(st->src);
+        free(atomic_load_explicit(&st->ctr, memory_order_acquire));
         free(st);
     }
+}
+
+struct svc_ctr *
+svc_ctr(struct svc_stats *st)
+{
+    static struct svc_ctr sink;
+    struct svc_ctr *k = atomic_load_explicit(&st->ctr, memory_order_acquire);
+    struct svc_ctr *fresh;
+
+    if (k != NULL)
+        return k;
+    if ((fresh = calloc(1, sizeof(*fresh))) == NULL)
+        return &sink;
+    if (atomic_compare_exchange_strong_explicit(
+            &st->ctr, &k, fresh, memory_order_acq_rel, memory_order_acquire))
+        return fresh;
+    free(fresh); /* another thread's came first: <k> is it */
+    return k;
+}
+
+const struct svc_ctr *
+svc_ctr_read(const struct svc_stats *st)
+{
+    static const struct svc_ctr zero;
+    const struct svc_ctr *k =
+        atomic_load_explicit(&st->ctr, memory_order_acquire);
+
+    return k != NULL ? k : &zero;
 }
 
 unsigned

@@ -104,10 +104,11 @@ struct srcrules_table;
 
 #define SVC_STATS_NAME_MAX 128 /* with its NUL; longer names are cut */
 
-struct svc_stats {
-    atomic_uint refs;
-    uint32_t reg_hash; /* the registry's (registry.h) */
-    atomic_uint active;
+/* What a service counts, made at its first event (svc_ctr()): at 10,000
+ * Services most never see a connection through the proxy, and these are
+ * about 370 of the 430 bytes a service's stats took. Until then every
+ * counter reads 0 (svc_ctr_read()). */
+struct svc_ctr {
     atomic_uint_fast64_t accepted;
     atomic_uint_fast64_t retries;   /* extra connect attempts */
     atomic_uint_fast64_t bytes_in;  /* client to backend */
@@ -127,20 +128,38 @@ struct svc_stats {
     /* SNI routing (sniroute.h): clients sent here by the server name of
      * their ClientHello [0], or as an address's default_service [1]. */
     atomic_uint_fast64_t sni_routed[2];
+    /* UDP services (udp.c): flows made, datagrams each way (client to
+     * backend, and back; the bytes are bytes_in and bytes_out), and
+     * datagrams dropped. */
+    atomic_uint_fast64_t udp_flows;
+    atomic_uint_fast64_t udp_dgrams_in, udp_dgrams_out;
+    atomic_uint_fast64_t udp_drops[STATS_UDP__COUNT];
+};
+
+struct svc_stats {
+    atomic_uint refs;
+    uint32_t reg_hash; /* the registry's (registry.h) */
+    /* Gauges, here because an increment and its decrement must meet the
+     * same counter: open connections, and open UDP flows. */
+    atomic_uint active;
+    atomic_uint udp_active;
+    _Atomic(struct svc_ctr *) ctr; /* NULL until the first event */
     /* The per-source table, made by svc_new() on the control loop for
      * the first runtime service of this name with a per-source limit,
      * before any worker sees that service; kept until the stats go, so
      * that a reload keeps counting. NULL until then. */
     struct srcrules_table *src;
-    /* UDP services (udp.c): flows open and made, datagrams each way
-     * (client to backend, and back; the bytes are bytes_in and
-     * bytes_out), and datagrams dropped. */
-    atomic_uint udp_active;
-    atomic_uint_fast64_t udp_flows;
-    atomic_uint_fast64_t udp_dgrams_in, udp_dgrams_out;
-    atomic_uint_fast64_t udp_drops[STATS_UDP__COUNT];
     char name[]; /* as long as it needs */
 };
+
+/* The counters of <st> to add to, made on first use (two threads may
+ * race: one block is kept). Out of memory, a shared block nobody reads:
+ * the event goes uncounted. Never NULL; any thread. */
+struct svc_ctr *svc_ctr(struct svc_stats *st);
+
+/* The counters of <st> to read: all zeros before its first event. Never
+ * NULL; any thread. */
+const struct svc_ctr *svc_ctr_read(const struct svc_stats *st);
 
 /* Find or create the stats of service <name>. Returns a new reference or
  * NULL (out of memory). Control loop only. */

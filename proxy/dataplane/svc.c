@@ -425,6 +425,12 @@ svc_counters(const struct svc *s)
     return s->st;
 }
 
+const struct svc_ctr *
+svc_counts(const struct svc *s)
+{
+    return svc_ctr_read(s->st);
+}
+
 size_t
 svc_nbackends(const struct svc *s)
 {

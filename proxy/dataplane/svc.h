@@ -116,8 +116,11 @@ const char *svc_name(const struct svc *s);
 const struct tbl_service *svc_spec(const struct svc *s);
 /* "roundrobin", "leastconn", "random" (tbl_balance_names). */
 const char *svc_balance_name(const struct svc *s);
-/* The counters that outlive reloads (stats.h). */
+/* The counters that outlive reloads (stats.h): the service's stats
+ * (gauges, per-source table), and its counters to read (zeros before its
+ * first event). */
 struct svc_stats *svc_counters(const struct svc *s);
+const struct svc_ctr *svc_counts(const struct svc *s);
 
 size_t svc_nbackends(const struct svc *s);
 struct backend *svc_backend(const struct svc *s, size_t i);

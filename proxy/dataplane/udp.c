@@ -157,7 +157,7 @@ udp_flow_end(struct udp_flow *f, enum accesslog_cause cause, int log)
 static void
 drop(struct svc *s, enum stats_udp_drop why)
 {
-    stats_inc(&s->st->udp_drops[why]);
+    stats_inc(&svc_ctr(s->st)->udp_drops[why]);
 }
 
 /* A connected socket to backend <b>, or -1 with errno. */
@@ -194,7 +194,7 @@ source_ok(struct svc *s, const struct saddr *client)
     r = srcrules_match(sp->allow, sp->nallow, sp->deny, sp->ndeny, &ip);
     if (r < 0)
         return 1;
-    stats_inc(&s->st->src_refused[r]);
+    stats_inc(&svc_ctr(s->st)->src_refused[r]);
     return 0;
 }
 
@@ -271,7 +271,7 @@ flow_new(struct udp_listener *l, const struct saddr *client,
     f->id = worker_next_id(u->w);
     f->start = f->last = now;
     atomic_fetch_add_explicit(&b->active, 1, memory_order_relaxed);
-    stats_inc(&s->st->udp_flows);
+    stats_inc(&svc_ctr(s->st)->udp_flows);
     f->hnext = u->buckets[h & (u->nbuckets - 1)];
     u->buckets[h & (u->nbuckets - 1)] = f;
     f->lnext = l->flows;
@@ -413,7 +413,7 @@ udp_out_flush(struct udp_worker *u)
         if (r < 0 && errno == EINTR)
             continue;
         for (k = i; k < i + (r > 0 ? (unsigned)r : 0); k++) {
-            struct svc_stats *st = u->out[k].svc->st;
+            struct svc_ctr *st = svc_ctr(u->out[k].svc->st);
             stats_inc(&st->udp_dgrams_out);
             stats_add(&st->bytes_out, u->out[k].len);
         }
@@ -496,8 +496,8 @@ from_client(struct udp_listener *l, struct mmsghdr *mm)
     }
     f->last = ev_now(u->w->loop);
     f->bytes_up += mm->msg_len;
-    stats_inc(&f->svc->st->udp_dgrams_in);
-    stats_add(&f->svc->st->bytes_in, mm->msg_len);
+    stats_inc(&svc_ctr(f->svc->st)->udp_dgrams_in);
+    stats_add(&svc_ctr(f->svc->st)->bytes_in, mm->msg_len);
 }
 
 void

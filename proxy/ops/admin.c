@@ -253,13 +253,13 @@ status_backend(struct admin *a, struct be_ref e, double now)
 
 /* A UDP service's flows and datagrams (README: UDP services). */
 static json_t *
-status_udp(const struct svc_stats *st)
+status_udp(const struct svc_stats *gauges, const struct svc_ctr *st)
 {
     json_t *o = json_object(), *d = json_object();
     size_t r;
 
     json_object_set_new(o, "flows_active",
-                        json_integer(atomic_load(&st->udp_active)));
+                        json_integer(atomic_load(&gauges->udp_active)));
     json_object_set_new(o, "flows",
                         json_integer((json_int_t)stats_get(&st->udp_flows)));
     json_object_set_new(
@@ -281,7 +281,8 @@ status_service(struct admin *a, size_t i, double now)
 {
     struct svc *s = proxy_svc(a->p, i);
     const struct tbl_service *ts = table_service(proxy_table(a->p), i);
-    const struct svc_stats *st = svc_counters(s);
+    const struct svc_stats *gauges = svc_counters(s);
+    const struct svc_ctr *st = svc_counts(s);
     json_t *o = json_object(), *fe = json_array(), *be = json_array();
     json_t *cnt = json_object(), *hc;
     char buf[SADDR_STR_MAX];
@@ -295,7 +296,8 @@ status_service(struct admin *a, size_t i, double now)
                                                  now));
     json_object_set_new(cnt, "accepted",
                         json_integer((json_int_t)stats_get(&st->accepted)));
-    json_object_set_new(cnt, "active", json_integer(atomic_load(&st->active)));
+    json_object_set_new(cnt, "active",
+                        json_integer(atomic_load(&gauges->active)));
     json_object_set_new(cnt, "retries",
                         json_integer((json_int_t)stats_get(&st->retries)));
     json_object_set_new(cnt, "bytes_in",
@@ -304,7 +306,7 @@ status_service(struct admin *a, size_t i, double now)
                         json_integer((json_int_t)stats_get(&st->bytes_out)));
     json_object_set_new(cnt, "failed", fail_obj(st->fail, STATS_FAIL__COUNT));
     if (ts->proto == TBL_PROTO_UDP)
-        json_object_set_new(cnt, "udp", status_udp(st));
+        json_object_set_new(cnt, "udp", status_udp(gauges, st));
     hc = json_object();
     json_object_set_new(hc, "type",
                         json_string(tbl_check_type_name(ts->check.type)));

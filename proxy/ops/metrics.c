@@ -448,7 +448,7 @@ write_proxy_headers(struct sbuf *b, struct svc *const *svcs, size_t n,
 {
     static const char *const versions[2] = {"version=\"v1\"",
                                             "version=\"v2\""};
-    const struct svc_stats *st;
+    const struct svc_ctr *st;
     char reason[64];
     size_t i, r, any = 0;
 
@@ -462,7 +462,7 @@ write_proxy_headers(struct sbuf *b, struct svc *const *svcs, size_t n,
     for (i = 0; i < n; i++) {
         if (!svc_spec(svcs[i])->accept_proxy)
             continue;
-        st = svc_counters(svcs[i]);
+        st = svc_counts(svcs[i]);
         for (r = 0; r < 2; r++)
             sample(b, "ferry_service_proxy_headers_total", lab_get(ls, i),
                    versions[r], stats_get(&st->pp_accepted[r]));
@@ -474,7 +474,7 @@ write_proxy_headers(struct sbuf *b, struct svc *const *svcs, size_t n,
     for (i = 0; i < n && !b->overflow; i++) {
         if (!svc_spec(svcs[i])->accept_proxy)
             continue;
-        st = svc_counters(svcs[i]);
+        st = svc_counts(svcs[i]);
         for (r = 0; r < STATS_PP__COUNT; r++) {
             snprintf(reason, sizeof(reason), "reason=\"%s\"",
                      stats_pp_text[r]);
@@ -504,7 +504,7 @@ static void
 write_source_rules(struct sbuf *b, struct svc *const *svcs, size_t n,
                    const struct labels *ls)
 {
-    const struct svc_stats *st;
+    const struct svc_ctr *st;
     char reason[64];
     size_t i, r, any = 0, limited = 0;
 
@@ -521,7 +521,7 @@ write_source_rules(struct sbuf *b, struct svc *const *svcs, size_t n,
     for (i = 0; i < n && !b->overflow; i++) {
         if (!has_source_rules(svc_spec(svcs[i])))
             continue;
-        st = svc_counters(svcs[i]);
+        st = svc_counts(svcs[i]);
         for (r = 0; r < STATS_SRC__COUNT; r++) {
             snprintf(reason, sizeof(reason), "reason=\"%s\"",
                      stats_src_text[r]);
@@ -537,7 +537,7 @@ write_source_rules(struct sbuf *b, struct svc *const *svcs, size_t n,
     for (i = 0; i < n && !b->overflow; i++)
         if (has_source_limits(svc_spec(svcs[i])))
             sample(b, "ferry_service_source_uncounted_total", lab_get(ls, i),
-                   NULL, stats_get(&svc_counters(svcs[i])->src_uncounted));
+                   NULL, stats_get(&svc_counts(svcs[i])->src_uncounted));
 }
 
 static int
@@ -553,10 +553,11 @@ static int
 svc_shown(const struct svc *s)
 {
     const struct svc_stats *st = svc_counters(s);
+    const struct svc_ctr *k = svc_counts(s);
 
-    return svc_spec(s)->origin != TBL_ORIGIN_API || stats_get(&st->accepted)
+    return svc_spec(s)->origin != TBL_ORIGIN_API || stats_get(&k->accepted)
            || atomic_load_explicit(&st->active, memory_order_relaxed)
-           || stats_get(&st->udp_flows)
+           || stats_get(&k->udp_flows)
            || atomic_load_explicit(&st->udp_active, memory_order_relaxed);
 }
 
@@ -565,7 +566,7 @@ static void
 write_udp(struct sbuf *b, struct svc *const *svcs, size_t n,
           const struct labels *ls)
 {
-    const struct svc_stats *st;
+    const struct svc_ctr *st;
     char reason[64];
     size_t i, r, any = 0;
 
@@ -586,14 +587,14 @@ write_udp(struct sbuf *b, struct svc *const *svcs, size_t n,
     for (i = 0; i < n; i++)
         if (is_udp(svcs[i]))
             sample(b, "ferry_service_udp_flows_total", lab_get(ls, i), NULL,
-                   stats_get(&svc_counters(svcs[i])->udp_flows));
+                   stats_get(&svc_counts(svcs[i])->udp_flows));
     family(b, "ferry_service_udp_datagrams_total", "counter",
            "UDP datagrams relayed: direction=\"in\" from clients to "
            "backends, \"out\" from backends to clients.");
     for (i = 0; i < n && !b->overflow; i++) {
         if (!is_udp(svcs[i]))
             continue;
-        st = svc_counters(svcs[i]);
+        st = svc_counts(svcs[i]);
         sample(b, "ferry_service_udp_datagrams_total", lab_get(ls, i),
                "direction=\"in\"", stats_get(&st->udp_dgrams_in));
         sample(b, "ferry_service_udp_datagrams_total", lab_get(ls, i),
@@ -606,7 +607,7 @@ write_udp(struct sbuf *b, struct svc *const *svcs, size_t n,
     for (i = 0; i < n && !b->overflow; i++) {
         if (!is_udp(svcs[i]))
             continue;
-        st = svc_counters(svcs[i]);
+        st = svc_counts(svcs[i]);
         for (r = 0; r < STATS_UDP__COUNT; r++) {
             snprintf(reason, sizeof(reason), "reason=\"%s\"",
                      stats_udp_text[r]);
@@ -628,8 +629,8 @@ write_sni(struct sbuf *b, struct svc *const *svcs, size_t n,
     size_t i, k, r, o, nc, any = 0;
 
     for (i = 0; i < n; i++)
-        any += stats_get(&svc_counters(svcs[i])->sni_routed[0])
-                   + stats_get(&svc_counters(svcs[i])->sni_routed[1])
+        any += stats_get(&svc_counts(svcs[i])->sni_routed[0])
+                   + stats_get(&svc_counts(svcs[i])->sni_routed[1])
                > 0;
     if (any > 0) {
         family(b, "ferry_service_sni_routed_total", "counter",
@@ -637,7 +638,7 @@ write_sni(struct sbuf *b, struct svc *const *svcs, size_t n,
                "ClientHello (via=\"name\") or as their address's "
                "default_service (via=\"default\").");
         for (i = 0; i < n; i++) {
-            const struct svc_stats *st = svc_counters(svcs[i]);
+            const struct svc_ctr *st = svc_counts(svcs[i]);
             if (stats_get(&st->sni_routed[0]) + stats_get(&st->sni_routed[1])
                 == 0)
                 continue;
@@ -686,7 +687,7 @@ write_services(struct sbuf *b, struct svc *const *svcs, size_t n,
            "Client connections accepted.");
     for (i = 0; i < n; i++)
         sample(b, "ferry_service_connections_accepted_total", lab_get(ls, i),
-               NULL, stats_get(&svc_counters(svcs[i])->accepted));
+               NULL, stats_get(&svc_counts(svcs[i])->accepted));
     family(b, "ferry_service_connections_active", "gauge",
            "Client connections open now.");
     for (i = 0; i < n; i++)
@@ -701,9 +702,8 @@ write_services(struct sbuf *b, struct svc *const *svcs, size_t n,
         for (r = 0; r < STATS_FAIL__COUNT; r++) {
             snprintf(reason, sizeof(reason), "reason=\"%s\"",
                      stats_fail_text[r]);
-            sample(b, "ferry_service_connections_failed_total",
-                   lab_get(ls, i), reason,
-                   stats_get(&svc_counters(svcs[i])->fail[r]));
+            sample(b, "ferry_service_connections_failed_total", lab_get(ls, i),
+                   reason, stats_get(&svc_counts(svcs[i])->fail[r]));
         }
     }
     family(b, "ferry_drain_closed_total", "counter",
@@ -711,27 +711,26 @@ write_services(struct sbuf *b, struct svc *const *svcs, size_t n,
            "from the table, or drained) longer than drain_timeout ago.");
     for (i = 0; i < n; i++)
         sample(b, "ferry_drain_closed_total", lab_get(ls, i), NULL,
-               stats_get(&svc_counters(svcs[i])->drain_closed));
+               stats_get(&svc_counts(svcs[i])->drain_closed));
     family(b, "ferry_service_connect_retries_total", "counter",
            "Connect attempts beyond the first, on another backend.");
     for (i = 0; i < n; i++)
         sample(b, "ferry_service_connect_retries_total", lab_get(ls, i), NULL,
-               stats_get(&svc_counters(svcs[i])->retries));
+               stats_get(&svc_counts(svcs[i])->retries));
     family(b, "ferry_service_bytes_total", "counter",
            "Bytes relayed: direction=\"in\" from clients to backends, "
            "\"out\" from backends to clients.");
     for (i = 0; i < n; i++) {
         sample(b, "ferry_service_bytes_total", lab_get(ls, i),
-               "direction=\"in\"", stats_get(&svc_counters(svcs[i])->bytes_in));
+               "direction=\"in\"", stats_get(&svc_counts(svcs[i])->bytes_in));
         sample(b, "ferry_service_bytes_total", lab_get(ls, i),
-               "direction=\"out\"",
-               stats_get(&svc_counters(svcs[i])->bytes_out));
+               "direction=\"out\"", stats_get(&svc_counts(svcs[i])->bytes_out));
     }
     family(b, "ferry_service_connect_duration_seconds", "histogram",
            "Time from the start of a connect attempt to its success.");
     for (i = 0; i < n && !b->overflow; i++)
         write_hist(b, "ferry_service_connect_duration_seconds", lab_get(ls, i),
-                   &svc_counters(svcs[i])->connect, &hist_connect, lc);
+                   &svc_counts(svcs[i])->connect, &hist_connect, lc);
     write_proxy_headers(b, svcs, n, ls);
     write_source_rules(b, svcs, n, ls);
     write_udp(b, svcs, n, ls);

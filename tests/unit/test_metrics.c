@@ -160,10 +160,10 @@ test_write_services(void **state)
     (void)state;
     assert_non_null(s);
     v[0] = s;
-    stats_inc(&svc_counters(s)->accepted);
-    stats_inc(&svc_counters(s)->accepted);
-    stats_inc(&svc_counters(s)->fail[STATS_FAIL_TIMEOUT]);
-    stats_add(&svc_counters(s)->drain_closed, 3);
+    stats_inc(&svc_ctr(svc_counters(s))->accepted);
+    stats_inc(&svc_ctr(svc_counters(s))->accepted);
+    stats_inc(&svc_ctr(svc_counters(s))->fail[STATS_FAIL_TIMEOUT]);
+    stats_add(&svc_ctr(svc_counters(s))->drain_closed, 3);
     stats_add(&backend_ctr(svc_backend(s, 1))->bytes_in, 1234);
     stats_inc(&backend_ctr(svc_backend(s, 0))->n_fail[STATS_FAIL_REFUSED]);
     svc_set_weight_override(s, 1, 7);
@@ -232,11 +232,11 @@ test_write_udp(void **state)
     assert_non_null(v[1]);
     st = svc_counters(v[1]);
     atomic_store(&st->udp_active, 3);
-    stats_add(&st->udp_flows, 5);
-    stats_add(&st->udp_dgrams_in, 7);
-    stats_add(&st->udp_dgrams_out, 6);
-    stats_inc(&st->udp_drops[STATS_UDP_MAX_FLOWS]);
-    stats_add(&st->udp_drops[STATS_UDP_REFUSED], 2);
+    stats_add(&svc_ctr(st)->udp_flows, 5);
+    stats_add(&svc_ctr(st)->udp_dgrams_in, 7);
+    stats_add(&svc_ctr(st)->udp_dgrams_out, 6);
+    stats_inc(&svc_ctr(st)->udp_drops[STATS_UDP_MAX_FLOWS]);
+    stats_add(&svc_ctr(st)->udp_drops[STATS_UDP_REFUSED], 2);
     sbuf_init(&b, 1 << 20);
     metrics_write(&b, v, 2, NULL, 1, 100.0, CONF_PER_BACKEND_AUTO);
     assert_false(b.overflow);
@@ -294,7 +294,7 @@ test_per_backend(void **state)
     v[1] = make_svc_from("ns/api:http", TBL_ORIGIN_API);
     assert_int_equal(svc_spec(v[1])->origin, TBL_ORIGIN_API);
     /* A Kubernetes Service has series once it has had a connection. */
-    stats_inc(&svc_counters(v[1])->accepted);
+    stats_inc(&svc_ctr(svc_counters(v[1]))->accepted);
     v[2] = make_svc_from("ns/idle:http", TBL_ORIGIN_API);
     for (k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
         int nbe = 2 * (cases[k].file + cases[k].api);
@@ -357,11 +357,11 @@ test_stats_survive_rebuild(void **state)
     struct svc *a = make_svc("keep"), *b;
 
     (void)state;
-    stats_inc(&svc_counters(a)->accepted);
+    stats_inc(&svc_ctr(svc_counters(a))->accepted);
     b = make_svc("keep"); /* a reload builds the new one first */
     assert_ptr_equal(svc_counters(a), svc_counters(b));
     svc_unref(a);
-    assert_int_equal(stats_get(&svc_counters(b)->accepted), 1);
+    assert_int_equal(stats_get(&svc_counts(b)->accepted), 1);
     svc_unref(b);
     assert_int_equal(svc_stats_count(), 0);
 }
