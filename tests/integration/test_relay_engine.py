@@ -110,7 +110,11 @@ def test_io_uring_idle_connections_hold_no_buffer(start_ferry, backends,
             assert ft.read_line(s) == "x%d" % i
         ft.wait_for(lambda: b.active >= 600, what="600 backend connections")
         grown = ft.rss_kb(f.pid) - rss0
-        assert grown < 2048 + 600 * 4, grown
+        # Under AddressSanitizer its allocator's redzones and shadow add
+        # about as much again (4,452 KiB was seen); a 32 KiB buffer per
+        # connection would still be nearly three times the bound.
+        per_conn = 8 if os.environ.get("FERRY_SANITIZED") == "1" else 4
+        assert grown < 2048 + 600 * per_conn, grown
         assert metric(admin, "ferry_relay_io_uring_connections_total") == 602
     finally:
         for s in socks:
