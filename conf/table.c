@@ -269,7 +269,8 @@ names_equal(const char *a, const char *b)
 
 /* What a struct tbl_arrays owns: up to TBL_ARRAYS arrays, each with its
  * pointer and length, in the order svc_slots() and ksvc_slots() list;
- * the last is the name, NUL included. */
+ * the last two are the name and the health check's path, each with its
+ * NUL. */
 #define TBL_ARRAYS 10
 #define SLOT_NAME  8
 #define SLOT_PATH  9 /* the health check's */
