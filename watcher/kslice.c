@@ -195,10 +195,11 @@ fill_ep(struct kslice_ep *n, const json_t *ep, const struct saddr *a, int *oom)
     n->node = intern_str_oom(jstr(ep, "nodeName"), oom);
 }
 
-/* Fill the endpoints, hints, notes and their characters. */
+/* Fill the endpoints, hints, hint index, notes and their characters. */
 static void
 fill_eps(struct kslice *s, const json_t *obj, struct kslice_ep *eps,
-         char *hints, struct kslice_note *notes, char **chars, int *oom)
+         char *hints, struct kslice_hint_at *hint_at, struct kslice_note *notes,
+         char **chars, int *oom)
 {
     const json_t *ep;
     size_t i;
@@ -223,7 +224,9 @@ fill_eps(struct kslice *s, const json_t *obj, struct kslice_ep *eps,
         if (nh > 0) {
             struct kslice_hints *kh = (struct kslice_hints *)(void *)hints;
             fill_hints(kh, h, oom);
-            n->hints_at = (uint32_t)(hints - (char *)s);
+            n->hinted = 1;
+            hint_at[s->nhinted].ep = (uint32_t)s->neps;
+            hint_at[s->nhinted++].at = (uint32_t)(hints - (char *)s);
             hints += sizeof(*kh) + nh * sizeof(kh->names[0]);
         }
         s->neps++;
@@ -236,7 +239,7 @@ kslice_decode(const json_t *obj)
     const json_t *md = json_object_get(obj, "metadata");
     const char *svc =
         jstr(json_object_get(md, "labels"), TRANSLATE_LABEL_SERVICE_NAME);
-    size_t ports_sz, eps_sz, hints_sz, notes_sz, i;
+    size_t ports_sz, eps_sz, hints_sz, hint_at_sz, notes_sz, i;
     struct kslice_port *ports;
     struct kslice *s;
     struct plan p;
@@ -253,16 +256,18 @@ kslice_decode(const json_t *obj)
     eps_sz = ALIGN8(p.neps * sizeof(struct kslice_ep));
     hints_sz = p.nhinted * sizeof(struct kslice_hints)
                + p.nhint_names * sizeof(const char *);
+    hint_at_sz = ALIGN8(p.nhinted * sizeof(struct kslice_hint_at));
     notes_sz = ALIGN8(p.nnotes * sizeof(struct kslice_note));
     block = calloc(1, ALIGN8(sizeof(*s)) + ports_sz + eps_sz + hints_sz
-                          + notes_sz + p.chars);
+                          + hint_at_sz + notes_sz + p.chars);
     if (block == NULL)
         return NULL;
     s = (struct kslice *)(void *)block;
     ports = (struct kslice_port *)(void *)(block + ALIGN8(sizeof(*s)));
     s->eps = (struct kslice_ep *)(void *)((char *)ports + ports_sz);
-    s->notes =
-        (struct kslice_note *)(void *)((char *)s->eps + eps_sz + hints_sz);
+    s->hint_at =
+        (struct kslice_hint_at *)(void *)((char *)s->eps + eps_sz + hints_sz);
+    s->notes = (struct kslice_note *)(void *)((char *)s->hint_at + hint_at_sz);
     chars = (char *)s->notes + notes_sz;
     s->ns = intern_str_oom(jstr(md, "namespace"), &oom);
     s->name = put_chars(&chars, meta_name(obj));
@@ -278,6 +283,7 @@ kslice_decode(const json_t *obj)
         s->ports = ports;
         s->nports = p.nports;
         fill_eps(s, obj, (struct kslice_ep *)s->eps, (char *)s->eps + eps_sz,
+                 (struct kslice_hint_at *)s->hint_at,
                  (struct kslice_note *)s->notes, &chars, &oom);
     }
     if (oom) {

@@ -40,17 +40,25 @@ struct kslice_hints {
     const char *names[];
 };
 
-/* 40 bytes: a cluster of 10,000 Services of 25 endpoints holds 250,000.
+/* 32 bytes: a cluster of 10,000 Services of 25 endpoints holds 250,000.
  * The endpoint's zone is not kept: topology is read from the hints. */
 struct kslice_ep {
-    uint8_t ip[16]; /* addresses[0], 4 or 16 bytes used */
+    uint8_t ip[16];   /* addresses[0], 4 or 16 bytes used */
+    const char *node; /* nodeName, interned, or NULL */
+    /* Where in the slice's own block targetRef.name is, from the slice's
+     * address; 0 for none. Read it with kslice_ep_pod(). */
+    uint32_t pod_at;
     uint8_t family; /* 4 or 6 */
     uint8_t cond;   /* KSLICE_* */
-    /* Where in the slice's own block targetRef.name and the hints are,
-     * from the slice's address; 0 for none. Read them with
-     * kslice_ep_pod() and kslice_ep_hints(). */
-    uint32_t pod_at, hints_at;
-    const char *node; /* nodeName, interned, or NULL */
+    /* Nonzero: it has hints, found through the slice's hint index (few
+     * endpoints have any; kslice_ep_hints()). */
+    uint8_t hinted;
+};
+
+/* Where an endpoint's hints are: the endpoint's index in the slice, and
+ * the hints' offset from the slice's address. */
+struct kslice_hint_at {
+    uint32_t ep, at;
 };
 
 /* An endpoint left out (its address missing or not an IP). */
@@ -75,6 +83,9 @@ struct kslice {
     size_t neps;
     const struct kslice_note *notes;
     size_t nnotes;
+    /* The endpoints that have hints, by index (kslice_ep_hints()). */
+    const struct kslice_hint_at *hint_at;
+    size_t nhinted;
     /* Unique to this decoding: a slice replaced in the cache gets a new
      * one, so a stamp names one version of one slice (the translator's
      * memo keys on them). */
@@ -92,9 +103,22 @@ kslice_ep_pod(const struct kslice *s, const struct kslice_ep *ep)
 static inline const struct kslice_hints *
 kslice_ep_hints(const struct kslice *s, const struct kslice_ep *ep)
 {
-    return ep->hints_at ? (const struct kslice_hints *)(const void *)(
-               (const char *)s + ep->hints_at)
-                        : NULL;
+    size_t lo = 0, hi = s->nhinted, i = (size_t)(ep - s->eps);
+
+    if (!ep->hinted)
+        return NULL;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+
+        if (s->hint_at[mid].ep == i)
+            return (const struct kslice_hints
+                        *)(const void *)((const char *)s + s->hint_at[mid].at);
+        if (s->hint_at[mid].ep < i)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return NULL;
 }
 
 /* Decode <obj>, an EndpointSlice whose metadata.namespace and name are
