@@ -536,8 +536,8 @@ nft_put_ksvc(struct kube *k, const struct tbl_ksvc *ks,
         return -1;
     }
     memset(&s, 0, sizeof(s));
-    n = snprintf(s.id, sizeof(s.id), "%s", ks->name);
-    if (n < 0 || (size_t)n >= sizeof(s.id)) {
+    s.id = ks->name;
+    if (strlen(ks->name) >= NFT_ID_MAX) {
         log_warn("nftables: %s: name too long for the kernel table",
                  ks->name);
         free(eps);

@@ -55,7 +55,7 @@ static int
 id_check(const char *id, struct err *e)
 {
     const char *slash, *colon, *p;
-    size_t len = strnlen(id, NFT_ID_MAX);
+    size_t len = id != NULL ? strnlen(id, NFT_ID_MAX) : 0;
 
     if (len == 0 || len >= NFT_ID_MAX)
         return err_set(e, "service id must be 1 to %d bytes", NFT_ID_MAX - 1);
@@ -255,6 +255,7 @@ kept_free(struct kept *k)
 {
     if (k == NULL)
         return;
+    free((char *)k->s.id);
     free(k->s.cluster_ips);
     free(k->s.external_ips);
     free(k->s.lb_ips);
@@ -371,6 +372,8 @@ kept_new(const struct nft_svc *s, enum nft_masq masq)
         return NULL;
     d = &k->s;
     *d = *s;
+    if ((d->id = strdup(s->id)) == NULL)
+        oom = 1;
     d->cluster_ips = dup_array(s->cluster_ips, s->ncluster_ips,
                                sizeof(*s->cluster_ips), &oom);
     d->external_ips = dup_array(s->external_ips, s->nexternal_ips,

@@ -74,7 +74,9 @@ struct nft_ep {
 };
 
 struct nft_svc {
-    char id[NFT_ID_MAX]; /* "namespace/name:port"; with proto, the key */
+    /* "namespace/name:port"; with proto, the key. Borrowed for a call;
+     * the engine keeps its own copy. */
+    const char *id;
     enum nft_proto proto;
     uint16_t port;             /* the Service port (ClusterIP, external IPs) */
     uint16_t node_port;        /* 0 = none */

@@ -158,6 +158,7 @@ endpoints(json_t *o, const char *key, struct nft_ep **out, size_t *n,
 static void
 svc_fields_free(struct nft_svc *s)
 {
+    free((char *)s->id);
     free(s->cluster_ips);
     free(s->external_ips);
     free(s->lb_ips);
@@ -200,7 +201,8 @@ service(json_t *o, size_t idx, struct nft_svc *s, struct err *e)
                        idx, NFT_ID_MAX);
     snprintf(where, sizeof(where), "services[%zu] (%.*s)", idx, NFT_ID_MAX - 1,
              id);
-    snprintf(s->id, sizeof(s->id), "%s", id);
+    if ((s->id = strdup(id)) == NULL)
+        return err_set(e, "%s: out of memory", where);
     if (only_keys(o, keys, where, e) < 0)
         return -1;
     if (proto == NULL || nft_proto_parse(proto, &s->proto) < 0)

@@ -45,7 +45,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     for (i = 0; i < d.nsvcs; i++) {
         const struct nft_svc *s = &d.svcs[i];
 
-        if (memchr(s->id, '\0', sizeof(s->id)) == NULL || s->id[0] == '\0')
+        if (s->id == NULL || s->id[0] == '\0' || strlen(s->id) >= NFT_ID_MAX)
             abort();
         if ((s->ncluster_ips && s->cluster_ips == NULL)
             || (s->ncluster_eps && s->cluster_eps == NULL)

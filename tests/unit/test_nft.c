@@ -65,7 +65,7 @@ static void
 fix_init(struct fix *f)
 {
     memset(f, 0, sizeof(*f));
-    snprintf(f->s.id, sizeof(f->s.id), "default/web:http");
+    f->s.id = "default/web:http";
     f->s.proto = NFT_TCP;
     f->s.port = 80;
     f->cips[0] = ip("198.18.128.10", 0);
@@ -179,7 +179,7 @@ test_svc_check(void **state)
     assert_int_equal(nft_svc_check(&f.s, &e), 0);
     for (i = 0; bad_ids[i]; i++) {
         fix_init(&f);
-        snprintf(f.s.id, sizeof(f.s.id), "%s", bad_ids[i]);
+        f.s.id = bad_ids[i];
         err_clear(&e);
         assert_int_equal(nft_svc_check(&f.s, &e), -1);
         assert_true(e.msg[0] != '\0');
@@ -727,7 +727,7 @@ test_engine_claims(void **state)
     assert_int_equal(nft_svc_put(n, &f.s, &e), 0);
     /* Another service on the same ClusterIP, protocol and port. */
     fix_init(&g);
-    snprintf(g.s.id, sizeof(g.s.id), "other/web:http");
+    g.s.id = "other/web:http";
     err_clear(&e);
     assert_int_equal(nft_svc_put(n, &g.s, &e), -1);
     assert_non_null(strstr(e.msg, "already served by default/web:http|tcp"));
