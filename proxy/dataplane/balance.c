@@ -41,30 +41,41 @@ line_alloc(size_t size)
 #define RR_SEQ_MAX 4096 /* longest shared sequence, in picks */
 #define RR_OLD_MAX 32   /* replaced sequences kept until the release */
 
-/* A round-robin pick order, <period> picks long. */
+/* A round-robin pick order, <period> picks long. With every weight the
+ * same (a Kubernetes Service's endpoints), the order is 0, 1, ... n-1 and
+ * <idx> is not kept (1 MB at 10,000 Services of 25). */
 struct rr_seq {
     struct rr_seq *next_old; /* replaced ones, newest first */
     uint32_t period;
+    uint32_t uniform; /* nonzero: pick t is t % period */
     uint32_t idx[];
 };
 
-/* Three cache lines a service (it was ten, 5 MB at 10,000 Services, most
+/* The backend of ticket <t>. */
+static inline uint32_t
+seq_at(const struct rr_seq *q, uint64_t t)
+{
+    return q->uniform ? (uint32_t)(t % q->period) : q->idx[t % q->period];
+}
+
+/* Two cache lines a service (it was ten, 5 MB at 10,000 Services, most
  * of it running weights no pick used). */
 struct rr_state {
+    /* The next ticket into <seq>: written by every pick of every worker,
+     * so alone on its line. */
+    atomic_uint_fast64_t ticket;
     /* The order for the weights in force (NULL: none, each worker runs
      * its own), read by every pick; replaced ones wait in <old> because a
      * worker may still be reading them. */
-    _Atomic(struct rr_seq *) seq;
+    alignas(BAL_LINE) _Atomic(struct rr_seq *) seq;
     struct rr_seq *old;
     unsigned nold;
     unsigned nslots;
-    /* The next ticket into <seq>: written by every pick of every worker,
-     * so alone on its line. */
-    alignas(BAL_LINE) atomic_uint_fast64_t ticket;
     /* Worker k's running weights (one per backend), made by worker k at
      * its first pick the shared order does not serve; most services never
-     * need them. */
-    alignas(BAL_LINE) _Atomic(int32_t *) cur[];
+     * need them. Written once each, so they share the read-mostly line
+     * (with up to 5 workers, a service's state is two lines). */
+    _Atomic(int32_t *) cur[];
 };
 
 static int
@@ -75,7 +86,7 @@ rr_smooth(const struct svc *s, int32_t *cur, bal_eligible_fn ok, void *arg)
     size_t i;
 
     for (i = 0; i < s->nbe; i++) {
-        uint32_t w = svc_be_weight(&s->be[i]);
+        uint32_t w = svc_be_weight(s, i);
         if (w == 0 || !ok(s, i, arg))
             continue;
         cur[i] += (int32_t)w;
@@ -106,10 +117,23 @@ rr_build(const struct svc *s)
     struct rr_seq *q;
     int32_t *cur;
     size_t i;
+    int uniform = 1;
 
-    for (i = 0; i < s->nbe; i++)
-        period += svc_be_weight(&s->be[i]);
-    if (period == 0 || period > RR_SEQ_MAX)
+    for (i = 0; i < s->nbe; i++) {
+        period += svc_be_weight(s, i);
+        uniform &= svc_be_weight(s, i) == svc_be_weight(s, 0);
+    }
+    if (period == 0)
+        return NULL;
+    if (uniform) { /* the smooth order of equal weights */
+        if ((q = malloc(sizeof(*q))) != NULL) {
+            q->next_old = NULL;
+            q->period = (uint32_t)s->nbe;
+            q->uniform = 1;
+        }
+        return q;
+    }
+    if (period > RR_SEQ_MAX)
         return NULL;
     q = malloc(sizeof(*q) + period * sizeof(q->idx[0]));
     cur = calloc(s->nbe, sizeof(*cur));
@@ -120,6 +144,7 @@ rr_build(const struct svc *s)
     }
     q->next_old = NULL;
     q->period = (uint32_t)period;
+    q->uniform = 0;
     for (i = 0; i < period; i++)
         q->idx[i] = (uint32_t)rr_smooth(s, cur, all_ok, NULL);
     free(cur);
@@ -133,7 +158,8 @@ rr_init(const struct svc *s, unsigned nslots)
     unsigned k;
 
     nslots = nslots > 0 ? nslots : 1;
-    st = line_alloc(sizeof(*st) + (size_t)nslots * sizeof(st->cur[0]));
+    st = line_alloc(offsetof(struct rr_state, cur)
+                    + (size_t)nslots * sizeof(st->cur[0]));
     if (st == NULL)
         return NULL;
     st->nslots = nslots;
@@ -206,8 +232,8 @@ rr_pick(void *p, const struct svc *s, unsigned k,
         for (n = 0; n < tries; n++) {
             uint64_t t =
                 atomic_fetch_add_explicit(&st->ticket, 1, memory_order_relaxed);
-            uint32_t i = q->idx[t % q->period];
-            if (i < s->nbe && svc_be_weight(&s->be[i]) > 0 && ok(s, i, arg))
+            uint32_t i = seq_at(q, t);
+            if (i < s->nbe && svc_be_weight(s, i) > 0 && ok(s, i, arg))
                 return (int)i;
         }
         /* No candidate among them: the scan decides (its order is this
@@ -216,7 +242,7 @@ rr_pick(void *p, const struct svc *s, unsigned k,
     if ((cur = rr_cur(st, s, k)) == NULL) {
         /* Out of memory: the first that may take it. */
         for (n = 0; n < s->nbe; n++)
-            if (svc_be_weight(&s->be[n]) > 0 && ok(s, n, arg))
+            if (svc_be_weight(s, n) > 0 && ok(s, n, arg))
                 return (int)n;
         return -1;
     }
@@ -242,13 +268,13 @@ rr_peek(const void *p, const struct svc *s, const struct saddr *client,
     t = atomic_load_explicit(&st->ticket, memory_order_relaxed);
     tries = q->period < 2 * s->nbe + 2 ? q->period : (uint32_t)(2 * s->nbe + 2);
     for (n = 0; n < tries; n++) {
-        uint32_t i = q->idx[(t + n) % q->period];
-        if (i < s->nbe && svc_be_weight(&s->be[i]) > 0 && ok(s, i, arg))
+        uint32_t i = seq_at(q, t + n);
+        if (i < s->nbe && svc_be_weight(s, i) > 0 && ok(s, i, arg))
             return (int)i;
     }
     /* The worker's own scan decides: known only when it finds none. */
     for (n = 0; n < s->nbe; n++)
-        if (svc_be_weight(&s->be[n]) > 0 && ok(s, n, arg))
+        if (svc_be_weight(s, n) > 0 && ok(s, n, arg))
             return BAL_PEEK_UNKNOWN;
     return -1;
 }
@@ -314,7 +340,7 @@ less_loaded(const struct svc *s, size_t i, size_t j)
     uint64_t aj = atomic_load_explicit(&s->be[j].b->active,
                                        memory_order_relaxed);
 
-    return ai * svc_be_weight(&s->be[j]) < aj * svc_be_weight(&s->be[i]);
+    return ai * svc_be_weight(s, j) < aj * svc_be_weight(s, i);
 }
 
 /* The least loaded candidate, scanning from <start>; ties go to the first
@@ -330,7 +356,7 @@ least_from(const struct svc *s, unsigned start, bal_eligible_fn ok,
     for (n = 0; n < s->nbe; n++) {
         size_t i = (start + n) % s->nbe;
         const struct svc_be *e = &s->be[i];
-        uint64_t act, w = svc_be_weight(e);
+        uint64_t act, w = svc_be_weight(s, i);
 
         if (w == 0 || !ok(s, i, arg))
             continue;
@@ -418,13 +444,13 @@ rand_pick(void *p, const struct svc *s, unsigned k,
     (void)client;
 
     for (i = 0; i < s->nbe; i++)
-        if (svc_be_weight(&s->be[i]) > 0 && ok(s, i, arg))
-            total += svc_be_weight(&s->be[i]);
+        if (svc_be_weight(s, i) > 0 && ok(s, i, arg))
+            total += svc_be_weight(s, i);
     if (total == 0)
         return -1;
     r = rand_next(&st[k]) % total;
     for (i = 0; i < s->nbe; i++) {
-        uint32_t w = svc_be_weight(&s->be[i]);
+        uint32_t w = svc_be_weight(s, i);
         if (w == 0 || !ok(s, i, arg))
             continue;
         if (r < w)
@@ -457,7 +483,7 @@ p2c_pick(void *p, const struct svc *s, unsigned k,
         return -1;
     for (d = 0; d < P2C_DRAWS && c[1] < 0; d++) {
         size_t i = (size_t)(rand_next(&st[k]) % s->nbe);
-        if ((int)i == c[0] || svc_be_weight(&s->be[i]) == 0 || !ok(s, i, arg))
+        if ((int)i == c[0] || svc_be_weight(s, i) == 0 || !ok(s, i, arg))
             continue;
         if (c[0] < 0)
             c[0] = (int)i;
@@ -560,7 +586,7 @@ mg_build(const struct svc *s)
     size_t i, live = 0;
 
     for (i = 0; i < s->nbe; i++)
-        live += svc_be_weight(&s->be[i]) > 0;
+        live += svc_be_weight(s, i) > 0;
     m = mg_size(live);
     t = malloc(sizeof(*t) + m * sizeof(t->slot[0]));
     next = calloc(s->nbe + 1, sizeof(*next));
@@ -573,13 +599,13 @@ mg_build(const struct svc *s)
         t->slot[i] = UINT16_MAX;
     for (i = 0; i < s->nbe; i++) {
         uint8_t key[18];
-        size_t n = addr_key(&s->be[i].b->addr, 1, key);
+        size_t n = addr_key(&s->tbe[i].addr, 1, key);
         offset[i] = (uint32_t)(fnv1a(key, n, 0x6d61676c) % m);
         skip[i] = (uint32_t)(fnv1a(key, n, 0x65763031) % (m - 1)) + 1;
     }
     while (live > 0 && filled < m) {
         for (i = 0; i < s->nbe && filled < m; i++) {
-            for (w = svc_be_weight(&s->be[i]); w > 0 && filled < m; w--) {
+            for (w = svc_be_weight(s, i); w > 0 && filled < m; w--) {
                 uint32_t c;
                 do {
                     c = (uint32_t)((offset[i] + (uint64_t)next[i] * skip[i])
@@ -652,7 +678,7 @@ mg_pick(void *p, const struct svc *s, unsigned k, const struct saddr *client,
     at = (uint32_t)(h % t->m);
     for (n = 0; n < t->m; n++, at = at + 1 == t->m ? 0 : at + 1) {
         uint16_t i = t->slot[at];
-        if (i < s->nbe && svc_be_weight(&s->be[i]) > 0 && ok(s, i, arg))
+        if (i < s->nbe && svc_be_weight(s, i) > 0 && ok(s, i, arg))
             return i;
     }
     return -1;

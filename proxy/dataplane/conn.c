@@ -747,7 +747,9 @@ conn_try_connect(struct conn *c)
         c->be = backend_ref(s->be[i].b);
         c->be_idx = (uint32_t)i;
         atomic_fetch_add_explicit(&c->be->active, 1, memory_order_relaxed);
-        fd = socket(c->be->addr.u.sa.sa_family,
+        /* The table's copy of the address: it outlives the connect
+         * (an io_uring entry reads it when the turn submits). */
+        fd = socket(s->tbe[i].addr.u.sa.sa_family,
                     SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
         if (fd < 0) {
             if ((errno == EMFILE || errno == ENFILE)
@@ -770,7 +772,7 @@ conn_try_connect(struct conn *c)
             ev_timer_start(loop, &c->timer);
             return;
         }
-        if (connect(fd, &c->be->addr.u.sa, c->be->addr.len) == 0) {
+        if (connect(fd, &s->tbe[i].addr.u.sa, s->tbe[i].addr.len) == 0) {
             conn_connected(c);
             return;
         }

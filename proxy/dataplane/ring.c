@@ -377,6 +377,7 @@ ring_connect(struct conn *c)
 {
     struct ring *r;
     struct io_uring_sqe *sqe;
+    const struct saddr *a;
 
     if (!ring_wanted(c)) {
         c->on_ring = 0; /* an earlier attempt's, before a reload */
@@ -387,11 +388,13 @@ ring_connect(struct conn *c)
     c->ring_closed = c->ring_leave = c->ring_timeout = 0;
     c->ring_inflight = 0;
     sqe = sqe_for(r, c, OP_CONNECT);
-    io_uring_prep_connect(sqe, c->bio.fd, &c->be->addr.u.sa, c->be->addr.len);
+    a = &c->svc->tbe[c->be_idx].addr;
+    io_uring_prep_connect(sqe, c->bio.fd, &a->u.sa, a->len);
     c->ring_connect = 1;
     /* Submitted at the end of the turn with the rest. The kernel copies
      * the address as it takes the entry: a close before then submits at
-     * once (ring_conn_close), while the backend still holds it. */
+     * once (ring_conn_close), while the service (the connection holds
+     * it) still holds its table's copy. */
     return 0;
 }
 

@@ -19,22 +19,23 @@
 #include "svc.h"
 
 /* One backend of a service as the picks read it: the table's name,
- * address and conditions are in svc.tbe, out of the way of the scans. */
+ * address, weight and conditions are in svc.tbe, out of the way of the
+ * scans. */
 struct svc_be {
     struct backend *b; /* reference */
-    uint32_t weight;   /* from the table; see svc_be_weight() */
-    /* An admin's weight (control loop writes, pick reads), or -1 for
-     * none. */
-    _Atomic int32_t ovr_weight;
 };
 
-/* A backend taken away: drained through the admin server, or gone from
- * the service that replaced this one (drain.h). Few services ever have
- * one, so these are not in struct svc_be (16 bytes of 40 at 250,000
- * endpoints): a service's array of them, one per backend, is made at
- * the first, on the control loop, and stays until the service goes. */
+/* A backend taken away (drained through the admin server, or gone from
+ * the service that replaced this one: drain.h), or given a weight by the
+ * admin server. Few services ever have one, so these are not in struct
+ * svc_be (8 bytes of 40 at 250,000 endpoints): a service's array of
+ * them, one per backend, is made at the first, on the control loop, and
+ * stays until the service goes. */
 struct svc_drain {
     atomic_uint drained; /* no new connections (0 or 1); admin's */
+    /* An admin's weight (control loop writes, picks read), or -1 for
+     * none. */
+    _Atomic int32_t ovr_weight;
     /* The loop time it was taken away, 0 for not; control loop only. */
     double since;
     /* When its connections are to be closed, 0 for never (control loop
@@ -132,13 +133,17 @@ svc_be_since(const struct svc *s, size_t i)
  * memory. Control loop. */
 struct svc_drain *svc_drain_make(struct svc *s);
 
-/* The weight the balancers use: the admin override, else the table's. */
+/* The weight the balancers use for backend <i>: the admin override,
+ * else the table's. */
 static inline uint32_t
-svc_be_weight(const struct svc_be *e)
+svc_be_weight(const struct svc *s, size_t i)
 {
-    int32_t w = atomic_load_explicit(&e->ovr_weight, memory_order_relaxed);
+    const struct svc_drain *d = svc_drain_at(s, i);
+    int32_t w = d != NULL
+                    ? atomic_load_explicit(&d->ovr_weight, memory_order_relaxed)
+                    : -1;
 
-    return w >= 0 ? (uint32_t)w : e->weight;
+    return w >= 0 ? (uint32_t)w : s->tbe[i].weight;
 }
 
 #endif

@@ -84,8 +84,6 @@ svc_new_like(const struct tbl_service *ts, const struct svc *prev)
         s->be[i].b = backend_like(prev, &j, &tb->addr);
         if (s->be[i].b == NULL)
             goto fail;
-        s->be[i].weight = tb->weight;
-        atomic_init(&s->be[i].ovr_weight, -1);
         s->nbe++;
     }
     if (ts->affinity_timeout_ms > 0
@@ -148,10 +146,15 @@ svc_matches(const struct svc *s, const struct tbl_service *ts)
 int
 svc_set_weight_override(struct svc *s, size_t i, int32_t w)
 {
-    uint32_t before = svc_be_weight(&s->be[i]);
+    uint32_t before = svc_be_weight(s, i);
+    struct svc_drain *d;
 
-    atomic_store(&s->be[i].ovr_weight, w < 0 ? -1 : w);
-    return svc_be_weight(&s->be[i]) != before;
+    if (w < 0 && svc_drain_at(s, i) == NULL)
+        return 0;
+    if ((d = svc_drain_make(s)) == NULL)
+        return -1;
+    atomic_store(&d[i].ovr_weight, w < 0 ? -1 : w);
+    return svc_be_weight(s, i) != before;
 }
 
 void
@@ -455,7 +458,14 @@ uint32_t
 svc_backend_weight(const struct svc *s, size_t i)
 {
     BUG_ON(i >= s->nbe);
-    return svc_be_weight(&s->be[i]);
+    return svc_be_weight(s, i);
+}
+
+const struct saddr *
+svc_backend_saddr(const struct svc *s, size_t i)
+{
+    BUG_ON(i >= s->nbe);
+    return &s->tbe[i].addr;
 }
 
 uint32_t
@@ -469,7 +479,7 @@ uint32_t
 svc_backend_config_weight(const struct svc *s, size_t i)
 {
     BUG_ON(i >= s->nbe);
-    return s->be[i].weight;
+    return s->tbe[i].weight;
 }
 
 int
@@ -491,6 +501,7 @@ svc_drain_make(struct svc *s)
         return NULL;
     for (i = 0; i < s->nbe; i++) {
         atomic_init(&d[i].drained, 0);
+        atomic_init(&d[i].ovr_weight, -1);
         d[i].since = 0;
         atomic_init(&d[i].deadline, 0);
     }

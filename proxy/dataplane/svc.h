@@ -125,6 +125,8 @@ const struct svc_ctr *svc_counts(const struct svc *s);
 size_t svc_nbackends(const struct svc *s);
 struct backend *svc_backend(const struct svc *s, size_t i);
 const char *svc_backend_name(const struct svc *s, size_t i);
+/* Backend <i>'s socket address, as the table gives it. */
+const struct saddr *svc_backend_saddr(const struct svc *s, size_t i);
 /* The table's conditions of backend <i> (TBL_BE_*). */
 uint32_t svc_backend_flags(const struct svc *s, size_t i);
 /* The weight in force (the admin override, else the table's), and the
@@ -174,8 +176,9 @@ int svc_peek(struct svc *s, const struct saddr *client, double now,
 void svc_inherit(struct svc *to, const struct svc *from, double now);
 
 /* Set (<w> >= 0) or clear (-1) backend <i>'s admin weight override.
- * Returns nonzero if the weight in force changed; then call
- * svc_reweighted() once the service's overrides are all set. Control
+ * Returns 1 if the weight in force changed (then call svc_reweighted()
+ * once the service's overrides are all set), 0 if not, -1 when memory
+ * runs out for the service's first override (nothing changed). Control
  * loop. */
 int svc_set_weight_override(struct svc *s, size_t i, int32_t w);
 void svc_reweighted(struct svc *s);

@@ -164,13 +164,14 @@ drop(struct svc *s, enum stats_udp_drop why)
 static int
 backend_socket(const struct backend *b)
 {
-    int fd = socket(b->addr.u.sa.sa_family,
+    struct saddr a;
+    int fd = socket(backend_saddr(b, &a)->u.sa.sa_family,
                     SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     int saved;
 
     if (fd < 0)
         return -1;
-    if (connect(fd, &b->addr.u.sa, b->addr.len) < 0) {
+    if (connect(fd, &a.u.sa, a.len) < 0) {
         saved = errno;
         close(fd);
         errno = saved;

@@ -222,9 +222,10 @@ static void
 hc_start(struct hc *c)
 {
     struct ev_loop *loop = c->h->loop;
-    struct saddr a = c->b->addr;
+    struct saddr a;
     int fd;
 
+    backend_saddr(c->b, &a);
     c->started = ev_now(loop);
     c->len = c->sent = 0;
     if (c->spec.port != 0)

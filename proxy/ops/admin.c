@@ -124,11 +124,15 @@ ovr_apply(struct admin *a)
         int changed = 0;
         for (j = 0; j < svc_nbackends(s); j++) {
             const struct ovr *o =
-                a->novr ? ovr_find(a, svc_name(s), &svc_backend(s, j)->addr)
+                a->novr ? ovr_find(a, svc_name(s), svc_backend_saddr(s, j))
                         : NULL;
             if (svc_set_drained(s, j, o ? o->drained : 0) < 0)
                 rc = -1;
-            changed |= svc_set_weight_override(s, j, o ? o->weight : -1);
+            int c = svc_set_weight_override(s, j, o ? o->weight : -1);
+            if (c < 0)
+                rc = -1;
+            else
+                changed |= c;
         }
         if (changed)
             svc_reweighted(s);
@@ -839,7 +843,7 @@ control(struct admin *a, const struct httpreq *r, const char *rest,
     }
     b = svc_backend(e.s, e.i);
     bname = svc_backend_name(e.s, e.i);
-    rc = ovr_set(a, svc, &b->addr, drained, weight);
+    rc = ovr_set(a, svc, svc_backend_saddr(e.s, e.i), drained, weight);
     if (rc < 0 || ovr_apply(a) < 0) {
         drain_refresh();
         httpd_reply_text(out, 500, "out of memory\n", 0);
