@@ -1556,9 +1556,12 @@ slice_key_hash(const char *ns, const char *name)
 struct memo_ent {
     UT_hash_handle hh;
     uint64_t svc;     /* the stamp of the Service as it was translated */
-    uint64_t *stamps; /* of its slices, in index order */
-    const void **ents; /* their cache entries (kcache_iter.ent) */
-    uint64_t *khash;   /* their cache keys' slice_key_hash() */
+    /* Of its slices, in index order, in one block that <stamps> owns:
+     * their stamps, their cache entries (kcache_iter.ent), their cache
+     * keys' slice_key_hash(). */
+    uint64_t *stamps;
+    const void **ents;
+    uint64_t *khash;
     size_t nstamps;
     uint64_t build;   /* the last build that used it */
     /* Where its services and kernel services are in the last table
@@ -1609,9 +1612,7 @@ static void
 ent_free(struct memo_ent *m)
 {
     rec_clear(&m->rec);
-    free(m->stamps);
-    free(m->ents);
-    free(m->khash);
+    free(m->stamps); /* and ents, khash: one block */
     free(m);
 }
 
@@ -1922,13 +1923,14 @@ memo_rec(struct translate_memo *m, const char *key, const struct ksvc *svc,
     }
     if (o->stats != NULL)
         o->stats->translated++;
-    if (sc.nslices > 0
-        && ((stamps = malloc(sc.nslices * sizeof(*stamps))) == NULL
-            || (ents = malloc(sc.nslices * sizeof(*ents))) == NULL
-            || (khash = malloc(sc.nslices * sizeof(*khash))) == NULL)) {
-        free(stamps);
-        free(ents);
-        return NULL;
+    if (sc.nslices > 0) {
+        if ((stamps =
+                 malloc(sc.nslices
+                        * (sizeof(*stamps) + sizeof(*ents) + sizeof(*khash))))
+            == NULL)
+            return NULL;
+        khash = stamps + sc.nslices;
+        ents = (const void **)(void *)(khash + sc.nslices);
     }
     for (i = 0; i < sc.nslices; i++) {
         stamps[i] = sc.slices[i]->stamp;
@@ -1938,16 +1940,12 @@ memo_rec(struct translate_memo *m, const char *key, const struct ksvc *svc,
     if (record(&r, svc, idx, o, w) < 0) {
         rec_clear(&r);
         free(stamps);
-        free(ents);
-        free(khash);
         return NULL;
     }
     if (e == NULL) {
         if ((e = calloc(1, sizeof(*e) + klen + 1)) == NULL) {
             rec_clear(&r);
             free(stamps);
-            free(ents);
-            free(khash);
             return NULL;
         }
         memcpy(e->key, key, klen + 1);
@@ -1956,8 +1954,6 @@ memo_rec(struct translate_memo *m, const char *key, const struct ksvc *svc,
         keep_unchanged(&r, &e->rec);
         rec_clear(&e->rec);
         free(e->stamps);
-        free(e->ents);
-        free(e->khash);
     }
     e->rec = r;
     e->svc = svc->stamp;
