@@ -4,8 +4,8 @@
 #include <string.h>
 
 #include "backend.h"
+#include "bug.h"
 #include "log.h"
-#include "registry.h"
 
 #define BACKOFF_FIRST_S 0.25
 #define BACKOFF_MAX_S   30.0
@@ -31,100 +31,200 @@ make_key(const struct saddr *a, struct be_key *k)
         memcpy(k->ip, &a->u.in6.sin6_addr, 16);
 }
 
-static int
-backend_match(const void *obj, const void *key, size_t klen)
-{
-    const struct backend *b = obj;
-    const struct be_key *k = key;
-
-    return klen == sizeof(*k) && b->family == k->family && b->port == k->port
-           && memcmp(b->ip, k->ip, sizeof(b->ip)) == 0;
-}
-
-static struct registry backends =
-    REGISTRY_INIT(struct backend, refs, reg_hash, backend_match);
-
 /*
- * Backends come from slabs of SLAB_N, not one malloc() each: a chunk of
- * malloc's is 48 bytes for these 40, 2 MB at 250,000 endpoints. A freed
- * backend goes on a free list that the next one takes; slabs are never
- * given back (a cluster that once had N endpoints may have them again).
- * Built with AddressSanitizer, each backend is its own allocation, so
- * that a use after free is still caught.
+ * The backends, found by address. They live in slabs of SLAB_N, each
+ * with a number (its slab's times SLAB_N plus its place there), and the
+ * map is chained through those numbers: a bucket is the number of its
+ * first backend plus one (0: none), and each backend holds the next.
+ * At 250,000 endpoints this is 1 MB of buckets where a pointer per slot
+ * of an open-addressed map, three quarters full at most, took 4 MB; and
+ * a backend is 40 bytes where malloc() would take 48. A freed backend
+ * goes on a free list, chained through the same numbers, that the next
+ * one takes; slabs are never given back (a cluster that once had N
+ * endpoints may have them again). Built with AddressSanitizer, a free
+ * backend is poisoned but for its first 8 bytes (the free list's link)
+ * until it is taken again, so that a use after free is still caught.
+ *
+ * One mutex guards the buckets, the slabs and the free list; it is taken
+ * to find, create or forget a backend, never per connection. A backend
+ * whose count has reached zero is never revived: its owner is freeing
+ * it, so backend_get() unlinks it and makes a new one for the address,
+ * and the owner then frees it without finding it in the map.
  */
 #if defined(__SANITIZE_ADDRESS__)
-#define BACKEND_SLAB 0
+#define BACKEND_ASAN 1
 #elif defined(__has_feature)
 #if __has_feature(address_sanitizer)
-#define BACKEND_SLAB 0
+#define BACKEND_ASAN 1
 #endif
 #endif
-#ifndef BACKEND_SLAB
-#define BACKEND_SLAB 1
+#ifdef BACKEND_ASAN
+#include <sanitizer/asan_interface.h>
+#define POISON(p, n)   ASAN_POISON_MEMORY_REGION((p), (n))
+#define UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION((p), (n))
+#else
+#define POISON(p, n)   ((void)(p), (void)(n))
+#define UNPOISON(p, n) ((void)(p), (void)(n))
 #endif
 
-#define SLAB_N 1024
+#define SLAB_SHIFT  10
+#define SLAB_N      (1u << SLAB_SHIFT)
+#define MIN_BUCKETS 64u
 
-union slot {
-    struct backend b;
-    union slot *next_free;
+/* A slab and its number, in tab.by_addr. */
+struct slab_at {
+    struct backend *base;
+    uint32_t idx;
 };
 
-static pthread_mutex_t slab_mu = PTHREAD_MUTEX_INITIALIZER;
-static union slot *slab_free;
+static struct {
+    pthread_mutex_t mu;
+    struct backend **slabs;  /* nslabs of SLAB_N */
+    struct slab_at *by_addr; /* the same, by address (id_of()) */
+    uint32_t nslabs;
+    uint32_t free;     /* the first free backend's number plus one, or 0 */
+    uint32_t *buckets; /* nbuckets, a power of two, or none */
+    uint32_t nbuckets;
+    atomic_uint n; /* backends alive */
+} tab = {.mu = PTHREAD_MUTEX_INITIALIZER};
 
 static struct backend *
-slot_alloc(void)
+at(uint32_t id)
 {
-    union slot *s, *page;
+    return &tab.slabs[id >> SLAB_SHIFT][id & (SLAB_N - 1)];
+}
+
+static uint32_t
+key_hash(const struct be_key *k)
+{
+    const unsigned char *p = (const unsigned char *)k;
+    uint64_t h = 1469598103934665603ull;
     size_t i;
 
-    if (!BACKEND_SLAB)
-        return calloc(1, sizeof(struct backend));
-    pthread_mutex_lock(&slab_mu);
-    if (slab_free == NULL && (page = malloc(SLAB_N * sizeof(*page))) != NULL) {
-        for (i = 0; i < SLAB_N; i++)
-            page[i].next_free = i + 1 < SLAB_N ? &page[i + 1] : NULL;
-        slab_free = page;
+    for (i = 0; i < sizeof(*k); i++) {
+        h ^= p[i];
+        h *= 1099511628211ull;
     }
-    if ((s = slab_free) != NULL)
-        slab_free = s->next_free;
-    pthread_mutex_unlock(&slab_mu);
-    if (s != NULL)
-        memset(s, 0, sizeof(*s));
-    return s != NULL ? &s->b : NULL;
+    return (uint32_t)(h ^ (h >> 32));
 }
 
 static void
-slot_free(struct backend *b)
+key_of(const struct backend *b, struct be_key *k)
 {
-    union slot *s = (union slot *)(void *)b;
-
-    if (!BACKEND_SLAB) {
-        free(b);
-        return;
-    }
-    pthread_mutex_lock(&slab_mu);
-    s->next_free = slab_free;
-    slab_free = s;
-    pthread_mutex_unlock(&slab_mu);
+    memset(k, 0, sizeof(*k));
+    k->family = b->family;
+    k->port = b->port;
+    memcpy(k->ip, b->ip, sizeof(k->ip));
 }
 
-static void *
-backend_make(const void *key, size_t klen, void *arg)
+static int
+matches(const struct backend *b, const struct be_key *k)
 {
-    const struct be_key *k = key;
-    struct backend *b;
+    return b->family == k->family && b->port == k->port
+           && memcmp(b->ip, k->ip, sizeof(b->ip)) == 0;
+}
 
-    (void)klen;
-    (void)arg;
-    if ((b = slot_alloc()) == NULL)
-        return NULL;
-    b->family = k->family;
-    b->port = k->port;
-    memcpy(b->ip, k->ip, sizeof(b->ip));
-    atomic_init(&b->refs, 1);
-    return b;
+static uint32_t *
+bucket_of(const struct be_key *k)
+{
+    return &tab.buckets[key_hash(k) & (tab.nbuckets - 1)];
+}
+
+/* Chain every backend again into <n> buckets. Returns -1, the map
+ * unchanged, when out of memory. */
+static int
+rechain(uint32_t n)
+{
+    uint32_t *old = tab.buckets, oldn = tab.nbuckets, i, id;
+    struct be_key k;
+
+    if ((tab.buckets = calloc(n, sizeof(*tab.buckets))) == NULL) {
+        tab.buckets = old;
+        return -1;
+    }
+    tab.nbuckets = n;
+    for (i = 0; i < oldn; i++)
+        for (id = old[i]; id != 0;) {
+            struct backend *b = at(id - 1);
+            uint32_t next = b->next, *head;
+
+            key_of(b, &k);
+            head = bucket_of(&k);
+            b->next = *head;
+            *head = id;
+            id = next;
+        }
+    free(old);
+    return 0;
+}
+
+/* Take <b> (number <id>) out of its chain, if it is there. */
+static void
+unlink_id(const struct be_key *k, uint32_t id)
+{
+    uint32_t *link;
+
+    if (tab.nbuckets == 0)
+        return;
+    for (link = bucket_of(k); *link != 0; link = &at(*link - 1)->next)
+        if (*link == id) {
+            *link = at(id - 1)->next;
+            return;
+        }
+}
+
+/* Put backend <id> on the free list, poisoned but for the link. */
+static void
+give_back(uint32_t id)
+{
+    struct backend *b = at(id);
+
+    b->next = tab.free;
+    tab.free = id + 1;
+    POISON((char *)b + 8, sizeof(*b) - 8);
+}
+
+/* A free backend, zeroed, with its number in *<id>; NULL when out of
+ * memory. */
+static struct backend *
+take(uint32_t *id)
+{
+    struct backend **slabs, *slab;
+    struct slab_at *by;
+    uint32_t i;
+
+    if (tab.free == 0) {
+        if (tab.nslabs >= (UINT32_MAX >> SLAB_SHIFT) - 1)
+            return NULL;
+        if ((slab = malloc(SLAB_N * sizeof(*slab))) == NULL)
+            return NULL;
+        if ((slabs = realloc(tab.slabs, (tab.nslabs + 1) * sizeof(*slabs)))
+            == NULL) {
+            free(slab);
+            return NULL;
+        }
+        tab.slabs = slabs;
+        if ((by = realloc(tab.by_addr, (tab.nslabs + 1) * sizeof(*by)))
+            == NULL) {
+            free(slab);
+            return NULL;
+        }
+        tab.by_addr = by;
+        tab.slabs[tab.nslabs] = slab;
+        for (i = tab.nslabs;
+             i > 0 && (uintptr_t)by[i - 1].base > (uintptr_t)slab; i--)
+            by[i] = by[i - 1];
+        by[i].base = slab;
+        by[i].idx = tab.nslabs;
+        tab.nslabs++;
+        for (i = SLAB_N; i-- > 0;) /* the lowest taken first */
+            give_back(tab.nslabs * SLAB_N - SLAB_N + i);
+    }
+    *id = tab.free - 1;
+    tab.free = at(*id)->next;
+    UNPOISON(at(*id), sizeof(struct backend));
+    memset(at(*id), 0, sizeof(struct backend));
+    return at(*id);
 }
 
 struct saddr *
@@ -149,33 +249,93 @@ struct backend *
 backend_get(const struct saddr *addr)
 {
     struct be_key k;
+    struct backend *b;
+    uint32_t *link, id;
 
     make_key(addr, &k);
-    return registry_get(&backends, &k, sizeof(k), backend_make, NULL);
+    pthread_mutex_lock(&tab.mu);
+    for (link = tab.nbuckets ? bucket_of(&k) : NULL; link != NULL && *link;) {
+        b = at(*link - 1);
+        if (!matches(b, &k)) {
+            link = &b->next;
+            continue;
+        }
+        unsigned n = atomic_load_explicit(&b->refs, memory_order_relaxed);
+        while (n != 0)
+            if (atomic_compare_exchange_weak_explicit(&b->refs, &n, n + 1,
+                                                      memory_order_relaxed,
+                                                      memory_order_relaxed)) {
+                pthread_mutex_unlock(&tab.mu);
+                return b;
+            }
+        *link = b->next; /* dying: its owner frees it without the link */
+        break;
+    }
+    if ((atomic_load_explicit(&tab.n, memory_order_relaxed) + 1 > tab.nbuckets
+         && rechain(tab.nbuckets ? tab.nbuckets * 2 : MIN_BUCKETS) < 0
+         && tab.nbuckets == 0)
+        || (b = take(&id)) == NULL) {
+        pthread_mutex_unlock(&tab.mu);
+        return NULL;
+    }
+    b->family = k.family;
+    b->port = k.port;
+    memcpy(b->ip, k.ip, sizeof(b->ip));
+    atomic_init(&b->refs, 1);
+    link = bucket_of(&k);
+    b->next = *link;
+    *link = id + 1;
+    atomic_fetch_add(&tab.n, 1);
+    pthread_mutex_unlock(&tab.mu);
+    return b;
 }
 
 struct backend *
 backend_ref(struct backend *b)
 {
-    registry_ref(&backends, b);
+    atomic_fetch_add_explicit(&b->refs, 1, memory_order_relaxed);
     return b;
+}
+
+/* The number of <b>, a backend of a slab: its slab found by address
+ * (slabs hold no number, and a backend has no room for its own). */
+static uint32_t
+id_of(const struct backend *b)
+{
+    uint32_t lo = 0, hi = tab.nslabs;
+
+    BUG_ON(tab.nslabs == 0);
+    while (hi - lo > 1) { /* the last slab starting at or before b */
+        uint32_t mid = lo + (hi - lo) / 2;
+        if ((uintptr_t)tab.by_addr[mid].base <= (uintptr_t)b)
+            lo = mid;
+        else
+            hi = mid;
+    }
+    return tab.by_addr[lo].idx * SLAB_N + (uint32_t)(b - tab.by_addr[lo].base);
 }
 
 void
 backend_unref(struct backend *b)
 {
     struct be_key k;
+    uint32_t id;
 
-    if (b == NULL)
+    if (b == NULL
+        || atomic_fetch_sub_explicit(&b->refs, 1, memory_order_acq_rel) != 1)
         return;
-    memset(&k, 0, sizeof(k));
-    k.family = b->family;
-    k.port = b->port;
-    memcpy(k.ip, b->ip, sizeof(k.ip));
-    if (registry_unref(&backends, b, &k, sizeof(k))) {
-        free(atomic_load_explicit(&b->ctr, memory_order_acquire));
-        slot_free(b);
-    }
+    free(atomic_load_explicit(&b->ctr, memory_order_acquire));
+    key_of(b, &k);
+    pthread_mutex_lock(&tab.mu);
+    id = id_of(b);
+    unlink_id(&k, id + 1);
+    give_back(id);
+    atomic_fetch_sub(&tab.n, 1);
+    if (tab.nbuckets > MIN_BUCKETS
+        && atomic_load_explicit(&tab.n, memory_order_relaxed)
+               < tab.nbuckets / 8)
+        (void)rechain(tab.nbuckets / 2); /* out of memory: stays larger */
+    pthread_mutex_unlock(&tab.mu);
 }
 
 struct backend_ctr *
@@ -285,5 +445,5 @@ backend_eject_until(const struct backend *b)
 unsigned
 backend_count(void)
 {
-    return registry_count(&backends);
+    return atomic_load(&tab.n);
 }

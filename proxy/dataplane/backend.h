@@ -49,6 +49,7 @@ struct backend_ctr {
 };
 
 struct backend {
+    uint32_t next; /* the map's chain, or the free list (backend.c) */
     /* The address, compact: a struct saddr is 32 bytes, and a backend of
      * 40 fits malloc's 48-byte chunks where 56 took 64 (4 MB at 250,000
      * endpoints). Scope ids are refused by the parsers, so nothing is
@@ -59,8 +60,7 @@ struct backend {
     uint16_t port;       /* host order */
     uint8_t ip[16];      /* 4 bytes used for AF_INET */
     atomic_uint refs;
-    atomic_uint active; /* open proxied connections */
-    uint32_t reg_hash;  /* the registry's (registry.h) */
+    atomic_uint active;                /* open proxied connections */
     _Atomic(struct backend_ctr *) ctr; /* NULL until the first event */
 };
 
