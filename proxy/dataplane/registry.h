@@ -2,8 +2,10 @@
  * registry.h - shared, refcounted objects found by key: one per key at a
  * time, created on first use and freed with the last reference.
  *
- * Backends (by address) and per-service counters (by name) outlive table
- * generations this way: a new table finds the object the old one used.
+ * Per-service counters (by name) outlive table generations this way: a
+ * new table finds the object the old one used. (Backends follow the
+ * same rules with a map of their own, in backend.c, made to be small at
+ * hundreds of thousands.)
  * Any thread may drop the last reference, so a mutex guards the map; it
  * is taken only to find, create or forget an object, never per
  * connection. An object whose count has reached zero is never revived:
@@ -24,8 +26,7 @@ typedef int registry_match_fn(const void *obj, const void *key, size_t klen);
 struct registry {
     pthread_mutex_t mu;
     /* Open addressing with linear probing: a pointer a slot, the key's
-     * hash kept in the object. At 250,000 endpoints the map was 24 MB of
-     * uthash entries, then 8 MB with the hash in the slot; now 4. */
+     * hash kept in the object. */
     void **slots;
     size_t cap;  /* a power of two, or 0 */
     size_t used; /* slots holding an object */
