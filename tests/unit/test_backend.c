@@ -13,6 +13,7 @@
 #include <cmocka.h>
 
 #include "backend.h"
+#include "threads.h"
 
 static struct saddr
 addr(const char *ip, uint16_t port)
@@ -165,18 +166,8 @@ churn(void *arg)
 static void
 test_threads_get_and_drop(void **state)
 {
-    pthread_t t[4];
-    void *rc;
-    int i, bad = 0;
-
     (void)state;
-    for (i = 0; i < 4; i++)
-        assert_int_equal(pthread_create(&t[i], NULL, churn, NULL), 0);
-    for (i = 0; i < 4; i++) {
-        pthread_join(t[i], &rc);
-        bad |= rc != NULL;
-    }
-    assert_false(bad);
+    assert_int_equal(threads_run(churn, 4), 0);
     assert_int_equal(backend_count(), 0);
 }
 
