@@ -138,13 +138,27 @@ apply(struct kcache *c, const char *type, const char *slice,
     return kcache_apply_line(c, line, strlen(line), ev, &e);
 }
 
+/* The cache entry of <key> (kcache_iter.ent), or NULL. */
+static const void *
+ent_of(const struct kcache *c, const char *key)
+{
+    struct kcache_iter it = {0, NULL};
+    const char *k;
+
+    while (kcache_next(c, &it, &k) != NULL)
+        if (strcmp(k, key) == 0)
+            return it.ent;
+    return NULL;
+}
+
 static void
 test_cache(void **state)
 {
     struct kcache *c = kcache_new("EndpointSlice", 1);
     struct kcache *n = kcache_new("EndpointSlice", 1);
     struct kcache_iter it = {0, NULL};
-    const struct kslice *s;
+    const struct kslice *s, *old_obj;
+    const void *old_ent;
     struct kcache_event ev;
     const char *key;
     uint64_t ch;
@@ -190,9 +204,16 @@ test_cache(void **state)
         assert_int_equal(kcache_put(n, obj(sl), NULL), 0);
     }
     ch = kcache_changes(c);
+    old_obj = kcache_find(c, "shop/web-3");
+    old_ent = ent_of(c, "shop/web-3");
     assert_int_equal(kcache_replace(c, n), 0);
     assert_int_equal(kcache_changes(c), ch);
     assert_int_equal(kcache_size(n), 0);
+    /* What did not change stays as it was, entry and object: the new
+     * ones, made during the list, are what a relist frees. */
+    assert_ptr_equal(kcache_find(c, "shop/web-3"), old_obj);
+    assert_ptr_equal(ent_of(c, "shop/web-3"), old_ent);
+    assert_int_equal(kcache_size(c), 199);
     assert_int_equal(kcache_put(n, obj(SLICE("web-1", "[]")), NULL), 0);
     assert_int_equal(kcache_replace(c, n), 198);
     assert_int_equal(kcache_changes(c), ch + 1);
