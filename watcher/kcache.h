@@ -141,9 +141,18 @@ int kcache_del(struct kcache *c, const json_t *obj, struct err *e);
 /* Replace the content and RV of <dst> by those of <src>, leaving <src>
  * empty. Returns how many keys of <dst> vanished. Counts as a change
  * when anything differs. Decoded kinds keep an object of <dst> that the
- * one of <src> with its key equals (kcache_find() then returns the same
- * pointer as before). */
+ * one of <src> with its key equals, and its entry (kcache_find() then
+ * returns the same pointer as before). */
 size_t kcache_replace(struct kcache *dst, struct kcache *src);
+
+/* Decoded kinds: <list>, an empty cache that a list fills, will replace
+ * <base> (kcache_replace(base, list)). An object <base> holds at the
+ * resourceVersion the list gives is not decoded again: <list> keeps a
+ * mark for it, which kcache_replace() resolves to <base>'s object. Until
+ * then, only kcache_put*(), kcache_set_rv(), kcache_rv(),
+ * kcache_decoded() and kcache_free() may be called on <list>, and
+ * <base> must not change. Ignored for a JSON kind or another kind. */
+void kcache_set_base(struct kcache *list, const struct kcache *base);
 
 /* Key of <obj> into <out> ("ns/name" or "name"). Returns 0, or -1 with
  * <e> filled (its obj set to what is known). */

@@ -390,6 +390,9 @@ start_list(struct reflector *r)
         }
         kcache_free(r->staging);
         r->staging = n;
+        /* Objects the cache has at the version listed are kept, not
+         * decoded again (no watch runs while a list does). */
+        kcache_set_base(n, r->cache);
     }
     snprintf(q, sizeof(q), "%s", r->kind->path);
     snprintf(lim, sizeof(lim), "%d", REFLECTOR_PAGE);
