@@ -773,6 +773,10 @@ def test_cleanup_leaves_the_ruleset_as_before_and_kube_proxy_keeps_ferry_out(w):
         w.start_ferry("node1")
         w.wait(lambda: "kube-proxy is programming this node (nftables "
                "table ip kube-proxy)" in w.log("node1.log"), "kube-proxy named")
+        # The line comes before the health port listens: wait for it to
+        # answer at all (a CI run asked in between and was refused).
+        w.wait(lambda: w.api(w.readyz, NODE_IP["node1"]) is not None,
+               "/readyz answering")
         assert w.api(w.readyz, NODE_IP["node1"]) == 503
         assert "table inet ferry" not in w.ruleset("node1")
     finally:
