@@ -557,6 +557,8 @@ replace_decoded(struct kcache *dst, struct kcache *src)
              * changed oe while the list ran (none does: a list and a
              * watch of a kind never overlap); then oe is the newer. */
             differs |= ne->obj == NULL && ne->rv != oe->rv;
+            if (ne->obj != NULL) /* equal, at the version listed */
+                oe->rv = ne->rv;
         } else {
             differs = 1;
         }

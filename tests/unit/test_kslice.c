@@ -284,16 +284,46 @@ test_list_on_base(void **state)
     assert_int_equal(ip_of(c, "shop/x")[2], 1);
     assert_int_equal(ip_of(c, "shop/c")[2], 1);
 
+    /* An object listed at a new version with the same content keeps its
+     * old memory and takes the new version: the list after that one
+     * reuses it at that version. */
+    kcache_free(n);
+    n = kcache_new("EndpointSlice", 1);
+    kcache_set_base(n, c);
+    a = kcache_find(c, "shop/a");
+    assert_int_equal(
+        kcache_put(n, obj(SLICE_RV("a", "20", "198.18.0.1")), NULL), 0);
+    assert_int_equal(
+        kcache_put(n, obj(SLICE_RV("b", "12", "198.18.1.2")), NULL), 0);
+    assert_int_equal(
+        kcache_put(n, obj(SLICE_RV("x", "x1", "198.18.1.9")), NULL), 0);
+    assert_int_equal(
+        kcache_put(n, obj(SLICE_RV("c", "13", "198.18.1.3")), NULL), 0);
+    assert_int_equal(kcache_replace(c, n), 0);
+    assert_ptr_equal(kcache_find(c, "shop/a"), a);
+    kcache_set_base(n, c);
+    assert_int_equal(
+        kcache_put(n, obj(SLICE_RV("a", "20", "198.18.3.1")), NULL), 0);
+    assert_int_equal(
+        kcache_put(n, obj(SLICE_RV("b", "12", "198.18.1.2")), NULL), 0);
+    assert_int_equal(
+        kcache_put(n, obj(SLICE_RV("x", "x1", "198.18.1.9")), NULL), 0);
+    assert_int_equal(
+        kcache_put(n, obj(SLICE_RV("c", "13", "198.18.1.3")), NULL), 0);
+    assert_int_equal(kcache_replace(c, n), 0);
+    assert_ptr_equal(kcache_find(c, "shop/a"), a);
+    assert_int_equal(ip_of(c, "shop/a")[2], 0); /* not decoded again */
+
     /* The base loses a listed object before the list ends (no watch runs
      * while a list does, but the cache must not keep a mark): it goes. */
     kcache_free(n);
     n = kcache_new("EndpointSlice", 1);
     kcache_set_base(n, c);
     assert_int_equal(
-        kcache_put(n, obj(SLICE_RV("a", "10", "198.18.2.1")), NULL), 0);
+        kcache_put(n, obj(SLICE_RV("a", "20", "198.18.2.1")), NULL), 0);
     assert_int_equal(
         kcache_put(n, obj(SLICE_RV("c", "13", "198.18.2.3")), NULL), 0);
-    gone = obj(SLICE_RV("a", "10", "198.18.0.1"));
+    gone = obj(SLICE_RV("a", "20", "198.18.0.1"));
     assert_int_equal(kcache_del(c, gone, NULL), 1);
     json_decref(gone);
     assert_int_equal(kcache_replace(c, n), 2); /* b and x vanished */
