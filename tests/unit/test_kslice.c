@@ -223,11 +223,43 @@ test_cache(void **state)
     assert_int_equal(intern_count(), 0);
 }
 
-#define SLICE_RV(name, rv, ip)                                                 \
-    "{'kind':'EndpointSlice','metadata':{'namespace':'shop','name':'" name     \
-    "','resourceVersion':'" rv "','labels':{'kubernetes.io/service-name':"     \
-    "'web'}},'addressType':'IPv4','ports':[{'port':80}],"                      \
-    "'endpoints':[{'addresses':['" ip "']}]}"
+/* Put slice shop/<name> at resourceVersion <rv>, its one endpoint at <ip>,
+ * into <c>. */
+static void
+put_rv(struct kcache *c, const char *name, const char *rv, const char *ip)
+{
+    char sl[1024];
+
+    snprintf(sl, sizeof(sl),
+             "{'kind':'EndpointSlice','metadata':{'namespace':'shop','name':"
+             "'%s','resourceVersion':'%s','labels':{'kubernetes.io/"
+             "service-name':'web'}},'addressType':'IPv4','ports':[{'port':"
+             "80}],'endpoints':[{'addresses':['%s']}]}",
+             name, rv, ip);
+    assert_int_equal(kcache_put(c, obj(sl), NULL), 0);
+}
+
+/* One slice of a list: name, resourceVersion, address. */
+struct item {
+    const char *name, *rv, *ip;
+};
+
+/* A list of <n> items (a fresh cache on base <c>) that then replaces
+ * <c>; the keys that vanished. */
+static size_t
+relist(struct kcache *c, const struct item *v, size_t n)
+{
+    struct kcache *l = kcache_new("EndpointSlice", 1);
+    size_t i, gone;
+
+    assert_non_null(l);
+    kcache_set_base(l, c);
+    for (i = 0; i < n; i++)
+        put_rv(l, v[i].name, v[i].rv, v[i].ip);
+    gone = kcache_replace(c, l);
+    kcache_free(l);
+    return gone;
+}
 
 /* The first endpoint's address of the slice at <key> in <c>. */
 static const uint8_t *
@@ -247,33 +279,35 @@ ip_of(const struct kcache *c, const char *key)
 static void
 test_list_on_base(void **state)
 {
+    /* a: same version, other content; b: a new version; x: a version
+     * that is not a number, other content; c: new. */
+    static const struct item first[] = {{"a", "10", "198.18.1.1"},
+                                        {"b", "12", "198.18.1.2"},
+                                        {"x", "x1", "198.18.1.9"},
+                                        {"c", "13", "198.18.1.3"}};
+    /* a at a new version, its content the same as held. */
+    static const struct item second[] = {{"a", "20", "198.18.0.1"},
+                                         {"b", "12", "198.18.1.2"},
+                                         {"x", "x1", "198.18.1.9"},
+                                         {"c", "13", "198.18.1.3"}};
+    /* a at that version, other content. */
+    static const struct item third[] = {{"a", "20", "198.18.3.1"},
+                                        {"b", "12", "198.18.1.2"},
+                                        {"x", "x1", "198.18.1.9"},
+                                        {"c", "13", "198.18.1.3"}};
     struct kcache *c = kcache_new("EndpointSlice", 1);
-    struct kcache *n = kcache_new("EndpointSlice", 1);
+    struct kcache *n;
     const struct kslice *a, *b, *x;
     json_t *gone;
 
     (void)state;
-    assert_int_equal(
-        kcache_put(c, obj(SLICE_RV("a", "10", "198.18.0.1")), NULL), 0);
-    assert_int_equal(
-        kcache_put(c, obj(SLICE_RV("b", "11", "198.18.0.2")), NULL), 0);
-    assert_int_equal(
-        kcache_put(c, obj(SLICE_RV("x", "x1", "198.18.0.9")), NULL), 0);
+    put_rv(c, "a", "10", "198.18.0.1");
+    put_rv(c, "b", "11", "198.18.0.2");
+    put_rv(c, "x", "x1", "198.18.0.9");
     a = kcache_find(c, "shop/a");
     b = kcache_find(c, "shop/b");
     x = kcache_find(c, "shop/x");
-    kcache_set_base(n, c);
-    /* a: same version, other content; b: a new version; x: a version
-     * that is not a number, other content; c: new. */
-    assert_int_equal(
-        kcache_put(n, obj(SLICE_RV("a", "10", "198.18.1.1")), NULL), 0);
-    assert_int_equal(
-        kcache_put(n, obj(SLICE_RV("b", "12", "198.18.1.2")), NULL), 0);
-    assert_int_equal(
-        kcache_put(n, obj(SLICE_RV("x", "x1", "198.18.1.9")), NULL), 0);
-    assert_int_equal(
-        kcache_put(n, obj(SLICE_RV("c", "13", "198.18.1.3")), NULL), 0);
-    assert_int_equal(kcache_replace(c, n), 0);
+    assert_int_equal(relist(c, first, 4), 0);
     assert_int_equal(kcache_size(c), 4);
     assert_ptr_equal(kcache_find(c, "shop/a"), a);
     assert_int_equal(ip_of(c, "shop/a")[3], 1);
@@ -287,43 +321,20 @@ test_list_on_base(void **state)
     /* An object listed at a new version with the same content keeps its
      * old memory and takes the new version: the list after that one
      * reuses it at that version. */
-    kcache_free(n);
-    n = kcache_new("EndpointSlice", 1);
-    kcache_set_base(n, c);
-    a = kcache_find(c, "shop/a");
-    assert_int_equal(
-        kcache_put(n, obj(SLICE_RV("a", "20", "198.18.0.1")), NULL), 0);
-    assert_int_equal(
-        kcache_put(n, obj(SLICE_RV("b", "12", "198.18.1.2")), NULL), 0);
-    assert_int_equal(
-        kcache_put(n, obj(SLICE_RV("x", "x1", "198.18.1.9")), NULL), 0);
-    assert_int_equal(
-        kcache_put(n, obj(SLICE_RV("c", "13", "198.18.1.3")), NULL), 0);
-    assert_int_equal(kcache_replace(c, n), 0);
+    assert_int_equal(relist(c, second, 4), 0);
     assert_ptr_equal(kcache_find(c, "shop/a"), a);
-    kcache_set_base(n, c);
-    assert_int_equal(
-        kcache_put(n, obj(SLICE_RV("a", "20", "198.18.3.1")), NULL), 0);
-    assert_int_equal(
-        kcache_put(n, obj(SLICE_RV("b", "12", "198.18.1.2")), NULL), 0);
-    assert_int_equal(
-        kcache_put(n, obj(SLICE_RV("x", "x1", "198.18.1.9")), NULL), 0);
-    assert_int_equal(
-        kcache_put(n, obj(SLICE_RV("c", "13", "198.18.1.3")), NULL), 0);
-    assert_int_equal(kcache_replace(c, n), 0);
+    assert_int_equal(relist(c, third, 4), 0);
     assert_ptr_equal(kcache_find(c, "shop/a"), a);
     assert_int_equal(ip_of(c, "shop/a")[2], 0); /* not decoded again */
 
     /* The base loses a listed object before the list ends (no watch runs
      * while a list does, but the cache must not keep a mark): it goes. */
-    kcache_free(n);
     n = kcache_new("EndpointSlice", 1);
     kcache_set_base(n, c);
-    assert_int_equal(
-        kcache_put(n, obj(SLICE_RV("a", "20", "198.18.2.1")), NULL), 0);
-    assert_int_equal(
-        kcache_put(n, obj(SLICE_RV("c", "13", "198.18.2.3")), NULL), 0);
-    gone = obj(SLICE_RV("a", "20", "198.18.0.1"));
+    put_rv(n, "a", "20", "198.18.2.1");
+    put_rv(n, "c", "13", "198.18.2.3");
+    gone = obj("{'kind':'EndpointSlice','metadata':{'namespace':'shop',"
+               "'name':'a'}}");
     assert_int_equal(kcache_del(c, gone, NULL), 1);
     json_decref(gone);
     assert_int_equal(kcache_replace(c, n), 2); /* b and x vanished */
