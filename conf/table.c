@@ -521,15 +521,16 @@ ksvc_free(struct tbl_ksvc *k)
     arrays_unref(k->arrays);
 }
 
-static int chunk_room(void *pv, size_t *cap, size_t n);
+static int page_room(struct tbl_page ***pages, size_t *cap, size_t n);
 
-/* ---- chunks --------------------------------------------------------------
+/* ---- chunks and pages ----------------------------------------------------
  *
- * The services of a table are in chunks of TBL_CHUNK, which tables made
- * from one another share: a table that changes or appends to a shared
- * chunk first makes it its own (a copy holding the same arrays). One
- * code for both kinds of entry: each holds its arrays through a
- * struct tbl_arrays pointer. */
+ * The services of a table are in chunks of TBL_CHUNK, and the chunks in
+ * pages of TBL_PAGE, which tables made from one another share: a table
+ * that changes or appends to a shared page or chunk first makes it its
+ * own (a copy holding the same chunks, or the same arrays). One code for
+ * both kinds of entry: each holds its arrays through a struct tbl_arrays
+ * pointer. A table's page pointers past its last page are NULL. */
 
 struct chunk_kind {
     size_t size;   /* of a chunk */
@@ -571,6 +572,18 @@ chunk_unref(struct tbl_chunk *c, const struct chunk_kind *k)
     free(c);
 }
 
+static void
+page_unref(struct tbl_page *p, const struct chunk_kind *k)
+{
+    uint32_t i;
+
+    if (atomic_fetch_sub_explicit(&p->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    for (i = 0; i < p->n; i++)
+        chunk_unref(p->c[i], k);
+    free(p);
+}
+
 /* *<slot> made the caller's own: a copy of it if another table shares
  * it. Returns it, or NULL when out of memory (*slot unchanged). */
 static struct tbl_chunk *
@@ -591,36 +604,93 @@ chunk_own(struct tbl_chunk **slot, const struct chunk_kind *k)
     return *slot = o;
 }
 
-/* The chunk, of the caller's own, where entry <n> of <*chunks> (n
- * entries so far, room for <*cap> chunks) goes; NULL when out of
- * memory. */
+/* The same for a page: the copy holds the same chunks. */
+static struct tbl_page *
+page_own(struct tbl_page **slot, const struct chunk_kind *k)
+{
+    struct tbl_page *p = *slot, *o;
+    uint32_t i;
+
+    if (atomic_load_explicit(&p->refs, memory_order_acquire) == 1)
+        return p;
+    if ((o = malloc(sizeof(*o))) == NULL)
+        return NULL;
+    atomic_init(&o->refs, 1);
+    o->n = p->n;
+    for (i = 0; i < p->n; i++) {
+        o->c[i] = p->c[i];
+        atomic_fetch_add_explicit(&o->c[i]->refs, 1, memory_order_relaxed);
+    }
+    page_unref(p, k);
+    return *slot = o;
+}
+
+/* Chunk <ci> of <pages> made the caller's own, with its page; NULL when
+ * out of memory. */
 static struct tbl_chunk *
-chunk_append(struct tbl_chunk ***chunks, size_t *cap, size_t n,
+chunk_own_at(struct tbl_page **pages, size_t ci, const struct chunk_kind *k)
+{
+    struct tbl_page *p = page_own(&pages[ci / TBL_PAGE], k);
+
+    return p == NULL ? NULL : chunk_own(&p->c[ci % TBL_PAGE], k);
+}
+
+/* The chunk, of the caller's own, where entry <n> of <*pages> (n
+ * entries so far, room for <*cap> pages) goes; NULL when out of memory.
+ * A page or chunk left empty by an append that failed after this is
+ * taken again by the next one. */
+static struct tbl_chunk *
+chunk_append(struct tbl_page ***pages, size_t *cap, size_t n,
              const struct chunk_kind *k)
 {
-    size_t ci = n / TBL_CHUNK;
+    size_t ci = n / TBL_CHUNK, pi = ci / TBL_PAGE;
+    struct tbl_page *p;
     struct tbl_chunk *c;
 
-    if (n % TBL_CHUNK != 0)
-        return chunk_own(&(*chunks)[ci], k);
-    if (chunk_room(chunks, cap, ci < 4 ? 4 : (ci + 1) * 2) < 0
-        || (c = malloc(k->size)) == NULL)
+    if (page_room(pages, cap, pi < 4 ? 4 : (pi + 1) * 2) < 0)
+        return NULL;
+    if ((p = (*pages)[pi]) != NULL && p->n > ci % TBL_PAGE)
+        return chunk_own_at(*pages, ci, k);
+    if ((c = malloc(k->size)) == NULL)
         return NULL;
     atomic_init(&c->refs, 1);
     c->n = 0;
-    return (*chunks)[ci] = c;
+    if (p == NULL) {
+        if ((p = malloc(sizeof(*p))) == NULL) {
+            free(c);
+            return NULL;
+        }
+        atomic_init(&p->refs, 1);
+        p->n = 0;
+        (*pages)[pi] = p;
+    } else if ((p = page_own(&(*pages)[pi], k)) == NULL) {
+        free(c);
+        return NULL;
+    }
+    p->c[p->n++] = c;
+    return c;
 }
 
-/* Share the <n> entries' chunks of <from> into <to> (room made). */
+/* Share the pages of <from>'s first <n> entries into <to> (room made). */
 static void
-chunks_share(struct tbl_chunk **to, struct tbl_chunk *const *from, size_t n)
+pages_share(struct tbl_page **to, struct tbl_page *const *from, size_t n)
 {
     size_t i;
 
-    for (i = 0; i * TBL_CHUNK < n; i++) {
+    for (i = 0; i * TBL_CHUNK * TBL_PAGE < n; i++) {
         to[i] = from[i];
         atomic_fetch_add_explicit(&to[i]->refs, 1, memory_order_relaxed);
     }
+}
+
+static void
+pages_free(struct tbl_page **pages, size_t cap, const struct chunk_kind *k)
+{
+    size_t i;
+
+    for (i = 0; i < cap && pages[i] != NULL; i++)
+        page_unref(pages[i], k);
+    free(pages);
 }
 
 struct table *
@@ -634,23 +704,17 @@ table_ref(struct table *t)
 void
 table_unref(struct table *t)
 {
-    size_t i;
-
     if (t == NULL)
         return;
     if (atomic_fetch_sub_explicit(&t->refs, 1, memory_order_acq_rel) != 1)
         return;
-    for (i = 0; i * TBL_CHUNK < t->nservices; i++)
-        chunk_unref(t->schunks[i], &skind);
-    for (i = 0; i * TBL_CHUNK < t->nksvcs; i++)
-        chunk_unref(t->kchunks[i], &kkind);
-    free(t->kchunks);
+    pages_free(t->spages, t->cap, &skind);
+    pages_free(t->kpages, t->kcap, &kkind);
     free(t->listeners);
     table_unref(t->kernel);
     index_free(&t->by_name);
     index_free(&t->by_frontend);
     index_free(&t->by_vip);
-    free(t->schunks);
     free(t->vips);
     free(t->dsvcs);
     free(t->dksvcs);
@@ -693,19 +757,28 @@ table_freeze(struct table *t, uint64_t generation)
     t->frozen = 1;
 }
 
-/* Room for <n> chunk pointers in <*v> (room for <*cap>). */
+/* Room for <n> page pointers in <*pages> (room for <*cap>), the new
+ * ones NULL. */
 static int
-chunk_room(void *pv, size_t *cap, size_t n)
+page_room(struct tbl_page ***pages, size_t *cap, size_t n)
 {
-    void **v = *(void ***)pv;
+    struct tbl_page **v;
 
     if (n <= *cap)
         return 0;
-    if ((v = realloc(v, n * sizeof(*v))) == NULL)
+    if ((v = realloc(*pages, n * sizeof(*v))) == NULL)
         return -1;
-    *(void ***)pv = v;
+    memset(v + *cap, 0, (n - *cap) * sizeof(*v));
+    *pages = v;
     *cap = n;
     return 0;
+}
+
+/* Pages for <n> entries. */
+static size_t
+pages_for(size_t n)
+{
+    return (n + TBL_CHUNK * TBL_PAGE - 1) / (TBL_CHUNK * TBL_PAGE);
 }
 
 int
@@ -713,9 +786,7 @@ table_reserve(struct table *t, size_t nservices)
 {
     if (t->frozen || nservices <= t->nservices)
         return 0;
-    if (chunk_room(&t->schunks, &t->cap,
-                   (nservices + TBL_CHUNK - 1) / TBL_CHUNK)
-        < 0)
+    if (page_room(&t->spages, &t->cap, pages_for(nservices)) < 0)
         return -1;
     /* Most services have one frontend. */
     if (index_room(&t->by_name, nservices - t->nservices) < 0
@@ -729,8 +800,7 @@ table_reserve_ksvcs(struct table *t, size_t nksvcs)
 {
     if (t->frozen || nksvcs <= t->nksvcs)
         return 0;
-    return chunk_room(&t->kchunks, &t->kcap,
-                      (nksvcs + TBL_CHUNK - 1) / TBL_CHUNK);
+    return page_room(&t->kpages, &t->kcap, pages_for(nksvcs));
 }
 
 const struct tbl_service *
@@ -849,7 +919,7 @@ table_add_service(struct table *t, const struct tbl_service *svc,
                            saddr_str(&svc->frontends[i], a, sizeof(a)),
                            o->name);
     }
-    if ((c = chunk_append(&t->schunks, &t->cap, t->nservices, &skind))
+    if ((c = chunk_append(&t->spages, &t->cap, t->nservices, &skind))
         == NULL)
         return err_set(e, "out of memory");
     slot = chunk_entry(c, &skind, t->nservices % TBL_CHUNK);
@@ -881,9 +951,7 @@ table_add_services_of(struct table *t, const struct table *src,
         return err_set(e, "table is frozen");
     if (t->nservices != 0 || t->nlisteners != 0)
         return err_set(e, "table is not empty");
-    if (chunk_room(&t->schunks, &t->cap,
-                   (src->nservices + TBL_CHUNK - 1) / TBL_CHUNK)
-        < 0)
+    if (page_room(&t->spages, &t->cap, pages_for(src->nservices)) < 0)
         return err_set(e, "out of memory");
     if (src->nlpos > 0) {
         if ((t->lpos = malloc(src->nlpos * sizeof(*t->lpos))) == NULL)
@@ -896,7 +964,7 @@ table_add_services_of(struct table *t, const struct table *src,
     t->nsnisvcs = src->nsnisvcs;
     index_share(&t->by_name, src->by_name);
     index_share(&t->by_frontend, src->by_frontend);
-    chunks_share(t->schunks, src->schunks, src->nservices);
+    pages_share(t->spages, src->spages, src->nservices);
     t->nservices = src->nservices;
     return 0;
 }
@@ -939,7 +1007,7 @@ table_derive(const struct table *src)
     if (table_add_services_of(t, src, &e) < 0
         || table_reserve_ksvcs(t, src->nksvcs) < 0)
         goto oom;
-    chunks_share(t->kchunks, src->kchunks, src->nksvcs);
+    pages_share(t->kpages, src->kpages, src->nksvcs);
     t->nksvcs = src->nksvcs;
     if (src->nvips > 0) {
         if ((t->vips = malloc(src->nvips * sizeof(*t->vips))) == NULL)
@@ -976,7 +1044,7 @@ table_replace_service(struct table *t, size_t i, const struct tbl_service *svc,
         return err_set(e, "table is frozen");
     if (t->base == 0 || i >= t->nservices)
         return err_set(e, "not a derived table's service");
-    if ((c = chunk_own(&t->schunks[i / TBL_CHUNK], &skind)) == NULL)
+    if ((c = chunk_own_at(t->spages, i / TBL_CHUNK, &skind)) == NULL)
         return err_set(e, "out of memory");
     old = chunk_entry(c, &skind, i % TBL_CHUNK);
     if (!names_equal(old->name, svc->name) || old->proto != svc->proto
@@ -1010,7 +1078,7 @@ table_replace_ksvc(struct table *t, size_t i, const struct tbl_ksvc *k,
         return err_set(e, "table is frozen");
     if (t->base == 0 || i >= t->nksvcs)
         return err_set(e, "not a derived table's kernel service");
-    if ((c = chunk_own(&t->kchunks[i / TBL_CHUNK], &kkind)) == NULL)
+    if ((c = chunk_own_at(t->kpages, i / TBL_CHUNK, &kkind)) == NULL)
         return err_set(e, "out of memory");
     old = chunk_entry(c, &kkind, i % TBL_CHUNK);
     if (!names_equal(old->name, k->name) || old->proto != k->proto)
@@ -1071,7 +1139,7 @@ table_add_ksvc(struct table *t, const struct tbl_ksvc *k, struct err *e)
         return err_set(e, "table is frozen");
     if (k->name[0] == '\0')
         return err_set(e, "kernel service has no name");
-    if ((ch = chunk_append(&t->kchunks, &t->kcap, t->nksvcs, &kkind)) == NULL
+    if ((ch = chunk_append(&t->kpages, &t->kcap, t->nksvcs, &kkind)) == NULL
         || tbl_ksvc_hold(&c, k) < 0)
         return err_set(e, "out of memory");
     slot = chunk_entry(ch, &kkind, t->nksvcs % TBL_CHUNK);

@@ -742,6 +742,11 @@ test_frontend_protocols(void **state)
     table_unref(t);
 }
 
+/* The first entry of chunk <ci> of a table, which is where the chunk
+ * is: equal for two tables that share it. */
+#define SCHUNK(t, ci) ((const void *)table_service((t), (ci) * TBL_CHUNK))
+#define KCHUNK(t, ci) ((const void *)table_ksvc((t), (ci) * TBL_CHUNK))
+
 /* A table made from another shares its chunks and indexes; replacing an
  * entry copies only that entry's chunk, notes its position, and leaves
  * the table it came from as it was; appending to a shared last chunk, or
@@ -782,14 +787,15 @@ test_derive_shares_and_copies_on_write(void **state)
     assert_int_equal(b->base, a->serial);
     assert_int_equal(b->nservices, N);
     for (i = 0; i < 3; i++)
-        assert_ptr_equal(b->schunks[i], a->schunks[i]);
+        assert_ptr_equal(SCHUNK(b, i), SCHUNK(a, i));
+    assert_ptr_equal(b->spages[0], a->spages[0]);
 
     /* Service 40 with other backends and no affinity: chunk 1 only. */
     make_service(&r, "svc-40", "127.0.0.1:20040", fes[N], bes[N], 40000);
     assert_int_equal(table_replace_service(b, 40, &r, &e), 0);
-    assert_ptr_equal(b->schunks[0], a->schunks[0]);
-    assert_ptr_not_equal(b->schunks[1], a->schunks[1]);
-    assert_ptr_equal(b->schunks[2], a->schunks[2]);
+    assert_ptr_equal(SCHUNK(b, 0), SCHUNK(a, 0));
+    assert_ptr_not_equal(SCHUNK(b, 1), SCHUNK(a, 1));
+    assert_ptr_equal(SCHUNK(b, 2), SCHUNK(a, 2));
     assert_int_equal(b->ndsvcs, 1);
     assert_int_equal(b->dsvcs[0], 40);
     assert_int_equal(b->naffinity, 0);
@@ -821,8 +827,8 @@ test_derive_shares_and_copies_on_write(void **state)
     k.name = "ns/k-5:p";
     k.port = 5;
     assert_int_equal(table_replace_ksvc(b, 5, &k, &e), 0);
-    assert_ptr_not_equal(b->kchunks[0], a->kchunks[0]);
-    assert_ptr_equal(b->kchunks[1], a->kchunks[1]);
+    assert_ptr_not_equal(KCHUNK(b, 0), KCHUNK(a, 0));
+    assert_ptr_equal(KCHUNK(b, 1), KCHUNK(a, 1));
     assert_int_equal(table_ksvc(b, 5)->port, 5);
     assert_int_equal(table_ksvc(a, 5)->port, 0);
     assert_int_equal(b->ndksvcs, 1);
@@ -832,7 +838,7 @@ test_derive_shares_and_copies_on_write(void **state)
     make_service(&r, "svc-new", "127.0.0.1:21000", fes[N + 1], bes[N + 1],
                  42000);
     assert_int_equal(table_add_service(b, &r, &e), 0);
-    assert_ptr_not_equal(b->schunks[2], a->schunks[2]);
+    assert_ptr_not_equal(SCHUNK(b, 2), SCHUNK(a, 2));
     assert_int_equal(a->nservices, N);
     assert_int_equal(b->nservices, N + 1);
     assert_non_null(table_find(b, "svc-new"));
@@ -844,6 +850,73 @@ test_derive_shares_and_copies_on_write(void **state)
     assert_string_equal(table_service(b, 3)->name, "svc-3");
     assert_ptr_equal(table_find(b, "svc-69"), table_service(b, 69));
     table_unref(b);
+}
+
+/* Past one page: a derived table shares every page but the one it
+ * changes, and in that page every chunk but the changed one; appending
+ * at a page's end starts a page of its own. */
+static void
+test_derive_shares_pages(void **state)
+{
+    enum { PAGE = TBL_CHUNK * TBL_PAGE, N = 2 * PAGE };
+    static struct saddr fes[N + 2][1];
+    static struct tbl_backend bes[N + 2][2];
+    static char names[N + 2][32];
+    struct tbl_service s;
+    struct table *a = table_new(), *b, *c;
+    char fe[32];
+    struct err e;
+    size_t i, at = PAGE + 3 * TBL_CHUNK + 5; /* page 1, chunk 3 of it */
+
+    (void)state;
+    assert_non_null(a);
+    for (i = 0; i < N; i++) {
+        snprintf(names[i], sizeof(names[i]), "svc-%zu", i);
+        snprintf(fe, sizeof(fe), "127.0.%zu.%zu:80", i / 200, i % 200 + 1);
+        make_service(&s, names[i], fe, fes[i], bes[i], 30000);
+        assert_int_equal(table_add_service(a, &s, &e), 0);
+    }
+    table_freeze(a, 1);
+    b = table_derive(a);
+    assert_non_null(b);
+    assert_ptr_equal(b->spages[0], a->spages[0]);
+    assert_ptr_equal(b->spages[1], a->spages[1]);
+    snprintf(fe, sizeof(fe), "127.0.%zu.%zu:80", at / 200, at % 200 + 1);
+    make_service(&s, names[at], fe, fes[N], bes[N], 40000);
+    assert_int_equal(table_replace_service(b, at, &s, &e), 0);
+    assert_ptr_equal(b->spages[0], a->spages[0]);
+    assert_ptr_not_equal(b->spages[1], a->spages[1]);
+    for (i = PAGE / TBL_CHUNK; i < N / TBL_CHUNK; i++)
+        if (i == at / TBL_CHUNK)
+            assert_ptr_not_equal(SCHUNK(b, i), SCHUNK(a, i));
+        else
+            assert_ptr_equal(SCHUNK(b, i), SCHUNK(a, i));
+    assert_int_equal(saddr_port(&table_service(b, at)->backends[0].addr),
+                     40000);
+    assert_int_equal(saddr_port(&table_service(a, at)->backends[0].addr),
+                     30000);
+
+    /* a ends at a page's end: an append gives b a third page. */
+    c = table_derive(a);
+    assert_non_null(c);
+    snprintf(names[N + 1], sizeof(names[N + 1]), "svc-new");
+    make_service(&s, names[N + 1], "127.0.99.1:80", fes[N + 1], bes[N + 1],
+                 41000);
+    assert_int_equal(table_add_service(c, &s, &e), 0);
+    assert_non_null(c->spages[2]);
+    assert_ptr_equal(c->spages[1], a->spages[1]);
+    assert_ptr_equal(table_find(c, "svc-new"), table_service(c, N));
+    assert_null(table_find(a, "svc-new"));
+    table_freeze(b, 2);
+    table_freeze(c, 3);
+    table_unref(a); /* b and c hold what they share */
+    assert_string_equal(table_service(b, PAGE + 1)->name, "svc-1025");
+    assert_string_equal(table_service(c, at)->name, names[at]);
+    assert_int_equal(saddr_port(&table_service(c, at)->backends[0].addr),
+                     30000);
+    table_unref(b);
+    assert_string_equal(table_service(c, N - 1)->name, names[N - 1]);
+    table_unref(c);
 }
 
 int
@@ -861,6 +934,7 @@ main(void)
         cmocka_unit_test(test_service_excluded),
         cmocka_unit_test(test_balance_names),
         cmocka_unit_test(test_derive_shares_and_copies_on_write),
+        cmocka_unit_test(test_derive_shares_pages),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
