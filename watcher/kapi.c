@@ -10,6 +10,7 @@
 
 #include "backoff.h"
 #include "log.h"
+#include "util.h"
 
 #define KAPI_URL_MAX 8192
 
@@ -21,6 +22,7 @@ struct kapi {
     char *base;            /* scheme://host:port to put in URLs */
     char *connect_to;      /* CURLOPT_CONNECT_TO entry for tls-server-name */
     struct kapi_req *reqs; /* live requests, for kapi_free() */
+    uint64_t cpu_ns;       /* of the loop's calls into curl (kapi_cpu_ns) */
 };
 
 struct kapi_req {
@@ -55,10 +57,12 @@ kapi_on_io(struct ev_loop *loop, ev_io *w, int revents)
     struct kapi *k = ks->k; /* ks may be freed inside socket_action */
     int running, flags = (revents & EV_READ ? CURL_CSELECT_IN : 0)
                          | (revents & EV_WRITE ? CURL_CSELECT_OUT : 0);
+    uint64_t t0 = thread_cpu_ns();
 
     (void)loop;
     curl_multi_socket_action(k->multi, w->fd, flags, &running);
     check_done(k);
+    k->cpu_ns += thread_cpu_ns() - t0;
 }
 
 static void
@@ -66,11 +70,13 @@ kapi_on_timer(struct ev_loop *loop, ev_timer *w, int revents)
 {
     struct kapi *k = w->data;
     int running;
+    uint64_t t0 = thread_cpu_ns();
 
     (void)loop;
     (void)revents;
     curl_multi_socket_action(k->multi, CURL_SOCKET_TIMEOUT, 0, &running);
     check_done(k);
+    k->cpu_ns += thread_cpu_ns() - t0;
 }
 
 static int
@@ -507,4 +513,10 @@ kapi_query_escape(const char *in, char *out, size_t outlen)
         return -1;
     out[n] = '\0';
     return 0;
+}
+
+uint64_t
+kapi_cpu_ns(const struct kapi *k)
+{
+    return k->cpu_ns;
 }

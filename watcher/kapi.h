@@ -18,6 +18,7 @@
 
 #include <ev.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "err.h"
 #include "kcred.h"
@@ -56,6 +57,11 @@ struct kapi *kapi_new(struct ev_loop *loop, struct kcred *cred, struct err *e);
 
 /* Cancel every request (no callbacks) and free. NULL does nothing. */
 void kapi_free(struct kapi *k);
+
+/* CPU time of the calling thread spent in the client's callbacks so
+ * far (receiving, and whatever the requests' callbacks do with what
+ * arrives: decoding, caching), in nanoseconds. */
+uint64_t kapi_cpu_ns(const struct kapi *k);
 
 /* Start GET <path_query> ("/api/v1/services?limit=500"). <deadline> and
  * <idle> are seconds (0 = none). Returns the request (owned by the

@@ -12,6 +12,7 @@
 #include "log.h"
 #include "reflector.h"
 #include "translate.h"
+#include "util.h"
 
 #define SEL_HEADLESS "!service.kubernetes.io/headless"
 #define SEL_PROXY    "service.kubernetes.io/service-proxy-name"
@@ -68,6 +69,9 @@ struct watcher {
     uint64_t built_svc_changes, built_eps_changes; /* at the last build */
     size_t no_local_internal, no_local_external;
     double build_started;
+    /* CPU time of the loop's thread in watcher_on_publish(): building
+     * tables and the publish callback (applying them). */
+    uint64_t table_cpu_ns;
     double *triggers; /* WATCHER_TRIGGERS_MAX, pending trigger times */
     size_t ntriggers;
     uint64_t triggers_dropped;
@@ -280,13 +284,11 @@ build_table(struct watcher *w)
 }
 
 static void
-watcher_on_publish(struct ev_loop *loop, ev_timer *tm, int revents)
+publish_table(struct watcher *w, struct ev_loop *loop)
 {
-    struct watcher *w = tm->data;
     struct table *t;
     double lat;
 
-    (void)revents;
     if (!w->dirty || !watcher_synced(w))
         return;
     w->build_started = ev_time();
@@ -324,6 +326,17 @@ watcher_on_publish(struct ev_loop *loop, ev_timer *tm, int revents)
     w->last = table_ref(t);
     w->publish(t, w->arg);
     w->ntriggers = 0; /* taken by the callback */
+}
+
+static void
+watcher_on_publish(struct ev_loop *loop, ev_timer *tm, int revents)
+{
+    struct watcher *w = tm->data;
+    uint64_t t0 = thread_cpu_ns();
+
+    (void)revents;
+    publish_table(w, loop);
+    w->table_cpu_ns += thread_cpu_ns() - t0;
 }
 
 static void
@@ -736,6 +749,8 @@ watcher_status(const struct watcher *w, struct watcher_status *s)
     s->translated_last = w->translated_last;
     s->translated = w->translated;
     s->patched = w->patched;
+    s->api_cpu_ns = w->api ? kapi_cpu_ns(w->api) : 0;
+    s->table_cpu_ns = w->table_cpu_ns;
     add_stats(s, w->svc);
     add_stats(s, w->eps);
     add_stats(s, w->node);

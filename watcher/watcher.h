@@ -114,6 +114,12 @@ struct watcher_status {
     /* Tables made by putting the changed Services into the last one
      * (translate_patch()) rather than built whole. */
     uint64_t patched;
+    /* CPU time of the control loop's thread, in nanoseconds: in the API
+     * client's callbacks (receiving and decoding lists and watch
+     * events, caching them), and in building tables and applying them
+     * (the publish callback included). Periodic work (the kernel's
+     * check, health answers, admin) is in neither. */
+    uint64_t api_cpu_ns, table_cpu_ns;
     char node_zone[64];      /* this node's zone, "" if unknown */
     /* This node's Node object is being deleted, tainted for deletion, or
      * gone after it was seen (kube-proxy's "node not eligible"). */

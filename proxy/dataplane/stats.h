@@ -202,6 +202,10 @@ struct stats_proc {
     atomic_uint_fast64_t translated;
     /* ... and tables made by patching the last one instead. */
     atomic_uint_fast64_t patched;
+    /* CPU time in nanoseconds: the control loop's in the API client and
+     * in building and applying tables (struct watcher_status), and the
+     * workers' in taking the tables' plans (wthread.c). */
+    atomic_uint_fast64_t api_cpu_ns, table_cpu_ns, apply_cpu_ns;
     atomic_int_fast64_t pipes;
     atomic_uint_fast64_t pipes_denied;
     /* relay.engine io_uring (ring.c): connections that relayed on a

@@ -8,6 +8,7 @@
 #include "conn.h"
 #include "listener.h"
 #include "log.h"
+#include "stats.h"
 #include "svc-t.h"
 #include "util.h"
 #include "ring.h"
@@ -26,12 +27,17 @@ wthread_on_idle(struct worker *w)
 static void
 take_plan(struct wthread *t, struct apply_plan *pl)
 {
+    uint64_t t0;
+
     if (t->draining)
         return; /* its listeners are closed for good */
+    t0 = thread_cpu_ns();
     if (apply_plan_commit(&t->w, pl) < 0)
         log_error("worker %u: out of memory applying a table; it keeps "
                   "its listeners",
                   t->w.id);
+    atomic_fetch_add_explicit(&stats_proc.apply_cpu_ns, thread_cpu_ns() - t0,
+                              memory_order_relaxed);
 }
 
 static void

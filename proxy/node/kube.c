@@ -1196,6 +1196,8 @@ kube_on_counters(struct ev_loop *loop, struct ev_timer *t, int rev)
         stats_watch_restart();
     atomic_store(&stats_proc.translated, st.translated);
     atomic_store(&stats_proc.patched, st.patched);
+    atomic_store(&stats_proc.api_cpu_ns, st.api_cpu_ns);
+    atomic_store(&stats_proc.table_cpu_ns, st.table_cpu_ns);
     feed_skips(k, &st);
 }
 

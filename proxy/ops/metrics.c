@@ -375,6 +375,19 @@ write_process(struct sbuf *b, int ready)
            "kubeproxy_sync_proxy_rules_duration_seconds).");
     metrics_write_hist(b, "ferry_sync_proxy_rules_duration_seconds", "",
                        &stats_proc.sync, &hist_sync);
+    family(b, "ferry_control_cpu_seconds_total", "counter",
+           "CPU time of ferry's API work, by part: \"api\" receiving, "
+           "decoding and caching lists and watch events, \"tables\" "
+           "building tables and putting them in force (the kernel's rules "
+           "included) on the control loop, \"workers\" the workers "
+           "taking each table's plan.");
+    sbuf_printf(b,
+                "ferry_control_cpu_seconds_total{part=\"api\"} %.6f\n"
+                "ferry_control_cpu_seconds_total{part=\"tables\"} %.6f\n"
+                "ferry_control_cpu_seconds_total{part=\"workers\"} %.6f\n",
+                (double)stats_get(&stats_proc.api_cpu_ns) / 1e9,
+                (double)stats_get(&stats_proc.table_cpu_ns) / 1e9,
+                (double)stats_get(&stats_proc.apply_cpu_ns) / 1e9);
     family(b, "ferry_network_programming_duration_seconds", "histogram",
            "From an API object's change to ferry serving it (kube-proxy's "
            "kubeproxy_network_programming_duration_seconds).");

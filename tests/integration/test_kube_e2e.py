@@ -397,6 +397,20 @@ def test_a_change_translates_only_its_service(env):
     assert env.admin.metric("ferry_api_services_translated_total") \
         == first + 2
     wait_answers(api, names)
+    # The CPU the changes took, by part: each part has counted some, and
+    # the next change adds to the API's and the tables' parts.
+    parts = ("api", "tables", "workers")
+
+    def cpu(part):
+        return env.admin.metric('ferry_control_cpu_seconds_total{part="%s"}'
+                                % part)
+    before = {p: cpu(p) for p in parts}
+    assert all(v is not None and v > 0 for v in before.values()), before
+    put_slice(env.sim, "web-1", "web", [ep(pods["pod-1"])], port)
+    env.admin.wait_backends(WEB, ["pod-1"])
+    for p in ("api", "tables"):
+        wait_for(lambda: cpu(p) > before[p], kt.dl(10),
+                 "the change's CPU counted in part %s" % p)
 
 
 def test_idle_kubernetes_services_write_no_series(env):
