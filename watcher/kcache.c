@@ -162,6 +162,13 @@ kcache_size(const struct kcache *c)
     return c->codec != NULL ? c->n : json_object_size(c->map);
 }
 
+void
+kcache_drop_event(struct kcache *c)
+{
+    json_decref(c->held);
+    c->held = NULL;
+}
+
 int
 kcache_decoded(const struct kcache *c)
 {

@@ -70,6 +70,12 @@ size_t kcache_size(const struct kcache *c);
  * kslice; Services: struct ksvc) rather than as JSON. */
 int kcache_decoded(const struct kcache *c);
 
+/* Let go of the last watch event's object (struct kcache_event: obj or
+ * gone), which a decoded kind holds until the next line otherwise; the
+ * event's pointers are not valid after. For a caller that parses a line
+ * in a jarena window (jarena.h): call it before the window ends. */
+void kcache_drop_event(struct kcache *c);
+
 /* JSON kinds: the objects, a JSON object from key to object (empty for
  * a decoded kind). Borrowed; valid until the cache next changes.
  * Iterate it with json_object_foreach(). */

@@ -411,9 +411,8 @@ start_list(struct reflector *r)
 /* --- WATCH ----------------------------------------------------------- */
 
 static int
-watch_on_line(void *arg, const char *line, size_t len)
+apply_watch_line(struct reflector *r, const char *line, size_t len)
 {
-    struct reflector *r = arg;
     uint64_t before = kcache_changes(r->cache);
     struct kcache_event ev;
     struct err e;
@@ -452,6 +451,24 @@ watch_on_line(void *arg, const char *line, size_t len)
         return 0;
     }
     }
+}
+
+/* A kind kept decoded keeps nothing of a watch line's JSON once the
+ * event is handled: it comes from one region (jarena.h), given back
+ * after the line, which saves most of the line's malloc() and free(). */
+static int
+watch_on_line(void *arg, const char *line, size_t len)
+{
+    struct reflector *r = arg;
+    int arena = kcache_decoded(r->cache) && jarena_begin() == 0, rc;
+
+    rc = apply_watch_line(r, line, len);
+    if (arena) {
+        kcache_drop_event(r->cache);
+        jarena_end();
+        jarena_reset(0);
+    }
+    return rc;
 }
 
 static int
