@@ -130,11 +130,54 @@ def status_kb(pid, key):
 
 
 def cpu_s(pid):
+    """CPU seconds of every thread of <pid> (/proc/PID/schedstat alone
+    is its first thread's)."""
+    t = thread_cpu_s(pid)
+    return sum(t.values()) if t else None
+
+
+def thread_cpu_s(pid):
+    """{tid: CPU seconds} of every thread of <pid>."""
+    out = {}
     try:
-        with open("/proc/%d/schedstat" % pid) as f:
-            return int(f.read().split()[0]) / 1e9
-    except (OSError, ValueError, IndexError):
+        tids = os.listdir("/proc/%d/task" % pid)
+    except OSError:
+        return out
+    for t in tids:
+        try:
+            with open("/proc/%d/task/%s/schedstat" % (pid, t)) as f:
+                out[int(t)] = int(f.read().split()[0]) / 1e9
+        except (OSError, ValueError, IndexError):
+            pass
+    return out
+
+
+def split_cpu(pid, before):
+    """CPU since <before> (thread_cpu_s) of <pid>'s first thread, which
+    runs ferry's control loop (the API, tables, the kernel, health
+    responders, admin), and of all its other threads (the workers)."""
+    now = thread_cpu_s(pid)
+    main = now.get(pid, 0) - before.get(pid, 0)
+    rest = sum(v - before.get(t, 0) for t, v in now.items() if t != pid)
+    return main, rest
+
+
+CPU_PARTS = ("api", "tables", "workers")
+
+
+def control_cpu():
+    """ferry's own count of its API work's CPU, by part
+    (ferry_control_cpu_seconds_total), or None."""
+    m = http_get(ADMIN_PORT, "/metrics", timeout=60.0)
+    if m is None or m[0] != 200:
         return None
+    out = {}
+    for ln in m[1].decode(errors="replace").splitlines():
+        for part in CPU_PARTS:
+            key = 'ferry_control_cpu_seconds_total{part="%s"}' % part
+            if ln.startswith(key + " "):
+                out[part] = float(ln.split()[1])
+    return out if len(out) == len(CPU_PARTS) else None
 
 
 def nfds(pid):
@@ -549,6 +592,7 @@ class Churn:
         self.writer_done = False
         self.waited_for_free = 0
         self.elapsed = 0.0
+        self.nprobes = 0                     # health probes made
 
     def body(self, name, j):
         """The slice of <name> holding endpoint j, as it is now."""
@@ -704,6 +748,7 @@ class Churn:
                 inflight[name] = [sk, now, b"", False]
                 next_at[name] = now + max(PROBE_GAP, len(todo) / PROBE_RATE)
                 sel.register(sk, selectors.EVENT_WRITE, name)
+                self.nprobes += 1
                 for rec in recs:
                     rec["probes"] += 1
             waits = [t for n, t in next_at.items()
@@ -1026,7 +1071,9 @@ def _run(cfg, args, out, raw, res, stopper):
     if not cp_ok:
         log("conn-probe %s does not answer through ferry: no connection "
             "latency" % cp_target)
+    own_c0 = control_cpu()
     f_c0, s_c0 = cpu_s(ferry.pid), cpu_s(sim.pid)
+    f_t0 = thread_cpu_s(ferry.pid)
     log("churn: %d changes at %.0f/s" % (cfg["changes"], cfg["rate"]))
     t_churn0 = time.time()
     res["mono_to_wall"] = time.time() - time.monotonic()
@@ -1041,9 +1088,19 @@ def _run(cfg, args, out, raw, res, stopper):
     ch["writer_waited_for_free_probe"] = churn.waited_for_free
     ch["ferry_cpu_s"] = round((cpu_s(ferry.pid) or 0) - (f_c0 or 0), 2)
     ch["sim_cpu_s"] = round((cpu_s(sim.pid) or 0) - (s_c0 or 0), 2)
+    main_s, workers_s = split_cpu(ferry.pid, f_t0)
+    ch["ferry_control_cpu_s"] = round(main_s, 3)
+    ch["ferry_workers_cpu_s"] = round(workers_s, 3)
+    ch["health_probes"] = churn.nprobes
     if records:
         ch["ferry_cpu_ms_per_change"] = round(
             ch["ferry_cpu_s"] * 1e3 / len(records), 2)
+        ch["ferry_control_cpu_us_per_change"] = round(
+            main_s * 1e6 / len(records), 1)
+        ch["ferry_workers_cpu_us_per_change"] = round(
+            workers_s * 1e6 / len(records), 1)
+        ch["health_probes_per_change"] = round(
+            ch["health_probes"] / len(records), 2)
     ch["conn_probe"] = finish_connprobe(cprobe, raw, stopper)
     res["churn"] = ch
     lat = ch["latency_ms_from_put_response"] or {}
@@ -1055,8 +1112,15 @@ def _run(cfg, args, out, raw, res, stopper):
             f.write(json.dumps(r, sort_keys=True) + "\n")
 
     # ---- ferry's own view
-    time.sleep(0.5)
+    time.sleep(1.2)  # its counters are copied for /metrics every second
     own = {}
+    own_c1 = control_cpu()
+    if own_c0 and own_c1 and records:
+        own["cpu_us_per_change"] = {
+            p: round((own_c1[p] - own_c0[p]) * 1e6 / len(records), 1)
+            for p in CPU_PARTS}
+        own["cpu_us_per_change"]["all"] = round(
+            sum(own["cpu_us_per_change"][p] for p in CPU_PARTS), 1)
     t = time.monotonic()
     m = http_get(ADMIN_PORT, "/metrics", timeout=120.0)
     own["metrics_fetch_s"] = round(time.monotonic() - t, 2)
@@ -1318,13 +1382,28 @@ def section_md(res):
         own = res.get("ferry_own", {})
         npd = own.get("ferry_network_programming_duration_seconds")
         lines += ["%s of %s changes measured, %s lost (not seen within %.0f "
-                  "s), %s PUT errors; ferry CPU %s ms per change; %s tables "
+                  "s), %s PUT errors; ferry CPU %s ms per change (control "
+                  "loop %s µs, which also answered %s health probes per "
+                  "change; workers %s µs, which also relayed the "
+                  "connection probes); %s tables "
                   "published during the churn (%s changes per table)." % (
                       ch["changes_measured"], ch["changes_sent"],
                       ch["changes_lost"], c["change_timeout"],
                       ch["put_errors"], _f(ch.get("ferry_cpu_ms_per_change")),
+                      _f(ch.get("ferry_control_cpu_us_per_change")),
+                      _f(ch.get("health_probes_per_change")),
+                      _f(ch.get("ferry_workers_cpu_us_per_change")),
                       own.get("tables_published_during_churn"),
                       own.get("changes_per_table")), ""]
+        cpc = own.get("cpu_us_per_change")
+        if cpc:
+            lines += ["ferry's own count of the CPU its API work took "
+                      "(`ferry_control_cpu_seconds_total`), per change: "
+                      "**%s µs**: %s µs receiving, decoding and caching, "
+                      "%s µs building and applying tables on the control "
+                      "loop, %s µs in the workers taking them." % (
+                          _f(cpc["all"]), _f(cpc["api"]), _f(cpc["tables"]),
+                          _f(cpc["workers"])), ""]
         if npd:
             lines.append("ferry's `ferry_network_programming_duration_"
                          "seconds`: %d observations, p50 ≤ %s s, p99 ≤ %s s "
