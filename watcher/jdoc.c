@@ -538,3 +538,18 @@ jdoc_to_json(const struct jdoc *d, int i)
         return out;
     }
 }
+
+char *
+jdoc_from_json(struct jdoc *d, const json_t *v, int *at)
+{
+    json_t *box = json_pack("[O]", v);
+    char *text = box != NULL ? json_dumps(box, JSON_COMPACT) : NULL;
+
+    json_decref(box);
+    if (text != NULL && jdoc_parse(d, text, strlen(text), NULL) < 0) {
+        free(text); /* only out of memory: jansson wrote it */
+        return NULL;
+    }
+    *at = 1; /* the box is value 0 */
+    return text;
+}

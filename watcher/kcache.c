@@ -5,22 +5,24 @@
 #include <string.h>
 
 #include "bug.h"
+#include "jdoc.h"
 #include "jget.h"
 #include "kslice.h"
 #include "ksvc.h"
 
-/* A kind kept decoded in ferry's own form rather than as JSON. */
+/* A kind kept decoded in ferry's own form rather than as JSON, read
+ * from a jdoc (jdoc.h). */
 struct codec {
     const char *kind;
-    void *(*decode)(const json_t *obj); /* NULL: out of memory */
+    void *(*decode)(const struct jdoc *d, int obj); /* NULL: out of memory */
     void (*free)(void *obj);
     int (*equal)(const void *a, const void *b);
 };
 
 static void *
-slice_decode(const json_t *obj)
+slice_decode(const struct jdoc *d, int obj)
 {
-    return kslice_decode(obj);
+    return kslice_decode_doc(d, obj);
 }
 
 static void
@@ -36,9 +38,9 @@ slice_equal(const void *a, const void *b)
 }
 
 static void *
-svc_decode(const json_t *obj)
+svc_decode(const struct jdoc *d, int obj)
 {
-    return ksvc_decode(obj);
+    return ksvc_decode_doc(d, obj);
 }
 
 static void
@@ -85,6 +87,16 @@ struct kcache {
     uint64_t entries; /* decoded kinds: kcache_entries() */
     /* A list's cache: the cache it will replace (kcache_set_base()). */
     const struct kcache *base;
+    /* Decoded kinds: the watch line being applied, parsed (its text a
+     * copy), and while an object is put, where its whole form is: the
+     * JSON given to kcache_put_why() is then only its kind and metadata
+     * (slim_of()). */
+    struct jdoc doc;
+    char *text;
+    size_t textcap;
+    const json_t *doc_for;
+    const struct jdoc *doc_of;
+    int doc_at;
 };
 
 /* The source of kcache_members() values: process-wide, so that no two
@@ -153,6 +165,8 @@ kcache_free(struct kcache *c)
     free(c->b);
     json_decref(c->map);
     json_decref(c->held);
+    jdoc_free(&c->doc);
+    free(c->text);
     free(c);
 }
 
@@ -404,6 +418,26 @@ obj_rv(const json_t *obj)
  * of a large cluster, where little changed, then makes no new objects:
  * at 10,000 EndpointSlices they were 13 MB, made while the old ones
  * were alive, and their room stayed with the process after. */
+/* Decode <obj>: from the document it came from when it is the one
+ * being put (kcache_put_doc(), kcache_apply_line()), else from its JSON
+ * written out and parsed. NULL when out of memory. */
+static void *
+decode(struct kcache *c, const json_t *obj)
+{
+    struct jdoc d = {0};
+    char *text;
+    void *out = NULL;
+    int at;
+
+    if (c->doc_for == obj && obj != NULL)
+        return c->codec->decode(c->doc_of, c->doc_at);
+    if ((text = jdoc_from_json(&d, obj, &at)) != NULL)
+        out = c->codec->decode(&d, at);
+    jdoc_free(&d);
+    free(text);
+    return out;
+}
+
 static int
 put_decoded(struct kcache *c, const char *key, json_t *obj, struct err *e)
 {
@@ -420,7 +454,7 @@ put_decoded(struct kcache *c, const char *key, json_t *obj, struct err *e)
     if (c->base != NULL && c->base->n > 0 && rv != 0)
         be = *ent_link(c->base, key, h);
     if (be == NULL || be->rv != rv || be->obj == NULL) {
-        d = c->codec->decode(obj);
+        d = decode(c, obj);
         json_decref(obj);
         if (d == NULL)
             return err_set(e, "out of memory");
@@ -485,6 +519,67 @@ int
 kcache_put(struct kcache *c, json_t *obj, struct err *e)
 {
     return kcache_put_why(c, obj, NULL, e);
+}
+
+/* Object <o> of <d> as JSON with only what the cache and the watch
+ * event's readers look at: its kind and metadata's namespace, name,
+ * resourceVersion, labels and annotations. Anything but an object is
+ * made whole. NULL when out of memory. */
+static json_t *
+slim_of(const struct jdoc *d, int o)
+{
+    static const char *const fields[] = {"namespace", "name",
+                                         "resourceVersion", "labels",
+                                         "annotations"};
+    json_t *s, *m;
+    size_t i;
+    int k, md;
+
+    if (jdoc_type(d, o) != JD_OBJ)
+        return jdoc_to_json(d, o);
+    if ((s = json_object()) == NULL)
+        return NULL;
+    if ((k = jdoc_get(d, o, "kind")) >= 0
+        && json_object_set_new(s, "kind", jdoc_to_json(d, k)) < 0)
+        goto oom;
+    if ((md = jdoc_get(d, o, "metadata")) < 0)
+        return s;
+    if (jdoc_type(d, md) != JD_OBJ) {
+        if (json_object_set_new(s, "metadata", jdoc_to_json(d, md)) < 0)
+            goto oom;
+        return s;
+    }
+    if ((m = json_object()) == NULL
+        || json_object_set_new(s, "metadata", m) < 0)
+        goto oom;
+    for (i = 0; i < sizeof(fields) / sizeof(fields[0]); i++)
+        if ((k = jdoc_get(d, md, fields[i])) >= 0
+            && json_object_set_new(m, fields[i], jdoc_to_json(d, k)) < 0)
+            goto oom;
+    return s;
+oom:
+    json_decref(s);
+    return NULL;
+}
+
+int
+kcache_put_doc(struct kcache *c, const struct jdoc *d, int obj,
+               enum skip_reason *why, struct err *e)
+{
+    json_t *j = c->codec != NULL ? slim_of(d, obj) : jdoc_to_json(d, obj);
+    int rc;
+
+    if (j == NULL) {
+        if (why != NULL)
+            *why = SKIP_CACHE_FULL;
+        return err_set(e, "out of memory");
+    }
+    c->doc_for = j;
+    c->doc_of = d;
+    c->doc_at = obj;
+    rc = kcache_put_why(c, j, why, e);
+    c->doc_for = NULL;
+    return rc;
 }
 
 static int
@@ -765,11 +860,68 @@ apply_bookmark(struct kcache *c, const json_t *obj, struct kcache_event *ev,
     return KCACHE_APPLIED;
 }
 
+/* Watch line <line> as JSON: jansson's whole form for a JSON kind. For
+ * a decoded kind it is parsed into c->doc (jdoc.h), and the JSON made
+ * of it has the event's type and a slim object (slim_of(); an ERROR's
+ * Status whole), which the put decodes from c->doc. NULL with <e>
+ * filled. */
+static json_t *
+line_root(struct kcache *c, const char *line, size_t len, struct err *e)
+{
+    json_error_t jerr;
+    struct err pe;
+    const char *type;
+    json_t *root, *o;
+    int t, obj;
+
+    if (c->codec == NULL) {
+        if ((root = json_loadb(line, len, 0, &jerr)) == NULL)
+            err_set_at(e, jerr.line, jerr.column, "bad JSON: %s", jerr.text);
+        return root;
+    }
+    if (len + 1 > c->textcap) {
+        char *n = realloc(c->text, len + 1);
+        if (n == NULL) {
+            err_set(e, "out of memory");
+            return NULL;
+        }
+        c->text = n;
+        c->textcap = len + 1;
+    }
+    memcpy(c->text, line, len);
+    err_clear(&pe);
+    if (jdoc_parse(&c->doc, c->text, len, &pe) < 0) {
+        err_set_at(e, pe.line, pe.col, "bad JSON: %s", pe.msg);
+        return NULL;
+    }
+    if ((root = json_object()) == NULL)
+        goto oom;
+    t = jdoc_get(&c->doc, 0, "type");
+    obj = jdoc_get(&c->doc, 0, "object");
+    if (t >= 0 && json_object_set_new(root, "type", jdoc_to_json(&c->doc, t)) < 0)
+        goto oom;
+    if (obj >= 0) {
+        type = jdoc_str(&c->doc, t);
+        o = type != NULL && strcmp(type, "ERROR") == 0
+                ? jdoc_to_json(&c->doc, obj)
+                : slim_of(&c->doc, obj);
+        if (json_object_set_new(root, "object", o) < 0)
+            goto oom;
+        c->doc_for = o;
+        c->doc_of = &c->doc;
+        c->doc_at = obj;
+    }
+    return root;
+oom:
+    json_decref(root);
+    err_set(e, "out of memory");
+    return NULL;
+}
+
 int
 kcache_apply_line(struct kcache *c, const char *line, size_t len,
                   struct kcache_event *ev, struct err *e)
 {
-    json_error_t jerr;
     json_t *root, *obj;
     int rc;
 
@@ -777,9 +929,8 @@ kcache_apply_line(struct kcache *c, const char *line, size_t len,
     ev->skip = SKIP_MALFORMED;
     json_decref(c->held);
     c->held = NULL;
-    root = json_loadb(line, len, 0, &jerr);
-    if (root == NULL)
-        return err_set_at(e, jerr.line, jerr.column, "bad JSON: %s", jerr.text);
+    if ((root = line_root(c, line, len, e)) == NULL)
+        return -1;
     obj = json_object_get(root, "object");
     if (parse_type(json_object_get(root, "type"), &ev->type) < 0) {
         note_obj(e, obj);
@@ -795,6 +946,7 @@ kcache_apply_line(struct kcache *c, const char *line, size_t len,
     } else {
         rc = apply_object(c, ev->type, obj, ev, e);
     }
+    c->doc_for = NULL;
     if ((ev->obj != NULL && c->codec != NULL) || ev->gone != NULL)
         c->held = json_incref(obj); /* the cache keeps no JSON of it */
     json_decref(root);

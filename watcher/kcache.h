@@ -21,6 +21,7 @@
 #include <stdint.h>
 
 #include "err.h"
+#include "jdoc.h"
 #include "skip.h"
 
 #define KCACHE_RV_MAX      32      /* RVs are decimal revisions */
@@ -133,6 +134,12 @@ void kcache_set_rv(struct kcache *c, const char *rv);
  * metadata.name (or namespace) is missing, the kind is wrong or the cache is
  * full. Returns 0 or -1. */
 int kcache_put(struct kcache *c, json_t *obj, struct err *e);
+
+/* kcache_put_why() of value <obj> of <d> (borrowed): a decoded kind
+ * decodes it from <d>, and makes JSON of its kind and metadata only; a
+ * JSON kind keeps it as JSON. */
+int kcache_put_doc(struct kcache *c, const struct jdoc *d, int obj,
+                   enum skip_reason *why, struct err *e);
 
 /* kcache_put() that also says why an object was refused: on -1 *why is
  * SKIP_MALFORMED, SKIP_NAME_TOO_LONG or SKIP_CACHE_FULL (<why> may be

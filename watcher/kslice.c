@@ -8,6 +8,7 @@
 #include <sys/socket.h>
 
 #include "intern.h"
+#include "jdoc.h"
 #include "jget.h"
 
 /* The last stamp given (struct kslice). */
@@ -25,26 +26,26 @@ struct plan {
 
 /* metadata.name, "" when missing (kcache refuses such objects). */
 static const char *
-meta_name(const json_t *obj)
+meta_name(const struct jdoc *d, int obj)
 {
-    const char *n = jstr(json_object_get(obj, "metadata"), "name");
+    const char *n = jdoc_gets(d, jdoc_get(d, obj, "metadata"), "name");
 
     return n != NULL ? n : "";
 }
 
 /* A list field: an array, or absent/null (empty). */
 static int
-list_ok(const json_t *v)
+list_ok(const struct jdoc *d, int v)
 {
-    return v == NULL || json_is_array(v) || json_is_null(v);
+    return v < 0 || jdoc_type(d, v) == JD_ARR || jdoc_type(d, v) == JD_NULL;
 }
 
 /* Why a slice serves nothing, or -1. Slices without the service-name
  * label or of address type FQDN are left out, as kube-proxy does. */
 static int
-slice_skip(const json_t *s, const char *svc, const char **why)
+slice_skip(const struct jdoc *d, int s, const char *svc, const char **why)
 {
-    const char *at = jstr(s, "addressType");
+    const char *at = jdoc_gets(d, s, "addressType");
 
     *why = "";
     if (svc == NULL || svc[0] == '\0') {
@@ -59,8 +60,8 @@ slice_skip(const json_t *s, const char *svc, const char **why)
         *why = "addressType not IPv4, IPv6 or FQDN";
         return SKIP_MALFORMED;
     }
-    if (!list_ok(json_object_get(s, "endpoints"))
-        || !list_ok(json_object_get(s, "ports"))) {
+    if (!list_ok(d, jdoc_get(d, s, "endpoints"))
+        || !list_ok(d, jdoc_get(d, s, "ports"))) {
         *why = "endpoints or ports not a list";
         return SKIP_MALFORMED;
     }
@@ -70,10 +71,11 @@ slice_skip(const json_t *s, const char *svc, const char **why)
 /* The address of endpoint <ep>, or NULL with the note's text in <what>
  * (index <i>). */
 static const char *
-ep_ip(const json_t *ep, size_t i, struct saddr *a, char *what, size_t len)
+ep_ip(const struct jdoc *d, int ep, size_t i, struct saddr *a, char *what,
+      size_t len)
 {
     const char *ip =
-        json_string_value(json_array_get(json_object_get(ep, "addresses"), 0));
+        jdoc_str(d, jdoc_first(d, jdoc_get(d, ep, "addresses")));
     const char *why;
 
     if (ip == NULL) {
@@ -89,29 +91,29 @@ ep_ip(const json_t *ep, size_t i, struct saddr *a, char *what, size_t len)
 }
 
 static size_t
-hint_count(const json_t *hints, const char *field)
+hint_count(const struct jdoc *d, int hints, const char *field)
 {
-    return json_array_size(json_object_get(hints, field));
+    return jdoc_size(d, jdoc_get(d, hints, field));
 }
 
 static void
-plan_slice(const json_t *s, struct plan *p)
+plan_slice(const struct jdoc *d, int s, struct plan *p)
 {
-    const json_t *ep;
-    size_t i;
+    size_t i = 0;
+    int ep;
 
     memset(p, 0, sizeof(*p));
-    p->nports = json_array_size(json_object_get(s, "ports"));
-    p->chars = strlen(meta_name(s)) + 1;
-    json_array_foreach(json_object_get(s, "endpoints"), i, ep)
+    p->nports = jdoc_size(d, jdoc_get(d, s, "ports"));
+    p->chars = strlen(meta_name(d, s)) + 1;
+    jdoc_foreach(d, jdoc_get(d, s, "endpoints"), ep)
     {
-        const json_t *h = json_object_get(ep, "hints");
-        const char *pod = jstr(json_object_get(ep, "targetRef"), "name");
+        int h = jdoc_get(d, ep, "hints");
+        const char *pod = jdoc_gets(d, jdoc_get(d, ep, "targetRef"), "name");
         char what[256];
         struct saddr a;
         size_t nh;
 
-        if (ep_ip(ep, i, &a, what, sizeof(what)) == NULL) {
+        if (ep_ip(d, ep, i++, &a, what, sizeof(what)) == NULL) {
             p->nnotes++;
             p->chars += strlen(what) + 1;
             continue;
@@ -119,7 +121,7 @@ plan_slice(const json_t *s, struct plan *p)
         p->neps++;
         if (pod != NULL)
             p->chars += strlen(pod) + 1;
-        nh = hint_count(h, "forNodes") + hint_count(h, "forZones");
+        nh = hint_count(d, h, "forNodes") + hint_count(d, h, "forZones");
         if (nh > 0) {
             p->nhinted++;
             p->nhint_names += nh;
@@ -140,17 +142,17 @@ put_chars(char **c, const char *s)
 }
 
 static void
-fill_port(struct kslice_port *p, const json_t *j, int *oom)
+fill_port(struct kslice_port *p, const struct jdoc *d, int j, int *oom)
 {
-    const json_t *v = json_object_get(j, "protocol");
+    int v = jdoc_get(d, j, "protocol");
     const char *proto;
-    json_int_t port = json_integer_value(json_object_get(j, "port"));
-    const char *name = jstr(j, "name");
+    long long port = jdoc_int(d, jdoc_get(d, j, "port"));
+    const char *name = jdoc_gets(d, j, "name");
 
-    if (v == NULL || json_is_null(v))
+    if (v < 0 || jdoc_type(d, v) == JD_NULL)
         proto = "TCP";
     else
-        proto = json_is_string(v) ? json_string_value(v) : "";
+        proto = jdoc_str(d, v) != NULL ? jdoc_str(d, v) : "";
     p->name = intern_str_oom(name ? name : "", oom);
     p->proto = intern_str_oom(proto, oom);
     p->port = port > 0 && port <= 65535 ? (uint16_t)port : 0;
@@ -158,26 +160,36 @@ fill_port(struct kslice_port *p, const json_t *j, int *oom)
 
 /* The hints of one endpoint into <h>. */
 static void
-fill_hints(struct kslice_hints *h, const json_t *hints, int *oom)
+fill_hints(struct kslice_hints *h, const struct jdoc *d, int hints, int *oom)
 {
     const char *fields[2] = {"forNodes", "forZones"};
-    const json_t *e;
-    size_t f, i, n = 0;
+    size_t f, n = 0;
+    int e;
 
-    h->nnodes = (uint32_t)hint_count(hints, "forNodes");
-    h->nzones = (uint32_t)hint_count(hints, "forZones");
+    h->nnodes = (uint32_t)hint_count(d, hints, "forNodes");
+    h->nzones = (uint32_t)hint_count(d, hints, "forZones");
     for (f = 0; f < 2; f++) {
-        json_array_foreach(json_object_get(hints, fields[f]), i, e)
+        jdoc_foreach(d, jdoc_get(d, hints, fields[f]), e)
         {
-            h->names[n++] = intern_str_oom(jstr(e, "name"), oom);
+            h->names[n++] = intern_str_oom(jdoc_gets(d, e, "name"), oom);
         }
     }
 }
 
-static void
-fill_ep(struct kslice_ep *n, const json_t *ep, const struct saddr *a, int *oom)
+/* A condition: true or false, or <dflt> when it is not a boolean. */
+static int
+cond(const struct jdoc *d, int c, const char *field, int dflt)
 {
-    const json_t *c = json_object_get(ep, "conditions"), *v;
+    int t = jdoc_type(d, jdoc_get(d, c, field));
+
+    return t == JD_TRUE ? 1 : t == JD_FALSE ? 0 : dflt;
+}
+
+static void
+fill_ep(struct kslice_ep *n, const struct jdoc *d, int ep,
+        const struct saddr *a, int *oom)
+{
+    int c = jdoc_get(d, ep, "conditions");
 
     if (a->u.sa.sa_family == AF_INET6) {
         n->family = 6;
@@ -186,44 +198,41 @@ fill_ep(struct kslice_ep *n, const json_t *ep, const struct saddr *a, int *oom)
         n->family = 4;
         memcpy(n->ip, &a->u.in.sin_addr, 4);
     }
-    v = json_object_get(c, "ready");
-    n->cond |= (json_is_boolean(v) ? json_is_true(v) : 1) ? KSLICE_READY : 0;
-    v = json_object_get(c, "serving");
-    n->cond |= (json_is_boolean(v) ? json_is_true(v) : 1) ? KSLICE_SERVING : 0;
-    v = json_object_get(c, "terminating");
-    n->cond |= (json_is_boolean(v) && json_is_true(v)) ? KSLICE_TERMINATING : 0;
-    n->node = intern_str_oom(jstr(ep, "nodeName"), oom);
+    n->cond |= cond(d, c, "ready", 1) ? KSLICE_READY : 0;
+    n->cond |= cond(d, c, "serving", 1) ? KSLICE_SERVING : 0;
+    n->cond |= cond(d, c, "terminating", 0) ? KSLICE_TERMINATING : 0;
+    n->node = intern_str_oom(jdoc_gets(d, ep, "nodeName"), oom);
 }
 
 /* Fill the endpoints, hints, hint index, notes and their characters. */
 static void
-fill_eps(struct kslice *s, const json_t *obj, struct kslice_ep *eps,
-         char *hints, struct kslice_hint_at *hint_at, struct kslice_note *notes,
-         char **chars, int *oom)
+fill_eps(struct kslice *s, const struct jdoc *d, int obj,
+         struct kslice_ep *eps, char *hints, struct kslice_hint_at *hint_at,
+         struct kslice_note *notes, char **chars, int *oom)
 {
-    const json_t *ep;
-    size_t i;
+    size_t i = 0;
+    int ep;
 
-    json_array_foreach(json_object_get(obj, "endpoints"), i, ep)
+    jdoc_foreach(d, jdoc_get(d, obj, "endpoints"), ep)
     {
-        const json_t *h = json_object_get(ep, "hints");
-        const char *pod = jstr(json_object_get(ep, "targetRef"), "name");
+        int h = jdoc_get(d, ep, "hints");
+        const char *pod = jdoc_gets(d, jdoc_get(d, ep, "targetRef"), "name");
         struct kslice_ep *n = &eps[s->neps];
-        size_t nh = hint_count(h, "forNodes") + hint_count(h, "forZones");
+        size_t nh = hint_count(d, h, "forNodes") + hint_count(d, h, "forZones");
         char what[256];
         struct saddr a;
 
-        if (ep_ip(ep, i, &a, what, sizeof(what)) == NULL) {
+        if (ep_ip(d, ep, i++, &a, what, sizeof(what)) == NULL) {
             notes[s->nnotes].reason = SKIP_BAD_ADDRESS;
             notes[s->nnotes++].what = put_chars(chars, what);
             continue;
         }
-        fill_ep(n, ep, &a, oom);
+        fill_ep(n, d, ep, &a, oom);
         if (pod != NULL)
             n->pod_at = (uint32_t)(put_chars(chars, pod) - (char *)s);
         if (nh > 0) {
             struct kslice_hints *kh = (struct kslice_hints *)(void *)hints;
-            fill_hints(kh, h, oom);
+            fill_hints(kh, d, h, oom);
             n->hinted = 1;
             hint_at[s->nhinted].ep = (uint32_t)s->neps;
             hint_at[s->nhinted++].at = (uint32_t)(hints - (char *)s);
@@ -234,11 +243,11 @@ fill_eps(struct kslice *s, const json_t *obj, struct kslice_ep *eps,
 }
 
 struct kslice *
-kslice_decode(const json_t *obj)
+kslice_decode_doc(const struct jdoc *d, int obj)
 {
-    const json_t *md = json_object_get(obj, "metadata");
+    int md = jdoc_get(d, obj, "metadata"), port;
     const char *svc =
-        jstr(json_object_get(md, "labels"), TRANSLATE_LABEL_SERVICE_NAME);
+        jdoc_gets(d, jdoc_get(d, md, "labels"), TRANSLATE_LABEL_SERVICE_NAME);
     size_t ports_sz, eps_sz, hints_sz, hint_at_sz, notes_sz, i;
     struct kslice_port *ports;
     struct kslice *s;
@@ -247,11 +256,11 @@ kslice_decode(const json_t *obj)
     int oom = 0, skip;
     const char *why;
 
-    skip = slice_skip(obj, svc, &why);
+    skip = slice_skip(d, obj, svc, &why);
     if (skip >= 0)
-        memset(&p, 0, sizeof(p)), p.chars = strlen(meta_name(obj)) + 1;
+        memset(&p, 0, sizeof(p)), p.chars = strlen(meta_name(d, obj)) + 1;
     else
-        plan_slice(obj, &p);
+        plan_slice(d, obj, &p);
     ports_sz = ALIGN8(p.nports * sizeof(struct kslice_port));
     eps_sz = ALIGN8(p.neps * sizeof(struct kslice_ep));
     hints_sz = p.nhinted * sizeof(struct kslice_hints)
@@ -269,27 +278,45 @@ kslice_decode(const json_t *obj)
         (struct kslice_hint_at *)(void *)((char *)s->eps + eps_sz + hints_sz);
     s->notes = (struct kslice_note *)(void *)((char *)s->hint_at + hint_at_sz);
     chars = (char *)s->notes + notes_sz;
-    s->ns = intern_str_oom(jstr(md, "namespace"), &oom);
-    s->name = put_chars(&chars, meta_name(obj));
+    s->ns = intern_str_oom(jdoc_gets(d, md, "namespace"), &oom);
+    s->name = put_chars(&chars, meta_name(d, obj));
     s->service = intern_str_oom(svc, &oom);
     s->skip = skip;
     s->skip_why = why;
     s->stamp = atomic_fetch_add_explicit(&stamps, 1, memory_order_relaxed) + 1;
-    s->family = str_eq(jstr(obj, "addressType"), "IPv6") ? AF_INET6 : AF_INET;
+    s->family =
+        str_eq(jdoc_gets(d, obj, "addressType"), "IPv6") ? AF_INET6 : AF_INET;
     if (skip < 0) {
-        for (i = 0; i < p.nports; i++)
-            fill_port(&ports[i],
-                      json_array_get(json_object_get(obj, "ports"), i), &oom);
+        i = 0;
+        jdoc_foreach(d, jdoc_get(d, obj, "ports"), port)
+        {
+            fill_port(&ports[i++], d, port, &oom);
+        }
         s->ports = ports;
         s->nports = p.nports;
-        fill_eps(s, obj, (struct kslice_ep *)s->eps, (char *)s->eps + eps_sz,
-                 (struct kslice_hint_at *)s->hint_at,
+        fill_eps(s, d, obj, (struct kslice_ep *)s->eps,
+                 (char *)s->eps + eps_sz, (struct kslice_hint_at *)s->hint_at,
                  (struct kslice_note *)s->notes, &chars, &oom);
     }
     if (oom) {
         kslice_free(s);
         return NULL;
     }
+    return s;
+}
+
+struct kslice *
+kslice_decode(const json_t *obj)
+{
+    struct kslice *s = NULL;
+    struct jdoc d = {0};
+    int at;
+    char *text = jdoc_from_json(&d, obj, &at);
+
+    if (text != NULL)
+        s = kslice_decode_doc(&d, at);
+    jdoc_free(&d);
+    free(text);
     return s;
 }
 

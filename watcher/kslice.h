@@ -16,6 +16,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "jdoc.h"
 #include "parse.h"
 #include "skip.h"
 
@@ -121,10 +122,13 @@ kslice_ep_hints(const struct kslice *s, const struct kslice_ep *ep)
     return NULL;
 }
 
-/* Decode <obj>, an EndpointSlice whose metadata.namespace and name are
- * non-empty strings (kcache checked them). A slice that cannot be served
- * still decodes (skip set). Returns a new slice, or NULL when memory
- * runs out. Borrows <obj>. */
+/* Decode value <obj> of <d>, an EndpointSlice whose metadata.namespace
+ * and name are non-empty strings (kcache checked them). A slice that
+ * cannot be served still decodes (skip set). Returns a new slice, or
+ * NULL when memory runs out. */
+struct kslice *kslice_decode_doc(const struct jdoc *d, int obj);
+
+/* The same from jansson's form (tests): written out and parsed again. */
 struct kslice *kslice_decode(const json_t *obj);
 void kslice_free(struct kslice *s);
 

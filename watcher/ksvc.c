@@ -31,8 +31,9 @@ struct plan {
 
 /* The fields of the Service object that are read. */
 struct src {
-    const json_t *md, *labels, *ann, *spec, *ingress;
-    const json_t *cluster_ips, *external_ips, *source_ranges, *ports;
+    const struct jdoc *d;
+    int md, labels, ann, spec, ingress;
+    int cluster_ips, external_ips, source_ranges, ports;
 };
 
 static size_t
@@ -42,30 +43,31 @@ chars_of(const char *s)
 }
 
 static void
-src_init(struct src *j, const json_t *obj)
+src_init(struct src *j, const struct jdoc *d, int obj)
 {
-    j->md = json_object_get(obj, "metadata");
-    j->labels = json_object_get(j->md, "labels");
-    j->ann = json_object_get(j->md, "annotations");
-    j->spec = json_object_get(obj, "spec");
-    j->ingress = json_object_get(
-        json_object_get(json_object_get(obj, "status"), "loadBalancer"),
+    j->d = d;
+    j->md = jdoc_get(d, obj, "metadata");
+    j->labels = jdoc_get(d, j->md, "labels");
+    j->ann = jdoc_get(d, j->md, "annotations");
+    j->spec = jdoc_get(d, obj, "spec");
+    j->ingress = jdoc_get(
+        d, jdoc_get(d, jdoc_get(d, obj, "status"), "loadBalancer"),
         "ingress");
-    j->cluster_ips = json_object_get(j->spec, "clusterIPs");
-    j->external_ips = json_object_get(j->spec, "externalIPs");
-    j->source_ranges = json_object_get(j->spec, "loadBalancerSourceRanges");
-    j->ports = json_object_get(j->spec, "ports");
+    j->cluster_ips = jdoc_get(d, j->spec, "clusterIPs");
+    j->external_ips = jdoc_get(d, j->spec, "externalIPs");
+    j->source_ranges = jdoc_get(d, j->spec, "loadBalancerSourceRanges");
+    j->ports = jdoc_get(d, j->spec, "ports");
 }
 
 static size_t
-strs_chars(const json_t *a)
+strs_chars(const struct jdoc *d, int a)
 {
-    const json_t *v;
-    size_t i, n = 0;
+    size_t n = 0;
+    int v;
 
-    json_array_foreach(a, i, v)
+    jdoc_foreach(d, a, v)
     {
-        n += chars_of(json_string_value(v));
+        n += chars_of(jdoc_str(d, v));
     }
     return n;
 }
@@ -73,25 +75,25 @@ strs_chars(const json_t *a)
 static void
 plan_svc(const struct src *j, struct plan *p)
 {
-    const json_t *v;
+    const struct jdoc *d = j->d;
     size_t i;
+    int v;
 
     memset(p, 0, sizeof(*p));
-    p->nstrs = json_array_size(j->cluster_ips)
-               + json_array_size(j->external_ips)
-               + json_array_size(j->source_ranges);
-    p->ningress = json_array_size(j->ingress);
-    p->nports = json_array_size(j->ports);
-    p->chars = chars_of(jstr(j->md, "name"))
-               + chars_of(jstr(j->spec, "clusterIP"))
-               + chars_of(jstr(j->labels, TRANSLATE_LABEL_PROXY_NAME))
-               + strs_chars(j->cluster_ips) + strs_chars(j->external_ips)
-               + strs_chars(j->source_ranges);
+    p->nstrs = jdoc_size(d, j->cluster_ips) + jdoc_size(d, j->external_ips)
+               + jdoc_size(d, j->source_ranges);
+    p->ningress = jdoc_size(d, j->ingress);
+    p->nports = jdoc_size(d, j->ports);
+    p->chars = chars_of(jdoc_gets(d, j->md, "name"))
+               + chars_of(jdoc_gets(d, j->spec, "clusterIP"))
+               + chars_of(jdoc_gets(d, j->labels, TRANSLATE_LABEL_PROXY_NAME))
+               + strs_chars(d, j->cluster_ips) + strs_chars(d, j->external_ips)
+               + strs_chars(d, j->source_ranges);
     for (i = 0; i < KSVC_ANN__COUNT; i++)
-        p->chars += chars_of(jstr(j->ann, ksvc_ann_names[i]));
-    json_array_foreach(j->ingress, i, v)
+        p->chars += chars_of(jdoc_gets(d, j->ann, ksvc_ann_names[i]));
+    jdoc_foreach(d, j->ingress, v)
     {
-        p->chars += chars_of(jstr(v, "ip"));
+        p->chars += chars_of(jdoc_gets(d, v, "ip"));
     }
 }
 
@@ -112,67 +114,69 @@ put_chars(char **c, const char *s)
 
 /* The strings of array <a> into <out> (room for them), from *<v>. */
 static void
-fill_strs(struct ksvc_strs *out, const json_t *a, const char **v, char **c)
+fill_strs(struct ksvc_strs *out, const struct jdoc *d, int a, const char **v,
+          char **c)
 {
-    const json_t *e;
-    size_t i;
+    size_t i = 0;
+    int e;
 
     out->v = v;
-    out->n = json_array_size(a);
-    json_array_foreach(a, i, e)
+    out->n = jdoc_size(d, a);
+    jdoc_foreach(d, a, e)
     {
-        v[i] = put_chars(c, json_string_value(e));
+        v[i++] = put_chars(c, jdoc_str(d, e));
     }
 }
 
 static void
-fill_port(struct ksvc_port *p, const json_t *sp, int *oom)
+fill_port(struct ksvc_port *p, const struct jdoc *d, int sp, int *oom)
 {
-    const json_t *v = json_object_get(sp, "protocol");
-    const char *name = jstr(sp, "name");
+    int v = jdoc_get(d, sp, "protocol");
+    const char *name = jdoc_gets(d, sp, "name");
     const char *proto;
 
-    if (v == NULL || json_is_null(v))
+    if (v < 0 || jdoc_type(d, v) == JD_NULL)
         proto = "TCP";
     else
-        proto = json_is_string(v) ? json_string_value(v) : "";
+        proto = jdoc_str(d, v) != NULL ? jdoc_str(d, v) : "";
     p->name = intern_str_oom(name != NULL ? name : "", oom);
     p->proto = intern_str_oom(proto, oom);
-    v = json_object_get(sp, "port");
-    p->port_is_int = json_is_integer(v);
-    p->port = json_integer_value(v);
-    v = json_object_get(sp, "nodePort");
-    p->has_node_port = v != NULL && !json_is_null(v);
-    p->node_port = json_integer_value(v);
+    v = jdoc_get(d, sp, "port");
+    p->port_is_int = jdoc_type(d, v) == JD_INT;
+    p->port = jdoc_int(d, v);
+    v = jdoc_get(d, sp, "nodePort");
+    p->has_node_port = v >= 0 && jdoc_type(d, v) != JD_NULL;
+    p->node_port = jdoc_int(d, v);
 }
 
 /* The fields of spec that are single values. */
 static void
 fill_spec(struct ksvc *s, const struct src *j)
 {
-    const json_t *sp = j->spec;
-    const char *type = jstr(sp, "type");
+    const struct jdoc *d = j->d;
+    int sp = j->spec;
+    const char *type = jdoc_gets(d, sp, "type");
 
-    s->has_spec = json_is_object(sp);
+    s->has_spec = jdoc_type(d, sp) == JD_OBJ;
     s->type = str_eq(type, "ExternalName")   ? KSVC_TYPE_EXTERNAL_NAME
               : str_eq(type, "LoadBalancer") ? KSVC_TYPE_LOAD_BALANCER
                                              : KSVC_TYPE_OTHER;
-    s->itp_local = str_eq(jstr(sp, "internalTrafficPolicy"), "Local");
-    s->etp_local = str_eq(jstr(sp, "externalTrafficPolicy"), "Local");
-    s->client_ip = str_eq(jstr(sp, "sessionAffinity"), "ClientIP");
-    s->affinity_timeout = json_integer_value(json_object_get(
-        json_object_get(json_object_get(sp, "sessionAffinityConfig"),
-                        "clientIP"),
-        "timeoutSeconds"));
-    s->hc_node_port =
-        json_integer_value(json_object_get(sp, "healthCheckNodePort"));
-    s->headless = jstr(j->labels, TRANSLATE_LABEL_HEADLESS) != NULL;
-    s->ports_ok =
-        j->ports == NULL || json_is_array(j->ports) || json_is_null(j->ports);
+    s->itp_local = str_eq(jdoc_gets(d, sp, "internalTrafficPolicy"), "Local");
+    s->etp_local = str_eq(jdoc_gets(d, sp, "externalTrafficPolicy"), "Local");
+    s->client_ip = str_eq(jdoc_gets(d, sp, "sessionAffinity"), "ClientIP");
+    s->affinity_timeout = jdoc_int(
+        d, jdoc_get(d,
+                    jdoc_get(d, jdoc_get(d, sp, "sessionAffinityConfig"),
+                             "clientIP"),
+                    "timeoutSeconds"));
+    s->hc_node_port = jdoc_int(d, jdoc_get(d, sp, "healthCheckNodePort"));
+    s->headless = jdoc_gets(d, j->labels, TRANSLATE_LABEL_HEADLESS) != NULL;
+    s->ports_ok = j->ports < 0 || jdoc_type(d, j->ports) == JD_ARR
+                  || jdoc_type(d, j->ports) == JD_NULL;
 }
 
 struct ksvc *
-ksvc_decode(const json_t *obj)
+ksvc_decode_doc(const struct jdoc *d, int obj)
 {
     struct src j;
     struct plan p;
@@ -180,12 +184,11 @@ ksvc_decode(const json_t *obj)
     struct ksvc_ingress *ing;
     struct ksvc_port *ports;
     const char **strs;
-    const json_t *v;
     char *block, *chars;
     size_t strs_sz, ing_sz, ports_sz, i;
-    int oom = 0;
+    int oom = 0, v;
 
-    src_init(&j, obj);
+    src_init(&j, d, obj);
     plan_svc(&j, &p);
     strs_sz = ALIGN8(p.nstrs * sizeof(*strs));
     ing_sz = ALIGN8(p.ningress * sizeof(*ing));
@@ -200,38 +203,58 @@ ksvc_decode(const json_t *obj)
     ports = (struct ksvc_port *)(void *)((char *)ing + ing_sz);
     chars = (char *)ports + ports_sz;
     s->stamp = atomic_fetch_add_explicit(&stamps, 1, memory_order_relaxed) + 1;
-    s->ns = intern_str_oom(jstr(j.md, "namespace"), &oom);
-    s->name = put_chars(&chars, jstr(j.md, "name"));
+    s->ns = intern_str_oom(jdoc_gets(d, j.md, "namespace"), &oom);
+    s->name = put_chars(&chars, jdoc_gets(d, j.md, "name"));
     if (s->name == NULL)
         s->name = ""; /* kcache refuses such objects */
     fill_spec(s, &j);
-    s->cluster_ip = put_chars(&chars, jstr(j.spec, "clusterIP"));
+    s->cluster_ip = put_chars(&chars, jdoc_gets(d, j.spec, "clusterIP"));
     s->proxy_name =
-        put_chars(&chars, jstr(j.labels, TRANSLATE_LABEL_PROXY_NAME));
+        put_chars(&chars, jdoc_gets(d, j.labels, TRANSLATE_LABEL_PROXY_NAME));
     for (i = 0; i < KSVC_ANN__COUNT; i++)
-        s->ann[i] = put_chars(&chars, jstr(j.ann, ksvc_ann_names[i]));
-    fill_strs(&s->cluster_ips, j.cluster_ips, strs, &chars);
+        s->ann[i] = put_chars(&chars, jdoc_gets(d, j.ann, ksvc_ann_names[i]));
+    fill_strs(&s->cluster_ips, d, j.cluster_ips, strs, &chars);
     strs += s->cluster_ips.n;
-    fill_strs(&s->external_ips, j.external_ips, strs, &chars);
+    fill_strs(&s->external_ips, d, j.external_ips, strs, &chars);
     strs += s->external_ips.n;
-    fill_strs(&s->source_ranges, j.source_ranges, strs, &chars);
-    json_array_foreach(j.ingress, i, v)
+    fill_strs(&s->source_ranges, d, j.source_ranges, strs, &chars);
+    i = 0;
+    jdoc_foreach(d, j.ingress, v)
     {
-        const json_t *ip = json_object_get(v, "ip");
-        ing[i].has_ip = ip != NULL;
-        ing[i].ip = put_chars(&chars, json_string_value(ip));
-        ing[i].proxy = str_eq(jstr(v, "ipMode"), "Proxy");
+        int ip = jdoc_get(d, v, "ip");
+        ing[i].has_ip = ip >= 0;
+        ing[i].ip = put_chars(&chars, jdoc_str(d, ip));
+        ing[i].proxy = str_eq(jdoc_gets(d, v, "ipMode"), "Proxy");
+        i++;
     }
     s->ingress = ing;
     s->ningress = p.ningress;
-    for (i = 0; i < p.nports; i++)
-        fill_port(&ports[i], json_array_get(j.ports, i), &oom);
+    i = 0;
+    jdoc_foreach(d, j.ports, v)
+    {
+        fill_port(&ports[i++], d, v, &oom);
+    }
     s->ports = ports;
     s->nports = p.nports;
     if (oom) {
         ksvc_free(s);
         return NULL;
     }
+    return s;
+}
+
+struct ksvc *
+ksvc_decode(const json_t *obj)
+{
+    struct ksvc *s = NULL;
+    struct jdoc d = {0};
+    int at;
+    char *text = jdoc_from_json(&d, obj, &at);
+
+    if (text != NULL)
+        s = ksvc_decode_doc(&d, at);
+    jdoc_free(&d);
+    free(text);
     return s;
 }
 

@@ -18,6 +18,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "jdoc.h"
+
 /* spec.type, as far as translation tells types apart. */
 #define KSVC_TYPE_OTHER         0
 #define KSVC_TYPE_EXTERNAL_NAME 1
@@ -88,9 +90,12 @@ struct ksvc {
     const char *ann[KSVC_ANN__COUNT]; /* NULL: absent or not a string */
 };
 
-/* Decode <obj>, a Service whose metadata.namespace and name are
- * non-empty strings (kcache checked them). Returns a new Service, or
- * NULL when memory runs out. Borrows <obj>. */
+/* Decode value <obj> of <d>, a Service whose metadata.namespace and
+ * name are non-empty strings (kcache checked them). Returns a new
+ * Service, or NULL when memory runs out. */
+struct ksvc *ksvc_decode_doc(const struct jdoc *d, int obj);
+
+/* The same from jansson's form (tests): written out and parsed again. */
 struct ksvc *ksvc_decode(const json_t *obj);
 void ksvc_free(struct ksvc *s);
 

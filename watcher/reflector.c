@@ -48,6 +48,7 @@ struct reflector {
     size_t body_len, body_cap;
     char cont[1024]; /* continue token of the next page */
     int unpaginated; /* after a 410 on continue */
+    struct jdoc page; /* a decoded kind's page, parsed (jdoc.h) */
 
     /* current watch */
     struct linebuf lines;
@@ -230,6 +231,19 @@ list_on_data(void *arg, const char *data, size_t n)
     return 0;
 }
 
+/* The page's resourceVersion and continue token into the staging cache
+ * and r->cont. Returns 0, or -1 when the token is too long. */
+static int
+take_page_meta(struct reflector *r, const char *rv, const char *cont)
+{
+    if (rv != NULL)
+        kcache_set_rv(r->staging, rv);
+    if (cont != NULL && strlen(cont) >= sizeof(r->cont))
+        return -1;
+    snprintf(r->cont, sizeof(r->cont), "%s", cont ? cont : "");
+    return 0;
+}
+
 /* Put one page's items into the staging cache. Returns 0 or -1. */
 static int
 take_page(struct reflector *r, json_t *page)
@@ -251,12 +265,29 @@ take_page(struct reflector *r, json_t *page)
         if (kcache_put_why(r->staging, json_incref(it), &why, &e) < 0)
             skipped(r, why, e.obj, e.msg);
     }
-    if (rv != NULL)
-        kcache_set_rv(r->staging, rv);
-    if (cont != NULL && strlen(cont) >= sizeof(r->cont))
+    return take_page_meta(r, rv, cont);
+}
+
+/* take_page() of a decoded kind's page, parsed into r->page. */
+static int
+take_page_doc(struct reflector *r)
+{
+    const struct jdoc *d = &r->page;
+    int md = jdoc_get(d, 0, "metadata"), items = jdoc_get(d, 0, "items"), it;
+    struct err e;
+
+    if (items >= 0 && jdoc_type(d, items) != JD_ARR
+        && jdoc_type(d, items) != JD_NULL)
         return -1;
-    snprintf(r->cont, sizeof(r->cont), "%s", cont ? cont : "");
-    return 0;
+    jdoc_foreach(d, items, it)
+    {
+        enum skip_reason why;
+        err_clear(&e);
+        if (kcache_put_doc(r->staging, d, it, &why, &e) < 0)
+            skipped(r, why, e.obj, e.msg);
+    }
+    return take_page_meta(r, jdoc_gets(d, md, "resourceVersion"),
+                          jdoc_gets(d, md, "continue"));
 }
 
 static void
@@ -268,6 +299,7 @@ list_complete(struct reflector *r)
     int cmp;
 
     jarena_reset(1); /* the pages' room goes back to the kernel */
+    jdoc_free(&r->page);
     /* So does the buffer a page arrived in (megabytes at 500 slices a
      * page); a watch does not use it, and the next list grows it again. */
     free(r->body);
@@ -299,6 +331,14 @@ list_complete(struct reflector *r)
 }
 
 static void
+log_undecodable(const struct reflector *r)
+{
+    log_warn("kube-api: %s list: undecodable response: no items list or "
+             "continue token too long",
+             r->kind->resource);
+}
+
+static void
 list_on_done(void *arg, const struct kapi_result *res)
 {
     struct reflector *r = arg;
@@ -307,22 +347,22 @@ list_on_done(void *arg, const struct kapi_result *res)
     int arena, parsed, took;
 
     r->req = NULL;
-    if (res->status == 200 && res->curl_code == 0) {
-        /* A kind kept decoded keeps nothing of the page's JSON: it can
-         * all come from one region, given back at once (jarena.h). */
-        arena = kcache_decoded(r->staging) && jarena_begin() == 0;
-        page = json_loadb(r->body, r->body_len, 0, &jerr);
+    if (res->status == 200 && res->curl_code == 0
+        && kcache_decoded(r->staging)) {
+        /* A kind kept decoded is read from the page's text, parsed in
+         * place (jdoc.h); the little JSON made of each object's metadata
+         * comes from one region, given back at once (jarena.h). */
+        struct err pe;
+        err_clear(&pe);
+        arena = jarena_begin() == 0;
+        parsed = jdoc_parse(&r->page, r->body, r->body_len, &pe) == 0;
+        took = parsed && take_page_doc(r) == 0;
         r->body_len = 0;
-        parsed = page != NULL;
-        took = parsed && take_page(r, page) == 0;
         if (arena) {
-            json_decref(page);
-            page = NULL;
             jarena_end();
             jarena_reset(0);
         }
         if (took) {
-            json_decref(page);
             if (r->cont[0] != '\0')
                 start_list(r); /* next page */
             else
@@ -330,13 +370,27 @@ list_on_done(void *arg, const struct kapi_result *res)
             return;
         }
         if (!parsed)
-            log_warn("kube-api: %s list: undecodable response: %s at byte "
+            log_warn("kube-api: %s list: undecodable response: %s",
+                     r->kind->resource, pe.msg);
+        else
+            log_undecodable(r);
+    } else if (res->status == 200 && res->curl_code == 0) {
+        page = json_loadb(r->body, r->body_len, 0, &jerr);
+        r->body_len = 0;
+        if (page != NULL && take_page(r, page) == 0) {
+            json_decref(page);
+            if (r->cont[0] != '\0')
+                start_list(r); /* next page */
+            else
+                list_complete(r);
+            return;
+        }
+        if (page == NULL)
+            log_warn("kube-api: %s list: undecodable response: %s near byte "
                      "%d",
                      r->kind->resource, jerr.text, jerr.position);
         else
-            log_warn("kube-api: %s list: undecodable response: no items "
-                     "list or continue token too long",
-                     r->kind->resource);
+            log_undecodable(r);
         json_decref(page);
     } else if (res->status == 410 && r->cont[0] != '\0') {
         /* The continue token expired: one unpaginated list, as
@@ -637,6 +691,7 @@ reflector_free(struct reflector *r)
     kcache_free(r->staging);
     linebuf_deinit(&r->lines);
     free(r->body);
+    jdoc_free(&r->page);
     free(r->label_sel);
     free(r->field_sel);
     free(r);
