@@ -436,7 +436,7 @@ stage_services(struct apply *a, struct err *e)
 {
     struct proxy *p = a->p;
     const struct table *t = a->t;
-    size_t i;
+    size_t i, n;
 
     /* A table made from the one in force (table_derive()) says which
      * services changed: every other one keeps its runtime service, in
@@ -453,6 +453,9 @@ stage_services(struct apply *a, struct err *e)
     }
     if ((a->svcs = svcv_new(t->nservices)) == NULL)
         return err_set(e, "out of memory building services");
+    for (n = 0, i = 0; i < t->nservices; i++)
+        n += table_service(t, i)->nbackends;
+    backend_reserve(n);
     for (i = 0; i < t->nservices; i++)
         if (stage_one(a, i, e) < 0)
             return -1;

@@ -97,15 +97,16 @@ at(uint32_t id)
 static uint32_t
 key_hash(const struct be_key *k)
 {
-    const unsigned char *p = (const unsigned char *)k;
-    uint64_t h = 1469598103934665603ull;
-    size_t i;
+    uint64_t w[3], h;
 
-    for (i = 0; i < sizeof(*k); i++) {
-        h ^= p[i];
-        h *= 1099511628211ull;
-    }
-    return (uint32_t)(h ^ (h >> 32));
+    /* The key is 20 bytes: mixed as three words (the last one padded),
+     * a multiply and a shift each, instead of a step per byte. */
+    memset(w, 0, sizeof(w));
+    memcpy(w, k, sizeof(*k));
+    h = (w[0] ^ 0x9E3779B97F4A7C15ull) * 0xBF58476D1CE4E5B9ull;
+    h = (h ^ (h >> 29) ^ w[1]) * 0x94D049BB133111EBull;
+    h = (h ^ (h >> 32) ^ w[2]) * 0xBF58476D1CE4E5B9ull;
+    return (uint32_t)(h ^ (h >> 31) ^ (h >> 47));
 }
 
 static void
@@ -288,6 +289,21 @@ backend_get(const struct saddr *addr)
     atomic_fetch_add(&tab.n, 1);
     pthread_mutex_unlock(&tab.mu);
     return b;
+}
+
+void
+backend_reserve(size_t n)
+{
+    uint32_t want = MIN_BUCKETS;
+
+    if (n > UINT32_MAX / 2)
+        return;
+    while (want < n)
+        want *= 2;
+    pthread_mutex_lock(&tab.mu);
+    if (want > tab.nbuckets)
+        (void)rechain(want); /* out of memory: grows as it goes */
+    pthread_mutex_unlock(&tab.mu);
 }
 
 struct backend *

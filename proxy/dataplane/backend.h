@@ -87,6 +87,11 @@ backend_addr(const struct backend *b, char buf[SADDR_STR_MAX])
  * when out of memory. Control loop only. */
 struct backend *backend_get(const struct saddr *addr);
 
+/* Make the map's room for <n> backends at once, where a table that
+ * brings many is about to get them (a first table of 250,000 endpoints
+ * grew it 12 times). Any thread. */
+void backend_reserve(size_t n);
+
 struct backend *backend_ref(struct backend *b);
 
 /* Drop a reference; the last one frees it. backend_unref(NULL) is fine. */
