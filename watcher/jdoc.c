@@ -433,8 +433,11 @@ jdoc_get(const struct jdoc *d, int o, const char *key)
     if (o < 0 || v[o].type != JD_OBJ)
         return -1;
     klen = strlen(key);
+    /* The length and the first byte tell most keys apart without a call
+     * (a key's text ends with a NUL, so its first byte is there). */
     for (m = 0, k = o + 1; m < v[o].len; m++, k = (int)v[k + 1].end)
-        if (v[k].len == klen && memcmp(d->text + v[k].at, key, klen) == 0)
+        if (v[k].len == klen && d->text[v[k].at] == key[0]
+            && memcmp(d->text + v[k].at, key, klen) == 0)
             found = k + 1; /* the last one counts */
     return found;
 }
