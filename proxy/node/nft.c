@@ -1245,12 +1245,16 @@ ctx_renew(struct nft *n)
     n->ctx = c;
 }
 
-/* Services per transaction when the table is created from nothing.
- * libnftables holds a whole transaction's objects until its commit: 500
- * a part put ferry's peak at 196 MiB at 10,000 Services x 25 endpoints,
- * 100 at 177 MiB, for the same time to the first table. */
-#define CREATE_PART 100
-#define CREATE_ELEMS 5000
+/* The text of services one transaction takes when the table is created
+ * from nothing. libnftables holds a whole transaction's objects until
+ * its commit: 500 Services of 25 endpoints a part put ferry's peak at
+ * 196 MiB at 10,000 Services, 100 (95 KB of text) at 177 MiB. And the
+ * kernel checks every verdict map element of the table at each commit:
+ * with 100 Services a part, the 10,000 redirects of the proxy dataplane
+ * (21 KB of text a hundred) took 15 % of ferry's first sync in the
+ * kernel, in 100 commits. By size, the first take about 470 a part. */
+#define CREATE_PART_BYTES (100u << 10)
+#define CREATE_ELEMS      5000
 
 /* Run <t> if it holds anything, and start it again, lean. */
 static int
@@ -1274,9 +1278,9 @@ run_part(struct nft *n, struct nftgen_txn *t, struct err *e)
 
 /*
  * Create the table from nothing in several transactions: the skeleton
- * with the first CREATE_PART services, then CREATE_PART at a time, then
- * the elements of the shared sets (ClusterIPs, hairpin pairs),
- * CREATE_ELEMS at a time. The kernel binds each anonymous map to its rule
+ * with the first services, then the next ones, CREATE_PART_BYTES of
+ * text a transaction, then the elements of the shared sets (ClusterIPs,
+ * hairpin pairs), CREATE_ELEMS at a time. The kernel binds each anonymous map to its rule
  * by walking the objects of the transaction, so one transaction of all
  * services costs time in the square of their number (20 s at 10,000);
  * and libnftables holds about 250 bytes per element while it parses a
@@ -1294,7 +1298,7 @@ create_in_parts(struct nft *n, const char *comment, struct err *e)
 {
     struct ipset *sets[2] = {&n->cips, &n->hp};
     struct nftgen_txn t;
-    size_t i, k = 0, at;
+    size_t i, at;
     int rc = 0;
 
     nftgen_txn_init(&t);
@@ -1307,7 +1311,7 @@ create_in_parts(struct nft *n, const char *comment, struct err *e)
         if (n->svcs.v[i].key == NULL || en->want == NULL)
             continue;
         nftgen_fill(&t, en->want);
-        if (++k % CREATE_PART == 0)
+        if (nftgen_txn_bytes(&t) >= CREATE_PART_BYTES)
             rc = run_part(n, &t, e);
     }
     for (i = 0; i < 2 && rc == 0; i++)

@@ -1343,6 +1343,18 @@ nftgen_diff(struct nftgen_txn *t, const struct nftgen_group *old,
     }
 }
 
+size_t
+nftgen_txn_bytes(const struct nftgen_txn *t)
+{
+    size_t i, n = 0;
+
+    for (i = 0; i < NFTGEN_PH__COUNT; i++)
+        n += t->ph[i].len;
+    for (i = 0; i < t->nbk; i++)
+        n += t->bk[i].elems.len;
+    return n;
+}
+
 void
 nftgen_fill(struct nftgen_txn *t, const struct nftgen_group *g)
 {

@@ -111,6 +111,9 @@ struct nftgen_txn {
 void nftgen_txn_init(struct nftgen_txn *t);
 void nftgen_txn_deinit(struct nftgen_txn *t);
 
+/* The bytes of text <t> holds so far (its commands and elements). */
+size_t nftgen_txn_bytes(const struct nftgen_txn *t);
+
 /*
  * Make <t> lean: shaped so that libnftables (1.0.6) runs it without
  * fetching its set cache first. Before a batch it works out what to fetch
