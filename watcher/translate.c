@@ -172,6 +172,8 @@ translate_node_deleting(const json_t *node)
     return 0;
 }
 
+/* Room for one more past <n> in <*v>. It starts with room for one: most
+ * Services have one port, and a Service's record is kept as it is. */
 static int
 grow(void **v, size_t *cap, size_t n, size_t size)
 {
@@ -180,7 +182,7 @@ grow(void **v, size_t *cap, size_t n, size_t size)
 
     if (n < *cap)
         return 0;
-    ncap = *cap ? *cap * 2 : 8;
+    ncap = *cap ? *cap * 2 : 1;
     p = realloc(*v, ncap * size);
     if (p == NULL)
         return -1;
@@ -1860,7 +1862,7 @@ record(struct rec *r, const struct ksvc *svc, const struct slice_idx *idx,
     r->st.no_local_internal = st.no_local_internal;
     r->st.no_local_external = st.no_local_external;
     /* Kept until the Service changes: no room to spare (a table service
-     * is over 600 bytes, and the arrays grow by 8). */
+     * is 240 bytes, and the arrays double as they grow). */
     shrink((void **)&r->svcs, &r->svcap, r->nsvcs, sizeof(*r->svcs));
     shrink((void **)&r->ksvcs, &r->kcap, r->nksvcs, sizeof(*r->ksvcs));
     if (r->skips != NULL && skip_set_size(r->skips) == 0) {
