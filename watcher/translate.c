@@ -84,18 +84,24 @@ static void
 vnote(const struct translate_opts *o, enum skip_kind kind, const char *ns,
       const char *name, enum skip_reason reason, const char *fmt, va_list ap)
 {
+    struct skip_set *set = o->skips;
     struct skip_note n;
     char what[256], who[512];
 
-    if (o->skips == NULL)
-        return;
+    if (set == NULL && o->skips_at != NULL) {
+        if (*o->skips_at == NULL)
+            *o->skips_at = skip_set_new();
+        set = *o->skips_at;
+    }
+    if (set == NULL)
+        return; /* not wanted, or no memory: not counted */
     vsnprintf(what, sizeof(what), fmt, ap);
     snprintf(who, sizeof(who), "%s/%s", ns ? ns : "", name ? name : "");
     n.kind = kind;
     n.reason = reason;
     n.obj = who;
     n.what = what;
-    (void)skip_set_add(o->skips, &n); /* no memory: not counted */
+    (void)skip_set_add(set, &n); /* no memory: not counted */
 }
 
 /* Note that Service <svc> (or a field of it) is not served. */
@@ -1851,8 +1857,7 @@ record(struct rec *r, const struct ksvc *svc, const struct slice_idx *idx,
     memset(&st, 0, sizeof(st));
     ro.stats = &st;
     ro.skips = NULL;
-    if (o->skips != NULL && (ro.skips = r->skips = skip_set_new()) == NULL)
-        return -1;
+    ro.skips_at = o->skips != NULL ? &r->skips : NULL;
     if (do_service(r, svc, idx, &ro, w) < 0)
         return -1;
     r->st.services = st.services;

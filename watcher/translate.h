@@ -89,6 +89,9 @@ struct translate_opts {
      * Service or EndpointSlice as "ns/name", the field and why. A field
      * looked at for several ports is added once. */
     struct skip_set *skips;
+    /* When <skips> is NULL and this is not: the set is made at the first
+     * skip and put here (a Service's record: most skip nothing). */
+    struct skip_set **skips_at;
     /* Edge balancer outside the cluster: serve only externalIPs and
      * LoadBalancer IPs (ClusterIPs mean nothing out there; NodePorts are
      * the nodes' business). */
