@@ -72,6 +72,8 @@ struct watcher {
     /* CPU time of the loop's thread in watcher_on_publish(): building
      * tables and the publish callback (applying them). */
     uint64_t table_cpu_ns;
+    /* The lines of tables patched into the last one (publish_table()). */
+    struct log_ratelimit publish_rl;
     double *triggers; /* WATCHER_TRIGGERS_MAX, pending trigger times */
     size_t ntriggers;
     uint64_t triggers_dropped;
@@ -287,6 +289,8 @@ static void
 publish_table(struct watcher *w, struct ev_loop *loop)
 {
     struct table *t;
+    uint64_t quiet = 0;
+    char more[64] = "";
     double lat;
 
     if (!w->dirty || !watcher_synced(w))
@@ -316,12 +320,27 @@ publish_table(struct watcher *w, struct ev_loop *loop)
     record_latency(w, lat < 0 ? 0 : lat);
     w->last_publish = ev_now(loop);
     w->tables++;
-    log_info("watcher: publishing table %llu: %zu proxied and %zu kernel "
-             "service(s), %zu Service(s) translated%s (change latency %.1f "
-             "ms)",
-             (unsigned long long)t->generation, t->nservices, t->nksvcs,
-             w->translated_last, t->base != 0 ? " into the last table" : "",
-             lat * 1e3);
+    /* A table patched into the last one (one change, most often) is
+     * logged at most once a second, with how many were not; one built
+     * whole, or a change that took a second or more, always is. A line
+     * each was 100 lines a second at 100 changes a second, and its
+     * write a fifth of the control loop's work for a change. */
+    if (t->base == 0 || lat >= 1.0
+        || log_ratelimit_pass(&w->publish_rl, ev_now(loop), &quiet)) {
+        if (quiet > 0)
+            snprintf(more, sizeof(more), "; %llu more since the last line",
+                     (unsigned long long)quiet);
+        log_info("watcher: publishing table %llu: %zu proxied and %zu "
+                 "kernel service(s), %zu Service(s) translated%s (change "
+                 "latency %.1f ms)%s",
+                 (unsigned long long)t->generation, t->nservices, t->nksvcs,
+                 w->translated_last,
+                 t->base != 0 ? " into the last table" : "", lat * 1e3, more);
+    } else
+        log_debug("watcher: publishing table %llu: %zu Service(s) "
+                  "translated into the last table (change latency %.1f ms)",
+                  (unsigned long long)t->generation, w->translated_last,
+                  lat * 1e3);
     table_unref(w->last);
     w->last = table_ref(t);
     w->publish(t, w->arg);
