@@ -1044,6 +1044,9 @@ kube_start_nft(struct kube *k, const struct conf *c, struct err *e)
         memcpy(nc->nodeport_addrs, c->node.nodeport_addrs,
                c->node.n_nodeport_addrs * sizeof(struct saddr));
     nc->nnodeport_addrs = c->node.n_nodeport_addrs;
+    k->proxy_port = c->node.proxy_port;
+    nc->redirect_ports[0] = k->proxy_port;
+    nc->redirect_ports[1] = affinity_port(k);
     if (nft_conf_check(nc, e) < 0)
         return k->steer ? kube_steer_fallback(k, c, e) : -1;
     if (k->steer && !may_net_admin()) {

@@ -1248,12 +1248,15 @@ ctx_renew(struct nft *n)
 /* The text of services one transaction takes when the table is created
  * from nothing. libnftables holds a whole transaction's objects until
  * its commit: 500 Services of 25 endpoints a part put ferry's peak at
- * 196 MiB at 10,000 Services, 100 (95 KB of text) at 177 MiB. And the
- * kernel checks every verdict map element of the table at each commit:
- * with 100 Services a part, the 10,000 redirects of the proxy dataplane
- * (21 KB of text a hundred) took 15 % of ferry's first sync in the
- * kernel, in 100 commits. By size, the first take about 470 a part. */
-#define CREATE_PART_BYTES (100u << 10)
+ * 196 MiB at 10,000 Services, 100 (95 KB of text) at 177 MiB; at 10,000
+ * of the proxy dataplane's redirects (elements of the shared maps, 60 to
+ * 100 bytes each), parts of 100 KB put its peak 1.5 MiB higher than
+ * parts of 40 KB. And the kernel checks every verdict map element of the
+ * table at each commit: with 100 redirects a part, 100 commits, that
+ * check was 15 % of the first sync. 40 KB: about 40 Services of 25
+ * endpoints, or 500 redirects, a part; the kernel dataplane's first sync
+ * took the same time with parts of 40 and of 100 KB. */
+#define CREATE_PART_BYTES (40u << 10)
 #define CREATE_ELEMS      5000
 
 /* Run <t> if it holds anything, and start it again, lean. */

@@ -115,6 +115,12 @@ struct nft_conf {
     struct cidr service_cidrs[NFT_CIDRS_MAX];
     size_t nservice_cidrs;
     uint32_t masq_mark; /* one bit of the packet mark; 0 = 0x4000 */
+    /* The proxy's ports (0: none): each has a fixed chain,
+     * "redirect-PORT", that redirects new connections to it, where the
+     * addresses of every service redirected to that port lead (at 10,000
+     * Services, 10,000 chains fewer). A service redirected to another
+     * port gets a chain of its own. */
+    uint16_t redirect_ports[2];
 };
 
 /*

@@ -428,6 +428,19 @@ global_chains(const struct nft_conf *c, struct nftgen_group *g)
     r.len = 0;
     sbuf_puts(&r, "meta l4proto tcp reject with tcp reset\nreject\n");
     add_chain(g, "reject-chain", NULL, &r);
+    for (k = 0; k < 2; k++) {
+        char name[32];
+
+        if (c->redirect_ports[k] == 0
+            || (k == 1 && c->redirect_ports[1] == c->redirect_ports[0]))
+            continue;
+        r.len = 0;
+        sbuf_printf(&r, "meta l4proto tcp redirect to :%u\n",
+                    (unsigned)c->redirect_ports[k]);
+        snprintf(name, sizeof(name), "redirect-%u",
+                 (unsigned)c->redirect_ports[k]);
+        add_chain(g, name, NULL, &r);
+    }
     sbuf_deinit(&r);
 }
 
@@ -794,8 +807,9 @@ external_chain(struct svcgen *x, const char *name, const char *svc,
     add_chain(x->g, name, NULL, &x->r);
 }
 
-/* A service of ferry's proxy: every address of family x->f goes to one
- * chain that redirects new connections to the proxy's local port. */
+/* A service of ferry's proxy: every address of family x->f goes to a
+ * chain that redirects new connections to the proxy's local port: the
+ * fixed one of that port (nft_conf.redirect_ports), else its own. */
 static void
 redirect_objs(struct svcgen *x)
 {
@@ -805,13 +819,18 @@ redirect_objs(struct svcgen *x)
 
     if (!svc_has_family(s, f) && !(s->node_port && !svc_has_family(s, !f)))
         return;
-    snprintf(svc, sizeof(svc), "svc%d-%s", f ? 6 : 4, x->base);
     snprintf(fw, sizeof(fw), "fw-%s", x->base);
     snprintf(map, sizeof(map), "svc%d", f ? 6 : 4);
-    r_reset(x);
-    sbuf_printf(&x->r, "meta l4proto tcp redirect to :%u\n",
-                (unsigned)s->redirect_port);
-    add_chain(x->g, svc, NULL, &x->r);
+    if (s->redirect_port == x->c->redirect_ports[0]
+        || s->redirect_port == x->c->redirect_ports[1]) {
+        snprintf(svc, sizeof(svc), "redirect-%u", (unsigned)s->redirect_port);
+    } else {
+        snprintf(svc, sizeof(svc), "svc%d-%s", f ? 6 : 4, x->base);
+        r_reset(x);
+        sbuf_printf(&x->r, "meta l4proto tcp redirect to :%u\n",
+                    (unsigned)s->redirect_port);
+        add_chain(x->g, svc, NULL, &x->r);
+    }
     ip_elems(x, s->cluster_ips, s->ncluster_ips, map, svc);
     ip_elems(x, s->external_ips, s->nexternal_ips, map, svc);
     ip_elems(x, s->lb_ips, s->nlb_ips, map, svc);

@@ -280,6 +280,30 @@ test_gen_redirect(void **state)
     hasnt(t, "noep");
     hasnt(t, "dnat");
     free(t);
+    /* A port the table has a fixed chain for: the addresses go there, and
+     * the service has no chain of its own. */
+    c.redirect_ports[0] = 10263;
+    c.redirect_ports[1] = 10264;
+    t = gen(&c, &f.s);
+    has(t, "add element inet ferry svc4 { 198.18.128.10 . tcp . 80 : goto "
+           "redirect-10263 }");
+    has(t, "nodeports4 { tcp . 30080 : goto redirect-10263 }");
+    hasnt(t, "add chain");
+    hasnt(t, "redirect to");
+    free(t);
+    {
+        struct nftgen_group g;
+
+        nftgen_group_init(&g);
+        assert_int_equal(nftgen_global(&c, &g), 0);
+        t = group_text(&g);
+        nftgen_group_deinit(&g);
+        has(t, "add rule inet ferry redirect-10263 meta l4proto tcp "
+               "redirect to :10263\n");
+        has(t, "add rule inet ferry redirect-10264 meta l4proto tcp "
+               "redirect to :10264\n");
+        free(t);
+    }
     /* The proxy serves TCP only. */
     f.s.proto = NFT_UDP;
     err_clear(&e);
