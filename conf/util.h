@@ -15,6 +15,19 @@
 /* Elements of a true array (not a pointer). */
 #define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 
+/* The value of hex digit <c>, or -1. */
+static inline int
+hexval(int c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
 /* CPU time the calling thread has used, in nanoseconds (0 if unknown). */
 static inline uint64_t
 thread_cpu_ns(void)

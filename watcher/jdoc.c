@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "err.h"
+#include "util.h"
 
 /* The parse in progress. */
 struct parser {
@@ -65,18 +66,6 @@ push(struct parser *p, int type, size_t at, size_t len)
     v->len = (uint32_t)len;
     v->end = (uint32_t)(d->n + 1);
     return (long)d->n++;
-}
-
-static int
-hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
 }
 
 /* Four hex digits at <at>, or -1. */
@@ -542,17 +531,21 @@ jdoc_to_json(const struct jdoc *d, int i)
     }
 }
 
-char *
-jdoc_from_json(struct jdoc *d, const json_t *v, int *at)
+void *
+jdoc_decode_json(const json_t *v,
+                 void *(*decode)(const struct jdoc *d, int at))
 {
     json_t *box = json_pack("[O]", v);
     char *text = box != NULL ? json_dumps(box, JSON_COMPACT) : NULL;
+    struct jdoc d = {0};
+    void *out = NULL;
 
     json_decref(box);
-    if (text != NULL && jdoc_parse(d, text, strlen(text), NULL) < 0) {
-        free(text); /* only out of memory: jansson wrote it */
-        return NULL;
-    }
-    *at = 1; /* the box is value 0 */
-    return text;
+    /* jansson wrote the text: only memory can fail its parse. The box
+     * is value 0, <v> value 1. */
+    if (text != NULL && jdoc_parse(&d, text, strlen(text), NULL) == 0)
+        out = decode(&d, 1);
+    jdoc_free(&d);
+    free(text);
+    return out;
 }

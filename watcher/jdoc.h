@@ -91,10 +91,11 @@ int jdoc_next(const struct jdoc *d, int a, int i);
 #define jdoc_foreach(d, a, i)                                                \
     for ((i) = jdoc_first((d), (a)); (i) >= 0; (i) = jdoc_next((d), (a), (i)))
 
-/* Parse jansson value <v> (any type) into <d>, through its text, which
- * is returned (free it after <d>); *<at> is <v>'s number. NULL when out
- * of memory. For callers that hold JSON and a reader of jdoc (tests). */
-char *jdoc_from_json(struct jdoc *d, const json_t *v, int *at);
+/* <decode> of jansson value <v> (any type), parsed into a jdoc through
+ * its text: for callers that hold JSON and a decoder that reads a jdoc
+ * (tests). NULL when out of memory, or when <decode> returns NULL. */
+void *jdoc_decode_json(const json_t *v,
+                       void *(*decode)(const struct jdoc *d, int at));
 
 /* Value <i> and everything in it as a new jansson value (tests, and the
  * few small parts the callers want as JSON), or NULL when out of

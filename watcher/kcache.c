@@ -424,18 +424,9 @@ obj_rv(const json_t *obj)
 static void *
 decode(struct kcache *c, const json_t *obj)
 {
-    struct jdoc d = {0};
-    char *text;
-    void *out = NULL;
-    int at;
-
     if (c->doc_for == obj && obj != NULL)
         return c->codec->decode(c->doc_of, c->doc_at);
-    if ((text = jdoc_from_json(&d, obj, &at)) != NULL)
-        out = c->codec->decode(&d, at);
-    jdoc_free(&d);
-    free(text);
-    return out;
+    return jdoc_decode_json(obj, c->codec->decode);
 }
 
 static int

@@ -243,19 +243,16 @@ ksvc_decode_doc(const struct jdoc *d, int obj)
     return s;
 }
 
+static void *
+decode_any(const struct jdoc *d, int at)
+{
+    return ksvc_decode_doc(d, at);
+}
+
 struct ksvc *
 ksvc_decode(const json_t *obj)
 {
-    struct ksvc *s = NULL;
-    struct jdoc d = {0};
-    int at;
-    char *text = jdoc_from_json(&d, obj, &at);
-
-    if (text != NULL)
-        s = ksvc_decode_doc(&d, at);
-    jdoc_free(&d);
-    free(text);
-    return s;
+    return jdoc_decode_json(obj, decode_any);
 }
 
 void

@@ -2,6 +2,7 @@
 #include <strings.h>
 
 #include "httpreq.h"
+#include "util.h"
 
 #define BAD(msg)                                                               \
     do {                                                                       \
@@ -15,18 +16,6 @@ is_tchar(unsigned char c)
 {
     return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')
            || (c >= '0' && c <= '9') || (c != 0 && strchr("!#$%&'*+-.^_`|~", c));
-}
-
-static int
-hexval(unsigned char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
 }
 
 /* Percent-decode <n> bytes of <s> into <out> (NUL-terminated). Control
