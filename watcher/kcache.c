@@ -411,13 +411,6 @@ obj_rv(const json_t *obj)
     return v;
 }
 
-/* kcache_put_why() of a decoded kind: decode <obj> (taken) and keep
- * only the result. In a list's cache, an object its base holds at the
- * same resourceVersion is not decoded again: the entry is a mark (no
- * object) that kcache_replace() resolves to the base's object. A relist
- * of a large cluster, where little changed, then makes no new objects:
- * at 10,000 EndpointSlices they were 13 MB, made while the old ones
- * were alive, and their room stayed with the process after. */
 /* Decode <obj>: from the document it came from when it is the one
  * being put (kcache_put_doc(), kcache_apply_line()), else from its JSON
  * written out and parsed. NULL when out of memory. */
@@ -429,6 +422,13 @@ decode(struct kcache *c, const json_t *obj)
     return jdoc_decode_json(obj, c->codec->decode);
 }
 
+/* kcache_put_why() of a decoded kind: decode <obj> (taken) and keep
+ * only the result. In a list's cache, an object its base holds at the
+ * same resourceVersion is not decoded again: the entry is a mark (no
+ * object) that kcache_replace() resolves to the base's object. A relist
+ * of a large cluster, where little changed, then makes no new objects:
+ * at 10,000 EndpointSlices they were 13 MB, made while the old ones
+ * were alive, and their room stayed with the process after. */
 static int
 put_decoded(struct kcache *c, const char *key, json_t *obj, struct err *e)
 {

@@ -189,9 +189,11 @@ int kcache_rv_cmp(const char *a, const char *b, int *cmp);
  * KCACHE_REGRESS, or -1 with <e> filled (obj = "ns/name" when known) and
  * ev->skip set.
  *
- * The line is decoded whole by jansson, whose parser stops at nesting
- * depth JSON_PARSER_MAX_DEPTH (2048 in Debian's build): a line of nothing
- * but '[' is refused after 2049 bytes, however long it is.
+ * The line is parsed whole, by jdoc for a decoded kind (into the cache's
+ * own copy of it; kcache_put_doc()) and by jansson for the others; both
+ * stop at nesting depth 2048 (JDOC_DEPTH, jansson's
+ * JSON_PARSER_MAX_DEPTH in Debian's build): a line of nothing but '['
+ * is refused after 2049 bytes, however long it is.
  */
 int kcache_apply_line(struct kcache *c, const char *line, size_t len,
                       struct kcache_event *ev, struct err *e);
