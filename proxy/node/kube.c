@@ -1054,7 +1054,6 @@ kube_start_nft(struct kube *k, const struct conf *c, struct err *e)
         return kube_steer_fallback(k, c, e);
     }
     k->want_nft = 1;
-    k->proxy_port = c->node.proxy_port;
     ev_timer_init(&k->kretry, kube_on_kretry, 1., 0.);
     k->kretry.data = k;
     ev_timer_init(&k->kverify, kube_on_kverify, KUBE_NFT_VERIFY_S,

@@ -130,6 +130,19 @@ test_shapes(void **state)
         assert_null(s->cluster_ip);
         ksvc_free(s);
     }
+    /* Not an object at all (fuzz_translate found one returned NULL, out
+     * of memory, once JSON went to the decoder through its text): an
+     * empty Service, as before. */
+    {
+        json_t *seven = json_integer(7);
+        struct ksvc *s = ksvc_decode(seven);
+
+        json_decref(seven);
+        assert_non_null(s);
+        assert_int_equal(s->has_spec, 0);
+        assert_string_equal(s->name, "");
+        ksvc_free(s);
+    }
     assert_int_equal(intern_count(), 0);
 }
 
