@@ -54,9 +54,14 @@ push(struct parser *p, int type, size_t at, size_t len)
 
     if (d->n == d->cap) {
         size_t ncap = d->cap ? d->cap * 2 : 256;
-        if (ncap > JDOC_MAX || (v = realloc(d->v, ncap * sizeof(*v))) == NULL)
-            return fail(p, d->n >= JDOC_MAX ? "too many values"
-                                            : "out of memory");
+        if (d->n >= JDOC_MAX)
+            return fail(p, "too many values");
+        if (ncap > JDOC_MAX)
+            ncap = JDOC_MAX;
+        if ((v = realloc(d->v, ncap * sizeof(*v))) == NULL) {
+            d->nomem = 1;
+            return fail(p, "out of memory");
+        }
         d->v = v;
         d->cap = ncap;
     }
@@ -278,8 +283,10 @@ parse_number(struct parser *p)
         p->pos = i;
         return fail(p, "invalid number");
     }
-    if ((t = num_text(s, start, i - start, buf, sizeof(buf))) == NULL)
+    if ((t = num_text(s, start, i - start, buf, sizeof(buf))) == NULL) {
+        p->d->nomem = 1;
         return fail(p, "out of memory");
+    }
     errno = 0;
     if (real) {
         double v = strtod(t, NULL);
@@ -339,6 +346,7 @@ jdoc_parse(struct jdoc *d, char *text, size_t len, struct err *e)
 
     d->text = text;
     d->n = 0;
+    d->nomem = 0;
     skip_ws(&p);
     if (p.pos >= len || (text[p.pos] != '{' && text[p.pos] != '['))
         return fail(&p, "'[' or '{' expected");
@@ -475,19 +483,18 @@ jdoc_next(const struct jdoc *d, int a, int i)
     return j < d->v[a].end ? (int)j : -1;
 }
 
-static double
-real_of(const struct jdoc *d, int i)
+static int
+real_of(const struct jdoc *d, int i, double *out)
 {
     char buf[64], *t = num_text(d->text, d->v[i].at, d->v[i].len, buf,
                                 sizeof(buf));
-    double v;
 
     if (t == NULL)
-        return 0;
-    v = strtod(t, NULL);
+        return -1;
+    *out = strtod(t, NULL);
     if (t != buf)
         free(t);
-    return v;
+    return 0;
 }
 
 json_t *
@@ -495,6 +502,7 @@ jdoc_to_json(const struct jdoc *d, int i)
 {
     const struct jval *v = &d->v[i];
     json_t *out, *x;
+    double r;
     size_t m;
     int k;
 
@@ -503,7 +511,7 @@ jdoc_to_json(const struct jdoc *d, int i)
     case JD_TRUE: return json_true();
     case JD_FALSE: return json_false();
     case JD_INT: return json_integer(jdoc_int(d, i));
-    case JD_REAL: return json_real(real_of(d, i));
+    case JD_REAL: return real_of(d, i, &r) < 0 ? NULL : json_real(r);
     case JD_STR: return json_stringn_nocheck(d->text + v->at, v->len);
     case JD_ARR:
         if ((out = json_array()) == NULL)

@@ -43,6 +43,7 @@ struct jdoc {
     char *text; /* the caller's, changed by the parse */
     struct jval *v;
     size_t n, cap;
+    int nomem; /* the last parse failed for want of memory */
 };
 
 /* Values past this many, or nesting deeper than JDOC_DEPTH, are refused. */
@@ -53,7 +54,8 @@ struct jdoc {
  * unescaped into it; it must stay alive and unchanged while <d> is read)
  * into <d>, reusing its array. The text is one object or array, with
  * only white space around it. Returns 0, or -1 with <e> saying what is
- * wrong and where (line, column, as jansson does). */
+ * wrong and where (line, column, as jansson does); d->nomem then tells
+ * a text that was refused from memory that ran out. */
 int jdoc_parse(struct jdoc *d, char *text, size_t len, struct err *e);
 
 /* Give the array back. The document is empty after. */

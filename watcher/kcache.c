@@ -430,7 +430,8 @@ decode(struct kcache *c, const json_t *obj)
  * at 10,000 EndpointSlices they were 13 MB, made while the old ones
  * were alive, and their room stayed with the process after. */
 static int
-put_decoded(struct kcache *c, const char *key, json_t *obj, struct err *e)
+put_decoded(struct kcache *c, const char *key, json_t *obj,
+            enum skip_reason *why, struct err *e)
 {
     uint32_t h = key_hash(key);
     uint64_t rv = obj_rv(obj);
@@ -440,8 +441,10 @@ put_decoded(struct kcache *c, const char *key, json_t *obj, struct err *e)
     pp = c->n > 0 ? ent_link(c, key, h) : NULL;
     if ((pp == NULL || *pp == NULL) && c->n >= KCACHE_MAX_OBJECTS) {
         json_decref(obj);
+        *why = SKIP_CACHE_FULL;
         return err_set(e, "cache full (%d objects)", KCACHE_MAX_OBJECTS);
     }
+    *why = SKIP_NO_MEMORY;
     if (c->base != NULL && c->base->n > 0 && rv != 0)
         be = *ent_link(c->base, key, h);
     if (be == NULL || be->rv != rv || be->obj == NULL) {
@@ -492,16 +495,18 @@ kcache_put_why(struct kcache *c, json_t *obj, enum skip_reason *why,
         json_decref(obj);
         return -1;
     }
-    *why = SKIP_CACHE_FULL;
     if (c->codec != NULL)
-        return put_decoded(c, key, obj, e);
+        return put_decoded(c, key, obj, why, e);
     if (json_object_get(c->map, key) == NULL
         && json_object_size(c->map) >= KCACHE_MAX_OBJECTS) {
         json_decref(obj);
+        *why = SKIP_CACHE_FULL;
         return err_set(e, "cache full (%d objects)", KCACHE_MAX_OBJECTS);
     }
-    if (json_object_set_new(c->map, key, obj) < 0)
+    if (json_object_set_new(c->map, key, obj) < 0) {
+        *why = SKIP_NO_MEMORY;
         return err_set(e, "out of memory");
+    }
     c->changes++;
     return 0;
 }
@@ -562,7 +567,7 @@ kcache_put_doc(struct kcache *c, const struct jdoc *d, int obj,
 
     if (j == NULL) {
         if (why != NULL)
-            *why = SKIP_CACHE_FULL;
+            *why = SKIP_NO_MEMORY;
         return err_set(e, "out of memory");
     }
     c->doc_for = j;
@@ -851,39 +856,50 @@ apply_bookmark(struct kcache *c, const json_t *obj, struct kcache_event *ev,
     return KCACHE_APPLIED;
 }
 
-/* Watch line <line> as JSON: jansson's whole form for a JSON kind. For
- * a decoded kind it is parsed into c->doc (jdoc.h), and the JSON made
- * of it has the event's type and a slim object (slim_of(); an ERROR's
- * Status whole), which the put decodes from c->doc. NULL with <e>
- * filled. */
-static json_t *
-line_root(struct kcache *c, const char *line, size_t len, struct err *e)
+/* Copy <len> bytes of <line> into c->text. Returns 0 or -1. */
+static int
+take_text(struct kcache *c, const char *line, size_t len)
 {
-    json_error_t jerr;
-    struct err pe;
-    const char *type;
-    json_t *root, *o;
-    int t, obj;
-
-    if (c->codec == NULL) {
-        if ((root = json_loadb(line, len, 0, &jerr)) == NULL)
-            err_set_at(e, jerr.line, jerr.column, "bad JSON: %s", jerr.text);
-        return root;
-    }
     if (len + 1 > c->textcap) {
         char *n = realloc(c->text, len + 1);
-        if (n == NULL) {
-            err_set(e, "out of memory");
-            return NULL;
-        }
+        if (n == NULL)
+            return -1;
         c->text = n;
         c->textcap = len + 1;
     }
     memcpy(c->text, line, len);
+    return 0;
+}
+
+/* Watch line <line> as JSON, parsed into c->doc (jdoc.h): made whole
+ * for a kind kept as JSON; for a decoded kind, the event's type and a
+ * slim object (slim_of(); an ERROR's Status whole), which the put
+ * decodes from c->doc. NULL with <e> filled, and <why> SKIP_NO_MEMORY
+ * when memory ran out. Not jansson's parser: when one of its
+ * allocations fails it can return an object with a key cut short
+ * ("resourceVersio"), which test_oom.c saw. */
+static json_t *
+line_root(struct kcache *c, const char *line, size_t len,
+          enum skip_reason *why, struct err *e)
+{
+    struct err pe;
+    const char *type;
+    json_t *root = NULL, *o;
+    int t, obj;
+
+    if (take_text(c, line, len) < 0)
+        goto oom;
     err_clear(&pe);
     if (jdoc_parse(&c->doc, c->text, len, &pe) < 0) {
+        if (c->doc.nomem)
+            goto oom;
         err_set_at(e, pe.line, pe.col, "bad JSON: %s", pe.msg);
         return NULL;
+    }
+    if (c->codec == NULL) {
+        if ((root = jdoc_to_json(&c->doc, 0)) == NULL)
+            goto oom;
+        return root;
     }
     if ((root = json_object()) == NULL)
         goto oom;
@@ -905,6 +921,7 @@ line_root(struct kcache *c, const char *line, size_t len, struct err *e)
     return root;
 oom:
     json_decref(root);
+    *why = SKIP_NO_MEMORY;
     err_set(e, "out of memory");
     return NULL;
 }
@@ -920,7 +937,7 @@ kcache_apply_line(struct kcache *c, const char *line, size_t len,
     ev->skip = SKIP_MALFORMED;
     json_decref(c->held);
     c->held = NULL;
-    if ((root = line_root(c, line, len, e)) == NULL)
+    if ((root = line_root(c, line, len, &ev->skip, e)) == NULL)
         return -1;
     obj = json_object_get(root, "object");
     if (parse_type(json_object_get(root, "type"), &ev->type) < 0) {

@@ -189,11 +189,12 @@ int kcache_rv_cmp(const char *a, const char *b, int *cmp);
  * KCACHE_REGRESS, or -1 with <e> filled (obj = "ns/name" when known) and
  * ev->skip set.
  *
- * The line is parsed whole, by jdoc for a decoded kind (into the cache's
- * own copy of it; kcache_put_doc()) and by jansson for the others; both
- * stop at nesting depth 2048 (JDOC_DEPTH, jansson's
- * JSON_PARSER_MAX_DEPTH in Debian's build): a line of nothing but '['
- * is refused after 2049 bytes, however long it is.
+ * The line is parsed whole by jdoc, into the cache's own copy of it,
+ * and a kind kept as JSON is made from that (jdoc_to_json()). jdoc stops
+ * at nesting depth 2048 (JDOC_DEPTH, as jansson's JSON_PARSER_MAX_DEPTH
+ * in Debian's build): a line of nothing but '[' is refused after 2049
+ * bytes, however long it is. When memory runs out, -1 comes with
+ * ev->skip SKIP_NO_MEMORY, and the cache and its RV are as they were.
  */
 int kcache_apply_line(struct kcache *c, const char *line, size_t len,
                       struct kcache_event *ev, struct err *e);

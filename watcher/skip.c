@@ -23,6 +23,7 @@ const char *const skip_reason_text[SKIP__COUNT] = {
     [SKIP_CONFLICT] = "conflict",
     [SKIP_NO_NODE_PORT] = "no_node_port",
     [SKIP_BAD_ANNOTATION] = "bad_annotation",
+    [SKIP_NO_MEMORY] = "out_of_memory",
     [SKIP_EXTERNAL_NAME] = "external_name",
     [SKIP_HEADLESS] = "headless",
     [SKIP_OTHER_PROXY] = "other_proxy",

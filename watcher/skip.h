@@ -36,7 +36,7 @@ enum skip_reason {
                                 * type */
     SKIP_TOO_LARGE,            /* a watch line over the line cap */
     SKIP_NAME_TOO_LONG,        /* a name too long for the cache or table */
-    SKIP_CACHE_FULL,           /* object cap reached, or out of memory */
+    SKIP_CACHE_FULL,           /* object cap reached */
     SKIP_BAD_PORT,             /* port, nodePort, healthCheckNodePort or
                                 * EndpointSlice port not in 1-65535 */
     SKIP_BAD_ADDRESS,          /* an IP field that is not an IP literal */
@@ -46,6 +46,9 @@ enum skip_reason {
                                 * service (API or file) */
     SKIP_NO_NODE_PORT,         /* edge to NodePorts: the port has none */
     SKIP_BAD_ANNOTATION,       /* a ferry.dev/ annotation's value */
+    SKIP_NO_MEMORY,            /* memory ran out while taking the object:
+                                * not a fault of the object, which the
+                                * reflector takes again (reflector.c) */
     /* quiet: kube-proxy ignores these too */
     SKIP_EXTERNAL_NAME, /* Service of type ExternalName */
     SKIP_HEADLESS,      /* clusterIP None (or none), headless label */
