@@ -24,6 +24,10 @@ const struct reflector_kind reflector_nodes = {
 
 enum refl_next { NEXT_LIST = 0, NEXT_WATCH };
 
+/* struct reflector's watch_error besides a Status code. */
+#define WATCH_REGRESSED (-1) /* an event's RV went backwards */
+#define WATCH_NOMEM     (-2) /* memory ran out while taking an event */
+
 struct reflector {
     struct ev_loop *loop;
     struct kapi *api;
@@ -48,14 +52,15 @@ struct reflector {
     size_t body_len, body_cap;
     char cont[1024]; /* continue token of the next page */
     int unpaginated; /* after a 410 on continue */
-    struct jdoc page; /* a decoded kind's page, parsed (jdoc.h) */
+    int list_nomem;  /* a page was refused: memory ran out */
+    struct jdoc page; /* the page, parsed (jdoc.h) */
 
     /* current watch */
     struct linebuf lines;
     uint64_t lines_dropped; /* lines.dropped already reported */
     double watch_started;
     uint64_t watch_events;
-    int watch_error; /* ERROR event code, or -1 on RV regression */
+    int watch_error; /* ERROR event code, or WATCH_REGRESSED, WATCH_NOMEM */
     char watch_msg[192];
 
     struct reflector_stats st;
@@ -244,31 +249,23 @@ take_page_meta(struct reflector *r, const char *rv, const char *cont)
     return 0;
 }
 
-/* Put one page's items into the staging cache. Returns 0 or -1. */
+/* An item of a page that the staging cache refused: skipped, or, when
+ * memory ran out, the page refused (-1) so that the list is made again
+ * later. Skipping it would drop the object from the cache in force at
+ * the end of the list, as if it had been deleted. */
 static int
-take_page(struct reflector *r, json_t *page)
+page_skip(struct reflector *r, enum skip_reason why, const struct err *e)
 {
-    const char *rv = json_string_value(
-        json_object_get(json_object_get(page, "metadata"), "resourceVersion"));
-    const char *cont = json_string_value(
-        json_object_get(json_object_get(page, "metadata"), "continue"));
-    json_t *items = json_object_get(page, "items"), *it;
-    size_t i;
-    struct err e;
-
-    if (!json_is_array(items) && !json_is_null(items))
+    if (why == SKIP_NO_MEMORY) {
+        r->list_nomem = 1;
         return -1;
-    json_array_foreach(items, i, it)
-    {
-        enum skip_reason why;
-        err_clear(&e);
-        if (kcache_put_why(r->staging, json_incref(it), &why, &e) < 0)
-            skipped(r, why, e.obj, e.msg);
     }
-    return take_page_meta(r, rv, cont);
+    skipped(r, why, e->obj, e->msg);
+    return 0;
 }
 
-/* take_page() of a decoded kind's page, parsed into r->page. */
+/* Put one page's items, parsed into r->page, into the staging cache.
+ * Returns 0 or -1. */
 static int
 take_page_doc(struct reflector *r)
 {
@@ -283,8 +280,9 @@ take_page_doc(struct reflector *r)
     {
         enum skip_reason why;
         err_clear(&e);
-        if (kcache_put_doc(r->staging, d, it, &why, &e) < 0)
-            skipped(r, why, e.obj, e.msg);
+        if (kcache_put_doc(r->staging, d, it, &why, &e) < 0
+            && page_skip(r, why, &e) < 0)
+            return -1;
     }
     return take_page_meta(r, jdoc_gets(d, md, "resourceVersion"),
                           jdoc_gets(d, md, "continue"));
@@ -331,30 +329,36 @@ list_complete(struct reflector *r)
 }
 
 static void
-log_undecodable(const struct reflector *r)
+log_undecodable(struct reflector *r)
 {
-    log_warn("kube-api: %s list: undecodable response: no items list or "
-             "continue token too long",
-             r->kind->resource);
+    if (r->list_nomem)
+        log_warn("kube-api: %s list: out of memory while taking a page: "
+                 "the cache in force is kept, and the list made again",
+                 r->kind->resource);
+    else
+        log_warn("kube-api: %s list: undecodable response: no items list "
+                 "or continue token too long",
+                 r->kind->resource);
+    r->list_nomem = 0;
 }
 
 static void
 list_on_done(void *arg, const struct kapi_result *res)
 {
     struct reflector *r = arg;
-    json_t *page = NULL;
-    json_error_t jerr;
     int arena, parsed, took;
 
     r->req = NULL;
-    if (res->status == 200 && res->curl_code == 0
-        && kcache_decoded(r->staging)) {
-        /* A kind kept decoded is read from the page's text, parsed in
-         * place (jdoc.h); the little JSON made of each object's metadata
-         * comes from one region, given back at once (jarena.h). */
+    if (res->status == 200 && res->curl_code == 0) {
+        /* The page is parsed in place (jdoc.h), whatever the kind: not
+         * by jansson, whose parser can return a key cut short when one
+         * of its allocations fails (test_oom.c). A kind kept as JSON is
+         * made whole from it; of a decoded kind only the little JSON of
+         * each object's metadata is made, in one region given back at
+         * once (jarena.h). */
         struct err pe;
         err_clear(&pe);
-        arena = jarena_begin() == 0;
+        arena = kcache_decoded(r->staging) && jarena_begin() == 0;
         parsed = jdoc_parse(&r->page, r->body, r->body_len, &pe) == 0;
         took = parsed && take_page_doc(r) == 0;
         r->body_len = 0;
@@ -369,29 +373,13 @@ list_on_done(void *arg, const struct kapi_result *res)
                 list_complete(r);
             return;
         }
-        if (!parsed)
+        if (!parsed && r->page.nomem)
+            r->list_nomem = 1;
+        if (!parsed && !r->list_nomem)
             log_warn("kube-api: %s list: undecodable response: %s",
                      r->kind->resource, pe.msg);
         else
             log_undecodable(r);
-    } else if (res->status == 200 && res->curl_code == 0) {
-        page = json_loadb(r->body, r->body_len, 0, &jerr);
-        r->body_len = 0;
-        if (page != NULL && take_page(r, page) == 0) {
-            json_decref(page);
-            if (r->cont[0] != '\0')
-                start_list(r); /* next page */
-            else
-                list_complete(r);
-            return;
-        }
-        if (page == NULL)
-            log_warn("kube-api: %s list: undecodable response: %s near byte "
-                     "%d",
-                     r->kind->resource, jerr.text, jerr.position);
-        else
-            log_undecodable(r);
-        json_decref(page);
     } else if (res->status == 410 && r->cont[0] != '\0') {
         /* The continue token expired: one unpaginated list, as
          * client-go's pager does. */
@@ -491,13 +479,21 @@ apply_watch_line(struct reflector *r, const char *line, size_t len)
         snprintf(r->watch_msg, sizeof(r->watch_msg), "%s", ev.message);
         return 1;
     case KCACHE_REGRESS:
-        r->watch_error = -1;
+        r->watch_error = WATCH_REGRESSED;
         snprintf(r->watch_msg, sizeof(r->watch_msg),
                  "%s event at resourceVersion %s after %s",
                  kcache_ev_name(ev.type), ev.rv, old_rv);
         return 1;
     default: {
         char what[sizeof(e.msg) + 32];
+        if (ev.skip == SKIP_NO_MEMORY) {
+            /* Not the event's fault: the cache is as it was, and its RV
+             * still before the event, which the next watch brings again. */
+            r->watch_error = WATCH_NOMEM;
+            snprintf(r->watch_msg, sizeof(r->watch_msg), "%.*s",
+                     (int)sizeof(r->watch_msg) - 1, e.msg);
+            return 1;
+        }
         snprintf(what, sizeof(what), "%s", e.msg);
         if (e.line > 0) /* a JSON error: where the parser stopped */
             snprintf(what, sizeof(what), "%s at column %d", e.msg, e.col);
@@ -550,7 +546,12 @@ watch_ended(struct reflector *r, const struct kapi_result *res)
 {
     double lived = ev_now(r->loop) - r->watch_started;
 
-    if (r->watch_error == -1) {
+    if (r->watch_error == WATCH_NOMEM) {
+        log_warn("kube-api: %s watch: %s while taking an event: watching "
+                 "again from resourceVersion %s",
+                 r->kind->resource, r->watch_msg, kcache_rv(r->cache));
+        retry_later(r, NEXT_WATCH, -1);
+    } else if (r->watch_error == WATCH_REGRESSED) {
         log_warn("kube-api: %s watch: resourceVersion went backwards (%s): "
                  "relisting",
                  r->kind->resource, r->watch_msg);

@@ -37,14 +37,14 @@ def dump_bin():
 class Dump:
     """A running ferry-watch-dump; tables collects the parsed lines."""
 
-    def __init__(self, tmp_path, args):
+    def __init__(self, tmp_path, args, env=None):
         self.err_path = tmp_path / "dump.stderr"
         self.tables = []
         self.lock = threading.Lock()
         self.proc = subprocess.Popen(
             [dump_bin(), "--log-level", "debug"] + args,
             stdout=subprocess.PIPE, stderr=open(self.err_path, "w"),
-            text=True)
+            text=True, env=env)
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
 
@@ -97,8 +97,8 @@ def dump_factory(tmp_path, request):
                     "FERRY_WATCH_DUMP" % dump_bin())
     dumps = []
 
-    def start(args):
-        d = Dump(tmp_path, args)
+    def start(args, env=None):
+        d = Dump(tmp_path, args, env)
         dumps.append(d)
         return d
 
@@ -418,3 +418,73 @@ def test_tls_kubeconfig(sim, dump_factory, tmp_path):
     wait_for(lambda: "certificate" in d2.log().lower()
              and "list services" in d2.log(), what="TLS failure logged")
     assert d2.count() == 0
+
+
+def failsize_env(lo, hi):
+    """An environment in which the first allocation of lo..hi bytes fails
+    (tests/tools/failsize.c)."""
+    if os.environ.get("FERRY_SANITIZED"):
+        pytest.skip("a preloaded allocator cannot come before a sanitizer's")
+    so = Path(dump_bin()).parents[1] / "tests" / "tools" / "failsize.so"
+    assert so.exists(), "build tests/tools/failsize.so first"
+    env = dict(os.environ)
+    env.update(LD_PRELOAD=str(so), FAILSIZE_MIN=str(lo), FAILSIZE_MAX=str(hi))
+    return env
+
+
+def big_slice(name, svc, n=1000, pod_len=250):
+    """A slice of <n> endpoints (the API's most) whose Pods have names of
+    <pod_len> characters: about 400 KB of JSON, and a decoded slice of
+    about n * (32 + pod_len) bytes in one block (kslice.c)."""
+    eps = [ep("198.18.%d.%d" % (3 + i // 250, i % 250 + 1))
+           for i in range(n)]
+    for i, e in enumerate(eps):
+        e["targetRef"]["name"] = "web-%s-%04d" % ("p" * (pod_len - 10), i)
+    return web_slice(name, svc, eps)
+
+
+def test_out_of_memory_on_a_watch_event_takes_it_again(sim, dump_factory):
+    """Memory that runs out while a watch event is taken is not the
+    event's fault: the cache and its resourceVersion stay, the watch
+    starts again from there, the server sends the event again and it is
+    applied. Nothing is counted as skipped. The refused allocation is the
+    copy of the one watch line of 380-480 KB (the line buffer and the
+    parser's array grow in powers of two, outside that window)."""
+    s = sim()
+    s.create("services", web_service("web"))
+    s.create("endpointslices", web_slice("web-1", "web", [ep("198.18.2.1")]))
+    d = dump_factory(["--api-server", s.url],
+                     env=failsize_env(380000, 480000))
+    d.wait_table(lambda m: backends(m["default/web:http"]) ==
+                 ["198.18.2.1:8080"], "one backend")
+    s.create("endpointslices", big_slice("web-2", "web"))
+    d.wait_table(lambda m: len(m["default/web:http"]["backends"]) == 1001,
+                 "the event taken after the watch started again")
+    d.wait_log("out of memory while taking an event: watching again from "
+               "resourceVersion")
+    log = d.log()
+    assert "out_of_memory" not in log and "skipped" not in log, log
+    assert d.last()["status"]["relists"] == 0
+
+
+def test_out_of_memory_in_a_list_lists_again(sim, dump_factory):
+    """Memory that runs out while a list's page is taken refuses the page,
+    and the list is made again: the object is not skipped (which would
+    have served its Service without it, and dropped it from a relist's
+    result as if deleted). The refused allocation is the decoded slice's
+    block, 270-300 KB (kslice.c); the page and the parser's array grow in
+    powers of two, outside that window."""
+    s = sim()
+    s.create("services", web_service("web"))
+    s.create("endpointslices", big_slice("web-big", "web"))
+    d = dump_factory(["--api-server", s.url],
+                     env=failsize_env(270000, 300000))
+    d.wait_table(lambda m: len(m["default/web:http"]["backends"]) == 1000,
+                 "the slice taken by the second list")
+    log = d.log()
+    assert "endpointslices list: out of memory while taking a page" in log, log
+    assert "skipped" not in log, log
+    with d.lock:
+        tables = list(d.tables)
+    assert all(len(x["backends"]) == 1000 for t in tables
+               for x in t["services"] if x["name"] == "default/web:http")
