@@ -8,7 +8,8 @@
  * has every such call of ferry's own code (the static libraries it
  * links; not libc's or a shared library's own calls) counted, and the
  * one armed fails as an allocator out of memory does: NULL (or -1) and
- * errno ENOMEM. failalloc_jansson() counts jansson's allocations too.
+ * errno ENOMEM. jansson's allocations are counted too once a test gives
+ * it failalloc_malloc() (json_set_alloc_funcs()).
  *
  * The usual loop: arm failure number k, run the operation, and check
  * that it either failed cleanly (said so, changed nothing it should not
@@ -28,7 +29,7 @@ int failalloc_failed(void);
 /* Allocations counted since the last failalloc_at(). */
 long failalloc_count(void);
 
-/* Route jansson's allocations through the counter as well. */
-void failalloc_jansson(void);
+/* malloc() through the counter, for a library's allocator hook. */
+void *failalloc_malloc(size_t n);
 
 #endif

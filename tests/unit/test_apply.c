@@ -24,6 +24,7 @@
 
 #include <cmocka.h>
 
+#include "failalloc.h"
 #include "proxy.h"
 #include "svc.h"
 #include "worker.h"
@@ -800,6 +801,61 @@ test_no_table_while_draining(void **state)
     assert_int_equal(proxy_table(fx->p)->generation, 1);
 }
 
+/* Each allocation of an apply refused in turn (failalloc.h): the apply
+ * fails, saying why, and the table before stays in force and served as
+ * it was (no frontend of the new table listens); or, where only an
+ * allocation it can do without was refused, the new table is served
+ * whole. One worker, so that every allocation is this thread's. */
+static void
+test_out_of_memory_keeps_the_table(void **state)
+{
+    struct fixture *fx = *state;
+    uint16_t f1 = free_port(), f2 = free_port();
+    struct spec t1[] = {{"a", {f1}, {0, -1}, 0, 0}};
+    struct spec t2[] = {
+        {"a", {f1}, {1, -1}, 0, 0},
+        {"b", {f2}, {2, -1}, 0, 0},
+    };
+    uint64_t in_force;
+    long k, refused = 0;
+
+    apply_ok(fx, t1, 1);
+    in_force = fx->gen;
+    wait_generation(fx, in_force);
+    for (k = 0; k < 5000; k++) {
+        struct table *t = build(fx, t2, 2);
+        struct err e;
+        int rc;
+
+        err_clear(&e);
+        failalloc_at(k);
+        rc = proxy_apply(fx->p, t, PROXY_APPLY_STRICT, &e);
+        failalloc_at(-1);
+        table_unref(t);
+        if (rc == 0) {
+            wait_generation(fx, fx->gen);
+            assert_int_equal(route(fx, f1), 1);
+            assert_int_equal(route(fx, f2), 2);
+            if (!failalloc_failed())
+                break;
+            apply_ok(fx, t1, 1); /* t1 again for the next step */
+            in_force = fx->gen;
+            wait_generation(fx, in_force);
+            continue;
+        }
+        refused++;
+        assert_true(failalloc_failed());
+        if (e.msg[0] == '\0')
+            fail_msg("step %ld: refused without a reason", k);
+        assert_int_equal(proxy_table(fx->p)->generation, in_force);
+        assert_int_equal(worker_generation(proxy_worker(fx->p, 0)), in_force);
+        assert_int_equal(route(fx, f1), 0);
+        assert_int_equal(route(fx, f2), REFUSED);
+    }
+    assert_true(refused > 0);
+    assert_true(k < 5000);
+}
+
 static unsigned one = 1, three = 3;
 
 #define BOTH(fn)                                                               \
@@ -823,6 +879,8 @@ main(void)
         THREADS(test_tables_in_quick_succession),
         THREADS(test_readd_before_threads_commit),
         BOTH(test_no_table_while_draining),
+        cmocka_unit_test_prestate_setup_teardown(
+            test_out_of_memory_keeps_the_table, setup, teardown, &one),
     };
 
     signal(SIGPIPE, SIG_IGN);

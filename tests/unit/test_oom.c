@@ -396,6 +396,6 @@ main(void)
         cmocka_unit_test(test_table_derive),
     };
 
-    failalloc_jansson();
+    json_set_alloc_funcs(failalloc_malloc, free);
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
