@@ -93,15 +93,19 @@ vnote(const struct translate_opts *o, enum skip_kind kind, const char *ns,
             *o->skips_at = skip_set_new();
         set = *o->skips_at;
     }
-    if (set == NULL)
+    if (set == NULL) {
+        if (o->skips_at != NULL && o->notes_lost != NULL)
+            *o->notes_lost = 1; /* no memory for the set */
         return; /* not wanted, or no memory: not counted */
+    }
     vsnprintf(what, sizeof(what), fmt, ap);
     snprintf(who, sizeof(who), "%s/%s", ns ? ns : "", name ? name : "");
     n.kind = kind;
     n.reason = reason;
     n.obj = who;
     n.what = what;
-    (void)skip_set_add(set, &n); /* no memory: not counted */
+    if (skip_set_add(set, &n) < 0 && o->notes_lost != NULL)
+        *o->notes_lost = 1; /* otherwise not counted, that is all */
 }
 
 /* Note that Service <svc> (or a field of it) is not served. */
@@ -1852,13 +1856,17 @@ record(struct rec *r, const struct ksvc *svc, const struct slice_idx *idx,
 {
     struct translate_opts ro = *o;
     struct translate_stats st;
+    int lost = 0;
 
     memset(r, 0, sizeof(*r));
     memset(&st, 0, sizeof(st));
     ro.stats = &st;
     ro.skips = NULL;
     ro.skips_at = o->skips != NULL ? &r->skips : NULL;
-    if (do_service(r, svc, idx, &ro, w) < 0)
+    /* A note lost here would stay lost for every build that plays the
+     * record after (test_translate_memo.c saw it): memory ran out. */
+    ro.notes_lost = &lost;
+    if (do_service(r, svc, idx, &ro, w) < 0 || lost)
         return -1;
     r->st.services = st.services;
     r->st.skipped = st.skipped;

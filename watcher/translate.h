@@ -92,6 +92,9 @@ struct translate_opts {
     /* When <skips> is NULL and this is not: the set is made at the first
      * skip and put here (a Service's record: most skip nothing). */
     struct skip_set **skips_at;
+    /* Set to 1 when a note could not be kept for want of memory (a
+     * record of the memo then fails whole: see record()). */
+    int *notes_lost;
     /* Edge balancer outside the cluster: serve only externalIPs and
      * LoadBalancer IPs (ClusterIPs mean nothing out there; NodePorts are
      * the nodes' business). */
@@ -137,8 +140,9 @@ size_t translate_memo_size(const struct translate_memo *m);
  * <slices> to <out> (unfrozen, normally empty). Objects and fields that
  * cannot be served are skipped and noted in o->skips (and o->stats);
  * nothing is logged. Returns 0, or -1 with <e> filled when memory runs
- * out (<out> is then partial; a skip not noted for lack of memory is only
- * not counted). Borrows everything.
+ * out (<out> is then partial). A note a Service's record cannot keep
+ * fails the build (the memo would lose it for good); one not copied into
+ * o->skips is only not counted. Borrows everything.
  */
 int translate_build(const struct kcache *services, const struct kcache *slices,
                     const struct translate_opts *o, struct table *out,

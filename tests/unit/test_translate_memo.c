@@ -15,6 +15,7 @@
 
 #include <cmocka.h>
 
+#include "failalloc.h"
 #include "translate.h"
 
 #define NSVC   24
@@ -256,21 +257,67 @@ struct build {
     struct translate_stats st;
 };
 
+/* Allocations the last build or patch made (failalloc.h): where a
+ * refused one is drawn from. */
+static long last_allocs = 1;
+
+/* The allocation to refuse next (-1: none), and the count after. */
+static void
+arm(long k)
+{
+    failalloc_at(k);
+}
+
+static void
+disarm(void)
+{
+    long n = failalloc_count();
+
+    failalloc_at(-1);
+    if (n > 0)
+        last_allocs = n;
+}
+
+/* A build through <memo> (or from scratch) with allocation <fail_at>
+ * refused (-1: none). Returns 0, or -1 when the refusal made it fail
+ * (<b> then holds nothing). */
+static int
+build_failing(struct kcache *svcs, struct kcache *slices,
+              const struct translate_opts *base, struct translate_memo *memo,
+              struct build *b, long fail_at)
+{
+    struct translate_opts o = *base;
+    struct err e;
+    int rc;
+
+    memset(b, 0, sizeof(*b));
+    b->t = table_new();
+    b->skips = skip_set_new();
+    assert_non_null(b->t);
+    assert_non_null(b->skips);
+    o.skips = b->skips;
+    o.stats = &b->st;
+    o.memo = memo;
+    err_clear(&e);
+    arm(fail_at);
+    rc = translate_build(svcs, slices, &o, b->t, &e);
+    disarm();
+    if (rc == 0)
+        return 0;
+    assert_int_equal(rc, -1);
+    assert_true(fail_at >= 0 && failalloc_failed());
+    table_unref(b->t);
+    skip_set_free(b->skips);
+    memset(b, 0, sizeof(*b));
+    return -1;
+}
+
 static void
 build(struct kcache *svcs, struct kcache *slices,
       const struct translate_opts *base, struct translate_memo *memo,
       struct build *b)
 {
-    struct translate_opts o = *base;
-    struct err e;
-
-    b->t = table_new();
-    b->skips = skip_set_new();
-    o.skips = b->skips;
-    o.stats = &b->st;
-    o.memo = memo;
-    err_clear(&e);
-    assert_int_equal(translate_build(svcs, slices, &o, b->t, &e), 0);
+    assert_int_equal(build_failing(svcs, slices, base, memo, b, -1), 0);
 }
 
 static void
@@ -279,12 +326,14 @@ copy_note(void *arg, const struct skip_note *n)
     assert_true(skip_set_add(arg, n) >= 0);
 }
 
-/* translate_patch() from <prev> with the keys touched: 1 with <b> made
- * (its skip notes those of <prev>, as the watcher keeps them), or 0. */
+/* translate_patch() from <prev> with the keys touched and allocation
+ * <fail_at> refused (-1: none): 1 with <b> made (its skip notes those of
+ * <prev>, as the watcher keeps them), 0, or -1 when the refusal made it
+ * fail (<b> then holds nothing). */
 static int
-patch(struct kcache *svcs, struct kcache *slices,
-      const struct translate_opts *base, struct translate_memo *memo,
-      const struct build *prev, struct build *b)
+patch_failing(struct kcache *svcs, struct kcache *slices,
+              const struct translate_opts *base, struct translate_memo *memo,
+              const struct build *prev, struct build *b, long fail_at)
 {
     struct translate_opts o = *base;
     const char *sk[64], *lk[64];
@@ -303,9 +352,17 @@ patch(struct kcache *svcs, struct kcache *slices,
     o.stats = &b->st;
     o.memo = memo;
     err_clear(&e);
+    arm(fail_at);
     rc = translate_patch(svcs, slices, &o, prev->t, sk, touched.nsvc, lk,
                          touched.nslice, &b->t, &e);
-    assert_true(rc >= 0);
+    disarm();
+    if (rc < 0) {
+        assert_true(fail_at >= 0 && failalloc_failed());
+        assert_null(b->t);
+        skip_set_free(b->skips);
+        memset(b, 0, sizeof(*b));
+        return -1;
+    }
     if (rc == 0) {
         assert_null(b->t);
         skip_set_free(b->skips);
@@ -329,6 +386,14 @@ patch(struct kcache *svcs, struct kcache *slices,
             assert_ptr_equal(table_ksvc(b->t, i)->arrays, table_ksvc(prev->t, i)->arrays);
     }
     return 1;
+}
+
+static int
+patch(struct kcache *svcs, struct kcache *slices,
+      const struct translate_opts *base, struct translate_memo *memo,
+      const struct build *prev, struct build *b)
+{
+    return patch_failing(svcs, slices, base, memo, prev, b, -1);
 }
 
 static void
@@ -407,7 +472,7 @@ run(int kernel, int edge)
     struct build prev = {0}, prev2 = {0};
     const char *why;
     unsigned i, j, round, conflicts = 0, shares = 0, one = 0, patched = 0;
-    unsigned adopted = 0;
+    unsigned adopted = 0, refused = 0;
 
     assert_non_null(memo);
     assert_non_null(memo2);
@@ -426,7 +491,7 @@ run(int kernel, int edge)
             put(slices, make_slice(i, j));
     }
     for (round = 0; round < NROUND; round++) {
-        struct build inc, full, pat;
+        struct build inc = {0}, full, pat;
         unsigned k, n = 1 + rnd(3), single = rnd(3) == 0;
         touched.nsvc = touched.nslice = 0;
         if (single)
@@ -449,13 +514,37 @@ run(int kernel, int edge)
         }
         if (rnd(40) == 0 && !single)
             relist(svcs); /* the same Services again, decoded anew */
-        build(svcs, slices, &o, memo, &inc);
+        /* Now and then memory runs out in the first try (the watcher
+         * keeps the table before and tries again at the next change):
+         * the memo must not remember anything of the try. */
+        if (rnd(3) == 0
+            && build_failing(svcs, slices, &o, memo, &inc,
+                             (long)rnd((unsigned)last_allocs))
+                   < 0) {
+            refused++;
+            build(svcs, slices, &o, memo, &inc);
+        } else if (inc.t != NULL && failalloc_failed()) {
+            /* Made without one of its skip notes (translate.h): only
+             * the note is missing, and the counters agree without it. */
+            build_free(&inc);
+            build(svcs, slices, &o, memo, &inc);
+        } else if (inc.t == NULL) {
+            build(svcs, slices, &o, memo, &inc);
+        }
         build(svcs, slices, &o, NULL, &full);
         assert_same(&inc, &full, round);
         /* The watcher's way: a patch of the last table when the change
          * allows, a build through the memo otherwise; a table equal to
          * the last is given up for it. */
-        if (prev2.t != NULL && patch(svcs, slices, &o, memo2, &prev2, &pat))
+        memset(&pat, 0, sizeof(pat));
+        if (prev2.t != NULL && rnd(3) == 0
+            && patch_failing(svcs, slices, &o, memo2, &prev2, &pat,
+                             (long)rnd((unsigned)last_allocs))
+                   < 0)
+            refused++;
+        if (pat.t != NULL)
+            patched++;
+        else if (prev2.t != NULL && patch(svcs, slices, &o, memo2, &prev2, &pat))
             patched++;
         else
             build(svcs, slices, &o, memo2, &pat);
@@ -499,6 +588,7 @@ run(int kernel, int edge)
     assert_true(one > 0 && shares > 0);
     assert_true(patched > 0 && patched < NROUND);
     assert_true(adopted > 0);
+    assert_true(refused > 0);
     translate_memo_free(memo2);
     assert_true(translate_memo_size(memo) <= NSVC);
     translate_memo_free(memo);
