@@ -18,6 +18,8 @@
 #define SEL_PROXY    "service.kubernetes.io/service-proxy-name"
 #define ANN_TRIGGER  "endpoints.kubernetes.io/last-change-trigger-time"
 
+#define WATCHER_BUILD_RETRY_S 1.0 /* after a build that ran out of memory */
+
 const double watcher_latency_bounds[WATCHER_LAT_BUCKETS] = {
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10};
 
@@ -297,8 +299,14 @@ publish_table(struct watcher *w, struct ev_loop *loop)
         return;
     w->build_started = ev_time();
     t = build_table(w);
-    if (t == NULL)
-        return; /* keep dirty: the next change retries */
+    if (t == NULL) {
+        /* Out of memory: the table in force stays, and the build is
+         * tried again in a second (a change meanwhile waits for it). */
+        ev_timer_stop(loop, &w->publish_timer);
+        ev_timer_set(&w->publish_timer, WATCHER_BUILD_RETRY_S, 0.);
+        ev_timer_start(loop, &w->publish_timer);
+        return;
+    }
     w->dirty = 0;
     w->built_svc_changes = reflector_stats(w->svc)->changes;
     w->built_eps_changes = reflector_stats(w->eps)->changes;

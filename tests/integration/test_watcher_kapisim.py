@@ -488,3 +488,20 @@ def test_out_of_memory_in_a_list_lists_again(sim, dump_factory):
         tables = list(d.tables)
     assert all(len(x["backends"]) == 1000 for t in tables
                for x in t["services"] if x["name"] == "default/web:http")
+
+
+def test_out_of_memory_in_a_build_tries_again(sim, dump_factory):
+    """A table build that runs out of memory keeps the table in force and
+    is tried again a second later, with no change needed to start it.
+    The refused allocation is the arrays of the Service's 1,000 backends
+    (names of 100 characters: 140-150 KB); the slice's decoded block is
+    132 KB and the buffers grow in powers of two."""
+    s = sim()
+    s.create("services", web_service("web"))
+    s.create("endpointslices", big_slice("web-big", "web", pod_len=100))
+    d = dump_factory(["--api-server", s.url],
+                     env=failsize_env(140000, 150000))
+    d.wait_table(lambda m: len(m["default/web:http"]["backends"]) == 1000,
+                 "the table built again")
+    log = d.log()
+    assert "cannot build the service table: out of memory" in log, log
