@@ -20,6 +20,8 @@
 
 /* clang-format off: cmocka needs setjmp.h and stdarg.h first */
 #include <cmocka.h>
+
+#include "failalloc.h"
 /* clang-format on */
 
 #include "ctclean.h"
@@ -653,6 +655,179 @@ test_diff_lean(void **state)
     nftgen_group_deinit(&b);
 }
 
+/* <text> as sorted lines, each element added to a map or set on a line
+ * of its own ("elem <set> <element>"), whether it came in "add element"
+ * or in a lean "add map|set <name> { <spec> elements = { ... } }": the
+ * two say the same to the kernel. */
+static void
+normal_lines(const char *text, char ***out, size_t *n)
+{
+    static const char *const adds[] = {"add element inet ferry ",
+                                       "add map inet ferry ",
+                                       "add set inet ferry "};
+    const char *p = text;
+    size_t cap = 0, i;
+
+    *out = NULL;
+    *n = 0;
+    while (*p != '\0') {
+        const char *nl = strchr(p, '\n'), *list = NULL, *name = NULL;
+        size_t len = nl ? (size_t)(nl - p) : strlen(p), nlen = 0;
+        char *line = strndup(p, len);
+
+        assert_non_null(line);
+        for (i = 0; i < 3 && list == NULL; i++) {
+            if (strncmp(line, adds[i], strlen(adds[i])) != 0)
+                continue;
+            name = line + strlen(adds[i]);
+            nlen = strcspn(name, " ");
+            list = i == 0 ? strstr(line, " { ") : strstr(line, "elements = { ");
+            if (list != NULL)
+                list = strchr(list, '{') + 2;
+        }
+        if (list == NULL) {
+            if (*n == cap) {
+                cap = cap ? cap * 2 : 64;
+                *out = realloc(*out, cap * sizeof(**out));
+                assert_non_null(*out);
+            }
+            (*out)[(*n)++] = line;
+        } else {
+            const char *end = strstr(list, " }");
+            while (list < end) {
+                size_t el = strcspn(list, ",");
+                char *e;
+                if (list + el > end)
+                    el = (size_t)(end - list);
+                assert_true(asprintf(&e, "elem %.*s %.*s", (int)nlen, name,
+                                     (int)el, list)
+                            > 0);
+                if (*n == cap) {
+                    cap = cap ? cap * 2 : 64;
+                    *out = realloc(*out, cap * sizeof(**out));
+                    assert_non_null(*out);
+                }
+                (*out)[(*n)++] = e;
+                list += el;
+                while (*list == ',' || *list == ' ')
+                    list++;
+            }
+            free(line);
+        }
+        p += len + (nl != NULL);
+    }
+    for (i = 1; i < *n; i++) { /* insertion sort: a few dozen lines */
+        char *x = (*out)[i];
+        size_t j = i;
+        for (; j > 0 && strcmp((*out)[j - 1], x) > 0; j--)
+            (*out)[j] = (*out)[j - 1];
+        (*out)[j] = x;
+    }
+}
+
+/* Nonzero when <a> and <b> give the kernel the same commands. */
+static int
+same_commands(const char *a, const char *b)
+{
+    char **la, **lb;
+    size_t na, nb, i;
+    int same;
+
+    normal_lines(a, &la, &na);
+    normal_lines(b, &lb, &nb);
+    same = na == nb;
+    for (i = 0; i < na && same; i++)
+        same = strcmp(la[i], lb[i]) == 0;
+    for (i = 0; i < na; i++)
+        free(la[i]);
+    for (i = 0; i < nb; i++)
+        free(lb[i]);
+    free(la);
+    free(lb);
+    return same;
+}
+
+/* One of the allocations of making a service's group and a lean
+ * transaction from another group to it refused: the group says it is
+ * incomplete, or the transaction has no text; a text that comes out
+ * gives the kernel the commands the text made without any refusal gives
+ * (a lean one may come out plain: failalloc.h). A wrong text would
+ * program wrong rules into the kernel. */
+static void
+test_gen_out_of_memory(void **state)
+{
+    struct nft_conf c = conf_cidr();
+    struct nftgen_group glob, a;
+    struct cidr ranges[1];
+    struct fix f;
+    char *want = NULL;
+    long k, refused = 0;
+
+    (void)state;
+    fix_init(&f);
+    f.s.node_port = 30080;
+    f.exts[0] = ip("198.18.9.1", 0);
+    f.s.external_ips = f.exts;
+    f.s.nexternal_ips = 1;
+    f.lbs[0] = ip("198.18.9.2", 0);
+    f.s.lb_ips = f.lbs;
+    f.s.nlb_ips = 1;
+    ranges[0] = cidr("198.18.0.0/16");
+    f.s.source_ranges = ranges;
+    f.s.nsource_ranges = 1;
+    f.cips[1] = ip("2001:2::a", 0);
+    f.s.ncluster_ips = 2;
+    f.cl[2].addr = ip("2001:2::5", 8080);
+    f.cl[2].weight = 3;
+    f.s.ncluster_eps = 3;
+    f.s.affinity_s = 600;
+    assert_int_equal(nft_svc_check(&f.s, NULL), 0);
+    nftgen_group_init(&glob);
+    nftgen_group_init(&a);
+    assert_int_equal(nftgen_global(&c, &glob), 0);
+    f.s.ncluster_eps = 2;
+    assert_int_equal(nftgen_service(&c, &f.s, &a), 0);
+    f.s.ncluster_eps = 3;
+    for (k = -1; k < 20000; k++) {
+        struct nftgen_group g;
+        struct nftgen_txn t;
+        char *text = NULL;
+        int rc;
+
+        failalloc_at(k);
+        nftgen_group_init(&g);
+        rc = nftgen_service(&c, &f.s, &g);
+        if (rc == 0) {
+            nftgen_txn_init(&t);
+            nftgen_txn_lean(&t, &glob);
+            nftgen_diff(&t, &a, &g);
+            text = nftgen_txn_text(&t);
+            nftgen_txn_deinit(&t);
+        }
+        failalloc_at(-1);
+        if (k < 0) { /* the text made without refusals */
+            assert_int_equal(rc, 0);
+            assert_non_null(text);
+            want = text;
+            nftgen_group_deinit(&g);
+            continue;
+        }
+        assert_true(rc == 0 || g.oom);
+        if (text != NULL && !same_commands(text, want))
+            fail_msg("step %ld: a different transaction:\n%s\nnot\n%s", k,
+                     text, want);
+        free(text);
+        nftgen_group_deinit(&g);
+        if (!failalloc_failed())
+            break;
+        refused += text == NULL;
+    }
+    assert_true(k < 20000 && refused > 0);
+    free(want);
+    nftgen_group_deinit(&a);
+    nftgen_group_deinit(&glob);
+}
+
 static void
 test_gen_global(void **state)
 {
@@ -1193,6 +1368,7 @@ main(void)
         cmocka_unit_test(test_gen_dual_stack),
         cmocka_unit_test(test_diff_incremental),
         cmocka_unit_test(test_diff_lean),
+        cmocka_unit_test(test_gen_out_of_memory),
         cmocka_unit_test(test_gen_global),
         cmocka_unit_test(test_smap),
         cmocka_unit_test(test_engine_claims),
