@@ -11,12 +11,16 @@
 #include <linux/netfilter/nfnetlink.h>
 #include <linux/netfilter/nfnetlink_conntrack.h>
 #include <linux/netfilter_ipv4/ip_tables.h>
+#include <fcntl.h>
+#include <nftables/libnftables.h>
+#include <sched.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* clang-format off: cmocka needs setjmp.h and stdarg.h first */
 #include <cmocka.h>
@@ -958,6 +962,126 @@ test_engine_claims(void **state)
     nft_free(n);
 }
 
+/* The kernel's table inet ferry as nft lists it; NULL when absent. */
+static char *
+kernel_table(void)
+{
+    struct nft_ctx *x = nft_ctx_new(NFT_CTX_DEFAULT);
+    char *out = NULL;
+
+    assert_non_null(x);
+    assert_int_equal(nft_ctx_buffer_output(x), 0);
+    assert_int_equal(nft_ctx_buffer_error(x), 0);
+    if (nft_run_cmd_from_buffer(x, "list table inet ferry") == 0)
+        out = strdup(nft_ctx_get_output_buffer(x));
+    nft_ctx_free(x);
+    return out;
+}
+
+/* Apply until it works (a retry after a refusal converges), then check
+ * the kernel's table against what a full convergence of the same wanted
+ * state writes. */
+static void
+settle_and_compare(struct nft *n, long step)
+{
+    struct err e;
+    char *got, *want;
+    int i;
+
+    for (i = 0; i < 3; i++) {
+        err_clear(&e);
+        if (nft_apply(n, &e) == 0)
+            break;
+    }
+    if (i == 3)
+        fail_msg("step %ld: cannot apply: %s", step, e.msg);
+    got = kernel_table();
+    nft_resync(n);
+    assert_int_equal(nft_apply(n, &e), 0);
+    want = kernel_table();
+    assert_non_null(got);
+    assert_non_null(want);
+    if (strcmp(got, want) != 0)
+        fail_msg("step %ld: the table after a refusal:\n%s\nnot\n%s", step,
+                 got, want);
+    free(got);
+    free(want);
+}
+
+/* The engine with one allocation of an apply refused, for each in turn
+ * (failalloc.h), against the kernel in a network namespace of the test's
+ * own: the apply fails or works, and once it works again the kernel
+ * holds what a full convergence writes. The wanted state is never lost:
+ * the table names both services when both are wanted. */
+static void
+test_engine_out_of_memory(void **state)
+{
+    struct nft_conf c = conf_cidr();
+    struct fix a, b;
+    struct nft_stats st;
+    struct nft *n;
+    struct err e;
+    long k, refused = 0;
+    int home, has_b = 1;
+    char *t;
+
+    (void)state;
+    if (geteuid() != 0)
+        skip();
+    home = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
+    assert_true(home >= 0);
+    assert_int_equal(unshare(CLONE_NEWNET), 0);
+    fix_init(&a);
+    fix_init(&b);
+    b.s.id = "shop/api:http";
+    b.cips[0] = ip("198.18.128.11", 0);
+    b.cl[0].addr = ip("198.18.1.7", 9090);
+    b.s.node_port = 30081;
+    err_clear(&e);
+    n = nft_new(&c, &e);
+    assert_non_null(n);
+    assert_int_equal(nft_svc_put(n, &a.s, &e), 0);
+    assert_int_equal(nft_svc_put(n, &b.s, &e), 0);
+    assert_int_equal(nft_apply(n, &e), 0);
+    for (k = 0; k < 5000; k++) {
+        int rc, want_b = k % 3 != 0;
+
+        /* A change to apply: an endpoint of a comes or goes, b comes or
+         * goes. A put refused for memory keeps what was there. */
+        a.s.ncluster_eps = 1 + (size_t)(k % 2);
+        err_clear(&e);
+        failalloc_at(k);
+        rc = nft_svc_put(n, &a.s, &e);
+        if (rc == 0 && want_b)
+            rc = nft_svc_put(n, &b.s, &e);
+        else if (rc == 0 && nft_svc_del(n, b.s.id, NFT_TCP) == 0)
+            has_b = 0;
+        if (rc == 0 && want_b)
+            has_b = 1;
+        if (rc == 0)
+            rc = nft_apply(n, &e);
+        failalloc_at(-1);
+        if (rc < 0) {
+            refused++;
+            assert_true(failalloc_failed());
+            assert_true(e.msg[0] != '\0');
+        }
+        nft_get_stats(n, &st);
+        assert_int_equal(st.services, 1 + (size_t)has_b);
+        settle_and_compare(n, k);
+        t = kernel_table();
+        assert_non_null(strstr(t, "svc4-default/web/http/tcp"));
+        assert_int_equal(strstr(t, "svc4-shop/api/http/tcp") != NULL, has_b);
+        free(t);
+        if (!failalloc_failed())
+            break;
+    }
+    assert_true(k < 5000 && refused > 0);
+    nft_free(n);
+    assert_int_equal(setns(home, CLONE_NEWNET), 0);
+    close(home);
+}
+
 /* ---------------------------------------------------------------- JSON */
 
 static void
@@ -1372,6 +1496,7 @@ main(void)
         cmocka_unit_test(test_gen_global),
         cmocka_unit_test(test_smap),
         cmocka_unit_test(test_engine_claims),
+        cmocka_unit_test(test_engine_out_of_memory),
         cmocka_unit_test(test_json_parse),
         cmocka_unit_test(test_listing_parse),
         cmocka_unit_test(test_dump_counts),
