@@ -10,6 +10,7 @@
 #include <cmocka.h>
 
 #include "config.h"
+#include "failalloc.h"
 #include "kube.h"
 
 /* A table of services "name=fe1,fe2;name2=fe" (frontends IP:port),
@@ -423,6 +424,60 @@ test_sni_address_kept(void **state)
     conf_free(c);
 }
 
+/* Each allocation of a merge refused in turn (failalloc.h): no table
+ * and a reason, or the table made without refusals (a conflict's note
+ * may go missing: it is then only not counted). */
+static void
+test_out_of_memory(void **state)
+{
+    struct table *st = mk("web=198.18.0.10:80;db=198.18.0.11:5432", 2);
+    struct table *api = mk("shop/web:http=198.18.0.10:80,198.18.5.5:80;"
+                           "shop/db:pg=198.18.0.12:5432",
+                           9);
+    struct skip_set *ref = skip_set_new();
+    struct saddr np[1];
+    char want_names[1024], want_vips[1024];
+    const char *why;
+    struct table *t;
+    struct err e;
+    size_t want_notes;
+    long k, refused = 0;
+
+    (void)state;
+    assert_int_equal(parse_ip("198.18.1.1", 0, &np[0], &why), 0);
+    t = merge(st, api, 1, 5, ref);
+    snprintf(want_names, sizeof(want_names), "%s", names(t));
+    snprintf(want_vips, sizeof(want_vips), "%s", vips(t));
+    want_notes = skip_set_size(ref);
+    assert_true(want_notes > 0); /* shop/web:http's clash */
+    table_unref(t);
+    skip_set_free(ref);
+    for (k = 0; k < 5000; k++) {
+        ref = skip_set_new();
+        err_clear(&e);
+        failalloc_at(k);
+        t = kube_merge(st, api, np, 1, 1, NULL, 0, 6, ref, &e);
+        failalloc_at(-1);
+        if (t == NULL) {
+            refused++;
+            assert_true(failalloc_failed());
+            assert_true(e.msg[0] != '\0');
+        } else {
+            assert_true(t->frozen);
+            assert_string_equal(names(t), want_names);
+            assert_string_equal(vips(t), want_vips);
+            assert_true(skip_set_size(ref) <= want_notes);
+            table_unref(t);
+        }
+        skip_set_free(ref);
+        if (!failalloc_failed())
+            break;
+    }
+    assert_true(k < 5000 && refused > 0);
+    table_unref(st);
+    table_unref(api);
+}
+
 int
 main(void)
 {
@@ -436,6 +491,7 @@ main(void)
         cmocka_unit_test(test_address_overlap),
         cmocka_unit_test(test_order_and_generation),
         cmocka_unit_test(test_sni_address_kept),
+        cmocka_unit_test(test_out_of_memory),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
