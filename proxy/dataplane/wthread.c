@@ -24,25 +24,66 @@ wthread_on_idle(struct worker *w)
         ev_async_send(t->ctl, t->ctl_wake);
 }
 
-static void
+#define WTHREAD_RETRY_S 0.5 /* a plan that ran out of memory, again */
+
+/* Commit <pl>. Returns 1 when the thread keeps it to try again (out of
+ * memory: the listeners it has stay as they are until then), else 0 (the
+ * caller frees it). */
+static int
 take_plan(struct wthread *t, struct apply_plan *pl)
 {
     uint64_t t0;
+    int rc;
 
     if (t->draining)
-        return; /* its listeners are closed for good */
+        return 0; /* its listeners are closed for good */
     t0 = thread_cpu_ns();
-    if (apply_plan_commit(&t->w, pl) < 0)
-        log_error("worker %u: out of memory applying a table; it keeps "
-                  "its listeners",
-                  t->w.id);
+    rc = apply_plan_commit(&t->w, pl);
     atomic_fetch_add_explicit(&stats_proc.apply_cpu_ns, thread_cpu_ns() - t0,
                               memory_order_relaxed);
+    if (rc == 0)
+        return 0;
+    log_error("worker %u: out of memory applying table %llu; it keeps its "
+              "listeners and tries again in %.1f s",
+              t->w.id, (unsigned long long)pl->t->generation,
+              WTHREAD_RETRY_S);
+    t->retry = pl;
+    ev_timer_set(&t->retry_timer, WTHREAD_RETRY_S, 0.);
+    ev_timer_start(t->w.loop, &t->retry_timer);
+    return 1;
+}
+
+/* A newer plan came, or the thread stops: the one kept for a retry goes
+ * (into <newer>, which takes over its fresh listeners, when given). */
+static void
+drop_retry(struct wthread *t, struct apply_plan *newer)
+{
+    if (t->retry == NULL)
+        return;
+    ev_timer_stop(t->w.loop, &t->retry_timer);
+    if (newer != NULL)
+        apply_plan_adopt(newer, t->retry);
+    apply_plan_free(t->retry);
+    t->retry = NULL;
+}
+
+static void
+wthread_on_retry(struct ev_loop *loop, struct ev_timer *tm, int rev)
+{
+    struct wthread *t = tm->data;
+    struct apply_plan *pl = t->retry;
+
+    (void)loop;
+    (void)rev;
+    t->retry = NULL;
+    if (pl != NULL && !take_plan(t, pl))
+        apply_plan_free(pl);
 }
 
 static void
 take_stop(struct ev_loop *loop, struct wthread *t)
 {
+    drop_retry(t, NULL);
     listener_free_list(&t->w.listeners);
     worker_forget_order(&t->w);
     t->w.on_idle = NULL;
@@ -114,8 +155,11 @@ wthread_on_wake(struct ev_loop *loop, struct ev_async *a, int rev)
     orders = t->orders;
     t->orders = 0;
     pthread_mutex_unlock(&t->mu);
-    if (pl != NULL && !(orders & WTHREAD_STOP))
-        take_plan(t, pl);
+    if (pl != NULL && !(orders & WTHREAD_STOP)) {
+        drop_retry(t, pl);
+        if (take_plan(t, pl))
+            pl = NULL; /* kept for a retry */
+    }
     apply_plan_free(pl);
     if (orders & WTHREAD_EXPORT)
         take_export(t);
@@ -163,6 +207,8 @@ wthread_start(struct wthread *t, unsigned id, unsigned nworkers,
     pthread_cond_init(&t->cond, NULL);
     ev_async_init(&t->wake, wthread_on_wake);
     t->wake.data = t;
+    ev_timer_init(&t->retry_timer, wthread_on_retry, WTHREAD_RETRY_S, 0.);
+    t->retry_timer.data = t;
     ev_async_start(loop, &t->wake);
     /* Signals are for the control loop: the thread blocks them all. */
     sigfillset(&all);

@@ -48,6 +48,10 @@ struct wthread {
     size_t nexported;
     int exported_done;
     atomic_int idle;         /* draining and without connections */
+    /* The thread's own: a plan it could not commit (out of memory),
+     * tried again when <retry_timer> fires unless a newer one comes. */
+    struct apply_plan *retry;
+    struct ev_timer retry_timer;
     /* Control loop only (apply.c): the addresses the thread listens on
      * once the plans posted so far are committed; those it may still
      * listen on until then; the generation of the newest plan posted. */

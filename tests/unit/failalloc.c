@@ -1,5 +1,7 @@
 /* Allocation failure injection for unit tests: see failalloc.h. */
 #include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,41 +26,57 @@ void *__wrap_aligned_alloc(size_t a, size_t n);
 int __wrap_vasprintf(char **out, const char *fmt, va_list ap);
 int __wrap_asprintf(char **out, const char *fmt, ...);
 
-static long armed = -1, seen;
-static int failed;
+/* Shared by every thread of the test: atomics, so that a worker
+ * thread's allocations are counted without a race. */
+static _Atomic long armed = -1, seen;
+static atomic_int failed, others;
+static pthread_t owner;
 
 void
 failalloc_at(long k)
 {
-    armed = k;
-    seen = 0;
+    atomic_store(&others, 0);
+    atomic_store(&seen, 0);
     if (k >= 0)
-        failed = 0;
+        atomic_store(&failed, 0);
+    atomic_store(&armed, k);
+}
+
+void
+failalloc_at_others(long k)
+{
+    owner = pthread_self();
+    atomic_store(&others, 1);
+    atomic_store(&seen, 0);
+    atomic_store(&failed, 0);
+    atomic_store(&armed, k);
 }
 
 int
 failalloc_failed(void)
 {
-    return failed;
+    return atomic_load(&failed);
 }
 
 long
 failalloc_count(void)
 {
-    return seen;
+    return atomic_load(&seen);
 }
 
 /* Count one allocation; nonzero when it is the one to refuse. */
 static int
 refuse(void)
 {
-    if (armed >= 0 && seen++ == armed) {
-        failed = 1;
+    long k = atomic_load(&armed);
+
+    if (atomic_load(&others) && pthread_equal(pthread_self(), owner))
+        return 0;
+    if (atomic_fetch_add(&seen, 1) == k && k >= 0) {
+        atomic_store(&failed, 1);
         errno = ENOMEM;
         return 1;
     }
-    if (armed < 0)
-        seen++;
     return 0;
 }
 

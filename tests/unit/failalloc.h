@@ -23,6 +23,10 @@
  * (and failalloc_failed() still tells about the run before). */
 void failalloc_at(long k);
 
+/* The <k>th allocation from now made by a thread other than the caller
+ * (a worker's) fails; the caller's are not counted. */
+void failalloc_at_others(long k);
+
 /* Nonzero when the armed allocation came and was refused. */
 int failalloc_failed(void);
 

@@ -856,6 +856,48 @@ test_out_of_memory_keeps_the_table(void **state)
     assert_true(k < 5000);
 }
 
+/* Each allocation of the worker thread's commit refused in turn: the
+ * apply is done on the control loop's side, the worker keeps its
+ * listeners, and takes the table again half a second later; the new
+ * table is then served whole. */
+static void
+test_worker_out_of_memory_tries_again(void **state)
+{
+    struct fixture *fx = *state;
+    uint16_t f1 = free_port(), f2 = free_port();
+    struct spec t1[] = {{"a", {f1}, {0, -1}, 0, 0}};
+    struct spec t2[] = {
+        {"a", {f1}, {1, -1}, 0, 0},
+        {"b", {f2}, {2, -1}, 0, 0},
+    };
+    long k, refused = 0;
+
+    apply_ok(fx, t1, 1);
+    wait_generation(fx, fx->gen);
+    for (k = 0; k < 5000; k++) {
+        struct table *t = build(fx, t2, 2);
+        struct err e;
+        int failed;
+
+        err_clear(&e);
+        failalloc_at_others(k);
+        assert_int_equal(proxy_apply(fx->p, t, PROXY_APPLY_STRICT, &e), 0);
+        table_unref(t);
+        wait_generation(fx, fx->gen);
+        failed = failalloc_failed();
+        failalloc_at(-1);
+        assert_int_equal(route(fx, f1), 1);
+        assert_int_equal(route(fx, f2), 2);
+        if (!failed)
+            break;
+        refused++;
+        apply_ok(fx, t1, 1);
+        wait_generation(fx, fx->gen);
+    }
+    assert_true(refused > 0);
+    assert_true(k < 5000);
+}
+
 static unsigned one = 1, three = 3;
 
 #define BOTH(fn)                                                               \
@@ -881,6 +923,8 @@ main(void)
         BOTH(test_no_table_while_draining),
         cmocka_unit_test_prestate_setup_teardown(
             test_out_of_memory_keeps_the_table, setup, teardown, &one),
+        cmocka_unit_test_prestate_setup_teardown(
+            test_worker_out_of_memory_tries_again, setup, teardown, &one),
     };
 
     signal(SIGPIPE, SIG_IGN);
