@@ -12,6 +12,7 @@ the repository root.
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import socket
@@ -802,3 +803,36 @@ def test_ferry_engine_targets(tmp_path):
                    or ("connrate" in k and t in k) for k in med), med.keys()
     summary = (out / "summary.md").read_text()
     assert "ferry-epoll" in summary and "ferry-io_uring" in summary
+
+
+def test_nftshards_smoke():
+    """bench/nftshards.py: a few Services in one table and in two, one
+    line each with positive kernel times, and its namespace gone after.
+    It checks the tool, never the figures."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root (network namespaces, nftables)")
+    for tool in ("ip", "nft", "strace"):
+        if shutil.which(tool) is None:
+            pytest.skip("needs the %s command" % tool)
+    before = subprocess.run(["ip", "netns", "list"], capture_output=True,
+                            text=True).stdout
+    res = subprocess.run(
+        [os.path.join(ROOT, "bench", "nftshards.py"), "--services", "30",
+         "--tables", "1", "2", "--changes", "2", "--part", "7"],
+        capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    assert [re.match(r"30 services in (\d+) table", x).group(1)
+            for x in lines] == ["1", "2"], res.stdout
+    for x in lines:
+        m = re.search(r"min ([0-9.]+), median ([0-9.]+), max ([0-9.]+) "
+                      r"\(2 changes\)", x)
+        assert m and 0 < float(m.group(1)) <= float(m.group(3)), x
+    after = subprocess.run(["ip", "netns", "list"], capture_output=True,
+                           text=True).stdout
+    assert "ferry-shards" not in after and after.count("\n") <= \
+        before.count("\n"), after
+    res = subprocess.run([os.path.join(ROOT, "bench", "nftshards.py"),
+                          "--tables", "0"], capture_output=True, text=True,
+                         timeout=30)
+    assert res.returncode == 2 and "--tables" in res.stderr
