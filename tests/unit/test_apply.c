@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -34,7 +35,7 @@
 #define DEADLINE_S 5.0  /* waiting for threads or a connection */
 #define NDUMMY     1024 /* descriptors held to fill the limit */
 
-enum { REFUSED = -1, TIMEOUT = -2 };
+enum { REFUSED = -1, TIMEOUT = -2, CLOSED = -3 };
 
 struct fixture {
     struct ev_loop *loop;
@@ -898,6 +899,79 @@ test_worker_out_of_memory_tries_again(void **state)
     assert_true(k < 5000);
 }
 
+/* Connect to frontend <port>: the index of the backend reached, CLOSED
+ * when ferry closes the client first, or TIMEOUT. */
+static int
+route_or_closed(struct fixture *fx, uint16_t port)
+{
+    struct saddr a = loopback(port);
+    double end = now_s() + DEADLINE_S;
+    int c = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), i, fd;
+
+    assert_true(c >= 0);
+    assert_int_equal(connect(c, &a.u.sa, a.len), 0);
+    while (now_s() < end) {
+        struct pollfd pf = {c, POLLIN, 0};
+        char b;
+        turn(fx);
+        for (i = 0; i < NBE; i++) {
+            fd = accept4(fx->be[i], NULL, NULL, SOCK_CLOEXEC);
+            if (fd >= 0) {
+                close(fd);
+                close(c);
+                return i;
+            }
+        }
+        if (poll(&pf, 1, 0) == 1 && recv(c, &b, 1, MSG_DONTWAIT) <= 0) {
+            close(c);
+            return CLOSED;
+        }
+    }
+    close(c);
+    return TIMEOUT;
+}
+
+/* Each allocation a worker makes for a first connection (its pools are
+ * empty) refused in turn, in a proxy made anew each time: that
+ * connection is closed, or it goes through; the next one goes through,
+ * and the worker goes on serving. */
+static void
+test_data_path_out_of_memory(void **state)
+{
+    struct fixture *fx = *state;
+    uint16_t f1 = free_port();
+    struct spec t1[] = {{"a", {f1}, {0, -1}, 0, 0}};
+    long k, refused = 0;
+
+    for (k = 0; k < 2000; k++) {
+        struct err e;
+        int r, failed;
+
+        if (k > 0) { /* a proxy with empty pools */
+            proxy_free(fx->p);
+            fx->p = proxy_new(fx->loop);
+            assert_non_null(fx->p);
+            err_clear(&e);
+            assert_int_equal(proxy_start_workers(fx->p, 1, &e), 1);
+        }
+        apply_ok(fx, t1, 1);
+        wait_generation(fx, fx->gen);
+        failalloc_at_others(k);
+        r = route_or_closed(fx, f1);
+        failed = failalloc_failed();
+        failalloc_at(-1);
+        if (!(r == 0 || (failed && r == CLOSED)))
+            fail_msg("step %ld: connection %d", k, r);
+        assert_int_equal(route(fx, f1), 0);
+        assert_int_equal(route(fx, f1), 0);
+        if (!failed)
+            break;
+        refused++;
+    }
+    assert_true(refused > 0);
+    assert_true(k < 2000);
+}
+
 static unsigned one = 1, three = 3;
 
 #define BOTH(fn)                                                               \
@@ -925,6 +999,8 @@ main(void)
             test_out_of_memory_keeps_the_table, setup, teardown, &one),
         cmocka_unit_test_prestate_setup_teardown(
             test_worker_out_of_memory_tries_again, setup, teardown, &one),
+        cmocka_unit_test_prestate_setup_teardown(
+            test_data_path_out_of_memory, setup, teardown, &one),
     };
 
     signal(SIGPIPE, SIG_IGN);
