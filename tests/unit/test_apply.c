@@ -806,7 +806,8 @@ test_no_table_while_draining(void **state)
  * fails, saying why, and the table before stays in force and served as
  * it was (no frontend of the new table listens); or, where only an
  * allocation it can do without was refused, the new table is served
- * whole. One worker, so that every allocation is this thread's. */
+ * whole. One worker; failalloc_at() counts its thread too, and a refusal
+ * there is taken again (the next test). */
 static void
 test_out_of_memory_keeps_the_table(void **state)
 {

@@ -23,6 +23,7 @@
 #include "ksvc.h"
 #include "sqjson.h"
 #include "table.h"
+#include "tblfix.h"
 
 /* Past this many allocations an operation is taken to loop. */
 #define MAX_STEPS 2000
@@ -292,31 +293,6 @@ test_list_page(void **state)
     assert_int_equal(intern_count(), 0);
 }
 
-/* A service on <fe> with two backends from port <port>. */
-static void
-service(struct tbl_service *s, const char *name, const char *fe,
-        struct saddr *fes, struct tbl_backend *bes, uint16_t port)
-{
-    const char *why;
-    int i;
-
-    memset(s, 0, sizeof(*s));
-    s->name = name;
-    assert_int_equal(parse_hostport(fe, &fes[0], 0, &why), 0);
-    s->frontends = fes;
-    s->nfrontends = 1;
-    for (i = 0; i < 2; i++) {
-        memset(&bes[i], 0, sizeof(bes[i]));
-        assert_int_equal(
-            parse_ip("127.0.0.1", (uint16_t)(port + i), &bes[i].addr, &why), 0);
-        bes[i].name = name;
-        bes[i].weight = 1;
-        bes[i].flags = TBL_BE_READY | TBL_BE_SERVING;
-    }
-    s->backends = bes;
-    s->nbackends = 2;
-}
-
 /* A table derived from another, a service replaced in it and one added,
  * each allocation refused in turn: the step fails, and the table it came
  * from is untouched and still whole. */
@@ -339,7 +315,7 @@ test_table_derive(void **state)
     for (i = 0; i < N; i++) {
         snprintf(names[i], sizeof(names[i]), "svc-%zu", i);
         snprintf(fe, sizeof(fe), "127.0.%zu.%zu:80", i / 200, i % 200 + 1);
-        service(&s, names[i], fe, fes[i], bes[i], 30000);
+        make_service(&s, names[i], fe, fes[i], bes[i], 30000);
         assert_int_equal(table_add_service(a, &s, &e), 0);
     }
     table_freeze(a, 1);
@@ -353,9 +329,9 @@ test_table_derive(void **state)
         if (b != NULL) {
             snprintf(fe, sizeof(fe), "127.0.%zu.%zu:80", at / 200,
                      at % 200 + 1);
-            service(&s, names[at], fe, fes[N], bes[N], 40000);
+            make_service(&s, names[at], fe, fes[N], bes[N], 40000);
             if (table_replace_service(b, at, &s, &e) == 0) {
-                service(&s, names[N + 1], "127.0.99.1:80", fes[N + 1],
+                make_service(&s, names[N + 1], "127.0.99.1:80", fes[N + 1],
                         bes[N + 1], 41000);
                 ok = table_add_service(b, &s, &e) == 0;
             }

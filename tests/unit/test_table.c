@@ -12,42 +12,7 @@
 #include <cmocka.h>
 
 #include "table.h"
-
-/* A service named <name> listening on <fe> with backends on 127.0.0.1
- * ports <be_port> and <be_port>+1; arrays live in the caller's storage. */
-static void
-make_service(struct tbl_service *s, const char *name, const char *fe,
-             struct saddr *fes, struct tbl_backend *bes, uint16_t be_port)
-{
-    const char *why;
-    int i;
-
-    memset(s, 0, sizeof(*s));
-    s->name = name;
-    assert_int_equal(parse_hostport(fe, &fes[0], 0, &why), 0);
-    s->frontends = fes;
-    s->nfrontends = 1;
-    for (i = 0; i < 2; i++) {
-        memset(&bes[i], 0, sizeof(bes[i]));
-        assert_int_equal(parse_ip("127.0.0.1", (uint16_t)(be_port + i),
-                                  &bes[i].addr, &why),
-                         0);
-        /* Names outlive the call: tests compare the arrays later. */
-        static char names[64][TBL_NAME_MAX];
-        static unsigned next;
-        char *nm = names[next++ % 64];
-        snprintf(nm, TBL_NAME_MAX, "%s-%d", name, i);
-        bes[i].name = nm;
-        bes[i].weight = 1;
-        bes[i].flags = TBL_BE_READY | TBL_BE_SERVING;
-    }
-    s->backends = bes;
-    s->nbackends = 2;
-    s->balance = TBL_BAL_LEASTCONN;
-    s->connect_timeout_ms = 2000;
-    s->idle_timeout_ms = 60000;
-    s->retries = 3;
-}
+#include "tblfix.h"
 
 static void
 test_add_find(void **state)
