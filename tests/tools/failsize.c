@@ -9,6 +9,7 @@
  * glibc's own entry points, and a sanitizer's runtime must come first.
  */
 #include <errno.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdlib.h>
 
@@ -21,7 +22,7 @@ void *calloc(size_t m, size_t n);
 void *realloc(void *p, size_t n);
 
 static size_t lo = 1, hi;
-static int spent;
+static atomic_int spent; /* one refusal, whichever thread asks first */
 
 __attribute__((constructor)) static void
 failsize_init(void)
@@ -38,9 +39,8 @@ failsize_init(void)
 static int
 refuse(size_t n)
 {
-    if (spent || n < lo || n > hi)
+    if (n < lo || n > hi || atomic_exchange(&spent, 1))
         return 0;
-    spent = 1;
     errno = ENOMEM;
     return 1;
 }
