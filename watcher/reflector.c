@@ -132,6 +132,20 @@ retry_later(struct reflector *r, enum refl_next next, double retry_after)
     next_in(r, next, d);
 }
 
+/* Memory ran out while a watch event or a list page was taken: not the
+ * server's fault, so it stays healthy (no "lost the API server", no
+ * error counted, /readyz unchanged), but the next try waits as a retry
+ * would, so that memory that stays short is not hammered. */
+static void
+retry_nomem(struct reflector *r, enum refl_next next)
+{
+    double d = backoff_next(&r->bo, ev_now(r->loop), backoff_rand());
+
+    log_info("kube-api: %s: %s again in %.1fs", r->kind->resource,
+             next == NEXT_LIST ? "listing" : "watching", d);
+    next_in(r, next, d);
+}
+
 /* A watch whose resourceVersion the server compacted away (410 Gone)
  * lists again: the API's normal course, not a failure. The server stays
  * healthy (no "lost the API server", no error counted); the list waits
@@ -258,6 +272,7 @@ page_skip(struct reflector *r, enum skip_reason why, const struct err *e)
 {
     if (why == SKIP_NO_MEMORY) {
         r->list_nomem = 1;
+        r->st.nomem++;
         return -1;
     }
     skipped(r, why, e->obj, e->msg);
@@ -373,9 +388,17 @@ list_on_done(void *arg, const struct kapi_result *res)
                 list_complete(r);
             return;
         }
-        if (!parsed && r->page.nomem)
+        if (!parsed && r->page.nomem) {
             r->list_nomem = 1;
-        if (!parsed && !r->list_nomem)
+            r->st.nomem++;
+        }
+        if (r->list_nomem) {
+            log_undecodable(r);
+            r->cont[0] = '\0';
+            retry_nomem(r, NEXT_LIST);
+            return;
+        }
+        if (!parsed)
             log_warn("kube-api: %s list: undecodable response: %s",
                      r->kind->resource, pe.msg);
         else
@@ -490,6 +513,7 @@ apply_watch_line(struct reflector *r, const char *line, size_t len)
             /* Not the event's fault: the cache is as it was, and its RV
              * still before the event, which the next watch brings again. */
             r->watch_error = WATCH_NOMEM;
+            r->st.nomem++;
             snprintf(r->watch_msg, sizeof(r->watch_msg), "%.*s",
                      (int)sizeof(r->watch_msg) - 1, e.msg);
             return 1;
@@ -550,7 +574,7 @@ watch_ended(struct reflector *r, const struct kapi_result *res)
         log_warn("kube-api: %s watch: %s while taking an event: watching "
                  "again from resourceVersion %s",
                  r->kind->resource, r->watch_msg, kcache_rv(r->cache));
-        retry_later(r, NEXT_WATCH, -1);
+        retry_nomem(r, NEXT_WATCH);
     } else if (r->watch_error == WATCH_REGRESSED) {
         log_warn("kube-api: %s watch: resourceVersion went backwards (%s): "
                  "relisting",

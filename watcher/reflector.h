@@ -54,6 +54,8 @@ struct reflector_stats {
     uint64_t bad_lines;      /* lines or list items skipped (also
                               * reported through on_skip) */
     uint64_t errors;         /* failed requests */
+    uint64_t nomem;          /* watch events and list pages refused for
+                              * want of memory (taken again) */
     double last_sync;        /* loop time of the last completed list */
     double failing_since;    /* loop time of the first failure of the
                               * current streak, 0 when healthy */

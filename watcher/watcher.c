@@ -54,6 +54,7 @@ struct watcher {
     int dirty_all;
     uint64_t seen_changes[2]; /* kcache_changes() accounted for */
     uint64_t patched;         /* tables made by translate_patch() */
+    uint64_t nomem_builds;    /* builds that ran out of memory */
     double oldest; /* arrival of the oldest unpublished change */
     struct table *last;
     uint64_t generation;
@@ -302,6 +303,7 @@ publish_table(struct watcher *w, struct ev_loop *loop)
     if (t == NULL) {
         /* Out of memory: the table in force stays, and the build is
          * tried again in a second (a change meanwhile waits for it). */
+        w->nomem_builds++;
         ev_timer_stop(loop, &w->publish_timer);
         ev_timer_set(&w->publish_timer, WATCHER_BUILD_RETRY_S, 0.);
         ev_timer_start(loop, &w->publish_timer);
@@ -754,6 +756,7 @@ add_stats(struct watcher_status *s, const struct reflector *r)
     s->events += st->events;
     s->bad_objects += st->bad_lines;
     s->errors += st->errors;
+    s->nomem_api += st->nomem;
     if (st->last_sync > s->last_sync)
         s->last_sync = st->last_sync;
     if (st->failing_since != 0
@@ -776,6 +779,7 @@ watcher_status(const struct watcher *w, struct watcher_status *s)
     s->translated_last = w->translated_last;
     s->translated = w->translated;
     s->patched = w->patched;
+    s->nomem_builds = w->nomem_builds;
     s->api_cpu_ns = w->api ? kapi_cpu_ns(w->api) : 0;
     s->table_cpu_ns = w->table_cpu_ns;
     add_stats(s, w->svc);

@@ -103,6 +103,9 @@ struct watcher_status {
     uint64_t events;         /* watch events applied */
     uint64_t bad_objects;    /* malformed lines/objects skipped */
     uint64_t errors;         /* failed API requests */
+    /* Refused for want of memory, each taken again: watch events and
+     * list pages, and table builds. */
+    uint64_t nomem_api, nomem_builds;
     size_t services, slices; /* objects cached */
     size_t table_services;   /* services in the latest table */
     size_t conflicts;        /* table services refused last build */

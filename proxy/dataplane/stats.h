@@ -206,6 +206,10 @@ struct stats_proc {
      * in building and applying tables (struct watcher_status), and the
      * workers' in taking the tables' plans (wthread.c). */
     atomic_uint_fast64_t api_cpu_ns, table_cpu_ns, apply_cpu_ns;
+    /* What was refused for want of memory and taken again, by the same
+     * parts: watch events and list pages, table builds, and the
+     * workers' plans (wthread.c). */
+    atomic_uint_fast64_t nomem_api, nomem_tables, nomem_workers;
     atomic_int_fast64_t pipes;
     atomic_uint_fast64_t pipes_denied;
     /* relay.engine io_uring (ring.c): connections that relayed on a

@@ -47,6 +47,8 @@ take_plan(struct wthread *t, struct apply_plan *pl)
               "listeners and tries again in %.1f s",
               t->w.id, (unsigned long long)pl->t->generation,
               WTHREAD_RETRY_S);
+    atomic_fetch_add_explicit(&stats_proc.nomem_workers, 1,
+                              memory_order_relaxed);
     t->retry = pl;
     ev_timer_set(&t->retry_timer, WTHREAD_RETRY_S, 0.);
     ev_timer_start(t->w.loop, &t->retry_timer);

@@ -1200,6 +1200,8 @@ kube_on_counters(struct ev_loop *loop, struct ev_timer *t, int rev)
     atomic_store(&stats_proc.patched, st.patched);
     atomic_store(&stats_proc.api_cpu_ns, st.api_cpu_ns);
     atomic_store(&stats_proc.table_cpu_ns, st.table_cpu_ns);
+    atomic_store(&stats_proc.nomem_api, st.nomem_api);
+    atomic_store(&stats_proc.nomem_tables, st.nomem_builds);
     feed_skips(k, &st);
 }
 

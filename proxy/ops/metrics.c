@@ -388,6 +388,20 @@ write_process(struct sbuf *b, int ready)
                 (double)stats_get(&stats_proc.api_cpu_ns) / 1e9,
                 (double)stats_get(&stats_proc.table_cpu_ns) / 1e9,
                 (double)stats_get(&stats_proc.apply_cpu_ns) / 1e9);
+    family(b, "ferry_out_of_memory_total", "counter",
+           "Work refused for want of memory and taken again, by part: "
+           "\"api\" watch events (the watch starts again from the last "
+           "resourceVersion) and list pages (the list is made again), "
+           "\"tables\" table builds (tried again a second later), "
+           "\"workers\" a worker's taking of a table (again half a "
+           "second later).");
+    sbuf_printf(b,
+                "ferry_out_of_memory_total{part=\"api\"} %llu\n"
+                "ferry_out_of_memory_total{part=\"tables\"} %llu\n"
+                "ferry_out_of_memory_total{part=\"workers\"} %llu\n",
+                (unsigned long long)stats_get(&stats_proc.nomem_api),
+                (unsigned long long)stats_get(&stats_proc.nomem_tables),
+                (unsigned long long)stats_get(&stats_proc.nomem_workers));
     family(b, "ferry_network_programming_duration_seconds", "histogram",
            "From an API object's change to ferry serving it (kube-proxy's "
            "kubeproxy_network_programming_duration_seconds).");

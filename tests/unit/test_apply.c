@@ -27,6 +27,7 @@
 
 #include "failalloc.h"
 #include "proxy.h"
+#include "stats.h"
 #include "svc.h"
 #include "worker.h"
 
@@ -873,21 +874,29 @@ test_worker_out_of_memory_tries_again(void **state)
         {"b", {f2}, {2, -1}, 0, 0},
     };
     long k, refused = 0;
+    uint64_t retried = 0;
 
     apply_ok(fx, t1, 1);
     wait_generation(fx, fx->gen);
     for (k = 0; k < 5000; k++) {
         struct table *t = build(fx, t2, 2);
         struct err e;
+        uint64_t counted;
         int failed;
 
         err_clear(&e);
+        counted = stats_get(&stats_proc.nomem_workers);
         failalloc_at_others(k);
         assert_int_equal(proxy_apply(fx->p, t, PROXY_APPLY_STRICT, &e), 0);
         table_unref(t);
         wait_generation(fx, fx->gen);
         failed = failalloc_failed();
         failalloc_at(-1);
+        /* ferry_out_of_memory_total{part="workers"}: a refusal the
+         * commit does without counts nothing. */
+        counted = stats_get(&stats_proc.nomem_workers) - counted;
+        assert_true(counted <= (uint64_t)failed);
+        retried += counted;
         assert_int_equal(route(fx, f1), 1);
         assert_int_equal(route(fx, f2), 2);
         if (!failed)
@@ -896,7 +905,7 @@ test_worker_out_of_memory_tries_again(void **state)
         apply_ok(fx, t1, 1);
         wait_generation(fx, fx->gen);
     }
-    assert_true(refused > 0);
+    assert_true(refused > 0 && retried > 0);
     assert_true(k < 5000);
 }
 

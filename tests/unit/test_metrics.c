@@ -183,6 +183,9 @@ test_write_services(void **state)
                     "1700000000.500\n");
     assert_has(b.p, "ferry_sync_proxy_rules_duration_seconds_count{} 1\n");
     assert_has(b.p, "ferry_api_relists_total 1\n");
+    assert_has(b.p, "ferry_out_of_memory_total{part=\"api\"} 0\n"
+                    "ferry_out_of_memory_total{part=\"tables\"} 0\n"
+                    "ferry_out_of_memory_total{part=\"workers\"} 0\n");
     assert_has(b.p, "ferry_service_connections_accepted_total"
                     "{service=\"we\\\"b\"} 2\n");
     assert_has(b.p, "ferry_service_connections_failed_total"
