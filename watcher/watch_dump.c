@@ -80,14 +80,17 @@ on_publish(struct table *t, void *arg)
     for (i = 0; t->base != 0 && i < t->ndsvcs; i++)
         json_array_append_new(patched,
                               json_string(table_service(t, t->dsvcs[i])->name));
-    out = json_pack("{s:I, s:f, s:o, s:o, s:{s:I, s:I, s:I, s:I, s:b, s:s}}",
+    out = json_pack("{s:I, s:f, s:o, s:o, s:{s:I, s:I, s:I, s:I, s:b, s:s, "
+                    "s:I, s:I}}",
                     "generation", (json_int_t)t->generation, "latency_ms",
                     lat * 1e3, "services", svcs, "patched", patched,
                     "status", "relists",
                     (json_int_t)st.relists, "watch_restarts",
                     (json_int_t)st.watch_restarts, "errors",
                     (json_int_t)st.errors, "events", (json_int_t)st.events,
-                    "api_healthy", st.api_healthy, "zone", st.node_zone);
+                    "api_healthy", st.api_healthy, "zone", st.node_zone,
+                    "nomem_api", (json_int_t)st.nomem_api, "nomem_builds",
+                    (json_int_t)st.nomem_builds);
     txt = json_dumps(out, JSON_COMPACT);
     if (txt != NULL) {
         fputs(txt, stdout);

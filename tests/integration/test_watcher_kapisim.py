@@ -466,6 +466,8 @@ def test_out_of_memory_on_a_watch_event_takes_it_again(sim, dump_factory):
     assert "out_of_memory" not in log and "skipped" not in log, log
     assert "lost the API server" not in log, log  # not the server's fault
     assert d.last()["status"]["relists"] == 0
+    assert d.last()["status"]["nomem_api"] == 1
+    assert d.last()["status"]["errors"] == 0
 
 
 def test_out_of_memory_in_a_list_lists_again(sim, dump_factory):
@@ -485,6 +487,7 @@ def test_out_of_memory_in_a_list_lists_again(sim, dump_factory):
     log = d.log()
     assert "endpointslices list: out of memory while taking a page" in log, log
     assert "skipped" not in log and "lost the API server" not in log, log
+    assert d.last()["status"]["nomem_api"] == 1
     with d.lock:
         tables = list(d.tables)
     assert all(len(x["backends"]) == 1000 for t in tables
@@ -506,3 +509,4 @@ def test_out_of_memory_in_a_build_tries_again(sim, dump_factory):
                  "the table built again")
     log = d.log()
     assert "cannot build the service table: out of memory" in log, log
+    assert d.last()["status"]["nomem_builds"] == 1
