@@ -344,17 +344,11 @@ list_complete(struct reflector *r)
 }
 
 static void
-log_undecodable(struct reflector *r)
+log_undecodable(const struct reflector *r)
 {
-    if (r->list_nomem)
-        log_warn("kube-api: %s list: out of memory while taking a page: "
-                 "the cache in force is kept, and the list made again",
-                 r->kind->resource);
-    else
-        log_warn("kube-api: %s list: undecodable response: no items list "
-                 "or continue token too long",
-                 r->kind->resource);
-    r->list_nomem = 0;
+    log_warn("kube-api: %s list: undecodable response: no items list or "
+             "continue token too long",
+             r->kind->resource);
 }
 
 static void
@@ -393,7 +387,10 @@ list_on_done(void *arg, const struct kapi_result *res)
             r->st.nomem++;
         }
         if (r->list_nomem) {
-            log_undecodable(r);
+            r->list_nomem = 0;
+            log_warn("kube-api: %s list: out of memory while taking a page: "
+                     "the cache in force is kept, and the list made again",
+                     r->kind->resource);
             r->cont[0] = '\0';
             retry_nomem(r, NEXT_LIST);
             return;
