@@ -1102,6 +1102,39 @@ ipset_delete(struct nft *n, struct nftrules_elem *del, size_t ndel)
 }
 
 /*
+ * The endpoint maps whose elements changed, written straight through
+ * netlink (nftrules_set_maps()), after the text that may have created
+ * chains naming them. st.epmaps counts the maps so written.
+ */
+static int
+epmaps_write(struct nft *n, const struct nftgen_txn *t, struct err *e)
+{
+    const char **names, **elems;
+    size_t i;
+    int rc;
+
+    if (t->nepm == 0)
+        return 0;
+    names = calloc(t->nepm, sizeof(*names));
+    elems = calloc(t->nepm, sizeof(*elems));
+    if (names == NULL || elems == NULL) {
+        free(names);
+        free(elems);
+        return err_set(e, "out of memory");
+    }
+    for (i = 0; i < t->nepm; i++) {
+        names[i] = t->epm[i]->name;
+        elems[i] = t->epm[i]->rules;
+    }
+    rc = nftrules_set_maps(names, elems, t->nepm, e);
+    if (rc == 0)
+        n->st.epmaps += t->nepm;
+    free(names);
+    free(elems);
+    return rc;
+}
+
+/*
  * The changed services in one lean transaction (nftgen_txn_lean(): a
  * chain's rules rewritten, elements added to the shared sets), which
  * libnftables runs without first fetching every set of the table; the
@@ -1116,9 +1149,9 @@ incremental(struct nft *n, struct err *e)
 {
     struct nftrules_elem *del;
     struct nftgen_txn t;
-    char *text;
+    char *text = NULL;
     size_t i, ndel = 0;
-    int rc;
+    int rc = 0;
 
     nftgen_txn_init(&t);
     nftgen_txn_lean(&t, &n->global);
@@ -1127,34 +1160,38 @@ incremental(struct nft *n, struct err *e)
     del = calloc(ipset_touched(n) + 1, sizeof(*del));
     ipset_emit(&n->cips, &t, del, &ndel);
     ipset_emit(&n->hp, &t, del, &ndel);
-    if (nftgen_txn_empty(&t)) {
-        nftgen_txn_deinit(&t);
-        commit(n, 0);
-        ipset_delete(n, del, ndel);
-        free(del);
-        return 0;
+    if (!nftgen_txn_no_text(&t)) {
+        text = nftgen_txn_text(&t);
+        if (text == NULL) {
+            rc = err_set(e, "transaction too large or out of memory");
+            goto fail;
+        }
+        rc = run(n->ctx, text, "update", e);
+        if (rc == 0)
+            n->st.texts++;
+        if (rc == 0 && nftgen_lean_text(text))
+            n->st.lean++;
+        free(text);
+        if (rc < 0)
+            goto fail;
     }
-    text = nftgen_txn_text(&t);
+    if (t.oom || epmaps_write(n, &t, e) < 0) {
+        if (t.oom)
+            err_set(e, "out of memory");
+        rc = -1;
+        goto fail;
+    }
     nftgen_txn_deinit(&t);
-    if (text == NULL) {
-        free(del);
-        n->need_converge = 1;
-        return err_set(e, "transaction too large or out of memory");
-    }
-    rc = run(n->ctx, text, "update", e);
-    if (rc == 0 && nftgen_lean_text(text))
-        n->st.lean++;
-    free(text);
-    if (rc < 0) {
-        free(del);
-        n->st.failures++;
-        n->need_converge = 1;
-        return -1;
-    }
     commit(n, 0);
     ipset_delete(n, del, ndel);
     free(del);
     return 0;
+fail:
+    nftgen_txn_deinit(&t);
+    free(del);
+    n->st.failures++;
+    n->need_converge = 1;
+    return -1;
 }
 
 /* ----------------------------------------------------------- convergence */
@@ -1168,7 +1205,7 @@ wanted_names(struct nft *n, struct smap *names, int committed, int sets_only)
 
     for (j = 0; j < n->global.n; j++)
         if (n->global.v[j].kind != NFTGEN_ELEM
-            && (!sets_only || n->global.v[j].kind == NFTGEN_SET)
+            && (!sets_only || n->global.v[j].kind != NFTGEN_CHAIN)
             && smap_put(names, n->global.v[j].name, &n->global.v[j]) < 0)
             return -1;
     for (i = 0; i < n->svcs.cap; i++) {
@@ -1180,7 +1217,7 @@ wanted_names(struct nft *n, struct smap *names, int committed, int sets_only)
         g = committed ? en->have : en->want;
         for (j = 0; g && j < g->n; j++)
             if (g->v[j].kind != NFTGEN_ELEM
-                && (!sets_only || g->v[j].kind == NFTGEN_SET)
+                && (!sets_only || g->v[j].kind != NFTGEN_CHAIN)
                 && smap_put(names, g->v[j].name, &g->v[j]) < 0)
                 return -1;
     }

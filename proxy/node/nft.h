@@ -35,7 +35,7 @@
 #include "parse.h"
 
 #define NFT_TABLE  "ferry" /* table inet ferry */
-#define NFT_LAYOUT 2       /* bumped when chains or maps change shape */
+#define NFT_LAYOUT 3       /* bumped when chains or maps change shape */
 
 /* Caps on hostile input (a put over a cap is refused whole). */
 #define NFT_ID_MAX     160  /* "namespace/name:port" + NUL */
@@ -144,6 +144,11 @@ struct nft_stats {
      * incremental() says which): at 10,000 Services, the difference
      * between tens of milliseconds of CPU per update and well under one. */
     uint64_t lean;
+    /* Endpoint maps whose elements an update rewrote through netlink
+     * (nftgen.h's endpoint maps): an endpoint change without a rule. */
+    uint64_t epmaps;
+    /* Updates that ran a libnftables transaction (lean or not). */
+    uint64_t texts;
     size_t services;       /* wanted kernel services */
 };
 

@@ -605,70 +605,69 @@ ep_data(struct sbuf *b, const struct nft_ep *e)
 
 /*
  * Without affinity the service chain itself translates: one rule, "dnat
- * to numgen random mod N map { 0-1 : ip . port, 2 : ip . port }", the
- * endpoints' weights (divided by their common divisor) as ranges of the
- * random number. The map is anonymous data, not verdicts: there is no
- * endpoint chain, no goto, and so nothing for the kernel's loop check to
- * walk, which is what made a chain per endpoint cost time and memory in
+ * to numgen random mod NFTGEN_EP_MOD map @em4-<base>", and the service's
+ * endpoint map holds each endpoint's range of the random number, in
+ * proportion to its weight (nftgen.h says why the map is named and the
+ * modulus fixed). The map is data, not verdicts: there is no endpoint
+ * chain, no goto, and so nothing for the kernel's loop check to walk,
+ * which is what made a chain per endpoint cost time and memory in
  * proportion to the endpoints of the whole table (kube-proxy's nftables
- * mode keeps one). A single endpoint needs no map.
+ * mode keeps one).
  *
- * Measured at 10,000 services of 25 endpoints (a full creation): this,
- * 20 s and 0.9 GB; a chain per endpoint, 39 s and 3.5 GB; a rule per
- * endpoint ("numgen random mod R < w dnat to"), 22 s and 1.6 GB (what
- * libnftables keeps per rule); a named map per service, 75 s (its cache
- * of named sets). Most of the 20 s is the kernel's: it names each
- * anonymous set and binds it to its rule by walking the table's sets and
- * the transaction, so the cost grows with the square of the services.
- */
-/*
- * RACE_FALLBACK: a service chain's anonymous map ends with a rule that
- * names one endpoint outright. The kernel reads which generation of rules
- * a packet runs once, as the packet enters a chain, but the generation
- * of set elements at each lookup; a transaction that replaces the rule
- * (every endpoint change, and every chain when a restarted ferry adopts
- * the table) makes the old rule's map elements inactive at its commit. A
- * new connection whose first packet straddles that instant runs the old
- * rule, finds nothing in its map, and went on without a translation, to
- * be refused as a ClusterIP no Service holds: one connection in 4,000
- * across ten restarts under load (test_kernel_dataplane.py,
- * test_restarts_adopt_without_flushing, seen with a packet capture). The
- * fallback gives it the first endpoint of the generation it ran.
+ * Measured at 10,000 services of 25 endpoints (a full creation, before
+ * the map was named): an anonymous map per rule, 20 s and 0.9 GB; a chain
+ * per endpoint, 39 s and 3.5 GB; a rule per endpoint ("numgen random mod
+ * R < w dnat to"), 22 s and 1.6 GB (what libnftables keeps per rule).
+ * Most of the 20 s was the kernel's: it names each anonymous set by
+ * walking the table's sets, so the cost grew with the square of the
+ * services, and an endpoint change replaced the rule, which made the
+ * kernel name a new set and check the whole table at commit.
+ *
+ * The rule is not replaced when endpoints change, and a transaction that
+ * replaces it (a port changed, a restarted ferry adopting the table)
+ * keeps the map: a packet that runs the old rule finds the map's
+ * elements of the generation in force, so it needs no fallback rule (an
+ * anonymous map went away with its rule, and needed one).
  */
 static void
-dispatch_map(struct svcgen *x, const struct eplist *l, uint32_t g,
-             uint32_t total)
+dispatch_map(struct svcgen *x, const struct eplist *l, const char *map)
 {
-    char ip[INET6_ADDRSTRLEN];
-    uint32_t at = 0;
+    static const char *const dport[NFT_PROTO__COUNT] = {
+        "tcp dport", "udp dport", "sctp dport"};
+    char spec[160];
+    struct sbuf el;
+    uint64_t total = 0, cum = 0;
+    uint32_t lo = 0;
     size_t i;
 
-    sbuf_printf(&x->r, "meta l4proto %s dnat %s to ",
-                nft_proto_name(x->s->proto), fam_p[x->f]);
-    if (l->n == 1) {
-        ip_str(&l->v[0]->addr, ip);
-        sbuf_printf(&x->r, "%s%s%s:%u\n", x->f ? "[" : "", ip, x->f ? "]" : "",
-                    (unsigned)saddr_port(&l->v[0]->addr));
-        return;
-    }
-    sbuf_printf(&x->r, "numgen random mod %u map { ", total);
+    for (i = 0; i < l->n; i++)
+        total += l->v[i]->weight;
+    sbuf_init(&el, NFTGEN_TXN_MAX);
     for (i = 0; i < l->n; i++) {
-        uint32_t w = l->v[i]->weight / g;
+        uint32_t next;
 
-        if (w == 1)
-            sbuf_printf(&x->r, "%s%u : ", i ? ", " : "", at);
-        else
-            sbuf_printf(&x->r, "%s%u-%u : ", i ? ", " : "", at, at + w - 1);
-        ep_data(&x->r, l->v[i]);
-        at += w;
+        cum += l->v[i]->weight;
+        next = (uint32_t)(cum * NFTGEN_EP_MOD / total);
+        sbuf_printf(&el, "%s%u-%u : ", i ? ", " : "", lo, next - 1);
+        ep_data(&el, l->v[i]);
+        lo = next;
     }
-    sbuf_puts(&x->r, " }\n");
-    /* Reached only in the instant a transaction that replaces this rule
-     * commits (see RACE_FALLBACK). */
-    ip_str(&l->v[0]->addr, ip);
-    sbuf_printf(&x->r, "meta l4proto %s dnat %s to %s%s%s:%u\n",
-                nft_proto_name(x->s->proto), fam_p[x->f], x->f ? "[" : "",
-                ip, x->f ? "]" : "", (unsigned)saddr_port(&l->v[0]->addr));
+    snprintf(spec, sizeof(spec),
+             "{ typeof numgen random mod %u : %s daddr . %s; flags interval; }",
+             NFTGEN_EP_MOD, fam_p[x->f], dport[x->s->proto]);
+    if (el.overflow) {
+        x->g->oom = 1;
+    } else {
+        struct nftgen_obj *o =
+            group_add(x->g, NFTGEN_EPMAP, map, spec, el.p ? el.p : "", NULL,
+                      NULL);
+
+        if (o)
+            o->is_map = 1;
+    }
+    sbuf_deinit(&el);
+    sbuf_printf(&x->r, "meta l4proto %s dnat %s to numgen random mod %u map @%s\n",
+                nft_proto_name(x->s->proto), fam_p[x->f], NFTGEN_EP_MOD, map);
 }
 
 /*
@@ -683,7 +682,7 @@ dispatch_map(struct svcgen *x, const struct eplist *l, uint32_t g,
  * every jump and goto it commits.
  */
 static void
-dispatch(struct svcgen *x, const struct eplist *l)
+dispatch(struct svcgen *x, const struct eplist *l, const char *map)
 {
     char name[NAME_MAX_];
     uint32_t g = 0, total = 0, at = 0;
@@ -694,7 +693,7 @@ dispatch(struct svcgen *x, const struct eplist *l)
     for (i = 0; i < l->n; i++)
         total += l->v[i]->weight / g;
     if (x->s->affinity_s == 0) {
-        dispatch_map(x, l, g, total);
+        dispatch_map(x, l, map);
         return;
     }
     for (i = 0; i < l->n; i++) {
@@ -851,7 +850,7 @@ family_objs(struct svcgen *x, const struct eplist *cl, const struct eplist *lo)
 {
     const struct nft_svc *s = x->s;
     char svc[NAME_MAX_], ext[NAME_MAX_], loc[NAME_MAX_], fw[NAME_MAX_];
-    char map[32], noep[32], key[64];
+    char epm[NAME_MAX_], map[32], noep[32], key[64];
     int f = x->f, has_ext, ext_ok;
     size_t i, j;
 
@@ -893,12 +892,16 @@ family_objs(struct svcgen *x, const struct eplist *cl, const struct eplist *lo)
             cidr_set(&x->r, x->c->cluster_cidrs, x->c->ncluster_cidrs, f);
             sbuf_puts(&x->r, " jump mark-for-masq\n");
         }
-        dispatch(x, cl);
+        snprintf(epm, sizeof(epm), NFTGEN_EPMAP_PREFIX "%d-%s", f ? 6 : 4,
+                 x->base);
+        dispatch(x, cl, epm);
         add_chain(x->g, svc, NULL, &x->r);
     }
     if (s->external_local && lo->n > 0) {
         r_reset(x);
-        dispatch(x, lo);
+        snprintf(epm, sizeof(epm), NFTGEN_EPMAP_PREFIX "l%d-%s", f ? 6 : 4,
+                 x->base);
+        dispatch(x, lo, epm);
         add_chain(x->g, loc, NULL, &x->r);
     }
 
@@ -1016,6 +1019,9 @@ nftgen_txn_deinit(struct nftgen_txn *t)
     free(t->bk);
     t->bk = NULL;
     t->nbk = 0;
+    free(t->epm);
+    t->epm = NULL;
+    t->nepm = 0;
 }
 
 void
@@ -1025,7 +1031,7 @@ nftgen_txn_lean(struct nftgen_txn *t, const struct nftgen_group *shared)
 }
 
 int
-nftgen_txn_empty(const struct nftgen_txn *t)
+nftgen_txn_no_text(const struct nftgen_txn *t)
 {
     int i;
 
@@ -1033,6 +1039,12 @@ nftgen_txn_empty(const struct nftgen_txn *t)
         if (t->ph[i].len > 0)
             return 0;
     return t->nbk == 0;
+}
+
+int
+nftgen_txn_empty(const struct nftgen_txn *t)
+{
+    return nftgen_txn_no_text(t) && t->nepm == 0;
 }
 
 /* "add set|map <name> { <spec without its '}'> elements = { ... } }" for
@@ -1247,13 +1259,29 @@ nftgen_del_ip(struct nftgen_txn *t, const char *name, const struct saddr *ip)
     emit(t, NFTGEN_PH_EDEL, "delete element " T " %s { %s }\n", name, s);
 }
 
+/* Nonzero when every set <rules> name is an endpoint map: nftgen_diff()
+ * declares those in the same transaction, so libnftables knows them
+ * without fetching its set cache. */
+static int
+names_only_epmaps(const char *rules)
+{
+    const char *p = rules;
+
+    while ((p = strchr(p, '@')) != NULL) {
+        p++;
+        if (strncmp(p, NFTGEN_EPMAP_PREFIX, strlen(NFTGEN_EPMAP_PREFIX)) != 0)
+            return 0;
+    }
+    return 1;
+}
+
 static void
 add_rules(struct nftgen_txn *t, const struct nftgen_obj *o)
 {
     const char *p = o->rules, *nl;
 
     if (t->shared != NULL && o->spec == NULL && p && *p
-        && strchr(p, '@') == NULL) {
+        && names_only_epmaps(p)) {
         /* Lean: one command, a rule a line. */
         emit(t, NFTGEN_PH_RULES, "add chain " T " %s {\n", o->name);
         while (*p) {
@@ -1277,10 +1305,43 @@ add_rules(struct nftgen_txn *t, const struct nftgen_obj *o)
     }
 }
 
+/* "add map <name> { <spec without '}'> elements = { <rules> } }": an
+ * endpoint map's elements, after any flush of the map (a convergence). */
+static void
+epmap_fill(struct nftgen_txn *t, const struct nftgen_obj *o)
+{
+    const char *end = strrchr(o->spec, '}');
+
+    if (end == NULL)
+        end = o->spec + strlen(o->spec);
+    while (end > o->spec && end[-1] == ' ')
+        end--;
+    emit(t, NFTGEN_PH_EADD, "add map " T " %s %.*s elements = { %s } }\n",
+         o->name, (int)(end - o->spec), o->spec, o->rules);
+}
+
+static void
+epmap_changed(struct nftgen_txn *t, const struct nftgen_obj *o)
+{
+    const struct nftgen_obj **p;
+
+    p = realloc(t->epm, (t->nepm + 1) * sizeof(*p));
+    if (p == NULL) {
+        t->oom = 1;
+        return;
+    }
+    t->epm = p;
+    p[t->nepm++] = o;
+}
+
 static void
 obj_create(struct nftgen_txn *t, const struct nftgen_obj *o)
 {
     switch (o->kind) {
+    case NFTGEN_EPMAP:
+        emit(t, NFTGEN_PH_ADD, "add map " T " %s %s\n", o->name, o->spec);
+        epmap_fill(t, o);
+        break;
     case NFTGEN_SET:
         emit(t, NFTGEN_PH_ADD, "add %s " T " %s %s\n",
              o->is_map ? "map" : "set", o->name, o->spec);
@@ -1300,6 +1361,11 @@ static void
 obj_remove(struct nftgen_txn *t, const struct nftgen_obj *o)
 {
     switch (o->kind) {
+    case NFTGEN_EPMAP:
+        /* In PH_DEL after the chains (the group sorts chains first),
+         * whose flush drops the rules that name the map. */
+        nftgen_delete_set(t, o->name, 1);
+        break;
     case NFTGEN_SET:
         nftgen_delete_set(t, o->name, o->is_map);
         break;
@@ -1323,6 +1389,8 @@ obj_change(struct nftgen_txn *t, const struct nftgen_obj *o,
     if (o->kind == NFTGEN_CHAIN && strcmp_null(o->spec, n->spec) == 0) {
         nftgen_flush_chain(t, n->name);
         add_rules(t, n);
+    } else if (o->kind == NFTGEN_EPMAP && strcmp_null(o->spec, n->spec) == 0) {
+        epmap_changed(t, n);
     } else if (o->kind == NFTGEN_ELEM) {
         obj_remove(t, o);
         obj_create(t, n);
@@ -1334,11 +1402,24 @@ obj_change(struct nftgen_txn *t, const struct nftgen_obj *o,
     }
 }
 
+/* Nonzero when <g> holds an object of <o>'s kind and name. */
+static int
+in_group(const struct nftgen_group *g, const struct nftgen_obj *o)
+{
+    size_t i;
+
+    for (i = 0; g && i < g->n; i++)
+        if (g->v[i].kind == o->kind && strcmp(g->v[i].name, o->name) == 0)
+            return 1;
+    return 0;
+}
+
 void
 nftgen_diff(struct nftgen_txn *t, const struct nftgen_group *old,
             const struct nftgen_group *new)
 {
     size_t i = 0, j = 0, no = old ? old->n : 0, nn = new ? new->n : 0;
+    int chains = 0;
 
     while (i < no || j < nn) {
         int c;
@@ -1352,14 +1433,24 @@ nftgen_diff(struct nftgen_txn *t, const struct nftgen_group *old,
         if (c < 0) {
             obj_remove(t, &old->v[i++]);
         } else if (c > 0) {
+            chains |= new->v[j].kind == NFTGEN_CHAIN;
             obj_create(t, &new->v[j++]);
         } else {
-            if (!obj_same(&old->v[i], &new->v[j]))
+            if (!obj_same(&old->v[i], &new->v[j])) {
+                chains |= new->v[j].kind == NFTGEN_CHAIN;
                 obj_change(t, &old->v[i], &new->v[j]);
+            }
             i++;
             j++;
         }
     }
+    /* A chain written again names its endpoint maps: declared here, so
+     * that libnftables finds them without its set cache (creating a map
+     * that exists changes nothing). */
+    for (j = 0; chains && j < nn; j++)
+        if (new->v[j].kind == NFTGEN_EPMAP && in_group(old, &new->v[j]))
+            emit(t, NFTGEN_PH_ADD, "add map " T " %s %s\n", new->v[j].name,
+                 new->v[j].spec);
 }
 
 size_t
@@ -1399,3 +1490,4 @@ nftgen_hairpin(struct nftgen_txn *t, const struct saddr *ip, int add)
     emit(t, NFTGEN_PH_EDEL, "delete element " T " %s { %s . %s }\n",
          fam_of(ip) ? NFTGEN_HAIRPIN6 : NFTGEN_HAIRPIN4, s, s);
 }
+

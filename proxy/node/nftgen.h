@@ -28,6 +28,7 @@
 #define PROXY_NODE_NFTGEN_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "nft.h"
 #include "sbuf.h"
@@ -42,7 +43,25 @@ enum nftgen_kind {
     NFTGEN_SET = 0, /* a set or map: <spec> */
     NFTGEN_CHAIN,   /* a chain: <spec> for base chains, <rules> */
     NFTGEN_ELEM,    /* an element of map <name>: <key> : <val> */
+    NFTGEN_EPMAP,   /* a service's endpoint map: <spec>, <rules> its
+                     * elements ("lo-hi : ip . port, ...") */
 };
+
+/*
+ * A service's endpoints (without affinity) live in a named interval map
+ * of its own, "em4-<base>" (cluster list) or "eml4-<base>" (local list),
+ * keyed by "numgen random mod NFTGEN_EP_MOD": each endpoint owns a range
+ * of the random number in proportion to its weight. The modulus is fixed,
+ * so the chain's rule never names how many endpoints there are: an
+ * endpoint change rewrites the map's elements only (nftrules_set_maps(),
+ * straight through netlink), which the kernel neither names anew nor
+ * checks the table for, where a rewritten rule cost both (bench/RESULTS.md,
+ * "What a change costs the kernel"). 2^24 values: an endpoint's share is
+ * off by at most one value in 4,096 at NFT_EPS_MAX endpoints.
+ */
+#define NFTGEN_EPMAP_PREFIX "em"
+#define NFTGEN_EP_MOD       16777216u
+
 
 struct nftgen_obj {
     enum nftgen_kind kind;
@@ -102,6 +121,10 @@ struct nftgen_bucket {
 
 struct nftgen_txn {
     struct sbuf ph[NFTGEN_PH__COUNT];
+    /* Endpoint maps whose elements changed (the new objects, borrowed):
+     * written through netlink after the text, not by it. */
+    const struct nftgen_obj **epm;
+    size_t nepm;
     const struct nftgen_group *shared; /* lean when set */
     struct nftgen_bucket *bk;
     size_t nbk;
@@ -138,8 +161,11 @@ void nftgen_txn_lean(struct nftgen_txn *t, const struct nftgen_group *shared);
  * engine's counter. */
 int nftgen_lean_text(const char *text);
 
-/* Nonzero when nothing was added. */
+/* Nonzero when nothing was added (text or endpoint maps). */
 int nftgen_txn_empty(const struct nftgen_txn *t);
+
+/* Nonzero when <t> holds no text (its endpoint maps aside). */
+int nftgen_txn_no_text(const struct nftgen_txn *t);
 
 /* The phases joined into one new NUL-terminated buffer (free() it), or
  * NULL when a phase overflowed NFTGEN_TXN_MAX or memory ran out. */

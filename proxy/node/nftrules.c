@@ -446,3 +446,334 @@ out:
     free(buf);
     return rc;
 }
+
+/* ------------------------------------------ endpoint maps: their text */
+
+/* An unsigned decimal below 2^32 at <*p>, advancing it. */
+static int
+parse_u32(const char **p, uint32_t *out)
+{
+    uint64_t v = 0;
+    const char *q = *p;
+
+    if (*q < '0' || *q > '9')
+        return -1;
+    while (*q >= '0' && *q <= '9') {
+        v = v * 10 + (uint64_t)(*q - '0');
+        if (v > UINT32_MAX)
+            return -1;
+        q++;
+    }
+    *p = q;
+    *out = (uint32_t)v;
+    return 0;
+}
+
+static int
+skip(const char **p, const char *what)
+{
+    size_t n = strlen(what);
+
+    if (strncmp(*p, what, n) != 0)
+        return -1;
+    *p += n;
+    return 0;
+}
+
+long
+nftrules_epmap_parse(const char *rules, struct nftrules_eprange *out, size_t max,
+                   const char **why)
+{
+    const char *p = rules;
+    uint32_t next = 0;
+    long n = 0;
+    int fam = -1;
+
+    *why = NULL;
+    if (p == NULL || *p == '\0') {
+        *why = "no ranges";
+        return -1;
+    }
+    while (*p) {
+        struct nftrules_eprange r;
+        char ip[INET6_ADDRSTRLEN];
+        uint32_t port;
+        size_t len;
+
+        memset(&r, 0, sizeof(r));
+        if (n > 0 && skip(&p, ", ") < 0) {
+            *why = "ranges not separated by \", \"";
+            return -1;
+        }
+        if (parse_u32(&p, &r.lo) < 0 || skip(&p, "-") < 0
+            || parse_u32(&p, &r.hi) < 0 || skip(&p, " : ") < 0) {
+            *why = "a range is not \"lo-hi : \"";
+            return -1;
+        }
+        if (r.lo != next || r.hi < r.lo || r.hi >= NFTGEN_EP_MOD) {
+            *why = "ranges not adjacent, ascending and under the modulus";
+            return -1;
+        }
+        next = r.hi + 1;
+        len = strcspn(p, " ");
+        if (len == 0 || len >= sizeof(ip)) {
+            *why = "bad endpoint address";
+            return -1;
+        }
+        memcpy(ip, p, len);
+        ip[len] = '\0';
+        p += len;
+        if (inet_pton(AF_INET, ip, &r.ep.u.in.sin_addr) == 1) {
+            r.ep.u.in.sin_family = AF_INET;
+        } else if (inet_pton(AF_INET6, ip, &r.ep.u.in6.sin6_addr) == 1) {
+            r.ep.u.in6.sin6_family = AF_INET6;
+        } else {
+            *why = "bad endpoint address";
+            return -1;
+        }
+        if (fam < 0)
+            fam = r.ep.u.sa.sa_family;
+        if (fam != r.ep.u.sa.sa_family) {
+            *why = "endpoints of two families";
+            return -1;
+        }
+        if (skip(&p, " . ") < 0 || parse_u32(&p, &port) < 0 || port == 0
+            || port > 65535) {
+            *why = "bad endpoint port";
+            return -1;
+        }
+        if (fam == AF_INET)
+            r.ep.u.in.sin_port = htons((uint16_t)port);
+        else
+            r.ep.u.in6.sin6_port = htons((uint16_t)port);
+        if (out != NULL) {
+            if ((size_t)n >= max) {
+                *why = "more ranges than room";
+                return -1;
+            }
+            out[n] = r;
+        }
+        n++;
+    }
+    if (next != NFTGEN_EP_MOD) {
+        *why = "ranges do not cover the modulus";
+        return -1;
+    }
+    return n;
+}
+
+/* --------------------------------------------------------- endpoint maps */
+
+/* Bytes an element list nest may hold: its length is 16 bits. */
+#define ELEMS_NEST_MAX 60000u
+/* Bytes one range may take: a start element (key, data) and an end
+ * element (key, flags), with their nests. */
+#define RANGE_BYTES (2 * (6 * MNL_ATTR_HDRLEN + 4 + 20 + 4 + 8))
+#define MSG_BYTES   (MNL_NLMSG_HDRLEN + 16 + 2 * (NFT_NAME_MAXLEN + 8))
+
+/* Key <v> (big-endian, as the rule's byteorder expression turns the
+ * random number) into element nest <nlh>. */
+static void
+put_key(struct nlmsghdr *nlh, uint32_t v)
+{
+    struct nlattr *key = mnl_attr_nest_start(nlh, NFTA_SET_ELEM_KEY);
+    uint32_t be = htonl(v);
+
+    mnl_attr_put(nlh, NFTA_DATA_VALUE, sizeof(be), &be);
+    mnl_attr_nest_end(nlh, key);
+}
+
+/* The map's data: the address, then the port in the first two bytes of
+ * a 4-byte register. */
+static void
+put_ep(struct nlmsghdr *nlh, const struct saddr *ep)
+{
+    struct nlattr *data = mnl_attr_nest_start(nlh, NFTA_SET_ELEM_DATA);
+    uint8_t v[20] = {0};
+    size_t alen = ep->u.sa.sa_family == AF_INET ? 4 : 16;
+    uint16_t port = htons(saddr_port(ep));
+
+    memcpy(v,
+           alen == 4 ? (const void *)&ep->u.in.sin_addr
+                     : (const void *)&ep->u.in6.sin6_addr,
+           alen);
+    memcpy(v + alen, &port, sizeof(port));
+    mnl_attr_put(nlh, NFTA_DATA_VALUE, alen + 4, v);
+    mnl_attr_nest_end(nlh, data);
+}
+
+/* Flush map <name> and add ranges <r>[0..n) into <buf> at <*off>: one
+ * flush and as many element messages as the nests need. Returns how many
+ * messages, each asking for an acknowledgement. */
+static size_t
+put_map(char *buf, size_t *off, uint32_t *seq, const char *name,
+        const struct nftrules_eprange *r, size_t n)
+{
+    struct nlmsghdr *nlh;
+    size_t i = 0, msgs = 1;
+
+    nlh = put_msg(buf, off, (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_DELSETELEM,
+                  NLM_F_REQUEST | NLM_F_ACK, ++*seq, NFPROTO_INET, 0);
+    mnl_attr_put_strz(nlh, NFTA_SET_ELEM_LIST_TABLE, NFT_TABLE);
+    mnl_attr_put_strz(nlh, NFTA_SET_ELEM_LIST_SET, name);
+    *off += MNL_ALIGN(nlh->nlmsg_len);
+    while (i < n) {
+        struct nlattr *list;
+        size_t start;
+
+        nlh = put_msg(buf, off,
+                      (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWSETELEM,
+                      NLM_F_REQUEST | NLM_F_CREATE | NLM_F_ACK, ++*seq,
+                      NFPROTO_INET, 0);
+        mnl_attr_put_strz(nlh, NFTA_SET_ELEM_LIST_TABLE, NFT_TABLE);
+        mnl_attr_put_strz(nlh, NFTA_SET_ELEM_LIST_SET, name);
+        list = mnl_attr_nest_start(nlh, NFTA_SET_ELEM_LIST_ELEMENTS);
+        start = nlh->nlmsg_len;
+        for (; i < n && nlh->nlmsg_len - start + RANGE_BYTES < ELEMS_NEST_MAX;
+             i++) {
+            struct nlattr *el = mnl_attr_nest_start(nlh, NFTA_LIST_ELEM);
+
+            put_key(nlh, r[i].lo);
+            put_ep(nlh, &r[i].ep);
+            mnl_attr_nest_end(nlh, el);
+            el = mnl_attr_nest_start(nlh, NFTA_LIST_ELEM);
+            put_key(nlh, r[i].hi + 1);
+            mnl_attr_put_u32(nlh, NFTA_SET_ELEM_FLAGS,
+                             htonl(NFT_SET_ELEM_INTERVAL_END));
+            mnl_attr_nest_end(nlh, el);
+        }
+        mnl_attr_nest_end(nlh, list);
+        *off += MNL_ALIGN(nlh->nlmsg_len);
+        msgs++;
+    }
+    return msgs;
+}
+
+/* Send the batch <buf>[0..off) of <want> acknowledged messages and read
+ * the answers. */
+static int
+send_batch(struct mnl_socket *nl, char *buf, size_t off, size_t want,
+           char *rbuf, struct err *e)
+{
+    size_t got = 0;
+    int err = 0, ret;
+
+    if (mnl_socket_sendto(nl, buf, off) < 0)
+        return err_set(e, "nf_tables endpoint maps: %s", strerror(errno));
+    while (got < want) {
+        ret = (int)mnl_socket_recvfrom(nl, rbuf, MNL_SOCKET_BUFFER_SIZE);
+        if (ret < 0)
+            return err_set(e, "nf_tables endpoint maps: %s",
+                           errno == EAGAIN ? "no answer from the kernel"
+                                           : strerror(errno));
+        got += nftrules_acks(rbuf, (size_t)ret, &err);
+        if (err != 0)
+            break;
+    }
+    if (err != 0)
+        return err_set(e, "nf_tables endpoint maps: %s", strerror(-err));
+    return 0;
+}
+
+int
+nftrules_set_maps(const char *const *names, const char *const *elems,
+                  size_t n, struct err *e)
+{
+    struct mnl_socket *nl = NULL;
+    struct nftrules_eprange *r = NULL;
+    char *buf = NULL, *rbuf = NULL;
+    size_t cap = 0, bufcap = 0, off = 0, want = 0, i;
+    uint32_t seq = (uint32_t)time(NULL);
+    int rc = 0, one = 1, sndbuf;
+
+    if (n == 0)
+        return 0;
+    rbuf = malloc(MNL_SOCKET_BUFFER_SIZE);
+    if (rbuf == NULL || (nl = nl_open(e)) == NULL) {
+        rc = rbuf == NULL ? err_set(e, "out of memory") : -1;
+        goto out;
+    }
+    /* Errors without the message they answer (an element message is up
+     * to 64 KB), so that a read never comes out cut short. */
+    setsockopt(mnl_socket_get_fd(nl), SOL_NETLINK, NETLINK_CAP_ACK, &one,
+               sizeof(one));
+    for (i = 0; i < n && rc == 0; i++) {
+        const char *why;
+        long k = nftrules_epmap_parse(elems[i], NULL, 0, &why);
+        size_t need;
+
+        if (k < 0 || strlen(names[i]) >= NFT_NAME_MAXLEN) {
+            rc = err_set(e, "endpoint map %s: %s", names[i],
+                         k < 0 ? why : "name too long");
+            break;
+        }
+        if ((size_t)k > cap) {
+            struct nftrules_eprange *p = realloc(r, (size_t)k * sizeof(*r));
+
+            if (p == NULL) {
+                rc = err_set(e, "out of memory");
+                break;
+            }
+            r = p;
+            cap = (size_t)k;
+        }
+        nftrules_epmap_parse(elems[i], r, cap, &why);
+        need = ((size_t)k * RANGE_BYTES / (ELEMS_NEST_MAX / 2) + 2) * MSG_BYTES
+               + (size_t)k * RANGE_BYTES + 2 * MSG_BYTES;
+        if (off > 0 && off + need > NFTRULES_SET_BATCH) {
+            struct nlmsghdr *b =
+                put_msg(buf, &off, NFNL_MSG_BATCH_END, NLM_F_REQUEST, ++seq,
+                        AF_UNSPEC, NFNL_SUBSYS_NFTABLES);
+
+            off += MNL_ALIGN(b->nlmsg_len);
+            rc = send_batch(nl, buf, off, want, rbuf, e);
+            off = want = 0;
+            if (rc < 0)
+                break;
+        }
+        if (off + need > bufcap) {
+            size_t ncap = off + need > NFTRULES_SET_BATCH
+                              ? off + need
+                              : NFTRULES_SET_BATCH + 2 * MSG_BYTES;
+            char *p = realloc(buf, ncap);
+
+            if (p == NULL) {
+                rc = err_set(e, "out of memory");
+                break;
+            }
+            buf = p;
+            bufcap = ncap;
+            /* Room for the whole batch in the socket (best effort: the
+             * send says so when it does not fit). */
+            sndbuf = (int)(bufcap + 4096);
+            if (setsockopt(mnl_socket_get_fd(nl), SOL_SOCKET, SO_SNDBUFFORCE,
+                           &sndbuf, sizeof(sndbuf))
+                < 0)
+                setsockopt(mnl_socket_get_fd(nl), SOL_SOCKET, SO_SNDBUF,
+                           &sndbuf, sizeof(sndbuf));
+        }
+        if (off == 0) {
+            struct nlmsghdr *b =
+                put_msg(buf, &off, NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, ++seq,
+                        AF_UNSPEC, NFNL_SUBSYS_NFTABLES);
+
+            off += MNL_ALIGN(b->nlmsg_len);
+        }
+        want += put_map(buf, &off, &seq, names[i], r, (size_t)k);
+    }
+    if (rc == 0 && off > 0) {
+        struct nlmsghdr *b = put_msg(buf, &off, NFNL_MSG_BATCH_END,
+                                     NLM_F_REQUEST, ++seq, AF_UNSPEC,
+                                     NFNL_SUBSYS_NFTABLES);
+
+        off += MNL_ALIGN(b->nlmsg_len);
+        rc = send_batch(nl, buf, off, want, rbuf, e);
+    }
+out:
+    if (nl)
+        mnl_socket_close(nl);
+    free(buf);
+    free(rbuf);
+    free(r);
+    return rc;
+}

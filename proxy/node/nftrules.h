@@ -18,6 +18,7 @@
 #include <stdint.h>
 
 #include "err.h"
+#include "parse.h"
 
 /*
  * Into <counts>[i] the number of rules of chain <names>[i] of table inet
@@ -86,6 +87,37 @@ struct nftrules_elem {
 #define NFTRULES_DEL_BATCH 256
 int nftrules_delete_elems(const struct nftrules_elem *v, size_t n,
                           struct err *e);
+
+/* One range of an endpoint map, as nftrules_epmap_parse() reads it. */
+struct nftrules_eprange {
+    uint32_t lo, hi; /* inclusive, hi < NFTGEN_EP_MOD */
+    struct saddr ep; /* address and port */
+};
+
+/*
+ * Parse the elements of an endpoint map's object (nftgen.h: <rules>,
+ * "lo-hi : ip . port, ..." as nftgen writes them) into <out> (at most
+ * <max>; NULL to count). The ranges must be ascending, adjacent, cover 0
+ * to NFTGEN_EP_MOD - 1 and share one family. Returns how many, or -1 with
+ * a reason in <*why>. Pure (a fuzz target feeds it).
+ */
+long nftrules_epmap_parse(const char *rules, struct nftrules_eprange *out,
+                          size_t max, const char **why);
+
+/*
+ * Replace the elements of endpoint maps <names>[i] of table inet ferry
+ * with <elems>[i] (an endpoint map object's text: nftgen.h), each map's
+ * flush and refill in one transaction, so that a lookup finds the old
+ * ranges or the new, never neither. Several maps share a transaction up
+ * to NFTRULES_SET_BATCH bytes. libnftables would fetch every set of every
+ * table first, to check the types (nft.h's lean transactions say why
+ * that matters). Returns 0, or -1 with <e> (a map's text that does not
+ * parse, no socket, the kernel's error: the transaction it was in
+ * changed nothing, those before it hold).
+ */
+#define NFTRULES_SET_BATCH ((size_t)256 << 10)
+int nftrules_set_maps(const char *const *names, const char *const *elems,
+                      size_t n, struct err *e);
 
 /*
  * Acknowledgements in a received buffer: how many messages of <buf>

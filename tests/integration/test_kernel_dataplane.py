@@ -423,11 +423,16 @@ class Lab:
         self.drive.send_signal(signal.SIGHUP)
         self._wait_applied(mark)
 
-    def lean(self):
-        """Updates the driver committed in lean transactions so far (the
-        lean=N of its last "applied" line)."""
+    def counts(self):
+        """The engine's counters of the driver's last "applied" line:
+        {"texts": N, "epmaps": N, "lean": N}."""
         lines = [ln for ln in self.out_lines() if ln.startswith("applied")]
-        return int(lines[-1].rsplit("lean=", 1)[1])
+        return {k: int(v) for k, v in (w.split("=", 1)
+                                       for w in lines[-1].split()[2:])}
+
+    def lean(self):
+        """Updates the driver committed in lean transactions so far."""
+        return self.counts()["lean"]
 
     def destroy(self):
         stop_proc(self.drive)
@@ -555,8 +560,15 @@ def test_no_chain_per_endpoint_but_for_affinity(lab):
         == 2, names
     out = lab.run_in("node", "nft", "list", "chain", "inet", "ferry",
                      "svc4-default/web/p/tcp").stdout
-    assert "dnat ip to numgen random mod 3 map { 0 : 198.18.1.2 . 8080, " \
-        "1 : 198.18.1.3 . 8080, 2 : 198.18.1.4 . 8080 }" in out, out
+    # One rule whatever the endpoints; they are the elements of the
+    # Service's endpoint map, a third of the random number each.
+    assert "dnat ip to numgen random mod 16777216 map " \
+        "@em4-default/web/p/tcp" in out, out
+    out = lab.run_in("node", "nft", "list", "map", "inet", "ferry",
+                     "em4-default/web/p/tcp").stdout
+    assert "elements = { 0-5592404 : 198.18.1.2 . 8080, " \
+        "5592405-11184809 : 198.18.1.3 . 8080, " \
+        "11184810-16777215 : 198.18.1.4 . 8080 }" in out, out
     got = lab.in_ns("cpod")(lambda: hits(
         lambda: tcp_hello("198.18.128.10", 80)[0], 60))
     assert set(got) == {"pod-a", "pod-b", "pod-c"}, got
@@ -728,17 +740,22 @@ def test_hairpin_kept_while_another_service_has_the_pod(lab):
 
 
 def test_endpoint_changes_skip_libnftables_set_fetch(lab):
-    # An endpoint leaving or coming back rewrites the Service's chain and
-    # adds to the shared sets in a transaction libnftables runs on its
-    # table cache alone: "add rule" or "add element" would make it fetch
-    # every set of the table first (10,000 anonymous maps at 10,000
+    # An endpoint leaving or coming back rewrites the elements of the
+    # Service's endpoint map straight through netlink, and touches no rule;
+    # what it adds to the shared sets goes in a transaction libnftables
+    # runs on its table cache alone: "add rule" or "add element" would make
+    # it fetch every set of the table first (10,000 maps at 10,000
     # Services). What the change leaves unused (a hairpin pair, a
     # ClusterIP) is deleted straight through netlink afterwards.
     a = svc("lean", cips=("198.18.128.20",), eps=("pod-a", "pod-b"))
     b = svc("lean2", cips=("198.18.128.21",), eps=("pod-c",))
     lab.apply([a, b])
-    before = lab.lean()
+    c0 = lab.counts()
     lab.apply([svc("lean", cips=("198.18.128.20",), eps=("pod-a",)), b])
+    c1 = lab.counts()
+    # The endpoint left: one map rewritten, no libnftables transaction.
+    assert c1["epmaps"] == c0["epmaps"] + 1, (c0, c1)
+    assert c1["texts"] == c0["texts"], (c0, c1)
 
     def elems(name):
         return lab.run_in("node", "nft", "list", "set", "inet", "ferry",
@@ -746,7 +763,11 @@ def test_endpoint_changes_skip_libnftables_set_fetch(lab):
     assert "198.18.1.3 . 198.18.1.3" not in elems("hairpin4")
     assert "198.18.1.2 . 198.18.1.2" in elems("hairpin4")
     lab.apply([a, b])
-    assert lab.lean() == before + 2
+    c2 = lab.counts()
+    # Back: the map again, and the hairpin pair in one lean transaction.
+    assert c2["epmaps"] == c1["epmaps"] + 1, (c1, c2)
+    assert c2["texts"] == c1["texts"] + 1, (c1, c2)
+    assert c2["lean"] == c1["lean"] + 1, (c1, c2)
     assert "198.18.1.3 . 198.18.1.3" in elems("hairpin4")
     cp = lab.in_ns("cpod")
     got = {cp(tcp_hello, "198.18.128.20", 80)[0] for _ in range(30)}
@@ -756,6 +777,48 @@ def test_endpoint_changes_skip_libnftables_set_fetch(lab):
     assert "198.18.128.21" not in elems("cluster-ips4")
     assert "198.18.128.20" in elems("cluster-ips4")
     assert "198.18.1.4 . 198.18.1.4" not in elems("hairpin4")
+
+
+def test_endpoint_changes_under_load_refuse_no_connection(lab):
+    # Each change flushes and refills the Service's endpoint map in one
+    # netlink transaction: a new connection meanwhile finds the old
+    # endpoints or the new ones, never an empty map (which would leave it
+    # untranslated, refused as a ClusterIP no Service holds).
+    rounds = [("pod-a", "pod-b"), ("pod-a", "pod-b", "pod-c"),
+              ("pod-b", "pod-c"), ("pod-c",), ("pod-a", "pod-c")]
+    lab.apply([svc("churn", cips=("198.18.128.30",), eps=rounds[0])])
+    c0 = lab.counts()
+    c = lab.in_ns("cpod")
+    stop = threading.Event()
+    counts = {"ok": 0, "fail": []}
+
+    def loop():
+        for _ in range(100000):
+            if stop.is_set():
+                return
+            r = tcp_try("198.18.128.30", 80)
+            if r in ("pod-a", "pod-b", "pod-c"):
+                counts["ok"] += 1
+            else:
+                counts["fail"].append(r)
+    worker = c.submit(loop)
+    try:
+        for i in range(1, 26):
+            lab.apply([svc("churn", cips=("198.18.128.30",),
+                           eps=rounds[i % len(rounds)])])
+            at = counts["ok"]
+            ft.wait_for(lambda: counts["ok"] > at or counts["fail"],
+                        what="a connection after change %d" % i)
+    finally:
+        stop.set()
+        worker.result(timeout=ft.DEADLINE)
+    assert counts["fail"] == [], counts
+    assert counts["ok"] >= 25, counts
+    # Every change was the map's alone, and the last one is in force.
+    c1 = lab.counts()
+    assert c1["epmaps"] == c0["epmaps"] + 25, (c0, c1)
+    got = c(lambda: hits(lambda: tcp_hello("198.18.128.30", 80)[0], 40))
+    assert set(got) == set(rounds[25 % len(rounds)]), got
 
 
 def test_udp_endpoint_removal_moves_client_within_1s(lab):
@@ -922,6 +985,48 @@ def test_large_table_created_in_parts_is_whole(lab, tmp_path):
                  "inet", "ferry", "hairpin4").stdout
         s = [x["set"] for x in json.loads(out)["nftables"] if "set" in x]
         assert len(s[0]["elem"]) == 1100 * 5 + 2
+    finally:
+        sh("ip", "netns", "del", fresh, check=False)
+
+
+def test_large_endpoint_maps_rewritten_as_a_fresh_build(lab, tmp_path):
+    # Endpoint changes go to the kernel through netlink, not libnftables:
+    # a map of 4,000 endpoints takes several element messages, and maps
+    # past NFTRULES_SET_BATCH bytes several transactions. What they leave
+    # is what libnftables writes for the same services from scratch.
+    fresh = "kdmaps%d" % os.getpid()
+    fresh_file = str(tmp_path / "fresh.json")
+
+    def many(name, cip, n, skip=0, heavy=()):
+        eps = [{"ip": f"198.18.{32 + k // 250}.{k % 250 + 1}",
+                "port": TCP_PORT, "weight": 3 if k in heavy else 1}
+               for k in range(skip, skip + n)]
+        return {"id": f"default/{name}:p", "protocol": "tcp", "port": 80,
+                "cluster_ips": [cip], "cluster_endpoints": eps}
+    before = [many("big", "198.18.130.1", 4000)] + \
+        [many(f"mid{i}", f"198.18.130.{i + 2}", 300, skip=i) for i in range(8)]
+    after = [many("big", "198.18.130.1", 3999, skip=1, heavy=(7, 99))] + \
+        [many(f"mid{i}", f"198.18.130.{i + 2}", 301, skip=i + 1)
+         for i in range(8)]
+    lab.apply(before)
+    c0 = lab.counts()
+    lab.apply(after)
+    c1 = lab.counts()
+    assert c1["epmaps"] == c0["epmaps"] + 9, (c0, c1)
+    with open(fresh_file, "w") as f:
+        json.dump({"config": CONF, "services": after}, f)
+    sh("ip", "netns", "add", fresh)
+    try:
+        sh("ip", "netns", "exec", fresh, drive_bin(), "apply", fresh_file)
+        got = _table_model(lab.run_in(
+            "node", "nft", "-j", "list", "table", "inet", "ferry").stdout)
+        want = _table_model(sh("ip", "netns", "exec", fresh, "nft", "-j",
+                               "list", "table", "inet", "ferry").stdout)
+        diff = sorted(k for k in set(got) | set(want)
+                      if got.get(k) != want.get(k))
+        assert diff == [], diff[:5]
+        big = got[("map", "em4-default/big/p/tcp")][1]
+        assert len(big) == 3999, len(big)
     finally:
         sh("ip", "netns", "del", fresh, check=False)
 

@@ -156,8 +156,9 @@ apply_and_say(struct nft *n, unsigned long *seq)
         return -1;
     }
     nft_get_stats(n, &st);
-    say("applied %lu services=%zu lean=%llu", ++*seq, st.services,
-        (unsigned long long)st.lean);
+    say("applied %lu services=%zu texts=%llu epmaps=%llu lean=%llu",
+        ++*seq, st.services, (unsigned long long)st.texts,
+        (unsigned long long)st.epmaps, (unsigned long long)st.lean);
     return 0;
 }
 
@@ -289,8 +290,8 @@ cmd_time(const char *path, char **next, int nnext)
         if (nft_apply(n, &e) < 0)
             goto out;
         nft_get_stats(n, &st);
-        say("update %.1f ms lean=%llu", now_ms() - t0,
-            (unsigned long long)st.lean);
+        say("update %.1f ms epmaps=%llu lean=%llu", now_ms() - t0,
+            (unsigned long long)st.epmaps, (unsigned long long)st.lean);
     }
     rc = 0;
 out:

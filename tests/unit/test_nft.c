@@ -37,7 +37,7 @@
 #include "smap.h"
 
 /* The listings and texts below name the layout. */
-_Static_assert(NFT_LAYOUT == 2, "tests name layout 2");
+_Static_assert(NFT_LAYOUT == 3, "tests name layout 3");
 
 static struct saddr
 ip(const char *s, uint16_t port)
@@ -243,16 +243,23 @@ test_gen_cluster_ip(void **state)
     has(t, "add rule inet ferry svc4-default/web/http/tcp ip daddr { "
            "198.18.128.10 } ip saddr != { 198.18.1.0/24 } jump "
            "mark-for-masq");
-    /* One rule translates: a random number into a map of endpoints, no
-     * chain per endpoint, no hairpin rule (a global set does that). */
+    /* One rule translates: a random number into the service's endpoint
+     * map, no chain per endpoint, no hairpin rule (a global set does
+     * that), and nothing after it (the map outlives the rule). */
     has(t, "add rule inet ferry svc4-default/web/http/tcp meta l4proto tcp "
-           "dnat ip to numgen random mod 2 map { 0 : 198.18.1.2 . 8080, 1 : "
-           "198.18.1.3 . 8080 }\n");
-    /* Then the first endpoint outright, for a packet that runs the rule
-     * as its map's elements are retired (nftgen.c, RACE_FALLBACK). */
-    has(t, "198.18.1.3 . 8080 }\nadd rule inet ferry "
-           "svc4-default/web/http/tcp meta l4proto tcp dnat ip to "
-           "198.18.1.2:8080\n");
+           "dnat ip to numgen random mod 16777216 map "
+           "@em4-default/web/http/tcp\n");
+    hasnt(t, "dnat ip to 198.18.1.2:8080");
+    /* The map is declared before the rules, and filled after any flush,
+     * half of the random number each. */
+    has(t, "add map inet ferry em4-default/web/http/tcp { typeof numgen "
+           "random mod 16777216 : ip daddr . tcp dport; flags interval; }\n");
+    has(t, "add map inet ferry em4-default/web/http/tcp { typeof numgen "
+           "random mod 16777216 : ip daddr . tcp dport; flags interval; "
+           "elements = { 0-8388607 : 198.18.1.2 . 8080, 8388608-16777215 : "
+           "198.18.1.3 . 8080 } }\n");
+    assert_true(strstr(t, "flags interval; }\n")
+                < strstr(t, "add rule inet ferry svc4-default/web/http/tcp"));
     hasnt(t, "ep4-");
     hasnt(t, "goto ep");
     hasnt(t, "saddr 198.18.1.2");
@@ -400,9 +407,13 @@ test_gen_external_local(void **state)
     has(t, "ext4-default/web/http/tcp fib saddr type local jump "
            "mark-for-masq");
     has(t, "ext4-default/web/http/tcp goto loc4-default/web/http/tcp");
-    /* One local endpoint: no map. */
+    /* The local list has an endpoint map of its own. */
     has(t, "add rule inet ferry loc4-default/web/http/tcp meta l4proto tcp "
-           "dnat ip to 198.18.1.3:8080\n");
+           "dnat ip to numgen random mod 16777216 map "
+           "@eml4-default/web/http/tcp\n");
+    has(t, "add map inet ferry eml4-default/web/http/tcp { typeof numgen "
+           "random mod 16777216 : ip daddr . tcp dport; flags interval; "
+           "elements = { 0-16777215 : 198.18.1.3 . 8080 } }\n");
     free(t);
     /* No local endpoint: outside traffic is dropped, not rejected. */
     f.s.nlocal_eps = 0;
@@ -478,9 +489,12 @@ test_gen_many_endpoints_vmap(void **state)
     f.s.cluster_eps = eps;
     f.s.ncluster_eps = NFTGEN_VMAP_MIN + 1;
     t = gen(&c, &f.s);
-    has(t, "dnat ip to numgen random mod 34 map { 0-1 : 198.18.1.10 . 8080, "
-           "2 : 198.18.1.11 . 8080, ");
-    has(t, "33 : 198.18.1.42 . 8080 }\n");
+    /* Weights 2, 1, 1...: 34 shares of 2^24, the first two of them. */
+    has(t, "dnat ip to numgen random mod 16777216 map "
+           "@em4-default/web/http/tcp\n");
+    has(t, "elements = { 0-986894 : 198.18.1.10 . 8080, 986895-1480341 : "
+           "198.18.1.11 . 8080, ");
+    has(t, ", 16283768-16777215 : 198.18.1.42 . 8080 } }\n");
     hasnt(t, "vmap");
     hasnt(t, "ep4-");
     free(t);
@@ -521,12 +535,16 @@ test_gen_dual_stack(void **state)
     has(t, "add element inet ferry svc6 { 2001:2::a . udp . 80 : goto "
            "svc6-default/web/http/udp }");
     has(t, "add rule inet ferry svc6-default/web/http/udp meta l4proto udp "
-           "dnat ip6 to [2001:2::2]:8080\n");
+           "dnat ip6 to numgen random mod 16777216 map "
+           "@em6-default/web/http/udp\n");
+    has(t, "add map inet ferry em6-default/web/http/udp { typeof numgen "
+           "random mod 16777216 : ip6 daddr . udp dport; flags interval; "
+           "elements = { 0-16777215 : 2001:2::2 . 8080 } }\n");
     has(t, "add rule inet ferry svc4-default/web/http/udp meta l4proto udp "
-           "dnat ip to numgen random mod 2 map { 0 : 198.18.1.2 . 8080, 1 : "
-           "198.18.1.3 . 8080 }\n");
+           "dnat ip to numgen random mod 16777216 map "
+           "@em4-default/web/http/udp\n");
     /* No IPv6 cluster CIDR: no masquerade rule for IPv6 ClusterIPs. */
-    hasnt(t, "ip6 daddr");
+    hasnt(t, "ip6 daddr {");
     free(t);
 }
 
@@ -549,17 +567,41 @@ test_diff_incremental(void **state)
     f.s.ncluster_eps = 1; /* 198.18.1.3 leaves */
     assert_int_equal(nftgen_service(&c, &f.s, &b), 0);
     assert_false(nftgen_group_equal(&a, &b));
+    /* An endpoint change is the endpoint map's alone: no text, the map
+     * for netlink. */
     nftgen_txn_init(&t);
     nftgen_diff(&t, &a, &b);
+    assert_true(nftgen_txn_no_text(&t));
+    assert_false(nftgen_txn_empty(&t));
+    assert_int_equal(t.nepm, 1);
+    assert_string_equal(t.epm[0]->name, "em4-default/web/http/tcp");
+    assert_string_equal(t.epm[0]->rules, "0-16777215 : 198.18.1.3 . 8080");
+    nftgen_txn_deinit(&t);
+    /* A second ClusterIP rewrites the chain, which names the map: the map
+     * is declared first (the chain's text alone would not do for
+     * libnftables without its set cache). */
+    f.cips[1] = ip("198.18.128.11", 0);
+    f.s.ncluster_ips = 2;
+    nftgen_group_deinit(&a);
+    nftgen_group_init(&a);
+    assert_int_equal(nftgen_service(&c, &f.s, &a), 0);
+    nftgen_txn_init(&t);
+    nftgen_diff(&t, &b, &a);
+    assert_int_equal(t.nepm, 0);
     s = nftgen_txn_text(&t);
     assert_non_null(s);
     assert_string_equal(
-        s, "flush chain inet ferry svc4-default/web/http/tcp\n"
+        s, "add map inet ferry em4-default/web/http/tcp { typeof numgen "
+           "random mod 16777216 : ip daddr . tcp dport; flags interval; }\n"
+           "flush chain inet ferry svc4-default/web/http/tcp\n"
            "add rule inet ferry svc4-default/web/http/tcp ip daddr { "
-           "198.18.128.10 } ip saddr != { 198.18.1.0/24 } jump "
-           "mark-for-masq\n"
+           "198.18.128.10, 198.18.128.11 } ip saddr != { 198.18.1.0/24 } "
+           "jump mark-for-masq\n"
            "add rule inet ferry svc4-default/web/http/tcp meta l4proto tcp "
-           "dnat ip to 198.18.1.3:8080\n");
+           "dnat ip to numgen random mod 16777216 map "
+           "@em4-default/web/http/tcp\n"
+           "add element inet ferry svc4 { 198.18.128.11 . tcp . 80 : goto "
+           "svc4-default/web/http/tcp }\n");
     free(s);
     nftgen_txn_deinit(&t);
     /* Same group: nothing to do. */
@@ -573,6 +615,10 @@ test_diff_incremental(void **state)
     s = nftgen_txn_text(&t);
     assert_true(strstr(s, "delete element inet ferry svc4")
                 < strstr(s, "delete chain inet ferry svc4-"));
+    /* The map after the chain whose rule names it. */
+    assert_non_null(strstr(s, "delete map inet ferry em4-"));
+    assert_true(strstr(s, "delete chain inet ferry svc4-")
+                < strstr(s, "delete map inet ferry em4-"));
     free(s);
     nftgen_txn_deinit(&t);
     nftgen_group_deinit(&a);
@@ -608,15 +654,33 @@ test_diff_lean(void **state)
     pod = ip("198.18.1.3", 0);
     nftgen_hairpin(&t, &pod, 1);
     s = nftgen_txn_text(&t);
-    assert_string_equal(
-        s, "flush chain inet ferry svc4-default/web/http/tcp\n"
+    /* The endpoint map goes through netlink; the text is the pair. */
+    assert_string_equal(s, "add set inet ferry hairpin4 { type ipv4_addr . "
+                           "ipv4_addr; elements = { 198.18.1.3 . 198.18.1.3 "
+                           "} }\n");
+    assert_int_equal(t.nepm, 1);
+    assert_true(nftgen_lean_text(s));
+    free(s);
+    nftgen_txn_deinit(&t);
+    /* A rewritten chain that names its endpoint map stays lean: the map is
+     * declared in the same transaction. */
+    f.cips[1] = ip("198.18.128.11", 0);
+    f.s.ncluster_ips = 2;
+    nftgen_group_deinit(&a);
+    nftgen_group_init(&a);
+    assert_int_equal(nftgen_service(&c, &f.s, &a), 0);
+    nftgen_txn_init(&t);
+    nftgen_txn_lean(&t, &glob);
+    nftgen_diff(&t, &b, &a);
+    s = nftgen_txn_text(&t);
+    has(s, "add map inet ferry em4-default/web/http/tcp { typeof numgen "
+           "random mod 16777216 : ip daddr . tcp dport; flags interval; }\n"
+           "flush chain inet ferry svc4-default/web/http/tcp\n"
            "add chain inet ferry svc4-default/web/http/tcp {\n"
-           "\tip daddr { 198.18.128.10 } ip saddr != { 198.18.1.0/24 } jump "
-           "mark-for-masq\n"
-           "\tmeta l4proto tcp dnat ip to 198.18.1.3:8080\n"
-           "}\n"
-           "add set inet ferry hairpin4 { type ipv4_addr . ipv4_addr; "
-           "elements = { 198.18.1.3 . 198.18.1.3 } }\n");
+           "\tip daddr { 198.18.128.10, 198.18.128.11 } ip saddr != { "
+           "198.18.1.0/24 } jump mark-for-masq\n"
+           "\tmeta l4proto tcp dnat ip to numgen random mod 16777216 map "
+           "@em4-default/web/http/tcp\n}\n");
     assert_true(nftgen_lean_text(s));
     free(s);
     nftgen_txn_deinit(&t);
@@ -863,7 +927,7 @@ test_gen_global(void **state)
     has(t, "add rule inet ferry reject-chain meta l4proto tcp reject with tcp "
            "reset");
     has(t, "add set inet ferry layout { type inet_service; comment \"ferry "
-           "layout 2\"; }");
+           "layout 3\"; }");
     /* Hairpin: one rule per family after DNAT, on a set of pairs. */
     has(t, "add rule inet ferry nat-postrouting ct status dnat ip saddr . "
            "ip daddr @hairpin4 jump mark-for-masq\nadd rule inet ferry "
@@ -1153,7 +1217,7 @@ test_listing_parse(void **state)
         "{\"nftables\": [{\"metainfo\": {}}, {\"table\": {\"family\": \"i"
         "net\", \"name\": \"ferry\"}}, {\"set\": {\"family\": \"inet\", "
         "\"table\": \"ferry\", \"name\": \"layout\", \"comment\": \"ferry"
-        " layout 2\"}}, {\"map\": {\"family\": \"inet\", \"table\": \"fer"
+        " layout 3\"}}, {\"map\": {\"family\": \"inet\", \"table\": \"fer"
         "ry\", \"name\": \"svc4\"}}, {\"chain\": {\"family\": \"inet\", "
         "\"table\": \"ferry\", \"name\": \"services\"}}, {\"chain\": {\"f"
         "amily\": \"inet\", \"table\": \"ferry\", \"name\": \"x\"}}, {\"c"
