@@ -75,7 +75,11 @@ struct kube {
     struct ev_timer khealth;   /* a checked endpoint went up or down */
     struct table *kfed;     /* the table whose kernel services nft wants */
     struct smap kidx;       /* "name/proto" -> 1 + index in kfed */
-    int kfed_whole;         /* the engine took every one of them */
+    /* Indices in kfed of the kernel services the engine refused, tried
+     * again at each table (nft_svc_check(): a bad address, or one
+     * another Service holds until it lets go). */
+    size_t *krefused;
+    size_t nkrefused;
     struct ev_timer kretry; /* a failed transaction, retried whole */
     double kretry_s;        /* its back-off */
     struct ev_timer kverify; /* someone else edited or flushed the table */
@@ -794,37 +798,61 @@ kube_set_health(struct kube *k, struct health *h)
         health_on_change(h, kube_on_health_change, k);
 }
 
+/* Nonzero when index <i> of the table fed was refused by the engine. */
+static int
+kfed_refused(const struct kube *k, size_t i)
+{
+    size_t j;
+
+    for (j = 0; j < k->nkrefused; j++)
+        if (k->krefused[j] == i)
+            return 1;
+    return 0;
+}
+
 /* The quick way for kube_feed_nft(), when <api>'s kernel services are
  * those of the last table fed, by name and in the same order (as after
- * changes to endpoints), and the engine took them all: only those that
- * differ are put, and the index stays. Returns 0, or -1 when the whole
- * way must run (the put refused is put again there). */
+ * changes to endpoints): only those that differ are put, then those the
+ * engine refused last time are tried again (a put may have freed the
+ * address one wanted), and the index stays. A Service refused for good
+ * (the API server's own endpoint on loopback, in a simulated cluster)
+ * thus costs one put a table, not the whole way (a lookup of every
+ * kernel service by name: a third of ferry's CPU per change at 10,000).
+ * Returns 0, or -1 when the whole way must run (a put refused is put
+ * again there). */
 static int
 kube_feed_same(struct kube *k, const struct table *api)
 {
     const struct table *old = k->kfed;
-    size_t i;
+    size_t i, n = 0;
 
-    if (old == NULL || !k->kfed_whole || old->nksvcs != api->nksvcs)
+    if (old == NULL || old->nksvcs != api->nksvcs)
         return -1;
-    /* Made from the table fed: only the kernel services it says. */
     if (api->base == old->serial) {
+        /* Made from the table fed: only the kernel services it says. */
         for (i = 0; i < api->ndksvcs; i++) {
             const struct tbl_ksvc *ks = table_ksvc(api, api->dksvcs[i]);
             if (!tbl_ksvc_equal(table_ksvc(old, api->dksvcs[i]), ks)
-                && nft_put_ksvc(k, ks, NULL) < 0)
+                && nft_put_ksvc(k, ks, NULL) < 0
+                && !kfed_refused(k, api->dksvcs[i]))
                 return -1;
         }
-        return 0;
+    } else {
+        for (i = 0; i < api->nksvcs; i++)
+            if (table_ksvc(api, i)->proto != table_ksvc(old, i)->proto
+                || strcmp(table_ksvc(api, i)->name, table_ksvc(old, i)->name)
+                       != 0)
+                return -1;
+        for (i = 0; i < api->nksvcs; i++)
+            if (!tbl_ksvc_equal(table_ksvc(old, i), table_ksvc(api, i))
+                && nft_put_ksvc(k, table_ksvc(api, i), NULL) < 0
+                && !kfed_refused(k, i))
+                return -1;
     }
-    for (i = 0; i < api->nksvcs; i++)
-        if (table_ksvc(api, i)->proto != table_ksvc(old, i)->proto
-            || strcmp(table_ksvc(api, i)->name, table_ksvc(old, i)->name) != 0)
-            return -1;
-    for (i = 0; i < api->nksvcs; i++)
-        if (!tbl_ksvc_equal(table_ksvc(old, i), table_ksvc(api, i))
-            && nft_put_ksvc(k, table_ksvc(api, i), NULL) < 0)
-            return -1;
+    for (i = 0; i < k->nkrefused; i++)
+        if (nft_put_ksvc(k, table_ksvc(api, k->krefused[i]), NULL) < 0)
+            k->krefused[n++] = k->krefused[i];
+    k->nkrefused = n;
     return 0;
 }
 
@@ -878,14 +906,16 @@ kube_feed_nft(struct kube *k, struct table *api)
     for (i = 0; i < nrefused; i++) {
         const struct tbl_ksvc *ks = table_ksvc(api, refused[i]);
         if (nft_put_ksvc(k, ks, said) < 0) {
-            nleft++;
+            refused[nleft++] = refused[i];
             continue;
         }
         ksvc_key(ks, key, sizeof(key));
         if (smap_put(&idx, key, (void *)(uintptr_t)(refused[i] + 1)) < 0)
             goto oom;
     }
-    free(refused);
+    free(k->krefused);
+    k->krefused = refused;
+    k->nkrefused = nleft;
     if (said != NULL) {
         skip_set_each_new(said, k->nft_refused, kube_on_nft_refused, k);
         skip_set_free(k->nft_refused);
@@ -895,7 +925,6 @@ kube_feed_nft(struct kube *k, struct table *api)
     k->kidx = idx;
     table_unref(k->kfed);
     k->kfed = table_ref(api);
-    k->kfed_whole = nleft == 0;
     kube_health_targets(k, NULL);
     kube_nft_commit(k);
     return;
@@ -908,6 +937,9 @@ oom:
     smap_deinit(&k->kidx);
     table_unref(k->kfed);
     k->kfed = NULL;
+    free(k->krefused);
+    k->krefused = NULL;
+    k->nkrefused = 0;
 }
 
 /* Start the engine unless kube-proxy still programs the node. Returns 0
@@ -1538,6 +1570,7 @@ kube_free(struct kube *k)
     nft_free(k->nft);
     table_unref(k->kfed);
     smap_deinit(&k->kidx);
+    free(k->krefused);
     kpm_free(k->kpm);
     nodehealth_free(k->nh);
     watcher_free(k->watcher);

@@ -1077,90 +1077,93 @@ commit(struct nft *n, int all)
     free(m);
 }
 
-/* Delete the elements of the shared address sets that nothing wants any
- * more, once the rules that could still need them are gone. One left
- * behind costs nothing but a verdict that is right anyway: a hairpin pair
- * masquerades a connection that DNAT sent back to its own source (which
- * cannot work without it), and a ClusterIP that no Service holds is
- * refused, as the service CIDRs' rule refuses it. When the deletion fails
- * the next convergence refills the sets. */
+/* An element one of the shared address sets gains. Those that nothing
+ * wants any more are deleted after the rules that could still need them
+ * are gone (in the same netlink transaction, or the one after a
+ * libnftables text). One left behind would cost nothing but a verdict
+ * that is right anyway: a hairpin pair masquerades a connection that DNAT
+ * sent back to its own source (which cannot work without it), and a
+ * ClusterIP that no Service holds is refused, as the service CIDRs' rule
+ * refuses it. */
+struct ipadd {
+    const struct ipset *set;
+    struct saddr a;
+};
+
+/* The touched IPs of <set>: those wanted into <add>, those to delete
+ * into <del> (room for every touched IP in both). */
 static void
-ipset_delete(struct nft *n, struct nftrules_elem *del, size_t ndel)
+ipset_collect(const struct ipset *set, struct ipadd *add, size_t *nadd,
+              struct nftrules_elem *del, size_t *ndel)
 {
-    struct err e;
-
-    err_clear(&e);
-    if (ndel > 1)
-        qsort(del, ndel, sizeof(*del), elem_cmp);
-    if (ndel == 0 || nftrules_delete_elems(del, ndel, &e) == 0)
-        return;
-    log_warn("nftables: stale set elements left until the next "
-             "convergence: %s",
-             e.msg);
-    n->st.failures++;
-    n->need_converge = 1;
-}
-
-/*
- * The endpoint maps whose elements changed, written straight through
- * netlink (nftrules_set_maps()), after the text that may have created
- * chains naming them. st.epmaps counts the maps so written.
- */
-static int
-epmaps_write(struct nft *n, const struct nftgen_txn *t, struct err *e)
-{
-    const char **names, **elems;
     size_t i;
-    int rc;
 
-    if (t->nepm == 0)
-        return 0;
-    names = calloc(t->nepm, sizeof(*names));
-    elems = calloc(t->nepm, sizeof(*elems));
-    if (names == NULL || elems == NULL) {
-        free(names);
-        free(elems);
-        return err_set(e, "out of memory");
+    for (i = 0; i < ipcount_ntouched(&set->c); i++) {
+        struct saddr a;
+        int want, have;
+
+        ipcount_touched(&set->c, i, &a, &want, &have);
+        if (want == have)
+            continue;
+        if (want) {
+            add[*nadd].set = set;
+            add[(*nadd)++].a = a;
+        } else {
+            ipset_elem(set, &a, &del[(*ndel)++]);
+        }
     }
-    for (i = 0; i < t->nepm; i++) {
-        names[i] = t->epm[i]->name;
-        elems[i] = t->epm[i]->rules;
-    }
-    rc = nftrules_set_maps(names, elems, t->nepm, e);
-    if (rc == 0)
-        n->st.epmaps += t->nepm;
-    free(names);
-    free(elems);
-    return rc;
 }
 
 /*
- * The changed services in one lean transaction (nftgen_txn_lean(): a
- * chain's rules rewritten, elements added to the shared sets), which
- * libnftables runs without first fetching every set of the table; the
- * elements to delete from the shared address sets go afterwards straight
- * to the kernel (ipset_delete()). What is not lean (a service deleted or
- * an address of it moved: "delete element"; affinity rules, which name
- * their sets) costs libnftables' fetch as before; st.lean counts the
- * transactions that were.
+ * The changed services: first, when they rewrite chains or add or delete
+ * whole services, one lean libnftables transaction (nftgen_txn_lean():
+ * chains' rules, elements added to the shared sets), which libnftables
+ * runs without first fetching every set of the table; then, straight
+ * through netlink (nftrules_write()), the endpoint maps whose elements
+ * changed and the shared sets' elements to delete. An endpoint change
+ * alone (the most common change by far) is one netlink transaction:
+ * the shared sets' new elements, the maps, the deletions. Each
+ * transaction costs the kernel a walk of every chain of the table at
+ * commit, and libnftables its parse. What is not lean (a service
+ * deleted or an address of it moved: "delete element"; affinity rules,
+ * which name their sets) costs libnftables' fetch as before; st.lean
+ * counts the transactions that were, st.texts every libnftables one,
+ * st.epmaps the maps written through netlink.
  */
 static int
 incremental(struct nft *n, struct err *e)
 {
-    struct nftrules_elem *del;
+    struct nftrules_elem *del, *addk = NULL;
+    struct ipadd *add;
     struct nftgen_txn t;
+    const char **names = NULL, **elems = NULL;
     char *text = NULL;
-    size_t i, ndel = 0;
+    size_t i, ndel = 0, nadd = 0, nt = ipset_touched(n);
     int rc = 0;
 
     nftgen_txn_init(&t);
     nftgen_txn_lean(&t, &n->global);
     for (i = 0; i < n->ndirty; i++)
         nftgen_diff(&t, n->dirty[i]->have, n->dirty[i]->want);
-    del = calloc(ipset_touched(n) + 1, sizeof(*del));
-    ipset_emit(&n->cips, &t, del, &ndel);
-    ipset_emit(&n->hp, &t, del, &ndel);
+    del = calloc(nt + 1, sizeof(*del));
+    add = calloc(nt + 1, sizeof(*add));
+    if (del == NULL || add == NULL) {
+        /* Short of memory: every element in the text. */
+        free(del);
+        free(add);
+        del = NULL;
+        add = NULL;
+        ipset_emit(&n->cips, &t, NULL, &ndel);
+        ipset_emit(&n->hp, &t, NULL, &ndel);
+    } else {
+        ipset_collect(&n->cips, add, &nadd, del, &ndel);
+        ipset_collect(&n->hp, add, &nadd, del, &ndel);
+    }
     if (!nftgen_txn_no_text(&t)) {
+        /* Chains change: the new elements in the same transaction. */
+        for (i = 0; i < nadd; i++)
+            ipset_put(add[i].set, &t, &add[i].a, 1);
+        nadd = 0;
         text = nftgen_txn_text(&t);
         if (text == NULL) {
             rc = err_set(e, "transaction too large or out of memory");
@@ -1175,20 +1178,42 @@ incremental(struct nft *n, struct err *e)
         if (rc < 0)
             goto fail;
     }
-    if (t.oom || epmaps_write(n, &t, e) < 0) {
-        if (t.oom)
-            err_set(e, "out of memory");
-        rc = -1;
+    addk = calloc(nadd + 1, sizeof(*addk));
+    names = calloc(t.nepm + 1, sizeof(*names));
+    elems = calloc(t.nepm + 1, sizeof(*elems));
+    if (t.oom || addk == NULL || names == NULL || elems == NULL) {
+        rc = err_set(e, "out of memory");
         goto fail;
     }
+    for (i = 0; i < nadd; i++)
+        ipset_elem(add[i].set, &add[i].a, &addk[i]);
+    if (nadd > 1)
+        qsort(addk, nadd, sizeof(*addk), elem_cmp);
+    if (ndel > 1)
+        qsort(del, ndel, sizeof(*del), elem_cmp);
+    for (i = 0; i < t.nepm; i++) {
+        names[i] = t.epm[i]->name;
+        elems[i] = t.epm[i]->rules;
+    }
+    rc = nftrules_write(addk, nadd, names, elems, t.nepm, del, ndel, e);
+    if (rc < 0)
+        goto fail;
+    n->st.epmaps += t.nepm;
     nftgen_txn_deinit(&t);
     commit(n, 0);
-    ipset_delete(n, del, ndel);
     free(del);
+    free(add);
+    free(addk);
+    free(names);
+    free(elems);
     return 0;
 fail:
     nftgen_txn_deinit(&t);
     free(del);
+    free(add);
+    free(addk);
+    free(names);
+    free(elems);
     n->st.failures++;
     n->need_converge = 1;
     return -1;

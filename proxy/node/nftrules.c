@@ -349,104 +349,6 @@ put_msg(char *buf, size_t *off, uint16_t type, uint16_t flags, uint32_t seq,
     return nlh;
 }
 
-/* Bytes one batch of up to NFTRULES_DEL_BATCH elements may take: each
- * element's nests and key, and a message of its own at worst (the table
- * and set names, headers). About 160 KB: under a netlink socket's default
- * send buffer. */
-#define DEL_ELEM (4 * MNL_ATTR_HDRLEN + NFTRULES_KEY_MAX)
-#define DEL_MSG  (MNL_NLMSG_HDRLEN + 16 + 2 * (NFT_NAME_MAXLEN + 8))
-#define DEL_BUF  ((size_t)NFTRULES_DEL_BATCH * (DEL_ELEM + DEL_MSG) + 1024)
-
-/* One transaction deleting <v>[0..n), n <= NFTRULES_DEL_BATCH. */
-static int
-del_batch(struct mnl_socket *nl, char *buf, uint32_t *seq,
-          const struct nftrules_elem *v, size_t n, struct err *e)
-{
-    size_t off = 0, i = 0, j, want = 0, got = 0;
-    struct nlmsghdr *nlh;
-    int err = 0, ret;
-
-    nlh = put_msg(buf, &off, NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, ++*seq,
-                  AF_UNSPEC, NFNL_SUBSYS_NFTABLES);
-    off += MNL_ALIGN(nlh->nlmsg_len);
-    while (i < n) {
-        struct nlattr *list;
-
-        nlh =
-            put_msg(buf, &off, (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_DELSETELEM,
-                    NLM_F_REQUEST | NLM_F_ACK, ++*seq, NFPROTO_INET, 0);
-        mnl_attr_put_strz(nlh, NFTA_SET_ELEM_LIST_TABLE, NFT_TABLE);
-        mnl_attr_put_strz(nlh, NFTA_SET_ELEM_LIST_SET, v[i].set);
-        list = mnl_attr_nest_start(nlh, NFTA_SET_ELEM_LIST_ELEMENTS);
-        for (j = i; j < n && strcmp(v[j].set, v[i].set) == 0; j++) {
-            struct nlattr *el = mnl_attr_nest_start(nlh, NFTA_LIST_ELEM);
-            struct nlattr *key = mnl_attr_nest_start(nlh, NFTA_SET_ELEM_KEY);
-
-            mnl_attr_put(nlh, NFTA_DATA_VALUE, v[j].len, v[j].key);
-            mnl_attr_nest_end(nlh, key);
-            mnl_attr_nest_end(nlh, el);
-        }
-        mnl_attr_nest_end(nlh, list);
-        off += MNL_ALIGN(nlh->nlmsg_len);
-        want++;
-        i = j;
-    }
-    nlh = put_msg(buf, &off, NFNL_MSG_BATCH_END, NLM_F_REQUEST, ++*seq,
-                  AF_UNSPEC, NFNL_SUBSYS_NFTABLES);
-    off += MNL_ALIGN(nlh->nlmsg_len);
-    if (mnl_socket_sendto(nl, buf, off) < 0)
-        return err_set(e, "nf_tables element deletion: %s", strerror(errno));
-    while (got < want) {
-        ret = (int)mnl_socket_recvfrom(nl, buf, MNL_SOCKET_BUFFER_SIZE);
-        if (ret < 0)
-            return err_set(e, "nf_tables element deletion: %s",
-                           errno == EAGAIN ? "no answer from the kernel"
-                                           : strerror(errno));
-        got += nftrules_acks(buf, (size_t)ret, &err);
-    }
-    if (err != 0)
-        return err_set(e, "nf_tables element deletion: %s", strerror(-err));
-    return 0;
-}
-
-int
-nftrules_delete_elems(const struct nftrules_elem *v, size_t n, struct err *e)
-{
-    struct mnl_socket *nl = NULL;
-    char *buf = NULL;
-    uint32_t seq = (uint32_t)time(NULL);
-    size_t i;
-    int rc = 0, sndbuf;
-
-    for (i = 0; i < n; i++)
-        if (v[i].len == 0 || v[i].len > NFTRULES_KEY_MAX
-            || strlen(v[i].set) >= NFT_NAME_MAXLEN)
-            return err_set(e, "nf_tables element deletion: bad element");
-    if (n == 0)
-        return 0;
-    buf = malloc(DEL_BUF > (size_t)MNL_SOCKET_BUFFER_SIZE
-                     ? DEL_BUF
-                     : (size_t)MNL_SOCKET_BUFFER_SIZE);
-    if (buf == NULL || (nl = nl_open(e)) == NULL) {
-        rc = buf == NULL ? err_set(e, "out of memory") : -1;
-        goto out;
-    }
-    /* Room for a whole batch where the default is smaller (best effort:
-     * the send says so when it does not fit). */
-    sndbuf = (int)DEL_BUF * 2;
-    setsockopt(mnl_socket_get_fd(nl), SOL_SOCKET, SO_SNDBUF, &sndbuf,
-               sizeof(sndbuf));
-    for (i = 0; i < n && rc == 0; i += NFTRULES_DEL_BATCH)
-        rc = del_batch(nl, buf, &seq, v + i,
-                       n - i < NFTRULES_DEL_BATCH ? n - i : NFTRULES_DEL_BATCH,
-                       e);
-out:
-    if (nl)
-        mnl_socket_close(nl);
-    free(buf);
-    return rc;
-}
-
 /* ------------------------------------------ endpoint maps: their text */
 
 /* An unsigned decimal below 2^32 at <*p>, advancing it. */
@@ -570,6 +472,8 @@ nftrules_epmap_parse(const char *rules, struct nftrules_eprange *out, size_t max
  * element (key, flags), with their nests. */
 #define RANGE_BYTES (2 * (6 * MNL_ATTR_HDRLEN + 4 + 20 + 4 + 8))
 #define MSG_BYTES   (MNL_NLMSG_HDRLEN + 16 + 2 * (NFT_NAME_MAXLEN + 8))
+/* Bytes one element of a set (a key, no data) may take. */
+#define ELEM_BYTES (3 * MNL_ATTR_HDRLEN + NFTRULES_KEY_MAX)
 
 /* Key <v> (big-endian, as the rule's byteorder expression turns the
  * random number) into element nest <nlh>. */
@@ -649,6 +553,44 @@ put_map(char *buf, size_t *off, uint32_t *seq, const char *name,
     return msgs;
 }
 
+/* Elements <v>[0..n) of one set added (<type> NFT_MSG_NEWSETELEM) or
+ * deleted, into <buf> at <*off>, as many messages as the nests need.
+ * Returns how many messages. */
+static size_t
+put_elems(char *buf, size_t *off, uint32_t *seq, uint16_t type,
+          const struct nftrules_elem *v, size_t n)
+{
+    size_t i = 0, msgs = 0;
+
+    while (i < n) {
+        struct nlmsghdr *nlh;
+        struct nlattr *list;
+        size_t start;
+
+        nlh = put_msg(buf, off, (NFNL_SUBSYS_NFTABLES << 8) | type,
+                      NLM_F_REQUEST | NLM_F_ACK
+                          | (type == NFT_MSG_NEWSETELEM ? NLM_F_CREATE : 0),
+                      ++*seq, NFPROTO_INET, 0);
+        mnl_attr_put_strz(nlh, NFTA_SET_ELEM_LIST_TABLE, NFT_TABLE);
+        mnl_attr_put_strz(nlh, NFTA_SET_ELEM_LIST_SET, v[i].set);
+        list = mnl_attr_nest_start(nlh, NFTA_SET_ELEM_LIST_ELEMENTS);
+        start = nlh->nlmsg_len;
+        for (; i < n && nlh->nlmsg_len - start + ELEM_BYTES < ELEMS_NEST_MAX;
+             i++) {
+            struct nlattr *el = mnl_attr_nest_start(nlh, NFTA_LIST_ELEM);
+            struct nlattr *key = mnl_attr_nest_start(nlh, NFTA_SET_ELEM_KEY);
+
+            mnl_attr_put(nlh, NFTA_DATA_VALUE, v[i].len, v[i].key);
+            mnl_attr_nest_end(nlh, key);
+            mnl_attr_nest_end(nlh, el);
+        }
+        mnl_attr_nest_end(nlh, list);
+        *off += MNL_ALIGN(nlh->nlmsg_len);
+        msgs++;
+    }
+    return msgs;
+}
+
 /* Send the batch <buf>[0..off) of <want> acknowledged messages and read
  * the answers. */
 static int
@@ -659,11 +601,11 @@ send_batch(struct mnl_socket *nl, char *buf, size_t off, size_t want,
     int err = 0, ret;
 
     if (mnl_socket_sendto(nl, buf, off) < 0)
-        return err_set(e, "nf_tables endpoint maps: %s", strerror(errno));
+        return err_set(e, "nf_tables set elements: %s", strerror(errno));
     while (got < want) {
         ret = (int)mnl_socket_recvfrom(nl, rbuf, MNL_SOCKET_BUFFER_SIZE);
         if (ret < 0)
-            return err_set(e, "nf_tables endpoint maps: %s",
+            return err_set(e, "nf_tables set elements: %s",
                            errno == EAGAIN ? "no answer from the kernel"
                                            : strerror(errno));
         got += nftrules_acks(rbuf, (size_t)ret, &err);
@@ -671,39 +613,134 @@ send_batch(struct mnl_socket *nl, char *buf, size_t off, size_t want,
             break;
     }
     if (err != 0)
-        return err_set(e, "nf_tables endpoint maps: %s", strerror(-err));
+        return err_set(e, "nf_tables set elements: %s", strerror(-err));
+    return 0;
+}
+
+/* A batch being built: its buffer, the messages that want an answer. */
+struct batch {
+    struct mnl_socket *nl;
+    char *buf, *rbuf;
+    size_t cap, off, want;
+    uint32_t seq;
+};
+
+/* Close the batch being built, if any, and send it. */
+static int
+batch_send(struct batch *b, struct err *e)
+{
+    struct nlmsghdr *nlh;
+    int rc;
+
+    if (b->off == 0)
+        return 0;
+    nlh = put_msg(b->buf, &b->off, NFNL_MSG_BATCH_END, NLM_F_REQUEST, ++b->seq,
+                  AF_UNSPEC, NFNL_SUBSYS_NFTABLES);
+    b->off += MNL_ALIGN(nlh->nlmsg_len);
+    rc = send_batch(b->nl, b->buf, b->off, b->want, b->rbuf, e);
+    b->off = b->want = 0;
+    return rc;
+}
+
+/* Room for <need> more bytes: the batch so far is sent first when the
+ * two would pass NFTRULES_SET_BATCH, and the buffer (with the socket's
+ * send buffer) grows for what one piece needs alone. Starts a batch when
+ * none is open. */
+static int
+batch_room(struct batch *b, size_t need, struct err *e)
+{
+    need += 2 * MSG_BYTES; /* the batch's begin and end */
+    if (b->off > 0 && b->off + need > NFTRULES_SET_BATCH
+        && batch_send(b, e) < 0)
+        return -1;
+    if (b->off + need > b->cap) {
+        size_t ncap = b->off + need > NFTRULES_SET_BATCH ? b->off + need
+                                                         : NFTRULES_SET_BATCH;
+        char *p = realloc(b->buf, ncap);
+        int sndbuf = (int)(ncap + 4096);
+
+        if (p == NULL)
+            return err_set(e, "out of memory");
+        b->buf = p;
+        b->cap = ncap;
+        /* Room for the whole batch in the socket (best effort: the send
+         * says so when it does not fit). */
+        if (setsockopt(mnl_socket_get_fd(b->nl), SOL_SOCKET, SO_SNDBUFFORCE,
+                       &sndbuf, sizeof(sndbuf))
+            < 0)
+            setsockopt(mnl_socket_get_fd(b->nl), SOL_SOCKET, SO_SNDBUF,
+                       &sndbuf, sizeof(sndbuf));
+    }
+    if (b->off == 0) {
+        struct nlmsghdr *nlh =
+            put_msg(b->buf, &b->off, NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST,
+                    ++b->seq, AF_UNSPEC, NFNL_SUBSYS_NFTABLES);
+
+        b->off += MNL_ALIGN(nlh->nlmsg_len);
+    }
+    return 0;
+}
+
+/* Elements <v>[0..n) added or deleted (<type>), a set and at most
+ * ELEMS_PIECE elements at a time. */
+#define ELEMS_PIECE 256
+static int
+batch_elems(struct batch *b, uint16_t type, const struct nftrules_elem *v,
+            size_t n, struct err *e)
+{
+    size_t i = 0, j;
+
+    while (i < n) {
+        for (j = i; j < n && j - i < ELEMS_PIECE
+                    && strcmp(v[j].set, v[i].set) == 0;
+             j++)
+            ;
+        if (batch_room(b, (j - i) * ELEM_BYTES + 2 * MSG_BYTES, e) < 0)
+            return -1;
+        b->want += put_elems(b->buf, &b->off, &b->seq, type, v + i, j - i);
+        i = j;
+    }
     return 0;
 }
 
 int
-nftrules_set_maps(const char *const *names, const char *const *elems,
-                  size_t n, struct err *e)
+nftrules_write(const struct nftrules_elem *add, size_t nadd,
+               const char *const *maps, const char *const *elems,
+               size_t nmaps, const struct nftrules_elem *del, size_t ndel,
+               struct err *e)
 {
-    struct mnl_socket *nl = NULL;
+    struct batch b = {0};
     struct nftrules_eprange *r = NULL;
-    char *buf = NULL, *rbuf = NULL;
-    size_t cap = 0, bufcap = 0, off = 0, want = 0, i;
-    uint32_t seq = (uint32_t)time(NULL);
-    int rc = 0, one = 1, sndbuf;
+    size_t cap = 0, i;
+    int rc = 0, one = 1;
 
-    if (n == 0)
+    for (i = 0; i < nadd; i++)
+        if (add[i].len == 0 || add[i].len > NFTRULES_KEY_MAX
+            || strlen(add[i].set) >= NFT_NAME_MAXLEN)
+            return err_set(e, "nf_tables set elements: bad element");
+    for (i = 0; i < ndel; i++)
+        if (del[i].len == 0 || del[i].len > NFTRULES_KEY_MAX
+            || strlen(del[i].set) >= NFT_NAME_MAXLEN)
+            return err_set(e, "nf_tables set elements: bad element");
+    if (nadd + nmaps + ndel == 0)
         return 0;
-    rbuf = malloc(MNL_SOCKET_BUFFER_SIZE);
-    if (rbuf == NULL || (nl = nl_open(e)) == NULL) {
-        rc = rbuf == NULL ? err_set(e, "out of memory") : -1;
+    b.seq = (uint32_t)time(NULL);
+    b.rbuf = malloc(MNL_SOCKET_BUFFER_SIZE);
+    if (b.rbuf == NULL || (b.nl = nl_open(e)) == NULL) {
+        rc = b.rbuf == NULL ? err_set(e, "out of memory") : -1;
         goto out;
     }
     /* Errors without the message they answer (an element message is up
      * to 64 KB), so that a read never comes out cut short. */
-    setsockopt(mnl_socket_get_fd(nl), SOL_NETLINK, NETLINK_CAP_ACK, &one,
+    setsockopt(mnl_socket_get_fd(b.nl), SOL_NETLINK, NETLINK_CAP_ACK, &one,
                sizeof(one));
-    for (i = 0; i < n && rc == 0; i++) {
+    rc = batch_elems(&b, NFT_MSG_NEWSETELEM, add, nadd, e);
+    for (i = 0; i < nmaps && rc == 0; i++) {
         const char *why;
         long k = nftrules_epmap_parse(elems[i], NULL, 0, &why);
-        size_t need;
 
-        if (k < 0 || strlen(names[i]) >= NFT_NAME_MAXLEN) {
-            rc = err_set(e, "endpoint map %s: %s", names[i],
+        if (k < 0 || strlen(maps[i]) >= NFT_NAME_MAXLEN) {
+            rc = err_set(e, "endpoint map %s: %s", maps[i],
                          k < 0 ? why : "name too long");
             break;
         }
@@ -718,62 +755,23 @@ nftrules_set_maps(const char *const *names, const char *const *elems,
             cap = (size_t)k;
         }
         nftrules_epmap_parse(elems[i], r, cap, &why);
-        need = ((size_t)k * RANGE_BYTES / (ELEMS_NEST_MAX / 2) + 2) * MSG_BYTES
-               + (size_t)k * RANGE_BYTES + 2 * MSG_BYTES;
-        if (off > 0 && off + need > NFTRULES_SET_BATCH) {
-            struct nlmsghdr *b =
-                put_msg(buf, &off, NFNL_MSG_BATCH_END, NLM_F_REQUEST, ++seq,
-                        AF_UNSPEC, NFNL_SUBSYS_NFTABLES);
-
-            off += MNL_ALIGN(b->nlmsg_len);
-            rc = send_batch(nl, buf, off, want, rbuf, e);
-            off = want = 0;
-            if (rc < 0)
-                break;
-        }
-        if (off + need > bufcap) {
-            size_t ncap = off + need > NFTRULES_SET_BATCH
-                              ? off + need
-                              : NFTRULES_SET_BATCH + 2 * MSG_BYTES;
-            char *p = realloc(buf, ncap);
-
-            if (p == NULL) {
-                rc = err_set(e, "out of memory");
-                break;
-            }
-            buf = p;
-            bufcap = ncap;
-            /* Room for the whole batch in the socket (best effort: the
-             * send says so when it does not fit). */
-            sndbuf = (int)(bufcap + 4096);
-            if (setsockopt(mnl_socket_get_fd(nl), SOL_SOCKET, SO_SNDBUFFORCE,
-                           &sndbuf, sizeof(sndbuf))
-                < 0)
-                setsockopt(mnl_socket_get_fd(nl), SOL_SOCKET, SO_SNDBUF,
-                           &sndbuf, sizeof(sndbuf));
-        }
-        if (off == 0) {
-            struct nlmsghdr *b =
-                put_msg(buf, &off, NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, ++seq,
-                        AF_UNSPEC, NFNL_SUBSYS_NFTABLES);
-
-            off += MNL_ALIGN(b->nlmsg_len);
-        }
-        want += put_map(buf, &off, &seq, names[i], r, (size_t)k);
+        rc = batch_room(&b,
+                        ((size_t)k * RANGE_BYTES / (ELEMS_NEST_MAX / 2) + 2)
+                                * MSG_BYTES
+                            + (size_t)k * RANGE_BYTES,
+                        e);
+        if (rc == 0)
+            b.want += put_map(b.buf, &b.off, &b.seq, maps[i], r, (size_t)k);
     }
-    if (rc == 0 && off > 0) {
-        struct nlmsghdr *b = put_msg(buf, &off, NFNL_MSG_BATCH_END,
-                                     NLM_F_REQUEST, ++seq, AF_UNSPEC,
-                                     NFNL_SUBSYS_NFTABLES);
-
-        off += MNL_ALIGN(b->nlmsg_len);
-        rc = send_batch(nl, buf, off, want, rbuf, e);
-    }
+    if (rc == 0)
+        rc = batch_elems(&b, NFT_MSG_DELSETELEM, del, ndel, e);
+    if (rc == 0)
+        rc = batch_send(&b, e);
 out:
-    if (nl)
-        mnl_socket_close(nl);
-    free(buf);
-    free(rbuf);
+    if (b.nl)
+        mnl_socket_close(b.nl);
+    free(b.buf);
+    free(b.rbuf);
     free(r);
     return rc;
 }

@@ -1,11 +1,11 @@
 /*
  * nftrules.h - count the rules of chosen chains, and the elements of
  * chosen sets, of table inet ferry straight from the kernel (one nf_tables
- * dump each, filtered by the kernel), for nft_verify(); and delete set
- * elements the same way, for nft_apply().
+ * dump each, filtered by the kernel), for nft_verify(); and add, delete
+ * and rewrite set elements the same way, for nft_apply().
  *
  * Why not libnftables' listings: to print one chain it fetches every set
- * of the table with its elements (each service's anonymous map), so
+ * of the table with its elements (each service's endpoint map), so
  * listing the dozen fixed chains cost seconds at a thousand services; and
  * it formats every element of a set it lists (2.7 s for the 250,000
  * hairpin pairs of 10,000 Services of 25 endpoints) where a count is all
@@ -75,19 +75,6 @@ struct nftrules_elem {
     size_t len;
 };
 
-/*
- * Delete elements <v>[0..n) (the same set's next to each other) in
- * transactions of their own, of up to NFTRULES_DEL_BATCH elements, each
- * all or nothing. libnftables would first fetch every set of every table
- * to check the elements' types (nft.h's lean transactions say why that
- * matters); here the caller knows them. Returns 0, or -1 with <e> (no
- * socket, the kernel's error: an element already gone makes its whole
- * transaction fail).
- */
-#define NFTRULES_DEL_BATCH 256
-int nftrules_delete_elems(const struct nftrules_elem *v, size_t n,
-                          struct err *e);
-
 /* One range of an endpoint map, as nftrules_epmap_parse() reads it. */
 struct nftrules_eprange {
     uint32_t lo, hi; /* inclusive, hi < NFTGEN_EP_MOD */
@@ -105,19 +92,26 @@ long nftrules_epmap_parse(const char *rules, struct nftrules_eprange *out,
                           size_t max, const char **why);
 
 /*
- * Replace the elements of endpoint maps <names>[i] of table inet ferry
- * with <elems>[i] (an endpoint map object's text: nftgen.h), each map's
- * flush and refill in one transaction, so that a lookup finds the old
- * ranges or the new, never neither. Several maps share a transaction up
- * to NFTRULES_SET_BATCH bytes. libnftables would fetch every set of every
- * table first, to check the types (nft.h's lean transactions say why
- * that matters). Returns 0, or -1 with <e> (a map's text that does not
- * parse, no socket, the kernel's error: the transaction it was in
- * changed nothing, those before it hold).
+ * One change of set elements, straight through netlink: elements <add>
+ * added to their sets, then the endpoint maps <maps>[i] flushed and
+ * refilled with <elems>[i] (an endpoint map object's text: nftgen.h),
+ * then elements <del> deleted (in <add> and <del>, the same set's next to
+ * each other). One transaction while it fits NFTRULES_SET_BATCH bytes
+ * (a map's flush and refill always share one, so that a lookup finds
+ * the old ranges or the new, never neither), several in that order past
+ * it. libnftables would fetch every set of every table first, to check
+ * the types (nft.h's lean transactions say why that matters), and each
+ * transaction makes the kernel walk every chain of the table at commit.
+ * Returns 0, or -1 with <e> (a map's text that does not parse, no
+ * socket, the kernel's error: the transaction it was in changed
+ * nothing, those before it hold; an element to delete already gone
+ * fails its transaction).
  */
 #define NFTRULES_SET_BATCH ((size_t)256 << 10)
-int nftrules_set_maps(const char *const *names, const char *const *elems,
-                      size_t n, struct err *e);
+int nftrules_write(const struct nftrules_elem *add, size_t nadd,
+                   const char *const *maps, const char *const *elems,
+                   size_t nmaps, const struct nftrules_elem *del, size_t ndel,
+                   struct err *e);
 
 /*
  * Acknowledgements in a received buffer: how many messages of <buf>

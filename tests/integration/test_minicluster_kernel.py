@@ -518,10 +518,22 @@ def test_external_ip_two_services_claim_goes_to_the_other_when_one_goes(w):
                     if x} == {"web-a", "web-b"}, "clash-a's new endpoints")
     assert w.log("node1.log").count(
         "nftables: skipping Service shop/clash-b") == 1, w.log("node1.log")
-    w.delete("svc", "shop", "clash-a")
+    # The holder moves to another address: the table's Services are the
+    # same ones, so only what changed is put, and the refused one is
+    # tried again after it, and now taken.
+    moved = svc_obj("clash-a", "shop", "198.18.128.100",
+                    [port("http", 80, 8080)], externalIPs=["198.18.200.51"])
+    st, _, body = w.api(w.sim.request, "PUT",
+                        "/api/v1/namespaces/shop/services/clash-a", moved)
+    assert st == 200, body
     w.wait(lambda: w.out(try_who, "198.18.200.50", 80) is not None
            and w.out(try_who, "198.18.200.50", 80)[0] == "web-b",
            "the other Service takes the address over")
+    served(w.out, "198.18.200.51", 80, "the holder at its new address")
+    w.delete("svc", "shop", "clash-a")
+    w.wait(lambda: w.out(try_who, "198.18.200.51", 80) is None,
+           "the holder's new address gone with it")
+    assert w.out(try_who, "198.18.200.50", 80)[0] == "web-b"
 
 
 def test_session_affinity_client_ip(w):
