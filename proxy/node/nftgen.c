@@ -729,7 +729,14 @@ dispatch(struct svcgen *x, const struct eplist *l, const char *map)
         at += w;
     }
     sbuf_puts(&x->r, " }\n");
-    /* As after dispatch_map()'s map (RACE_FALLBACK). */
+    /* The first endpoint outright, for a packet that straddles the
+     * commit of a transaction replacing this rule: the kernel reads which
+     * generation of rules a packet runs as it enters a chain, but the
+     * generation of set elements at each lookup, so the old rule finds
+     * its anonymous vmap's elements retired and would go on without a
+     * translation, to be refused as a ClusterIP no Service holds (one
+     * connection in 4,000 across ten restarts under load, before the
+     * endpoints without affinity moved to named maps). */
     ep_chain_name(x, l->v[0], name, sizeof(name));
     sbuf_printf(&x->r, "goto %s\n", name);
 }

@@ -18,8 +18,8 @@
  *
  * Size: a service has a chain per family (plus one for external traffic
  * and one for local endpoints where it needs them) whose last rule
- * translates through an anonymous map of its endpoints; only a service
- * with ClientIP affinity has a chain per endpoint. Hairpin masquerade is
+ * translates through the service's named endpoint map (below); only a
+ * service with ClientIP affinity has a chain per endpoint. Hairpin masquerade is
  * one rule per family on a shared set of endpoint pairs that the engine
  * fills (nftgen_hairpin()). So the table's chains, and the kernel's loop
  * checks over them, grow with the services, not with their endpoints.
@@ -142,7 +142,7 @@ size_t nftgen_txn_bytes(const struct nftgen_txn *t);
  * fetching its set cache first. Before a batch it works out what to fetch
  * from the commands: "add rule", "add element", every "delete" and
  * "flush set" make it dump every set of every table, and at 10,000
- * Services those are 10,000 anonymous maps, tens of milliseconds per
+ * Services those are 10,000 endpoint maps, tens of milliseconds per
  * transaction however small; "add chain", "add set", "add map" and
  * "flush chain" need only the list of tables. So in a lean transaction
  *   - the rules of a chain without a hook whose rules name no set ('@')

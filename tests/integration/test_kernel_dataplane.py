@@ -925,6 +925,36 @@ def test_restarts_adopt_without_flushing(lab):
     assert "created" not in log and "recreated" not in log, log
 
 
+def test_another_layout_is_replaced_in_one_transaction(lab):
+    # A ferry whose rules have another shape (an upgrade: layout 2 had an
+    # anonymous map in each Service's rule) replaces the table it finds
+    # in one transaction: the old one serves until the new one does, and
+    # conntrack keeps the open connections.
+    lab.apply([svc("web")])
+    c = lab.in_ns("cpod")
+    held = c(lambda: socket.create_connection(("198.18.128.10", 80), 2))
+    try:
+        held.settimeout(2)
+        ft.read_line(held)
+        assert lab.stop_drive() == 0
+        lab.run_in("node", "nft", "delete", "set", "inet", "ferry", "layout")
+        lab.run_in("node", "nft", "add", "set", "inet", "ferry", "layout",
+                   '{ type inet_service; comment "ferry layout 2"; }')
+        log_before = open(lab.err_path).read()
+        lab.start_drive()
+        log = open(lab.err_path).read()[len(log_before):]
+        assert "another layout: recreating" in log, log
+        assert "table inet ferry recreated" in log, log
+        held.sendall(b"still\n")
+        assert ft.read_line(held) == "still"
+    finally:
+        held.close()
+    out = lab.run_in("node", "nft", "list", "set", "inet", "ferry",
+                     "layout").stdout
+    assert "ferry layout 3" in out, out
+    assert c(tcp_try, "198.18.128.10", 80) in ("pod-a", "pod-b")
+
+
 def test_kube_proxy_tables_are_named(lab):
     r = lab.run_in("node", drive_bin(), "kube-proxy", check=False)
     assert r.returncode == 0 and "none" in r.stdout

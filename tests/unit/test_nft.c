@@ -1295,6 +1295,74 @@ test_listing_parse(void **state)
 /* Legacy iptables entries: a user chain is an ERROR target naming it. */
 /* The verify step's counts from nf_tables dump messages: a rule is one,
  * a set's element list counts its entries, anything malformed nothing. */
+/* An endpoint map's text, as the netlink writer reads it back: what
+ * nftgen writes parses; ranges that leave a gap, overlap, pass the
+ * modulus or mix families do not, and neither does a cut or padded
+ * text. */
+static void
+test_epmap_parse(void **state)
+{
+    static const char *const bad[] = {
+        "",
+        "0-16777214 : 198.18.1.2 . 8080",               /* short */
+        "0-16777216 : 198.18.1.2 . 8080",               /* past */
+        "1-16777215 : 198.18.1.2 . 8080",               /* from 1 */
+        "0-9 : 198.18.1.2 . 8080, 9-16777215 : 198.18.1.3 . 80",
+        "0-9 : 198.18.1.2 . 8080, 11-16777215 : 198.18.1.3 . 80",
+        "0-9 : 198.18.1.2 . 8080, 10-16777215 : 2001:2::2 . 80",
+        "0-16777215 : 198.18.1.2 . 0",
+        "0-16777215 : 198.18.1.2 . 65536",
+        "0-16777215 : 198.18.1.256 . 80",
+        "0-16777215 : 198.18.1.2 . 80 ",
+        "0-16777215 : 198.18.1.2 .  80",
+        "0-16777215 : 198.18.1.2",
+        "0-16777215 198.18.1.2 . 80",
+        "0-99999999999 : 198.18.1.2 . 80",
+        "0-9 : 198.18.1.2 . 8080,10-16777215 : 198.18.1.3 . 80",
+    };
+    struct nftrules_eprange r[3];
+    struct nft_conf c = conf_cidr();
+    struct nftgen_group g;
+    const char *why;
+    struct fix f;
+    size_t i;
+
+    (void)state;
+    for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        why = NULL;
+        if (nftrules_epmap_parse(bad[i], NULL, 0, &why) >= 0)
+            fail_msg("accepted: \"%s\"", bad[i]);
+        assert_non_null(why);
+    }
+    assert_int_equal(nftrules_epmap_parse("0-9 : 198.18.1.2 . 8080, "
+                                          "10-16777215 : 198.18.1.3 . 80",
+                                          r, 3, &why),
+                     2);
+    assert_int_equal(r[1].lo, 10);
+    assert_int_equal(r[1].hi, 16777215);
+    assert_int_equal(saddr_port(&r[1].ep), 80);
+    /* Room for one: an error, nothing written past it. */
+    assert_int_equal(nftrules_epmap_parse("0-9 : 198.18.1.2 . 8080, "
+                                          "10-16777215 : 198.18.1.3 . 80",
+                                          r, 1, &why),
+                     -1);
+    /* What nftgen writes, weighted, parses whole. */
+    fix_init(&f);
+    f.cl[0].weight = 3;
+    nftgen_group_init(&g);
+    assert_int_equal(nftgen_service(&c, &f.s, &g), 0);
+    for (i = 0; i < g.n && g.v[i].kind != NFTGEN_EPMAP; i++)
+        ;
+    assert_true(i < g.n);
+    assert_int_equal(nftrules_epmap_parse(g.v[i].rules, r, 3, &why), 2);
+    /* Weight 3 against 1: three quarters of the random number. */
+    assert_int_equal(r[0].hi - r[0].lo + 1 + r[1].hi - r[1].lo + 1,
+                     NFTGEN_EP_MOD);
+    assert_true(r[1].hi - r[1].lo + 1 == NFTGEN_EP_MOD / 4
+                || r[0].hi - r[0].lo + 1 == NFTGEN_EP_MOD / 4);
+    nftgen_group_deinit(&g);
+}
+
 static void
 test_dump_counts(void **state)
 {
@@ -1564,6 +1632,7 @@ main(void)
         cmocka_unit_test(test_json_parse),
         cmocka_unit_test(test_listing_parse),
         cmocka_unit_test(test_dump_counts),
+        cmocka_unit_test(test_epmap_parse),
         cmocka_unit_test(test_dump_sets),
         cmocka_unit_test(test_delete_acks),
         cmocka_unit_test(test_xt_has_chain),
