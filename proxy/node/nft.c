@@ -668,29 +668,6 @@ ipset_touched(const struct nft *n)
     return ipcount_ntouched(&n->cips.c) + ipcount_ntouched(&n->hp.c);
 }
 
-/* Add the touched IPs of <set> that are wanted in <t>; append those to
- * delete to <del> (<*ndel> so far, room for every touched IP) for
- * nftrules, or put them in <t> when <del> is NULL (memory short). */
-static void
-ipset_emit(const struct ipset *set, struct nftgen_txn *t,
-           struct nftrules_elem *del, size_t *ndel)
-{
-    size_t i;
-
-    for (i = 0; i < ipcount_ntouched(&set->c); i++) {
-        struct saddr a;
-        int want, have;
-
-        ipcount_touched(&set->c, i, &a, &want, &have);
-        if (want == have)
-            continue;
-        if (want || del == NULL)
-            ipset_put(set, t, &a, want);
-        else
-            ipset_elem(set, &a, &del[(*ndel)++]);
-    }
-}
-
 /* The kernel now holds the wanted elements of <set>: of every IP (<all>,
  * after a convergence), or of the touched ones. */
 static void
@@ -1090,11 +1067,14 @@ struct ipadd {
     struct saddr a;
 };
 
-/* The touched IPs of <set>: those wanted into <add>, those to delete
- * into <del> (room for every touched IP in both). */
+/* The touched IPs of <set> whose element must come or go: those wanted
+ * into <add>, those to delete into <del> (room for every touched IP in
+ * both); or, when <add> is NULL (memory short), both as commands of
+ * <t>. */
 static void
-ipset_collect(const struct ipset *set, struct ipadd *add, size_t *nadd,
-              struct nftrules_elem *del, size_t *ndel)
+ipset_collect(const struct ipset *set, struct nftgen_txn *t,
+              struct ipadd *add, size_t *nadd, struct nftrules_elem *del,
+              size_t *ndel)
 {
     size_t i;
 
@@ -1105,7 +1085,9 @@ ipset_collect(const struct ipset *set, struct ipadd *add, size_t *nadd,
         ipcount_touched(&set->c, i, &a, &want, &have);
         if (want == have)
             continue;
-        if (want) {
+        if (add == NULL) {
+            ipset_put(set, t, &a, want);
+        } else if (want) {
             add[*nadd].set = set;
             add[(*nadd)++].a = a;
         } else {
@@ -1153,12 +1135,9 @@ incremental(struct nft *n, struct err *e)
         free(add);
         del = NULL;
         add = NULL;
-        ipset_emit(&n->cips, &t, NULL, &ndel);
-        ipset_emit(&n->hp, &t, NULL, &ndel);
-    } else {
-        ipset_collect(&n->cips, add, &nadd, del, &ndel);
-        ipset_collect(&n->hp, add, &nadd, del, &ndel);
     }
+    ipset_collect(&n->cips, &t, add, &nadd, del, &ndel);
+    ipset_collect(&n->hp, &t, add, &nadd, del, &ndel);
     if (!nftgen_txn_no_text(&t)) {
         /* Chains change: the new elements in the same transaction. */
         for (i = 0; i < nadd; i++)

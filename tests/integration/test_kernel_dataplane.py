@@ -536,6 +536,20 @@ def hits(fn, n):
     return seen
 
 
+def connect_until(stop, ip, pods, counts):
+    """Connect to <ip>:80 until <stop> is set (or 100,000 times), counting
+    answers from <pods> in counts["ok"] and anything else in
+    counts["fail"]."""
+    for _ in range(100000):
+        if stop.is_set():
+            return
+        r = tcp_try(ip, 80)
+        if r in pods:
+            counts["ok"] += 1
+        else:
+            counts["fail"].append(r)
+
+
 # ---- tests -------------------------------------------------------------
 
 
@@ -794,17 +808,8 @@ def test_endpoint_changes_under_load_refuse_no_connection(lab):
     c = lab.in_ns("cpod")
     stop = threading.Event()
     counts = {"ok": 0, "fail": []}
-
-    def loop():
-        for _ in range(100000):
-            if stop.is_set():
-                return
-            r = tcp_try("198.18.128.30", 80)
-            if r in ("pod-a", "pod-b", "pod-c"):
-                counts["ok"] += 1
-            else:
-                counts["fail"].append(r)
-    worker = c.submit(loop)
+    worker = c.submit(connect_until, stop, "198.18.128.30",
+                      ("pod-a", "pod-b", "pod-c"), counts)
     try:
         for i in range(1, 26):
             lab.apply([svc("churn", cips=("198.18.128.30",),
@@ -892,17 +897,8 @@ def test_restarts_adopt_without_flushing(lab):
     held = c(lambda: socket.create_connection(("198.18.128.10", 80), 2))
     stop = threading.Event()
     counts = {"ok": 0, "fail": []}
-
-    def loop():
-        for _ in range(100000):
-            if stop.is_set():
-                return
-            r = tcp_try("198.18.128.10", 80)
-            if r in ("pod-a", "pod-b"):
-                counts["ok"] += 1
-            else:
-                counts["fail"].append(r)
-    worker = c.submit(loop)
+    worker = c.submit(connect_until, stop, "198.18.128.10",
+                      ("pod-a", "pod-b"), counts)
     try:
         held.settimeout(2)
         ft.read_line(held)

@@ -548,6 +548,18 @@ test_gen_dual_stack(void **state)
     free(t);
 }
 
+/* <f>'s service with a second ClusterIP, made again into <g>. */
+static void
+second_cluster_ip(const struct nft_conf *c, struct fix *f,
+                  struct nftgen_group *g)
+{
+    f->cips[1] = ip("198.18.128.11", 0);
+    f->s.ncluster_ips = 2;
+    nftgen_group_deinit(g);
+    nftgen_group_init(g);
+    assert_int_equal(nftgen_service(c, &f->s, g), 0);
+}
+
 /* The diff touches only what changed, and orders deletions after the
  * flushes that drop references to them. */
 static void
@@ -580,11 +592,7 @@ test_diff_incremental(void **state)
     /* A second ClusterIP rewrites the chain, which names the map: the map
      * is declared first (the chain's text alone would not do for
      * libnftables without its set cache). */
-    f.cips[1] = ip("198.18.128.11", 0);
-    f.s.ncluster_ips = 2;
-    nftgen_group_deinit(&a);
-    nftgen_group_init(&a);
-    assert_int_equal(nftgen_service(&c, &f.s, &a), 0);
+    second_cluster_ip(&c, &f, &a);
     nftgen_txn_init(&t);
     nftgen_diff(&t, &b, &a);
     assert_int_equal(t.nepm, 0);
@@ -664,11 +672,7 @@ test_diff_lean(void **state)
     nftgen_txn_deinit(&t);
     /* A rewritten chain that names its endpoint map stays lean: the map is
      * declared in the same transaction. */
-    f.cips[1] = ip("198.18.128.11", 0);
-    f.s.ncluster_ips = 2;
-    nftgen_group_deinit(&a);
-    nftgen_group_init(&a);
-    assert_int_equal(nftgen_service(&c, &f.s, &a), 0);
+    second_cluster_ip(&c, &f, &a);
     nftgen_txn_init(&t);
     nftgen_txn_lean(&t, &glob);
     nftgen_diff(&t, &b, &a);
