@@ -40,7 +40,12 @@
 /* Caps on hostile input (a put over a cap is refused whole). */
 #define NFT_ID_MAX     160  /* "namespace/name:port" + NUL */
 #define NFT_IPS_MAX    64   /* addresses of one kind in one service */
-#define NFT_EPS_MAX    4096 /* endpoints in one list */
+/* Endpoints in one list: kube-proxy's scale model is one Service of
+ * 100,000. A list is one map's elements, written through netlink when it
+ * changes; with ClientIP affinity each endpoint is a chain and a set of
+ * its own, so fewer there. */
+#define NFT_EPS_MAX     131072
+#define NFT_AFF_EPS_MAX 4096
 #define NFT_RANGES_MAX 256  /* loadBalancerSourceRanges */
 #define NFT_CIDRS_MAX  16   /* cluster CIDRs in the config */
 #define NFT_SVCS_MAX   100000

@@ -1027,7 +1027,9 @@ nftgen_txn_deinit(struct nftgen_txn *t)
     t->bk = NULL;
     t->nbk = 0;
     free(t->epm);
+    free(t->epm_fresh);
     t->epm = NULL;
+    t->epm_fresh = NULL;
     t->nepm = 0;
 }
 
@@ -1328,17 +1330,23 @@ epmap_fill(struct nftgen_txn *t, const struct nftgen_obj *o)
 }
 
 static void
-epmap_changed(struct nftgen_txn *t, const struct nftgen_obj *o)
+epmap_changed(struct nftgen_txn *t, const struct nftgen_obj *o, int fresh)
 {
     const struct nftgen_obj **p;
+    unsigned char *f;
 
     p = realloc(t->epm, (t->nepm + 1) * sizeof(*p));
-    if (p == NULL) {
+    if (p != NULL)
+        t->epm = p;
+    f = realloc(t->epm_fresh, t->nepm + 1);
+    if (f != NULL)
+        t->epm_fresh = f;
+    if (p == NULL || f == NULL) {
         t->oom = 1;
         return;
     }
-    t->epm = p;
-    p[t->nepm++] = o;
+    p[t->nepm] = o;
+    f[t->nepm++] = (unsigned char)fresh;
 }
 
 static void
@@ -1347,7 +1355,17 @@ obj_create(struct nftgen_txn *t, const struct nftgen_obj *o)
     switch (o->kind) {
     case NFTGEN_EPMAP:
         emit(t, NFTGEN_PH_ADD, "add map " T " %s %s\n", o->name, o->spec);
-        epmap_fill(t, o);
+        /* In a lean transaction (an update, a part of a creation) the
+         * elements go through netlink after the text, as a change's do:
+         * libnftables takes hundreds of bytes per interval element while
+         * it parses (a Service of 100,000 endpoints: 700 MB), and so does
+         * an adoption (nftgen_txn.epm_netlink). A table recreated keeps
+         * them in its one transaction. */
+        if (t->shared != NULL || t->epm_netlink)
+            /* New, and empty, but in an adoption: the last process's. */
+            epmap_changed(t, o, !t->epm_netlink);
+        else
+            epmap_fill(t, o);
         break;
     case NFTGEN_SET:
         emit(t, NFTGEN_PH_ADD, "add %s " T " %s %s\n",
@@ -1397,7 +1415,7 @@ obj_change(struct nftgen_txn *t, const struct nftgen_obj *o,
         nftgen_flush_chain(t, n->name);
         add_rules(t, n);
     } else if (o->kind == NFTGEN_EPMAP && strcmp_null(o->spec, n->spec) == 0) {
-        epmap_changed(t, n);
+        epmap_changed(t, n, 0);
     } else if (o->kind == NFTGEN_ELEM) {
         obj_remove(t, o);
         obj_create(t, n);

@@ -57,7 +57,9 @@ enum nftgen_kind {
  * straight through netlink), which the kernel neither names anew nor
  * checks the table for, where a rewritten rule cost both (bench/RESULTS.md,
  * "What a change costs the kernel"). 2^24 values: an endpoint's share is
- * off by at most one value in 4,096 at NFT_EPS_MAX endpoints.
+ * off by at most one value in 160 at 100,000 endpoints; nft_svc_check()
+ * refuses a list whose weights add up to more (every endpoint must own a
+ * value).
  */
 #define NFTGEN_EPMAP_PREFIX "em"
 #define NFTGEN_EP_MOD       16777216u
@@ -124,7 +126,11 @@ struct nftgen_txn {
     /* Endpoint maps whose elements changed (the new objects, borrowed):
      * written through netlink after the text, not by it. */
     const struct nftgen_obj **epm;
+    unsigned char *epm_fresh; /* [i]: created by this text, empty */
     size_t nepm;
+    /* Created endpoint maps' elements through netlink too (as in a lean
+     * transaction), not in the text. */
+    int epm_netlink;
     const struct nftgen_group *shared; /* lean when set */
     struct nftgen_bucket *bk;
     size_t nbk;

@@ -311,27 +311,6 @@ out:
 
 /* ------------------------------------------------------------- deletion */
 
-size_t
-nftrules_acks(const void *buf, size_t len, int *err)
-{
-    const struct nlmsghdr *nlh = buf;
-    int left = (int)nl_whole(buf, len);
-    size_t n = 0;
-
-    while (mnl_nlmsg_ok(nlh, left)) {
-        if (nlh->nlmsg_type == NLMSG_ERROR
-            && nlh->nlmsg_len >= MNL_NLMSG_HDRLEN + sizeof(struct nlmsgerr)) {
-            const struct nlmsgerr *me = mnl_nlmsg_get_payload(nlh);
-
-            if (me->error != 0 && *err == 0)
-                *err = me->error;
-            n++;
-        }
-        nlh = mnl_nlmsg_next(nlh, &left);
-    }
-    return n;
-}
-
 static struct nlmsghdr *
 put_msg(char *buf, size_t *off, uint16_t type, uint16_t flags, uint32_t seq,
         uint8_t family, uint16_t res_id)
@@ -506,28 +485,32 @@ put_ep(struct nlmsghdr *nlh, const struct saddr *ep)
     mnl_attr_nest_end(nlh, data);
 }
 
-/* Flush map <name> and add ranges <r>[0..n) into <buf> at <*off>: one
- * flush and as many element messages as the nests need. Returns how many
- * messages, each asking for an acknowledgement. */
+/* Flush map <name> (unless <fresh>) and add ranges <r>[0..n) into <buf>
+ * at <*off>: the flush and as many element messages as the nests need.
+ * Returns how many messages. */
 static size_t
 put_map(char *buf, size_t *off, uint32_t *seq, const char *name,
-        const struct nftrules_eprange *r, size_t n)
+        const struct nftrules_eprange *r, size_t n, int fresh)
 {
     struct nlmsghdr *nlh;
-    size_t i = 0, msgs = 1;
+    size_t i = 0, msgs = 0;
 
-    nlh = put_msg(buf, off, (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_DELSETELEM,
-                  NLM_F_REQUEST | NLM_F_ACK, ++*seq, NFPROTO_INET, 0);
-    mnl_attr_put_strz(nlh, NFTA_SET_ELEM_LIST_TABLE, NFT_TABLE);
-    mnl_attr_put_strz(nlh, NFTA_SET_ELEM_LIST_SET, name);
-    *off += MNL_ALIGN(nlh->nlmsg_len);
+    if (!fresh) {
+        nlh = put_msg(buf, off,
+                      (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_DELSETELEM,
+                      NLM_F_REQUEST, ++*seq, NFPROTO_INET, 0);
+        mnl_attr_put_strz(nlh, NFTA_SET_ELEM_LIST_TABLE, NFT_TABLE);
+        mnl_attr_put_strz(nlh, NFTA_SET_ELEM_LIST_SET, name);
+        *off += MNL_ALIGN(nlh->nlmsg_len);
+        msgs++;
+    }
     while (i < n) {
         struct nlattr *list;
         size_t start;
 
         nlh = put_msg(buf, off,
                       (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWSETELEM,
-                      NLM_F_REQUEST | NLM_F_CREATE | NLM_F_ACK, ++*seq,
+                      NLM_F_REQUEST | NLM_F_CREATE, ++*seq,
                       NFPROTO_INET, 0);
         mnl_attr_put_strz(nlh, NFTA_SET_ELEM_LIST_TABLE, NFT_TABLE);
         mnl_attr_put_strz(nlh, NFTA_SET_ELEM_LIST_SET, name);
@@ -568,7 +551,7 @@ put_elems(char *buf, size_t *off, uint32_t *seq, uint16_t type,
         size_t start;
 
         nlh = put_msg(buf, off, (NFNL_SUBSYS_NFTABLES << 8) | type,
-                      NLM_F_REQUEST | NLM_F_ACK
+                      NLM_F_REQUEST
                           | (type == NFT_MSG_NEWSETELEM ? NLM_F_CREATE : 0),
                       ++*seq, NFPROTO_INET, 0);
         mnl_attr_put_strz(nlh, NFTA_SET_ELEM_LIST_TABLE, NFT_TABLE);
@@ -591,54 +574,93 @@ put_elems(char *buf, size_t *off, uint32_t *seq, uint16_t type,
     return msgs;
 }
 
-/* Send the batch <buf>[0..off) of <want> acknowledged messages and read
- * the answers. */
+int
+nftrules_ack_of(const void *buf, size_t len, uint32_t seq, int *err)
+{
+    const struct nlmsghdr *nlh = buf;
+    int left = (int)nl_whole(buf, len), found = 0;
+
+    while (mnl_nlmsg_ok(nlh, left)) {
+        if (nlh->nlmsg_type == NLMSG_ERROR
+            && nlh->nlmsg_len >= MNL_NLMSG_HDRLEN + sizeof(struct nlmsgerr)) {
+            const struct nlmsgerr *me = mnl_nlmsg_get_payload(nlh);
+
+            if (me->error != 0 && *err == 0)
+                *err = me->error;
+            if (nlh->nlmsg_seq == seq)
+                found = 1;
+        }
+        nlh = mnl_nlmsg_next(nlh, &left);
+    }
+    return found;
+}
+
+/* Send the batch <buf>[0..off), whose last message before the end asks
+ * for an acknowledgement with sequence number <seq>, and read the
+ * answers up to that one: the kernel answers a failed message whatever
+ * its flags, and handles a batch whole before it answers, so the last
+ * acknowledgement comes after every error. One acknowledgement a batch,
+ * not one a message: a few hundred would fill the socket's receive
+ * buffer (ENOBUFS) at an adoption's thousands of maps. */
 static int
-send_batch(struct mnl_socket *nl, char *buf, size_t off, size_t want,
+send_batch(struct mnl_socket *nl, char *buf, size_t off, uint32_t seq,
            char *rbuf, struct err *e)
 {
-    size_t got = 0;
-    int err = 0, ret;
+    int err = 0, ret, done = 0;
 
     if (mnl_socket_sendto(nl, buf, off) < 0)
         return err_set(e, "nf_tables set elements: %s", strerror(errno));
-    while (got < want) {
+    while (!done) {
         ret = (int)mnl_socket_recvfrom(nl, rbuf, MNL_SOCKET_BUFFER_SIZE);
         if (ret < 0)
             return err_set(e, "nf_tables set elements: %s",
                            errno == EAGAIN ? "no answer from the kernel"
                                            : strerror(errno));
-        got += nftrules_acks(rbuf, (size_t)ret, &err);
-        if (err != 0)
-            break;
+        done = nftrules_ack_of(rbuf, (size_t)ret, seq, &err);
     }
     if (err != 0)
         return err_set(e, "nf_tables set elements: %s", strerror(-err));
     return 0;
 }
 
-/* A batch being built: its buffer, the messages that want an answer. */
+/* A batch being built: its buffer, and where its last message starts. */
 struct batch {
     struct mnl_socket *nl;
     char *buf, *rbuf;
-    size_t cap, off, want;
+    size_t cap, off, last;
     uint32_t seq;
 };
+
+/* The last whole message of <b>'s buffer from offset <from> on. */
+static void
+batch_mark_last(struct batch *b, size_t from)
+{
+    struct nlmsghdr *nlh = (struct nlmsghdr *)(b->buf + from);
+    int left = (int)(b->off - from);
+
+    while (mnl_nlmsg_ok(nlh, left)) {
+        b->last = (size_t)((char *)nlh - b->buf);
+        nlh = mnl_nlmsg_next(nlh, &left);
+    }
+}
 
 /* Close the batch being built, if any, and send it. */
 static int
 batch_send(struct batch *b, struct err *e)
 {
-    struct nlmsghdr *nlh;
+    struct nlmsghdr *nlh, *last;
     int rc;
 
     if (b->off == 0)
         return 0;
+    /* The last message asks for the batch's one acknowledgement. */
+    last = (struct nlmsghdr *)(b->buf + b->last);
+    last->nlmsg_flags |= NLM_F_ACK;
     nlh = put_msg(b->buf, &b->off, NFNL_MSG_BATCH_END, NLM_F_REQUEST, ++b->seq,
                   AF_UNSPEC, NFNL_SUBSYS_NFTABLES);
     b->off += MNL_ALIGN(nlh->nlmsg_len);
-    rc = send_batch(b->nl, b->buf, b->off, b->want, b->rbuf, e);
-    b->off = b->want = 0;
+    rc = send_batch(b->nl, b->buf, b->off, last->nlmsg_seq, b->rbuf, e);
+    b->off = b->last = 0;
     return rc;
 }
 
@@ -695,9 +717,13 @@ batch_elems(struct batch *b, uint16_t type, const struct nftrules_elem *v,
                     && strcmp(v[j].set, v[i].set) == 0;
              j++)
             ;
+        size_t from;
+
         if (batch_room(b, (j - i) * ELEM_BYTES + 2 * MSG_BYTES, e) < 0)
             return -1;
-        b->want += put_elems(b->buf, &b->off, &b->seq, type, v + i, j - i);
+        from = b->off;
+        put_elems(b->buf, &b->off, &b->seq, type, v + i, j - i);
+        batch_mark_last(b, from);
         i = j;
     }
     return 0;
@@ -706,8 +732,8 @@ batch_elems(struct batch *b, uint16_t type, const struct nftrules_elem *v,
 int
 nftrules_write(const struct nftrules_elem *add, size_t nadd,
                const char *const *maps, const char *const *elems,
-               size_t nmaps, const struct nftrules_elem *del, size_t ndel,
-               struct err *e)
+               const unsigned char *fresh, size_t nmaps,
+               const struct nftrules_elem *del, size_t ndel, struct err *e)
 {
     struct batch b = {0};
     struct nftrules_eprange *r = NULL;
@@ -760,8 +786,13 @@ nftrules_write(const struct nftrules_elem *add, size_t nadd,
                                 * MSG_BYTES
                             + (size_t)k * RANGE_BYTES,
                         e);
-        if (rc == 0)
-            b.want += put_map(b.buf, &b.off, &b.seq, maps[i], r, (size_t)k);
+        if (rc == 0) {
+            size_t from = b.off;
+
+            put_map(b.buf, &b.off, &b.seq, maps[i], r, (size_t)k,
+                    fresh != NULL && fresh[i]);
+            batch_mark_last(&b, from);
+        }
     }
     if (rc == 0)
         rc = batch_elems(&b, NFT_MSG_DELSETELEM, del, ndel, e);

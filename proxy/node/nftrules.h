@@ -94,7 +94,9 @@ long nftrules_epmap_parse(const char *rules, struct nftrules_eprange *out,
 /*
  * One change of set elements, straight through netlink: elements <add>
  * added to their sets, then the endpoint maps <maps>[i] flushed and
- * refilled with <elems>[i] (an endpoint map object's text: nftgen.h),
+ * refilled with <elems>[i] (an endpoint map object's text: nftgen.h; not
+ * flushed when <fresh>[i] is nonzero: a map just created, whose flush
+ * would cost the kernel one more walk of the table's sets),
  * then elements <del> deleted (in <add> and <del>, the same set's next to
  * each other). One transaction while it fits NFTRULES_SET_BATCH bytes
  * (a map's flush and refill always share one, so that a lookup finds
@@ -110,15 +112,17 @@ long nftrules_epmap_parse(const char *rules, struct nftrules_eprange *out,
 #define NFTRULES_SET_BATCH ((size_t)256 << 10)
 int nftrules_write(const struct nftrules_elem *add, size_t nadd,
                    const char *const *maps, const char *const *elems,
-                   size_t nmaps, const struct nftrules_elem *del, size_t ndel,
+                   const unsigned char *fresh, size_t nmaps,
+                   const struct nftrules_elem *del, size_t ndel,
                    struct err *e);
 
 /*
- * Acknowledgements in a received buffer: how many messages of <buf>
- * (<len> bytes) are NLMSG_ERROR, with the first nonzero error code (a
- * negative errno) into <*err>, which is left as it was when all are 0.
- * Pure (a fuzz target feeds it).
+ * Whether a received buffer (<len> bytes) holds the acknowledgement of
+ * the message with sequence number <seq>; the first nonzero error code
+ * of any acknowledgement in it (a negative errno) into <*err>, left as
+ * it was when all are 0. Pure (a fuzz target feeds it).
  */
-size_t nftrules_acks(const void *buf, size_t len, int *err);
+int nftrules_ack_of(const void *buf, size_t len, uint32_t seq, int *err);
+
 
 #endif

@@ -7,7 +7,7 @@
  * dump (nftrules_msg_set()). A message never counts more elements than
  * its bytes could hold, nor more than one rule, nor lists more than one
  * set. Then as the acknowledgements of an element deletion
- * (nftrules_acks()).
+ * (nftrules_ack_of()).
  */
 #include <libmnl/libmnl.h>
 #include <stddef.h>
@@ -64,10 +64,30 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     mnl_cb_run(buf, nl_whole(buf, size), 0, 0, on_msg, NULL);
     /* The acknowledgements of a deletion: never more than the messages
      * the bytes could hold, an error only from one of them. */
-    err = 0;
-    if (nftrules_acks(buf, size, &err) > size / MNL_NLMSG_HDRLEN
-        || (err != 0 && nftrules_acks(buf, size, &(int){0}) == 0))
-        abort();
+    /* The acknowledgement of the first message's sequence number is
+     * found exactly when a whole error message with that number is
+     * there, and an error comes only from such a message. */
+    {
+        const struct nlmsghdr *nlh = buf;
+        int left = (int)nl_whole(buf, size), any = 0, errs = 0;
+        uint32_t seq = size >= MNL_NLMSG_HDRLEN ? nlh->nlmsg_seq : 0;
+
+        while (mnl_nlmsg_ok(nlh, left)) {
+            if (nlh->nlmsg_type == NLMSG_ERROR
+                && nlh->nlmsg_len
+                       >= MNL_NLMSG_HDRLEN + sizeof(struct nlmsgerr)) {
+                const struct nlmsgerr *me = mnl_nlmsg_get_payload(nlh);
+
+                any |= nlh->nlmsg_seq == seq;
+                errs |= me->error != 0;
+            }
+            nlh = mnl_nlmsg_next(nlh, &left);
+        }
+        err = 0;
+        if (nftrules_ack_of(buf, size, seq, &err) != any
+            || (err != 0) != errs)
+            abort();
+    }
     free(buf);
     return 0;
 }

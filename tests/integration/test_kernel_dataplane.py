@@ -921,6 +921,24 @@ def test_restarts_adopt_without_flushing(lab):
     assert "created" not in log and "recreated" not in log, log
 
 
+def test_restart_adopts_endpoints_changed_meanwhile(lab):
+    # An adoption keeps the endpoint maps' elements through its one
+    # transaction and rewrites them through netlink after it: endpoints
+    # that changed while ferry was down are in force once it is back, and
+    # a Service new since then is served.
+    lab.apply([svc("web", eps=("pod-a", "pod-b"))])
+    c = lab.in_ns("cpod")
+    assert lab.stop_drive() == 0
+    lab.start_drive([svc("web", eps=("pod-c",)),
+                     svc("late", cips=("198.18.128.31",), eps=("pod-b",))])
+    got = c(lambda: hits(lambda: tcp_hello("198.18.128.10", 80)[0], 30))
+    assert set(got) == {"pod-c"}, got
+    assert c(tcp_hello, "198.18.128.31", 80)[0] == "pod-b"
+    out = lab.run_in("node", "nft", "list", "map", "inet", "ferry",
+                     "em4-default/web/p/tcp").stdout
+    assert "elements = { 0-16777215 : 198.18.1.4 . 8080 }" in out, out
+
+
 def test_another_layout_is_replaced_in_one_transaction(lab):
     # A ferry whose rules have another shape (an upgrade: layout 2 had an
     # anonymous map in each Service's rule) replaces the table it finds

@@ -702,6 +702,10 @@ test_diff_lean(void **state)
            "198.18.128.10 } }\n");
     hasnt(s, "add rule");
     hasnt(s, "add element");
+    /* Its endpoint map is declared; its elements go through netlink. */
+    has(s, "add map inet ferry em4-default/web/http/tcp { typeof numgen ");
+    hasnt(s, "elements = { 0-");
+    assert_int_equal(t.nepm, 1);
     assert_true(nftgen_lean_text(s));
     free(s);
     nftgen_txn_deinit(&t);
@@ -1476,8 +1480,9 @@ test_dump_sets(void **state)
     nftsys_listing_free(&l);
 }
 
-/* The acknowledgements of an element deletion: counted, the first error
- * kept; a message cut short is not one. */
+/* The acknowledgements of a batch of element changes: the one asked for
+ * found by its sequence number, the first error of any kept; a message
+ * cut short is not one. */
 static void
 test_delete_acks(void **state)
 {
@@ -1492,15 +1497,22 @@ test_delete_acks(void **state)
     for (i = 0; i < 3; i++) {
         nlh = mnl_nlmsg_put_header(buf + off);
         nlh->nlmsg_type = NLMSG_ERROR;
+        nlh->nlmsg_seq = 7 + (uint32_t)i;
         me = mnl_nlmsg_put_extra_header(nlh, sizeof(*me));
         me->error = i == 1 ? -ENOENT : i == 2 ? -EBUSY : 0;
         off += nlh->nlmsg_len;
     }
-    assert_int_equal(nftrules_acks(buf, off, &err), 3);
+    assert_int_equal(nftrules_ack_of(buf, off, 9, &err), 1);
     assert_int_equal(err, -ENOENT);
     err = 0;
-    assert_int_equal(nftrules_acks(buf, off - 1, &err), 2);
-    assert_int_equal(nftrules_acks(buf, 3, &err), 0);
+    assert_int_equal(nftrules_ack_of(buf, off, 7, &err), 1);
+    assert_int_equal(nftrules_ack_of(buf, off, 10, &err), 0);
+    err = 0;
+    assert_int_equal(nftrules_ack_of(buf, off - 1, 9, &err), 0);
+    assert_int_equal(err, -ENOENT);
+    err = 0;
+    assert_int_equal(nftrules_ack_of(buf, 3, 7, &err), 0);
+    assert_int_equal(err, 0);
 }
 
 static void
