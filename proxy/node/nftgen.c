@@ -666,7 +666,8 @@ dispatch_map(struct svcgen *x, const struct eplist *l, const char *map)
             o->is_map = 1;
     }
     sbuf_deinit(&el);
-    sbuf_printf(&x->r, "meta l4proto %s dnat %s to numgen random mod %u map @%s\n",
+    sbuf_printf(&x->r,
+                "meta l4proto %s dnat %s to numgen random mod %u map @%s\n",
                 nft_proto_name(x->s->proto), fam_p[x->f], NFTGEN_EP_MOD, map);
 }
 

@@ -19,9 +19,9 @@
  * Size: a service has a chain per family (plus one for external traffic
  * and one for local endpoints where it needs them) whose last rule
  * translates through the service's named endpoint map (below); only a
- * service with ClientIP affinity has a chain per endpoint. Hairpin masquerade is
- * one rule per family on a shared set of endpoint pairs that the engine
- * fills (nftgen_hairpin()). So the table's chains, and the kernel's loop
+ * service with ClientIP affinity has a chain per endpoint. Hairpin
+ * masquerade is one rule per family on a shared set of endpoint pairs
+ * that the engine fills (nftgen_hairpin()). So the table's chains, and the kernel's loop
  * checks over them, grow with the services, not with their endpoints.
  */
 #ifndef PROXY_NODE_NFTGEN_H

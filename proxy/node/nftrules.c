@@ -362,8 +362,8 @@ skip(const char **p, const char *what)
 }
 
 long
-nftrules_epmap_parse(const char *rules, struct nftrules_eprange *out, size_t max,
-                   const char **why)
+nftrules_epmap_parse(const char *rules, struct nftrules_eprange *out,
+                     size_t max, const char **why)
 {
     const char *p = rules;
     uint32_t next = 0;

@@ -1038,7 +1038,8 @@ def test_large_table_created_in_parts_is_whole(lab, tmp_path):
 
 def test_large_endpoint_maps_rewritten_as_a_fresh_build(lab, tmp_path):
     # Endpoint changes go to the kernel through netlink, not libnftables:
-    # a map of 4,000 endpoints takes several element messages, and maps
+    # a map of 6,000 endpoints (more than one list took before the maps
+    # were named) takes several element messages, and maps
     # past NFTRULES_SET_BATCH bytes several transactions. What they leave
     # is what libnftables writes for the same services from scratch.
     fresh = "kdmaps%d" % os.getpid()
@@ -1050,9 +1051,9 @@ def test_large_endpoint_maps_rewritten_as_a_fresh_build(lab, tmp_path):
                for k in range(skip, skip + n)]
         return {"id": f"default/{name}:p", "protocol": "tcp", "port": 80,
                 "cluster_ips": [cip], "cluster_endpoints": eps}
-    before = [many("big", "198.18.130.1", 4000)] + \
+    before = [many("big", "198.18.130.1", 6000)] + \
         [many(f"mid{i}", f"198.18.130.{i + 2}", 300, skip=i) for i in range(8)]
-    after = [many("big", "198.18.130.1", 3999, skip=1, heavy=(7, 99))] + \
+    after = [many("big", "198.18.130.1", 5999, skip=1, heavy=(7, 99))] + \
         [many(f"mid{i}", f"198.18.130.{i + 2}", 301, skip=i + 1)
          for i in range(8)]
     lab.apply(before)
@@ -1073,7 +1074,7 @@ def test_large_endpoint_maps_rewritten_as_a_fresh_build(lab, tmp_path):
                       if got.get(k) != want.get(k))
         assert diff == [], diff[:5]
         big = got[("map", "em4-default/big/p/tcp")][1]
-        assert len(big) == 3999, len(big)
+        assert len(big) == 5999, len(big)
     finally:
         sh("ip", "netns", "del", fresh, check=False)
 

@@ -214,6 +214,40 @@ test_svc_check(void **state)
     fix_init(&f);
     f.cl[0].weight = NFT_WEIGHT_MAX + 1;
     assert_int_equal(nft_svc_check(&f.s, &e), -1);
+    /* Endpoints past what one affinity list takes: fine without
+     * affinity, refused with it; weights past the map's random values
+     * refused. */
+    {
+        size_t n = NFT_AFF_EPS_MAX + 1, k;
+        struct nft_ep *many = calloc(NFTGEN_EP_MOD / NFT_WEIGHT_MAX + 1,
+                                     sizeof(*many));
+
+        assert_non_null(many);
+        for (k = 0; k < NFTGEN_EP_MOD / NFT_WEIGHT_MAX + 1; k++) {
+            many[k].addr = ip("198.18.1.2", 8080);
+            many[k].addr.u.in.sin_addr.s_addr =
+                htonl(0xc6130000u + (uint32_t)k);
+            many[k].weight = 1;
+        }
+        fix_init(&f);
+        f.s.cluster_eps = many;
+        f.s.ncluster_eps = n;
+        err_clear(&e);
+        assert_int_equal(nft_svc_check(&f.s, &e), 0);
+        f.s.affinity_s = 60;
+        assert_int_equal(nft_svc_check(&f.s, &e), -1);
+        assert_non_null(strstr(e.msg, "with sessionAffinity"));
+        f.s.affinity_s = 0;
+        f.s.ncluster_eps = NFTGEN_EP_MOD / NFT_WEIGHT_MAX + 1;
+        for (k = 0; k < f.s.ncluster_eps; k++)
+            many[k].weight = NFT_WEIGHT_MAX;
+        err_clear(&e);
+        assert_int_equal(nft_svc_check(&f.s, &e), -1);
+        assert_non_null(strstr(e.msg, "weights add up to"));
+        f.s.ncluster_eps = NFTGEN_EP_MOD / NFT_WEIGHT_MAX;
+        assert_int_equal(nft_svc_check(&f.s, &e), 0);
+        free(many);
+    }
     fix_init(&f);
     f.s.port = 0;
     assert_int_equal(nft_svc_check(&f.s, &e), -1);
