@@ -219,11 +219,10 @@ test_svc_check(void **state)
      * refused. */
     {
         size_t n = NFT_AFF_EPS_MAX + 1, k;
-        struct nft_ep *many = calloc(NFTGEN_EP_MOD / NFT_WEIGHT_MAX + 1,
-                                     sizeof(*many));
+        struct nft_ep *many = calloc(NFT_EPS_MAX + 1, sizeof(*many));
 
         assert_non_null(many);
-        for (k = 0; k < NFTGEN_EP_MOD / NFT_WEIGHT_MAX + 1; k++) {
+        for (k = 0; k < NFT_EPS_MAX + 1; k++) {
             many[k].addr = ip("198.18.1.2", 8080);
             many[k].addr.u.in.sin_addr.s_addr =
                 htonl(0xc6130000u + (uint32_t)k);
@@ -246,6 +245,14 @@ test_svc_check(void **state)
         assert_non_null(strstr(e.msg, "weights add up to"));
         f.s.ncluster_eps = NFTGEN_EP_MOD / NFT_WEIGHT_MAX;
         assert_int_equal(nft_svc_check(&f.s, &e), 0);
+        /* As many endpoints as a list takes, and one more. */
+        for (k = 0; k < NFT_EPS_MAX + 1; k++)
+            many[k].weight = 1;
+        f.s.ncluster_eps = NFT_EPS_MAX;
+        assert_int_equal(nft_svc_check(&f.s, &e), 0);
+        f.s.ncluster_eps = NFT_EPS_MAX + 1;
+        assert_int_equal(nft_svc_check(&f.s, &e), -1);
+        assert_non_null(strstr(e.msg, "at most 131072"));
         free(many);
     }
     fix_init(&f);
