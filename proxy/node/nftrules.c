@@ -635,7 +635,7 @@ struct batch {
 static void
 batch_mark_last(struct batch *b, size_t from)
 {
-    struct nlmsghdr *nlh = (struct nlmsghdr *)(b->buf + from);
+    struct nlmsghdr *nlh = (struct nlmsghdr *)(void *)(b->buf + from);
     int left = (int)(b->off - from);
 
     while (mnl_nlmsg_ok(nlh, left)) {
@@ -654,7 +654,7 @@ batch_send(struct batch *b, struct err *e)
     if (b->off == 0)
         return 0;
     /* The last message asks for the batch's one acknowledgement. */
-    last = (struct nlmsghdr *)(b->buf + b->last);
+    last = (struct nlmsghdr *)(void *)(b->buf + b->last);
     last->nlmsg_flags |= NLM_F_ACK;
     nlh = put_msg(b->buf, &b->off, NFNL_MSG_BATCH_END, NLM_F_REQUEST, ++b->seq,
                   AF_UNSPEC, NFNL_SUBSYS_NFTABLES);

@@ -526,9 +526,8 @@ def test_external_ip_two_services_claim_goes_to_the_other_when_one_goes(w):
     st, _, body = w.api(w.sim.request, "PUT",
                         "/api/v1/namespaces/shop/services/clash-a", moved)
     assert st == 200, body
-    w.wait(lambda: w.out(try_who, "198.18.200.50", 80) is not None
-           and w.out(try_who, "198.18.200.50", 80)[0] == "web-b",
-           "the other Service takes the address over")
+    w.wait(lambda: (w.out(try_who, "198.18.200.50", 80) or [None])[0]
+           == "web-b", "the other Service takes the address over")
     served(w.out, "198.18.200.51", 80, "the holder at its new address")
     w.delete("svc", "shop", "clash-a")
     w.wait(lambda: w.out(try_who, "198.18.200.51", 80) is None,
