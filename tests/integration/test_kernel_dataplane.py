@@ -829,6 +829,30 @@ def test_endpoint_changes_under_load_refuse_no_connection(lab):
     assert set(got) == set(rounds[25 % len(rounds)]), got
 
 
+def test_failed_element_transaction_is_converged(lab):
+    # An endpoint change's netlink transaction fails whole when an element
+    # it deletes is already gone (here a hairpin pair deleted by hand):
+    # the engine says so, and its next apply converges the table, with
+    # the change in force.
+    lab.apply([svc("web", eps=("pod-a", "pod-b"))])
+    lab.run_in("node", "nft", "delete", "element", "inet", "ferry",
+               "hairpin4", "{ 198.18.1.3 . 198.18.1.3 }")
+    mark = len(lab.out_lines())
+    lab.write([svc("web", eps=("pod-a",))])
+    lab.drive.send_signal(signal.SIGHUP)
+    ft.wait_for(lambda: any(ln.startswith("applied")
+                            for ln in lab.out_lines()[mark:]),
+                what="the driver to apply after its failure")
+    errors = [ln for ln in lab.out_lines()[mark:] if ln.startswith("error")]
+    assert errors and "nf_tables set elements" in errors[0], errors
+    out = lab.run_in("node", "nft", "list", "map", "inet", "ferry",
+                     "em4-default/web/p/tcp").stdout
+    assert "elements = { 0-16777215 : 198.18.1.2 . 8080 }" in out, out
+    got = lab.in_ns("cpod")(lambda: hits(
+        lambda: tcp_hello("198.18.128.10", 80)[0], 20))
+    assert set(got) == {"pod-a"}, got
+
+
 def test_udp_endpoint_removal_moves_client_within_1s(lab):
     dns = svc("dns", port=53, proto="udp", cips=("198.18.128.53",),
               eps=("pod-a",))

@@ -44,4 +44,24 @@ make_service(struct tbl_service *s, const char *name, const char *fe,
     s->retries = 3;
 }
 
+/* <n> services "svc-<i>" on 127.0.<i/200>.<i%200+1>:80 into <t>, then
+ * frozen; names and arrays live in the caller's storage. */
+static inline void
+fill_table(struct table *t, size_t n, char (*names)[32],
+           struct saddr (*fes)[1], struct tbl_backend (*bes)[2])
+{
+    struct tbl_service s;
+    struct err e;
+    char fe[32];
+    size_t i;
+
+    for (i = 0; i < n; i++) {
+        snprintf(names[i], sizeof(names[i]), "svc-%zu", i);
+        snprintf(fe, sizeof(fe), "127.0.%zu.%zu:80", i / 200, i % 200 + 1);
+        make_service(&s, names[i], fe, fes[i], bes[i], 30000);
+        assert_int_equal(table_add_service(t, &s, &e), 0);
+    }
+    table_freeze(t, 1);
+}
+
 #endif

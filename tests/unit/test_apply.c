@@ -178,9 +178,11 @@ turn(struct fixture *fx)
 }
 
 /* Connect to frontend <port> and return the index of the backend the
- * connection reaches, REFUSED when no one listens, or TIMEOUT. */
+ * connection reaches, REFUSED when no one listens, or TIMEOUT; with
+ * <see_close>, CLOSED when ferry closes the client first (else a closed
+ * client waits out the deadline like one nobody serves). */
 static int
-route(struct fixture *fx, uint16_t port)
+reach(struct fixture *fx, uint16_t port, int see_close)
 {
     struct saddr a = loopback(port);
     double end = now_s() + DEADLINE_S;
@@ -195,6 +197,9 @@ route(struct fixture *fx, uint16_t port)
         return REFUSED;
     }
     while (now_s() < end) {
+        struct pollfd pf = {c, POLLIN, 0};
+        char b;
+
         turn(fx);
         for (i = 0; i < NBE; i++) {
             fd = accept4(fx->be[i], NULL, NULL, SOCK_CLOEXEC);
@@ -204,9 +209,20 @@ route(struct fixture *fx, uint16_t port)
                 return i;
             }
         }
+        if (see_close && poll(&pf, 1, 0) == 1
+            && recv(c, &b, 1, MSG_DONTWAIT) <= 0) {
+            close(c);
+            return CLOSED;
+        }
     }
     close(c);
     return TIMEOUT;
+}
+
+static int
+route(struct fixture *fx, uint16_t port)
+{
+    return reach(fx, port, 0);
 }
 
 /* ---- tables ------------------------------------------------------------- */
@@ -909,38 +925,6 @@ test_worker_out_of_memory_tries_again(void **state)
     assert_true(k < 5000);
 }
 
-/* Connect to frontend <port>: the index of the backend reached, CLOSED
- * when ferry closes the client first, or TIMEOUT. */
-static int
-route_or_closed(struct fixture *fx, uint16_t port)
-{
-    struct saddr a = loopback(port);
-    double end = now_s() + DEADLINE_S;
-    int c = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), i, fd;
-
-    assert_true(c >= 0);
-    assert_int_equal(connect(c, &a.u.sa, a.len), 0);
-    while (now_s() < end) {
-        struct pollfd pf = {c, POLLIN, 0};
-        char b;
-        turn(fx);
-        for (i = 0; i < NBE; i++) {
-            fd = accept4(fx->be[i], NULL, NULL, SOCK_CLOEXEC);
-            if (fd >= 0) {
-                close(fd);
-                close(c);
-                return i;
-            }
-        }
-        if (poll(&pf, 1, 0) == 1 && recv(c, &b, 1, MSG_DONTWAIT) <= 0) {
-            close(c);
-            return CLOSED;
-        }
-    }
-    close(c);
-    return TIMEOUT;
-}
-
 /* Each allocation a worker makes for a first connection (its pools are
  * empty) refused in turn, in a proxy made anew each time: that
  * connection is closed, or it goes through; the next one goes through,
@@ -967,7 +951,7 @@ test_data_path_out_of_memory(void **state)
         apply_ok(fx, t1, 1);
         wait_generation(fx, fx->gen);
         failalloc_at_others(k);
-        r = route_or_closed(fx, f1);
+        r = reach(fx, f1, 1);
         failed = failalloc_failed();
         failalloc_at(-1);
         if (!(r == 0 || (failed && r == CLOSED)))

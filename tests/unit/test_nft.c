@@ -1525,7 +1525,7 @@ test_dump_sets(void **state)
  * found by its sequence number, the first error of any kept; a message
  * cut short is not one. */
 static void
-test_delete_acks(void **state)
+test_batch_acks(void **state)
 {
     char buf[512];
     struct nlmsghdr *nlh;
@@ -1691,7 +1691,7 @@ main(void)
         cmocka_unit_test(test_dump_counts),
         cmocka_unit_test(test_epmap_parse),
         cmocka_unit_test(test_dump_sets),
-        cmocka_unit_test(test_delete_acks),
+        cmocka_unit_test(test_batch_acks),
         cmocka_unit_test(test_xt_has_chain),
         cmocka_unit_test(test_ctclean_parse_match),
     };

@@ -306,19 +306,13 @@ test_table_derive(void **state)
     struct tbl_service s;
     struct table *a = table_new();
     struct err e;
-    size_t i, at = N - 3;
+    size_t at = N - 3;
     char fe[32];
     long k;
 
     (void)state;
     assert_non_null(a);
-    for (i = 0; i < N; i++) {
-        snprintf(names[i], sizeof(names[i]), "svc-%zu", i);
-        snprintf(fe, sizeof(fe), "127.0.%zu.%zu:80", i / 200, i % 200 + 1);
-        make_service(&s, names[i], fe, fes[i], bes[i], 30000);
-        assert_int_equal(table_add_service(a, &s, &e), 0);
-    }
-    table_freeze(a, 1);
+    fill_table(a, N, names, fes, bes);
     snprintf(names[N + 1], sizeof(names[N + 1]), "svc-new");
     for (k = 0; k < MAX_STEPS; k++) {
         struct table *b;

@@ -835,13 +835,7 @@ test_derive_shares_pages(void **state)
 
     (void)state;
     assert_non_null(a);
-    for (i = 0; i < N; i++) {
-        snprintf(names[i], sizeof(names[i]), "svc-%zu", i);
-        snprintf(fe, sizeof(fe), "127.0.%zu.%zu:80", i / 200, i % 200 + 1);
-        make_service(&s, names[i], fe, fes[i], bes[i], 30000);
-        assert_int_equal(table_add_service(a, &s, &e), 0);
-    }
-    table_freeze(a, 1);
+    fill_table(a, N, names, fes, bes);
     b = table_derive(a);
     assert_non_null(b);
     assert_ptr_equal(b->spages[0], a->spages[0]);
