@@ -1060,15 +1060,25 @@ nftgen_txn_empty(const struct nftgen_txn *t)
 /* "add set|map <name> { <spec without its '}'> elements = { ... } }" for
  * bucket <b> into <out>. */
 static void
-bucket_text(const struct nftgen_bucket *b, struct sbuf *out)
+set_with_elems(struct sbuf *out, int is_map, const char *name,
+               const char *spec, const char *elems, size_t len)
 {
-    const char *spec = b->set->spec, *end = strrchr(spec, '}');
+    const char *end = strrchr(spec, '}');
 
+    if (end == NULL)
+        end = spec + strlen(spec);
     while (end > spec && end[-1] == ' ')
         end--;
     sbuf_printf(out, "add %s " T " %s %.*s elements = { %.*s } }\n",
-                b->set->is_map ? "map" : "set", b->set->name, (int)(end - spec),
-                spec, (int)b->elems.len, b->elems.p ? b->elems.p : "");
+                is_map ? "map" : "set", name, (int)(end - spec), spec,
+                (int)len, elems ? elems : "");
+}
+
+static void
+bucket_text(const struct nftgen_bucket *b, struct sbuf *out)
+{
+    set_with_elems(out, b->set->is_map, b->set->name, b->set->spec,
+                   b->elems.p, b->elems.len);
 }
 
 char *
@@ -1320,14 +1330,8 @@ add_rules(struct nftgen_txn *t, const struct nftgen_obj *o)
 static void
 epmap_fill(struct nftgen_txn *t, const struct nftgen_obj *o)
 {
-    const char *end = strrchr(o->spec, '}');
-
-    if (end == NULL)
-        end = o->spec + strlen(o->spec);
-    while (end > o->spec && end[-1] == ' ')
-        end--;
-    emit(t, NFTGEN_PH_EADD, "add map " T " %s %.*s elements = { %s } }\n",
-         o->name, (int)(end - o->spec), o->spec, o->rules);
+    set_with_elems(&t->ph[NFTGEN_PH_EADD], 1, o->name, o->spec, o->rules,
+                   strlen(o->rules));
 }
 
 static void
