@@ -26,6 +26,8 @@ import time
 
 import pytest
 
+import ferrytest as ft
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BUILD = os.environ.get("FERRY_BUILD_DIR", os.path.join(ROOT, "build"))
 RELAYS = {name: os.path.join(BUILD, "bench", "ferry-" + name)
@@ -40,9 +42,10 @@ pytestmark = pytest.mark.skipif(
 
 
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    # A port of this test process's reserved range (ferrytest): a port
+    # the kernel hands out for bind(0) is also an ephemeral port another
+    # test's outgoing connection may take before the server binds it.
+    return ft.free_port()
 
 
 def stop(proc, timeout=10):
