@@ -11,6 +11,7 @@ from collections import Counter
 
 import pytest
 
+import admintest as at
 import ferrytest as ft
 
 
@@ -179,8 +180,9 @@ def test_p2c_keeps_held_connections_level(start_ferry, backends):
     connections end, the next 30 bring it back level with the others,
     where random would leave it 10 behind."""
     bs = [backends(n) for n in ("a", "b", "c")]
-    listen = ft.free_addr()
-    start_ferry(ft.config([ft.service("web", listen, bs, balance="p2c")]))
+    listen, admin = ft.free_addr(), ft.free_addr()
+    start_ferry(at.with_admin(
+        ft.config([ft.service("web", listen, bs, balance="p2c")]), admin))
     held = Held(listen)
     try:
         for _ in range(30):
@@ -188,9 +190,11 @@ def test_p2c_keeps_held_connections_level(start_ferry, backends):
         counts = held.counts()
         assert all(8 <= counts[n] <= 12 for n in "abc"), counts
         held.release("b", counts["b"])
-        # ferry counts a connection closed as it closes the backend side:
-        # wait until "b" saw all of its end.
-        ft.wait_for(lambda: bs[1].active == 0, what="b's connections closed")
+        # ferry counts a connection closed once both of its sides are done,
+        # which may be a moment after the backend saw its end: wait for
+        # ferry's own count, the one p2c compares.
+        ft.wait_for(lambda: at.backend_state(admin, "web", "b")["active"] == 0,
+                    what="ferry counts no connection on b")
         for _ in range(30):
             held.open()
         counts = held.counts()
