@@ -853,7 +853,7 @@ def test_failed_element_transaction_is_converged(lab):
     assert set(got) == {"pod-a"}, got
 
 
-def test_udp_endpoint_removal_moves_client_within_1s(lab):
+def test_udp_endpoint_removal_moves_client(lab):
     dns = svc("dns", port=53, proto="udp", cips=("198.18.128.53",),
               eps=("pod-a",))
     lab.apply([dns])
@@ -874,16 +874,16 @@ def test_udp_endpoint_removal_moves_client_within_1s(lab):
         # there.
         dns["cluster_endpoints"] = [ep("pod-b", UDP_PORT)]
         lab.apply([dns])
+        # The apply has deleted the entry when it returns: the next query
+        # moves. A second, scaled, is room for a loaded machine.
         t0 = time.monotonic()
         moved = None
-        for _ in range(200):
+        while time.monotonic() - t0 < ft.scaled(3):
             if c(ask) == "pod-b":
                 moved = time.monotonic() - t0
                 break
-            if time.monotonic() - t0 > 3:
-                break
             time.sleep(0.05)
-        assert moved is not None and moved <= 1.0, moved
+        assert moved is not None and moved <= ft.scaled(1.0), moved
     finally:
         sock.close()
 
