@@ -909,7 +909,8 @@ def run(args):
            "start_deadline": args.start_deadline or 900.0,
            "ferry_cpu": args.proxy_cpus, "sim_cpu": args.load_cpus,
            "dataplane": dataplane, "steering": steering,
-           "relist": bool(getattr(args, "relist", False))}
+           "relist": bool(getattr(args, "relist", False)),
+           "restart": bool(getattr(args, "restart", False))}
     cfg["probes"] = min(cfg["probes"], cfg["services"],
                         NODE_PORTS[1] - NODE_PORTS[0] + 1)
     if not (1 <= cfg["services"] <= 30000 and 1 <= cfg["endpoints"] <= 100000
@@ -969,6 +970,55 @@ def run(args):
         stopper.stop_all()
 
 
+def start_ferry(argv, logf, cfg, stopper):
+    """Start ferry logging to the open file <logf> (closed here) and wait
+    for /readyz 200: (process, start time, ready time or None, polls)."""
+    t0 = time.monotonic()
+    ferry = stopper.add(subprocess.Popen(argv, stdout=logf, stderr=logf,
+                                         stdin=subprocess.DEVNULL))
+    logf.close()
+    ready_at = None
+    polls = 0
+    end = t0 + cfg["start_deadline"]
+    while time.monotonic() < end and ferry.poll() is None:
+        r = http_get(ADMIN_PORT, "/readyz", timeout=5.0)
+        polls += 1
+        if r is not None and r[0] == 200:
+            ready_at = time.monotonic()
+            break
+        time.sleep(0.02)
+    return ferry, t0, ready_at, polls
+
+
+def restart(argv, raw, cfg, stopper):
+    """A second ferry after the first one exited, as a DaemonSet pod's
+    restart: it finds the first one's kernel table (nftables) and adopts
+    it. Start to ready, CPU, peak RSS."""
+    logpath = os.path.join(raw, "ferry-restart.log")
+    ferry, t0, ready_at, _ = start_ferry(argv, open(logpath, "w"), cfg,
+                                         stopper)
+    r = {}
+    if ready_at is None:
+        r["failed"] = ("ferry exited with %s" % ferry.returncode
+                       if ferry.poll() is not None else
+                       "no /readyz 200 within %.0f s" % cfg["start_deadline"])
+    else:
+        r["to_ready_s"] = round(ready_at - t0, 3)
+        r["cpu_s"] = round(cpu_s(ferry.pid) or 0, 3)
+        r["vmhwm_kb"] = status_kb(ferry.pid, "VmHWM")
+        r["vmrss_kb"] = status_kb(ferry.pid, "VmRSS")
+        with open(logpath) as f:
+            text = f.read()
+        r["adopted"] = "table inet ferry adopted" in text
+    r["exit"] = stopper.stop(ferry, timeout=60)
+    log("restart: %s" % (r.get("failed") or
+                          "ready after %.2f s, %.2f s of CPU, peak %.0f MiB%s"
+                          % (r["to_ready_s"], r["cpu_s"],
+                             r["vmhwm_kb"] / 1024,
+                             ", the table adopted" if r["adopted"] else "")))
+    return r
+
+
 def _run(cfg, args, out, raw, res, stopper):
     if os.cpu_count() >= 2:
         os.sched_setaffinity(0, cpu_set(cfg["sim_cpu"]))
@@ -1010,20 +1060,7 @@ def _run(cfg, args, out, raw, res, stopper):
         argv = ["taskset", "-c", cfg["ferry_cpu"]] + argv
     sim_c0 = cpu_s(sim.pid)
     t0_wall = time.time()
-    t0 = time.monotonic()
-    ferry = stopper.add(subprocess.Popen(argv, stdout=logf, stderr=logf,
-                                         stdin=subprocess.DEVNULL))
-    logf.close()
-    ready_at = None
-    polls = 0
-    end = t0 + cfg["start_deadline"]
-    while time.monotonic() < end and ferry.poll() is None:
-        r = http_get(ADMIN_PORT, "/readyz", timeout=5.0)
-        polls += 1
-        if r is not None and r[0] == 200:
-            ready_at = time.monotonic()
-            break
-        time.sleep(0.02)
+    ferry, t0, ready_at, polls = start_ferry(argv, logf, cfg, stopper)
     st = {"readyz_polls": polls}
     if ready_at is None:
         st["failed"] = ("ferry exited with %s" % ferry.returncode
@@ -1176,6 +1213,8 @@ def _run(cfg, args, out, raw, res, stopper):
     rc = stopper.stop(ferry, timeout=60)
     res["end"]["stop_s"] = round(time.monotonic() - t, 2)
     res["end"]["exit"] = rc
+    if cfg["restart"]:
+        res["restart"] = restart(argv, raw, cfg, stopper)
     stopper.stop(sim)
     stopper.stop(echo)
     res["loadavg_after"] = loadavg()
@@ -1353,7 +1392,15 @@ def section_md(res):
                   _f((res["relist"].get("vmrss_kb_after") or 0) / 1024),
                   _f(res["relist"].get("seconds"), 2),
                   _f(res["relist"].get("ferry_cpu_s"), 2))]
-              if res.get("relist") else []) + [
+              if res.get("relist") else []) + ([
+              "| restart, after the churn (%s): start → ready / CPU / peak "
+              "RSS | %s s / %s s / %s MiB |" % (
+                  "the table adopted" if res["restart"].get("adopted")
+                  else "no table adopted",
+                  _f(res["restart"].get("to_ready_s"), 2),
+                  _f(res["restart"].get("cpu_s"), 2),
+                  _f((res["restart"].get("vmhwm_kb") or 0) / 1024))]
+              if res.get("restart") else []) + [
               "| open descriptors (limit %s) | %s |" % (
                   "{:,}".format(res["open_files_limit"]),
                   "{:,}".format(st["open_fds"] or 0)),
