@@ -1,6 +1,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <jansson.h>
+#include <linux/netfilter.h>
 #include <nftables/libnftables.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1738,10 +1739,7 @@ nft_cleanup(struct err *e)
 
     if (c == NULL)
         return err_set(e, "libnftables: cannot create a context");
-    rc = run(c, "list tables", "listing", e);
-    if (rc == 0)
-        rc = nftsys_tables_have(nft_ctx_get_output_buffer(c), "inet", NFT_TABLE,
-                                e);
+    rc = nftrules_table_present(NFPROTO_INET, NFT_TABLE, e);
     if (rc == 1 && run(c, "delete table inet " NFT_TABLE, "cleanup", e) < 0)
         rc = -1;
     nft_ctx_free(c);
@@ -1751,37 +1749,45 @@ nft_cleanup(struct err *e)
 int
 nft_kube_proxy_found(char *why, size_t whylen, struct err *e)
 {
-    struct nft_ctx *c = ctx_new(NFT_CTX_OUTPUT_JSON);
+    static const struct {
+        uint8_t family;
+        const char *name;
+    } fams[] = {{NFPROTO_IPV4, "ip"}, {NFPROTO_IPV6, "ip6"}};
+    struct nft_ctx *c;
     char found[256] = "";
-    const char *out;
-    int rc = 0;
+    size_t i;
+    int rc;
 
-    if (c == NULL)
-        return err_set(e, "libnftables: cannot create a context");
-    if (run(c, "list tables", "listing", e) < 0) {
+    /* Through netlink: "list tables" makes libnftables fetch every rule
+     * of every table first, ferry's own at a restart too (5.8 s and 495
+     * MB at 10,000 Services of 25 endpoints). */
+    for (i = 0; i < sizeof(fams) / sizeof(fams[0]) && !found[0]; i++) {
+        rc = nftrules_table_present(fams[i].family, "kube-proxy", e);
+        if (rc < 0)
+            return -1;
+        if (rc == 1)
+            snprintf(found, sizeof(found), "nftables table %s kube-proxy",
+                     fams[i].name);
+    }
+    if (!found[0]) {
+        if ((c = ctx_new(NFT_CTX_OUTPUT_JSON)) == NULL)
+            return err_set(e, "libnftables: cannot create a context");
+        if (run(c, "list chains", "listing", e) == 0) {
+            char table[64];
+
+            if (nftsys_chains_have(nft_ctx_get_output_buffer(c),
+                                   "KUBE-SERVICES", table, sizeof(table))
+                == 1)
+                snprintf(found, sizeof(found),
+                         "iptables chain KUBE-SERVICES (nftables table %s)",
+                         table);
+        }
         nft_ctx_free(c);
-        return -1;
     }
-    out = nft_ctx_get_output_buffer(c);
-    if (nftsys_tables_have(out, "ip", "kube-proxy", NULL) == 1)
-        snprintf(found, sizeof(found), "nftables table ip kube-proxy");
-    else if (nftsys_tables_have(out, "ip6", "kube-proxy", NULL) == 1)
-        snprintf(found, sizeof(found), "nftables table ip6 kube-proxy");
-    if (!found[0] && run(c, "list chains", "listing", e) == 0) {
-        char table[64];
-
-        if (nftsys_chains_have(nft_ctx_get_output_buffer(c), "KUBE-SERVICES",
-                               table, sizeof(table))
-            == 1)
-            snprintf(found, sizeof(found),
-                     "iptables chain KUBE-SERVICES (nftables table %s)", table);
-    }
-    nft_ctx_free(c);
     if (!found[0])
         nftsys_legacy_find("KUBE-SERVICES", found, sizeof(found));
-    if (found[0]) {
-        snprintf(why, whylen, "%s", found);
-        rc = 1;
-    }
-    return rc;
+    if (!found[0])
+        return 0;
+    snprintf(why, whylen, "%s", found);
+    return 1;
 }

@@ -309,6 +309,74 @@ out:
     return rc;
 }
 
+int
+nftrules_msg_table(const void *buf, size_t len, uint8_t family,
+                   const char *name)
+{
+    const struct nlmsghdr *nlh = buf;
+    const struct nfgenmsg *nfg;
+    const struct nlattr *a;
+    size_t hdr = MNL_NLMSG_HDRLEN + MNL_ALIGN(sizeof(struct nfgenmsg));
+
+    if (len < MNL_NLMSG_HDRLEN || nlh->nlmsg_len < hdr || nlh->nlmsg_len > len
+        || nlh->nlmsg_type != ((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWTABLE))
+        return 0;
+    nfg = mnl_nlmsg_get_payload(nlh);
+    if (nfg->nfgen_family != family)
+        return 0;
+    mnl_attr_for_each(a, nlh, sizeof(struct nfgenmsg))
+    {
+        if (mnl_attr_get_type(a) == NFTA_TABLE_NAME
+            && mnl_attr_validate(a, MNL_TYPE_NUL_STRING) == 0)
+            return strcmp(mnl_attr_get_str(a), name) == 0;
+    }
+    return 0;
+}
+
+struct table_query {
+    uint8_t family;
+    const char *name;
+    int found;
+};
+
+static int
+on_table(const struct nlmsghdr *nlh, void *arg)
+{
+    struct table_query *q = arg;
+
+    if (nftrules_msg_table(nlh, nlh->nlmsg_len, q->family, q->name))
+        q->found = 1;
+    return MNL_CB_OK;
+}
+
+int
+nftrules_table_present(uint8_t family, const char *name, struct err *e)
+{
+    struct table_query q = {family, name, 0};
+    struct mnl_socket *nl = NULL;
+    struct nlmsghdr *nlh;
+    struct nfgenmsg *nfg;
+    char *buf = malloc(DUMP_BUF);
+    int rc;
+
+    if (buf == NULL || (nl = nl_open(e)) == NULL) {
+        rc = buf == NULL ? err_set(e, "out of memory") : -1;
+        goto out;
+    }
+    /* The family's tables, without their chains, sets or rules. */
+    nlh = request(buf, NFT_MSG_GETTABLE, NLM_F_REQUEST | NLM_F_DUMP,
+                  (uint32_t)time(NULL));
+    nfg = mnl_nlmsg_get_payload(nlh);
+    nfg->nfgen_family = family;
+    rc = dump(nl, buf, nlh, mnl_socket_get_portid(nl), on_table, &q,
+              "the tables", e);
+out:
+    if (nl)
+        mnl_socket_close(nl);
+    free(buf);
+    return rc < 0 ? -1 : q.found;
+}
+
 /* ------------------------------------------------------------- deletion */
 
 static struct nlmsghdr *

@@ -189,30 +189,6 @@ nftsys_count_elems(const char *json, const char *name, size_t *n, struct err *e)
 }
 
 int
-nftsys_tables_have(const char *json, const char *family, const char *name,
-                   struct err *e)
-{
-    json_t *root, *a, *it;
-    size_t i;
-    int found = 0;
-
-    a = items(json, &root, e);
-    if (a == NULL)
-        return -1;
-    json_array_foreach(a, i, it)
-    {
-        json_t *t = json_object_get(it, "table");
-        const char *f = t ? str_of(t, "family") : NULL;
-        const char *nm = t ? str_of(t, "name") : NULL;
-
-        if (f && nm && strcmp(f, family) == 0 && strcmp(nm, name) == 0)
-            found = 1;
-    }
-    json_decref(root);
-    return found;
-}
-
-int
 nftsys_chains_have(const char *json, const char *chain, char *table,
                    size_t tablelen)
 {

@@ -6,7 +6,8 @@
  * counted as rules and as set elements, and read as a set of the set
  * dump (nftrules_msg_set()). A message never counts more elements than
  * its bytes could hold, nor more than one rule, nor lists more than one
- * set. Then as the acknowledgements of an element deletion
+ * set, and read as a table of the table dump (nftrules_msg_table()).
+ * Then as the acknowledgements of an element deletion
  * (nftrules_ack_of()).
  */
 #include <libmnl/libmnl.h>
@@ -37,6 +38,17 @@ check(const void *msg, size_t len)
             || (l.n == 1 && (!l.present || l.v[0].name[0] == '\0')))
             abort();
         nftsys_listing_free(&l);
+    }
+    /* A table of the table dump: at most one name matches, and only a
+     * name the message holds whole. */
+    {
+        int a = nftrules_msg_table(msg, len, 1, "kube-proxy");
+        int b = nftrules_msg_table(msg, len, 1, "ferry");
+
+        if (a < 0 || a > 1 || b < 0 || b > 1 || (a && b))
+            abort();
+        if (a && memmem(msg, len, "kube-proxy", 11) == NULL)
+            abort();
     }
 }
 

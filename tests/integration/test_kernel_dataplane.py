@@ -1025,15 +1025,34 @@ def test_another_layout_is_replaced_in_one_transaction(lab):
 
 
 def test_kube_proxy_tables_are_named(lab):
-    r = lab.run_in("node", drive_bin(), "kube-proxy", check=False)
+    lab.apply([svc("web")])
+    trace = lab.file + ".kp.strace"
+    r = lab.run_in("node", "strace", "-f", "-qq", "-e", "trace=sendto", "-o",
+                   trace, drive_bin(), "kube-proxy", check=False)
     assert r.returncode == 0 and "none" in r.stdout
-    lab.run_in("node", "nft", "add", "table", "ip", "kube-proxy")
+    # Every start makes this check, a restart with ferry's own table in
+    # place: it reads the tables' and chains' names, never every rule
+    # (libnftables' "list tables" did: 5.8 s and 495 MB at 10,000
+    # Services of 25 endpoints).
+    with open(trace) as f:
+        sent = f.read()
+    assert "NFT_MSG_GETTABLE" in sent, sent
+    assert "NFT_MSG_GETRULE" not in sent, sent
+    for fam in ("ip", "ip6"):
+        lab.run_in("node", "nft", "add", "table", fam, "kube-proxy")
+        try:
+            r = lab.run_in("node", drive_bin(), "kube-proxy", check=False)
+            assert r.returncode == 3, r.stdout + r.stderr
+            assert "table %s kube-proxy" % fam in r.stdout
+        finally:
+            lab.run_in("node", "nft", "delete", "table", fam, "kube-proxy")
+    # Another family's table of that name is not kube-proxy's.
+    lab.run_in("node", "nft", "add", "table", "inet", "kube-proxy")
     try:
         r = lab.run_in("node", drive_bin(), "kube-proxy", check=False)
-        assert r.returncode == 3, r.stdout + r.stderr
-        assert "table ip kube-proxy" in r.stdout
+        assert r.returncode == 0 and "none" in r.stdout, r.stdout
     finally:
-        lab.run_in("node", "nft", "delete", "table", "ip", "kube-proxy")
+        lab.run_in("node", "nft", "delete", "table", "inet", "kube-proxy")
     lab.run_in("node", "nft", "add table ip nat; add chain ip nat "
                "KUBE-SERVICES")
     try:
