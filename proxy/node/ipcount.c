@@ -302,21 +302,36 @@ ipcount_commit(struct ipcount *c, int all)
     return 0;
 }
 
-int
-ipcount_next(const struct ipcount *c, size_t *at, struct saddr *a)
+/* The next address from <*at> on that is wanted (<held> 0) or that the
+ * kernel holds (<held> 1). */
+static int
+next_where(const struct ipcount *c, size_t *at, struct saddr *a, int held)
 {
     for (; *at < c->t[0].cap + c->t[1].cap; (*at)++) {
         int fam = *at >= c->t[0].cap;
         const struct ipcount_tab *t = &c->t[fam];
         size_t i = fam ? *at - c->t[0].cap : *at;
+        uint32_t v = val_at(t, i);
 
-        if (val_at(t, i) >= ONE) {
+        if (held ? (v & HAVE) != 0 : v >= ONE) {
             addr_of(fam, slot(t, i), a);
             (*at)++;
             return 1;
         }
     }
     return 0;
+}
+
+int
+ipcount_next(const struct ipcount *c, size_t *at, struct saddr *a)
+{
+    return next_where(c, at, a, 0);
+}
+
+int
+ipcount_next_held(const struct ipcount *c, size_t *at, struct saddr *a)
+{
+    return next_where(c, at, a, 1);
 }
 
 size_t

@@ -61,6 +61,9 @@ int ipcount_commit(struct ipcount *c, int all);
  * <*at> moves past it. Returns 1, or 0 at the end. */
 int ipcount_next(const struct ipcount *c, size_t *at, struct saddr *a);
 
+/* The same over the addresses the kernel holds (wanted or not). */
+int ipcount_next_held(const struct ipcount *c, size_t *at, struct saddr *a);
+
 /* Addresses of family <v6> (0 or 1) the kernel holds. */
 size_t ipcount_held(const struct ipcount *c, int v6);
 

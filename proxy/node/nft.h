@@ -154,6 +154,9 @@ struct nft_stats {
     uint64_t epmaps;
     /* Updates that ran a libnftables transaction (lean or not). */
     uint64_t texts;
+    /* Verifies run, and those that listed every set by name (after a
+     * change of the table's chains or sets: nft_verify()). */
+    uint64_t verifies, verify_lists;
     size_t services;       /* wanted kernel services */
 };
 

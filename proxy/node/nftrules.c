@@ -311,12 +311,14 @@ out:
 
 int
 nftrules_msg_table(const void *buf, size_t len, uint8_t family,
-                   const char *name)
+                   const char *name, uint32_t *use)
 {
     const struct nlmsghdr *nlh = buf;
     const struct nfgenmsg *nfg;
     const struct nlattr *a;
     size_t hdr = MNL_NLMSG_HDRLEN + MNL_ALIGN(sizeof(struct nfgenmsg));
+    uint32_t u = 0;
+    int named = 0;
 
     if (len < MNL_NLMSG_HDRLEN || nlh->nlmsg_len < hdr || nlh->nlmsg_len > len
         || nlh->nlmsg_type != ((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWTABLE))
@@ -328,14 +330,20 @@ nftrules_msg_table(const void *buf, size_t len, uint8_t family,
     {
         if (mnl_attr_get_type(a) == NFTA_TABLE_NAME
             && mnl_attr_validate(a, MNL_TYPE_NUL_STRING) == 0)
-            return strcmp(mnl_attr_get_str(a), name) == 0;
+            named = strcmp(mnl_attr_get_str(a), name) == 0;
+        else if (mnl_attr_get_type(a) == NFTA_TABLE_USE
+                 && mnl_attr_validate(a, MNL_TYPE_U32) == 0)
+            u = ntohl(mnl_attr_get_u32(a));
     }
-    return 0;
+    if (named && use != NULL)
+        *use = u;
+    return named;
 }
 
 struct table_query {
     uint8_t family;
     const char *name;
+    uint32_t *use;
     int found;
 };
 
@@ -344,15 +352,16 @@ on_table(const struct nlmsghdr *nlh, void *arg)
 {
     struct table_query *q = arg;
 
-    if (nftrules_msg_table(nlh, nlh->nlmsg_len, q->family, q->name))
+    if (nftrules_msg_table(nlh, nlh->nlmsg_len, q->family, q->name, q->use))
         q->found = 1;
     return MNL_CB_OK;
 }
 
 int
-nftrules_table_present(uint8_t family, const char *name, struct err *e)
+nftrules_table_present(uint8_t family, const char *name, uint32_t *use,
+                       struct err *e)
 {
-    struct table_query q = {family, name, 0};
+    struct table_query q = {family, name, use, 0};
     struct mnl_socket *nl = NULL;
     struct nlmsghdr *nlh;
     struct nfgenmsg *nfg;
@@ -872,5 +881,74 @@ out:
     free(b.buf);
     free(b.rbuf);
     free(r);
+    return rc;
+}
+
+int
+nftrules_has_elems(const struct nftrules_elem *v, size_t n, struct err *e)
+{
+    struct mnl_socket *nl = NULL;
+    struct nlmsghdr *nlh;
+    struct nlattr *list;
+    size_t off = 0, i;
+    char *buf = NULL, *rbuf = NULL;
+    uint32_t seq;
+    int rc = 1, err = 0, ret, done = 0;
+
+    if (n == 0)
+        return 1;
+    for (i = 0; i < n; i++)
+        if (v[i].len == 0 || v[i].len > NFTRULES_KEY_MAX
+            || strcmp(v[i].set, v[0].set) != 0
+            || strlen(v[i].set) >= NFT_NAME_MAXLEN)
+            return err_set(e, "nf_tables set elements: bad element");
+    if (n * ELEM_BYTES > ELEMS_NEST_MAX)
+        return err_set(e, "nf_tables set elements: too many to look up");
+    buf = malloc(MSG_BYTES + n * ELEM_BYTES);
+    rbuf = malloc(MNL_SOCKET_BUFFER_SIZE);
+    if (buf == NULL || rbuf == NULL || (nl = nl_open(e)) == NULL) {
+        rc = nl == NULL && buf && rbuf ? -1 : err_set(e, "out of memory");
+        goto out;
+    }
+    /* One lookup, not a dump: the kernel answers each element it finds,
+     * and stops at the first it does not with ENOENT. */
+    seq = (uint32_t)time(NULL);
+    nlh = put_msg(buf, &off, (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETSETELEM,
+                  NLM_F_REQUEST | NLM_F_ACK, seq, NFPROTO_INET, 0);
+    mnl_attr_put_strz(nlh, NFTA_SET_ELEM_LIST_TABLE, NFT_TABLE);
+    mnl_attr_put_strz(nlh, NFTA_SET_ELEM_LIST_SET, v[0].set);
+    list = mnl_attr_nest_start(nlh, NFTA_SET_ELEM_LIST_ELEMENTS);
+    for (i = 0; i < n; i++) {
+        struct nlattr *el = mnl_attr_nest_start(nlh, NFTA_LIST_ELEM);
+        struct nlattr *key = mnl_attr_nest_start(nlh, NFTA_SET_ELEM_KEY);
+
+        mnl_attr_put(nlh, NFTA_DATA_VALUE, v[i].len, v[i].key);
+        mnl_attr_nest_end(nlh, key);
+        mnl_attr_nest_end(nlh, el);
+    }
+    mnl_attr_nest_end(nlh, list);
+    if (mnl_socket_sendto(nl, nlh, nlh->nlmsg_len) < 0) {
+        rc = err_set(e, "nf_tables set elements: %s", strerror(errno));
+        goto out;
+    }
+    while (!done) {
+        ret = (int)mnl_socket_recvfrom(nl, rbuf, MNL_SOCKET_BUFFER_SIZE);
+        if (ret < 0) {
+            rc = err_set(e, "nf_tables set elements: %s",
+                         errno == EAGAIN ? "no answer from the kernel"
+                                         : strerror(errno));
+            goto out;
+        }
+        done = nftrules_ack_of(rbuf, (size_t)ret, seq, &err);
+    }
+    if (err == -ENOENT)
+        rc = 0;
+    else if (err != 0)
+        rc = err_set(e, "nf_tables set elements: %s", strerror(-err));
+out:
+    if (nl)
+        mnl_socket_close(nl);
+    free(buf);
+    free(rbuf);
     return rc;
 }

@@ -42,12 +42,15 @@ check(const void *msg, size_t len)
     /* A table of the table dump: at most one name matches, and only a
      * name the message holds whole. */
     {
-        int a = nftrules_msg_table(msg, len, 1, "kube-proxy");
-        int b = nftrules_msg_table(msg, len, 1, "ferry");
+        uint32_t use = 0;
+        int a = nftrules_msg_table(msg, len, 1, "kube-proxy", &use);
+        int b = nftrules_msg_table(msg, len, 1, "ferry", NULL);
 
         if (a < 0 || a > 1 || b < 0 || b > 1 || (a && b))
             abort();
         if (a && memmem(msg, len, "kube-proxy", 11) == NULL)
+            abort();
+        if (!a && use != 0)
             abort();
     }
 }

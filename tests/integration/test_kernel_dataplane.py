@@ -891,10 +891,13 @@ def test_udp_endpoint_removal_moves_client(lab):
 def test_verify_restores_a_flushed_table(lab):
     lab.apply([svc("web")])
     # Each edit the verify step must see: a shared map's or set's elements
-    # (counted by the kernel), the sets themselves (the layout set, one
-    # not ferry's), a fixed chain's rules, every rule, the table itself.
+    # (counted by the kernel; the hairpin pairs looked up, a sample of
+    # them each time), the sets themselves (the layout set, one not
+    # ferry's), a fixed chain's rules, every rule, the table itself.
     for edit in (("flush", "map", "inet", "ferry", "svc4"),
                  ("flush", "set", "inet", "ferry", "hairpin4"),
+                 ("delete", "element", "inet", "ferry", "hairpin4",
+                  "{ %s . %s }" % (PODS["pod-b"][0], PODS["pod-b"][0])),
                  ("delete", "set", "inet", "ferry", "layout"),
                  ("add", "set", "inet", "ferry", "intruder",
                   "{ type ipv4_addr; }"),
@@ -910,6 +913,52 @@ def test_verify_restores_a_flushed_table(lab):
             ("pod-a", "pod-b")
     assert lab.in_ns("pod-a")(tcp_hello, "198.18.128.10", 80) in \
         (("pod-a", BRIDGE4), ("pod-b", PODS["pod-a"][0]))
+
+
+def test_verify_lists_the_sets_only_when_their_count_may_move(lab):
+    # The verify step lists every set by name (10,000 endpoint maps at
+    # 10,000 Services) only after a transaction that could create or
+    # delete one; endpoint changes go through netlink and create none, so
+    # the verifies after them read the kernel's count of the table's
+    # chains and sets instead. A set added by hand moves that count.
+    svcs = [svc("shape", cips=("198.18.128.40",), eps=("pod-a", "pod-b"))]
+    lab.apply(svcs)
+
+    def after_verifies(k):
+        """The driver's counters once it verified <k> more times (a
+        SIGHUP of the same file only prints them; the driver verifies
+        when 200 ms pass without a signal)."""
+        start = lab.counts()["verifies"]
+        got = {}
+
+        def done():
+            lab.apply(svcs)
+            got.update(lab.counts())
+            return got["verifies"] >= start + k
+        ft.wait_for(done, what="%d verifies" % k, interval=0.5)
+        return got
+    base = after_verifies(2)
+    for eps in (("pod-a",), ("pod-a", "pod-c"), ("pod-a", "pod-b")):
+        svcs = [svc("shape", cips=("198.18.128.40",), eps=eps)]
+        lab.apply(svcs)
+    c = after_verifies(3)
+    assert c["texts"] == base["texts"], (base, c)
+    assert c["vlists"] == base["vlists"], (base, c)
+    # A Service added is a text: the next verify lists the sets again.
+    svcs.append(svc("shape2", cips=("198.18.128.41",)))
+    lab.apply(svcs)
+    c2 = after_verifies(2)
+    assert c2["vlists"] == c["vlists"] + 1, (c, c2)
+    # A set added by hand, while the verifies take the short way.
+    mark = len(lab.out_lines())
+    lab.run_in("node", "nft", "add", "set", "inet", "ferry", "intruder2",
+               "{ type ipv4_addr; }")
+    ft.wait_for(lambda: "restored" in lab.out_lines()[mark:],
+                what="the driver to restore the table")
+    assert "intruder2" not in lab.ruleset()
+    got = lab.in_ns("cpod")(lambda: hits(
+        lambda: tcp_hello("198.18.128.40", 80)[0], 20))
+    assert set(got) <= {"pod-a", "pod-b"} and got, got
 
 
 def test_restarts_adopt_without_flushing(lab):

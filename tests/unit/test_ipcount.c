@@ -82,8 +82,18 @@ check(const struct ipcount *c, const struct model *m)
         seen[i] = 1;
         assert_true(m->want[i] > 0);
     }
-    for (i = 0; i < NADDR; i++)
+    for (i = 0; i < NADDR; i++) {
         assert_int_equal(seen[i], m->want[i] > 0);
+        seen[i] = 0;
+    }
+    /* The held ones (what the verify step samples): wanted or not. */
+    for (at = 0; ipcount_next_held(c, &at, &a);) {
+        i = index_of(&a);
+        assert_int_equal(seen[i], 0);
+        seen[i] = 1;
+    }
+    for (i = 0; i < NADDR; i++)
+        assert_int_equal(seen[i], m->have[i]);
     assert_int_equal(ipcount_held(c, 0), held[0]);
     assert_int_equal(ipcount_held(c, 1), held[1]);
 }

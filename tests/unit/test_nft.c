@@ -1523,6 +1523,7 @@ test_dump_tables(void **state)
     char buf[256];
     struct nlmsghdr *nlh;
     struct nfgenmsg *nfg;
+    uint32_t use = 7;
 
     (void)state;
     memset(buf, 0, sizeof(buf));
@@ -1532,18 +1533,30 @@ test_dump_tables(void **state)
     nfg->nfgen_family = NFPROTO_IPV4;
     mnl_attr_put_u32(nlh, NFTA_TABLE_FLAGS, 0);
     mnl_attr_put_strz(nlh, NFTA_TABLE_NAME, "kube-proxy");
-    assert_int_equal(
-        nftrules_msg_table(nlh, nlh->nlmsg_len, NFPROTO_IPV4, "kube-proxy"), 1);
-    assert_int_equal(
-        nftrules_msg_table(nlh, nlh->nlmsg_len, NFPROTO_IPV6, "kube-proxy"), 0);
-    assert_int_equal(
-        nftrules_msg_table(nlh, nlh->nlmsg_len, NFPROTO_IPV4, "kube-prox"), 0);
-    assert_int_equal(
-        nftrules_msg_table(nlh, nlh->nlmsg_len - 4, NFPROTO_IPV4, "kube-proxy"),
-        0);
+    assert_int_equal(nftrules_msg_table(nlh, nlh->nlmsg_len, NFPROTO_IPV4,
+                                        "kube-proxy", &use),
+                     1);
+    assert_int_equal(use, 0); /* no use count in the message */
+    mnl_attr_put_u32(nlh, NFTA_TABLE_USE, htonl(12345));
+    assert_int_equal(nftrules_msg_table(nlh, nlh->nlmsg_len, NFPROTO_IPV4,
+                                        "kube-proxy", &use),
+                     1);
+    assert_int_equal(use, 12345);
+    use = 7;
+    assert_int_equal(nftrules_msg_table(nlh, nlh->nlmsg_len, NFPROTO_IPV6,
+                                        "kube-proxy", &use),
+                     0);
+    assert_int_equal(nftrules_msg_table(nlh, nlh->nlmsg_len, NFPROTO_IPV4,
+                                        "kube-prox", &use),
+                     0);
+    assert_int_equal(use, 7); /* left as it was */
+    assert_int_equal(nftrules_msg_table(nlh, nlh->nlmsg_len - 4, NFPROTO_IPV4,
+                                        "kube-proxy", NULL),
+                     0);
     nlh->nlmsg_type = (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWCHAIN;
-    assert_int_equal(
-        nftrules_msg_table(nlh, nlh->nlmsg_len, NFPROTO_IPV4, "kube-proxy"), 0);
+    assert_int_equal(nftrules_msg_table(nlh, nlh->nlmsg_len, NFPROTO_IPV4,
+                                        "kube-proxy", NULL),
+                     0);
 }
 
 /* The acknowledgements of a batch of element changes: the one asked for
