@@ -58,7 +58,7 @@ def test_control_plane_tiny(tmp_path, dataplane):
          "--services", "50", "--endpoints", "3", "--changes", "20",
          "--rate", "20", "--probe-services", "5", "--ferry", FERRY,
          "--bench", BENCH, "--dataplane", dataplane, "--relist",
-         "--out", str(out)],
+         "--restart", "--out", str(out)],
         capture_output=True, text=True, timeout=240)
     assert r.returncode == 0, r.stderr[-2000:]
     res = json.loads((out / "control-plane.json").read_text())
@@ -102,6 +102,13 @@ def test_control_plane_tiny(tmp_path, dataplane):
     assert own["ferry_sync_proxy_rules_duration_seconds"]["count"] > 0, own
     # Each change carries its trigger time, as the controller's do.
     assert own["ferry_network_programming_duration_seconds"]["count"] > 0, own
+    # The restart: a second ferry, which adopts the first one's table
+    # (the Services' rules, or the proxy's redirects).
+    rs = res["restart"]
+    assert "failed" not in rs and rs["exit"] == 0, rs
+    assert rs["to_ready_s"] > 0 and rs["vmhwm_kb"] > 0, rs
+    assert rs["adopted"] is True, rs
+    assert "| restart, after the churn" in summary
     if dataplane == "nftables":
         assert st["nft_lines"] > 100
     # Both ran in a namespace of their own (the kernel's rules were
