@@ -1637,16 +1637,22 @@ sample_hairpins(struct nft *n, char *what, size_t len, struct err *e)
 {
     struct nftrules_elem v[VERIFY_SAMPLE];
     struct saddr a;
-    size_t k = 0, i, from;
-    int wrapped = 0, rc = 1;
+    size_t k = 0, i, from, start = n->verify_at;
+    int wrapped = start == 0, rc = 1;
 
+    /* From where the last sample ended to the end of the table, then
+     * from its start up to there: each pair once. */
     while (k < VERIFY_SAMPLE) {
         if (!ipcount_next_held(&n->hp.c, &n->verify_at, &a)) {
-            if (wrapped || n->verify_at == 0)
+            if (wrapped)
                 break;
             n->verify_at = 0;
             wrapped = 1;
             continue;
+        }
+        if (wrapped && start > 0 && n->verify_at > start) {
+            n->verify_at--; /* the next sample starts with this one */
+            break;
         }
         ipset_elem(&n->hp, &a, &v[k++]);
     }

@@ -300,11 +300,12 @@ class World:
         return sorted(b["address"] for x in json.loads(body)["services"]
                       if x["name"] == svc for b in x["backends"])
 
-    def wait_all_workers(self, node, svc, n):
-        """Until <node>'s ferry lists <n> backends for <svc> and every one
-        of its workers serves that table: a connection a worker takes
-        while it still runs the table before (a Service without
-        endpoints) is reset."""
+    def wait_all_workers(self, node, svc=None, n=None):
+        """Until every worker of <node>'s ferry serves its latest table,
+        and (with <svc>) that table lists <n> backends for <svc>: a
+        connection a worker takes while it still runs the table before
+        goes where that table said (a Service without endpoints resets
+        it; a pod that was just deleted does not answer)."""
         def ok():
             st, _, body = self.ns(node)(http_get, "127.0.0.1", NODE_ADMIN,
                                         "/status")
@@ -313,10 +314,11 @@ class World:
             j = json.loads(body)
             got = [b for x in j["services"] if x["name"] == svc
                    for b in x["backends"]]
-            return len(got) == n and all(
+            return (svc is None or len(got) == n) and all(
                 wk["generation"] == j["generation"] for wk in j["workers"])
-        self.wait(ok, "%s's workers serving %d backends of %s"
-                  % (node, n, svc))
+        self.wait(ok, "%s's workers serving %s" % (
+            node, "its latest table" if svc is None
+            else "%d backends of %s" % (n, svc)))
 
     def state(self, node):
         """A node's addresses and links, for before/after comparisons.
@@ -641,6 +643,7 @@ def test_rolling_update_scale_down_and_pod_replaced(w):
         # Replicas 3 -> 1: endpoints go before the pods do.
         w.endpoints("django", "shop", ["orange-1"])
         w.until_only(c1, *vip, ["orange-1"], "scaled to one")
+        w.wait_all_workers("node1")
         w.del_pod("orange-2")
         w.del_pod("orange-3")
         # Rolling update to maroon: both versions serve one selector.
@@ -653,6 +656,7 @@ def test_rolling_update_scale_down_and_pod_replaced(w):
         w.endpoints("django", "shop", ["orange-1", "maroon-1", "maroon-2"],
                     terminating=["orange-1"])
         w.until_only(c1, *vip, ["maroon-1", "maroon-2"], "orange retired")
+        w.wait_all_workers("node1")
         w.del_pod("orange-1")
         # A pod deleted and replaced: the new one first, the old one
         # terminating, then gone.
@@ -660,6 +664,7 @@ def test_rolling_update_scale_down_and_pod_replaced(w):
         w.endpoints("django", "shop", ["maroon-1", "maroon-2", "maroon-3"],
                     terminating=["maroon-1"])
         w.until_only(c1, *vip, ["maroon-2", "maroon-3"], "maroon-1 out")
+        w.wait_all_workers("node1")
         w.del_pod("maroon-1")
         w.endpoints("django", "shop", ["maroon-2", "maroon-3"])
         t = time.monotonic()
@@ -687,6 +692,7 @@ def test_readiness_probe_failing_under_load(w):
         w.wait(lambda: len(load.seen) > 20, "load running")
         w.endpoints("api", "shop", all3, not_ready=["api-2"])
         w.until_only(c1, *vip, ["api-1", "api-3"], "api-2 out of rotation")
+        w.wait_all_workers("node1")
         t_out = time.monotonic()
         w.wait(lambda: len(load.since(t_out)) >= 30, "load while api-2 out")
         out_window = load.since(t_out)
