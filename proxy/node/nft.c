@@ -1447,7 +1447,7 @@ converge(struct nft *n, struct err *e)
 {
     struct nftsys_listing l;
     struct nftgen_txn t;
-    struct smap names = {0};
+    struct smap names = {0}, held = {0};
     char comment[64], *text;
     size_t i;
     int rc;
@@ -1509,6 +1509,12 @@ converge(struct nft *n, struct err *e)
          * libnftables fetch the elements of every set first, the
          * endpoint maps' too (470 MB at once at 10,000 × 25). */
         nftgen_txn_lean(&t, &n->global);
+        for (i = 0; i < l.n; i++)
+            if (smap_put(&held, l.v[i].name, &held) < 0) {
+                rc = err_set(e, "out of memory");
+                goto out;
+            }
+        t.existing = &held;
         fill_wanted(n, &t);
     }
     text = nftgen_txn_text(&t);
@@ -1537,6 +1543,7 @@ done:
 out:
     nftgen_txn_deinit(&t);
     smap_deinit(&names);
+    smap_deinit(&held);
     nftsys_listing_free(&l);
     return rc;
 }

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "nftgen.h"
+#include "smap.h"
 
 #define T "inet " NFT_TABLE
 
@@ -1354,12 +1355,21 @@ epmap_changed(struct nftgen_txn *t, const struct nftgen_obj *o, int fresh)
     f[t->nepm++] = (unsigned char)fresh;
 }
 
+/* Nonzero when <t> says the kernel holds chain or set <name> already. */
+static int
+exists(const struct nftgen_txn *t, const char *name)
+{
+    return t->existing != NULL && smap_get(t->existing, name) != NULL;
+}
+
 static void
 obj_create(struct nftgen_txn *t, const struct nftgen_obj *o)
 {
     switch (o->kind) {
     case NFTGEN_EPMAP:
-        emit(t, NFTGEN_PH_ADD, "add map " T " %s %s\n", o->name, o->spec);
+        if (!exists(t, o->name))
+            emit(t, NFTGEN_PH_ADD, "add map " T " %s %s\n", o->name,
+                 o->spec);
         /* In a lean transaction (an update, a part of a creation) the
          * elements go through netlink after the text, as a change's do:
          * libnftables takes hundreds of bytes per interval element while
@@ -1377,8 +1387,11 @@ obj_create(struct nftgen_txn *t, const struct nftgen_obj *o)
              o->is_map ? "map" : "set", o->name, o->spec);
         break;
     case NFTGEN_CHAIN:
-        emit(t, NFTGEN_PH_ADD, "add chain " T " %s%s%s\n", o->name,
-             o->spec ? " " : "", o->spec ? o->spec : "");
+        /* A base chain is declared whatever the kernel holds: its spec
+         * (hook, priority) is part of what is wanted. */
+        if (o->spec != NULL || !exists(t, o->name))
+            emit(t, NFTGEN_PH_ADD, "add chain " T " %s%s%s\n", o->name,
+                 o->spec ? " " : "", o->spec ? o->spec : "");
         add_rules(t, o);
         break;
     case NFTGEN_ELEM:

@@ -772,6 +772,58 @@ test_diff_lean(void **state)
     nftgen_group_deinit(&b);
 }
 
+/* An adoption fills what is wanted into a table that holds most of it:
+ * chains and endpoint maps the kernel has are not declared again (each
+ * declaration is parsed), but their rules are written, base chains are
+ * declared with their hooks whatever the kernel has, and what it lacks
+ * is declared. */
+static void
+test_fill_skips_what_exists(void **state)
+{
+    struct nft_conf c = conf_cidr();
+    struct nftgen_group glob, g;
+    struct nftgen_txn t;
+    struct smap held = {0};
+    struct fix f;
+    char *s;
+
+    (void)state;
+    fix_init(&f);
+    nftgen_group_init(&glob);
+    nftgen_group_init(&g);
+    assert_int_equal(nftgen_global(&c, &glob), 0);
+    assert_int_equal(nftgen_service(&c, &f.s, &g), 0);
+    assert_int_equal(smap_put(&held, "svc4-default/web/http/tcp", &held), 0);
+    assert_int_equal(smap_put(&held, "em4-default/web/http/tcp", &held), 0);
+    assert_int_equal(smap_put(&held, "nat-prerouting", &held), 0);
+    nftgen_txn_init(&t);
+    nftgen_txn_lean(&t, &glob);
+    t.existing = &held;
+    nftgen_fill(&t, &glob);
+    nftgen_fill(&t, &g);
+    s = nftgen_txn_text(&t);
+    hasnt(s, "add chain inet ferry svc4-default/web/http/tcp\n");
+    hasnt(s, "add map inet ferry em4-default/web/http/tcp");
+    has(s, "add chain inet ferry svc4-default/web/http/tcp {\n");
+    has(s, "add chain inet ferry nat-prerouting { type nat hook prerouting");
+    has(s, "add chain inet ferry mark-for-masq\n");
+    assert_int_equal(t.nepm, 1);
+    free(s);
+    nftgen_txn_deinit(&t);
+    /* Without the list, everything is declared. */
+    nftgen_txn_init(&t);
+    nftgen_txn_lean(&t, &glob);
+    nftgen_fill(&t, &g);
+    s = nftgen_txn_text(&t);
+    has(s, "add chain inet ferry svc4-default/web/http/tcp\n");
+    has(s, "add map inet ferry em4-default/web/http/tcp { typeof");
+    free(s);
+    nftgen_txn_deinit(&t);
+    smap_deinit(&held);
+    nftgen_group_deinit(&glob);
+    nftgen_group_deinit(&g);
+}
+
 /* <text> as sorted lines, each element added to a map or set on a line
  * of its own ("elem <set> <element>"), whether it came in "add element"
  * or in a lean "add map|set <name> { <spec> elements = { ... } }": the
@@ -1730,6 +1782,7 @@ main(void)
         cmocka_unit_test(test_epmap_parse),
         cmocka_unit_test(test_dump_sets),
         cmocka_unit_test(test_dump_tables),
+        cmocka_unit_test(test_fill_skips_what_exists),
         cmocka_unit_test(test_batch_acks),
         cmocka_unit_test(test_xt_has_chain),
         cmocka_unit_test(test_ctclean_parse_match),
