@@ -444,6 +444,9 @@ struct nft {
     size_t ndirty, dirtycap;
     int need_converge;
     size_t verify_at; /* where the next sample of hairpin pairs starts */
+    /* [i]: elements the committed services put in global.v[i] (a shared
+     * map or set), kept by commit_entry() for the verify. */
+    size_t *gcount;
     /* Transactions of text run on the table (run_table()), and what a
      * verify that listed every set found: the kernel's use count of the
      * table then, and this count. */
@@ -500,7 +503,9 @@ nft_new(const struct nft_conf *c, struct err *e)
         nft_free(n);
         return NULL;
     }
-    if (nftgen_global(&n->conf, &n->global) < 0) {
+    if (nftgen_global(&n->conf, &n->global) < 0
+        || (n->gcount = calloc(n->global.n + 1, sizeof(*n->gcount)))
+               == NULL) {
         err_set(e, "out of memory");
         nft_free(n);
         return NULL;
@@ -536,6 +541,7 @@ nft_free(struct nft *n)
     ipcount_deinit(&n->cips.c);
     ipcount_deinit(&n->hp.c);
     free(n->dirty);
+    free(n->gcount);
     nftgen_group_deinit(&n->global);
     if (n->ctx)
         nft_ctx_free(n->ctx);
@@ -994,6 +1000,29 @@ svc_dsts(const struct nft_svc *s, size_t *n)
     return d;
 }
 
+/* The elements group <g> puts in the shared maps and sets, added to
+ * (<add>) or taken from n->gcount. */
+static void
+count_elems(struct nft *n, const struct nftgen_group *g, int add)
+{
+    size_t i, j;
+
+    for (i = 0; g != NULL && i < g->n; i++) {
+        if (g->v[i].kind != NFTGEN_ELEM)
+            continue;
+        for (j = 0; j < n->global.n; j++) {
+            if (n->global.v[j].kind != NFTGEN_SET
+                || strcmp(n->global.v[j].name, g->v[i].name) != 0)
+                continue;
+            if (add)
+                n->gcount[j]++;
+            else if (n->gcount[j] > 0)
+                n->gcount[j]--;
+            break;
+        }
+    }
+}
+
 /* The committed state of <en> is now its wanted one. Collects the UDP
  * endpoints that went away into <m>. */
 static void
@@ -1018,8 +1047,11 @@ commit_entry(struct nft *n, struct entry *en, struct ctclean_match **m,
                 *dsts = p;
         }
     }
-    if (en->have != en->want)
+    if (en->have != en->want) {
+        count_elems(n, en->have, 0);
+        count_elems(n, en->want, 1);
         group_free(en->have);
+    }
     if (en->have_svc != en->want_svc)
         kept_free(en->have_svc);
     en->have = en->want;
@@ -1560,38 +1592,21 @@ nft_apply(struct nft *n, struct err *e)
 
 /* ---------------------------------------------------------------- verify */
 
-/* Elements the committed state puts in each map or set <names>[0..k)
- * into <want>: one walk of the services for them all. */
+/* Elements the committed state puts in each shared map or set
+ * global.v[<idx>[m]] into <want>[m], m < <k>. */
 static void
-committed_elems(struct nft *n, const char *const *names, size_t k,
-                size_t *want)
+committed_elems(struct nft *n, const size_t *idx, size_t k, size_t *want)
 {
-    size_t i, j, m;
+    size_t m;
 
     for (m = 0; m < k; m++) {
-        int v6 = strcmp(names[m], NFTGEN_CLUSTER_IPS6) == 0;
+        const char *name = n->global.v[idx[m]].name;
+        int v6 = strcmp(name, NFTGEN_CLUSTER_IPS6) == 0;
 
         /* The ClusterIPs the kernel was given, counted by address. */
-        want[m] = v6 || strcmp(names[m], NFTGEN_CLUSTER_IPS4) == 0
+        want[m] = v6 || strcmp(name, NFTGEN_CLUSTER_IPS4) == 0
                       ? ipcount_held(&n->cips.c, v6)
-                      : 0;
-    }
-    for (i = 0; i < n->svcs.cap; i++) {
-        const struct entry *en = n->svcs.v[i].val;
-
-        if (n->svcs.v[i].key == NULL || en->have == NULL)
-            continue;
-        for (j = 0; j < en->have->n; j++) {
-            const struct nftgen_obj *o = &en->have->v[j];
-
-            if (o->kind != NFTGEN_ELEM)
-                continue;
-            for (m = 0; m < k; m++)
-                if (strcmp(o->name, names[m]) == 0) {
-                    want[m]++;
-                    break;
-                }
-        }
+                      : n->gcount[idx[m]];
     }
 }
 
@@ -1685,11 +1700,11 @@ compare_elems(struct nft *n, char *what, size_t len, struct err *e)
     const char **names = calloc(n->global.n + 1, sizeof(*names));
     size_t *counts = calloc(n->global.n + 1, sizeof(*counts));
     size_t *want = calloc(n->global.n + 1, sizeof(*want));
-    const struct nftgen_obj **objs = calloc(n->global.n + 1, sizeof(*objs));
+    size_t *idx = calloc(n->global.n + 1, sizeof(*idx));
     size_t i, k = 0;
     int rc = 0;
 
-    if (names == NULL || counts == NULL || want == NULL || objs == NULL) {
+    if (names == NULL || counts == NULL || want == NULL || idx == NULL) {
         rc = err_set(e, "out of memory");
         goto out;
     }
@@ -1700,24 +1715,24 @@ compare_elems(struct nft *n, char *what, size_t len, struct err *e)
             || strcmp(g->name, NFTGEN_HAIRPIN4) == 0
             || strcmp(g->name, NFTGEN_HAIRPIN6) == 0)
             continue;
-        objs[k] = g;
+        idx[k] = i;
         names[k++] = g->name;
     }
     rc = nftrules_count_elems(names, k, counts, e);
     if (rc == 0)
-        committed_elems(n, names, k, want);
+        committed_elems(n, idx, k, want);
     for (i = 0; i < k && rc == 0 && !what[0]; i++)
         if (counts[i] != want[i])
             snprintf(what, len, "%s %s has %zu elements, not %zu",
-                     objs[i]->is_map ? "map" : "set", names[i], counts[i],
-                     want[i]);
+                     n->global.v[idx[i]].is_map ? "map" : "set", names[i],
+                     counts[i], want[i]);
     if (rc == 0 && !what[0])
         rc = sample_hairpins(n, what, len, e);
 out:
     free(names);
     free(counts);
     free(want);
-    free(objs);
+    free(idx);
     return rc;
 }
 
