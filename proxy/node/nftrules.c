@@ -219,25 +219,37 @@ udata_comment(const uint8_t *p, size_t len, const char **c, size_t *clen)
     }
 }
 
+/* <buf> (<len> bytes) as a whole nf_tables message of <type> for
+ * <family>, or NULL. */
+static const struct nlmsghdr *
+msg_of(const void *buf, size_t len, uint16_t type, uint8_t family)
+{
+    const struct nlmsghdr *nlh = buf;
+    size_t hdr = MNL_NLMSG_HDRLEN + MNL_ALIGN(sizeof(struct nfgenmsg));
+
+    if (len < MNL_NLMSG_HDRLEN || nlh->nlmsg_len < hdr || nlh->nlmsg_len > len
+        || nlh->nlmsg_type != ((NFNL_SUBSYS_NFTABLES << 8) | type))
+        return NULL;
+    if (((const struct nfgenmsg *)mnl_nlmsg_get_payload(nlh))->nfgen_family
+        != family)
+        return NULL;
+    return nlh;
+}
+
 int
 nftrules_msg_set(const void *buf, size_t len, struct nftsys_listing *l)
 {
-    const struct nlmsghdr *nlh = buf;
-    const struct nfgenmsg *nfg;
+    const struct nlmsghdr *nlh = msg_of(buf, len, NFT_MSG_NEWSET,
+                                        NFPROTO_INET);
     const struct nlattr *a;
     const char *table = NULL, *name = NULL, *comment = NULL;
-    size_t hdr = MNL_NLMSG_HDRLEN + MNL_ALIGN(sizeof(struct nfgenmsg));
     size_t clen = 0;
     uint32_t flags = 0;
     struct nftsys_obj *o;
     char layout[64];
     int n;
 
-    if (len < MNL_NLMSG_HDRLEN || nlh->nlmsg_len < hdr || nlh->nlmsg_len > len
-        || nlh->nlmsg_type != ((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWSET))
-        return 0;
-    nfg = mnl_nlmsg_get_payload(nlh);
-    if (nfg->nfgen_family != NFPROTO_INET)
+    if (nlh == NULL)
         return 0;
     mnl_attr_for_each(a, nlh, sizeof(struct nfgenmsg))
     {
@@ -285,8 +297,12 @@ on_set(const struct nlmsghdr *nlh, void *arg)
     return MNL_CB_ERROR;
 }
 
-int
-nftrules_list_sets(struct nftsys_listing *l, struct err *e)
+/* One dump of <type> for <family> (with attribute <table_attr> naming
+ * ferry's table when it is not 0), each message fed to <cb>. Returns 0,
+ * or -1 with <e> naming <what>. */
+static int
+dump_all(uint16_t type, uint8_t family, uint16_t table_attr, mnl_cb_t cb,
+         void *arg, const char *what, struct err *e)
 {
     struct mnl_socket *nl = NULL;
     struct nlmsghdr *nlh;
@@ -297,11 +313,11 @@ nftrules_list_sets(struct nftsys_listing *l, struct err *e)
         rc = buf == NULL ? err_set(e, "out of memory") : -1;
         goto out;
     }
-    nlh = request(buf, NFT_MSG_GETSET, NLM_F_REQUEST | NLM_F_DUMP,
-                  (uint32_t)time(NULL));
-    mnl_attr_put_strz(nlh, NFTA_SET_TABLE, NFT_TABLE);
-    rc = dump(nl, buf, nlh, mnl_socket_get_portid(nl), on_set, l, "the sets",
-              e);
+    nlh = request(buf, type, NLM_F_REQUEST | NLM_F_DUMP, (uint32_t)time(NULL));
+    ((struct nfgenmsg *)mnl_nlmsg_get_payload(nlh))->nfgen_family = family;
+    if (table_attr != 0)
+        mnl_attr_put_strz(nlh, table_attr, NFT_TABLE);
+    rc = dump(nl, buf, nlh, mnl_socket_get_portid(nl), cb, arg, what, e);
 out:
     if (nl)
         mnl_socket_close(nl);
@@ -310,21 +326,22 @@ out:
 }
 
 int
+nftrules_list_sets(struct nftsys_listing *l, struct err *e)
+{
+    return dump_all(NFT_MSG_GETSET, NFPROTO_INET, NFTA_SET_TABLE, on_set, l,
+                    "the sets", e);
+}
+
+int
 nftrules_msg_table(const void *buf, size_t len, uint8_t family,
                    const char *name, uint32_t *use)
 {
-    const struct nlmsghdr *nlh = buf;
-    const struct nfgenmsg *nfg;
+    const struct nlmsghdr *nlh = msg_of(buf, len, NFT_MSG_NEWTABLE, family);
     const struct nlattr *a;
-    size_t hdr = MNL_NLMSG_HDRLEN + MNL_ALIGN(sizeof(struct nfgenmsg));
     uint32_t u = 0;
     int named = 0;
 
-    if (len < MNL_NLMSG_HDRLEN || nlh->nlmsg_len < hdr || nlh->nlmsg_len > len
-        || nlh->nlmsg_type != ((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWTABLE))
-        return 0;
-    nfg = mnl_nlmsg_get_payload(nlh);
-    if (nfg->nfgen_family != family)
+    if (nlh == NULL)
         return 0;
     mnl_attr_for_each(a, nlh, sizeof(struct nfgenmsg))
     {
@@ -362,28 +379,12 @@ nftrules_table_present(uint8_t family, const char *name, uint32_t *use,
                        struct err *e)
 {
     struct table_query q = {family, name, use, 0};
-    struct mnl_socket *nl = NULL;
-    struct nlmsghdr *nlh;
-    struct nfgenmsg *nfg;
-    char *buf = malloc(DUMP_BUF);
-    int rc;
 
-    if (buf == NULL || (nl = nl_open(e)) == NULL) {
-        rc = buf == NULL ? err_set(e, "out of memory") : -1;
-        goto out;
-    }
     /* The family's tables, without their chains, sets or rules. */
-    nlh = request(buf, NFT_MSG_GETTABLE, NLM_F_REQUEST | NLM_F_DUMP,
-                  (uint32_t)time(NULL));
-    nfg = mnl_nlmsg_get_payload(nlh);
-    nfg->nfgen_family = family;
-    rc = dump(nl, buf, nlh, mnl_socket_get_portid(nl), on_table, &q,
-              "the tables", e);
-out:
-    if (nl)
-        mnl_socket_close(nl);
-    free(buf);
-    return rc < 0 ? -1 : q.found;
+    if (dump_all(NFT_MSG_GETTABLE, family, 0, on_table, &q, "the tables", e)
+        < 0)
+        return -1;
+    return q.found;
 }
 
 /* ------------------------------------------------------------- deletion */
@@ -672,19 +673,22 @@ nftrules_ack_of(const void *buf, size_t len, uint32_t seq, int *err)
     return found;
 }
 
-/* Send the batch <buf>[0..off), whose last message before the end asks
- * for an acknowledgement with sequence number <seq>, and read the
- * answers up to that one: the kernel answers a failed message whatever
- * its flags, and handles a batch whole before it answers, so the last
+/* Send the batch <buf>[0..off) (or one request), whose last message
+ * asks for an acknowledgement with sequence number <seq>, and read the
+ * answers up to that one, the first error of the kernel's into <*err>
+ * (0 when none): the kernel answers a failed message whatever its flags,
+ * and handles a batch whole before it answers, so the last
  * acknowledgement comes after every error. One acknowledgement a batch,
  * not one a message: a few hundred would fill the socket's receive
- * buffer (ENOBUFS) at an adoption's thousands of maps. */
+ * buffer (ENOBUFS) at an adoption's thousands of maps. Returns 0, or -1
+ * with <e> when the socket fails. */
 static int
-send_batch(struct mnl_socket *nl, char *buf, size_t off, uint32_t seq,
-           char *rbuf, struct err *e)
+send_acked(struct mnl_socket *nl, char *buf, size_t off, uint32_t seq,
+           char *rbuf, int *err, struct err *e)
 {
-    int err = 0, ret, done = 0;
+    int ret, done = 0;
 
+    *err = 0;
     if (mnl_socket_sendto(nl, buf, off) < 0)
         return err_set(e, "nf_tables set elements: %s", strerror(errno));
     while (!done) {
@@ -693,8 +697,20 @@ send_batch(struct mnl_socket *nl, char *buf, size_t off, uint32_t seq,
             return err_set(e, "nf_tables set elements: %s",
                            errno == EAGAIN ? "no answer from the kernel"
                                            : strerror(errno));
-        done = nftrules_ack_of(rbuf, (size_t)ret, seq, &err);
+        done = nftrules_ack_of(rbuf, (size_t)ret, seq, err);
     }
+    return 0;
+}
+
+/* send_acked() where any error of the kernel's is one. */
+static int
+send_batch(struct mnl_socket *nl, char *buf, size_t off, uint32_t seq,
+           char *rbuf, struct err *e)
+{
+    int err;
+
+    if (send_acked(nl, buf, off, seq, rbuf, &err, e) < 0)
+        return -1;
     if (err != 0)
         return err_set(e, "nf_tables set elements: %s", strerror(-err));
     return 0;
@@ -888,12 +904,10 @@ int
 nftrules_has_elems(const struct nftrules_elem *v, size_t n, struct err *e)
 {
     struct mnl_socket *nl = NULL;
-    struct nlmsghdr *nlh;
-    struct nlattr *list;
     size_t off = 0, i;
     char *buf = NULL, *rbuf = NULL;
-    uint32_t seq;
-    int rc = 1, err = 0, ret, done = 0;
+    uint32_t seq = (uint32_t)time(NULL);
+    int rc = 1, err;
 
     if (n == 0)
         return 1;
@@ -902,7 +916,7 @@ nftrules_has_elems(const struct nftrules_elem *v, size_t n, struct err *e)
             || strcmp(v[i].set, v[0].set) != 0
             || strlen(v[i].set) >= NFT_NAME_MAXLEN)
             return err_set(e, "nf_tables set elements: bad element");
-    if (n * ELEM_BYTES > ELEMS_NEST_MAX)
+    if (n * ELEM_BYTES >= ELEMS_NEST_MAX)
         return err_set(e, "nf_tables set elements: too many to look up");
     buf = malloc(MSG_BYTES + n * ELEM_BYTES);
     rbuf = malloc(MNL_SOCKET_BUFFER_SIZE);
@@ -910,38 +924,13 @@ nftrules_has_elems(const struct nftrules_elem *v, size_t n, struct err *e)
         rc = nl == NULL && buf && rbuf ? -1 : err_set(e, "out of memory");
         goto out;
     }
-    /* One lookup, not a dump: the kernel answers each element it finds,
-     * and stops at the first it does not with ENOENT. */
-    seq = (uint32_t)time(NULL);
-    nlh = put_msg(buf, &off, (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETSETELEM,
-                  NLM_F_REQUEST | NLM_F_ACK, seq, NFPROTO_INET, 0);
-    mnl_attr_put_strz(nlh, NFTA_SET_ELEM_LIST_TABLE, NFT_TABLE);
-    mnl_attr_put_strz(nlh, NFTA_SET_ELEM_LIST_SET, v[0].set);
-    list = mnl_attr_nest_start(nlh, NFTA_SET_ELEM_LIST_ELEMENTS);
-    for (i = 0; i < n; i++) {
-        struct nlattr *el = mnl_attr_nest_start(nlh, NFTA_LIST_ELEM);
-        struct nlattr *key = mnl_attr_nest_start(nlh, NFTA_SET_ELEM_KEY);
-
-        mnl_attr_put(nlh, NFTA_DATA_VALUE, v[i].len, v[i].key);
-        mnl_attr_nest_end(nlh, key);
-        mnl_attr_nest_end(nlh, el);
-    }
-    mnl_attr_nest_end(nlh, list);
-    if (mnl_socket_sendto(nl, nlh, nlh->nlmsg_len) < 0) {
-        rc = err_set(e, "nf_tables set elements: %s", strerror(errno));
-        goto out;
-    }
-    while (!done) {
-        ret = (int)mnl_socket_recvfrom(nl, rbuf, MNL_SOCKET_BUFFER_SIZE);
-        if (ret < 0) {
-            rc = err_set(e, "nf_tables set elements: %s",
-                         errno == EAGAIN ? "no answer from the kernel"
-                                         : strerror(errno));
-            goto out;
-        }
-        done = nftrules_ack_of(rbuf, (size_t)ret, seq, &err);
-    }
-    if (err == -ENOENT)
+    /* One lookup, not a dump, in one message: the kernel answers each
+     * element it finds, and stops at the first it does not with ENOENT. */
+    put_elems(buf, &off, &seq, NFT_MSG_GETSETELEM, v, n);
+    ((struct nlmsghdr *)(void *)buf)->nlmsg_flags |= NLM_F_ACK;
+    if (send_acked(nl, buf, off, seq, rbuf, &err, e) < 0)
+        rc = -1;
+    else if (err == -ENOENT)
         rc = 0;
     else if (err != 0)
         rc = err_set(e, "nf_tables set elements: %s", strerror(-err));
