@@ -907,7 +907,7 @@ nftrules_has_elems(const struct nftrules_elem *v, size_t n, struct err *e)
     size_t off = 0, i;
     char *buf = NULL, *rbuf = NULL;
     uint32_t seq = (uint32_t)time(NULL);
-    int rc = 1, err;
+    int rc = 1, err, one = 1;
 
     if (n == 0)
         return 1;
@@ -924,6 +924,9 @@ nftrules_has_elems(const struct nftrules_elem *v, size_t n, struct err *e)
         rc = nl == NULL && buf && rbuf ? -1 : err_set(e, "out of memory");
         goto out;
     }
+    /* Errors without the request they answer, as nftrules_write(). */
+    setsockopt(mnl_socket_get_fd(nl), SOL_NETLINK, NETLINK_CAP_ACK, &one,
+               sizeof(one));
     /* One lookup, not a dump, in one message: the kernel answers each
      * element it finds, and stops at the first it does not with ENOENT. */
     put_elems(buf, &off, &seq, NFT_MSG_GETSETELEM, v, n);
