@@ -1457,21 +1457,32 @@ test_epmap_parse(void **state)
     nftgen_group_deinit(&g);
 }
 
+/* An empty nf_tables message of <type> for <family> in <buf> (zeroed,
+ * <size> bytes), as a dump would deliver it. */
+static struct nlmsghdr *
+nft_msg(char *buf, size_t size, uint16_t type, uint8_t family)
+{
+    struct nlmsghdr *nlh;
+    struct nfgenmsg *nfg;
+
+    memset(buf, 0, size);
+    nlh = mnl_nlmsg_put_header(buf);
+    nlh->nlmsg_type = (uint16_t)((NFNL_SUBSYS_NFTABLES << 8) | type);
+    nfg = mnl_nlmsg_put_extra_header(nlh, sizeof(*nfg));
+    nfg->nfgen_family = family;
+    return nlh;
+}
+
 static void
 test_dump_counts(void **state)
 {
     char buf[512];
     struct nlmsghdr *nlh;
-    struct nfgenmsg *nfg;
     struct nlattr *list, *el;
     int i;
 
     (void)state;
-    memset(buf, 0, sizeof(buf));
-    nlh = mnl_nlmsg_put_header(buf);
-    nlh->nlmsg_type = (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWSETELEM;
-    nfg = mnl_nlmsg_put_extra_header(nlh, sizeof(*nfg));
-    nfg->nfgen_family = NFPROTO_INET;
+    nlh = nft_msg(buf, sizeof(buf), NFT_MSG_NEWSETELEM, NFPROTO_INET);
     mnl_attr_put_strz(nlh, NFTA_SET_ELEM_LIST_TABLE, "ferry");
     mnl_attr_put_strz(nlh, NFTA_SET_ELEM_LIST_SET, "hairpin4");
     list = mnl_attr_nest_start(nlh, NFTA_SET_ELEM_LIST_ELEMENTS);
@@ -1497,14 +1508,8 @@ static struct nlmsghdr *
 set_msg(char *buf, const char *table, const char *name, uint32_t flags,
         const void *ud, size_t udlen)
 {
-    struct nlmsghdr *nlh;
-    struct nfgenmsg *nfg;
+    struct nlmsghdr *nlh = nft_msg(buf, 512, NFT_MSG_NEWSET, NFPROTO_INET);
 
-    memset(buf, 0, 512);
-    nlh = mnl_nlmsg_put_header(buf);
-    nlh->nlmsg_type = (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWSET;
-    nfg = mnl_nlmsg_put_extra_header(nlh, sizeof(*nfg));
-    nfg->nfgen_family = NFPROTO_INET;
     mnl_attr_put_strz(nlh, NFTA_SET_TABLE, table);
     mnl_attr_put_strz(nlh, NFTA_SET_NAME, name);
     mnl_attr_put_u32(nlh, NFTA_SET_FLAGS, htonl(flags));
@@ -1574,15 +1579,10 @@ test_dump_tables(void **state)
 {
     char buf[256];
     struct nlmsghdr *nlh;
-    struct nfgenmsg *nfg;
     uint32_t use = 7;
 
     (void)state;
-    memset(buf, 0, sizeof(buf));
-    nlh = mnl_nlmsg_put_header(buf);
-    nlh->nlmsg_type = (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWTABLE;
-    nfg = mnl_nlmsg_put_extra_header(nlh, sizeof(*nfg));
-    nfg->nfgen_family = NFPROTO_IPV4;
+    nlh = nft_msg(buf, sizeof(buf), NFT_MSG_NEWTABLE, NFPROTO_IPV4);
     mnl_attr_put_u32(nlh, NFTA_TABLE_FLAGS, 0);
     mnl_attr_put_strz(nlh, NFTA_TABLE_NAME, "kube-proxy");
     assert_int_equal(nftrules_msg_table(nlh, nlh->nlmsg_len, NFPROTO_IPV4,
