@@ -276,7 +276,7 @@ static struct {
     struct conf_access_log conf; /* control loop: in force */
     /* Under mu: a sink to switch to, and the order to stop. */
     struct accesslog_sink next;
-    int have_next;
+    atomic_int have_next; /* also read without mu, by the writer */
     int stop;
     atomic_uint_fast64_t lines, dropped;
     /* The writer's own. */
@@ -344,6 +344,52 @@ writer_stopping(void)
     return s;
 }
 
+/* Switch to the sink the control loop posted, if it posted one (mu
+ * held). Returns nonzero when it did. */
+static int
+writer_switch_locked(void)
+{
+    if (!atomic_load(&al.have_next))
+        return 0;
+    if (al.sink.fd >= 0)
+        close(al.sink.fd);
+    al.sink = al.next;
+    atomic_store(&al.have_next, 0);
+    return 1;
+}
+
+/* Take a new sink if the control loop posted one. Returns nonzero when
+ * told to stop. */
+static int
+writer_take_orders(void)
+{
+    int stop;
+
+    pthread_mutex_lock(&al.mu);
+    writer_switch_locked();
+    stop = al.stop;
+    pthread_mutex_unlock(&al.mu);
+    return stop;
+}
+
+/* A sink posted since this round took its orders (a SIGUSR1 while the
+ * writer was busy or not yet scheduled): taken before the next line, so
+ * that a line written after "access log: reopened" goes to the new sink,
+ * not to a syslog socket whose daemon is gone. Returns nonzero when the
+ * sink changed. */
+static int
+writer_newer_sink(int surely)
+{
+    int took;
+
+    if (!surely && !atomic_load_explicit(&al.have_next, memory_order_relaxed))
+        return 0;
+    pthread_mutex_lock(&al.mu);
+    took = writer_switch_locked();
+    pthread_mutex_unlock(&al.mu);
+    return took;
+}
+
 /* Write <n> bytes of whole lines (<nlines> of them) to a stream sink. */
 static void
 writer_stream(const char *buf, size_t n, uint64_t nlines, double give_up)
@@ -376,7 +422,9 @@ writer_stream(const char *buf, size_t n, uint64_t nlines, double give_up)
 
 /* Send one line to syslog (RFC 5424, over a datagram socket). Returns 0
  * when it is done with (sent, or lost and counted), -EAGAIN when the
- * socket is full: the caller keeps the line and waits. */
+ * socket is full: the caller keeps the line and waits; 1 when the send
+ * failed but a new sink was posted meanwhile: the caller writes the line
+ * again, to that one. */
 static int
 writer_syslog(const char *line, size_t len)
 {
@@ -396,6 +444,8 @@ writer_syslog(const char *line, size_t len)
     }
     if (errno == EAGAIN || errno == ENOBUFS)
         return -EAGAIN;
+    if (writer_newer_sink(1))
+        return 1;
     log_rl(LOG_ERROR, now_s(CLOCK_MONOTONIC),
            "access log: syslog send failed: %s (SIGUSR1 reconnects)",
            strerror(errno));
@@ -412,13 +462,24 @@ writer_drain_ring(struct accesslog_ring *rg, char *batch, double give_up)
     size_t len, n = 0;
     uint64_t nl = 0;
     long taken = 0;
+    int r;
 
     while ((line = accesslog_ring_peek(rg, &len)) != NULL) {
+        if (n > 0
+            && atomic_load_explicit(&al.have_next, memory_order_relaxed)) {
+            writer_stream(batch, n, nl, give_up); /* before the switch */
+            n = 0;
+            nl = 0;
+        }
+        writer_newer_sink(0);
         if (al.sink.fd < 0) {
             atomic_fetch_add(&al.dropped, 1);
         } else if (al.sink.target == CONF_ACCESS_LOG_SYSLOG) {
-            if (writer_syslog(line, len) < 0)
+            r = writer_syslog(line, len);
+            if (r < 0)
                 return -1;
+            if (r > 0)
+                continue; /* the same line, to the new sink */
         } else {
             if (n + len > ACCESSLOG_BATCH) {
                 writer_stream(batch, n, nl, give_up);
@@ -451,25 +512,6 @@ writer_report(void)
              (unsigned long long)(d - al.reported), (unsigned long long)d);
     al.reported = d;
     al.report_at = t + 1;
-}
-
-/* Take a new sink if the control loop posted one. Returns nonzero when
- * told to stop. */
-static int
-writer_take_orders(void)
-{
-    int stop;
-
-    pthread_mutex_lock(&al.mu);
-    if (al.have_next) {
-        if (al.sink.fd >= 0)
-            close(al.sink.fd);
-        al.sink = al.next;
-        al.have_next = 0;
-    }
-    stop = al.stop;
-    pthread_mutex_unlock(&al.mu);
-    return stop;
 }
 
 static void *
