@@ -592,11 +592,17 @@ open_missing(struct apply *a, struct worker *w, struct apply_plan *pl,
 static void
 descriptor_guard(struct apply *a)
 {
+    struct proxy *p = a->p;
     struct rlimit rl;
-    size_t cap = 4096;
+    size_t cap;
 
-    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
-        cap = (size_t)rl.rlim_cur / 4;
+    if (p->fd_cap == 0 || ev_now(p->loop) - p->fd_cap_at >= 1.0) {
+        p->fd_cap = 4096;
+        if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
+            p->fd_cap = (size_t)rl.rlim_cur / 4;
+        p->fd_cap_at = ev_now(p->loop);
+    }
+    cap = p->fd_cap;
     a->fd_limit = cap * 4;
     a->threads = a->naddrs * (a->p->nworkers - 1) > cap ? APPLY_LISTEN_NONE
                                                         : APPLY_LISTEN_SERVED;

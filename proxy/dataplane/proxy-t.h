@@ -20,8 +20,12 @@ struct proxy {
     unsigned nworkers;       /* 0 until proxy_start_workers() */
     struct ev_async wake; /* a worker went idle while draining */
     int drained;          /* on_drained was called */
-    /* What the descriptor guard said last (apply.c). */
+    /* What the descriptor guard said last (apply.c), and the descriptor
+     * limit it read (at most once a second: a change costs getrlimit()
+     * otherwise, a system call per change). */
     enum apply_listen threads_listen;
+    size_t fd_cap;
+    double fd_cap_at;
     struct table *table; /* the snapshot in force (reference) */
     /* proxy_inherit(): sockets of the previous process, until the first
      * apply has taken what it uses (a taken one has fd -1). */
