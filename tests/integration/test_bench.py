@@ -836,3 +836,39 @@ def test_nftshards_smoke():
                           "--tables", "0"], capture_output=True, text=True,
                          timeout=30)
     assert res.returncode == 2 and "--tables" in res.stderr
+
+
+def test_nftfloor_smoke():
+    """bench/nftfloor.py: a few Services, one round of each variant, a
+    line a variant with positive update times and a summary; its
+    namespace gone after. It checks the tool, never the figures."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root (network namespaces, nftables)")
+    if shutil.which("ip") is None or shutil.which("nft") is None:
+        pytest.skip("needs the ip and nft commands")
+    d = os.environ.get("FERRY_BUILD_DIR") or os.path.join(ROOT, "build")
+    drive = os.path.join(d, "tests", "tools", "nftdrive")
+    if not os.access(drive, os.X_OK):
+        pytest.skip("tests/tools/nftdrive not built")
+    before = subprocess.run(["ip", "netns", "list"], capture_output=True,
+                            text=True).stdout
+    res = subprocess.run(
+        [os.path.join(ROOT, "bench", "nftfloor.py"), "--services", "20",
+         "--endpoints", "3", "--extra", "50", "--changes", "2",
+         "--rounds", "1", "--nftdrive", drive],
+        capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stdout + res.stderr
+    lines = res.stdout.splitlines()
+    seen = []
+    for x in lines[:-1]:
+        m = re.match(r"round 1 +(\w+): update median ([0-9.]+) ms "
+                     r"\(min ([0-9.]+), max ([0-9.]+)\) over 2 changes$", x)
+        assert m and 0 < float(m.group(3)) <= float(m.group(4)), x
+        seen.append(m.group(1))
+    assert seen == ["base", "chains", "sets"], res.stdout
+    assert re.match(r"20 Services x 3 endpoints, median of 1 rounds: one "
+                    r"change [0-9.]+ ms; with 50 chains elsewhere", lines[-1])
+    after = subprocess.run(["ip", "netns", "list"], capture_output=True,
+                           text=True).stdout
+    assert "ferry-floor" not in after and after.count("\n") <= \
+        before.count("\n"), after

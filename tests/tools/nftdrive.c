@@ -299,7 +299,7 @@ cmd_time(const char *path, char **next, int nnext)
         if (nft_apply(n, &e) < 0)
             goto out;
         nft_get_stats(n, &st);
-        say("update %.1f ms epmaps=%llu lean=%llu", now_ms() - t0,
+        say("update %.3f ms epmaps=%llu lean=%llu", now_ms() - t0,
             (unsigned long long)st.epmaps, (unsigned long long)st.lean);
     }
     rc = 0;
