@@ -138,8 +138,10 @@ int nftrules_write(const struct nftrules_elem *add, size_t nadd,
 
 /*
  * Whether every element <v>[0..n) (all of one set) is in its set: 1 yes,
- * 0 when one is not, or -1 with <e> (no socket, the kernel's error, a
- * set that is gone). One lookup of each key, where counting a hash set's
+ * 0 when one is not or the set itself is gone (the kernel answers both
+ * with ENOENT; either way the table needs restoring), or -1 with <e> (no
+ * socket, any other error of the kernel). One lookup of each key, where
+ * counting a hash set's
  * elements takes a dump whose every part walks past the elements sent
  * before it (the verify step's 250,000 hairpin pairs, at 10,000 Services
  * of 25 endpoints, blocked changes for about 100 ms every 10 s).
