@@ -814,8 +814,6 @@ def test_nftshards_smoke():
     for tool in ("ip", "nft", "strace"):
         if shutil.which(tool) is None:
             pytest.skip("needs the %s command" % tool)
-    before = subprocess.run(["ip", "netns", "list"], capture_output=True,
-                            text=True).stdout
     res = subprocess.run(
         [os.path.join(ROOT, "bench", "nftshards.py"), "--services", "30",
          "--tables", "1", "2", "--changes", "2", "--part", "7"],
@@ -830,8 +828,8 @@ def test_nftshards_smoke():
         assert m and 0 < float(m.group(1)) <= float(m.group(3)), x
     after = subprocess.run(["ip", "netns", "list"], capture_output=True,
                            text=True).stdout
-    assert "ferry-shards" not in after and after.count("\n") <= \
-        before.count("\n"), after
+    # Only its own: other tests make and delete namespaces meanwhile.
+    assert "ferry-shards" not in after, after
     res = subprocess.run([os.path.join(ROOT, "bench", "nftshards.py"),
                           "--tables", "0"], capture_output=True, text=True,
                          timeout=30)
@@ -850,8 +848,6 @@ def test_nftfloor_smoke():
     drive = os.path.join(d, "tests", "tools", "nftdrive")
     if not os.access(drive, os.X_OK):
         pytest.skip("tests/tools/nftdrive not built")
-    before = subprocess.run(["ip", "netns", "list"], capture_output=True,
-                            text=True).stdout
     res = subprocess.run(
         [os.path.join(ROOT, "bench", "nftfloor.py"), "--services", "20",
          "--endpoints", "3", "--extra", "50", "--changes", "2",
@@ -870,5 +866,5 @@ def test_nftfloor_smoke():
                     r"change [0-9.]+ ms; with 50 chains elsewhere", lines[-1])
     after = subprocess.run(["ip", "netns", "list"], capture_output=True,
                            text=True).stdout
-    assert "ferry-floor" not in after and after.count("\n") <= \
-        before.count("\n"), after
+    # Only its own: other tests make and delete namespaces meanwhile.
+    assert "ferry-floor" not in after, after
