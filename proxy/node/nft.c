@@ -454,6 +454,7 @@ struct nft {
     uint32_t verified_use;
     int verified;
     struct nft_stats st;
+    struct nftrules_writer *nlw; /* the element writes' socket */
 };
 
 static void
@@ -503,6 +504,11 @@ nft_new(const struct nft_conf *c, struct err *e)
         nft_free(n);
         return NULL;
     }
+    if ((n->nlw = nftrules_writer_new()) == NULL) {
+        err_set(e, "out of memory");
+        nft_free(n);
+        return NULL;
+    }
     if (nftgen_global(&n->conf, &n->global) < 0
         || (n->gcount = calloc(n->global.n + 1, sizeof(*n->gcount)))
                == NULL) {
@@ -547,6 +553,7 @@ nft_free(struct nft *n)
         nft_ctx_free(n->ctx);
     if (n->jctx)
         nft_ctx_free(n->jctx);
+    nftrules_writer_free(n->nlw);
     free(n);
 }
 
@@ -1117,7 +1124,7 @@ commit(struct nft *n, int all)
 /* The endpoint maps of <t> (created or changed) through netlink, flushed
  * and filled. */
 static int
-epmaps_write(const struct nftgen_txn *t, struct err *e)
+epmaps_write(struct nft *n, const struct nftgen_txn *t, struct err *e)
 {
     const char **names, **elems;
     size_t i;
@@ -1138,8 +1145,8 @@ epmaps_write(const struct nftgen_txn *t, struct err *e)
         names[i] = t->epm[i]->name;
         elems[i] = t->epm[i]->rules;
     }
-    rc = nftrules_write(NULL, 0, names, elems, t->epm_fresh, t->nepm, NULL, 0,
-                        e);
+    rc = nftrules_write(n->nlw, NULL, 0, names, elems, t->epm_fresh, t->nepm,
+                        NULL, 0, e);
     free(names);
     free(elems);
     return rc;
@@ -1265,8 +1272,8 @@ incremental(struct nft *n, struct err *e)
         names[i] = t.epm[i]->name;
         elems[i] = t.epm[i]->rules;
     }
-    rc = nftrules_write(addk, nadd, names, elems, t.epm_fresh, t.nepm, del,
-                        ndel, e);
+    rc = nftrules_write(n->nlw, addk, nadd, names, elems, t.epm_fresh, t.nepm,
+                        del, ndel, e);
     if (rc < 0)
         goto fail;
     n->st.epmaps += t.nepm;
@@ -1408,7 +1415,7 @@ run_part(struct nft *n, struct nftgen_txn *t, struct err *e)
         free(text);
     }
     if (rc == 0)
-        rc = epmaps_write(t, e);
+        rc = epmaps_write(n, t, e);
     nftgen_txn_deinit(t);
     nftgen_txn_init(t);
     nftgen_txn_lean(t, &n->global);
@@ -1557,7 +1564,7 @@ converge(struct nft *n, struct err *e)
     rc = run_table(n, text, "convergence", e);
     free(text);
     if (rc == 0)
-        rc = epmaps_write(&t, e);
+        rc = epmaps_write(n, &t, e);
 done:
     if (rc == 0) {
         log_info("table inet %s %s: %zu kernel services", NFT_TABLE,

@@ -716,13 +716,49 @@ send_batch(struct mnl_socket *nl, char *buf, size_t off, uint32_t seq,
     return 0;
 }
 
-/* A batch being built: its buffer, and where its last message starts. */
+/* A batch being built: its buffer, and where its last message starts;
+ * <sndbuf>: the send buffer asked of <nl> so far. */
 struct batch {
     struct mnl_socket *nl;
     char *buf, *rbuf;
-    size_t cap, off, last;
+    size_t cap, off, last, sndbuf;
     uint32_t seq;
 };
+
+/* What nftrules_write() keeps between calls: a batch between batches. */
+struct nftrules_writer {
+    struct batch b;
+};
+
+struct nftrules_writer *
+nftrules_writer_new(void)
+{
+    struct nftrules_writer *w = calloc(1, sizeof(*w));
+
+    if (w != NULL)
+        w->b.seq = (uint32_t)time(NULL);
+    return w;
+}
+
+static void
+writer_close(struct batch *b)
+{
+    if (b->nl)
+        mnl_socket_close(b->nl);
+    b->nl = NULL;
+    b->sndbuf = 0;
+}
+
+void
+nftrules_writer_free(struct nftrules_writer *w)
+{
+    if (w == NULL)
+        return;
+    writer_close(&w->b);
+    free(w->b.buf);
+    free(w->b.rbuf);
+    free(w);
+}
 
 /* The last whole message of <b>'s buffer from offset <from> on. */
 static void
@@ -772,12 +808,15 @@ batch_room(struct batch *b, size_t need, struct err *e)
         size_t ncap = b->off + need > NFTRULES_SET_BATCH ? b->off + need
                                                          : NFTRULES_SET_BATCH;
         char *p = realloc(b->buf, ncap);
-        int sndbuf = (int)(ncap + 4096);
 
         if (p == NULL)
             return err_set(e, "out of memory");
         b->buf = p;
         b->cap = ncap;
+    }
+    if (b->sndbuf < b->cap) {
+        int sndbuf = (int)(b->cap + 4096);
+
         /* Room for the whole batch in the socket (best effort: the send
          * says so when it does not fit). */
         if (setsockopt(mnl_socket_get_fd(b->nl), SOL_SOCKET, SO_SNDBUFFORCE,
@@ -785,6 +824,7 @@ batch_room(struct batch *b, size_t need, struct err *e)
             < 0)
             setsockopt(mnl_socket_get_fd(b->nl), SOL_SOCKET, SO_SNDBUF,
                        &sndbuf, sizeof(sndbuf));
+        b->sndbuf = b->cap;
     }
     if (b->off == 0) {
         struct nlmsghdr *nlh =
@@ -823,8 +863,8 @@ batch_elems(struct batch *b, uint16_t type, const struct nftrules_elem *v,
 }
 
 int
-nftrules_write(const struct nftrules_elem *add, size_t nadd,
-               const char *const *maps, const char *const *elems,
+nftrules_write(struct nftrules_writer *w, const struct nftrules_elem *add,
+               size_t nadd, const char *const *maps, const char *const *elems,
                const unsigned char *fresh, size_t nmaps,
                const struct nftrules_elem *del, size_t ndel, struct err *e)
 {
@@ -843,16 +883,24 @@ nftrules_write(const struct nftrules_elem *add, size_t nadd,
             return err_set(e, "nf_tables set elements: bad element");
     if (nadd + nmaps + ndel == 0)
         return 0;
-    b.seq = (uint32_t)time(NULL);
-    b.rbuf = malloc(MNL_SOCKET_BUFFER_SIZE);
-    if (b.rbuf == NULL || (b.nl = nl_open(e)) == NULL) {
-        rc = b.rbuf == NULL ? err_set(e, "out of memory") : -1;
+    if (w != NULL)
+        b = w->b;
+    else
+        b.seq = (uint32_t)time(NULL);
+    if (b.rbuf == NULL && (b.rbuf = malloc(MNL_SOCKET_BUFFER_SIZE)) == NULL) {
+        rc = err_set(e, "out of memory");
         goto out;
     }
-    /* Errors without the message they answer (an element message is up
-     * to 64 KB), so that a read never comes out cut short. */
-    setsockopt(mnl_socket_get_fd(b.nl), SOL_NETLINK, NETLINK_CAP_ACK, &one,
-               sizeof(one));
+    if (b.nl == NULL) {
+        if ((b.nl = nl_open(e)) == NULL) {
+            rc = -1;
+            goto out;
+        }
+        /* Errors without the message they answer (an element message is
+         * up to 64 KB), so that a read never comes out cut short. */
+        setsockopt(mnl_socket_get_fd(b.nl), SOL_NETLINK, NETLINK_CAP_ACK,
+                   &one, sizeof(one));
+    }
     rc = batch_elems(&b, NFT_MSG_NEWSETELEM, add, nadd, e);
     for (i = 0; i < nmaps && rc == 0; i++) {
         const char *why;
@@ -892,10 +940,22 @@ nftrules_write(const struct nftrules_elem *add, size_t nadd,
     if (rc == 0)
         rc = batch_send(&b, e);
 out:
-    if (b.nl)
-        mnl_socket_close(b.nl);
-    free(b.buf);
-    free(b.rbuf);
+    /* A socket that failed may still hold an answer to what it sent: the
+     * next write gets a fresh one. */
+    if (rc < 0 || w == NULL)
+        writer_close(&b);
+    b.off = b.last = 0;
+    if (b.cap > NFTRULES_SET_BATCH) { /* a map of a huge Service: not kept */
+        free(b.buf);
+        b.buf = NULL;
+        b.cap = 0;
+    }
+    if (w != NULL) {
+        w->b = b;
+    } else {
+        free(b.buf);
+        free(b.rbuf);
+    }
     free(r);
     return rc;
 }

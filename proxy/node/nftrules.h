@@ -112,7 +112,21 @@ long nftrules_epmap_parse(const char *rules, struct nftrules_eprange *out,
                           size_t max, const char **why);
 
 /*
- * One change of set elements, straight through netlink: elements <add>
+ * A netlink socket and buffers that nftrules_write() keeps from one call
+ * to the next: opening the socket, setting it up, closing it and mapping
+ * a fresh 256 KB buffer cost about a fifth of ferry's part of an endpoint
+ * change (0.2 ms of it on the development machine). The socket belongs
+ * to the network namespace of the first write; any error closes it, and
+ * the next write opens another. NULL when memory runs out. Free with
+ * nftrules_writer_free() (NULL is fine).
+ */
+struct nftrules_writer;
+struct nftrules_writer *nftrules_writer_new(void);
+void nftrules_writer_free(struct nftrules_writer *w);
+
+/*
+ * One change of set elements, straight through netlink (through <w>'s
+ * socket, or one of its own when <w> is NULL): elements <add>
  * added to their sets, then the endpoint maps <maps>[i] flushed and
  * refilled with <elems>[i] (an endpoint map object's text: nftgen.h; not
  * flushed when <fresh>[i] is nonzero: a map just created, whose flush
@@ -130,7 +144,8 @@ long nftrules_epmap_parse(const char *rules, struct nftrules_eprange *out,
  * fails its transaction).
  */
 #define NFTRULES_SET_BATCH ((size_t)256 << 10)
-int nftrules_write(const struct nftrules_elem *add, size_t nadd,
+int nftrules_write(struct nftrules_writer *w,
+                   const struct nftrules_elem *add, size_t nadd,
                    const char *const *maps, const char *const *elems,
                    const unsigned char *fresh, size_t nmaps,
                    const struct nftrules_elem *del, size_t ndel,
