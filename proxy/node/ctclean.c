@@ -222,7 +222,7 @@ ct_open(struct ctsock *s, struct err *e)
 
     memset(s, 0, sizeof(*s));
     s->buf = malloc(MNL_SOCKET_BUFFER_SIZE);
-    s->nl = mnl_socket_open(NETLINK_NETFILTER);
+    s->nl = mnl_socket_open2(NETLINK_NETFILTER, SOCK_CLOEXEC);
     if (s->buf == NULL || s->nl == NULL) {
         err_set(e, "conntrack netlink socket: %s", strerror(errno));
         goto fail;

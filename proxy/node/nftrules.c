@@ -140,7 +140,9 @@ static struct mnl_socket *
 nl_open(struct err *e)
 {
     struct timeval tv = {.tv_sec = DUMP_TIMEOUT_S};
-    struct mnl_socket *nl = mnl_socket_open(NETLINK_NETFILTER);
+    /* Close-on-exec: the engine keeps one (nftrules_writer_new()), and
+     * SIGUSR2 starts a new ferry by exec. */
+    struct mnl_socket *nl = mnl_socket_open2(NETLINK_NETFILTER, SOCK_CLOEXEC);
 
     if (nl == NULL
         || mnl_socket_bind(nl, 0, MNL_SOCKET_AUTOPID) < 0
