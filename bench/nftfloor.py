@@ -38,12 +38,12 @@ import tempfile
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def services(n, eps, shift):
+def services(n, eps):
     out = []
     for i in range(n):
         e = [{"ip": "198.19.%d.%d" % ((i * eps + j) // 250 % 250,
                                       (i * eps + j) % 250 + 1),
-              "port": 8080, "weight": 1} for j in range(eps - shift)]
+              "port": 8080, "weight": 1} for j in range(eps)]
         out.append({"id": "default/s%d:p" % i, "protocol": "tcp",
                     "port": 80,
                     "cluster_ips": ["198.18.%d.%d" % (100 + i // 250,
@@ -54,11 +54,11 @@ def services(n, eps, shift):
 
 def write_docs(d, n, eps):
     conf = {"cluster_cidrs": ["198.18.0.0/16"]}
-    a = services(n, eps, 0)
-    b = [dict(s) for s in a]
+    a = services(n, eps)
     # One Service loses an endpoint, then gets it back.
-    b[n // 2] = services(n, eps, 0)[n // 2]
-    b[n // 2]["cluster_endpoints"] = b[n // 2]["cluster_endpoints"][:-1]
+    b = list(a)
+    b[n // 2] = dict(a[n // 2],
+                     cluster_endpoints=a[n // 2]["cluster_endpoints"][:-1])
     pa, pb = os.path.join(d, "a.json"), os.path.join(d, "b.json")
     with open(pa, "w") as f:
         json.dump({"config": conf, "services": a}, f)
