@@ -948,14 +948,18 @@ def run(args):
            "ferry": os.path.relpath(args.ferry, ROOT)
            if args.ferry.startswith(ROOT) else os.path.basename(args.ferry),
            "open_files_limit": os.sysconf("SC_OPEN_MAX")}
+    # The commit of the tree the binary was built in (a --ferry from
+    # another worktree is that worktree's), not this tree's.
+    tree = os.path.dirname(os.path.abspath(args.ferry))
     try:
-        rev = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short",
+        rev = subprocess.run(["git", "-C", tree, "rev-parse", "--short",
                               "HEAD"], capture_output=True, text=True,
                              timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "-C", ROOT, "status", "--porcelain",
+        dirty = subprocess.run(["git", "-C", tree, "status", "--porcelain",
                                 "--untracked-files=no"], capture_output=True,
                                text=True, timeout=10).stdout.strip()
-        res["commit"] = rev + (" + local changes" if dirty else "")
+        if rev:
+            res["commit"] = rev + (" + local changes" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         pass
     log("control-plane: %d services x %d endpoints, %d changes at %.0f/s "

@@ -15,6 +15,7 @@ skipped when one is taken.
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 
@@ -62,6 +63,12 @@ def test_control_plane_tiny(tmp_path, dataplane):
         capture_output=True, text=True, timeout=240)
     assert r.returncode == 0, r.stderr[-2000:]
     res = json.loads((out / "control-plane.json").read_text())
+    # The commit named is the one of the tree the binary was built in.
+    rev = shutil.which("git") and subprocess.run(
+        ["git", "-C", os.path.dirname(os.path.abspath(FERRY)), "rev-parse",
+         "--short", "HEAD"], capture_output=True, text=True)
+    if rev and rev.returncode == 0:
+        assert res["commit"].split()[0] == rev.stdout.strip(), res["commit"]
     st, ch = res["start"], res["churn"]
     assert st["to_ready_s"] > 0 and st["vmhwm_kb"] > 0
     # Descriptors do not grow with Services: under nftables the kernel
