@@ -45,7 +45,12 @@ struct reflector {
     int synced;
     int healthy; /* last request worked */
     int rbac_logged;
-    long streak_status; /* status+1 of the last failure logged loudly */
+    /* The last failure logged loudly in this streak: its HTTP status + 1
+     * and curl's code. A failure of another kind is logged again (a
+     * server that was unreachable and now shows a certificate ferry does
+     * not trust must say so), the same kind again only at debug. */
+    long streak_status;
+    int streak_curl;
 
     /* current list */
     char *body;
@@ -78,6 +83,7 @@ set_health(struct reflector *r, int ok)
         backoff_healthy(&r->bo, now);
         r->rbac_logged = 0;
         r->streak_status = 0;
+        r->streak_curl = 0;
         r->st.failing_since = 0;
         r->st.cert_unverified = 0;
     } else if (r->st.failing_since == 0) {
@@ -167,12 +173,14 @@ say_failure(struct reflector *r, const char *what,
 {
     const struct reflector_kind *k = r->kind;
 
-    if (r->streak_status == res->status + 1) {
+    if (r->streak_status == res->status + 1
+        && r->streak_curl == res->curl_code) {
         log_debug("kube-api: %s %s failed again: %ld %s", what, k->resource,
                   res->status, res->error);
         return; /* said once already in this streak */
     }
     r->streak_status = res->status + 1;
+    r->streak_curl = res->curl_code;
     if (res->status == 403) {
         if (!r->rbac_logged++)
             log_error("kube-api: forbidden to %s %s: ferry's account needs "

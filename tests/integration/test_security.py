@@ -14,6 +14,7 @@ Run: /usr/bin/python3 -m pytest tests/integration/test_security.py
 
 import base64
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -284,6 +285,32 @@ def test_certificate_change_after_sync_keeps_serving(tmp_path, pki, sim,
     f.wait_log(r"API server reachable again", off, dl(60))
     wait_for(lambda: readyz(admin) == 200, dl(10), "ferry ready again")
     assert "default/web:http" in names()
+
+
+def test_untrusted_certificate_after_an_outage_is_logged(tmp_path, pki, sim,
+                                                         start_ferry):
+    """The API server is unreachable for a while, then comes back with a
+    certificate from a CA ferry does not trust: ferry says so, though it
+    has already said, in the same run of failures, that it could not
+    connect (a second failure of the same kind is only logged at debug;
+    this one is of another kind)."""
+    good, other = pki
+    kc = kubeconfig(tmp_path, sim.url, ca=good[0])
+    admin = ft.free_addr()
+    f = kube_ferry(start_ferry, kc, admin, level="info")
+    wait_for(lambda: readyz(admin) == 200, dl(20), "ferry ready")
+    off = f.log_size()
+    sim.stop()
+    # Both lists have said they cannot connect: a failure streak each.
+    for res in ("services", "endpointslices"):
+        f.wait_log(r"list %s: .*(Couldn't connect|Failed to connect)" % res,
+                   off, dl(20))
+    assert not re.search(r"(?i)certificate", f.log_text(off))
+    sim.cert_file, sim.key_file = other[1], other[2]
+    sim.start()
+    f.wait_log(r"list (services|endpointslices): .*(?i:certificate)", off,
+               dl(30))
+    assert f.alive()
 
 
 def test_insecure_skip_tls_verify_works_and_warns(tmp_path, sim,
