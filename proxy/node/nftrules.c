@@ -885,10 +885,7 @@ nftrules_write(struct nftrules_writer *w, const struct nftrules_elem *add,
             return err_set(e, "nf_tables set elements: bad element");
     if (nadd + nmaps + ndel == 0)
         return 0;
-    if (w != NULL)
-        b = w->b;
-    else
-        b.seq = (uint32_t)time(NULL);
+    b = w->b;
     if (b.rbuf == NULL && (b.rbuf = malloc(MNL_SOCKET_BUFFER_SIZE)) == NULL) {
         rc = err_set(e, "out of memory");
         goto out;
@@ -944,7 +941,7 @@ nftrules_write(struct nftrules_writer *w, const struct nftrules_elem *add,
 out:
     /* A socket that failed may still hold an answer to what it sent: the
      * next write gets a fresh one. */
-    if (rc < 0 || w == NULL)
+    if (rc < 0)
         writer_close(&b);
     b.off = b.last = 0;
     if (b.cap > NFTRULES_SET_BATCH) { /* a map of a huge Service: not kept */
@@ -952,12 +949,7 @@ out:
         b.buf = NULL;
         b.cap = 0;
     }
-    if (w != NULL) {
-        w->b = b;
-    } else {
-        free(b.buf);
-        free(b.rbuf);
-    }
+    w->b = b;
     free(r);
     return rc;
 }

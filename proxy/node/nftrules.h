@@ -114,8 +114,8 @@ long nftrules_epmap_parse(const char *rules, struct nftrules_eprange *out,
 /*
  * A netlink socket and buffers that nftrules_write() keeps from one call
  * to the next: opening the socket, setting it up, closing it and mapping
- * a fresh 256 KB buffer cost about a fifth of ferry's part of an endpoint
- * change (0.2 ms of it on the development machine). The socket belongs
+ * a fresh 256 KB buffer cost about a third of ferry's part of an endpoint
+ * change (0.2 ms on the development machine). The socket belongs
  * to the network namespace of the first write; any error closes it, and
  * the next write opens another. NULL when memory runs out. Free with
  * nftrules_writer_free() (NULL is fine).
@@ -125,8 +125,8 @@ struct nftrules_writer *nftrules_writer_new(void);
 void nftrules_writer_free(struct nftrules_writer *w);
 
 /*
- * One change of set elements, straight through netlink (through <w>'s
- * socket, or one of its own when <w> is NULL): elements <add>
+ * One change of set elements, straight through netlink on <w>'s socket
+ * (opened at the first write, or again after an error): elements <add>
  * added to their sets, then the endpoint maps <maps>[i] flushed and
  * refilled with <elems>[i] (an endpoint map object's text: nftgen.h; not
  * flushed when <fresh>[i] is nonzero: a map just created, whose flush
@@ -156,9 +156,8 @@ int nftrules_write(struct nftrules_writer *w,
  * 0 when one is not or the set itself is gone (the kernel answers both
  * with ENOENT; either way the table needs restoring), or -1 with <e> (no
  * socket, any other error of the kernel). One lookup of each key, where
- * counting a hash set's
- * elements takes a dump whose every part walks past the elements sent
- * before it (the verify step's 250,000 hairpin pairs, at 10,000 Services
+ * counting a hash set's elements takes a dump whose every part walks
+ * past the elements sent before it (the verify step's 250,000 hairpin pairs, at 10,000 Services
  * of 25 endpoints, blocked changes for about 100 ms every 10 s).
  */
 int nftrules_has_elems(const struct nftrules_elem *v, size_t n,
