@@ -868,3 +868,53 @@ def test_nftfloor_smoke():
                            text=True).stdout
     # Only its own: other tests make and delete namespaces meanwhile.
     assert "ferry-floor" not in after, after
+
+
+def test_nftlayout_smoke():
+    """bench/nftlayout.py: a few Services, each kind of change timed, the
+    changed Services answering real connections from their new
+    endpoints only, ferry's own table timed beside it, the bindings
+    trap; its namespaces gone after. It checks the tool, never the
+    figures."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root (network namespaces, nftables)")
+    for tool in ("ip", "nft", "strace"):
+        if shutil.which(tool) is None:
+            pytest.skip("needs the %s command" % tool)
+    d = os.environ.get("FERRY_BUILD_DIR") or os.path.join(ROOT, "build")
+    drive = os.path.join(d, "tests", "tools", "nftdrive")
+    if not os.access(drive, os.X_OK):
+        pytest.skip("tests/tools/nftdrive not built")
+    p = subprocess.Popen(
+        [os.path.join(ROOT, "bench", "nftlayout.py"), "--services", "12",
+         "--endpoints", "3", "--changes", "2", "--probes", "4",
+         "--nftdrive", drive, "--bindings", "4"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = p.communicate(timeout=120)
+    finally:
+        p.kill()
+    assert p.returncode == 0, out + err
+    num = r"([0-9.]+)"
+    for kind in ("same", "resized, svc4 re-pointed",
+                 "resized, set membership"):
+        m = re.search(r"^shared, %s: one change %s ms in the kernel "
+                      r"\(median; min %s, max %s\) over 2 changes$"
+                      % (re.escape(kind), num, num, num), out, re.M)
+        assert m and 0 < float(m.group(2)) <= float(m.group(3)), out
+    assert len(re.findall(r"^shared: changed Service (6|7) answered 4 "
+                          r"connections from [1-3] of its 3 new endpoints$",
+                          out, re.M)) == 2, out
+    assert re.search(r"^layout 3 resized: one change [0-9.]+ ms in the "
+                     r"kernel .* over 2 changes$", out, re.M), out
+    assert re.search(r"^bindings: 4 chains binding one map: .* then 12 "
+                     r"elements", out, re.M), out
+    after = subprocess.run(["ip", "netns", "list"], capture_output=True,
+                           text=True).stdout
+    # Only its own: other tests make and delete namespaces meanwhile.
+    for name in ("ferry-layout-", "ferry-layout3-", "ferry-bind-"):
+        assert "%s%d" % (name, p.pid) not in after, after
+    res = subprocess.run([os.path.join(ROOT, "bench", "nftlayout.py"),
+                          "--endpoints", "1"], capture_output=True,
+                         text=True, timeout=30)
+    assert res.returncode == 2 and "--endpoints 2-50" in res.stderr
