@@ -38,13 +38,20 @@ its new endpoints. With --nftdrive it also builds ferry's own table for
 the same Services (tests/tools/nftdrive, the real engine) in another
 namespace and times its updates, so that both come from one run.
 
+--first-packet K prices the set lookups of pick4 for a connection's first
+packet (later packets skip the nat hook): K more, empty, count sets and
+their rules go ahead of the real ones, then refused connections to the
+odd Services (through pick4) take turns with connections to the even
+ones (straight to pick4-N).
+
 --bindings K adds the trap that rules out a rule of its own per Service
 into one shared map: K chains, each binding the map with an offset of
 its own, then K x E elements added. The kernel checks each element
 added against every binding of the map.
 
     bench/nftlayout.py --services 10000 --endpoints 25 --changes 20 \\
-        --nftdrive build/tests/tools/nftdrive --bindings 2000
+        --nftdrive build/tests/tools/nftdrive --bindings 2000 \\
+        --first-packet 50
 
 Run as root; needs nft and strace. Every address is in 198.18.0.0/15
 and stays inside the namespaces, which are deleted at the end.
@@ -81,6 +88,34 @@ for _ in range(int(sys.argv[1])):
         break
     c.sendall(c.getsockname()[0].encode())
     c.close()
+"""
+
+
+# Opens connections to the Services of one group, then the other, in
+# rounds; each connect() sends a SYN through the nat output hook (a new
+# flow: a new source port) and is refused by the endpoint's address,
+# where nothing listens, all within the call. Prints each group's median
+# time per connect over the rounds (wall time: the process CPU clock
+# ticks at 4 ms here; the two groups take turns, so what else runs
+# weighs on both).
+SENDER = r"""
+import socket, statistics, sys, time
+groups = [sys.argv[1].split(","), sys.argv[2].split(",")]
+n, rounds = int(sys.argv[3]), int(sys.argv[4])
+per = [[], []]
+for r in range(rounds):
+    for g in (r % 2, 1 - r % 2):
+        addrs = groups[g]
+        t0 = time.perf_counter()
+        for i in range(n):
+            s = socket.socket()
+            try:
+                s.connect((addrs[i % len(addrs)], 80))
+            except OSError:
+                pass
+            s.close()
+        per[g].append((time.perf_counter() - t0) / n)
+print("%.9f %.9f" % (statistics.median(per[0]), statistics.median(per[1])))
 """
 
 
@@ -241,7 +276,7 @@ def shared(a, d):
                       kind, statistics.median(ms), min(ms), max(ms), len(ms)),
                   flush=True)
         srv = subprocess.Popen(["ip", "netns", "exec", ns, "/usr/bin/python3",
-                                "-c", SERVER, str(2 * a.probes)],
+                                "-c", SERVER, str(2 * a.probes + 4)],
                                stdout=subprocess.PIPE, text=True)
         if srv.stdout.readline().strip() != "ready":
             sys.exit("the test server did not start")
@@ -254,12 +289,56 @@ def shared(a, d):
             print("shared: changed Service %d answered %d connections from "
                   "%d of its %d new endpoints" % (k, a.probes, len(got), n),
                   flush=True)
+        if a.first_packet:
+            first_packet(ns, a, d, srv)
         return res
     finally:
         if srv is not None:
             srv.kill()
             srv.wait()
         subprocess.run(["ip", "netns", "del", ns])
+
+
+def first_packet(ns, a, d, srv):
+    """What a connection's first packet pays for the sets of pick4: K
+    empty count sets, each with its rule, put ahead of the real ones;
+    then connections to the odd Services (through pick4, K + 1 or K + 2
+    lookups before their own) against the even ones (straight to
+    pick4-N), in turn."""
+    k = a.first_packet
+    text = "".join(
+        "add set inet lay tcp4-x%d { typeof ip daddr . tcp dport; }\n"
+        "insert rule inet lay pick4 ip daddr . tcp dport @tcp4-x%d dnat ip "
+        "to ip daddr . tcp dport . numgen random mod 1 map @ep4-tcp\n"
+        % (i, i) for i in range(k))
+    # One file with the map and the sets declared: nft 1.0.6 reads the
+    # map's type back wrongly otherwise (see skeleton()).
+    kernel_ms(ns, write(d, "k.nft", text))
+    # Both ways still translate (a refused connect would not tell), then
+    # nothing listens, so that every timed connect() is refused at once.
+    for svc in (0, 1):
+        if svc < a.services:
+            want = {ep(svc * a.endpoints + j) for j in range(a.endpoints)}
+            got = answers(ns, cip(svc), 2)
+            if not got <= want:
+                sys.exit("Service %d answered from %s behind the count sets"
+                         % (svc, sorted(got)))
+    srv.kill()
+    srv.wait()
+    even = [cip(i) for i in range(0, min(a.services, 2000), 2)]
+    odd = [cip(i) for i in range(1, min(a.services, 2000), 2)]
+    p = subprocess.run(["ip", "netns", "exec", ns, "/usr/bin/python3", "-c",
+                        SENDER, ",".join(even), ",".join(odd),
+                        str(a.connects), "10"],
+                       capture_output=True, text=True, timeout=600)
+    if p.returncode != 0:
+        sys.exit("sender: " + p.stderr[-400:])
+    direct, through = (float(x) * 1e6 for x in p.stdout.split())
+    print("shared, first packet: a refused connect() %.2f us straight to "
+          "pick4-N, %.2f us through pick4 behind %d more count sets "
+          "(%+.1f ns a set; medians of 10 rounds), %d connects each" % (
+              direct, through, k, 1000 * (through - direct) / k,
+              10 * a.connects), flush=True)
 
 
 def services_json(n, eps):
@@ -360,14 +439,21 @@ def main():
                     help="connections to the changed Service at the end")
     ap.add_argument("--nftdrive", help="also time ferry's layout 3 with "
                     "this build of tests/tools/nftdrive")
+    ap.add_argument("--first-packet", type=int, default=0, metavar="K",
+                    help="time connections through pick4 with K more "
+                    "count sets ahead (0: skip it)")
+    ap.add_argument("--connects", type=int, default=5000,
+                    help="connects per group and round for --first-packet")
     ap.add_argument("--bindings", type=int, default=0,
                     help="chains in the bindings trap (0: skip it)")
     a = ap.parse_args()
-    if not (1 <= a.services <= 50000 and 2 <= a.endpoints <= 50
+    if not (4 <= a.services <= 50000 and 2 <= a.endpoints <= 50
             and 2 <= a.changes <= 1000 and 1 <= a.probes <= 100
-            and 0 <= a.bindings <= 20000):
-        ap.error("--services 1-50000, --endpoints 2-50, --changes 2-1000, "
-                 "--probes 1-100, --bindings 0-20000")
+            and 0 <= a.bindings <= 20000 and 0 <= a.first_packet <= 1000
+            and 1 <= a.connects <= 100000):
+        ap.error("--services 4-50000, --endpoints 2-50, --changes 2-1000, "
+                 "--probes 1-100, --bindings 0-20000, --first-packet "
+                 "0-1000, --connects 1-100000")
     if os.geteuid() != 0:
         sys.exit("run as root (network namespaces, nftables)")
     if a.nftdrive and not os.access(a.nftdrive, os.X_OK):

@@ -888,7 +888,8 @@ def test_nftlayout_smoke():
     p = subprocess.Popen(
         [os.path.join(ROOT, "bench", "nftlayout.py"), "--services", "12",
          "--endpoints", "3", "--changes", "2", "--probes", "4",
-         "--nftdrive", drive, "--bindings", "4"],
+         "--nftdrive", drive, "--bindings", "4", "--first-packet", "3",
+         "--connects", "20"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         out, err = p.communicate(timeout=120)
@@ -907,6 +908,11 @@ def test_nftlayout_smoke():
                           out, re.M)) == 2, out
     assert re.search(r"^layout 3 resized: one change [0-9.]+ ms in the "
                      r"kernel .* over 2 changes$", out, re.M), out
+    m = re.search(r"^shared, first packet: a refused connect\(\) %s us "
+                  r"straight to pick4-N, %s us through pick4 behind 3 more "
+                  r"count sets \([-+][0-9.]+ ns a set; medians of 10 "
+                  r"rounds\), 200 connects each$" % (num, num), out, re.M)
+    assert m and float(m.group(1)) > 0 and float(m.group(2)) > 0, out
     assert re.search(r"^bindings: 4 chains binding one map: .* then 12 "
                      r"elements", out, re.M), out
     after = subprocess.run(["ip", "netns", "list"], capture_output=True,
