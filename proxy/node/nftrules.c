@@ -389,6 +389,81 @@ nftrules_table_present(uint8_t family, const char *name, uint32_t *use,
     return q.found;
 }
 
+int
+nftrules_msg_table_name(const void *buf, size_t len, uint8_t family,
+                        char *out, size_t outlen)
+{
+    const struct nlmsghdr *nlh = msg_of(buf, len, NFT_MSG_NEWTABLE, family);
+    const struct nlattr *a;
+    const char *name = NULL;
+
+    if (nlh == NULL || outlen == 0)
+        return 0;
+    mnl_attr_for_each(a, nlh, sizeof(struct nfgenmsg))
+    {
+        if (mnl_attr_get_type(a) == NFTA_TABLE_NAME
+            && mnl_attr_validate(a, MNL_TYPE_NUL_STRING) == 0)
+            name = mnl_attr_get_str(a);
+    }
+    if (name == NULL || name[0] == '\0' || strlen(name) >= outlen)
+        return 0;
+    memcpy(out, name, strlen(name) + 1);
+    return 1;
+}
+
+struct table_list {
+    uint8_t family;
+    char (*v)[NFTRULES_NAME_MAX];
+    size_t n, cap;
+};
+
+static int
+on_table_name(const struct nlmsghdr *nlh, void *arg)
+{
+    struct table_list *l = arg;
+    char name[NFTRULES_NAME_MAX];
+
+    if (!nftrules_msg_table_name(nlh, nlh->nlmsg_len, l->family, name,
+                                 sizeof(name)))
+        return MNL_CB_OK;
+    if (l->n == l->cap) {
+        size_t ncap = l->cap ? l->cap * 2 : 16;
+        void *p;
+
+        if (ncap > NFTRULES_TABLES_MAX) {
+            errno = E2BIG;
+            return MNL_CB_ERROR;
+        }
+        if ((p = realloc(l->v, ncap * sizeof(*l->v))) == NULL) {
+            errno = ENOMEM;
+            return MNL_CB_ERROR;
+        }
+        l->v = p;
+        l->cap = ncap;
+    }
+    memcpy(l->v[l->n++], name, sizeof(name));
+    return MNL_CB_OK;
+}
+
+int
+nftrules_table_names(uint8_t family, char (**names)[NFTRULES_NAME_MAX],
+                     size_t *n, struct err *e)
+{
+    struct table_list l = {family, NULL, 0, 0};
+
+    *names = NULL;
+    *n = 0;
+    if (dump_all(NFT_MSG_GETTABLE, family, 0, on_table_name, &l, "the tables",
+                 e)
+        < 0) {
+        free(l.v);
+        return -1;
+    }
+    *names = l.v;
+    *n = l.n;
+    return 0;
+}
+
 /* ------------------------------------------------------------- deletion */
 
 static struct nlmsghdr *
@@ -716,6 +791,48 @@ send_batch(struct mnl_socket *nl, char *buf, size_t off, uint32_t seq,
     if (err != 0)
         return err_set(e, "nf_tables set elements: %s", strerror(-err));
     return 0;
+}
+
+int
+nftrules_chain_present(uint8_t family, const char *table, const char *chain,
+                       struct err *e)
+{
+    struct mnl_socket *nl = NULL;
+    struct nlmsghdr *nlh;
+    /* The request, then the answers (send_acked() reads a whole
+     * MNL_SOCKET_BUFFER_SIZE at a time). */
+    char *buf = malloc(2 * MNL_SOCKET_BUFFER_SIZE);
+    uint32_t seq = (uint32_t)time(NULL);
+    int rc, err;
+
+    if (strlen(table) >= NFTRULES_NAME_MAX || strlen(chain) >= NFTRULES_NAME_MAX)
+        rc = err_set(e, "nf_tables chain lookup: name too long");
+    else if (buf == NULL)
+        rc = err_set(e, "out of memory");
+    else if ((nl = nl_open(e)) == NULL)
+        rc = -1;
+    else {
+        /* Not a dump: the kernel answers the chain (or ENOENT), then
+         * the acknowledgement asked for. */
+        nlh = request(buf, NFT_MSG_GETCHAIN, NLM_F_REQUEST | NLM_F_ACK, seq);
+        ((struct nfgenmsg *)mnl_nlmsg_get_payload(nlh))->nfgen_family = family;
+        mnl_attr_put_strz(nlh, NFTA_CHAIN_TABLE, table);
+        mnl_attr_put_strz(nlh, NFTA_CHAIN_NAME, chain);
+        if (send_acked(nl, buf, nlh->nlmsg_len, seq,
+                       buf + MNL_SOCKET_BUFFER_SIZE, &err, e)
+            < 0)
+            rc = -1;
+        else if (err == 0)
+            rc = 1;
+        else if (err == -ENOENT)
+            rc = 0;
+        else
+            rc = err_set(e, "nf_tables chain lookup: %s", strerror(-err));
+    }
+    if (nl)
+        mnl_socket_close(nl);
+    free(buf);
+    return rc;
 }
 
 /* A batch being built: its buffer, and where its last message starts;

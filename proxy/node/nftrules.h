@@ -79,6 +79,34 @@ int nftrules_table_present(uint8_t family, const char *name, uint32_t *use,
                            struct err *e);
 
 /*
+ * The names of family <family>'s tables (NFPROTO_IPV4...), into a new
+ * array <*names> of <*n> (free() it; NULL when there are none): one dump,
+ * without the tables' contents. At most NFTRULES_TABLES_MAX. Returns 0,
+ * or -1 with <e> (as nftrules_count(), or too many tables).
+ */
+#define NFTRULES_NAME_MAX   256 /* the kernel's NFT_NAME_MAXLEN */
+#define NFTRULES_TABLES_MAX 4096
+int nftrules_table_names(uint8_t family, char (**names)[NFTRULES_NAME_MAX],
+                         size_t *n, struct err *e);
+
+/*
+ * Whether table <table> of <family> has a chain named <chain>: one lookup
+ * by name, so its cost does not grow with the table's chains. 1, 0 (no
+ * such chain, or no such table), or -1 with <e>.
+ */
+int nftrules_chain_present(uint8_t family, const char *table,
+                           const char *chain, struct err *e);
+
+/*
+ * The name of table of family <family> that one received message (<len>
+ * bytes) describes (NFT_MSG_NEWTABLE), NUL-terminated into <out> (<outlen>
+ * bytes): 1, or 0 when it is not such a message or its name is missing,
+ * empty or longer than <outlen> - 1. Pure (a fuzz target feeds it).
+ */
+int nftrules_msg_table_name(const void *nlh, size_t len, uint8_t family,
+                            char *out, size_t outlen);
+
+/*
  * Nonzero when one received message (<len> bytes) is table <name> of
  * <family> (NFT_MSG_NEWTABLE); then its use count into <*use> (0 when it
  * has none) unless <use> is NULL. Pure (a fuzz target feeds it).

@@ -188,34 +188,6 @@ nftsys_count_elems(const char *json, const char *name, size_t *n, struct err *e)
     return 0;
 }
 
-int
-nftsys_chains_have(const char *json, const char *chain, char *table,
-                   size_t tablelen)
-{
-    json_t *root, *a, *it;
-    size_t i;
-    int found = 0;
-
-    a = items(json, &root, NULL);
-    if (a == NULL)
-        return 0;
-    json_array_foreach(a, i, it)
-    {
-        json_t *c = json_object_get(it, "chain");
-        const char *f = c ? str_of(c, "family") : NULL;
-        const char *t = c ? str_of(c, "table") : NULL;
-        const char *nm = c ? str_of(c, "name") : NULL;
-
-        if (found || !f || !t || !nm || strcmp(nm, chain) != 0
-            || (strcmp(f, "ip") != 0 && strcmp(f, "ip6") != 0))
-            continue;
-        snprintf(table, tablelen, "%s %s", f, t);
-        found = 1;
-    }
-    json_decref(root);
-    return found;
-}
-
 /* ---------------------------------------------------- legacy iptables */
 
 /* Whether the kernel has x_tables table <table> for the family whose

@@ -61,11 +61,6 @@ struct nftsys_obj *nftsys_listing_add(struct nftsys_listing *l,
 int nftsys_count_elems(const char *json, const char *name, size_t *n,
                        struct err *e);
 
-/* Whether `list chains` output <json> has a chain <chain> in an ip or ip6
- * table; 1 with "<family> <table>" in <table>, else 0. */
-int nftsys_chains_have(const char *json, const char *chain, char *table,
-                       size_t tablelen);
-
 /*
  * Legacy iptables (x_tables): look for user chain <chain> in the nat and
  * filter tables of both families, only in tables the kernel already has

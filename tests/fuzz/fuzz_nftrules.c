@@ -6,7 +6,8 @@
  * counted as rules and as set elements, and read as a set of the set
  * dump (nftrules_msg_set()). A message never counts more elements than
  * its bytes could hold, nor more than one rule, nor lists more than one
- * set, and read as a table of the table dump (nftrules_msg_table()).
+ * set, and read as a table of the table dump (nftrules_msg_table(),
+ * and for its name, nftrules_msg_table_name()).
  * Then as the acknowledgements of an element deletion
  * (nftrules_ack_of()).
  */
@@ -51,6 +52,22 @@ check(const void *msg, size_t len)
         if (a && memmem(msg, len, "kube-proxy", 11) == NULL)
             abort();
         if (!a && use != 0)
+            abort();
+    }
+    /* A table's name for the kube-proxy check: NUL-terminated within the
+     * room given, never empty, and held whole by the message. */
+    {
+        char name[16];
+        int a;
+
+        memset(name, 'x', sizeof(name));
+        a = nftrules_msg_table_name(msg, len, 1, name, sizeof(name));
+        if (a < 0 || a > 1)
+            abort();
+        if (a && (memchr(name, '\0', sizeof(name)) == NULL || name[0] == '\0'
+                  || memmem(msg, len, name, strlen(name) + 1) == NULL))
+            abort();
+        if (nftrules_msg_table_name(msg, len, 1, name, 0) != 0)
             abort();
     }
 }
