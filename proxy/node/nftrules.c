@@ -33,7 +33,9 @@ nftrules_msg_count(const void *buf, size_t len, int elems)
     const struct nlattr *a, *el;
     size_t hdr = MNL_NLMSG_HDRLEN + MNL_ALIGN(sizeof(struct nfgenmsg)), n = 0;
 
-    if (len < MNL_NLMSG_HDRLEN || nlh->nlmsg_len < hdr || nlh->nlmsg_len > len)
+    /* Whole with its padding, as msg_of() says. */
+    if (len < MNL_NLMSG_HDRLEN || nlh->nlmsg_len < hdr
+        || MNL_ALIGN((size_t)nlh->nlmsg_len) > len)
         return 0;
     if (!elems)
         return (nlh->nlmsg_type & 0xff) == NFT_MSG_NEWRULE;
@@ -222,14 +224,17 @@ udata_comment(const uint8_t *p, size_t len, const char **c, size_t *clen)
 }
 
 /* <buf> (<len> bytes) as a whole nf_tables message of <type> for
- * <family>, or NULL. */
+ * <family>, or NULL. Whole with its padding: libmnl walks a message's
+ * attributes up to its length rounded up to 4 bytes (the kernel's
+ * lengths always are). */
 static const struct nlmsghdr *
 msg_of(const void *buf, size_t len, uint16_t type, uint8_t family)
 {
     const struct nlmsghdr *nlh = buf;
     size_t hdr = MNL_NLMSG_HDRLEN + MNL_ALIGN(sizeof(struct nfgenmsg));
 
-    if (len < MNL_NLMSG_HDRLEN || nlh->nlmsg_len < hdr || nlh->nlmsg_len > len
+    if (len < MNL_NLMSG_HDRLEN || nlh->nlmsg_len < hdr
+        || MNL_ALIGN((size_t)nlh->nlmsg_len) > len
         || nlh->nlmsg_type != ((NFNL_SUBSYS_NFTABLES << 8) | type))
         return NULL;
     if (((const struct nfgenmsg *)mnl_nlmsg_get_payload(nlh))->nfgen_family

@@ -1597,6 +1597,41 @@ test_dump_tables(void **state)
     assert_int_equal(nftrules_msg_table(nlh, nlh->nlmsg_len - 4, NFPROTO_IPV4,
                                         "kube-proxy", NULL),
                      0);
+    /* Its name, for the kube-proxy check: whole, within the room given. */
+    {
+        char name[16];
+
+        assert_int_equal(nftrules_msg_table_name(nlh, nlh->nlmsg_len,
+                                                 NFPROTO_IPV4, name,
+                                                 sizeof(name)),
+                         1);
+        assert_string_equal(name, "kube-proxy");
+        assert_int_equal(nftrules_msg_table_name(nlh, nlh->nlmsg_len,
+                                                 NFPROTO_IPV6, name,
+                                                 sizeof(name)),
+                         0);
+        assert_int_equal(nftrules_msg_table_name(nlh, nlh->nlmsg_len,
+                                                 NFPROTO_IPV4, name, 10),
+                         0);
+    }
+    /* A length that is not a multiple of 4, whose last attribute ends in
+     * the padding after it (libmnl walks to the rounded length): found
+     * by the fuzz target, where the name's NUL lay past the bytes given. */
+    nlh = nft_msg(buf, sizeof(buf), NFT_MSG_NEWTABLE, NFPROTO_IPV4);
+    mnl_attr_put_strz(nlh, NFTA_TABLE_NAME, "kube-proxy");
+    nlh->nlmsg_len -= 3;
+    assert_int_equal(nftrules_msg_table(nlh, nlh->nlmsg_len, NFPROTO_IPV4,
+                                        "kube-proxy", NULL),
+                     0);
+    {
+        char name[16];
+
+        assert_int_equal(nftrules_msg_table_name(nlh, nlh->nlmsg_len,
+                                                 NFPROTO_IPV4, name,
+                                                 sizeof(name)),
+                         0);
+    }
+    nlh->nlmsg_len += 3;
     nlh->nlmsg_type = (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWCHAIN;
     assert_int_equal(nftrules_msg_table(nlh, nlh->nlmsg_len, NFPROTO_IPV4,
                                         "kube-proxy", NULL),
