@@ -763,20 +763,20 @@ nftrules_ack_of(const void *buf, size_t len, uint32_t seq, int *err)
  * acknowledgement comes after every error. One acknowledgement a batch,
  * not one a message: a few hundred would fill the socket's receive
  * buffer (ENOBUFS) at an adoption's thousands of maps. Returns 0, or -1
- * with <e> when the socket fails. */
+ * with <e>, which names <what>, when the socket fails. */
 static int
 send_acked(struct mnl_socket *nl, char *buf, size_t off, uint32_t seq,
-           char *rbuf, int *err, struct err *e)
+           char *rbuf, int *err, const char *what, struct err *e)
 {
     int ret, done = 0;
 
     *err = 0;
     if (mnl_socket_sendto(nl, buf, off) < 0)
-        return err_set(e, "nf_tables set elements: %s", strerror(errno));
+        return err_set(e, "nf_tables %s: %s", what, strerror(errno));
     while (!done) {
         ret = (int)mnl_socket_recvfrom(nl, rbuf, MNL_SOCKET_BUFFER_SIZE);
         if (ret < 0)
-            return err_set(e, "nf_tables set elements: %s",
+            return err_set(e, "nf_tables %s: %s", what,
                            errno == EAGAIN ? "no answer from the kernel"
                                            : strerror(errno));
         done = nftrules_ack_of(rbuf, (size_t)ret, seq, err);
@@ -791,7 +791,7 @@ send_batch(struct mnl_socket *nl, char *buf, size_t off, uint32_t seq,
 {
     int err;
 
-    if (send_acked(nl, buf, off, seq, rbuf, &err, e) < 0)
+    if (send_acked(nl, buf, off, seq, rbuf, &err, "set elements", e) < 0)
         return -1;
     if (err != 0)
         return err_set(e, "nf_tables set elements: %s", strerror(-err));
@@ -824,7 +824,7 @@ nftrules_chain_present(uint8_t family, const char *table, const char *chain,
         mnl_attr_put_strz(nlh, NFTA_CHAIN_TABLE, table);
         mnl_attr_put_strz(nlh, NFTA_CHAIN_NAME, chain);
         if (send_acked(nl, buf, nlh->nlmsg_len, seq,
-                       buf + MNL_SOCKET_BUFFER_SIZE, &err, e)
+                       buf + MNL_SOCKET_BUFFER_SIZE, &err, "chain lookup", e)
             < 0)
             rc = -1;
         else if (err == 0)
@@ -1107,7 +1107,7 @@ nftrules_has_elems(const struct nftrules_elem *v, size_t n, struct err *e)
      * element it finds, and stops at the first it does not with ENOENT. */
     put_elems(buf, &off, &seq, NFT_MSG_GETSETELEM, v, n);
     ((struct nlmsghdr *)(void *)buf)->nlmsg_flags |= NLM_F_ACK;
-    if (send_acked(nl, buf, off, seq, rbuf, &err, e) < 0)
+    if (send_acked(nl, buf, off, seq, rbuf, &err, "set elements", e) < 0)
         rc = -1;
     else if (err == -ENOENT)
         rc = 0;
