@@ -311,8 +311,6 @@ def first_packet(ns, a, d, srv):
         "insert rule inet lay pick4 ip daddr . tcp dport @tcp4-x%d dnat ip "
         "to ip daddr . tcp dport . numgen random mod 1 map @ep4-tcp\n"
         % (i, i) for i in range(k))
-    # One file with the map and the sets declared: nft 1.0.6 reads the
-    # map's type back wrongly otherwise (see skeleton()).
     kernel_ms(ns, write(d, "k.nft", text))
     # Both ways still translate (a refused connect would not tell), then
     # nothing listens, so that every timed connect() is refused at once.
@@ -392,16 +390,16 @@ def engine(a, d):
                                        "trace=sendto,sendmsg"] + args[4:],
                            capture_output=True, text=True, timeout=1800,
                            env=dict(os.environ, ASAN_OPTIONS=asan))
-        k = [1000 * float(x) for x in re.findall(
+        kms = [1000 * float(x) for x in re.findall(
             r"NFNL_MSG_BATCH_BEGIN.*<([0-9.]+)>\s*$", r.stderr, re.M)]
-        if r.returncode != 0 or len(k) < n:
+        if r.returncode != 0 or len(kms) < n:
             sys.exit("nftdrive under strace: %d batches\n%s" % (
-                len(k), r.stderr[-400:]))
-        k = k[-n:]
+                len(kms), r.stderr[-400:]))
+        kms = kms[-n:]
         print("layout 3 resized: one change %.3f ms in the kernel (median; "
               "min %.3f, max %.3f); %.3f ms with ferry's part, without "
               "strace (median; min %.3f, max %.3f) over %d changes" % (
-                  statistics.median(k), min(k), max(k),
+                  statistics.median(kms), min(kms), max(kms),
                   statistics.median(ms), min(ms), max(ms), n), flush=True)
     finally:
         subprocess.run(["ip", "netns", "del", ns])
