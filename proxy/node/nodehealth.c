@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <uthash.h>
 
 #include "httpd.h"
 #include "httpreq.h"
@@ -32,6 +33,8 @@ struct nh_port {
     unsigned local; /* local ready endpoints (distinct pod IPs) */
     struct nh_listener *ls;
     int mark;
+    int complete; /* a listener on every address (port_listen()) */
+    UT_hash_handle hh; /* nodehealth.byport */
     /* Positions of the services and kernel services with this port in
      * the table last followed. */
     size_t *spos, nspos, scap;
@@ -45,6 +48,10 @@ struct nodehealth {
     double stale_after;
     struct nh_listener *node; /* /healthz, /livez, /readyz */
     struct nh_port *ports;
+    /* The same by port (a request's lookup, a change's), and how many
+     * miss a listener: a change retries those only. */
+    struct nh_port *byport;
+    size_t nincomplete;
     struct httpd *srv;
     struct nodehealth_counts counts;
     /* The table last followed (a reference) and the addresses then. */
@@ -158,10 +165,8 @@ port_find(struct nodehealth *nh, uint16_t port)
 {
     struct nh_port *p;
 
-    for (p = nh->ports; p != NULL; p = p->next)
-        if (p->port == port)
-            return p;
-    return NULL;
+    HASH_FIND(hh, nh->byport, &port, sizeof(port), p);
+    return p;
 }
 
 /* The handler of every listener; <tag> is the healthCheckNodePort, 0 for
@@ -250,6 +255,9 @@ nodehealth_new(struct ev_loop *loop, nodehealth_state_fn state, void *arg,
 static void
 port_free(struct nodehealth *nh, struct nh_port *p)
 {
+    HASH_DEL(nh->byport, p);
+    if (!p->complete)
+        nh->nincomplete--;
     nh_listeners_free(nh, p->ls);
     free(p->spos);
     free(p->kpos);
@@ -335,7 +343,8 @@ count_local(const struct table *t, const struct nh_port *p)
 }
 
 
-/* Open what is missing of <p>'s listeners, one per address. */
+/* Open what is missing of <p>'s listeners, one per address; whether it
+ * has them all since into p->complete (and nh->nincomplete). */
 static void
 port_listen(struct nodehealth *nh, struct nh_port *p, const struct saddr *addrs,
             size_t naddrs)
@@ -344,6 +353,7 @@ port_listen(struct nodehealth *nh, struct nh_port *p, const struct saddr *addrs,
     struct saddr a;
     struct err e;
     size_t i;
+    int complete = 1;
 
     for (i = 0; i < naddrs && i < NH_ADDRS_MAX; i++) {
         a = addrs[i];
@@ -358,6 +368,7 @@ port_listen(struct nodehealth *nh, struct nh_port *p, const struct saddr *addrs,
             log_rl(LOG_WARN, ev_now(nh->loop),
                    "healthz: health check port of %s/%s: %s", p->ns, p->name,
                    e.msg);
+            complete = 0;
             continue;
         }
         l->next = p->ls;
@@ -365,6 +376,13 @@ port_listen(struct nodehealth *nh, struct nh_port *p, const struct saddr *addrs,
         log_info("healthz: answering load balancer health checks for %s/%s "
                  "on %s",
                  p->ns, p->name, saddr_str(&a, e.msg, sizeof(e.msg)));
+    }
+    if (complete != p->complete) {
+        if (complete)
+            nh->nincomplete--;
+        else
+            nh->nincomplete++;
+        p->complete = complete;
     }
 }
 
@@ -384,7 +402,8 @@ owner_of(const char *full, struct nh_port *p)
 }
 
 /* Follow <t>, made from the table last followed (table_derive()): only
- * the ports of the entries it changed are counted again. Returns 0, or
+ * the ports of the entries it changed are counted again, so a change
+ * costs the same however many ports the node answers on. Returns 0, or
  * -1 when it cannot be done so (an entry's port changed). */
 static int
 set_table_delta(struct nodehealth *nh, const struct table *t)
@@ -393,27 +412,31 @@ set_table_delta(struct nodehealth *nh, const struct table *t)
     struct nh_port *p;
     size_t i, k;
 
-    for (p = nh->ports; p != NULL; p = p->next)
-        p->mark = 0;
+    /* First the check, then the counts: nothing counted when it fails. */
     for (i = 0; i < t->ndsvcs + t->ndksvcs; i++) {
-        uint16_t was, now;
         if (i < t->ndsvcs) {
             k = t->dsvcs[i];
-            was = table_service(old, k)->hc_node_port;
-            now = table_service(t, k)->hc_node_port;
+            if (table_service(old, k)->hc_node_port
+                != table_service(t, k)->hc_node_port)
+                return -1;
         } else {
             k = t->dksvcs[i - t->ndsvcs];
-            was = table_ksvc(old, k)->hc_node_port;
-            now = table_ksvc(t, k)->hc_node_port;
+            if (table_ksvc(old, k)->hc_node_port
+                != table_ksvc(t, k)->hc_node_port)
+                return -1;
         }
-        if (was != now)
-            return -1;
-        if (now != 0 && (p = port_find(nh, now)) != NULL)
-            p->mark = 1;
     }
-    for (p = nh->ports; p != NULL; p = p->next)
-        if (p->mark)
+    for (i = 0; i < t->ndsvcs + t->ndksvcs; i++) {
+        uint16_t now = i < t->ndsvcs
+                           ? table_service(t, t->dsvcs[i])->hc_node_port
+                           : table_ksvc(t, t->dksvcs[i - t->ndsvcs])
+                                 ->hc_node_port;
+
+        /* A port that several changed entries share is counted once for
+         * each of them: the same count again, a few times at worst. */
+        if (now != 0 && (p = port_find(nh, now)) != NULL)
             p->local = count_local(t, p);
+    }
     return 0;
 }
 
@@ -433,8 +456,9 @@ nodehealth_set_table(struct nodehealth *nh, const struct table *t,
             && (naddrs == 0
                 || memcmp(addrs, nh->addrs, naddrs * sizeof(*addrs)) == 0);
     if (delta && set_table_delta(nh, t) == 0) {
-        for (p = nh->ports; p != NULL; p = p->next)
-            port_listen(nh, p, addrs, naddrs); /* retry what failed */
+        for (p = nh->ports; p != NULL && nh->nincomplete > 0; p = p->next)
+            if (!p->complete)
+                port_listen(nh, p, addrs, naddrs); /* retry what failed */
         table_unref(nh->table);
         nh->table = table_ref((struct table *)t);
         return;
@@ -465,6 +489,8 @@ nodehealth_set_table(struct nodehealth *nh, const struct table *t,
             p->port = hc;
             p->next = nh->ports;
             nh->ports = p;
+            HASH_ADD(hh, nh->byport, port, sizeof(p->port), p);
+            nh->nincomplete++; /* no listener yet */
         }
         if (!p->mark) /* the first; others: more ports of the Service */
             owner_of(full, p);

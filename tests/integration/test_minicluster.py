@@ -581,6 +581,57 @@ def test_traffic_policies_local_and_health_check_node_port(w):
                                 "/healthz")[2])["nodeEligible"] is True
 
 
+def _hold_port(ip, port):
+    """A listening socket on <ip>:<port>, in the caller's namespace."""
+    s = socket.socket()
+    s.bind((ip, port))
+    s.listen(1)
+    return s
+
+
+def test_health_check_port_taken_is_opened_on_a_later_change(w):
+    """A healthCheckNodePort that another process holds is retried on
+    each table change, an endpoint change included, until it opens; and
+    once it is open, changes leave it be."""
+    hold = w.ns("node1")(_hold_port, NODE_IP["node1"], 32110)
+    try:
+        w.add_pod("hb-1", "node1")
+        w.service(svc_obj("hcheld", "shop", "198.18.128.32",
+                          [port("http", 80, 8080, 30091)], typ="LoadBalancer",
+                          externalTrafficPolicy="Local",
+                          healthCheckNodePort=32110), lb_ip="198.18.200.21")
+        w.endpoints("hcheld", "shop", ["hb-1"])
+        w.wait(lambda: "health check port of shop/hcheld" in w.log(
+            "node1.log"), "node1 finding port 32110 taken")
+        # The slice in force too: what comes next is an endpoint change,
+        # which patches the table in force rather than building it whole.
+        w.wait(lambda: w.out(try_ask, NODE_IP["node1"], 30091) == "hb-1",
+               "hcheld's NodePort on node1")
+    finally:
+        hold.close()
+
+    def hc():
+        try:
+            return w.out(http_get, NODE_IP["node1"], 32110, "/")[0]
+        except OSError:
+            return None
+    opened = "answering load balancer health checks for shop/hcheld on " \
+        "%s:32110" % NODE_IP["node1"]
+    before = w.log("node1.log").count(opened)
+    w.add_pod("hb-2", "node1")
+    w.endpoints("hcheld", "shop", ["hb-1", "hb-2"])
+    w.wait(lambda: hc() == 200, "port 32110 opened on node1")
+    st, _, body = w.out(http_get, NODE_IP["node1"], 32110, "/")
+    assert json.loads(body)["localEndpoints"] == 2, body
+    assert w.log("node1.log").count(opened) == before + 1
+    # Another change: counted again, not opened again.
+    w.endpoints("hcheld", "shop", ["hb-1"])
+    w.wait(lambda: json.loads(w.out(http_get, NODE_IP["node1"], 32110,
+                                    "/")[2])["localEndpoints"] == 1,
+           "one local endpoint on node1")
+    assert w.log("node1.log").count(opened) == before + 1
+
+
 def test_session_affinity_client_ip(w):
     timeout = 2  # seconds without a new connection before a pin lapses
     w.service(svc_obj("sticky", "shop", "198.18.128.40",
