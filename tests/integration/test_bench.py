@@ -836,18 +836,26 @@ def test_nftshards_smoke():
     assert res.returncode == 2 and "--tables" in res.stderr
 
 
-def test_nftfloor_smoke():
-    """bench/nftfloor.py: a few Services, one round of each variant, a
-    line a variant with positive update times and a summary; its
-    namespace gone after. It checks the tool, never the figures."""
+def _nftdrive_or_skip(*tools):
+    """tests/tools/nftdrive of the build under test, for the kernel
+    floor's bench tools; skips without root, <tools> or the driver."""
     if os.geteuid() != 0:
         pytest.skip("needs root (network namespaces, nftables)")
-    if shutil.which("ip") is None or shutil.which("nft") is None:
-        pytest.skip("needs the ip and nft commands")
+    for tool in tools:
+        if shutil.which(tool) is None:
+            pytest.skip("needs the %s command" % tool)
     d = os.environ.get("FERRY_BUILD_DIR") or os.path.join(ROOT, "build")
     drive = os.path.join(d, "tests", "tools", "nftdrive")
     if not os.access(drive, os.X_OK):
         pytest.skip("tests/tools/nftdrive not built")
+    return drive
+
+
+def test_nftfloor_smoke():
+    """bench/nftfloor.py: a few Services, one round of each variant, a
+    line a variant with positive update times and a summary; its
+    namespace gone after. It checks the tool, never the figures."""
+    drive = _nftdrive_or_skip("ip", "nft")
     res = subprocess.run(
         [os.path.join(ROOT, "bench", "nftfloor.py"), "--services", "20",
          "--endpoints", "3", "--extra", "50", "--changes", "2",
@@ -876,15 +884,7 @@ def test_nftlayout_smoke():
     endpoints only, ferry's own table timed beside it, the bindings
     trap; its namespaces gone after. It checks the tool, never the
     figures."""
-    if os.geteuid() != 0:
-        pytest.skip("needs root (network namespaces, nftables)")
-    for tool in ("ip", "nft", "strace"):
-        if shutil.which(tool) is None:
-            pytest.skip("needs the %s command" % tool)
-    d = os.environ.get("FERRY_BUILD_DIR") or os.path.join(ROOT, "build")
-    drive = os.path.join(d, "tests", "tools", "nftdrive")
-    if not os.access(drive, os.X_OK):
-        pytest.skip("tests/tools/nftdrive not built")
+    drive = _nftdrive_or_skip("ip", "nft", "strace")
     p = subprocess.Popen(
         [os.path.join(ROOT, "bench", "nftlayout.py"), "--services", "12",
          "--endpoints", "3", "--changes", "2", "--probes", "4",

@@ -1563,6 +1563,17 @@ test_dump_sets(void **state)
     nftsys_listing_free(&l);
 }
 
+/* nftrules_msg_table_name() of <nlh> as received, into tname with
+ * <room> bytes of it. */
+static char tname[32];
+
+static int
+table_name_of(const struct nlmsghdr *nlh, uint8_t family, size_t room)
+{
+    memset(tname, 0, sizeof(tname));
+    return nftrules_msg_table_name(nlh, nlh->nlmsg_len, family, tname, room);
+}
+
 /* A table of the table dump that the kube-proxy check and cleanup read:
  * the name and the family both count; a name cut short, another message
  * or a message past the bytes received do not. */
@@ -1598,22 +1609,10 @@ test_dump_tables(void **state)
                                         "kube-proxy", NULL),
                      0);
     /* Its name, for the kube-proxy check: whole, within the room given. */
-    {
-        char name[16];
-
-        assert_int_equal(nftrules_msg_table_name(nlh, nlh->nlmsg_len,
-                                                 NFPROTO_IPV4, name,
-                                                 sizeof(name)),
-                         1);
-        assert_string_equal(name, "kube-proxy");
-        assert_int_equal(nftrules_msg_table_name(nlh, nlh->nlmsg_len,
-                                                 NFPROTO_IPV6, name,
-                                                 sizeof(name)),
-                         0);
-        assert_int_equal(nftrules_msg_table_name(nlh, nlh->nlmsg_len,
-                                                 NFPROTO_IPV4, name, 10),
-                         0);
-    }
+    assert_int_equal(table_name_of(nlh, NFPROTO_IPV4, 16), 1);
+    assert_string_equal(tname, "kube-proxy");
+    assert_int_equal(table_name_of(nlh, NFPROTO_IPV6, 16), 0);
+    assert_int_equal(table_name_of(nlh, NFPROTO_IPV4, 10), 0);
     /* A length that is not a multiple of 4, whose last attribute ends in
      * the padding after it (libmnl walks to the rounded length): found
      * by the fuzz target, where the name's NUL lay past the bytes given. */
@@ -1623,14 +1622,7 @@ test_dump_tables(void **state)
     assert_int_equal(nftrules_msg_table(nlh, nlh->nlmsg_len, NFPROTO_IPV4,
                                         "kube-proxy", NULL),
                      0);
-    {
-        char name[16];
-
-        assert_int_equal(nftrules_msg_table_name(nlh, nlh->nlmsg_len,
-                                                 NFPROTO_IPV4, name,
-                                                 sizeof(name)),
-                         0);
-    }
+    assert_int_equal(table_name_of(nlh, NFPROTO_IPV4, 16), 0);
     nlh->nlmsg_len += 3;
     nlh->nlmsg_type = (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWCHAIN;
     assert_int_equal(nftrules_msg_table(nlh, nlh->nlmsg_len, NFPROTO_IPV4,
