@@ -911,14 +911,22 @@ def run(args):
            "dataplane": dataplane, "steering": steering,
            "relist": bool(getattr(args, "relist", False)),
            "restart": bool(getattr(args, "restart", False))}
+    # A probe Service takes one port of the range (its
+    # healthCheckNodePort: no NodePorts), and conn-probe one.
     cfg["probes"] = min(cfg["probes"], cfg["services"],
-                        NODE_PORTS[1] - NODE_PORTS[0] + 1)
+                        NODE_PORTS[1] - NODE_PORTS[0])
     if not (1 <= cfg["services"] <= 30000 and 1 <= cfg["endpoints"] <= 100000
             and cfg["services"] * cfg["endpoints"] <= 1000000
             and 1 <= cfg["changes"] <= 100000 and 0.1 <= cfg["rate"] <= 1000):
-        log("services 1-30000, endpoints 1-100000 (in slices of %d), at "
+        log("services 1-30000, endpoints 2-100000 (in slices of %d), at "
             "most 1,000,000 in all, changes 1-100000, rate 0.1-1000"
             % cp_sim.SLICE_MAX)
+        return 2
+    if cfg["endpoints"] < 2:
+        # The churn flips one endpoint of a probe Service at a time and
+        # keeps one ready: with one endpoint there is nothing to flip.
+        log("endpoints: at least 2 (the churn takes a probe Service's "
+            "endpoints out of service one at a time, and keeps one)")
         return 2
     if (cfg["endpoints"] > cp_sim.SLICE_MAX
             and cfg["services"] * cfg["endpoints"] > cp_sim.BIG_MAX):

@@ -124,6 +124,36 @@ def test_control_plane_tiny(tmp_path, dataplane):
         ["ip", "netns", "list"], capture_output=True, text=True).stdout
 
 
+def test_control_plane_probe_services_fit_the_node_port_range(tmp_path):
+    """Each probe Service takes one port of the bench's NodePort range
+    (its healthCheckNodePort) and conn-probe one: asked for as many probe
+    Services as the range has ports, the bench runs with one fewer (the
+    simulator refused the last: "range is full"). With one endpoint a
+    Service there is nothing for the churn to flip: refused at once."""
+    if not os.access(FERRY, os.X_OK):
+        pytest.skip("ferry not built at %s (set FERRY_BIN)" % FERRY)
+    r = subprocess.run(
+        [PY, os.path.join(ROOT, "bench", "run"), "control-plane",
+         "--services", "10", "--endpoints", "1", "--changes", "5",
+         "--ferry", FERRY, "--bench", BENCH, "--out", str(tmp_path / "one")],
+        capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "endpoints: at least 2" in r.stderr, r
+    ports = [18090, 18091] + list(range(29000, 30000))
+    if not all(port_free(p) for p in ports):
+        pytest.skip("a port of the control-plane bench is in use")
+    out = tmp_path / "res"
+    r = subprocess.run(
+        [PY, os.path.join(ROOT, "bench", "run"), "control-plane",
+         "--services", "1200", "--endpoints", "2", "--changes", "10",
+         "--rate", "50", "--probe-services", "1000", "--ferry", FERRY,
+         "--bench", BENCH, "--out", str(out)],
+        capture_output=True, text=True, timeout=240)
+    assert r.returncode == 0, r.stderr[-2000:]
+    res = json.loads((out / "control-plane.json").read_text())
+    assert res["config"]["probes"] == 999, res["config"]
+    assert res["churn"]["changes_measured"] == 10, res["churn"]
+
+
 def test_sim_splits_a_large_service_into_slices():
     """bench/run control-plane --endpoints 100000 (kube-proxy's scale
     model of one large Service): the simulator serves it as slices of at
