@@ -44,6 +44,32 @@ def port_free(port):
             return False
 
 
+def run_bench(args, timeout):
+    """bench/run control-plane <args>: (its process id, exit code,
+    stderr). Past <timeout> it is stopped with SIGTERM, as a user's ^C
+    would, so that it removes its network namespace (SIGKILL, which
+    subprocess.run() sends, leaves the namespace behind)."""
+    p = subprocess.Popen([PY, os.path.join(ROOT, "bench", "run"),
+                          "control-plane"] + args, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        _, err = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        p.terminate()
+        _, err = p.communicate(timeout=150)
+        err += "\n(stopped after %d s)" % timeout
+    return p.pid, p.returncode, err
+
+
+def own_netns_gone(pid):
+    """The namespace of the bench run <pid> (its outer process) is gone;
+    others' are not this test's business (a run of another checkout, or
+    one killed outright, may have left one)."""
+    names = subprocess.run(["ip", "netns", "list"], capture_output=True,
+                           text=True).stdout.split()
+    return "ferrycp%d" % pid not in names
+
+
 @pytest.mark.parametrize("dataplane", ["proxy", "nftables"])
 def test_control_plane_tiny(tmp_path, dataplane):
     """proxy: node.proxy_steering redirect, the bench's default (the
@@ -54,14 +80,12 @@ def test_control_plane_tiny(tmp_path, dataplane):
     if not all(port_free(p) for p in ports):
         pytest.skip("a port of the control-plane bench is in use")
     out = tmp_path / "res"
-    r = subprocess.run(
-        [PY, os.path.join(ROOT, "bench", "run"), "control-plane",
-         "--services", "50", "--endpoints", "3", "--changes", "20",
+    pid, rc, err = run_bench(
+        ["--services", "50", "--endpoints", "3", "--changes", "20",
          "--rate", "20", "--probe-services", "5", "--ferry", FERRY,
          "--bench", BENCH, "--dataplane", dataplane, "--relist",
-         "--restart", "--out", str(out)],
-        capture_output=True, text=True, timeout=240)
-    assert r.returncode == 0, r.stderr[-2000:]
+         "--restart", "--out", str(out)], 240)
+    assert rc == 0, err[-2000:]
     res = json.loads((out / "control-plane.json").read_text())
     # The commit named is the one of the tree the binary was built in.
     rev = shutil.which("git") and subprocess.run(
@@ -120,8 +144,7 @@ def test_control_plane_tiny(tmp_path, dataplane):
         assert st["nft_lines"] > 100
     # Both ran in a namespace of their own (the kernel's rules were
     # there), gone with it.
-    assert "ferrycp" not in subprocess.run(
-        ["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert own_netns_gone(pid)
 
 
 def test_control_plane_probe_services_fit_the_node_port_range(tmp_path):
@@ -132,23 +155,22 @@ def test_control_plane_probe_services_fit_the_node_port_range(tmp_path):
     Service there is nothing for the churn to flip: refused at once."""
     if not os.access(FERRY, os.X_OK):
         pytest.skip("ferry not built at %s (set FERRY_BIN)" % FERRY)
-    r = subprocess.run(
-        [PY, os.path.join(ROOT, "bench", "run"), "control-plane",
-         "--services", "10", "--endpoints", "1", "--changes", "5",
+    pid, rc, err = run_bench(
+        ["--services", "10", "--endpoints", "1", "--changes", "5",
          "--ferry", FERRY, "--bench", BENCH, "--out", str(tmp_path / "one")],
-        capture_output=True, text=True, timeout=60)
-    assert r.returncode == 2 and "endpoints: at least 2" in r.stderr, r
+        60)
+    assert rc == 2 and "endpoints: at least 2" in err, err
+    assert own_netns_gone(pid)
     ports = [18090, 18091] + list(range(29000, 30000))
     if not all(port_free(p) for p in ports):
         pytest.skip("a port of the control-plane bench is in use")
     out = tmp_path / "res"
-    r = subprocess.run(
-        [PY, os.path.join(ROOT, "bench", "run"), "control-plane",
-         "--services", "1200", "--endpoints", "2", "--changes", "10",
+    pid, rc, err = run_bench(
+        ["--services", "1200", "--endpoints", "2", "--changes", "10",
          "--rate", "50", "--probe-services", "1000", "--ferry", FERRY,
-         "--bench", BENCH, "--out", str(out)],
-        capture_output=True, text=True, timeout=240)
-    assert r.returncode == 0, r.stderr[-2000:]
+         "--bench", BENCH, "--out", str(out)], 240)
+    assert rc == 0, err[-2000:]
+    assert own_netns_gone(pid)
     res = json.loads((out / "control-plane.json").read_text())
     assert res["config"]["probes"] == 999, res["config"]
     assert res["churn"]["changes_measured"] == 10, res["churn"]
