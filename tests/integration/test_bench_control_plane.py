@@ -44,6 +44,14 @@ def port_free(port):
             return False
 
 
+def ports_or_skip(nodeports):
+    """Skips unless the bench's fixed ports are free: its admin and
+    healthz ports and the first <nodeports> of its NodePort range."""
+    ports = [18090, 18091] + list(range(29000, 29000 + nodeports))
+    if not all(port_free(p) for p in ports):
+        pytest.skip("a port of the control-plane bench is in use")
+
+
 def run_bench(args, timeout):
     """bench/run control-plane <args>: (its process id, exit code,
     stderr). Past <timeout> it is stopped with SIGTERM, as a user's ^C
@@ -76,9 +84,7 @@ def test_control_plane_tiny(tmp_path, dataplane):
     kernel steers every Service to one port of the proxy)."""
     if not os.access(FERRY, os.X_OK):
         pytest.skip("ferry not built at %s (set FERRY_BIN)" % FERRY)
-    ports = [18090, 18091] + list(range(29000, 29006))
-    if not all(port_free(p) for p in ports):
-        pytest.skip("a port of the control-plane bench is in use")
+    ports_or_skip(6)
     out = tmp_path / "res"
     pid, rc, err = run_bench(
         ["--services", "50", "--endpoints", "3", "--changes", "20",
@@ -161,9 +167,7 @@ def test_control_plane_probe_services_fit_the_node_port_range(tmp_path):
         60)
     assert rc == 2 and "endpoints: at least 2" in err, err
     assert own_netns_gone(pid)
-    ports = [18090, 18091] + list(range(29000, 30000))
-    if not all(port_free(p) for p in ports):
-        pytest.skip("a port of the control-plane bench is in use")
+    ports_or_skip(1000)
     out = tmp_path / "res"
     pid, rc, err = run_bench(
         ["--services", "1200", "--endpoints", "2", "--changes", "10",
