@@ -257,7 +257,7 @@ def shared(a, d):
         # and an odd one (its way through the sets).
         kv = a.services // 2 - a.services // 2 % 2
         ks = kv + 1 if kv + 1 < a.services else kv
-        res, final = {}, {}
+        final = {}
         for kind, k, g0 in (("same", kv, 1), ("resized, svc4 re-pointed",
                                               kv, 1),
                             ("resized, set membership", ks, 3)):
@@ -270,7 +270,6 @@ def shared(a, d):
                                               change(k, n, m, gen)))[0])
                 n = m
                 final[k] = (n, gen)
-            res[kind] = ms
             print("shared, %s: one change %.3f ms in the kernel (median; "
                   "min %.3f, max %.3f) over %d changes" % (
                       kind, statistics.median(ms), min(ms), max(ms), len(ms)),
@@ -291,7 +290,6 @@ def shared(a, d):
                   flush=True)
         if a.first_packet:
             first_packet(ns, a, d, srv)
-        return res
     finally:
         if srv is not None:
             srv.kill()
