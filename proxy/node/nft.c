@@ -1897,9 +1897,10 @@ nft_kube_proxy_found(char *why, size_t whylen, struct err *e)
             if (strcmp(tables[j], "kube-proxy") == 0)
                 snprintf(found, sizeof(found), "nftables table %s kube-proxy",
                          fams[i].name);
-        for (j = 0; j < n && !found[0] && rc >= 0; j++) {
-            rc = nftrules_chain_present(fams[i].family, tables[j],
-                                        "KUBE-SERVICES", e);
+        if (!found[0]) {
+            rc = nftrules_chain_in(fams[i].family,
+                                   (const char(*)[NFTRULES_NAME_MAX])tables, n,
+                                   "KUBE-SERVICES", &j, e);
             if (rc == 1)
                 snprintf(found, sizeof(found),
                          "iptables chain KUBE-SERVICES (nftables table %s "

@@ -799,8 +799,8 @@ send_batch(struct mnl_socket *nl, char *buf, size_t off, uint32_t seq,
 }
 
 int
-nftrules_chain_present(uint8_t family, const char *table, const char *chain,
-                       struct err *e)
+nftrules_chain_in(uint8_t family, const char (*tables)[NFTRULES_NAME_MAX],
+                  size_t n, const char *chain, size_t *at, struct err *e)
 {
     struct mnl_socket *nl = NULL;
     struct nlmsghdr *nlh;
@@ -808,31 +808,32 @@ nftrules_chain_present(uint8_t family, const char *table, const char *chain,
      * MNL_SOCKET_BUFFER_SIZE at a time). */
     char *buf = malloc(2 * MNL_SOCKET_BUFFER_SIZE);
     uint32_t seq = (uint32_t)time(NULL);
-    int rc, err;
+    int rc = 0, err;
+    size_t i;
 
-    if (strlen(table) >= NFTRULES_NAME_MAX || strlen(chain) >= NFTRULES_NAME_MAX)
-        rc = err_set(e, "nf_tables chain lookup: name too long");
-    else if (buf == NULL)
-        rc = err_set(e, "out of memory");
-    else if ((nl = nl_open(e)) == NULL)
+    if (strlen(chain) >= NFTRULES_NAME_MAX)
+        return err_set(e, "nf_tables chain lookup: name too long");
+    if (buf == NULL)
+        return err_set(e, "out of memory");
+    if (n > 0 && (nl = nl_open(e)) == NULL)
         rc = -1;
-    else {
-        /* Not a dump: the kernel answers the chain (or ENOENT), then
-         * the acknowledgement asked for. */
-        nlh = request(buf, NFT_MSG_GETCHAIN, NLM_F_REQUEST | NLM_F_ACK, seq);
+    /* One socket for every lookup; each is not a dump: the kernel
+     * answers the chain (or ENOENT), then the acknowledgement asked for. */
+    for (i = 0; i < n && rc == 0; i++) {
+        nlh = request(buf, NFT_MSG_GETCHAIN, NLM_F_REQUEST | NLM_F_ACK, ++seq);
         ((struct nfgenmsg *)mnl_nlmsg_get_payload(nlh))->nfgen_family = family;
-        mnl_attr_put_strz(nlh, NFTA_CHAIN_TABLE, table);
+        mnl_attr_put_strz(nlh, NFTA_CHAIN_TABLE, tables[i]);
         mnl_attr_put_strz(nlh, NFTA_CHAIN_NAME, chain);
         if (send_acked(nl, buf, nlh->nlmsg_len, seq,
                        buf + MNL_SOCKET_BUFFER_SIZE, &err, "chain lookup", e)
             < 0)
             rc = -1;
-        else if (err == 0)
+        else if (err == 0) {
+            *at = i;
             rc = 1;
-        else if (err == -ENOENT)
-            rc = 0;
-        else
-            rc = err_set(e, "nf_tables chain lookup: %s", strerror(-err));
+        } else if (err != -ENOENT)
+            rc = err_set(e, "nf_tables chain lookup in table %s: %s",
+                         tables[i], strerror(-err));
     }
     if (nl)
         mnl_socket_close(nl);

@@ -90,12 +90,14 @@ int nftrules_table_names(uint8_t family, char (**names)[NFTRULES_NAME_MAX],
                          size_t *n, struct err *e);
 
 /*
- * Whether table <table> of <family> has a chain named <chain>: one lookup
- * by name, so its cost does not grow with the table's chains. 1, 0 (no
- * such chain, or no such table), or -1 with <e>.
+ * Whether one of the <n> tables <tables> of <family> has a chain named
+ * <chain>: a lookup by name in each, in turn, on one socket, so the cost
+ * does not grow with the tables' chains. 1 with the first such table's
+ * index in <*at>, 0 (none; a table gone meanwhile has none), or -1 with
+ * <e>.
  */
-int nftrules_chain_present(uint8_t family, const char *table,
-                           const char *chain, struct err *e);
+int nftrules_chain_in(uint8_t family, const char (*tables)[NFTRULES_NAME_MAX],
+                      size_t n, const char *chain, size_t *at, struct err *e);
 
 /*
  * The name of table of family <family> that one received message (<len>
