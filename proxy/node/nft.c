@@ -455,6 +455,18 @@ struct nft {
     int verified;
     struct nft_stats st;
     struct nftrules_writer *nlw; /* the element writes' socket */
+    /* Layout 4 (nftgen.h): the counts with a rule in the pick chains, the
+     * pick chains and keyed maps written last (or being written), and
+     * per family, protocol and count how many plain services' addresses
+     * want that count and how many the kernel holds in its map. A count
+     * keeps its rule while either is nonzero, and after, until the pick
+     * chains are written again (counts_tidy()). */
+    struct nftgen_counts counts;
+    struct nftgen_group picks;
+    int picks_dirty;
+    uint32_t cwant[2][NFT_PROTO__COUNT][NFTGEN_KEYS_MAX + 1];
+    uint32_t chave[2][NFT_PROTO__COUNT][NFTGEN_KEYS_MAX + 1];
+    size_t verify_svc; /* where the next sample of keys starts */
 };
 
 static void
@@ -510,6 +522,7 @@ nft_new(const struct nft_conf *c, struct err *e)
         return NULL;
     }
     if (nftgen_global(&n->conf, &n->global) < 0
+        || nftgen_picks(&n->conf, &n->counts, &n->picks) < 0
         || (n->gcount = calloc(n->global.n + 1, sizeof(*n->gcount)))
                == NULL) {
         err_set(e, "out of memory");
@@ -549,6 +562,7 @@ nft_free(struct nft *n)
     free(n->dirty);
     free(n->gcount);
     nftgen_group_deinit(&n->global);
+    nftgen_group_deinit(&n->picks);
     if (n->ctx)
         nft_ctx_free(n->ctx);
     if (n->jctx)
@@ -756,6 +770,158 @@ mark_dirty(struct nft *n, struct entry *en)
     en->dirty = 1;
 }
 
+/* ---------------------------------------------------- layout 4's counts */
+
+static int
+prefixed(const char *name, const char *prefix)
+{
+    return strncmp(name, prefix, strlen(prefix)) == 0;
+}
+
+
+/* The family of a KEYS object, from its map's name ("keys4-tcp"). */
+static int
+keys_fam(const struct nftgen_obj *o)
+{
+    return o->name[strlen(NFTGEN_KEYS_PREFIX)] == '6';
+}
+
+static int
+has_count(const struct nft *n, int f, enum nft_proto p, uint32_t c)
+{
+    size_t i;
+
+    for (i = 0; i < n->counts.n[f][p]; i++)
+        if (n->counts.v[f][p][i] == c)
+            return 1;
+    return 0;
+}
+
+/* A count whose rule nothing wants nor holds, or NFTGEN_COUNTS_MAX. */
+static size_t
+idle_count(const struct nft *n, int f, enum nft_proto p)
+{
+    size_t i;
+
+    for (i = 0; i < n->counts.n[f][p]; i++) {
+        uint32_t c = n->counts.v[f][p][i];
+
+        if (n->cwant[f][p][c] == 0 && n->chave[f][p][c] == 0)
+            return i;
+    }
+    return NFTGEN_COUNTS_MAX;
+}
+
+/* Nonzero when every count plain group <g> of protocol <p> names has a
+ * rule, or one can have it. */
+static int
+counts_fit(const struct nft *n, const struct nftgen_group *g,
+           enum nft_proto p)
+{
+    size_t i, more[2] = {0, 0};
+
+    for (i = 0; i < g->n; i++) {
+        const struct nftgen_obj *o = &g->v[i];
+        int f;
+
+        if (o->kind != NFTGEN_KEYS)
+            continue;
+        f = keys_fam(o);
+        if (o->count > NFTGEN_KEYS_MAX)
+            return 0;
+        if (!has_count(n, f, p, o->count)
+            && (i == 0 || g->v[i - 1].kind != NFTGEN_KEYS
+                || g->v[i - 1].count != o->count))
+            more[f]++;
+    }
+    for (i = 0; i < 2; i++)
+        if (more[i] > 0 && n->counts.n[i][p] + more[i] > NFTGEN_COUNTS_MAX
+            && (more[i] > 1 || idle_count(n, (int)i, p) == NFTGEN_COUNTS_MAX))
+            return 0;
+    return 1;
+}
+
+/* Give count <c> a rule, taking an idle one's slot when all are used
+ * (counts_fit() said there is room). */
+static void
+count_add(struct nft *n, int f, enum nft_proto p, uint32_t c)
+{
+    uint32_t *v = n->counts.v[f][p];
+    size_t *k = &n->counts.n[f][p], i;
+
+    if (has_count(n, f, p, c))
+        return;
+    if (*k == NFTGEN_COUNTS_MAX) {
+        i = idle_count(n, f, p);
+        if (i == NFTGEN_COUNTS_MAX)
+            return; /* cannot happen after counts_fit() */
+        memmove(v + i, v + i + 1, (*k - i - 1) * sizeof(*v));
+        (*k)--;
+    }
+    for (i = *k; i > 0 && v[i - 1] > c; i--)
+        v[i] = v[i - 1];
+    v[i] = c;
+    (*k)++;
+    n->picks_dirty = 1;
+}
+
+/* The addresses of group <g> counted in (<delta> 1) or out of <cnt>. */
+static void
+counts_move(struct nft *n, uint32_t (*cnt)[NFT_PROTO__COUNT][NFTGEN_KEYS_MAX + 1],
+            const struct nftgen_group *g, enum nft_proto p, int delta)
+{
+    size_t i;
+
+    for (i = 0; g != NULL && i < g->n; i++) {
+        const struct nftgen_obj *o = &g->v[i];
+        uint32_t *c;
+
+        if (o->kind != NFTGEN_KEYS || o->count > NFTGEN_KEYS_MAX)
+            continue;
+        c = &cnt[keys_fam(o)][p][o->count];
+        if (delta > 0) {
+            (*c)++;
+            if (cnt == n->cwant)
+                count_add(n, keys_fam(o), p, o->count);
+        } else if (*c > 0) {
+            (*c)--;
+        }
+    }
+}
+
+/* Drop the rules of the counts that nothing wants nor holds. Only when
+ * the pick chains are written anyway: a convergence keeps them, so that
+ * it writes what the updates before it did, and a restart drops them. */
+static void
+counts_tidy(struct nft *n)
+{
+    int f, p;
+    size_t i, k;
+
+    for (f = 0; f < 2; f++)
+        for (p = 0; p < NFT_PROTO__COUNT; p++) {
+            uint32_t *v = n->counts.v[f][p];
+
+            for (i = k = 0; i < n->counts.n[f][p]; i++)
+                if (n->cwant[f][p][v[i]] > 0 || n->chave[f][p][v[i]] > 0)
+                    v[k++] = v[i];
+            n->counts.n[f][p] = k;
+        }
+}
+
+/* The pick chains and keyed maps for the counts now into <g> (empty
+ * before). Returns 0 or -1 (out of memory). */
+static int
+picks_make(struct nft *n, struct nftgen_group *g)
+{
+    nftgen_group_init(g);
+    if (nftgen_picks(&n->conf, &n->counts, g) < 0) {
+        nftgen_group_deinit(g);
+        return -1;
+    }
+    return 0;
+}
+
 int
 nft_svc_put(struct nft *n, const struct nft_svc *s, struct err *e)
 {
@@ -773,7 +939,21 @@ nft_svc_put(struct nft *n, const struct nft_svc *s, struct err *e)
                        NFT_SVCS_MAX);
     g = calloc(1, sizeof(*g));
     copy = kept_new(s, n->conf.masq);
-    if (g == NULL || copy == NULL || nftgen_service(&n->conf, s, g) < 0) {
+    if (g != NULL && copy != NULL) {
+        int plain = nftgen_service_keys(&n->conf, s, g);
+
+        if (plain == 1 && !counts_fit(n, g, s->proto)) {
+            nftgen_group_deinit(g);
+            plain = 0;
+        }
+        if (plain == 0 && nftgen_service(&n->conf, s, g) < 0)
+            plain = -1;
+        if (plain < 0) {
+            group_free(g);
+            g = NULL;
+        }
+    }
+    if (g == NULL || copy == NULL) {
         group_free(g);
         kept_free(copy);
         return err_set(e, "%s: out of memory", s->id);
@@ -809,6 +989,8 @@ nft_svc_put(struct nft *n, const struct nft_svc *s, struct err *e)
         n->st.services++;
     owners_set(n, en->want, en, 0);
     owners_set(n, g, en, 1);
+    counts_move(n, n->cwant, g, s->proto, +1);
+    counts_move(n, n->cwant, en->want, s->proto, -1);
     /* The new counts first: an address both want never drops to 0. */
     cips_count(n, copy, +1);
     cips_count(n, en->want_svc, -1);
@@ -835,6 +1017,7 @@ nft_svc_del(struct nft *n, const char *id, enum nft_proto proto)
     if (en == NULL || en->want == NULL)
         return -1;
     owners_set(n, en->want, en, 0);
+    counts_move(n, n->cwant, en->want, proto, -1);
     cips_count(n, en->want_svc, -1);
     hp_count(n, en->want_svc, -1);
     if (en->want != en->have)
@@ -1055,8 +1238,14 @@ commit_entry(struct nft *n, struct entry *en, struct ctclean_match **m,
         }
     }
     if (en->have != en->want) {
+        const struct kept *k = en->want_svc ? en->want_svc : en->have_svc;
+
         count_elems(n, en->have, 0);
         count_elems(n, en->want, 1);
+        if (k != NULL) {
+            counts_move(n, n->chave, en->have, k->s.proto, -1);
+            counts_move(n, n->chave, en->want, k->s.proto, +1);
+        }
         group_free(en->have);
     }
     if (en->have_svc != en->want_svc)
@@ -1121,34 +1310,221 @@ commit(struct nft *n, int all)
     free(m);
 }
 
-/* The endpoint maps of <t> (created or changed) through netlink, flushed
- * and filled. */
-static int
-epmaps_write(struct nft *n, const struct nftgen_txn *t, struct err *e)
+/* ------------------------------------------------------ layout 4's keys */
+
+/* Steps of a netlink change (nftrules_change.steps) and where each piece
+ * ends. */
+struct steps {
+    struct nftrules_elem *v;
+    size_t n, cap;
+    size_t *ends;
+    size_t nends, ecap;
+    int oom;
+};
+
+static struct nftrules_elem *
+step_add(struct steps *st, enum nftrules_op op, const char *set)
 {
+    struct nftrules_elem *el;
+
+    if (st->oom)
+        return NULL;
+    if (st->n == st->cap) {
+        size_t ncap = st->cap ? st->cap * 2 : 64;
+        struct nftrules_elem *p = realloc(st->v, ncap * sizeof(*p));
+
+        if (p == NULL) {
+            st->oom = 1;
+            return NULL;
+        }
+        st->v = p;
+        st->cap = ncap;
+    }
+    el = &st->v[st->n++];
+    memset(el, 0, sizeof(*el));
+    el->op = (uint8_t)op;
+    el->set = set;
+    return el;
+}
+
+static void
+step_end(struct steps *st)
+{
+    if (st->oom || (st->nends > 0 && st->ends[st->nends - 1] == st->n))
+        return;
+    if (st->nends == st->ecap) {
+        size_t ncap = st->ecap ? st->ecap * 2 : 16;
+        size_t *p = realloc(st->ends, ncap * sizeof(*p));
+
+        if (p == NULL) {
+            st->oom = 1;
+            return;
+        }
+        st->ends = p;
+        st->ecap = ncap;
+    }
+    st->ends[st->nends++] = st->n;
+}
+
+static void
+steps_free(struct steps *st)
+{
+    free(st->v);
+    free(st->ends);
+    memset(st, 0, sizeof(*st));
+}
+
+/* A KEYS object read back: its address and port, and its endpoints by
+ * key (<eps>, o->count of them, malloc'd). */
+static int
+keys_read(const struct nftgen_obj *o, struct saddr *key, struct saddr **eps,
+          struct err *e)
+{
+    const char *why;
+    long k;
+
+    *eps = NULL;
+    if (nftrules_addrs_parse(o->key, key, 1, &why) != 1)
+        return err_set(e, "keys of %s: %s", o->key, why ? why : "not one");
+    if (o->count == 0 || o->count > NFTGEN_KEYS_MAX
+        || (*eps = calloc(o->count, sizeof(**eps))) == NULL)
+        return err_set(e, "keys of %s: %u keys", o->key, o->count);
+    k = nftrules_addrs_parse(o->rules, *eps, o->count, &why);
+    if (k != (long)o->count) {
+        free(*eps);
+        *eps = NULL;
+        return err_set(e, "keys of %s: %s", o->key,
+                       why ? why : "not as many as counted");
+    }
+    return 0;
+}
+
+/* Key <i> of the service at <a>: "address . port . i" as the kernel keys
+ * the map (numgen's number in the host's byte order). */
+static void
+key_of(struct nftrules_elem *el, const struct saddr *a, uint32_t i)
+{
+    el->len = nftrules_addr_port(a, el->key);
+    memcpy(el->key + el->len, &i, sizeof(i));
+    el->len += sizeof(i);
+}
+
+/* The steps that take the kernel from KEYS object <o> to <nw> (either
+ * NULL), to go in one piece: the keys whose endpoint changes deleted and
+ * added again, those past the new count deleted, those past the old one
+ * added; or, when the count changes, every key moved from the old
+ * count's map to the new one's. */
+static int
+keys_piece(struct steps *st, const struct nftgen_obj *o,
+           const struct nftgen_obj *nw, struct err *e)
+{
+    struct saddr ka, *oe = NULL, *ne = NULL;
+    uint32_t no = 0, nn = 0, i;
+    struct nftrules_elem *el;
+    int rc = 0, moved;
+
+    if (o != NULL && keys_read(o, &ka, &oe, e) < 0)
+        return -1;
+    if (nw != NULL && keys_read(nw, &ka, &ne, e) < 0) {
+        free(oe);
+        return -1;
+    }
+    no = o ? o->count : 0;
+    nn = nw ? nw->count : 0;
+    /* Another count is another map: every key moves. */
+    moved = o == NULL || nw == NULL || strcmp(o->spec, nw->spec) != 0;
+    for (i = 0; i < no; i++)
+        if (moved || i >= nn || saddr_cmp(&oe[i], &ne[i]) != 0)
+            if ((el = step_add(st, NFTRULES_DEL, o->spec)) != NULL)
+                key_of(el, &ka, i);
+    for (i = 0; i < nn; i++)
+        if (moved || i >= no || saddr_cmp(&oe[i], &ne[i]) != 0)
+            if ((el = step_add(st, NFTRULES_ADD, nw->spec)) != NULL) {
+                key_of(el, &ka, i);
+                el->dlen = (uint8_t)nftrules_addr_port(&ne[i], el->data);
+            }
+    if (st->oom)
+        rc = err_set(e, "out of memory");
+    free(oe);
+    free(ne);
+    return rc;
+}
+
+/* The key changes of <t> as steps, a piece each; with <flush>, one
+ * piece that first flushes the keyed maps of n->picks (an adoption:
+ * what the last process left is replaced). */
+static int
+keys_steps(struct nft *n, const struct nftgen_txn *t, int flush,
+           struct steps *st, struct err *e)
+{
+    size_t i;
+
+    if (t->oom)
+        return err_set(e, "out of memory");
+    for (i = 0; flush && i < n->global.n + n->picks.n; i++) {
+        const struct nftgen_obj *o = i < n->global.n
+                                         ? &n->global.v[i]
+                                         : &n->picks.v[i - n->global.n];
+
+        if (o->kind == NFTGEN_SET && prefixed(o->name, NFTGEN_KEYS_PREFIX))
+            step_add(st, NFTRULES_FLUSH, o->name);
+    }
+    for (i = 0; i < t->nkeys; i++) {
+        if (keys_piece(st, t->keys[i].old, t->keys[i].new, e) < 0)
+            return -1;
+        if (!flush)
+            step_end(st);
+    }
+    step_end(st);
+    return st->oom ? err_set(e, "out of memory") : 0;
+}
+
+/* The plain services' keys (with <flush>, after the keyed maps are
+ * flushed: nftgen.h's layout 4) and the endpoint maps of <t>
+ * (created or changed, each flushed and filled) through netlink. */
+static int
+epmaps_write(struct nft *n, const struct nftgen_txn *t, int flush,
+             struct err *e)
+{
+    struct nftrules_change c;
+    struct steps st = {0};
     const char **names, **elems;
     size_t i;
     int rc;
 
     if (t->oom)
         return err_set(e, "out of memory");
-    if (t->nepm == 0)
+    if (t->nepm == 0 && t->nkeys == 0 && !flush)
         return 0;
-    names = calloc(t->nepm, sizeof(*names));
-    elems = calloc(t->nepm, sizeof(*elems));
+    if (keys_steps(n, t, flush, &st, e) < 0) {
+        steps_free(&st);
+        return -1;
+    }
+    names = calloc(t->nepm + 1, sizeof(*names));
+    elems = calloc(t->nepm + 1, sizeof(*elems));
     if (names == NULL || elems == NULL) {
         free(names);
         free(elems);
+        steps_free(&st);
         return err_set(e, "out of memory");
     }
     for (i = 0; i < t->nepm; i++) {
         names[i] = t->epm[i]->name;
         elems[i] = t->epm[i]->rules;
     }
-    rc = nftrules_write(n->nlw, NULL, 0, names, elems, t->epm_fresh, t->nepm,
-                        NULL, 0, e);
+    memset(&c, 0, sizeof(c));
+    c.steps = st.v;
+    c.nsteps = st.n;
+    c.ends = st.ends;
+    c.nends = st.nends;
+    c.maps = names;
+    c.elems = elems;
+    c.fresh = t->epm_fresh;
+    c.nmaps = t->nepm;
+    rc = nftrules_write(n->nlw, &c, e);
     free(names);
     free(elems);
+    steps_free(&st);
     return rc;
 }
 
@@ -1213,16 +1589,34 @@ ipset_collect(const struct ipset *set, struct nftgen_txn *t,
 static int
 incremental(struct nft *n, struct err *e)
 {
-    struct nftrules_elem *del, *addk = NULL;
-    struct ipadd *add;
+    struct nftrules_elem *del = NULL, *addk = NULL;
+    struct nftrules_change c;
+    struct steps st = {0};
+    struct ipadd *add = NULL;
     struct nftgen_txn t;
+    struct nftgen_group picks;
     const char **names = NULL, **elems = NULL;
     char *text = NULL;
     size_t i, ndel = 0, nadd = 0, nt = ipset_touched(n);
-    int rc = 0;
+    int rc = 0, new_picks = 0;
 
     nftgen_txn_init(&t);
     nftgen_txn_lean(&t, &n->global);
+    nftgen_group_init(&picks);
+    if (n->picks_dirty) {
+        /* A count gained (or handed over) its rule and set: written by
+         * the text, before the keys that use them. The counts left
+         * idle since the last time go now: a rule of their own would
+         * cost an idle count a text every time a service leaves it or
+         * comes back (one service resized back and forth). */
+        counts_tidy(n);
+        if (picks_make(n, &picks) < 0) {
+            rc = err_set(e, "out of memory");
+            goto fail;
+        }
+        nftgen_diff(&t, &n->picks, &picks);
+        new_picks = 1;
+    }
     for (i = 0; i < n->ndirty; i++)
         nftgen_diff(&t, n->dirty[i]->have, n->dirty[i]->want);
     del = calloc(nt + 1, sizeof(*del));
@@ -1255,6 +1649,12 @@ incremental(struct nft *n, struct err *e)
         if (rc < 0)
             goto fail;
     }
+    if (new_picks) {
+        nftgen_group_deinit(&n->picks);
+        n->picks = picks;
+        nftgen_group_init(&picks);
+        n->picks_dirty = 0;
+    }
     addk = calloc(nadd + 1, sizeof(*addk));
     names = calloc(t.nepm + 1, sizeof(*names));
     elems = calloc(t.nepm + 1, sizeof(*elems));
@@ -1272,11 +1672,29 @@ incremental(struct nft *n, struct err *e)
         names[i] = t.epm[i]->name;
         elems[i] = t.epm[i]->rules;
     }
-    rc = nftrules_write(n->nlw, addk, nadd, names, elems, t.epm_fresh, t.nepm,
-                        del, ndel, e);
+    if (keys_steps(n, &t, 0, &st, e) < 0) {
+        rc = -1;
+        goto fail;
+    }
+    memset(&c, 0, sizeof(c));
+    c.add = addk;
+    c.nadd = nadd;
+    c.steps = st.v;
+    c.nsteps = st.n;
+    c.ends = st.ends;
+    c.nends = st.nends;
+    c.maps = names;
+    c.elems = elems;
+    c.fresh = t.epm_fresh;
+    c.nmaps = t.nepm;
+    c.del = del;
+    c.ndel = ndel;
+    rc = nftrules_write(n->nlw, &c, e);
     if (rc < 0)
         goto fail;
     n->st.epmaps += t.nepm;
+    n->st.keyed += t.nkeys;
+    steps_free(&st);
     nftgen_txn_deinit(&t);
     commit(n, 0);
     free(del);
@@ -1286,6 +1704,8 @@ incremental(struct nft *n, struct err *e)
     free(elems);
     return 0;
 fail:
+    steps_free(&st);
+    nftgen_group_deinit(&picks);
     nftgen_txn_deinit(&t);
     free(del);
     free(add);
@@ -1306,11 +1726,15 @@ wanted_names(struct nft *n, struct smap *names, int committed, int sets_only)
 {
     size_t i, j;
 
-    for (j = 0; j < n->global.n; j++)
-        if (n->global.v[j].kind != NFTGEN_ELEM
-            && (!sets_only || n->global.v[j].kind != NFTGEN_CHAIN)
-            && smap_put(names, n->global.v[j].name, &n->global.v[j]) < 0)
+    for (j = 0; j < n->global.n + n->picks.n; j++) {
+        const struct nftgen_obj *o = j < n->global.n
+                                         ? &n->global.v[j]
+                                         : &n->picks.v[j - n->global.n];
+
+        if (o->kind != NFTGEN_ELEM && (!sets_only || o->kind != NFTGEN_CHAIN)
+            && smap_put(names, o->name, (void *)o) < 0)
             return -1;
+    }
     for (i = 0; i < n->svcs.cap; i++) {
         const struct entry *en = n->svcs.v[i].val;
         const struct nftgen_group *g;
@@ -1319,7 +1743,7 @@ wanted_names(struct nft *n, struct smap *names, int committed, int sets_only)
             continue;
         g = committed ? en->have : en->want;
         for (j = 0; g && j < g->n; j++)
-            if (g->v[j].kind != NFTGEN_ELEM
+            if (g->v[j].kind != NFTGEN_ELEM && g->v[j].kind != NFTGEN_KEYS
                 && (!sets_only || g->v[j].kind != NFTGEN_CHAIN)
                 && smap_put(names, g->v[j].name, &g->v[j]) < 0)
                 return -1;
@@ -1333,6 +1757,7 @@ fill_wanted(struct nft *n, struct nftgen_txn *t)
     size_t i;
 
     nftgen_fill(t, &n->global);
+    nftgen_fill(t, &n->picks);
     for (i = 0; i < n->svcs.cap; i++) {
         const struct entry *en = n->svcs.v[i].val;
 
@@ -1415,7 +1840,7 @@ run_part(struct nft *n, struct nftgen_txn *t, struct err *e)
         free(text);
     }
     if (rc == 0)
-        rc = epmaps_write(n, t, e);
+        rc = epmaps_write(n, t, 0, e);
     nftgen_txn_deinit(t);
     nftgen_txn_init(t);
     nftgen_txn_lean(t, &n->global);
@@ -1452,6 +1877,7 @@ create_in_parts(struct nft *n, const char *comment, struct err *e)
     nftgen_txn_lean(&t, &n->global);
     nftgen_add_table(&t, comment);
     nftgen_fill(&t, &n->global);
+    nftgen_fill(&t, &n->picks);
     for (i = 0; i < n->svcs.cap && rc == 0; i++) {
         const struct entry *en = n->svcs.v[i].val;
 
@@ -1495,6 +1921,19 @@ converge(struct nft *n, struct err *e)
         n->st.failures++;
         return -1;
     }
+    /* The pick chains for the counts with a rule (counts_tidy()). */
+    {
+        struct nftgen_group picks;
+
+        if (picks_make(n, &picks) < 0) {
+            nftsys_listing_free(&l);
+            n->st.failures++;
+            return err_set(e, "out of memory");
+        }
+        nftgen_group_deinit(&n->picks);
+        n->picks = picks;
+        n->picks_dirty = 0;
+    }
     nftgen_txn_init(&t);
     snprintf(comment, sizeof(comment), "ferry: Kubernetes Services, layout %d",
              NFT_LAYOUT);
@@ -1527,12 +1966,11 @@ converge(struct nft *n, struct err *e)
                     nftgen_delete_chain(&t, o->name);
             } else if (!wanted) {
                 nftgen_delete_set(&t, o->name, o->is_map);
-            } else if (strncmp(o->name, NFTGEN_AFF_PREFIX,
-                               strlen(NFTGEN_AFF_PREFIX))
-                           != 0
-                       && strncmp(o->name, NFTGEN_EPMAP_PREFIX,
-                                  strlen(NFTGEN_EPMAP_PREFIX))
-                              != 0) {
+            } else if (!prefixed(o->name, NFTGEN_AFF_PREFIX)
+                       && !prefixed(o->name, NFTGEN_EPMAP_PREFIX)
+                       && !prefixed(o->name, NFTGEN_KEYS_PREFIX)) {
+                /* The keyed maps are flushed and filled in one netlink
+                 * transaction after the text. */
                 nftgen_flush_set(&t, o->name, o->is_map);
             }
         }
@@ -1564,7 +2002,7 @@ converge(struct nft *n, struct err *e)
     rc = run_table(n, text, "convergence", e);
     free(text);
     if (rc == 0)
-        rc = epmaps_write(n, &t, e);
+        rc = epmaps_write(n, &t, l.layout_ok && !n->conf.own_chains, e);
 done:
     if (rc == 0) {
         log_info("table inet %s %s: %zu kernel services", NFT_TABLE,
@@ -1623,9 +2061,10 @@ committed_elems(struct nft *n, const size_t *idx, size_t k, size_t *want)
 static int
 compare_rules(struct nft *n, char *what, size_t len, struct err *e)
 {
-    const char **names = calloc(n->global.n + 1, sizeof(*names));
-    size_t *counts = calloc(n->global.n + 1, sizeof(*counts));
-    const struct nftgen_obj **objs = calloc(n->global.n + 1, sizeof(*objs));
+    size_t all = n->global.n + n->picks.n;
+    const char **names = calloc(all + 1, sizeof(*names));
+    size_t *counts = calloc(all + 1, sizeof(*counts));
+    const struct nftgen_obj **objs = calloc(all + 1, sizeof(*objs));
     size_t i, k = 0;
     int rc = 0;
 
@@ -1633,11 +2072,16 @@ compare_rules(struct nft *n, char *what, size_t len, struct err *e)
         rc = err_set(e, "out of memory");
         goto out;
     }
-    for (i = 0; i < n->global.n; i++) {
-        if (n->global.v[i].kind != NFTGEN_CHAIN)
+    /* The fixed chains and the pick chains. */
+    for (i = 0; i < all; i++) {
+        const struct nftgen_obj *o = i < n->global.n
+                                         ? &n->global.v[i]
+                                         : &n->picks.v[i - n->global.n];
+
+        if (o->kind != NFTGEN_CHAIN)
             continue;
-        objs[k] = &n->global.v[i];
-        names[k++] = n->global.v[i].name;
+        objs[k] = o;
+        names[k++] = o->name;
     }
     rc = nftrules_count(names, k, counts, e);
     for (i = 0; i < k && rc == 0 && !what[0]; i++)
@@ -1701,6 +2145,56 @@ sample_hairpins(struct nft *n, char *what, size_t len, struct err *e)
 /* Compare the element counts of the shared maps and sets but the hairpin
  * pairs', counted by the kernel (nftrules.h says why not through
  * libnftables), then look up a sample of the pairs. */
+/*
+ * Look up the keys of a few plain services (layout 4), the next ones
+ * after those of the last verify: each key of the service's addresses in
+ * the keyed map of its count. Counting the keyed maps' elements would
+ * take dumps that grow faster than the maps (sample_hairpins() says
+ * why).
+ */
+#define VERIFY_KEYED 8
+static int
+sample_keys(struct nft *n, char *what, size_t len, struct err *e)
+{
+    struct nftrules_elem v[NFTGEN_KEYS_MAX];
+    size_t seen = 0, tries, i, j;
+    int rc = 1;
+
+    for (tries = 0; tries < n->svcs.cap && seen < VERIFY_KEYED && rc == 1;
+         tries++) {
+        const struct entry *en;
+        size_t at = n->verify_svc++ % n->svcs.cap;
+
+        if (n->svcs.v[at].key == NULL)
+            continue;
+        en = n->svcs.v[at].val;
+        for (i = 0; en->have != NULL && i < en->have->n && rc == 1; i++) {
+            const struct nftgen_obj *o = &en->have->v[i];
+            struct saddr a;
+            const char *why;
+
+            if (o->kind != NFTGEN_KEYS || o->count > NFTGEN_KEYS_MAX
+                || nftrules_addrs_parse(o->key, &a, 1, &why) != 1)
+                continue;
+            seen++;
+            for (j = 0; j < o->count; j++) {
+                memset(&v[j], 0, sizeof(v[j]));
+                v[j].set = o->spec;
+                key_of(&v[j], &a, (uint32_t)j);
+            }
+            rc = nftrules_has_elems(v, o->count, e);
+            if (rc == 0)
+                snprintf(what, len, "map %s lacks keys of %s", o->spec,
+                         o->key);
+        }
+    }
+    return rc < 0 ? -1 : 0;
+}
+
+/* Compare the element counts of the shared maps and sets but the hairpin
+ * pairs', counted by the kernel (nftrules.h says why not through
+ * libnftables), then look up a sample of the pairs and of layout 4's
+ * keys. */
 static int
 compare_elems(struct nft *n, char *what, size_t len, struct err *e)
 {
@@ -1708,10 +2202,12 @@ compare_elems(struct nft *n, char *what, size_t len, struct err *e)
     size_t *counts = calloc(n->global.n + 1, sizeof(*counts));
     size_t *want = calloc(n->global.n + 1, sizeof(*want));
     size_t *idx = calloc(n->global.n + 1, sizeof(*idx));
+    const struct nftgen_obj **objs = calloc(n->global.n + 1, sizeof(*objs));
     size_t i, k = 0;
     int rc = 0;
 
-    if (names == NULL || counts == NULL || want == NULL || idx == NULL) {
+    if (names == NULL || counts == NULL || want == NULL || idx == NULL
+        || objs == NULL) {
         rc = err_set(e, "out of memory");
         goto out;
     }
@@ -1723,6 +2219,7 @@ compare_elems(struct nft *n, char *what, size_t len, struct err *e)
             || strcmp(g->name, NFTGEN_HAIRPIN6) == 0)
             continue;
         idx[k] = i;
+        objs[k] = g;
         names[k++] = g->name;
     }
     rc = nftrules_count_elems(names, k, counts, e);
@@ -1731,15 +2228,18 @@ compare_elems(struct nft *n, char *what, size_t len, struct err *e)
     for (i = 0; i < k && rc == 0 && !what[0]; i++)
         if (counts[i] != want[i])
             snprintf(what, len, "%s %s has %zu elements, not %zu",
-                     n->global.v[idx[i]].is_map ? "map" : "set", names[i],
-                     counts[i], want[i]);
+                     objs[i]->is_map ? "map" : "set", names[i], counts[i],
+                     want[i]);
     if (rc == 0 && !what[0])
         rc = sample_hairpins(n, what, len, e);
+    if (rc == 0 && !what[0])
+        rc = sample_keys(n, what, len, e);
 out:
     free(names);
     free(counts);
     free(want);
     free(idx);
+    free(objs);
     return rc;
 }
 

@@ -35,7 +35,7 @@
 #include "parse.h"
 
 #define NFT_TABLE  "ferry" /* table inet ferry */
-#define NFT_LAYOUT 3       /* bumped when chains or maps change shape */
+#define NFT_LAYOUT 4       /* bumped when chains or maps change shape */
 
 /* Caps on hostile input (a put over a cap is refused whole). */
 #define NFT_ID_MAX     160  /* "namespace/name:port" + NUL */
@@ -126,6 +126,13 @@ struct nft_conf {
      * Services, 10,000 chains fewer). A service redirected to another
      * port gets a chain of its own. */
     uint16_t redirect_ports[2];
+    /* Nonzero: every Service gets chains and an endpoint map of its own
+     * (layout 3's shape). Zero, the default: a plain Service (ClusterIPs
+     * only, no affinity, no proxy redirect, few enough endpoints) has no
+     * chain of its own, only keys in maps every Service shares
+     * (nftgen.h), so that what a change costs the kernel does not grow
+     * with the Services. */
+    int own_chains;
 };
 
 /*
@@ -152,6 +159,9 @@ struct nft_stats {
     /* Endpoint maps whose elements an update rewrote through netlink
      * (nftgen.h's endpoint maps): an endpoint change without a rule. */
     uint64_t epmaps;
+    /* Plain services' keys in the shared maps (nftgen.h, layout 4) that
+     * an update added, changed or deleted through netlink. */
+    uint64_t keyed;
     /* Updates that ran a libnftables transaction (lean or not). */
     uint64_t texts;
     /* Verifies run, and those that listed every set by name (after a

@@ -445,6 +445,20 @@ global_chains(const struct nft_conf *c, struct nftgen_group *g)
     sbuf_deinit(&r);
 }
 
+static const char *const dport_of[NFT_PROTO__COUNT] = {
+    "tcp dport", "udp dport", "sctp dport"};
+
+void
+nftgen_keys_name(int f, enum nft_proto proto, uint32_t count, char *out)
+{
+    if (count == 0)
+        snprintf(out, NFTGEN_KEYS_NAME_MAX, NFTGEN_KEYS_PREFIX "%d-%s",
+                 f ? 6 : 4, nft_proto_name(proto));
+    else
+        snprintf(out, NFTGEN_KEYS_NAME_MAX, NFTGEN_KEYS_PREFIX "%d-%s-%u",
+                 f ? 6 : 4, nft_proto_name(proto), count);
+}
+
 int
 nftgen_global(const struct nft_conf *c, struct nftgen_group *g)
 {
@@ -1003,6 +1017,187 @@ nftgen_service(const struct nft_conf *c, const struct nft_svc *s,
     return rc < 0 ? -1 : group_finish(g);
 }
 
+/* ------------------------------------------------- layout 4: shared keys */
+
+/* The keys of list <l>: each endpoint's weight over their common
+ * factor, added up. */
+static uint64_t
+keys_of(const struct eplist *l)
+{
+    uint64_t total = 0;
+    uint32_t g = 0;
+    size_t i;
+
+    for (i = 0; i < l->n; i++)
+        g = gcd(g, l->v[i]->weight);
+    for (i = 0; i < l->n; i++)
+        total += l->v[i]->weight / g;
+    return total;
+}
+
+/* "ip . port, ip . port, ...": the endpoint of each key in order, an
+ * endpoint once per share of its weight. */
+static void
+keys_text(struct sbuf *b, const struct eplist *l)
+{
+    uint32_t g = 0, k;
+    size_t i;
+
+    for (i = 0; i < l->n; i++)
+        g = gcd(g, l->v[i]->weight);
+    for (i = 0; i < l->n; i++)
+        for (k = 0; k < l->v[i]->weight / g; k++) {
+            if (b->len)
+                sbuf_puts(b, ", ");
+            ep_data(b, l->v[i]);
+        }
+}
+
+static void
+keys_objs(struct svcgen *x, const struct eplist *l)
+{
+    const struct nft_svc *s = x->s;
+    char map[NFTGEN_KEYS_NAME_MAX], set[NFTGEN_KEYS_NAME_MAX];
+    char key[INET6_ADDRSTRLEN + 16], ip[INET6_ADDRSTRLEN], pick[32], svc[8];
+    uint32_t total = (uint32_t)keys_of(l);
+    struct sbuf eps;
+    size_t i;
+
+    snprintf(svc, sizeof(svc), "svc%d", x->f ? 6 : 4);
+    if (l->n == 0) {
+        snprintf(svc, sizeof(svc), "noep%d", x->f ? 6 : 4);
+        ip_elems(x, s->cluster_ips, s->ncluster_ips, svc, "reject-chain");
+        return;
+    }
+    nftgen_keys_name(x->f, s->proto, 0, map);
+    nftgen_keys_name(x->f, s->proto, total, set);
+    snprintf(pick, sizeof(pick), NFTGEN_PICK_PREFIX "%d-%s", x->f ? 6 : 4,
+             nft_proto_name(s->proto));
+    sbuf_init(&eps, NFTGEN_TXN_MAX);
+    keys_text(&eps, l);
+    if (eps.overflow)
+        x->g->oom = 1;
+    for (i = 0; i < s->ncluster_ips && !x->g->oom; i++) {
+        struct nftgen_obj *o;
+
+        if (fam_of(&s->cluster_ips[i]) != x->f)
+            continue;
+        ip_str(&s->cluster_ips[i], ip);
+        snprintf(key, sizeof(key), "%s . %u", ip, (unsigned)s->port);
+        o = group_add(x->g, NFTGEN_KEYS, map, set, eps.p, key, NULL);
+        if (o != NULL)
+            o->count = total;
+    }
+    sbuf_deinit(&eps);
+    ip_elems(x, s->cluster_ips, s->ncluster_ips, svc, pick);
+}
+
+int
+nftgen_service_keys(const struct nft_conf *c, const struct nft_svc *s,
+                    struct nftgen_group *g)
+{
+    struct svcgen x;
+    struct eplist l = {0};
+    int pass;
+
+    if (c->own_chains || s->redirect_port != 0 || s->affinity_s != 0
+        || s->nexternal_ips > 0 || s->nlb_ips > 0 || s->node_port != 0
+        || s->ncluster_ips == 0)
+        return 0;
+    memset(&x, 0, sizeof(x));
+    x.c = c;
+    x.s = s;
+    x.g = g;
+    /* First whether every family's keys fit, then the objects. */
+    for (pass = 0; pass < 2; pass++)
+        for (x.f = 0; x.f < 2; x.f++) {
+            uint64_t total;
+
+            if (count_fam(s->cluster_ips, s->ncluster_ips, x.f) == 0)
+                continue;
+            if (eplist_make(&l, s->cluster_eps, s->ncluster_eps, x.f) < 0) {
+                g->oom = 1;
+                return -1;
+            }
+            total = keys_of(&l);
+            if (pass == 1)
+                keys_objs(&x, &l);
+            free(l.v);
+            if (total > NFTGEN_KEYS_MAX)
+                return 0;
+        }
+    return group_finish(g) < 0 ? -1 : 1;
+}
+
+int
+nftgen_picks(const struct nft_conf *c, const struct nftgen_counts *k,
+             struct nftgen_group *g)
+{
+    char map[NFTGEN_KEYS_NAME_MAX], chain[48], spec[160];
+    struct sbuf r, one;
+    struct nftgen_obj *o;
+    size_t i;
+    int f, p;
+
+    if (c->own_chains)
+        return group_finish(g);
+    sbuf_init(&r, NFTGEN_TXN_MAX);
+    sbuf_init(&one, NFTGEN_TXN_MAX);
+    for (f = 0; f < 2; f++)
+        for (p = 0; p < NFT_PROTO__COUNT; p++) {
+            const char *proto = nft_proto_name((enum nft_proto)p);
+
+            r.len = 0;
+            if (r.p)
+                r.p[0] = '\0';
+            /* What a Service chain marks, without its test of the
+             * destination: only ClusterIPs lead here. */
+            if (c->masq == NFT_MASQ_ALL) {
+                sbuf_puts(&r, "jump mark-for-masq\n");
+            } else if (c->masq == NFT_MASQ_CIDR
+                       && count_cidr_fam(c->cluster_cidrs, c->ncluster_cidrs,
+                                         f)) {
+                sbuf_printf(&r, "%s saddr != ", fam_p[f]);
+                cidr_set(&r, c->cluster_cidrs, c->ncluster_cidrs, f);
+                sbuf_puts(&r, " jump mark-for-masq\n");
+            }
+            /* The numgen part of the key is typed by a modulus of 1: only
+             * its width and byte order count. Maps per protocol: nft
+             * 1.0.6 reads a map typed with "th dport" back from the kernel
+             * and then refuses any rule that names it ("conflicting
+             * protocols specified"). */
+            snprintf(spec, sizeof(spec),
+                     "{ typeof %s daddr . %s . numgen random mod 1 : %s "
+                     "daddr . %s; }",
+                     fam_p[f], dport_of[p], fam_p[f], dport_of[p]);
+            for (i = 0; i < k->n[f][p]; i++) {
+                uint32_t n = k->v[f][p][i];
+
+                nftgen_keys_name(f, (enum nft_proto)p, n, map);
+                o = group_add(g, NFTGEN_SET, map, spec, NULL, NULL, NULL);
+                if (o != NULL)
+                    o->is_map = 1;
+                one.len = 0;
+                if (one.p)
+                    one.p[0] = '\0';
+                sbuf_printf(&one,
+                            "dnat %s to %s daddr . %s . numgen random mod %u "
+                            "map @%s\n",
+                            fam_p[f], fam_p[f], dport_of[p], n, map);
+                snprintf(chain, sizeof(chain), NFTGEN_PICK_PREFIX "%d-%s-%u",
+                         f ? 6 : 4, proto, n);
+                add_chain(g, chain, NULL, &one);
+                sbuf_printf(&r, "jump %s\n", chain);
+            }
+            snprintf(chain, sizeof(chain), NFTGEN_PICK_PREFIX "%d-%s",
+                     f ? 6 : 4, proto);
+            add_chain(g, chain, NULL, &r);
+        }
+    sbuf_deinit(&r);
+    sbuf_deinit(&one);
+    return group_finish(g);
+}
+
 /* --------------------------------------------------------- transactions */
 
 void
@@ -1030,6 +1225,9 @@ nftgen_txn_deinit(struct nftgen_txn *t)
     t->nbk = 0;
     free(t->epm);
     free(t->epm_fresh);
+    free(t->keys);
+    t->keys = NULL;
+    t->nkeys = 0;
     t->epm = NULL;
     t->epm_fresh = NULL;
     t->nepm = 0;
@@ -1055,7 +1253,7 @@ nftgen_txn_no_text(const struct nftgen_txn *t)
 int
 nftgen_txn_empty(const struct nftgen_txn *t)
 {
-    return nftgen_txn_no_text(t) && t->nepm == 0;
+    return nftgen_txn_no_text(t) && t->nepm == 0 && t->nkeys == 0;
 }
 
 /* "add set|map <name> { <spec without its '}'> elements = { ... } }" for
@@ -1280,9 +1478,19 @@ nftgen_del_ip(struct nftgen_txn *t, const char *name, const struct saddr *ip)
     emit(t, NFTGEN_PH_EDEL, "delete element " T " %s { %s }\n", name, s);
 }
 
-/* Nonzero when every set <rules> name is an endpoint map: nftgen_diff()
- * declares those in the same transaction, so libnftables knows them
- * without fetching its set cache. */
+/* Nonzero when set <name> is one that nftgen_diff() declares with the
+ * chains that name it: an endpoint map, layout 4's keyed maps (of the
+ * pick chains' group). */
+static int
+declared(const char *name)
+{
+    return strncmp(name, NFTGEN_EPMAP_PREFIX, strlen(NFTGEN_EPMAP_PREFIX)) == 0
+           || strncmp(name, NFTGEN_KEYS_PREFIX, strlen(NFTGEN_KEYS_PREFIX))
+                  == 0;
+}
+
+/* Nonzero when every set <rules> name is declared with it (declared()),
+ * so libnftables knows them without fetching its set cache. */
 static int
 names_only_epmaps(const char *rules)
 {
@@ -1290,7 +1498,7 @@ names_only_epmaps(const char *rules)
 
     while ((p = strchr(p, '@')) != NULL) {
         p++;
-        if (strncmp(p, NFTGEN_EPMAP_PREFIX, strlen(NFTGEN_EPMAP_PREFIX)) != 0)
+        if (!declared(p))
             return 0;
     }
     return 1;
@@ -1355,6 +1563,22 @@ epmap_changed(struct nftgen_txn *t, const struct nftgen_obj *o, int fresh)
     f[t->nepm++] = (unsigned char)fresh;
 }
 
+static void
+keys_changed(struct nftgen_txn *t, const struct nftgen_obj *o,
+             const struct nftgen_obj *n)
+{
+    struct nftgen_keychange *p;
+
+    p = realloc(t->keys, (t->nkeys + 1) * sizeof(*p));
+    if (p == NULL) {
+        t->oom = 1;
+        return;
+    }
+    t->keys = p;
+    p[t->nkeys].old = o;
+    p[t->nkeys++].new = n;
+}
+
 /* Nonzero when <t> says the kernel holds chain or set <name> already. */
 static int
 exists(const struct nftgen_txn *t, const char *name)
@@ -1397,6 +1621,9 @@ obj_create(struct nftgen_txn *t, const struct nftgen_obj *o)
     case NFTGEN_ELEM:
         add_elem(t, o->name, o->key, o->val);
         break;
+    case NFTGEN_KEYS:
+        keys_changed(t, NULL, o);
+        break;
     }
 }
 
@@ -1422,6 +1649,9 @@ obj_remove(struct nftgen_txn *t, const struct nftgen_obj *o)
         emit(t, NFTGEN_PH_EDEL, "delete element " T " %s { %s }\n", o->name,
              o->key);
         break;
+    case NFTGEN_KEYS:
+        keys_changed(t, o, NULL);
+        break;
     }
 }
 
@@ -1437,6 +1667,8 @@ obj_change(struct nftgen_txn *t, const struct nftgen_obj *o,
     } else if (o->kind == NFTGEN_ELEM) {
         obj_remove(t, o);
         obj_create(t, n);
+    } else if (o->kind == NFTGEN_KEYS) {
+        keys_changed(t, o, n);
     } else {
         /* A set whose spec changed, or a chain whose hook did: both are
          * new names in practice (the spec is in the name or fixed). */
@@ -1487,12 +1719,16 @@ nftgen_diff(struct nftgen_txn *t, const struct nftgen_group *old,
             j++;
         }
     }
-    /* A chain written again names its endpoint maps: declared here, so
-     * that libnftables finds them without its set cache (creating a map
-     * that exists changes nothing). */
+    /* A chain written again names its endpoint maps (layout 4's pick
+     * chains, its keyed maps): declared here, so that
+     * libnftables finds them without its set cache (creating a set that
+     * exists changes nothing). */
     for (j = 0; chains && j < nn; j++)
-        if (new->v[j].kind == NFTGEN_EPMAP && in_group(old, &new->v[j]))
-            emit(t, NFTGEN_PH_ADD, "add map " T " %s %s\n", new->v[j].name,
+        if ((new->v[j].kind == NFTGEN_EPMAP
+             || (new->v[j].kind == NFTGEN_SET && declared(new->v[j].name)))
+            && in_group(old, &new->v[j]))
+            emit(t, NFTGEN_PH_ADD, "add %s " T " %s %s\n",
+                 new->v[j].is_map ? "map" : "set", new->v[j].name,
                  new->v[j].spec);
 }
 

@@ -47,6 +47,11 @@ enum nftgen_kind {
     NFTGEN_ELEM,    /* an element of map <name>: <key> : <val> */
     NFTGEN_EPMAP,   /* a service's endpoint map: <spec>, <rules> its
                      * elements ("lo-hi : ip . port, ...") */
+    NFTGEN_KEYS,    /* one address of a plain service in layout 4's
+                     * keyed maps of <name> ("keys4-tcp"): <key> "ip .
+                     * port", <rules> the endpoints by key ("ip . port,
+                     * ..."), <spec> the map of its count
+                     * ("keys4-tcp-25"), <count> how many keys */
 };
 
 /*
@@ -66,6 +71,39 @@ enum nftgen_kind {
 #define NFTGEN_EPMAP_PREFIX "em"
 #define NFTGEN_EP_MOD       16777216u
 
+/*
+ * Layout 4: plain services share their maps (nft_conf.own_chains 0).
+ * Until the nat hook translates it, a packet's destination is the
+ * Service's address and port, so that is the key that tells the
+ * services apart, and no rule has to name a service:
+ *   - "keys4-tcp-N" (per family, protocol and count N of keys in use),
+ *     typeof "ip daddr . tcp dport . numgen random mod 1 : ip daddr .
+ *     tcp dport": a service of N keys holds "clusterIP . port . i" ->
+ *     endpoint for i < N;
+ *   - chain "pick4-tcp-N": one rule, "dnat ip to ip daddr . tcp dport .
+ *     numgen random mod N map @keys4-tcp-N", which a service of another
+ *     count does not match (its address is not in the map);
+ *   - chain "pick4-tcp": the masquerade mark, then "jump pick4-tcp-N"
+ *     for each count in use, ascending;
+ *   - the service's ClusterIPs in "svc4" go to "pick4-tcp".
+ * An endpoint change is then elements only (its keys, moved to another
+ * count's map when the count changes), written through netlink in one
+ * transaction, and no chain or set of the table grows with the services.
+ * A count gets a map and a chain of its own because the kernel checks
+ * every element of a map against a rule that binds it: a rule for a new
+ * count on one map of 250,000 keys took 53 ms. Weights are numbers of
+ * keys (an endpoint of weight 2 holds two keys, over the weights' common
+ * factor). A service with an external address, a NodePort, ClientIP
+ * affinity or a proxy redirect, or with more than NFTGEN_KEYS_MAX keys,
+ * keeps chains of its own (nftgen_service()); so does one whose count
+ * has no rule free (NFTGEN_COUNTS_MAX per family and protocol: a
+ * connection's first packet tries the counts in turn).
+ */
+#define NFTGEN_KEYS_PREFIX  "keys"
+#define NFTGEN_PICK_PREFIX  "pick"
+#define NFTGEN_KEYS_MAX     256
+#define NFTGEN_COUNTS_MAX   48
+
 
 struct nftgen_obj {
     enum nftgen_kind kind;
@@ -73,8 +111,9 @@ struct nftgen_obj {
     char *name;  /* set or chain; for ELEM the map */
     char *spec;  /* "{ type ...; }" or NULL */
     char *rules; /* CHAIN: one rule a line, each ending in '\n'; "" none */
-    char *key;   /* ELEM */
+    char *key;   /* ELEM, KEYS */
     char *val;   /* ELEM */
+    uint32_t count; /* KEYS: keys (the count set's N) */
 };
 
 struct nftgen_group {
@@ -103,6 +142,31 @@ int nftgen_global(const struct nft_conf *c, struct nftgen_group *g);
 int nftgen_service(const struct nft_conf *c, const struct nft_svc *s,
                    struct nftgen_group *g);
 
+/* Service <s> (already passed nft_svc_check()) as a plain service of
+ * layout 4 (above) under config <c>, when it is one: returns 1 with <g>
+ * filled and sorted, 0 when it needs chains of its own (<g> untouched:
+ * nftgen_service()), -1 when memory ran out. */
+int nftgen_service_keys(const struct nft_conf *c, const struct nft_svc *s,
+                        struct nftgen_group *g);
+
+/* The counts with a rule in the pick chains: ascending, per family (0:
+ * IPv4) and protocol. */
+struct nftgen_counts {
+    uint32_t v[2][NFT_PROTO__COUNT][NFTGEN_COUNTS_MAX];
+    size_t n[2][NFT_PROTO__COUNT];
+};
+
+/* The pick chains and keyed maps for <k> under config <c> (none when
+ * c->own_chains). Sorted. Returns 0 or -1 (out of memory). */
+int nftgen_picks(const struct nft_conf *c, const struct nftgen_counts *k,
+                 struct nftgen_group *g);
+
+/* "keys4-tcp-25" for family <f> (0: IPv4), <proto>, <count> into <out>
+ * (NFTGEN_KEYS_NAME_MAX); without a count, "keys4-tcp", the name of the
+ * KEYS objects. */
+#define NFTGEN_KEYS_NAME_MAX 32
+void nftgen_keys_name(int f, enum nft_proto proto, uint32_t count, char *out);
+
 /* "<id with ':' as '/'>/<proto>" into <out> (NFTGEN_BASE_MAX). */
 #define NFTGEN_BASE_MAX (NFT_ID_MAX + 8)
 void nftgen_base(const struct nft_svc *s, char *out);
@@ -123,8 +187,17 @@ struct nftgen_bucket {
     struct sbuf elems;            /* "key : value, key : value" */
 };
 
+/* A plain service's keys in one shared map that a transaction changes:
+ * <old> and <new> are KEYS objects (borrowed), either NULL (added,
+ * removed). Written through netlink, not by the text. */
+struct nftgen_keychange {
+    const struct nftgen_obj *old, *new;
+};
+
 struct nftgen_txn {
     struct sbuf ph[NFTGEN_PH__COUNT];
+    struct nftgen_keychange *keys;
+    size_t nkeys;
     /* Endpoint maps whose elements changed (the new objects, borrowed):
      * written through netlink after the text, not by it. */
     const struct nftgen_obj **epm;

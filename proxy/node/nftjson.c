@@ -253,7 +253,9 @@ config(json_t *o, struct nft_conf *c, struct err *e)
 {
     static const char *const keys[] = {"masquerade",         "cluster_cidrs",
                                        "nodeport_addresses", "masquerade_mark",
-                                       "service_cidrs",      NULL};
+                                       "service_cidrs",      "own_chains",
+                                       NULL};
+    json_t *own;
     const char *m;
     struct saddr *np = NULL;
     uint64_t mark = 0;
@@ -279,6 +281,10 @@ config(json_t *o, struct nft_conf *c, struct err *e)
     if (get_uint(o, "masquerade_mark", UINT32_MAX, &mark, "config", e) < 0)
         return -1;
     c->masq_mark = (uint32_t)mark;
+    own = json_object_get(o, "own_chains");
+    if (own != NULL && !json_is_boolean(own))
+        return err_set(e, "config: \"own_chains\" must be true or false");
+    c->own_chains = own != NULL && json_is_true(own);
     if (cidrs(o, "cluster_cidrs", NFT_CIDRS_MAX, c->cluster_cidrs,
               &c->ncluster_cidrs, "config", e)
         < 0)

@@ -603,6 +603,85 @@ nftrules_epmap_parse(const char *rules, struct nftrules_eprange *out,
     return n;
 }
 
+long
+nftrules_addrs_parse(const char *text, struct saddr *out, size_t max,
+                     const char **why)
+{
+    const char *p = text;
+    long n = 0;
+    int fam = -1;
+
+    *why = NULL;
+    if (p == NULL || *p == '\0') {
+        *why = "no addresses";
+        return -1;
+    }
+    while (*p) {
+        struct saddr a;
+        char ip[INET6_ADDRSTRLEN];
+        uint32_t port;
+        size_t len;
+
+        memset(&a, 0, sizeof(a));
+        if (n > 0 && skip(&p, ", ") < 0) {
+            *why = "addresses not separated by \", \"";
+            return -1;
+        }
+        len = strcspn(p, " ");
+        if (len == 0 || len >= sizeof(ip)) {
+            *why = "bad address";
+            return -1;
+        }
+        memcpy(ip, p, len);
+        ip[len] = '\0';
+        p += len;
+        if (inet_pton(AF_INET, ip, &a.u.in.sin_addr) == 1) {
+            a.u.in.sin_family = AF_INET;
+        } else if (inet_pton(AF_INET6, ip, &a.u.in6.sin6_addr) == 1) {
+            a.u.in6.sin6_family = AF_INET6;
+        } else {
+            *why = "bad address";
+            return -1;
+        }
+        if (fam < 0)
+            fam = a.u.sa.sa_family;
+        if (fam != a.u.sa.sa_family) {
+            *why = "addresses of two families";
+            return -1;
+        }
+        if (skip(&p, " . ") < 0 || parse_u32(&p, &port) < 0 || port == 0
+            || port > 65535) {
+            *why = "bad port";
+            return -1;
+        }
+        saddr_set_port(&a, (uint16_t)port);
+        if (out != NULL) {
+            if ((size_t)n >= max) {
+                *why = "more addresses than room";
+                return -1;
+            }
+            out[n] = a;
+        }
+        n++;
+    }
+    return n;
+}
+
+size_t
+nftrules_addr_port(const struct saddr *a, uint8_t *out)
+{
+    size_t alen = a->u.sa.sa_family == AF_INET ? 4 : 16;
+    uint16_t port = htons(saddr_port(a));
+
+    memset(out, 0, alen + 4);
+    memcpy(out,
+           alen == 4 ? (const void *)&a->u.in.sin_addr
+                     : (const void *)&a->u.in6.sin6_addr,
+           alen);
+    memcpy(out + alen, &port, sizeof(port));
+    return alen + 4;
+}
+
 /* --------------------------------------------------------- endpoint maps */
 
 /* Bytes an element list nest may hold: its length is 16 bits. */
@@ -613,6 +692,8 @@ nftrules_epmap_parse(const char *rules, struct nftrules_eprange *out,
 #define MSG_BYTES   (MNL_NLMSG_HDRLEN + 16 + 2 * (NFT_NAME_MAXLEN + 8))
 /* Bytes one element of a set (a key, no data) may take. */
 #define ELEM_BYTES (3 * MNL_ATTR_HDRLEN + NFTRULES_KEY_MAX)
+/* And of a map (a key and its data). */
+#define ELEMD_BYTES (ELEM_BYTES + 2 * MNL_ATTR_HDRLEN + NFTRULES_DATA_MAX)
 
 /* Key <v> (big-endian, as the rule's byteorder expression turns the
  * random number) into element nest <nlh>. */
@@ -632,16 +713,10 @@ static void
 put_ep(struct nlmsghdr *nlh, const struct saddr *ep)
 {
     struct nlattr *data = mnl_attr_nest_start(nlh, NFTA_SET_ELEM_DATA);
-    uint8_t v[20] = {0};
-    size_t alen = ep->u.sa.sa_family == AF_INET ? 4 : 16;
-    uint16_t port = htons(saddr_port(ep));
+    uint8_t v[NFTRULES_DATA_MAX];
+    size_t len = nftrules_addr_port(ep, v);
 
-    memcpy(v,
-           alen == 4 ? (const void *)&ep->u.in.sin_addr
-                     : (const void *)&ep->u.in6.sin6_addr,
-           alen);
-    memcpy(v + alen, &port, sizeof(port));
-    mnl_attr_put(nlh, NFTA_DATA_VALUE, alen + 4, v);
+    mnl_attr_put(nlh, NFTA_DATA_VALUE, len, v);
     mnl_attr_nest_end(nlh, data);
 }
 
@@ -718,13 +793,18 @@ put_elems(char *buf, size_t *off, uint32_t *seq, uint16_t type,
         mnl_attr_put_strz(nlh, NFTA_SET_ELEM_LIST_SET, v[i].set);
         list = mnl_attr_nest_start(nlh, NFTA_SET_ELEM_LIST_ELEMENTS);
         start = nlh->nlmsg_len;
-        for (; i < n && nlh->nlmsg_len - start + ELEM_BYTES < ELEMS_NEST_MAX;
+        for (; i < n && nlh->nlmsg_len - start + ELEMD_BYTES < ELEMS_NEST_MAX;
              i++) {
             struct nlattr *el = mnl_attr_nest_start(nlh, NFTA_LIST_ELEM);
             struct nlattr *key = mnl_attr_nest_start(nlh, NFTA_SET_ELEM_KEY);
 
             mnl_attr_put(nlh, NFTA_DATA_VALUE, v[i].len, v[i].key);
             mnl_attr_nest_end(nlh, key);
+            if (v[i].dlen > 0 && type == NFT_MSG_NEWSETELEM) {
+                key = mnl_attr_nest_start(nlh, NFTA_SET_ELEM_DATA);
+                mnl_attr_put(nlh, NFTA_DATA_VALUE, v[i].dlen, v[i].data);
+                mnl_attr_nest_end(nlh, key);
+            }
             mnl_attr_nest_end(nlh, el);
         }
         mnl_attr_nest_end(nlh, list);
@@ -987,26 +1067,91 @@ batch_elems(struct batch *b, uint16_t type, const struct nftrules_elem *v,
     return 0;
 }
 
-int
-nftrules_write(struct nftrules_writer *w, const struct nftrules_elem *add,
-               size_t nadd, const char *const *maps, const char *const *elems,
-               const unsigned char *fresh, size_t nmaps,
-               const struct nftrules_elem *del, size_t ndel, struct err *e)
+/* Set <name> flushed: a deletion of its elements that names none. */
+static void
+put_flush(char *buf, size_t *off, uint32_t *seq, const char *name)
 {
+    struct nlmsghdr *nlh;
+
+    nlh = put_msg(buf, off, (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_DELSETELEM,
+                  NLM_F_REQUEST, ++*seq, NFPROTO_INET, 0);
+    mnl_attr_put_strz(nlh, NFTA_SET_ELEM_LIST_TABLE, NFT_TABLE);
+    mnl_attr_put_strz(nlh, NFTA_SET_ELEM_LIST_SET, name);
+    *off += MNL_ALIGN(nlh->nlmsg_len);
+}
+
+/* Steps <v>[0..n) as one piece: room for all of them first (the batch
+ * before is sent when the piece would not fit with it), then each run of
+ * one op on one set as few messages as the nests allow. */
+static int
+batch_piece(struct batch *b, const struct nftrules_elem *v, size_t n,
+            struct err *e)
+{
+    size_t i = 0, j, runs = 0, from;
+
+    for (j = 0; j < n; j++)
+        runs += j == 0 || v[j].op != v[j - 1].op
+                || strcmp(v[j].set, v[j - 1].set) != 0;
+    if (batch_room(b,
+                   n * ELEMD_BYTES
+                       + (runs + n * ELEMD_BYTES / (ELEMS_NEST_MAX / 2) + 1)
+                             * MSG_BYTES,
+                   e)
+        < 0)
+        return -1;
+    from = b->off;
+    while (i < n) {
+        for (j = i + 1; j < n && v[j].op == v[i].op
+                        && strcmp(v[j].set, v[i].set) == 0;
+             j++)
+            ;
+        if (v[i].op == NFTRULES_FLUSH)
+            put_flush(b->buf, &b->off, &b->seq, v[i].set);
+        else
+            put_elems(b->buf, &b->off, &b->seq,
+                      v[i].op == NFTRULES_ADD ? NFT_MSG_NEWSETELEM
+                                              : NFT_MSG_DELSETELEM,
+                      v + i, j - i);
+        i = j;
+    }
+    batch_mark_last(b, from);
+    return 0;
+}
+
+static int
+elems_ok(const struct nftrules_elem *v, size_t n, int steps)
+{
+    size_t i;
+
+    for (i = 0; i < n; i++)
+        if ((v[i].len == 0 && !(steps && v[i].op == NFTRULES_FLUSH))
+            || v[i].len > NFTRULES_KEY_MAX || v[i].dlen > NFTRULES_DATA_MAX
+            || (steps && v[i].op > NFTRULES_FLUSH)
+            || strlen(v[i].set) >= NFT_NAME_MAXLEN)
+            return 0;
+    return 1;
+}
+
+int
+nftrules_write(struct nftrules_writer *w, const struct nftrules_change *c,
+               struct err *e)
+{
+    const struct nftrules_elem *add = c->add, *del = c->del;
+    const char *const *maps = c->maps, *const *elems = c->elems;
+    const unsigned char *fresh = c->fresh;
+    size_t nadd = c->nadd, nmaps = c->nmaps, ndel = c->ndel;
     struct batch b = {0};
     struct nftrules_eprange *r = NULL;
-    size_t cap = 0, i;
+    size_t cap = 0, i, start;
     int rc = 0, one = 1;
 
-    for (i = 0; i < nadd; i++)
-        if (add[i].len == 0 || add[i].len > NFTRULES_KEY_MAX
-            || strlen(add[i].set) >= NFT_NAME_MAXLEN)
-            return err_set(e, "nf_tables set elements: bad element");
-    for (i = 0; i < ndel; i++)
-        if (del[i].len == 0 || del[i].len > NFTRULES_KEY_MAX
-            || strlen(del[i].set) >= NFT_NAME_MAXLEN)
-            return err_set(e, "nf_tables set elements: bad element");
-    if (nadd + nmaps + ndel == 0)
+    if (!elems_ok(add, nadd, 0) || !elems_ok(del, ndel, 0)
+        || !elems_ok(c->steps, c->nsteps, 1))
+        return err_set(e, "nf_tables set elements: bad element");
+    for (i = 0; i < c->nends; i++)
+        if (c->ends[i] > c->nsteps || (i > 0 && c->ends[i] < c->ends[i - 1]))
+            return err_set(e, "nf_tables set elements: bad pieces");
+    if (nadd + c->nsteps + nmaps + ndel == 0)
         return 0;
     b = w->b;
     if (b.rbuf == NULL && (b.rbuf = malloc(MNL_SOCKET_BUFFER_SIZE)) == NULL) {
@@ -1024,6 +1169,13 @@ nftrules_write(struct nftrules_writer *w, const struct nftrules_elem *add,
                    &one, sizeof(one));
     }
     rc = batch_elems(&b, NFT_MSG_NEWSETELEM, add, nadd, e);
+    for (i = 0, start = 0; i <= c->nends && rc == 0; i++) {
+        size_t to = i < c->nends ? c->ends[i] : c->nsteps;
+
+        if (to > start)
+            rc = batch_piece(&b, c->steps + start, to - start, e);
+        start = to;
+    }
     for (i = 0; i < nmaps && rc == 0; i++) {
         const char *why;
         long k = nftrules_epmap_parse(elems[i], NULL, 0, &why);

@@ -118,12 +118,34 @@ int nftrules_msg_table(const void *nlh, size_t len, uint8_t family,
 
 /* One element of a set of table inet ferry, by its key as the kernel
  * stores it (each field of a concatenation padded to 4 bytes). */
-#define NFTRULES_KEY_MAX 32
+#define NFTRULES_KEY_MAX  32
+#define NFTRULES_DATA_MAX 20 /* an IPv6 address and a port */
+enum nftrules_op { NFTRULES_ADD = 0, NFTRULES_DEL, NFTRULES_FLUSH };
 struct nftrules_elem {
     const char *set;
     uint8_t key[NFTRULES_KEY_MAX];
     size_t len;
+    uint8_t data[NFTRULES_DATA_MAX]; /* a map's element: its data */
+    uint8_t dlen;                    /* 0: none */
+    uint8_t op; /* nftrules_change.steps only; FLUSH: <set> alone */
 };
+
+/*
+ * "ip . port" as the kernel stores it in a concatenation: the address,
+ * then the port in the first two bytes of a 4-byte field, into <out>
+ * (room for NFTRULES_DATA_MAX). Returns the bytes written: 8 or 20.
+ */
+size_t nftrules_addr_port(const struct saddr *a, uint8_t *out);
+
+/*
+ * Parse "ip . port, ip . port, ..." (nftgen.h's KEYS objects: a plain
+ * service's endpoints by key, or with <max> 1 its key) into <out> (at most
+ * <max>; NULL to count): one family, ports 1 to 65535. Returns how many
+ * (at least one), or -1 with a reason in <*why>. Pure (a fuzz target
+ * feeds it).
+ */
+long nftrules_addrs_parse(const char *text, struct saddr *out, size_t max,
+                          const char **why);
 
 /* One range of an endpoint map, as nftrules_epmap_parse() reads it. */
 struct nftrules_eprange {
@@ -155,18 +177,43 @@ struct nftrules_writer *nftrules_writer_new(void);
 void nftrules_writer_free(struct nftrules_writer *w);
 
 /*
- * One change of set elements, straight through netlink on <w>'s socket
- * (opened at the first write, or again after an error): elements <add>
- * added to their sets, then the endpoint maps <maps>[i] flushed and
- * refilled with <elems>[i] (an endpoint map object's text: nftgen.h; not
- * flushed when <fresh>[i] is nonzero: a map just created, whose flush
- * would cost the kernel one more walk of the table's sets),
- * then elements <del> deleted (in <add> and <del>, the same set's next to
- * each other). One transaction while it fits NFTRULES_SET_BATCH bytes
- * (a map's flush and refill always share one, so that a lookup finds
- * the old ranges or the new, never neither), several in that order past
- * it. libnftables would fetch every set of every table first, to check
- * the types (nft.h's lean transactions say why that matters), and each
+ * One change of set elements, in this order:
+ *   - <add>: elements added to their sets;
+ *   - <steps>: elements added (with their data, in a map) or deleted, or
+ *     whole sets flushed, each as its op says, in pieces that each commit
+ *     whole: steps[ends[i - 1]] to steps[ends[i] - 1] (a plain service's
+ *     keys and its count set moved together, so that a packet never
+ *     meets a count whose keys are not there);
+ *   - <maps>[i]: endpoint maps flushed and refilled with <elems>[i] (an
+ *     endpoint map object's text: nftgen.h; not flushed when <fresh>[i]
+ *     is nonzero: a map just created, whose flush would cost the kernel
+ *     one more walk of the table's sets);
+ *   - <del>: elements deleted.
+ * In <add> and <del>, the same set's next to each other.
+ */
+struct nftrules_change {
+    const struct nftrules_elem *add;
+    size_t nadd;
+    const struct nftrules_elem *steps;
+    size_t nsteps;
+    const size_t *ends;
+    size_t nends;
+    const char *const *maps;
+    const char *const *elems;
+    const unsigned char *fresh;
+    size_t nmaps;
+    const struct nftrules_elem *del;
+    size_t ndel;
+};
+
+/*
+ * Write change <c> straight through netlink on <w>'s socket (opened at
+ * the first write, or again after an error). One transaction while it
+ * fits NFTRULES_SET_BATCH bytes (a map's flush and refill, and a piece
+ * of steps, always share one, so that a lookup finds the old elements
+ * or the new, never neither), several in that order past it.
+ * libnftables would fetch every set of every table first, to check the
+ * types (nft.h's lean transactions say why that matters), and each
  * transaction makes the kernel walk every chain of the table at commit.
  * Returns 0, or -1 with <e> (a map's text that does not parse, no
  * socket, the kernel's error: the transaction it was in changed
@@ -174,11 +221,7 @@ void nftrules_writer_free(struct nftrules_writer *w);
  * fails its transaction).
  */
 #define NFTRULES_SET_BATCH ((size_t)256 << 10)
-int nftrules_write(struct nftrules_writer *w,
-                   const struct nftrules_elem *add, size_t nadd,
-                   const char *const *maps, const char *const *elems,
-                   const unsigned char *fresh, size_t nmaps,
-                   const struct nftrules_elem *del, size_t ndel,
+int nftrules_write(struct nftrules_writer *w, const struct nftrules_change *c,
                    struct err *e);
 
 /*

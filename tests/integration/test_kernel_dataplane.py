@@ -529,6 +529,40 @@ def svc(name, port=80, proto="tcp", cips=("198.18.128.10",), eps=("pod-a",
     return d
 
 
+def keyed_maps(lab, fam=4, proto="tcp"):
+    """Layout 4's keyed maps of family <fam> and <proto>, read back:
+    {count: {(address, port): [endpoint "ip:port" of key 0, 1, ...]}}."""
+    pre = "keys%d-%s-" % (fam, proto)
+    out = {}
+    for o in json.loads(lab.run_in("node", "nft", "-j", "list", "maps",
+                                   "inet").stdout)["nftables"]:
+        name = o.get("map", {}).get("name", "")
+        if not name.startswith(pre):
+            continue
+        got = {}
+        doc = json.loads(lab.run_in("node", "nft", "-j", "list", "map",
+                                    "inet", "ferry", name).stdout)
+        for x in doc["nftables"]:
+            for k, v in x.get("map", {}).get("elem", []):
+                ip, port, i = k["concat"]
+                got.setdefault((ip, port), {})[i] = \
+                    "%s:%d" % tuple(v["concat"])
+        out[int(name[len(pre):])] = {k: [v[i] for i in sorted(v)]
+                                     for k, v in got.items()}
+    return out
+
+
+def keyed(lab, fam=4, proto="tcp"):
+    """{(address, port): [endpoint of each key]} over every count."""
+    return {k: v for m in keyed_maps(lab, fam, proto).values()
+            for k, v in m.items()}
+
+
+def counts_of(lab, fam=4, proto="tcp"):
+    """{count: sorted [(address, port), ...]} of the keyed maps."""
+    return {n: sorted(m) for n, m in keyed_maps(lab, fam, proto).items()}
+
+
 def traced(out, *args, calls="sendto"):
     """The driver run with <args> under strace, its system calls <calls>
     (its netlink sends by default) traced into <out>. LeakSanitizer cannot
@@ -577,28 +611,68 @@ def test_tcp_cluster_ip_spreads_and_keeps_client_ip(lab):
 
 def test_no_chain_per_endpoint_but_for_affinity(lab):
     lab.apply([svc("web", eps=("pod-a", "pod-b", "pod-c")),
-               svc("sticky", cips=("198.18.128.12",), affinity_timeout=60)])
+               svc("sticky", cips=("198.18.128.12",), affinity_timeout=60),
+               svc("np", cips=("198.18.128.13",), node_port=30013)])
     chains = json.loads(lab.run_in("node", "nft", "-j", "list", "chains",
                                    "inet").stdout)["nftables"]
     names = [c["chain"]["name"] for c in chains if "chain" in c]
-    assert "svc4-default/web/p/tcp" in names, names
-    assert not [n for n in names if n.startswith("ep4-default/web/")], names
+    # A plain Service has no chain of its own (layout 4): its ClusterIP
+    # leads to the TCP pick chain, and its endpoints are three keys of
+    # the shared map.
+    assert not [n for n in names if "default/web/" in n], names
     assert len([n for n in names if n.startswith("ep4-default/sticky/")]) \
         == 2, names
     out = lab.run_in("node", "nft", "list", "chain", "inet", "ferry",
-                     "svc4-default/web/p/tcp").stdout
-    # One rule whatever the endpoints; they are the elements of the
-    # Service's endpoint map, a third of the random number each.
+                     "pick4-tcp").stdout
+    assert "jump pick4-tcp-3" in out, out
+    out = lab.run_in("node", "nft", "list", "chain", "inet", "ferry",
+                     "pick4-tcp-3").stdout
+    assert "dnat ip to ip daddr . tcp dport . numgen random mod 3 map " \
+        "@keys4-tcp-3" in out, out
+    assert keyed(lab)[("198.18.128.10", 80)] == [
+        "198.18.1.2:8080", "198.18.1.3:8080", "198.18.1.4:8080"]
+    assert counts_of(lab)[3] == [("198.18.128.10", 80)]
+    assert "198.18.128.10 . tcp . 80 : goto pick4-tcp" in lab.run_in(
+        "node", "nft", "list", "map", "inet", "ferry", "svc4").stdout
+    # A Service with a NodePort keeps its chain, whose one rule, whatever
+    # the endpoints, picks from its endpoint map: each endpoint owns a
+    # share of the random number.
+    out = lab.run_in("node", "nft", "list", "chain", "inet", "ferry",
+                     "svc4-default/np/p/tcp").stdout
     assert "dnat ip to numgen random mod 16777216 map " \
-        "@em4-default/web/p/tcp" in out, out
+        "@em4-default/np/p/tcp" in out, out
     out = lab.run_in("node", "nft", "list", "map", "inet", "ferry",
-                     "em4-default/web/p/tcp").stdout
-    assert "elements = { 0-5592404 : 198.18.1.2 . 8080, " \
-        "5592405-11184809 : 198.18.1.3 . 8080, " \
-        "11184810-16777215 : 198.18.1.4 . 8080 }" in out, out
+                     "em4-default/np/p/tcp").stdout
+    assert "elements = { 0-8388607 : 198.18.1.2 . 8080, " \
+        "8388608-16777215 : 198.18.1.3 . 8080 }" in out, out
     got = lab.in_ns("cpod")(lambda: hits(
         lambda: tcp_hello("198.18.128.10", 80)[0], 60))
     assert set(got) == {"pod-a", "pod-b", "pod-c"}, got
+    got = lab.in_ns("cpod")(lambda: hits(
+        lambda: tcp_hello("198.18.128.13", 80)[0], 40))
+    assert set(got) == {"pod-a", "pod-b"}, got
+
+
+def test_weights_are_numbers_of_keys(lab):
+    # A plain Service's weights become numbers of keys over their common
+    # factor: weights 2 and 4 are one key and two.
+    s = svc("weighted", cips=("198.18.128.14",), eps=("pod-a", "pod-b"))
+    s["cluster_endpoints"][0]["weight"] = 2
+    s["cluster_endpoints"][1]["weight"] = 4
+    lab.apply([s])
+    assert keyed(lab)[("198.18.128.14", 80)] == [
+        "198.18.1.2:8080", "198.18.1.3:8080", "198.18.1.3:8080"]
+    assert ("198.18.128.14", 80) in counts_of(lab)[3]
+    # Past NFTGEN_KEYS_MAX (256) keys, the Service has a map of its own.
+    s["cluster_endpoints"][0]["weight"] = 1
+    s["cluster_endpoints"][1]["weight"] = 256
+    lab.apply([s])
+    assert ("198.18.128.14", 80) not in keyed(lab)
+    assert "em4-default/weighted/p/tcp" in lab.run_in(
+        "node", "nft", "list", "maps", "inet").stdout
+    got = lab.in_ns("cpod")(lambda: hits(
+        lambda: tcp_hello("198.18.128.14", 80)[0], 20))
+    assert set(got) <= {"pod-a", "pod-b"} and got.get("pod-b", 0) >= 15, got
 
 
 def test_dual_stack_each_family_to_its_own_endpoints(lab):
@@ -772,24 +846,34 @@ def test_endpoint_changes_skip_libnftables_set_fetch(lab):
     # added (a hairpin pair), those it leaves unused deleted; no rule
     # changes, and libnftables (which would first fetch every set of the
     # table: 10,000 maps at 10,000 Services) is not involved.
+    # A plain Service's change is its keys and its count set (layout 4);
+    # one with a NodePort has a map of its own, rewritten.
     a = svc("lean", cips=("198.18.128.20",), eps=("pod-a", "pod-b"))
     b = svc("lean2", cips=("198.18.128.21",), eps=("pod-c",))
-    lab.apply([a, b])
+    np = svc("leannp", cips=("198.18.128.23",), eps=("pod-a", "pod-b"),
+             node_port=30023)
+    lab.apply([a, b, np])
     c0 = lab.counts()
-    lab.apply([svc("lean", cips=("198.18.128.20",), eps=("pod-a",)), b])
+    lab.apply([svc("lean", cips=("198.18.128.20",), eps=("pod-a",)), b,
+               svc("leannp", cips=("198.18.128.23",), eps=("pod-a",),
+                   node_port=30023)])
     c1 = lab.counts()
+    assert c1["keyed"] == c0["keyed"] + 1, (c0, c1)
     assert c1["epmaps"] == c0["epmaps"] + 1, (c0, c1)
     assert c1["texts"] == c0["texts"], (c0, c1)
+    assert keyed(lab)[("198.18.128.20", 80)] == ["198.18.1.2:8080"]
+    assert counts_of(lab)[1] == [("198.18.128.20", 80),
+                                 ("198.18.128.21", 80)]
 
     def elems(name):
         return lab.run_in("node", "nft", "list", "set", "inet", "ferry",
                           name).stdout
     assert "198.18.1.3 . 198.18.1.3" not in elems("hairpin4")
     assert "198.18.1.2 . 198.18.1.2" in elems("hairpin4")
-    lab.apply([a, b])
+    lab.apply([a, b])  # and the NodePort Service deleted
     c2 = lab.counts()
-    assert c2["epmaps"] == c1["epmaps"] + 1, (c1, c2)
-    assert c2["texts"] == c1["texts"], (c1, c2)
+    assert c2["keyed"] == c1["keyed"] + 1, (c1, c2)
+    assert ("198.18.128.20", 80) in counts_of(lab)[2]
     assert "198.18.1.3 . 198.18.1.3" in elems("hairpin4")
     # A new Service rewrites chains: one lean libnftables transaction.
     d = svc("lean3", cips=("198.18.128.22",), eps=("pod-b",))
@@ -810,10 +894,11 @@ def test_endpoint_changes_skip_libnftables_set_fetch(lab):
 
 
 def test_endpoint_changes_under_load_refuse_no_connection(lab):
-    # Each change flushes and refills the Service's endpoint map in one
-    # netlink transaction: a new connection meanwhile finds the old
-    # endpoints or the new ones, never an empty map (which would leave it
-    # untranslated, refused as a ClusterIP no Service holds).
+    # Each change rewrites the Service's keys, and moves its address to
+    # the set of its new count, in one netlink transaction (layout 4): a
+    # new connection meanwhile finds the old endpoints or the new ones,
+    # never a count without its keys (which would leave it untranslated,
+    # refused as a ClusterIP no Service holds).
     rounds = [("pod-a", "pod-b"), ("pod-a", "pod-b", "pod-c"),
               ("pod-b", "pod-c"), ("pod-c",), ("pod-a", "pod-c")]
     lab.apply([svc("churn", cips=("198.18.128.30",), eps=rounds[0])])
@@ -835,9 +920,10 @@ def test_endpoint_changes_under_load_refuse_no_connection(lab):
         worker.result(timeout=ft.DEADLINE)
     assert counts["fail"] == [], counts
     assert counts["ok"] >= 25, counts
-    # Every change was the map's alone, and the last one is in force.
+    # Every change was the Service's keys alone, and the last one is in
+    # force.
     c1 = lab.counts()
-    assert c1["epmaps"] == c0["epmaps"] + 25, (c0, c1)
+    assert c1["keyed"] == c0["keyed"] + 25, (c0, c1)
     got = c(lambda: hits(lambda: tcp_hello("198.18.128.30", 80)[0], 40))
     assert set(got) == set(rounds[25 % len(rounds)]), got
 
@@ -858,9 +944,7 @@ def test_failed_element_transaction_is_converged(lab):
                 what="the driver to apply after its failure")
     errors = [ln for ln in lab.out_lines()[mark:] if ln.startswith("error")]
     assert errors and "nf_tables set elements" in errors[0], errors
-    out = lab.run_in("node", "nft", "list", "map", "inet", "ferry",
-                     "em4-default/web/p/tcp").stdout
-    assert "elements = { 0-16777215 : 198.18.1.2 . 8080 }" in out, out
+    assert keyed(lab)[("198.18.128.10", 80)] == ["198.18.1.2:8080"]
     got = lab.in_ns("cpod")(lambda: hits(
         lambda: tcp_hello("198.18.128.10", 80)[0], 20))
     assert set(got) == {"pod-a"}, got
@@ -908,6 +992,11 @@ def test_verify_restores_a_flushed_table(lab):
     # them each time), the sets themselves (the layout set, one not
     # ferry's), a fixed chain's rules, every rule, the table itself.
     for edit in (("flush", "map", "inet", "ferry", "svc4"),
+                 ("flush", "map", "inet", "ferry", "keys4-tcp-2"),
+                 ("delete", "element", "inet", "ferry", "keys4-tcp-2",
+                  "{ 198.18.128.10 . 80 . 1 }"),
+                 ("flush", "chain", "inet", "ferry", "pick4-tcp"),
+                 ("flush", "chain", "inet", "ferry", "pick4-tcp-2"),
                  ("flush", "set", "inet", "ferry", "hairpin4"),
                  ("delete", "element", "inet", "ferry", "hairpin4",
                   "{ %s . %s }" % (PODS["pod-b"][0], PODS["pod-b"][0])),
@@ -934,7 +1023,10 @@ def test_verify_lists_the_sets_only_when_their_count_may_move(lab):
     # delete one; endpoint changes go through netlink and create none, so
     # the verifies after them read the kernel's count of the table's
     # chains and sets instead. A set added by hand moves that count.
-    svcs = [svc("shape", cips=("198.18.128.40",), eps=("pod-a", "pod-b"))]
+    # Counts 1 and 2 have their rules from the start (layout 4: a count
+    # new to the node is a text).
+    svcs = [svc("shape", cips=("198.18.128.40",), eps=("pod-a", "pod-b")),
+            svc("shape1", cips=("198.18.128.39",), eps=("pod-c",))]
     lab.apply(svcs)
 
     def after_verifies(k):
@@ -952,7 +1044,7 @@ def test_verify_lists_the_sets_only_when_their_count_may_move(lab):
         return got
     base = after_verifies(2)
     for eps in (("pod-a",), ("pod-a", "pod-c"), ("pod-a", "pod-b")):
-        svcs = [svc("shape", cips=("198.18.128.40",), eps=eps)]
+        svcs[0] = svc("shape", cips=("198.18.128.40",), eps=eps)
         lab.apply(svcs)
     c = after_verifies(3)
     assert c["texts"] == base["texts"], (base, c)
@@ -1029,10 +1121,11 @@ def test_restarts_adopt_without_flushing(lab):
 
 
 def test_restart_adopts_endpoints_changed_meanwhile(lab):
-    # An adoption keeps the endpoint maps' elements through its one
-    # transaction and rewrites them through netlink after it: endpoints
-    # that changed while ferry was down are in force once it is back, and
-    # a Service new since then is served.
+    # An adoption keeps the shared maps' keys through its one transaction
+    # and rewrites them through netlink after it (the keyed maps and the
+    # count sets flushed and filled in one transaction): endpoints that
+    # changed while ferry was down are in force once it is back, a
+    # Service new since then is served, and a count left idle is gone.
     lab.apply([svc("web", eps=("pod-a", "pod-b"))])
     c = lab.in_ns("cpod")
     assert lab.stop_drive() == 0
@@ -1041,9 +1134,10 @@ def test_restart_adopts_endpoints_changed_meanwhile(lab):
     got = c(lambda: hits(lambda: tcp_hello("198.18.128.10", 80)[0], 30))
     assert set(got) == {"pod-c"}, got
     assert c(tcp_hello, "198.18.128.31", 80)[0] == "pod-b"
-    out = lab.run_in("node", "nft", "list", "map", "inet", "ferry",
-                     "em4-default/web/p/tcp").stdout
-    assert "elements = { 0-16777215 : 198.18.1.4 . 8080 }" in out, out
+    assert keyed(lab)[("198.18.128.10", 80)] == ["198.18.1.4:8080"]
+    assert keyed(lab)[("198.18.128.31", 80)] == ["198.18.1.3:8080"]
+    assert counts_of(lab) == {1: [("198.18.128.10", 80),
+                                  ("198.18.128.31", 80)]}
 
 
 def test_adoption_fetches_no_set_elements(lab):
@@ -1111,8 +1205,9 @@ def test_endpoint_changes_share_one_netlink_socket(lab):
 
 
 def test_a_failed_endpoint_write_leaves_the_next_working(lab):
-    # The kept socket after an error: a Service's map deleted by hand
-    # makes the next endpoint change fail in the kernel. The engine drops
+    # The kept socket after an error: the keyed map of the Service's
+    # count deleted by hand makes the next endpoint change fail in the
+    # kernel. The engine drops
     # that socket, converges on the retry (the map back, with the new
     # endpoints) and writes the change after on a new socket. The driver
     # here verifies only hourly, so that no verify restores the map first.
@@ -1135,14 +1230,14 @@ def test_a_failed_endpoint_write_leaves_the_next_working(lab):
 
         ft.wait_for(lambda: applied(1), what="the driver's first apply")
         lab.run_in("node", "nft", "flush", "chain", "inet", "ferry",
-                   "svc4-default/web/p/tcp")
+                   "pick4-tcp-2")
         lab.run_in("node", "nft", "delete", "map", "inet", "ferry",
-                   "em4-default/web/p/tcp")
+                   "keys4-tcp-2")
         lab.write([svc("web", eps=("pod-a",))])
         drive.send_signal(signal.SIGHUP)
         ft.wait_for(lambda: applied(2), what="the change after a retry")
         failed = [x for x in lines() if x.startswith("error:")]
-        assert failed and "em4-default/web/p/tcp" in lab.run_in(
+        assert failed and "keys4-tcp-1" in lab.run_in(
             "node", "nft", "list", "maps", "inet").stdout, lines()
         got = lab.in_ns("cpod")(lambda: hits(
             lambda: tcp_hello("198.18.128.10", 80)[0], 20))
@@ -1187,7 +1282,7 @@ def test_another_layout_is_replaced_in_one_transaction(lab):
         held.close()
     out = lab.run_in("node", "nft", "list", "set", "inet", "ferry",
                      "layout").stdout
-    assert "ferry layout 3" in out, out
+    assert "ferry layout 4" in out, out
     assert c(tcp_try, "198.18.128.10", 80) in ("pod-a", "pod-b")
 
 
@@ -1331,8 +1426,8 @@ def test_large_endpoint_maps_rewritten_as_a_fresh_build(lab, tmp_path):
     sh("ip", "netns", "add", fresh)
     try:
         sh("ip", "netns", "exec", fresh, drive_bin(), "apply", fresh_file)
-        got = _table_model(lab.run_in(
-            "node", "nft", "-j", "list", "table", "inet", "ferry").stdout)
+        got = _without_idle_counts(_table_model(lab.run_in(
+            "node", "nft", "-j", "list", "table", "inet", "ferry").stdout))
         want = _table_model(sh("ip", "netns", "exec", fresh, "nft", "-j",
                                "list", "table", "inet", "ferry").stdout)
         diff = sorted(k for k in set(got) | set(want)
@@ -1372,6 +1467,25 @@ def _table_model(text):
                 model[(kind, o["name"])] = (json.dumps(o, sort_keys=True),
                                             elems)
     return model
+
+
+def _without_idle_counts(model):
+    """<model> less layout 4's idle counts: a keyed map no Service is in,
+    its chain and the pick chain's jump to it. The engine keeps those
+    until it next writes the pick chains (so that a Service resized back
+    and forth writes no chain); a fresh start has none. Inert: no key is
+    found in an empty map."""
+    idle = {k[1] for k, v in model.items()
+            if k[0] == "map" and k[1].startswith("keys") and not v[1]}
+    chains = {"pick" + n[len("keys"):] for n in idle}
+    out = {k: v for k, v in model.items()
+           if not (k[0] == "map" and k[1] in idle)
+           and not (k[0] in ("chain", "chain-spec") and k[1] in chains)}
+    for k, rules in model.items():
+        if k[0] == "chain" and k[1].startswith("pick") and k in out:
+            out[k] = [r for r in rules
+                      if not any('"%s"' % c in r for c in chains)]
+    return out
 
 
 def _random_services(rng, n):
@@ -1447,8 +1561,8 @@ def test_incremental_changes_equal_a_fresh_build(lab, tmp_path):
             sh("ip", "netns", "exec", fresh, drive_bin(), "cleanup")
             sh("ip", "netns", "exec", fresh, drive_bin(), "apply",
                fresh_file)
-            got = _table_model(lab.run_in(
-                "node", "nft", "-j", "list", "table", "inet", "ferry").stdout)
+            got = _without_idle_counts(_table_model(lab.run_in(
+                "node", "nft", "-j", "list", "table", "inet", "ferry").stdout))
             want = _table_model(sh("ip", "netns", "exec", fresh, "nft", "-j",
                                    "list", "table", "inet",
                                    "ferry").stdout)

@@ -156,10 +156,11 @@ apply_and_say(struct nft *n, unsigned long *seq)
         return -1;
     }
     nft_get_stats(n, &st);
-    say("applied %lu services=%zu texts=%llu epmaps=%llu lean=%llu "
-        "verifies=%llu vlists=%llu",
+    say("applied %lu services=%zu texts=%llu epmaps=%llu keyed=%llu "
+        "lean=%llu verifies=%llu vlists=%llu",
         ++*seq, st.services, (unsigned long long)st.texts,
-        (unsigned long long)st.epmaps, (unsigned long long)st.lean,
+        (unsigned long long)st.epmaps, (unsigned long long)st.keyed,
+        (unsigned long long)st.lean,
         (unsigned long long)st.verifies, (unsigned long long)st.verify_lists);
     return 0;
 }
@@ -299,8 +300,9 @@ cmd_time(const char *path, char **next, int nnext)
         if (nft_apply(n, &e) < 0)
             goto out;
         nft_get_stats(n, &st);
-        say("update %.3f ms epmaps=%llu lean=%llu", now_ms() - t0,
-            (unsigned long long)st.epmaps, (unsigned long long)st.lean);
+        say("update %.3f ms epmaps=%llu keyed=%llu lean=%llu",
+            now_ms() - t0, (unsigned long long)st.epmaps,
+            (unsigned long long)st.keyed, (unsigned long long)st.lean);
     }
     rc = 0;
 out:

@@ -37,7 +37,7 @@
 #include "smap.h"
 
 /* The listings and texts below name the layout. */
-_Static_assert(NFT_LAYOUT == 3, "tests name layout 3");
+_Static_assert(NFT_LAYOUT == 4, "tests name layout 4");
 
 static struct saddr
 ip(const char *s, uint16_t port)
@@ -1028,7 +1028,7 @@ test_gen_global(void **state)
     has(t, "add rule inet ferry reject-chain meta l4proto tcp reject with tcp "
            "reset");
     has(t, "add set inet ferry layout { type inet_service; comment \"ferry "
-           "layout 3\"; }");
+           "layout 4\"; }");
     /* Hairpin: one rule per family after DNAT, on a set of pairs. */
     has(t, "add rule inet ferry nat-postrouting ct status dnat ip saddr . "
            "ip daddr @hairpin4 jump mark-for-masq\nadd rule inet ferry "
@@ -1235,7 +1235,10 @@ test_engine_out_of_memory(void **state)
         assert_int_equal(st.services, 1 + (size_t)has_b);
         settle_and_compare(n, k);
         t = kernel_table();
-        assert_non_null(strstr(t, "svc4-default/web/http/tcp"));
+        /* a is a plain service (keys in the shared map), b has a
+         * NodePort (chains of its own). */
+        assert_non_null(strstr(t, "198.18.128.10 . 80 . 0 : 198.18.1."));
+        assert_null(strstr(t, "svc4-default/web/http/tcp"));
         assert_int_equal(strstr(t, "svc4-shop/api/http/tcp") != NULL, has_b);
         free(t);
         if (!failalloc_failed())
@@ -1245,6 +1248,148 @@ test_engine_out_of_memory(void **state)
     nft_free(n);
     assert_int_equal(setns(home, CLONE_NEWNET), 0);
     close(home);
+}
+
+/* Layout 4: a plain service is keys in the shared maps (its endpoints by
+ * key, weights as numbers of keys) and its ClusterIP's way to the pick
+ * chain; anything else it has keeps chains of its own. */
+static void
+test_gen_plain_keys(void **state)
+{
+    struct nft_conf c = conf_cidr();
+    struct nftgen_group g;
+    struct fix f;
+    const struct nftgen_obj *k = NULL;
+    size_t i;
+    char *t;
+
+    (void)state;
+    fix_init(&f);
+    c.own_chains = 0;
+    f.cl[1].weight = 2; /* 198.18.1.2: two keys of three */
+    nftgen_group_init(&g);
+    assert_int_equal(nftgen_service_keys(&c, &f.s, &g), 1);
+    for (i = 0; i < g.n; i++)
+        if (g.v[i].kind == NFTGEN_KEYS)
+            k = &g.v[i];
+    assert_non_null(k);
+    assert_string_equal(k->name, "keys4-tcp");
+    assert_string_equal(k->key, "198.18.128.10 . 80");
+    assert_string_equal(k->spec, "keys4-tcp-3");
+    assert_int_equal(k->count, 3);
+    assert_string_equal(k->rules, "198.18.1.2 . 8080, 198.18.1.2 . 8080, "
+                                  "198.18.1.3 . 8080");
+    t = group_text(&g);
+    has(t, "svc4 { 198.18.128.10 . tcp . 80 : goto pick4-tcp }");
+    hasnt(t, "add chain");
+    free(t);
+    nftgen_group_deinit(&g);
+    /* No endpoint: refused at once, as with chains of its own. */
+    f.s.ncluster_eps = 0;
+    assert_int_equal(nftgen_service_keys(&c, &f.s, &g), 1);
+    t = group_text(&g);
+    has(t, "noep4 { 198.18.128.10 . tcp . 80 : goto reject-chain }");
+    free(t);
+    nftgen_group_deinit(&g);
+    f.s.ncluster_eps = 2;
+    /* What keeps chains of its own: a NodePort, affinity, a redirect,
+     * an external address, more keys than NFTGEN_KEYS_MAX, and a config
+     * that asks for them. */
+    f.s.node_port = 30080;
+    assert_int_equal(nftgen_service_keys(&c, &f.s, &g), 0);
+    f.s.node_port = 0;
+    f.s.affinity_s = 60;
+    assert_int_equal(nftgen_service_keys(&c, &f.s, &g), 0);
+    f.s.affinity_s = 0;
+    f.s.redirect_port = 10263;
+    assert_int_equal(nftgen_service_keys(&c, &f.s, &g), 0);
+    f.s.redirect_port = 0;
+    f.exts[0] = ip("198.18.200.1", 0);
+    f.s.external_ips = f.exts;
+    f.s.nexternal_ips = 1;
+    assert_int_equal(nftgen_service_keys(&c, &f.s, &g), 0);
+    f.s.nexternal_ips = 0;
+    f.cl[0].weight = 1;
+    f.cl[1].weight = NFTGEN_KEYS_MAX; /* 257 keys */
+    assert_int_equal(nftgen_service_keys(&c, &f.s, &g), 0);
+    f.cl[1].weight = NFTGEN_KEYS_MAX - 1;
+    assert_int_equal(nftgen_service_keys(&c, &f.s, &g), 1);
+    nftgen_group_deinit(&g);
+    c.own_chains = 1;
+    assert_int_equal(nftgen_service_keys(&c, &f.s, &g), 0);
+    assert_int_equal(g.n, 0);
+}
+
+/* The pick chains: the masquerade mark, then a jump per count to a chain
+ * of its own whose one rule reads the count's keyed map. */
+static void
+test_gen_picks(void **state)
+{
+    struct nft_conf c = conf_cidr();
+    struct nftgen_counts k;
+    struct nftgen_group g;
+    char *t;
+
+    (void)state;
+    memset(&k, 0, sizeof(k));
+    k.v[0][NFT_TCP][0] = 2;
+    k.v[0][NFT_TCP][1] = 25;
+    k.n[0][NFT_TCP] = 2;
+    k.v[1][NFT_UDP][0] = 1;
+    k.n[1][NFT_UDP] = 1;
+    nftgen_group_init(&g);
+    assert_int_equal(nftgen_picks(&c, &k, &g), 0);
+    t = group_text(&g);
+    has(t, "add rule inet ferry pick4-tcp ip saddr != { 198.18.1.0/24 } "
+           "jump mark-for-masq\nadd rule inet ferry pick4-tcp jump "
+           "pick4-tcp-2\nadd rule inet ferry pick4-tcp jump pick4-tcp-25\n");
+    has(t, "add rule inet ferry pick4-tcp-25 dnat ip to ip daddr . tcp "
+           "dport . numgen random mod 25 map @keys4-tcp-25\n");
+    has(t, "add map inet ferry keys4-tcp-25 { typeof ip daddr . tcp dport "
+           ". numgen random mod 1 : ip daddr . tcp dport; }");
+    has(t, "add rule inet ferry pick6-udp-1 dnat ip6 to ip6 daddr . udp "
+           "dport . numgen random mod 1 map @keys6-udp-1\n");
+    /* No IPv6 cluster CIDR: nothing to mark. */
+    hasnt(t, "pick6-udp ip6 saddr");
+    has(t, "add chain inet ferry pick4-sctp\n");
+    hasnt(t, "keys4-udp");
+    free(t);
+    nftgen_group_deinit(&g);
+    c.own_chains = 1;
+    assert_int_equal(nftgen_picks(&c, &k, &g), 0);
+    assert_int_equal(g.n, 0);
+}
+
+/* A plain service's keys as text: one family, ports 1 to 65535. */
+static void
+test_addrs_parse(void **state)
+{
+    struct saddr a[3];
+    uint8_t enc[NFTRULES_DATA_MAX];
+    const char *why;
+
+    (void)state;
+    assert_int_equal(nftrules_addrs_parse("198.18.1.2 . 8080, 198.18.1.3 . "
+                                          "53",
+                                          a, 3, &why),
+                     2);
+    assert_int_equal(saddr_port(&a[1]), 53);
+    assert_int_equal(nftrules_addr_port(&a[0], enc), 8);
+    assert_memory_equal(enc, "\xc6\x12\x01\x02\x1f\x90\x00\x00", 8);
+    assert_int_equal(nftrules_addrs_parse("2001:2::1 . 53", a, 3, &why), 1);
+    assert_int_equal(nftrules_addr_port(&a[0], enc), 20);
+    assert_int_equal(nftrules_addrs_parse("198.18.1.2 . 8080", a, 0, &why),
+                     -1);
+    assert_non_null(why);
+    static const char *const bad[] = {
+        "", "198.18.1.2", "198.18.1.2 . 0", "198.18.1.2 . 65536",
+        "198.18.1.2 . 80,198.18.1.3 . 80", "198.18.1.2 . 80, 2001:2::1 . 80",
+        "198.18.1.2 . 80, ", "x . 80", "198.18.1.2 .80", "198.18.1.2 . 80 "};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        why = NULL;
+        if (nftrules_addrs_parse(bad[i], a, 3, &why) != -1 || why == NULL)
+            fail_msg("accepted \"%s\"", bad[i]);
+    }
 }
 
 /* ---------------------------------------------------------------- JSON */
@@ -1279,6 +1424,7 @@ test_json_parse(void **state)
         "{\"services\": [{\"id\": \"ns/a:p\", \"protocol\": \"tcp\", "
         "\"port\": 1, \"colour\": 1}]}",
         "{\"config\": {\"masquerade\": \"some\"}}",
+        "{\"config\": {\"own_chains\": 1}}",
         "{\"config\": {\"cluster_cidrs\": [\"198.18.1.1/24\"]}}",
         "{\"services\": [{\"id\": \"ns/a:p\", \"id\": \"ns/b:p\"}]}",
         NULL};
@@ -1293,6 +1439,7 @@ test_json_parse(void **state)
     assert_int_equal(d.conf.masq, NFT_MASQ_NONE);
     assert_int_equal(d.conf.nnodeport_addrs, 1);
     assert_int_equal(d.conf.nservice_cidrs, 2);
+    assert_int_equal(d.conf.own_chains, 0);
     assert_int_equal(d.nsvcs, 1);
     assert_int_equal(d.svcs[0].proto, NFT_UDP);
     assert_true(d.svcs[0].external_local);
@@ -1318,7 +1465,7 @@ test_listing_parse(void **state)
         "{\"nftables\": [{\"metainfo\": {}}, {\"table\": {\"family\": \"i"
         "net\", \"name\": \"ferry\"}}, {\"set\": {\"family\": \"inet\", "
         "\"table\": \"ferry\", \"name\": \"layout\", \"comment\": \"ferry"
-        " layout 3\"}}, {\"map\": {\"family\": \"inet\", \"table\": \"fer"
+        " layout 4\"}}, {\"map\": {\"family\": \"inet\", \"table\": \"fer"
         "ry\", \"name\": \"svc4\"}}, {\"chain\": {\"family\": \"inet\", "
         "\"table\": \"ferry\", \"name\": \"services\"}}, {\"chain\": {\"f"
         "amily\": \"inet\", \"table\": \"ferry\", \"name\": \"x\"}}, {\"c"
@@ -1792,6 +1939,9 @@ main(void)
         cmocka_unit_test(test_diff_lean),
         cmocka_unit_test(test_gen_out_of_memory),
         cmocka_unit_test(test_gen_global),
+        cmocka_unit_test(test_gen_plain_keys),
+        cmocka_unit_test(test_gen_picks),
+        cmocka_unit_test(test_addrs_parse),
         cmocka_unit_test(test_smap),
         cmocka_unit_test(test_engine_claims),
         cmocka_unit_test(test_engine_out_of_memory),
