@@ -778,7 +778,6 @@ prefixed(const char *name, const char *prefix)
     return strncmp(name, prefix, strlen(prefix)) == 0;
 }
 
-
 /* The family of a KEYS object, from its map's name ("keys4-tcp"). */
 static int
 keys_fam(const struct nftgen_obj *o)

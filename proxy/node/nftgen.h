@@ -16,13 +16,16 @@
  * so on, from the service id, which nft_svc_check() restricts to
  * characters nft accepts in a name.
  *
- * Size: a service has a chain per family (plus one for external traffic
- * and one for local endpoints where it needs them) whose last rule
- * translates through the service's named endpoint map (below); only a
- * service with ClientIP affinity has a chain per endpoint. Hairpin
- * masquerade is one rule per family on a shared set of endpoint pairs
- * that the engine fills (nftgen_hairpin()). So the table's chains, and the kernel's loop
- * checks over them, grow with the services, not with their endpoints.
+ * Size: a plain service (layout 4, below: ClusterIPs only) has no chain
+ * or set of its own, only keys in maps every service shares. Any other
+ * service has a chain per family (plus one for external traffic and one
+ * for local endpoints where it needs them) whose last rule translates
+ * through the service's named endpoint map (below); only a service with
+ * ClientIP affinity has a chain per endpoint. Hairpin masquerade is one
+ * rule per family on a shared set of endpoint pairs that the engine
+ * fills (nftgen_hairpin()). So the table's chains, and the kernel's
+ * loop checks over them, grow with the services that are not plain,
+ * never with the endpoints.
  */
 #ifndef PROXY_NODE_NFTGEN_H
 #define PROXY_NODE_NFTGEN_H
