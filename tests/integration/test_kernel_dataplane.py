@@ -1580,3 +1580,38 @@ def test_incremental_changes_equal_a_fresh_build(lab, tmp_path):
         assert got != want
     finally:
         sh("ip", "netns", "del", fresh, check=False)
+
+
+def test_counts_past_the_cap_keep_chains_of_their_own(lab):
+    # A connection's first packet tries the counts of its family and
+    # protocol in turn, so at most 48 have a rule (NFTGEN_COUNTS_MAX); a
+    # plain Service of a 49th count keeps a chain of its own, and takes
+    # a count's place once one is idle.
+    def many(name, k, n):
+        s = svc(name, cips=("198.18.132.%d" % k,))
+        s["cluster_endpoints"] = [
+            {"ip": "198.18.4.%d" % (i + 1), "port": TCP_PORT, "weight": 1}
+            for i in range(n)]
+        return s
+    svcs = [many("c%d" % n, n, n) for n in range(1, 50)]
+    lab.apply(svcs)
+    counts = counts_of(lab)
+    assert sorted(counts) == list(range(1, 49)), sorted(counts)
+    chains = lab.run_in("node", "nft", "list", "chains", "inet").stdout
+    assert "svc4-default/c49/p/tcp" in chains
+    assert "svc4-default/c48/p/tcp" not in chains
+    # Count 1 left idle, then a Service of a count new to the node (put
+    # first): it takes the idle count's place, and the 49th, which finds
+    # none left, stays as it was.
+    lab.apply(svcs[1:])
+    lab.apply([many("c50", 50, 50)] + svcs[1:])
+    counts = counts_of(lab)
+    assert 1 not in counts and counts[50] == [("198.18.132.50", 80)], \
+        sorted(counts)
+    assert "svc4-default/c49/p/tcp" in lab.run_in(
+        "node", "nft", "list", "chains", "inet").stdout
+    got = lab.in_ns("cpod")(tcp_try, "198.18.132.50", 80, None, 0.5)
+    # The endpoints are addresses no pod has: the connection is
+    # translated (not refused as a ClusterIP without a Service) and
+    # times out.
+    assert got == "timeout", got
