@@ -464,8 +464,8 @@ struct nft {
     struct nftgen_counts counts;
     struct nftgen_group picks;
     int picks_dirty;
-    uint32_t cwant[2][NFT_PROTO__COUNT][NFTGEN_KEYS_MAX + 1];
-    uint32_t chave[2][NFT_PROTO__COUNT][NFTGEN_KEYS_MAX + 1];
+    uint32_t cwant[NFTGEN_KEYS_SLOTS][NFT_PROTO__COUNT][NFTGEN_KEYS_MAX + 1];
+    uint32_t chave[NFTGEN_KEYS_SLOTS][NFT_PROTO__COUNT][NFTGEN_KEYS_MAX + 1];
     size_t verify_svc; /* where the next sample of keys starts */
 };
 
@@ -778,11 +778,15 @@ prefixed(const char *name, const char *prefix)
     return strncmp(name, prefix, strlen(prefix)) == 0;
 }
 
-/* The family of a KEYS object, from its map's name ("keys4-tcp"). */
+/* The slot of a KEYS object (nftgen_counts), from its maps' name:
+ * "keys4-tcp" 0, "keys6-tcp" 1, "keysn4-tcp" 2, "keysn6-tcp" 3. */
 static int
 keys_fam(const struct nftgen_obj *o)
 {
-    return o->name[strlen(NFTGEN_KEYS_PREFIX)] == '6';
+    const char *p = o->name + strlen(NFTGEN_KEYS_PREFIX);
+    int np = *p == 'n';
+
+    return 2 * np + (p[np] == '6');
 }
 
 static int
@@ -817,7 +821,7 @@ static int
 counts_fit(const struct nft *n, const struct nftgen_group *g,
            enum nft_proto p)
 {
-    size_t i, more[2] = {0, 0};
+    size_t i, more[NFTGEN_KEYS_SLOTS] = {0};
 
     for (i = 0; i < g->n; i++) {
         const struct nftgen_obj *o = &g->v[i];
@@ -833,7 +837,7 @@ counts_fit(const struct nft *n, const struct nftgen_group *g,
                 || g->v[i - 1].count != o->count))
             more[f]++;
     }
-    for (i = 0; i < 2; i++)
+    for (i = 0; i < NFTGEN_KEYS_SLOTS; i++)
         if (more[i] > 0 && n->counts.n[i][p] + more[i] > NFTGEN_COUNTS_MAX
             && (more[i] > 1 || idle_count(n, (int)i, p) == NFTGEN_COUNTS_MAX))
             return 0;
@@ -866,7 +870,8 @@ count_add(struct nft *n, int f, enum nft_proto p, uint32_t c)
 
 /* The addresses of group <g> counted in (<delta> 1) or out of <cnt>. */
 static void
-counts_move(struct nft *n, uint32_t (*cnt)[NFT_PROTO__COUNT][NFTGEN_KEYS_MAX + 1],
+counts_move(struct nft *n,
+            uint32_t (*cnt)[NFT_PROTO__COUNT][NFTGEN_KEYS_MAX + 1],
             const struct nftgen_group *g, enum nft_proto p, int delta)
 {
     size_t i;
@@ -897,7 +902,7 @@ counts_tidy(struct nft *n)
     int f, p;
     size_t i, k;
 
-    for (f = 0; f < 2; f++)
+    for (f = 0; f < NFTGEN_KEYS_SLOTS; f++)
         for (p = 0; p < NFT_PROTO__COUNT; p++) {
             uint32_t *v = n->counts.v[f][p];
 
@@ -1373,6 +1378,36 @@ steps_free(struct steps *st)
     memset(st, 0, sizeof(*st));
 }
 
+/* The address and port a KEYS object keys, or a NodePort's port alone
+ * (the address left unspecified). Returns 0, or -1 with <*why>. */
+static int
+key_addr(const struct nftgen_obj *o, struct saddr *a, const char **why)
+{
+    char *end;
+    unsigned long port;
+
+    if (keys_fam(o) < 2) {
+        if (nftrules_addrs_parse(o->key, a, 1, why) != 1) {
+            if (*why == NULL)
+                *why = "not one address";
+            return -1;
+        }
+        return 0;
+    }
+    errno = 0;
+    port = strtoul(o->key, &end, 10);
+    if (errno != 0 || *end != '\0' || end == o->key || port == 0
+        || port > 65535) {
+        *why = "bad NodePort";
+        return -1;
+    }
+    /* Unspecified, the port where an IPv4 address keeps it. */
+    memset(a, 0, sizeof(*a));
+    a->u.sa.sa_family = AF_UNSPEC;
+    a->u.in.sin_port = htons((uint16_t)port);
+    return 0;
+}
+
 /* A KEYS object read back: its address and port, and its endpoints by
  * key (<eps>, o->count of them, malloc'd). */
 static int
@@ -1383,8 +1418,8 @@ keys_read(const struct nftgen_obj *o, struct saddr *key, struct saddr **eps,
     long k;
 
     *eps = NULL;
-    if (nftrules_addrs_parse(o->key, key, 1, &why) != 1)
-        return err_set(e, "keys of %s: %s", o->key, why ? why : "not one");
+    if (key_addr(o, key, &why) < 0)
+        return err_set(e, "keys of %s: %s", o->key, why);
     if (o->count == 0 || o->count > NFTGEN_KEYS_MAX
         || (*eps = calloc(o->count, sizeof(**eps))) == NULL)
         return err_set(e, "keys of %s: %u keys", o->key, o->count);
@@ -1399,11 +1434,18 @@ keys_read(const struct nftgen_obj *o, struct saddr *key, struct saddr **eps,
 }
 
 /* Key <i> of the service at <a>: "address . port . i" as the kernel keys
- * the map (numgen's number in the host's byte order). */
+ * the map (numgen's number in the host's byte order), or "port . i" for
+ * a NodePort (<a> unspecified). */
 static void
 key_of(struct nftrules_elem *el, const struct saddr *a, uint32_t i)
 {
-    el->len = nftrules_addr_port(a, el->key);
+    if (a->u.sa.sa_family == AF_UNSPEC) {
+        memset(el->key, 0, 4);
+        memcpy(el->key, &a->u.in.sin_port, sizeof(a->u.in.sin_port));
+        el->len = 4;
+    } else {
+        el->len = nftrules_addr_port(a, el->key);
+    }
     memcpy(el->key + el->len, &i, sizeof(i));
     el->len += sizeof(i);
 }
@@ -2187,7 +2229,7 @@ sample_keys(struct nft *n, char *what, size_t len, struct err *e)
             const char *why;
 
             if (o->kind != NFTGEN_KEYS || o->count > NFTGEN_KEYS_MAX
-                || nftrules_addrs_parse(o->key, &a, 1, &why) != 1)
+                || key_addr(o, &a, &why) < 0)
                 continue;
             seen++;
             for (j = 0; j < o->count; j++) {

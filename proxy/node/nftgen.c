@@ -449,14 +449,16 @@ static const char *const dport_of[NFT_PROTO__COUNT] = {
     "tcp dport", "udp dport", "sctp dport"};
 
 void
-nftgen_keys_name(int f, enum nft_proto proto, uint32_t count, char *out)
+nftgen_keys_name(int slot, enum nft_proto proto, uint32_t count, char *out)
 {
+    const char *np = slot >= 2 ? "n" : "";
+
     if (count == 0)
-        snprintf(out, NFTGEN_KEYS_NAME_MAX, NFTGEN_KEYS_PREFIX "%d-%s",
-                 f ? 6 : 4, nft_proto_name(proto));
+        snprintf(out, NFTGEN_KEYS_NAME_MAX, NFTGEN_KEYS_PREFIX "%s%d-%s", np,
+                 slot & 1 ? 6 : 4, nft_proto_name(proto));
     else
-        snprintf(out, NFTGEN_KEYS_NAME_MAX, NFTGEN_KEYS_PREFIX "%d-%s-%u",
-                 f ? 6 : 4, nft_proto_name(proto), count);
+        snprintf(out, NFTGEN_KEYS_NAME_MAX, NFTGEN_KEYS_PREFIX "%s%d-%s-%u",
+                 np, slot & 1 ? 6 : 4, nft_proto_name(proto), count);
 }
 
 int
@@ -1053,43 +1055,91 @@ keys_text(struct sbuf *b, const struct eplist *l)
         }
 }
 
+/* KEYS objects of map group <map> (count map <set>) for the addresses of
+ * family x->f in <ips>, each at the service's port. */
+static void
+keys_addrs(struct svcgen *x, const struct saddr *ips, size_t n,
+           const char *map, const char *set, const char *eps,
+           uint32_t total)
+{
+    char key[INET6_ADDRSTRLEN + 16], ip[INET6_ADDRSTRLEN];
+    struct nftgen_obj *o;
+    size_t i;
+
+    for (i = 0; i < n && !x->g->oom; i++) {
+        if (fam_of(&ips[i]) != x->f)
+            continue;
+        ip_str(&ips[i], ip);
+        snprintf(key, sizeof(key), "%s . %u", ip, (unsigned)x->s->port);
+        o = group_add(x->g, NFTGEN_KEYS, map, set, eps, key, NULL);
+        if (o != NULL)
+            o->count = total;
+    }
+}
+
+/* The objects of family x->f of a plain service whose endpoints of that
+ * family are <l>: its addresses' and NodePort's keys and the dispatch
+ * maps' elements that lead to the pick chains; with no endpoint, the
+ * elements that refuse (as nftgen_service() does). */
 static void
 keys_objs(struct svcgen *x, const struct eplist *l)
 {
     const struct nft_svc *s = x->s;
+    const char *proto = nft_proto_name(s->proto);
     char map[NFTGEN_KEYS_NAME_MAX], set[NFTGEN_KEYS_NAME_MAX];
-    char key[INET6_ADDRSTRLEN + 16], ip[INET6_ADDRSTRLEN], pick[32], svc[8];
+    char pick[40], svc[24], key[32];
     uint32_t total = (uint32_t)keys_of(l);
+    int f = x->f, np;
     struct sbuf eps;
-    size_t i;
+    struct nftgen_obj *o;
 
-    snprintf(svc, sizeof(svc), "svc%d", x->f ? 6 : 4);
+    /* The NodePort of this family, as nftgen_service() decides it. */
+    np = s->node_port
+         && (svc_has_family(s, f) || (!svc_has_family(s, !f) && l->n > 0));
+    snprintf(key, sizeof(key), "%s . %u", proto, (unsigned)s->node_port);
     if (l->n == 0) {
-        snprintf(svc, sizeof(svc), "noep%d", x->f ? 6 : 4);
+        snprintf(svc, sizeof(svc), "noep%d", f ? 6 : 4);
         ip_elems(x, s->cluster_ips, s->ncluster_ips, svc, "reject-chain");
+        ip_elems(x, s->external_ips, s->nexternal_ips, svc, "reject-chain");
+        ip_elems(x, s->lb_ips, s->nlb_ips, svc, "reject-chain");
+        snprintf(svc, sizeof(svc), "noep-nodeports%d", f ? 6 : 4);
+        if (np)
+            elem(x, svc, key, "goto", "reject-chain");
         return;
     }
-    nftgen_keys_name(x->f, s->proto, 0, map);
-    nftgen_keys_name(x->f, s->proto, total, set);
-    snprintf(pick, sizeof(pick), NFTGEN_PICK_PREFIX "%d-%s", x->f ? 6 : 4,
-             nft_proto_name(s->proto));
     sbuf_init(&eps, NFTGEN_TXN_MAX);
     keys_text(&eps, l);
     if (eps.overflow)
         x->g->oom = 1;
-    for (i = 0; i < s->ncluster_ips && !x->g->oom; i++) {
-        struct nftgen_obj *o;
+    nftgen_keys_name(f, s->proto, 0, map);
+    nftgen_keys_name(f, s->proto, total, set);
+    keys_addrs(x, s->cluster_ips, s->ncluster_ips, map, set, eps.p, total);
+    keys_addrs(x, s->external_ips, s->nexternal_ips, map, set, eps.p, total);
+    keys_addrs(x, s->lb_ips, s->nlb_ips, map, set, eps.p, total);
+    snprintf(svc, sizeof(svc), "svc%d", f ? 6 : 4);
+    snprintf(pick, sizeof(pick), NFTGEN_PICK_PREFIX "%d-%s", f ? 6 : 4, proto);
+    ip_elems(x, s->cluster_ips, s->ncluster_ips, svc, pick);
+    /* External addresses are marked for masquerade first. */
+    snprintf(pick, sizeof(pick), NFTGEN_PICK_PREFIX "x%d-%s", f ? 6 : 4,
+             proto);
+    ip_elems(x, s->external_ips, s->nexternal_ips, svc, pick);
+    ip_elems(x, s->lb_ips, s->nlb_ips, svc, pick);
+    if (np && !x->g->oom) {
+        char port[8];
 
-        if (fam_of(&s->cluster_ips[i]) != x->f)
-            continue;
-        ip_str(&s->cluster_ips[i], ip);
-        snprintf(key, sizeof(key), "%s . %u", ip, (unsigned)s->port);
-        o = group_add(x->g, NFTGEN_KEYS, map, set, eps.p, key, NULL);
+        /* Any node address: keyed by the port alone. */
+        nftgen_keys_name(2 + f, s->proto, 0, map);
+        nftgen_keys_name(2 + f, s->proto, total, set);
+        snprintf(port, sizeof(port), "%u", (unsigned)s->node_port);
+        o = group_add(x->g, NFTGEN_KEYS, map, set, eps.p, port, NULL);
         if (o != NULL)
             o->count = total;
+        snprintf(svc, sizeof(svc), "nodeports%d", f ? 6 : 4);
+        snprintf(pick, sizeof(pick), NFTGEN_PICK_PREFIX "n%d-%s", f ? 6 : 4,
+                 proto);
+        elem(x, svc, key, "goto", pick);
     }
     sbuf_deinit(&eps);
-    ip_elems(x, s->cluster_ips, s->ncluster_ips, svc, pick);
 }
 
 int
@@ -1100,9 +1150,12 @@ nftgen_service_keys(const struct nft_conf *c, const struct nft_svc *s,
     struct eplist l = {0};
     int pass;
 
+    /* ClusterIP, external and load-balancer addresses and NodePorts
+     * under externalTrafficPolicy: Cluster; not affinity, a proxy
+     * redirect, the local endpoints of Local, source ranges. */
     if (c->own_chains || s->redirect_port != 0 || s->affinity_s != 0
-        || s->nexternal_ips > 0 || s->nlb_ips > 0 || s->node_port != 0
-        || s->ncluster_ips == 0)
+        || s->external_local || s->nsource_ranges > 0
+        || (!svc_has_family(s, 0) && !svc_has_family(s, 1)))
         return 0;
     memset(&x, 0, sizeof(x));
     x.c = c;
@@ -1113,8 +1166,6 @@ nftgen_service_keys(const struct nft_conf *c, const struct nft_svc *s,
         for (x.f = 0; x.f < 2; x.f++) {
             uint64_t total;
 
-            if (count_fam(s->cluster_ips, s->ncluster_ips, x.f) == 0)
-                continue;
             if (eplist_make(&l, s->cluster_eps, s->ncluster_eps, x.f) < 0) {
                 g->oom = 1;
                 return -1;
@@ -1137,24 +1188,26 @@ nftgen_picks(const struct nft_conf *c, const struct nftgen_counts *k,
     struct sbuf r, one;
     struct nftgen_obj *o;
     size_t i;
-    int f, p;
+    int slot, p;
 
     if (c->own_chains)
         return group_finish(g);
     sbuf_init(&r, NFTGEN_TXN_MAX);
     sbuf_init(&one, NFTGEN_TXN_MAX);
-    for (f = 0; f < 2; f++)
+    for (slot = 0; slot < NFTGEN_KEYS_SLOTS; slot++)
         for (p = 0; p < NFT_PROTO__COUNT; p++) {
             const char *proto = nft_proto_name((enum nft_proto)p);
+            int f = slot & 1, np = slot >= 2;
 
             r.len = 0;
             if (r.p)
                 r.p[0] = '\0';
             /* What a Service chain marks, without its test of the
-             * destination: only ClusterIPs lead here. */
-            if (c->masq == NFT_MASQ_ALL) {
+             * destination: only ClusterIPs lead here, or external
+             * traffic already marked. A NodePort's is marked. */
+            if (c->masq == NFT_MASQ_ALL || (np && c->masq != NFT_MASQ_NONE)) {
                 sbuf_puts(&r, "jump mark-for-masq\n");
-            } else if (c->masq == NFT_MASQ_CIDR
+            } else if (!np && c->masq == NFT_MASQ_CIDR
                        && count_cidr_fam(c->cluster_cidrs, c->ncluster_cidrs,
                                          f)) {
                 sbuf_printf(&r, "%s saddr != ", fam_p[f]);
@@ -1167,13 +1220,14 @@ nftgen_picks(const struct nft_conf *c, const struct nftgen_counts *k,
              * and then refuses any rule that names it ("conflicting
              * protocols specified"). */
             snprintf(spec, sizeof(spec),
-                     "{ typeof %s daddr . %s . numgen random mod 1 : %s "
-                     "daddr . %s; }",
-                     fam_p[f], dport_of[p], fam_p[f], dport_of[p]);
-            for (i = 0; i < k->n[f][p]; i++) {
-                uint32_t n = k->v[f][p][i];
+                     "{ typeof %s%s%s . numgen random mod 1 : %s daddr . "
+                     "%s; }",
+                     np ? "" : fam_p[f], np ? "" : " daddr . ", dport_of[p],
+                     fam_p[f], dport_of[p]);
+            for (i = 0; i < k->n[slot][p]; i++) {
+                uint32_t n = k->v[slot][p][i];
 
-                nftgen_keys_name(f, (enum nft_proto)p, n, map);
+                nftgen_keys_name(slot, (enum nft_proto)p, n, map);
                 o = group_add(g, NFTGEN_SET, map, spec, NULL, NULL, NULL);
                 if (o != NULL)
                     o->is_map = 1;
@@ -1181,15 +1235,28 @@ nftgen_picks(const struct nft_conf *c, const struct nftgen_counts *k,
                 if (one.p)
                     one.p[0] = '\0';
                 sbuf_printf(&one,
-                            "dnat %s to %s daddr . %s . numgen random mod %u "
-                            "map @%s\n",
-                            fam_p[f], fam_p[f], dport_of[p], n, map);
-                snprintf(chain, sizeof(chain), NFTGEN_PICK_PREFIX "%d-%s-%u",
-                         f ? 6 : 4, proto, n);
+                            "dnat %s to %s%s%s . numgen random mod %u map "
+                            "@%s\n",
+                            fam_p[f], np ? "" : fam_p[f],
+                            np ? "" : " daddr . ", dport_of[p], n, map);
+                snprintf(chain, sizeof(chain), NFTGEN_PICK_PREFIX "%s%d-%s-%u",
+                         np ? "n" : "", f ? 6 : 4, proto, n);
                 add_chain(g, chain, NULL, &one);
                 sbuf_printf(&r, "jump %s\n", chain);
             }
-            snprintf(chain, sizeof(chain), NFTGEN_PICK_PREFIX "%d-%s",
+            snprintf(chain, sizeof(chain), NFTGEN_PICK_PREFIX "%s%d-%s",
+                     np ? "n" : "", f ? 6 : 4, proto);
+            add_chain(g, chain, NULL, &r);
+            if (np)
+                continue;
+            /* External addresses: marked, then picked as ClusterIPs. */
+            r.len = 0;
+            if (r.p)
+                r.p[0] = '\0';
+            if (c->masq != NFT_MASQ_NONE)
+                sbuf_puts(&r, "jump mark-for-masq\n");
+            sbuf_printf(&r, "goto %s\n", chain);
+            snprintf(chain, sizeof(chain), NFTGEN_PICK_PREFIX "x%d-%s",
                      f ? 6 : 4, proto);
             add_chain(g, chain, NULL, &r);
         }

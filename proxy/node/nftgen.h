@@ -16,8 +16,8 @@
  * so on, from the service id, which nft_svc_check() restricts to
  * characters nft accepts in a name.
  *
- * Size: a plain service (layout 4, below: ClusterIPs only) has no chain
- * or set of its own, only keys in maps every service shares. Any other
+ * Size: a plain service (layout 4, below) has no chain or set of its
+ * own, only keys in maps every service shares. Any other
  * service has a chain per family (plus one for external traffic and one
  * for local endpoints where it needs them) whose last rule translates
  * through the service's named endpoint map (below); only a service with
@@ -50,11 +50,12 @@ enum nftgen_kind {
     NFTGEN_ELEM,    /* an element of map <name>: <key> : <val> */
     NFTGEN_EPMAP,   /* a service's endpoint map: <spec>, <rules> its
                      * elements ("lo-hi : ip . port, ...") */
-    NFTGEN_KEYS,    /* one address of a plain service in layout 4's
-                     * keyed maps of <name> ("keys4-tcp"): <key> "ip .
-                     * port", <rules> the endpoints by key ("ip . port,
-                     * ..."), <spec> the map of its count
-                     * ("keys4-tcp-25"), <count> how many keys */
+    NFTGEN_KEYS,    /* one address (or the NodePort) of a plain service
+                     * in layout 4's keyed maps of <name> ("keys4-tcp",
+                     * "keysn4-tcp"): <key> "ip . port" (or "port"),
+                     * <rules> the endpoints by key ("ip . port, ..."),
+                     * <spec> the map of its count ("keys4-tcp-25"),
+                     * <count> how many keys */
 };
 
 /*
@@ -81,14 +82,20 @@ enum nftgen_kind {
  * services apart, and no rule has to name a service:
  *   - "keys4-tcp-N" (per family, protocol and count N of keys in use),
  *     typeof "ip daddr . tcp dport . numgen random mod 1 : ip daddr .
- *     tcp dport": a service of N keys holds "clusterIP . port . i" ->
- *     endpoint for i < N;
+ *     tcp dport": a service of N keys holds "address . port . i" ->
+ *     endpoint for i < N, for each of its ClusterIPs, external IPs and
+ *     load-balancer IPs;
  *   - chain "pick4-tcp-N": one rule, "dnat ip to ip daddr . tcp dport .
  *     numgen random mod N map @keys4-tcp-N", which a service of another
  *     count does not match (its address is not in the map);
  *   - chain "pick4-tcp": the masquerade mark, then "jump pick4-tcp-N"
- *     for each count in use, ascending;
- *   - the service's ClusterIPs in "svc4" go to "pick4-tcp".
+ *     for each count in use, ascending; "pickx4-tcp", for external
+ *     addresses, marks for masquerade and goes there;
+ *   - a NodePort reaches any node address, so its keys are the port
+ *     alone: "keysn4-tcp-N" ("tcp dport . numgen random mod 1 : ip daddr
+ *     . tcp dport") and chains "pickn4-tcp" and "pickn4-tcp-N";
+ *   - the service's addresses in "svc4" go to "pick4-tcp" or
+ *     "pickx4-tcp", its NodePort in "nodeports4" to "pickn4-tcp".
  * An endpoint change is then elements only (its keys, moved to another
  * count's map when the count changes), written through netlink in one
  * transaction, and no chain or set of the table grows with the services.
@@ -96,11 +103,12 @@ enum nftgen_kind {
  * every element of a map against a rule that binds it: a rule for a new
  * count on one map of 250,000 keys took 53 ms. Weights are numbers of
  * keys (an endpoint of weight 2 holds two keys, over the weights' common
- * factor). A service with an external address, a NodePort, ClientIP
- * affinity or a proxy redirect, or with more than NFTGEN_KEYS_MAX keys,
- * keeps chains of its own (nftgen_service()); so does one whose count
- * has no rule free (NFTGEN_COUNTS_MAX per family and protocol: a
- * connection's first packet tries the counts in turn).
+ * factor). A service with ClientIP affinity, a proxy redirect,
+ * externalTrafficPolicy: Local, loadBalancerSourceRanges or more than
+ * NFTGEN_KEYS_MAX keys keeps chains of its own (nftgen_service()); so
+ * does one whose count has no rule free (NFTGEN_COUNTS_MAX per kind of
+ * key, family and protocol: a connection's first packet tries the
+ * counts in turn).
  */
 #define NFTGEN_KEYS_PREFIX  "keys"
 #define NFTGEN_PICK_PREFIX  "pick"
@@ -152,11 +160,13 @@ int nftgen_service(const struct nft_conf *c, const struct nft_svc *s,
 int nftgen_service_keys(const struct nft_conf *c, const struct nft_svc *s,
                         struct nftgen_group *g);
 
-/* The counts with a rule in the pick chains: ascending, per family (0:
- * IPv4) and protocol. */
+/* The counts with a rule in the pick chains: ascending, per slot and
+ * protocol. A slot is a kind of key and a family: 0 and 1, addresses of
+ * IPv4 and IPv6; 2 and 3, NodePorts of IPv4 and IPv6. */
+#define NFTGEN_KEYS_SLOTS 4
 struct nftgen_counts {
-    uint32_t v[2][NFT_PROTO__COUNT][NFTGEN_COUNTS_MAX];
-    size_t n[2][NFT_PROTO__COUNT];
+    uint32_t v[NFTGEN_KEYS_SLOTS][NFT_PROTO__COUNT][NFTGEN_COUNTS_MAX];
+    size_t n[NFTGEN_KEYS_SLOTS][NFT_PROTO__COUNT];
 };
 
 /* The pick chains and keyed maps for <k> under config <c> (none when
@@ -164,11 +174,12 @@ struct nftgen_counts {
 int nftgen_picks(const struct nft_conf *c, const struct nftgen_counts *k,
                  struct nftgen_group *g);
 
-/* "keys4-tcp-25" for family <f> (0: IPv4), <proto>, <count> into <out>
- * (NFTGEN_KEYS_NAME_MAX); without a count, "keys4-tcp", the name of the
- * KEYS objects. */
+/* "keys4-tcp-25" (slot 0), "keysn6-udp-3" (slot 3) for <slot>, <proto>,
+ * <count> into <out> (NFTGEN_KEYS_NAME_MAX); without a count,
+ * "keys4-tcp", the name of the KEYS objects. */
 #define NFTGEN_KEYS_NAME_MAX 32
-void nftgen_keys_name(int f, enum nft_proto proto, uint32_t count, char *out);
+void nftgen_keys_name(int slot, enum nft_proto proto, uint32_t count,
+                      char *out);
 
 /* "<id with ':' as '/'>/<proto>" into <out> (NFTGEN_BASE_MAX). */
 #define NFTGEN_BASE_MAX (NFT_ID_MAX + 8)

@@ -612,7 +612,10 @@ def test_tcp_cluster_ip_spreads_and_keeps_client_ip(lab):
 def test_no_chain_per_endpoint_but_for_affinity(lab):
     lab.apply([svc("web", eps=("pod-a", "pod-b", "pod-c")),
                svc("sticky", cips=("198.18.128.12",), affinity_timeout=60),
-               svc("np", cips=("198.18.128.13",), node_port=30013)])
+               svc("np", cips=("198.18.128.13",), node_port=30013,
+                   external_traffic_policy="Local",
+                   local_endpoints=[ep("pod-a")]),
+               svc("np2", cips=("198.18.128.15",), node_port=30015)])
     chains = json.loads(lab.run_in("node", "nft", "-j", "list", "chains",
                                    "inet").stdout)["nftables"]
     names = [c["chain"]["name"] for c in chains if "chain" in c]
@@ -634,9 +637,16 @@ def test_no_chain_per_endpoint_but_for_affinity(lab):
     assert counts_of(lab)[3] == [("198.18.128.10", 80)]
     assert "198.18.128.10 . tcp . 80 : goto pick4-tcp" in lab.run_in(
         "node", "nft", "list", "map", "inet", "ferry", "svc4").stdout
-    # A Service with a NodePort keeps its chain, whose one rule, whatever
-    # the endpoints, picks from its endpoint map: each endpoint owns a
-    # share of the random number.
+    # A NodePort under externalTrafficPolicy: Cluster is keyed by its
+    # port alone; its ClusterIP as any.
+    out = lab.run_in("node", "nft", "list", "map", "inet", "ferry",
+                     "keysn4-tcp-2").stdout
+    assert "30015 . 0 : 198.18.1.2 . 8080" in out, out
+    assert "tcp . 30015 : goto pickn4-tcp" in lab.run_in(
+        "node", "nft", "list", "map", "inet", "ferry", "nodeports4").stdout
+    # A Service under externalTrafficPolicy: Local keeps its chains, the
+    # Service chain's one rule, whatever the endpoints, picking from its
+    # endpoint map: each endpoint owns a share of the random number.
     out = lab.run_in("node", "nft", "list", "chain", "inet", "ferry",
                      "svc4-default/np/p/tcp").stdout
     assert "dnat ip to numgen random mod 16777216 map " \
@@ -846,17 +856,19 @@ def test_endpoint_changes_skip_libnftables_set_fetch(lab):
     # added (a hairpin pair), those it leaves unused deleted; no rule
     # changes, and libnftables (which would first fetch every set of the
     # table: 10,000 maps at 10,000 Services) is not involved.
-    # A plain Service's change is its keys and its count set (layout 4);
-    # one with a NodePort has a map of its own, rewritten.
+    # A plain Service's change is its keys (layout 4); one under
+    # externalTrafficPolicy: Local has a map of its own, rewritten.
     a = svc("lean", cips=("198.18.128.20",), eps=("pod-a", "pod-b"))
     b = svc("lean2", cips=("198.18.128.21",), eps=("pod-c",))
+    local = {"node_port": 30023, "external_traffic_policy": "Local",
+             "local_endpoints": [ep("pod-a")]}
     np = svc("leannp", cips=("198.18.128.23",), eps=("pod-a", "pod-b"),
-             node_port=30023)
+             **local)
     lab.apply([a, b, np])
     c0 = lab.counts()
     lab.apply([svc("lean", cips=("198.18.128.20",), eps=("pod-a",)), b,
                svc("leannp", cips=("198.18.128.23",), eps=("pod-a",),
-                   node_port=30023)])
+                   **local)])
     c1 = lab.counts()
     assert c1["keyed"] == c0["keyed"] + 1, (c0, c1)
     assert c1["epmaps"] == c0["epmaps"] + 1, (c0, c1)

@@ -1202,6 +1202,7 @@ test_engine_out_of_memory(void **state)
     b.cips[0] = ip("198.18.128.11", 0);
     b.cl[0].addr = ip("198.18.1.7", 9090);
     b.s.node_port = 30081;
+    b.s.affinity_s = 60;
     err_clear(&e);
     n = nft_new(&c, &e);
     assert_non_null(n);
@@ -1235,8 +1236,8 @@ test_engine_out_of_memory(void **state)
         assert_int_equal(st.services, 1 + (size_t)has_b);
         settle_and_compare(n, k);
         t = kernel_table();
-        /* a is a plain service (keys in the shared map), b has a
-         * NodePort (chains of its own). */
+        /* a is a plain service (keys in the shared map), b has ClientIP
+         * affinity (chains of its own). */
         assert_non_null(strstr(t, "198.18.128.10 . 80 . 0 : 198.18.1."));
         assert_null(strstr(t, "svc4-default/web/http/tcp"));
         assert_int_equal(strstr(t, "svc4-shop/api/http/tcp") != NULL, has_b);
@@ -1292,23 +1293,65 @@ test_gen_plain_keys(void **state)
     free(t);
     nftgen_group_deinit(&g);
     f.s.ncluster_eps = 2;
-    /* What keeps chains of its own: a NodePort, affinity, a redirect,
-     * an external address, more keys than NFTGEN_KEYS_MAX, and a config
-     * that asks for them. */
+    /* An external address and a NodePort: the address is keyed as a
+     * ClusterIP but reached through pickx4 (marked for masquerade), the
+     * NodePort by its port alone through pickn4. */
     f.s.node_port = 30080;
+    f.exts[0] = ip("198.18.200.1", 0);
+    f.s.external_ips = f.exts;
+    f.s.nexternal_ips = 1;
+    assert_int_equal(nftgen_service_keys(&c, &f.s, &g), 1);
+    t = group_text(&g);
+    has(t, "svc4 { 198.18.200.1 . tcp . 80 : goto pickx4-tcp }");
+    has(t, "nodeports4 { tcp . 30080 : goto pickn4-tcp }");
+    free(t);
+    assert_int_equal(g.n, 6); /* 3 KEYS, 3 ELEM */
+    k = NULL;
+    for (i = 0; i < g.n; i++)
+        if (g.v[i].kind == NFTGEN_KEYS && strcmp(g.v[i].name, "keysn4-tcp")
+                                              == 0)
+            k = &g.v[i];
+    assert_non_null(k);
+    assert_string_equal(k->key, "30080");
+    assert_string_equal(k->spec, "keysn4-tcp-3");
+    assert_string_equal(k->rules, "198.18.1.2 . 8080, 198.18.1.2 . 8080, "
+                                  "198.18.1.3 . 8080");
+    k = NULL;
+    for (i = 0; i < g.n; i++)
+        if (g.v[i].kind == NFTGEN_KEYS
+            && strcmp(g.v[i].key, "198.18.200.1 . 80") == 0)
+            k = &g.v[i];
+    assert_non_null(k);
+    assert_string_equal(k->spec, "keys4-tcp-3");
+    nftgen_group_deinit(&g);
+    /* Without endpoints, each refused. */
+    f.s.ncluster_eps = 0;
+    assert_int_equal(nftgen_service_keys(&c, &f.s, &g), 1);
+    t = group_text(&g);
+    has(t, "noep4 { 198.18.200.1 . tcp . 80 : goto reject-chain }");
+    has(t, "noep-nodeports4 { tcp . 30080 : goto reject-chain }");
+    free(t);
+    nftgen_group_deinit(&g);
+    f.s.ncluster_eps = 2;
+    /* What keeps chains of its own: externalTrafficPolicy: Local, source
+     * ranges, affinity, a redirect, more keys than NFTGEN_KEYS_MAX, and a
+     * config that asks for them. */
+    f.s.external_local = 1;
     assert_int_equal(nftgen_service_keys(&c, &f.s, &g), 0);
+    f.s.external_local = 0;
+    f.ranges[0] = cidr("198.18.9.0/24");
+    f.s.source_ranges = f.ranges;
+    f.s.nsource_ranges = 1;
+    assert_int_equal(nftgen_service_keys(&c, &f.s, &g), 0);
+    f.s.nsource_ranges = 0;
     f.s.node_port = 0;
+    f.s.nexternal_ips = 0;
     f.s.affinity_s = 60;
     assert_int_equal(nftgen_service_keys(&c, &f.s, &g), 0);
     f.s.affinity_s = 0;
     f.s.redirect_port = 10263;
     assert_int_equal(nftgen_service_keys(&c, &f.s, &g), 0);
     f.s.redirect_port = 0;
-    f.exts[0] = ip("198.18.200.1", 0);
-    f.s.external_ips = f.exts;
-    f.s.nexternal_ips = 1;
-    assert_int_equal(nftgen_service_keys(&c, &f.s, &g), 0);
-    f.s.nexternal_ips = 0;
     f.cl[0].weight = 1;
     f.cl[1].weight = NFTGEN_KEYS_MAX; /* 257 keys */
     assert_int_equal(nftgen_service_keys(&c, &f.s, &g), 0);
@@ -1337,9 +1380,21 @@ test_gen_picks(void **state)
     k.n[0][NFT_TCP] = 2;
     k.v[1][NFT_UDP][0] = 1;
     k.n[1][NFT_UDP] = 1;
+    k.v[2][NFT_TCP][0] = 3;
+    k.n[2][NFT_TCP] = 1;
     nftgen_group_init(&g);
     assert_int_equal(nftgen_picks(&c, &k, &g), 0);
     t = group_text(&g);
+    /* NodePorts: any node address, keyed by the port; always marked. */
+    has(t, "add rule inet ferry pickn4-tcp jump mark-for-masq\nadd rule "
+           "inet ferry pickn4-tcp jump pickn4-tcp-3\n");
+    has(t, "add rule inet ferry pickn4-tcp-3 dnat ip to tcp dport . numgen "
+           "random mod 3 map @keysn4-tcp-3\n");
+    has(t, "add map inet ferry keysn4-tcp-3 { typeof tcp dport . numgen "
+           "random mod 1 : ip daddr . tcp dport; }");
+    /* External addresses: marked, then as ClusterIPs. */
+    has(t, "add rule inet ferry pickx4-tcp jump mark-for-masq\nadd rule "
+           "inet ferry pickx4-tcp goto pick4-tcp\n");
     has(t, "add rule inet ferry pick4-tcp ip saddr != { 198.18.1.0/24 } "
            "jump mark-for-masq\nadd rule inet ferry pick4-tcp jump "
            "pick4-tcp-2\nadd rule inet ferry pick4-tcp jump pick4-tcp-25\n");
