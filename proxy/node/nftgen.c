@@ -122,15 +122,45 @@ obj_same(const struct nftgen_obj *a, const struct nftgen_obj *b)
            && strcmp_null(a->val, b->val) == 0;
 }
 
+/* obj_cmp_id(), then the contents: a total order, for a group whose
+ * duplicates group_finish() drops the same way every time. */
+static int
+obj_cmp_all(const void *pa, const void *pb)
+{
+    const struct nftgen_obj *a = pa, *b = pb;
+    int c = obj_cmp_id(a, b);
+
+    if (c == 0)
+        c = strcmp_null(a->val, b->val);
+    if (c == 0)
+        c = strcmp_null(a->spec, b->spec);
+    if (c == 0)
+        c = strcmp_null(a->rules, b->rules);
+    return c;
+}
+
 static int
 group_finish(struct nftgen_group *g)
 {
     struct nftgen_obj *v;
+    size_t i, k;
 
     if (g->oom)
         return -1;
     if (g->n > 1)
-        qsort(g->v, g->n, sizeof(g->v[0]), obj_cmp_id);
+        qsort(g->v, g->n, sizeof(g->v[0]), obj_cmp_all);
+    /* One object per name and key: a Service that lists an address twice
+     * (an externalIP that is also its load balancer's) would otherwise
+     * add the element twice and delete it twice, and the second deletion
+     * fails the transaction. */
+    for (i = k = 0; i < g->n; i++) {
+        if (k > 0 && obj_cmp_id(&g->v[k - 1], &g->v[i]) == 0) {
+            obj_free(&g->v[i]);
+            continue;
+        }
+        g->v[k++] = g->v[i];
+    }
+    g->n = k;
     /* A service's group lives as long as the service is in the kernel
      * (twice while a change is pending): give back the room it grew
      * into (grown by doubling). A failed

@@ -1627,3 +1627,27 @@ def test_counts_past_the_cap_keep_chains_of_their_own(lab):
     # translated (not refused as a ClusterIP without a Service) and
     # times out.
     assert got == "timeout", got
+
+
+def test_an_address_listed_twice_is_one_element(lab):
+    # An externalIP that is also the Service's load balancer's: one
+    # element and one set of keys, so that a change or a deletion removes
+    # it once (twice failed the transaction and sent every later change
+    # through a full convergence), with chains of its own or without.
+    for extra in ({}, {"external_traffic_policy": "Local",
+                       "node_port": 30031,
+                       "local_endpoints": [ep("pod-a")]}):
+        s = svc("twice", cips=("198.18.128.31",), eps=("pod-a", "pod-b"),
+                external_ips=["198.18.200.31"], lb_ips=["198.18.200.31"],
+                **extra)
+        mark = len(lab.out_lines())
+        lab.apply([s])
+        s["cluster_endpoints"] = [ep("pod-b")]
+        lab.apply([s])
+        assert lab.in_ns("cpod")(tcp_try, "198.18.200.31", 80) == "pod-b"
+        lab.apply([])
+        errors = [ln for ln in lab.out_lines()[mark:]
+                  if ln.startswith("error")]
+        assert errors == [], errors
+        assert "198.18.200.31" not in lab.run_in(
+            "node", "nft", "list", "map", "inet", "ferry", "svc4").stdout
