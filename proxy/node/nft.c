@@ -779,14 +779,17 @@ prefixed(const char *name, const char *prefix)
 }
 
 /* The slot of a KEYS object (nftgen_counts), from its maps' name:
- * "keys4-tcp" 0, "keys6-tcp" 1, "keysn4-tcp" 2, "keysn6-tcp" 3. */
+ * "keys4-tcp" 0, "keys6-tcp" 1, "keysn4-tcp" 2, "keysn6-tcp" 3, and the
+ * same after "keysl" 4 to 7. */
 static int
 keys_fam(const struct nftgen_obj *o)
 {
     const char *p = o->name + strlen(NFTGEN_KEYS_PREFIX);
-    int np = *p == 'n';
+    int local = *p == 'l', np;
 
-    return 2 * np + (p[np] == '6');
+    p += local;
+    np = *p == 'n';
+    return 4 * local + 2 * np + (p[np] == '6');
 }
 
 static int
@@ -1386,7 +1389,7 @@ key_addr(const struct nftgen_obj *o, struct saddr *a, const char **why)
     char *end;
     unsigned long port;
 
-    if (keys_fam(o) < 2) {
+    if (!((keys_fam(o) >> 1) & 1)) {
         if (nftrules_addrs_parse(o->key, a, 1, why) != 1) {
             if (*why == NULL)
                 *why = "not one address";

@@ -481,14 +481,15 @@ static const char *const dport_of[NFT_PROTO__COUNT] = {
 void
 nftgen_keys_name(int slot, enum nft_proto proto, uint32_t count, char *out)
 {
-    const char *np = slot >= 2 ? "n" : "";
+    static const char *const in[4] = {"", "n", "l", "ln"};
+    const char *k = in[(slot >> 1) & 3];
 
     if (count == 0)
-        snprintf(out, NFTGEN_KEYS_NAME_MAX, NFTGEN_KEYS_PREFIX "%s%d-%s", np,
+        snprintf(out, NFTGEN_KEYS_NAME_MAX, NFTGEN_KEYS_PREFIX "%s%d-%s", k,
                  slot & 1 ? 6 : 4, nft_proto_name(proto));
     else
         snprintf(out, NFTGEN_KEYS_NAME_MAX, NFTGEN_KEYS_PREFIX "%s%d-%s-%u",
-                 np, slot & 1 ? 6 : 4, nft_proto_name(proto), count);
+                 k, slot & 1 ? 6 : 4, nft_proto_name(proto), count);
 }
 
 int
@@ -1108,19 +1109,20 @@ keys_addrs(struct svcgen *x, const struct saddr *ips, size_t n,
 }
 
 /* The objects of family x->f of a plain service whose endpoints of that
- * family are <l>: its addresses' and NodePort's keys and the dispatch
- * maps' elements that lead to the pick chains; with no endpoint, the
- * elements that refuse (as nftgen_service() does). */
+ * family are <l> (and, under externalTrafficPolicy: Local, its local ones
+ * <lo>): its addresses' and NodePort's keys and the dispatch maps'
+ * elements that lead to the pick chains; with no endpoint, the elements
+ * that refuse (as nftgen_service() does). */
 static void
-keys_objs(struct svcgen *x, const struct eplist *l)
+keys_objs(struct svcgen *x, const struct eplist *l, const struct eplist *lo)
 {
     const struct nft_svc *s = x->s;
     const char *proto = nft_proto_name(s->proto);
     char map[NFTGEN_KEYS_NAME_MAX], set[NFTGEN_KEYS_NAME_MAX];
-    char pick[40], svc[24], key[32];
-    uint32_t total = (uint32_t)keys_of(l);
-    int f = x->f, np;
-    struct sbuf eps;
+    char pick[40], svc[24], key[32], port[8];
+    uint32_t total = (uint32_t)keys_of(l), ltotal = (uint32_t)keys_of(lo);
+    int f = x->f, np, local = s->external_local;
+    struct sbuf eps, leps;
     struct nftgen_obj *o;
 
     /* The NodePort of this family, as nftgen_service() decides it. */
@@ -1138,38 +1140,55 @@ keys_objs(struct svcgen *x, const struct eplist *l)
         return;
     }
     sbuf_init(&eps, NFTGEN_TXN_MAX);
+    sbuf_init(&leps, NFTGEN_TXN_MAX);
     keys_text(&eps, l);
-    if (eps.overflow)
+    keys_text(&leps, lo);
+    if (eps.overflow || leps.overflow)
         x->g->oom = 1;
     nftgen_keys_name(f, s->proto, 0, map);
     nftgen_keys_name(f, s->proto, total, set);
     keys_addrs(x, s->cluster_ips, s->ncluster_ips, map, set, eps.p, total);
     keys_addrs(x, s->external_ips, s->nexternal_ips, map, set, eps.p, total);
     keys_addrs(x, s->lb_ips, s->nlb_ips, map, set, eps.p, total);
+    if (local && lo->n > 0) {
+        /* Outside traffic to the external addresses: the local list. */
+        nftgen_keys_name(4 + f, s->proto, 0, map);
+        nftgen_keys_name(4 + f, s->proto, ltotal, set);
+        keys_addrs(x, s->external_ips, s->nexternal_ips, map, set, leps.p,
+                   ltotal);
+        keys_addrs(x, s->lb_ips, s->nlb_ips, map, set, leps.p, ltotal);
+    }
     snprintf(svc, sizeof(svc), "svc%d", f ? 6 : 4);
     snprintf(pick, sizeof(pick), NFTGEN_PICK_PREFIX "%d-%s", f ? 6 : 4, proto);
     ip_elems(x, s->cluster_ips, s->ncluster_ips, svc, pick);
-    /* External addresses are marked for masquerade first. */
-    snprintf(pick, sizeof(pick), NFTGEN_PICK_PREFIX "x%d-%s", f ? 6 : 4,
-             proto);
+    /* External addresses are marked for masquerade first, or (Local)
+     * sent to the local endpoints unless they come from the cluster. */
+    snprintf(pick, sizeof(pick), NFTGEN_PICK_PREFIX "x%s%d-%s",
+             local ? "l" : "", f ? 6 : 4, proto);
     ip_elems(x, s->external_ips, s->nexternal_ips, svc, pick);
     ip_elems(x, s->lb_ips, s->nlb_ips, svc, pick);
     if (np && !x->g->oom) {
-        char port[8];
-
         /* Any node address: keyed by the port alone. */
+        snprintf(port, sizeof(port), "%u", (unsigned)s->node_port);
         nftgen_keys_name(2 + f, s->proto, 0, map);
         nftgen_keys_name(2 + f, s->proto, total, set);
-        snprintf(port, sizeof(port), "%u", (unsigned)s->node_port);
         o = group_add(x->g, NFTGEN_KEYS, map, set, eps.p, port, NULL);
         if (o != NULL)
             o->count = total;
+        if (local && lo->n > 0) {
+            nftgen_keys_name(6 + f, s->proto, 0, map);
+            nftgen_keys_name(6 + f, s->proto, ltotal, set);
+            o = group_add(x->g, NFTGEN_KEYS, map, set, leps.p, port, NULL);
+            if (o != NULL)
+                o->count = ltotal;
+        }
         snprintf(svc, sizeof(svc), "nodeports%d", f ? 6 : 4);
-        snprintf(pick, sizeof(pick), NFTGEN_PICK_PREFIX "n%d-%s", f ? 6 : 4,
-                 proto);
+        snprintf(pick, sizeof(pick), NFTGEN_PICK_PREFIX "%sn%d-%s",
+                 local ? "l" : "", f ? 6 : 4, proto);
         elem(x, svc, key, "goto", pick);
     }
     sbuf_deinit(&eps);
+    sbuf_deinit(&leps);
 }
 
 int
@@ -1177,14 +1196,13 @@ nftgen_service_keys(const struct nft_conf *c, const struct nft_svc *s,
                     struct nftgen_group *g)
 {
     struct svcgen x;
-    struct eplist l = {0};
+    struct eplist l = {0}, lo = {0};
     int pass;
 
-    /* ClusterIP, external and load-balancer addresses and NodePorts
-     * under externalTrafficPolicy: Cluster; not affinity, a proxy
-     * redirect, the local endpoints of Local, source ranges. */
+    /* ClusterIP, external and load-balancer addresses and NodePorts; not
+     * affinity, a proxy redirect, source ranges. */
     if (c->own_chains || s->redirect_port != 0 || s->affinity_s != 0
-        || s->external_local || s->nsource_ranges > 0
+        || s->nsource_ranges > 0
         || (!svc_has_family(s, 0) && !svc_has_family(s, 1)))
         return 0;
     memset(&x, 0, sizeof(x));
@@ -1194,27 +1212,66 @@ nftgen_service_keys(const struct nft_conf *c, const struct nft_svc *s,
     /* First whether every family's keys fit, then the objects. */
     for (pass = 0; pass < 2; pass++)
         for (x.f = 0; x.f < 2; x.f++) {
-            uint64_t total;
+            uint64_t total, ltotal;
+            int ext;
 
-            if (eplist_make(&l, s->cluster_eps, s->ncluster_eps, x.f) < 0) {
+            if (eplist_make(&l, s->cluster_eps, s->ncluster_eps, x.f) < 0
+                || eplist_make(&lo, s->local_eps,
+                               s->external_local ? s->nlocal_eps : 0, x.f)
+                       < 0) {
+                free(l.v);
                 g->oom = 1;
                 return -1;
             }
             total = keys_of(&l);
+            ltotal = keys_of(&lo);
+            /* Under Local, external traffic that no cluster endpoint
+             * serves still reaches the local ones: chains of its own. */
+            ext = count_fam(s->external_ips, s->nexternal_ips, x.f)
+                  || count_fam(s->lb_ips, s->nlb_ips, x.f)
+                  || (s->node_port && svc_has_family(s, x.f));
             if (pass == 1)
-                keys_objs(&x, &l);
+                keys_objs(&x, &l, &lo);
             free(l.v);
-            if (total > NFTGEN_KEYS_MAX)
+            free(lo.v);
+            if (total > NFTGEN_KEYS_MAX || ltotal > NFTGEN_KEYS_MAX
+                || (s->external_local && ext && l.n == 0 && lo.n > 0))
                 return 0;
         }
     return group_finish(g) < 0 ? -1 : 1;
+}
+
+/* The lines that send traffic from the cluster (its pod ranges, under
+ * the CIDR mode) and from the node itself to chain <to>, the node's own
+ * marked for masquerade: what an external chain under Local does before
+ * it picks a local endpoint (nftgen_service()'s external_chain()). */
+static void
+local_prefix(const struct nft_conf *c, int f, const char *to, struct sbuf *r)
+{
+    if (c->masq == NFT_MASQ_CIDR
+        && count_cidr_fam(c->cluster_cidrs, c->ncluster_cidrs, f)) {
+        sbuf_printf(r, "%s saddr ", fam_p[f]);
+        cidr_set(r, c->cluster_cidrs, c->ncluster_cidrs, f);
+        sbuf_printf(r, " goto %s\n", to);
+    }
+    if (c->masq != NFT_MASQ_NONE)
+        sbuf_puts(r, "fib saddr type local jump mark-for-masq\n");
+    sbuf_printf(r, "fib saddr type local goto %s\n", to);
+}
+
+static void
+r_clear(struct sbuf *r)
+{
+    r->len = 0;
+    if (r->p)
+        r->p[0] = '\0';
 }
 
 int
 nftgen_picks(const struct nft_conf *c, const struct nftgen_counts *k,
              struct nftgen_group *g)
 {
-    char map[NFTGEN_KEYS_NAME_MAX], chain[48], spec[160];
+    char map[NFTGEN_KEYS_NAME_MAX], chain[48], spec[160], to[48];
     struct sbuf r, one;
     struct nftgen_obj *o;
     size_t i;
@@ -1227,15 +1284,20 @@ nftgen_picks(const struct nft_conf *c, const struct nftgen_counts *k,
     for (slot = 0; slot < NFTGEN_KEYS_SLOTS; slot++)
         for (p = 0; p < NFT_PROTO__COUNT; p++) {
             const char *proto = nft_proto_name((enum nft_proto)p);
-            int f = slot & 1, np = slot >= 2;
+            int f = slot & 1, np = (slot >> 1) & 1, local = slot >> 2;
+            const char *in = local ? (np ? "ln" : "l") : (np ? "n" : "");
 
-            r.len = 0;
-            if (r.p)
-                r.p[0] = '\0';
-            /* What a Service chain marks, without its test of the
-             * destination: only ClusterIPs lead here, or external
-             * traffic already marked. A NodePort's is marked. */
-            if (c->masq == NFT_MASQ_ALL || (np && c->masq != NFT_MASQ_NONE)) {
+            r_clear(&r);
+            if (local) {
+                /* Under Local: the cluster and the node itself to every
+                 * endpoint, the rest to the local ones, or dropped. */
+                snprintf(to, sizeof(to), NFTGEN_PICK_PREFIX "%s%d-%s",
+                         np ? "nc" : "", f ? 6 : 4, proto);
+                local_prefix(c, f, to, &r);
+            } else if (c->masq == NFT_MASQ_ALL) {
+                /* What a Service chain marks, without its test of the
+                 * destination: only ClusterIPs come here marked by
+                 * nothing else. */
                 sbuf_puts(&r, "jump mark-for-masq\n");
             } else if (!np && c->masq == NFT_MASQ_CIDR
                        && count_cidr_fam(c->cluster_cidrs, c->ncluster_cidrs,
@@ -1261,33 +1323,35 @@ nftgen_picks(const struct nft_conf *c, const struct nftgen_counts *k,
                 o = group_add(g, NFTGEN_SET, map, spec, NULL, NULL, NULL);
                 if (o != NULL)
                     o->is_map = 1;
-                one.len = 0;
-                if (one.p)
-                    one.p[0] = '\0';
+                r_clear(&one);
                 sbuf_printf(&one,
                             "dnat %s to %s%s%s . numgen random mod %u map "
                             "@%s\n",
                             fam_p[f], np ? "" : fam_p[f],
                             np ? "" : " daddr . ", dport_of[p], n, map);
                 snprintf(chain, sizeof(chain), NFTGEN_PICK_PREFIX "%s%d-%s-%u",
-                         np ? "n" : "", f ? 6 : 4, proto, n);
+                         in, f ? 6 : 4, proto, n);
                 add_chain(g, chain, NULL, &one);
                 sbuf_printf(&r, "jump %s\n", chain);
             }
-            snprintf(chain, sizeof(chain), NFTGEN_PICK_PREFIX "%s%d-%s",
-                     np ? "n" : "", f ? 6 : 4, proto);
+            if (local)
+                sbuf_puts(&r, "drop\n");
+            /* pick4-tcp, picknc4-tcp (a NodePort's cluster endpoints,
+             * unmarked), pickxl4-tcp, pickln4-tcp. */
+            snprintf(chain, sizeof(chain), NFTGEN_PICK_PREFIX "%s%s%d-%s",
+                     local && !np ? "x" : "", np && !local ? "nc" : in,
+                     f ? 6 : 4, proto);
             add_chain(g, chain, NULL, &r);
-            if (np)
+            if (local)
                 continue;
-            /* External addresses: marked, then picked as ClusterIPs. */
-            r.len = 0;
-            if (r.p)
-                r.p[0] = '\0';
+            /* Under Cluster, external addresses and NodePorts: marked,
+             * then picked among every endpoint (pickx4-tcp, pickn4-tcp). */
+            r_clear(&r);
             if (c->masq != NFT_MASQ_NONE)
                 sbuf_puts(&r, "jump mark-for-masq\n");
             sbuf_printf(&r, "goto %s\n", chain);
-            snprintf(chain, sizeof(chain), NFTGEN_PICK_PREFIX "x%d-%s",
-                     f ? 6 : 4, proto);
+            snprintf(chain, sizeof(chain), NFTGEN_PICK_PREFIX "%s%d-%s",
+                     np ? "n" : "x", f ? 6 : 4, proto);
             add_chain(g, chain, NULL, &r);
         }
     sbuf_deinit(&r);

@@ -162,8 +162,9 @@ int nftgen_service_keys(const struct nft_conf *c, const struct nft_svc *s,
 
 /* The counts with a rule in the pick chains: ascending, per slot and
  * protocol. A slot is a kind of key and a family: 0 and 1, addresses of
- * IPv4 and IPv6; 2 and 3, NodePorts of IPv4 and IPv6. */
-#define NFTGEN_KEYS_SLOTS 4
+ * IPv4 and IPv6; 2 and 3, NodePorts of IPv4 and IPv6; 4 to 7 the same
+ * for the local endpoints of externalTrafficPolicy: Local. */
+#define NFTGEN_KEYS_SLOTS 8
 struct nftgen_counts {
     uint32_t v[NFTGEN_KEYS_SLOTS][NFT_PROTO__COUNT][NFTGEN_COUNTS_MAX];
     size_t n[NFTGEN_KEYS_SLOTS][NFT_PROTO__COUNT];
@@ -174,7 +175,8 @@ struct nftgen_counts {
 int nftgen_picks(const struct nft_conf *c, const struct nftgen_counts *k,
                  struct nftgen_group *g);
 
-/* "keys4-tcp-25" (slot 0), "keysn6-udp-3" (slot 3) for <slot>, <proto>,
+/* "keys4-tcp-25" (slot 0), "keysn6-udp-3" (slot 3), "keysl4-tcp-2"
+ * (slot 4), "keysln4-tcp-2" (slot 6) for <slot>, <proto>,
  * <count> into <out> (NFTGEN_KEYS_NAME_MAX); without a count,
  * "keys4-tcp", the name of the KEYS objects. */
 #define NFTGEN_KEYS_NAME_MAX 32

@@ -612,9 +612,8 @@ def test_tcp_cluster_ip_spreads_and_keeps_client_ip(lab):
 def test_no_chain_per_endpoint_but_for_affinity(lab):
     lab.apply([svc("web", eps=("pod-a", "pod-b", "pod-c")),
                svc("sticky", cips=("198.18.128.12",), affinity_timeout=60),
-               svc("np", cips=("198.18.128.13",), node_port=30013,
-                   external_traffic_policy="Local",
-                   local_endpoints=[ep("pod-a")]),
+               svc("np", cips=("198.18.128.13",), lb_ips=["198.18.200.13"],
+                   source_ranges=["198.18.0.0/16"]),
                svc("np2", cips=("198.18.128.15",), node_port=30015)])
     chains = json.loads(lab.run_in("node", "nft", "-j", "list", "chains",
                                    "inet").stdout)["nftables"]
@@ -644,7 +643,7 @@ def test_no_chain_per_endpoint_but_for_affinity(lab):
     assert "30015 . 0 : 198.18.1.2 . 8080" in out, out
     assert "tcp . 30015 : goto pickn4-tcp" in lab.run_in(
         "node", "nft", "list", "map", "inet", "ferry", "nodeports4").stdout
-    # A Service under externalTrafficPolicy: Local keeps its chains, the
+    # A Service with loadBalancerSourceRanges keeps its chains, the
     # Service chain's one rule, whatever the endpoints, picking from its
     # endpoint map: each endpoint owns a share of the random number.
     out = lab.run_in("node", "nft", "list", "chain", "inet", "ferry",
@@ -813,8 +812,14 @@ def test_external_traffic_policy_local(lab):
         got = o(lambda: hits(lambda: tcp_hello(ip, port), 15))
         # Only the local endpoint, and it sees the client's own IP.
         assert set(got) == {("pod-a", OUT4)}, (ip, got)
-    # Pods reach every endpoint through the same address.
+    # Pods reach every endpoint through the same address and the
+    # NodePort, and so does the node itself.
     got = c(lambda: hits(lambda: tcp_hello("198.18.200.3", 80)[0], 30))
+    assert set(got) == {"pod-a", "pod-b"}, got
+    got = c(lambda: hits(lambda: tcp_hello(NODE4, 30090)[0], 30))
+    assert set(got) == {"pod-a", "pod-b"}, got
+    got = lab.in_ns("node")(lambda: hits(
+        lambda: tcp_hello("198.18.200.3", 80)[0], 30))
     assert set(got) == {"pod-a", "pod-b"}, got
     # No local endpoint: outside traffic is dropped, pods still served.
     s["local_endpoints"] = []
@@ -856,12 +861,11 @@ def test_endpoint_changes_skip_libnftables_set_fetch(lab):
     # added (a hairpin pair), those it leaves unused deleted; no rule
     # changes, and libnftables (which would first fetch every set of the
     # table: 10,000 maps at 10,000 Services) is not involved.
-    # A plain Service's change is its keys (layout 4); one under
-    # externalTrafficPolicy: Local has a map of its own, rewritten.
+    # A plain Service's change is its keys (layout 4); one with source
+    # ranges has a map of its own, rewritten.
     a = svc("lean", cips=("198.18.128.20",), eps=("pod-a", "pod-b"))
     b = svc("lean2", cips=("198.18.128.21",), eps=("pod-c",))
-    local = {"node_port": 30023, "external_traffic_policy": "Local",
-             "local_endpoints": [ep("pod-a")]}
+    local = {"lb_ips": ["198.18.200.23"], "source_ranges": ["198.18.0.0/16"]}
     np = svc("leannp", cips=("198.18.128.23",), eps=("pod-a", "pod-b"),
              **local)
     lab.apply([a, b, np])
@@ -1636,7 +1640,8 @@ def test_an_address_listed_twice_is_one_element(lab):
     # through a full convergence), with chains of its own or without.
     for extra in ({}, {"external_traffic_policy": "Local",
                        "node_port": 30031,
-                       "local_endpoints": [ep("pod-a")]}):
+                       "local_endpoints": [ep("pod-a")]},
+                  {"source_ranges": ["198.18.0.0/16"]}):
         s = svc("twice", cips=("198.18.128.31",), eps=("pod-a", "pod-b"),
                 external_ips=["198.18.200.31"], lb_ips=["198.18.200.31"],
                 **extra)

@@ -1333,12 +1333,38 @@ test_gen_plain_keys(void **state)
     free(t);
     nftgen_group_deinit(&g);
     f.s.ncluster_eps = 2;
-    /* What keeps chains of its own: externalTrafficPolicy: Local, source
-     * ranges, affinity, a redirect, more keys than NFTGEN_KEYS_MAX, and a
-     * config that asks for them. */
+    /* externalTrafficPolicy: Local: the external address and the
+     * NodePort lead to the Local pick chains, whose own keys are the
+     * local endpoints'. */
     f.s.external_local = 1;
+    f.lo[0].addr = ip("198.18.1.3", 8080);
+    f.lo[0].weight = 1;
+    f.s.local_eps = f.lo;
+    f.s.nlocal_eps = 1;
+    assert_int_equal(nftgen_service_keys(&c, &f.s, &g), 1);
+    t = group_text(&g);
+    has(t, "svc4 { 198.18.200.1 . tcp . 80 : goto pickxl4-tcp }");
+    has(t, "nodeports4 { tcp . 30080 : goto pickln4-tcp }");
+    free(t);
+    assert_int_equal(g.n, 8); /* 5 KEYS, 3 ELEM */
+    k = NULL;
+    for (i = 0; i < g.n; i++)
+        if (g.v[i].kind == NFTGEN_KEYS && strcmp(g.v[i].name, "keysln4-tcp")
+                                              == 0)
+            k = &g.v[i];
+    assert_non_null(k);
+    assert_string_equal(k->spec, "keysln4-tcp-1");
+    assert_string_equal(k->rules, "198.18.1.3 . 8080");
+    nftgen_group_deinit(&g);
+    /* Local endpoints but none in the cluster list: outside traffic still
+     * reaches them, as a chain of its own does. */
+    f.s.ncluster_eps = 0;
     assert_int_equal(nftgen_service_keys(&c, &f.s, &g), 0);
+    f.s.ncluster_eps = 2;
     f.s.external_local = 0;
+    f.s.nlocal_eps = 0;
+    /* What keeps chains of its own: source ranges, affinity, a redirect,
+     * more keys than NFTGEN_KEYS_MAX, and a config that asks for them. */
     f.ranges[0] = cidr("198.18.9.0/24");
     f.s.source_ranges = f.ranges;
     f.s.nsource_ranges = 1;
@@ -1382,12 +1408,34 @@ test_gen_picks(void **state)
     k.n[1][NFT_UDP] = 1;
     k.v[2][NFT_TCP][0] = 3;
     k.n[2][NFT_TCP] = 1;
+    k.v[4][NFT_TCP][0] = 2;
+    k.n[4][NFT_TCP] = 1;
+    k.v[6][NFT_TCP][0] = 1;
+    k.n[6][NFT_TCP] = 1;
     nftgen_group_init(&g);
     assert_int_equal(nftgen_picks(&c, &k, &g), 0);
     t = group_text(&g);
-    /* NodePorts: any node address, keyed by the port; always marked. */
+    /* NodePorts: any node address, keyed by the port; marked, under
+     * Cluster. */
     has(t, "add rule inet ferry pickn4-tcp jump mark-for-masq\nadd rule "
-           "inet ferry pickn4-tcp jump pickn4-tcp-3\n");
+           "inet ferry pickn4-tcp goto picknc4-tcp\n");
+    has(t, "add rule inet ferry picknc4-tcp jump pickn4-tcp-3\n");
+    hasnt(t, "picknc4-tcp jump mark-for-masq");
+    /* Under Local: the cluster's pods and the node itself to every
+     * endpoint, the rest to the local ones, or dropped. */
+    has(t, "add rule inet ferry pickxl4-tcp ip saddr { 198.18.1.0/24 } goto "
+           "pick4-tcp\nadd rule inet ferry pickxl4-tcp fib saddr type local "
+           "jump mark-for-masq\nadd rule inet ferry pickxl4-tcp fib saddr "
+           "type local goto pick4-tcp\nadd rule inet ferry pickxl4-tcp jump "
+           "pickl4-tcp-2\nadd rule inet ferry pickxl4-tcp drop\n");
+    has(t, "add rule inet ferry pickl4-tcp-2 dnat ip to ip daddr . tcp dport "
+           ". numgen random mod 2 map @keysl4-tcp-2\n");
+    has(t, "add rule inet ferry pickln4-tcp ip saddr { 198.18.1.0/24 } goto "
+           "picknc4-tcp\n");
+    has(t, "add rule inet ferry pickln4-tcp jump pickln4-tcp-1\nadd rule "
+           "inet ferry pickln4-tcp drop\n");
+    has(t, "add rule inet ferry pickln4-tcp-1 dnat ip to tcp dport . numgen "
+           "random mod 1 map @keysln4-tcp-1\n");
     has(t, "add rule inet ferry pickn4-tcp-3 dnat ip to tcp dport . numgen "
            "random mod 3 map @keysn4-tcp-3\n");
     has(t, "add map inet ferry keysn4-tcp-3 { typeof tcp dport . numgen "
