@@ -127,9 +127,9 @@ struct nft_conf {
      * port gets a chain of its own. */
     uint16_t redirect_ports[2];
     /* Nonzero: every Service gets chains and an endpoint map of its own
-     * (layout 3's shape). Zero, the default: a plain Service (ClusterIPs
-     * only, no affinity, no proxy redirect, few enough endpoints) has no
-     * chain of its own, only keys in maps every Service shares
+     * (layout 3's shape). Zero, the default: a plain Service (no
+     * affinity, proxy redirect or source ranges, few enough endpoints)
+     * has no chain of its own, only keys in maps every Service shares
      * (nftgen.h), so that what a change costs the kernel does not grow
      * with the Services. */
     int own_chains;

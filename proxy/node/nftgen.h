@@ -95,7 +95,12 @@ enum nftgen_kind {
  *     alone: "keysn4-tcp-N" ("tcp dport . numgen random mod 1 : ip daddr
  *     . tcp dport") and chains "pickn4-tcp" and "pickn4-tcp-N";
  *   - the service's addresses in "svc4" go to "pick4-tcp" or
- *     "pickx4-tcp", its NodePort in "nodeports4" to "pickn4-tcp".
+ *     "pickx4-tcp", its NodePort in "nodeports4" to "pickn4-tcp";
+ *   - under externalTrafficPolicy: Local, external addresses and the
+ *     NodePort go to "pickxl4-tcp" and "pickln4-tcp" instead, which send
+ *     the pod ranges and the node itself to every endpoint and the rest
+ *     to the local ones, keys of their own ("keysl4-tcp-N",
+ *     "keysln4-tcp-N"), or drop it.
  * An endpoint change is then elements only (its keys, moved to another
  * count's map when the count changes), written through netlink in one
  * transaction, and no chain or set of the table grows with the services.
@@ -104,8 +109,8 @@ enum nftgen_kind {
  * count on one map of 250,000 keys took 53 ms. Weights are numbers of
  * keys (an endpoint of weight 2 holds two keys, over the weights' common
  * factor). A service with ClientIP affinity, a proxy redirect,
- * externalTrafficPolicy: Local, loadBalancerSourceRanges or more than
- * NFTGEN_KEYS_MAX keys keeps chains of its own (nftgen_service()); so
+ * loadBalancerSourceRanges or more than NFTGEN_KEYS_MAX keys keeps
+ * chains of its own (nftgen_service()); so
  * does one whose count has no rule free (NFTGEN_COUNTS_MAX per kind of
  * key, family and protocol: a connection's first packet tries the
  * counts in turn).
