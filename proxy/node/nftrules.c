@@ -521,6 +521,47 @@ skip(const char **p, const char *what)
     return 0;
 }
 
+/* "ip . port" at <*p> into <a>, advancing <*p>: an IPv4 or IPv6 address
+ * of family <*fam> (any when it is -1, which it then becomes) and a port
+ * of 1 to 65535. Returns 0, or -1 with <*why>. */
+static int
+addr_port(const char **p, struct saddr *a, int *fam, const char **why)
+{
+    char ip[INET6_ADDRSTRLEN];
+    uint32_t port;
+    size_t len = strcspn(*p, " ");
+
+    memset(a, 0, sizeof(*a));
+    if (len == 0 || len >= sizeof(ip)) {
+        *why = "bad address";
+        return -1;
+    }
+    memcpy(ip, *p, len);
+    ip[len] = '\0';
+    *p += len;
+    if (inet_pton(AF_INET, ip, &a->u.in.sin_addr) == 1) {
+        a->u.in.sin_family = AF_INET;
+    } else if (inet_pton(AF_INET6, ip, &a->u.in6.sin6_addr) == 1) {
+        a->u.in6.sin6_family = AF_INET6;
+    } else {
+        *why = "bad address";
+        return -1;
+    }
+    if (*fam < 0)
+        *fam = a->u.sa.sa_family;
+    if (*fam != a->u.sa.sa_family) {
+        *why = "addresses of two families";
+        return -1;
+    }
+    if (skip(p, " . ") < 0 || parse_u32(p, &port) < 0 || port == 0
+        || port > 65535) {
+        *why = "bad port";
+        return -1;
+    }
+    saddr_set_port(a, (uint16_t)port);
+    return 0;
+}
+
 long
 nftrules_epmap_parse(const char *rules, struct nftrules_eprange *out,
                      size_t max, const char **why)
@@ -537,9 +578,6 @@ nftrules_epmap_parse(const char *rules, struct nftrules_eprange *out,
     }
     while (*p) {
         struct nftrules_eprange r;
-        char ip[INET6_ADDRSTRLEN];
-        uint32_t port;
-        size_t len;
 
         memset(&r, 0, sizeof(r));
         if (n > 0 && skip(&p, ", ") < 0) {
@@ -556,37 +594,8 @@ nftrules_epmap_parse(const char *rules, struct nftrules_eprange *out,
             return -1;
         }
         next = r.hi + 1;
-        len = strcspn(p, " ");
-        if (len == 0 || len >= sizeof(ip)) {
-            *why = "bad endpoint address";
+        if (addr_port(&p, &r.ep, &fam, why) < 0)
             return -1;
-        }
-        memcpy(ip, p, len);
-        ip[len] = '\0';
-        p += len;
-        if (inet_pton(AF_INET, ip, &r.ep.u.in.sin_addr) == 1) {
-            r.ep.u.in.sin_family = AF_INET;
-        } else if (inet_pton(AF_INET6, ip, &r.ep.u.in6.sin6_addr) == 1) {
-            r.ep.u.in6.sin6_family = AF_INET6;
-        } else {
-            *why = "bad endpoint address";
-            return -1;
-        }
-        if (fam < 0)
-            fam = r.ep.u.sa.sa_family;
-        if (fam != r.ep.u.sa.sa_family) {
-            *why = "endpoints of two families";
-            return -1;
-        }
-        if (skip(&p, " . ") < 0 || parse_u32(&p, &port) < 0 || port == 0
-            || port > 65535) {
-            *why = "bad endpoint port";
-            return -1;
-        }
-        if (fam == AF_INET)
-            r.ep.u.in.sin_port = htons((uint16_t)port);
-        else
-            r.ep.u.in6.sin6_port = htons((uint16_t)port);
         if (out != NULL) {
             if ((size_t)n >= max) {
                 *why = "more ranges than room";
@@ -618,43 +627,14 @@ nftrules_addrs_parse(const char *text, struct saddr *out, size_t max,
     }
     while (*p) {
         struct saddr a;
-        char ip[INET6_ADDRSTRLEN];
-        uint32_t port;
-        size_t len;
 
         memset(&a, 0, sizeof(a));
         if (n > 0 && skip(&p, ", ") < 0) {
             *why = "addresses not separated by \", \"";
             return -1;
         }
-        len = strcspn(p, " ");
-        if (len == 0 || len >= sizeof(ip)) {
-            *why = "bad address";
+        if (addr_port(&p, &a, &fam, why) < 0)
             return -1;
-        }
-        memcpy(ip, p, len);
-        ip[len] = '\0';
-        p += len;
-        if (inet_pton(AF_INET, ip, &a.u.in.sin_addr) == 1) {
-            a.u.in.sin_family = AF_INET;
-        } else if (inet_pton(AF_INET6, ip, &a.u.in6.sin6_addr) == 1) {
-            a.u.in6.sin6_family = AF_INET6;
-        } else {
-            *why = "bad address";
-            return -1;
-        }
-        if (fam < 0)
-            fam = a.u.sa.sa_family;
-        if (fam != a.u.sa.sa_family) {
-            *why = "addresses of two families";
-            return -1;
-        }
-        if (skip(&p, " . ") < 0 || parse_u32(&p, &port) < 0 || port == 0
-            || port > 65535) {
-            *why = "bad port";
-            return -1;
-        }
-        saddr_set_port(&a, (uint16_t)port);
         if (out != NULL) {
             if ((size_t)n >= max) {
                 *why = "more addresses than room";

@@ -1251,6 +1251,19 @@ test_engine_out_of_memory(void **state)
     close(home);
 }
 
+/* The KEYS object of <g> in maps <name> for <key>, or NULL. */
+static const struct nftgen_obj *
+keys_obj(const struct nftgen_group *g, const char *name, const char *key)
+{
+    size_t i;
+
+    for (i = 0; i < g->n; i++)
+        if (g->v[i].kind == NFTGEN_KEYS && strcmp(g->v[i].name, name) == 0
+            && strcmp(g->v[i].key, key) == 0)
+            return &g->v[i];
+    return NULL;
+}
+
 /* Layout 4: a plain service is keys in the shared maps (its endpoints by
  * key, weights as numbers of keys) and its ClusterIP's way to the pick
  * chain; anything else it has keeps chains of its own. */
@@ -1260,8 +1273,7 @@ test_gen_plain_keys(void **state)
     struct nft_conf c = conf_cidr();
     struct nftgen_group g;
     struct fix f;
-    const struct nftgen_obj *k = NULL;
-    size_t i;
+    const struct nftgen_obj *k;
     char *t;
 
     (void)state;
@@ -1270,9 +1282,7 @@ test_gen_plain_keys(void **state)
     f.cl[1].weight = 2; /* 198.18.1.2: two keys of three */
     nftgen_group_init(&g);
     assert_int_equal(nftgen_service_keys(&c, &f.s, &g), 1);
-    for (i = 0; i < g.n; i++)
-        if (g.v[i].kind == NFTGEN_KEYS)
-            k = &g.v[i];
+    k = keys_obj(&g, "keys4-tcp", "198.18.128.10 . 80");
     assert_non_null(k);
     assert_string_equal(k->name, "keys4-tcp");
     assert_string_equal(k->key, "198.18.128.10 . 80");
@@ -1306,21 +1316,12 @@ test_gen_plain_keys(void **state)
     has(t, "nodeports4 { tcp . 30080 : goto pickn4-tcp }");
     free(t);
     assert_int_equal(g.n, 6); /* 3 KEYS, 3 ELEM */
-    k = NULL;
-    for (i = 0; i < g.n; i++)
-        if (g.v[i].kind == NFTGEN_KEYS && strcmp(g.v[i].name, "keysn4-tcp")
-                                              == 0)
-            k = &g.v[i];
+    k = keys_obj(&g, "keysn4-tcp", "30080");
     assert_non_null(k);
-    assert_string_equal(k->key, "30080");
     assert_string_equal(k->spec, "keysn4-tcp-3");
     assert_string_equal(k->rules, "198.18.1.2 . 8080, 198.18.1.2 . 8080, "
                                   "198.18.1.3 . 8080");
-    k = NULL;
-    for (i = 0; i < g.n; i++)
-        if (g.v[i].kind == NFTGEN_KEYS
-            && strcmp(g.v[i].key, "198.18.200.1 . 80") == 0)
-            k = &g.v[i];
+    k = keys_obj(&g, "keys4-tcp", "198.18.200.1 . 80");
     assert_non_null(k);
     assert_string_equal(k->spec, "keys4-tcp-3");
     nftgen_group_deinit(&g);
@@ -1347,11 +1348,7 @@ test_gen_plain_keys(void **state)
     has(t, "nodeports4 { tcp . 30080 : goto pickln4-tcp }");
     free(t);
     assert_int_equal(g.n, 8); /* 5 KEYS, 3 ELEM */
-    k = NULL;
-    for (i = 0; i < g.n; i++)
-        if (g.v[i].kind == NFTGEN_KEYS && strcmp(g.v[i].name, "keysln4-tcp")
-                                              == 0)
-            k = &g.v[i];
+    k = keys_obj(&g, "keysln4-tcp", "30080");
     assert_non_null(k);
     assert_string_equal(k->spec, "keysln4-tcp-1");
     assert_string_equal(k->rules, "198.18.1.3 . 8080");
