@@ -56,6 +56,7 @@ extern const char *const tbl_balance_names[TBL_BAL__COUNT + 1];
 #define TBL_BE_SERVING     0x02u
 #define TBL_BE_TERMINATING 0x04u
 #define TBL_BE_LOCAL       0x08u /* on this node */
+#define TBL_BE_REMOTE      0x10u /* on another node (its slice says which) */
 
 struct tbl_backend {
     struct saddr addr;

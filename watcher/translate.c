@@ -338,6 +338,8 @@ add_slice_eps(const struct kslice *slice, uint16_t port,
                    | ((ep->cond & KSLICE_TERMINATING) ? TBL_BE_TERMINATING : 0);
         if (o->node_name != NULL && str_eq(ep->node, o->node_name))
             n->flags |= TBL_BE_LOCAL;
+        else if (o->node_name != NULL && ep->node != NULL && ep->node[0])
+            n->flags |= TBL_BE_REMOTE;
         n->name = kslice_ep_pod(slice, ep);
         n->slice = slice->name;
         n->hints = kslice_ep_hints(slice, ep);

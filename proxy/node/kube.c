@@ -516,6 +516,7 @@ to_eps(const struct tbl_backend *be, size_t n, int checked,
             continue;
         out[k].addr = be[i].addr;
         out[k].weight = be[i].weight;
+        out[k].remote = (be[i].flags & TBL_BE_REMOTE) != 0;
         k++;
     }
     return k;

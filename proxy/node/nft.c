@@ -333,8 +333,10 @@ kept_equal(const struct kept *ka, const struct kept *kb)
 }
 
 /* The addresses of <s>'s endpoints that take new flows (both lists, an
- * address once per time it is listed) into k->hp4 and k->hp6; none when
- * the engine masquerades nothing or the proxy serves <s>. */
+ * address once per time it is listed) into k->hp4 and k->hp6, but those
+ * on another node: a pod reaches itself through its own node, and at
+ * 250,000 endpoints every node held 250,000 pairs; none when the engine
+ * masquerades nothing or the proxy serves <s>. */
 static int
 kept_hairpins(struct kept *k, const struct nft_svc *s, enum nft_masq masq)
 {
@@ -355,7 +357,7 @@ kept_hairpins(struct kept *k, const struct nft_svc *s, enum nft_masq masq)
             for (i = 0; i < nv; i++) {
                 const struct saddr *a = &v[i].addr;
 
-                if (v[i].weight == 0)
+                if (v[i].weight == 0 || v[i].remote)
                     continue;
                 if (a->u.sa.sa_family == AF_INET) {
                     if (fill)

@@ -76,6 +76,10 @@ int nft_cidr_parse(const char *s, struct cidr *out, const char **why);
 struct nft_ep {
     struct saddr addr; /* IP and target port */
     uint32_t weight;   /* 1..NFT_WEIGHT_MAX; 0 = takes no new flows */
+    /* Nonzero: on another node. Only a pod on this node can reach
+     * itself through it, so a remote endpoint needs no hairpin pair
+     * (unknown, zero: it gets one). */
+    uint32_t remote;
 };
 
 struct nft_svc {

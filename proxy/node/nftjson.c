@@ -116,7 +116,8 @@ static int
 endpoints(json_t *o, const char *key, struct nft_ep **out, size_t *n,
           const char *where, struct err *e)
 {
-    static const char *const keys[] = {"ip", "port", "weight", NULL};
+    static const char *const keys[] = {"ip", "port", "weight", "remote",
+                                       NULL};
     json_t *a, *it;
     size_t i;
 
@@ -132,14 +133,20 @@ endpoints(json_t *o, const char *key, struct nft_ep **out, size_t *n,
     json_array_foreach(a, i, it)
     {
         json_t *ip = json_object_get(it, "ip");
+        json_t *remote = json_object_get(it, "remote");
         uint64_t port = 0, weight = 1;
         const char *why;
 
         if (!json_is_object(it) || only_keys(it, keys, where, e) < 0)
             return err_set(e,
                            "%s: \"%s\"[%zu] must be an object with ip, "
-                           "port and weight",
+                           "port, weight and remote",
                            where, key, i);
+        if (remote != NULL && !json_is_boolean(remote))
+            return err_set(e, "%s: \"%s\"[%zu]: \"remote\" must be true or "
+                              "false",
+                           where, key, i);
+        (*out)[i].remote = remote != NULL && json_is_true(remote);
         if (get_uint(it, "port", 65535, &port, where, e) < 0
             || get_uint(it, "weight", NFT_WEIGHT_MAX, &weight, where, e) < 0)
             return -1;

@@ -855,6 +855,30 @@ def test_hairpin_kept_while_another_service_has_the_pod(lab):
     assert "198.18.1.3 . 198.18.1.3" in out and "198.18.1.2 " not in out, out
 
 
+def test_remote_endpoints_get_no_hairpin_pair(lab):
+    # Only a pod on this node reaches itself through it: an endpoint its
+    # slice places on another node gets no pair, and one that comes here
+    # gets it.
+    s = svc("far", cips=("198.18.128.33",), eps=("pod-a", "pod-b"))
+    s["cluster_endpoints"][1]["remote"] = True
+    lab.apply([s])
+
+    def pairs():
+        return lab.run_in("node", "nft", "list", "set", "inet", "ferry",
+                          "hairpin4").stdout
+    assert "198.18.1.2 . 198.18.1.2" in pairs()
+    assert "198.18.1.3 . 198.18.1.3" not in pairs()
+    got = lab.in_ns("cpod")(lambda: hits(
+        lambda: tcp_hello("198.18.128.33", 80)[0], 30))
+    assert set(got) == {"pod-a", "pod-b"}, got
+    s["cluster_endpoints"][1]["remote"] = False
+    lab.apply([s])
+    assert "198.18.1.3 . 198.18.1.3" in pairs()
+    assert lab.in_ns("pod-b")(tcp_hello, "198.18.128.33", 80) in \
+        (("pod-b", BRIDGE4), ("pod-a", PODS["pod-b"][0]))
+    lab.apply([])
+
+
 def test_endpoint_changes_skip_libnftables_set_fetch(lab):
     # An endpoint leaving or coming back is one netlink transaction: the
     # Service's endpoint map rewritten, the shared sets' new elements

@@ -444,6 +444,17 @@ def test_masquerade_from_outside_the_cluster_and_hairpin(w):
             break
     assert mine and mine[0] == "web-a", mine
     assert mine[1] != w.pods["web-a"][0]
+    # Each node keeps the pairs of its own pods only: a pod reaches
+    # itself through its own node.
+    for node, mine, other in (("node1", "web-a", "web-b"),
+                              ("node2", "web-b", "web-a")):
+        pairs = subprocess.run(
+            w.c.exec_args(node) + ["nft", "list", "set", "inet", "ferry",
+                                   "hairpin4"],
+            capture_output=True, text=True, check=True).stdout
+        ip_mine, ip_other = w.pods[mine][0], w.pods[other][0]
+        assert "%s . %s" % (ip_mine, ip_mine) in pairs, (node, pairs)
+        assert "%s . %s" % (ip_other, ip_other) not in pairs, (node, pairs)
 
 
 def test_external_traffic_policy_local_keeps_the_client_address(w):

@@ -1525,6 +1525,9 @@ test_json_parse(void **state)
         "\"port\": 1, \"colour\": 1}]}",
         "{\"config\": {\"masquerade\": \"some\"}}",
         "{\"config\": {\"own_chains\": 1}}",
+        "{\"services\": [{\"id\": \"ns/a:p\", \"protocol\": \"tcp\", "
+        "\"port\": 1, \"cluster_endpoints\": [{\"ip\": \"198.18.1.1\", "
+        "\"port\": 80, \"remote\": 1}]}]}",
         "{\"config\": {\"cluster_cidrs\": [\"198.18.1.1/24\"]}}",
         "{\"services\": [{\"id\": \"ns/a:p\", \"id\": \"ns/b:p\"}]}",
         NULL};
