@@ -132,8 +132,8 @@ struct nft_conf {
     uint16_t redirect_ports[2];
     /* Nonzero: every Service gets chains and an endpoint map of its own
      * (layout 3's shape). Zero, the default: a plain Service (no
-     * affinity, proxy redirect or source ranges, few enough endpoints)
-     * has no chain of its own, only keys in maps every Service shares
+     * affinity or proxy redirect, few enough endpoints) has no chain of
+     * its own (but a firewall for its source ranges), only keys in maps every Service shares
      * (nftgen.h), so that what a change costs the kernel does not grow
      * with the Services. */
     int own_chains;

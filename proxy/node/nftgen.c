@@ -1129,6 +1129,15 @@ keys_objs(struct svcgen *x, const struct eplist *l, const struct eplist *lo)
     np = s->node_port
          && (svc_has_family(s, f) || (!svc_has_family(s, !f) && l->n > 0));
     snprintf(key, sizeof(key), "%s . %u", proto, (unsigned)s->node_port);
+    /* loadBalancerSourceRanges: checked before the nat hook, in a chain
+     * of the Service's own (firewall_chain()), whichever layout. */
+    if (s->nsource_ranges > 0 && count_fam(s->lb_ips, s->nlb_ips, f)) {
+        char fw[NAME_MAX_];
+
+        snprintf(svc, sizeof(svc), "fw%d", f ? 6 : 4);
+        snprintf(fw, sizeof(fw), "fw-%s", x->base);
+        ip_elems(x, s->lb_ips, s->nlb_ips, svc, fw);
+    }
     if (l->n == 0) {
         snprintf(svc, sizeof(svc), "noep%d", f ? 6 : 4);
         ip_elems(x, s->cluster_ips, s->ncluster_ips, svc, "reject-chain");
@@ -1200,15 +1209,15 @@ nftgen_service_keys(const struct nft_conf *c, const struct nft_svc *s,
     int pass;
 
     /* ClusterIP, external and load-balancer addresses and NodePorts; not
-     * affinity, a proxy redirect, source ranges. */
+     * affinity or a proxy redirect. */
     if (c->own_chains || s->redirect_port != 0 || s->affinity_s != 0
-        || s->nsource_ranges > 0
         || (!svc_has_family(s, 0) && !svc_has_family(s, 1)))
         return 0;
     memset(&x, 0, sizeof(x));
     x.c = c;
     x.s = s;
     x.g = g;
+    nftgen_base(s, x.base);
     /* First whether every family's keys fit, then the objects. */
     for (pass = 0; pass < 2; pass++)
         for (x.f = 0; x.f < 2; x.f++) {
@@ -1238,6 +1247,9 @@ nftgen_service_keys(const struct nft_conf *c, const struct nft_svc *s,
                 || (s->external_local && ext && l.n == 0 && lo.n > 0))
                 return 0;
         }
+    sbuf_init(&x.r, NFTGEN_TXN_MAX);
+    firewall_chain(&x);
+    sbuf_deinit(&x.r);
     return group_finish(g) < 0 ? -1 : 1;
 }
 

@@ -108,8 +108,9 @@ enum nftgen_kind {
  * every element of a map against a rule that binds it: a rule for a new
  * count on one map of 250,000 keys took 53 ms. Weights are numbers of
  * keys (an endpoint of weight 2 holds two keys, over the weights' common
- * factor). A service with ClientIP affinity, a proxy redirect,
- * loadBalancerSourceRanges or more than NFTGEN_KEYS_MAX keys keeps
+ * factor). loadBalancerSourceRanges add the service's firewall chain
+ * (checked before the nat hook) in either layout. A service with ClientIP
+ * affinity, a proxy redirect or more than NFTGEN_KEYS_MAX keys keeps
  * chains of its own (nftgen_service()); so
  * does one whose count has no rule free (NFTGEN_COUNTS_MAX per kind of
  * key, family and protocol: a connection's first packet tries the

@@ -612,8 +612,7 @@ def test_tcp_cluster_ip_spreads_and_keeps_client_ip(lab):
 def test_no_chain_per_endpoint_but_for_affinity(lab):
     lab.apply([svc("web", eps=("pod-a", "pod-b", "pod-c")),
                svc("sticky", cips=("198.18.128.12",), affinity_timeout=60),
-               svc("np", cips=("198.18.128.13",), lb_ips=["198.18.200.13"],
-                   source_ranges=["198.18.0.0/16"]),
+               heavy("np", "198.18.128.13", ("pod-a", 1), ("pod-b", 256)),
                svc("np2", cips=("198.18.128.15",), node_port=30015)])
     chains = json.loads(lab.run_in("node", "nft", "-j", "list", "chains",
                                    "inet").stdout)["nftables"]
@@ -643,23 +642,32 @@ def test_no_chain_per_endpoint_but_for_affinity(lab):
     assert "30015 . 0 : 198.18.1.2 . 8080" in out, out
     assert "tcp . 30015 : goto pickn4-tcp" in lab.run_in(
         "node", "nft", "list", "map", "inet", "ferry", "nodeports4").stdout
-    # A Service with loadBalancerSourceRanges keeps its chains, the
-    # Service chain's one rule, whatever the endpoints, picking from its
-    # endpoint map: each endpoint owns a share of the random number.
+    # A Service of more than 256 keys keeps its chain, whose one rule,
+    # whatever the endpoints, picks from its endpoint map: each endpoint
+    # owns a share of the random number, in proportion to its weight.
     out = lab.run_in("node", "nft", "list", "chain", "inet", "ferry",
                      "svc4-default/np/p/tcp").stdout
     assert "dnat ip to numgen random mod 16777216 map " \
         "@em4-default/np/p/tcp" in out, out
     out = lab.run_in("node", "nft", "list", "map", "inet", "ferry",
                      "em4-default/np/p/tcp").stdout
-    assert "elements = { 0-8388607 : 198.18.1.2 . 8080, " \
-        "8388608-16777215 : 198.18.1.3 . 8080 }" in out, out
+    assert "elements = { 0-65279 : 198.18.1.2 . 8080, " \
+        "65280-16777215 : 198.18.1.3 . 8080 }" in out, out
     got = lab.in_ns("cpod")(lambda: hits(
         lambda: tcp_hello("198.18.128.10", 80)[0], 60))
     assert set(got) == {"pod-a", "pod-b", "pod-c"}, got
     got = lab.in_ns("cpod")(lambda: hits(
-        lambda: tcp_hello("198.18.128.13", 80)[0], 40))
-    assert set(got) == {"pod-a", "pod-b"}, got
+        lambda: tcp_hello("198.18.128.13", 80)[0], 20))
+    assert set(got) <= {"pod-a", "pod-b"} and got.get("pod-b", 0) >= 15, got
+
+
+def heavy(name, cip, *eps):
+    """A Service whose endpoints (pod, weight) add up to more keys than
+    layout 4's 256: it keeps a chain and an endpoint map of its own."""
+    s = svc(name, cips=(cip,), eps=[p for p, _ in eps])
+    for e, (_, w) in zip(s["cluster_endpoints"], eps):
+        e["weight"] = w
+    return s
 
 
 def test_weights_are_numbers_of_keys(lab):
@@ -885,18 +893,16 @@ def test_endpoint_changes_skip_libnftables_set_fetch(lab):
     # added (a hairpin pair), those it leaves unused deleted; no rule
     # changes, and libnftables (which would first fetch every set of the
     # table: 10,000 maps at 10,000 Services) is not involved.
-    # A plain Service's change is its keys (layout 4); one with source
-    # ranges has a map of its own, rewritten.
+    # A plain Service's change is its keys (layout 4); one of more than
+    # 256 keys has a map of its own, rewritten.
     a = svc("lean", cips=("198.18.128.20",), eps=("pod-a", "pod-b"))
     b = svc("lean2", cips=("198.18.128.21",), eps=("pod-c",))
-    local = {"lb_ips": ["198.18.200.23"], "source_ranges": ["198.18.0.0/16"]}
-    np = svc("leannp", cips=("198.18.128.23",), eps=("pod-a", "pod-b"),
-             **local)
+    np = heavy("leannp", "198.18.128.23", ("pod-a", 256), ("pod-b", 1))
     lab.apply([a, b, np])
     c0 = lab.counts()
     lab.apply([svc("lean", cips=("198.18.128.20",), eps=("pod-a",)), b,
-               svc("leannp", cips=("198.18.128.23",), eps=("pod-a",),
-                   **local)])
+               heavy("leannp", "198.18.128.23", ("pod-a", 256),
+                     ("pod-c", 1))])
     c1 = lab.counts()
     assert c1["keyed"] == c0["keyed"] + 1, (c0, c1)
     assert c1["epmaps"] == c0["epmaps"] + 1, (c0, c1)
@@ -1665,7 +1671,7 @@ def test_an_address_listed_twice_is_one_element(lab):
     for extra in ({}, {"external_traffic_policy": "Local",
                        "node_port": 30031,
                        "local_endpoints": [ep("pod-a")]},
-                  {"source_ranges": ["198.18.0.0/16"]}):
+                  {"affinity_timeout": 60}):
         s = svc("twice", cips=("198.18.128.31",), eps=("pod-a", "pod-b"),
                 external_ips=["198.18.200.31"], lb_ips=["198.18.200.31"],
                 **extra)

@@ -1360,13 +1360,27 @@ test_gen_plain_keys(void **state)
     f.s.ncluster_eps = 2;
     f.s.external_local = 0;
     f.s.nlocal_eps = 0;
-    /* What keeps chains of its own: source ranges, affinity, a redirect,
-     * more keys than NFTGEN_KEYS_MAX, and a config that asks for them. */
+    /* Source ranges: the firewall chain of the Service's own, before the
+     * nat hook, as with chains of its own. */
+    f.lbs[0] = ip("198.18.200.9", 0);
+    f.s.lb_ips = f.lbs;
+    f.s.nlb_ips = 1;
     f.ranges[0] = cidr("198.18.9.0/24");
     f.s.source_ranges = f.ranges;
     f.s.nsource_ranges = 1;
-    assert_int_equal(nftgen_service_keys(&c, &f.s, &g), 0);
+    assert_int_equal(nftgen_service_keys(&c, &f.s, &g), 1);
+    t = group_text(&g);
+    has(t, "fw4 { 198.18.200.9 . tcp . 80 : goto fw-default/web/http/tcp }");
+    has(t, "add rule inet ferry fw-default/web/http/tcp ip saddr { "
+           "198.18.9.0/24 } return\nadd rule inet ferry "
+           "fw-default/web/http/tcp drop\n");
+    has(t, "svc4 { 198.18.200.9 . tcp . 80 : goto pickx4-tcp }");
+    free(t);
+    nftgen_group_deinit(&g);
     f.s.nsource_ranges = 0;
+    f.s.nlb_ips = 0;
+    /* What keeps chains of its own: affinity, a redirect, more keys than
+     * NFTGEN_KEYS_MAX, and a config that asks for them. */
     f.s.node_port = 0;
     f.s.nexternal_ips = 0;
     f.s.affinity_s = 60;
