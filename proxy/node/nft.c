@@ -784,7 +784,7 @@ prefixed(const char *name, const char *prefix)
  * "keys4-tcp" 0, "keys6-tcp" 1, "keysn4-tcp" 2, "keysn6-tcp" 3, and the
  * same after "keysl" 4 to 7. */
 static int
-keys_fam(const struct nftgen_obj *o)
+keys_slot(const struct nftgen_obj *o)
 {
     const char *p = o->name + strlen(NFTGEN_KEYS_PREFIX);
     int local = *p == 'l', np;
@@ -834,7 +834,7 @@ counts_fit(const struct nft *n, const struct nftgen_group *g,
 
         if (o->kind != NFTGEN_KEYS)
             continue;
-        f = keys_fam(o);
+        f = keys_slot(o);
         if (o->count > NFTGEN_KEYS_MAX)
             return 0;
         if (!has_count(n, f, p, o->count)
@@ -887,11 +887,11 @@ counts_move(struct nft *n,
 
         if (o->kind != NFTGEN_KEYS || o->count > NFTGEN_KEYS_MAX)
             continue;
-        c = &cnt[keys_fam(o)][p][o->count];
+        c = &cnt[keys_slot(o)][p][o->count];
         if (delta > 0) {
             (*c)++;
             if (cnt == n->cwant)
-                count_add(n, keys_fam(o), p, o->count);
+                count_add(n, keys_slot(o), p, o->count);
         } else if (*c > 0) {
             (*c)--;
         }
@@ -1391,7 +1391,7 @@ key_addr(const struct nftgen_obj *o, struct saddr *a, const char **why)
     char *end;
     unsigned long port;
 
-    if (!((keys_fam(o) >> 1) & 1)) {
+    if (!((keys_slot(o) >> 1) & 1)) {
         if (nftrules_addrs_parse(o->key, a, 1, why) != 1) {
             if (*why == NULL)
                 *why = "not one address";

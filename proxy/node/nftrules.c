@@ -700,6 +700,19 @@ put_ep(struct nlmsghdr *nlh, const struct saddr *ep)
     mnl_attr_nest_end(nlh, data);
 }
 
+/* Set <name> flushed: a deletion of its elements that names none. */
+static void
+put_flush(char *buf, size_t *off, uint32_t *seq, const char *name)
+{
+    struct nlmsghdr *nlh;
+
+    nlh = put_msg(buf, off, (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_DELSETELEM,
+                  NLM_F_REQUEST, ++*seq, NFPROTO_INET, 0);
+    mnl_attr_put_strz(nlh, NFTA_SET_ELEM_LIST_TABLE, NFT_TABLE);
+    mnl_attr_put_strz(nlh, NFTA_SET_ELEM_LIST_SET, name);
+    *off += MNL_ALIGN(nlh->nlmsg_len);
+}
+
 /* Flush map <name> (unless <fresh>) and add ranges <r>[0..n) into <buf>
  * at <*off>: the flush and as many element messages as the nests need.
  * Returns how many messages. */
@@ -711,12 +724,7 @@ put_map(char *buf, size_t *off, uint32_t *seq, const char *name,
     size_t i = 0, msgs = 0;
 
     if (!fresh) {
-        nlh = put_msg(buf, off,
-                      (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_DELSETELEM,
-                      NLM_F_REQUEST, ++*seq, NFPROTO_INET, 0);
-        mnl_attr_put_strz(nlh, NFTA_SET_ELEM_LIST_TABLE, NFT_TABLE);
-        mnl_attr_put_strz(nlh, NFTA_SET_ELEM_LIST_SET, name);
-        *off += MNL_ALIGN(nlh->nlmsg_len);
+        put_flush(buf, off, seq, name);
         msgs++;
     }
     while (i < n) {
@@ -1045,19 +1053,6 @@ batch_elems(struct batch *b, uint16_t type, const struct nftrules_elem *v,
         i = j;
     }
     return 0;
-}
-
-/* Set <name> flushed: a deletion of its elements that names none. */
-static void
-put_flush(char *buf, size_t *off, uint32_t *seq, const char *name)
-{
-    struct nlmsghdr *nlh;
-
-    nlh = put_msg(buf, off, (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_DELSETELEM,
-                  NLM_F_REQUEST, ++*seq, NFPROTO_INET, 0);
-    mnl_attr_put_strz(nlh, NFTA_SET_ELEM_LIST_TABLE, NFT_TABLE);
-    mnl_attr_put_strz(nlh, NFTA_SET_ELEM_LIST_SET, name);
-    *off += MNL_ALIGN(nlh->nlmsg_len);
 }
 
 /* Steps <v>[0..n) as one piece: room for all of them first (the batch
