@@ -130,7 +130,7 @@ struct nftgen_obj {
     char *rules; /* CHAIN: one rule a line, each ending in '\n'; "" none */
     char *key;   /* ELEM, KEYS */
     char *val;   /* ELEM */
-    uint32_t count; /* KEYS: keys (the count set's N) */
+    uint32_t count; /* KEYS: keys (the N of its map's name) */
 };
 
 struct nftgen_group {

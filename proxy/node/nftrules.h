@@ -182,8 +182,8 @@ void nftrules_writer_free(struct nftrules_writer *w);
  *   - <steps>: elements added (with their data, in a map) or deleted, or
  *     whole sets flushed, each as its op says, in pieces that each commit
  *     whole: steps[ends[i - 1]] to steps[ends[i] - 1] (a plain service's
- *     keys and its count set moved together, so that a packet never
- *     meets a count whose keys are not there);
+ *     keys, out of its old count's map and into its new one's, so that a
+ *     packet finds the old keys or the new, never neither);
  *   - <maps>[i]: endpoint maps flushed and refilled with <elems>[i] (an
  *     endpoint map object's text: nftgen.h; not flushed when <fresh>[i]
  *     is nonzero: a map just created, whose flush would cost the kernel

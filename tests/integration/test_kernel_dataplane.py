@@ -1168,8 +1168,8 @@ def test_restarts_adopt_without_flushing(lab):
 
 def test_restart_adopts_endpoints_changed_meanwhile(lab):
     # An adoption keeps the shared maps' keys through its one transaction
-    # and rewrites them through netlink after it (the keyed maps and the
-    # count sets flushed and filled in one transaction): endpoints that
+    # and rewrites them through netlink after it (the keyed maps flushed
+    # and filled in one transaction): endpoints that
     # changed while ferry was down are in force once it is back, a
     # Service new since then is served, and a count left idle is gone.
     lab.apply([svc("web", eps=("pod-a", "pod-b"))])
