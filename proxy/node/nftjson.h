@@ -6,7 +6,8 @@
  *               "cluster_cidrs": ["198.18.0.0/15"],
  *               "nodeport_addresses": ["198.18.0.11"],
  *               "service_cidrs": ["198.18.128.0/17"],
- *               "masquerade_mark": 16384},
+ *               "masquerade_mark": 16384,
+ *               "own_chains": false},
  *    "services": [{"id": "ns/name:port", "protocol": "tcp", "port": 80,
  *                  "node_port": 30080,
  *                  "cluster_ips": ["198.18.128.10", "2001:2::a"],
@@ -15,12 +16,14 @@
  *                  "affinity_timeout": 10800,
  *                  "external_traffic_policy": "Cluster" | "Local",
  *                  "cluster_endpoints": [{"ip": "198.18.1.2",
- *                                         "port": 8080, "weight": 1}],
+ *                                         "port": 8080, "weight": 1,
+ *                                         "remote": false}],
  *                  "local_endpoints": [],
  *                  "redirect_port": 10263}]}
  *
  * Every key but "id", "protocol" and "port" is optional; a weight
- * defaults to 1. Unknown keys, wrong types and values nft_svc_check()
+ * defaults to 1, "own_chains" (nft_conf.own_chains) and "remote"
+ * (nft_ep.remote) to false. Unknown keys, wrong types and values nft_svc_check()
  * refuses are errors naming the service; the document is then refused
  * whole.
  */
