@@ -937,6 +937,15 @@ def test_endpoint_changes_skip_libnftables_set_fetch(lab):
     assert "198.18.128.21" not in elems("cluster-ips4")
     assert "198.18.128.20" in elems("cluster-ips4")
     assert "198.18.1.4 . 198.18.1.4" not in elems("hairpin4")
+    # A count new to the node: one text (its map, its chain, the jump;
+    # and count 1, idle since lean2 and lean3 went, retired), then the
+    # keys.
+    c4 = lab.counts()
+    lab.apply([svc("lean", cips=("198.18.128.20",),
+                   eps=("pod-a", "pod-b", "pod-c"))])
+    c5 = lab.counts()
+    assert c5["texts"] == c4["texts"] + 1, (c4, c5)
+    assert counts_of(lab) == {2: [], 3: [("198.18.128.20", 80)]}
 
 
 def test_endpoint_changes_under_load_refuse_no_connection(lab):
