@@ -1498,12 +1498,19 @@ keys_piece(struct steps *st, const struct nftgen_obj *o,
 
 /* The key changes of <t> as steps, a piece each; with <flush>, one
  * piece that first flushes the keyed maps of n->picks (an adoption:
- * what the last process left is replaced). */
+ * what the last process left is replaced), and with <sets> that also
+ * flushes and refills the shared address sets. */
 static int
-keys_steps(struct nft *n, const struct nftgen_txn *t, int flush,
+keys_steps(struct nft *n, const struct nftgen_txn *t, int flush, int sets,
            struct steps *st, struct err *e)
 {
-    size_t i;
+    static const char *const names[] = {
+        NFTGEN_CLUSTER_IPS4, NFTGEN_CLUSTER_IPS6, NFTGEN_HAIRPIN4,
+        NFTGEN_HAIRPIN6};
+    const struct ipset *ipsets[2] = {&n->cips, &n->hp};
+    struct nftrules_elem *el;
+    struct saddr a;
+    size_t i, at;
 
     if (t->oom)
         return err_set(e, "out of memory");
@@ -1515,10 +1522,19 @@ keys_steps(struct nft *n, const struct nftgen_txn *t, int flush,
         if (o->kind == NFTGEN_SET && prefixed(o->name, NFTGEN_KEYS_PREFIX))
             step_add(st, NFTRULES_FLUSH, o->name);
     }
+    /* The shared address sets, flushed and filled in the same piece:
+     * libnftables would hold about 250 bytes an element parsing them
+     * (the 250,000 hairpin pairs of 10,000 × 25). */
+    for (i = 0; sets && i < sizeof(names) / sizeof(names[0]); i++)
+        step_add(st, NFTRULES_FLUSH, names[i]);
+    for (i = 0; sets && i < 2; i++)
+        for (at = 0; ipcount_next(&ipsets[i]->c, &at, &a);)
+            if ((el = step_add(st, NFTRULES_ADD, NULL)) != NULL)
+                ipset_elem(ipsets[i], &a, el);
     for (i = 0; i < t->nkeys; i++) {
         if (keys_piece(st, t->keys[i].old, t->keys[i].new, e) < 0)
             return -1;
-        if (!flush)
+        if (!flush && !sets)
             step_end(st);
     }
     step_end(st);
@@ -1711,7 +1727,7 @@ incremental(struct nft *n, struct err *e)
         names[i] = t.epm[i]->name;
         elems[i] = t.epm[i]->rules;
     }
-    if (keys_steps(n, &t, 0, &st, e) < 0) {
+    if (keys_steps(n, &t, 0, 0, &st, e) < 0) {
         rc = -1;
         goto fail;
     }
@@ -1790,8 +1806,10 @@ wanted_names(struct nft *n, struct smap *names, int committed, int sets_only)
     return 0;
 }
 
+/* Every wanted object into <t>, and with <sets> the shared address
+ * sets' elements. */
 static void
-fill_wanted(struct nft *n, struct nftgen_txn *t)
+fill_wanted(struct nft *n, struct nftgen_txn *t, int sets)
 {
     size_t i;
 
@@ -1803,8 +1821,10 @@ fill_wanted(struct nft *n, struct nftgen_txn *t)
         if (n->svcs.v[i].key && en->want)
             nftgen_fill(t, en->want);
     }
-    ipset_fill(&n->cips, t);
-    ipset_fill(&n->hp, t);
+    if (sets) {
+        ipset_fill(&n->cips, t);
+        ipset_fill(&n->hp, t);
+    }
 }
 
 /* Read the names of what the kernel holds in table inet ferry (chains,
@@ -1881,7 +1901,7 @@ run_part(struct nft *n, struct nftgen_txn *t, struct err *e)
     if (rc == 0) {
         struct steps st = {0};
 
-        rc = keys_steps(n, t, 0, &st, e);
+        rc = keys_steps(n, t, 0, 0, &st, e);
         if (rc == 0)
             rc = epmaps_write(n, t, &st, e);
         steps_free(&st);
@@ -1992,7 +2012,7 @@ converge(struct nft *n, struct err *e)
         log_warn("table inet %s has another layout: recreating it", NFT_TABLE);
         nftgen_delete_table(&t);
         nftgen_add_table(&t, comment);
-        fill_wanted(n, &t);
+        fill_wanted(n, &t, 1);
     } else {
         if (wanted_names(n, &names, 0, 0) < 0) {
             rc = err_set(e, "out of memory");
@@ -2014,9 +2034,13 @@ converge(struct nft *n, struct err *e)
                 nftgen_delete_set(&t, o->name, o->is_map);
             } else if (!prefixed(o->name, NFTGEN_AFF_PREFIX)
                        && !prefixed(o->name, NFTGEN_EPMAP_PREFIX)
-                       && !prefixed(o->name, NFTGEN_KEYS_PREFIX)) {
-                /* The keyed maps are flushed and filled in one netlink
-                 * transaction after the text. */
+                       && !prefixed(o->name, NFTGEN_KEYS_PREFIX)
+                       && !prefixed(o->name, NFTGEN_HAIRPIN4)
+                       && !prefixed(o->name, NFTGEN_HAIRPIN6)
+                       && !prefixed(o->name, NFTGEN_CLUSTER_IPS4)
+                       && !prefixed(o->name, NFTGEN_CLUSTER_IPS6)) {
+                /* The keyed maps and the shared address sets are flushed
+                 * and filled in one netlink transaction after the text. */
                 nftgen_flush_set(&t, o->name, o->is_map);
             }
         }
@@ -2038,7 +2062,8 @@ converge(struct nft *n, struct err *e)
                 goto out;
             }
         t.existing = &held;
-        fill_wanted(n, &t);
+        /* The shared address sets through netlink with the keys. */
+        fill_wanted(n, &t, 0);
     }
     text = nftgen_txn_text(&t);
     if (text == NULL) {
@@ -2053,7 +2078,7 @@ converge(struct nft *n, struct err *e)
      * 10,000 × 25 for a table recreated (0.53 s of it the kernel's
      * commit of the keys): its text would carry the keys only at
      * libnftables' 2 KB an element (700 MB at once). */
-    if (keys_steps(n, &t, !n->conf.own_chains, &st, e) < 0) {
+    if (keys_steps(n, &t, !n->conf.own_chains, l.layout_ok, &st, e) < 0) {
         free(text);
         rc = -1;
         goto out;
