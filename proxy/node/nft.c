@@ -2071,8 +2071,8 @@ converge(struct nft *n, struct err *e)
         goto out;
     }
     /* The keys in one netlink transaction (the keyed maps flushed first:
-     * an adoption replaces what the last process left), made ready
-     * before the text: between its commit and theirs, a new connection
+     * an adoption replaces what the last process left; an adoption's
+     * shared address sets too), made ready before the text: between its commit and theirs, a new connection
      * to a plain service whose keys are not there is refused (a table
      * recreated), or finds the last process's (adopted). About 0.65 s at
      * 10,000 × 25 for a table recreated (0.53 s of it the kernel's
