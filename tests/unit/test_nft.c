@@ -1264,6 +1264,15 @@ keys_obj(const struct nftgen_group *g, const char *name, const char *key)
     return NULL;
 }
 
+/* Service <s> as a plain one (it must be) into <g>: its group's text. */
+static char *
+plain_text(const struct nft_conf *c, const struct nft_svc *s,
+           struct nftgen_group *g)
+{
+    assert_int_equal(nftgen_service_keys(c, s, g), 1);
+    return group_text(g);
+}
+
 /* Layout 4: a plain service is keys in the shared maps (its endpoints by
  * key, weights as numbers of keys) and its ClusterIP's way to the pick
  * chain; anything else it has keeps chains of its own. */
@@ -1297,8 +1306,7 @@ test_gen_plain_keys(void **state)
     nftgen_group_deinit(&g);
     /* No endpoint: refused at once, as with chains of its own. */
     f.s.ncluster_eps = 0;
-    assert_int_equal(nftgen_service_keys(&c, &f.s, &g), 1);
-    t = group_text(&g);
+    t = plain_text(&c, &f.s, &g);
     has(t, "noep4 { 198.18.128.10 . tcp . 80 : goto reject-chain }");
     free(t);
     nftgen_group_deinit(&g);
@@ -1310,8 +1318,7 @@ test_gen_plain_keys(void **state)
     f.exts[0] = ip("198.18.200.1", 0);
     f.s.external_ips = f.exts;
     f.s.nexternal_ips = 1;
-    assert_int_equal(nftgen_service_keys(&c, &f.s, &g), 1);
-    t = group_text(&g);
+    t = plain_text(&c, &f.s, &g);
     has(t, "svc4 { 198.18.200.1 . tcp . 80 : goto pickx4-tcp }");
     has(t, "nodeports4 { tcp . 30080 : goto pickn4-tcp }");
     free(t);
@@ -1327,8 +1334,7 @@ test_gen_plain_keys(void **state)
     nftgen_group_deinit(&g);
     /* Without endpoints, each refused. */
     f.s.ncluster_eps = 0;
-    assert_int_equal(nftgen_service_keys(&c, &f.s, &g), 1);
-    t = group_text(&g);
+    t = plain_text(&c, &f.s, &g);
     has(t, "noep4 { 198.18.200.1 . tcp . 80 : goto reject-chain }");
     has(t, "noep-nodeports4 { tcp . 30080 : goto reject-chain }");
     free(t);
@@ -1342,8 +1348,7 @@ test_gen_plain_keys(void **state)
     f.lo[0].weight = 1;
     f.s.local_eps = f.lo;
     f.s.nlocal_eps = 1;
-    assert_int_equal(nftgen_service_keys(&c, &f.s, &g), 1);
-    t = group_text(&g);
+    t = plain_text(&c, &f.s, &g);
     has(t, "svc4 { 198.18.200.1 . tcp . 80 : goto pickxl4-tcp }");
     has(t, "nodeports4 { tcp . 30080 : goto pickln4-tcp }");
     free(t);
@@ -1368,8 +1373,7 @@ test_gen_plain_keys(void **state)
     f.ranges[0] = cidr("198.18.9.0/24");
     f.s.source_ranges = f.ranges;
     f.s.nsource_ranges = 1;
-    assert_int_equal(nftgen_service_keys(&c, &f.s, &g), 1);
-    t = group_text(&g);
+    t = plain_text(&c, &f.s, &g);
     has(t, "fw4 { 198.18.200.9 . tcp . 80 : goto fw-default/web/http/tcp }");
     has(t, "add rule inet ferry fw-default/web/http/tcp ip saddr { "
            "198.18.9.0/24 } return\nadd rule inet ferry "
@@ -1894,6 +1898,51 @@ test_dump_tables(void **state)
                      0);
 }
 
+/* A change whose steps or pieces make no sense is refused before any
+ * socket is opened: an op past FLUSH, a key too long, data too long,
+ * pieces that end past the steps or go backwards. */
+static void
+test_write_refuses_bad_steps(void **state)
+{
+    struct nftrules_writer *w = nftrules_writer_new();
+    struct nftrules_elem v[2];
+    struct nftrules_change c;
+    size_t ends[2];
+    struct err e;
+    int i;
+
+    (void)state;
+    assert_non_null(w);
+    for (i = 0; i < 5; i++) {
+        memset(v, 0, sizeof(v));
+        memset(&c, 0, sizeof(c));
+        v[0].set = v[1].set = "keys4-tcp-2";
+        v[0].len = v[1].len = 12;
+        c.steps = v;
+        c.nsteps = 2;
+        c.ends = ends;
+        c.nends = 1;
+        ends[0] = 2;
+        if (i == 0)
+            v[1].op = NFTRULES_FLUSH + 1;
+        else if (i == 1)
+            v[0].len = NFTRULES_KEY_MAX + 1;
+        else if (i == 2)
+            v[1].dlen = NFTRULES_DATA_MAX + 1;
+        else if (i == 3)
+            ends[0] = 3;
+        else {
+            ends[0] = 2;
+            ends[1] = 1;
+            c.nends = 2;
+        }
+        err_clear(&e);
+        assert_int_equal(nftrules_write(w, &c, &e), -1);
+        assert_non_null(strstr(e.msg, "nf_tables set elements: bad"));
+    }
+    nftrules_writer_free(w);
+}
+
 /* The acknowledgements of a batch of element changes: the one asked for
  * found by its sequence number, the first error of any kept; a message
  * cut short is not one. */
@@ -2070,6 +2119,7 @@ main(void)
         cmocka_unit_test(test_dump_tables),
         cmocka_unit_test(test_fill_skips_what_exists),
         cmocka_unit_test(test_batch_acks),
+        cmocka_unit_test(test_write_refuses_bad_steps),
         cmocka_unit_test(test_xt_has_chain),
         cmocka_unit_test(test_ctclean_parse_match),
     };
