@@ -74,6 +74,18 @@ for i in 1 2 3; do
     pids+=($!)
 done
 
+# Wait (up to 10 s each) until every backend listens: ferry started before
+# one does sends its first connections to the others, and the round-robin
+# the message below promises would skip it.
+for i in 1 2 3; do
+    for _ in $(seq 100); do
+        if curl -s -o /dev/null --max-time 1 "http://127.0.0.1:${ports[$i]}/"; then
+            break
+        fi
+        sleep 0.1
+    done
+done
+
 "$ferry" -c "$conf" &
 ferry_pid=$!
 pids+=("$ferry_pid")
