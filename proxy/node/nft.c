@@ -461,8 +461,9 @@ struct nft {
      * pick chains and keyed maps written last (or being written), and
      * per family, protocol and count how many plain services' addresses
      * want that count and how many the kernel holds in its map. A count
-     * keeps its rule while either is nonzero, and after, until the pick
-     * chains are written again (counts_tidy()). */
+     * keeps its rule while either is nonzero, and after, idle, until the
+     * pick chains are written again with more than COUNTS_KEPT counts
+     * (counts_tidy()). */
     struct nftgen_counts counts;
     struct nftgen_group picks;
     int picks_dirty;
@@ -725,32 +726,6 @@ ipset_commit(struct nft *n, struct ipset *set, int all)
         n->need_converge = 1;
 }
 
-/* The wanted elements of <set> from position <*at> on into <t>, at most
- * <max> of them; <*at> moves past the last one read (start at 0).
- * Returns how many. */
-static size_t
-ipset_fill_some(const struct ipset *set, struct nftgen_txn *t, size_t *at,
-                size_t max)
-{
-    struct saddr a;
-    size_t k = 0;
-
-    while (k < max && ipcount_next(&set->c, at, &a)) {
-        ipset_put(set, t, &a, 1);
-        k++;
-    }
-    return k;
-}
-
-/* Every wanted element of <set> into <t>. */
-static void
-ipset_fill(const struct ipset *set, struct nftgen_txn *t)
-{
-    size_t at = 0;
-
-    ipset_fill_some(set, t, &at, SIZE_MAX);
-}
-
 static void
 mark_dirty(struct nft *n, struct entry *en)
 {
@@ -898,22 +873,43 @@ counts_move(struct nft *n,
     }
 }
 
-/* Drop the rules of the counts that nothing wants nor holds. Only when
- * the pick chains are written anyway: a convergence keeps them, so that
- * it writes what the updates before it did, and a restart drops them. */
+/* Drop the rules of counts that nothing wants nor holds, the smallest
+ * first (a connection's first packet tries the smaller counts before its
+ * own: an idle count past its own costs it nothing), until at most
+ * COUNTS_KEPT are left. Only when the pick chains are written anyway: a
+ * convergence keeps them, so that it writes what the updates before it
+ * did, and a restart drops them all.
+ *
+ * Idle counts are kept because a count coming back would cost a text,
+ * and every text that adds a rule makes the kernel check the whole
+ * table at its commit (every element of the dispatch maps): 1.8 ms at
+ * 10,000 Services, 50 times in 2,000 changes when readiness flips walked
+ * 40 Services' counts down from 25 and back, a sixth of ferry's CPU per
+ * change. A rolling update moves a Service through a few counts, and
+ * back. */
+#define COUNTS_KEPT 32
+
 static void
 counts_tidy(struct nft *n)
 {
     int f, p;
-    size_t i, k;
+    size_t i, k, drop;
 
     for (f = 0; f < NFTGEN_KEYS_SLOTS; f++)
         for (p = 0; p < NFT_PROTO__COUNT; p++) {
             uint32_t *v = n->counts.v[f][p];
 
-            for (i = k = 0; i < n->counts.n[f][p]; i++)
-                if (n->cwant[f][p][v[i]] > 0 || n->chave[f][p][v[i]] > 0)
-                    v[k++] = v[i];
+            drop = n->counts.n[f][p] > COUNTS_KEPT
+                       ? n->counts.n[f][p] - COUNTS_KEPT
+                       : 0;
+            for (i = k = 0; i < n->counts.n[f][p]; i++) {
+                if (drop > 0 && n->cwant[f][p][v[i]] == 0
+                    && n->chave[f][p][v[i]] == 0) {
+                    drop--;
+                    continue;
+                }
+                v[k++] = v[i];
+            }
             n->counts.n[f][p] = k;
         }
 }
@@ -1660,10 +1656,10 @@ incremental(struct nft *n, struct err *e)
     nftgen_group_init(&picks);
     if (n->picks_dirty) {
         /* A count gained (or handed over) its rule and set: written by
-         * the text, before the keys that use them. The counts left
-         * idle since the last time go now: a rule of their own would
-         * cost an idle count a text every time a service leaves it or
-         * comes back (one service resized back and forth). */
+         * the text, before the keys that use them. Idle counts past
+         * COUNTS_KEPT go now (counts_tidy()): never as they turn idle,
+         * which would cost a text every time a service leaves a count
+         * or comes back (one service resized back and forth). */
         counts_tidy(n);
         if (picks_make(n, &picks) < 0) {
             rc = err_set(e, "out of memory");
@@ -1806,10 +1802,10 @@ wanted_names(struct nft *n, struct smap *names, int committed, int sets_only)
     return 0;
 }
 
-/* Every wanted object into <t>, and with <sets> the shared address
- * sets' elements. */
+/* Every wanted object into <t> (the shared address sets' elements go
+ * through netlink: keys_steps()). */
 static void
-fill_wanted(struct nft *n, struct nftgen_txn *t, int sets)
+fill_wanted(struct nft *n, struct nftgen_txn *t)
 {
     size_t i;
 
@@ -1820,10 +1816,6 @@ fill_wanted(struct nft *n, struct nftgen_txn *t, int sets)
 
         if (n->svcs.v[i].key && en->want)
             nftgen_fill(t, en->want);
-    }
-    if (sets) {
-        ipset_fill(&n->cips, t);
-        ipset_fill(&n->hp, t);
     }
 }
 
@@ -1881,7 +1873,6 @@ ctx_renew(struct nft *n)
  * endpoints, or 500 redirects, a part; the kernel dataplane's first sync
  * took the same time with parts of 40 and of 100 KB. */
 #define CREATE_PART_BYTES (40u << 10)
-#define CREATE_ELEMS      5000
 
 /* Run <t> if it holds anything (its endpoint maps' elements after it,
  * through netlink), and start it again, lean. */
@@ -1916,13 +1907,14 @@ run_part(struct nft *n, struct nftgen_txn *t, struct err *e)
  * Create the table from nothing in several transactions: the skeleton
  * with the first services, then the next ones, CREATE_PART_BYTES of
  * text a transaction, then the elements of the shared sets (ClusterIPs,
- * hairpin pairs), CREATE_ELEMS at a time. The kernel finds a set by name
+ * hairpin pairs) in one netlink transaction. The kernel finds a set by name
  * by walking the sets of the table (a new endpoint map: to see that it is
  * new, to fill it, to bind its rule), so the creation costs time in the
  * square of the services whatever the parts (12.5 s at 10,000 × 25);
  * and libnftables holds about 250 bytes per element while it parses a
- * transaction: the 250,000 hairpin pairs of 10,000 Services of 25
- * endpoints in the first transaction took 62 MB at once. Nothing was
+ * transaction (the 250,000 hairpin pairs of 10,000 Services of 25
+ * endpoints in one text took 62 MB at once; in texts of 5,000, 0.5 s of
+ * the 1.9 s the creation took in nftdrive). Nothing was
  * served by this table before, so a service or an element that comes a
  * part later loses nothing; a failed part leaves a table that the next
  * convergence adopts in one transaction. The parts are lean
@@ -1933,9 +1925,8 @@ run_part(struct nft *n, struct nftgen_txn *t, struct err *e)
 static int
 create_in_parts(struct nft *n, const char *comment, struct err *e)
 {
-    struct ipset *sets[2] = {&n->cips, &n->hp};
     struct nftgen_txn t;
-    size_t i, at;
+    size_t i;
     int rc = 0;
 
     nftgen_txn_init(&t);
@@ -1952,13 +1943,17 @@ create_in_parts(struct nft *n, const char *comment, struct err *e)
         if (nftgen_txn_bytes(&t) >= CREATE_PART_BYTES)
             rc = run_part(n, &t, e);
     }
-    for (i = 0; i < 2 && rc == 0; i++)
-        for (at = 0; rc == 0
-                     && ipset_fill_some(sets[i], &t, &at, CREATE_ELEMS)
-                            == CREATE_ELEMS;)
-            rc = run_part(n, &t, e);
     if (rc == 0)
         rc = run_part(n, &t, e);
+    if (rc == 0) {
+        /* The shared address sets, last, in one netlink transaction. */
+        struct steps st = {0};
+
+        rc = keys_steps(n, &t, 0, 1, &st, e);
+        if (rc == 0)
+            rc = epmaps_write(n, &t, &st, e);
+        steps_free(&st);
+    }
     nftgen_txn_deinit(&t);
     return rc;
 }
@@ -2012,7 +2007,7 @@ converge(struct nft *n, struct err *e)
         log_warn("table inet %s has another layout: recreating it", NFT_TABLE);
         nftgen_delete_table(&t);
         nftgen_add_table(&t, comment);
-        fill_wanted(n, &t, 1);
+        fill_wanted(n, &t);
     } else {
         if (wanted_names(n, &names, 0, 0) < 0) {
             rc = err_set(e, "out of memory");
@@ -2062,23 +2057,23 @@ converge(struct nft *n, struct err *e)
                 goto out;
             }
         t.existing = &held;
-        /* The shared address sets through netlink with the keys. */
-        fill_wanted(n, &t, 0);
+        fill_wanted(n, &t);
     }
     text = nftgen_txn_text(&t);
     if (text == NULL) {
         rc = err_set(e, "transaction too large or out of memory");
         goto out;
     }
-    /* The keys in one netlink transaction (the keyed maps flushed first:
-     * an adoption replaces what the last process left; an adoption's
-     * shared address sets too), made ready before the text: between its commit and theirs, a new connection
-     * to a plain service whose keys are not there is refused (a table
-     * recreated), or finds the last process's (adopted). About 0.65 s at
-     * 10,000 × 25 for a table recreated (0.53 s of it the kernel's
-     * commit of the keys): its text would carry the keys only at
-     * libnftables' 2 KB an element (700 MB at once). */
-    if (keys_steps(n, &t, !n->conf.own_chains, l.layout_ok, &st, e) < 0) {
+    /* The keys and the shared address sets in one netlink transaction
+     * (the keyed maps and the sets flushed first: an adoption replaces
+     * what the last process left), made ready before the text: between
+     * its commit and theirs, a new connection to a plain service whose
+     * keys are not there is refused (a table recreated), or finds the
+     * last process's (adopted). About 0.65 s at 10,000 × 25 for a table
+     * recreated (0.53 s of it the kernel's commit of the keys): its text
+     * would carry the keys only at libnftables' 2 KB an element (700 MB
+     * at once), and the sets at 250 bytes an element. */
+    if (keys_steps(n, &t, !n->conf.own_chains, 1, &st, e) < 0) {
         free(text);
         rc = -1;
         goto out;

@@ -417,6 +417,13 @@ class Lab:
             return p.returncode
         return None
 
+    def fresh_engine(self):
+        """A new driver adopting the table with no services: the counts
+        earlier tests left idle, which keep their rules in the old
+        driver's engine (and so spare a text), are gone."""
+        assert self.stop_drive() == 0
+        self.start_drive([])
+
     def apply(self, services):
         """Rewrite the description and wait until the driver applied it."""
         mark = len(self.out_lines())
@@ -898,6 +905,7 @@ def test_endpoint_changes_skip_libnftables_set_fetch(lab):
     a = svc("lean", cips=("198.18.128.20",), eps=("pod-a", "pod-b"))
     b = svc("lean2", cips=("198.18.128.21",), eps=("pod-c",))
     np = heavy("leannp", "198.18.128.23", ("pod-a", 256), ("pod-b", 1))
+    lab.fresh_engine()
     lab.apply([a, b, np])
     c0 = lab.counts()
     lab.apply([svc("lean", cips=("198.18.128.20",), eps=("pod-a",)), b,
@@ -938,14 +946,19 @@ def test_endpoint_changes_skip_libnftables_set_fetch(lab):
     assert "198.18.128.20" in elems("cluster-ips4")
     assert "198.18.1.4 . 198.18.1.4" not in elems("hairpin4")
     # A count new to the node: one text (its map, its chain, the jump;
-    # and count 1, idle since lean2 and lean3 went, retired), then the
-    # keys.
+    # count 1, idle since lean2 and lean3 went, keeps its rule), then
+    # the keys. Back to a count that kept its rule: no text.
     c4 = lab.counts()
     lab.apply([svc("lean", cips=("198.18.128.20",),
                    eps=("pod-a", "pod-b", "pod-c"))])
     c5 = lab.counts()
     assert c5["texts"] == c4["texts"] + 1, (c4, c5)
-    assert counts_of(lab) == {2: [], 3: [("198.18.128.20", 80)]}
+    assert counts_of(lab) == {1: [], 2: [], 3: [("198.18.128.20", 80)]}
+    lab.apply([svc("lean", cips=("198.18.128.20",), eps=("pod-c",))])
+    c6 = lab.counts()
+    assert c6["texts"] == c5["texts"], (c5, c6)
+    assert counts_of(lab) == {1: [("198.18.128.20", 80)], 2: [], 3: []}
+    assert lab.in_ns("cpod")(tcp_hello, "198.18.128.20", 80)[0] == "pod-c"
 
 
 def test_endpoint_changes_under_load_refuse_no_connection(lab):
@@ -1670,6 +1683,50 @@ def test_counts_past_the_cap_keep_chains_of_their_own(lab):
     # translated (not refused as a ClusterIP without a Service) and
     # times out.
     assert got == "timeout", got
+
+
+def test_idle_counts_keep_their_rules_up_to_32(lab):
+    # A count no Service has any more keeps its rule, so that one coming
+    # back costs no text (each makes the kernel check the whole table);
+    # when a text adds a count, idle ones past 32 go, the smallest first
+    # (those a connection's first packet tries before its own).
+    def many(name, n, k=None):
+        s = svc(name, cips=("198.18.133.%d" % (k or n),))
+        s["cluster_endpoints"] = [
+            {"ip": "198.18.5.%d" % (i + 1), "port": TCP_PORT, "weight": 1}
+            for i in range(n)]
+        return s
+    lab.fresh_engine()
+    lab.apply([many("k%d" % n, n) for n in range(1, 41)])
+    assert sorted(counts_of(lab)) == list(range(1, 41))
+    # Every Service at 40 endpoints: their keys move, counts 1 to 39
+    # turn idle, and no rule changes.
+    c0 = lab.counts()
+    lab.apply([many("k%d" % n, 40, n) for n in range(1, 41)])
+    c1 = lab.counts()
+    assert c1["texts"] == c0["texts"], (c0, c1)
+    counts = counts_of(lab)
+    assert sorted(counts) == list(range(1, 41))
+    assert len(counts[40]) == 40 and counts[1] == [], counts[1]
+    lab.apply([many("k40", 40)])
+    assert sorted(counts_of(lab)) == list(range(1, 41))
+    c1 = lab.counts()
+    lab.apply([many("k40", 40), many("k45", 45)])
+    c2 = lab.counts()
+    assert c2["texts"] == c1["texts"] + 1, (c1, c2)
+    counts = counts_of(lab)
+    assert sorted(counts) == list(range(10, 41)) + [45], sorted(counts)
+    assert counts[45] == [("198.18.133.45", 80)]
+    # A count that kept its rule, idle, serves a Service again at once,
+    # without a text: k45 down to 12 keys, 11 of pod-a's and one of
+    # pod-b's.
+    k45 = many("k45", 45)
+    k45["cluster_endpoints"] = [ep("pod-a", weight=11), ep("pod-b")]
+    lab.apply([many("k40", 40), k45])
+    assert lab.counts()["texts"] == c2["texts"]
+    assert counts_of(lab)[12] == [("198.18.133.45", 80)]
+    assert lab.in_ns("cpod")(tcp_try, "198.18.133.45", 80) in ("pod-a",
+                                                              "pod-b")
 
 
 def test_an_address_listed_twice_is_one_element(lab):
