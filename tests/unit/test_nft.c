@@ -1304,6 +1304,31 @@ test_gen_plain_keys(void **state)
     hasnt(t, "add chain");
     free(t);
     nftgen_group_deinit(&g);
+    /* Addresses are written by hand, as inet_ntop() writes them: the
+     * octets' edges, the largest port; IPv6 through inet_ntop(). */
+    f.cips[0] = ip("0.10.255.100", 0);
+    f.s.port = 65535;
+    f.cl[0].addr = ip("255.0.0.9", 65535);
+    f.cl[1].addr = ip("100.200.0.1", 0);
+    nftgen_group_init(&g);
+    assert_int_equal(nftgen_service_keys(&c, &f.s, &g), 1);
+    k = keys_obj(&g, "keys4-tcp", "0.10.255.100 . 65535");
+    assert_non_null(k);
+    assert_string_equal(k->rules, "100.200.0.1 . 0, 100.200.0.1 . 0, "
+                                  "255.0.0.9 . 65535");
+    nftgen_group_deinit(&g);
+    f.cips[0] = ip("2001:db8::a", 0);
+    f.cl[0].addr = ip("2001:db8:0:1::ff", 8080);
+    f.cl[1].addr = ip("::1", 8080);
+    f.cl[1].weight = 1;
+    nftgen_group_init(&g);
+    assert_int_equal(nftgen_service_keys(&c, &f.s, &g), 1);
+    k = keys_obj(&g, "keys6-tcp", "2001:db8::a . 65535");
+    assert_non_null(k);
+    assert_string_equal(k->rules, "::1 . 8080, 2001:db8:0:1::ff . 8080");
+    nftgen_group_deinit(&g);
+    fix_init(&f);
+    f.cl[1].weight = 2;
     /* No endpoint: refused at once, as with chains of its own. */
     f.s.ncluster_eps = 0;
     t = plain_text(&c, &f.s, &g);
