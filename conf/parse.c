@@ -264,10 +264,36 @@ parse_duration_ms(const char *s, uint64_t *ms, const char **why)
     return -1;
 }
 
+/* IPv4 as inet_ntop() writes it, by hand: glibc's formats it with
+ * sprintf(), and the translator and the kernel dataplane's engine name
+ * every endpoint (250,000 at a first sync of 10,000 × 25). <out> has
+ * room for INET_ADDRSTRLEN. */
+static void
+ip4_text(const struct in_addr *in, char *out)
+{
+    const unsigned char *b = (const unsigned char *)&in->s_addr;
+    int i;
+
+    for (i = 0; i < 4; i++) {
+        unsigned v = b[i];
+
+        if (i > 0)
+            *out++ = '.';
+        if (v >= 100)
+            *out++ = (char)('0' + v / 100);
+        if (v >= 10)
+            *out++ = (char)('0' + v / 10 % 10);
+        *out++ = (char)('0' + v % 10);
+    }
+    *out = '\0';
+}
+
 const char *
 saddr_ip_str(const struct saddr *a, char *out, size_t outlen)
 {
-    if (a->u.sa.sa_family == AF_INET)
+    if (a->u.sa.sa_family == AF_INET && outlen >= INET_ADDRSTRLEN)
+        ip4_text(&a->u.in.sin_addr, out);
+    else if (a->u.sa.sa_family == AF_INET)
         inet_ntop(AF_INET, &a->u.in.sin_addr, out, (socklen_t)outlen);
     else if (a->u.sa.sa_family == AF_INET6)
         inet_ntop(AF_INET6, &a->u.in6.sin6_addr, out, (socklen_t)outlen);

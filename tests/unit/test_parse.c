@@ -150,6 +150,35 @@ test_ip(void **state)
     assert_non_null(strstr(why, "not an IP address"));
 }
 
+/* IPv4 is written by hand: every octet value in every position, against
+ * inet_ntop(); a buffer too short goes through inet_ntop(), which
+ * writes nothing past it. */
+static void
+test_ip4_text(void **state)
+{
+    struct saddr a;
+    char got[INET6_ADDRSTRLEN], want[INET_ADDRSTRLEN];
+    unsigned v, pos;
+
+    (void)state;
+    memset(&a, 0, sizeof(a));
+    a.u.in.sin_family = AF_INET;
+    for (pos = 0; pos < 4; pos++)
+        for (v = 0; v < 256; v++) {
+            unsigned char *b = (unsigned char *)&a.u.in.sin_addr.s_addr;
+
+            memset(b, 0, 4);
+            b[pos] = (unsigned char)v;
+            b[(pos + 1) % 4] = (unsigned char)(255 - v);
+            inet_ntop(AF_INET, &a.u.in.sin_addr, want, sizeof(want));
+            assert_string_equal(saddr_ip_str(&a, got, sizeof(got)), want);
+        }
+    memset(got, 'x', sizeof(got));
+    saddr_ip_str(&a, got, 4);
+    for (v = 4; v < sizeof(got); v++)
+        assert_int_equal(got[v], 'x'); /* nothing past the 4 bytes given */
+}
+
 static void
 test_saddr_cmp(void **state)
 {
@@ -326,6 +355,7 @@ main(void)
         cmocka_unit_test(test_ip),
         cmocka_unit_test(test_saddr_kinds),
         cmocka_unit_test(test_saddr_cmp),
+        cmocka_unit_test(test_ip4_text),
         cmocka_unit_test(test_duration),
         cmocka_unit_test(test_uint),
     };
