@@ -884,7 +884,7 @@ counts_move(struct nft *n,
  * and every text that adds a rule makes the kernel check the whole
  * table at its commit (every element of the dispatch maps): 1.8 ms at
  * 10,000 Services, 50 times in 2,000 changes when readiness flips walked
- * 40 Services' counts down from 25 and back, a sixth of ferry's CPU per
+ * 40 Services' counts down from 25 and back, a tenth of ferry's CPU per
  * change. A rolling update moves a Service through a few counts, and
  * back. */
 #define COUNTS_KEPT 32
