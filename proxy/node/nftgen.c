@@ -229,7 +229,7 @@ ip_text(const struct saddr *a, char *out)
 static void
 ip_str(const struct saddr *a, char *out)
 {
-    (void)ip_text(a, out);
+    saddr_ip_str(a, out, INET6_ADDRSTRLEN);
 }
 
 /* The IP as a piece of a name: IPv6's ':' is not allowed there. */

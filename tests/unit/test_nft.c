@@ -1276,6 +1276,23 @@ plain_text(const struct nft_conf *c, const struct nft_svc *s,
 /* Layout 4: a plain service is keys in the shared maps (its endpoints by
  * key, weights as numbers of keys) and its ClusterIP's way to the pick
  * chain; anything else it has keeps chains of its own. */
+/* Plain service <s>'s keys of map group <name> at <key> name the
+ * endpoints <rules>. */
+static void
+key_rules(const struct nft_conf *c, const struct nft_svc *s,
+          const char *name, const char *key, const char *rules)
+{
+    struct nftgen_group g;
+    const struct nftgen_obj *k;
+
+    nftgen_group_init(&g);
+    assert_int_equal(nftgen_service_keys(c, s, &g), 1);
+    k = keys_obj(&g, name, key);
+    assert_non_null(k);
+    assert_string_equal(k->rules, rules);
+    nftgen_group_deinit(&g);
+}
+
 static void
 test_gen_plain_keys(void **state)
 {
@@ -1310,23 +1327,14 @@ test_gen_plain_keys(void **state)
     f.s.port = 65535;
     f.cl[0].addr = ip("255.0.0.9", 65535);
     f.cl[1].addr = ip("100.200.0.1", 0);
-    nftgen_group_init(&g);
-    assert_int_equal(nftgen_service_keys(&c, &f.s, &g), 1);
-    k = keys_obj(&g, "keys4-tcp", "0.10.255.100 . 65535");
-    assert_non_null(k);
-    assert_string_equal(k->rules, "100.200.0.1 . 0, 100.200.0.1 . 0, "
-                                  "255.0.0.9 . 65535");
-    nftgen_group_deinit(&g);
+    key_rules(&c, &f.s, "keys4-tcp", "0.10.255.100 . 65535",
+              "100.200.0.1 . 0, 100.200.0.1 . 0, 255.0.0.9 . 65535");
     f.cips[0] = ip("2001:db8::a", 0);
     f.cl[0].addr = ip("2001:db8:0:1::ff", 8080);
     f.cl[1].addr = ip("::1", 8080);
     f.cl[1].weight = 1;
-    nftgen_group_init(&g);
-    assert_int_equal(nftgen_service_keys(&c, &f.s, &g), 1);
-    k = keys_obj(&g, "keys6-tcp", "2001:db8::a . 65535");
-    assert_non_null(k);
-    assert_string_equal(k->rules, "::1 . 8080, 2001:db8:0:1::ff . 8080");
-    nftgen_group_deinit(&g);
+    key_rules(&c, &f.s, "keys6-tcp", "2001:db8::a . 65535",
+              "::1 . 8080, 2001:db8:0:1::ff . 8080");
     fix_init(&f);
     f.cl[1].weight = 2;
     /* No endpoint: refused at once, as with chains of its own. */
